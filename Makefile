@@ -1,0 +1,43 @@
+# Two set-up commands: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test test-slow lint typecheck cypher-lint bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the API on the embedded SQLite store (creates ./.idgraph with a local key on first run).
+run: $(STAMP)
+	$(VENV)/bin/idgraph serve
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## Lint every Cypher constant offline (needs node+npm; skipped with a message otherwise).
+cypher-lint: $(STAMP)
+	@bash scripts/cypher-lint.sh
+
+## The whole default suite: lint, types, Cypher lint, tests (no network, no Docker).
+test: lint typecheck cypher-lint
+	$(PY) -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+## Benchmarks: SCALE=small (default) or SCALE=1m.
+bench: $(STAMP)
+	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,112 @@
+"""The error hierarchy of idgraph.
+
+Every error raised on purpose derives from :class:`IdGraphError`. Errors carry machine-readable
+attributes (a reason code, a field path) and human-readable messages. **No message or attribute
+ever contains a raw identifier value**: errors end up in logs and HTTP error bodies, and both are
+places where raw identifiers must never appear (privacy invariant 1).
+"""
+
+from __future__ import annotations
+
+
+class IdGraphError(Exception):
+    """Root of every error idgraph raises on purpose."""
+
+    code: str = "idgraph-error"
+
+
+class PolicyFileError(IdGraphError):
+    """A policy file is missing, unreadable or invalid; names the file and the field."""
+
+    code = "policy-file-invalid"
+
+    def __init__(self, file: str, field: str, message: str) -> None:
+        self.file = file
+        self.field = field
+        super().__init__(f"{file}: {field}: {message}")
+
+
+class ConfigurationError(IdGraphError):
+    """The service is configured in a way it refuses to run with (e.g. a dev key in production)."""
+
+    code = "configuration-invalid"
+
+
+class InvalidIdentifierError(IdGraphError):
+    """An identifier value does not normalize. ``reason`` is a code, ``message`` never holds the value."""
+
+    code = "invalid-identifier"
+
+    def __init__(self, identifier_type: str, reason: str, message: str, field: str = "") -> None:
+        self.identifier_type = identifier_type
+        self.reason = reason
+        self.field = field
+        self.message = message
+        super().__init__(f"{field or identifier_type}: {message}")
+
+    def at(self, field: str) -> InvalidIdentifierError:
+        """Return a copy of this error located at ``field`` (a JSON path such as ``identifiers[2]``)."""
+        return InvalidIdentifierError(self.identifier_type, self.reason, self.message, field)
+
+
+class UnknownIdentifierTypeError(InvalidIdentifierError):
+    """The identifier type is not declared in ``policies/identity.yaml``."""
+
+    code = "unknown-identifier-type"
+
+    def __init__(self, identifier_type: str, known: tuple[str, ...], field: str = "") -> None:
+        # The type name is caller-chosen but it is a schema token, not personal data; it is
+        # truncated so a value pasted into the type field does not travel far.
+        shown = identifier_type[:40]
+        super().__init__(
+            shown,
+            "unknown_type",
+            f"unknown identifier type {shown!r}; known types: {', '.join(known)}",
+            field,
+        )
+        self.known = known
+
+    def at(self, field: str) -> UnknownIdentifierTypeError:
+        """Return a copy of this error located at ``field``."""
+        return UnknownIdentifierTypeError(self.identifier_type, self.known, field)
+
+
+class BatchValidationError(IdGraphError):
+    """Several inputs of one request are invalid; nothing of the request was applied."""
+
+    code = "invalid-batch"
+
+    def __init__(self, errors: list[InvalidIdentifierError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} invalid identifier(s); nothing was written")
+
+
+class IdentifierNotFoundError(IdGraphError):
+    """An identifier named in a request is not in the graph."""
+
+    code = "identifier-not-found"
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: no such identifier in the graph")
+
+
+class NotLinkedError(IdGraphError):
+    """Two identifiers are not directly linked, so there is no link to remove."""
+
+    code = "not-linked"
+
+    def __init__(self, message: str = "the two identifiers are not directly linked") -> None:
+        super().__init__(message)
+
+
+class StoreUnavailableError(IdGraphError):
+    """The graph store cannot be reached or refused the operation for a transient reason."""
+
+    code = "store-unavailable"
+
+
+class StoreIntegrityError(IdGraphError):
+    """The graph store holds data that breaks an invariant (should never happen; report it)."""
+
+    code = "store-integrity"

@@ -1,0 +1,104 @@
+"""Keyed hashing of identifiers.
+
+Identifiers are stored only as ``HMAC-SHA256(key, "type:normalized_value")``.
+
+Why a keyed hash and not plain SHA-256: emails and phone numbers have so little entropy that an
+unkeyed hash is reversed by hashing a list of candidates; with a secret key, a stolen database
+alone reveals nothing. Why the type prefix: the same string as a ``customer_id`` and as a
+``cookie_id`` is two different identifiers and must not collide.
+
+Every key has a key id so keys can rotate: the keyring knows several keys, new digests are made
+with the primary key, and lookups try every known key so identifiers hashed under an older key
+are still found (and re-hashed under the primary key when next seen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from identity.errors import ConfigurationError
+from identity.identifiers import NormalizedIdentifier
+
+MIN_KEY_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class HashKey:
+    """One HMAC key. ``secret`` is excluded from ``repr`` so it never reaches a log."""
+
+    key_id: str
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # 256-bit keys: HMAC-SHA256's security is bounded by the key length, and a short key
+        # makes the dictionary attack above feasible again.
+        if len(self.secret) < MIN_KEY_BYTES:
+            raise ConfigurationError(
+                f"hash key {self.key_id!r} is {len(self.secret)} bytes; at least "
+                f"{MIN_KEY_BYTES} random bytes are required"
+            )
+        if len(set(self.secret)) < 8:
+            raise ConfigurationError(f"hash key {self.key_id!r} looks like a placeholder")
+
+
+@dataclass(frozen=True, slots=True)
+class HashedIdentifier:
+    """An identifier as stored: its type, the id of the key that hashed it, and the digest."""
+
+    type: str
+    key_id: str
+    digest: bytes
+
+    def __repr__(self) -> str:
+        return f"HashedIdentifier({self.type}, {self.key_id}, {self.digest.hex()[:12]}…)"
+
+
+class Keyring:
+    """The known hash keys; one of them is primary (used for every new digest)."""
+
+    def __init__(self, keys: Iterable[HashKey], primary_key_id: str) -> None:
+        self._keys: dict[str, HashKey] = {}
+        for key in keys:
+            if key.key_id in self._keys:
+                raise ConfigurationError(f"hash key id {key.key_id!r} appears twice")
+            self._keys[key.key_id] = key
+        if primary_key_id not in self._keys:
+            raise ConfigurationError(f"primary hash key {primary_key_id!r} is not in the keyring")
+        self._primary = self._keys[primary_key_id]
+        # Older keys after the primary, so lookups try the likeliest key first.
+        self._lookup_order = (self._primary, *(k for k in self._keys.values() if k is not self._primary))
+        self._hmac_by_id = {
+            k.key_id: hmac.new(k.secret, digestmod=hashlib.sha256) for k in self._keys.values()
+        }
+
+    @property
+    def primary_key_id(self) -> str:
+        """Id of the key that hashes every new identifier."""
+        return self._primary.key_id
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """All known key ids, primary first."""
+        return tuple(k.key_id for k in self._lookup_order)
+
+    def hash(self, identifier: NormalizedIdentifier, key_id: str | None = None) -> HashedIdentifier:
+        """Hash under ``key_id`` (default: the primary key)."""
+        kid = key_id or self._primary.key_id
+        # Copying a keyed HMAC object skips re-deriving the inner/outer pads for every value.
+        mac = self._hmac_by_id[kid].copy()
+        mac.update(f"{identifier.type}:{identifier.value}".encode())
+        return HashedIdentifier(identifier.type, kid, mac.digest())
+
+    def candidates(self, identifier: NormalizedIdentifier) -> tuple[HashedIdentifier, ...]:
+        """The identifier hashed under every known key, primary first, for lookups."""
+        return tuple(self.hash(identifier, k.key_id) for k in self._lookup_order)
+
+    def with_keys(self, keys: Mapping[str, bytes], primary_key_id: str) -> Keyring:
+        """A new keyring with ``keys`` added and ``primary_key_id`` as primary."""
+        merged = {k.key_id: k for k in self._keys.values()}
+        for kid, secret in keys.items():
+            merged[kid] = HashKey(kid, secret)
+        return Keyring(merged.values(), primary_key_id)

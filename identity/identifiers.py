@@ -1,0 +1,151 @@
+"""Identifier values and their normalization.
+
+A raw identifier arrives as ``(type, value)``. Normalization turns the value into its canonical
+form so that the same real-world identifier always hashes to the same digest (``Foo@X.com`` and
+``foo@x.com `` are one email). Each identifier type in ``policies/identity.yaml`` names one of
+the normalizers below.
+
+Privacy: :class:`NormalizedIdentifier` holds a raw personal value in memory for the short time
+between parsing and hashing. Its ``repr`` hides the value so it cannot leak into logs or
+tracebacks by accident.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from identity.errors import InvalidIdentifierError
+
+
+class Normalizer(StrEnum):
+    """The normalization rule an identifier type uses."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+    MOBILE_AD_ID = "mobile_ad_id"
+    SHA256_HEX = "sha256_hex"
+    OPAQUE = "opaque"
+    OPAQUE_CASE_INSENSITIVE = "opaque_case_insensitive"
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedIdentifier:
+    """An identifier in canonical form, not yet hashed. Never persisted, never logged."""
+
+    type: str
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"NormalizedIdentifier(type={self.type!r}, value=<redacted>)"
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _fail(identifier_type: str, reason: str, message: str) -> InvalidIdentifierError:
+    return InvalidIdentifierError(identifier_type, reason, message)
+
+
+def normalize_email(identifier_type: str, value: str, _region: str | None) -> str:
+    """Trim, validate syntax (no DNS lookups: they leak the domain and are slow) and lowercase.
+
+    The whole address is lowercased. RFC 5321 allows case-sensitive local parts, but no mail
+    provider in practice treats them so, and lowercasing is what ad platforms expect before they
+    hash an email; linking ``Ann@x.com`` and ``ann@x.com`` as one person is the intended behaviour.
+    """
+    candidate = value.strip()
+    try:
+        result = validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError:
+        # The library's message can quote parts of the address; ours never does.
+        raise _fail(identifier_type, "invalid_email", "not a valid email address") from None
+    return result.normalized.lower()
+
+
+def normalize_phone(identifier_type: str, value: str, region: str | None) -> str:
+    """Parse with libphonenumber and format as E.164 (``+4420...``).
+
+    Numbers without a country prefix are read in ``region`` (the ``IDGRAPH_DEFAULT_REGION``
+    setting); with no region set they are refused rather than guessed.
+    """
+    candidate = value.strip()
+    try:
+        parsed = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        if region is None and not candidate.startswith("+"):
+            raise _fail(
+                identifier_type,
+                "phone_missing_country",
+                "phone number has no +country prefix and no default region is configured",
+            ) from None
+        raise _fail(identifier_type, "invalid_phone", "not a parseable phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise _fail(identifier_type, "invalid_phone", "not a valid phone number for its region")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_mobile_ad_id(identifier_type: str, value: str, _region: str | None) -> str:
+    """IDFA/GAID: canonical lowercase hyphenated UUID.
+
+    The all-zero id is a valid UUID here but the shipped policy blocks it: iOS returns it when
+    the user denied tracking and Android after an opt-out, so linking on it would merge every
+    opted-out device into one person. Blocking (not rejecting) it keeps the event's other
+    identifiers and records the refusal.
+    """
+    candidate = value.strip()
+    try:
+        parsed = uuid.UUID(candidate)
+    except ValueError:
+        raise _fail(identifier_type, "invalid_ad_id", "not a UUID-formatted advertising id") from None
+    if len(candidate.replace("-", "").strip("{}").removeprefix("urn:uuid:")) != 32:
+        raise _fail(identifier_type, "invalid_ad_id", "not a UUID-formatted advertising id")
+    return str(parsed)
+
+
+def normalize_sha256_hex(identifier_type: str, value: str, _region: str | None) -> str:
+    """A partner-supplied SHA-256 of a normalized email: 64 hex digits, lowercased.
+
+    Kept as its own type because idgraph cannot check how the partner normalized the email
+    before hashing; it links to a plain email only through an event that names both.
+    """
+    candidate = value.strip().lower()
+    if not _SHA256_HEX.fullmatch(candidate):
+        raise _fail(identifier_type, "invalid_sha256", "not 64 hexadecimal digits")
+    if candidate == "0" * 64:
+        raise _fail(identifier_type, "invalid_sha256", "all-zero digest")
+    return candidate
+
+
+def normalize_opaque(identifier_type: str, value: str, _region: str | None) -> str:
+    """Customer ids, cookies, anonymous ids: trimmed, case preserved, no control characters."""
+    candidate = value.strip()
+    if not candidate:
+        raise _fail(identifier_type, "empty", "empty value")
+    if _CONTROL.search(candidate):
+        raise _fail(identifier_type, "control_characters", "contains control characters")
+    return candidate
+
+
+def normalize_opaque_case_insensitive(identifier_type: str, value: str, region: str | None) -> str:
+    """Like :func:`normalize_opaque` but lowercased, for ids whose issuers ignore case."""
+    return normalize_opaque(identifier_type, value, region).lower()
+
+
+NormalizeFn = Callable[[str, str, str | None], str]
+
+NORMALIZERS: dict[Normalizer, NormalizeFn] = {
+    Normalizer.EMAIL: normalize_email,
+    Normalizer.PHONE: normalize_phone,
+    Normalizer.MOBILE_AD_ID: normalize_mobile_ad_id,
+    Normalizer.SHA256_HEX: normalize_sha256_hex,
+    Normalizer.OPAQUE: normalize_opaque,
+    Normalizer.OPAQUE_CASE_INSENSITIVE: normalize_opaque_case_insensitive,
+}

@@ -1,0 +1,182 @@
+"""Domain types of the identity graph. Frozen dataclasses; ports speak only these."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from identity.hashing import HashedIdentifier
+from identity.identifiers import NormalizedIdentifier
+
+
+def new_person_id() -> str:
+    """A random, opaque person id (96 bits from the OS CSPRNG).
+
+    Never derived from identifiers: a person id travels to downstream tools, and one computed
+    from an email would be a pseudonym anyone holding the email could recompute.
+    """
+    return "p_" + secrets.token_hex(12)
+
+
+def new_node_id() -> str:
+    """A random, opaque id for one identifier node; stable across key rotation."""
+    return "n_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityEvent:
+    """Identifiers seen together, from one source at one time."""
+
+    identifiers: tuple[NormalizedIdentifier, ...]
+    source: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierNode:
+    """An identifier in the graph: its keyed hash, the person it resolves to, and when seen."""
+
+    node_id: str
+    hashed: HashedIdentifier
+    person_id: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An undirected link between two identifier nodes, per source. ``a < b`` always."""
+
+    a: str
+    b: str
+    source: str
+    first_at: datetime
+    last_at: datetime
+
+    def __post_init__(self) -> None:
+        if not self.a < self.b:
+            raise ValueError("link endpoints must be ordered a < b")
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    """A resolved person: an opaque id and activity times."""
+
+    person_id: str
+    created_at: datetime
+    last_seen: datetime
+
+
+class RefusalReason(StrEnum):
+    """Why an identifier of an event was not linked."""
+
+    BLOCKED_VALUE = "blocked_value"
+    BLOCKED_PATTERN = "blocked_pattern"
+    LIMIT_EXCEEDED = "limit_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An identifier that was not linked, and why. Holds only the keyed hash."""
+
+    hashed: HashedIdentifier
+    reason: RefusalReason
+    detail: str
+    source: str
+    at: datetime
+    position: int = field(default=-1, compare=False)
+
+
+class Outcome(StrEnum):
+    """What one ingested event did to the graph."""
+
+    CREATED = "created"  # a new person
+    LINKED = "linked"  # new identifiers joined an existing person
+    MERGED = "merged"  # two or more persons became one
+    UNCHANGED = "unchanged"  # everything was already known and linked
+    REFUSED = "refused"  # no identifier could be linked
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """The result of one event. ``person_id`` is for callers allowed to see it."""
+
+    outcome: Outcome
+    person_id: str | None
+    merged_person_ids: tuple[str, ...]
+    new_identifiers: int
+    refusals: tuple[Refusal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """Everything one resolution transaction writes, applied set-based by the store."""
+
+    new_persons: tuple[PersonRecord, ...] = ()
+    new_nodes: tuple[IdentifierNode, ...] = ()
+    # node_id -> the same identifier hashed under the primary key (lazy re-hash after rotation)
+    rehashed: Mapping[str, HashedIdentifier] = field(default_factory=dict)
+    # node_id -> (first_seen, last_seen) to widen the node's seen window to
+    touched: Mapping[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # absorbed person_id -> surviving person_id (every node of the absorbed person moves)
+    merged: Mapping[str, str] = field(default_factory=dict)
+    # node_id -> person_id (a split moves some nodes to a new person)
+    reassigned: Mapping[str, str] = field(default_factory=dict)
+    # person_id -> last_seen to raise the person's activity time to
+    persons_seen: Mapping[str, datetime] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The local subgraph of one person: its identifier nodes and the links among them."""
+
+    person_id: str
+    nodes: tuple[IdentifierNode, ...]
+    links: tuple[Link, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Row counts, for health output, the CLI summary and tests."""
+
+    persons: int
+    identifiers: int
+    links: int
+    refusals: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainHop:
+    """One step on the path between two identifiers: which sources linked them and when."""
+
+    from_node: str
+    from_type: str
+    to_node: str
+    to_type: str
+    sources: tuple[str, ...]
+    first_linked_at: datetime
+    last_linked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why two identifiers resolve to the same person (or that they do not)."""
+
+    linked: bool
+    person_id: str | None
+    hops: tuple[ExplainHop, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnlinkResult:
+    """What an unlink did: links removed and, if the cluster fell apart, the resulting persons."""
+
+    removed_links: int
+    split: bool
+    person_id_a: str
+    person_id_b: str

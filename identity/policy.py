@@ -1,0 +1,143 @@
+"""The identity policy: which identifier types exist and how they may be linked.
+
+Loaded from ``policies/identity.yaml`` into frozen pydantic models with ``extra="forbid"`` so a
+typo in a policy file stops startup with the file and field named, instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from identity.errors import InvalidIdentifierError, PolicyFileError, UnknownIdentifierTypeError
+from identity.identifiers import NORMALIZERS, NormalizedIdentifier, Normalizer
+
+_TYPE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
+
+
+class _PolicyFieldProblem(Exception):  # noqa: N818 - internal signal, not part of the API
+    """Raised inside model hooks; not a ValueError so pydantic does not re-locate it at the root."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class IdentifierTypePolicy(BaseModel):
+    """Rules for one identifier type."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str = ""
+    normalizer: Normalizer
+    priority: Annotated[int, Field(ge=0, le=1000)]
+    max_per_person: Annotated[int, Field(ge=1, le=10_000)]
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 256
+    blocked_values: tuple[str, ...] = ()
+    blocked_patterns: tuple[str, ...] = ()
+
+    @field_validator("blocked_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for index, pattern in enumerate(patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {index} is not a valid regular expression: {exc}") from exc
+        return patterns
+
+
+class IdentityPolicy(BaseModel):
+    """All identifier types, keyed by type name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = Field(ge=1, le=1)
+    types: dict[Annotated[str, Field(pattern=_TYPE_NAME)], IdentifierTypePolicy]
+
+    @model_validator(mode="after")
+    def _at_least_one_type(self) -> Self:
+        if not self.types:
+            raise ValueError("at least one identifier type must be declared")
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Blocked values are compared after normalization, so authors may write them in any
+        # case or spacing. Values that do not normalize could never match and are a mistake.
+        blocked: dict[str, frozenset[str]] = {}
+        compiled: dict[str, tuple[re.Pattern[str], ...]] = {}
+        for name, rules in self.types.items():
+            normalize = NORMALIZERS[rules.normalizer]
+            values = set()
+            for index, raw in enumerate(rules.blocked_values):
+                try:
+                    values.add(normalize(name, raw, "US"))
+                except InvalidIdentifierError as exc:
+                    raise _PolicyFieldProblem(
+                        f"types.{name}.blocked_values.{index}",
+                        f"does not normalize ({exc.reason}), so it could never match",
+                    ) from None
+            blocked[name] = frozenset(values)
+            compiled[name] = tuple(re.compile(p) for p in rules.blocked_patterns)
+        object.__setattr__(self, "_blocked", blocked)
+        object.__setattr__(self, "_patterns", compiled)
+
+    @property
+    def type_names(self) -> tuple[str, ...]:
+        """Declared identifier types, highest priority first."""
+        return tuple(sorted(self.types, key=lambda t: (-self.types[t].priority, t)))
+
+    def rules(self, identifier_type: str) -> IdentifierTypePolicy:
+        """The rules for ``identifier_type``; raises :class:`UnknownIdentifierTypeError`."""
+        try:
+            return self.types[identifier_type]
+        except KeyError:
+            raise UnknownIdentifierTypeError(identifier_type, self.type_names) from None
+
+    def normalize(self, identifier_type: str, value: str, region: str | None) -> NormalizedIdentifier:
+        """Normalize one raw identifier, enforcing the type's length limit first."""
+        rules = self.rules(identifier_type)
+        if len(value) > rules.max_length:
+            raise InvalidIdentifierError(
+                identifier_type,
+                "too_long",
+                f"value is longer than {rules.max_length} characters",
+            )
+        normalized = NORMALIZERS[rules.normalizer](identifier_type, value, region)
+        return NormalizedIdentifier(identifier_type, normalized)
+
+    def blocked_reason(self, identifier: NormalizedIdentifier) -> str | None:
+        """Why this identifier may never be linked (a listed value or pattern), or ``None``."""
+        blocked: dict[str, frozenset[str]] = getattr(self, "_blocked")  # noqa: B009
+        patterns: dict[str, tuple[re.Pattern[str], ...]] = getattr(self, "_patterns")  # noqa: B009
+        if identifier.value in blocked[identifier.type]:
+            return "blocked_value"
+        if any(p.search(identifier.value) for p in patterns[identifier.type]):
+            return "blocked_pattern"
+        return None
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "<root>"
+
+
+def load_identity_policy(path: Path) -> IdentityPolicy:
+    """Load and validate ``identity.yaml``; any problem raises :class:`PolicyFileError`."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyFileError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyFileError(str(path), "<file>", f"not valid YAML: {exc}") from exc
+    try:
+        return IdentityPolicy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise PolicyFileError(str(path), _field_path(first["loc"]), first["msg"]) from None
+    except _PolicyFieldProblem as exc:
+        raise PolicyFileError(str(path), exc.field, exc.message) from None

@@ -1,0 +1,431 @@
+"""Deterministic identity resolution.
+
+An event names identifiers seen together. Each one is normalized (by the caller), hashed with the
+keyring, and looked up under every known key. The event's identifiers are then taken in priority
+order (``policies/identity.yaml``), highest first; each one joins the growing set unless joining
+would give the resulting person more identifiers of some type than ``max_per_person`` allows. An
+identifier that would break a limit is *not linked* and the refusal is recorded: because the
+order is by priority, it is always the lowest-priority conflicting identifier that is dropped.
+Blocked values (test emails, all-zero ad ids) are refused before that.
+
+A batch of events is resolved in one store transaction: one lookup for every digest of the batch,
+one query for the type counts of every person touched, resolution in memory (events later in the
+batch see what earlier ones did), and one set-based write. That is what makes bulk ingest fast
+while keeping "one ingest = one transaction".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from identity import clusters
+from identity.errors import IdentifierNotFoundError, NotLinkedError
+from identity.hashing import HashedIdentifier, Keyring
+from identity.identifiers import NormalizedIdentifier
+from identity.model import (
+    ChangeSet,
+    EventOutcome,
+    Explanation,
+    IdentifierNode,
+    IdentityEvent,
+    Link,
+    Outcome,
+    PersonRecord,
+    Refusal,
+    RefusalReason,
+    UnlinkResult,
+    new_node_id,
+    new_person_id,
+)
+from identity.policy import IdentityPolicy
+from identity.store.port import GraphStore, GraphTransaction
+
+_Key = tuple[str, bytes]  # (type, digest under the primary key): one identifier within a batch
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One identifier of one event after hashing."""
+
+    position: int
+    identifier_type: str
+    priority: int
+    primary: HashedIdentifier
+    candidates: tuple[HashedIdentifier, ...]
+    blocked: str | None
+
+
+@dataclass(slots=True)
+class _BatchState:
+    """In-memory view of the part of the graph a batch touches."""
+
+    nodes: dict[_Key, IdentifierNode] = field(default_factory=dict)
+    new_nodes: dict[_Key, str] = field(default_factory=dict)  # key -> node id, created here
+    node_person: dict[str, str] = field(default_factory=dict)  # node id -> person (maybe merged)
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    parent: dict[str, str] = field(default_factory=dict)  # union-find over person ids
+    existing_persons: set[str] = field(default_factory=set)
+    created_persons: dict[str, datetime] = field(default_factory=dict)
+    persons_seen: dict[str, datetime] = field(default_factory=dict)
+    touched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    rehashed: dict[str, HashedIdentifier] = field(default_factory=dict)
+    links: dict[tuple[str, str, str], Link] = field(default_factory=dict)
+    new_node_rows: dict[str, tuple[HashedIdentifier, datetime, datetime]] = field(
+        default_factory=dict
+    )
+
+    def find(self, person: str) -> str:
+        root = person
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while person != root:  # path compression
+            person, self.parent[person] = self.parent[person], root
+        return root
+
+
+class ResolutionEngine:
+    """Links identifiers into persons and answers resolve / explain / unlink."""
+
+    def __init__(
+        self,
+        store: GraphStore,
+        keyring: Keyring,
+        policy: IdentityPolicy,
+        clock: Callable[[], datetime] = _utcnow,
+        person_ids: Callable[[], str] = new_person_id,
+        node_ids: Callable[[], str] = new_node_id,
+    ) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._policy = policy
+        self._clock = clock
+        self._person_ids = person_ids
+        self._node_ids = node_ids
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring used for hashing (primary key first)."""
+        return self._keyring
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def ingest(self, events: Sequence[IdentityEvent]) -> list[EventOutcome]:
+        """Resolve ``events`` in order, in one transaction. Returns one outcome per event."""
+        if not events:
+            return []
+        prepared = [self._prepare(event) for event in events]
+        return self._store.write(lambda tx: self._resolve_batch(tx, events, prepared))
+
+    def _prepare(self, event: IdentityEvent) -> list[_Prepared]:
+        out: list[_Prepared] = []
+        seen: set[_Key] = set()
+        for position, identifier in enumerate(event.identifiers):
+            rules = self._policy.rules(identifier.type)
+            candidates = self._keyring.candidates(identifier)
+            primary = candidates[0]
+            key = (primary.type, primary.digest)
+            if key in seen:  # the same identifier twice in one event counts once
+                continue
+            seen.add(key)
+            out.append(
+                _Prepared(
+                    position=position,
+                    identifier_type=identifier.type,
+                    priority=rules.priority,
+                    primary=primary,
+                    candidates=candidates,
+                    blocked=self._policy.blocked_reason(identifier),
+                )
+            )
+        # Highest priority first; the order in the event breaks ties, so results are repeatable.
+        out.sort(key=lambda p: (-p.priority, p.position))
+        return out
+
+    def _resolve_batch(
+        self,
+        tx: GraphTransaction,
+        events: Sequence[IdentityEvent],
+        prepared: list[list[_Prepared]],
+    ) -> list[EventOutcome]:
+        state = _BatchState()
+        self._load(tx, prepared, state)
+        outcomes = [
+            self._resolve_event(event, items, state)
+            for event, items in zip(events, prepared, strict=True)
+        ]
+        changes, final = self._changes(state, outcomes)
+        tx.apply(changes)
+        return [
+            EventOutcome(
+                outcome=o.outcome,
+                person_id=state.find(o.person_id) if o.person_id else None,
+                merged_person_ids=o.merged_person_ids,
+                new_identifiers=o.new_identifiers,
+                refusals=o.refusals,
+            )
+            for o in final
+        ]
+
+    def _load(self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState) -> None:
+        wanted = {c for items in prepared for p in items if not p.blocked for c in p.candidates}
+        found = tx.find_identifiers(list(wanted)) if wanted else []
+        by_hash = {node.hashed: node for node in found}
+        primary_id = self._keyring.primary_key_id
+        for items in prepared:
+            for p in items:
+                key = (p.primary.type, p.primary.digest)
+                if p.blocked or key in state.nodes:
+                    continue
+                node = next((by_hash[c] for c in p.candidates if c in by_hash), None)
+                if node is None:
+                    continue
+                state.nodes[key] = node
+                state.node_person[node.node_id] = node.person_id
+                state.existing_persons.add(node.person_id)
+                if node.hashed.key_id != primary_id:
+                    # Lazy re-hash: found under an older key, stored under the primary from now on.
+                    state.rehashed[node.node_id] = p.primary
+        persons = sorted(state.existing_persons)
+        for person, counts in tx.type_counts(persons).items():
+            state.counts[person] = Counter(counts)
+        for person in persons:
+            state.counts.setdefault(person, Counter())
+
+    def _within_limits(self, before: Counter[str], after: Counter[str]) -> str | None:
+        """The first type whose count grows beyond its limit, or ``None``."""
+        for identifier_type, count in after.items():
+            limit = self._policy.types[identifier_type].max_per_person
+            if count > limit and count > before.get(identifier_type, 0):
+                return identifier_type
+        return None
+
+    def _resolve_event(
+        self, event: IdentityEvent, items: list[_Prepared], state: _BatchState
+    ) -> EventOutcome:
+        at = event.occurred_at
+        refusals: list[Refusal] = []
+        # In priority order: (batch key, existing node id or None for a new identifier, item)
+        accepted: list[tuple[_Key, str | None, _Prepared]] = []
+        union: list[str] = []  # root persons joined, in acceptance order
+        union_counts: Counter[str] = Counter()
+
+        for p in items:
+            key = (p.primary.type, p.primary.digest)
+            if p.blocked:
+                refusals.append(
+                    Refusal(
+                        p.primary,
+                        RefusalReason(p.blocked),
+                        "value is blocked by policy",
+                        event.source,
+                        at,
+                        p.position,
+                    )
+                )
+                continue
+            node = state.nodes.get(key)
+            node_id = node.node_id if node else state.new_nodes.get(key)
+            if node_id is not None:
+                person = state.find(state.node_person[node_id])
+                if person in union:
+                    accepted.append((key, node_id, p))
+                    continue
+                tentative = union_counts + state.counts[person]
+                broken = self._within_limits(union_counts, tentative) if accepted else None
+                if broken is None:
+                    union.append(person)
+                    union_counts = tentative
+                    accepted.append((key, node_id, p))
+                    continue
+            else:
+                tentative = union_counts + Counter({p.identifier_type: 1})
+                broken = self._within_limits(union_counts, tentative)
+                if broken is None:
+                    union_counts = tentative
+                    accepted.append((key, None, p))
+                    continue
+            limit = self._policy.types[broken].max_per_person
+            refusals.append(
+                Refusal(
+                    p.primary,
+                    RefusalReason.LIMIT_EXCEEDED,
+                    f"linking would give one person more than {limit} {broken} identifier(s)",
+                    event.source,
+                    at,
+                    p.position,
+                )
+            )
+
+        if not accepted:
+            return EventOutcome(Outcome.REFUSED, None, (), 0, tuple(refusals))
+
+        new_count = sum(1 for _, node_id, _ in accepted if node_id is None)
+        if union:
+            # The largest person survives (fewest rows move); acceptance order breaks ties.
+            survivor = max(
+                union,
+                key=lambda person: (sum(state.counts[person].values()), -union.index(person)),
+            )
+            if len(union) > 1:
+                outcome = Outcome.MERGED
+            else:
+                outcome = Outcome.LINKED if new_count else Outcome.UNCHANGED
+        else:
+            survivor = self._person_ids()
+            state.created_persons[survivor] = at
+            outcome = Outcome.CREATED
+        absorbed = tuple(person for person in union if person != survivor)
+        for person in absorbed:
+            state.parent[person] = survivor
+        state.counts[survivor] = union_counts
+        previous = state.persons_seen.get(survivor)
+        state.persons_seen[survivor] = at if previous is None else max(previous, at)
+
+        accepted_nodes: list[str] = []
+        for key, existing, p in accepted:
+            if existing is None:
+                node_id = self._node_ids()
+                state.new_nodes[key] = node_id
+                state.node_person[node_id] = survivor
+                state.new_node_rows[node_id] = (p.primary, at, at)
+            else:
+                node_id = existing
+                if node_id in state.new_node_rows:
+                    hashed, first, last = state.new_node_rows[node_id]
+                    state.new_node_rows[node_id] = (hashed, min(first, at), max(last, at))
+                else:
+                    first, last = state.touched.get(node_id, (at, at))
+                    state.touched[node_id] = (min(first, at), max(last, at))
+            accepted_nodes.append(node_id)
+
+        self._link_star(accepted_nodes, event.source, at, state)
+        return EventOutcome(outcome, survivor, absorbed, new_count, tuple(refusals))
+
+    @staticmethod
+    def _link_star(nodes: list[str], source: str, at: datetime, state: _BatchState) -> None:
+        """Link the first (highest-priority) node to every other: enough to connect them all."""
+        if len(nodes) < 2:
+            return
+        hub = nodes[0]
+        for other in nodes[1:]:
+            if other == hub:
+                continue
+            a, b = (hub, other) if hub < other else (other, hub)
+            key = (a, b, source)
+            known = state.links.get(key)
+            if known is None:
+                state.links[key] = Link(a, b, source, at, at)
+            else:
+                state.links[key] = Link(a, b, source, min(known.first_at, at), max(known.last_at, at))
+
+    def _changes(
+        self, state: _BatchState, outcomes: list[EventOutcome]
+    ) -> tuple[ChangeSet, list[EventOutcome]]:
+        new_persons = tuple(
+            PersonRecord(person, created, state.persons_seen.get(person, created))
+            for person, created in state.created_persons.items()
+            if state.find(person) == person
+        )
+        merged = {
+            person: state.find(person)
+            for person in state.existing_persons
+            if state.find(person) != person
+        }
+        new_nodes = tuple(
+            IdentifierNode(node_id, hashed, state.find(state.node_person[node_id]), first, last)
+            for node_id, (hashed, first, last) in state.new_node_rows.items()
+        )
+        persons_seen: dict[str, datetime] = {}
+        for person, seen in state.persons_seen.items():
+            root = state.find(person)
+            persons_seen[root] = max(seen, persons_seen.get(root, seen))
+        refusals = tuple(r for o in outcomes for r in o.refusals)
+        changes = ChangeSet(
+            new_persons=new_persons,
+            new_nodes=new_nodes,
+            rehashed=state.rehashed,
+            touched=state.touched,
+            merged=merged,
+            persons_seen={p: s for p, s in persons_seen.items() if p in state.existing_persons
+                          or p in state.created_persons},
+            links=tuple(state.links.values()),
+            refusals=refusals,
+        )
+        return changes, outcomes
+
+    # -- reads and admin operations -------------------------------------------------------------
+
+    def _find(self, tx: GraphTransaction, identifier: NormalizedIdentifier) -> IdentifierNode | None:
+        candidates = self._keyring.candidates(identifier)
+        found = {node.hashed: node for node in tx.find_identifiers(candidates)}
+        return next((found[c] for c in candidates if c in found), None)
+
+    def resolve(self, identifier: NormalizedIdentifier) -> str | None:
+        """The person id ``identifier`` resolves to, or ``None`` if it is not in the graph."""
+        node = self._store.read(lambda tx: self._find(tx, identifier))
+        return node.person_id if node else None
+
+    def explain(self, a: NormalizedIdentifier, b: NormalizedIdentifier) -> Explanation:
+        """The chain of links (sources and times) that makes ``a`` and ``b`` one person."""
+
+        def run(tx: GraphTransaction) -> Explanation:
+            node_a, node_b = self._find(tx, a), self._find(tx, b)
+            if node_a is None:
+                raise IdentifierNotFoundError("a")
+            if node_b is None:
+                raise IdentifierNotFoundError("b")
+            if node_a.person_id != node_b.person_id:
+                return Explanation(False, None, ())
+            hops = clusters.path(tx.cluster(node_a.person_id), node_a.node_id, node_b.node_id)
+            if hops is None:  # same person but no path: a store inconsistency, report honestly
+                return Explanation(False, node_a.person_id, ())
+            return Explanation(True, node_a.person_id, hops)
+
+        return self._store.read(run)
+
+    def unlink(self, a: NormalizedIdentifier, b: NormalizedIdentifier) -> UnlinkResult:
+        """Remove the direct link between ``a`` and ``b``; split the person if it falls apart.
+
+        The part holding the most identifiers keeps the person id; every other part becomes a new
+        person with a new random id. Facts are anchored to identifier nodes, so each part keeps
+        the facts of its own identifiers without anything being copied.
+        """
+
+        def run(tx: GraphTransaction) -> UnlinkResult:
+            node_a, node_b = self._find(tx, a), self._find(tx, b)
+            if node_a is None:
+                raise IdentifierNotFoundError("a")
+            if node_b is None:
+                raise IdentifierNotFoundError("b")
+            if node_a.person_id != node_b.person_id:
+                raise NotLinkedError("the two identifiers belong to different persons")
+            removed = tx.remove_links(node_a.node_id, node_b.node_id)
+            if removed == 0:
+                raise NotLinkedError(
+                    "the two identifiers are linked only through others; use explain to see the path"
+                )
+            person = node_a.person_id
+            parts = clusters.components(tx.cluster(person))
+            now = self._clock()
+            reassigned: dict[str, str] = {}
+            new_persons = []
+            for part in parts[1:]:
+                new_person = self._person_ids()
+                new_persons.append(PersonRecord(new_person, now, now))
+                reassigned.update(dict.fromkeys(part, new_person))
+            tx.apply(ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned))
+            return UnlinkResult(
+                removed_links=removed,
+                split=len(parts) > 1,
+                person_id_a=reassigned.get(node_a.node_id, person),
+                person_id_b=reassigned.get(node_b.node_id, person),
+            )
+
+        return self._store.write(run)

@@ -1,0 +1,65 @@
+"""The graph-store port: what the resolution engine needs from any backend.
+
+A backend runs a caller's function inside one transaction (``write``/``read``). The function may
+be retried (Neo4j retries transient failures), so it must be idempotent: it reads what it needs
+through the transaction, decides, and writes one :class:`ChangeSet`. Every backend must pass the
+contract suite in ``tests/contract``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol, TypeVar
+
+from identity.hashing import HashedIdentifier
+from identity.model import ChangeSet, Cluster, IdentifierNode, StoreStats
+
+T = TypeVar("T")
+
+
+class GraphTransaction(Protocol):
+    """Operations available inside one store transaction."""
+
+    def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
+        """The nodes whose (type, key id, digest) equals one of ``candidates``."""
+        ...
+
+    def type_counts(self, person_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """For each person: how many identifiers of each type it holds."""
+        ...
+
+    def cluster(self, person_id: str) -> Cluster:
+        """The person's identifier nodes and the links among them (the local subgraph)."""
+        ...
+
+    def remove_links(self, a: str, b: str) -> int:
+        """Remove every link (any source) between nodes ``a`` and ``b``; returns how many."""
+        ...
+
+    def apply(self, changes: ChangeSet) -> None:
+        """Write ``changes`` set-based; the caller's transaction makes it atomic."""
+        ...
+
+
+class GraphStore(Protocol):
+    """A durable identity graph."""
+
+    def write(self, fn: Callable[[GraphTransaction], T]) -> T:
+        """Run ``fn`` in one write transaction; commit if it returns, roll back if it raises."""
+        ...
+
+    def read(self, fn: Callable[[GraphTransaction], T]) -> T:
+        """Run ``fn`` in a read transaction (a consistent snapshot)."""
+        ...
+
+    def stats(self) -> StoreStats:
+        """Row counts."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`~identity.errors.StoreUnavailableError` if the store cannot serve."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...
