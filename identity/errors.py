@@ -110,3 +110,14 @@ class StoreIntegrityError(IdGraphError):
     """The graph store holds data that breaks an invariant (should never happen; report it)."""
 
     code = "store-integrity"
+
+
+class InputLimitError(IdGraphError):
+    """A request exceeds a configured size limit (events per batch, identifiers per event)."""
+
+    code = "input-limit-exceeded"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")

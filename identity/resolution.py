@@ -110,6 +110,11 @@ class ResolutionEngine:
         self._node_ids = node_ids
 
     @property
+    def policy(self) -> IdentityPolicy:
+        """The identity policy (types, limits, blocked values)."""
+        return self._policy
+
+    @property
     def keyring(self) -> Keyring:
         """The keyring used for hashing (primary key first)."""
         return self._keyring

@@ -1,0 +1,1 @@
+"""The HTTP and command-line shell around the idgraph core."""

@@ -1,0 +1,50 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.bootstrap import Container, build_container
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.routers import health, identity, links
+from api.settings import Settings
+
+DESCRIPTION = """
+Privacy-first identity graph. Identifiers are normalized and stored only as keyed hashes;
+every error is RFC 9457 `application/problem+json`. Authenticate with
+`Authorization: Bearer <API key>`; each endpoint names the scope it needs.
+"""
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """Build the app. Pass ``container`` to reuse collaborators (tests, the CLI)."""
+    settings = settings or (container.settings if container else Settings())
+    owned = container is None
+    built = container or build_container(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            built.close()
+
+    app = FastAPI(
+        title="idgraph",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.container = built
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(identity.router)
+    app.include_router(links.router)
+    # Order matters: the outermost middleware is added last. Request ids wrap everything,
+    # so even a 413 from the body limit is logged with its id.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

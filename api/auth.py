@@ -1,0 +1,157 @@
+"""API keys: random bearer tokens, stored only as hashes, each with a set of scopes.
+
+Token format: ``idg_<key id>.<secret>``. The key id is public (it appears in logs and in
+``idgraph keys list-api-keys``); the secret is 32 random bytes and is shown once, at creation.
+
+Why plain SHA-256 for the stored hash and not a password KDF: the secret is 256 bits from the OS
+CSPRNG, so there is nothing to brute-force and a slow KDF would only slow every request. A
+constant-time comparison keeps timing from leaking how much of a guess matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from identity.errors import IdGraphError, StoreUnavailableError
+
+TOKEN_PREFIX = "idg_"
+
+
+class Scope(StrEnum):
+    """What an API key may do. ``admin`` implies every other scope."""
+
+    INGEST = "ingest"
+    RESOLVE = "resolve"
+    ADMIN = "admin"
+
+
+class AuthenticationError(IdGraphError):
+    """No key, an unknown key, or a revoked key (401)."""
+
+    code = "unauthenticated"
+
+
+class ForbiddenError(IdGraphError):
+    """The key is valid but lacks the scope the endpoint needs (403)."""
+
+    code = "forbidden"
+
+    def __init__(self, needed: Scope) -> None:
+        self.needed = needed
+        super().__init__(f"this API key lacks the {needed.value!r} scope")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key (without its secret)."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[Scope]
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether this key may act with ``scope``."""
+        return self.revoked_at is None and (scope in self.scopes or Scope.ADMIN in self.scopes)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyStore:
+    """API keys in the service's control database (an SQLite file beside the graph)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "secret_sha256 TEXT NOT NULL, scopes TEXT NOT NULL, created_at TEXT NOT NULL, "
+            "revoked_at TEXT)"
+        )
+
+    def create(self, name: str, scopes: frozenset[Scope]) -> tuple[ApiKey, str]:
+        """Create a key; returns it and the token, which is not stored and cannot be shown again."""
+        if not scopes:
+            raise ValueError("an API key needs at least one scope")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key_id, name, _digest(secret), json.dumps(sorted(scopes)), now.isoformat()),
+            )
+        return ApiKey(key_id, name, scopes, now, None), f"{TOKEN_PREFIX}{key_id}.{secret}"
+
+    def authenticate(self, token: str) -> ApiKey:
+        """The key a token belongs to; raises :class:`AuthenticationError` otherwise."""
+        if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
+            raise AuthenticationError("malformed API key")
+        key_id, _, secret = token[len(TOKEN_PREFIX) :].partition(".")
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT key_id, name, secret_sha256, scopes, created_at, revoked_at "
+                    "FROM api_keys WHERE key_id = ?",
+                    (key_id,),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError("API key store unavailable") from exc
+        # Compare against a dummy digest when the id is unknown so both paths take equal time.
+        stored = row[2] if row else _digest("unknown-key")
+        if not hmac.compare_digest(stored, _digest(secret)) or row is None:
+            raise AuthenticationError("unknown API key")
+        key = self._row(row)
+        if key.revoked_at is not None:
+            raise AuthenticationError("this API key has been revoked")
+        return key
+
+    @staticmethod
+    def _row(row: tuple[str, str, str, str, str, str | None]) -> ApiKey:
+        key_id, name, _, scopes, created_at, revoked_at = row
+        return ApiKey(
+            key_id,
+            name,
+            frozenset(Scope(s) for s in json.loads(scopes)),
+            datetime.fromisoformat(created_at),
+            datetime.fromisoformat(revoked_at) if revoked_at else None,
+        )
+
+    def list(self) -> list[ApiKey]:
+        """Every key, newest first (secrets are never returned)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key_id, name, secret_sha256, scopes, created_at, revoked_at "
+                "FROM api_keys ORDER BY created_at DESC"
+            ).fetchall()
+        return [self._row(row) for row in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke a key; returns ``False`` if there is no such (unrevoked) key."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (datetime.now(UTC).isoformat(), key_id),
+            )
+        return cursor.rowcount == 1
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,364 @@
+"""The ``idgraph`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from api.auth import ApiKeyStore, Scope
+from api.bootstrap import Container, build_container, load_keyring, load_policies
+from api.bulk import BulkFileError, FileFormat, ingest_file
+from api.settings import Environment, Settings
+from identity.errors import BatchValidationError, IdGraphError
+from identity.identifiers import NormalizedIdentifier
+from identity.intake import normalize_all
+from privacy.hash_keys import create_key_file, rotate_key_file
+
+app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+console = Console(stderr=True)
+out = Console()
+
+LOCAL_KEY_FILE = "local-api-key"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError names the variable and the problem
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _container(settings: Settings) -> Container:
+    try:
+        return build_container(settings)
+    except IdGraphError as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+
+
+def ensure_local_setup(settings: Settings) -> Path | None:
+    """Development convenience: data dir, hash key and a local all-scopes API key.
+
+    Returns the path of the local API key file (created once, mode 0600), or ``None`` outside
+    development, where nothing is generated.
+    """
+    if settings.env is not Environment.DEVELOPMENT:
+        return None
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    load_keyring(settings)  # creates the development hash key if missing
+    key_file = settings.data_dir / LOCAL_KEY_FILE
+    if not key_file.exists():
+        store = ApiKeyStore(settings.control_db_path)
+        try:
+            _, token = store.create("local-development", frozenset(Scope))
+        finally:
+            store.close()
+        _write_secret(key_file, token)
+        console.print(f"created a local API key (all scopes) in [bold]{key_file}[/bold]")
+    return key_file
+
+
+@app.command()
+def init() -> None:
+    """Create the local data dir, a development hash key and a local API key (development only)."""
+    settings = _settings()
+    key_file = ensure_local_setup(settings)
+    if key_file is None:
+        console.print("[red]init is for development; production keys are made on purpose[/red]")
+        raise typer.Exit(2)
+    out.print(f"data dir: {settings.data_dir}\nAPI key file: {key_file}")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (IDGRAPH_HOST).")] = None,  # noqa: UP045 - typer needs Optional
+    port: Annotated[Optional[int], typer.Option(help="Port (IDGRAPH_PORT).")] = None,  # noqa: UP045
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    key_file = ensure_local_setup(settings)
+    container = _container(settings)
+    application = create_app(container=container)
+    if key_file is not None:
+        console.print(
+            f"idgraph on http://{host or settings.host}:{port or settings.port}  "
+            f"(store: {settings.resolved_store_url}; API key: {key_file}; docs: /docs)"
+        )
+    try:
+        uvicorn.run(
+            application,
+            host=host or settings.host,
+            port=port or settings.port,
+            access_log=False,
+            log_config=None,
+        )
+    finally:
+        container.close()
+
+
+def _parse_identifier(text: str, container: Container, name: str) -> NormalizedIdentifier:
+    identifier_type, sep, value = text.partition("=")
+    if not sep:
+        console.print(f"[red]{name} must look like TYPE=VALUE (e.g. email=ann@example.org)[/red]")
+        raise typer.Exit(2)
+    if value == "-":
+        value = sys.stdin.readline().rstrip("\n")
+    try:
+        (identifier,) = normalize_all(
+            [(identifier_type, value)],
+            container.identity_policy,
+            container.settings.default_region,
+            f"#/{name}",
+        )
+    except BatchValidationError as exc:
+        for error in exc.errors:
+            console.print(f"[red]{name}: {error.message}[/red]")
+        raise typer.Exit(2) from None
+    return identifier
+
+
+IdentifierArg = Annotated[
+    str, typer.Argument(help="TYPE=VALUE, e.g. email=ann@example.org; VALUE '-' reads stdin.")
+]
+
+
+@app.command()
+def resolve(identifier: IdentifierArg) -> None:
+    """Print the person id an identifier resolves to (exit 1 if unknown)."""
+    container = _container(_settings())
+    try:
+        person = container.engine.resolve(_parse_identifier(identifier, container, "identifier"))
+    finally:
+        container.close()
+    if person is None:
+        console.print("not found")
+        raise typer.Exit(1)
+    out.print(person)
+
+
+@app.command()
+def explain(a: IdentifierArg, b: IdentifierArg) -> None:
+    """Show the chain of links that joins two identifiers."""
+    container = _container(_settings())
+    try:
+        result = container.engine.explain(
+            _parse_identifier(a, container, "a"), _parse_identifier(b, container, "b")
+        )
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    if not result.linked:
+        out.print("not linked: the identifiers resolve to different persons")
+        raise typer.Exit(1)
+    table = Table("from", "to", "sources", "first linked", "last linked", title=result.person_id)
+    for hop in result.hops:
+        table.add_row(
+            f"{hop.from_type} {hop.from_node}",
+            f"{hop.to_type} {hop.to_node}",
+            ", ".join(hop.sources),
+            hop.first_linked_at.isoformat(timespec="seconds"),
+            hop.last_linked_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@app.command()
+def unlink(a: IdentifierArg, b: IdentifierArg) -> None:
+    """Remove the direct link between two identifiers; split the person if it falls apart."""
+    container = _container(_settings())
+    try:
+        result = container.engine.unlink(
+            _parse_identifier(a, container, "a"), _parse_identifier(b, container, "b")
+        )
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+    out.print(
+        f"removed {result.removed_links} link(s); "
+        + (f"split into {result.person_id_a} and {result.person_id_b}" if result.split
+           else f"still one person {result.person_id_a} (linked through other identifiers)")
+    )
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL or CSV file.")],
+    file_format: Annotated[
+        Optional[str], typer.Option("--format", help="jsonl or csv (default: by extension).")  # noqa: UP045
+    ] = None,
+    source: Annotated[
+        Optional[str], typer.Option(help="Source for rows that name none.")  # noqa: UP045
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per transaction.")] = 1000,
+) -> None:
+    """Stream a JSONL or CSV file into the graph, with progress and a summary."""
+    if file_format not in (None, "jsonl", "csv"):
+        console.print("[red]--format must be jsonl or csv[/red]")
+        raise typer.Exit(2)
+    fmt: FileFormat | None = file_format  # type: ignore[assignment]
+    settings = _settings()
+    container = _container(settings)
+    progress = Progress(
+        TextColumn("ingesting"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=console, disable=not console.is_terminal,
+    )
+    try:
+        with progress:
+            task = progress.add_task("ingest", total=file.stat().st_size)
+            report = ingest_file(
+                container.engine,
+                file,
+                file_format=fmt,
+                default_source=source,
+                region=settings.default_region,
+                batch_size=batch_size,
+                max_identifiers_per_event=settings.max_identifiers_per_event,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except (BulkFileError, IdGraphError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        container.close()
+    table = Table("rows", "events", "created", "linked", "merged", "unchanged", "refused ids",
+                  "persons merged", "rejected rows", title=f"ingested {file.name}")
+    table.add_row(
+        str(report.rows), str(report.events), str(report.outcomes["created"]),
+        str(report.outcomes["linked"]), str(report.outcomes["merged"]),
+        str(report.outcomes["unchanged"]), str(report.refused_identifiers),
+        str(report.merged_persons), str(report.rejected_rows),
+    )
+    out.print(table)
+    for error in report.errors:
+        out.print(f"line {error.line}: " + "; ".join(error.problems))
+    if report.rejected_rows > len(report.errors):
+        out.print(f"... and {report.rejected_rows - len(report.errors)} more rejected rows")
+    if report.rejected_rows:
+        raise typer.Exit(1)
+
+
+@app.command("policy-check")
+def policy_check() -> None:
+    """Validate the policy files (exit 2 naming the file and field on error)."""
+    settings = _settings()
+    try:
+        policy = load_policies(settings)
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    out.print(f"ok: {len(policy.types)} identifier types ({', '.join(policy.type_names)})")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@keys_app.command("create-api-key")
+def create_api_key(
+    scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "api-key",
+) -> None:
+    """Create an API key; the key is printed once and stored only as a hash."""
+    settings = _settings()
+    store = ApiKeyStore(settings.control_db_path)
+    try:
+        key, token = store.create(name, frozenset(scope))
+    finally:
+        store.close()
+    console.print(f"created key {key.key_id} ({', '.join(sorted(key.scopes))}); shown only once:")
+    out.print(token)
+
+
+@keys_app.command("list-api-keys")
+def list_api_keys() -> None:
+    """List API keys (ids, names, scopes; never secrets)."""
+    store = ApiKeyStore(_settings().control_db_path)
+    try:
+        keys = store.list()
+    finally:
+        store.close()
+    table = Table("key id", "name", "scopes", "created", "revoked")
+    for key in keys:
+        table.add_row(key.key_id, key.name, ", ".join(sorted(key.scopes)),
+                      key.created_at.isoformat(timespec="seconds"),
+                      key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "")
+    out.print(table)
+
+
+@keys_app.command("revoke-api-key")
+def revoke_api_key(key_id: str) -> None:
+    """Revoke an API key by id; takes effect on the next request."""
+    store = ApiKeyStore(_settings().control_db_path)
+    try:
+        revoked = store.revoke(key_id)
+    finally:
+        store.close()
+    if not revoked:
+        console.print(f"[red]no active key {key_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"revoked {key_id}")
+
+
+@keys_app.command("create-hash-key-file")
+def create_hash_key_file(
+    path: Annotated[Optional[Path], typer.Option(help="Default: IDGRAPH_HASH_KEY_FILE.")] = None,  # noqa: UP045
+) -> None:
+    """Create a hash-key file with one operator key (mode 0600). Refuses to overwrite."""
+    target = path or _settings().resolved_hash_key_file
+    try:
+        keys = create_key_file(target, origin="operator")
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    out.print(f"created {target} with key {keys.primary}; back it up in your secret store")
+
+
+@keys_app.command("rotate-hash-key")
+def rotate_hash_key() -> None:
+    """Add a new hash key and make it primary; older keys stay for lookups.
+
+    Identifiers hashed under an older key are found by trying every key and are re-hashed under
+    the new primary key the next time they are seen. Restart the service to load the new key.
+    """
+    settings = _settings()
+    if settings.hash_keys is not None:
+        console.print("[red]keys come from IDGRAPH_HASH_KEYS; rotate them in your secret store[/red]")
+        raise typer.Exit(2)
+    try:
+        keys = rotate_key_file(settings.resolved_hash_key_file)
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    out.print(f"new primary hash key {keys.primary}; {len(keys.entries)} keys known")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,139 @@
+"""ASGI middleware: request ids and request logging, and the request-body size limit."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("idgraph.http")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+PROBLEM_JSON = b"application/problem+json"
+
+
+async def _send_problem(
+    scope: Scope, send: Send, status: int, title: str, detail: str, slug: str
+) -> None:
+    problem = {"type": f"urn:idgraph:problem:{slug}", "title": title, "status": status,
+               "detail": detail}
+    request_id = scope.get("state", {}).get("request_id")
+    if request_id:
+        problem["instance"] = f"urn:idgraph:request:{request_id}"
+    body = json.dumps(problem).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", PROBLEM_JSON), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Give every request an id (``X-Request-ID``), bind it to log context, log one line per request.
+
+    The log line has method, route template (``/v1/links/explain``, never a filled-in path),
+    status and duration. No client IP (personal data) and no query string.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", "<unmatched>"),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413 before the app parses anything.
+
+    Checks ``Content-Length`` up front and counts streamed bytes too (a chunked body has no
+    length), buffering at most ``max_bytes``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _send_problem(scope, send, 400, "Bad request", "invalid Content-Length", "bad-request")
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        await _send_problem(
+            scope,
+            send,
+            413,
+            "Content too large",
+            f"request body exceeds {self.max_bytes} bytes (IDGRAPH_MAX_BODY_BYTES)",
+            "content-too-large",
+        )
+
+

@@ -1,0 +1,161 @@
+"""RFC 9457 problem details: the one table that maps errors to HTTP statuses.
+
+Every error response is ``application/problem+json`` with ``type``, ``title``, ``status``,
+``detail`` and ``instance`` (``urn:idgraph:request:<request id>``), plus ``errors`` (a list of
+``{pointer, detail}``) for validation failures. No body ever echoes a submitted value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.auth import AuthenticationError, ForbiddenError
+from identity.errors import (
+    BatchValidationError,
+    ConfigurationError,
+    IdentifierNotFoundError,
+    IdGraphError,
+    InputLimitError,
+    InvalidIdentifierError,
+    NotLinkedError,
+    PolicyFileError,
+    StoreIntegrityError,
+    StoreUnavailableError,
+)
+
+log = structlog.get_logger("idgraph.api")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "urn:idgraph:problem:"
+
+# error class -> (status, title). The most specific class listed wins.
+STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
+    (AuthenticationError, 401, "Authentication required"),
+    (ForbiddenError, 403, "Forbidden"),
+    (BatchValidationError, 422, "Invalid identifiers"),
+    (InvalidIdentifierError, 422, "Invalid identifier"),
+    (InputLimitError, 422, "Input limit exceeded"),
+    (IdentifierNotFoundError, 404, "Identifier not found"),
+    (NotLinkedError, 409, "Not linked"),
+    (StoreUnavailableError, 503, "Store unavailable"),
+    (StoreIntegrityError, 500, "Store integrity error"),
+    (PolicyFileError, 500, "Policy file invalid"),
+    (ConfigurationError, 500, "Configuration invalid"),
+]
+
+
+def problem(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Build a problem+json response."""
+    request_id = getattr(request.state, "request_id", None)
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if request_id:
+        body["instance"] = f"urn:idgraph:request:{request_id}"
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _lookup(exc: IdGraphError) -> tuple[int, str]:
+    for cls, status, title in STATUS_TABLE:
+        if isinstance(exc, cls):
+            return status, title
+    return 500, "Internal error"
+
+
+def _pointer(location: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in location if p != "body"]
+    return "#/" + "/".join(parts) if parts else "#"
+
+
+async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse:
+    """Map an :class:`IdGraphError` to its status via :data:`STATUS_TABLE`."""
+    assert isinstance(exc, IdGraphError)  # noqa: S101 - registered for IdGraphError only
+    status, title = _lookup(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    extensions: dict[str, Any] = {}
+    detail = str(exc)
+    if isinstance(exc, BatchValidationError):
+        extensions["errors"] = [
+            {"pointer": e.field, "detail": e.message, "reason": e.reason} for e in exc.errors
+        ]
+    elif isinstance(exc, InvalidIdentifierError):
+        extensions["errors"] = [{"pointer": exc.field, "detail": exc.message, "reason": exc.reason}]
+    elif isinstance(exc, InputLimitError):
+        extensions["errors"] = [{"pointer": exc.field, "detail": exc.message}]
+    if status >= 500:
+        # Server-side faults are logged with their class; the body stays generic.
+        log.error("request_failed", error=type(exc).__name__, message=str(exc))
+        if status == 500:
+            detail = "the server could not complete the request; see the log for the request id"
+    return problem(request, status, title, detail, exc.code, headers, **extensions)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Request-shape errors: 400 for unparseable JSON, 422 for schema violations.
+
+    Only pydantic's ``msg`` and location are used: its ``input`` and ``ctx`` can hold the value.
+    """
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem(
+            request, 400, "Malformed JSON", "the request body is not valid JSON", "malformed-json"
+        )
+    items = [
+        {"pointer": _pointer(tuple(e.get("loc", ()))), "detail": str(e.get("msg", "invalid"))}
+        for e in errors[:50]
+    ]
+    return problem(
+        request,
+        422,
+        "Invalid request",
+        f"{len(errors)} field(s) failed validation; nothing was written",
+        "invalid-request",
+        errors=items,
+    )
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Framework HTTP errors (unknown route, wrong method) as problem+json."""
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return problem(request, exc.status_code, detail, detail, slug, headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unforeseen: a 500 with no detail in the body; the class goes to the log."""
+    log.error("unhandled_exception", error=type(exc).__name__, exc_info=exc)
+    return problem(
+        request,
+        500,
+        "Internal error",
+        "the server could not complete the request; see the log for the request id",
+        "internal-error",
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(IdGraphError, handle_idgraph_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected)

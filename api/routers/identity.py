@@ -1,0 +1,138 @@
+"""Identify, batch ingest and resolve."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from api.deps import AppSettings, Engine, IngestKey, ResolveKey
+from api.problems import PROBLEM_JSON
+from api.schemas import (
+    IdentifyRequest,
+    IdentifyResponse,
+    IngestRequest,
+    IngestResponse,
+    IngestResult,
+    RefusalOut,
+    ResolveRequest,
+    ResolveResponse,
+)
+from api.settings import Settings
+from identity.errors import BatchValidationError, IdentifierNotFoundError, InputLimitError
+from identity.intake import build_event, normalize_all
+from identity.model import EventOutcome, IdentityEvent
+from identity.resolution import ResolutionEngine
+
+router = APIRouter(prefix="/v1", tags=["identity"])
+
+PROBLEMS = {
+    status: {"description": text, "content": {PROBLEM_JSON: {}}}
+    for status, text in {
+        400: "Malformed JSON",
+        401: "Missing or unknown API key",
+        403: "API key lacks the scope",
+        413: "Body too large",
+        422: "Invalid input; nothing was written",
+        503: "Store unavailable",
+    }.items()
+}
+
+
+def _event(
+    request: IdentifyRequest, engine: ResolutionEngine, settings: Settings, pointer: str
+) -> IdentityEvent:
+    if len(request.identifiers) > settings.max_identifiers_per_event:
+        raise InputLimitError(
+            f"{pointer}/identifiers",
+            f"at most {settings.max_identifiers_per_event} identifiers per event "
+            "(IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
+        )
+    return build_event(
+        ((i.type, i.value) for i in request.identifiers),
+        request.source,
+        request.timestamp or datetime.now(UTC),
+        engine.policy,
+        settings.default_region,
+        pointer=f"{pointer}/identifiers",
+    )
+
+
+def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
+    return [
+        RefusalOut(
+            pointer=f"{pointer}/identifiers/{r.position}",
+            type=r.hashed.type,
+            reason=r.reason.value,
+            detail=r.detail,
+        )
+        for r in outcome.refusals
+    ]
+
+
+@router.post("/identify", response_model=IdentifyResponse, responses=PROBLEMS)
+def identify(body: IdentifyRequest, engine: Engine, settings: AppSettings, _: IngestKey) -> IdentifyResponse:
+    """Link identifiers seen together in one event (scope `ingest`)."""
+    event = _event(body, engine, settings, "#")
+    (outcome,) = engine.ingest([event])
+    return IdentifyResponse(
+        outcome=outcome.outcome.value,
+        new_identifiers=outcome.new_identifiers,
+        refused=_refusals(outcome, "#"),
+    )
+
+
+@router.post("/ingest", response_model=IngestResponse, responses=PROBLEMS)
+def ingest(body: IngestRequest, engine: Engine, settings: AppSettings, _: IngestKey) -> IngestResponse:
+    """Resolve a batch of events in one transaction (scope `ingest`).
+
+    If any event is invalid the whole batch is refused with every error located; nothing is
+    written. Bulk files with per-row error reporting go through `idgraph ingest FILE`.
+    """
+    if len(body.events) > settings.max_batch_events:
+        raise InputLimitError(
+            "#/events",
+            f"at most {settings.max_batch_events} events per batch (IDGRAPH_MAX_BATCH_EVENTS)",
+        )
+    events = []
+    errors = []
+    for index, item in enumerate(body.events):
+        try:
+            events.append(_event(item, engine, settings, f"#/events/{index}"))
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise BatchValidationError(errors)
+    outcomes = engine.ingest(events)
+    results = [
+        IngestResult(
+            index=index,
+            outcome=o.outcome.value,
+            new_identifiers=o.new_identifiers,
+            refused=_refusals(o, f"#/events/{index}"),
+        )
+        for index, o in enumerate(outcomes)
+    ]
+    return IngestResponse(
+        events=len(outcomes),
+        outcomes=dict(Counter(o.outcome.value for o in outcomes)),
+        refused_identifiers=sum(len(o.refusals) for o in outcomes),
+        results=results,
+    )
+
+
+@router.post("/resolve", response_model=ResolveResponse, responses=PROBLEMS | {404: {
+    "description": "Identifier not in the graph", "content": {PROBLEM_JSON: {}}}})
+def resolve(body: ResolveRequest, engine: Engine, settings: AppSettings, _: ResolveKey) -> ResolveResponse:
+    """The opaque person id an identifier resolves to (scope `resolve`). No data."""
+    (identifier,) = normalize_all(
+        [(body.identifier.type, body.identifier.value)],
+        engine.policy,
+        settings.default_region,
+        "#/identifier",
+    )
+    person_id = engine.resolve(identifier)
+    if person_id is None:
+        raise IdentifierNotFoundError("#/identifier")
+    return ResolveResponse(person_id=person_id)

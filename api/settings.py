@@ -1,0 +1,83 @@
+"""Service settings: pydantic-settings, one prefix (``IDGRAPH_``), secrets as ``SecretStr``.
+
+Core code never reads these: :mod:`api.bootstrap` passes values to constructors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    """Where the service runs. Production refuses development conveniences."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "password", "neo4j", "placeholder", "example", "xxx"}
+)
+
+
+class Settings(BaseSettings):
+    """Every setting, read from ``IDGRAPH_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="IDGRAPH_", env_file=None, extra="ignore")
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".idgraph")
+    # sqlite:///absolute/path.sqlite3, sqlite:relative/path.sqlite3, or neo4j://host:7687
+    store_url: str | None = None
+    sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "FULL"
+    neo4j_user: str = "neo4j"
+    neo4j_password: SecretStr | None = None
+    neo4j_database: str = "neo4j"
+
+    policy_dir: Path = Path("policies")
+    hash_key_file: Path | None = None
+    # The key-file JSON document itself, for deployments that inject secrets via environment.
+    hash_keys: SecretStr | None = None
+    default_region: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    max_batch_events: Annotated[int, Field(ge=1, le=10_000)] = 500
+    max_identifiers_per_event: Annotated[int, Field(ge=1, le=200)] = 20
+
+    @field_validator("default_region", mode="before")
+    @classmethod
+    def _upper_region(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) and value else (value or None)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.env is Environment.PRODUCTION and self.neo4j_password is not None:
+            if self.neo4j_password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("IDGRAPH_NEO4J_PASSWORD is a placeholder; set a real password")
+        return self
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The store URL, defaulting to an SQLite file in the data dir."""
+        return self.store_url or f"sqlite:{self.data_dir / 'graph.sqlite3'}"
+
+    @property
+    def resolved_hash_key_file(self) -> Path:
+        """Where the hash-key file is (default: in the data dir)."""
+        return self.hash_key_file or self.data_dir / "hash-keys.json"
+
+    @property
+    def control_db_path(self) -> Path:
+        """The SQLite file for service state that is not the graph (API keys)."""
+        return self.data_dir / "control.sqlite3"
