@@ -67,8 +67,9 @@ class IdentityPolicy(BaseModel):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        # Blocked values are compared after normalization, so authors may write them in any
-        # case or spacing. Values that do not normalize could never match and are a mistake.
+        # Blocked values are compared after normalization and case-insensitively: a list entry
+        # `null` is meant to catch `NULL` and `Null` too, whatever the type's normalizer keeps.
+        # Values that do not normalize could never match and are a mistake in the file.
         blocked: dict[str, frozenset[str]] = {}
         compiled: dict[str, tuple[re.Pattern[str], ...]] = {}
         for name, rules in self.types.items():
@@ -76,7 +77,7 @@ class IdentityPolicy(BaseModel):
             values = set()
             for index, raw in enumerate(rules.blocked_values):
                 try:
-                    values.add(normalize(name, raw, "US"))
+                    values.add(normalize(name, raw, "US").casefold())
                 except InvalidIdentifierError as exc:
                     raise _PolicyFieldProblem(
                         f"types.{name}.blocked_values.{index}",
@@ -115,7 +116,7 @@ class IdentityPolicy(BaseModel):
         """Why this identifier may never be linked (a listed value or pattern), or ``None``."""
         blocked: dict[str, frozenset[str]] = getattr(self, "_blocked")  # noqa: B009
         patterns: dict[str, tuple[re.Pattern[str], ...]] = getattr(self, "_patterns")  # noqa: B009
-        if identifier.value in blocked[identifier.type]:
+        if identifier.value.casefold() in blocked[identifier.type]:
             return "blocked_value"
         if any(p.search(identifier.value) for p in patterns[identifier.type]):
             return "blocked_pattern"

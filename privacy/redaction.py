@@ -29,11 +29,14 @@ def redact_text(text: str) -> str:
 
 
 def _phone_or_keep(match: re.Match[str]) -> str:
-    digits = sum(ch.isdigit() for ch in match.group(0))
-    # Seven or more digits look like a phone number; shorter runs are counts and ports.
-    if _DATE_LIKE.match(match.group(0).strip()):
-        return match.group(0)  # ISO dates and times are not phone numbers
-    return REDACTED if digits >= 7 else match.group(0)
+    text = match.group(0)
+    digits = sum(ch.isdigit() for ch in text)
+    if _DATE_LIKE.match(text.strip()):
+        return text  # ISO dates and times are not phone numbers
+    # National numbers have 9+ digits almost everywhere; with a leading + even short ones count.
+    # Shorter runs (counts, ports, yyyymmdd stamps in key ids) are left alone.
+    looks_like_phone = digits >= 9 or (text.lstrip().startswith("+") and digits >= 7)
+    return REDACTED if looks_like_phone else text
 
 
 def redact_value(value: Any) -> Any:

@@ -1,0 +1,327 @@
+"""Every Cypher statement of the Neo4j adapter, as named constants, and the graph schema.
+
+Rules (STYLE.md, "Neo4j"), checked by ``tests/test_cypher.py`` and ``make cypher-lint``:
+
+- Every statement is an ``UPPER_SNAKE`` module-level string constant. Nothing builds Cypher at
+  run time: values are always ``$params``, and labels and relationship types are written
+  literally from the closed vocabularies :class:`Label` and :class:`Rel`, never taken from
+  request data (Cypher cannot parameterize labels, so formatting one in would be an injection).
+- Every ``$param`` is documented in :data:`PARAMETERS`; every property key in
+  :data:`NODE_PROPERTIES`, :data:`RELATIONSHIP_PROPERTIES` or :data:`ROW_KEYS`.
+- Writes take ``UNWIND $rows AS row`` with at most ``batch_size`` rows per statement.
+
+The graph model::
+
+    (:Person {person_id, created_at, last_seen})
+      -[:HAS_IDENTIFIER]->
+    (:Identifier {node_id, type, key_id, digest, first_seen, last_seen})
+      -[:LINKED {source, first_at, last_at}]->      one per source, from a to b with a < b
+    (:Identifier)
+
+    (:Refusal {at, source, type, key_id, digest, reason, detail})
+    (:Meta {key, value})                            schema version, copy cursors
+
+Timestamps are integer epoch milliseconds, exactly like the SQLite store, so both stores
+compare and round-trip times the same way. Identifiers are only keyed hashes (privacy
+invariant 1): ``digest`` is the HMAC-SHA256 digest as a lowercase hex string. Why hex and not
+a byte array: Neo4j stores ``byte[]`` as an array property, and array properties are not
+supported by RANGE indexes or by property-uniqueness constraints' equality seeks the way
+strings are; a string keeps the uniqueness constraint on ``(type, key_id, digest)`` and the
+index on ``digest`` usable for the equality lookups every ingest does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+
+
+class Label(StrEnum):
+    """The closed set of node labels. A label not listed here cannot appear in a statement."""
+
+    PERSON = "Person"
+    IDENTIFIER = "Identifier"
+    REFUSAL = "Refusal"
+    META = "Meta"
+
+
+class Rel(StrEnum):
+    """The closed set of relationship types."""
+
+    HAS_IDENTIFIER = "HAS_IDENTIFIER"
+    LINKED = "LINKED"
+
+
+NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
+    {
+        Label.PERSON: ("person_id", "created_at", "last_seen"),
+        Label.IDENTIFIER: ("node_id", "type", "key_id", "digest", "first_seen", "last_seen"),
+        Label.REFUSAL: ("at", "source", "type", "key_id", "digest", "reason", "detail"),
+        Label.META: ("key", "value"),
+    }
+)
+RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType(
+    {Rel.HAS_IDENTIFIER: (), Rel.LINKED: ("source", "first_at", "last_at")}
+)
+# Keys of the maps inside ``$rows``/``$candidates`` that are not also stored property names.
+ROW_KEYS: Final[tuple[str, ...]] = ("a", "b", "absorbed", "survivor")
+
+# Every parameter any statement takes, with what it holds. The lint's DbSchema is built from
+# this, so a statement using an undocumented parameter fails ``make cypher-lint``.
+PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "rows": "list of maps, one per row to write (at most batch_size); keys per statement",
+        "candidates": "list of {type, key_id, digest} maps: keyed hashes to look up",
+        "person_ids": "list of opaque person ids",
+        "person_id": "one opaque person id",
+        "a": "node id of the lower link endpoint",
+        "b": "node id of the higher link endpoint",
+        "key": "a Meta key (schema_version, copy_cursor:<source>)",
+        "value": "a Meta value (string)",
+        "batch_size": "rows per inner transaction of a CALL ... IN TRANSACTIONS delete",
+    }
+)
+
+# -- schema (idempotent: every statement may run on every start) ----------------------------------
+
+CREATE_PERSON_ID_CONSTRAINT: Final = """
+CREATE CONSTRAINT person_id_unique IF NOT EXISTS
+FOR (p:Person) REQUIRE p.person_id IS UNIQUE
+"""
+
+CREATE_IDENTIFIER_NODE_ID_CONSTRAINT: Final = """
+CREATE CONSTRAINT identifier_node_id_unique IF NOT EXISTS
+FOR (i:Identifier) REQUIRE i.node_id IS UNIQUE
+"""
+
+# One node per keyed hash: the same guarantee as SQLite's unique (digest, type, key_id) index.
+# A composite uniqueness constraint (not a NODE KEY, which needs Enterprise Edition).
+CREATE_IDENTIFIER_HASH_CONSTRAINT: Final = """
+CREATE CONSTRAINT identifier_hash_unique IF NOT EXISTS
+FOR (i:Identifier) REQUIRE (i.type, i.key_id, i.digest) IS UNIQUE
+"""
+
+# Lookups seek by digest first (it is the selective part), like SQLite's identifiers_by_digest.
+CREATE_IDENTIFIER_DIGEST_INDEX: Final = """
+CREATE INDEX identifier_digest IF NOT EXISTS
+FOR (i:Identifier) ON (i.digest)
+"""
+
+CREATE_REFUSAL_DIGEST_INDEX: Final = """
+CREATE INDEX refusal_digest IF NOT EXISTS
+FOR (r:Refusal) ON (r.digest)
+"""
+
+CREATE_META_KEY_CONSTRAINT: Final = """
+CREATE CONSTRAINT meta_key_unique IF NOT EXISTS
+FOR (m:Meta) REQUIRE m.key IS UNIQUE
+"""
+
+SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
+    CREATE_PERSON_ID_CONSTRAINT,
+    CREATE_IDENTIFIER_NODE_ID_CONSTRAINT,
+    CREATE_IDENTIFIER_HASH_CONSTRAINT,
+    CREATE_IDENTIFIER_DIGEST_INDEX,
+    CREATE_REFUSAL_DIGEST_INDEX,
+    CREATE_META_KEY_CONSTRAINT,
+)
+
+# -- meta -----------------------------------------------------------------------------------------
+
+# Sets the value only when the key is new and returns what is stored, so a newer schema
+# written by a newer idgraph is detected instead of overwritten.
+ENSURE_META: Final = """
+MERGE (m:Meta {key: $key})
+ON CREATE SET m.value = $value
+RETURN m.value AS value
+"""
+
+GET_META: Final = """
+MATCH (m:Meta {key: $key})
+RETURN m.value AS value
+"""
+
+SET_META: Final = """
+MERGE (m:Meta {key: $key})
+SET m.value = $value
+"""
+
+# -- reads ----------------------------------------------------------------------------------------
+
+PING: Final = """
+RETURN 1 AS ok
+"""
+
+FIND_IDENTIFIERS: Final = """
+UNWIND $candidates AS c
+MATCH (p:Person)-[:HAS_IDENTIFIER]->(i:Identifier {digest: c.digest})
+WHERE i.type = c.type AND i.key_id = c.key_id
+RETURN i.node_id AS node_id, i.type AS type, i.key_id AS key_id, i.digest AS digest,
+       p.person_id AS person_id, i.first_seen AS first_seen, i.last_seen AS last_seen
+"""
+
+TYPE_COUNTS: Final = """
+UNWIND $person_ids AS pid
+MATCH (p:Person {person_id: pid})-[:HAS_IDENTIFIER]->(i:Identifier)
+RETURN p.person_id AS person_id, i.type AS type, count(i) AS identifiers
+"""
+
+CLUSTER_NODES: Final = """
+MATCH (p:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)
+RETURN i.node_id AS node_id, i.type AS type, i.key_id AS key_id, i.digest AS digest,
+       p.person_id AS person_id, i.first_seen AS first_seen, i.last_seen AS last_seen
+ORDER BY node_id
+"""
+
+# Both ends of a link belong to the same person, so following links from the person's nodes in
+# the stored direction (a -> b) finds each link exactly once, as SQLite's join on ``a`` does.
+CLUSTER_LINKS: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(x:Identifier)
+      -[l:LINKED]->(y:Identifier)
+RETURN x.node_id AS a, y.node_id AS b, l.source AS source,
+       l.first_at AS first_at, l.last_at AS last_at
+ORDER BY a, b, source
+"""
+
+# Which of ``$person_ids`` do not exist: the checks SQLite's foreign keys make on every write.
+MISSING_PERSONS: Final = """
+UNWIND $person_ids AS pid
+OPTIONAL MATCH (p:Person {person_id: pid})
+WITH pid, p
+WHERE p IS NULL
+RETURN pid AS person_id
+"""
+
+# COUNT subqueries of a single label or relationship type are answered from the count store.
+COUNT_ALL: Final = """
+RETURN COUNT { MATCH (:Person) } AS persons,
+       COUNT { MATCH (:Identifier) } AS identifiers,
+       COUNT { MATCH ()-[:LINKED]->() } AS links,
+       COUNT { MATCH (:Refusal) } AS refusals
+"""
+
+# -- writes (each applied in batches of at most batch_size rows) ---------------------------------
+
+REMOVE_LINKS: Final = """
+MATCH (:Identifier {node_id: $a})-[l:LINKED]->(:Identifier {node_id: $b})
+DELETE l
+"""
+
+# CREATE, not MERGE: a second person with the same id is an error, as SQLite's INSERT is.
+CREATE_PERSONS: Final = """
+UNWIND $rows AS row
+CREATE (:Person {person_id: row.person_id, created_at: row.created_at,
+                 last_seen: row.last_seen})
+"""
+
+CREATE_IDENTIFIERS: Final = """
+UNWIND $rows AS row
+MATCH (p:Person {person_id: row.person_id})
+CREATE (p)-[:HAS_IDENTIFIER]->(:Identifier {node_id: row.node_id, type: row.type,
+        key_id: row.key_id, digest: row.digest, first_seen: row.first_seen,
+        last_seen: row.last_seen})
+RETURN count(*) AS created
+"""
+
+REHASH_IDENTIFIERS: Final = """
+UNWIND $rows AS row
+MATCH (i:Identifier {node_id: row.node_id})
+SET i.key_id = row.key_id, i.digest = row.digest
+"""
+
+TOUCH_IDENTIFIERS: Final = """
+UNWIND $rows AS row
+MATCH (i:Identifier {node_id: row.node_id})
+SET i.first_seen = CASE WHEN row.first_seen < i.first_seen THEN row.first_seen
+                        ELSE i.first_seen END,
+    i.last_seen = CASE WHEN row.last_seen > i.last_seen THEN row.last_seen
+                       ELSE i.last_seen END
+"""
+
+# Merge: every identifier of an absorbed person moves to its survivor ...
+MOVE_IDENTIFIERS_OF_PERSONS: Final = """
+UNWIND $rows AS row
+MATCH (absorbed:Person {person_id: row.absorbed})-[h:HAS_IDENTIFIER]->(i:Identifier)
+MATCH (survivor:Person {person_id: row.survivor})
+DELETE h
+CREATE (survivor)-[:HAS_IDENTIFIER]->(i)
+"""
+
+# ... then the absorbed person goes. DELETE, not DETACH DELETE: a person still holding an
+# identifier fails the statement instead of orphaning the identifier (SQLite's foreign key).
+DELETE_PERSONS: Final = """
+UNWIND $person_ids AS pid
+MATCH (p:Person {person_id: pid})
+DELETE p
+"""
+
+REASSIGN_IDENTIFIERS: Final = """
+UNWIND $rows AS row
+MATCH (:Person)-[h:HAS_IDENTIFIER]->(i:Identifier {node_id: row.node_id})
+MATCH (p:Person {person_id: row.person_id})
+DELETE h
+CREATE (p)-[:HAS_IDENTIFIER]->(i)
+"""
+
+SEE_PERSONS: Final = """
+UNWIND $rows AS row
+MATCH (p:Person {person_id: row.person_id})
+SET p.last_seen = CASE WHEN row.last_seen > p.last_seen THEN row.last_seen
+                       ELSE p.last_seen END
+"""
+
+# One LINKED relationship per (a, b, source); a repeat widens its time window.
+UPSERT_LINKS: Final = """
+UNWIND $rows AS row
+MATCH (a:Identifier {node_id: row.a})
+MATCH (b:Identifier {node_id: row.b})
+MERGE (a)-[l:LINKED {source: row.source}]->(b)
+ON CREATE SET l.first_at = row.first_at, l.last_at = row.last_at
+ON MATCH SET l.first_at = CASE WHEN row.first_at < l.first_at THEN row.first_at
+                               ELSE l.first_at END,
+             l.last_at = CASE WHEN row.last_at > l.last_at THEN row.last_at
+                              ELSE l.last_at END
+RETURN count(*) AS linked
+"""
+
+CREATE_REFUSALS: Final = """
+UNWIND $rows AS row
+CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.key_id,
+                  digest: row.digest, reason: row.reason, detail: row.detail})
+"""
+
+# Tests only. Deletes idgraph's nodes (and their relationships) in inner transactions of
+# $batch_size rows so a large graph does not need one huge transaction's memory. CALL ... IN
+# TRANSACTIONS runs only in an implicit (auto-commit) transaction: ``session.run``, never inside
+# ``execute_write``. The schema (constraints, indexes) stays.
+WIPE_ALL: Final = """
+MATCH (n:Person|Identifier|Refusal|Meta)
+CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS
+"""
+
+
+def statements() -> dict[str, str]:
+    """Every Cypher statement of this module by constant name: what the lint and tests check.
+
+    Collected from the module itself (every ``UPPER_SNAKE`` string constant is a statement), so
+    a new statement cannot be added without being linted.
+    """
+    module = sys.modules[__name__]
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name.isupper() and isinstance(value, str)
+    }
+
+
+def property_keys() -> list[str]:
+    """Every property key and row-map key the statements may use, sorted."""
+    keys = {key for props in NODE_PROPERTIES.values() for key in props}
+    keys.update(key for props in RELATIONSHIP_PROPERTIES.values() for key in props)
+    keys.update(ROW_KEYS)
+    return sorted(keys)

@@ -1,0 +1,427 @@
+"""The Neo4j graph store: the same contract as the SQLite store, on the official ``neo4j`` driver.
+
+The only module that imports ``neo4j`` (a banned import everywhere else, see pyproject). Every
+statement it runs is a constant of :mod:`identity.store.cypher`; values travel only as
+parameters. Writes are set-based: ``UNWIND $rows`` statements of at most ``batch_size`` rows.
+
+``write(fn)`` runs ``fn`` through ``session.execute_write``, which retries the whole function on
+transient failures (leader switch, deadlock, lost connection) and rolls back when it raises.
+That is why the port requires ``fn`` to be idempotent: the resolution engine reads what it needs
+through the transaction and recomputes its :class:`~identity.model.ChangeSet` on every attempt.
+
+Driver exceptions never leave this module: connection, session, transient and authentication
+failures become :class:`~identity.errors.StoreUnavailableError`, constraint violations
+:class:`~identity.errors.StoreIntegrityError`. Messages carry the Neo4j status code but never
+the server's message text, which can echo stored property values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from neo4j import Driver, GraphDatabase, ManagedTransaction, Session
+from neo4j.exceptions import (
+    AuthError,
+    ConstraintError,
+    DriverError,
+    Forbidden,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
+from neo4j.exceptions import ConfigurationError as DriverConfigurationError
+
+from identity.errors import ConfigurationError, StoreIntegrityError, StoreUnavailableError
+from identity.hashing import HashedIdentifier
+from identity.model import (
+    ChangeSet,
+    Cluster,
+    IdentifierNode,
+    Link,
+    PersonRecord,
+    Refusal,
+    StoreStats,
+)
+from identity.store import cypher
+
+T = TypeVar("T")
+
+DEFAULT_BATCH_SIZE = 1000
+# Bolt and routing (cluster/Aura) schemes. The driver's HTTP schemes are a preview feature with
+# other dependencies and semantics, so they are refused rather than half-supported.
+URI_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
+_SCHEMA_VERSION_KEY = "schema_version"
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _person_row(p: PersonRecord) -> dict[str, Any]:
+    return {
+        "person_id": p.person_id,
+        "created_at": _ms(p.created_at),
+        "last_seen": _ms(p.last_seen),
+    }
+
+
+def _node_row(n: IdentifierNode) -> dict[str, Any]:
+    return {
+        "node_id": n.node_id,
+        "type": n.hashed.type,
+        "key_id": n.hashed.key_id,
+        "digest": n.hashed.digest.hex(),
+        "person_id": n.person_id,
+        "first_seen": _ms(n.first_seen),
+        "last_seen": _ms(n.last_seen),
+    }
+
+
+def _link_rows(links: Sequence[Link]) -> list[dict[str, Any]]:
+    # Repeats of one (a, b, source) are folded first, with the same min/max the upsert applies:
+    # the result is what sequential upserts give (as in SQLite), and it keeps the "every row
+    # matched both nodes" check exact.
+    windows: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for x in links:
+        key, first, last = (x.a, x.b, x.source), _ms(x.first_at), _ms(x.last_at)
+        if key in windows:
+            first, last = min(first, windows[key][0]), max(last, windows[key][1])
+        windows[key] = (first, last)
+    return [
+        {"a": a, "b": b, "source": source, "first_at": first, "last_at": last}
+        for (a, b, source), (first, last) in windows.items()
+    ]
+
+
+def _refusal_row(r: Refusal) -> dict[str, Any]:
+    return {
+        "at": _ms(r.at),
+        "source": r.source,
+        "type": r.hashed.type,
+        "key_id": r.hashed.key_id,
+        "digest": r.hashed.digest.hex(),
+        "reason": r.reason.value,
+        "detail": r.detail,
+    }
+
+
+def _status(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    return f"{type(exc).__name__}, {code}" if code else type(exc).__name__
+
+
+@contextmanager
+def _driver_errors(action: str) -> Iterator[None]:
+    """Re-raise driver exceptions as idgraph's own, naming ``action``."""
+    try:
+        yield
+    except ConstraintError as exc:
+        raise StoreIntegrityError(
+            f"Neo4j refused to {action}: a constraint ({_status(exc)})"
+        ) from exc
+    except (ServiceUnavailable, SessionExpired, TransientError) as exc:
+        # Driver-side messages name the server address, which helps the operator; they never
+        # hold stored values.
+        detail = str(exc) if isinstance(exc, DriverError) else _status(exc)
+        raise StoreUnavailableError(f"Neo4j unavailable, could not {action}: {detail}") from exc
+    except (AuthError, Forbidden) as exc:
+        raise StoreUnavailableError(
+            f"Neo4j refused the credentials or permissions to {action} ({_status(exc)})"
+        ) from exc
+    except (Neo4jError, DriverError) as exc:
+        raise StoreUnavailableError(f"Neo4j failed to {action} ({_status(exc)})") from exc
+
+
+class Neo4jTransaction:
+    """The :class:`~identity.store.port.GraphTransaction` of the Neo4j store.
+
+    Also reads and writes ``(:Meta)`` entries (``get_meta``/``set_meta``), which
+    :func:`identity.store.copy.copy_graph` uses to keep its resume cursor in the same
+    transaction as the rows it copies.
+    """
+
+    def __init__(self, tx: ManagedTransaction, batch_size: int) -> None:
+        self._tx = tx
+        self._batch = batch_size
+
+    def _data(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        return self._tx.run(query, params).data()
+
+    def _each_batch(
+        self, query: str, rows: Sequence[dict[str, Any]], counted: str | None = None
+    ) -> int:
+        """Run ``query`` with ``$rows`` in batches; the sum of its ``counted`` column, if named."""
+        total = 0
+        for chunk in _chunks(rows, self._batch):
+            records = self._data(query, rows=list(chunk))
+            if counted is not None:
+                total += sum(int(record[counted]) for record in records)
+        return total
+
+    def _missing_persons(self, person_ids: Collection[str]) -> list[str]:
+        missing: list[str] = []
+        for chunk in _chunks(sorted(set(person_ids)), self._batch):
+            missing.extend(
+                r["person_id"] for r in self._data(cypher.MISSING_PERSONS, person_ids=list(chunk))
+            )
+        return missing
+
+    def _require_persons(self, person_ids: Collection[str], what: str) -> None:
+        # SQLite enforces these with foreign keys; in Neo4j a MATCH on a missing person would
+        # silently drop the row, so the adapter checks and aborts the transaction instead.
+        missing = self._missing_persons(person_ids)
+        if missing:
+            raise StoreIntegrityError(f"{what} names {len(missing)} person(s) that do not exist")
+
+    @staticmethod
+    def _node(record: dict[str, Any]) -> IdentifierNode:
+        return IdentifierNode(
+            record["node_id"],
+            HashedIdentifier(record["type"], record["key_id"], bytes.fromhex(record["digest"])),
+            record["person_id"],
+            _dt(record["first_seen"]),
+            _dt(record["last_seen"]),
+        )
+
+    def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
+        """The nodes whose (type, key id, digest) equals one of ``candidates``."""
+        wanted = sorted(set(candidates), key=lambda h: (h.digest, h.type, h.key_id))
+        found: list[IdentifierNode] = []
+        for chunk in _chunks(wanted, self._batch):
+            rows = [{"type": h.type, "key_id": h.key_id, "digest": h.digest.hex()} for h in chunk]
+            found.extend(map(self._node, self._data(cypher.FIND_IDENTIFIERS, candidates=rows)))
+        return found
+
+    def type_counts(self, person_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """For each person: how many identifiers of each type it holds."""
+        counts: dict[str, dict[str, int]] = {}
+        for chunk in _chunks(sorted(set(person_ids)), self._batch):
+            for r in self._data(cypher.TYPE_COUNTS, person_ids=list(chunk)):
+                counts.setdefault(r["person_id"], {})[r["type"]] = r["identifiers"]
+        return counts
+
+    def cluster(self, person_id: str) -> Cluster:
+        """The person's identifier nodes and the links among them."""
+        nodes = tuple(map(self._node, self._data(cypher.CLUSTER_NODES, person_id=person_id)))
+        links = tuple(
+            Link(r["a"], r["b"], r["source"], _dt(r["first_at"]), _dt(r["last_at"]))
+            for r in self._data(cypher.CLUSTER_LINKS, person_id=person_id)
+        )
+        return Cluster(person_id, nodes, links)
+
+    def remove_links(self, a: str, b: str) -> int:
+        """Remove every link (any source) between ``a`` and ``b``; returns how many."""
+        low, high = (a, b) if a < b else (b, a)
+        summary = self._tx.run(cypher.REMOVE_LINKS, {"a": low, "b": high}).consume()
+        return int(summary.counters.relationships_deleted)
+
+    def apply(self, changes: ChangeSet) -> None:
+        """Write ``changes`` in the same order as the SQLite store, in batches."""
+        if changes.new_persons:
+            self._each_batch(cypher.CREATE_PERSONS, [_person_row(p) for p in changes.new_persons])
+        if changes.new_nodes:
+            rows = [_node_row(n) for n in changes.new_nodes]
+            if self._each_batch(cypher.CREATE_IDENTIFIERS, rows, "created") != len(rows):
+                raise StoreIntegrityError("new identifiers name a person that does not exist")
+        if changes.rehashed:
+            self._each_batch(
+                cypher.REHASH_IDENTIFIERS,
+                [
+                    {"node_id": node_id, "key_id": h.key_id, "digest": h.digest.hex()}
+                    for node_id, h in changes.rehashed.items()
+                ],
+            )
+        if changes.touched:
+            self._each_batch(
+                cypher.TOUCH_IDENTIFIERS,
+                [
+                    {"node_id": node_id, "first_seen": _ms(first), "last_seen": _ms(last)}
+                    for node_id, (first, last) in changes.touched.items()
+                ],
+            )
+        if changes.merged:
+            self._require_persons(set(changes.merged.values()), "a merge")
+            self._each_batch(
+                cypher.MOVE_IDENTIFIERS_OF_PERSONS,
+                [{"absorbed": a, "survivor": s} for a, s in changes.merged.items()],
+            )
+            for chunk in _chunks(list(changes.merged), self._batch):
+                self._tx.run(cypher.DELETE_PERSONS, {"person_ids": list(chunk)}).consume()
+        if changes.reassigned:
+            self._require_persons(set(changes.reassigned.values()), "a reassignment")
+            self._each_batch(
+                cypher.REASSIGN_IDENTIFIERS,
+                [{"node_id": n, "person_id": p} for n, p in changes.reassigned.items()],
+            )
+        if changes.persons_seen:
+            self._each_batch(
+                cypher.SEE_PERSONS,
+                [{"person_id": p, "last_seen": _ms(t)} for p, t in changes.persons_seen.items()],
+            )
+        if changes.links:
+            rows = _link_rows(changes.links)
+            if self._each_batch(cypher.UPSERT_LINKS, rows, "linked") != len(rows):
+                raise StoreIntegrityError("links name an identifier node that does not exist")
+        if changes.refusals:
+            self._each_batch(cypher.CREATE_REFUSALS, [_refusal_row(r) for r in changes.refusals])
+
+    def ping(self) -> None:
+        """Run a trivial statement (a database-level liveness check)."""
+        self._tx.run(cypher.PING).consume()
+
+    def get_meta(self, key: str) -> str | None:
+        """The value of the ``(:Meta {key})`` entry, or ``None``."""
+        records = self._data(cypher.GET_META, key=key)
+        return str(records[0]["value"]) if records else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Create or replace the ``(:Meta {key})`` entry."""
+        self._tx.run(cypher.SET_META, {"key": key, "value": value}).consume()
+
+
+class Neo4jGraphStore:
+    """:class:`~identity.store.port.GraphStore` on a Neo4j database (5.26 LTS or newer).
+
+    The constructor checks connectivity and runs :meth:`migrate`, so an open store has its
+    constraints and indexes; a server that cannot be reached raises
+    :class:`~identity.errors.StoreUnavailableError` within about ``connect_timeout_s``.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        user: str,
+        password: str,
+        database: str = "neo4j",
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        connect_timeout_s: float = 10.0,
+        max_retry_time_s: float = 30.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError("Neo4j batch size must be at least 1")
+        scheme = uri.split("://", 1)[0] if "://" in uri else ""
+        if scheme not in URI_SCHEMES:
+            raise ConfigurationError(
+                f"Neo4j URI must start with one of {', '.join(sorted(URI_SCHEMES))}://"
+            )
+        self.database = database
+        self._batch = batch_size
+        self._closed = False
+        try:
+            self._driver: Driver = GraphDatabase.driver(
+                uri,
+                auth=(user, password),
+                connection_timeout=connect_timeout_s,
+                connection_acquisition_timeout=connect_timeout_s,
+                max_transaction_retry_time=max_retry_time_s,
+            )
+        except (DriverConfigurationError, ValueError) as exc:
+            # The URI scheme or options are wrong: a configuration problem, not an outage.
+            raise ConfigurationError(f"invalid Neo4j URI or driver option: {exc}") from exc
+        try:
+            with _driver_errors("connect"):
+                self._driver.verify_connectivity()
+            self.migrate()
+        except BaseException:
+            self._driver.close()
+            raise
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        if self._closed:
+            raise StoreUnavailableError("the store is closed")
+        # The driver's shared bookmark manager makes every session causally chained: a read
+        # after a write sees it, even when a cluster routes the read to another member.
+        with self._driver.session(
+            database=self.database,
+            bookmark_manager=self._driver.execute_query_bookmark_manager,
+        ) as session:
+            yield session
+
+    def migrate(self) -> None:
+        """Create the constraints and indexes (idempotent) and record the schema version.
+
+        Raises :class:`~identity.errors.StoreIntegrityError` if the database was written by a
+        newer idgraph schema.
+        """
+        with _driver_errors("migrate the schema"), self._session() as session:
+            # Schema statements cannot share a transaction with data writes; each runs in its
+            # own auto-commit transaction, and IF NOT EXISTS makes a re-run a no-op.
+            for statement in cypher.SCHEMA_STATEMENTS:
+                session.run(statement).consume()
+
+            def ensure_version(tx: ManagedTransaction) -> str:
+                params = {"key": _SCHEMA_VERSION_KEY, "value": str(cypher.SCHEMA_VERSION)}
+                return str(tx.run(cypher.ENSURE_META, params).single(strict=True)["value"])
+
+            stored = session.execute_write(ensure_version)
+        if int(stored) > cypher.SCHEMA_VERSION:
+            raise StoreIntegrityError(
+                f"store schema version {stored} is newer than this idgraph "
+                f"({cypher.SCHEMA_VERSION})"
+            )
+
+    def write(self, fn: Callable[[Neo4jTransaction], T]) -> T:
+        """Run ``fn`` in one managed write transaction (retried on transient failures)."""
+
+        def work(tx: ManagedTransaction) -> T:
+            return fn(Neo4jTransaction(tx, self._batch))
+
+        with _driver_errors("write"), self._session() as session:
+            return session.execute_write(work)
+
+    def read(self, fn: Callable[[Neo4jTransaction], T]) -> T:
+        """Run ``fn`` in one managed read transaction."""
+
+        def work(tx: ManagedTransaction) -> T:
+            return fn(Neo4jTransaction(tx, self._batch))
+
+        with _driver_errors("read"), self._session() as session:
+            return session.execute_read(work)
+
+    def stats(self) -> StoreStats:
+        """Node and relationship counts (served from Neo4j's count store)."""
+
+        def count(tx: ManagedTransaction) -> StoreStats:
+            r = tx.run(cypher.COUNT_ALL).single(strict=True)
+            return StoreStats(r["persons"], r["identifiers"], r["links"], r["refusals"])
+
+        with _driver_errors("count"), self._session() as session:
+            return session.execute_read(count)
+
+    def ping(self) -> None:
+        """Raise :class:`~identity.errors.StoreUnavailableError` if the database cannot serve."""
+        if self._closed:
+            raise StoreUnavailableError("the store is closed")
+        with _driver_errors("ping"):
+            self._driver.verify_connectivity()
+        # verify_connectivity reaches the server; this also proves the configured database
+        # exists and serves reads.
+        self.read(lambda tx: tx.ping())
+
+    def wipe_for_tests(self) -> None:
+        """Delete every idgraph node and relationship (the schema stays). Tests only."""
+        # CALL ... IN TRANSACTIONS commits in batches and so must run in an auto-commit
+        # transaction (session.run); execute_write would reject it.
+        with _driver_errors("wipe"), self._session() as session:
+            session.run(cypher.WIPE_ALL, {"batch_size": self._batch}).consume()
+
+    def close(self) -> None:
+        """Close the driver and its connection pool; the store is unusable afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._driver.close()

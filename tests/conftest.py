@@ -1,0 +1,130 @@
+"""Shared fixtures: a real SQLite store on a temp file, the real app, real keys."""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth import Scope
+from api.bootstrap import Container, build_container
+from api.logging import configure_logging
+from api.settings import Settings
+from identity.hashing import HashKey, Keyring
+from identity.identifiers import NormalizedIdentifier
+from identity.model import IdentityEvent
+from identity.policy import IdentityPolicy, load_identity_policy
+from identity.resolution import ResolutionEngine
+from identity.store.sqlite import SqliteGraphStore
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY_DIR = REPO / "policies"
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def policy() -> IdentityPolicy:
+    """The shipped identity policy."""
+    return load_identity_policy(POLICY_DIR / "identity.yaml")
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    """A one-key keyring with a random key."""
+    return Keyring([HashKey("k1", secrets.token_bytes(32))], "k1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteGraphStore]:
+    """The real embedded store on a temp file."""
+    opened = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def engine(store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy) -> ResolutionEngine:
+    """A resolution engine on the temp store."""
+    return ResolutionEngine(store, keyring, policy)
+
+
+class Ids:
+    """Helper to build normalized identifiers and events in tests."""
+
+    def __init__(self, policy: IdentityPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, identifier_type: str, value: str) -> NormalizedIdentifier:
+        return self.policy.normalize(identifier_type, value, "GB")
+
+    def event(
+        self, *pairs: tuple[str, str], source: str = "web", at: datetime = T0
+    ) -> IdentityEvent:
+        return IdentityEvent(tuple(self(t, v) for t, v in pairs), source, at)
+
+
+@pytest.fixture
+def ids(policy: IdentityPolicy) -> Ids:
+    """Identifier builder."""
+    return Ids(policy)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a test service in a temp data dir."""
+    return Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        policy_dir=POLICY_DIR,
+        default_region="GB",
+        max_batch_events=50,
+        max_body_bytes=256 * 1024,
+    )
+
+
+@dataclass
+class Api:
+    """The real app with a TestClient and API keys of each scope."""
+
+    client: TestClient
+    container: Container
+    admin: dict[str, str]
+    ingest: dict[str, str]
+    resolve: dict[str, str]
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Everything the service logs (JSON lines), captured for leak checks."""
+    configure_logging("debug", json_output=True)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    handler.setFormatter(root.handlers[0].formatter)
+    for existing_filter in root.handlers[0].filters:
+        handler.addFilter(existing_filter)
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)
+
+
+@pytest.fixture
+def api(settings: Settings, log_stream: io.StringIO) -> Iterator[Api]:
+    """The real FastAPI app on the real store, with keys for each scope."""
+    container = build_container(settings)
+    headers = {}
+    for scope in (Scope.ADMIN, Scope.INGEST, Scope.RESOLVE):
+        _, token = container.api_keys.create(f"test-{scope}", frozenset({scope}))
+        headers[scope] = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
+        yield Api(client, container, headers[Scope.ADMIN], headers[Scope.INGEST],
+                  headers[Scope.RESOLVE])
+    container.close()

@@ -1,0 +1,95 @@
+"""Normalization per identifier type, including refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from identity.errors import InvalidIdentifierError, UnknownIdentifierTypeError
+from identity.policy import IdentityPolicy
+
+VALID = [
+    ("email", "  Ann.Lee@Shop.DE ", "ann.lee@shop.de"),
+    ("email", "ANN+news@shop.de", "ann+news@shop.de"),
+    ("phone", "+44 20 7946 0958", "+442079460958"),
+    ("phone", "020 7946 0958", "+442079460958"),  # national format, default region GB
+    ("phone", "+1 (650) 253-0000", "+16502530000"),
+    ("idfa", "6D92078A-8246-4BA4-AE5B-76104861E7DC", "6d92078a-8246-4ba4-ae5b-76104861e7dc"),
+    ("gaid", "{38400000-8cf0-11bd-b23e-10b96e40000d}", "38400000-8cf0-11bd-b23e-10b96e40000d"),
+    ("customer_id", "  CRM-00042 ", "CRM-00042"),  # case kept: issuers may be case-sensitive
+    ("cookie_id", "GA1.2.1234.5678", "GA1.2.1234.5678"),
+    ("anonymous_id", "a1b2c3", "a1b2c3"),
+    ("email_sha256", "B4C9A289323B21A01C3E940F150EB9B8C542587F1ABFD8F0E1CC1FFC5E475514",
+     "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514"),
+]
+
+INVALID = [
+    ("email", "not-an-email", "invalid_email"),
+    ("email", "ann@localhost", "invalid_email"),
+    ("email", "ann@@shop.de", "invalid_email"),
+    ("email", "a" * 400 + "@shop.de", "too_long"),
+    ("phone", "12", "invalid_phone"),
+    ("phone", "+44 20 7946 09", "invalid_phone"),
+    ("phone", "call me", "invalid_phone"),
+    ("idfa", "not-a-uuid", "invalid_ad_id"),
+    ("idfa", "6d92078a82464ba4ae5b76104861e7", "invalid_ad_id"),
+    ("email_sha256", "abc123", "invalid_sha256"),
+    ("email_sha256", "z" * 64, "invalid_sha256"),
+    ("customer_id", "   ", "empty"),
+    ("customer_id", "abc\x00def", "control_characters"),
+    ("cookie_id", "x" * 257, "too_long"),
+]
+
+
+@pytest.mark.parametrize(("identifier_type", "raw", "expected"), VALID)
+def test_normalize_gives_canonical_form_when_value_is_valid(
+    policy: IdentityPolicy, identifier_type: str, raw: str, expected: str
+) -> None:
+    assert policy.normalize(identifier_type, raw, "GB").value == expected
+
+
+@pytest.mark.parametrize(("identifier_type", "raw", "reason"), INVALID)
+def test_normalize_refuses_with_reason_and_no_value_when_invalid(
+    policy: IdentityPolicy, identifier_type: str, raw: str, reason: str
+) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        policy.normalize(identifier_type, raw, "GB")
+    assert caught.value.reason == reason
+    if len(raw.strip()) > 3:
+        assert raw.strip() not in str(caught.value)
+
+
+def test_phone_without_country_is_refused_when_no_default_region(policy: IdentityPolicy) -> None:
+    with pytest.raises(InvalidIdentifierError) as caught:
+        policy.normalize("phone", "020 7946 0958", None)
+    assert caught.value.reason == "phone_missing_country"
+
+
+def test_unknown_type_is_refused_and_known_types_are_listed(policy: IdentityPolicy) -> None:
+    with pytest.raises(UnknownIdentifierTypeError) as caught:
+        policy.normalize("passport", "X123", "GB")
+    assert "email" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("identifier_type", "raw", "reason"),
+    [
+        ("email", "test@shop.de", "blocked_pattern"),
+        ("email", "someone@example.com", "blocked_pattern"),
+        ("idfa", "00000000-0000-0000-0000-000000000000", "blocked_value"),
+        ("gaid", "00000000-0000-0000-0000-000000000000", "blocked_value"),
+        ("customer_id", "NULL", "blocked_value"),  # matched case-insensitively
+        ("email_sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+         "blocked_value"),
+    ],
+)
+def test_blocked_values_are_recognised_after_normalization(
+    policy: IdentityPolicy, identifier_type: str, raw: str, reason: str
+) -> None:
+    identifier = policy.normalize(identifier_type, raw, "GB")
+    assert policy.blocked_reason(identifier) == reason
+
+
+def test_normalized_identifier_repr_hides_the_value(policy: IdentityPolicy) -> None:
+    identifier = policy.normalize("email", "ann@shop.de", "GB")
+    assert "ann" not in repr(identifier)
+    assert "shop" not in str(identifier)
