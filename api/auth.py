@@ -23,7 +23,7 @@ from pathlib import Path
 
 from identity.errors import IdGraphError, StoreUnavailableError
 
-TOKEN_PREFIX = "idg_"
+TOKEN_PREFIX = "idg_"  # noqa: S105 - a public prefix, not a secret
 
 
 class Scope(StrEnum):

@@ -59,8 +59,12 @@ def load_keyring(settings: Settings) -> Keyring:
                     "secret store."
                 )
             keys = create_key_file(path, origin="generated")
-            log.warning("hash_key_generated", path=str(path), key_id=keys.primary,
-                        note="development key; production refuses generated keys")
+            log.warning(
+                "hash_key_generated",
+                path=str(path),
+                key_id=keys.primary,
+                note="development key; production refuses generated keys",
+            )
         else:
             keys = read_key_file(path)
     if settings.env is Environment.PRODUCTION and keys.primary_origin == "generated":

@@ -82,7 +82,9 @@ def _validation_problems(exc: ValidationError) -> tuple[str, ...]:
     )
 
 
-def _jsonl_rows(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def _jsonl_rows(
+    lines: Iterable[tuple[int, bytes]],
+) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     for line_no, raw in lines:
         if not raw.strip():
             continue

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -34,7 +35,7 @@ LOCAL_KEY_FILE = "local-api-key"
 def _settings() -> Settings:
     try:
         return Settings()
-    except Exception as exc:  # pydantic's ValidationError names the variable and the problem
+    except ValidationError as exc:  # names the variable and the problem
         console.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from None
 
@@ -203,8 +204,11 @@ def unlink(a: IdentifierArg, b: IdentifierArg) -> None:
         container.close()
     out.print(
         f"removed {result.removed_links} link(s); "
-        + (f"split into {result.person_id_a} and {result.person_id_b}" if result.split
-           else f"still one person {result.person_id_a} (linked through other identifiers)")
+        + (
+            f"split into {result.person_id_a} and {result.person_id_b}"
+            if result.split
+            else f"still one person {result.person_id_a} (linked through other identifiers)"
+        )
     )
 
 
@@ -217,7 +221,9 @@ def ingest(
     source: Annotated[
         Optional[str], typer.Option(help="Source for rows that name none.")  # noqa: UP045
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per transaction.")] = 1000,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Events per transaction.")
+    ] = 1000,
 ) -> None:
     """Stream a JSONL or CSV file into the graph, with progress and a summary."""
     if file_format not in (None, "jsonl", "csv"):
@@ -227,8 +233,12 @@ def ingest(
     settings = _settings()
     container = _container(settings)
     progress = Progress(
-        TextColumn("ingesting"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        console=console, disable=not console.is_terminal,
+        TextColumn("ingesting"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
     )
     try:
         with progress:
@@ -248,13 +258,28 @@ def ingest(
         raise typer.Exit(2) from None
     finally:
         container.close()
-    table = Table("rows", "events", "created", "linked", "merged", "unchanged", "refused ids",
-                  "persons merged", "rejected rows", title=f"ingested {file.name}")
+    table = Table(
+        "rows",
+        "events",
+        "created",
+        "linked",
+        "merged",
+        "unchanged",
+        "refused ids",
+        "persons merged",
+        "rejected rows",
+        title=f"ingested {file.name}",
+    )
     table.add_row(
-        str(report.rows), str(report.events), str(report.outcomes["created"]),
-        str(report.outcomes["linked"]), str(report.outcomes["merged"]),
-        str(report.outcomes["unchanged"]), str(report.refused_identifiers),
-        str(report.merged_persons), str(report.rejected_rows),
+        str(report.rows),
+        str(report.events),
+        str(report.outcomes["created"]),
+        str(report.outcomes["linked"]),
+        str(report.outcomes["merged"]),
+        str(report.outcomes["unchanged"]),
+        str(report.refused_identifiers),
+        str(report.merged_persons),
+        str(report.rejected_rows),
     )
     out.print(table)
     for error in report.errors:
@@ -306,9 +331,13 @@ def list_api_keys() -> None:
         store.close()
     table = Table("key id", "name", "scopes", "created", "revoked")
     for key in keys:
-        table.add_row(key.key_id, key.name, ", ".join(sorted(key.scopes)),
-                      key.created_at.isoformat(timespec="seconds"),
-                      key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "")
+        table.add_row(
+            key.key_id,
+            key.name,
+            ", ".join(sorted(key.scopes)),
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
     out.print(table)
 
 
@@ -349,7 +378,9 @@ def rotate_hash_key() -> None:
     """
     settings = _settings()
     if settings.hash_keys is not None:
-        console.print("[red]keys come from IDGRAPH_HASH_KEYS; rotate them in your secret store[/red]")
+        console.print(
+            "[red]keys come from IDGRAPH_HASH_KEYS; rotate them in your secret store[/red]"
+        )
         raise typer.Exit(2)
     try:
         keys = rotate_key_file(settings.resolved_hash_key_file)

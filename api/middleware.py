@@ -6,6 +6,7 @@ import json
 import re
 import secrets
 import time
+
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,8 +19,12 @@ PROBLEM_JSON = b"application/problem+json"
 async def _send_problem(
     scope: Scope, send: Send, status: int, title: str, detail: str, slug: str
 ) -> None:
-    problem = {"type": f"urn:idgraph:problem:{slug}", "title": title, "status": status,
-               "detail": detail}
+    problem = {
+        "type": f"urn:idgraph:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     request_id = scope.get("state", {}).get("request_id")
     if request_id:
         problem["instance"] = f"urn:idgraph:request:{request_id}"
@@ -28,14 +33,17 @@ async def _send_problem(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", PROBLEM_JSON), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", PROBLEM_JSON),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
 class RequestContextMiddleware:
-    """Give every request an id (``X-Request-ID``), bind it to log context, log one line per request.
+    """Give every request an id (``X-Request-ID``) bound to the log context; log one line each.
 
     The log line has method, route template (``/v1/links/explain``, never a filled-in path),
     status and duration. No client IP (personal data) and no query string.
@@ -96,7 +104,9 @@ class BodyLimitMiddleware:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _send_problem(scope, send, 400, "Bad request", "invalid Content-Length", "bad-request")
+                await _send_problem(
+                    scope, send, 400, "Bad request", "invalid Content-Length", "bad-request"
+                )
                 return
             if int(declared) > self.max_bytes:
                 await self._too_large(scope, send)
@@ -135,5 +145,3 @@ class BodyLimitMiddleware:
             f"request body exceeds {self.max_bytes} bytes (IDGRAPH_MAX_BODY_BYTES)",
             "content-too-large",
         )
-
-

@@ -139,12 +139,16 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400:
         # FastAPI raises a bare 400 when the body cannot be decoded (e.g. invalid UTF-8).
         return problem(
-            request, 400, "Malformed JSON", "the request body is not valid UTF-8 JSON",
+            request,
+            400,
+            "Malformed JSON",
+            "the request body is not valid UTF-8 JSON",
             "malformed-json",
         )
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return problem(request, exc.status_code, detail, detail, slug, headers=exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return problem(request, exc.status_code, detail, detail, slug, headers=headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

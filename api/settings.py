@@ -62,9 +62,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
-        if self.env is Environment.PRODUCTION and self.neo4j_password is not None:
-            if self.neo4j_password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError("IDGRAPH_NEO4J_PASSWORD is a placeholder; set a real password")
+        password = self.neo4j_password
+        if (
+            self.env is Environment.PRODUCTION
+            and password is not None
+            and password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError("IDGRAPH_NEO4J_PASSWORD is a placeholder; set a real password")
         return self
 
     @property

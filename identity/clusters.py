@@ -7,6 +7,7 @@ person, which the per-type limits keep small (at most the sum of ``max_per_perso
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 import networkx as nx
 
@@ -38,7 +39,7 @@ def path(cluster: Cluster, a: str, b: str) -> tuple[ExplainHop, ...] | None:
         by_pair[(link.a, link.b)].append(link)
     types = {node.node_id: node.hashed.type for node in cluster.nodes}
     hops = []
-    for left, right in zip(nodes, nodes[1:], strict=False):
+    for left, right in pairwise(nodes):
         links = by_pair[(min(left, right), max(left, right))]
         hops.append(
             ExplainHop(

@@ -33,7 +33,10 @@ class ConfigurationError(IdGraphError):
 
 
 class InvalidIdentifierError(IdGraphError):
-    """An identifier value does not normalize. ``reason`` is a code, ``message`` never holds the value."""
+    """An identifier value does not normalize.
+
+    ``reason`` is a code; ``message`` never holds the value.
+    """
 
     code = "invalid-identifier"
 
@@ -45,7 +48,7 @@ class InvalidIdentifierError(IdGraphError):
         super().__init__(f"{field or identifier_type}: {message}")
 
     def at(self, field: str) -> InvalidIdentifierError:
-        """Return a copy of this error located at ``field`` (a JSON path such as ``identifiers[2]``)."""
+        """Return a copy of this error located at ``field`` (a JSON pointer)."""
         return InvalidIdentifierError(self.identifier_type, self.reason, self.message, field)
 
 

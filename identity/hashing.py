@@ -69,7 +69,10 @@ class Keyring:
             raise ConfigurationError(f"primary hash key {primary_key_id!r} is not in the keyring")
         self._primary = self._keys[primary_key_id]
         # Older keys after the primary, so lookups try the likeliest key first.
-        self._lookup_order = (self._primary, *(k for k in self._keys.values() if k is not self._primary))
+        self._lookup_order = (
+            self._primary,
+            *(k for k in self._keys.values() if k is not self._primary),
+        )
         self._hmac_by_id = {
             k.key_id: hmac.new(k.secret, digestmod=hashlib.sha256) for k in self._keys.values()
         }

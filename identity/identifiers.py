@@ -104,7 +104,9 @@ def normalize_mobile_ad_id(identifier_type: str, value: str, _region: str | None
     try:
         parsed = uuid.UUID(candidate)
     except ValueError:
-        raise _fail(identifier_type, "invalid_ad_id", "not a UUID-formatted advertising id") from None
+        raise _fail(
+            identifier_type, "invalid_ad_id", "not a UUID-formatted advertising id"
+        ) from None
     if len(candidate.replace("-", "").strip("{}").removeprefix("urn:uuid:")) != 32:
         raise _fail(identifier_type, "invalid_ad_id", "not a UUID-formatted advertising id")
     return str(parsed)

@@ -48,7 +48,9 @@ class IdentifierTypePolicy(BaseModel):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"pattern {index} is not a valid regular expression: {exc}") from exc
+                raise ValueError(
+                    f"pattern {index} is not a valid regular expression: {exc}"
+                ) from exc
         return patterns
 
 
@@ -100,7 +102,9 @@ class IdentityPolicy(BaseModel):
         except KeyError:
             raise UnknownIdentifierTypeError(identifier_type, self.type_names) from None
 
-    def normalize(self, identifier_type: str, value: str, region: str | None) -> NormalizedIdentifier:
+    def normalize(
+        self, identifier_type: str, value: str, region: str | None
+    ) -> NormalizedIdentifier:
         """Normalize one raw identifier, enforcing the type's length limit first."""
         rules = self.rules(identifier_type)
         if len(value) > rules.max_length:

@@ -90,6 +90,24 @@ class _BatchState:
         return root
 
 
+@dataclass(slots=True)
+class _Selection:
+    """What one event may link: accepted identifiers in priority order, and refusals."""
+
+    # (batch key, existing node id or None for a new identifier, item)
+    accepted: list[tuple[_Key, str | None, _Prepared]] = field(default_factory=list)
+    union: list[str] = field(default_factory=list)  # root persons joined, in acceptance order
+    counts: Counter[str] = field(default_factory=Counter)  # identifiers per type once joined
+    refusals: list[Refusal] = field(default_factory=list)
+
+    def refuse(
+        self, p: _Prepared, reason: RefusalReason, detail: str, event: IdentityEvent
+    ) -> None:
+        self.refusals.append(
+            Refusal(p.primary, reason, detail, event.source, event.occurred_at, p.position)
+        )
+
+
 class ResolutionEngine:
     """Links identifiers into persons and answers resolve / explain / unlink."""
 
@@ -178,7 +196,9 @@ class ResolutionEngine:
             for o in final
         ]
 
-    def _load(self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState) -> None:
+    def _load(
+        self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState
+    ) -> None:
         wanted = {c for items in prepared for p in items if not p.blocked for c in p.candidates}
         found = tx.find_identifiers(list(wanted)) if wanted else []
         by_hash = {node.hashed: node for node in found}
@@ -203,7 +223,7 @@ class ResolutionEngine:
         for person in persons:
             state.counts.setdefault(person, Counter())
 
-    def _within_limits(self, before: Counter[str], after: Counter[str]) -> str | None:
+    def _limit_broken(self, before: Counter[str], after: Counter[str]) -> str | None:
         """The first type whose count grows beyond its limit, or ``None``."""
         for identifier_type, count in after.items():
             limit = self._policy.types[identifier_type].max_per_person
@@ -214,64 +234,59 @@ class ResolutionEngine:
     def _resolve_event(
         self, event: IdentityEvent, items: list[_Prepared], state: _BatchState
     ) -> EventOutcome:
-        at = event.occurred_at
-        refusals: list[Refusal] = []
-        # In priority order: (batch key, existing node id or None for a new identifier, item)
-        accepted: list[tuple[_Key, str | None, _Prepared]] = []
-        union: list[str] = []  # root persons joined, in acceptance order
-        union_counts: Counter[str] = Counter()
+        selection = self._select(event, items, state)
+        if not selection.accepted:
+            return EventOutcome(Outcome.REFUSED, None, (), 0, tuple(selection.refusals))
+        return self._join(event, selection, state)
 
+    def _select(
+        self, event: IdentityEvent, items: list[_Prepared], state: _BatchState
+    ) -> _Selection:
+        """Decide, in priority order, which identifiers of the event may be linked together."""
+        selection = _Selection()
         for p in items:
-            key = (p.primary.type, p.primary.digest)
             if p.blocked:
-                refusals.append(
-                    Refusal(
-                        p.primary,
-                        RefusalReason(p.blocked),
-                        "value is blocked by policy",
-                        event.source,
-                        at,
-                        p.position,
-                    )
-                )
+                selection.refuse(p, RefusalReason(p.blocked), "value is blocked by policy", event)
                 continue
+            key = (p.primary.type, p.primary.digest)
             node = state.nodes.get(key)
             node_id = node.node_id if node else state.new_nodes.get(key)
-            if node_id is not None:
-                person = state.find(state.node_person[node_id])
-                if person in union:
-                    accepted.append((key, node_id, p))
-                    continue
-                tentative = union_counts + state.counts[person]
-                broken = self._within_limits(union_counts, tentative) if accepted else None
-                if broken is None:
-                    union.append(person)
-                    union_counts = tentative
-                    accepted.append((key, node_id, p))
-                    continue
+            if node_id is None:
+                tentative = selection.counts + Counter({p.identifier_type: 1})
+                broken = self._limit_broken(selection.counts, tentative)
+                person = None
             else:
-                tentative = union_counts + Counter({p.identifier_type: 1})
-                broken = self._within_limits(union_counts, tentative)
-                if broken is None:
-                    union_counts = tentative
-                    accepted.append((key, None, p))
+                person = state.find(state.node_person[node_id])
+                if person in selection.union:
+                    selection.accepted.append((key, node_id, p))
                     continue
-            limit = self._policy.types[broken].max_per_person
-            refusals.append(
-                Refusal(
-                    p.primary,
+                tentative = selection.counts + state.counts[person]
+                # The first identifier accepted joins nothing, so it cannot break a limit.
+                broken = (
+                    self._limit_broken(selection.counts, tentative) if selection.accepted else None
+                )
+            if broken is not None:
+                limit = self._policy.types[broken].max_per_person
+                selection.refuse(
+                    p,
                     RefusalReason.LIMIT_EXCEEDED,
                     f"linking would give one person more than {limit} {broken} identifier(s)",
-                    event.source,
-                    at,
-                    p.position,
+                    event,
                 )
-            )
+                continue
+            selection.counts = tentative
+            selection.accepted.append((key, node_id, p))
+            if person is not None:
+                selection.union.append(person)
+        return selection
 
-        if not accepted:
-            return EventOutcome(Outcome.REFUSED, None, (), 0, tuple(refusals))
-
-        new_count = sum(1 for _, node_id, _ in accepted if node_id is None)
+    def _join(
+        self, event: IdentityEvent, selection: _Selection, state: _BatchState
+    ) -> EventOutcome:
+        """Apply an event's accepted identifiers to the batch state: merge, create, link."""
+        at = event.occurred_at
+        union = selection.union
+        new_count = sum(1 for _, node_id, _ in selection.accepted if node_id is None)
         if union:
             # The largest person survives (fewest rows move); acceptance order breaks ties.
             survivor = max(
@@ -289,12 +304,12 @@ class ResolutionEngine:
         absorbed = tuple(person for person in union if person != survivor)
         for person in absorbed:
             state.parent[person] = survivor
-        state.counts[survivor] = union_counts
+        state.counts[survivor] = selection.counts
         previous = state.persons_seen.get(survivor)
         state.persons_seen[survivor] = at if previous is None else max(previous, at)
 
         accepted_nodes: list[str] = []
-        for key, existing, p in accepted:
+        for key, existing, p in selection.accepted:
             if existing is None:
                 node_id = self._node_ids()
                 state.new_nodes[key] = node_id
@@ -311,7 +326,7 @@ class ResolutionEngine:
             accepted_nodes.append(node_id)
 
         self._link_star(accepted_nodes, event.source, at, state)
-        return EventOutcome(outcome, survivor, absorbed, new_count, tuple(refusals))
+        return EventOutcome(outcome, survivor, absorbed, new_count, tuple(selection.refusals))
 
     @staticmethod
     def _link_star(nodes: list[str], source: str, at: datetime, state: _BatchState) -> None:
@@ -328,7 +343,9 @@ class ResolutionEngine:
             if known is None:
                 state.links[key] = Link(a, b, source, at, at)
             else:
-                state.links[key] = Link(a, b, source, min(known.first_at, at), max(known.last_at, at))
+                state.links[key] = Link(
+                    a, b, source, min(known.first_at, at), max(known.last_at, at)
+                )
 
     def _changes(
         self, state: _BatchState, outcomes: list[EventOutcome]
@@ -358,8 +375,11 @@ class ResolutionEngine:
             rehashed=state.rehashed,
             touched=state.touched,
             merged=merged,
-            persons_seen={p: s for p, s in persons_seen.items() if p in state.existing_persons
-                          or p in state.created_persons},
+            persons_seen={
+                p: s
+                for p, s in persons_seen.items()
+                if p in state.existing_persons or p in state.created_persons
+            },
             links=tuple(state.links.values()),
             refusals=refusals,
         )
@@ -367,7 +387,9 @@ class ResolutionEngine:
 
     # -- reads and admin operations -------------------------------------------------------------
 
-    def _find(self, tx: GraphTransaction, identifier: NormalizedIdentifier) -> IdentifierNode | None:
+    def _find(
+        self, tx: GraphTransaction, identifier: NormalizedIdentifier
+    ) -> IdentifierNode | None:
         candidates = self._keyring.candidates(identifier)
         found = {node.hashed: node for node in tx.find_identifiers(candidates)}
         return next((found[c] for c in candidates if c in found), None)
@@ -414,7 +436,8 @@ class ResolutionEngine:
             removed = tx.remove_links(node_a.node_id, node_b.node_id)
             if removed == 0:
                 raise NotLinkedError(
-                    "the two identifiers are linked only through others; use explain to see the path"
+                    "the two identifiers are linked only through others; "
+                    "use explain to see the path"
                 )
             person = node_a.person_id
             parts = clusters.components(tx.cluster(person))

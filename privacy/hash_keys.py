@@ -63,7 +63,7 @@ class HashKeyFile:
 
 
 def new_key_id(now: datetime | None = None) -> str:
-    """A fresh key id: date plus random suffix, readable in logs and unique enough to rotate daily."""
+    """A fresh key id: date plus random suffix; readable in logs, unique enough to rotate daily."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
     return f"hk-{stamp}-{secrets.token_hex(3)}"
 

@@ -125,6 +125,7 @@ def api(settings: Settings, log_stream: io.StringIO) -> Iterator[Api]:
         _, token = container.api_keys.create(f"test-{scope}", frozenset({scope}))
         headers[scope] = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
-        yield Api(client, container, headers[Scope.ADMIN], headers[Scope.INGEST],
-                  headers[Scope.RESOLVE])
+        yield Api(
+            client, container, headers[Scope.ADMIN], headers[Scope.INGEST], headers[Scope.RESOLVE]
+        )
     container.close()

@@ -35,11 +35,13 @@ def test_identify_then_resolve_returns_the_same_person(api: Api) -> None:
     assert response.json() == {"outcome": "created", "new_identifiers": 2, "refused": []}
     assert "person_id" not in response.json()  # ingest keys do not learn person ids
     by_email = api.client.post(
-        "/v1/resolve", json={"identifier": {"type": "email", "value": "ann@shop.de"}},
+        "/v1/resolve",
+        json={"identifier": {"type": "email", "value": "ann@shop.de"}},
         headers=api.resolve,
     )
     by_phone = api.client.post(
-        "/v1/resolve", json={"identifier": {"type": "phone", "value": "020 7946 0958"}},
+        "/v1/resolve",
+        json={"identifier": {"type": "phone", "value": "020 7946 0958"}},
         headers=api.resolve,
     )
     assert by_email.status_code == by_phone.status_code == 200
@@ -63,8 +65,21 @@ def test_identify_reports_refused_identifiers_with_their_pointer(api: Api) -> No
 
 def test_batch_ingest_reports_each_event_and_the_totals(api: Api) -> None:
     events = [
-        {"identifiers": [{"type": "email", "value": "ann@shop.de"}, {"type": "cookie_id", "value": "c1"}], "source": "web"},
-        {"identifiers": [{"type": "phone", "value": "+442079460958"}, {"type": "cookie_id", "value": "c1"}], "source": "app", "timestamp": "2026-03-01T10:00:00+01:00"},
+        {
+            "identifiers": [
+                {"type": "email", "value": "ann@shop.de"},
+                {"type": "cookie_id", "value": "c1"},
+            ],
+            "source": "web",
+        },
+        {
+            "identifiers": [
+                {"type": "phone", "value": "+442079460958"},
+                {"type": "cookie_id", "value": "c1"},
+            ],
+            "source": "app",
+            "timestamp": "2026-03-01T10:00:00+01:00",
+        },
         {"identifiers": [{"type": "customer_id", "value": "null"}], "source": "crm"},
     ]
     response = api.client.post("/v1/ingest", json={"events": events}, headers=api.ingest)
@@ -79,7 +94,10 @@ def test_batch_ingest_reports_each_event_and_the_totals(api: Api) -> None:
 
 def test_explain_and_unlink_through_the_api(api: Api) -> None:
     _identify(api, ANN)
-    pair = {"a": {"type": "email", "value": "ann@shop.de"}, "b": {"type": "phone", "value": "+442079460958"}}
+    pair = {
+        "a": {"type": "email", "value": "ann@shop.de"},
+        "b": {"type": "phone", "value": "+442079460958"},
+    }
     explained = api.client.post("/v1/links/explain", json=pair, headers=api.admin)
     assert explained.status_code == 200
     (hop,) = explained.json()["hops"]
@@ -94,7 +112,8 @@ def test_explain_and_unlink_through_the_api(api: Api) -> None:
 
 def test_resolve_of_unknown_identifier_is_404_problem(api: Api) -> None:
     response = api.client.post(
-        "/v1/resolve", json={"identifier": {"type": "email", "value": "ghost@shop.de"}},
+        "/v1/resolve",
+        json={"identifier": {"type": "email", "value": "ghost@shop.de"}},
         headers=api.resolve,
     )
     body = _assert_problem(response, 404)
@@ -123,7 +142,9 @@ def test_every_endpoint_needs_a_key(api: Api, path: str, body: dict[str, Any], s
 
 
 @pytest.mark.parametrize(("path", "body", "scope"), ENDPOINTS)
-def test_keys_without_the_scope_get_403(api: Api, path: str, body: dict[str, Any], scope: str) -> None:
+def test_keys_without_the_scope_get_403(
+    api: Api, path: str, body: dict[str, Any], scope: str
+) -> None:
     others = {"ingest": api.ingest, "resolve": api.resolve}
     for name, headers in others.items():
         if name != scope:
@@ -140,7 +161,9 @@ def test_revoked_key_is_refused(api: Api) -> None:
 
 
 def _identify_with(api: Api, headers: dict[str, str]) -> Any:
-    return api.client.post("/v1/identify", json={"identifiers": ANN, "source": "web"}, headers=headers)
+    return api.client.post(
+        "/v1/identify", json={"identifiers": ANN, "source": "web"}, headers=headers
+    )
 
 
 def test_health_needs_no_key(api: Api) -> None:
@@ -151,7 +174,13 @@ def test_health_needs_no_key(api: Api) -> None:
 def test_openapi_is_3_1_and_documents_the_endpoints(api: Api) -> None:
     spec = api.client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
-    assert {"/v1/identify", "/v1/ingest", "/v1/resolve", "/v1/links/explain", "/v1/links/unlink"} <= set(spec["paths"])
+    assert {
+        "/v1/identify",
+        "/v1/ingest",
+        "/v1/resolve",
+        "/v1/links/explain",
+        "/v1/links/unlink",
+    } <= set(spec["paths"])
 
 
 # -- bad input: 4xx problem+json, never 500, store unchanged ----------------------------------
@@ -163,19 +192,64 @@ BAD_BODIES: list[tuple[str, bytes | dict[str, Any], int, str]] = [
     ("wrong types", {"identifiers": "ann@shop.de", "source": 5}, 422, "invalid-request"),
     ("missing source", {"identifiers": ANN}, 422, "invalid-request"),
     ("empty identifiers", {"identifiers": [], "source": "web"}, 422, "invalid-request"),
-    ("extra field", {"identifiers": ANN, "source": "web", "person_id": "p_1"}, 422, "invalid-request"),
+    (
+        "extra field",
+        {"identifiers": ANN, "source": "web", "person_id": "p_1"},
+        422,
+        "invalid-request",
+    ),
     ("bad source", {"identifiers": ANN, "source": "web shop; DROP TABLE"}, 422, "invalid-request"),
-    ("naive timestamp", {"identifiers": ANN, "source": "web", "timestamp": "2026-01-01T00:00:00"}, 422, "invalid-request"),
-    ("future timestamp", {"identifiers": ANN, "source": "web", "timestamp": "2099-01-01T00:00:00Z"}, 422, "invalid-request"),
-    ("10k-character value", {"identifiers": [{"type": "customer_id", "value": "x" * 10_000}], "source": "web"}, 422, "invalid-request"),
-    ("over type max_length", {"identifiers": [{"type": "customer_id", "value": "x" * 300}], "source": "web"}, 422, "invalid-batch"),
-    ("unknown type", {"identifiers": [{"type": "passport", "value": "X1"}], "source": "web"}, 422, "invalid-batch"),
-    ("one bad of two", {"identifiers": [ANN[0], {"type": "email", "value": "nope"}], "source": "web"}, 422, "invalid-batch"),
-    ("too many identifiers", {"identifiers": [{"type": "cookie_id", "value": f"c{i}"} for i in range(21)], "source": "web"}, 422, "input-limit-exceeded"),
+    (
+        "naive timestamp",
+        {"identifiers": ANN, "source": "web", "timestamp": "2026-01-01T00:00:00"},
+        422,
+        "invalid-request",
+    ),
+    (
+        "future timestamp",
+        {"identifiers": ANN, "source": "web", "timestamp": "2099-01-01T00:00:00Z"},
+        422,
+        "invalid-request",
+    ),
+    (
+        "10k-character value",
+        {"identifiers": [{"type": "customer_id", "value": "x" * 10_000}], "source": "web"},
+        422,
+        "invalid-request",
+    ),
+    (
+        "over type max_length",
+        {"identifiers": [{"type": "customer_id", "value": "x" * 300}], "source": "web"},
+        422,
+        "invalid-batch",
+    ),
+    (
+        "unknown type",
+        {"identifiers": [{"type": "passport", "value": "X1"}], "source": "web"},
+        422,
+        "invalid-batch",
+    ),
+    (
+        "one bad of two",
+        {"identifiers": [ANN[0], {"type": "email", "value": "nope"}], "source": "web"},
+        422,
+        "invalid-batch",
+    ),
+    (
+        "too many identifiers",
+        {
+            "identifiers": [{"type": "cookie_id", "value": f"c{i}"} for i in range(21)],
+            "source": "web",
+        },
+        422,
+        "input-limit-exceeded",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "slug"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("case", "body", "status", "slug"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
+)
 def test_bad_identify_input_gets_a_problem_and_writes_nothing(
     api: Api, case: str, body: bytes | dict[str, Any], status: int, slug: str
 ) -> None:
@@ -196,14 +270,20 @@ def test_invalid_identifier_error_points_at_the_field_without_the_value(api: Api
     response = _identify(api, [ANN[0], {"type": "phone", "value": "+44 12"}])
     problem = _assert_problem(response, 422)
     assert problem["errors"] == [
-        {"pointer": "#/identifiers/1/value", "detail": "not a valid phone number for its region",
-         "reason": "invalid_phone"}
+        {
+            "pointer": "#/identifiers/1/value",
+            "detail": "not a valid phone number for its region",
+            "reason": "invalid_phone",
+        }
     ]
     assert "+44 12" not in response.text
 
 
 def test_one_invalid_event_refuses_the_whole_batch(api: Api) -> None:
-    events = [{"identifiers": [{"type": "cookie_id", "value": f"c{i}"}], "source": "web"} for i in range(5)]
+    events = [
+        {"identifiers": [{"type": "cookie_id", "value": f"c{i}"}], "source": "web"}
+        for i in range(5)
+    ]
     events[3]["identifiers"] = [{"type": "email", "value": "broken"}]
     response = api.client.post("/v1/ingest", json={"events": events}, headers=api.ingest)
     problem = _assert_problem(response, 422)
@@ -212,7 +292,10 @@ def test_one_invalid_event_refuses_the_whole_batch(api: Api) -> None:
 
 
 def test_oversize_batch_is_refused(api: Api) -> None:
-    events = [{"identifiers": [{"type": "cookie_id", "value": f"c{i}"}], "source": "web"} for i in range(51)]
+    events = [
+        {"identifiers": [{"type": "cookie_id", "value": f"c{i}"}], "source": "web"}
+        for i in range(51)
+    ]
     response = api.client.post("/v1/ingest", json={"events": events}, headers=api.ingest)
     problem = _assert_problem(response, 422)
     assert "IDGRAPH_MAX_BATCH_EVENTS" in problem["errors"][0]["detail"]
@@ -242,10 +325,14 @@ def test_deeply_nested_json_is_refused_cleanly(api: Api) -> None:
 
 def test_sql_looking_identifiers_are_just_hashed_values(api: Api) -> None:
     hostile = "x'); DROP TABLE identifiers; --"
-    response = _identify(api, [{"type": "customer_id", "value": hostile}, {"type": "cookie_id", "value": "c1"}])
+    response = _identify(
+        api, [{"type": "customer_id", "value": hostile}, {"type": "cookie_id", "value": "c1"}]
+    )
     assert response.status_code == 200
     resolved = api.client.post(
-        "/v1/resolve", json={"identifier": {"type": "customer_id", "value": hostile}}, headers=api.resolve
+        "/v1/resolve",
+        json={"identifier": {"type": "customer_id", "value": hostile}},
+        headers=api.resolve,
     )
     assert resolved.status_code == 200
     assert api.container.store.stats().identifiers == 2

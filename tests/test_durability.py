@@ -57,15 +57,21 @@ def test_committed_batch_survives_a_killed_process(tmp_path: Path) -> None:
         os._exit(9)  # no close, no checkpoint: the WAL holds the commit
         """
     )
-    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
-                            cwd=REPO, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 9, result.stderr
     assert "committed" in result.stdout
     store = SqliteGraphStore(path)
     try:
         assert store.stats().identifiers == 100
         assert store.stats().persons == 100
-        integrity = store.read(lambda tx: tx._conn.execute("PRAGMA integrity_check").fetchone())  # type: ignore[attr-defined]
+        integrity = store.read(lambda tx: tx._conn.execute("PRAGMA integrity_check").fetchone())
         assert integrity == ("ok",)
     finally:
         store.close()

@@ -28,14 +28,18 @@ def test_hash_is_stable_for_the_same_key_id() -> None:
 
 
 def test_hash_differs_across_keys_and_types() -> None:
-    ring = Keyring([HashKey("k1", secrets.token_bytes(32)), HashKey("k2", secrets.token_bytes(32))], "k1")
+    ring = Keyring(
+        [HashKey("k1", secrets.token_bytes(32)), HashKey("k2", secrets.token_bytes(32))], "k1"
+    )
     assert ring.hash(EMAIL, "k1").digest != ring.hash(EMAIL, "k2").digest
     same_value_other_type = NormalizedIdentifier("customer_id", "ann@shop.de")
     assert ring.hash(EMAIL).digest != ring.hash(same_value_other_type).digest
 
 
 def test_candidates_cover_every_key_primary_first() -> None:
-    ring = Keyring([HashKey("old", secrets.token_bytes(32)), HashKey("new", secrets.token_bytes(32))], "new")
+    ring = Keyring(
+        [HashKey("old", secrets.token_bytes(32)), HashKey("new", secrets.token_bytes(32))], "new"
+    )
     assert [c.key_id for c in ring.candidates(EMAIL)] == ["new", "old"]
 
 
@@ -99,9 +103,7 @@ def test_production_refuses_a_generated_key(tmp_path: Path) -> None:
 def test_production_accepts_an_operator_key_from_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere.json"
     keys = create_key_file(path, origin="operator")
-    ring = load_keyring(
-        Settings(env="production", data_dir=tmp_path, hash_keys=path.read_text())
-    )
+    ring = load_keyring(Settings(env="production", data_dir=tmp_path, hash_keys=path.read_text()))
     assert ring.primary_key_id == keys.primary
 
 

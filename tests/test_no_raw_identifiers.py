@@ -21,7 +21,7 @@ def _needles() -> list[bytes]:
     values += [e.upper() for e in EMAILS]
     needles = {v.encode() for v in values}
     needles |= {v.encode("utf-16-le") for v in values}  # SQLite may store UTF-16 text
-    needles |= {"leak.canary".encode(), "CANARY-CUST".encode()}  # fragments
+    needles |= {b"leak.canary", b"CANARY-CUST"}  # fragments
     return sorted(needles)
 
 
@@ -29,7 +29,9 @@ def _hits(blob: bytes) -> list[bytes]:
     return [n for n in _needles() if n in blob]
 
 
-def test_raw_identifiers_appear_nowhere_after_ingest_and_reads(api: Api, log_stream: io.StringIO) -> None:
+def test_raw_identifiers_appear_nowhere_after_ingest_and_reads(
+    api: Api, log_stream: io.StringIO
+) -> None:
     responses: list[bytes] = []
     client = api.client
 
@@ -40,39 +42,95 @@ def test_raw_identifiers_appear_nowhere_after_ingest_and_reads(api: Api, log_str
         responses.append(json.dumps(dict(response.headers)).encode())
 
     for i in range(10):
-        post("/v1/identify", {"identifiers": [
-            {"type": "email", "value": EMAILS[i]},
-            {"type": "phone", "value": PHONES[i]},
-            {"type": "customer_id", "value": CUSTOMER_IDS[i]},
-        ], "source": "web"}, api.ingest)
-    post("/v1/ingest", {"events": [
-        {"identifiers": [{"type": "email", "value": EMAILS[i]}, {"type": "phone", "value": PHONES[i]},
-                         {"type": "email_sha256", "value": SHAS[i]}],
-         "source": "crm"} for i in range(10, 20)
-    ]}, api.ingest)
+        post(
+            "/v1/identify",
+            {
+                "identifiers": [
+                    {"type": "email", "value": EMAILS[i]},
+                    {"type": "phone", "value": PHONES[i]},
+                    {"type": "customer_id", "value": CUSTOMER_IDS[i]},
+                ],
+                "source": "web",
+            },
+            api.ingest,
+        )
+    post(
+        "/v1/ingest",
+        {
+            "events": [
+                {
+                    "identifiers": [
+                        {"type": "email", "value": EMAILS[i]},
+                        {"type": "phone", "value": PHONES[i]},
+                        {"type": "email_sha256", "value": SHAS[i]},
+                    ],
+                    "source": "crm",
+                }
+                for i in range(10, 20)
+            ]
+        },
+        api.ingest,
+    )
     # Conflicts and refusals record hashes only.
-    post("/v1/identify", {"identifiers": [{"type": "email", "value": EMAILS[0]},
-                                          {"type": "customer_id", "value": CUSTOMER_IDS[1]}],
-                          "source": "web"}, api.ingest)
+    post(
+        "/v1/identify",
+        {
+            "identifiers": [
+                {"type": "email", "value": EMAILS[0]},
+                {"type": "customer_id", "value": CUSTOMER_IDS[1]},
+            ],
+            "source": "web",
+        },
+        api.ingest,
+    )
     for i in range(5):
         post("/v1/resolve", {"identifier": {"type": "email", "value": EMAILS[i]}}, api.resolve)
-        post("/v1/links/explain", {"a": {"type": "email", "value": EMAILS[i]},
-                                   "b": {"type": "phone", "value": PHONES[i]}}, api.admin)
-    post("/v1/links/unlink", {"a": {"type": "email", "value": EMAILS[2]},
-                              "b": {"type": "phone", "value": PHONES[2]}}, api.admin)
+        post(
+            "/v1/links/explain",
+            {
+                "a": {"type": "email", "value": EMAILS[i]},
+                "b": {"type": "phone", "value": PHONES[i]},
+            },
+            api.admin,
+        )
+    post(
+        "/v1/links/unlink",
+        {"a": {"type": "email", "value": EMAILS[2]}, "b": {"type": "phone", "value": PHONES[2]}},
+        api.admin,
+    )
     # Error paths: values that are invalid but contain canaries, and lookups that miss.
-    post("/v1/identify", {"identifiers": [{"type": "email", "value": EMAILS[3] + "@@"},
-                                          {"type": "phone", "value": PHONES[4] + "999999"}],
-                          "source": "web"}, api.ingest)
-    post("/v1/resolve", {"identifier": {"type": "email", "value": "never." + EMAILS[5]}}, api.resolve)
-    post("/v1/links/unlink", {"a": {"type": "email", "value": EMAILS[6]},
-                              "b": {"type": "email", "value": EMAILS[7]}}, api.admin)
-    post("/v1/identify", {"identifiers": [{"type": "passport", "value": EMAILS[8]}], "source": "web"},
-         api.ingest)
+    post(
+        "/v1/identify",
+        {
+            "identifiers": [
+                {"type": "email", "value": EMAILS[3] + "@@"},
+                {"type": "phone", "value": PHONES[4] + "999999"},
+            ],
+            "source": "web",
+        },
+        api.ingest,
+    )
+    post(
+        "/v1/resolve", {"identifier": {"type": "email", "value": "never." + EMAILS[5]}}, api.resolve
+    )
+    post(
+        "/v1/links/unlink",
+        {"a": {"type": "email", "value": EMAILS[6]}, "b": {"type": "email", "value": EMAILS[7]}},
+        api.admin,
+    )
+    post(
+        "/v1/identify",
+        {"identifiers": [{"type": "passport", "value": EMAILS[8]}], "source": "web"},
+        api.ingest,
+    )
 
     store_path = Path(str(api.container.store.path))  # type: ignore[attr-defined]
-    files = [store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm"),
-             api.container.settings.control_db_path]
+    files = [
+        store_path,
+        Path(f"{store_path}-wal"),
+        Path(f"{store_path}-shm"),
+        api.container.settings.control_db_path,
+    ]
     assert Path(f"{store_path}-wal").exists(), "WAL should hold recent commits (not checkpointed)"
     for path in files:
         if path.exists():

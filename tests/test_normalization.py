@@ -18,8 +18,11 @@ VALID = [
     ("customer_id", "  CRM-00042 ", "CRM-00042"),  # case kept: issuers may be case-sensitive
     ("cookie_id", "GA1.2.1234.5678", "GA1.2.1234.5678"),
     ("anonymous_id", "a1b2c3", "a1b2c3"),
-    ("email_sha256", "B4C9A289323B21A01C3E940F150EB9B8C542587F1ABFD8F0E1CC1FFC5E475514",
-     "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514"),
+    (
+        "email_sha256",
+        "B4C9A289323B21A01C3E940F150EB9B8C542587F1ABFD8F0E1CC1FFC5E475514",
+        "b4c9a289323b21a01c3e940f150eb9b8c542587f1abfd8f0e1cc1ffc5e475514",
+    ),
 ]
 
 INVALID = [
@@ -78,8 +81,11 @@ def test_unknown_type_is_refused_and_known_types_are_listed(policy: IdentityPoli
         ("idfa", "00000000-0000-0000-0000-000000000000", "blocked_value"),
         ("gaid", "00000000-0000-0000-0000-000000000000", "blocked_value"),
         ("customer_id", "NULL", "blocked_value"),  # matched case-insensitively
-        ("email_sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-         "blocked_value"),
+        (
+            "email_sha256",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "blocked_value",
+        ),
     ],
 )
 def test_blocked_values_are_recognised_after_normalization(

@@ -25,19 +25,45 @@ def _write(tmp_path: Path, mutate: object) -> Path:
 
 
 CASES = [
-    ("unknown normalizer", lambda d: d["types"]["email"].update(normalizer="magic"), "types.email.normalizer"),
-    ("negative limit", lambda d: d["types"]["phone"].update(max_per_person=0), "types.phone.max_per_person"),
-    ("typo in a key", lambda d: d["types"]["idfa"].update(max_per_persn=3), "types.idfa.max_per_persn"),
+    (
+        "unknown normalizer",
+        lambda d: d["types"]["email"].update(normalizer="magic"),
+        "types.email.normalizer",
+    ),
+    (
+        "negative limit",
+        lambda d: d["types"]["phone"].update(max_per_person=0),
+        "types.phone.max_per_person",
+    ),
+    (
+        "typo in a key",
+        lambda d: d["types"]["idfa"].update(max_per_persn=3),
+        "types.idfa.max_per_persn",
+    ),
     ("missing priority", lambda d: d["types"]["gaid"].pop("priority"), "types.gaid.priority"),
-    ("bad type name", lambda d: d["types"].update({"Bad Name": d["types"]["email"]}), "types.Bad Name"),
-    ("bad regex", lambda d: d["types"]["email"].update(blocked_patterns=["(unclosed"]), "types.email.blocked_patterns"),
-    ("unnormalizable blocked value", lambda d: d["types"]["idfa"].update(blocked_values=["zero"]), "types.idfa.blocked_values.0"),
+    (
+        "bad type name",
+        lambda d: d["types"].update({"Bad Name": d["types"]["email"]}),
+        "types.Bad Name",
+    ),
+    (
+        "bad regex",
+        lambda d: d["types"]["email"].update(blocked_patterns=["(unclosed"]),
+        "types.email.blocked_patterns",
+    ),
+    (
+        "unnormalizable blocked value",
+        lambda d: d["types"]["idfa"].update(blocked_values=["zero"]),
+        "types.idfa.blocked_values.0",
+    ),
     ("wrong version", lambda d: d.update(version=7), "version"),
 ]
 
 
 @pytest.mark.parametrize(("case", "mutate", "field"), CASES, ids=[c[0] for c in CASES])
-def test_invalid_identity_policy_names_file_and_field(tmp_path: Path, case: str, mutate: object, field: str) -> None:
+def test_invalid_identity_policy_names_file_and_field(
+    tmp_path: Path, case: str, mutate: object, field: str
+) -> None:
     path = _write(tmp_path, mutate)
     with pytest.raises(PolicyFileError) as caught:
         load_identity_policy(path)

@@ -24,7 +24,8 @@ def test_email_and_phone_like_text_is_redacted(text: str) -> None:
     redacted = redact_text(text)
     assert "[redacted]" in redacted
     assert "@shop.de" not in redacted
-    assert "7946" not in redacted and "900123" not in redacted and "253-0000" not in redacted
+    for digits in ("7946", "900123", "253-0000"):
+        assert digits not in redacted
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ from identity.store.sqlite import SqliteGraphStore
 from .conftest import T0, Ids
 
 
-def test_identifiers_seen_together_resolve_to_one_new_person(engine: ResolutionEngine, ids: Ids) -> None:
+def test_identifiers_seen_together_resolve_to_one_new_person(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
     (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("phone", "+442079460958"))])
     assert outcome.outcome is Outcome.CREATED
     assert outcome.new_identifiers == 2
@@ -26,12 +28,14 @@ def test_person_ids_are_random_not_derived_from_identifiers(
     tmp_path: object, store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy, ids: Ids
 ) -> None:
     first = ResolutionEngine(store, keyring, policy).ingest([ids.event(("email", "ann@shop.de"))])
-    store.write(lambda tx: tx._conn.execute("DELETE FROM identifiers"))  # type: ignore[attr-defined]
+    store.write(lambda tx: tx._conn.execute("DELETE FROM identifiers"))
     second = ResolutionEngine(store, keyring, policy).ingest([ids.event(("email", "ann@shop.de"))])
     assert first[0].person_id != second[0].person_id
 
 
-def test_merge_is_transitive_across_events(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_merge_is_transitive_across_events(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
     engine.ingest([ids.event(("phone", "+442079460958"), ("cookie_id", "c2"))])
     assert engine.resolve(ids("cookie_id", "c1")) != engine.resolve(ids("cookie_id", "c2"))
@@ -43,7 +47,9 @@ def test_merge_is_transitive_across_events(engine: ResolutionEngine, ids: Ids, s
     assert store.stats().persons == 1
 
 
-def test_merge_chain_inside_one_batch_ends_in_one_person(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_merge_chain_inside_one_batch_ends_in_one_person(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     outcomes = engine.ingest(
         [
             ids.event(("cookie_id", "a"), ("cookie_id", "b")),
@@ -105,7 +111,9 @@ def test_priority_not_position_decides_what_is_dropped(engine: ResolutionEngine,
     )
     refused = {(r.hashed.type, r.position) for r in outcome.refusals}
     assert refused == {("email", 0)}
-    assert engine.resolve(ids("phone", "+442079460958")) == engine.resolve(ids("customer_id", "C-1"))
+    assert engine.resolve(ids("phone", "+442079460958")) == engine.resolve(
+        ids("customer_id", "C-1")
+    )
 
 
 def test_blocked_values_are_refused_and_the_rest_of_the_event_is_linked(
@@ -130,10 +138,14 @@ def test_all_zero_ad_ids_never_join_two_people(engine: ResolutionEngine, ids: Id
     zero = ("idfa", "00000000-0000-0000-0000-000000000000")
     engine.ingest([ids.event(zero, ("email", "ann@shop.de"))])
     engine.ingest([ids.event(zero, ("email", "bob@shop.de"))])
-    assert engine.resolve(ids("email", "ann@shop.de")) != engine.resolve(ids("email", "bob@shop.de"))
+    assert engine.resolve(ids("email", "ann@shop.de")) != engine.resolve(
+        ids("email", "bob@shop.de")
+    )
 
 
-def test_event_with_only_blocked_identifiers_is_refused(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_event_with_only_blocked_identifiers_is_refused(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     (outcome,) = engine.ingest([ids.event(("customer_id", "null"))])
     assert outcome.outcome is Outcome.REFUSED
     assert outcome.person_id is None
@@ -141,19 +153,25 @@ def test_event_with_only_blocked_identifiers_is_refused(engine: ResolutionEngine
     assert store.stats().refusals == 1
 
 
-def test_reingesting_the_same_event_changes_nothing(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_reingesting_the_same_event_changes_nothing(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     event = ids.event(("email", "ann@shop.de"), ("phone", "+442079460958"), ("cookie_id", "c1"))
     (first,) = engine.ingest([event])
     before = store.stats()
     (again,) = engine.ingest([event])
-    (later,) = engine.ingest([ids.event(*[("email", "ann@shop.de"), ("cookie_id", "c1")], at=T0 + timedelta(days=1))])
+    (later,) = engine.ingest(
+        [ids.event(*[("email", "ann@shop.de"), ("cookie_id", "c1")], at=T0 + timedelta(days=1))]
+    )
     assert again.outcome is Outcome.UNCHANGED
     assert later.outcome is Outcome.UNCHANGED
     assert again.person_id == later.person_id == first.person_id
     assert store.stats() == before
 
 
-def test_sightings_widen_first_and_last_seen(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_sightings_widen_first_and_last_seen(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     engine.ingest([ids.event(("email", "ann@shop.de"), at=T0)])
     engine.ingest([ids.event(("email", "ann@shop.de"), at=T0 + timedelta(days=3))])
     engine.ingest([ids.event(("email", "ann@shop.de"), at=T0 - timedelta(days=2))])
@@ -164,7 +182,9 @@ def test_sightings_widen_first_and_last_seen(engine: ResolutionEngine, ids: Ids,
     assert node.last_seen == T0 + timedelta(days=3)
 
 
-def test_duplicate_identifier_within_an_event_counts_once(engine: ResolutionEngine, ids: Ids) -> None:
+def test_duplicate_identifier_within_an_event_counts_once(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
     (outcome,) = engine.ingest([ids.event(("email", "Ann@shop.de"), ("email", "ann@SHOP.de"))])
     assert outcome.new_identifiers == 1
     assert outcome.refusals == ()
@@ -185,6 +205,9 @@ def test_identifiers_hashed_under_an_old_key_are_found_and_rehashed(
     nodes = store.read(lambda tx: tx.cluster(created.person_id or "")).nodes
     assert {n.hashed.key_id for n in nodes} == {"k-new"}  # re-hashed lazily on sight
     assert store.stats().identifiers == 2
-    assert ResolutionEngine(store, Keyring([new], "k-new"), policy).resolve(
-        ids("email", "ann@shop.de")
-    ) == created.person_id
+    assert (
+        ResolutionEngine(store, Keyring([new], "k-new"), policy).resolve(
+            ids("email", "ann@shop.de")
+        )
+        == created.person_id
+    )

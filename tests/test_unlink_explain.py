@@ -3,30 +3,51 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
 from identity.errors import IdentifierNotFoundError, NotLinkedError
+from identity.model import Cluster
 from identity.resolution import ResolutionEngine
+from identity.store.port import GraphTransaction
 from identity.store.sqlite import SqliteGraphStore
 
 from .conftest import T0, Ids
+
+
+def _cluster(tx: GraphTransaction, person: str) -> Cluster:
+    return tx.cluster(person)
 
 
 def _two_halves(engine: ResolutionEngine, ids: Ids) -> None:
     """email - cookie c1 (web), phone - cookie c2 (app), then email - phone (crm) joins them."""
     engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"), source="web", at=T0)])
     engine.ingest(
-        [ids.event(("phone", "+442079460958"), ("cookie_id", "c2"), source="app",
-                   at=T0 + timedelta(days=1))]
+        [
+            ids.event(
+                ("phone", "+442079460958"),
+                ("cookie_id", "c2"),
+                source="app",
+                at=T0 + timedelta(days=1),
+            )
+        ]
     )
     engine.ingest(
-        [ids.event(("email", "ann@shop.de"), ("phone", "+442079460958"), source="crm",
-                   at=T0 + timedelta(days=2))]
+        [
+            ids.event(
+                ("email", "ann@shop.de"),
+                ("phone", "+442079460958"),
+                source="crm",
+                at=T0 + timedelta(days=2),
+            )
+        ]
     )
 
 
-def test_explain_returns_the_chain_of_links_with_sources_and_times(engine: ResolutionEngine, ids: Ids) -> None:
+def test_explain_returns_the_chain_of_links_with_sources_and_times(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
     _two_halves(engine, ids)
     result = engine.explain(ids("cookie_id", "c1"), ids("cookie_id", "c2"))
     assert result.linked
@@ -61,7 +82,10 @@ def test_unlink_splits_the_cluster_and_each_part_keeps_its_own_facts(
     _two_halves(engine, ids)
     person = engine.resolve(ids("email", "ann@shop.de"))
     assert person is not None
-    seen_before = {n.node_id: (n.first_seen, n.last_seen) for n in store.read(lambda tx: tx.cluster(person)).nodes}
+    seen_before = {
+        n.node_id: (n.first_seen, n.last_seen)
+        for n in store.read(lambda tx: tx.cluster(person)).nodes
+    }
 
     result = engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
 
@@ -75,8 +99,8 @@ def test_unlink_splits_the_cluster_and_each_part_keeps_its_own_facts(
     assert store.stats().persons == 2
     # Facts anchored to each identifier (its sightings and links) moved with it, unchanged.
     after = {}
-    for part in (email_person, phone_person):
-        cluster = store.read(lambda tx, p=part: tx.cluster(p or ""))
+    for part in (email_person or "", phone_person or ""):
+        cluster = store.read(partial(_cluster, person=part))
         assert len(cluster.nodes) == 2
         assert len(cluster.links) == 1
         after.update({n.node_id: (n.first_seen, n.last_seen) for n in cluster.nodes})
@@ -85,7 +109,9 @@ def test_unlink_splits_the_cluster_and_each_part_keeps_its_own_facts(
     assert {x.source for x in email_part.links} == {"web"}
 
 
-def test_unlink_without_split_when_another_path_remains(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_unlink_without_split_when_another_path_remains(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     _two_halves(engine, ids)
     engine.ingest([ids.event(("cookie_id", "c1"), ("cookie_id", "c2"), source="web")])
     result = engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
@@ -94,13 +120,17 @@ def test_unlink_without_split_when_another_path_remains(engine: ResolutionEngine
     assert store.stats().persons == 1
 
 
-def test_unlink_refuses_identifiers_linked_only_through_others(engine: ResolutionEngine, ids: Ids) -> None:
+def test_unlink_refuses_identifiers_linked_only_through_others(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
     _two_halves(engine, ids)
     with pytest.raises(NotLinkedError, match="explain"):
         engine.unlink(ids("cookie_id", "c1"), ids("cookie_id", "c2"))
 
 
-def test_unlink_refuses_identifiers_of_different_persons(engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore) -> None:
+def test_unlink_refuses_identifiers_of_different_persons(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
     engine.ingest([ids.event(("email", "ann@shop.de")), ids.event(("email", "bob@shop.de"))])
     before = store.stats()
     with pytest.raises(NotLinkedError):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Depends
+
+from api.bootstrap import Container
 from api.deps import get_container
 from api.schemas import HealthResponse
-from fastapi import Depends
-from typing import Annotated
-from api.bootstrap import Container
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +19,9 @@ def healthz() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/readyz", response_model=HealthResponse, responses={503: {"description": "Store unavailable"}})
+@router.get(
+    "/readyz", response_model=HealthResponse, responses={503: {"description": "Store unavailable"}}
+)
 def readyz(container: Annotated[Container, Depends(get_container)]) -> HealthResponse:
     """The store answers (503 problem+json otherwise)."""
     container.store.ping()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -27,7 +28,7 @@ from identity.resolution import ResolutionEngine
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {PROBLEM_JSON: {}}}
     for status, text in {
         400: "Malformed JSON",
@@ -72,7 +73,9 @@ def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
 
 
 @router.post("/identify", response_model=IdentifyResponse, responses=PROBLEMS)
-def identify(body: IdentifyRequest, engine: Engine, settings: AppSettings, _: IngestKey) -> IdentifyResponse:
+def identify(
+    body: IdentifyRequest, engine: Engine, settings: AppSettings, _: IngestKey
+) -> IdentifyResponse:
     """Link identifiers seen together in one event (scope `ingest`)."""
     event = _event(body, engine, settings, "#")
     (outcome,) = engine.ingest([event])
@@ -84,7 +87,9 @@ def identify(body: IdentifyRequest, engine: Engine, settings: AppSettings, _: In
 
 
 @router.post("/ingest", response_model=IngestResponse, responses=PROBLEMS)
-def ingest(body: IngestRequest, engine: Engine, settings: AppSettings, _: IngestKey) -> IngestResponse:
+def ingest(
+    body: IngestRequest, engine: Engine, settings: AppSettings, _: IngestKey
+) -> IngestResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
 
     If any event is invalid the whole batch is refused with every error located; nothing is
@@ -122,9 +127,15 @@ def ingest(body: IngestRequest, engine: Engine, settings: AppSettings, _: Ingest
     )
 
 
-@router.post("/resolve", response_model=ResolveResponse, responses=PROBLEMS | {404: {
-    "description": "Identifier not in the graph", "content": {PROBLEM_JSON: {}}}})
-def resolve(body: ResolveRequest, engine: Engine, settings: AppSettings, _: ResolveKey) -> ResolveResponse:
+@router.post(
+    "/resolve",
+    response_model=ResolveResponse,
+    responses=PROBLEMS
+    | {404: {"description": "Identifier not in the graph", "content": {PROBLEM_JSON: {}}}},
+)
+def resolve(
+    body: ResolveRequest, engine: Engine, settings: AppSettings, _: ResolveKey
+) -> ResolveResponse:
     """The opaque person id an identifier resolves to (scope `resolve`). No data."""
     (identifier,) = normalize_all(
         [(body.identifier.type, body.identifier.value)],

@@ -8,7 +8,7 @@ from api.deps import AdminKey, AppSettings, Engine
 from api.routers.identity import PROBLEMS
 from api.schemas import ExplainResponse, HopOut, PairRequest, UnlinkResponse
 from api.settings import Settings
-from identity.errors import BatchValidationError
+from identity.errors import BatchValidationError, InvalidIdentifierError
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.resolution import ResolutionEngine
@@ -19,12 +19,14 @@ router = APIRouter(prefix="/v1/links", tags=["links"])
 def _pair(
     body: PairRequest, engine: ResolutionEngine, settings: Settings
 ) -> tuple[NormalizedIdentifier, NormalizedIdentifier]:
-    errors = []
-    found = []
+    errors: list[InvalidIdentifierError] = []
+    found: list[NormalizedIdentifier] = []
     for name, item in (("a", body.a), ("b", body.b)):
         try:
             found.extend(
-                normalize_all([(item.type, item.value)], engine.policy, settings.default_region, "#")
+                normalize_all(
+                    [(item.type, item.value)], engine.policy, settings.default_region, "#"
+                )
             )
         except BatchValidationError as exc:
             # normalize_all locates errors at #/0/...; re-locate them at #/a or #/b.
@@ -35,7 +37,9 @@ def _pair(
 
 
 @router.post("/explain", response_model=ExplainResponse, responses=PROBLEMS)
-def explain(body: PairRequest, engine: Engine, settings: AppSettings, _: AdminKey) -> ExplainResponse:
+def explain(
+    body: PairRequest, engine: Engine, settings: AppSettings, _: AdminKey
+) -> ExplainResponse:
     """The chain of links (source, first and last time) that joins two identifiers."""
     a, b = _pair(body, engine, settings)
     result = engine.explain(a, b)

@@ -108,8 +108,11 @@ class _SqliteTransaction:
     def _node(row: sqlite3.Row | tuple[Any, ...]) -> IdentifierNode:
         node_id, type_, key_id, digest, person_id, first_seen, last_seen = row
         return IdentifierNode(
-            node_id, HashedIdentifier(type_, key_id, bytes(digest)), person_id,
-            _dt(first_seen), _dt(last_seen),
+            node_id,
+            HashedIdentifier(type_, key_id, bytes(digest)),
+            person_id,
+            _dt(first_seen),
+            _dt(last_seen),
         )
 
     def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
@@ -178,8 +181,15 @@ class _SqliteTransaction:
                 "INSERT INTO identifiers (node_id, type, key_id, digest, person_id, first_seen, "
                 "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (n.node_id, n.hashed.type, n.hashed.key_id, n.hashed.digest, n.person_id,
-                     _ms(n.first_seen), _ms(n.last_seen))
+                    (
+                        n.node_id,
+                        n.hashed.type,
+                        n.hashed.key_id,
+                        n.hashed.digest,
+                        n.person_id,
+                        _ms(n.first_seen),
+                        _ms(n.last_seen),
+                    )
                     for n in changes.new_nodes
                 ],
             )
@@ -225,8 +235,15 @@ class _SqliteTransaction:
                 "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (_ms(r.at), r.source, r.hashed.type, r.hashed.key_id, r.hashed.digest,
-                     r.reason.value, r.detail)
+                    (
+                        _ms(r.at),
+                        r.source,
+                        r.hashed.type,
+                        r.hashed.key_id,
+                        r.hashed.digest,
+                        r.reason.value,
+                        r.detail,
+                    )
                     for r in changes.refusals
                 ],
             )
@@ -313,7 +330,7 @@ class SqliteGraphStore:
         """Row counts of the graph tables."""
 
         def count(tx: _SqliteTransaction) -> StoreStats:
-            conn = tx._conn  # noqa: SLF001 - same module
+            conn = tx._conn
             values = [
                 conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
                 for table in ("persons", "identifiers", "links", "refusals")
@@ -324,7 +341,7 @@ class SqliteGraphStore:
 
     def ping(self) -> None:
         """Check the database answers."""
-        self.read(lambda tx: tx._conn.execute("SELECT 1").fetchone())  # noqa: SLF001
+        self.read(lambda tx: tx._conn.execute("SELECT 1").fetchone())
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (used by tests and before backups)."""

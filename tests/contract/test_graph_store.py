@@ -212,7 +212,9 @@ def test_data_survives_reopening_the_store(store_factory: StoreFactory) -> None:
     second = store_factory()
     try:
         assert second.stats() == StoreStats(persons=2, identifiers=4, links=2, refusals=0)
-        assert [n.node_id for n in second.read(lambda tx: tx.find_identifiers([_hash("email", 4)]))] == ["n4"]
+        assert [
+            n.node_id for n in second.read(lambda tx: tx.find_identifiers([_hash("email", 4)]))
+        ] == ["n4"]
     finally:
         second.close()
 

@@ -1,0 +1,66 @@
+"""Import boundaries (STYLE.md): enforced by a test, not by memory."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def _offenders(package: str, banned: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+    found = []
+    for path in _modules(package):
+        rel = path.relative_to(REPO).as_posix()
+        if any(rel.startswith(prefix) for prefix in allowed):
+            continue
+        for name in _imports(path):
+            if name.split(".")[0] in banned:
+                found.append(f"{rel} imports {name}")
+    return found
+
+
+def test_core_never_imports_the_web_framework() -> None:
+    web = ("fastapi", "starlette", "uvicorn", "api")
+    assert _offenders("identity", web) == []
+    assert _offenders("privacy", web) == []
+
+
+def test_identity_does_not_depend_on_privacy() -> None:
+    assert _offenders("identity", ("privacy",)) == []
+
+
+def test_only_the_neo4j_adapter_imports_neo4j() -> None:
+    allowed = ("identity/store/neo4j",)
+    for package in ("identity", "privacy", "api"):
+        assert _offenders(package, ("neo4j",), allowed) == []
+
+
+def test_only_the_presidio_scanner_imports_presidio() -> None:
+    allowed = ("privacy/scanning/presidio",)
+    for package in ("identity", "privacy", "api"):
+        assert (
+            _offenders(package, ("presidio_analyzer", "presidio_anonymizer", "spacy"), allowed)
+            == []
+        )
+
+
+def test_the_boundary_check_does_see_imports() -> None:
+    """Guard against a check that passes because it reads nothing."""
+    assert "fastapi" in _imports(REPO / "api" / "app.py")
+    assert len(_modules("identity")) >= 8
