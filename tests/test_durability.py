@@ -75,3 +75,15 @@ def test_committed_batch_survives_a_killed_process(tmp_path: Path) -> None:
         assert integrity == ("ok",)
     finally:
         store.close()
+
+
+def test_store_files_are_private_to_the_owner(
+    tmp_path: Path, keyring: Keyring, policy: IdentityPolicy, ids: Ids
+) -> None:
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        ResolutionEngine(store, keyring, policy).ingest([ids.event(("email", "ann@shop.de"))])
+        for name in ("graph.sqlite3", "graph.sqlite3-wal"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    finally:
+        store.close()

@@ -260,7 +260,10 @@ class SqliteGraphStore:
     ) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Owner-only: keyed hashes are pseudonymous personal data. SQLite creates the WAL
+            # and shared-memory files with the main file's mode, so they follow.
+            path.touch(mode=0o600, exist_ok=True)
             # One connection, serialized by a lock: SQLite has one writer at a time anyway, and
             # a single connection keeps transactions simple. check_same_thread is off because
             # FastAPI runs sync endpoints on a thread pool; the lock provides the safety.
