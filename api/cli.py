@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from api.settings import Environment, Settings
 from identity.errors import BatchValidationError, IdGraphError
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
+from identity.resolution import ResolutionEngine
 from privacy.hash_keys import create_key_file, rotate_key_file
 
 app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
@@ -161,19 +163,33 @@ def resolve(identifier: IdentifierArg) -> None:
     out.print(person)
 
 
-@app.command()
-def explain(a: IdentifierArg, b: IdentifierArg) -> None:
-    """Show the chain of links that joins two identifiers."""
+T = TypeVar("T")
+
+
+def _on_pair(
+    a: str,
+    b: str,
+    action: Callable[[ResolutionEngine, NormalizedIdentifier, NormalizedIdentifier], T],
+) -> T:
+    """Parse two TYPE=VALUE arguments and run ``action`` on them; errors exit 1."""
     container = _container(_settings())
     try:
-        result = container.engine.explain(
-            _parse_identifier(a, container, "a"), _parse_identifier(b, container, "b")
+        return action(
+            container.engine,
+            _parse_identifier(a, container, "a"),
+            _parse_identifier(b, container, "b"),
         )
     except IdGraphError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     finally:
         container.close()
+
+
+@app.command()
+def explain(a: IdentifierArg, b: IdentifierArg) -> None:
+    """Show the chain of links that joins two identifiers."""
+    result = _on_pair(a, b, ResolutionEngine.explain)
     if not result.linked:
         out.print("not linked: the identifiers resolve to different persons")
         raise typer.Exit(1)
@@ -192,16 +208,7 @@ def explain(a: IdentifierArg, b: IdentifierArg) -> None:
 @app.command()
 def unlink(a: IdentifierArg, b: IdentifierArg) -> None:
     """Remove the direct link between two identifiers; split the person if it falls apart."""
-    container = _container(_settings())
-    try:
-        result = container.engine.unlink(
-            _parse_identifier(a, container, "a"), _parse_identifier(b, container, "b")
-        )
-    except IdGraphError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
+    result = _on_pair(a, b, ResolutionEngine.unlink)
     out.print(
         f"removed {result.removed_links} link(s); "
         + (

@@ -394,6 +394,16 @@ class ResolutionEngine:
         found = {node.hashed: node for node in tx.find_identifiers(candidates)}
         return next((found[c] for c in candidates if c in found), None)
 
+    def _find_pair(
+        self, tx: GraphTransaction, a: NormalizedIdentifier, b: NormalizedIdentifier
+    ) -> tuple[IdentifierNode, IdentifierNode]:
+        node_a, node_b = self._find(tx, a), self._find(tx, b)
+        if node_a is None:
+            raise IdentifierNotFoundError("a")
+        if node_b is None:
+            raise IdentifierNotFoundError("b")
+        return node_a, node_b
+
     def resolve(self, identifier: NormalizedIdentifier) -> str | None:
         """The person id ``identifier`` resolves to, or ``None`` if it is not in the graph."""
         node = self._store.read(lambda tx: self._find(tx, identifier))
@@ -403,11 +413,7 @@ class ResolutionEngine:
         """The chain of links (sources and times) that makes ``a`` and ``b`` one person."""
 
         def run(tx: GraphTransaction) -> Explanation:
-            node_a, node_b = self._find(tx, a), self._find(tx, b)
-            if node_a is None:
-                raise IdentifierNotFoundError("a")
-            if node_b is None:
-                raise IdentifierNotFoundError("b")
+            node_a, node_b = self._find_pair(tx, a, b)
             if node_a.person_id != node_b.person_id:
                 return Explanation(False, None, ())
             hops = clusters.path(tx.cluster(node_a.person_id), node_a.node_id, node_b.node_id)
@@ -426,11 +432,7 @@ class ResolutionEngine:
         """
 
         def run(tx: GraphTransaction) -> UnlinkResult:
-            node_a, node_b = self._find(tx, a), self._find(tx, b)
-            if node_a is None:
-                raise IdentifierNotFoundError("a")
-            if node_b is None:
-                raise IdentifierNotFoundError("b")
+            node_a, node_b = self._find_pair(tx, a, b)
             if node_a.person_id != node_b.person_id:
                 raise NotLinkedError("the two identifiers belong to different persons")
             removed = tx.remove_links(node_a.node_id, node_b.node_id)
