@@ -17,6 +17,7 @@ from rich.table import Table
 from api.auth import ApiKeyStore, Scope
 from api.bootstrap import Container, build_container, load_keyring, load_policies
 from api.bulk import BulkFileError, FileFormat, ingest_file
+from api.cli_store import store_app
 from api.settings import Environment, Settings
 from identity.errors import BatchValidationError, IdGraphError
 from identity.identifiers import NormalizedIdentifier
@@ -27,6 +28,7 @@ from privacy.hash_keys import create_key_file, rotate_key_file
 app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(store_app, name="store")
 
 console = Console(stderr=True)
 out = Console()

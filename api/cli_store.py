@@ -1,0 +1,123 @@
+"""``idgraph store …``: schema migration and copying a graph between stores.
+
+Mounted by the main CLI (``app.add_typer(store_app, name="store")`` in :mod:`api.cli`). Stores
+are opened only through :func:`api.bootstrap.open_store`, the one place that chooses adapters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from api.bootstrap import open_store
+from api.settings import Settings
+from identity.errors import ConfigurationError, IdGraphError
+from identity.store.copy import DEFAULT_BATCH_SIZE, CopyProgress, copy_graph
+
+store_app = typer.Typer(
+    help="Graph-store administration: create the schema, copy a graph into another store.",
+    no_args_is_help=True,
+)
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _fail(exc: IdGraphError) -> typer.Exit:
+    # idgraph errors never hold raw identifiers, so their message is safe to show.
+    _err.print(f"[bold red]error[/] ({exc.code}): {exc}")
+    return typer.Exit(code=1)
+
+
+def sqlite_path(url: str) -> Path:
+    """The file of an ``sqlite:`` store URL (``sqlite:///abs/path`` or ``sqlite:rel/path``).
+
+    The same rule as :func:`api.bootstrap.open_store`.
+    """
+    if not url.startswith("sqlite:"):
+        raise ConfigurationError("the copy source must be an SQLite store URL (sqlite:PATH)")
+    raw = url.removeprefix("sqlite:")
+    return Path("/" + raw.removeprefix("///")) if raw.startswith("///") else Path(raw)
+
+
+@store_app.command()
+def migrate() -> None:
+    """Create or upgrade the configured store's schema (IDGRAPH_STORE_URL); safe to re-run.
+
+    Both adapters migrate when they open (SQLite tables; Neo4j constraints and indexes, all
+    ``IF NOT EXISTS``), so this opens the store, prints its counts and closes it. Run it once
+    before the first ``serve`` against a new Neo4j database.
+    """
+    try:
+        store = open_store(Settings())
+        try:
+            stats = store.stats()
+        finally:
+            store.close()
+    except IdGraphError as exc:
+        raise _fail(exc) from exc
+    _out.print(
+        f"schema ready: {stats.persons} persons, {stats.identifiers} identifiers, "
+        f"{stats.links} links, {stats.refusals} refusals"
+    )
+
+
+@store_app.command()
+def copy(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from", help="SQLite store to copy from, e.g. sqlite:.idgraph/graph.sqlite3"
+        ),
+    ],
+    target: Annotated[
+        str, typer.Option("--to", help="store to copy into, e.g. neo4j://localhost:7687")
+    ],
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, max=100_000, help="persons per target transaction"),
+    ] = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Copy an SQLite graph into another store (typically Neo4j), in batches.
+
+    Resumable: a Neo4j target records how far the copy got in the same transaction as each
+    batch, so re-running the same command after an interruption continues where it stopped.
+    Neo4j credentials come from IDGRAPH_NEO4J_USER / IDGRAPH_NEO4J_PASSWORD /
+    IDGRAPH_NEO4J_DATABASE. The source is only read (a read-only snapshot).
+    """
+    try:
+        source_path = sqlite_path(source)
+        if target.startswith("sqlite:") and sqlite_path(target).resolve() == source_path.resolve():
+            raise ConfigurationError("--from and --to name the same SQLite file")
+        store = open_store(Settings().model_copy(update={"store_url": target}))
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=_err,
+            ) as bar:
+                persons = bar.add_task("persons", total=None)
+                refusals = bar.add_task("refusals", total=None)
+
+                def show(p: CopyProgress) -> None:
+                    bar.update(persons, completed=p.persons_done, total=p.persons_total)
+                    bar.update(refusals, completed=p.refusals_done, total=p.refusals_total)
+
+                report = copy_graph(source_path, store, batch_size=batch_size, progress=show)
+            stats = store.stats()
+        finally:
+            store.close()
+    except IdGraphError as exc:
+        raise _fail(exc) from exc
+    verb = "resumed and copied" if report.resumed else "copied"
+    _out.print(
+        f"{verb} {report.persons} persons, {report.identifiers} identifiers, {report.links} "
+        f"links, {report.refusals} refusals in {report.batches} batch(es); target now holds "
+        f"{stats.persons} persons, {stats.identifiers} identifiers, {stats.links} links, "
+        f"{stats.refusals} refusals"
+    )

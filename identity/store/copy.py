@@ -1,0 +1,348 @@
+"""Copy an SQLite identity graph into any graph store, in batches, through the port.
+
+Used by ``idgraph store copy`` to move a graph from the embedded store to Neo4j. The target is
+written only through :meth:`GraphTransaction.apply`, so the copy is backend-neutral and the
+target enforces its own constraints on every row.
+
+The source is read with a read-only ``sqlite3`` connection inside one read transaction: under
+WAL that is a consistent snapshot even if the service keeps writing, and the copy never takes a
+write lock on the live file.
+
+Order and atomicity: persons are copied in ``person_id`` order, ``batch_size`` persons per target
+transaction, each with all its identifier nodes and links (both ends of a link belong to one
+person, so a batch is self-contained); then refusals, in insertion order. A batch is written
+whole or not at all.
+
+Resuming: when the target's transaction can keep a ``(:Meta)`` entry (:class:`CursorTransaction`;
+the Neo4j store can), the position reached is written *in the same transaction* as the batch, so
+after a crash or Ctrl-C a re-run continues after the last committed batch: nothing is copied
+twice and nothing is skipped. A target that cannot keep a cursor must be empty when the copy
+starts. A resumed copy assumes the source did not change in between (stop writers, or copy from
+a backup): a person created since the first run with an id below the cursor would be missed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from identity.errors import IdGraphError, StoreIntegrityError, StoreUnavailableError
+from identity.hashing import HashedIdentifier
+from identity.model import (
+    ChangeSet,
+    IdentifierNode,
+    Link,
+    PersonRecord,
+    Refusal,
+    RefusalReason,
+    StoreStats,
+)
+from identity.store.port import GraphStore, GraphTransaction
+from identity.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+
+DEFAULT_BATCH_SIZE = 1000
+_SQLITE_PARAMS = 500  # bound parameters per IN list, as in the SQLite store
+
+
+@runtime_checkable
+class CursorTransaction(GraphTransaction, Protocol):
+    """A transaction that can also keep small key/value entries (the copy's resume cursor)."""
+
+    def get_meta(self, key: str) -> str | None:
+        """The value stored under ``key``, or ``None``."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in this transaction."""
+        ...
+
+
+class CopyTargetNotEmptyError(IdGraphError):
+    """The copy target already holds a graph that is not a partial copy of this source."""
+
+    code = "copy-target-not-empty"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyProgress:
+    """How far a copy is; passed to the progress callback after every committed batch."""
+
+    persons_done: int
+    persons_total: int
+    refusals_done: int
+    refusals_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    """What one run of :func:`copy_graph` copied (a resumed run counts only its own rows)."""
+
+    persons: int
+    identifiers: int
+    links: int
+    refusals: int
+    resumed: bool
+    batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    after_person: str = ""
+    after_refusal: int = 0
+    done: bool = False
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "after_person": self.after_person,
+                "after_refusal": self.after_refusal,
+                "done": self.done,
+            }
+        )
+
+    @staticmethod
+    def loads(raw: str) -> _Cursor:
+        data = json.loads(raw)
+        return _Cursor(str(data["after_person"]), int(data["after_refusal"]), bool(data["done"]))
+
+
+def _dt(ms: int) -> datetime:
+    # The inverse of the stores' datetime -> epoch-ms conversion; exact for whole milliseconds.
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _chunks(items: Sequence[str], size: int = _SQLITE_PARAMS) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def cursor_key(source: Path) -> str:
+    """The ``(:Meta)`` key of the resume cursor of a copy from ``source``."""
+    return f"copy_cursor:{source.resolve()}"
+
+
+class _SqliteSource:
+    """Read-only, snapshot reads of an SQLite graph file."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise StoreUnavailableError(f"copy source {path} does not exist")
+        try:
+            # mode=ro: the copy must never modify (or create) the source file.
+            self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            self._conn.execute("BEGIN")  # one snapshot for the whole copy
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot read SQLite store at {path}: {exc}") from exc
+        if row is None or int(row[0]) > SQLITE_SCHEMA_VERSION:
+            version = "none" if row is None else row[0]
+            raise StoreIntegrityError(
+                f"{path} has schema version {version}; this idgraph copies version "
+                f"{SQLITE_SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def count(self, table: str, where: str = "", params: Sequence[Any] = ()) -> int:
+        # Only fixed table names and conditions from this module are interpolated.
+        query = f"SELECT count(*) FROM {table} {where}"  # noqa: S608
+        return int(self._conn.execute(query, params).fetchone()[0])
+
+    def persons_after(self, person_id: str, limit: int) -> list[PersonRecord]:
+        rows = self._conn.execute(
+            "SELECT person_id, created_at, last_seen FROM persons WHERE person_id > ? "
+            "ORDER BY person_id LIMIT ?",
+            (person_id, limit),
+        )
+        return [PersonRecord(p, _dt(created), _dt(seen)) for p, created, seen in rows]
+
+    def nodes_of(self, person_ids: Sequence[str]) -> list[IdentifierNode]:
+        nodes: list[IdentifierNode] = []
+        for chunk in _chunks(person_ids):
+            rows = self._conn.execute(
+                "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "  # noqa: S608 - placeholders only
+                f"FROM identifiers WHERE person_id IN ({_marks(len(chunk))}) ORDER BY node_id",
+                chunk,
+            )
+            nodes.extend(
+                IdentifierNode(
+                    node_id,
+                    HashedIdentifier(type_, key_id, bytes(digest)),
+                    person,
+                    _dt(first),
+                    _dt(last),
+                )
+                for node_id, type_, key_id, digest, person, first, last in rows
+            )
+        return nodes
+
+    def links_from(self, node_ids: Sequence[str]) -> list[Link]:
+        links: list[Link] = []
+        for chunk in _chunks(node_ids):
+            rows = self._conn.execute(
+                "SELECT a, b, source, first_at, last_at FROM links "  # noqa: S608 - placeholders only
+                f"WHERE a IN ({_marks(len(chunk))}) ORDER BY a, b, source",
+                chunk,
+            )
+            links.extend(Link(a, b, src, _dt(first), _dt(last)) for a, b, src, first, last in rows)
+        return links
+
+    def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
+        rows = self._conn.execute(
+            "SELECT refusal_id, at, source, type, key_id, digest, reason, detail FROM refusals "
+            "WHERE refusal_id > ? ORDER BY refusal_id LIMIT ?",
+            (refusal_id, limit),
+        )
+        return [
+            (
+                rid,
+                Refusal(
+                    HashedIdentifier(type_, key_id, bytes(digest)),
+                    RefusalReason(reason),
+                    detail,
+                    source,
+                    _dt(at),
+                ),
+            )
+            for rid, at, source, type_, key_id, digest, reason, detail in rows
+        ]
+
+
+def _read_cursor(tx: GraphTransaction, key: str) -> tuple[bool, _Cursor | None]:
+    if not isinstance(tx, CursorTransaction):
+        return False, None
+    raw = tx.get_meta(key)
+    return True, None if raw is None else _Cursor.loads(raw)
+
+
+class _Copy:
+    """One run of :func:`copy_graph`: the reader, the target, the cursor and the counters."""
+
+    def __init__(
+        self,
+        reader: _SqliteSource,
+        target: GraphStore,
+        key: str,
+        batch_size: int,
+        progress: Callable[[CopyProgress], None] | None,
+    ) -> None:
+        self.reader, self.target, self.key = reader, target, key
+        self.batch_size, self.progress = batch_size, progress
+        self.can_resume, cursor = target.read(lambda tx: _read_cursor(tx, key))
+        if cursor is None:
+            if target.stats() != StoreStats(0, 0, 0, 0):
+                raise CopyTargetNotEmptyError(
+                    "the copy target already holds a graph (and no unfinished copy of this "
+                    "source); copy into an empty store"
+                )
+            cursor = _Cursor()
+        self.cursor = cursor
+        self.resumed = cursor != _Cursor()
+        self.persons_total = reader.count("persons")
+        self.refusals_total = reader.count("refusals")
+        self.persons_done = reader.count("persons", "WHERE person_id <= ?", (cursor.after_person,))
+        self.refusals_done = reader.count(
+            "refusals", "WHERE refusal_id <= ?", (cursor.after_refusal,)
+        )
+        self.copied = {"persons": 0, "identifiers": 0, "links": 0, "refusals": 0, "batches": 0}
+
+    def run(self) -> CopyReport:
+        self._report()
+        while not self.cursor.done:
+            if not self._copy_persons():
+                self._copy_refusals()
+            self._report()
+        c = self.copied
+        return CopyReport(
+            c["persons"], c["identifiers"], c["links"], c["refusals"], self.resumed, c["batches"]
+        )
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(
+                CopyProgress(
+                    self.persons_done, self.persons_total, self.refusals_done, self.refusals_total
+                )
+            )
+
+    def _commit(self, changes: ChangeSet, cursor: _Cursor) -> None:
+        key, can_resume = self.key, self.can_resume
+
+        def run(tx: GraphTransaction) -> None:
+            tx.apply(changes)
+            # Same transaction as the rows: the cursor can never run ahead of (or lag behind)
+            # what the target holds.
+            if can_resume and isinstance(tx, CursorTransaction):
+                tx.set_meta(key, cursor.dumps())
+
+        self.target.write(run)
+        self.cursor = cursor
+        self.copied["batches"] += 1
+
+    def _copy_persons(self) -> bool:
+        """Copy the next batch of persons; ``False`` when there are none left."""
+        persons = self.reader.persons_after(self.cursor.after_person, self.batch_size)
+        if not persons:
+            return False
+        nodes = self.reader.nodes_of([p.person_id for p in persons])
+        links = self.reader.links_from([n.node_id for n in nodes])
+        node_ids = {n.node_id for n in nodes}
+        if any(link.b not in node_ids for link in links):
+            # The stores keep both ends of a link in one person; a batch relies on that.
+            raise StoreIntegrityError("the source has a link between two persons")
+        changes = ChangeSet(new_persons=tuple(persons), new_nodes=tuple(nodes), links=tuple(links))
+        self._commit(changes, _Cursor(persons[-1].person_id, self.cursor.after_refusal))
+        self.persons_done += len(persons)
+        self.copied["persons"] += len(persons)
+        self.copied["identifiers"] += len(nodes)
+        self.copied["links"] += len(links)
+        return True
+
+    def _copy_refusals(self) -> None:
+        refusals = self.reader.refusals_after(self.cursor.after_refusal, self.batch_size)
+        cursor = _Cursor(
+            self.cursor.after_person,
+            refusals[-1][0] if refusals else self.cursor.after_refusal,
+            done=len(refusals) < self.batch_size,
+        )
+        if refusals or self.can_resume:
+            # The last batch also marks the cursor done, so a re-run is a no-op.
+            self._commit(ChangeSet(refusals=tuple(r for _, r in refusals)), cursor)
+        else:
+            self.cursor = cursor
+        self.refusals_done += len(refusals)
+        self.copied["refusals"] += len(refusals)
+
+
+def copy_graph(
+    source: Path,
+    target: GraphStore,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[CopyProgress], None] | None = None,
+) -> CopyReport:
+    """Copy the SQLite graph at ``source`` into ``target``; resume a copy cut short.
+
+    ``batch_size`` persons (with their identifiers and links), or refusals, go in one target
+    transaction; ``progress`` is called at the start and after every batch. Raises
+    :class:`CopyTargetNotEmptyError` if ``target`` holds data that is not an unfinished copy of
+    ``source``. Constraint violations in the target surface as the target's own errors
+    (``StoreIntegrityError``) and roll the batch back.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    with closing(_SqliteSource(source)) as reader:
+        return _Copy(reader, target, cursor_key(source), batch_size, progress).run()

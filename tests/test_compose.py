@@ -1,0 +1,140 @@
+"""docker-compose.yml, Dockerfile and .env.example hold together (checked without Docker)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# ${VAR}, ${VAR:-default}, ${VAR:?message}, ${VAR-default}; $$ escapes compose interpolation.
+COMPOSE_VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])[^}]*)?\}")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|HASH_KEYS|API_KEY|AUTH", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _env_example() -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            name, _, value = stripped.partition("=")
+            entries[name.strip()] = value.strip()
+    return entries
+
+
+def _env_example_mentions() -> set[str]:
+    """Variables .env.example sets or documents in a comment (optional ones)."""
+    text = (ROOT / ".env.example").read_text()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    assert isinstance(env, dict)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def test_compose_declares_the_neo4j_and_api_services(compose: dict[str, Any]) -> None:
+    assert {"neo4j", "api"} <= set(compose["services"])
+
+
+def test_neo4j_image_is_pinned_to_an_exact_version(compose: dict[str, Any]) -> None:
+    image = compose["services"]["neo4j"]["image"]
+    name, _, tag = image.partition(":")
+    assert name == "neo4j"
+    assert tag != "latest"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(-community|-enterprise)?", tag), image
+
+
+def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert check["test"][0] in {"CMD", "CMD-SHELL"}
+        assert not check.get("disable", False)
+    assert "/readyz" in " ".join(compose["services"]["api"]["healthcheck"]["test"])
+
+
+def test_api_waits_for_a_healthy_neo4j_and_migrates_before_serving(
+    compose: dict[str, Any],
+) -> None:
+    api = compose["services"]["api"]
+    assert api["build"] == "."
+    assert api["depends_on"]["neo4j"]["condition"] == "service_healthy"
+    start = " ".join(api["entrypoint"]) + " " + " ".join(api.get("command", []))
+    assert start.index("idgraph store migrate") < start.index("idgraph serve --host 0.0.0.0")
+    env = _environment(api)
+    assert env["IDGRAPH_STORE_URL"] == "neo4j://neo4j:7687"
+    assert {"IDGRAPH_NEO4J_USER", "IDGRAPH_NEO4J_PASSWORD", "IDGRAPH_NEO4J_DATABASE"} <= set(env)
+
+
+def test_named_volumes_are_declared_and_mounted(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    mounted = {
+        str(volume).split(":", 1)[0]
+        for service in compose["services"].values()
+        for volume in service.get("volumes", [])
+    }
+    assert "neo4j-data" in mounted
+    assert mounted <= declared, f"undeclared volumes {mounted - declared}"
+    neo4j_mounts = compose["services"]["neo4j"]["volumes"]
+    assert any(str(v).endswith(":/data") for v in neo4j_mounts)
+
+
+def test_every_variable_compose_reads_is_listed_in_env_example() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    referenced = {match.group(1) for match in COMPOSE_VAR.finditer(text)}
+    required = {m.group(1) for m in COMPOSE_VAR.finditer(text) if m.group(2) == ":?"}
+    assert {"NEO4J_PASSWORD", "IDGRAPH_HASH_KEYS"} <= required
+    assert referenced <= _env_example_mentions(), referenced - _env_example_mentions()
+    # Required ones are real entries (uncommented), so `cp .env.example .env` shows them.
+    assert required <= set(_env_example())
+
+
+def test_no_literal_secret_in_compose_or_env_example(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for key, value in _environment(service).items():
+            if SECRET_NAME.search(key):
+                assert COMPOSE_VAR.search(value), f"{name}.{key} is a literal, not ${{VAR}}"
+    for key, value in _env_example().items():
+        if SECRET_NAME.search(key):
+            assert value == "", f".env.example gives {key} a value; leave secrets empty"
+
+
+def test_ports_are_published_on_localhost_only(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} publicly"
+
+
+def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert all(line.split()[1].startswith("python:3.11-slim") for line in froms)
+    final_stage = lines[lines.index(froms[-1]) :]
+    users = [line.split()[1] for line in final_stage if line.startswith("USER ")]
+    assert users, "the runtime stage never drops root"
+    assert users[-1] not in {"root", "0"}
+    assert any("[neo4j]" in line for line in lines)
+    assert final_stage[-2:] == ['ENTRYPOINT ["idgraph"]', 'CMD ["serve", "--host", "0.0.0.0"]']
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".env", ".idgraph/", ".git", ".venv"} <= ignored

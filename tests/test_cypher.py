@@ -1,0 +1,240 @@
+"""The Cypher module's rules, and the Neo4j adapter's behaviour without a server.
+
+Runs without Neo4j. The lint tests run when node and the pinned linter are installed
+(``make cypher-lint`` installs it) and are skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from identity.errors import ConfigurationError, StoreUnavailableError
+from identity.store import cypher
+from identity.store.cypher_dump import lint_input
+
+ROOT = Path(__file__).resolve().parents[1]
+CYPHER_SOURCE = ROOT / "identity" / "store" / "cypher.py"
+LINT_DIR = ROOT / "scripts" / "cypher-lint"
+UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
+
+
+def _top_level_string_constants() -> dict[str, ast.expr]:
+    """Every UPPER_SNAKE name assigned at module level in cypher.py whose value is a string."""
+    found: dict[str, ast.expr] = {}
+    for node in ast.parse(CYPHER_SOURCE.read_text()).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if not isinstance(target, ast.Name):
+                continue
+            name, value = target.id, node.value
+        else:
+            continue
+        is_string = isinstance(value, ast.Constant) and isinstance(value.value, str)
+        if value is not None and UPPER_SNAKE.match(name) and (is_string or _builds_str(value)):
+            found[name] = value
+    return found
+
+
+def _builds_str(value: ast.expr) -> bool:
+    return isinstance(value, ast.JoinedStr | ast.BinOp) or (
+        isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+    )
+
+
+def test_collector_returns_exactly_the_modules_string_constants() -> None:
+    assert set(cypher.statements()) == set(_top_level_string_constants())
+    assert lint_input()["statements"] == cypher.statements()
+    assert len(cypher.statements()) >= 20
+
+
+def test_every_statement_is_a_plain_literal_when_the_module_is_parsed() -> None:
+    # No f-strings, concatenation or .format(): nothing can splice a value or label in.
+    for name, value in _top_level_string_constants().items():
+        assert isinstance(value, ast.Constant), f"{name} is built, not written literally"
+
+
+def test_no_statement_contains_a_formatting_placeholder() -> None:
+    # {name} / {} / {0} (str.format or the long-removed Cypher {param} syntax) and %-style.
+    placeholder = re.compile(r"\{\s*\w*\s*(?:![rsa])?\s*\}|%(?:\(\w+\))?[sdr]")
+    for name, query in cypher.statements().items():
+        assert not placeholder.search(query), f"{name} has a formatting placeholder"
+
+
+def _params(query: str) -> set[str]:
+    return set(re.findall(r"\$([A-Za-z_]\w*)", query))
+
+
+def test_every_parameter_is_documented_and_every_documented_one_is_used() -> None:
+    used: set[str] = set()
+    for name, query in cypher.statements().items():
+        undocumented = _params(query) - set(cypher.PARAMETERS)
+        assert not undocumented, f"{name} uses undocumented parameters {undocumented}"
+        used |= _params(query)
+    assert used == set(cypher.PARAMETERS)
+
+
+def test_labels_and_relationship_types_come_from_the_closed_enums() -> None:
+    labels = {label.value for label in cypher.Label}
+    rels = {rel.value for rel in cypher.Rel}
+    node_label = re.compile(r"\(\s*\w*\s*:\s*(\w+(?:\s*\|\s*\w+)*)")
+    rel_type = re.compile(r"\[\s*\w*\s*:\s*(\w+)")
+    seen_labels: set[str] = set()
+    seen_rels: set[str] = set()
+    for name, query in cypher.statements().items():
+        for group in node_label.findall(query):
+            used = {part.strip() for part in group.split("|")}
+            assert used <= labels, f"{name} uses labels outside Label: {used - labels}"
+            seen_labels |= used
+        for used_rel in rel_type.findall(query):
+            assert used_rel in rels, f"{name} uses relationship type {used_rel}"
+            seen_rels.add(used_rel)
+    assert seen_labels == labels
+    assert seen_rels == rels
+
+
+def test_property_keys_are_declared_in_the_schema() -> None:
+    declared = set(cypher.property_keys())
+    access = re.compile(r"\b[a-z_]\w*\.([a-z_]\w*)")
+    map_key = re.compile(r"[{,]\s*([a-z_]\w*)\s*:")
+    for name, query in cypher.statements().items():
+        used = set(access.findall(query)) | set(map_key.findall(query))
+        assert used <= declared, f"{name} uses undeclared keys {used - declared}"
+
+
+def test_every_batched_write_unwinds_rows_and_every_schema_statement_is_idempotent() -> None:
+    for name, query in cypher.statements().items():
+        text = " ".join(query.split())
+        if "$rows" in text:
+            assert text.startswith("UNWIND $rows AS row "), name
+        if text.startswith(("CREATE CONSTRAINT", "CREATE INDEX")):
+            assert " IF NOT EXISTS " in text, name
+            assert query in cypher.SCHEMA_STATEMENTS, f"{name} is not run by migrate()"
+    assert "IN TRANSACTIONS" in cypher.WIPE_ALL
+
+
+# -- the offline lint ---------------------------------------------------------------------------
+
+
+def _lint(tmp_path: Path, payload: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    if not (LINT_DIR / "node_modules" / "@neo4j-cypher" / "language-support").is_dir():
+        pytest.skip("the Cypher linter is not installed; run `make cypher-lint` once")
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps(payload))
+    return subprocess.run(
+        [node, str(LINT_DIR / "lint.mjs"), str(dump)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow  # ~10 s; `make test` already runs it as `make cypher-lint`
+def test_lint_passes_on_the_real_statements(tmp_path: Path) -> None:
+    result = _lint(tmp_path, lint_input())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(cypher.statements())} statement(s) OK" in result.stdout
+
+
+def test_lint_fails_and_names_the_constant_when_a_statement_is_wrong(tmp_path: Path) -> None:
+    payload = lint_input()
+    payload["statements"] = {
+        "GOOD": cypher.CLUSTER_NODES,
+        "BAD_SYNTAX": "MATCH (p:Person) RETRN p",
+        "BAD_LABEL": "MATCH (p:Persn {person_id: $person_id}) RETURN p.person_id",
+        "BAD_PARAM": "MATCH (p:Person {person_id: $who}) RETURN p.person_id",
+        "BAD_PROPERTY": "MATCH (p:Person {person_id: $person_id}) RETURN p.email",
+    }
+    result = _lint(tmp_path, payload)
+    assert result.returncode == 1
+    for bad in ("BAD_SYNTAX", "BAD_LABEL", "BAD_PARAM", "BAD_PROPERTY"):
+        assert f"{bad}:" in result.stdout
+    assert "GOOD:" not in result.stdout
+
+
+def test_lint_script_skips_with_a_message_when_node_is_missing() -> None:
+    bash = shutil.which("bash")
+    assert bash is not None
+    result = subprocess.run(
+        [bash, str(ROOT / "scripts" / "cypher-lint.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/nonexistent"},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == "cypher-lint: node not found; skipped"
+
+
+# -- the Neo4j adapter without a server ---------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a hung or wrong server)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_store_raises_store_unavailable_quickly_when_nothing_listens() -> None:
+    from identity.store.neo4j import Neo4jGraphStore
+
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="could not connect") as caught:
+        Neo4jGraphStore("bolt://127.0.0.1:1", "neo4j", "irrelevant", connect_timeout_s=1.0)
+    assert time.monotonic() - started < 5
+    assert type(caught.value.__cause__).__module__.startswith("neo4j")
+
+
+@pytest.mark.parametrize("scheme", ["bolt", "neo4j"])
+def test_store_gives_up_after_the_connect_timeout_when_the_server_never_answers(
+    silent_server: int, scheme: str
+) -> None:
+    from identity.store.neo4j import Neo4jGraphStore
+
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError):
+        Neo4jGraphStore(
+            f"{scheme}://127.0.0.1:{silent_server}", "neo4j", "x", connect_timeout_s=0.5
+        )
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:7474", "localhost:7687", "sqlite:x.db"])
+def test_store_refuses_a_uri_that_is_not_bolt_or_neo4j(uri: str) -> None:
+    from identity.store.neo4j import Neo4jGraphStore
+
+    with pytest.raises(ConfigurationError):
+        Neo4jGraphStore(uri, "neo4j", "x", connect_timeout_s=0.5)

@@ -1,0 +1,324 @@
+"""copy_graph: an SQLite graph copied through the port arrives whole, once, and resumably."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from identity.errors import StoreIntegrityError, StoreUnavailableError
+from identity.hashing import HashedIdentifier
+from identity.model import (
+    ChangeSet,
+    IdentifierNode,
+    Link,
+    PersonRecord,
+    Refusal,
+    RefusalReason,
+    StoreStats,
+)
+from identity.store.copy import (
+    CopyProgress,
+    CopyTargetNotEmptyError,
+    CursorTransaction,
+    copy_graph,
+    cursor_key,
+)
+from identity.store.port import GraphTransaction
+from identity.store.sqlite import SqliteGraphStore, _SqliteTransaction
+
+T = TypeVar("T")
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+PERSONS = 23
+REFUSALS = 9
+
+
+def _hash(type_: str, n: int, key_id: str = "k1") -> HashedIdentifier:
+    return HashedIdentifier(type_, key_id, n.to_bytes(32, "big"))
+
+
+def _build_source(path: Path) -> None:
+    """23 persons of 1-3 identifiers with links, one merge, 9 refusals, odd timestamps."""
+    store = SqliteGraphStore(path)
+    try:
+        persons, nodes, links = [], [], []
+        for p in range(PERSONS):
+            at = T0 + timedelta(minutes=p, milliseconds=p * 7)
+            person = f"p_{p:03d}"
+            persons.append(PersonRecord(person, at, at + timedelta(days=1)))
+            ids = [f"n_{p:03d}_{k}" for k in range(1 + p % 3)]
+            types = ["email", "phone", "cookie_id"]
+            nodes += [
+                IdentifierNode(i, _hash(types[k], p * 10 + k), person, at, at + timedelta(hours=k))
+                for k, i in enumerate(ids)
+            ]
+            source = "web" if p % 2 else "crm"
+            links += [Link(a, b, source, at, at) for a, b in itertools.pairwise(ids)]
+        refusals = tuple(
+            Refusal(_hash("email", 1000 + r), RefusalReason.LIMIT_EXCEEDED, "limit", "web", T0)
+            for r in range(REFUSALS)
+        )
+        store.write(
+            lambda tx: tx.apply(
+                ChangeSet(
+                    new_persons=tuple(persons),
+                    new_nodes=tuple(nodes),
+                    links=tuple(links),
+                    refusals=refusals,
+                )
+            )
+        )
+        # p_022 absorbs p_021, so the source has a gap in person ids and a cross-source link.
+        store.write(
+            lambda tx: tx.apply(
+                ChangeSet(
+                    merged={"p_021": "p_022"},
+                    links=(Link("n_021_0", "n_022_0", "app", T0, T0),),
+                )
+            )
+        )
+    finally:
+        store.close()
+
+
+def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the graph tables (refusal ids excepted: they are local row numbers)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {
+            "persons": conn.execute("SELECT * FROM persons ORDER BY 1").fetchall(),
+            "identifiers": conn.execute("SELECT * FROM identifiers ORDER BY 1").fetchall(),
+            "links": conn.execute("SELECT * FROM links ORDER BY 1, 2, 3").fetchall(),
+            "refusals": conn.execute(
+                "SELECT at, source, type, key_id, digest, reason, detail FROM refusals "
+                "ORDER BY refusal_id"
+            ).fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+class _MetaTransaction(_SqliteTransaction):
+    """The SQLite transaction plus get_meta/set_meta on the store's own ``meta`` table.
+
+    Gives the real SQLite store the cursor capability the Neo4j store has, so the resume path
+    of copy_graph is exercised without a Neo4j server.
+    """
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+class _ResumableSqliteStore(SqliteGraphStore):
+    """SQLite store whose transactions keep a cursor; can fail the n-th write on purpose."""
+
+    fail_on_write: int | None = None
+    writes = 0
+
+    def write(self, fn: Callable[[_MetaTransaction], T]) -> T:
+        self.writes += 1
+        number = self.writes
+
+        def run(tx: _SqliteTransaction) -> T:
+            result = fn(_MetaTransaction(tx._conn))
+            if number == self.fail_on_write:
+                raise ConnectionError("injected: connection lost before commit")
+            return result
+
+        return super().write(run)
+
+    def read(self, fn: Callable[[_MetaTransaction], T]) -> T:
+        return super().read(lambda tx: fn(_MetaTransaction(tx._conn)))
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "source.sqlite3"
+    _build_source(path)
+    return path
+
+
+def test_copy_reproduces_every_row_when_the_target_is_an_empty_sqlite_store(
+    source: Path, tmp_path: Path
+) -> None:
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    seen: list[CopyProgress] = []
+    try:
+        report = copy_graph(source, target, batch_size=4, progress=seen.append)
+        assert target.stats() == StoreStats(persons=22, identifiers=45, links=23, refusals=9)
+        (node,) = target.read(lambda tx: tx.find_identifiers([_hash("phone", 221)]))
+        assert node.person_id == "p_022"
+        assert node.last_seen == T0 + timedelta(minutes=22, milliseconds=154, hours=1)
+    finally:
+        target.close()
+    assert _tables(tmp_path / "target.sqlite3") == _tables(source)
+    assert (report.persons, report.identifiers, report.links, report.refusals) == (22, 45, 23, 9)
+    assert not report.resumed
+    assert report.batches == 6 + 3  # ceil(22 / 4) person batches, ceil(9 / 4) refusal batches
+    assert seen[0] == CopyProgress(0, 22, 0, 9)
+    assert seen[-1] == CopyProgress(22, 22, 9, 9)
+
+
+def test_copy_never_writes_to_the_source(source: Path, tmp_path: Path) -> None:
+    before = source.read_bytes()
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        copy_graph(source, target)
+    finally:
+        target.close()
+    assert source.read_bytes() == before
+
+
+def test_copy_is_refused_and_writes_nothing_when_the_target_holds_another_graph(
+    source: Path, tmp_path: Path
+) -> None:
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        target.write(lambda tx: tx.apply(ChangeSet(new_persons=(PersonRecord("p_x", T0, T0),))))
+        with pytest.raises(CopyTargetNotEmptyError):
+            copy_graph(source, target)
+        assert target.stats() == StoreStats(persons=1, identifiers=0, links=0, refusals=0)
+    finally:
+        target.close()
+
+
+def test_copy_resumes_after_the_last_committed_batch_when_a_write_failed(
+    source: Path, tmp_path: Path
+) -> None:
+    target = _ResumableSqliteStore(tmp_path / "target.sqlite3")
+    try:
+        assert target.read(lambda tx: isinstance(tx, CursorTransaction))
+        target.fail_on_write = 4  # batches 1-3 commit, the 4th rolls back
+        with pytest.raises(ConnectionError, match="injected"):
+            copy_graph(source, target, batch_size=4)
+        assert target.stats().persons == 12
+        target.fail_on_write = None
+
+        second = copy_graph(source, target, batch_size=4)
+        third = copy_graph(source, target, batch_size=4)
+        cursor = target.read(lambda tx: tx.get_meta(cursor_key(source)))
+    finally:
+        target.close()
+    assert second.resumed
+    assert (second.persons, second.refusals) == (22 - 12, 9)
+    assert third.resumed
+    assert (third.persons, third.identifiers, third.links, third.refusals, third.batches) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+    assert cursor is not None
+    assert '"done": true' in cursor
+    target_tables = _tables(tmp_path / "target.sqlite3")
+    assert target_tables == _tables(source)
+
+
+def test_copy_rolls_back_the_batch_when_the_target_refuses_a_row(
+    source: Path, tmp_path: Path
+) -> None:
+    target = _ResumableSqliteStore(tmp_path / "target.sqlite3")
+
+    def clash(tx: GraphTransaction) -> None:
+        # Another writer stores p_004's email hash between the copy's first and second batch.
+        tx.apply(
+            ChangeSet(
+                new_persons=(PersonRecord("p_zzz", T0, T0),),
+                new_nodes=(IdentifierNode("n_zzz", _hash("email", 40), "p_zzz", T0, T0),),
+            )
+        )
+
+    def interfere(progress: CopyProgress) -> None:
+        if progress.persons_done == 4:
+            target.write(clash)
+
+    try:
+        with pytest.raises(StoreIntegrityError):
+            copy_graph(source, target, batch_size=4, progress=interfere)
+        assert target.stats() == StoreStats(persons=5, identifiers=8, links=3, refusals=0)
+        assert target.read(lambda tx: tx.cluster("p_004")).nodes == ()
+        cursor = target.read(lambda tx: tx.get_meta(cursor_key(source)))
+    finally:
+        target.close()
+    assert cursor is not None
+    assert '"after_person": "p_003"' in cursor
+
+
+def test_copy_rejects_a_missing_source_without_creating_it(tmp_path: Path) -> None:
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        with pytest.raises(StoreUnavailableError):
+            copy_graph(tmp_path / "nope.sqlite3", target)
+    finally:
+        target.close()
+    assert not (tmp_path / "nope.sqlite3").exists()
+
+
+def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_target(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli_store import store_app
+
+    monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
+    target = tmp_path / "copied.sqlite3"
+    args = ["copy", "--from", f"sqlite:{source}", "--to", f"sqlite:{target}", "--batch-size", "5"]
+    runner = CliRunner()
+
+    first = runner.invoke(store_app, args)
+    assert first.exit_code == 0, first.output
+    assert "copied 22 persons, 45 identifiers, 23 links, 9 refusals in 7 batch(es)" in first.output
+    assert _tables(target) == _tables(source)
+
+    second = runner.invoke(store_app, args)
+    assert second.exit_code == 1
+    assert "copy-target-not-empty" in second.output
+    assert _tables(target) == _tables(source)
+
+
+def test_store_copy_command_refuses_a_non_sqlite_source_or_the_same_file(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli_store import store_app
+
+    monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    same = runner.invoke(
+        store_app, ["copy", "--from", f"sqlite:{source}", "--to", f"sqlite:{source}"]
+    )
+    assert same.exit_code == 1
+    assert "same SQLite file" in same.output
+    neo = runner.invoke(store_app, ["copy", "--from", "neo4j://localhost:7687", "--to", "sqlite:x"])
+    assert neo.exit_code == 1
+    assert "configuration-invalid" in neo.output
+
+
+def test_store_migrate_command_creates_the_configured_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli_store import store_app
+
+    monkeypatch.setenv("IDGRAPH_STORE_URL", f"sqlite:{tmp_path / 'fresh.sqlite3'}")
+    result = CliRunner().invoke(store_app, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert "schema ready: 0 persons" in result.output
+    assert _tables(tmp_path / "fresh.sqlite3")["persons"] == []
