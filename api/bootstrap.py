@@ -18,7 +18,11 @@ from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
+from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
+from privacy.keyprovider import LocalFileKeyProvider, check_kek_origin, create_kek_file
+from privacy.scanning import PiiScanner, ScannerConfig
+from privacy.vault import SqliteVaultKeyStore, Vault
 
 log = structlog.get_logger("idgraph.bootstrap")
 
@@ -31,12 +35,17 @@ class Container:
     store: GraphStore
     keyring: Keyring
     identity_policy: IdentityPolicy
+    facts_policy: FactsPolicy
     engine: ResolutionEngine
+    facts: FactIntake
+    vault: Vault
+    vault_keys: SqliteVaultKeyStore
     api_keys: ApiKeyStore
 
     def close(self) -> None:
-        """Release the store and the control database."""
+        """Release the store, the vault and the control database."""
         self.store.close()
+        self.vault_keys.close()
         self.api_keys.close()
 
 
@@ -76,8 +85,52 @@ def load_keyring(settings: Settings) -> Keyring:
 
 
 def load_policies(settings: Settings) -> IdentityPolicy:
-    """Load and validate the policy files; an invalid file raises ``PolicyFileError``."""
+    """Load and validate the identity policy; an invalid file raises ``PolicyFileError``."""
     return load_identity_policy(settings.policy_dir / "identity.yaml")
+
+
+def load_all_policies(settings: Settings) -> tuple[IdentityPolicy, FactsPolicy]:
+    """Load and validate every policy file; the first invalid one raises ``PolicyFileError``."""
+    return load_policies(settings), load_facts_policy(settings.policy_dir / "categories.yaml")
+
+
+_scanners: dict[str, PiiScanner] = {}
+
+
+def build_scanner(config: ScannerConfig) -> PiiScanner:
+    """The presidio scanner for ``config``, built once per process (building takes seconds)."""
+    key = config.model_dump_json()
+    if key not in _scanners:
+        from privacy.scanning.presidio_scanner import PresidioPiiScanner
+
+        _scanners[key] = PresidioPiiScanner(config)
+    return _scanners[key]
+
+
+def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
+    """The vault: wrapped data keys in their own SQLite file, KEKs from the local key file.
+
+    Development creates a ``generated`` KEK file when missing; production refuses a missing or
+    generated KEK (made on purpose with ``idgraph keys create-kek-file``).
+    """
+    path = settings.resolved_kek_file
+    production = settings.env is Environment.PRODUCTION
+    if not path.exists():
+        if production:
+            raise ConfigurationError(
+                f"no key-encryption key: {path} does not exist. Create one with "
+                "`idgraph keys create-kek-file` and keep it in your secret store."
+            )
+        create_kek_file(path, origin="generated")
+        log.warning(
+            "kek_generated",
+            path=str(path),
+            note="development key; production refuses generated keys",
+        )
+    provider = LocalFileKeyProvider(path)
+    check_kek_origin(provider.primary_origin, production=production)
+    keys = SqliteVaultKeyStore(settings.vault_keys_path)
+    return Vault(keys, provider), keys
 
 
 def open_store(settings: Settings) -> GraphStore:
@@ -102,13 +155,33 @@ def open_store(settings: Settings) -> GraphStore:
 
 def build_container(settings: Settings) -> Container:
     """Wire every collaborator from ``settings``; fails fast on bad policy or keys."""
-    policy = load_policies(settings)
+    policy, facts_policy = load_all_policies(settings)
+    scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
+    if scanner is not None:
+        facts_policy.check_entities(scanner.entities, str(settings.policy_dir / "categories.yaml"))
     keyring = load_keyring(settings)
-    store = open_store(settings)
+    vault, vault_keys = open_vault(settings)
+    try:
+        store = open_store(settings)
+    except Exception:
+        vault_keys.close()
+        raise
     try:
         api_keys = ApiKeyStore(settings.control_db_path)
     except Exception:
         store.close()
+        vault_keys.close()
         raise
-    engine = ResolutionEngine(store, keyring, policy)
-    return Container(settings, store, keyring, policy, engine, api_keys)
+    engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+    return Container(
+        settings=settings,
+        store=store,
+        keyring=keyring,
+        identity_policy=policy,
+        facts_policy=facts_policy,
+        engine=engine,
+        facts=FactIntake(facts_policy, scanner),
+        vault=vault,
+        vault_keys=vault_keys,
+        api_keys=api_keys,
+    )

@@ -5,8 +5,8 @@ number and the other rows are ingested: files come from exports where one bad ce
 block a million good rows. Each batch is one transaction.
 
 JSONL: one event per line, the shape of ``POST /v1/identify``
-(``{"identifiers": [{"type": "email", "value": "..."}], "source": "crm", "timestamp": "..."}``;
-``source`` may be left out when ``--source`` is given).
+(``{"identifiers": [{"type": "email", "value": "..."}], "source": "crm", "timestamp": "...",
+"traits": {...}, "events": [...]}``; ``source`` may be left out when ``--source`` is given).
 
 CSV: a header row; columns ``source`` and ``timestamp`` (both optional) and one column per
 identifier type (``email``, ``phone``, ...). Repeat a type with a suffix: ``email.2``. Empty cells
@@ -20,17 +20,17 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from api.routers.identity import build_identity_event
 from api.schemas import IdentifyRequest
-from identity.errors import BatchValidationError, IdGraphError
-from identity.intake import build_event
+from identity.errors import BatchValidationError, IdGraphError, InputLimitError
 from identity.model import IdentityEvent
 from identity.resolution import ResolutionEngine
+from privacy.facts import FactIntake
 
 FileFormat = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 100
@@ -59,6 +59,8 @@ class BulkReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     new_identifiers: int = 0
     refused_identifiers: int = 0
+    facts_stored: int = 0
+    facts_quarantined: int = 0
     merged_persons: int = 0
     rejected_rows: int = 0
     errors: list[RowError] = field(default_factory=list)
@@ -161,6 +163,7 @@ def ingest_file(
     engine: ResolutionEngine,
     path: Path,
     *,
+    facts: FactIntake,
     file_format: FileFormat | None = None,
     default_source: str | None = None,
     region: str | None = None,
@@ -181,7 +184,9 @@ def ingest_file(
         if isinstance(row, RowError):
             report.reject(row)
             continue
-        event = _event(row, line_no, engine, default_source, region, max_identifiers_per_event)
+        event = _event(
+            row, line_no, engine, facts, default_source, region, max_identifiers_per_event
+        )
         if isinstance(event, RowError):
             report.reject(event)
             continue
@@ -196,6 +201,7 @@ def _event(
     row: dict[str, Any],
     line_no: int,
     engine: ResolutionEngine,
+    facts: FactIntake,
     default_source: str | None,
     region: str | None,
     max_identifiers: int,
@@ -206,16 +212,10 @@ def _event(
         request = IdentifyRequest.model_validate(row)
     except ValidationError as exc:
         return RowError(line_no, _validation_problems(exc))
-    if len(request.identifiers) > max_identifiers:
-        return RowError(line_no, (f"#/identifiers: more than {max_identifiers} identifiers",))
     try:
-        return build_event(
-            ((i.type, i.value) for i in request.identifiers),
-            request.source,
-            request.timestamp or datetime.now(UTC),
-            engine.policy,
-            region,
-        )
+        return build_identity_event(request, engine, facts, region, max_identifiers)
+    except InputLimitError as exc:
+        return RowError(line_no, (f"{exc.field}: {exc.message}",))
     except BatchValidationError as exc:
         return RowError(line_no, tuple(f"{e.field}: {e.message}" for e in exc.errors))
 
@@ -229,4 +229,6 @@ def _flush(engine: ResolutionEngine, batch: list[IdentityEvent], report: BulkRep
         report.new_identifiers += outcome.new_identifiers
         report.refused_identifiers += len(outcome.refusals)
         report.merged_persons += len(outcome.merged_person_ids)
+        report.facts_stored += outcome.facts_stored
+        report.facts_quarantined += outcome.facts_quarantined
     batch.clear()

@@ -17,6 +17,7 @@ from rich.table import Table
 from api.auth import ApiKeyStore, Scope
 from api.bootstrap import Container, build_container, load_keyring, load_policies
 from api.bulk import BulkFileError, FileFormat, ingest_file
+from api.cli_privacy import quarantine_app, register_key_commands
 from api.cli_store import store_app
 from api.settings import Environment, Settings
 from identity.errors import BatchValidationError, IdGraphError
@@ -29,6 +30,8 @@ app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help
 keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
+app.add_typer(quarantine_app, name="quarantine")
+register_key_commands(keys_app)
 
 console = Console(stderr=True)
 out = Console()
@@ -255,6 +258,7 @@ def ingest(
             report = ingest_file(
                 container.engine,
                 file,
+                facts=container.facts,
                 file_format=fmt,
                 default_source=source,
                 region=settings.default_region,

@@ -12,6 +12,7 @@ from api.auth import ApiKey, AuthenticationError, ForbiddenError, Scope
 from api.bootstrap import Container
 from api.settings import Settings
 from identity.resolution import ResolutionEngine
+from privacy.facts import FactIntake
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer idg_...`")
 
@@ -25,6 +26,11 @@ def get_container(request: Request) -> Container:
 def get_engine(container: Annotated[Container, Depends(get_container)]) -> ResolutionEngine:
     """The resolution engine."""
     return container.engine
+
+
+def get_facts(container: Annotated[Container, Depends(get_container)]) -> FactIntake:
+    """The fact intake (policy + PII scanner)."""
+    return container.facts
 
 
 def get_settings(container: Annotated[Container, Depends(get_container)]) -> Settings:
@@ -52,6 +58,7 @@ def require(scope: Scope) -> Callable[..., ApiKey]:
 
 
 Engine = Annotated[ResolutionEngine, Depends(get_engine)]
+Facts = Annotated[FactIntake, Depends(get_facts)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 IngestKey = Annotated[ApiKey, Depends(require(Scope.INGEST))]
 ResolveKey = Annotated[ApiKey, Depends(require(Scope.RESOLVE))]

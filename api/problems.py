@@ -22,7 +22,7 @@ from identity.errors import (
     IdentifierNotFoundError,
     IdGraphError,
     InputLimitError,
-    InvalidIdentifierError,
+    InvalidFieldError,
     NotLinkedError,
     PolicyFileError,
     StoreIntegrityError,
@@ -38,8 +38,8 @@ PROBLEM_BASE = "urn:idgraph:problem:"
 STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AuthenticationError, 401, "Authentication required"),
     (ForbiddenError, 403, "Forbidden"),
-    (BatchValidationError, 422, "Invalid identifiers"),
-    (InvalidIdentifierError, 422, "Invalid identifier"),
+    (BatchValidationError, 422, "Invalid input"),
+    (InvalidFieldError, 422, "Invalid input"),
     (InputLimitError, 422, "Input limit exceeded"),
     (IdentifierNotFoundError, 404, "Identifier not found"),
     (NotLinkedError, 409, "Not linked"),
@@ -96,7 +96,7 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
         extensions["errors"] = [
             {"pointer": e.field, "detail": e.message, "reason": e.reason} for e in exc.errors
         ]
-    elif isinstance(exc, InvalidIdentifierError):
+    elif isinstance(exc, InvalidFieldError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message, "reason": exc.reason}]
     elif isinstance(exc, InputLimitError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message}]

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -29,11 +39,34 @@ class IdentifierIn(_Strict):
     value: Annotated[str, Field(min_length=1, max_length=4096, examples=["ann@shop.example.de"])]
 
 
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Text = Annotated[str, StringConstraints(max_length=4096)]
+# Strict types: "5" stays a string and 5 an integer; the policy decides what a key may hold.
+Scalar = StrictBool | StrictInt | StrictFloat | Text
+TraitValue = Scalar | Annotated[list[Text], Field(max_length=50)]
+
+
+class EventIn(_Strict):
+    """Something the person did. Its properties are typed by policies/categories.yaml."""
+
+    name: Annotated[Name, Field(examples=["purchase"])]
+    timestamp: AwareDatetime | None = Field(default=None, description="Default: the event time.")
+    properties: Annotated[dict[Name, Scalar], Field(max_length=50)] = Field(default_factory=dict)
+
+
 class IdentifyRequest(_Strict):
-    """Identifiers seen together in one event."""
+    """Identifiers seen together in one event, optionally with traits and events."""
 
     identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
     source: Source
+    traits: Annotated[dict[Name, TraitValue], Field(max_length=100)] | None = Field(
+        default=None,
+        description="Attributes of the person (keys from policies/categories.yaml), "
+        "anchored to the highest-priority identifier of the event; encrypted at rest.",
+        examples=[{"city": "Berlin", "age_band": "25-34", "visit_count": 3}],
+    )
+    events: Annotated[list[EventIn], Field(max_length=50)] = Field(default_factory=list)
     timestamp: AwareDatetime | None = Field(
         default=None,
         description="When the identifiers were seen (RFC 3339 with offset). Default: now.",
@@ -63,12 +96,21 @@ class RefusalOut(_Strict):
     detail: str
 
 
+class FactsOut(_Strict):
+    """What became of the traits and events of a request."""
+
+    stored: int = Field(description="Stored encrypted (redacted first where the policy says).")
+    quarantined: int = Field(description="Stored encrypted, invisible to reads until released.")
+    dropped: int = Field(description="Not stored: no identifier of the event could be linked.")
+
+
 class IdentifyResponse(_Strict):
     """What one event did. No person id: use /v1/resolve with the `resolve` scope."""
 
     outcome: str = Field(description="created | linked | merged | unchanged | refused")
     new_identifiers: int
     refused: list[RefusalOut]
+    facts: FactsOut
 
 
 class IngestResult(IdentifyResponse):

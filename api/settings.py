@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     neo4j_database: str = "neo4j"
 
     policy_dir: Path = Path("policies")
+    # Key-encryption keys of the vault (JSON, 0600). Default: <data dir>/kek.json.
+    kek_file: Path | None = None
+    # PII scanning of attribute and event values. Off only for benchmarks; production refuses off.
+    pii_scan: bool = True
     hash_key_file: Path | None = None
     # The key-file JSON document itself, for deployments that inject secrets via environment.
     hash_keys: SecretStr | None = None
@@ -69,6 +73,8 @@ class Settings(BaseSettings):
             and password.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
         ):
             raise ValueError("IDGRAPH_NEO4J_PASSWORD is a placeholder; set a real password")
+        if self.env is Environment.PRODUCTION and not self.pii_scan:
+            raise ValueError("IDGRAPH_PII_SCAN=false is refused in production")
         return self
 
     @property
@@ -80,6 +86,17 @@ class Settings(BaseSettings):
     def resolved_hash_key_file(self) -> Path:
         """Where the hash-key file is (default: in the data dir)."""
         return self.hash_key_file or self.data_dir / "hash-keys.json"
+
+    @property
+    def resolved_kek_file(self) -> Path:
+        """Where the vault's key-encryption keys are (default: in the data dir)."""
+        return self.kek_file or self.data_dir / "kek.json"
+
+    @property
+    def vault_keys_path(self) -> Path:
+        """The SQLite file of wrapped data keys: kept apart from the graph so that a copy of the
+        graph database never holds a key (crypto-shredding works against old backups)."""
+        return self.data_dir / "vault-keys.sqlite3"
 
     @property
     def control_db_path(self) -> Path:

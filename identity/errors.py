@@ -32,20 +32,33 @@ class ConfigurationError(IdGraphError):
     code = "configuration-invalid"
 
 
-class InvalidIdentifierError(IdGraphError):
-    """An identifier value does not normalize.
+class InvalidFieldError(IdGraphError):
+    """One input field is invalid. ``reason`` is a code; ``message`` never holds the value.
 
-    ``reason`` is a code; ``message`` never holds the value.
+    ``field`` is a JSON pointer (``#/traits/city``) once the caller has located the error.
     """
+
+    code = "invalid-field"
+
+    def __init__(self, reason: str, message: str, field: str = "") -> None:
+        self.reason = reason
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def at(self, field: str) -> InvalidFieldError:
+        """Return a copy of this error located at ``field`` (a JSON pointer)."""
+        return InvalidFieldError(self.reason, self.message, field)
+
+
+class InvalidIdentifierError(InvalidFieldError):
+    """An identifier value does not normalize."""
 
     code = "invalid-identifier"
 
     def __init__(self, identifier_type: str, reason: str, message: str, field: str = "") -> None:
         self.identifier_type = identifier_type
-        self.reason = reason
-        self.field = field
-        self.message = message
-        super().__init__(f"{field or identifier_type}: {message}")
+        super().__init__(reason, message, field)
 
     def at(self, field: str) -> InvalidIdentifierError:
         """Return a copy of this error located at ``field`` (a JSON pointer)."""
@@ -79,9 +92,9 @@ class BatchValidationError(IdGraphError):
 
     code = "invalid-batch"
 
-    def __init__(self, errors: list[InvalidIdentifierError]) -> None:
+    def __init__(self, errors: list[InvalidFieldError]) -> None:
         self.errors = errors
-        super().__init__(f"{len(errors)} invalid identifier(s); nothing was written")
+        super().__init__(f"{len(errors)} invalid field(s); nothing was written")
 
 
 class IdentifierNotFoundError(IdGraphError):

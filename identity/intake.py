@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from identity.errors import BatchValidationError, InvalidIdentifierError
+from identity.errors import BatchValidationError, InvalidFieldError, InvalidIdentifierError
 from identity.identifiers import NormalizedIdentifier
 from identity.model import IdentityEvent
 from identity.policy import IdentityPolicy
@@ -27,7 +27,7 @@ def normalize_all(
     its second item is reported at ``#/events/3/identifiers/1/value`` (or ``/type``).
     """
     normalized: list[NormalizedIdentifier] = []
-    errors: list[InvalidIdentifierError] = []
+    errors: list[InvalidFieldError] = []
     for index, (identifier_type, value) in enumerate(pairs):
         try:
             normalized.append(policy.normalize(identifier_type, value, region))

@@ -26,13 +26,76 @@ def new_node_id() -> str:
     return "n_" + secrets.token_hex(12)
 
 
+def new_fact_id() -> str:
+    """A random, opaque id for one stored fact."""
+    return "f_" + secrets.token_hex(12)
+
+
+class FactKind(StrEnum):
+    """What a fact is."""
+
+    ATTRIBUTE = "attribute"  # a trait of the person (city, age band): latest value wins
+    EVENT = "event"  # something the person did (purchase): append-only
+    RAW_IDENTIFIER = "raw_identifier"  # a normalized identifier kept for activation (vault only)
+
+
+class FactStatus(StrEnum):
+    """Whether reads may see a fact."""
+
+    ACTIVE = "active"
+    QUARANTINED = "quarantined"  # PII where the policy did not expect it; invisible to reads
+
+
+@dataclass(frozen=True, slots=True)
+class FactInput:
+    """A fact about to be stored: its plaintext payload is sealed before it reaches a store."""
+
+    kind: FactKind
+    name: str
+    category: str
+    at: datetime
+    payload: bytes = field(repr=False)
+    status: FactStatus = FactStatus.ACTIVE
+    pii: tuple[str, ...] = ()  # entity types the scanner found (redacted or quarantined)
+
+    @property
+    def seal_field(self) -> str:
+        """The field a ciphertext is bound to (with its anchor) so blobs cannot be swapped."""
+        return f"{self.kind.value}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A stored fact: anchored to one identifier node, its value sealed by the vault."""
+
+    fact_id: str
+    node_id: str
+    kind: FactKind
+    name: str
+    category: str
+    at: datetime
+    source: str
+    status: FactStatus
+    sealed: bytes = field(repr=False)
+    pii: tuple[str, ...] = ()
+
+    @property
+    def seal_field(self) -> str:
+        """The field the ciphertext is bound to."""
+        return f"{self.kind.value}:{self.name}"
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityEvent:
-    """Identifiers seen together, from one source at one time."""
+    """Identifiers seen together, from one source at one time, with facts about the person.
+
+    The facts are anchored to the event's highest-priority linked identifier.
+    """
 
     identifiers: tuple[NormalizedIdentifier, ...]
     source: str
     occurred_at: datetime
+    facts: tuple[FactInput, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +172,9 @@ class EventOutcome:
     merged_person_ids: tuple[str, ...]
     new_identifiers: int
     refusals: tuple[Refusal, ...]
+    facts_stored: int = 0
+    facts_quarantined: int = 0
+    facts_dropped: int = 0  # no identifier of the event could be linked, so nothing to anchor to
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +195,9 @@ class ChangeSet:
     persons_seen: Mapping[str, datetime] = field(default_factory=dict)
     links: tuple[Link, ...] = ()
     refusals: tuple[Refusal, ...] = ()
+    # Attributes replace the active attribute of the same name on the same node when at least as
+    # recent; raw identifiers replace the node's raw identifier; everything else is appended.
+    facts: tuple[Fact, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +217,7 @@ class StoreStats:
     identifiers: int
     links: int
     refusals: int
+    facts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

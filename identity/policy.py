@@ -40,6 +40,10 @@ class IdentifierTypePolicy(BaseModel):
     max_length: Annotated[int, Field(ge=1, le=4096)] = 256
     blocked_values: tuple[str, ...] = ()
     blocked_patterns: tuple[str, ...] = ()
+    # Keep the normalized value, encrypted in the vault, for activation (audience export,
+    # access requests) and for re-hashing after a key rotation. Off by default: a value that is
+    # not kept cannot leak.
+    keep_raw: bool = False
 
     @field_validator("blocked_patterns")
     @classmethod

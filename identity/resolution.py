@@ -18,17 +18,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 from datetime import UTC, datetime
 
 from identity import clusters
-from identity.errors import IdentifierNotFoundError, NotLinkedError
+from identity.errors import ConfigurationError, IdentifierNotFoundError, NotLinkedError
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
     ChangeSet,
     EventOutcome,
     Explanation,
+    Fact,
+    FactInput,
+    FactKind,
+    FactStatus,
     IdentifierNode,
     IdentityEvent,
     Link,
@@ -37,6 +42,7 @@ from identity.model import (
     Refusal,
     RefusalReason,
     UnlinkResult,
+    new_fact_id,
     new_node_id,
     new_person_id,
 )
@@ -44,6 +50,27 @@ from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
 
 _Key = tuple[str, bytes]  # (type, digest under the primary key): one identifier within a batch
+
+
+class FactSealer(Protocol):
+    """Encrypts fact payloads bound to their anchor and field (the vault implements this)."""
+
+    def encrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+        """Seal each ``(owner, field, plaintext)``; the owner is the anchor node id."""
+        ...
+
+    def decrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+        """Open each ``(owner, field, blob)`` sealed by :meth:`encrypt_many`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RehashPage:
+    """One page of a bulk re-hash: how many nodes moved to the primary key, and the cursor."""
+
+    rehashed: int
+    without_raw_value: int
+    last_node_id: str | None  # None when there is nothing after this page
 
 
 def _utcnow() -> datetime:
@@ -60,6 +87,7 @@ class _Prepared:
     primary: HashedIdentifier
     candidates: tuple[HashedIdentifier, ...]
     blocked: str | None
+    raw: str | None = field(default=None, repr=False)  # normalized value, only if kept
 
 
 @dataclass(slots=True)
@@ -80,6 +108,8 @@ class _BatchState:
     new_node_rows: dict[str, tuple[HashedIdentifier, datetime, datetime]] = field(
         default_factory=dict
     )
+    # (anchor node id, fact, source) to seal and store at the end of the batch
+    facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
 
     def find(self, person: str) -> str:
         root = person
@@ -119,6 +149,7 @@ class ResolutionEngine:
         clock: Callable[[], datetime] = _utcnow,
         person_ids: Callable[[], str] = new_person_id,
         node_ids: Callable[[], str] = new_node_id,
+        sealer: FactSealer | None = None,
     ) -> None:
         self._store = store
         self._keyring = keyring
@@ -126,6 +157,7 @@ class ResolutionEngine:
         self._clock = clock
         self._person_ids = person_ids
         self._node_ids = node_ids
+        self._sealer = sealer
 
     @property
     def policy(self) -> IdentityPolicy:
@@ -143,6 +175,8 @@ class ResolutionEngine:
         """Resolve ``events`` in order, in one transaction. Returns one outcome per event."""
         if not events:
             return []
+        if self._sealer is None and any(event.facts for event in events):
+            raise ConfigurationError("facts need a sealer (the vault); none is configured")
         prepared = [self._prepare(event) for event in events]
         return self._store.write(lambda tx: self._resolve_batch(tx, events, prepared))
 
@@ -165,6 +199,7 @@ class ResolutionEngine:
                     primary=primary,
                     candidates=candidates,
                     blocked=self._policy.blocked_reason(identifier),
+                    raw=identifier.value if rules.keep_raw else None,
                 )
             )
         # Highest priority first; the order in the event breaks ties, so results are repeatable.
@@ -186,14 +221,7 @@ class ResolutionEngine:
         changes, final = self._changes(state, outcomes)
         tx.apply(changes)
         return [
-            EventOutcome(
-                outcome=o.outcome,
-                person_id=state.find(o.person_id) if o.person_id else None,
-                merged_person_ids=o.merged_person_ids,
-                new_identifiers=o.new_identifiers,
-                refusals=o.refusals,
-            )
-            for o in final
+            replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final
         ]
 
     def _load(
@@ -236,7 +264,14 @@ class ResolutionEngine:
     ) -> EventOutcome:
         selection = self._select(event, items, state)
         if not selection.accepted:
-            return EventOutcome(Outcome.REFUSED, None, (), 0, tuple(selection.refusals))
+            return EventOutcome(
+                Outcome.REFUSED,
+                None,
+                (),
+                0,
+                tuple(selection.refusals),
+                facts_dropped=len(event.facts),
+            )
         return self._join(event, selection, state)
 
     def _select(
@@ -315,6 +350,11 @@ class ResolutionEngine:
                 state.new_nodes[key] = node_id
                 state.node_person[node_id] = survivor
                 state.new_node_rows[node_id] = (p.primary, at, at)
+                if p.raw is not None:
+                    raw = FactInput(
+                        FactKind.RAW_IDENTIFIER, p.identifier_type, "identifier", at, p.raw.encode()
+                    )
+                    state.facts.append((node_id, raw, event.source))
             else:
                 node_id = existing
                 if node_id in state.new_node_rows:
@@ -326,7 +366,20 @@ class ResolutionEngine:
             accepted_nodes.append(node_id)
 
         self._link_star(accepted_nodes, event.source, at, state)
-        return EventOutcome(outcome, survivor, absorbed, new_count, tuple(selection.refusals))
+        # Facts are anchored to the highest-priority linked identifier of the event, so a later
+        # split keeps them with the part that holds that identifier.
+        hub = accepted_nodes[0]
+        state.facts.extend((hub, fact, event.source) for fact in event.facts)
+        quarantined = sum(1 for f in event.facts if f.status is FactStatus.QUARANTINED)
+        return EventOutcome(
+            outcome,
+            survivor,
+            absorbed,
+            new_count,
+            tuple(selection.refusals),
+            facts_stored=len(event.facts) - quarantined,
+            facts_quarantined=quarantined,
+        )
 
     @staticmethod
     def _link_star(nodes: list[str], source: str, at: datetime, state: _BatchState) -> None:
@@ -370,6 +423,7 @@ class ResolutionEngine:
             persons_seen[root] = max(seen, persons_seen.get(root, seen))
         refusals = tuple(r for o in outcomes for r in o.refusals)
         changes = ChangeSet(
+            facts=self._seal(state.facts),
             new_persons=new_persons,
             new_nodes=new_nodes,
             rehashed=state.rehashed,
@@ -385,6 +439,30 @@ class ResolutionEngine:
         )
         return changes, outcomes
 
+    def _seal(self, pending: list[tuple[str, FactInput, str]]) -> tuple[Fact, ...]:
+        if not pending:
+            return ()
+        if self._sealer is None:  # raw identifiers of keep_raw types need the vault too
+            raise ConfigurationError("kept raw identifiers need a sealer (the vault)")
+        sealed = self._sealer.encrypt_many(
+            [(node_id, fact.seal_field, fact.payload) for node_id, fact, _ in pending]
+        )
+        return tuple(
+            Fact(
+                new_fact_id(),
+                node_id,
+                fact.kind,
+                fact.name,
+                fact.category,
+                fact.at,
+                source,
+                fact.status,
+                blob,
+                fact.pii,
+            )
+            for (node_id, fact, source), blob in zip(pending, sealed, strict=True)
+        )
+
     # -- reads and admin operations -------------------------------------------------------------
 
     def _find(
@@ -393,6 +471,38 @@ class ResolutionEngine:
         candidates = self._keyring.candidates(identifier)
         found = {node.hashed: node for node in tx.find_identifiers(candidates)}
         return next((found[c] for c in candidates if c in found), None)
+
+    def rehash_page(self, after_node_id: str, limit: int = 1000) -> RehashPage:
+        """Re-hash up to ``limit`` identifiers still under an older key, in one transaction.
+
+        Only identifiers whose normalized value is kept in the vault (``keep_raw``) can be
+        re-hashed without seeing them again; the others stay findable under their old key and are
+        re-hashed lazily when next seen. Safe to interrupt: each page commits on its own, and a
+        re-run skips what is already under the primary key.
+        """
+        if self._sealer is None:
+            raise ConfigurationError("re-hashing needs the vault to read kept raw identifiers")
+        sealer = self._sealer
+        primary = self._keyring.primary_key_id
+
+        def run(tx: GraphTransaction) -> RehashPage:
+            nodes = tx.identifiers_page(primary, after_node_id, limit)
+            if not nodes:
+                return RehashPage(0, 0, None)
+            raws = tx.node_facts([n.node_id for n in nodes], FactKind.RAW_IDENTIFIER)
+            opened = sealer.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in raws])
+            values = {f.node_id: v.decode() for f, v in zip(raws, opened, strict=True)}
+            rehashed = {
+                n.node_id: self._keyring.hash(
+                    NormalizedIdentifier(n.hashed.type, values[n.node_id])
+                )
+                for n in nodes
+                if n.node_id in values
+            }
+            tx.apply(ChangeSet(rehashed=rehashed))
+            return RehashPage(len(rehashed), len(nodes) - len(rehashed), nodes[-1].node_id)
+
+        return self._store.write(run)
 
     def _find_pair(
         self, tx: GraphTransaction, a: NormalizedIdentifier, b: NormalizedIdentifier

@@ -24,6 +24,8 @@ from identity.model import IdentityEvent
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
+from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
+from privacy.vault import SqliteVaultKeyStore, Vault
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_DIR = REPO / "policies"
@@ -51,9 +53,20 @@ def store(tmp_path: Path) -> Iterator[SqliteGraphStore]:
 
 
 @pytest.fixture
-def engine(store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy) -> ResolutionEngine:
-    """A resolution engine on the temp store."""
-    return ResolutionEngine(store, keyring, policy)
+def vault(tmp_path: Path) -> Iterator[Vault]:
+    """The real vault: a generated KEK file and a key store in the temp dir."""
+    create_kek_file(tmp_path / "kek.json", origin="generated")
+    keys = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    yield Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json"))
+    keys.close()
+
+
+@pytest.fixture
+def engine(
+    store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy, vault: Vault
+) -> ResolutionEngine:
+    """A resolution engine on the temp store, sealing facts with the real vault."""
+    return ResolutionEngine(store, keyring, policy, sealer=vault)
 
 
 class Ids:

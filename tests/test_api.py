@@ -32,7 +32,12 @@ def _assert_problem(response: Any, status: int) -> dict[str, Any]:
 def test_identify_then_resolve_returns_the_same_person(api: Api) -> None:
     response = _identify(api, ANN)
     assert response.status_code == 200
-    assert response.json() == {"outcome": "created", "new_identifiers": 2, "refused": []}
+    assert response.json() == {
+        "outcome": "created",
+        "new_identifiers": 2,
+        "refused": [],
+        "facts": {"stored": 0, "quarantined": 0, "dropped": 0},
+    }
     assert "person_id" not in response.json()  # ingest keys do not learn person ids
     by_email = api.client.post(
         "/v1/resolve",

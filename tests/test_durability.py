@@ -11,23 +11,24 @@ from identity.hashing import Keyring
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
+from privacy.vault import Vault
 
 from .conftest import REPO, Ids
 
 
 def test_data_is_there_after_reopening_the_store(
-    tmp_path: Path, keyring: Keyring, policy: IdentityPolicy, ids: Ids
+    tmp_path: Path, keyring: Keyring, policy: IdentityPolicy, ids: Ids, vault: Vault
 ) -> None:
     path = tmp_path / "graph.sqlite3"
     store = SqliteGraphStore(path)
-    (outcome,) = ResolutionEngine(store, keyring, policy).ingest(
+    (outcome,) = ResolutionEngine(store, keyring, policy, sealer=vault).ingest(
         [ids.event(("email", "ann@shop.de"), ("phone", "+442079460958"))]
     )
     store.close()
 
     reopened = SqliteGraphStore(path)
     try:
-        engine = ResolutionEngine(reopened, keyring, policy)
+        engine = ResolutionEngine(reopened, keyring, policy, sealer=vault)
         assert engine.resolve(ids("phone", "+442079460958")) == outcome.person_id
         assert reopened.stats().identifiers == 2
     finally:
@@ -78,11 +79,13 @@ def test_committed_batch_survives_a_killed_process(tmp_path: Path) -> None:
 
 
 def test_store_files_are_private_to_the_owner(
-    tmp_path: Path, keyring: Keyring, policy: IdentityPolicy, ids: Ids
+    tmp_path: Path, keyring: Keyring, policy: IdentityPolicy, ids: Ids, vault: Vault
 ) -> None:
     store = SqliteGraphStore(tmp_path / "graph.sqlite3")
     try:
-        ResolutionEngine(store, keyring, policy).ingest([ids.event(("email", "ann@shop.de"))])
+        ResolutionEngine(store, keyring, policy, sealer=vault).ingest(
+            [ids.event(("email", "ann@shop.de"))]
+        )
         for name in ("graph.sqlite3", "graph.sqlite3-wal"):
             assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     finally:

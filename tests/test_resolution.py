@@ -10,6 +10,7 @@ from identity.model import Outcome, RefusalReason
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
+from privacy.vault import Vault
 
 from .conftest import T0, Ids
 
@@ -27,9 +28,9 @@ def test_identifiers_seen_together_resolve_to_one_new_person(
 def test_person_ids_are_random_not_derived_from_identifiers(
     tmp_path: object, store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy, ids: Ids
 ) -> None:
-    first = ResolutionEngine(store, keyring, policy).ingest([ids.event(("email", "ann@shop.de"))])
+    first = ResolutionEngine(store, keyring, policy).ingest([ids.event(("cookie_id", "c1"))])
     store.write(lambda tx: tx._conn.execute("DELETE FROM identifiers"))
-    second = ResolutionEngine(store, keyring, policy).ingest([ids.event(("email", "ann@shop.de"))])
+    second = ResolutionEngine(store, keyring, policy).ingest([ids.event(("cookie_id", "c1"))])
     assert first[0].person_id != second[0].person_id
 
 
@@ -191,14 +192,14 @@ def test_duplicate_identifier_within_an_event_counts_once(
 
 
 def test_identifiers_hashed_under_an_old_key_are_found_and_rehashed(
-    store: SqliteGraphStore, policy: IdentityPolicy, ids: Ids
+    store: SqliteGraphStore, policy: IdentityPolicy, ids: Ids, vault: Vault
 ) -> None:
     old = HashKey("k-old", secrets.token_bytes(32))
     new = HashKey("k-new", secrets.token_bytes(32))
-    before = ResolutionEngine(store, Keyring([old], "k-old"), policy)
+    before = ResolutionEngine(store, Keyring([old], "k-old"), policy, sealer=vault)
     (created,) = before.ingest([ids.event(("email", "ann@shop.de"))])
 
-    rotated = ResolutionEngine(store, Keyring([old, new], "k-new"), policy)
+    rotated = ResolutionEngine(store, Keyring([old, new], "k-new"), policy, sealer=vault)
     assert rotated.resolve(ids("email", "ann@shop.de")) == created.person_id  # lookup across keys
     (seen,) = rotated.ingest([ids.event(("email", "ann@shop.de"), ("phone", "+442079460958"))])
     assert seen.person_id == created.person_id
@@ -206,7 +207,7 @@ def test_identifiers_hashed_under_an_old_key_are_found_and_rehashed(
     assert {n.hashed.key_id for n in nodes} == {"k-new"}  # re-hashed lazily on sight
     assert store.stats().identifiers == 2
     assert (
-        ResolutionEngine(store, Keyring([new], "k-new"), policy).resolve(
+        ResolutionEngine(store, Keyring([new], "k-new"), policy, sealer=vault).resolve(
             ids("email", "ann@shop.de")
         )
         == created.person_id

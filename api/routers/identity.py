@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import AppSettings, Engine, IngestKey, ResolveKey
+from api.deps import AppSettings, Engine, Facts, IngestKey, ResolveKey
 from api.problems import PROBLEM_JSON
 from api.schemas import (
+    FactsOut,
     IdentifyRequest,
     IdentifyResponse,
     IngestRequest,
@@ -21,10 +22,16 @@ from api.schemas import (
     ResolveResponse,
 )
 from api.settings import Settings
-from identity.errors import BatchValidationError, IdentifierNotFoundError, InputLimitError
-from identity.intake import build_event, normalize_all
-from identity.model import EventOutcome, IdentityEvent
+from identity.errors import (
+    BatchValidationError,
+    IdentifierNotFoundError,
+    InputLimitError,
+    InvalidFieldError,
+)
+from identity.intake import normalize_all
+from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import ResolutionEngine
+from privacy.facts import EventInput, FactIntake
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
@@ -41,22 +48,67 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _event(
-    request: IdentifyRequest, engine: ResolutionEngine, settings: Settings, pointer: str
+def build_identity_event(
+    request: IdentifyRequest,
+    engine: ResolutionEngine,
+    facts: FactIntake,
+    region: str | None,
+    max_identifiers: int,
+    pointer: str = "#",
 ) -> IdentityEvent:
-    if len(request.identifiers) > settings.max_identifiers_per_event:
+    """Validate, normalize and PII-scan one request; every problem in one BatchValidationError.
+
+    Shared by the API and the bulk file ingest so both accept exactly the same input.
+    """
+    if len(request.identifiers) > max_identifiers:
         raise InputLimitError(
             f"{pointer}/identifiers",
-            f"at most {settings.max_identifiers_per_event} identifiers per event "
-            "(IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
+            f"at most {max_identifiers} identifiers per event (IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
         )
-    return build_event(
-        ((i.type, i.value) for i in request.identifiers),
-        request.source,
-        request.timestamp or datetime.now(UTC),
-        engine.policy,
-        settings.default_region,
-        pointer=f"{pointer}/identifiers",
+    at = request.timestamp or datetime.now(UTC)
+    errors: list[InvalidFieldError] = []
+    identifiers = ()
+    fact_inputs: tuple[FactInput, ...] = ()
+    try:
+        identifiers = normalize_all(
+            ((i.type, i.value) for i in request.identifiers),
+            engine.policy,
+            region,
+            f"{pointer}/identifiers",
+        )
+    except BatchValidationError as exc:
+        errors.extend(exc.errors)
+    try:
+        fact_inputs = facts.prepare(
+            request.traits,
+            [EventInput(e.name, e.timestamp or at, e.properties) for e in request.events],
+            at,
+            pointer,
+        )
+    except BatchValidationError as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise BatchValidationError(errors)
+    return IdentityEvent(identifiers, request.source, at, fact_inputs)
+
+
+def _event(
+    request: IdentifyRequest,
+    engine: ResolutionEngine,
+    facts: FactIntake,
+    settings: Settings,
+    pointer: str,
+) -> IdentityEvent:
+    return build_identity_event(
+        request, engine, facts, settings.default_region, settings.max_identifiers_per_event, pointer
+    )
+
+
+def _facts(outcome: EventOutcome) -> FactsOut:
+    return FactsOut(
+        stored=outcome.facts_stored,
+        quarantined=outcome.facts_quarantined,
+        dropped=outcome.facts_dropped,
     )
 
 
@@ -74,21 +126,22 @@ def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
 
 @router.post("/identify", response_model=IdentifyResponse, responses=PROBLEMS)
 def identify(
-    body: IdentifyRequest, engine: Engine, settings: AppSettings, _: IngestKey
+    body: IdentifyRequest, engine: Engine, facts: Facts, settings: AppSettings, _: IngestKey
 ) -> IdentifyResponse:
-    """Link identifiers seen together in one event (scope `ingest`)."""
-    event = _event(body, engine, settings, "#")
+    """Link identifiers seen together in one event, with traits and events (scope `ingest`)."""
+    event = _event(body, engine, facts, settings, "#")
     (outcome,) = engine.ingest([event])
     return IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
         refused=_refusals(outcome, "#"),
+        facts=_facts(outcome),
     )
 
 
 @router.post("/ingest", response_model=IngestResponse, responses=PROBLEMS)
 def ingest(
-    body: IngestRequest, engine: Engine, settings: AppSettings, _: IngestKey
+    body: IngestRequest, engine: Engine, facts: Facts, settings: AppSettings, _: IngestKey
 ) -> IngestResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
 
@@ -104,7 +157,7 @@ def ingest(
     errors = []
     for index, item in enumerate(body.events):
         try:
-            events.append(_event(item, engine, settings, f"#/events/{index}"))
+            events.append(_event(item, engine, facts, settings, f"#/events/{index}"))
         except BatchValidationError as exc:
             errors.extend(exc.errors)
     if errors:
@@ -116,6 +169,7 @@ def ingest(
             outcome=o.outcome.value,
             new_identifiers=o.new_identifiers,
             refused=_refusals(o, f"#/events/{index}"),
+            facts=_facts(o),
         )
         for index, o in enumerate(outcomes)
     ]

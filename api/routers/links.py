@@ -8,7 +8,7 @@ from api.deps import AdminKey, AppSettings, Engine
 from api.routers.identity import PROBLEMS
 from api.schemas import ExplainResponse, HopOut, PairRequest, UnlinkResponse
 from api.settings import Settings
-from identity.errors import BatchValidationError, InvalidIdentifierError
+from identity.errors import BatchValidationError, InvalidFieldError
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.resolution import ResolutionEngine
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/links", tags=["links"])
 def _pair(
     body: PairRequest, engine: ResolutionEngine, settings: Settings
 ) -> tuple[NormalizedIdentifier, NormalizedIdentifier]:
-    errors: list[InvalidIdentifierError] = []
+    errors: list[InvalidFieldError] = []
     found: list[NormalizedIdentifier] = []
     for name, item in (("a", body.a), ("b", body.b)):
         try:

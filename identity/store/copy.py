@@ -9,9 +9,11 @@ WAL that is a consistent snapshot even if the service keeps writing, and the cop
 write lock on the live file.
 
 Order and atomicity: persons are copied in ``person_id`` order, ``batch_size`` persons per target
-transaction, each with all its identifier nodes and links (both ends of a link belong to one
-person, so a batch is self-contained); then refusals, in insertion order. A batch is written
-whole or not at all.
+transaction, each with all its identifier nodes, links and facts (both ends of a link belong to
+one person, and a fact hangs off one of the person's nodes, so a batch is self-contained); then
+refusals, in insertion order. A batch is written whole or not at all. Facts are copied with every
+status, their ids and their sealed values as they are: ciphertext is bound to the fact's node id
+and field, which the copy keeps, so the vault opens it in the target without re-sealing.
 
 Resuming: when the target's transaction can keep a ``(:Meta)`` entry (:class:`CursorTransaction`;
 the Neo4j store can), the position reached is written *in the same transaction* as the batch, so
@@ -36,6 +38,9 @@ from identity.errors import IdGraphError, StoreIntegrityError, StoreUnavailableE
 from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
+    Fact,
+    FactKind,
+    FactStatus,
     IdentifierNode,
     Link,
     PersonRecord,
@@ -89,6 +94,7 @@ class CopyReport:
     refusals: int
     resumed: bool
     batches: int
+    facts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,14 @@ class _SqliteSource:
                 f"{path} has schema version {version}; this idgraph copies version "
                 f"{SQLITE_SCHEMA_VERSION}"
             )
+        # A file last opened by an idgraph from before facts has no facts table (the store
+        # creates it on open, but the copy opens the source read-only): it has no facts.
+        self.has_facts = (
+            self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'facts'"
+            ).fetchone()
+            is not None
+        )
 
     def close(self) -> None:
         self._conn.close()
@@ -199,6 +213,33 @@ class _SqliteSource:
             )
             links.extend(Link(a, b, src, _dt(first), _dt(last)) for a, b, src, first, last in rows)
         return links
+
+    def facts_of(self, node_ids: Sequence[str]) -> list[Fact]:
+        if not self.has_facts:
+            return []
+        facts: list[Fact] = []
+        for chunk in _chunks(node_ids):
+            rows = self._conn.execute(
+                "SELECT fact_id, node_id, kind, name, category, at, source, status, sealed, pii "  # noqa: S608 - placeholders only
+                f"FROM facts WHERE node_id IN ({_marks(len(chunk))}) ORDER BY fact_id",
+                chunk,
+            )
+            facts.extend(
+                Fact(
+                    fact_id,
+                    node_id,
+                    FactKind(kind),
+                    name,
+                    category,
+                    _dt(at),
+                    source,
+                    FactStatus(status),
+                    bytes(sealed),
+                    tuple(p for p in pii.split(",") if p),
+                )
+                for fact_id, node_id, kind, name, category, at, source, status, sealed, pii in rows
+            )
+        return facts
 
     def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
         rows = self._conn.execute(
@@ -257,7 +298,14 @@ class _Copy:
         self.refusals_done = reader.count(
             "refusals", "WHERE refusal_id <= ?", (cursor.after_refusal,)
         )
-        self.copied = {"persons": 0, "identifiers": 0, "links": 0, "refusals": 0, "batches": 0}
+        self.copied = {
+            "persons": 0,
+            "identifiers": 0,
+            "links": 0,
+            "facts": 0,
+            "refusals": 0,
+            "batches": 0,
+        }
 
     def run(self) -> CopyReport:
         self._report()
@@ -267,7 +315,13 @@ class _Copy:
             self._report()
         c = self.copied
         return CopyReport(
-            c["persons"], c["identifiers"], c["links"], c["refusals"], self.resumed, c["batches"]
+            c["persons"],
+            c["identifiers"],
+            c["links"],
+            c["refusals"],
+            self.resumed,
+            c["batches"],
+            c["facts"],
         )
 
     def _report(self) -> None:
@@ -299,16 +353,26 @@ class _Copy:
             return False
         nodes = self.reader.nodes_of([p.person_id for p in persons])
         links = self.reader.links_from([n.node_id for n in nodes])
+        # Selected by node, so every fact of the batch has its anchor in the batch. The source
+        # holds at most one active attribute per (node, name) and one raw identifier per node,
+        # so the target's upserts insert each fact as it is (same id, value and status).
+        facts = self.reader.facts_of([n.node_id for n in nodes])
         node_ids = {n.node_id for n in nodes}
         if any(link.b not in node_ids for link in links):
             # The stores keep both ends of a link in one person; a batch relies on that.
             raise StoreIntegrityError("the source has a link between two persons")
-        changes = ChangeSet(new_persons=tuple(persons), new_nodes=tuple(nodes), links=tuple(links))
+        changes = ChangeSet(
+            new_persons=tuple(persons),
+            new_nodes=tuple(nodes),
+            links=tuple(links),
+            facts=tuple(facts),
+        )
         self._commit(changes, _Cursor(persons[-1].person_id, self.cursor.after_refusal))
         self.persons_done += len(persons)
         self.copied["persons"] += len(persons)
         self.copied["identifiers"] += len(nodes)
         self.copied["links"] += len(links)
+        self.copied["facts"] += len(facts)
         return True
 
     def _copy_refusals(self) -> None:
@@ -336,7 +400,7 @@ def copy_graph(
 ) -> CopyReport:
     """Copy the SQLite graph at ``source`` into ``target``; resume a copy cut short.
 
-    ``batch_size`` persons (with their identifiers and links), or refusals, go in one target
+    ``batch_size`` persons (with their identifiers, links and facts), or refusals, go in one target
     transaction; ``progress`` is called at the start and after every batch. Raises
     :class:`CopyTargetNotEmptyError` if ``target`` holds data that is not an unfinished copy of
     ``source``. Constraint violations in the target surface as the target's own errors

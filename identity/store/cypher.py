@@ -18,6 +18,10 @@ The graph model::
       -[:LINKED {source, first_at, last_at}]->      one per source, from a to b with a < b
     (:Identifier)
 
+    (:Identifier)
+      -[:HAS_FACT]->
+    (:Fact {fact_id, kind, name, category, at, source, status, sealed, pii})
+
     (:Refusal {at, source, type, key_id, digest, reason, detail})
     (:Meta {key, value})                            schema version, copy cursors
 
@@ -28,6 +32,15 @@ a byte array: Neo4j stores ``byte[]`` as an array property, and array properties
 supported by RANGE indexes or by property-uniqueness constraints' equality seeks the way
 strings are; a string keeps the uniqueness constraint on ``(type, key_id, digest)`` and the
 index on ``digest`` usable for the equality lookups every ingest does.
+
+Facts hang off the identifier node they are anchored to (the SQLite ``facts.node_id``), so they
+follow that node through merges and splits with no statement of their own. ``sealed`` is vault
+ciphertext, stored as a byte array (``byte[]``): it is never looked up or compared by value, so
+the index argument for hex strings does not apply, and raw bytes are what the vault produced
+(no encoding step, a quarter smaller than base64, and nothing that reads like text in Browser).
+``pii`` is a list of strings (the entity types the scanner found). The partial unique indexes
+SQLite has (one active attribute per node and name, one raw identifier per node) cannot be
+expressed as Neo4j constraints; the upserts ``MERGE`` on the anchored pattern instead.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ class Label(StrEnum):
     IDENTIFIER = "Identifier"
     REFUSAL = "Refusal"
     META = "Meta"
+    FACT = "Fact"
 
 
 class Rel(StrEnum):
@@ -55,6 +69,7 @@ class Rel(StrEnum):
 
     HAS_IDENTIFIER = "HAS_IDENTIFIER"
     LINKED = "LINKED"
+    HAS_FACT = "HAS_FACT"
 
 
 NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
@@ -63,12 +78,28 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
         Label.IDENTIFIER: ("node_id", "type", "key_id", "digest", "first_seen", "last_seen"),
         Label.REFUSAL: ("at", "source", "type", "key_id", "digest", "reason", "detail"),
         Label.META: ("key", "value"),
+        Label.FACT: (
+            "fact_id",
+            "kind",
+            "name",
+            "category",
+            "at",
+            "source",
+            "status",
+            "sealed",
+            "pii",
+        ),
     }
 )
 RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType(
-    {Rel.HAS_IDENTIFIER: (), Rel.LINKED: ("source", "first_at", "last_at")}
+    {
+        Rel.HAS_IDENTIFIER: (),
+        Rel.LINKED: ("source", "first_at", "last_at"),
+        Rel.HAS_FACT: (),
+    }
 )
 # Keys of the maps inside ``$rows``/``$candidates`` that are not also stored property names.
+# (Fact rows carry ``node_id``, the anchor; it is the Identifier property of that name.)
 ROW_KEYS: Final[tuple[str, ...]] = ("a", "b", "absorbed", "survivor")
 
 # Every parameter any statement takes, with what it holds. The lint's DbSchema is built from
@@ -84,6 +115,15 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "key": "a Meta key (schema_version, copy_cursor:<source>)",
         "value": "a Meta value (string)",
         "batch_size": "rows per inner transaction of a CALL ... IN TRANSACTIONS delete",
+        "node_ids": "list of opaque identifier node ids",
+        "fact_ids": "list of opaque fact ids",
+        "kind": "one fact kind (attribute, event, raw_identifier)",
+        "kinds": "list of fact kinds",
+        "status": "one fact status (active, quarantined)",
+        "after_fact_id": "page cursor: only facts whose id sorts after it ('' for the first page)",
+        "after_node_id": "page cursor: only nodes whose id sorts after it ('' for the first page)",
+        "exclude_key_id": "a hash key id: nodes hashed under it are left out",
+        "limit": "the most rows a page returns",
     }
 )
 
@@ -122,6 +162,18 @@ CREATE CONSTRAINT meta_key_unique IF NOT EXISTS
 FOR (m:Meta) REQUIRE m.key IS UNIQUE
 """
 
+CREATE_FACT_ID_CONSTRAINT: Final = """
+CREATE CONSTRAINT fact_id_unique IF NOT EXISTS
+FOR (f:Fact) REQUIRE f.fact_id IS UNIQUE
+"""
+
+# The quarantine listing filters by status (SQLite's facts_by_status); reads of one person's or
+# node's facts start from the anchor node instead and need no index.
+CREATE_FACT_STATUS_INDEX: Final = """
+CREATE INDEX fact_status IF NOT EXISTS
+FOR (f:Fact) ON (f.status)
+"""
+
 SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_PERSON_ID_CONSTRAINT,
     CREATE_IDENTIFIER_NODE_ID_CONSTRAINT,
@@ -129,6 +181,8 @@ SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_IDENTIFIER_DIGEST_INDEX,
     CREATE_REFUSAL_DIGEST_INDEX,
     CREATE_META_KEY_CONSTRAINT,
+    CREATE_FACT_ID_CONSTRAINT,
+    CREATE_FACT_STATUS_INDEX,
 )
 
 # -- meta -----------------------------------------------------------------------------------------
@@ -202,7 +256,63 @@ COUNT_ALL: Final = """
 RETURN COUNT { MATCH (:Person) } AS persons,
        COUNT { MATCH (:Identifier) } AS identifiers,
        COUNT { MATCH ()-[:LINKED]->() } AS links,
-       COUNT { MATCH (:Refusal) } AS refusals
+       COUNT { MATCH (:Refusal) } AS refusals,
+       COUNT { MATCH (:Fact) } AS facts
+"""
+
+# Facts of some kinds and one status on any node of the person, oldest first (ties by id).
+PERSON_FACTS: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)
+      -[:HAS_FACT]->(f:Fact)
+WHERE f.status = $status AND f.kind IN $kinds
+RETURN f.fact_id AS fact_id, i.node_id AS node_id, f.kind AS kind, f.name AS name,
+       f.category AS category, f.at AS at, f.source AS source, f.status AS status,
+       f.sealed AS sealed, coalesce(f.pii, []) AS pii
+ORDER BY at, fact_id
+"""
+
+# Facts of one kind and one status (the adapter passes active) on some nodes, by id.
+NODE_FACTS: Final = """
+UNWIND $node_ids AS nid
+MATCH (i:Identifier {node_id: nid})-[:HAS_FACT]->(f:Fact)
+WHERE f.kind = $kind AND f.status = $status
+RETURN f.fact_id AS fact_id, i.node_id AS node_id, f.kind AS kind, f.name AS name,
+       f.category AS category, f.at AS at, f.source AS source, f.status AS status,
+       f.sealed AS sealed, coalesce(f.pii, []) AS pii
+ORDER BY fact_id
+"""
+
+# One page of the facts with a status, by id after a cursor (the quarantine listing).
+FACTS_PAGE: Final = """
+MATCH (i:Identifier)-[:HAS_FACT]->(f:Fact)
+WHERE f.status = $status AND f.fact_id > $after_fact_id
+RETURN f.fact_id AS fact_id, i.node_id AS node_id, f.kind AS kind, f.name AS name,
+       f.category AS category, f.at AS at, f.source AS source, f.status AS status,
+       f.sealed AS sealed, coalesce(f.pii, []) AS pii
+ORDER BY fact_id
+LIMIT $limit
+"""
+
+# One page of the nodes not hashed under a key (the re-hash sweep after a key rotation).
+IDENTIFIERS_PAGE: Final = """
+MATCH (p:Person)-[:HAS_IDENTIFIER]->(i:Identifier)
+WHERE i.key_id <> $exclude_key_id AND i.node_id > $after_node_id
+RETURN i.node_id AS node_id, i.type AS type, i.key_id AS key_id, i.digest AS digest,
+       p.person_id AS person_id, i.first_seen AS first_seen, i.last_seen AS last_seen
+ORDER BY node_id
+LIMIT $limit
+"""
+
+# How many of the node's active attributes of one name there are beyond one: releasing a
+# quarantined attribute next to a current one would break "one current value per attribute",
+# which SQLite's partial unique index refuses (the adapter raises StoreIntegrityError).
+ATTRIBUTE_CLASHES: Final = """
+UNWIND $fact_ids AS fid
+MATCH (i:Identifier)-[:HAS_FACT]->(f:Fact {fact_id: fid})
+WHERE f.kind = $kind AND f.status = $status
+MATCH (i)-[:HAS_FACT]->(g:Fact {kind: $kind, status: $status, name: f.name})
+WHERE g.fact_id <> f.fact_id
+RETURN count(g) AS clashes
 """
 
 # -- writes (each applied in batches of at most batch_size rows) ---------------------------------
@@ -289,6 +399,64 @@ ON MATCH SET l.first_at = CASE WHEN row.first_at < l.first_at THEN row.first_at
 RETURN count(*) AS linked
 """
 
+# Facts are written after new nodes, merges and reassignments (apply order). They need no move
+# on a merge or split: they hang off their Identifier node, which is what moves. Every row must
+# find its anchor node; ``written`` counts the rows that did (the adapter compares).
+#
+# The current value of an attribute: one active ATTRIBUTE per (node, name). A newer or equally
+# recent row replaces its value (the fact keeps its id); an older one is ignored. The condition
+# ``row.at >= f.at`` holds before and after the SET, so the order of the SET items is immaterial.
+# MERGE matches or creates per row, seeing earlier rows of the same statement.
+UPSERT_ATTRIBUTE_FACTS: Final = """
+UNWIND $rows AS row
+MATCH (i:Identifier {node_id: row.node_id})
+MERGE (i)-[:HAS_FACT]->(f:Fact {kind: row.kind, status: row.status, name: row.name})
+ON CREATE SET f.fact_id = row.fact_id, f.category = row.category, f.at = row.at,
+              f.source = row.source, f.sealed = row.sealed, f.pii = row.pii
+ON MATCH SET f.category = CASE WHEN row.at >= f.at THEN row.category ELSE f.category END,
+             f.source = CASE WHEN row.at >= f.at THEN row.source ELSE f.source END,
+             f.sealed = CASE WHEN row.at >= f.at THEN row.sealed ELSE f.sealed END,
+             f.pii = CASE WHEN row.at >= f.at THEN row.pii ELSE f.pii END,
+             f.at = CASE WHEN row.at >= f.at THEN row.at ELSE f.at END
+RETURN count(*) AS written
+"""
+
+# The kept raw identifier: one RAW_IDENTIFIER per node, whatever its status; a new one replaces
+# its time, source and ciphertext (as SQLite's ON CONFLICT (node_id) upsert does).
+UPSERT_RAW_IDENTIFIER_FACTS: Final = """
+UNWIND $rows AS row
+MATCH (i:Identifier {node_id: row.node_id})
+MERGE (i)-[:HAS_FACT]->(f:Fact {kind: row.kind})
+ON CREATE SET f.fact_id = row.fact_id, f.name = row.name, f.category = row.category,
+              f.status = row.status, f.pii = row.pii, f.at = row.at, f.source = row.source,
+              f.sealed = row.sealed
+ON MATCH SET f.at = row.at, f.source = row.source, f.sealed = row.sealed
+RETURN count(*) AS written
+"""
+
+# Events and quarantined facts are appended. CREATE: a repeated fact_id fails the constraint.
+CREATE_FACTS: Final = """
+UNWIND $rows AS row
+MATCH (i:Identifier {node_id: row.node_id})
+CREATE (i)-[:HAS_FACT]->(:Fact {fact_id: row.fact_id, kind: row.kind, name: row.name,
+        category: row.category, at: row.at, source: row.source, status: row.status,
+        sealed: row.sealed, pii: row.pii})
+RETURN count(*) AS written
+"""
+
+SET_FACT_STATUS: Final = """
+UNWIND $fact_ids AS fid
+MATCH (f:Fact {fact_id: fid})
+SET f.status = $status
+RETURN count(f) AS changed
+"""
+
+DELETE_FACTS: Final = """
+UNWIND $fact_ids AS fid
+MATCH (f:Fact {fact_id: fid})
+DETACH DELETE f
+"""
+
 CREATE_REFUSALS: Final = """
 UNWIND $rows AS row
 CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.key_id,
@@ -300,7 +468,7 @@ CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.ke
 # TRANSACTIONS runs only in an implicit (auto-commit) transaction: ``session.run``, never inside
 # ``execute_write``. The schema (constraints, indexes) stays.
 WIPE_ALL: Final = """
-MATCH (n:Person|Identifier|Refusal|Meta)
+MATCH (n:Person|Identifier|Refusal|Meta|Fact)
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS
 """
 

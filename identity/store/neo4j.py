@@ -40,6 +40,9 @@ from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
     Cluster,
+    Fact,
+    FactKind,
+    FactStatus,
     IdentifierNode,
     Link,
     PersonRecord,
@@ -104,6 +107,65 @@ def _link_rows(links: Sequence[Link]) -> list[dict[str, Any]]:
         {"a": a, "b": b, "source": source, "first_at": first, "last_at": last}
         for (a, b, source), (first, last) in windows.items()
     ]
+
+
+def _fact_row(f: Fact) -> dict[str, Any]:
+    return {
+        "fact_id": f.fact_id,
+        "node_id": f.node_id,
+        "kind": f.kind.value,
+        "name": f.name,
+        "category": f.category,
+        "at": _ms(f.at),
+        "source": f.source,
+        "status": f.status.value,
+        "sealed": bytes(f.sealed),  # a byte array property: ciphertext, never compared
+        "pii": list(f.pii),
+    }
+
+
+def _fact_rows(
+    facts: Sequence[Fact],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for the attribute upsert, the raw-identifier upsert and the append, in that order.
+
+    Repeats of one upsert key in ``facts`` are folded first into what SQLite's sequential
+    ``ON CONFLICT`` upserts leave: the first row's id (and, for a raw identifier, its name,
+    category, status and pii) with the values of the row that won. An attribute row wins when it
+    is at least as recent as the current one; a raw identifier row always wins. Each key then
+    occurs once per statement, so the result does not depend on what a ``MERGE`` sees of
+    earlier rows of the same statement.
+    """
+    current: dict[tuple[str, str], dict[str, Any]] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    other: list[dict[str, Any]] = []
+    for fact in facts:
+        row = _fact_row(fact)
+        if fact.kind is FactKind.RAW_IDENTIFIER:
+            kept = raw.setdefault(fact.node_id, row)
+            kept.update(at=row["at"], source=row["source"], sealed=row["sealed"])
+        elif fact.kind is FactKind.ATTRIBUTE and fact.status is FactStatus.ACTIVE:
+            kept = current.setdefault((fact.node_id, fact.name), row)
+            if row["at"] >= kept["at"]:
+                kept.update({k: row[k] for k in ("category", "at", "source", "sealed", "pii")})
+        else:
+            other.append(row)
+    return list(current.values()), list(raw.values()), other
+
+
+def _fact(record: dict[str, Any]) -> Fact:
+    return Fact(
+        record["fact_id"],
+        record["node_id"],
+        FactKind(record["kind"]),
+        record["name"],
+        record["category"],
+        _dt(record["at"]),
+        record["source"],
+        FactStatus(record["status"]),
+        bytes(record["sealed"]),
+        tuple(record["pii"]),
+    )
 
 
 def _refusal_row(r: Refusal) -> dict[str, Any]:
@@ -275,8 +337,98 @@ class Neo4jTransaction:
             rows = _link_rows(changes.links)
             if self._each_batch(cypher.UPSERT_LINKS, rows, "linked") != len(rows):
                 raise StoreIntegrityError("links name an identifier node that does not exist")
+        self._write_facts(changes.facts)  # a no-op without facts
         if changes.refusals:
             self._each_batch(cypher.CREATE_REFUSALS, [_refusal_row(r) for r in changes.refusals])
+
+    def _write_facts(self, facts: Sequence[Fact]) -> None:
+        # After new nodes, merges and reassignments: a fact hangs off its Identifier node, so it
+        # is already with the node's (new) person and needs no move of its own.
+        current, raw, other = _fact_rows(facts)
+        for query, rows in (
+            (cypher.UPSERT_ATTRIBUTE_FACTS, current),
+            (cypher.UPSERT_RAW_IDENTIFIER_FACTS, raw),
+            (cypher.CREATE_FACTS, other),
+        ):
+            # A MATCH on a missing anchor would silently drop the row; SQLite's foreign key
+            # refuses it, so the adapter does too (and the transaction rolls back).
+            if rows and self._each_batch(query, rows, "written") != len(rows):
+                raise StoreIntegrityError("facts name an identifier node that does not exist")
+
+    def person_facts(
+        self, person_id: str, kinds: Collection[FactKind], status: FactStatus
+    ) -> list[Fact]:
+        """Facts of ``kinds`` with ``status`` on the person's nodes, oldest first."""
+        records = self._data(
+            cypher.PERSON_FACTS,
+            person_id=person_id,
+            kinds=sorted({k.value for k in kinds}),
+            status=status.value,
+        )
+        return [_fact(r) for r in records]
+
+    def node_facts(self, node_ids: Collection[str], kind: FactKind) -> list[Fact]:
+        """Active facts of ``kind`` anchored to ``node_ids``."""
+        found: list[Fact] = []
+        for chunk in _chunks(sorted(set(node_ids)), self._batch):
+            records = self._data(
+                cypher.NODE_FACTS,
+                node_ids=list(chunk),
+                kind=kind.value,
+                status=FactStatus.ACTIVE.value,
+            )
+            found.extend(map(_fact, records))
+        return found
+
+    def facts_page(self, status: FactStatus, after_fact_id: str, limit: int) -> list[Fact]:
+        """Facts with ``status`` whose id sorts after ``after_fact_id``, at most ``limit``."""
+        records = self._data(
+            cypher.FACTS_PAGE, status=status.value, after_fact_id=after_fact_id, limit=limit
+        )
+        return [_fact(r) for r in records]
+
+    def set_fact_status(self, fact_ids: Collection[str], status: FactStatus) -> int:
+        """Change the status of facts; returns how many exist (and so were set)."""
+        ids = sorted(set(fact_ids))
+        changed = 0
+        for chunk in _chunks(ids, self._batch):
+            records = self._data(cypher.SET_FACT_STATUS, fact_ids=list(chunk), status=status.value)
+            changed += sum(int(r["changed"]) for r in records)
+        if status is FactStatus.ACTIVE:
+            # SQLite's partial unique index refuses a second active attribute of one name on
+            # one node; Neo4j has no such constraint, so the adapter checks after the update.
+            for chunk in _chunks(ids, self._batch):
+                records = self._data(
+                    cypher.ATTRIBUTE_CLASHES,
+                    fact_ids=list(chunk),
+                    kind=FactKind.ATTRIBUTE.value,
+                    status=FactStatus.ACTIVE.value,
+                )
+                if any(int(r["clashes"]) for r in records):
+                    raise StoreIntegrityError(
+                        "activating the facts would give a node two current values of one attribute"
+                    )
+        return changed
+
+    def delete_facts(self, fact_ids: Collection[str]) -> int:
+        """Delete facts; returns how many were deleted."""
+        deleted = 0
+        for chunk in _chunks(sorted(set(fact_ids)), self._batch):
+            summary = self._tx.run(cypher.DELETE_FACTS, {"fact_ids": list(chunk)}).consume()
+            deleted += int(summary.counters.nodes_deleted)
+        return deleted
+
+    def identifiers_page(
+        self, exclude_key_id: str, after_node_id: str, limit: int
+    ) -> list[IdentifierNode]:
+        """Nodes hashed under any key but ``exclude_key_id``, by node id after a cursor."""
+        records = self._data(
+            cypher.IDENTIFIERS_PAGE,
+            exclude_key_id=exclude_key_id,
+            after_node_id=after_node_id,
+            limit=limit,
+        )
+        return [self._node(r) for r in records]
 
     def ping(self) -> None:
         """Run a trivial statement (a database-level liveness check)."""
@@ -398,7 +550,7 @@ class Neo4jGraphStore:
 
         def count(tx: ManagedTransaction) -> StoreStats:
             r = tx.run(cypher.COUNT_ALL).single(strict=True)
-            return StoreStats(r["persons"], r["identifiers"], r["links"], r["refusals"])
+            return StoreStats(r["persons"], r["identifiers"], r["links"], r["refusals"], r["facts"])
 
         with _driver_errors("count"), self._session() as session:
             return session.execute_read(count)
@@ -414,7 +566,7 @@ class Neo4jGraphStore:
         self.read(lambda tx: tx.ping())
 
     def wipe_for_tests(self) -> None:
-        """Delete every idgraph node and relationship (the schema stays). Tests only."""
+        """Delete every idgraph node (facts too) and relationship; the schema stays. Tests only."""
         # CALL ... IN TRANSACTIONS commits in batches and so must run in an auto-commit
         # transaction (session.run); execute_write would reject it.
         with _driver_errors("wipe"), self._session() as session:

@@ -12,7 +12,15 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, TypeVar
 
 from identity.hashing import HashedIdentifier
-from identity.model import ChangeSet, Cluster, IdentifierNode, StoreStats
+from identity.model import (
+    ChangeSet,
+    Cluster,
+    Fact,
+    FactKind,
+    FactStatus,
+    IdentifierNode,
+    StoreStats,
+)
 
 T = TypeVar("T")
 
@@ -38,6 +46,34 @@ class GraphTransaction(Protocol):
 
     def apply(self, changes: ChangeSet) -> None:
         """Write ``changes`` set-based; the caller's transaction makes it atomic."""
+        ...
+
+    def person_facts(
+        self, person_id: str, kinds: Collection[FactKind], status: FactStatus
+    ) -> list[Fact]:
+        """Facts of ``kinds`` with ``status`` anchored to the person's nodes, oldest first."""
+        ...
+
+    def node_facts(self, node_ids: Collection[str], kind: FactKind) -> list[Fact]:
+        """Active facts of ``kind`` anchored to ``node_ids``."""
+        ...
+
+    def facts_page(self, status: FactStatus, after_fact_id: str, limit: int) -> list[Fact]:
+        """Facts with ``status`` whose id sorts after ``after_fact_id``, by id, at most ``limit``."""
+        ...
+
+    def set_fact_status(self, fact_ids: Collection[str], status: FactStatus) -> int:
+        """Change the status of facts; returns how many changed."""
+        ...
+
+    def delete_facts(self, fact_ids: Collection[str]) -> int:
+        """Delete facts; returns how many were deleted."""
+        ...
+
+    def identifiers_page(
+        self, exclude_key_id: str, after_node_id: str, limit: int
+    ) -> list[IdentifierNode]:
+        """Nodes hashed under any key but ``exclude_key_id``, by node id after ``after_node_id``."""
         ...
 
 

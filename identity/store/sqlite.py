@@ -22,7 +22,16 @@ from typing import Any, Literal, TypeVar
 
 from identity.errors import StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
-from identity.model import ChangeSet, Cluster, IdentifierNode, Link, StoreStats
+from identity.model import (
+    ChangeSet,
+    Cluster,
+    Fact,
+    FactKind,
+    FactStatus,
+    IdentifierNode,
+    Link,
+    StoreStats,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -78,6 +87,29 @@ CREATE TABLE IF NOT EXISTS refusals (
     detail     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refusals_by_digest ON refusals(digest);
+
+-- Facts about persons (attributes, events, kept raw identifiers), anchored to one identifier
+-- node. `sealed` is vault ciphertext bound to (node_id, kind:name); names and categories are
+-- schema words, never personal values.
+CREATE TABLE IF NOT EXISTS facts (
+    fact_id  TEXT PRIMARY KEY,
+    node_id  TEXT NOT NULL REFERENCES identifiers(node_id),
+    kind     TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    category TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    source   TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    sealed   BLOB NOT NULL,
+    pii      TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS facts_by_node ON facts(node_id, kind);
+CREATE INDEX IF NOT EXISTS facts_by_status ON facts(status, fact_id);
+-- One current value per attribute name and node; one kept raw value per node.
+CREATE UNIQUE INDEX IF NOT EXISTS facts_one_attribute ON facts(node_id, name)
+    WHERE kind = 'attribute' AND status = 'active';
+CREATE UNIQUE INDEX IF NOT EXISTS facts_one_raw ON facts(node_id)
+    WHERE kind = 'raw_identifier';
 """
 
 
@@ -96,6 +128,27 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 
 def _marks(count: int) -> str:
     return ",".join("?" * count)
+
+
+_FACT_COLUMNS = (
+    "f.fact_id, f.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, f.sealed, f.pii"
+)
+
+
+def _fact(row: tuple[Any, ...]) -> Fact:
+    fact_id, node_id, kind, name, category, at, source, status, sealed, pii = row
+    return Fact(
+        fact_id,
+        node_id,
+        FactKind(kind),
+        name,
+        category,
+        _dt(at),
+        source,
+        FactStatus(status),
+        bytes(sealed),
+        tuple(p for p in pii.split(",") if p),
+    )
 
 
 class _SqliteTransaction:
@@ -230,6 +283,8 @@ class _SqliteTransaction:
                 "last_at = max(last_at, excluded.last_at)",
                 [(x.a, x.b, x.source, _ms(x.first_at), _ms(x.last_at)) for x in changes.links],
             )
+        if changes.facts:
+            self._write_facts(changes.facts)
         if changes.refusals:
             conn.executemany(
                 "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail) "
@@ -247,6 +302,110 @@ class _SqliteTransaction:
                     for r in changes.refusals
                 ],
             )
+
+    def _write_facts(self, facts: Sequence[Fact]) -> None:
+        rows = [
+            (
+                f.fact_id,
+                f.node_id,
+                f.kind.value,
+                f.name,
+                f.category,
+                _ms(f.at),
+                f.source,
+                f.status.value,
+                f.sealed,
+                ",".join(f.pii),
+            )
+            for f in facts
+        ]
+        insert = (
+            "INSERT INTO facts (fact_id, node_id, kind, name, category, at, source, status, "
+            "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        )
+        current: list[tuple[Any, ...]] = []
+        raw: list[tuple[Any, ...]] = []
+        other: list[tuple[Any, ...]] = []
+        for row, fact in zip(rows, facts, strict=True):
+            if fact.kind is FactKind.RAW_IDENTIFIER:
+                raw.append(row)
+            elif fact.kind is FactKind.ATTRIBUTE and fact.status is FactStatus.ACTIVE:
+                current.append(row)
+            else:
+                other.append(row)
+        # The latest value of an attribute wins; an older one arriving late is ignored.
+        self._conn.executemany(
+            insert + "ON CONFLICT (node_id, name) WHERE kind = 'attribute' AND status = 'active' "
+            "DO UPDATE SET category = excluded.category, at = excluded.at, "
+            "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
+            "WHERE excluded.at >= facts.at",
+            current,
+        )
+        self._conn.executemany(
+            insert + "ON CONFLICT (node_id) WHERE kind = 'raw_identifier' DO UPDATE SET "
+            "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
+            raw,
+        )
+        self._conn.executemany(insert, other)
+
+    def person_facts(
+        self, person_id: str, kinds: Collection[FactKind], status: FactStatus
+    ) -> list[Fact]:
+        wanted = [k.value for k in kinds]
+        rows = self._conn.execute(
+            f"SELECT {_FACT_COLUMNS} FROM facts f JOIN identifiers i ON i.node_id = f.node_id "  # noqa: S608 - fixed columns and placeholders only
+            f"WHERE i.person_id = ? AND f.status = ? AND f.kind IN ({_marks(len(wanted))}) "
+            "ORDER BY f.at, f.fact_id",
+            (person_id, status.value, *wanted),
+        )
+        return [_fact(row) for row in rows]
+
+    def node_facts(self, node_ids: Collection[str], kind: FactKind) -> list[Fact]:
+        found: list[Fact] = []
+        for chunk in _chunks(sorted(node_ids)):
+            rows = self._conn.execute(
+                f"SELECT {_FACT_COLUMNS} FROM facts f WHERE f.kind = ? AND f.status = 'active' "  # noqa: S608 - placeholders only
+                f"AND f.node_id IN ({_marks(len(chunk))}) ORDER BY f.fact_id",
+                (kind.value, *chunk),
+            )
+            found.extend(_fact(row) for row in rows)
+        return found
+
+    def facts_page(self, status: FactStatus, after_fact_id: str, limit: int) -> list[Fact]:
+        rows = self._conn.execute(
+            f"SELECT {_FACT_COLUMNS} FROM facts f WHERE f.status = ? AND f.fact_id > ? "  # noqa: S608 - fixed columns
+            "ORDER BY f.fact_id LIMIT ?",
+            (status.value, after_fact_id, limit),
+        )
+        return [_fact(row) for row in rows]
+
+    def set_fact_status(self, fact_ids: Collection[str], status: FactStatus) -> int:
+        changed = 0
+        for chunk in _chunks(sorted(fact_ids)):
+            changed += self._conn.execute(
+                f"UPDATE facts SET status = ? WHERE fact_id IN ({_marks(len(chunk))})",  # noqa: S608
+                (status.value, *chunk),
+            ).rowcount
+        return changed
+
+    def delete_facts(self, fact_ids: Collection[str]) -> int:
+        deleted = 0
+        for chunk in _chunks(sorted(fact_ids)):
+            deleted += self._conn.execute(
+                f"DELETE FROM facts WHERE fact_id IN ({_marks(len(chunk))})",  # noqa: S608
+                chunk,
+            ).rowcount
+        return deleted
+
+    def identifiers_page(
+        self, exclude_key_id: str, after_node_id: str, limit: int
+    ) -> list[IdentifierNode]:
+        rows = self._conn.execute(
+            "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "
+            "FROM identifiers WHERE key_id != ? AND node_id > ? ORDER BY node_id LIMIT ?",
+            (exclude_key_id, after_node_id, limit),
+        )
+        return [self._node(row) for row in rows]
 
 
 class SqliteGraphStore:
@@ -336,7 +495,7 @@ class SqliteGraphStore:
             conn = tx._conn
             values = [
                 conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
-                for table in ("persons", "identifiers", "links", "refusals")
+                for table in ("persons", "identifiers", "links", "refusals", "facts")
             ]
             return StoreStats(*values)
 

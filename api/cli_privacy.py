@@ -1,0 +1,196 @@
+"""CLI commands for the vault and PII quarantine: KEK files and rotation, bulk re-hash after a
+hash-key rotation, and review of quarantined values (``idgraph keys …``, ``idgraph quarantine …``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from api.bootstrap import build_container
+from api.settings import Settings
+from identity.errors import IdGraphError
+from identity.model import FactStatus
+from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
+
+console = Console(stderr=True)
+out = Console()
+
+quarantine_app = typer.Typer(
+    help="Review values quarantined by the PII scanner.", no_args_is_help=True
+)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def register_key_commands(keys_app: typer.Typer) -> None:
+    """Add the vault and re-hash commands to ``idgraph keys``."""
+
+    @keys_app.command("create-kek-file")
+    def create_kek(
+        path: Annotated[Optional[Path], typer.Option(help="Default: IDGRAPH_KEK_FILE.")] = None,  # noqa: UP045
+    ) -> None:
+        """Create a key-encryption-key file with one operator KEK (mode 0600)."""
+        target = path or _settings().resolved_kek_file
+        if target.exists():
+            console.print(f"[red]{target} already exists; refusing to overwrite it[/red]")
+            raise typer.Exit(2)
+        keks = create_kek_file(target, origin="operator")
+        out.print(f"created {target} with KEK {keks.primary}; back it up in your secret store")
+
+    @keys_app.command("rotate-kek")
+    def rotate_kek(
+        batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+        retire_old: Annotated[
+            bool, typer.Option(help="Remove old KEKs from the file once nothing uses them.")
+        ] = False,
+    ) -> None:
+        """Add a new KEK, make it primary and re-wrap every data key under it.
+
+        No value is re-encrypted: only the 32-byte data keys are re-wrapped, in batches that
+        each commit on their own. Interrupted? Run it again without rotating twice:
+        `idgraph keys rewrap`.
+        """
+        settings = _settings()
+        kek_id = rotate_kek_file(settings.resolved_kek_file)
+        console.print(f"new primary KEK {kek_id}")
+        _rewrap(settings, batch_size, retire_old)
+
+    @keys_app.command("rewrap")
+    def rewrap(
+        batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+        retire_old: Annotated[
+            bool, typer.Option(help="Remove unused old KEKs afterwards.")
+        ] = False,
+    ) -> None:
+        """Re-wrap data keys still under an older KEK (resumes an interrupted rotate-kek)."""
+        _rewrap(_settings(), batch_size, retire_old)
+
+    @keys_app.command("rehash")
+    def rehash(batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000) -> None:
+        """Re-hash identifiers still under an older hash key, using their kept raw values.
+
+        Types without `keep_raw` cannot be re-hashed without being seen again; they stay
+        findable under their old key (keep it in the key file) and move on next sight.
+        Resumable: each batch commits on its own.
+        """
+        container = build_container(_settings())
+        total = rehashed = without = 0
+        after = ""
+        try:
+            with _progress("re-hashing") as progress:
+                task = progress.add_task("rehash", total=None)
+                while True:
+                    page = container.engine.rehash_page(after, batch_size)
+                    if page.last_node_id is None:
+                        break
+                    after = page.last_node_id
+                    rehashed += page.rehashed
+                    without += page.without_raw_value
+                    total += page.rehashed + page.without_raw_value
+                    progress.update(task, completed=total)
+        except IdGraphError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        finally:
+            container.close()
+        out.print(
+            f"re-hashed {rehashed} identifier(s) under {container.keyring.primary_key_id}; "
+            f"{without} without a kept value stay under their old key until seen again"
+        )
+
+
+def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
+    container = build_container(settings)
+    try:
+        counts = container.vault.count_by_kek()
+        with _progress("re-wrapping") as progress:
+            task = progress.add_task("rewrap", total=sum(counts.values()))
+            report = container.vault.rewrap(
+                batch_size, progress=lambda n: progress.update(task, completed=n)
+            )
+        remaining = container.vault.count_by_kek()
+    finally:
+        container.close()
+    out.print(
+        f"re-wrapped {report.rewrapped} data key(s) under {report.kek_id} "
+        f"({report.already_current} already there)"
+    )
+    if retire_old:
+        path = settings.resolved_kek_file
+        for kek_id in read_kek_file(path).kek_ids:
+            if kek_id != report.kek_id and remaining.get(kek_id, 0) == 0:
+                remove_kek(path, kek_id)
+                out.print(f"removed unused KEK {kek_id}")
+
+
+@quarantine_app.command("list")
+def quarantine_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
+    """List quarantined values: ids, field, category and entity types found (never values)."""
+    container = build_container(_settings())
+    try:
+        facts = container.store.read(lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", limit))
+    finally:
+        container.close()
+    table = Table("fact id", "kind", "name", "category", "found", "at", "source")
+    for fact in facts:
+        table.add_row(
+            fact.fact_id,
+            fact.kind.value,
+            fact.name,
+            fact.category,
+            ", ".join(fact.pii) or "(undeclared)",
+            fact.at.isoformat(timespec="seconds"),
+            fact.source,
+        )
+    out.print(table)
+
+
+@quarantine_app.command("release")
+def quarantine_release(fact_ids: list[str]) -> None:
+    """Make quarantined values visible to reads (after review)."""
+    container = build_container(_settings())
+    try:
+        changed = container.store.write(lambda tx: tx.set_fact_status(fact_ids, FactStatus.ACTIVE))
+    finally:
+        container.close()
+    out.print(f"released {changed} value(s)")
+    if changed != len(fact_ids):
+        raise typer.Exit(1)
+
+
+@quarantine_app.command("drop")
+def quarantine_drop(fact_ids: list[str]) -> None:
+    """Delete quarantined values."""
+    container = build_container(_settings())
+    try:
+        quarantined = {
+            f.fact_id
+            for f in container.store.read(
+                lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", 100_000)
+            )
+        }
+        wanted = [f for f in fact_ids if f in quarantined]
+        dropped = container.store.write(lambda tx: tx.delete_facts(wanted))
+    finally:
+        container.close()
+    out.print(f"dropped {dropped} value(s)")
+    if dropped != len(fact_ids):
+        raise typer.Exit(1)

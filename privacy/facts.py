@@ -1,0 +1,521 @@
+"""Attributes and events at ingest: typed by policy, PII-scanned, then handed on for sealing.
+
+``policies/categories.yaml`` maps every attribute key and event name to a data category and a
+value type. Every string value (attribute values, list items, event property values) goes
+through the PII scanner; an entity the category does not list in ``allowed_pii`` gets the
+category's action:
+
+- ``reject``: the request fails with 422, naming the field and the entity type, never the value;
+- ``redact``: the found spans are replaced by ``<ENTITY_TYPE>`` before the value is stored;
+- ``quarantine``: the value is stored encrypted but flagged; no read sees it until released.
+
+Unknown attribute keys, event names and properties follow ``unknown_*`` (reject or quarantine):
+nothing is stored silently. The output is a list of :class:`~identity.model.FactInput` whose
+payload is plaintext JSON; the resolution engine anchors them and the vault seals them before
+anything reaches a store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from identity.errors import BatchValidationError, InvalidFieldError, PolicyFileError
+from identity.model import FactInput, FactKind, FactStatus
+from privacy.scanning import PiiFinding, PiiScanner, ScannerConfig, redact
+
+_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+UNKNOWN_CATEGORY = "unknown"
+MAX_LIST_ITEMS = 50
+
+
+class ValueType(StrEnum):
+    """The type an attribute value or event property must have."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATETIME = "datetime"
+    STRING_LIST = "string_list"
+
+
+class PiiAction(StrEnum):
+    """What happens to a value holding PII its category does not allow."""
+
+    REJECT = "reject"
+    REDACT = "redact"
+    QUARANTINE = "quarantine"
+
+
+class UnknownAction(StrEnum):
+    """What happens to an attribute, event or property the policy does not declare."""
+
+    REJECT = "reject"
+    QUARANTINE = "quarantine"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CategoryPolicy(_Frozen):
+    """One data category."""
+
+    description: str = ""
+    special: bool = False  # GDPR Art. 9
+    allowed_pii: tuple[str, ...] = ()
+    on_pii: PiiAction
+
+
+class AttributePolicy(_Frozen):
+    """One attribute key."""
+
+    category: str
+    type: ValueType
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 256
+
+
+class EventPolicy(_Frozen):
+    """One event name and its properties."""
+
+    category: str
+    properties: dict[Annotated[str, Field(pattern=_NAME)], ValueType] = Field(default_factory=dict)
+
+
+class FactsPolicy(_Frozen):
+    """``policies/categories.yaml``."""
+
+    version: int = Field(ge=1, le=1)
+    accept_special_categories: bool = False
+    categories: dict[Annotated[str, Field(pattern=_NAME)], CategoryPolicy]
+    attributes: dict[Annotated[str, Field(pattern=_NAME)], AttributePolicy]
+    events: dict[Annotated[str, Field(pattern=_NAME)], EventPolicy] = Field(default_factory=dict)
+    unknown_attributes: UnknownAction = UnknownAction.REJECT
+    unknown_events: UnknownAction = UnknownAction.QUARANTINE
+    unknown_properties: UnknownAction = UnknownAction.REJECT
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig)
+
+    @model_validator(mode="after")
+    def _categories_exist(self) -> Self:
+        for section, items in (("attributes", self.attributes), ("events", self.events)):
+            for name, item in items.items():
+                if item.category not in self.categories:
+                    raise _FieldProblem(
+                        f"{section}.{name}.category",
+                        f"unknown category {item.category!r}; declared: "
+                        + ", ".join(sorted(self.categories)),
+                    )
+        return self
+
+    def check_entities(self, known: frozenset[str], file: str) -> None:
+        """Every ``allowed_pii`` entity must be one the scanner can report."""
+        for name, category in self.categories.items():
+            for index, entity in enumerate(category.allowed_pii):
+                if entity not in known:
+                    raise PolicyFileError(
+                        file,
+                        f"categories.{name}.allowed_pii.{index}",
+                        f"unknown entity type {entity!r}; the scanner knows "
+                        + ", ".join(sorted(known)),
+                    )
+
+
+class _FieldProblem(Exception):  # noqa: N818 - internal signal, not part of the API
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def load_facts_policy(path: Path) -> FactsPolicy:
+    """Load and validate ``categories.yaml``; any problem raises :class:`PolicyFileError`."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyFileError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise PolicyFileError(str(path), "<file>", f"not valid YAML: {exc}") from exc
+    try:
+        return FactsPolicy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "<root>"
+        raise PolicyFileError(str(path), field, first["msg"]) from None
+    except _FieldProblem as exc:
+        raise PolicyFileError(str(path), exc.field, exc.message) from None
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """An event as received: name, time and properties (raw, not yet checked)."""
+
+    name: str
+    at: datetime
+    properties: Mapping[str, Any]
+
+
+class PiiRejectedError(InvalidFieldError):
+    """PII was found where the category's action is ``reject``."""
+
+    code = "pii-rejected"
+
+
+class _ScanCache:
+    """Bounded LRU of scan results keyed by a digest of the value.
+
+    Marketing values repeat a lot (age bands, cities, SKUs), and presidio costs far more than a
+    dictionary lookup. Keys are SHA-256 digests so the cache never holds the values themselves.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[bytes, tuple[PiiFinding, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def scan_many(self, scanner: PiiScanner, texts: Sequence[str]) -> list[tuple[PiiFinding, ...]]:
+        keys = [hashlib.sha256(t.encode()).digest() for t in texts]
+        results: list[tuple[PiiFinding, ...] | None] = []
+        with self._lock:
+            for key in keys:
+                hit = self._items.get(key)
+                if hit is not None:
+                    self._items.move_to_end(key)
+                results.append(hit)
+        missing = [i for i, r in enumerate(results) if r is None]
+        unique: dict[bytes, int] = {}
+        for i in missing:
+            unique.setdefault(keys[i], i)
+        if unique:
+            scanned = scanner.scan_many([texts[i] for i in unique.values()])
+            found = {key: tuple(f) for key, f in zip(unique, scanned, strict=True)}
+            with self._lock:
+                for key, findings in found.items():
+                    self._items[key] = findings
+                    self._items.move_to_end(key)
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+            for i in missing:
+                results[i] = found[keys[i]]
+        return [r if r is not None else () for r in results]
+
+
+@dataclass(slots=True)
+class _Value:
+    """One scalar under inspection: where it is, its category, and its (possibly edited) value."""
+
+    pointer: str
+    category: str
+    value: Any
+    findings: tuple[PiiFinding, ...] = ()
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A fact between checking and deciding: its values carry scan findings."""
+
+    kind: FactKind
+    name: str
+    category: str
+    at: datetime
+    payload: dict[str, _Value] | _Value
+    quarantine: bool
+
+
+def _undeclared(reason: str, what: str, where: str) -> InvalidFieldError:
+    return InvalidFieldError(reason, f"{what} is not declared in policies/categories.yaml", where)
+
+
+class FactIntake:
+    """Turns raw traits and events into :class:`FactInput` according to the policy."""
+
+    def __init__(
+        self, policy: FactsPolicy, scanner: PiiScanner | None, cache_size: int = 100_000
+    ) -> None:
+        self._policy = policy
+        self._scanner = scanner
+        self._cache = _ScanCache(cache_size)
+
+    @property
+    def policy(self) -> FactsPolicy:
+        """The facts policy."""
+        return self._policy
+
+    def prepare(
+        self,
+        traits: Mapping[str, Any] | None,
+        events: Sequence[EventInput],
+        at: datetime,
+        pointer: str = "#",
+    ) -> tuple[FactInput, ...]:
+        """Check, scan and classify; raises :class:`BatchValidationError` with every problem."""
+        errors: list[InvalidFieldError] = []
+        drafts = [
+            *self._attribute_drafts(traits or {}, at, pointer, errors),
+            *self._event_drafts(events, pointer, errors),
+        ]
+        if errors:
+            raise BatchValidationError(errors)
+        self._scan([d.payload for d in drafts])
+        facts = [self._decide(draft, errors) for draft in drafts]
+        if errors:
+            raise BatchValidationError(errors)
+        return tuple(facts)
+
+    def _attribute_drafts(
+        self,
+        traits: Mapping[str, Any],
+        at: datetime,
+        pointer: str,
+        errors: list[InvalidFieldError],
+    ) -> list[_Draft]:
+        drafts = []
+        for name, value in traits.items():
+            where = f"{pointer}/traits/{name}"
+            rules = self._policy.attributes.get(name)
+            if rules is None:
+                if self._policy.unknown_attributes is UnknownAction.REJECT:
+                    errors.append(_undeclared("unknown_attribute", "attribute", where))
+                else:
+                    item = _Value(where, UNKNOWN_CATEGORY, value)
+                    drafts.append(
+                        _Draft(FactKind.ATTRIBUTE, name, UNKNOWN_CATEGORY, at, item, True)
+                    )
+                continue
+            try:
+                self._check_special(rules.category, where)
+                checked = _typed(value, rules.type, rules.max_length, where)
+            except InvalidFieldError as exc:
+                errors.append(exc)
+                continue
+            item = _Value(where, rules.category, checked)
+            drafts.append(_Draft(FactKind.ATTRIBUTE, name, rules.category, at, item, False))
+        return drafts
+
+    def _event_drafts(
+        self, events: Sequence[EventInput], pointer: str, errors: list[InvalidFieldError]
+    ) -> list[_Draft]:
+        drafts = []
+        for index, event in enumerate(events):
+            where = f"{pointer}/events/{index}"
+            rules = self._policy.events.get(event.name)
+            if rules is None:
+                if self._policy.unknown_events is UnknownAction.REJECT:
+                    errors.append(_undeclared("unknown_event", "event", f"{where}/name"))
+                    continue
+                props = {
+                    key: _Value(f"{where}/properties/{key}", UNKNOWN_CATEGORY, value)
+                    for key, value in event.properties.items()
+                }
+                drafts.append(
+                    _Draft(FactKind.EVENT, event.name, UNKNOWN_CATEGORY, event.at, props, True)
+                )
+                continue
+            props, quarantine = {}, False
+            for key, value in event.properties.items():
+                prop_where = f"{where}/properties/{key}"
+                value_type = rules.properties.get(key)
+                if value_type is None:
+                    if self._policy.unknown_properties is UnknownAction.REJECT:
+                        errors.append(_undeclared("unknown_property", "property", prop_where))
+                        continue
+                    quarantine = True
+                    props[key] = _Value(prop_where, rules.category, value)
+                    continue
+                try:
+                    props[key] = _Value(
+                        prop_where, rules.category, _typed(value, value_type, 1024, prop_where)
+                    )
+                except InvalidFieldError as exc:
+                    errors.append(exc)
+            try:
+                self._check_special(rules.category, where)
+            except InvalidFieldError as exc:
+                errors.append(exc)
+            drafts.append(
+                _Draft(FactKind.EVENT, event.name, rules.category, event.at, props, quarantine)
+            )
+        return drafts
+
+    def _check_special(self, category: str, where: str) -> None:
+        if self._policy.categories[category].special and not self._policy.accept_special_categories:
+            raise InvalidFieldError(
+                "special_category",
+                f"{category} is a special category (GDPR Art. 9) and is not accepted",
+                where,
+            )
+
+    def _scan(self, payloads: Sequence[dict[str, _Value] | _Value]) -> None:
+        """Scan every string of every payload in one batch; findings go onto the values."""
+        if self._scanner is None:
+            return
+        targets: list[tuple[_Value, int | None]] = []
+        texts: list[str] = []
+        for payload in payloads:
+            values = payload.values() if isinstance(payload, dict) else (payload,)
+            for item in values:
+                if isinstance(item.value, str):
+                    targets.append((item, None))
+                    texts.append(item.value)
+                elif isinstance(item.value, list):
+                    for position, element in enumerate(item.value):
+                        if isinstance(element, str):
+                            targets.append((item, position))
+                            texts.append(element)
+        if not texts:
+            return
+        for (target, slot), findings in zip(
+            targets, self._cache.scan_many(self._scanner, texts), strict=True
+        ):
+            if not findings:
+                continue
+            target.findings += findings
+            if slot is None:
+                target.value = (target.value, findings)  # keep findings with the text to redact
+            else:
+                target.value[slot] = (target.value[slot], findings)
+
+    def _decide(self, draft: _Draft, errors: list[InvalidFieldError]) -> FactInput:
+        payload = draft.payload
+        quarantine = draft.quarantine
+        values = list(payload.values()) if isinstance(payload, dict) else [payload]
+        found: set[str] = set()
+        for item in values:
+            allowed = (
+                set(self._policy.categories[item.category].allowed_pii)
+                if item.category in self._policy.categories
+                else set()
+            )
+            unexpected = sorted({f.entity_type for f in item.findings} - allowed)
+            if not unexpected:
+                item.value = _strip(item.value, None)
+                continue
+            found.update(unexpected)
+            action = (
+                PiiAction.QUARANTINE
+                if item.category == UNKNOWN_CATEGORY
+                else self._policy.categories[item.category].on_pii
+            )
+            if action is PiiAction.REJECT:
+                item.value = _strip(item.value, None)  # refused below; keep the payload plain
+                errors.append(
+                    PiiRejectedError(
+                        "pii_not_allowed",
+                        f"found {', '.join(unexpected)} in a {item.category} field, which does not "
+                        "accept it",
+                        item.pointer,
+                    )
+                )
+            elif action is PiiAction.QUARANTINE:
+                quarantine = True
+                item.value = _strip(item.value, None)
+            else:
+                item.value = _strip(item.value, set(unexpected))
+        if isinstance(payload, dict):
+            body: Any = {"properties": {k: v.value for k, v in payload.items()}}
+        else:
+            body = payload.value
+        return FactInput(
+            kind=draft.kind,
+            name=draft.name,
+            category=draft.category,
+            at=draft.at,
+            payload=json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
+            status=FactStatus.QUARANTINED if quarantine else FactStatus.ACTIVE,
+            pii=tuple(sorted(found)),
+        )
+
+
+def _strip(value: Any, redact_types: set[str] | None) -> Any:
+    """Drop the findings the scan attached; redact the spans of ``redact_types`` if given."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        text, findings = value
+        if redact_types:
+            text = redact(text, [f for f in findings if f.entity_type in redact_types])
+        return text
+    if isinstance(value, list):
+        return [_strip(element, redact_types) for element in value]
+    return value
+
+
+def _string(value: Any, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError("must be a string")
+    if len(value) > max_length:
+        raise ValueError(f"longer than {max_length} characters")
+    return value
+
+
+def _integer(value: Any, _max_length: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("must be an integer")
+    return value
+
+
+def _number(value: Any, _max_length: int) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("must be a number")
+    return value
+
+
+def _boolean(value: Any, _max_length: int) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("must be true or false")
+    return value
+
+
+def _datetime(value: Any, _max_length: int) -> str:
+    message = "must be an RFC 3339 date-time string with a UTC offset"
+    if not isinstance(value, str):
+        raise TypeError(message)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise TypeError(message) from None
+    if parsed.tzinfo is None:
+        raise TypeError(message)
+    return parsed.isoformat()
+
+
+def _string_list(value: Any, max_length: int) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("must be a list of strings")
+    if len(value) > MAX_LIST_ITEMS:
+        raise ValueError(f"more than {MAX_LIST_ITEMS} items")
+    if any(len(v) > max_length for v in value):
+        raise ValueError(f"an item is longer than {max_length} characters")
+    return list(value)
+
+
+_CHECKS: dict[ValueType, Callable[[Any, int], Any]] = {
+    ValueType.STRING: _string,
+    ValueType.INTEGER: _integer,
+    ValueType.NUMBER: _number,
+    ValueType.BOOLEAN: _boolean,
+    ValueType.DATETIME: _datetime,
+    ValueType.STRING_LIST: _string_list,
+}
+
+
+def _typed(value: Any, value_type: ValueType, max_length: int, where: str) -> Any:
+    """Check ``value`` against ``value_type``; returns the canonical value.
+
+    Messages say what is wrong with the value, never what the value is.
+    """
+    try:
+        return _CHECKS[value_type](value, max_length)
+    except TypeError as exc:
+        raise InvalidFieldError("wrong_type", str(exc), where) from None
+    except ValueError as exc:
+        raise InvalidFieldError("too_long", str(exc), where) from None
