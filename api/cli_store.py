@@ -61,7 +61,7 @@ def migrate() -> None:
         raise _fail(exc) from exc
     _out.print(
         f"schema ready: {stats.persons} persons, {stats.identifiers} identifiers, "
-        f"{stats.links} links, {stats.refusals} refusals"
+        f"{stats.links} links, {stats.refusals} refusals, {stats.facts} facts"
     )
 
 
@@ -117,7 +117,7 @@ def copy(
     verb = "resumed and copied" if report.resumed else "copied"
     _out.print(
         f"{verb} {report.persons} persons, {report.identifiers} identifiers, {report.links} "
-        f"links, {report.refusals} refusals in {report.batches} batch(es); target now holds "
-        f"{stats.persons} persons, {stats.identifiers} identifiers, {stats.links} links, "
-        f"{stats.refusals} refusals"
+        f"links, {report.refusals} refusals, {report.facts} facts in {report.batches} batch(es); "
+        f"target now holds {stats.persons} persons, {stats.identifiers} identifiers, "
+        f"{stats.links} links, {stats.refusals} refusals, {stats.facts} facts"
     )

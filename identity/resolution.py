@@ -220,9 +220,7 @@ class ResolutionEngine:
         ]
         changes, final = self._changes(state, outcomes)
         tx.apply(changes)
-        return [
-            replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final
-        ]
+        return [replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final]
 
     def _load(
         self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState
@@ -287,8 +285,10 @@ class ResolutionEngine:
             node = state.nodes.get(key)
             node_id = node.node_id if node else state.new_nodes.get(key)
             if node_id is None:
-                tentative = selection.counts + Counter({p.identifier_type: 1})
-                broken = self._limit_broken(selection.counts, tentative)
+                tentative = Counter(selection.counts)
+                tentative[p.identifier_type] += 1
+                limit = self._policy.types[p.identifier_type].max_per_person
+                broken = p.identifier_type if tentative[p.identifier_type] > limit else None
                 person = None
             else:
                 person = state.find(state.node_person[node_id])

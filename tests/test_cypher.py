@@ -15,11 +15,22 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from identity.errors import ConfigurationError, StoreUnavailableError
+from identity.errors import ConfigurationError, StoreIntegrityError, StoreUnavailableError
+from identity.hashing import HashedIdentifier
+from identity.model import (
+    ChangeSet,
+    Fact,
+    FactKind,
+    FactStatus,
+    IdentifierNode,
+    PersonRecord,
+)
 from identity.store import cypher
 from identity.store.cypher_dump import lint_input
 
@@ -238,3 +249,246 @@ def test_store_refuses_a_uri_that_is_not_bolt_or_neo4j(uri: str) -> None:
 
     with pytest.raises(ConfigurationError):
         Neo4jGraphStore(uri, "neo4j", "x", connect_timeout_s=0.5)
+
+
+# -- the Neo4j adapter's facts, offline (statements recorded by a fake transaction) -------------
+
+
+class _FakeTx:
+    """Stands in for the driver's ManagedTransaction: records every statement and its params.
+
+    Batched writes answer with one record whose counted column is the number of rows whose
+    anchor node is in ``nodes`` (what ``MATCH (i:Identifier {node_id: row.node_id})`` keeps).
+    """
+
+    def __init__(self, nodes: set[str], records: list[dict[str, object]] | None = None) -> None:
+        self.nodes = nodes
+        self.records = records or []
+        self.runs: list[tuple[str, dict[str, object]]] = []
+
+    def run(self, query: str, params: dict[str, object] | None = None) -> _FakeResult:
+        params = params or {}
+        self.runs.append((query, params))
+        rows = params.get("rows")
+        if isinstance(rows, list) and "written" in query:
+            kept = sum(1 for row in rows if row["node_id"] in self.nodes)
+            return _FakeResult([{"written": kept}])
+        return _FakeResult(self.records)
+
+    def names(self) -> list[str]:
+        by_text = {text: name for name, text in cypher.statements().items()}
+        return [by_text[query] for query, _ in self.runs]
+
+
+class _FakeResult:
+    def __init__(self, records: list[dict[str, object]]) -> None:
+        self._records = records
+
+    def data(self) -> list[dict[str, object]]:
+        return self._records
+
+    def consume(self) -> object:
+        class _Counters:
+            nodes_deleted = 2
+            relationships_deleted = 0
+
+        class _Summary:
+            counters = _Counters()
+
+        return _Summary()
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _f(fact_id: str, node: str, kind: FactKind, name: str, at_min: int, **kw: Any) -> Fact:
+    return Fact(
+        fact_id,
+        node,
+        kind,
+        name,
+        kw.get("category", "location"),
+        T0 + timedelta(minutes=at_min),
+        kw.get("source", "web"),
+        kw.get("status", FactStatus.ACTIVE),
+        kw.get("sealed", fact_id.encode()),
+        kw.get("pii", ()),
+    )
+
+
+# Repeats of every upsert key in one change set, in an order where a late row is older.
+_BATCH = (
+    _f("f1", "n1", FactKind.ATTRIBUTE, "city", 5, sealed=b"five", pii=("PERSON",)),
+    _f("f2", "n1", FactKind.ATTRIBUTE, "city", 9, sealed=b"nine", category="geo"),
+    _f("f3", "n1", FactKind.ATTRIBUTE, "city", 1, sealed=b"stale"),
+    _f("f4", "n1", FactKind.ATTRIBUTE, "city", 9, sealed=b"tie", source="crm"),
+    _f("f5", "n2", FactKind.ATTRIBUTE, "city", 3),
+    _f("f6", "n1", FactKind.ATTRIBUTE, "city", 0, status=FactStatus.QUARANTINED),
+    _f("f7", "n1", FactKind.RAW_IDENTIFIER, "email", 4, sealed=b"raw-a", pii=("EMAIL",)),
+    _f("f8", "n1", FactKind.RAW_IDENTIFIER, "email", 2, sealed=b"raw-b", source="crm"),
+    _f("f9", "n2", FactKind.EVENT, "purchase", 7),
+    _f("f10", "n2", FactKind.EVENT, "purchase", 7),
+)
+
+
+def test_fact_rows_fold_repeats_into_what_the_sqlite_store_keeps(tmp_path: Path) -> None:
+    from identity.store.neo4j import _fact_rows
+    from identity.store.sqlite import SqliteGraphStore
+
+    store = SqliteGraphStore(tmp_path / "g.sqlite3")
+    try:
+        store.write(
+            lambda tx: tx.apply(
+                ChangeSet(
+                    new_persons=(PersonRecord("p1", T0, T0),),
+                    new_nodes=tuple(
+                        IdentifierNode(n, HashedIdentifier("email", "k1", n.encode()), "p1", T0, T0)
+                        for n in ("n1", "n2")
+                    ),
+                    facts=_BATCH,
+                )
+            )
+        )
+        stored = store.read(
+            lambda tx: [
+                fact
+                for status in FactStatus
+                for fact in tx.person_facts("p1", tuple(FactKind), status)
+            ]
+        )
+    finally:
+        store.close()
+    current, raw, other = _fact_rows(_BATCH)
+    folded = sorted(
+        (
+            row["fact_id"],
+            row["node_id"],
+            row["kind"],
+            row["name"],
+            row["category"],
+            row["at"],
+            row["source"],
+            row["status"],
+            row["sealed"],
+            tuple(row["pii"]),
+        )
+        for row in current + raw + other
+    )
+    kept = sorted(
+        (
+            f.fact_id,
+            f.node_id,
+            f.kind.value,
+            f.name,
+            f.category,
+            int(f.at.timestamp() * 1000),
+            f.source,
+            f.status.value,
+            f.sealed,
+            f.pii,
+        )
+        for f in stored
+    )
+    assert folded == kept
+    # The first row's id keeps the value of the latest (last among equals) attribute row.
+    assert [(r["fact_id"], r["sealed"], r["source"]) for r in current] == [
+        ("f1", b"tie", "crm"),
+        ("f5", b"f5", "web"),
+    ]
+    assert [(r["fact_id"], r["sealed"], r["pii"]) for r in raw] == [("f7", b"raw-b", ["EMAIL"])]
+    assert [r["fact_id"] for r in other] == ["f6", "f9", "f10"]
+
+
+def test_apply_writes_facts_after_merges_and_reassignments_in_bounded_batches() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    fake = _FakeTx({"n1", "n2"})
+    changes = ChangeSet(merged={"p2": "p1"}, reassigned={"n2": "p3"}, facts=_BATCH)
+    Neo4jTransaction(cast(Any, fake), batch_size=2).apply(changes)
+    names = fake.names()
+    assert names.index("UPSERT_ATTRIBUTE_FACTS") > names.index("MOVE_IDENTIFIERS_OF_PERSONS")
+    assert names.index("UPSERT_ATTRIBUTE_FACTS") > names.index("REASSIGN_IDENTIFIERS")
+    fact_writes: list[tuple[str, list[dict[str, Any]]]] = [
+        (name, cast(list[dict[str, Any]], params["rows"]))
+        for name, (_, params) in zip(names, fake.runs, strict=True)
+        if name in {"UPSERT_ATTRIBUTE_FACTS", "UPSERT_RAW_IDENTIFIER_FACTS", "CREATE_FACTS"}
+    ]
+    assert [(name, len(rows)) for name, rows in fact_writes] == [
+        ("UPSERT_ATTRIBUTE_FACTS", 2),
+        ("UPSERT_RAW_IDENTIFIER_FACTS", 1),
+        ("CREATE_FACTS", 2),
+        ("CREATE_FACTS", 1),
+    ]
+    raw = fact_writes[1][1][0]
+    assert isinstance(raw["sealed"], bytes)  # a byte array property, not text
+    assert raw["pii"] == ["EMAIL"]  # a list of strings
+    assert isinstance(raw["at"], int)  # epoch milliseconds
+
+
+def test_apply_refuses_a_fact_whose_anchor_node_does_not_exist() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    fake = _FakeTx({"n1"})  # n2 is missing
+    with pytest.raises(StoreIntegrityError, match="identifier node that does not exist"):
+        Neo4jTransaction(cast(Any, fake), batch_size=100).apply(ChangeSet(facts=_BATCH))
+
+
+def test_fact_reads_map_records_back_to_facts() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    record: dict[str, object] = {
+        "fact_id": "f1",
+        "node_id": "n1",
+        "kind": "attribute",
+        "name": "city",
+        "category": "location",
+        "at": 1_767_225_600_000,
+        "source": "web",
+        "status": "quarantined",
+        "sealed": b"\x00cipher",
+        "pii": ["PERSON", "EMAIL_ADDRESS"],
+    }
+    fake = _FakeTx(set(), [record])
+    tx = Neo4jTransaction(cast(Any, fake), batch_size=100)
+    (fact,) = tx.facts_page(FactStatus.QUARANTINED, "", 10)
+    assert fact == Fact(
+        "f1",
+        "n1",
+        FactKind.ATTRIBUTE,
+        "city",
+        "location",
+        T0,
+        "web",
+        FactStatus.QUARANTINED,
+        b"\x00cipher",
+        ("PERSON", "EMAIL_ADDRESS"),
+    )
+    query, params = fake.runs[-1]
+    assert query == cypher.FACTS_PAGE
+    assert params == {"status": "quarantined", "after_fact_id": "", "limit": 10}
+    tx.person_facts("p1", (FactKind.EVENT, FactKind.ATTRIBUTE), FactStatus.ACTIVE)
+    assert fake.runs[-1][1] == {
+        "person_id": "p1",
+        "kinds": ["attribute", "event"],
+        "status": "active",
+    }
+    tx.node_facts(["n2", "n1", "n2"], FactKind.RAW_IDENTIFIER)
+    assert fake.runs[-1][1] == {
+        "node_ids": ["n1", "n2"],
+        "kind": "raw_identifier",
+        "status": "active",
+    }
+
+
+def test_set_fact_status_refuses_a_second_current_attribute_and_delete_counts_nodes() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    clashing = _FakeTx(set(), [{"changed": 1, "clashes": 1}])
+    with pytest.raises(StoreIntegrityError, match="two current values"):
+        Neo4jTransaction(cast(Any, clashing), 100).set_fact_status(["f1"], FactStatus.ACTIVE)
+    # Quarantining cannot break "one current value", so there is no check.
+    fine = _FakeTx(set(), [{"changed": 1, "clashes": 1}])
+    quarantine = Neo4jTransaction(cast(Any, fine), 100).set_fact_status
+    assert quarantine(["f1", "f1"], FactStatus.QUARANTINED) == 1
+    assert [q for q, _ in fine.runs] == [cypher.SET_FACT_STATUS]
+    assert Neo4jTransaction(cast(Any, fine), 100).delete_facts(["f1", "f2"]) == 2

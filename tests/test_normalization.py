@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from identity.errors import InvalidIdentifierError, UnknownIdentifierTypeError
+from identity.identifiers import normalize_email
 from identity.policy import IdentityPolicy
 
 VALID = [
@@ -99,3 +103,39 @@ def test_normalized_identifier_repr_hides_the_value(policy: IdentityPolicy) -> N
     identifier = policy.normalize("email", "ann@shop.de", "GB")
     assert "ann" not in repr(identifier)
     assert "shop" not in str(identifier)
+
+
+_LOCAL = st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,70}", fullmatch=True)
+_DOMAIN = st.sampled_from(
+    [
+        "shop.de",
+        "Mail.Example.ORG",
+        "xn--bcher-kva.de",
+        "sub.domain.co.uk",
+        "x.test",
+        "a-.de",
+        "localhost",
+        "b\u00fccher.de",
+        "192.168.0.1",
+        "[127.0.0.1]",
+        "nodot",
+        "x.y",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=_LOCAL, domain=_DOMAIN)
+def test_email_fast_path_agrees_with_the_full_validator(local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    try:
+        expected: str | None = validate_email(
+            address, check_deliverability=False
+        ).normalized.lower()
+    except EmailNotValidError:
+        expected = None
+    try:
+        got: str | None = normalize_email("email", address, None)
+    except InvalidIdentifierError:
+        got = None
+    assert got == expected

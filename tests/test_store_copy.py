@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sqlite3
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from identity.errors import StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
+    Fact,
+    FactKind,
+    FactStatus,
     IdentifierNode,
     Link,
     PersonRecord,
@@ -36,17 +40,55 @@ T = TypeVar("T")
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PERSONS = 23
 REFUSALS = 9
+# Facts the source ends with: 23 current city attributes (p_000's replaced by a newer value),
+# 8 x 2 purchase events and a note, 5 raw identifiers, 6 quarantined attributes.
+FACTS = 23 + 17 + 5 + 6
 
 
 def _hash(type_: str, n: int, key_id: str = "k1") -> HashedIdentifier:
     return HashedIdentifier(type_, key_id, n.to_bytes(32, "big"))
 
 
+def _facts(p: int, at: datetime) -> list[Fact]:
+    """Facts of person ``p``: every kind and status, with and without PII entity types."""
+    node = f"n_{p:03d}_0"
+    last = f"n_{p:03d}_{p % 3}"
+
+    def fact(n: int, anchor: str, kind: FactKind, name: str, **kw: Any) -> Fact:
+        return Fact(
+            f"f_{p:03d}_{n}",
+            anchor,
+            kind,
+            name,
+            kw.get("category", "location"),
+            kw.get("at", at),
+            "crm",
+            kw.get("status", FactStatus.ACTIVE),
+            bytes([p, n]) + b"\x00sealed",
+            kw.get("pii", ()),
+        )
+
+    facts = [fact(0, node, FactKind.ATTRIBUTE, "city")]
+    if p % 3 == 0:
+        facts += [
+            fact(n, last, FactKind.EVENT, "purchase", category="commerce", at=at + timedelta(n))
+            for n in (1, 2)
+        ]
+    if p % 5 == 0:
+        facts.append(fact(3, node, FactKind.RAW_IDENTIFIER, "email", category="contact"))
+    if p % 4 == 0:
+        quarantined = FactStatus.QUARANTINED
+        facts.append(fact(4, last, FactKind.ATTRIBUTE, "city", status=quarantined, pii=("PERSON",)))
+    if p == 7:
+        facts.append(fact(5, node, FactKind.EVENT, "note", pii=("EMAIL_ADDRESS", "PHONE_NUMBER")))
+    return facts
+
+
 def _build_source(path: Path) -> None:
-    """23 persons of 1-3 identifiers with links, one merge, 9 refusals, odd timestamps."""
+    """23 persons of 1-3 identifiers with links and facts, one merge, 9 refusals, odd times."""
     store = SqliteGraphStore(path)
     try:
-        persons, nodes, links = [], [], []
+        persons, nodes, links, facts = [], [], [], []
         for p in range(PERSONS):
             at = T0 + timedelta(minutes=p, milliseconds=p * 7)
             person = f"p_{p:03d}"
@@ -59,6 +101,7 @@ def _build_source(path: Path) -> None:
             ]
             source = "web" if p % 2 else "crm"
             links += [Link(a, b, source, at, at) for a, b in itertools.pairwise(ids)]
+            facts += _facts(p, at)
         refusals = tuple(
             Refusal(_hash("email", 1000 + r), RefusalReason.LIMIT_EXCEEDED, "limit", "web", T0)
             for r in range(REFUSALS)
@@ -70,9 +113,15 @@ def _build_source(path: Path) -> None:
                     new_nodes=tuple(nodes),
                     links=tuple(links),
                     refusals=refusals,
+                    facts=tuple(facts),
                 )
             )
         )
+        # A newer city for p_000 replaces the current value (the fact keeps its id).
+        newer = dataclasses.replace(
+            facts[0], fact_id="f_000_9", at=T0 + timedelta(days=2), source="web", sealed=b"newer"
+        )
+        store.write(lambda tx: tx.apply(ChangeSet(facts=(newer,))))
         # p_022 absorbs p_021, so the source has a gap in person ids and a cross-source link.
         store.write(
             lambda tx: tx.apply(
@@ -86,9 +135,10 @@ def _build_source(path: Path) -> None:
         store.close()
 
 
-def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+def _tables(path: Path, *, facts: bool = True) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the graph tables (refusal ids excepted: they are local row numbers)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    facts_query = "SELECT * FROM facts ORDER BY 1" if facts else "SELECT 1 WHERE 0"
     try:
         return {
             "persons": conn.execute("SELECT * FROM persons ORDER BY 1").fetchall(),
@@ -98,6 +148,7 @@ def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
                 "SELECT at, source, type, key_id, digest, reason, detail FROM refusals "
                 "ORDER BY refusal_id"
             ).fetchall(),
+            "facts": conn.execute(facts_query).fetchall(),
         }
     finally:
         conn.close()
@@ -158,18 +209,53 @@ def test_copy_reproduces_every_row_when_the_target_is_an_empty_sqlite_store(
     seen: list[CopyProgress] = []
     try:
         report = copy_graph(source, target, batch_size=4, progress=seen.append)
-        assert target.stats() == StoreStats(persons=22, identifiers=45, links=23, refusals=9)
+        assert target.stats() == StoreStats(
+            persons=22, identifiers=45, links=23, refusals=9, facts=FACTS
+        )
         (node,) = target.read(lambda tx: tx.find_identifiers([_hash("phone", 221)]))
         assert node.person_id == "p_022"
         assert node.last_seen == T0 + timedelta(minutes=22, milliseconds=154, hours=1)
+        # p_021's facts came along with its nodes into p_022, the person that absorbed it.
+        merged = target.read(
+            lambda tx: tx.person_facts("p_022", (FactKind.ATTRIBUTE,), FactStatus.ACTIVE)
+        )
+        assert sorted(f.fact_id for f in merged) == ["f_021_0", "f_022_0"]
+        (current,) = target.read(
+            lambda tx: tx.person_facts("p_000", (FactKind.ATTRIBUTE,), FactStatus.ACTIVE)
+        )
+        assert (current.fact_id, current.sealed, current.source) == ("f_000_0", b"newer", "web")
+        quarantined = target.read(lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", 100))
+        assert [f.fact_id for f in quarantined] == [f"f_{p:03d}_4" for p in range(0, 21, 4)]
+        assert quarantined[0].pii == ("PERSON",)
     finally:
         target.close()
     assert _tables(tmp_path / "target.sqlite3") == _tables(source)
     assert (report.persons, report.identifiers, report.links, report.refusals) == (22, 45, 23, 9)
+    assert report.facts == FACTS
     assert not report.resumed
     assert report.batches == 6 + 3  # ceil(22 / 4) person batches, ceil(9 / 4) refusal batches
     assert seen[0] == CopyProgress(0, 22, 0, 9)
     assert seen[-1] == CopyProgress(22, 22, 9, 9)
+
+
+def test_copy_reads_a_source_from_before_facts_as_one_without_facts(
+    source: Path, tmp_path: Path
+) -> None:
+    # A file last opened by an idgraph without facts has no facts table; the copy opens the
+    # source read-only, so it cannot (and must not) create it.
+    conn = sqlite3.connect(source)
+    conn.execute("DROP TABLE facts")
+    conn.close()
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        report = copy_graph(source, target, batch_size=7)
+        assert target.stats() == StoreStats(
+            persons=22, identifiers=45, links=23, refusals=9, facts=0
+        )
+    finally:
+        target.close()
+    assert report.facts == 0
+    assert _tables(tmp_path / "target.sqlite3") == _tables(source, facts=False)
 
 
 def test_copy_never_writes_to_the_source(source: Path, tmp_path: Path) -> None:
@@ -190,7 +276,7 @@ def test_copy_is_refused_and_writes_nothing_when_the_target_holds_another_graph(
         target.write(lambda tx: tx.apply(ChangeSet(new_persons=(PersonRecord("p_x", T0, T0),))))
         with pytest.raises(CopyTargetNotEmptyError):
             copy_graph(source, target)
-        assert target.stats() == StoreStats(persons=1, identifiers=0, links=0, refusals=0)
+        assert target.stats() == StoreStats(persons=1, identifiers=0, links=0, refusals=0, facts=0)
     finally:
         target.close()
 
@@ -204,7 +290,7 @@ def test_copy_resumes_after_the_last_committed_batch_when_a_write_failed(
         target.fail_on_write = 4  # batches 1-3 commit, the 4th rolls back
         with pytest.raises(ConnectionError, match="injected"):
             copy_graph(source, target, batch_size=4)
-        assert target.stats().persons == 12
+        assert (target.stats().persons, target.stats().facts) == (12, 27)
         target.fail_on_write = None
 
         second = copy_graph(source, target, batch_size=4)
@@ -214,14 +300,17 @@ def test_copy_resumes_after_the_last_committed_batch_when_a_write_failed(
         target.close()
     assert second.resumed
     assert (second.persons, second.refusals) == (22 - 12, 9)
+    # Batches 1-3 (p_000-p_011) held 27 facts; the resumed run copies exactly the rest.
+    assert second.facts == FACTS - 27
     assert third.resumed
-    assert (third.persons, third.identifiers, third.links, third.refusals, third.batches) == (
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
+    assert (
+        third.persons,
+        third.identifiers,
+        third.links,
+        third.facts,
+        third.refusals,
+        third.batches,
+    ) == (0, 0, 0, 0, 0, 0)
     assert cursor is not None
     assert '"done": true' in cursor
     target_tables = _tables(tmp_path / "target.sqlite3")
@@ -249,7 +338,7 @@ def test_copy_rolls_back_the_batch_when_the_target_refuses_a_row(
     try:
         with pytest.raises(StoreIntegrityError):
             copy_graph(source, target, batch_size=4, progress=interfere)
-        assert target.stats() == StoreStats(persons=5, identifiers=8, links=3, refusals=0)
+        assert target.stats() == StoreStats(persons=5, identifiers=8, links=3, refusals=0, facts=10)
         assert target.read(lambda tx: tx.cluster("p_004")).nodes == ()
         cursor = target.read(lambda tx: tx.get_meta(cursor_key(source)))
     finally:

@@ -40,7 +40,9 @@ the index argument for hex strings does not apply, and raw bytes are what the va
 (no encoding step, a quarter smaller than base64, and nothing that reads like text in Browser).
 ``pii`` is a list of strings (the entity types the scanner found). The partial unique indexes
 SQLite has (one active attribute per node and name, one raw identifier per node) cannot be
-expressed as Neo4j constraints; the upserts ``MERGE`` on the anchored pattern instead.
+expressed as Neo4j constraints (Community has no conditional or relationship-scoped
+uniqueness), so the upserts ``MERGE`` on the anchored pattern instead, and releasing a
+quarantined attribute is checked by :data:`ATTRIBUTE_CLASHES`.
 """
 
 from __future__ import annotations

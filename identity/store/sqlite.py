@@ -416,6 +416,7 @@ class SqliteGraphStore:
         path: Path,
         synchronous: Synchronous = "FULL",
         busy_timeout_ms: int = 10_000,
+        cache_mib: int = 64,
     ) -> None:
         self.path = path
         try:
@@ -423,6 +424,7 @@ class SqliteGraphStore:
             # Owner-only: keyed hashes are pseudonymous personal data. SQLite creates the WAL
             # and shared-memory files with the main file's mode, so they follow.
             path.touch(mode=0o600, exist_ok=True)
+            path.chmod(0o600)  # also tighten a file that already existed with a looser mode
             # One connection, serialized by a lock: SQLite has one writer at a time anyway, and
             # a single connection keeps transactions simple. check_same_thread is off because
             # FastAPI runs sync endpoints on a thread pool; the lock provides the safety.
@@ -433,6 +435,9 @@ class SqliteGraphStore:
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # 64 MiB page cache (default 2 MiB): the indexes on random digests and person ids
+            # outgrow the default early, and every miss is a read from disk inside the write lock.
+            self._conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open SQLite store at {path}: {exc}") from exc
@@ -463,13 +468,19 @@ class SqliteGraphStore:
             try:
                 yield _SqliteTransaction(self._conn)
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise StoreUnavailableError(f"SQLite commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back on its own (disk full, I/O error); a second
+        # ROLLBACK would raise and hide the error that matters.
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _run(self, begin: str, fn: Callable[[_SqliteTransaction], T]) -> T:
         try:
@@ -506,9 +517,15 @@ class SqliteGraphStore:
         self.read(lambda tx: tx._conn.execute("SELECT 1").fetchone())
 
     def checkpoint(self) -> None:
-        """Fold the WAL into the main file (used by tests and before backups)."""
+        """Fold the WAL into the main file (before file-level backups, and in tests).
+
+        Raises :class:`StoreUnavailableError` when another connection's read kept the checkpoint
+        from completing, so a backup is never taken of a half-checkpointed file unknowingly.
+        """
         with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise StoreUnavailableError("WAL checkpoint blocked by a reader; try again")
 
     def close(self) -> None:
         """Close the connection."""

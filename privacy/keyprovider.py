@@ -1,0 +1,384 @@
+"""Key-encryption keys (KEKs): the port that wraps vault data keys, and its local-file adapter.
+
+The vault (:mod:`privacy.vault`) encrypts values with data keys (DEKs) and never stores a DEK in
+the clear: it stores the DEK *wrapped* (encrypted) by a KEK that a :class:`KeyProvider` holds.
+The provider is a port so the KEK can live in a KMS instead of a file.
+
+Local file format (JSON, file mode 0600)::
+
+    {"format": "idgraph-kek/1",
+     "primary": "kek-20261123-3f9a1c",
+     "keys": [{"id": "kek-20261123-3f9a1c", "secret": "<base64url, 32 bytes>",
+               "created_at": "2026-11-23T10:00:00Z", "origin": "generated"}]}
+
+``primary`` wraps new data keys; the other keys stay only so that data keys wrapped under them
+can still be unwrapped until :meth:`privacy.vault.Vault.rewrap` has moved every data key to the
+primary. ``origin`` is ``generated`` for a KEK idgraph made by itself for local development and
+``operator`` for one made on purpose; production refuses ``generated`` (see
+:func:`check_kek_origin`): a key nobody chose on purpose is a key nobody backs up or protects.
+
+Rotation, step by step::
+
+    rotate_kek_file(path)              # new primary; old KEKs stay in the file
+    vault = Vault(keys, LocalFileKeyProvider(path))
+    vault.rewrap()                     # re-wrap every DEK under the new primary (resumable)
+    vault.count_by_kek()               # -> {new_primary: n}: nothing left under an old KEK
+    remove_kek(path, old_id)           # only now may the old KEK go
+
+How a KMS-backed provider implements the same Protocol
+------------------------------------------------------
+No data key ever needs to leave the vault for this; only the 32-byte DEK travels to the KMS.
+
+* **AWS KMS.** ``current_kek_id`` is the KMS key ARN. ``wrap`` calls
+  ``Encrypt(KeyId=arn, Plaintext=data_key, EncryptionContext={"idgraph-aad": b64(aad)})`` and
+  returns ``WrappedKey(arn, CiphertextBlob)``. ``unwrap`` calls
+  ``Decrypt(KeyId=wrapped.kek_id, CiphertextBlob=wrapped.blob, EncryptionContext=<same>)``;
+  KMS authenticates the EncryptionContext exactly as AES-GCM authenticates AAD, so a wrapped key
+  moved to another owner fails with ``InvalidCiphertextException``, which the provider re-raises
+  as :class:`WrappedKeyInvalidError`. Passing ``KeyId`` on Decrypt pins the key so a blob cannot
+  redirect the call to another KMS key. KMS automatic rotation keeps the ARN (old backing keys
+  stay inside KMS), so it needs no rewrap; moving to a *different* KMS key changes
+  ``current_kek_id`` and :meth:`~privacy.vault.Vault.rewrap` moves the DEKs over.
+* **HashiCorp Vault transit.** ``current_kek_id`` is ``"transit:<key name>:v<latest version>"``.
+  ``wrap`` calls ``POST transit/encrypt/<name>`` with ``plaintext=b64(data_key)`` and
+  ``associated_data=b64(aad)`` (AEAD key types such as ``aes256-gcm96``, Vault >= 1.13) and stores
+  the returned ``vault:vN:...`` string as the blob. ``unwrap`` calls ``transit/decrypt`` with the
+  same ``associated_data``. After ``transit/keys/<name>/rotate`` the latest version changes, so
+  ``current_kek_id`` changes and ``rewrap`` re-wraps (a provider may use ``transit/rewrap``, which
+  never returns the plaintext DEK); afterwards ``min_decryption_version`` retires old versions,
+  the counterpart of :func:`remove_kek`.
+
+Either way, the provider's errors are re-raised as :class:`KeyProviderError` subclasses and no
+message ever contains key bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from identity.errors import ConfigurationError, IdGraphError
+
+FORMAT = "idgraph-kek/1"
+Origin = Literal["generated", "operator"]
+
+KEK_BYTES = 32  # AES-256: the largest AES key; 128-bit security even against Grover-style search
+NONCE_BYTES = 12  # 96 bits: the nonce size GCM is specified for (no GHASH-derived counter)
+_WRAP_VERSION = b"\x01"
+_TAG_BYTES = 16
+# Domain separation: a KEK wrap can never be confused with any other AES-GCM use of the same
+# bytes, and the KEK id is bound too, so a blob relabelled with another kek_id fails to unwrap.
+_WRAP_AAD_PREFIX = b"idgraph-kek-wrap/1\x00"
+
+
+class KeyProviderError(IdGraphError):
+    """A key provider could not wrap or unwrap a data key."""
+
+    code = "key-provider-error"
+
+
+class KekNotFoundError(KeyProviderError, ConfigurationError):
+    """A wrapped key names a KEK the provider does not hold (removed too early, or wrong file)."""
+
+    code = "kek-not-found"
+
+    def __init__(self, kek_id: str) -> None:
+        self.kek_id = kek_id
+        super().__init__(
+            f"KEK {kek_id!r} is not in the key provider; was it removed before every data key "
+            "was re-wrapped? (Vault.count_by_kek shows which KEKs are still in use)"
+        )
+
+
+class WrappedKeyInvalidError(KeyProviderError):
+    """A wrapped key failed authentication: altered, moved to another owner, or a wrong KEK."""
+
+    code = "wrapped-key-invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key encrypted under the KEK ``kek_id``; ``blob`` is provider-specific."""
+
+    kek_id: str
+    blob: bytes
+
+    def __repr__(self) -> str:
+        # A wrapped key is not secret on its own, but crypto-shredding works only if every copy
+        # of it is destroyed, so it must not leak into logs or tracebacks either.
+        return f"WrappedKey(kek_id={self.kek_id!r}, blob=<{len(self.blob)} bytes>)"
+
+
+class KeyProvider(Protocol):
+    """The port to whatever holds the key-encryption keys (a local file, a KMS)."""
+
+    @property
+    def current_kek_id(self) -> str:
+        """The KEK new data keys are wrapped under."""
+        ...
+
+    def wrap(self, data_key: bytes, aad: bytes) -> WrappedKey:
+        """Encrypt ``data_key`` under the current KEK, authenticating ``aad`` (binds the owner)."""
+        ...
+
+    def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
+        """Decrypt a wrapped key; raises :class:`KeyProviderError` if it does not authenticate."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KekEntry:
+    """One KEK as recorded in the file."""
+
+    kek_id: str
+    secret: bytes = field(repr=False)
+    created_at: str
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class KekFile:
+    """The parsed KEK file."""
+
+    primary: str
+    entries: tuple[KekEntry, ...]
+
+    @property
+    def primary_origin(self) -> Origin:
+        """Origin of the primary KEK (production refuses ``generated``)."""
+        return next(e.origin for e in self.entries if e.kek_id == self.primary)
+
+    @property
+    def kek_ids(self) -> tuple[str, ...]:
+        """Ids of every KEK in the file, oldest first."""
+        return tuple(e.kek_id for e in self.entries)
+
+
+def new_kek_id(now: datetime | None = None) -> str:
+    """A fresh KEK id: date plus random suffix; readable in logs, unique enough to rotate daily."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
+    return f"kek-{stamp}-{secrets.token_hex(3)}"
+
+
+def _entry(origin: Origin) -> KekEntry:
+    # 32 bytes from the OS CSPRNG (secrets uses os.urandom): a full-strength AES-256 key.
+    return KekEntry(
+        new_kek_id(),
+        secrets.token_bytes(KEK_BYTES),
+        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        origin,
+    )
+
+
+def parse_kek_document(text: str, source: str) -> KekFile:
+    """Parse the JSON document; ``source`` names where it came from in error messages."""
+    try:
+        doc: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{source}: not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ConfigurationError(f"{source}: format must be {FORMAT!r}")
+    raw_keys = doc.get("keys")
+    if not isinstance(raw_keys, list) or not raw_keys:
+        raise ConfigurationError(f"{source}: keys must be a non-empty list")
+    entries: list[KekEntry] = []
+    for index, item in enumerate(raw_keys):
+        if not isinstance(item, dict):
+            raise ConfigurationError(f"{source}: keys[{index}] must be an object")
+        kid, secret, origin = item.get("id"), item.get("secret"), item.get("origin", "operator")
+        if not isinstance(kid, str) or not kid or len(kid) > 64:
+            raise ConfigurationError(f"{source}: keys[{index}].id must be a short string")
+        if kid in {e.kek_id for e in entries}:
+            raise ConfigurationError(f"{source}: keys[{index}].id repeats an earlier id")
+        if origin not in ("generated", "operator"):
+            raise ConfigurationError(f"{source}: keys[{index}].origin must be generated|operator")
+        try:
+            raw = base64.urlsafe_b64decode(str(secret) + "=" * (-len(str(secret)) % 4))
+        except (binascii.Error, ValueError):
+            raise ConfigurationError(f"{source}: keys[{index}].secret is not base64url") from None
+        # Exactly 32 bytes: AES-256 only; a shorter key would silently select AES-128/192.
+        if len(raw) != KEK_BYTES:
+            raise ConfigurationError(
+                f"{source}: keys[{index}].secret must be {KEK_BYTES} bytes (AES-256)"
+            )
+        entries.append(KekEntry(kid, raw, str(item.get("created_at", "")), origin))
+    primary = doc.get("primary")
+    if not isinstance(primary, str) or primary not in {e.kek_id for e in entries}:
+        raise ConfigurationError(f"{source}: primary must name one of the keys")
+    return KekFile(primary, tuple(entries))
+
+
+def dump_kek_document(keks: KekFile) -> str:
+    """Serialize ``keks`` to the JSON document."""
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "primary": keks.primary,
+            "keys": [
+                {
+                    "id": e.kek_id,
+                    "secret": base64.urlsafe_b64encode(e.secret).decode().rstrip("="),
+                    "created_at": e.created_at,
+                    "origin": e.origin,
+                }
+                for e in keks.entries
+            ],
+        },
+        indent=2,
+    )
+
+
+def write_kek_file(path: Path, keks: KekFile) -> None:
+    """Write atomically with mode 0600: a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".kek-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(dump_kek_document(keks))
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_kek_file(path: Path) -> KekFile:
+    """Read and check the KEK file; refuses files readable by group or others."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(f"KEK file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigurationError(f"KEK file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigurationError(
+            f"KEK file {path} has mode {mode:o}; run `chmod 600 {path}` (secrets must not be "
+            "readable by other users)"
+        )
+    return parse_kek_document(text, str(path))
+
+
+def create_kek_file(path: Path, origin: Origin) -> KekFile:
+    """Create a KEK file with one new KEK; refuses to overwrite an existing file."""
+    if path.exists():
+        raise ConfigurationError(f"KEK file {path} already exists; refusing to overwrite it")
+    entry = _entry(origin)
+    keks = KekFile(entry.kek_id, (entry,))
+    write_kek_file(path, keks)
+    return keks
+
+
+def rotate_kek_file(path: Path) -> str:
+    """Add a new operator KEK and make it primary; returns its id. Old KEKs stay for unwrapping."""
+    current = read_kek_file(path)
+    entry = _entry("operator")
+    write_kek_file(path, KekFile(entry.kek_id, (*current.entries, entry)))
+    return entry.kek_id
+
+
+def remove_kek(path: Path, kek_id: str) -> KekFile:
+    """Drop a retired KEK from the file; refuses the primary.
+
+    Run it only after :meth:`privacy.vault.Vault.rewrap` and when
+    :meth:`~privacy.vault.Vault.count_by_kek` shows no data key under ``kek_id``: a data key still
+    wrapped under a removed KEK is unreadable (which is crypto-shredding, by accident).
+    """
+    current = read_kek_file(path)
+    if kek_id == current.primary:
+        raise ConfigurationError(f"KEK {kek_id!r} is the primary; rotate before removing it")
+    if kek_id not in current.kek_ids:
+        raise ConfigurationError(f"KEK {kek_id!r} is not in {path}")
+    remaining = KekFile(current.primary, tuple(e for e in current.entries if e.kek_id != kek_id))
+    write_kek_file(path, remaining)
+    return remaining
+
+
+def check_kek_origin(origin: Origin, *, production: bool) -> None:
+    """Refuse a ``generated`` primary KEK in production (the bootstrap calls this)."""
+    if production and origin == "generated":
+        raise ConfigurationError(
+            "the primary KEK was generated for local development; production refuses it. "
+            "Create an operator KEK (rotate the KEK file) or configure a KMS key provider."
+        )
+
+
+def _wrap_aad(kek_id: str, aad: bytes) -> bytes:
+    return _WRAP_AAD_PREFIX + kek_id.encode() + b"\x00" + aad
+
+
+class LocalFileKeyProvider:
+    """:class:`KeyProvider` whose KEKs are in a local JSON file (development, single host).
+
+    The file is read once, at construction; after :func:`rotate_kek_file` build a new provider.
+    AES-GCM objects are stateless per call, so one provider is safe to share between threads.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = read_kek_file(path)
+        self._keks = {e.kek_id: AESGCM(e.secret) for e in self._file.entries}
+
+    @property
+    def current_kek_id(self) -> str:
+        """The primary KEK of the file."""
+        return self._file.primary
+
+    @property
+    def primary_origin(self) -> Origin:
+        """Origin of the primary KEK (same as :attr:`kek_origin`)."""
+        return self._file.primary_origin
+
+    @property
+    def kek_origin(self) -> Origin:
+        """Origin of the KEK that wraps new data keys; pass it to :func:`check_kek_origin`."""
+        return self._file.primary_origin
+
+    @property
+    def kek_ids(self) -> tuple[str, ...]:
+        """Every KEK this provider can unwrap with."""
+        return self._file.kek_ids
+
+    def wrap(self, data_key: bytes, aad: bytes) -> WrappedKey:
+        """AES-256-GCM-encrypt ``data_key`` under the primary KEK.
+
+        Blob: version byte ``0x01`` | 12-byte random nonce | ciphertext + 16-byte tag. A random
+        96-bit nonce is safe here: one KEK wraps at most a few million DEKs before rotation, far
+        below the 2**32 messages per key where random-nonce collisions become a concern for GCM.
+        The AAD binds the KEK id and the caller's ``aad`` (the owner), so a wrapped key copied to
+        another owner's row does not unwrap.
+        """
+        kek_id = self._file.primary
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._keks[kek_id].encrypt(nonce, data_key, _wrap_aad(kek_id, aad))
+        return WrappedKey(kek_id, _WRAP_VERSION + nonce + sealed)
+
+    def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
+        """Decrypt a key wrapped by :meth:`wrap` under any KEK still in the file."""
+        kek = self._keks.get(wrapped.kek_id)
+        if kek is None:
+            raise KekNotFoundError(wrapped.kek_id)
+        blob = wrapped.blob
+        if len(blob) < 1 + NONCE_BYTES + _TAG_BYTES or blob[:1] != _WRAP_VERSION:
+            raise WrappedKeyInvalidError("wrapped data key has an unknown format")
+        nonce, sealed = blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
+        try:
+            return kek.decrypt(nonce, sealed, _wrap_aad(wrapped.kek_id, aad))
+        except InvalidTag:
+            raise WrappedKeyInvalidError(
+                "wrapped data key failed authentication (altered, moved to another owner, or "
+                "a different KEK under the same id)"
+            ) from None

@@ -1,0 +1,703 @@
+"""The vault: envelope encryption of the few raw values idgraph must keep, with crypto-shredding.
+
+Design (GitHub issue 4)
+-----------------------
+**One data key (DEK) per identifier anchor, not per person.** The owner of a DEK is the
+identifier node id (``n_…``, an opaque random id, see :func:`identity.model.new_node_id`) that a
+value arrived with. Persons are not stable: resolution merges two persons into one and an unlink
+or erasure splits a cluster. With a DEK per person every merge or split would have to re-encrypt
+(or re-key) the values that moved; with a DEK per anchor the anchor moves between persons and its
+ciphertexts and key stay as they are. Erasing a person is then shredding the DEKs of all of that
+person's anchors (:meth:`Vault.shred` takes a collection of owners and does it in one
+transaction). The anchor id is random, so the key store reveals nothing about who a key is for.
+
+**Envelope encryption.** Each DEK is 32 random bytes used with AES-256-GCM. DEKs are stored only
+*wrapped* (encrypted) by a key-encryption key (KEK) from a :class:`~privacy.keyprovider.KeyProvider`
+(a local file, or a KMS in production). Rotating the KEK re-wraps 32-byte DEKs
+(:meth:`Vault.rewrap`); the data itself is never re-encrypted.
+
+**Wrapped DEKs live in their own SQLite file** (``vault-keys.sqlite3``,
+:class:`SqliteVaultKeyStore`), never in the graph database that holds the ciphertexts.
+Crypto-shredding means deleting an owner's wrapped DEK: every ciphertext under that DEK, in every
+copy, becomes unreadable. That only holds if the copies of the ciphertext do not carry the key:
+because the graph database never contains a DEK, a backup or copy of it taken *before* a shred
+cannot be decrypted *after* the shred. The key file runs with ``PRAGMA secure_delete=ON`` (freed
+cells and pages are overwritten with zeros, so a deleted wrapped key is not left in the file's
+free space) and a shred ends with ``PRAGMA wal_checkpoint(TRUNCATE)`` (the page images that held
+the key are folded into the main file, where secure_delete zeroed them, and the WAL is cut to
+zero bytes instead of keeping old frames around for reuse).
+
+**The price: backups of the vault key file must have short retention**, like a KMS's key
+deletion window (7-30 days). A key-file backup taken before a shred still holds the shredded
+wrapped DEK and, together with a live KEK, would decrypt old graph copies. So: back up the key
+file often, keep those backups briefly, and rotate and *remove* old KEKs
+(:func:`~privacy.keyprovider.remove_kek`) on a schedule: once the KEK a stale key-file backup was
+wrapped under is gone, that backup is dead too. The same argument covers what secure_delete cannot
+reach (blocks the filesystem or an SSD's wear levelling keep after an overwrite).
+
+Limits, stated plainly
+----------------------
+* Unwrapped DEKs are cached in process memory (a bounded LRU of AES-GCM contexts, so a hit
+  costs neither a key-file lookup nor an unwrap, which with a KMS is a network call). Python
+  cannot wipe memory, so a shredded key may remain in freed process memory until it is reused.
+  The cache is never *used* after a shred: every call first reads the key file's shred
+  generation (one single-row query), which every shred increments in its own transaction; when
+  it has moved, the cache is emptied. So a shred by another process (the CLI while the API
+  serves) takes effect on the next call everywhere.
+* A cached DEK was authenticated when it was unwrapped; a key-file row altered *afterwards* is
+  noticed when the entry leaves the cache (eviction, a shred, a restart), not before. That
+  alteration cannot make the vault use a key the attacker chose while the genuine one is cached.
+* ``secure_delete`` is a per-connection setting. Every connection that deletes from the key file
+  must be made by :class:`SqliteVaultKeyStore`.
+
+Blob format of a vault value: ``0x01`` (version) | 12-byte random nonce | ciphertext + 16-byte
+GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from privacy.keyprovider import KeyProvider, WrappedKey, WrappedKeyInvalidError
+
+VERSION = 0x01
+_VERSION_BYTE = bytes((VERSION,))
+DEK_BYTES = 32  # AES-256 (see privacy.keyprovider.KEK_BYTES for why 256)
+NONCE_BYTES = 12  # 96-bit nonce: GCM's native size
+TAG_BYTES = 16  # full-length GCM tag; truncated tags weaken forgery resistance
+_HEADER = 1 + NONCE_BYTES
+# The AAD binds each ciphertext to its owner and its field, so a blob copied to another owner's
+# row, or into another field of the same owner, fails authentication instead of decrypting as
+# the wrong person's data. The prefix names the format version, so a future version-2 blob
+# relabelled as version 1 fails too (the version byte itself is checked, not authenticated).
+_VALUE_AAD_PREFIX = b"idgraph-vault/1\x00"
+# The owner is bound into the DEK wrap as well: a wrapped DEK copied onto another owner's row in
+# the key file does not unwrap, so nobody can re-point an owner at a key they control.
+_DEK_AAD_PREFIX = b"idgraph-vault-dek/1\x00"
+_CHUNK = 500  # bound parameters per statement; far below SQLite's limit
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- One wrapped data key per owner (identifier anchor). Deleting the row is crypto-shredding.
+CREATE TABLE IF NOT EXISTS data_keys (
+    owner      TEXT PRIMARY KEY,
+    kek_id     TEXT NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Owners whose key was shredded: no new key is ever made for them, so an erased anchor cannot
+-- quietly get fresh data. Holds opaque anchor ids only, no key material.
+CREATE TABLE IF NOT EXISTS shredded (
+    owner       TEXT PRIMARY KEY,
+    shredded_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class VaultError(IdGraphError):
+    """Root of the vault's errors. Messages never contain plaintext or key bytes."""
+
+    code = "vault-error"
+
+
+class VaultUnavailableError(VaultError, StoreUnavailableError):
+    """The vault key file cannot be opened or refused an operation (maps like a store outage)."""
+
+    code = "vault-unavailable"
+
+
+class InvalidVaultItemError(VaultError):
+    """An owner id or field name cannot be used (empty, or containing NUL)."""
+
+    code = "vault-item-invalid"
+
+
+class DataKeyDestroyedError(VaultError):
+    """Some owners have no data key (shredded, or never created): their data is unreadable."""
+
+    code = "data-key-destroyed"
+
+    def __init__(self, owners: Collection[str]) -> None:
+        self.owners = tuple(sorted(owners))
+        shown = ", ".join(self.owners[:5]) + (" …" if len(self.owners) > 5 else "")
+        super().__init__(
+            f"{len(self.owners)} owner(s) have no data key (shredded or never created): {shown}"
+        )
+
+
+class TamperedCiphertextError(VaultError):
+    """A value failed authentication: altered, truncated, wrong version, or moved between
+    owners or fields. Nothing of the batch is returned."""
+
+    code = "ciphertext-tampered"
+
+    def __init__(self, owner: str, field: str, index: int, detail: str) -> None:
+        self.owner = owner
+        self.field = field
+        self.index = index
+        super().__init__(f"vault value #{index} (owner {owner}, field {field!r}): {detail}")
+
+
+class TamperedDataKeyError(TamperedCiphertextError):
+    """An owner's wrapped data key failed authentication (altered or copied from another owner)."""
+
+    code = "data-key-tampered"
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.field = ""
+        self.index = -1
+        VaultError.__init__(
+            self,
+            f"the wrapped data key of owner {owner} failed authentication (altered in the key "
+            "file, or copied from another owner's row)",
+        )
+
+
+class ShredIncompleteError(VaultError):
+    """The keys were destroyed, but the WAL could not be truncated (a reader held it).
+
+    The shredded keys are already unreadable through the vault; their bytes may remain in the WAL
+    file until :meth:`SqliteVaultKeyStore.checkpoint` succeeds. Retry it.
+    """
+
+    code = "shred-incomplete"
+
+    def __init__(self, destroyed: int) -> None:
+        self.destroyed = destroyed
+        super().__init__(
+            f"{destroyed} data key(s) destroyed, but the key file's WAL could not be truncated "
+            "because another connection is reading it; retry the checkpoint"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapReport:
+    """What :meth:`Vault.rewrap` did: keys moved to the current KEK and keys already there."""
+
+    kek_id: str
+    rewrapped: int
+    already_current: int
+    batches: int
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _check_name(kind: str, value: str) -> None:
+    # NUL separates the parts of the AAD; a NUL inside a part would let two different
+    # (owner, field) pairs produce the same AAD and so accept each other's blobs.
+    if not value or "\x00" in value:
+        raise InvalidVaultItemError(f"{kind} must be non-empty and must not contain NUL")
+
+
+def _check_items(items: Sequence[tuple[str, str, bytes]]) -> set[str]:
+    """Check every distinct owner and field once; returns the owners."""
+    owners = {owner for owner, _, _ in items}
+    for owner in owners:
+        _check_name("owner", owner)
+    for field in {field for _, field, _ in items}:
+        _check_name("field", field)
+    return owners
+
+
+def _value_aad(owner: str, field: str) -> bytes:
+    return _VALUE_AAD_PREFIX + owner.encode() + b"\x00" + field.encode()
+
+
+def _dek_aad(owner: str) -> bytes:
+    return _DEK_AAD_PREFIX + owner.encode()
+
+
+class SqliteVaultKeyStore:
+    """The wrapped data keys, one row per owner, in their own SQLite file (mode 0600, WAL).
+
+    Like the graph store: one connection serialized by a lock, ``isolation_level=None`` with
+    explicit ``BEGIN IMMEDIATE`` for writes, ``synchronous=FULL`` (a created key is on disk before
+    any ciphertext under it is handed out: losing a key after its ciphertext is stored would be an
+    accidental shred). Adds ``secure_delete=ON`` (see the module docstring).
+    """
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        except OSError as exc:
+            raise VaultUnavailableError(f"vault key file {path}: {exc.strerror}") from exc
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"vault key file {path} has mode {mode:o}; run `chmod 600 {path}` (key material "
+                "must not be readable or writable by other users)"
+            )
+        try:
+            # Owner-only: the file holds (wrapped) key material. SQLite creates the -wal and
+            # -shm files with the main file's mode, so they follow.
+            path.touch(mode=0o600, exist_ok=True)
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise VaultUnavailableError(f"cannot open vault key file {path}: {exc}") from exc
+        try:
+            self._configure(busy_timeout_ms)
+            self._migrate()
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise VaultUnavailableError(f"cannot open vault key file {path}: {exc}") from exc
+            raise
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def _configure(self, busy_timeout_ms: int) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # WAL is what the shred's checkpoint(TRUNCATE) reasoning is about; refuse to run with
+        # a rollback journal that would hold old page images in a separate file.
+        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise VaultUnavailableError(f"vault key file {self.path}: WAL mode is unavailable")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")
+        if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+            raise VaultUnavailableError("this SQLite build cannot turn secure_delete on")
+
+    def _migrate(self) -> None:
+        self._conn.executescript(_SCHEMA)
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise VaultUnavailableError(
+                f"vault key file schema {row[0]} is newer than this idgraph ({SCHEMA_VERSION})"
+            )
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('shred_generation', '0') "
+            "ON CONFLICT (key) DO NOTHING"
+        )
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise VaultUnavailableError("the vault key store is closed")
+            try:
+                self._conn.execute(begin)
+            except sqlite3.Error as exc:
+                raise VaultUnavailableError(f"vault key file busy or unavailable: {exc}") from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise VaultUnavailableError(f"vault key file commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR); a second
+        # ROLLBACK would raise and hide the error that matters.
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._transaction("BEGIN IMMEDIATE") as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise VaultUnavailableError(f"vault key file error: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # A deferred transaction: one consistent snapshot under WAL for a multi-chunk read.
+        try:
+            with self._transaction("BEGIN") as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise VaultUnavailableError(f"vault key file error: {exc}") from exc
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, owners: Sequence[str]) -> dict[str, WrappedKey]:
+        found: dict[str, WrappedKey] = {}
+        for chunk in _chunks(owners):
+            rows = conn.execute(
+                "SELECT owner, kek_id, wrapped FROM data_keys "  # noqa: S608 - placeholders only
+                f"WHERE owner IN ({_marks(len(chunk))})",
+                chunk,
+            )
+            found.update((owner, WrappedKey(kek_id, bytes(blob))) for owner, kek_id, blob in rows)
+        return found
+
+    def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
+        """The wrapped keys of those ``owners`` that have one."""
+        wanted = sorted(set(owners))
+        with self._read() as conn:
+            return self._select(conn, wanted)
+
+    def insert_new(self, rows: Sequence[tuple[str, WrappedKey]]) -> dict[str, WrappedKey]:
+        """Store new wrapped keys in one transaction; returns the key now stored for each owner.
+
+        An owner that got a key meanwhile (another process) keeps it, and that key is returned.
+        Raises :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded.
+        """
+        owners = sorted(owner for owner, _ in rows)
+        now = int(time.time())
+        with self._write() as conn:
+            gone: list[str] = []
+            for chunk in _chunks(owners):
+                gone.extend(
+                    owner
+                    for (owner,) in conn.execute(
+                        f"SELECT owner FROM shredded WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                        chunk,
+                    )
+                )
+            if gone:
+                raise DataKeyDestroyedError(gone)
+            conn.executemany(
+                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (owner) DO NOTHING",
+                [(owner, key.kek_id, key.blob, now) for owner, key in rows],
+            )
+            return self._select(conn, owners)
+
+    def delete_many(self, owners: Collection[str]) -> tuple[int, int]:
+        """Delete the keys of ``owners``, remember them as shredded and bump the shred
+        generation, in one transaction.
+
+        Returns ``(keys deleted, new shred generation)``.
+        """
+        wanted = sorted(set(owners))
+        now = int(time.time())
+        deleted = 0
+        with self._write() as conn:
+            for chunk in _chunks(wanted):
+                cursor = conn.execute(
+                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                )
+                deleted += cursor.rowcount
+            conn.executemany(
+                "INSERT INTO shredded (owner, shredded_at) VALUES (?, ?) "
+                "ON CONFLICT (owner) DO NOTHING",
+                [(owner, now) for owner in wanted],
+            )
+            (generation,) = conn.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                "WHERE key = 'shred_generation' RETURNING CAST(value AS INTEGER)"
+            ).fetchone()
+        return deleted, int(generation)
+
+    def shred_generation(self) -> int:
+        """A counter every shred increments (by any connection): caches of unwrapped keys
+        compare it to notice shreds made elsewhere with one single-row read."""
+        with self._lock:
+            if self._closed:
+                raise VaultUnavailableError("the vault key store is closed")
+            try:
+                row = self._conn.execute(
+                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'shred_generation'"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise VaultUnavailableError(f"vault key file error: {exc}") from exc
+        return int(row[0])
+
+    def not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, WrappedKey]]:
+        """Up to ``limit`` keys not wrapped under ``kek_id``, with owner > ``after``, by owner."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT owner, kek_id, wrapped FROM data_keys WHERE kek_id != ? AND owner > ? "
+                "ORDER BY owner LIMIT ?",
+                (kek_id, after, limit),
+            ).fetchall()
+        return [(owner, WrappedKey(kid, bytes(blob))) for owner, kid, blob in rows]
+
+    def replace_wrapped(self, updates: Sequence[tuple[str, WrappedKey, WrappedKey]]) -> int:
+        """Swap ``old`` for ``new`` per owner in one transaction, only where the row is still
+        ``old`` (compare-and-set: a key shredded meanwhile is never brought back). Returns rows
+        changed."""
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE data_keys SET kek_id = ?, wrapped = ? "
+                "WHERE owner = ? AND kek_id = ? AND wrapped = ?",
+                [
+                    (new.kek_id, new.blob, owner, old.kek_id, old.blob)
+                    for owner, old, new in updates
+                ],
+            )
+            return conn.total_changes - before
+
+    def count_by_kek(self) -> dict[str, int]:
+        """Number of data keys wrapped under each KEK."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT kek_id, count(*) FROM data_keys GROUP BY kek_id")
+            return {str(kek_id): int(count) for kek_id, count in rows.fetchall()}
+
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the main file and truncate it; ``False`` if a reader blocked that."""
+        with self._lock:
+            if self._closed:
+                raise VaultUnavailableError("the vault key store is closed")
+            try:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise VaultUnavailableError(f"vault key file checkpoint failed: {exc}") from exc
+            return bool(busy == 0)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+class Vault:
+    """Encrypts and decrypts values per (owner, field) and shreds owners' keys.
+
+    Thread-safe: the key store serializes its connection; the DEK cache has its own lock, and
+    key unwrapping (a network call with a KMS provider) runs outside both.
+    """
+
+    def __init__(
+        self, keys: SqliteVaultKeyStore, provider: KeyProvider, cache_size: int = 10_000
+    ) -> None:
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self._keys = keys
+        self._provider = provider
+        self._cache_size = cache_size
+        # owner -> AES-GCM context of its DEK, least recently used first. Holds DEKs that were
+        # unwrapped (and so authenticated) from the key file; valid until the owner is shredded.
+        self._cache: OrderedDict[str, AESGCM] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        # The key file's shred generation the cache is valid for (-1: not read yet).
+        self._generation = -1
+
+    # -- encryption ------------------------------------------------------------------------
+
+    def encrypt(self, owner: str, field: str, plaintext: bytes) -> bytes:
+        """Encrypt one value; see :meth:`encrypt_many`."""
+        return self.encrypt_many([(owner, field, plaintext)])[0]
+
+    def encrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+        """Encrypt ``(owner, field, plaintext)`` items; returns one blob per item, in order.
+
+        Owners without a data key get one, all in one key-store transaction (set-based), before
+        anything is encrypted. Raises :class:`DataKeyDestroyedError` (encrypting nothing) if any
+        owner was shredded: an erased anchor never gets new data.
+        """
+        if not items:
+            return []
+        ciphers = self._ciphers(_check_items(items), create=True)
+        # Random 96-bit nonces from the OS CSPRNG, drawn in one call. Each DEK encrypts the
+        # values of one anchor only, orders of magnitude below the 2**32 messages per key at
+        # which random GCM nonces start to risk a collision.
+        nonces = os.urandom(NONCE_BYTES * len(items))
+        out: list[bytes] = []
+        for index, (owner, field, plaintext) in enumerate(items):
+            nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
+            sealed = ciphers[owner].encrypt(nonce, plaintext, _value_aad(owner, field))
+            out.append(_VERSION_BYTE + nonce + sealed)
+        return out
+
+    def decrypt(self, owner: str, field: str, blob: bytes) -> bytes:
+        """Decrypt one value; see :meth:`decrypt_many`."""
+        return self.decrypt_many([(owner, field, blob)])[0]
+
+    def decrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+        """Decrypt ``(owner, field, blob)`` items; returns the plaintexts, in order.
+
+        All or nothing: raises :class:`DataKeyDestroyedError` (naming every owner of the batch
+        without a key) or :class:`TamperedCiphertextError` (the first value that fails
+        authentication) and returns no plaintext at all.
+        """
+        if not items:
+            return []
+        ciphers = self._ciphers(_check_items(items), create=False)
+        out: list[bytes] = []
+        for index, (owner, field, blob) in enumerate(items):
+            if len(blob) < _HEADER + TAG_BYTES:
+                raise TamperedCiphertextError(owner, field, index, "value is truncated")
+            if blob[0] != VERSION:
+                raise TamperedCiphertextError(owner, field, index, "unknown format version")
+            nonce, sealed = blob[1:_HEADER], blob[_HEADER:]
+            try:
+                out.append(ciphers[owner].decrypt(nonce, sealed, _value_aad(owner, field)))
+            except InvalidTag:
+                raise TamperedCiphertextError(
+                    owner,
+                    field,
+                    index,
+                    "failed authentication (altered, or stored under another owner or field)",
+                ) from None
+        return out
+
+    # -- key lifecycle ---------------------------------------------------------------------
+
+    def shred(self, owners: Collection[str]) -> int:
+        """Destroy the data keys of ``owners`` (crypto-shredding); returns how many existed.
+
+        One transaction deletes every key (with ``secure_delete`` their bytes are zeroed in the
+        file), records the owners as shredded and bumps the shred generation (other processes'
+        vaults drop their caches on their next call); this vault's cache drops them now; the WAL
+        is then checkpointed and truncated so no old page image keeps the key bytes. Raises
+        :class:`ShredIncompleteError` if another connection's reader prevents the truncation (the
+        keys are destroyed all the same; retry :meth:`SqliteVaultKeyStore.checkpoint`).
+        """
+        wanted = sorted(set(owners))
+        if not wanted:
+            return 0
+        for owner in wanted:
+            _check_name("owner", owner)
+        destroyed, generation = self._keys.delete_many(wanted)
+        with self._cache_lock:
+            if self._generation == generation - 1:
+                # No other shred since the cache was last validated: dropping ours is enough.
+                for owner in wanted:
+                    self._cache.pop(owner, None)
+            else:
+                self._cache.clear()
+            self._generation = max(self._generation, generation)
+        if not self._keys.checkpoint():
+            raise ShredIncompleteError(destroyed)
+        return destroyed
+
+    def rewrap(
+        self, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> RewrapReport:
+        """Re-wrap every data key that is not under ``provider.current_kek_id`` (KEK rotation).
+
+        Works in batches of ``batch_size`` keys, one transaction each; ``progress`` is called
+        after each committed batch with the number re-wrapped so far in this run. Safe to
+        interrupt and resumable: it only ever selects keys still under an old KEK, so a rerun
+        picks up where the last one stopped. Only 32-byte DEKs are re-wrapped; no value is
+        re-encrypted, and cached DEKs stay valid (the DEK itself does not change). A key
+        shredded meanwhile is never written back (compare-and-set).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        current = self._provider.current_kek_id
+        already = self._keys.count_by_kek().get(current, 0)
+        rewrapped = batches = 0
+        after = ""  # owner ids are never empty, so "" sorts before every owner
+        while batch := self._keys.not_under(current, after, batch_size):
+            after = batch[-1][0]
+            updates = []
+            for owner, old in batch:
+                dek = self._unwrap(owner, old)
+                updates.append((owner, old, self._provider.wrap(dek, _dek_aad(owner))))
+            rewrapped += self._keys.replace_wrapped(updates)
+            batches += 1
+            if progress is not None:
+                progress(rewrapped)
+        return RewrapReport(current, rewrapped, already, batches)
+
+    def count_by_kek(self) -> dict[str, int]:
+        """Number of data keys under each KEK (all under the current one after a rewrap)."""
+        return self._keys.count_by_kek()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _unwrap(self, owner: str, wrapped: WrappedKey) -> bytes:
+        try:
+            return self._provider.unwrap(wrapped, _dek_aad(owner))
+        except WrappedKeyInvalidError:
+            raise TamperedDataKeyError(owner) from None
+
+    def _ciphers(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
+        """AES-GCM contexts for ``owners``: cached, else unwrapped from the key file, else (with
+        ``create``) made. Raises :class:`DataKeyDestroyedError` for owners without a key.
+
+        The shred generation is read first, with one single-row query: if any connection has
+        shredded since the cache was validated, the cache is emptied, so a shred made by another
+        process takes effect here on the next call. Keys read after that point are cached only
+        if no shred happened meanwhile.
+        """
+        generation = self._keys.shred_generation()
+        ciphers = self._cached(generation, owners)
+        if len(ciphers) < len(owners):
+            loaded = self._load(owners - ciphers.keys(), create=create)
+            ciphers.update(loaded)
+            self._remember(generation, loaded)
+        return ciphers
+
+    def _cached(self, generation: int, owners: set[str]) -> dict[str, AESGCM]:
+        found: dict[str, AESGCM] = {}
+        with self._cache_lock:
+            # Only forward: a call that read the generation before a concurrent call saw a
+            # newer one must not roll the cache's validity back.
+            if generation > self._generation:
+                self._cache.clear()
+                self._generation = generation
+            for owner in owners:
+                cipher = self._cache.get(owner)
+                if cipher is not None:
+                    self._cache.move_to_end(owner)
+                    found[owner] = cipher
+        return found
+
+    def _load(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
+        rows = self._keys.get_many(owners)
+        missing = owners - rows.keys()
+        if missing and not create:
+            raise DataKeyDestroyedError(missing)
+        made: dict[str, AESGCM] = {}
+        if missing:
+            fresh: dict[str, tuple[WrappedKey, bytes]] = {}
+            for owner in sorted(missing):
+                # 32 bytes from the OS CSPRNG: a full-strength AES-256 key, unique per anchor.
+                dek = secrets.token_bytes(DEK_BYTES)
+                fresh[owner] = (self._provider.wrap(dek, _dek_aad(owner)), dek)
+            stored = self._keys.insert_new([(o, wrapped) for o, (wrapped, _) in fresh.items()])
+            for owner, (wrapped, dek) in fresh.items():
+                if stored[owner] == wrapped:
+                    made[owner] = AESGCM(dek)  # ours: no need to unwrap what we just wrapped
+                else:
+                    rows[owner] = stored[owner]  # another process won the race; use its key
+        for owner, wrapped in rows.items():
+            made[owner] = AESGCM(self._unwrap(owner, wrapped))
+        return made
+
+    def _remember(self, generation: int, made: dict[str, AESGCM]) -> None:
+        if not self._cache_size:
+            return
+        with self._cache_lock:
+            if self._generation != generation:
+                return  # a shred happened while these were loaded: do not cache them
+            self._cache.update(made)
+            for owner in made:
+                self._cache.move_to_end(owner)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
