@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from api.bootstrap import build_container
 from api.settings import Settings
@@ -149,18 +148,16 @@ def quarantine_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100
         facts = container.store.read(lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", limit))
     finally:
         container.close()
-    table = Table("fact id", "kind", "name", "category", "found", "at", "source")
+    # One line per value, id first and never truncated: operators copy ids into release/drop.
     for fact in facts:
-        table.add_row(
-            fact.fact_id,
-            fact.kind.value,
-            fact.name,
-            fact.category,
-            ", ".join(fact.pii) or "(undeclared)",
-            fact.at.isoformat(timespec="seconds"),
-            fact.source,
+        found = ", ".join(fact.pii) or "(undeclared)"
+        out.print(
+            f"{fact.fact_id}  {fact.kind.value}:{fact.name}  category={fact.category}  "
+            f"found={found}  at={fact.at.isoformat(timespec='seconds')}  source={fact.source}",
+            soft_wrap=True,
         )
-    out.print(table)
+    if not facts:
+        out.print("no quarantined values")
 
 
 @quarantine_app.command("release")

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 from datetime import UTC, datetime
+from typing import Protocol
 
 from identity import clusters
 from identity.errors import ConfigurationError, IdentifierNotFoundError, NotLinkedError

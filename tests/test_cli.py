@@ -186,3 +186,97 @@ def test_production_serve_refuses_generated_keys(
     result = runner.invoke(app, ["serve", "--port", "1"])
     assert result.exit_code == 2
     assert "production refuses" in result.output
+
+
+def _ingest_people(env: Path, count: int) -> None:
+    rows = [
+        {
+            "identifiers": [
+                {"type": "email", "value": f"person{i}@shop.de"},
+                {"type": "cookie_id", "value": f"ck-{i}"},
+            ],
+            "source": "web",
+            "traits": {"city": "Lisbon"},
+        }
+        for i in range(count)
+    ]
+    assert runner.invoke(app, ["ingest", str(_jsonl(env / "people.jsonl", rows))]).exit_code == 0
+
+
+def test_rehash_moves_kept_identifiers_to_the_new_key_and_resumes(env: Path) -> None:
+    _ingest_people(env, 7)
+    before = runner.invoke(app, ["resolve", "email=person3@shop.de"]).output.strip()
+    assert runner.invoke(app, ["keys", "rotate-hash-key"]).exit_code == 0
+    # An interrupted run: only the first page commits.
+    from api.bootstrap import build_container
+    from api.settings import Settings
+
+    container = build_container(Settings())
+    try:
+        first = container.engine.rehash_page("", 3)
+        assert first.rehashed + first.without_raw_value == 3
+    finally:
+        container.close()
+    result = runner.invoke(app, ["keys", "rehash", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    # emails are kept (keep_raw) and move; cookies are not kept and wait until seen again
+    assert "without a kept value" in result.output
+    keys = json.loads((env / "data" / "hash-keys.json").read_text())
+    container = build_container(Settings())
+    try:
+        nodes = container.store.read(lambda tx: tx.identifiers_page(keys["primary"], "", 100))
+        assert {n.hashed.type for n in nodes} == {"cookie_id"}
+        assert len(nodes) == 7
+    finally:
+        container.close()
+    assert runner.invoke(app, ["resolve", "email=person3@shop.de"]).output.strip() == before
+    assert runner.invoke(app, ["resolve", "cookie_id=ck-3"]).output.strip() == before
+
+
+def test_rotate_kek_rewraps_every_data_key_and_data_stays_readable(env: Path) -> None:
+    _ingest_people(env, 5)
+    result = runner.invoke(app, ["keys", "rotate-kek", "--batch-size", "2", "--retire-old"])
+    assert result.exit_code == 0, result.output
+    assert "re-wrapped" in result.output
+    assert "removed unused KEK" in result.output
+    keks = json.loads((env / "data" / "kek.json").read_text())
+    assert len(keks["keys"]) == 1
+    from api.bootstrap import build_container
+    from api.settings import Settings
+    from identity.model import FactKind, FactStatus
+
+    container = build_container(Settings())
+    try:
+        assert set(container.vault.count_by_kek()) == {keks["primary"]}
+        person = container.engine.resolve(
+            container.identity_policy.normalize("email", "person1@shop.de", None)
+        )
+        assert person is not None
+        facts = container.store.read(
+            lambda tx: tx.person_facts(person, (FactKind.ATTRIBUTE,), FactStatus.ACTIVE)
+        )
+        opened = container.vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        assert opened == [b'"Lisbon"']
+    finally:
+        container.close()
+
+
+def test_quarantine_list_release_and_drop(env: Path) -> None:
+    rows = [
+        {
+            "identifiers": [{"type": "customer_id", "value": f"C-{i}"}],
+            "source": "web",
+            "events": [{"name": "wishlist_add", "properties": {"sku": f"s-{i}"}}],
+        }
+        for i in range(2)
+    ]
+    assert runner.invoke(app, ["ingest", str(_jsonl(env / "q.jsonl", rows))]).exit_code == 0
+    listed = runner.invoke(app, ["quarantine", "list"])
+    assert listed.exit_code == 0
+    fact_ids = [w for w in listed.output.split() if w.startswith("f_")]
+    assert len(fact_ids) == 2
+    assert "s-0" not in listed.output
+    assert runner.invoke(app, ["quarantine", "release", fact_ids[0]]).exit_code == 0
+    assert runner.invoke(app, ["quarantine", "drop", fact_ids[1]]).exit_code == 0
+    assert runner.invoke(app, ["quarantine", "drop", fact_ids[0]]).exit_code == 1  # released
+    assert "no quarantined values" in runner.invoke(app, ["quarantine", "list"]).output

@@ -59,7 +59,7 @@ class GraphTransaction(Protocol):
         ...
 
     def facts_page(self, status: FactStatus, after_fact_id: str, limit: int) -> list[Fact]:
-        """Facts with ``status`` whose id sorts after ``after_fact_id``, by id; ``limit`` at most."""
+        """Facts with ``status`` after ``after_fact_id`` in id order, at most ``limit``."""
         ...
 
     def set_fact_status(self, fact_ids: Collection[str], status: FactStatus) -> int:
