@@ -30,8 +30,14 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
-    assert {"mode", "floor", "real"} <= rows.keys()
+    # Table rows: mode, identifiers, seconds, identifiers/s, peak RSS MiB.
+    rows = {
+        cells[0]: cells
+        for cells in (line.split() for line in done.stdout.splitlines())
+        if len(cells) == 5 and cells[0] in {"floor", "real"}
+    }
+    assert "mode" in done.stdout.split()
+    assert rows.keys() == {"floor", "real"}
     assert rows["floor"][1] == rows["real"][1]  # both modes processed the same identifier values
     assert "ratio real/floor throughput:" in done.stdout
     assert "rejected rows=0" in done.stdout
@@ -40,5 +46,51 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
     assert "store after real run: persons=100, identifiers=400, links=300, refusals=1" in (
         done.stdout
     )
+    assert "EXPECTED" not in done.stdout
+    assert figures.is_file()
+
+
+def test_bench_with_attributes_runs_three_modes_and_prints_the_scan_cost(tmp_path: Path) -> None:
+    figures = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "ingest.py"),
+            "--identifiers",
+            "400",
+            "--attributes",
+            "5",
+            "--tmp-dir",
+            str(tmp_path),
+            "--json",
+            str(figures),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Table rows: mode, identifiers, attr values, seconds, identifiers/s, attr values/s, RSS.
+    modes = {"floor", "real-noscan", "real"}
+    rows = {
+        cells[0]: cells
+        for cells in (line.split() for line in done.stdout.splitlines())
+        if len(cells) == 7 and cells[0] in modes
+    }
+    assert rows.keys() == modes
+    # Every mode processed the same identifier and attribute values: 100 persons x 5 traits.
+    assert {(cells[1], cells[2]) for cells in rows.values()} == {("410", "500")}
+    assert "ratio real-noscan/floor throughput:" in done.stdout
+    assert "ratio real/floor throughput:" in done.stdout
+    assert "scan cost per value: (t_real - t_noscan) / string values =" in done.stdout
+    assert "scan cost per distinct value:" in done.stdout
+    # Clean values (and one redacted phone number): every trait is stored, none quarantined.
+    assert "real-noscan facts: stored=500, quarantined=0" in done.stdout
+    assert "real facts: stored=500, quarantined=0" in done.stdout
+    assert "rejected rows=1" not in done.stdout
+    assert done.stdout.count("rejected rows=0") == 2
     assert "EXPECTED" not in done.stdout
     assert figures.is_file()

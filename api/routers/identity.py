@@ -28,6 +28,7 @@ from identity.errors import (
     InputLimitError,
     InvalidFieldError,
 )
+from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import ResolutionEngine
@@ -67,7 +68,7 @@ def build_identity_event(
         )
     at = request.timestamp or datetime.now(UTC)
     errors: list[InvalidFieldError] = []
-    identifiers = ()
+    identifiers: tuple[NormalizedIdentifier, ...] = ()
     fact_inputs: tuple[FactInput, ...] = ()
     try:
         identifiers = normalize_all(

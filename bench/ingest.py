@@ -1,0 +1,981 @@
+"""Bulk-ingest benchmark: the real ``idgraph ingest`` path beside a floor measured in the same run.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/ingest.py                      # --scale small: 5k persons, 20k ids
+    .venv/bin/python bench/ingest.py --scale 1m           # 250k persons, 1,000,000 identifiers
+    .venv/bin/python bench/ingest.py --identifiers 400 --json /tmp/bench.json
+    .venv/bin/python bench/ingest.py --attributes 5       # + 5 traits per person, PII scan cost
+
+The parent process generates one deterministic JSONL file (not timed), then runs each mode in its
+own subprocess so that peak RSS is per mode:
+
+* ``floor``: ``json.loads`` per line, HMAC-SHA256 of ``type:value`` with the same key, and an
+  ``executemany`` INSERT into an indexed SQLite table (WAL, same ``synchronous``, one transaction
+  per ``--batch-size`` events). The generated values are already normalized, so the floor skips
+  normalization without hashing anything different from the real path. With ``--attributes``,
+  every trait value is also AES-256-GCM encrypted (one key, random nonce) and inserted into an
+  indexed facts table in the same transaction.
+* ``real-noscan`` (only with ``--attributes``): the real path with ``Settings(pii_scan=False)``
+  (``IDGRAPH_PII_SCAN=false``): everything but the PII scanner.
+* ``real``: :func:`api.bulk.ingest_file` with the engine from
+  :func:`api.bootstrap.build_container`, the code path of ``idgraph ingest FILE`` (PII scan on,
+  the default).
+
+See ``bench/README.md`` for what every figure means. The script exits 1 if a real run rejected
+a row or did not store every trait as an active fact (the generator makes only valid rows and
+clean values), and 2 if a mode failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import random
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALES = {"small": 20_000, "1m": 1_000_000}
+IDENTIFIERS_PER_PERSON = 4
+KEY_FILE = "hash-keys.json"
+DATA_FILE = "events.jsonl"
+SOURCE = "bench"
+GOAL_RATIO = 0.50
+GOAL_REAL_RSS_MIB = 512
+
+# Which persons get a second event (deterministic, disjoint: 25 * k + 7 is never 100 * m + 42).
+# Split persons arrive as two events that create two persons, and a later "bridge" event naming
+# one identifier of each merges them. Conflict persons get a later event naming their email and
+# the cookie of another (complete) person: linking would give one person two customer_ids, so
+# the cookie is refused. Together about 5 % of persons appear in a second event.
+SPLIT_EVERY, SPLIT_AT = 25, 7
+CONFLICT_EVERY, CONFLICT_AT = 100, 42
+MAX_DELAY_PERSONS = 1500  # a second event comes up to this many persons later (often a later batch)
+
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+EMAIL_DOMAINS = ("bench-mail.de", "post.idgraph.dev", "mail.idgraph-bench.net", "inbox.bench.io")
+GIVEN_NAMES = ("ann", "ben", "chloe", "dev", "emil", "fatma", "gus", "hana", "ivo", "jun")
+
+# --attributes K: the first K of these traits (all declared in policies/categories.yaml) ride on
+# each person's first event. favourite_category comes first so that any K >= 1 carries the
+# phone numbers that exercise the redaction path; K = 5 adds city, age_band, interests and
+# visit_count (strings, a string list and an integer).
+ATTRIBUTE_ORDER = (
+    "favourite_category",  # behavioural, string (redact)
+    "city",  # location, string (redact)
+    "age_band",  # demographic, string (reject)
+    "interests",  # interests, string_list (redact)
+    "visit_count",  # behavioural, integer
+    "last_purchase_at",  # behavioural, datetime (an RFC 3339 string, scanned like any string)
+    "lifetime_value",  # financial, number
+    "newsletter_engagement",  # behavioural, string (redact)
+)
+# About 1 % of persons (disjoint from the split and conflict persons) have a favourite_category
+# with a phone number in it: behavioural -> on_pii: redact, so the value is stored redacted.
+PII_EVERY, PII_AT = 100, 77
+CET = timezone(timedelta(hours=1), "CET")
+PURCHASE_WINDOW_SECONDS = 180 * 86_400
+# Clean marketing values: the PII scanner finds nothing in any of them.
+# fmt: off
+CITIES = (
+    "Aachen", "Aarhus", "Alicante", "Amsterdam", "Antwerp", "Athens", "Augsburg", "Barcelona",
+    "Bari", "Basel", "Bergamo", "Berlin", "Bern", "Bielefeld", "Bilbao", "Birmingham", "Bochum",
+    "Bologna", "Bonn", "Bordeaux", "Bratislava", "Bremen", "Brest", "Brighton", "Brno", "Bruges",
+    "Brussels", "Bucharest", "Budapest", "Bydgoszcz", "Cadiz", "Cagliari", "Cardiff", "Catania",
+    "Charleroi", "Chemnitz", "Cluj-Napoca", "Coimbra", "Cologne", "Constanta", "Copenhagen",
+    "Cordoba", "Cork", "Craiova", "Debrecen", "Dijon", "Dortmund", "Dresden", "Dublin",
+    "Duisburg", "Dusseldorf", "Edinburgh", "Eindhoven", "Erfurt", "Essen", "Espoo", "Faro",
+    "Florence", "Frankfurt", "Freiburg", "Galway", "Gdansk", "Gdynia", "Geneva", "Genoa", "Ghent",
+    "Gijon", "Glasgow", "Gothenburg", "Granada", "Graz", "Grenoble", "Groningen", "Haarlem",
+    "Halle", "Hamburg", "Hannover", "Heidelberg", "Helsinki", "Innsbruck", "Kaunas", "Karlsruhe",
+    "Kassel", "Katowice", "Kiel", "Klagenfurt", "Kosice", "Krakow", "Larnaca", "Le Havre",
+    "Leeds", "Leipzig", "Leuven", "Liege", "Lille", "Limassol", "Limerick", "Linz", "Lisbon",
+    "Liverpool", "Ljubljana", "Lodz", "Lubeck", "Lublin", "Lugano", "Luxembourg", "Lyon",
+    "Maastricht", "Madrid", "Magdeburg", "Mainz", "Malaga", "Malmo", "Manchester", "Mannheim",
+    "Maribor", "Marseille", "Milan", "Montpellier", "Munich", "Munster", "Murcia", "Nantes",
+    "Naples", "Nice", "Nicosia", "Nijmegen", "Nuremberg", "Odense", "Oldenburg", "Olomouc",
+    "Oporto", "Oslo", "Osnabruck", "Ostrava", "Oulu", "Oviedo", "Padua", "Palermo", "Palma",
+    "Pamplona", "Paris", "Parma", "Patras", "Pecs", "Perugia", "Pisa", "Plovdiv", "Plzen",
+    "Porto", "Potsdam", "Poznan", "Prague", "Reims", "Rennes", "Regensburg", "Riga", "Rijeka",
+    "Rome", "Rostock", "Rotterdam", "Rouen", "Saarbrucken", "Salamanca", "Salzburg",
+    "San Sebastian", "Santander", "Seville", "Sibiu", "Siena", "Sofia", "Split", "Stockholm",
+    "Strasbourg", "Stuttgart", "Szczecin", "Szeged", "Tallinn", "Tampere", "Tartu",
+    "Thessaloniki", "Timisoara", "Toulouse", "Tours", "Trieste", "Trondheim", "Turin", "Turku",
+    "Uppsala", "Utrecht", "Valencia", "Valladolid", "Valletta", "Varna", "Venice", "Verona",
+    "Vienna", "Vigo", "Vilnius", "Warsaw", "Wiesbaden", "Wroclaw", "Wuppertal", "Zagreb",
+    "Zaragoza", "Zurich", "Zwolle",
+)
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+CATEGORIES = (
+    "running shoes", "trail running", "yoga mats", "cycling apparel", "road bikes", "camping gear",
+    "hiking boots", "swimwear", "tennis rackets", "fitness trackers", "smartphones", "laptops",
+    "headphones", "smart home", "cameras", "gaming consoles", "board games", "books",
+    "e-readers", "vinyl records", "kitchenware", "coffee machines", "cookware", "tableware",
+    "garden tools", "outdoor furniture", "lighting", "bedding", "bath towels", "rugs",
+    "home office", "stationery", "toys", "baby care", "pet food", "pet accessories", "skincare",
+    "fragrances", "haircare", "watches", "jewellery", "handbags", "sunglasses", "denim",
+    "knitwear", "outerwear", "sneakers", "formal shoes", "wine", "specialty tea",
+)
+INTERESTS = (
+    "running", "cycling", "hiking", "yoga", "swimming", "tennis", "football", "skiing",
+    "climbing", "sailing", "photography", "cooking", "baking", "gardening", "travel",
+    "city breaks", "camping", "reading", "podcasts", "film", "music", "concerts", "gaming",
+    "board games", "technology", "design", "fashion", "beauty", "fitness", "wellness",
+    "home decor", "diy", "pets", "wine", "coffee", "craft beer", "art", "theatre",
+    "sustainability", "cars",
+)
+ENGAGEMENT = ("highly engaged", "engaged", "occasional", "dormant", "unsubscribed")
+# fmt: on
+
+# The floor's table: what storing one keyed hash minimally costs (digest, type, key id, indexed
+# like the real `identifiers` table).
+FLOOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identifiers (
+    id     INTEGER PRIMARY KEY,
+    type   TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    digest BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS identifiers_by_digest ON identifiers(digest, type, key_id);
+CREATE TABLE IF NOT EXISTS facts (
+    id     INTEGER PRIMARY KEY,
+    anchor BLOB NOT NULL,
+    name   TEXT NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS facts_by_anchor ON facts(anchor, name);
+"""
+FLOOR_INSERT = "INSERT OR IGNORE INTO identifiers (type, key_id, digest) VALUES (?, ?, ?)"
+# The floor's facts table: the anchor identifier's digest, the attribute name and the sealed
+# value (nonce + AES-256-GCM ciphertext and tag), indexed by anchor and name like `facts_by_node`.
+FLOOR_FACT_INSERT = "INSERT INTO facts (anchor, name, sealed) VALUES (?, ?, ?)"
+NONCE_BYTES = 12
+
+
+# -- data generation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """The four identifiers of one synthetic person, already in normalized form."""
+
+    customer_id: str
+    email: str
+    phone: str
+    cookie_id: str
+
+
+@dataclass(slots=True)
+class DataSummary:
+    """What the generator wrote and what the graph should look like after ingesting it."""
+
+    persons: int = 0
+    events: int = 0
+    identifier_values: int = 0
+    split_persons: int = 0
+    conflict_events: int = 0
+    attribute_names: tuple[str, ...] = ()  # the K traits on each person's first event
+    attribute_values: int = 0  # traits written (one fact each; a list is one value)
+    string_values: int = 0  # strings among them, list items counted one by one: what is scanned
+    distinct_string_values: int = 0  # distinct such strings: what the scan cache really scans
+    phone_values: int = 0  # favourite_category values holding a phone number (to be redacted)
+
+    @property
+    def distinct_identifiers(self) -> int:
+        """Every person has four identifiers; second events only repeat known ones."""
+        return self.persons * IDENTIFIERS_PER_PERSON
+
+    def expected_stats(self) -> dict[str, int]:
+        """Store counts a correct engine ends with.
+
+        Each person is linked as a star of three links (one event of four identifiers, or two
+        events of two plus a bridge); a conflict event links nothing and records one refusal.
+        """
+        return {
+            "persons": self.persons,
+            "identifiers": self.distinct_identifiers,
+            "links": 3 * self.persons,
+            "refusals": self.conflict_events,
+        }
+
+    def expected_facts(self) -> dict[str, int]:
+        """Fact counts a correct ingest reports: every trait stored as an active fact."""
+        return {"stored": self.attribute_values, "quarantined": 0}
+
+    def expected_outcomes(self) -> dict[str, int]:
+        """Event outcomes a correct engine reports."""
+        return {
+            "created": self.persons + self.split_persons,
+            "merged": self.split_persons,
+            "unchanged": self.conflict_events,
+        }
+
+
+def make_person(index: int, rng: random.Random) -> Person:
+    """A person whose values are valid and already normalized (normalizing is the identity)."""
+    name = GIVEN_NAMES[index % len(GIVEN_NAMES)]
+    domain = EMAIL_DOMAINS[(index // len(GIVEN_NAMES)) % len(EMAIL_DOMAINS)]
+    # German mobile numbers +49 151 xxxxxxxx are valid for libphonenumber. 7919 is coprime with
+    # 10**8, so index -> 7919 * index + c (mod 10**8) is a permutation: unique, not sequential.
+    subscriber = (7919 * index + 12_345) % 10**8
+    return Person(
+        customer_id=f"C{index:09d}",
+        email=f"{name}.p{index:07d}@{domain}",
+        phone=f"+49151{subscriber:08d}",
+        cookie_id=f"ck-{index:08x}-{rng.getrandbits(64):016x}",
+    )
+
+
+def make_traits(index: int, names: tuple[str, ...], rng: random.Random) -> dict[str, Any]:
+    """The traits ``names`` of person ``index``: clean values, except ~1 % phone numbers."""
+    traits: dict[str, Any] = {}
+    for name in names:
+        if name == "favourite_category":
+            value = rng.choice(CATEGORIES)
+            if index % PII_EVERY == PII_AT:
+                # A valid German mobile number, different for each person (104729 is coprime
+                # with 10**8); presidio finds "+49 151 xxxxxxxx" after "call me" as PHONE_NUMBER.
+                subscriber = (104_729 * index + 2_468) % 10**8
+                value = f"{value} (call me +49 151 {subscriber:08d})"
+            traits[name] = value
+        elif name == "city":
+            traits[name] = rng.choice(CITIES)
+        elif name == "age_band":
+            traits[name] = rng.choice(AGE_BANDS)
+        elif name == "interests":
+            traits[name] = rng.sample(INTERESTS, rng.randint(1, 3))
+        elif name == "visit_count":
+            traits[name] = 1 + int(rng.expovariate(1 / 12))
+        elif name == "last_purchase_at":
+            when = T0 - timedelta(seconds=rng.randrange(PURCHASE_WINDOW_SECONDS))
+            traits[name] = when.astimezone(CET).isoformat()  # 2025-12-14T17:03:22+01:00
+        elif name == "lifetime_value":
+            traits[name] = round(rng.lognormvariate(5, 1), 2)
+        elif name == "newsletter_engagement":
+            traits[name] = rng.choice(ENGAGEMENT)
+        else:  # pragma: no cover - ATTRIBUTE_ORDER and this function change together
+            raise ValueError(f"no generator for attribute {name!r}")
+    return traits
+
+
+def _event(pairs: list[tuple[str, str]], at: datetime, traits: dict[str, Any] | None = None) -> str:
+    event: dict[str, Any] = {
+        "identifiers": [{"type": t, "value": v} for t, v in pairs],
+        "source": SOURCE,
+        "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if traits:
+        event["traits"] = traits
+    return json.dumps(event, separators=(",", ":"))
+
+
+def generate_events(
+    persons: int, seed: int, summary: DataSummary, attributes: int = 0
+) -> Iterator[str]:
+    """JSONL lines for ``persons`` synthetic persons, second events interleaved later.
+
+    With ``attributes`` K > 0, each person's first event also carries the first K traits of
+    :data:`ATTRIBUTE_ORDER`. They come from a second random generator, so the identifiers (and
+    the second events) are the same for every K.
+    """
+    rng = random.Random(seed)
+    trait_rng = random.Random(f"{seed}-attributes")
+    names = ATTRIBUTE_ORDER[:attributes]
+    distinct: set[str] = set()
+    pending: dict[int, list[list[tuple[str, str]]]] = {}  # emit after person -> events
+    complete: list[Person] = []  # persons already written in one event (conflict partners)
+    summary.persons = persons
+    summary.attribute_names = names
+
+    def emit(pairs: list[tuple[str, str]], at: datetime) -> str:
+        summary.events += 1
+        summary.identifier_values += len(pairs)
+        return _event(pairs, at)
+
+    def emit_first(pairs: list[tuple[str, str]], at: datetime, index: int) -> str:
+        if not names:
+            return emit(pairs, at)
+        traits = make_traits(index, names, trait_rng)
+        summary.events += 1
+        summary.identifier_values += len(pairs)
+        summary.attribute_values += len(traits)
+        for value in traits.values():
+            strings = (
+                value if isinstance(value, list) else [value] if isinstance(value, str) else []
+            )
+            summary.string_values += len(strings)
+            distinct.update(strings)
+        if index % PII_EVERY == PII_AT and "favourite_category" in traits:
+            summary.phone_values += 1
+        summary.distinct_string_values = len(distinct)
+        return _event(pairs, at, traits)
+
+    for index in range(persons):
+        at = T0 + timedelta(seconds=index)
+        person = make_person(index, rng)
+        due = index + rng.randint(1, MAX_DELAY_PERSONS)
+        if index % SPLIT_EVERY == SPLIT_AT:
+            summary.split_persons += 1
+            yield emit_first(
+                [("customer_id", person.customer_id), ("email", person.email)], at, index
+            )
+            yield emit([("phone", person.phone), ("cookie_id", person.cookie_id)], at)
+            pending.setdefault(due, []).append(
+                [("email", person.email), ("cookie_id", person.cookie_id)]
+            )
+        else:
+            yield emit_first(
+                [
+                    ("customer_id", person.customer_id),
+                    ("email", person.email),
+                    ("phone", person.phone),
+                    ("cookie_id", person.cookie_id),
+                ],
+                at,
+                index,
+            )
+            if index % CONFLICT_EVERY == CONFLICT_AT and complete:
+                other = complete[-1 - rng.randrange(min(len(complete), 1000))]
+                summary.conflict_events += 1
+                pending.setdefault(due, []).append(
+                    [("email", person.email), ("cookie_id", other.cookie_id)]
+                )
+            complete.append(person)
+            if len(complete) > 2000:  # only recent partners are drawn; keep memory flat
+                del complete[:1000]
+        for pairs in pending.pop(index, ()):
+            yield emit(pairs, at)
+    last = T0 + timedelta(seconds=persons)
+    for due in sorted(pending):
+        for pairs in pending[due]:
+            yield emit(pairs, last)
+
+
+def write_data(path: Path, persons: int, seed: int, attributes: int = 0) -> DataSummary:
+    """Write the JSONL file; returns what it holds."""
+    summary = DataSummary()
+    with path.open("w", encoding="utf-8") as handle:
+        for line in generate_events(persons, seed, summary, attributes):
+            handle.write(line + "\n")
+    return summary
+
+
+def create_key(work: Path) -> Path:
+    """One hash key for both modes (the same key file the real path reads)."""
+    from privacy.hash_keys import create_key_file
+
+    path = work / KEY_FILE
+    if not path.exists():
+        create_key_file(path, origin="generated")
+    return path
+
+
+# -- the modes (each runs in its own process) -----------------------------------------------------
+
+
+def _peak_rss_kib() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+
+
+def _primary_key(key_file: Path) -> tuple[str, bytes]:
+    # Parsed with the stdlib so the floor process does not import idgraph (its RSS stays a floor).
+    doc = json.loads(key_file.read_text(encoding="utf-8"))
+    entry = next(k for k in doc["keys"] if k["id"] == doc["primary"])
+    secret = entry["secret"]
+    return entry["id"], base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
+
+
+def run_floor(data: Path, work: Path, batch_size: int, synchronous: str) -> dict[str, Any]:
+    """Read, hash and insert every identifier value, encrypt and insert every trait value: the
+    least any ingest must do."""
+    key_id, secret = _primary_key(work / KEY_FILE)
+    # The same pre-keyed-and-copied HMAC as identity.hashing.Keyring.hash, the fastest stdlib way.
+    keyed = hmac.new(secret, digestmod=hashlib.sha256)
+    aead: Any = None  # AESGCM, imported at the first trait: without traits the floor is stdlib only
+    db = work / "floor" / "floor.sqlite3"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.executescript(FLOOR_SCHEMA)
+
+    def flush(
+        rows: list[tuple[str, str, bytes]], fact_rows: list[tuple[bytes, str, bytes]]
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(FLOOR_INSERT, rows)
+        if fact_rows:
+            conn.executemany(FLOOR_FACT_INSERT, fact_rows)
+        conn.execute("COMMIT")
+        rows.clear()
+        fact_rows.clear()
+
+    identifiers = attribute_values = events = 0
+    rows: list[tuple[str, str, bytes]] = []
+    fact_rows: list[tuple[bytes, str, bytes]] = []
+    start = time.perf_counter()
+    with data.open("rb") as handle:
+        for raw in handle:
+            event = json.loads(raw)
+            first = len(rows)
+            for item in event["identifiers"]:
+                mac = keyed.copy()
+                mac.update(f"{item['type']}:{item['value']}".encode())
+                rows.append((item["type"], key_id, mac.digest()))
+            traits = event.get("traits")
+            if traits:
+                if aead is None:
+                    aead = _floor_cipher()
+                anchor = rows[first][2]  # the event's first identifier, as the real hub
+                nonces = os.urandom(NONCE_BYTES * len(traits))
+                for position, (name, value) in enumerate(traits.items()):
+                    nonce = nonces[position * NONCE_BYTES : (position + 1) * NONCE_BYTES]
+                    plain = json.dumps(value, separators=(",", ":")).encode()
+                    fact_rows.append((anchor, name, nonce + aead.encrypt(nonce, plain, None)))
+            events += 1
+            if events % batch_size == 0:
+                identifiers += len(rows)
+                attribute_values += len(fact_rows)
+                flush(rows, fact_rows)
+    if rows or fact_rows:
+        identifiers += len(rows)
+        attribute_values += len(fact_rows)
+        flush(rows, fact_rows)
+    seconds = time.perf_counter() - start
+    stored = conn.execute("SELECT count(*) FROM identifiers").fetchone()[0]
+    stored_facts = conn.execute("SELECT count(*) FROM facts").fetchone()[0]
+    conn.close()
+    return {
+        "mode": "floor",
+        "events": events,
+        "identifiers": identifiers,
+        "attribute_values": attribute_values,
+        "seconds": seconds,
+        "peak_rss_kib": _peak_rss_kib(),
+        "stored_identifiers": stored,
+        "stored_facts": stored_facts,
+    }
+
+
+def _floor_cipher() -> Any:
+    """AES-256-GCM with one random key for every value (the vault uses one key per identifier)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(AESGCM.generate_key(bit_length=256))
+
+
+def run_real(
+    data: Path, work: Path, batch_size: int, synchronous: str, *, scan: bool = True
+) -> dict[str, Any]:
+    """``idgraph ingest FILE``'s code path: build_container + api.bulk.ingest_file.
+
+    ``scan=False`` is ``IDGRAPH_PII_SCAN=false``: no scanner is built, nothing is scanned.
+    """
+    from api.bootstrap import build_container
+    from api.bulk import ingest_file
+    from api.settings import Settings
+
+    mode = "real" if scan else "real-noscan"
+    settings = Settings(
+        env="test",
+        data_dir=work / mode,
+        store_url=None,  # explicit, so an IDGRAPH_STORE_URL in the environment cannot redirect it
+        hash_keys=None,
+        hash_key_file=work / KEY_FILE,
+        policy_dir=ROOT / "policies",
+        sqlite_synchronous=synchronous,
+        pii_scan=scan,
+    )
+    container = build_container(settings)
+    try:
+        start = time.perf_counter()
+        report = ingest_file(
+            container.engine,
+            data,
+            facts=container.facts,
+            region=settings.default_region,
+            batch_size=batch_size,
+            max_identifiers_per_event=settings.max_identifiers_per_event,
+        )
+        seconds = time.perf_counter() - start
+        stats = container.store.stats()
+    finally:
+        container.close()
+    identifiers, attribute_values = _count_values(data)
+    return {
+        "mode": mode,
+        "events": report.events,
+        "identifiers": identifiers,
+        "attribute_values": attribute_values,
+        "seconds": seconds,
+        "peak_rss_kib": _peak_rss_kib(),
+        "rows": report.rows,
+        "rejected_rows": report.rejected_rows,
+        "row_errors": [{"line": e.line, "problems": list(e.problems)} for e in report.errors[:5]],
+        "outcomes": dict(report.outcomes),
+        "new_identifiers": report.new_identifiers,
+        "refused_identifiers": report.refused_identifiers,
+        "merged_persons": report.merged_persons,
+        "facts_stored": report.facts_stored,
+        "facts_quarantined": report.facts_quarantined,
+        "store": {
+            "persons": stats.persons,
+            "identifiers": stats.identifiers,
+            "links": stats.links,
+            "refusals": stats.refusals,
+        },
+    }
+
+
+def _count_values(data: Path) -> tuple[int, int]:
+    # After the timed section: the identifier and trait values the file holds (what every mode
+    # processed).
+    identifiers = attribute_values = 0
+    with data.open("rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                event = json.loads(raw)
+                identifiers += len(event["identifiers"])
+                attribute_values += len(event.get("traits") or ())
+    return identifiers, attribute_values
+
+
+# -- the parent: generate, run the modes, report -------------------------------------------------
+
+
+@dataclass(slots=True)
+class Figures:
+    """Everything the run measured, for the table and ``--json``."""
+
+    summary: DataSummary
+    batch_size: int
+    synchronous: str
+    modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def with_attributes(self) -> bool:
+        """Whether the data carries traits (``--attributes`` > 0)."""
+        return bool(self.summary.attribute_names)
+
+    @property
+    def real_modes(self) -> tuple[str, ...]:
+        """The real modes that ran, in the order they ran."""
+        return tuple(m for m in ("real-noscan", "real") if m in self.modes)
+
+    def ratio_of(self, mode: str) -> float:
+        """``mode``'s throughput over the floor's (higher is better; 1.0 = as fast as the floor).
+
+        Every mode processes the same file, so this is the floor's seconds over ``mode``'s, for
+        identifiers/s and attribute values/s alike.
+        """
+        return _rate(self.modes[mode]) / _rate(self.modes["floor"])
+
+    @property
+    def ratio(self) -> float:
+        """Real throughput over floor throughput (higher is better; 1.0 = as fast as the floor)."""
+        return self.ratio_of("real")
+
+    @property
+    def scan_seconds(self) -> float | None:
+        """t_real - t_noscan: what the PII scan (and redaction) added, if both real modes ran."""
+        if "real-noscan" not in self.modes:
+            return None
+        return float(self.modes["real"]["seconds"]) - float(self.modes["real-noscan"]["seconds"])
+
+    def failures(self) -> list[str]:
+        """Why the run should exit 1: rejected rows, or traits not stored as active facts."""
+        problems = []
+        expected = self.summary.expected_facts()
+        for name in self.real_modes:
+            m = self.modes[name]
+            if m["rejected_rows"]:
+                problems.append(f"{name} rejected {m['rejected_rows']:,} rows")
+            facts = {"stored": m["facts_stored"], "quarantined": m["facts_quarantined"]}
+            if facts != expected:
+                problems.append(f"{name} facts {facts} != expected {expected}")
+        return problems
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures as a JSON document."""
+        s, real = self.summary, self.modes["real"]
+        modes = {}
+        for name, m in self.modes.items():
+            modes[name] = {
+                "identifiers": m["identifiers"],
+                "seconds": round(m["seconds"], 4),
+                "identifiers_per_second": round(_rate(m), 1),
+                "peak_rss_mib": round(_mib(m), 1),
+            }
+            if self.with_attributes:
+                modes[name]["attribute_values"] = m["attribute_values"]
+                modes[name]["attribute_values_per_second"] = round(_attribute_rate(m), 1)
+            if name != "floor":
+                modes[name]["ratio_over_floor"] = round(self.ratio_of(name), 4)
+        doc: dict[str, Any] = {
+            "persons": s.persons,
+            "distinct_identifiers": s.distinct_identifiers,
+            "events": s.events,
+            "identifier_values": s.identifier_values,
+            "batch_size": self.batch_size,
+            "synchronous": self.synchronous,
+            "modes": modes,
+            "ratio_real_over_floor": round(self.ratio, 4),
+            "goals": {
+                "ratio_min": GOAL_RATIO,
+                "ratio_met": self.ratio >= GOAL_RATIO,
+                "real_peak_rss_max_mib": GOAL_REAL_RSS_MIB,
+                "real_peak_rss_met": _mib(real) < GOAL_REAL_RSS_MIB,
+            },
+            "store": real["store"],
+            "expected_store": s.expected_stats(),
+            "outcomes": real["outcomes"],
+            "refused_identifiers": real["refused_identifiers"],
+            "merged_persons": real["merged_persons"],
+            "rejected_rows": real["rejected_rows"],
+        }
+        if not self.with_attributes:
+            return doc
+        doc["attributes"] = {
+            "per_person": len(s.attribute_names),
+            "names": list(s.attribute_names),
+            "attribute_values": s.attribute_values,
+            "string_values": s.string_values,
+            "distinct_string_values": s.distinct_string_values,
+            "values_with_phone_number": s.phone_values,
+        }
+        doc["facts"] = {
+            name: {
+                "stored": self.modes[name]["facts_stored"],
+                "quarantined": self.modes[name]["facts_quarantined"],
+            }
+            for name in self.real_modes
+        }
+        doc["expected_facts"] = s.expected_facts()
+        if "real-noscan" in self.modes:
+            noscan = self.modes["real-noscan"]
+            doc["ratio_real_noscan_over_floor"] = round(self.ratio_of("real-noscan"), 4)
+            doc["goals"]["ratio_real_noscan_met"] = self.ratio_of("real-noscan") >= GOAL_RATIO
+            doc["goals"]["real_noscan_peak_rss_met"] = _mib(noscan) < GOAL_REAL_RSS_MIB
+            doc["real_noscan"] = {
+                key: noscan[key]
+                for key in (
+                    "store",
+                    "outcomes",
+                    "refused_identifiers",
+                    "merged_persons",
+                    "rejected_rows",
+                )
+            }
+            scan = self.scan_seconds or 0.0
+            doc["scan_cost"] = {
+                "seconds": round(scan, 4),
+                "string_values": s.string_values,
+                "distinct_string_values": s.distinct_string_values,
+                "microseconds_per_string_value": round(_per(scan, s.string_values) * 1e6, 2),
+                "microseconds_per_distinct_string_value": round(
+                    _per(scan, s.distinct_string_values) * 1e6, 2
+                ),
+            }
+        return doc
+
+
+def _rate(mode: dict[str, Any]) -> float:
+    return float(mode["identifiers"]) / max(float(mode["seconds"]), 1e-9)
+
+
+def _attribute_rate(mode: dict[str, Any]) -> float:
+    return float(mode["attribute_values"]) / max(float(mode["seconds"]), 1e-9)
+
+
+def _per(seconds: float, count: int) -> float:
+    return seconds / count if count else 0.0
+
+
+def _mib(mode: dict[str, Any]) -> float:
+    return float(mode["peak_rss_kib"]) / 1024
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def _row(mode: str, identifiers: str, seconds: str, rate: str, rss: str) -> str:
+    return f"{mode:<6} {identifiers:>12} {seconds:>9} {rate:>14} {rss:>13}"
+
+
+def _wide_row(cells: tuple[str, str, str, str, str, str, str]) -> str:
+    mode, identifiers, values, seconds, rate, value_rate, rss = cells
+    return (
+        f"{mode:<11} {identifiers:>12} {values:>12} {seconds:>9} {rate:>14} {value_rate:>14} "
+        f"{rss:>13}"
+    )
+
+
+def render(figures: Figures) -> str:
+    """The printed report."""
+    s = figures.summary
+    lines = [
+        (
+            f"idgraph bulk-ingest benchmark: {s.persons:,} persons, {s.distinct_identifiers:,} "
+            f"distinct identifiers, {s.events:,} events, {s.identifier_values:,} identifier "
+            f"values; batch {figures.batch_size} events/transaction; "
+            f"synchronous={figures.synchronous}"
+        ),
+    ]
+    if figures.with_attributes:
+        lines.append(
+            f"attributes: {len(s.attribute_names)} per person ({', '.join(s.attribute_names)}): "
+            f"{s.attribute_values:,} attribute values, {s.string_values:,} string values "
+            f"({s.distinct_string_values:,} distinct), {s.phone_values:,} with a phone number"
+        )
+        lines += [
+            "",
+            _wide_row(
+                (
+                    "mode",
+                    "identifiers",
+                    "attr values",
+                    "seconds",
+                    "identifiers/s",
+                    "attr values/s",
+                    "peak RSS MiB",
+                )
+            ),
+        ]
+        for name in ("floor", *figures.real_modes):
+            m = figures.modes[name]
+            lines.append(
+                _wide_row(
+                    (
+                        name,
+                        f"{m['identifiers']:,}",
+                        f"{m['attribute_values']:,}",
+                        f"{m['seconds']:.3f}",
+                        f"{_rate(m):,.0f}",
+                        f"{_attribute_rate(m):,.0f}",
+                        f"{_mib(m):.1f}",
+                    )
+                )
+            )
+    else:
+        lines += ["", _row("mode", "identifiers", "seconds", "identifiers/s", "peak RSS MiB")]
+        for name in ("floor", "real"):
+            m = figures.modes[name]
+            lines.append(
+                _row(
+                    name,
+                    f"{m['identifiers']:,}",
+                    f"{m['seconds']:.3f}",
+                    f"{_rate(m):,.0f}",
+                    f"{_mib(m):.1f}",
+                )
+            )
+    lines.append("")
+    for name in figures.real_modes:
+        ratio = figures.ratio_of(name)
+        lines.append(
+            f"ratio {name}/floor throughput: {ratio:.3f} "
+            f"(goal >= {GOAL_RATIO:.2f}: {_met(ratio >= GOAL_RATIO)})"
+        )
+    for name in figures.real_modes:
+        rss = _mib(figures.modes[name])
+        lines.append(
+            f"{name} peak RSS: {rss:.1f} MiB "
+            f"(goal < {GOAL_REAL_RSS_MIB} MiB: {_met(rss < GOAL_REAL_RSS_MIB)})"
+        )
+    scan = figures.scan_seconds
+    if scan is not None:
+        per_value = _per(scan, s.string_values) * 1e6
+        per_distinct = _per(scan, s.distinct_string_values) * 1e6
+        lines.append(
+            f"scan cost per value: (t_real - t_noscan) / string values = {scan:.3f} s / "
+            f"{s.string_values:,} = {per_value:,.1f} us"
+        )
+        lines.append(
+            f"scan cost per distinct value: {scan:.3f} s / {s.distinct_string_values:,} distinct "
+            f"string values = {per_distinct:,.1f} us (scan results are cached per distinct value)"
+        )
+    expected = s.expected_stats()
+    for name in figures.real_modes:
+        m = figures.modes[name]
+        store, outcomes = m["store"], m["outcomes"]
+        lines += [
+            f"store after {name} run: "
+            + ", ".join(f"{k}={v:,}" for k, v in store.items())
+            + (
+                ""
+                if store == expected
+                else "   (EXPECTED " + ", ".join(f"{k}={v:,}" for k, v in expected.items()) + ")"
+            ),
+            f"{name} outcomes: "
+            + ", ".join(
+                f"{k}={outcomes.get(k, 0):,}"
+                for k in ("created", "linked", "merged", "unchanged", "refused")
+            )
+            + f"; refused identifiers={m['refused_identifiers']:,}"
+            + f", persons merged={m['merged_persons']:,}"
+            + f", rejected rows={m['rejected_rows']:,}",
+        ]
+        if figures.with_attributes:
+            facts = {"stored": m["facts_stored"], "quarantined": m["facts_quarantined"]}
+            want = s.expected_facts()
+            lines.append(
+                f"{name} facts: stored={facts['stored']:,}, quarantined={facts['quarantined']:,}"
+                + (
+                    ""
+                    if facts == want
+                    else "   (EXPECTED " + ", ".join(f"{k}={v:,}" for k, v in want.items()) + ")"
+                )
+            )
+        for error in m["row_errors"]:
+            lines.append(f"  rejected line {error['line']}: " + "; ".join(error["problems"]))
+    return "\n".join(lines)
+
+
+def _run_mode(mode: str, data: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--mode",
+        mode,
+        "--data",
+        str(data),
+        "--work-dir",
+        str(work),
+        "--batch-size",
+        str(args.batch_size),
+        "--synchronous",
+        args.synchronous,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        print(f"bench: {mode} mode failed with exit code {done.returncode}", file=sys.stderr)
+        raise SystemExit(2)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    """Generate the data once, run the modes in subprocesses, print the figures.
+
+    The modes run one after another: floor and real, or with ``--attributes`` floor,
+    real-noscan and real.
+    """
+    identifiers = args.identifiers or SCALES[args.scale]
+    persons = max(1, identifiers // IDENTIFIERS_PER_PERSON)
+    modes = ("floor", "real-noscan", "real") if args.attributes else ("floor", "real")
+    with tempfile.TemporaryDirectory(prefix="idgraph-bench-", dir=args.tmp_dir) as tmp:
+        work = Path(args.work_dir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        data = work / DATA_FILE
+        generated = time.perf_counter()
+        summary = write_data(data, persons, args.seed, args.attributes)
+        create_key(work)
+        print(
+            f"generated {data.stat().st_size / 2**20:.1f} MiB of JSONL in "
+            f"{time.perf_counter() - generated:.1f} s (not timed)",
+            file=sys.stderr,
+        )
+        figures = Figures(summary, args.batch_size, args.synchronous)
+        for mode in modes:
+            figures.modes[mode] = _run_mode(mode, data, work, args)
+    print(render(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures.as_json(), indent=2) + "\n", encoding="utf-8")
+    problems = figures.failures()
+    for problem in problems:
+        print(f"bench: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="small",
+        help="small = 20k identifiers (5k persons); 1m = 1,000,000 (250k persons)",
+    )
+    size.add_argument(
+        "--identifiers",
+        type=int,
+        metavar="N",
+        help="distinct identifiers to generate (4 per person)",
+    )
+    parser.add_argument(
+        "--attributes",
+        type=int,
+        default=0,
+        metavar="K",
+        help=f"traits per person (0-{len(ATTRIBUTE_ORDER)}, default 0): the first K of "
+        f"{', '.join(ATTRIBUTE_ORDER)}; adds the real-noscan mode and the scan cost",
+    )
+    parser.add_argument("--batch-size", type=int, default=1000, help="events per transaction")
+    parser.add_argument(
+        "--synchronous",
+        choices=("NORMAL", "FULL", "EXTRA"),
+        default="FULL",
+        help="SQLite synchronous pragma for every mode (default FULL, the default "
+        "of the real store)",
+    )
+    parser.add_argument("--seed", type=int, default=20261123, help="generator seed")
+    parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON here")
+    parser.add_argument("--tmp-dir", help="parent directory of the temporary work directory")
+    parser.add_argument("--work-dir", help="keep data, key and databases here (for --mode runs)")
+    parser.add_argument(
+        "--mode",
+        choices=("generate", "floor", "real-noscan", "real"),
+        help="internal: run one mode in this process (or only generate data)",
+    )
+    parser.add_argument("--data", help="internal: the JSONL file for --mode floor|real*")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or (args.identifiers is not None and args.identifiers < 1):
+        parser.error("--batch-size and --identifiers must be positive")
+    if not 0 <= args.attributes <= len(ATTRIBUTE_ORDER):
+        parser.error(f"--attributes must be between 0 and {len(ATTRIBUTE_ORDER)}")
+    if args.mode is None:
+        return orchestrate(args)
+    if args.work_dir is None:
+        parser.error("--mode needs --work-dir")
+    work = Path(args.work_dir)
+    if args.mode == "generate":
+        work.mkdir(parents=True, exist_ok=True)
+        identifiers = args.identifiers or SCALES[args.scale]
+        summary = write_data(work / DATA_FILE, max(1, identifiers // 4), args.seed, args.attributes)
+        create_key(work)
+        expected = {**summary.expected_stats()}
+        if args.attributes:
+            expected["facts"] = summary.expected_facts()["stored"]
+        print(json.dumps({"data": str(work / DATA_FILE), **expected}))
+        return 0
+    data = Path(args.data) if args.data else work / DATA_FILE
+    if args.mode == "floor":
+        result = run_floor(data, work, args.batch_size, args.synchronous)
+    else:
+        result = run_real(data, work, args.batch_size, args.synchronous, scan=args.mode == "real")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    if str(ROOT) not in sys.path:  # run as a script: make the repository importable
+        sys.path.insert(0, str(ROOT))
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The presidio adapter of :class:`privacy.scanning.PiiScanner`, fully offline.
+
+presidio-analyzer runs on a *blank* spaCy pipeline (tokenizer only): no statistical model is
+loaded or downloaded, so construction needs no network and no model files, and scanning costs
+what the patterns cost. Without NER, names and addresses come from the pattern-and-context
+recognizers in :mod:`privacy.scanning.presidio_recognizers`.
+
+Privacy choices in this module:
+
+* Findings carry type, span and score, never text (see :class:`privacy.scanning.PiiFinding`).
+* Nothing in our scan path logs. presidio's ``log_decision_process`` stays off (its trace holds
+  the tokens of the analysed text), and a filter on presidio's logger withholds the arguments
+  of its records: some carry analysed text (the words around a match at DEBUG, an IBAN that
+  failed validation at ERROR).
+* spaCy interns every token it sees in the pipeline's string store, which lives as long as the
+  pipeline. Left alone, a long-running scanner would keep every scanned e-mail address and name
+  in memory for the life of the process. The pipeline is replaced with a fresh one every
+  ``recycle_after`` texts, which bounds both that retention and the memory it costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+
+import spacy
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EsNieRecognizer,
+    EsNifRecognizer,
+    FiPersonalIdentityCodeRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    ItFiscalCodeRecognizer,
+    SePersonnummerRecognizer,
+    UkNinoRecognizer,
+    UsSsnRecognizer,
+)
+from presidio_analyzer.recognizer_registry import RecognizerRegistry
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from identity.errors import InputLimitError
+from privacy.scanning import PiiFinding, ScannerConfig, ScannerConfigurationError
+from privacy.scanning.presidio_recognizers import (
+    EuPhoneRecognizer,
+    EuVatIdRecognizer,
+    OfflineEmailRecognizer,
+    PersonNameRecognizer,
+    StreetAddressRecognizer,
+    de_tax_id_recognizer,
+    pl_pesel_recognizer,
+    uk_nhs_recognizer,
+    warm_up_offline_suffix_list,
+)
+
+__all__ = ["MAX_TEXT_CHARS", "PresidioPiiScanner"]
+
+# spaCy refuses texts over nlp.max_length (1,000,000) with a ValueError; a clear limit of our
+# own turns that into an input error the API maps to a 4xx. Attribute values and free text
+# fields are far shorter; a caller with a document splits it first.
+MAX_TEXT_CHARS = 200_000
+
+
+PRESIDIO_LOGGER = "presidio-analyzer"
+
+
+class _WithholdArgumentsFilter(logging.Filter):
+    """Keep presidio's log messages, drop their arguments and exception details.
+
+    presidio formats analysed text into some records as ``%s`` arguments; the message templates
+    themselves are constant text, so they stay useful for debugging without the values.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = f"{record.msg} [arguments withheld]"
+            record.args = None
+        # An exception message can quote the input, e.g. int() on an IBAN fragment.
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _guard_presidio_logs() -> None:
+    logger = logging.getLogger(PRESIDIO_LOGGER)
+    if not any(isinstance(f, _WithholdArgumentsFilter) for f in logger.filters):
+        logger.addFilter(_WithholdArgumentsFilter())
+
+
+class _BlankSpacyNlpEngine(SpacyNlpEngine):
+    """presidio's spaCy engine on ``spacy.blank(language)``: tokens only, no model, no NER.
+
+    ``SpacyNlpEngine.load`` resolves model *names* (and downloads missing ones). This engine
+    builds its pipeline in the constructor and overrides ``load`` so that path is never taken.
+    """
+
+    def __init__(self, language: str) -> None:
+        super().__init__(
+            models=[{"lang_code": language, "model_name": f"blank:{language}"}],
+            # A blank pipeline finds no entities; an empty mapping says so explicitly.
+            ner_model_configuration=NerModelConfiguration(model_to_presidio_entity_mapping={}),
+        )
+        self.language = language
+        # presidio declares ``nlp`` as None until load(); a dict is what load() would set.
+        self.nlp: dict[str, Language] = {language: spacy.blank(language)}  # type: ignore[assignment]
+
+    def load(self) -> None:
+        """Rebuild the blank pipeline (never ``spacy.load``: there is no model to load)."""
+        self.nlp = {self.language: spacy.blank(self.language)}
+
+    def get_supported_entities(self) -> list[str]:
+        """No NER, so the NLP engine itself detects nothing."""
+        return []
+
+    def is_stopword(self, word: str, language: str) -> bool:
+        """No word is a stop word here: presidio drops stop words from the context it compares,
+        and spaCy's English list holds context words such as "call"."""
+        return False
+
+    def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
+        # A blank pipeline has no lemmatizer (every lemma is ""), which would silently disable
+        # presidio's context enhancement: it compares context words with lemmas. The lower-case
+        # token text stands in; context words are matched as substrings, so inflected forms
+        # ("Telefonnummer" for "telefon") still count.
+        return NlpArtifacts(
+            entities=[],
+            tokens=doc,
+            tokens_indices=[token.idx for token in doc],
+            lemmas=[token.lower_ for token in doc],
+            nlp_engine=self,
+            language=language,
+            scores=[],
+        )
+
+
+class PresidioPiiScanner:
+    """:class:`privacy.scanning.PiiScanner` on presidio-analyzer with a blank spaCy pipeline.
+
+    Build one per process (construction takes about a second) and share it: ``scan`` and
+    ``scan_many`` may be called from several threads. Calls are serialised by a lock, because
+    the spaCy pipeline mutates its vocabulary while tokenizing and the pipeline is replaced
+    periodically (see the module docstring); scanning is CPU-bound Python, so the lock costs
+    little next to the GIL.
+
+    Raises :class:`privacy.scanning.ScannerConfigurationError` if the configuration sets a
+    threshold or context words for an entity type no recognizer detects.
+    """
+
+    def __init__(self, config: ScannerConfig, recycle_after: int = 20_000) -> None:
+        self._config = config
+        self._recycle_after = recycle_after
+        self._texts_since_recycle = 0
+        self._lock = threading.Lock()
+        language = config.language
+        _guard_presidio_logs()
+        warm_up_offline_suffix_list()
+
+        recognizers = _recognizers(language)
+        entities = frozenset(e for r in recognizers for e in r.supported_entities)
+        for section in ("thresholds", "context_words"):
+            unknown = sorted(set(getattr(config, section)) - entities)
+            if unknown:
+                raise ScannerConfigurationError(
+                    section,
+                    f"unknown entity type(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(sorted(entities))}",
+                )
+        for recognizer in recognizers:
+            for entity in recognizer.supported_entities:
+                extra = config.context_words.get(entity, [])
+                recognizer.context = [*(recognizer.context or []), *(w.lower() for w in extra)]
+
+        self._entities = entities
+        self._nlp_engine = _BlankSpacyNlpEngine(language)
+        self._analyzer = AnalyzerEngine(
+            registry=RecognizerRegistry(recognizers=recognizers, supported_languages=[language]),
+            nlp_engine=self._nlp_engine,
+            supported_languages=[language],
+            # Whole-word context matching would miss compounds ("Telefonnummer", "Lieferadresse")
+            # that are the normal form of context in German and Dutch.
+            context_aware_enhancer=LemmaContextAwareEnhancer(context_matching_mode="substring"),
+            log_decision_process=False,
+        )
+        self._entity_list = sorted(entities)
+
+    @property
+    def entities(self) -> frozenset[str]:
+        """The entity types this scanner can detect."""
+        return self._entities
+
+    @property
+    def config(self) -> ScannerConfig:
+        """The configuration the scanner was built with."""
+        return self._config
+
+    def scan(self, text: str) -> list[PiiFinding]:
+        """Return the findings in ``text`` that reach their entity's threshold, by position.
+
+        Raises :class:`identity.errors.InputLimitError` for a text over ``MAX_TEXT_CHARS``.
+        """
+        _check_length(text)
+        if not text.strip():
+            return []
+        with self._lock:
+            self._recycle_if_due(1)
+            results = self._analyzer.analyze(
+                text=text, language=self._config.language, entities=self._entity_list
+            )
+        return self._to_findings(results)
+
+    def scan_many(self, texts: Sequence[str]) -> list[list[PiiFinding]]:
+        """Scan several texts; one list of findings per text, in the order given.
+
+        The texts are tokenized with ``nlp.pipe`` and analysed one by one under a single lock
+        acquisition (the same work as presidio's ``BatchAnalyzerEngine``, without its
+        per-value type checks).
+        """
+        for text in texts:
+            _check_length(text)
+        out: list[list[PiiFinding]] = []
+        language = self._config.language
+        with self._lock:
+            for chunk in _chunks(texts, self._recycle_after):
+                self._recycle_if_due(len(chunk))
+                artifacts = self._nlp_engine.process_batch(list(chunk), language, batch_size=256)
+                for item in artifacts:
+                    text, nlp_artifacts = item[0], item[1]
+                    results = self._analyzer.analyze(
+                        text=text,
+                        language=language,
+                        entities=self._entity_list,
+                        nlp_artifacts=nlp_artifacts,
+                    )
+                    out.append(self._to_findings(results))
+        return out
+
+    def _recycle_if_due(self, incoming: int) -> None:
+        """Replace the spaCy pipeline when it has interned tokens of enough texts."""
+        if self._texts_since_recycle + incoming > self._recycle_after:
+            self._nlp_engine.load()
+            self._texts_since_recycle = 0
+        self._texts_since_recycle += incoming
+
+    def _to_findings(self, results: Iterable[RecognizerResult]) -> list[PiiFinding]:
+        kept = [r for r in results if r.score >= self._config.threshold_for(r.entity_type)]
+        return [
+            PiiFinding(r.entity_type, r.start, r.end, round(min(max(r.score, 0.0), 1.0), 4))
+            for r in _resolve_overlaps(kept)
+        ]
+
+
+def _recognizers(language: str) -> list[EntityRecognizer]:
+    """presidio's pattern recognizers that work without NER, plus idgraph's own.
+
+    Left out on purpose: URL (page URLs are normal marketing values and hold no personal data
+    by themselves; an e-mail address inside one is still found), DATE (a date alone is not
+    personal data and marketing events are full of them), the NER-based recognizers (no model)
+    and presidio's DE_VAT_ID / IT_VAT_CODE (``EU_VAT_ID`` covers every EU prefix).
+    """
+    return [
+        OfflineEmailRecognizer(supported_language=language),
+        EuPhoneRecognizer(supported_language=language),
+        IbanRecognizer(supported_language=language),
+        CreditCardRecognizer(supported_language=language),
+        IpRecognizer(supported_language=language),
+        PersonNameRecognizer(supported_language=language),
+        StreetAddressRecognizer(supported_language=language),
+        EuVatIdRecognizer(supported_language=language),
+        de_tax_id_recognizer(language),
+        uk_nhs_recognizer(language),
+        UkNinoRecognizer(supported_language=language),
+        EsNifRecognizer(supported_language=language),
+        EsNieRecognizer(supported_language=language),
+        ItFiscalCodeRecognizer(supported_language=language),
+        pl_pesel_recognizer(language),
+        SePersonnummerRecognizer(supported_language=language),
+        FiPersonalIdentityCodeRecognizer(supported_language=language),
+        UsSsnRecognizer(supported_language=language),
+    ]
+
+
+def _resolve_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Drop a result that lies inside another of at least its score; merge same-type overlaps.
+
+    A phone number inside an IBAN or an 11-digit "tax id" inside a card number is one value
+    seen twice; reporting the stronger reading is enough, since its span covers the weaker one.
+    Overlapping results of one type (two readings of the same name) become one span.
+    """
+    ordered = sorted(results, key=lambda r: (-r.score, -(r.end - r.start), r.start))
+    kept: list[RecognizerResult] = []
+    for result in ordered:
+        if any(k.start <= result.start and result.end <= k.end for k in kept):
+            continue
+        same = [k for k in kept if k.entity_type == result.entity_type and _overlap(k, result)]
+        if same:
+            anchor = same[0]
+            anchor.start = min(anchor.start, result.start)
+            anchor.end = max(anchor.end, result.end)
+            continue
+        kept.append(result)
+    return sorted(kept, key=lambda r: (r.start, r.end, r.entity_type))
+
+
+def _overlap(a: RecognizerResult, b: RecognizerResult) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def _chunks(texts: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for offset in range(0, len(texts), max(size, 1)):
+        yield texts[offset : offset + size]
+
+
+def _check_length(text: str) -> None:
+    if len(text) > MAX_TEXT_CHARS:
+        # The message names the length, never the content.
+        raise InputLimitError(
+            "text", f"{len(text)} characters exceed the scanner limit of {MAX_TEXT_CHARS}"
+        )
