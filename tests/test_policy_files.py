@@ -11,6 +11,7 @@ from api.app import create_app
 from api.settings import Settings
 from identity.errors import PolicyFileError
 from identity.policy import load_identity_policy
+from privacy.facts import load_facts_policy
 
 from .conftest import POLICY_DIR
 
@@ -92,3 +93,76 @@ def test_the_shipped_policy_is_valid() -> None:
     policy = load_identity_policy(POLICY_DIR / "identity.yaml")
     assert policy.types["customer_id"].max_per_person == 1
     assert policy.type_names[0] == "customer_id"
+
+
+def _write_categories(tmp_path: Path, mutate: object) -> Path:
+    doc = yaml.safe_load((POLICY_DIR / "categories.yaml").read_text())
+    assert callable(mutate)
+    mutate(doc)
+    path = tmp_path / "categories.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+CATEGORY_CASES = [
+    (
+        "unknown action",
+        lambda d: d["categories"]["location"].update(on_pii="shrug"),
+        "categories.location.on_pii",
+    ),
+    (
+        "unknown category of an attribute",
+        lambda d: d["attributes"]["city"].update(category="geo"),
+        "attributes.city.category",
+    ),
+    (
+        "unknown category of an event",
+        lambda d: d["events"]["purchase"].update(category="sales"),
+        "events.purchase.category",
+    ),
+    (
+        "unknown value type",
+        lambda d: d["attributes"]["city"].update(type="text"),
+        "attributes.city.type",
+    ),
+    (
+        "typo in a key",
+        lambda d: d["categories"]["contact"].update(alowed_pii=[]),
+        "categories.contact.alowed_pii",
+    ),
+    (
+        "unknown-attribute action",
+        lambda d: d.update(unknown_attributes="ignore"),
+        "unknown_attributes",
+    ),
+    (
+        "bad scanner threshold",
+        lambda d: d["scanner"].update(default_threshold=3),
+        "scanner.default_threshold",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "field"), CATEGORY_CASES, ids=[c[0] for c in CATEGORY_CASES]
+)
+def test_invalid_categories_policy_names_file_and_field(
+    tmp_path: Path, case: str, mutate: object, field: str
+) -> None:
+    path = _write_categories(tmp_path, mutate)
+    with pytest.raises(PolicyFileError) as caught:
+        load_facts_policy(path)
+    assert caught.value.file == str(path), case
+    assert caught.value.field.startswith(field), caught.value.field
+
+
+def test_the_app_refuses_an_allowed_pii_entity_the_scanner_cannot_report(tmp_path: Path) -> None:
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    (policy_dir / "identity.yaml").write_text((POLICY_DIR / "identity.yaml").read_text())
+    _write_categories(
+        policy_dir, lambda d: d["categories"]["contact"].update(allowed_pii=["SHOE_SIZE"])
+    )
+    settings = Settings(env="test", data_dir=tmp_path / "data", policy_dir=policy_dir)
+    with pytest.raises(PolicyFileError, match=r"categories.yaml: categories.contact.allowed_pii.0"):
+        create_app(settings)
