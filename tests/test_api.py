@@ -346,3 +346,12 @@ def test_sql_looking_identifiers_are_just_hashed_values(api: Api) -> None:
 def test_unknown_route_and_method_are_problems(api: Api) -> None:
     _assert_problem(api.client.get("/v1/nothing", headers=api.admin), 404)
     _assert_problem(api.client.get("/v1/identify", headers=api.admin), 405)
+
+
+def test_store_unavailable_is_a_503_problem(api: Api) -> None:
+    api.container.store.close()
+    response = api.client.get("/readyz")
+    problem = _assert_problem(response, 503)
+    assert problem["type"] == "urn:idgraph:problem:store-unavailable"
+    identify = _identify(api, ANN)
+    _assert_problem(identify, 503)
