@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,7 +19,7 @@ from identity.identifiers import NORMALIZERS, NormalizedIdentifier, Normalizer
 _TYPE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 
 
-class _PolicyFieldProblem(Exception):  # noqa: N818 - internal signal, not part of the API
+class PolicyFieldProblem(Exception):  # noqa: N818 - a signal inside model hooks, not an API error
     """Raised inside model hooks; not a ValueError so pydantic does not re-locate it at the root."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -85,7 +85,7 @@ class IdentityPolicy(BaseModel):
                 try:
                     values.add(normalize(name, raw, "US").casefold())
                 except InvalidIdentifierError as exc:
-                    raise _PolicyFieldProblem(
+                    raise PolicyFieldProblem(
                         f"types.{name}.blocked_values.{index}",
                         f"does not normalize ({exc.reason}), so it could never match",
                     ) from None
@@ -135,8 +135,12 @@ def _field_path(location: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in location) or "<root>"
 
 
-def load_identity_policy(path: Path) -> IdentityPolicy:
-    """Load and validate ``identity.yaml``; any problem raises :class:`PolicyFileError`."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_policy_file(path: Path, model: type[M]) -> M:
+    """Load a YAML policy file into ``model``; any problem raises :class:`PolicyFileError`
+    naming the file and the field (dotted path) at fault."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -144,9 +148,14 @@ def load_identity_policy(path: Path) -> IdentityPolicy:
     except yaml.YAMLError as exc:
         raise PolicyFileError(str(path), "<file>", f"not valid YAML: {exc}") from exc
     try:
-        return IdentityPolicy.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise PolicyFileError(str(path), _field_path(first["loc"]), first["msg"]) from None
-    except _PolicyFieldProblem as exc:
+    except PolicyFieldProblem as exc:
         raise PolicyFileError(str(path), exc.field, exc.message) from None
+
+
+def load_identity_policy(path: Path) -> IdentityPolicy:
+    """Load and validate ``identity.yaml``; any problem raises :class:`PolicyFileError`."""
+    return load_policy_file(path, IdentityPolicy)

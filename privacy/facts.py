@@ -28,11 +28,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from identity.errors import BatchValidationError, InvalidFieldError, PolicyFileError
 from identity.model import FactInput, FactKind, FactStatus
+from identity.policy import PolicyFieldProblem, load_policy_file
 from privacy.scanning import PiiFinding, PiiScanner, ScannerConfig, redact
 
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
@@ -112,7 +112,7 @@ class FactsPolicy(_Frozen):
         for section, items in (("attributes", self.attributes), ("events", self.events)):
             for name, item in items.items():
                 if item.category not in self.categories:
-                    raise _FieldProblem(
+                    raise PolicyFieldProblem(
                         f"{section}.{name}.category",
                         f"unknown category {item.category!r}; declared: "
                         + ", ".join(sorted(self.categories)),
@@ -132,29 +132,9 @@ class FactsPolicy(_Frozen):
                     )
 
 
-class _FieldProblem(Exception):  # noqa: N818 - internal signal, not part of the API
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
-
-
 def load_facts_policy(path: Path) -> FactsPolicy:
     """Load and validate ``categories.yaml``; any problem raises :class:`PolicyFileError`."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyFileError(str(path), "<file>", f"cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyFileError(str(path), "<file>", f"not valid YAML: {exc}") from exc
-    try:
-        return FactsPolicy.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "<root>"
-        raise PolicyFileError(str(path), field, first["msg"]) from None
-    except _FieldProblem as exc:
-        raise PolicyFileError(str(path), exc.field, exc.message) from None
+    return load_policy_file(path, FactsPolicy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,8 @@ deployments that take secrets from a secret manager via the environment.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +27,7 @@ from typing import Any, Literal
 
 from identity.errors import ConfigurationError
 from identity.hashing import MIN_KEY_BYTES, HashKey, Keyring
+from privacy.secretfile import b64url_decode, b64url_encode, read_secret_file, write_secret_file
 
 FORMAT = "idgraph-hash-keys/1"
 Origin = Literal["generated", "operator"]
@@ -97,10 +94,7 @@ def parse_key_document(text: str, source: str) -> HashKeyFile:
             raise ConfigurationError(f"{source}: keys[{index}].id must be a short string")
         if origin not in ("generated", "operator"):
             raise ConfigurationError(f"{source}: keys[{index}].origin must be generated|operator")
-        try:
-            raw = base64.urlsafe_b64decode(str(secret) + "=" * (-len(str(secret)) % 4))
-        except (binascii.Error, ValueError):
-            raise ConfigurationError(f"{source}: keys[{index}].secret is not base64url") from None
+        raw = b64url_decode(secret, f"{source}: keys[{index}].secret")
         entries.append(KeyFileEntry(HashKey(kid, raw), str(item.get("created_at", "")), origin))
     primary = doc.get("primary")
     if not isinstance(primary, str) or primary not in {e.key.key_id for e in entries}:
@@ -117,7 +111,7 @@ def dump_key_document(keys: HashKeyFile) -> str:
             "keys": [
                 {
                     "id": e.key.key_id,
-                    "secret": base64.urlsafe_b64encode(e.key.secret).decode().rstrip("="),
+                    "secret": b64url_encode(e.key.secret),
                     "created_at": e.created_at,
                     "origin": e.origin,
                 }
@@ -129,36 +123,13 @@ def dump_key_document(keys: HashKeyFile) -> str:
 
 
 def write_key_file(path: Path, keys: HashKeyFile) -> None:
-    """Write atomically with mode 0600: a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".hash-keys-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_key_document(keys))
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically with mode 0600 (see :func:`privacy.secretfile.write_secret_file`)."""
+    write_secret_file(path, dump_key_document(keys))
 
 
 def read_key_file(path: Path) -> HashKeyFile:
     """Read and check the key file; refuses files readable by group or others."""
-    try:
-        mode = path.stat().st_mode & 0o777
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigurationError(f"hash key file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigurationError(f"hash key file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise ConfigurationError(
-            f"hash key file {path} has mode {mode:o}; run `chmod 600 {path}` (secrets must not be "
-            "readable by other users)"
-        )
-    return parse_key_document(text, str(path))
+    return parse_key_document(read_secret_file(path, "hash key file"), str(path))
 
 
 def create_key_file(path: Path, origin: Origin) -> HashKeyFile:

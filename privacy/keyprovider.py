@@ -54,12 +54,9 @@ message ever contains key bytes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +66,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from identity.errors import ConfigurationError, IdGraphError
+from privacy.secretfile import b64url_decode, b64url_encode, read_secret_file, write_secret_file
 
 FORMAT = "idgraph-kek/1"
 Origin = Literal["generated", "operator"]
@@ -203,10 +201,7 @@ def parse_kek_document(text: str, source: str) -> KekFile:
             raise ConfigurationError(f"{source}: keys[{index}].id repeats an earlier id")
         if origin not in ("generated", "operator"):
             raise ConfigurationError(f"{source}: keys[{index}].origin must be generated|operator")
-        try:
-            raw = base64.urlsafe_b64decode(str(secret) + "=" * (-len(str(secret)) % 4))
-        except (binascii.Error, ValueError):
-            raise ConfigurationError(f"{source}: keys[{index}].secret is not base64url") from None
+        raw = b64url_decode(secret, f"{source}: keys[{index}].secret")
         # Exactly 32 bytes: AES-256 only; a shorter key would silently select AES-128/192.
         if len(raw) != KEK_BYTES:
             raise ConfigurationError(
@@ -228,7 +223,7 @@ def dump_kek_document(keks: KekFile) -> str:
             "keys": [
                 {
                     "id": e.kek_id,
-                    "secret": base64.urlsafe_b64encode(e.secret).decode().rstrip("="),
+                    "secret": b64url_encode(e.secret),
                     "created_at": e.created_at,
                     "origin": e.origin,
                 }
@@ -240,36 +235,13 @@ def dump_kek_document(keks: KekFile) -> str:
 
 
 def write_kek_file(path: Path, keks: KekFile) -> None:
-    """Write atomically with mode 0600: a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".kek-", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_kek_document(keks))
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically with mode 0600 (see :func:`privacy.secretfile.write_secret_file`)."""
+    write_secret_file(path, dump_kek_document(keks))
 
 
 def read_kek_file(path: Path) -> KekFile:
     """Read and check the KEK file; refuses files readable by group or others."""
-    try:
-        mode = path.stat().st_mode & 0o777
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigurationError(f"KEK file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigurationError(f"KEK file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise ConfigurationError(
-            f"KEK file {path} has mode {mode:o}; run `chmod 600 {path}` (secrets must not be "
-            "readable by other users)"
-        )
-    return parse_kek_document(text, str(path))
+    return parse_kek_document(read_secret_file(path, "KEK file"), str(path))
 
 
 def create_kek_file(path: Path, origin: Origin) -> KekFile:
