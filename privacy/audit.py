@@ -71,6 +71,7 @@ from types import MappingProxyType
 from typing import Final, Literal, NamedTuple
 
 from identity.errors import ConfigurationError, StoreUnavailableError
+from identity.store.sqlite_support import migrate_schema, transaction
 from privacy.redaction import redact_text
 
 GENESIS_DIGEST: Final = "0" * 64  # 32 zero bytes, hex: the prev_digest of entry 1
@@ -389,18 +390,7 @@ class SqliteAuditLog:
         self._closed = False
 
     def _migrate(self) -> None:
-        self._conn.executescript(_SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise AuditLogUnavailableError(
-                f"audit log schema {row[0]} is newer than this idgraph ({SCHEMA_VERSION})"
-            )
-
-    # -- transactions ------------------------------------------------------------------------
+        migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, AuditLogUnavailableError, "audit log")
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -408,29 +398,10 @@ class SqliteAuditLog:
             if self._closed:
                 raise AuditLogUnavailableError("the audit log is closed")
             try:
-                self._conn.execute(begin)
-            except sqlite3.Error as exc:
-                raise AuditLogUnavailableError(f"audit log busy or unavailable: {exc}") from exc
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                self._rollback()
+                with transaction(self._conn, begin, AuditLogUnavailableError, "audit log") as conn:
+                    yield conn
+            except sqlite3.Error as exc:  # an error inside the body: rolled back above
                 raise AuditLogUnavailableError(f"audit log error: {exc}") from exc
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise AuditLogUnavailableError(f"audit log commit failed: {exc}") from exc
-
-    def _rollback(self) -> None:
-        # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR).
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
-
-    # -- writing -----------------------------------------------------------------------------
 
     def append(self, entries: Sequence[AuditDraft]) -> list[AuditEntry]:
         """Append ``entries`` in order, in one transaction; returns them as recorded.

@@ -71,6 +71,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from identity.store.sqlite_support import migrate_schema, transaction
 from privacy.keyprovider import KeyProvider, WrappedKey, WrappedKeyInvalidError
 
 VERSION = 0x01
@@ -288,16 +289,7 @@ class SqliteVaultKeyStore:
             raise VaultUnavailableError("this SQLite build cannot turn secure_delete on")
 
     def _migrate(self) -> None:
-        self._conn.executescript(_SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise VaultUnavailableError(
-                f"vault key file schema {row[0]} is newer than this idgraph ({SCHEMA_VERSION})"
-            )
+        migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, VaultUnavailableError, "vault key file")
         self._conn.execute(
             "INSERT INTO meta (key, value) VALUES ('shred_generation', '0') "
             "ON CONFLICT (key) DO NOTHING"
@@ -308,26 +300,8 @@ class SqliteVaultKeyStore:
         with self._lock:
             if self._closed:
                 raise VaultUnavailableError("the vault key store is closed")
-            try:
-                self._conn.execute(begin)
-            except sqlite3.Error as exc:
-                raise VaultUnavailableError(f"vault key file busy or unavailable: {exc}") from exc
-            try:
-                yield self._conn
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise VaultUnavailableError(f"vault key file commit failed: {exc}") from exc
-
-    def _rollback(self) -> None:
-        # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR); a second
-        # ROLLBACK would raise and hide the error that matters.
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+            with transaction(self._conn, begin, VaultUnavailableError, "vault key file") as conn:
+                yield conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -32,6 +32,7 @@ from identity.model import (
     Link,
     StoreStats,
 )
+from identity.store.sqlite_support import migrate_schema, transaction
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -445,42 +446,15 @@ class SqliteGraphStore:
         self._closed = False
 
     def _migrate(self) -> None:
-        self._conn.executescript(_SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise StoreIntegrityError(
-                f"store schema version {row[0]} is newer than this idgraph ({SCHEMA_VERSION})"
-            )
+        migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, StoreIntegrityError, "graph store")
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[_SqliteTransaction]:
         with self._lock:
             if self._closed:
                 raise StoreUnavailableError("the store is closed")
-            try:
-                self._conn.execute(begin)
-            except sqlite3.OperationalError as exc:
-                raise StoreUnavailableError(f"SQLite store busy or unavailable: {exc}") from exc
-            try:
-                yield _SqliteTransaction(self._conn)
-            except BaseException:
-                self._rollback()
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise StoreUnavailableError(f"SQLite commit failed: {exc}") from exc
-
-    def _rollback(self) -> None:
-        # SQLite may already have rolled back on its own (disk full, I/O error); a second
-        # ROLLBACK would raise and hide the error that matters.
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+            with transaction(self._conn, begin, StoreUnavailableError, "SQLite store") as conn:
+                yield _SqliteTransaction(conn)
 
     def _run(self, begin: str, fn: Callable[[_SqliteTransaction], T]) -> T:
         try:
