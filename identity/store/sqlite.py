@@ -12,6 +12,7 @@ identifier in Python loops that the batch size does not bound.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -114,7 +115,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS facts_one_raw ON facts(node_id)
 """
 
 
+@functools.lru_cache(maxsize=65_536)
 def _ms(moment: datetime) -> int:
+    # Cached: a batch repeats the same few event times on every row it writes.
     return int(moment.timestamp() * 1000)
 
 

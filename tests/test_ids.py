@@ -1,0 +1,33 @@
+"""Opaque ids: node ids unique and time-ordered (also across a fork), person ids random."""
+
+from __future__ import annotations
+
+import os
+
+from identity.model import new_node_id, new_person_id
+
+
+def test_node_ids_are_unique_and_increase() -> None:
+    ids = [new_node_id() for _ in range(50_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+
+
+def test_a_forked_process_gets_its_own_salt() -> None:
+    parent = new_node_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report one id and leave at once
+        os.write(write, new_node_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child[-12:] != parent[-12:]
+
+
+def test_person_ids_are_random_and_unordered() -> None:
+    ids = [new_person_id() for _ in range(1_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids != sorted(ids)
