@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     max_batch_events: Annotated[int, Field(ge=1, le=10_000)] = 500
     max_identifiers_per_event: Annotated[int, Field(ge=1, le=200)] = 20
+    # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
+    rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600
+    # Requests a key may make at once before the per-minute rate applies.
+    rate_limit_burst: Annotated[int, Field(ge=1, le=100_000)] = 100
 
     @field_validator("default_region", mode="before")
     @classmethod
@@ -102,3 +106,8 @@ class Settings(BaseSettings):
     def control_db_path(self) -> Path:
         """The SQLite file for service state that is not the graph (API keys)."""
         return self.data_dir / "control.sqlite3"
+
+    @property
+    def audit_db_path(self) -> Path:
+        """The SQLite file of the hash-chained audit log (policy decisions, consent, DSRs)."""
+        return self.data_dir / "audit.sqlite3"

@@ -47,6 +47,11 @@ def new_node_id() -> str:
     return f"n_{millis:012x}{next(_node_clock) & 0xFFFFFF:06x}{_node_salt[1]}"
 
 
+def new_consent_id() -> str:
+    """A random, opaque id for one consent record."""
+    return "c_" + secrets.token_hex(12)
+
+
 def new_fact_id() -> str:
     """A random, opaque id for one stored fact."""
     return "f_" + secrets.token_hex(12)
@@ -106,6 +111,55 @@ class Fact:
         return f"{self.kind.value}:{self.name}"
 
 
+class ConsentSignal(StrEnum):
+    """Where a consent record came from (how to read its ``proof``)."""
+
+    DIRECT = "direct"  # POST /v1/consent from a CMP or the site's backend
+    WEBHOOK = "webhook"  # a signed CMP webhook
+    TCF = "tcf"  # an IAB TCF v2.2 TC string
+    GPP = "gpp"  # an IAB GPP string (tcfeuv2 / usnat sections)
+    GPC = "gpc"  # the Global Privacy Control header, Sec-GPC: 1
+    OBJECTION = "objection"  # Art. 21 objection (absolute for direct marketing)
+    RESTRICTION = "restriction"  # Art. 18 restriction of processing; purpose is "*"
+
+
+RESTRICTION_PURPOSE = "*"  # the purpose of restriction records: they apply to every purpose
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentInput:
+    """A consent decision arriving with an event; anchored like facts to the event's hub."""
+
+    purpose: str
+    granted: bool
+    at: datetime
+    signal: ConsentSignal
+    lawful_basis: str
+    proof: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """One consent decision, append-only, anchored to the identifier node it came with.
+
+    Current state is derived from the history (see :mod:`privacy.consent.state`): records are
+    never updated. ``proof`` is the SHA-256 (hex) of the original signal (the TC string, the
+    webhook body, the request body), so the signal can be matched to the record later without
+    the record holding it. No raw identifier is part of a record.
+    """
+
+    record_id: str
+    node_id: str
+    purpose: str
+    granted: bool
+    at: datetime  # when the subject decided (the signal's time)
+    recorded_at: datetime  # when idgraph stored it
+    source: str  # who sent it: "api", "cmp:<name>", "gpc", "dsr"
+    signal: ConsentSignal
+    lawful_basis: str
+    proof: str
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityEvent:
     """Identifiers seen together, from one source at one time, with facts about the person.
@@ -117,6 +171,7 @@ class IdentityEvent:
     source: str
     occurred_at: datetime
     facts: tuple[FactInput, ...] = ()
+    consents: tuple[ConsentInput, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +251,8 @@ class EventOutcome:
     facts_stored: int = 0
     facts_quarantined: int = 0
     facts_dropped: int = 0  # no identifier of the event could be linked, so nothing to anchor to
+    consents_recorded: int = 0
+    consents_dropped: int = 0  # likewise: nothing to anchor them to
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +276,8 @@ class ChangeSet:
     # Attributes replace the active attribute of the same name on the same node when at least as
     # recent; raw identifiers replace the node's raw identifier; everything else is appended.
     facts: tuple[Fact, ...] = ()
+    # Appended as they are; consent history is never rewritten.
+    consents: tuple[ConsentRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +298,7 @@ class StoreStats:
     links: int
     refusals: int
     facts: int = 0
+    consents: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,3 +331,38 @@ class UnlinkResult:
     split: bool
     person_id_a: str
     person_id_b: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventCountRule:
+    """At least ``min_count`` active events named ``name`` with ``at >= since``."""
+
+    name: str
+    since: datetime
+    min_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberScan:
+    """What one page of a member scan (audiences, feature tables) selects and returns.
+
+    Persons must satisfy every rule in ``event_rules`` (AND; none = every person). For each
+    selected person the page returns its consent records for ``consent_purposes`` (plus every
+    restriction record, purpose ``"*"``) and its active attributes named in
+    ``attribute_names``, still sealed: the store never decrypts and never decides.
+    """
+
+    event_rules: tuple[EventCountRule, ...] = ()
+    attribute_names: tuple[str, ...] = ()
+    consent_purposes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """One person of a member scan page."""
+
+    person_id: str
+    created_at: datetime
+    last_seen: datetime
+    consents: tuple[ConsentRecord, ...]
+    attributes: tuple[Fact, ...]

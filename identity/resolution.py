@@ -28,6 +28,7 @@ from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
     ChangeSet,
+    ConsentRecord,
     EventOutcome,
     Explanation,
     Fact,
@@ -42,6 +43,7 @@ from identity.model import (
     Refusal,
     RefusalReason,
     UnlinkResult,
+    new_consent_id,
     new_fact_id,
     new_node_id,
     new_person_id,
@@ -110,6 +112,7 @@ class _BatchState:
     )
     # (anchor node id, fact, source) to seal and store at the end of the batch
     facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
+    consents: list[ConsentRecord] = field(default_factory=list)
 
     def find(self, person: str) -> str:
         root = person
@@ -269,6 +272,7 @@ class ResolutionEngine:
                 0,
                 tuple(selection.refusals),
                 facts_dropped=len(event.facts),
+                consents_dropped=len(event.consents),
             )
         return self._join(event, selection, state)
 
@@ -370,6 +374,22 @@ class ResolutionEngine:
         # split keeps them with the part that holds that identifier.
         hub = accepted_nodes[0]
         state.facts.extend((hub, fact, event.source) for fact in event.facts)
+        recorded_at = self._clock()
+        state.consents.extend(
+            ConsentRecord(
+                new_consent_id(),
+                hub,
+                c.purpose,
+                c.granted,
+                c.at,
+                recorded_at,
+                event.source,
+                c.signal,
+                c.lawful_basis,
+                c.proof,
+            )
+            for c in event.consents
+        )
         quarantined = sum(1 for f in event.facts if f.status is FactStatus.QUARANTINED)
         return EventOutcome(
             outcome,
@@ -379,6 +399,7 @@ class ResolutionEngine:
             tuple(selection.refusals),
             facts_stored=len(event.facts) - quarantined,
             facts_quarantined=quarantined,
+            consents_recorded=len(event.consents),
         )
 
     @staticmethod
@@ -436,6 +457,7 @@ class ResolutionEngine:
             },
             links=tuple(state.links.values()),
             refusals=refusals,
+            consents=tuple(state.consents),
         )
         return changes, outcomes
 

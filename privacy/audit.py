@@ -644,3 +644,17 @@ def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
 
 def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def person_ref(person_id: str) -> str:
+    """The audit log's reference to a person: ``r_`` + 24 hex of SHA-256 over the person id.
+
+    Why not the person id itself: after an erasure nothing anywhere may contain the erased
+    person's id (the hidden-state check greps every file for it), yet the audit log is
+    append-only and must keep that reads and consent changes happened. Person ids are 96 random
+    bits, so the digest cannot be reversed by guessing; while the person exists, an access
+    request finds its entries by computing the same reference. No key is needed (verification
+    and access exports work from the file alone).
+    """
+    digest = hashlib.sha256(b"idgraph-audit-person/1\x00" + person_id.encode()).hexdigest()
+    return "r_" + digest[:24]

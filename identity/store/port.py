@@ -15,10 +15,14 @@ from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
     Cluster,
+    ConsentRecord,
     Fact,
     FactKind,
     FactStatus,
     IdentifierNode,
+    MemberRow,
+    MemberScan,
+    PersonRecord,
     StoreStats,
 )
 
@@ -74,6 +78,20 @@ class GraphTransaction(Protocol):
         self, exclude_key_id: str, after_node_id: str, limit: int
     ) -> list[IdentifierNode]:
         """Nodes hashed under any key but ``exclude_key_id``, by node id after ``after_node_id``."""
+        ...
+
+    def person(self, person_id: str) -> PersonRecord | None:
+        """The person, or ``None`` if there is no such person."""
+        ...
+
+    def person_consents(self, person_id: str, purposes: Collection[str]) -> list[ConsentRecord]:
+        """Consent records for ``purposes`` (and every ``"*"`` restriction record) anchored to
+        the person's nodes, ordered by (``at``, ``recorded_at``, ``record_id``)."""
+        ...
+
+    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
+        """Persons matching ``scan.event_rules`` with id greater than ``after_person_id``, in
+        person id order, at most ``limit``, each with its consents and sealed attributes."""
         ...
 
 

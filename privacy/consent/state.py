@@ -1,0 +1,111 @@
+"""Current consent state, derived from the append-only history.
+
+Records are never updated; the state of a purpose for a person is computed from every record
+anchored to any of the person's identifiers, so a merge needs no rewriting and a split gives each
+part exactly the history that arrived with its identifiers.
+
+Rules, in order (each one a GDPR requirement, not a preference):
+
+1. **Restriction** (Art. 18): the latest ``"*"`` restriction record decides whether processing
+   is restricted; a tie restricts. Restricted persons are denied for every purpose except those
+   marked ``restriction_exempt`` (legal claims, Art. 18(2)).
+2. **Bases without consent** (contract, legal obligation): consent signals do not apply.
+3. **Absolute objection** (Art. 21(3)): for a ``direct_marketing`` purpose, an objection is
+   lifted only by the subject withdrawing it (a later objection record with ``granted=True``),
+   never by a consent string or a webhook.
+4. **Latest decision wins** among consent signals and objections for the purpose, across all the
+   person's identifiers, by the time the subject decided (``at``). A tie at the latest time
+   denies: when two sources disagree about the same moment, the safe answer is no.
+5. **No record**: the purpose's default (always ``deny`` for consent-based purposes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
+from privacy.purposes import Default, Purpose
+
+
+class ConsentReason(StrEnum):
+    """Why a purpose is (not) allowed for a person."""
+
+    GRANTED = "consent_granted"  # the latest decision is a grant
+    DENIED = "consent_denied"  # the latest decision is a denial (or opt-out)
+    TIE_DENIED = "consent_tie_denied"  # grant and denial at the same latest time
+    DEFAULT_GRANT = "default_grant"  # no record; the purpose defaults to grant
+    DEFAULT_DENY = "no_consent"  # no record; the purpose defaults to deny
+    BASIS_WITHOUT_CONSENT = "basis_without_consent"  # contract / legal obligation
+    OBJECTED = "objected"  # an absolute objection (direct marketing)
+    RESTRICTED = "restricted"  # processing restricted (Art. 18)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    """Whether a purpose is allowed for a person, why, and which record decided it."""
+
+    allowed: bool
+    reason: ConsentReason
+    record_id: str | None = None
+
+
+def _latest(records: list[ConsentRecord]) -> tuple[bool, str | None, bool]:
+    """(granted, deciding record id, tie) of the latest records by ``at``; a tie denies."""
+    top = max(r.at for r in records)
+    at_top = [r for r in records if r.at == top]
+    granted = all(r.granted for r in at_top)
+    tie = len({r.granted for r in at_top}) > 1
+    deciding = next((r for r in at_top if r.granted == granted), at_top[0])
+    return granted, deciding.record_id, tie
+
+
+def is_restricted(records: Iterable[ConsentRecord]) -> tuple[bool, str | None]:
+    """Whether the latest restriction record restricts processing (ties restrict)."""
+    restrictions = [
+        r
+        for r in records
+        if r.purpose == RESTRICTION_PURPOSE and r.signal is ConsentSignal.RESTRICTION
+    ]
+    if not restrictions:
+        return False, None
+    granted, record_id, _ = _latest(restrictions)
+    # A restriction record with granted=False restricts; granted=True lifts the restriction.
+    return not granted, record_id
+
+
+def consent_state(  # noqa: PLR0911 - one return per rule of the module docstring
+    purpose_id: str, purpose: Purpose, records: Iterable[ConsentRecord]
+) -> ConsentState:
+    """The state of ``purpose`` for a person whose records (any purposes) are ``records``."""
+    relevant: list[ConsentRecord] = []
+    restrictions: list[ConsentRecord] = []
+    for record in records:
+        if record.purpose == purpose_id and record.signal is not ConsentSignal.RESTRICTION:
+            relevant.append(record)
+        elif record.purpose == RESTRICTION_PURPOSE and record.signal is ConsentSignal.RESTRICTION:
+            restrictions.append(record)
+    if restrictions and not purpose.restriction_exempt:
+        restricted, record_id = is_restricted(restrictions)
+        if restricted:
+            return ConsentState(False, ConsentReason.RESTRICTED, record_id)
+    if not purpose.consent_applies:
+        return ConsentState(True, ConsentReason.BASIS_WITHOUT_CONSENT)
+    objections = [r for r in relevant if r.signal is ConsentSignal.OBJECTION]
+    if objections:
+        withdrawn, record_id, _ = _latest(objections)
+        if not withdrawn and purpose.direct_marketing:
+            return ConsentState(False, ConsentReason.OBJECTED, record_id)
+        # A withdrawn objection is not a consent: it only takes the objections out of the
+        # timeline. A standing one stays in it as a denial (a later consent can outweigh it).
+        relevant = [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not withdrawn]
+        relevant = [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not r.granted]
+    if not relevant:
+        if purpose.default is Default.GRANT:
+            return ConsentState(True, ConsentReason.DEFAULT_GRANT)
+        return ConsentState(False, ConsentReason.DEFAULT_DENY)
+    granted, record_id, tie = _latest(relevant)
+    if granted:
+        return ConsentState(True, ConsentReason.GRANTED, record_id)
+    return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)

@@ -1,0 +1,184 @@
+"""Purposes: ``policies/purposes.yaml`` as frozen, validated models.
+
+A purpose is the answer to "why is this read happening". Every profile, audience and feature
+read names exactly one; the policy engine (:mod:`privacy.policy_engine`) allows it from the
+purpose's lawful basis, the person's consent history and the caller's scopes, and returns only
+fields whose categories the purpose lists, within their retention.
+
+Cross-file rules (checked by :func:`check_purposes` at start-up, naming file and field):
+categories must exist in ``categories.yaml``; activation types must exist in ``identity.yaml``
+with ``keep_raw: true`` (a value that is not kept cannot be exported); feature attributes must
+be declared attributes in a category the purpose reads.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from identity.errors import PolicyFileError
+from identity.policy import IdentityPolicy, PolicyFieldProblem, load_policy_file
+from privacy.facts import FactsPolicy
+
+_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class LawfulBasis(StrEnum):
+    """GDPR Art. 6(1) bases this service distinguishes."""
+
+    CONSENT = "consent"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+
+
+class Default(StrEnum):
+    """The state of a purpose for a person without any record for it."""
+
+    GRANT = "grant"
+    DENY = "deny"
+
+
+class GpcEffect(StrEnum):
+    """What a Global Privacy Control signal records for a purpose."""
+
+    OPT_OUT = "opt_out"
+    IGNORE = "ignore"
+
+
+class UsOptOut(StrEnum):
+    """The GPP usnat opt-out kinds a purpose can be bound to."""
+
+    SALE = "sale"
+    SHARING = "sharing"
+    TARGETED_ADVERTISING = "targeted_advertising"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TcfMapping(_Frozen):
+    """Which TCF purposes and special features a TC string must grant for this purpose."""
+
+    purposes: tuple[Annotated[int, Field(ge=1, le=11)], ...] = ()
+    special_features: tuple[Annotated[int, Field(ge=1, le=2)], ...] = ()
+
+
+class CategoryAccess(_Frozen):
+    """A category a purpose may read, and for how long after a fact was recorded."""
+
+    retention_days: Annotated[int, Field(ge=1, le=36_500)]
+
+    @property
+    def retention(self) -> timedelta:
+        """The retention as a duration."""
+        return timedelta(days=self.retention_days)
+
+
+class Purpose(_Frozen):
+    """One purpose of ``purposes.yaml``."""
+
+    description: str = Field(min_length=1)
+    lawful_basis: LawfulBasis
+    default: Default
+    tcf: TcfMapping = Field(default_factory=TcfMapping)
+    gpc: GpcEffect = GpcEffect.IGNORE
+    us_opt_outs: tuple[UsOptOut, ...] = ()
+    direct_marketing: bool = False
+    restriction_exempt: bool = False
+    categories: dict[Annotated[str, Field(pattern=_NAME)], CategoryAccess] = Field(
+        default_factory=dict
+    )
+    activation: tuple[Annotated[str, Field(pattern=_NAME)], ...] = ()
+    features: tuple[Annotated[str, Field(pattern=_NAME)], ...] = ()
+
+    @model_validator(mode="after")
+    def _consent_defaults_to_deny(self) -> Self:
+        # Consent cannot be presumed (GDPR Art. 4(11), 7): silence is not a yes.
+        if self.lawful_basis is LawfulBasis.CONSENT and self.default is Default.GRANT:
+            raise ValueError("a consent-based purpose must have default: deny")
+        return self
+
+    @property
+    def consent_applies(self) -> bool:
+        """Whether consent signals (grants, denials, opt-outs) affect this purpose at all."""
+        return self.lawful_basis in (LawfulBasis.CONSENT, LawfulBasis.LEGITIMATE_INTEREST)
+
+
+class TcfSettings(_Frozen):
+    """Settings for reading TC strings."""
+
+    vendor_id: Annotated[int, Field(ge=1, le=65_535)] | None = None
+
+
+class PurposesPolicy(_Frozen):
+    """``policies/purposes.yaml``."""
+
+    version: int = Field(ge=1, le=1)
+    tcf: TcfSettings = Field(default_factory=TcfSettings)
+    purposes: dict[Annotated[str, Field(pattern=_NAME)], Purpose] = Field(min_length=1)
+
+    def get(self, purpose_id: str) -> Purpose | None:
+        """The purpose named ``purpose_id``, or ``None``."""
+        return self.purposes.get(purpose_id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every purpose id, sorted."""
+        return tuple(sorted(self.purposes))
+
+
+def load_purposes_policy(path: Path) -> PurposesPolicy:
+    """Load and validate ``purposes.yaml``; any problem raises ``PolicyFileError``."""
+    return load_policy_file(path, PurposesPolicy)
+
+
+def check_purposes(
+    purposes: PurposesPolicy, facts: FactsPolicy, identity: IdentityPolicy, file: str
+) -> None:
+    """Cross-check ``purposes.yaml`` against the other policy files (see the module doc)."""
+    try:
+        _check(purposes, facts, identity)
+    except PolicyFieldProblem as exc:
+        raise PolicyFileError(file, exc.field, exc.message) from None
+
+
+def _check(purposes: PurposesPolicy, facts: FactsPolicy, identity: IdentityPolicy) -> None:
+    for pid, purpose in purposes.purposes.items():
+        for category in purpose.categories:
+            if category not in facts.categories:
+                raise PolicyFieldProblem(
+                    f"purposes.{pid}.categories.{category}",
+                    "unknown category; declared in categories.yaml: "
+                    + ", ".join(sorted(facts.categories)),
+                )
+        for index, type_name in enumerate(purpose.activation):
+            type_policy = identity.types.get(type_name)
+            if type_policy is None:
+                raise PolicyFieldProblem(
+                    f"purposes.{pid}.activation.{index}",
+                    f"unknown identifier type {type_name!r}",
+                )
+            if not type_policy.keep_raw:
+                raise PolicyFieldProblem(
+                    f"purposes.{pid}.activation.{index}",
+                    f"{type_name!r} is not kept (keep_raw: false in identity.yaml), so it "
+                    "cannot be activated",
+                )
+        for index, name in enumerate(purpose.features):
+            attribute = facts.attributes.get(name)
+            if attribute is None:
+                raise PolicyFieldProblem(
+                    f"purposes.{pid}.features.{index}", f"unknown attribute {name!r}"
+                )
+            if attribute.category not in purpose.categories:
+                raise PolicyFieldProblem(
+                    f"purposes.{pid}.features.{index}",
+                    f"{name!r} is in category {attribute.category!r}, which this purpose "
+                    "may not read",
+                )
