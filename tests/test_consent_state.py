@@ -1,0 +1,194 @@
+"""Consent state derived from history, and purposes.yaml validation (issue 5)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from api.bootstrap import build_container
+from api.settings import Settings
+from identity.errors import PolicyFileError
+from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
+from privacy.consent.state import ConsentReason, consent_state, is_restricted
+from privacy.purposes import PurposesPolicy, load_purposes_policy
+
+from .conftest import POLICY_DIR
+
+T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+_seq = iter(range(1_000_000))
+
+
+def rec(
+    purpose: str,
+    granted: bool,
+    at: datetime,
+    signal: ConsentSignal = ConsentSignal.DIRECT,
+    node: str = "n1",
+) -> ConsentRecord:
+    n = next(_seq)
+    return ConsentRecord(
+        f"c_{n:06d}", node, purpose, granted, at, at, "api", signal, "consent", "0" * 64
+    )
+
+
+@pytest.fixture(scope="module")
+def purposes() -> PurposesPolicy:
+    return load_purposes_policy(POLICY_DIR / "purposes.yaml")
+
+
+def state(purposes: PurposesPolicy, purpose: str, *records: ConsentRecord) -> Any:
+    policy = purposes.get(purpose)
+    assert policy is not None
+    return consent_state(purpose, policy, records)
+
+
+def test_no_record_uses_the_default(purposes: PurposesPolicy) -> None:
+    assert state(purposes, "analytics").reason is ConsentReason.DEFAULT_DENY
+    assert not state(purposes, "analytics").allowed
+    fraud = state(purposes, "fraud_prevention")
+    assert fraud.allowed
+    assert fraud.reason is ConsentReason.DEFAULT_GRANT
+
+
+def test_latest_decision_wins_across_identifiers(purposes: PurposesPolicy) -> None:
+    grant = rec("analytics", True, T, node="n1")
+    deny = rec("analytics", False, T + timedelta(seconds=1), node="n2")
+    later_grant = rec("analytics", True, T + timedelta(seconds=2), node="n1")
+    assert state(purposes, "analytics", grant).allowed
+    assert not state(purposes, "analytics", grant, deny).allowed
+    assert state(purposes, "analytics", deny, grant).reason is ConsentReason.DENIED
+    result = state(purposes, "analytics", grant, deny, later_grant)
+    assert result.allowed
+    assert result.record_id == later_grant.record_id
+
+
+def test_a_tie_denies(purposes: PurposesPolicy) -> None:
+    result = state(
+        purposes, "analytics", rec("analytics", True, T, node="a"), rec("analytics", False, T)
+    )
+    assert not result.allowed
+    assert result.reason is ConsentReason.TIE_DENIED
+
+
+def test_records_of_other_purposes_do_not_count(purposes: PurposesPolicy) -> None:
+    assert not state(purposes, "analytics", rec("personalization", True, T)).allowed
+
+
+def test_legitimate_interest_is_lost_by_an_opt_out(purposes: PurposesPolicy) -> None:
+    assert state(purposes, "fraud_prevention").allowed
+    objection = rec("fraud_prevention", False, T, ConsentSignal.OBJECTION)
+    assert not state(purposes, "fraud_prevention", objection).allowed
+    withdrawn = rec("fraud_prevention", True, T + timedelta(days=1), ConsentSignal.OBJECTION)
+    assert state(purposes, "fraud_prevention", objection, withdrawn).allowed
+
+
+def test_direct_marketing_objection_is_absolute(purposes: PurposesPolicy) -> None:
+    objection = rec("marketing_email", False, T, ConsentSignal.OBJECTION)
+    later_consent = rec("marketing_email", True, T + timedelta(days=1), ConsentSignal.WEBHOOK)
+    result = state(purposes, "marketing_email", objection, later_consent)
+    assert not result.allowed
+    assert result.reason is ConsentReason.OBJECTED
+    withdrawn = rec("marketing_email", True, T + timedelta(days=2), ConsentSignal.OBJECTION)
+    # Withdrawing the objection is not a consent: the later consent decides.
+    assert state(purposes, "marketing_email", objection, later_consent, withdrawn).allowed
+    assert not state(purposes, "marketing_email", objection, withdrawn).allowed
+
+
+def test_objection_to_a_non_marketing_purpose_can_be_outweighed_by_later_consent(
+    purposes: PurposesPolicy,
+) -> None:
+    objection = rec("analytics", False, T, ConsentSignal.OBJECTION)
+    consent = rec("analytics", True, T + timedelta(days=1))
+    assert not state(purposes, "analytics", objection).allowed
+    assert state(purposes, "analytics", objection, consent).allowed
+
+
+def test_restriction_denies_everything_but_exempt_purposes(purposes: PurposesPolicy) -> None:
+    restrict = rec(RESTRICTION_PURPOSE, False, T, ConsentSignal.RESTRICTION)
+    grant = rec("analytics", True, T + timedelta(days=1))
+    assert state(purposes, "analytics", grant, restrict).reason is ConsentReason.RESTRICTED
+    assert state(purposes, "fraud_prevention", restrict).reason is ConsentReason.RESTRICTED
+    assert state(purposes, "legal_claims", restrict).allowed
+    lift = rec(RESTRICTION_PURPOSE, True, T + timedelta(days=2), ConsentSignal.RESTRICTION)
+    assert state(purposes, "analytics", grant, restrict, lift).allowed
+    assert is_restricted([restrict]) == (True, restrict.record_id)
+    assert is_restricted([restrict, lift])[0] is False
+    tie = rec(RESTRICTION_PURPOSE, True, T, ConsentSignal.RESTRICTION)
+    assert is_restricted([restrict, tie])[0] is True
+
+
+def test_contract_and_legal_bases_ignore_consent_signals(purposes: PurposesPolicy) -> None:
+    deny = rec("legal_claims", False, T, ConsentSignal.GPC)
+    result = state(purposes, "legal_claims", deny)
+    assert result.allowed
+    assert result.reason is ConsentReason.BASIS_WITHOUT_CONSENT
+
+
+# -- purposes.yaml validation -------------------------------------------------------------------
+
+
+def _policy_dir(tmp_path: Path, mutate: Callable[[dict[str, Any]], None]) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, target)
+    doc = yaml.safe_load((target / "purposes.yaml").read_text())
+    mutate(doc)
+    (target / "purposes.yaml").write_text(yaml.safe_dump(doc))
+    return target
+
+
+BAD = [
+    (
+        "consent purpose defaulting to grant",
+        lambda d: d["purposes"]["analytics"].update(default="grant"),
+        "purposes.analytics",
+    ),
+    (
+        "unknown category",
+        lambda d: d["purposes"]["analytics"]["categories"].update(health={"retention_days": 1}),
+        "purposes.analytics.categories.health",
+    ),
+    (
+        "activation of a type that is not kept",
+        lambda d: d["purposes"]["ad_targeting"].update(activation=["cookie_id"]),
+        "purposes.ad_targeting.activation.0",
+    ),
+    (
+        "feature outside the purpose's categories",
+        lambda d: d["purposes"]["analytics"].update(features=["lifetime_value"]),
+        "purposes.analytics.features.0",
+    ),
+    (
+        "TCF purpose out of range",
+        lambda d: d["purposes"]["analytics"]["tcf"].update(purposes=[12]),
+        "purposes.analytics.tcf.purposes.0",
+    ),
+    (
+        "typo in a key",
+        lambda d: d["purposes"]["analytics"].update(lawful_bassis="consent"),
+        "purposes.analytics.lawful_bassis",
+    ),
+    (
+        "zero retention",
+        lambda d: d["purposes"]["analytics"]["categories"]["behavioural"].update(retention_days=0),
+        "purposes.analytics.categories.behavioural.retention_days",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "mutate", "field"), BAD, ids=[c[0] for c in BAD])
+def test_bad_purposes_file_stops_startup_naming_the_field(
+    tmp_path: Path, what: str, mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    settings = Settings(
+        env="test", data_dir=tmp_path / "data", policy_dir=_policy_dir(tmp_path, mutate)
+    )
+    with pytest.raises(PolicyFileError) as raised:
+        build_container(settings)
+    assert "purposes.yaml" in str(raised.value)
+    assert field in str(raised.value), what
