@@ -1,0 +1,411 @@
+"""Load test: the real server on loopback, driven by a bounded asyncio httpx client.
+
+Usage::
+
+    .venv/bin/python bench/load.py                       # small: a few thousand requests
+    .venv/bin/python bench/load.py --requests 20000 --concurrency 32 --json /tmp/load.json
+
+Starts two servers as subprocesses on 127.0.0.1 (free ports): ``idgraph serve`` on a fresh data
+dir (embedded SQLite store, generated development keys) and ``bench/hello_app.py``, a FastAPI
+hello-world under the same uvicorn: **the ceiling**. Then runs, each phase with a fixed request
+count (and a wall-clock cap, so the run always stops by itself):
+
+* ``hello``        GET /hello on the ceiling app, closed loop at ``--concurrency``;
+* ``identify``     POST /v1/identify (three identifiers and two traits per person) at a fixed
+                   arrival rate (``--rate`` requests/s, open loop: latency includes queueing);
+* ``ingest``       POST /v1/ingest batches of ``--batch`` events, closed loop;
+* ``profile``      GET /v1/profiles/{id}?purpose=analytics for persons with analytics consent
+                   (recorded first through POST /v1/consent), closed loop;
+* ``audience``     POST /v1/audiences once, then GET .../export?format=jsonl, a few times.
+
+Phases whose endpoints the server does not have (checked in its OpenAPI document) are skipped
+with a message. Figures per phase: requests, errors (non-2xx), throughput (requests/s),
+p50/p95/p99 latency in ms, and the ratio of throughput and of p50 to the ``hello`` ceiling.
+Machines are noisy: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from api.auth import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
+
+Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+@dataclass
+class Phase:
+    """The figures of one phase."""
+
+    name: str
+    items_per_request: int = 1  # events per request (ingest batches), else 1
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    error_statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        """Completed requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile ``q`` (0-100) in milliseconds."""
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+        return ordered[index]
+
+    def summary(self) -> dict[str, Any]:
+        """The phase as JSON-ready figures."""
+        data = asdict(self)
+        data.pop("latencies_ms")
+        data.update(
+            throughput=round(self.throughput, 1),
+            items_per_second=round(self.throughput * self.items_per_request, 1),
+            p50_ms=round(self.percentile(50), 2),
+            p95_ms=round(self.percentile(95), 2),
+            p99_ms=round(self.percentile(99), 2),
+            mean_ms=round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0.0,
+        )
+        return data
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server at {url} not ready after {timeout:.0f} s")
+
+
+async def run_closed(
+    name: str,
+    client: httpx.AsyncClient,
+    send: Request,
+    count: int,
+    concurrency: int,
+    cap: float,
+    items: int = 1,
+) -> Phase:
+    """``count`` requests by ``concurrency`` workers, each sending the next as soon as it can."""
+    phase = Phase(name, items)
+    counter = iter(range(count))
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        for index in counter:
+            if time.perf_counter() - start > cap:
+                return
+            await _one(phase, client, send, index)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    phase.seconds = time.perf_counter() - start
+    return phase
+
+
+async def run_open(
+    name: str, client: httpx.AsyncClient, send: Request, count: int, rate: float, cap: float
+) -> Phase:
+    """``count`` requests started at a fixed ``rate`` per second, whatever the server does."""
+    phase = Phase(name)
+    start = time.perf_counter()
+    tasks = []
+    for index in range(count):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if time.perf_counter() - start > cap:
+            break
+        tasks.append(asyncio.create_task(_one(phase, client, send, index)))
+    await asyncio.gather(*tasks)
+    phase.seconds = time.perf_counter() - start
+    return phase
+
+
+async def _one(phase: Phase, client: httpx.AsyncClient, send: Request, index: int) -> None:
+    began = time.perf_counter()
+    try:
+        response = await send(client, index)
+        status = str(response.status_code)
+        ok = response.is_success
+    except httpx.HTTPError as exc:
+        status, ok = type(exc).__name__, False
+    phase.latencies_ms.append((time.perf_counter() - began) * 1000)
+    phase.requests += 1
+    if not ok:
+        phase.errors += 1
+        phase.error_statuses[status] = phase.error_statuses.get(status, 0) + 1
+
+
+def person(index: int, rng_seed: int) -> dict[str, Any]:
+    """The identify body of synthetic person ``index`` (deterministic per seed)."""
+    rng = random.Random(rng_seed * 1_000_003 + index)
+    return {
+        "identifiers": [
+            {"type": "customer_id", "value": f"L{rng_seed:02d}{index:08d}"},
+            {"type": "email", "value": f"load.{rng_seed}.{index}@bench-mail.de"},
+            {"type": "cookie_id", "value": f"ck-{rng_seed}-{index:08d}"},
+        ],
+        "source": "load",
+        "traits": {"city": rng.choice(["Berlin", "Lyon", "Porto", "Turin"]), "visit_count": 3},
+        "events": [{"name": "purchase", "properties": {"amount": 12.5, "currency": "EUR"}}],
+    }
+
+
+async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> dict[str, Any]:
+    """Run every phase the server supports; returns the figures."""
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+    )
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as api:
+        paths = (await api.get("/openapi.json")).json()["paths"]
+        phases: list[Phase] = []
+        skipped: dict[str, str] = {}
+        async with httpx.AsyncClient(base_url=hello, limits=limits, timeout=60) as ceiling:
+            phases.append(
+                await run_closed(
+                    "hello",
+                    ceiling,
+                    lambda c, i: c.get("/hello"),
+                    args.requests,
+                    args.concurrency,
+                    args.cap,
+                )
+            )
+        seed = args.seed
+        phases.append(
+            await run_open(
+                "identify",
+                api,
+                lambda c, i: c.post("/v1/identify", json=person(i, seed)),
+                args.requests,
+                args.rate,
+                args.cap,
+            )
+        )
+        offset = args.requests
+
+        def batch(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
+            first = offset + i * args.batch
+            events = [person(first + k, seed) for k in range(args.batch)]
+            return c.post("/v1/ingest", json={"events": events})
+
+        phases.append(
+            await run_closed(
+                "ingest",
+                api,
+                batch,
+                max(1, args.requests // args.batch),
+                max(1, args.concurrency // 4),
+                args.cap,
+                items=args.batch,
+            )
+        )
+        readers = min(args.requests, 2_000)
+        if "/v1/consent" in paths and "/v1/profiles/{person_id}" in paths:
+            person_ids: list[str] = []
+            for i in range(readers):
+                body = {
+                    "identifiers": person(i, seed)["identifiers"][:1],
+                    "decisions": {"analytics": True, "ad_targeting": True},
+                    "source": "load",
+                }
+                response = await api.post("/v1/consent", json=body)
+                response.raise_for_status()
+                pid = response.json().get("person_id")
+                if pid:
+                    person_ids.append(pid)
+            if person_ids:
+                phases.append(
+                    await run_closed(
+                        "profile",
+                        api,
+                        lambda c, i: c.get(
+                            f"/v1/profiles/{person_ids[i % len(person_ids)]}",
+                            params={"purpose": "analytics"},
+                        ),
+                        args.requests,
+                        args.concurrency,
+                        args.cap,
+                    )
+                )
+            else:
+                skipped["profile"] = "POST /v1/consent returned no person ids for this key"
+        else:
+            skipped["profile"] = "the server has no /v1/consent or /v1/profiles/{person_id}"
+        if "/v1/audiences" in paths and "/v1/audiences/{audience_id}/export" in paths:
+            definition = {
+                "name": "load-berlin",
+                "purpose": "ad_targeting",
+                "rules": [{"attribute": "city", "op": "eq", "value": "Berlin"}],
+            }
+            created = await api.post("/v1/audiences", json=definition)
+            if created.is_success:
+                audience_id = created.json()["id"]
+                phases.append(
+                    await run_closed(
+                        "audience_export",
+                        api,
+                        lambda c, i: c.get(
+                            f"/v1/audiences/{audience_id}/export", params={"format": "jsonl"}
+                        ),
+                        args.exports,
+                        1,
+                        args.cap,
+                    )
+                )
+            else:
+                skipped["audience_export"] = (
+                    f"POST /v1/audiences answered {created.status_code}: {created.text[:200]}"
+                )
+        else:
+            skipped["audience_export"] = "the server has no /v1/audiences export"
+    return {"phases": phases, "skipped": skipped}
+
+
+def report(result: dict[str, Any]) -> dict[str, Any]:
+    """Print the table; returns the JSON document."""
+    phases: list[Phase] = result["phases"]
+    ceiling = phases[0]
+    print(
+        f"{'phase':<16}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'items/s':>10}{'req/s vs hello':>16}{'p50 vs hello':>14}"
+    )
+    rows = []
+    for phase in phases:
+        summary = phase.summary()
+        tp_ratio = phase.throughput / ceiling.throughput if ceiling.throughput else 0.0
+        p50_ratio = phase.percentile(50) / ceiling.percentile(50) if ceiling.latencies_ms else 0.0
+        summary.update(
+            throughput_ratio_to_hello=round(tp_ratio, 3), p50_ratio_to_hello=round(p50_ratio, 2)
+        )
+        rows.append(summary)
+        items = phase.throughput * phase.items_per_request
+        print(
+            f"{phase.name:<16}{phase.requests:>9}{phase.errors:>8}{phase.throughput:>10.1f}"
+            f"{phase.percentile(50):>9.2f}{phase.percentile(95):>9.2f}{phase.percentile(99):>9.2f}"
+            f"{items:>10.1f}{tp_ratio:>16.3f}{p50_ratio:>14.2f}"
+        )
+        if phase.error_statuses:
+            print(f"    non-2xx: {phase.error_statuses}")
+    for name, why in result["skipped"].items():
+        print(f"skipped {name}: {why}")
+    return {"phases": rows, "skipped": result["skipped"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the load test; exit 1 if any phase had errors."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2_000, help="requests per phase")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=200.0, help="identify arrivals per second")
+    parser.add_argument("--batch", type=int, default=50, help="events per ingest request")
+    parser.add_argument("--exports", type=int, default=3, help="audience exports")
+    parser.add_argument("--cap", type=float, default=120.0, help="seconds per phase at most")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="idgraph-load-") as tmp:
+        data_dir = Path(tmp) / "data"
+        env = {
+            **os.environ,
+            "IDGRAPH_ENV": "test",
+            "IDGRAPH_DATA_DIR": str(data_dir),
+            "IDGRAPH_POLICY_DIR": str(REPO / "policies"),
+            "IDGRAPH_LOG_LEVEL": "warning",
+            "IDGRAPH_MAX_BATCH_EVENTS": str(max(args.batch, 50)),
+            "IDGRAPH_RATE_LIMIT_PER_MINUTE": "0",  # the load test measures the service, not 429s
+        }
+        data_dir.mkdir(parents=True, mode=0o700)
+        keys = ApiKeyStore(data_dir / "control.sqlite3")
+        _, token = keys.create("load", frozenset(Scope), purposes=frozenset({"*"}))
+        keys.close()
+        port, hello_port = free_port(), free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from api.cli import main; main()",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+        )
+        hello = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(REPO / "bench"),
+                "hello_app:app",
+                "--port",
+                str(hello_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=REPO,
+        )
+        try:
+            base, ceiling = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{hello_port}"
+            wait_ready(base + "/healthz", server)
+            wait_ready(ceiling + "/hello", hello)
+            result = asyncio.run(drive(args, base, ceiling, token))
+        finally:
+            for proc in (server, hello):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    doc = report(result)
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return 1 if any(row["errors"] for row in doc["phases"]) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
