@@ -22,6 +22,10 @@ The graph model::
       -[:HAS_FACT]->
     (:Fact {fact_id, kind, name, category, at, source, status, sealed, pii})
 
+    (:Identifier)
+      -[:HAS_CONSENT]->
+    (:Consent {record_id, purpose, granted, at, recorded_at, source, signal, lawful_basis, proof})
+
     (:Refusal {at, source, type, key_id, digest, reason, detail})
     (:Meta {key, value})                            schema version, copy cursors
 
@@ -43,6 +47,15 @@ SQLite has (one active attribute per node and name, one raw identifier per node)
 expressed as Neo4j constraints (Community has no conditional or relationship-scoped
 uniqueness), so the upserts ``MERGE`` on the anchored pattern instead, and releasing a
 quarantined attribute is checked by :data:`ATTRIBUTE_CLASHES`.
+
+Consent records hang off their identifier node the same way (``HAS_CONSENT``), for the same
+reason: they follow it through merges and splits. They are append-only (``CREATE``, never
+``MERGE`` or ``SET``): consent history is never rewritten. ``granted`` is a boolean, ``at`` and
+``recorded_at`` epoch milliseconds, ``proof`` the SHA-256 (hex) of the original signal;
+``purpose`` is ``'*'`` for a restriction of processing.
+
+Schema version 2 added ``(:Consent)`` and its constraint and index; a version 1 database gets
+them on the next start (every schema statement is ``IF NOT EXISTS``) and is marked version 2.
 """
 
 from __future__ import annotations
@@ -53,7 +66,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 class Label(StrEnum):
@@ -64,6 +77,7 @@ class Label(StrEnum):
     REFUSAL = "Refusal"
     META = "Meta"
     FACT = "Fact"
+    CONSENT = "Consent"
 
 
 class Rel(StrEnum):
@@ -72,6 +86,7 @@ class Rel(StrEnum):
     HAS_IDENTIFIER = "HAS_IDENTIFIER"
     LINKED = "LINKED"
     HAS_FACT = "HAS_FACT"
+    HAS_CONSENT = "HAS_CONSENT"
 
 
 NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
@@ -91,6 +106,17 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
             "sealed",
             "pii",
         ),
+        Label.CONSENT: (
+            "record_id",
+            "purpose",
+            "granted",
+            "at",
+            "recorded_at",
+            "source",
+            "signal",
+            "lawful_basis",
+            "proof",
+        ),
     }
 )
 RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType(
@@ -98,11 +124,13 @@ RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType
         Rel.HAS_IDENTIFIER: (),
         Rel.LINKED: ("source", "first_at", "last_at"),
         Rel.HAS_FACT: (),
+        Rel.HAS_CONSENT: (),
     }
 )
 # Keys of the maps inside ``$rows``/``$candidates`` that are not also stored property names.
-# (Fact rows carry ``node_id``, the anchor; it is the Identifier property of that name.)
-ROW_KEYS: Final[tuple[str, ...]] = ("a", "b", "absorbed", "survivor")
+# (Fact and consent rows carry ``node_id``, the anchor; it is the Identifier property of that
+# name. Event rules of a member scan are ``{name, since, min_count}`` maps.)
+ROW_KEYS: Final[tuple[str, ...]] = ("a", "b", "absorbed", "survivor", "since", "min_count")
 
 # Every parameter any statement takes, with what it holds. The lint's DbSchema is built from
 # this, so a statement using an undocumented parameter fails ``make cypher-lint``.
@@ -126,6 +154,10 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "after_node_id": "page cursor: only nodes whose id sorts after it ('' for the first page)",
         "exclude_key_id": "a hash key id: nodes hashed under it are left out",
         "limit": "the most rows a page returns",
+        "after_person_id": "page cursor: only persons whose id sorts after it ('' for the first)",
+        "purposes": "list of consent purposes to read, the restriction purpose '*' included",
+        "names": "list of attribute names to read",
+        "rules": "list of distinct {name, since, min_count} event rules a person must all meet",
     }
 )
 
@@ -176,6 +208,18 @@ CREATE INDEX fact_status IF NOT EXISTS
 FOR (f:Fact) ON (f.status)
 """
 
+CREATE_CONSENT_ID_CONSTRAINT: Final = """
+CREATE CONSTRAINT consent_record_id_unique IF NOT EXISTS
+FOR (c:Consent) REQUIRE c.record_id IS UNIQUE
+"""
+
+# Reads of a person's consents start from its nodes and need no index; this one serves the
+# reads that start from a purpose (who gave or refused it), like SQLite's consents_by_purpose.
+CREATE_CONSENT_PURPOSE_INDEX: Final = """
+CREATE INDEX consent_purpose IF NOT EXISTS
+FOR (c:Consent) ON (c.purpose)
+"""
+
 SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_PERSON_ID_CONSTRAINT,
     CREATE_IDENTIFIER_NODE_ID_CONSTRAINT,
@@ -185,6 +229,8 @@ SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_META_KEY_CONSTRAINT,
     CREATE_FACT_ID_CONSTRAINT,
     CREATE_FACT_STATUS_INDEX,
+    CREATE_CONSENT_ID_CONSTRAINT,
+    CREATE_CONSENT_PURPOSE_INDEX,
 )
 
 # -- meta -----------------------------------------------------------------------------------------
@@ -259,7 +305,8 @@ RETURN COUNT { MATCH (:Person) } AS persons,
        COUNT { MATCH (:Identifier) } AS identifiers,
        COUNT { MATCH ()-[:LINKED]->() } AS links,
        COUNT { MATCH (:Refusal) } AS refusals,
-       COUNT { MATCH (:Fact) } AS facts
+       COUNT { MATCH (:Fact) } AS facts,
+       COUNT { MATCH (:Consent) } AS consents
 """
 
 # Facts of some kinds and one status on any node of the person, oldest first (ties by id).
@@ -315,6 +362,59 @@ WHERE f.kind = $kind AND f.status = $status
 MATCH (i)-[:HAS_FACT]->(g:Fact {kind: $kind, status: $status, name: f.name})
 WHERE g.fact_id <> f.fact_id
 RETURN count(g) AS clashes
+"""
+
+GET_PERSON: Final = """
+MATCH (p:Person {person_id: $person_id})
+RETURN p.person_id AS person_id, p.created_at AS created_at, p.last_seen AS last_seen
+"""
+
+# The consent records of some persons for some purposes (the caller adds '*', restrictions), on
+# any node of each person, per person in decision order (at, then recorded_at, then id).
+# person_consents passes one person; a member scan page passes all of its persons.
+PERSONS_CONSENTS: Final = """
+UNWIND $person_ids AS pid
+MATCH (p:Person {person_id: pid})-[:HAS_IDENTIFIER]->(i:Identifier)-[:HAS_CONSENT]->(c:Consent)
+WHERE c.purpose IN $purposes
+RETURN p.person_id AS person_id, c.record_id AS record_id, i.node_id AS node_id,
+       c.purpose AS purpose, c.granted AS granted, c.at AS at, c.recorded_at AS recorded_at,
+       c.source AS source, c.signal AS signal, c.lawful_basis AS lawful_basis, c.proof AS proof
+ORDER BY person_id, at, recorded_at, record_id
+"""
+
+# One page of a member scan: persons after a cursor, in id order (the person_id uniqueness
+# constraint's range index serves both the range and the order, so the LIMIT can stop the scan
+# early), that meet every event rule: at least rule.min_count facts of $kind (event) and
+# $status (active) named rule.name with at >= rule.since, on any node of the person. The
+# subquery returns one row per person: how many rules it meets (0 of 0 without rules). The
+# adapter passes distinct rules, since rules equal as maps would be grouped into one.
+MEMBER_PAGE: Final = """
+MATCH (p:Person)
+WHERE p.person_id > $after_person_id
+CALL (p) {
+  UNWIND $rules AS rule
+  OPTIONAL MATCH (p)-[:HAS_IDENTIFIER]->(:Identifier)-[:HAS_FACT]->(f:Fact)
+  WHERE f.kind = $kind AND f.status = $status AND f.name = rule.name AND f.at >= rule.since
+  WITH rule, count(f) AS events
+  WHERE events >= rule.min_count
+  RETURN count(*) AS satisfied
+}
+WITH p, satisfied
+WHERE satisfied = size($rules)
+RETURN p.person_id AS person_id, p.created_at AS created_at, p.last_seen AS last_seen
+ORDER BY person_id
+LIMIT $limit
+"""
+
+# The facts of $kind (attribute) and $status (active) with some names, of a page's persons.
+MEMBER_ATTRIBUTES: Final = """
+UNWIND $person_ids AS pid
+MATCH (p:Person {person_id: pid})-[:HAS_IDENTIFIER]->(i:Identifier)-[:HAS_FACT]->(f:Fact)
+WHERE f.kind = $kind AND f.status = $status AND f.name IN $names
+RETURN p.person_id AS person_id, f.fact_id AS fact_id, i.node_id AS node_id, f.kind AS kind,
+       f.name AS name, f.category AS category, f.at AS at, f.source AS source,
+       f.status AS status, f.sealed AS sealed, coalesce(f.pii, []) AS pii
+ORDER BY person_id, name, at, fact_id
 """
 
 # -- writes (each applied in batches of at most batch_size rows) ---------------------------------
@@ -446,6 +546,17 @@ CREATE (i)-[:HAS_FACT]->(:Fact {fact_id: row.fact_id, kind: row.kind, name: row.
 RETURN count(*) AS written
 """
 
+# Consent records are appended after new nodes, merges and reassignments (apply order), anchored
+# like facts. CREATE: a repeated record_id fails the constraint; history is never rewritten.
+CREATE_CONSENTS: Final = """
+UNWIND $rows AS row
+MATCH (i:Identifier {node_id: row.node_id})
+CREATE (i)-[:HAS_CONSENT]->(:Consent {record_id: row.record_id, purpose: row.purpose,
+        granted: row.granted, at: row.at, recorded_at: row.recorded_at, source: row.source,
+        signal: row.signal, lawful_basis: row.lawful_basis, proof: row.proof})
+RETURN count(*) AS written
+"""
+
 SET_FACT_STATUS: Final = """
 UNWIND $fact_ids AS fid
 MATCH (f:Fact {fact_id: fid})
@@ -470,7 +581,7 @@ CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.ke
 # TRANSACTIONS runs only in an implicit (auto-commit) transaction: ``session.run``, never inside
 # ``execute_write``. The schema (constraints, indexes) stays.
 WIPE_ALL: Final = """
-MATCH (n:Person|Identifier|Refusal|Meta|Fact)
+MATCH (n:Person|Identifier|Refusal|Meta|Fact|Consent)
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS
 """
 

@@ -38,13 +38,18 @@ from neo4j.exceptions import ConfigurationError as DriverConfigurationError
 from identity.errors import ConfigurationError, StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
+    RESTRICTION_PURPOSE,
     ChangeSet,
     Cluster,
+    ConsentRecord,
+    ConsentSignal,
     Fact,
     FactKind,
     FactStatus,
     IdentifierNode,
     Link,
+    MemberRow,
+    MemberScan,
     PersonRecord,
     Refusal,
     StoreStats,
@@ -166,6 +171,41 @@ def _fact(record: dict[str, Any]) -> Fact:
         bytes(record["sealed"]),
         tuple(record["pii"]),
     )
+
+
+def _consent_row(c: ConsentRecord) -> dict[str, Any]:
+    return {
+        "record_id": c.record_id,
+        "node_id": c.node_id,
+        "purpose": c.purpose,
+        "granted": c.granted,  # a boolean property
+        "at": _ms(c.at),
+        "recorded_at": _ms(c.recorded_at),
+        "source": c.source,
+        "signal": c.signal.value,
+        "lawful_basis": c.lawful_basis,
+        "proof": c.proof,
+    }
+
+
+def _consent(record: dict[str, Any]) -> ConsentRecord:
+    return ConsentRecord(
+        record["record_id"],
+        record["node_id"],
+        record["purpose"],
+        bool(record["granted"]),
+        _dt(record["at"]),
+        _dt(record["recorded_at"]),
+        record["source"],
+        ConsentSignal(record["signal"]),
+        record["lawful_basis"],
+        record["proof"],
+    )
+
+
+def _consent_purposes(purposes: Collection[str]) -> list[str]:
+    """The purposes to read: the asked ones and the restriction purpose ``'*'``."""
+    return sorted({*purposes, RESTRICTION_PURPOSE})
 
 
 def _refusal_row(r: Refusal) -> dict[str, Any]:
@@ -338,6 +378,7 @@ class Neo4jTransaction:
             if self._each_batch(cypher.UPSERT_LINKS, rows, "linked") != len(rows):
                 raise StoreIntegrityError("links name an identifier node that does not exist")
         self._write_facts(changes.facts)  # a no-op without facts
+        self._write_consents(changes.consents)  # a no-op without consents
         if changes.refusals:
             self._each_batch(cypher.CREATE_REFUSALS, [_refusal_row(r) for r in changes.refusals])
 
@@ -354,6 +395,13 @@ class Neo4jTransaction:
             # refuses it, so the adapter does too (and the transaction rolls back).
             if rows and self._each_batch(query, rows, "written") != len(rows):
                 raise StoreIntegrityError("facts name an identifier node that does not exist")
+
+    def _write_consents(self, consents: Sequence[ConsentRecord]) -> None:
+        # After nodes, merges and reassignments, like facts; a missing anchor would be dropped
+        # silently by the MATCH, so the count is checked (SQLite's foreign key refuses it).
+        rows = [_consent_row(c) for c in consents]
+        if rows and self._each_batch(cypher.CREATE_CONSENTS, rows, "written") != len(rows):
+            raise StoreIntegrityError("consents name an identifier node that does not exist")
 
     def person_facts(
         self, person_id: str, kinds: Collection[FactKind], status: FactStatus
@@ -429,6 +477,78 @@ class Neo4jTransaction:
             limit=limit,
         )
         return [self._node(r) for r in records]
+
+    def person(self, person_id: str) -> PersonRecord | None:
+        """The person, or ``None``."""
+        records = self._data(cypher.GET_PERSON, person_id=person_id)
+        if not records:
+            return None
+        r = records[0]
+        return PersonRecord(r["person_id"], _dt(r["created_at"]), _dt(r["last_seen"]))
+
+    def person_consents(self, person_id: str, purposes: Collection[str]) -> list[ConsentRecord]:
+        """Records for ``purposes`` and restrictions on the person's nodes, in decision order."""
+        records = self._data(
+            cypher.PERSONS_CONSENTS,
+            person_ids=[person_id],
+            purposes=_consent_purposes(purposes),
+        )
+        return [_consent(r) for r in records]
+
+    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
+        """One page of persons matching ``scan.event_rules``, with consents and attributes.
+
+        Three statements per page whatever its size: the persons (rules evaluated in Cypher),
+        then the consents and the attributes of all of them (``UNWIND $person_ids``).
+        """
+        if limit < 1:
+            return []
+        # Distinct rules: MEMBER_PAGE groups per rule map, so two equal rules would count once.
+        rules = [
+            {"name": name, "since": since, "min_count": min_count}
+            for name, since, min_count in sorted(
+                {(r.name, _ms(r.since), r.min_count) for r in scan.event_rules}
+            )
+        ]
+        persons = self._data(
+            cypher.MEMBER_PAGE,
+            after_person_id=after_person_id,
+            rules=rules,
+            kind=FactKind.EVENT.value,
+            status=FactStatus.ACTIVE.value,
+            limit=limit,
+        )
+        if not persons:
+            return []
+        ids = [r["person_id"] for r in persons]
+        consents: dict[str, list[ConsentRecord]] = {}
+        attributes: dict[str, list[Fact]] = {}
+        for chunk in _chunks(ids, self._batch):
+            for r in self._data(
+                cypher.PERSONS_CONSENTS,
+                person_ids=list(chunk),
+                purposes=_consent_purposes(scan.consent_purposes),
+            ):
+                consents.setdefault(r["person_id"], []).append(_consent(r))
+            if scan.attribute_names:
+                for r in self._data(
+                    cypher.MEMBER_ATTRIBUTES,
+                    person_ids=list(chunk),
+                    kind=FactKind.ATTRIBUTE.value,
+                    status=FactStatus.ACTIVE.value,
+                    names=sorted(set(scan.attribute_names)),
+                ):
+                    attributes.setdefault(r["person_id"], []).append(_fact(r))
+        return [
+            MemberRow(
+                r["person_id"],
+                _dt(r["created_at"]),
+                _dt(r["last_seen"]),
+                tuple(consents.get(r["person_id"], ())),
+                tuple(attributes.get(r["person_id"], ())),
+            )
+            for r in persons
+        ]
 
     def ping(self) -> None:
         """Run a trivial statement (a database-level liveness check)."""
@@ -521,6 +641,15 @@ class Neo4jGraphStore:
                 return str(tx.run(cypher.ENSURE_META, params).single(strict=True)["value"])
 
             stored = session.execute_write(ensure_version)
+            if int(stored) < cypher.SCHEMA_VERSION:
+                # An older database got what the newer schema adds from the statements above
+                # (all IF NOT EXISTS); marking it makes an older idgraph refuse it from now on
+                # rather than serve or copy it without what it does not know (consents).
+                def mark_version(tx: ManagedTransaction) -> None:
+                    params = {"key": _SCHEMA_VERSION_KEY, "value": str(cypher.SCHEMA_VERSION)}
+                    tx.run(cypher.SET_META, params).consume()
+
+                session.execute_write(mark_version)
         if int(stored) > cypher.SCHEMA_VERSION:
             raise StoreIntegrityError(
                 f"store schema version {stored} is newer than this idgraph "
@@ -550,7 +679,14 @@ class Neo4jGraphStore:
 
         def count(tx: ManagedTransaction) -> StoreStats:
             r = tx.run(cypher.COUNT_ALL).single(strict=True)
-            return StoreStats(r["persons"], r["identifiers"], r["links"], r["refusals"], r["facts"])
+            return StoreStats(
+                r["persons"],
+                r["identifiers"],
+                r["links"],
+                r["refusals"],
+                r["facts"],
+                r["consents"],
+            )
 
         with _driver_errors("count"), self._session() as session:
             return session.execute_read(count)
@@ -566,7 +702,10 @@ class Neo4jGraphStore:
         self.read(lambda tx: tx.ping())
 
     def wipe_for_tests(self) -> None:
-        """Delete every idgraph node (facts too) and relationship; the schema stays. Tests only."""
+        """Delete every idgraph node (facts and consents too) and relationship. Tests only.
+
+        The schema (constraints, indexes) stays.
+        """
         # CALL ... IN TRANSACTIONS commits in batches and so must run in an auto-commit
         # transaction (session.run); execute_write would reject it.
         with _driver_errors("wipe"), self._session() as session:

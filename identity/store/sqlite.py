@@ -13,6 +13,7 @@ identifier in Python loops that the batch size does not bound.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -24,13 +25,19 @@ from typing import Any, Literal, TypeVar
 from identity.errors import StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
+    RESTRICTION_PURPOSE,
     ChangeSet,
     Cluster,
+    ConsentRecord,
+    ConsentSignal,
     Fact,
     FactKind,
     FactStatus,
     IdentifierNode,
     Link,
+    MemberRow,
+    MemberScan,
+    PersonRecord,
     StoreStats,
 )
 from identity.store.sqlite_support import migrate_schema, transaction
@@ -38,7 +45,9 @@ from identity.store.sqlite_support import migrate_schema, transaction
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
-SCHEMA_VERSION = 1
+# 1: persons, identifiers, links, refusals, facts. 2: consents, and the index member scans use
+# for event rules. Files of version 1 are migrated forward when opened (see _SCHEMA).
+SCHEMA_VERSION = 2
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -112,6 +121,39 @@ CREATE UNIQUE INDEX IF NOT EXISTS facts_one_attribute ON facts(node_id, name)
     WHERE kind = 'attribute' AND status = 'active';
 CREATE UNIQUE INDEX IF NOT EXISTS facts_one_raw ON facts(node_id)
     WHERE kind = 'raw_identifier';
+
+-- Since version 2. Everything below is created on open, also in a file of version 1.
+
+-- Member scans count a person's active events of one name since a time (audience rules). A
+-- covering partial index: one seek per node of the person, and the count comes from the index
+-- alone. Queries must repeat the WHERE literally for SQLite to use it.
+CREATE INDEX IF NOT EXISTS facts_events ON facts(node_id, name, at)
+    WHERE kind = 'event' AND status = 'active';
+
+-- Consent decisions (privacy invariant 5): append-only, never updated, anchored like facts to
+-- one identifier node, so they follow it through merges and splits with no write of their own.
+-- `proof` is the SHA-256 (hex) of the original signal, never the signal itself; `purpose` is a
+-- purpose name or '*' for a restriction of processing (applies to every purpose).
+-- Clustered by (node_id, purpose, at): every read starts from a person's nodes, and a member
+-- scan reads thousands of persons per page, so one seek per node finds all its records with
+-- their columns (keyed by record_id, each record would cost a second random seek). record_id
+-- stays unique through its own index.
+CREATE TABLE IF NOT EXISTS consents (
+    record_id    TEXT NOT NULL,
+    node_id      TEXT NOT NULL REFERENCES identifiers(node_id),
+    purpose      TEXT NOT NULL,
+    granted      INTEGER NOT NULL CHECK (granted IN (0, 1)),
+    at           INTEGER NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    source       TEXT NOT NULL,
+    signal       TEXT NOT NULL,
+    lawful_basis TEXT NOT NULL,
+    proof        TEXT NOT NULL,
+    PRIMARY KEY (node_id, purpose, at, record_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS consents_by_id ON consents(record_id);
+-- The nodes with a record for one purpose (reads that start from the purpose).
+CREATE INDEX IF NOT EXISTS consents_by_purpose ON consents(purpose, node_id);
 """
 
 
@@ -121,8 +163,18 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@functools.lru_cache(maxsize=65_536)
 def _dt(ms: int) -> datetime:
+    # Cached too: a member scan page converts tens of thousands of times, and a batch's rows
+    # share the same few (its event times, its recorded_at). Datetimes are immutable.
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+# Stored enum values to members by dict lookup: ``Enum(value)`` costs several times more, and a
+# member scan decodes every row of every page.
+_FACT_KINDS = {k.value: k for k in FactKind}
+_FACT_STATUSES = {s.value: s for s in FactStatus}
+_CONSENT_SIGNALS = {s.value: s for s in ConsentSignal}
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -139,17 +191,79 @@ _FACT_COLUMNS = (
 )
 
 
-def _fact(row: tuple[Any, ...]) -> Fact:
+_CONSENT_COLUMNS = (
+    "c.record_id, c.node_id, c.purpose, c.granted, c.at, c.recorded_at, c.source, c.signal, "
+    "c.lawful_basis, c.proof"
+)
+
+# One event rule of a member scan, for the person ``p`` of the outer query: its active events of
+# one name since a time, on any of its nodes, counted from the covering index facts_events (the
+# kind and status conditions are that index's WHERE, repeated literally so SQLite uses it).
+_EVENT_RULE = (
+    "(SELECT count(*) FROM identifiers i JOIN facts f ON f.node_id = i.node_id "
+    "WHERE i.person_id = p.person_id AND f.kind = 'event' AND f.status = 'active' "
+    "AND f.name = ? AND f.at >= ?) >= ?"
+)
+# Persons after a cursor, in id order: the primary key is the order, so a page reads only as
+# many persons as it needs to find ``limit`` that satisfy the rules (none: ``limit`` persons).
+_MEMBER_PAGE = (
+    "SELECT p.person_id, p.created_at, p.last_seen FROM persons p "
+    "WHERE p.person_id > ? {rules} ORDER BY p.person_id LIMIT ?"
+)
+# Which persons' nodes a page reads: without rules the page is every person of an id range (one
+# range scan of identifiers_by_person); with rules, the listed ids (a JSON array: one seek each).
+_PAGE_RANGE = "i.person_id > ? AND i.person_id <= ?"
+_PAGE_LIST = "i.person_id IN (SELECT value FROM json_each(?))"
+# The consents and attributes of one page's persons: one seek per node (the consents' primary
+# key, facts_one_attribute), the wanted purposes or names filtered there. The unary ``+`` keeps
+# SQLite from seeking once per (node, purpose) or (node, name) instead: more seeks, same rows.
+_MEMBER_CONSENTS = (
+    f"SELECT i.person_id, {_CONSENT_COLUMNS} FROM identifiers i "  # noqa: S608 - fixed columns
+    "JOIN consents c ON c.node_id = i.node_id "
+    "WHERE {persons} AND +c.purpose IN (SELECT value FROM json_each(?)) "
+    "ORDER BY i.person_id, c.at, c.recorded_at, c.record_id"
+)
+_MEMBER_ATTRIBUTES = (
+    f"SELECT i.person_id, {_FACT_COLUMNS} FROM identifiers i "  # noqa: S608 - fixed columns
+    "JOIN facts f ON f.node_id = i.node_id "
+    "WHERE {persons} AND f.kind = 'attribute' AND f.status = 'active' "
+    "AND +f.name IN (SELECT value FROM json_each(?)) "
+    "ORDER BY i.person_id, f.name, f.at, f.fact_id"
+)
+
+
+def _consent_purposes(purposes: Collection[str]) -> str:
+    """The purposes to read as a JSON array: the asked ones and the restriction purpose."""
+    return json.dumps(sorted({*purposes, RESTRICTION_PURPOSE}))
+
+
+def _consent(row: Sequence[Any]) -> ConsentRecord:
+    record_id, node_id, purpose, granted, at, recorded_at, source, signal, basis, proof = row
+    return ConsentRecord(
+        record_id,
+        node_id,
+        purpose,
+        bool(granted),
+        _dt(at),
+        _dt(recorded_at),
+        source,
+        _CONSENT_SIGNALS[signal],
+        basis,
+        proof,
+    )
+
+
+def _fact(row: Sequence[Any]) -> Fact:
     fact_id, node_id, kind, name, category, at, source, status, sealed, pii = row
     return Fact(
         fact_id,
         node_id,
-        FactKind(kind),
+        _FACT_KINDS[kind],
         name,
         category,
         _dt(at),
         source,
-        FactStatus(status),
+        _FACT_STATUSES[status],
         bytes(sealed),
         tuple(p for p in pii.split(",") if p),
     )
@@ -289,6 +403,29 @@ class _SqliteTransaction:
             )
         if changes.facts:
             self._write_facts(changes.facts)
+        if changes.consents:
+            # Appended, never upserted: consent history is not rewritten (a repeated record id
+            # is an integrity error). After nodes and merges, like facts: the foreign key needs
+            # the anchor, and the record moves with it from then on.
+            conn.executemany(
+                "INSERT INTO consents (record_id, node_id, purpose, granted, at, recorded_at, "
+                "source, signal, lawful_basis, proof) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        c.record_id,
+                        c.node_id,
+                        c.purpose,
+                        int(c.granted),
+                        _ms(c.at),
+                        _ms(c.recorded_at),
+                        c.source,
+                        c.signal.value,
+                        c.lawful_basis,
+                        c.proof,
+                    )
+                    for c in changes.consents
+                ],
+            )
         if changes.refusals:
             conn.executemany(
                 "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail) "
@@ -411,6 +548,66 @@ class _SqliteTransaction:
         )
         return [self._node(row) for row in rows]
 
+    def person(self, person_id: str) -> PersonRecord | None:
+        row = self._conn.execute(
+            "SELECT person_id, created_at, last_seen FROM persons WHERE person_id = ?",
+            (person_id,),
+        ).fetchone()
+        return None if row is None else PersonRecord(row[0], _dt(row[1]), _dt(row[2]))
+
+    def person_consents(self, person_id: str, purposes: Collection[str]) -> list[ConsentRecord]:
+        rows = self._conn.execute(
+            f"SELECT {_CONSENT_COLUMNS} FROM identifiers i "  # noqa: S608 - fixed columns
+            "JOIN consents c ON c.node_id = i.node_id "
+            "WHERE i.person_id = ? AND +c.purpose IN (SELECT value FROM json_each(?)) "
+            "ORDER BY c.at, c.recorded_at, c.record_id",
+            (person_id, _consent_purposes(purposes)),
+        )
+        return [_consent(row) for row in rows]
+
+    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
+        """One page of persons matching ``scan.event_rules``, with consents and attributes.
+
+        Three statements, whatever the page size: the page's persons (event rules counted in
+        SQL, per person, from a covering index), then the consents and the attributes of all of
+        them at once. Rows come back grouped by person id, so they are split off in one pass.
+        """
+        if limit < 1:
+            return []
+        rules = "".join(" AND " + _EVENT_RULE for _ in scan.event_rules)
+        params: list[Any] = [after_person_id]
+        for rule in scan.event_rules:
+            params += (rule.name, _ms(rule.since), rule.min_count)
+        persons = self._conn.execute(_MEMBER_PAGE.format(rules=rules), (*params, limit)).fetchall()
+        if not persons:
+            return []
+        page: tuple[str, ...]
+        if scan.event_rules:
+            where, page = _PAGE_LIST, (json.dumps([person_id for person_id, _, _ in persons]),)
+        else:  # every person of the range is on the page
+            where, page = _PAGE_RANGE, (after_person_id, persons[-1][0])
+        consents: dict[str, list[ConsentRecord]] = {}
+        for row in self._conn.execute(
+            _MEMBER_CONSENTS.format(persons=where),
+            (*page, _consent_purposes(scan.consent_purposes)),
+        ):
+            consents.setdefault(row[0], []).append(_consent(row[1:]))
+        attributes: dict[str, list[Fact]] = {}
+        if scan.attribute_names:
+            names = json.dumps(sorted(set(scan.attribute_names)))
+            for row in self._conn.execute(_MEMBER_ATTRIBUTES.format(persons=where), (*page, names)):
+                attributes.setdefault(row[0], []).append(_fact(row[1:]))
+        return [
+            MemberRow(
+                person_id,
+                _dt(created_at),
+                _dt(last_seen),
+                tuple(consents.get(person_id, ())),
+                tuple(attributes.get(person_id, ())),
+            )
+            for person_id, created_at, last_seen in persons
+        ]
+
 
 class SqliteGraphStore:
     """:class:`~identity.store.port.GraphStore` on one SQLite file."""
@@ -483,7 +680,7 @@ class SqliteGraphStore:
             conn = tx._conn
             values = [
                 conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
-                for table in ("persons", "identifiers", "links", "refusals", "facts")
+                for table in ("persons", "identifiers", "links", "refusals", "facts", "consents")
             ]
             return StoreStats(*values)
 

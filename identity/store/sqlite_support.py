@@ -54,7 +54,11 @@ def migrate_schema(
 ) -> None:
     """Create tables (idempotent DDL) and record ``version`` in the ``meta`` table.
 
-    A file written by a newer idgraph is refused rather than misread.
+    A file written by a newer idgraph is refused rather than misread. A file of an older version
+    is migrated forward: ``schema`` is idempotent DDL (``IF NOT EXISTS``), so running it adds what
+    the newer version has (new tables and indexes), and then the file is marked ``version``, so
+    an older idgraph refuses it from now on instead of ignoring what it does not know (it would
+    otherwise copy or serve the graph without, say, its consent records).
     """
     conn.executescript(schema)
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -62,3 +66,5 @@ def migrate_schema(
         conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),))
     elif int(row[0]) > version:
         raise newer(f"{what} schema {row[0]} is newer than this idgraph ({version})")
+    elif int(row[0]) < version:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))

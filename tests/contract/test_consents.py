@@ -1,0 +1,429 @@
+"""The GraphStore contract for consent records, person reads and member scans.
+
+Every backend must pass every test here. Graphs are built through the resolution engine, as the
+service builds them: consents and facts arrive with events and are anchored to the event's hub.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from identity.errors import IdGraphError
+from identity.hashing import Keyring
+from identity.model import (
+    RESTRICTION_PURPOSE,
+    ChangeSet,
+    ConsentInput,
+    ConsentRecord,
+    ConsentSignal,
+    EventCountRule,
+    FactInput,
+    FactKind,
+    FactStatus,
+    IdentityEvent,
+    MemberRow,
+    MemberScan,
+)
+from identity.policy import IdentityPolicy
+from identity.resolution import ResolutionEngine
+from identity.store.port import GraphStore
+from privacy.vault import Vault
+from tests.conftest import Ids
+
+from .conftest import StoreFactory
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+PROOF = "ab" * 32  # a SHA-256 hex digest of a signal
+
+
+def _minutes(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def _ticking_clock() -> Callable[[], datetime]:
+    """A clock one second further on every call: recorded_at differs per ingest batch."""
+    ticks = itertools.count()
+    return lambda: T0 + timedelta(days=30, seconds=next(ticks))
+
+
+@pytest.fixture
+def engine(
+    store: GraphStore, keyring: Keyring, policy: IdentityPolicy, vault: Vault
+) -> ResolutionEngine:
+    """The engine on the parametrized backend, with a ticking clock and the real vault."""
+    return ResolutionEngine(store, keyring, policy, clock=_ticking_clock(), sealer=vault)
+
+
+def _consent(
+    purpose: str,
+    granted: bool = True,
+    at: datetime = T0,
+    signal: ConsentSignal = ConsentSignal.DIRECT,
+) -> ConsentInput:
+    return ConsentInput(purpose, granted, at, signal, "consent", PROOF)
+
+
+def _event(name: str, at: datetime, status: FactStatus = FactStatus.ACTIVE) -> FactInput:
+    return FactInput(FactKind.EVENT, name, "behavioural", at, b'{"n": 1}', status)
+
+
+def _attribute(name: str, at: datetime, status: FactStatus = FactStatus.ACTIVE) -> FactInput:
+    return FactInput(FactKind.ATTRIBUTE, name, "location", at, b'"Lisbon"', status)
+
+
+def _ingest(
+    engine: ResolutionEngine,
+    ids: Ids,
+    *pairs: tuple[str, str],
+    consents: tuple[ConsentInput, ...] = (),
+    facts: tuple[FactInput, ...] = (),
+    at: datetime = T0,
+    source: str = "web",
+) -> str:
+    """Ingest one event; return the person it resolved to."""
+    event = IdentityEvent(
+        tuple(ids(t, v) for t, v in pairs), source, at, facts=facts, consents=consents
+    )
+    (outcome,) = engine.ingest([event])
+    assert outcome.person_id is not None
+    return outcome.person_id
+
+
+def _purposes_and_times(records: list[ConsentRecord]) -> list[tuple[str, datetime, bool]]:
+    return [(r.purpose, r.at, r.granted) for r in records]
+
+
+def _scan_all(store: GraphStore, scan: MemberScan, limit: int) -> list[MemberRow]:
+    """Every page of ``scan`` in order, each page in its own read transaction."""
+    rows: list[MemberRow] = []
+    after = ""
+    while page := store.read(lambda tx, after=after: tx.member_page(scan, after, limit)):
+        assert len(page) <= limit
+        rows += page
+        after = page[-1].person_id
+    return rows
+
+
+# -- consent records ------------------------------------------------------------------------------
+
+
+def test_consent_records_are_stored_whole_and_survive_reopening_the_store(
+    store_factory: StoreFactory, keyring: Keyring, policy: IdentityPolicy, vault: Vault, ids: Ids
+) -> None:
+    first = store_factory()
+    try:
+        engine = ResolutionEngine(first, keyring, policy, clock=lambda: _minutes(90), sealer=vault)
+        tcf = ConsentInput("marketing", False, _minutes(5), ConsentSignal.TCF, "consent", PROOF)
+        person = _ingest(engine, ids, ("email", "ann@shop.de"), consents=(tcf,), source="cmp:x")
+        (stored,) = first.read(lambda tx: tx.person_consents(person, ["marketing"]))
+    finally:
+        first.close()
+    assert stored.record_id.startswith("c_")
+    assert (stored.purpose, stored.granted, stored.at, stored.recorded_at) == (
+        "marketing",
+        False,
+        _minutes(5),
+        _minutes(90),
+    )
+    assert (stored.source, stored.signal, stored.lawful_basis, stored.proof) == (
+        "cmp:x",
+        ConsentSignal.TCF,
+        "consent",
+        PROOF,
+    )
+    second = store_factory()
+    try:
+        assert second.read(lambda tx: tx.person_consents(person, ["marketing"])) == [stored]
+        assert second.stats().consents == 1
+    finally:
+        second.close()
+
+
+def test_person_consents_returns_asked_purposes_and_restrictions_in_decision_order(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    email, phone = ("email", "ann@shop.de"), ("phone", "+442079460958")
+    person = _ingest(
+        engine,
+        ids,
+        email,
+        phone,
+        consents=(
+            _consent("marketing", True, _minutes(20)),
+            _consent("analytics", True, _minutes(1)),
+            _consent("marketing", False, _minutes(10)),
+        ),
+    )
+    # A later batch (later recorded_at) with a decision at the same time as an earlier one,
+    # anchored to the phone node, and a restriction of processing.
+    _ingest(
+        engine,
+        ids,
+        phone,
+        consents=(
+            _consent("marketing", True, _minutes(10)),
+            _consent(RESTRICTION_PURPOSE, False, _minutes(30), ConsentSignal.RESTRICTION),
+            _consent("profiling", False, _minutes(2)),
+        ),
+    )
+    records = store.read(lambda tx: tx.person_consents(person, ["marketing"]))
+    assert _purposes_and_times(records) == [
+        ("marketing", _minutes(10), False),
+        ("marketing", _minutes(10), True),  # same at: the one recorded later comes later
+        ("marketing", _minutes(20), True),
+        (RESTRICTION_PURPOSE, _minutes(30), False),
+    ]
+    assert records[0].recorded_at < records[1].recorded_at
+    both = store.read(lambda tx: tx.person_consents(person, ["analytics", "profiling"]))
+    assert [r.purpose for r in both] == ["analytics", "profiling", RESTRICTION_PURPOSE]
+    only_restriction = store.read(lambda tx: tx.person_consents(person, []))
+    assert [r.purpose for r in only_restriction] == [RESTRICTION_PURPOSE]
+    assert store.read(lambda tx: tx.person_consents("p_nobody", ["marketing"])) == []
+    assert store.stats().consents == 6
+
+
+def test_consent_records_with_equal_times_are_ordered_by_when_they_were_recorded(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    # Six batches, each recording one decision taken at the same moment: the ticking clock
+    # gives each batch a later recorded_at, and record ids are random, so only ordering by
+    # recorded_at gives this order (by chance: 1 in 720).
+    email = ("email", "ann@shop.de")
+    person = _ingest(engine, ids, email, consents=(_consent("marketing", True, _minutes(1)),))
+    for n in range(1, 6):
+        _ingest(engine, ids, email, consents=(_consent("marketing", n % 2 == 0, _minutes(1)),))
+    records = store.read(lambda tx: tx.person_consents(person, ["marketing"]))
+    assert [r.granted for r in records] == [True, False, True, False, True, False]
+    assert [r.recorded_at for r in records] == sorted({r.recorded_at for r in records})
+    (row,) = _scan_all(store, MemberScan(consent_purposes=("marketing",)), 5)
+    assert list(row.consents) == records
+
+
+def test_consent_records_with_equal_times_are_ordered_by_record_id(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    person = _ingest(
+        engine,
+        ids,
+        ("email", "ann@shop.de"),
+        consents=tuple(_consent("marketing", n % 2 == 0, _minutes(1)) for n in range(6)),
+    )
+    records = store.read(lambda tx: tx.person_consents(person, ["marketing"]))
+    assert len(records) == 6
+    assert [r.record_id for r in records] == sorted(r.record_id for r in records)
+
+
+def test_consent_records_follow_their_node_into_a_merged_person(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    ann = _ingest(engine, ids, ("email", "ann@shop.de"), consents=(_consent("marketing"),))
+    other = _ingest(
+        engine, ids, ("cookie_id", "c-1"), consents=(_consent("analytics", at=_minutes(1)),)
+    )
+    merged = _ingest(engine, ids, ("email", "ann@shop.de"), ("cookie_id", "c-1"))
+    survivor, absorbed = (ann, other) if merged == ann else (other, ann)
+    assert store.read(lambda tx: tx.person(absorbed)) is None
+    records = store.read(lambda tx: tx.person_consents(survivor, ["marketing", "analytics"]))
+    assert [r.purpose for r in records] == ["marketing", "analytics"]
+    assert store.read(lambda tx: tx.person_consents(absorbed, ["marketing", "analytics"])) == []
+    assert store.stats().consents == 2
+
+
+def test_consent_records_stay_with_their_own_part_when_an_unlink_splits_the_person(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    email, cookie = ("email", "ann@shop.de"), ("cookie_id", "c-1")
+    _ingest(engine, ids, email, cookie, consents=(_consent("marketing"),))  # on the email (hub)
+    _ingest(engine, ids, cookie, consents=(_consent("analytics"),))  # on the cookie
+    result = engine.unlink(ids(*email), ids(*cookie))
+    assert result.split
+    purposes = ["marketing", "analytics"]
+    email_part = store.read(lambda tx: tx.person_consents(result.person_id_a, purposes))
+    cookie_part = store.read(lambda tx: tx.person_consents(result.person_id_b, purposes))
+    assert [r.purpose for r in email_part] == ["marketing"]
+    assert [r.purpose for r in cookie_part] == ["analytics"]
+
+
+def test_a_consent_record_whose_node_does_not_exist_is_refused_and_nothing_is_written(
+    store: GraphStore,
+) -> None:
+    orphan = ConsentRecord(
+        "c_orphan",
+        "n_missing",
+        "marketing",
+        True,
+        T0,
+        T0,
+        "api",
+        ConsentSignal.DIRECT,
+        "consent",
+        PROOF,
+    )
+    with pytest.raises(IdGraphError):
+        store.write(lambda tx: tx.apply(ChangeSet(consents=(orphan,))))
+    assert store.stats().consents == 0
+
+
+def test_person_returns_the_record_or_none_when_missing(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    person = _ingest(engine, ids, ("email", "ann@shop.de"), at=_minutes(3))
+    _ingest(engine, ids, ("email", "ann@shop.de"), at=_minutes(9))
+    record = store.read(lambda tx: tx.person(person))
+    assert record is not None
+    assert (record.person_id, record.created_at, record.last_seen) == (
+        person,
+        _minutes(3),
+        _minutes(9),
+    )
+    assert store.read(lambda tx: tx.person("p_nobody")) is None
+
+
+# -- member scans ---------------------------------------------------------------------------------
+
+
+def test_member_pages_cover_every_person_exactly_once_in_id_order(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    persons = {_ingest(engine, ids, ("email", f"user{n}@shop.de")) for n in range(11)}
+    for limit in (1, 3, 11, 50):
+        rows = _scan_all(store, MemberScan(), limit)
+        assert [r.person_id for r in rows] == sorted(persons)
+    assert store.read(lambda tx: tx.member_page(MemberScan(), max(persons), 10)) == []
+    assert store.read(lambda tx: tx.member_page(MemberScan(), "", 0)) == []
+    first = store.read(lambda tx: tx.member_page(MemberScan(), "", 1))[0]
+    record = store.read(lambda tx: tx.person(first.person_id))
+    assert record is not None
+    assert (first.created_at, first.last_seen) == (record.created_at, record.last_seen)
+    assert (first.consents, first.attributes) == ((), ())
+
+
+def test_member_page_event_rules_count_active_events_since_a_time_on_any_node(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    since = _minutes(100)
+    quarantined = FactStatus.QUARANTINED
+    # One event exactly at `since` (inclusive) and one on the cookie node, merged in later.
+    two_on_two_nodes = _ingest(
+        engine, ids, ("email", "a@shop.de"), facts=(_event("purchase", since),)
+    )
+    _ingest(engine, ids, ("cookie_id", "a"), facts=(_event("purchase", _minutes(200)),))
+    assert _ingest(engine, ids, ("email", "a@shop.de"), ("cookie_id", "a")) == two_on_two_nodes
+    # One event just before `since`, one after.
+    one_recent = _ingest(
+        engine,
+        ids,
+        ("email", "b@shop.de"),
+        facts=(_event("purchase", since - timedelta(milliseconds=1)), _event("purchase", since)),
+    )
+    # Two recent events, but one is quarantined (invisible to reads).
+    one_active = _ingest(
+        engine,
+        ids,
+        ("email", "c@shop.de"),
+        facts=(_event("purchase", _minutes(150)), _event("purchase", _minutes(150), quarantined)),
+    )
+    # Two recent events of another name, and one recent page view.
+    other_name = _ingest(
+        engine,
+        ids,
+        ("email", "d@shop.de"),
+        facts=(
+            _event("refund", _minutes(150)),
+            _event("refund", _minutes(160)),
+            _event("page_view", _minutes(150)),
+        ),
+    )
+
+    def members(*rules: EventCountRule) -> set[str]:
+        return {r.person_id for r in _scan_all(store, MemberScan(event_rules=rules), 2)}
+
+    purchases = EventCountRule("purchase", since, 1)
+    twice = EventCountRule("purchase", since, 2)
+    viewed = EventCountRule("page_view", since, 1)
+    assert members(purchases) == {two_on_two_nodes, one_recent, one_active}
+    assert members(twice) == {two_on_two_nodes}
+    assert members(EventCountRule("purchase", since + timedelta(milliseconds=1), 1)) == {
+        two_on_two_nodes,
+        one_active,
+    }
+    assert members(EventCountRule("refund", since, 2)) == {other_name}
+    assert members(viewed) == {other_name}
+    assert members(purchases, viewed) == set()  # AND, not OR
+    assert members(EventCountRule("refund", since, 1), viewed) == {other_name}
+    assert members(purchases, purchases) == members(purchases)
+    assert members() == {two_on_two_nodes, one_recent, one_active, other_name}
+
+
+def test_member_page_returns_only_active_named_attributes_sealed(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore, vault: Vault
+) -> None:
+    quarantined = FactStatus.QUARANTINED
+    person = _ingest(
+        engine,
+        ids,
+        ("email", "a@shop.de"),
+        facts=(
+            _attribute("city", _minutes(1)),
+            _attribute("age_band", _minutes(1), quarantined),
+            _attribute("interests", _minutes(1)),
+            _event("city", _minutes(1)),  # an event of the same name is not an attribute
+        ),
+    )
+    _ingest(engine, ids, ("cookie_id", "a"), facts=(_attribute("age_band", _minutes(2)),))
+    _ingest(engine, ids, ("email", "a@shop.de"), ("cookie_id", "a"))
+    (row,) = _scan_all(store, MemberScan(attribute_names=("city", "age_band")), 10)
+    assert row.person_id == person
+    assert sorted((f.name, f.kind, f.status) for f in row.attributes) == [
+        ("age_band", FactKind.ATTRIBUTE, FactStatus.ACTIVE),
+        ("city", FactKind.ATTRIBUTE, FactStatus.ACTIVE),
+    ]
+    opened = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in row.attributes])
+    assert opened == [b'"Lisbon"', b'"Lisbon"']
+    (bare,) = _scan_all(store, MemberScan(), 10)
+    assert bare.attributes == ()
+
+
+def test_member_page_returns_consents_only_for_asked_purposes_and_restrictions(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    restricted = _ingest(
+        engine,
+        ids,
+        ("email", "a@shop.de"),
+        consents=(
+            _consent("marketing", True, _minutes(2)),
+            _consent("analytics", True, _minutes(1)),
+            _consent(RESTRICTION_PURPOSE, False, _minutes(3), ConsentSignal.RESTRICTION),
+            _consent("marketing", False, _minutes(1)),
+        ),
+    )
+    plain = _ingest(engine, ids, ("email", "b@shop.de"), consents=(_consent("analytics"),))
+    silent = _ingest(engine, ids, ("email", "c@shop.de"))
+    rows = {
+        r.person_id: r for r in _scan_all(store, MemberScan(consent_purposes=("marketing",)), 2)
+    }
+    assert _purposes_and_times(list(rows[restricted].consents)) == [
+        ("marketing", _minutes(1), False),
+        ("marketing", _minutes(2), True),
+        (RESTRICTION_PURPOSE, _minutes(3), False),
+    ]
+    assert rows[plain].consents == ()
+    assert rows[silent].consents == ()
+    # The same records as person_consents returns.
+    assert list(rows[restricted].consents) == store.read(
+        lambda tx: tx.person_consents(restricted, ["marketing"])
+    )
+    # With event rules a page reads a list of persons, not an id range: the same answers (a
+    # rule of at least 0 events holds for everyone).
+    everyone = (EventCountRule("purchase", T0, 0),)
+    ruled = MemberScan(event_rules=everyone, consent_purposes=("marketing",))
+    assert {r.person_id: r for r in _scan_all(store, ruled, 2)} == rows
+    analytics = MemberScan(event_rules=everyone, consent_purposes=("analytics",))
+    by_person = {r.person_id: r.consents for r in _scan_all(store, analytics, 1)}
+    assert [c.purpose for c in by_person[plain]] == ["analytics"]
+    assert [c.purpose for c in by_person[restricted]] == ["analytics", RESTRICTION_PURPOSE]
