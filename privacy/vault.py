@@ -56,6 +56,7 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sqlite3
@@ -88,8 +89,10 @@ _VALUE_AAD_PREFIX = b"idgraph-vault/1\x00"
 # The owner is bound into the DEK wrap as well: a wrapped DEK copied onto another owner's row in
 # the key file does not unwrap, so nobody can re-point an owner at a key they control.
 _DEK_AAD_PREFIX = b"idgraph-vault-dek/1\x00"
+_SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
 _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
-SCHEMA_VERSION = 1
+# 1: data_keys, shredded (owner ids). 2: shredded_refs (digests of owner ids) replaces shredded.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -106,9 +109,11 @@ CREATE TABLE IF NOT EXISTS data_keys (
 ) WITHOUT ROWID;
 
 -- Owners whose key was shredded: no new key is ever made for them, so an erased anchor cannot
--- quietly get fresh data. Holds opaque anchor ids only, no key material.
-CREATE TABLE IF NOT EXISTS shredded (
-    owner       TEXT PRIMARY KEY,
+-- quietly get fresh data. Holds a digest of each owner id (see _shred_ref), not the id itself:
+-- after an erasure no file may contain the erased anchors' ids (the hidden-state check greps
+-- every file for them), yet the vault must still recognise them. No key material.
+CREATE TABLE IF NOT EXISTS shredded_refs (
+    ref         TEXT PRIMARY KEY,
     shredded_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
@@ -235,6 +240,17 @@ def _dek_aad(owner: str) -> bytes:
     return _DEK_AAD_PREFIX + owner.encode()
 
 
+def _shred_ref(owner: str) -> str:
+    """What the key file remembers of a shredded owner: SHA-256 over the owner id (hex).
+
+    Owner ids are random (96 bits and more), so the digest cannot be reversed by guessing, and no
+    key is needed to compute it (the check must work in every process that opens the file). The
+    domain prefix keeps it distinct from any other digest of the same id (the audit log's
+    ``person_ref`` style).
+    """
+    return hashlib.sha256(_SHRED_REF_PREFIX + owner.encode()).hexdigest()
+
+
 class SqliteVaultKeyStore:
     """The wrapped data keys, one row per owner, in their own SQLite file (mode 0600, WAL).
 
@@ -294,6 +310,25 @@ class SqliteVaultKeyStore:
             "INSERT INTO meta (key, value) VALUES ('shred_generation', '0') "
             "ON CONFLICT (key) DO NOTHING"
         )
+        self._migrate_shredded_owners()
+
+    def _migrate_shredded_owners(self) -> None:
+        """Version 1 kept shredded owner ids in clear (table ``shredded``): replace them by their
+        digests in one transaction (idempotent: re-run after a crash until the table is gone).
+        secure_delete is on, so dropping the table zeroes the pages that held the ids."""
+        conn = self._conn
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shredded'"
+        ).fetchone():
+            return
+        with transaction(conn, "BEGIN IMMEDIATE", VaultUnavailableError, "vault key file"):
+            rows = conn.execute("SELECT owner, shredded_at FROM shredded").fetchall()
+            conn.executemany(
+                "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
+                "ON CONFLICT (ref) DO NOTHING",
+                [(_shred_ref(owner), at) for owner, at in rows],
+            )
+            conn.execute("DROP TABLE shredded")
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -347,12 +382,14 @@ class SqliteVaultKeyStore:
         owners = sorted(owner for owner, _ in rows)
         now = int(time.time())
         with self._write() as conn:
+            refs = {_shred_ref(owner): owner for owner in owners}
+            ordered = sorted(refs)
             gone: list[str] = []
-            for chunk in _chunks(owners):
+            for chunk in _chunks(ordered):
                 gone.extend(
-                    owner
-                    for (owner,) in conn.execute(
-                        f"SELECT owner FROM shredded WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    refs[ref]
+                    for (ref,) in conn.execute(
+                        f"SELECT ref FROM shredded_refs WHERE ref IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
                         chunk,
                     )
                 )
@@ -382,9 +419,9 @@ class SqliteVaultKeyStore:
                 )
                 deleted += cursor.rowcount
             conn.executemany(
-                "INSERT INTO shredded (owner, shredded_at) VALUES (?, ?) "
-                "ON CONFLICT (owner) DO NOTHING",
-                [(owner, now) for owner in wanted],
+                "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
+                "ON CONFLICT (ref) DO NOTHING",
+                [(_shred_ref(owner), now) for owner in wanted],
             )
             (generation,) = conn.execute(
                 "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "

@@ -384,6 +384,48 @@ def test_shredded_key_bytes_are_gone_from_the_key_file_and_its_wal_when_shredded
     assert all(w.blob in after for w in survivors.values())
 
 
+def test_shredded_owner_ids_are_gone_from_the_key_file_when_shredded(
+    vault: Vault, key_store: SqliteVaultKeyStore
+) -> None:
+    owners = [new_node_id() for _ in range(50)]
+    vault.encrypt_many([(o, "email", b"x") for o in owners])
+    victims = owners[::2]
+
+    vault.shred(victims)
+
+    after = _on_disk(key_store.path)
+    # Erasure must leave no trace of the erased anchors' ids, yet they stay refused.
+    assert [o for o in victims if o.encode() in after] == []
+    assert all(o.encode() in after for o in owners[1::2])
+    with pytest.raises(DataKeyDestroyedError):
+        vault.encrypt(victims[0], "email", b"again")
+
+
+def test_version_1_shredded_owner_ids_become_digests_when_the_key_file_is_opened(
+    tmp_path: Path, kek_path: Path
+) -> None:
+    path = tmp_path / "v1-keys.sqlite3"
+    owner = new_node_id()
+    with sqlite3.connect(path) as conn:  # a key file as version 1 wrote it
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+            "INSERT INTO meta VALUES ('schema_version', '1');"
+            "CREATE TABLE shredded (owner TEXT PRIMARY KEY, shredded_at INTEGER NOT NULL);"
+        )
+        conn.execute("INSERT INTO shredded VALUES (?, 1)", (owner,))
+    conn.close()
+    path.chmod(0o600)
+
+    store = SqliteVaultKeyStore(path)
+    try:
+        with pytest.raises(DataKeyDestroyedError):
+            Vault(store, LocalFileKeyProvider(kek_path)).encrypt(owner, "email", b"x")
+        assert store.checkpoint() is True
+    finally:
+        store.close()
+    assert owner.encode() not in _on_disk(path)
+
+
 def test_shred_reports_incomplete_when_a_reader_blocks_the_wal_truncation(
     tmp_path: Path, kek_path: Path
 ) -> None:
