@@ -9,8 +9,11 @@ from fastapi import FastAPI
 
 from api import problems
 from api.bootstrap import Container, build_container
+from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.ratelimit import RateLimiter
 from api.routers import health, identity, links
+from api.routers import metrics as metrics_router
 from api.settings import Settings
 
 DESCRIPTION = """
@@ -39,12 +42,18 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     app.state.container = built
+    # Per app, not per process: tests build many apps, and each counts and limits on its own.
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(identity.router)
     app.include_router(links.router)
+    app.include_router(metrics_router.router)
     # Order matters: the outermost middleware is added last. Request ids wrap everything,
     # so even a 413 from the body limit is logged with its id.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 413s too
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -31,6 +31,7 @@ class Scope(StrEnum):
 
     INGEST = "ingest"
     RESOLVE = "resolve"
+    METRICS = "metrics"  # read GET /metrics (for a Prometheus scraper: no data about persons)
     ADMIN = "admin"
 
 

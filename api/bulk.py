@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from api.metrics import Metrics, StoreOperation
 from api.routers.identity import build_identity_event
 from api.schemas import IdentifyRequest
 from identity.errors import BatchValidationError, IdGraphError, InputLimitError
@@ -170,8 +171,13 @@ def ingest_file(
     batch_size: int = 1000,
     max_identifiers_per_event: int = 20,
     progress: Callable[[int], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> BulkReport:
-    """Stream ``path`` into the graph; returns the report. Raises :class:`BulkFileError`."""
+    """Stream ``path`` into the graph; returns the report. Raises :class:`BulkFileError`.
+
+    With ``metrics`` (an import run by the API) the ingest counters and store latency move as
+    for ``POST /v1/ingest``.
+    """
     fmt = file_format or detect_format(path)
     if not path.is_file():
         raise BulkFileError(f"{path} is not a readable file")
@@ -192,8 +198,8 @@ def ingest_file(
             continue
         batch.append(event)
         if len(batch) >= batch_size:
-            _flush(engine, batch, report)
-    _flush(engine, batch, report)
+            _flush(engine, batch, report, metrics)
+    _flush(engine, batch, report, metrics)
     return report
 
 
@@ -220,10 +226,21 @@ def _event(
         return RowError(line_no, tuple(f"{e.field}: {e.message}" for e in exc.errors))
 
 
-def _flush(engine: ResolutionEngine, batch: list[IdentityEvent], report: BulkReport) -> None:
+def _flush(
+    engine: ResolutionEngine,
+    batch: list[IdentityEvent],
+    report: BulkReport,
+    metrics: Metrics | None,
+) -> None:
     if not batch:
         return
-    for outcome in engine.ingest(batch):
+    if metrics is None:
+        outcomes = engine.ingest(batch)
+    else:
+        with metrics.time_store(StoreOperation.INGEST):
+            outcomes = engine.ingest(batch)
+        metrics.record_ingest(outcomes)
+    for outcome in outcomes:
         report.events += 1
         report.outcomes[outcome.outcome.value] += 1
         report.new_identifiers += outcome.new_identifiers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,6 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import ApiKey, AuthenticationError, ForbiddenError, Scope
 from api.bootstrap import Container
+from api.metrics import Metrics
+from api.ratelimit import RateLimitedError, RateLimiter
 from api.settings import Settings
 from identity.resolution import ResolutionEngine
 from privacy.facts import FactIntake
@@ -38,28 +39,61 @@ def get_settings(container: Annotated[Container, Depends(get_container)]) -> Set
     return container.settings
 
 
-def require(scope: Scope) -> Callable[..., ApiKey]:
-    """A dependency that authenticates the bearer key and checks it has ``scope``."""
+def get_metrics(request: Request) -> Metrics:
+    """The app's metrics (its own Prometheus registry)."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
-    def check(
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    """The app's per-key rate limiter."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+class ScopeCheck:
+    """The dependency :func:`require` returns: authenticate, rate-limit, check the scope.
+
+    ``scope`` is public so that tests (``tests/test_route_auth.py``) can find, for every route,
+    which scope it needs by walking ``route.dependant.dependencies``.
+    """
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def __call__(
+        self,
         request: Request,
         container: Annotated[Container, Depends(get_container)],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
+        """Answer 401 without a valid key, 429 over its rate, 403 without the scope."""
         if credentials is None:
             raise AuthenticationError("an API key is required: `Authorization: Bearer <key>`")
         key = container.api_keys.authenticate(credentials.credentials)
-        if not key.allows(scope):
-            raise ForbiddenError(scope)
         request.state.api_key_id = key.key_id
+        # Before the scope check, so a key hammering endpoints it may not use is throttled too.
+        try:
+            get_rate_limiter(request).acquire(key.key_id)
+        except RateLimitedError:
+            get_metrics(request).rate_limited.inc()
+            raise
+        if not key.allows(self.scope):
+            raise ForbiddenError(self.scope)
         return key
 
-    return check
+
+def require(scope: Scope) -> ScopeCheck:
+    """A dependency that authenticates the bearer key, applies its rate limit and checks it has
+    ``scope``. Every authenticated endpoint depends on one (``tests/test_route_auth.py``)."""
+    return ScopeCheck(scope)
 
 
 Engine = Annotated[ResolutionEngine, Depends(get_engine)]
 Facts = Annotated[FactIntake, Depends(get_facts)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 IngestKey = Annotated[ApiKey, Depends(require(Scope.INGEST))]
 ResolveKey = Annotated[ApiKey, Depends(require(Scope.RESOLVE))]
 AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
+MetricsKey = Annotated[ApiKey, Depends(require(Scope.METRICS))]

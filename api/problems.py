@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AuthenticationError, ForbiddenError
+from api.ratelimit import RateLimitedError
 from identity.errors import (
     BatchValidationError,
     ConfigurationError,
@@ -38,6 +39,7 @@ PROBLEM_BASE = "urn:idgraph:problem:"
 STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AuthenticationError, 401, "Authentication required"),
     (ForbiddenError, 403, "Forbidden"),
+    (RateLimitedError, 429, "Too many requests"),
     (BatchValidationError, 422, "Invalid input"),
     (InvalidFieldError, 422, "Invalid input"),
     (InputLimitError, 422, "Input limit exceeded"),
@@ -90,6 +92,8 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, IdGraphError)  # noqa: S101 - registered for IdGraphError only
     status, title = _lookup(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(exc.retry_after)}  # RFC 9110: integer seconds
     extensions: dict[str, Any] = {}
     detail = str(exc)
     if isinstance(exc, BatchValidationError):

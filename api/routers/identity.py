@@ -8,7 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import AppSettings, Engine, Facts, IngestKey, ResolveKey
+from api.deps import AppMetrics, AppSettings, Engine, Facts, IngestKey, ResolveKey
+from api.metrics import StoreOperation
 from api.problems import PROBLEM_JSON
 from api.schemas import (
     FactsOut,
@@ -127,11 +128,18 @@ def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
 
 @router.post("/identify", response_model=IdentifyResponse, responses=PROBLEMS)
 def identify(
-    body: IdentifyRequest, engine: Engine, facts: Facts, settings: AppSettings, _: IngestKey
+    body: IdentifyRequest,
+    engine: Engine,
+    facts: Facts,
+    settings: AppSettings,
+    metrics: AppMetrics,
+    _: IngestKey,
 ) -> IdentifyResponse:
     """Link identifiers seen together in one event, with traits and events (scope `ingest`)."""
     event = _event(body, engine, facts, settings, "#")
-    (outcome,) = engine.ingest([event])
+    with metrics.time_store(StoreOperation.INGEST):
+        (outcome,) = engine.ingest([event])
+    metrics.record_ingest([outcome])
     return IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
@@ -142,7 +150,12 @@ def identify(
 
 @router.post("/ingest", response_model=IngestResponse, responses=PROBLEMS)
 def ingest(
-    body: IngestRequest, engine: Engine, facts: Facts, settings: AppSettings, _: IngestKey
+    body: IngestRequest,
+    engine: Engine,
+    facts: Facts,
+    settings: AppSettings,
+    metrics: AppMetrics,
+    _: IngestKey,
 ) -> IngestResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
 
@@ -163,7 +176,9 @@ def ingest(
             errors.extend(exc.errors)
     if errors:
         raise BatchValidationError(errors)
-    outcomes = engine.ingest(events)
+    with metrics.time_store(StoreOperation.INGEST):
+        outcomes = engine.ingest(events)
+    metrics.record_ingest(outcomes)
     results = [
         IngestResult(
             index=index,
@@ -189,7 +204,11 @@ def ingest(
     | {404: {"description": "Identifier not in the graph", "content": {PROBLEM_JSON: {}}}},
 )
 def resolve(
-    body: ResolveRequest, engine: Engine, settings: AppSettings, _: ResolveKey
+    body: ResolveRequest,
+    engine: Engine,
+    settings: AppSettings,
+    metrics: AppMetrics,
+    _: ResolveKey,
 ) -> ResolveResponse:
     """The opaque person id an identifier resolves to (scope `resolve`). No data."""
     (identifier,) = normalize_all(
@@ -198,7 +217,8 @@ def resolve(
         settings.default_region,
         "#/identifier",
     )
-    person_id = engine.resolve(identifier)
+    with metrics.time_store(StoreOperation.RESOLVE):
+        person_id = engine.resolve(identifier)
     if person_id is None:
         raise IdentifierNotFoundError("#/identifier")
     return ResolveResponse(person_id=person_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminKey, AppSettings, Engine
+from api.deps import AdminKey, AppMetrics, AppSettings, Engine
+from api.metrics import StoreOperation
 from api.routers.identity import PROBLEMS
 from api.schemas import ExplainResponse, HopOut, PairRequest, UnlinkResponse
 from api.settings import Settings
@@ -38,11 +39,12 @@ def _pair(
 
 @router.post("/explain", response_model=ExplainResponse, responses=PROBLEMS)
 def explain(
-    body: PairRequest, engine: Engine, settings: AppSettings, _: AdminKey
+    body: PairRequest, engine: Engine, settings: AppSettings, metrics: AppMetrics, _: AdminKey
 ) -> ExplainResponse:
     """The chain of links (source, first and last time) that joins two identifiers."""
     a, b = _pair(body, engine, settings)
-    result = engine.explain(a, b)
+    with metrics.time_store(StoreOperation.EXPLAIN):
+        result = engine.explain(a, b)
     return ExplainResponse(
         linked=result.linked,
         person_id=result.person_id,
@@ -62,10 +64,13 @@ def explain(
 
 
 @router.post("/unlink", response_model=UnlinkResponse, responses=PROBLEMS)
-def unlink(body: PairRequest, engine: Engine, settings: AppSettings, _: AdminKey) -> UnlinkResponse:
+def unlink(
+    body: PairRequest, engine: Engine, settings: AppSettings, metrics: AppMetrics, _: AdminKey
+) -> UnlinkResponse:
     """Remove the direct link between two identifiers; split the person if it falls apart."""
     a, b = _pair(body, engine, settings)
-    result = engine.unlink(a, b)
+    with metrics.time_store(StoreOperation.UNLINK):
+        result = engine.unlink(a, b)
     return UnlinkResponse(
         removed_links=result.removed_links,
         split=result.split,

@@ -1,0 +1,273 @@
+"""Prometheus metrics: the one module that defines every metric idgraph exports.
+
+Each app gets its own :class:`Metrics` (``app.state.metrics``, the ``AppMetrics`` dependency in
+:mod:`api.deps`) with its own ``CollectorRegistry``, never prometheus-client's global one: tests
+build many apps in one process, and two apps must not share or collide on series.
+``GET /metrics`` (scope ``metrics`` or ``admin``) serves the registry in the text format.
+
+Privacy rule: **label values come only from fixed sets** (route templates, HTTP methods and
+statuses, the ``Outcome``/``RefusalReason`` enums, :class:`StoreOperation`, declared purpose
+names). Never an identifier, a person id, an API key id or any free text: a scrape goes to
+monitoring systems with wider access and longer retention than the graph itself.
+
+Fed here and by the routers:
+
+- ``idgraph_http_requests_total{method,route,status}`` and
+  ``idgraph_http_request_duration_seconds{method,route}`` by :class:`MetricsMiddleware`;
+  ``route`` is the template (``/v1/links/explain``), ``unmatched`` for unknown paths.
+- ``idgraph_ingest_events_total{outcome}``, ``idgraph_ingest_refused_identifiers_total{reason}``
+  and ``idgraph_ingest_facts_total{status}`` by :meth:`Metrics.record_ingest`.
+- ``idgraph_store_seconds{operation}`` by :meth:`Metrics.time_store` around engine calls.
+- ``idgraph_rate_limited_total`` by the auth dependency when a key is over its rate.
+
+Defined here, fed by code that lands later:
+
+- ``idgraph_policy_decisions_total{purpose,decision}``: the policy engine's caller (the API
+  layer; ``privacy/`` never imports ``api``) calls
+  ``metrics.record_policy_decision(purpose, allowed)`` once per decision, and the wiring code calls
+  ``metrics.declare_purposes(names)`` once with the purpose names of the purposes policy file.
+  A purpose that was not declared is counted as ``undeclared`` so that a name from a request can
+  never become a label value.
+- ``idgraph_dsr_queue_depth`` and ``idgraph_dsr_queue_oldest_age_seconds``: the DSR worker calls
+  ``metrics.set_dsr_queue(depth, oldest_age_seconds)`` whenever it looks at its queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
+import fastapi.routing
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from identity.model import EventOutcome, Outcome, RefusalReason
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+UNMATCHED_ROUTE = "unmatched"
+UNDECLARED_PURPOSE = "undeclared"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+FACT_STATUSES = ("stored", "quarantined", "dropped")
+# Store calls are fast (ms) and ingest batches slow (s): finer buckets at the low end.
+STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class StoreOperation(StrEnum):
+    """The engine/store calls timed by ``idgraph_store_seconds`` (its ``operation`` label)."""
+
+    INGEST = "ingest"
+    RESOLVE = "resolve"
+    EXPLAIN = "explain"
+    UNLINK = "unlink"
+
+
+class Metrics:
+    """Every metric of one app, in the app's own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "idgraph_http_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "idgraph_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            registry=registry,
+        )
+        self.ingest_events = Counter(
+            "idgraph_ingest_events",
+            "Ingested events by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.refused_identifiers = Counter(
+            "idgraph_ingest_refused_identifiers",
+            "Identifiers of ingested events that were not linked, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.facts = Counter(
+            "idgraph_ingest_facts",
+            "Facts (traits, events, kept identifiers) of ingested events by what became of them.",
+            ["status"],
+            registry=registry,
+        )
+        self.store_seconds = Histogram(
+            "idgraph_store_seconds",
+            "Latency of resolution-engine calls on the graph store, by operation.",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "idgraph_rate_limited",
+            "Requests refused with 429 because their API key was over its rate.",
+            registry=registry,
+        )
+        self.policy_decisions = Counter(
+            "idgraph_policy_decisions",
+            "Policy-engine decisions by purpose and decision (allow, deny).",
+            ["purpose", "decision"],
+            registry=registry,
+        )
+        self.dsr_queue_depth = Gauge(
+            "idgraph_dsr_queue_depth",
+            "Data-subject requests waiting to be processed.",
+            registry=registry,
+        )
+        self.dsr_queue_oldest_age = Gauge(
+            "idgraph_dsr_queue_oldest_age_seconds",
+            "Age of the oldest waiting data-subject request (0 when none waits).",
+            registry=registry,
+        )
+        self._purposes: frozenset[str] = frozenset()
+        # Fixed label sets start at zero, so dashboards and rate() see them before the first event.
+        for outcome in Outcome:
+            self.ingest_events.labels(outcome.value)
+        for reason in RefusalReason:
+            self.refused_identifiers.labels(reason.value)
+        for status in FACT_STATUSES:
+            self.facts.labels(status)
+
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one HTTP request. ``route`` must be a route template or ``unmatched``."""
+        method = method if method in HTTP_METHODS else "other"
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
+
+    def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
+        """Count the outcomes, refusals and facts of ingested events."""
+        for outcome in outcomes:
+            self.ingest_events.labels(outcome.outcome.value).inc()
+            for refusal in outcome.refusals:
+                self.refused_identifiers.labels(refusal.reason.value).inc()
+            self.facts.labels("stored").inc(outcome.facts_stored)
+            self.facts.labels("quarantined").inc(outcome.facts_quarantined)
+            self.facts.labels("dropped").inc(outcome.facts_dropped)
+
+    @contextmanager
+    def time_store(self, operation: StoreOperation) -> Iterator[None]:
+        """Observe how long the enclosed engine call takes (failures included)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.store_seconds.labels(operation.value).observe(time.perf_counter() - started)
+
+    def declare_purposes(self, purposes: Iterable[str]) -> None:
+        """Declare the purpose names (from the purposes policy) that may appear as labels."""
+        self._purposes = frozenset(purposes)
+
+    def record_policy_decision(self, purpose: str, allowed: bool) -> None:
+        """Count one policy decision. Undeclared purposes count as ``undeclared``."""
+        label = purpose if purpose in self._purposes else UNDECLARED_PURPOSE
+        self.policy_decisions.labels(label, "allow" if allowed else "deny").inc()
+
+    def set_dsr_queue(self, depth: int, oldest_age_seconds: float) -> None:
+        """Publish the DSR queue's depth and the age of its oldest request."""
+        self.dsr_queue_depth.set(depth)
+        self.dsr_queue_oldest_age.set(oldest_age_seconds)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+def _flat_routes(app: Any) -> list[Any]:
+    """The app's routes with included routers expanded.
+
+    Newer FastAPI includes routers lazily: ``app.routes`` then holds one entry per included
+    router, and ``fastapi.routing.iter_route_contexts`` yields the routes with their full paths.
+    """
+    routes = getattr(getattr(app, "router", None), "routes", [])
+    expand = getattr(fastapi.routing, "iter_route_contexts", None)
+    return list(expand(routes)) if expand is not None else list(routes)
+
+
+class RouteTemplates:
+    """The template of the route that handled (or would have handled) a request.
+
+    The router stores the matched route in the scope; its template is looked up among the app's
+    routes so a prefix given to ``include_router`` is part of it. A response sent before routing
+    (a 413 from the body limit) has no route in the scope; the app's routes are then matched
+    here, so the request still counts under its template. A path no route matches is
+    ``unmatched``: the filled-in path would make every scanned URL a new series, and paths can
+    hold ids.
+    """
+
+    def __init__(self) -> None:
+        self._by_route: dict[int, str] = {}
+
+    def _refresh(self, app: Any) -> None:
+        self._by_route = {
+            id(getattr(route, "original_route", route)): route.path
+            for route in _flat_routes(app)
+            if isinstance(getattr(route, "path", None), str)
+        }
+
+    def template(self, scope: Scope) -> str:
+        """The route template for ``scope``, or ``unmatched``."""
+        route = scope.get("route")
+        if route is not None:
+            if id(route) not in self._by_route:
+                self._refresh(scope.get("app"))  # first request, or routes added since
+            if id(route) in self._by_route:
+                return self._by_route[id(route)]
+        return self._match(scope)
+
+    @staticmethod
+    def _match(scope: Scope) -> str:
+        # A full match wins; a partial one (the path exists, the method does not: 405) is next.
+        partial: str | None = None
+        for candidate in _flat_routes(scope.get("app")):
+            match = candidate.matches(scope)[0]
+            if match is Match.FULL:
+                return str(candidate.path)
+            if match is Match.PARTIAL and partial is None:
+                partial = str(candidate.path)
+        return partial or UNMATCHED_ROUTE
+
+
+class MetricsMiddleware:
+    """Count every HTTP request and its latency by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = RouteTemplates()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets when the app raises before answering
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.record_request(
+                scope["method"], self.routes.template(scope), status, time.perf_counter() - started
+            )
