@@ -25,10 +25,14 @@ from identity.errors import ConfigurationError, StoreIntegrityError, StoreUnavai
 from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
+    ConsentRecord,
+    ConsentSignal,
+    EventCountRule,
     Fact,
     FactKind,
     FactStatus,
     IdentifierNode,
+    MemberScan,
     PersonRecord,
 )
 from identity.store import cypher
@@ -492,3 +496,191 @@ def test_set_fact_status_refuses_a_second_current_attribute_and_delete_counts_no
     assert quarantine(["f1", "f1"], FactStatus.QUARANTINED) == 1
     assert [q for q, _ in fine.runs] == [cypher.SET_FACT_STATUS]
     assert Neo4jTransaction(cast(Any, fine), 100).delete_facts(["f1", "f2"]) == 2
+
+
+# -- the Neo4j adapter's consents and member scans, offline -------------------------------------
+
+
+def _consent_record(record_id: str, node: str, purpose: str, at_min: int) -> ConsentRecord:
+    return ConsentRecord(
+        record_id,
+        node,
+        purpose,
+        purpose != "*",
+        T0 + timedelta(minutes=at_min),
+        T0 + timedelta(minutes=at_min, seconds=1),
+        "cmp:x",
+        ConsentSignal.TCF,
+        "consent",
+        "ab" * 32,
+    )
+
+
+class _ScriptedTx(_FakeTx):
+    """A fake transaction that answers each statement (by constant) with its own records."""
+
+    def __init__(self, answers: dict[str, list[dict[str, object]]]) -> None:
+        super().__init__(set())
+        self.answers = {getattr(cypher, name): records for name, records in answers.items()}
+
+    def run(self, query: str, params: dict[str, object] | None = None) -> _FakeResult:
+        self.runs.append((query, params or {}))
+        return _FakeResult(self.answers.get(query, []))
+
+
+def test_apply_appends_consents_after_merges_in_bounded_batches_as_typed_properties() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    records = tuple(_consent_record(f"c{n}", "n1", "marketing", n) for n in range(3))
+    fake = _FakeTx({"n1"})
+    changes = ChangeSet(merged={"p2": "p1"}, reassigned={"n1": "p3"}, consents=records)
+    Neo4jTransaction(cast(Any, fake), batch_size=2).apply(changes)
+    names = fake.names()
+    assert names.index("CREATE_CONSENTS") > names.index("MOVE_IDENTIFIERS_OF_PERSONS")
+    assert names.index("CREATE_CONSENTS") > names.index("REASSIGN_IDENTIFIERS")
+    batches = [
+        cast(list[dict[str, Any]], params["rows"])
+        for name, (_, params) in zip(names, fake.runs, strict=True)
+        if name == "CREATE_CONSENTS"
+    ]
+    assert [len(rows) for rows in batches] == [2, 1]
+    row = batches[0][0]
+    assert row == {
+        "record_id": "c0",
+        "node_id": "n1",
+        "purpose": "marketing",
+        "granted": True,  # a boolean property
+        "at": int(T0.timestamp() * 1000),  # epoch milliseconds, like every time
+        "recorded_at": int(T0.timestamp() * 1000) + 1000,
+        "source": "cmp:x",
+        "signal": "tcf",
+        "lawful_basis": "consent",
+        "proof": "ab" * 32,
+    }
+
+
+def test_apply_refuses_a_consent_whose_anchor_node_does_not_exist() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    fake = _FakeTx({"n1"})
+    orphan = (_consent_record("c1", "n1", "marketing", 0), _consent_record("c2", "n9", "x", 0))
+    with pytest.raises(StoreIntegrityError, match="consents name an identifier node"):
+        Neo4jTransaction(cast(Any, fake), batch_size=100).apply(ChangeSet(consents=orphan))
+
+
+def _consent_row(person: str, record: ConsentRecord) -> dict[str, object]:
+    return {
+        "person_id": person,
+        "record_id": record.record_id,
+        "node_id": record.node_id,
+        "purpose": record.purpose,
+        "granted": record.granted,
+        "at": int(record.at.timestamp() * 1000),
+        "recorded_at": int(record.recorded_at.timestamp() * 1000),
+        "source": record.source,
+        "signal": record.signal.value,
+        "lawful_basis": record.lawful_basis,
+        "proof": record.proof,
+    }
+
+
+def test_person_and_person_consents_map_records_back() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    record = _consent_record("c1", "n1", "*", 5)
+    fake = _ScriptedTx(
+        {
+            "GET_PERSON": [{"person_id": "p1", "created_at": 1_767_225_600_000, "last_seen": 0}],
+            "PERSONS_CONSENTS": [_consent_row("p1", record)],
+        }
+    )
+    tx = Neo4jTransaction(cast(Any, fake), batch_size=100)
+    person = tx.person("p1")
+    assert person is not None
+    assert (person.person_id, person.created_at) == ("p1", T0)
+    assert tx.person_consents("p1", ["marketing", "analytics"]) == [record]
+    assert fake.runs[-1] == (
+        cypher.PERSONS_CONSENTS,
+        {"person_ids": ["p1"], "purposes": ["*", "analytics", "marketing"]},
+    )
+    assert Neo4jTransaction(cast(Any, _ScriptedTx({})), 100).person("p9") is None
+
+
+def test_member_page_passes_distinct_rules_and_reads_consents_and_attributes_per_chunk() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    consent = _consent_record("c1", "n1", "marketing", 1)
+    attribute: dict[str, object] = {
+        "person_id": "p2",
+        "fact_id": "f1",
+        "node_id": "n2",
+        "kind": "attribute",
+        "name": "city",
+        "category": "location",
+        "at": 1_767_225_600_000,
+        "source": "web",
+        "status": "active",
+        "sealed": b"\x00cipher",
+        "pii": [],
+    }
+    persons = [
+        {"person_id": p, "created_at": 1_767_225_600_000, "last_seen": 1_767_225_600_000}
+        for p in ("p1", "p2", "p3")
+    ]
+    fake = _ScriptedTx(
+        {
+            "MEMBER_PAGE": persons,
+            "PERSONS_CONSENTS": [_consent_row("p1", consent)],
+            "MEMBER_ATTRIBUTES": [attribute],
+        }
+    )
+    rule = EventCountRule("purchase", T0, 2)
+    scan = MemberScan((rule, rule), ("city", "city"), ("marketing",))
+    rows = Neo4jTransaction(cast(Any, fake), batch_size=2).member_page(scan, "p0", 10)
+    assert [r.person_id for r in rows] == ["p1", "p2", "p3"]
+    # The fake answers both chunks (p1, p2 and p3) with the same rows: two copies each.
+    assert rows[0].consents == (consent, consent)
+    assert rows[0].created_at == T0
+    assert [f.fact_id for f in rows[1].attributes] == ["f1", "f1"]
+    assert rows[2].consents == rows[2].attributes == ()
+    page_query, page_params = fake.runs[0]
+    assert page_query == cypher.MEMBER_PAGE
+    assert page_params == {
+        "after_person_id": "p0",
+        "rules": [{"name": "purchase", "since": int(T0.timestamp() * 1000), "min_count": 2}],
+        "kind": "event",
+        "status": "active",
+        "limit": 10,
+    }
+    reads = [(q, p) for q, p in fake.runs[1:]]
+    assert [q for q, _ in reads] == [
+        cypher.PERSONS_CONSENTS,
+        cypher.MEMBER_ATTRIBUTES,
+        cypher.PERSONS_CONSENTS,
+        cypher.MEMBER_ATTRIBUTES,
+    ]
+    assert reads[0][1] == {"person_ids": ["p1", "p2"], "purposes": ["*", "marketing"]}
+    assert reads[3][1] == {
+        "person_ids": ["p3"],
+        "kind": "attribute",
+        "status": "active",
+        "names": ["city"],
+    }
+
+
+def test_member_page_without_attribute_names_or_matches_reads_no_more() -> None:
+    from identity.store.neo4j import Neo4jTransaction
+
+    empty = _ScriptedTx({})
+    assert Neo4jTransaction(cast(Any, empty), 100).member_page(MemberScan(), "", 10) == []
+    assert [q for q, _ in empty.runs] == [cypher.MEMBER_PAGE]
+    assert Neo4jTransaction(cast(Any, empty), 100).member_page(MemberScan(), "", 0) == []
+    assert len(empty.runs) == 1
+
+
+def test_consent_statements_are_run_by_migrate_and_counted_and_wiped() -> None:
+    assert cypher.CREATE_CONSENT_ID_CONSTRAINT in cypher.SCHEMA_STATEMENTS
+    assert cypher.CREATE_CONSENT_PURPOSE_INDEX in cypher.SCHEMA_STATEMENTS
+    assert "AS consents" in cypher.COUNT_ALL
+    assert "Consent" in cypher.WIPE_ALL
+    assert cypher.SCHEMA_VERSION >= 2

@@ -15,7 +15,10 @@ import pytest
 from identity.errors import StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
+    RESTRICTION_PURPOSE,
     ChangeSet,
+    ConsentRecord,
+    ConsentSignal,
     Fact,
     FactKind,
     FactStatus,
@@ -43,6 +46,9 @@ REFUSALS = 9
 # Facts the source ends with: 23 current city attributes (p_000's replaced by a newer value),
 # 8 x 2 purchase events and a note, 5 raw identifiers, 6 quarantined attributes.
 FACTS = 23 + 17 + 5 + 6
+# Consent records: a marketing decision per person, an analytics one for every third person (on
+# its last node) and a restriction for p_005.
+CONSENTS = 23 + 8 + 1
 
 
 def _hash(type_: str, n: int, key_id: str = "k1") -> HashedIdentifier:
@@ -84,11 +90,38 @@ def _facts(p: int, at: datetime) -> list[Fact]:
     return facts
 
 
+def _consents(p: int, at: datetime) -> list[ConsentRecord]:
+    """Consent records of person ``p``, with odd times and every field varied."""
+
+    def record(
+        n: int, anchor: str, purpose: str, granted: bool, signal: ConsentSignal
+    ) -> ConsentRecord:
+        return ConsentRecord(
+            f"c_{p:03d}_{n}",
+            anchor,
+            purpose,
+            granted,
+            at + timedelta(seconds=n, milliseconds=3),
+            at + timedelta(hours=1, milliseconds=n),
+            "cmp:test" if n else "api",
+            signal,
+            "consent" if granted else "objection",
+            f"{p:02x}{n:02x}" * 16,
+        )
+
+    records = [record(0, f"n_{p:03d}_0", "marketing", p % 2 == 0, ConsentSignal.TCF)]
+    if p % 3 == 0:
+        records.append(record(1, f"n_{p:03d}_{p % 3}", "analytics", True, ConsentSignal.DIRECT))
+    if p == 5:
+        records.append(record(2, "n_005_0", RESTRICTION_PURPOSE, False, ConsentSignal.RESTRICTION))
+    return records
+
+
 def _build_source(path: Path) -> None:
     """23 persons of 1-3 identifiers with links and facts, one merge, 9 refusals, odd times."""
     store = SqliteGraphStore(path)
     try:
-        persons, nodes, links, facts = [], [], [], []
+        persons, nodes, links, facts, consents = [], [], [], [], []
         for p in range(PERSONS):
             at = T0 + timedelta(minutes=p, milliseconds=p * 7)
             person = f"p_{p:03d}"
@@ -102,6 +135,7 @@ def _build_source(path: Path) -> None:
             source = "web" if p % 2 else "crm"
             links += [Link(a, b, source, at, at) for a, b in itertools.pairwise(ids)]
             facts += _facts(p, at)
+            consents += _consents(p, at)
         refusals = tuple(
             Refusal(_hash("email", 1000 + r), RefusalReason.LIMIT_EXCEEDED, "limit", "web", T0)
             for r in range(REFUSALS)
@@ -114,6 +148,7 @@ def _build_source(path: Path) -> None:
                     links=tuple(links),
                     refusals=refusals,
                     facts=tuple(facts),
+                    consents=tuple(consents),
                 )
             )
         )
@@ -135,10 +170,13 @@ def _build_source(path: Path) -> None:
         store.close()
 
 
-def _tables(path: Path, *, facts: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+def _tables(
+    path: Path, *, facts: bool = True, consents: bool = True
+) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the graph tables (refusal ids excepted: they are local row numbers)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     facts_query = "SELECT * FROM facts ORDER BY 1" if facts else "SELECT 1 WHERE 0"
+    consents_query = "SELECT * FROM consents ORDER BY record_id" if consents else "SELECT 1 WHERE 0"
     try:
         return {
             "persons": conn.execute("SELECT * FROM persons ORDER BY 1").fetchall(),
@@ -149,6 +187,7 @@ def _tables(path: Path, *, facts: bool = True) -> dict[str, list[tuple[Any, ...]
                 "ORDER BY refusal_id"
             ).fetchall(),
             "facts": conn.execute(facts_query).fetchall(),
+            "consents": conn.execute(consents_query).fetchall(),
         }
     finally:
         conn.close()
@@ -210,8 +249,19 @@ def test_copy_reproduces_every_row_when_the_target_is_an_empty_sqlite_store(
     try:
         report = copy_graph(source, target, batch_size=4, progress=seen.append)
         assert target.stats() == StoreStats(
-            persons=22, identifiers=45, links=23, refusals=9, facts=FACTS
+            persons=22, identifiers=45, links=23, refusals=9, facts=FACTS, consents=CONSENTS
         )
+        # p_021's consent records came along with its nodes into p_022, like its facts; the
+        # records arrive whole (ids, both times, signal, proof).
+        moved = target.read(lambda tx: tx.person_consents("p_022", ["marketing", "analytics"]))
+        assert [r.record_id for r in moved] == ["c_021_0", "c_021_1", "c_022_0"]
+        assert moved == [
+            c for p in (21, 22) for c in _consents(p, T0 + timedelta(minutes=p, milliseconds=p * 7))
+        ]
+        restricted = target.read(lambda tx: tx.person_consents("p_005", []))
+        assert [(r.purpose, r.signal) for r in restricted] == [
+            (RESTRICTION_PURPOSE, ConsentSignal.RESTRICTION)
+        ]
         (node,) = target.read(lambda tx: tx.find_identifiers([_hash("phone", 221)]))
         assert node.person_id == "p_022"
         assert node.last_seen == T0 + timedelta(minutes=22, milliseconds=154, hours=1)
@@ -232,6 +282,7 @@ def test_copy_reproduces_every_row_when_the_target_is_an_empty_sqlite_store(
     assert _tables(tmp_path / "target.sqlite3") == _tables(source)
     assert (report.persons, report.identifiers, report.links, report.refusals) == (22, 45, 23, 9)
     assert report.facts == FACTS
+    assert report.consents == CONSENTS
     assert not report.resumed
     assert report.batches == 6 + 3  # ceil(22 / 4) person batches, ceil(9 / 4) refusal batches
     assert seen[0] == CopyProgress(0, 22, 0, 9)
@@ -250,12 +301,32 @@ def test_copy_reads_a_source_from_before_facts_as_one_without_facts(
     try:
         report = copy_graph(source, target, batch_size=7)
         assert target.stats() == StoreStats(
-            persons=22, identifiers=45, links=23, refusals=9, facts=0
+            persons=22, identifiers=45, links=23, refusals=9, facts=0, consents=CONSENTS
         )
     finally:
         target.close()
     assert report.facts == 0
     assert _tables(tmp_path / "target.sqlite3") == _tables(source, facts=False)
+
+
+def test_copy_reads_a_source_from_before_consents_as_one_without_consents(
+    source: Path, tmp_path: Path
+) -> None:
+    # A file of schema version 1 has no consents table; the read-only copy must not need one.
+    conn = sqlite3.connect(source)
+    conn.execute("DROP TABLE consents")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        report = copy_graph(source, target, batch_size=7)
+        assert target.stats().consents == 0
+        assert target.stats().facts == FACTS
+    finally:
+        target.close()
+    assert report.consents == 0
+    assert _tables(tmp_path / "target.sqlite3") == _tables(source, consents=False)
 
 
 def test_copy_never_writes_to_the_source(source: Path, tmp_path: Path) -> None:
@@ -290,7 +361,9 @@ def test_copy_resumes_after_the_last_committed_batch_when_a_write_failed(
         target.fail_on_write = 4  # batches 1-3 commit, the 4th rolls back
         with pytest.raises(ConnectionError, match="injected"):
             copy_graph(source, target, batch_size=4)
-        assert (target.stats().persons, target.stats().facts) == (12, 27)
+        stats = target.stats()
+        # Batches 1-3 (p_000-p_011): 12 marketing, 4 analytics records and p_005's restriction.
+        assert (stats.persons, stats.facts, stats.consents) == (12, 27, 12 + 4 + 1)
         target.fail_on_write = None
 
         second = copy_graph(source, target, batch_size=4)
@@ -302,15 +375,17 @@ def test_copy_resumes_after_the_last_committed_batch_when_a_write_failed(
     assert (second.persons, second.refusals) == (22 - 12, 9)
     # Batches 1-3 (p_000-p_011) held 27 facts; the resumed run copies exactly the rest.
     assert second.facts == FACTS - 27
+    assert second.consents == CONSENTS - 17
     assert third.resumed
     assert (
         third.persons,
         third.identifiers,
         third.links,
         third.facts,
+        third.consents,
         third.refusals,
         third.batches,
-    ) == (0, 0, 0, 0, 0, 0)
+    ) == (0, 0, 0, 0, 0, 0, 0)
     assert cursor is not None
     assert '"done": true' in cursor
     target_tables = _tables(tmp_path / "target.sqlite3")
@@ -338,7 +413,9 @@ def test_copy_rolls_back_the_batch_when_the_target_refuses_a_row(
     try:
         with pytest.raises(StoreIntegrityError):
             copy_graph(source, target, batch_size=4, progress=interfere)
-        assert target.stats() == StoreStats(persons=5, identifiers=8, links=3, refusals=0, facts=10)
+        assert target.stats() == StoreStats(
+            persons=5, identifiers=8, links=3, refusals=0, facts=10, consents=4 + 2
+        )
         assert target.read(lambda tx: tx.cluster("p_004")).nodes == ()
         cursor = target.read(lambda tx: tx.get_meta(cursor_key(source)))
     finally:

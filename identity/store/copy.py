@@ -9,11 +9,14 @@ WAL that is a consistent snapshot even if the service keeps writing, and the cop
 write lock on the live file.
 
 Order and atomicity: persons are copied in ``person_id`` order, ``batch_size`` persons per target
-transaction, each with all its identifier nodes, links and facts (both ends of a link belong to
-one person, and a fact hangs off one of the person's nodes, so a batch is self-contained); then
+transaction, each with all its identifier nodes, links, facts and consent records (both ends of a
+link belong to one person, and facts and consents hang off one of the person's nodes, so a batch
+is self-contained); then
 refusals, in insertion order. A batch is written whole or not at all. Facts are copied with every
 status, their ids and their sealed values as they are: ciphertext is bound to the fact's node id
-and field, which the copy keeps, so the vault opens it in the target without re-sealing.
+and field, which the copy keeps, so the vault opens it in the target without re-sealing. Consent
+records are copied as they are (ids, times, proofs): their history is evidence and is never
+rewritten.
 
 Resuming: when the target's transaction can keep a ``(:Meta)`` entry (:class:`CursorTransaction`;
 the Neo4j store can), the position reached is written *in the same transaction* as the batch, so
@@ -38,6 +41,8 @@ from identity.errors import IdGraphError, StoreIntegrityError, StoreUnavailableE
 from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
+    ConsentRecord,
+    ConsentSignal,
     Fact,
     FactKind,
     FactStatus,
@@ -95,6 +100,7 @@ class CopyReport:
     resumed: bool
     batches: int
     facts: int = 0
+    consents: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +166,13 @@ class _SqliteSource:
             )
         # A file last opened by an idgraph from before facts has no facts table (the store
         # creates it on open, but the copy opens the source read-only): it has no facts.
-        self.has_facts = (
-            self._conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'facts'"
-            ).fetchone()
-            is not None
-        )
+        self.has_facts = self._has_table("facts")
+        # Likewise consents, for a file last opened by an idgraph from before schema version 2.
+        self.has_consents = self._has_table("consents")
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._conn.execute(query, (name,)).fetchone() is not None
 
     def close(self) -> None:
         self._conn.close()
@@ -241,6 +248,34 @@ class _SqliteSource:
             )
         return facts
 
+    def consents_of(self, node_ids: Sequence[str]) -> list[ConsentRecord]:
+        if not self.has_consents:
+            return []
+        records: list[ConsentRecord] = []
+        for chunk in _chunks(node_ids):
+            rows = self._conn.execute(
+                "SELECT record_id, node_id, purpose, granted, at, recorded_at, source, signal, "  # noqa: S608 - placeholders only
+                "lawful_basis, proof FROM consents "
+                f"WHERE node_id IN ({_marks(len(chunk))}) ORDER BY record_id",
+                chunk,
+            )
+            records.extend(
+                ConsentRecord(
+                    row[0],
+                    row[1],
+                    row[2],
+                    bool(row[3]),
+                    _dt(row[4]),
+                    _dt(row[5]),
+                    row[6],
+                    ConsentSignal(row[7]),
+                    row[8],
+                    row[9],
+                )
+                for row in rows
+            )
+        return records
+
     def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
         rows = self._conn.execute(
             "SELECT refusal_id, at, source, type, key_id, digest, reason, detail FROM refusals "
@@ -303,6 +338,7 @@ class _Copy:
             "identifiers": 0,
             "links": 0,
             "facts": 0,
+            "consents": 0,
             "refusals": 0,
             "batches": 0,
         }
@@ -322,6 +358,7 @@ class _Copy:
             self.resumed,
             c["batches"],
             c["facts"],
+            c["consents"],
         )
 
     def _report(self) -> None:
@@ -357,6 +394,7 @@ class _Copy:
         # holds at most one active attribute per (node, name) and one raw identifier per node,
         # so the target's upserts insert each fact as it is (same id, value and status).
         facts = self.reader.facts_of([n.node_id for n in nodes])
+        consents = self.reader.consents_of([n.node_id for n in nodes])  # appended as they are
         node_ids = {n.node_id for n in nodes}
         if any(link.b not in node_ids for link in links):
             # The stores keep both ends of a link in one person; a batch relies on that.
@@ -366,6 +404,7 @@ class _Copy:
             new_nodes=tuple(nodes),
             links=tuple(links),
             facts=tuple(facts),
+            consents=tuple(consents),
         )
         self._commit(changes, _Cursor(persons[-1].person_id, self.cursor.after_refusal))
         self.persons_done += len(persons)
@@ -373,6 +412,7 @@ class _Copy:
         self.copied["identifiers"] += len(nodes)
         self.copied["links"] += len(links)
         self.copied["facts"] += len(facts)
+        self.copied["consents"] += len(consents)
         return True
 
     def _copy_refusals(self) -> None:
@@ -400,8 +440,8 @@ def copy_graph(
 ) -> CopyReport:
     """Copy the SQLite graph at ``source`` into ``target``; resume a copy cut short.
 
-    ``batch_size`` persons (with their identifiers, links and facts), or refusals, go in one target
-    transaction; ``progress`` is called at the start and after every batch. Raises
+    ``batch_size`` persons (with their identifiers, links, facts and consents), or refusals, go
+    in one target transaction; ``progress`` is called at the start and after every batch. Raises
     :class:`CopyTargetNotEmptyError` if ``target`` holds data that is not an unfinished copy of
     ``source``. Constraint violations in the target surface as the target's own errors
     (``StoreIntegrityError``) and roll the batch back.
