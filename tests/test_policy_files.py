@@ -159,7 +159,8 @@ def test_invalid_categories_policy_names_file_and_field(
 def test_the_app_refuses_an_allowed_pii_entity_the_scanner_cannot_report(tmp_path: Path) -> None:
     policy_dir = tmp_path / "policies"
     policy_dir.mkdir()
-    (policy_dir / "identity.yaml").write_text((POLICY_DIR / "identity.yaml").read_text())
+    for name in ("identity.yaml", "purposes.yaml"):
+        (policy_dir / name).write_text((POLICY_DIR / name).read_text())
     _write_categories(
         policy_dir, lambda d: d["categories"]["contact"].update(allowed_pii=["SHOE_SIZE"])
     )
