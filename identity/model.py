@@ -57,6 +57,11 @@ def new_fact_id() -> str:
     return "f_" + secrets.token_hex(12)
 
 
+def new_erasure_id() -> str:
+    """A random, opaque id for one erasure (its outbox entry and audit entry)."""
+    return "e_" + secrets.token_hex(12)
+
+
 class FactKind(StrEnum):
     """What a fact is."""
 
@@ -215,6 +220,7 @@ class RefusalReason(StrEnum):
     BLOCKED_VALUE = "blocked_value"
     BLOCKED_PATTERN = "blocked_pattern"
     LIMIT_EXCEEDED = "limit_exceeded"
+    SUPPRESSED = "suppressed"  # erased at the subject's request (GDPR Art. 17): never re-created
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +284,45 @@ class ChangeSet:
     facts: tuple[Fact, ...] = ()
     # Appended as they are; consent history is never rewritten.
     consents: tuple[ConsentRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureCounts:
+    """What :meth:`~identity.store.port.GraphTransaction.erase_person` deleted.
+
+    ``node_ids`` are the erased identifier nodes (the vault data keys to shred: they are the
+    vault's owners); ``hashes`` their keyed hashes as they were stored (to suppress).
+    """
+
+    persons: int  # 1, or 0 when there was no such person
+    node_ids: tuple[str, ...]
+    hashes: tuple[HashedIdentifier, ...] = field(repr=False)
+    links: int
+    facts: int
+    consents: int
+    refusals: int
+
+    @property
+    def identifiers(self) -> int:
+        """How many identifier nodes were deleted."""
+        return len(self.node_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureOutboxEntry:
+    """An erasure committed in the graph whose vault keys may not be shredded yet.
+
+    Written in the erasure's graph transaction, completed (its ``node_ids`` cleared) once the
+    vault has shredded those owners' data keys; a crash in between leaves it pending for
+    recovery at start-up. ``counts`` are what the erasure deleted (for its audit entry).
+    """
+
+    erasure_id: str
+    request_id: str
+    actor: str  # who asked (an API key id, "cli"): for the audit entry written on completion
+    created_at: datetime
+    node_ids: tuple[str, ...]
+    counts: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,7 @@ class _BatchState:
     # (anchor node id, fact, source) to seal and store at the end of the batch
     facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
     consents: list[ConsentRecord] = field(default_factory=list)
+    suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
 
     def find(self, person: str) -> str:
         root = person
@@ -229,13 +230,27 @@ class ResolutionEngine:
         self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState
     ) -> None:
         wanted = {c for items in prepared for p in items if not p.blocked for c in p.candidates}
+        # Erased identifiers stay erased (privacy invariant 4): one that is on the suppression
+        # list under any key (rotation) is refused like a blocked value, before it can be found
+        # or created. The event's other identifiers are resolved as usual.
+        # (Kept in the batch state, not on the prepared items: a retried transaction reads the
+        # list afresh.)
+        suppressed = tx.suppressed(list(wanted)) if wanted else set()
+        if suppressed:
+            state.suppressed.update(
+                (p.primary.type, p.primary.digest)
+                for items in prepared
+                for p in items
+                if not suppressed.isdisjoint(p.candidates)
+            )
+            wanted -= suppressed
         found = tx.find_identifiers(list(wanted)) if wanted else []
         by_hash = {node.hashed: node for node in found}
         primary_id = self._keyring.primary_key_id
         for items in prepared:
             for p in items:
                 key = (p.primary.type, p.primary.digest)
-                if p.blocked or key in state.nodes:
+                if p.blocked or key in state.nodes or key in state.suppressed:
                     continue
                 node = next((by_hash[c] for c in p.candidates if c in by_hash), None)
                 if node is None:
@@ -284,6 +299,14 @@ class ResolutionEngine:
         for p in items:
             if p.blocked:
                 selection.refuse(p, RefusalReason(p.blocked), "value is blocked by policy", event)
+                continue
+            if (p.primary.type, p.primary.digest) in state.suppressed:
+                selection.refuse(
+                    p,
+                    RefusalReason.SUPPRESSED,
+                    "identifier was erased at the subject's request and is suppressed",
+                    event,
+                )
                 continue
             key = (p.primary.type, p.primary.digest)
             node = state.nodes.get(key)

@@ -29,6 +29,9 @@ The graph model::
     (:Refusal {at, source, type, key_id, digest, reason, detail})
     (:Meta {key, value})                            schema version, copy cursors
 
+    (:Suppression {type, key_id, digest})           keyed hashes of erased identifiers
+    (:ErasureOutbox {erasure_id, request_id, actor, created_at, node_ids, counts, done_at})
+
 Timestamps are integer epoch milliseconds, exactly like the SQLite store, so both stores
 compare and round-trip times the same way. Identifiers are only keyed hashes (privacy
 invariant 1): ``digest`` is the HMAC-SHA256 digest as a lowercase hex string. Why hex and not
@@ -56,6 +59,17 @@ reason: they follow it through merges and splits. They are append-only (``CREATE
 
 Schema version 2 added ``(:Consent)`` and its constraint and index; a version 1 database gets
 them on the next start (every schema statement is ``IF NOT EXISTS``) and is marked version 2.
+
+Schema version 3 added erasure (see :mod:`privacy.erasure`). ``(:Suppression)`` holds the keyed
+hash (hex digest, like ``Identifier``) of an erased identifier and nothing else, for one purpose:
+refusing to re-create the person at ingest. ``(:ErasureOutbox)`` is written in the erasure's
+transaction and lists the erased identifier node ids (``node_ids``, a list of strings) whose
+vault data keys are still to be shredded; completing it empties that list and sets ``done_at``.
+``counts`` is a JSON object (string) of what the erasure deleted. Erasing a person deletes its
+``Person``, ``Identifier``, ``Fact`` and ``Consent`` nodes, its ``LINKED`` relationships and the
+``Refusal`` nodes holding its hashes. Neo4j keeps deleted records in its store files until the
+space is reused and in its transaction logs until they rotate out; the README's "How erasure
+works" says what that means for retention settings.
 """
 
 from __future__ import annotations
@@ -66,7 +80,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 
 class Label(StrEnum):
@@ -78,6 +92,8 @@ class Label(StrEnum):
     META = "Meta"
     FACT = "Fact"
     CONSENT = "Consent"
+    SUPPRESSION = "Suppression"
+    ERASURE_OUTBOX = "ErasureOutbox"
 
 
 class Rel(StrEnum):
@@ -116,6 +132,16 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
             "signal",
             "lawful_basis",
             "proof",
+        ),
+        Label.SUPPRESSION: ("type", "key_id", "digest"),
+        Label.ERASURE_OUTBOX: (
+            "erasure_id",
+            "request_id",
+            "actor",
+            "created_at",
+            "node_ids",
+            "counts",
+            "done_at",
         ),
     }
 )
@@ -158,6 +184,12 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "purposes": "list of consent purposes to read, the restriction purpose '*' included",
         "names": "list of attribute names to read",
         "rules": "list of distinct {name, since, min_count} event rules a person must all meet",
+        "erasure_id": "one opaque erasure id (e_...)",
+        "request_id": "the data-subject request id an erasure belongs to",
+        "actor": "who asked for an erasure (an API key id, cli)",
+        "created_at": "epoch milliseconds an erasure was committed",
+        "done_at": "epoch milliseconds an erasure's key shred completed",
+        "counts": "JSON object (string) of what an erasure deleted",
     }
 )
 
@@ -220,6 +252,23 @@ CREATE INDEX consent_purpose IF NOT EXISTS
 FOR (c:Consent) ON (c.purpose)
 """
 
+# One suppression entry per keyed hash; ingest looks candidates up by digest (the constraint's
+# index serves the equality seek on all three properties).
+CREATE_SUPPRESSION_CONSTRAINT: Final = """
+CREATE CONSTRAINT suppression_hash_unique IF NOT EXISTS
+FOR (s:Suppression) REQUIRE (s.type, s.key_id, s.digest) IS UNIQUE
+"""
+
+CREATE_SUPPRESSION_DIGEST_INDEX: Final = """
+CREATE INDEX suppression_digest IF NOT EXISTS
+FOR (s:Suppression) ON (s.digest)
+"""
+
+CREATE_ERASURE_OUTBOX_CONSTRAINT: Final = """
+CREATE CONSTRAINT erasure_outbox_id_unique IF NOT EXISTS
+FOR (o:ErasureOutbox) REQUIRE o.erasure_id IS UNIQUE
+"""
+
 SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_PERSON_ID_CONSTRAINT,
     CREATE_IDENTIFIER_NODE_ID_CONSTRAINT,
@@ -231,6 +280,9 @@ SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_FACT_STATUS_INDEX,
     CREATE_CONSENT_ID_CONSTRAINT,
     CREATE_CONSENT_PURPOSE_INDEX,
+    CREATE_SUPPRESSION_CONSTRAINT,
+    CREATE_SUPPRESSION_DIGEST_INDEX,
+    CREATE_ERASURE_OUTBOX_CONSTRAINT,
 )
 
 # -- meta -----------------------------------------------------------------------------------------
@@ -576,12 +628,100 @@ CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.ke
                   digest: row.digest, reason: row.reason, detail: row.detail})
 """
 
+# -- erasure and suppression (privacy/erasure.py) -------------------------------------------------
+
+# The erased person's nodes with their hashes, read before anything is deleted.
+ERASURE_NODES: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)
+RETURN i.node_id AS node_id, i.type AS type, i.key_id AS key_id, i.digest AS digest
+ORDER BY node_id
+"""
+
+# Dependants first, each statement starting from the person (the person_id constraint's index),
+# so the cost follows the size of the person, not of the graph. Links: every LINKED relationship
+# touching one of its nodes, either direction, once each.
+ERASE_PERSON_LINKS: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)-[l:LINKED]-()
+WITH DISTINCT l
+DELETE l
+"""
+
+ERASE_PERSON_FACTS: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(:Identifier)-[:HAS_FACT]->(f:Fact)
+DETACH DELETE f
+"""
+
+ERASE_PERSON_CONSENTS: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(:Identifier)
+      -[:HAS_CONSENT]->(c:Consent)
+DETACH DELETE c
+"""
+
+ERASE_PERSON_IDENTIFIERS: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)
+DETACH DELETE i
+"""
+
+# DELETE, not DETACH DELETE: anything still attached (which the statements above should have
+# removed) fails the transaction instead of being orphaned.
+ERASE_PERSON: Final = """
+MATCH (p:Person {person_id: $person_id})
+DELETE p
+"""
+
+DELETE_REFUSALS_OF_HASHES: Final = """
+UNWIND $candidates AS c
+MATCH (r:Refusal {digest: c.digest})
+WHERE r.type = c.type AND r.key_id = c.key_id
+DELETE r
+"""
+
+# MERGE: suppressing a hash twice keeps one entry (the constraint makes it exact).
+SUPPRESS_HASHES: Final = """
+UNWIND $candidates AS c
+MERGE (:Suppression {type: c.type, key_id: c.key_id, digest: c.digest})
+"""
+
+FIND_SUPPRESSED: Final = """
+UNWIND $candidates AS c
+MATCH (s:Suppression {digest: c.digest})
+WHERE s.type = c.type AND s.key_id = c.key_id
+RETURN s.type AS type, s.key_id AS key_id, s.digest AS digest
+"""
+
+LIFT_SUPPRESSION: Final = """
+UNWIND $candidates AS c
+MATCH (s:Suppression {digest: c.digest})
+WHERE s.type = c.type AND s.key_id = c.key_id
+DELETE s
+"""
+
+CREATE_ERASURE_OUTBOX: Final = """
+CREATE (:ErasureOutbox {erasure_id: $erasure_id, request_id: $request_id, actor: $actor,
+        created_at: $created_at, node_ids: $node_ids, counts: $counts})
+"""
+
+PENDING_ERASURES: Final = """
+MATCH (o:ErasureOutbox)
+WHERE o.done_at IS NULL
+RETURN o.erasure_id AS erasure_id, o.request_id AS request_id, o.actor AS actor,
+       o.created_at AS created_at, o.node_ids AS node_ids, o.counts AS counts
+ORDER BY created_at, erasure_id
+"""
+
+COMPLETE_ERASURE: Final = """
+MATCH (o:ErasureOutbox {erasure_id: $erasure_id})
+WHERE o.done_at IS NULL
+SET o.node_ids = [], o.done_at = $done_at
+RETURN count(o) AS completed
+"""
+
 # Tests only. Deletes idgraph's nodes (and their relationships) in inner transactions of
 # $batch_size rows so a large graph does not need one huge transaction's memory. CALL ... IN
 # TRANSACTIONS runs only in an implicit (auto-commit) transaction: ``session.run``, never inside
 # ``execute_write``. The schema (constraints, indexes) stays.
 WIPE_ALL: Final = """
-MATCH (n:Person|Identifier|Refusal|Meta|Fact|Consent)
+MATCH (n:Person|Identifier|Refusal|Meta|Fact|Consent|Suppression|ErasureOutbox)
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS
 """
 

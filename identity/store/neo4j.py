@@ -17,6 +17,7 @@ the server's message text, which can echo stored property values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ from identity.model import (
     Cluster,
     ConsentRecord,
     ConsentSignal,
+    ErasureCounts,
+    ErasureOutboxEntry,
     Fact,
     FactKind,
     FactStatus,
@@ -549,6 +552,107 @@ class Neo4jTransaction:
             )
             for r in persons
         ]
+
+    # -- erasure and suppression --------------------------------------------------------
+
+    def _deleted(self, query: str, **params: Any) -> tuple[int, int]:
+        """Run a delete; ``(nodes deleted, relationships deleted)``."""
+        counters = self._tx.run(query, params).consume().counters
+        return int(counters.nodes_deleted), int(counters.relationships_deleted)
+
+    def erase_person(self, person_id: str) -> ErasureCounts:
+        """Delete the person, its nodes, their links, facts, consents and refusals."""
+        nodes = [
+            (r["node_id"], HashedIdentifier(r["type"], r["key_id"], bytes.fromhex(r["digest"])))
+            for r in self._data(cypher.ERASURE_NODES, person_id=person_id)
+        ]
+        _, links = self._deleted(cypher.ERASE_PERSON_LINKS, person_id=person_id)
+        facts, _ = self._deleted(cypher.ERASE_PERSON_FACTS, person_id=person_id)
+        consents, _ = self._deleted(cypher.ERASE_PERSON_CONSENTS, person_id=person_id)
+        refusals = self.delete_refusals([hashed for _, hashed in nodes])
+        self._deleted(cypher.ERASE_PERSON_IDENTIFIERS, person_id=person_id)
+        persons, _ = self._deleted(cypher.ERASE_PERSON, person_id=person_id)
+        return ErasureCounts(
+            persons=persons,
+            node_ids=tuple(node_id for node_id, _ in nodes),
+            hashes=tuple(hashed for _, hashed in nodes),
+            links=links,
+            facts=facts,
+            consents=consents,
+            refusals=refusals,
+        )
+
+    def _hash_batches(self, hashes: Collection[HashedIdentifier]) -> Iterator[list[dict[str, str]]]:
+        wanted = sorted(set(hashes), key=lambda h: (h.digest, h.type, h.key_id))
+        for chunk in _chunks(wanted, self._batch):
+            yield [{"type": h.type, "key_id": h.key_id, "digest": h.digest.hex()} for h in chunk]
+
+    def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
+        """Delete refusals recorded for any of ``hashes``."""
+        return sum(
+            self._deleted(cypher.DELETE_REFUSALS_OF_HASHES, candidates=rows)[0]
+            for rows in self._hash_batches(hashes)
+        )
+
+    def suppress(self, hashes: Collection[HashedIdentifier]) -> int:
+        """Add keyed hashes to the suppression list; returns how many were new."""
+        created = 0
+        for rows in self._hash_batches(hashes):
+            counters = self._tx.run(cypher.SUPPRESS_HASHES, {"candidates": rows}).consume()
+            created += int(counters.counters.nodes_created)
+        return created
+
+    def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
+        """Those of ``candidates`` on the suppression list."""
+        found: set[HashedIdentifier] = set()
+        for rows in self._hash_batches(candidates):
+            found.update(
+                HashedIdentifier(r["type"], r["key_id"], bytes.fromhex(r["digest"]))
+                for r in self._data(cypher.FIND_SUPPRESSED, candidates=rows)
+            )
+        return found
+
+    def lift_suppression(self, hashes: Collection[HashedIdentifier]) -> int:
+        """Remove ``hashes`` from the suppression list; returns how many were there."""
+        return sum(
+            self._deleted(cypher.LIFT_SUPPRESSION, candidates=rows)[0]
+            for rows in self._hash_batches(hashes)
+        )
+
+    def add_erasure_outbox(self, entry: ErasureOutboxEntry) -> None:
+        """Record an erasure whose vault keys are still to be shredded."""
+        self._tx.run(
+            cypher.CREATE_ERASURE_OUTBOX,
+            {
+                "erasure_id": entry.erasure_id,
+                "request_id": entry.request_id,
+                "actor": entry.actor,
+                "created_at": _ms(entry.created_at),
+                "node_ids": list(entry.node_ids),
+                "counts": json.dumps(dict(entry.counts), sort_keys=True),
+            },
+        ).consume()
+
+    def pending_erasures(self) -> list[ErasureOutboxEntry]:
+        """Outbox entries not completed yet, oldest first."""
+        return [
+            ErasureOutboxEntry(
+                r["erasure_id"],
+                r["request_id"],
+                r["actor"],
+                _dt(r["created_at"]),
+                tuple(r["node_ids"]),
+                json.loads(r["counts"]),
+            )
+            for r in self._data(cypher.PENDING_ERASURES)
+        ]
+
+    def complete_erasure(self, erasure_id: str) -> bool:
+        """Mark an outbox entry done and forget its node ids."""
+        records = self._data(
+            cypher.COMPLETE_ERASURE, erasure_id=erasure_id, done_at=_ms(datetime.now(UTC))
+        )
+        return bool(records and int(records[0]["completed"]))
 
     def ping(self) -> None:
         """Run a trivial statement (a database-level liveness check)."""

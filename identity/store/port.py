@@ -16,6 +16,8 @@ from identity.model import (
     ChangeSet,
     Cluster,
     ConsentRecord,
+    ErasureCounts,
+    ErasureOutboxEntry,
     Fact,
     FactKind,
     FactStatus,
@@ -92,6 +94,44 @@ class GraphTransaction(Protocol):
     def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
         """Persons matching ``scan.event_rules`` with id greater than ``after_person_id``, in
         person id order, at most ``limit``, each with its consents and sealed attributes."""
+        ...
+
+    # -- erasure (GDPR Art. 17) and suppression; see privacy/erasure.py -------------------------
+
+    def erase_person(self, person_id: str) -> ErasureCounts:
+        """Delete the person and everything keyed by it or its identifier nodes: the nodes,
+        links touching them, facts and consent records anchored to them, and refusals holding
+        their keyed hashes. Returns what was deleted (``persons == 0``: no such person)."""
+        ...
+
+    def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
+        """Delete refusals recorded for any of ``hashes`` (exact type, key id and digest)."""
+        ...
+
+    def suppress(self, hashes: Collection[HashedIdentifier]) -> int:
+        """Add keyed hashes of erased identifiers to the suppression list; returns how many
+        were new. The list holds ``(type, key id, digest)`` only, for one purpose: refusing to
+        re-create an erased person at ingest."""
+        ...
+
+    def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
+        """Those of ``candidates`` that are on the suppression list."""
+        ...
+
+    def lift_suppression(self, hashes: Collection[HashedIdentifier]) -> int:
+        """Remove ``hashes`` from the suppression list (a fresh opt-in); returns how many."""
+        ...
+
+    def add_erasure_outbox(self, entry: ErasureOutboxEntry) -> None:
+        """Record an erasure whose vault keys are still to be shredded."""
+        ...
+
+    def pending_erasures(self) -> list[ErasureOutboxEntry]:
+        """Outbox entries not completed yet, oldest first."""
+        ...
+
+    def complete_erasure(self, erasure_id: str) -> bool:
+        """Mark an outbox entry done and forget its node ids; ``False`` if already done."""
         ...
 
 

@@ -30,6 +30,8 @@ from identity.model import (
     Cluster,
     ConsentRecord,
     ConsentSignal,
+    ErasureCounts,
+    ErasureOutboxEntry,
     Fact,
     FactKind,
     FactStatus,
@@ -46,8 +48,9 @@ T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 # 1: persons, identifiers, links, refusals, facts. 2: consents, and the index member scans use
-# for event rules. Files of version 1 are migrated forward when opened (see _SCHEMA).
-SCHEMA_VERSION = 2
+# for event rules. 3: the suppression list and the erasure outbox. Files of older versions are
+# migrated forward when opened (see _SCHEMA).
+SCHEMA_VERSION = 3
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -154,6 +157,37 @@ CREATE TABLE IF NOT EXISTS consents (
 CREATE UNIQUE INDEX IF NOT EXISTS consents_by_id ON consents(record_id);
 -- The nodes with a record for one purpose (reads that start from the purpose).
 CREATE INDEX IF NOT EXISTS consents_by_purpose ON consents(purpose, node_id);
+
+-- Since version 3.
+
+-- The suppression list (privacy invariant 4): keyed hashes of erased identifiers, kept for one
+-- purpose only, refusing to re-create an erased person at ingest. Keyed HMAC digests, as in
+-- `identifiers`: without the hash key nobody can tell which identifier an entry stands for (nor
+-- test a guessed email against it). Deliberately nothing else: no time, no request id, no
+-- person, so an entry cannot be tied back to the erasure request it came from.
+CREATE TABLE IF NOT EXISTS suppressed (
+    digest BLOB NOT NULL,
+    type   TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    PRIMARY KEY (digest, type, key_id)
+) WITHOUT ROWID;
+
+-- Erasures whose graph part is committed and whose vault data keys (in another file) are still
+-- to be shredded: written in the erasure's transaction, so a crash before the shred leaves a
+-- pending row that start-up recovery completes. `node_ids` (a JSON array of the erased anchors,
+-- the vault's key owners) is emptied when the shred is done; `counts` is a JSON object of what
+-- the erasure deleted, for its audit entry. No identifier, hash or person id.
+CREATE TABLE IF NOT EXISTS erasure_outbox (
+    erasure_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    node_ids   TEXT NOT NULL,
+    counts     TEXT NOT NULL,
+    done_at    INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS erasure_outbox_pending ON erasure_outbox(created_at)
+    WHERE done_at IS NULL;
 """
 
 
@@ -608,6 +642,144 @@ class _SqliteTransaction:
             for person_id, created_at, last_seen in persons
         ]
 
+    # -- erasure and suppression ----------------------------------------------------------
+
+    def erase_person(self, person_id: str) -> ErasureCounts:
+        """Delete the person and everything keyed by it or its nodes, dependants first.
+
+        Every statement seeks an index (identifiers_by_person, facts_by_node, the consents' and
+        links' primary keys, links_by_b, refusals_by_digest), so the cost depends on the size of
+        the person, not of the graph. The store runs with ``secure_delete``: the deleted cells
+        are zeroed in the pages, not left in free space.
+        """
+        conn = self._conn
+        nodes = [
+            (node_id, HashedIdentifier(type_, key_id, bytes(digest)))
+            for node_id, type_, key_id, digest in conn.execute(
+                "SELECT node_id, type, key_id, digest FROM identifiers WHERE person_id = ? "
+                "ORDER BY node_id",
+                (person_id,),
+            )
+        ]
+        node_ids = [node_id for node_id, _ in nodes]
+        links = facts = consents = 0
+        for chunk in _chunks(node_ids):
+            marks = _marks(len(chunk))
+            # Both ends of a link belong to one person; both ends are matched all the same, so
+            # a link can never be left pointing at a deleted node.
+            links += conn.execute(
+                f"DELETE FROM links WHERE a IN ({marks}) OR b IN ({marks})",  # noqa: S608 - placeholders only
+                (*chunk, *chunk),
+            ).rowcount
+            facts += conn.execute(
+                f"DELETE FROM facts WHERE node_id IN ({marks})",  # noqa: S608 - placeholders only
+                chunk,
+            ).rowcount
+            consents += conn.execute(
+                f"DELETE FROM consents WHERE node_id IN ({marks})",  # noqa: S608 - placeholders only
+                chunk,
+            ).rowcount
+        refusals = self.delete_refusals([hashed for _, hashed in nodes])
+        conn.execute("DELETE FROM identifiers WHERE person_id = ?", (person_id,))
+        persons = conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
+        return ErasureCounts(
+            persons=persons,
+            node_ids=tuple(node_ids),
+            hashes=tuple(hashed for _, hashed in nodes),
+            links=links,
+            facts=facts,
+            consents=consents,
+            refusals=refusals,
+        )
+
+    def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
+        if not hashes:
+            return 0
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "DELETE FROM refusals WHERE digest = ? AND type = ? AND key_id = ?",
+            [(h.digest, h.type, h.key_id) for h in set(hashes)],
+        )
+        return self._conn.total_changes - before
+
+    def suppress(self, hashes: Collection[HashedIdentifier]) -> int:
+        if not hashes:
+            return 0
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT INTO suppressed (digest, type, key_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (digest, type, key_id) DO NOTHING",
+            [(h.digest, h.type, h.key_id) for h in set(hashes)],
+        )
+        return self._conn.total_changes - before
+
+    def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
+        wanted = set(candidates)
+        found: set[HashedIdentifier] = set()
+        for chunk in _chunks(sorted({c.digest for c in wanted})):
+            rows = self._conn.execute(
+                "SELECT type, key_id, digest FROM suppressed "  # noqa: S608 - placeholders only
+                f"WHERE digest IN ({_marks(len(chunk))})",
+                chunk,
+            )
+            found.update(
+                hashed
+                for hashed in (HashedIdentifier(t, k, bytes(d)) for t, k, d in rows)
+                if hashed in wanted
+            )
+        return found
+
+    def lift_suppression(self, hashes: Collection[HashedIdentifier]) -> int:
+        if not hashes:
+            return 0
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "DELETE FROM suppressed WHERE digest = ? AND type = ? AND key_id = ?",
+            [(h.digest, h.type, h.key_id) for h in set(hashes)],
+        )
+        return self._conn.total_changes - before
+
+    def add_erasure_outbox(self, entry: ErasureOutboxEntry) -> None:
+        self._conn.execute(
+            "INSERT INTO erasure_outbox (erasure_id, request_id, actor, created_at, node_ids, "
+            "counts) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                entry.erasure_id,
+                entry.request_id,
+                entry.actor,
+                _ms(entry.created_at),
+                json.dumps(list(entry.node_ids)),
+                json.dumps(dict(entry.counts), sort_keys=True),
+            ),
+        )
+
+    def pending_erasures(self) -> list[ErasureOutboxEntry]:
+        rows = self._conn.execute(
+            "SELECT erasure_id, request_id, actor, created_at, node_ids, counts "
+            "FROM erasure_outbox WHERE done_at IS NULL ORDER BY created_at, erasure_id"
+        )
+        return [
+            ErasureOutboxEntry(
+                erasure_id,
+                request_id,
+                actor,
+                _dt(created_at),
+                tuple(json.loads(nodes)),
+                json.loads(counts),
+            )
+            for erasure_id, request_id, actor, created_at, nodes, counts in rows
+        ]
+
+    def complete_erasure(self, erasure_id: str) -> bool:
+        # The node ids go: once their keys are shredded nothing needs them, and after an erasure
+        # no file may hold the erased anchors' ids (secure_delete zeroes the old cell).
+        cursor = self._conn.execute(
+            "UPDATE erasure_outbox SET node_ids = '[]', done_at = ? "
+            "WHERE erasure_id = ? AND done_at IS NULL",
+            (_ms(datetime.now(UTC)), erasure_id),
+        )
+        return cursor.rowcount == 1
+
 
 class SqliteGraphStore:
     """:class:`~identity.store.port.GraphStore` on one SQLite file."""
@@ -635,6 +807,15 @@ class SqliteGraphStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted content is overwritten with zeros instead of lingering in free space and
+            # freelist pages: an erasure (GDPR Art. 17) must not leave the person's hashes, ids
+            # or ciphertexts readable in the file. It has to be on for every write, not only
+            # erasures: an update or a merge moves cells and would otherwise leave stale copies
+            # that a later erasure cannot find. Per connection, so every writer of the file must
+            # be this class. Its cost on bulk ingest is measured in bench/README.md.
+            self._conn.execute("PRAGMA secure_delete=ON")
+            if self._conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+                raise StoreUnavailableError("this SQLite build cannot turn secure_delete on")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             # 64 MiB page cache (default 2 MiB): the indexes on random digests and person ids
             # outgrow the default early, and every miss is a read from disk inside the write lock.
