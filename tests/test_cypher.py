@@ -623,7 +623,7 @@ def test_member_page_passes_distinct_rules_and_reads_consents_and_attributes_per
         "sealed": b"\x00cipher",
         "pii": [],
     }
-    persons = [
+    persons: list[dict[str, object]] = [
         {"person_id": p, "created_at": 1_767_225_600_000, "last_seen": 1_767_225_600_000}
         for p in ("p1", "p2", "p3")
     ]
@@ -642,7 +642,8 @@ def test_member_page_passes_distinct_rules_and_reads_consents_and_attributes_per
     assert rows[0].consents == (consent, consent)
     assert rows[0].created_at == T0
     assert [f.fact_id for f in rows[1].attributes] == ["f1", "f1"]
-    assert rows[2].consents == rows[2].attributes == ()
+    assert rows[2].consents == ()
+    assert rows[2].attributes == ()
     page_query, page_params = fake.runs[0]
     assert page_query == cypher.MEMBER_PAGE
     assert page_params == {

@@ -30,7 +30,7 @@ from identity.model import (
 )
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
-from identity.store.port import GraphStore
+from identity.store.port import GraphStore, GraphTransaction
 from privacy.vault import Vault
 from tests.conftest import Ids
 
@@ -101,10 +101,14 @@ def _scan_all(store: GraphStore, scan: MemberScan, limit: int) -> list[MemberRow
     """Every page of ``scan`` in order, each page in its own read transaction."""
     rows: list[MemberRow] = []
     after = ""
-    while page := store.read(lambda tx, after=after: tx.member_page(scan, after, limit)):
-        assert len(page) <= limit
-        rows += page
-        after = page[-1].person_id
+
+    def page(tx: GraphTransaction) -> list[MemberRow]:
+        return tx.member_page(scan, after, limit)
+
+    while found := store.read(page):
+        assert len(found) <= limit
+        rows += found
+        after = found[-1].person_id
     return rows
 
 
