@@ -19,6 +19,9 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from identity.errors import ConfigurationError
 from identity.identifiers import NormalizedIdentifier
 
@@ -94,6 +97,21 @@ class Keyring:
         mac = self._hmac_by_id[kid].copy()
         mac.update(f"{identifier.type}:{identifier.value}".encode())
         return HashedIdentifier(identifier.type, kid, mac.digest())
+
+    def derive_key(self, info: bytes, length: int = 32) -> tuple[str, bytes]:
+        """A subkey of the primary key for one other use, named by ``info``; with the key id.
+
+        HKDF-SHA256 (RFC 5869) with ``info`` as the context: the subkey reveals nothing about
+        the primary key or about subkeys for other ``info`` values, so identifier hashes and,
+        say, feature-export pseudonyms never share a key. It changes when the primary key
+        rotates (the returned key id says which key it came from).
+        """
+        if not info:
+            raise ValueError("derive_key needs a non-empty info (the subkey's purpose)")
+        subkey = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(
+            self._primary.secret
+        )
+        return self._primary.key_id, subkey
 
     def candidates(self, identifier: NormalizedIdentifier) -> tuple[HashedIdentifier, ...]:
         """The identifier hashed under every known key, primary first, for lookups."""

@@ -19,6 +19,11 @@ Then, per field: its category must be one the purpose reads (``category_not_allo
 fact must be younger than that category's retention for the purpose (``past_retention``). A
 denied read allows no field.
 
+Kept raw identifiers (category :data:`IDENTIFIER_CATEGORY`, what audience exports activate) are
+no data category of ``purposes.yaml``: such a field is allowed only when its
+``identifier_type`` is listed in the purpose's ``activation`` (``not_activatable`` otherwise).
+They have no per-purpose retention: an identifier is kept exactly as long as its person.
+
 The engine is pure: no I/O, no clock of its own (``now`` is passed in), so decisions are
 reproducible in tests and in the audit log.
 """
@@ -35,6 +40,8 @@ from privacy.consent.state import ConsentReason, consent_state
 from privacy.purposes import PurposesPolicy
 
 ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
+# The category the resolution engine gives kept raw identifiers (FactKind.RAW_IDENTIFIER).
+IDENTIFIER_CATEGORY = "identifier"
 
 
 class ReadDenied(StrEnum):
@@ -52,6 +59,7 @@ class FieldReason(StrEnum):
     CATEGORY_NOT_ALLOWED = "category_not_allowed"
     PAST_RETENTION = "past_retention"
     READ_DENIED = "read_denied"
+    NOT_ACTIVATABLE = "not_activatable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +81,16 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class FieldRef:
-    """A field a read wants to return: a name for the audit, its category and its age."""
+    """A field a read wants to return: a name for the audit, its category and its age.
+
+    ``identifier_type`` is set for kept raw identifiers (category :data:`IDENTIFIER_CATEGORY`)
+    only: the type the purpose's ``activation`` must list.
+    """
 
     name: str
     category: str
     recorded_at: datetime
+    identifier_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +184,14 @@ class PolicyEngine:
             )
         verdicts: list[FieldVerdict] = []
         for ref in fields:
+            if ref.category == IDENTIFIER_CATEGORY:
+                # Activation is its own grant: a raw identifier is never "data in a category".
+                activatable = ref.identifier_type is not None and (
+                    ref.identifier_type in policy.activation
+                )
+                reason = FieldReason.ALLOWED if activatable else FieldReason.NOT_ACTIVATABLE
+                verdicts.append(FieldVerdict(ref, activatable, reason))
+                continue
             access = policy.categories.get(ref.category)
             if access is None:
                 verdicts.append(FieldVerdict(ref, False, FieldReason.CATEGORY_NOT_ALLOWED))
@@ -185,6 +206,7 @@ class PolicyEngine:
 
 __all__ = [
     "ALL_PURPOSES",
+    "IDENTIFIER_CATEGORY",
     "Caller",
     "ConsentReason",
     "FieldReason",
