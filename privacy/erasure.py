@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -111,14 +111,6 @@ class _Checkpointing(Protocol):
     def checkpoint(self) -> None: ...
 
 
-@dataclass(slots=True)
-class _Plan:
-    """What the graph transaction decided (rebuilt on every attempt: the function may retry)."""
-
-    entry: ErasureOutboxEntry
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -164,11 +156,44 @@ class ErasureService:
             candidates = self._keyring.candidates(identifier)
             requested[(candidates[0].type, candidates[0].digest)] = candidates
         erasure_id = new_erasure_id()
-        plan = self._store.write(
-            lambda tx: self._erase_in_graph(tx, requested, erasure_id, request_id, actor)
+
+        def run(tx: GraphTransaction) -> ErasureOutboxEntry:
+            candidates = {c for hashes in requested.values() for c in hashes}
+            found = tx.find_identifiers(sorted(candidates, key=lambda h: (h.digest, h.type)))
+            persons = sorted({node.person_id for node in found})
+            return self._erase_in_graph(
+                tx, persons, requested, erasure_id, request_id, actor, suppress=True
+            )
+
+        return self._complete(self._store.write(run))
+
+    def erase_persons(
+        self,
+        person_ids: Sequence[str],
+        *,
+        actor: str,
+        suppress: bool = False,
+        request_id: str = "retention",
+    ) -> ErasureResult:
+        """Erase persons by id, like :meth:`erase` (atomic, shredded, audited, recoverable).
+
+        For retention (persons inactive past the configured limit): nobody asked, so by default
+        nothing is suppressed and the same identifiers may come back as a new person later.
+        ``suppress=True`` suppresses the erased identifiers as :meth:`erase` does.
+        """
+        self._draft(actor, request_id, "e_check", dict.fromkeys(_COUNT_NAMES, 0), 0)
+        erasure_id = new_erasure_id()
+        persons = sorted(set(person_ids))
+        entry = self._store.write(
+            lambda tx: self._erase_in_graph(
+                tx, persons, {}, erasure_id, request_id, actor, suppress=suppress
+            )
         )
-        keys = self._finish(plan.entry)
-        counts = plan.entry.counts
+        return self._complete(entry)
+
+    def _complete(self, entry: ErasureOutboxEntry) -> ErasureResult:
+        keys = self._finish(entry)
+        counts = entry.counts
         return ErasureResult(
             persons_erased=counts["persons_erased"],
             identifiers_erased=counts["identifiers_erased"],
@@ -182,17 +207,19 @@ class ErasureService:
     def _erase_in_graph(
         self,
         tx: GraphTransaction,
+        persons: Sequence[str],
         requested: dict[tuple[str, bytes], tuple[HashedIdentifier, ...]],
         erasure_id: str,
         request_id: str,
         actor: str,
-    ) -> _Plan:
+        *,
+        suppress: bool,
+    ) -> ErasureOutboxEntry:
+        """The graph part of one erasure, in the caller's transaction (which may retry it)."""
         candidates = {c for hashes in requested.values() for c in hashes}
-        found = tx.find_identifiers(sorted(candidates, key=lambda h: (h.digest, h.type)))
-        persons = sorted({node.person_id for node in found})
         # Kept raw values (keep_raw types) let the person's other identifiers be suppressed
         # under every key, not only the one they were stored with; read before the delete.
-        kept = self._kept_value_hashes(tx, persons)
+        kept = self._kept_value_hashes(tx, persons) if suppress else set()
         totals = dict.fromkeys(_COUNT_NAMES, 0)
         node_ids: list[str] = []
         erased_hashes: set[HashedIdentifier] = set()
@@ -206,19 +233,20 @@ class ErasureService:
             totals["refusals_deleted"] += erased.refusals
             node_ids.extend(erased.node_ids)
             erased_hashes.update(erased.hashes)
-        suppress = candidates | erased_hashes | kept
+        others = (candidates | kept) - erased_hashes
         # Refusals of the other key forms (the erased nodes' own were deleted with them).
-        totals["refusals_deleted"] += tx.delete_refusals(suppress - erased_hashes)
-        tx.suppress(suppress)
-        # Distinct identifiers: the requested ones, and erased nodes none of them named.
-        totals["identifiers_suppressed"] = len(requested) + sum(
-            1 for hashed in erased_hashes if hashed not in candidates
-        )
+        totals["refusals_deleted"] += tx.delete_refusals(others)
+        if suppress:
+            tx.suppress(others | erased_hashes)
+            # Distinct identifiers: the requested ones, and erased nodes none of them named.
+            totals["identifiers_suppressed"] = len(requested) + sum(
+                1 for hashed in erased_hashes if hashed not in candidates
+            )
         entry = ErasureOutboxEntry(
             erasure_id, request_id, actor, self._clock(), tuple(node_ids), totals
         )
         tx.add_erasure_outbox(entry)
-        return _Plan(entry, totals)
+        return entry
 
     def _kept_value_hashes(
         self, tx: GraphTransaction, persons: Sequence[str]
