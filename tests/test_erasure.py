@@ -717,3 +717,45 @@ def test_lifting_suppression_lets_the_identifier_be_ingested_again_and_is_audite
 
 def test_graph_store_runs_with_secure_delete(store: SqliteGraphStore) -> None:
     assert store.read(lambda tx: tx._conn.execute("PRAGMA secure_delete").fetchone()) == (1,)
+
+
+def test_cli_lifts_suppression_only_after_confirmation_and_never_prints_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IDGRAPH_POLICY_DIR", str(REPO / "policies"))
+    monkeypatch.setenv("IDGRAPH_DEFAULT_REGION", "GB")
+    monkeypatch.setenv("IDGRAPH_ENV", "test")
+    monkeypatch.setenv("IDGRAPH_PII_SCAN", "false")
+    settings = Settings()
+    container = build_container(settings)
+    try:
+        email = container.identity_policy.normalize("email", ANN["email"], "GB")
+        container.engine.ingest([IdentityEvent((email,), "web", T0)])
+        _service(container).erase([email], "er-cli", "cli")
+    finally:
+        container.close()
+    runner = CliRunner()
+    args = ["dsr", "lift-suppression", "--type", "email", "--value", "-", "--request-id", "opt-1"]
+
+    declined = runner.invoke(app, args, input=ANN["email"] + "\nn\n")
+    accepted = runner.invoke(app, args, input=ANN["email"] + "\ny\n")
+    again = runner.invoke(app, [*args, "--yes"], input=ANN["email"] + "\n")
+
+    assert declined.exit_code == 1, declined.output
+    assert accepted.exit_code == 0, accepted.output
+    assert again.exit_code == 3, again.output  # nothing left to lift
+    for result in (declined, accepted, again):
+        assert ANN["email"].lower() not in result.output.lower()
+    container = build_container(settings)
+    try:
+        (outcome,) = container.engine.ingest([IdentityEvent((email,), "web", T0)])
+        assert outcome.outcome is Outcome.CREATED
+        lifted = [e for e in container.audit.entries() if e.action == "dsr.suppression_lifted"]
+        assert [(e.actor, e.details["request_id"]) for e in lifted] == [("cli", "opt-1")] * 2
+    finally:
+        container.close()

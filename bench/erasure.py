@@ -1,0 +1,283 @@
+"""Erasure benchmark: latency of erasing one person as the graph grows, beside same-run baselines.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/erasure.py                              # graphs of 10k and 100k ids
+    .venv/bin/python bench/erasure.py --sizes 10000,100000,1000000 # + 1M (several minutes)
+    .venv/bin/python bench/erasure.py --sizes 2000 --samples 20 --batch 50 --json /tmp/e.json
+
+For each size N (identifiers), not timed: a fresh data dir; N / 4 persons ingested through the
+real engine and vault in batches of 1,000 events, each person with four identifiers
+(``customer_id``, ``email`` (kept raw in the vault), ``cookie_id``, ``anonymous_id``), one trait
+(``city``, sealed) and one consent record; then a checkpoint. Timed with ``time.perf_counter``,
+on the real store (``synchronous=FULL``), vault and audit log:
+
+* ``erase``: :meth:`privacy.erasure.ErasureService.erase` of one person named by its email
+  (``--samples`` persons, chosen at random): the graph transaction (find, delete, suppress,
+  outbox), the key shred (its own fsync and WAL truncation), the graph WAL truncation, the audit
+  entry and the completion. p50 / p99 / max.
+* ``ingest`` baseline: one new person (the same four identifiers, trait and consent) through
+  :meth:`identity.resolution.ResolutionEngine.ingest`, one event per call (one transaction).
+* ``resolve`` baseline: one :meth:`~identity.resolution.ResolutionEngine.resolve` of a known
+  email.
+* ``batch``: ``--batch`` erasures one after another (default 1,000, or fewer if the graph is
+  smaller): erasures per second.
+
+Query plans: one erasure runs with an SQLite trace callback; every statement it ran is
+``EXPLAIN QUERY PLAN``-ed and any full scan of a graph table is reported (``plans: index seeks
+only`` otherwise), because erasure latency must not grow with the graph.
+
+Exit status 0; 1 if an erased person can still be resolved or a plan scans a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import structlog
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from identity.hashing import HashKey, Keyring  # noqa: E402 - after the path set-up above
+from identity.identifiers import NormalizedIdentifier  # noqa: E402
+from identity.model import (  # noqa: E402
+    ConsentInput,
+    ConsentSignal,
+    FactInput,
+    FactKind,
+    IdentityEvent,
+)
+from identity.policy import load_identity_policy  # noqa: E402
+from identity.resolution import ResolutionEngine  # noqa: E402
+from identity.store.sqlite import SqliteGraphStore  # noqa: E402
+from privacy.audit import SqliteAuditLog  # noqa: E402
+from privacy.erasure import ErasureService  # noqa: E402
+from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
+from privacy.vault import SqliteVaultKeyStore, Vault  # noqa: E402
+
+IDS_PER_PERSON = 4
+BUILD_BATCH = 1000
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+GOAL_P99_S = 1.0
+GRAPH_TABLES = ("persons", "identifiers", "links", "refusals", "facts", "consents", "suppressed")
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Seconds: median, 99th percentile, worst, and how many samples."""
+
+    p50: float
+    p99: float
+    max: float
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class SizeReport:
+    """Every figure of one graph size."""
+
+    identifiers: int
+    persons: int
+    build_s: float
+    erase: Latency
+    ingest: Latency
+    resolve: Latency
+    batch_erasures: int
+    batch_s: float
+    batch_per_s: float
+    scans: list[str]
+
+
+def _latency(samples: list[float]) -> Latency:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return Latency(statistics.median(ordered), p99, ordered[-1], len(ordered))
+
+
+def _person(index: int, salt: str) -> tuple[NormalizedIdentifier, ...]:
+    return (
+        NormalizedIdentifier("customer_id", f"C{salt}{index:09d}"),
+        NormalizedIdentifier("email", f"p{salt}{index:09d}@bench-erasure.example"),
+        NormalizedIdentifier("cookie_id", f"ck-{salt}{index:09d}"),
+        NormalizedIdentifier("anonymous_id", f"an-{salt}{index:09d}"),
+    )
+
+
+def _event(identifiers: tuple[NormalizedIdentifier, ...]) -> IdentityEvent:
+    return IdentityEvent(
+        identifiers,
+        "bench",
+        T0,
+        facts=(FactInput(FactKind.ATTRIBUTE, "city", "location", T0, b'"Lisbon"'),),
+        consents=(ConsentInput("marketing", True, T0, ConsentSignal.DIRECT, "consent", "ab" * 32),),
+    )
+
+
+class Bench:
+    """One graph of one size in a temporary directory, with the real collaborators."""
+
+    def __init__(self, work: Path) -> None:
+        create_kek_file(work / "kek.json", origin="generated")
+        self.store = SqliteGraphStore(work / "graph.sqlite3")
+        self.keys = SqliteVaultKeyStore(work / "vault-keys.sqlite3")
+        self.vault = Vault(self.keys, LocalFileKeyProvider(work / "kek.json"))
+        self.audit = SqliteAuditLog(work / "audit.sqlite3")
+        self.keyring = Keyring([HashKey("k1", secrets.token_bytes(32))], "k1")
+        policy = load_identity_policy(ROOT / "policies" / "identity.yaml")
+        self.engine = ResolutionEngine(self.store, self.keyring, policy, sealer=self.vault)
+        self.erasure = ErasureService(self.store, self.vault, self.keyring, self.audit)
+
+    def build(self, persons: int) -> float:
+        started = time.perf_counter()
+        for start in range(0, persons, BUILD_BATCH):
+            stop = min(persons, start + BUILD_BATCH)
+            self.engine.ingest([_event(_person(i, "")) for i in range(start, stop)])
+        self.store.checkpoint()
+        self.keys.checkpoint()
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.store.close()
+        self.keys.close()
+        self.audit.close()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _scans(bench: Bench, victim: int) -> list[str]:
+    """Erase one person with a statement trace; full scans of graph tables in their plans."""
+    conn: sqlite3.Connection = bench.store._conn  # a benchmark looks inside the store
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        bench.erasure.erase([_person(victim, "")[1]], f"plan-{victim}", "bench")
+    finally:
+        conn.set_trace_callback(None)
+    scans: set[str] = set()
+    for sql in statements:
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head not in {"SELECT", "DELETE", "INSERT", "UPDATE"}:
+            continue
+        for row in conn.execute("EXPLAIN QUERY PLAN " + sql):
+            detail = str(row[-1])
+            words = detail.split()
+            if words[:1] == ["SCAN"] and len(words) > 1 and words[1] in GRAPH_TABLES:
+                scans.add(f"{detail} <- {sql[:80]}")
+    return sorted(scans)
+
+
+def run_size(identifiers: int, samples: int, batch: int, seed: int, tmp: Path | None) -> SizeReport:
+    persons = max(1, identifiers // IDS_PER_PERSON)
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="idgraph-erasure-bench-", dir=tmp) as work:
+        bench = Bench(Path(work))
+        try:
+            build_s = bench.build(persons)
+            order = list(range(persons))
+            rng.shuffle(order)
+            plan_victim, erase_victims = order[0], order[1 : 1 + samples]
+            batch_victims = order[1 + samples : 1 + samples + batch]
+            scans = _scans(bench, plan_victim)
+            erase = [
+                _timed(partial(bench.erasure.erase, [_person(i, "")[1]], f"bench-{i}", "bench"))
+                for i in erase_victims
+            ]
+            ingest = [
+                _timed(partial(bench.engine.ingest, [_event(_person(i, "new"))]))
+                for i in range(samples)
+            ]
+            known = [_person(i, "")[1] for i in order[-samples:]]
+            resolve = [_timed(partial(bench.engine.resolve, e)) for e in known]
+            started = time.perf_counter()
+            for i in batch_victims:
+                bench.erasure.erase([_person(i, "")[1]], f"batch-{i}", "bench")
+            batch_s = time.perf_counter() - started
+            still = [i for i in erase_victims if bench.engine.resolve(_person(i, "")[0])]
+            if still:
+                raise SystemExit(f"erased persons still resolve: {len(still)}")
+        finally:
+            bench.close()
+    return SizeReport(
+        identifiers=persons * IDS_PER_PERSON,
+        persons=persons,
+        build_s=build_s,
+        erase=_latency(erase),
+        ingest=_latency(ingest),
+        resolve=_latency(resolve),
+        batch_erasures=len(batch_victims),
+        batch_s=batch_s,
+        batch_per_s=len(batch_victims) / batch_s if batch_s else 0.0,
+        scans=scans,
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:9.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="10000,100000", help="identifiers per graph, comma list")
+    parser.add_argument("--samples", type=int, default=200, help="timed erasures per size")
+    parser.add_argument("--batch", type=int, default=1000, help="erasures in the batch run")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="also write every figure as JSON")
+    parser.add_argument("--tmp-dir", type=Path, help="where the work directories go")
+    args = parser.parse_args(argv)
+    # One info line per erasure would drown the table.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    reports: list[SizeReport] = []
+    for size in sizes:
+        persons = max(1, size // IDS_PER_PERSON)
+        # Leave persons for the plan check, the samples and the resolve baseline.
+        samples = max(1, min(args.samples, (persons - 1) // 3))
+        batch = max(0, min(args.batch, persons - 1 - 2 * samples))
+        reports.append(run_size(size, samples, batch, args.seed, args.tmp_dir))
+
+    print(f"{'identifiers':>11} {'op':>8} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'n':>5}")
+    for r in reports:
+        for name, lat in (("erase", r.erase), ("ingest", r.ingest), ("resolve", r.resolve)):
+            print(
+                f"{r.identifiers:>11} {name:>8} {_ms(lat.p50)} {_ms(lat.p99)} {_ms(lat.max)} "
+                f"{lat.samples:>5}"
+            )
+    print()
+    for r in reports:
+        print(
+            f"{r.identifiers} identifiers: built in {r.build_s:.1f} s; erase p99 / ingest p99 = "
+            f"{r.erase.p99 / r.ingest.p99:.2f}; batch of {r.batch_erasures} erasures in "
+            f"{r.batch_s:.2f} s = {r.batch_per_s:.0f} erasures/s; "
+            + ("plans: index seeks only" if not r.scans else f"plans: {len(r.scans)} SCAN(s)")
+        )
+        for scan in r.scans:
+            print(f"  SCAN: {scan}")
+    worst = max(r.erase.p99 for r in reports)
+    print(f"goal p99 < {GOAL_P99_S:.0f} s: {'met' if worst < GOAL_P99_S else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in reports], indent=2))
+    return 1 if any(r.scans for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
