@@ -1,0 +1,206 @@
+"""CLI for data-subject requests and retention (``idgraph dsr …``, ``idgraph retention run``).
+
+Subject identities are given as ``TYPE=VALUE``; ``TYPE=-`` reads the value from standard input,
+which keeps it out of the shell history and the process list (prefer it for real requests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.bootstrap import Container, build_container
+from api.routers.dsr import dsr_out
+from api.settings import Settings
+from identity.errors import BatchValidationError, IdGraphError
+from identity.intake import normalize_all
+from privacy.dsr.export import to_csv
+from privacy.dsr.model import DsrAction, DsrStatus, DsrType, NewRequest
+
+console = Console(stderr=True)
+out = Console()
+
+dsr_app = typer.Typer(help="Data-subject requests (erasure, access, ...).", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention: delete what is kept too long.", no_args_is_help=True)
+
+CLI_ACTOR = "cli"
+
+
+@contextmanager
+def _container() -> Iterator[Container]:
+    try:
+        container = build_container(Settings())
+    except (IdGraphError, ValueError) as exc:
+        console.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        yield container
+    except IdGraphError as exc:
+        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _show(container: Container, request_id: str) -> None:
+    request = container.dsr.get(request_id)
+    _print_json(dsr_out(request, container.dsr.clock()).model_dump(mode="json"))
+
+
+@dsr_app.command("submit")
+def submit(
+    request_id: Annotated[str, typer.Option("--id", help="Your request id (idempotent).")],
+    request_type: Annotated[DsrType, typer.Option("--type")],
+    subjects: Annotated[
+        list[str], typer.Option("--subject", help="TYPE=VALUE (TYPE=- reads stdin); repeatable.")
+    ],
+    regulation: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045 - typer needs Optional
+    purposes: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--purpose", help="Objection: a purpose; repeatable."),
+    ] = None,
+    lift: Annotated[bool, typer.Option(help="Restriction/objection: lift it.")] = False,
+    submitted: Annotated[
+        Optional[datetime],  # noqa: UP045
+        typer.Option(help="When the subject asked (default: now, UTC)."),
+    ] = None,
+) -> None:
+    """Submit a request; it is processed by the worker or `idgraph dsr process`."""
+    pairs: list[tuple[str, str]] = []
+    for index, text in enumerate(subjects):
+        kind, sep, value = text.partition("=")
+        if not sep:
+            console.print(f"[red]--subject #{index + 1} must look like TYPE=VALUE[/red]")
+            raise typer.Exit(2)
+        pairs.append((kind, sys.stdin.readline().rstrip("\n") if value == "-" else value))
+    with _container() as container:
+        try:
+            identities = normalize_all(
+                pairs,
+                container.identity_policy,
+                container.settings.default_region,
+                "#/subject_identities",
+            )
+        except BatchValidationError as exc:
+            for error in exc.errors:
+                console.print(f"[red]{error.field}: {error.message}[/red]")
+            raise typer.Exit(2) from None
+        at = submitted or datetime.now(UTC)
+        new = NewRequest(
+            request_id=request_id,
+            type=request_type,
+            action=DsrAction.LIFT if lift else DsrAction.APPLY,
+            purposes=tuple(purposes or ()),
+            regulation=regulation or container.dsr.config.default_regulation,
+            submitted_at=at if at.tzinfo else at.replace(tzinfo=UTC),
+            callback_urls=(),
+        )
+        try:
+            result = container.dsr.submit(new, identities, CLI_ACTOR)
+        except BatchValidationError as exc:
+            for error in exc.errors:
+                console.print(f"[red]{error.field}: {error.message}[/red]")
+            raise typer.Exit(2) from None
+        if not result.created:
+            console.print("already submitted with the same content: showing the stored request")
+        _show(container, request_id)
+
+
+@dsr_app.command("status")
+def status(request_id: str) -> None:
+    """Show one request (status, due date, result, export, webhook deliveries)."""
+    with _container() as container:
+        _show(container, request_id)
+
+
+@dsr_app.command("list")
+def list_requests(
+    state: Annotated[Optional[DsrStatus], typer.Option("--status")] = None,  # noqa: UP045
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """List requests (by request id)."""
+    with _container() as container:
+        found = container.dsr.list_requests(state, "", limit)
+        table = Table("request id", "type", "status", "regulation", "due", "finished", "result")
+        for r in found:
+            table.add_row(
+                r.request_id,
+                r.type.value + (" (lift)" if r.action is DsrAction.LIFT else ""),
+                r.status.value,
+                r.regulation,
+                r.due_at.date().isoformat(),
+                r.finished_at.isoformat(timespec="seconds") if r.finished_at else "",
+                ", ".join(f"{k}={v}" for k, v in sorted(r.result.items())),
+            )
+        out.print(table)
+
+
+@dsr_app.command("process")
+def process(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
+    """Process pending requests, send due webhooks and destroy expired exports (one pass)."""
+    with _container() as container:
+        report = container.dsr.run_once(limit)
+        depth, age = container.dsr.publish_queue()
+    _print_json({**asdict(report), "queue_depth": depth, "oldest_age_seconds": round(age, 1)})
+
+
+@dsr_app.command("cancel")
+def cancel(request_id: str) -> None:
+    """Cancel a pending request."""
+    with _container() as container:
+        container.dsr.cancel(request_id, CLI_ACTOR)
+        _show(container, request_id)
+
+
+@dsr_app.command("extend")
+def extend(
+    request_id: str, reason: Annotated[str, typer.Option(help="No personal data.")] = ""
+) -> None:
+    """Extend the due date once by the regulation's extension."""
+    with _container() as container:
+        container.dsr.extend(request_id, CLI_ACTOR, reason)
+        _show(container, request_id)
+
+
+@dsr_app.command("download")
+def download(
+    request_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (mode 0600).")],
+    fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+) -> None:
+    """Write the export of an access/portability request to a file (owner-only)."""
+    render: Callable[[dict[str, Any]], str] = (
+        to_csv if fmt == "csv" else lambda d: json.dumps(d, indent=2, ensure_ascii=False)
+    )
+    if fmt not in ("json", "csv"):
+        console.print("[red]--format must be json or csv[/red]")
+        raise typer.Exit(2)
+    with _container() as container:
+        document = container.dsr.download(request_id, CLI_ACTOR)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(render(document))
+    console.print(f"wrote {output}")
+
+
+@retention_app.command("run")
+def retention_run(batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000) -> None:
+    """Delete facts past their category's retention (and inactive persons, if configured)."""
+    with _container() as container:
+        report = container.retention.run(batch_size=batch_size, actor=CLI_ACTOR)
+    _print_json(asdict(report))

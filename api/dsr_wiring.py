@@ -1,0 +1,120 @@
+"""Wiring of the DSR service and the retention sweeper from settings and the container.
+
+Called by :class:`api.bootstrap.Container` (its ``dsr`` and ``retention`` properties, built on
+first use) so that commands which never touch DSRs do not open the DSR file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from api.settings import Environment, Settings
+from identity.errors import ConfigurationError
+from privacy.dsr.delivery import parse_destinations
+from privacy.dsr.model import parse_deadlines
+from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
+from privacy.dsr.store import SqliteDsrStore
+from privacy.erasure import ErasureService
+from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
+from privacy.webhooks import parse_secret
+
+if TYPE_CHECKING:
+    from api.bootstrap import Container
+
+KEY_ACTOR_PREFIX = "key_"
+
+
+def dsr_config(settings: Settings) -> DsrConfig:
+    """The DSR configuration; an invalid setting raises :class:`ConfigurationError`."""
+    try:
+        deadlines = parse_deadlines(settings.dsr_deadlines)
+    except ValueError as exc:
+        raise ConfigurationError(f"IDGRAPH_DSR_DEADLINES: {exc}") from None
+    if settings.dsr_default_regulation not in deadlines:
+        raise ConfigurationError(
+            "IDGRAPH_DSR_DEFAULT_REGULATION must be one of: " + ", ".join(sorted(deadlines))
+        )
+    allow_http = settings.env is not Environment.PRODUCTION
+    raw = settings.dsr_destinations.get_secret_value() if settings.dsr_destinations else None
+    callback_secrets: tuple[str, ...] = ()
+    if settings.dsr_callback_secret is not None:
+        secret = settings.dsr_callback_secret.get_secret_value()
+        try:
+            parse_secret(secret)
+        except (ValueError, ConfigurationError) as exc:
+            raise ConfigurationError(f"IDGRAPH_DSR_CALLBACK_SECRET: {exc}") from None
+        callback_secrets = (secret,)
+    return DsrConfig(
+        deadlines=deadlines,
+        default_regulation=settings.dsr_default_regulation,
+        export_ttl=timedelta(seconds=settings.dsr_export_ttl_seconds),
+        destinations=parse_destinations(raw, allow_http=allow_http),
+        callback_secrets=callback_secrets,
+        allow_http_callbacks=allow_http,
+        webhook_max_attempts=settings.dsr_webhook_max_attempts,
+        webhook_backoff=timedelta(seconds=settings.dsr_webhook_backoff_seconds),
+        webhook_timeout_seconds=settings.dsr_webhook_timeout_seconds,
+    )
+
+
+def recipient_namer(container: Container) -> Mapping[str, str]:
+    """Audit actors (``key_<id>``) to the API key's consumer (or name), for access exports."""
+    names: dict[str, str] = {}
+    for key in container.api_keys.list():
+        names[KEY_ACTOR_PREFIX + key.key_id] = key.consumer or key.name
+        names[key.key_id] = key.consumer or key.name
+    return names
+
+
+def erasure_service(container: Container) -> ErasureService:
+    """The erasure service on the container's collaborators."""
+    return ErasureService(container.store, container.vault, container.keyring, container.audit)
+
+
+def build_dsr_service(container: Container) -> DsrService:
+    """The DSR service with its own store file (``dsr.sqlite3``)."""
+    config = dsr_config(container.settings)
+    store = SqliteDsrStore(container.settings.dsr_db_path)
+
+    def recipient_name(actor: str) -> str:
+        # Looked up per export (keys are created while the service runs); unknown actors as is.
+        return recipient_namer(container).get(actor, actor)
+
+    eraser: Eraser = erasure_service(container)
+    return DsrService(
+        store,
+        container.store,
+        container.engine,
+        container.vault,
+        container.keyring,
+        container.identity_policy,
+        container.purposes,
+        container.audit,
+        eraser,
+        config,
+        recipient_name=recipient_name,
+    )
+
+
+def build_retention(container: Container) -> RetentionSweeper:
+    """The retention sweeper: category rules from the policies, persons erased via erasure."""
+    settings = container.settings
+    rules = rules_from_policies(
+        container.purposes,
+        container.facts_policy,
+        settings.retention_unread_days,
+        settings.retention_inactive_person_days,
+    )
+    erase_persons: PersonEraser | None = None
+    if rules.inactive_person is not None:
+        service = erasure_service(container)
+
+        def erase(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
+            # No suppression: nobody asked these persons to stay away (privacy/retention.py).
+            erased = service.erase_persons(person_ids, actor=actor, suppress=False)
+            return result_counts(erased)
+
+        erase_persons = erase
+    return RetentionSweeper(container.store, container.audit, rules, erase_persons)

@@ -1,0 +1,1 @@
+"""Data-subject requests: tracking, access exports, restriction/objection, downstream webhooks."""

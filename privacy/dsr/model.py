@@ -1,0 +1,262 @@
+"""Data-subject requests (DSR): the domain types, legal deadlines and errors.
+
+A request arrives in an OpenDSR-like shape (request id chosen by the client, type, subject
+identities, submitted time, optional regulation, callback URLs), is stored by
+:class:`~privacy.dsr.store.SqliteDsrStore` and processed by
+:class:`~privacy.dsr.service.DsrService`.
+
+What a stored request holds about the subject: the identifier *types* and their keyed hashes
+(never a raw value), and, while the request is open, the normalized identities sealed by the vault
+under a key of the request's own (crypto-shredded when the request reaches a terminal state).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from identity.errors import IdGraphError
+
+
+class DsrType(StrEnum):
+    """What the subject asks for (GDPR articles in brackets)."""
+
+    ERASURE = "erasure"  # Art. 17
+    ACCESS = "access"  # Art. 15
+    PORTABILITY = "portability"  # Art. 20
+    RESTRICTION = "restriction"  # Art. 18
+    OBJECTION = "objection"  # Art. 21
+
+
+class DsrAction(StrEnum):
+    """For restriction and objection: apply it, or lift (withdraw) it."""
+
+    APPLY = "apply"
+    LIFT = "lift"
+
+
+class DsrStatus(StrEnum):
+    """Where a request is in its lifecycle."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether nothing more will happen to the request."""
+        return self in (DsrStatus.COMPLETED, DsrStatus.FAILED, DsrStatus.CANCELLED)
+
+
+class DeliveryState(StrEnum):
+    """Where one outbound webhook is."""
+
+    PENDING = "pending"  # waiting for its (next) attempt
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # gave up after the last attempt
+
+
+# Client-chosen ids: printable tokens only, so they can appear in URLs, logs and the audit log.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+EXPORT_TYPES = frozenset({DsrType.ACCESS, DsrType.PORTABILITY})
+
+
+class DsrError(IdGraphError):
+    """Root of the DSR errors."""
+
+    code = "dsr-error"
+
+
+class DsrNotFoundError(DsrError):
+    """No request with that id (404)."""
+
+    code = "dsr-not-found"
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"no data-subject request {request_id!r}")
+
+
+class DsrConflictError(DsrError):
+    """The request id is already used by a different request (409)."""
+
+    code = "dsr-conflict"
+
+
+class DsrStateError(DsrError):
+    """The request is not in a state that allows the operation (409)."""
+
+    code = "dsr-state-conflict"
+
+
+class ExportNotReadyError(DsrError):
+    """The export of an access request is not available (yet, or for this type) (409)."""
+
+    code = "dsr-export-not-ready"
+
+
+class ExportExpiredError(DsrError):
+    """The export existed but its download window has passed and it was destroyed (410)."""
+
+    code = "dsr-export-expired"
+
+
+# -- deadlines --------------------------------------------------------------------------------
+
+_PERIOD = re.compile(r"P(?:(\d{1,3})M)?(?:(\d{1,4})D)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A calendar period of whole months and days (ISO 8601 ``PnM``, ``PnD``, ``PnMnD``)."""
+
+    months: int = 0
+    days: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Period:
+        """Parse ``P1M``, ``P45D`` or ``P1M15D``; raises :class:`ValueError` on anything else."""
+        match = _PERIOD.fullmatch(text.strip().upper())
+        if match is None or not any(match.groups()):
+            raise ValueError(f"period {text!r} must look like P1M, P45D or P1M15D")
+        return cls(int(match.group(1) or 0), int(match.group(2) or 0))
+
+    def after(self, start: datetime) -> datetime:
+        """``start`` plus this period, months first (calendar months; the day is clamped).
+
+        GDPR Art. 12(3) counts "one month" as a calendar month (Regulation 1182/71): a request of
+        31 January is due on 28 (or 29) February, not on 2 March.
+        """
+        month_index = start.month - 1 + self.months
+        year = start.year + month_index // 12
+        month = month_index % 12 + 1
+        day = min(start.day, calendar.monthrange(year, month)[1])
+        return start.replace(year=year, month=month, day=day) + timedelta(days=self.days)
+
+    def __str__(self) -> str:
+        return (
+            "P"
+            + (f"{self.months}M" if self.months else "")
+            + (f"{self.days}D" if self.days else "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """How long a regulation gives to answer, and by how much the answer may be extended once."""
+
+    initial: Period
+    extension: Period
+
+
+DEFAULT_DEADLINES: Mapping[str, Mapping[str, str]] = {
+    # GDPR Art. 12(3): one month, extendable by two further months.
+    "gdpr": {"initial": "P1M", "extension": "P2M"},
+    # CCPA (Cal. Civ. Code 1798.130(a)(2)): 45 days, extendable once by another 45.
+    "ccpa": {"initial": "P45D", "extension": "P45D"},
+}
+
+
+def parse_deadlines(raw: Mapping[str, Mapping[str, str]]) -> dict[str, Deadline]:
+    """Deadlines per regulation from settings; raises :class:`ValueError` naming the entry."""
+    parsed: dict[str, Deadline] = {}
+    for regulation, spec in raw.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", regulation):
+            raise ValueError(f"regulation name {regulation!r} must be a lower-case token")
+        try:
+            parsed[regulation] = Deadline(
+                Period.parse(spec["initial"]), Period.parse(spec["extension"])
+            )
+        except KeyError as exc:
+            raise ValueError(f"deadline of {regulation!r} lacks {exc.args[0]!r}") from None
+        except ValueError as exc:
+            raise ValueError(f"deadline of {regulation!r}: {exc}") from None
+    if not parsed:
+        raise ValueError("at least one regulation deadline is required")
+    return parsed
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectHash:
+    """One subject identity as the request keeps it: type, hash key id and keyed digest (hex)."""
+
+    type: str
+    key_id: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One outbound webhook for a request (a downstream destination or a callback URL)."""
+
+    delivery_id: int
+    request_id: str
+    destination: str  # the configured destination's name, or "callback:<n>"
+    webhook_id: str
+    event: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None  # the receiver's HTTP status of the last attempt
+    last_error: str | None  # a short code when there was no HTTP answer
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportInfo:
+    """Whether an access export exists and until when it can be downloaded."""
+
+    created_at: datetime
+    expires_at: datetime
+    destroyed_at: datetime | None
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DsrRequest:
+    """A stored data-subject request. No raw identifier: subject identities as keyed hashes."""
+
+    request_id: str
+    type: DsrType
+    action: DsrAction
+    purposes: tuple[str, ...]
+    regulation: str
+    status: DsrStatus
+    submitted_at: datetime
+    received_at: datetime
+    due_at: datetime
+    extended: bool
+    subject_types: tuple[str, ...]
+    subject_hashes: tuple[SubjectHash, ...]  # empty once the request is terminal
+    requester: str  # the API key id (or "cli") that submitted it
+    callback_urls: tuple[str, ...]
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None
+    export: ExportInfo | None = None
+    deliveries: tuple[Delivery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A validated request about to be stored (subject identities already normalized)."""
+
+    request_id: str
+    type: DsrType
+    action: DsrAction
+    purposes: tuple[str, ...]
+    regulation: str
+    submitted_at: datetime
+    callback_urls: tuple[str, ...]

@@ -1,0 +1,862 @@
+"""The DSR service: accept requests, process the queue, deliver webhooks, expire exports.
+
+Lifecycle of a request: ``pending`` (accepted and stored; its legal clock runs from the submitted
+time) → ``in_progress`` (claimed by a worker: :meth:`DsrService.process_pending`, called by the
+CLI ``idgraph dsr process`` or the in-process background worker) → ``completed`` or ``failed``;
+``cancelled`` while still pending. A worker that dies mid-request leaves it ``in_progress``; after
+``stale_after`` another worker claims it again (every request type is idempotent: erasing an erased
+subject erases nothing, a repeated restriction record at the same time changes no state). A store
+outage puts the request back to ``pending``; after ``max_attempts`` attempts it fails.
+
+Request ids are the client's and idempotent: a replay with the same content returns the stored
+request; different content under the same id is a conflict. "Same content" is decided by a
+fingerprint: an HMAC (under the identifier hash key) over the request's canonical form including
+the normalized subject identities. Keyed, because an unkeyed digest over identifiers could be
+reversed by guessing, and the fingerprint outlives the request's subject hashes.
+
+How each type is processed:
+
+* **erasure**: :class:`privacy.erasure.ErasureService` (persons, facts, consents, links, vault
+  keys, suppression), then one signed webhook per registered downstream destination.
+* **access / portability**: the export (:mod:`privacy.dsr.export`), sealed by the vault under a
+  key of its own and downloadable until ``export_ttl`` has passed; then the blob is deleted and the
+  key shredded (:meth:`DsrService.sweep_exports`).
+* **restriction / objection**: consent records (signal ``restriction``, purpose ``"*"``; signal
+  ``objection`` per purpose) anchored through the resolution engine to one existing identifier of
+  each person the subject resolves to: the policy engine then denies reads
+  (:mod:`privacy.consent.state`), like any other consent change. Identifiers that are not in the
+  graph get nothing: a DSR never creates a person. ``action: lift`` records the withdrawal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from identity.errors import (
+    BatchValidationError,
+    IdGraphError,
+    InvalidFieldError,
+    StoreUnavailableError,
+)
+from identity.hashing import HashedIdentifier, Keyring
+from identity.identifiers import NormalizedIdentifier
+from identity.model import (
+    RESTRICTION_PURPOSE,
+    ConsentInput,
+    ConsentSignal,
+    IdentifierNode,
+    IdentityEvent,
+)
+from identity.policy import IdentityPolicy
+from identity.resolution import ResolutionEngine
+from identity.store.port import GraphStore
+from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
+from privacy.dsr import export as exports
+from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
+from privacy.dsr.delivery import payload as webhook_payload
+from privacy.dsr.model import (
+    EXPORT_TYPES,
+    REQUEST_ID,
+    Deadline,
+    DeliveryState,
+    DsrAction,
+    DsrConflictError,
+    DsrNotFoundError,
+    DsrRequest,
+    DsrStateError,
+    DsrStatus,
+    DsrType,
+    ExportExpiredError,
+    ExportNotReadyError,
+    NewRequest,
+    SubjectHash,
+)
+from privacy.dsr.store import Claimed, SqliteDsrStore
+from privacy.purposes import PurposesPolicy
+from privacy.redaction import redact_text
+from privacy.vault import ShredIncompleteError, Vault, VaultError
+from privacy.webhooks import new_webhook_id, sign_headers
+
+log = structlog.get_logger("idgraph.dsr")
+
+SUBJECTS_FIELD = "dsr:subjects"
+EXPORT_FIELD = "dsr:export"
+MAX_FUTURE_SKEW = timedelta(hours=24)
+SOURCE = "dsr"  # the source of consent records a DSR writes
+
+
+def subjects_owner(request_id: str) -> str:
+    """The vault owner whose data key seals a request's subject identities."""
+    return f"dsr:{request_id}"
+
+
+def export_owner(request_id: str) -> str:
+    """The vault owner whose data key seals a request's access export."""
+    return f"dsr-export:{request_id}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Eraser(Protocol):
+    """What erasure requests need (:class:`privacy.erasure.ErasureService`)."""
+
+    def erase(
+        self, identifiers: Sequence[NormalizedIdentifier], request_id: str, actor: str
+    ) -> object:
+        """Erase the persons ``identifiers`` resolve to; returns a result with int counts."""
+        ...
+
+
+def result_counts(result: object) -> dict[str, int]:
+    """The integer fields of an erasure result (a dataclass), as the request's result summary."""
+    names = [f.name for f in fields(result)] if hasattr(result, "__dataclass_fields__") else []  # type: ignore[arg-type]
+    return {
+        name: value
+        for name in names
+        if isinstance(value := getattr(result, name), int) and not isinstance(value, bool)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DsrConfig:
+    """How the service behaves; built from settings by the wiring code."""
+
+    deadlines: Mapping[str, Deadline]
+    default_regulation: str
+    export_ttl: timedelta
+    destinations: Mapping[str, Destination]
+    callback_secrets: tuple[str, ...] = ()
+    allow_http_callbacks: bool = False
+    max_attempts: int = 3
+    stale_after: timedelta = timedelta(minutes=10)
+    webhook_max_attempts: int = 8
+    webhook_backoff: timedelta = timedelta(seconds=30)
+    webhook_backoff_cap: timedelta = timedelta(hours=1)
+    webhook_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The stored request and whether this call created it (``False``: an idempotent replay)."""
+
+    request: DsrRequest
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkReport:
+    """What one worker pass did."""
+
+    processed: int = 0
+    completed: int = 0
+    failed: int = 0
+    requeued: int = 0
+    deliveries_sent: int = 0
+    deliveries_failed: int = 0
+    exports_destroyed: int = 0
+
+
+class DsrService:
+    """Data-subject requests end to end; see the module docstring."""
+
+    def __init__(
+        self,
+        store: SqliteDsrStore,
+        graph: GraphStore,
+        engine: ResolutionEngine,
+        vault: Vault,
+        keyring: Keyring,
+        identity_policy: IdentityPolicy,
+        purposes: PurposesPolicy,
+        audit: SqliteAuditLog,
+        eraser: Eraser,
+        config: DsrConfig,
+        sender: WebhookSender | None = None,
+        recipient_name: Callable[[str], str] = str,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if config.default_regulation not in config.deadlines:
+            raise ValueError("the default regulation needs a deadline")
+        self.store = store
+        self._graph = graph
+        self._engine = engine
+        self._vault = vault
+        self._keyring = keyring
+        self._identity_policy = identity_policy
+        self._purposes = purposes
+        self._audit = audit
+        self._eraser = eraser
+        self.config = config
+        self._sender: WebhookSender = sender or UrllibWebhookSender()
+        self._recipient_name = recipient_name
+        self.clock = clock
+        # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
+        self.on_queue: Callable[[int, float], None] | None = None
+
+    @property
+    def identity_policy(self) -> IdentityPolicy:
+        """The identity policy subject identities are normalized with."""
+        return self._identity_policy
+
+    # -- submission ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        new: NewRequest,
+        subjects: Sequence[NormalizedIdentifier],
+        requester: str,
+    ) -> Submitted:
+        """Accept a request (idempotent by request id); raises 422/409 errors, writes nothing
+        on a 4xx."""
+        now = self.clock()
+        self._validate(new, subjects, now)
+        existing = self.store.get(new.request_id)
+        if existing is not None:
+            return Submitted(self._replayed(existing, new, subjects), created=False)
+        key_id = self._keyring.primary_key_id
+        fingerprint = self._fingerprint(new, subjects, key_id)
+        unique = {(s.type, s.value): s for s in subjects}
+        hashes = [self._keyring.hash(s) for s in unique.values()]
+        sealed = self._vault.encrypt(
+            subjects_owner(new.request_id),
+            SUBJECTS_FIELD,
+            json.dumps([[s.type, s.value] for s in unique.values()]).encode(),
+        )
+        deadline = self.config.deadlines[new.regulation]
+        stored = self.store.insert(
+            new,
+            received_at=now,
+            due_at=deadline.initial.after(new.submitted_at),
+            subject_types=sorted({s.type for s in unique.values()}),
+            subject_hashes=[SubjectHash(h.type, h.key_id, h.digest.hex()) for h in hashes],
+            requester=requester,
+            fingerprint=fingerprint,
+            fingerprint_key=key_id,
+            sealed_subjects=sealed,
+        )
+        if stored is None:  # another submission of the same id won the race
+            raced = self.store.get(new.request_id)
+            if raced is None:  # pragma: no cover - rows are never deleted
+                raise DsrNotFoundError(new.request_id)
+            return Submitted(self._replayed(raced, new, subjects), created=False)
+        self._audit_append(
+            AuditDraft(
+                actor=requester,
+                action="dsr.received",
+                reason=f"{new.type.value} request received",
+                details={
+                    "request_id": new.request_id,
+                    "type": new.type.value,
+                    "action": new.action.value,
+                    "regulation": new.regulation,
+                    "subject_types": sorted({s.type for s in subjects}),
+                    "due_at": _iso(stored.request.due_at),
+                },
+            )
+        )
+        log.info(
+            "dsr_received",
+            request_id=new.request_id,
+            type=new.type.value,
+            requester=requester,
+            subjects=len(unique),
+        )
+        self.publish_queue()
+        return Submitted(stored.request, created=True)
+
+    def _validate(
+        self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], now: datetime
+    ) -> None:
+        errors: list[InvalidFieldError] = []
+
+        def bad(pointer: str, reason: str, message: str) -> None:
+            errors.append(InvalidFieldError(reason, message, pointer))
+
+        if (
+            not REQUEST_ID.fullmatch(new.request_id)
+            or redact_text(new.request_id) != new.request_id
+        ):
+            bad(
+                "#/request_id",
+                "invalid_request_id",
+                "request_id must be 1-128 of A-Z a-z 0-9 _ . : - and must not look like an "
+                "email address or phone number",
+            )
+        if not subjects:
+            bad("#/subject_identities", "required", "at least one subject identity is required")
+        if new.regulation not in self.config.deadlines:
+            bad(
+                "#/regulation",
+                "unknown_regulation",
+                "regulation must be one of: " + ", ".join(sorted(self.config.deadlines)),
+            )
+        if new.submitted_at > now + MAX_FUTURE_SKEW:
+            bad("#/submitted_time", "in_future", "submitted_time is more than 24 hours ahead")
+        if new.type is DsrType.OBJECTION:
+            if not new.purposes:
+                bad("#/purposes", "required", "an objection names the purposes objected to")
+            for index, purpose in enumerate(new.purposes):
+                if self._purposes.get(purpose) is None:
+                    bad(
+                        f"#/purposes/{index}",
+                        "unknown_purpose",
+                        "unknown purpose; declared: " + ", ".join(self._purposes.ids),
+                    )
+        elif new.purposes:
+            bad("#/purposes", "not_allowed", "only objection requests name purposes")
+        if new.action is DsrAction.LIFT and new.type not in (
+            DsrType.RESTRICTION,
+            DsrType.OBJECTION,
+        ):
+            bad("#/action", "not_allowed", "only restriction and objection can be lifted")
+        if new.callback_urls and not self.config.callback_secrets:
+            bad(
+                "#/callback_urls",
+                "not_configured",
+                "callbacks need a signing secret: set IDGRAPH_DSR_CALLBACK_SECRET",
+            )
+        if errors:
+            raise BatchValidationError(errors)
+
+    def _fingerprint(
+        self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], key_id: str
+    ) -> str:
+        canonical = json.dumps(
+            {
+                "type": new.type.value,
+                "action": new.action.value,
+                "purposes": sorted(set(new.purposes)),
+                "regulation": new.regulation,
+                "submitted_at": _iso(new.submitted_at),
+                "callback_urls": list(new.callback_urls),
+                "subjects": sorted({f"{s.type}:{s.value}" for s in subjects}),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        # The keyring's HMAC under a type no identifier can have ("dsr-fingerprint" contains a
+        # hyphen, identifier types are [a-z0-9_]): a separate domain, the same secret key.
+        marker = NormalizedIdentifier("dsr-fingerprint", canonical)
+        return self._keyring.hash(marker, key_id).digest.hex()
+
+    def _replayed(
+        self, existing: Any, new: NewRequest, subjects: Sequence[NormalizedIdentifier]
+    ) -> DsrRequest:
+        if existing.fingerprint_key not in self._keyring.key_ids or (
+            self._fingerprint(new, subjects, existing.fingerprint_key) != existing.fingerprint
+        ):
+            raise DsrConflictError(
+                f"request id {new.request_id!r} is already used by a request with different "
+                "content; choose a new request id"
+            )
+        request: DsrRequest = existing.request
+        return request
+
+    # -- reading and managing --------------------------------------------------------------
+
+    def get(self, request_id: str) -> DsrRequest:
+        """The request, or :class:`DsrNotFoundError`."""
+        stored = self.store.get(request_id)
+        if stored is None:
+            raise DsrNotFoundError(request_id)
+        return stored.request
+
+    def list_requests(
+        self, status: DsrStatus | None = None, after: str = "", limit: int = 100
+    ) -> list[DsrRequest]:
+        """Requests by id, optionally of one status."""
+        return self.store.list_requests(status, after, limit)
+
+    def cancel(self, request_id: str, actor: str) -> DsrRequest:
+        """Cancel a pending request (409 once a worker has started it)."""
+        request = self.get(request_id)
+        now = self.clock()
+        deliveries = self._callbacks(request, DsrStatus.CANCELLED, {}, now)
+        if not self.store.finish(
+            request_id,
+            DsrStatus.CANCELLED,
+            now,
+            from_statuses=[DsrStatus.PENDING],
+            deliveries=deliveries,
+        ):
+            raise DsrStateError(
+                f"request {request_id!r} is {self.get(request_id).status.value}; only pending "
+                "requests can be cancelled"
+            )
+        self._shred([subjects_owner(request_id)])
+        self._audit_append(
+            AuditDraft(
+                actor=actor,
+                action="dsr.cancelled",
+                reason="request cancelled while pending",
+                details={"request_id": request_id, "type": request.type.value},
+            )
+        )
+        self.publish_queue()
+        return self.get(request_id)
+
+    def extend(self, request_id: str, actor: str, reason: str = "") -> DsrRequest:
+        """Extend the due date once by the regulation's extension (409 if done or closed)."""
+        request = self.get(request_id)
+        deadline = self.config.deadlines.get(request.regulation)
+        if deadline is None:
+            raise DsrStateError(f"regulation {request.regulation!r} has no configured deadline")
+        due = deadline.extension.after(request.due_at)
+        if not self.store.extend(request_id, due):
+            raise DsrStateError(
+                f"request {request_id!r} cannot be extended: already extended, or no longer open"
+            )
+        self._audit_append(
+            AuditDraft(
+                actor=actor,
+                action="dsr.extended",
+                reason=reason or "deadline extended",
+                details={"request_id": request_id, "due_at": _iso(due)},
+            )
+        )
+        return self.get(request_id)
+
+    def download(self, request_id: str, actor: str) -> dict[str, Any]:
+        """The decrypted export document of an access/portability request.
+
+        :class:`ExportNotReadyError` (409) before it is ready or for other types,
+        :class:`ExportExpiredError` (410) after its expiry (destroyed, or due for destruction).
+        """
+        request = self.get(request_id)
+        if request.type not in EXPORT_TYPES:
+            raise ExportNotReadyError(f"a {request.type.value} request has no export")
+        found = self.store.export_blob(request_id)
+        if found is None:
+            raise ExportNotReadyError(f"request {request_id!r} is {request.status.value}")
+        blob, info = found
+        if blob is None or info.expires_at <= self.clock():
+            raise ExportExpiredError(
+                f"the export of request {request_id!r} expired at {_iso(info.expires_at)} and "
+                "was destroyed; submit a new access request"
+            )
+        try:
+            plain = self._vault.decrypt(export_owner(request_id), EXPORT_FIELD, blob)
+        except VaultError as exc:
+            raise ExportExpiredError(
+                f"the export of request {request_id!r} is no longer readable"
+            ) from exc
+        self._audit_append(
+            AuditDraft(
+                actor=actor,
+                action="dsr.export.downloaded",
+                reason="access export downloaded",
+                details={"request_id": request_id},
+            )
+        )
+        document: dict[str, Any] = json.loads(plain)
+        return document
+
+    # -- the worker ------------------------------------------------------------------------
+
+    def run_once(self, limit: int = 10) -> WorkReport:
+        """One worker pass: process up to ``limit`` requests, send due webhooks, expire exports."""
+        processed = self.process_pending(limit)
+        sent, failed = self.deliver_due()
+        destroyed = self.sweep_exports()
+        return WorkReport(
+            processed=processed.processed,
+            completed=processed.completed,
+            failed=processed.failed,
+            requeued=processed.requeued,
+            deliveries_sent=sent,
+            deliveries_failed=failed,
+            exports_destroyed=destroyed,
+        )
+
+    def publish_queue(self) -> tuple[int, float]:
+        """The queue's depth and oldest age (seconds); also given to the metrics hook."""
+        depth, oldest = self.store.queue()
+        age = max((self.clock() - oldest).total_seconds(), 0.0) if oldest else 0.0
+        if self.on_queue is not None:
+            self.on_queue(depth, age)
+        return depth, age
+
+    def process_pending(self, limit: int = 10) -> WorkReport:
+        """Claim and process up to ``limit`` requests, oldest first."""
+        processed = completed = failed = requeued = 0
+        for _ in range(max(limit, 0)):
+            now = self.clock()
+            claimed = self.store.claim(now, now - self.config.stale_after)
+            if claimed is None:
+                break
+            processed += 1
+            outcome = self._process(claimed)
+            completed += outcome is DsrStatus.COMPLETED
+            failed += outcome is DsrStatus.FAILED
+            requeued += outcome is DsrStatus.PENDING
+        self.publish_queue()
+        return WorkReport(processed, completed, failed, requeued)
+
+    def _process(self, claimed: Claimed) -> DsrStatus:
+        request = claimed.request
+        rid = request.request_id
+        started = time.perf_counter()
+        try:
+            subjects = self._subjects(claimed)
+            result, export = self._run(request, subjects)
+        except StoreUnavailableError as exc:
+            if request.attempts < self.config.max_attempts:
+                log.warning("dsr_requeued", request_id=rid, error=type(exc).__name__)
+                self.store.requeue(rid)
+                return DsrStatus.PENDING
+            return self._fail(request, exc)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the request as failed, logged
+            return self._fail(request, exc)
+        now = self.clock()
+        deliveries = self._callbacks(request, DsrStatus.COMPLETED, result, now)
+        if request.type is DsrType.ERASURE:
+            deliveries += self._destinations(request, result, now)
+        sealed_export = None
+        if export is not None:
+            sealed_export = (
+                self._vault.encrypt(export_owner(rid), EXPORT_FIELD, export),
+                now + self.config.export_ttl,
+            )
+        self.store.finish(
+            rid,
+            DsrStatus.COMPLETED,
+            now,
+            from_statuses=[DsrStatus.IN_PROGRESS],
+            result=result,
+            export=sealed_export,
+            deliveries=deliveries,
+        )
+        self._shred([subjects_owner(rid)])
+        self._audit_append(
+            AuditDraft(
+                actor="dsr-worker",
+                action="dsr.completed",
+                reason=f"{request.type.value} request completed",
+                details={"request_id": rid, "type": request.type.value, **result},
+            )
+        )
+        log.info(
+            "dsr_completed",
+            request_id=rid,
+            type=request.type.value,
+            seconds=round(time.perf_counter() - started, 4),
+            **result,
+        )
+        return DsrStatus.COMPLETED
+
+    def _subjects(self, claimed: Claimed) -> list[NormalizedIdentifier]:
+        rid = claimed.request.request_id
+        if claimed.sealed_subjects is None:
+            raise DsrStateError("the subject identities of this request are gone")
+        opened = self._vault.decrypt(subjects_owner(rid), SUBJECTS_FIELD, claimed.sealed_subjects)
+        return [NormalizedIdentifier(t, v) for t, v in json.loads(opened)]
+
+    def _fail(self, request: DsrRequest, exc: Exception) -> DsrStatus:
+        code = exc.code if isinstance(exc, IdGraphError) else "internal-error"
+        # The class only: messages of foreign exceptions are not known to be free of values.
+        log.error("dsr_failed", request_id=request.request_id, error=type(exc).__name__)
+        now = self.clock()
+        self.store.finish(
+            request.request_id,
+            DsrStatus.FAILED,
+            now,
+            from_statuses=[DsrStatus.IN_PROGRESS],
+            error=code,
+            deliveries=self._callbacks(request, DsrStatus.FAILED, {}, now),
+        )
+        self._shred([subjects_owner(request.request_id)])
+        self._audit_append(
+            AuditDraft(
+                actor="dsr-worker",
+                action="dsr.failed",
+                reason=f"{request.type.value} request failed",
+                details={"request_id": request.request_id, "error": code},
+            )
+        )
+        return DsrStatus.FAILED
+
+    def _run(
+        self, request: DsrRequest, subjects: Sequence[NormalizedIdentifier]
+    ) -> tuple[dict[str, int], bytes | None]:
+        if request.type is DsrType.ERASURE:
+            erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
+            return result_counts(erased), None
+        nodes = self._find(subjects)
+        if request.type in EXPORT_TYPES:
+            return self._export(request, nodes)
+        return self._record_consents(request, subjects, nodes), None
+
+    def _find(self, subjects: Sequence[NormalizedIdentifier]) -> list[tuple[int, IdentifierNode]]:
+        """(subject index, node) for each subject identity that is in the graph."""
+        candidates = {i: self._keyring.candidates(s) for i, s in enumerate(subjects)}
+        wanted: list[HashedIdentifier] = [c for cs in candidates.values() for c in cs]
+        found = {n.hashed: n for n in self._graph.read(lambda tx: tx.find_identifiers(wanted))}
+        out: list[tuple[int, IdentifierNode]] = []
+        for index, cs in candidates.items():
+            node = next((found[c] for c in cs if c in found), None)
+            if node is not None:
+                out.append((index, node))
+        return out
+
+    def _export(
+        self, request: DsrRequest, nodes: Iterable[tuple[int, IdentifierNode]]
+    ) -> tuple[dict[str, int], bytes]:
+        person_ids = sorted({node.person_id for _, node in nodes})
+        purposes = [*self._purposes.ids, RESTRICTION_PURPOSE]
+        persons = exports.collect(
+            self._graph,
+            self._vault,
+            self._audit,
+            self._identity_policy,
+            purposes,
+            person_ids,
+            self._recipient_name,
+        )
+        document = exports.export_document(request.request_id, self.clock(), persons)
+        self._audit_append(
+            *(
+                AuditDraft(
+                    actor="dsr-worker",
+                    action="dsr.access.exported",
+                    person_id=person_ref(p["person_id"]),
+                    reason=f"{request.type.value} export prepared",
+                    details={"request_id": request.request_id},
+                )
+                for p in persons
+            )
+        )
+        return exports.counts(persons), json.dumps(document, sort_keys=True).encode()
+
+    def _record_consents(
+        self,
+        request: DsrRequest,
+        subjects: Sequence[NormalizedIdentifier],
+        nodes: Sequence[tuple[int, IdentifierNode]],
+    ) -> dict[str, int]:
+        # One anchor per person: the consent state is computed over all of a person's records,
+        # and one event per identifier (never several identifiers in one event) so a DSR links
+        # nothing and creates no person.
+        anchors: dict[str, NormalizedIdentifier] = {}
+        for index, node in nodes:
+            anchors.setdefault(node.person_id, subjects[index])
+        consents = self._consent_inputs(request)
+        events = [
+            IdentityEvent((identifier,), SOURCE, request.submitted_at, consents=consents)
+            for identifier in anchors.values()
+        ]
+        outcomes = self._engine.ingest(events)
+        recorded = sum(o.consents_recorded for o in outcomes)
+        verb = "lifted" if request.action is DsrAction.LIFT else "applied"
+        action = f"dsr.{request.type.value}.{verb}"
+        self._audit_append(
+            *(
+                AuditDraft(
+                    actor="dsr-worker",
+                    action=action,
+                    purpose=None if request.type is DsrType.RESTRICTION else consent.purpose,
+                    person_id=person_ref(outcome.person_id),
+                    decision="allow" if consent.granted else "deny",
+                    reason=f"{request.type.value} {request.action.value} by request",
+                    details={"request_id": request.request_id, "proof": consent.proof},
+                )
+                for outcome in outcomes
+                if outcome.person_id is not None
+                for consent in consents
+            )
+        )
+        return {
+            "persons": sum(1 for o in outcomes if o.person_id is not None),
+            "consent_records": recorded,
+            "subjects_not_found": len(subjects) - len(nodes),
+        }
+
+    def _consent_inputs(self, request: DsrRequest) -> tuple[ConsentInput, ...]:
+        granted = request.action is DsrAction.LIFT  # a lift is a "grant" of processing again
+        proof = request_proof(request)
+        if request.type is DsrType.RESTRICTION:
+            return (
+                ConsentInput(
+                    RESTRICTION_PURPOSE,
+                    granted,
+                    request.submitted_at,
+                    ConsentSignal.RESTRICTION,
+                    "legal_obligation",
+                    proof,
+                ),
+            )
+        inputs = []
+        for purpose_id in request.purposes:
+            purpose = self._purposes.get(purpose_id)
+            basis = purpose.lawful_basis.value if purpose is not None else "consent"
+            inputs.append(
+                ConsentInput(
+                    purpose_id, granted, request.submitted_at, ConsentSignal.OBJECTION, basis, proof
+                )
+            )
+        return tuple(inputs)
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def _callbacks(
+        self, request: DsrRequest, status: DsrStatus, result: Mapping[str, int], now: datetime
+    ) -> list[tuple[str, str, str, str, bytes]]:
+        event = f"dsr.{request.type.value}.{status.value}"
+        body = webhook_payload(
+            event,
+            now,
+            request.request_id,
+            request.type.value,
+            status.value,
+            request.regulation,
+            result,
+        )
+        return [
+            (f"callback:{index}", url, new_webhook_id(), event, body)
+            for index, url in enumerate(request.callback_urls)
+        ]
+
+    def _destinations(
+        self, request: DsrRequest, result: Mapping[str, int], now: datetime
+    ) -> list[tuple[str, str, str, str, bytes]]:
+        event = "dsr.erasure.completed"
+        body = webhook_payload(
+            event,
+            now,
+            request.request_id,
+            request.type.value,
+            "completed",
+            request.regulation,
+            result,
+        )
+        return [
+            (name, destination.url, new_webhook_id(), event, body)
+            for name, destination in sorted(self.config.destinations.items())
+        ]
+
+    def _secrets(self, destination: str) -> tuple[str, ...]:
+        if destination.startswith("callback:"):
+            return self.config.callback_secrets
+        configured = self.config.destinations.get(destination)
+        return configured.secrets if configured is not None else ()
+
+    def deliver_due(self, limit: int = 100) -> tuple[int, int]:
+        """Send the webhooks that are due; returns (delivered, given up)."""
+        delivered = given_up = 0
+        for item in self.store.due_deliveries(self.clock(), limit):
+            now = self.clock()
+            secrets = self._secrets(item.destination)
+            status: int | None = None
+            error: str | None = None
+            if not secrets:
+                error = "destination_not_configured"
+            else:
+                headers = {
+                    **sign_headers(secrets, item.webhook_id, int(now.timestamp()), item.payload),
+                    "content-type": "application/json",
+                    "user-agent": "idgraph-dsr",
+                }
+                try:
+                    status = self._sender(
+                        item.url, headers, item.payload, self.config.webhook_timeout_seconds
+                    )
+                except OSError as exc:
+                    error = "connection_failed" if not isinstance(exc, TimeoutError) else "timeout"
+            attempts = item.attempts + 1
+            if status is not None and 200 <= status < 300:
+                state, next_at = DeliveryState.DELIVERED, None
+                delivered += 1
+            elif (
+                error == "destination_not_configured"
+                or attempts >= self.config.webhook_max_attempts
+            ):
+                state, next_at = DeliveryState.FAILED, None
+                given_up += 1
+            else:
+                state = DeliveryState.PENDING
+                next_at = now + backoff(
+                    attempts, self.config.webhook_backoff, self.config.webhook_backoff_cap
+                )
+            self.store.record_attempt(
+                item.delivery_id,
+                state=state,
+                status=status,
+                error=error,
+                next_attempt_at=next_at,
+                now=now,
+            )
+            log.info(
+                "dsr_webhook_attempt",
+                request_id=item.request_id,
+                destination=item.destination,
+                attempt=attempts,
+                status=status,
+                error=error,
+                state=state.value,
+            )
+        return delivered, given_up
+
+    # -- exports ---------------------------------------------------------------------------
+
+    def sweep_exports(self, now: datetime | None = None) -> int:
+        """Destroy exports past their expiry: delete the blob and shred its key."""
+        at = now or self.clock()
+        destroyed = 0
+        while expired := self.store.expired_exports(at):
+            destroyed += self.store.destroy_exports(expired, at)
+            self._shred([export_owner(rid) for rid in expired])
+        if destroyed:
+            self.store.checkpoint()
+            self._audit_append(
+                AuditDraft(
+                    actor="dsr-worker",
+                    action="dsr.export.expired",
+                    reason="expired access exports destroyed",
+                    details={"exports": destroyed},
+                )
+            )
+        return destroyed
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _shred(self, owners: Sequence[str]) -> None:
+        try:
+            self._vault.shred(owners)
+        except ShredIncompleteError:
+            # The keys are destroyed; only the WAL truncation waits for a reader to finish.
+            log.warning("dsr_shred_checkpoint_pending", owners=len(owners))
+        self.store.checkpoint()
+
+    def _audit_append(self, *drafts: AuditDraft) -> None:
+        if drafts:
+            self._audit.append(drafts)
+
+
+def request_proof(request: DsrRequest) -> str:
+    """The proof digest of the consent records a request writes: SHA-256 over the request's
+    id, type, action, purposes and submitted time (nothing about the subject)."""
+    canonical = json.dumps(
+        {
+            "request_id": request.request_id,
+            "type": request.type.value,
+            "action": request.action.value,
+            "purposes": list(request.purposes),
+            "submitted_at": _iso(request.submitted_at),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
