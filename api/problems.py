@@ -29,6 +29,13 @@ from identity.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
+from privacy.dsr.model import (
+    DsrConflictError,
+    DsrNotFoundError,
+    DsrStateError,
+    ExportExpiredError,
+    ExportNotReadyError,
+)
 
 log = structlog.get_logger("idgraph.api")
 
@@ -45,6 +52,11 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (InputLimitError, 422, "Input limit exceeded"),
     (IdentifierNotFoundError, 404, "Identifier not found"),
     (NotLinkedError, 409, "Not linked"),
+    (DsrNotFoundError, 404, "Data-subject request not found"),
+    (DsrConflictError, 409, "Request id already used"),
+    (DsrStateError, 409, "Request state does not allow this"),
+    (ExportNotReadyError, 409, "Export not available"),
+    (ExportExpiredError, 410, "Export expired"),
     (StoreUnavailableError, 503, "Store unavailable"),
     (StoreIntegrityError, 500, "Store integrity error"),
     (PolicyFileError, 500, "Policy file invalid"),

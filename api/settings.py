@@ -63,6 +63,34 @@ class Settings(BaseSettings):
     # Requests a key may make at once before the per-minute rate applies.
     rate_limit_burst: Annotated[int, Field(ge=1, le=100_000)] = 100
 
+    # Data-subject requests (docs/dsr.md). Deadlines per regulation, ISO 8601 periods (PnM, PnD):
+    # the answer is due `initial` after the submitted time, extendable once by `extension`.
+    dsr_deadlines: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "gdpr": {"initial": "P1M", "extension": "P2M"},
+            "ccpa": {"initial": "P45D", "extension": "P45D"},
+        }
+    )
+    dsr_default_regulation: str = "gdpr"
+    # How long an access/portability export can be downloaded; then it is destroyed.
+    dsr_export_ttl_seconds: Annotated[int, Field(ge=1, le=90 * 86_400)] = 7 * 86_400
+    # Downstream deletion webhooks: {"crm": {"url": "https://...", "secret": "whsec_..."}}.
+    dsr_destinations: SecretStr | None = None
+    # Signs the webhooks sent to per-request callback_urls (callbacks are refused without it).
+    dsr_callback_secret: SecretStr | None = None
+    # The in-process worker (processes the queue, sends webhooks, expires exports); 0 = off
+    # (then run `idgraph dsr process` from a scheduler).
+    dsr_worker_interval_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5.0
+    dsr_webhook_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    dsr_webhook_backoff_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
+    dsr_webhook_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # Retention sweeper: persons without activity for this many days are erased (0 = never);
+    # facts no purpose may read are kept this many days for review, then deleted.
+    retention_inactive_person_days: Annotated[int, Field(ge=0, le=36_500)] = 0
+    retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
+    # The in-process retention schedule; 0 = off (run `idgraph retention run` from cron).
+    retention_interval_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
+
     @field_validator("default_region", mode="before")
     @classmethod
     def _upper_region(cls, value: object) -> object:
@@ -111,3 +139,8 @@ class Settings(BaseSettings):
     def audit_db_path(self) -> Path:
         """The SQLite file of the hash-chained audit log (policy decisions, consent, DSRs)."""
         return self.data_dir / "audit.sqlite3"
+
+    @property
+    def dsr_db_path(self) -> Path:
+        """The SQLite file of data-subject requests, their sealed exports and webhook outbox."""
+        return self.data_dir / "dsr.sqlite3"
