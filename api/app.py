@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
+from api.background import background_jobs
 from api.bootstrap import Container, build_container
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.ratelimit import RateLimiter
-from api.routers import health, identity, links
+from api.routers import consent, dsr, health, identity, links
 from api.routers import metrics as metrics_router
 from api.settings import Settings
 
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
+            yield
         if owned:
             built.close()
 
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     app.state.container = built
+    built.reads  # noqa: B018 - build the read service (and its audience store) at start-up
+    built.dsr  # noqa: B018 - open the DSR store at start-up: bad DSR settings fail here
     # Per app, not per process: tests build many apps, and each counts and limits on its own.
     metrics = Metrics()
     app.state.metrics = metrics
@@ -50,6 +54,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(health.router)
     app.include_router(identity.router)
     app.include_router(links.router)
+    app.include_router(consent.router)
+    app.include_router(dsr.router)
     app.include_router(metrics_router.router)
     # Order matters: the outermost middleware is added last. Request ids wrap everything,
     # so even a 413 from the body limit is logged with its id.

@@ -31,6 +31,9 @@ class Scope(StrEnum):
 
     INGEST = "ingest"
     RESOLVE = "resolve"
+    CONSENT = "consent"  # record consent signals (POST /v1/consent)
+    READ = "read"  # purpose-bound reads: profiles, audiences, features (needs purposes too)
+    DSR = "dsr"  # data-subject requests (erasure, access, ...)
     METRICS = "metrics"  # read GET /metrics (for a Prometheus scraper: no data about persons)
     ADMIN = "admin"
 
@@ -51,6 +54,16 @@ class ForbiddenError(IdGraphError):
         super().__init__(f"this API key lacks the {needed.value!r} scope")
 
 
+class PurposeForbiddenError(IdGraphError):
+    """The key may read, but not for the purpose the request names (403)."""
+
+    code = "purpose_forbidden"
+
+    def __init__(self, purpose: str) -> None:
+        self.purpose = purpose
+        super().__init__(f"this API key may not read for the purpose {purpose!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A stored API key (without its secret)."""
@@ -60,6 +73,11 @@ class ApiKey:
     scopes: frozenset[Scope]
     created_at: datetime
     revoked_at: datetime | None
+    # Purposes the key may read for ("*" = every purpose). Reads need the ``read`` scope AND the
+    # purpose: a marketing tool's key reads for marketing only, whatever else it is allowed.
+    purposes: frozenset[str] = frozenset()
+    # The downstream system the key belongs to; keys feature-export pseudonyms. Default: key id.
+    consumer: str = ""
 
     def allows(self, scope: Scope) -> bool:
         """Whether this key may act with ``scope``."""
@@ -83,11 +101,27 @@ class ApiKeyStore:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
             "secret_sha256 TEXT NOT NULL, scopes TEXT NOT NULL, created_at TEXT NOT NULL, "
-            "revoked_at TEXT)"
+            "revoked_at TEXT, purposes TEXT NOT NULL DEFAULT '[]', consumer TEXT)"
         )
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
+        if "purposes" not in columns:  # a control database from before purpose-bound reads
+            self._conn.execute(
+                "ALTER TABLE api_keys ADD COLUMN purposes TEXT NOT NULL DEFAULT '[]'"
+            )
+            self._conn.execute("ALTER TABLE api_keys ADD COLUMN consumer TEXT")
 
-    def create(self, name: str, scopes: frozenset[Scope]) -> tuple[ApiKey, str]:
-        """Create a key; returns it and the token, which is not stored and cannot be shown again."""
+    def create(
+        self,
+        name: str,
+        scopes: frozenset[Scope],
+        purposes: frozenset[str] = frozenset(),
+        consumer: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns it and the token, which is not stored and cannot be shown again.
+
+        ``purposes`` are the purposes the key may read for (``"*"``: all); ``consumer`` names
+        the downstream system (default: the key id).
+        """
         if not scopes:
             raise ValueError("an API key needs at least one scope")
         key_id = secrets.token_hex(6)
@@ -95,11 +129,20 @@ class ApiKeyStore:
         now = datetime.now(UTC)
         with self._lock:
             self._conn.execute(
-                "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (key_id, name, _digest(secret), json.dumps(sorted(scopes)), now.isoformat()),
+                "INSERT INTO api_keys (key_id, name, secret_sha256, scopes, created_at, "
+                "purposes, consumer) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    name,
+                    _digest(secret),
+                    json.dumps(sorted(scopes)),
+                    now.isoformat(),
+                    json.dumps(sorted(purposes)),
+                    consumer,
+                ),
             )
-        return ApiKey(key_id, name, scopes, now, None), f"{TOKEN_PREFIX}{key_id}.{secret}"
+        key = ApiKey(key_id, name, scopes, now, None, purposes, consumer or key_id)
+        return key, f"{TOKEN_PREFIX}{key_id}.{secret}"
 
     def authenticate(self, token: str) -> ApiKey:
         """The key a token belongs to; raises :class:`AuthenticationError` otherwise."""
@@ -109,8 +152,8 @@ class ApiKeyStore:
         with self._lock:
             try:
                 row = self._conn.execute(
-                    "SELECT key_id, name, secret_sha256, scopes, created_at, revoked_at "
-                    "FROM api_keys WHERE key_id = ?",
+                    "SELECT key_id, name, secret_sha256, scopes, created_at, revoked_at, purposes, "
+                    "consumer FROM api_keys WHERE key_id = ?",
                     (key_id,),
                 ).fetchone()
             except sqlite3.Error as exc:
@@ -125,22 +168,24 @@ class ApiKeyStore:
         return key
 
     @staticmethod
-    def _row(row: tuple[str, str, str, str, str, str | None]) -> ApiKey:
-        key_id, name, _, scopes, created_at, revoked_at = row
+    def _row(row: tuple[str, str, str, str, str, str | None, str, str | None]) -> ApiKey:
+        key_id, name, _, scopes, created_at, revoked_at, purposes, consumer = row
         return ApiKey(
             key_id,
             name,
             frozenset(Scope(s) for s in json.loads(scopes)),
             datetime.fromisoformat(created_at),
             datetime.fromisoformat(revoked_at) if revoked_at else None,
+            frozenset(str(p) for p in json.loads(purposes)),
+            consumer or key_id,
         )
 
     def list(self) -> list[ApiKey]:
         """Every key, newest first (secrets are never returned)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT key_id, name, secret_sha256, scopes, created_at, revoked_at "
-                "FROM api_keys ORDER BY created_at DESC"
+                "SELECT key_id, name, secret_sha256, scopes, created_at, revoked_at, purposes, "
+                "consumer FROM api_keys ORDER BY created_at DESC"
             ).fetchall()
         return [self._row(row) for row in rows]
 

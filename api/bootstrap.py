@@ -6,7 +6,9 @@ Routers and CLI commands get the collaborators from here (the role of cosmic pyt
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import structlog
@@ -18,11 +20,25 @@ from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
+from privacy.audiences import SqliteAudienceStore
+from privacy.audit import SqliteAuditLog
+from privacy.consent.mappers import build_mapper, check_source_config
+from privacy.consent.signals import ConsentSignalTranslator
+from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
+from privacy.dsr.service import DsrService
+from privacy.erasure import ErasureService
 from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
 from privacy.keyprovider import LocalFileKeyProvider, check_kek_origin, create_kek_file
+from privacy.policy_engine import PolicyEngine
+from privacy.pseudonyms import FeaturePseudonymizer
+from privacy.purposes import PurposesPolicy, check_purposes, load_purposes_policy
+from privacy.reads import ReadService
+from privacy.retention import RetentionSweeper
 from privacy.scanning import PiiScanner, ScannerConfig
+from privacy.secretfile import read_secret_file
 from privacy.vault import SqliteVaultKeyStore, Vault
+from privacy.webhooks import SqliteReplayGuard
 
 log = structlog.get_logger("idgraph.bootstrap")
 
@@ -41,12 +57,55 @@ class Container:
     vault: Vault
     vault_keys: SqliteVaultKeyStore
     api_keys: ApiKeyStore
+    purposes: PurposesPolicy
+    policy: PolicyEngine
+    audit: SqliteAuditLog
+    consent_signals: ConsentSignalTranslator
+    webhooks: ConsentWebhooks
+    replay_guard: SqliteReplayGuard
 
     def close(self) -> None:
-        """Release the store, the vault and the control database."""
+        """Release the store, the vault, the control database and the audit log."""
         self.store.close()
         self.vault_keys.close()
         self.api_keys.close()
+        self.audit.close()
+        self.replay_guard.close()
+        if "reads" in self.__dict__:  # built on first use (see below)
+            self.reads.close()
+        if "dsr" in self.__dict__:
+            self.dsr.store.close()
+
+    @cached_property
+    def reads(self) -> ReadService:
+        """Purpose-bound reads (profiles, audiences, features), with the audience store.
+
+        Built on first use (``create_app`` touches it at start-up) from the collaborators above,
+        so the CLI commands that never read pay nothing for it.
+        """
+        return ReadService(
+            self.store,
+            self.vault,
+            self.policy,
+            self.facts_policy,
+            self.audit,
+            SqliteAudienceStore(self.settings.control_db_path),
+            FeaturePseudonymizer(self.keyring),
+        )
+
+    @cached_property
+    def dsr(self) -> DsrService:
+        """Data-subject requests (``dsr.sqlite3``), built on first use (:mod:`api.dsr_wiring`)."""
+        from api.dsr_wiring import build_dsr_service
+
+        return build_dsr_service(self)
+
+    @cached_property
+    def retention(self) -> RetentionSweeper:
+        """The retention sweeper, built on first use (:mod:`api.dsr_wiring`)."""
+        from api.dsr_wiring import build_retention
+
+        return build_retention(self)
 
 
 def load_keyring(settings: Settings) -> Keyring:
@@ -89,9 +148,14 @@ def load_policies(settings: Settings) -> IdentityPolicy:
     return load_identity_policy(settings.policy_dir / "identity.yaml")
 
 
-def load_all_policies(settings: Settings) -> tuple[IdentityPolicy, FactsPolicy]:
+def load_all_policies(settings: Settings) -> tuple[IdentityPolicy, FactsPolicy, PurposesPolicy]:
     """Load and validate every policy file; the first invalid one raises ``PolicyFileError``."""
-    return load_policies(settings), load_facts_policy(settings.policy_dir / "categories.yaml")
+    identity = load_policies(settings)
+    facts = load_facts_policy(settings.policy_dir / "categories.yaml")
+    purposes_file = settings.policy_dir / "purposes.yaml"
+    purposes = load_purposes_policy(purposes_file)
+    check_purposes(purposes, facts, identity, str(purposes_file))
+    return identity, facts, purposes
 
 
 _scanners: dict[str, PiiScanner] = {}
@@ -153,13 +217,78 @@ def open_store(settings: Settings) -> GraphStore:
     )
 
 
+def load_webhook_secrets(settings: Settings) -> dict[str, list[str]]:
+    """The ``whsec_`` secrets per webhook source, from ``IDGRAPH_WEBHOOK_SECRETS`` or the file.
+
+    JSON: ``{"source": ["whsec_...", ...]}`` (a single string is accepted for one secret).
+    Messages name the source, never a secret.
+    """
+    if settings.webhook_secrets is not None and settings.webhook_secrets_file is not None:
+        raise ConfigurationError(
+            "set IDGRAPH_WEBHOOK_SECRETS or IDGRAPH_WEBHOOK_SECRETS_FILE, not both"
+        )
+    if settings.webhook_secrets is not None:
+        text, where = settings.webhook_secrets.get_secret_value(), "IDGRAPH_WEBHOOK_SECRETS"
+    elif settings.webhook_secrets_file is not None:
+        where = f"webhook secrets file {settings.webhook_secrets_file}"
+        text = read_secret_file(settings.webhook_secrets_file, "webhook secrets file")
+    else:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ConfigurationError(f"{where} is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{where} must be a JSON object {{source: [secrets]}}")
+    secrets: dict[str, list[str]] = {}
+    for source, value in document.items():
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigurationError(f"{where}: {source!r} must be a list of whsec_ secrets")
+        secrets[source] = values
+    return secrets
+
+
+def build_webhook_sources(
+    settings: Settings, purposes: PurposesPolicy, identity: IdentityPolicy
+) -> dict[str, WebhookSource]:
+    """Secrets and payload mapper per configured consent-webhook source (secrets validated).
+
+    Secrets for a source that is not configured are refused (a typo would otherwise leave the
+    intended source without a secret). A configured source without a secret is refused in
+    production; elsewhere it is kept and refuses every delivery (401), with a warning.
+    """
+    secrets = load_webhook_secrets(settings)
+    stray = sorted(set(secrets) - set(settings.webhook_sources))
+    if stray:
+        raise ConfigurationError(
+            "webhook secrets for sources IDGRAPH_WEBHOOK_SOURCES does not configure: "
+            + ", ".join(repr(name) for name in stray)
+        )
+    sources: dict[str, WebhookSource] = {}
+    for name, config in settings.webhook_sources.items():
+        check_source_config(name, config, purposes, identity)
+        keys = secrets.get(name, [])
+        if not keys:
+            if settings.env is Environment.PRODUCTION:
+                raise ConfigurationError(
+                    f"webhook source {name!r} has no secret; set it in IDGRAPH_WEBHOOK_SECRETS "
+                    "or IDGRAPH_WEBHOOK_SECRETS_FILE"
+                )
+            log.warning("webhook_source_without_secret", source=name, note="deliveries refused")
+        sources[name] = WebhookSource(name, tuple(keys), build_mapper(config))
+    build_verifiers(sources.values())  # a bad secret stops start-up, not every delivery
+    return sources
+
+
 def build_container(settings: Settings) -> Container:
     """Wire every collaborator from ``settings``; fails fast on bad policy or keys."""
-    policy, facts_policy = load_all_policies(settings)
+    policy, facts_policy, purposes = load_all_policies(settings)
     scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
     if scanner is not None:
         facts_policy.check_entities(scanner.entities, str(settings.policy_dir / "categories.yaml"))
     keyring = load_keyring(settings)
+    webhook_sources = build_webhook_sources(settings, purposes, policy)
     vault, vault_keys = open_vault(settings)
     try:
         store = open_store(settings)
@@ -172,8 +301,25 @@ def build_container(settings: Settings) -> Container:
         store.close()
         vault_keys.close()
         raise
+    try:
+        audit = SqliteAuditLog(settings.audit_db_path)
+    except Exception:
+        store.close()
+        vault_keys.close()
+        api_keys.close()
+        raise
+    try:
+        replay_guard = SqliteReplayGuard(
+            settings.webhook_replay_path, retention_s=settings.webhook_replay_retention_seconds
+        )
+    except Exception:
+        store.close()
+        vault_keys.close()
+        api_keys.close()
+        audit.close()
+        raise
     engine = ResolutionEngine(store, keyring, policy, sealer=vault)
-    return Container(
+    container = Container(
         settings=settings,
         store=store,
         keyring=keyring,
@@ -184,4 +330,18 @@ def build_container(settings: Settings) -> Container:
         vault=vault,
         vault_keys=vault_keys,
         api_keys=api_keys,
+        purposes=purposes,
+        policy=PolicyEngine(purposes),
+        audit=audit,
+        consent_signals=ConsentSignalTranslator(purposes),
+        webhooks=ConsentWebhooks(webhook_sources, replay_guard),
+        replay_guard=replay_guard,
     )
+    try:
+        # Finish erasures a crash interrupted between their graph commit and their key shred
+        # (privacy/erasure.py): before anything serves, every committed erasure is complete.
+        ErasureService(store, vault, keyring, audit).recover()
+    except Exception:
+        container.close()
+        raise
+    return container

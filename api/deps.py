@@ -83,6 +83,15 @@ class ScopeCheck:
         return key
 
 
+async def get_raw_body(request: Request) -> bytes:
+    """The raw request body, exactly as received (signatures and proofs are over these bytes).
+
+    Async so that the body is read on the event loop; FastAPI caches it, so a JSON body parameter
+    of the same route reads the same bytes.
+    """
+    return await request.body()
+
+
 def require(scope: Scope) -> ScopeCheck:
     """A dependency that authenticates the bearer key, applies its rate limit and checks it has
     ``scope``. Every authenticated endpoint depends on one (``tests/test_route_auth.py``)."""
@@ -97,3 +106,6 @@ IngestKey = Annotated[ApiKey, Depends(require(Scope.INGEST))]
 ResolveKey = Annotated[ApiKey, Depends(require(Scope.RESOLVE))]
 AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 MetricsKey = Annotated[ApiKey, Depends(require(Scope.METRICS))]
+ConsentKey = Annotated[ApiKey, Depends(require(Scope.CONSENT))]
+AppContainer = Annotated[Container, Depends(get_container)]
+RawBody = Annotated[bytes, Depends(get_raw_body)]

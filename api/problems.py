@@ -7,6 +7,8 @@ Every error response is ``application/problem+json`` with ``type``, ``title``, `
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -15,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.auth import AuthenticationError, ForbiddenError
+from api.auth import AuthenticationError, ForbiddenError, PurposeForbiddenError
 from api.ratelimit import RateLimitedError
 from identity.errors import (
     BatchValidationError,
@@ -29,6 +31,7 @@ from identity.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
+from privacy.consent.recording import ConsentAuditError
 from privacy.dsr.model import (
     DsrConflictError,
     DsrNotFoundError,
@@ -36,6 +39,8 @@ from privacy.dsr.model import (
     ExportExpiredError,
     ExportNotReadyError,
 )
+from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
+from privacy.webhooks import WebhookVerificationError
 
 log = structlog.get_logger("idgraph.api")
 
@@ -45,7 +50,12 @@ PROBLEM_BASE = "urn:idgraph:problem:"
 # error class -> (status, title). The most specific class listed wins.
 STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AuthenticationError, 401, "Authentication required"),
+    (WebhookVerificationError, 401, "Webhook refused"),
     (ForbiddenError, 403, "Forbidden"),
+    (PurposeForbiddenError, 403, "Purpose not allowed for this key"),
+    (PurposeNotInScopeError, 403, "Purpose not allowed for this key"),
+    (NotReadableError, 404, "Not found"),
+    (AudienceNotFoundError, 404, "Audience not found"),
     (RateLimitedError, 429, "Too many requests"),
     (BatchValidationError, 422, "Invalid input"),
     (InvalidFieldError, 422, "Invalid input"),
@@ -57,6 +67,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (DsrStateError, 409, "Request state does not allow this"),
     (ExportNotReadyError, 409, "Export not available"),
     (ExportExpiredError, 410, "Export expired"),
+    (ConsentAuditError, 503, "Consent recorded, audit entry not written"),
     (StoreUnavailableError, 503, "Store unavailable"),
     (StoreIntegrityError, 500, "Store integrity error"),
     (PolicyFileError, 500, "Policy file invalid"),
@@ -94,8 +105,19 @@ def _lookup(exc: IdGraphError) -> tuple[int, str]:
     return 500, "Internal error"
 
 
-def _pointer(location: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in location if p != "body"]
+# A location segment is echoed only when it is an array index, a name of the schema's shape
+# (field, header, policy key) or pydantic's ``[key]`` marker. Anything else is a key the caller
+# sent that the schema refused, and a key can be a value: ``{"traits": {"ann@x.de": 1}}``.
+_ECHOABLE_SEGMENT = re.compile(r"[a-z_][a-z0-9_-]{0,63}|\[key\]")
+
+
+def pointer_from_location(location: Iterable[int | str]) -> str:
+    """A JSON pointer for a pydantic error location, with unsafe segments replaced by ``*``."""
+    parts = [
+        str(p) if isinstance(p, int) or _ECHOABLE_SEGMENT.fullmatch(p) else "*"
+        for p in location
+        if p != "body"
+    ]
     return "#/" + "/".join(parts) if parts else "#"
 
 
@@ -107,6 +129,11 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
     if isinstance(exc, RateLimitedError):
         headers = {"Retry-After": str(exc.retry_after)}  # RFC 9110: integer seconds
     extensions: dict[str, Any] = {}
+    if isinstance(exc, WebhookVerificationError):
+        # Webhooks authenticate by signature, not bearer key. The reason is safe to return: it
+        # is the same for an unknown source as for a wrong secret (no_valid_signature).
+        headers = {"WWW-Authenticate": 'StandardWebhooks realm="idgraph"'}
+        extensions["reason"] = exc.reason
     detail = str(exc)
     if isinstance(exc, BatchValidationError):
         extensions["errors"] = [
@@ -136,7 +163,7 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
             request, 400, "Malformed JSON", "the request body is not valid JSON", "malformed-json"
         )
     items = [
-        {"pointer": _pointer(tuple(e.get("loc", ()))), "detail": str(e.get("msg", "invalid"))}
+        {"pointer": pointer_from_location(e.get("loc", ())), "detail": str(e.get("msg", "invalid"))}
         for e in errors[:50]
     ]
     return problem(

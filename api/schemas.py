@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import (
+    AllowInfNan,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -43,7 +44,10 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 # Strict types: "5" stays a string and 5 an integer; the policy decides what a key may hold.
-Scalar = StrictBool | StrictInt | StrictFloat | Text
+# Finite only: Python's json module reads NaN and Infinity, which are not JSON and could not be
+# written back out in a JSON response.
+FiniteFloat = Annotated[StrictFloat, AllowInfNan(False)]
+Scalar = StrictBool | StrictInt | FiniteFloat | Text
 TraitValue = Scalar | Annotated[list[Text], Field(max_length=50)]
 
 
@@ -104,6 +108,13 @@ class FactsOut(_Strict):
     dropped: int = Field(description="Not stored: no identifier of the event could be linked.")
 
 
+class ConsentsOut(_Strict):
+    """Consent records an ingest request wrote (only with `Sec-GPC: 1`: GPC opt-outs)."""
+
+    recorded: int = Field(description="Consent records stored for the event's person.")
+    dropped: int = Field(description="Not stored: no identifier of the event could be linked.")
+
+
 class IdentifyResponse(_Strict):
     """What one event did. No person id: use /v1/resolve with the `resolve` scope."""
 
@@ -111,6 +122,9 @@ class IdentifyResponse(_Strict):
     new_identifiers: int
     refused: list[RefusalOut]
     facts: FactsOut
+    consents: ConsentsOut | None = Field(
+        default=None, description="Present when the request carried `Sec-GPC: 1`."
+    )
 
 
 class IngestResult(IdentifyResponse):
@@ -180,3 +194,92 @@ class HealthResponse(_Strict):
     """Liveness/readiness."""
 
     status: str
+
+
+# -- consent signals ---------------------------------------------------------------------------
+
+MAX_CONSENT_STRING = 65_536
+
+
+def _not_in_future(value: datetime | None) -> datetime | None:
+    if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError("timestamp is more than 24 hours in the future")
+    return value
+
+
+class ConsentRequest(_Strict):
+    """Consent signals for the person the identifiers resolve to (``POST /v1/consent``)."""
+
+    identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
+    source: Source = "api"
+    decisions: Annotated[dict[Name, StrictBool], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="Direct decisions, {purpose: granted}; purposes from policies/purposes.yaml.",
+        examples=[{"marketing_email": True, "analytics": False}],
+    )
+    tcf: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
+        default=None, description="An IAB TCF v2.2 TC string; decided at its LastUpdated."
+    )
+    gpp: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
+        default=None, description="An IAB GPP string (tcfeuv2 and usnat sections are applied)."
+    )
+    timestamp: AwareDatetime | None = Field(
+        default=None,
+        description="When the person decided (decisions, GPC, GPP usnat). Default: now. Send it "
+        "when a request may be resent: the same decision at the same time changes nothing.",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        return _not_in_future(value)
+
+
+class ConsentRecordOut(_Strict):
+    """One consent record written."""
+
+    purpose: str
+    granted: bool
+    signal: str = Field(description="direct | tcf | gpp | gpc | webhook")
+    decided_at: datetime
+    lawful_basis: str
+
+
+class GppSectionOut(_Strict):
+    """A GPP section idgraph kept only raw (not applied)."""
+
+    id: int
+    name: str | None = Field(description="Registered section name; null if unknown.")
+
+
+class GppOut(_Strict):
+    """What became of a GPP string's sections."""
+
+    applied: list[str] = Field(description="Sections that were applied: tcfeuv2, usnat.")
+    not_applied: list[GppSectionOut]
+
+
+class ConsentResponse(_Strict):
+    """What a consent request wrote. ``person_id`` only for keys with the `resolve` scope."""
+
+    outcome: str = Field(description="created | linked | merged | unchanged | refused")
+    person_id: str | None = None
+    new_identifiers: int
+    refused: list[RefusalOut]
+    recorded: list[ConsentRecordOut]
+    dropped: int = Field(description="Records not stored: no identifier could be linked.")
+    gpp: GppOut | None = None
+
+
+class WebhookConsentResponse(_Strict):
+    """What a consent webhook wrote (no person id: the sender is not an API client)."""
+
+    webhook_id: str
+    outcome: str | None = Field(
+        default=None, description="As for /v1/consent; null when the message was ignored."
+    )
+    recorded: list[ConsentRecordOut] = Field(default_factory=list)
+    dropped: int = 0
+    gpp: GppOut | None = None
+    ignored: str | None = Field(default=None, description="Why nothing was applied, if so.")
+    ignored_purposes: int = Field(default=0, description="CMP purposes without a mapping.")

@@ -9,8 +9,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, StringConstraints, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from privacy.consent.mappers import WebhookSourceConfig
 
 
 class Environment(StrEnum):
@@ -20,6 +22,10 @@ class Environment(StrEnum):
     TEST = "test"
     PRODUCTION = "production"
 
+
+# Webhook source names appear in the URL, in consent records (``cmp:<source>``) and in audit
+# actors; a leading letter keeps them from ever looking like a phone number to the log filter.
+WEBHOOK_SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,47}$"
 
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "secret", "password", "neo4j", "placeholder", "example", "xxx"}
@@ -62,6 +68,19 @@ class Settings(BaseSettings):
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600
     # Requests a key may make at once before the per-minute rate applies.
     rate_limit_burst: Annotated[int, Field(ge=1, le=100_000)] = 100
+
+    # Consent webhooks (POST /v1/webhooks/consent/{source}): per source, the payload format and
+    # its options, as JSON: {"didomi": {"format": "didomi", "purposes": {"cmp_id": "analytics"}}}.
+    webhook_sources: dict[
+        Annotated[str, StringConstraints(pattern=WEBHOOK_SOURCE_PATTERN)], WebhookSourceConfig
+    ] = Field(default_factory=dict)
+    # The whsec_ secrets per source, as JSON {"didomi": ["whsec_..."]} (several: rotation), or
+    # the same JSON in a 0600 file. Production refuses a configured source without a secret.
+    webhook_secrets: SecretStr | None = None
+    webhook_secrets_file: Path | None = None
+    # How long accepted webhook ids are remembered (replays inside it are refused). At least
+    # twice the +-5 minute signature tolerance; longer also absorbs a sender's late retries.
+    webhook_replay_retention_seconds: Annotated[int, Field(ge=600, le=30 * 86_400)] = 3 * 86_400
 
     # Data-subject requests (docs/dsr.md). Deadlines per regulation, ISO 8601 periods (PnM, PnD):
     # the answer is due `initial` after the submitted time, extendable once by `extension`.
@@ -134,6 +153,11 @@ class Settings(BaseSettings):
     def control_db_path(self) -> Path:
         """The SQLite file for service state that is not the graph (API keys)."""
         return self.data_dir / "control.sqlite3"
+
+    @property
+    def webhook_replay_path(self) -> Path:
+        """The SQLite file of accepted consent-webhook ids (the replay guard)."""
+        return self.data_dir / "webhook-replay.sqlite3"
 
     @property
     def audit_db_path(self) -> Path:

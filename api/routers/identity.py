@@ -8,10 +8,21 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import AppMetrics, AppSettings, Engine, Facts, IngestKey, ResolveKey
+from api.consent import GpcHeader, audit_consents, gpc_requested, with_gpc
+from api.deps import (
+    AppContainer,
+    AppMetrics,
+    AppSettings,
+    Engine,
+    Facts,
+    IngestKey,
+    RawBody,
+    ResolveKey,
+)
 from api.metrics import StoreOperation
 from api.problems import PROBLEM_JSON
 from api.schemas import (
+    ConsentsOut,
     FactsOut,
     IdentifyRequest,
     IdentifyResponse,
@@ -33,6 +44,7 @@ from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import ResolutionEngine
+from privacy.consent.recording import api_key_actor
 from privacy.facts import EventInput, FactIntake
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -126,41 +138,68 @@ def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
     ]
 
 
-@router.post("/identify", response_model=IdentifyResponse, responses=PROBLEMS)
+def _consents(outcome: EventOutcome) -> ConsentsOut:
+    return ConsentsOut(recorded=outcome.consents_recorded, dropped=outcome.consents_dropped)
+
+
+@router.post(
+    "/identify",
+    response_model=IdentifyResponse,
+    response_model_exclude_none=True,
+    responses=PROBLEMS,
+)
 def identify(
     body: IdentifyRequest,
     engine: Engine,
     facts: Facts,
     settings: AppSettings,
     metrics: AppMetrics,
-    _: IngestKey,
+    raw: RawBody,
+    container: AppContainer,
+    key: IngestKey,
+    sec_gpc: GpcHeader = None,
 ) -> IdentifyResponse:
-    """Link identifiers seen together in one event, with traits and events (scope `ingest`)."""
+    """Link identifiers seen together in one event, with traits and events (scope `ingest`).
+
+    With `Sec-GPC: 1`, GPC opt-outs are recorded for the person in the same transaction.
+    """
     event = _event(body, engine, facts, settings, "#")
+    gpc = gpc_requested(sec_gpc)
+    if gpc:
+        event = with_gpc(event, container.consent_signals, raw)
     with metrics.time_store(StoreOperation.INGEST):
         (outcome,) = engine.ingest([event])
     metrics.record_ingest([outcome])
+    if gpc:
+        audit_consents(container, api_key_actor(key.key_id), [event], [outcome])
     return IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
         refused=_refusals(outcome, "#"),
         facts=_facts(outcome),
+        consents=_consents(outcome) if gpc else None,
     )
 
 
-@router.post("/ingest", response_model=IngestResponse, responses=PROBLEMS)
+@router.post(
+    "/ingest", response_model=IngestResponse, response_model_exclude_none=True, responses=PROBLEMS
+)
 def ingest(
     body: IngestRequest,
     engine: Engine,
     facts: Facts,
     settings: AppSettings,
     metrics: AppMetrics,
-    _: IngestKey,
+    raw: RawBody,
+    container: AppContainer,
+    key: IngestKey,
+    sec_gpc: GpcHeader = None,
 ) -> IngestResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
 
     If any event is invalid the whole batch is refused with every error located; nothing is
-    written. Bulk files with per-row error reporting go through `idgraph ingest FILE`.
+    written. Bulk files with per-row error reporting go through `idgraph ingest FILE`. With
+    `Sec-GPC: 1`, GPC opt-outs are recorded for every event's person in the same transaction.
     """
     if len(body.events) > settings.max_batch_events:
         raise InputLimitError(
@@ -176,9 +215,14 @@ def ingest(
             errors.extend(exc.errors)
     if errors:
         raise BatchValidationError(errors)
+    gpc = gpc_requested(sec_gpc)
+    if gpc:
+        events = [with_gpc(event, container.consent_signals, raw) for event in events]
     with metrics.time_store(StoreOperation.INGEST):
         outcomes = engine.ingest(events)
     metrics.record_ingest(outcomes)
+    if gpc:
+        audit_consents(container, api_key_actor(key.key_id), events, outcomes)
     results = [
         IngestResult(
             index=index,
@@ -186,6 +230,7 @@ def ingest(
             new_identifiers=o.new_identifiers,
             refused=_refusals(o, f"#/events/{index}"),
             facts=_facts(o),
+            consents=_consents(o) if gpc else None,
         )
         for index, o in enumerate(outcomes)
     ]
