@@ -45,11 +45,12 @@ independent verifier must be able to reproduce every byte.
 Privacy
 -------
 The log outlives most other data (it is the proof of what was done), so it must not hold
-personal data: ``person_id`` is the opaque person id, ``actor`` an API key id or ``cli``, and
+personal data: ``person_id`` holds :func:`person_ref` of the person id (never the id itself, so
+an erased person's id survives nowhere), ``actor`` is ``key_<API key id>`` or ``cli``, and
 ``details`` only counts and opaque ids. **Raw identifiers or attribute values must never be put
 in ``details`` (or ``reason``).** As a guard, :class:`AuditDraft` refuses any string that the log
 redaction filter (:mod:`privacy.redaction`, ``EMAIL_LIKE``/``PHONE_LIKE``) would scrub, with a
-:class:`ValueError`. After an erasure the person id in old entries points at nothing.
+:class:`ValueError`. After an erasure the reference in old entries points at nothing.
 
 The table also has triggers that refuse ``UPDATE`` and ``DELETE``: they stop accidents (an
 operator's ad-hoc SQL), not an attacker, who can drop them; the chain is what catches that.
