@@ -1,0 +1,225 @@
+"""Purpose-bound reads: profiles, audiences (definition, members, export) and feature tables.
+
+Thin: each route turns the API key into a :class:`~privacy.policy_engine.Caller` and calls
+:class:`~privacy.reads.ReadService`, which admits the purpose, decides through the policy
+engine, decrypts only allowed fields and audits. Every route needs the ``read`` scope *and* a
+purpose the key lists (403 ``purpose_forbidden`` otherwise).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from api.auth import ApiKey, PurposeForbiddenError, Scope
+from api.bootstrap import Container
+from api.deps import get_container, require
+from api.problems import PROBLEM_JSON
+from api.read_schemas import (
+    AudienceCreate,
+    AudienceOut,
+    FeatureRowOut,
+    FeaturesOut,
+    MembersOut,
+    ProfileOut,
+)
+from privacy.policy_engine import Caller
+from privacy.reads import MAX_PAGE, ActivationRow, PurposeNotInScopeError, ReadService
+
+router = APIRouter(prefix="/v1", tags=["reads"])
+
+ReadKey = Annotated[ApiKey, Depends(require(Scope.READ))]
+PurposeQuery = Annotated[
+    str, Query(max_length=64, description="Why the data is read (policies/purposes.yaml).")
+]
+CursorQuery = Annotated[
+    str | None, Query(max_length=400, description="`next_cursor` of the previous page.")
+]
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Members per page (at most).")]
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {PROBLEM_JSON: {}}}
+    for status, text in {
+        401: "Missing or unknown API key",
+        403: "API key lacks the read scope or the purpose",
+        422: "Unknown purpose, invalid rule, cursor or limit",
+        503: "Store unavailable",
+    }.items()
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Not found (or not readable)", "content": {PROBLEM_JSON: {}}}
+}
+
+
+def get_reads(container: Annotated[Container, Depends(get_container)]) -> ReadService:
+    """The read service."""
+    return container.reads
+
+
+Reads = Annotated[ReadService, Depends(get_reads)]
+
+
+def _caller(key: ApiKey) -> Caller:
+    return Caller(key.key_id, key.purposes, key.consumer or key.key_id)
+
+
+@contextmanager
+def _purpose_scope() -> Iterator[None]:
+    """The core's "purpose not in the key's scope" as the API's 403 ``purpose_forbidden``."""
+    try:
+        yield
+    except PurposeNotInScopeError as exc:
+        raise PurposeForbiddenError(exc.purpose) from None
+
+
+@router.get(
+    "/profiles/{person_id}",
+    response_model=ProfileOut,
+    responses={**PROBLEMS, **NOT_FOUND},
+    summary="What a purpose may see of one person",
+)
+def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads) -> ProfileOut:
+    """Attributes (latest value per name) and events the purpose may read, within retention,
+    if the person's consent or lawful basis allows it. An unknown person and a denied read get
+    the same 404."""
+    with _purpose_scope():
+        return ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
+
+
+@router.post(
+    "/audiences",
+    response_model=AudienceOut,
+    status_code=201,
+    responses=PROBLEMS,
+    summary="Define an audience (rule segment) for one purpose",
+)
+def define_audience(body: AudienceCreate, key: ReadKey, reads: Reads) -> AudienceOut:
+    """Rules over attributes and events; each must be readable by the purpose."""
+    with _purpose_scope():
+        audience = reads.define_audience(
+            _caller(key), body.name, body.purpose, body.rules.to_domain()
+        )
+    return AudienceOut.of(audience)
+
+
+@router.get(
+    "/audiences/{audience_id}",
+    response_model=AudienceOut,
+    responses={**PROBLEMS, **NOT_FOUND},
+    summary="An audience definition",
+)
+def get_audience(audience_id: str, key: ReadKey, reads: Reads) -> AudienceOut:
+    """The stored rules (no members)."""
+    with _purpose_scope():
+        return AudienceOut.of(reads.audience(_caller(key), audience_id))
+
+
+@router.get(
+    "/audiences/{audience_id}/members",
+    response_model=MembersOut,
+    responses={**PROBLEMS, **NOT_FOUND},
+    summary="One page of the audience's members who pass the policy",
+)
+def audience_members(
+    audience_id: str,
+    key: ReadKey,
+    reads: Reads,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 100,
+) -> MembersOut:
+    """Person ids in id order. A page may be short (the scan per request is bounded); keep
+    following ``next_cursor`` until it is ``null``."""
+    with _purpose_scope():
+        page = reads.audience_members(_caller(key), audience_id, cursor, limit)
+    return MembersOut(
+        audience_id=page.audience_id,
+        purpose=page.purpose,
+        members=list(page.person_ids),
+        next_cursor=page.next_cursor,
+        scanned=page.scanned,
+    )
+
+
+def _csv_lines(rows: Iterator[ActivationRow]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("identifier_type", "sha256"))
+    for row in rows:
+        writer.writerow((row.identifier_type, row.sha256))
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _jsonl_lines(rows: Iterator[ActivationRow]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps({"identifier_type": row.identifier_type, "sha256": row.sha256}) + "\n"
+
+
+@router.get(
+    "/audiences/{audience_id}/export",
+    responses={
+        **PROBLEMS,
+        **NOT_FOUND,
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+    },
+    response_class=StreamingResponse,
+    summary="Stream the audience's activation identifiers (SHA-256 of normalized values)",
+)
+def export_audience(
+    audience_id: str,
+    key: ReadKey,
+    reads: Reads,
+    export_format: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
+) -> StreamingResponse:
+    """One row per identifier the purpose may activate (``activation`` in purposes.yaml):
+    ``identifier_type`` and the SHA-256 (hex) of its normalized value, as ad platforms expect.
+    Never the raw value, never the person id."""
+    with _purpose_scope():
+        rows = reads.export_audience(_caller(key), audience_id)
+    if export_format == "csv":
+        return StreamingResponse(
+            _csv_lines(rows),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{audience_id}.csv"'},
+        )
+    return StreamingResponse(
+        _jsonl_lines(rows),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{audience_id}.jsonl"'},
+    )
+
+
+@router.get(
+    "/features",
+    response_model=FeaturesOut,
+    responses=PROBLEMS,
+    summary="A page of the purpose's feature table, keyed by per-consumer pseudonyms",
+)
+def features(
+    purpose: PurposeQuery,
+    key: ReadKey,
+    reads: Reads,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = 100,
+) -> FeaturesOut:
+    """The ``features`` attributes of the purpose for persons it may read; a feature that is
+    missing or past retention is ``null``. Pseudonyms are stable for one consumer (the API
+    key's) and differ across consumers."""
+    with _purpose_scope():
+        page = reads.features(_caller(key), purpose, cursor, limit)
+    return FeaturesOut(
+        purpose=page.purpose,
+        columns=list(page.columns),
+        rows=[FeatureRowOut(pseudonym=r.pseudonym, features=dict(r.values)) for r in page.rows],
+        next_cursor=page.next_cursor,
+        pseudonym_key_id=page.pseudonym_key_id,
+    )

@@ -1,0 +1,376 @@
+"""Policy overhead of purpose-bound reads: a consent-filtered audience and a profile read.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/audience.py                                 # 20,000 persons
+    .venv/bin/python bench/audience.py --persons 1000000 --db /tmp/aud-1m.sqlite3 --json out.json
+
+What it builds (not timed; with ``--db`` an existing file built with the same ``--persons`` and
+``--seed`` is reused):
+
+* ``--persons`` persons written **through the store port** (``GraphTransaction.apply`` of one
+  ``ChangeSet`` per 20,000 persons), i.e. exactly the rows the resolution engine writes, without
+  normalizing, hashing and sealing a million synthetic identifiers first. Each person has 1-3
+  identifier nodes and a ``city`` attribute; about 30 % have 1-4 ``purchase`` events spread over
+  90 days; about 60 % have 1-2 ``ad_targeting`` consent records (70 % of them grants); 0.5 %
+  carry a restriction. Sealed values are random bytes of a realistic size: the audience below
+  has no attribute rule, so nothing of them is decrypted.
+* ``--profiles`` extra persons (default 200) ingested through the real ``ResolutionEngine`` with
+  the real vault: 6 attributes, 12 events and an ``ad_targeting`` grant each, for the profile
+  read.
+
+What it times, in one run on the same store:
+
+(a) ``audience+policy``: every member of the audience "at least 2 purchases in the last 30 days"
+    for ``ad_targeting``, through ``ReadService.audience_members`` page by page (1,000 members a
+    page): event rule pushed down to ``member_page``, ``PolicyEngine.decide`` per person, the
+    audit entries of every page appended (``synchronous=FULL``), as the API does it.
+(b) ``audience-raw``: the same ``member_page`` scan (same rule, same consent loading, pages of
+    1,000) with no policy and no audit: what the store alone costs.
+(c) ``profile+policy`` vs ``profile-raw``: ``ReadService.profile`` for each profile person vs the
+    same read without policy (``person_facts`` + ``decrypt_many`` of every fact).
+
+Prints wall and CPU seconds and the ratios (goals of issue 5: the audience under 2 s at 1M
+persons, policy overhead <= 1.5x). Figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from identity.hashing import HashedIdentifier, HashKey, Keyring  # noqa: E402
+from identity.identifiers import NormalizedIdentifier  # noqa: E402
+from identity.model import (  # noqa: E402
+    RESTRICTION_PURPOSE,
+    ChangeSet,
+    ConsentInput,
+    ConsentRecord,
+    ConsentSignal,
+    EventCountRule,
+    Fact,
+    FactInput,
+    FactKind,
+    FactStatus,
+    IdentifierNode,
+    IdentityEvent,
+    MemberScan,
+    PersonRecord,
+    new_node_id,
+)
+from identity.policy import load_identity_policy  # noqa: E402
+from identity.resolution import ResolutionEngine  # noqa: E402
+from identity.store.sqlite import SqliteGraphStore  # noqa: E402
+from privacy.audiences import AudienceRules, EventRule, SqliteAudienceStore  # noqa: E402
+from privacy.audit import AuditDraft, SqliteAuditLog  # noqa: E402
+from privacy.facts import load_facts_policy  # noqa: E402
+from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
+from privacy.policy_engine import Caller, PolicyEngine  # noqa: E402
+from privacy.pseudonyms import FeaturePseudonymizer  # noqa: E402
+from privacy.purposes import load_purposes_policy  # noqa: E402
+from privacy.reads import ReadService  # noqa: E402
+from privacy.vault import SqliteVaultKeyStore, Vault  # noqa: E402
+
+NOW = datetime.now(UTC)
+BUILD_BATCH = 20_000
+PURPOSE = "ad_targeting"
+PAGE = 1_000
+TYPES = ("email", "phone", "cookie_id")
+
+
+def _changes(rng: random.Random, count: int) -> ChangeSet:
+    persons: list[PersonRecord] = []
+    nodes: list[IdentifierNode] = []
+    facts: list[Fact] = []
+    consents: list[ConsentRecord] = []
+
+    def fact(node: str, kind: FactKind, name: str, at: datetime) -> Fact:
+        category = "behavioural" if kind is FactKind.EVENT else "location"
+        return Fact(
+            "f_" + secrets.token_hex(12),
+            node,
+            kind,
+            name,
+            category,
+            at,
+            "bench",
+            FactStatus.ACTIVE,
+            secrets.token_bytes(40),
+        )
+
+    def consent(node: str, purpose: str, granted: bool, at: datetime) -> ConsentRecord:
+        signal = ConsentSignal.RESTRICTION if purpose == RESTRICTION_PURPOSE else ConsentSignal.TCF
+        return ConsentRecord(
+            "c_" + secrets.token_hex(12),
+            node,
+            purpose,
+            granted,
+            at,
+            at + timedelta(seconds=1),
+            "cmp:bench",
+            signal,
+            "consent",
+            secrets.token_hex(32),
+        )
+
+    for _ in range(count):
+        person = "p_" + secrets.token_hex(12)
+        created = NOW - timedelta(days=rng.randint(100, 365))
+        persons.append(PersonRecord(person, created, NOW))
+        own = [new_node_id() for _ in range(rng.choice((1, 2, 2, 3)))]
+        nodes += [
+            IdentifierNode(
+                n, HashedIdentifier(TYPES[k], "k1", secrets.token_bytes(32)), person, created, NOW
+            )
+            for k, n in enumerate(own)
+        ]
+
+        def ago(days: int) -> datetime:
+            return NOW - timedelta(days=rng.uniform(0, days))
+
+        facts.append(fact(own[0], FactKind.ATTRIBUTE, "city", created))
+        if rng.random() < 0.3:
+            facts += [
+                fact(rng.choice(own), FactKind.EVENT, "purchase", ago(90))
+                for _ in range(rng.randint(1, 4))
+            ]
+        if rng.random() < 0.6:
+            consents += [
+                consent(rng.choice(own), PURPOSE, rng.random() < 0.7, ago(300))
+                for _ in range(rng.randint(1, 2))
+            ]
+        if rng.random() < 0.005:
+            consents.append(consent(own[0], RESTRICTION_PURPOSE, False, ago(30)))
+    return ChangeSet(
+        new_persons=tuple(persons),
+        new_nodes=tuple(nodes),
+        facts=tuple(facts),
+        consents=tuple(consents),
+    )
+
+
+def _profile_events(count: int) -> list[IdentityEvent]:
+    events: list[IdentityEvent] = []
+    for i in range(count):
+        attributes = [
+            FactInput(FactKind.ATTRIBUTE, name, category, NOW, json.dumps(value).encode())
+            for name, category, value in (
+                ("city", "location", "Lisbon"),
+                ("country", "location", "PT"),
+                ("age_band", "demographic", "25-34"),
+                ("visit_count", "behavioural", i % 50),
+                ("interests", "interests", ["running", "books"]),
+                ("lifetime_value", "financial", 120.5),
+            )
+        ]
+        purchases = [
+            FactInput(
+                FactKind.EVENT,
+                "purchase",
+                "behavioural",
+                NOW - timedelta(days=d * 7),
+                json.dumps({"properties": {"order_id": f"o-{i}-{d}", "amount": 9.5}}).encode(),
+            )
+            for d in range(12)
+        ]
+        events.append(
+            IdentityEvent(
+                (NormalizedIdentifier("customer_id", f"BENCH-{i:07d}"),),
+                "bench",
+                NOW,
+                facts=(*attributes, *purchases),
+                consents=(
+                    ConsentInput(
+                        PURPOSE,
+                        True,
+                        NOW - timedelta(days=3),
+                        ConsentSignal.DIRECT,
+                        "consent",
+                        "0" * 64,
+                    ),
+                ),
+            )
+        )
+    return events
+
+
+def _timed(label: str, run: Callable[[], int], unit: str) -> dict[str, Any]:
+    started, cpu = time.perf_counter(), time.process_time()
+    count = run()
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    print(f"  {label:<16} {seconds:8.3f} s wall {cpu_seconds:8.3f} s cpu {count:>10,} {unit}")
+    return {"mode": label, "seconds": seconds, "cpu_seconds": cpu_seconds, unit: count}
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear script
+    """Build (or reuse) the store, run the timed modes and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--persons", type=int, default=20_000)
+    parser.add_argument("--profiles", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--db", type=Path, help="graph file to build once and reuse")
+    parser.add_argument("--tmp-dir", type=Path, help="where the work directory goes")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.persons < 1 or args.profiles < 1:
+        parser.error("--persons and --profiles must be >= 1")
+
+    work = Path(tempfile.mkdtemp(prefix="idgraph-aud-", dir=args.tmp_dir))
+    db = args.db or work / "graph.sqlite3"
+    marker = db.with_suffix(db.suffix + ".built")
+    wanted = f"{args.persons}:{args.profiles}:{args.seed}"
+    policies = ROOT / "policies"
+    keyring = Keyring([HashKey("k1", b"bench-key-" + bytes(range(32)))], "k1")
+    key_dir = db.parent if args.db else work
+    kek = key_dir / (db.name + ".kek.json")
+    if not kek.exists():
+        create_kek_file(kek, origin="generated")
+    vault_keys = SqliteVaultKeyStore(key_dir / (db.name + ".vault-keys.sqlite3"))
+    vault = Vault(vault_keys, LocalFileKeyProvider(kek))
+    reuse = marker.exists() and marker.read_text() == wanted and db.exists()
+    if not reuse:
+        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            stale.unlink(missing_ok=True)
+    store = SqliteGraphStore(db, synchronous="NORMAL")
+    engine = ResolutionEngine(
+        store, keyring, load_identity_policy(policies / "identity.yaml"), sealer=vault
+    )
+    figures: dict[str, Any] = {"persons": args.persons, "profiles": args.profiles}
+    try:
+        if reuse:
+            print(f"reusing {db} ({store.stats()})")
+        else:
+            print(f"building {args.persons:,} persons in {db} (not timed)")
+            rng = random.Random(args.seed)
+            started = time.perf_counter()
+            for done in range(0, args.persons, BUILD_BATCH):
+                changes = _changes(rng, min(BUILD_BATCH, args.persons - done))
+                store.write(lambda tx, c=changes: tx.apply(c))
+            profile_events = _profile_events(args.profiles)
+            for start in range(0, len(profile_events), 500):
+                engine.ingest(profile_events[start : start + 500])
+            store.write(lambda tx: tx._conn.execute("ANALYZE"))
+            marker.write_text(wanted)
+            print(f"  built in {time.perf_counter() - started:.1f} s: {store.stats()}")
+        purposes = load_purposes_policy(policies / "purposes.yaml")
+        audit = SqliteAuditLog(work / "audit.sqlite3")
+        reads = ReadService(
+            store,
+            vault,
+            PolicyEngine(purposes),
+            load_facts_policy(policies / "categories.yaml"),
+            audit,
+            SqliteAudienceStore(work / "control.sqlite3"),
+            FeaturePseudonymizer(keyring),
+            max_scan=max(args.persons + args.profiles, 1),
+        )
+        caller = Caller("bench", frozenset({PURPOSE}), "bench")
+        rules = AudienceRules(events=(EventRule("purchase", 30, 2),))
+        audience = reads.define_audience(caller, "bench buyers", PURPOSE, rules)
+
+        def with_policy() -> int:
+            members, cursor = 0, None
+            while True:
+                page = reads.audience_members(caller, audience.audience_id, cursor, PAGE)
+                members += len(page.person_ids)
+                cursor = page.next_cursor
+                if cursor is None:
+                    return members
+
+        scan = MemberScan(
+            event_rules=(EventCountRule("purchase", NOW - timedelta(days=30), 2),),
+            consent_purposes=(PURPOSE,),
+        )
+
+        def raw() -> int:
+            rows, after = 0, ""
+            while page := store.read(lambda tx, a=after: tx.member_page(scan, a, PAGE)):
+                rows += len(page)
+                after = page[-1].person_id
+            return rows
+
+        print(f"audience: >= 2 purchases in 30 days, consent for {PURPOSE}")
+        raw()  # warm the page cache for both modes alike
+        policy_run = _timed("audience+policy", with_policy, "members")
+        raw_run = _timed("audience-raw", raw, "rows")
+        ratio = policy_run["seconds"] / raw_run["seconds"]
+        print(f"  ratio policy/raw: {ratio:.2f}x  (goal <= 1.5x; < 2 s at 1M persons)")
+        figures["audience"] = {"policy": policy_run, "raw": raw_run, "ratio": ratio}
+
+        profile_ids = [
+            pid
+            for i in range(args.profiles)
+            if (pid := engine.resolve(NormalizedIdentifier("customer_id", f"BENCH-{i:07d}")))
+        ]
+
+        def profile_policy() -> int:
+            fields = 0
+            for pid in profile_ids:
+                profile = reads.profile(caller, pid, PURPOSE)
+                fields += len(profile.attributes) + len(profile.events)
+            return fields
+
+        def profile_raw() -> int:
+            fields = 0
+            for pid in profile_ids:
+                facts = store.read(
+                    lambda tx, p=pid: tx.person_facts(
+                        p, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
+                    )
+                )
+                plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+                fields += len([json.loads(p) for p in plain])
+            return fields
+
+        print(f"profile reads: {len(profile_ids)} persons, 6 attributes + 12 events each")
+        profile_raw()  # warm the vault's data-key cache for both modes alike
+        p_policy = _timed("profile+policy", profile_policy, "fields")
+        p_raw = _timed("profile-raw", profile_raw, "fields")
+        p_ratio = p_policy["seconds"] / p_raw["seconds"]
+        print(
+            f"  ratio policy/raw: {p_ratio:.2f}x  (policy returns fewer fields: ad_targeting "
+            "cannot read demographic/financial; includes one audited fsync per read)"
+        )
+        probe = SqliteAuditLog(work / "audit-probe.sqlite3")
+
+        def audit_only() -> int:
+            for _ in profile_ids:
+                probe.append([AuditDraft("bench", "read.profile", PURPOSE, "r_0", "allow", "x")])
+            return len(profile_ids)
+
+        a_only = _timed("audit-append", audit_only, "entries")
+        probe.close()
+        without = (p_policy["seconds"] - a_only["seconds"]) / p_raw["seconds"]
+        print(f"  ratio without the audit write (policy - audit-append)/raw: {without:.2f}x")
+        figures["profile"] = {
+            "policy": p_policy,
+            "raw": p_raw,
+            "audit_append": a_only,
+            "ratio": p_ratio,
+            "ratio_without_audit_write": without,
+        }
+        print(f"audit log: {audit.head().seq} entries, verify ok={audit.verify().ok}")
+        reads.close()
+        audit.close()
+    finally:
+        store.close()
+        vault_keys.close()
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
