@@ -13,7 +13,7 @@ from api.bootstrap import Container, build_container
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.ratelimit import RateLimiter
-from api.routers import consent, dsr, health, identity, links
+from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
 from api.settings import Settings
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(identity.router)
     app.include_router(links.router)
     app.include_router(consent.router)
+    app.include_router(reads.router)
     app.include_router(dsr.router)
     app.include_router(metrics_router.router)
     # Order matters: the outermost middleware is added last. Request ids wrap everything,
