@@ -17,6 +17,7 @@ from rich.table import Table
 from api.auth import ApiKeyStore, Scope
 from api.bootstrap import Container, build_container, load_keyring, load_policies
 from api.bulk import BulkFileError, FileFormat, ingest_file
+from api.cli_audit import audit_app
 from api.cli_privacy import quarantine_app, register_key_commands
 from api.cli_store import store_app
 from api.settings import Environment, Settings
@@ -31,6 +32,7 @@ keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(audit_app, name="audit")
 register_key_commands(keys_app)
 
 console = Console(stderr=True)
@@ -322,12 +324,38 @@ def policy_check() -> None:
 def create_api_key(
     scope: Annotated[list[Scope], typer.Option(help="Repeat for several scopes.")],
     name: Annotated[str, typer.Option(help="What the key is for.")] = "api-key",
+    purpose: Annotated[
+        Optional[list[str]],  # noqa: UP045 - typer needs Optional
+        typer.Option(help="A purpose the key may read for (repeat; '*' = all). Needs `read`."),
+    ] = None,
+    consumer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="The downstream system (keys feature pseudonyms; default: key id)."),
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once and stored only as a hash."""
     settings = _settings()
+    purposes = frozenset(purpose or ())
+    if purposes:
+        from privacy.policy_engine import ALL_PURPOSES
+        from privacy.purposes import load_purposes_policy
+
+        try:
+            known = load_purposes_policy(settings.policy_dir / "purposes.yaml").ids
+        except IdGraphError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        unknown = sorted(purposes - {*known, ALL_PURPOSES})
+        if unknown:
+            console.print(
+                f"[red]unknown purpose(s) {', '.join(unknown)}; valid: {', '.join(known)}[/red]"
+            )
+            raise typer.Exit(2)
+        if not {Scope.READ, Scope.ADMIN} & set(scope):
+            console.print("[yellow]note: purposes only matter with the read scope[/yellow]")
     store = ApiKeyStore(settings.control_db_path)
     try:
-        key, token = store.create(name, frozenset(scope))
+        key, token = store.create(name, frozenset(scope), purposes=purposes, consumer=consumer)
     finally:
         store.close()
     console.print(f"created key {key.key_id} ({', '.join(sorted(key.scopes))}); shown only once:")
