@@ -18,6 +18,8 @@ from api.auth import ApiKeyStore, Scope
 from api.bootstrap import Container, build_container, load_keyring, load_policies
 from api.bulk import BulkFileError, FileFormat, ingest_file
 from api.cli_audit import audit_app
+from api.cli_dsr import dsr_app, retention_app
+from api.cli_erasure import register_suppression_commands
 from api.cli_privacy import quarantine_app, register_key_commands
 from api.cli_store import store_app
 from api.settings import Environment, Settings
@@ -32,6 +34,9 @@ keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(dsr_app, name="dsr")
+register_suppression_commands(dsr_app)
+app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 register_key_commands(keys_app)
 
