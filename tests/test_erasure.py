@@ -3,6 +3,7 @@ and recoverable, it sticks (suppression), and another person's data stays intact
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 import signal
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from api.auth import Scope
 from api.bootstrap import Container, build_container
 from api.settings import Settings
 from identity.errors import StoreUnavailableError
@@ -210,8 +213,36 @@ def two_persons(api: Api) -> tuple[Subject, Subject]:
     return _subject(container, ann_id), _subject(container, bob_id)
 
 
+def _erase_through_the_dsr_api(api: Api) -> dict[str, Any]:
+    """Submit an erasure request (``POST /v1/dsr``), let the worker run it, return the result."""
+    container = api.container
+    _, token = container.api_keys.create("dsr-tool", frozenset({Scope.DSR}))
+    headers = {"Authorization": f"Bearer {token}"}
+    submitted = api.client.post(
+        "/v1/dsr",
+        json={
+            "request_id": "dsr-req-1",
+            "type": "erasure",
+            "subject_identities": [{"type": "email", "value": ANN["email"]}],
+        },
+        headers=headers,
+    )
+    assert submitted.status_code in (200, 202), submitted.text
+    deadline = time.monotonic() + 30
+    while True:
+        container.dsr.run_once()
+        status = api.client.get("/v1/dsr/dsr-req-1", headers=headers).json()
+        if status["status"] not in ("pending", "in_progress") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status["status"] == "completed", status
+    result: dict[str, Any] = status["result"]
+    return result
+
+
+@pytest.mark.parametrize("via", ["service", "dsr_api"])
 def test_nothing_about_the_person_is_left_in_any_file_or_log_when_erased(
-    api: Api, two_persons: tuple[Subject, Subject], log_stream: io.StringIO
+    api: Api, two_persons: tuple[Subject, Subject], log_stream: io.StringIO, via: str
 ) -> None:
     container = api.container
     ann, bob = two_persons
@@ -231,17 +262,23 @@ def test_nothing_about_the_person_is_left_in_any_file_or_log_when_erased(
     assert len(ann.consent_ids) == 2
     assert ann.wrapped_keys
 
-    result = _service(container).erase(
-        [_normalized(container, ANN)[0]], request_id="dsr-req-1", actor="key_test"
-    )
+    if via == "service":
+        erased = _service(container).erase(
+            [_normalized(container, ANN)[0]], request_id="dsr-req-1", actor="key_test"
+        )
+        result = dataclasses.asdict(erased)
+    else:  # the whole request path: API, DSR store and worker, downstream outbox
+        result = _erase_through_the_dsr_api(api)
 
-    assert result.persons_erased == 1
-    assert result.identifiers_erased == 4
-    assert result.consents_deleted == 2
-    assert result.keys_shredded >= 1
-    assert result.identifiers_suppressed == 4
+    assert result["persons_erased"] == 1
+    assert result["identifiers_erased"] == 4
+    assert result["consents_deleted"] == 2
+    assert result["keys_shredded"] >= 1
+    assert result["identifiers_suppressed"] == 4
     # Every file: no raw value, no id, no ciphertext, no wrapped key of Ann's, no hash in hex.
     after = _files(data_dir)
+    if via == "dsr_api":
+        assert "dsr.sqlite3" in after  # the request file is scanned too
     assert _hits(after, raw) == {}
     assert _hits(after, ids) == {}
     assert _hits(after, hex_hashes) == {}
