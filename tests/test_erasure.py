@@ -796,3 +796,37 @@ def test_cli_lifts_suppression_only_after_confirmation_and_never_prints_the_valu
         assert [(e.actor, e.details["request_id"]) for e in lifted] == [("cli", "opt-1")] * 2
     finally:
         container.close()
+
+
+def test_store_copy_carries_the_suppression_list_so_erased_persons_stay_erased(
+    store: SqliteGraphStore,
+    engine: ResolutionEngine,
+    policy: IdentityPolicy,
+    vault: Vault,
+    keyring: Keyring,
+    ids: Ids,
+    tmp_path: Path,
+) -> None:
+    from identity.store.copy import copy_graph
+
+    engine.ingest([ids.event(("email", "gone@x.de"), ("cookie_id", "ck-gone"))])
+    engine.ingest([ids.event(("email", "kept@x.de"))])
+    audit = SqliteAuditLog(tmp_path / "audit.sqlite3")
+    try:
+        ErasureService(store, vault, keyring, audit).erase(
+            [ids("email", "gone@x.de")], "c-1", "cli"
+        )
+    finally:
+        audit.close()
+    store.checkpoint()
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        report = copy_graph(store.path, target, batch_size=1)
+
+        assert (report.persons, report.suppressed) == (1, 2)
+        copied = ResolutionEngine(target, keyring, policy, sealer=vault)
+        (again,) = copied.ingest([ids.event(("email", "gone@x.de"), ("cookie_id", "ck-gone"))])
+        assert again.outcome is Outcome.REFUSED
+        assert copied.resolve(ids("email", "kept@x.de")) is not None
+    finally:
+        target.close()

@@ -28,6 +28,7 @@ a backup): a person created since the first run with an id below the cursor woul
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -101,6 +102,7 @@ class CopyReport:
     batches: int
     facts: int = 0
     consents: int = 0
+    suppressed: int = 0  # suppression entries new in the target
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,8 @@ class _SqliteSource:
         self.has_facts = self._has_table("facts")
         # Likewise consents, for a file last opened by an idgraph from before schema version 2.
         self.has_consents = self._has_table("consents")
+        # And the suppression list (version 3).
+        self.has_suppressed = self._has_table("suppressed")
 
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -276,6 +280,17 @@ class _SqliteSource:
             )
         return records
 
+    def suppressed_after(self, after: tuple[bytes, str, str], limit: int) -> list[HashedIdentifier]:
+        """Suppression entries after ``after`` (digest, type, key id), in key order."""
+        if not self.has_suppressed:
+            return []
+        rows = self._conn.execute(
+            "SELECT digest, type, key_id FROM suppressed WHERE (digest, type, key_id) > (?, ?, ?) "
+            "ORDER BY digest, type, key_id LIMIT ?",
+            (*after, limit),
+        )
+        return [HashedIdentifier(type_, key_id, bytes(digest)) for digest, type_, key_id in rows]
+
     def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
         rows = self._conn.execute(
             "SELECT refusal_id, at, source, type, key_id, digest, reason, detail FROM refusals "
@@ -295,6 +310,10 @@ class _SqliteSource:
             )
             for rid, at, source, type_, key_id, digest, reason, detail in rows
         ]
+
+
+def _suppress(hashes: Sequence[HashedIdentifier], tx: GraphTransaction) -> int:
+    return tx.suppress(hashes)
 
 
 def _read_cursor(tx: GraphTransaction, key: str) -> tuple[bool, _Cursor | None]:
@@ -349,6 +368,7 @@ class _Copy:
             if not self._copy_persons():
                 self._copy_refusals()
             self._report()
+        suppressed = self._copy_suppressed()
         c = self.copied
         return CopyReport(
             c["persons"],
@@ -359,7 +379,22 @@ class _Copy:
             c["batches"],
             c["facts"],
             c["consents"],
+            suppressed,
         )
+
+    def _copy_suppressed(self) -> int:
+        """Copy the suppression list, in batches; returns the entries new in the target.
+
+        Without it, a copied graph would let erased persons be re-created by the next ingest.
+        Idempotent (an entry already there is kept), so a resumed copy simply repeats it.
+        """
+        created = 0
+        after = (b"", "", "")
+        while batch := self.reader.suppressed_after(after, self.batch_size):
+            created += self.target.write(functools.partial(_suppress, batch))
+            last = batch[-1]
+            after = (last.digest, last.type, last.key_id)
+        return created
 
     def _report(self) -> None:
         if self.progress is not None:
