@@ -96,7 +96,9 @@ class RefusalOut(_Strict):
 
     pointer: str = Field(description="JSON pointer of the refused identifier in the request.")
     type: str
-    reason: str = Field(description="blocked_value | blocked_pattern | limit_exceeded")
+    reason: str = Field(
+        description="blocked_value | blocked_pattern | limit_exceeded | suppressed (erased)"
+    )
     detail: str
 
 
