@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench install clean
+.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ test: lint typecheck cypher-lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
-## Benchmarks: SCALE=small (default) or SCALE=1m.
+## Every benchmark, written to bench/REPORT.md with plots: SCALE=small (default), 1m or tiny.
 bench: $(STAMP)
+	$(PY) bench/report.py --scale $(or $(SCALE),small)
+
+## The ingest benchmark alone, printed: SCALE=small (default) or SCALE=1m.
+bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
 
 clean:

@@ -1,0 +1,1223 @@
+"""One benchmark report: every bench/ script at one scale, as ``bench/REPORT.md`` with plots.
+
+Usage (from the repository root)::
+
+    make bench                                            # = bench/report.py --scale small
+    make bench SCALE=1m                                   # 1,000,000 identifiers (hours)
+    .venv/bin/python bench/report.py --scale tiny --out /tmp/rep   # seconds (the smoke test)
+    .venv/bin/python bench/report.py --only ingest,vault  # some sections; the rest "not run"
+
+Runs each script of ``bench/`` as a subprocess with ``--json`` into a temporary directory, one
+after another (never in parallel: they would time each other), at the sizes of the ``--scale``
+preset (``PRESETS`` below, documented in ``bench/README.md``): ``ingest.py`` at a few sizes and
+once with traits, ``member_scan.py``, ``audience.py``, ``erasure.py``, ``load.py``, ``vault.py``
+and ``pii_quality.py``. Then writes ``OUT/REPORT.md``: machine facts, the goals of the issues
+with met / not met, and per script a table of each figure beside its same-run baseline and the
+ratio (value ÷ baseline), plus ``OUT/report/ingest_throughput.png`` and
+``OUT/report/erasure_latency.png`` (matplotlib) and ``OUT/report/figures.json`` (every script's
+JSON as it wrote it).
+
+A script that fails (non-zero exit status, time-out, no JSON) gets a ``failed: <reason>`` row
+and the others still run; the exit status is then 1. Scripts' own output goes to log files in
+the work directory (``--work-dir`` keeps it; default a temporary directory, removed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+SECTIONS = ("ingest", "member_scan", "audience", "erasure", "load", "vault", "pii_quality")
+INGEST_ATTRIBUTES = 5  # traits per person of the extra ingest run (issue 4)
+ONE_MILLION = 1_000_000
+# Goals of the issues (the scripts hold the same numbers).
+GOAL_INGEST_RATIO = 0.50  # issue 3: real >= 50 % of the floor's throughput
+GOAL_INGEST_RSS_MIB = 512  # issue 3: real peak RSS
+GOAL_AUDIENCE_S = 2.0  # issue 5: consent-filtered audience over 1M persons
+GOAL_OVERHEAD = 1.5  # issue 5: policy overhead of audience and profile reads
+GOAL_ERASE_P99_S = 1.0  # issue 6
+GOAL_ERASE_GROWTH = 2.0  # issue 6: erasure work must not grow with the graph (VM steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """The sizes every script runs at for one ``--scale``."""
+
+    ingest_sizes: tuple[int, ...]  # identifiers; the largest also runs with traits
+    member_persons: int
+    member_page_size: int
+    audience_persons: int
+    audience_profiles: int
+    erasure_sizes: tuple[int, ...]  # identifiers per graph
+    erasure_samples: int
+    erasure_batch: int
+    load_requests: int
+    load_concurrency: int
+    load_rate: float
+    load_batch: int
+    load_exports: int
+    vault_values: int
+    vault_owners: int
+    pii_sentences: int
+    timeout_s: float  # per script run
+
+
+PRESETS = {
+    "tiny": Preset(
+        ingest_sizes=(400, 800),
+        member_persons=500,
+        member_page_size=100,
+        audience_persons=600,
+        audience_profiles=5,
+        erasure_sizes=(400, 800),
+        erasure_samples=20,
+        erasure_batch=20,
+        load_requests=100,
+        load_concurrency=4,
+        load_rate=100.0,
+        load_batch=10,
+        load_exports=1,
+        vault_values=2_000,
+        vault_owners=400,
+        pii_sentences=60,
+        timeout_s=300.0,
+    ),
+    "small": Preset(
+        ingest_sizes=(5_000, 20_000),
+        member_persons=20_000,
+        member_page_size=10_000,
+        audience_persons=20_000,
+        audience_profiles=200,
+        erasure_sizes=(10_000, 100_000),
+        erasure_samples=200,
+        erasure_batch=1_000,
+        load_requests=2_000,
+        load_concurrency=16,
+        load_rate=200.0,
+        load_batch=50,
+        load_exports=3,
+        vault_values=100_000,
+        vault_owners=20_000,
+        pii_sentences=600,
+        timeout_s=1_800.0,
+    ),
+    "1m": Preset(
+        ingest_sizes=(100_000, ONE_MILLION),
+        member_persons=ONE_MILLION,
+        member_page_size=10_000,
+        audience_persons=ONE_MILLION,
+        audience_profiles=200,
+        erasure_sizes=(10_000, 100_000, ONE_MILLION),
+        erasure_samples=200,
+        erasure_batch=1_000,
+        load_requests=5_000,
+        load_concurrency=16,
+        load_rate=200.0,
+        load_batch=50,
+        load_exports=3,
+        vault_values=ONE_MILLION,
+        vault_owners=250_000,
+        pii_sentences=600,
+        timeout_s=4 * 3_600.0,
+    ),
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One script run: its command, duration, exit status, JSON and failure reason if any."""
+
+    key: str
+    command: list[str]
+    seconds: float = 0.0
+    returncode: int | None = None
+    data: Any = None
+    error: str | None = None
+    skipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Ran, exited 0 and wrote its JSON."""
+        return not self.skipped and self.error is None and self.data is not None
+
+
+@dataclass(slots=True)
+class Goal:
+    """One goal of an issue and how this run did."""
+
+    source: str
+    goal: str
+    figure: str
+    status: str
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything collected in one run."""
+
+    scale: str
+    preset: Preset
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    goals: list[Goal] = field(default_factory=list)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    wall_s: float = 0.0
+
+
+# -- running the scripts --------------------------------------------------------------------------
+
+
+def plan(preset: Preset) -> list[tuple[str, str, list[str]]]:
+    """``(key, section, arguments)`` of every script run of a preset, in run order."""
+    runs: list[tuple[str, str, list[str]]] = [
+        (f"ingest-{n}", "ingest", ["ingest.py", "--identifiers", str(n)])
+        for n in preset.ingest_sizes
+    ]
+    largest = max(preset.ingest_sizes)
+    runs.append(
+        (
+            f"ingest-{largest}-attributes",
+            "ingest",
+            [
+                "ingest.py",
+                "--identifiers",
+                str(largest),
+                "--attributes",
+                str(INGEST_ATTRIBUTES),
+            ],
+        )
+    )
+    p = preset
+    runs += [
+        (
+            "member_scan",
+            "member_scan",
+            [
+                "member_scan.py",
+                "--persons",
+                str(p.member_persons),
+                "--page-size",
+                str(p.member_page_size),
+            ],
+        ),
+        (
+            "audience",
+            "audience",
+            [
+                "audience.py",
+                "--persons",
+                str(p.audience_persons),
+                "--profiles",
+                str(p.audience_profiles),
+            ],
+        ),
+        (
+            "erasure",
+            "erasure",
+            [
+                "erasure.py",
+                "--sizes",
+                ",".join(map(str, p.erasure_sizes)),
+                "--samples",
+                str(p.erasure_samples),
+                "--batch",
+                str(p.erasure_batch),
+            ],
+        ),
+        (
+            "load",
+            "load",
+            [
+                "load.py",
+                "--requests",
+                str(p.load_requests),
+                "--concurrency",
+                str(p.load_concurrency),
+                "--rate",
+                str(p.load_rate),
+                "--batch",
+                str(p.load_batch),
+                "--exports",
+                str(p.load_exports),
+            ],
+        ),
+        (
+            "vault",
+            "vault",
+            ["vault.py", "--values", str(p.vault_values), "--owners", str(p.vault_owners)],
+        ),
+        ("pii_quality", "pii_quality", ["pii_quality.py", "--count", str(p.pii_sentences)]),
+    ]
+    return runs
+
+
+def _work_args(key: str, work: Path, graphs: Path | None) -> list[str]:
+    """Where a script keeps its temporary files (and, with ``--keep-graphs``, its graph)."""
+    if key.startswith(("ingest", "erasure", "audience")):
+        args = ["--tmp-dir", str(work)]
+        if key == "audience" and graphs is not None:
+            args += ["--db", str(graphs / "audience.sqlite3")]
+        return args
+    if key == "member_scan":
+        return ["--db", str((graphs or work) / "member-scan.sqlite3")]
+    return []
+
+
+def _last_line(log: Path) -> str:
+    """The last non-empty line of a log, shortened: the likeliest reason of a failure."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "no output"
+    lines = [line for line in lines if line]
+    return (lines[-1][:240] if lines else "no output").replace("|", "/")
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of ``proc`` (its own session), SIGKILL it after 15 s."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig is signal.SIGTERM:  # the leader is gone; give the group one last SIGKILL
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        return
+
+
+def run_script(
+    key: str, args: list[str], work: Path, graphs: Path | None, timeout: float
+) -> Outcome:
+    """Run one script with ``--json`` into ``work``; never raises for the script's failures."""
+    out = work / f"{key}.json"
+    log = work / f"{key}.log"
+    command = [sys.executable, str(BENCH / args[0]), *args[1:], "--json", str(out)]
+    command += _work_args(key, work, graphs)
+    outcome = Outcome(key, command)
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as sink:
+        try:
+            # Its own process group: a time-out or Ctrl-C also stops what the script started
+            # (the servers of load.py, the modes of ingest.py).
+            proc = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            )
+        except OSError as exc:
+            outcome.error = f"could not start: {exc}"
+        else:
+            try:
+                outcome.returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _stop_group(proc)
+                outcome.error = f"timed out after {timeout:g} s"
+            except BaseException:
+                _stop_group(proc)
+                raise
+    outcome.seconds = time.perf_counter() - started
+    if out.exists():
+        try:
+            outcome.data = json.loads(out.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            outcome.error = outcome.error or f"unreadable JSON: {exc}"
+    if outcome.error is None and outcome.returncode != 0:
+        outcome.error = f"exit status {outcome.returncode}: {_last_line(log)}"
+    if outcome.error is None and outcome.data is None:
+        outcome.error = f"wrote no JSON: {_last_line(log)}"
+    return outcome
+
+
+def collect(
+    report: Report, only: set[str], work: Path, graphs: Path | None, echo: bool = True
+) -> None:
+    """Run the preset's scripts one after another, filling ``report.outcomes``."""
+    runs = plan(report.preset)
+    for index, (key, section, args) in enumerate(runs, 1):
+        if section not in only:
+            report.outcomes[key] = Outcome(key, [], skipped=True)
+            continue
+        if echo:
+            print(f"[{index}/{len(runs)}] {key}: bench/{' '.join(args)}", file=sys.stderr)
+        outcome = run_script(key, args, work, graphs, report.preset.timeout_s)
+        report.outcomes[key] = outcome
+        if echo:
+            status = "ok" if outcome.ok else f"failed: {outcome.error}"
+            print(f"    {outcome.seconds:.1f} s, {status}", file=sys.stderr)
+            if not outcome.ok and outcome.returncode is not None:
+                tail = (work / f"{key}.log").read_text(errors="replace").splitlines()[-15:]
+                sys.stderr.write("".join(f"    | {line}\n" for line in tail))
+
+
+# -- formatting -----------------------------------------------------------------------------------
+
+
+def _n(value: float, digits: int = 0) -> str:
+    """A number with thousands separators."""
+    return f"{value:,.{digits}f}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.2f} ms"
+
+
+def _s(seconds: float) -> str:
+    """Seconds, or milliseconds below one second."""
+    return f"{seconds:,.3f} s" if abs(seconds) >= 1 else _ms(seconds)
+
+
+def _ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:,.2f}" if baseline else "n/a"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _fig(figure: str, value: str, baseline: str, base_value: str, ratio: str) -> list[str]:
+    return [figure, value, baseline, base_value, ratio]
+
+
+FIGURE_HEADERS = ("Figure", "Value", "Same-run baseline", "Baseline value", "Ratio")
+
+
+def _failed(outcome: Outcome) -> list[str]:
+    what = "not run (--only)" if outcome.skipped else f"failed: {outcome.error}"
+    return _fig(f"`{outcome.key}`", what, "", "", "")
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "**NOT met**"
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def ingest_section(report: Report) -> list[str]:
+    """Real ingest vs the floor at each size, and the run with traits (scan on and off)."""
+    rows: list[list[str]] = []
+    sizes = report.preset.ingest_sizes
+    largest = max(sizes)
+    for n in sizes:
+        outcome = report.outcomes[f"ingest-{n}"]
+        if outcome.data is None:
+            rows.append(_failed(outcome))
+            continue
+        d, modes = outcome.data, outcome.data["modes"]
+        real, floor = modes["real"], modes["floor"]
+        label = f"{d['identifier_values']:,} identifier values"
+        rows += [
+            _fig(
+                f"real ingest, {label}: identifiers/s",
+                _n(real["identifiers_per_second"]),
+                "floor identifiers/s",
+                _n(floor["identifiers_per_second"]),
+                _ratio(real["identifiers_per_second"], floor["identifiers_per_second"]),
+            ),
+            _fig(
+                f"real ingest, {label}: peak RSS",
+                f"{real['peak_rss_mib']:,.1f} MiB",
+                "floor peak RSS",
+                f"{floor['peak_rss_mib']:,.1f} MiB",
+                _ratio(real["peak_rss_mib"], floor["peak_rss_mib"]),
+            ),
+        ]
+        if outcome.error:
+            rows.append(_failed(outcome))
+        if n == largest:
+            report.goals += [
+                Goal(
+                    "issue 3",
+                    f"real ingest ≥ {GOAL_INGEST_RATIO:.2f} x floor throughput (1M identifiers)",
+                    f"{d['ratio_real_over_floor']:.3f} at {d['identifier_values']:,} values",
+                    _status(d["ratio_real_over_floor"] >= GOAL_INGEST_RATIO)
+                    + ("" if n >= ONE_MILLION else " at this scale (the goal is for 1M)"),
+                ),
+                Goal(
+                    "issue 3",
+                    f"real ingest peak RSS < {GOAL_INGEST_RSS_MIB} MiB",
+                    f"{real['peak_rss_mib']:,.1f} MiB",
+                    _status(real["peak_rss_mib"] < GOAL_INGEST_RSS_MIB),
+                ),
+            ]
+    outcome = report.outcomes[f"ingest-{largest}-attributes"]
+    if outcome.data is None or "scan_cost" not in outcome.data:
+        rows.append(_failed(outcome))
+    else:
+        d, modes = outcome.data, outcome.data["modes"]
+        floor, noscan, real = modes["floor"], modes["real-noscan"], modes["real"]
+        k = d["attributes"]["per_person"]
+        tag = f"{k} traits/person"
+        rows += [
+            _fig(
+                f"real-noscan ingest ({tag}): identifiers/s",
+                _n(noscan["identifiers_per_second"]),
+                "floor (+ AES-GCM of traits) identifiers/s",
+                _n(floor["identifiers_per_second"]),
+                _ratio(noscan["identifiers_per_second"], floor["identifiers_per_second"]),
+            ),
+            _fig(
+                f"real ingest ({tag}, PII scan): identifiers/s",
+                _n(real["identifiers_per_second"]),
+                "floor (+ AES-GCM of traits) identifiers/s",
+                _n(floor["identifiers_per_second"]),
+                _ratio(real["identifiers_per_second"], floor["identifiers_per_second"]),
+            ),
+            _fig(
+                f"real ingest ({tag}): attribute values/s",
+                _n(real["attribute_values_per_second"]),
+                "real-noscan attribute values/s",
+                _n(noscan["attribute_values_per_second"]),
+                _ratio(real["attribute_values_per_second"], noscan["attribute_values_per_second"]),
+            ),
+            _fig(
+                "PII scan cost per string value (t_real - t_noscan)",
+                f"{d['scan_cost']['microseconds_per_string_value']:,.1f} µs"
+                + (" (below the run-to-run noise)" if d["scan_cost"]["seconds"] < 0 else ""),
+                f"{d['scan_cost']['string_values']:,} string values",
+                "",
+                "",
+            ),
+            _fig(
+                "PII scan cost per distinct string value",
+                f"{d['scan_cost']['microseconds_per_distinct_string_value']:,.1f} µs",
+                f"{d['scan_cost']['distinct_string_values']:,} distinct values",
+                "",
+                "",
+            ),
+            _fig(
+                f"real ingest ({tag}): peak RSS",
+                f"{real['peak_rss_mib']:,.1f} MiB",
+                "floor peak RSS",
+                f"{floor['peak_rss_mib']:,.1f} MiB",
+                _ratio(real["peak_rss_mib"], floor["peak_rss_mib"]),
+            ),
+        ]
+        if outcome.error:
+            rows.append(_failed(outcome))
+        report.goals.append(
+            Goal(
+                "issue 4",
+                f"ingest with {k} traits, PII scan on: peak RSS < {GOAL_INGEST_RSS_MIB} MiB",
+                f"{real['peak_rss_mib']:,.1f} MiB",
+                _status(real["peak_rss_mib"] < GOAL_INGEST_RSS_MIB),
+            )
+        )
+    return [
+        "## Ingest (`bench/ingest.py`)",
+        "",
+        "The real `idgraph ingest` path (validate, normalize, hash, resolve, link, store) beside a "
+        "floor (parse, HMAC, one indexed `INSERT`) in the same run, at "
+        + ", ".join(f"{n:,}" for n in sizes)
+        + f" identifiers, and once at {largest:,} with {INGEST_ATTRIBUTES} traits per person "
+        "(floor also AES-GCM-encrypts them; `real-noscan` is the real path without the PII "
+        "scanner). Ratio = value ÷ baseline.",
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        "",
+        "![ingest throughput vs size](report/ingest_throughput.png)",
+        "",
+    ]
+
+
+def member_scan_section(report: Report) -> list[str]:
+    """``member_page`` (and a stand-in policy) vs the store's page SQL alone."""
+    outcome = report.outcomes["member_scan"]
+    rows: list[list[str]] = []
+    if outcome.data is not None:
+        results = {r["mode"]: r for r in outcome.data["results"]}
+        for which, what in (("all", "no event rule"), ("rule", "purchase AND page_view rule")):
+            base = results[f"baseline-{which}"]
+            for mode in (f"member_page-{which}", f"member_page+policy-{which}"):
+                r = results[mode]
+                rows.append(
+                    _fig(
+                        f"`{mode}` ({what}): {r['persons']:,} persons, {r['pages']} pages",
+                        _s(r["seconds"]),
+                        f"`baseline-{which}` (page SQL alone, {base['persons']:,} persons)",
+                        _s(base["seconds"]),
+                        _ratio(r["seconds"], base["seconds"]),
+                    )
+                )
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    persons = report.preset.member_persons
+    return [
+        "## Member scan (`bench/member_scan.py`)",
+        "",
+        (
+            f"A full scan of a synthetic graph of {persons:,} persons page by page "
+            f"({report.preset.member_page_size:,} a page): `member_page` as the API calls it "
+            "(consents, attributes) and with a stand-in consent decision, beside the store's own "
+            "page-selection SQL alone. Wall seconds of the second of two runs."
+        ),
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        "",
+    ]
+
+
+def audience_section(report: Report) -> list[str]:
+    """Consent-filtered audience and profile reads with and without the policy."""
+    outcome = report.outcomes["audience"]
+    rows: list[list[str]] = []
+    persons = report.preset.audience_persons
+    if outcome.data is not None:
+        aud, prof = outcome.data["audience"], outcome.data["profile"]
+        policy, raw = aud["policy"], aud["raw"]
+        p_policy, p_raw, audit = prof["policy"], prof["raw"], prof["audit_append"]
+        profiles = report.preset.audience_profiles
+        rows += [
+            _fig(
+                f"audience + policy + audit ({policy['members']:,} members)",
+                _s(policy["seconds"]),
+                f"same scan, no policy ({raw['rows']:,} rows)",
+                _s(raw["seconds"]),
+                _ratio(policy["seconds"], raw["seconds"]),
+            ),
+            _fig(
+                f"{profiles} profile reads + policy + audit ({p_policy['fields']:,} fields)",
+                _s(p_policy["seconds"]),
+                f"`person_facts` + decrypt of every fact ({p_raw['fields']:,} fields)",
+                _s(p_raw["seconds"]),
+                _ratio(p_policy["seconds"], p_raw["seconds"]),
+            ),
+            _fig(
+                "profile reads + policy, minus the audit appends",
+                _s(p_policy["seconds"] - audit["seconds"]),
+                "profile reads without policy",
+                _s(p_raw["seconds"]),
+                f"{prof['ratio_without_audit_write']:,.2f}",
+            ),
+            _fig(
+                "one audit append (fsync), per read",
+                _ms(audit["seconds"] / max(1, audit["entries"])),
+                "one raw profile read",
+                _ms(p_raw["seconds"] / max(1, profiles)),
+                _ratio(audit["seconds"], p_raw["seconds"]),
+            ),
+        ]
+        at_scale = persons >= ONE_MILLION
+        report.goals += [
+            Goal(
+                "issue 5",
+                f"consent-filtered audience over 1M persons < {GOAL_AUDIENCE_S:.0f} s",
+                f"{_s(policy['seconds'])} at {persons:,} persons",
+                _status(policy["seconds"] < GOAL_AUDIENCE_S)
+                if at_scale
+                else "not measured at this scale (1M persons: `SCALE=1m`)",
+            ),
+            Goal(
+                "issue 5",
+                f"audience policy overhead ≤ {GOAL_OVERHEAD}x",
+                f"{aud['ratio']:.2f}x",
+                _status(aud["ratio"] <= GOAL_OVERHEAD),
+            ),
+            Goal(
+                "issue 5",
+                f"profile-read policy overhead ≤ {GOAL_OVERHEAD}x",
+                f"{prof['ratio']:.2f}x ({prof['ratio_without_audit_write']:.2f}x without "
+                "the audit fsync)",
+                _status(prof["ratio"] <= GOAL_OVERHEAD),
+            ),
+        ]
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    return [
+        "## Audience and profile reads (`bench/audience.py`)",
+        "",
+        (
+            f"{persons:,} persons written through the store port plus "
+            f"{report.preset.audience_profiles} ingested through the real engine and vault. "
+            "Audience: everyone with ≥ 2 purchases in 30 days, for `ad_targeting`, through "
+            "`ReadService` (policy per person, audit per page) vs the same `member_page` scan "
+            "alone."
+        ),
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        "",
+    ]
+
+
+def erasure_section(report: Report) -> list[str]:
+    """Erasure latency per graph size beside one-person ingest, and batch throughput."""
+    outcome = report.outcomes["erasure"]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    if outcome.data is not None:
+        sizes: list[dict[str, Any]] = outcome.data
+        smallest_steps = max(1, sizes[0]["vm_steps"])
+        for s in sizes:
+            n = f"{s['identifiers']:,} ids"
+            erase, ingest, resolve = s["erase"], s["ingest"], s["resolve"]
+            rows += [
+                _fig(
+                    f"{n}: erase one person p50 (n={erase['samples']})",
+                    _ms(erase["p50"]),
+                    "ingest one new person p50",
+                    _ms(ingest["p50"]),
+                    _ratio(erase["p50"], ingest["p50"]),
+                ),
+                _fig(
+                    f"{n}: erase p99 (max {_ms(erase['max'])})",
+                    _ms(erase["p99"]),
+                    "ingest p99",
+                    _ms(ingest["p99"]),
+                    _ratio(erase["p99"], ingest["p99"]),
+                ),
+                _fig(
+                    f"{n}: erase p50",
+                    _ms(erase["p50"]),
+                    "resolve one email p50",
+                    _ms(resolve["p50"]),
+                    _ratio(erase["p50"], resolve["p50"]),
+                ),
+                _fig(
+                    f"{n}: batch of {s['batch_erasures']:,} erasures, per second",
+                    _n(s["batch_per_s"], 1),
+                    "one-person ingests per second (1 ÷ ingest p50)",
+                    _n(1 / ingest["p50"], 1) if ingest["p50"] else "n/a",
+                    _ratio(s["batch_per_s"], 1 / ingest["p50"]) if ingest["p50"] else "n/a",
+                ),
+                _fig(
+                    f"{n}: SQLite VM steps of one erasure",
+                    _n(s["vm_steps"]),
+                    f"at the smallest graph ({sizes[0]['identifiers']:,} ids)",
+                    _n(smallest_steps),
+                    _ratio(s["vm_steps"], smallest_steps),
+                ),
+            ]
+            notes += [f"{n}: full scan in a plan: `{scan}`" for scan in s["scans"]]
+        worst = max(s["erase"]["p99"] for s in sizes)
+        growth = sizes[-1]["vm_steps"] / smallest_steps
+        measured = ", ".join(f"{s['identifiers']:,}" for s in sizes)
+        report.goals += [
+            Goal(
+                "issue 6",
+                f"erasure p99 < {GOAL_ERASE_P99_S:.0f} s (graphs of 10k, 100k, 1M identifiers)",
+                f"worst p99 {_ms(worst)} over {measured} identifiers",
+                _status(worst < GOAL_ERASE_P99_S),
+            ),
+            Goal(
+                "issue 6",
+                f"erasure work does not grow with the graph (VM steps ≤ {GOAL_ERASE_GROWTH}x "
+                "smallest; index seeks only)",
+                f"{growth:.2f}x; "
+                + (
+                    "no full scans"
+                    if not notes
+                    else f"{sum(len(s['scans']) for s in sizes)} full scan(s)"
+                ),
+                _status(growth <= GOAL_ERASE_GROWTH and not notes),
+            ),
+        ]
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    return [
+        "## Erasure (`bench/erasure.py`)",
+        "",
+        "`ErasureService.erase` of one person (graph transaction, key shred, WAL truncations, "
+        "audit) in graphs of "
+        + ", ".join(f"{n:,}" for n in report.preset.erasure_sizes)
+        + " identifiers, beside ingesting one new person and resolving one email in the same "
+        "graph; then a batch of erasures back to back.",
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        *(["", *(f"- {note}" for note in notes)] if notes else []),
+        "",
+        "![erasure latency vs graph size](report/erasure_latency.png)",
+        "",
+    ]
+
+
+def load_section(report: Report) -> list[str]:
+    """HTTP phases vs the FastAPI hello-world ceiling."""
+    outcome = report.outcomes["load"]
+    rows: list[list[str]] = []
+    extra: list[str] = []
+    if outcome.data is not None:
+        phases = outcome.data["phases"]
+        hello = phases[0]
+        for phase in phases[1:]:
+            name = f"`{phase['name']}`"
+            per = (
+                f" ({phase['items_per_request']} events/request: "
+                f"{_n(phase['items_per_second'])} events/s)"
+                if phase["items_per_request"] > 1
+                else ""
+            )
+            errors = f", {phase['errors']} errors {phase['error_statuses']}" * bool(phase["errors"])
+            rows += [
+                _fig(
+                    f"{name}: requests/s ({phase['requests']:,} requests{errors}){per}",
+                    _n(phase["throughput"], 1),
+                    "`hello` requests/s",
+                    _n(hello["throughput"], 1),
+                    _ratio(phase["throughput"], hello["throughput"]),
+                ),
+                _fig(
+                    f"{name}: p50 / p95 / p99 latency",
+                    f"{phase['p50_ms']:,.1f} / {phase['p95_ms']:,.1f} / {phase['p99_ms']:,.1f} ms",
+                    "`hello` p50 / p95 / p99",
+                    f"{hello['p50_ms']:,.1f} / {hello['p95_ms']:,.1f} / {hello['p99_ms']:,.1f} ms",
+                    _ratio(phase["p50_ms"], hello["p50_ms"]) + " (p50)",
+                ),
+            ]
+        for name, why in outcome.data["skipped"].items():
+            rows.append(_fig(f"`{name}`", "skipped", "", "", ""))
+            extra.append(f"- `{name}` skipped: {why[:300]}")
+        errors = sum(p["errors"] for p in phases)
+        report.goals.append(
+            Goal(
+                "issue 8",
+                "load: every request of every phase answered 2xx",
+                f"{errors} errors in {sum(p['requests'] for p in phases):,} requests",
+                _status(errors == 0),
+            )
+        )
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    p = report.preset
+    return [
+        "## Load (`bench/load.py`)",
+        "",
+        (
+            f"The real server on loopback driven by an asyncio httpx client: {p.load_requests:,} "
+            f"requests a phase, concurrency {p.load_concurrency}, `identify` open-loop at "
+            f"{p.load_rate:,.0f}/s (its latency includes queueing), ingest batches of "
+            f"{p.load_batch}; beside a FastAPI hello-world on the same uvicorn (the ceiling). "
+            "Closed-loop phases are bounded by the client on the same machine."
+        ),
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        *(["", *extra] if extra else []),
+        "",
+    ]
+
+
+def vault_section(report: Report) -> list[str]:
+    """Vault encrypt/decrypt vs raw AES-256-GCM."""
+    outcome = report.outcomes["vault"]
+    rows: list[list[str]] = []
+    if outcome.data is not None:
+        d = outcome.data
+        floors = {r["direction"]: r for r in d["rows"] if r["mode"].startswith("floor")}
+        for r in d["rows"]:
+            if r["mode"].startswith("floor"):
+                continue
+            floor = floors[r["direction"]]
+            rows.append(
+                _fig(
+                    f"`{r['mode']}` per value",
+                    f"{r['us_per_value']:,.2f} µs",
+                    f"raw AESGCM `{floor['mode']}` per value",
+                    f"{floor['us_per_value']:,.2f} µs",
+                    f"{r['ratio_to_floor']:,.2f}",
+                )
+            )
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    p = report.preset
+    return [
+        "## Vault (`bench/vault.py`)",
+        "",
+        (
+            f"`encrypt_many` / `decrypt_many` of {p.vault_values:,} values of 40 bytes over "
+            f"{p.vault_owners:,} owners (one data key each, wrapped by the KEK), batches of 1,000, "
+            "beside one raw `AESGCM` key with a random nonce per value."
+        ),
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        "",
+    ]
+
+
+def pii_section(report: Report) -> list[str]:
+    """Scanner quality per class and cost beside a regex."""
+    outcome = report.outcomes["pii_quality"]
+    rows: list[list[str]] = []
+    quality: list[str] = []
+    if outcome.data is not None:
+        d = outcome.data
+        cost = d["cost_us_per_value"]
+        rows += [
+            _fig(
+                f"`scan_many` per value ({d['sentences']:,} sentences)",
+                f"{cost['scan_many']:,.1f} µs",
+                "one compiled e-mail regex per value",
+                f"{cost['baseline_email_regex']:,.2f} µs",
+                _ratio(cost["scan_many"], cost["baseline_email_regex"]),
+            ),
+            _fig(
+                "`scan` in a loop, per value",
+                f"{cost['scan_loop']:,.1f} µs",
+                "`scan_many` per value",
+                f"{cost['scan_many']:,.1f} µs",
+                _ratio(cost["scan_loop"], cost["scan_many"]),
+            ),
+            _fig("scanner construction", _s(d["construct_seconds"]), "", "", ""),
+        ]
+        quality = [
+            *_table(
+                ("Class", "Gold spans", "Predicted", "Precision", "Recall", "F2"),
+                [
+                    [
+                        name,
+                        _n(c["gold"]),
+                        _n(c["predicted"]),
+                        f"{c['precision']:.3f}",
+                        f"{c['recall']:.3f}",
+                        f"{c['f2']:.3f}",
+                    ]
+                    for name, c in d["classes"].items()
+                ],
+            ),
+            "",
+            (
+                f"Other entity types reported (false positives, counted in overall): "
+                f"{d['other_false_positives']}."
+            ),
+            "",
+        ]
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    return [
+        "## PII scanner (`bench/pii_quality.py`)",
+        "",
+        (
+            f"Quality on {report.preset.pii_sentences:,} labelled synthetic EN/DE/FR sentences "
+            "(span overlap per class; F2 weighs recall 4x) and cost per value."
+        ),
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        "",
+        *quality,
+    ]
+
+
+# -- machine facts, runs, goals -------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def machine_section(report: Report) -> list[str]:
+    """CPU, memory, Python, SQLite, date, commit and load averages."""
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = [line for line in _git("status", "--porcelain").splitlines() if line.strip()]
+    if dirty:
+        commit += f" + uncommitted changes in {len(dirty)} file(s) (the working tree was measured)"
+    rows = [
+        ["CPUs", f"{os.cpu_count()} x {_cpu_model()}"],
+        ["memory", _memory()],
+        [
+            "load average (1/5/15 min) before / after",
+            " / ".join(f"{x:.2f}" for x in report.load_before)
+            + " → "
+            + " / ".join(f"{x:.2f}" for x in report.load_after),
+        ],
+        ["OS", platform.platform()],
+        ["Python", f"{platform.python_version()} ({platform.python_implementation()})"],
+        ["SQLite", sqlite3.sqlite_version],
+        ["date (UTC)", report.started.strftime("%Y-%m-%d %H:%M")],
+        ["git commit", commit],
+        ["total wall time", f"{report.wall_s / 60:,.1f} min"],
+    ]
+    return ["## Machine", "", *_table(("", ""), rows), ""]
+
+
+def runs_section(report: Report) -> list[str]:
+    """Every script run: command, duration, status."""
+    rows = []
+    for outcome in report.outcomes.values():
+        if outcome.skipped:
+            rows.append([f"`{outcome.key}`", "", "", "not run (--only)"])
+            continue
+        shown = [Path(outcome.command[1]).relative_to(ROOT).as_posix(), *outcome.command[2:]]
+        # The temporary paths change every run and say nothing.
+        args: list[str] = []
+        for arg in shown:
+            if args and args[-1] in {"--json", "--tmp-dir", "--db"}:
+                args[-1] += " …"
+                continue
+            args.append(arg)
+        status = "ok" if outcome.ok else f"failed: {outcome.error}"
+        rows.append(
+            [f"`{outcome.key}`", f"`{' '.join(args)}`", f"{outcome.seconds:,.1f} s", status]
+        )
+    return ["## Runs", "", *_table(("Run", "Command", "Wall time", "Status"), rows), ""]
+
+
+def goals_section(report: Report) -> list[str]:
+    """The goals of the issues with met / not met."""
+    rows = [[g.source, g.goal, g.figure, g.status] for g in report.goals]
+    return [
+        "## Goals",
+        "",
+        *_table(("Issue", "Goal", "This run", "Status"), rows),
+        "",
+    ]
+
+
+def render(report: Report) -> str:
+    """The whole REPORT.md (sections that add goals render before the goals table)."""
+    body = [
+        *ingest_section(report),
+        *member_scan_section(report),
+        *audience_section(report),
+        *erasure_section(report),
+        *load_section(report),
+        *vault_section(report),
+        *pii_section(report),
+    ]
+    failed = [o for o in report.outcomes.values() if not o.ok and not o.skipped]
+    p = report.preset
+    head = [
+        "# idgraph benchmark report",
+        "",
+        f"Scale **{report.scale}** (`make bench SCALE={report.scale}`, i.e. "
+        f"`bench/report.py --scale {report.scale}`): ingest at "
+        + ", ".join(f"{n:,}" for n in p.ingest_sizes)
+        + f" identifiers, graphs of {p.member_persons:,} / {p.audience_persons:,} persons for "
+        "the member scan / audience, erasure at "
+        + ", ".join(f"{n:,}" for n in p.erasure_sizes)
+        + " identifiers. Every figure is beside a baseline measured in the same run; "
+        "**ratio = value ÷ baseline** (above 1: slower or bigger for times and sizes, faster "
+        "for rates). Figures depend on the machine and its load (see below): compare ratios, "
+        "not absolute numbers. What each script does: [bench/README.md](README.md). Generated "
+        "by `bench/report.py`; every figure as JSON: [report/figures.json](report/figures.json).",
+        "",
+    ]
+    if failed:
+        head += [
+            "**Failed runs:** " + "; ".join(f"`{o.key}`: {o.error}" for o in failed),
+            "",
+        ]
+    return "\n".join(
+        [*head, *machine_section(report), *goals_section(report), *body, *runs_section(report)]
+    )
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+
+def plot_ingest(report: Report, path: Path) -> None:
+    """Identifiers/s of the floor and the real path against the number of identifiers."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    series: dict[str, list[tuple[int, float]]] = {"floor": [], "real": []}
+    for n in report.preset.ingest_sizes:
+        data = report.outcomes[f"ingest-{n}"].data
+        if data is None:
+            continue
+        for mode, points in series.items():
+            points.append(
+                (data["distinct_identifiers"], data["modes"][mode]["identifiers_per_second"])
+            )
+    for mode, style in (("floor", "o--"), ("real", "o-")):
+        if series[mode]:
+            xs, ys = zip(*series[mode], strict=True)
+            ax.plot(xs, ys, style, label=f"{mode} (identifiers only)")
+    for x, y in series["real"]:
+        floor = dict(series["floor"]).get(x)
+        if floor:
+            ax.annotate(
+                f"{y / floor:.2f}x floor", (x, y), textcoords="offset points", xytext=(6, -12)
+            )
+    largest = max(report.preset.ingest_sizes)
+    attrs = report.outcomes[f"ingest-{largest}-attributes"].data
+    if attrs is not None and "real-noscan" in attrs["modes"]:
+        x = attrs["distinct_identifiers"]
+        k = attrs["attributes"]["per_person"]
+        for mode, marker in (("floor", "s"), ("real-noscan", "^"), ("real", "D")):
+            ax.plot(
+                [x],
+                [attrs["modes"][mode]["identifiers_per_second"]],
+                marker,
+                label=f"{mode}, {k} traits/person",
+            )
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}"))
+    measured = [x for points in series.values() for x, _ in points]
+    labels = ("distinct identifiers in the file (4 per person)", "identifiers / s")
+    _finish(ax, report, measured, labels, "Ingest throughput vs size")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_erasure(report: Report, path: Path) -> None:
+    """Erasure p50/p99 against graph size, beside the one-person ingest and resolve baselines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    sizes: list[dict[str, Any]] = report.outcomes["erasure"].data or []
+    xs = [s["identifiers"] for s in sizes]
+    for op, color in (("erase", "C0"), ("ingest", "C1"), ("resolve", "C2")):
+        for pct, style in (("p50", "o-"), ("p99", "o--")):
+            if xs and not (op == "resolve" and pct == "p99"):
+                values = [s[op][pct] * 1000 for s in sizes]
+                ax.plot(xs, values, style, color=color, label=f"{op} one person {pct}")
+    if xs:
+        ax.axhline(GOAL_ERASE_P99_S * 1000, color="red", linewidth=0.8, label="goal: p99 < 1 s")
+    ax.set_yscale("log")
+    labels = ("identifiers in the graph", "milliseconds (log)")
+    _finish(ax, report, xs, labels, "Erasure latency vs graph size")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _size_label(n: float) -> str:
+    """5000 -> 5k, 1000000 -> 1M."""
+    if n >= ONE_MILLION:
+        return f"{n / ONE_MILLION:g}M"
+    return f"{n / 1000:.3g}k" if n >= 1000 else f"{n:g}"
+
+
+def _finish(
+    ax: Any, report: Report, sizes: Sequence[float], labels: tuple[str, str], title: str
+) -> None:
+    """Log x axis with ticks at the measured ``sizes``, labels, title, legend."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    xs = sorted(set(sizes))
+    if xs:  # ticks at the measured sizes only
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _size_label(x)))
+        ax.set_xlim(xs[0] / 1.3, xs[-1] * 1.3)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(f"{title} (scale {report.scale})")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no data (the run failed)", ha="center", transform=ax.transAxes)
+
+
+def write(report: Report, out: Path) -> Path:
+    """Write REPORT.md, the plots and figures.json under ``out``; returns the report's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    images = out / "report"
+    images.mkdir(parents=True, exist_ok=True)
+    plot_ingest(report, images / "ingest_throughput.png")
+    plot_erasure(report, images / "erasure_latency.png")
+    figures = {
+        "scale": report.scale,
+        "started": report.started.isoformat(timespec="seconds"),
+        "runs": {
+            key: {
+                "seconds": round(o.seconds, 1),
+                "ok": o.ok,
+                "error": o.error,
+                "skipped": o.skipped,
+                "figures": o.data,
+            }
+            for key, o in report.outcomes.items()
+        },
+    }
+    (images / "figures.json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    target = out / "REPORT.md"
+    target.write_text(render(report) + "\n", encoding="utf-8")
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: run, collect, write; exit 1 if any script failed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=tuple(PRESETS), default="small")
+    parser.add_argument(
+        "--out", type=Path, default=BENCH, help="REPORT.md and report/ go here (default bench/)"
+    )
+    parser.add_argument(
+        "--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})"
+    )
+    parser.add_argument("--work-dir", type=Path, help="keep every script's JSON and log here")
+    parser.add_argument(
+        "--keep-graphs",
+        type=Path,
+        help="build the member-scan and audience graphs here and reuse them in later runs",
+    )
+    parser.add_argument("--timeout", type=float, help="seconds per script (default per scale)")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    if unknown := only - set(SECTIONS):
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    preset = PRESETS[args.scale]
+    if args.timeout:
+        preset = replace(preset, timeout_s=args.timeout)
+    report = Report(args.scale, preset, load_before=os.getloadavg())
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="idgraph-report-") as tmp:
+        work = args.work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if args.keep_graphs:
+            args.keep_graphs.mkdir(parents=True, exist_ok=True)
+        collect(report, only, work, args.keep_graphs)
+    report.wall_s = time.perf_counter() - started
+    report.load_after = os.getloadavg()
+    target = write(report, args.out)
+    failed = [o.key for o in report.outcomes.values() if not o.ok and not o.skipped]
+    print(f"wrote {target} ({report.wall_s / 60:.1f} min)", file=sys.stderr)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
