@@ -363,6 +363,49 @@ def test_member_page_event_rules_count_active_events_since_a_time_on_any_node(
     assert members() == {two_on_two_nodes, one_recent, one_active, other_name}
 
 
+def test_member_page_event_rules_see_writes_committed_between_pages(
+    engine: ResolutionEngine,
+    ids: Ids,
+    store: GraphStore,
+    store_factory: StoreFactory,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    vault: Vault,
+) -> None:
+    twice = MemberScan(event_rules=(EventCountRule("purchase", _minutes(100), 2),))
+
+    def members() -> list[str]:
+        return [r.person_id for r in _scan_all(store, twice, 1)]
+
+    buyer = _ingest(
+        engine,
+        ids,
+        ("email", "a@shop.de"),
+        facts=(_event("purchase", _minutes(150)), _event("purchase", _minutes(151))),
+    )
+    late = _ingest(engine, ids, ("email", "b@shop.de"), facts=(_event("purchase", _minutes(150)),))
+    assert members() == [buyer]
+    # A second event through the same store, then a new buyer through another connection (the
+    # CLI ingesting while the API serves): the next scan sees both.
+    _ingest(engine, ids, ("email", "b@shop.de"), facts=(_event("purchase", _minutes(160)),))
+    assert members() == sorted([buyer, late])
+    other = store_factory()
+    try:
+        writer = ResolutionEngine(other, keyring, policy, clock=_ticking_clock(), sealer=vault)
+        third = _ingest(
+            writer,
+            ids,
+            ("email", "c@shop.de"),
+            facts=(_event("purchase", _minutes(170)), _event("purchase", _minutes(171))),
+        )
+    finally:
+        other.close()
+    assert members() == sorted([buyer, late, third])
+    # A wider window than the scans before it (an earlier `since`) counts the older events too.
+    wider = MemberScan(event_rules=(EventCountRule("purchase", _minutes(0), 1),))
+    assert [r.person_id for r in _scan_all(store, wider, 2)] == sorted([buyer, late, third])
+
+
 def test_member_page_returns_only_active_named_attributes_sealed(
     engine: ResolutionEngine, ids: Ids, store: GraphStore, vault: Vault
 ) -> None:
