@@ -193,8 +193,11 @@ def person(index: int, rng_seed: int) -> dict[str, Any]:
 async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> dict[str, Any]:
     """Run every phase the server supports; returns the figures."""
     headers = {"Authorization": f"Bearer {token}"}
+    # Expire idle connections before uvicorn's 5 s keep-alive timeout closes them under us.
     limits = httpx.Limits(
-        max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+        max_connections=args.concurrency,
+        max_keepalive_connections=args.concurrency,
+        keepalive_expiry=2.0,
     )
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as api:
         paths = (await api.get("/openapi.json")).json()["paths"]
@@ -276,7 +279,10 @@ async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> 
             definition = {
                 "name": "load-berlin",
                 "purpose": "ad_targeting",
-                "rules": [{"attribute": "city", "op": "eq", "value": "Berlin"}],
+                "rules": {
+                    "attributes": [{"attribute": "city", "op": "eq", "value": "Berlin"}],
+                    "events": [{"event": "purchase", "within_days": 30, "min_count": 1}],
+                },
             }
             created = await api.post("/v1/audiences", json=definition)
             if created.is_success:
@@ -337,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2_000, help="requests per phase")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=200.0, help="identify arrivals per second")
+    parser.add_argument("--rate", type=float, default=50.0, help="identify arrivals per second")
     parser.add_argument("--batch", type=int, default=50, help="events per ingest request")
     parser.add_argument("--exports", type=int, default=3, help="audience exports")
     parser.add_argument("--cap", type=float, default=120.0, help="seconds per phase at most")
