@@ -830,3 +830,23 @@ def test_store_copy_carries_the_suppression_list_so_erased_persons_stay_erased(
         assert copied.resolve(ids("email", "kept@x.de")) is not None
     finally:
         target.close()
+
+
+def test_the_dsr_worker_finishes_an_interrupted_erasure_on_its_next_pass(
+    api: Api, two_persons: tuple[Subject, Subject]
+) -> None:
+    container = api.container
+    ann, bob = two_persons
+    blobs = _ann_blobs(container, ann)
+    service = _service(container, vault=_VaultFailingOnce(container.vault))
+    with pytest.raises(ErasureIncompleteError):
+        service.erase(_normalized(container, ANN)[:1], "dsr-req-6", "cli")
+    assert len(container.store.read(lambda tx: tx.pending_erasures())) == 1
+
+    report = container.dsr.run_once()  # one worker tick, not a restart
+
+    assert report.erasures_recovered == 1
+    assert container.store.read(lambda tx: tx.pending_erasures()) == []
+    with pytest.raises(DataKeyDestroyedError):
+        container.vault.decrypt_many(blobs)
+    _assert_intact(container, bob)

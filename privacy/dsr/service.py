@@ -116,6 +116,10 @@ class Eraser(Protocol):
         """Erase the persons ``identifiers`` resolve to; returns a result with int counts."""
         ...
 
+    def recover(self) -> int:
+        """Finish erasures interrupted after their graph commit; returns how many."""
+        ...
+
 
 def result_counts(result: object) -> dict[str, int]:
     """The integer fields of an erasure result (a dataclass), as the request's result summary."""
@@ -164,6 +168,7 @@ class WorkReport:
     deliveries_sent: int = 0
     deliveries_failed: int = 0
     exports_destroyed: int = 0
+    erasures_recovered: int = 0
 
 
 class DsrService:
@@ -464,7 +469,17 @@ class DsrService:
     # -- the worker ------------------------------------------------------------------------
 
     def run_once(self, limit: int = 10) -> WorkReport:
-        """One worker pass: process up to ``limit`` requests, send due webhooks, expire exports."""
+        """One worker pass: finish interrupted erasures, process up to ``limit`` requests, send
+        due webhooks, expire exports.
+
+        Interrupted erasures (graph committed, keys not yet shredded) are retried on every pass,
+        not only at start-up: their data keys must not outlive the erasure by more than a tick.
+        """
+        try:
+            recovered = self._eraser.recover()
+        except Exception:  # logged and retried next pass: it must not stop the worker
+            log.exception("erasure_recovery_failed")
+            recovered = 0
         processed = self.process_pending(limit)
         sent, failed = self.deliver_due()
         destroyed = self.sweep_exports()
@@ -476,6 +491,7 @@ class DsrService:
             deliveries_sent=sent,
             deliveries_failed=failed,
             exports_destroyed=destroyed,
+            erasures_recovered=recovered,
         )
 
     def publish_queue(self) -> tuple[int, float]:
