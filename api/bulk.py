@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from api.metrics import Metrics, StoreOperation
+from api.problems import pointer_from_location
 from api.routers.identity import build_identity_event
 from api.schemas import IdentifyRequest
 from identity.errors import BatchValidationError, IdGraphError, InputLimitError
@@ -80,9 +81,8 @@ def detect_format(path: Path) -> FileFormat:
 
 def _validation_problems(exc: ValidationError) -> tuple[str, ...]:
     # msg and loc only: pydantic's `input` would echo the raw value into the report.
-    return tuple(
-        "#/" + "/".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors()[:10]
-    )
+    # The pointer leaves out keys that could be values (see pointer_from_location).
+    return tuple(f"{pointer_from_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
 
 
 def _jsonl_rows(

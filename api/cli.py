@@ -15,7 +15,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from api.auth import ApiKeyStore, Scope
-from api.bootstrap import Container, build_container, load_keyring, load_policies
+from api.bootstrap import (
+    Container,
+    build_container,
+    load_all_policies,
+    load_keyring,
+)
 from api.bulk import BulkFileError, FileFormat, ingest_file
 from api.cli_audit import audit_app
 from api.cli_dsr import dsr_app, retention_app
@@ -83,11 +88,16 @@ def ensure_local_setup(settings: Settings) -> Path | None:
     if not key_file.exists():
         store = ApiKeyStore(settings.control_db_path)
         try:
-            _, token = store.create("local-development", frozenset(Scope))
+            # Every scope and every purpose: a key for trying things out on your own machine.
+            _, token = store.create(
+                "local-development", frozenset(Scope), purposes=frozenset({"*"})
+            )
         finally:
             store.close()
         _write_secret(key_file, token)
-        console.print(f"created a local API key (all scopes) in [bold]{key_file}[/bold]")
+        console.print(
+            f"created a local API key (all scopes and purposes) in [bold]{key_file}[/bold]"
+        )
     return key_file
 
 
@@ -312,14 +322,16 @@ def ingest(
 
 @app.command("policy-check")
 def policy_check() -> None:
-    """Validate the policy files (exit 2 naming the file and field on error)."""
+    """Validate every policy file and their cross-references (exit 2 naming file and field)."""
     settings = _settings()
     try:
-        policy = load_policies(settings)
+        policy, facts, purposes = load_all_policies(settings)
     except IdGraphError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     out.print(f"ok: {len(policy.types)} identifier types ({', '.join(policy.type_names)})")
+    out.print(f"ok: {len(facts.categories)} data categories, {len(facts.attributes)} attributes")
+    out.print(f"ok: {len(purposes.purposes)} purposes ({', '.join(purposes.ids)})")
 
 
 # -- keys ----------------------------------------------------------------------------------------

@@ -177,6 +177,25 @@ def test_policy_check(env: Path) -> None:
     result = runner.invoke(app, ["policy-check"])
     assert result.exit_code == 0
     assert "identifier types" in result.output
+    assert "8 purposes (ad_measurement, ad_targeting, analytics" in result.output
+
+
+def test_policy_check_names_a_bad_purposes_file(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies = tmp_path / "bad-policies"
+    policies.mkdir()
+    for name in ("identity.yaml", "categories.yaml", "purposes.yaml"):
+        text = (POLICY_DIR / name).read_text()
+        if name == "purposes.yaml":
+            text = text.replace(
+                "      behavioural: {retention_days: 395}", "      health: {retention_days: 1}", 1
+            )
+        (policies / name).write_text(text)
+    monkeypatch.setenv("IDGRAPH_POLICY_DIR", str(policies))
+    result = runner.invoke(app, ["policy-check"])
+    assert result.exit_code == 2
+    assert "purposes.analytics.categories.health" in result.output
 
 
 def test_production_serve_refuses_generated_keys(
