@@ -71,8 +71,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple
 
-from identity.errors import ConfigurationError, StoreUnavailableError
-from identity.store.sqlite_support import migrate_schema, transaction
+from identity.errors import StoreUnavailableError
+from identity.store.sqlite_support import connect_private, migrate_schema, transaction
 from privacy.redaction import redact_text
 
 GENESIS_DIGEST: Final = "0" * 64  # 32 zero bytes, hex: the prev_digest of entry 1
@@ -609,34 +609,8 @@ class SqliteAuditLog:
 
 
 def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    """Open ``path`` like the vault does: owner-only file, WAL, ``synchronous=FULL``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    except OSError as exc:
-        raise AuditLogUnavailableError(f"audit log {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        # The log names persons (opaque ids) and what was done to them: owner-only, like the vault.
-        raise ConfigurationError(f"audit log {path} has mode {mode:o}; run `chmod 600 {path}`")
-    try:
-        # Owner-only; SQLite creates the -wal and -shm files with the main file's mode.
-        path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-        )
-    except (OSError, sqlite3.Error) as exc:
-        raise AuditLogUnavailableError(f"cannot open audit log {path}: {exc}") from exc
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        wal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
-        # FULL: an entry for an action that happened is on disk before the action is reported.
-        conn.execute("PRAGMA synchronous=FULL")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise AuditLogUnavailableError(f"cannot open audit log {path}: {exc}") from exc
-    if not wal:
-        conn.close()
-        raise AuditLogUnavailableError(f"audit log {path}: WAL mode is unavailable")
+    """Open ``path`` owner-only, WAL, ``synchronous=FULL`` (see ``connect_private``)."""
+    conn = connect_private(path, busy_timeout_ms, AuditLogUnavailableError, "audit log")
     # A text column holding bytes that are not UTF-8 (raw SQL) must reach verify() as an
     # "edited" row, not fail the read: decode them losslessly instead of raising.
     conn.text_factory = _decode_text

@@ -43,6 +43,7 @@ from secrets import token_urlsafe
 from typing import Final, Literal, Protocol, runtime_checkable
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from identity.store.sqlite_support import connect_private
 
 HEADER_ID: Final = "webhook-id"
 HEADER_TIMESTAMP: Final = "webhook-timestamp"
@@ -444,37 +445,6 @@ def _check_key(source: str, webhook_id: str) -> None:
 
 
 def _connect_private(path: Path, busy_timeout_ms: int, what: str) -> sqlite3.Connection:
-    """Open ``path`` like the vault does: owner-only file, WAL, ``synchronous=FULL``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    except OSError as exc:
-        raise ReplayGuardUnavailableError(f"{what} {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise ConfigurationError(f"{what} {path} has mode {mode:o}; run `chmod 600 {path}`")
-    try:
-        # Owner-only; SQLite creates the -wal and -shm files with the main file's mode.
-        path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-        )
-    except (OSError, sqlite3.Error) as exc:
-        raise ReplayGuardUnavailableError(f"cannot open {what} {path}: {exc}") from exc
-    try:
-        wal = _configure(conn, busy_timeout_ms)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise ReplayGuardUnavailableError(f"cannot open {what} {path}: {exc}") from exc
-    if not wal:
-        conn.close()
-        raise ReplayGuardUnavailableError(f"{what} {path}: WAL mode is unavailable")
-    return conn
-
-
-def _configure(conn: sqlite3.Connection, busy_timeout_ms: int) -> bool:
-    """Set the pragmas; ``False`` if WAL could not be turned on."""
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    wal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
-    # FULL: an accepted id is on disk before we answer, so a crash cannot un-remember it.
-    conn.execute("PRAGMA synchronous=FULL")
-    return wal
+    """Open ``path`` owner-only, WAL, ``synchronous=FULL`` (see ``connect_private``): an accepted
+    webhook id is on disk before we answer, so a crash cannot un-remember it."""
+    return connect_private(path, busy_timeout_ms, ReplayGuardUnavailableError, what)

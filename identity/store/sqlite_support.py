@@ -8,6 +8,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from identity.errors import ConfigurationError
 
 ErrorFactory = Callable[[str], Exception]
 
@@ -68,3 +71,56 @@ def migrate_schema(
         raise newer(f"{what} schema {row[0]} is newer than this idgraph ({version})")
     elif int(row[0]) < version:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+
+
+def connect_private(
+    path: Path,
+    busy_timeout_ms: int,
+    unavailable: ErrorFactory,
+    what: str,
+    *,
+    secure_delete: bool = False,
+) -> sqlite3.Connection:
+    """Open a service-state file: owner-only (0600), WAL, ``synchronous=FULL``.
+
+    Used by the audit log, the webhook replay guard and the DSR store. Why each setting:
+
+    * **0600, refused if group/other can read it**: these files name persons (opaque references)
+      and what was done to them; like the vault, only the service account may read them. A
+      looser mode is a configuration error (``chmod 600``), not silently fixed.
+    * **WAL**: readers do not block the writer; required (a file that cannot switch is refused).
+    * **synchronous=FULL**: what these files record (an audit entry, an accepted webhook id, an
+      accepted request whose legal deadline is running) must be on disk before it is reported.
+    * ``secure_delete``: deleted content is zeroed instead of left in free pages (for files
+      from which personal data is deleted, e.g. DSR subject hashes).
+
+    Failures raise ``unavailable(message)``; ``what`` names the file in messages.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    except OSError as exc:
+        raise unavailable(f"{what} {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigurationError(f"{what} {path} has mode {mode:o}; run `chmod 600 {path}`")
+    try:
+        # Owner-only; SQLite creates the -wal and -shm files with the main file's mode.
+        path.touch(mode=0o600, exist_ok=True)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise unavailable(f"cannot open {what} {path}: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        wal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
+        conn.execute("PRAGMA synchronous=FULL")
+        if secure_delete:
+            conn.execute("PRAGMA secure_delete=ON")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise unavailable(f"cannot open {what} {path}: {exc}") from exc
+    if not wal:
+        conn.close()
+        raise unavailable(f"{what} {path}: WAL mode is unavailable")
+    return conn

@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from identity.errors import ConfigurationError, StoreUnavailableError
-from identity.store.sqlite_support import migrate_schema, transaction
+from identity.errors import StoreUnavailableError
+from identity.store.sqlite_support import connect_private, migrate_schema, transaction
 from privacy.dsr.model import (
     Delivery,
     DeliveryState,
@@ -590,32 +590,9 @@ def _delivery(row: Sequence[Any]) -> Delivery:
 
 
 def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    """Open ``path`` owner-only, WAL, ``synchronous=FULL``, ``secure_delete=ON``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    except OSError as exc:
-        raise DsrStoreUnavailableError(f"DSR store {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise ConfigurationError(f"DSR store {path} has mode {mode:o}; run `chmod 600 {path}`")
-    try:
-        path.touch(mode=0o600, exist_ok=True)
-        conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-        )
-    except (OSError, sqlite3.Error) as exc:
-        raise DsrStoreUnavailableError(f"cannot open DSR store {path}: {exc}") from exc
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        wal = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
-        # FULL: an accepted request is on disk before the 202; its legal deadline is running.
-        conn.execute("PRAGMA synchronous=FULL")
-        # Cleared subject hashes and deleted sealed blobs are zeroed, not left in free pages.
-        conn.execute("PRAGMA secure_delete=ON")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise DsrStoreUnavailableError(f"cannot open DSR store {path}: {exc}") from exc
-    if not wal:
-        conn.close()
-        raise DsrStoreUnavailableError(f"DSR store {path}: WAL mode is unavailable")
-    return conn
+    """Open ``path`` owner-only, WAL, ``synchronous=FULL`` (an accepted request is on disk
+    before the 202: its legal deadline is running), ``secure_delete=ON`` (cleared subject hashes
+    and deleted sealed blobs are zeroed, not left in free pages)."""
+    return connect_private(
+        path, busy_timeout_ms, DsrStoreUnavailableError, "DSR store", secure_delete=True
+    )
