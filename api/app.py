@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import problems
 from api.background import background_jobs
 from api.bootstrap import Container, build_container
+from api.edge import EdgeGuardMiddleware, guarded_routes
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.ratelimit import RateLimiter
@@ -59,8 +60,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(dsr.router)
     app.include_router(metrics_router.router)
     # Order matters: the outermost middleware is added last. Request ids wrap everything,
-    # so even a 413 from the body limit is logged with its id.
+    # so even a 413 from the body limit is logged with its id. The edge guard answers before
+    # the body is read: no key is a 401 and a non-JSON body a 415, whatever the body holds.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 413s too
+    app.add_middleware(EdgeGuardMiddleware, routes=guarded_routes(app))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 401/413/415s too
     app.add_middleware(RequestContextMiddleware)
     return app

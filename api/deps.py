@@ -15,6 +15,7 @@ from api.settings import Settings
 from identity.resolution import ResolutionEngine
 from privacy.facts import FactIntake
 
+MISSING_KEY = "an API key is required: `Authorization: Bearer <key>`"
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer idg_...`")
 
 
@@ -69,7 +70,7 @@ class ScopeCheck:
     ) -> ApiKey:
         """Answer 401 without a valid key, 429 over its rate, 403 without the scope."""
         if credentials is None:
-            raise AuthenticationError("an API key is required: `Authorization: Bearer <key>`")
+            raise AuthenticationError(MISSING_KEY)
         key = container.api_keys.authenticate(credentials.credentials)
         request.state.api_key_id = key.key_id
         # Before the scope check, so a key hammering endpoints it may not use is throttled too.

@@ -46,6 +46,18 @@ log = structlog.get_logger("idgraph.api")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:idgraph:problem:"
+# The OpenAPI ``responses`` every route with a JSON body adds: the body can fail before any
+# schema is applied (api.edge answers the 415; FastAPI's decoder the 400).
+JSON_BODY_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "Malformed JSON: not UTF-8 JSON, or nested too deeply",
+        "content": {PROBLEM_JSON: {}},
+    },
+    415: {
+        "description": "Content-Type is not `application/json` (or `application/*+json`)",
+        "content": {PROBLEM_JSON: {}},
+    },
+}
 
 # error class -> (status, title). The most specific class listed wins.
 STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
@@ -180,14 +192,14 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     """Framework HTTP errors (unknown route, wrong method) as problem+json."""
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     if exc.status_code == 400:
-        # FastAPI raises a bare 400 when the body cannot be decoded (e.g. invalid UTF-8).
-        return problem(
-            request,
-            400,
-            "Malformed JSON",
-            "the request body is not valid UTF-8 JSON",
-            "malformed-json",
+        # FastAPI raises a bare 400 when the body cannot be decoded (e.g. invalid UTF-8), and
+        # when the JSON decoder gives up on nesting (RecursionError): that body may be valid.
+        detail = (
+            "the request body nests too deeply to be parsed"
+            if isinstance(exc.__cause__, RecursionError)
+            else "the request body is not valid UTF-8 JSON"
         )
+        return problem(request, 400, "Malformed JSON", detail, "malformed-json")
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
     headers = dict(exc.headers) if exc.headers else None

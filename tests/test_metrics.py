@@ -122,15 +122,21 @@ def test_unknown_paths_count_as_unmatched_and_never_by_their_path(api: Api) -> N
     assert "/nothing/here" not in text
 
 
-def test_a_413_and_a_405_count_under_the_route_template(api: Api) -> None:
+def test_refusals_before_routing_count_under_the_route_template(api: Api) -> None:
     oversized = b'{"pad": "' + b"a" * api.container.settings.max_body_bytes + b'"}'
     response = api.client.post(
-        "/v1/ingest", content=oversized, headers={"Content-Type": "application/json"}
+        "/v1/ingest", content=oversized, headers={**api.admin, "Content-Type": "application/json"}
     )
     assert response.status_code == 413
+    assert api.client.post("/v1/ingest", content=b"{").status_code == 401  # the edge guard
+    unsupported = api.client.post(
+        "/v1/ingest", content=b"a=1", headers={**api.admin, "Content-Type": "text/plain"}
+    )
+    assert unsupported.status_code == 415
     assert api.client.get("/v1/identify").status_code == 405
     text = _scrape(api)
-    assert _value(text, "idgraph_http_requests_total", route="/v1/ingest", status="413") == 1
+    for status in ("401", "413", "415"):
+        assert _value(text, "idgraph_http_requests_total", route="/v1/ingest", status=status) == 1
     assert _value(text, "idgraph_http_requests_total", route="/v1/identify", status="405") == 1
 
 

@@ -35,6 +35,16 @@ FRAMEWORK_ROUTES = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect",
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Bodies that are valid JSON but fail any schema: auth must answer before validation does.
 WRONG_BODIES: tuple[Any, ...] = ({}, {"unexpected": [1, 2]}, [])
+# Bodies FastAPI cannot parse at all, each with the Content-Type it is sent under: without a key
+# the answer is still 401, never the 400/415/422 the body alone would earn.
+UNPARSEABLE_BODIES: tuple[tuple[bytes, str | None], ...] = (
+    (b'{"identifiers": [', "application/json"),
+    (b"\xff\xfe not utf-8", "application/json"),
+    (b"[" * 5_000 + b"]" * 5_000, "application/json"),
+    (b"a=1&b=2", "application/x-www-form-urlencoded"),
+    (b"hello", "text/plain"),
+    (b"{", None),
+)
 
 
 def _app(api: Api) -> FastAPI:
@@ -146,6 +156,53 @@ def test_every_guarded_route_answers_401_without_a_key_before_validating(api: Ap
                     failures.append(f"{method} {path} {headers} body={body!r}: {response.text}")
     assert checked > 0
     assert not failures, "\n".join(failures)
+
+
+def test_every_guarded_route_answers_401_without_a_key_to_an_unparseable_body(api: Api) -> None:
+    failures = []
+    checked = 0
+    for route in _api_routes(_app(api)):
+        if not _needed_scopes(route.dependant):
+            continue
+        for method in sorted(route.methods & BODY_METHODS):
+            for body, content_type in UNPARSEABLE_BODIES:
+                for auth in (None, "Basic dXNlcjpwYXNz", "Bearer", "idg_no_scheme"):
+                    headers = {"Content-Type": content_type} if content_type else {}
+                    if auth is not None:
+                        headers["Authorization"] = auth
+                    response = api.client.request(
+                        method, _path(route), content=body, headers=headers
+                    )
+                    checked += 1
+                    if not _is_problem(response, 401) or (
+                        response.headers.get("www-authenticate") != "Bearer"
+                        or response.json()["type"] != "urn:idgraph:problem:unauthenticated"
+                    ):
+                        failures.append(
+                            f"{method} {route.path} {content_type} {auth}: {response.text}"
+                        )
+    assert checked > 0
+    assert not failures, "\n".join(failures)
+
+
+def test_every_json_body_route_answers_415_to_a_non_json_body_and_documents_it(api: Api) -> None:
+    operations = api.client.get("/openapi.json").json()["paths"]
+    checked = 0
+    for route in _api_routes(_app(api)):
+        if route.body_field is None:
+            continue
+        for method in sorted(route.methods):
+            documented = operations[route.path][method.lower()]["responses"]
+            assert "415" in documented, f"{method} {route.path} does not document 415"
+            response = api.client.request(
+                method,
+                _path(route),
+                content=b"{}",
+                headers={**api.admin, "Content-Type": "text/plain"},
+            )
+            checked += 1
+            assert _is_problem(response, 415), f"{method} {route.path}: {response.text}"
+    assert checked >= 5
 
 
 def test_every_guarded_route_answers_403_to_a_key_without_its_scopes(api: Api) -> None:

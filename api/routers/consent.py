@@ -18,7 +18,7 @@ from api.consent import (
     records_out,
 )
 from api.deps import AppContainer, AppMetrics, ConsentKey, RawBody
-from api.problems import PROBLEM_JSON
+from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import ConsentRequest, ConsentResponse, RefusalOut, WebhookConsentResponse
 from identity.errors import BatchValidationError, InputLimitError, InvalidFieldError
 from identity.identifiers import NormalizedIdentifier
@@ -68,7 +68,7 @@ def _collect(
     "/consent",
     response_model=ConsentResponse,
     response_model_exclude_none=True,
-    responses=CONSENT_PROBLEMS,
+    responses={**CONSENT_PROBLEMS, **JSON_BODY_PROBLEMS},
 )
 def record_consent(
     body: ConsentRequest,

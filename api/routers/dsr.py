@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.auth import ApiKey, Scope
 from api.bootstrap import Container
 from api.deps import AppSettings, get_container, require
-from api.problems import PROBLEM_JSON
+from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import IdentifierIn
 from api.settings import Settings
 from identity.errors import BatchValidationError, InvalidFieldError
@@ -232,7 +232,11 @@ def new_request(
     "",
     response_model=DsrOut,
     status_code=202,
-    responses={**PROBLEMS, 200: {"description": "A replay of an accepted request"}},
+    responses={
+        **PROBLEMS,
+        **JSON_BODY_PROBLEMS,
+        200: {"description": "A replay of an accepted request"},
+    },
 )
 def submit(body: DsrCreate, service: Dsr, settings: AppSettings, key: DsrKey) -> Response:
     """Accept a data-subject request (202); a replay of the same request id and content
@@ -272,7 +276,9 @@ def cancel(request_id: str, service: Dsr, key: DsrKey) -> DsrOut:
     return dsr_out(service.cancel(request_id, api_key_actor(key.key_id)), service.clock())
 
 
-@router.post("/{request_id}/extend", response_model=DsrOut, responses=PROBLEMS)
+@router.post(
+    "/{request_id}/extend", response_model=DsrOut, responses={**PROBLEMS, **JSON_BODY_PROBLEMS}
+)
 def extend(request_id: str, service: Dsr, key: DsrKey, body: ExtendRequest | None = None) -> DsrOut:
     """Extend the due date once by the regulation's extension (GDPR: two months)."""
     reason = body.reason if body is not None else ""

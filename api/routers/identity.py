@@ -20,7 +20,7 @@ from api.deps import (
     ResolveKey,
 )
 from api.metrics import StoreOperation
-from api.problems import PROBLEM_JSON
+from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import (
     ConsentsOut,
     FactsOut,
@@ -49,16 +49,19 @@ from privacy.facts import EventInput, FactIntake
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
+# Every route using these takes a JSON body, hence JSON_BODY_PROBLEMS (its 400 and 415).
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {PROBLEM_JSON: {}}}
-    for status, text in {
-        400: "Malformed JSON",
-        401: "Missing or unknown API key",
-        403: "API key lacks the scope",
-        413: "Body too large",
-        422: "Invalid input; nothing was written",
-        503: "Store unavailable",
-    }.items()
+    **{
+        status: {"description": text, "content": {PROBLEM_JSON: {}}}
+        for status, text in {
+            401: "Missing or unknown API key",
+            403: "API key lacks the scope",
+            413: "Body too large",
+            422: "Invalid input; nothing was written",
+            503: "Store unavailable",
+        }.items()
+    },
+    **JSON_BODY_PROBLEMS,
 }
 
 

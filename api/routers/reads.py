@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from api.auth import ApiKey, PurposeForbiddenError, Scope
 from api.bootstrap import Container
 from api.deps import get_container, require
-from api.problems import PROBLEM_JSON
+from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.read_schemas import (
     AudienceCreate,
     AudienceOut,
@@ -97,7 +97,7 @@ def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Read
     "/audiences",
     response_model=AudienceOut,
     status_code=201,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **JSON_BODY_PROBLEMS},
     summary="Define an audience (rule segment) for one purpose",
 )
 def define_audience(body: AudienceCreate, key: ReadKey, reads: Reads) -> AudienceOut:

@@ -1,0 +1,153 @@
+"""The edge guard: refuse a request by its headers before the body is read or parsed.
+
+FastAPI reads and parses a JSON body before any dependency runs, so without this a request with
+no key and a broken body got 400, and one with a form or text body got 422: the answer to a
+caller who sent no credentials depended on what they sent. Here, for the route a request would
+reach, the guard answers
+
+- 401 (the same problem as :class:`api.auth.AuthenticationError`) when the route needs an API key
+  and there is no ``Authorization: Bearer ...`` header. A present key is still checked by the
+  route's ``require(scope)`` dependency;
+- 415 when the route takes a JSON body and the ``Content-Type`` is not JSON.
+
+Which routes need a key and which take JSON is read from the routes themselves when the app is
+built: a route needs a key when ``require(scope)`` is in its dependency tree, exactly what
+``tests/test_route_auth.py`` checks, so the guard and the per-route check cannot disagree. Public
+routes (probes, the signed consent webhook, the API docs) have no ``require`` and pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import fastapi.routing
+from fastapi import FastAPI, params
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.auth import AuthenticationError
+from api.deps import MISSING_KEY, ScopeCheck
+from api.problems import handle_idgraph_error, problem
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class GuardedRoute:
+    """What the guard needs to know of one route, decided once at app build."""
+
+    route: Any  # an APIRoute, or a RouteContext of one (newer FastAPI includes routers lazily)
+    needs_key: bool
+    json_body: bool
+    body_required: bool
+
+
+def needs_api_key(dependant: Dependant) -> bool:
+    """Whether ``require(scope)`` is anywhere in the dependency tree of a route."""
+    return any(
+        isinstance(sub.call, ScopeCheck) or needs_api_key(sub) for sub in dependant.dependencies
+    )
+
+
+def guarded_routes(app: FastAPI) -> list[GuardedRoute]:
+    """The app's FastAPI routes, included routers expanded, in matching order."""
+    expand = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes = list(expand(app.router.routes)) if expand is not None else list(app.router.routes)
+    guarded = []
+    route: Any
+    for route in routes:
+        if not isinstance(getattr(route, "original_route", route), APIRoute):
+            continue  # the docs and /openapi.json: public, and no body
+        body = route.body_field
+        json_body = body is not None and not isinstance(body.field_info, params.Form)
+        guarded.append(
+            GuardedRoute(
+                route=route,
+                needs_key=needs_api_key(route.dependant),
+                json_body=json_body,
+                body_required=json_body and body.field_info.is_required(),
+            )
+        )
+    return guarded
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json``, with any parameters (``charset``)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == JSON_MEDIA_TYPE or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+class EdgeGuardMiddleware:
+    """Answer 401 (no bearer key) and 415 (not JSON) before the route reads the body."""
+
+    def __init__(self, app: ASGIApp, routes: list[GuardedRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    def _match(self, scope: Scope) -> GuardedRoute | None:
+        for guarded in self.routes:
+            match, _ = guarded.route.matches(scope)
+            if match is Match.FULL:
+                return guarded
+            # A partial match (path right, method wrong) is the router's 405, first match wins.
+            if match is Match.PARTIAL:
+                return None
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        guarded = self._match(scope)
+        if guarded is None:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        if guarded.needs_key and not _has_bearer(headers.get(b"authorization", b"")):
+            # The dependency's own handler renders it: body and headers are the same as its 401.
+            refusal = await handle_idgraph_error(Request(scope), AuthenticationError(MISSING_KEY))
+            await self._refuse(scope, receive, send, guarded, refusal)
+            return
+        content_type = headers.get(b"content-type")
+        if guarded.json_body and _wrong_media_type(content_type, headers, guarded.body_required):
+            refusal = problem(
+                Request(scope),
+                415,
+                "Unsupported media type",
+                f"the request body must be JSON: `Content-Type: {JSON_MEDIA_TYPE}`",
+                "unsupported-media-type",
+            )
+            await self._refuse(scope, receive, send, guarded, refusal)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope, receive: Receive, send: Send, guarded: GuardedRoute, response: Response
+    ) -> None:
+        # What the router would have set: the log line and the metrics name the route template.
+        scope["route"] = getattr(guarded.route, "original_route", guarded.route)
+        await response(scope, receive, send)
+
+
+def _has_bearer(authorization: bytes) -> bool:
+    scheme, _, credentials = authorization.decode("latin-1").strip().partition(" ")
+    return scheme.lower() == "bearer" and bool(credentials.strip())
+
+
+def _wrong_media_type(
+    content_type: bytes | None, headers: dict[bytes, bytes], body_required: bool
+) -> bool:
+    if content_type is not None:
+        return not is_json_media_type(content_type.decode("latin-1"))
+    # No Content-Type: refused when a body is required or one was sent. An optional body may be
+    # left out entirely (an empty POST carries no Content-Type).
+    sent = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+    return body_required or sent
