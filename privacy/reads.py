@@ -65,7 +65,14 @@ from identity.model import (
 )
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.audiences import Audience, AudienceRules, SqliteAudienceStore, validate_rules
-from privacy.audit import MAX_DETAIL_LIST, AuditDraft, Decision, SqliteAuditLog, person_ref
+from privacy.audit import (
+    MAX_DETAIL_LIST,
+    AuditDraft,
+    Decision,
+    SqliteAuditLog,
+    api_key_actor,
+    person_ref,
+)
 from privacy.facts import FactsPolicy
 from privacy.policy_engine import (
     IDENTIFIER_CATEGORY,
@@ -389,7 +396,17 @@ class ReadService:
     ) -> None:
         ref = person_ref(person_id) if person_id is not None else None
         self._audit.append(
-            [AuditDraft(caller.key_id, action.value, purpose, ref, decision, reason, details or {})]
+            [
+                AuditDraft(
+                    api_key_actor(caller.key_id),
+                    action.value,
+                    purpose,
+                    ref,
+                    decision,
+                    reason,
+                    details or {},
+                )
+            ]
         )
 
     # -- profiles -------------------------------------------------------------------------
@@ -573,7 +590,7 @@ class ReadService:
         }
         drafts = [
             AuditDraft(
-                caller.key_id,
+                api_key_actor(caller.key_id),
                 action.value,
                 purpose_id,
                 None,
@@ -585,7 +602,7 @@ class ReadService:
         for start in range(0, len(refs), MAX_DETAIL_LIST):
             drafts.append(
                 AuditDraft(
-                    caller.key_id,
+                    api_key_actor(caller.key_id),
                     action.value,
                     purpose_id,
                     None,

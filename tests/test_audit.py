@@ -24,6 +24,7 @@ from privacy.audit import (
     AuditHead,
     AuditVerification,
     SqliteAuditLog,
+    api_key_actor,
 )
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -473,3 +474,12 @@ def test_draft_details_cannot_be_changed_after_validation(log: SqliteAuditLog) -
         draft.details["note"] = "x"  # type: ignore[index]
     (entry,) = log.append([draft])
     assert dict(entry.details) == {"count": 1, "ids": ("a",)}
+
+
+def test_api_key_actors_are_never_refused_as_phone_numbers() -> None:
+    # About 1 in 256 random 12-hex-digit key ids is all decimal digits: bare, the personal-data
+    # guard refuses it (a read then failed with a 500); prefixed, it is always accepted.
+    digits = "338623751281"
+    with pytest.raises(ValueError, match="phone number"):
+        AuditDraft(digits, "read.profile")
+    assert AuditDraft(api_key_actor(digits), "read.profile").actor == "key_338623751281"

@@ -24,7 +24,8 @@ from identity.errors import BatchValidationError, InputLimitError, InvalidFieldE
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import IdentityEvent
-from privacy.consent.recording import api_key_actor, webhook_actor
+from privacy.audit import api_key_actor
+from privacy.consent.recording import webhook_actor
 from privacy.consent.signals import ConsentSignals, Translation, signal_digest
 
 router = APIRouter(prefix="/v1", tags=["consent"])

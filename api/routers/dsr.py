@@ -18,7 +18,7 @@ from api.schemas import IdentifierIn
 from api.settings import Settings
 from identity.errors import BatchValidationError, InvalidFieldError
 from identity.intake import normalize_all
-from privacy.consent.recording import api_key_actor
+from privacy.audit import api_key_actor
 from privacy.dsr.delivery import check_url
 from privacy.dsr.export import to_csv
 from privacy.dsr.model import DsrAction, DsrRequest, DsrStatus, DsrType, NewRequest

@@ -44,7 +44,7 @@ from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import ResolutionEngine
-from privacy.consent.recording import api_key_actor
+from privacy.audit import api_key_actor
 from privacy.facts import EventInput, FactIntake
 
 router = APIRouter(prefix="/v1", tags=["identity"])
