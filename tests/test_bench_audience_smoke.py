@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .bench_support import run_bench
 
 
 def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     tmp_path: Path,
 ) -> None:
     figures = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "audience.py"),
-            "--persons",
-            "600",
-            "--profiles",
-            "5",
-            "--tmp-dir",
-            str(tmp_path),
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    done = run_bench(
+        "audience.py",
+        "--persons",
+        "600",
+        "--profiles",
+        "5",
+        "--tmp-dir",
+        str(tmp_path),
+        "--json",
+        str(figures),
         timeout=180,
-        check=False,
     )
 
     assert done.returncode == 0, done.stdout + done.stderr

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .bench_support import run_bench
 
 
 def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path) -> None:
     figures = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "ingest.py"),
-            "--identifiers",
-            "400",
-            "--tmp-dir",
-            str(tmp_path),
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    done = run_bench(
+        "ingest.py",
+        "--identifiers",
+        "400",
+        "--tmp-dir",
+        str(tmp_path),
+        "--json",
+        str(figures),
         timeout=120,
-        check=False,
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
@@ -53,24 +44,17 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
 
 def test_bench_with_attributes_runs_three_modes_and_prints_the_scan_cost(tmp_path: Path) -> None:
     figures = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "ingest.py"),
-            "--identifiers",
-            "400",
-            "--attributes",
-            "5",
-            "--tmp-dir",
-            str(tmp_path),
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    done = run_bench(
+        "ingest.py",
+        "--identifiers",
+        "400",
+        "--attributes",
+        "5",
+        "--tmp-dir",
+        str(tmp_path),
+        "--json",
+        str(figures),
         timeout=300,
-        check=False,
     )
 
     assert done.returncode == 0, done.stdout + done.stderr

@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .bench_support import run_bench
 
 
 def test_erasure_bench_prints_latencies_baselines_and_batch_when_run_at_tiny_size(
     tmp_path: Path,
 ) -> None:
     figures = tmp_path / "erasure.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "erasure.py"),
-            "--sizes",
-            "200,400",
-            "--samples",
-            "5",
-            "--batch",
-            "10",
-            "--tmp-dir",
-            str(tmp_path),
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    done = run_bench(
+        "erasure.py",
+        "--sizes",
+        "200,400",
+        "--samples",
+        "5",
+        "--batch",
+        "10",
+        "--tmp-dir",
+        str(tmp_path),
+        "--json",
+        str(figures),
         timeout=180,
-        check=False,
     )
 
     assert done.returncode == 0, done.stdout + done.stderr

@@ -26,6 +26,8 @@ from privacy.scanning import (
 )
 from privacy.scanning.presidio_scanner import MAX_TEXT_CHARS, PresidioPiiScanner
 
+from .bench_support import run_bench
+
 REPO = Path(__file__).resolve().parents[1]
 
 # (entity type, text, the value inside the text that must be found)
@@ -467,20 +469,13 @@ def test_quality_bench_prints_precision_recall_and_f2_when_run_on_a_sample(
     tmp_path: Path,
 ) -> None:
     figures = tmp_path / "pii.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "pii_quality.py"),
-            "--sample",
-            "40",
-            "--json",
-            str(figures),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    done = run_bench(
+        "pii_quality.py",
+        "--sample",
+        "40",
+        "--json",
+        str(figures),
         timeout=180,
-        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
