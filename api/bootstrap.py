@@ -30,6 +30,7 @@ from privacy.erasure import ErasureService
 from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
 from privacy.keyprovider import LocalFileKeyProvider, check_kek_origin, create_kek_file
+from privacy.operators import OperatorAccess, SqliteOperatorStore
 from privacy.policy_engine import PolicyEngine
 from privacy.pseudonyms import FeaturePseudonymizer
 from privacy.purposes import PurposesPolicy, check_purposes, load_purposes_policy
@@ -75,6 +76,8 @@ class Container:
             self.reads.close()
         if "dsr" in self.__dict__:
             self.dsr.store.close()
+        if "operators" in self.__dict__:
+            self.operators.close()
 
     @cached_property
     def reads(self) -> ReadService:
@@ -99,6 +102,13 @@ class Container:
         from api.dsr_wiring import build_dsr_service
 
         return build_dsr_service(self)
+
+    @cached_property
+    def operators(self) -> OperatorAccess:
+        """Console operator accounts and sessions (``operators.sqlite3``), built on first use."""
+        return OperatorAccess(
+            SqliteOperatorStore(self.settings.operators_db_path), self.audit, self.purposes.ids
+        )
 
     @cached_property
     def retention(self) -> RetentionSweeper:

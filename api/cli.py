@@ -23,6 +23,7 @@ from api.bootstrap import (
 )
 from api.bulk import BulkFileError, FileFormat, ingest_file
 from api.cli_audit import audit_app
+from api.cli_console import console_app
 from api.cli_dsr import dsr_app, retention_app
 from api.cli_erasure import register_suppression_commands
 from api.cli_privacy import quarantine_app, register_key_commands
@@ -43,6 +44,7 @@ app.add_typer(dsr_app, name="dsr")
 register_suppression_commands(dsr_app)
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
+app.add_typer(console_app, name="console")
 register_key_commands(keys_app)
 
 console = Console(stderr=True)

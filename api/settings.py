@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
     # The in-process retention schedule; 0 = off (run `idgraph retention run` from cron).
     retention_interval_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
+    # The operator console under /console (docs/console.md). Its session cookie is `Secure`
+    # (sent over HTTPS only) unless this says otherwise; default: Secure outside development.
+    console_enabled: bool = True
+    console_secure_cookies: bool | None = None
 
     @field_validator("default_region", mode="before")
     @classmethod
@@ -163,6 +167,18 @@ class Settings(BaseSettings):
     def audit_db_path(self) -> Path:
         """The SQLite file of the hash-chained audit log (policy decisions, consent, DSRs)."""
         return self.data_dir / "audit.sqlite3"
+
+    @property
+    def operators_db_path(self) -> Path:
+        """The SQLite file of console operator accounts and their sessions."""
+        return self.data_dir / "operators.sqlite3"
+
+    @property
+    def console_cookies_secure(self) -> bool:
+        """Whether the console's cookies carry ``Secure`` (always, unless in development)."""
+        if self.console_secure_cookies is not None:
+            return self.console_secure_cookies
+        return self.env is not Environment.DEVELOPMENT
 
     @property
     def dsr_db_path(self) -> Path:

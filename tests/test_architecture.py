@@ -36,7 +36,7 @@ def _offenders(package: str, banned: tuple[str, ...], allowed: tuple[str, ...] =
 
 
 def test_core_never_imports_the_web_framework() -> None:
-    web = ("fastapi", "starlette", "uvicorn", "api")
+    web = ("fastapi", "starlette", "uvicorn", "jinja2", "api", "console")
     assert _offenders("identity", web) == []
     assert _offenders("privacy", web) == []
 
@@ -47,7 +47,7 @@ def test_identity_does_not_depend_on_privacy() -> None:
 
 def test_only_the_neo4j_adapter_imports_neo4j() -> None:
     allowed = ("identity/store/neo4j",)
-    for package in ("identity", "privacy", "api"):
+    for package in ("identity", "privacy", "api", "console"):
         assert _offenders(package, ("neo4j",), allowed) == []
 
 
@@ -60,7 +60,35 @@ def test_only_the_presidio_scanner_imports_presidio() -> None:
         )
 
 
+ENTRYPOINTS = ("api", "console")
+# The composition root: the modules that build the app from the one bootstrap and mount the
+# console. No other module of an entrypoint may import another entrypoint.
+COMPOSITION = ("api/app.py",)
+
+
+def test_entrypoints_never_import_each_other() -> None:
+    for package in ENTRYPOINTS:
+        others = tuple(e for e in ENTRYPOINTS if e != package) + ("cli",)
+        assert _offenders(package, others, COMPOSITION) == []
+
+
+def test_the_console_is_mounted_by_the_composition_root_only() -> None:
+    importers = [
+        path.relative_to(REPO).as_posix()
+        for package in ENTRYPOINTS
+        for path in _modules(package)
+        if package != "console" and any(n.split(".")[0] == "console" for n in _imports(path))
+    ]
+    assert importers == list(COMPOSITION)
+
+
+def test_the_core_never_imports_an_entrypoint() -> None:
+    for package in ("identity", "privacy"):
+        assert _offenders(package, (*ENTRYPOINTS, "cli")) == []
+
+
 def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
     assert len(_modules("identity")) >= 8
+    assert "privacy.operators" in _imports(REPO / "console" / "security.py")
