@@ -68,7 +68,7 @@ COMPOSITION = ("api/app.py",)
 
 def test_entrypoints_never_import_each_other() -> None:
     for package in ENTRYPOINTS:
-        others = tuple(e for e in ENTRYPOINTS if e != package) + ("cli",)
+        others = (*(e for e in ENTRYPOINTS if e != package), "cli")
         assert _offenders(package, others, COMPOSITION) == []
 
 

@@ -37,6 +37,17 @@ def _safe_next(value: object) -> str:
     return "/"
 
 
+def _forget(response: Response, name: str, request: Request) -> None:
+    """Expire a cookie with the same flags it was set with."""
+    response.delete_cookie(
+        name,
+        path=base_path(request) or "/",
+        secure=request.app.state.config.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
+
+
 def _login_page(
     request: Request, next_path: str, error: str = "", status_code: int = 200
 ) -> Response:
@@ -86,7 +97,7 @@ def sign_in(
         return _login_page(request, next_path, str(exc), 401)
     base = base_path(request)
     response = RedirectResponse(base + next_path, status_code=303)
-    response.delete_cookie(LOGIN_COOKIE, path=base or "/")
+    _forget(response, LOGIN_COOKIE, request)
     response.set_cookie(
         SESSION_COOKIE,
         signed_in.token,
@@ -106,5 +117,5 @@ def sign_out(
     services.access.sign_out(request.cookies.get(SESSION_COOKIE, ""))
     base = base_path(request)
     response = RedirectResponse(base + "/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path=base or "/")
+    _forget(response, SESSION_COOKIE, request)
     return response
