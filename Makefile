@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean
+.PHONY: run test test-slow test-browser chromium console-screenshots lint typecheck cypher-lint bench bench-ingest install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,26 @@ cypher-lint: $(STAMP)
 	@bash scripts/cypher-lint.sh
 
 ## The whole default suite: lint, types, Cypher lint, tests (no network, no Docker).
+## The browser tests are not part of it (they need Chromium): `make test-browser`.
 test: lint typecheck cypher-lint
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not browser"
+
+CHROMIUM ?= /usr/bin/chromium
+
+## Debian's Chromium for the browser tests (apt-get; Playwright never downloads a browser).
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then echo "chromium: $$($(CHROMIUM) --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "chromium missing: sudo apt-get install chromium (the browser tests skip without it)"; fi
+
+## The console in a real browser (Playwright + Debian Chromium, headless).
+test-browser: $(STAMP) chromium
+	$(PY) -m pytest -m browser tests/browser
+
+## Re-take the screenshots of docs/console.md (runs the browser tests).
+console-screenshots: $(STAMP) chromium
+	IDGRAPH_SCREENSHOTS=docs/console $(PY) -m pytest -m browser tests/browser -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

@@ -14,7 +14,7 @@ from api.background import background_jobs
 from api.bootstrap import Container, build_container
 from api.edge import EdgeGuardMiddleware, guarded_routes
 from api.metrics import Metrics, MetricsMiddleware
-from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.middleware import BodyLimitMiddleware, DocsCspMiddleware, RequestContextMiddleware
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # Order matters: the outermost middleware is added last. Request ids wrap everything,
     # so even a 413 from the body limit is logged with its id. The edge guard answers before
     # the body is read: no key is a 401 and a non-JSON body a 415, whatever the body holds.
+    app.add_middleware(DocsCspMiddleware, paths=frozenset({"/docs", "/redoc"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeGuardMiddleware, routes=guarded_routes(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 401/413/415s too

@@ -7,7 +7,7 @@
   token), compared in constant time; a cross-origin ``Origin`` header is refused as well. The
   sign-in form, before any session exists, uses a double-submit token (cookie + field).
 * Every page gets a strict Content-Security-Policy (only this origin's scripts, styles and
-  images; no framing), ``no-store`` caching and no referrer.
+  images; no framing), ``no-store`` caching and no referrer to other origins.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SECURITY_HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # "no-referrer" makes Chromium send Origin: null
     (b"cache-control", b"no-store"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
@@ -90,13 +90,38 @@ def get_services(request: Request) -> ConsoleServices:
 Services = Annotated[ConsoleServices, Depends(get_services)]
 
 
+def cookie_values(request: Request, name: str) -> list[str]:
+    """Every value the browser sent for cookie ``name``, most specific path first.
+
+    A browser sends several cookies of one name when they differ in path or domain (another
+    page of the site, or an attacker on a sibling subdomain, can plant one with ``Path=/``);
+    Starlette keeps only the last. Looking at each keeps a planted cookie from shadowing the
+    real one.
+    """
+    values = []
+    for part in request.headers.get("cookie", "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name and value:
+            values.append(value.strip('"'))
+    return values[:5]
+
+
+def session_token(request: Request, services: ConsoleServices) -> tuple[str, Session] | None:
+    """The first cookie value that is a live session, with the session."""
+    for token in cookie_values(request, SESSION_COOKIE):
+        session = services.access.session(token)
+        if session is not None:
+            return token, session
+    return None
+
+
 def current_session(request: Request, services: Services) -> Session:
     """The signed-in operator's session, or :class:`NotSignedInError`."""
-    session = services.access.session(request.cookies.get(SESSION_COOKIE, ""))
-    if session is None:
+    found = session_token(request, services)
+    if found is None:
         raise NotSignedInError
-    request.state.session = session
-    return session
+    request.state.session = found[1]
+    return found[1]
 
 
 SignedIn = Annotated[Session, Depends(current_session)]
@@ -163,10 +188,9 @@ async def login_form(request: Request) -> FormData:
     """The sign-in form, if its double-submit token matches the pre-sign-in cookie."""
     form = await request.form(max_files=0, max_fields=10)
     token = form.get(CSRF_FIELD)
-    cookie = request.cookies.get(LOGIN_COOKIE, "")
-    if not _same_origin(request) or not isinstance(token, str) or not cookie:
+    if not _same_origin(request) or not isinstance(token, str):
         raise CsrfError
-    if not csrf_matches(cookie, token):
+    if not any(csrf_matches(c, token) for c in cookie_values(request, LOGIN_COOKIE)):
         raise CsrfError
     return form
 

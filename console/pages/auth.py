@@ -18,6 +18,7 @@ from console.security import (
     Services,
     login_form,
     new_login_token,
+    session_token,
 )
 from privacy.operators import AccountLockedError, SignInFailedError, SignInThrottledError
 
@@ -114,7 +115,9 @@ def sign_out(
     request: Request, services: Services, posted: Annotated[Posted, Depends(Action(None))]
 ) -> Response:
     """End the session server-side and drop the cookie."""
-    services.access.sign_out(request.cookies.get(SESSION_COOKIE, ""))
+    found = session_token(request, services)
+    if found is not None:
+        services.access.sign_out(found[0])
     base = base_path(request)
     response = RedirectResponse(base + "/login", status_code=303)
     _forget(response, SESSION_COOKIE, request)
