@@ -20,9 +20,9 @@ from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
 from api.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
-from privacy.lookup import PersonLookup
-from privacy.operations import IngestFigures, OperationsDashboard
-from privacy.quarantine import QuarantineReview
+from services.lookup import PersonLookup
+from services.operations import IngestFigures, OperationsDashboard
+from services.quarantine import QuarantineReview
 
 DESCRIPTION = """
 Privacy-first identity graph. Identifiers are normalized and stored only as keyed hashes;
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # Per app, not per process: tests build many apps, and each counts and limits on its own.
     metrics = Metrics()
     app.state.metrics = metrics
+    app.state.ingest = built.ingest.with_metrics(metrics)
+    app.state.links = built.links.with_metrics(metrics)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     problems.install(app)
     app.include_router(health.router)

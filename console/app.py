@@ -25,8 +25,8 @@ from identity.errors import (
     StoreUnavailableError,
 )
 from privacy.dsr.model import DsrConflictError, DsrNotFoundError, DsrStateError, ExportExpiredError
-from privacy.quarantine import QuarantinedFactNotFoundError
 from privacy.reads import AudienceNotFoundError, PurposeNotInScopeError
+from services.quarantine import QuarantinedFactNotFoundError
 
 # One table: which core error is which HTTP status on a console page.
 STATUS: tuple[tuple[type[IdGraphError], int], ...] = (

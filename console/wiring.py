@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from privacy.audit import SqliteAuditLog
 from privacy.dsr.service import DsrService
-from privacy.lookup import PersonLookup
-from privacy.operations import OperationsDashboard
 from privacy.operators import OperatorAccess
-from privacy.quarantine import QuarantineReview
 from privacy.reads import ReadService
+from services.lookup import PersonLookup
+from services.operations import OperationsDashboard
+from services.quarantine import QuarantineReview
 
 
 @dataclass(frozen=True)

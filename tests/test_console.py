@@ -22,6 +22,7 @@ from api.bootstrap import Container, build_container
 from api.settings import Settings
 from console.security import LOGIN_COOKIE, SESSION_COOKIE
 from identity.model import FactStatus
+from privacy.dsr.model import DsrSubmission, DsrType
 from privacy.operators import ROLE_SCOPES, AccessPolicy, ConsoleScope, Role
 
 PASSWORD = "correct horse battery staple"
@@ -333,12 +334,8 @@ def test_dsr_form_errors_name_the_field_and_write_nothing(console: Console) -> N
 def test_queue_highlights_overdue_requests(console: Console) -> None:
     console.sign_in("alice")
     long_ago = datetime.now(UTC) - timedelta(days=60)
-    from identity.identifiers import NormalizedIdentifier
-    from privacy.dsr.model import DsrAction, DsrType, NewRequest
-
     console.container.dsr.submit(
-        NewRequest("dsr-old", DsrType.ACCESS, DsrAction.APPLY, (), "gdpr", long_ago, ()),
-        [NormalizedIdentifier("email", EMAIL)],
+        DsrSubmission("dsr-old", DsrType.ACCESS, [("email", EMAIL)], submitted_at=long_ago),
         "cli",
     )
     page = console.client.get("/console/dsr?overdue=true")

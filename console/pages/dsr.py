@@ -13,11 +13,9 @@ from starlette.responses import RedirectResponse, Response
 from console.render import base_path, page
 from console.security import Action, Needs, Posted, Services
 from identity.errors import BatchValidationError, InvalidFieldError
-from identity.identifiers import NormalizedIdentifier
-from identity.intake import normalize_all
-from privacy.dsr.model import DsrAction, DsrStatus, DsrType, NewRequest
-from privacy.operations import days_left
+from privacy.dsr.model import DsrAction, DsrStatus, DsrSubmission, DsrType
 from privacy.operators import ConsoleScope, Session
+from services.operations import days_left
 
 router = APIRouter(prefix="/dsr")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.DSR))]
@@ -91,7 +89,8 @@ def new_form(request: Request, services: Services, _: Viewer) -> Response:
 
 @router.post("", name="dsr_submit")
 def submit(request: Request, services: Services, posted: Change) -> Response:
-    """Submit a request with the operator as requester (the DSR service validates it)."""
+    """Submit a request with the operator as requester; the DSR service validates every field
+    in one pass (the same submission path as the API and the CLI)."""
     values: dict[str, object] = {
         "request_id": posted.text("request_id", 128),
         "type": posted.text("type", 32),
@@ -99,7 +98,6 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
         "regulation": posted.text("regulation", 32),
         "purposes": posted.texts("purposes", 64),
     }
-    errors: list[InvalidFieldError] = []
     pairs = [
         (t, v)
         for t, v in zip(
@@ -107,32 +105,25 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
         )
         if v
     ][:MAX_SUBJECTS]
-    subjects: tuple[NormalizedIdentifier, ...] = ()
-    try:
-        subjects = normalize_all(
-            pairs, services.dsr.identity_policy, services.default_region, "#/subject_identities"
-        )
-    except BatchValidationError as exc:
-        errors.extend(exc.errors)
     request_type = _enum(DsrType, str(values["type"]))
     action_value = str(values["action"])
     action = DsrAction(action_value) if action_value in set(DsrAction) else None
+    errors: list[InvalidFieldError] = []
     if request_type is None:
         errors.append(InvalidFieldError("required", "choose a request type", "#/type"))
     if action is None:
         errors.append(InvalidFieldError("invalid", "choose apply or lift", "#/action"))
-    if not errors and request_type is not None and action is not None:
-        new = NewRequest(
+    if request_type is not None and action is not None:
+        submission = DsrSubmission(
             request_id=str(values["request_id"]),
             type=request_type,
+            subject_identities=pairs,
             action=action,
-            purposes=tuple(str(p) for p in posted.texts("purposes", 64)),
-            regulation=str(values["regulation"]) or services.dsr.config.default_regulation,
-            submitted_at=services.dsr.clock(),
-            callback_urls=(),
+            regulation=str(values["regulation"]) or None,
+            purposes=posted.texts("purposes", 64),
         )
         try:
-            submitted = services.dsr.submit(new, subjects, posted.session.operator.actor)
+            submitted = services.dsr.submit(submission, posted.session.operator.actor)
         except BatchValidationError as exc:
             errors.extend(exc.errors)
         else:

@@ -14,9 +14,9 @@ from starlette.responses import Response
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services
-from privacy.lookup import NodeView, PersonPicture, ReadExplanation
 from privacy.operators import ConsoleScope, Session
 from privacy.policy_engine import Caller
+from services.lookup import NodeView, PersonPicture, ReadExplanation
 
 router = APIRouter(prefix="/people")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.RESOLVE))]
