@@ -111,6 +111,7 @@ def console_services(container: Container, metrics: Metrics) -> ConsoleServices:
             container.identity_policy,
             container.policy,
             container.audit,
+            container.vault,
             settings.default_region,
         ),
         quarantine=QuarantineReview(container.store, container.vault, container.audit),

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.wiring import ConsoleServices
 from privacy.operators import ConsoleScope, Session, csrf_matches
+from privacy.policy_engine import Caller
 
 SESSION_COOKIE = "idgraph_console"
 LOGIN_COOKIE = "idgraph_console_login"
@@ -184,6 +185,13 @@ class Action:
         return Posted(session, form)
 
 
+def reader(session: Session) -> Caller:
+    """The operator as a reader for the policy engine: its own purposes, audited as
+    ``op_<username>`` (the read services record ``caller.actor``)."""
+    actor = session.operator.actor
+    return Caller(actor, session.operator.purposes, actor, actor)
+
+
 async def login_form(request: Request) -> FormData:
     """The sign-in form, if its double-submit token matches the pre-sign-in cookie."""
     form = await request.form(max_files=0, max_fields=10)
@@ -216,4 +224,5 @@ __all__ = [
     "current_session",
     "login_form",
     "new_login_token",
+    "reader",
 ]

@@ -1,8 +1,10 @@
 """Person lookup for privacy operators: one identifier in, the person's cluster, consent history
 and "why would a read for this purpose be allowed or denied" out.
 
-Nothing here returns a raw identifier or an attribute value: identifiers appear as their type,
-key id and the first hex digits of their keyed hash; facts as name, category and age. The
+Identifiers appear as their type, key id and the first hex digits of their keyed hash; facts as
+name, category and age. The one exception is :meth:`PersonLookup.kept_values`: a raw identifier
+kept for activation is shown only when one of the operator's own purposes may activate it for
+this person, decided by the policy engine and audited. The
 decision comes from the same :class:`~privacy.policy_engine.PolicyEngine` every read uses, for a
 reader whose scope lists the purpose, so the reasons shown are exactly the ones a real read
 would get. Every lookup and every decision shown is audited with the operator as actor.
@@ -16,14 +18,22 @@ from datetime import UTC, datetime
 
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
-from identity.model import ConsentRecord, FactKind, FactStatus, IdentifierNode, Link
+from identity.model import ConsentRecord, Fact, FactKind, FactStatus, IdentifierNode, Link
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
 from privacy.consent.state import consent_state
-from privacy.policy_engine import Caller, FieldRef, PersonContext, PolicyDecision, PolicyEngine
+from privacy.policy_engine import (
+    IDENTIFIER_CATEGORY,
+    Caller,
+    FieldRef,
+    PersonContext,
+    PolicyDecision,
+    PolicyEngine,
+)
 from privacy.reads import UnknownPurposeError
+from privacy.vault import Vault
 
 HASH_PREFIX_HEX = 12  # enough to tell nodes apart on screen, far too little to brute-force
 
@@ -39,6 +49,16 @@ class NodeView:
     first_seen: datetime
     last_seen: datetime
     looked_up: bool  # the identifier the operator searched for
+
+
+@dataclass(frozen=True, slots=True)
+class KeptValue:
+    """A kept raw identifier (normalized) that one of the operator's purposes may see."""
+
+    node_id: str
+    identifier_type: str
+    value: str
+    purpose: str  # the purpose whose policy decision allowed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,7 @@ class PersonLookup:
         identity_policy: IdentityPolicy,
         policy: PolicyEngine,
         audit: SqliteAuditLog,
+        vault: Vault,
         default_region: str | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -89,6 +110,7 @@ class PersonLookup:
         self._identity_policy = identity_policy
         self._policy = policy
         self._audit = audit
+        self._vault = vault
         self._region = default_region
         self._clock = clock
 
@@ -181,6 +203,65 @@ class PersonLookup:
             )
         return PersonPicture(person_id, nodes, cluster.links, consents, tuple(states))
 
+    def kept_values(self, operator: Caller, person_id: str) -> tuple[KeptValue, ...]:
+        """Kept raw identifiers of the person that the operator's own purposes may see.
+
+        For each of the operator's purposes (in id order) the policy engine decides the kept
+        identifiers as activation fields (consent, restriction, the purpose's ``activation``
+        list); a value is decrypted only when a purpose allows it, and every purpose that
+        released something is audited (``console.kept_values``, allow, with the count).
+        Nothing is decrypted for an operator without purposes.
+        """
+        purposes = [p for p in self._policy.purposes.ids if operator.may_read_for(p)]
+        if not purposes:
+            return ()
+        now = self._clock()
+
+        def load(tx: GraphTransaction) -> tuple[list[Fact], tuple[ConsentRecord, ...]]:
+            if tx.person(person_id) is None:
+                return [], ()
+            raws = tx.person_facts(person_id, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
+            if not raws:
+                return [], ()
+            return raws, tuple(tx.person_consents(person_id, purposes))
+
+        raws, consents = self._store.read(load)
+        if not raws:
+            return ()
+        context = PersonContext(person_id, consents)
+        chosen: dict[str, tuple[Fact, str]] = {}
+        for purpose in purposes:
+            refs = [
+                FieldRef(f.fact_id, IDENTIFIER_CATEGORY, f.at, identifier_type=f.name) for f in raws
+            ]
+            decision = self._policy.decide(operator, context, purpose, refs, now)
+            allowed = {ref.name for ref in decision.allowed_fields}
+            released = [f for f in raws if f.fact_id in allowed and f.fact_id not in chosen]
+            for fact in released:
+                chosen[fact.fact_id] = (fact, purpose)
+            if released:
+                self._audit.append(
+                    [
+                        AuditDraft(
+                            operator.actor or operator.key_id,
+                            "console.kept_values",
+                            purpose,
+                            person_ref(person_id),
+                            "allow",
+                            decision.reason,
+                            {"identifiers": len(released)},
+                        )
+                    ]
+                )
+        if not chosen:
+            return ()
+        facts = [fact for fact, _ in chosen.values()]
+        plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        return tuple(
+            KeptValue(fact.node_id, fact.name, text.decode(), purpose)
+            for (fact, purpose), text in zip(chosen.values(), plain, strict=True)
+        )
+
     def explain_read(self, operator: Caller, person_id: str, purpose: str) -> ReadExplanation:
         """The decision a read of ``person_id`` for ``purpose`` gets, with every field's verdict.
 
@@ -237,6 +318,7 @@ def _node_view(node: IdentifierNode, looked_up: bool) -> NodeView:
 
 __all__ = [
     "HASH_PREFIX_HEX",
+    "KeptValue",
     "NodeView",
     "PersonLookup",
     "PersonPicture",

@@ -88,6 +88,33 @@ def test_pages_redirect_to_sign_in_when_signed_out(console: Console) -> None:
     assert response.headers["location"] == "/console/login?next=/dsr"
 
 
+def test_every_console_route_but_sign_in_needs_a_session(console: Console) -> None:
+    import fastapi.routing
+    from fastapi.routing import APIRoute
+    from starlette.routing import Mount
+
+    (mount,) = [r for r in console.client.app.routes if getattr(r, "path", "") == "/console"]  # type: ignore[attr-defined]
+    assert isinstance(mount, Mount)
+    checked = 0
+    expand = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes: list[Any] = list(expand(mount.routes)) if expand is not None else list(mount.routes)
+    for route in routes:
+        if not isinstance(getattr(route, "original_route", route), APIRoute):
+            continue
+        if route.path == "/login":
+            continue
+        path = "/console" + route.path.replace("{request_id}", "r1").replace("{audience_id}", "a1")
+        for method in sorted(route.methods or ()):
+            response = console.client.request(method, path, follow_redirects=False)
+            if method == "GET":
+                assert response.status_code == 303, (method, path)
+                assert "/console/login" in response.headers["location"]
+            else:
+                assert response.status_code == 401, (method, path)
+            checked += 1
+    assert checked >= 15
+
+
 def test_sign_in_sets_a_strict_http_only_session_cookie_when_credentials_match(
     console: Console,
 ) -> None:
@@ -304,12 +331,19 @@ def test_dsr_submitted_in_the_console_is_the_operators_and_audited(console: Cons
     )
     assert extended.status_code == 200
     assert console.container.dsr.get("dsr-console-1").extended
-    cancelled = console.client.post(
+    no_reason = console.client.post(
         "/console/dsr/dsr-console-1/cancel", data={"csrf_token": console.csrf()}
+    )
+    assert no_reason.status_code == 422
+    assert console.container.dsr.get("dsr-console-1").status.value == "pending"
+    cancelled = console.client.post(
+        "/console/dsr/dsr-console-1/cancel",
+        data={"csrf_token": console.csrf(), "reason": "duplicate of dsr-7"},
     )
     assert cancelled.status_code == 200
     assert console.container.dsr.get("dsr-console-1").status.value == "cancelled"
-    assert console.audit("dsr.cancelled")[0].actor == "op_alice"
+    (entry,) = console.audit("dsr.cancelled")
+    assert (entry.actor, entry.reason) == ("op_alice", "duplicate of dsr-7")
 
 
 def test_dsr_form_errors_name_the_field_and_write_nothing(console: Console) -> None:
@@ -471,3 +505,39 @@ def test_operator_accounts_refuse_bad_input(tmp_path: Path, console: Console) ->
     raw = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
     assert PASSWORD.encode() not in raw
     assert b"$argon2id$" in raw
+
+
+def test_kept_raw_values_show_only_where_the_operators_purpose_allows(console: Console) -> None:
+    _ingest(console)
+    ops = console.container.operators
+    ops.create_operator("nora", PASSWORD, Role.PRIVACY_OFFICER)  # no purposes
+    ops.create_operator("mia", PASSWORD, Role.ADMIN, ["marketing_email"])
+
+    def lookup(username: str) -> str:
+        console.client.cookies.clear()
+        assert console.sign_in(username).status_code == 303
+        page = console.client.post(
+            "/console/people",
+            data={"csrf_token": console.csrf(), "identifier_type": "email", "value": EMAIL},
+        )
+        assert page.status_code == 200
+        return str(page.text)
+
+    assert EMAIL not in lookup("mia")  # marketing_email needs consent, and there is none
+    _, token = console.container.api_keys.create("cmp", frozenset({Scope.CONSENT}))
+    granted = console.client.post(
+        "/v1/consent",
+        json={
+            "identifiers": [{"type": "email", "value": EMAIL}],
+            "decisions": {"marketing_email": True},
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert granted.status_code == 200, granted.text
+    assert EMAIL not in lookup("nora")  # no purpose of hers activates anything
+    assert console.audit("console.kept_values") == []
+    shown = lookup("mia")
+    assert EMAIL in shown  # marketing_email activates email, and the person consented
+    assert "ck-console-1" not in shown  # cookie ids are no activation type of the purpose
+    (entry,) = console.audit("console.kept_values")
+    assert (entry.actor, entry.purpose, entry.decision) == ("op_mia", "marketing_email", "allow")

@@ -11,26 +11,19 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from console.render import page
-from console.security import Action, Needs, Posted, Services
+from console.security import Action, Needs, Posted, Services, reader
 from privacy.operators import ConsoleScope, Session
-from privacy.policy_engine import Caller
 
 router = APIRouter(prefix="/audiences")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.READ))]
 Reader = Annotated[Posted, Depends(Action(ConsoleScope.READ))]
 
 
-def _caller(session: Session) -> Caller:
-    """The operator as a reader: its own purposes, audited as ``op_<username>``."""
-    actor = session.operator.actor
-    return Caller(actor, session.operator.purposes, actor, actor)
-
-
 def _listing(request: Request, services: Services, session: Session, **extra: object) -> Response:
     return page(
         request,
         "audiences.html",
-        {"audiences": services.reads.audiences(_caller(session)), "preview": None, **extra},
+        {"audiences": services.reads.audiences(reader(session)), "preview": None, **extra},
     )
 
 
@@ -43,14 +36,14 @@ def listing(request: Request, services: Services, session: Viewer) -> Response:
 @router.post("/{audience_id}/preview", name="audience_preview")
 def preview(request: Request, audience_id: str, services: Services, posted: Reader) -> Response:
     """How many persons are members now, after consent (each page audited)."""
-    result = services.reads.preview_audience(_caller(posted.session), audience_id)
+    result = services.reads.preview_audience(reader(posted.session), audience_id)
     return _listing(request, services, posted.session, preview=result)
 
 
 @router.post("/{audience_id}/export", name="audience_export")
 def export(audience_id: str, services: Services, posted: Reader) -> Response:
     """The activation export (SHA-256 of normalized identifiers) as CSV, audited per chunk."""
-    rows = services.reads.export_audience(_caller(posted.session), audience_id)
+    rows = services.reads.export_audience(reader(posted.session), audience_id)
 
     def lines() -> Iterator[str]:
         buffer = io.StringIO()

@@ -166,8 +166,11 @@ def detail(request: Request, request_id: str, services: Services, _: Viewer) -> 
 
 @router.post("/{request_id}/cancel", name="dsr_cancel")
 def cancel(request: Request, request_id: str, services: Services, posted: Change) -> Response:
-    """Cancel a pending request."""
-    services.dsr.cancel(request_id, posted.session.operator.actor)
+    """Cancel a pending request, with a reason (kept in the audit log)."""
+    reason = posted.text("reason", 200)
+    if not reason:
+        raise InvalidFieldError("required", "say why the request is cancelled", "#/reason")
+    services.dsr.cancel(request_id, posted.session.operator.actor, reason)
     return RedirectResponse(f"{base_path(request)}/dsr/{request_id}", status_code=303)
 
 

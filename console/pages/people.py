@@ -13,10 +13,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from console.render import page
-from console.security import Action, Needs, Posted, Services
+from console.security import Action, Needs, Posted, Services, reader
 from privacy.operators import ConsoleScope, Session
-from privacy.policy_engine import Caller
-from services.lookup import NodeView, PersonPicture, ReadExplanation
+from services.lookup import KeptValue, NodeView, PersonPicture, ReadExplanation
 
 router = APIRouter(prefix="/people")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.RESOLVE))]
@@ -39,11 +38,6 @@ def layout(nodes: tuple[NodeView, ...]) -> dict[str, tuple[float, float]]:
     return positions
 
 
-def _operator_caller(session: Session) -> Caller:
-    actor = session.operator.actor
-    return Caller(actor, session.operator.purposes, actor, actor)
-
-
 def _person_page(
     request: Request,
     services: Services,
@@ -52,6 +46,7 @@ def _person_page(
     explanation: ReadExplanation | None = None,
     purpose: str = "",
     status_code: int = 200,
+    kept: tuple[KeptValue, ...] = (),
 ) -> Response:
     return page(
         request,
@@ -66,6 +61,7 @@ def _person_page(
             "searched_type": searched_type,
             "explanation": explanation,
             "purpose": purpose,
+            "kept": {k.node_id: k for k in kept},
         },
         status_code,
     )
@@ -93,9 +89,10 @@ def lookup(request: Request, services: Services, posted: Lookup) -> Response:
     identifier_type = posted.text("identifier_type", 32)
     identifier = services.lookup.normalize(identifier_type, posted.text("value", 320))
     picture = services.lookup.find(posted.session.operator.actor, identifier)
-    return _person_page(
-        request, services, picture, identifier_type, status_code=200 if picture else 404
-    )
+    if picture is None:
+        return _person_page(request, services, None, identifier_type, status_code=404)
+    kept = services.lookup.kept_values(reader(posted.session), picture.person_id)
+    return _person_page(request, services, picture, identifier_type, kept=kept)
 
 
 @router.post("/why", name="people_why")
@@ -106,5 +103,6 @@ def why(request: Request, services: Services, posted: Lookup) -> Response:
     picture = services.lookup.picture(posted.session.operator.actor, person_id)
     if picture is None:
         return _person_page(request, services, None, "", status_code=404)
-    explanation = services.lookup.explain_read(_operator_caller(posted.session), person_id, purpose)
-    return _person_page(request, services, picture, "", explanation, purpose)
+    explanation = services.lookup.explain_read(reader(posted.session), person_id, purpose)
+    kept = services.lookup.kept_values(reader(posted.session), person_id)
+    return _person_page(request, services, picture, "", explanation, purpose, kept=kept)
