@@ -118,26 +118,35 @@ def register_key_commands(keys_app: typer.Typer) -> None:
 
 def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
     container = build_container(settings)
+    retired: tuple[str, ...] = ()
     try:
         counts = container.vault.count_by_kek()
         with _progress("re-wrapping") as progress:
             task = progress.add_task("rewrap", total=sum(counts.values()))
-            report = container.vault.rewrap(
-                batch_size, progress=lambda n: progress.update(task, completed=n)
-            )
-        remaining = container.vault.count_by_kek()
+            step = lambda n: progress.update(task, completed=n)  # noqa: E731
+            if retire_old:
+                # Retire first, then re-wrap: from the retirement on, no process can store a
+                # key under an old KEK, so removing it below cannot strand a key.
+                retirement = container.vault.retire_old_keks(batch_size, progress=step)
+                kek_id, rewrapped, retired = (
+                    retirement.kek_id,
+                    retirement.rewrapped,
+                    retirement.retired,
+                )
+            else:
+                report = container.vault.rewrap(batch_size, progress=step)
+                kek_id, rewrapped = report.kek_id, report.rewrapped
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     finally:
         container.close()
-    out.print(
-        f"re-wrapped {report.rewrapped} data key(s) under {report.kek_id} "
-        f"({report.already_current} already there)"
-    )
-    if retire_old:
-        path = settings.resolved_kek_file
-        for kek_id in read_kek_file(path).kek_ids:
-            if kek_id != report.kek_id and remaining.get(kek_id, 0) == 0:
-                remove_kek(path, kek_id)
-                out.print(f"removed unused KEK {kek_id}")
+    out.print(f"re-wrapped {rewrapped} data key(s) under {kek_id}")
+    path = settings.resolved_kek_file
+    for old in retired:
+        if old in read_kek_file(path).kek_ids:
+            remove_kek(path, old)
+            out.print(f"removed retired KEK {old}")
 
 
 @quarantine_app.command("list")

@@ -96,7 +96,8 @@ def audit_consents(
     drafts = []
     for event, outcome in zip(events, outcomes, strict=True):
         if outcome.consents_recorded and outcome.person_id is not None:
-            drafts += consent_audit_drafts(actor, outcome.person_id, event.source, event.consents)
+            reference = container.audit.person_ref(outcome.person_id)
+            drafts += consent_audit_drafts(actor, reference, event.source, event.consents)
     if not drafts:
         return
     try:

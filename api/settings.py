@@ -47,8 +47,12 @@ class Settings(BaseSettings):
     neo4j_database: str = "neo4j"
 
     policy_dir: Path = Path("policies")
-    # Key-encryption keys of the vault (JSON, 0600). Default: <data dir>/kek.json.
+    # Key-encryption keys of the vault (JSON, 0600). Default: <data dir>-kek/kek.json, a sibling
+    # of the data dir, never inside it: a backup of the data dir must not hold the KEK too.
     kek_file: Path | None = None
+    # Production refuses a KEK file on the same filesystem (volume) as vault-keys.sqlite3 unless
+    # this acknowledges that no backup of that filesystem ever holds both (docs/keys.md).
+    kek_shares_volume_with_vault: bool = False
     # PII scanning of attribute and event values. Off only for benchmarks; production refuses off.
     pii_scan: bool = True
     hash_key_file: Path | None = None
@@ -140,8 +144,16 @@ class Settings(BaseSettings):
 
     @property
     def resolved_kek_file(self) -> Path:
-        """Where the vault's key-encryption keys are (default: in the data dir)."""
-        return self.kek_file or self.data_dir / "kek.json"
+        """Where the vault's key-encryption keys are (default: ``<data dir>-kek/kek.json``).
+
+        Outside the data dir on purpose: the data dir holds ``vault-keys.sqlite3`` (the wrapped
+        data keys), and one backup holding both decrypts everything, shredded persons included
+        (for as long as that backup lives), which defeats crypto-shredding.
+        """
+        if self.kek_file is not None:
+            return self.kek_file
+        data = self.data_dir.absolute()
+        return data.parent / f"{data.name}-kek" / "kek.json"
 
     @property
     def vault_keys_path(self) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 from identity.model import Cluster, ConsentRecord, Fact, FactKind, FactStatus, PersonRecord
 from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, SqliteAuditLog, person_ref
+from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, SqliteAuditLog
 from privacy.vault import Vault, VaultError
 
 EXPORT_FORMAT = "idgraph-dsr-export/1"
@@ -91,7 +91,7 @@ def _open_all(vault: Vault, facts: Sequence[Fact]) -> list[bytes | None]:
 
 def _uses(audit: SqliteAuditLog, person_id: str) -> list[AuditEntry]:
     """The audit entries that record a use (an allowed read) of the person's data."""
-    reference = person_ref(person_id)
+    reference = audit.person_ref(person_id)
     found: list[AuditEntry] = []
     after = 0
     while batch := audit.entries(person_id=reference, after_seq=after, limit=MAX_ENTRIES_LIMIT):

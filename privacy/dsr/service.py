@@ -58,7 +58,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
+from privacy.audit import AuditDraft, SqliteAuditLog
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
 from privacy.dsr.delivery import payload as webhook_payload
@@ -644,7 +644,7 @@ class DsrService:
                 AuditDraft(
                     actor="dsr-worker",
                     action="dsr.access.exported",
-                    person_id=person_ref(p["person_id"]),
+                    person_id=self._audit.person_ref(p["person_id"]),
                     reason=f"{request.type.value} export prepared",
                     details={"request_id": request.request_id},
                 )
@@ -680,7 +680,7 @@ class DsrService:
                     actor="dsr-worker",
                     action=action,
                     purpose=None if request.type is DsrType.RESTRICTION else consent.purpose,
-                    person_id=person_ref(outcome.person_id),
+                    person_id=self._audit.person_ref(outcome.person_id),
                     decision="allow" if consent.granted else "deny",
                     reason=f"{request.type.value} {request.action.value} by request",
                     details={"request_id": request.request_id, "proof": consent.proof},
