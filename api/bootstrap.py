@@ -22,6 +22,7 @@ from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from privacy.audiences import SqliteAudienceStore
 from privacy.audit import PERSON_REF_INFO, SqliteAuditLog
+from privacy.audit_heads import HEAD_KEY_INFO, AuditHeadPublisher
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
 from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
@@ -93,6 +94,15 @@ class Container:
             SqliteAudienceStore(self.settings.control_db_path),
             FeaturePseudonymizer(self.keyring),
             CursorCodec(self.keyring),
+        )
+
+    @cached_property
+    def audit_heads(self) -> AuditHeadPublisher:
+        """Publishes signed audit heads (the background job calls it on a schedule)."""
+        return AuditHeadPublisher(
+            self.audit,
+            self.settings.resolved_audit_heads_file,
+            self.vault.reference_key(HEAD_KEY_INFO),
         )
 
     @cached_property

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # facts no purpose may read are kept this many days for review, then deleted.
     retention_inactive_person_days: Annotated[int, Field(ge=0, le=36_500)] = 0
     retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
+    # Signed audit heads (privacy/audit_heads.py): every this many seconds to the log and to
+    # the heads file (default <data dir>/audit-heads.jsonl; better on another volume). 0 = off.
+    audit_head_interval_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    audit_heads_file: Path | None = None
     # The in-process retention schedule; 0 = off (run `idgraph retention run` from cron).
     retention_interval_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
 
@@ -175,6 +179,11 @@ class Settings(BaseSettings):
     def audit_db_path(self) -> Path:
         """The SQLite file of the hash-chained audit log (policy decisions, consent, DSRs)."""
         return self.data_dir / "audit.sqlite3"
+
+    @property
+    def resolved_audit_heads_file(self) -> Path:
+        """Where signed audit heads are appended (default: in the data dir)."""
+        return self.audit_heads_file or self.data_dir / "audit-heads.jsonl"
 
     @property
     def dsr_db_path(self) -> Path:
