@@ -795,6 +795,11 @@ class Vault:
                 progress(rewrapped)
         return RewrapReport(current, rewrapped, already, batches)
 
+    def checkpoint(self) -> bool:
+        """Fold the key file's WAL and truncate it (what a shred ends with); ``False`` if a
+        reader blocked it, so the caller retries (see :class:`ShredIncompleteError`)."""
+        return self._keys.checkpoint()
+
     def count_by_kek(self) -> dict[str, int]:
         """Number of data keys under each KEK (all under the current one after a rewrap); the
         reference root key is not a data key and is not counted (rotation moves it all the same).

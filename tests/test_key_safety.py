@@ -133,7 +133,12 @@ def test_rotation_waits_for_the_key_file_lock(tmp_path: Path) -> None:
     done = threading.Event()
 
     with secret_file_lock(path):
-        worker = threading.Thread(target=lambda: (rotate_key_file(path), done.set()))
+
+        def rotate() -> None:
+            rotate_key_file(path)
+            done.set()
+
+        worker = threading.Thread(target=rotate)
         worker.start()
         time.sleep(0.3)
         assert not done.is_set()  # blocked while another holder has the lock

@@ -207,6 +207,9 @@ class DsrService:
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
         self.on_queue: Callable[[int, float], None] | None = None
+        # A shred whose WAL truncation was blocked by a reader; True at start so the first
+        # worker pass also finishes one a previous process left pending.
+        self.truncation_pending = True
 
     @property
     def identity_policy(self) -> IdentityPolicy:
@@ -483,6 +486,10 @@ class DsrService:
         processed = self.process_pending(limit)
         sent, failed = self.deliver_due()
         destroyed = self.sweep_exports()
+        try:
+            self.finish_truncation()
+        except Exception:  # logged and retried next pass
+            log.exception("dsr_shred_checkpoint_failed")
         return WorkReport(
             processed=processed.processed,
             completed=processed.completed,
@@ -639,6 +646,31 @@ class DsrService:
             self._recipient_name,
         )
         document = exports.export_document(request.request_id, self.clock(), persons)
+        tampered = [p for p in persons if p["integrity"]["tampered_values"]]
+        if tampered:
+            # Altered ciphertext or wrapped keys: an integrity incident, not a shredded key.
+            log.error(
+                "dsr_export_tampering_detected",
+                request_id=request.request_id,
+                persons=len(tampered),
+                values=sum(p["integrity"]["tampered_values"] for p in tampered),
+            )
+            self._audit_append(
+                *(
+                    AuditDraft(
+                        actor="dsr-worker",
+                        action="dsr.access.tampering_detected",
+                        person_id=self._audit.person_ref(p["person_id"]),
+                        decision="deny",
+                        reason="stored values failed authentication (altered at rest)",
+                        details={
+                            "request_id": request.request_id,
+                            "tampered_values": p["integrity"]["tampered_values"],
+                        },
+                    )
+                    for p in tampered
+                )
+            )
         self._audit_append(
             *(
                 AuditDraft(
@@ -849,8 +881,22 @@ class DsrService:
             self._vault.shred(owners)
         except ShredIncompleteError:
             # The keys are destroyed; only the WAL truncation waits for a reader to finish.
+            # Until it runs, old page images with the wrapped keys sit in the -wal file: the
+            # worker retries on every pass (finish_truncation) until it succeeds.
+            self.truncation_pending = True
             log.warning("dsr_shred_checkpoint_pending", owners=len(owners))
-        self.store.checkpoint()
+        if not self.store.checkpoint():
+            self.truncation_pending = True
+
+    def finish_truncation(self) -> bool:
+        """Retry the WAL truncation a shred could not finish (a reader held the file); ``True``
+        when nothing is pending any more. Run by every worker pass."""
+        if not self.truncation_pending:
+            return True
+        if self._vault.checkpoint() and self.store.checkpoint():
+            self.truncation_pending = False
+            log.info("dsr_shred_checkpoint_done")
+        return not self.truncation_pending
 
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
