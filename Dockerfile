@@ -7,7 +7,7 @@ COPY privacy ./privacy
 COPY api ./api
 # Wheels for idgraph and every dependency, so the runtime stage installs without a compiler
 # and without the sources.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j,hsm]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,7 +18,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/
     && chown idgraph:idgraph /var/lib/idgraph /var/lib/idgraph-kek \
     && chmod 700 /var/lib/idgraph /var/lib/idgraph-kek
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels 'idgraph[neo4j]' \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels 'idgraph[neo4j,hsm]' \
     && rm -rf /wheels
 WORKDIR /app
 COPY policies ./policies

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,7 +32,12 @@ from privacy.dsr.service import DsrService
 from privacy.erasure import ErasureService
 from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
-from privacy.keyprovider import LocalFileKeyProvider, check_kek_origin, create_kek_file
+from privacy.keyprovider import (
+    KeyProvider,
+    LocalFileKeyProvider,
+    check_kek_origin,
+    create_kek_file,
+)
 from privacy.policy_engine import PolicyEngine
 from privacy.pseudonyms import FeaturePseudonymizer
 from privacy.purposes import PurposesPolicy, check_purposes, load_purposes_policy
@@ -41,6 +47,9 @@ from privacy.scanning import PiiScanner, ScannerConfig
 from privacy.secretfile import read_secret_file
 from privacy.vault import SqliteVaultKeyStore, Vault
 from privacy.webhooks import SqliteReplayGuard, refuse_published_secret
+
+if TYPE_CHECKING:
+    from privacy.pkcs11_provider import Pkcs11KeyProvider
 
 log = structlog.get_logger("idgraph.bootstrap")
 
@@ -187,8 +196,41 @@ def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
     """The vault: wrapped data keys in their own SQLite file, KEKs from the local key file.
 
     Development creates a ``generated`` KEK file when missing; production refuses a missing or
-    generated KEK (made on purpose with ``idgraph keys create-kek-file``).
+    generated KEK (made on purpose with ``idgraph keys create-kek-file``). With
+    ``IDGRAPH_KEY_PROVIDER=pkcs11`` the KEKs are in an HSM instead (:func:`open_pkcs11_provider`).
     """
+    keys = SqliteVaultKeyStore(settings.vault_keys_path)
+    try:
+        vault = Vault(keys, open_key_provider(settings))
+        vault.check_keks()
+    except BaseException:
+        keys.close()
+        raise
+    return vault, keys
+
+
+def open_pkcs11_provider(settings: Settings) -> Pkcs11KeyProvider:
+    """The PKCS#11 (HSM) key provider named by the ``IDGRAPH_PKCS11_*`` settings."""
+    if settings.pkcs11_library is None or not settings.pkcs11_token_label:
+        raise ConfigurationError(
+            "IDGRAPH_KEY_PROVIDER=pkcs11 needs IDGRAPH_PKCS11_LIBRARY and "
+            "IDGRAPH_PKCS11_TOKEN_LABEL (and IDGRAPH_PKCS11_PIN)"
+        )
+    from privacy.pkcs11_provider import Pkcs11KeyProvider
+
+    pin = settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else ""
+    return Pkcs11KeyProvider(
+        settings.pkcs11_library,
+        settings.pkcs11_token_label,
+        pin,
+        settings.pkcs11_kek_label_prefix,
+    )
+
+
+def open_key_provider(settings: Settings) -> KeyProvider:
+    """The KEK provider: the local KEK file (default) or a PKCS#11 token."""
+    if settings.key_provider == "pkcs11":
+        return open_pkcs11_provider(settings)
     path = settings.resolved_kek_file
     production = settings.env is Environment.PRODUCTION
     legacy = settings.data_dir / "kek.json"  # the default before the KEK moved out
@@ -219,14 +261,7 @@ def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
         check_kek_apart_from_vault(
             path, settings.vault_keys_path, allow_same_volume=settings.kek_shares_volume_with_vault
         )
-    keys = SqliteVaultKeyStore(settings.vault_keys_path)
-    vault = Vault(keys, provider)
-    try:
-        vault.check_keks()
-    except BaseException:
-        keys.close()
-        raise
-    return vault, keys
+    return provider
 
 
 def check_kek_apart_from_vault(kek: Path, vault_keys: Path, *, allow_same_volume: bool) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from api.bootstrap import build_container
+from api.bootstrap import build_container, open_pkcs11_provider
 from api.settings import Settings
 from identity.errors import IdGraphError
 from identity.model import FactStatus
@@ -68,7 +68,14 @@ def register_key_commands(keys_app: typer.Typer) -> None:
         `idgraph keys rewrap`.
         """
         settings = _settings()
-        kek_id = rotate_kek_file(settings.resolved_kek_file)
+        if settings.key_provider == "pkcs11":
+            hsm = open_pkcs11_provider(settings)
+            try:
+                kek_id = hsm.create_kek()  # generated inside the token, never extractable
+            finally:
+                hsm.close()
+        else:
+            kek_id = rotate_kek_file(settings.resolved_kek_file)
         console.print(f"new primary KEK {kek_id}")
         _rewrap(settings, batch_size, retire_old)
 
@@ -142,6 +149,16 @@ def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
     finally:
         container.close()
     out.print(f"re-wrapped {rewrapped} data key(s) under {kek_id}")
+    if settings.key_provider == "pkcs11":
+        hsm = open_pkcs11_provider(settings)
+        try:
+            for old in retired:
+                if hsm.holds(old):
+                    hsm.destroy_kek(old)
+                    out.print(f"removed retired KEK {old}")
+        finally:
+            hsm.close()
+        return
     path = settings.resolved_kek_file
     for old in retired:
         if old in read_kek_file(path).kek_ids:

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     # Production refuses a KEK file on the same filesystem (volume) as vault-keys.sqlite3 unless
     # this acknowledges that no backup of that filesystem ever holds both (docs/keys.md).
     kek_shares_volume_with_vault: bool = False
+    # Where the KEKs are: the KEK file above, or a PKCS#11 token (an HSM; docs/keys.md).
+    key_provider: Literal["file", "pkcs11"] = "file"
+    pkcs11_library: Path | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_kek_label_prefix: Annotated[str, Field(min_length=1, max_length=32)] = "idgraph-kek-"
     # PII scanning of attribute and event values. Off only for benchmarks; production refuses off.
     pii_scan: bool = True
     hash_key_file: Path | None = None

@@ -321,7 +321,8 @@ def check_kek_origin(origin: Origin, *, production: bool) -> None:
         )
 
 
-def _wrap_aad(kek_id: str, aad: bytes) -> bytes:
+def wrap_aad(kek_id: str, aad: bytes) -> bytes:
+    """The AAD of a KEK wrap: domain prefix, KEK id, then the caller's AAD (every provider)."""
     return _WRAP_AAD_PREFIX + kek_id.encode() + b"\x00" + aad
 
 
@@ -402,7 +403,7 @@ class LocalFileKeyProvider:
         keks, ciphers, _ = self._state
         kek_id = keks.primary
         nonce = os.urandom(NONCE_BYTES)
-        sealed = ciphers[kek_id].encrypt(nonce, data_key, _wrap_aad(kek_id, aad))
+        sealed = ciphers[kek_id].encrypt(nonce, data_key, wrap_aad(kek_id, aad))
         return WrappedKey(kek_id, _WRAP_VERSION + nonce + sealed)
 
     def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
@@ -420,7 +421,7 @@ def _unseal(kek: AESGCM, wrapped: WrappedKey, aad: bytes) -> bytes:
         raise WrappedKeyInvalidError("wrapped data key has an unknown format")
     nonce, sealed = blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
     try:
-        return kek.decrypt(nonce, sealed, _wrap_aad(wrapped.kek_id, aad))
+        return kek.decrypt(nonce, sealed, wrap_aad(wrapped.kek_id, aad))
     except InvalidTag:
         raise WrappedKeyInvalidError(
             "wrapped data key failed authentication (altered, moved to another owner, or "
