@@ -207,8 +207,9 @@ class TamperedDataKeyError(TamperedCiphertextError):
         )
 
 
-class KekRetiredError(VaultError):
-    """A key wrapped under a KEK that is being retired was refused by the key file."""
+class KekRetiredError(VaultUnavailableError):
+    """A key wrapped under a KEK that is being retired was refused by the key file (503: this
+    process's key provider is out of date, e.g. a host whose KEK file copy was not updated)."""
 
     code = "kek-retired"
 
