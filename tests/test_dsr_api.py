@@ -652,3 +652,26 @@ def test_worker_retries_the_wal_truncation_a_reader_blocked_during_a_shred(dsr: 
 
     assert not service.truncation_pending
     assert wal.stat().st_size == 0
+
+
+def test_request_list_pages_with_a_sealed_cursor_and_refuses_a_plain_request_id(
+    dsr: Dsr,
+) -> None:
+    for n in range(3):
+        assert dsr.submit(
+            request_id=f"page-{n}", type="access", subject_identities=_subject()
+        ).status_code in (200, 202)
+    seen: list[str] = []
+    after = ""
+    for _ in range(5):
+        page = dsr.client.get("/v1/dsr", params={"limit": 1, "after": after}, headers=dsr.dsr)
+        assert page.status_code == 200, page.text
+        seen += [r["request_id"] for r in page.json()["requests"]]
+        after = page.json()["next_after"] or ""
+        if not after:
+            break
+        assert "page-" not in after  # opaque, not the request id
+
+    assert seen == ["page-0", "page-1", "page-2"]
+    forged = dsr.client.get("/v1/dsr", params={"after": "page-0"}, headers=dsr.dsr)
+    assert forged.status_code == 400

@@ -59,6 +59,7 @@ from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
 from privacy.dsr.delivery import payload as webhook_payload
@@ -197,6 +198,7 @@ class DsrService:
         self._engine = engine
         self._vault = vault
         self._keyring = keyring
+        self._cursors = CursorCodec(keyring)
         self._identity_policy = identity_policy
         self._purposes = purposes
         self._audit = audit
@@ -384,6 +386,19 @@ class DsrService:
     ) -> list[DsrRequest]:
         """Requests by id, optionally of one status."""
         return self.store.list_requests(status, after, limit)
+
+    def list_page(
+        self, key_id: str, status: DsrStatus | None, cursor: str | None, limit: int
+    ) -> tuple[list[DsrRequest], str | None]:
+        """One page of requests by id and the sealed cursor of the next (``None``: the end).
+
+        The cursor is sealed like every paging cursor (:mod:`privacy.cursors`): bound to the
+        API key and the status filter, expiring, 400 when forged or borrowed.
+        """
+        scope = CursorScope("dsr_requests", key_id, key_id, status.value if status else "")
+        found = self.store.list_requests(status, self._cursors.open(scope, cursor), limit)
+        more = len(found) == limit
+        return found, self._cursors.seal(scope, found[-1].request_id) if more else None
 
     def cancel(self, request_id: str, actor: str) -> DsrRequest:
         """Cancel a pending request (409 once a worker has started it)."""
