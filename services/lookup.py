@@ -22,7 +22,7 @@ from identity.model import ConsentRecord, Fact, FactKind, FactStatus, Identifier
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
+from privacy.audit import AuditDraft, SqliteAuditLog
 from privacy.consent.state import consent_state
 from privacy.policy_engine import (
     IDENTIFIER_CATEGORY,
@@ -146,7 +146,7 @@ class PersonLookup:
                 AuditDraft(
                     actor,
                     "console.lookup",
-                    person_id=person_ref(person_id),
+                    person_id=self._audit.person_ref(person_id),
                     reason="found",
                     details={
                         "identifier_type": identifier.type,
@@ -166,7 +166,7 @@ class PersonLookup:
                     AuditDraft(
                         actor,
                         "console.lookup",
-                        person_id=person_ref(person_id),
+                        person_id=self._audit.person_ref(person_id),
                         reason="viewed",
                     )
                 ]
@@ -246,7 +246,7 @@ class PersonLookup:
                             operator.actor or operator.key_id,
                             "console.kept_values",
                             purpose,
-                            person_ref(person_id),
+                            self._audit.person_ref(person_id),
                             "allow",
                             decision.reason,
                             {"identifiers": len(released)},
@@ -293,7 +293,7 @@ class PersonLookup:
                     operator.actor or operator.key_id,
                     "console.explain_read",
                     purpose,
-                    person_ref(person_id),
+                    self._audit.person_ref(person_id),
                     "allow" if decision.allowed else "deny",
                     decision.reason,
                     {"fields": len(decision.fields), **decision.withheld},
