@@ -13,10 +13,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from api.auth import AuthenticationError, ForbiddenError, PurposeForbiddenError
-from api.ratelimit import RateLimitedError
 from identity.errors import (
     BatchValidationError,
     ConfigurationError,
@@ -29,6 +25,7 @@ from identity.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
+from privacy.api_keys import AuthenticationError, ForbiddenError, PurposeForbiddenError
 from privacy.consent.recording import ConsentAuditError
 from privacy.dsr.model import (
     DsrConflictError,
@@ -40,6 +37,9 @@ from privacy.dsr.model import (
 from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.webhooks import WebhookVerificationError
 from services.inputs import pointer_from_location
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.ratelimit import RateLimitedError
 
 log = structlog.get_logger("idgraph.api")
 

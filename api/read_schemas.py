@@ -9,17 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
-
 from privacy.audiences import (
     MAX_IN_VALUES,
     MAX_RULES,
@@ -30,6 +19,16 @@ from privacy.audiences import (
     EventRule,
 )
 from privacy.reads import Profile
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 Scalar = StrictBool | StrictInt | Annotated[StrictFloat, AllowInfNan(False)] | StrictStr

@@ -340,8 +340,8 @@ class AudienceStoreUnavailableError(StoreUnavailableError):
 class SqliteAudienceStore:
     """Audience definitions in their own table of the control database (``control.sqlite3``).
 
-    The file is shared with :class:`api.auth.ApiKeyStore` (each opens its own connection; WAL
-    lets them coexist). Definitions are never updated: a changed segment is a new audience, so
+    The file is shared with :class:`privacy.api_keys.ApiKeyStore` (each opens its own connection;
+    WAL lets them coexist). Definitions are never updated: a changed segment is a new audience, so
     an export can always be traced back to the exact rules it was made with.
     """
 

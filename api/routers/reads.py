@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
+from bootstrap.container import Container
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from privacy.api_keys import ApiKey, PurposeForbiddenError, Scope
+from privacy.policy_engine import Caller
+from privacy.reads import MAX_PAGE, ActivationRow, PurposeNotInScopeError, ReadService
 
-from api.auth import ApiKey, PurposeForbiddenError, Scope
-from api.bootstrap import Container
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.read_schemas import (
@@ -30,8 +32,6 @@ from api.read_schemas import (
     MembersOut,
     ProfileOut,
 )
-from privacy.policy_engine import Caller
-from privacy.reads import MAX_PAGE, ActivationRow, PurposeNotInScopeError, ReadService
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 

@@ -1,6 +1,6 @@
 """``idgraph audit …``: verify the hash-chained audit log and print its head.
 
-Mounted by the main CLI (``app.add_typer(audit_app, name="audit")`` in :mod:`api.cli`). Only the
+Mounted by the main CLI (``app.add_typer(audit_app, name="audit")`` in :mod:`cli.main`). Only the
 audit file is opened (no store, no keys): an auditor can run it on a copy of that file alone.
 
 Anchoring: ``idgraph audit head`` prints ``SEQ:DIGEST``; keep that line somewhere the service's
@@ -15,12 +15,11 @@ import re
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-
-from api.settings import Settings
+from bootstrap.settings import Settings
 from identity.errors import IdGraphError
 from privacy.audit import AuditHead, SqliteAuditLog
+from pydantic import ValidationError
+from rich.console import Console
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 _out = Console()
