@@ -25,7 +25,7 @@ from identity.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
-from privacy.api_keys import AuthenticationError, ForbiddenError, PurposeForbiddenError
+from privacy.api_keys import AuthenticationError, ForbiddenError
 from privacy.consent.recording import ConsentAuditError
 from privacy.dsr.model import (
     DsrConflictError,
@@ -63,7 +63,6 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AuthenticationError, 401, "Authentication required"),
     (WebhookVerificationError, 401, "Webhook refused"),
     (ForbiddenError, 403, "Forbidden"),
-    (PurposeForbiddenError, 403, "Purpose not allowed for this key"),
     (PurposeNotInScopeError, 403, "Purpose not allowed for this key"),
     (NotReadableError, 404, "Not found"),
     (AudienceNotFoundError, 404, "Audience not found"),

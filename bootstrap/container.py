@@ -21,9 +21,9 @@ from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.api_keys import ApiKeyStore
+from privacy.api_keys import ApiKeys, ApiKeyStore
 from privacy.audiences import SqliteAudienceStore
-from privacy.audit import SqliteAuditLog
+from privacy.audit import AuditLog, SqliteAuditLog
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
 from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
@@ -60,10 +60,10 @@ class Container:
     facts: FactIntake
     vault: Vault
     vault_keys: SqliteVaultKeyStore
-    api_keys: ApiKeyStore
+    api_keys: ApiKeys
     purposes: PurposesPolicy
     policy: PolicyEngine
-    audit: SqliteAuditLog
+    audit: AuditLog
     consent_signals: ConsentSignalTranslator
     webhooks: ConsentWebhooks
     replay_guard: SqliteReplayGuard

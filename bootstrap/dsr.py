@@ -16,8 +16,8 @@ from identity.hashing import Keyring
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.api_keys import ApiKeyStore
-from privacy.audit import SqliteAuditLog
+from privacy.api_keys import ApiKeys
+from privacy.audit import AuditLog, api_key_actor
 from privacy.dsr.delivery import parse_destinations
 from privacy.dsr.model import parse_deadlines
 from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
@@ -28,8 +28,6 @@ from privacy.purposes import PurposesPolicy
 from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
 from privacy.vault import Vault
 from privacy.webhooks import parse_secret
-
-KEY_ACTOR_PREFIX = "key_"
 
 
 def dsr_config(settings: Settings) -> DsrConfig:
@@ -66,11 +64,11 @@ def dsr_config(settings: Settings) -> DsrConfig:
     )
 
 
-def recipient_namer(api_keys: ApiKeyStore) -> Mapping[str, str]:
+def recipient_namer(api_keys: ApiKeys) -> Mapping[str, str]:
     """Audit actors (``key_<id>``) to the API key's consumer (or name), for access exports."""
     names: dict[str, str] = {}
     for key in api_keys.list():
-        names[KEY_ACTOR_PREFIX + key.key_id] = key.consumer or key.name
+        names[api_key_actor(key.key_id)] = key.consumer or key.name
         names[key.key_id] = key.consumer or key.name
     return names
 
@@ -83,9 +81,9 @@ def build_dsr_service(
     keyring: Keyring,
     identity_policy: IdentityPolicy,
     purposes: PurposesPolicy,
-    audit: SqliteAuditLog,
+    audit: AuditLog,
     eraser: Eraser,
-    api_keys: ApiKeyStore,
+    api_keys: ApiKeys,
 ) -> DsrService:
     """The DSR service with its own store file (``dsr.sqlite3``)."""
     config = dsr_config(settings)
@@ -113,7 +111,7 @@ def build_dsr_service(
 def build_retention(
     settings: Settings,
     graph: GraphStore,
-    audit: SqliteAuditLog,
+    audit: AuditLog,
     purposes: PurposesPolicy,
     facts_policy: FactsPolicy,
     erasure: ErasureService,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from bootstrap.settings import Environment, Settings
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.api_keys import ApiKeyStore, Scope
 from privacy.hash_keys import create_key_file, rotate_key_file
+from privacy.secretfile import write_secret_file
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -67,13 +67,6 @@ def _container(settings: Settings) -> Container:
         raise typer.Exit(2) from None
 
 
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
-
-
 def ensure_local_setup(settings: Settings) -> Path | None:
     """Development convenience: data dir, hash key and a local all-scopes API key.
 
@@ -94,7 +87,7 @@ def ensure_local_setup(settings: Settings) -> Path | None:
             )
         finally:
             store.close()
-        _write_secret(key_file, token)
+        write_secret_file(key_file, token + "\n")
         console.print(
             f"created a local API key (all scopes and purposes) in [bold]{key_file}[/bold]"
         )

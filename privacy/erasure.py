@@ -55,7 +55,7 @@ from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import ErasureOutboxEntry, FactKind, new_erasure_id
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.vault import Vault, VaultError
 
 # Log lines carry ids and counts only: never a person id, identifier, hash or node id.
@@ -123,7 +123,7 @@ class ErasureService:
         store: GraphStore,
         vault: Vault,
         keyring: Keyring,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         *,
         clock: Callable[[], datetime] = _utcnow,
         checkpoint_attempts: int = 20,

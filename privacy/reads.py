@@ -64,12 +64,12 @@ from identity.model import (
     MemberScan,
 )
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audiences import Audience, AudienceRules, SqliteAudienceStore, validate_rules
+from privacy.audiences import Audience, AudienceRules, AudienceStore, validate_rules
 from privacy.audit import (
     MAX_DETAIL_LIST,
     AuditDraft,
+    AuditLog,
     Decision,
-    SqliteAuditLog,
     api_key_actor,
     person_ref,
 )
@@ -331,8 +331,8 @@ class ReadService:
         vault: Vault,
         policy: PolicyEngine,
         facts: FactsPolicy,
-        audit: SqliteAuditLog,
-        audiences: SqliteAudienceStore,
+        audit: AuditLog,
+        audiences: AudienceStore,
         pseudonyms: FeaturePseudonymizer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_scan: int = DEFAULT_MAX_SCAN,

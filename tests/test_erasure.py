@@ -39,7 +39,7 @@ from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
 from identity.store.sqlite import SqliteGraphStore
 from privacy.api_keys import Scope
-from privacy.audit import SqliteAuditLog
+from privacy.audit import AuditLog, SqliteAuditLog
 from privacy.erasure import ERASURE_ACTION, ErasureIncompleteError, ErasureService
 from privacy.vault import DataKeyDestroyedError, Vault, VaultUnavailableError
 
@@ -443,7 +443,7 @@ class _VaultFailingOnce:
 
 
 class _AuditFailingOnce:
-    def __init__(self, audit: SqliteAuditLog) -> None:
+    def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
         self.failures = 1
 
