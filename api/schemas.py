@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AwareDatetime, Field, StrictBool, field_validator
-
 from services.inputs import (
     MAX_CLOCK_SKEW,
     EventIn,

@@ -18,8 +18,9 @@ own subprocess so that peak RSS is per mode:
   indexed facts table in the same transaction.
 * ``real-noscan`` (only with ``--attributes``): the real path with ``Settings(pii_scan=False)``
   (``IDGRAPH_PII_SCAN=false``): everything but the PII scanner.
-* ``real``: :func:`services.bulk.ingest_file` with the engine from
-  :func:`api.bootstrap.build_container`, the code path of ``idgraph ingest FILE`` (PII scan on,
+* ``real``: :func:`services.bulk.ingest_file` with the ingest service from
+  :func:`bootstrap.container.build_container`,
+  the code path of ``idgraph ingest FILE`` (PII scan on,
   the default).
 
 See ``bench/README.md`` for what every figure means. The script exits 1 if a real run rejected
@@ -486,8 +487,8 @@ def run_real(
 
     ``scan=False`` is ``IDGRAPH_PII_SCAN=false``: no scanner is built, nothing is scanned.
     """
-    from api.bootstrap import build_container
-    from api.settings import Settings
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
     from services.bulk import ingest_file
 
     mode = "real" if scan else "real-noscan"

@@ -14,16 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import Scope
-from api.bootstrap import Container, build_container
-from api.logging import configure_logging
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.logging import configure_logging
+from bootstrap.settings import Settings
 from identity.hashing import HashKey, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import IdentityEvent
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
+from privacy.api_keys import Scope
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
 from privacy.vault import SqliteVaultKeyStore, Vault
 

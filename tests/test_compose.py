@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,18 @@ def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".idgraph/", ".git", ".venv"} <= ignored
+
+
+def test_dockerfile_copies_every_package_the_wheel_includes() -> None:
+    """A package missing from the image's build stage would make `idgraph` fail at import."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        pattern.rstrip("*")
+        for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and not line.startswith("COPY --from")
+    }
+    assert set(packages) <= copied, sorted(set(packages) - copied)

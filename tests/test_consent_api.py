@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from api.auth import Scope
 from identity.model import ConsentRecord
+from privacy.api_keys import Scope
 from privacy.audit import AuditLogUnavailableError
 from privacy.consent.signals import signal_digest
 from privacy.consent.state import ConsentReason, consent_state

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from api.bootstrap import build_container
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
 from identity.errors import PolicyFileError
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
 from privacy.consent.state import ConsentReason, consent_state, is_restricted

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.bootstrap import Container, build_container, build_webhook_sources
-from api.settings import Settings
+from bootstrap.container import Container, build_container, build_webhook_sources
+from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.model import ConsentSignal
 from privacy.audit import AuditLogUnavailableError
@@ -410,7 +410,7 @@ def test_no_raw_identifier_reaches_the_audit_log_or_the_logs(
 
 
 def _admin(hooks: Hooks) -> dict[str, str]:
-    from api.auth import Scope
+    from privacy.api_keys import Scope
 
     _, token = hooks.container.api_keys.create("admin", frozenset({Scope.ADMIN}))
     return {"Authorization": f"Bearer {token}"}

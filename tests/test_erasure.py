@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from api.auth import Scope
-from api.bootstrap import Container, build_container
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
 from identity.errors import StoreUnavailableError
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
@@ -39,7 +38,8 @@ from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
 from identity.store.sqlite import SqliteGraphStore
-from privacy.audit import SqliteAuditLog
+from privacy.api_keys import Scope
+from privacy.audit import AuditLog, SqliteAuditLog
 from privacy.erasure import ERASURE_ACTION, ErasureIncompleteError, ErasureService
 from privacy.vault import DataKeyDestroyedError, Vault, VaultUnavailableError
 
@@ -443,7 +443,7 @@ class _VaultFailingOnce:
 
 
 class _AuditFailingOnce:
-    def __init__(self, audit: SqliteAuditLog) -> None:
+    def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
         self.failures = 1
 
@@ -502,8 +502,8 @@ def test_erasure_completes_on_recover_when_a_step_after_the_graph_commit_failed(
 
 _CRASH_SCRIPT = """
 import os, signal, sys
-from api.bootstrap import build_container
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
 from privacy.erasure import ErasureService
 
 container = build_container(Settings(env="test", data_dir=sys.argv[1], policy_dir=sys.argv[2],
@@ -761,7 +761,7 @@ def test_cli_lifts_suppression_only_after_confirmation_and_never_prints_the_valu
 ) -> None:
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("IDGRAPH_POLICY_DIR", str(REPO / "policies"))

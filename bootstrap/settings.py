@@ -1,6 +1,6 @@
 """Service settings: pydantic-settings, one prefix (``IDGRAPH_``), secrets as ``SecretStr``.
 
-Core code never reads these: :mod:`api.bootstrap` passes values to constructors.
+Core code never reads these: :mod:`bootstrap.container` passes values to constructors.
 """
 
 from __future__ import annotations
