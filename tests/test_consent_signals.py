@@ -16,7 +16,7 @@ from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentSignal
 from privacy.consent.signals import ConsentSignals, ConsentSignalTranslator, signal_digest
 from privacy.consent.tcf import PublisherRestriction, RestrictionType, VendorVector
-from privacy.purposes import PurposesPolicy, TcfSettings, load_purposes_policy
+from privacy.purposes import PreV22Handling, PurposesPolicy, TcfSettings, load_purposes_policy
 
 from .conftest import POLICY_DIR
 from .test_gpp import REAL_TC_CORE, gpc, header, usnat_writer
@@ -298,3 +298,20 @@ def test_uspv1_alone_grants_sale_purposes_only_when_not_opted_out(
     denied = translator.gpp_string("DBABTA~1YYN", NOW, NOW).consents
     assert {i.purpose for i in denied if not i.granted} >= sale_only
     assert translator.gpp_string("DBABTA~1---", NOW, NOW).consents == ()
+
+
+def test_pre_v22_tc_string_is_refused_when_the_policy_says_refuse(
+    purposes: PurposesPolicy,
+) -> None:
+    old = encode_tc_string(dataclasses.replace(BASE, tcf_policy_version=2))
+    accepting = ConsentSignalTranslator(purposes)
+    assert accepting.tc_string(old, NOW)
+    refusing = ConsentSignalTranslator(
+        purposes.model_copy(update={"tcf": TcfSettings(pre_v22=PreV22Handling.REFUSE)})
+    )
+    with pytest.raises(InvalidFieldError) as info:
+        refusing.tc_string(old, NOW)
+    assert info.value.reason == "tcf_policy_version"
+    assert info.value.field == "#/tcf"
+    current = encode_tc_string(dataclasses.replace(BASE, tcf_policy_version=4))
+    assert refusing.tc_string(current, NOW)

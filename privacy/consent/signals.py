@@ -42,7 +42,14 @@ from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentInput, ConsentSignal
 from privacy.consent.gpp import SECTION_NAMES, GppString, OptOut, UspFlag, decode_gpp_string
 from privacy.consent.tcf import RestrictionType, TCString, decode_tc_string
-from privacy.purposes import GpcEffect, LawfulBasis, Purpose, PurposesPolicy, UsOptOut
+from privacy.purposes import (
+    GpcEffect,
+    LawfulBasis,
+    PreV22Handling,
+    Purpose,
+    PurposesPolicy,
+    UsOptOut,
+)
 
 # A signal dated further ahead than this is refused: a future-dated grant would outrank every
 # real decision made before that date ("latest wins"), so a wrong clock must not get that power.
@@ -255,6 +262,7 @@ class ConsentSignalTranslator:
             raise exc.at(pointer) from None
         if tc.last_updated > now + MAX_FUTURE_SKEW:
             raise _future(pointer, "the TC string's LastUpdated")
+        self._check_policy_version(tc, pointer)
         return self.tcf(tc, proof or signal_digest(tc_string), signal=signal)
 
     def tcf(
@@ -286,6 +294,8 @@ class ConsentSignalTranslator:
             raise exc.at(pointer) from None
         if gpp.tcfeuv2 is not None and gpp.tcfeuv2.last_updated > now + MAX_FUTURE_SKEW:
             raise _future(pointer, "the tcfeuv2 section's LastUpdated")
+        if gpp.tcfeuv2 is not None:
+            self._check_policy_version(gpp.tcfeuv2, pointer)
         return self.gpp(gpp, at, proof or signal_digest(gpp_string), signal=signal)
 
     def gpp(
@@ -393,6 +403,16 @@ class ConsentSignalTranslator:
             if not (by_consent or by_li):
                 return False
         return all(tc.special_feature_optin(feature) for feature in purpose.tcf.special_features)
+
+    def _check_policy_version(self, tc: TCString, pointer: str) -> None:
+        """Refuse a pre-v2.2 TC string when the policy says ``tcf.pre_v22: refuse``."""
+        if tc.pre_v22_policy and self._policy.tcf.pre_v22 is PreV22Handling.REFUSE:
+            raise InvalidFieldError(
+                "tcf_policy_version",
+                f"TcfPolicyVersion {tc.tcf_policy_version} predates TCF v2.2 (4); this service "
+                "is configured to refuse consent collected under the older policy",
+                pointer,
+            )
 
     def _unknown(self, purpose_id: str, where: str) -> InvalidFieldError:
         # Echoed only when it has the shape of a purpose name (see ``decisions``).
