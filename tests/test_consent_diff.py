@@ -59,16 +59,18 @@ def _node_ready() -> None:
 
 
 def _cases(seed: int, count: int) -> Iterator[dict[str, Any]]:
+    """Stream the harness's cases (10,000 per section is hundreds of MB: never held at once)."""
     _node_ready()
-    result = subprocess.run(
+    with subprocess.Popen(
         ["node", "diff.mjs", "--seed", str(seed), "--count", str(count)],
         cwd=HARNESS,
-        check=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-    )
-    for line in result.stdout.splitlines():
-        yield json.loads(line)
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            yield json.loads(line)
+    assert process.returncode == 0, f"diff.mjs exited with {process.returncode}"
 
 
 # -- our decode, in the reference's shape ---------------------------------------------------------
