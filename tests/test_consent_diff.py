@@ -209,8 +209,37 @@ def ours_as_gpp(gpp: GppString) -> dict[str, Any]:
 # -- the comparison -------------------------------------------------------------------------------
 
 
+# Vendor id lists are sets: a range-encoded vector whose entries come out of order (only a
+# mutated string has them) is the same set of vendors, listed by IAB in entry order and by us
+# sorted. Normalising the reference's list to sorted unique ids compares meaning, not order.
+_ID_SET_FIELDS = (
+    "VendorConsents",
+    "VendorLegitimateInterests",
+    "VendorsAllowed",
+    "VendorsDisclosed",
+)
+
+
+def _as_sets(ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    if ref is None or "tcfeuv2" not in ref:
+        return ref
+    tcf = dict(ref["tcfeuv2"])
+    for name in _ID_SET_FIELDS:
+        tcf[name] = sorted(set(tcf[name]))
+    tcf["PublisherRestrictions"] = [
+        {**entry, "ids": sorted(set(entry["ids"]))} for entry in tcf["PublisherRestrictions"]
+    ]
+    return {**ref, "tcfeuv2": tcf}
+
+
 def _check(case: dict[str, Any]) -> str | None:
     """``None`` when our decode agrees with IAB's (or we refuse a mutant); else what differs."""
+    case = {**case, "ref": _as_sets(case["ref"])}
+    if case.get("tcf_core") is not None:
+        core = dict(case["tcf_core"])
+        for name in _ID_SET_FIELDS:
+            core[name] = sorted(set(core[name]))
+        case["tcf_core"] = core
     try:
         ours: dict[str, Any] | None = ours_as_gpp(decode_gpp_string(case["gpp"]))
     except ConsentStringDecodeError as error:
@@ -234,7 +263,11 @@ def _check(case: dict[str, Any]) -> str | None:
             if case["kind"] == "encoded":
                 return f"we refuse IAB's TC string: {error.reason}"
             tc = None
-        if tc is not None and tc != case["tcf_core"]:
+        # @iabtcf/core's TCModel refuses CmpId 0 and 1 (its cmpId setter wants > 1) where
+        # @iabgpp/cmpapi decodes them (its own default tcfeuv2 has CmpId 0, and the issue's
+        # GppModel vectors carry it): the two references disagree, and we follow the GPP one.
+        core_refuses_cmp_id = case["tcf_core"] is None and tc is not None and tc["CmpId"] < 2
+        if tc is not None and tc != case["tcf_core"] and not core_refuses_cmp_id:
             return "TC string decodes differently from @iabtcf/core"
     return None
 
