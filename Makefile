@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean softhsm
+.PHONY: run test test-slow test-consent-diff lint typecheck cypher-lint bench bench-ingest install clean softhsm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: lint typecheck cypher-lint
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+## Consent decoders against IAB's own JS libraries (npm), 10,000 random states per GPP section.
+test-consent-diff: $(STAMP)
+	$(PY) -m pytest -m slow tests/test_consent_diff.py
 
 ## Every benchmark, written to bench/REPORT.md with plots: SCALE=small (default), 1m or tiny.
 bench: $(STAMP)
