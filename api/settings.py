@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "FULL"
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr | None = None
+    # The password in a file instead (a Docker secret, or `make neo4j`'s generated 0600 file).
+    neo4j_password_file: Path | None = None
     neo4j_database: str = "neo4j"
 
     policy_dir: Path = Path("policies")

@@ -9,6 +9,17 @@ transient failures (leader switch, deadlock, lost connection) and rolls back whe
 That is why the port requires ``fn`` to be idempotent: the resolution engine reads what it needs
 through the transaction and recomputes its :class:`~identity.model.ChangeSet` on every attempt.
 
+Concurrent writers are serialised by a lock node (:data:`~identity.store.cypher.LOCK_WRITERS`),
+taken before ``fn`` reads anything. Neo4j runs transactions at read-committed isolation: without
+the lock, two events carrying the same new identifier both see "no such node", both create one,
+and the second fails the uniqueness constraint; two merges of one cluster can each move half of
+it. With the lock, each write transaction reads the graph as the previous one committed it, like
+SQLite's ``BEGIN IMMEDIATE``, so the resolution engine's read-decide-write is correct unchanged.
+docs/neo4j.md says why this and not per-cluster locks. A constraint violation can then only come
+from a writer that bypasses the lock (an older idgraph, a hand-run statement): the transaction is
+retried a bounded number of times from a fresh read, then reported as
+:class:`~identity.errors.StoreIntegrityError`.
+
 Driver exceptions never leave this module: connection, session, transient and authentication
 failures become :class:`~identity.errors.StoreUnavailableError`, constraint violations
 :class:`~identity.errors.StoreIntegrityError`. Messages carry the Neo4j status code but never
@@ -62,6 +73,9 @@ from identity.store import cypher
 T = TypeVar("T")
 
 DEFAULT_BATCH_SIZE = 1000
+WRITER_LOCK = "graph"
+# Attempts of a write transaction that failed a uniqueness constraint (see the module docstring).
+CONSTRAINT_RETRIES = 3
 # Bolt and routing (cluster/Aura) schemes. The driver's HTTP schemes are a preview feature with
 # other dependencies and semantics, so they are refused rather than half-supported.
 URI_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
@@ -761,13 +775,25 @@ class Neo4jGraphStore:
             )
 
     def write(self, fn: Callable[[Neo4jTransaction], T]) -> T:
-        """Run ``fn`` in one managed write transaction (retried on transient failures)."""
+        """Run ``fn`` in one managed write transaction, holding the writer lock.
+
+        Retried on transient failures by the driver, and from a fresh read after a uniqueness
+        constraint violation (at most :data:`CONSTRAINT_RETRIES` attempts).
+        """
 
         def work(tx: ManagedTransaction) -> T:
+            tx.run(cypher.LOCK_WRITERS, {"lock": WRITER_LOCK}).consume()
             return fn(Neo4jTransaction(tx, self._batch))
 
-        with _driver_errors("write"), self._session() as session:
-            return session.execute_write(work)
+        with _driver_errors("write"):
+            for _ in range(CONSTRAINT_RETRIES - 1):
+                try:
+                    with self._session() as session:
+                        return session.execute_write(work)
+                except ConstraintError:
+                    continue  # a racing writer outside the lock: re-read and decide again
+            with self._session() as session:
+                return session.execute_write(work)
 
     def read(self, fn: Callable[[Neo4jTransaction], T]) -> T:
         """Run ``fn`` in one managed read transaction."""
