@@ -81,7 +81,8 @@ run-neo4j: $(STAMP)
 # with IDGRAPH_TEST_STORE=neo4j. A skip in this run fails it (tests/conftest.py).
 NEO4J_API_TESTS := tests/test_api.py tests/test_resolution.py tests/test_unlink_explain.py \
 	tests/test_facts_api.py tests/test_consent_api.py tests/test_reads_api.py \
-	tests/test_erasure.py tests/test_store_copy.py tests/test_concurrent_writes.py
+	tests/test_erasure.py tests/test_store_copy.py tests/test_concurrent_writes.py \
+	tests/test_neo4j_live.py
 
 ## The contract suite and the store-facing API tests on a throwaway live Neo4j (0 skips).
 test-neo4j: $(STAMP)
