@@ -211,7 +211,15 @@ def open_store(settings: Settings) -> GraphStore:
         from identity.store.neo4j import Neo4jGraphStore
 
         return Neo4jGraphStore(
-            url, settings.neo4j_user, neo4j_password(settings), database=settings.neo4j_database
+            url,
+            settings.neo4j_user,
+            neo4j_password(settings),
+            database=settings.neo4j_database,
+            max_pool_size=settings.neo4j_max_pool_size,
+            max_connection_lifetime_s=settings.neo4j_max_connection_lifetime_seconds,
+            acquisition_timeout_s=settings.neo4j_acquisition_timeout_seconds,
+            fetch_size=settings.neo4j_fetch_size,
+            startup_timeout_s=settings.neo4j_startup_timeout_seconds,
         )
     raise ConfigurationError(
         "IDGRAPH_STORE_URL must start with sqlite: or neo4j:// (or bolt://, neo4j+s://)"

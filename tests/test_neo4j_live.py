@@ -1,4 +1,4 @@
-"""What only a live Neo4j can show: schema migration, copy into Neo4j, and the query plans.
+"""What only a live Neo4j can show: migration, copy, query plans, start-up, the compose set-up.
 
 Runs in `make test-neo4j` (a throwaway local Neo4j, NEO4J_URI set); skipped with the reason
 otherwise, like the contract suite's Neo4j cases.
@@ -6,16 +6,23 @@ otherwise, like the contract suite's Neo4j cases.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from neo4j import Driver, GraphDatabase
 
-from identity.errors import StoreIntegrityError
+from identity.errors import StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
@@ -33,6 +40,7 @@ from identity.model import (
 from identity.store import cypher
 from identity.store.copy import copy_graph
 from identity.store.neo4j import Neo4jGraphStore
+from tests.crash_harness import REPO, free_port, idgraph_command
 from tests.test_store_copy import CONSENTS, FACTS, T0, _build_source, _hash
 
 pytestmark = pytest.mark.neo4j
@@ -253,3 +261,135 @@ def test_member_page_seeks_persons_in_index_order_and_stops_at_the_limit(
     scan = MemberScan(event_rules=(EventCountRule("purchase", T0 - timedelta(days=1), 1),))
     page = neo4j_store.read(lambda tx: tx.member_page(scan, "p_000100", 10))
     assert [r.person_id for r in page] == [f"p_{p:06d}" for p in range(102, 132, 3)]
+
+
+# -- start-up and compose -------------------------------------------------------------------------
+
+
+class _LateProxy:
+    """A TCP forwarder to the live Neo4j that starts listening only after ``delay`` seconds.
+
+    Until then its port refuses connections, like a database container still starting.
+    """
+
+    def __init__(self, upstream: tuple[str, int], delay: float) -> None:
+        self.port = free_port()
+        self._upstream = upstream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(delay,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, delay: float) -> None:
+        if self._stop.wait(delay):
+            return
+        with socket.create_server(("127.0.0.1", self.port)) as server:
+            server.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self._upstream)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_neo4j_that_comes_up_late_is_retried_with_backoff_until_the_deadline() -> None:
+    where = _where()
+    host, port = where["uri"].split("://", 1)[1].rsplit(":", 1)
+    proxy = _LateProxy((host, int(port)), delay=3.0)
+    try:
+        uri = f"bolt://127.0.0.1:{proxy.port}"
+        with pytest.raises(StoreUnavailableError):  # no retries: refused at once
+            Neo4jGraphStore(uri, where["user"], where["password"], connect_timeout_s=1)
+        started = time.monotonic()
+        store = Neo4jGraphStore(
+            uri, where["user"], where["password"], connect_timeout_s=1, startup_timeout_s=60
+        )
+        waited = time.monotonic() - started
+        store.ping()
+        store.close()
+    finally:
+        proxy.close()
+    assert waited > 1.0  # it did wait for the late server (it needed at least two attempts)
+
+
+def test_a_wrong_password_is_not_retried_at_start_up() -> None:
+    where = _where()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="credentials"):
+        Neo4jGraphStore(where["uri"], where["user"], "wrong-" + "x" * 12, startup_timeout_s=60)
+    assert time.monotonic() - started < 30
+
+
+def test_the_api_with_exactly_the_compose_environment_gets_ready_on_the_local_neo4j(
+    tmp_path: Path,
+) -> None:
+    """docker-compose.yml's api service, without Docker: its environment variable for variable,
+    its secrets as files, its entrypoint (migrate, then serve); only the host names, ports and
+    mount paths are those of this machine. /readyz must answer 200."""
+    where = _where()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    service = compose["services"]["api"]
+    secrets_dir = tmp_path / "run-secrets"
+    secrets_dir.mkdir(mode=0o700)
+    files = {name: secrets_dir / name for name in service["secrets"]}
+    files["neo4j_password"].write_text(where["password"])
+    files["neo4j_password"].chmod(0o600)
+    for name, command in (
+        ("idgraph_kek", "create-kek-file"),
+        ("idgraph_hash_keys", "create-hash-key-file"),
+    ):
+        subprocess.run(
+            [*idgraph_command(), "keys", command, "--path", str(files[name])],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "IDGRAPH_DATA_DIR": str(tmp_path / "keys-cli")},
+        )
+    env = {}
+    for key, raw in service["environment"].items():
+        # ${IDGRAPH_ENV:-production}: the compose default; secrets at this test's paths.
+        value = "production" if str(raw).startswith("${IDGRAPH_ENV") else str(raw)
+        for name, path in files.items():
+            value = value.replace(f"/run/secrets/{name}", str(path))
+        env[key] = value
+    assert env["IDGRAPH_STORE_URL"] == "neo4j://neo4j:7687"
+    env["IDGRAPH_STORE_URL"] = "neo4j://" + where["uri"].split("://", 1)[1]
+    env["IDGRAPH_DATA_DIR"] = str(tmp_path / "data")
+    env["IDGRAPH_POLICY_DIR"] = str(REPO / "policies")
+    port = free_port()
+    entry = service["entrypoint"][-1].replace("--host 0.0.0.0", f"--host 127.0.0.1 --port {port}")
+    bin_dir = str(Path(idgraph_command()[0]).parent)
+    process = subprocess.Popen(  # the compose entrypoint, in /bin/sh like the image runs it
+        ["/bin/sh", "-c", entry],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        ready = None
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                if ready.status_code == 200:
+                    break
+            time.sleep(1)
+        assert ready is not None, process.stdout.read().decode() if process.stdout else ""
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready"}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

@@ -29,6 +29,8 @@ the server's message text, which can echo stored property values.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -71,6 +73,7 @@ from identity.model import (
 from identity.store import cypher
 
 T = TypeVar("T")
+_log = logging.getLogger("idgraph.store.neo4j")
 
 DEFAULT_BATCH_SIZE = 1000
 WRITER_LOCK = "graph"
@@ -686,8 +689,11 @@ class Neo4jGraphStore:
     """:class:`~identity.store.port.GraphStore` on a Neo4j database (5.26 LTS or newer).
 
     The constructor checks connectivity and runs :meth:`migrate`, so an open store has its
-    constraints and indexes; a server that cannot be reached raises
-    :class:`~identity.errors.StoreUnavailableError` within about ``connect_timeout_s``.
+    constraints and indexes. A server that cannot be reached is retried with exponential backoff
+    (0.5 s doubling to 8 s) for ``startup_timeout_s`` (0: one attempt), because a database that
+    starts after the service (a restart, a failover, compose ordering) is normal in production;
+    then :class:`~identity.errors.StoreUnavailableError` is raised. Pool size, connection
+    lifetime, acquisition timeout (default: ``connect_timeout_s``) and fetch size go to the driver.
     """
 
     def __init__(
@@ -700,6 +706,11 @@ class Neo4jGraphStore:
         batch_size: int = DEFAULT_BATCH_SIZE,
         connect_timeout_s: float = 10.0,
         max_retry_time_s: float = 30.0,
+        max_pool_size: int = 100,
+        max_connection_lifetime_s: float = 3600.0,
+        acquisition_timeout_s: float | None = None,
+        fetch_size: int = 1000,
+        startup_timeout_s: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError("Neo4j batch size must be at least 1")
@@ -708,27 +719,49 @@ class Neo4jGraphStore:
             raise ConfigurationError(
                 f"Neo4j URI must start with one of {', '.join(sorted(URI_SCHEMES))}://"
             )
+        if max_pool_size < 1 or fetch_size < 1:
+            raise ConfigurationError("Neo4j pool size and fetch size must be at least 1")
         self.database = database
         self._batch = batch_size
+        self._fetch_size = fetch_size
         self._closed = False
         try:
             self._driver: Driver = GraphDatabase.driver(
                 uri,
                 auth=(user, password),
                 connection_timeout=connect_timeout_s,
-                connection_acquisition_timeout=connect_timeout_s,
+                connection_acquisition_timeout=acquisition_timeout_s or connect_timeout_s,
                 max_transaction_retry_time=max_retry_time_s,
+                max_connection_pool_size=max_pool_size,
+                max_connection_lifetime=max_connection_lifetime_s,
             )
         except (DriverConfigurationError, ValueError) as exc:
             # The URI scheme or options are wrong: a configuration problem, not an outage.
             raise ConfigurationError(f"invalid Neo4j URI or driver option: {exc}") from exc
         try:
-            with _driver_errors("connect"):
-                self._driver.verify_connectivity()
-            self.migrate()
+            self._connect(startup_timeout_s)
         except BaseException:
             self._driver.close()
             raise
+
+    def _connect(self, startup_timeout_s: float) -> None:
+        """Verify connectivity and migrate, retrying an unreachable server until the deadline."""
+        deadline = time.monotonic() + startup_timeout_s
+        delay = 0.5
+        while True:
+            try:
+                with _driver_errors("connect"):
+                    self._driver.verify_connectivity()
+                self.migrate()
+            except StoreUnavailableError as exc:
+                refused = isinstance(exc.__cause__, (AuthError, Forbidden))
+                if refused or time.monotonic() + delay > deadline:
+                    raise  # a wrong password or out of time: waiting longer will not help
+                _log.warning("Neo4j not reachable yet, retrying in %.1f s: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+            else:
+                return
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -739,6 +772,7 @@ class Neo4jGraphStore:
         with self._driver.session(
             database=self.database,
             bookmark_manager=self._driver.execute_query_bookmark_manager,
+            fetch_size=self._fetch_size,
         ) as session:
             yield session
 
