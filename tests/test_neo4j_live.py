@@ -204,10 +204,13 @@ def _assert_no_label_scans(operators: list[tuple[str, str]]) -> None:
 
 
 _CANDIDATES = [{"type": "email", "key_id": "k1", "digest": (6).to_bytes(32, "big").hex()}]
-# Statement -> (its parameters, an index seek operator its plan must hold).
+# Hash lookups may seek the (type, key_id, digest) constraint's index or the digest index: the
+# planner picks either by statistics (an empty Suppression label: the digest index); both seek.
+HASH_SEEKS = "NodeUniqueIndexSeek|NodeIndexSeek"
+# Statement -> (its parameters, the index seek operator(s) its plan must hold, "|"-separated).
 HOT_LOOKUPS: dict[str, tuple[dict[str, Any], str]] = {
-    "FIND_IDENTIFIERS": ({"candidates": _CANDIDATES}, "NodeUniqueIndexSeek"),
-    "FIND_SUPPRESSED": ({"candidates": _CANDIDATES}, "NodeUniqueIndexSeek"),
+    "FIND_IDENTIFIERS": ({"candidates": _CANDIDATES}, HASH_SEEKS),
+    "FIND_SUPPRESSED": ({"candidates": _CANDIDATES}, HASH_SEEKS),
     "GET_PERSON": ({"person_id": "p_000003"}, "NodeUniqueIndexSeek"),
     "CLUSTER_NODES": ({"person_id": "p_000003"}, "NodeUniqueIndexSeek"),
     "ERASURE_NODES": ({"person_id": "p_000003"}, "NodeUniqueIndexSeek"),
@@ -229,7 +232,7 @@ def test_hot_lookups_seek_an_index_and_never_scan_a_label(
     operators, _ = _profile(driver, getattr(cypher, name), **params)
 
     _assert_no_label_scans(operators)
-    assert seek in {op for op, _ in operators}, operators
+    assert set(seek.split("|")) & {op for op, _ in operators}, operators
 
 
 def test_member_page_seeks_persons_in_index_order_and_stops_at_the_limit(
