@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from bootstrap.dsr import build_dsr_service, build_retention
-from bootstrap.settings import Environment, Settings
+from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
 from identity.errors import ConfigurationError
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
@@ -343,11 +343,34 @@ def open_store(settings: Settings) -> GraphStore:
     if url.split("://", 1)[0] in {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}:
         from identity.store.neo4j import Neo4jGraphStore
 
-        password = settings.neo4j_password.get_secret_value() if settings.neo4j_password else ""
-        return Neo4jGraphStore(url, settings.neo4j_user, password, database=settings.neo4j_database)
+        return Neo4jGraphStore(
+            url,
+            settings.neo4j_user,
+            neo4j_password(settings),
+            database=settings.neo4j_database,
+            max_pool_size=settings.neo4j_max_pool_size,
+            max_connection_lifetime_s=settings.neo4j_max_connection_lifetime_seconds,
+            acquisition_timeout_s=settings.neo4j_acquisition_timeout_seconds,
+            fetch_size=settings.neo4j_fetch_size,
+            startup_timeout_s=settings.neo4j_startup_timeout_seconds,
+        )
     raise ConfigurationError(
         "IDGRAPH_STORE_URL must start with sqlite: or neo4j:// (or bolt://, neo4j+s://)"
     )
+
+
+def neo4j_password(settings: Settings) -> str:
+    """The Neo4j password: ``IDGRAPH_NEO4J_PASSWORD``, or ``IDGRAPH_NEO4J_PASSWORD_FILE`` (0600)."""
+    if settings.neo4j_password is not None and settings.neo4j_password_file is not None:
+        raise ConfigurationError(
+            "set IDGRAPH_NEO4J_PASSWORD or IDGRAPH_NEO4J_PASSWORD_FILE, not both"
+        )
+    if settings.neo4j_password_file is not None:
+        password = read_secret_file(settings.neo4j_password_file, "Neo4j password file").strip()
+        if settings.env is Environment.PRODUCTION and password.lower() in PLACEHOLDER_SECRETS:
+            raise ConfigurationError("the Neo4j password file holds a placeholder password")
+        return password
+    return settings.neo4j_password.get_secret_value() if settings.neo4j_password else ""
 
 
 def load_webhook_secrets(settings: Settings) -> dict[str, list[str]]:
