@@ -337,6 +337,11 @@ class AudienceStoreUnavailableError(StoreUnavailableError):
     code = "audience-store-unavailable"
 
 
+def new_audience_id() -> str:
+    """A random, opaque audience id: ``aud_`` + 80 bits from the OS CSPRNG."""
+    return "aud_" + secrets.token_hex(10)
+
+
 class SqliteAudienceStore:
     """Audience definitions in their own table of the control database (``control.sqlite3``).
 
@@ -365,9 +370,7 @@ class SqliteAudienceStore:
 
     def create(self, name: str, purpose: str, rules: AudienceRules, created_by: str) -> Audience:
         """Store a (validated) definition under a new random id."""
-        audience = Audience(
-            "aud_" + secrets.token_hex(10), name, purpose, rules, datetime.now(UTC), created_by
-        )
+        audience = Audience(new_audience_id(), name, purpose, rules, datetime.now(UTC), created_by)
         try:
             with self._lock:
                 self._conn.execute(

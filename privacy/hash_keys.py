@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 from identity.errors import ConfigurationError
 from identity.hashing import MIN_KEY_BYTES, HashKey, Keyring
-from privacy.secretfile import b64url_decode, b64url_encode, read_secret_file, write_secret_file
+from privacy.audit import is_audit_ref
+from privacy.secretfile import (
+    b64url_decode,
+    b64url_encode,
+    dated_key_id,
+    read_secret_file,
+    write_secret_file,
+)
 
 FORMAT = "idgraph-hash-keys/1"
 Origin = Literal["generated", "operator"]
@@ -60,9 +67,8 @@ class HashKeyFile:
 
 
 def new_key_id(now: datetime | None = None) -> str:
-    """A fresh key id: date plus random suffix; readable in logs, unique enough to rotate daily."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
-    return f"hk-{stamp}-{secrets.token_hex(3)}"
+    """A fresh key id ``hk-<yyyymmdd>-<6 hex>`` (see :func:`~privacy.secretfile.dated_key_id`)."""
+    return dated_key_id("hk", now)
 
 
 def _entry(key_id: str, origin: Origin) -> KeyFileEntry:
@@ -90,8 +96,13 @@ def parse_key_document(text: str, source: str) -> HashKeyFile:
         if not isinstance(item, dict):
             raise ConfigurationError(f"{source}: keys[{index}] must be an object")
         kid, secret, origin = item.get("id"), item.get("secret"), item.get("origin", "operator")
-        if not isinstance(kid, str) or not kid or len(kid) > 64:
-            raise ConfigurationError(f"{source}: keys[{index}].id must be a short string")
+        # Key ids go into responses, logs and audit entries as ids (AuditRef): a shape that no
+        # email address or phone number has, checked here once instead of failing every read.
+        if not isinstance(kid, str) or len(kid) > 64 or not is_audit_ref(kid):
+            raise ConfigurationError(
+                f"{source}: keys[{index}].id must be 1-64 of A-Z a-z 0-9 _ . : - "
+                "with at least one letter"
+            )
         if origin not in ("generated", "operator"):
             raise ConfigurationError(f"{source}: keys[{index}].origin must be generated|operator")
         raw = b64url_decode(secret, f"{source}: keys[{index}].secret")

@@ -66,7 +66,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from identity.errors import ConfigurationError, IdGraphError
-from privacy.secretfile import b64url_decode, b64url_encode, read_secret_file, write_secret_file
+from privacy.secretfile import (
+    b64url_decode,
+    b64url_encode,
+    dated_key_id,
+    read_secret_file,
+    write_secret_file,
+)
 
 FORMAT = "idgraph-kek/1"
 Origin = Literal["generated", "operator"]
@@ -164,9 +170,8 @@ class KekFile:
 
 
 def new_kek_id(now: datetime | None = None) -> str:
-    """A fresh KEK id: date plus random suffix; readable in logs, unique enough to rotate daily."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
-    return f"kek-{stamp}-{secrets.token_hex(3)}"
+    """A fresh KEK id ``kek-<yyyymmdd>-<6 hex>`` (see :func:`~privacy.secretfile.dated_key_id`)."""
+    return dated_key_id("kek", now)
 
 
 def _entry(origin: Origin) -> KekEntry:

@@ -7,10 +7,29 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import secrets
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from identity.errors import ConfigurationError
+
+
+def dated_key_id(prefix: str, now: datetime | None = None) -> str:
+    """A fresh key id ``<prefix>-<yyyymmdd>-<6 hex>``: readable in logs, unique enough to rotate
+    daily.
+
+    The random suffix always holds a letter. Why: key ids travel into logs and audit entries,
+    and an all-digit suffix (``hk-20261202-355274``, one draw in 17) makes the id end in a
+    14-digit run that phone-number heuristics (ours in :mod:`privacy.redaction`, and those of
+    any log pipeline downstream) take for a phone number and scrub or refuse. Redrawing costs
+    0.1 bit of the suffix's 24.
+    """
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
+    suffix = secrets.token_hex(3)
+    while suffix.isdigit():
+        suffix = secrets.token_hex(3)
+    return f"{prefix}-{stamp}-{suffix}"
 
 
 def write_secret_file(path: Path, text: str) -> None:

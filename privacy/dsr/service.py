@@ -58,7 +58,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
+from privacy.audit import AuditDraft, AuditRef, SqliteAuditLog, person_ref
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
 from privacy.dsr.delivery import payload as webhook_payload
@@ -261,8 +261,8 @@ class DsrService:
                 reason=f"{new.type.value} request received",
                 details={
                     "request_id": new.request_id,
-                    "type": new.type.value,
-                    "action": new.action.value,
+                    "type": new.type,
+                    "action": new.action,
                     "regulation": new.regulation,
                     "subject_types": sorted({s.type for s in subjects}),
                     "due_at": _iso(stored.request.due_at),
@@ -404,7 +404,7 @@ class DsrService:
                 actor=actor,
                 action="dsr.cancelled",
                 reason="request cancelled while pending",
-                details={"request_id": request_id, "type": request.type.value},
+                details={"request_id": request_id, "type": request.type},
             )
         )
         self.publish_queue()
@@ -558,7 +558,7 @@ class DsrService:
                 actor="dsr-worker",
                 action="dsr.completed",
                 reason=f"{request.type.value} request completed",
-                details={"request_id": rid, "type": request.type.value, **result},
+                details={"request_id": rid, "type": request.type, **result},
             )
         )
         log.info(
@@ -683,7 +683,7 @@ class DsrService:
                     person_id=person_ref(outcome.person_id),
                     decision="allow" if consent.granted else "deny",
                     reason=f"{request.type.value} {request.action.value} by request",
-                    details={"request_id": request.request_id, "proof": consent.proof},
+                    details={"request_id": request.request_id, "proof": AuditRef(consent.proof)},
                 )
                 for outcome in outcomes
                 if outcome.person_id is not None
