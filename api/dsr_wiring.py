@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from api.settings import Environment, Settings
 from identity.errors import ConfigurationError
+from privacy.dsr.deadlines import parse_deadlines
 from privacy.dsr.delivery import parse_destinations
-from privacy.dsr.model import parse_deadlines
 from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
 from privacy.dsr.store import SqliteDsrStore
 from privacy.erasure import ErasureService

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 
 from identity.errors import IdentifierNotFoundError, NotLinkedError
-from identity.model import Cluster
+from identity.model import Cluster, Explanation
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphTransaction
 from identity.store.sqlite import SqliteGraphStore
@@ -143,3 +143,16 @@ def test_relinking_after_unlink_merges_again(engine: ResolutionEngine, ids: Ids)
     engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
     engine.ingest([ids.event(("cookie_id", "c1"), ("cookie_id", "c2"))])
     assert engine.resolve(ids("cookie_id", "c1")) == engine.resolve(ids("phone", "+442079460958"))
+
+
+def test_explain_reports_a_person_without_a_path_honestly(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    # A store inconsistency (links lost, nodes still on one person): explain says "not linked"
+    # and names the person, instead of inventing a path or failing.
+    (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
+    store.write(lambda tx: tx._conn.execute("DELETE FROM links"))
+
+    explanation = engine.explain(ids("email", "ann@shop.de"), ids("cookie_id", "c1"))
+
+    assert explanation == Explanation(False, outcome.person_id, ())

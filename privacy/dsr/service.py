@@ -60,12 +60,12 @@ from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from privacy.audit import AuditDraft, AuditRef, SqliteAuditLog, person_ref
 from privacy.dsr import export as exports
+from privacy.dsr.deadlines import Deadline
 from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
 from privacy.dsr.delivery import payload as webhook_payload
 from privacy.dsr.model import (
     EXPORT_TYPES,
     REQUEST_ID,
-    Deadline,
     DeliveryState,
     DsrAction,
     DsrConflictError,
