@@ -93,7 +93,7 @@ def test_the_default_deadlines_are_gdpr_and_ccpa() -> None:
 def test_bad_deadlines_are_refused_naming_the_entry(
     raw: dict[str, dict[str, str]], message: str
 ) -> None:
-    with pytest.raises(ValueError, match="deadline|regulation") as raised:
+    with pytest.raises(ValueError, match=r"deadline|regulation") as raised:
         parse_deadlines(raw)
     assert str(raised.value) == message
 

@@ -299,10 +299,13 @@ def test_verify_raises_only_its_own_error_when_headers_are_arbitrary(
         )
         if value is not None
     }
+    refusal: WebhookVerificationError | None = None
     try:
         verified = _clock(VECTOR_TS).verify(headers, body)
     except WebhookVerificationError as caught:
-        assert caught.reason, "a refusal names its reason"
+        refusal = caught
+    if refusal is not None:
+        assert refusal.reason, "a refusal names its reason"
     else:  # only a correctly signed vector can pass
         assert (verified.webhook_id, verified.timestamp, verified.body) == (
             msg_id,
