@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
 from identity.errors import ConfigurationError
 from identity.hashing import HashKey, Keyring
-from identity.model import EventOutcome, Outcome, RefusalReason
+from identity.model import EventOutcome, FactKind, Outcome, RefusalReason
 from identity.policy import IdentityPolicy
-from identity.resolution import RehashPage, ResolutionEngine
+from identity.resolution import RehashPage, ResolutionEngine, _utcnow
 from identity.store.sqlite import SqliteGraphStore
+from privacy.policy_engine import IDENTIFIER_CATEGORY
 from privacy.vault import Vault
 
 from .conftest import T0, Ids
@@ -479,5 +480,65 @@ def test_rehash_page_moves_kept_identifiers_to_the_primary_key_page_by_page(
 def test_rehash_page_needs_the_vault(
     store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy
 ) -> None:
-    with pytest.raises(ConfigurationError, match="vault"):
+    with pytest.raises(ConfigurationError) as raised:
         ResolutionEngine(store, keyring, policy).rehash_page("")
+    assert str(raised.value) == "re-hashing needs the vault to read kept raw identifiers"
+
+
+def test_a_person_at_a_limit_may_join_one_without_that_type(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
+    # The higher-priority email's person has no customer id; the cookie's person brings one:
+    # the merged person has exactly one, which customer_id allows.
+    engine.ingest([ids.event(("email", "ann@shop.de"))])
+    engine.ingest([ids.event(("customer_id", "C-1"), ("cookie_id", "c1"))])
+    (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
+    assert (outcome.outcome, outcome.refusals) == (Outcome.MERGED, ())
+
+
+def test_a_person_over_a_limit_is_not_joined_to_another(
+    store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy, ids: Ids, vault: Vault
+) -> None:
+    # Joining it would bring the other person more customer ids than allowed.
+    two = policy.types["customer_id"].model_copy(update={"max_per_person": 2})
+    loose = policy.model_copy(update={"types": {**policy.types, "customer_id": two}})
+    ResolutionEngine(store, keyring, loose, sealer=vault).ingest(
+        [ids.event(("customer_id", "C-1"), ("customer_id", "C-2"), ("cookie_id", "c1"))]
+    )
+    engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+    (first,) = engine.ingest([ids.event(("email", "ann@shop.de"))])
+
+    (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
+
+    assert (outcome.outcome, outcome.person_id) == (Outcome.UNCHANGED, first.person_id)
+    assert [(r.position, r.reason) for r in outcome.refusals] == [(1, RefusalReason.LIMIT_EXCEEDED)]
+
+
+def test_a_person_seen_twice_in_a_batch_keeps_the_latest_sighting(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    later = T0 + timedelta(days=2)
+    first, _ = engine.ingest(
+        [ids.event(("email", "ann@shop.de"), at=later), ids.event(("email", "ann@shop.de"))]
+    )
+    person = store.read(lambda tx: tx.person(first.person_id or ""))
+    assert person is not None
+    assert (person.created_at, person.last_seen) == (later, later)
+
+
+def test_kept_raw_identifiers_are_facts_of_the_identifier_category(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    # "identifier" is the category the policy engine activates kept raw identifiers by.
+    (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
+    cluster = store.read(lambda tx: tx.cluster(outcome.person_id or ""))
+    facts = store.read(
+        lambda tx: tx.node_facts([n.node_id for n in cluster.nodes], FactKind.RAW_IDENTIFIER)
+    )
+    assert [(f.name, f.category) for f in facts] == [("email", IDENTIFIER_CATEGORY)]
+
+
+def test_the_default_clock_is_timezone_aware() -> None:
+    # Consent records and split persons are stamped with it; a naive time would not compare
+    # with the aware times of everything else.
+    assert _utcnow().tzinfo is UTC
