@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import UTC, timedelta
 
 import pytest
 
 from identity.errors import ConfigurationError
 from identity.hashing import HashKey, Keyring
-from identity.model import EventOutcome, FactKind, Outcome, RefusalReason
+from identity.model import (
+    ConsentInput,
+    ConsentSignal,
+    EventOutcome,
+    FactInput,
+    FactKind,
+    FactStatus,
+    IdentityEvent,
+    Outcome,
+    RefusalReason,
+)
 from identity.policy import IdentityPolicy
 from identity.resolution import RehashPage, ResolutionEngine, _utcnow
 from identity.store.sqlite import SqliteGraphStore
@@ -542,3 +553,49 @@ def test_the_default_clock_is_timezone_aware() -> None:
     # Consent records and split persons are stamped with it; a naive time would not compare
     # with the aware times of everything else.
     assert _utcnow().tzinfo is UTC
+
+
+def test_an_existing_identifier_seen_twice_in_a_batch_widens_to_both_sightings(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    (created,) = engine.ingest([ids.event(("email", "ann@shop.de"), at=T0)])
+    engine.ingest(
+        [
+            ids.event(("email", "ann@shop.de"), at=T0 + timedelta(days=3)),
+            ids.event(("email", "ann@shop.de"), at=T0 - timedelta(days=2)),
+        ]
+    )
+    (node,) = store.read(lambda tx: tx.cluster(created.person_id or "")).nodes
+    assert (node.first_seen, node.last_seen) == (T0 - timedelta(days=2), T0 + timedelta(days=3))
+
+
+def test_an_outcome_counts_the_facts_stored_quarantined_and_the_consents_recorded(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
+    def fact(name: str, status: FactStatus) -> FactInput:
+        return FactInput(FactKind.ATTRIBUTE, name, "location", T0, b'"x"', status)
+
+    consent = ConsentInput("analytics", True, T0, ConsentSignal.DIRECT, "consent", "0" * 64)
+    event = IdentityEvent(
+        (ids("email", "ann@shop.de"),),
+        "web",
+        T0,
+        (
+            fact("city", FactStatus.ACTIVE),
+            fact("zip", FactStatus.QUARANTINED),
+            fact("street", FactStatus.QUARANTINED),
+        ),
+        (consent, consent),
+    )
+    (outcome,) = engine.ingest([event])
+    counts = (
+        outcome.facts_stored,
+        outcome.facts_quarantined,
+        outcome.facts_dropped,
+        outcome.consents_recorded,
+        outcome.consents_dropped,
+    )
+    assert counts == (1, 2, 0, 2, 0)
+    (refused,) = engine.ingest([replace(event, identifiers=(ids("customer_id", "null"),))])
+    assert refused.outcome is Outcome.REFUSED
+    assert (refused.facts_dropped, refused.consents_dropped) == (3, 2)
