@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow mutation lint typecheck cypher-lint bench bench-ingest install clean
+.PHONY: run test test-slow mutation lint typecheck cypher-lint bench bench-ingest install clean softhsm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ bench: $(STAMP)
 ## The ingest benchmark alone, printed: SCALE=small (default) or SCALE=1m.
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
+
+## SoftHSM2 from Debian for the PKCS#11 key-provider tests (tests/test_pkcs11.py); .ci/run uses it.
+softhsm:
+	@command -v softhsm2-util >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq softhsm2; }
+	@softhsm2-util --version
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants

@@ -514,7 +514,7 @@ def test_api_key_actors_are_never_refused_as_phone_numbers() -> None:
 # generator makes once in millions too), and the first test keeps the shapes honest.
 ID_GENERATORS: dict[str, tuple[Callable[[], str], str]] = {
     "person": (new_person_id, r"p_[0-9a-f]{24}"),
-    "node": (new_node_id, r"n_[0-9a-f]{30}"),
+    "node": (new_node_id, r"n_[0-9a-f]{34}"),
     "consent": (new_consent_id, r"c_[0-9a-f]{24}"),
     "fact": (new_fact_id, r"f_[0-9a-f]{24}"),
     "erasure": (new_erasure_id, r"e_[0-9a-f]{24}"),
@@ -581,10 +581,11 @@ def test_every_generated_id_passes_every_audit_path(
     message: str,
 ) -> None:
     actor = api_key_actor(api_key)
+    ref = person_ref(person, b"\x01" * 32)  # the vault's reference key in production
     consent = ConsentInput("analytics", True, T0, ConsentSignal.WEBHOOK, "consent", "0" * 64)
     drafts = [
         # a read decision (privacy.reads: _record)
-        AuditDraft(actor, "read.profile", "analytics", person_ref(person), "deny", "no_consent"),
+        AuditDraft(actor, "read.profile", "analytics", ref, "deny", "no_consent"),
         # a page of features / audience members (privacy.reads: _audit_page, define)
         AuditDraft(
             actor,
@@ -602,13 +603,13 @@ def test_every_generated_id_passes_every_audit_path(
             None,
             "allow",
             "members",
-            {"refs": [person_ref(person)], "audience": AuditRef(audience)},
+            {"refs": [ref], "audience": AuditRef(audience)},
         ),
         # erasure and lifting suppression (privacy.erasure), with the DSR's request id
         ErasureService._draft(actor, message, erasure, {"identifiers": 2}, 2),
         ErasureService._lift_draft(actor, message, 1),
         # consent recorded from a webhook message (privacy.consent.recording)
-        *consent_audit_drafts(actor, person, message, [consent]),
+        *consent_audit_drafts(actor, ref, message, [consent]),
     ]
 
     entries = shared_log.append(drafts)

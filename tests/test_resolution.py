@@ -599,3 +599,14 @@ def test_an_outcome_counts_the_facts_stored_quarantined_and_the_consents_recorde
     (refused,) = engine.ingest([replace(event, identifiers=(ids("customer_id", "null"),))])
     assert refused.outcome is Outcome.REFUSED
     assert (refused.facts_dropped, refused.consents_dropped) == (3, 2)
+
+
+def test_facts_without_a_vault_are_refused_before_anything_is_written(
+    store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy, ids: Ids
+) -> None:
+    fact = FactInput(FactKind.ATTRIBUTE, "city", "location", T0, b'"x"')
+    event = IdentityEvent((ids("email", "ann@shop.de"),), "web", T0, (fact,))
+    with pytest.raises(ConfigurationError) as raised:
+        ResolutionEngine(store, keyring, policy).ingest([event])
+    assert str(raised.value) == "facts need a sealer (the vault); none is configured"
+    assert store.stats().identifiers == 0
