@@ -342,4 +342,5 @@ def test_consent_reasons_keep_their_wire_values() -> None:
         "BASIS_WITHOUT_CONSENT": "basis_without_consent",
         "OBJECTED": "objected",
         "RESTRICTED": "restricted",
+        "EXPIRED": "consent_expired",
     }
