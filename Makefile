@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean
+.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest pii-model install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench: $(STAMP)
 ## The ingest benchmark alone, printed: SCALE=small (default) or SCALE=1m.
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
+
+## Retrain the PII NER model into privacy/scanning/models/pii_ner (seeded, CPU, minutes).
+## Prints the fingerprint: pin it as PII_NER_MODEL_SHA256 and update the model card.
+pii-model: $(STAMP)
+	$(PY) -m tools.pii_model.train --figures privacy/scanning/models/training-figures.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -64,3 +64,9 @@ def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
     assert len(_modules("identity")) >= 8
+
+
+def test_runtime_packages_never_import_the_model_training_tools() -> None:
+    # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
+    for package in ("identity", "privacy", "api"):
+        assert _offenders(package, ("tools", "faker")) == []
