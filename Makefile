@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest pii-model install clean
+.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest pii-model install clean softhsm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench-ingest: $(STAMP)
 ## Prints the fingerprint: pin it as PII_NER_MODEL_SHA256 and update the model card.
 pii-model: $(STAMP)
 	$(PY) -m tools.pii_model.train --figures privacy/scanning/models/training-figures.json
+
+## SoftHSM2 from Debian for the PKCS#11 key-provider tests (tests/test_pkcs11.py); .ci/run uses it.
+softhsm:
+	@command -v softhsm2-util >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq softhsm2; }
+	@softhsm2-util --version
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -51,6 +51,12 @@ def test_only_the_neo4j_adapter_imports_neo4j() -> None:
         assert _offenders(package, ("neo4j",), allowed) == []
 
 
+def test_only_the_pkcs11_provider_imports_pkcs11() -> None:
+    allowed = ("privacy/pkcs11_provider",)
+    for package in ("identity", "privacy", "api"):
+        assert _offenders(package, ("pkcs11",), allowed) == []
+
+
 def test_only_the_presidio_scanner_imports_presidio() -> None:
     allowed = ("privacy/scanning/presidio",)
     for package in ("identity", "privacy", "api"):
@@ -66,7 +72,31 @@ def test_the_boundary_check_does_see_imports() -> None:
     assert len(_modules("identity")) >= 8
 
 
+def test_use_cases_never_import_an_entrypoint_or_a_framework() -> None:
+    entrypoints = ("fastapi", "starlette", "uvicorn", "typer", "rich", "api", "cli")
+    assert _offenders("services", entrypoints) == []
+    assert len(_modules("services")) >= 4
+
+
+def test_core_never_imports_the_use_case_layer() -> None:
+    assert _offenders("identity", ("services",)) == []
+    assert _offenders("privacy", ("services",)) == []
+
+
+def test_routers_hold_no_use_case_logic() -> None:
+    """Routers parse, call one service and map the result: they never normalize identifiers or
+    drive the resolution engine themselves (that is services/)."""
+    use_case_internals = {"identity.intake", "identity.resolution", "privacy.consent.recording"}
+    found = [
+        f"{path.relative_to(REPO).as_posix()} imports {name}"
+        for path in _modules("api/routers")
+        for name in _imports(path)
+        if name in use_case_internals
+    ]
+    assert found == []
+
+
 def test_runtime_packages_never_import_the_model_training_tools() -> None:
     # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
-    for package in ("identity", "privacy", "api"):
+    for package in ("identity", "privacy", "services", "api", "cli"):
         assert _offenders(package, ("tools", "faker")) == []

@@ -131,7 +131,7 @@ def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
     users = [line.split()[1] for line in final_stage if line.startswith("USER ")]
     assert users, "the runtime stage never drops root"
     assert users[-1] not in {"root", "0"}
-    assert any("[neo4j]" in line for line in lines)
+    assert any("[neo4j,hsm]" in line for line in lines)  # the graph driver and PKCS#11
     assert final_stage[-2:] == ['ENTRYPOINT ["idgraph"]', 'CMD ["serve", "--host", "0.0.0.0"]']
 
 

@@ -48,6 +48,7 @@ from identity.errors import (
 )
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
+from identity.intake import normalize_all
 from identity.model import (
     RESTRICTION_PURPOSE,
     ConsentInput,
@@ -58,9 +59,16 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
+from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
-from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
+from privacy.dsr.delivery import (
+    Destination,
+    UrllibWebhookSender,
+    WebhookSender,
+    backoff,
+    check_url,
+)
 from privacy.dsr.delivery import payload as webhook_payload
 from privacy.dsr.model import (
     EXPORT_TYPES,
@@ -73,6 +81,7 @@ from privacy.dsr.model import (
     DsrRequest,
     DsrStateError,
     DsrStatus,
+    DsrSubmission,
     DsrType,
     ExportExpiredError,
     ExportNotReadyError,
@@ -147,6 +156,7 @@ class DsrConfig:
     webhook_backoff: timedelta = timedelta(seconds=30)
     webhook_backoff_cap: timedelta = timedelta(hours=1)
     webhook_timeout_seconds: float = 10.0
+    default_region: str | None = None  # for phone numbers without a country code
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +207,7 @@ class DsrService:
         self._engine = engine
         self._vault = vault
         self._keyring = keyring
+        self._cursors = CursorCodec(keyring)
         self._identity_policy = identity_policy
         self._purposes = purposes
         self._audit = audit
@@ -207,6 +218,9 @@ class DsrService:
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
         self.on_queue: Callable[[int, float], None] | None = None
+        # A shred whose WAL truncation was blocked by a reader; True at start so the first
+        # worker pass also finishes one a previous process left pending.
+        self.truncation_pending = True
 
     @property
     def identity_policy(self) -> IdentityPolicy:
@@ -215,16 +229,12 @@ class DsrService:
 
     # -- submission ------------------------------------------------------------------------
 
-    def submit(
-        self,
-        new: NewRequest,
-        subjects: Sequence[NormalizedIdentifier],
-        requester: str,
-    ) -> Submitted:
+    def submit(self, submission: DsrSubmission, requester: str) -> Submitted:
         """Accept a request (idempotent by request id); raises 422/409 errors, writes nothing
-        on a 4xx."""
+        on a 4xx. Every problem of ``submission`` (subject identities, callback URLs, type,
+        purposes, regulation, times) is reported in one :class:`BatchValidationError`."""
         now = self.clock()
-        self._validate(new, subjects, now)
+        new, subjects = self._validate(submission, now)
         existing = self.store.get(new.request_id)
         if existing is not None:
             return Submitted(self._replayed(existing, new, subjects), created=False)
@@ -280,13 +290,24 @@ class DsrService:
         return Submitted(stored.request, created=True)
 
     def _validate(
-        self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], now: datetime
-    ) -> None:
+        self, submission: DsrSubmission, now: datetime
+    ) -> tuple[NewRequest, tuple[NormalizedIdentifier, ...]]:
+        """The request to store and its normalized subjects, or every problem in one 422."""
         errors: list[InvalidFieldError] = []
 
         def bad(pointer: str, reason: str, message: str) -> None:
             errors.append(InvalidFieldError(reason, message, pointer))
 
+        subjects = self._submitted_subjects(submission, errors)
+        new = NewRequest(
+            request_id=submission.request_id,
+            type=submission.type,
+            action=submission.action,
+            purposes=tuple(submission.purposes),
+            regulation=submission.regulation or self.config.default_regulation,
+            submitted_at=submission.submitted_at or now,
+            callback_urls=tuple(submission.callback_urls),
+        )
         if (
             not REQUEST_ID.fullmatch(new.request_id)
             or redact_text(new.request_id) != new.request_id
@@ -297,7 +318,7 @@ class DsrService:
                 "request_id must be 1-128 of A-Z a-z 0-9 _ . : - and must not look like an "
                 "email address or phone number",
             )
-        if not subjects:
+        if not submission.subject_identities:
             bad("#/subject_identities", "required", "at least one subject identity is required")
         if new.regulation not in self.config.deadlines:
             bad(
@@ -332,6 +353,31 @@ class DsrService:
             )
         if errors:
             raise BatchValidationError(errors)
+        return new, subjects
+
+    def _submitted_subjects(
+        self, submission: DsrSubmission, errors: list[InvalidFieldError]
+    ) -> tuple[NormalizedIdentifier, ...]:
+        """The normalized subject identities; their problems and the callback URLs' go into
+        ``errors`` (so that one 422 names every field)."""
+        subjects: tuple[NormalizedIdentifier, ...] = ()
+        try:
+            subjects = normalize_all(
+                submission.subject_identities,
+                self._identity_policy,
+                self.config.default_region,
+                "#/subject_identities",
+            )
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        for index, url in enumerate(submission.callback_urls):
+            try:
+                check_url(url, allow_http=self.config.allow_http_callbacks, what="callback URL")
+            except ValueError as exc:
+                errors.append(
+                    InvalidFieldError("invalid_url", str(exc), f"#/callback_urls/{index}")
+                )
+        return subjects
 
     def _fingerprint(
         self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], key_id: str
@@ -381,6 +427,19 @@ class DsrService:
     ) -> list[DsrRequest]:
         """Requests by id, optionally of one status."""
         return self.store.list_requests(status, after, limit)
+
+    def list_page(
+        self, key_id: str, status: DsrStatus | None, cursor: str | None, limit: int
+    ) -> tuple[list[DsrRequest], str | None]:
+        """One page of requests by id and the sealed cursor of the next (``None``: the end).
+
+        The cursor is sealed like every paging cursor (:mod:`privacy.cursors`): bound to the
+        API key and the status filter, expiring, 400 when forged or borrowed.
+        """
+        scope = CursorScope("dsr_requests", key_id, key_id, status.value if status else "")
+        found = self.store.list_requests(status, self._cursors.open(scope, cursor), limit)
+        more = len(found) == limit
+        return found, self._cursors.seal(scope, found[-1].request_id) if more else None
 
     def cancel(self, request_id: str, actor: str) -> DsrRequest:
         """Cancel a pending request (409 once a worker has started it)."""
@@ -483,6 +542,10 @@ class DsrService:
         processed = self.process_pending(limit)
         sent, failed = self.deliver_due()
         destroyed = self.sweep_exports()
+        try:
+            self.finish_truncation()
+        except Exception:  # logged and retried next pass
+            log.exception("dsr_shred_checkpoint_failed")
         return WorkReport(
             processed=processed.processed,
             completed=processed.completed,
@@ -639,12 +702,37 @@ class DsrService:
             self._recipient_name,
         )
         document = exports.export_document(request.request_id, self.clock(), persons)
+        tampered = [p for p in persons if p["integrity"]["tampered_values"]]
+        if tampered:
+            # Altered ciphertext or wrapped keys: an integrity incident, not a shredded key.
+            log.error(
+                "dsr_export_tampering_detected",
+                request_id=request.request_id,
+                persons=len(tampered),
+                values=sum(p["integrity"]["tampered_values"] for p in tampered),
+            )
+            self._audit_append(
+                *(
+                    AuditDraft(
+                        actor="dsr-worker",
+                        action="dsr.access.tampering_detected",
+                        person_id=self._audit.person_ref(p["person_id"]),
+                        decision="deny",
+                        reason="stored values failed authentication (altered at rest)",
+                        details={
+                            "request_id": request.request_id,
+                            "tampered_values": p["integrity"]["tampered_values"],
+                        },
+                    )
+                    for p in tampered
+                )
+            )
         self._audit_append(
             *(
                 AuditDraft(
                     actor="dsr-worker",
                     action="dsr.access.exported",
-                    person_id=person_ref(p["person_id"]),
+                    person_id=self._audit.person_ref(p["person_id"]),
                     reason=f"{request.type.value} export prepared",
                     details={"request_id": request.request_id},
                 )
@@ -680,7 +768,7 @@ class DsrService:
                     actor="dsr-worker",
                     action=action,
                     purpose=None if request.type is DsrType.RESTRICTION else consent.purpose,
-                    person_id=person_ref(outcome.person_id),
+                    person_id=self._audit.person_ref(outcome.person_id),
                     decision="allow" if consent.granted else "deny",
                     reason=f"{request.type.value} {request.action.value} by request",
                     details={"request_id": request.request_id, "proof": consent.proof},
@@ -849,8 +937,22 @@ class DsrService:
             self._vault.shred(owners)
         except ShredIncompleteError:
             # The keys are destroyed; only the WAL truncation waits for a reader to finish.
+            # Until it runs, old page images with the wrapped keys sit in the -wal file: the
+            # worker retries on every pass (finish_truncation) until it succeeds.
+            self.truncation_pending = True
             log.warning("dsr_shred_checkpoint_pending", owners=len(owners))
-        self.store.checkpoint()
+        if not self.store.checkpoint():
+            self.truncation_pending = True
+
+    def finish_truncation(self) -> bool:
+        """Retry the WAL truncation a shred could not finish (a reader held the file); ``True``
+        when nothing is pending any more. Run by every worker pass."""
+        if not self.truncation_pending:
+            return True
+        if self._vault.checkpoint() and self.store.checkpoint():
+            self.truncation_pending = False
+            log.info("dsr_shred_checkpoint_done")
+        return not self.truncation_pending
 
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
