@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-consent-diff mutation lint typecheck cypher-lint bench bench-ingest install clean softhsm
+.PHONY: run test test-slow test-consent-diff mutation lint typecheck cypher-lint bench bench-ingest pii-model install clean softhsm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: $(STAMP)
 ## The ingest benchmark alone, printed: SCALE=small (default) or SCALE=1m.
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
+
+## Retrain the PII NER model into privacy/scanning/models/pii_ner (seeded, CPU, minutes).
+## Prints the fingerprint: pin it as PII_NER_MODEL_SHA256 and update the model card.
+pii-model: $(STAMP)
+	$(PY) -m tools.pii_model.train --figures privacy/scanning/models/training-figures.json
 
 ## SoftHSM2 from Debian for the PKCS#11 key-provider tests (tests/test_pkcs11.py); .ci/run uses it.
 softhsm:
