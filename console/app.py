@@ -7,17 +7,6 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import RedirectResponse, Response
-
-from console import pages
-from console.render import base_path, page
-from console.security import (
-    CsrfError,
-    NotSignedInError,
-    PageForbiddenError,
-    SecurityHeadersMiddleware,
-)
-from console.wiring import ConsoleConfig, ConsoleServices
 from identity.errors import (
     BatchValidationError,
     IdGraphError,
@@ -27,6 +16,17 @@ from identity.errors import (
 from privacy.dsr.model import DsrConflictError, DsrNotFoundError, DsrStateError, ExportExpiredError
 from privacy.reads import AudienceNotFoundError, PurposeNotInScopeError
 from services.quarantine import QuarantinedFactNotFoundError
+from starlette.responses import RedirectResponse, Response
+
+from console.pages import ROUTERS
+from console.render import base_path, page
+from console.security import (
+    CsrfError,
+    NotSignedInError,
+    PageForbiddenError,
+    SecurityHeadersMiddleware,
+)
+from console.wiring import ConsoleConfig, ConsoleServices
 
 # One table: which core error is which HTTP status on a console page.
 STATUS: tuple[tuple[type[IdGraphError], int], ...] = (
@@ -56,7 +56,7 @@ def create_console(services: ConsoleServices, config: ConsoleConfig) -> FastAPI:
     app.state.services = services
     app.state.config = config
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    for router in pages.ROUTERS:
+    for router in ROUTERS:
         app.include_router(router)
 
     @app.exception_handler(NotSignedInError)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privacy.audit import SqliteAuditLog
+from privacy.audit import AuditLog
 from privacy.dsr.service import DsrService
 from privacy.operators import OperatorAccess
 from privacy.reads import ReadService
@@ -26,7 +26,7 @@ class ConsoleServices:
     quarantine: QuarantineReview
     reads: ReadService
     dsr: DsrService
-    audit: SqliteAuditLog
+    audit: AuditLog
     dashboard: OperationsDashboard
     purposes: tuple[str, ...]
     regulations: tuple[str, ...]

@@ -49,7 +49,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from identity.errors import IdGraphError, InvalidFieldError, StoreUnavailableError
 from identity.store.sqlite_support import connect_private, migrate_schema, transaction
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.policy_engine import ALL_PURPOSES
 
 USERNAME: Final = re.compile(r"[a-z][a-z0-9_.\-]{1,31}")
@@ -543,7 +543,7 @@ class OperatorAccess:
     def __init__(
         self,
         store: OperatorStore,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         purposes: Sequence[str],
         policy: AccessPolicy | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

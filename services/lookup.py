@@ -22,7 +22,7 @@ from identity.model import ConsentRecord, Fact, FactKind, FactStatus, Identifier
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.consent.state import consent_state
 from privacy.policy_engine import (
     IDENTIFIER_CATEGORY,
@@ -100,7 +100,7 @@ class PersonLookup:
         engine: ResolutionEngine,
         identity_policy: IdentityPolicy,
         policy: PolicyEngine,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         vault: Vault,
         default_region: str | None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from identity.model import StoreStats
 from identity.store.port import GraphStore
-from privacy.audit import SqliteAuditLog
+from privacy.audit import AuditLog
 from privacy.consent.recording import CONSENT_RECORDED
 from privacy.dsr.model import DsrRequest, DsrStatus, DsrType
 from privacy.dsr.service import DsrService
@@ -69,7 +69,7 @@ class OperationsDashboard:
         self,
         store: GraphStore,
         dsr: DsrService,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         ingest: Callable[[], IngestFigures],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from identity.errors import IdGraphError
 from identity.model import Fact, FactStatus
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.vault import Vault
 
 MAX_LIST = 10_000
@@ -45,7 +45,7 @@ class RevealedValue:
 class QuarantineReview:
     """List, reveal (audited), release and drop quarantined values."""
 
-    def __init__(self, store: GraphStore, vault: Vault, audit: SqliteAuditLog) -> None:
+    def __init__(self, store: GraphStore, vault: Vault, audit: AuditLog) -> None:
         self._store = store
         self._vault = vault
         self._audit = audit

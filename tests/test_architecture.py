@@ -66,33 +66,6 @@ def test_only_the_presidio_scanner_imports_presidio() -> None:
         )
 
 
-ENTRYPOINTS = ("api", "console")
-# The composition root: the modules that build the app from the one bootstrap and mount the
-# console. No other module of an entrypoint may import another entrypoint.
-COMPOSITION = ("api/app.py",)
-
-
-def test_entrypoints_never_import_each_other() -> None:
-    for package in ENTRYPOINTS:
-        others = (*(e for e in ENTRYPOINTS if e != package), "cli")
-        assert _offenders(package, others, COMPOSITION) == []
-
-
-def test_the_console_is_mounted_by_the_composition_root_only() -> None:
-    importers = [
-        path.relative_to(REPO).as_posix()
-        for package in ENTRYPOINTS
-        for path in _modules(package)
-        if package != "console" and any(n.split(".")[0] == "console" for n in _imports(path))
-    ]
-    assert importers == list(COMPOSITION)
-
-
-def test_the_core_never_imports_an_entrypoint() -> None:
-    for package in ("identity", "privacy", "services"):
-        assert _offenders(package, (*ENTRYPOINTS, "cli")) == []
-
-
 def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
@@ -122,3 +95,68 @@ def test_routers_hold_no_use_case_logic() -> None:
         if name in use_case_internals
     ]
     assert found == []
+
+
+ENTRYPOINTS = ("api", "cli", "console")
+# The app factory mounts the console under /console: the one module of an entrypoint allowed to
+# import another (the console's services come from the same bootstrap container).
+COMPOSITION = ("api/app.py",)
+
+
+def test_no_entrypoint_imports_another() -> None:
+    """api/, cli/ and console/ sit side by side on bootstrap/ and services/; none imports
+    another, except the app factory that mounts the console."""
+    for entrypoint in ENTRYPOINTS:
+        others = tuple(e for e in ENTRYPOINTS if e != entrypoint)
+        assert _offenders(entrypoint, others, COMPOSITION) == []
+
+
+def test_the_console_is_mounted_by_the_composition_root_only() -> None:
+    importers = [
+        path.relative_to(REPO).as_posix()
+        for package in ENTRYPOINTS
+        for path in _modules(package)
+        if package != "console" and any(n.split(".")[0] == "console" for n in _imports(path))
+    ]
+    assert importers == list(COMPOSITION)
+
+
+def test_nothing_below_the_entrypoints_imports_them() -> None:
+    for package in ("identity", "privacy", "services", "bootstrap"):
+        assert _offenders(package, (*ENTRYPOINTS, "fastapi", "starlette", "typer")) == []
+
+
+def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
+    """Module-level imports between the project's own modules form no circle."""
+    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli", "console")
+    modules = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in packages
+        for path in _modules(package)
+    }
+    graph = {name: sorted(_imports(path) & modules.keys()) for name, path in modules.items()}
+    visiting: set[str] = set()
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycles.append([*trail[trail.index(name) :], name])
+            return
+        visiting.add(name)
+        for target in graph[name]:
+            visit(target, [*trail, name])
+        visiting.discard(name)
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert cycles == []
+
+
+def test_runtime_packages_never_import_the_model_training_tools() -> None:
+    # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
+    for package in ("identity", "privacy", "services", "bootstrap", "api", "cli", "console"):
+        assert _offenders(package, ("tools", "faker")) == []

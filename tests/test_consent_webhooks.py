@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.bootstrap import Container, build_container, build_webhook_sources
-from api.settings import Settings
+from bootstrap.container import Container, build_container, build_webhook_sources
+from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.model import ConsentSignal
 from privacy.audit import AuditLogUnavailableError
@@ -224,8 +224,11 @@ def test_replayed_webhook_id_is_refused_with_401_and_writes_nothing(hooks: Hooks
     assert len(hooks.container.audit.entries()) == 1
 
 
+# The exact ±300 s edges are pinned with an injected clock in tests/test_webhooks.py; here the
+# wall clock runs while the request is handled, so a future stamp of now+301 can fall inside the
+# window on a loaded machine: a minute past the edge keeps the test about refusal, not timing.
 @pytest.mark.parametrize(
-    ("offset", "reason"), [(-301, "stale_timestamp"), (301, "future_timestamp")]
+    ("offset", "reason"), [(-301, "stale_timestamp"), (360, "future_timestamp")]
 )
 def test_stale_and_future_signatures_are_refused_and_write_nothing(
     hooks: Hooks, offset: int, reason: str
@@ -292,7 +295,8 @@ def test_generic_payload_with_tcf_gpp_and_gpc(hooks: Hooks) -> None:
     result = response.json()
     assert result["gpp"] == {"applied": ["usnat"], "not_applied": []}
     assert {r["signal"] for r in result["recorded"]} == {"webhook"}
-    assert len(result["recorded"]) == 5 + 3 + 3 + 3  # tcf, usnat opt-outs, usnat gpc, gpc
+    # tcf, the GPP string (usnat opt-outs and its GPC bit: one record per purpose), gpc
+    assert len(result["recorded"]) == 5 + 3 + 3
 
 
 def test_invalid_generic_payload_is_422_and_the_id_is_not_used_up(hooks: Hooks) -> None:
@@ -410,7 +414,7 @@ def test_no_raw_identifier_reaches_the_audit_log_or_the_logs(
 
 
 def _admin(hooks: Hooks) -> dict[str, str]:
-    from api.auth import Scope
+    from privacy.api_keys import Scope
 
     _, token = hooks.container.api_keys.create("admin", frozenset({Scope.ADMIN}))
     return {"Authorization": f"Bearer {token}"}

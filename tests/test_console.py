@@ -17,11 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import Scope
-from api.bootstrap import Container, build_container
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
 from console.security import LOGIN_COOKIE, SESSION_COOKIE
 from identity.model import FactStatus
+from privacy.api_keys import Scope
 from privacy.dsr.model import DsrSubmission, DsrType
 from privacy.operators import ROLE_SCOPES, AccessPolicy, ConsoleScope, Role
 

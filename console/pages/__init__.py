@@ -1,6 +1,6 @@
 """The console's pages, one module per area."""
 
-from console.pages import audiences, audit, auth, dashboard, dsr, people, quarantine
+from . import audiences, audit, auth, dashboard, dsr, people, quarantine
 
 ROUTERS = (
     auth.router,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from privacy.operators import AccountLockedError, SignInFailedError, SignInThrottledError
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -20,7 +21,6 @@ from console.security import (
     new_login_token,
     session_token,
 )
-from privacy.operators import AccountLockedError, SignInFailedError, SignInThrottledError
 
 router = APIRouter()
 
