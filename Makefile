@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean
+.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean \
+	kafka kafka-stop kafka-status
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,18 @@ bench: $(STAMP)
 ## The ingest benchmark alone, printed: SCALE=small (default) or SCALE=1m.
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
+
+## A local Apache Kafka broker (KRaft, from Maven Central; needs java 17+ and mvn), data in
+## .idgraph/kafka. KAFKA_PORT=0 picks a free port; the default is the last port, else 9092.
+KAFKA_SERVER := python3 tools/kafka-server/kafka_server.py
+kafka:
+	$(KAFKA_SERVER) start $(if $(KAFKA_PORT),--port $(KAFKA_PORT))
+
+kafka-stop:
+	$(KAFKA_SERVER) stop
+
+kafka-status:
+	$(KAFKA_SERVER) status
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

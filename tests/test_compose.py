@@ -138,3 +138,17 @@ def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".idgraph/", ".git", ".venv"} <= ignored
+
+
+def test_kafka_image_is_the_official_one_pinned_to_the_version_make_kafka_runs(
+    compose: dict[str, Any],
+) -> None:
+    kafka = compose["services"]["kafka"]
+    name, _, tag = kafka["image"].partition(":")
+    assert name == "apache/kafka"
+    pom = (ROOT / "tools" / "kafka-server" / "pom.xml").read_text()
+    pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert pinned is not None
+    assert tag == pinned.group(1)
+    assert "kafka-broker-api-versions" in " ".join(kafka["healthcheck"]["test"])
+    assert all(port.startswith("127.0.0.1:") for port in kafka["ports"])
