@@ -318,7 +318,9 @@ def build_container(settings: Settings) -> Container:
         api_keys.close()
         audit.close()
         raise
-    engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+    engine = ResolutionEngine(
+        store, keyring, policy, sealer=vault, outbound_events=settings.outbound_events
+    )
     container = Container(
         settings=settings,
         store=store,
@@ -340,7 +342,9 @@ def build_container(settings: Settings) -> Container:
     try:
         # Finish erasures a crash interrupted between their graph commit and their key shred
         # (privacy/erasure.py): before anything serves, every committed erasure is complete.
-        ErasureService(store, vault, keyring, audit).recover()
+        ErasureService(
+            store, vault, keyring, audit, outbound_events=settings.outbound_events
+        ).recover()
     except Exception:
         container.close()
         raise

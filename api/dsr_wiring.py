@@ -70,7 +70,13 @@ def recipient_namer(container: Container) -> Mapping[str, str]:
 
 def erasure_service(container: Container) -> ErasureService:
     """The erasure service on the container's collaborators."""
-    return ErasureService(container.store, container.vault, container.keyring, container.audit)
+    return ErasureService(
+        container.store,
+        container.vault,
+        container.keyring,
+        container.audit,
+        outbound_events=container.settings.outbound_events,
+    )
 
 
 def build_dsr_service(container: Container) -> DsrService:
