@@ -39,6 +39,8 @@ from privacy.scanning import PiiScanner, ScannerConfig
 from privacy.secretfile import read_secret_file
 from privacy.vault import SqliteVaultKeyStore, Vault
 from privacy.webhooks import SqliteReplayGuard
+from services.ingest import IngestLimits, IngestService
+from services.links import LinkService
 
 log = structlog.get_logger("idgraph.bootstrap")
 
@@ -92,6 +94,27 @@ class Container:
             SqliteAudienceStore(self.settings.control_db_path),
             FeaturePseudonymizer(self.keyring),
         )
+
+    @cached_property
+    def ingest(self) -> IngestService:
+        """The ingest use case (identify, batches, consent, webhooks, bulk files)."""
+        return IngestService(
+            self.engine,
+            self.facts,
+            self.consent_signals,
+            self.webhooks,
+            self.audit,
+            IngestLimits(
+                max_identifiers_per_event=self.settings.max_identifiers_per_event,
+                max_batch_events=self.settings.max_batch_events,
+                default_region=self.settings.default_region,
+            ),
+        )
+
+    @cached_property
+    def links(self) -> LinkService:
+        """Resolve, explain and unlink from raw identifiers."""
+        return LinkService(self.engine, self.settings.default_region)
 
     @cached_property
     def dsr(self) -> DsrService:

@@ -21,7 +21,6 @@ from api.bootstrap import (
     load_all_policies,
     load_keyring,
 )
-from api.bulk import BulkFileError, FileFormat, ingest_file
 from api.cli_audit import audit_app
 from api.cli_dsr import dsr_app, retention_app
 from api.cli_erasure import register_suppression_commands
@@ -29,10 +28,9 @@ from api.cli_privacy import quarantine_app, register_key_commands
 from api.cli_store import store_app
 from api.settings import Environment, Settings
 from identity.errors import BatchValidationError, IdGraphError
-from identity.identifiers import NormalizedIdentifier
-from identity.intake import normalize_all
-from identity.resolution import ResolutionEngine
 from privacy.hash_keys import create_key_file, rotate_key_file
+from services.bulk import BulkFileError, FileFormat, ingest_file
+from services.links import LinkService
 
 app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
@@ -49,6 +47,7 @@ console = Console(stderr=True)
 out = Console()
 
 LOCAL_KEY_FILE = "local-api-key"
+CLI_ACTOR = "cli"  # the audit actor of commands run by an operator
 
 
 def _settings() -> Settings:
@@ -145,25 +144,21 @@ def serve(
         container.close()
 
 
-def _parse_identifier(text: str, container: Container, name: str) -> NormalizedIdentifier:
+def _parse_identifier(text: str, name: str) -> tuple[str, str]:
+    """``TYPE=VALUE`` (``VALUE`` ``-`` reads one line of stdin) as a raw pair; exit 2 if not."""
     identifier_type, sep, value = text.partition("=")
     if not sep:
         console.print(f"[red]{name} must look like TYPE=VALUE (e.g. email=ann@example.org)[/red]")
         raise typer.Exit(2)
     if value == "-":
         value = sys.stdin.readline().rstrip("\n")
-    try:
-        (identifier,) = normalize_all(
-            [(identifier_type, value)],
-            container.identity_policy,
-            container.settings.default_region,
-            f"#/{name}",
-        )
-    except BatchValidationError as exc:
-        for error in exc.errors:
-            console.print(f"[red]{name}: {error.message}[/red]")
-        raise typer.Exit(2) from None
-    return identifier
+    return identifier_type, value
+
+
+def _bad_input(exc: BatchValidationError) -> typer.Exit:
+    for error in exc.errors:
+        console.print(f"[red]{error.field}: {error.message}[/red]")
+    return typer.Exit(2)
 
 
 IdentifierArg = Annotated[
@@ -174,9 +169,12 @@ IdentifierArg = Annotated[
 @app.command()
 def resolve(identifier: IdentifierArg) -> None:
     """Print the person id an identifier resolves to (exit 1 if unknown)."""
+    pair = _parse_identifier(identifier, "identifier")
     container = _container(_settings())
     try:
-        person = container.engine.resolve(_parse_identifier(identifier, container, "identifier"))
+        person = container.links.resolve(pair)
+    except BatchValidationError as exc:
+        raise _bad_input(exc) from None
     finally:
         container.close()
     if person is None:
@@ -191,16 +189,15 @@ T = TypeVar("T")
 def _on_pair(
     a: str,
     b: str,
-    action: Callable[[ResolutionEngine, NormalizedIdentifier, NormalizedIdentifier], T],
+    action: Callable[[LinkService, tuple[str, str], tuple[str, str]], T],
 ) -> T:
-    """Parse two TYPE=VALUE arguments and run ``action`` on them; errors exit 1."""
+    """Parse two TYPE=VALUE arguments and run ``action`` on them; bad input exits 2, errors 1."""
+    first, second = _parse_identifier(a, "a"), _parse_identifier(b, "b")
     container = _container(_settings())
     try:
-        return action(
-            container.engine,
-            _parse_identifier(a, container, "a"),
-            _parse_identifier(b, container, "b"),
-        )
+        return action(container.links, first, second)
+    except BatchValidationError as exc:
+        raise _bad_input(exc) from None
     except IdGraphError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -211,7 +208,7 @@ def _on_pair(
 @app.command()
 def explain(a: IdentifierArg, b: IdentifierArg) -> None:
     """Show the chain of links that joins two identifiers."""
-    result = _on_pair(a, b, ResolutionEngine.explain)
+    result = _on_pair(a, b, LinkService.explain)
     if not result.linked:
         out.print("not linked: the identifiers resolve to different persons")
         raise typer.Exit(1)
@@ -230,7 +227,7 @@ def explain(a: IdentifierArg, b: IdentifierArg) -> None:
 @app.command()
 def unlink(a: IdentifierArg, b: IdentifierArg) -> None:
     """Remove the direct link between two identifiers; split the person if it falls apart."""
-    result = _on_pair(a, b, ResolutionEngine.unlink)
+    result = _on_pair(a, b, LinkService.unlink)
     out.print(
         f"removed {result.removed_links} link(s); "
         + (
@@ -273,14 +270,12 @@ def ingest(
         with progress:
             task = progress.add_task("ingest", total=file.stat().st_size)
             report = ingest_file(
-                container.engine,
+                container.ingest,
                 file,
-                facts=container.facts,
+                actor=CLI_ACTOR,
                 file_format=fmt,
                 default_source=source,
-                region=settings.default_region,
                 batch_size=batch_size,
-                max_identifiers_per_event=settings.max_identifiers_per_event,
                 progress=lambda n: progress.advance(task, n),
             )
     except (BulkFileError, IdGraphError) as exc:

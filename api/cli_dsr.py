@@ -21,12 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from api.bootstrap import Container, build_container
-from api.routers.dsr import dsr_out
 from api.settings import Settings
 from identity.errors import BatchValidationError, IdGraphError
-from identity.intake import normalize_all
 from privacy.dsr.export import to_csv
-from privacy.dsr.model import DsrAction, DsrStatus, DsrType, NewRequest
+from privacy.dsr.model import DsrAction, DsrStatus, DsrSubmission, DsrType
+from services.dsr_views import dsr_out
 
 console = Console(stderr=True)
 out = Console()
@@ -88,30 +87,19 @@ def submit(
             console.print(f"[red]--subject #{index + 1} must look like TYPE=VALUE[/red]")
             raise typer.Exit(2)
         pairs.append((kind, sys.stdin.readline().rstrip("\n") if value == "-" else value))
+    at = submitted.replace(tzinfo=UTC) if submitted and not submitted.tzinfo else submitted
+    submission = DsrSubmission(
+        request_id=request_id,
+        type=request_type,
+        action=DsrAction.LIFT if lift else DsrAction.APPLY,
+        subject_identities=pairs,
+        submitted_at=at,
+        regulation=regulation,
+        purposes=tuple(purposes or ()),
+    )
     with _container() as container:
         try:
-            identities = normalize_all(
-                pairs,
-                container.identity_policy,
-                container.settings.default_region,
-                "#/subject_identities",
-            )
-        except BatchValidationError as exc:
-            for error in exc.errors:
-                console.print(f"[red]{error.field}: {error.message}[/red]")
-            raise typer.Exit(2) from None
-        at = submitted or datetime.now(UTC)
-        new = NewRequest(
-            request_id=request_id,
-            type=request_type,
-            action=DsrAction.LIFT if lift else DsrAction.APPLY,
-            purposes=tuple(purposes or ()),
-            regulation=regulation or container.dsr.config.default_regulation,
-            submitted_at=at if at.tzinfo else at.replace(tzinfo=UTC),
-            callback_urls=(),
-        )
-        try:
-            result = container.dsr.submit(new, identities, CLI_ACTOR)
+            result = container.dsr.submit(submission, CLI_ACTOR)
         except BatchValidationError as exc:
             for error in exc.errors:
                 console.print(f"[red]{error.field}: {error.message}[/red]")

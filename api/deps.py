@@ -14,6 +14,8 @@ from api.ratelimit import RateLimitedError, RateLimiter
 from api.settings import Settings
 from identity.resolution import ResolutionEngine
 from privacy.facts import FactIntake
+from services.ingest import IngestService
+from services.links import LinkService
 
 MISSING_KEY = "an API key is required: `Authorization: Bearer <key>`"
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer idg_...`")
@@ -38,6 +40,18 @@ def get_facts(container: Annotated[Container, Depends(get_container)]) -> FactIn
 def get_settings(container: Annotated[Container, Depends(get_container)]) -> Settings:
     """The settings."""
     return container.settings
+
+
+def get_ingest(request: Request) -> IngestService:
+    """The app's ingest use case (reporting to the app's metrics)."""
+    service: IngestService = request.app.state.ingest
+    return service
+
+
+def get_links(request: Request) -> LinkService:
+    """The app's resolve/explain/unlink use case (reporting to the app's metrics)."""
+    service: LinkService = request.app.state.links
+    return service
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -108,5 +122,7 @@ ResolveKey = Annotated[ApiKey, Depends(require(Scope.RESOLVE))]
 AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 MetricsKey = Annotated[ApiKey, Depends(require(Scope.METRICS))]
 ConsentKey = Annotated[ApiKey, Depends(require(Scope.CONSENT))]
+Ingest = Annotated[IngestService, Depends(get_ingest)]
+Links = Annotated[LinkService, Depends(get_links)]
 AppContainer = Annotated[Container, Depends(get_container)]
 RawBody = Annotated[bytes, Depends(get_raw_body)]

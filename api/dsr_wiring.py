@@ -56,6 +56,7 @@ def dsr_config(settings: Settings) -> DsrConfig:
         webhook_max_attempts=settings.dsr_webhook_max_attempts,
         webhook_backoff=timedelta(seconds=settings.dsr_webhook_backoff_seconds),
         webhook_timeout_seconds=settings.dsr_webhook_timeout_seconds,
+        default_region=settings.default_region,
     )
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from typing import Any
 
 import fastapi.routing
@@ -53,6 +52,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from identity.model import EventOutcome, Outcome, RefusalReason
+from services.metrics import StoreOperation
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
@@ -61,15 +61,6 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 FACT_STATUSES = ("stored", "quarantined", "dropped")
 # Store calls are fast (ms) and ingest batches slow (s): finer buckets at the low end.
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class StoreOperation(StrEnum):
-    """The engine/store calls timed by ``idgraph_store_seconds`` (its ``operation`` label)."""
-
-    INGEST = "ingest"
-    RESOLVE = "resolve"
-    EXPLAIN = "explain"
-    UNLINK = "unlink"
 
 
 class Metrics:

@@ -7,8 +7,6 @@ Every error response is ``application/problem+json`` with ``type``, ``title``, `
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -41,6 +39,7 @@ from privacy.dsr.model import (
 )
 from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.webhooks import WebhookVerificationError
+from services.inputs import pointer_from_location
 
 log = structlog.get_logger("idgraph.api")
 
@@ -115,22 +114,6 @@ def _lookup(exc: IdGraphError) -> tuple[int, str]:
         if isinstance(exc, cls):
             return status, title
     return 500, "Internal error"
-
-
-# A location segment is echoed only when it is an array index, a name of the schema's shape
-# (field, header, policy key) or pydantic's ``[key]`` marker. Anything else is a key the caller
-# sent that the schema refused, and a key can be a value: ``{"traits": {"ann@x.de": 1}}``.
-_ECHOABLE_SEGMENT = re.compile(r"[a-z_][a-z0-9_-]{0,63}|\[key\]")
-
-
-def pointer_from_location(location: Iterable[int | str]) -> str:
-    """A JSON pointer for a pydantic error location, with unsafe segments replaced by ``*``."""
-    parts = [
-        str(p) if isinstance(p, int) or _ECHOABLE_SEGMENT.fullmatch(p) else "*"
-        for p in location
-        if p != "body"
-    ]
-    return "#/" + "/".join(parts) if parts else "#"
 
 
 async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,96 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import (
-    AllowInfNan,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StringConstraints,
-    field_validator,
+from pydantic import AwareDatetime, Field, StrictBool, field_validator
+
+from services.inputs import (
+    MAX_CLOCK_SKEW,
+    EventIn,
+    IdentifierIn,
+    IdentifyRequest,
+    IngestRequest,
+    Name,
+    Source,
+    StrictModel,
 )
 
-SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
-TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
-MAX_CLOCK_SKEW = timedelta(hours=24)
-
-Source = Annotated[
-    str,
-    Field(pattern=SOURCE_PATTERN, description="Where the event came from, e.g. `web`, `crm:sf`."),
-]
+__all__ = ["EventIn", "IdentifierIn", "IdentifyRequest", "IngestRequest"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IdentifierIn(_Strict):
-    """One identifier as sent by a caller. ``value`` is raw and is hashed on arrival."""
-
-    type: Annotated[str, Field(pattern=TYPE_PATTERN, examples=["email"])]
-    # A hard cap for every type; policies/identity.yaml sets tighter per-type limits.
-    value: Annotated[str, Field(min_length=1, max_length=4096, examples=["ann@shop.example.de"])]
-
-
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-Text = Annotated[str, StringConstraints(max_length=4096)]
-# Strict types: "5" stays a string and 5 an integer; the policy decides what a key may hold.
-# Finite only: Python's json module reads NaN and Infinity, which are not JSON and could not be
-# written back out in a JSON response.
-FiniteFloat = Annotated[StrictFloat, AllowInfNan(False)]
-Scalar = StrictBool | StrictInt | FiniteFloat | Text
-TraitValue = Scalar | Annotated[list[Text], Field(max_length=50)]
-
-
-class EventIn(_Strict):
-    """Something the person did. Its properties are typed by policies/categories.yaml."""
-
-    name: Annotated[Name, Field(examples=["purchase"])]
-    timestamp: AwareDatetime | None = Field(default=None, description="Default: the event time.")
-    properties: Annotated[dict[Name, Scalar], Field(max_length=50)] = Field(default_factory=dict)
-
-
-class IdentifyRequest(_Strict):
-    """Identifiers seen together in one event, optionally with traits and events."""
-
-    identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
-    source: Source
-    traits: Annotated[dict[Name, TraitValue], Field(max_length=100)] | None = Field(
-        default=None,
-        description="Attributes of the person (keys from policies/categories.yaml), "
-        "anchored to the highest-priority identifier of the event; encrypted at rest.",
-        examples=[{"city": "Berlin", "age_band": "25-34", "visit_count": 3}],
-    )
-    events: Annotated[list[EventIn], Field(max_length=50)] = Field(default_factory=list)
-    timestamp: AwareDatetime | None = Field(
-        default=None,
-        description="When the identifiers were seen (RFC 3339 with offset). Default: now.",
-    )
-
-    @field_validator("timestamp")
-    @classmethod
-    def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        # Clock skew of a day is tolerated; a later time is a bug that would pin last_seen.
-        if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError("timestamp is more than 24 hours in the future")
-        return value
-
-
-class IngestRequest(_Strict):
-    """A batch of events, applied in one transaction (all or nothing on invalid input)."""
-
-    events: Annotated[list[IdentifyRequest], Field(min_length=1, max_length=10_000)]
-
-
-class RefusalOut(_Strict):
+class RefusalOut(StrictModel):
     """An identifier of the event that was not linked."""
 
     pointer: str = Field(description="JSON pointer of the refused identifier in the request.")
@@ -102,7 +32,7 @@ class RefusalOut(_Strict):
     detail: str
 
 
-class FactsOut(_Strict):
+class FactsOut(StrictModel):
     """What became of the traits and events of a request."""
 
     stored: int = Field(description="Stored encrypted (redacted first where the policy says).")
@@ -110,14 +40,14 @@ class FactsOut(_Strict):
     dropped: int = Field(description="Not stored: no identifier of the event could be linked.")
 
 
-class ConsentsOut(_Strict):
+class ConsentsOut(StrictModel):
     """Consent records an ingest request wrote (only with `Sec-GPC: 1`: GPC opt-outs)."""
 
     recorded: int = Field(description="Consent records stored for the event's person.")
     dropped: int = Field(description="Not stored: no identifier of the event could be linked.")
 
 
-class IdentifyResponse(_Strict):
+class IdentifyResponse(StrictModel):
     """What one event did. No person id: use /v1/resolve with the `resolve` scope."""
 
     outcome: str = Field(description="created | linked | merged | unchanged | refused")
@@ -135,7 +65,7 @@ class IngestResult(IdentifyResponse):
     index: int
 
 
-class IngestResponse(_Strict):
+class IngestResponse(StrictModel):
     """What a batch did, in total and per event."""
 
     events: int
@@ -144,26 +74,26 @@ class IngestResponse(_Strict):
     results: list[IngestResult]
 
 
-class ResolveRequest(_Strict):
+class ResolveRequest(StrictModel):
     """One identifier to resolve."""
 
     identifier: IdentifierIn
 
 
-class ResolveResponse(_Strict):
+class ResolveResponse(StrictModel):
     """The opaque person id only; no data about the person."""
 
     person_id: str
 
 
-class PairRequest(_Strict):
+class PairRequest(StrictModel):
     """Two identifiers (for explain and unlink)."""
 
     a: IdentifierIn
     b: IdentifierIn
 
 
-class HopOut(_Strict):
+class HopOut(StrictModel):
     """One link on the path: opaque node ids and types only, never values."""
 
     from_node: str
@@ -175,7 +105,7 @@ class HopOut(_Strict):
     last_linked_at: datetime
 
 
-class ExplainResponse(_Strict):
+class ExplainResponse(StrictModel):
     """Whether and how two identifiers are linked."""
 
     linked: bool
@@ -183,7 +113,7 @@ class ExplainResponse(_Strict):
     hops: list[HopOut]
 
 
-class UnlinkResponse(_Strict):
+class UnlinkResponse(StrictModel):
     """What unlink did."""
 
     removed_links: int
@@ -192,7 +122,7 @@ class UnlinkResponse(_Strict):
     person_id_b: str
 
 
-class HealthResponse(_Strict):
+class HealthResponse(StrictModel):
     """Liveness/readiness."""
 
     status: str
@@ -209,7 +139,7 @@ def _not_in_future(value: datetime | None) -> datetime | None:
     return value
 
 
-class ConsentRequest(_Strict):
+class ConsentRequest(StrictModel):
     """Consent signals for the person the identifiers resolve to (``POST /v1/consent``)."""
 
     identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
@@ -237,7 +167,7 @@ class ConsentRequest(_Strict):
         return _not_in_future(value)
 
 
-class ConsentRecordOut(_Strict):
+class ConsentRecordOut(StrictModel):
     """One consent record written."""
 
     purpose: str
@@ -247,21 +177,21 @@ class ConsentRecordOut(_Strict):
     lawful_basis: str
 
 
-class GppSectionOut(_Strict):
+class GppSectionOut(StrictModel):
     """A GPP section idgraph kept only raw (not applied)."""
 
     id: int
     name: str | None = Field(description="Registered section name; null if unknown.")
 
 
-class GppOut(_Strict):
+class GppOut(StrictModel):
     """What became of a GPP string's sections."""
 
     applied: list[str] = Field(description="Sections that were applied: tcfeuv2, usnat.")
     not_applied: list[GppSectionOut]
 
 
-class ConsentResponse(_Strict):
+class ConsentResponse(StrictModel):
     """What a consent request wrote. ``person_id`` only for keys with the `resolve` scope."""
 
     outcome: str = Field(description="created | linked | merged | unchanged | refused")
@@ -273,7 +203,7 @@ class ConsentResponse(_Strict):
     gpp: GppOut | None = None
 
 
-class WebhookConsentResponse(_Strict):
+class WebhookConsentResponse(StrictModel):
     """What a consent webhook wrote (no person id: the sender is not an API client)."""
 
     webhook_id: str

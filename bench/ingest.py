@@ -18,7 +18,7 @@ own subprocess so that peak RSS is per mode:
   indexed facts table in the same transaction.
 * ``real-noscan`` (only with ``--attributes``): the real path with ``Settings(pii_scan=False)``
   (``IDGRAPH_PII_SCAN=false``): everything but the PII scanner.
-* ``real``: :func:`api.bulk.ingest_file` with the engine from
+* ``real``: :func:`services.bulk.ingest_file` with the engine from
   :func:`api.bootstrap.build_container`, the code path of ``idgraph ingest FILE`` (PII scan on,
   the default).
 
@@ -482,13 +482,13 @@ def _floor_cipher() -> Any:
 def run_real(
     data: Path, work: Path, batch_size: int, synchronous: str, *, scan: bool = True
 ) -> dict[str, Any]:
-    """``idgraph ingest FILE``'s code path: build_container + api.bulk.ingest_file.
+    """``idgraph ingest FILE``'s code path: build_container + services.bulk.ingest_file.
 
     ``scan=False`` is ``IDGRAPH_PII_SCAN=false``: no scanner is built, nothing is scanned.
     """
     from api.bootstrap import build_container
-    from api.bulk import ingest_file
     from api.settings import Settings
+    from services.bulk import ingest_file
 
     mode = "real" if scan else "real-noscan"
     settings = Settings(
@@ -504,14 +504,7 @@ def run_real(
     container = build_container(settings)
     try:
         start = time.perf_counter()
-        report = ingest_file(
-            container.engine,
-            data,
-            facts=container.facts,
-            region=settings.default_region,
-            batch_size=batch_size,
-            max_identifiers_per_event=settings.max_identifiers_per_event,
-        )
+        report = ingest_file(container.ingest, data, actor="bench", batch_size=batch_size)
         seconds = time.perf_counter() - start
         stats = container.store.stats()
     finally:

@@ -64,3 +64,27 @@ def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
     assert len(_modules("identity")) >= 8
+
+
+def test_use_cases_never_import_an_entrypoint_or_a_framework() -> None:
+    entrypoints = ("fastapi", "starlette", "uvicorn", "typer", "rich", "api", "cli")
+    assert _offenders("services", entrypoints) == []
+    assert len(_modules("services")) >= 4
+
+
+def test_core_never_imports_the_use_case_layer() -> None:
+    assert _offenders("identity", ("services",)) == []
+    assert _offenders("privacy", ("services",)) == []
+
+
+def test_routers_hold_no_use_case_logic() -> None:
+    """Routers parse, call one service and map the result: they never normalize identifiers or
+    drive the resolution engine themselves (that is services/)."""
+    use_case_internals = {"identity.intake", "identity.resolution", "privacy.consent.recording"}
+    found = [
+        f"{path.relative_to(REPO).as_posix()} imports {name}"
+        for path in _modules("api/routers")
+        for name in _imports(path)
+        if name in use_case_internals
+    ]
+    assert found == []

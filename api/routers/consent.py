@@ -3,30 +3,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from api.auth import Scope
-from api.consent import (
-    GpcHeader,
-    gpc_requested,
-    gpp_out,
-    ingest_and_audit,
-    normalize_mapped,
-    records_out,
-)
-from api.deps import AppContainer, AppMetrics, ConsentKey, RawBody
+from api.consent import GpcHeader, gpc_requested, gpp_out, records_out
+from api.deps import ConsentKey, Ingest, RawBody
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import ConsentRequest, ConsentResponse, RefusalOut, WebhookConsentResponse
-from identity.errors import BatchValidationError, InputLimitError, InvalidFieldError
-from identity.identifiers import NormalizedIdentifier
-from identity.intake import normalize_all
-from identity.model import IdentityEvent
 from privacy.audit import api_key_actor
-from privacy.consent.recording import webhook_actor
-from privacy.consent.signals import ConsentSignals, Translation, signal_digest
+from services.ingest import ConsentSubmission
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
@@ -59,12 +46,6 @@ WEBHOOK_PROBLEMS = _problems(
 )
 
 
-def _collect(
-    errors: list[InvalidFieldError], exc: InvalidFieldError | BatchValidationError
-) -> None:
-    errors.extend(exc.errors if isinstance(exc, BatchValidationError) else [exc])
-
-
 @router.post(
     "/consent",
     response_model=ConsentResponse,
@@ -74,8 +55,7 @@ def _collect(
 def record_consent(
     body: ConsentRequest,
     raw: RawBody,
-    container: AppContainer,
-    metrics: AppMetrics,
+    service: Ingest,
     key: ConsentKey,
     sec_gpc: GpcHeader = None,
 ) -> ConsentResponse:
@@ -85,43 +65,18 @@ def record_consent(
     `identify`, and the records are stored with them in one transaction; each stored record
     gets a `consent.recorded` audit entry. `person_id` is returned to keys that may resolve.
     """
-    now = datetime.now(UTC)
-    settings = container.settings
-    errors: list[InvalidFieldError] = []
-    identifiers: tuple[NormalizedIdentifier, ...] = ()
-    translation = Translation(())
-    if len(body.identifiers) > settings.max_identifiers_per_event:
-        raise InputLimitError(
-            "#/identifiers",
-            f"at most {settings.max_identifiers_per_event} identifiers per event "
-            "(IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
-        )
-    try:
-        identifiers = normalize_all(
-            ((i.type, i.value) for i in body.identifiers),
-            container.identity_policy,
-            settings.default_region,
-            "#/identifiers",
-        )
-    except BatchValidationError as exc:
-        _collect(errors, exc)
-    at = body.timestamp or now
-    signals = ConsentSignals(
-        at=at,
-        body_digest=signal_digest(raw),
+    submission = ConsentSubmission(
+        identifiers=[(i.type, i.value) for i in body.identifiers],
+        source=body.source,
+        proof=raw,
+        at=body.timestamp,
         decisions=body.decisions,
         tc_string=body.tcf,
         gpp_string=body.gpp,
         gpc=gpc_requested(sec_gpc),
     )
-    try:
-        translation = container.consent_signals.translate(signals, now)
-    except (BatchValidationError, InvalidFieldError) as exc:
-        _collect(errors, exc)
-    if errors:
-        raise BatchValidationError(errors)
-    event = IdentityEvent(identifiers, body.source, at, consents=translation.consents)
-    (outcome,) = ingest_and_audit(container, metrics, [event], api_key_actor(key.key_id))
+    result = service.record_consent(submission, actor=api_key_actor(key.key_id))
+    outcome, translation = result.outcome, result.translation
     return ConsentResponse(
         outcome=outcome.outcome.value,
         person_id=outcome.person_id if key.allows(Scope.RESOLVE) else None,
@@ -148,11 +103,7 @@ def record_consent(
     responses=WEBHOOK_PROBLEMS,
 )
 def consent_webhook(
-    source: str,
-    request: Request,
-    raw: RawBody,
-    container: AppContainer,
-    metrics: AppMetrics,
+    source: str, request: Request, raw: RawBody, service: Ingest
 ) -> WebhookConsentResponse:
     """A consent change from a CMP, authenticated by its Standard Webhooks signature.
 
@@ -160,50 +111,18 @@ def consent_webhook(
     idempotency key: a second delivery of an accepted id is refused with 401 and writes nothing.
     The payload format (generic or Didomi) is set per source; see docs/consent-signals.md.
     """
-    webhooks = container.webhooks
-    # 1. Signature first: nothing about the body is looked at before it is authenticated.
-    verified = webhooks.verify(source, request.headers, raw)
-    # 2. Map and validate before the id is used up: a payload that cannot be applied is refused
-    #    with 422 and the sender's retry gets the same answer (not a misleading "replayed").
-    mapped = webhooks.mapper(source).map(raw)
-    if mapped.signals is None:
-        webhooks.claim(source, verified)
+    result = service.consent_webhook(source, request.headers, raw)
+    if result.outcome is None or result.translation is None:
         return WebhookConsentResponse(
-            webhook_id=verified.webhook_id,
-            ignored=mapped.ignored,
-            ignored_purposes=mapped.ignored_purposes,
+            webhook_id=result.webhook_id,
+            ignored=result.payload.ignored,
+            ignored_purposes=result.payload.ignored_purposes,
         )
-    errors: list[InvalidFieldError] = []
-    identifiers: tuple[NormalizedIdentifier, ...] = ()
-    translation = Translation(())
-    try:
-        identifiers = normalize_mapped(
-            mapped.identifiers, container.identity_policy, container.settings.default_region
-        )
-    except BatchValidationError as exc:
-        _collect(errors, exc)
-    try:
-        translation = container.consent_signals.translate(mapped.signals, datetime.now(UTC))
-    except (BatchValidationError, InvalidFieldError) as exc:
-        _collect(errors, exc)
-    if errors:
-        raise BatchValidationError(errors)
-    event = IdentityEvent(
-        identifiers, f"cmp:{source}", mapped.signals.at, consents=translation.consents
-    )
-    # 3. Claim the id (401 "replayed" if taken), 4. write; on any failure give the id back so
-    #    the sender's retry is applied: a retry records the same decisions at the same time.
-    webhooks.claim(source, verified)
-    try:
-        (outcome,) = ingest_and_audit(container, metrics, [event], webhook_actor(source))
-    except BaseException:
-        webhooks.release(source, verified)
-        raise
     return WebhookConsentResponse(
-        webhook_id=verified.webhook_id,
-        outcome=outcome.outcome.value,
-        recorded=records_out(outcome, translation.consents),
-        dropped=outcome.consents_dropped,
-        gpp=gpp_out(translation.gpp),
-        ignored_purposes=mapped.ignored_purposes,
+        webhook_id=result.webhook_id,
+        outcome=result.outcome.outcome.value,
+        recorded=records_out(result.outcome, result.translation.consents),
+        dropped=result.outcome.consents_dropped,
+        gpp=gpp_out(result.translation.gpp),
+        ignored_purposes=result.payload.ignored_purposes,
     )

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
 from api.auth import ApiKey, Scope
 from api.bootstrap import Container
-from api.deps import AppSettings, get_container, require
+from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import IdentifierIn
-from api.settings import Settings
-from identity.errors import BatchValidationError, InvalidFieldError
-from identity.intake import normalize_all
 from privacy.audit import api_key_actor
-from privacy.dsr.delivery import check_url
 from privacy.dsr.export import to_csv
-from privacy.dsr.model import DsrAction, DsrRequest, DsrStatus, DsrType, NewRequest
+from privacy.dsr.model import DsrAction, DsrStatus, DsrSubmission, DsrType
 from privacy.dsr.service import DsrService
+from services.dsr_views import DsrOut, ExportFormat, dsr_out
+from services.inputs import StrictModel
 
 router = APIRouter(prefix="/v1/dsr", tags=["data-subject requests"])
 
@@ -50,11 +46,7 @@ def get_dsr(container: Annotated[Container, Depends(get_container)]) -> DsrServi
 Dsr = Annotated[DsrService, Depends(get_dsr)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DsrCreate(_Strict):
+class DsrCreate(StrictModel):
     """An OpenDSR-like request. Identity verification is the caller's job."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=128, examples=["dsr-2026-0001"])]
@@ -78,154 +70,17 @@ class DsrCreate(_Strict):
     )
 
 
-class ExtendRequest(_Strict):
+class ExtendRequest(StrictModel):
     """Why the deadline is extended (kept in the audit log: no personal data)."""
 
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
-class ExportOut(_Strict):
-    """The export of an access/portability request."""
-
-    expires_at: datetime
-    expired: bool
-    size_bytes: int
-    downloads: dict[str, str]
-
-
-class DeliveryOut(_Strict):
-    """One outbound webhook and how its delivery went."""
-
-    destination: str
-    event: str
-    webhook_id: str
-    state: str
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
-
-
-class DsrOut(_Strict):
-    """A request's status. Subject identities are never returned, only their types."""
-
-    request_id: str
-    type: str
-    action: str
-    purposes: list[str]
-    regulation: str
-    status: str
-    submitted_time: datetime
-    received_at: datetime
-    due_at: datetime
-    extended: bool
-    subject_types: list[str]
-    requester: str
-    attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    result: dict[str, int]
-    error: str | None
-    export: ExportOut | None
-    deliveries: list[DeliveryOut]
-
-
-class DsrList(_Strict):
+class DsrList(StrictModel):
     """A page of requests; pass ``next_after`` as ``after`` for the next page."""
 
     requests: list[DsrOut]
     next_after: str | None
-
-
-class ExportFormat(StrEnum):
-    """Download formats."""
-
-    JSON = "json"
-    CSV = "csv"
-
-
-def dsr_out(request: DsrRequest, now: datetime) -> DsrOut:
-    export = None
-    if request.export is not None:
-        expired = request.export.destroyed_at is not None or request.export.expires_at <= now
-        base = f"/v1/dsr/{request.request_id}/download?format="
-        export = ExportOut(
-            expires_at=request.export.expires_at,
-            expired=expired,
-            size_bytes=request.export.size_bytes,
-            downloads={} if expired else {f.value: base + f.value for f in ExportFormat},
-        )
-    return DsrOut(
-        request_id=request.request_id,
-        type=request.type.value,
-        action=request.action.value,
-        purposes=list(request.purposes),
-        regulation=request.regulation,
-        status=request.status.value,
-        submitted_time=request.submitted_at,
-        received_at=request.received_at,
-        due_at=request.due_at,
-        extended=request.extended,
-        subject_types=list(request.subject_types),
-        requester=request.requester,
-        attempts=request.attempts,
-        started_at=request.started_at,
-        finished_at=request.finished_at,
-        result=dict(request.result),
-        error=request.error,
-        export=export,
-        deliveries=[
-            DeliveryOut(
-                destination=d.destination,
-                event=d.event,
-                webhook_id=d.webhook_id,
-                state=d.state.value,
-                attempts=d.attempts,
-                last_status=d.last_status,
-                last_error=d.last_error,
-                next_attempt_at=d.next_attempt_at,
-                delivered_at=d.delivered_at,
-            )
-            for d in request.deliveries
-        ],
-    )
-
-
-def new_request(
-    body: DsrCreate, service: DsrService, settings: Settings
-) -> tuple[NewRequest, list[Any]]:
-    """Normalize the subject identities and check the callback URLs; 422 names each field."""
-    errors: list[InvalidFieldError] = []
-    subjects: list[Any] = []
-    try:
-        subjects = list(
-            normalize_all(
-                ((i.type, i.value) for i in body.subject_identities),
-                service.identity_policy,
-                settings.default_region,
-                "#/subject_identities",
-            )
-        )
-    except BatchValidationError as exc:
-        errors.extend(exc.errors)
-    for index, url in enumerate(body.callback_urls):
-        try:
-            check_url(url, allow_http=service.config.allow_http_callbacks, what="callback URL")
-        except ValueError as exc:
-            errors.append(InvalidFieldError("invalid_url", str(exc), f"#/callback_urls/{index}"))
-    if errors:
-        raise BatchValidationError(errors)
-    new = NewRequest(
-        request_id=body.request_id,
-        type=body.type,
-        action=body.action,
-        purposes=tuple(body.purposes),
-        regulation=body.regulation or service.config.default_regulation,
-        submitted_at=body.submitted_time or service.clock(),
-        callback_urls=tuple(body.callback_urls),
-    )
-    return new, subjects
 
 
 @router.post(
@@ -238,11 +93,20 @@ def new_request(
         200: {"description": "A replay of an accepted request"},
     },
 )
-def submit(body: DsrCreate, service: Dsr, settings: AppSettings, key: DsrKey) -> Response:
+def submit(body: DsrCreate, service: Dsr, key: DsrKey) -> Response:
     """Accept a data-subject request (202); a replay of the same request id and content
     answers 200 with the stored request, different content under the same id 409."""
-    new, subjects = new_request(body, service, settings)
-    submitted = service.submit(new, subjects, api_key_actor(key.key_id))
+    submission = DsrSubmission(
+        request_id=body.request_id,
+        type=body.type,
+        action=body.action,
+        subject_identities=[(i.type, i.value) for i in body.subject_identities],
+        submitted_at=body.submitted_time,
+        regulation=body.regulation,
+        purposes=body.purposes,
+        callback_urls=body.callback_urls,
+    )
+    submitted = service.submit(submission, api_key_actor(key.key_id))
     out = dsr_out(submitted.request, service.clock())
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if submitted.created else 200)
 

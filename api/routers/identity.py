@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 
-from api.consent import GpcHeader, audit_consents, gpc_requested, with_gpc
-from api.deps import (
-    AppContainer,
-    AppMetrics,
-    AppSettings,
-    Engine,
-    Facts,
-    IngestKey,
-    RawBody,
-    ResolveKey,
-)
-from api.metrics import StoreOperation
+from api.consent import GpcHeader, gpc_requested
+from api.deps import Ingest, IngestKey, Links, RawBody, ResolveKey
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import (
     ConsentsOut,
@@ -33,19 +22,9 @@ from api.schemas import (
     ResolveRequest,
     ResolveResponse,
 )
-from api.settings import Settings
-from identity.errors import (
-    BatchValidationError,
-    IdentifierNotFoundError,
-    InputLimitError,
-    InvalidFieldError,
-)
-from identity.identifiers import NormalizedIdentifier
-from identity.intake import normalize_all
-from identity.model import EventOutcome, FactInput, IdentityEvent
-from identity.resolution import ResolutionEngine
+from identity.errors import IdentifierNotFoundError
+from identity.model import EventOutcome
 from privacy.audit import api_key_actor
-from privacy.facts import EventInput, FactIntake
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
@@ -63,62 +42,6 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     },
     **JSON_BODY_PROBLEMS,
 }
-
-
-def build_identity_event(
-    request: IdentifyRequest,
-    engine: ResolutionEngine,
-    facts: FactIntake,
-    region: str | None,
-    max_identifiers: int,
-    pointer: str = "#",
-) -> IdentityEvent:
-    """Validate, normalize and PII-scan one request; every problem in one BatchValidationError.
-
-    Shared by the API and the bulk file ingest so both accept exactly the same input.
-    """
-    if len(request.identifiers) > max_identifiers:
-        raise InputLimitError(
-            f"{pointer}/identifiers",
-            f"at most {max_identifiers} identifiers per event (IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
-        )
-    at = request.timestamp or datetime.now(UTC)
-    errors: list[InvalidFieldError] = []
-    identifiers: tuple[NormalizedIdentifier, ...] = ()
-    fact_inputs: tuple[FactInput, ...] = ()
-    try:
-        identifiers = normalize_all(
-            ((i.type, i.value) for i in request.identifiers),
-            engine.policy,
-            region,
-            f"{pointer}/identifiers",
-        )
-    except BatchValidationError as exc:
-        errors.extend(exc.errors)
-    try:
-        fact_inputs = facts.prepare(
-            request.traits,
-            [EventInput(e.name, e.timestamp or at, e.properties) for e in request.events],
-            at,
-            pointer,
-        )
-    except BatchValidationError as exc:
-        errors.extend(exc.errors)
-    if errors:
-        raise BatchValidationError(errors)
-    return IdentityEvent(identifiers, request.source, at, fact_inputs)
-
-
-def _event(
-    request: IdentifyRequest,
-    engine: ResolutionEngine,
-    facts: FactIntake,
-    settings: Settings,
-    pointer: str,
-) -> IdentityEvent:
-    return build_identity_event(
-        request, engine, facts, settings.default_region, settings.max_identifiers_per_event, pointer
-    )
 
 
 def _facts(outcome: EventOutcome) -> FactsOut:
@@ -153,12 +76,8 @@ def _consents(outcome: EventOutcome) -> ConsentsOut:
 )
 def identify(
     body: IdentifyRequest,
-    engine: Engine,
-    facts: Facts,
-    settings: AppSettings,
-    metrics: AppMetrics,
+    service: Ingest,
     raw: RawBody,
-    container: AppContainer,
     key: IngestKey,
     sec_gpc: GpcHeader = None,
 ) -> IdentifyResponse:
@@ -166,15 +85,10 @@ def identify(
 
     With `Sec-GPC: 1`, GPC opt-outs are recorded for the person in the same transaction.
     """
-    event = _event(body, engine, facts, settings, "#")
     gpc = gpc_requested(sec_gpc)
-    if gpc:
-        event = with_gpc(event, container.consent_signals, raw)
-    with metrics.time_store(StoreOperation.INGEST):
-        (outcome,) = engine.ingest([event])
-    metrics.record_ingest([outcome])
-    if gpc:
-        audit_consents(container, api_key_actor(key.key_id), [event], [outcome])
+    outcome = service.identify(
+        body, actor=api_key_actor(key.key_id), gpc_proof=raw if gpc else None
+    )
     return IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
@@ -189,12 +103,8 @@ def identify(
 )
 def ingest(
     body: IngestRequest,
-    engine: Engine,
-    facts: Facts,
-    settings: AppSettings,
-    metrics: AppMetrics,
+    service: Ingest,
     raw: RawBody,
-    container: AppContainer,
     key: IngestKey,
     sec_gpc: GpcHeader = None,
 ) -> IngestResponse:
@@ -204,28 +114,10 @@ def ingest(
     written. Bulk files with per-row error reporting go through `idgraph ingest FILE`. With
     `Sec-GPC: 1`, GPC opt-outs are recorded for every event's person in the same transaction.
     """
-    if len(body.events) > settings.max_batch_events:
-        raise InputLimitError(
-            "#/events",
-            f"at most {settings.max_batch_events} events per batch (IDGRAPH_MAX_BATCH_EVENTS)",
-        )
-    events = []
-    errors = []
-    for index, item in enumerate(body.events):
-        try:
-            events.append(_event(item, engine, facts, settings, f"#/events/{index}"))
-        except BatchValidationError as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise BatchValidationError(errors)
     gpc = gpc_requested(sec_gpc)
-    if gpc:
-        events = [with_gpc(event, container.consent_signals, raw) for event in events]
-    with metrics.time_store(StoreOperation.INGEST):
-        outcomes = engine.ingest(events)
-    metrics.record_ingest(outcomes)
-    if gpc:
-        audit_consents(container, api_key_actor(key.key_id), events, outcomes)
+    outcomes = service.ingest(
+        body.events, actor=api_key_actor(key.key_id), gpc_proof=raw if gpc else None
+    )
     results = [
         IngestResult(
             index=index,
@@ -251,22 +143,9 @@ def ingest(
     responses=PROBLEMS
     | {404: {"description": "Identifier not in the graph", "content": {PROBLEM_JSON: {}}}},
 )
-def resolve(
-    body: ResolveRequest,
-    engine: Engine,
-    settings: AppSettings,
-    metrics: AppMetrics,
-    _: ResolveKey,
-) -> ResolveResponse:
+def resolve(body: ResolveRequest, service: Links, _: ResolveKey) -> ResolveResponse:
     """The opaque person id an identifier resolves to (scope `resolve`). No data."""
-    (identifier,) = normalize_all(
-        [(body.identifier.type, body.identifier.value)],
-        engine.policy,
-        settings.default_region,
-        "#/identifier",
-    )
-    with metrics.time_store(StoreOperation.RESOLVE):
-        person_id = engine.resolve(identifier)
+    person_id = service.resolve((body.identifier.type, body.identifier.value))
     if person_id is None:
         raise IdentifierNotFoundError("#/identifier")
     return ResolveResponse(person_id=person_id)

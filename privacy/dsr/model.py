@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -247,6 +247,25 @@ class DsrRequest:
     error: str | None = None
     export: ExportInfo | None = None
     deliveries: tuple[Delivery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DsrSubmission:
+    """A request as the caller sent it (API body, CLI options): validated in one pass by
+    :meth:`privacy.dsr.service.DsrService.submit`, which reports every problem in one 422.
+
+    ``subject_identities`` are raw ``(type, value)`` pairs; ``regulation`` and ``submitted_at``
+    default to the configured regulation and the time of receipt.
+    """
+
+    request_id: str
+    type: DsrType
+    subject_identities: Sequence[tuple[str, str]] = field(repr=False)
+    action: DsrAction = DsrAction.APPLY
+    submitted_at: datetime | None = None
+    regulation: str | None = None
+    purposes: Sequence[str] = ()
+    callback_urls: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from identity.errors import (
 )
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
+from identity.intake import normalize_all
 from identity.model import (
     RESTRICTION_PURPOSE,
     ConsentInput,
@@ -60,7 +61,13 @@ from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
 from privacy.dsr import export as exports
-from privacy.dsr.delivery import Destination, UrllibWebhookSender, WebhookSender, backoff
+from privacy.dsr.delivery import (
+    Destination,
+    UrllibWebhookSender,
+    WebhookSender,
+    backoff,
+    check_url,
+)
 from privacy.dsr.delivery import payload as webhook_payload
 from privacy.dsr.model import (
     EXPORT_TYPES,
@@ -73,6 +80,7 @@ from privacy.dsr.model import (
     DsrRequest,
     DsrStateError,
     DsrStatus,
+    DsrSubmission,
     DsrType,
     ExportExpiredError,
     ExportNotReadyError,
@@ -147,6 +155,7 @@ class DsrConfig:
     webhook_backoff: timedelta = timedelta(seconds=30)
     webhook_backoff_cap: timedelta = timedelta(hours=1)
     webhook_timeout_seconds: float = 10.0
+    default_region: str | None = None  # for phone numbers without a country code
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,16 +224,12 @@ class DsrService:
 
     # -- submission ------------------------------------------------------------------------
 
-    def submit(
-        self,
-        new: NewRequest,
-        subjects: Sequence[NormalizedIdentifier],
-        requester: str,
-    ) -> Submitted:
+    def submit(self, submission: DsrSubmission, requester: str) -> Submitted:
         """Accept a request (idempotent by request id); raises 422/409 errors, writes nothing
-        on a 4xx."""
+        on a 4xx. Every problem of ``submission`` (subject identities, callback URLs, type,
+        purposes, regulation, times) is reported in one :class:`BatchValidationError`."""
         now = self.clock()
-        self._validate(new, subjects, now)
+        new, subjects = self._validate(submission, now)
         existing = self.store.get(new.request_id)
         if existing is not None:
             return Submitted(self._replayed(existing, new, subjects), created=False)
@@ -280,13 +285,24 @@ class DsrService:
         return Submitted(stored.request, created=True)
 
     def _validate(
-        self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], now: datetime
-    ) -> None:
+        self, submission: DsrSubmission, now: datetime
+    ) -> tuple[NewRequest, tuple[NormalizedIdentifier, ...]]:
+        """The request to store and its normalized subjects, or every problem in one 422."""
         errors: list[InvalidFieldError] = []
 
         def bad(pointer: str, reason: str, message: str) -> None:
             errors.append(InvalidFieldError(reason, message, pointer))
 
+        subjects = self._submitted_subjects(submission, errors)
+        new = NewRequest(
+            request_id=submission.request_id,
+            type=submission.type,
+            action=submission.action,
+            purposes=tuple(submission.purposes),
+            regulation=submission.regulation or self.config.default_regulation,
+            submitted_at=submission.submitted_at or now,
+            callback_urls=tuple(submission.callback_urls),
+        )
         if (
             not REQUEST_ID.fullmatch(new.request_id)
             or redact_text(new.request_id) != new.request_id
@@ -297,7 +313,7 @@ class DsrService:
                 "request_id must be 1-128 of A-Z a-z 0-9 _ . : - and must not look like an "
                 "email address or phone number",
             )
-        if not subjects:
+        if not submission.subject_identities:
             bad("#/subject_identities", "required", "at least one subject identity is required")
         if new.regulation not in self.config.deadlines:
             bad(
@@ -332,6 +348,31 @@ class DsrService:
             )
         if errors:
             raise BatchValidationError(errors)
+        return new, subjects
+
+    def _submitted_subjects(
+        self, submission: DsrSubmission, errors: list[InvalidFieldError]
+    ) -> tuple[NormalizedIdentifier, ...]:
+        """The normalized subject identities; their problems and the callback URLs' go into
+        ``errors`` (so that one 422 names every field)."""
+        subjects: tuple[NormalizedIdentifier, ...] = ()
+        try:
+            subjects = normalize_all(
+                submission.subject_identities,
+                self._identity_policy,
+                self.config.default_region,
+                "#/subject_identities",
+            )
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        for index, url in enumerate(submission.callback_urls):
+            try:
+                check_url(url, allow_http=self.config.allow_http_callbacks, what="callback URL")
+            except ValueError as exc:
+                errors.append(
+                    InvalidFieldError("invalid_url", str(exc), f"#/callback_urls/{index}")
+                )
+        return subjects
 
     def _fingerprint(
         self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], key_id: str

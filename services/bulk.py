@@ -25,14 +25,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from api.metrics import Metrics, StoreOperation
-from api.problems import pointer_from_location
-from api.routers.identity import build_identity_event
-from api.schemas import IdentifyRequest
 from identity.errors import BatchValidationError, IdGraphError, InputLimitError
 from identity.model import IdentityEvent
-from identity.resolution import ResolutionEngine
-from privacy.facts import FactIntake
+from services.ingest import IngestService
+from services.inputs import IdentifyRequest, pointer_from_location
 
 FileFormat = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 100
@@ -161,28 +157,26 @@ def _lines(path: Path, progress: Callable[[int], None] | None) -> Iterator[tuple
 
 
 def ingest_file(
-    engine: ResolutionEngine,
+    service: IngestService,
     path: Path,
     *,
-    facts: FactIntake,
+    actor: str,
     file_format: FileFormat | None = None,
     default_source: str | None = None,
-    region: str | None = None,
     batch_size: int = 1000,
-    max_identifiers_per_event: int = 20,
     progress: Callable[[int], None] | None = None,
-    metrics: Metrics | None = None,
 ) -> BulkReport:
-    """Stream ``path`` into the graph; returns the report. Raises :class:`BulkFileError`.
+    """Stream ``path`` into the graph through ``service``; returns the report.
 
-    With ``metrics`` (an import run by the API) the ingest counters and store latency move as
-    for ``POST /v1/ingest``.
+    Each row is validated exactly as ``POST /v1/identify`` validates a body
+    (:meth:`IngestService.event`); each batch is one :meth:`IngestService.commit`.
+    Raises :class:`BulkFileError`.
     """
     fmt = file_format or detect_format(path)
     if not path.is_file():
         raise BulkFileError(f"{path} is not a readable file")
     lines = _lines(path, progress)
-    rows = _jsonl_rows(lines) if fmt == "jsonl" else _csv_rows(lines, engine.policy.types)
+    rows = _jsonl_rows(lines) if fmt == "jsonl" else _csv_rows(lines, service.identifier_types)
     report = BulkReport()
     batch: list[IdentityEvent] = []
     for line_no, row in rows:
@@ -190,27 +184,19 @@ def ingest_file(
         if isinstance(row, RowError):
             report.reject(row)
             continue
-        event = _event(
-            row, line_no, engine, facts, default_source, region, max_identifiers_per_event
-        )
+        event = _event(service, row, line_no, default_source)
         if isinstance(event, RowError):
             report.reject(event)
             continue
         batch.append(event)
         if len(batch) >= batch_size:
-            _flush(engine, batch, report, metrics)
-    _flush(engine, batch, report, metrics)
+            _flush(service, batch, report, actor)
+    _flush(service, batch, report, actor)
     return report
 
 
 def _event(
-    row: dict[str, Any],
-    line_no: int,
-    engine: ResolutionEngine,
-    facts: FactIntake,
-    default_source: str | None,
-    region: str | None,
-    max_identifiers: int,
+    service: IngestService, row: dict[str, Any], line_no: int, default_source: str | None
 ) -> IdentityEvent | RowError:
     if default_source and "source" not in row:
         row = {**row, "source": default_source}
@@ -219,7 +205,7 @@ def _event(
     except ValidationError as exc:
         return RowError(line_no, _validation_problems(exc))
     try:
-        return build_identity_event(request, engine, facts, region, max_identifiers)
+        return service.event(request)
     except InputLimitError as exc:
         return RowError(line_no, (f"{exc.field}: {exc.message}",))
     except BatchValidationError as exc:
@@ -227,19 +213,11 @@ def _event(
 
 
 def _flush(
-    engine: ResolutionEngine,
-    batch: list[IdentityEvent],
-    report: BulkReport,
-    metrics: Metrics | None,
+    service: IngestService, batch: list[IdentityEvent], report: BulkReport, actor: str
 ) -> None:
     if not batch:
         return
-    if metrics is None:
-        outcomes = engine.ingest(batch)
-    else:
-        with metrics.time_store(StoreOperation.INGEST):
-            outcomes = engine.ingest(batch)
-        metrics.record_ingest(outcomes)
+    outcomes = service.commit(batch, actor)
     for outcome in outcomes:
         report.events += 1
         report.outcomes[outcome.outcome.value] += 1

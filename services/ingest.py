@@ -1,0 +1,394 @@
+"""The ingest use case: every path that writes identifiers, facts or consent comes through here.
+
+``POST /v1/identify``, ``POST /v1/ingest``, ``POST /v1/consent``, the consent webhooks, bulk
+files (:mod:`services.bulk`) and any future ingest path (a stream consumer) call one
+:class:`IngestService`, so they accept exactly the same input and write it the same way:
+
+1. validate and normalize every identifier, PII-scan traits and events (all problems of a
+   request in one :class:`~identity.errors.BatchValidationError`: one 422, nothing written);
+2. add GPC opt-outs or translate consent signals (TCF, GPP, direct decisions);
+3. ingest every event in **one** store transaction;
+4. append one ``consent.recorded`` audit entry per stored consent record, after the commit (see
+   :mod:`privacy.consent.recording` for why in that order, and what a failed append means).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from identity.errors import (
+    BatchValidationError,
+    InputLimitError,
+    InvalidFieldError,
+    InvalidIdentifierError,
+    StoreUnavailableError,
+)
+from identity.identifiers import NormalizedIdentifier
+from identity.intake import normalize_all
+from identity.model import EventOutcome, FactInput, IdentityEvent
+from identity.resolution import ResolutionEngine
+from privacy.audit import AuditDraft
+from privacy.consent.mappers import MappedIdentifier, MappedPayload
+from privacy.consent.recording import ConsentAuditError, consent_audit_drafts, webhook_actor
+from privacy.consent.signals import (
+    ConsentSignals,
+    ConsentSignalTranslator,
+    Translation,
+    signal_digest,
+)
+from privacy.consent.webhook_intake import ConsentWebhooks
+from privacy.facts import EventInput, FactIntake
+from services.inputs import IdentifyRequest
+from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
+
+log = structlog.get_logger("idgraph.consent")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditAppender(Protocol):
+    """The part of the audit log the ingest use case writes to."""
+
+    def append(self, entries: Sequence[AuditDraft]) -> object:
+        """Append ``entries`` in one transaction; ``StoreUnavailableError`` if it cannot."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """Per-request limits and the default phone region (from settings, via the bootstrap)."""
+
+    max_identifiers_per_event: int = 20
+    max_batch_events: int = 500
+    default_region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSubmission:
+    """Consent signals as a caller sent them, for the person the identifiers resolve to.
+
+    ``identifiers`` are raw ``(type, value)`` pairs; ``proof`` is the exact bytes that carried
+    the signals (their digest is the proof of direct decisions and GPC).
+    """
+
+    identifiers: Sequence[tuple[str, str]]
+    source: str
+    proof: bytes = field(repr=False)
+    at: datetime | None = None
+    decisions: Mapping[str, bool] = field(default_factory=dict)
+    tc_string: str | None = None
+    gpp_string: str | None = None
+    gpc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentResult:
+    """What recording consent did: the event's outcome and what the signals translated to."""
+
+    outcome: EventOutcome
+    translation: Translation
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """A consent webhook that was accepted: its id, what its payload said, what was written.
+
+    ``outcome`` and ``translation`` are ``None`` when the payload carried no consent
+    (``payload.ignored`` says why): the id is used up and nothing else is written.
+    """
+
+    webhook_id: str
+    payload: MappedPayload
+    outcome: EventOutcome | None = None
+    translation: Translation | None = None
+
+
+class IngestService:
+    """Validate, normalize, PII-scan, add consent, write in one transaction, audit."""
+
+    def __init__(
+        self,
+        engine: ResolutionEngine,
+        facts: FactIntake,
+        signals: ConsentSignalTranslator,
+        webhooks: ConsentWebhooks,
+        audit: AuditAppender,
+        limits: IngestLimits,
+        metrics: UseCaseMetrics | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._engine = engine
+        self._facts = facts
+        self._signals = signals
+        self._webhooks = webhooks
+        self._audit = audit
+        self._limits = limits
+        self._metrics: UseCaseMetrics = metrics or NoMetrics()
+        self._clock = clock
+
+    def with_metrics(self, metrics: UseCaseMetrics) -> IngestService:
+        """The same service reporting to ``metrics`` (each app has its own registry)."""
+        return IngestService(
+            self._engine,
+            self._facts,
+            self._signals,
+            self._webhooks,
+            self._audit,
+            self._limits,
+            metrics,
+            self._clock,
+        )
+
+    @property
+    def identifier_types(self) -> tuple[str, ...]:
+        """The identifier types the identity policy declares (bulk CSV columns)."""
+        return tuple(self._engine.policy.types)
+
+    # -- identify / ingest ---------------------------------------------------------------------
+
+    def event(self, request: IdentifyRequest, pointer: str = "#") -> IdentityEvent:
+        """Validate, normalize and PII-scan one request; every problem in one
+        :class:`BatchValidationError` located under ``pointer``. Writes nothing."""
+        limit = self._limits.max_identifiers_per_event
+        if len(request.identifiers) > limit:
+            raise InputLimitError(
+                f"{pointer}/identifiers",
+                f"at most {limit} identifiers per event (IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
+            )
+        at = request.timestamp or self._clock()
+        errors: list[InvalidFieldError] = []
+        identifiers: tuple[NormalizedIdentifier, ...] = ()
+        fact_inputs: tuple[FactInput, ...] = ()
+        try:
+            identifiers = normalize_all(
+                ((i.type, i.value) for i in request.identifiers),
+                self._engine.policy,
+                self._limits.default_region,
+                f"{pointer}/identifiers",
+            )
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        try:
+            fact_inputs = self._facts.prepare(
+                request.traits,
+                [EventInput(e.name, e.timestamp or at, e.properties) for e in request.events],
+                at,
+                pointer,
+            )
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        if errors:
+            raise BatchValidationError(errors)
+        return IdentityEvent(identifiers, request.source, at, fact_inputs)
+
+    def identify(
+        self, request: IdentifyRequest, *, actor: str, gpc_proof: bytes | None = None
+    ) -> EventOutcome:
+        """Link the identifiers of one event, with its traits and events.
+
+        With ``gpc_proof`` (the bytes of a request that carried ``Sec-GPC: 1``), GPC opt-outs
+        are recorded for the person in the same transaction and audited as ``actor``.
+        """
+        event = self.event(request)
+        if gpc_proof is not None:
+            event = self._with_gpc(event, gpc_proof)
+        (outcome,) = self.commit([event], actor)
+        return outcome
+
+    def ingest(
+        self,
+        requests: Sequence[IdentifyRequest],
+        *,
+        actor: str,
+        gpc_proof: bytes | None = None,
+    ) -> list[EventOutcome]:
+        """Resolve a batch of events in one transaction; all or nothing on invalid input.
+
+        Errors are located at ``#/events/{index}/...``. With ``gpc_proof``, as :meth:`identify`.
+        """
+        if len(requests) > self._limits.max_batch_events:
+            raise InputLimitError(
+                "#/events",
+                f"at most {self._limits.max_batch_events} events per batch "
+                "(IDGRAPH_MAX_BATCH_EVENTS)",
+            )
+        events: list[IdentityEvent] = []
+        errors: list[InvalidFieldError] = []
+        for index, request in enumerate(requests):
+            try:
+                events.append(self.event(request, f"#/events/{index}"))
+            except BatchValidationError as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise BatchValidationError(errors)
+        if gpc_proof is not None:
+            events = [self._with_gpc(event, gpc_proof) for event in events]
+        return self.commit(events, actor)
+
+    def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
+        """Ingest validated ``events`` in one transaction, then audit the consent records they
+        stored (none for events without consent inputs)."""
+        with self._metrics.time_store(StoreOperation.INGEST):
+            outcomes = self._engine.ingest(events)
+        self._metrics.record_ingest(outcomes)
+        self._audit_consents(actor, events, outcomes)
+        return outcomes
+
+    def _with_gpc(self, event: IdentityEvent, body: bytes) -> IdentityEvent:
+        # The proof is the digest of the request body that carried the header (the header
+        # itself is the same bytes for everyone, so it proves nothing on its own).
+        gpc = self._signals.gpc(event.occurred_at, signal_digest(body))
+        return dataclasses.replace(event, consents=(*event.consents, *gpc))
+
+    # -- consent -------------------------------------------------------------------------------
+
+    def record_consent(self, submission: ConsentSubmission, *, actor: str) -> ConsentResult:
+        """Record consent signals (decisions, TCF, GPP, GPC) for the person the identifiers
+        resolve to: the identifiers are linked as by :meth:`identify` and the records stored
+        with them in one transaction, then audited. All problems in one 422."""
+        now = self._clock()
+        limit = self._limits.max_identifiers_per_event
+        if len(submission.identifiers) > limit:
+            raise InputLimitError(
+                "#/identifiers",
+                f"at most {limit} identifiers per event (IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
+            )
+        errors: list[InvalidFieldError] = []
+        identifiers: tuple[NormalizedIdentifier, ...] = ()
+        translation = Translation(())
+        try:
+            identifiers = normalize_all(
+                submission.identifiers,
+                self._engine.policy,
+                self._limits.default_region,
+                "#/identifiers",
+            )
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        at = submission.at or now
+        signals = ConsentSignals(
+            at=at,
+            body_digest=signal_digest(submission.proof),
+            decisions=submission.decisions,
+            tc_string=submission.tc_string,
+            gpp_string=submission.gpp_string,
+            gpc=submission.gpc,
+        )
+        try:
+            translation = self._signals.translate(signals, now)
+        except (BatchValidationError, InvalidFieldError) as exc:
+            errors.extend(exc.errors if isinstance(exc, BatchValidationError) else [exc])
+        if errors:
+            raise BatchValidationError(errors)
+        event = IdentityEvent(identifiers, submission.source, at, consents=translation.consents)
+        (outcome,) = self.commit([event], actor)
+        return ConsentResult(outcome, translation)
+
+    def consent_webhook(
+        self, source: str, headers: Mapping[str, str], body: bytes
+    ) -> WebhookResult:
+        """Apply a consent change a CMP posted, authenticated by its Standard Webhooks signature.
+
+        Audited as the source's webhook actor (``webhook:<source>``).
+
+        The ``webhook-id`` is the idempotency key: a second delivery of an accepted id is
+        refused (``replayed``) and writes nothing.
+        """
+        webhooks = self._webhooks
+        # 1. Signature first: nothing about the body is looked at before it is authenticated.
+        verified = webhooks.verify(source, headers, body)
+        # 2. Map and validate before the id is used up: a payload that cannot be applied is
+        #    refused with 422 and the sender's retry gets the same answer (not "replayed").
+        mapped = webhooks.mapper(source).map(body)
+        if mapped.signals is None:
+            webhooks.claim(source, verified)
+            return WebhookResult(verified.webhook_id, mapped)
+        errors: list[InvalidFieldError] = []
+        identifiers: tuple[NormalizedIdentifier, ...] = ()
+        translation = Translation(())
+        try:
+            identifiers = self._normalize_mapped(mapped.identifiers)
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        try:
+            translation = self._signals.translate(mapped.signals, self._clock())
+        except (BatchValidationError, InvalidFieldError) as exc:
+            errors.extend(exc.errors if isinstance(exc, BatchValidationError) else [exc])
+        if errors:
+            raise BatchValidationError(errors)
+        event = IdentityEvent(
+            identifiers, f"cmp:{source}", mapped.signals.at, consents=translation.consents
+        )
+        # 3. Claim the id (401 "replayed" if taken), 4. write; on any failure give the id back
+        #    so the sender's retry is applied: a retry records the same decisions at the same
+        #    time.
+        webhooks.claim(source, verified)
+        try:
+            (outcome,) = self.commit([event], webhook_actor(source))
+        except BaseException:
+            webhooks.release(source, verified)
+            raise
+        return WebhookResult(verified.webhook_id, mapped, outcome, translation)
+
+    def _normalize_mapped(
+        self, identifiers: Sequence[MappedIdentifier]
+    ) -> tuple[NormalizedIdentifier, ...]:
+        """Normalize identifiers a webhook payload named; errors at their own pointers."""
+        normalized: list[NormalizedIdentifier] = []
+        errors = []
+        for item in identifiers:
+            try:
+                normalized.append(
+                    self._engine.policy.normalize(
+                        item.type, item.value, self._limits.default_region
+                    )
+                )
+            except InvalidIdentifierError as exc:
+                errors.append(exc.at(item.pointer))
+        if errors:
+            raise BatchValidationError(list(errors))
+        return tuple(normalized)
+
+    def _audit_consents(
+        self, actor: str, events: Sequence[IdentityEvent], outcomes: Sequence[EventOutcome]
+    ) -> None:
+        """Append one ``consent.recorded`` entry per stored consent record (after the commit).
+
+        Raises :class:`ConsentAuditError` (503) when the append fails; the error log line
+        ``consent_audit_missing`` then holds what the entries would have held (no personal
+        data).
+        """
+        drafts: list[AuditDraft] = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome.consents_recorded and outcome.person_id is not None:
+                drafts += consent_audit_drafts(
+                    actor, outcome.person_id, event.source, event.consents
+                )
+        if not drafts:
+            return
+        try:
+            self._audit.append(drafts)
+        except StoreUnavailableError as exc:
+            log.exception(
+                "consent_audit_missing",
+                error=type(exc).__name__,
+                actor=actor,
+                entries=[
+                    {
+                        "purpose": d.purpose,
+                        "person_ref": d.person_id,
+                        "decision": d.decision,
+                        "details": dict(d.details),
+                    }
+                    for d in drafts
+                ],
+            )
+            raise ConsentAuditError(len(drafts)) from exc

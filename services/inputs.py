@@ -1,0 +1,116 @@
+"""The input shapes of the ingest use cases: an identify event, a batch of them.
+
+Shared by every ingest path (the HTTP API, bulk files, a stream consumer) so that each accepts
+exactly the same input. Raw identifier values arrive here and are hashed by the use case; these
+models only check structure, sizes and patterns (the identity policy checks the values).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from pydantic import (
+    AllowInfNan,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
+
+SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
+TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+MAX_CLOCK_SKEW = timedelta(hours=24)
+
+Source = Annotated[
+    str,
+    Field(pattern=SOURCE_PATTERN, description="Where the event came from, e.g. `web`, `crm:sf`."),
+]
+
+
+class StrictModel(BaseModel):
+    """Frozen, unknown fields refused: the base of every request and response schema."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdentifierIn(StrictModel):
+    """One identifier as sent by a caller. ``value`` is raw and is hashed on arrival."""
+
+    type: Annotated[str, Field(pattern=TYPE_PATTERN, examples=["email"])]
+    # A hard cap for every type; policies/identity.yaml sets tighter per-type limits.
+    value: Annotated[str, Field(min_length=1, max_length=4096, examples=["ann@shop.example.de"])]
+
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Text = Annotated[str, StringConstraints(max_length=4096)]
+# Strict types: "5" stays a string and 5 an integer; the policy decides what a key may hold.
+# Finite only: Python's json module reads NaN and Infinity, which are not JSON and could not be
+# written back out in a JSON response.
+FiniteFloat = Annotated[StrictFloat, AllowInfNan(False)]
+Scalar = StrictBool | StrictInt | FiniteFloat | Text
+TraitValue = Scalar | Annotated[list[Text], Field(max_length=50)]
+
+
+class EventIn(StrictModel):
+    """Something the person did. Its properties are typed by policies/categories.yaml."""
+
+    name: Annotated[Name, Field(examples=["purchase"])]
+    timestamp: AwareDatetime | None = Field(default=None, description="Default: the event time.")
+    properties: Annotated[dict[Name, Scalar], Field(max_length=50)] = Field(default_factory=dict)
+
+
+class IdentifyRequest(StrictModel):
+    """Identifiers seen together in one event, optionally with traits and events."""
+
+    identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
+    source: Source
+    traits: Annotated[dict[Name, TraitValue], Field(max_length=100)] | None = Field(
+        default=None,
+        description="Attributes of the person (keys from policies/categories.yaml), "
+        "anchored to the highest-priority identifier of the event; encrypted at rest.",
+        examples=[{"city": "Berlin", "age_band": "25-34", "visit_count": 3}],
+    )
+    events: Annotated[list[EventIn], Field(max_length=50)] = Field(default_factory=list)
+    timestamp: AwareDatetime | None = Field(
+        default=None,
+        description="When the identifiers were seen (RFC 3339 with offset). Default: now.",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        # Clock skew of a day is tolerated; a later time is a bug that would pin last_seen.
+        if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("timestamp is more than 24 hours in the future")
+        return value
+
+
+class IngestRequest(StrictModel):
+    """A batch of events, applied in one transaction (all or nothing on invalid input)."""
+
+    events: Annotated[list[IdentifyRequest], Field(min_length=1, max_length=10_000)]
+
+
+# A location segment is echoed only when it is an array index, a name of the schema's shape
+# (field, header, policy key) or pydantic's ``[key]`` marker. Anything else is a key the caller
+# sent that the schema refused, and a key can be a value: ``{"traits": {"ann@x.de": 1}}``.
+_ECHOABLE_SEGMENT = re.compile(r"[a-z_][a-z0-9_-]{0,63}|\[key\]")
+
+
+def pointer_from_location(location: Iterable[int | str]) -> str:
+    """A JSON pointer for a pydantic error location, with unsafe segments replaced by ``*``."""
+    parts = [
+        str(p) if isinstance(p, int) or _ECHOABLE_SEGMENT.fullmatch(p) else "*"
+        for p in location
+        if p != "body"
+    ]
+    return "#/" + "/".join(parts) if parts else "#"
