@@ -5,9 +5,11 @@ COPY pyproject.toml README.md ./
 COPY identity ./identity
 COPY privacy ./privacy
 COPY api ./api
+COPY services ./services
+COPY stream ./stream
 # Wheels for idgraph and every dependency, so the runtime stage installs without a compiler
 # and without the sources.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j,kafka]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,7 +19,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/
     && mkdir -p /var/lib/idgraph \
     && chown idgraph:idgraph /var/lib/idgraph
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels 'idgraph[neo4j]' \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels 'idgraph[neo4j,kafka]' \
     && rm -rf /wheels
 WORKDIR /app
 COPY policies ./policies

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean \
-	kafka kafka-stop kafka-status
+	kafka kafka-stop kafka-status test-kafka
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ kafka-stop:
 
 kafka-status:
 	$(KAFKA_SERVER) status
+
+## The stream suites on a real broker, which the tests start on a free port and stop again
+## (or KAFKA_BOOTSTRAP=host:port to use a running one). Includes the slow SIGKILL soak.
+test-kafka: $(STAMP)
+	IDGRAPH_TEST_KAFKA=1 $(PY) -m pytest -m kafka -p no:cacheprovider tests/stream
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -119,7 +119,7 @@ def test_ports_are_published_on_localhost_only(compose: dict[str, Any]) -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} publicly"
 
 
-def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
+def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_and_kafka_extras() -> None:
     lines = [
         line.strip()
         for line in (ROOT / "Dockerfile").read_text().splitlines()
@@ -131,7 +131,10 @@ def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
     users = [line.split()[1] for line in final_stage if line.startswith("USER ")]
     assert users, "the runtime stage never drops root"
     assert users[-1] not in {"root", "0"}
-    assert any("[neo4j]" in line for line in lines)
+    assert any("[neo4j,kafka]" in line for line in lines)
+    # Every package the console script can import is in the image.
+    for package in ("identity", "privacy", "services", "api", "stream"):
+        assert f"COPY {package} ./{package}" in lines
     assert final_stage[-2:] == ['ENTRYPOINT ["idgraph"]', 'CMD ["serve", "--host", "0.0.0.0"]']
 
 
