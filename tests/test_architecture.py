@@ -88,3 +88,12 @@ def test_routers_hold_no_use_case_logic() -> None:
         if name in use_case_internals
     ]
     assert found == []
+
+
+def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
+    """``idgraph consume`` is found through an entry point: the CLI never imports stream/, and
+    stream/ never imports the web framework (nor the CLI)."""
+    assert _offenders("api", ("stream",)) == []
+    assert _offenders("services", ("stream",)) == []
+    assert _offenders("stream", ("fastapi", "starlette", "uvicorn", "cli")) == []
+    assert "stream.worker" in _imports(REPO / "stream" / "command.py")
