@@ -1,8 +1,8 @@
 """Outbound events for downstream tools: their kinds, versioned JSON documents and ids.
 
 Each event is built in the transaction that makes the change and stored in the graph's outbox
-(:class:`~identity.model.OutboundEvent`); a relay (``idgraph publish`` / ``idgraph consume
---publish``) sends it to Kafka and then deletes it. The documents follow the JSON Schemas in
+(:class:`~identity.model.OutboundEvent`); the relay of ``idgraph consume`` (``--publish``) sends
+it to Kafka and then deletes it. The documents follow the JSON Schemas in
 ``docs/schemas/`` (``$id`` = :data:`SCHEMA_BASE` + kind + version): a new field is a minor,
 compatible change within a version; renaming or removing one is a new version, published beside
 the old one for a deprecation period.

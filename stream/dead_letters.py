@@ -9,10 +9,10 @@ raw data stays where it already was, under the source topic's retention and acce
 The sender's message id is kept only as its keyed digest (the same one the graph stores), so a
 dead letter can be matched to a redelivery without the id itself, which may hold anything.
 
-Replaying after a fix (docs/kafka.md): ``idgraph consume --replay-dead-letters`` reads the
-dead-letter topic, fetches each referenced record from its source partition (while the source
-topic still retains it) and runs it through the same path again; a record that fails again is
-dead-lettered again with ``attempt`` + 1, one whose source has expired is reported as such.
+Replaying after a fix (docs/kafka.md, "Dead letters"): the referenced records are read again from
+their source partition while the source topic still retains them, by rewinding the group on
+that partition (``kafka-consumer-groups.sh --reset-offsets``) or by producing corrected records
+with the same message ids; records already applied are no-ops (message-id deduplication).
 """
 
 from __future__ import annotations

@@ -285,6 +285,7 @@ def _kill_mid_batch(
 ) -> None:
     rng = random.Random(17)
     group = f"g-kill-{topic}"
+    killed = 0
     for _ in range(kills):
         child = subprocess.Popen(
             _consume_command(bootstrap, topic, dlq, group, data_dir, "--batch-size", "50"),
@@ -304,8 +305,8 @@ def _kill_mid_batch(
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(30)
-        if _committed(bootstrap, group, topic, 1) >= records:
-            break
+        killed += 1
+        assert _committed(bootstrap, group, topic, 1) < records, f"all applied after {killed}"
     finish = subprocess.run(
         _consume_command(bootstrap, topic, dlq, group, data_dir, "--exit-when-idle", "4"),
         env=_env(data_dir),
@@ -316,6 +317,7 @@ def _kill_mid_batch(
     )
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert _committed(bootstrap, group, topic, 1) == records
+    assert killed == kills
 
 
 @pytest.mark.parametrize(
