@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean \
+.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean softhsm \
 	kafka kafka-stop kafka-status test-kafka
 
 $(STAMP): pyproject.toml
@@ -60,6 +60,13 @@ kafka-status:
 ## (or KAFKA_BOOTSTRAP=host:port to use a running one). Includes the slow SIGKILL soak.
 test-kafka: $(STAMP)
 	IDGRAPH_TEST_KAFKA=1 $(PY) -m pytest -m kafka -p no:cacheprovider tests/stream
+
+## SoftHSM2 from Debian for the PKCS#11 key-provider tests (tests/test_pkcs11.py); .ci/run uses it.
+softhsm:
+	@command -v softhsm2-util >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq softhsm2; }
+	@softhsm2-util --version
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

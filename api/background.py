@@ -60,6 +60,13 @@ async def background_jobs(container: Container, metrics: Metrics) -> AsyncIterat
                 _every(stop, settings.retention_interval_seconds, sweeper.run, "retention")
             )
         )
+    if settings.audit_head_interval_seconds > 0:
+        publisher = container.audit_heads  # built now: a missing key fails start-up
+        tasks.append(
+            asyncio.create_task(
+                _every(stop, settings.audit_head_interval_seconds, publisher.publish, "audit_head")
+            )
+        )
     try:
         yield
     finally:

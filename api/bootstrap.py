@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,15 +22,22 @@ from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from privacy.audiences import SqliteAudienceStore
-from privacy.audit import SqliteAuditLog
+from privacy.audit import PERSON_REF_INFO, SqliteAuditLog
+from privacy.audit_heads import HEAD_KEY_INFO, AuditHeadPublisher
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
 from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
+from privacy.cursors import CursorCodec
 from privacy.dsr.service import DsrService
 from privacy.erasure import ErasureService
 from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
-from privacy.keyprovider import LocalFileKeyProvider, check_kek_origin, create_kek_file
+from privacy.keyprovider import (
+    KeyProvider,
+    LocalFileKeyProvider,
+    check_kek_origin,
+    create_kek_file,
+)
 from privacy.policy_engine import PolicyEngine
 from privacy.pseudonyms import FeaturePseudonymizer
 from privacy.purposes import PurposesPolicy, check_purposes, load_purposes_policy
@@ -38,9 +46,12 @@ from privacy.retention import RetentionSweeper
 from privacy.scanning import PiiScanner, ScannerConfig
 from privacy.secretfile import read_secret_file
 from privacy.vault import SqliteVaultKeyStore, Vault
-from privacy.webhooks import SqliteReplayGuard
+from privacy.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
+
+if TYPE_CHECKING:
+    from privacy.pkcs11_provider import Pkcs11KeyProvider
 
 log = structlog.get_logger("idgraph.bootstrap")
 
@@ -93,6 +104,16 @@ class Container:
             self.audit,
             SqliteAudienceStore(self.settings.control_db_path),
             FeaturePseudonymizer(self.keyring),
+            CursorCodec(self.keyring),
+        )
+
+    @cached_property
+    def audit_heads(self) -> AuditHeadPublisher:
+        """Publishes signed audit heads (the background job calls it on a schedule)."""
+        return AuditHeadPublisher(
+            self.audit,
+            self.settings.resolved_audit_heads_file,
+            self.vault.reference_key(HEAD_KEY_INFO),
         )
 
     @cached_property
@@ -198,10 +219,53 @@ def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
     """The vault: wrapped data keys in their own SQLite file, KEKs from the local key file.
 
     Development creates a ``generated`` KEK file when missing; production refuses a missing or
-    generated KEK (made on purpose with ``idgraph keys create-kek-file``).
+    generated KEK (made on purpose with ``idgraph keys create-kek-file``). With
+    ``IDGRAPH_KEY_PROVIDER=pkcs11`` the KEKs are in an HSM instead (:func:`open_pkcs11_provider`).
     """
+    keys = SqliteVaultKeyStore(settings.vault_keys_path)
+    try:
+        vault = Vault(keys, open_key_provider(settings))
+        vault.check_keks()
+    except BaseException:
+        keys.close()
+        raise
+    return vault, keys
+
+
+def open_pkcs11_provider(settings: Settings) -> Pkcs11KeyProvider:
+    """The PKCS#11 (HSM) key provider named by the ``IDGRAPH_PKCS11_*`` settings."""
+    if settings.pkcs11_library is None or not settings.pkcs11_token_label:
+        raise ConfigurationError(
+            "IDGRAPH_KEY_PROVIDER=pkcs11 needs IDGRAPH_PKCS11_LIBRARY and "
+            "IDGRAPH_PKCS11_TOKEN_LABEL (and IDGRAPH_PKCS11_PIN)"
+        )
+    from privacy.pkcs11_provider import Pkcs11KeyProvider
+
+    pin = settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else ""
+    return Pkcs11KeyProvider(
+        settings.pkcs11_library,
+        settings.pkcs11_token_label,
+        pin,
+        settings.pkcs11_kek_label_prefix,
+    )
+
+
+def open_key_provider(settings: Settings) -> KeyProvider:
+    """The KEK provider: the local KEK file (default) or a PKCS#11 token."""
+    if settings.key_provider == "pkcs11":
+        return open_pkcs11_provider(settings)
     path = settings.resolved_kek_file
     production = settings.env is Environment.PRODUCTION
+    legacy = settings.data_dir / "kek.json"  # the default before the KEK moved out
+    if settings.kek_file is None and not path.exists() and legacy.exists():
+        if production:
+            raise ConfigurationError(
+                f"the KEK file is still at its old default {legacy}, next to the vault key file. "
+                f"Move it out of the data dir (to {path}, or set IDGRAPH_KEK_FILE); see "
+                "docs/keys.md"
+            )
+        log.warning("kek_in_data_dir", path=str(legacy), move_to=str(path))
+        path = legacy
     if not path.exists():
         if production:
             raise ConfigurationError(
@@ -216,8 +280,38 @@ def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
         )
     provider = LocalFileKeyProvider(path)
     check_kek_origin(provider.primary_origin, production=production)
-    keys = SqliteVaultKeyStore(settings.vault_keys_path)
-    return Vault(keys, provider), keys
+    if production:
+        check_kek_apart_from_vault(
+            path, settings.vault_keys_path, allow_same_volume=settings.kek_shares_volume_with_vault
+        )
+    return provider
+
+
+def check_kek_apart_from_vault(kek: Path, vault_keys: Path, *, allow_same_volume: bool) -> None:
+    """Refuse a KEK file kept with the wrapped data keys (production).
+
+    The two together decrypt every value, shredded persons included, so a backup holding both
+    defeats crypto-shredding for as long as it is kept. Same directory: always refused. Same
+    filesystem (``st_dev``: one volume, one snapshot): refused unless the operator sets
+    ``IDGRAPH_KEK_SHARES_VOLUME_WITH_VAULT=true`` to say backups never capture both.
+    """
+    kek_dir = kek.absolute().parent.resolve()
+    vault_dir = vault_keys.absolute().parent
+    vault_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    vault_dir = vault_dir.resolve()
+    if kek_dir == vault_dir:
+        raise ConfigurationError(
+            f"the KEK file {kek} is in the same directory as the vault key file {vault_keys}; "
+            "production refuses this (one backup would decrypt everything). Set "
+            "IDGRAPH_KEK_FILE to a path on another volume or a mounted secret (docs/keys.md)."
+        )
+    if not allow_same_volume and kek_dir.stat().st_dev == vault_dir.stat().st_dev:
+        raise ConfigurationError(
+            f"the KEK file {kek} is on the same filesystem as the vault key file {vault_keys}; "
+            "production refuses this (a volume backup or snapshot would hold both). Mount the "
+            "KEK from another volume or a secret, or set IDGRAPH_KEK_SHARES_VOLUME_WITH_VAULT="
+            "true if your backups never capture both (docs/keys.md)."
+        )
 
 
 def open_store(settings: Settings) -> GraphStore:
@@ -299,6 +393,9 @@ def build_webhook_sources(
                     "or IDGRAPH_WEBHOOK_SECRETS_FILE"
                 )
             log.warning("webhook_source_without_secret", source=name, note="deliveries refused")
+        if settings.env is Environment.PRODUCTION:
+            for key in keys:
+                refuse_published_secret(key, f"webhook source {name!r}")
         sources[name] = WebhookSource(name, tuple(keys), build_mapper(config))
     build_verifiers(sources.values())  # a bad secret stops start-up, not every delivery
     return sources
@@ -325,7 +422,9 @@ def build_container(settings: Settings) -> Container:
         vault_keys.close()
         raise
     try:
-        audit = SqliteAuditLog(settings.audit_db_path)
+        audit = SqliteAuditLog(
+            settings.audit_db_path, person_ref_key=vault.reference_key(PERSON_REF_INFO)
+        )
     except Exception:
         store.close()
         vault_keys.close()

@@ -12,6 +12,7 @@ then also detects truncation and a full rewrite of everything up to that entry (
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -21,6 +22,7 @@ from rich.console import Console
 from api.settings import Settings
 from identity.errors import IdGraphError
 from privacy.audit import AuditHead, SqliteAuditLog
+from privacy.audit_heads import HEAD_KEY_INFO, read_signed_heads
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 _out = Console()
@@ -59,9 +61,17 @@ def verify(
         Optional[str],  # noqa: UP045 - typer needs Optional
         typer.Option(help="SEQ:DIGEST recorded earlier with `idgraph audit head`."),
     ] = None,
+    heads: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional
+        typer.Option(help="Signed heads file (IDGRAPH_AUDIT_HEADS_FILE); checks the newest."),
+    ] = None,
 ) -> None:
     """Recompute the chain; exit 1 naming the first edited, deleted or reordered entry."""
+    if anchor is not None and heads is not None:
+        raise typer.BadParameter("give --anchor or --heads, not both")
     head = parse_anchor(anchor) if anchor is not None else None
+    if heads is not None:
+        head = _newest_signed_head(heads)
     log = _open()
     try:
         result = log.verify(anchor=head)
@@ -76,6 +86,23 @@ def verify(
         f"({result.entries_checked} entries verified before it)"
     )
     raise typer.Exit(1)
+
+
+def _newest_signed_head(path: Path) -> AuditHead | None:
+    """The newest head of a signed heads file; exit 1 if any line is forged or edited."""
+    from api.bootstrap import open_vault  # the signing key is a vault reference subkey
+
+    vault, keys = open_vault(Settings())
+    try:
+        key = vault.reference_key(HEAD_KEY_INFO)
+    finally:
+        keys.close()
+    try:
+        signed = read_signed_heads(path, key)
+    except IdGraphError as exc:
+        _out.print(f"BROKEN: {exc}")
+        raise typer.Exit(1) from None
+    return signed[-1].head if signed else None
 
 
 @audit_app.command()

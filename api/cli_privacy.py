@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from api.bootstrap import build_container
+from api.bootstrap import build_container, open_pkcs11_provider
 from api.settings import Settings
 from identity.errors import IdGraphError
 from identity.model import FactStatus
@@ -68,7 +68,14 @@ def register_key_commands(keys_app: typer.Typer) -> None:
         `idgraph keys rewrap`.
         """
         settings = _settings()
-        kek_id = rotate_kek_file(settings.resolved_kek_file)
+        if settings.key_provider == "pkcs11":
+            hsm = open_pkcs11_provider(settings)
+            try:
+                kek_id = hsm.create_kek()  # generated inside the token, never extractable
+            finally:
+                hsm.close()
+        else:
+            kek_id = rotate_kek_file(settings.resolved_kek_file)
         console.print(f"new primary KEK {kek_id}")
         _rewrap(settings, batch_size, retire_old)
 
@@ -118,26 +125,45 @@ def register_key_commands(keys_app: typer.Typer) -> None:
 
 def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
     container = build_container(settings)
+    retired: tuple[str, ...] = ()
     try:
         counts = container.vault.count_by_kek()
         with _progress("re-wrapping") as progress:
             task = progress.add_task("rewrap", total=sum(counts.values()))
-            report = container.vault.rewrap(
-                batch_size, progress=lambda n: progress.update(task, completed=n)
-            )
-        remaining = container.vault.count_by_kek()
+            step = lambda n: progress.update(task, completed=n)  # noqa: E731
+            if retire_old:
+                # Retire first, then re-wrap: from the retirement on, no process can store a
+                # key under an old KEK, so removing it below cannot strand a key.
+                retirement = container.vault.retire_old_keks(batch_size, progress=step)
+                kek_id, rewrapped, retired = (
+                    retirement.kek_id,
+                    retirement.rewrapped,
+                    retirement.retired,
+                )
+            else:
+                report = container.vault.rewrap(batch_size, progress=step)
+                kek_id, rewrapped = report.kek_id, report.rewrapped
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     finally:
         container.close()
-    out.print(
-        f"re-wrapped {report.rewrapped} data key(s) under {report.kek_id} "
-        f"({report.already_current} already there)"
-    )
-    if retire_old:
-        path = settings.resolved_kek_file
-        for kek_id in read_kek_file(path).kek_ids:
-            if kek_id != report.kek_id and remaining.get(kek_id, 0) == 0:
-                remove_kek(path, kek_id)
-                out.print(f"removed unused KEK {kek_id}")
+    out.print(f"re-wrapped {rewrapped} data key(s) under {kek_id}")
+    if settings.key_provider == "pkcs11":
+        hsm = open_pkcs11_provider(settings)
+        try:
+            for old in retired:
+                if hsm.holds(old):
+                    hsm.destroy_kek(old)
+                    out.print(f"removed retired KEK {old}")
+        finally:
+            hsm.close()
+        return
+    path = settings.resolved_kek_file
+    for old in retired:
+        if old in read_kek_file(path).kek_ids:
+            remove_kek(path, old)
+            out.print(f"removed retired KEK {old}")
 
 
 @quarantine_app.command("list")

@@ -18,7 +18,7 @@ from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
 from privacy.dsr.store import SqliteDsrStore
 from privacy.erasure import ErasureService
 from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
-from privacy.webhooks import parse_secret
+from privacy.webhooks import parse_secret, refuse_published_secret
 
 if TYPE_CHECKING:
     from api.bootstrap import Container
@@ -46,11 +46,18 @@ def dsr_config(settings: Settings) -> DsrConfig:
         except (ValueError, ConfigurationError) as exc:
             raise ConfigurationError(f"IDGRAPH_DSR_CALLBACK_SECRET: {exc}") from None
         callback_secrets = (secret,)
+    destinations = parse_destinations(raw, allow_http=allow_http)
+    if settings.env is Environment.PRODUCTION:
+        for secret in callback_secrets:
+            refuse_published_secret(secret, "IDGRAPH_DSR_CALLBACK_SECRET")
+        for destination in destinations.values():
+            for secret in destination.secrets:
+                refuse_published_secret(secret, f"IDGRAPH_DSR_DESTINATIONS.{destination.name}")
     return DsrConfig(
         deadlines=deadlines,
         default_regulation=settings.dsr_default_regulation,
         export_ttl=timedelta(seconds=settings.dsr_export_ttl_seconds),
-        destinations=parse_destinations(raw, allow_http=allow_http),
+        destinations=destinations,
         callback_secrets=callback_secrets,
         allow_http_callbacks=allow_http,
         webhook_max_attempts=settings.dsr_webhook_max_attempts,

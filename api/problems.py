@@ -30,6 +30,7 @@ from identity.errors import (
     StoreUnavailableError,
 )
 from privacy.consent.recording import ConsentAuditError
+from privacy.cursors import InvalidCursorError
 from privacy.dsr.model import (
     DsrConflictError,
     DsrNotFoundError,
@@ -68,6 +69,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (NotReadableError, 404, "Not found"),
     (AudienceNotFoundError, 404, "Audience not found"),
     (RateLimitedError, 429, "Too many requests"),
+    (InvalidCursorError, 400, "Invalid cursor"),
     (BatchValidationError, 422, "Invalid input"),
     (InvalidFieldError, 422, "Invalid input"),
     (InputLimitError, 422, "Input limit exceeded"),

@@ -47,8 +47,18 @@ class Settings(BaseSettings):
     neo4j_database: str = "neo4j"
 
     policy_dir: Path = Path("policies")
-    # Key-encryption keys of the vault (JSON, 0600). Default: <data dir>/kek.json.
+    # Key-encryption keys of the vault (JSON, 0600). Default: <data dir>-kek/kek.json, a sibling
+    # of the data dir, never inside it: a backup of the data dir must not hold the KEK too.
     kek_file: Path | None = None
+    # Production refuses a KEK file on the same filesystem (volume) as vault-keys.sqlite3 unless
+    # this acknowledges that no backup of that filesystem ever holds both (docs/keys.md).
+    kek_shares_volume_with_vault: bool = False
+    # Where the KEKs are: the KEK file above, or a PKCS#11 token (an HSM; docs/keys.md).
+    key_provider: Literal["file", "pkcs11"] = "file"
+    pkcs11_library: Path | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_kek_label_prefix: Annotated[str, Field(min_length=1, max_length=32)] = "idgraph-kek-"
     # PII scanning of attribute and event values. Off only for benchmarks; production refuses off.
     pii_scan: bool = True
     hash_key_file: Path | None = None
@@ -111,6 +121,10 @@ class Settings(BaseSettings):
     # facts no purpose may read are kept this many days for review, then deleted.
     retention_inactive_person_days: Annotated[int, Field(ge=0, le=36_500)] = 0
     retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
+    # Signed audit heads (privacy/audit_heads.py): every this many seconds to the log and to
+    # the heads file (default <data dir>/audit-heads.jsonl; better on another volume). 0 = off.
+    audit_head_interval_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    audit_heads_file: Path | None = None
     # The in-process retention schedule; 0 = off (run `idgraph retention run` from cron).
     retention_interval_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
 
@@ -144,8 +158,16 @@ class Settings(BaseSettings):
 
     @property
     def resolved_kek_file(self) -> Path:
-        """Where the vault's key-encryption keys are (default: in the data dir)."""
-        return self.kek_file or self.data_dir / "kek.json"
+        """Where the vault's key-encryption keys are (default: ``<data dir>-kek/kek.json``).
+
+        Outside the data dir on purpose: the data dir holds ``vault-keys.sqlite3`` (the wrapped
+        data keys), and one backup holding both decrypts everything, shredded persons included
+        (for as long as that backup lives), which defeats crypto-shredding.
+        """
+        if self.kek_file is not None:
+            return self.kek_file
+        data = self.data_dir.absolute()
+        return data.parent / f"{data.name}-kek" / "kek.json"
 
     @property
     def vault_keys_path(self) -> Path:
@@ -167,6 +189,11 @@ class Settings(BaseSettings):
     def audit_db_path(self) -> Path:
         """The SQLite file of the hash-chained audit log (policy decisions, consent, DSRs)."""
         return self.data_dir / "audit.sqlite3"
+
+    @property
+    def resolved_audit_heads_file(self) -> Path:
+        """Where signed audit heads are appended (default: in the data dir)."""
+        return self.audit_heads_file or self.data_dir / "audit-heads.jsonl"
 
     @property
     def dsr_db_path(self) -> Path:

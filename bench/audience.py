@@ -74,7 +74,8 @@ from identity.policy import load_identity_policy  # noqa: E402
 from identity.resolution import ResolutionEngine  # noqa: E402
 from identity.store.sqlite import SqliteGraphStore  # noqa: E402
 from privacy.audiences import AudienceRules, EventRule, SqliteAudienceStore  # noqa: E402
-from privacy.audit import AuditDraft, SqliteAuditLog  # noqa: E402
+from privacy.audit import PERSON_REF_INFO, AuditDraft, SqliteAuditLog  # noqa: E402
+from privacy.cursors import CursorCodec  # noqa: E402
 from privacy.facts import load_facts_policy  # noqa: E402
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
 from privacy.policy_engine import Caller, PolicyEngine  # noqa: E402
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             marker.write_text(wanted)
             print(f"  built in {time.perf_counter() - started:.1f} s: {store.stats()}")
         purposes = load_purposes_policy(policies / "purposes.yaml")
-        audit = SqliteAuditLog(work / "audit.sqlite3")
+        audit = SqliteAuditLog(
+            work / "audit.sqlite3", person_ref_key=vault.reference_key(PERSON_REF_INFO)
+        )
         reads = ReadService(
             store,
             vault,
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             audit,
             SqliteAudienceStore(work / "control.sqlite3"),
             FeaturePseudonymizer(keyring),
+            CursorCodec(keyring),
             max_scan=max(args.persons + args.profiles, 1),
         )
         caller = Caller("bench", frozenset({PURPOSE}), "bench")

@@ -59,6 +59,7 @@ operator's ad-hoc SQL), not an attacker, who can drop them; the chain is what ca
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import sqlite3
@@ -71,7 +72,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple
 
-from identity.errors import StoreUnavailableError
+from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.store.sqlite_support import connect_private, migrate_schema, transaction
 from privacy.redaction import redact_text
 
@@ -375,9 +376,12 @@ class SqliteAuditLog:
         path: Path,
         clock: Callable[[], datetime] = _now,
         busy_timeout_ms: int = 10_000,
+        person_ref_key: bytes | None = None,
     ) -> None:
         self.path = path
         self._clock = clock
+        # None: this instance only verifies or lists (CLI, checks); writers pass the key.
+        self._person_ref_key = person_ref_key
         self._conn = _connect_private(path, busy_timeout_ms)
         try:
             self._migrate()
@@ -600,6 +604,12 @@ class SqliteAuditLog:
                 return candidate
         return None
 
+    def person_ref(self, person_id: str) -> str:
+        """This log's keyed reference to ``person_id`` (see :func:`person_ref`)."""
+        if self._person_ref_key is None:
+            raise ConfigurationError("this audit log was opened without the person-ref key")
+        return person_ref(person_id, self._person_ref_key)
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
@@ -621,17 +631,22 @@ def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def person_ref(person_id: str) -> str:
-    """The audit log's reference to a person: ``r_`` + 24 hex of SHA-256 over the person id.
+PERSON_REF_INFO = b"idgraph-audit-person-ref/1"
+
+
+def person_ref(person_id: str, key: bytes) -> str:
+    """The audit log's reference to a person: ``r_`` + 24 hex of HMAC-SHA256(key, person id).
 
     Why not the person id itself: after an erasure nothing anywhere may contain the erased
     person's id (the hidden-state check greps every file for it), yet the audit log is
-    append-only and must keep that reads and consent changes happened. Person ids are 96 random
-    bits, so the digest cannot be reversed by guessing; while the person exists, an access
-    request finds its entries by computing the same reference. No key is needed (verification
-    and access exports work from the file alone).
+    append-only and must keep that reads and consent changes happened. Why keyed: person ids
+    travel to downstream tools (audience pages), so with an unkeyed digest anyone who kept an
+    erased person's id could find that person's audit history. ``key`` is the vault's reference
+    subkey for ``PERSON_REF_INFO`` (:meth:`privacy.vault.Vault.reference_key`): only a holder of
+    the vault key file and the KEK computes it, and it does not change when the hash key or the
+    KEK rotates, so an access request still finds old entries. Verification needs no key.
     """
-    digest = hashlib.sha256(b"idgraph-audit-person/1\x00" + person_id.encode()).hexdigest()
+    digest = hmac.new(key, person_id.encode(), hashlib.sha256).hexdigest()
     return "r_" + digest[:24]
 
 

@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 from identity.errors import ConfigurationError
 from identity.hashing import MIN_KEY_BYTES, HashKey, Keyring
-from privacy.secretfile import b64url_decode, b64url_encode, read_secret_file, write_secret_file
+from privacy.secretfile import (
+    b64url_decode,
+    b64url_encode,
+    create_secret_file,
+    read_secret_file,
+    secret_file_lock,
+    write_secret_file,
+)
 
 FORMAT = "idgraph-hash-keys/1"
 Origin = Literal["generated", "operator"]
@@ -62,7 +69,13 @@ class HashKeyFile:
 def new_key_id(now: datetime | None = None) -> str:
     """A fresh key id: date plus random suffix; readable in logs, unique enough to rotate daily."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
-    return f"hk-{stamp}-{secrets.token_hex(3)}"
+    # The suffix always has a letter: an all-digit one makes "20261202-045123", which the log
+    # and audit filters take for a phone number (about 6% of ids did, and the features
+    # read's audit entry, which names the key, was then refused).
+    suffix = secrets.token_hex(3)
+    while suffix.isdigit():
+        suffix = secrets.token_hex(3)
+    return f"hk-{stamp}-{suffix}"
 
 
 def _entry(key_id: str, origin: Origin) -> KeyFileEntry:
@@ -134,18 +147,17 @@ def read_key_file(path: Path) -> HashKeyFile:
 
 def create_key_file(path: Path, origin: Origin) -> HashKeyFile:
     """Create a key file with one new key; refuses to overwrite an existing file."""
-    if path.exists():
-        raise ConfigurationError(f"hash key file {path} already exists; refusing to overwrite it")
     entry = _entry(new_key_id(), origin)
     keys = HashKeyFile(entry.key.key_id, (entry,))
-    write_key_file(path, keys)
+    create_secret_file(path, dump_key_document(keys), "hash key file")
     return keys
 
 
 def rotate_key_file(path: Path) -> HashKeyFile:
     """Add a new operator key and make it primary; old keys stay for lookups."""
-    current = read_key_file(path)
-    entry = _entry(new_key_id(), "operator")
-    rotated = HashKeyFile(entry.key.key_id, (*current.entries, entry))
-    write_key_file(path, rotated)
+    with secret_file_lock(path):
+        current = read_key_file(path)
+        entry = _entry(new_key_id(), "operator")
+        rotated = HashKeyFile(entry.key.key_id, (*current.entries, entry))
+        write_key_file(path, rotated)
     return rotated

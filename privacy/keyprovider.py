@@ -66,7 +66,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from identity.errors import ConfigurationError, IdGraphError
-from privacy.secretfile import b64url_decode, b64url_encode, read_secret_file, write_secret_file
+from privacy.secretfile import (
+    b64url_decode,
+    b64url_encode,
+    create_secret_file,
+    read_secret_file,
+    secret_file_lock,
+    write_secret_file,
+)
 
 FORMAT = "idgraph-kek/1"
 Origin = Literal["generated", "operator"]
@@ -134,6 +141,25 @@ class KeyProvider(Protocol):
         """Decrypt a wrapped key; raises :class:`KeyProviderError` if it does not authenticate."""
         ...
 
+    @property
+    def kek_ids(self) -> tuple[str, ...]:
+        """Every KEK this provider holds (rotation retires all but the current one)."""
+        ...
+
+    def holds(self, kek_id: str) -> bool:
+        """Whether this provider can unwrap keys wrapped under ``kek_id`` (start-up checks that
+        every KEK named by a data key is held, so a missing KEK stops the service, not a read)."""
+        ...
+
+    def reload(self) -> None:
+        """Pick up a rotation made elsewhere (a new primary, KEKs added or removed).
+
+        The vault calls it when the key file refuses a key wrapped under a retired KEK and when
+        a data key names a KEK this provider does not know yet, so a running service follows a
+        rotation without a restart.
+        """
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class KekEntry:
@@ -166,7 +192,13 @@ class KekFile:
 def new_kek_id(now: datetime | None = None) -> str:
     """A fresh KEK id: date plus random suffix; readable in logs, unique enough to rotate daily."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
-    return f"kek-{stamp}-{secrets.token_hex(3)}"
+    # The suffix always has a letter: an all-digit one makes "20261202-045123", which the log
+    # and audit filters take for a phone number (about 6% of ids did, and the features
+    # read's audit entry, which names the key, was then refused).
+    suffix = secrets.token_hex(3)
+    while suffix.isdigit():
+        suffix = secrets.token_hex(3)
+    return f"kek-{stamp}-{suffix}"
 
 
 def _entry(origin: Origin) -> KekEntry:
@@ -246,19 +278,18 @@ def read_kek_file(path: Path) -> KekFile:
 
 def create_kek_file(path: Path, origin: Origin) -> KekFile:
     """Create a KEK file with one new KEK; refuses to overwrite an existing file."""
-    if path.exists():
-        raise ConfigurationError(f"KEK file {path} already exists; refusing to overwrite it")
     entry = _entry(origin)
     keks = KekFile(entry.kek_id, (entry,))
-    write_kek_file(path, keks)
+    create_secret_file(path, dump_kek_document(keks), "KEK file")
     return keks
 
 
 def rotate_kek_file(path: Path) -> str:
     """Add a new operator KEK and make it primary; returns its id. Old KEKs stay for unwrapping."""
-    current = read_kek_file(path)
-    entry = _entry("operator")
-    write_kek_file(path, KekFile(entry.kek_id, (*current.entries, entry)))
+    with secret_file_lock(path):
+        current = read_kek_file(path)
+        entry = _entry("operator")
+        write_kek_file(path, KekFile(entry.kek_id, (*current.entries, entry)))
     return entry.kek_id
 
 
@@ -269,13 +300,15 @@ def remove_kek(path: Path, kek_id: str) -> KekFile:
     :meth:`~privacy.vault.Vault.count_by_kek` shows no data key under ``kek_id``: a data key still
     wrapped under a removed KEK is unreadable (which is crypto-shredding, by accident).
     """
-    current = read_kek_file(path)
-    if kek_id == current.primary:
-        raise ConfigurationError(f"KEK {kek_id!r} is the primary; rotate before removing it")
-    if kek_id not in current.kek_ids:
-        raise ConfigurationError(f"KEK {kek_id!r} is not in {path}")
-    remaining = KekFile(current.primary, tuple(e for e in current.entries if e.kek_id != kek_id))
-    write_kek_file(path, remaining)
+    with secret_file_lock(path):
+        current = read_kek_file(path)
+        if kek_id == current.primary:
+            raise ConfigurationError(f"KEK {kek_id!r} is the primary; rotate before removing it")
+        if kek_id not in current.kek_ids:
+            raise ConfigurationError(f"KEK {kek_id!r} is not in {path}")
+        kept = tuple(e for e in current.entries if e.kek_id != kek_id)
+        remaining = KekFile(current.primary, kept)
+        write_kek_file(path, remaining)
     return remaining
 
 
@@ -288,25 +321,54 @@ def check_kek_origin(origin: Origin, *, production: bool) -> None:
         )
 
 
-def _wrap_aad(kek_id: str, aad: bytes) -> bytes:
+def wrap_aad(kek_id: str, aad: bytes) -> bytes:
+    """The AAD of a KEK wrap: domain prefix, KEK id, then the caller's AAD (every provider)."""
     return _WRAP_AAD_PREFIX + kek_id.encode() + b"\x00" + aad
 
 
 class LocalFileKeyProvider:
     """:class:`KeyProvider` whose KEKs are in a local JSON file (development, single host).
 
-    The file is read once, at construction; after :func:`rotate_kek_file` build a new provider.
-    AES-GCM objects are stateless per call, so one provider is safe to share between threads.
+    The file is read at construction and again whenever it changes (its inode, size or mtime
+    differ, checked with one ``stat`` before each wrap) or :meth:`reload` is called, so a running
+    service follows ``idgraph keys rotate-kek`` without a restart. AES-GCM objects are stateless
+    per call and the loaded state is swapped in one assignment, so one provider is safe to share
+    between threads.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = read_kek_file(path)
-        self._keks = {e.kek_id: AESGCM(e.secret) for e in self._file.entries}
+        self._state = self._read()
+
+    def _signature(self) -> tuple[int, int, int]:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return (0, 0, 0)  # gone: keep what is loaded (a read would fail the same way)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _read(self) -> tuple[KekFile, dict[str, AESGCM], tuple[int, int, int]]:
+        signature = self._signature()
+        keks = read_kek_file(self.path)
+        return keks, {e.kek_id: AESGCM(e.secret) for e in keks.entries}, signature
+
+    @property
+    def _file(self) -> KekFile:
+        return self._state[0]
+
+    def reload(self) -> None:
+        """Re-read the KEK file (see :meth:`KeyProvider.reload`)."""
+        self._state = self._read()
+
+    def _follow_changes(self) -> None:
+        signature = self._signature()
+        if signature != (0, 0, 0) and signature != self._state[2]:
+            self._state = self._read()
 
     @property
     def current_kek_id(self) -> str:
-        """The primary KEK of the file."""
+        """The primary KEK of the file (as of the last check)."""
+        self._follow_changes()
         return self._file.primary
 
     @property
@@ -324,6 +386,10 @@ class LocalFileKeyProvider:
         """Every KEK this provider can unwrap with."""
         return self._file.kek_ids
 
+    def holds(self, kek_id: str) -> bool:
+        """Whether the file holds ``kek_id``."""
+        return kek_id in self._state[1]
+
     def wrap(self, data_key: bytes, aad: bytes) -> WrappedKey:
         """AES-256-GCM-encrypt ``data_key`` under the primary KEK.
 
@@ -333,24 +399,31 @@ class LocalFileKeyProvider:
         The AAD binds the KEK id and the caller's ``aad`` (the owner), so a wrapped key copied to
         another owner's row does not unwrap.
         """
-        kek_id = self._file.primary
+        self._follow_changes()
+        keks, ciphers, _ = self._state
+        kek_id = keks.primary
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._keks[kek_id].encrypt(nonce, data_key, _wrap_aad(kek_id, aad))
+        sealed = ciphers[kek_id].encrypt(nonce, data_key, wrap_aad(kek_id, aad))
         return WrappedKey(kek_id, _WRAP_VERSION + nonce + sealed)
 
     def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
         """Decrypt a key wrapped by :meth:`wrap` under any KEK still in the file."""
-        kek = self._keks.get(wrapped.kek_id)
+        kek = self._state[1].get(wrapped.kek_id)
         if kek is None:
             raise KekNotFoundError(wrapped.kek_id)
-        blob = wrapped.blob
-        if len(blob) < 1 + NONCE_BYTES + _TAG_BYTES or blob[:1] != _WRAP_VERSION:
-            raise WrappedKeyInvalidError("wrapped data key has an unknown format")
-        nonce, sealed = blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
-        try:
-            return kek.decrypt(nonce, sealed, _wrap_aad(wrapped.kek_id, aad))
-        except InvalidTag:
-            raise WrappedKeyInvalidError(
-                "wrapped data key failed authentication (altered, moved to another owner, or "
-                "a different KEK under the same id)"
-            ) from None
+        return _unseal(kek, wrapped, aad)
+
+
+def _unseal(kek: AESGCM, wrapped: WrappedKey, aad: bytes) -> bytes:
+    # Open a blob made by LocalFileKeyProvider.wrap with the AES-GCM KEK kek.
+    blob = wrapped.blob
+    if len(blob) < 1 + NONCE_BYTES + _TAG_BYTES or blob[:1] != _WRAP_VERSION:
+        raise WrappedKeyInvalidError("wrapped data key has an unknown format")
+    nonce, sealed = blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
+    try:
+        return kek.decrypt(nonce, sealed, wrap_aad(wrapped.kek_id, aad))
+    except InvalidTag:
+        raise WrappedKeyInvalidError(
+            "wrapped data key failed authentication (altered, moved to another owner, or "
+            "a different KEK under the same id)"
+        ) from None

@@ -18,9 +18,10 @@ A denied read and a read of an unknown person raise the same :class:`NotReadable
 API answers both with the same 404 body), so a caller learns nothing about whether a person it
 may not read exists; the audit records the true reason.
 
-Audit entries (``privacy.audit``): ``actor`` is the API key id, ``person_id`` is always
-:func:`privacy.audit.person_ref` of the person id (never the id itself: an erasure must leave no
-person id anywhere), ``details`` hold counts and opaque ids only, never values or identifiers.
+Audit entries (``privacy.audit``): ``actor`` is the API key id, ``person_id`` is always the keyed
+:meth:`privacy.audit.SqliteAuditLog.person_ref` of the person id (never the id itself: an erasure
+must leave no person id anywhere), ``details`` hold counts and opaque ids only, never values or
+identifiers.
 
 * ``read.profile``: one entry per read, allow or deny, with the reason (``consent_granted``,
   ``no_consent``, ``no_such_person``, ...) and the number of fields returned and withheld by
@@ -35,14 +36,14 @@ person id anywhere), ``details`` hold counts and opaque ids only, never values o
 Paging: a page scans persons in person-id order from the cursor and returns up to ``limit``
 members. The scan stops after :attr:`ReadService.max_scan` persons even if the page is not full,
 so one request never walks the whole graph: **a page may be short or empty and still have a
-next cursor; the end is a ``null`` cursor**. The cursor is the last person id examined, base64url
-encoded (opaque to callers, validated on the way back in).
+next cursor; the end is a ``null`` cursor**. The cursor holds the last person id examined, sealed
+with AES-GCM and bound to the API key, consumer, endpoint, purpose and audience, with an expiry
+(:mod:`privacy.cursors`): it reveals no person id, and a forged, altered, expired or borrowed
+cursor is refused (400).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -71,8 +72,8 @@ from privacy.audit import (
     Decision,
     SqliteAuditLog,
     api_key_actor,
-    person_ref,
 )
+from privacy.cursors import CursorCodec, CursorScope, InvalidCursorError
 from privacy.facts import FactsPolicy
 from privacy.policy_engine import (
     IDENTIFIER_CATEGORY,
@@ -90,7 +91,6 @@ from privacy.vault import Vault
 MAX_PAGE = 1_000
 DEFAULT_MAX_SCAN = 20_000
 _MIN_CHUNK = 250
-_CURSOR_PREFIX = b"c1:"
 _PERSON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 
 
@@ -150,47 +150,10 @@ class AudienceNotFoundError(IdGraphError):
         super().__init__("no audience with this id")
 
 
-class InvalidCursorError(InvalidFieldError):
-    """A paging cursor that this service did not issue (422)."""
-
-    code = "invalid-cursor"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "invalid_cursor",
-            "not a cursor from a previous page; omit it to start",
-            "#/query/cursor",
-        )
-
-
 class NothingToReadError(InvalidFieldError):
     """The purpose exports nothing of the kind asked for (no features, no activation types)."""
 
     code = "nothing-to-read"
-
-
-# -- cursors ----------------------------------------------------------------------------------
-
-
-def encode_cursor(person_id: str) -> str:
-    """The opaque cursor for "after ``person_id``"."""
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + person_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> str:
-    """The person id a cursor stands for (``""``: from the start); 422 if it is not one of ours."""
-    if not cursor:
-        return ""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidCursorError from None
-    if not raw.startswith(_CURSOR_PREFIX):
-        raise InvalidCursorError
-    person_id = raw[len(_CURSOR_PREFIX) :].decode("ascii", "replace")
-    if not _PERSON_ID.fullmatch(person_id):
-        raise InvalidCursorError
-    return person_id
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -289,8 +252,9 @@ class _ScanResult:
     denied: Counter[str] = field(default_factory=Counter)
 
     @property
-    def next_cursor(self) -> str | None:
-        return None if self.exhausted else encode_cursor(self.last)
+    def next_position(self) -> str | None:
+        """Where the next page starts (sealed into a cursor by the caller); ``None``: the end."""
+        return None if self.exhausted else self.last
 
 
 def _latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
@@ -334,6 +298,7 @@ class ReadService:
         audit: SqliteAuditLog,
         audiences: SqliteAudienceStore,
         pseudonyms: FeaturePseudonymizer,
+        cursors: CursorCodec,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_scan: int = DEFAULT_MAX_SCAN,
     ) -> None:
@@ -344,6 +309,7 @@ class ReadService:
         self._audit = audit
         self._audiences = audiences
         self._pseudonyms = pseudonyms
+        self._cursors = cursors
         self._clock = clock
         self.max_scan = max_scan
 
@@ -394,7 +360,7 @@ class ReadService:
         reason: str,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        ref = person_ref(person_id) if person_id is not None else None
+        ref = self._audit.person_ref(person_id) if person_id is not None else None
         self._audit.append(
             [
                 AuditDraft(
@@ -580,7 +546,7 @@ class ReadService:
         result: _ScanResult,
         extra: Mapping[str, Any],
     ) -> None:
-        refs = [person_ref(m.row.person_id) for m in result.members]
+        refs = [self._audit.person_ref(m.row.person_id) for m in result.members]
         summary: dict[str, Any] = {
             **extra,
             "scanned": result.scanned,
@@ -633,7 +599,10 @@ class ReadService:
         if audience is None:
             raise AudienceNotFoundError
         self.admit(caller, audience.purpose, ReadAction.AUDIENCE)
-        after = decode_cursor(cursor)
+        scope = CursorScope(
+            "audience_members", caller.key_id, caller.consumer, audience.purpose, audience_id
+        )
+        after = self._open_cursor(scope, cursor)
         scan = self._audience_scan(audience, self._clock())
         result = self._scan(caller, audience.purpose, scan, audience.rules, after, limit)
         self._audit_page(
@@ -643,7 +612,7 @@ class ReadService:
             audience_id,
             audience.purpose,
             tuple(m.row.person_id for m in result.members),
-            result.next_cursor,
+            self._seal_cursor(scope, result),
             result.scanned,
         )
 
@@ -743,7 +712,8 @@ class ReadService:
                 f"purpose {purpose_id!r} lists no features in purposes.yaml",
                 "#/query/purpose",
             )
-        after = decode_cursor(cursor)
+        scope = CursorScope("features", caller.key_id, caller.consumer, purpose_id)
+        after = self._open_cursor(scope, cursor)
         scan = MemberScan(attribute_names=purpose.features, consent_purposes=(purpose_id,))
         result = self._scan(caller, purpose_id, scan, None, after, limit)
         empty = [m for m in result.members if not m.values]
@@ -765,8 +735,28 @@ class ReadService:
             for m in result.members
         )
         return FeaturePage(
-            purpose_id, purpose.features, rows, result.next_cursor, self._pseudonyms.key_id
+            purpose_id,
+            purpose.features,
+            rows,
+            self._seal_cursor(scope, result),
+            self._pseudonyms.key_id,
         )
+
+    # -- cursors --------------------------------------------------------------------------
+
+    def _open_cursor(self, scope: CursorScope, cursor: str | None) -> str:
+        # Authenticated (privacy.cursors), so the position is one this service chose; the
+        # pattern check is defence in depth before it reaches a store query.
+        after = self._cursors.open(scope, cursor)
+        if after and not _PERSON_ID.fullmatch(after):
+            raise InvalidCursorError
+        return after
+
+    def _seal_cursor(self, scope: CursorScope, result: _ScanResult) -> str | None:
+        # Sealed, never encoded: the position is a person id, and a feature table is keyed by
+        # pseudonyms precisely so that its consumer never learns person ids.
+        position = result.next_position
+        return None if position is None else self._cursors.seal(scope, position)
 
 
 def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:

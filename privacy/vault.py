@@ -57,23 +57,31 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
 from identity.store.sqlite_support import migrate_schema, transaction
-from privacy.keyprovider import KeyProvider, WrappedKey, WrappedKeyInvalidError
+from privacy.keyprovider import (
+    KekNotFoundError,
+    KeyProvider,
+    WrappedKey,
+    WrappedKeyInvalidError,
+)
 
 VERSION = 0x01
 _VERSION_BYTE = bytes((VERSION,))
@@ -90,9 +98,18 @@ _VALUE_AAD_PREFIX = b"idgraph-vault/1\x00"
 # the key file does not unwrap, so nobody can re-point an owner at a key they control.
 _DEK_AAD_PREFIX = b"idgraph-vault-dek/1\x00"
 _SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
+# The root of keyed references (shred refs here, audit person refs, see reference_key): 32 random
+# bytes stored like a data key, wrapped under the KEK, under this reserved owner. So it needs the
+# KEK to use, moves with every KEK rotation (rewrap treats it like any data key) and never
+# changes when the hash key rotates: references written years ago stay findable.
+REFS_OWNER = "~refs"
+_RESERVED_OWNER_PREFIX = "~"
+SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
+_WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
 _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
 # 1: data_keys, shredded (owner ids). 2: shredded_refs (digests of owner ids) replaces shredded.
-SCHEMA_VERSION = 2
+# 3: retired_keks (KEK rotation that cannot lose keys), an index of data keys by KEK.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -106,6 +123,17 @@ CREATE TABLE IF NOT EXISTS data_keys (
     kek_id     TEXT NOT NULL,
     wrapped    BLOB NOT NULL,
     created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Start-up lists the KEKs in use and rotation counts keys per KEK: both read this index only.
+CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_id);
+
+-- KEKs being retired: no transaction may store a key wrapped under one of them from the moment
+-- it is listed here, so the re-wrap that follows sees every key still under it, and the KEK can
+-- be removed afterwards without losing a key another process wrapped meanwhile.
+CREATE TABLE IF NOT EXISTS retired_keks (
+    kek_id     TEXT PRIMARY KEY,
+    retired_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 -- Owners whose key was shredded: no new key is ever made for them, so an erased anchor cannot
@@ -179,6 +207,20 @@ class TamperedDataKeyError(TamperedCiphertextError):
         )
 
 
+class KekRetiredError(VaultUnavailableError):
+    """A key wrapped under a KEK that is being retired was refused by the key file (503: this
+    process's key provider is out of date, e.g. a host whose KEK file copy was not updated)."""
+
+    code = "kek-retired"
+
+    def __init__(self, kek_ids: Collection[str]) -> None:
+        self.kek_ids = tuple(sorted(kek_ids))
+        super().__init__(
+            f"KEK(s) {', '.join(self.kek_ids)} are retired; keys must be wrapped under the "
+            "current primary KEK (the key provider did not pick up the rotation)"
+        )
+
+
 class ShredIncompleteError(VaultError):
     """The keys were destroyed, but the WAL could not be truncated (a reader held it).
 
@@ -206,6 +248,27 @@ class RewrapReport:
     batches: int
 
 
+@dataclass(frozen=True, slots=True)
+class RetireReport:
+    """What :meth:`Vault.retire_old_keks` did: the KEKs now retired (safe to remove from the
+    provider) and how many keys were re-wrapped under ``kek_id``."""
+
+    kek_id: str
+    retired: tuple[str, ...]
+    rewrapped: int
+
+
+class KekRetirementIncompleteError(VaultError):
+    """Data keys are still wrapped under a KEK being retired: do not remove it yet."""
+
+    code = "kek-retirement-incomplete"
+
+    def __init__(self, left: dict[str, int]) -> None:
+        self.left = dict(left)
+        listed = ", ".join(f"{k}: {n}" for k, n in sorted(left.items()))
+        super().__init__(f"data keys are still under retired KEKs ({listed}); run it again")
+
+
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -220,6 +283,9 @@ def _check_name(kind: str, value: str) -> None:
     # (owner, field) pairs produce the same AAD and so accept each other's blobs.
     if not value or "\x00" in value:
         raise InvalidVaultItemError(f"{kind} must be non-empty and must not contain NUL")
+    if kind == "owner" and value.startswith(_RESERVED_OWNER_PREFIX):
+        # "~refs" holds the reference root key: never a value's DEK, never shredded.
+        raise InvalidVaultItemError("owner ids starting with '~' are reserved")
 
 
 def _check_items(items: Sequence[tuple[str, str, bytes]]) -> set[str]:
@@ -240,15 +306,14 @@ def _dek_aad(owner: str) -> bytes:
     return _DEK_AAD_PREFIX + owner.encode()
 
 
-def _shred_ref(owner: str) -> str:
-    """What the key file remembers of a shredded owner: SHA-256 over the owner id (hex).
-
-    Owner ids are random (96 bits and more), so the digest cannot be reversed by guessing, and no
-    key is needed to compute it (the check must work in every process that opens the file). The
-    domain prefix keeps it distinct from any other digest of the same id (the audit log's
-    ``person_ref`` style).
-    """
+def _legacy_shred_ref(owner: str) -> str:
+    """Schema 2's unkeyed reference (SHA-256 over the owner id). Still checked, never written:
+    the owners behind refs already in a file are unknown, so they cannot be re-keyed."""
     return hashlib.sha256(_SHRED_REF_PREFIX + owner.encode()).hexdigest()
+
+
+def _hkdf(root: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(root)
 
 
 class SqliteVaultKeyStore:
@@ -326,7 +391,7 @@ class SqliteVaultKeyStore:
             conn.executemany(
                 "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
                 "ON CONFLICT (ref) DO NOTHING",
-                [(_shred_ref(owner), at) for owner, at in rows],
+                [(_legacy_shred_ref(owner), at) for owner, at in rows],
             )
             conn.execute("DROP TABLE shredded")
 
@@ -373,16 +438,20 @@ class SqliteVaultKeyStore:
         with self._read() as conn:
             return self._select(conn, wanted)
 
-    def insert_new(self, rows: Sequence[tuple[str, WrappedKey]]) -> dict[str, WrappedKey]:
+    def insert_new(
+        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+    ) -> dict[str, WrappedKey]:
         """Store new wrapped keys in one transaction; returns the key now stored for each owner.
 
         An owner that got a key meanwhile (another process) keeps it, and that key is returned.
-        Raises :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded.
+        Raises :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded
+        (``shred_refs`` maps each owner to its keyed shred reference, see :meth:`Vault.shred`).
         """
         owners = sorted(owner for owner, _ in rows)
         now = int(time.time())
         with self._write() as conn:
-            refs = {_shred_ref(owner): owner for owner in owners}
+            refs = {shred_refs[owner]: owner for owner in owners}
+            refs.update({_legacy_shred_ref(owner): owner for owner in owners})
             ordered = sorted(refs)
             gone: list[str] = []
             for chunk in _chunks(ordered):
@@ -395,6 +464,9 @@ class SqliteVaultKeyStore:
                 )
             if gone:
                 raise DataKeyDestroyedError(gone)
+            # Checked in the same write transaction as the insert: a retirement committed before
+            # it refuses the key; one committed after it sees the key in its re-wrap.
+            self._refuse_retired(conn, {key.kek_id for _, key in rows})
             conn.executemany(
                 "INSERT INTO data_keys (owner, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (owner) DO NOTHING",
@@ -402,7 +474,9 @@ class SqliteVaultKeyStore:
             )
             return self._select(conn, owners)
 
-    def delete_many(self, owners: Collection[str]) -> tuple[int, int]:
+    def delete_many(
+        self, owners: Collection[str], shred_refs: Mapping[str, str]
+    ) -> tuple[int, int]:
         """Delete the keys of ``owners``, remember them as shredded and bump the shred
         generation, in one transaction.
 
@@ -421,7 +495,7 @@ class SqliteVaultKeyStore:
             conn.executemany(
                 "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
                 "ON CONFLICT (ref) DO NOTHING",
-                [(_shred_ref(owner), now) for owner in wanted],
+                [(shred_refs[owner], now) for owner in wanted],
             )
             (generation,) = conn.execute(
                 "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
@@ -453,11 +527,27 @@ class SqliteVaultKeyStore:
             ).fetchall()
         return [(owner, WrappedKey(kid, bytes(blob))) for owner, kid, blob in rows]
 
+    @staticmethod
+    def _refuse_retired(conn: sqlite3.Connection, kek_ids: Collection[str]) -> None:
+        wanted = sorted(kek_ids)
+        if not wanted:
+            return
+        retired = [
+            kek_id
+            for (kek_id,) in conn.execute(
+                f"SELECT kek_id FROM retired_keks WHERE kek_id IN ({_marks(len(wanted))})",  # noqa: S608 - placeholders only
+                wanted,
+            )
+        ]
+        if retired:
+            raise KekRetiredError(retired)
+
     def replace_wrapped(self, updates: Sequence[tuple[str, WrappedKey, WrappedKey]]) -> int:
         """Swap ``old`` for ``new`` per owner in one transaction, only where the row is still
         ``old`` (compare-and-set: a key shredded meanwhile is never brought back). Returns rows
-        changed."""
+        changed. Refuses (:class:`KekRetiredError`) a ``new`` under a retired KEK."""
         with self._write() as conn:
+            self._refuse_retired(conn, {new.kek_id for _, _, new in updates})
             before = conn.total_changes
             conn.executemany(
                 "UPDATE data_keys SET kek_id = ?, wrapped = ? "
@@ -469,10 +559,34 @@ class SqliteVaultKeyStore:
             )
             return conn.total_changes - before
 
-    def count_by_kek(self) -> dict[str, int]:
-        """Number of data keys wrapped under each KEK."""
+    def retire(self, kek_ids: Collection[str]) -> None:
+        """List ``kek_ids`` as retired: from this commit on no key under them can be stored."""
+        now = int(time.time())
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO retired_keks (kek_id, retired_at) VALUES (?, ?) "
+                "ON CONFLICT (kek_id) DO NOTHING",
+                [(kek_id, now) for kek_id in sorted(kek_ids)],
+            )
+
+    def retired(self) -> set[str]:
+        """The KEK ids listed as retired."""
         with self._read() as conn:
-            rows = conn.execute("SELECT kek_id, count(*) FROM data_keys GROUP BY kek_id")
+            return {str(k) for (k,) in conn.execute("SELECT kek_id FROM retired_keks")}
+
+    def kek_ids_in_use(self) -> set[str]:
+        """The KEK ids that wrap at least one data key (an index scan, not a table scan)."""
+        with self._read() as conn:
+            return {str(k) for (k,) in conn.execute("SELECT DISTINCT kek_id FROM data_keys")}
+
+    def count_by_kek(self, *, include_reserved: bool = True) -> dict[str, int]:
+        """Number of keys wrapped under each KEK (``include_reserved``: the reference root
+        key too, which rotation must move like any data key)."""
+        where = "" if include_reserved else f"WHERE owner NOT LIKE '{_RESERVED_OWNER_PREFIX}%' "
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT kek_id, count(*) FROM data_keys {where}GROUP BY kek_id"  # noqa: S608 - constant
+            )
             return {str(kek_id): int(count) for kek_id, count in rows.fetchall()}
 
     def checkpoint(self) -> bool:
@@ -515,6 +629,49 @@ class Vault:
         self._cache_lock = threading.Lock()
         # The key file's shred generation the cache is valid for (-1: not read yet).
         self._generation = -1
+        self._root_key: bytes | None = None
+        self._shred_mac: hmac.HMAC | None = None
+        self._root_lock = threading.Lock()
+
+    # -- keyed references ------------------------------------------------------------------
+
+    def _root(self) -> bytes:
+        """The reference root key, unwrapped from the key file (made on first use)."""
+        with self._root_lock:
+            if self._root_key is None:
+                rows = self._keys.get_many({REFS_OWNER})
+                if REFS_OWNER in rows:
+                    self._root_key = self._unwrap(REFS_OWNER, rows[REFS_OWNER])
+                else:
+                    stored, mine = self._insert_fresh({REFS_OWNER}, {REFS_OWNER: REFS_OWNER})
+                    self._root_key = mine.get(REFS_OWNER) or self._unwrap(
+                        REFS_OWNER, stored[REFS_OWNER]
+                    )
+            return self._root_key
+
+    def reference_key(self, info: bytes) -> bytes:
+        """A 32-byte subkey for keyed references, named by ``info`` (HKDF-SHA256 of the root).
+
+        For ids that must not be recomputable by someone who merely knows them (an erased
+        node id, a person id a downstream tool kept): only a holder of the vault key file *and*
+        the KEK can compute such a reference.
+        """
+        if not info:
+            raise ValueError("reference_key needs a non-empty info (the subkey's purpose)")
+        return _hkdf(self._root(), info)
+
+    def shred_ref(self, owner: str) -> str:
+        """What the key file remembers of a shredded owner: HMAC-SHA256 under the shred-ref
+        subkey (hex). Keyed, so a guessed owner id cannot be confirmed against a copy of the
+        key file without the KEK."""
+        if self._shred_mac is None:
+            self._shred_mac = hmac.new(self.reference_key(SHRED_REF_INFO), digestmod="sha256")
+        mac = self._shred_mac.copy()
+        mac.update(owner.encode())
+        return mac.hexdigest()
+
+    def _shred_refs(self, owners: Collection[str]) -> dict[str, str]:
+        return {owner: self.shred_ref(owner) for owner in owners}
 
     # -- encryption ------------------------------------------------------------------------
 
@@ -592,7 +749,7 @@ class Vault:
             return 0
         for owner in wanted:
             _check_name("owner", owner)
-        destroyed, generation = self._keys.delete_many(wanted)
+        destroyed, generation = self._keys.delete_many(wanted, self._shred_refs(wanted))
         with self._cache_lock:
             if self._generation == generation - 1:
                 # No other shred since the cache was last validated: dropping ours is enough.
@@ -620,7 +777,7 @@ class Vault:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         current = self._provider.current_kek_id
-        already = self._keys.count_by_kek().get(current, 0)
+        already = self.count_by_kek().get(current, 0)
         rewrapped = batches = 0
         after = ""  # owner ids are never empty, so "" sorts before every owner
         while batch := self._keys.not_under(current, after, batch_size):
@@ -629,23 +786,115 @@ class Vault:
             for owner, old in batch:
                 dek = self._unwrap(owner, old)
                 updates.append((owner, old, self._provider.wrap(dek, _dek_aad(owner))))
-            rewrapped += self._keys.replace_wrapped(updates)
+            # The reference root key moves too, but it is not a data key: not counted.
+            reserved = [u for u in updates if u[0] == REFS_OWNER]
+            if reserved:
+                self._keys.replace_wrapped(reserved)
+            rewrapped += self._keys.replace_wrapped([u for u in updates if u[0] != REFS_OWNER])
             batches += 1
             if progress is not None:
                 progress(rewrapped)
         return RewrapReport(current, rewrapped, already, batches)
 
+    def checkpoint(self) -> bool:
+        """Fold the key file's WAL and truncate it (what a shred ends with); ``False`` if a
+        reader blocked it, so the caller retries (see :class:`ShredIncompleteError`)."""
+        return self._keys.checkpoint()
+
     def count_by_kek(self) -> dict[str, int]:
-        """Number of data keys under each KEK (all under the current one after a rewrap)."""
-        return self._keys.count_by_kek()
+        """Number of data keys under each KEK (all under the current one after a rewrap); the
+        reference root key is not a data key and is not counted (rotation moves it all the same).
+        """
+        return self._keys.count_by_kek(include_reserved=False)
+
+    def retire_old_keks(
+        self, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> RetireReport:
+        """Retire every KEK but the provider's current one, safely against concurrent writers.
+
+        1. List every other KEK (those wrapping a data key and those the provider holds) as
+           retired in the key file, in one transaction. From then on no process can store a key
+           under them: a writer that still wraps under an old KEK is refused, reloads its
+           provider and wraps again under the new primary (:meth:`_load`).
+        2. Re-wrap what is still under them (:meth:`rewrap`); nothing new can appear there.
+        3. Count again; raise :class:`KekRetirementIncompleteError` if any key is left.
+
+        Only then may the caller remove the retired KEKs from the provider. Resumable: rerun it
+        after any failure.
+        """
+        self._provider.reload()
+        current = self._provider.current_kek_id
+        if current in self._keys.retired():
+            raise ConfigurationError(
+                f"the provider's primary KEK {current!r} is itself retired; rotate to a new KEK "
+                "(was an old KEK file restored?)"
+            )
+        old = (self._keys.kek_ids_in_use() | set(self._provider.kek_ids)) - {current}
+        if old:
+            self._keys.retire(old)
+        report = self.rewrap(batch_size, progress)
+        left = {k: n for k, n in self._keys.count_by_kek().items() if k != current}
+        if left:
+            raise KekRetirementIncompleteError(left)
+        return RetireReport(current, tuple(sorted(old)), report.rewrapped)
+
+    def check_keks(self) -> None:
+        """Refuse to start unless the provider holds every KEK a data key is wrapped under and
+        its primary KEK is not retired. Without this a missing KEK shows up only when a read of
+        that person fails, long after the backup that still had it may be gone."""
+        current = self._provider.current_kek_id
+        if current in self._keys.retired():
+            raise ConfigurationError(
+                f"the primary KEK {current!r} was retired by an earlier rotation; an old KEK "
+                "file was probably restored. Restore the current KEK file."
+            )
+        missing = sorted(k for k in self._keys.kek_ids_in_use() if not self._provider.holds(k))
+        if missing:
+            counts = self._keys.count_by_kek()
+            listed = ", ".join(f"{k} ({counts.get(k, 0)} data keys)" for k in missing)
+            raise ConfigurationError(
+                f"data keys are wrapped under KEK(s) the key provider does not hold: {listed}. "
+                "Refusing to start: restore the KEK file (or provider configuration) that holds "
+                "them; starting anyway would make every value under them unreadable."
+            )
 
     # -- internals -------------------------------------------------------------------------
 
     def _unwrap(self, owner: str, wrapped: WrappedKey) -> bytes:
         try:
-            return self._provider.unwrap(wrapped, _dek_aad(owner))
+            try:
+                return self._provider.unwrap(wrapped, _dek_aad(owner))
+            except KekNotFoundError:
+                # Another process rotated and re-wrapped this key under a KEK we have not loaded.
+                self._provider.reload()
+                return self._provider.unwrap(wrapped, _dek_aad(owner))
         except WrappedKeyInvalidError:
             raise TamperedDataKeyError(owner) from None
+
+    def _insert_fresh(
+        self, missing: set[str], shred_refs: Mapping[str, str]
+    ) -> tuple[dict[str, WrappedKey], dict[str, bytes]]:
+        """Make, wrap and store keys for ``missing``; returns what is stored and our DEKs.
+
+        If the key file refuses the wrap's KEK as retired (a rotation is under way elsewhere),
+        the provider reloads and the keys are wrapped again under the new primary.
+        """
+        for attempt in range(_WRAP_ATTEMPTS):
+            fresh: dict[str, tuple[WrappedKey, bytes]] = {}
+            for owner in sorted(missing):
+                # 32 bytes from the OS CSPRNG: a full-strength AES-256 key, unique per anchor.
+                dek = secrets.token_bytes(DEK_BYTES)
+                fresh[owner] = (self._provider.wrap(dek, _dek_aad(owner)), dek)
+            try:
+                stored = self._keys.insert_new([(o, w) for o, (w, _) in fresh.items()], shred_refs)
+            except KekRetiredError:
+                if attempt == _WRAP_ATTEMPTS - 1:
+                    raise
+                self._provider.reload()
+                continue
+            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] == w}
+            return stored, mine
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _ciphers(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
         """AES-GCM contexts for ``owners``: cached, else unwrapped from the key file, else (with
@@ -686,15 +935,10 @@ class Vault:
             raise DataKeyDestroyedError(missing)
         made: dict[str, AESGCM] = {}
         if missing:
-            fresh: dict[str, tuple[WrappedKey, bytes]] = {}
-            for owner in sorted(missing):
-                # 32 bytes from the OS CSPRNG: a full-strength AES-256 key, unique per anchor.
-                dek = secrets.token_bytes(DEK_BYTES)
-                fresh[owner] = (self._provider.wrap(dek, _dek_aad(owner)), dek)
-            stored = self._keys.insert_new([(o, wrapped) for o, (wrapped, _) in fresh.items()])
-            for owner, (wrapped, dek) in fresh.items():
-                if stored[owner] == wrapped:
-                    made[owner] = AESGCM(dek)  # ours: no need to unwrap what we just wrapped
+            stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
+            for owner in missing:
+                if owner in mine:
+                    made[owner] = AESGCM(mine[owner])  # ours: no need to unwrap what we wrapped
                 else:
                     rows[owner] = stored[owner]  # another process won the race; use its key
         for owner, wrapped in rows.items():

@@ -113,6 +113,26 @@ class VerifiedWebhook:
     secret_index: int
 
 
+# Secrets printed in public documentation: the Standard Webhooks specification's example (also
+# used in this project's README). Anyone can sign with them, so production refuses them.
+_PUBLISHED_SECRETS: Final = frozenset({"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+
+
+def refuse_published_secret(secret: str, where: str) -> None:
+    """Raise :class:`ConfigurationError` if ``secret`` is a published example secret.
+
+    Compared by key bytes, so re-padding or re-encoding the example does not get it through.
+    """
+    key = parse_secret(secret)
+    if any(hmac.compare_digest(key, parse_secret(p)) for p in _PUBLISHED_SECRETS):
+        raise ConfigurationError(
+            f"{where}: this is the Standard Webhooks documentation's example secret, which "
+            "anyone can sign with; production refuses it. Generate one: "
+            'python -c \'import base64,secrets;print("whsec_"+base64.b64encode('
+            "secrets.token_bytes(32)).decode())'"
+        )
+
+
 def parse_secret(secret: str) -> bytes:
     """Decode a ``whsec_<base64>`` secret to its key bytes; :class:`ConfigurationError` if bad.
 

@@ -61,6 +61,10 @@ class AuditAppender(Protocol):
         """Append ``entries`` in one transaction; ``StoreUnavailableError`` if it cannot."""
         ...
 
+    def person_ref(self, person_id: str) -> str:
+        """The log's keyed reference to a person (never the person id itself)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
@@ -369,9 +373,8 @@ class IngestService:
         drafts: list[AuditDraft] = []
         for event, outcome in zip(events, outcomes, strict=True):
             if outcome.consents_recorded and outcome.person_id is not None:
-                drafts += consent_audit_drafts(
-                    actor, outcome.person_id, event.source, event.consents
-                )
+                reference = self._audit.person_ref(outcome.person_id)
+                drafts += consent_audit_drafts(actor, reference, event.source, event.consents)
         if not drafts:
             return
         try:

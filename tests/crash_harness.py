@@ -95,6 +95,9 @@ def service_env(data_dir: Path, *, pii_scan: bool = False) -> dict[str, str]:
         {
             "IDGRAPH_ENV": "test",
             "IDGRAPH_DATA_DIR": str(data_dir),
+            # Kept in the data dir so one copy of it holds everything (test env only;
+            # production refuses a KEK next to the vault key file).
+            "IDGRAPH_KEK_FILE": str(data_dir / "kek.json"),
             "IDGRAPH_POLICY_DIR": str(POLICY_DIR),
             "IDGRAPH_DEFAULT_REGION": REGION,
             "IDGRAPH_PII_SCAN": "true" if pii_scan else "false",
@@ -724,6 +727,7 @@ class Snapshot:
     plaintexts: dict[str, bytes] = field(default_factory=dict)  # fact id -> payload
     data_keys: set[str] = field(default_factory=set)
     shredded: set[str] = field(default_factory=set)
+    shred_refs: dict[str, str] = field(default_factory=dict)  # owner -> keyed shred ref
     audit_entries: int = 0
     marker_facts: dict[int, list[FactRow]] = field(default_factory=dict)  # by timestamp (ms)
     refused: set[tuple[str, bytes]] = field(default_factory=set)  # (type, digest) refused once
@@ -738,6 +742,7 @@ class Snapshot:
         )
         for path in sqlite_files(data_dir):
             snap._read_file(path)
+        snap._load_shred_refs()
         snap._decrypt()
         for fact in snap.facts:
             if fact.kind == "event" and fact.name == MARKER_EVENT:
@@ -795,6 +800,18 @@ class Snapshot:
             )
         ]
 
+    def _load_shred_refs(self) -> None:
+        """Keyed shred refs (schema 3) of every fact's anchor, computed with the real vault."""
+        if vault_module.REFS_OWNER not in self.data_keys:
+            return  # nothing was ever shredded under a keyed ref
+        keys = SqliteVaultKeyStore(self.data_dir / "vault-keys.sqlite3")
+        try:
+            vault = Vault(keys, LocalFileKeyProvider(self.data_dir / "kek.json"))
+            owners = {f.node_id for f in self.facts} | set(self.nodes)
+            self.shred_refs = {owner: vault.shred_ref(owner) for owner in owners}
+        finally:
+            keys.close()
+
     def _decrypt(self) -> None:
         readable = [f for f in self.facts if not self.is_shredded(f.node_id)]
         if not readable or not (self.data_dir / "vault-keys.sqlite3").exists():
@@ -818,8 +835,12 @@ class Snapshot:
 
     def is_shredded(self, owner: str) -> bool:
         """Whether the vault destroyed ``owner``'s data key on purpose (crypto-shredding)."""
-        to_ref = getattr(vault_module, "_shred_ref", None)  # schema 2 keeps digests of owners
-        return owner in self.shredded or (to_ref is not None and to_ref(owner) in self.shredded)
+        legacy = getattr(vault_module, "_legacy_shred_ref", None)  # schema 2: unkeyed digests
+        return (
+            owner in self.shredded
+            or self.shred_refs.get(owner) in self.shredded
+            or (legacy is not None and legacy(owner) in self.shredded)
+        )
 
     def digest(self, ident: Ident) -> tuple[str, bytes]:
         """The (type, primary-key digest) the service stores ``ident`` under."""

@@ -51,6 +51,12 @@ def test_only_the_neo4j_adapter_imports_neo4j() -> None:
         assert _offenders(package, ("neo4j",), allowed) == []
 
 
+def test_only_the_pkcs11_provider_imports_pkcs11() -> None:
+    allowed = ("privacy/pkcs11_provider",)
+    for package in ("identity", "privacy", "api"):
+        assert _offenders(package, ("pkcs11",), allowed) == []
+
+
 def test_only_the_presidio_scanner_imports_presidio() -> None:
     allowed = ("privacy/scanning/presidio",)
     for package in ("identity", "privacy", "api"):

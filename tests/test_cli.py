@@ -258,8 +258,8 @@ def test_rotate_kek_rewraps_every_data_key_and_data_stays_readable(env: Path) ->
     result = runner.invoke(app, ["keys", "rotate-kek", "--batch-size", "2", "--retire-old"])
     assert result.exit_code == 0, result.output
     assert "re-wrapped" in result.output
-    assert "removed unused KEK" in result.output
-    keks = json.loads((env / "data" / "kek.json").read_text())
+    assert "removed retired KEK" in result.output
+    keks = json.loads((env / "data-kek" / "kek.json").read_text())
     assert len(keks["keys"]) == 1
     from api.bootstrap import build_container
     from api.settings import Settings

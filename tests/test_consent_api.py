@@ -11,7 +11,7 @@ import pytest
 
 from api.auth import Scope
 from identity.model import ConsentRecord
-from privacy.audit import AuditLogUnavailableError, person_ref
+from privacy.audit import AuditLogUnavailableError
 from privacy.consent.signals import signal_digest
 from privacy.consent.state import ConsentReason, consent_state
 
@@ -319,7 +319,7 @@ def test_every_recorded_consent_is_audited_without_raw_identifiers(
     _consent(api, consent_key, EMAIL, PHONE, decisions={"analytics": True, "ad_targeting": False})
     _consent(api, consent_key, EMAIL, tcf=REAL_TC_CORE)
     person = _person(api, EMAIL)
-    entries = api.container.audit.entries(person_id=person_ref(person))
+    entries = api.container.audit.entries(person_id=api.container.audit.person_ref(person))
     assert len(entries) == 2 + 5
     assert {e.action for e in entries} == {"consent.recorded"}
     by_purpose = {(e.purpose, e.details["signal"]): e.decision for e in entries}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -590,3 +591,87 @@ def test_no_raw_identifier_in_the_dsr_file_the_audit_log_or_the_logs(
     email_digest = keyring.hash(dsr.container.identity_policy.normalize("email", EMAIL, "GB"))
     assert email_digest.digest.hex().encode() not in blobs["dsr"]
     assert all(not r.subject_hashes for r in dsr.container.dsr.list_requests())
+
+
+# -- integrity (issue 22: tampering is reported; a blocked truncation is retried) ----------
+
+
+def test_access_export_reports_and_audits_a_tampered_value_instead_of_no_longer_readable(
+    dsr: Dsr,
+) -> None:
+    person = _person(dsr)
+    graph = dsr.container.settings.data_dir / "graph.sqlite3"
+    conn = sqlite3.connect(graph)
+    (fact_id, sealed) = conn.execute(
+        "SELECT fact_id, sealed FROM facts WHERE name = 'city'"
+    ).fetchone()
+    altered = bytearray(sealed)
+    altered[-1] ^= 0x01  # one bit of the GCM tag: what an attacker editing the file does
+    conn.execute("UPDATE facts SET sealed = ? WHERE fact_id = ?", (bytes(altered), fact_id))
+    conn.commit()
+    conn.close()
+
+    dsr.submit(request_id="acc-t", type="access", subject_identities=_subject())
+    dsr.process()
+    status = dsr.status("acc-t")
+    document = dsr.client.get(status["export"]["downloads"]["json"], headers=dsr.dsr).json()
+
+    (exported,) = document["persons"]
+    city = next(a for a in exported["attributes"] if a["name"] == "city")
+    assert city["integrity"] == "tampered"
+    assert city["value"] is None
+    assert exported["integrity"] == {"tampered_values": 1}
+    others = [a for a in exported["attributes"] if a["name"] != "city"]
+    assert all("integrity" not in a for a in others)
+    audit = dsr.container.audit
+    (entry,) = [e for e in audit.entries() if e.action == "dsr.access.tampering_detected"]
+    assert entry.person_id == audit.person_ref(person)
+    assert entry.details["tampered_values"] == 1
+
+
+def test_worker_retries_the_wal_truncation_a_reader_blocked_during_a_shred(dsr: Dsr) -> None:
+    container = dsr.container
+    owner = "n_0000000000000000000000000000000000"
+    container.vault.encrypt(owner, "f", b"to be shredded")
+    wal = container.settings.vault_keys_path.with_name("vault-keys.sqlite3-wal")
+    service = container.dsr
+    service.run_once()  # settles the start-up retry
+    reader = sqlite3.connect(container.settings.vault_keys_path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM data_keys").fetchall()  # holds a WAL snapshot
+
+    service._shred([owner])  # what an expired export's shred runs
+    assert service.truncation_pending
+    assert wal.stat().st_size > 0
+
+    service.run_once()  # the reader is still there: still pending, nothing lost
+    assert service.truncation_pending
+    reader.rollback()
+    reader.close()
+    service.run_once()
+
+    assert not service.truncation_pending
+    assert wal.stat().st_size == 0
+
+
+def test_request_list_pages_with_a_sealed_cursor_and_refuses_a_plain_request_id(
+    dsr: Dsr,
+) -> None:
+    for n in range(3):
+        assert dsr.submit(
+            request_id=f"page-{n}", type="access", subject_identities=_subject()
+        ).status_code in (200, 202)
+    seen: list[str] = []
+    after = ""
+    for _ in range(5):
+        page = dsr.client.get("/v1/dsr", params={"limit": 1, "after": after}, headers=dsr.dsr)
+        assert page.status_code == 200, page.text
+        seen += [r["request_id"] for r in page.json()["requests"]]
+        after = page.json()["next_after"] or ""
+        if not after:
+            break
+        assert "page-" not in after  # opaque, not the request id
+
+    assert seen == ["page-0", "page-1", "page-2"]
+    forged = dsr.client.get("/v1/dsr", params={"after": "page-0"}, headers=dsr.dsr)
+    assert forged.status_code == 400

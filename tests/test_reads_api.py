@@ -12,7 +12,6 @@ import pytest
 
 from api.auth import Scope
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
-from privacy.audit import person_ref
 
 from .conftest import Api
 
@@ -188,7 +187,7 @@ def test_profile_is_403_before_any_lookup_when_the_key_lacks_the_purpose(world: 
     assert response.json()["type"].endswith("purpose_forbidden")
     (entry,) = [e for e in world.api.container.audit.entries() if e.action == "read.profile"]
     assert (entry.decision, entry.reason) == ("deny", "purpose_not_in_scope")
-    assert entry.person_id == person_ref(world.a)
+    assert entry.person_id == world.api.container.audit.person_ref(world.a)
 
 
 def test_profile_is_403_when_the_key_lacks_the_read_scope(world: World) -> None:
@@ -356,12 +355,8 @@ def test_members_page_through_every_member_with_the_cursor(world: World) -> None
     assert seen == sorted([world.a, world.b, world.c])
 
 
-@pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 1001}, {"cursor": "not-a-cursor!"}, {"cursor": "YWJj"}]
-)
-def test_members_is_422_when_limit_or_cursor_is_invalid(
-    world: World, params: dict[str, Any]
-) -> None:
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}])
+def test_members_is_422_when_limit_is_invalid(world: World, params: dict[str, Any]) -> None:
     headers = world.key("ad_targeting")
     audience = _define(world, BUYERS, headers)
 
@@ -505,7 +500,7 @@ def test_every_read_is_audited_and_the_audit_holds_no_person_id_or_identifier(
     assert page.details["members"] == 1
     assert page.details["denied_no_consent"] == 1  # B passed the event rule, not the policy
     members = next(e for e in entries if e.action == "read.audience" and e.reason == "members")
-    assert list(members.details["refs"]) == [person_ref(world.a)]  # type: ignore[arg-type]
+    assert list(members.details["refs"]) == [world.api.container.audit.person_ref(world.a)]  # type: ignore[arg-type]
     export = next(e for e in entries if e.action == "read.export" and e.reason == "page")
     assert (export.details["identifiers_email"], export.details["identifiers_phone"]) == (1, 1)
     assert any(e.action == "read.features" for e in entries)

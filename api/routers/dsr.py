@@ -77,7 +77,8 @@ class ExtendRequest(StrictModel):
 
 
 class DsrList(StrictModel):
-    """A page of requests; pass ``next_after`` as ``after`` for the next page."""
+    """A page of requests; pass ``next_after`` as ``after`` for the next page (an opaque,
+    sealed cursor: 400 if altered, expired or used by another API key)."""
 
     requests: list[DsrOut]
     next_after: str | None
@@ -114,18 +115,15 @@ def submit(body: DsrCreate, service: Dsr, key: DsrKey) -> Response:
 @router.get("", response_model=DsrList, responses=PROBLEMS)
 def list_requests(
     service: Dsr,
-    _: DsrKey,
+    key: DsrKey,
     status: DsrStatus | None = None,
-    after: Annotated[str, Query(max_length=128)] = "",
+    after: Annotated[str, Query(max_length=400)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DsrList:
     """Requests by request id, optionally of one status."""
-    found = service.list_requests(status, after, limit)
+    found, next_after = service.list_page(key.key_id, status, after or None, limit)
     now = service.clock()
-    return DsrList(
-        requests=[dsr_out(r, now) for r in found],
-        next_after=found[-1].request_id if len(found) == limit else None,
-    )
+    return DsrList(requests=[dsr_out(r, now) for r in found], next_after=next_after)
 
 
 @router.get("/{request_id}", response_model=DsrOut, responses=PROBLEMS)

@@ -49,7 +49,8 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         401: "Missing or unknown API key",
         403: "API key lacks the read scope or the purpose",
-        422: "Unknown purpose, invalid rule, cursor or limit",
+        400: "Cursor not issued to this key for this read, altered or expired",
+        422: "Unknown purpose, invalid rule or limit",
         503: "Store unavailable",
     }.items()
 }

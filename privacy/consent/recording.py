@@ -22,7 +22,7 @@ from datetime import UTC
 
 from identity.errors import StoreUnavailableError
 from identity.model import ConsentInput
-from privacy.audit import AuditDraft, DetailValue, person_ref
+from privacy.audit import AuditDraft, DetailValue
 from privacy.redaction import REDACTED, redact_text
 
 CONSENT_RECORDED = "consent.recorded"
@@ -52,7 +52,7 @@ def _safe(text: str) -> str:
 
 
 def consent_audit_drafts(
-    actor: str, person_id: str, source: str, consents: Sequence[ConsentInput]
+    actor: str, reference: str, source: str, consents: Sequence[ConsentInput]
 ) -> list[AuditDraft]:
     """One ``consent.recorded`` entry per recorded consent of one person.
 
@@ -60,7 +60,6 @@ def consent_audit_drafts(
     the signal, the lawful basis, the source (if it is not identifier-like), the proof digest and
     the decision time.
     """
-    reference = person_ref(person_id)
     safe_source = _safe(source)
     drafts: list[AuditDraft] = []
     for consent in consents:

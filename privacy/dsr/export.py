@@ -29,10 +29,11 @@ from typing import Any
 from identity.model import Cluster, ConsentRecord, Fact, FactKind, FactStatus, PersonRecord
 from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, SqliteAuditLog, person_ref
-from privacy.vault import Vault, VaultError
+from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, SqliteAuditLog
+from privacy.vault import TamperedCiphertextError, Vault, VaultError
 
 EXPORT_FORMAT = "idgraph-dsr-export/1"
+HELD_AS_TAMPERED = "encrypted value (failed its integrity check: altered at rest)"
 HELD_AS_HASH = "keyed hash only (the value is not stored and cannot be returned)"
 # Audit actions that record changes to the person rather than uses of its data.
 _NOT_A_USE = ("consent.", "dsr.", "retention.", "erasure.")
@@ -73,25 +74,38 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _open_all(vault: Vault, facts: Sequence[Fact]) -> list[bytes | None]:
-    """Decrypt every fact; ``None`` for a value whose key is gone (or that fails to open)."""
+def _open_all(vault: Vault, facts: Sequence[Fact]) -> tuple[list[bytes | None], list[bool]]:
+    """Decrypt every fact: the plaintexts (``None`` where unreadable) and, per fact, whether it
+    failed *authentication*.
+
+    A value whose data key was shredded is "no longer readable", an expected state. A value or
+    wrapped key that fails its AES-GCM tag was altered (or moved to another owner): that is
+    tampering, and it is reported as such (in the export and, by the caller, in the audit log),
+    never folded into "no longer readable".
+    """
     items = [(f.node_id, f.seal_field, f.sealed) for f in facts]
     try:
-        return list(vault.decrypt_many(items))
+        return list(vault.decrypt_many(items)), [False] * len(items)
     except VaultError:
         pass
     opened: list[bytes | None] = []
+    tampered: list[bool] = []
     for item in items:  # one at a time, so one unreadable value does not hide the others
         try:
             opened.append(vault.decrypt_many([item])[0])
+            tampered.append(False)
+        except TamperedCiphertextError:  # includes TamperedDataKeyError
+            opened.append(None)
+            tampered.append(True)
         except VaultError:
             opened.append(None)
-    return opened
+            tampered.append(False)
+    return opened, tampered
 
 
 def _uses(audit: SqliteAuditLog, person_id: str) -> list[AuditEntry]:
     """The audit entries that record a use (an allowed read) of the person's data."""
-    reference = person_ref(person_id)
+    reference = audit.person_ref(person_id)
     found: list[AuditEntry] = []
     after = 0
     while batch := audit.entries(person_id=reference, after_seq=after, limit=MAX_ENTRIES_LIMIT):
@@ -114,13 +128,12 @@ def person_document(
     recipient_name: Callable[[str], str],
 ) -> dict[str, Any]:
     """The export section of one person (plain JSON types)."""
-    raw_values = dict(
-        zip(
-            (f.node_id for f in data.raw_identifiers),
-            _open_all(vault, data.raw_identifiers),
-            strict=True,
-        )
-    )
+    raw_plain, raw_tampered = _open_all(vault, data.raw_identifiers)
+    raw_values = dict(zip((f.node_id for f in data.raw_identifiers), raw_plain, strict=True))
+    tampered_nodes = {
+        f.node_id for f, bad in zip(data.raw_identifiers, raw_tampered, strict=True) if bad
+    }
+    fact_plain, fact_tampered = _open_all(vault, data.facts)
     identifiers = []
     for node in sorted(data.cluster.nodes, key=lambda n: (n.hashed.type, n.first_seen)):
         kept = (
@@ -133,13 +146,17 @@ def person_document(
                 "value": raw.decode() if raw is not None else None,
                 "held_as": "encrypted value"
                 if raw is not None
-                else ("encrypted value (no longer readable)" if kept else HELD_AS_HASH),
+                else (
+                    HELD_AS_TAMPERED
+                    if node.node_id in tampered_nodes
+                    else ("encrypted value (no longer readable)" if kept else HELD_AS_HASH)
+                ),
                 "first_seen": _iso(node.first_seen),
                 "last_seen": _iso(node.last_seen),
             }
         )
     attributes, events = [], []
-    for fact, plain in zip(data.facts, _open_all(vault, data.facts), strict=True):
+    for fact, plain, bad in zip(data.facts, fact_plain, fact_tampered, strict=True):
         value: Any = json.loads(plain) if plain is not None else None
         item: dict[str, Any] = {
             "name": fact.name,
@@ -148,6 +165,8 @@ def person_document(
             "source": fact.source,
             "status": fact.status.value,
         }
+        if bad:
+            item["integrity"] = "tampered"
         if fact.kind is FactKind.EVENT:
             item["properties"] = value.get("properties", {}) if isinstance(value, dict) else None
             events.append(item)
@@ -170,6 +189,8 @@ def person_document(
     recipients = sorted({recipient_name(e.actor) for e in uses})
     return {
         "person_id": data.person.person_id,
+        # Values that failed authentication (altered at rest): reported, never hidden.
+        "integrity": {"tampered_values": len(tampered_nodes) + sum(fact_tampered)},
         "created_at": _iso(data.person.created_at),
         "last_seen": _iso(data.person.last_seen),
         "identifiers": identifiers,

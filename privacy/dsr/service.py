@@ -59,7 +59,8 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog, person_ref
+from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import (
     Destination,
@@ -206,6 +207,7 @@ class DsrService:
         self._engine = engine
         self._vault = vault
         self._keyring = keyring
+        self._cursors = CursorCodec(keyring)
         self._identity_policy = identity_policy
         self._purposes = purposes
         self._audit = audit
@@ -216,6 +218,9 @@ class DsrService:
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
         self.on_queue: Callable[[int, float], None] | None = None
+        # A shred whose WAL truncation was blocked by a reader; True at start so the first
+        # worker pass also finishes one a previous process left pending.
+        self.truncation_pending = True
 
     @property
     def identity_policy(self) -> IdentityPolicy:
@@ -423,6 +428,19 @@ class DsrService:
         """Requests by id, optionally of one status."""
         return self.store.list_requests(status, after, limit)
 
+    def list_page(
+        self, key_id: str, status: DsrStatus | None, cursor: str | None, limit: int
+    ) -> tuple[list[DsrRequest], str | None]:
+        """One page of requests by id and the sealed cursor of the next (``None``: the end).
+
+        The cursor is sealed like every paging cursor (:mod:`privacy.cursors`): bound to the
+        API key and the status filter, expiring, 400 when forged or borrowed.
+        """
+        scope = CursorScope("dsr_requests", key_id, key_id, status.value if status else "")
+        found = self.store.list_requests(status, self._cursors.open(scope, cursor), limit)
+        more = len(found) == limit
+        return found, self._cursors.seal(scope, found[-1].request_id) if more else None
+
     def cancel(self, request_id: str, actor: str) -> DsrRequest:
         """Cancel a pending request (409 once a worker has started it)."""
         request = self.get(request_id)
@@ -524,6 +542,10 @@ class DsrService:
         processed = self.process_pending(limit)
         sent, failed = self.deliver_due()
         destroyed = self.sweep_exports()
+        try:
+            self.finish_truncation()
+        except Exception:  # logged and retried next pass
+            log.exception("dsr_shred_checkpoint_failed")
         return WorkReport(
             processed=processed.processed,
             completed=processed.completed,
@@ -680,12 +702,37 @@ class DsrService:
             self._recipient_name,
         )
         document = exports.export_document(request.request_id, self.clock(), persons)
+        tampered = [p for p in persons if p["integrity"]["tampered_values"]]
+        if tampered:
+            # Altered ciphertext or wrapped keys: an integrity incident, not a shredded key.
+            log.error(
+                "dsr_export_tampering_detected",
+                request_id=request.request_id,
+                persons=len(tampered),
+                values=sum(p["integrity"]["tampered_values"] for p in tampered),
+            )
+            self._audit_append(
+                *(
+                    AuditDraft(
+                        actor="dsr-worker",
+                        action="dsr.access.tampering_detected",
+                        person_id=self._audit.person_ref(p["person_id"]),
+                        decision="deny",
+                        reason="stored values failed authentication (altered at rest)",
+                        details={
+                            "request_id": request.request_id,
+                            "tampered_values": p["integrity"]["tampered_values"],
+                        },
+                    )
+                    for p in tampered
+                )
+            )
         self._audit_append(
             *(
                 AuditDraft(
                     actor="dsr-worker",
                     action="dsr.access.exported",
-                    person_id=person_ref(p["person_id"]),
+                    person_id=self._audit.person_ref(p["person_id"]),
                     reason=f"{request.type.value} export prepared",
                     details={"request_id": request.request_id},
                 )
@@ -721,7 +768,7 @@ class DsrService:
                     actor="dsr-worker",
                     action=action,
                     purpose=None if request.type is DsrType.RESTRICTION else consent.purpose,
-                    person_id=person_ref(outcome.person_id),
+                    person_id=self._audit.person_ref(outcome.person_id),
                     decision="allow" if consent.granted else "deny",
                     reason=f"{request.type.value} {request.action.value} by request",
                     details={"request_id": request.request_id, "proof": consent.proof},
@@ -890,8 +937,22 @@ class DsrService:
             self._vault.shred(owners)
         except ShredIncompleteError:
             # The keys are destroyed; only the WAL truncation waits for a reader to finish.
+            # Until it runs, old page images with the wrapped keys sit in the -wal file: the
+            # worker retries on every pass (finish_truncation) until it succeeds.
+            self.truncation_pending = True
             log.warning("dsr_shred_checkpoint_pending", owners=len(owners))
-        self.store.checkpoint()
+        if not self.store.checkpoint():
+            self.truncation_pending = True
+
+    def finish_truncation(self) -> bool:
+        """Retry the WAL truncation a shred could not finish (a reader held the file); ``True``
+        when nothing is pending any more. Run by every worker pass."""
+        if not self.truncation_pending:
+            return True
+        if self._vault.checkpoint() and self.store.checkpoint():
+            self.truncation_pending = False
+            log.info("dsr_shred_checkpoint_done")
+        return not self.truncation_pending
 
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
