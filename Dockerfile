@@ -4,8 +4,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY identity ./identity
 COPY privacy ./privacy
-COPY api ./api
 COPY services ./services
+COPY bootstrap ./bootstrap
+COPY api ./api
+COPY cli ./cli
 COPY stream ./stream
 # Wheels for idgraph and every dependency, so the runtime stage installs without a compiler
 # and without the sources.

@@ -47,7 +47,7 @@ KAFKA_SERVER = ROOT / "tools" / "kafka-server" / "kafka_server.py"
 
 
 def _settings(work: Path, mode: str) -> Any:
-    from api.settings import Settings
+    from bootstrap.settings import Settings
 
     return Settings(
         env="test",
@@ -66,7 +66,7 @@ def _usage() -> dict[str, float]:
 
 def run_bulk(data: Path, work: Path, batch_size: int) -> dict[str, Any]:
     """``idgraph ingest FILE``: the bulk-file use case."""
-    from api.bootstrap import build_container
+    from bootstrap.container import build_container
     from services.bulk import ingest_file
 
     container = build_container(_settings(work, "bulk"))
@@ -91,7 +91,7 @@ def run_bulk(data: Path, work: Path, batch_size: int) -> dict[str, Any]:
 
 def run_consume(bootstrap: str, topic: str, work: Path, batch_size: int) -> dict[str, Any]:
     """The stream worker of ``idgraph consume`` until the topic is drained."""
-    from api.bootstrap import build_container
+    from bootstrap.container import build_container
     from stream.metrics import StreamMetrics
     from stream.worker import StreamWorker, WorkerConfig
 

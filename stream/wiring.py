@@ -18,9 +18,8 @@ def build_stream(
     config: WorkerConfig, metrics: StreamMetrics, publish_topics: Mapping[str, str] | None
 ) -> Iterator[StreamWorker]:
     """A worker on the store, keys and policies the IDGRAPH_* settings name (as the API's)."""
-    # The one bootstrap (moving out of api/ with issue 12; until then it is imported here only).
-    from api.bootstrap import build_container
-    from api.settings import Settings
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
 
     container = build_container(Settings())
     try:

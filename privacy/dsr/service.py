@@ -59,7 +59,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import (
@@ -88,7 +88,7 @@ from privacy.dsr.model import (
     NewRequest,
     SubjectHash,
 )
-from privacy.dsr.store import Claimed, SqliteDsrStore
+from privacy.dsr.store import Claimed, DsrStore
 from privacy.purposes import PurposesPolicy
 from privacy.redaction import redact_text
 from privacy.vault import ShredIncompleteError, Vault, VaultError
@@ -186,14 +186,14 @@ class DsrService:
 
     def __init__(
         self,
-        store: SqliteDsrStore,
+        store: DsrStore,
         graph: GraphStore,
         engine: ResolutionEngine,
         vault: Vault,
         keyring: Keyring,
         identity_policy: IdentityPolicy,
         purposes: PurposesPolicy,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         eraser: Eraser,
         config: DsrConfig,
         sender: WebhookSender | None = None,

@@ -7,7 +7,7 @@ import inspect
 import typer
 from typer.testing import CliRunner
 
-from api.cli import app, register_plugin_commands
+from cli.main import app, register_plugin_commands
 from stream.command import consume
 
 

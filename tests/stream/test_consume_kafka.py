@@ -32,8 +32,8 @@ from .kafka_support import read_all
 
 pytestmark = pytest.mark.kafka
 
-from api.bootstrap import Container, build_container  # noqa: E402
-from api.settings import Settings  # noqa: E402
+from bootstrap.container import Container, build_container  # noqa: E402
+from bootstrap.settings import Settings  # noqa: E402
 
 
 def _settings(data_dir: Path, outbound_events: bool = True) -> Settings:

@@ -68,7 +68,7 @@ def classpath(data_dir: Path) -> str:
     if mvn is None:
         raise KafkaServerError("Maven (mvn) is not on PATH: install it (apt-get install maven)")
     tmp = cache.with_suffix(".tmp")
-    result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+    result = subprocess.run(
         [mvn, "-q", "-B", "-f", str(POM), "dependency:build-classpath", f"-Dmdep.outputFile={tmp}"],
         capture_output=True,
         text=True,
@@ -167,7 +167,7 @@ def start(data_dir: Path, port: int | None, timeout: float) -> str:
     ]
     if not (data_dir / "data" / "meta.properties").exists():
         cluster_id = _cluster_id(data_dir)
-        fmt = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        fmt = subprocess.run(
             [
                 *jvm,
                 "kafka.tools.StorageTool",
@@ -187,7 +187,7 @@ def start(data_dir: Path, port: int | None, timeout: float) -> str:
     log_path = data_dir / "logs" / "server.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     with (data_dir / "logs" / "console.log").open("ab") as console:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        proc = subprocess.Popen(
             [*jvm, "kafka.Kafka", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=console,
@@ -265,19 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
-            print(start(args.data_dir, args.port, args.timeout))  # noqa: T201
+            print(start(args.data_dir, args.port, args.timeout))
         elif args.command == "stop":
-            print("stopped" if stop(args.data_dir) else "not running")  # noqa: T201
+            print("stopped" if stop(args.data_dir) else "not running")
         elif args.command == "classpath":
             args.data_dir.mkdir(parents=True, exist_ok=True)
-            print(classpath(args.data_dir.resolve()))  # noqa: T201
+            print(classpath(args.data_dir.resolve()))
         else:
             pid = running_pid(args.data_dir.resolve())
             port = _read_int(args.data_dir / "kafka.port")
-            print(f"running pid {pid} on 127.0.0.1:{port}" if pid else "not running")  # noqa: T201
+            print(f"running pid {pid} on 127.0.0.1:{port}" if pid else "not running")
             return 0 if pid else 3
     except KafkaServerError as exc:
-        print(f"kafka-server: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"kafka-server: {exc}", file=sys.stderr)
         return 1
     return 0
 
