@@ -141,6 +141,12 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     assert cycles == []
 
 
+def test_runtime_packages_never_import_the_model_training_tools() -> None:
+    # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
+    for package in ("identity", "privacy", "services", "bootstrap", "api", "cli", "stream"):
+        assert _offenders(package, ("tools", "faker")) == []
+
+
 def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
     """``idgraph consume`` reaches the CLI through an entry point (see cli/main.py), and
     stream/ never imports the web framework."""
