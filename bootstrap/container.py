@@ -145,7 +145,13 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         """Erasure on the graph, the vault and the audit log."""
-        return ErasureService(self.store, self.vault, self.keyring, self.audit)
+        return ErasureService(
+            self.store,
+            self.vault,
+            self.keyring,
+            self.audit,
+            outbound_events=self.settings.outbound_events,
+        )
 
     @cached_property
     def dsr(self) -> DsrService:
@@ -475,7 +481,9 @@ def build_container(settings: Settings) -> Container:
             settings.webhook_replay_path, retention_s=settings.webhook_replay_retention_seconds
         )
         stack.callback(replay_guard.close)
-        engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+        engine = ResolutionEngine(
+            store, keyring, policy, sealer=vault, outbound_events=settings.outbound_events
+        )
         container = Container(
             settings=settings,
             store=store,

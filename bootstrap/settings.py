@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # Consent changes and erasures put events for downstream tools in the graph's outbox, which
+    # `idgraph consume --publish` relays to Kafka (docs/kafka.md). Off by default: with nobody
+    # relaying them the outbox would only grow.
+    outbound_events: bool = False
     max_batch_events: Annotated[int, Field(ge=1, le=10_000)] = 500
     max_identifiers_per_event: Annotated[int, Field(ge=1, le=200)] = 20
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
@@ -438,6 +439,18 @@ def rotate_hash_key() -> None:
     out.print(f"new primary hash key {keys.primary}; {len(keys.entries)} keys known")
 
 
+def register_plugin_commands(target: typer.Typer) -> None:
+    """Add the commands other entrypoints contribute (``idgraph consume`` from ``stream/``).
+
+    Found through the ``idgraph.commands`` entry-point group (pyproject.toml) rather than an
+    import, so this shell never imports another entrypoint and each stays optional.
+    """
+    for entry in entry_points(group="idgraph.commands"):
+        register = entry.load()
+        register(target)
+
+
 def main() -> None:
     """Console-script entry point."""
+    register_plugin_commands(app)
     app()

@@ -97,14 +97,14 @@ def test_routers_hold_no_use_case_logic() -> None:
     assert found == []
 
 
-ENTRYPOINTS = ("api", "cli", "console")
+ENTRYPOINTS = ("api", "cli", "console", "stream")
 # The app factory mounts the console under /console: the one module of an entrypoint allowed to
 # import another (the console's services come from the same bootstrap container).
 COMPOSITION = ("api/app.py",)
 
 
 def test_no_entrypoint_imports_another() -> None:
-    """api/, cli/ and console/ sit side by side on bootstrap/ and services/; none imports
+    """api/, cli/, console/ and stream/ sit side by side on bootstrap/ and services/; none imports
     another, except the app factory that mounts the console."""
     for entrypoint in ENTRYPOINTS:
         others = tuple(e for e in ENTRYPOINTS if e != entrypoint)
@@ -128,7 +128,7 @@ def test_nothing_below_the_entrypoints_imports_them() -> None:
 
 def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     """Module-level imports between the project's own modules form no circle."""
-    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli", "console")
+    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli", "console", "stream")
     modules = {
         ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
         for package in packages
@@ -158,5 +158,21 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
 
 def test_runtime_packages_never_import_the_model_training_tools() -> None:
     # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
-    for package in ("identity", "privacy", "services", "bootstrap", "api", "cli", "console"):
+    for package in (
+        "identity",
+        "privacy",
+        "services",
+        "bootstrap",
+        "api",
+        "cli",
+        "console",
+        "stream",
+    ):
         assert _offenders(package, ("tools", "faker")) == []
+
+
+def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
+    """``idgraph consume`` reaches the CLI through an entry point (see cli/main.py), and
+    stream/ never imports the web framework."""
+    assert _offenders("stream", ("fastapi", "starlette", "uvicorn")) == []
+    assert "stream.worker" in _imports(REPO / "stream" / "command.py")
