@@ -29,6 +29,7 @@ from identity.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
+from identity.strict_json import MalformedJsonError
 from privacy.consent.recording import ConsentAuditError
 from privacy.cursors import InvalidCursorError
 from privacy.dsr.model import (
@@ -70,6 +71,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AudienceNotFoundError, 404, "Audience not found"),
     (RateLimitedError, 429, "Too many requests"),
     (InvalidCursorError, 400, "Invalid cursor"),
+    (MalformedJsonError, 400, "Malformed JSON"),
     (BatchValidationError, 422, "Invalid input"),
     (InvalidFieldError, 422, "Invalid input"),
     (InputLimitError, 422, "Input limit exceeded"),
@@ -138,6 +140,8 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
         ]
     elif isinstance(exc, InvalidFieldError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message, "reason": exc.reason}]
+    elif isinstance(exc, MalformedJsonError):
+        extensions["errors"] = [{"pointer": exc.pointer, "reason": exc.reason}]
     elif isinstance(exc, InputLimitError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message}]
     if status >= 500:

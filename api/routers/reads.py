@@ -68,7 +68,7 @@ Reads = Annotated[ReadService, Depends(get_reads)]
 
 
 def _caller(key: ApiKey) -> Caller:
-    return Caller(key.key_id, key.purposes, key.consumer or key.key_id)
+    return Caller(key.key_id, key.purposes, key.consumer or key.key_id, key.allows_admin)
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from privacy.dsr.model import (
     SubjectHash,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _AT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_LIST_LIMIT: Final = 1_000
 
@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS requests (
     started_at      TEXT,
     finished_at     TEXT,
     result          TEXT NOT NULL DEFAULT '{}',
-    error           TEXT
+    error           TEXT,
+    owner           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, received_at);
 
@@ -121,7 +122,7 @@ CREATE INDEX IF NOT EXISTS deliveries_request ON deliveries (request_id, deliver
 _REQUEST_COLUMNS: Final = (
     "request_id, type, action, purposes, regulation, status, submitted_at, received_at, due_at, "
     "extended, subject_types, subject_hashes, requester, callback_urls, attempts, started_at, "
-    "finished_at, result, error"
+    "finished_at, result, error, owner"
 )
 _DELIVERY_COLUMNS: Final = (
     "delivery_id, request_id, destination, webhook_id, event, state, attempts, next_attempt_at, "
@@ -139,7 +140,10 @@ def fmt(at: datetime) -> str:
     """A UTC timestamp as stored (sorts as text)."""
     if at.tzinfo is None:
         raise ValueError("DSR timestamps must be timezone-aware")
-    return at.astimezone(UTC).strftime(_AT)
+    utc = at.astimezone(UTC)
+    # strftime's %Y does not zero-pad years before 1000 on glibc: pad explicitly, so every
+    # stored time reads back and sorts as text.
+    return f"{utc.year:04d}" + utc.strftime(_AT[2:])
 
 
 def parse(text: str | None) -> datetime | None:
@@ -190,6 +194,7 @@ class SqliteDsrStore:
         self.path = path
         self._conn = _connect_private(path, busy_timeout_ms)
         try:
+            _add_owner_column(self._conn)
             migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, DsrStoreUnavailableError, "dsr")
         except sqlite3.Error as exc:
             self._conn.close()
@@ -222,6 +227,7 @@ class SqliteDsrStore:
         subject_types: Sequence[str],
         subject_hashes: Sequence[SubjectHash],
         requester: str,
+        owner: str,
         fingerprint: str,
         fingerprint_key: str,
         sealed_subjects: bytes,
@@ -231,8 +237,8 @@ class SqliteDsrStore:
             cursor = conn.execute(
                 "INSERT INTO requests (request_id, type, action, purposes, regulation, status, "
                 "submitted_at, received_at, due_at, subject_types, subject_hashes, requester, "
-                "callback_urls, fingerprint, fingerprint_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "callback_urls, fingerprint, fingerprint_key, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 (
                     new.request_id,
@@ -250,6 +256,7 @@ class SqliteDsrStore:
                     json.dumps(list(new.callback_urls)),
                     fingerprint,
                     fingerprint_key,
+                    owner,
                 ),
             )
             if cursor.rowcount != 1:
@@ -266,23 +273,29 @@ class SqliteDsrStore:
             return self._stored(conn, request_id)
 
     def list_requests(
-        self, status: DsrStatus | None, after_request_id: str = "", limit: int = 100
+        self,
+        status: DsrStatus | None,
+        after_request_id: str = "",
+        limit: int = 100,
+        owner: str | None = None,
     ) -> list[DsrRequest]:
-        """Requests (optionally of one status) by request id after ``after_request_id``."""
+        """Requests (optionally of one status, of one ``owner``) by request id after
+        ``after_request_id``."""
         limit = max(1, min(limit, MAX_LIST_LIMIT))
+        where = ["request_id > ?"]
+        params: list[object] = [after_request_id]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         with self._tx("BEGIN") as conn:
-            if status is None:
-                rows = conn.execute(
-                    f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE request_id > ? "  # noqa: S608 - constant columns
-                    "ORDER BY request_id LIMIT ?",
-                    (after_request_id, limit),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE status = ? AND request_id > ? "  # noqa: S608 - constant columns
-                    "ORDER BY request_id LIMIT ?",
-                    (status.value, after_request_id, limit),
-                ).fetchall()
+            rows = conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE {' AND '.join(where)} "  # noqa: S608 - constant columns and conditions
+                "ORDER BY request_id LIMIT ?",
+                (*params, limit),
+            ).fetchall()
             return [self._with_details(conn, _request(row)) for row in rows]
 
     def queue(self) -> tuple[int, datetime | None]:
@@ -569,6 +582,7 @@ def _request(row: Sequence[Any]) -> DsrRequest:
         finished_at=parse(row[16]),
         result={str(k): int(v) for k, v in json.loads(row[17]).items()},
         error=None if row[18] is None else str(row[18]),
+        owner=str(row[19]),
     )
 
 
@@ -587,6 +601,18 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         created_at=_must(row[10]),
         delivered_at=parse(row[11]),
     )
+
+
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    """Schema 1 → 2: requests get an owner. Old requests are owned by the consumer a key had by
+    default (its id, taken from the ``key_<id>`` requester); others (CLI) by operators only."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if columns and "owner" not in columns:
+        conn.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        conn.execute(
+            "UPDATE requests SET owner = substr(requester, 5) WHERE requester LIKE 'key^_%' "
+            "ESCAPE '^'"
+        )
 
 
 def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
