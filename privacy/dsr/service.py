@@ -34,7 +34,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -64,10 +64,8 @@ from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import (
     Destination,
-    UrllibWebhookSender,
     WebhookSender,
     backoff,
-    check_url,
 )
 from privacy.dsr.delivery import payload as webhook_payload
 from privacy.dsr.model import (
@@ -90,6 +88,7 @@ from privacy.dsr.model import (
     SubjectHash,
 )
 from privacy.dsr.store import Claimed, SqliteDsrStore
+from privacy.outbound import DestinationRefusedError, OutboundPolicy, PinnedWebhookSender
 from privacy.purposes import PurposesPolicy
 from privacy.redaction import redact_text
 from privacy.vault import ShredIncompleteError, Vault, VaultError
@@ -151,7 +150,7 @@ class DsrConfig:
     export_ttl: timedelta
     destinations: Mapping[str, Destination]
     callback_secrets: tuple[str, ...] = ()
-    allow_http_callbacks: bool = False
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     max_attempts: int = 3
     stale_after: timedelta = timedelta(minutes=10)
     webhook_max_attempts: int = 8
@@ -215,7 +214,7 @@ class DsrService:
         self._audit = audit
         self._eraser = eraser
         self.config = config
-        self._sender: WebhookSender = sender or UrllibWebhookSender()
+        self._sender: WebhookSender = sender or PinnedWebhookSender(config.outbound)
         self._recipient_name = recipient_name
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
@@ -379,7 +378,7 @@ class DsrService:
             errors.extend(exc.errors)
         for index, url in enumerate(submission.callback_urls):
             try:
-                check_url(url, allow_http=self.config.allow_http_callbacks, what="callback URL")
+                self.config.outbound.check_url(url, "callback URL")
             except ValueError as exc:
                 errors.append(
                     InvalidFieldError("invalid_url", str(exc), f"#/callback_urls/{index}")
@@ -906,6 +905,10 @@ class DsrService:
                     status = self._sender(
                         item.url, headers, item.payload, self.config.webhook_timeout_seconds
                     )
+                except DestinationRefusedError:
+                    # Resolved to an address we may not reach (or off the allowlist): final,
+                    # and recorded as such only here; callers see "undeliverable" (dsr_views).
+                    error = "destination_refused"
                 except OSError as exc:
                     error = "connection_failed" if not isinstance(exc, TimeoutError) else "timeout"
             attempts = item.attempts + 1
@@ -913,7 +916,7 @@ class DsrService:
                 state, next_at = DeliveryState.DELIVERED, None
                 delivered += 1
             elif (
-                error == "destination_not_configured"
+                error in ("destination_not_configured", "destination_refused")
                 or attempts >= self.config.webhook_max_attempts
             ):
                 state, next_at = DeliveryState.FAILED, None
