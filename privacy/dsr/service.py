@@ -619,7 +619,7 @@ class DsrService:
         started = time.perf_counter()
         try:
             subjects = self._subjects(claimed)
-            result, export = self._run(request, subjects)
+            result, export, exported = self._run(request, subjects)
         except StoreUnavailableError as exc:
             if request.attempts < self.config.max_attempts:
                 log.warning("dsr_requeued", request_id=rid, error=type(exc).__name__)
@@ -645,6 +645,7 @@ class DsrService:
             from_statuses=[DsrStatus.IN_PROGRESS],
             result=result,
             export=sealed_export,
+            export_persons=[self._audit.person_ref(p) for p in exported],
             deliveries=deliveries,
         )
         self._shred([subjects_owner(rid)])
@@ -698,14 +699,32 @@ class DsrService:
 
     def _run(
         self, request: DsrRequest, subjects: Sequence[NormalizedIdentifier]
-    ) -> tuple[dict[str, int], bytes | None]:
-        if request.type is DsrType.ERASURE:
-            erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
-            return result_counts(erased), None
+    ) -> tuple[dict[str, int], bytes | None, list[str]]:
+        """The result counts, the export (access/portability) and the persons it holds."""
         nodes = self._find(subjects)
+        if request.type is DsrType.ERASURE:
+            persons = sorted({node.person_id for _, node in nodes})
+            erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
+            counts = result_counts(erased)
+            counts["exports_destroyed"] = self.destroy_person_exports(persons)
+            return counts, None, []
         if request.type in EXPORT_TYPES:
-            return self._export(request, nodes)
-        return self._record_consents(request, subjects, nodes), None
+            counts, document = self._export(request, nodes)
+            return counts, document, sorted({node.person_id for _, node in nodes})
+        return self._record_consents(request, subjects, nodes), None, []
+
+    def destroy_person_exports(self, person_ids: Sequence[str]) -> int:
+        """Destroy every access/portability export that holds any of ``person_ids`` (blob
+        deleted, its key shredded): an export must not outlive the erasure of its subject.
+
+        Returns how many were destroyed (part of the erasure's result and audit entry)."""
+        refs = [self._audit.person_ref(p) for p in person_ids]
+        found = self.store.exports_of(refs)
+        if not found:
+            return 0
+        destroyed = self.store.destroy_exports(found, self.clock())
+        self._shred([export_owner(rid) for rid in found])
+        return destroyed
 
     def _find(self, subjects: Sequence[NormalizedIdentifier]) -> list[tuple[int, IdentifierNode]]:
         """(subject index, node) for each subject identity that is in the graph."""

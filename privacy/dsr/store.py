@@ -99,6 +99,14 @@ CREATE TABLE IF NOT EXISTS exports (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS exports_expiry ON exports (destroyed_at, expires_at);
 
+-- Whose data an export holds, as the audit log's keyed person references (never a person id):
+-- an erasure of the person destroys the export with the rest of them.
+CREATE TABLE IF NOT EXISTS export_persons (
+    person_ref TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (person_ref, request_id)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id     INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id      TEXT NOT NULL,
@@ -350,6 +358,7 @@ class SqliteDsrStore:
         result: Mapping[str, int] | None = None,
         error: str | None = None,
         export: tuple[bytes, datetime] | None = None,
+        export_persons: Sequence[str] = (),
         deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
     ) -> bool:
         """Move a request to the terminal ``status`` if it is in one of ``from_statuses``.
@@ -387,6 +396,10 @@ class SqliteDsrStore:
                     "created_at = excluded.created_at, expires_at = excluded.expires_at, "
                     "destroyed_at = NULL",
                     (request_id, sealed, len(sealed), fmt(now), fmt(expires_at)),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO export_persons (person_ref, request_id) VALUES (?, ?)",
+                    [(ref, request_id) for ref in export_persons],
                 )
             conn.executemany(
                 "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
@@ -433,6 +446,20 @@ class SqliteDsrStore:
         blob = None if row[0] is None else bytes(row[0])
         return blob, _export_info(row[1:])
 
+    def exports_of(self, person_refs: Sequence[str]) -> list[str]:
+        """Request ids of the undestroyed exports that hold any of ``person_refs``."""
+        if not person_refs:
+            return []
+        marks = ",".join("?" * len(person_refs))
+        with self._tx("BEGIN") as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT e.request_id FROM export_persons p JOIN exports e "  # noqa: S608 - placeholders only
+                f"ON e.request_id = p.request_id WHERE p.person_ref IN ({marks}) "
+                "AND e.destroyed_at IS NULL ORDER BY e.request_id",
+                tuple(person_refs),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def expired_exports(self, now: datetime, limit: int = 100) -> list[str]:
         """Request ids of exports past their expiry that still hold their blob."""
         with self._tx("BEGIN") as conn:
@@ -447,15 +474,16 @@ class SqliteDsrStore:
         """Drop the sealed blobs of ``request_ids`` (metadata stays, for the 410 answer)."""
         if not request_ids:
             return 0
+        destroyed = 0
         with self._tx() as conn:
-            return sum(
-                conn.execute(
+            for request_id in request_ids:
+                destroyed += conn.execute(
                     "UPDATE exports SET sealed = NULL, destroyed_at = ? "
                     "WHERE request_id = ? AND destroyed_at IS NULL",
                     (fmt(now), request_id),
                 ).rowcount
-                for request_id in request_ids
-            )
+                conn.execute("DELETE FROM export_persons WHERE request_id = ?", (request_id,))
+        return destroyed
 
     # -- webhook outbox --------------------------------------------------------------------
 
