@@ -71,6 +71,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
+        personal = str(scope.get("path", "")).startswith("/v1/")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -78,6 +79,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if personal and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    # Every /v1 answer may hold personal data (profiles, exports, person ids,
+                    # DSR status): no shared or browser cache may keep a copy.
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 

@@ -126,7 +126,14 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
     status, title = _lookup(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, RateLimitedError):
-        headers = {"Retry-After": str(exc.retry_after)}  # RFC 9110: integer seconds
+        headers = {
+            "Retry-After": str(exc.retry_after),  # RFC 9110: integer seconds
+            # draft-ietf-httpapi-ratelimit-headers: the bucket, what is left, when it refills.
+            "RateLimit-Limit": str(exc.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(exc.retry_after),
+            "RateLimit-Policy": f"{exc.limit};w={exc.window_s}",
+        }
     extensions: dict[str, Any] = {}
     if isinstance(exc, WebhookVerificationError):
         # Webhooks authenticate by signature, not bearer key. The reason is safe to return: it

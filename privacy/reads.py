@@ -308,6 +308,8 @@ class ReadService:
         self._facts = facts
         self._audit = audit
         self._audiences = audiences
+        # Called with (purpose, allowed, how many) for every audited decision (metrics).
+        self.on_decision: Callable[[str, bool, int], None] | None = None
         self._pseudonyms = pseudonyms
         self._cursors = cursors
         self._clock = clock
@@ -361,6 +363,8 @@ class ReadService:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         ref = self._audit.person_ref(person_id) if person_id is not None else None
+        if self.on_decision is not None:
+            self.on_decision(purpose, decision == "allow", 1)
         self._audit.append(
             [
                 AuditDraft(
@@ -553,6 +557,9 @@ class ReadService:
         extra: Mapping[str, Any],
     ) -> None:
         refs = [self._audit.person_ref(m.row.person_id) for m in result.members]
+        if self.on_decision is not None:
+            self.on_decision(purpose_id, True, len(refs))
+            self.on_decision(purpose_id, False, sum(result.denied.values()))
         summary: dict[str, Any] = {
             **extra,
             "scanned": result.scanned,
