@@ -4,7 +4,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY identity ./identity
 COPY privacy ./privacy
+COPY services ./services
+COPY bootstrap ./bootstrap
 COPY api ./api
+COPY cli ./cli
 # Wheels for idgraph and every dependency, so the runtime stage installs without a compiler
 # and without the sources.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j,hsm]'

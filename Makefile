@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow lint typecheck cypher-lint bench bench-ingest install clean softhsm
+.PHONY: run test test-slow test-consent-diff lint typecheck cypher-lint bench bench-ingest install clean softhsm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the API on the embedded SQLite store (creates ./.idgraph with a local key on first run).
+## `make run STORE=neo4j`: on the local Neo4j instead (started if needed; see `make neo4j`).
 run: $(STAMP)
+ifeq ($(STORE),neo4j)
+	@$(MAKE) --no-print-directory run-neo4j
+else
 	$(VENV)/bin/idgraph serve
+endif
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -35,6 +40,10 @@ test: lint typecheck cypher-lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+## Consent decoders against IAB's own JS libraries (npm), 10,000 random states per GPP section.
+test-consent-diff: $(STAMP)
+	$(PY) -m pytest -m slow tests/test_consent_diff.py
+
 ## Every benchmark, written to bench/REPORT.md with plots: SCALE=small (default), 1m or tiny.
 bench: $(STAMP)
 	$(PY) bench/report.py --scale $(or $(SCALE),small)
@@ -52,3 +61,43 @@ softhsm:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# ---- Neo4j without Docker (issue 11; docs/neo4j.md) -------------------------------------------
+# A local Neo4j Community 5.26 from Maven Central (tools/neo4j-server), Bolt on 127.0.0.1 on a
+# port chosen at start (NEO4J_PORT=0) unless NEO4J_PORT is set; data and the generated password
+# (0600) under $(NEO4J_HOME).
+NEO4J_HOME ?= $(or $(IDGRAPH_DATA_DIR),.idgraph)/neo4j
+NEO4J_PORT ?= 0
+NEO4J_TOOL := $(PYTHON) tools/neo4j_local.py
+
+.PHONY: neo4j neo4j-stop run-neo4j test-neo4j
+
+## Start the local Neo4j in the background, wait until Bolt answers, print its URI.
+neo4j:
+	@$(NEO4J_TOOL) start --home $(NEO4J_HOME) --port $(NEO4J_PORT)
+
+## Stop it (SIGTERM: a clean shutdown).
+neo4j-stop:
+	@$(NEO4J_TOOL) stop --home $(NEO4J_HOME)
+
+run-neo4j: $(STAMP)
+	@$(NEO4J_TOOL) start --home $(NEO4J_HOME) --port $(NEO4J_PORT) >/dev/null
+	@export IDGRAPH_STORE_URL="$$(cat $(NEO4J_HOME)/bolt-uri)" \
+	        IDGRAPH_NEO4J_PASSWORD_FILE="$(abspath $(NEO4J_HOME))/password"; \
+	 echo "store: $$IDGRAPH_STORE_URL (make neo4j-stop stops it)"; \
+	 $(VENV)/bin/idgraph store migrate && exec $(VENV)/bin/idgraph serve
+
+# The store-facing suites on a throwaway live Neo4j (its own temp home, port chosen at start,
+# stopped and deleted afterwards): the contract suite's Neo4j cases, then the API-level tests
+# with IDGRAPH_TEST_STORE=neo4j. A skip in this run fails it (tests/conftest.py).
+NEO4J_API_TESTS := tests/test_api.py tests/test_resolution.py tests/test_unlink_explain.py \
+	tests/test_facts_api.py tests/test_consent_api.py tests/test_reads_api.py \
+	tests/test_erasure.py tests/test_store_copy.py tests/test_concurrent_writes.py \
+	tests/test_neo4j_live.py
+
+## The contract suite and the store-facing API tests on a throwaway live Neo4j (0 skips).
+test-neo4j: $(STAMP)
+	@$(NEO4J_TOOL) run -- env IDGRAPH_TEST_STORE=neo4j sh -c '\
+	  $(PY) -m pytest -p no:cacheprovider -q tests/contract -m neo4j && \
+	  $(PY) -m pytest -p no:cacheprovider -q $(NEO4J_API_TESTS) -m "not sqlite_only"'
+# ---- end Neo4j --------------------------------------------------------------------------------

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
 from fastapi import FastAPI
 
 from api import problems
 from api.background import background_jobs
-from api.bootstrap import Container, build_container
 from api.edge import EdgeGuardMiddleware, guarded_routes
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
-from api.settings import Settings
 
 DESCRIPTION = """
 Privacy-first identity graph. Identifiers are normalized and stored only as keyed hashes;
@@ -26,7 +26,7 @@ every error is RFC 9457 `application/problem+json`. Authenticate with
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
-    """Build the app. Pass ``container`` to reuse collaborators (tests, the CLI)."""
+    """Build the app. Pass ``container`` to reuse collaborators (tests)."""
     settings = settings or (container.settings if container else Settings())
     owned = container is None
     built = container or build_container(settings)

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
+from bootstrap.container import Container
 
-from api.bootstrap import Container
 from api.metrics import Metrics
 
 log = structlog.get_logger("idgraph.background")

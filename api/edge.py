@@ -5,9 +5,9 @@ no key and a broken body got 400, and one with a form or text body got 422: the 
 caller who sent no credentials depended on what they sent. Here, for the route a request would
 reach, the guard answers
 
-- 401 (the same problem as :class:`api.auth.AuthenticationError`) when the route needs an API key
-  and there is no ``Authorization: Bearer ...`` header. A present key is still checked by the
-  route's ``require(scope)`` dependency;
+- 401 (the same problem as :class:`privacy.api_keys.AuthenticationError`) when the route needs
+  an API key and there is no ``Authorization: Bearer ...`` header. A present key is still checked
+  by the route's ``require(scope)`` dependency;
 - 415 when the route takes a JSON body (a model, or the raw bytes of a signed webhook) and the
   ``Content-Type`` is not JSON.
 
@@ -26,12 +26,12 @@ import fastapi.routing
 from fastapi import FastAPI, params
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from privacy.api_keys import AuthenticationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import AuthenticationError
 from api.deps import MISSING_KEY, ScopeCheck, get_raw_body
 from api.problems import handle_idgraph_error, problem
 

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import fastapi.routing
+from identity.model import EventOutcome, Outcome, RefusalReason
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -46,11 +47,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from services.metrics import StoreOperation
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from identity.model import EventOutcome, Outcome, RefusalReason
-from services.metrics import StoreOperation
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"

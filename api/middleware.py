@@ -9,9 +9,8 @@ import secrets
 import time
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from identity.strict_json import MalformedJsonError, loads_strict
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("idgraph.http")
 

@@ -13,10 +13,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from api.auth import AuthenticationError, ForbiddenError, PurposeForbiddenError
-from api.ratelimit import RateLimitedError
 from identity.errors import (
     BatchValidationError,
     ConfigurationError,
@@ -30,6 +26,7 @@ from identity.errors import (
     StoreUnavailableError,
 )
 from identity.strict_json import MalformedJsonError
+from privacy.api_keys import AuthenticationError, ForbiddenError
 from privacy.consent.recording import ConsentAuditError
 from privacy.cursors import InvalidCursorError
 from privacy.dsr.model import (
@@ -42,6 +39,9 @@ from privacy.dsr.model import (
 from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.webhooks import WebhookVerificationError
 from services.inputs import pointer_from_location
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.ratelimit import RateLimitedError
 
 log = structlog.get_logger("idgraph.api")
 
@@ -65,7 +65,6 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AuthenticationError, 401, "Authentication required"),
     (WebhookVerificationError, 401, "Webhook refused"),
     (ForbiddenError, 403, "Forbidden"),
-    (PurposeForbiddenError, 403, "Purpose not allowed for this key"),
     (PurposeNotInScopeError, 403, "Purpose not allowed for this key"),
     (NotReadableError, 404, "Not found"),
     (AudienceNotFoundError, 404, "Audience not found"),

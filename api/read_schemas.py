@@ -9,17 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
-
 from privacy.audiences import (
     MAX_IN_VALUES,
     MAX_RULES,
@@ -30,16 +19,21 @@ from privacy.audiences import (
     EventRule,
 )
 from privacy.reads import Profile
+from pydantic import (
+    AllowInfNan,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
+from services.inputs import StrictModel
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 Scalar = StrictBool | StrictInt | Annotated[StrictFloat, AllowInfNan(False)] | StrictStr
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AttributeRuleIn(_Strict):
+class AttributeRuleIn(StrictModel):
     """A predicate on an attribute's latest readable value."""
 
     attribute: Annotated[str, Field(pattern=NAME_PATTERN, examples=["city"])]
@@ -51,7 +45,7 @@ class AttributeRuleIn(_Strict):
     ) = None
 
 
-class EventRuleIn(_Strict):
+class EventRuleIn(StrictModel):
     """At least ``min_count`` events named ``event`` in the last ``within_days`` days."""
 
     event: Annotated[str, Field(pattern=NAME_PATTERN, examples=["purchase"])]
@@ -59,12 +53,12 @@ class EventRuleIn(_Strict):
     min_count: Annotated[int, Field(ge=1, le=1_000_000, examples=[2])] = 1
 
 
-class AudienceRulesIn(_Strict):
+class AudienceRulesIn(StrictModel):
     """Every attribute and event rule must hold, and one of ``any_of`` (if given)."""
 
-    attributes: Annotated[list[AttributeRuleIn], Field(max_length=MAX_RULES)] = []
-    events: Annotated[list[EventRuleIn], Field(max_length=MAX_RULES)] = []
-    any_of: Annotated[list[AttributeRuleIn], Field(max_length=MAX_RULES)] = []
+    attributes: Annotated[list[AttributeRuleIn], Field(max_length=MAX_RULES)] = Field(default=[])
+    events: Annotated[list[EventRuleIn], Field(max_length=MAX_RULES)] = Field(default=[])
+    any_of: Annotated[list[AttributeRuleIn], Field(max_length=MAX_RULES)] = Field(default=[])
 
     def to_domain(self) -> AudienceRules:
         """The domain form."""
@@ -80,7 +74,7 @@ def _attribute(rule: AttributeRuleIn) -> AttributeRule:
     return AttributeRule(rule.attribute, rule.op, value)
 
 
-class AudienceCreate(_Strict):
+class AudienceCreate(StrictModel):
     """``POST /v1/audiences``: a rule segment for one purpose."""
 
     name: Annotated[str, Field(min_length=1, max_length=100, examples=["lisbon repeat buyers"])]
@@ -88,7 +82,7 @@ class AudienceCreate(_Strict):
     rules: AudienceRulesIn
 
 
-class AudienceOut(_Strict):
+class AudienceOut(StrictModel):
     """A stored audience definition."""
 
     id: str
@@ -109,7 +103,7 @@ class AudienceOut(_Strict):
         )
 
 
-class MembersOut(_Strict):
+class MembersOut(StrictModel):
     """One page of members; a page may be short, the end is ``next_cursor: null``."""
 
     audience_id: str
@@ -119,14 +113,14 @@ class MembersOut(_Strict):
     scanned: int = Field(description="Persons examined for this page.")
 
 
-class AttributeOut(_Strict):
+class AttributeOut(StrictModel):
     """An attribute's latest readable value."""
 
     value: Any
     at: datetime
 
 
-class EventOut(_Strict):
+class EventOut(StrictModel):
     """One readable event."""
 
     name: str
@@ -134,7 +128,7 @@ class EventOut(_Strict):
     properties: dict[str, Any]
 
 
-class ConsentOut(_Strict):
+class ConsentOut(StrictModel):
     """Why the read was allowed."""
 
     purpose: str
@@ -143,7 +137,7 @@ class ConsentOut(_Strict):
     decided_at: datetime | None
 
 
-class ProfileOut(_Strict):
+class ProfileOut(StrictModel):
     """What the purpose may see of one person."""
 
     person_id: str
@@ -172,14 +166,14 @@ class ProfileOut(_Strict):
         )
 
 
-class FeatureRowOut(_Strict):
+class FeatureRowOut(StrictModel):
     """One person of the feature table."""
 
     pseudonym: str
     features: dict[str, Any]
 
 
-class FeaturesOut(_Strict):
+class FeaturesOut(StrictModel):
     """One page of a feature table."""
 
     purpose: str

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import Field, StrictBool, field_validator
-
 from services.inputs import (
     MAX_CLOCK_SKEW,
     EventIn,
@@ -154,7 +153,8 @@ class ConsentRequest(StrictModel):
         default=None, description="An IAB TCF v2.2 TC string; decided at its LastUpdated."
     )
     gpp: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
-        default=None, description="An IAB GPP string (tcfeuv2 and usnat sections are applied)."
+        default=None,
+        description="An IAB GPP string (tcfeuv2, uspv1, usnat and US state sections apply).",
     )
     timestamp: Timestamp | None = Field(
         default=None,
@@ -188,7 +188,9 @@ class GppSectionOut(StrictModel):
 class GppOut(StrictModel):
     """What became of a GPP string's sections."""
 
-    applied: list[str] = Field(description="Sections that were applied: tcfeuv2, usnat.")
+    applied: list[str] = Field(
+        description="Sections that were applied: tcfeuv2, uspv1, usnat, US states."
+    )
     not_applied: list[GppSectionOut]
 
 

@@ -18,9 +18,17 @@ own subprocess so that peak RSS is per mode:
   indexed facts table in the same transaction.
 * ``real-noscan`` (only with ``--attributes``): the real path with ``Settings(pii_scan=False)``
   (``IDGRAPH_PII_SCAN=false``): everything but the PII scanner.
-* ``real``: :func:`services.bulk.ingest_file` with the engine from
-  :func:`api.bootstrap.build_container`, the code path of ``idgraph ingest FILE`` (PII scan on,
+* ``real``: :func:`services.bulk.ingest_file` with the ingest service from
+  :func:`bootstrap.container.build_container`,
+  the code path of ``idgraph ingest FILE`` (PII scan on,
   the default).
+
+With ``--store neo4j`` (``NEO4J_URI``/``NEO4J_USER``/``NEO4J_PASSWORD`` of a Neo4j you may wipe,
+e.g. ``python3 tools/neo4j_local.py run -- .venv/bin/python bench/ingest.py --store neo4j``) both
+modes write to that Neo4j instead, wiped first: ``floor`` reads and hashes the same way and
+writes every identifier with ``UNWIND $rows AS row MERGE (:Identifier {type, key_id, digest})``
+under the same uniqueness constraint, through the official driver, one transaction per batch;
+``real`` is ``idgraph ingest`` on the Neo4j store.
 
 See ``bench/README.md`` for what every figure means. The script exits 1 if a real run rejected
 a row or did not store every trait as an active fact (the generator makes only valid rows and
@@ -400,6 +408,78 @@ def _primary_key(key_file: Path) -> tuple[str, bytes]:
     return entry["id"], base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
 
 
+def _neo4j_env() -> tuple[str, str, str]:
+    uri = os.environ.get("NEO4J_URI")
+    if not uri:
+        raise SystemExit("bench: --store neo4j needs NEO4J_URI and NEO4J_PASSWORD")
+    return uri, os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", "")
+
+
+def _wipe_neo4j() -> None:
+    """Empty the Neo4j graph (idgraph's labels); the schema stays."""
+    from identity.store.neo4j import Neo4jGraphStore
+
+    uri, user, password = _neo4j_env()
+    store = Neo4jGraphStore(uri, user, password)
+    try:
+        store.wipe_for_tests()
+    finally:
+        store.close()
+
+
+NEO4J_FLOOR_MERGE = """
+UNWIND $rows AS row
+MERGE (:Identifier {type: row.type, key_id: row.key_id, digest: row.digest})
+"""
+
+
+def run_neo4j_floor(data: Path, work: Path, batch_size: int) -> dict[str, Any]:
+    """Read and hash every identifier value and MERGE it into Neo4j, one transaction per batch:
+    the least an ingest into Neo4j must do (no persons, links or resolution)."""
+    from neo4j import GraphDatabase  # noqa: TID251 - the floor talks to Neo4j directly
+
+    uri, user, password = _neo4j_env()
+    _wipe_neo4j()  # also creates the schema, the identifier uniqueness constraint included
+    key_id, secret = _primary_key(work / KEY_FILE)
+    keyed = hmac.new(secret, digestmod=hashlib.sha256)
+    identifiers = events = 0
+    rows: list[dict[str, str]] = []
+    with GraphDatabase.driver(uri, auth=(user, password)) as driver, driver.session() as session:
+
+        def flush() -> None:
+            batch = list(rows)
+            session.execute_write(lambda tx: tx.run(NEO4J_FLOOR_MERGE, rows=batch).consume())
+            rows.clear()
+
+        start = time.perf_counter()
+        with data.open("rb") as handle:
+            for raw in handle:
+                event = json.loads(raw)
+                for item in event["identifiers"]:
+                    mac = keyed.copy()
+                    mac.update(f"{item['type']}:{item['value']}".encode())
+                    rows.append({"type": item["type"], "key_id": key_id, "digest": mac.hexdigest()})
+                events += 1
+                if events % batch_size == 0:
+                    identifiers += len(rows)
+                    flush()
+        if rows:
+            identifiers += len(rows)
+            flush()
+        seconds = time.perf_counter() - start
+        stored = session.run("MATCH (i:Identifier) RETURN count(i) AS n").single(strict=True)["n"]
+    return {
+        "mode": "floor",
+        "events": events,
+        "identifiers": identifiers,
+        "attribute_values": 0,
+        "seconds": seconds,
+        "peak_rss_kib": _peak_rss_kib(),
+        "stored_identifiers": stored,
+        "stored_facts": 0,
+    }
+
+
 def run_floor(data: Path, work: Path, batch_size: int, synchronous: str) -> dict[str, Any]:
     """Read, hash and insert every identifier value, encrypt and insert every trait value: the
     least any ingest must do."""
@@ -480,21 +560,34 @@ def _floor_cipher() -> Any:
 
 
 def run_real(
-    data: Path, work: Path, batch_size: int, synchronous: str, *, scan: bool = True
+    data: Path,
+    work: Path,
+    batch_size: int,
+    synchronous: str,
+    *,
+    scan: bool = True,
+    store: str = "sqlite",
 ) -> dict[str, Any]:
     """``idgraph ingest FILE``'s code path: build_container + services.bulk.ingest_file.
 
     ``scan=False`` is ``IDGRAPH_PII_SCAN=false``: no scanner is built, nothing is scanned.
     """
-    from api.bootstrap import build_container
-    from api.settings import Settings
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
     from services.bulk import ingest_file
 
     mode = "real" if scan else "real-noscan"
+    graph: dict[str, Any] = {}
+    if store == "neo4j":
+        _wipe_neo4j()
+        uri, user, password = _neo4j_env()
+        graph = {"store_url": uri, "neo4j_user": user, "neo4j_password": password}
     settings = Settings(
         env="test",
         data_dir=work / mode,
-        store_url=None,  # explicit, so an IDGRAPH_STORE_URL in the environment cannot redirect it
+        # explicit, so an IDGRAPH_STORE_URL in the environment cannot redirect it
+        store_url=graph.pop("store_url", None),
+        **graph,
         hash_keys=None,
         hash_key_file=work / KEY_FILE,
         policy_dir=ROOT / "policies",
@@ -559,6 +652,7 @@ class Figures:
     batch_size: int
     synchronous: str
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store: str = "sqlite"
 
     @property
     def with_attributes(self) -> bool:
@@ -727,7 +821,7 @@ def render(figures: Figures) -> str:
             f"idgraph bulk-ingest benchmark: {s.persons:,} persons, {s.distinct_identifiers:,} "
             f"distinct identifiers, {s.events:,} events, {s.identifier_values:,} identifier "
             f"values; batch {figures.batch_size} events/transaction; "
-            f"synchronous={figures.synchronous}"
+            f"synchronous={figures.synchronous}; store={figures.store}"
         ),
     ]
     if figures.with_attributes:
@@ -854,6 +948,8 @@ def _run_mode(mode: str, data: Path, work: Path, args: argparse.Namespace) -> di
         str(args.batch_size),
         "--synchronous",
         args.synchronous,
+        "--store",
+        args.store,
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -885,7 +981,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - generated:.1f} s (not timed)",
             file=sys.stderr,
         )
-        figures = Figures(summary, args.batch_size, args.synchronous)
+        figures = Figures(summary, args.batch_size, args.synchronous, store=args.store)
         for mode in modes:
             figures.modes[mode] = _run_mode(mode, data, work, args)
     print(render(figures))
@@ -929,6 +1025,12 @@ def main(argv: list[str] | None = None) -> int:
         help="SQLite synchronous pragma for every mode (default FULL, the default "
         "of the real store)",
     )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "neo4j"),
+        default="sqlite",
+        help="where floor and real write (neo4j: the server of NEO4J_URI, wiped first)",
+    )
     parser.add_argument("--seed", type=int, default=20261123, help="generator seed")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON here")
     parser.add_argument("--tmp-dir", help="parent directory of the temporary work directory")
@@ -960,10 +1062,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"data": str(work / DATA_FILE), **expected}))
         return 0
     data = Path(args.data) if args.data else work / DATA_FILE
-    if args.mode == "floor":
+    if args.mode == "floor" and args.store == "neo4j":
+        if args.attributes:
+            parser.error("--store neo4j measures identifiers only (no --attributes)")
+        result = run_neo4j_floor(data, work, args.batch_size)
+    elif args.mode == "floor":
         result = run_floor(data, work, args.batch_size, args.synchronous)
     else:
-        result = run_real(data, work, args.batch_size, args.synchronous, scan=args.mode == "real")
+        result = run_real(
+            data,
+            work,
+            args.batch_size,
+            args.synchronous,
+            scan=args.mode == "real",
+            store=args.store,
+        )
     print(json.dumps(result))
     return 0
 

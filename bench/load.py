@@ -47,7 +47,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from api.auth import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
+from privacy.api_keys import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 sys.executable,
                 "-c",
-                "from api.cli import main; main()",
+                "from cli.main import main; main()",
                 "serve",
                 "--port",
                 str(port),

@@ -7,11 +7,9 @@ input. Errors carry a JSON pointer to the failing field and never the value.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 from identity.errors import BatchValidationError, InvalidFieldError, InvalidIdentifierError
 from identity.identifiers import NormalizedIdentifier
-from identity.model import IdentityEvent
 from identity.policy import IdentityPolicy
 
 
@@ -37,15 +35,3 @@ def normalize_all(
     if errors:
         raise BatchValidationError(errors)
     return tuple(normalized)
-
-
-def build_event(
-    pairs: Iterable[tuple[str, str]],
-    source: str,
-    occurred_at: datetime,
-    policy: IdentityPolicy,
-    region: str | None,
-    pointer: str = "#/identifiers",
-) -> IdentityEvent:
-    """An :class:`IdentityEvent` from raw pairs; raises :class:`BatchValidationError`."""
-    return IdentityEvent(normalize_all(pairs, policy, region, pointer), source, occurred_at)

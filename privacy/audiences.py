@@ -38,9 +38,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from identity.errors import BatchValidationError, InvalidFieldError, StoreUnavailableError
+from identity.store.sqlite_support import connect_private
 from privacy.facts import FactsPolicy, ValueType
 from privacy.purposes import Purpose
 
@@ -338,24 +339,38 @@ class AudienceStoreUnavailableError(StoreUnavailableError):
     code = "audience-store-unavailable"
 
 
+class AudienceStore(Protocol):
+    """Audience definitions (adapter: :class:`SqliteAudienceStore`)."""
+
+    def create(
+        self, name: str, purpose: str, rules: AudienceRules, created_by: str, owner: str
+    ) -> Audience:
+        """Store a (validated) definition under a new random id, owned by ``owner``."""
+        ...
+
+    def get(self, audience_id: str) -> Audience | None:
+        """The definition, or ``None``."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
 class SqliteAudienceStore:
     """Audience definitions in their own table of the control database (``control.sqlite3``).
 
-    The file is shared with :class:`api.auth.ApiKeyStore` (each opens its own connection; WAL
-    lets them coexist). Definitions are never updated: a changed segment is a new audience, so
+    The file is shared with :class:`privacy.api_keys.ApiKeyStore` (each opens its own connection;
+    WAL lets them coexist). Definitions are never updated: a changed segment is a new audience, so
     an export can always be traced back to the exact rules it was made with.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600, exist_ok=True)
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self._lock = threading.Lock()
+        self._conn = connect_private(
+            path, busy_timeout_ms, AudienceStoreUnavailableError, "control database"
+        )
         try:
-            self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=10
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS audiences (audience_id TEXT PRIMARY KEY, "
                 "name TEXT NOT NULL, purpose TEXT NOT NULL, rules TEXT NOT NULL, "

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, Protocol
 
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.store.sqlite_support import connect_private, migrate_schema, transaction
@@ -360,6 +360,40 @@ def _entry(row: _Row) -> AuditEntry:
         prev_digest=str(row[9]),
         digest=str(row[10]),
     )
+
+
+class AuditLog(Protocol):
+    """The audit log port: append-only and hash-chained (adapter: :class:`SqliteAuditLog`)."""
+
+    def append(self, entries: Sequence[AuditDraft]) -> list[AuditEntry]:
+        """Append ``entries`` in order, in one transaction; returns them as recorded."""
+        ...
+
+    def head(self) -> AuditHead:
+        """The newest entry's ``(seq, digest)``; ``(0, GENESIS_DIGEST)`` when empty."""
+        ...
+
+    def entries(
+        self, person_id: str | None = None, after_seq: int = 0, limit: int = 1_000
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` entries with ``seq > after_seq``, oldest first; only ``person_id``'s
+        if given. Page by passing the last ``seq`` returned as ``after_seq``.
+        """
+        ...
+
+    def verify(
+        self, anchor: AuditHead | None = None, batch_size: int = DEFAULT_VERIFY_BATCH
+    ) -> AuditVerification:
+        """Recompute the chain in ``seq`` order, ``batch_size`` rows at a time (constant memory)."""
+        ...
+
+    def person_ref(self, person_id: str) -> str:
+        """The log's keyed reference to a person (never the person id itself)."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
 
 
 class SqliteAuditLog:

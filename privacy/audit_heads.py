@@ -32,7 +32,7 @@ from pathlib import Path
 import structlog
 
 from identity.errors import ConfigurationError
-from privacy.audit import AuditHead, SqliteAuditLog
+from privacy.audit import AuditHead, AuditLog
 
 HEAD_KEY_INFO = b"idgraph-audit-head/1"
 _SIGN_PREFIX = b"idgraph-audit-head/1\x00"
@@ -59,7 +59,7 @@ class AuditHeadPublisher:
 
     def __init__(
         self,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         sink: Path,
         key: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -20,8 +20,8 @@ What one erasure does
 5. The outbox entry is **marked done** and its node ids cleared.
 
 A crash after step 1 leaves the graph fully erased and the outbox entry pending;
-:meth:`ErasureService.recover` (run at start-up by ``api.bootstrap.build_container``) runs steps
-2-5 for every pending entry. Each step is idempotent (a second shred destroys nothing more, a
+:meth:`ErasureService.recover` (run at start-up by ``bootstrap.container.build_container``) runs
+steps 2-5 for every pending entry. Each step is idempotent (a second shred destroys nothing more, a
 second completion changes nothing); only the audit entry can be written twice if a crash falls
 between steps 4 and 5, and both copies carry the same ``erasure_id``.
 
@@ -55,7 +55,7 @@ from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import ErasureOutboxEntry, FactKind, new_erasure_id
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.vault import Vault, VaultError
 
 # Log lines carry ids and counts only: never a person id, identifier, hash or node id.
@@ -123,7 +123,7 @@ class ErasureService:
         store: GraphStore,
         vault: Vault,
         keyring: Keyring,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         *,
         clock: Callable[[], datetime] = _utcnow,
         checkpoint_attempts: int = 20,
@@ -276,7 +276,7 @@ class ErasureService:
     def recover(self) -> int:
         """Finish erasures interrupted after their graph commit; returns how many.
 
-        Run at start-up (``api.bootstrap.build_container``) and safe to run any time, also
+        Run at start-up (``bootstrap.container.build_container``) and safe to run any time, also
         concurrently with erasures (every step is idempotent). Tries every pending entry; if
         any fails, raises the first :class:`ErasureIncompleteError` after trying the others.
         """

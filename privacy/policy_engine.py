@@ -178,7 +178,13 @@ class PolicyEngine:
         if early is not None or policy is None or person is None:
             reason = early.value if early is not None else ReadDenied.NO_SUCH_PERSON.value
             return PolicyDecision(False, purpose, person_id, reason, _denied_fields(fields))
-        state = consent_state(purpose, policy, person.consents)
+        state = consent_state(
+            purpose,
+            policy,
+            person.consents,
+            now=now,
+            tcf_max_age=self._purposes.tcf.consent_max_age,
+        )
         if not state.allowed:
             return PolicyDecision(
                 False,

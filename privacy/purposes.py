@@ -96,6 +96,15 @@ class Purpose(_Frozen):
     )
     activation: tuple[Annotated[str, Field(pattern=_NAME)], ...] = ()
     features: tuple[Annotated[str, Field(pattern=_NAME)], ...] = ()
+    # A grant (from any signal) older than this, by the time the person decided, no longer
+    # allows reads for this purpose: consent is not forever (GDPR recital 32, EDPB 05/2020).
+    consent_expiry_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
+
+    @property
+    def consent_expiry(self) -> timedelta | None:
+        """:attr:`consent_expiry_days` as a duration."""
+        days = self.consent_expiry_days
+        return None if days is None else timedelta(days=days)
 
     @model_validator(mode="after")
     def _consent_defaults_to_deny(self) -> Self:
@@ -110,10 +119,29 @@ class Purpose(_Frozen):
         return self.lawful_basis in (LawfulBasis.CONSENT, LawfulBasis.LEGITIMATE_INTEREST)
 
 
+class PreV22Handling(StrEnum):
+    """What a TC string made under a TCF policy before v2.2 (policy version below 4) does."""
+
+    ACCEPT = "accept"  # record it like any TC string (its grants age like any TCF grant)
+    REFUSE = "refuse"  # 422: the consent was collected under rules TCF v2.2 replaced
+
+
 class TcfSettings(_Frozen):
     """Settings for reading TC strings."""
 
     vendor_id: Annotated[int, Field(ge=1, le=65_535)] | None = None
+    # TCF v2.2 (policy version 4, 2023) dropped legitimate interest for purposes 3-6 and changed
+    # what users were shown; strings still written with 2 or 3 predate those rules.
+    pre_v22: PreV22Handling = PreV22Handling.ACCEPT
+    # TCF policy asks CMPs to re-ask after 13 months at most: a TC-string grant older than this
+    # (by the time the person decided) no longer allows reads. None: no age limit.
+    consent_max_age_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+    @property
+    def consent_max_age(self) -> timedelta | None:
+        """:attr:`consent_max_age_days` as a duration."""
+        days = self.consent_max_age_days
+        return None if days is None else timedelta(days=days)
 
 
 class PurposesPolicy(_Frozen):

@@ -65,12 +65,12 @@ from identity.model import (
     MemberScan,
 )
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audiences import Audience, AudienceRules, SqliteAudienceStore, validate_rules
+from privacy.audiences import Audience, AudienceRules, AudienceStore, validate_rules
 from privacy.audit import (
     MAX_DETAIL_LIST,
     AuditDraft,
+    AuditLog,
     Decision,
-    SqliteAuditLog,
     api_key_actor,
 )
 from privacy.cursors import CursorCodec, CursorScope, InvalidCursorError
@@ -295,8 +295,8 @@ class ReadService:
         vault: Vault,
         policy: PolicyEngine,
         facts: FactsPolicy,
-        audit: SqliteAuditLog,
-        audiences: SqliteAudienceStore,
+        audit: AuditLog,
+        audiences: AudienceStore,
         pseudonyms: FeaturePseudonymizer,
         cursors: CursorCodec,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from identity.model import FactKind, FactStatus, MemberScan
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.consent.state import is_restricted
 from privacy.facts import UNKNOWN_CATEGORY, FactsPolicy
 from privacy.purposes import PurposesPolicy
@@ -105,7 +105,7 @@ class RetentionSweeper:
     def __init__(
         self,
         graph: GraphStore,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         rules: RetentionRules,
         erase_persons: PersonEraser | None = None,
         clock: Callable[[], datetime] = _utcnow,

@@ -18,7 +18,6 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 
@@ -33,7 +32,7 @@ from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import ResolutionEngine
-from privacy.audit import AuditDraft
+from privacy.audit import AuditDraft, AuditLog
 from privacy.consent.mappers import MappedIdentifier, MappedPayload
 from privacy.consent.recording import ConsentAuditError, consent_audit_drafts, webhook_actor
 from privacy.consent.signals import (
@@ -52,18 +51,6 @@ log = structlog.get_logger("idgraph.consent")
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class AuditAppender(Protocol):
-    """The part of the audit log the ingest use case writes to."""
-
-    def append(self, entries: Sequence[AuditDraft]) -> object:
-        """Append ``entries`` in one transaction; ``StoreUnavailableError`` if it cannot."""
-        ...
-
-    def person_ref(self, person_id: str) -> str:
-        """The log's keyed reference to a person (never the person id itself)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +111,7 @@ class IngestService:
         facts: FactIntake,
         signals: ConsentSignalTranslator,
         webhooks: ConsentWebhooks,
-        audit: AuditAppender,
+        audit: AuditLog,
         limits: IngestLimits,
         metrics: UseCaseMetrics | None = None,
         clock: Callable[[], datetime] = _utcnow,

@@ -1,9 +1,16 @@
-"""Shared fixtures: a real SQLite store on a temp file, the real app, real keys."""
+"""Shared fixtures: a real store (SQLite on a temp file, or the live Neo4j), the real app, keys.
+
+``IDGRAPH_TEST_STORE=neo4j`` (set by ``make test-neo4j``, with ``NEO4J_URI``/``NEO4J_PASSWORD``
+of the throwaway server it starts) makes the ``store`` fixture and the app's ``settings`` use the
+live Neo4j, wiped before each test. Tests that inspect the SQLite graph file itself are marked
+``sqlite_only`` and are deselected in that run (``-m "not sqlite_only"``), not skipped.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,16 +21,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import Scope
-from api.bootstrap import Container, build_container
-from api.logging import configure_logging
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.logging import configure_logging
+from bootstrap.settings import Settings
 from identity.hashing import HashKey, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import IdentityEvent
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
+from identity.store.port import GraphStore
 from identity.store.sqlite import SqliteGraphStore
+from privacy.api_keys import Scope
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
 from privacy.vault import SqliteVaultKeyStore, Vault
 
@@ -44,10 +52,43 @@ def keyring() -> Keyring:
     return Keyring([HashKey("k1", secrets.token_bytes(32))], "k1")
 
 
+TEST_STORE = os.environ.get("IDGRAPH_TEST_STORE", "sqlite")
+
+
+def neo4j_test_settings() -> dict[str, str]:
+    """Where the live Neo4j of this run is; a Neo4j run without one is an error, not a skip."""
+    uri = os.environ.get("NEO4J_URI")
+    if not uri:
+        pytest.fail("IDGRAPH_TEST_STORE=neo4j needs NEO4J_URI and NEO4J_PASSWORD (make test-neo4j)")
+    return {
+        "uri": uri,
+        "user": os.environ.get("NEO4J_USER", "neo4j"),
+        "password": os.environ.get("NEO4J_PASSWORD", ""),
+        "database": os.environ.get("NEO4J_DATABASE", "neo4j"),
+    }
+
+
+def open_neo4j_test_store(*, wipe: bool) -> GraphStore:
+    """The live Neo4j store of this run, emptied first when ``wipe``."""
+    from identity.store.neo4j import Neo4jGraphStore
+
+    where = neo4j_test_settings()
+    opened = Neo4jGraphStore(
+        where["uri"], where["user"], where["password"], database=where["database"]
+    )
+    if wipe:
+        opened.wipe_for_tests()
+    return opened
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteGraphStore]:
-    """The real embedded store on a temp file."""
-    opened = SqliteGraphStore(tmp_path / "graph.sqlite3")
+def store(tmp_path: Path) -> Iterator[GraphStore]:
+    """The real store: SQLite on a temp file, or the live Neo4j (wiped) in a Neo4j run."""
+    opened = (
+        open_neo4j_test_store(wipe=True)
+        if TEST_STORE == "neo4j"
+        else SqliteGraphStore(tmp_path / "graph.sqlite3")
+    )
     yield opened
     opened.close()
 
@@ -92,7 +133,17 @@ def ids(policy: IdentityPolicy) -> Ids:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings for a test service in a temp data dir."""
+    """Settings for a test service in a temp data dir (on the live Neo4j in a Neo4j run)."""
+    graph: dict[str, object] = {}
+    if TEST_STORE == "neo4j":
+        open_neo4j_test_store(wipe=True).close()
+        where = neo4j_test_settings()
+        graph = {
+            "store_url": where["uri"],
+            "neo4j_user": where["user"],
+            "neo4j_password": where["password"],
+            "neo4j_database": where["database"],
+        }
     return Settings(
         env="test",
         data_dir=tmp_path / "data",
@@ -100,6 +151,7 @@ def settings(tmp_path: Path) -> Settings:
         default_region="GB",
         max_batch_events=50,
         max_body_bytes=256 * 1024,
+        **graph,  # type: ignore[arg-type]
     )
 
 
@@ -142,3 +194,14 @@ def api(settings: Settings, log_stream: io.StringIO) -> Iterator[Api]:
             client, container, headers[Scope.ADMIN], headers[Scope.INGEST], headers[Scope.RESOLVE]
         )
     container.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In a Neo4j run every selected test must run: a skip there fails the session."""
+    if TEST_STORE != "neo4j":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and reporter is not None:
+        reporter.write_line(f"{len(skipped)} test(s) skipped in a Neo4j run: that is a failure")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -47,10 +47,10 @@ from typing import Any
 
 import httpx
 
-from api.auth import ApiKeyStore, Scope
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from privacy import vault as vault_module
+from privacy.api_keys import ApiKeyStore, Scope
 from privacy.audit import SqliteAuditLog
 from privacy.hash_keys import create_key_file, read_key_file
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
@@ -81,7 +81,7 @@ def idgraph_command() -> list[str]:
     script = Path(sys.executable).with_name("idgraph")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from api.cli import main; main()"]
+    return [sys.executable, "-c", "from cli.main import main; main()"]
 
 
 def service_env(data_dir: Path, *, pii_scan: bool = False) -> dict[str, str]:

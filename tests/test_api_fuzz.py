@@ -38,10 +38,10 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from api.app import create_app
-from api.auth import Scope
-from api.bootstrap import build_container
 from api.problems import PROBLEM_JSON
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from privacy.api_keys import Scope
 
 from .conftest import POLICY_DIR
 

@@ -94,3 +94,48 @@ def test_routers_hold_no_use_case_logic() -> None:
         if name in use_case_internals
     ]
     assert found == []
+
+
+ENTRYPOINTS = ("api", "cli")
+
+
+def test_no_entrypoint_imports_another() -> None:
+    """api/ and cli/ sit side by side on bootstrap/ and services/; neither imports the other."""
+    for entrypoint in ENTRYPOINTS:
+        others = tuple(e for e in ENTRYPOINTS if e != entrypoint)
+        assert _offenders(entrypoint, others) == []
+
+
+def test_nothing_below_the_entrypoints_imports_them() -> None:
+    for package in ("identity", "privacy", "services", "bootstrap"):
+        assert _offenders(package, (*ENTRYPOINTS, "fastapi", "starlette", "typer")) == []
+
+
+def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
+    """Module-level imports between the project's own modules form no circle."""
+    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli")
+    modules = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in packages
+        for path in _modules(package)
+    }
+    graph = {name: sorted(_imports(path) & modules.keys()) for name, path in modules.items()}
+    visiting: set[str] = set()
+    done: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycles.append([*trail[trail.index(name) :], name])
+            return
+        visiting.add(name)
+        for target in graph[name]:
+            visit(target, [*trail, name])
+        visiting.discard(name)
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert cycles == []

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.settings import Settings
+from bootstrap.settings import Settings
 
 from .conftest import Api
 from .response_checks import assert_clean_response, forms_of

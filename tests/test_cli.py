@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
+from cli.main import app
 
 from .conftest import POLICY_DIR
 
@@ -228,8 +228,8 @@ def test_rehash_moves_kept_identifiers_to_the_new_key_and_resumes(env: Path) -> 
     before = runner.invoke(app, ["resolve", "email=person3@shop.de"]).output.strip()
     assert runner.invoke(app, ["keys", "rotate-hash-key"]).exit_code == 0
     # An interrupted run: only the first page commits.
-    from api.bootstrap import build_container
-    from api.settings import Settings
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
 
     container = build_container(Settings())
     try:
@@ -261,8 +261,8 @@ def test_rotate_kek_rewraps_every_data_key_and_data_stays_readable(env: Path) ->
     assert "removed retired KEK" in result.output
     keks = json.loads((env / "data-kek" / "kek.json").read_text())
     assert len(keks["keys"]) == 1
-    from api.bootstrap import build_container
-    from api.settings import Settings
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
     from identity.model import FactKind, FactStatus
 
     container = build_container(Settings())

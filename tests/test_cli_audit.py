@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.auth import ApiKeyStore, Scope
-from api.cli import app
-from api.settings import Settings
+from bootstrap.settings import Settings
+from cli.main import app
+from privacy.api_keys import ApiKeyStore, Scope
 from privacy.audit import AuditDraft, SqliteAuditLog
 
 from .conftest import POLICY_DIR

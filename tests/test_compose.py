@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,49 @@ def test_api_waits_for_a_healthy_neo4j_and_migrates_before_serving(
     assert start.index("idgraph store migrate") < start.index("idgraph serve --host 0.0.0.0")
     env = _environment(api)
     assert env["IDGRAPH_STORE_URL"] == "neo4j://neo4j:7687"
-    assert {"IDGRAPH_NEO4J_USER", "IDGRAPH_NEO4J_PASSWORD", "IDGRAPH_NEO4J_DATABASE"} <= set(env)
+    assert {"IDGRAPH_NEO4J_USER", "IDGRAPH_NEO4J_PASSWORD_FILE", "IDGRAPH_NEO4J_DATABASE"} <= set(
+        env
+    )
+
+
+def test_keys_and_passwords_are_file_secrets_never_environment_or_volume(
+    compose: dict[str, Any],
+) -> None:
+    secrets = compose["secrets"]
+    assert set(secrets) == {"neo4j_auth", "neo4j_password", "idgraph_kek", "idgraph_hash_keys"}
+    assert all(set(s) == {"file"} and s["file"].startswith("./secrets/") for s in secrets.values())
+    api = compose["services"]["api"]
+    env = _environment(api)
+    assert set(api["secrets"]) == {"neo4j_password", "idgraph_kek", "idgraph_hash_keys"}
+    assert env["IDGRAPH_KEK_FILE"] == "/run/secrets/idgraph_kek"
+    assert env["IDGRAPH_HASH_KEY_FILE"] == "/run/secrets/idgraph_hash_keys"
+    assert env["IDGRAPH_NEO4J_PASSWORD_FILE"] == "/run/secrets/neo4j_password"
+    assert not {"IDGRAPH_HASH_KEYS", "IDGRAPH_NEO4J_PASSWORD"} & set(env)
+    # The KEK is not in the volume that holds the wrapped data keys (vault-keys.sqlite3).
+    data_dir = env["IDGRAPH_DATA_DIR"]
+    assert not env["IDGRAPH_KEK_FILE"].startswith(data_dir)
+    neo4j = compose["services"]["neo4j"]
+    assert _environment(neo4j)["NEO4J_AUTH_FILE"] == "/run/secrets/neo4j_auth"
+    assert "NEO4J_AUTH" not in _environment(neo4j)
+
+
+def test_neo4j_healthcheck_keeps_the_password_out_of_process_arguments(
+    compose: dict[str, Any],
+) -> None:
+    (kind, script) = compose["services"]["neo4j"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    shell = script.replace("$$", "$")
+    command = shell[shell.index("cypher-shell") :]
+    assert " -p " not in command
+    assert "--password" not in command
+    assert 'NEO4J_PASSWORD="' in shell  # handed over in cypher-shell's environment
+
+
+def test_neo4j_transaction_log_retention_is_set_short_for_erasure(
+    compose: dict[str, Any],
+) -> None:
+    env = _environment(compose["services"]["neo4j"])
+    assert "hours" in env["NEO4J_db_tx__log_rotation_retention__policy"]
 
 
 def test_named_volumes_are_declared_and_mounted(compose: dict[str, Any]) -> None:
@@ -97,7 +140,6 @@ def test_every_variable_compose_reads_is_listed_in_env_example() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     referenced = {match.group(1) for match in COMPOSE_VAR.finditer(text)}
     required = {m.group(1) for m in COMPOSE_VAR.finditer(text) if m.group(2) == ":?"}
-    assert {"NEO4J_PASSWORD", "IDGRAPH_HASH_KEYS"} <= required
     assert referenced <= _env_example_mentions(), referenced - _env_example_mentions()
     # Required ones are real entries (uncommented), so `cp .env.example .env` shows them.
     assert required <= set(_env_example())
@@ -106,7 +148,9 @@ def test_every_variable_compose_reads_is_listed_in_env_example() -> None:
 def test_no_literal_secret_in_compose_or_env_example(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for key, value in _environment(service).items():
-            if SECRET_NAME.search(key):
+            if SECRET_NAME.search(key) and key.endswith("_FILE"):
+                assert value.startswith("/run/secrets/"), f"{name}.{key} is not a Docker secret"
+            elif SECRET_NAME.search(key):
                 assert COMPOSE_VAR.search(value), f"{name}.{key} is a literal, not ${{VAR}}"
     for key, value in _env_example().items():
         if SECRET_NAME.search(key):
@@ -138,3 +182,18 @@ def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".idgraph/", ".git", ".venv"} <= ignored
+
+
+def test_dockerfile_copies_every_package_the_wheel_includes() -> None:
+    """A package missing from the image's build stage would make `idgraph` fail at import."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        pattern.rstrip("*")
+        for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and not line.startswith("COPY --from")
+    }
+    assert set(packages) <= copied, sorted(set(packages) - copied)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from api.auth import Scope
 from identity.model import ConsentRecord
+from privacy.api_keys import Scope
 from privacy.audit import AuditLogUnavailableError
 from privacy.consent.signals import signal_digest
 from privacy.consent.state import ConsentReason, consent_state
@@ -168,7 +168,7 @@ def test_gpp_usnat_opt_outs_and_gpc_are_recorded_and_sections_reported(
     api: Api, consent_key: dict[str, str]
 ) -> None:
     usnat = usnat_writer(opt_outs=(1, 2, 2)).encode()  # sale opted out
-    gpp = "~".join([header([7, 8]).encode(), usnat, "BAAA"])
+    gpp = "~".join([header([5, 7]).encode(), "BAAA", usnat])
     response = _consent(api, consent_key, EMAIL, gpp=gpp, timestamp=T1.isoformat())
     assert response.status_code == 200, response.text
     body = response.json()
@@ -177,7 +177,10 @@ def test_gpp_usnat_opt_outs_and_gpc_are_recorded_and_sections_reported(
         ("ad_targeting", False),
         ("model_training", False),
     }
-    assert body["gpp"] == {"applied": ["usnat"], "not_applied": [{"id": 8, "name": "usca"}]}
+    assert body["gpp"] == {
+        "applied": ["usnat"],
+        "not_applied": [{"id": 5, "name": "tcfcav1"}],
+    }
     # The IAB vector with the usnat GPC sub-section set: denials, signal gpp.
     response = _consent(api, consent_key, PHONE, gpp="DBABLA~BVVVVVVVVWA.YA")
     assert {(r["purpose"], r["granted"], r["signal"]) for r in response.json()["recorded"]} == {

@@ -16,7 +16,7 @@ from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentSignal
 from privacy.consent.signals import ConsentSignals, ConsentSignalTranslator, signal_digest
 from privacy.consent.tcf import PublisherRestriction, RestrictionType, VendorVector
-from privacy.purposes import PurposesPolicy, TcfSettings, load_purposes_policy
+from privacy.purposes import PreV22Handling, PurposesPolicy, TcfSettings, load_purposes_policy
 
 from .conftest import POLICY_DIR
 from .test_gpp import REAL_TC_CORE, gpc, header, usnat_writer
@@ -231,13 +231,13 @@ def test_gpp_reports_unknown_and_undecoded_sections_without_failing(
     translator: ConsentSignalTranslator,
 ) -> None:
     usnat = usnat_writer(opt_outs=(2, 2, 2)).encode() + "." + gpc(False)
-    gpp = "~".join([header([2, 7, 8, 30]).encode(), REAL_TC_CORE, usnat, "BAAA", "BAAA"])
+    gpp = "~".join([header([2, 5, 7, 30]).encode(), REAL_TC_CORE, "BAAA", usnat, "BAAA"])
     result = translator.gpp_string(gpp, NOW, NOW)
     assert result.gpp is not None
     assert result.gpp.applied == ("tcfeuv2", "usnat")
-    assert result.gpp.not_applied == (8, 30)
+    assert result.gpp.not_applied == (5, 30)
     assert result.gpp.unknown == (30,)
-    assert result.gpp.section_name(8) == "usca"
+    assert result.gpp.section_name(5) == "tcfcav1"
     tcf_records = [i for i in result.consents if i.at != NOW]
     assert {i.purpose for i in tcf_records} == set(TCF_PURPOSES)
 
@@ -259,3 +259,59 @@ def test_translate_collects_every_error_and_tags_webhook_records(
     with pytest.raises(InvalidFieldError) as empty:
         translator.translate(ConsentSignals(at=NOW, body_digest="e" * 64), NOW)
     assert empty.value.reason == "no_signal"
+
+
+def test_usnat_opt_out_and_its_gpc_bit_give_one_record_per_purpose(
+    translator: ConsentSignalTranslator,
+) -> None:
+    usnat = usnat_writer(opt_outs=(1, 1, 1)).encode() + "." + gpc(True)
+    result = translator.gpp_string("~".join([header([7]).encode(), usnat]), NOW, NOW)
+    purposes = [i.purpose for i in result.consents]
+    assert len(purposes) == len(set(purposes))
+    assert set(purposes) >= set(GPC_PURPOSES)
+    assert not any(i.granted for i in result.consents)
+
+
+def test_state_section_and_uspv1_opt_outs_deny_and_a_state_gpc_bit_acts_as_gpc(
+    translator: ConsentSignalTranslator,
+) -> None:
+    # usca (8) at IAB defaults except SaleOptOut 1 and GPC true; uspv1 says not opted out.
+    result = translator.gpp_string("DBACTMA~1YNN~BAQAAABA.YA", NOW, NOW)
+    assert result.gpp is not None
+    assert result.gpp.applied == ("uspv1", "usca")
+    denied = {i.purpose for i in result.consents if not i.granted}
+    assert denied >= set(GPC_PURPOSES)
+    assert all(not i.granted for i in result.consents)
+
+
+def test_uspv1_alone_grants_sale_purposes_only_when_not_opted_out(
+    translator: ConsentSignalTranslator, purposes: PurposesPolicy
+) -> None:
+    sale_only = {
+        p
+        for p, purpose in purposes.purposes.items()
+        if [k.value for k in purpose.us_opt_outs] == ["sale"]
+    }
+    assert sale_only
+    granted = translator.gpp_string("DBABTA~1YNN", NOW, NOW).consents
+    assert {i.purpose for i in granted if i.granted} == sale_only
+    denied = translator.gpp_string("DBABTA~1YYN", NOW, NOW).consents
+    assert {i.purpose for i in denied if not i.granted} >= sale_only
+    assert translator.gpp_string("DBABTA~1---", NOW, NOW).consents == ()
+
+
+def test_pre_v22_tc_string_is_refused_when_the_policy_says_refuse(
+    purposes: PurposesPolicy,
+) -> None:
+    old = encode_tc_string(dataclasses.replace(BASE, tcf_policy_version=2))
+    accepting = ConsentSignalTranslator(purposes)
+    assert accepting.tc_string(old, NOW)
+    refusing = ConsentSignalTranslator(
+        purposes.model_copy(update={"tcf": TcfSettings(pre_v22=PreV22Handling.REFUSE)})
+    )
+    with pytest.raises(InvalidFieldError) as info:
+        refusing.tc_string(old, NOW)
+    assert info.value.reason == "tcf_policy_version"
+    assert info.value.field == "#/tcf"
+    current = encode_tc_string(dataclasses.replace(BASE, tcf_policy_version=4))
+    assert refusing.tc_string(current, NOW)

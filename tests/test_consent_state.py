@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from api.bootstrap import build_container
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
 from identity.errors import PolicyFileError
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
 from privacy.consent.state import ConsentReason, consent_state, is_restricted
@@ -192,3 +192,45 @@ def test_bad_purposes_file_stops_startup_naming_the_field(
         build_container(settings)
     assert "purposes.yaml" in str(raised.value)
     assert field in str(raised.value), what
+
+
+def test_tcf_grant_older_than_the_max_age_expires_when_now_is_given(
+    purposes: PurposesPolicy,
+) -> None:
+    policy = purposes.get("analytics")
+    assert policy is not None
+    old = rec("analytics", True, T - timedelta(days=400), ConsentSignal.TCF)
+    max_age = timedelta(days=395)
+    expired = consent_state("analytics", policy, [old], now=T, tcf_max_age=max_age)
+    assert expired.reason is ConsentReason.EXPIRED
+    assert not expired.allowed
+    assert expired.record_id == old.record_id
+    fresh = rec("analytics", True, T - timedelta(days=30), ConsentSignal.TCF)
+    assert consent_state("analytics", policy, [fresh], now=T, tcf_max_age=max_age).allowed
+    # Only TC-string grants age by the TCF rule; a direct grant does not.
+    direct = rec("analytics", True, T - timedelta(days=400))
+    assert consent_state("analytics", policy, [direct], now=T, tcf_max_age=max_age).allowed
+
+
+def test_purpose_consent_expiry_applies_to_every_signal(purposes: PurposesPolicy) -> None:
+    policy = purposes.get("analytics")
+    assert policy is not None
+    expiring = policy.model_copy(update={"consent_expiry_days": 30})
+    direct = rec("analytics", True, T - timedelta(days=31))
+    result = consent_state("analytics", expiring, [direct], now=T)
+    assert result.reason is ConsentReason.EXPIRED
+    assert consent_state("analytics", expiring, [direct]).allowed  # no now: no expiry
+
+
+def test_shipped_policy_sets_the_tcf_thirteen_month_max_age(purposes: PurposesPolicy) -> None:
+    assert purposes.tcf.consent_max_age == timedelta(days=395)
+
+
+def test_invalid_tcf_pre_v22_setting_names_file_and_field(tmp_path: Path) -> None:
+    shutil.copytree(POLICY_DIR, tmp_path / "p")
+    path = tmp_path / "p" / "purposes.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["tcf"]["pre_v22"] = "sometimes"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(PolicyFileError, match=r"purposes.yaml.*tcf.pre_v22"):
+        load_purposes_policy(path)

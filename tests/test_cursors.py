@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from api.auth import Scope
 from identity.hashing import HashKey, Keyring
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from privacy.api_keys import Scope
 from privacy.cursors import CursorCodec, CursorScope, InvalidCursorError
 
 from .conftest import Api

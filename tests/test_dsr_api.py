@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import Scope
-from api.bootstrap import Container, build_container
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from privacy.api_keys import Scope
 
 from .conftest import POLICY_DIR
 
@@ -336,7 +336,7 @@ def test_cli_submit_process_status_and_list(
 ) -> None:
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("IDGRAPH_POLICY_DIR", str(POLICY_DIR))

@@ -209,7 +209,7 @@ def test_callback_urls_without_a_signing_secret_are_refused(
 
 
 def test_invalid_destination_setting_stops_start_up(tmp_path: Path) -> None:
-    from api.bootstrap import build_container
+    from bootstrap.container import build_container
     from identity.errors import ConfigurationError
 
     settings = dsr_settings(

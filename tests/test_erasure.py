@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from api.auth import Scope
-from api.bootstrap import Container, build_container
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
 from identity.errors import StoreUnavailableError
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
@@ -39,7 +38,8 @@ from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
 from identity.store.sqlite import SqliteGraphStore
-from privacy.audit import SqliteAuditLog
+from privacy.api_keys import Scope
+from privacy.audit import AuditLog, SqliteAuditLog
 from privacy.erasure import ERASURE_ACTION, ErasureIncompleteError, ErasureService
 from privacy.vault import DataKeyDestroyedError, Vault, VaultUnavailableError
 
@@ -240,6 +240,7 @@ def _erase_through_the_dsr_api(api: Api) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("via", ["service", "dsr_api"])
 def test_nothing_about_the_person_is_left_in_any_file_or_log_when_erased(
     api: Api, two_persons: tuple[Subject, Subject], log_stream: io.StringIO, via: str
@@ -443,7 +444,7 @@ class _VaultFailingOnce:
 
 
 class _AuditFailingOnce:
-    def __init__(self, audit: SqliteAuditLog) -> None:
+    def __init__(self, audit: AuditLog) -> None:
         self._audit = audit
         self.failures = 1
 
@@ -502,8 +503,8 @@ def test_erasure_completes_on_recover_when_a_step_after_the_graph_commit_failed(
 
 _CRASH_SCRIPT = """
 import os, signal, sys
-from api.bootstrap import build_container
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
 from privacy.erasure import ErasureService
 
 container = build_container(Settings(env="test", data_dir=sys.argv[1], policy_dir=sys.argv[2],
@@ -520,6 +521,7 @@ ErasureService(container.store, container.vault, container.keyring, container.au
 """
 
 
+@pytest.mark.sqlite_only
 def test_start_up_completes_an_erasure_when_the_process_was_killed_before_the_shred(
     tmp_path: Path, ids: Ids
 ) -> None:
@@ -596,6 +598,7 @@ def _graph_invariants(path: Path) -> dict[str, int]:
         conn.close()
 
 
+@pytest.mark.sqlite_only
 def test_concurrent_erasure_and_ingest_of_the_same_person_leave_a_consistent_state(
     store: SqliteGraphStore,
     engine: ResolutionEngine,
@@ -649,6 +652,7 @@ def test_concurrent_erasure_and_ingest_of_the_same_person_leave_a_consistent_sta
     assert store.read(lambda tx: tx.pending_erasures()) == []
 
 
+@pytest.mark.sqlite_only
 def test_a_copy_taken_before_the_erasure_cannot_be_decrypted_afterwards(
     api: Api, two_persons: tuple[Subject, Subject], tmp_path: Path
 ) -> None:
@@ -752,6 +756,7 @@ def test_lifting_suppression_lets_the_identifier_be_ingested_again_and_is_audite
         audit.close()
 
 
+@pytest.mark.sqlite_only
 def test_graph_store_runs_with_secure_delete(store: SqliteGraphStore) -> None:
     assert store.read(lambda tx: tx._conn.execute("PRAGMA secure_delete").fetchone()) == (1,)
 
@@ -761,7 +766,7 @@ def test_cli_lifts_suppression_only_after_confirmation_and_never_prints_the_valu
 ) -> None:
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("IDGRAPH_POLICY_DIR", str(REPO / "policies"))
@@ -798,6 +803,7 @@ def test_cli_lifts_suppression_only_after_confirmation_and_never_prints_the_valu
         container.close()
 
 
+@pytest.mark.sqlite_only
 def test_store_copy_carries_the_suppression_list_so_erased_persons_stay_erased(
     store: SqliteGraphStore,
     engine: ResolutionEngine,

@@ -59,6 +59,7 @@ def _assert_nowhere(api: Api, log: io.StringIO, responses: list[Any], *secrets: 
             assert secret.encode() not in blob
 
 
+@pytest.mark.sqlite_only
 def test_traits_and_events_are_stored_encrypted_and_anchored(
     api: Api, log_stream: io.StringIO
 ) -> None:
@@ -102,6 +103,7 @@ def test_a_newer_trait_value_replaces_the_old_one(api: Api) -> None:
     assert cities == ["Porto"]
 
 
+@pytest.mark.sqlite_only
 def test_pii_in_a_redact_category_is_replaced_before_storage(
     api: Api, log_stream: io.StringIO
 ) -> None:
@@ -112,6 +114,7 @@ def test_pii_in_a_redact_category_is_replaced_before_storage(
     _assert_nowhere(api, log_stream, [response], "7946 0958", "+442079460958")
 
 
+@pytest.mark.sqlite_only
 def test_pii_in_a_reject_category_is_a_422_naming_field_and_entity(
     api: Api, log_stream: io.StringIO
 ) -> None:
@@ -130,6 +133,7 @@ def test_pii_in_a_reject_category_is_a_422_naming_field_and_entity(
     _assert_nowhere(api, log_stream, [response], "ann.lee@shop.de")
 
 
+@pytest.mark.sqlite_only
 def test_pii_in_a_quarantine_category_is_hidden_until_released(
     api: Api, log_stream: io.StringIO
 ) -> None:
@@ -196,6 +200,7 @@ def test_facts_of_an_event_without_linkable_identifiers_are_dropped(api: Api) ->
     assert api.container.store.stats().facts == 0
 
 
+@pytest.mark.sqlite_only
 def test_kept_identifiers_are_stored_only_encrypted(api: Api, log_stream: io.StringIO) -> None:
     email = {"type": "email", "value": "Kept.Value@Shop.de"}
     response = _identify(api, identifiers=[email, {"type": "cookie_id", "value": "ck-9"}])
@@ -206,6 +211,7 @@ def test_kept_identifiers_are_stored_only_encrypted(api: Api, log_stream: io.Str
     _assert_nowhere(api, log_stream, [response], "kept.value@shop.de", "Kept.Value@Shop.de")
 
 
+@pytest.mark.sqlite_only
 def test_shredding_makes_a_pre_shred_copy_of_the_graph_unreadable(api: Api, tmp_path: Path) -> None:
     _identify(api, traits={"city": "Lisbon"})
     _identify(api, identifiers=[{"type": "customer_id", "value": "C-2"}], traits={"city": "Porto"})

@@ -15,6 +15,7 @@ from privacy.consent.gpp import (
     MspaMode,
     Notice,
     OptOut,
+    UspFlag,
     decode_gpp_string,
 )
 
@@ -64,7 +65,7 @@ def _raises(s: str, reason: str | None = None) -> GppDecodeError:
     return info.value
 
 
-# --- IAB reference vectors ----------------------------------------------------------------------
+# --- IAB reference vectors -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -292,8 +293,16 @@ def test_undefined_usnat_value_raises() -> None:
     assert "SaleOptOut is 3" in error.message
 
 
-def test_mspa_covered_transaction_zero_raises() -> None:
+def test_mspa_covered_transaction_zero_decodes_as_not_applicable() -> None:
+    # Tolerated like the reference (GppModel "decode defaults from all sections": BAAAAAAAAAA).
     section = usnat_writer(mspa=(0, 1, 2)).encode()
+    usnat = decode_gpp_string(f"{header([7]).encode()}~{section}").usnat
+    assert usnat is not None
+    assert usnat.mspa_covered_transaction is MspaMode.NOT_APPLICABLE
+
+
+def test_mspa_covered_transaction_three_raises() -> None:
+    section = usnat_writer(mspa=(3, 1, 2)).encode()
     _raises(f"{header([7]).encode()}~{section}", "undefined_value")
 
 
@@ -333,7 +342,13 @@ def _cut_points() -> list[int]:
     return cuts
 
 
-@pytest.mark.parametrize("cut", _cut_points())
+# Cutting the 12-character v2 core to 10 or 11 characters leaves 60 or 66 bits: the reference
+# decoder (and so ours) reads those as the version-1 layout (UsNatCoreSegment.decodeSegment), so
+# those cuts decode; tests/test_consent_diff.py checks such cuts field by field against it.
+_V1_LENGTH_CUTS = {len(header([7]).encode()) + 1 + n for n in (10, 11)}
+
+
+@pytest.mark.parametrize("cut", [c for c in _cut_points() if c not in _V1_LENGTH_CUTS])
 def test_truncated_gpp_string_raises_at_every_cut_point(cut: int) -> None:
     truncated = USNAT_GPP[:cut]
     with pytest.raises(GppDecodeError) as info:
@@ -362,3 +377,71 @@ def test_random_input_raises_only_gpp_decode_error(text: str) -> None:
     except GppDecodeError as error:
         message = error.message
     assert len(text) < 8 or text not in message
+
+
+# --- public IAB vectors the reference decoders accept --------------------------------------------
+
+
+def test_reference_short_usnat_strings_decode_like_iabgpp_es() -> None:
+    # IABTechLab/iabgpp-es modules/cmpapi/test/encoder/section/UsNat.test.ts: 66-bit v2 cores are
+    # read with the version-1 layout and padded (SensitiveDataProcessing 12 is 1, child 2 is 1).
+    usnat = decode_gpp_string("DBABLA~CAAAAAABEQA.QA").usnat
+    assert usnat is not None
+    assert usnat.version == 2
+    assert usnat.sensitive_data_processing[11] is Consent.NO_CONSENT
+    assert len(usnat.sensitive_data_processing) == 16
+    assert usnat.known_child_sensitive_data_consents == (
+        Consent.NOT_APPLICABLE,
+        Consent.NO_CONSENT,
+        Consent.NOT_APPLICABLE,
+    )
+    assert usnat.mspa_covered_transaction is MspaMode.YES
+    assert usnat.gpc is False
+    empty = decode_gpp_string("DBABLA~CAAAAAAAAQA.QA").usnat
+    assert empty is not None
+    assert empty.sale_opt_out is OptOut.NOT_APPLICABLE
+
+
+def test_reference_defaults_from_all_sections_decode() -> None:
+    # IABTechLab/iabgpp-es@c9c38fe027822e1863de7c3cd6b7fbf403ac36eb
+    # modules/cmpapi/test/GppModel.test.ts "should decode defaults from all sections" (older copy:
+    # v1-tagged usnat BAAAAAAAAAA with MspaCoveredTransaction 0, uspv1 "1---").
+    decoded = decode_gpp_string(
+        "DBACOaw~CPSG_8APSG_8AAAAAAENAACAAAAAAAAAAAAAAAAAAAAA.QAAA.IAAA~"
+        "BPSG_8APSG_8AAAAAAENAABAAAAAAAAAAAAAAAAA.YAAAAAAAAAA~1---~BAAAAAAAAAA.QA~"
+        "BAAAAAAA.QA~BAAAAAA~BAAAAAA.QA~BAAAAAAA~BAAAAAAA.QA"
+    )
+    assert decoded.usnat is not None
+    assert decoded.usnat.version == 1
+    assert decoded.usnat.mspa_covered_transaction is MspaMode.NOT_APPLICABLE
+    assert decoded.uspv1 is not None
+    assert set(decoded.us_sections) == {"usnat", "usca", "usva", "usco", "usut", "usct"}
+    assert decoded.undecoded_sections == (5,)
+
+
+def test_reference_defaults_from_every_current_section_decode() -> None:
+    # Same test, current copy: every section 2 and 5-22 at IAB's defaults.
+    decoded = decode_gpp_string(
+        "DBACOdM~CPSG_8APSG_8AAAAAAENAACAAAAAAAAAAAAAAAAAAAAA.QAAA.IAAA~"
+        "BPSG_8APSG_8AAAAAAENAACAAAAAAAAAAAAAAAAAAA.YAAAAAAAAAA~1---~BAAAAAAAAABA.QA~"
+        "BAAAAABA.QA~BAAAABA~BAAAAEA.QA~BAAAAAQA~BAAAAAEA.QA~BAAAAABA~BAAAAABA.QA~"
+        "BAAAAAABAA.QA~BAAAAAQA.QA~BAAAAAABAA.QA~BAAAAAQA.QA~BAAAAAQA.QA~BAAAAABA.QA~"
+        "BAAAAAAAQA.QA~BAAAAAQA.QA"
+    )
+    assert len(decoded.us_sections) == 16
+    assert all(s.mspa_covered_transaction is MspaMode.YES for s in decoded.us_sections.values())
+
+
+@pytest.mark.parametrize("usp", ["1Y", "1XYZ", "2YNN", "1YNNN", "1" + "Y" * 100_000])
+def test_invalid_uspv1_section_raises(usp: str) -> None:
+    _raises(f"DBABTA~{usp}")
+
+
+def test_uspv1_section_decodes_its_three_flags() -> None:
+    usp = decode_gpp_string("DBABTA~1YNN").uspv1
+    assert usp is not None
+    assert (usp.notice, usp.opt_out_sale, usp.lspa_covered) == (
+        UspFlag.YES,
+        UspFlag.NO,
+        UspFlag.NO,
+    )

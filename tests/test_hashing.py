@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from api.bootstrap import load_keyring
-from api.settings import Settings
+from bootstrap.container import load_keyring
+from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.hashing import HashKey, Keyring
 from identity.identifiers import NormalizedIdentifier

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app as cli_app
+from cli.main import app as cli_app
 from privacy.webhooks import new_webhook_id, sign_headers
 
 from .conftest import POLICY_DIR, Api

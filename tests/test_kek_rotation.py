@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.bootstrap import build_container
-from api.cli import app
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from cli.main import app
 from identity.errors import ConfigurationError
 from privacy.keyprovider import (
     LocalFileKeyProvider,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from api.bootstrap import build_container, check_kek_apart_from_vault
-from api.settings import Settings
+from bootstrap.container import build_container, check_kek_apart_from_vault
+from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.model import new_node_id
 from privacy.audit import PERSON_REF_INFO, person_ref

@@ -32,8 +32,8 @@ import phonenumbers
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app as cli_app
-from api.settings import Settings
+from bootstrap.settings import Settings
+from cli.main import app as cli_app
 
 from .conftest import POLICY_DIR, Api
 from .response_checks import assert_clean_response

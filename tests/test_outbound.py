@@ -264,7 +264,7 @@ def test_redirects_are_not_followed(tmp_path: Path, log_stream: io.StringIO) -> 
 
 
 def test_destination_setting_with_an_internal_address_stops_start_up(tmp_path: Path) -> None:
-    from api.bootstrap import build_container
+    from bootstrap.container import build_container
     from identity.errors import ConfigurationError
 
     destinations = {"crm": {"url": "http://169.254.169.254/", "secret": _secret()}}

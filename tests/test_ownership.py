@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import Scope
+from privacy.api_keys import Scope
 
 from .test_dsr_api import EMAIL, Dsr, _person, dsr_settings, open_dsr
 

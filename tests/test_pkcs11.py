@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.bootstrap import build_container
-from api.cli import app
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from cli.main import app
 from privacy.keyprovider import WrappedKey, WrappedKeyInvalidError
 from privacy.vault import SqliteVaultKeyStore, TamperedDataKeyError, Vault
 

@@ -8,6 +8,7 @@ from the engine's code, so a bug in the engine does not hide in the oracle.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -219,3 +220,15 @@ def test_legitimate_interest_purpose_reads_by_default_until_an_opt_out() -> None
     denied = ENGINE.decide(caller, PersonContext("p", (opt_out,)), "fraud_prevention", field, NOW)
     assert not denied.allowed
     assert denied.allowed_fields == ()
+
+
+def test_tc_string_grant_past_the_thirteen_month_max_age_is_denied_as_expired() -> None:
+    at = NOW - timedelta(days=400)
+    old = ConsentRecord("c_9", "n_1", "analytics", True, at, at, "api", ConsentSignal.TCF, "", "")
+    caller = Caller("k", frozenset({"*"}), "k")
+    decision = ENGINE.decide(caller, PersonContext("p_1", (old,)), "analytics", [], NOW)
+    assert not decision.allowed
+    assert decision.reason == "consent_expired"
+    assert decision.consent_record_id == "c_9"
+    recent = dataclasses.replace(old, at=NOW - timedelta(days=10))
+    assert ENGINE.decide(caller, PersonContext("p_1", (recent,)), "analytics", [], NOW).allowed

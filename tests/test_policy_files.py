@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from api.app import create_app
-from api.settings import Settings
+from bootstrap.settings import Settings
 from identity.errors import PolicyFileError
 from identity.policy import load_identity_policy
 from privacy.facts import load_facts_policy

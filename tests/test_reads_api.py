@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from api.auth import Scope
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from privacy.api_keys import Scope
 
 from .conftest import Api
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+import pytest
+
 from identity.hashing import HashKey, Keyring
 from identity.model import Outcome, RefusalReason
 from identity.policy import IdentityPolicy
@@ -25,6 +27,7 @@ def test_identifiers_seen_together_resolve_to_one_new_person(
     assert engine.resolve(ids("phone", "020 7946 0958")) == outcome.person_id
 
 
+@pytest.mark.sqlite_only
 def test_person_ids_are_random_not_derived_from_identifiers(
     tmp_path: object, store: SqliteGraphStore, keyring: Keyring, policy: IdentityPolicy, ids: Ids
 ) -> None:

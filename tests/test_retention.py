@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from api.bootstrap import build_container
-from api.cli import app as cli
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from cli.main import app as cli
 from identity.model import (
     RESTRICTION_PURPOSE,
     ConsentInput,

@@ -16,8 +16,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, FloatConvertor, IntegerConvertor, UUIDConvertor
 
-from api.auth import Scope
 from api.deps import ScopeCheck
+from privacy.api_keys import Scope
 
 from .conftest import Api
 

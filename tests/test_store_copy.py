@@ -439,7 +439,7 @@ def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_targ
 ) -> None:
     from typer.testing import CliRunner
 
-    from api.cli_store import store_app
+    from cli.store import store_app
 
     monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
     target = tmp_path / "copied.sqlite3"
@@ -464,7 +464,7 @@ def test_store_copy_command_refuses_a_non_sqlite_source_or_the_same_file(
 ) -> None:
     from typer.testing import CliRunner
 
-    from api.cli_store import store_app
+    from cli.store import store_app
 
     monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
     runner = CliRunner()
@@ -483,7 +483,7 @@ def test_store_migrate_command_creates_the_configured_store(
 ) -> None:
     from typer.testing import CliRunner
 
-    from api.cli_store import store_app
+    from cli.store import store_app
 
     monkeypatch.setenv("IDGRAPH_STORE_URL", f"sqlite:{tmp_path / 'fresh.sqlite3'}")
     result = CliRunner().invoke(store_app, ["migrate"])

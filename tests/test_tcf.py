@@ -491,8 +491,15 @@ def test_empty_segment_raises(tail: str) -> None:
     _raises(encode_tc_string(BASE) + tail, "empty_segment")
 
 
-def test_extra_characters_after_the_core_raise() -> None:
-    _raises(encode_tc_string(BASE) + "AAAA", "trailing_data")
+def test_zero_fill_after_the_core_decodes_like_the_reference() -> None:
+    # iabgpp-es TcfEuV2.test.ts "decode 4": the reference ignores what follows the last field.
+    assert decode_tc_string(encode_tc_string(BASE) + "AAAA") == decode_tc_string(
+        encode_tc_string(BASE)
+    )
+
+
+def test_non_zero_characters_after_the_core_raise() -> None:
+    _raises(encode_tc_string(BASE) + "AAAB", "nonzero_padding")
 
 
 def test_non_zero_bit_after_the_final_byte_raises() -> None:
@@ -505,7 +512,7 @@ def test_non_zero_bit_after_the_final_byte_raises() -> None:
 
 @pytest.mark.parametrize(
     ("segment", "reason"),
-    [("AB", "nonzero_padding"), ("AAAB", "nonzero_padding"), ("AAAAA", "trailing_data")],
+    [("AB", "nonzero_padding"), ("AAAB", "nonzero_padding"), ("AAAAAAAAAAAB", "nonzero_padding")],
 )
 def test_bit_reader_finish_rejects_fill_past_the_final_byte(segment: str, reason: str) -> None:
     reader = BitReader(segment, where="test")
@@ -515,7 +522,7 @@ def test_bit_reader_finish_rejects_fill_past_the_final_byte(segment: str, reason
     assert info.value.reason == reason
 
 
-@pytest.mark.parametrize("segment", ["A", "AA", "AAAA", "7A"])
+@pytest.mark.parametrize("segment", ["A", "AA", "AAAA", "7A", "AAAAAAAAAAAAAAAAAAA"])
 def test_bit_reader_finish_accepts_padding_within_byte_and_zero_fill(segment: str) -> None:
     reader = BitReader(segment, where="test")
     reader.read_int(3, "three")
@@ -644,3 +651,17 @@ def test_random_input_raises_only_tcf_decode_error(text: str) -> None:
         message = error.message
     # Short inputs can occur in any message by chance ("0"); longer ones must never be echoed.
     assert len(text) < 8 or text not in message
+
+
+def test_reference_publisher_tc_with_long_zero_padding_decodes() -> None:
+    # IABTechLab/iabgpp-es modules/cmpapi/test/encoder/section/TcfEuV2.test.ts "decode 4".
+    tc = decode_tc_string(
+        "COv_eg6Ov_eg6AOADBENAaCgAP_AAH_AACiQAVEUQQoAIQAqIoghAAQgAA.YAAAAAAAAAAAAAAAAAA"
+    )
+    assert tc.cmp_id == 14
+    assert tc.tcf_policy_version == 2
+    assert tc.pre_v22_policy
+    assert sorted(tc.vendor_consents.vendor_ids) == [2, 6, 8, 12, 18, 23, 25, 37, 42]
+    assert sorted(tc.vendor_legitimate_interests.vendor_ids) == [2, 6, 8, 12, 18, 23, 37, 42]
+    assert tc.publisher_tc is not None
+    assert tc.publisher_tc.num_custom_purposes == 0

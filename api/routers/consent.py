@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from privacy.api_keys import Scope
+from privacy.audit import api_key_actor
+from services.ingest import ConsentSubmission
 
-from api.auth import Scope
 from api.consent import GpcHeader, gpc_requested, gpp_out, records_out
 from api.deps import ConsentKey, Ingest, RawBody
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import ConsentRequest, ConsentResponse, RefusalOut, WebhookConsentResponse
-from privacy.audit import api_key_actor
-from services.ingest import ConsentSubmission
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from bootstrap.container import Container
 from fastapi import APIRouter, Depends
 
-from api.bootstrap import Container
 from api.deps import get_container
 from api.schemas import HealthResponse
 

@@ -6,6 +6,9 @@ from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter
+from identity.errors import IdentifierNotFoundError
+from identity.model import EventOutcome
+from privacy.audit import api_key_actor
 
 from api.consent import GpcHeader, gpc_requested
 from api.deps import Ingest, IngestKey, Links, RawBody, ResolveKey
@@ -22,9 +25,6 @@ from api.schemas import (
     ResolveRequest,
     ResolveResponse,
 )
-from identity.errors import IdentifierNotFoundError
-from identity.model import EventOutcome
-from privacy.audit import api_key_actor
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 

@@ -12,14 +12,15 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
+from bootstrap.container import Container
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from privacy.api_keys import ApiKey, Scope
+from privacy.policy_engine import Caller
+from privacy.reads import MAX_PAGE, ActivationRow, ReadService
 
-from api.auth import ApiKey, PurposeForbiddenError, Scope
-from api.bootstrap import Container
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.read_schemas import (
@@ -30,8 +31,6 @@ from api.read_schemas import (
     MembersOut,
     ProfileOut,
 )
-from privacy.policy_engine import Caller
-from privacy.reads import MAX_PAGE, ActivationRow, PurposeNotInScopeError, ReadService
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 
@@ -71,15 +70,6 @@ def _caller(key: ApiKey) -> Caller:
     return Caller(key.key_id, key.purposes, key.consumer or key.key_id, key.allows_admin)
 
 
-@contextmanager
-def _purpose_scope() -> Iterator[None]:
-    """The core's "purpose not in the key's scope" as the API's 403 ``purpose_forbidden``."""
-    try:
-        yield
-    except PurposeNotInScopeError as exc:
-        raise PurposeForbiddenError(exc.purpose) from None
-
-
 @router.get(
     "/profiles/{person_id}",
     response_model=ProfileOut,
@@ -90,8 +80,7 @@ def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Read
     """Attributes (latest value per name) and events the purpose may read, within retention,
     if the person's consent or lawful basis allows it. An unknown person and a denied read get
     the same 404."""
-    with _purpose_scope():
-        return ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
+    return ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
 
 
 @router.post(
@@ -103,10 +92,7 @@ def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Read
 )
 def define_audience(body: AudienceCreate, key: ReadKey, reads: Reads) -> AudienceOut:
     """Rules over attributes and events; each must be readable by the purpose."""
-    with _purpose_scope():
-        audience = reads.define_audience(
-            _caller(key), body.name, body.purpose, body.rules.to_domain()
-        )
+    audience = reads.define_audience(_caller(key), body.name, body.purpose, body.rules.to_domain())
     return AudienceOut.of(audience)
 
 
@@ -118,8 +104,7 @@ def define_audience(body: AudienceCreate, key: ReadKey, reads: Reads) -> Audienc
 )
 def get_audience(audience_id: str, key: ReadKey, reads: Reads) -> AudienceOut:
     """The stored rules (no members)."""
-    with _purpose_scope():
-        return AudienceOut.of(reads.audience(_caller(key), audience_id))
+    return AudienceOut.of(reads.audience(_caller(key), audience_id))
 
 
 @router.get(
@@ -137,8 +122,7 @@ def audience_members(
 ) -> MembersOut:
     """Person ids in id order. A page may be short (the scan per request is bounded); keep
     following ``next_cursor`` until it is ``null``."""
-    with _purpose_scope():
-        page = reads.audience_members(_caller(key), audience_id, cursor, limit)
+    page = reads.audience_members(_caller(key), audience_id, cursor, limit)
     return MembersOut(
         audience_id=page.audience_id,
         purpose=page.purpose,
@@ -184,8 +168,7 @@ def export_audience(
     """One row per identifier the purpose may activate (``activation`` in purposes.yaml):
     ``identifier_type`` and the SHA-256 (hex) of its normalized value, as ad platforms expect.
     Never the raw value, never the person id."""
-    with _purpose_scope():
-        rows = reads.export_audience(_caller(key), audience_id)
+    rows = reads.export_audience(_caller(key), audience_id)
     if export_format == "csv":
         return StreamingResponse(
             _csv_lines(rows),
@@ -215,8 +198,7 @@ def features(
     """The ``features`` attributes of the purpose for persons it may read; a feature that is
     missing or past retention is ``null``. Pseudonyms are stable for one consumer (the API
     key's) and differ across consumers."""
-    with _purpose_scope():
-        page = reads.features(_caller(key), purpose, cursor, limit)
+    page = reads.features(_caller(key), purpose, cursor, limit)
     return FeaturesOut(
         purpose=page.purpose,
         columns=list(page.columns),

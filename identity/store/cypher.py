@@ -29,6 +29,8 @@ The graph model::
     (:Refusal {at, source, type, key_id, digest, reason, detail})
     (:Meta {key, value})                            schema version, copy cursors
 
+    (:WriterLock {name, held_at})                   one node: every write transaction locks it first
+
     (:Suppression {type, key_id, digest})           keyed hashes of erased identifiers
     (:ErasureOutbox {erasure_id, request_id, actor, created_at, node_ids, counts, done_at})
 
@@ -94,6 +96,7 @@ class Label(StrEnum):
     CONSENT = "Consent"
     SUPPRESSION = "Suppression"
     ERASURE_OUTBOX = "ErasureOutbox"
+    WRITER_LOCK = "WriterLock"
 
 
 class Rel(StrEnum):
@@ -143,6 +146,7 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
             "counts",
             "done_at",
         ),
+        Label.WRITER_LOCK: ("name", "held_at"),
     }
 )
 RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType(
@@ -190,6 +194,7 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "created_at": "epoch milliseconds an erasure was committed",
         "done_at": "epoch milliseconds an erasure's key shred completed",
         "counts": "JSON object (string) of what an erasure deleted",
+        "lock": "the name of the writer lock node every write transaction takes first ('graph')",
     }
 )
 
@@ -269,6 +274,12 @@ CREATE CONSTRAINT erasure_outbox_id_unique IF NOT EXISTS
 FOR (o:ErasureOutbox) REQUIRE o.erasure_id IS UNIQUE
 """
 
+# One lock node per name; MERGE under this constraint cannot create a second one in a race.
+CREATE_WRITER_LOCK_CONSTRAINT: Final = """
+CREATE CONSTRAINT writer_lock_name_unique IF NOT EXISTS
+FOR (w:WriterLock) REQUIRE w.name IS UNIQUE
+"""
+
 SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_PERSON_ID_CONSTRAINT,
     CREATE_IDENTIFIER_NODE_ID_CONSTRAINT,
@@ -283,6 +294,7 @@ SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_SUPPRESSION_CONSTRAINT,
     CREATE_SUPPRESSION_DIGEST_INDEX,
     CREATE_ERASURE_OUTBOX_CONSTRAINT,
+    CREATE_WRITER_LOCK_CONSTRAINT,
 )
 
 # -- meta -----------------------------------------------------------------------------------------
@@ -303,6 +315,17 @@ RETURN m.value AS value
 SET_META: Final = """
 MERGE (m:Meta {key: $key})
 SET m.value = $value
+"""
+
+# -- the writer lock (docs/neo4j.md, "Concurrent writes") ----------------------------------------
+
+# The first statement of every write transaction: SET takes the node's exclusive lock, which
+# Neo4j holds until the transaction commits or rolls back. Writers therefore run one at a time,
+# each reading the graph as the previous one committed it (what SQLite's BEGIN IMMEDIATE gives);
+# reads take no locks and are never blocked by it.
+LOCK_WRITERS: Final = """
+MERGE (w:WriterLock {name: $lock})
+SET w.held_at = timestamp()
 """
 
 # -- reads ----------------------------------------------------------------------------------------

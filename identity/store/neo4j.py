@@ -9,6 +9,17 @@ transient failures (leader switch, deadlock, lost connection) and rolls back whe
 That is why the port requires ``fn`` to be idempotent: the resolution engine reads what it needs
 through the transaction and recomputes its :class:`~identity.model.ChangeSet` on every attempt.
 
+Concurrent writers are serialised by a lock node (:data:`~identity.store.cypher.LOCK_WRITERS`),
+taken before ``fn`` reads anything. Neo4j runs transactions at read-committed isolation: without
+the lock, two events carrying the same new identifier both see "no such node", both create one,
+and the second fails the uniqueness constraint; two merges of one cluster can each move half of
+it. With the lock, each write transaction reads the graph as the previous one committed it, like
+SQLite's ``BEGIN IMMEDIATE``, so the resolution engine's read-decide-write is correct unchanged.
+docs/neo4j.md says why this and not per-cluster locks. A constraint violation can then only come
+from a writer that bypasses the lock (an older idgraph, a hand-run statement): the transaction is
+retried a bounded number of times from a fresh read, then reported as
+:class:`~identity.errors.StoreIntegrityError`.
+
 Driver exceptions never leave this module: connection, session, transient and authentication
 failures become :class:`~identity.errors.StoreUnavailableError`, constraint violations
 :class:`~identity.errors.StoreIntegrityError`. Messages carry the Neo4j status code but never
@@ -18,6 +29,8 @@ the server's message text, which can echo stored property values.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -60,8 +73,12 @@ from identity.model import (
 from identity.store import cypher
 
 T = TypeVar("T")
+_log = logging.getLogger("idgraph.store.neo4j")
 
 DEFAULT_BATCH_SIZE = 1000
+WRITER_LOCK = "graph"
+# Attempts of a write transaction that failed a uniqueness constraint (see the module docstring).
+CONSTRAINT_RETRIES = 3
 # Bolt and routing (cluster/Aura) schemes. The driver's HTTP schemes are a preview feature with
 # other dependencies and semantics, so they are refused rather than half-supported.
 URI_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
@@ -672,8 +689,11 @@ class Neo4jGraphStore:
     """:class:`~identity.store.port.GraphStore` on a Neo4j database (5.26 LTS or newer).
 
     The constructor checks connectivity and runs :meth:`migrate`, so an open store has its
-    constraints and indexes; a server that cannot be reached raises
-    :class:`~identity.errors.StoreUnavailableError` within about ``connect_timeout_s``.
+    constraints and indexes. A server that cannot be reached is retried with exponential backoff
+    (0.5 s doubling to 8 s) for ``startup_timeout_s`` (0: one attempt), because a database that
+    starts after the service (a restart, a failover, compose ordering) is normal in production;
+    then :class:`~identity.errors.StoreUnavailableError` is raised. Pool size, connection
+    lifetime, acquisition timeout (default: ``connect_timeout_s``) and fetch size go to the driver.
     """
 
     def __init__(
@@ -686,6 +706,11 @@ class Neo4jGraphStore:
         batch_size: int = DEFAULT_BATCH_SIZE,
         connect_timeout_s: float = 10.0,
         max_retry_time_s: float = 30.0,
+        max_pool_size: int = 100,
+        max_connection_lifetime_s: float = 3600.0,
+        acquisition_timeout_s: float | None = None,
+        fetch_size: int = 1000,
+        startup_timeout_s: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError("Neo4j batch size must be at least 1")
@@ -694,27 +719,49 @@ class Neo4jGraphStore:
             raise ConfigurationError(
                 f"Neo4j URI must start with one of {', '.join(sorted(URI_SCHEMES))}://"
             )
+        if max_pool_size < 1 or fetch_size < 1:
+            raise ConfigurationError("Neo4j pool size and fetch size must be at least 1")
         self.database = database
         self._batch = batch_size
+        self._fetch_size = fetch_size
         self._closed = False
         try:
             self._driver: Driver = GraphDatabase.driver(
                 uri,
                 auth=(user, password),
                 connection_timeout=connect_timeout_s,
-                connection_acquisition_timeout=connect_timeout_s,
+                connection_acquisition_timeout=acquisition_timeout_s or connect_timeout_s,
                 max_transaction_retry_time=max_retry_time_s,
+                max_connection_pool_size=max_pool_size,
+                max_connection_lifetime=max_connection_lifetime_s,
             )
         except (DriverConfigurationError, ValueError) as exc:
             # The URI scheme or options are wrong: a configuration problem, not an outage.
             raise ConfigurationError(f"invalid Neo4j URI or driver option: {exc}") from exc
         try:
-            with _driver_errors("connect"):
-                self._driver.verify_connectivity()
-            self.migrate()
+            self._connect(startup_timeout_s)
         except BaseException:
             self._driver.close()
             raise
+
+    def _connect(self, startup_timeout_s: float) -> None:
+        """Verify connectivity and migrate, retrying an unreachable server until the deadline."""
+        deadline = time.monotonic() + startup_timeout_s
+        delay = 0.5
+        while True:
+            try:
+                with _driver_errors("connect"):
+                    self._driver.verify_connectivity()
+                self.migrate()
+            except StoreUnavailableError as exc:
+                refused = isinstance(exc.__cause__, (AuthError, Forbidden))
+                if refused or time.monotonic() + delay > deadline:
+                    raise  # a wrong password or out of time: waiting longer will not help
+                _log.warning("Neo4j not reachable yet, retrying in %.1f s: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+            else:
+                return
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -725,6 +772,7 @@ class Neo4jGraphStore:
         with self._driver.session(
             database=self.database,
             bookmark_manager=self._driver.execute_query_bookmark_manager,
+            fetch_size=self._fetch_size,
         ) as session:
             yield session
 
@@ -761,13 +809,25 @@ class Neo4jGraphStore:
             )
 
     def write(self, fn: Callable[[Neo4jTransaction], T]) -> T:
-        """Run ``fn`` in one managed write transaction (retried on transient failures)."""
+        """Run ``fn`` in one managed write transaction, holding the writer lock.
+
+        Retried on transient failures by the driver, and from a fresh read after a uniqueness
+        constraint violation (at most :data:`CONSTRAINT_RETRIES` attempts).
+        """
 
         def work(tx: ManagedTransaction) -> T:
+            tx.run(cypher.LOCK_WRITERS, {"lock": WRITER_LOCK}).consume()
             return fn(Neo4jTransaction(tx, self._batch))
 
-        with _driver_errors("write"), self._session() as session:
-            return session.execute_write(work)
+        with _driver_errors("write"):
+            for _ in range(CONSTRAINT_RETRIES - 1):
+                try:
+                    with self._session() as session:
+                        return session.execute_write(work)
+                except ConstraintError:
+                    continue  # a racing writer outside the lock: re-read and decide again
+            with self._session() as session:
+                return session.execute_write(work)
 
     def read(self, fn: Callable[[Neo4jTransaction], T]) -> T:
         """Run ``fn`` in one managed read transaction."""

@@ -83,7 +83,8 @@ def connect_private(
 ) -> sqlite3.Connection:
     """Open a service-state file: owner-only (0600), WAL, ``synchronous=FULL``.
 
-    Used by the audit log, the webhook replay guard and the DSR store. Why each setting:
+    Used by the audit log, the webhook replay guard, the DSR store and the control database (API
+    keys, audiences). Why each setting:
 
     * **0600, refused if group/other can read it**: these files name persons (opaque references)
       and what was done to them; like the vault, only the service account may read them. A

@@ -13,10 +13,12 @@ Strictness rules (they are the point of this module):
 * :meth:`BitReader.finish` checks what follows the last field. Encoders pad the bit string with
   zeros to a whole byte and then to whole base64 characters (iabtcf-es ``Base64Url.encode``,
   iabgpp-es ``CompressedBase64UrlEncoder``); the GPP ``tcfeuv2`` encoder pads to a whole 24-bit
-  base64 quantum (iabgpp-es ``TraditionalBase64UrlEncoder``). So the unread bits inside the final
-  byte (the byte holding the last field bit) are tolerated whatever their value, zero fill after
-  that byte is tolerated up to the end of that 24-bit quantum, and anything else raises: a
-  non-zero bit after the final byte, or more characters than any encoder emits.
+  base64 quantum (iabgpp-es ``TraditionalBase64UrlEncoder``), and some CMPs pad further (iabgpp-es
+  ``TcfEuV2.test.ts`` "decode 4" has a publisher TC segment of 114 bits for 57 bits of fields).
+  IAB's reference decoders ignore whatever follows the last field. We tolerate the unread bits
+  inside the final byte (the byte holding the last field bit) whatever their value, and zero
+  bits of any length after it: zeros carry no field. A non-zero bit after the final byte is data
+  no field explains, and raises rather than being dropped.
 
 Error messages name the segment and the bit offset and never contain the input string: consent
 strings travel with requests and end up in logs (privacy invariant 1 keeps those clean).
@@ -224,18 +226,11 @@ class BitReader:
 
     def finish(self) -> None:
         """Check what follows the last field read (see the module docstring); raise if wrong."""
-        used = self._pos
-        final_byte_end = -(-used // 8) * 8
-        quantum_end = -(-final_byte_end // 24) * 24
-        if len(self._bits) > quantum_end:
-            raise self.error(
-                "trailing_data",
-                f"{len(self._bits) - used} unread bits follow the last field; "
-                "only padding to the end of the final byte and base64 quantum may follow",
-            )
+        final_byte_end = -(-self._pos // 8) * 8
         if "1" in self._bits[final_byte_end:]:
             raise self.error(
                 "nonzero_padding",
-                "padding after the final byte holds a non-zero bit",
+                f"{len(self._bits) - self._pos} unread bits follow the last field and one after "
+                "the final byte is non-zero; only zero padding may follow",
                 at_bit=self._bits.index("1", final_byte_end),
             )

@@ -2,27 +2,47 @@
 
 A GPP string is a header and sections joined by ``~``. The header (itself base64url) holds Type
 (6 bits, always 3), Version (6 bits, 1) and the section ids as a Fibonacci range; the sections
-follow in the same order, one per id. This module decodes the header, section 2 (``tcfeuv2``,
-with :func:`privacy.consent.tcf.decode_tc_string`: same segments as a TC string) and section 7
-(``usnat``, MSPA US National, versions 1 and 2, with its GPC sub-section). Every other section is
-kept as its raw string: ids missing from :data:`SECTION_NAMES` are listed in
-:attr:`GppString.unknown_sections`; all sections kept raw are in
-:attr:`GppString.undecoded_sections`. Neither is an error.
+follow in the same order, one per id. This module decodes the header and these sections:
+
+* 2 ``tcfeuv2`` with :func:`privacy.consent.tcf.decode_tc_string` (same segments as a TC string);
+* 6 ``uspv1`` (the four-character CCPA string, validated);
+* 7 ``usnat`` (MSPA US National, versions 1 and 2) and every US state section, 8-27 (``usca`` ...
+  ``usri``), each with its GPC or sensitive-data sub-section, from one field table
+  (:data:`US_LAYOUTS`).
+
+Sections 1 (``tcfeuv1``, deprecated, never implemented by IAB's GPP libraries) and 5
+(``tcfcav1``) are kept as their raw string and listed in :attr:`GppString.undecoded_sections`;
+ids with no registered name are also listed in :attr:`GppString.unknown_sections`. Neither is an
+error.
+
+Strict where the specification is strict, tolerant exactly where IAB's reference decoder
+(``@iabgpp/cmpapi``, ``IABTechLab/iabgpp-es``) is, and never a *different* successful decode:
+where the reference accepts something we refuse, we raise :class:`GppDecodeError`. The tolerances:
+
+* **Short usnat.** ``UsNatCoreSegment.decodeSegment`` reads a core of exactly 60 or 66 bits with
+  the version-1 layout (12 sensitive-data and 2 known-child entries) whatever the version says,
+  and fills the missing entries with 0 (not applicable); a longer core is read with the
+  version-2 layout and, when the version is 1, cut back to 12 and 2 entries. We do the same, and
+  refuse (instead of dropping) a non-zero entry that the cut would lose.
+* **MspaCoveredTransaction 0.** The spec defines 1 (yes) and 2 (no); the reference decodes 0 (its
+  earlier encoders wrote it as the default, see GppModel "decode defaults from all sections").
+  We decode it as :attr:`MspaMode.NOT_APPLICABLE`. A 2-bit value of 3 is undefined everywhere
+  and still refused (the reference would keep it as the number 3).
+* **Padding.** Zero bits after the last field are ignored (see :mod:`privacy.consent.bits`).
 
 Sources: the GPP "Consent String Specification" and "Section Information" pages and the MSPA US
-National technical specification (``InteractiveAdvertisingBureau/Global-Privacy-Platform``), and
-the reference implementation ``IABTechLab/iabgpp-es`` (``HeaderV1CoreSegment.ts``,
-``UsNatCoreSegment.ts``, ``UsNatV1CoreSegment.ts``, ``UsNatGpcSegment.ts``,
-``FibonacciIntegerRangeEncoder.ts``).
+National and state technical specifications (``InteractiveAdvertisingBureau/Global-Privacy-
+Platform``), and ``@iabgpp/cmpapi`` 3.2.0 (``encoder/segment/Us*CoreSegment.js``,
+``Us*GpcSegment.js``, ``Us*SensitiveDataConsentSegment.js``, ``UspV1CoreSegment.js``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Literal
 
 from privacy.consent.bits import BitReader, ConsentStringDecodeError, expand_ranges, is_base64url
 from privacy.consent.tcf import TcfDecodeError, TCString, decode_tc_string
@@ -31,6 +51,7 @@ GPP_HEADER_TYPE = 3
 GPP_VERSION = 1
 SECTION_TCFEUV2 = 2
 SECTION_HEADER = 3
+SECTION_USPV1 = 6
 SECTION_USNAT = 7
 
 #: Registered GPP section ids and their client-side API prefixes ("Section Information" page and
@@ -58,13 +79,13 @@ SECTION_NAMES: Mapping[int, str] = MappingProxyType(
         20: "usnh",
         21: "usnj",
         22: "ustn",
+        23: "usmn",
+        24: "usmd",
+        25: "usin",
+        26: "usky",
+        27: "usri",
     }
 )
-
-# usnat core layout per version: (SensitiveDataProcessing entries, KnownChildSensitiveDataConsents
-# entries). Version 1 (Dec 2022) has 12 and 2; version 2 (2024, second amended MSPA) has 16 and 3.
-_USNAT_LAYOUTS = {1: (12, 2), 2: (16, 3)}
-_USNAT_SUBSECTION_GPC = 1
 
 
 class GppDecodeError(ConsentStringDecodeError):
@@ -74,7 +95,7 @@ class GppDecodeError(ConsentStringDecodeError):
 
 
 class Notice(IntEnum):
-    """A usnat notice field (2 bits)."""
+    """A US notice field (2 bits)."""
 
     NOT_APPLICABLE = 0
     PROVIDED = 1
@@ -82,7 +103,7 @@ class Notice(IntEnum):
 
 
 class OptOut(IntEnum):
-    """A usnat opt-out field (2 bits)."""
+    """A US opt-out field (2 bits)."""
 
     NOT_APPLICABLE = 0
     OPTED_OUT = 1
@@ -90,7 +111,7 @@ class OptOut(IntEnum):
 
 
 class Consent(IntEnum):
-    """A usnat consent field (2 bits)."""
+    """A US consent field (2 bits)."""
 
     NOT_APPLICABLE = 0
     NO_CONSENT = 1
@@ -98,16 +119,239 @@ class Consent(IntEnum):
 
 
 class MspaMode(IntEnum):
-    """A usnat MSPA field (2 bits). MspaCoveredTransaction has no NOT_APPLICABLE."""
+    """A US MSPA field (2 bits). MspaCoveredTransaction 0 is a tolerated legacy default."""
 
     NOT_APPLICABLE = 0
     YES = 1
     NO = 2
 
 
+# -- the US section table ------------------------------------------------------------------------
+
+Subsection = Literal["gpc", "sensitive"]
+_MSPA = "MspaCoveredTransaction MspaOptOutOptionMode MspaServiceProviderMode"
+_PROCESSING = "ProcessingNotice SaleOptOutNotice TargetedAdvertisingOptOutNotice"
+_SHARING = "SharingNotice SaleOptOutNotice TargetedAdvertisingOptOutNotice"
+_OPT_OUTS = "SaleOptOut TargetedAdvertisingOptOut"
+_MSPA_FIRST = f"MspaVersion MspaCoveredTransaction MspaMode {_PROCESSING} {_OPT_OUTS}"
+# The field holding the section version (6 bits); every other field is 2 bits per entry.
+_VERSION_FIELDS = frozenset({"Version", "MspaVersion"})
+COVERED_TRANSACTION = "MspaCoveredTransaction"
+
+
+@dataclass(frozen=True)
+class UsSectionLayout:
+    """One US section's core fields in order: ``(IAB field name, entries)``.
+
+    ``entries`` 0 is a scalar; a positive count is a list of that many 2-bit entries.
+    ``subsection`` is what may follow the core after a ``.``: the GPC sub-section (2-bit type 1,
+    one bit) or, for Indiana, Kentucky and Rhode Island, a sensitive-data-consent sub-section
+    (``sensitive_entries`` 2-bit entries, no type field).
+    """
+
+    section_id: int
+    name: str
+    fields: tuple[tuple[str, int], ...]
+    subsection: Subsection | None = None
+    sensitive_entries: int = 0
+    versions: frozenset[int] = frozenset({1})
+
+
+def _fields(spec: str) -> tuple[tuple[str, int], ...]:
+    out: list[tuple[str, int]] = []
+    for token in spec.split():
+        name, _, count = token.partition("*")
+        out.append((name, int(count) if count else 0))
+    return tuple(out)
+
+
+def _layout(
+    section_id: int,
+    spec: str,
+    subsection: Subsection | None = "gpc",
+    *,
+    sensitive_entries: int = 0,
+    versions: frozenset[int] = frozenset({1}),
+) -> UsSectionLayout:
+    return UsSectionLayout(
+        section_id,
+        SECTION_NAMES[section_id],
+        _fields(spec),
+        subsection,
+        sensitive_entries,
+        versions,
+    )
+
+
+#: Every US section, by id, as ``@iabgpp/cmpapi`` 3.2.0 lays it out (field names as IAB spells
+#: them, so a decoded section compares field by field with the reference decoder).
+US_LAYOUTS: Mapping[int, UsSectionLayout] = MappingProxyType(
+    {
+        layout.section_id: layout
+        for layout in (
+            _layout(
+                7,
+                "Version SharingNotice SaleOptOutNotice SharingOptOutNotice "
+                "TargetedAdvertisingOptOutNotice SensitiveDataProcessingOptOutNotice "
+                "SensitiveDataLimitUseNotice SaleOptOut SharingOptOut TargetedAdvertisingOptOut "
+                "SensitiveDataProcessing*16 KnownChildSensitiveDataConsents*3 "
+                f"PersonalDataConsents {_MSPA}",
+                versions=frozenset({1, 2}),
+            ),
+            _layout(
+                8,
+                "Version SaleOptOutNotice SharingOptOutNotice SensitiveDataLimitUseNotice "
+                "SaleOptOut SharingOptOut SensitiveDataProcessing*9 "
+                f"KnownChildSensitiveDataConsents*2 PersonalDataConsents {_MSPA}",
+            ),
+            _layout(
+                9,
+                f"Version {_SHARING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents {_MSPA}",
+                None,
+            ),
+            _layout(
+                10,
+                f"Version {_SHARING} {_OPT_OUTS} SensitiveDataProcessing*7 "
+                f"KnownChildSensitiveDataConsents {_MSPA}",
+            ),
+            _layout(
+                11,
+                f"Version {_SHARING} SensitiveDataProcessingOptOutNotice {_OPT_OUTS} "
+                f"SensitiveDataProcessing*8 KnownChildSensitiveDataConsents {_MSPA}",
+                None,
+            ),
+            _layout(
+                12,
+                f"Version {_SHARING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents*3 {_MSPA}",
+            ),
+            _layout(
+                13,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents*3 AdditionalDataProcessingConsent {_MSPA}",
+                None,
+            ),
+            _layout(
+                14,
+                f"Version {_SHARING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents*3 AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                15,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*11 "
+                f"KnownChildSensitiveDataConsents*3 AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                16,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                17,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*9 "
+                f"KnownChildSensitiveDataConsents*5 AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                18,
+                f"Version {_PROCESSING} SensitiveDataOptOutNotice {_OPT_OUTS} "
+                f"SensitiveDataProcessing*8 KnownChildSensitiveDataConsents {_MSPA}",
+            ),
+            _layout(
+                19,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                20,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents*3 AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                21,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*10 "
+                f"KnownChildSensitiveDataConsents*5 AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                22,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(
+                23,
+                f"Version {_PROCESSING} {_OPT_OUTS} SensitiveDataProcessing*8 "
+                f"KnownChildSensitiveDataConsents AdditionalDataProcessingConsent {_MSPA}",
+            ),
+            _layout(24, f"{_MSPA_FIRST} AdditionalDataProcessingConsent"),
+            *(
+                _layout(
+                    section_id,
+                    f"{_MSPA_FIRST} KnownChildSensitiveDataConsents "
+                    "AdditionalDataProcessingConsent",
+                    "sensitive",
+                    sensitive_entries=8,
+                )
+                for section_id in (25, 26, 27)
+            ),
+        )
+    }
+)
+
+#: The opt-out kinds a purpose can bind to, and the field that carries each in a US section.
+US_OPT_OUT_FIELDS: Mapping[str, str] = MappingProxyType(
+    {
+        "sale": "SaleOptOut",
+        "sharing": "SharingOptOut",
+        "targeted_advertising": "TargetedAdvertisingOptOut",
+    }
+)
+
+FieldValue = int | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class UsSection:
+    """A decoded US section (``usnat`` or a state): its fields by IAB name, and sub-sections.
+
+    ``fields`` maps each core field (``"SaleOptOut"``) to its value: an int, or a tuple for
+    list fields, exactly as ``@iabgpp/cmpapi`` reports them. ``gpc`` is ``None`` when the
+    section has no GPC sub-section (absent is not "false"); ``sensitive_data_processing`` holds
+    the Indiana/Kentucky/Rhode Island sensitive-data sub-section, ``None`` when absent.
+    """
+
+    section_id: int
+    name: str
+    version: int
+    fields: Mapping[str, FieldValue]
+    gpc: bool | None = None
+    sensitive_data_processing: tuple[int, ...] | None = None
+
+    def opt_out(self, kind: str) -> OptOut | None:
+        """The value of the ``kind`` opt-out (``sale``...); ``None`` if the section has no such
+        field (``usva`` has no sharing opt-out, say)."""
+        value = self.fields.get(US_OPT_OUT_FIELDS[kind])
+        return None if value is None or isinstance(value, tuple) else OptOut(value)
+
+    def consents(self, field_name: str) -> tuple[Consent, ...]:
+        """The entries of a consent list or scalar field as :class:`Consent` (empty if absent)."""
+        value = self.fields.get(field_name)
+        if field_name == "SensitiveDataProcessing" and self.sensitive_data_processing is not None:
+            value = self.sensitive_data_processing
+        if value is None:
+            return ()
+        return tuple(Consent(v) for v in (value if isinstance(value, tuple) else (value,)))
+
+    @property
+    def mspa_covered_transaction(self) -> MspaMode:
+        """Whether the transaction is covered by the MSPA (0 only from legacy encoders)."""
+        value = self.fields[COVERED_TRANSACTION]
+        assert not isinstance(value, tuple)  # noqa: S101 - a scalar in every layout
+        return MspaMode(value)
+
+
 @dataclass(frozen=True)
 class UsNatSection:
-    """GPP section 7 (``usnat``): the core sub-section and, when present, the GPC sub-section.
+    """GPP section 7 (``usnat``) with typed fields; :class:`UsSection` holds the same values.
 
     ``gpc`` is ``None`` when the string has no GPC sub-section (absent is not "false").
     """
@@ -130,12 +374,69 @@ class UsNatSection:
     mspa_service_provider_mode: MspaMode
     gpc: bool | None = None
 
+    @classmethod
+    def from_section(cls, section: UsSection) -> UsNatSection:
+        """The typed view of a decoded ``usnat`` :class:`UsSection`."""
+        f = section.fields
+
+        def scalar(name: str) -> int:
+            value = f[name]
+            assert not isinstance(value, tuple)  # noqa: S101 - the usnat layout fixes the shape
+            return value
+
+        return cls(
+            version=section.version,
+            sharing_notice=Notice(scalar("SharingNotice")),
+            sale_opt_out_notice=Notice(scalar("SaleOptOutNotice")),
+            sharing_opt_out_notice=Notice(scalar("SharingOptOutNotice")),
+            targeted_advertising_opt_out_notice=Notice(scalar("TargetedAdvertisingOptOutNotice")),
+            sensitive_data_processing_opt_out_notice=Notice(
+                scalar("SensitiveDataProcessingOptOutNotice")
+            ),
+            sensitive_data_limit_use_notice=Notice(scalar("SensitiveDataLimitUseNotice")),
+            sale_opt_out=OptOut(scalar("SaleOptOut")),
+            sharing_opt_out=OptOut(scalar("SharingOptOut")),
+            targeted_advertising_opt_out=OptOut(scalar("TargetedAdvertisingOptOut")),
+            sensitive_data_processing=section.consents("SensitiveDataProcessing"),
+            known_child_sensitive_data_consents=section.consents("KnownChildSensitiveDataConsents"),
+            personal_data_consents=Consent(scalar("PersonalDataConsents")),
+            mspa_covered_transaction=MspaMode(scalar(COVERED_TRANSACTION)),
+            mspa_opt_out_option_mode=MspaMode(scalar("MspaOptOutOptionMode")),
+            mspa_service_provider_mode=MspaMode(scalar("MspaServiceProviderMode")),
+            gpc=section.gpc,
+        )
+
+
+class UspFlag(IntEnum):
+    """A uspv1 (CCPA) character: ``Y``, ``N`` or ``-`` (not applicable)."""
+
+    NOT_APPLICABLE = 0
+    YES = 1
+    NO = 2
+
+
+_USP_FLAGS = {"Y": UspFlag.YES, "N": UspFlag.NO, "-": UspFlag.NOT_APPLICABLE}
+
+
+@dataclass(frozen=True)
+class UspV1Section:
+    """GPP section 6 (``uspv1``, the IAB CCPA "US Privacy String" ``1YNN``).
+
+    ``opt_out_sale`` ``YES`` means the person opted out of the sale of their data.
+    """
+
+    version: int
+    notice: UspFlag
+    opt_out_sale: UspFlag
+    lspa_covered: UspFlag
+
 
 @dataclass(frozen=True)
 class GppString:
     """A decoded GPP string.
 
     ``raw_sections`` maps every section id to its raw section string (decoded ones included).
+    ``us_sections`` holds every decoded US section (``usnat`` and the states) by name.
     """
 
     version: int
@@ -143,6 +444,8 @@ class GppString:
     raw_sections: Mapping[int, str]
     tcfeuv2: TCString | None = None
     usnat: UsNatSection | None = None
+    uspv1: UspV1Section | None = None
+    us_sections: Mapping[str, UsSection] = field(default_factory=lambda: MappingProxyType({}))
     unknown_sections: tuple[int, ...] = ()
     undecoded_sections: tuple[int, ...] = ()
 
@@ -171,94 +474,142 @@ class GppString:
         }
 
 
-_E = TypeVar("_E", bound=IntEnum)
+# -- decoders --------------------------------------------------------------------------------------
+
+_USNAT_V1_BITS = frozenset({60, 66})  # a version-1 core: 60 bits, or 66 once padded
+_USNAT_V1_COUNTS = {"SensitiveDataProcessing": 12, "KnownChildSensitiveDataConsents": 2}
 
 
-def _read_enum(
-    reader: BitReader, enum: type[_E], field: str, *, allowed: set[int] | None = None
-) -> _E:
+def _read_two_bit(reader: BitReader, name: str) -> int:
+    """A 2-bit value; 3 is undefined in every US field. MspaCoveredTransaction 0 passes on
+    purpose (the reference decodes it, see the module docstring)."""
     start = reader.position
-    value = reader.read_int(2, field)
-    if value not in (allowed if allowed is not None else {member.value for member in enum}):
+    value = reader.read_int(2, name)
+    if value == 3:
         raise reader.error(
-            "undefined_value", f"{field} is {value}, which the spec does not define", at_bit=start
+            "undefined_value", f"{name} is 3, which the spec does not define", at_bit=start
         )
-    return enum(value)
+    return value
 
 
-def _decode_usnat(section: str) -> UsNatSection:
-    parts = section.split(".")
-    reader = BitReader(parts[0], where="section 7 (usnat) core", error=GppDecodeError)
-    version = reader.read_int(6, "Version")
-    layout = _USNAT_LAYOUTS.get(version)
-    if layout is None:
-        raise reader.error(
-            "unsupported_version", f"usnat Version {version} is not 1 or 2", at_bit=0
-        )
-    sensitive_count, child_count = layout
-    notices = [
-        _read_enum(reader, Notice, name)
-        for name in (
-            "SharingNotice",
-            "SaleOptOutNotice",
-            "SharingOptOutNotice",
-            "TargetedAdvertisingOptOutNotice",
-            "SensitiveDataProcessingOptOutNotice",
-            "SensitiveDataLimitUseNotice",
-        )
-    ]
-    opt_outs = [
-        _read_enum(reader, OptOut, name)
-        for name in ("SaleOptOut", "SharingOptOut", "TargetedAdvertisingOptOut")
-    ]
-    sensitive = tuple(
-        _read_enum(reader, Consent, f"SensitiveDataProcessing {index + 1}")
-        for index in range(sensitive_count)
-    )
-    child = tuple(
-        _read_enum(reader, Consent, f"KnownChildSensitiveDataConsents {index + 1}")
-        for index in range(child_count)
-    )
-    personal = _read_enum(reader, Consent, "PersonalDataConsents")
-    covered = _read_enum(
-        reader, MspaMode, "MspaCoveredTransaction", allowed={MspaMode.YES, MspaMode.NO}
-    )
-    opt_out_mode = _read_enum(reader, MspaMode, "MspaOptOutOptionMode")
-    service_provider_mode = _read_enum(reader, MspaMode, "MspaServiceProviderMode")
-    reader.finish()
-
-    gpc: bool | None = None
-    for number, part in enumerate(parts[1:], start=2):
-        sub = BitReader(part, where=f"section 7 (usnat) sub-section {number}", error=GppDecodeError)
-        subsection_type = sub.read_int(2, "SubsectionType")
-        if subsection_type != _USNAT_SUBSECTION_GPC:
-            raise sub.error(
-                "unknown_subsection", f"SubsectionType {subsection_type} is not GPC (1)", at_bit=0
+def _decode_us_core(
+    layout: UsSectionLayout, core: str, where: str
+) -> tuple[int, dict[str, FieldValue]]:
+    reader = BitReader(core, where=f"{where} core", error=GppDecodeError)
+    counts = dict(layout.fields)
+    v1_layout = False
+    if layout.section_id == SECTION_USNAT and reader.remaining in _USNAT_V1_BITS:
+        # Reference parity (UsNatCoreSegment.decodeSegment): a 60- or 66-bit core is the
+        # version-1 layout, whatever its Version field says.
+        counts.update(_USNAT_V1_COUNTS)
+        v1_layout = True
+    values: dict[str, FieldValue] = {}
+    version = 0
+    for name, _ in layout.fields:
+        entries = counts[name]
+        if name in _VERSION_FIELDS:
+            version = reader.read_int(6, name)
+            if version not in layout.versions:
+                allowed = " or ".join(str(v) for v in sorted(layout.versions))
+                raise reader.error(
+                    "unsupported_version",
+                    f"{layout.name} {name} {version} is not {allowed}",
+                    at_bit=0,
+                )
+            values[name] = version
+        elif entries:
+            values[name] = tuple(
+                _read_two_bit(reader, f"{name} {index + 1}") for index in range(entries)
             )
-        if gpc is not None:
-            raise sub.error("duplicate_subsection", "a second GPC sub-section", at_bit=0)
-        gpc = sub.read_bool("Gpc")
-        sub.finish()
+        else:
+            values[name] = _read_two_bit(reader, name)
+    reader.finish()
+    if layout.section_id == SECTION_USNAT:
+        _fit_usnat_lists(values, version, v1_layout=v1_layout, where=f"{where} core")
+    return version, values
 
-    return UsNatSection(
+
+def _fit_usnat_lists(
+    values: dict[str, FieldValue], version: int, *, v1_layout: bool, where: str
+) -> None:
+    """Give usnat's two list fields the length its version defines, as the reference does."""
+    full = {"SensitiveDataProcessing": 16, "KnownChildSensitiveDataConsents": 3}
+    for name, v1_count in _USNAT_V1_COUNTS.items():
+        current = values[name]
+        assert isinstance(current, tuple)  # noqa: S101 - list fields are tuples by construction
+        if v1_layout and version != 1:
+            values[name] = current + (0,) * (full[name] - v1_count)
+        elif not v1_layout and version == 1:
+            if any(current[v1_count:]):
+                raise GppDecodeError(
+                    "undefined_value",
+                    f"{where}: {name} has {len(current)} entries with a non-zero entry past the "
+                    f"{v1_count} that usnat version 1 defines",
+                )
+            values[name] = current[:v1_count]
+
+
+def _decode_us_section(layout: UsSectionLayout, section: str) -> UsSection:
+    where = f"section {layout.section_id} ({layout.name})"
+    core, *subsections = section.split(".")
+    version, values = _decode_us_core(layout, core, where)
+    gpc: bool | None = None
+    sensitive: tuple[int, ...] | None = None
+    if subsections and layout.subsection is None:
+        raise GppDecodeError(
+            "unknown_subsection", f"{where}: has no sub-sections, but one follows the core"
+        )
+    if len(subsections) > 1:
+        raise GppDecodeError(
+            "duplicate_subsection", f"{where}: {len(subsections)} sub-sections follow the core"
+        )
+    for part in subsections:
+        sub = BitReader(part, where=f"{where} sub-section 2", error=GppDecodeError)
+        if layout.subsection == "gpc":
+            subsection_type = sub.read_int(2, "SubsectionType")
+            if subsection_type != 1:
+                raise sub.error(
+                    "unknown_subsection",
+                    f"SubsectionType {subsection_type} is not GPC (1)",
+                    at_bit=0,
+                )
+            gpc = sub.read_bool("Gpc")
+        else:
+            sensitive = tuple(
+                _read_two_bit(sub, f"SensitiveDataProcessing {index + 1}")
+                for index in range(layout.sensitive_entries)
+            )
+        sub.finish()
+    return UsSection(
+        section_id=layout.section_id,
+        name=layout.name,
         version=version,
-        sharing_notice=notices[0],
-        sale_opt_out_notice=notices[1],
-        sharing_opt_out_notice=notices[2],
-        targeted_advertising_opt_out_notice=notices[3],
-        sensitive_data_processing_opt_out_notice=notices[4],
-        sensitive_data_limit_use_notice=notices[5],
-        sale_opt_out=opt_outs[0],
-        sharing_opt_out=opt_outs[1],
-        targeted_advertising_opt_out=opt_outs[2],
-        sensitive_data_processing=sensitive,
-        known_child_sensitive_data_consents=child,
-        personal_data_consents=personal,
-        mspa_covered_transaction=covered,
-        mspa_opt_out_option_mode=opt_out_mode,
-        mspa_service_provider_mode=service_provider_mode,
+        fields=MappingProxyType(values),
         gpc=gpc,
+        sensitive_data_processing=sensitive,
     )
+
+
+def _decode_uspv1(section: str) -> UspV1Section:
+    """``1`` then three of ``Y``/``N``/``-``; anything else (``1Y``, ``1XYZ``) is refused."""
+    where = "section 6 (uspv1)"
+    if len(section) != 4:
+        raise GppDecodeError(
+            "bad_uspv1", f"{where}: is {len(section)} characters long, expected 4 (like 1YNN)"
+        )
+    if section[0] != "1":
+        raise GppDecodeError("unsupported_version", f"{where}: version is not 1")
+    flags: list[UspFlag] = []
+    for index, (name, char) in enumerate(
+        zip(("Notice", "OptOutSale", "LspaCovered"), section[1:], strict=True)
+    ):
+        flag = _USP_FLAGS.get(char)
+        if flag is None:
+            raise GppDecodeError(
+                "bad_uspv1", f"{where}: character {index + 2} ({name}) is not Y, N or -"
+            )
+        flags.append(flag)
+    return UspV1Section(version=1, notice=flags[0], opt_out_sale=flags[1], lspa_covered=flags[2])
 
 
 def _decode_header(header: str, section_count: int) -> tuple[int, tuple[int, ...]]:
@@ -290,32 +641,40 @@ def decode_gpp_string(s: str) -> GppString:
     version, section_ids = _decode_header(header, len(sections))
     raw: dict[int, str] = {}
     tcfeuv2: TCString | None = None
-    usnat: UsNatSection | None = None
+    uspv1: UspV1Section | None = None
+    us_sections: dict[str, UsSection] = {}
     undecoded: list[int] = []
     for section_id, section in zip(section_ids, sections, strict=True):
         where = f"section {section_id} ({SECTION_NAMES.get(section_id, 'unknown')})"
         if section_id == SECTION_HEADER:
             raise GppDecodeError("bad_section_id", "header: lists section id 3 (the header)")
+        raw[section_id] = section
+        if section_id == SECTION_USPV1:
+            uspv1 = _decode_uspv1(section)
+            continue
         if not all(is_base64url(part) for part in section.split(".")):
             raise GppDecodeError(
                 "bad_section", f"{where}: is empty or holds a character outside base64url and '.'"
             )
-        raw[section_id] = section
+        layout = US_LAYOUTS.get(section_id)
         if section_id == SECTION_TCFEUV2:
             try:
                 tcfeuv2 = decode_tc_string(section)
             except TcfDecodeError as error:
                 raise GppDecodeError(error.reason, f"{where}: {error.message}") from error
-        elif section_id == SECTION_USNAT:
-            usnat = _decode_usnat(section)
+        elif layout is not None:
+            us_sections[layout.name] = _decode_us_section(layout, section)
         else:
             undecoded.append(section_id)
+    usnat = us_sections.get("usnat")
     return GppString(
         version=version,
         section_ids=section_ids,
         raw_sections=MappingProxyType(raw),
         tcfeuv2=tcfeuv2,
-        usnat=usnat,
+        usnat=None if usnat is None else UsNatSection.from_section(usnat),
+        uspv1=uspv1,
+        us_sections=MappingProxyType(us_sections),
         unknown_sections=tuple(sid for sid in undecoded if sid not in SECTION_NAMES),
         undecoded_sections=tuple(undecoded),
     )

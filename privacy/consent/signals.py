@@ -17,10 +17,11 @@ How each signal maps (see ``docs/consent-signals.md`` for the table with example
   ``tcf.vendor_id`` is set, our vendor has consent (or legitimate interest, paired with the
   purpose's own basis) and no publisher restriction forbids it; otherwise a denial. The decision
   time is the string's ``last_updated``: that is when the person decided, not when we heard.
-* **GPP string**: its ``tcfeuv2`` section as a TC string; its ``usnat`` section for purposes with
-  ``us_opt_outs``: any listed opt-out ``OPTED_OUT`` denies, all listed ``DID_NOT_OPT_OUT``
-  grants, anything else (not applicable) records nothing; the usnat GPC sub-section, when true,
-  acts as GPC. Sections idgraph does not decode are reported back, never an error.
+* **GPP string**: its ``tcfeuv2`` section as a TC string; ``usnat``, every US state section and
+  ``uspv1`` together for purposes with ``us_opt_outs``: any listed opt-out ``OPTED_OUT`` in any
+  section denies, all listed ``DID_NOT_OPT_OUT`` grants, anything else (not applicable) records
+  nothing; a GPC sub-section set to true in any section acts as GPC. One record per purpose,
+  however many sections agree. Sections idgraph does not decode are reported, never an error.
 * **GPC**: a denial for every purpose with ``gpc: opt_out``.
 
 Proof: every record carries the SHA-256 (hex) of the bytes that carried the decision: the TC or
@@ -39,14 +40,27 @@ from datetime import datetime, timedelta
 
 from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentInput, ConsentSignal
-from privacy.consent.gpp import SECTION_NAMES, GppString, OptOut, decode_gpp_string
+from privacy.consent.gpp import SECTION_NAMES, GppString, OptOut, UspFlag, decode_gpp_string
 from privacy.consent.tcf import RestrictionType, TCString, decode_tc_string
-from privacy.purposes import GpcEffect, LawfulBasis, Purpose, PurposesPolicy, UsOptOut
+from privacy.purposes import (
+    GpcEffect,
+    LawfulBasis,
+    PreV22Handling,
+    Purpose,
+    PurposesPolicy,
+    UsOptOut,
+)
 
 # A signal dated further ahead than this is refused: a future-dated grant would outrank every
 # real decision made before that date ("latest wins"), so a wrong clock must not get that power.
 MAX_FUTURE_SKEW = timedelta(hours=24)
 _PURPOSE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# uspv1 OptOutSale (Y: opted out of sale, N: did not, -: not applicable) as a US opt-out value.
+_USP_SALE = {
+    UspFlag.YES: OptOut.OPTED_OUT,
+    UspFlag.NO: OptOut.DID_NOT_OPT_OUT,
+    UspFlag.NOT_APPLICABLE: OptOut.NOT_APPLICABLE,
+}
 
 
 def signal_digest(data: bytes | str) -> str:
@@ -248,6 +262,7 @@ class ConsentSignalTranslator:
             raise exc.at(pointer) from None
         if tc.last_updated > now + MAX_FUTURE_SKEW:
             raise _future(pointer, "the TC string's LastUpdated")
+        self._check_policy_version(tc, pointer)
         return self.tcf(tc, proof or signal_digest(tc_string), signal=signal)
 
     def tcf(
@@ -279,6 +294,8 @@ class ConsentSignalTranslator:
             raise exc.at(pointer) from None
         if gpp.tcfeuv2 is not None and gpp.tcfeuv2.last_updated > now + MAX_FUTURE_SKEW:
             raise _future(pointer, "the tcfeuv2 section's LastUpdated")
+        if gpp.tcfeuv2 is not None:
+            self._check_policy_version(gpp.tcfeuv2, pointer)
         return self.gpp(gpp, at, proof or signal_digest(gpp_string), signal=signal)
 
     def gpp(
@@ -289,35 +306,22 @@ class ConsentSignalTranslator:
         *,
         signal: ConsentSignal = ConsentSignal.GPP,
     ) -> Translation:
-        """Inputs from the ``tcfeuv2`` and ``usnat`` sections; other sections are reported.
+        """Inputs from ``tcfeuv2``, ``uspv1``, ``usnat`` and every US state section.
 
-        usnat carries no time of its own, so its records are decided at ``at``.
+        Sections not decoded (``tcfcav1``, unknown ids) are reported. US sections carry no time
+        of their own, so their records are decided at ``at``.
         """
         inputs: list[ConsentInput] = []
         applied: list[str] = []
         if gpp.tcfeuv2 is not None:
             inputs += self.tcf(gpp.tcfeuv2, proof, signal=signal)
             applied.append("tcfeuv2")
-        if gpp.usnat is not None:
-            applied.append("usnat")
-            usnat = gpp.usnat
-            values = {
-                UsOptOut.SALE: usnat.sale_opt_out,
-                UsOptOut.SHARING: usnat.sharing_opt_out,
-                UsOptOut.TARGETED_ADVERTISING: usnat.targeted_advertising_opt_out,
-            }
-            for purpose_id, purpose in sorted(self._policy.purposes.items()):
-                if not purpose.us_opt_outs or not purpose.consent_applies:
-                    continue
-                listed = [values[kind] for kind in purpose.us_opt_outs]
-                if OptOut.OPTED_OUT in listed:
-                    inputs.append(_input(purpose_id, purpose, False, at, signal, proof))
-                elif all(value is OptOut.DID_NOT_OPT_OUT for value in listed):
-                    inputs.append(_input(purpose_id, purpose, True, at, signal, proof))
-                # Otherwise some listed kind is "not applicable": the string says nothing about
-                # this purpose for this person, so nothing is recorded (the default applies).
-            if usnat.gpc:
-                inputs += self.gpc(at, proof, signal=signal)
+        if gpp.uspv1 is not None:
+            applied.append("uspv1")
+        applied += list(gpp.us_sections)
+        for purpose_id, granted in sorted(self._us_decisions(gpp).items()):
+            purpose = self._policy.purposes[purpose_id]
+            inputs.append(_input(purpose_id, purpose, granted, at, signal, proof))
         report = GppReport(
             section_ids=gpp.section_ids,
             applied=tuple(applied),
@@ -325,6 +329,42 @@ class ConsentSignalTranslator:
             unknown=gpp.unknown_sections,
         )
         return Translation(tuple(inputs), report)
+
+    def _us_decisions(self, gpp: GppString) -> dict[str, bool]:
+        """One decision per purpose from every US section of ``gpp`` (usnat, states, uspv1).
+
+        For a purpose with ``us_opt_outs``, each listed kind is read from every section that has
+        the field (``usva`` has no sharing opt-out; uspv1's OptOutSale is the sale opt-out).
+        Any ``OPTED_OUT`` denies; every listed kind present and ``DID_NOT_OPT_OUT`` everywhere
+        grants; otherwise (not applicable, or no section carries the kind) nothing is recorded.
+        A GPC bit set in any section's GPC sub-section denies every ``gpc: opt_out`` purpose.
+        Several sections, or an opt-out and its GPC bit, saying the same thing give one record.
+        """
+        sections = list(gpp.us_sections.values())
+        decisions: dict[str, bool] = {}
+        for purpose_id, purpose in self._policy.purposes.items():
+            if not purpose.us_opt_outs or not purpose.consent_applies:
+                continue
+            per_kind: list[list[OptOut]] = []
+            for kind in purpose.us_opt_outs:
+                values = [v for s in sections if (v := s.opt_out(kind.value)) is not None]
+                if kind is UsOptOut.SALE and gpp.uspv1 is not None:
+                    values.append(_USP_SALE[gpp.uspv1.opt_out_sale])
+                per_kind.append(values)
+            flat = [value for values in per_kind for value in values]
+            if OptOut.OPTED_OUT in flat:
+                decisions[purpose_id] = False
+            elif all(values for values in per_kind) and all(
+                value is OptOut.DID_NOT_OPT_OUT for value in flat
+            ):
+                decisions[purpose_id] = True
+            # Otherwise some listed kind is "not applicable" or absent: the string says nothing
+            # about this purpose for this person, so nothing is recorded (the default applies).
+        if any(section.gpc for section in sections):
+            for purpose_id, purpose in self._policy.purposes.items():
+                if purpose.gpc is GpcEffect.OPT_OUT and purpose.consent_applies:
+                    decisions[purpose_id] = False
+        return decisions
 
     def gpc(
         self, at: datetime, proof: str, *, signal: ConsentSignal = ConsentSignal.GPC
@@ -363,6 +403,16 @@ class ConsentSignalTranslator:
             if not (by_consent or by_li):
                 return False
         return all(tc.special_feature_optin(feature) for feature in purpose.tcf.special_features)
+
+    def _check_policy_version(self, tc: TCString, pointer: str) -> None:
+        """Refuse a pre-v2.2 TC string when the policy says ``tcf.pre_v22: refuse``."""
+        if tc.pre_v22_policy and self._policy.tcf.pre_v22 is PreV22Handling.REFUSE:
+            raise InvalidFieldError(
+                "tcf_policy_version",
+                f"TcfPolicyVersion {tc.tcf_policy_version} predates TCF v2.2 (4); this service "
+                "is configured to refuse consent collected under the older policy",
+                pointer,
+            )
 
     def _unknown(self, purpose_id: str, where: str) -> InvalidFieldError:
         # Echoed only when it has the shape of a purpose name (see ``decisions``).

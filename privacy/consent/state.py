@@ -16,13 +16,18 @@ Rules, in order (each one a GDPR requirement, not a preference):
 4. **Latest decision wins** among consent signals and objections for the purpose, across all the
    person's identifiers, by the time the subject decided (``at``). A tie at the latest time
    denies: when two sources disagree about the same moment, the safe answer is no.
-5. **No record**: the purpose's default (always ``deny`` for consent-based purposes).
+5. **Expiry**: a latest decision that is a grant stops allowing reads once it is older (by
+   ``at``, when the person decided) than the purpose's ``consent_expiry_days`` or, for a grant
+   from a TC string (signal ``tcf``), than ``tcf.consent_max_age_days`` (TCF's 13-month
+   re-prompt). The reason is ``consent_expired``, so explain and audit say why.
+6. **No record**: the purpose's default (always ``deny`` for consent-based purposes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
@@ -40,6 +45,7 @@ class ConsentReason(StrEnum):
     BASIS_WITHOUT_CONSENT = "basis_without_consent"  # contract / legal obligation
     OBJECTED = "objected"  # an absolute objection (direct marketing)
     RESTRICTED = "restricted"  # processing restricted (Art. 18)
+    EXPIRED = "consent_expired"  # the latest grant is older than the policy's consent age
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +82,17 @@ def is_restricted(records: Iterable[ConsentRecord]) -> tuple[bool, str | None]:
 
 
 def consent_state(  # noqa: PLR0911 - one return per rule of the module docstring
-    purpose_id: str, purpose: Purpose, records: Iterable[ConsentRecord]
+    purpose_id: str,
+    purpose: Purpose,
+    records: Iterable[ConsentRecord],
+    *,
+    now: datetime | None = None,
+    tcf_max_age: timedelta | None = None,
 ) -> ConsentState:
-    """The state of ``purpose`` for a person whose records (any purposes) are ``records``."""
+    """The state of ``purpose`` for a person whose records (any purposes) are ``records``.
+
+    ``now`` enables the expiry rule (5); without it grants never expire.
+    """
     relevant: list[ConsentRecord] = []
     restrictions: list[ConsentRecord] = []
     for record in records:
@@ -107,5 +121,17 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
         return ConsentState(False, ConsentReason.DEFAULT_DENY)
     granted, record_id, tie = _latest(relevant)
     if granted:
+        deciding = next(r for r in relevant if r.record_id == record_id)
+        if now is not None and _expired(deciding, purpose, now, tcf_max_age):
+            return ConsentState(False, ConsentReason.EXPIRED, record_id)
         return ConsentState(True, ConsentReason.GRANTED, record_id)
     return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)
+
+
+def _expired(
+    record: ConsentRecord, purpose: Purpose, now: datetime, tcf_max_age: timedelta | None
+) -> bool:
+    limits = [purpose.consent_expiry]
+    if record.signal is ConsentSignal.TCF:
+        limits.append(tcf_max_age)
+    return any(limit is not None and now - record.at > limit for limit in limits)

@@ -28,6 +28,8 @@ from privacy.consent.bits import (
 )
 
 TCF_VERSION = 2
+#: The first TcfPolicyVersion of TCF v2.2.
+TCF_V22_POLICY_VERSION = 4
 
 SEGMENT_DISCLOSED_VENDORS = 1
 SEGMENT_ALLOWED_VENDORS = 2
@@ -131,6 +133,15 @@ class TCString:
     disclosed_vendors: VendorVector | None = None
     allowed_vendors: VendorVector | None = None
     publisher_tc: PublisherTC | None = None
+
+    @property
+    def pre_v22_policy(self) -> bool:
+        """Whether the string was made under a TCF policy before v2.2 (policy version below 4).
+
+        TCF v2.2 (policy version 4) dropped legitimate interest for purposes 3-6 and changed the
+        texts users saw; a CMP still writing 2 or 3 collected consent under the old rules.
+        """
+        return self.tcf_policy_version < TCF_V22_POLICY_VERSION
 
     def purpose_consent(self, purpose_id: int) -> bool:
         """Whether the user consented to ``purpose_id``."""

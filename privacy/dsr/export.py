@@ -29,7 +29,7 @@ from typing import Any
 from identity.model import Cluster, ConsentRecord, Fact, FactKind, FactStatus, PersonRecord
 from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, SqliteAuditLog
+from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, AuditLog
 from privacy.vault import TamperedCiphertextError, Vault, VaultError
 
 EXPORT_FORMAT = "idgraph-dsr-export/1"
@@ -103,7 +103,7 @@ def _open_all(vault: Vault, facts: Sequence[Fact]) -> tuple[list[bytes | None], 
     return opened, tampered
 
 
-def _uses(audit: SqliteAuditLog, person_id: str) -> list[AuditEntry]:
+def _uses(audit: AuditLog, person_id: str) -> list[AuditEntry]:
     """The audit entries that record a use (an allowed read) of the person's data."""
     reference = audit.person_ref(person_id)
     found: list[AuditEntry] = []
@@ -216,7 +216,7 @@ def person_document(
 def collect(
     graph: GraphStore,
     vault: Vault,
-    audit: SqliteAuditLog,
+    audit: AuditLog,
     policy: IdentityPolicy,
     purposes: Collection[str],
     person_ids: Iterable[str],

@@ -59,7 +59,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, SqliteAuditLog
+from privacy.audit import AuditDraft, AuditLog
 from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
 from privacy.dsr.delivery import (
@@ -87,7 +87,7 @@ from privacy.dsr.model import (
     NewRequest,
     SubjectHash,
 )
-from privacy.dsr.store import Claimed, SqliteDsrStore
+from privacy.dsr.store import Claimed, DsrStore
 from privacy.outbound import DestinationRefusedError, OutboundPolicy, PinnedWebhookSender
 from privacy.purposes import PurposesPolicy
 from privacy.redaction import redact_text
@@ -187,14 +187,14 @@ class DsrService:
 
     def __init__(
         self,
-        store: SqliteDsrStore,
+        store: DsrStore,
         graph: GraphStore,
         engine: ResolutionEngine,
         vault: Vault,
         keyring: Keyring,
         identity_policy: IdentityPolicy,
         purposes: PurposesPolicy,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         eraser: Eraser,
         config: DsrConfig,
         sender: WebhookSender | None = None,

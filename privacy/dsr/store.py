@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from identity.errors import StoreUnavailableError
 from identity.store.sqlite_support import connect_private, migrate_schema, transaction
@@ -193,6 +193,117 @@ class Claimed:
 
     request: DsrRequest
     sealed_subjects: bytes | None
+
+
+class DsrStore(Protocol):
+    """Data-subject requests, their deliveries and exports (adapter: :class:`SqliteDsrStore`)."""
+
+    def insert(
+        self,
+        new: NewRequest,
+        *,
+        received_at: datetime,
+        due_at: datetime,
+        subject_types: Sequence[str],
+        subject_hashes: Sequence[SubjectHash],
+        requester: str,
+        owner: str,
+        fingerprint: str,
+        fingerprint_key: str,
+        sealed_subjects: bytes,
+    ) -> StoredRequest | None:
+        """Store a new pending request; ``None`` (storing nothing) if the id exists already."""
+        ...
+
+    def get(self, request_id: str) -> StoredRequest | None:
+        """The request with its export and deliveries, or ``None``."""
+        ...
+
+    def list_requests(
+        self,
+        status: DsrStatus | None,
+        after_request_id: str = "",
+        limit: int = 100,
+        owner: str | None = None,
+    ) -> list[DsrRequest]:
+        """Requests (optionally of one status, of one ``owner``) by request id after
+        ``after_request_id``."""
+        ...
+
+    def queue(self) -> tuple[int, datetime | None]:
+        """How many requests are pending or in progress, and when the oldest was received."""
+        ...
+
+    def claim(self, now: datetime, stale_before: datetime) -> Claimed | None:
+        """Take the oldest pending request (or one whose worker vanished before
+        ``stale_before``), mark it in progress and count the attempt; ``None`` if none.
+        """
+        ...
+
+    def requeue(self, request_id: str) -> None:
+        """Put an in-progress request back to pending (a transient failure; retried later)."""
+        ...
+
+    def finish(
+        self,
+        request_id: str,
+        status: DsrStatus,
+        now: datetime,
+        *,
+        from_statuses: Sequence[DsrStatus],
+        result: Mapping[str, int] | None = None,
+        error: str | None = None,
+        export: tuple[bytes, datetime] | None = None,
+        export_persons: Sequence[str] = (),
+        deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
+    ) -> bool:
+        """Move a request to the terminal ``status`` if it is in one of ``from_statuses``."""
+        ...
+
+    def extend(self, request_id: str, due_at: datetime) -> bool:
+        """Set the extended due date once, while the request is open; ``False`` otherwise."""
+        ...
+
+    def export_blob(self, request_id: str) -> tuple[bytes | None, ExportInfo] | None:
+        """The sealed export and its metadata (blob ``None`` once destroyed), or ``None``."""
+        ...
+
+    def exports_of(self, person_refs: Sequence[str]) -> list[str]:
+        """Request ids of the undestroyed exports that hold any of ``person_refs``."""
+        ...
+
+    def expired_exports(self, now: datetime, limit: int = 100) -> list[str]:
+        """Request ids of exports past their expiry that still hold their blob."""
+        ...
+
+    def destroy_exports(self, request_ids: Sequence[str], now: datetime) -> int:
+        """Drop the sealed blobs of ``request_ids`` (metadata stays, for the 410 answer)."""
+        ...
+
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[DueDelivery]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+        ...
+
+    def record_attempt(
+        self,
+        delivery_id: int,
+        *,
+        state: DeliveryState,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Record one delivery attempt and what comes next."""
+        ...
+
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the file and truncate it (after deletions of sealed data)."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
 
 
 class SqliteDsrStore:

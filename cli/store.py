@@ -1,7 +1,7 @@
 """``idgraph store …``: schema migration and copying a graph between stores.
 
-Mounted by the main CLI (``app.add_typer(store_app, name="store")`` in :mod:`api.cli`). Stores
-are opened only through :func:`api.bootstrap.open_store`, the one place that chooses adapters.
+Mounted by the main CLI (``app.add_typer(store_app, name="store")`` in :mod:`cli.main`). Stores
+are opened only through :func:`bootstrap.container.open_store`, the one place that chooses adapters.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from api.bootstrap import open_store
-from api.settings import Settings
+from bootstrap.container import open_store
+from bootstrap.settings import Settings
 from identity.errors import ConfigurationError, IdGraphError
 from identity.store.copy import DEFAULT_BATCH_SIZE, CopyProgress, copy_graph
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 store_app = typer.Typer(
     help="Graph-store administration: create the schema, copy a graph into another store.",
@@ -35,7 +34,7 @@ def _fail(exc: IdGraphError) -> typer.Exit:
 def sqlite_path(url: str) -> Path:
     """The file of an ``sqlite:`` store URL (``sqlite:///abs/path`` or ``sqlite:rel/path``).
 
-    The same rule as :func:`api.bootstrap.open_store`.
+    The same rule as :func:`bootstrap.container.open_store`.
     """
     if not url.startswith("sqlite:"):
         raise ConfigurationError("the copy source must be an SQLite store URL (sqlite:PATH)")

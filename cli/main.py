@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
-from api.auth import ApiKeyStore, Scope
-from api.bootstrap import (
+from bootstrap.container import (
     Container,
     build_container,
     load_all_policies,
     load_keyring,
 )
-from api.cli_audit import audit_app
-from api.cli_dsr import dsr_app, retention_app
-from api.cli_erasure import register_suppression_commands
-from api.cli_privacy import quarantine_app, register_key_commands
-from api.cli_store import store_app
-from api.settings import Environment, Settings
+from bootstrap.settings import Environment, Settings
 from identity.errors import BatchValidationError, IdGraphError
+from privacy.api_keys import ApiKeyStore, Scope
 from privacy.hash_keys import create_key_file, rotate_key_file
+from privacy.secretfile import write_secret_file
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 from services.bulk import BulkFileError, FileFormat, ingest_file
 from services.links import LinkService
+
+from cli.audit import audit_app
+from cli.dsr import dsr_app, retention_app
+from cli.erasure import register_suppression_commands
+from cli.privacy import quarantine_app, register_key_commands
+from cli.store import store_app
 
 app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
@@ -48,6 +48,7 @@ out = Console()
 
 LOCAL_KEY_FILE = "local-api-key"
 CLI_ACTOR = "cli"  # the audit actor of commands run by an operator
+HTTP_APP_FACTORY = "api.app:create_app"
 
 
 def _settings() -> Settings:
@@ -64,13 +65,6 @@ def _container(settings: Settings) -> Container:
     except IdGraphError as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None
-
-
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
 
 
 def ensure_local_setup(settings: Settings) -> Path | None:
@@ -93,7 +87,7 @@ def ensure_local_setup(settings: Settings) -> Path | None:
             )
         finally:
             store.close()
-        _write_secret(key_file, token)
+        write_secret_file(key_file, token + "\n")
         console.print(
             f"created a local API key (all scopes and purposes) in [bold]{key_file}[/bold]"
         )
@@ -118,30 +112,29 @@ def serve(
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
-
-    from api.app import create_app
-    from api.logging import configure_logging
+    from bootstrap.logging import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
     key_file = ensure_local_setup(settings)
-    container = _container(settings)
-    application = create_app(container=container)
+    # Fail fast, with exit 2 and the reason, on bad settings, policies or keys: the same
+    # container the app builds (the presidio scanner is built once per process either way).
+    _container(settings).close()
     if key_file is not None:
         console.print(
             f"idgraph on http://{host or settings.host}:{port or settings.port}  "
             f"(store: {settings.resolved_store_url}; API key: {key_file}; docs: /docs)"
         )
-    try:
-        uvicorn.run(
-            application,
-            host=host or settings.host,
-            port=port or settings.port,
-            access_log=False,
-            log_config=None,
-        )
-    finally:
-        container.close()
+    # The HTTP entrypoint is started by its ASGI factory's name, as any ASGI server would start
+    # it: entrypoints never import each other (docs/ARCHITECTURE.md).
+    uvicorn.run(
+        HTTP_APP_FACTORY,
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_config=None,
+    )
 
 
 def _parse_identifier(text: str, name: str) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """Service settings: pydantic-settings, one prefix (``IDGRAPH_``), secrets as ``SecretStr``.
 
-Core code never reads these: :mod:`api.bootstrap` passes values to constructors.
+Core code never reads these: :mod:`bootstrap.container` passes values to constructors.
 """
 
 from __future__ import annotations
@@ -44,7 +44,17 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL", "EXTRA"] = "FULL"
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr | None = None
+    # The password in a file instead (a Docker secret, or `make neo4j`'s generated 0600 file).
+    neo4j_password_file: Path | None = None
     neo4j_database: str = "neo4j"
+    # Driver tuning (docs/neo4j.md): connections per process, their lifetime (below any proxy's
+    # idle timeout), how long a request waits for a free one, records per network round trip.
+    neo4j_max_pool_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    neo4j_max_connection_lifetime_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    neo4j_acquisition_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    neo4j_fetch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # How long start-up keeps retrying a Neo4j that is not reachable (backoff 0.5 s to 8 s).
+    neo4j_startup_timeout_seconds: Annotated[float, Field(ge=0, le=3600)] = 120.0
 
     policy_dir: Path = Path("policies")
     # Key-encryption keys of the vault (JSON, 0600). Default: <data dir>-kek/kek.json, a sibling

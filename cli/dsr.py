@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from api.bootstrap import Container, build_container
-from api.settings import Settings
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.dsr.export import to_csv
 from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
+from rich.console import Console
+from rich.table import Table
 from services.dsr_views import dsr_out
 
 console = Console(stderr=True)

@@ -14,12 +14,10 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-
-from api.bootstrap import build_container
-from api.settings import Settings
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
 from identity.errors import IdGraphError
-from privacy.erasure import ErasureService
+from rich.console import Console
 
 console = Console(stderr=True)
 out = Console()
@@ -59,10 +57,7 @@ def register_suppression_commands(dsr_app: typer.Typer) -> None:
             identifier = container.identity_policy.normalize(
                 identifier_type, value, container.settings.default_region
             )
-            service = ErasureService(
-                container.store, container.vault, container.keyring, container.audit
-            )
-            lifted = service.lift_suppression([identifier], request_id, CLI_ACTOR)
+            lifted = container.erasure.lift_suppression([identifier], request_id, CLI_ACTOR)
         except IdGraphError as exc:
             console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
             raise typer.Exit(1) from None

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from identity.errors import IdGraphError, StoreUnavailableError
+from identity.store.sqlite_support import connect_private
 
 TOKEN_PREFIX = "idg_"  # noqa: S105 - a public prefix, not a secret
 
@@ -54,16 +56,6 @@ class ForbiddenError(IdGraphError):
         super().__init__(f"this API key lacks the {needed.value!r} scope")
 
 
-class PurposeForbiddenError(IdGraphError):
-    """The key may read, but not for the purpose the request names (403)."""
-
-    code = "purpose_forbidden"
-
-    def __init__(self, purpose: str) -> None:
-        self.purpose = purpose
-        super().__init__(f"this API key may not read for the purpose {purpose!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """A stored API key (without its secret)."""
@@ -93,16 +85,46 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class ApiKeys(Protocol):
+    """API keys and their scopes, shared by every replica (adapter: :class:`ApiKeyStore`)."""
+
+    def create(
+        self,
+        name: str,
+        scopes: frozenset[Scope],
+        purposes: frozenset[str] = frozenset(),
+        consumer: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns it and the token, which is not stored and cannot be shown again."""
+        ...
+
+    def authenticate(self, token: str) -> ApiKey:
+        """The key a token belongs to; raises :class:`AuthenticationError` otherwise."""
+        ...
+
+    def list(self) -> list[ApiKey]:
+        """Every key, newest first (secrets are never returned)."""
+        ...
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke a key; returns ``False`` if there is no such (unrevoked) key."""
+        ...
+
+    def close(self) -> None:
+        """Close the database."""
+        ...
+
+
 class ApiKeyStore:
     """API keys in the service's control database (an SQLite file beside the graph)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600, exist_ok=True)  # owner-only, like every secret-bearing file
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        # Owner-only (a looser mode is refused), WAL, synchronous=FULL, a busy timeout: the
+        # same opener as every other service-state file (identity/store/sqlite_support.py).
+        self._conn = connect_private(
+            path, busy_timeout_ms, StoreUnavailableError, "control database"
+        )
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
             "secret_sha256 TEXT NOT NULL, scopes TEXT NOT NULL, created_at TEXT NOT NULL, "

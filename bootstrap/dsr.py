@@ -1,30 +1,34 @@
 """Wiring of the DSR service and the retention sweeper from settings and the container.
 
-Called by :class:`api.bootstrap.Container` (its ``dsr`` and ``retention`` properties, built on
-first use) so that commands which never touch DSRs do not open the DSR file.
+Called by :class:`bootstrap.container.Container` (its ``dsr`` and ``retention`` properties, built
+on first use) so that commands which never touch DSRs do not open the DSR file. Takes the
+collaborators it uses, never the container (no import cycle between the two modules).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
-from api.settings import Environment, Settings
+from bootstrap.settings import Environment, Settings
 from identity.errors import ConfigurationError
+from identity.hashing import Keyring
+from identity.policy import IdentityPolicy
+from identity.resolution import ResolutionEngine
+from identity.store.port import GraphStore
+from privacy.api_keys import ApiKeys
+from privacy.audit import AuditLog, api_key_actor
 from privacy.dsr.delivery import parse_destinations
 from privacy.dsr.model import parse_deadlines
 from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
 from privacy.dsr.store import SqliteDsrStore
 from privacy.erasure import ErasureService
+from privacy.facts import FactsPolicy
 from privacy.outbound import OutboundPolicy, allowed_hosts
+from privacy.purposes import PurposesPolicy
 from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
+from privacy.vault import Vault
 from privacy.webhooks import parse_secret, refuse_published_secret
-
-if TYPE_CHECKING:
-    from api.bootstrap import Container
-
-KEY_ACTOR_PREFIX = "key_"
 
 
 def dsr_config(settings: Settings) -> DsrConfig:
@@ -76,62 +80,72 @@ def dsr_config(settings: Settings) -> DsrConfig:
     )
 
 
-def recipient_namer(container: Container) -> Mapping[str, str]:
+def recipient_namer(api_keys: ApiKeys) -> Mapping[str, str]:
     """Audit actors (``key_<id>``) to the API key's consumer (or name), for access exports."""
     names: dict[str, str] = {}
-    for key in container.api_keys.list():
-        names[KEY_ACTOR_PREFIX + key.key_id] = key.consumer or key.name
+    for key in api_keys.list():
+        names[api_key_actor(key.key_id)] = key.consumer or key.name
         names[key.key_id] = key.consumer or key.name
     return names
 
 
-def erasure_service(container: Container) -> ErasureService:
-    """The erasure service on the container's collaborators."""
-    return ErasureService(container.store, container.vault, container.keyring, container.audit)
-
-
-def build_dsr_service(container: Container) -> DsrService:
+def build_dsr_service(
+    settings: Settings,
+    graph: GraphStore,
+    engine: ResolutionEngine,
+    vault: Vault,
+    keyring: Keyring,
+    identity_policy: IdentityPolicy,
+    purposes: PurposesPolicy,
+    audit: AuditLog,
+    eraser: Eraser,
+    api_keys: ApiKeys,
+) -> DsrService:
     """The DSR service with its own store file (``dsr.sqlite3``)."""
-    config = dsr_config(container.settings)
-    store = SqliteDsrStore(container.settings.dsr_db_path)
+    config = dsr_config(settings)
+    store = SqliteDsrStore(settings.dsr_db_path)
 
     def recipient_name(actor: str) -> str:
         # Looked up per export (keys are created while the service runs); unknown actors as is.
-        return recipient_namer(container).get(actor, actor)
+        return recipient_namer(api_keys).get(actor, actor)
 
-    eraser: Eraser = erasure_service(container)
     return DsrService(
         store,
-        container.store,
-        container.engine,
-        container.vault,
-        container.keyring,
-        container.identity_policy,
-        container.purposes,
-        container.audit,
+        graph,
+        engine,
+        vault,
+        keyring,
+        identity_policy,
+        purposes,
+        audit,
         eraser,
         config,
         recipient_name=recipient_name,
     )
 
 
-def build_retention(container: Container) -> RetentionSweeper:
+def build_retention(
+    settings: Settings,
+    graph: GraphStore,
+    audit: AuditLog,
+    purposes: PurposesPolicy,
+    facts_policy: FactsPolicy,
+    erasure: ErasureService,
+) -> RetentionSweeper:
     """The retention sweeper: category rules from the policies, persons erased via erasure."""
-    settings = container.settings
     rules = rules_from_policies(
-        container.purposes,
-        container.facts_policy,
+        purposes,
+        facts_policy,
         settings.retention_unread_days,
         settings.retention_inactive_person_days,
     )
     erase_persons: PersonEraser | None = None
     if rules.inactive_person is not None:
-        service = erasure_service(container)
 
         def erase(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
             # No suppression: nobody asked these persons to stay away (privacy/retention.py).
-            erased = service.erase_persons(person_ids, actor=actor, suppress=False)
+            erased = erasure.erase_persons(person_ids, actor=actor, suppress=False)
             return result_counts(erased)
 
         erase_persons = erase
-    return RetentionSweeper(container.store, container.audit, rules, erase_persons)
+    return RetentionSweeper(graph, audit, rules, erase_persons)

@@ -1,6 +1,6 @@
 """``idgraph audit …``: verify the hash-chained audit log and print its head.
 
-Mounted by the main CLI (``app.add_typer(audit_app, name="audit")`` in :mod:`api.cli`). Only the
+Mounted by the main CLI (``app.add_typer(audit_app, name="audit")`` in :mod:`cli.main`). Only the
 audit file is opened (no store, no keys): an auditor can run it on a copy of that file alone.
 
 Anchoring: ``idgraph audit head`` prints ``SEQ:DIGEST``; keep that line somewhere the service's
@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-
-from api.settings import Settings
+from bootstrap.settings import Settings
 from identity.errors import IdGraphError
 from privacy.audit import AuditHead, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, read_signed_heads
+from pydantic import ValidationError
+from rich.console import Console
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 _out = Console()
@@ -90,7 +89,7 @@ def verify(
 
 def _newest_signed_head(path: Path) -> AuditHead | None:
     """The newest head of a signed heads file; exit 1 if any line is forged or edited."""
-    from api.bootstrap import open_vault  # the signing key is a vault reference subkey
+    from bootstrap.container import open_vault  # the signing key is a vault reference subkey
 
     vault, keys = open_vault(Settings())
     try:

@@ -7,6 +7,7 @@ Routers and CLI commands get the collaborators from here (the role of cosmic pyt
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,15 +15,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from api.auth import ApiKeyStore
-from api.settings import Environment, Settings
+from bootstrap.dsr import build_dsr_service, build_retention
+from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
 from identity.errors import ConfigurationError
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
+from privacy.api_keys import ApiKeys, ApiKeyStore
 from privacy.audiences import SqliteAudienceStore
-from privacy.audit import PERSON_REF_INFO, SqliteAuditLog
+from privacy.audit import PERSON_REF_INFO, AuditLog, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, AuditHeadPublisher
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
@@ -69,10 +71,10 @@ class Container:
     facts: FactIntake
     vault: Vault
     vault_keys: SqliteVaultKeyStore
-    api_keys: ApiKeyStore
+    api_keys: ApiKeys
     purposes: PurposesPolicy
     policy: PolicyEngine
-    audit: SqliteAuditLog
+    audit: AuditLog
     consent_signals: ConsentSignalTranslator
     webhooks: ConsentWebhooks
     replay_guard: SqliteReplayGuard
@@ -138,18 +140,32 @@ class Container:
         return LinkService(self.engine, self.settings.default_region)
 
     @cached_property
-    def dsr(self) -> DsrService:
-        """Data-subject requests (``dsr.sqlite3``), built on first use (:mod:`api.dsr_wiring`)."""
-        from api.dsr_wiring import build_dsr_service
+    def erasure(self) -> ErasureService:
+        """Erasure on the graph, the vault and the audit log."""
+        return ErasureService(self.store, self.vault, self.keyring, self.audit)
 
-        return build_dsr_service(self)
+    @cached_property
+    def dsr(self) -> DsrService:
+        """Data-subject requests (``dsr.sqlite3``), built on first use (:mod:`bootstrap.dsr`)."""
+        return build_dsr_service(
+            self.settings,
+            self.store,
+            self.engine,
+            self.vault,
+            self.keyring,
+            self.identity_policy,
+            self.purposes,
+            self.audit,
+            self.erasure,
+            self.api_keys,
+        )
 
     @cached_property
     def retention(self) -> RetentionSweeper:
-        """The retention sweeper, built on first use (:mod:`api.dsr_wiring`)."""
-        from api.dsr_wiring import build_retention
-
-        return build_retention(self)
+        """The retention sweeper, built on first use (:mod:`bootstrap.dsr`)."""
+        return build_retention(
+            self.settings, self.store, self.audit, self.purposes, self.facts_policy, self.erasure
+        )
 
 
 def load_keyring(settings: Settings) -> Keyring:
@@ -327,11 +343,34 @@ def open_store(settings: Settings) -> GraphStore:
     if url.split("://", 1)[0] in {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}:
         from identity.store.neo4j import Neo4jGraphStore
 
-        password = settings.neo4j_password.get_secret_value() if settings.neo4j_password else ""
-        return Neo4jGraphStore(url, settings.neo4j_user, password, database=settings.neo4j_database)
+        return Neo4jGraphStore(
+            url,
+            settings.neo4j_user,
+            neo4j_password(settings),
+            database=settings.neo4j_database,
+            max_pool_size=settings.neo4j_max_pool_size,
+            max_connection_lifetime_s=settings.neo4j_max_connection_lifetime_seconds,
+            acquisition_timeout_s=settings.neo4j_acquisition_timeout_seconds,
+            fetch_size=settings.neo4j_fetch_size,
+            startup_timeout_s=settings.neo4j_startup_timeout_seconds,
+        )
     raise ConfigurationError(
         "IDGRAPH_STORE_URL must start with sqlite: or neo4j:// (or bolt://, neo4j+s://)"
     )
+
+
+def neo4j_password(settings: Settings) -> str:
+    """The Neo4j password: ``IDGRAPH_NEO4J_PASSWORD``, or ``IDGRAPH_NEO4J_PASSWORD_FILE`` (0600)."""
+    if settings.neo4j_password is not None and settings.neo4j_password_file is not None:
+        raise ConfigurationError(
+            "set IDGRAPH_NEO4J_PASSWORD or IDGRAPH_NEO4J_PASSWORD_FILE, not both"
+        )
+    if settings.neo4j_password_file is not None:
+        password = read_secret_file(settings.neo4j_password_file, "Neo4j password file").strip()
+        if settings.env is Environment.PRODUCTION and password.lower() in PLACEHOLDER_SECRETS:
+            raise ConfigurationError("the Neo4j password file holds a placeholder password")
+        return password
+    return settings.neo4j_password.get_secret_value() if settings.neo4j_password else ""
 
 
 def load_webhook_secrets(settings: Settings) -> dict[str, list[str]]:
@@ -409,61 +448,44 @@ def build_container(settings: Settings) -> Container:
         facts_policy.check_entities(scanner.entities, str(settings.policy_dir / "categories.yaml"))
     keyring = load_keyring(settings)
     webhook_sources = build_webhook_sources(settings, purposes, policy)
-    vault, vault_keys = open_vault(settings)
-    try:
+    # Each resource opened is closed again if a later step fails; on success the stack lets go
+    # and the container owns them (Container.close).
+    with ExitStack() as stack:
+        vault, vault_keys = open_vault(settings)
+        stack.callback(vault_keys.close)
         store = open_store(settings)
-    except Exception:
-        vault_keys.close()
-        raise
-    try:
+        stack.callback(store.close)
         api_keys = ApiKeyStore(settings.control_db_path)
-    except Exception:
-        store.close()
-        vault_keys.close()
-        raise
-    try:
+        stack.callback(api_keys.close)
         audit = SqliteAuditLog(
             settings.audit_db_path, person_ref_key=vault.reference_key(PERSON_REF_INFO)
         )
-    except Exception:
-        store.close()
-        vault_keys.close()
-        api_keys.close()
-        raise
-    try:
+        stack.callback(audit.close)
         replay_guard = SqliteReplayGuard(
             settings.webhook_replay_path, retention_s=settings.webhook_replay_retention_seconds
         )
-    except Exception:
-        store.close()
-        vault_keys.close()
-        api_keys.close()
-        audit.close()
-        raise
-    engine = ResolutionEngine(store, keyring, policy, sealer=vault)
-    container = Container(
-        settings=settings,
-        store=store,
-        keyring=keyring,
-        identity_policy=policy,
-        facts_policy=facts_policy,
-        engine=engine,
-        facts=FactIntake(facts_policy, scanner),
-        vault=vault,
-        vault_keys=vault_keys,
-        api_keys=api_keys,
-        purposes=purposes,
-        policy=PolicyEngine(purposes),
-        audit=audit,
-        consent_signals=ConsentSignalTranslator(purposes),
-        webhooks=ConsentWebhooks(webhook_sources, replay_guard),
-        replay_guard=replay_guard,
-    )
-    try:
+        stack.callback(replay_guard.close)
+        engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+        container = Container(
+            settings=settings,
+            store=store,
+            keyring=keyring,
+            identity_policy=policy,
+            facts_policy=facts_policy,
+            engine=engine,
+            facts=FactIntake(facts_policy, scanner),
+            vault=vault,
+            vault_keys=vault_keys,
+            api_keys=api_keys,
+            purposes=purposes,
+            policy=PolicyEngine(purposes),
+            audit=audit,
+            consent_signals=ConsentSignalTranslator(purposes),
+            webhooks=ConsentWebhooks(webhook_sources, replay_guard),
+            replay_guard=replay_guard,
+        )
         # Finish erasures a crash interrupted between their graph commit and their key shred
         # (privacy/erasure.py): before anything serves, every committed erasure is complete.
-        ErasureService(store, vault, keyring, audit).recover()
-    except Exception:
-        container.close()
-        raise
+        container.erasure.recover()
+        stack.pop_all()
     return container

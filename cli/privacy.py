@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-from api.bootstrap import build_container, open_pkcs11_provider
-from api.settings import Settings
+from bootstrap.container import build_container, open_pkcs11_provider
+from bootstrap.settings import Settings
 from identity.errors import IdGraphError
 from identity.model import FactStatus
 from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 console = Console(stderr=True)
 out = Console()
