@@ -357,6 +357,11 @@ class AudienceStore(Protocol):
         ...
 
 
+def new_audience_id() -> str:
+    """A random, opaque audience id: ``aud_`` + 80 bits from the OS CSPRNG."""
+    return "aud_" + secrets.token_hex(10)
+
+
 class SqliteAudienceStore:
     """Audience definitions in their own table of the control database (``control.sqlite3``).
 
@@ -391,13 +396,7 @@ class SqliteAudienceStore:
     ) -> Audience:
         """Store a (validated) definition under a new random id, owned by ``owner``."""
         audience = Audience(
-            "aud_" + secrets.token_hex(10),
-            name,
-            purpose,
-            rules,
-            datetime.now(UTC),
-            created_by,
-            owner,
+            new_audience_id(), name, purpose, rules, datetime.now(UTC), created_by, owner
         )
         try:
             with self._lock:
