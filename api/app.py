@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # Per app, not per process: tests build many apps, and each counts and limits on its own.
     metrics = Metrics()
     app.state.metrics = metrics
+    metrics.declare_purposes(built.purposes.ids)
+    built.reads.on_decision = metrics.record_policy_decision
     app.state.ingest = built.ingest.with_metrics(metrics)
     app.state.links = built.links.with_metrics(metrics)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)

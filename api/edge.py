@@ -8,7 +8,8 @@ reach, the guard answers
 - 401 (the same problem as :class:`privacy.api_keys.AuthenticationError`) when the route needs
   an API key and there is no ``Authorization: Bearer ...`` header. A present key is still checked
   by the route's ``require(scope)`` dependency;
-- 415 when the route takes a JSON body and the ``Content-Type`` is not JSON.
+- 415 when the route takes a JSON body (a model, or the raw bytes of a signed webhook) and the
+  ``Content-Type`` is not JSON.
 
 Which routes need a key and which take JSON is read from the routes themselves when the app is
 built: a route needs a key when ``require(scope)`` is in its dependency tree, exactly what
@@ -31,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import MISSING_KEY, ScopeCheck
+from api.deps import MISSING_KEY, ScopeCheck, get_raw_body
 from api.problems import handle_idgraph_error, problem
 
 JSON_MEDIA_TYPE = "application/json"
@@ -54,6 +55,11 @@ def needs_api_key(dependant: Dependant) -> bool:
     )
 
 
+def reads_raw_body(dependant: Dependant) -> bool:
+    """Whether a route depends on :func:`api.deps.get_raw_body`."""
+    return any(sub.call is get_raw_body or reads_raw_body(sub) for sub in dependant.dependencies)
+
+
 def guarded_routes(app: FastAPI) -> list[GuardedRoute]:
     """The app's FastAPI routes, included routers expanded, in matching order."""
     expand = getattr(fastapi.routing, "iter_route_contexts", None)
@@ -64,13 +70,16 @@ def guarded_routes(app: FastAPI) -> list[GuardedRoute]:
         if not isinstance(getattr(route, "original_route", route), APIRoute):
             continue  # the docs and /openapi.json: public, and no body
         body = route.body_field
-        json_body = body is not None and not isinstance(body.field_info, params.Form)
+        model_body = body is not None and not isinstance(body.field_info, params.Form)
+        # A route that reads the raw bytes and no model (the signed consent webhook) takes a
+        # JSON body too: its signature is over JSON, and a text/plain body is refused with 415.
+        raw_only = body is None and reads_raw_body(route.dependant)
         guarded.append(
             GuardedRoute(
                 route=route,
                 needs_key=needs_api_key(route.dependant),
-                json_body=json_body,
-                body_required=json_body and body.field_info.is_required(),
+                json_body=model_body or raw_only,
+                body_required=raw_only or (model_body and body.field_info.is_required()),
             )
         )
     return guarded

@@ -20,12 +20,10 @@ Fed here and by the routers:
 - ``idgraph_store_seconds{operation}`` by :meth:`Metrics.time_store` around engine calls.
 - ``idgraph_rate_limited_total`` by the auth dependency when a key is over its rate.
 
-Defined here, fed by code that lands later:
-
-- ``idgraph_policy_decisions_total{purpose,decision}``: the policy engine's caller (the API
-  layer; ``privacy/`` never imports ``api``) calls
-  ``metrics.record_policy_decision(purpose, allowed)`` once per decision, and the wiring code calls
-  ``metrics.declare_purposes(names)`` once with the purpose names of the purposes policy file.
+- ``idgraph_policy_decisions_total{purpose,decision}``: the read service reports every audited
+  decision (a profile read, each person of a members/export/features page, a purpose refused
+  for the key) through its ``on_decision`` hook, which :func:`api.app.create_app` points at
+  :meth:`Metrics.record_policy_decision`; the purposes of the policy file are declared at start.
   A purpose that was not declared is counted as ``undeclared`` so that a name from a request can
   never become a label value.
 - ``idgraph_dsr_queue_depth`` and ``idgraph_dsr_queue_oldest_age_seconds``: the DSR worker calls
@@ -164,10 +162,12 @@ class Metrics:
         """Declare the purpose names (from the purposes policy) that may appear as labels."""
         self._purposes = frozenset(purposes)
 
-    def record_policy_decision(self, purpose: str, allowed: bool) -> None:
-        """Count one policy decision. Undeclared purposes count as ``undeclared``."""
+    def record_policy_decision(self, purpose: str, allowed: bool, count: int = 1) -> None:
+        """Count ``count`` policy decisions (a page decides once per person). Undeclared
+        purposes count as ``undeclared``."""
         label = purpose if purpose in self._purposes else UNDECLARED_PURPOSE
-        self.policy_decisions.labels(label, "allow" if allowed else "deny").inc()
+        if count > 0:
+            self.policy_decisions.labels(label, "allow" if allowed else "deny").inc(count)
 
     def set_dsr_queue(self, depth: int, oldest_age_seconds: float) -> None:
         """Publish the DSR queue's depth and the age of its oldest request."""

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids and request logging, and the request-body size limit."""
+"""ASGI middleware: request ids and request logging, the request-body size limit, and the strict
+JSON check (duplicate keys, nesting depth) of every JSON body."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import time
 
 import structlog
+from identity.strict_json import MalformedJsonError, loads_strict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("idgraph.http")
@@ -17,13 +19,20 @@ PROBLEM_JSON = b"application/problem+json"
 
 
 async def _send_problem(
-    scope: Scope, send: Send, status: int, title: str, detail: str, slug: str
+    scope: Scope,
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    **extensions: object,
 ) -> None:
-    problem = {
+    problem: dict[str, object] = {
         "type": f"urn:idgraph:problem:{slug}",
         "title": title,
         "status": status,
         "detail": detail,
+        **extensions,
     }
     request_id = scope.get("state", {}).get("request_id")
     if request_id:
@@ -61,6 +70,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
+        personal = str(scope.get("path", "")).startswith("/v1/")
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -68,6 +78,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if personal and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    # Every /v1 answer may hold personal data (profiles, exports, person ids,
+                    # DSR status): no shared or browser cache may keep a copy.
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
@@ -84,6 +98,27 @@ class RequestContextMiddleware:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+_DETAILS = {
+    "too_deep": "the request body nests too deeply to be parsed",
+    "duplicate_key": "the request body names the same key twice in one object",
+}
+
+
+def _json_refusal(scope: Scope, body: bytes) -> MalformedJsonError | None:
+    """A JSON body with a duplicate key or nested too deeply, refused for every route (those
+    FastAPI parses and those that read the raw bytes, such as signed webhooks) before anything
+    parses it again. Bodies that are not JSON at all are left to the route's own 400/415."""
+    content_type = dict(scope.get("headers", [])).get(b"content-type", b"")
+    media_type = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
+    if not body or not (media_type == "application/json" or media_type.endswith("+json")):
+        return None
+    try:
+        loads_strict(body)
+    except MalformedJsonError as exc:
+        return exc if exc.reason != "malformed_json" else None
+    return None
 
 
 class BodyLimitMiddleware:
@@ -125,13 +160,26 @@ class BodyLimitMiddleware:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        refusal = _json_refusal(scope, body)
+        if refusal is not None:
+            await _send_problem(
+                scope,
+                send,
+                400,
+                "Malformed JSON",
+                _DETAILS.get(refusal.reason, refusal.message),
+                refusal.code,
+                errors=[{"pointer": refusal.pointer, "reason": refusal.reason}],
+            )
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

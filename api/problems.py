@@ -25,6 +25,7 @@ from identity.errors import (
     StoreIntegrityError,
     StoreUnavailableError,
 )
+from identity.strict_json import MalformedJsonError
 from privacy.api_keys import AuthenticationError, ForbiddenError
 from privacy.consent.recording import ConsentAuditError
 from privacy.cursors import InvalidCursorError
@@ -69,6 +70,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (AudienceNotFoundError, 404, "Audience not found"),
     (RateLimitedError, 429, "Too many requests"),
     (InvalidCursorError, 400, "Invalid cursor"),
+    (MalformedJsonError, 400, "Malformed JSON"),
     (BatchValidationError, 422, "Invalid input"),
     (InvalidFieldError, 422, "Invalid input"),
     (InputLimitError, 422, "Input limit exceeded"),
@@ -123,7 +125,14 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
     status, title = _lookup(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, RateLimitedError):
-        headers = {"Retry-After": str(exc.retry_after)}  # RFC 9110: integer seconds
+        headers = {
+            "Retry-After": str(exc.retry_after),  # RFC 9110: integer seconds
+            # draft-ietf-httpapi-ratelimit-headers: the bucket, what is left, when it refills.
+            "RateLimit-Limit": str(exc.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": str(exc.retry_after),
+            "RateLimit-Policy": f"{exc.limit};w={exc.window_s}",
+        }
     extensions: dict[str, Any] = {}
     if isinstance(exc, WebhookVerificationError):
         # Webhooks authenticate by signature, not bearer key. The reason is safe to return: it
@@ -137,6 +146,8 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
         ]
     elif isinstance(exc, InvalidFieldError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message, "reason": exc.reason}]
+    elif isinstance(exc, MalformedJsonError):
+        extensions["errors"] = [{"pointer": exc.pointer, "reason": exc.reason}]
     elif isinstance(exc, InputLimitError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message}]
     if status >= 500:

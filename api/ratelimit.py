@@ -22,8 +22,10 @@ class RateLimitedError(IdGraphError):
 
     code = "rate-limited"
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, limit: int = 0, window_s: int = 60) -> None:
         self.retry_after = retry_after
+        self.limit = limit  # the bucket size (burst), for the RateLimit-* headers
+        self.window_s = window_s
         super().__init__(
             "this API key is over its request rate (IDGRAPH_RATE_LIMIT_PER_MINUTE); "
             f"retry in {retry_after} s"
@@ -74,4 +76,4 @@ class RateLimiter:
                 bucket.tokens -= 1.0
                 return
             missing = 1.0 - bucket.tokens
-        raise RateLimitedError(max(1, math.ceil(missing / self._rate)))
+        raise RateLimitedError(max(1, math.ceil(missing / self._rate)), self.burst)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field, StrictBool, field_validator
+from pydantic import Field, StrictBool, field_validator
 from services.inputs import (
     MAX_CLOCK_SKEW,
     EventIn,
@@ -15,6 +15,7 @@ from services.inputs import (
     Name,
     Source,
     StrictModel,
+    Timestamp,
 )
 
 __all__ = ["EventIn", "IdentifierIn", "IdentifyRequest", "IngestRequest"]
@@ -155,7 +156,7 @@ class ConsentRequest(StrictModel):
         default=None,
         description="An IAB GPP string (tcfeuv2, uspv1, usnat and US state sections apply).",
     )
-    timestamp: AwareDatetime | None = Field(
+    timestamp: Timestamp | None = Field(
         default=None,
         description="When the person decided (decisions, GPC, GPP usnat). Default: now. Send it "
         "when a request may be resent: the same decision at the same time changes nothing.",

@@ -24,6 +24,7 @@ from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
 from privacy.dsr.store import SqliteDsrStore
 from privacy.erasure import ErasureService
 from privacy.facts import FactsPolicy
+from privacy.outbound import OutboundPolicy, allowed_hosts
 from privacy.purposes import PurposesPolicy
 from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
 from privacy.vault import Vault
@@ -50,7 +51,15 @@ def dsr_config(settings: Settings) -> DsrConfig:
         except (ValueError, ConfigurationError) as exc:
             raise ConfigurationError(f"IDGRAPH_DSR_CALLBACK_SECRET: {exc}") from None
         callback_secrets = (secret,)
-    destinations = parse_destinations(raw, allow_http=allow_http)
+    try:
+        outbound = OutboundPolicy(
+            allow_http=allow_http,
+            allowed_hosts=allowed_hosts(settings.outbound_allowed_hosts),
+            allow_private=settings.outbound_allow_private,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"IDGRAPH_OUTBOUND_ALLOWED_HOSTS: {exc}") from None
+    destinations = parse_destinations(raw, outbound)
     if settings.env is Environment.PRODUCTION:
         for secret in callback_secrets:
             refuse_published_secret(secret, "IDGRAPH_DSR_CALLBACK_SECRET")
@@ -63,7 +72,7 @@ def dsr_config(settings: Settings) -> DsrConfig:
         export_ttl=timedelta(seconds=settings.dsr_export_ttl_seconds),
         destinations=destinations,
         callback_secrets=callback_secrets,
-        allow_http_callbacks=allow_http,
+        outbound=outbound,
         webhook_max_attempts=settings.dsr_webhook_max_attempts,
         webhook_backoff=timedelta(seconds=settings.dsr_webhook_backoff_seconds),
         webhook_timeout_seconds=settings.dsr_webhook_timeout_seconds,

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     dsr_destinations: SecretStr | None = None
     # Signs the webhooks sent to per-request callback_urls (callbacks are refused without it).
     dsr_callback_secret: SecretStr | None = None
+    # Outbound webhooks (DSR callbacks, downstream destinations; docs/dsr.md "Outbound URLs"):
+    # only these hosts when set (names or *.domain); internal addresses (loopback, private,
+    # link-local) only with allow_private, for receivers in the same private network. Cloud
+    # metadata, multicast and unspecified addresses are refused whatever is set.
+    outbound_allowed_hosts: list[str] = Field(default_factory=list)
+    outbound_allow_private: bool = False
     # The in-process worker (processes the queue, sends webhooks, expires exports); 0 = off
     # (then run `idgraph dsr process` from a scheduler).
     dsr_worker_interval_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5.0

@@ -21,7 +21,7 @@ from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.dsr.export import to_csv
-from privacy.dsr.model import DsrAction, DsrStatus, DsrSubmission, DsrType
+from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
 from rich.console import Console
 from rich.table import Table
 from services.dsr_views import dsr_out
@@ -33,6 +33,8 @@ dsr_app = typer.Typer(help="Data-subject requests (erasure, access, ...).", no_a
 retention_app = typer.Typer(help="Retention: delete what is kept too long.", no_args_is_help=True)
 
 CLI_ACTOR = "cli"
+# An operator at the console: sees every owner's requests; what it submits is owned by "cli".
+CLI_CALLER = DsrCaller(CLI_ACTOR, CLI_ACTOR, sees_all=True)
 
 
 @contextmanager
@@ -56,7 +58,7 @@ def _print_json(data: Any) -> None:
 
 
 def _show(container: Container, request_id: str) -> None:
-    request = container.dsr.get(request_id)
+    request = container.dsr.get(request_id, CLI_CALLER)
     _print_json(dsr_out(request, container.dsr.clock()).model_dump(mode="json"))
 
 
@@ -98,7 +100,7 @@ def submit(
     )
     with _container() as container:
         try:
-            result = container.dsr.submit(submission, CLI_ACTOR)
+            result = container.dsr.submit(submission, CLI_CALLER)
         except BatchValidationError as exc:
             for error in exc.errors:
                 console.print(f"[red]{error.field}: {error.message}[/red]")
@@ -150,7 +152,7 @@ def process(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> Non
 def cancel(request_id: str) -> None:
     """Cancel a pending request."""
     with _container() as container:
-        container.dsr.cancel(request_id, CLI_ACTOR)
+        container.dsr.cancel(request_id, CLI_CALLER)
         _show(container, request_id)
 
 
@@ -160,7 +162,7 @@ def extend(
 ) -> None:
     """Extend the due date once by the regulation's extension."""
     with _container() as container:
-        container.dsr.extend(request_id, CLI_ACTOR, reason)
+        container.dsr.extend(request_id, CLI_CALLER, reason)
         _show(container, request_id)
 
 
@@ -178,7 +180,7 @@ def download(
         console.print("[red]--format must be json or csv[/red]")
         raise typer.Exit(2)
     with _container() as container:
-        document = container.dsr.download(request_id, CLI_ACTOR)
+        document = container.dsr.download(request_id, CLI_CALLER)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
         handle.write(render(document))

@@ -71,6 +71,11 @@ class ApiKey:
     # The downstream system the key belongs to; keys feature-export pseudonyms. Default: key id.
     consumer: str = ""
 
+    @property
+    def allows_admin(self) -> bool:
+        """Whether this key has the ``admin`` scope (operators see every owner's objects)."""
+        return self.allows(Scope.ADMIN)
+
     def allows(self, scope: Scope) -> bool:
         """Whether this key may act with ``scope``."""
         return self.revoked_at is None and (scope in self.scopes or Scope.ADMIN in self.scopes)

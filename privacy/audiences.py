@@ -193,6 +193,7 @@ class Audience:
     rules: AudienceRules
     created_at: datetime
     created_by: str  # the API key id that defined it
+    owner: str = ""  # the consumer it belongs to; other consumers get a 404
 
 
 def _value_fits(value: object, value_type: ValueType) -> bool:
@@ -342,8 +343,10 @@ class AudienceStoreUnavailableError(StoreUnavailableError):
 class AudienceStore(Protocol):
     """Audience definitions (adapter: :class:`SqliteAudienceStore`)."""
 
-    def create(self, name: str, purpose: str, rules: AudienceRules, created_by: str) -> Audience:
-        """Store a (validated) definition under a new random id."""
+    def create(
+        self, name: str, purpose: str, rules: AudienceRules, created_by: str, owner: str
+    ) -> Audience:
+        """Store a (validated) definition under a new random id, owned by ``owner``."""
         ...
 
     def get(self, audience_id: str) -> Audience | None:
@@ -381,19 +384,30 @@ class SqliteAudienceStore:
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS audiences (audience_id TEXT PRIMARY KEY, "
                 "name TEXT NOT NULL, purpose TEXT NOT NULL, rules TEXT NOT NULL, "
-                "created_at TEXT NOT NULL, created_by TEXT NOT NULL)"
+                "created_at TEXT NOT NULL, created_by TEXT NOT NULL, "
+                "owner TEXT NOT NULL DEFAULT '')"
             )
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(audiences)")}
+            if "owner" not in columns:  # defined before ownership: the key's default consumer
+                self._conn.execute(
+                    "ALTER TABLE audiences ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
+                )
+                self._conn.execute("UPDATE audiences SET owner = created_by")
         except sqlite3.Error as exc:
             raise AudienceStoreUnavailableError(f"cannot open audience store: {exc}") from exc
 
-    def create(self, name: str, purpose: str, rules: AudienceRules, created_by: str) -> Audience:
-        """Store a (validated) definition under a new random id."""
-        audience = Audience(new_audience_id(), name, purpose, rules, datetime.now(UTC), created_by)
+    def create(
+        self, name: str, purpose: str, rules: AudienceRules, created_by: str, owner: str
+    ) -> Audience:
+        """Store a (validated) definition under a new random id, owned by ``owner``."""
+        audience = Audience(
+            new_audience_id(), name, purpose, rules, datetime.now(UTC), created_by, owner
+        )
         try:
             with self._lock:
                 self._conn.execute(
                     "INSERT INTO audiences (audience_id, name, purpose, rules, created_at, "
-                    "created_by) VALUES (?, ?, ?, ?, ?, ?)",
+                    "created_by, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         audience.audience_id,
                         name,
@@ -401,6 +415,7 @@ class SqliteAudienceStore:
                         json.dumps(rules.to_json(), sort_keys=True),
                         audience.created_at.isoformat(),
                         created_by,
+                        owner,
                     ),
                 )
         except sqlite3.Error as exc:
@@ -412,7 +427,7 @@ class SqliteAudienceStore:
         try:
             with self._lock:
                 row = self._conn.execute(
-                    "SELECT audience_id, name, purpose, rules, created_at, created_by "
+                    "SELECT audience_id, name, purpose, rules, created_at, created_by, owner "
                     "FROM audiences WHERE audience_id = ?",
                     (audience_id,),
                 ).fetchone()
@@ -427,6 +442,7 @@ class SqliteAudienceStore:
             AudienceRules.from_json(json.loads(row[3])),
             datetime.fromisoformat(row[4]),
             row[5],
+            row[6],
         )
 
     def list_audiences(self, purposes: Collection[str] | None, limit: int = 500) -> list[Audience]:

@@ -75,6 +75,12 @@ class Caller:
     purposes: frozenset[str]
     consumer: str
     actor: str = ""
+    # Operators (the admin scope) see every consumer's objects (audiences); others their own.
+    sees_all: bool = False
+
+    def owns(self, owner: str) -> bool:
+        """Whether an object of ``owner`` (a consumer) is visible to this caller."""
+        return self.sees_all or owner == self.consumer
 
     def may_read_for(self, purpose: str) -> bool:
         """Whether the key's purposes include ``purpose``."""

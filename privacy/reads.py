@@ -321,6 +321,8 @@ class ReadService:
         self._facts = facts
         self._audit = audit
         self._audiences = audiences
+        # Called with (purpose, allowed, how many) for every audited decision (metrics).
+        self.on_decision: Callable[[str, bool, int], None] | None = None
         self._pseudonyms = pseudonyms
         self._cursors = cursors
         self._clock = clock
@@ -374,6 +376,8 @@ class ReadService:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         ref = self._audit.person_ref(person_id) if person_id is not None else None
+        if self.on_decision is not None:
+            self.on_decision(purpose, decision == "allow", 1)
         self._audit.append(
             [
                 AuditDraft(
@@ -468,7 +472,7 @@ class ReadService:
         """Validate and store an audience definition for ``purpose_id`` (no personal data)."""
         purpose = self.admit(caller, purpose_id, ReadAction.DEFINE_AUDIENCE, pointer="#/purpose")
         validate_rules(purpose_id, purpose, self._facts, rules)
-        audience = self._audiences.create(name, purpose_id, rules, caller.key_id)
+        audience = self._audiences.create(name, purpose_id, rules, caller.key_id, caller.consumer)
         self._record(
             caller,
             ReadAction.DEFINE_AUDIENCE,
@@ -480,11 +484,17 @@ class ReadService:
         )
         return audience
 
+    def _owned_audience(self, caller: Caller, audience_id: str) -> Audience:
+        """The definition if it exists and belongs to the caller's consumer (or the caller is an
+        operator); otherwise 404, never 403, so that another consumer's ids are not confirmed."""
+        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
+        if audience is None or not caller.owns(audience.owner):
+            raise AudienceNotFoundError
+        return audience
+
     def audience(self, caller: Caller, audience_id: str) -> Audience:
         """A stored definition, if the caller may read for its purpose."""
-        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
-        if audience is None:
-            raise AudienceNotFoundError
+        audience = self._owned_audience(caller, audience_id)
         self.admit(caller, audience.purpose, ReadAction.GET_AUDIENCE)
         return audience
 
@@ -599,6 +609,9 @@ class ReadService:
         extra: Mapping[str, Any],
     ) -> None:
         refs = [self._audit.person_ref(m.row.person_id) for m in result.members]
+        if self.on_decision is not None:
+            self.on_decision(purpose_id, True, len(refs))
+            self.on_decision(purpose_id, False, sum(result.denied.values()))
         summary: dict[str, Any] = {
             **extra,
             "scanned": result.scanned,
@@ -647,9 +660,7 @@ class ReadService:
     ) -> MemberPage:
         """One page of the members of an audience that pass the policy."""
         _check_limit(limit)
-        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
-        if audience is None:
-            raise AudienceNotFoundError
+        audience = self._owned_audience(caller, audience_id)
         self.admit(caller, audience.purpose, ReadAction.AUDIENCE)
         scope = CursorScope(
             "audience_members", caller.key_id, caller.consumer, audience.purpose, audience_id
@@ -681,9 +692,7 @@ class ReadService:
         come from the returned iterator, one audited chunk of members at a time.
         """
         _check_limit(chunk)
-        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
-        if audience is None:
-            raise AudienceNotFoundError
+        audience = self._owned_audience(caller, audience_id)
         purpose = self.admit(caller, audience.purpose, ReadAction.EXPORT)
         if not purpose.activation:
             raise NothingToReadError(

@@ -16,7 +16,6 @@ are skipped. Unknown columns stop the import before any row is read.
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pydantic import ValidationError
 
 from identity.errors import BatchValidationError, IdGraphError, InputLimitError
 from identity.model import IdentityEvent
+from identity.strict_json import MalformedJsonError, loads_strict
 from services.ingest import IngestService
 from services.inputs import IdentifyRequest, pointer_from_location
 
@@ -88,12 +88,14 @@ def _jsonl_rows(
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw)
-        except UnicodeDecodeError:
-            yield line_no, RowError(line_no, ("not valid UTF-8",))
-            continue
-        except json.JSONDecodeError as exc:
-            yield line_no, RowError(line_no, (f"not valid JSON ({exc.msg})",))
+            row = loads_strict(raw)
+        except MalformedJsonError as exc:
+            yield (
+                line_no,
+                RowError(
+                    line_no, (f"not valid JSON ({exc.reason} at {exc.pointer}: {exc.message})",)
+                ),
+            )
             continue
         if not isinstance(row, dict):
             yield line_no, RowError(line_no, ("each line must be a JSON object",))

@@ -66,6 +66,16 @@ class ExportFormat(StrEnum):
     CSV = "csv"
 
 
+def _shown_error(destination: str, error: str | None) -> str | None:
+    """A callback's failure without an HTTP answer, as one code: "connection failed", "timeout"
+    and "refused" would tell the caller who chose the URL whether a host or port answers (a
+    scanner of the service's network). Operators' destinations keep the detail; the log has it
+    for every delivery."""
+    if error is None or not destination.startswith("callback:"):
+        return error
+    return "undeliverable"
+
+
 def dsr_out(request: DsrRequest, now: datetime) -> DsrOut:
     """The view of ``request`` at ``now`` (an expired export offers no downloads)."""
     export = None
@@ -105,7 +115,7 @@ def dsr_out(request: DsrRequest, now: datetime) -> DsrOut:
                 state=d.state.value,
                 attempts=d.attempts,
                 last_status=d.last_status,
-                last_error=d.last_error,
+                last_error=_shown_error(d.destination, d.last_error),
                 next_attempt_at=d.next_attempt_at,
                 delivered_at=d.delivered_at,
             )

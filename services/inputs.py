@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     AllowInfNan,
     AwareDatetime,
     BaseModel,
@@ -28,6 +29,24 @@ from pydantic import (
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
 MAX_CLOCK_SKEW = timedelta(hours=24)
+# Timestamps before year 1000 are typos or probes (and four-digit years are what every store
+# writes and sorts as text); after 9998 a time zone shift leaves datetime's range.
+MIN_YEAR, MAX_YEAR = 1000, 9998
+
+
+def in_range(value: datetime | None) -> datetime | None:
+    """``value`` if its year (in UTC) is within [MIN_YEAR, MAX_YEAR]; ValueError otherwise."""
+    if value is None:
+        return None
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"the year must be between {MIN_YEAR} and {MAX_YEAR}")
+    if not MIN_YEAR <= value.astimezone(UTC).year <= MAX_YEAR:
+        raise ValueError(f"the year (in UTC) must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+# Every timestamp a caller sends: RFC 3339 with an offset, year 1000-9998.
+Timestamp = Annotated[AwareDatetime, AfterValidator(in_range)]
 
 Source = Annotated[
     str,
@@ -64,7 +83,7 @@ class EventIn(StrictModel):
     """Something the person did. Its properties are typed by policies/categories.yaml."""
 
     name: Annotated[Name, Field(examples=["purchase"])]
-    timestamp: AwareDatetime | None = Field(default=None, description="Default: the event time.")
+    timestamp: Timestamp | None = Field(default=None, description="Default: the event time.")
     properties: Annotated[dict[Name, Scalar], Field(max_length=50)] = Field(default_factory=dict)
 
 
@@ -80,7 +99,7 @@ class IdentifyRequest(StrictModel):
         examples=[{"city": "Berlin", "age_band": "25-34", "visit_count": 3}],
     )
     events: Annotated[list[EventIn], Field(max_length=50)] = Field(default_factory=list)
-    timestamp: AwareDatetime | None = Field(
+    timestamp: Timestamp | None = Field(
         default=None,
         description="When the identifiers were seen (RFC 3339 with offset). Default: now.",
     )

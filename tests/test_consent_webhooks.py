@@ -164,6 +164,7 @@ def test_spec_vector_signature_is_accepted_and_a_non_consent_body_is_422_without
         HEADER_ID: VECTOR_ID,
         HEADER_TIMESTAMP: str(VECTOR_TS),
         HEADER_SIGNATURE: f"v1,{OTHER_SIGNATURE} v2,ignored {VECTOR_SIGNATURE}",
+        "Content-Type": "application/json",
     }
     for _ in range(2):  # the id is not used up by a payload that cannot be applied
         response = client.post("/v1/webhooks/consent/vector", content=VECTOR_BODY, headers=headers)

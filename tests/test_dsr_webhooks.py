@@ -91,6 +91,7 @@ def app(tmp_path: Path, receiver: Receiver, secret: str, log_stream: io.StringIO
         dsr_callback_secret=secret,
         dsr_webhook_backoff_seconds=0,
         dsr_webhook_max_attempts=3,
+        outbound_allow_private=True,  # the receiver listens on 127.0.0.1
     )
     with open_dsr(settings) as opened:
         yield opened
@@ -167,7 +168,10 @@ def test_unreachable_destination_is_retried_with_exponential_backoff(
     closed.close()  # nothing listens on this port any more
     destinations = {"gone": {"url": closed.url, "secret": secret}}
     settings = dsr_settings(
-        tmp_path, dsr_destinations=json.dumps(destinations), dsr_webhook_backoff_seconds=60
+        tmp_path,
+        dsr_destinations=json.dumps(destinations),
+        dsr_webhook_backoff_seconds=60,
+        outbound_allow_private=True,
     )
     with open_dsr(settings) as app:
         app.submit(request_id="er-3", type="erasure", subject_identities=_subject())

@@ -327,8 +327,8 @@ def test_audience_definition_is_403_for_a_purpose_the_key_lacks(world: World) ->
 
 
 def test_audience_of_another_purpose_is_403_and_unknown_audience_404(world: World) -> None:
-    audience = _define(world, BUYERS, world.key("ad_targeting"))
-    other = world.key("analytics")
+    audience = _define(world, BUYERS, world.key("ad_targeting", consumer="shop"))
+    other = world.key("analytics", consumer="shop")
 
     assert world.api.client.get(f"/v1/audiences/{audience}", headers=other).status_code == 403
     assert (

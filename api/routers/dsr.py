@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from privacy.api_keys import ApiKey, Scope
 from privacy.audit import api_key_actor
 from privacy.dsr.export import to_csv
-from privacy.dsr.model import DsrAction, DsrStatus, DsrSubmission, DsrType
+from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
 from privacy.dsr.service import DsrService
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 from services.dsr_views import DsrOut, ExportFormat, dsr_out
-from services.inputs import StrictModel
+from services.inputs import StrictModel, Timestamp
 
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
@@ -46,6 +46,14 @@ def get_dsr(container: Annotated[Container, Depends(get_container)]) -> DsrServi
 Dsr = Annotated[DsrService, Depends(get_dsr)]
 
 
+def dsr_caller(key: DsrKey) -> DsrCaller:
+    """The key as a DSR caller: its requests belong to its consumer; ``admin`` sees all."""
+    return DsrCaller(api_key_actor(key.key_id), key.consumer or key.key_id, key.allows_admin)
+
+
+Caller = Annotated[DsrCaller, Depends(dsr_caller)]
+
+
 class DsrCreate(StrictModel):
     """An OpenDSR-like request. Identity verification is the caller's job."""
 
@@ -56,7 +64,7 @@ class DsrCreate(StrictModel):
         description="restriction/objection only: `lift` withdraws an earlier one.",
     )
     subject_identities: Annotated[list[IdentifierIn], Field(min_length=1, max_length=20)]
-    submitted_time: AwareDatetime | None = Field(
+    submitted_time: Timestamp | None = Field(
         default=None, description="When the subject made the request (the legal clock starts)."
     )
     regulation: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = Field(
@@ -94,7 +102,7 @@ class DsrList(StrictModel):
         200: {"description": "A replay of an accepted request"},
     },
 )
-def submit(body: DsrCreate, service: Dsr, key: DsrKey) -> Response:
+def submit(body: DsrCreate, service: Dsr, caller: Caller) -> Response:
     """Accept a data-subject request (202); a replay of the same request id and content
     answers 200 with the stored request, different content under the same id 409."""
     submission = DsrSubmission(
@@ -107,7 +115,7 @@ def submit(body: DsrCreate, service: Dsr, key: DsrKey) -> Response:
         purposes=body.purposes,
         callback_urls=body.callback_urls,
     )
-    submitted = service.submit(submission, api_key_actor(key.key_id))
+    submitted = service.submit(submission, caller)
     out = dsr_out(submitted.request, service.clock())
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if submitted.created else 200)
 
@@ -115,36 +123,38 @@ def submit(body: DsrCreate, service: Dsr, key: DsrKey) -> Response:
 @router.get("", response_model=DsrList, responses=PROBLEMS)
 def list_requests(
     service: Dsr,
-    key: DsrKey,
+    caller: Caller,
     status: DsrStatus | None = None,
     after: Annotated[str, Query(max_length=400)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DsrList:
     """Requests by request id, optionally of one status."""
-    found, next_after = service.list_page(key.key_id, status, after or None, limit)
+    found, next_after = service.list_page(caller, status, after or None, limit)
     now = service.clock()
     return DsrList(requests=[dsr_out(r, now) for r in found], next_after=next_after)
 
 
 @router.get("/{request_id}", response_model=DsrOut, responses=PROBLEMS)
-def status(request_id: str, service: Dsr, _: DsrKey) -> DsrOut:
+def status(request_id: str, service: Dsr, caller: Caller) -> DsrOut:
     """A request's status, due date, result, export link and webhook deliveries."""
-    return dsr_out(service.get(request_id), service.clock())
+    return dsr_out(service.get(request_id, caller), service.clock())
 
 
 @router.post("/{request_id}/cancel", response_model=DsrOut, responses=PROBLEMS)
-def cancel(request_id: str, service: Dsr, key: DsrKey) -> DsrOut:
+def cancel(request_id: str, service: Dsr, caller: Caller) -> DsrOut:
     """Cancel a pending request (409 once processing started)."""
-    return dsr_out(service.cancel(request_id, api_key_actor(key.key_id)), service.clock())
+    return dsr_out(service.cancel(request_id, caller), service.clock())
 
 
 @router.post(
     "/{request_id}/extend", response_model=DsrOut, responses={**PROBLEMS, **JSON_BODY_PROBLEMS}
 )
-def extend(request_id: str, service: Dsr, key: DsrKey, body: ExtendRequest | None = None) -> DsrOut:
+def extend(
+    request_id: str, service: Dsr, caller: Caller, body: ExtendRequest | None = None
+) -> DsrOut:
     """Extend the due date once by the regulation's extension (GDPR: two months)."""
     reason = body.reason if body is not None else ""
-    return dsr_out(service.extend(request_id, api_key_actor(key.key_id), reason), service.clock())
+    return dsr_out(service.extend(request_id, caller, reason), service.clock())
 
 
 @router.get(
@@ -154,11 +164,11 @@ def extend(request_id: str, service: Dsr, key: DsrKey, body: ExtendRequest | Non
 def download(
     request_id: str,
     service: Dsr,
-    key: DsrKey,
+    caller: Caller,
     format: ExportFormat = ExportFormat.JSON,  # noqa: A002 - the query parameter's public name
 ) -> Response:
     """The access/portability export (JSON or CSV) until it expires (410 afterwards)."""
-    document = service.download(request_id, api_key_actor(key.key_id))
+    document = service.download(request_id, caller)
     filename = f"dsr-{request_id}.{format.value}"
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',

@@ -67,7 +67,7 @@ Reads = Annotated[ReadService, Depends(get_reads)]
 
 
 def _caller(key: ApiKey) -> Caller:
-    return Caller(key.key_id, key.purposes, key.consumer or key.key_id)
+    return Caller(key.key_id, key.purposes, key.consumer or key.key_id, sees_all=key.allows_admin)
 
 
 @router.get(

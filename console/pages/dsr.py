@@ -9,8 +9,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from identity.errors import BatchValidationError, InvalidFieldError
-from privacy.dsr.model import DsrAction, DsrStatus, DsrSubmission, DsrType
-from privacy.operators import ConsoleScope, Session
+from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
+from privacy.operators import ConsoleScope, Operator, Session
 from services.operations import days_left
 from starlette.responses import RedirectResponse, Response
 
@@ -123,7 +123,7 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
             purposes=posted.texts("purposes", 64),
         )
         try:
-            submitted = services.dsr.submit(submission, posted.session.operator.actor)
+            submitted = services.dsr.submit(submission, _caller(posted.session.operator))
         except BatchValidationError as exc:
             errors.extend(exc.errors)
         else:
@@ -133,10 +133,16 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
     return _form_page(request, services, messages, values, 422)
 
 
+def _caller(operator: Operator) -> DsrCaller:
+    """Console operators work the whole DSR queue, as the CLI does (``sees_all``): answering
+    every subject's request is their job. Requests they submit are owned by the operator."""
+    return DsrCaller(operator.actor, operator.actor, sees_all=True)
+
+
 @router.get("/{request_id}", name="dsr_detail")
-def detail(request: Request, request_id: str, services: Services, _: Viewer) -> Response:
+def detail(request: Request, request_id: str, services: Services, viewer: Viewer) -> Response:
     """One request: timeline, result, downstream deliveries, cancel/extend."""
-    found = services.dsr.get(request_id)
+    found = services.dsr.get(request_id, _caller(viewer.operator))
     now = services.dsr.clock()
     events = [("Submitted by the subject", found.submitted_at), ("Received", found.received_at)]
     if found.started_at:
@@ -170,7 +176,7 @@ def cancel(request: Request, request_id: str, services: Services, posted: Change
     reason = posted.text("reason", 200)
     if not reason:
         raise InvalidFieldError("required", "say why the request is cancelled", "#/reason")
-    services.dsr.cancel(request_id, posted.session.operator.actor, reason)
+    services.dsr.cancel(request_id, _caller(posted.session.operator), reason)
     return RedirectResponse(f"{base_path(request)}/dsr/{request_id}", status_code=303)
 
 
@@ -180,14 +186,14 @@ def extend(request: Request, request_id: str, services: Services, posted: Change
     reason = posted.text("reason", 200)
     if not reason:
         raise InvalidFieldError("required", "say why the deadline is extended", "#/reason")
-    services.dsr.extend(request_id, posted.session.operator.actor, reason)
+    services.dsr.extend(request_id, _caller(posted.session.operator), reason)
     return RedirectResponse(f"{base_path(request)}/dsr/{request_id}", status_code=303)
 
 
 @router.post("/{request_id}/download", name="dsr_download")
 def download(request_id: str, services: Services, posted: Change) -> Response:
     """The access/portability export as a JSON file (the download is audited)."""
-    document = services.dsr.download(request_id, posted.session.operator.actor)
+    document = services.dsr.download(request_id, _caller(posted.session.operator))
     return Response(
         json.dumps(document, indent=2),
         media_type="application/json",

@@ -27,7 +27,6 @@ messages come from the schema and never carry a submitted value.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, Va
 
 from identity.errors import BatchValidationError, ConfigurationError, InvalidFieldError
 from identity.policy import IdentityPolicy
+from identity.strict_json import MalformedJsonError, loads_strict
 from privacy.consent.signals import ConsentSignals, SignalPointers, signal_digest
 from privacy.purposes import PurposesPolicy
 
@@ -136,10 +136,10 @@ class _Lenient(BaseModel):
 def _parse(model: type[_M], body: bytes) -> _M:
     """Validate ``body`` as ``model``; every problem as a located, value-free error."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        document = loads_strict(body)
+    except MalformedJsonError as exc:
         raise InvalidFieldError(
-            "malformed_json", "the webhook body is not valid UTF-8 JSON", "#"
+            exc.reason, f"the webhook body: {exc.message}", exc.pointer
         ) from None
     try:
         return model.model_validate(document)

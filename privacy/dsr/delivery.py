@@ -16,15 +16,13 @@ receiver's idempotency key); each attempt is signed with a fresh timestamp.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from identity.errors import ConfigurationError
+from privacy.outbound import OutboundPolicy
 from privacy.webhooks import parse_secret
 
 
@@ -37,23 +35,7 @@ class Destination:
     secrets: tuple[str, ...]
 
 
-def check_url(url: str, *, allow_http: bool, what: str) -> str:
-    """``url`` if it is an absolute http(s) URL (http only when ``allow_http``); else ValueError.
-
-    Production sends personal-data-free payloads, but still only over TLS: a plain-http receiver
-    would expose which requests exist and when, and its answer could be forged.
-    """
-    parts = urlsplit(url)
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in schemes or not parts.hostname or len(url) > 2048:
-        shown = " or ".join(schemes)
-        raise ValueError(f"{what} must be an absolute {shown} URL of at most 2048 characters")
-    if parts.username or parts.password:
-        raise ValueError(f"{what} must not carry credentials")
-    return url
-
-
-def parse_destinations(raw: str | None, *, allow_http: bool) -> dict[str, Destination]:
+def parse_destinations(raw: str | None, outbound: OutboundPolicy) -> dict[str, Destination]:
     """``IDGRAPH_DSR_DESTINATIONS``: ``{"name": {"url": ..., "secret": "whsec_..."}}``.
 
     ``secret`` may also be a list (rotation: every secret signs, the receiver accepts any).
@@ -79,7 +61,7 @@ def parse_destinations(raw: str | None, *, allow_http: bool) -> dict[str, Destin
         if not secrets or not all(isinstance(s, str) for s in secrets):
             raise ConfigurationError(f"{where}.secret: a whsec_ secret (or a list) is required")
         try:
-            url = check_url(str(spec.get("url", "")), allow_http=allow_http, what=f"{where}.url")
+            url = outbound.check_url(str(spec.get("url", "")), f"{where}.url")
             for s in secrets:
                 parse_secret(s)
         except ValueError as exc:
@@ -126,29 +108,3 @@ class WebhookSender(Protocol):
     def __call__(self, url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> int:
         """POST ``body`` with ``headers`` to ``url``."""
         ...
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        # A redirect is answered as a failure (its 3xx status is recorded): following it would
-        # send the signed body to a host nobody registered.
-        return None
-
-
-class UrllibWebhookSender:
-    """The default sender: stdlib ``urllib``, no redirects, the caller's timeout."""
-
-    def __init__(self) -> None:
-        self._opener = urllib.request.build_opener(_NoRedirects)
-
-    def __call__(self, url: str, headers: Mapping[str, str], body: bytes, timeout: float) -> int:
-        """POST and return the status (any status, 4xx/5xx included)."""
-        request = urllib.request.Request(  # noqa: S310 - the URL scheme was checked (http/https)
-            url, data=body, headers=dict(headers), method="POST"
-        )
-        try:
-            with self._opener.open(request, timeout=timeout) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            return int(exc.code)

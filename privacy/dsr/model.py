@@ -164,6 +164,7 @@ class DsrRequest:
     subject_hashes: tuple[SubjectHash, ...]  # empty once the request is terminal
     requester: str  # the API key id (or "cli") that submitted it
     callback_urls: tuple[str, ...]
+    owner: str = ""  # who may see it besides operators: the submitting key's consumer
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -171,6 +172,25 @@ class DsrRequest:
     error: str | None = None
     export: ExportInfo | None = None
     deliveries: tuple[Delivery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DsrCaller:
+    """Who acts on requests: the audit actor, the owner of what they create, and whether they
+    see every owner's requests.
+
+    Requests belong to their owner (an API key's consumer): another owner's request is answered
+    as if it did not exist (404, never 403: a 403 would confirm that the id is taken, and ids are
+    often guessable). Operators (the ``admin`` scope, the CLI) see all.
+    """
+
+    actor: str  # the audit actor: ``key_<id>`` or ``cli``
+    owner: str  # the owner recorded on new requests
+    sees_all: bool = False
+
+    def may_see(self, owner: str) -> bool:
+        """Whether a request of ``owner`` is visible to this caller."""
+        return self.sees_all or owner == self.owner
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -65,10 +65,8 @@ from privacy.dsr import export as exports
 from privacy.dsr.deadlines import Deadline
 from privacy.dsr.delivery import (
     Destination,
-    UrllibWebhookSender,
     WebhookSender,
     backoff,
-    check_url,
 )
 from privacy.dsr.delivery import payload as webhook_payload
 from privacy.dsr.model import (
@@ -76,6 +74,7 @@ from privacy.dsr.model import (
     REQUEST_ID,
     DeliveryState,
     DsrAction,
+    DsrCaller,
     DsrConflictError,
     DsrNotFoundError,
     DsrRequest,
@@ -89,6 +88,7 @@ from privacy.dsr.model import (
     SubjectHash,
 )
 from privacy.dsr.store import Claimed, DsrStore
+from privacy.outbound import DestinationRefusedError, OutboundPolicy, PinnedWebhookSender
 from privacy.purposes import PurposesPolicy
 from privacy.redaction import redact_text
 from privacy.vault import ShredIncompleteError, Vault, VaultError
@@ -99,6 +99,7 @@ log = structlog.get_logger("idgraph.dsr")
 SUBJECTS_FIELD = "dsr:subjects"
 EXPORT_FIELD = "dsr:export"
 MAX_FUTURE_SKEW = timedelta(hours=24)
+MIN_YEAR = 1000
 SOURCE = "dsr"  # the source of consent records a DSR writes
 
 
@@ -149,7 +150,7 @@ class DsrConfig:
     export_ttl: timedelta
     destinations: Mapping[str, Destination]
     callback_secrets: tuple[str, ...] = ()
-    allow_http_callbacks: bool = False
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     max_attempts: int = 3
     stale_after: timedelta = timedelta(minutes=10)
     webhook_max_attempts: int = 8
@@ -213,7 +214,7 @@ class DsrService:
         self._audit = audit
         self._eraser = eraser
         self.config = config
-        self._sender: WebhookSender = sender or UrllibWebhookSender()
+        self._sender: WebhookSender = sender or PinnedWebhookSender(config.outbound)
         self._recipient_name = recipient_name
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
@@ -229,17 +230,22 @@ class DsrService:
 
     # -- submission ------------------------------------------------------------------------
 
-    def submit(self, submission: DsrSubmission, requester: str) -> Submitted:
+    def submit(self, submission: DsrSubmission, caller: DsrCaller) -> Submitted:
         """Accept a request (idempotent by request id); raises 422/409 errors, writes nothing
         on a 4xx. Every problem of ``submission`` (subject identities, callback URLs, type,
-        purposes, regulation, times) is reported in one :class:`BatchValidationError`."""
+        purposes, regulation, times) is reported in one :class:`BatchValidationError`.
+
+        The request belongs to ``caller.owner``. A request id already used by another owner is
+        a 409 like any other reuse (the id space is shared), with the same message, so the
+        answer does not tell whether the other request is someone else's."""
+        requester = caller.actor
         now = self.clock()
         new, subjects = self._validate(submission, now)
         existing = self.store.get(new.request_id)
         if existing is not None:
-            return Submitted(self._replayed(existing, new, subjects), created=False)
+            return Submitted(self._replayed(existing, submission, subjects, caller), created=False)
         key_id = self._keyring.primary_key_id
-        fingerprint = self._fingerprint(new, subjects, key_id)
+        fingerprint = self._fingerprint(submission, subjects, key_id)
         unique = {(s.type, s.value): s for s in subjects}
         hashes = [self._keyring.hash(s) for s in unique.values()]
         sealed = self._vault.encrypt(
@@ -255,6 +261,7 @@ class DsrService:
             subject_types=sorted({s.type for s in unique.values()}),
             subject_hashes=[SubjectHash(h.type, h.key_id, h.digest.hex()) for h in hashes],
             requester=requester,
+            owner=caller.owner,
             fingerprint=fingerprint,
             fingerprint_key=key_id,
             sealed_subjects=sealed,
@@ -263,7 +270,7 @@ class DsrService:
             raced = self.store.get(new.request_id)
             if raced is None:  # pragma: no cover - rows are never deleted
                 raise DsrNotFoundError(new.request_id)
-            return Submitted(self._replayed(raced, new, subjects), created=False)
+            return Submitted(self._replayed(raced, submission, subjects, caller), created=False)
         self._audit_append(
             AuditDraft(
                 actor=requester,
@@ -326,8 +333,7 @@ class DsrService:
                 "unknown_regulation",
                 "regulation must be one of: " + ", ".join(sorted(self.config.deadlines)),
             )
-        if new.submitted_at > now + MAX_FUTURE_SKEW:
-            bad("#/submitted_time", "in_future", "submitted_time is more than 24 hours ahead")
+        errors.extend(_submitted_time_problems(new.submitted_at, now))
         if new.type is DsrType.OBJECTION:
             if not new.purposes:
                 bad("#/purposes", "required", "an objection names the purposes objected to")
@@ -372,7 +378,7 @@ class DsrService:
             errors.extend(exc.errors)
         for index, url in enumerate(submission.callback_urls):
             try:
-                check_url(url, allow_http=self.config.allow_http_callbacks, what="callback URL")
+                self.config.outbound.check_url(url, "callback URL")
             except ValueError as exc:
                 errors.append(
                     InvalidFieldError("invalid_url", str(exc), f"#/callback_urls/{index}")
@@ -380,15 +386,22 @@ class DsrService:
         return subjects
 
     def _fingerprint(
-        self, new: NewRequest, subjects: Sequence[NormalizedIdentifier], key_id: str
+        self,
+        submission: DsrSubmission,
+        subjects: Sequence[NormalizedIdentifier],
+        key_id: str,
     ) -> str:
+        # Over what the caller sent, never over defaults filled in at receipt: a resend of a
+        # body without submitted_time must fingerprint the same, not with a later "now".
+        submitted = submission.submitted_at
+        new = submission
         canonical = json.dumps(
             {
                 "type": new.type.value,
                 "action": new.action.value,
                 "purposes": sorted(set(new.purposes)),
                 "regulation": new.regulation,
-                "submitted_at": _iso(new.submitted_at),
+                "submitted_at": None if submitted is None else _iso(submitted),
                 "callback_urls": list(new.callback_urls),
                 "subjects": sorted({f"{s.type}:{s.value}" for s in subjects}),
             },
@@ -401,11 +414,16 @@ class DsrService:
         return self._keyring.hash(marker, key_id).digest.hex()
 
     def _replayed(
-        self, existing: Any, new: NewRequest, subjects: Sequence[NormalizedIdentifier]
+        self,
+        existing: Any,
+        new: DsrSubmission,
+        subjects: Sequence[NormalizedIdentifier],
+        caller: DsrCaller,
     ) -> DsrRequest:
-        if existing.fingerprint_key not in self._keyring.key_ids or (
-            self._fingerprint(new, subjects, existing.fingerprint_key) != existing.fingerprint
-        ):
+        if (
+            not caller.may_see(existing.request.owner)
+            or existing.fingerprint_key not in self._keyring.key_ids
+        ) or (self._fingerprint(new, subjects, existing.fingerprint_key) != existing.fingerprint):
             raise DsrConflictError(
                 f"request id {new.request_id!r} is already used by a request with different "
                 "content; choose a new request id"
@@ -415,36 +433,47 @@ class DsrService:
 
     # -- reading and managing --------------------------------------------------------------
 
-    def get(self, request_id: str) -> DsrRequest:
-        """The request, or :class:`DsrNotFoundError`."""
+    def get(self, request_id: str, caller: DsrCaller) -> DsrRequest:
+        """The request, or :class:`DsrNotFoundError` (also when it is another owner's)."""
         stored = self.store.get(request_id)
-        if stored is None:
+        if stored is None or not caller.may_see(stored.request.owner):
+            raise DsrNotFoundError(request_id)
+        return stored.request
+
+    def _get(self, request_id: str) -> DsrRequest:
+        stored = self.store.get(request_id)
+        if stored is None:  # pragma: no cover - rows are never deleted
             raise DsrNotFoundError(request_id)
         return stored.request
 
     def list_requests(
         self, status: DsrStatus | None = None, after: str = "", limit: int = 100
     ) -> list[DsrRequest]:
-        """Requests by id, optionally of one status."""
+        """Every owner's requests by id, optionally of one status (operators: CLI, tests)."""
         return self.store.list_requests(status, after, limit)
 
     def list_page(
-        self, key_id: str, status: DsrStatus | None, cursor: str | None, limit: int
+        self, caller: DsrCaller, status: DsrStatus | None, cursor: str | None, limit: int
     ) -> tuple[list[DsrRequest], str | None]:
-        """One page of requests by id and the sealed cursor of the next (``None``: the end).
+        """One page of the requests ``caller`` may see, by id, and the sealed cursor of the
+        next (``None``: the end).
 
         The cursor is sealed like every paging cursor (:mod:`privacy.cursors`): bound to the
-        API key and the status filter, expiring, 400 when forged or borrowed.
+        caller and the status filter, expiring, 400 when forged or borrowed.
         """
-        scope = CursorScope("dsr_requests", key_id, key_id, status.value if status else "")
-        found = self.store.list_requests(status, self._cursors.open(scope, cursor), limit)
+        scope = CursorScope(
+            "dsr_requests", caller.actor, caller.owner, status.value if status else ""
+        )
+        owner = None if caller.sees_all else caller.owner
+        found = self.store.list_requests(status, self._cursors.open(scope, cursor), limit, owner)
         more = len(found) == limit
         return found, self._cursors.seal(scope, found[-1].request_id) if more else None
 
-    def cancel(self, request_id: str, actor: str, reason: str = "") -> DsrRequest:
+    def cancel(self, request_id: str, caller: DsrCaller, reason: str = "") -> DsrRequest:
         """Cancel a pending request (409 once a worker has started it); ``reason`` goes to the
         audit log (no personal data: :class:`AuditDraft` refuses what looks like some)."""
-        request = self.get(request_id)
+        actor = caller.actor
+        request = self.get(request_id, caller)
         now = self.clock()
         deliveries = self._callbacks(request, DsrStatus.CANCELLED, {}, now)
         if not self.store.finish(
@@ -455,7 +484,7 @@ class DsrService:
             deliveries=deliveries,
         ):
             raise DsrStateError(
-                f"request {request_id!r} is {self.get(request_id).status.value}; only pending "
+                f"request {request_id!r} is {self._get(request_id).status.value}; only pending "
                 "requests can be cancelled"
             )
         self._shred([subjects_owner(request_id)])
@@ -468,11 +497,12 @@ class DsrService:
             )
         )
         self.publish_queue()
-        return self.get(request_id)
+        return self._get(request_id)
 
-    def extend(self, request_id: str, actor: str, reason: str = "") -> DsrRequest:
+    def extend(self, request_id: str, caller: DsrCaller, reason: str = "") -> DsrRequest:
         """Extend the due date once by the regulation's extension (409 if done or closed)."""
-        request = self.get(request_id)
+        actor = caller.actor
+        request = self.get(request_id, caller)
         deadline = self.config.deadlines.get(request.regulation)
         if deadline is None:
             raise DsrStateError(f"regulation {request.regulation!r} has no configured deadline")
@@ -489,15 +519,17 @@ class DsrService:
                 details={"request_id": request_id, "due_at": _iso(due)},
             )
         )
-        return self.get(request_id)
+        return self._get(request_id)
 
-    def download(self, request_id: str, actor: str) -> dict[str, Any]:
+    def download(self, request_id: str, caller: DsrCaller) -> dict[str, Any]:
         """The decrypted export document of an access/portability request.
 
+        :class:`DsrNotFoundError` (404) for another owner's request,
         :class:`ExportNotReadyError` (409) before it is ready or for other types,
         :class:`ExportExpiredError` (410) after its expiry (destroyed, or due for destruction).
         """
-        request = self.get(request_id)
+        actor = caller.actor
+        request = self.get(request_id, caller)
         if request.type not in EXPORT_TYPES:
             raise ExportNotReadyError(f"a {request.type.value} request has no export")
         found = self.store.export_blob(request_id)
@@ -588,7 +620,7 @@ class DsrService:
         started = time.perf_counter()
         try:
             subjects = self._subjects(claimed)
-            result, export = self._run(request, subjects)
+            result, export, exported = self._run(request, subjects)
         except StoreUnavailableError as exc:
             if request.attempts < self.config.max_attempts:
                 log.warning("dsr_requeued", request_id=rid, error=type(exc).__name__)
@@ -614,6 +646,7 @@ class DsrService:
             from_statuses=[DsrStatus.IN_PROGRESS],
             result=result,
             export=sealed_export,
+            export_persons=[self._audit.person_ref(p) for p in exported],
             deliveries=deliveries,
         )
         self._shred([subjects_owner(rid)])
@@ -667,14 +700,32 @@ class DsrService:
 
     def _run(
         self, request: DsrRequest, subjects: Sequence[NormalizedIdentifier]
-    ) -> tuple[dict[str, int], bytes | None]:
-        if request.type is DsrType.ERASURE:
-            erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
-            return result_counts(erased), None
+    ) -> tuple[dict[str, int], bytes | None, list[str]]:
+        """The result counts, the export (access/portability) and the persons it holds."""
         nodes = self._find(subjects)
+        if request.type is DsrType.ERASURE:
+            persons = sorted({node.person_id for _, node in nodes})
+            erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
+            counts = result_counts(erased)
+            counts["exports_destroyed"] = self.destroy_person_exports(persons)
+            return counts, None, []
         if request.type in EXPORT_TYPES:
-            return self._export(request, nodes)
-        return self._record_consents(request, subjects, nodes), None
+            counts, document = self._export(request, nodes)
+            return counts, document, sorted({node.person_id for _, node in nodes})
+        return self._record_consents(request, subjects, nodes), None, []
+
+    def destroy_person_exports(self, person_ids: Sequence[str]) -> int:
+        """Destroy every access/portability export that holds any of ``person_ids`` (blob
+        deleted, its key shredded): an export must not outlive the erasure of its subject.
+
+        Returns how many were destroyed (part of the erasure's result and audit entry)."""
+        refs = [self._audit.person_ref(p) for p in person_ids]
+        found = self.store.exports_of(refs)
+        if not found:
+            return 0
+        destroyed = self.store.destroy_exports(found, self.clock())
+        self._shred([export_owner(rid) for rid in found])
+        return destroyed
 
     def _find(self, subjects: Sequence[NormalizedIdentifier]) -> list[tuple[int, IdentifierNode]]:
         """(subject index, node) for each subject identity that is in the graph."""
@@ -874,6 +925,10 @@ class DsrService:
                     status = self._sender(
                         item.url, headers, item.payload, self.config.webhook_timeout_seconds
                     )
+                except DestinationRefusedError:
+                    # Resolved to an address we may not reach (or off the allowlist): final,
+                    # and recorded as such only here; callers see "undeliverable" (dsr_views).
+                    error = "destination_refused"
                 except OSError as exc:
                     error = "connection_failed" if not isinstance(exc, TimeoutError) else "timeout"
             attempts = item.attempts + 1
@@ -881,7 +936,7 @@ class DsrService:
                 state, next_at = DeliveryState.DELIVERED, None
                 delivered += 1
             elif (
-                error == "destination_not_configured"
+                error in ("destination_not_configured", "destination_refused")
                 or attempts >= self.config.webhook_max_attempts
             ):
                 state, next_at = DeliveryState.FAILED, None
@@ -958,6 +1013,24 @@ class DsrService:
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
             self._audit.append(drafts)
+
+
+def _submitted_time_problems(at: datetime, now: datetime) -> list[InvalidFieldError]:
+    """A submitted time before year 1000 (stored times are four-digit years; such a time is a
+    typo or a probe) or more than a day ahead."""
+    if at.year < MIN_YEAR or at.astimezone(UTC).year < MIN_YEAR:
+        return [
+            InvalidFieldError(
+                "out_of_range", f"submitted_time is before year {MIN_YEAR}", "#/submitted_time"
+            )
+        ]
+    if at > now + MAX_FUTURE_SKEW:
+        return [
+            InvalidFieldError(
+                "in_future", "submitted_time is more than 24 hours ahead", "#/submitted_time"
+            )
+        ]
+    return []
 
 
 def request_proof(request: DsrRequest) -> str:

@@ -47,7 +47,7 @@ from privacy.dsr.model import (
     SubjectHash,
 )
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _AT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_LIST_LIMIT: Final = 1_000
 
@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS requests (
     started_at      TEXT,
     finished_at     TEXT,
     result          TEXT NOT NULL DEFAULT '{}',
-    error           TEXT
+    error           TEXT,
+    owner           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, received_at);
 
@@ -97,6 +98,14 @@ CREATE TABLE IF NOT EXISTS exports (
     destroyed_at TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS exports_expiry ON exports (destroyed_at, expires_at);
+
+-- Whose data an export holds, as the audit log's keyed person references (never a person id):
+-- an erasure of the person destroys the export with the rest of them.
+CREATE TABLE IF NOT EXISTS export_persons (
+    person_ref TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (person_ref, request_id)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,7 +130,7 @@ CREATE INDEX IF NOT EXISTS deliveries_request ON deliveries (request_id, deliver
 _REQUEST_COLUMNS: Final = (
     "request_id, type, action, purposes, regulation, status, submitted_at, received_at, due_at, "
     "extended, subject_types, subject_hashes, requester, callback_urls, attempts, started_at, "
-    "finished_at, result, error"
+    "finished_at, result, error, owner"
 )
 _DELIVERY_COLUMNS: Final = (
     "delivery_id, request_id, destination, webhook_id, event, state, attempts, next_attempt_at, "
@@ -139,7 +148,10 @@ def fmt(at: datetime) -> str:
     """A UTC timestamp as stored (sorts as text)."""
     if at.tzinfo is None:
         raise ValueError("DSR timestamps must be timezone-aware")
-    return at.astimezone(UTC).strftime(_AT)
+    utc = at.astimezone(UTC)
+    # strftime's %Y does not zero-pad years before 1000 on glibc: pad explicitly, so every
+    # stored time reads back and sorts as text.
+    return f"{utc.year:04d}" + utc.strftime(_AT[2:])
 
 
 def parse(text: str | None) -> datetime | None:
@@ -195,6 +207,7 @@ class DsrStore(Protocol):
         subject_types: Sequence[str],
         subject_hashes: Sequence[SubjectHash],
         requester: str,
+        owner: str,
         fingerprint: str,
         fingerprint_key: str,
         sealed_subjects: bytes,
@@ -207,9 +220,14 @@ class DsrStore(Protocol):
         ...
 
     def list_requests(
-        self, status: DsrStatus | None, after_request_id: str = "", limit: int = 100
+        self,
+        status: DsrStatus | None,
+        after_request_id: str = "",
+        limit: int = 100,
+        owner: str | None = None,
     ) -> list[DsrRequest]:
-        """Requests (optionally of one status) by request id after ``after_request_id``."""
+        """Requests (optionally of one status, of one ``owner``) by request id after
+        ``after_request_id``."""
         ...
 
     def queue(self) -> tuple[int, datetime | None]:
@@ -236,6 +254,7 @@ class DsrStore(Protocol):
         result: Mapping[str, int] | None = None,
         error: str | None = None,
         export: tuple[bytes, datetime] | None = None,
+        export_persons: Sequence[str] = (),
         deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
     ) -> bool:
         """Move a request to the terminal ``status`` if it is in one of ``from_statuses``."""
@@ -247,6 +266,10 @@ class DsrStore(Protocol):
 
     def export_blob(self, request_id: str) -> tuple[bytes | None, ExportInfo] | None:
         """The sealed export and its metadata (blob ``None`` once destroyed), or ``None``."""
+        ...
+
+    def exports_of(self, person_refs: Sequence[str]) -> list[str]:
+        """Request ids of the undestroyed exports that hold any of ``person_refs``."""
         ...
 
     def expired_exports(self, now: datetime, limit: int = 100) -> list[str]:
@@ -290,6 +313,7 @@ class SqliteDsrStore:
         self.path = path
         self._conn = _connect_private(path, busy_timeout_ms)
         try:
+            _add_owner_column(self._conn)
             migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, DsrStoreUnavailableError, "dsr")
         except sqlite3.Error as exc:
             self._conn.close()
@@ -322,6 +346,7 @@ class SqliteDsrStore:
         subject_types: Sequence[str],
         subject_hashes: Sequence[SubjectHash],
         requester: str,
+        owner: str,
         fingerprint: str,
         fingerprint_key: str,
         sealed_subjects: bytes,
@@ -331,8 +356,8 @@ class SqliteDsrStore:
             cursor = conn.execute(
                 "INSERT INTO requests (request_id, type, action, purposes, regulation, status, "
                 "submitted_at, received_at, due_at, subject_types, subject_hashes, requester, "
-                "callback_urls, fingerprint, fingerprint_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "callback_urls, fingerprint, fingerprint_key, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 (
                     new.request_id,
@@ -350,6 +375,7 @@ class SqliteDsrStore:
                     json.dumps(list(new.callback_urls)),
                     fingerprint,
                     fingerprint_key,
+                    owner,
                 ),
             )
             if cursor.rowcount != 1:
@@ -366,23 +392,29 @@ class SqliteDsrStore:
             return self._stored(conn, request_id)
 
     def list_requests(
-        self, status: DsrStatus | None, after_request_id: str = "", limit: int = 100
+        self,
+        status: DsrStatus | None,
+        after_request_id: str = "",
+        limit: int = 100,
+        owner: str | None = None,
     ) -> list[DsrRequest]:
-        """Requests (optionally of one status) by request id after ``after_request_id``."""
+        """Requests (optionally of one status, of one ``owner``) by request id after
+        ``after_request_id``."""
         limit = max(1, min(limit, MAX_LIST_LIMIT))
+        where = ["request_id > ?"]
+        params: list[object] = [after_request_id]
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         with self._tx("BEGIN") as conn:
-            if status is None:
-                rows = conn.execute(
-                    f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE request_id > ? "  # noqa: S608 - constant columns
-                    "ORDER BY request_id LIMIT ?",
-                    (after_request_id, limit),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE status = ? AND request_id > ? "  # noqa: S608 - constant columns
-                    "ORDER BY request_id LIMIT ?",
-                    (status.value, after_request_id, limit),
-                ).fetchall()
+            rows = conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE {' AND '.join(where)} "  # noqa: S608 - constant columns and conditions
+                "ORDER BY request_id LIMIT ?",
+                (*params, limit),
+            ).fetchall()
             return [self._with_details(conn, _request(row)) for row in rows]
 
     def queue(self) -> tuple[int, datetime | None]:
@@ -437,6 +469,7 @@ class SqliteDsrStore:
         result: Mapping[str, int] | None = None,
         error: str | None = None,
         export: tuple[bytes, datetime] | None = None,
+        export_persons: Sequence[str] = (),
         deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
     ) -> bool:
         """Move a request to the terminal ``status`` if it is in one of ``from_statuses``.
@@ -474,6 +507,10 @@ class SqliteDsrStore:
                     "created_at = excluded.created_at, expires_at = excluded.expires_at, "
                     "destroyed_at = NULL",
                     (request_id, sealed, len(sealed), fmt(now), fmt(expires_at)),
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO export_persons (person_ref, request_id) VALUES (?, ?)",
+                    [(ref, request_id) for ref in export_persons],
                 )
             conn.executemany(
                 "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
@@ -520,6 +557,20 @@ class SqliteDsrStore:
         blob = None if row[0] is None else bytes(row[0])
         return blob, _export_info(row[1:])
 
+    def exports_of(self, person_refs: Sequence[str]) -> list[str]:
+        """Request ids of the undestroyed exports that hold any of ``person_refs``."""
+        if not person_refs:
+            return []
+        marks = ",".join("?" * len(person_refs))
+        with self._tx("BEGIN") as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT e.request_id FROM export_persons p JOIN exports e "  # noqa: S608 - placeholders only
+                f"ON e.request_id = p.request_id WHERE p.person_ref IN ({marks}) "
+                "AND e.destroyed_at IS NULL ORDER BY e.request_id",
+                tuple(person_refs),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def expired_exports(self, now: datetime, limit: int = 100) -> list[str]:
         """Request ids of exports past their expiry that still hold their blob."""
         with self._tx("BEGIN") as conn:
@@ -534,15 +585,16 @@ class SqliteDsrStore:
         """Drop the sealed blobs of ``request_ids`` (metadata stays, for the 410 answer)."""
         if not request_ids:
             return 0
+        destroyed = 0
         with self._tx() as conn:
-            return sum(
-                conn.execute(
+            for request_id in request_ids:
+                destroyed += conn.execute(
                     "UPDATE exports SET sealed = NULL, destroyed_at = ? "
                     "WHERE request_id = ? AND destroyed_at IS NULL",
                     (fmt(now), request_id),
                 ).rowcount
-                for request_id in request_ids
-            )
+                conn.execute("DELETE FROM export_persons WHERE request_id = ?", (request_id,))
+        return destroyed
 
     # -- webhook outbox --------------------------------------------------------------------
 
@@ -669,6 +721,7 @@ def _request(row: Sequence[Any]) -> DsrRequest:
         finished_at=parse(row[16]),
         result={str(k): int(v) for k, v in json.loads(row[17]).items()},
         error=None if row[18] is None else str(row[18]),
+        owner=str(row[19]),
     )
 
 
@@ -687,6 +740,18 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         created_at=_must(row[10]),
         delivered_at=parse(row[11]),
     )
+
+
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    """Schema 1 → 2: requests get an owner. Old requests are owned by the consumer a key had by
+    default (its id, taken from the ``key_<id>`` requester); others (CLI) by operators only."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if columns and "owner" not in columns:
+        conn.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        conn.execute(
+            "UPDATE requests SET owner = substr(requester, 5) WHERE requester LIKE 'key^_%' "
+            "ESCAPE '^'"
+        )
 
 
 def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
