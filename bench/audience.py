@@ -377,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             floor_run = _timed("audience-floor", floor, "persons")
             figures["audience"]["floor"] = floor_run
             figures["audience"]["raw_over_floor"] = raw_run["seconds"] / floor_run["seconds"]
-            figures["audience"]["policy_over_floor"] = (
-                policy_run["seconds"] / floor_run["seconds"]
-            )
+            figures["audience"]["policy_over_floor"] = policy_run["seconds"] / floor_run["seconds"]
             print(
                 f"  raw/floor: {figures['audience']['raw_over_floor']:.2f}x, "
                 f"policy/floor: {figures['audience']['policy_over_floor']:.2f}x"
