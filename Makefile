@@ -118,7 +118,7 @@ NEO4J_HOME ?= $(or $(IDGRAPH_DATA_DIR),.idgraph)/neo4j
 NEO4J_PORT ?= 0
 NEO4J_TOOL := $(PYTHON) tools/neo4j_local.py
 
-.PHONY: neo4j neo4j-stop run-neo4j test-neo4j
+.PHONY: neo4j neo4j-stop run-neo4j test-neo4j test-neo4j-slow
 
 ## Start the local Neo4j in the background, wait until Bolt answers, print its URI.
 neo4j:
@@ -141,11 +141,17 @@ run-neo4j: $(STAMP)
 NEO4J_API_TESTS := tests/test_api.py tests/test_resolution.py tests/test_unlink_explain.py \
 	tests/test_facts_api.py tests/test_consent_api.py tests/test_reads_api.py \
 	tests/test_erasure.py tests/test_store_copy.py tests/test_concurrent_writes.py \
-	tests/test_neo4j_live.py
+	tests/test_neo4j_live.py tests/test_crash_safety.py
 
 ## The contract suite and the store-facing API tests on a throwaway live Neo4j (0 skips).
 test-neo4j: $(STAMP)
 	@$(NEO4J_TOOL) run -- env IDGRAPH_TEST_STORE=neo4j sh -c '\
 	  $(PY) -m pytest -p no:cacheprovider -q tests/contract -m neo4j && \
-	  $(PY) -m pytest -p no:cacheprovider -q $(NEO4J_API_TESTS) -m "not sqlite_only"'
+	  $(PY) -m pytest -p no:cacheprovider -q $(NEO4J_API_TESTS) -m "not sqlite_only and not slow"'
+
+## The slow SIGKILL crash suite (20 server kills with PII scanning, a bulk file killed 5 times)
+## with the service's graph in a throwaway live Neo4j.
+test-neo4j-slow: $(STAMP)
+	@$(NEO4J_TOOL) run -- env IDGRAPH_TEST_STORE=neo4j \
+	  $(PY) -m pytest -p no:cacheprovider -q tests/test_crash_safety.py -m "slow and not sqlite_only"
 # ---- end Neo4j --------------------------------------------------------------------------------

@@ -31,10 +31,19 @@ every error is RFC 9457 `application/problem+json`. Authenticate with
 """
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+def serve_app() -> FastAPI:
+    """The app ``idgraph serve`` runs (its ASGI factory): the store connects in the background,
+    so ``/livez`` answers at once and ``/readyz`` says 503 (with the reason) until it is
+    connected."""
+    return create_app(container=build_container(Settings(), store_in_background=True), owned=True)
+
+
+def create_app(
+    settings: Settings | None = None, container: Container | None = None, *, owned: bool = False
+) -> FastAPI:
     """Build the app. Pass ``container`` to reuse collaborators (tests)."""
     settings = settings or (container.settings if container else Settings())
-    owned = container is None
+    owned = owned or container is None
     built = container or build_container(settings)
 
     @asynccontextmanager

@@ -32,6 +32,15 @@ the disk does): with several sizes, it must not grow more than 2x from the small
 largest, or a statement reads more than the person (a plan can "SEARCH" an index on a
 two-valued column and still read half the graph).
 
+With ``--store neo4j`` (``NEO4J_URI``/``NEO4J_USER``/``NEO4J_PASSWORD`` of a Neo4j you may wipe,
+e.g. ``python3 tools/neo4j_local.py run -- .venv/bin/python bench/erasure.py --store neo4j``) the
+graph is the live Neo4j (wiped before each size; vault, audit log stay SQLite files) and a
+same-run **floor** is timed beside ``erase``: deleting one person's subgraph (person, identifiers,
+facts, consents) with one ``DETACH DELETE`` statement through the official driver, one
+transaction per person, no suppression, outbox, key shred or audit. The SQLite plan and VM-step
+checks do not apply there (the plans of the erasure statements are asserted with ``PROFILE`` in
+``tests/test_neo4j_live.py``).
+
 Exit status 0; 1 if a plan scans a table or the work grows with the graph; an erased person
 that still resolves stops the run.
 """
@@ -41,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import secrets
 import sqlite3
@@ -70,6 +80,7 @@ from identity.model import (  # noqa: E402
 )
 from identity.policy import load_identity_policy  # noqa: E402
 from identity.resolution import ResolutionEngine  # noqa: E402
+from identity.store.port import GraphStore  # noqa: E402
 from identity.store.sqlite import SqliteGraphStore  # noqa: E402
 from privacy.audit import SqliteAuditLog  # noqa: E402
 from privacy.erasure import ErasureService  # noqa: E402
@@ -109,6 +120,8 @@ class SizeReport:
     batch_per_s: float
     scans: list[str]
     vm_steps: int
+    store: str = "sqlite"
+    floor: Latency | None = None  # Neo4j: one person's subgraph DETACH DELETEd, nothing else
 
 
 def _latency(samples: list[float]) -> Latency:
@@ -136,12 +149,54 @@ def _event(identifiers: tuple[NormalizedIdentifier, ...]) -> IdentityEvent:
     )
 
 
+def _neo4j_env() -> tuple[str, str, str]:
+    uri = os.environ.get("NEO4J_URI")
+    if not uri:
+        raise SystemExit("bench: --store neo4j needs NEO4J_URI and NEO4J_PASSWORD")
+    return uri, os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", "")
+
+
+def _open_store(store: str, work: Path) -> GraphStore:
+    if store == "sqlite":
+        return SqliteGraphStore(work / "graph.sqlite3")
+    from identity.store.neo4j import Neo4jGraphStore
+
+    opened = Neo4jGraphStore(*_neo4j_env())
+    opened.wipe_for_tests()
+    return opened
+
+
+NEO4J_FLOOR_ERASE = """
+MATCH (p:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)
+OPTIONAL MATCH (i)-[:HAS_FACT|HAS_CONSENT]->(x)
+DETACH DELETE p, i, x
+"""
+
+
+def _neo4j_floor(person_ids: list[str]) -> list[float]:
+    """Seconds per person to delete its subgraph with one statement (the least an erasure on
+    Neo4j must do), through the official driver, one transaction each."""
+    from neo4j import GraphDatabase  # noqa: TID251 - the floor talks to Neo4j directly
+
+    uri, user, password = _neo4j_env()
+    times: list[float] = []
+    with GraphDatabase.driver(uri, auth=(user, password)) as driver, driver.session() as session:
+        for person_id in person_ids:
+            started = time.perf_counter()
+            session.execute_write(
+                lambda tx, p=person_id: tx.run(NEO4J_FLOOR_ERASE, person_id=p).consume()
+            )
+            times.append(time.perf_counter() - started)
+    return times
+
+
 class Bench:
     """One graph of one size in a temporary directory, with the real collaborators."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, store: str = "sqlite") -> None:
         create_kek_file(work / "kek.json", origin="generated")
-        self.store = SqliteGraphStore(work / "graph.sqlite3")
+        self.store_name = store
+        self.store = _open_store(store, work)
         self.keys = SqliteVaultKeyStore(work / "vault-keys.sqlite3")
         self.vault = Vault(self.keys, LocalFileKeyProvider(work / "kek.json"))
         self.audit = SqliteAuditLog(work / "audit.sqlite3")
@@ -155,7 +210,8 @@ class Bench:
         for start in range(0, persons, BUILD_BATCH):
             stop = min(persons, start + BUILD_BATCH)
             self.engine.ingest([_event(_person(i, "")) for i in range(start, stop)])
-        self.store.checkpoint()
+        if isinstance(self.store, SqliteGraphStore):
+            self.store.checkpoint()
         self.keys.checkpoint()
         return time.perf_counter() - started
 
@@ -179,6 +235,9 @@ def _scans(bench: Bench, victim: int) -> tuple[list[str], int]:
     disk. A plan can seek an index and still read half the graph (an equality on a column
     with two values), which only the step count shows.
     """
+    if not isinstance(bench.store, SqliteGraphStore):  # Neo4j: plans asserted by PROFILE tests
+        bench.erasure.erase([_person(victim, "")[1]], f"plan-{victim}", "bench")
+        return [], 0
     conn: sqlite3.Connection = bench.store._conn  # a benchmark looks inside the store
     statements: list[str] = []
     ticks = [0]
@@ -207,11 +266,14 @@ def _scans(bench: Bench, victim: int) -> tuple[list[str], int]:
     return sorted(scans), ticks[0] * 10
 
 
-def run_size(identifiers: int, samples: int, batch: int, seed: int, tmp: Path | None) -> SizeReport:
+def run_size(
+    identifiers: int, samples: int, batch: int, seed: int, tmp: Path | None, store: str = "sqlite"
+) -> SizeReport:
     persons = max(1, identifiers // IDS_PER_PERSON)
     rng = random.Random(seed)
+    floor: list[float] = []
     with tempfile.TemporaryDirectory(prefix="idgraph-erasure-bench-", dir=tmp) as work:
-        bench = Bench(Path(work))
+        bench = Bench(Path(work), store)
         try:
             build_s = bench.build(persons)
             order = list(range(persons))
@@ -236,6 +298,11 @@ def run_size(identifiers: int, samples: int, batch: int, seed: int, tmp: Path | 
             still = [i for i in erase_victims if bench.engine.resolve(_person(i, "")[0])]
             if still:
                 raise SystemExit(f"erased persons still resolve: {len(still)}")
+            if store == "neo4j":
+                # The floor erases persons nobody erased yet, as many as the timed erasures.
+                left = order[1 + samples + batch : 1 + 2 * samples + batch]
+                floor_ids = [p for i in left if (p := bench.engine.resolve(_person(i, "")[0]))]
+                floor = _neo4j_floor(floor_ids)
         finally:
             bench.close()
     return SizeReport(
@@ -250,6 +317,8 @@ def run_size(identifiers: int, samples: int, batch: int, seed: int, tmp: Path | 
         batch_per_s=len(batch_victims) / batch_s if batch_s else 0.0,
         scans=scans,
         vm_steps=vm_steps,
+        store=store,
+        floor=_latency(floor) if floor else None,
     )
 
 
@@ -265,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
     parser.add_argument("--tmp-dir", type=Path, help="where the work directories go")
+    parser.add_argument("--store", choices=("sqlite", "neo4j"), default="sqlite")
     args = parser.parse_args(argv)
     # One info line per erasure would drown the table.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -273,14 +343,18 @@ def main(argv: list[str] | None = None) -> int:
     reports: list[SizeReport] = []
     for size in sizes:
         persons = max(1, size // IDS_PER_PERSON)
-        # Leave persons for the plan check, the samples and the resolve baseline.
-        samples = max(1, min(args.samples, (persons - 1) // 3))
-        batch = max(0, min(args.batch, persons - 1 - 2 * samples))
-        reports.append(run_size(size, samples, batch, args.seed, args.tmp_dir))
+        # Leave persons for the plan check, the samples, the resolve baseline (and the floor).
+        shares = 4 if args.store == "neo4j" else 3
+        samples = max(1, min(args.samples, (persons - 1) // shares))
+        batch = max(0, min(args.batch, persons - 1 - (shares - 1) * samples))
+        reports.append(run_size(size, samples, batch, args.seed, args.tmp_dir, args.store))
 
     print(f"{'identifiers':>11} {'op':>8} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'n':>5}")
     for r in reports:
-        for name, lat in (("erase", r.erase), ("ingest", r.ingest), ("resolve", r.resolve)):
+        rows = [("erase", r.erase), ("ingest", r.ingest), ("resolve", r.resolve)]
+        if r.floor is not None:
+            rows.insert(1, ("floor", r.floor))
+        for name, lat in rows:
             print(
                 f"{r.identifiers:>11} {name:>8} {_ms(lat.p50)} {_ms(lat.p99)} {_ms(lat.max)} "
                 f"{lat.samples:>5}"
@@ -293,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.batch_s:.2f} s = {r.batch_per_s:.0f} erasures/s; "
             f"graph work {r.vm_steps} VM steps; "
             + ("plans: index seeks only" if not r.scans else f"plans: {len(r.scans)} SCAN(s)")
+            + (
+                f"; erase p50 / Neo4j floor p50 = {r.erase.p50 / r.floor.p50:.2f}"
+                if r.floor is not None
+                else ""
+            )
         )
         for scan in r.scans:
             print(f"  SCAN: {scan}")
@@ -300,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"goal p99 < {GOAL_P99_S:.0f} s: {'met' if worst < GOAL_P99_S else 'NOT met'}")
     # The same person shape at every size: the work must not grow with the graph (B-tree depth
     # adds a little; a scan multiplies it by the size ratio).
+    print(f"store: {args.store}")
     growth = reports[-1].vm_steps / max(1, reports[0].vm_steps)
     grows = len(reports) > 1 and growth > MAX_WORK_GROWTH
     print(f"graph work, largest / smallest graph: {growth:.2f}x" + (" (GROWS)" if grows else ""))

@@ -7,6 +7,7 @@ Routers and CLI commands get the collaborators from here (the role of cosmic pyt
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,6 +22,7 @@ from identity.errors import ConfigurationError
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
+from identity.store.deferred import DeferredGraphStore
 from identity.store.port import GraphStore
 from privacy.api_keys import ApiKeys, ApiKeyStore
 from privacy.audiences import SqliteAudienceStore
@@ -356,7 +358,7 @@ def open_store(settings: Settings) -> GraphStore:
         # sqlite:///abs/path -> /abs/path ; sqlite:rel/path -> rel/path
         path = Path("/" + raw.removeprefix("///")) if raw.startswith("///") else Path(raw)
         return SqliteGraphStore(path, synchronous=settings.sqlite_synchronous)
-    if url.split("://", 1)[0] in {"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"}:
+    if url.split("://", 1)[0] in NEO4J_SCHEMES:
         from identity.store.neo4j import Neo4jGraphStore
 
         return Neo4jGraphStore(
@@ -372,6 +374,39 @@ def open_store(settings: Settings) -> GraphStore:
         )
     raise ConfigurationError(
         "IDGRAPH_STORE_URL must start with sqlite: or neo4j:// (or bolt://, neo4j+s://)"
+    )
+
+
+NEO4J_SCHEMES = frozenset({"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc"})
+# Set when a store connected in the background gave up: ``idgraph serve`` watches it, shuts the
+# HTTP server down gracefully and exits 3, so the orchestrator restarts the process.
+STORE_GAVE_UP = threading.Event()
+
+
+def _stop_serving(reason: str) -> None:
+    log.error("store_unavailable_giving_up", reason=reason)
+    STORE_GAVE_UP.set()
+
+
+def open_store_in_background(settings: Settings) -> GraphStore:
+    """The store for a server: Neo4j is connected by a background thread with bounded backoff
+    (``IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS``), so the HTTP server answers meanwhile (``/readyz``
+    503 with the reason, ``/livez`` 200); SQLite opens at once. Settings problems (URI scheme,
+    password file) still fail here, before anything serves. The caller starts the store
+    (:meth:`DeferredGraphStore.start`) once its start-up hook is set."""
+    url = settings.resolved_store_url
+    if url.split("://", 1)[0] not in NEO4J_SCHEMES:
+        return open_store(settings)
+    neo4j_password(settings)  # a missing or readable-by-others password file: fail now
+    from identity.store.neo4j import is_refused_connection
+
+    one_attempt = settings.model_copy(update={"neo4j_startup_timeout_seconds": 0.0})
+    return DeferredGraphStore(
+        lambda: open_store(one_attempt),
+        timeout_s=settings.neo4j_startup_timeout_seconds,
+        on_give_up=_stop_serving,
+        is_refusal=is_refused_connection,
+        name="Neo4j",
     )
 
 
@@ -456,8 +491,12 @@ def build_webhook_sources(
     return sources
 
 
-def build_container(settings: Settings) -> Container:
-    """Wire every collaborator from ``settings``; fails fast on bad policy or keys."""
+def build_container(settings: Settings, *, store_in_background: bool = False) -> Container:
+    """Wire every collaborator from ``settings``; fails fast on bad policy or keys.
+
+    ``store_in_background`` (the HTTP server): a Neo4j store is connected by a background
+    thread (:func:`open_store_in_background`) and interrupted erasures are finished on that
+    thread once connected, before the store serves anything else."""
     policy, facts_policy, purposes = load_all_policies(settings)
     scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
     if scanner is not None:
@@ -469,7 +508,7 @@ def build_container(settings: Settings) -> Container:
     with ExitStack() as stack:
         vault, vault_keys = open_vault(settings)
         stack.callback(vault_keys.close)
-        store = open_store(settings)
+        store = open_store_in_background(settings) if store_in_background else open_store(settings)
         stack.callback(store.close)
         api_keys = ApiKeyStore(settings.control_db_path)
         stack.callback(api_keys.close)
@@ -504,6 +543,10 @@ def build_container(settings: Settings) -> Container:
         )
         # Finish erasures a crash interrupted between their graph commit and their key shred
         # (privacy/erasure.py): before anything serves, every committed erasure is complete.
-        container.erasure.recover()
+        if isinstance(store, DeferredGraphStore):
+            store.on_connected = container.erasure.recover
+            store.start()
+        else:
+            container.erasure.recover()
         stack.pop_all()
     return container

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Optional, TypeVar
 
 import typer
 from bootstrap.container import (
+    STORE_GAVE_UP,
     Container,
     build_container,
     load_all_policies,
@@ -51,7 +53,7 @@ out = Console()
 
 LOCAL_KEY_FILE = "local-api-key"
 CLI_ACTOR = "cli"  # the audit actor of commands run by an operator
-HTTP_APP_FACTORY = "api.app:create_app"
+HTTP_APP_FACTORY = "api.app:serve_app"
 
 
 def _settings() -> Settings:
@@ -62,9 +64,9 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _container(settings: Settings) -> Container:
+def _container(settings: Settings, *, store_in_background: bool = False) -> Container:
     try:
-        return build_container(settings)
+        return build_container(settings, store_in_background=store_in_background)
     except IdGraphError as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -122,7 +124,9 @@ def serve(
     key_file = ensure_local_setup(settings)
     # Fail fast, with exit 2 and the reason, on bad settings, policies or keys: the same
     # container the app builds (the presidio scanner is built once per process either way).
-    _container(settings).close()
+    # A Neo4j that is not up yet is not waited for here: the server answers /readyz 503 while
+    # it connects in the background (docs/neo4j.md).
+    _container(settings, store_in_background=True).close()
     if key_file is not None:
         console.print(
             f"idgraph on http://{host or settings.host}:{port or settings.port}  "
@@ -130,14 +134,25 @@ def serve(
         )
     # The HTTP entrypoint is started by its ASGI factory's name, as any ASGI server would start
     # it: entrypoints never import each other (docs/ARCHITECTURE.md).
-    uvicorn.run(
-        HTTP_APP_FACTORY,
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=False,
-        log_config=None,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            HTTP_APP_FACTORY,
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            access_log=False,
+            log_config=None,
+        )
     )
+
+    def stop_when_the_store_gives_up() -> None:
+        STORE_GAVE_UP.wait()
+        server.should_exit = True  # a graceful shutdown, as on SIGTERM
+
+    threading.Thread(target=stop_when_the_store_gives_up, daemon=True).start()
+    server.run()
+    if STORE_GAVE_UP.is_set():  # the store never came up within its start-up timeout
+        raise typer.Exit(3)
 
 
 def _parse_identifier(text: str, name: str) -> tuple[str, str]:

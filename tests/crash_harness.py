@@ -11,11 +11,13 @@ Pieces (used by ``tests/test_crash_safety.py``):
   optional endpoints (consent, DSR) when the running app's OpenAPI document lists them.
 * :class:`Driver` sends requests from several threads while a killer thread SIGKILLs the server
   after a random number of acknowledgments, so requests are in flight when it dies.
-* :class:`Snapshot` reads every SQLite file of the data dir directly and
-  :func:`check_snapshot` / :func:`check_events` say what is wrong: integrity checks, the audit
-  chain, graph invariants (connected clusters, no dangling links or facts, a data key for every
-  fact's anchor) and, per request, "acknowledged means present" and "unknown means all or
-  nothing".
+* :class:`Snapshot` reads every SQLite file of the data dir directly (control, audit and vault
+  keys; the graph too on the embedded store) and, when the service runs on Neo4j
+  (:class:`GraphTarget`, ``IDGRAPH_TEST_STORE=neo4j``), the graph through the official driver in
+  one read transaction; :func:`check_snapshot` / :func:`check_events` say what is wrong, the
+  same on both stores: integrity checks, the audit chain, graph invariants (connected clusters,
+  no dangling links or facts, a data key for every fact's anchor) and, per request,
+  "acknowledged means present" and "unknown means all or nothing".
 
 Every event the workload sends carries a unique marker: a ``purchase`` event with a timestamp no
 other event has and an ``order_id`` naming the event. Identifiers are either *fresh* (made for
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import os
 import random
@@ -39,13 +42,15 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from neo4j import Driver as Neo4jDriver
+from neo4j import GraphDatabase, ManagedTransaction
 
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
@@ -74,6 +79,110 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class GraphTarget:
+    """Where the service under test keeps its graph: the data dir's SQLite file (``uri`` is
+    ``None``) or a live Neo4j. The control database, the audit log and the vault keys stay
+    SQLite files in the data dir either way."""
+
+    uri: str | None = None
+    user: str = "neo4j"
+    password: str = ""
+    database: str = "neo4j"
+
+    @classmethod
+    def from_env(cls) -> GraphTarget:
+        """Neo4j when ``IDGRAPH_TEST_STORE=neo4j`` (``NEO4J_URI``/``NEO4J_PASSWORD`` of the
+        throwaway server ``make test-neo4j`` starts), else the embedded store."""
+        if os.environ.get("IDGRAPH_TEST_STORE", "sqlite") != "neo4j":
+            return cls()
+        uri = os.environ.get("NEO4J_URI")
+        if not uri:
+            raise RuntimeError("IDGRAPH_TEST_STORE=neo4j needs NEO4J_URI and NEO4J_PASSWORD")
+        return cls(
+            uri,
+            os.environ.get("NEO4J_USER", "neo4j"),
+            os.environ.get("NEO4J_PASSWORD", ""),
+            os.environ.get("NEO4J_DATABASE", "neo4j"),
+        )
+
+    @property
+    def is_neo4j(self) -> bool:
+        """Whether the graph lives in Neo4j."""
+        return self.uri is not None
+
+    def service_env(self, data_dir: Path) -> dict[str, str]:
+        """The settings pointing a service at this graph (the password as a 0600 file, as in
+        compose)."""
+        if self.uri is None:
+            return {}
+        secret = data_dir / "neo4j-password"
+        if not secret.exists():
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.password)
+        return {
+            "IDGRAPH_STORE_URL": self.uri,
+            "IDGRAPH_NEO4J_USER": self.user,
+            "IDGRAPH_NEO4J_PASSWORD_FILE": str(secret),
+            "IDGRAPH_NEO4J_DATABASE": self.database,
+        }
+
+    @contextlib.contextmanager
+    def driver(self) -> Iterator[Neo4jDriver]:
+        """An official-driver connection to the Neo4j graph."""
+        assert self.uri is not None
+        driver = GraphDatabase.driver(self.uri, auth=(self.user, self.password))
+        try:
+            yield driver
+        finally:
+            driver.close()
+
+    def wipe(self) -> None:
+        """Empty the Neo4j graph (a test's start; the schema stays). No-op on SQLite."""
+        if self.uri is None:
+            return
+        from identity.store.neo4j import Neo4jGraphStore
+
+        store = Neo4jGraphStore(self.uri, self.user, self.password, database=self.database)
+        try:
+            store.wipe_for_tests()
+        finally:
+            store.close()
+
+    @contextlib.contextmanager
+    def event_counter(self, data_dir: Path) -> Iterator[Callable[[], int]]:
+        """A function counting the ``event`` facts committed right now (polled while a writer
+        runs: a read-only SQLite view, whose WAL readers never block the writer, or one Neo4j
+        driver kept open for the poll)."""
+        if self.uri is None:
+            yield functools.partial(_sqlite_event_count, data_dir / "graph.sqlite3")
+            return
+        with self.driver() as driver:
+
+            def count() -> int:
+                records, _, _ = driver.execute_query(
+                    "MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n", database_=self.database
+                )
+                return int(records[0]["n"])
+
+            yield count
+
+
+def _sqlite_event_count(graph: Path) -> int:
+    if not graph.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{graph}?mode=ro", uri=True) as conn:
+            (count,) = conn.execute("SELECT count(*) FROM facts WHERE kind = 'event'").fetchone()
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+    return int(count)
+
+
+GRAPH = GraphTarget.from_env()
 
 
 def idgraph_command() -> list[str]:
@@ -107,6 +216,7 @@ def service_env(data_dir: Path, *, pii_scan: bool = False) -> dict[str, str]:
             "IDGRAPH_RATE_LIMIT_PER_MINUTE": "0",
         }
     )
+    env.update(GRAPH.service_env(data_dir))
     return env
 
 
@@ -733,15 +843,20 @@ class Snapshot:
     refused: set[tuple[str, bytes]] = field(default_factory=set)  # (type, digest) refused once
 
     @classmethod
-    def read(cls, data_dir: Path) -> Snapshot:
-        """Read the data dir; file-level problems (integrity, audit chain) go to ``problems``."""
+    def read(cls, data_dir: Path, graph: GraphTarget | None = None) -> Snapshot:
+        """Read the data dir, and the graph from ``graph`` (default: this run's store);
+        file-level problems (integrity, audit chain) go to ``problems``."""
+        graph = GRAPH if graph is None else graph
         snap = cls(
             data_dir,
             read_key_file(data_dir / "hash-keys.json").keyring(),
             load_identity_policy(POLICY_DIR / "identity.yaml"),
         )
         for path in sqlite_files(data_dir):
-            snap._read_file(path)
+            snap._read_file(path, graph_in_file=not graph.is_neo4j)
+        if graph.is_neo4j:
+            with graph.driver() as driver, driver.session(database=graph.database) as session:
+                session.execute_read(snap._read_neo4j_graph)
         snap._load_shred_refs()
         snap._decrypt()
         for fact in snap.facts:
@@ -750,7 +865,7 @@ class Snapshot:
         snap.refused = {(t, d) for t, d, _ in snap.refusals}
         return snap
 
-    def _read_file(self, path: Path) -> None:
+    def _read_file(self, path: Path, *, graph_in_file: bool = True) -> None:
         conn = _connect(path)
         try:
             integrity = conn.execute("PRAGMA integrity_check").fetchall()
@@ -761,6 +876,8 @@ class Snapshot:
                 self.problems.append(f"{path.name}: foreign_key_check {dangling[:5]}")
             tables = _tables(conn)
             if "identifiers" in tables:
+                if not graph_in_file:
+                    self.problems.append(f"{path.name}: a graph table, but the graph is in Neo4j")
                 self._read_graph(conn)
             if "data_keys" in tables:
                 self.data_keys = {r[0] for r in conn.execute("SELECT owner FROM data_keys")}
@@ -799,6 +916,54 @@ class Snapshot:
                 "SELECT fact_id, node_id, kind, name, at, status, sealed FROM facts"
             )
         ]
+
+    def _read_neo4j_graph(self, tx: ManagedTransaction) -> None:
+        """The same rows as :meth:`_read_graph`, from Neo4j (digests are hex strings there)."""
+        self.persons = {r["id"] for r in tx.run("MATCH (p:Person) RETURN p.person_id AS id")}
+        for r in tx.run(
+            "MATCH (i:Identifier) OPTIONAL MATCH (p:Person)-[:HAS_IDENTIFIER]->(i) "
+            "RETURN i.node_id AS id, i.type AS type, i.digest AS digest, "
+            "collect(p.person_id) AS persons"
+        ):
+            persons = list(r["persons"])
+            if len(persons) != 1:
+                self.problems.append(f"node {r['id']} belongs to {len(persons)} persons")
+            person = persons[0] if persons else ""
+            digest = bytes.fromhex(r["digest"])
+            self.nodes[r["id"]] = (r["type"], digest, person)
+            self.by_digest[(r["type"], digest)] = r["id"]
+        self.links = [
+            (r["a"], r["b"], r["source"], r["first_at"], r["last_at"])
+            for r in tx.run(
+                "MATCH (a:Identifier)-[l:LINKED]->(b:Identifier) RETURN a.node_id AS a, "
+                "b.node_id AS b, l.source AS source, l.first_at AS first_at, l.last_at AS last_at"
+            )
+        ]
+        self.refusals = [
+            (r["type"], bytes.fromhex(r["digest"]), r["reason"])
+            for r in tx.run(
+                "MATCH (r:Refusal) RETURN r.type AS type, r.digest AS digest, r.reason AS reason"
+            )
+        ]
+        for r in tx.run(
+            "MATCH (f:Fact) OPTIONAL MATCH (i:Identifier)-[:HAS_FACT]->(f) "
+            "RETURN f.fact_id AS id, collect(i.node_id) AS anchors, f.kind AS kind, "
+            "f.name AS name, f.at AS at, f.status AS status, f.sealed AS sealed"
+        ):
+            anchors = list(r["anchors"])
+            if len(anchors) > 1:
+                self.problems.append(f"fact {r['id']} has {len(anchors)} anchors")
+            self.facts.append(
+                FactRow(
+                    r["id"],
+                    anchors[0] if anchors else "",
+                    r["kind"],
+                    r["name"],
+                    r["at"],
+                    r["status"],
+                    bytes(r["sealed"]),
+                )
+            )
 
     def _load_shred_refs(self) -> None:
         """Keyed shred refs (schema 3) of every fact's anchor, computed with the real vault."""

@@ -13,6 +13,11 @@ What must hold after every kill (see ``tests/crash_harness.py`` for how each is 
 
 The default suite kills the server 3 times and the CLI once; ``-m slow`` does 20 server kills
 with the PII scanner on, and a bulk file killed several times in a row.
+
+With ``IDGRAPH_TEST_STORE=neo4j`` (``make test-neo4j`` and ``make test-neo4j-slow``) the same
+tests run with the service's graph in the live Neo4j: the server and the CLI are killed, Neo4j
+is not (it rolls back the dead client's open transaction), and the snapshot reads the graph
+through the official driver (``GraphTarget`` in the harness), so every check is the same.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,6 +41,7 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 
 from .crash_harness import (
+    GRAPH,
     POLICY_DIR,
     REGION,
     SAFETY_TIMEOUT,
@@ -105,6 +112,7 @@ def _crash_run(
 ) -> Counter[str]:
     data_dir = tmp_path / "data"
     prepare_data_dir(data_dir)
+    GRAPH.wipe()
     token = create_admin_key(data_dir)
     server = ServerProcess(data_dir, tmp_path, pii_scan=pii_scan)
     servers.append(server)
@@ -171,8 +179,17 @@ def _acknowledged_data_dir(tmp_path: Path) -> tuple[Path, list[Op]]:
     """A data dir written in-process through the real app: a few linked and merged events."""
     data_dir = tmp_path / "data"
     prepare_data_dir(data_dir)
+    GRAPH.wipe()
+    graph: dict[str, Any] = {}
+    if GRAPH.is_neo4j:
+        graph = {"store_url": GRAPH.uri, "neo4j_user": GRAPH.user, "neo4j_password": GRAPH.password}
     settings = Settings(
-        env="test", data_dir=data_dir, policy_dir=POLICY_DIR, default_region=REGION, pii_scan=False
+        env="test",
+        data_dir=data_dir,
+        policy_dir=POLICY_DIR,
+        default_region=REGION,
+        pii_scan=False,
+        **graph,
     )
     container = build_container(settings)
     token = create_admin_key(data_dir)
@@ -196,6 +213,20 @@ def _acknowledged_data_dir(tmp_path: Path) -> tuple[Path, list[Op]]:
     return data_dir, ops
 
 
+def _tamper(
+    data_dir: Path, sql: list[tuple[str, tuple[str, ...]]], cypher: str, **params: str
+) -> None:
+    """Change the graph behind the service's back: ``sql`` on the SQLite file, or ``cypher``
+    on Neo4j."""
+    if GRAPH.is_neo4j:
+        with GRAPH.driver() as driver:
+            driver.execute_query(cypher, params, database_=GRAPH.database)
+        return
+    with sqlite3.connect(data_dir / "graph.sqlite3") as conn:
+        for statement, args in sql:
+            conn.execute(statement, args)
+
+
 def test_checks_report_half_merges_missing_keys_and_half_applied_events(tmp_path: Path) -> None:
     data_dir, ops = _acknowledged_data_dir(tmp_path)
     snap = Snapshot.read(data_dir)
@@ -203,9 +234,12 @@ def test_checks_report_half_merges_missing_keys_and_half_applied_events(tmp_path
     assert any(op.result is Result.ACKED for op in ops)
     acked = next(e for op in ops if op.result is Result.ACKED for e in op.events)
 
-    with sqlite3.connect(data_dir / "graph.sqlite3") as graph:
-        # Half a merge: a link gone, so one person's identifiers fall apart.
-        graph.execute("DELETE FROM links WHERE (a, b) IN (SELECT a, b FROM links LIMIT 1)")
+    # Half a merge: a link gone, so one person's identifiers fall apart.
+    _tamper(
+        data_dir,
+        [("DELETE FROM links WHERE (a, b) IN (SELECT a, b FROM links LIMIT 1)", ())],
+        "MATCH (:Identifier)-[l:LINKED]->(:Identifier) WITH l LIMIT 1 DELETE l",
+    )
     with sqlite3.connect(data_dir / "vault-keys.sqlite3") as keys:
         keys.execute("DELETE FROM data_keys WHERE owner = (SELECT min(owner) FROM data_keys)")
     # An event the client saw fail (4xx) whose marker is nonetheless stored.
@@ -235,10 +269,17 @@ def test_checks_report_a_marker_without_its_identifiers(tmp_path: Path) -> None:
     snap = Snapshot.read(data_dir)
     cookie = next(i for i in event.fresh if i.type == "cookie_id")
     node = snap.by_digest[snap.digest(cookie)]
-    with sqlite3.connect(data_dir / "graph.sqlite3") as graph:
-        graph.execute("DELETE FROM links WHERE a = ? OR b = ?", (node, node))
-        graph.execute("DELETE FROM facts WHERE node_id = ?", (node,))
-        graph.execute("DELETE FROM identifiers WHERE node_id = ?", (node,))
+    _tamper(
+        data_dir,
+        [
+            ("DELETE FROM links WHERE a = ? OR b = ?", (node, node)),
+            ("DELETE FROM facts WHERE node_id = ?", (node,)),
+            ("DELETE FROM identifiers WHERE node_id = ?", (node,)),
+        ],
+        "MATCH (i:Identifier {node_id: $node}) OPTIONAL MATCH (i)-[:HAS_FACT]->(f:Fact) "
+        "DETACH DELETE i, f",
+        node=node,
+    )
     snap = Snapshot.read(data_dir)
     problems = "\n".join(event_problems(snap, event, Result.UNKNOWN))
     assert f"event {event.marker} (unknown): half applied" in problems
@@ -295,25 +336,18 @@ def _write_file(path: Path, events: list[EventSpec]) -> None:
             handle.write(json.dumps(event.body()) + "\n")
 
 
-def _kill_when_committed(process: subprocess.Popen[bytes], graph: Path, target: int) -> bool:
+def _kill_when_committed(process: subprocess.Popen[bytes], data_dir: Path, target: int) -> bool:
     """SIGKILL ``process`` once ``target`` marker events are committed; ``False`` if it finished
-    first. Polls a read-only view of the database (WAL readers never block the writer)."""
+    first. Polls the graph (SQLite file or Neo4j) without blocking the writer."""
     pause = threading.Event()
     deadline = threading.Timer(SAFETY_TIMEOUT * 3, pause.set)
     deadline.start()
     try:
-        while process.poll() is None and not pause.is_set():
-            if graph.exists():
-                try:
-                    with sqlite3.connect(f"file:{graph}?mode=ro", uri=True) as conn:
-                        (count,) = conn.execute(
-                            "SELECT count(*) FROM facts WHERE kind = 'event'"
-                        ).fetchone()
-                except sqlite3.OperationalError:  # schema not created yet
-                    count = 0
-                if count >= target:
+        with GRAPH.event_counter(data_dir) as committed:
+            while process.poll() is None and not pause.is_set():
+                if committed() >= target:
                     return sigkill(process)
-            pause.wait(0.002)
+                pause.wait(0.002)
     finally:
         deadline.cancel()
     sigkill(process)
@@ -362,6 +396,7 @@ def _bulk_crash(tmp_path: Path, seed: int, kills: int, rows: int) -> None:
     _write_file(source, events)
     args = ("ingest", str(source), "--batch-size", str(BULK_BATCH))
     killed, reference = tmp_path / "killed", tmp_path / "reference"
+    GRAPH.wipe()
     prepare_data_dir(killed)
     prepare_data_dir(reference, keys_from=killed)
 
@@ -373,19 +408,23 @@ def _bulk_crash(tmp_path: Path, seed: int, kills: int, rows: int) -> None:
         process = start_cli(killed, tmp_path / f"ingest-{kill}.log", *args)
         # Every row has one event: the count includes copies from earlier runs.
         target = sum(counts) + rng.randint(BULK_BATCH, len(valid) * 6 // 10)
-        landed = _kill_when_committed(process, killed / "graph.sqlite3", target)
+        landed = _kill_when_committed(process, killed, target)
         counts, done = _check_killed_ingest(killed, events, counts, landed, f"{seed}/{kill + 1}")
         if landed:
             assert 0 < done < len(valid), done
             kill += 1
 
     finished = run_cli(killed, *args)
+    after = Snapshot.read(killed)
+    # On Neo4j both runs share the one database: the reference runs once the killed run's graph
+    # was read, on an emptied graph.
+    GRAPH.wipe()
     uninterrupted = run_cli(reference, *args)
+    expected = Snapshot.read(reference)
     for run in (finished, uninterrupted):
         # Exit 1: the invalid rows are reported (by line number) and the rest is ingested.
         assert run.returncode == (1 if invalid else 0), run.stderr.decode()[-2000:]
         assert b"line " in run.stdout
-    after, expected = Snapshot.read(killed), Snapshot.read(reference)
     assert check_snapshot(after) == []
     assert check_snapshot(expected) == []
     got, want = canonical(after), canonical(expected)

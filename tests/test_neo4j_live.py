@@ -40,7 +40,14 @@ from identity.model import (
 from identity.store import cypher
 from identity.store.copy import copy_graph
 from identity.store.neo4j import Neo4jGraphStore
-from tests.crash_harness import REPO, free_port, idgraph_command
+from tests.crash_harness import (
+    REPO,
+    create_admin_key,
+    free_port,
+    idgraph_command,
+    prepare_data_dir,
+    service_env,
+)
 from tests.test_store_copy import CONSENTS, FACTS, T0, _build_source, _hash
 
 pytestmark = pytest.mark.neo4j
@@ -279,11 +286,17 @@ class _LateProxy:
         self.port = free_port()
         self._upstream = upstream
         self._stop = threading.Event()
+        self._open = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(delay,), daemon=True)
         self._thread.start()
 
+    def open(self) -> None:
+        """Start listening now (before ``delay`` is over)."""
+        self._open.set()
+
     def _serve(self, delay: float) -> None:
-        if self._stop.wait(delay):
+        self._open.wait(delay)
+        if self._stop.is_set():
             return
         with socket.create_server(("127.0.0.1", self.port)) as server:
             server.settimeout(0.2)
@@ -306,6 +319,7 @@ class _LateProxy:
 
     def close(self) -> None:
         self._stop.set()
+        self._open.set()
         self._thread.join()
 
 
@@ -327,6 +341,86 @@ def test_a_neo4j_that_comes_up_late_is_retried_with_backoff_until_the_deadline()
     finally:
         proxy.close()
     assert waited > 1.0  # it did wait for the late server (it needed at least two attempts)
+
+
+def test_the_server_answers_not_ready_while_neo4j_is_down_and_ready_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    """`idgraph serve` with Neo4j not reachable yet: /livez 200 and /readyz 503 (saying why)
+    while the store is retried in the background, then /readyz 200 and the API works."""
+    where = _where()
+    host, port = where["uri"].split("://", 1)[1].rsplit(":", 1)
+    proxy = _LateProxy((host, int(port)), delay=600.0)  # opened by the test (below)
+    data_dir = tmp_path / "data"
+    prepare_data_dir(data_dir)
+    token = create_admin_key(data_dir)
+    env = service_env(data_dir)
+    env["IDGRAPH_STORE_URL"] = f"bolt://127.0.0.1:{proxy.port}"
+    env["IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS"] = "120"
+    http_port = free_port()
+    process = subprocess.Popen(
+        [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(http_port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    seen: list[tuple[int, int, str]] = []  # (livez, readyz, readyz detail) while waiting
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5) as client:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    live, ready = client.get("/livez"), client.get("/readyz")
+                except httpx.TransportError:
+                    time.sleep(0.2)
+                    continue
+                detail = ready.json().get("detail", "") if ready.status_code == 503 else ""
+                seen.append((live.status_code, ready.status_code, detail))
+                if ready.status_code == 200:
+                    break
+                if len(seen) == 5:  # answered not ready a few times: let Neo4j "come up"
+                    proxy.open()
+                time.sleep(0.3)
+            waiting = [s for s in seen if s[1] != 200]
+            assert waiting, f"never saw the server before Neo4j was up: {seen}"
+            assert all(live == 200 and ready == 503 for live, ready, _ in waiting), waiting
+            assert any("not reachable yet" in detail for _, _, detail in waiting), waiting
+            assert seen[-1][:2] == (200, 200), seen[-3:]
+            answer = client.post(
+                "/v1/identify",
+                json={"source": "web", "identifiers": [{"type": "email", "value": "a@b.de"}]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert answer.status_code == 200, answer.text
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        proxy.close()
+
+
+def test_the_server_gives_up_and_exits_non_zero_when_neo4j_never_comes_up(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    prepare_data_dir(data_dir)
+    env = service_env(data_dir)
+    env["IDGRAPH_STORE_URL"] = f"bolt://127.0.0.1:{free_port()}"  # nobody listens there
+    env["IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS"] = "3"
+    http_port = free_port()
+    process = subprocess.Popen(
+        [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(http_port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 3, output.decode()[-3000:]
+    assert b"not reachable within 3 s" in output
 
 
 def test_a_wrong_password_is_not_retried_at_start_up() -> None:

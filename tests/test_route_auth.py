@@ -24,6 +24,7 @@ from .conftest import Api
 # (method, path template) -> why it needs no API key. Add a route here only with a reason.
 PUBLIC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "liveness probe: orchestrators probe without secrets",
+    ("GET", "/livez"): "liveness probe (the Kubernetes name): 200 while the store connects",
     ("GET", "/readyz"): "readiness probe: orchestrators probe without secrets",
     # Served by fastapi-offline as ordinary routes (Swagger UI and ReDoc from vendored assets):
     # public like /openapi.json, which they render.

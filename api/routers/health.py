@@ -14,8 +14,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthResponse)
+@router.get("/livez", response_model=HealthResponse)
 def healthz() -> HealthResponse:
-    """The process is up."""
+    """The process is up (whether or not the store is connected yet: see ``/readyz``)."""
     return HealthResponse(status="ok")
 
 
@@ -23,6 +24,7 @@ def healthz() -> HealthResponse:
     "/readyz", response_model=HealthResponse, responses={503: {"description": "Store unavailable"}}
 )
 def readyz(container: Annotated[Container, Depends(get_container)]) -> HealthResponse:
-    """The store answers (503 problem+json otherwise)."""
+    """The store answers (503 problem+json otherwise, saying why: e.g. Neo4j not reachable yet
+    while ``idgraph serve`` keeps retrying it at start-up)."""
     container.store.ping()
     return HealthResponse(status="ready")

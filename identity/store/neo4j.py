@@ -751,6 +751,12 @@ class Neo4jTransaction:
         self._tx.run(cypher.SET_META, {"key": key, "value": value}).consume()
 
 
+def is_refused_connection(exc: BaseException) -> bool:
+    """Whether a connection error is a refusal (wrong credentials, no access): retrying it
+    would not help, unlike an unreachable server."""
+    return isinstance(exc.__cause__, (AuthError, Forbidden))
+
+
 class Neo4jGraphStore:
     """:class:`~identity.store.port.GraphStore` on a Neo4j database (5.26 LTS or newer).
 
@@ -820,7 +826,7 @@ class Neo4jGraphStore:
                     self._driver.verify_connectivity()
                 self.migrate()
             except StoreUnavailableError as exc:
-                refused = isinstance(exc.__cause__, (AuthError, Forbidden))
+                refused = is_refused_connection(exc)
                 if refused or time.monotonic() + delay > deadline:
                     raise  # a wrong password or out of time: waiting longer will not help
                 _log.warning("Neo4j not reachable yet, retrying in %.1f s: %s", delay, exc)
