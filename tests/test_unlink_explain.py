@@ -148,6 +148,8 @@ def test_relinking_after_unlink_merges_again(engine: ResolutionEngine, ids: Ids)
     assert engine.resolve(ids("cookie_id", "c1")) == engine.resolve(ids("phone", "+442079460958"))
 
 
+# Removes a link row through the SQLite connection to build a person without a path.
+@pytest.mark.sqlite_only
 def test_explain_reports_a_person_without_a_path_honestly(
     engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
 ) -> None:
