@@ -465,7 +465,10 @@ def build_container(settings: Settings) -> Container:
             settings.webhook_replay_path, retention_s=settings.webhook_replay_retention_seconds
         )
         stack.callback(replay_guard.close)
-        engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+        # Objections to any declared purpose (and restrictions) follow the person across splits.
+        engine = ResolutionEngine(
+            store, keyring, policy, sealer=vault, person_decision_purposes=purposes.ids
+        )
         container = Container(
             settings=settings,
             store=store,

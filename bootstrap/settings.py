@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from privacy.consent.mappers import WebhookSourceConfig
+from privacy.dsr.model import DEFAULT_DEADLINES
 
 
 class Environment(StrEnum):
@@ -102,13 +103,12 @@ class Settings(BaseSettings):
     # twice the +-5 minute signature tolerance; longer also absorbs a sender's late retries.
     webhook_replay_retention_seconds: Annotated[int, Field(ge=600, le=30 * 86_400)] = 3 * 86_400
 
-    # Data-subject requests (docs/dsr.md). Deadlines per regulation, ISO 8601 periods (PnM, PnD):
-    # the answer is due `initial` after the submitted time, extendable once by `extension`.
+    # Data-subject requests (docs/dsr.md). Deadlines per regulation, ISO 8601 periods (PnM, PnD)
+    # or business days (PnBD): the answer is due `initial` after the earlier of receipt and the
+    # submitted time (in UTC), extendable once by `extension` before the due date; a request
+    # type key (e.g. `objection`) gives that type its own, non-extendable period.
     dsr_deadlines: dict[str, dict[str, str]] = Field(
-        default_factory=lambda: {
-            "gdpr": {"initial": "P1M", "extension": "P2M"},
-            "ccpa": {"initial": "P45D", "extension": "P45D"},
-        }
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_DEADLINES.items()}
     )
     dsr_default_regulation: str = "gdpr"
     # How long an access/portability export can be downloaded; then it is destroyed.

@@ -125,6 +125,9 @@ class ConsentSignal(StrEnum):
     GPC = "gpc"  # the Global Privacy Control header, Sec-GPC: 1
     OBJECTION = "objection"  # Art. 21 objection (absolute for direct marketing)
     RESTRICTION = "restriction"  # Art. 18 restriction of processing; purpose is "*"
+    # Art. 21(1): an operator's recorded decision that compelling legitimate grounds override an
+    # objection to a legitimate-interest purpose (granted=True; proof: digest of the reasons).
+    COMPELLING_GROUNDS = "compelling_grounds"
 
 
 RESTRICTION_PURPOSE = "*"  # the purpose of restriction records: they apply to every purpose

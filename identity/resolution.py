@@ -17,7 +17,7 @@ while keeping "one ingest = one transaction".
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -27,8 +27,10 @@ from identity.errors import ConfigurationError, IdentifierNotFoundError, NotLink
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
+    RESTRICTION_PURPOSE,
     ChangeSet,
     ConsentRecord,
+    ConsentSignal,
     EventOutcome,
     Explanation,
     Fact,
@@ -154,8 +156,14 @@ class ResolutionEngine:
         person_ids: Callable[[], str] = new_person_id,
         node_ids: Callable[[], str] = new_node_id,
         sealer: FactSealer | None = None,
+        person_decision_purposes: Sequence[str] = (),
     ) -> None:
         self._store = store
+        # The purposes whose objection records are looked up to carry them across a split
+        # (restriction records, purpose "*", are always carried): see :meth:`unlink`.
+        self._decision_purposes = tuple(
+            dict.fromkeys((RESTRICTION_PURPOSE, *person_decision_purposes))
+        )
         self._keyring = keyring
         self._policy = policy
         self._clock = clock
@@ -549,6 +557,28 @@ class ResolutionEngine:
 
         return self._store.write(run)
 
+    def _carried_decisions(
+        self,
+        tx: GraphTransaction,
+        person: str,
+        parts: Sequence[Collection[str]],
+        now: datetime,
+    ) -> tuple[ConsentRecord, ...]:
+        """Copies of the person's restriction and objection records for each split-off part,
+        anchored to the part's first node (see :meth:`unlink`)."""
+        if not parts:
+            return ()
+        decisions = [
+            r
+            for r in tx.person_consents(person, self._decision_purposes)
+            if r.signal in (ConsentSignal.RESTRICTION, ConsentSignal.OBJECTION)
+        ]
+        return tuple(
+            replace(record, record_id=new_consent_id(), node_id=min(part), recorded_at=now)
+            for part in parts
+            for record in decisions
+        )
+
     def _find_pair(
         self, tx: GraphTransaction, a: NormalizedIdentifier, b: NormalizedIdentifier
     ) -> tuple[IdentifierNode, IdentifierNode]:
@@ -584,6 +614,14 @@ class ResolutionEngine:
         The part holding the most identifiers keeps the person id; every other part becomes a new
         person with a new random id. Facts are anchored to identifier nodes, so each part keeps
         the facts of its own identifiers without anything being copied.
+
+        Restriction (Art. 18) and objection (Art. 21) records are the exception: they are the
+        subject's decisions about *the person*, not about one identifier, so a split must not
+        leave a part unrestricted because the request happened to arrive with an identifier of
+        the other part. Every new part gets a copy of the person's whole restriction/objection
+        history (same purpose, decision, time, basis and proof; a new record id), so the derived
+        state (:mod:`privacy.consent.state`) is the same on both sides of the split, and a later
+        lift reaches both through the identifiers the subject names.
         """
 
         def run(tx: GraphTransaction) -> UnlinkResult:
@@ -605,7 +643,10 @@ class ResolutionEngine:
                 new_person = self._person_ids()
                 new_persons.append(PersonRecord(new_person, now, now))
                 reassigned.update(dict.fromkeys(part, new_person))
-            tx.apply(ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned))
+            carried = self._carried_decisions(tx, person, parts[1:], now)
+            tx.apply(
+                ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned, consents=carried)
+            )
             return UnlinkResult(
                 removed_links=removed,
                 split=len(parts) > 1,

@@ -241,8 +241,16 @@ class DsrStore(Protocol):
         """Move a request to the terminal ``status`` if it is in one of ``from_statuses``."""
         ...
 
-    def extend(self, request_id: str, due_at: datetime) -> bool:
-        """Set the extended due date once, while the request is open; ``False`` otherwise."""
+    def extend(
+        self,
+        request_id: str,
+        due_at: datetime,
+        *,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
+    ) -> bool:
+        """Set the extended due date once, while the request is open and not yet due, and
+        enqueue ``deliveries`` (the subject's notice) with it; ``False`` otherwise."""
         ...
 
     def export_blob(self, request_id: str) -> tuple[bytes | None, ExportInfo] | None:
@@ -475,35 +483,61 @@ class SqliteDsrStore:
                     "destroyed_at = NULL",
                     (request_id, sealed, len(sealed), fmt(now), fmt(expires_at)),
                 )
-            conn.executemany(
-                "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
-                "payload, state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        request_id,
-                        destination,
-                        url,
-                        webhook_id,
-                        event,
-                        payload,
-                        DeliveryState.PENDING.value,
-                        fmt(now),
-                        fmt(now),
-                    )
-                    for destination, url, webhook_id, event, payload in deliveries
-                ],
-            )
+            self._enqueue(conn, request_id, now, deliveries)
             return True
 
-    def extend(self, request_id: str, due_at: datetime) -> bool:
-        """Set the extended due date once, while the request is open; ``False`` otherwise."""
+    @staticmethod
+    def _enqueue(
+        conn: sqlite3.Connection,
+        request_id: str,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]],
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
+            "payload, state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    request_id,
+                    destination,
+                    url,
+                    webhook_id,
+                    event,
+                    payload,
+                    DeliveryState.PENDING.value,
+                    fmt(now),
+                    fmt(now),
+                )
+                for destination, url, webhook_id, event, payload in deliveries
+            ],
+        )
+
+    def extend(
+        self,
+        request_id: str,
+        due_at: datetime,
+        *,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
+    ) -> bool:
+        """Set the extended due date once, while the request is open and not yet due, and
+        enqueue ``deliveries`` (the subject's notice) with it; ``False`` otherwise."""
         with self._tx() as conn:
             cursor = conn.execute(
                 "UPDATE requests SET due_at = ?, extended = 1 "
-                "WHERE request_id = ? AND extended = 0 AND status IN (?, ?)",
-                (fmt(due_at), request_id, DsrStatus.PENDING.value, DsrStatus.IN_PROGRESS.value),
+                "WHERE request_id = ? AND extended = 0 AND status IN (?, ?) AND due_at > ?",
+                (
+                    fmt(due_at),
+                    request_id,
+                    DsrStatus.PENDING.value,
+                    DsrStatus.IN_PROGRESS.value,
+                    fmt(now),
+                ),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            self._enqueue(conn, request_id, now, deliveries)
+            return True
 
     # -- exports ---------------------------------------------------------------------------
 
