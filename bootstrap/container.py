@@ -467,7 +467,12 @@ def build_container(settings: Settings) -> Container:
         stack.callback(replay_guard.close)
         # Objections to any declared purpose (and restrictions) follow the person across splits.
         engine = ResolutionEngine(
-            store, keyring, policy, sealer=vault, person_decision_purposes=purposes.ids
+            store,
+            keyring,
+            policy,
+            sealer=vault,
+            person_decision_purposes=purposes.ids,
+            keep_restricted_apart=settings.restricted_ingest == "separate",
         )
         container = Container(
             settings=settings,

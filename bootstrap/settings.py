@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # Retention sweeper: persons without activity for this many days are erased (0 = never);
     # facts no purpose may read are kept this many days for review, then deleted.
     retention_inactive_person_days: Annotated[int, Field(ge=0, le=36_500)] = 0
+    # Ingest for a person whose processing is restricted (Art. 18; docs/dsr.md): new data is
+    # stored and not used either way. `separate` (default) also refuses any identifier that would
+    # merge the restricted person with another person; `merge` links as usual.
+    restricted_ingest: Literal["separate", "merge"] = "separate"
     retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
     # Signed audit heads (privacy/audit_heads.py): every this many seconds to the log and to
     # the heads file (default <data dir>/audit-heads.jsonl; better on another volume). 0 = off.

@@ -223,6 +223,9 @@ class RefusalReason(StrEnum):
     BLOCKED_PATTERN = "blocked_pattern"
     LIMIT_EXCEEDED = "limit_exceeded"
     SUPPRESSED = "suppressed"  # erased at the subject's request (GDPR Art. 17): never re-created
+    # Linking would merge a person whose processing is restricted (Art. 18) with another person:
+    # a merge is processing the restriction forbids (see ResolutionEngine, keep_restricted_apart).
+    RESTRICTED = "restricted"
 
 
 @dataclass(frozen=True, slots=True)

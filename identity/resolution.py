@@ -116,6 +116,8 @@ class _BatchState:
     facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
     consents: list[ConsentRecord] = field(default_factory=list)
     suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
+    restricted: dict[str, bool] = field(default_factory=dict)  # person -> restricted (lazy)
+    lookup_restricted: Callable[[str], bool] = lambda _: False  # reads it in the batch's tx
 
     def find(self, person: str) -> str:
         root = person
@@ -144,6 +146,20 @@ class _Selection:
         )
 
 
+def _restricted(tx: GraphTransaction, person_id: str) -> bool:
+    """Whether the latest restriction record of the person restricts (a tie restricts); the
+    rule of :func:`privacy.consent.state.is_restricted`, which the domain cannot import."""
+    records = [
+        r
+        for r in tx.person_consents(person_id, (RESTRICTION_PURPOSE,))
+        if r.purpose == RESTRICTION_PURPOSE and r.signal is ConsentSignal.RESTRICTION
+    ]
+    if not records:
+        return False
+    top = max(r.at for r in records)
+    return not all(r.granted for r in records if r.at == top)
+
+
 class ResolutionEngine:
     """Links identifiers into persons and answers resolve / explain / unlink."""
 
@@ -157,10 +173,17 @@ class ResolutionEngine:
         node_ids: Callable[[], str] = new_node_id,
         sealer: FactSealer | None = None,
         person_decision_purposes: Sequence[str] = (),
+        keep_restricted_apart: bool = True,
     ) -> None:
         self._store = store
         # The purposes whose objection records are looked up to carry them across a split
         # (restriction records, purpose "*", are always carried): see :meth:`unlink`.
+        # Ingest during a restriction (Art. 18): new data is stored on the restricted person (and
+        # not used: every read is denied), but with this on, an event never merges a restricted
+        # person with another person (the identifier that would is refused, reason
+        # "restricted"). Off: merges happen as usual (the merged person is restricted as a
+        # whole, since restriction records follow every identifier of the person).
+        self._keep_restricted_apart = keep_restricted_apart
         self._decision_purposes = tuple(
             dict.fromkeys((RESTRICTION_PURPOSE, *person_decision_purposes))
         )
@@ -226,6 +249,7 @@ class ResolutionEngine:
     ) -> list[EventOutcome]:
         state = _BatchState()
         self._load(tx, prepared, state)
+        state.lookup_restricted = lambda person: _restricted(tx, person)
         outcomes = [
             self._resolve_event(event, items, state)
             for event, items in zip(events, prepared, strict=True)
@@ -330,6 +354,15 @@ class ResolutionEngine:
                 if person in selection.union:
                     selection.accepted.append((key, node_id, p))
                     continue
+                if selection.union and self._restricted_merge(state, [person, *selection.union]):
+                    selection.refuse(
+                        p,
+                        RefusalReason.RESTRICTED,
+                        "linking would merge a person whose processing is restricted "
+                        "(Art. 18) with another person",
+                        event,
+                    )
+                    continue
                 tentative = selection.counts + state.counts[person]
                 # The first identifier accepted joins nothing, so it cannot break a limit.
                 broken = (
@@ -349,6 +382,18 @@ class ResolutionEngine:
             if person is not None:
                 selection.union.append(person)
         return selection
+
+    def _restricted_merge(self, state: _BatchState, persons: Sequence[str]) -> bool:
+        """Whether merging ``persons`` is refused because one of them is restricted. Looked up
+        only when a merge of existing persons is about to happen (rare), once per person."""
+        if not self._keep_restricted_apart:
+            return False
+        for person in persons:
+            if person not in state.restricted:
+                state.restricted[person] = state.lookup_restricted(person)
+            if state.restricted[person]:
+                return True
+        return False
 
     def _join(
         self, event: IdentityEvent, selection: _Selection, state: _BatchState
