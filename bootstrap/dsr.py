@@ -18,8 +18,8 @@ from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from privacy.api_keys import ApiKeys
 from privacy.audit import AuditLog, api_key_actor
+from privacy.dsr.deadlines import parse_deadlines
 from privacy.dsr.delivery import parse_destinations
-from privacy.dsr.model import parse_deadlines
 from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
 from privacy.dsr.store import SqliteDsrStore
 from privacy.erasure import ErasureService

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from privacy.consent.mappers import WebhookSourceConfig
-from privacy.dsr.model import DEFAULT_DEADLINES
+from privacy.dsr.deadlines import DEFAULT_DEADLINES
 
 
 class Environment(StrEnum):

@@ -6,7 +6,15 @@ order (``policies/identity.yaml``), highest first; each one joins the growing se
 would give the resulting person more identifiers of some type than ``max_per_person`` allows. An
 identifier that would break a limit is *not linked* and the refusal is recorded: because the
 order is by priority, it is always the lowest-priority conflicting identifier that is dropped.
-Blocked values (test emails, all-zero ad ids) are refused before that.
+Blocked values (test emails, all-zero ad ids) are refused before that. Exactly ``max_per_person``
+is allowed; a person already over a limit (the limit was lowered after it was linked) may still
+link identifiers that do not add to that type. Every identifier of an event is either linked or
+refused with a reason: none is dropped silently.
+
+When an event joins several persons, **the survivor** is the person with the most identifiers
+(the fewest rows move); between persons of equal size, the one reached first in priority order
+(the person of the event's highest-priority identifier). Person ids never decide, so the
+survivor is the same on every run and every backend.
 
 A batch of events is resolved in one store transaction: one lookup for every digest of the batch,
 one query for the type counts of every person touched, resolution in memory (events later in the

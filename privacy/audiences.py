@@ -354,6 +354,11 @@ class AudienceStore(Protocol):
         ...
 
 
+def new_audience_id() -> str:
+    """A random, opaque audience id: ``aud_`` + 80 bits from the OS CSPRNG."""
+    return "aud_" + secrets.token_hex(10)
+
+
 class SqliteAudienceStore:
     """Audience definitions in their own table of the control database (``control.sqlite3``).
 
@@ -378,9 +383,7 @@ class SqliteAudienceStore:
 
     def create(self, name: str, purpose: str, rules: AudienceRules, created_by: str) -> Audience:
         """Store a (validated) definition under a new random id."""
-        audience = Audience(
-            "aud_" + secrets.token_hex(10), name, purpose, rules, datetime.now(UTC), created_by
-        )
+        audience = Audience(new_audience_id(), name, purpose, rules, datetime.now(UTC), created_by)
         try:
             with self._lock:
                 self._conn.execute(

@@ -47,10 +47,25 @@ Privacy
 The log outlives most other data (it is the proof of what was done), so it must not hold
 personal data: ``person_id`` holds :func:`person_ref` of the person id (never the id itself, so
 an erased person's id survives nowhere), ``actor`` is ``key_<API key id>`` or ``cli``, and
-``details`` only counts and opaque ids. **Raw identifiers or attribute values must never be put
-in ``details`` (or ``reason``).** As a guard, :class:`AuditDraft` refuses any string that the log
-redaction filter (:mod:`privacy.redaction`, ``EMAIL_LIKE``/``PHONE_LIKE``) would scrub, with a
-:class:`ValueError`. After an erasure the reference in old entries points at nothing.
+``details`` only counts, enums and opaque ids. **Raw identifiers or attribute values must never
+be put in ``details`` (or ``reason``).**
+
+Details are typed, so that an identifier cannot enter them by construction:
+
+* **ids and references** are :class:`AuditRef` (key ids, request ids, erasure ids, person refs):
+  a token of ``A-Z a-z 0-9 _ . : -`` that contains a letter. That shape excludes every raw
+  identifier the backstop below looks for (an email needs ``@``, a phone number is digits,
+  spaces and ``+()``), so an id is checked by its shape and never by the phone heuristic, which
+  took ids with all-digit parts (``hk-20261202-355274``) for phone numbers and failed reads;
+* **enums** (:class:`enum.Enum` members) are stored as their value: they are fixed in code;
+* **counts and flags** are integers, booleans and null;
+* **free text** is every plain ``str``: only free text, and ``reason``, go through the PII
+  backstop, which refuses (:class:`ValueError`) any string the log redaction filter
+  (:mod:`privacy.redaction`, ``EMAIL_LIKE``/``PHONE_LIKE``) would scrub.
+
+The top-level tokens (``actor``, ``action``, ``purpose``, ``person_id``) are checked by shape the
+same way: ``actor`` and ``person_id`` must contain a letter, ``action`` and ``purpose`` start with
+one. After an erasure the reference in old entries points at nothing.
 
 The table also has triggers that refuse ``UPDATE`` and ``DELETE``: they stop accidents (an
 operator's ad-hoc SQL), not an attacker, who can drop them; the chain is what catches that.
@@ -68,6 +83,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple, Protocol
@@ -93,16 +109,19 @@ MAX_REASON_CHARS: Final = 500
 # JavaScript-safe integers: an independent verifier in any language reproduces them exactly.
 _MAX_SAFE_INT: Final = 2**53 - 1
 
-_ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+# An id token with at least one letter, or a hex digest of 128 bits or more: no email address
+# (no "@") and no phone number (no letters, and E.164 caps it at 15 digits) has either shape.
+_REF = re.compile(r"[0-9a-f]{32,128}|(?=[0-9_.:\-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+_ACTOR = _REF
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*){0,7}")
 _PURPOSE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
-_PERSON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+_PERSON_ID = re.compile(r"(?=[0-9_\-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 _DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 Decision = Literal["allow", "deny"]
 Problem = Literal["edited", "deleted", "reordered"]
-DetailScalar = str | int | bool | None
-DetailValue = DetailScalar | Sequence[str | int]
+DetailScalar = str | int | bool | None | Enum
+DetailValue = DetailScalar | Sequence[str | int | Enum]
 
 _COLUMNS: Final = (
     "seq, at, actor, action, purpose, person_id, decision, reason, details, prev_digest, digest"
@@ -141,6 +160,35 @@ class AuditLogUnavailableError(StoreUnavailableError):
     code = "audit-log-unavailable"
 
 
+class AuditRef(str):
+    """An id or reference for audit details: checked by its shape, not by the PII heuristic.
+
+    ``AuditRef(value)`` raises :class:`ValueError` unless ``value`` is 1-128 characters of
+    ``A-Z a-z 0-9 _ . : -`` with at least one letter, or a lowercase hex digest of 32-128
+    characters (a SHA-256 proof). No email address (it needs ``@``) and no phone number (digits
+    and ``+ ( )`` and spaces only, at most 15 digits in E.164) has either shape, so wrapping an
+    id in it cannot smuggle a raw identifier in; and an id with digit runs
+    (``hk-20261202-355274``) is not refused as a phone number, which free text with the same
+    digits would be.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> AuditRef:
+        """Validate ``value``'s shape (see the class docstring)."""
+        if not isinstance(value, str) or not _REF.fullmatch(value):
+            raise ValueError(
+                "an audit reference must be 1-128 of A-Z a-z 0-9 _ . : - with at least one "
+                "letter, or a hex digest (a bare digit run could be a phone number)"
+            )
+        return super().__new__(cls, value)
+
+
+def is_audit_ref(value: str) -> bool:
+    """Whether ``value`` has the shape of an :class:`AuditRef` (for checks at intake)."""
+    return _REF.fullmatch(value) is not None
+
+
 def _refuse_pii(name: str, text: str) -> None:
     try:
         text.encode("utf-8")
@@ -156,9 +204,13 @@ def _refuse_pii(name: str, text: str) -> None:
 
 
 def _check_token(name: str, value: str, pattern: re.Pattern[str]) -> None:
+    # Tokens are checked by shape only: the patterns admit no "@", no "+", no spaces, and the
+    # actor and person id need a letter, so no email address or phone number fits any of them.
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"audit {name} is not a valid token (pattern {pattern.pattern})")
-    _refuse_pii(name, value)
+        raise ValueError(
+            f"audit {name} is not a valid token (pattern {pattern.pattern}; a bare digit run "
+            "could be a phone number)"
+        )
 
 
 def _freeze_details(details: Mapping[str, object]) -> Mapping[str, DetailValue]:
@@ -174,22 +226,40 @@ def _freeze_details(details: Mapping[str, object]) -> Mapping[str, DetailValue]:
         if isinstance(value, (list, tuple)):
             if len(value) > MAX_DETAIL_LIST:
                 raise ValueError(f"audit {where} may hold at most {MAX_DETAIL_LIST} items")
+            items: list[str | int] = []
             for item in value:
-                if isinstance(item, bool) or not isinstance(item, (str, int)):
+                plain = _plain(item)
+                if isinstance(plain, bool) or not isinstance(plain, (str, int)):
                     raise ValueError(f"audit {where} items must be strings or integers")  # noqa: TRY004
                 _check_scalar(where, item)
-            frozen[key] = tuple(value)
+                items.append(plain)
+            frozen[key] = tuple(items)
         else:
             _check_scalar(where, value)
-            frozen[key] = value  # type: ignore[assignment]  # checked by _check_scalar
+            frozen[key] = _plain(value)  # type: ignore[assignment]  # checked by _check_scalar
     if len(_dumps(frozen).encode("utf-8")) > MAX_DETAILS_BYTES:
         raise ValueError(f"audit details encode to more than {MAX_DETAILS_BYTES} bytes")
     return MappingProxyType(frozen)
 
 
+def _plain(value: object) -> object:
+    """What is stored for a detail value: an enum's value, a reference as a plain string."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, AuditRef):
+        return str.__str__(value)
+    return value
+
+
 def _check_scalar(where: str, value: object) -> None:
     if value is None or isinstance(value, bool):
         return
+    if isinstance(value, AuditRef):
+        return  # an id: its shape (128 characters at most) was checked on construction
+    if isinstance(value, Enum):
+        if isinstance(value.value, bool) or not isinstance(value.value, (str, int)):
+            raise ValueError(f"audit {where} must be an enum with string or integer values")  # noqa: TRY004 - one error type per bad draft
+        return  # an enum: its values are fixed in code
     if isinstance(value, int):
         if abs(value) > _MAX_SAFE_INT:
             raise ValueError(f"audit {where} is outside the integer range -(2**53-1)..2**53-1")
@@ -208,7 +278,8 @@ class AuditDraft:
     """An entry to append; the log assigns ``seq``, ``at`` and the digests.
 
     Validated on construction (:class:`ValueError`): tokens have a fixed shape, ``reason`` and
-    every string in ``details`` are refused if they look like an email address or phone number,
+    every free-text string in ``details`` are refused if they look like an email address or
+    phone number (ids go in as :class:`AuditRef`, enums as enum members; see the module doc),
     ``details`` holds at most a few KiB of strings, integers, booleans, nulls and flat lists.
     **Never put raw identifiers or attribute values in ``details`` or ``reason``.**
     """

@@ -55,7 +55,7 @@ from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import ErasureOutboxEntry, FactKind, new_erasure_id
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, AuditLog
+from privacy.audit import AuditDraft, AuditLog, AuditRef
 from privacy.vault import Vault, VaultError
 
 # Log lines carry ids and counts only: never a person id, identifier, hash or node id.
@@ -349,7 +349,7 @@ class ErasureService:
                 action=ERASURE_ACTION,
                 details={
                     "request_id": request_id,
-                    "erasure_id": erasure_id,
+                    "erasure_id": AuditRef(erasure_id),
                     **counts,
                     "keys_shredded": keys,
                 },

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from identity.errors import ConfigurationError
 from identity.hashing import MIN_KEY_BYTES, HashKey, Keyring
+from privacy.audit import is_audit_ref
 from privacy.secretfile import (
     b64url_decode,
     b64url_encode,
@@ -103,8 +104,13 @@ def parse_key_document(text: str, source: str) -> HashKeyFile:
         if not isinstance(item, dict):
             raise ConfigurationError(f"{source}: keys[{index}] must be an object")
         kid, secret, origin = item.get("id"), item.get("secret"), item.get("origin", "operator")
-        if not isinstance(kid, str) or not kid or len(kid) > 64:
-            raise ConfigurationError(f"{source}: keys[{index}].id must be a short string")
+        # Key ids go into responses, logs and audit entries as ids (AuditRef): a shape that no
+        # email address or phone number has, checked here once instead of failing every read.
+        if not isinstance(kid, str) or len(kid) > 64 or not is_audit_ref(kid):
+            raise ConfigurationError(
+                f"{source}: keys[{index}].id must be 1-64 of A-Z a-z 0-9 _ . : - "
+                "with at least one letter"
+            )
         if origin not in ("generated", "operator"):
             raise ConfigurationError(f"{source}: keys[{index}].origin must be generated|operator")
         raw = b64url_decode(secret, f"{source}: keys[{index}].secret")

@@ -139,3 +139,9 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     for name in sorted(graph):
         visit(name, [])
     assert cycles == []
+
+
+def test_runtime_packages_never_import_the_model_training_tools() -> None:
+    # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
+    for package in ("identity", "privacy", "services", "bootstrap", "api", "cli"):
+        assert _offenders(package, ("tools", "faker")) == []

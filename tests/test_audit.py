@@ -8,24 +8,46 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from identity.errors import ConfigurationError
+from identity.model import (
+    ConsentInput,
+    ConsentSignal,
+    new_consent_id,
+    new_erasure_id,
+    new_fact_id,
+    new_node_id,
+    new_person_id,
+)
+from privacy.audiences import new_audience_id
 from privacy.audit import (
     GENESIS_DIGEST,
     AuditDraft,
     AuditHead,
+    AuditRef,
     AuditVerification,
     SqliteAuditLog,
     api_key_actor,
+    person_ref,
 )
+from privacy.consent.recording import consent_audit_drafts
+from privacy.erasure import ErasureService
+from privacy.hash_keys import new_key_id
+from privacy.keyprovider import new_kek_id
+from privacy.redaction import redact_text
+from privacy.webhooks import new_webhook_id
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 OK = AuditVerification(True, 10, None, None)
@@ -483,3 +505,148 @@ def test_api_key_actors_are_never_refused_as_phone_numbers() -> None:
     with pytest.raises(ValueError, match="phone number"):
         AuditDraft(digits, "read.profile")
     assert AuditDraft(api_key_actor(digits), "read.profile").actor == "key_338623751281"
+
+
+# -- ids are typed, free text is scanned (issue 21) --------------------------------------------
+
+# Every id generator of idgraph whose output can reach an audit entry, with the exact shape of
+# what it can produce: the property test below draws from these shapes (so it covers the ids a
+# generator makes once in millions too), and the first test keeps the shapes honest.
+ID_GENERATORS: dict[str, tuple[Callable[[], str], str]] = {
+    "person": (new_person_id, r"p_[0-9a-f]{24}"),
+    "node": (new_node_id, r"n_[0-9a-f]{34}"),
+    "consent": (new_consent_id, r"c_[0-9a-f]{24}"),
+    "fact": (new_fact_id, r"f_[0-9a-f]{24}"),
+    "erasure": (new_erasure_id, r"e_[0-9a-f]{24}"),
+    "hash_key": (new_key_id, r"hk-[0-9]{8}-[0-9a-f]{6}"),
+    "kek": (new_kek_id, r"kek-[0-9]{8}-[0-9a-f]{6}"),
+    "audience": (new_audience_id, r"aud_[0-9a-f]{20}"),
+    "webhook_message": (new_webhook_id, r"msg_[A-Za-z0-9_\-]{22}"),
+    "api_key": (lambda: secrets.token_hex(6), r"[0-9a-f]{12}"),  # api.auth.ApiKeyStore.create
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ID_GENERATORS))
+def test_every_id_generator_makes_ids_of_its_declared_shape(kind: str) -> None:
+    generate, shape = ID_GENERATORS[kind]
+    for _ in range(200):
+        assert re.fullmatch(shape, generate()), kind
+
+
+def test_generated_key_ids_never_end_in_a_phone_like_digit_run() -> None:
+    # One random 6-hex suffix in 17 is all digits; 3,000 draws without one is the new rule
+    # (the old generator fails this with probability 1 - (15/16)**(6*3000)... in practice 1).
+    for generate in (new_key_id, new_kek_id):
+        for _ in range(3_000):
+            key_id = generate()
+            assert not key_id.rsplit("-", 1)[1].isdigit(), key_id
+            assert redact_text(key_id) == key_id
+
+
+def _ids(kind: str) -> st.SearchStrategy[str]:
+    return st.from_regex(ID_GENERATORS[kind][1], fullmatch=True)
+
+
+@pytest.fixture(scope="module")
+def shared_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteAuditLog]:
+    opened = SqliteAuditLog(tmp_path_factory.mktemp("ids") / "audit.sqlite3")
+    yield opened
+    opened.close()
+
+
+@settings(max_examples=150, deadline=None)
+@example(  # the key id of the issue: a features read answered 500 with it
+    person="p_000000000000000000000000",
+    erasure="e_000000000000000000000000",
+    hash_key="hk-20261202-355274",
+    audience="aud_00000000000000000000",
+    api_key="338623751281",
+    message="msg_0000000000000000000000",
+)
+@given(
+    person=_ids("person"),
+    erasure=_ids("erasure"),
+    hash_key=_ids("hash_key") | _ids("kek"),
+    audience=_ids("audience"),
+    api_key=_ids("api_key"),
+    message=_ids("webhook_message"),
+)
+def test_every_generated_id_passes_every_audit_path(
+    shared_log: SqliteAuditLog,
+    person: str,
+    erasure: str,
+    hash_key: str,
+    audience: str,
+    api_key: str,
+    message: str,
+) -> None:
+    actor = api_key_actor(api_key)
+    ref = person_ref(person, b"\x01" * 32)  # the vault's reference key in production
+    consent = ConsentInput("analytics", True, T0, ConsentSignal.WEBHOOK, "consent", "0" * 64)
+    drafts = [
+        # a read decision (privacy.reads: _record)
+        AuditDraft(actor, "read.profile", "analytics", ref, "deny", "no_consent"),
+        # a page of features / audience members (privacy.reads: _audit_page, define)
+        AuditDraft(
+            actor,
+            "read.features",
+            "analytics",
+            None,
+            "allow",
+            "page",
+            {"pseudonym_key": AuditRef(hash_key), "audience": AuditRef(audience), "members": 1},
+        ),
+        AuditDraft(
+            actor,
+            "read.audience",
+            "analytics",
+            None,
+            "allow",
+            "members",
+            {"refs": [ref], "audience": AuditRef(audience)},
+        ),
+        # erasure and lifting suppression (privacy.erasure), with the DSR's request id
+        ErasureService._draft(actor, message, erasure, {"identifiers": 2}, 2),
+        ErasureService._lift_draft(actor, message, 1),
+        # consent recorded from a webhook message (privacy.consent.recording)
+        *consent_audit_drafts(actor, ref, message, [consent]),
+    ]
+
+    entries = shared_log.append(drafts)
+
+    assert entries[1].details["pseudonym_key"] == hash_key
+    assert entries[1].details["audience"] == audience
+    assert entries[3].details["erasure_id"] == erasure
+    assert entries[5].details["source"] == message  # an id is not redacted as a phone number
+
+
+@pytest.mark.parametrize(
+    "value", ["+442079460958", "02079460958", "ann@shop.de", "(650) 253-0000", "", "x" * 129]
+)
+def test_an_audit_ref_cannot_hold_an_email_or_phone_number(value: str) -> None:
+    with pytest.raises(ValueError, match="audit reference"):
+        AuditRef(value)
+
+
+def test_ids_are_checked_by_shape_enums_by_value_and_only_free_text_by_the_pii_backstop(
+    log: SqliteAuditLog,
+) -> None:
+    key_id = "hk-20261202-355274"
+    with pytest.raises(ValueError, match="phone number"):  # as free text: refused
+        AuditDraft("cli", "read.features", details={"pseudonym_key": key_id})
+    draft = AuditDraft(
+        "cli",
+        "read.features",
+        details={
+            "pseudonym_key": AuditRef(key_id),
+            "signal": ConsentSignal.GPC,
+            "keys": [AuditRef(key_id), 3, ConsentSignal.TCF],
+        },
+    )
+    (entry,) = log.append([draft])
+    assert dict(entry.details) == {
+        "pseudonym_key": key_id,
+        "signal": "gpc",
+        "keys": (key_id, 3, "tcf"),
+    }
+    assert type(entry.details["pseudonym_key"]) is str

@@ -15,7 +15,7 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import PolicyFileError
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
-from privacy.consent.state import ConsentReason, consent_state, is_restricted
+from privacy.consent.state import ConsentReason, ConsentState, consent_state, is_restricted
 from privacy.purposes import PurposesPolicy, load_purposes_policy
 
 from .conftest import POLICY_DIR
@@ -234,3 +234,122 @@ def test_invalid_tcf_pre_v22_setting_names_file_and_field(tmp_path: Path) -> Non
     path.write_text(yaml.safe_dump(document))
     with pytest.raises(PolicyFileError, match=r"purposes.yaml.*tcf.pre_v22"):
         load_purposes_policy(path)
+
+
+# -- every state pinned whole: allowed, reason and the deciding record (issue 21) ------------
+
+
+def test_a_tie_names_the_denial_as_the_deciding_record_whatever_the_order(
+    purposes: PurposesPolicy,
+) -> None:
+    grant = rec("analytics", True, T, node="a")
+    deny = rec("analytics", False, T, node="b")
+    expected = ConsentState(False, ConsentReason.TIE_DENIED, deny.record_id)
+    assert state(purposes, "analytics", grant, deny) == expected
+    assert state(purposes, "analytics", deny, grant) == expected
+
+
+def test_a_restricted_person_is_not_allowed_and_the_restriction_is_named(
+    purposes: PurposesPolicy,
+) -> None:
+    grant = rec("analytics", True, T)
+    restrict = rec(RESTRICTION_PURPOSE, False, T + timedelta(days=1), ConsentSignal.RESTRICTION)
+    legal = state(purposes, "legal_claims", restrict)
+    assert state(purposes, "analytics", grant, restrict) == ConsentState(
+        False, ConsentReason.RESTRICTED, restrict.record_id
+    )
+    assert state(purposes, "fraud_prevention", restrict) == ConsentState(
+        False, ConsentReason.RESTRICTED, restrict.record_id
+    )
+    assert legal == ConsentState(True, ConsentReason.BASIS_WITHOUT_CONSENT)
+
+
+def test_a_lifted_restriction_gives_the_consent_state_back(purposes: PurposesPolicy) -> None:
+    grant = rec("analytics", True, T)
+    restrict = rec(RESTRICTION_PURPOSE, False, T + timedelta(days=1), ConsentSignal.RESTRICTION)
+    lift = rec(RESTRICTION_PURPOSE, True, T + timedelta(days=2), ConsentSignal.RESTRICTION)
+    assert state(purposes, "analytics", grant, restrict, lift) == ConsentState(
+        True, ConsentReason.GRANTED, grant.record_id
+    )
+    assert is_restricted([restrict, lift]) == (False, lift.record_id)
+    assert is_restricted([]) == (False, None)
+
+
+def test_a_restriction_tie_restricts_and_names_the_restricting_record() -> None:
+    restrict = rec(RESTRICTION_PURPOSE, False, T, ConsentSignal.RESTRICTION)
+    lift = rec(RESTRICTION_PURPOSE, True, T, ConsentSignal.RESTRICTION)
+    assert is_restricted([lift, restrict]) == (True, restrict.record_id)
+
+
+def test_only_restriction_records_restrict(purposes: PurposesPolicy) -> None:
+    # A "*" record that is not a restriction signal, or a restriction signal for a purpose,
+    # restricts nothing.
+    grant = rec("analytics", True, T)
+    star_consent = rec(RESTRICTION_PURPOSE, False, T + timedelta(days=1))
+    odd = rec("analytics", False, T + timedelta(days=1), ConsentSignal.RESTRICTION)
+    assert state(purposes, "analytics", grant, star_consent, odd) == ConsentState(
+        True, ConsentReason.GRANTED, grant.record_id
+    )
+    assert is_restricted([star_consent]) == (False, None)
+
+
+def test_each_rule_reports_its_state_whole(purposes: PurposesPolicy) -> None:
+    grant = rec("analytics", True, T)
+    deny = rec("analytics", False, T + timedelta(days=1))
+    objection = rec("marketing_email", False, T, ConsentSignal.OBJECTION)
+    consent = rec("marketing_email", True, T + timedelta(days=1))
+    assert state(purposes, "analytics") == ConsentState(False, ConsentReason.DEFAULT_DENY)
+    assert state(purposes, "fraud_prevention") == ConsentState(True, ConsentReason.DEFAULT_GRANT)
+    assert state(purposes, "analytics", grant) == ConsentState(
+        True, ConsentReason.GRANTED, grant.record_id
+    )
+    assert state(purposes, "analytics", grant, deny) == ConsentState(
+        False, ConsentReason.DENIED, deny.record_id
+    )
+    assert state(purposes, "marketing_email", objection, consent) == ConsentState(
+        False, ConsentReason.OBJECTED, objection.record_id
+    )
+
+
+def test_a_withdrawn_objection_leaves_the_purpose_at_its_default(purposes: PurposesPolicy) -> None:
+    objection = rec("fraud_prevention", False, T, ConsentSignal.OBJECTION)
+    withdrawn = rec("fraud_prevention", True, T + timedelta(days=1), ConsentSignal.OBJECTION)
+    assert state(purposes, "fraud_prevention", objection, withdrawn) == ConsentState(
+        True, ConsentReason.DEFAULT_GRANT
+    )
+    # A standing objection to a legitimate-interest purpose denies it whatever consent says later
+    # (Art. 21(1)); only compelling grounds recorded at or after it allow the purpose again.
+    later_consent = rec("fraud_prevention", True, T + timedelta(days=2))
+    assert state(purposes, "fraud_prevention", objection, later_consent) == ConsentState(
+        False, ConsentReason.OBJECTED, objection.record_id
+    )
+    grounds = rec("fraud_prevention", True, T + timedelta(days=3), ConsentSignal.COMPELLING_GROUNDS)
+    assert state(purposes, "fraud_prevention", objection, grounds) == ConsentState(
+        True, ConsentReason.COMPELLING_GROUNDS, grounds.record_id
+    )
+    stale = rec("fraud_prevention", True, T - timedelta(days=1), ConsentSignal.COMPELLING_GROUNDS)
+    assert state(purposes, "fraud_prevention", objection, stale).reason is ConsentReason.OBJECTED
+
+
+def test_a_withdrawn_objection_keeps_the_consents_around_it(purposes: PurposesPolicy) -> None:
+    consent = rec("marketing_email", True, T + timedelta(days=1))
+    objection = rec("marketing_email", False, T, ConsentSignal.OBJECTION)
+    withdrawn = rec("marketing_email", True, T + timedelta(days=2), ConsentSignal.OBJECTION)
+    result = state(purposes, "marketing_email", objection, consent, withdrawn)
+    assert result == ConsentState(True, ConsentReason.GRANTED, consent.record_id)
+
+
+def test_consent_reasons_keep_their_wire_values() -> None:
+    # In API responses and audit entries: renaming one is a breaking change.
+    assert {r.name: r.value for r in ConsentReason} == {
+        "GRANTED": "consent_granted",
+        "DENIED": "consent_denied",
+        "TIE_DENIED": "consent_tie_denied",
+        "DEFAULT_GRANT": "default_grant",
+        "DEFAULT_DENY": "no_consent",
+        "BASIS_WITHOUT_CONSENT": "basis_without_consent",
+        "OBJECTED": "objected",
+        "COMPELLING_GROUNDS": "compelling_grounds",
+        "RESTRICTED": "restricted",
+        "EXPIRED": "consent_expired",
+    }

@@ -224,8 +224,11 @@ def test_replayed_webhook_id_is_refused_with_401_and_writes_nothing(hooks: Hooks
     assert len(hooks.container.audit.entries()) == 1
 
 
+# The exact ±300 s edges are pinned with an injected clock in tests/test_webhooks.py; here the
+# wall clock runs while the request is handled, so a future stamp of now+301 can fall inside the
+# window on a loaded machine: a minute past the edge keeps the test about refusal, not timing.
 @pytest.mark.parametrize(
-    ("offset", "reason"), [(-301, "stale_timestamp"), (301, "future_timestamp")]
+    ("offset", "reason"), [(-301, "stale_timestamp"), (360, "future_timestamp")]
 )
 def test_stale_and_future_signatures_are_refused_and_write_nothing(
     hooks: Hooks, offset: int, reason: str

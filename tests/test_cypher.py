@@ -495,7 +495,14 @@ def test_set_fact_status_refuses_a_second_current_attribute_and_delete_counts_no
     quarantine = Neo4jTransaction(cast(Any, fine), 100).set_fact_status
     assert quarantine(["f1", "f1"], FactStatus.QUARANTINED) == 1
     assert [q for q, _ in fine.runs] == [cypher.SET_FACT_STATUS]
-    assert Neo4jTransaction(cast(Any, fine), 100).delete_facts(["f1", "f2"]) == 2
+    # Deletes go out deduplicated, sorted and in batches; the counts of every batch add up
+    # (the fake's summary counts 2 deletions per statement).
+    deleting = _FakeTx(set())
+    assert Neo4jTransaction(cast(Any, deleting), 2).delete_facts(["f3", "f1", "f2", "f1"]) == 4
+    assert deleting.runs == [
+        (cypher.DELETE_FACTS, {"fact_ids": ["f1", "f2"]}),
+        (cypher.DELETE_FACTS, {"fact_ids": ["f3"]}),
+    ]
 
 
 # -- the Neo4j adapter's consents and member scans, offline -------------------------------------

@@ -21,8 +21,11 @@ from privacy.policy_engine import (
     Caller,
     FieldReason,
     FieldRef,
+    FieldVerdict,
     PersonContext,
+    PolicyDecision,
     PolicyEngine,
+    ReadDenied,
 )
 from privacy.purposes import (
     CategoryAccess,
@@ -232,3 +235,165 @@ def test_tc_string_grant_past_the_thirteen_month_max_age_is_denied_as_expired() 
     assert decision.consent_record_id == "c_9"
     recent = dataclasses.replace(old, at=NOW - timedelta(days=10))
     assert ENGINE.decide(caller, PersonContext("p_1", (recent,)), "analytics", [], NOW).allowed
+
+
+# -- every decision pinned whole: .allowed, reason, deciding record, fields (issue 21) -------
+
+FIELD = FieldRef("attribute:city", "location", NOW - timedelta(days=3))
+EVERYTHING = Caller("k", frozenset({ALL_PURPOSES}), "k")
+
+
+def _record(
+    record_id: str,
+    purpose: str,
+    granted: bool,
+    at: datetime = NOW - timedelta(days=1),
+    signal: ConsentSignal = ConsentSignal.DIRECT,
+) -> ConsentRecord:
+    return ConsentRecord(record_id, "n_1", purpose, granted, at, at, "api", signal, "", "")
+
+
+def _denied(
+    purpose: str, person_id: str | None, reason: str, record: str | None = None
+) -> PolicyDecision:
+    verdict = FieldVerdict(FIELD, False, FieldReason.READ_DENIED)
+    return PolicyDecision(False, purpose, person_id, reason, (verdict,), record)
+
+
+def test_every_early_denial_is_not_allowed_names_no_record_and_withholds_every_field() -> None:
+    person = PersonContext("p_1", (_grant("ad_targeting"),))
+    scoped = Caller("k", frozenset({"ad_targeting"}), "k")
+
+    unknown = ENGINE.decide(scoped, person, "nope", [FIELD], NOW)
+    out_of_scope = ENGINE.decide(scoped, person, "analytics", [FIELD], NOW)
+    no_person = ENGINE.decide(scoped, None, "ad_targeting", [FIELD], NOW)
+
+    assert unknown == _denied("nope", "p_1", "unknown_purpose")
+    assert out_of_scope == _denied("analytics", "p_1", "purpose_not_in_scope")
+    assert no_person == _denied("ad_targeting", None, "no_such_person")
+    for decision in (unknown, out_of_scope, no_person):
+        assert decision.allowed is False
+        assert decision.allowed_fields == ()
+        assert decision.withheld == {"read_denied": 1}
+
+
+def test_unknown_purpose_is_decided_before_scope_and_person() -> None:
+    nobody = Caller("k", frozenset(), "k")
+    assert ENGINE.decide(nobody, None, "nope", [FIELD], NOW) == _denied(
+        "nope", None, "unknown_purpose"
+    )
+    assert ENGINE.decide(nobody, None, "analytics", [FIELD], NOW) == _denied(
+        "analytics", None, "purpose_not_in_scope"
+    )
+
+
+def test_a_consent_denial_names_the_deciding_record() -> None:
+    grant = _record("c_grant", "ad_targeting", True, NOW - timedelta(days=5))
+    withdrawal = _record("c_withdrawal", "ad_targeting", False, NOW - timedelta(days=2))
+    restriction = _record(
+        "c_restrict", RESTRICTION_PURPOSE, False, NOW - timedelta(days=1), ConsentSignal.RESTRICTION
+    )
+
+    denied = ENGINE.decide(
+        EVERYTHING, PersonContext("p_1", (grant, withdrawal)), "ad_targeting", [FIELD], NOW
+    )
+    restricted = ENGINE.decide(
+        EVERYTHING, PersonContext("p_1", (grant, restriction)), "ad_targeting", [FIELD], NOW
+    )
+    no_record = ENGINE.decide(EVERYTHING, PersonContext("p_1", ()), "ad_targeting", [FIELD], NOW)
+
+    assert denied == _denied("ad_targeting", "p_1", "consent_denied", "c_withdrawal")
+    assert restricted == _denied("ad_targeting", "p_1", "restricted", "c_restrict")
+    assert no_record == _denied("ad_targeting", "p_1", "no_consent")
+
+
+def test_an_allowed_read_names_the_deciding_grant_and_the_person() -> None:
+    old = _record("c_old", "ad_targeting", False, NOW - timedelta(days=9))
+    grant = _record("c_new", "ad_targeting", True, NOW - timedelta(days=1))
+
+    decision = ENGINE.decide(
+        EVERYTHING, PersonContext("p_7", (old, grant)), "ad_targeting", [FIELD], NOW
+    )
+
+    assert decision == PolicyDecision(
+        True,
+        "ad_targeting",
+        "p_7",
+        "consent_granted",
+        (FieldVerdict(FIELD, True, FieldReason.ALLOWED),),
+        "c_new",
+    )
+
+
+def test_a_fact_exactly_at_its_retention_age_is_past_retention() -> None:
+    # ad_targeting reads location for 180 days (purposes.yaml).
+    retention = SHIPPED.purposes["ad_targeting"].categories["location"].retention
+    person = PersonContext("p_1", (_grant("ad_targeting"),))
+    at_limit = FieldRef("attribute:city", "location", NOW - retention)
+    just_inside = FieldRef("attribute:zip", "location", NOW - retention + timedelta(microseconds=1))
+
+    decision = ENGINE.decide(EVERYTHING, person, "ad_targeting", [at_limit, just_inside], NOW)
+
+    assert decision.fields == (
+        FieldVerdict(at_limit, False, FieldReason.PAST_RETENTION),
+        FieldVerdict(just_inside, True, FieldReason.ALLOWED),
+    )
+
+
+def test_withheld_counts_each_reason_once_per_field() -> None:
+    person = PersonContext("p_1", (_grant("ad_targeting"),))
+    old = NOW - timedelta(days=4000)
+    fields = [
+        FieldRef("a", "location", old),
+        FieldRef("b", "location", old),
+        FieldRef("c", "special_category", NOW),
+        FieldRef("d", "location", NOW),
+    ]
+
+    decision = ENGINE.decide(EVERYTHING, person, "ad_targeting", fields, NOW)
+
+    assert decision.withheld == {"past_retention": 2, "category_not_allowed": 1}
+    assert [f.name for f in decision.allowed_fields] == ["d"]
+
+
+def test_kept_raw_identifiers_are_allowed_only_for_types_the_purpose_activates() -> None:
+    # "identifier" is the category the resolution engine gives kept raw identifiers
+    # (FactKind.RAW_IDENTIFIER): written out here, not taken from the engine's constant.
+    person = PersonContext("p_1", (_grant("ad_targeting"),))
+    email = FieldRef("raw_identifier:email", "identifier", NOW, "email")
+    untyped = FieldRef("raw_identifier:?", "identifier", NOW, None)
+    cookie = FieldRef("raw_identifier:cookie_id", "identifier", NOW, "cookie_id")
+
+    decision = ENGINE.decide(EVERYTHING, person, "ad_targeting", [email, untyped, cookie], NOW)
+
+    assert decision.fields == (
+        FieldVerdict(email, True, FieldReason.ALLOWED),
+        FieldVerdict(untyped, False, FieldReason.NOT_ACTIVATABLE),
+        FieldVerdict(cookie, False, FieldReason.NOT_ACTIVATABLE),
+    )
+
+
+def test_a_key_for_every_purpose_or_for_the_purpose_may_read_and_no_other() -> None:
+    assert Caller("k", frozenset({"*"}), "k").may_read_for("analytics")
+    assert Caller("k", frozenset({"analytics"}), "k").may_read_for("analytics")
+    assert not Caller("k", frozenset({"ad_targeting"}), "k").may_read_for("analytics")
+    assert not Caller("k", frozenset(), "k").may_read_for("analytics")
+
+
+def test_decision_and_field_reasons_keep_their_wire_values() -> None:
+    # These strings are in API responses, audit entries and dashboards: renaming one is a
+    # breaking change, so they are pinned here.
+    assert [r.value for r in FieldReason] == [
+        "allowed",
+        "category_not_allowed",
+        "past_retention",
+        "read_denied",
+        "not_activatable",
+    ]
+    assert [r.value for r in ReadDenied] == [
+        "unknown_purpose",
+        "purpose_not_in_scope",
+        "no_such_person",
+    ]
+    assert ALL_PURPOSES == "*"
+    assert ENGINE.purposes is SHIPPED

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from identity.errors import ConfigurationError
+from identity.hashing import HashKey
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
 from privacy.api_keys import Scope
+from privacy.hash_keys import HashKeyFile, KeyFileEntry, dump_key_document
 
-from .conftest import Api
+from .conftest import POLICY_DIR, Api
 
 NOW = datetime.now(UTC)
 EMAIL_A = "ann.reads@shop.example.de"
@@ -512,3 +522,59 @@ def test_every_read_is_audited_and_the_audit_holds_no_person_id_or_identifier(
     )
     for secret in (world.a, world.b, world.c, EMAIL_A, PHONE_A, "Lisbon"):
         assert secret.encode() not in raw
+
+
+# -- a hash key id with an all-digit suffix (issue 21) ------------------------------------------
+
+
+def test_features_read_is_200_when_the_primary_hash_key_id_ends_in_digits(
+    tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    # 1 generated key id in 17 had an all-digit suffix; the audit entry of every features read
+    # carries the key id, the phone heuristic took it for a phone number, and the read was 500.
+    key_id = "hk-20261202-355274"
+    keys = HashKeyFile(
+        key_id, (KeyFileEntry(HashKey(key_id, secrets.token_bytes(32)), "", "operator"),)
+    )
+    settings = Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        policy_dir=POLICY_DIR,
+        default_region="GB",
+        hash_keys=dump_key_document(keys),
+    )
+    container = build_container(settings)
+    try:
+        _, token = container.api_keys.create(
+            "reader", frozenset({Scope.READ}), purposes=frozenset({"model_training"})
+        )
+        with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
+            api = Api(client, container, {}, {}, {})
+            _person(
+                api,
+                [("email", EMAIL_A)],
+                [_attr("city", "location", "Lisbon")],
+                [_consent("model_training", True, NOW - timedelta(days=1))],
+            )
+            response = client.get(
+                "/v1/features",
+                params={"purpose": "model_training"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["pseudonym_key_id"] == key_id
+        assert [row["features"]["city"] for row in response.json()["rows"]] == ["Lisbon"]
+        (entry,) = [e for e in container.audit.entries() if e.action == "read.features"][:1]
+        assert entry.details["pseudonym_key"] == key_id
+    finally:
+        container.close()
+
+
+def test_a_hash_key_id_without_a_letter_stops_startup_naming_the_field(tmp_path: Path) -> None:
+    key_id = "20261202355274"  # an operator's all-digit id: it could never be audited
+    keys = HashKeyFile(
+        key_id, (KeyFileEntry(HashKey(key_id, secrets.token_bytes(32)), "", "operator"),)
+    )
+    settings = Settings(env="test", data_dir=tmp_path, hash_keys=dump_key_document(keys))
+    with pytest.raises(ConfigurationError, match=r"keys\[0\]\.id"):
+        build_container(settings)

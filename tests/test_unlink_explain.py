@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 
 from identity.errors import IdentifierNotFoundError, NotLinkedError
-from identity.model import Cluster
+from identity.model import Cluster, Explanation
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphTransaction
 from identity.store.sqlite import SqliteGraphStore
@@ -74,6 +74,9 @@ def test_explain_names_the_unknown_identifier(engine: ResolutionEngine, ids: Ids
     with pytest.raises(IdentifierNotFoundError) as caught:
         engine.explain(ids("email", "ann@shop.de"), ids("email", "nobody@shop.de"))
     assert caught.value.field == "b"
+    with pytest.raises(IdentifierNotFoundError) as caught:
+        engine.explain(ids("email", "nobody@shop.de"), ids("email", "ann@shop.de"))
+    assert caught.value.field == "a"
 
 
 def test_unlink_splits_the_cluster_and_each_part_keeps_its_own_facts(
@@ -143,3 +146,62 @@ def test_relinking_after_unlink_merges_again(engine: ResolutionEngine, ids: Ids)
     engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
     engine.ingest([ids.event(("cookie_id", "c1"), ("cookie_id", "c2"))])
     assert engine.resolve(ids("cookie_id", "c1")) == engine.resolve(ids("phone", "+442079460958"))
+
+
+def test_explain_reports_a_person_without_a_path_honestly(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    # A store inconsistency (links lost, nodes still on one person): explain says "not linked"
+    # and names the person, instead of inventing a path or failing.
+    (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
+    store.write(lambda tx: tx._conn.execute("DELETE FROM links"))
+
+    explanation = engine.explain(ids("email", "ann@shop.de"), ids("cookie_id", "c1"))
+
+    assert explanation == Explanation(False, outcome.person_id, ())
+
+
+def test_explain_names_the_person_of_a_path_and_no_person_across_persons(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
+    (outcome,) = engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"))])
+    engine.ingest([ids.event(("email", "bob@shop.de"))])
+
+    linked = engine.explain(ids("email", "ann@shop.de"), ids("cookie_id", "c1"))
+    apart = engine.explain(ids("email", "ann@shop.de"), ids("email", "bob@shop.de"))
+
+    assert (linked.linked, linked.person_id, len(linked.hops)) == (True, outcome.person_id, 1)
+    assert apart == Explanation(False, None, ())
+
+
+def test_unlink_gives_the_smaller_part_a_new_person_whichever_side_it_is_named_on(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
+    # email - c1 (web); phone - c2, phone - c3 (app); email - phone (crm). Unlinking email and
+    # phone leaves {email, c1} and {phone, c2, c3}: the larger part keeps the person.
+    engine.ingest([ids.event(("email", "ann@shop.de"), ("cookie_id", "c1"), source="web")])
+    engine.ingest([ids.event(("phone", "+442079460958"), ("cookie_id", "c2"), ("cookie_id", "c3"))])
+    (joined,) = engine.ingest(
+        [ids.event(("email", "ann@shop.de"), ("phone", "+442079460958"), source="crm")]
+    )
+
+    result = engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
+
+    assert result.split
+    assert result.person_id_b == joined.person_id == engine.resolve(ids("cookie_id", "c3"))
+    assert result.person_id_a != joined.person_id
+    assert result.person_id_a == engine.resolve(ids("cookie_id", "c1"))
+
+
+def test_unlink_refusals_say_why_in_words(engine: ResolutionEngine, ids: Ids) -> None:
+    _two_halves(engine, ids)
+    engine.ingest([ids.event(("email", "bob@shop.de"))])
+    with pytest.raises(NotLinkedError) as apart:
+        engine.unlink(ids("email", "ann@shop.de"), ids("email", "bob@shop.de"))
+    with pytest.raises(NotLinkedError) as indirect:
+        engine.unlink(ids("cookie_id", "c1"), ids("cookie_id", "c2"))
+    # These messages are the API's problem detail: pinned word for word.
+    assert str(apart.value) == "the two identifiers belong to different persons"
+    assert str(indirect.value) == (
+        "the two identifiers are linked only through others; use explain to see the path"
+    )

@@ -22,7 +22,7 @@ from datetime import UTC
 
 from identity.errors import StoreUnavailableError
 from identity.model import ConsentInput
-from privacy.audit import AuditDraft, DetailValue
+from privacy.audit import AuditDraft, AuditRef, DetailValue
 from privacy.redaction import REDACTED, redact_text
 
 CONSENT_RECORDED = "consent.recorded"
@@ -64,10 +64,10 @@ def consent_audit_drafts(
     drafts: list[AuditDraft] = []
     for consent in consents:
         details: dict[str, DetailValue] = {
-            "signal": consent.signal.value,
+            "signal": consent.signal,
             "lawful_basis": consent.lawful_basis,
             "source": safe_source,
-            "proof": consent.proof,
+            "proof": AuditRef(consent.proof),  # a SHA-256 digest: typed, not free text
             "decided_at": consent.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
         drafts.append(

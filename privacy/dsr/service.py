@@ -59,9 +59,10 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, AuditLog
+from privacy.audit import AuditDraft, AuditLog, AuditRef
 from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
+from privacy.dsr.deadlines import Deadline
 from privacy.dsr.delivery import (
     Destination,
     UrllibWebhookSender,
@@ -73,7 +74,6 @@ from privacy.dsr.delivery import payload as webhook_payload
 from privacy.dsr.model import (
     EXPORT_TYPES,
     REQUEST_ID,
-    Deadline,
     DeliveryState,
     DsrAction,
     DsrConflictError,
@@ -275,8 +275,8 @@ class DsrService:
                 reason=f"{new.type.value} request received",
                 details={
                     "request_id": new.request_id,
-                    "type": new.type.value,
-                    "action": new.action.value,
+                    "type": new.type,
+                    "action": new.action,
                     "regulation": new.regulation,
                     "subject_types": sorted({s.type for s in subjects}),
                     "due_at": _iso(stored.request.due_at),
@@ -507,7 +507,7 @@ class DsrService:
                 actor=actor,
                 action="dsr.cancelled",
                 reason="request cancelled while pending",
-                details={"request_id": request_id, "type": request.type.value},
+                details={"request_id": request_id, "type": request.type},
             )
         )
         self.publish_queue()
@@ -721,7 +721,7 @@ class DsrService:
                 actor="dsr-worker",
                 action="dsr.completed",
                 reason=f"{request.type.value} request completed",
-                details={"request_id": rid, "type": request.type.value, **result},
+                details={"request_id": rid, "type": request.type, **result},
             )
         )
         log.info(
@@ -884,7 +884,7 @@ class DsrService:
                     person_id=self._audit.person_ref(outcome.person_id),
                     decision="allow" if consent.granted else "deny",
                     reason=f"{request.type.value} {request.action.value} by request",
-                    details={"request_id": request.request_id, "proof": consent.proof},
+                    details={"request_id": request.request_id, "proof": AuditRef(consent.proof)},
                 )
                 for outcome in outcomes
                 if outcome.person_id is not None

@@ -1,11 +1,11 @@
 """Recognizers idgraph adds to presidio's: what EU marketing data needs and presidio lacks.
 
-The scanner runs without a statistical NER model (no model downloads, no network, predictable
-cost), so everything here is a pattern plus context words:
+Everything here is a pattern plus context words; names, places, organisations and addresses
+without a pattern are the NER model's (see :mod:`privacy.scanning.presidio_scanner`):
 
 * :class:`PersonNameRecognizer` finds names by what surrounds them (titles, "my name is",
-  "Name:", greetings, sign-offs) and, with a low score that only context can lift over the
-  threshold, runs of capitalised words.
+  "Name:", greetings, sign-offs) and, without the NER model, with a low score that only
+  context can lift over the threshold, runs of capitalised words.
 * :class:`StreetAddressRecognizer` finds street addresses of DE/AT/CH, FR, UK, US, NL, ES and IT:
   a street-type word next to a house number, optionally followed by postcode and city.
 * :class:`EuVatIdRecognizer` finds country-prefixed EU VAT ids and checks the check digits of
@@ -36,8 +36,10 @@ from presidio_analyzer import (
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
     DeTaxIdRecognizer,
     EmailRecognizer,
+    IbanRecognizer,
     NhsRecognizer,
     PhoneRecognizer,
     PlPeselRecognizer,
@@ -113,7 +115,29 @@ _LENIENCY_VALID = 1
 # between them, optionally after "+", "00" or "(". Everything else cannot be a phone number.
 # Dates are digit runs with separators too, and some are valid numbers somewhere (20260301).
 _DATE_SHAPED = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
-_PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+|\b00)?\(?\d[\d \t().\-/]{4,}\d(?![\w])")
+# An extension ("x123", "ext. 12") belongs to the number: without it the stretch would end
+# inside a word ("0199x123") and not be a candidate at all.
+_PHONE_CANDIDATE = re.compile(
+    r"(?<![\w+])(?:\+|\b00)?\(?\d[\d \t().\-/]{4,}\d(?:[ ]?(?:x|ext\.?)[ ]?\d{1,6})?(?![\w])"
+)
+
+# How a number is written says how likely it is a phone number at all. A number with a country
+# code ("+49 ...", "0049 ...") or a trunk prefix ("030 ...", "(0)20 ...") or in the NANP shape
+# "(212) 555-0142" is one; a bare group of digits that happens to be valid somewhere ("17151
+# 2450" is a valid Italian landline) is an order number, a postcode and a house number, a
+# count, as often as a phone. Those need a context word ("Tel.", "call", "Handy") to be reported.
+PHONE_SCORE_INTERNATIONAL = 0.75
+PHONE_SCORE_NATIONAL = 0.6
+PHONE_SCORE_BARE_DIGITS = 0.3
+# A number written like a phone number (country code, or the NANP shape) that no region calls
+# valid, only possible (right length): unassigned area codes, made-up test data. The shape is
+# the evidence; it is scored below a valid number of the same shape.
+PHONE_SCORE_POSSIBLE = 0.5
+_TRUNK_PREFIXED = re.compile(r"\(?0\)?")
+_EXTENSION = re.compile(r"[ ]?(?:x|ext\.?)[ ]?\d{1,6}$")
+_NANP_SHAPED = re.compile(
+    r"(?:(?:\+?1|001)[ .\-]?)?(?:\([2-9]\d{2}\)[ ]?|[2-9]\d{2}[ .\-])[2-9]\d{2}[ .\-]\d{4}"
+)
 
 
 class EuPhoneRecognizer(PhoneRecognizer):
@@ -159,21 +183,27 @@ class EuPhoneRecognizer(PhoneRecognizer):
                 )
                 for match in matches:
                     start = candidate.start() + match.start
-                    results.append(self._result(start, start + len(match.raw_string)))
+                    score = _phone_score(match.raw_string)
+                    results.append(self._result(start, start + len(match.raw_string), score))
                 if matches:
                     break
+            else:
+                possible = _possible_phone(window)
+                if possible is not None:
+                    start = candidate.start() + possible[0]
+                    results.append(self._result(start, start + possible[1], PHONE_SCORE_POSSIBLE))
         deduplicated: list[RecognizerResult] = EntityRecognizer.remove_duplicates(results)
         return deduplicated
 
-    def _result(self, start: int, end: int) -> RecognizerResult:
+    def _result(self, start: int, end: int, score: float) -> RecognizerResult:
         return RecognizerResult(
             entity_type=self.supported_entities[0],
             start=start,
             end=end,
-            score=self.SCORE,
+            score=score,
             analysis_explanation=AnalysisExplanation(
                 recognizer=type(self).__name__,
-                original_score=self.SCORE,
+                original_score=score,
                 textual_explanation="valid phone number of a supported region",
             ),
             recognition_metadata={
@@ -181,6 +211,30 @@ class EuPhoneRecognizer(PhoneRecognizer):
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
             },
         )
+
+
+def _possible_phone(window: str) -> tuple[int, int] | None:
+    """(offset, length) of a phone-shaped but not valid number in ``window``, if possible."""
+    written = window.strip()
+    offset = window.index(written[0]) if written else 0
+    bare = _EXTENSION.sub("", written)
+    if not (written.startswith(("+", "(+", "00")) or _NANP_SHAPED.fullmatch(bare)):
+        return None
+    try:
+        number = phonenumbers.parse(written, "US")
+    except phonenumbers.NumberParseException:
+        return None
+    return (offset, len(written)) if phonenumbers.is_possible_number(number) else None
+
+
+def _phone_score(raw: str) -> float:
+    """The score of a valid number by how it is written (see ``PHONE_SCORE_*``)."""
+    written = _EXTENSION.sub("", raw.strip())
+    if written.startswith(("+", "00", "(+", "(00")):
+        return PHONE_SCORE_INTERNATIONAL
+    if _TRUNK_PREFIXED.match(written) or _NANP_SHAPED.fullmatch(written):
+        return PHONE_SCORE_NATIONAL
+    return PHONE_SCORE_BARE_DIGITS
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +489,7 @@ _SIGNOFF_TRIGGER = (
 )
 
 PERSON_CONTEXT = [
-    "name", "customer", "contact", "client", "person", "signed", "recipient", "author",
+    "name", "customer", "contact", "client", "signed", "recipient", "author",
     "kunde", "kundin", "ansprechpartner", "empfänger", "vorname", "nachname",
     "nom", "prénom", "destinataire", "nombre", "apellido", "nome", "cognome", "naam",
 ]  # fmt: skip
@@ -449,6 +503,7 @@ class PersonNameRecognizer(LocalRecognizer):
     two or three capitalised words score below any sensible threshold: German capitalises all
     nouns and product names are capitalised everywhere, so only a context word nearby ("Kunde",
     "name", ...) lifts them over. Bare runs that overlap a triggered match are not reported.
+    The scanner turns bare runs off (``bare_runs=False``) when its NER model finds names.
     """
 
     TRIGGERED: tuple[tuple[str, str, float], ...] = (
@@ -461,7 +516,14 @@ class PersonNameRecognizer(LocalRecognizer):
     )
     BARE_SCORE = 0.2
 
-    def __init__(self, supported_language: str = "en", context: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        supported_language: str = "en",
+        context: list[str] | None = None,
+        *,
+        bare_runs: bool = True,
+    ) -> None:
+        self._bare_runs = bare_runs
         super().__init__(
             supported_entities=["PERSON"],
             name="PersonNameRecognizer",
@@ -492,7 +554,7 @@ class PersonNameRecognizer(LocalRecognizer):
             found.extend(
                 self._result(m.start(), m.end(), score, kind) for m in pattern.finditer(text)
             )
-        for match in self._bare.finditer(text):
+        for match in self._bare.finditer(text) if self._bare_runs else ():
             start, end = match.span()
             if not any(r.start < end and start < r.end for r in found):
                 found.append(self._result(start, end, self.BARE_SCORE, "capitalised words"))
@@ -541,8 +603,14 @@ _SUFFIX_TYPES = (
     r"straße|strasse|str\.|weg|platz|allee|gasse|ring|damm|ufer|chaussee|steig|pfad|"
     r"straat|laan|plein|gracht|kade|singel|dijk|steeg|hof"
 )
+# As a suffix, "ring" must follow a consonant (Kaiserring, Ostring, Nordring): after a vowel it
+# is the English "-ring" of "During 1971", "Offering 20", "Sharing 3". A few English words end
+# in a suffix after a consonant too, and are followed by numbers often ("Spring 2026").
+_SUFFIX_TYPES_IN_WORD = _SUFFIX_TYPES.replace("ring", "(?<![aeiouyäöü])ring")
+_NOT_STREET_WORDS = r"(?!(?i:spring|string|bring|offspring|hamstring|keyring|earring|arcade)\b)"
 _GERMANIC = (
-    rf"(?:\b\p{{Lu}}[\p{{L}}\-]*?(?i:{_SUFFIX_TYPES})|(?:\b{_CAP}[ \t]){{1,2}}(?i:{_SUFFIX_TYPES}))"
+    rf"(?:\b{_NOT_STREET_WORDS}\p{{Lu}}[\p{{L}}\-]*?(?i:{_SUFFIX_TYPES_IN_WORD})"
+    rf"|(?:\b{_CAP}[ \t]){{1,2}}(?i:{_SUFFIX_TYPES}))"
     rf"[ \t]*{_HOUSE_NO}\b{_EU_POSTCODE_CITY}?"
 )
 # FR: number first, then the street type in lower or upper case, then the name.
@@ -607,3 +675,52 @@ class StreetAddressRecognizer(PatternRecognizer):
             context=context or list(ADDRESS_CONTEXT),
             global_regex_flags=CASE_SENSITIVE_FLAGS,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# IBANs in any case, card numbers of every length
+# --------------------------------------------------------------------------------------------
+
+
+class AnyCaseIbanRecognizer(IbanRecognizer):
+    """presidio's IBAN recognizer, also for IBANs typed in lower case (``de89 3704 ...``).
+
+    People paste IBANs from forms and chats in whatever case they typed them; the check digits
+    do not depend on case (ISO 13616 reads letters case-blind), so neither does the match.
+    """
+
+    def __init__(self, supported_language: str = "en") -> None:
+        super().__init__(
+            supported_language=supported_language,
+            regex_flags=regex.DOTALL | regex.MULTILINE | regex.IGNORECASE,
+        )
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        """presidio's check digits and country format, on the upper-cased match."""
+        valid: bool | None = super().validate_result(pattern_text.upper())
+        return valid
+
+
+# 13 to 19 digits (ISO/IEC 7812 primary account numbers), optionally in groups separated by
+# spaces or dashes, starting with a major-industry digit of payment cards (1-6). presidio's own
+# pattern stops at 17 digits, so 18- and 19-digit Visa, Maestro and UnionPay numbers passed.
+_CARD_REGEX = r"(?<![\d\-])[1-6]\d{3}(?:[ \-]?\d){9,15}(?![\d\-])"
+
+
+class CardNumberRecognizer(CreditCardRecognizer):
+    """Payment card numbers of 13-19 digits with a valid Luhn check digit (``CREDIT_CARD``)."""
+
+    def __init__(self, supported_language: str = "en") -> None:
+        super().__init__(
+            supported_language=supported_language,
+            patterns=[Pattern("card number (13-19 digits)", _CARD_REGEX, 0.3)],
+        )
+
+    def validate_result(self, pattern_text: str) -> bool:
+        """Luhn over the digits; groups must be written consistently (one kind of separator)."""
+        digits = re.sub(r"[ \-]", "", pattern_text)
+        if not 13 <= len(digits) <= 19:
+            return False
+        if " " in pattern_text and "-" in pattern_text:
+            return False
+        return _luhn_ok(digits)

@@ -1,9 +1,14 @@
 """The presidio adapter of :class:`privacy.scanning.PiiScanner`, fully offline.
 
-presidio-analyzer runs on a *blank* spaCy pipeline (tokenizer only): no statistical model is
-loaded or downloaded, so construction needs no network and no model files, and scanning costs
-what the patterns cost. Without NER, names and addresses come from the pattern-and-context
-recognizers in :mod:`privacy.scanning.presidio_recognizers`.
+presidio-analyzer runs on idgraph's own spaCy NER model (``privacy/scanning/models/pii_ner``,
+trained by ``make pii-model`` on a seeded synthetic corpus, see its MODEL_CARD.md): it finds
+PERSON, LOCATION, ORGANIZATION and STREET_ADDRESS in text nobody wrote a pattern for. The
+model is loaded from that directory only (a path, never a package name, so spaCy has nothing to
+download), and only if its fingerprint matches :data:`PII_NER_MODEL_SHA256`. Everything with
+a structure (e-mail, phone, IBAN, card, ids) comes from the pattern recognizers of
+:mod:`privacy.scanning.presidio_recognizers`, which also keep finding names and addresses by
+their context. The model runs with ``ScannerConfig(ner=True)``; by default (``ner=False``)
+the patterns run alone on a blank pipeline (see ``ScannerConfig.ner`` for why).
 
 Privacy choices in this module:
 
@@ -23,20 +28,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
-    CreditCardRecognizer,
     EsNieRecognizer,
     EsNifRecognizer,
     FiPersonalIdentityCodeRecognizer,
-    IbanRecognizer,
     IpRecognizer,
     ItFiscalCodeRecognizer,
     SePersonnummerRecognizer,
+    SpacyRecognizer,
     UkNinoRecognizer,
     UsSsnRecognizer,
 )
@@ -45,8 +50,16 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from identity.errors import InputLimitError
-from privacy.scanning import PiiFinding, ScannerConfig, ScannerConfigurationError
+from privacy.scanning import (
+    PiiFinding,
+    ScannerConfig,
+    ScannerConfigurationError,
+    ScannerModelError,
+)
+from privacy.scanning.model_files import model_fingerprint
 from privacy.scanning.presidio_recognizers import (
+    AnyCaseIbanRecognizer,
+    CardNumberRecognizer,
     EuPhoneRecognizer,
     EuVatIdRecognizer,
     OfflineEmailRecognizer,
@@ -58,7 +71,23 @@ from privacy.scanning.presidio_recognizers import (
     warm_up_offline_suffix_list,
 )
 
-__all__ = ["MAX_TEXT_CHARS", "PresidioPiiScanner"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "NER_ENTITIES",
+    "PII_NER_MODEL_DIR",
+    "PII_NER_MODEL_SHA256",
+    "PresidioPiiScanner",
+]
+
+# The NER model shipped in the repository, and the fingerprint of the files that were reviewed
+# (see privacy/scanning/models/MODEL_CARD.md). ``make pii-model`` rebuilds the same files.
+PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
+PII_NER_MODEL_SHA256 = "54ba0c0f4cb9e0735e403e346fe5eeaf5b3b8ec40a7e715bc9280ea68042deae"
+# The model's labels are presidio entity types already (no mapping to maintain).
+NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
+# spaCy's transition-based NER gives no per-entity confidence; every entity gets this score.
+# It clears the shipped thresholds, so a deployment lowers trust per type with ``thresholds``.
+NER_SCORE = 0.85
 
 # spaCy refuses texts over nlp.max_length (1,000,000) with a ValueError; a clear limit of our
 # own turns that into an input error the API maps to a 4xx. Attribute values and free text
@@ -92,30 +121,54 @@ def _guard_presidio_logs() -> None:
         logger.addFilter(_WithholdArgumentsFilter())
 
 
-class _BlankSpacyNlpEngine(SpacyNlpEngine):
-    """presidio's spaCy engine on ``spacy.blank(language)``: tokens only, no model, no NER.
+class _OfflineSpacyNlpEngine(SpacyNlpEngine):
+    """presidio's spaCy engine on a pipeline loaded from a directory, or a blank one.
 
     ``SpacyNlpEngine.load`` resolves model *names* (and downloads missing ones). This engine
-    builds its pipeline in the constructor and overrides ``load`` so that path is never taken.
+    builds its pipeline itself, from ``model_dir`` (a path: spaCy loads it from disk and never
+    downloads) or ``spacy.blank(language)`` (tokens only), and overrides ``load`` so that path
+    is never taken. ``model_dir`` is checked against ``fingerprint`` on every load.
     """
 
-    def __init__(self, language: str) -> None:
+    def __init__(self, language: str, model_dir: Path | None, fingerprint: str) -> None:
+        mapping = {entity: entity for entity in NER_ENTITIES} if model_dir else {}
         super().__init__(
             models=[{"lang_code": language, "model_name": f"blank:{language}"}],
-            # A blank pipeline finds no entities; an empty mapping says so explicitly.
-            ner_model_configuration=NerModelConfiguration(model_to_presidio_entity_mapping={}),
+            ner_model_configuration=NerModelConfiguration(
+                model_to_presidio_entity_mapping=mapping,
+                default_score=NER_SCORE,
+                # presidio lowers ORGANIZATION scores by default (its English models confuse
+                # organisations with other things); ours is scored like every other label.
+                low_score_entity_names=[],
+                labels_to_ignore=[],
+            ),
         )
         self.language = language
+        self._model_dir = model_dir
+        self._fingerprint = fingerprint
         # presidio declares ``nlp`` as None until load(); a dict is what load() would set.
-        self.nlp: dict[str, Language] = {language: spacy.blank(language)}  # type: ignore[assignment]
+        self.nlp: dict[str, Language] = {language: self._pipeline()}  # type: ignore[assignment]
+
+    def _pipeline(self) -> Language:
+        if self._model_dir is None:
+            return spacy.blank(self.language)
+        if not self._model_dir.is_dir():
+            raise ScannerModelError(str(self._model_dir), "the model directory does not exist")
+        found = model_fingerprint(self._model_dir)
+        if found != self._fingerprint:
+            # Names the directory and both fingerprints; a model holds no personal data.
+            raise ScannerModelError(
+                str(self._model_dir), f"fingerprint {found} is not the pinned {self._fingerprint}"
+            )
+        return spacy.load(self._model_dir)
 
     def load(self) -> None:
-        """Rebuild the blank pipeline (never ``spacy.load``: there is no model to load)."""
-        self.nlp = {self.language: spacy.blank(self.language)}
+        """Rebuild the pipeline from the same directory (never by model name)."""
+        self.nlp = {self.language: self._pipeline()}
 
     def get_supported_entities(self) -> list[str]:
-        """No NER, so the NLP engine itself detects nothing."""
-        return []
+        """The NER labels with a model, none without."""
+        return list(NER_ENTITIES) if self._model_dir else []
 
     def is_stopword(self, word: str, language: str) -> bool:
         """No word is a stop word here: presidio drops stop words from the context it compares,
@@ -123,23 +176,24 @@ class _BlankSpacyNlpEngine(SpacyNlpEngine):
         return False
 
     def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
-        # A blank pipeline has no lemmatizer (every lemma is ""), which would silently disable
+        # The pipeline has no lemmatizer (every lemma is ""), which would silently disable
         # presidio's context enhancement: it compares context words with lemmas. The lower-case
         # token text stands in; context words are matched as substrings, so inflected forms
         # ("Telefonnummer" for "telefon") still count.
+        entities = [ent for ent in doc.ents if ent.label_ in NER_ENTITIES]
         return NlpArtifacts(
-            entities=[],
+            entities=entities,
             tokens=doc,
             tokens_indices=[token.idx for token in doc],
             lemmas=[token.lower_ for token in doc],
             nlp_engine=self,
             language=language,
-            scores=[],
+            scores=[NER_SCORE] * len(entities),
         )
 
 
 class PresidioPiiScanner:
-    """:class:`privacy.scanning.PiiScanner` on presidio-analyzer with a blank spaCy pipeline.
+    """:class:`privacy.scanning.PiiScanner` on presidio-analyzer with idgraph's NER model.
 
     Build one per process (construction takes about a second) and share it: ``scan`` and
     ``scan_many`` may be called from several threads. Calls are serialised by a lock, because
@@ -148,10 +202,19 @@ class PresidioPiiScanner:
     little next to the GIL.
 
     Raises :class:`privacy.scanning.ScannerConfigurationError` if the configuration sets a
-    threshold or context words for an entity type no recognizer detects.
+    threshold or context words for an entity type no recognizer detects, and
+    :class:`privacy.scanning.ScannerModelError` if the model files are missing or are not the
+    pinned ones. ``model_dir`` and ``model_sha256`` exist for tests and for deployments that
+    ship a model of their own (built by ``tools/pii_model/train.py`` and pinned there).
     """
 
-    def __init__(self, config: ScannerConfig, recycle_after: int = 20_000) -> None:
+    def __init__(
+        self,
+        config: ScannerConfig,
+        recycle_after: int = 20_000,
+        model_dir: Path = PII_NER_MODEL_DIR,
+        model_sha256: str = PII_NER_MODEL_SHA256,
+    ) -> None:
         self._config = config
         self._recycle_after = recycle_after
         self._texts_since_recycle = 0
@@ -160,7 +223,7 @@ class PresidioPiiScanner:
         _guard_presidio_logs()
         warm_up_offline_suffix_list()
 
-        recognizers = _recognizers(language)
+        recognizers = _recognizers(language, ner=config.ner)
         entities = frozenset(e for r in recognizers for e in r.supported_entities)
         for section in ("thresholds", "context_words"):
             unknown = sorted(set(getattr(config, section)) - entities)
@@ -176,7 +239,12 @@ class PresidioPiiScanner:
                 recognizer.context = [*(recognizer.context or []), *(w.lower() for w in extra)]
 
         self._entities = entities
-        self._nlp_engine = _BlankSpacyNlpEngine(language)
+        try:
+            self._nlp_engine = _OfflineSpacyNlpEngine(
+                language, model_dir if config.ner else None, model_sha256
+            )
+        except OSError as error:  # missing or unreadable model files
+            raise ScannerModelError(str(model_dir), type(error).__name__) from error
         self._analyzer = AnalyzerEngine(
             registry=RecognizerRegistry(recognizers=recognizers, supported_languages=[language]),
             nlp_engine=self._nlp_engine,
@@ -248,27 +316,30 @@ class PresidioPiiScanner:
 
     def _to_findings(self, results: Iterable[RecognizerResult]) -> list[PiiFinding]:
         kept = [r for r in results if r.score >= self._config.threshold_for(r.entity_type)]
+        kept = _drop_ner_over_structured(kept)
         return [
             PiiFinding(r.entity_type, r.start, r.end, round(min(max(r.score, 0.0), 1.0), 4))
             for r in _resolve_overlaps(kept)
         ]
 
 
-def _recognizers(language: str) -> list[EntityRecognizer]:
-    """presidio's pattern recognizers that work without NER, plus idgraph's own.
+def _recognizers(language: str, *, ner: bool) -> list[EntityRecognizer]:
+    """presidio's pattern recognizers, idgraph's own, and (with ``ner``) the NER model's.
 
     Left out on purpose: URL (page URLs are normal marketing values and hold no personal data
     by themselves; an e-mail address inside one is still found), DATE (a date alone is not
-    personal data and marketing events are full of them), the NER-based recognizers (no model)
-    and presidio's DE_VAT_ID / IT_VAT_CODE (``EU_VAT_ID`` covers every EU prefix).
+    personal data and marketing events are full of them) and presidio's DE_VAT_ID /
+    IT_VAT_CODE (``EU_VAT_ID`` covers every EU prefix). With the NER model, names are its job:
+    the person recognizer keeps its context rules (titles, greetings, form labels) but drops
+    its low-scored runs of capitalised words, which were the only fallback without a model.
     """
-    return [
+    recognizers: list[EntityRecognizer] = [
         OfflineEmailRecognizer(supported_language=language),
         EuPhoneRecognizer(supported_language=language),
-        IbanRecognizer(supported_language=language),
-        CreditCardRecognizer(supported_language=language),
+        AnyCaseIbanRecognizer(supported_language=language),
+        CardNumberRecognizer(supported_language=language),
         IpRecognizer(supported_language=language),
-        PersonNameRecognizer(supported_language=language),
+        PersonNameRecognizer(supported_language=language, bare_runs=not ner),
         StreetAddressRecognizer(supported_language=language),
         EuVatIdRecognizer(supported_language=language),
         de_tax_id_recognizer(language),
@@ -282,6 +353,30 @@ def _recognizers(language: str) -> list[EntityRecognizer]:
         FiPersonalIdentityCodeRecognizer(supported_language=language),
         UsSsnRecognizer(supported_language=language),
     ]
+    if ner:
+        recognizers.append(
+            SpacyRecognizer(supported_language=language, supported_entities=list(NER_ENTITIES))
+        )
+    return recognizers
+
+
+def _drop_ner_over_structured(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """Drop an NER entity that overlaps a pattern finding of a structured type.
+
+    A national insurance number, IBAN or phone number matched by its pattern (and often its
+    check digits) is the more specific reading than the model's guess that the same characters
+    are part of an address or a name; without this, the NER score (0.85) would outrank a
+    validated id scored lower and hide it.
+    """
+    structured = [r for r in results if r.entity_type not in NER_ENTITIES and not _from_ner(r)]
+    if not structured:
+        return results
+    return [r for r in results if not (_from_ner(r) and any(_overlap(r, s) for s in structured))]
+
+
+def _from_ner(result: RecognizerResult) -> bool:
+    metadata = result.recognition_metadata or {}
+    return bool(metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == SpacyRecognizer.__name__)
 
 
 def _resolve_overlaps(results: list[RecognizerResult]) -> list[RecognizerResult]:

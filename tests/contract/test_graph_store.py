@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from identity.errors import IdGraphError
+from identity.errors import IdGraphError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
     ChangeSet,
@@ -219,5 +219,11 @@ def test_data_survives_reopening_the_store(store_factory: StoreFactory) -> None:
         second.close()
 
 
-def test_ping_succeeds_on_an_open_store(store: GraphStore) -> None:
-    store.ping()
+def test_ping_succeeds_on_an_open_store_and_fails_on_a_closed_one(
+    store_factory: StoreFactory,
+) -> None:
+    opened = store_factory()
+    opened.ping()  # answers without raising
+    opened.close()
+    with pytest.raises(StoreUnavailableError):
+        opened.ping()
