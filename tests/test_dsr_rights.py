@@ -293,6 +293,10 @@ def test_a_stale_intake_is_flagged_overdue(app: Dsr) -> None:
     assert response.json()["overdue"] is True
     received = next(e for e in app.container.audit.entries() if e.action == "dsr.received")
     assert received.details["overdue_at_intake"] is True
+    seen: list[tuple[int, float, int]] = []
+    app.container.dsr.on_queue = lambda depth, age, late: seen.append((depth, age, late))
+    app.container.dsr.publish_queue()
+    assert seen[-1][2] == 1  # idgraph_dsr_overdue_requests
 
 
 def test_extension_needs_a_reason_before_the_due_date_and_is_sent_to_the_subject(app: Dsr) -> None:

@@ -219,7 +219,8 @@ class DsrService:
         self._recipient_name = recipient_name
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
-        self.on_queue: Callable[[int, float], None] | None = None
+        # Called with (depth, oldest age in seconds, overdue requests) (metrics).
+        self.on_queue: Callable[[int, float, int], None] | None = None
         # A shred whose WAL truncation was blocked by a reader; True at start so the first
         # worker pass also finishes one a previous process left pending.
         self.truncation_pending = True
@@ -660,9 +661,10 @@ class DsrService:
     def publish_queue(self) -> tuple[int, float]:
         """The queue's depth and oldest age (seconds); also given to the metrics hook."""
         depth, oldest = self.store.queue()
+        overdue = self.store.overdue(self.clock())
         age = max((self.clock() - oldest).total_seconds(), 0.0) if oldest else 0.0
         if self.on_queue is not None:
-            self.on_queue(depth, age)
+            self.on_queue(depth, age, overdue)
         return depth, age
 
     def process_pending(self, limit: int = 10) -> WorkReport:

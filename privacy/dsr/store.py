@@ -216,6 +216,10 @@ class DsrStore(Protocol):
         """How many requests are pending or in progress, and when the oldest was received."""
         ...
 
+    def overdue(self, now: datetime) -> int:
+        """How many pending or in-progress requests are due at or before ``now``."""
+        ...
+
     def claim(self, now: datetime, stale_before: datetime) -> Claimed | None:
         """Take the oldest pending request (or one whose worker vanished before
         ``stale_before``), mark it in progress and count the attempt; ``None`` if none.
@@ -401,6 +405,15 @@ class SqliteDsrStore:
                 (DsrStatus.PENDING.value, DsrStatus.IN_PROGRESS.value),
             ).fetchone()
         return int(count), parse(oldest)
+
+    def overdue(self, now: datetime) -> int:
+        """How many pending or in-progress requests are due at or before ``now``."""
+        with self._tx("BEGIN") as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM requests WHERE status IN (?, ?) AND due_at <= ?",
+                (DsrStatus.PENDING.value, DsrStatus.IN_PROGRESS.value, fmt(now)),
+            ).fetchone()
+        return int(count)
 
     def claim(self, now: datetime, stale_before: datetime) -> Claimed | None:
         """Take the oldest pending request (or one whose worker vanished before
