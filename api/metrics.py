@@ -26,8 +26,9 @@ Fed here and by the routers:
   :meth:`Metrics.record_policy_decision`; the purposes of the policy file are declared at start.
   A purpose that was not declared is counted as ``undeclared`` so that a name from a request can
   never become a label value.
-- ``idgraph_dsr_queue_depth`` and ``idgraph_dsr_queue_oldest_age_seconds``: the DSR worker calls
-  ``metrics.set_dsr_queue(depth, oldest_age_seconds)`` whenever it looks at its queue.
+- ``idgraph_dsr_queue_depth``, ``idgraph_dsr_queue_oldest_age_seconds`` and
+  ``idgraph_dsr_overdue_requests``: the DSR worker calls
+  ``metrics.set_dsr_queue(depth, oldest_age_seconds, overdue)`` whenever it looks at its queue.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ class Metrics:
             "Age of the oldest waiting data-subject request (0 when none waits).",
             registry=registry,
         )
+        self.dsr_overdue = Gauge(
+            "idgraph_dsr_overdue_requests",
+            "Open data-subject requests at or past their due date (including late intakes).",
+            registry=registry,
+        )
         self._purposes: frozenset[str] = frozenset()
         # Fixed label sets start at zero, so dashboards and rate() see them before the first event.
         for outcome in Outcome:
@@ -169,10 +175,12 @@ class Metrics:
         if count > 0:
             self.policy_decisions.labels(label, "allow" if allowed else "deny").inc(count)
 
-    def set_dsr_queue(self, depth: int, oldest_age_seconds: float) -> None:
-        """Publish the DSR queue's depth and the age of its oldest request."""
+    def set_dsr_queue(self, depth: int, oldest_age_seconds: float, overdue: int = 0) -> None:
+        """Publish the DSR queue's depth, the age of its oldest request and how many open
+        requests are overdue."""
         self.dsr_queue_depth.set(depth)
         self.dsr_queue_oldest_age.set(oldest_age_seconds)
+        self.dsr_overdue.set(overdue)
 
     @staticmethod
     def totals(counter: Counter, label: str) -> dict[str, float]:

@@ -35,6 +35,7 @@ from privacy.dsr.model import (
     DsrStateError,
     ExportExpiredError,
     ExportNotReadyError,
+    MultiplePersonsError,
 )
 from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.webhooks import WebhookVerificationError
@@ -79,6 +80,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (DsrNotFoundError, 404, "Data-subject request not found"),
     (DsrConflictError, 409, "Request id already used"),
     (DsrStateError, 409, "Request state does not allow this"),
+    (MultiplePersonsError, 409, "Identities resolve to several persons"),
     (ExportNotReadyError, 409, "Export not available"),
     (ExportExpiredError, 410, "Export expired"),
     (ConsentAuditError, 503, "Consent recorded, audit entry not written"),
@@ -139,6 +141,8 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
         # is the same for an unknown source as for a wrong secret (no_valid_signature).
         headers = {"WWW-Authenticate": 'StandardWebhooks realm="idgraph"'}
         extensions["reason"] = exc.reason
+    if isinstance(exc, MultiplePersonsError):
+        extensions["persons"] = exc.persons
     detail = str(exc)
     if isinstance(exc, BatchValidationError):
         extensions["errors"] = [

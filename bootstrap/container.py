@@ -520,8 +520,15 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
             settings.webhook_replay_path, retention_s=settings.webhook_replay_retention_seconds
         )
         stack.callback(replay_guard.close)
+        # Objections to any declared purpose (and restrictions) follow the person across splits.
         engine = ResolutionEngine(
-            store, keyring, policy, sealer=vault, outbound_events=settings.outbound_events
+            store,
+            keyring,
+            policy,
+            sealer=vault,
+            person_decision_purposes=purposes.ids,
+            keep_restricted_apart=settings.restricted_ingest == "separate",
+            outbound_events=settings.outbound_events,
         )
         container = Container(
             settings=settings,

@@ -77,6 +77,7 @@ def dsr_config(settings: Settings) -> DsrConfig:
         webhook_backoff=timedelta(seconds=settings.dsr_webhook_backoff_seconds),
         webhook_timeout_seconds=settings.dsr_webhook_timeout_seconds,
         default_region=settings.default_region,
+        unread_retention_days=settings.retention_unread_days,
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, StringConstraints, field_validator, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from privacy.consent.mappers import WebhookSourceConfig
+from privacy.dsr.deadlines import DEFAULT_DEADLINES
 
 
 class Environment(StrEnum):
@@ -106,13 +107,12 @@ class Settings(BaseSettings):
     # twice the +-5 minute signature tolerance; longer also absorbs a sender's late retries.
     webhook_replay_retention_seconds: Annotated[int, Field(ge=600, le=30 * 86_400)] = 3 * 86_400
 
-    # Data-subject requests (docs/dsr.md). Deadlines per regulation, ISO 8601 periods (PnM, PnD):
-    # the answer is due `initial` after the submitted time, extendable once by `extension`.
+    # Data-subject requests (docs/dsr.md). Deadlines per regulation, ISO 8601 periods (PnM, PnD)
+    # or business days (PnBD): the answer is due `initial` after the earlier of receipt and the
+    # submitted time (in UTC), extendable once by `extension` before the due date; a request
+    # type key (e.g. `objection`) gives that type its own, non-extendable period.
     dsr_deadlines: dict[str, dict[str, str]] = Field(
-        default_factory=lambda: {
-            "gdpr": {"initial": "P1M", "extension": "P2M"},
-            "ccpa": {"initial": "P45D", "extension": "P45D"},
-        }
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_DEADLINES.items()}
     )
     dsr_default_regulation: str = "gdpr"
     # How long an access/portability export can be downloaded; then it is destroyed.
@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     # Retention sweeper: persons without activity for this many days are erased (0 = never);
     # facts no purpose may read are kept this many days for review, then deleted.
     retention_inactive_person_days: Annotated[int, Field(ge=0, le=36_500)] = 0
+    # Ingest for a person whose processing is restricted (Art. 18; docs/dsr.md): new data is
+    # stored and not used either way. `separate` (default) also refuses any identifier that would
+    # merge the restricted person with another person; `merge` links as usual.
+    restricted_ingest: Literal["separate", "merge"] = "separate"
     retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
     # Signed audit heads (privacy/audit_heads.py): every this many seconds to the log and to
     # the heads file (default <data dir>/audit-heads.jsonl; better on another volume). 0 = off.

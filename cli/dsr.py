@@ -21,7 +21,14 @@ from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.dsr.export import to_csv
-from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
+from privacy.dsr.model import (
+    DsrAction,
+    DsrCaller,
+    DsrStatus,
+    DsrSubmission,
+    DsrType,
+    MultiplePersonsError,
+)
 from rich.console import Console
 from rich.table import Table
 from services.dsr_views import dsr_out
@@ -79,6 +86,9 @@ def submit(
         Optional[datetime],  # noqa: UP045
         typer.Option(help="When the subject asked (default: now, UTC)."),
     ] = None,
+    confirm_multiple_persons: Annotated[
+        bool, typer.Option(help="The subjects resolve to several persons that are one subject.")
+    ] = False,
 ) -> None:
     """Submit a request; it is processed by the worker or `idgraph dsr process`."""
     pairs: list[tuple[str, str]] = []
@@ -97,6 +107,7 @@ def submit(
         submitted_at=at,
         regulation=regulation,
         purposes=tuple(purposes or ()),
+        confirm_multiple_persons=confirm_multiple_persons,
     )
     with _container() as container:
         try:
@@ -104,6 +115,9 @@ def submit(
         except BatchValidationError as exc:
             for error in exc.errors:
                 console.print(f"[red]{error.field}: {error.message}[/red]")
+            raise typer.Exit(2) from None
+        except MultiplePersonsError as exc:
+            console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
         if not result.created:
             console.print("already submitted with the same content: showing the stored request")
@@ -158,11 +172,17 @@ def cancel(request_id: str) -> None:
 
 @dsr_app.command("extend")
 def extend(
-    request_id: str, reason: Annotated[str, typer.Option(help="No personal data.")] = ""
+    request_id: str,
+    reason: Annotated[str, typer.Option(help="Sent to the subject; no personal data.")],
 ) -> None:
-    """Extend the due date once by the regulation's extension."""
+    """Extend the due date once by the regulation's extension (before the due date)."""
     with _container() as container:
-        container.dsr.extend(request_id, CLI_CALLER, reason)
+        try:
+            container.dsr.extend(request_id, CLI_CALLER, reason)
+        except BatchValidationError as exc:
+            for error in exc.errors:
+                console.print(f"[red]{error.field}: {error.message}[/red]")
+            raise typer.Exit(2) from None
         _show(container, request_id)
 
 

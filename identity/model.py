@@ -125,6 +125,9 @@ class ConsentSignal(StrEnum):
     GPC = "gpc"  # the Global Privacy Control header, Sec-GPC: 1
     OBJECTION = "objection"  # Art. 21 objection (absolute for direct marketing)
     RESTRICTION = "restriction"  # Art. 18 restriction of processing; purpose is "*"
+    # Art. 21(1): an operator's recorded decision that compelling legitimate grounds override an
+    # objection to a legitimate-interest purpose (granted=True; proof: digest of the reasons).
+    COMPELLING_GROUNDS = "compelling_grounds"
 
 
 RESTRICTION_PURPOSE = "*"  # the purpose of restriction records: they apply to every purpose
@@ -223,6 +226,9 @@ class RefusalReason(StrEnum):
     BLOCKED_PATTERN = "blocked_pattern"
     LIMIT_EXCEEDED = "limit_exceeded"
     SUPPRESSED = "suppressed"  # erased at the subject's request (GDPR Art. 17): never re-created
+    # Linking would merge a person whose processing is restricted (Art. 18) with another person:
+    # a merge is processing the restriction forbids (see ResolutionEngine, keep_restricted_apart).
+    RESTRICTED = "restricted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -42,8 +42,10 @@ from identity.errors import ConfigurationError, IdentifierNotFoundError, NotLink
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
+    RESTRICTION_PURPOSE,
     ChangeSet,
     ConsentRecord,
+    ConsentSignal,
     EventOutcome,
     Explanation,
     Fact,
@@ -132,6 +134,8 @@ class _BatchState:
     facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
     consents: list[ConsentRecord] = field(default_factory=list)
     suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
+    restricted: dict[str, bool] = field(default_factory=dict)  # person -> restricted (lazy)
+    lookup_restricted: Callable[[str], bool] = lambda _: False  # reads it in the batch's tx
 
     def find(self, person: str) -> str:
         root = person
@@ -160,6 +164,20 @@ class _Selection:
         )
 
 
+def _restricted(tx: GraphTransaction, person_id: str) -> bool:
+    """Whether the latest restriction record of the person restricts (a tie restricts); the
+    rule of :func:`privacy.consent.state.is_restricted`, which the domain cannot import."""
+    records = [
+        r
+        for r in tx.person_consents(person_id, (RESTRICTION_PURPOSE,))
+        if r.purpose == RESTRICTION_PURPOSE and r.signal is ConsentSignal.RESTRICTION
+    ]
+    if not records:
+        return False
+    top = max(r.at for r in records)
+    return not all(r.granted for r in records if r.at == top)
+
+
 class ResolutionEngine:
     """Links identifiers into persons and answers resolve / explain / unlink."""
 
@@ -173,9 +191,22 @@ class ResolutionEngine:
         node_ids: Callable[[], str] = new_node_id,
         sealer: FactSealer | None = None,
         *,
+        person_decision_purposes: Sequence[str] = (),
+        keep_restricted_apart: bool = True,
         outbound_events: bool = False,
     ) -> None:
         self._store = store
+        # The purposes whose objection records are looked up to carry them across a split
+        # (restriction records, purpose "*", are always carried): see :meth:`unlink`.
+        # Ingest during a restriction (Art. 18): new data is stored on the restricted person (and
+        # not used: every read is denied), but with this on, an event never merges a restricted
+        # person with another person (the identifier that would is refused, reason
+        # "restricted"). Off: merges happen as usual (the merged person is restricted as a
+        # whole, since restriction records follow every identifier of the person).
+        self._keep_restricted_apart = keep_restricted_apart
+        self._decision_purposes = tuple(
+            dict.fromkeys((RESTRICTION_PURPOSE, *person_decision_purposes))
+        )
         self._keyring = keyring
         self._policy = policy
         self._clock = clock
@@ -291,6 +322,7 @@ class ResolutionEngine:
     ) -> list[EventOutcome]:
         state = _BatchState()
         self._load(tx, prepared, state)
+        state.lookup_restricted = lambda person: _restricted(tx, person)
         outcomes = [
             self._resolve_event(event, items, state)
             for event, items in zip(events, prepared, strict=True)
@@ -395,6 +427,15 @@ class ResolutionEngine:
                 if person in selection.union:
                     selection.accepted.append((key, node_id, p))
                     continue
+                if selection.union and self._restricted_merge(state, [person, *selection.union]):
+                    selection.refuse(
+                        p,
+                        RefusalReason.RESTRICTED,
+                        "linking would merge a person whose processing is restricted "
+                        "(Art. 18) with another person",
+                        event,
+                    )
+                    continue
                 tentative = selection.counts + state.counts[person]
                 # The first identifier accepted joins nothing, so it cannot break a limit.
                 broken = (
@@ -414,6 +455,18 @@ class ResolutionEngine:
             if person is not None:
                 selection.union.append(person)
         return selection
+
+    def _restricted_merge(self, state: _BatchState, persons: Sequence[str]) -> bool:
+        """Whether merging ``persons`` is refused because one of them is restricted. Looked up
+        only when a merge of existing persons is about to happen (rare), once per person."""
+        if not self._keep_restricted_apart:
+            return False
+        for person in persons:
+            if person not in state.restricted:
+                state.restricted[person] = state.lookup_restricted(person)
+            if state.restricted[person]:
+                return True
+        return False
 
     def _join(
         self, event: IdentityEvent, selection: _Selection, state: _BatchState
@@ -631,6 +684,28 @@ class ResolutionEngine:
 
         return self._store.write(run)
 
+    def _carried_decisions(
+        self,
+        tx: GraphTransaction,
+        person: str,
+        parts: Sequence[Collection[str]],
+        now: datetime,
+    ) -> tuple[ConsentRecord, ...]:
+        """Copies of the person's restriction and objection records for each split-off part,
+        anchored to the part's first node (see :meth:`unlink`)."""
+        if not parts:
+            return ()
+        decisions = [
+            r
+            for r in tx.person_consents(person, self._decision_purposes)
+            if r.signal in (ConsentSignal.RESTRICTION, ConsentSignal.OBJECTION)
+        ]
+        return tuple(
+            replace(record, record_id=new_consent_id(), node_id=min(part), recorded_at=now)
+            for part in parts
+            for record in decisions
+        )
+
     def _find_pair(
         self, tx: GraphTransaction, a: NormalizedIdentifier, b: NormalizedIdentifier
     ) -> tuple[IdentifierNode, IdentifierNode]:
@@ -666,6 +741,14 @@ class ResolutionEngine:
         The part holding the most identifiers keeps the person id; every other part becomes a new
         person with a new random id. Facts are anchored to identifier nodes, so each part keeps
         the facts of its own identifiers without anything being copied.
+
+        Restriction (Art. 18) and objection (Art. 21) records are the exception: they are the
+        subject's decisions about *the person*, not about one identifier, so a split must not
+        leave a part unrestricted because the request happened to arrive with an identifier of
+        the other part. Every new part gets a copy of the person's whole restriction/objection
+        history (same purpose, decision, time, basis and proof; a new record id), so the derived
+        state (:mod:`privacy.consent.state`) is the same on both sides of the split, and a later
+        lift reaches both through the identifiers the subject names.
         """
 
         def run(tx: GraphTransaction) -> UnlinkResult:
@@ -687,7 +770,10 @@ class ResolutionEngine:
                 new_person = self._person_ids()
                 new_persons.append(PersonRecord(new_person, now, now))
                 reassigned.update(dict.fromkeys(part, new_person))
-            tx.apply(ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned))
+            carried = self._carried_decisions(tx, person, parts[1:], now)
+            tx.apply(
+                ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned, consents=carried)
+            )
             return UnlinkResult(
                 removed_links=removed,
                 split=len(parts) > 1,

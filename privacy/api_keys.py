@@ -36,6 +36,9 @@ class Scope(StrEnum):
     CONSENT = "consent"  # record consent signals (POST /v1/consent)
     READ = "read"  # purpose-bound reads: profiles, audiences, features (needs purposes too)
     DSR = "dsr"  # data-subject requests (erasure, access, ...)
+    # Record that compelling legitimate grounds override an objection (Art. 21(1)): a decision
+    # against the subject's wish, so kept apart from the everyday `dsr` scope.
+    DSR_OVERRIDE = "dsr_override"
     METRICS = "metrics"  # read GET /metrics (for a Prometheus scraper: no data about persons)
     ADMIN = "admin"
 

@@ -452,6 +452,12 @@ class AuditLog(Protocol):
         """
         ...
 
+    def mentioning(self, ref: str, after_seq: int = 0, limit: int = 1_000) -> list[AuditEntry]:
+        """Entries about the person ``ref`` (a :meth:`person_ref`): those whose ``person_id`` is
+        ``ref`` and those listing it in ``details.refs`` (audience and feature pages, which name
+        many persons per entry), oldest first; page like :meth:`entries`."""
+        ...
+
     def verify(
         self, anchor: AuditHead | None = None, batch_size: int = DEFAULT_VERIFY_BATCH
     ) -> AuditVerification:
@@ -609,6 +615,21 @@ class SqliteAuditLog:
                     "WHERE person_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                     (person_id, after_seq, limit),
                 ).fetchall()
+        return [_entry(tuple(row)) for row in rows]
+
+    def mentioning(self, ref: str, after_seq: int = 0, limit: int = 1_000) -> list[AuditEntry]:
+        """Entries whose ``person_id`` is ``ref`` or whose ``details.refs`` lists it (a scan of
+        the log: an access request is rare, and an index on a JSON list would cost every append)."""
+        if not 1 <= limit <= MAX_ENTRIES_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_ENTRIES_LIMIT}")
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? AND (person_id = ? OR ("  # noqa: S608 - constant column list
+                "json_valid(details) AND json_type(details, '$.refs') = 'array' AND EXISTS "
+                "(SELECT 1 FROM json_each(details, '$.refs') WHERE value = ?))) "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, ref, ref, limit),
+            ).fetchall()
         return [_entry(tuple(row)) for row in rows]
 
     def _batch(self, after: int, size: int) -> list[_Row]:

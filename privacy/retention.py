@@ -8,7 +8,10 @@ limitation) and the sweeper deletes it. A category no purpose reads at all (``sp
 by default, and the ``unknown`` category of quarantined unknown keys) is kept ``unread`` days
 (``IDGRAPH_RETENTION_UNREAD_DAYS``, default 30: time to review quarantined values), then deleted.
 Quarantined facts follow the same rules as active ones. Kept raw identifiers are not facts of a
-category: they live as long as their identifier.
+category: they live as long as their identifier. Facts of a person whose processing is restricted
+(Art. 18) are not deleted either: the subject asked for them to be *kept* (typically to establish
+or defend a claim, Art. 18(1)(c)); storage is the one operation a restriction allows. They are
+counted (``facts_restricted_kept``) and swept on the first run after the restriction is lifted.
 
 Persons without activity (``last_seen``) for ``inactive_person`` are erased whole through the
 erasure service, **without suppression**: nobody asked for them to stay away, so when they come
@@ -91,6 +94,7 @@ class RetentionReport:
 
     facts_scanned: int = 0
     facts_deleted: int = 0
+    facts_restricted_kept: int = 0
     deleted_by_category: Mapping[str, int] = field(default_factory=dict)
     persons_scanned: int = 0
     persons_inactive: int = 0
@@ -137,6 +141,7 @@ class RetentionSweeper:
                     details={
                         "facts_scanned": report.facts_scanned,
                         "facts_deleted": report.facts_deleted,
+                        "facts_restricted_kept": report.facts_restricted_kept,
                         "persons_scanned": report.persons_scanned,
                         "persons_erased": report.persons_erased,
                         "persons_restricted_kept": report.persons_restricted_kept,
@@ -150,35 +155,59 @@ class RetentionSweeper:
     def _sweep_facts(
         self, now: datetime, batch_size: int, progress: Callable[[RetentionReport], None] | None
     ) -> RetentionReport:
-        scanned = 0
+        scanned = kept = 0
         by_category: Counter[str] = Counter()
+        restricted = self._restricted_nodes(batch_size)
         for status in (FactStatus.ACTIVE, FactStatus.QUARANTINED):
             after = ""
             while True:
 
                 def page(
                     tx: GraphTransaction, after: str = after, status: FactStatus = status
-                ) -> tuple[int, Counter[str], str | None]:
+                ) -> tuple[int, Counter[str], int, str | None]:
                     facts = tx.facts_page(status, after, batch_size)
-                    expired = [
+                    due = [
                         f
                         for f in facts
                         if f.kind in SWEPT_KINDS and f.at + self.rules.retention(f.category) <= now
                     ]
+                    expired = [f for f in due if f.node_id not in restricted]
                     if expired:
                         tx.delete_facts([f.fact_id for f in expired])
                     last = facts[-1].fact_id if len(facts) == batch_size else None
-                    return len(facts), Counter(f.category for f in expired), last
+                    held = len(due) - len(expired)
+                    return len(facts), Counter(f.category for f in expired), held, last
 
-                count, deleted, last = self._graph.write(page)
+                count, deleted, held, last = self._graph.write(page)
                 scanned += count
+                kept += held
                 by_category.update(deleted)
                 if progress is not None:
-                    progress(_facts_report(scanned, by_category))
+                    progress(_facts_report(scanned, by_category, kept))
                 if last is None:
                     break
                 after = last
-        return _facts_report(scanned, by_category)
+        return _facts_report(scanned, by_category, kept)
+
+    def _restricted_nodes(self, batch_size: int) -> frozenset[str]:
+        """The identifier nodes of every person whose processing is restricted now.
+
+        A member scan without purposes returns only restriction records, so this is one pass
+        over the persons plus one cluster read per restricted person (few, by nature).
+        """
+        scan = MemberScan()
+        persons: list[str] = []
+        after = ""
+        while rows := self._graph.read(
+            lambda tx, after=after: tx.member_page(scan, after, batch_size)  # type: ignore[misc]
+        ):
+            persons.extend(r.person_id for r in rows if is_restricted(r.consents)[0])
+            after = rows[-1].person_id
+        if not persons:
+            return frozenset()
+        return frozenset(
+            self._graph.read(lambda tx: [n.node_id for p in persons for n in tx.cluster(p).nodes])
+        )
 
     def _sweep_persons(
         self,
@@ -215,10 +244,11 @@ class RetentionSweeper:
         return _with_persons(report, scanned, inactive, kept, erased, totals)
 
 
-def _facts_report(scanned: int, by_category: Counter[str]) -> RetentionReport:
+def _facts_report(scanned: int, by_category: Counter[str], kept: int) -> RetentionReport:
     return RetentionReport(
         facts_scanned=scanned,
         facts_deleted=sum(by_category.values()),
+        facts_restricted_kept=kept,
         deleted_by_category=dict(sorted(by_category.items())),
     )
 
@@ -234,6 +264,7 @@ def _with_persons(
     return RetentionReport(
         facts_scanned=report.facts_scanned,
         facts_deleted=report.facts_deleted,
+        facts_restricted_kept=report.facts_restricted_kept,
         deleted_by_category=report.deleted_by_category,
         persons_scanned=scanned,
         persons_inactive=inactive,

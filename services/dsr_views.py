@@ -47,6 +47,7 @@ class DsrOut(StrictModel):
     submitted_time: datetime
     received_at: datetime
     due_at: datetime
+    overdue: bool  # still open at or after its due date (also when received already late)
     extended: bool
     subject_types: list[str]
     requester: str
@@ -98,6 +99,7 @@ def dsr_out(request: DsrRequest, now: datetime) -> DsrOut:
         submitted_time=request.submitted_at,
         received_at=request.received_at,
         due_at=request.due_at,
+        overdue=not request.status.terminal and request.due_at <= now,
         extended=request.extended,
         subject_types=list(request.subject_types),
         requester=request.requester,

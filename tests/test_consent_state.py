@@ -317,10 +317,18 @@ def test_a_withdrawn_objection_leaves_the_purpose_at_its_default(purposes: Purpo
     assert state(purposes, "fraud_prevention", objection, withdrawn) == ConsentState(
         True, ConsentReason.DEFAULT_GRANT
     )
-    # A standing objection to a purpose that is not direct marketing is a denial in the timeline.
-    assert state(purposes, "fraud_prevention", objection) == ConsentState(
-        False, ConsentReason.DENIED, objection.record_id
+    # A standing objection to a legitimate-interest purpose denies it whatever consent says later
+    # (Art. 21(1)); only compelling grounds recorded at or after it allow the purpose again.
+    later_consent = rec("fraud_prevention", True, T + timedelta(days=2))
+    assert state(purposes, "fraud_prevention", objection, later_consent) == ConsentState(
+        False, ConsentReason.OBJECTED, objection.record_id
     )
+    grounds = rec("fraud_prevention", True, T + timedelta(days=3), ConsentSignal.COMPELLING_GROUNDS)
+    assert state(purposes, "fraud_prevention", objection, grounds) == ConsentState(
+        True, ConsentReason.COMPELLING_GROUNDS, grounds.record_id
+    )
+    stale = rec("fraud_prevention", True, T - timedelta(days=1), ConsentSignal.COMPELLING_GROUNDS)
+    assert state(purposes, "fraud_prevention", objection, stale).reason is ConsentReason.OBJECTED
 
 
 def test_a_withdrawn_objection_keeps_the_consents_around_it(purposes: PurposesPolicy) -> None:
@@ -341,6 +349,7 @@ def test_consent_reasons_keep_their_wire_values() -> None:
         "DEFAULT_DENY": "no_consent",
         "BASIS_WITHOUT_CONSENT": "basis_without_consent",
         "OBJECTED": "objected",
+        "COMPELLING_GROUNDS": "compelling_grounds",
         "RESTRICTED": "restricted",
         "EXPIRED": "consent_expired",
     }

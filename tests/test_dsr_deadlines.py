@@ -23,11 +23,13 @@ def test_a_period_parses_months_and_days(text: str, period: Period) -> None:
     assert Period.parse(text) == period
 
 
-@pytest.mark.parametrize("text", ["P", "", "1M", "P1W", "P1D1M", "P1000M", "P10000D", "PT1H"])
+@pytest.mark.parametrize(
+    "text", ["P", "", "1M", "P1W", "P1D1M", "P1000M", "P10000D", "PT1H", "P0BD", "P1000BD"]
+)
 def test_a_period_that_is_not_months_and_days_is_refused_naming_it(text: str) -> None:
     with pytest.raises(ValueError, match="must look like") as raised:
         Period.parse(text)
-    assert str(raised.value) == f"period {text!r} must look like P1M, P45D or P1M15D"
+    assert str(raised.value) == f"period {text!r} must look like P1M, P45D, P1M15D or P15BD"
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,11 @@ def test_a_period_prints_as_it_is_written() -> None:
 def test_the_default_deadlines_are_gdpr_and_ccpa() -> None:
     assert parse_deadlines(DEFAULT_DEADLINES) == {
         "gdpr": Deadline(Period(1), Period(2)),
-        "ccpa": Deadline(Period(0, 45), Period(0, 45)),
+        "ccpa": Deadline(
+            Period(0, 45),
+            Period(0, 45),
+            {"objection": Period(business_days=15), "restriction": Period(business_days=15)},
+        ),
     }
 
 
@@ -86,7 +92,7 @@ def test_the_default_deadlines_are_gdpr_and_ccpa() -> None:
         ({"lgpd": {"extension": "P15D"}}, "deadline of 'lgpd' lacks 'initial'"),
         (
             {"lgpd": {"initial": "15 days", "extension": "P15D"}},
-            "deadline of 'lgpd': period '15 days' must look like P1M, P45D or P1M15D",
+            "deadline of 'lgpd': period '15 days' must look like P1M, P45D, P1M15D or P15BD",
         ),
     ],
 )
@@ -109,3 +115,16 @@ def test_a_configured_regulation_keeps_its_own_periods() -> None:
         "lgpd": Deadline(Period(0, 15), Period(0, 15)),
         "a_1": Deadline(Period(1), Period(1)),
     }
+
+
+def test_business_days_skip_weekends_and_a_typed_period_cannot_be_extended() -> None:
+    friday = datetime(2026, 3, 6, 17, tzinfo=UTC)
+    assert Period.parse("P1BD").after(friday) == datetime(2026, 3, 9, 17, tzinfo=UTC)
+    assert Period.parse("P15BD").after(friday) == datetime(2026, 3, 27, 17, tzinfo=UTC)
+    assert str(Period.parse("p15bd")) == "P15BD"
+    ccpa = parse_deadlines(DEFAULT_DEADLINES)["ccpa"]
+    assert ccpa.period("objection") == Period(business_days=15)
+    assert ccpa.period("access") == Period(0, 45)
+    assert (ccpa.extendable("objection"), ccpa.extendable("erasure")) == (False, True)
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_deadlines({"ccpa": {"initial": "P45D", "extension": "P45D", "opt_out": "P15BD"}})

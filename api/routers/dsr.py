@@ -76,12 +76,36 @@ class DsrCreate(StrictModel):
     callback_urls: Annotated[list[Annotated[str, Field(max_length=2048)]], Field(max_length=5)] = (
         Field(default_factory=list)
     )
+    confirm_multiple_persons: bool = Field(
+        default=False,
+        description="The identities resolve to several persons and the caller checked that they "
+        "are one data subject (otherwise 409 with the number of persons).",
+    )
 
 
 class ExtendRequest(StrictModel):
     """Why the deadline is extended (kept in the audit log: no personal data)."""
 
     reason: Annotated[str, Field(max_length=200)] = ""
+
+
+class CompellingGroundsIn(StrictModel):
+    """An operator's decision that compelling legitimate grounds override an objection."""
+
+    subject_identities: Annotated[list[IdentifierIn], Field(min_length=1, max_length=20)]
+    purposes: Annotated[
+        list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]],
+        Field(min_length=1, max_length=50),
+    ]
+    reason: Annotated[str, Field(max_length=500)]
+
+
+class CompellingGroundsOut(StrictModel):
+    """What the decision reached."""
+
+    persons: int
+    consent_records: int
+    subjects_not_found: int
 
 
 class DsrList(StrictModel):
@@ -114,10 +138,32 @@ def submit(body: DsrCreate, service: Dsr, caller: Caller) -> Response:
         regulation=body.regulation,
         purposes=body.purposes,
         callback_urls=body.callback_urls,
+        confirm_multiple_persons=body.confirm_multiple_persons,
     )
     submitted = service.submit(submission, caller)
     out = dsr_out(submitted.request, service.clock())
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if submitted.created else 200)
+
+
+@router.post(
+    "/compelling-grounds",
+    response_model=CompellingGroundsOut,
+    responses={**PROBLEMS, **JSON_BODY_PROBLEMS},
+)
+def compelling_grounds(
+    body: CompellingGroundsIn,
+    service: Dsr,
+    key: Annotated[ApiKey, Depends(require(Scope.DSR_OVERRIDE))],
+) -> CompellingGroundsOut:
+    """Record that compelling legitimate grounds override the subject's objection (scope
+    `dsr_override`; Art. 21(1)); audited with the reason."""
+    counts = service.record_compelling_grounds(
+        [(i.type, i.value) for i in body.subject_identities],
+        body.purposes,
+        body.reason,
+        api_key_actor(key.key_id),
+    )
+    return CompellingGroundsOut(**counts)
 
 
 @router.get("", response_model=DsrList, responses=PROBLEMS)

@@ -13,14 +13,22 @@ Rules, in order (each one a GDPR requirement, not a preference):
 3. **Absolute objection** (Art. 21(3)): for a ``direct_marketing`` purpose, an objection is
    lifted only by the subject withdrawing it (a later objection record with ``granted=True``),
    never by a consent string or a webhook.
-4. **Latest decision wins** among consent signals and objections for the purpose, across all the
+4. **Objection to a legitimate-interest purpose** (Art. 21(1)): a standing objection denies the
+   purpose whatever consent signals say later (a CMP toggle is not the subject withdrawing the
+   objection, and the controller may not rely on consent to process what it claimed as a
+   legitimate interest). Only the subject lifting the objection (an objection record with
+   ``granted=True``) or an operator's recorded decision that compelling legitimate grounds
+   override it (signal ``compelling_grounds``, at or after the objection) allows it again.
+   Objections to contract / legal-obligation purposes are refused at submission (Art. 21 does not
+   apply to them), so rule 2 never hides one.
+5. **Latest decision wins** among consent signals and objections for the purpose, across all the
    person's identifiers, by the time the subject decided (``at``). A tie at the latest time
    denies: when two sources disagree about the same moment, the safe answer is no.
-5. **Expiry**: a latest decision that is a grant stops allowing reads once it is older (by
+6. **Expiry**: a latest decision that is a grant stops allowing reads once it is older (by
    ``at``, when the person decided) than the purpose's ``consent_expiry_days`` or, for a grant
    from a TC string (signal ``tcf``), than ``tcf.consent_max_age_days`` (TCF's 13-month
    re-prompt). The reason is ``consent_expired``, so explain and audit say why.
-6. **No record**: the purpose's default (always ``deny`` for consent-based purposes).
+7. **No record**: the purpose's default (always ``deny`` for consent-based purposes).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
-from privacy.purposes import Default, Purpose
+from privacy.purposes import Default, LawfulBasis, Purpose
 
 
 class ConsentReason(StrEnum):
@@ -43,7 +51,8 @@ class ConsentReason(StrEnum):
     DEFAULT_GRANT = "default_grant"  # no record; the purpose defaults to grant
     DEFAULT_DENY = "no_consent"  # no record; the purpose defaults to deny
     BASIS_WITHOUT_CONSENT = "basis_without_consent"  # contract / legal obligation
-    OBJECTED = "objected"  # an absolute objection (direct marketing)
+    OBJECTED = "objected"  # a standing objection (direct marketing, legitimate interest)
+    COMPELLING_GROUNDS = "compelling_grounds"  # objection overridden by a recorded decision
     RESTRICTED = "restricted"  # processing restricted (Art. 18)
     EXPIRED = "consent_expired"  # the latest grant is older than the policy's consent age
 
@@ -107,10 +116,13 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
     if not purpose.consent_applies:
         return ConsentState(True, ConsentReason.BASIS_WITHOUT_CONSENT)
     objections = [r for r in relevant if r.signal is ConsentSignal.OBJECTION]
+    overrides = [r for r in relevant if r.signal is ConsentSignal.COMPELLING_GROUNDS]
+    relevant = [r for r in relevant if r.signal is not ConsentSignal.COMPELLING_GROUNDS]
     if objections:
-        withdrawn, record_id, _ = _latest(objections)
-        if not withdrawn and purpose.direct_marketing:
-            return ConsentState(False, ConsentReason.OBJECTED, record_id)
+        withdrawn, _, _ = _latest(objections)
+        standing = None if withdrawn else _standing_objection(purpose, objections, overrides)
+        if standing is not None:
+            return standing
         # A withdrawn objection is not a consent: it only takes the objections out of the
         # timeline. A standing one stays in it as a denial (a later consent can outweigh it).
         relevant = [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not withdrawn]
@@ -126,6 +138,26 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
             return ConsentState(False, ConsentReason.EXPIRED, record_id)
         return ConsentState(True, ConsentReason.GRANTED, record_id)
     return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)
+
+
+def _standing_objection(
+    purpose: Purpose, objections: list[ConsentRecord], overrides: list[ConsentRecord]
+) -> ConsentState | None:
+    """The state a standing objection decides (rules 3 and 4), ``None`` when the timeline does.
+
+    Direct marketing: absolute. Legitimate interest: denied unless an operator recorded
+    compelling grounds at or after the latest objection record.
+    """
+    _, record_id, _ = _latest(objections)
+    if purpose.direct_marketing:
+        return ConsentState(False, ConsentReason.OBJECTED, record_id)
+    if purpose.lawful_basis is not LawfulBasis.LEGITIMATE_INTEREST:
+        return None
+    latest = max(r.at for r in objections)
+    decision = max((r for r in overrides if r.at >= latest), key=lambda r: r.at, default=None)
+    if decision is None:
+        return ConsentState(False, ConsentReason.OBJECTED, record_id)
+    return ConsentState(True, ConsentReason.COMPELLING_GROUNDS, decision.record_id)
 
 
 def _expired(

@@ -94,6 +94,23 @@ class DsrStateError(DsrError):
     code = "dsr-state-conflict"
 
 
+class MultiplePersonsError(DsrError):
+    """The subject identities resolve to several persons and the caller did not confirm (409).
+
+    Two persons may be two people (a shared family email and someone else's phone): acting on
+    both silently could hand one person's data to another, or erase a stranger.
+    """
+
+    code = "dsr-multiple-persons"
+
+    def __init__(self, persons: int) -> None:
+        self.persons = persons
+        super().__init__(
+            f"the subject identities resolve to {persons} different persons; check that they "
+            "belong to the same data subject and resubmit with confirm_multiple_persons: true"
+        )
+
+
 class ExportNotReadyError(DsrError):
     """The export of an access request is not available (yet, or for this type) (409)."""
 
@@ -210,6 +227,8 @@ class DsrSubmission:
     regulation: str | None = None
     purposes: Sequence[str] = ()
     callback_urls: Sequence[str] = ()
+    # The caller checked that identities resolving to several persons are one data subject.
+    confirm_multiple_persons: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ from privacy.dsr.model import (
     DsrType,
     ExportExpiredError,
     ExportNotReadyError,
+    MultiplePersonsError,
     NewRequest,
     SubjectHash,
 )
@@ -158,6 +159,7 @@ class DsrConfig:
     webhook_backoff_cap: timedelta = timedelta(hours=1)
     webhook_timeout_seconds: float = 10.0
     default_region: str | None = None  # for phone numbers without a country code
+    unread_retention_days: int = 30  # retention of categories no purpose reads (exports say it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +220,8 @@ class DsrService:
         self._recipient_name = recipient_name
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
-        self.on_queue: Callable[[int, float], None] | None = None
+        # Called with (depth, oldest age in seconds, overdue requests) (metrics).
+        self.on_queue: Callable[[int, float, int], None] | None = None
         # A shred whose WAL truncation was blocked by a reader; True at start so the first
         # worker pass also finishes one a previous process left pending.
         self.truncation_pending = True
@@ -244,6 +247,9 @@ class DsrService:
         existing = self.store.get(new.request_id)
         if existing is not None:
             return Submitted(self._replayed(existing, submission, subjects, caller), created=False)
+        persons = len({node.person_id for _, node in self._find(subjects)})
+        if persons > 1 and not submission.confirm_multiple_persons:
+            raise MultiplePersonsError(persons)
         key_id = self._keyring.primary_key_id
         fingerprint = self._fingerprint(submission, subjects, key_id)
         unique = {(s.type, s.value): s for s in subjects}
@@ -253,11 +259,10 @@ class DsrService:
             SUBJECTS_FIELD,
             json.dumps([[s.type, s.value] for s in unique.values()]).encode(),
         )
-        deadline = self.config.deadlines[new.regulation]
         stored = self.store.insert(
             new,
             received_at=now,
-            due_at=deadline.initial.after(new.submitted_at),
+            due_at=self.due_date(new, now),
             subject_types=sorted({s.type for s in unique.values()}),
             subject_hashes=[SubjectHash(h.type, h.key_id, h.digest.hex()) for h in hashes],
             requester=requester,
@@ -283,6 +288,7 @@ class DsrService:
                     "regulation": new.regulation,
                     "subject_types": sorted({s.type for s in subjects}),
                     "due_at": _iso(stored.request.due_at),
+                    "overdue_at_intake": stored.request.due_at <= now,
                 },
             )
         )
@@ -295,6 +301,19 @@ class DsrService:
         )
         self.publish_queue()
         return Submitted(stored.request, created=True)
+
+    def due_date(self, new: NewRequest, received_at: datetime) -> datetime:
+        """When the answer is due: the regulation's period for the type, counted from the
+        earlier of receipt and the submitted time, in UTC.
+
+        The earlier one: a subject's request made on 1 March and forwarded on 10 March is due a
+        month after 1 March (Art. 12(3) runs from receipt by the controller, of which a DSR tool
+        is a part), and a ``submitted_time`` in the future cannot start the clock late. In UTC:
+        the same instant written with two offsets must give one due date (calendar arithmetic on
+        a local wall-clock time would land 24 h apart across a midnight).
+        """
+        start = min(new.submitted_at, received_at).astimezone(UTC)
+        return self.config.deadlines[new.regulation].period(new.type.value).after(start)
 
     def _validate(
         self, submission: DsrSubmission, now: datetime
@@ -335,15 +354,7 @@ class DsrService:
             )
         errors.extend(_submitted_time_problems(new.submitted_at, now))
         if new.type is DsrType.OBJECTION:
-            if not new.purposes:
-                bad("#/purposes", "required", "an objection names the purposes objected to")
-            for index, purpose in enumerate(new.purposes):
-                if self._purposes.get(purpose) is None:
-                    bad(
-                        f"#/purposes/{index}",
-                        "unknown_purpose",
-                        "unknown purpose; declared: " + ", ".join(self._purposes.ids),
-                    )
+            errors.extend(self._objection_problems(new.purposes))
         elif new.purposes:
             bad("#/purposes", "not_allowed", "only objection requests name purposes")
         if new.action is DsrAction.LIFT and new.type not in (
@@ -360,6 +371,40 @@ class DsrService:
         if errors:
             raise BatchValidationError(errors)
         return new, subjects
+
+    def _objection_problems(self, purposes: Sequence[str]) -> list[InvalidFieldError]:
+        """What is wrong with the purposes of an objection (none named, unknown, or processed
+        on a basis Art. 21 does not cover)."""
+        if not purposes:
+            return [
+                InvalidFieldError(
+                    "required", "an objection names the purposes objected to", "#/purposes"
+                )
+            ]
+        problems = []
+        for index, purpose_id in enumerate(purposes):
+            purpose = self._purposes.get(purpose_id)
+            if purpose is None:
+                problems.append(
+                    InvalidFieldError(
+                        "unknown_purpose",
+                        "unknown purpose; declared: " + ", ".join(self._purposes.ids),
+                        f"#/purposes/{index}",
+                    )
+                )
+            elif not purpose.consent_applies:
+                # Art. 21 covers processing on legitimate interest (and direct marketing);
+                # "completing" an objection to a contract or legal-obligation purpose would
+                # tell the subject something that changes nothing.
+                problems.append(
+                    InvalidFieldError(
+                        "objection_not_applicable",
+                        f"{purpose_id!r} is processed on {purpose.lawful_basis.value}; Art. 21 "
+                        "objections apply to legitimate-interest and consent purposes only",
+                        f"#/purposes/{index}",
+                    )
+                )
+        return problems
 
     def _submitted_subjects(
         self, submission: DsrSubmission, errors: list[InvalidFieldError]
@@ -500,14 +545,66 @@ class DsrService:
         return self._get(request_id)
 
     def extend(self, request_id: str, caller: DsrCaller, reason: str = "") -> DsrRequest:
-        """Extend the due date once by the regulation's extension (409 if done or closed)."""
+        """Extend the due date once by the regulation's extension.
+
+        GDPR Art. 12(3): the subject must be told of an extension, with the reasons, within the
+        first month; so an extension needs a reason (422 without one), is refused once the
+        original due date has passed (409), and is sent to the request's callback URLs (the
+        subject's side) as a signed ``dsr.<type>.extended`` webhook with the new due date and the
+        reason, in the same transaction as the new due date. Types with their own period (CCPA
+        opt-outs) cannot be extended (409).
+        """
         actor = caller.actor
         request = self.get(request_id, caller)
+        text = reason.strip()
+        if len(text) < 10 or redact_text(text) != text:
+            raise BatchValidationError(
+                [
+                    InvalidFieldError(
+                        "invalid_reason",
+                        "an extension needs its reasons (at least 10 characters, no email "
+                        "address or phone number): they are sent to the subject",
+                        "#/reason",
+                    )
+                ]
+            )
         deadline = self.config.deadlines.get(request.regulation)
         if deadline is None:
             raise DsrStateError(f"regulation {request.regulation!r} has no configured deadline")
-        due = deadline.extension.after(request.due_at)
-        if not self.store.extend(request_id, due):
+        if not deadline.extendable(request.type.value):
+            raise DsrStateError(
+                f"{request.regulation} {request.type.value} requests cannot be extended"
+            )
+        now = self.clock()
+        if now >= request.due_at:
+            raise DsrStateError(
+                f"request {request_id!r} was due at {_iso(request.due_at)}; an extension must be "
+                "decided and told to the subject before the original due date"
+            )
+        due = deadline.extension.after(request.due_at.astimezone(UTC))
+        event = f"dsr.{request.type.value}.extended"
+        body = json.dumps(
+            {
+                "type": event,
+                "timestamp": _iso(now),
+                "data": {
+                    "request_id": request.request_id,
+                    "request_type": request.type.value,
+                    "status": request.status.value,
+                    "regulation": request.regulation,
+                    "original_due_at": _iso(request.due_at),
+                    "due_at": _iso(due),
+                    "reason": text,
+                },
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
+        deliveries = [
+            (f"callback:{index}", url, new_webhook_id(), event, body)
+            for index, url in enumerate(request.callback_urls)
+        ]
+        if not self.store.extend(request_id, due, now=now, deliveries=deliveries):
             raise DsrStateError(
                 f"request {request_id!r} cannot be extended: already extended, or no longer open"
             )
@@ -515,8 +612,12 @@ class DsrService:
             AuditDraft(
                 actor=actor,
                 action="dsr.extended",
-                reason=reason or "deadline extended",
-                details={"request_id": request_id, "due_at": _iso(due)},
+                reason=text,
+                details={
+                    "request_id": request_id,
+                    "due_at": _iso(due),
+                    "subject_notified": len(deliveries),
+                },
             )
         )
         return self._get(request_id)
@@ -593,9 +694,10 @@ class DsrService:
     def publish_queue(self) -> tuple[int, float]:
         """The queue's depth and oldest age (seconds); also given to the metrics hook."""
         depth, oldest = self.store.queue()
+        overdue = self.store.overdue(self.clock())
         age = max((self.clock() - oldest).total_seconds(), 0.0) if oldest else 0.0
         if self.on_queue is not None:
-            self.on_queue(depth, age)
+            self.on_queue(depth, age, overdue)
         return depth, age
 
     def process_pending(self, limit: int = 10) -> WorkReport:
@@ -710,7 +812,7 @@ class DsrService:
             counts["exports_destroyed"] = self.destroy_person_exports(persons)
             return counts, None, []
         if request.type in EXPORT_TYPES:
-            counts, document = self._export(request, nodes)
+            counts, document = self._export(request, nodes, [s.type for s in subjects])
             return counts, document, sorted({node.person_id for _, node in nodes})
         return self._record_consents(request, subjects, nodes), None, []
 
@@ -740,10 +842,15 @@ class DsrService:
         return out
 
     def _export(
-        self, request: DsrRequest, nodes: Iterable[tuple[int, IdentifierNode]]
+        self,
+        request: DsrRequest,
+        nodes: Iterable[tuple[int, IdentifierNode]],
+        subject_types: Sequence[str],
     ) -> tuple[dict[str, int], bytes]:
-        person_ids = sorted({node.person_id for _, node in nodes})
+        found = list(nodes)
+        person_ids = sorted({node.person_id for _, node in found})
         purposes = [*self._purposes.ids, RESTRICTION_PURPOSE]
+        portability = request.type is DsrType.PORTABILITY
         persons = exports.collect(
             self._graph,
             self._vault,
@@ -752,8 +859,16 @@ class DsrService:
             purposes,
             person_ids,
             self._recipient_name,
+            exports.ExportPolicy(self._purposes, self.config.unread_retention_days, portability),
         )
-        document = exports.export_document(request.request_id, self.clock(), persons)
+        by_index = {index: node.person_id for index, node in found}
+        identities = [
+            {"index": index, "type": subject_type, "person_id": by_index.get(index)}
+            for index, subject_type in enumerate(subject_types)
+        ]
+        document = exports.export_document(
+            request.request_id, self.clock(), persons, identities, portability
+        )
         tampered = [p for p in persons if p["integrity"]["tampered_values"]]
         if tampered:
             # Altered ciphertext or wrapped keys: an integrity incident, not a shredded key.
@@ -860,6 +975,112 @@ class DsrService:
                 )
             )
         return tuple(inputs)
+
+    # -- compelling legitimate grounds (Art. 21(1)) ------------------------------------------
+
+    def record_compelling_grounds(
+        self,
+        subject_identities: Sequence[tuple[str, str]],
+        purposes: Sequence[str],
+        reason: str,
+        actor: str,
+    ) -> dict[str, int]:
+        """Record an operator's decision that compelling legitimate grounds override the
+        subject's objection to ``purposes`` (legitimate-interest, not direct marketing).
+
+        The only way besides the subject lifting it that an objection to a legitimate-interest
+        purpose stops denying reads (:mod:`privacy.consent.state`, rule 4); a consent signal never
+        does. The decision is a consent record (signal ``compelling_grounds``) on one identifier
+        of each person, and an audit entry carrying the reason. The caller needs the dedicated
+        ``dsr_override`` scope. Every problem is reported in one 422; nothing is written then.
+        """
+        errors: list[InvalidFieldError] = []
+        subjects: tuple[NormalizedIdentifier, ...] = ()
+        try:
+            subjects = normalize_all(
+                subject_identities,
+                self._identity_policy,
+                self.config.default_region,
+                "#/subject_identities",
+            )
+        except BatchValidationError as exc:
+            errors.extend(exc.errors)
+        if not subject_identities:
+            errors.append(
+                InvalidFieldError(
+                    "required", "at least one subject identity is required", "#/subject_identities"
+                )
+            )
+        if not purposes:
+            errors.append(InvalidFieldError("required", "name the purposes", "#/purposes"))
+        for index, purpose_id in enumerate(purposes):
+            purpose = self._purposes.get(purpose_id)
+            if (
+                purpose is None
+                or purpose.direct_marketing
+                or (purpose.lawful_basis.value != "legitimate_interest")
+            ):
+                errors.append(
+                    InvalidFieldError(
+                        "not_overridable",
+                        "compelling grounds override objections to legitimate-interest purposes "
+                        "only (never direct marketing, Art. 21(3))",
+                        f"#/purposes/{index}",
+                    )
+                )
+        text = reason.strip()
+        if len(text) < 10 or redact_text(text) != text:
+            errors.append(
+                InvalidFieldError(
+                    "invalid_reason",
+                    "state the grounds (at least 10 characters, no email address or phone "
+                    "number: the reason is kept in the audit log)",
+                    "#/reason",
+                )
+            )
+        if errors:
+            raise BatchValidationError(errors)
+        now = self.clock()
+        proof = hashlib.sha256(
+            json.dumps(
+                {"actor": actor, "at": _iso(now), "purposes": sorted(purposes), "reason": text},
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        consents = tuple(
+            ConsentInput(
+                p, True, now, ConsentSignal.COMPELLING_GROUNDS, "legitimate_interest", proof
+            )
+            for p in dict.fromkeys(purposes)
+        )
+        nodes = self._find(subjects)
+        anchors: dict[str, NormalizedIdentifier] = {}
+        for index, node in nodes:
+            anchors.setdefault(node.person_id, subjects[index])
+        outcomes = self._engine.ingest(
+            [IdentityEvent((i,), SOURCE, now, consents=consents) for i in anchors.values()]
+        )
+        self._audit_append(
+            *(
+                AuditDraft(
+                    actor=actor,
+                    action="dsr.objection.compelling_grounds",
+                    purpose=consent.purpose,
+                    person_id=self._audit.person_ref(outcome.person_id),
+                    decision="allow",
+                    reason=text,
+                    details={"proof": proof},
+                )
+                for outcome in outcomes
+                if outcome.person_id is not None
+                for consent in consents
+            )
+        )
+        return {
+            "persons": sum(1 for o in outcomes if o.person_id is not None),
+            "consent_records": sum(o.consents_recorded for o in outcomes),
+            "subjects_not_found": len(subjects) - len(nodes),
+        }
 
     # -- webhooks --------------------------------------------------------------------------
 

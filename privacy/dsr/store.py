@@ -234,6 +234,10 @@ class DsrStore(Protocol):
         """How many requests are pending or in progress, and when the oldest was received."""
         ...
 
+    def overdue(self, now: datetime) -> int:
+        """How many pending or in-progress requests are due at or before ``now``."""
+        ...
+
     def claim(self, now: datetime, stale_before: datetime) -> Claimed | None:
         """Take the oldest pending request (or one whose worker vanished before
         ``stale_before``), mark it in progress and count the attempt; ``None`` if none.
@@ -260,8 +264,16 @@ class DsrStore(Protocol):
         """Move a request to the terminal ``status`` if it is in one of ``from_statuses``."""
         ...
 
-    def extend(self, request_id: str, due_at: datetime) -> bool:
-        """Set the extended due date once, while the request is open; ``False`` otherwise."""
+    def extend(
+        self,
+        request_id: str,
+        due_at: datetime,
+        *,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
+    ) -> bool:
+        """Set the extended due date once, while the request is open and not yet due, and
+        enqueue ``deliveries`` (the subject's notice) with it; ``False`` otherwise."""
         ...
 
     def export_blob(self, request_id: str) -> tuple[bytes | None, ExportInfo] | None:
@@ -426,6 +438,15 @@ class SqliteDsrStore:
             ).fetchone()
         return int(count), parse(oldest)
 
+    def overdue(self, now: datetime) -> int:
+        """How many pending or in-progress requests are due at or before ``now``."""
+        with self._tx("BEGIN") as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM requests WHERE status IN (?, ?) AND due_at <= ?",
+                (DsrStatus.PENDING.value, DsrStatus.IN_PROGRESS.value, fmt(now)),
+            ).fetchone()
+        return int(count)
+
     def claim(self, now: datetime, stale_before: datetime) -> Claimed | None:
         """Take the oldest pending request (or one whose worker vanished before
         ``stale_before``), mark it in progress and count the attempt; ``None`` if none."""
@@ -512,35 +533,61 @@ class SqliteDsrStore:
                     "INSERT OR IGNORE INTO export_persons (person_ref, request_id) VALUES (?, ?)",
                     [(ref, request_id) for ref in export_persons],
                 )
-            conn.executemany(
-                "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
-                "payload, state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        request_id,
-                        destination,
-                        url,
-                        webhook_id,
-                        event,
-                        payload,
-                        DeliveryState.PENDING.value,
-                        fmt(now),
-                        fmt(now),
-                    )
-                    for destination, url, webhook_id, event, payload in deliveries
-                ],
-            )
+            self._enqueue(conn, request_id, now, deliveries)
             return True
 
-    def extend(self, request_id: str, due_at: datetime) -> bool:
-        """Set the extended due date once, while the request is open; ``False`` otherwise."""
+    @staticmethod
+    def _enqueue(
+        conn: sqlite3.Connection,
+        request_id: str,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]],
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
+            "payload, state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    request_id,
+                    destination,
+                    url,
+                    webhook_id,
+                    event,
+                    payload,
+                    DeliveryState.PENDING.value,
+                    fmt(now),
+                    fmt(now),
+                )
+                for destination, url, webhook_id, event, payload in deliveries
+            ],
+        )
+
+    def extend(
+        self,
+        request_id: str,
+        due_at: datetime,
+        *,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]] = (),
+    ) -> bool:
+        """Set the extended due date once, while the request is open and not yet due, and
+        enqueue ``deliveries`` (the subject's notice) with it; ``False`` otherwise."""
         with self._tx() as conn:
             cursor = conn.execute(
                 "UPDATE requests SET due_at = ?, extended = 1 "
-                "WHERE request_id = ? AND extended = 0 AND status IN (?, ?)",
-                (fmt(due_at), request_id, DsrStatus.PENDING.value, DsrStatus.IN_PROGRESS.value),
+                "WHERE request_id = ? AND extended = 0 AND status IN (?, ?) AND due_at > ?",
+                (
+                    fmt(due_at),
+                    request_id,
+                    DsrStatus.PENDING.value,
+                    DsrStatus.IN_PROGRESS.value,
+                    fmt(now),
+                ),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            self._enqueue(conn, request_id, now, deliveries)
+            return True
 
     # -- exports ---------------------------------------------------------------------------
 
