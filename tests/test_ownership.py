@@ -63,7 +63,11 @@ DSR_READS: dict[str, DsrCall] = {
 }
 DSR_WRITES: dict[str, DsrCall] = {
     "cancel": lambda c, rid, h: c.post(f"/v1/dsr/{rid}/cancel", headers=h),
-    "extend": lambda c, rid, h: c.post(f"/v1/dsr/{rid}/extend", json={"reason": "x"}, headers=h),
+    "extend": lambda c, rid, h: c.post(
+        f"/v1/dsr/{rid}/extend",
+        json={"reason": "a complex request: several systems to search"},
+        headers=h,
+    ),
 }
 
 
@@ -122,7 +126,11 @@ def test_dsr_write_routes_work_for_the_owner(app: Dsr) -> None:
     body = {"request_id": "era-mine", "type": "erasure", "subject_identities": [EMAIL_ID]}
     assert app.client.post("/v1/dsr", json=body, headers=keys.owner).status_code == 202
 
-    extended = app.client.post("/v1/dsr/era-mine/extend", json={}, headers=keys.owner)
+    extended = app.client.post(
+        "/v1/dsr/era-mine/extend",
+        json={"reason": "a complex request: several systems to search"},
+        headers=keys.owner,
+    )
     cancelled = app.client.post("/v1/dsr/era-mine/cancel", headers=keys.owner)
 
     assert extended.status_code == 200, extended.text
