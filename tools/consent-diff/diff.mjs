@@ -11,7 +11,7 @@
 // where `ref` is IAB's decode (null: IAB refuses it). tcfeuv2 cases also carry "tc" and
 // "tcf_core": the TC string alone decoded by @iabtcf/core (null: refused).
 // tests/test_consent_diff.py compares idgraph's decoders with these.
-import { GppModel, RangeEntry } from "@iabgpp/cmpapi";
+import { DecodingError, FibonacciIntegerRangeEncoder, GppModel, RangeEntry } from "@iabgpp/cmpapi";
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 
@@ -38,6 +38,43 @@ function rng(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+// IAB's Fibonacci range decoder expands every range into an array with no limit: a mutated
+// tcfcav1 string can name a range of ~10^8 ids and V8 aborts the whole process ("invalid size
+// error"), which no try/catch survives. Count the ids first and refuse more than 65,535, the
+// 16-bit id space; idgraph's decoder refuses the same strings (bad_range / too_large).
+const MAX_IDS = 65535;
+const fibonacciRangeDecode = FibonacciIntegerRangeEncoder.decode;
+function fibonacciAt(bits, from) {
+  const end = bits.indexOf("11", from);
+  if (end < 0) return null;
+  let value = 0;
+  let [a, b] = [1, 2];
+  for (let i = from; i <= end; i++) {
+    if (bits[i] === "1") value += a;
+    [a, b] = [b, a + b];
+  }
+  return [value, end + 2];
+}
+FibonacciIntegerRangeEncoder.decode = (bits) => {
+  const count = parseInt(bits.substring(0, 12), 2);
+  let at = 12;
+  let total = 0;
+  for (let i = 0; i < count && at < bits.length; i++) {
+    const isRange = bits[at++] === "1";
+    const first = fibonacciAt(bits, at);
+    if (!first) break;
+    at = first[1];
+    if (isRange) {
+      const second = fibonacciAt(bits, at);
+      if (!second) break;
+      at = second[1];
+      total += second[0] + 1;
+    } else total += 1;
+    if (total > MAX_IDS) throw new DecodingError("more than 65535 ids in a Fibonacci range");
+  }
+  return fibonacciRangeDecode(bits);
+};
 
 function args() {
   const out = { seed: 1, count: 100, decode: false, sections: ALL_SECTIONS };
