@@ -53,7 +53,11 @@ def gpp_out(report: GppReport | None) -> GppOut | None:
     return GppOut(
         applied=list(report.applied),
         not_applied=[
-            GppSectionOut(id=section, name=report.section_name(section))
+            GppSectionOut(
+                id=section,
+                name=report.section_name(section),
+                reason=report.reason(section).value,
+            )
             for section in report.not_applied
         ],
     )

@@ -183,6 +183,10 @@ class GppSectionOut(StrictModel):
 
     id: int
     name: str | None = Field(description="Registered section name; null if unknown.")
+    reason: str = Field(
+        description="Why it was not applied: deprecated_section (tcfeuv1, refused on purpose), "
+        "not_implemented (tcfcav1) or unknown_section."
+    )
 
 
 class GppOut(StrictModel):

@@ -58,6 +58,19 @@ class UsOptOut(StrEnum):
     TARGETED_ADVERTISING = "targeted_advertising"
 
 
+class UsRefusalEffect(StrEnum):
+    """What a refusal in a GPP US consent list (sensitive data, known child) does to a purpose.
+
+    IAB encodes these lists the same way in every US section: 0 not applicable, 1 opted out /
+    no consent, 2 did not opt out / consent. ``deny``: any entry 1 in any US section records a
+    denial for the purpose. A 2 never grants on its own (consent to process sensitive data is
+    not consent to the purpose), and 0 says nothing.
+    """
+
+    DENY = "deny"
+    IGNORE = "ignore"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -89,6 +102,10 @@ class Purpose(_Frozen):
     tcf: TcfMapping = Field(default_factory=TcfMapping)
     gpc: GpcEffect = GpcEffect.IGNORE
     us_opt_outs: tuple[UsOptOut, ...] = ()
+    # GPP US SensitiveDataProcessing (core list, or the usin/usky/usri sub-section) and
+    # KnownChildSensitiveDataConsents: a refusal there denies this purpose when ``deny``.
+    us_sensitive_data: UsRefusalEffect = UsRefusalEffect.IGNORE
+    us_known_child: UsRefusalEffect = UsRefusalEffect.IGNORE
     direct_marketing: bool = False
     restriction_exempt: bool = False
     categories: dict[Annotated[str, Field(pattern=_NAME)], CategoryAccess] = Field(
@@ -113,6 +130,18 @@ class Purpose(_Frozen):
             raise ValueError("a consent-based purpose must have default: deny")
         return self
 
+    @model_validator(mode="after")
+    def _us_refusals_need_consent_signals(self) -> Self:
+        # A refusal can only be recorded for a purpose that consent signals affect; binding one
+        # to a contract or legal-obligation purpose would silently do nothing.
+        for name in ("us_sensitive_data", "us_known_child"):
+            if getattr(self, name) is UsRefusalEffect.DENY and not self.consent_applies:
+                raise ValueError(
+                    f"{name}: deny needs lawful_basis consent or legitimate_interest; consent "
+                    f"signals do not apply to {self.lawful_basis.value}"
+                )
+        return self
+
     @property
     def consent_applies(self) -> bool:
         """Whether consent signals (grants, denials, opt-outs) affect this purpose at all."""
@@ -126,6 +155,13 @@ class PreV22Handling(StrEnum):
     REFUSE = "refuse"  # 422: the consent was collected under rules TCF v2.2 replaced
 
 
+class CaImpliedConsent(StrEnum):
+    """Whether TCF Canada (GPP ``tcfcav1``) *implied* consent grants a purpose."""
+
+    ACCEPT = "accept"  # implied consent counts like express consent (unless a restriction says)
+    IGNORE = "ignore"  # only express consent grants: the privacy-first default
+
+
 class TcfSettings(_Frozen):
     """Settings for reading TC strings."""
 
@@ -136,6 +172,10 @@ class TcfSettings(_Frozen):
     # TCF policy asks CMPs to re-ask after 13 months at most: a TC-string grant older than this
     # (by the time the person decided) no longer allows reads. None: no age limit.
     consent_max_age_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    # Canadian law lets some processing rest on implied consent; TCF Canada carries it apart
+    # from express consent. Off by default: a purpose here is consent-based unless the operator
+    # has judged that implied consent is reasonable for it.
+    ca_implied_consent: CaImpliedConsent = CaImpliedConsent.IGNORE
 
     @property
     def consent_max_age(self) -> timedelta | None:

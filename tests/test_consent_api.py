@@ -168,7 +168,7 @@ def test_gpp_usnat_opt_outs_and_gpc_are_recorded_and_sections_reported(
     api: Api, consent_key: dict[str, str]
 ) -> None:
     usnat = usnat_writer(opt_outs=(1, 2, 2)).encode()  # sale opted out
-    gpp = "~".join([header([5, 7]).encode(), "BAAA", usnat])
+    gpp = "~".join([header([1, 7]).encode(), "BAAA", usnat])
     response = _consent(api, consent_key, EMAIL, gpp=gpp, timestamp=T1.isoformat())
     assert response.status_code == 200, response.text
     body = response.json()
@@ -179,7 +179,7 @@ def test_gpp_usnat_opt_outs_and_gpc_are_recorded_and_sections_reported(
     }
     assert body["gpp"] == {
         "applied": ["usnat"],
-        "not_applied": [{"id": 5, "name": "tcfcav1"}],
+        "not_applied": [{"id": 1, "name": "tcfeuv1", "reason": "deprecated_section"}],
     }
     # The IAB vector with the usnat GPC sub-section set: denials, signal gpp.
     response = _consent(api, consent_key, PHONE, gpp="DBABLA~BVVVVVVVVWA.YA")

@@ -14,13 +14,20 @@ import pytest
 
 from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentSignal
+from privacy.consent.gpp import NotAppliedReason
 from privacy.consent.signals import ConsentSignals, ConsentSignalTranslator, signal_digest
 from privacy.consent.tcf import PublisherRestriction, RestrictionType, VendorVector
-from privacy.purposes import PreV22Handling, PurposesPolicy, TcfSettings, load_purposes_policy
+from privacy.purposes import (
+    PreV22Handling,
+    PurposesPolicy,
+    TcfSettings,
+    UsRefusalEffect,
+    load_purposes_policy,
+)
 
 from .conftest import POLICY_DIR
 from .test_gpp import REAL_TC_CORE, gpc, header, usnat_writer
-from .test_tcf import BASE, encode_tc_string
+from .test_tcf import BASE, BitWriter, encode_tc_string
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TCF_PURPOSES = ("ad_measurement", "ad_targeting", "analytics", "model_training", "personalization")
@@ -215,31 +222,114 @@ def test_gpp_usnat_did_not_opt_out_grants_and_not_applicable_records_nothing(
     translator: ConsentSignalTranslator,
 ) -> None:
     # usnat_writer opt-outs are (sale, sharing, targeted advertising); 2 = did not opt out.
-    none_out = "~".join([header([7]).encode(), usnat_writer(opt_outs=(2, 2, 2)).encode()])
+    # Known-child consents given (2) neither grant nor deny (see the sensitive-data test).
+    none_out = "~".join(
+        [header([7]).encode(), usnat_writer(opt_outs=(2, 2, 2), child=(2, 2, 2)).encode()]
+    )
     assert _granted(translator.gpp_string(none_out, NOW, NOW).consents) == dict.fromkeys(
         GPC_PURPOSES, True
     )
     # Sale not applicable: model_training (sale only) gets nothing; ad_measurement (sale,
     # sharing) neither; ad_targeting sees targeted advertising opted out.
-    mixed = "~".join([header([7]).encode(), usnat_writer(opt_outs=(0, 2, 1)).encode()])
+    mixed = "~".join(
+        [header([7]).encode(), usnat_writer(opt_outs=(0, 2, 1), child=(0, 0, 0)).encode()]
+    )
     assert _granted(translator.gpp_string(mixed, NOW, NOW).consents) == {"ad_targeting": False}
-    # The spec vector with everything not applicable records nothing at all.
-    assert translator.gpp_string("DBABLA~CAAAAAAAAAWA.Q", NOW, NOW).consents == ()
+    # The spec vector: every opt-out not applicable, but its third known-child entry is 1 (no
+    # consent), which denies the purposes bound to it (us_known_child: deny) and nothing else.
+    assert _granted(translator.gpp_string("DBABLA~CAAAAAAAAAWA.Q", NOW, NOW).consents) == {
+        "ad_targeting": False,
+        "model_training": False,
+    }
+
+
+def test_gpp_sensitive_data_or_known_child_refusal_denies_bound_purposes_when_present(
+    translator: ConsentSignalTranslator,
+) -> None:
+    # Shipped policy: ad_targeting and model_training have us_sensitive_data and us_known_child
+    # deny; ad_measurement has neither. Nobody opted out of sale, sharing or targeting.
+    def decisions(*, sensitive: tuple[int, ...], child: tuple[int, ...]) -> dict[str, bool]:
+        usnat = usnat_writer(opt_outs=(2, 2, 2), sensitive=sensitive, child=child).encode()
+        gpp = "~".join([header([7]).encode(), usnat])
+        return _granted(translator.gpp_string(gpp, NOW, NOW).consents)
+
+    assert decisions(sensitive=(2,) * 16, child=(0, 0, 0)) == dict.fromkeys(GPC_PURPOSES, True)
+    # One sensitive-data category refused (opted out) denies the bound purposes only, and the
+    # denial replaces their opt-out grant: one decision per purpose.
+    refused_one = (2,) * 7 + (1,) + (2,) * 8
+    assert decisions(sensitive=refused_one, child=(0, 0, 0)) == {
+        "ad_measurement": True,
+        "ad_targeting": False,
+        "model_training": False,
+    }
+    # A parent refused consent for a known child (second age band).
+    assert decisions(sensitive=(0,) * 16, child=(2, 1, 0)) == {
+        "ad_measurement": True,
+        "ad_targeting": False,
+        "model_training": False,
+    }
+    # Not applicable everywhere says nothing.
+    assert decisions(sensitive=(0,) * 16, child=(0, 0, 0)) == dict.fromkeys(GPC_PURPOSES, True)
+
+
+def test_gpp_state_sensitive_subsection_refusal_denies_bound_purposes_when_present(
+    translator: ConsentSignalTranslator,
+    purposes: PurposesPolicy,
+) -> None:
+    # usin (25): MspaVersion, MspaCoveredTransaction, MspaMode, 3 notices, sale and targeted
+    # opt-outs (did not opt out), known child (consent), additional processing; then the
+    # sensitive-data sub-section (8 entries) with one "no consent".
+    core = BitWriter().uint(1, 6)
+    for value in (1, 2, 1, 1, 1, 2, 2, 2, 2):
+        core.uint(value, 2)
+    sub = BitWriter()
+    for value in (2, 2, 2, 1, 2, 2, 2, 2):
+        sub.uint(value, 2)
+    gpp = "~".join([header([25]).encode(), core.encode() + "." + sub.encode()])
+    assert _granted(translator.gpp_string(gpp, NOW, NOW).consents)["model_training"] is False
+    # The same string under a policy that ignores sensitive data grants (sale not opted out).
+    ignoring = purposes.model_copy(
+        update={
+            "purposes": {
+                pid: p.model_copy(update={"us_sensitive_data": UsRefusalEffect.IGNORE})
+                for pid, p in purposes.purposes.items()
+            }
+        }
+    )
+    relaxed = ConsentSignalTranslator(ignoring).gpp_string(gpp, NOW, NOW)
+    assert _granted(relaxed.consents)["model_training"] is True
 
 
 def test_gpp_reports_unknown_and_undecoded_sections_without_failing(
     translator: ConsentSignalTranslator,
 ) -> None:
     usnat = usnat_writer(opt_outs=(2, 2, 2)).encode() + "." + gpc(False)
-    gpp = "~".join([header([2, 5, 7, 30]).encode(), REAL_TC_CORE, "BAAA", usnat, "BAAA"])
+    gpp = "~".join([header([1, 2, 7, 30]).encode(), "BAAA", REAL_TC_CORE, usnat, "BAAA"])
     result = translator.gpp_string(gpp, NOW, NOW)
     assert result.gpp is not None
     assert result.gpp.applied == ("tcfeuv2", "usnat")
-    assert result.gpp.not_applied == (5, 30)
+    assert result.gpp.not_applied == (1, 30)
     assert result.gpp.unknown == (30,)
-    assert result.gpp.section_name(5) == "tcfcav1"
+    assert result.gpp.section_name(1) == "tcfeuv1"
+    assert result.gpp.reason(1) is NotAppliedReason.DEPRECATED_SECTION
+    assert result.gpp.reason(30) is NotAppliedReason.UNKNOWN_SECTION
     tcf_records = [i for i in result.consents if i.at != NOW]
     assert {i.purpose for i in tcf_records} == set(TCF_PURPOSES)
+
+
+def test_gpp_refuses_tcfeuv1_with_a_typed_reason_and_still_applies_the_rest_when_present(
+    translator: ConsentSignalTranslator,
+) -> None:
+    # tcfeuv1 (id 1) is deprecated and has no reference decoder: idgraph never interprets it
+    # (not even a TC v1 string that would parse) but keeps the usnat opt-out next to it.
+    usnat = usnat_writer(opt_outs=(1, 2, 2)).encode()
+    gpp = "~".join([header([1, 7]).encode(), "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA", usnat])
+    result = translator.gpp_string(gpp, NOW, NOW)
+    assert result.gpp is not None
+    assert result.gpp.applied == ("usnat",)
+    assert result.gpp.not_applied == (1,)
+    assert result.gpp.reason(1) is NotAppliedReason.DEPRECATED_SECTION
+    assert _granted(result.consents)["ad_targeting"] is False
 
 
 def test_translate_collects_every_error_and_tags_webhook_records(

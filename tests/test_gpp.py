@@ -13,6 +13,7 @@ from privacy.consent.gpp import (
     Consent,
     GppDecodeError,
     MspaMode,
+    NotAppliedReason,
     Notice,
     OptOut,
     UspFlag,
@@ -171,12 +172,22 @@ def test_reference_tcfeuv2_section_with_all_segments_decodes_like_a_tc_string() 
     assert decoded.undecoded_sections == decoded.unknown_sections == ()
 
 
-def test_reference_registered_but_undecoded_section_is_kept_raw() -> None:
+def test_reference_tcfcav1_without_pub_restrictions_decodes_like_the_reference() -> None:
+    # noirotm/iabgpp-rs tcfcav1_basic: a core from IAB's earlier encoder, with no PubRestrictions.
     decoded = decode_gpp_string("DBABDA~BPXuQIAPXuQIAAfKABENB-CgAAAAAAAAAAAAAAAA")
-    assert decoded.undecoded_sections == (5,)
+    assert decoded.undecoded_sections == decoded.unknown_sections == ()
+    assert decoded.tcfcav1 is not None
+    assert (decoded.tcfcav1.cmp_id, decoded.tcfcav1.cmp_version) == (31, 640)
+    assert decoded.tcfcav1.consent_language == "EN"
+    assert decoded.tcfcav1.pub_restrictions == ()
+
+
+def test_deprecated_tcfeuv1_is_kept_raw_with_a_typed_reason() -> None:
+    decoded = decode_gpp_string(f"{header([1]).encode()}~BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA")
+    assert decoded.undecoded_sections == (1,)
     assert decoded.unknown_sections == ()
-    assert decoded.section_name(5) == "tcfcav1"
-    assert decoded.raw_sections[5] == "BPXuQIAPXuQIAAfKABENB-CgAAAAAAAAAAAAAAAA"
+    assert decoded.section_name(1) == "tcfeuv1"
+    assert decoded.not_applied_reasons[1] is NotAppliedReason.DEPRECATED_SECTION
 
 
 # --- self-encoded strings ------------------------------------------------------------------------
@@ -416,7 +427,8 @@ def test_reference_defaults_from_all_sections_decode() -> None:
     assert decoded.usnat.mspa_covered_transaction is MspaMode.NOT_APPLICABLE
     assert decoded.uspv1 is not None
     assert set(decoded.us_sections) == {"usnat", "usca", "usva", "usco", "usut", "usct"}
-    assert decoded.undecoded_sections == (5,)
+    assert decoded.tcfcav1 is not None
+    assert decoded.undecoded_sections == ()
 
 
 def test_reference_defaults_from_every_current_section_decode() -> None:

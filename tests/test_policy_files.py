@@ -12,6 +12,7 @@ from bootstrap.settings import Settings
 from identity.errors import PolicyFileError
 from identity.policy import load_identity_policy
 from privacy.facts import load_facts_policy
+from privacy.purposes import load_purposes_policy
 
 from .conftest import POLICY_DIR
 
@@ -167,3 +168,46 @@ def test_the_app_refuses_an_allowed_pii_entity_the_scanner_cannot_report(tmp_pat
     settings = Settings(env="test", data_dir=tmp_path / "data", policy_dir=policy_dir)
     with pytest.raises(PolicyFileError, match=r"categories.yaml: categories.contact.allowed_pii.0"):
         create_app(settings)
+
+
+def _write_purposes(tmp_path: Path, mutate: object) -> Path:
+    doc = yaml.safe_load((POLICY_DIR / "purposes.yaml").read_text())
+    assert callable(mutate)
+    mutate(doc)
+    path = tmp_path / "purposes.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+PURPOSE_CASES = [
+    (
+        "unknown sensitive-data effect",
+        lambda d: d["purposes"]["ad_targeting"].update(us_sensitive_data="grant"),
+        "purposes.ad_targeting.us_sensitive_data",
+    ),
+    (
+        "unknown known-child effect",
+        lambda d: d["purposes"]["model_training"].update(us_known_child=True),
+        "purposes.model_training.us_known_child",
+    ),
+    (
+        "known-child refusal on a legal-obligation purpose",
+        lambda d: d["purposes"]["legal_claims"].update(us_known_child="deny"),
+        "purposes.legal_claims",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "field"), PURPOSE_CASES, ids=[c[0] for c in PURPOSE_CASES]
+)
+def test_invalid_us_refusal_mapping_names_file_and_field_when_loading_purposes(
+    tmp_path: Path, case: str, mutate: object, field: str
+) -> None:
+    path = _write_purposes(tmp_path, mutate)
+    with pytest.raises(PolicyFileError) as caught:
+        load_purposes_policy(path)
+    assert caught.value.file == str(path), case
+    assert caught.value.field.startswith(field), caught.value.field
+    if "legal" in case:
+        assert "us_known_child" in str(caught.value)

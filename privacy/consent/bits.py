@@ -234,3 +234,8 @@ class BitReader:
                 "the final byte is non-zero; only zero padding may follow",
                 at_bit=self._bits.index("1", final_byte_end),
             )
+
+
+def bits_of(segment: str) -> str:
+    """The bit string (``"0"``/``"1"``) a base64url segment carries; callers validate first."""
+    return "".join(_SIX_BITS[char] for char in segment)

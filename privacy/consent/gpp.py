@@ -5,15 +5,21 @@ A GPP string is a header and sections joined by ``~``. The header (itself base64
 follow in the same order, one per id. This module decodes the header and these sections:
 
 * 2 ``tcfeuv2`` with :func:`privacy.consent.tcf.decode_tc_string` (same segments as a TC string);
+* 5 ``tcfcav1`` with :func:`privacy.consent.tcfca.decode_tcfcav1` (both vendor-list layouts,
+  told apart by a canonical re-encoding check as the reference does);
 * 6 ``uspv1`` (the four-character CCPA string, validated);
 * 7 ``usnat`` (MSPA US National, versions 1 and 2) and every US state section, 8-27 (``usca`` ...
   ``usri``), each with its GPC or sensitive-data sub-section, from one field table
   (:data:`US_LAYOUTS`).
 
-Sections 1 (``tcfeuv1``, deprecated, never implemented by IAB's GPP libraries) and 5
-(``tcfcav1``) are kept as their raw string and listed in :attr:`GppString.undecoded_sections`;
-ids with no registered name are also listed in :attr:`GppString.unknown_sections`. Neither is an
-error.
+Section 1 (``tcfeuv1``) is not decoded: it is listed in :attr:`GppString.undecoded_sections`
+with a typed :class:`NotAppliedReason` in :attr:`GppString.not_applied_reasons`, never applied,
+and never an error for the rest of the string. ``tcfeuv1`` is *refused on purpose*
+(:attr:`NotAppliedReason.DEPRECATED_SECTION`): the registry marks it deprecated, neither
+``@iabgpp/cmpapi`` (``GppModel.decodeModel`` skips id 1 without a word) nor ``iabgpp-java``
+implements it, so there is no reference decoder to be at parity with, and TCF EU v1 consent is
+no longer valid under the TCF policy anyway. Ids with no
+registered name are also listed in :attr:`GppString.unknown_sections`.
 
 Strict where the specification is strict, tolerant exactly where IAB's reference decoder
 (``@iabgpp/cmpapi``, ``IABTechLab/iabgpp-es``) is, and never a *different* successful decode:
@@ -40,12 +46,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Literal
 
 from privacy.consent.bits import BitReader, ConsentStringDecodeError, expand_ranges, is_base64url
 from privacy.consent.tcf import TcfDecodeError, TCString, decode_tc_string
+from privacy.consent.tcfca import TcfCaDecodeError, TcfCaV1Section, decode_tcfcav1
 
 GPP_HEADER_TYPE = 3
 GPP_VERSION = 1
@@ -92,6 +99,20 @@ class GppDecodeError(ConsentStringDecodeError):
     """A GPP string does not decode; the message names the section, segment and bit offset."""
 
     code = "gpp-string-invalid"
+
+
+class NotAppliedReason(StrEnum):
+    """Why a GPP section was kept only raw, never applied (a stable wire value)."""
+
+    #: ``tcfeuv1`` (id 1): deprecated by IAB; no reference decoder exists; consent under TCF EU
+    #: v1 is no longer valid, so idgraph refuses to interpret it.
+    DEPRECATED_SECTION = "deprecated_section"
+    #: an id the GPP section registry does not define.
+    UNKNOWN_SECTION = "unknown_section"
+
+
+SECTION_TCFEUV1 = 1
+SECTION_TCFCAV1 = 5
 
 
 class Notice(IntEnum):
@@ -443,11 +464,15 @@ class GppString:
     section_ids: tuple[int, ...]
     raw_sections: Mapping[int, str]
     tcfeuv2: TCString | None = None
+    tcfcav1: TcfCaV1Section | None = None
     usnat: UsNatSection | None = None
     uspv1: UspV1Section | None = None
     us_sections: Mapping[str, UsSection] = field(default_factory=lambda: MappingProxyType({}))
     unknown_sections: tuple[int, ...] = ()
     undecoded_sections: tuple[int, ...] = ()
+    not_applied_reasons: Mapping[int, NotAppliedReason] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def gpc(self) -> bool | None:
@@ -641,6 +666,7 @@ def decode_gpp_string(s: str) -> GppString:
     version, section_ids = _decode_header(header, len(sections))
     raw: dict[int, str] = {}
     tcfeuv2: TCString | None = None
+    tcfcav1: TcfCaV1Section | None = None
     uspv1: UspV1Section | None = None
     us_sections: dict[str, UsSection] = {}
     undecoded: list[int] = []
@@ -662,19 +688,33 @@ def decode_gpp_string(s: str) -> GppString:
                 tcfeuv2 = decode_tc_string(section)
             except TcfDecodeError as error:
                 raise GppDecodeError(error.reason, f"{where}: {error.message}") from error
+        elif section_id == SECTION_TCFCAV1:
+            try:
+                tcfcav1 = decode_tcfcav1(section)
+            except TcfCaDecodeError as error:
+                raise GppDecodeError(error.reason, error.message) from error
         elif layout is not None:
             us_sections[layout.name] = _decode_us_section(layout, section)
         else:
             undecoded.append(section_id)
     usnat = us_sections.get("usnat")
+    reasons = {sid: _not_applied_reason(sid) for sid in undecoded}
     return GppString(
         version=version,
         section_ids=section_ids,
         raw_sections=MappingProxyType(raw),
         tcfeuv2=tcfeuv2,
+        tcfcav1=tcfcav1,
         usnat=None if usnat is None else UsNatSection.from_section(usnat),
         uspv1=uspv1,
         us_sections=MappingProxyType(us_sections),
         unknown_sections=tuple(sid for sid in undecoded if sid not in SECTION_NAMES),
         undecoded_sections=tuple(undecoded),
+        not_applied_reasons=MappingProxyType(reasons),
     )
+
+
+def _not_applied_reason(section_id: int) -> NotAppliedReason:
+    if section_id == SECTION_TCFEUV1:
+        return NotAppliedReason.DEPRECATED_SECTION
+    return NotAppliedReason.UNKNOWN_SECTION

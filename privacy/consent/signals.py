@@ -17,7 +17,10 @@ How each signal maps (see ``docs/consent-signals.md`` for the table with example
   ``tcf.vendor_id`` is set, our vendor has consent (or legitimate interest, paired with the
   purpose's own basis) and no publisher restriction forbids it; otherwise a denial. The decision
   time is the string's ``last_updated``: that is when the person decided, not when we heard.
-* **GPP string**: its ``tcfeuv2`` section as a TC string; ``usnat``, every US state section and
+* **GPP string**: its ``tcfeuv2`` section as a TC string; its ``tcfcav1`` (TCF Canada) section
+  by the same ``tcf.purposes`` mapping, express consent granting (implied consent too when
+  ``tcf.ca_implied_consent: accept``), both TCF sections together giving one record per purpose
+  (both must grant); ``usnat``, every US state section and
   ``uspv1`` together for purposes with ``us_opt_outs``: any listed opt-out ``OPTED_OUT`` in any
   section denies, all listed ``DID_NOT_OPT_OUT`` grants, anything else (not applicable) records
   nothing; a GPC sub-section set to true in any section acts as GPC. One record per purpose,
@@ -40,16 +43,33 @@ from datetime import datetime, timedelta
 
 from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentInput, ConsentSignal
-from privacy.consent.gpp import SECTION_NAMES, GppString, OptOut, UspFlag, decode_gpp_string
+from privacy.consent.gpp import (
+    SECTION_NAMES,
+    Consent,
+    GppString,
+    NotAppliedReason,
+    OptOut,
+    UspFlag,
+    UsSection,
+    decode_gpp_string,
+)
 from privacy.consent.tcf import RestrictionType, TCString, decode_tc_string
+from privacy.consent.tcfca import TcfCaV1Section
 from privacy.purposes import (
+    CaImpliedConsent,
     GpcEffect,
     LawfulBasis,
     PreV22Handling,
     Purpose,
     PurposesPolicy,
     UsOptOut,
+    UsRefusalEffect,
 )
+
+# TCF Canada publisher restriction types (TCF Canada v1.x, "PubRestrictions"): 0 the vendor
+# may not process for the purpose, 1 it needs express consent, 2 implied consent is enough.
+_CA_NOT_ALLOWED = 0
+_CA_REQUIRE_EXPRESS = 1
 
 # A signal dated further ahead than this is refused: a future-dated grant would outrank every
 # real decision made before that date ("latest wins"), so a wrong clock must not get that power.
@@ -117,10 +137,15 @@ class GppReport:
     applied: tuple[str, ...]
     not_applied: tuple[int, ...]
     unknown: tuple[int, ...]
+    reasons: Mapping[int, NotAppliedReason] = field(default_factory=dict)
 
     def section_name(self, section_id: int) -> str | None:
         """The registered name of a section id, if any."""
         return SECTION_NAMES.get(section_id)
+
+    def reason(self, section_id: int) -> NotAppliedReason:
+        """Why a section in :attr:`not_applied` was not applied."""
+        return self.reasons.get(section_id, NotAppliedReason.UNKNOWN_SECTION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +321,8 @@ class ConsentSignalTranslator:
             raise _future(pointer, "the tcfeuv2 section's LastUpdated")
         if gpp.tcfeuv2 is not None:
             self._check_policy_version(gpp.tcfeuv2, pointer)
+        if gpp.tcfcav1 is not None and gpp.tcfcav1.last_updated > now + MAX_FUTURE_SKEW:
+            raise _future(pointer, "the tcfcav1 section's LastUpdated")
         return self.gpp(gpp, at, proof or signal_digest(gpp_string), signal=signal)
 
     def gpp(
@@ -316,6 +343,9 @@ class ConsentSignalTranslator:
         if gpp.tcfeuv2 is not None:
             inputs += self.tcf(gpp.tcfeuv2, proof, signal=signal)
             applied.append("tcfeuv2")
+        if gpp.tcfcav1 is not None:
+            inputs = self._with_tcfca(inputs, gpp.tcfcav1, proof, signal)
+            applied.append("tcfcav1")
         if gpp.uspv1 is not None:
             applied.append("uspv1")
         applied += list(gpp.us_sections)
@@ -327,6 +357,7 @@ class ConsentSignalTranslator:
             applied=tuple(applied),
             not_applied=gpp.undecoded_sections,
             unknown=gpp.unknown_sections,
+            reasons=gpp.not_applied_reasons,
         )
         return Translation(tuple(inputs), report)
 
@@ -360,11 +391,34 @@ class ConsentSignalTranslator:
                 decisions[purpose_id] = True
             # Otherwise some listed kind is "not applicable" or absent: the string says nothing
             # about this purpose for this person, so nothing is recorded (the default applies).
+        self._us_refusals(sections, decisions)
         if any(section.gpc for section in sections):
             for purpose_id, purpose in self._policy.purposes.items():
                 if purpose.gpc is GpcEffect.OPT_OUT and purpose.consent_applies:
                     decisions[purpose_id] = False
         return decisions
+
+    def _us_refusals(self, sections: list[UsSection], decisions: dict[str, bool]) -> None:
+        """Deny purposes bound (``us_sensitive_data``/``us_known_child: deny``) to a refused
+        sensitive-data or known-child entry; a denial replaces any opt-out grant, so the string
+        still gives one decision per purpose."""
+        refused = {
+            field_name: any(
+                Consent.NO_CONSENT in section.consents(field_name) for section in sections
+            )
+            for field_name in ("SensitiveDataProcessing", "KnownChildSensitiveDataConsents")
+        }
+        for purpose_id, purpose in self._policy.purposes.items():
+            if not purpose.consent_applies:
+                continue
+            if (
+                purpose.us_sensitive_data is UsRefusalEffect.DENY
+                and refused["SensitiveDataProcessing"]
+            ) or (
+                purpose.us_known_child is UsRefusalEffect.DENY
+                and refused["KnownChildSensitiveDataConsents"]
+            ):
+                decisions[purpose_id] = False
 
     def gpc(
         self, at: datetime, proof: str, *, signal: ConsentSignal = ConsentSignal.GPC
@@ -403,6 +457,46 @@ class ConsentSignalTranslator:
             if not (by_consent or by_li):
                 return False
         return all(tc.special_feature_optin(feature) for feature in purpose.tcf.special_features)
+
+    def _tcfca_grants(self, purpose: Purpose, ca: TcfCaV1Section) -> bool:
+        """Whether a TCF Canada section grants ``purpose``: every mapped TCF purpose has express
+        consent (or implied consent, when ``tcf.ca_implied_consent: accept`` and no publisher
+        restriction requires express consent), our vendor likewise when ``tcf.vendor_id`` is
+        set, no restriction forbids it, and every mapped special feature has express consent."""
+        implied_ok = self._policy.tcf.ca_implied_consent is CaImpliedConsent.ACCEPT
+        vendor = self._policy.tcf.vendor_id
+        for tcf_purpose in purpose.tcf.purposes:
+            restrictions = ca.restriction_types(vendor, tcf_purpose) if vendor else ()
+            if _CA_NOT_ALLOWED in restrictions:
+                return False
+            implied = implied_ok and _CA_REQUIRE_EXPRESS not in restrictions
+            if not ca.purpose_consent(tcf_purpose, implied=implied):
+                return False
+            if vendor is not None and not ca.vendor_consent(vendor, implied=implied):
+                return False
+        return all(f in ca.special_feature_express_consent for f in purpose.tcf.special_features)
+
+    def _with_tcfca(
+        self,
+        inputs: list[ConsentInput],
+        ca: TcfCaV1Section,
+        proof: str,
+        signal: ConsentSignal,
+    ) -> list[ConsentInput]:
+        """Add the ``tcfcav1`` decisions, one per purpose: where a ``tcfeuv2`` section already
+        decided a purpose, both must grant (a disagreement denies), at the later of the two
+        decision times."""
+        by_purpose = {i.purpose: i for i in inputs}
+        for purpose_id, purpose in sorted(self._policy.purposes.items()):
+            if not (purpose.tcf.purposes and purpose.consent_applies):
+                continue
+            granted = self._tcfca_grants(purpose, ca)
+            earlier = by_purpose.get(purpose_id)
+            if earlier is not None:
+                granted = granted and earlier.granted
+            at = ca.last_updated if earlier is None else max(ca.last_updated, earlier.at)
+            by_purpose[purpose_id] = _input(purpose_id, purpose, granted, at, signal, proof)
+        return list(by_purpose.values())
 
     def _check_policy_version(self, tc: TCString, pointer: str) -> None:
         """Refuse a pre-v2.2 TC string when the policy says ``tcf.pre_v22: refuse``."""

@@ -11,7 +11,7 @@
 // where `ref` is IAB's decode (null: IAB refuses it). tcfeuv2 cases also carry "tc" and
 // "tcf_core": the TC string alone decoded by @iabtcf/core (null: refused).
 // tests/test_consent_diff.py compares idgraph's decoders with these.
-import { GppModel } from "@iabgpp/cmpapi";
+import { DecodingError, FibonacciIntegerRangeEncoder, GppModel, RangeEntry } from "@iabgpp/cmpapi";
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
 
@@ -21,7 +21,7 @@ const US_SECTIONS = [
   "usnat", "usca", "usva", "usco", "usut", "usct", "usfl", "usmt", "usor", "ustx", "usde",
   "usia", "usne", "usnh", "usnj", "ustn", "usmn", "usmd", "usin", "usky", "usri",
 ];
-const ALL_SECTIONS = ["tcfeuv2", "uspv1", ...US_SECTIONS];
+const ALL_SECTIONS = ["tcfeuv2", "tcfcav1", "uspv1", ...US_SECTIONS];
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const SKIP_FIELDS = new Set([
   "GpcSegmentType", "GpcSegmentIncluded", "SensitiveDataConsentSegmentIncluded",
@@ -38,6 +38,43 @@ function rng(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+// IAB's Fibonacci range decoder expands every range into an array with no limit: a mutated
+// tcfcav1 string can name a range of ~10^8 ids and V8 aborts the whole process ("invalid size
+// error"), which no try/catch survives. Count the ids first and refuse more than 65,535, the
+// 16-bit id space; idgraph's decoder refuses the same strings (bad_range / too_large).
+const MAX_IDS = 65535;
+const fibonacciRangeDecode = FibonacciIntegerRangeEncoder.decode;
+function fibonacciAt(bits, from) {
+  const end = bits.indexOf("11", from);
+  if (end < 0) return null;
+  let value = 0;
+  let [a, b] = [1, 2];
+  for (let i = from; i <= end; i++) {
+    if (bits[i] === "1") value += a;
+    [a, b] = [b, a + b];
+  }
+  return [value, end + 2];
+}
+FibonacciIntegerRangeEncoder.decode = (bits) => {
+  const count = parseInt(bits.substring(0, 12), 2);
+  let at = 12;
+  let total = 0;
+  for (let i = 0; i < count && at < bits.length; i++) {
+    const isRange = bits[at++] === "1";
+    const first = fibonacciAt(bits, at);
+    if (!first) break;
+    at = first[1];
+    if (isRange) {
+      const second = fibonacciAt(bits, at);
+      if (!second) break;
+      at = second[1];
+      total += second[0] + 1;
+    } else total += 1;
+    if (total > MAX_IDS) throw new DecodingError("more than 65535 ids in a Fibonacci range");
+  }
+  return fibonacciRangeDecode(bits);
+};
 
 function args() {
   const out = { seed: 1, count: 100, decode: false, sections: ALL_SECTIONS };
@@ -190,6 +227,40 @@ function randomTcf(r, model) {
   if (r() < 0.3) model.setFieldValue(s, "VendorsAllowed", idList(r, 300, density));
 }
 
+function randomTcfCa(r, model) {
+  const s = "tcfcav1";
+  model.setFieldValue(s, "CmpId", pick(r, 4096));
+  model.setFieldValue(s, "CmpVersion", pick(r, 4096));
+  model.setFieldValue(s, "ConsentScreen", pick(r, 64));
+  model.setFieldValue(s, "ConsentLanguage", letters(r).toUpperCase());
+  model.setFieldValue(s, "VendorListVersion", pick(r, 4096));
+  model.setFieldValue(s, "TcfPolicyVersion", pick(r, 64));
+  model.setFieldValue(s, "UseNonStandardStacks", r() < 0.5);
+  model.setFieldValue(s, "SpecialFeatureExpressConsent", bools(r, 12));
+  model.setFieldValue(s, "PurposesExpressConsent", bools(r, 24));
+  model.setFieldValue(s, "PurposesImpliedConsent", bools(r, 24));
+  const density = [0.02, 0.5, 0.95][pick(r, 3)];
+  model.setFieldValue(s, "VendorExpressConsent", idList(r, 1200, density));
+  model.setFieldValue(s, "VendorImpliedConsent", idList(r, 1200, density));
+  const restrictions = [];
+  for (let i = 0, n = pick(r, 4); i < n; i++) {
+    restrictions.push(new RangeEntry(1 + pick(r, 24), pick(r, 4), idList(r, 300, density)));
+  }
+  model.setFieldValue(s, "PubRestrictions", restrictions);
+  model.setFieldValue(s, "PubPurposesExpressConsent", bools(r, 24));
+  model.setFieldValue(s, "PubPurposesImpliedConsent", bools(r, 24));
+  const custom = pick(r, 8);
+  model.setFieldValue(s, "NumCustomPurposes", custom);
+  model.setFieldValue(s, "CustomPurposesExpressConsent", bools(r, custom));
+  model.setFieldValue(s, "CustomPurposesImpliedConsent", bools(r, custom));
+  if (r() < 0.6) model.setFieldValue(s, "DisclosedVendors", idList(r, 1200, density));
+  // Last: TcfCaV1.setFieldValue stamps Created/LastUpdated with the current time otherwise.
+  const when = new Date(Date.UTC(2019 + pick(r, 8), pick(r, 12), 1 + pick(r, 28),
+    pick(r, 24), pick(r, 60), pick(r, 60), pick(r, 10) * 100));
+  model.setFieldValue(s, "Created", when);
+  model.setFieldValue(s, "LastUpdated", new Date(when.getTime() + pick(r, 1e9) * 100));
+}
+
 function randomUs(r, model, section) {
   const defaults = new GppModel();
   defaults.setFieldValue(section, "SaleOptOut", 0);
@@ -227,13 +298,21 @@ function mutate(r, gpp) {
   }
 }
 
-function line(kind, section, gpp) {
+// Respect the pipe's backpressure: at 10,000 states per section the reader (pytest) is slower
+// than this generator, and unawaited writes would buffer the whole run in node's heap.
+async function emit(text) {
+  if (!process.stdout.write(text)) {
+    await new Promise((resolve) => process.stdout.once("drain", resolve));
+  }
+}
+
+async function line(kind, section, gpp) {
   const out = { kind, section, gpp, ref: refDecode(gpp) };
   if (section === "tcfeuv2") {
     out.tc = gpp.split("~")[1];
     out.tcf_core = tcfCoreDecode(out.tc);
   }
-  process.stdout.write(`${JSON.stringify(out)}\n`);
+  await emit(`${JSON.stringify(out)}\n`);
 }
 
 async function main() {
@@ -251,11 +330,12 @@ async function main() {
     for (let i = 0; i < opts.count; i++) {
       const model = new GppModel();
       if (section === "tcfeuv2") randomTcf(r, model);
+      else if (section === "tcfcav1") randomTcfCa(r, model);
       else if (section === "uspv1") randomUsp(r, model);
       else randomUs(r, model, section);
       const gpp = model.encode();
-      line("encoded", section, gpp);
-      line("mutant", section, mutate(r, gpp));
+      await line("encoded", section, gpp);
+      await line("mutant", section, mutate(r, gpp));
     }
   }
 }
