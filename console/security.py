@@ -187,9 +187,13 @@ class Action:
 
 def reader(session: Session) -> Caller:
     """The operator as a reader for the policy engine: its own purposes, audited as
-    ``op_<username>`` (the read services record ``caller.actor``)."""
+    ``op_<username>`` (the read services record ``caller.actor``).
+
+    Operators are the deploying organisation's own staff and work every consumer's audiences
+    (``sees_all``, as admin keys do); what they may read stays bounded by their purposes and the
+    policy engine, and every read is audited with the operator as actor."""
     actor = session.operator.actor
-    return Caller(actor, session.operator.purposes, actor, actor)
+    return Caller(actor, session.operator.purposes, actor, actor, sees_all=True)
 
 
 async def login_form(request: Request) -> FormData:
