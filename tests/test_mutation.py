@@ -2,8 +2,8 @@
 
 Runs mutmut over the modules and tests of ``[tool.mutmut]`` in pyproject.toml through
 ``scripts/mutation.py``, which exits non-zero when the policy engine, the consent state,
-identity resolution, the purposes policy or the DSR deadlines score below 95 % (reviewed equivalent mutants counted as killed) or when
-an allow-list entry has gone stale.
+identity resolution, the purposes policy or the DSR deadlines score below 95 % (reviewed
+equivalent mutants counted as killed) or when an allow-list entry has gone stale.
 """
 
 from __future__ import annotations
