@@ -8,9 +8,10 @@ COPY services ./services
 COPY bootstrap ./bootstrap
 COPY api ./api
 COPY cli ./cli
+COPY stream ./stream
 # Wheels for idgraph and every dependency, so the runtime stage installs without a compiler
 # and without the sources.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j,hsm]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[neo4j,kafka,hsm]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,7 +22,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/
     && chown idgraph:idgraph /var/lib/idgraph /var/lib/idgraph-kek \
     && chmod 700 /var/lib/idgraph /var/lib/idgraph-kek
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels 'idgraph[neo4j,hsm]' \
+RUN pip install --no-cache-dir --no-index --find-links=/wheels 'idgraph[neo4j,kafka,hsm]' \
     && rm -rf /wheels
 WORKDIR /app
 COPY policies ./policies

@@ -4,7 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-consent-diff mutation lint typecheck cypher-lint bench bench-ingest pii-model install clean softhsm
+.PHONY: run test test-slow test-browser chromium console-screenshots test-consent-diff mutation lint \
+	typecheck cypher-lint bench bench-ingest pii-model install clean softhsm kafka kafka-stop \
+	kafka-status test-kafka
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +36,26 @@ cypher-lint: $(STAMP)
 	@bash scripts/cypher-lint.sh
 
 ## The whole default suite: lint, types, Cypher lint, tests (no network, no Docker).
+## The browser tests are not part of it (they need Chromium): `make test-browser`.
 test: lint typecheck cypher-lint
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not browser"
+
+CHROMIUM ?= /usr/bin/chromium
+
+## Debian's Chromium for the browser tests (apt-get; Playwright never downloads a browser).
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then echo "chromium: $$($(CHROMIUM) --version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "chromium missing: sudo apt-get install chromium (the browser tests skip without it)"; fi
+
+## The console in a real browser (Playwright + Debian Chromium, headless).
+test-browser: $(STAMP) chromium
+	$(PY) -m pytest -m browser tests/browser
+
+## Re-take the screenshots of docs/console.md (runs the browser tests).
+console-screenshots: $(STAMP) chromium
+	IDGRAPH_SCREENSHOTS=docs/console $(PY) -m pytest -m browser tests/browser -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
@@ -56,6 +76,23 @@ bench: $(STAMP)
 ## The ingest benchmark alone, printed: SCALE=small (default) or SCALE=1m.
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py --scale $(or $(SCALE),small)
+
+## A local Apache Kafka broker (KRaft, from Maven Central; needs java 17+ and mvn), data in
+## .idgraph/kafka. KAFKA_PORT=0 picks a free port; the default is the last port, else 9092.
+KAFKA_SERVER := python3 tools/kafka-server/kafka_server.py
+kafka:
+	$(KAFKA_SERVER) start $(if $(KAFKA_PORT),--port $(KAFKA_PORT))
+
+kafka-stop:
+	$(KAFKA_SERVER) stop
+
+kafka-status:
+	$(KAFKA_SERVER) status
+
+## The stream suites on a real broker, which the tests start on a free port and stop again
+## (or KAFKA_BOOTSTRAP=host:port to use a running one). Includes the slow SIGKILL soak.
+test-kafka: $(STAMP)
+	IDGRAPH_TEST_KAFKA=1 $(PY) -m pytest -m kafka -p no:cacheprovider tests/stream
 
 ## Retrain the PII NER model into privacy/scanning/models/pii_ner (seeded, CPU, minutes).
 ## Prints the fingerprint: pin it as PII_NER_MODEL_SHA256 and update the model card.

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
+from console import ConsoleConfig, ConsoleServices, create_console
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from services.lookup import PersonLookup
+from services.operations import IngestFigures, OperationsDashboard
+from services.quarantine import QuarantineReview
 
 from api import problems
 from api.background import background_jobs
 from api.edge import EdgeGuardMiddleware, guarded_routes
 from api.metrics import Metrics, MetricsMiddleware
-from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.middleware import BodyLimitMiddleware, DocsCspMiddleware, RequestContextMiddleware
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
@@ -38,11 +44,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         if owned:
             built.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets shipped in the fastapi-offline package, never a CDN:
+    # the docs work offline and tell no third party who reads them.
+    app = FastAPIOffline(
         title="idgraph",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # No "valid" badge fetched from the public Swagger validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.container = built
     built.reads  # noqa: B018 - build the read service (and its audience store) at start-up
@@ -61,11 +71,55 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(reads.router)
     app.include_router(dsr.router)
     app.include_router(metrics_router.router)
+    if settings.console_enabled:
+        app.mount(
+            "/console", create_console(console_services(built, metrics), console_config(settings))
+        )
     # Order matters: the outermost middleware is added last. Request ids wrap everything,
     # so even a 413 from the body limit is logged with its id. The edge guard answers before
     # the body is read: no key is a 401 and a non-JSON body a 415, whatever the body holds.
+    app.add_middleware(DocsCspMiddleware, paths=frozenset({"/docs", "/redoc"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeGuardMiddleware, routes=guarded_routes(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 401/413/415s too
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def console_config(settings: Settings) -> ConsoleConfig:
+    """How the console serves (cookie flags)."""
+    return ConsoleConfig(secure_cookies=settings.console_cookies_secure)
+
+
+def console_services(container: Container, metrics: Metrics) -> ConsoleServices:
+    """The console's use cases, from the container: the same objects the API routes call."""
+    started = datetime.now(UTC)
+
+    def ingest() -> IngestFigures:
+        return IngestFigures(
+            started,
+            metrics.totals(metrics.ingest_events, "outcome"),
+            metrics.totals(metrics.refused_identifiers, "reason"),
+        )
+
+    settings = container.settings
+    return ConsoleServices(
+        access=container.operators,
+        lookup=PersonLookup(
+            container.store,
+            container.engine,
+            container.identity_policy,
+            container.policy,
+            container.audit,
+            container.vault,
+            settings.default_region,
+        ),
+        quarantine=QuarantineReview(container.store, container.vault, container.audit),
+        reads=container.reads,
+        dsr=container.dsr,
+        audit=container.audit,
+        dashboard=OperationsDashboard(container.store, container.dsr, container.audit, ingest),
+        purposes=container.purposes.ids,
+        regulations=tuple(sorted(container.dsr.config.deadlines)),
+        default_region=settings.default_region,
+    )

@@ -174,6 +174,17 @@ class Metrics:
         self.dsr_queue_depth.set(depth)
         self.dsr_queue_oldest_age.set(oldest_age_seconds)
 
+    @staticmethod
+    def totals(counter: Counter, label: str) -> dict[str, float]:
+        """A labelled counter's current totals by ``label`` (for the console dashboard)."""
+        totals: dict[str, float] = {}
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    key = sample.labels.get(label, "")
+                    totals[key] = totals.get(key, 0.0) + sample.value
+        return totals
+
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)

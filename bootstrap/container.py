@@ -40,6 +40,7 @@ from privacy.keyprovider import (
     check_kek_origin,
     create_kek_file,
 )
+from privacy.operators import OperatorAccess, SqliteOperatorStore
 from privacy.policy_engine import PolicyEngine
 from privacy.pseudonyms import FeaturePseudonymizer
 from privacy.purposes import PurposesPolicy, check_purposes, load_purposes_policy
@@ -90,6 +91,8 @@ class Container:
             self.reads.close()
         if "dsr" in self.__dict__:
             self.dsr.store.close()
+        if "operators" in self.__dict__:
+            self.operators.close()
 
     @cached_property
     def reads(self) -> ReadService:
@@ -142,7 +145,13 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         """Erasure on the graph, the vault and the audit log."""
-        return ErasureService(self.store, self.vault, self.keyring, self.audit)
+        return ErasureService(
+            self.store,
+            self.vault,
+            self.keyring,
+            self.audit,
+            outbound_events=self.settings.outbound_events,
+        )
 
     @cached_property
     def dsr(self) -> DsrService:
@@ -158,6 +167,13 @@ class Container:
             self.audit,
             self.erasure,
             self.api_keys,
+        )
+
+    @cached_property
+    def operators(self) -> OperatorAccess:
+        """Console operator accounts and sessions (``operators.sqlite3``), built on first use."""
+        return OperatorAccess(
+            SqliteOperatorStore(self.settings.operators_db_path), self.audit, self.purposes.ids
         )
 
     @cached_property
@@ -465,7 +481,9 @@ def build_container(settings: Settings) -> Container:
             settings.webhook_replay_path, retention_s=settings.webhook_replay_retention_seconds
         )
         stack.callback(replay_guard.close)
-        engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+        engine = ResolutionEngine(
+            store, keyring, policy, sealer=vault, outbound_events=settings.outbound_events
+        )
         container = Container(
             settings=settings,
             store=store,

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # Consent changes and erasures put events for downstream tools in the graph's outbox, which
+    # `idgraph consume --publish` relays to Kafka (docs/kafka.md). Off by default: with nobody
+    # relaying them the outbox would only grow.
+    outbound_events: bool = False
     max_batch_events: Annotated[int, Field(ge=1, le=10_000)] = 500
     max_identifiers_per_event: Annotated[int, Field(ge=1, le=200)] = 20
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
@@ -133,6 +137,10 @@ class Settings(BaseSettings):
     audit_heads_file: Path | None = None
     # The in-process retention schedule; 0 = off (run `idgraph retention run` from cron).
     retention_interval_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 0.0
+    # The operator console under /console (docs/console.md). Its session cookie is `Secure`
+    # (sent over HTTPS only) unless this says otherwise; default: Secure outside development.
+    console_enabled: bool = True
+    console_secure_cookies: bool | None = None
 
     @field_validator("default_region", mode="before")
     @classmethod
@@ -195,6 +203,18 @@ class Settings(BaseSettings):
     def audit_db_path(self) -> Path:
         """The SQLite file of the hash-chained audit log (policy decisions, consent, DSRs)."""
         return self.data_dir / "audit.sqlite3"
+
+    @property
+    def operators_db_path(self) -> Path:
+        """The SQLite file of console operator accounts and their sessions."""
+        return self.data_dir / "operators.sqlite3"
+
+    @property
+    def console_cookies_secure(self) -> bool:
+        """Whether the console's cookies carry ``Secure`` (always, unless in development)."""
+        if self.console_secure_cookies is not None:
+            return self.console_secure_cookies
+        return self.env is not Environment.DEVELOPMENT
 
     @property
     def resolved_audit_heads_file(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
@@ -27,6 +28,7 @@ from services.bulk import BulkFileError, FileFormat, ingest_file
 from services.links import LinkService
 
 from cli.audit import audit_app
+from cli.console import console_app
 from cli.dsr import dsr_app, retention_app
 from cli.erasure import register_suppression_commands
 from cli.privacy import quarantine_app, register_key_commands
@@ -41,6 +43,7 @@ app.add_typer(dsr_app, name="dsr")
 register_suppression_commands(dsr_app)
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
+app.add_typer(console_app, name="console")
 register_key_commands(keys_app)
 
 console = Console(stderr=True)
@@ -436,6 +439,18 @@ def rotate_hash_key() -> None:
     out.print(f"new primary hash key {keys.primary}; {len(keys.entries)} keys known")
 
 
+def register_plugin_commands(target: typer.Typer) -> None:
+    """Add the commands other entrypoints contribute (``idgraph consume`` from ``stream/``).
+
+    Found through the ``idgraph.commands`` entry-point group (pyproject.toml) rather than an
+    import, so this shell never imports another entrypoint and each stays optional.
+    """
+    for entry in entry_points(group="idgraph.commands"):
+        register = entry.load()
+        register(target)
+
+
 def main() -> None:
     """Console-script entry point."""
+    register_plugin_commands(app)
     app()

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from bootstrap.container import build_container, open_pkcs11_provider
+from bootstrap.container import Container, build_container, open_pkcs11_provider
 from bootstrap.settings import Settings
 from identity.errors import IdGraphError
-from identity.model import FactStatus
 from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from services.quarantine import QuarantineReview
 
 console = Console(stderr=True)
 out = Console()
@@ -165,12 +165,16 @@ def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
             out.print(f"removed retired KEK {old}")
 
 
+def _review(container: Container) -> QuarantineReview:
+    return QuarantineReview(container.store, container.vault, container.audit)
+
+
 @quarantine_app.command("list")
 def quarantine_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
     """List quarantined values: ids, field, category and entity types found (never values)."""
     container = build_container(_settings())
     try:
-        facts = container.store.read(lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", limit))
+        facts = _review(container).pending(limit)
     finally:
         container.close()
     # One line per value, id first and never truncated: operators copy ids into release/drop.
@@ -187,10 +191,10 @@ def quarantine_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100
 
 @quarantine_app.command("release")
 def quarantine_release(fact_ids: list[str]) -> None:
-    """Make quarantined values visible to reads (after review)."""
+    """Make quarantined values visible to reads (after review; audited)."""
     container = build_container(_settings())
     try:
-        changed = container.store.write(lambda tx: tx.set_fact_status(fact_ids, FactStatus.ACTIVE))
+        changed = _review(container).release("cli", fact_ids)
     finally:
         container.close()
     out.print(f"released {changed} value(s)")
@@ -200,17 +204,10 @@ def quarantine_release(fact_ids: list[str]) -> None:
 
 @quarantine_app.command("drop")
 def quarantine_drop(fact_ids: list[str]) -> None:
-    """Delete quarantined values."""
+    """Delete quarantined values (audited)."""
     container = build_container(_settings())
     try:
-        quarantined = {
-            f.fact_id
-            for f in container.store.read(
-                lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", 100_000)
-            )
-        }
-        wanted = [f for f in fact_ids if f in quarantined]
-        dropped = container.store.write(lambda tx: tx.delete_facts(wanted))
+        dropped = _review(container).drop("cli", fact_ids)
     finally:
         container.close()
     out.print(f"dropped {dropped} value(s)")

@@ -176,6 +176,9 @@ class IdentityEvent:
     occurred_at: datetime
     facts: tuple[FactInput, ...] = ()
     consents: tuple[ConsentInput, ...] = ()
+    # The sender's id for this event (a stream record's message_id): an event whose id was
+    # already applied is skipped in the same transaction, so a redelivery changes nothing.
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,7 @@ class Outcome(StrEnum):
     MERGED = "merged"  # two or more persons became one
     UNCHANGED = "unchanged"  # everything was already known and linked
     REFUSED = "refused"  # no identifier could be linked
+    DUPLICATE = "duplicate"  # its message_id was applied before: nothing was done again
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +262,28 @@ class EventOutcome:
     facts_dropped: int = 0  # no identifier of the event could be linked, so nothing to anchor to
     consents_recorded: int = 0
     consents_dropped: int = 0  # likewise: nothing to anchor them to
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundEvent:
+    """A change downstream tools are told about, held in the graph's outbox until published.
+
+    Written in the transaction that made the change, so a committed change always has its event
+    and a rolled-back one never does (the transactional outbox); a relay publishes it and then
+    deletes it (at least once: consumers deduplicate by ``event_id``). ``payload`` is the JSON
+    document of a versioned schema (:mod:`identity.outbound`); it carries pseudonymous ids only
+    (the person id, which is random and never derived from an identifier), never an identifier
+    or a hash. ``person_id`` is the partition key, so one person's events stay in order; erasing
+    the person drops their events still in the outbox. An event with ``erasure_id`` is held back
+    until that erasure has completed (keys shredded, audited).
+    """
+
+    event_id: str
+    kind: str
+    person_id: str
+    payload: str
+    created_at: datetime
+    erasure_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +309,10 @@ class ChangeSet:
     facts: tuple[Fact, ...] = ()
     # Appended as they are; consent history is never rewritten.
     consents: tuple[ConsentRecord, ...] = ()
+    # Keyed digests of the message ids this transaction applied (exactly-once per message).
+    messages: tuple[bytes, ...] = ()
+    # Events for downstream tools, committed with the change they describe (transactional outbox).
+    outbound: tuple[OutboundEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,17 +20,24 @@ A batch of events is resolved in one store transaction: one lookup for every dig
 one query for the type counts of every person touched, resolution in memory (events later in the
 batch see what earlier ones did), and one set-based write. That is what makes bulk ingest fast
 while keeping "one ingest = one transaction".
+
+Events may carry a ``message_id`` (stream ingest): its keyed digest is looked up and recorded in
+the same transaction, so an event redelivered after a crash is answered ``duplicate`` and changes
+nothing (exactly-once effect per message). With ``outbound_events`` on, every stored consent
+record also puts a ``consent.changed`` event in the graph's outbox, in the same transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from identity import clusters
+from identity import clusters, outbound
 from identity.errors import ConfigurationError, IdentifierNotFoundError, NotLinkedError
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
@@ -46,6 +53,7 @@ from identity.model import (
     IdentifierNode,
     IdentityEvent,
     Link,
+    OutboundEvent,
     Outcome,
     PersonRecord,
     Refusal,
@@ -60,6 +68,8 @@ from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
 
 _Key = tuple[str, bytes]  # (type, digest under the primary key): one identifier within a batch
+MESSAGE_ID_INFO = b"idgraph-message-id/1"
+_MESSAGE_DIGEST_BYTES = 16  # 128 bits: collisions out of reach for any message volume
 
 
 class FactSealer(Protocol):
@@ -162,6 +172,8 @@ class ResolutionEngine:
         person_ids: Callable[[], str] = new_person_id,
         node_ids: Callable[[], str] = new_node_id,
         sealer: FactSealer | None = None,
+        *,
+        outbound_events: bool = False,
     ) -> None:
         self._store = store
         self._keyring = keyring
@@ -170,6 +182,20 @@ class ResolutionEngine:
         self._person_ids = person_ids
         self._node_ids = node_ids
         self._sealer = sealer
+        self._outbound = outbound_events
+        # Message ids are keyed-hashed before they are stored: a sender may put anything in
+        # one (an email, an order number), and a plain hash of a guessable value is no cover.
+        # A subkey of its own (HKDF info), so a message digest never equals an identifier hash.
+        self._message_mac = hmac.new(
+            keyring.derive_key(MESSAGE_ID_INFO)[1], digestmod=hashlib.sha256
+        )
+
+    def message_digest(self, source: str, message_id: str) -> bytes:
+        """The stored form of a message id: keyed, and scoped to the source that sent it."""
+        mac = self._message_mac.copy()
+        encoded = source.encode()
+        mac.update(len(encoded).to_bytes(4, "big") + encoded + message_id.encode())
+        return mac.digest()[:_MESSAGE_DIGEST_BYTES]
 
     @property
     def policy(self) -> IdentityPolicy:
@@ -190,7 +216,45 @@ class ResolutionEngine:
         if self._sealer is None and any(event.facts for event in events):
             raise ConfigurationError("facts need a sealer (the vault); none is configured")
         prepared = [self._prepare(event) for event in events]
-        return self._store.write(lambda tx: self._resolve_batch(tx, events, prepared))
+        digests = [
+            self.message_digest(e.source, e.message_id) if e.message_id is not None else None
+            for e in events
+        ]
+        if not any(digests):
+            return self._store.write(lambda tx: self._resolve_batch(tx, events, prepared))
+        return self._store.write(
+            lambda tx: self._resolve_deduplicated(tx, events, prepared, digests)
+        )
+
+    def _resolve_deduplicated(
+        self,
+        tx: GraphTransaction,
+        events: Sequence[IdentityEvent],
+        prepared: list[list[_Prepared]],
+        digests: list[bytes | None],
+    ) -> list[EventOutcome]:
+        """Resolve the events whose message id is new; the others are ``duplicate`` (no-ops).
+
+        Both the lookup and the record of the new ids are in this transaction: a retry of the
+        transaction sees the same answer, and "applied" can never be stored without the change.
+        """
+        seen = tx.seen_messages([d for d in digests if d is not None])
+        fresh: list[int] = []
+        recorded: list[bytes] = []
+        for index, digest in enumerate(digests):
+            if digest is not None:
+                if digest in seen:
+                    continue  # applied before, or earlier in this same batch
+                seen.add(digest)
+                recorded.append(digest)
+            fresh.append(index)
+        results = self._resolve_batch(
+            tx, [events[i] for i in fresh], [prepared[i] for i in fresh], tuple(recorded)
+        )
+        outcomes = [EventOutcome(Outcome.DUPLICATE, None, (), 0, ()) for _ in events]
+        for index, outcome in zip(fresh, results, strict=True):
+            outcomes[index] = outcome
+        return outcomes
 
     def _prepare(self, event: IdentityEvent) -> list[_Prepared]:
         out: list[_Prepared] = []
@@ -223,6 +287,7 @@ class ResolutionEngine:
         tx: GraphTransaction,
         events: Sequence[IdentityEvent],
         prepared: list[list[_Prepared]],
+        messages: tuple[bytes, ...] = (),
     ) -> list[EventOutcome]:
         state = _BatchState()
         self._load(tx, prepared, state)
@@ -231,7 +296,7 @@ class ResolutionEngine:
             for event, items in zip(events, prepared, strict=True)
         ]
         changes, final = self._changes(state, outcomes)
-        tx.apply(changes)
+        tx.apply(replace(changes, messages=messages, outbound=self._consent_events(state)))
         return [replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final]
 
     def _load(
@@ -491,6 +556,15 @@ class ResolutionEngine:
             consents=tuple(state.consents),
         )
         return changes, outcomes
+
+    def _consent_events(self, state: _BatchState) -> tuple[OutboundEvent, ...]:
+        """One ``consent.changed`` per stored record, for the person its anchor ends up in."""
+        if not self._outbound:
+            return ()
+        return tuple(
+            outbound.consent_changed(record, state.find(state.node_person[record.node_id]))
+            for record in state.consents
+        )
 
     def _seal(self, pending: list[tuple[str, FactInput, str]]) -> tuple[Fact, ...]:
         if not pending:

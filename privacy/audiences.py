@@ -34,6 +34,7 @@ import json
 import secrets
 import sqlite3
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -349,6 +350,10 @@ class AudienceStore(Protocol):
         """The definition, or ``None``."""
         ...
 
+    def list_audiences(self, purposes: Collection[str] | None, limit: int = 500) -> list[Audience]:
+        """Definitions for ``purposes`` (``None``: every purpose), newest first."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
@@ -423,6 +428,35 @@ class SqliteAudienceStore:
             datetime.fromisoformat(row[4]),
             row[5],
         )
+
+    def list_audiences(self, purposes: Collection[str] | None, limit: int = 500) -> list[Audience]:
+        """Definitions for ``purposes`` (``None``: every purpose), newest first."""
+        sql = "SELECT audience_id, name, purpose, rules, created_at, created_by FROM audiences"
+        params: list[object] = []
+        if purposes is not None:
+            wanted = sorted(purposes)
+            if not wanted:
+                return []
+            sql += f" WHERE purpose IN ({', '.join('?' * len(wanted))})"
+            params.extend(wanted)
+        sql += " ORDER BY created_at DESC, audience_id LIMIT ?"
+        params.append(limit)
+        try:
+            with self._lock:
+                rows = self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise AudienceStoreUnavailableError(f"cannot list audiences: {exc}") from exc
+        return [
+            Audience(
+                row[0],
+                row[1],
+                row[2],
+                AudienceRules.from_json(json.loads(row[3])),
+                datetime.fromisoformat(row[4]),
+                row[5],
+            )
+            for row in rows
+        ]
 
     def close(self) -> None:
         """Close the connection."""

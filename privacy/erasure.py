@@ -50,6 +50,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
+from identity import outbound
 from identity.errors import IdGraphError, InvalidFieldError, StoreUnavailableError
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
@@ -128,6 +129,7 @@ class ErasureService:
         clock: Callable[[], datetime] = _utcnow,
         checkpoint_attempts: int = 20,
         checkpoint_wait_s: float = 0.05,
+        outbound_events: bool = False,
     ) -> None:
         self._store = store
         self._vault = vault
@@ -136,6 +138,7 @@ class ErasureService:
         self._clock = clock
         self._checkpoint_attempts = max(1, checkpoint_attempts)
         self._checkpoint_wait_s = checkpoint_wait_s
+        self._outbound = outbound_events
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -223,8 +226,11 @@ class ErasureService:
         totals = dict.fromkeys(_COUNT_NAMES, 0)
         node_ids: list[str] = []
         erased_hashes: set[HashedIdentifier] = set()
+        erased_persons: list[str] = []
         for person_id in persons:
             erased = tx.erase_person(person_id)
+            if erased.persons:
+                erased_persons.append(person_id)
             totals["persons_erased"] += erased.persons
             totals["identifiers_erased"] += erased.identifiers
             totals["facts_deleted"] += erased.facts
@@ -246,6 +252,13 @@ class ErasureService:
             erasure_id, request_id, actor, self._clock(), tuple(node_ids), totals
         )
         tx.add_erasure_outbox(entry)
+        if self._outbound and erased_persons:
+            # In the erasure's own transaction (so it cannot be lost nor outlive a rollback),
+            # held back until the erasure completes: downstream tools hear "erased" once the
+            # keys are shredded. The person id is all it names (identity.outbound says why).
+            tx.add_outbound(
+                [outbound.person_erased(p, erasure_id, entry.created_at) for p in erased_persons]
+            )
         return entry
 
     def _kept_value_hashes(
@@ -348,7 +361,7 @@ class ErasureService:
                 actor=actor,
                 action=ERASURE_ACTION,
                 details={
-                    "request_id": request_id,
+                    "request_id": audit_ref_or_text(request_id),
                     "erasure_id": AuditRef(erasure_id),
                     **counts,
                     "keys_shredded": keys,

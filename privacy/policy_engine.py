@@ -67,12 +67,14 @@ class Caller:
     """Who is reading: an API key, the purposes it may read for, and its consumer name.
 
     ``consumer`` names the downstream system (it keys the per-consumer pseudonyms of feature
-    exports); it defaults to the key id.
+    exports); it defaults to the key id. ``actor`` is the audit actor when the reader is not an
+    API key (a console operator, ``op_<username>``); empty means ``key_<key id>``.
     """
 
     key_id: str
     purposes: frozenset[str]
     consumer: str
+    actor: str = ""
 
     def may_read_for(self, purpose: str) -> bool:
         """Whether the key's purposes include ``purpose``."""

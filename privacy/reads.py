@@ -77,6 +77,7 @@ from privacy.audit import (
 from privacy.cursors import CursorCodec, CursorScope, InvalidCursorError
 from privacy.facts import FactsPolicy
 from privacy.policy_engine import (
+    ALL_PURPOSES,
     IDENTIFIER_CATEGORY,
     Caller,
     FieldRef,
@@ -208,6 +209,17 @@ class MemberPage:
     person_ids: tuple[str, ...]
     next_cursor: str | None
     scanned: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudiencePreview:
+    """A consent-filtered member count of an audience (no person ids)."""
+
+    audience: Audience
+    members: int
+    scanned: int
+    denied: Mapping[str, int]
+    complete: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +377,7 @@ class ReadService:
         self._audit.append(
             [
                 AuditDraft(
-                    api_key_actor(caller.key_id),
+                    _actor(caller),
                     action.value,
                     purpose,
                     ref,
@@ -476,6 +488,45 @@ class ReadService:
         self.admit(caller, audience.purpose, ReadAction.GET_AUDIENCE)
         return audience
 
+    def audiences(self, caller: Caller) -> list[Audience]:
+        """The definitions of the purposes the caller may read for (no personal data)."""
+        purposes = None if ALL_PURPOSES in caller.purposes else caller.purposes
+        return self._audiences.list_audiences(purposes)
+
+    def preview_audience(
+        self, caller: Caller, audience_id: str, max_pages: int = 20
+    ) -> AudiencePreview:
+        """How many persons are members now, after the policy (consent, restriction, ...).
+
+        Walks member pages (each one audited like :meth:`audience_members`) for at most
+        ``max_pages`` scans of :attr:`max_scan` persons; ``complete`` says whether it got to the
+        end. Only the count leaves this method.
+        """
+        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
+        if audience is None:
+            raise AudienceNotFoundError
+        self.admit(caller, audience.purpose, ReadAction.AUDIENCE)
+        members = scanned = 0
+        denied: Counter[str] = Counter()
+        after = ""
+        for _ in range(max_pages):
+            scan = self._audience_scan(audience, self._clock())
+            result = self._scan(caller, audience.purpose, scan, audience.rules, after, MAX_PAGE)
+            self._audit_page(
+                caller,
+                ReadAction.AUDIENCE,
+                audience.purpose,
+                result,
+                {"audience": audience_id, "preview": True},
+            )
+            members += len(result.members)
+            scanned += result.scanned
+            denied.update(result.denied)
+            if result.exhausted:
+                return AudiencePreview(audience, members, scanned, dict(denied), complete=True)
+            after = result.last
+        return AudiencePreview(audience, members, scanned, dict(denied), complete=False)
+
     # -- member scans ---------------------------------------------------------------------
 
     def _scan(
@@ -557,7 +608,7 @@ class ReadService:
         }
         drafts = [
             AuditDraft(
-                api_key_actor(caller.key_id),
+                _actor(caller),
                 action.value,
                 purpose_id,
                 None,
@@ -569,7 +620,7 @@ class ReadService:
         for start in range(0, len(refs), MAX_DETAIL_LIST):
             drafts.append(
                 AuditDraft(
-                    api_key_actor(caller.key_id),
+                    _actor(caller),
                     action.value,
                     purpose_id,
                     None,
@@ -767,6 +818,11 @@ class ReadService:
 
 def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:
     return tx.member_page(scan, after, limit)
+
+
+def _actor(caller: Caller) -> str:
+    """The audit actor of a read: the operator for console reads, else ``key_<key id>``."""
+    return caller.actor or api_key_actor(caller.key_id)
 
 
 def _check_limit(limit: int) -> None:

@@ -36,7 +36,7 @@ def _offenders(package: str, banned: tuple[str, ...], allowed: tuple[str, ...] =
 
 
 def test_core_never_imports_the_web_framework() -> None:
-    web = ("fastapi", "starlette", "uvicorn", "api")
+    web = ("fastapi", "starlette", "uvicorn", "jinja2", "api", "console")
     assert _offenders("identity", web) == []
     assert _offenders("privacy", web) == []
 
@@ -47,7 +47,7 @@ def test_identity_does_not_depend_on_privacy() -> None:
 
 def test_only_the_neo4j_adapter_imports_neo4j() -> None:
     allowed = ("identity/store/neo4j",)
-    for package in ("identity", "privacy", "api"):
+    for package in ("identity", "privacy", "api", "console"):
         assert _offenders(package, ("neo4j",), allowed) == []
 
 
@@ -70,11 +70,12 @@ def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
     assert len(_modules("identity")) >= 8
+    assert "privacy.operators" in _imports(REPO / "console" / "security.py")
 
 
 def test_use_cases_never_import_an_entrypoint_or_a_framework() -> None:
-    entrypoints = ("fastapi", "starlette", "uvicorn", "typer", "rich", "api", "cli")
-    assert _offenders("services", entrypoints) == []
+    entrypoints = ("fastapi", "starlette", "uvicorn", "typer", "rich", "jinja2", "api", "cli")
+    assert _offenders("services", (*entrypoints, "console")) == []
     assert len(_modules("services")) >= 4
 
 
@@ -96,14 +97,28 @@ def test_routers_hold_no_use_case_logic() -> None:
     assert found == []
 
 
-ENTRYPOINTS = ("api", "cli")
+ENTRYPOINTS = ("api", "cli", "console", "stream")
+# The app factory mounts the console under /console: the one module of an entrypoint allowed to
+# import another (the console's services come from the same bootstrap container).
+COMPOSITION = ("api/app.py",)
 
 
 def test_no_entrypoint_imports_another() -> None:
-    """api/ and cli/ sit side by side on bootstrap/ and services/; neither imports the other."""
+    """api/, cli/, console/ and stream/ sit side by side on bootstrap/ and services/; none imports
+    another, except the app factory that mounts the console."""
     for entrypoint in ENTRYPOINTS:
         others = tuple(e for e in ENTRYPOINTS if e != entrypoint)
-        assert _offenders(entrypoint, others) == []
+        assert _offenders(entrypoint, others, COMPOSITION) == []
+
+
+def test_the_console_is_mounted_by_the_composition_root_only() -> None:
+    importers = [
+        path.relative_to(REPO).as_posix()
+        for package in ENTRYPOINTS
+        for path in _modules(package)
+        if package != "console" and any(n.split(".")[0] == "console" for n in _imports(path))
+    ]
+    assert importers == list(COMPOSITION)
 
 
 def test_nothing_below_the_entrypoints_imports_them() -> None:
@@ -113,7 +128,7 @@ def test_nothing_below_the_entrypoints_imports_them() -> None:
 
 def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     """Module-level imports between the project's own modules form no circle."""
-    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli")
+    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli", "console", "stream")
     modules = {
         ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
         for package in packages
@@ -143,5 +158,21 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
 
 def test_runtime_packages_never_import_the_model_training_tools() -> None:
     # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
-    for package in ("identity", "privacy", "services", "bootstrap", "api", "cli"):
+    for package in (
+        "identity",
+        "privacy",
+        "services",
+        "bootstrap",
+        "api",
+        "cli",
+        "console",
+        "stream",
+    ):
         assert _offenders(package, ("tools", "faker")) == []
+
+
+def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
+    """``idgraph consume`` reaches the CLI through an entry point (see cli/main.py), and
+    stream/ never imports the web framework."""
+    assert _offenders("stream", ("fastapi", "starlette", "uvicorn")) == []
+    assert "stream.worker" in _imports(REPO / "stream" / "command.py")

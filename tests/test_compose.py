@@ -163,7 +163,7 @@ def test_ports_are_published_on_localhost_only(compose: dict[str, Any]) -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} publicly"
 
 
-def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
+def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_and_kafka_extras() -> None:
     lines = [
         line.strip()
         for line in (ROOT / "Dockerfile").read_text().splitlines()
@@ -175,13 +175,27 @@ def test_dockerfile_runs_as_non_root_and_installs_the_neo4j_extra() -> None:
     users = [line.split()[1] for line in final_stage if line.startswith("USER ")]
     assert users, "the runtime stage never drops root"
     assert users[-1] not in {"root", "0"}
-    assert any("[neo4j,hsm]" in line for line in lines)  # the graph driver and PKCS#11
+    assert any("[neo4j,kafka,hsm]" in line for line in lines)  # graph driver, Kafka, PKCS#11
     assert final_stage[-2:] == ['ENTRYPOINT ["idgraph"]', 'CMD ["serve", "--host", "0.0.0.0"]']
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".env", ".idgraph/", ".git", ".venv"} <= ignored
+
+
+def test_kafka_image_is_the_official_one_pinned_to_the_version_make_kafka_runs(
+    compose: dict[str, Any],
+) -> None:
+    kafka = compose["services"]["kafka"]
+    name, _, tag = kafka["image"].partition(":")
+    assert name == "apache/kafka"
+    pom = (ROOT / "tools" / "kafka-server" / "pom.xml").read_text()
+    pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    assert pinned is not None
+    assert tag == pinned.group(1)
+    assert "kafka-broker-api-versions" in " ".join(kafka["healthcheck"]["test"])
+    assert all(port.startswith("127.0.0.1:") for port in kafka["ports"])
 
 
 def test_dockerfile_copies_every_package_the_wheel_includes() -> None:

@@ -25,6 +25,11 @@ from .conftest import Api
 PUBLIC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "liveness probe: orchestrators probe without secrets",
     ("GET", "/readyz"): "readiness probe: orchestrators probe without secrets",
+    # Served by fastapi-offline as ordinary routes (Swagger UI and ReDoc from vendored assets):
+    # public like /openapi.json, which they render.
+    ("GET", "/docs"): "the API documentation (Swagger UI), public like /openapi.json",
+    ("GET", "/docs/oauth2-redirect"): "Swagger UI's OAuth2 redirect page (static)",
+    ("GET", "/redoc"): "the API documentation (ReDoc), public like /openapi.json",
     ("POST", "/v1/webhooks/consent/{source}"): (
         "CMP webhooks carry no API key: each request is authenticated by its Standard Webhooks "
         "signature instead"
@@ -32,6 +37,14 @@ PUBLIC_ROUTES: dict[tuple[str, str], str] = {
 }
 # Routes FastAPI itself adds (plain Starlette routes, not APIRoute): the API description only.
 FRAMEWORK_ROUTES = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Mounted sub-apps, each with its own authentication (or none needed), with the reason.
+MOUNTS: dict[str, str] = {
+    "/static-offline-docs": "the vendored Swagger UI / ReDoc assets: public static files",
+    "/console": (
+        "the operator console: its own sessions (operators, not API keys); every page but the "
+        "sign-in form needs one (tests/test_console.py walks its routes)"
+    ),
+}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Bodies that are valid JSON but fail any schema: auth must answer before validation does.
 WRONG_BODIES: tuple[Any, ...] = ({}, {"unexpected": [1, 2]}, [])
@@ -130,6 +143,7 @@ def test_every_route_is_authenticated_or_explicitly_public(api: Api) -> None:
         for route in _all_routes(app)
         if not isinstance(getattr(route, "original_route", route), APIRoute)
         and getattr(route, "path", None) not in FRAMEWORK_ROUTES
+        and getattr(route, "path", None) not in MOUNTS
     ]
     assert not others, f"routes outside FastAPI's dependency system (no auth check): {others}"
 

@@ -82,7 +82,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 
 class Label(StrEnum):
@@ -96,6 +96,8 @@ class Label(StrEnum):
     CONSENT = "Consent"
     SUPPRESSION = "Suppression"
     ERASURE_OUTBOX = "ErasureOutbox"
+    SEEN_MESSAGE = "SeenMessage"
+    OUTBOUND_EVENT = "OutboundEvent"
     WRITER_LOCK = "WriterLock"
 
 
@@ -146,6 +148,15 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
             "counts",
             "done_at",
         ),
+        Label.SEEN_MESSAGE: ("digest", "seen_at"),
+        Label.OUTBOUND_EVENT: (
+            "event_id",
+            "kind",
+            "person_id",
+            "payload",
+            "created_at",
+            "erasure_id",
+        ),
         Label.WRITER_LOCK: ("name", "held_at"),
     }
 )
@@ -170,6 +181,9 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "candidates": "list of {type, key_id, digest} maps: keyed hashes to look up",
         "person_ids": "list of opaque person ids",
         "person_id": "one opaque person id",
+        "digests": "list of keyed message-id digests (hex)",
+        "before": "epoch milliseconds: entries recorded earlier are dropped",
+        "event_ids": "list of outbound event ids",
         "a": "node id of the lower link endpoint",
         "b": "node id of the higher link endpoint",
         "key": "a Meta key (schema_version, copy_cursor:<source>)",
@@ -274,6 +288,29 @@ CREATE CONSTRAINT erasure_outbox_id_unique IF NOT EXISTS
 FOR (o:ErasureOutbox) REQUIRE o.erasure_id IS UNIQUE
 """
 
+# Since schema 4: message ids applied by stream ingest (keyed digests, hex), looked up by digest
+# in every ingest and forgotten by age; outbound events, fetched in event-id order (ids are
+# time-ordered) and dropped by person on erasure.
+CREATE_SEEN_MESSAGE_CONSTRAINT: Final = """
+CREATE CONSTRAINT seen_message_digest_unique IF NOT EXISTS
+FOR (m:SeenMessage) REQUIRE m.digest IS UNIQUE
+"""
+
+CREATE_SEEN_MESSAGE_AGE_INDEX: Final = """
+CREATE INDEX seen_message_at IF NOT EXISTS
+FOR (m:SeenMessage) ON (m.seen_at)
+"""
+
+CREATE_OUTBOUND_EVENT_CONSTRAINT: Final = """
+CREATE CONSTRAINT outbound_event_id_unique IF NOT EXISTS
+FOR (o:OutboundEvent) REQUIRE o.event_id IS UNIQUE
+"""
+
+CREATE_OUTBOUND_EVENT_PERSON_INDEX: Final = """
+CREATE INDEX outbound_event_person IF NOT EXISTS
+FOR (o:OutboundEvent) ON (o.person_id)
+"""
+
 # One lock node per name; MERGE under this constraint cannot create a second one in a race.
 CREATE_WRITER_LOCK_CONSTRAINT: Final = """
 CREATE CONSTRAINT writer_lock_name_unique IF NOT EXISTS
@@ -294,6 +331,10 @@ SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_SUPPRESSION_CONSTRAINT,
     CREATE_SUPPRESSION_DIGEST_INDEX,
     CREATE_ERASURE_OUTBOX_CONSTRAINT,
+    CREATE_SEEN_MESSAGE_CONSTRAINT,
+    CREATE_SEEN_MESSAGE_AGE_INDEX,
+    CREATE_OUTBOUND_EVENT_CONSTRAINT,
+    CREATE_OUTBOUND_EVENT_PERSON_INDEX,
     CREATE_WRITER_LOCK_CONSTRAINT,
 )
 
@@ -739,12 +780,63 @@ SET o.node_ids = [], o.done_at = $done_at
 RETURN count(o) AS completed
 """
 
+# -- stream ingest and the outbound outbox ------------------------------------------------------
+
+FIND_SEEN_MESSAGES: Final = """
+UNWIND $digests AS digest
+MATCH (m:SeenMessage {digest: digest})
+RETURN m.digest AS digest
+"""
+
+RECORD_MESSAGES: Final = """
+UNWIND $rows AS row
+CREATE (:SeenMessage {digest: row.digest, seen_at: row.seen_at})
+"""
+
+FORGET_MESSAGES: Final = """
+MATCH (m:SeenMessage)
+WHERE m.seen_at < $before
+DELETE m
+"""
+
+CREATE_OUTBOUND_EVENTS: Final = """
+UNWIND $rows AS row
+CREATE (:OutboundEvent {event_id: row.event_id, kind: row.kind, person_id: row.person_id,
+        payload: row.payload, created_at: row.created_at, erasure_id: row.erasure_id})
+"""
+
+# Events waiting for an erasure that is not complete yet are held back.
+OUTBOUND_PAGE: Final = """
+MATCH (o:OutboundEvent)
+WHERE o.erasure_id IS NULL
+   OR NOT EXISTS {
+        MATCH (e:ErasureOutbox {erasure_id: o.erasure_id})
+        WHERE e.done_at IS NULL
+      }
+RETURN o.event_id AS event_id, o.kind AS kind, o.person_id AS person_id,
+       o.payload AS payload, o.created_at AS created_at, o.erasure_id AS erasure_id
+ORDER BY event_id
+LIMIT $limit
+"""
+
+DELETE_OUTBOUND: Final = """
+UNWIND $event_ids AS event_id
+MATCH (o:OutboundEvent {event_id: event_id})
+DELETE o
+"""
+
+ERASE_PERSON_OUTBOUND: Final = """
+MATCH (o:OutboundEvent {person_id: $person_id})
+DELETE o
+"""
+
 # Tests only. Deletes idgraph's nodes (and their relationships) in inner transactions of
 # $batch_size rows so a large graph does not need one huge transaction's memory. CALL ... IN
 # TRANSACTIONS runs only in an implicit (auto-commit) transaction: ``session.run``, never inside
 # ``execute_write``. The schema (constraints, indexes) stays.
 WIPE_ALL: Final = """
-MATCH (n:Person|Identifier|Refusal|Meta|Fact|Consent|Suppression|ErasureOutbox)
+MATCH (n:Person|Identifier|Refusal|Meta|Fact|Consent|Suppression|ErasureOutbox|SeenMessage|
+         OutboundEvent)
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch_size ROWS
 """
 

@@ -66,6 +66,7 @@ from identity.model import (
     Link,
     MemberRow,
     MemberScan,
+    OutboundEvent,
     PersonRecord,
     Refusal,
     StoreStats,
@@ -401,6 +402,17 @@ class Neo4jTransaction:
         self._write_consents(changes.consents)  # a no-op without consents
         if changes.refusals:
             self._each_batch(cypher.CREATE_REFUSALS, [_refusal_row(r) for r in changes.refusals])
+        self._write_stream(changes)  # a no-op without message ids and outbound events
+
+    def _write_stream(self, changes: ChangeSet) -> None:
+        if changes.messages:
+            now = _ms(datetime.now(UTC))
+            self._each_batch(
+                cypher.RECORD_MESSAGES,
+                [{"digest": digest.hex(), "seen_at": now} for digest in changes.messages],
+            )
+        if changes.outbound:
+            self.add_outbound(changes.outbound)
 
     def _write_facts(self, facts: Sequence[Fact]) -> None:
         # After new nodes, merges and reassignments: a fact hangs off its Identifier node, so it
@@ -587,6 +599,8 @@ class Neo4jTransaction:
         facts, _ = self._deleted(cypher.ERASE_PERSON_FACTS, person_id=person_id)
         consents, _ = self._deleted(cypher.ERASE_PERSON_CONSENTS, person_id=person_id)
         refusals = self.delete_refusals([hashed for _, hashed in nodes])
+        # Events about the person not yet published go too: erasure reaches the downstream queue.
+        self._deleted(cypher.ERASE_PERSON_OUTBOUND, person_id=person_id)
         self._deleted(cypher.ERASE_PERSON_IDENTIFIERS, person_id=person_id)
         persons, _ = self._deleted(cypher.ERASE_PERSON, person_id=person_id)
         return ErasureCounts(
@@ -670,6 +684,58 @@ class Neo4jTransaction:
             cypher.COMPLETE_ERASURE, erasure_id=erasure_id, done_at=_ms(datetime.now(UTC))
         )
         return bool(records and int(records[0]["completed"]))
+
+    def seen_messages(self, digests: Collection[bytes]) -> set[bytes]:
+        """Those of ``digests`` applied before and not forgotten."""
+        found: set[bytes] = set()
+        for chunk in _chunks(sorted(set(digests)), self._batch):
+            found.update(
+                bytes.fromhex(r["digest"])
+                for r in self._data(cypher.FIND_SEEN_MESSAGES, digests=[d.hex() for d in chunk])
+            )
+        return found
+
+    def forget_messages(self, before: datetime) -> int:
+        """Drop message digests recorded before ``before``; how many."""
+        return self._deleted(cypher.FORGET_MESSAGES, before=_ms(before))[0]
+
+    def add_outbound(self, events: Sequence[OutboundEvent]) -> None:
+        """Put ``events`` in the outbox."""
+        self._each_batch(
+            cypher.CREATE_OUTBOUND_EVENTS,
+            [
+                {
+                    "event_id": e.event_id,
+                    "kind": e.kind,
+                    "person_id": e.person_id,
+                    "payload": e.payload,
+                    "created_at": _ms(e.created_at),
+                    "erasure_id": e.erasure_id,
+                }
+                for e in events
+            ],
+        )
+
+    def outbound_page(self, limit: int) -> list[OutboundEvent]:
+        """Up to ``limit`` events ready to publish, oldest first."""
+        return [
+            OutboundEvent(
+                r["event_id"],
+                r["kind"],
+                r["person_id"],
+                r["payload"],
+                _dt(r["created_at"]),
+                r["erasure_id"],
+            )
+            for r in self._data(cypher.OUTBOUND_PAGE, limit=limit)
+        ]
+
+    def delete_outbound(self, event_ids: Collection[str]) -> int:
+        """Remove published events; returns how many were there."""
+        return sum(
+            self._deleted(cypher.DELETE_OUTBOUND, event_ids=list(chunk))[0]
+            for chunk in _chunks(sorted(set(event_ids)), self._batch)
+        )
 
     def ping(self) -> None:
         """Run a trivial statement (a database-level liveness check)."""

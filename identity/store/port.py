@@ -9,6 +9,7 @@ contract suite in ``tests/contract``.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from identity.hashing import HashedIdentifier
@@ -24,6 +25,7 @@ from identity.model import (
     IdentifierNode,
     MemberRow,
     MemberScan,
+    OutboundEvent,
     PersonRecord,
     StoreStats,
 )
@@ -132,6 +134,26 @@ class GraphTransaction(Protocol):
 
     def complete_erasure(self, erasure_id: str) -> bool:
         """Mark an outbox entry done and forget its node ids; ``False`` if already done."""
+        ...
+
+    def seen_messages(self, digests: Collection[bytes]) -> set[bytes]:
+        """Those of ``digests`` (keyed message-id digests) applied before and not forgotten."""
+        ...
+
+    def forget_messages(self, before: datetime) -> int:
+        """Drop message-id digests recorded before ``before`` (the dedup window); how many."""
+        ...
+
+    def add_outbound(self, events: Sequence[OutboundEvent]) -> None:
+        """Put ``events`` in the outbox (``ChangeSet.outbound`` does the same for ingest)."""
+        ...
+
+    def outbound_page(self, limit: int) -> list[OutboundEvent]:
+        """Up to ``limit`` outbox events ready to publish, oldest first (held ones skipped)."""
+        ...
+
+    def delete_outbound(self, event_ids: Collection[str]) -> int:
+        """Remove published events from the outbox; returns how many were there."""
         ...
 
 

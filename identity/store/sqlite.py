@@ -43,6 +43,7 @@ from identity.model import (
     Link,
     MemberRow,
     MemberScan,
+    OutboundEvent,
     PersonRecord,
     StoreStats,
 )
@@ -53,8 +54,9 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 # 1: persons, identifiers, links, refusals, facts. 2: consents, and the index member scans use
 # for event rules. 3: the suppression list and the erasure outbox. Files of older versions are
+# 4: processed message ids and the outbound event outbox (stream ingest and publishing).
 # migrated forward when opened (see _SCHEMA).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -207,6 +209,32 @@ CREATE TABLE IF NOT EXISTS erasure_outbox (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS erasure_outbox_pending ON erasure_outbox(created_at)
     WHERE done_at IS NULL;
+
+-- Since version 4.
+
+-- Message ids already applied (exactly-once per stream record): keyed digests, because a
+-- sender may put anything in a message id, an email included. Written in the ingest's own
+-- transaction, so "applied" and "recorded as applied" cannot part. Forgotten after the dedup
+-- window (`seen_at`).
+CREATE TABLE IF NOT EXISTS seen_messages (
+    digest  BLOB PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_messages_at ON seen_messages(seen_at);
+
+-- Events for downstream tools, written in the transaction that made the change and deleted once
+-- published (the transactional outbox). `payload` is a versioned JSON document with person ids
+-- only (never an identifier or a hash); an event naming `erasure_id` waits for that erasure.
+CREATE TABLE IF NOT EXISTS event_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id   TEXT NOT NULL UNIQUE,
+    kind       TEXT NOT NULL,
+    person_id  TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    erasure_id TEXT
+);
+CREATE INDEX IF NOT EXISTS event_outbox_person ON event_outbox(person_id);
 """
 
 
@@ -561,6 +589,7 @@ class _SqliteTransaction:
                     for c in changes.consents
                 ],
             )
+        self._write_stream(changes)  # a no-op without message ids and outbound events
         if changes.refusals:
             conn.executemany(
                 "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail) "
@@ -936,6 +965,8 @@ class _SqliteTransaction:
                 chunk,
             ).rowcount
         refusals = self.delete_refusals([hashed for _, hashed in nodes])
+        # Events about the person not yet published go too: erasure reaches the downstream queue.
+        conn.execute("DELETE FROM event_outbox WHERE person_id = ?", (person_id,))
         conn.execute("DELETE FROM identifiers WHERE person_id = ?", (person_id,))
         persons = conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
         return ErasureCounts(
@@ -1035,6 +1066,67 @@ class _SqliteTransaction:
             (_ms(datetime.now(UTC)), erasure_id),
         )
         return cursor.rowcount == 1
+
+    # -- stream ingest and the outbound outbox ------------------------------------------------
+
+    def _write_stream(self, changes: ChangeSet) -> None:
+        if changes.messages:
+            now = _ms(datetime.now(UTC))
+            self._conn.executemany(
+                "INSERT INTO seen_messages (digest, seen_at) VALUES (?, ?)",
+                [(digest, now) for digest in changes.messages],
+            )
+        if changes.outbound:
+            self.add_outbound(changes.outbound)
+
+    def seen_messages(self, digests: Collection[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for chunk in _chunks(list(set(digests))):
+            found.update(
+                bytes(row[0])
+                for row in self._conn.execute(
+                    f"SELECT digest FROM seen_messages WHERE digest IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                )
+            )
+        return found
+
+    def forget_messages(self, before: datetime) -> int:
+        return self._conn.execute(
+            "DELETE FROM seen_messages WHERE seen_at < ?", (_ms(before),)
+        ).rowcount
+
+    def add_outbound(self, events: Sequence[OutboundEvent]) -> None:
+        self._conn.executemany(
+            "INSERT INTO event_outbox (event_id, kind, person_id, payload, created_at, "
+            "erasure_id) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (e.event_id, e.kind, e.person_id, e.payload, _ms(e.created_at), e.erasure_id)
+                for e in events
+            ],
+        )
+
+    def outbound_page(self, limit: int) -> list[OutboundEvent]:
+        rows = self._conn.execute(
+            "SELECT o.event_id, o.kind, o.person_id, o.payload, o.created_at, o.erasure_id "
+            "FROM event_outbox o WHERE o.erasure_id IS NULL OR NOT EXISTS ("
+            "SELECT 1 FROM erasure_outbox e WHERE e.erasure_id = o.erasure_id "
+            "AND e.done_at IS NULL) ORDER BY o.seq LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboundEvent(event_id, kind, person_id, payload, _dt(created_at), erasure_id)
+            for event_id, kind, person_id, payload, created_at, erasure_id in rows
+        ]
+
+    def delete_outbound(self, event_ids: Collection[str]) -> int:
+        deleted = 0
+        for chunk in _chunks(list(set(event_ids))):
+            deleted += self._conn.execute(
+                f"DELETE FROM event_outbox WHERE event_id IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                chunk,
+            ).rowcount
+        return deleted
 
 
 class SqliteGraphStore:

@@ -450,8 +450,9 @@ class DsrService:
         more = len(found) == limit
         return found, self._cursors.seal(scope, found[-1].request_id) if more else None
 
-    def cancel(self, request_id: str, actor: str) -> DsrRequest:
-        """Cancel a pending request (409 once a worker has started it)."""
+    def cancel(self, request_id: str, actor: str, reason: str = "") -> DsrRequest:
+        """Cancel a pending request (409 once a worker has started it); ``reason`` goes to the
+        audit log (no personal data: :class:`AuditDraft` refuses what looks like some)."""
         request = self.get(request_id)
         now = self.clock()
         deliveries = self._callbacks(request, DsrStatus.CANCELLED, {}, now)
@@ -471,7 +472,7 @@ class DsrService:
             AuditDraft(
                 actor=actor,
                 action="dsr.cancelled",
-                reason="request cancelled while pending",
+                reason=reason or "request cancelled while pending",
                 details={"request_id": audit_ref_or_text(request_id), "type": request.type},
             )
         )

@@ -1,0 +1,244 @@
+"""``idgraph consume``: the stream worker's command line (docs/kafka.md).
+
+Registered into the ``idgraph`` command through the ``idgraph.commands`` entry-point group
+(pyproject.toml), so the CLI shell finds it without importing this package by name.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from datetime import timedelta
+from types import FrameType
+from typing import Annotated
+
+import structlog
+import typer
+from identity.errors import IdGraphError
+from identity.outbound import CONSENT_CHANGED, PERSON_ERASED
+
+from stream.metrics import StreamMetrics
+from stream.worker import StreamWorker, WorkerConfig
+
+log = structlog.get_logger("idgraph.stream")
+
+DEFAULT_TOPIC = "idgraph.ingest"
+DEFAULT_DLQ = "idgraph.ingest.dlq"
+DEFAULT_CONSENT_TOPIC = "idgraph.consent.changed"
+DEFAULT_ERASURE_TOPIC = "idgraph.person.erased"
+
+
+def _client_config(pairs: list[str]) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(
+                f"expected KEY=VALUE, got {pair[:60]!r}", param_hint="--kafka-config"
+            )
+        config[key.strip()] = value
+    return config
+
+
+def consume(
+    bootstrap_servers: Annotated[
+        str,
+        typer.Option(
+            "--bootstrap-servers",
+            "-b",
+            envvar="IDGRAPH_KAFKA_BOOTSTRAP_SERVERS",
+            help="Kafka brokers, host:port[,host:port].",
+        ),
+    ] = "127.0.0.1:9092",
+    topics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic",
+            "-t",
+            envvar="IDGRAPH_KAFKA_TOPICS",
+            help="Ingest topic to read (repeat for several). Records: the API's identify shape "
+            "or Segment/RudderStack identify/track (docs/kafka.md). Default: idgraph.ingest.",
+        ),
+    ] = None,
+    group: Annotated[
+        str,
+        typer.Option(
+            "--group",
+            "-g",
+            envvar="IDGRAPH_KAFKA_GROUP",
+            help="Consumer group: run more workers with the same group to share partitions.",
+        ),
+    ] = "idgraph-ingest",
+    dead_letter_topic: Annotated[
+        str,
+        typer.Option(
+            "--dead-letter-topic",
+            envvar="IDGRAPH_KAFKA_DEAD_LETTER_TOPIC",
+            help="Where records that cannot be applied go, by reference (never their values).",
+        ),
+    ] = DEFAULT_DLQ,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="The `source` of records that name none (always for Segment-shaped ones).",
+        ),
+    ] = "kafka",
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=10_000,
+            help="Most records per poll; one poll is one graph transaction.",
+        ),
+    ] = 500,
+    poll_timeout: Annotated[
+        float,
+        typer.Option("--poll-timeout", min=0.01, help="Seconds one poll waits for records."),
+    ] = 1.0,
+    max_retry_seconds: Annotated[
+        float,
+        typer.Option(
+            "--max-retry-seconds",
+            min=0,
+            help="How long a batch is retried while the store is unavailable before the worker "
+            "exits non-zero (nothing committed; the batch is redelivered on restart).",
+        ),
+    ] = 300.0,
+    dedup_days: Annotated[
+        float,
+        typer.Option(
+            "--dedup-days",
+            min=0.01,
+            help="How long applied message ids are remembered (a redelivery within this window "
+            "is a no-op). Keep it above the topics' retention if producers may resend.",
+        ),
+    ] = 7.0,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish/--no-publish",
+            help="Relay the graph's event outbox (consent changes, erasures) to Kafka. One member "
+            "of the group publishes at a time. Needs IDGRAPH_OUTBOUND_EVENTS=true on every "
+            "idgraph process for events to be written.",
+        ),
+    ] = True,
+    consent_topic: Annotated[
+        str, typer.Option("--consent-topic", help="Topic of consent.changed events.")
+    ] = DEFAULT_CONSENT_TOPIC,
+    erasure_topic: Annotated[
+        str, typer.Option("--erasure-topic", help="Topic of person.erased events.")
+    ] = DEFAULT_ERASURE_TOPIC,
+    create_topics: Annotated[
+        bool,
+        typer.Option(
+            "--create-topics",
+            help="Create missing topics (ingest, dead-letter, consent, erasure) and exit.",
+        ),
+    ] = False,
+    partitions: Annotated[
+        int,
+        typer.Option("--partitions", min=1, help="Partitions of topics made by --create-topics."),
+    ] = 3,
+    replication_factor: Annotated[
+        int,
+        typer.Option(
+            "--replication-factor", min=1, help="Replicas of topics --create-topics makes."
+        ),
+    ] = 1,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics (lag, batch sizes, dead letters, commit latency) on "
+            "this port; 0: off.",
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address the /metrics server binds.")
+    ] = "127.0.0.1",
+    kafka_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kafka-config",
+            "-X",
+            help="Any librdkafka setting as KEY=VALUE (repeat), e.g. security.protocol=SASL_SSL.",
+        ),
+    ] = None,
+    exit_when_idle: Annotated[
+        float,
+        typer.Option(
+            "--exit-when-idle",
+            min=0,
+            help="Exit after this many seconds without records (catch-up runs, benches); "
+            "0: run until SIGTERM.",
+        ),
+    ] = 0.0,
+) -> None:
+    """Consume identify/track records from Kafka into the graph, exactly once per record.
+
+    Each poll is validated, normalized and PII-scanned like the API's input and applied in one
+    graph transaction; offsets are committed only after that commit. Records that cannot be
+    applied go to the dead-letter topic by reference. SIGTERM finishes the batch, commits and
+    leaves the group. Store, keys and policies come from the IDGRAPH_* settings, as for
+    `idgraph serve`.
+    """
+    from stream.wiring import build_stream, create_missing_topics, serve_metrics
+
+    config = WorkerConfig(
+        bootstrap_servers=bootstrap_servers,
+        group_id=group,
+        topics=tuple(topics or [DEFAULT_TOPIC]),
+        dead_letter_topic=dead_letter_topic,
+        source=source,
+        batch_size=batch_size,
+        poll_timeout_s=poll_timeout,
+        max_retry_s=max_retry_seconds,
+        dedup_window=timedelta(days=dedup_days),
+        client_config=_client_config(kafka_config or []),
+    )
+    publish_topics = {CONSENT_CHANGED: consent_topic, PERSON_ERASED: erasure_topic}
+    if create_topics:
+        made = create_missing_topics(
+            config,
+            [*config.topics, dead_letter_topic, consent_topic, erasure_topic],
+            partitions,
+            replication_factor,
+        )
+        typer.echo(json.dumps({"created": made}))
+        return
+    metrics = StreamMetrics()
+    if metrics_port:
+        serve_metrics(metrics, metrics_host, metrics_port)
+    try:
+        with build_stream(config, metrics, publish_topics if publish else None) as worker:
+            _stop_on_signals(worker)
+            summary = worker.run(idle_exit_s=exit_when_idle or None)
+    except IdGraphError as exc:
+        typer.echo(f"idgraph consume: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(summary, sort_keys=True))
+
+
+def _stop_on_signals(worker: StreamWorker) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("stream_stopping", signal=signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``consume`` to the ``idgraph`` command (the ``idgraph.commands`` entry point)."""
+    app.command("consume")(consume)
+
+
+def main() -> None:  # pragma: no cover - `python -m stream`
+    """Run ``consume`` on its own (``python -m stream --help``)."""
+    typer.run(consume)
+    sys.exit(0)

@@ -1,0 +1,72 @@
+"""A real Apache Kafka broker for the stream tests (``make test-kafka``).
+
+The broker is started once per session from ``tools/kafka-server`` (KRaft, Maven Central, on a
+free loopback port, data in a temp dir) and stopped at the end. It runs when
+``IDGRAPH_TEST_KAFKA=1`` (what ``make test-kafka`` and ``.ci/run`` set) or when
+``KAFKA_BOOTSTRAP`` names a broker already running; the tests are skipped with the reason
+otherwise, so the default suite needs no JVM.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tests.conftest import REPO
+
+KAFKA_SERVER = REPO / "tools" / "kafka-server" / "kafka_server.py"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The bootstrap address of a live broker."""
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    if os.environ.get("IDGRAPH_TEST_KAFKA") != "1":
+        pytest.skip("Kafka tests need IDGRAPH_TEST_KAFKA=1 (make test-kafka) or KAFKA_BOOTSTRAP")
+    data_dir: Path = tmp_path_factory.mktemp("kafka")
+    started = subprocess.run(
+        [sys.executable, str(KAFKA_SERVER), "start", "--data-dir", str(data_dir), "--port", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"the Kafka broker did not start:\n{started.stderr}")
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            [sys.executable, str(KAFKA_SERVER), "stop", "--data-dir", str(data_dir)],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+
+
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> TopicFactory:
+    """Create a fresh topic (a unique name per call) and return its name."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+    def make(prefix: str = "t", partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        futures = admin.create_topics([NewTopic(name, partitions, 1)])
+        futures[name].result(timeout=60)
+        return name
+
+    return make

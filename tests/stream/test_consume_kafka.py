@@ -1,0 +1,377 @@
+"""``idgraph consume`` on a real broker: end to end, dead letters, SIGKILL, rebalance, erasure.
+
+The worker runs in-process (end to end, dead letters, erasure) or as the real ``idgraph consume``
+command in child processes (SIGKILL, rebalance), on the real SQLite store of a temp data dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from identity import outbound
+from identity.hashing import Keyring
+from privacy.erasure import ErasureService
+from stream.metrics import StreamMetrics
+from stream.worker import StreamWorker, WorkerConfig
+from tests.conftest import POLICY_DIR
+
+from .conftest import TopicFactory
+from .kafka_support import read_all
+
+pytestmark = pytest.mark.kafka
+
+from bootstrap.container import Container, build_container  # noqa: E402
+from bootstrap.settings import Settings  # noqa: E402
+
+
+def _settings(data_dir: Path, outbound_events: bool = True) -> Settings:
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        policy_dir=POLICY_DIR,
+        default_region="GB",
+        outbound_events=outbound_events,
+    )
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "IDGRAPH_ENV": "test",
+        "IDGRAPH_DATA_DIR": str(data_dir),
+        "IDGRAPH_POLICY_DIR": str(POLICY_DIR),
+        "IDGRAPH_DEFAULT_REGION": "GB",
+        "IDGRAPH_OUTBOUND_EVENTS": "true",
+        "IDGRAPH_LOG_LEVEL": "warning",
+    }
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    built = build_container(_settings(tmp_path / "data"))
+    yield built
+    built.close()
+
+
+def _produce(
+    bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None = None
+) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for index, value in enumerate(values):
+        key = keys[index] if keys is not None else None
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def _identify(email: str, message_id: str | None = None, *, page_view: bool = False) -> bytes:
+    body: dict[str, Any] = {
+        "identifiers": [{"type": "email", "value": email}],
+        "source": "web",
+    }
+    if message_id is not None:
+        body["message_id"] = message_id
+    if page_view:
+        body["events"] = [{"name": "page_view"}]
+    return json.dumps(body).encode()
+
+
+def _worker(
+    container: Container,
+    bootstrap: str,
+    topics: list[str],
+    dlq: str,
+    *,
+    publish: dict[str, str] | None = None,
+    batch_size: int = 100,
+    group: str | None = None,
+) -> tuple[StreamWorker, StreamMetrics]:
+    metrics = StreamMetrics()
+    config = WorkerConfig(
+        bootstrap_servers=bootstrap,
+        group_id=group or f"g-{topics[0]}",
+        topics=tuple(topics),
+        dead_letter_topic=dlq,
+        source="sdk",
+        batch_size=batch_size,
+        poll_timeout_s=0.5,
+    )
+    worker = StreamWorker(
+        config,
+        container.ingest.with_metrics(metrics),
+        container.store,
+        container.engine.message_digest,
+        metrics,
+        publish_topics=publish,
+    )
+    return worker, metrics
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=30
+        )
+    finally:
+        consumer.close()
+    return sum(max(0, tp.offset) for tp in offsets)
+
+
+def test_records_of_every_shape_are_resolved_and_their_offsets_committed(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    topic, dlq = new_topic("ingest", 3), new_topic("dlq")
+    segment_identify = {
+        "type": "identify",
+        "messageId": "seg-1",
+        "anonymousId": "anon-7",
+        "traits": {"email": "ann@e2e.example"},
+    }
+    segment_track = {
+        "type": "track",
+        "event": "Page View",
+        "anonymousId": "anon-7",
+        "messageId": "seg-2",
+    }
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [
+            _identify("ann@e2e.example", "api-1"),
+            json.dumps(segment_identify).encode(),
+            json.dumps(segment_track).encode(),
+        ],
+        keys=[b"ann", b"ann", b"ann"],
+    )
+    worker, metrics = _worker(container, kafka_bootstrap, [topic], dlq)
+    summary = worker.run(idle_exit_s=3)
+    assert (summary["records"], summary["applied"], summary["dead_letters"]) == (3, 3, 0)
+    person = container.links.resolve(("email", "ann@e2e.example"))
+    assert person == container.links.resolve(("anonymous_id", "anon-7"))
+    # The email kept in the vault (keep_raw) and the track call's page view.
+    assert container.store.stats().facts == 2
+    assert _committed(kafka_bootstrap, worker.config.group_id, topic, 3) == 3
+    assert metrics.records.labels(topic, "applied")._value.get() == 3
+    # A second group member starting from the committed offsets finds nothing to do.
+    again, _ = _worker(container, kafka_bootstrap, [topic], dlq)
+    assert again.run(idle_exit_s=2)["records"] == 0
+
+
+def test_a_poison_record_is_dead_lettered_by_reference_and_its_partition_keeps_flowing(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    topic, dlq = new_topic("ingest"), new_topic("dlq")
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [
+            _identify("bo@poison.example", "p-1"),
+            b'{"identifiers": [{"type": "email", "value": "secret-not-an-email"}], "x": 1',
+            _identify("secret-not-an-email", "p-3"),
+            json.dumps({"identifiers": [{"type": "shoe_size", "value": "secret-44"}]}).encode(),
+            _identify("cy@poison.example", "p-5"),
+        ],
+    )
+    worker, metrics = _worker(container, kafka_bootstrap, [topic], dlq, batch_size=2)
+    summary = worker.run(idle_exit_s=3)
+    assert (summary["applied"], summary["dead_letters"]) == (2, 3)
+    assert container.links.resolve(("email", "cy@poison.example")) is not None
+    letters = read_all(kafka_bootstrap, dlq, expect=3)
+    assert [doc["source"]["offset"] for _, doc, _ in letters] == [1, 2, 3]
+    assert next(doc["reason"] for _, doc, _ in letters) == "not-json"
+    assert all(key == f"{topic}/0".encode() for key, _, _ in letters)
+    assert "#/identifiers/0" in letters[1][1]["problems"][0]
+    raw = json.dumps([doc for _, doc, _ in letters])
+    assert "secret" not in raw
+    assert "p-3" not in raw  # the message id only as its keyed digest
+    assert letters[1][1]["message_digest"] == container.engine.message_digest("sdk", "p-3").hex()
+    assert _committed(kafka_bootstrap, worker.config.group_id, topic, 1) == 5
+    assert metrics.dead_letters.labels(topic, "not-json")._value.get() == 1
+
+
+def test_a_redelivered_batch_is_a_no_op(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    topic, dlq = new_topic("ingest"), new_topic("dlq")
+    _produce(
+        kafka_bootstrap, topic, [_identify(f"r{i}@redo.example", page_view=True) for i in range(5)]
+    )
+    first, _ = _worker(container, kafka_bootstrap, [topic], dlq)
+    assert first.run(idle_exit_s=3)["applied"] == 5
+    # Another group reads the same records again (as after a crash before the offset commit):
+    # the records' own coordinates are their message ids, so nothing is applied twice.
+    second, _ = _worker(container, kafka_bootstrap, [topic], dlq, group="another-group")
+    summary = second.run(idle_exit_s=3)
+    assert (summary["records"], summary["duplicates"], summary["applied"]) == (5, 5, 0)
+    assert container.store.stats().facts == 10  # per person: the kept email, one page view
+
+
+def test_an_erasure_is_published_once_after_it_completes(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    topic, dlq = new_topic("ingest"), new_topic("dlq")
+    consent_topic, erasure_topic = new_topic("consent", 3), new_topic("erasure", 3)
+    publish = {outbound.CONSENT_CHANGED: consent_topic, outbound.PERSON_ERASED: erasure_topic}
+    _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-1")])
+    worker, _metrics = _worker(container, kafka_bootstrap, [topic], dlq, publish=publish)
+    worker.run(idle_exit_s=2)
+    person = container.links.resolve(("email", "di@erase.example"))
+    assert person is not None
+    keyring: Keyring = container.keyring
+    ErasureService(
+        container.store, container.vault, keyring, container.audit, outbound_events=True
+    ).erase([container.engine.policy.normalize("email", "di@erase.example", None)], "r-1", "cli")
+    for _ in range(2):  # two more runs: the second must publish nothing new
+        again, _ = _worker(container, kafka_bootstrap, [topic], dlq, publish=publish)
+        again.run(idle_exit_s=2)
+    erased = read_all(kafka_bootstrap, erasure_topic, expect=1)
+    assert [(doc["type"], doc["person_id"]) for _, doc, _ in erased] == [("person.erased", person)]
+    assert container.store.read(lambda tx: tx.outbound_page(10)) == []
+    # Re-ingesting the erased email does not bring the person back (suppression list).
+    _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-2")])
+    again, _ = _worker(container, kafka_bootstrap, [topic], dlq, publish=publish)
+    again.run(idle_exit_s=2)
+    assert container.links.resolve(("email", "di@erase.example")) is None
+
+
+# -- the real command in child processes -------------------------------------------------------
+
+
+def _consume_command(
+    bootstrap: str, topic: str, dlq: str, group: str, data_dir: Path, *extra: str
+) -> list[str]:
+    return [
+        sys.executable, "-m", "stream",
+        "--bootstrap-servers", bootstrap, "--topic", topic, "--dead-letter-topic", dlq,
+        "--group", group, "--no-publish", "--poll-timeout", "0.2",
+        # A killed member's partitions move after its session times out: the broker's minimum.
+        "--kafka-config", "session.timeout.ms=6000", *extra,
+    ]  # fmt: skip
+
+
+def _prepare_store(data_dir: Path) -> None:
+    # Creates the data dir, its development hash key and the schema before the children start.
+    build_container(_settings(data_dir)).close()
+
+
+def _stats(data_dir: Path) -> tuple[int, int]:
+    built = build_container(_settings(data_dir))
+    try:
+        stats = built.store.stats()
+        return stats.persons, stats.facts
+    finally:
+        built.close()
+
+
+def _kill_mid_batch(
+    bootstrap: str, topic: str, dlq: str, data_dir: Path, records: int, kills: int
+) -> None:
+    rng = random.Random(17)
+    group = f"g-kill-{topic}"
+    killed = 0
+    for _ in range(kills):
+        child = subprocess.Popen(
+            _consume_command(bootstrap, topic, dlq, group, data_dir, "--batch-size", "50"),
+            env=_env(data_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # Wait for the first commit of this run, then kill at a random moment while it works.
+            deadline = time.monotonic() + 120
+            start = _committed(bootstrap, group, topic, 1)
+            while time.monotonic() < deadline and child.poll() is None:
+                if _committed(bootstrap, group, topic, 1) > start:
+                    break
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.4))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+        killed += 1
+        assert _committed(bootstrap, group, topic, 1) < records, f"all applied after {killed}"
+    finish = subprocess.run(
+        _consume_command(bootstrap, topic, dlq, group, data_dir, "--exit-when-idle", "4"),
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    assert _committed(bootstrap, group, topic, 1) == records
+    assert killed == kills
+
+
+@pytest.mark.parametrize(
+    ("records", "kills"),
+    [
+        pytest.param(600, 2, id="2-kills"),
+        pytest.param(3000, 10, id="10-kills", marks=pytest.mark.slow),
+    ],
+)
+def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
+    kafka_bootstrap: str, new_topic: TopicFactory, tmp_path: Path, records: int, kills: int
+) -> None:
+    topic, dlq = new_topic("kill"), new_topic("dlq")
+    data_dir = tmp_path / "data"
+    _prepare_store(data_dir)
+    # No message ids: the records' coordinates are what makes a redelivery harmless here.
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [_identify(f"k{i}@kill.example", page_view=True) for i in range(records)],
+    )
+    _kill_mid_batch(kafka_bootstrap, topic, dlq, data_dir, records, kills)
+    # Every record is one new person with two facts (the email kept in the vault, one page
+    # view): a lost record is a missing person, a doubled one an extra page view.
+    assert _stats(data_dir) == (records, 2 * records)
+
+
+def test_two_consumers_share_the_partitions_through_a_rebalance(
+    kafka_bootstrap: str, new_topic: TopicFactory, tmp_path: Path
+) -> None:
+    records = 3000
+    topic, dlq = new_topic("rebalance", 4), new_topic("dlq")
+    data_dir = tmp_path / "data"
+    _prepare_store(data_dir)
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [_identify(f"r{i}@rebalance.example", f"m-{i}", page_view=True) for i in range(records)],
+        keys=[f"k{i}".encode() for i in range(records)],
+    )
+    group = f"g-rebalance-{topic}"
+    command = _consume_command(
+        kafka_bootstrap, topic, dlq, group, data_dir, "--batch-size", "10", "--exit-when-idle", "5"
+    )
+    first = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
+    # The second joins while the first owns every partition and is working: a rebalance.
+    deadline = time.monotonic() + 120
+    while _committed(kafka_bootstrap, group, topic, 4) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0]
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    assert all(s["applied"] > 0 for s in summaries), summaries  # both took part
+    assert sum(s["applied"] for s in summaries) == records
+    assert _committed(kafka_bootstrap, group, topic, 4) == records
+    assert _stats(data_dir) == (records, 2 * records)
