@@ -8,6 +8,7 @@ COPY services ./services
 COPY bootstrap ./bootstrap
 COPY api ./api
 COPY cli ./cli
+COPY console ./console
 COPY stream ./stream
 # Wheels for idgraph and every dependency, so the runtime stage installs without a compiler
 # and without the sources.
