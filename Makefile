@@ -65,8 +65,7 @@ test-consent-diff: $(STAMP)
 	$(PY) -m pytest -m slow tests/test_consent_diff.py
 ## Mutation testing of the decision core (slow, ~20-40 min on 2 cores; not part of `make test`):
 ## prints `mutation score <module>: NN.N %` per module and the survivors not in
-## scripts/mutation_equivalents.toml; fails below 95 % for the policy engine, consent state and
-## resolution. Modules and the tests that may kill their mutants: [tool.mutmut] in pyproject.toml.
+## scripts/mutation_equivalents.toml; fails below 95 % for any of the five modules. Modules and the tests that may kill their mutants: [tool.mutmut] in pyproject.toml.
 mutation: $(STAMP)
 	$(PY) scripts/mutation.py
 

@@ -111,7 +111,15 @@ _MAX_SAFE_INT: Final = 2**53 - 1
 
 # An id token with at least one letter, or a hex digest of 128 bits or more: no email address
 # (no "@") and no phone number (no letters, and E.164 caps it at 15 digits) has either shape.
-_REF = re.compile(r"[0-9a-f]{32,128}|(?=[0-9_.:\-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+# Or a date-stamped id: a calendar date (yyyy-mm-dd, yyyymmdd or yyyy-mmdd, years 1900-2099),
+# then separated digit groups (``2026-1202-355274``, ticket ids of DSR tools): phone numbers are
+# written from a country, area or trunk prefix, never from a calendar date and a separator.
+_DATE_STAMPED = (
+    r"(?:19|20)\d{2}[-.]?(?:0[1-9]|1[0-2])[-.]?(?:0[1-9]|[12]\d|3[01])(?:[-_.:]\d{1,20}){1,4}"
+)
+_REF = re.compile(
+    r"[0-9a-f]{32,128}|(?=[0-9_.:\-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}|" + _DATE_STAMPED
+)
 _ACTOR = _REF
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*){0,7}")
 _PURPOSE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
@@ -187,6 +195,15 @@ class AuditRef(str):
 def is_audit_ref(value: str) -> bool:
     """Whether ``value`` has the shape of an :class:`AuditRef` (for checks at intake)."""
     return _REF.fullmatch(value) is not None
+
+
+def audit_ref_or_text(value: str) -> AuditRef | str:
+    """``value`` typed as an :class:`AuditRef` where it has that shape, else as free text.
+
+    For caller-chosen ids admitted before the reference shape existed (a short digit run such as
+    ``0042``): free text goes through the PII backstop, which such a short run passes.
+    """
+    return AuditRef(value) if is_audit_ref(value) else value
 
 
 def _refuse_pii(name: str, text: str) -> None:

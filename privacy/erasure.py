@@ -56,7 +56,7 @@ from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import ErasureOutboxEntry, FactKind, new_erasure_id
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, AuditLog, AuditRef
+from privacy.audit import AuditDraft, AuditLog, AuditRef, audit_ref_or_text
 from privacy.vault import Vault, VaultError
 
 # Log lines carry ids and counts only: never a person id, identifier, hash or node id.
@@ -361,7 +361,7 @@ class ErasureService:
                 actor=actor,
                 action=ERASURE_ACTION,
                 details={
-                    "request_id": request_id,
+                    "request_id": audit_ref_or_text(request_id),
                     "erasure_id": AuditRef(erasure_id),
                     **counts,
                     "keys_shredded": keys,
@@ -403,7 +403,7 @@ class ErasureService:
             return AuditDraft(
                 actor=actor,
                 action=LIFT_ACTION,
-                details={"request_id": request_id, "identifiers_lifted": lifted},
+                details={"request_id": audit_ref_or_text(request_id), "identifiers_lifted": lifted},
             )
         except ValueError as exc:
             raise InvalidFieldError("invalid_audit_field", str(exc), "request_id") from exc

@@ -40,6 +40,7 @@ from privacy.audit import (
     AuditVerification,
     SqliteAuditLog,
     api_key_actor,
+    audit_ref_or_text,
     person_ref,
 )
 from privacy.consent.recording import consent_audit_drafts
@@ -621,11 +622,32 @@ def test_every_generated_id_passes_every_audit_path(
 
 
 @pytest.mark.parametrize(
-    "value", ["+442079460958", "02079460958", "ann@shop.de", "(650) 253-0000", "", "x" * 129]
+    "value",
+    [
+        "+442079460958",
+        "02079460958",
+        "020-7946-0958",
+        "2026-1302-355274",  # no month 13: a digit run, not a date-stamped id
+        "2026-1202",  # a date alone, without the id's digit groups after it
+        "ann@shop.de",
+        "(650) 253-0000",
+        "",
+        "x" * 129,
+    ],
 )
 def test_an_audit_ref_cannot_hold_an_email_or_phone_number(value: str) -> None:
     with pytest.raises(ValueError, match="audit reference"):
         AuditRef(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-1202-355274", "20261202-0042", "2026.12.02-17", "2026-12-02:4:7"]
+)
+def test_a_date_stamped_id_is_an_audit_ref_though_free_text_would_be_refused(value: str) -> None:
+    assert AuditRef(value) == value
+    assert audit_ref_or_text(value) == value
+    assert isinstance(audit_ref_or_text(value), AuditRef)
+    assert not isinstance(audit_ref_or_text("0042"), AuditRef)
 
 
 def test_ids_are_checked_by_shape_enums_by_value_and_only_free_text_by_the_pii_backstop(

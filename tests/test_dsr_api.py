@@ -197,10 +197,34 @@ def test_invalid_subject_identity_is_422_naming_the_field_without_echoing_the_va
 
 
 def test_request_id_that_looks_like_an_email_or_phone_is_refused(dsr: Dsr) -> None:
-    for request_id in ("ann@shop.example.de", "442079460958"):
+    for request_id in ("ann@shop.example.de", "442079460958", "020-7946-0958", "4420.7946.0958"):
         response = dsr.submit(request_id=request_id, type="access", subject_identities=_subject())
         assert response.status_code == 422, response.text
         assert request_id not in response.text
+
+
+def test_date_stamped_and_short_numeric_request_ids_are_accepted_processed_and_audited(
+    dsr: Dsr,
+) -> None:
+    # Regression: 2026-1202-355274 (a DSR tool's ticket id) was refused with a 422 by the
+    # free-text phone heuristic; a request id is a reference, checked by its shape.
+    ids = ("2026-1202-355274", "20261202.0042", "0042")
+    responses = [
+        dsr.submit(request_id=rid, type="access", subject_identities=_subject()) for rid in ids
+    ]
+    cancelled = dsr.client.post("/v1/dsr/0042/cancel", headers=dsr.dsr)
+    dsr.process()
+
+    assert [r.status_code for r in responses] == [202, 202, 202], [r.text for r in responses]
+    assert cancelled.status_code == 200, cancelled.text
+    assert [dsr.status(rid)["status"] for rid in ids] == ["completed", "completed", "cancelled"]
+    audited = {
+        (e.action, e.details["request_id"])
+        for e in dsr.container.audit.entries()
+        if "request_id" in e.details
+    }
+    assert {rid for _, rid in audited} == set(ids)
+    assert ("dsr.cancelled", "0042") in audited
 
 
 def test_gdpr_due_date_is_one_calendar_month_extendable_once_by_two(dsr: Dsr) -> None:

@@ -354,6 +354,13 @@ def test_withheld_counts_each_reason_once_per_field() -> None:
 
     assert decision.withheld == {"past_retention": 2, "category_not_allowed": 1}
     assert [f.name for f in decision.allowed_fields] == ["d"]
+    # Whole verdicts: a forbidden category is withheld with allowed=False, not a falsy stand-in.
+    assert decision.fields == (
+        FieldVerdict(fields[0], False, FieldReason.PAST_RETENTION),
+        FieldVerdict(fields[1], False, FieldReason.PAST_RETENTION),
+        FieldVerdict(fields[2], False, FieldReason.CATEGORY_NOT_ALLOWED),
+        FieldVerdict(fields[3], True, FieldReason.ALLOWED),
+    )
 
 
 def test_kept_raw_identifiers_are_allowed_only_for_types_the_purpose_activates() -> None:

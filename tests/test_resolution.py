@@ -149,6 +149,8 @@ def test_blocked_values_are_refused_and_the_rest_of_the_event_is_linked(
     )
     assert outcome.outcome is Outcome.CREATED
     assert sorted(r.reason.value for r in outcome.refusals) == ["blocked_pattern", "blocked_value"]
+    # The detail is what the caller reads in the ingest answer: pinned word for word.
+    assert {r.detail for r in outcome.refusals} == {"value is blocked by policy"}
     assert store.stats().identifiers == 1
     assert engine.resolve(ids("idfa", "00000000-0000-0000-0000-000000000000")) is None
 
@@ -322,7 +324,13 @@ def test_a_suppressed_identifier_does_not_hide_the_existing_ones_of_its_event(
     pairs = [("email", "gone@shop.de"), ("phone", "+442079460958")]
     (outcome,) = engine.ingest([ids.event(*pairs)])
     assert (outcome.outcome, outcome.person_id) == (Outcome.UNCHANGED, first.person_id)
-    assert [(r.position, r.reason) for r in outcome.refusals] == [(0, RefusalReason.SUPPRESSED)]
+    assert [(r.position, r.reason, r.detail) for r in outcome.refusals] == [
+        (
+            0,
+            RefusalReason.SUPPRESSED,
+            "identifier was erased at the subject's request and is suppressed",
+        )
+    ]
     assert engine.resolve(ids("email", "gone@shop.de")) is None
     assert store.stats().identifiers == 1
 

@@ -59,7 +59,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, AuditLog, AuditRef
+from privacy.audit import AuditDraft, AuditLog, AuditRef, audit_ref_or_text, is_audit_ref
 from privacy.cursors import CursorCodec, CursorScope
 from privacy.dsr import export as exports
 from privacy.dsr.deadlines import Deadline
@@ -102,6 +102,15 @@ EXPORT_FIELD = "dsr:export"
 MAX_FUTURE_SKEW = timedelta(hours=24)
 MIN_YEAR = 1000
 SOURCE = "dsr"  # the source of consent records a DSR writes
+
+
+def _is_audit_ref_or_text(request_id: str) -> bool:
+    """Whether a request id may be recorded: a reference shape, or a short digit run.
+
+    Ids with a letter and date-stamped ids (``2026-1202-355274``) are :class:`AuditRef` shapes;
+    a digit run is admitted only while it is too short to be a phone number (``0042``).
+    """
+    return is_audit_ref(request_id) or redact_text(request_id) == request_id
 
 
 def subjects_owner(request_id: str) -> str:
@@ -282,7 +291,7 @@ class DsrService:
                 action="dsr.received",
                 reason=f"{new.type.value} request received",
                 details={
-                    "request_id": new.request_id,
+                    "request_id": audit_ref_or_text(new.request_id),
                     "type": new.type,
                     "action": new.action,
                     "regulation": new.regulation,
@@ -334,15 +343,15 @@ class DsrService:
             submitted_at=submission.submitted_at or now,
             callback_urls=tuple(submission.callback_urls),
         )
-        if (
-            not REQUEST_ID.fullmatch(new.request_id)
-            or redact_text(new.request_id) != new.request_id
-        ):
+        # A request id is a reference, not free text: checked by the audit reference shape (it
+        # goes into the audit log as an AuditRef), never by the free-text phone heuristic, which
+        # refused date-stamped ticket ids such as 2026-1202-355274.
+        if not REQUEST_ID.fullmatch(new.request_id) or not _is_audit_ref_or_text(new.request_id):
             bad(
                 "#/request_id",
                 "invalid_request_id",
                 "request_id must be 1-128 of A-Z a-z 0-9 _ . : - and must not look like an "
-                "email address or phone number",
+                "email address or phone number (a long bare digit run could be one)",
             )
         if not submission.subject_identities:
             bad("#/subject_identities", "required", "at least one subject identity is required")
@@ -538,7 +547,7 @@ class DsrService:
                 actor=actor,
                 action="dsr.cancelled",
                 reason=reason or "request cancelled while pending",
-                details={"request_id": request_id, "type": request.type},
+                details={"request_id": audit_ref_or_text(request_id), "type": request.type},
             )
         )
         self.publish_queue()
@@ -614,7 +623,7 @@ class DsrService:
                 action="dsr.extended",
                 reason=text,
                 details={
-                    "request_id": request_id,
+                    "request_id": audit_ref_or_text(request_id),
                     "due_at": _iso(due),
                     "subject_notified": len(deliveries),
                 },
@@ -653,7 +662,7 @@ class DsrService:
                 actor=actor,
                 action="dsr.export.downloaded",
                 reason="access export downloaded",
-                details={"request_id": request_id},
+                details={"request_id": audit_ref_or_text(request_id)},
             )
         )
         document: dict[str, Any] = json.loads(plain)
@@ -757,7 +766,7 @@ class DsrService:
                 actor="dsr-worker",
                 action="dsr.completed",
                 reason=f"{request.type.value} request completed",
-                details={"request_id": rid, "type": request.type, **result},
+                details={"request_id": audit_ref_or_text(rid), "type": request.type, **result},
             )
         )
         log.info(
@@ -795,7 +804,7 @@ class DsrService:
                 actor="dsr-worker",
                 action="dsr.failed",
                 reason=f"{request.type.value} request failed",
-                details={"request_id": request.request_id, "error": code},
+                details={"request_id": audit_ref_or_text(request.request_id), "error": code},
             )
         )
         return DsrStatus.FAILED
@@ -887,7 +896,7 @@ class DsrService:
                         decision="deny",
                         reason="stored values failed authentication (altered at rest)",
                         details={
-                            "request_id": request.request_id,
+                            "request_id": audit_ref_or_text(request.request_id),
                             "tampered_values": p["integrity"]["tampered_values"],
                         },
                     )
@@ -901,7 +910,7 @@ class DsrService:
                     action="dsr.access.exported",
                     person_id=self._audit.person_ref(p["person_id"]),
                     reason=f"{request.type.value} export prepared",
-                    details={"request_id": request.request_id},
+                    details={"request_id": audit_ref_or_text(request.request_id)},
                 )
                 for p in persons
             )
@@ -938,7 +947,10 @@ class DsrService:
                     person_id=self._audit.person_ref(outcome.person_id),
                     decision="allow" if consent.granted else "deny",
                     reason=f"{request.type.value} {request.action.value} by request",
-                    details={"request_id": request.request_id, "proof": AuditRef(consent.proof)},
+                    details={
+                        "request_id": audit_ref_or_text(request.request_id),
+                        "proof": AuditRef(consent.proof),
+                    },
                 )
                 for outcome in outcomes
                 if outcome.person_id is not None
