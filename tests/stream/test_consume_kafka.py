@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from identity import outbound
 from identity.hashing import Keyring
@@ -124,14 +125,22 @@ def _worker(
 
 
 def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        offsets = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=30
-        )
-    finally:
-        consumer.close()
-    return sum(max(0, tp.offset) for tp in offsets)
+    # The group coordinator can answer NOT_COORDINATOR or be loading right after a member was
+    # killed; those are retriable by Kafka's own rules, so the probe retries them briefly.
+    for attempt in range(20):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        try:
+            offsets = consumer.committed(
+                [TopicPartition(topic, p) for p in range(partitions)], timeout=30
+            )
+            return sum(max(0, tp.offset) for tp in offsets)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or attempt == 19:
+                raise
+            time.sleep(0.25)
+        finally:
+            consumer.close()
+    raise AssertionError("unreachable")
 
 
 def test_records_of_every_shape_are_resolved_and_their_offsets_committed(
@@ -348,29 +357,40 @@ def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     assert _stats(data_dir) == (records, 2 * records)
 
 
+def _members(bootstrap: str, group: str) -> int:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (future,) = admin.describe_consumer_groups([group]).values()
+    return len(future.result(timeout=10).members)
+
+
 def test_two_consumers_share_the_partitions_through_a_rebalance(
     kafka_bootstrap: str, new_topic: TopicFactory, tmp_path: Path
 ) -> None:
     records = 3000
+    half = records // 2
     topic, dlq = new_topic("rebalance", 4), new_topic("dlq")
     data_dir = tmp_path / "data"
     _prepare_store(data_dir)
-    _produce(
-        kafka_bootstrap,
-        topic,
-        [_identify(f"r{i}@rebalance.example", f"m-{i}", page_view=True) for i in range(records)],
-        keys=[f"k{i}".encode() for i in range(records)],
-    )
+    values = [
+        _identify(f"r{i}@rebalance.example", f"m-{i}", page_view=True) for i in range(records)
+    ]
+    keys = [f"k{i}".encode() for i in range(records)]
+    _produce(kafka_bootstrap, topic, values[:half], keys=keys[:half])
     group = f"g-rebalance-{topic}"
     command = _consume_command(
-        kafka_bootstrap, topic, dlq, group, data_dir, "--batch-size", "10", "--exit-when-idle", "5"
+        kafka_bootstrap, topic, dlq, group, data_dir, "--batch-size", "10", "--exit-when-idle", "20"
     )
     first = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
-    # The second joins while the first owns every partition and is working: a rebalance.
+    # The second joins while the first owns every partition: a rebalance. A quiet machine can
+    # drain the first half before the second is up, so the second half is produced only once
+    # the group has both members, and both then get partitions with work on them.
     deadline = time.monotonic() + 120
     while _committed(kafka_bootstrap, group, topic, 4) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     second = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
+    while _members(kafka_bootstrap, group) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _produce(kafka_bootstrap, topic, values[half:], keys=keys[half:])
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0]
     summaries = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
