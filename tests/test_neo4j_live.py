@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -457,8 +458,9 @@ def test_the_api_with_exactly_the_compose_environment_gets_ready_on_the_local_ne
         )
     env = {}
     for key, raw in service["environment"].items():
-        # ${IDGRAPH_ENV:-production}: the compose default; secrets at this test's paths.
-        value = "production" if str(raw).startswith("${IDGRAPH_ENV") else str(raw)
+        # ${NAME:-default} (e.g. IDGRAPH_ENV:-production): the compose default, as compose
+        # interpolates it with nothing set; secrets at this test's paths.
+        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(raw))
         for name, path in files.items():
             value = value.replace(f"/run/secrets/{name}", str(path))
         env[key] = value
