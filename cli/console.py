@@ -123,23 +123,22 @@ def reset_password(
     _out.print(f"password of {username} reset; its sessions ended")
 
 
+def _set_disabled(username: str, disabled: bool) -> None:
+    with _access() as access:
+        try:
+            access.set_disabled(username, disabled)
+        except IdGraphError as exc:
+            raise _fail(exc) from None
+    _out.print(f"{username} {'disabled' if disabled else 'enabled'}")
+
+
 @console_app.command("disable-operator")
 def disable_operator(username: str) -> None:
     """Disable an account and end its sessions."""
-    with _access() as access:
-        try:
-            access.set_disabled(username, True)
-        except IdGraphError as exc:
-            raise _fail(exc) from None
-    _out.print(f"{username} disabled")
+    _set_disabled(username, True)
 
 
 @console_app.command("enable-operator")
 def enable_operator(username: str) -> None:
     """Re-enable a disabled account."""
-    with _access() as access:
-        try:
-            access.set_disabled(username, False)
-        except IdGraphError as exc:
-            raise _fail(exc) from None
-    _out.print(f"{username} enabled")
+    _set_disabled(username, False)
