@@ -6,14 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
-from console import ConsoleConfig, ConsoleServices, create_console
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from services.lookup import PersonLookup
-from services.operations import IngestFigures, OperationsDashboard
-from services.quarantine import QuarantineReview
 
 from api import problems
 from api.background import background_jobs
@@ -23,6 +17,12 @@ from api.middleware import BodyLimitMiddleware, DocsCspMiddleware, RequestContex
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
+from console import ConsoleConfig, ConsoleServices, create_console
+from services.lookup import PersonLookup
+from services.operations import IngestFigures, OperationsDashboard
+from services.quarantine import QuarantineReview
 
 DESCRIPTION = """
 Privacy-first identity graph. Identifiers are normalized and stored only as keyed hashes;

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
-from bootstrap.container import Container
 
 from api.metrics import Metrics
+from bootstrap.container import Container
 
 log = structlog.get_logger("idgraph.background")
 

@@ -35,7 +35,7 @@ from privacy.cursors import CursorCodec
 from privacy.dsr.service import DsrService
 from privacy.erasure import ErasureService
 from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
-from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
+from privacy.hash_keys import create_key_file, keyring, parse_key_document, read_key_file
 from privacy.keyprovider import (
     KeyProvider,
     LocalFileKeyProvider,
@@ -50,7 +50,8 @@ from privacy.reads import ReadService
 from privacy.retention import RetentionSweeper
 from privacy.scanning import PiiScanner, ScannerConfig
 from privacy.secretfile import read_secret_file
-from privacy.vault import SqliteVaultKeyStore, Vault
+from privacy.vault import Vault
+from privacy.vault_sqlite import SqliteVaultKeyStore
 from privacy.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
@@ -218,7 +219,7 @@ def load_keyring(settings: Settings) -> Keyring:
             "the primary hash key was generated for local development; production refuses it. "
             "Create an operator key with `idgraph keys rotate-hash-key` or set IDGRAPH_HASH_KEYS."
         )
-    return keys.keyring()
+    return keyring(keys)
 
 
 def load_policies(settings: Settings) -> IdentityPolicy:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+
 from bootstrap.settings import Settings
 from identity.errors import IdGraphError
 from privacy.audit import AuditHead, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, read_signed_heads
-from pydantic import ValidationError
-from rich.console import Console
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 _out = Console()

@@ -14,13 +14,14 @@ from contextlib import ExitStack, contextmanager
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
+from rich.console import Console
+
 from bootstrap.container import load_all_policies
 from bootstrap.settings import Settings
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.audit import SqliteAuditLog
 from privacy.operators import OperatorAccess, Role, SqliteOperatorStore
-from pydantic import ValidationError
-from rich.console import Console
 
 console_app = typer.Typer(help="Operator accounts of the web console.", no_args_is_help=True)
 _out = Console()

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from bootstrap.container import open_store
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError, IdGraphError
 from identity.store.copy import DEFAULT_BATCH_SIZE, CopyProgress, copy_graph
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 store_app = typer.Typer(
     help="Graph-store administration: create the schema, copy a graph into another store.",

@@ -15,9 +15,9 @@ from typing import Annotated
 
 import structlog
 import typer
+
 from identity.errors import IdGraphError
 from identity.outbound import CONSENT_CHANGED, PERSON_ERASED
-
 from stream.metrics import StreamMetrics
 from stream.worker import StreamWorker, WorkerConfig
 

@@ -56,6 +56,7 @@ from identity.model import (
 )
 from identity.store.port import GraphStore, GraphTransaction
 from identity.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+from storage.sqlite import connect_read_only
 
 DEFAULT_BATCH_SIZE = 1000
 _SQLITE_PARAMS = 500  # bound parameters per IN list, as in the SQLite store
@@ -149,11 +150,9 @@ class _SqliteSource:
     """Read-only, snapshot reads of an SQLite graph file."""
 
     def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise StoreUnavailableError(f"copy source {path} does not exist")
+        # Read-only: the copy must never modify (or create) the source file.
+        self._conn = connect_read_only(path, 10_000, StoreUnavailableError, "copy source")
         try:
-            # mode=ro: the copy must never modify (or create) the source file.
-            self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             self._conn.execute("BEGIN")  # one snapshot for the whole copy
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
