@@ -10,14 +10,16 @@ between them again.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from identity.errors import ConfigurationError
 
 ErrorFactory = Callable[[str], Exception]
+T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNCHRONOUS: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
@@ -282,6 +284,29 @@ def _check_mode(path: Path, unavailable: ErrorFactory, what: str) -> None:
         )
 
 
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _when_unlocked(action: Callable[[], T], busy_timeout_ms: int) -> T:
+    """Run ``action``, retrying while the file is locked, up to the busy timeout.
+
+    Switching a brand-new file to WAL needs an exclusive lock, and SQLite returns "database is
+    locked" at once, without calling the busy handler, when another process is switching the
+    same file at that moment (waiting could deadlock the two). Retrying with a short back-off is
+    what the busy handler would have done.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in _BUSY_CODES or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def _configure(
     conn: sqlite3.Connection,
     busy_timeout_ms: int,
@@ -295,7 +320,10 @@ def _configure(
     cache_mib: int | None,
 ) -> None:
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    if str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
+    mode = _when_unlocked(
+        lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0], busy_timeout_ms
+    )
+    if str(mode).lower() != "wal":
         raise unavailable(f"{what} {path}: WAL mode is unavailable")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     if foreign_keys:
