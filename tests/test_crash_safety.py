@@ -183,24 +183,27 @@ def test_twenty_sigkills_with_pii_scanning_lose_nothing_acknowledged(
 # -- the checks themselves can fail --------------------------------------------------------------
 
 
+def _in_process_settings(data_dir: Path, **extra: Any) -> Settings:
+    """Settings of an in-process app on ``data_dir`` and this run's graph (SQLite or Neo4j)."""
+    if GRAPH.is_neo4j:
+        extra.update(store_url=GRAPH.uri, neo4j_user=GRAPH.user, neo4j_password=GRAPH.password)
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        policy_dir=POLICY_DIR,
+        default_region=REGION,
+        pii_scan=False,
+        **extra,
+    )
+
+
 def _acknowledged_data_dir(tmp_path: Path) -> tuple[Path, list[Op], str]:
     """A data dir written in-process through the real app: a few linked and merged events; the
     API key that wrote them."""
     data_dir = tmp_path / "data"
     prepare_data_dir(data_dir)
     GRAPH.wipe()
-    graph: dict[str, Any] = {}
-    if GRAPH.is_neo4j:
-        graph = {"store_url": GRAPH.uri, "neo4j_user": GRAPH.user, "neo4j_password": GRAPH.password}
-    settings = Settings(
-        env="test",
-        data_dir=data_dir,
-        policy_dir=POLICY_DIR,
-        default_region=REGION,
-        pii_scan=False,
-        **graph,
-    )
-    container = build_container(settings)
+    container = build_container(_in_process_settings(data_dir))
     token = create_admin_key(data_dir)
     workload = Workload(7)
     ops = []
@@ -309,20 +312,9 @@ def test_api_check_skips_persons_an_erasure_request_removes_after_the_snapshot(
     persons = Counter(p for e in events for p in {snap.person_of(i) for i in e.linked()})
     event = next(e for e in events if e.linked() and persons[snap.person_of(e.linked()[0])] == 1)
     target = event.linked()[0]
-    graph: dict[str, Any] = {}
-    if GRAPH.is_neo4j:
-        graph = {"store_url": GRAPH.uri, "neo4j_user": GRAPH.user, "neo4j_password": GRAPH.password}
-    settings = Settings(
-        env="test",
-        data_dir=data_dir,
-        policy_dir=POLICY_DIR,
-        default_region=REGION,
-        pii_scan=False,
-        dsr_worker_interval_seconds=0,
-        rate_limit_per_minute=0,
-        **graph,
+    container = build_container(
+        _in_process_settings(data_dir, dsr_worker_interval_seconds=0, rate_limit_per_minute=0)
     )
-    container = build_container(settings)
     try:
         with TestClient(create_app(container=container)) as api:
             api.headers["Authorization"] = f"Bearer {token}"
