@@ -47,7 +47,12 @@ from identity.model import (
     PersonRecord,
     StoreStats,
 )
-from identity.store.sqlite_support import migrate_schema, transaction
+from identity.store.sqlite_support import (
+    GRAPH_CACHE_MIB,
+    configure_graph_connection,
+    migrate_schema,
+    transaction,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -1137,7 +1142,7 @@ class SqliteGraphStore:
         path: Path,
         synchronous: Synchronous = "FULL",
         busy_timeout_ms: int = 10_000,
-        cache_mib: int = 64,
+        cache_mib: int = GRAPH_CACHE_MIB,
     ) -> None:
         self.path = path
         try:
@@ -1152,22 +1157,11 @@ class SqliteGraphStore:
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            # Deleted content is overwritten with zeros instead of lingering in free space and
-            # freelist pages: an erasure (GDPR Art. 17) must not leave the person's hashes, ids
-            # or ciphertexts readable in the file. It has to be on for every write, not only
-            # erasures: an update or a merge moves cells and would otherwise leave stale copies
-            # that a later erasure cannot find. Per connection, so every writer of the file must
-            # be this class. Its cost on bulk ingest is measured in bench/README.md.
-            self._conn.execute("PRAGMA secure_delete=ON")
-            if self._conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
-                raise StoreUnavailableError("this SQLite build cannot turn secure_delete on")
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            # 64 MiB page cache (default 2 MiB): the indexes on random digests and person ids
-            # outgrow the default early, and every miss is a read from disk inside the write lock.
-            self._conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+            # WAL, synchronous, foreign keys, secure_delete (erasure leaves no stale copies; its
+            # cost on bulk ingest is measured in bench/README.md), the 64 MiB page cache.
+            configure_graph_connection(
+                self._conn, synchronous, busy_timeout_ms, cache_mib, StoreUnavailableError
+            )
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"cannot open SQLite store at {path}: {exc}") from exc

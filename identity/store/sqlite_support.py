@@ -52,6 +52,39 @@ def transaction(
         raise unavailable(f"{what} commit failed: {exc}") from exc
 
 
+GRAPH_CACHE_MIB = 64  # the graph store's page cache (SQLite's default is 2 MiB)
+
+
+def configure_graph_connection(
+    conn: sqlite3.Connection,
+    synchronous: str,
+    busy_timeout_ms: int,
+    cache_mib: int,
+    unavailable: ErrorFactory,
+) -> None:
+    """The pragmas of a graph-store connection (the benchmarks' floors use them too, so a floor
+    runs on the same page cache and durability as the store it is compared with).
+
+    * WAL and ``synchronous`` (FULL by default): an acknowledged commit is on disk.
+    * ``foreign_keys``: identifiers, facts and consents cannot point at nothing.
+    * ``secure_delete``: deleted content is overwritten with zeros instead of lingering in free
+      space and freelist pages: an erasure (GDPR Art. 17) must not leave the person's hashes, ids
+      or ciphertexts readable in the file. It has to be on for every write, not only erasures: an
+      update or a merge moves cells and would otherwise leave stale copies that a later erasure
+      cannot find. Per connection, so every writer of the file must be configured here.
+    * ``cache_size``: the indexes on random digests and person ids outgrow SQLite's default
+      2 MiB early, and every miss is a read from disk inside the write lock.
+    """
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA secure_delete=ON")
+    if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+        raise unavailable("this SQLite build cannot turn secure_delete on")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+
+
 def migrate_schema(
     conn: sqlite3.Connection, schema: str, version: int, newer: ErrorFactory, what: str
 ) -> None:
