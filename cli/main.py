@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from services.bulk import BulkFileError, FileFormat, ingest_file
+from services.bulk import DEFAULT_BATCH_EVENTS, BulkFileError, FileFormat, ingest_file
 from services.links import LinkService
 
 from cli.audit import audit_app
@@ -259,8 +259,8 @@ def ingest(
         Optional[str], typer.Option(help="Source for rows that name none.")  # noqa: UP045
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Events per transaction.")
-    ] = 1000,
+        int, typer.Option(min=1, max=100_000, help="Events per transaction.")
+    ] = DEFAULT_BATCH_EVENTS,
 ) -> None:
     """Stream a JSONL or CSV file into the graph, with progress and a summary."""
     if file_format not in (None, "jsonl", "csv"):
