@@ -1174,6 +1174,16 @@ def render(report: Report) -> str:
         "by `bench/report.py`; every figure as JSON: [report/figures.json](report/figures.json).",
         "",
     ]
+    if report.scale != "1m":
+        head += [
+            (
+                "**Not the 1M report.** The goals are stated for 1M identifiers / persons on a "
+                "quiet machine; this run is at a smaller scale (and, on a shared machine, at the "
+                "load shown below). The quiet-machine `make bench SCALE=1m` report is still to "
+                "be made."
+            ),
+            "",
+        ]
     if failed:
         head += [
             "**Failed runs:** " + "; ".join(f"`{o.key}`: {o.error}" for o in failed),
