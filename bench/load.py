@@ -47,6 +47,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.measure import Span, load_average, measured  # noqa: E402 - after the path set-up
 from privacy.api_keys import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
@@ -63,6 +64,11 @@ class Phase:
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     error_statuses: dict[str, int] = field(default_factory=dict)
+    # Client and server together (see bench/measure.py): CPU seconds, bytes written, load.
+    cpu_seconds: float = 0.0
+    bytes_written: int = 0
+    load_before: float = 0.0
+    load_after: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -100,7 +106,7 @@ def free_port() -> int:
         return port
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
     """Poll ``url`` until it answers 200; fail if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,6 +129,7 @@ async def run_closed(
     concurrency: int,
     cap: float,
     items: int = 1,
+    pids: tuple[int, ...] = (),
 ) -> Phase:
     """``count`` requests by ``concurrency`` workers, each sending the next as soon as it can."""
     phase = Phase(name, items)
@@ -135,28 +142,43 @@ async def run_closed(
                 return
             await _one(phase, client, send, index)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    phase.seconds = time.perf_counter() - start
+    with measured(pids) as span:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    _fill(phase, span)
     return phase
 
 
+def _fill(phase: Phase, span: Span) -> None:
+    phase.seconds = span.seconds
+    phase.cpu_seconds = round(span.cpu_seconds, 3)
+    phase.bytes_written = span.bytes_written
+    phase.load_before, phase.load_after = span.load_before, span.load_after
+
+
 async def run_open(
-    name: str, client: httpx.AsyncClient, send: Request, count: int, rate: float, cap: float
+    name: str,
+    client: httpx.AsyncClient,
+    send: Request,
+    count: int,
+    rate: float,
+    cap: float,
+    pids: tuple[int, ...] = (),
 ) -> Phase:
     """``count`` requests started at a fixed ``rate`` per second, whatever the server does."""
     phase = Phase(name)
-    start = time.perf_counter()
-    tasks = []
-    for index in range(count):
-        due = start + index / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if time.perf_counter() - start > cap:
-            break
-        tasks.append(asyncio.create_task(_one(phase, client, send, index)))
-    await asyncio.gather(*tasks)
-    phase.seconds = time.perf_counter() - start
+    with measured(pids) as span:
+        start = time.perf_counter()
+        tasks = []
+        for index in range(count):
+            due = start + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.perf_counter() - start > cap:
+                break
+            tasks.append(asyncio.create_task(_one(phase, client, send, index)))
+        await asyncio.gather(*tasks)
+    _fill(phase, span)
     return phase
 
 
@@ -190,8 +212,17 @@ def person(index: int, rng_seed: int) -> dict[str, Any]:
     }
 
 
-async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> dict[str, Any]:
-    """Run every phase the server supports; returns the figures."""
+async def drive(
+    args: argparse.Namespace,
+    base: str,
+    hello: str,
+    token: str,
+    pids: tuple[int, int] = (0, 0),
+) -> dict[str, Any]:
+    """Run every phase the server supports; returns the figures. ``pids`` are the idgraph and
+    hello-world servers' process ids (their CPU and writes count with the client's)."""
+    server = (pids[0],) if pids[0] else ()
+    ceiling_pids = (pids[1],) if pids[1] else ()
     headers = {"Authorization": f"Bearer {token}"}
     # Expire idle connections before uvicorn's 5 s keep-alive timeout closes them under us.
     limits = httpx.Limits(
@@ -212,6 +243,7 @@ async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> 
                     args.requests,
                     args.concurrency,
                     args.cap,
+                    pids=ceiling_pids,
                 )
             )
         seed = args.seed
@@ -223,9 +255,24 @@ async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> 
                 args.requests,
                 args.rate,
                 args.cap,
+                pids=server,
             )
         )
         offset = args.requests
+        # Throughput of identify: closed loop at the hello phase's concurrency (group commit
+        # coalesces the concurrent calls into shared engine batches).
+        phases.append(
+            await run_closed(
+                "identify_closed",
+                api,
+                lambda c, i: c.post("/v1/identify", json=person(offset + i, seed)),
+                args.requests,
+                args.concurrency,
+                args.cap,
+                pids=server,
+            )
+        )
+        offset += args.requests
 
         def batch(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
             first = offset + i * args.batch
@@ -241,6 +288,7 @@ async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> 
                 max(1, args.concurrency // 4),
                 args.cap,
                 items=args.batch,
+                pids=server,
             )
         )
         readers = min(args.requests, 2_000)
@@ -269,6 +317,7 @@ async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> 
                         args.requests,
                         args.concurrency,
                         args.cap,
+                        pids=server,
                     )
                 )
             else:
@@ -297,6 +346,7 @@ async def drive(args: argparse.Namespace, base: str, hello: str, token: str) -> 
                         args.exports,
                         1,
                         args.cap,
+                        pids=server,
                     )
                 )
             else:
@@ -335,7 +385,37 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             print(f"    non-2xx: {phase.error_statuses}")
     for name, why in result["skipped"].items():
         print(f"skipped {name}: {why}")
-    return {"phases": rows, "skipped": result["skipped"]}
+    by_name = {row["name"]: row for row in rows}
+    ratios: dict[str, float] = {}
+    for row in rows[1:]:
+        ratios[f"{row['name']}_throughput_over_hello"] = row["throughput_ratio_to_hello"]
+        ratios[f"{row['name']}_p50_over_hello"] = row["p50_ratio_to_hello"]
+        if ceiling.cpu_seconds and row["requests"] and ceiling.requests:
+            # CPU per request (client + server) over the hello phase's.
+            per = row["cpu_seconds"] / row["requests"]
+            ratios[f"{row['name']}_cpu_per_request_over_hello"] = round(
+                per / (ceiling.cpu_seconds / ceiling.requests), 3
+            )
+    print(
+        "phase CPU s (client + server), MiB written, load: "
+        + "; ".join(
+            f"{r['name']} {r['cpu_seconds']:.1f} s, {r['bytes_written'] / 2**20:.1f} MiB, "
+            f"{r['load_before']:.2f}->{r['load_after']:.2f}"
+            for r in rows
+        )
+    )
+    if "identify_closed" in by_name:
+        print(
+            f"identify at {by_name['identify_closed'].get('requests', 0)} requests, closed loop: "
+            f"{ratios.get('identify_closed_throughput_over_hello', 0):.3f}x hello throughput "
+            f"(goal >= 0.5), p99 {by_name['identify_closed']['p99_ms']:.1f} ms"
+        )
+    return {
+        "phases": rows,
+        "skipped": result["skipped"],
+        "ratios": ratios,
+        "load": result.get("load", {}),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
             base, ceiling = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{hello_port}"
             wait_ready(base + "/healthz", server)
             wait_ready(ceiling + "/hello", hello)
-            result = asyncio.run(drive(args, base, ceiling, token))
+            load_before = load_average()
+            result = asyncio.run(drive(args, base, ceiling, token, (server.pid, hello.pid)))
+            result["load"] = {"before": load_before, "after": load_average()}
         finally:
             for proc in (server, hello):
                 proc.terminate()

@@ -34,7 +34,7 @@ from identity.errors import BatchValidationError, IdGraphError
 from privacy.api_keys import ApiKeyStore, Scope
 from privacy.hash_keys import create_key_file, rotate_key_file
 from privacy.secretfile import write_secret_file
-from services.bulk import BulkFileError, FileFormat, ingest_file
+from services.bulk import DEFAULT_BATCH_EVENTS, BulkFileError, FileFormat, ingest_file
 from services.links import LinkService
 
 app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
@@ -260,8 +260,8 @@ def ingest(
         Optional[str], typer.Option(help="Source for rows that name none.")  # noqa: UP045
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Events per transaction.")
-    ] = 1000,
+        int, typer.Option(min=1, max=100_000, help="Events per transaction.")
+    ] = DEFAULT_BATCH_EVENTS,
 ) -> None:
     """Stream a JSONL or CSV file into the graph, with progress and a summary."""
     if file_format not in (None, "jsonl", "csv"):

@@ -579,8 +579,14 @@ class ResolutionEngine:
     def _changes(
         self, state: _BatchState, outcomes: list[EventOutcome]
     ) -> tuple[ChangeSet, list[EventOutcome]]:
+        persons_seen: dict[str, datetime] = {}
+        for person, seen in state.persons_seen.items():
+            root = state.find(person)
+            persons_seen[root] = max(seen, persons_seen.get(root, seen))
+        # A person created in this batch is inserted with its final last_seen (that of every
+        # person merged into it included), so it needs no UPDATE of its own afterwards.
         new_persons = tuple(
-            PersonRecord(person, created, state.persons_seen.get(person, created))
+            PersonRecord(person, created, persons_seen.get(person, created))
             for person, created in state.created_persons.items()
             if state.find(person) == person
         )
@@ -593,10 +599,6 @@ class ResolutionEngine:
             IdentifierNode(node_id, hashed, state.find(state.node_person[node_id]), first, last)
             for node_id, (hashed, first, last) in state.new_node_rows.items()
         )
-        persons_seen: dict[str, datetime] = {}
-        for person, seen in state.persons_seen.items():
-            root = state.find(person)
-            persons_seen[root] = max(seen, persons_seen.get(root, seen))
         # One row per refused identifier and event: the repeats of one identifier in an event
         # are equal refusals (position is not compared) and are stored once.
         refusals = tuple(r for o in outcomes for r in dict.fromkeys(o.refusals))
@@ -607,11 +609,7 @@ class ResolutionEngine:
             rehashed=state.rehashed,
             touched=state.touched,
             merged=merged,
-            persons_seen={
-                p: s
-                for p, s in persons_seen.items()
-                if p in state.existing_persons or p in state.created_persons
-            },
+            persons_seen={p: s for p, s in persons_seen.items() if p in state.existing_persons},
             links=tuple(state.links.values()),
             refusals=refusals,
             consents=tuple(state.consents),

@@ -48,6 +48,7 @@ message ever contains key bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -115,6 +116,11 @@ class KeyProvider(Protocol):
 
     def wrap(self, data_key: bytes, aad: bytes) -> WrappedKey:
         """Encrypt ``data_key`` under the current KEK, authenticating ``aad`` (binds the owner)."""
+        ...
+
+    def wrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[WrappedKey]:
+        """:meth:`wrap` each ``(data_key, aad)`` under the same current KEK (the vault wraps the
+        new keys of a whole ingest batch at once)."""
         ...
 
     def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
@@ -270,6 +276,21 @@ class LocalFileKeyProvider:
         nonce = os.urandom(NONCE_BYTES)
         sealed = ciphers[kek_id].encrypt(nonce, data_key, wrap_aad(kek_id, aad))
         return WrappedKey(kek_id, _WRAP_VERSION + nonce + sealed)
+
+    def wrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[WrappedKey]:
+        """:meth:`wrap` for many keys: one check of the file and one draw of random nonces for
+        the whole batch (not one ``stat`` and one ``os.urandom`` per key)."""
+        self._follow_changes()
+        keks, ciphers, _ = self._state
+        kek_id = keks.primary
+        kek = ciphers[kek_id]
+        nonces = os.urandom(NONCE_BYTES * len(items))
+        wrapped = []
+        for index, (data_key, aad) in enumerate(items):
+            nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
+            sealed = kek.encrypt(nonce, data_key, wrap_aad(kek_id, aad))
+            wrapped.append(WrappedKey(kek_id, _WRAP_VERSION + nonce + sealed))
+        return wrapped
 
     def unwrap(self, wrapped: WrappedKey, aad: bytes) -> bytes:
         """Decrypt a key wrapped by :meth:`wrap` under any KEK still in the file."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,10 @@ class Pkcs11KeyProvider:
     def holds(self, kek_id: str) -> bool:
         """Whether the token holds a KEK with this label."""
         return kek_id in self._keys
+
+    def wrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[WrappedKey]:
+        """:meth:`wrap` each ``(data_key, aad)``: the token encrypts one key per call anyway."""
+        return [self.wrap(data_key, aad) for data_key, aad in items]
 
     def wrap(self, data_key: bytes, aad: bytes) -> WrappedKey:
         """AES-256-GCM-encrypt ``data_key`` inside the token under the current KEK."""

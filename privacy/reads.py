@@ -552,7 +552,7 @@ class ReadService:
         now = self._clock()
         result = _ScanResult([], 0, after, exhausted=False)
         while len(result.members) < limit and result.scanned < self.max_scan:
-            chunk = min(max(limit - len(result.members), _MIN_CHUNK), self.max_scan)
+            chunk = _next_chunk(limit, len(result.members), result.scanned, self.max_scan)
             rows = self._store.read(partial(_member_page, scan, result.last, chunk))
             result.scanned += len(rows)
             if rows:
@@ -823,6 +823,25 @@ class ReadService:
         # pseudonyms precisely so that its consumer never learns person ids.
         position = result.next_position
         return None if position is None else self._cursors.seal(scope, position)
+
+
+def _next_chunk(limit: int, members: int, scanned: int, max_scan: int) -> int:
+    """How many persons the next ``member_page`` of a scan reads.
+
+    The first read asks for ``limit`` persons. Later reads ask for what the pass rate seen so far
+    (members per person scanned) says is still needed, plus 5 %: usually the second read
+    completes the page. Asking for ``limit - members`` each time instead (the rate ignored) took
+    log-many reads per page at a 50 % pass rate, each a transaction and a query plan of its own,
+    twice the ``member_page`` calls of a plain scan of the same persons. Over-reading costs
+    little: members past ``limit`` are dropped and their persons examined again by the next
+    page. Never below ``_MIN_CHUNK`` nor past ``max_scan``.
+    """
+    wanted = limit - members
+    if scanned and members:
+        wanted = -(-wanted * scanned * 105 // (members * 100))  # ceil(wanted / rate * 1.05)
+    elif scanned:
+        wanted = max(wanted, 2 * scanned)  # nothing passed yet: read further, faster
+    return max(min(max(wanted, _MIN_CHUNK), max_scan - scanned), 1)
 
 
 def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:

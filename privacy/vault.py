@@ -594,11 +594,17 @@ class Vault:
         the provider reloads and the keys are wrapped again under the new primary.
         """
         for attempt in range(_WRAP_ATTEMPTS):
-            fresh: dict[str, tuple[WrappedKey, bytes]] = {}
-            for owner in sorted(missing):
-                # 32 bytes from the OS CSPRNG: a full-strength AES-256 key, unique per anchor.
-                dek = secrets.token_bytes(DEK_BYTES)
-                fresh[owner] = (self._provider.wrap(dek, _dek_aad(owner)), dek)
+            owners = sorted(missing)
+            # 32 bytes from the OS CSPRNG per owner: a full-strength AES-256 key, unique per
+            # anchor (drawn in one call for the batch, then cut).
+            pool = secrets.token_bytes(DEK_BYTES * len(owners))
+            deks = [pool[i * DEK_BYTES : (i + 1) * DEK_BYTES] for i in range(len(owners))]
+            wrapped = self._provider.wrap_many(
+                [(dek, _dek_aad(owner)) for owner, dek in zip(owners, deks, strict=True)]
+            )
+            fresh = {
+                owner: (key, dek) for owner, key, dek in zip(owners, wrapped, deks, strict=True)
+            }
             try:
                 stored = self._keys.insert_new([(o, w) for o, (w, _) in fresh.items()], shred_refs)
             except KekRetiredError:

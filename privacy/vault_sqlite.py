@@ -184,11 +184,15 @@ class SqliteVaultKeyStore:
             # Checked in the same write transaction as the insert: a retirement committed before
             # it refuses the key; one committed after it sees the key in its re-wrap.
             self._refuse_retired(conn, {key.kek_id for _, key in rows})
+            before = conn.total_changes
             conn.executemany(
                 "INSERT INTO data_keys (owner, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (owner) DO NOTHING",
                 [(owner, key.kek_id, key.blob, now) for owner, key in rows],
             )
+            if conn.total_changes - before == len(rows):
+                # Every row was inserted (the usual case): the stored keys are ours, no re-read.
+                return dict(rows)
             return self._select(conn, owners)
 
     def delete_many(

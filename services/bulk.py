@@ -32,6 +32,10 @@ from services.inputs import IdentifyRequest, pointer_from_location
 
 FileFormat = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 100
+# Events per transaction. 10,000: each commit (and its fsync, and the index pages it rewrites at
+# random positions) is shared by ten times more events than at 1,000, which roughly halves the
+# bytes written per identifier; a batch's working set stays a few MiB.
+DEFAULT_BATCH_EVENTS = 10_000
 
 
 class BulkFileError(IdGraphError):
@@ -165,7 +169,7 @@ def ingest_file(
     actor: str,
     file_format: FileFormat | None = None,
     default_source: str | None = None,
-    batch_size: int = 1000,
+    batch_size: int = DEFAULT_BATCH_EVENTS,
     progress: Callable[[int], None] | None = None,
 ) -> BulkReport:
     """Stream ``path`` into the graph through ``service``; returns the report.

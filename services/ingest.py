@@ -28,6 +28,7 @@ from identity.errors import (
     InvalidIdentifierError,
     StoreUnavailableError,
 )
+from identity.group_commit import GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
@@ -124,6 +125,11 @@ class IngestService:
         self._limits = limits
         self._metrics: UseCaseMetrics = metrics or NoMetrics()
         self._clock = clock
+        # Concurrent identify calls share one engine batch: one transaction, one vault key
+        # commit and one graph commit for all of them (see identity.group_commit).
+        self._identify_group: GroupCommitter[IdentityEvent, EventOutcome] = GroupCommitter(
+            self._ingest_group, max_group=limits.max_batch_events
+        )
 
     def with_metrics(self, metrics: UseCaseMetrics) -> IngestService:
         """The same service reporting to ``metrics`` (each app has its own registry)."""
@@ -191,8 +197,17 @@ class IngestService:
         event = self.event(request)
         if gpc_proof is not None:
             event = self._with_gpc(event, gpc_proof)
-        (outcome,) = self.commit([event], actor)
+        # Group commit: resolved in one engine batch with the identify calls that arrive while
+        # the previous batch commits (in arrival order, each seeing the ones before it, as if
+        # committed one after another). Returns once the batch holding this event committed.
+        outcome = self._identify_group.submit(event)
+        self._metrics.record_ingest([outcome])
+        self._audit_consents(actor, [event], [outcome])
         return outcome
+
+    def _ingest_group(self, events: Sequence[IdentityEvent]) -> list[EventOutcome]:
+        with self._metrics.time_store(StoreOperation.INGEST):
+            return self._engine.ingest(events)
 
     def ingest(
         self,

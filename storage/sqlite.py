@@ -284,6 +284,32 @@ def _check_mode(path: Path, unavailable: ErrorFactory, what: str) -> None:
         )
 
 
+GRAPH_CACHE_MIB = 64  # the graph store's page cache (SQLite's default is 2 MiB)
+
+
+def configure_graph_connection(
+    conn: sqlite3.Connection,
+    synchronous: Synchronous,
+    busy_timeout_ms: int,
+    cache_mib: int,
+    unavailable: ErrorFactory,
+) -> None:
+    """The pragmas of a graph-store connection on an already open ``conn`` (WAL, ``synchronous``,
+    foreign keys, secure_delete, page cache): the benchmarks' floors use it so that a floor runs
+    on the same page cache and durability as the store it is compared with."""
+    _configure(
+        conn,
+        busy_timeout_ms,
+        unavailable,
+        "graph connection",
+        Path("<bench>"),
+        secure_delete=True,
+        synchronous=synchronous,
+        foreign_keys=True,
+        cache_mib=cache_mib,
+    )
+
+
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 

@@ -26,12 +26,14 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
     rows = {
         cells[0]: cells
         for cells in (line.split() for line in done.stdout.splitlines())
-        if len(cells) == 5 and cells[0] in {"floor", "real"}
+        if len(cells) == 5 and cells[0] in {"floor", "same-work", "real"}
     }
     assert "mode" in done.stdout.split()
-    assert rows.keys() == {"floor", "real"}
-    assert rows["floor"][1] == rows["real"][1]  # both modes processed the same identifier values
+    assert rows.keys() == {"floor", "same-work", "real"}
+    # Every mode processed the same identifier values.
+    assert rows["floor"][1] == rows["same-work"][1] == rows["real"][1]
     assert "ratio real/floor throughput:" in done.stdout
+    assert "ratio real/same-work floor throughput:" in done.stdout
     assert "rejected rows=0" in done.stdout
     # The generated data forces merges and refusals, and the graph ends as the generator predicts.
     assert "merged=4" in done.stdout
@@ -39,7 +41,18 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
         done.stdout
     )
     assert "EXPECTED" not in done.stdout
-    assert figures.is_file()
+    doc = json.loads(figures.read_text(encoding="utf-8"))
+    assert {"ratio_real_over_floor", "ratio_real_over_same_work_floor"} <= doc.keys()
+    assert {"load_before", "load_after", "cpu_ratio_real_over_same_work_floor"} <= doc.keys()
+    for mode in doc["modes"].values():  # wall and CPU seconds, bytes written, load, per mode
+        assert {"seconds", "cpu_seconds", "bytes_written", "load_before", "load_after"} <= (
+            mode.keys()
+        )
+        assert mode["cpu_seconds"] > 0
+    # The same-work floor wrote the real schema: every identifier, each person's star of links
+    # (it merges the one conflict event the real path refuses), the kept raw values as facts.
+    assert doc["same_work_store"]["identifiers"] == 400
+    assert doc["same_work_store"]["facts"] == 200  # email and phone of 100 persons
 
 
 def test_bench_with_attributes_runs_three_modes_and_prints_the_scan_cost(tmp_path: Path) -> None:
@@ -59,7 +72,7 @@ def test_bench_with_attributes_runs_three_modes_and_prints_the_scan_cost(tmp_pat
 
     assert done.returncode == 0, done.stdout + done.stderr
     # Table rows: mode, identifiers, attr values, seconds, identifiers/s, attr values/s, RSS.
-    modes = {"floor", "real-noscan", "real"}
+    modes = {"floor", "same-work", "real-noscan", "real"}
     rows = {
         cells[0]: cells
         for cells in (line.split() for line in done.stdout.splitlines())

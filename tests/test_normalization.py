@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from identity.errors import InvalidIdentifierError, UnknownIdentifierTypeError
-from identity.identifiers import normalize_email
+from identity.identifiers import _parse_phone, normalize_email, normalize_phone
 from identity.policy import IdentityPolicy
 
 VALID = [
@@ -139,3 +142,32 @@ def test_email_fast_path_agrees_with_the_full_validator(local: str, domain: str)
     except InvalidIdentifierError:
         got = None
     assert got == expected
+
+
+_COUNTRY_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _phone_outcome(normalize: Callable[[str], str], value: str) -> tuple[str, str]:
+    try:
+        return ("ok", normalize(value))
+    except InvalidIdentifierError as exc:
+        return ("error", f"{exc.reason}: {exc.message}")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    country=st.sampled_from(_COUNTRY_CODES),
+    national=st.text(alphabet="0123456789", min_size=4, max_size=13),
+    region=st.sampled_from([None, "GB", "DE", "US"]),
+)
+@example(country=49, national="15112345678", region=None)  # a valid German mobile
+@example(country=39, national="0612345678", region=None)  # Italian leading zero: slow path
+@example(country=54, national="91123456789", region=None)  # Argentina: parsed by pattern
+@example(country=1, national="2025550123", region=None)
+def test_strict_e164_fast_path_answers_exactly_as_libphonenumber_parse_when_given_any_e164(
+    country: int, national: str, region: str | None
+) -> None:
+    value = f"+{country}{national}"
+    fast = _phone_outcome(lambda v: normalize_phone("phone", v, region), value)
+    slow = _phone_outcome(lambda v: _parse_phone("phone", v.strip(), region), value)
+    assert fast == slow

@@ -47,7 +47,7 @@ from identity.model import (
     PersonRecord,
     StoreStats,
 )
-from storage.sqlite import open_migrated, transaction
+from storage.sqlite import GRAPH_CACHE_MIB, open_migrated, transaction
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -1137,7 +1137,7 @@ class SqliteGraphStore:
         path: Path,
         synchronous: Synchronous = "FULL",
         busy_timeout_ms: int = 10_000,
-        cache_mib: int = 64,
+        cache_mib: int = GRAPH_CACHE_MIB,
     ) -> None:
         self.path = path
         # Owner-only (a looser mode is refused): keyed hashes are pseudonymous personal data.

@@ -1,0 +1,114 @@
+"""What every benchmark reports beside wall time: CPU seconds, bytes written, load average.
+
+The machines these benches run on are shared (2 cores, several jobs): wall time alone says as
+much about the neighbours as about idgraph. So every timed section records
+
+* ``seconds``: wall clock (``time.perf_counter``);
+* ``cpu_seconds``: user + system CPU of this process, every thread included
+  (``time.process_time``), plus that of the processes named in ``pids`` (a server under load,
+  read from ``/proc/<pid>/stat``);
+* ``bytes_written``: what this process (and ``pids``) caused to be written to storage,
+  ``write_bytes`` of ``/proc/<pid>/io`` (pages dirtied, the WAL and checkpoints included;
+  ``0`` where ``/proc`` does not say);
+* ``load_before`` / ``load_after``: the 1-minute load average when the section started and ended.
+
+A ratio of two sections of the same run is meaningful when both ran at a similar load; the
+report prints the load so a reader can judge. Stdlib only: the ingest floor imports this and
+nothing of idgraph.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def load_average() -> float:
+    """The 1-minute load average (0.0 where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - platforms without getloadavg
+        return 0.0
+
+
+def bytes_written(pid: int | str = "self") -> int:
+    """``write_bytes`` of ``/proc/<pid>/io``: bytes this process caused to be written to storage."""
+    try:
+        with Path(f"/proc/{pid}/io").open(encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process (``/proc/<pid>/stat``; 0.0 if unreadable)."""
+    try:
+        with Path(f"/proc/{pid}/stat").open(encoding="ascii") as handle:
+            # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # utime and stime are fields 14 and 15 of the stat line, i.e. 11 and 12 after the ")".
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+@dataclass(slots=True)
+class Span:
+    """One measured section (see the module docstring for each figure)."""
+
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    bytes_written: int = 0
+    load_before: float = 0.0
+    load_after: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures, rounded, as a JSON object."""
+        return {
+            "seconds": round(self.seconds, 4),
+            "cpu_seconds": round(self.cpu_seconds, 4),
+            "bytes_written": self.bytes_written,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            **self.extra,
+        }
+
+    def describe(self) -> str:
+        """``1.234 s wall, 1.100 s CPU, 12.3 MiB written, load 1.2 -> 1.5``."""
+        return (
+            f"{self.seconds:.3f} s wall, {self.cpu_seconds:.3f} s CPU, "
+            f"{self.bytes_written / 2**20:.1f} MiB written, "
+            f"load {self.load_before:.2f} -> {self.load_after:.2f}"
+        )
+
+
+@contextmanager
+def measured(pids: Sequence[int] = ()) -> Iterator[Span]:
+    """Measure the body: the :class:`Span` is filled in when the block ends."""
+    span = Span(load_before=load_average())
+    written = bytes_written() + sum(bytes_written(p) for p in pids)
+    cpu = time.process_time() + sum(process_cpu_seconds(p) for p in pids)
+    started = time.perf_counter()
+    try:
+        yield span
+    finally:
+        span.seconds = time.perf_counter() - started
+        span.cpu_seconds = time.process_time() + sum(process_cpu_seconds(p) for p in pids) - cpu
+        span.bytes_written = bytes_written() + sum(bytes_written(p) for p in pids) - written
+        span.load_after = load_average()
+
+
+def ratio(value: float, baseline: float) -> float:
+    """``value / baseline`` rounded to 4 places (0.0 when the baseline is 0)."""
+    return round(value / baseline, 4) if baseline else 0.0
