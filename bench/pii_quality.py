@@ -452,6 +452,27 @@ def _print_table(title: str, classes: Sequence[str], tallies: dict[str, Tally]) 
     return {"classes": rows, "other_false_positives": other}
 
 
+def _print_false_alarms(title: str, predictions: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """Print how many clean values got a finding, per entity type; return the figures."""
+    flagged: dict[str, int] = {}
+    for found in predictions:
+        for entity in {f.entity_type for f in found}:
+            flagged[entity] = flagged.get(entity, 0) + 1
+    values = len(predictions)
+    any_flagged = sum(1 for found in predictions if found)
+    print(title)
+    print(
+        f"values {values}, with any finding {any_flagged} ({any_flagged / max(values, 1):.1%}); "
+        + ", ".join(f"{k} {v}" for k, v in sorted(flagged.items()))
+    )
+    return {
+        "values": values,
+        "with_any_finding": any_flagged,
+        "false_alarm_rate": round(any_flagged / max(values, 1), 4),
+        "per_type": dict(sorted(flagged.items())),
+    }
+
+
 def _per_value_us(fn: Callable[[], object], values: int, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -485,23 +506,31 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one linear report
     """Generate, scan, score, print; write JSON if asked."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=600, help="sentences per set")
     parser.add_argument("--sample", type=int, default=0, help="score only the first N sentences")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", metavar="OUT", help="also write every figure as JSON")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="score another model directory (e.g. an earlier version) instead of the pinned one",
+    )
     args = parser.parse_args(argv)
 
     from bench.pii_heldout import generate as generate_heldout
+    from bench.pii_heldout import generate_marketing
     from privacy.scanning import ScannerConfig
     from privacy.scanning.presidio_scanner import PresidioPiiScanner
 
     samples = generate(args.count, args.seed)
     heldout = generate_heldout(args.count, args.seed)
+    marketing = generate_marketing(args.count, args.seed)
     if args.sample:
         samples, heldout = samples[: args.sample], heldout[: args.sample]
+        marketing = marketing[: args.sample]
     texts = [s.text for s in samples]
     heldout_texts = [text for text, _ in heldout]
 
@@ -513,7 +542,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     construct_patterns_s = time.perf_counter() - started
     rss_patterns = _rss_mib()
     started = time.perf_counter()
-    scanner = PresidioPiiScanner(ScannerConfig(ner=True))
+    if args.model:
+        from privacy.scanning.model_files import model_fingerprint
+
+        model = {"model_dir": args.model, "model_sha256": model_fingerprint(args.model)}
+        scanner = PresidioPiiScanner(ScannerConfig(ner=True), **model)
+    else:
+        scanner = PresidioPiiScanner(ScannerConfig(ner=True))
     construct_s = time.perf_counter() - started
     rss_ner = _rss_mib()
 
@@ -547,6 +582,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\n== held-out set, patterns only (NER off) ==",
         HELDOUT_CLASSES,
         score(heldout_gold, patterns_only.scan_many(heldout_texts), HELDOUT_CLASSES),
+    )
+
+    market = _print_false_alarms(
+        "\n== marketing negative set (clean values), NER on ==", scanner.scan_many(marketing)
+    )
+    market_old = _print_false_alarms(
+        "\n== marketing negative set, patterns only (NER off) ==",
+        patterns_only.scan_many(marketing),
     )
 
     repeat = 1 if len(texts) < 100 else 3
@@ -589,6 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "patterns_only": project_old,
             "heldout": held,
             "heldout_patterns_only": held_old,
+            "marketing": market,
+            "marketing_patterns_only": market_old,
             "cost_us_per_value": {
                 "scan_many": round(scan_many_us, 2),
                 "scan_loop": round(scan_loop_us, 2),

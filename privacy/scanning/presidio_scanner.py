@@ -26,9 +26,11 @@ Privacy choices in this module:
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
@@ -165,6 +167,42 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
     def load(self) -> None:
         """Rebuild the pipeline from the same directory (never by model name)."""
         self.nlp = {self.language: self._pipeline()}
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        """Tokenize ``text``; run the model only if the text has a word it could label."""
+        return self._doc_to_nlp_artifact(self._doc(text), language)
+
+    # The signature of presidio's SpacyNlpEngine.process_batch, which itself differs from its
+    # base class NlpEngine's (hence the ignores).
+    def process_batch(  # type: ignore[override]
+        self,
+        texts: list[str] | list[tuple[str, object]],  # type: ignore[override]
+        language: str,
+        batch_size: int = 1,
+        n_process: int = 1,
+        as_tuples: bool = False,
+    ) -> Generator[tuple[Any, NlpArtifacts, Any] | tuple[Any, NlpArtifacts], Any, None]:
+        """Like :meth:`process_text` for many texts: the model runs once over a batch
+        (``nlp.pipe``) of those that need it; the others are only tokenized. ``as_tuples``
+        (presidio's ``(text, context)`` input) is not used by idgraph and not supported."""
+        if as_tuples:
+            raise NotImplementedError("process_batch(as_tuples=True)")
+        nlp = self.nlp[self.language]
+        items = [str(text) for text in texts]
+        wanted = [i for i, text in enumerate(items) if self._model_dir and _may_name(text)]
+        docs: list[Doc] = [nlp.make_doc(text) for text in items]
+        modelled = nlp.pipe((items[i] for i in wanted), batch_size=max(batch_size, 1))
+        for index, doc in zip(wanted, modelled, strict=True):
+            docs[index] = doc
+        for text, doc in zip(items, docs, strict=True):
+            yield text, self._doc_to_nlp_artifact(doc, language)
+
+    def _doc(self, text: str) -> Doc:
+        nlp = self.nlp[self.language]
+        if self._model_dir and _may_name(text):
+            return nlp(text)
+        # Without a model (or a word) the tokens are all presidio needs: skip the pipeline.
+        return nlp.make_doc(text)
 
     def get_supported_entities(self) -> list[str]:
         """The NER labels with a model, none without."""
@@ -358,6 +396,16 @@ def _recognizers(language: str, *, ner: bool) -> list[EntityRecognizer]:
             SpacyRecognizer(supported_language=language, supported_entities=list(NER_ENTITIES))
         )
     return recognizers
+
+
+# Two letters in a row: the least a name, place, company or street can be written with. A value
+# without (a date, an amount, a phone number, a SKU) skips the model, which costs more per value
+# than every pattern recognizer together. Case does not matter: the model reads lower-case names.
+_WORD = re.compile(r"[^\W\d_]{2}")
+
+
+def _may_name(text: str) -> bool:
+    return _WORD.search(text) is not None
 
 
 def _drop_ner_over_structured(results: list[RecognizerResult]) -> list[RecognizerResult]:
