@@ -32,7 +32,7 @@ def test_training_corpus_is_the_same_when_generated_twice_with_one_seed() -> Non
 
 
 def test_training_spans_cover_whole_values_when_templates_are_filled() -> None:
-    for text, spans in generate(400, 9):
+    for text, spans in generate(200, 9):
         for start, end, label in spans:
             value = text[start:end]
             assert value == value.strip(), (text, label)
@@ -43,7 +43,7 @@ def test_training_spans_cover_whole_values_when_templates_are_filled() -> None:
 
 
 def test_training_corpus_holds_names_in_lower_and_upper_case_and_clean_sentences() -> None:
-    rows = generate(2000, 11)
+    rows = generate(600, 11)
     names = [text[s:e] for text, spans in rows for s, e, label in spans if label == "PERSON"]
     assert any(n.islower() for n in names)
     assert any(n.isupper() and len(n) > 3 for n in names)

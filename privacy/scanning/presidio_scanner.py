@@ -49,7 +49,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from presidio_analyzer.recognizer_registry import RecognizerRegistry
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 
 from identity.errors import InputLimitError
 from privacy.scanning import (
@@ -84,7 +84,7 @@ __all__ = [
 # The NER model shipped in the repository, and the fingerprint of the files that were reviewed
 # (see privacy/scanning/models/MODEL_CARD.md). ``make pii-model`` rebuilds the same files.
 PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
-PII_NER_MODEL_SHA256 = "54ba0c0f4cb9e0735e403e346fe5eeaf5b3b8ec40a7e715bc9280ea68042deae"
+PII_NER_MODEL_SHA256 = "6bfbbaa5f3b308dffac1cc6215fd82ab0c539e2806cf911c2b4b1c0090ac4cb7"
 # The model's labels are presidio entity types already (no mapping to maintain).
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
 # spaCy's transition-based NER gives no per-entity confidence; every entity gets this score.
@@ -218,7 +218,7 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         # presidio's context enhancement: it compares context words with lemmas. The lower-case
         # token text stands in; context words are matched as substrings, so inflected forms
         # ("Telefonnummer" for "telefon") still count.
-        entities = [ent for ent in doc.ents if ent.label_ in NER_ENTITIES]
+        entities = [_relabel(ent) for ent in doc.ents if ent.label_ in NER_ENTITIES]
         return NlpArtifacts(
             entities=entities,
             tokens=doc,
@@ -228,6 +228,14 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
             language=language,
             scores=[NER_SCORE] * len(entities),
         )
+
+
+def _relabel(entity: Span) -> Span:
+    """A PERSON that opens with a number ("18 Snyder Laneway") is the model's misreading of a
+    street address: no name starts with digits, and every house-number-first street does."""
+    if entity.label_ == "PERSON" and entity[0].like_num:
+        return Span(entity.doc, entity.start, entity.end, label="STREET_ADDRESS")
+    return entity
 
 
 class PresidioPiiScanner:

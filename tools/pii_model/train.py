@@ -1,6 +1,6 @@
 """Train idgraph's PII NER model (``make pii-model``): seeded corpus, CPU, a few minutes.
 
-    .venv/bin/python -m tools.pii_model.train [--count 12000] [--epochs 6] [--seed 16]
+    .venv/bin/python -m tools.pii_model.train [--count 8000] [--epochs 4] [--seed 16]
 
 Builds a blank multi-language spaCy pipeline (``xx``: a tokenizer with no language-specific
 rules, since the scanner reads EN, DE, FR and more) with one ``ner`` component on spaCy's
@@ -167,8 +167,8 @@ def train(
 def main() -> None:
     """Parse arguments, train, print the fingerprint to pin in the scanner."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=12000)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--count", type=int, default=8000)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
     parser.add_argument("--figures", type=Path, help="write the training figures as JSON")
