@@ -644,3 +644,7 @@ def test_quality_bench_prints_precision_recall_and_f2_when_run_on_a_sample(
     data = json.loads(figures.read_text(encoding="utf-8"))
     assert data["sentences"] == 40
     assert set(data["classes"]) == expected | {"overall", "any"}
+    assert any(line.startswith("== marketing negative set") for line in lines)
+    assert data["marketing"]["values"] == 40
+    assert 0 <= data["marketing_patterns_only"]["false_alarm_rate"] <= 1
+    assert data["latency_ms"]["ner"]["cpu_p95"] > 0
