@@ -607,7 +607,11 @@ _SUFFIX_TYPES = (
 # is the English "-ring" of "During 1971", "Offering 20", "Sharing 3". A few English words end
 # in a suffix after a consonant too, and are followed by numbers often ("Spring 2026").
 _SUFFIX_TYPES_IN_WORD = _SUFFIX_TYPES.replace("ring", "(?<![aeiouyäöü])ring")
-_NOT_STREET_WORDS = r"(?!(?i:spring|string|bring|offspring|hamstring|keyring|earring|arcade)\b)"
+# The words end where the next letter would be (not at \b): a coupon code "SPRING20" has no
+# word boundary between the word and its digits.
+_NOT_STREET_WORDS = (
+    r"(?!(?i:spring|string|bring|offspring|hamstring|keyring|earring|arcade)(?![\p{L}]))"
+)
 _GERMANIC = (
     rf"(?:\b{_NOT_STREET_WORDS}\p{{Lu}}[\p{{L}}\-]*?(?i:{_SUFFIX_TYPES_IN_WORD})"
     rf"|(?:\b{_CAP}[ \t]){{1,2}}(?i:{_SUFFIX_TYPES}))"

@@ -26,9 +26,11 @@ Privacy choices in this module:
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
@@ -47,7 +49,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from presidio_analyzer.recognizer_registry import RecognizerRegistry
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 
 from identity.errors import InputLimitError
 from privacy.scanning import (
@@ -82,7 +84,7 @@ __all__ = [
 # The NER model shipped in the repository, and the fingerprint of the files that were reviewed
 # (see privacy/scanning/models/MODEL_CARD.md). ``make pii-model`` rebuilds the same files.
 PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
-PII_NER_MODEL_SHA256 = "54ba0c0f4cb9e0735e403e346fe5eeaf5b3b8ec40a7e715bc9280ea68042deae"
+PII_NER_MODEL_SHA256 = "6bfbbaa5f3b308dffac1cc6215fd82ab0c539e2806cf911c2b4b1c0090ac4cb7"
 # The model's labels are presidio entity types already (no mapping to maintain).
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
 # spaCy's transition-based NER gives no per-entity confidence; every entity gets this score.
@@ -166,6 +168,42 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         """Rebuild the pipeline from the same directory (never by model name)."""
         self.nlp = {self.language: self._pipeline()}
 
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        """Tokenize ``text``; run the model only if the text has a word it could label."""
+        return self._doc_to_nlp_artifact(self._doc(text), language)
+
+    # The signature of presidio's SpacyNlpEngine.process_batch, which itself differs from its
+    # base class NlpEngine's (hence the ignores).
+    def process_batch(  # type: ignore[override]
+        self,
+        texts: list[str] | list[tuple[str, object]],  # type: ignore[override]
+        language: str,
+        batch_size: int = 1,
+        n_process: int = 1,
+        as_tuples: bool = False,
+    ) -> Generator[tuple[Any, NlpArtifacts, Any] | tuple[Any, NlpArtifacts], Any, None]:
+        """Like :meth:`process_text` for many texts: the model runs once over a batch
+        (``nlp.pipe``) of those that need it; the others are only tokenized. ``as_tuples``
+        (presidio's ``(text, context)`` input) is not used by idgraph and not supported."""
+        if as_tuples:
+            raise NotImplementedError("process_batch(as_tuples=True)")
+        nlp = self.nlp[self.language]
+        items = [str(text) for text in texts]
+        wanted = [i for i, text in enumerate(items) if self._model_dir and _may_name(text)]
+        docs: list[Doc] = [nlp.make_doc(text) for text in items]
+        modelled = nlp.pipe((items[i] for i in wanted), batch_size=max(batch_size, 1))
+        for index, doc in zip(wanted, modelled, strict=True):
+            docs[index] = doc
+        for text, doc in zip(items, docs, strict=True):
+            yield text, self._doc_to_nlp_artifact(doc, language)
+
+    def _doc(self, text: str) -> Doc:
+        nlp = self.nlp[self.language]
+        if self._model_dir and _may_name(text):
+            return nlp(text)
+        # Without a model (or a word) the tokens are all presidio needs: skip the pipeline.
+        return nlp.make_doc(text)
+
     def get_supported_entities(self) -> list[str]:
         """The NER labels with a model, none without."""
         return list(NER_ENTITIES) if self._model_dir else []
@@ -180,7 +218,7 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         # presidio's context enhancement: it compares context words with lemmas. The lower-case
         # token text stands in; context words are matched as substrings, so inflected forms
         # ("Telefonnummer" for "telefon") still count.
-        entities = [ent for ent in doc.ents if ent.label_ in NER_ENTITIES]
+        entities = [_relabel(ent) for ent in doc.ents if ent.label_ in NER_ENTITIES]
         return NlpArtifacts(
             entities=entities,
             tokens=doc,
@@ -190,6 +228,14 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
             language=language,
             scores=[NER_SCORE] * len(entities),
         )
+
+
+def _relabel(entity: Span) -> Span:
+    """A PERSON that opens with a number ("18 Snyder Laneway") is the model's misreading of a
+    street address: no name starts with digits, and every house-number-first street does."""
+    if entity.label_ == "PERSON" and entity[0].like_num:
+        return Span(entity.doc, entity.start, entity.end, label="STREET_ADDRESS")
+    return entity
 
 
 class PresidioPiiScanner:
@@ -358,6 +404,16 @@ def _recognizers(language: str, *, ner: bool) -> list[EntityRecognizer]:
             SpacyRecognizer(supported_language=language, supported_entities=list(NER_ENTITIES))
         )
     return recognizers
+
+
+# Two letters in a row: the least a name, place, company or street can be written with. A value
+# without (a date, an amount, a phone number, a SKU) skips the model, which costs more per value
+# than every pattern recognizer together. Case does not matter: the model reads lower-case names.
+_WORD = re.compile(r"[^\W\d_]{2}")
+
+
+def _may_name(text: str) -> bool:
+    return _WORD.search(text) is not None
 
 
 def _drop_ner_over_structured(results: list[RecognizerResult]) -> list[RecognizerResult]:
