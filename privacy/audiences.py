@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from identity.errors import BatchValidationError, InvalidFieldError, StoreUnavailableError
-from identity.store.sqlite_support import connect_private
+from identity.store.sqlite_support import connect_private, transaction
 from privacy.facts import FactsPolicy, ValueType
 from privacy.purposes import Purpose
 
@@ -357,6 +357,14 @@ class AudienceStore(Protocol):
         """Definitions for ``purposes`` (``None``: every purpose), newest first."""
         ...
 
+    def member_snapshot(self, audience_id: str) -> frozenset[str]:
+        """The members (per-consumer pseudonyms) the last change events were computed from."""
+        ...
+
+    def save_member_snapshot(self, audience_id: str, members: Collection[str]) -> None:
+        """Replace the audience's snapshot with ``members`` (one transaction)."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
@@ -393,6 +401,12 @@ class SqliteAudienceStore:
                     "ALTER TABLE audiences ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
                 )
                 self._conn.execute("UPDATE audiences SET owner = created_by")
+            # Membership snapshots for change events: per-consumer pseudonyms only (keyed MACs
+            # of person ids, the key never leaves idgraph), never a person id or identifier.
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS audience_members (audience_id TEXT NOT NULL, "
+                "member TEXT NOT NULL, PRIMARY KEY (audience_id, member)) WITHOUT ROWID"
+            )
         except sqlite3.Error as exc:
             raise AudienceStoreUnavailableError(f"cannot open audience store: {exc}") from exc
 
@@ -447,7 +461,9 @@ class SqliteAudienceStore:
 
     def list_audiences(self, purposes: Collection[str] | None, limit: int = 500) -> list[Audience]:
         """Definitions for ``purposes`` (``None``: every purpose), newest first."""
-        sql = "SELECT audience_id, name, purpose, rules, created_at, created_by FROM audiences"
+        sql = (
+            "SELECT audience_id, name, purpose, rules, created_at, created_by, owner FROM audiences"
+        )
         params: list[object] = []
         if purposes is not None:
             wanted = sorted(purposes)
@@ -470,9 +486,38 @@ class SqliteAudienceStore:
                 AudienceRules.from_json(json.loads(row[3])),
                 datetime.fromisoformat(row[4]),
                 row[5],
+                row[6],
             )
             for row in rows
         ]
+
+    def member_snapshot(self, audience_id: str) -> frozenset[str]:
+        """The members (per-consumer pseudonyms) the last change events were computed from."""
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT member FROM audience_members WHERE audience_id = ?", (audience_id,)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise AudienceStoreUnavailableError(f"cannot load the members: {exc}") from exc
+        return frozenset(row[0] for row in rows)
+
+    def save_member_snapshot(self, audience_id: str, members: Collection[str]) -> None:
+        """Replace the audience's snapshot with ``members`` (one transaction)."""
+        with (
+            self._lock,
+            transaction(
+                self._conn, "BEGIN IMMEDIATE", AudienceStoreUnavailableError, "control database"
+            ) as conn,
+        ):
+            try:
+                conn.execute("DELETE FROM audience_members WHERE audience_id = ?", (audience_id,))
+                conn.executemany(
+                    "INSERT INTO audience_members (audience_id, member) VALUES (?, ?)",
+                    [(audience_id, member) for member in sorted(members)],
+                )
+            except sqlite3.Error as exc:
+                raise AudienceStoreUnavailableError(f"cannot store the members: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
