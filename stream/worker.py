@@ -403,7 +403,8 @@ class StreamWorker:
                 duplicate = self._submit_dsr(document)
         except (ValidationError, InputLimitError, BatchValidationError) as exc:
             return self._letter(message, *_rejection(exc), message_id)
-        except StoreUnavailableError:
+        except (StoreUnavailableError, WorkerStoppedError):
+            # Not the record's fault: nothing is committed and the batch is redelivered.
             raise
         except IdGraphError as exc:
             # The API's 4xx (a 409 request-id reuse, several persons, ...): the class name only,
@@ -473,7 +474,8 @@ class StreamWorker:
         record by record so that only the offending record is dead-lettered."""
         try:
             outcomes = self._commit_events([p.event for p in pending])
-        except StoreUnavailableError:
+        except (StoreUnavailableError, WorkerStoppedError):
+            # Not the record's fault: nothing is committed and the batch is redelivered.
             raise
         except IdGraphError as exc:
             if len(pending) == 1:

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
+from privacy.audit import PERSON_REF_INFO, SqliteAuditLog
 from privacy.consent.recording import CONSENT_RECORDED
 from privacy.dsr.model import DsrCaller
+from services.ingest import IngestLimits, IngestService
 from stream.metrics import StreamMetrics
 from stream.replay import DeadLetterReplay
-from stream.worker import StreamWorker, WorkerConfig
+from stream.worker import StreamWorker, WorkerConfig, WorkerStoppedError
 from tests.conftest import POLICY_DIR
 
 from .conftest import TopicFactory
@@ -275,3 +279,102 @@ def test_dead_letters_are_replayed_by_reference_after_a_policy_fix(
         assert after.store.stats().persons == 2
     finally:
         after.close()
+
+
+def _audit_blocked_worker(
+    container: Container,
+    bootstrap: str,
+    topic: str,
+    dlq: str,
+    max_retry_s: float,
+    release_on_first_backoff: bool,
+) -> tuple[StreamWorker, StreamMetrics, SqliteAuditLog, sqlite3.Connection]:
+    """A consent worker whose audit log (the same file, a short busy timeout) is held locked
+    by another writer: the append after the graph commit fails until the lock is released
+    (optionally when the worker first backs off, i.e. after a failed append)."""
+    settings = container.settings
+    audit = SqliteAuditLog(
+        settings.audit_db_path,
+        busy_timeout_ms=100,
+        person_ref_key=container.vault.reference_key(PERSON_REF_INFO),
+    )
+    ingest = IngestService(
+        container.engine,
+        container.facts,
+        container.consent_signals,
+        container.webhooks,
+        audit,
+        IngestLimits(default_region="GB"),
+    )
+    blocker = sqlite3.connect(settings.audit_db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    def sleep(seconds: float) -> None:
+        if release_on_first_backoff and blocker.in_transaction:
+            blocker.execute("COMMIT")
+        time.sleep(seconds)
+
+    metrics = StreamMetrics()
+    config = WorkerConfig(
+        bootstrap_servers=bootstrap,
+        group_id=f"audit-{topic}",
+        topics=(),
+        consent_topics=(topic,),
+        dead_letter_topic=dlq,
+        poll_timeout_s=0.5,
+        max_retry_s=max_retry_s,
+    )
+    worker = StreamWorker(
+        config, ingest, container.store, container.engine.message_digest, metrics, sleep=sleep
+    )
+    return worker, metrics, audit, blocker
+
+
+def test_consent_audit_entries_missed_after_the_commit_are_written_before_the_offsets(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    topic, dlq = new_topic("consent"), new_topic("dlq")
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [_consent("kim@audit.example", "a-1", decisions={"marketing_email": True})],
+    )
+    worker, metrics, audit, blocker = _audit_blocked_worker(
+        container, kafka_bootstrap, topic, dlq, max_retry_s=60, release_on_first_backoff=True
+    )
+    try:
+        summary = worker.run(idle_exit_s=3)
+    finally:
+        blocker.close()
+        audit.close()
+    assert summary["applied"] == 1
+    assert metrics.retries._value.get() >= 1  # the entries were retried, not given up on
+    recorded = [e for e in container.audit.entries() if e.action == CONSENT_RECORDED]
+    assert [(e.purpose, e.decision) for e in recorded] == [("marketing_email", "allow")]
+
+
+def test_a_worker_that_cannot_write_the_consent_audit_stops_without_committing(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    topic, dlq = new_topic("consent"), new_topic("dlq")
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [_consent("lu@audit.example", "a-2", decisions={"marketing_email": False})],
+    )
+    worker, _metrics, audit, blocker = _audit_blocked_worker(
+        container, kafka_bootstrap, topic, dlq, max_retry_s=1.0, release_on_first_backoff=False
+    )
+    try:
+        with pytest.raises(WorkerStoppedError, match="audit log"):
+            worker.run(idle_exit_s=3)
+    finally:
+        blocker.close()
+        audit.close()
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": worker.config.group_id})
+    try:
+        (committed,) = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+    finally:
+        consumer.close()
+    assert committed.offset < 0  # nothing committed: the record is redelivered on restart
+    assert read_all(kafka_bootstrap, dlq, expect=0, timeout_s=2) == []  # and not dead-lettered
