@@ -8,9 +8,10 @@ compatible change within a version; renaming or removing one is a new version, p
 the old one for a deprecation period.
 
 What a document may carry, and why: **person ids only** (random, never derived from an
-identifier; the same pseudonymous id audience member pages deliver), purposes, decisions,
-times and opaque ids. Never an identifier, a keyed hash, a fact value or a request id (a DSR
-request id can be tied to the subject by whoever filed it).
+identifier; the same pseudonymous id audience member pages deliver) or, for audience events, the
+audience owner's per-consumer pseudonym (so one consumer's audiences cannot be joined with
+another's), purposes, decisions, times and opaque ids. Never an identifier, a keyed hash, a
+fact value or a request id (a DSR request id can be tied to the subject by whoever filed it).
 """
 
 from __future__ import annotations
