@@ -534,7 +534,7 @@ class ReadService:
         """Every member of ``audience`` now, after the policy, for a caller acting for its
         owner (membership change events). Each page is checked and audited exactly like
         :meth:`audience_members` (details name the audience and ``"changes": true``)."""
-        if not caller.owns(audience.owner):
+        if not caller.owns(audience.owner or audience.created_by):
             raise AudienceNotFoundError
         return self._walk(
             caller,
