@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import datetime
 
-from pydantic import Field, StrictBool, field_validator
+from pydantic import Field
 
 from identity.model import EventOutcome
 from services.inputs import (
-    MAX_CLOCK_SKEW,
+    ConsentRequest,
     EventIn,
     IdentifierIn,
     IdentifyRequest,
     IngestRequest,
-    Name,
-    Source,
     StrictModel,
-    Timestamp,
 )
 
-__all__ = ["EventIn", "IdentifierIn", "IdentifyRequest", "IngestRequest"]
+__all__ = ["ConsentRequest", "EventIn", "IdentifierIn", "IdentifyRequest", "IngestRequest"]
 
 
 class RefusalOut(StrictModel):
@@ -142,46 +138,6 @@ class HealthResponse(StrictModel):
     """Liveness/readiness."""
 
     status: str
-
-
-# -- consent signals ---------------------------------------------------------------------------
-
-MAX_CONSENT_STRING = 65_536
-
-
-def _not_in_future(value: datetime | None) -> datetime | None:
-    if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
-        raise ValueError("timestamp is more than 24 hours in the future")
-    return value
-
-
-class ConsentRequest(StrictModel):
-    """Consent signals for the person the identifiers resolve to (``POST /v1/consent``)."""
-
-    identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
-    source: Source = "api"
-    decisions: Annotated[dict[Name, StrictBool], Field(max_length=64)] = Field(
-        default_factory=dict,
-        description="Direct decisions, {purpose: granted}; purposes from policies/purposes.yaml.",
-        examples=[{"marketing_email": True, "analytics": False}],
-    )
-    tcf: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
-        default=None, description="An IAB TCF v2.2 TC string; decided at its LastUpdated."
-    )
-    gpp: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
-        default=None,
-        description="An IAB GPP string (tcfeuv2, uspv1, usnat and US state sections apply).",
-    )
-    timestamp: Timestamp | None = Field(
-        default=None,
-        description="When the person decided (decisions, GPC, GPP usnat). Default: now. Send it "
-        "when a request may be resent: the same decision at the same time changes nothing.",
-    )
-
-    @field_validator("timestamp")
-    @classmethod
-    def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        return _not_in_future(value)
 
 
 class ConsentRecordOut(StrictModel):

@@ -10,12 +10,12 @@ Usage (from the repository root)::
 Runs each script of ``bench/`` as a subprocess with ``--json`` into a temporary directory, one
 after another (never in parallel: they would time each other), at the sizes of the ``--scale``
 preset (``PRESETS`` below, documented in ``bench/README.md``): ``ingest.py`` at a few sizes and
-once with traits, ``member_scan.py``, ``audience.py``, ``erasure.py``, ``load.py``, ``vault.py``
-and ``pii_quality.py``. Then writes ``OUT/REPORT.md``: machine facts, the goals of the issues
-with met / not met, and per script a table of each figure beside its same-run baseline and the
-ratio (value ÷ baseline), plus ``OUT/report/ingest_throughput.png`` and
-``OUT/report/erasure_latency.png`` (matplotlib) and ``OUT/report/figures.json`` (every script's
-JSON as it wrote it).
+once with traits, ``member_scan.py``, ``audience.py``, ``erasure.py``, ``load.py``, ``vault.py``,
+``pii_quality.py`` and ``stream.py`` (it starts its own Kafka broker). Then writes
+``OUT/REPORT.md``: machine facts, the goals of the issues with met / not met, and per script a
+table of each figure beside its same-run baseline and the ratio (value ÷ baseline), plus
+``OUT/report/ingest_throughput.png`` and ``OUT/report/erasure_latency.png`` (matplotlib) and
+``OUT/report/figures.json`` (every script's JSON as it wrote it).
 
 A script that fails (non-zero exit status, time-out, no JSON) gets a ``failed: <reason>`` row
 and the others still run; the exit status is then 1. Scripts' own output goes to log files in
@@ -43,7 +43,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SECTIONS = ("ingest", "member_scan", "audience", "erasure", "load", "vault", "pii_quality")
+SECTIONS = (
+    "ingest",
+    "member_scan",
+    "audience",
+    "erasure",
+    "load",
+    "vault",
+    "pii_quality",
+    "stream",
+)
 INGEST_ATTRIBUTES = 5  # traits per person of the extra ingest run (issue 4)
 ONE_MILLION = 1_000_000
 # Goals of the issues (the scripts hold the same numbers).
@@ -56,6 +65,8 @@ GOAL_ERASE_GROWTH = 2.0  # issue 6: erasure work must not grow with the graph (V
 GOAL_SAME_WORK_RATIO = 0.80  # issue 14: real >= 80 % of the same-work floor's throughput
 GOAL_IDENTIFY_OVER_HELLO = 0.50  # issue 14: identify at 16 connections vs hello-world
 GOAL_COLD_AUDIENCE = 1.5  # issue 14: cold audience vs one SQL aggregate (same run)
+GOAL_STREAM_RATIO = 0.8  # issue 17: consume throughput vs the bulk-file path
+GOAL_STREAM_RSS_MIB = 512  # issue 17: consumer peak RSS
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,7 @@ class Preset:
     vault_values: int
     vault_owners: int
     pii_sentences: int
+    stream_identifiers: int  # bench/stream.py: the same events through bulk and Kafka
     timeout_s: float  # per script run
 
 
@@ -99,6 +111,7 @@ PRESETS = {
         vault_values=2_000,
         vault_owners=400,
         pii_sentences=60,
+        stream_identifiers=800,
         timeout_s=300.0,
     ),
     "small": Preset(
@@ -118,6 +131,7 @@ PRESETS = {
         vault_values=100_000,
         vault_owners=20_000,
         pii_sentences=600,
+        stream_identifiers=20_000,
         timeout_s=1_800.0,
     ),
     "1m": Preset(
@@ -137,6 +151,7 @@ PRESETS = {
         vault_values=ONE_MILLION,
         vault_owners=250_000,
         pii_sentences=600,
+        stream_identifiers=100_000,
         timeout_s=4 * 3_600.0,
     ),
 }
@@ -267,6 +282,7 @@ def plan(preset: Preset) -> list[tuple[str, str, list[str]]]:
             ["vault.py", "--values", str(p.vault_values), "--owners", str(p.vault_owners)],
         ),
         ("pii_quality", "pii_quality", ["pii_quality.py", "--count", str(p.pii_sentences)]),
+        ("stream", "stream", ["stream.py", "--identifiers", str(p.stream_identifiers)]),
     ]
     return runs
 
@@ -953,6 +969,80 @@ def vault_section(report: Report) -> list[str]:
     ]
 
 
+def stream_section(report: Report) -> list[str]:
+    """``idgraph consume`` on a real broker vs the bulk-file path, same events, same run."""
+    outcome = report.outcomes["stream"]
+    rows: list[list[str]] = []
+    if outcome.data is not None:
+        d = outcome.data
+        bulk, consume = d["bulk"], d["consume"]
+        rows += [
+            _fig(
+                f"consume: identifiers/s ({d['identifiers']:,} identifiers, {d['events']:,} "
+                f"events, batch {d['batch_size']})",
+                _n(d["consume_identifiers_per_s"]),
+                "bulk file (`idgraph ingest`) identifiers/s",
+                _n(d["bulk_identifiers_per_s"]),
+                f"{d['ratio']:.2f}",
+            ),
+            _fig(
+                "consume: wall / CPU seconds",
+                f"{_s(consume['seconds'])} / {_s(consume['cpu_seconds'])}",
+                "bulk wall / CPU seconds",
+                f"{_s(bulk['seconds'])} / {_s(bulk['cpu_seconds'])}",
+                _ratio(consume["seconds"], bulk["seconds"]) + " (wall)",
+            ),
+            _fig(
+                "consume: peak RSS",
+                f"{consume['peak_rss_kib'] / 1024:,.0f} MiB",
+                "bulk peak RSS",
+                f"{bulk['peak_rss_kib'] / 1024:,.0f} MiB",
+                _ratio(consume["peak_rss_kib"], bulk["peak_rss_kib"]),
+            ),
+        ]
+        before, after = d["load_average_before"], d["load_average_after"]
+        rows.append(
+            _fig(
+                "load average (1/5/15 min) before → after",
+                f"{' '.join(f'{x:.2f}' for x in before)} → {' '.join(f'{x:.2f}' for x in after)}",
+                f"{d['cpus']} CPUs",
+                "",
+                "",
+            )
+        )
+        report.goals += [
+            Goal(
+                "issue 17",
+                f"consume throughput ≥ {GOAL_STREAM_RATIO}x the bulk-file path (same events)",
+                f"{d['ratio']:.2f}x",
+                _status(d["ratio"] >= GOAL_STREAM_RATIO),
+            ),
+            Goal(
+                "issue 17",
+                f"consumer peak RSS < {GOAL_STREAM_RSS_MIB} MiB",
+                f"{d['consume_rss_mib']:,.0f} MiB",
+                _status(d["consume_rss_mib"] < GOAL_STREAM_RSS_MIB),
+            ),
+        ]
+    if outcome.error or outcome.data is None:
+        rows.append(_failed(outcome))
+    p = report.preset
+    return [
+        "## Stream ingest (`bench/stream.py`)",
+        "",
+        (
+            f"The same {p.stream_identifiers:,} generated identifiers (bench/ingest.py's data, PII "
+            "scan on) through the bulk-file path and through `idgraph consume` on a local Apache "
+            "Kafka broker (tools/kafka-server, one partition, produced before timing), each in "
+            "its own process on a fresh SQLite store; timed from the first record to the last "
+            "commit (offsets committed after every batch). Needs java 17+ and mvn."
+        ),
+        "",
+        *_table(FIGURE_HEADERS, rows),
+        "",
+    ]
+
+
 def _quality_table(title: str, d: dict[str, Any]) -> list[str]:
     return [
         f"{title}:",
@@ -1155,6 +1245,7 @@ def render(report: Report) -> str:
         *load_section(report),
         *vault_section(report),
         *pii_section(report),
+        *stream_section(report),
     ]
     failed = [o for o in report.outcomes.values() if not o.ok and not o.skipped]
     p = report.preset

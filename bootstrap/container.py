@@ -53,6 +53,7 @@ from privacy.secretfile import read_secret_file
 from privacy.vault import Vault
 from privacy.vault_sqlite import SqliteVaultKeyStore
 from privacy.webhooks import SqliteReplayGuard, refuse_published_secret
+from services.audience_changes import AudienceChangePublisher
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
 
@@ -91,8 +92,8 @@ class Container:
         self.api_keys.close()
         self.audit.close()
         self.replay_guard.close()
-        if "reads" in self.__dict__:  # built on first use (see below)
-            self.reads.close()
+        if "audience_store" in self.__dict__:  # built on first use (see below)
+            self.audience_store.close()
         if "dsr" in self.__dict__:
             self.dsr.store.close()
         if "operators" in self.__dict__:
@@ -111,10 +112,25 @@ class Container:
             self.policy,
             self.facts_policy,
             self.audit,
-            SqliteAudienceStore(self.settings.control_db_path),
-            FeaturePseudonymizer(self.keyring),
+            self.audience_store,
+            self.pseudonyms,
             CursorCodec(self.keyring),
         )
+
+    @cached_property
+    def audience_store(self) -> SqliteAudienceStore:
+        """Audience definitions and their membership snapshots (the control database)."""
+        return SqliteAudienceStore(self.settings.control_db_path)
+
+    @cached_property
+    def pseudonyms(self) -> FeaturePseudonymizer:
+        """Per-consumer pseudonyms (feature tables, audience change events)."""
+        return FeaturePseudonymizer(self.keyring)
+
+    @cached_property
+    def audience_changes(self) -> AudienceChangePublisher:
+        """Audience-membership change events into the outbox (``idgraph consume`` runs it)."""
+        return AudienceChangePublisher(self.reads, self.audience_store, self.store, self.pseudonyms)
 
     @cached_property
     def audit_heads(self) -> AuditHeadPublisher:

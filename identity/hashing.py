@@ -106,12 +106,21 @@ class Keyring:
         say, feature-export pseudonyms never share a key. It changes when the primary key
         rotates (the returned key id says which key it came from).
         """
+        return self._derive(self._primary, info, length)
+
+    def derive_keys(self, info: bytes, length: int = 32) -> tuple[tuple[str, bytes], ...]:
+        """:meth:`derive_key` under every known key, primary first (lookups that must still
+        match what an older key derived, during a rotation's overlap)."""
+        return tuple(self._derive(key, info, length) for key in self._lookup_order)
+
+    @staticmethod
+    def _derive(key: HashKey, info: bytes, length: int) -> tuple[str, bytes]:
         if not info:
             raise ValueError("derive_key needs a non-empty info (the subkey's purpose)")
         subkey = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(
-            self._primary.secret
+            key.secret
         )
-        return self._primary.key_id, subkey
+        return key.key_id, subkey
 
     def candidates(self, identifier: NormalizedIdentifier) -> tuple[HashedIdentifier, ...]:
         """The identifier hashed under every known key, primary first, for lookups."""

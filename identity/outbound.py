@@ -8,9 +8,10 @@ compatible change within a version; renaming or removing one is a new version, p
 the old one for a deprecation period.
 
 What a document may carry, and why: **person ids only** (random, never derived from an
-identifier; the same pseudonymous id audience member pages deliver), purposes, decisions,
-times and opaque ids. Never an identifier, a keyed hash, a fact value or a request id (a DSR
-request id can be tied to the subject by whoever filed it).
+identifier; the same pseudonymous id audience member pages deliver) or, for audience events, the
+audience owner's per-consumer pseudonym (so one consumer's audiences cannot be joined with
+another's), purposes, decisions, times and opaque ids. Never an identifier, a keyed hash, a
+fact value or a request id (a DSR request id can be tied to the subject by whoever filed it).
 """
 
 from __future__ import annotations
@@ -20,16 +21,23 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal
 
 from identity.model import ConsentRecord, OutboundEvent
 
 SCHEMA_BASE: Final = "https://idgraph.dev/schemas/events/"
 CONSENT_CHANGED: Final = "consent.changed"
 PERSON_ERASED: Final = "person.erased"
-SCHEMA_VERSIONS: Final[Mapping[str, int]] = {CONSENT_CHANGED: 1, PERSON_ERASED: 1}
+PERSON_MERGED: Final = "person.merged"
+AUDIENCE_MEMBERSHIP: Final = "audience.membership.changed"
+SCHEMA_VERSIONS: Final[Mapping[str, int]] = {
+    CONSENT_CHANGED: 1,
+    PERSON_ERASED: 1,
+    PERSON_MERGED: 1,
+    AUDIENCE_MEMBERSHIP: 1,
+}
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
@@ -85,6 +93,67 @@ def consent_changed(record: ConsentRecord, person_id: str) -> OutboundEvent:
         },
     )
     return OutboundEvent(event_id, CONSENT_CHANGED, person_id, payload, record.recorded_at)
+
+
+def person_merged(person_id: str, merged_person_ids: Sequence[str], at: datetime) -> OutboundEvent:
+    """The event telling downstream tools that ``merged_person_ids`` are now ``person_id``.
+
+    Why an event rather than rewriting earlier ones: a ``consent.changed`` names the person its
+    record belonged to *when it was stored*, and may already have been delivered. Person ids are
+    never reused, so a consumer that maps each merged id to ``person_id`` (and moves what it
+    holds under them) sees every earlier and later event of the person under one id.
+    """
+    event_id = new_event_id()
+    payload = _document(
+        PERSON_MERGED,
+        event_id,
+        at,
+        {"person_id": person_id, "merged_person_ids": sorted(merged_person_ids)},
+    )
+    return OutboundEvent(event_id, PERSON_MERGED, person_id, payload, at)
+
+
+def audience_membership_changed(
+    audience_id: str,
+    purpose: str,
+    consumer: str,
+    member_id: str,
+    pseudonym_key_id: str,
+    change: Literal["joined", "left"],
+    at: datetime,
+    person_id: str | None = None,
+) -> OutboundEvent:
+    """A member joined or left an audience (``member_id``: the consumer's pseudonym of them).
+
+    The document names the member only by the per-consumer pseudonym of the audience's owner
+    (:mod:`privacy.pseudonyms`), never by person id: the topic reaches tools that must not join
+    one consumer's audiences with another's. The outbox row keeps the person id of a ``joined``
+    member (so an erasure drops the event while it is queued); a ``left`` member is known by its
+    pseudonym only. The Kafka key is the pseudonym (:func:`partition_key`).
+    """
+    event_id = new_event_id()
+    payload = _document(
+        AUDIENCE_MEMBERSHIP,
+        event_id,
+        at,
+        {
+            "audience_id": audience_id,
+            "purpose": purpose,
+            "consumer": consumer,
+            "member_id": member_id,
+            "pseudonym_key_id": pseudonym_key_id,
+            "change": change,
+        },
+    )
+    return OutboundEvent(event_id, AUDIENCE_MEMBERSHIP, person_id or member_id, payload, at)
+
+
+def partition_key(event: OutboundEvent) -> str:
+    """The Kafka key of an event: the person id (one person's events in order), except for
+    audience events, keyed by the member pseudonym they carry (the person id stays inside)."""
+    if event.kind == AUDIENCE_MEMBERSHIP:
+        return str(json.loads(event.payload)["member_id"])
+    return event.person_id
 
 
 def person_erased(person_id: str, erasure_id: str, at: datetime) -> OutboundEvent:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -224,16 +224,29 @@ class ResolutionEngine:
         # Message ids are keyed-hashed before they are stored: a sender may put anything in
         # one (an email, an order number), and a plain hash of a guessable value is no cover.
         # A subkey of its own (HKDF info), so a message digest never equals an identifier hash.
-        self._message_mac = hmac.new(
-            keyring.derive_key(MESSAGE_ID_INFO)[1], digestmod=hashlib.sha256
+        # One MAC per known hash key, primary first: new ids are recorded under the primary
+        # key's subkey, and looked up under every key, so a redelivery that straddles a hash-key
+        # rotation (recorded under the old key, redelivered after the new one became primary)
+        # is still a duplicate. Retire an old key only after the dedup window has passed.
+        self._message_macs = tuple(
+            hmac.new(subkey, digestmod=hashlib.sha256)
+            for _, subkey in keyring.derive_keys(MESSAGE_ID_INFO)
         )
 
     def message_digest(self, source: str, message_id: str) -> bytes:
-        """The stored form of a message id: keyed, and scoped to the source that sent it."""
-        mac = self._message_mac.copy()
+        """The stored form of a message id: keyed (primary key), scoped to its source."""
+        return self.message_digests(source, message_id)[0]
+
+    def message_digests(self, source: str, message_id: str) -> tuple[bytes, ...]:
+        """The message id's digest under every known hash key, primary first (lookups)."""
         encoded = source.encode()
-        mac.update(len(encoded).to_bytes(4, "big") + encoded + message_id.encode())
-        return mac.digest()[:_MESSAGE_DIGEST_BYTES]
+        data = len(encoded).to_bytes(4, "big") + encoded + message_id.encode()
+        digests = []
+        for base in self._message_macs:
+            mac = base.copy()
+            mac.update(data)
+            digests.append(mac.digest()[:_MESSAGE_DIGEST_BYTES])
+        return tuple(digests)
 
     @property
     def policy(self) -> IdentityPolicy:
@@ -255,7 +268,7 @@ class ResolutionEngine:
             raise ConfigurationError("facts need a sealer (the vault); none is configured")
         prepared = [self._prepare(event) for event in events]
         digests = [
-            self.message_digest(e.source, e.message_id) if e.message_id is not None else None
+            self.message_digests(e.source, e.message_id) if e.message_id is not None else None
             for e in events
         ]
         if not any(digests):
@@ -269,22 +282,23 @@ class ResolutionEngine:
         tx: GraphTransaction,
         events: Sequence[IdentityEvent],
         prepared: list[list[_Prepared]],
-        digests: list[bytes | None],
+        digests: list[tuple[bytes, ...] | None],
     ) -> list[EventOutcome]:
         """Resolve the events whose message id is new; the others are ``duplicate`` (no-ops).
 
         Both the lookup and the record of the new ids are in this transaction: a retry of the
         transaction sees the same answer, and "applied" can never be stored without the change.
+        An id is looked up under every known key and recorded under the primary one.
         """
-        seen = tx.seen_messages([d for d in digests if d is not None])
+        seen = tx.seen_messages([d for ds in digests if ds is not None for d in ds])
         fresh: list[int] = []
         recorded: list[bytes] = []
-        for index, digest in enumerate(digests):
-            if digest is not None:
-                if digest in seen:
+        for index, candidates in enumerate(digests):
+            if candidates is not None:
+                if seen.intersection(candidates):
                     continue  # applied before, or earlier in this same batch
-                seen.add(digest)
-                recorded.append(digest)
+                seen.add(candidates[0])
+                recorded.append(candidates[0])
             fresh.append(index)
         results = self._resolve_batch(
             tx, [events[i] for i in fresh], [prepared[i] for i in fresh], tuple(recorded)
@@ -334,7 +348,8 @@ class ResolutionEngine:
             for event, items in zip(events, prepared, strict=True)
         ]
         changes, final = self._changes(state, outcomes)
-        tx.apply(replace(changes, messages=messages, outbound=self._consent_events(state)))
+        published = (*self._consent_events(state), *self._merge_events(changes.merged))
+        tx.apply(replace(changes, messages=messages, outbound=published))
         return [replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final]
 
     def _load(
@@ -623,6 +638,20 @@ class ResolutionEngine:
         return tuple(
             outbound.consent_changed(record, state.find(state.node_person[record.node_id]))
             for record in state.consents
+        )
+
+    def _merge_events(self, merged: Mapping[str, str]) -> tuple[OutboundEvent, ...]:
+        """One ``person.merged`` per surviving person that absorbed persons which existed
+        before this batch (downstream tools may hold events under their ids)."""
+        if not self._outbound or not merged:
+            return ()
+        absorbed: dict[str, list[str]] = {}
+        for person, survivor in merged.items():
+            absorbed.setdefault(survivor, []).append(person)
+        at = self._clock()
+        return tuple(
+            outbound.person_merged(survivor, persons, at)
+            for survivor, persons in sorted(absorbed.items())
         )
 
     def _seal(self, pending: list[tuple[str, FactInput, str]]) -> tuple[Fact, ...]:

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from identity.errors import BatchValidationError, InvalidFieldError, StoreUnavailableError
 from privacy.facts import FactsPolicy, ValueType
 from privacy.purposes import Purpose
-from storage.sqlite import open_migrated
+from storage.sqlite import open_migrated, transaction
 
 MAX_RULES = 20
 MAX_IN_VALUES = 100
@@ -357,6 +357,14 @@ class AudienceStore(Protocol):
         """Definitions for ``purposes`` (``None``: every purpose), newest first."""
         ...
 
+    def member_snapshot(self, audience_id: str) -> frozenset[str]:
+        """The members (per-consumer pseudonyms) the last change events were computed from."""
+        ...
+
+    def save_member_snapshot(self, audience_id: str, members: Collection[str]) -> None:
+        """Replace the audience's snapshot with ``members`` (one transaction)."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
@@ -371,6 +379,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audiences (audience_id TEXT PRIMARY KEY,
     name TEXT NOT NULL, purpose TEXT NOT NULL, rules TEXT NOT NULL,
     created_at TEXT NOT NULL, created_by TEXT NOT NULL, owner TEXT NOT NULL DEFAULT '');
+-- Membership snapshots for change events: per-consumer pseudonyms only (keyed MACs of person
+-- ids, the key never leaves idgraph), never a person id or identifier.
+CREATE TABLE IF NOT EXISTS audience_members (audience_id TEXT NOT NULL,
+    member TEXT NOT NULL, PRIMARY KEY (audience_id, member)) WITHOUT ROWID;
 """
 
 
@@ -454,7 +466,9 @@ class SqliteAudienceStore:
 
     def list_audiences(self, purposes: Collection[str] | None, limit: int = 500) -> list[Audience]:
         """Definitions for ``purposes`` (``None``: every purpose), newest first."""
-        sql = "SELECT audience_id, name, purpose, rules, created_at, created_by FROM audiences"
+        sql = (
+            "SELECT audience_id, name, purpose, rules, created_at, created_by, owner FROM audiences"
+        )
         params: list[object] = []
         if purposes is not None:
             wanted = sorted(purposes)
@@ -477,9 +491,38 @@ class SqliteAudienceStore:
                 AudienceRules.from_json(json.loads(row[3])),
                 datetime.fromisoformat(row[4]),
                 row[5],
+                row[6],
             )
             for row in rows
         ]
+
+    def member_snapshot(self, audience_id: str) -> frozenset[str]:
+        """The members (per-consumer pseudonyms) the last change events were computed from."""
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT member FROM audience_members WHERE audience_id = ?", (audience_id,)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise AudienceStoreUnavailableError(f"cannot load the members: {exc}") from exc
+        return frozenset(row[0] for row in rows)
+
+    def save_member_snapshot(self, audience_id: str, members: Collection[str]) -> None:
+        """Replace the audience's snapshot with ``members`` (one transaction)."""
+        with (
+            self._lock,
+            transaction(
+                self._conn, "BEGIN IMMEDIATE", AudienceStoreUnavailableError, "control database"
+            ) as conn,
+        ):
+            try:
+                conn.execute("DELETE FROM audience_members WHERE audience_id = ?", (audience_id,))
+                conn.executemany(
+                    "INSERT INTO audience_members (audience_id, member) VALUES (?, ?)",
+                    [(audience_id, member) for member in sorted(members)],
+                )
+            except sqlite3.Error as exc:
+                raise AudienceStoreUnavailableError(f"cannot store the members: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""

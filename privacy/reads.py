@@ -223,6 +223,16 @@ class AudiencePreview:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberSet:
+    """Every member of an audience found by one walk (``complete``: it reached the end)."""
+
+    members: tuple[str, ...]
+    scanned: int
+    denied: Mapping[str, int]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ActivationRow:
     """One identifier of an exported member: its type and SHA-256 of its normalized value."""
 
@@ -515,27 +525,43 @@ class ReadService:
         audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
         if audience is None:
             raise AudienceNotFoundError
+        walk = self._walk(caller, audience, {"audience": audience_id, "preview": True}, max_pages)
+        return AudiencePreview(
+            audience, len(walk.members), walk.scanned, dict(walk.denied), walk.complete
+        )
+
+    def current_members(self, caller: Caller, audience: Audience, max_pages: int = 50) -> MemberSet:
+        """Every member of ``audience`` now, after the policy, for a caller acting for its
+        owner (membership change events). Each page is checked and audited exactly like
+        :meth:`audience_members` (details name the audience and ``"changes": true``)."""
+        if not caller.owns(audience.owner or audience.created_by):
+            raise AudienceNotFoundError
+        return self._walk(
+            caller,
+            audience,
+            {"audience": AuditRef(audience.audience_id), "changes": True},
+            max_pages,
+        )
+
+    def _walk(
+        self, caller: Caller, audience: Audience, extra: Mapping[str, Any], max_pages: int
+    ) -> MemberSet:
         self.admit(caller, audience.purpose, ReadAction.AUDIENCE)
-        members = scanned = 0
+        members: list[str] = []
+        scanned = 0
         denied: Counter[str] = Counter()
         after = ""
         for _ in range(max_pages):
             scan = self._audience_scan(audience, self._clock())
             result = self._scan(caller, audience.purpose, scan, audience.rules, after, MAX_PAGE)
-            self._audit_page(
-                caller,
-                ReadAction.AUDIENCE,
-                audience.purpose,
-                result,
-                {"audience": audience_id, "preview": True},
-            )
-            members += len(result.members)
+            self._audit_page(caller, ReadAction.AUDIENCE, audience.purpose, result, extra)
+            members += [m.row.person_id for m in result.members]
             scanned += result.scanned
             denied.update(result.denied)
             if result.exhausted:
-                return AudiencePreview(audience, members, scanned, dict(denied), complete=True)
+                return MemberSet(tuple(members), scanned, dict(denied), complete=True)
             after = result.last
-        return AudiencePreview(audience, members, scanned, dict(denied), complete=False)
+        return MemberSet(tuple(members), scanned, dict(denied), complete=False)
 
     # -- member scans ---------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The public view of a data-subject request, shared by every entrypoint (API, CLI, console).
+"""A data-subject request as callers send it and see it, shared by every entrypoint (API, CLI,
+console, stream).
 
 Subject identities are never part of it, only their types.
 """
@@ -7,9 +8,55 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from privacy.dsr.model import DsrRequest
-from services.inputs import StrictModel
+from pydantic import Field
+
+from privacy.dsr.model import DsrAction, DsrRequest, DsrSubmission, DsrType
+from services.inputs import IdentifierIn, StrictModel, Timestamp
+
+
+class DsrCreate(StrictModel):
+    """An OpenDSR-like request. Identity verification is the caller's job."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=128, examples=["dsr-2026-0001"])]
+    type: DsrType
+    action: DsrAction = Field(
+        default=DsrAction.APPLY,
+        description="restriction/objection only: `lift` withdraws an earlier one.",
+    )
+    subject_identities: Annotated[list[IdentifierIn], Field(min_length=1, max_length=20)]
+    submitted_time: Timestamp | None = Field(
+        default=None, description="When the subject made the request (the legal clock starts)."
+    )
+    regulation: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = Field(
+        default=None, examples=["gdpr", "ccpa"]
+    )
+    purposes: Annotated[
+        list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]], Field(max_length=50)
+    ] = Field(default_factory=list, description="objection only: the purposes objected to.")
+    callback_urls: Annotated[list[Annotated[str, Field(max_length=2048)]], Field(max_length=5)] = (
+        Field(default_factory=list)
+    )
+    confirm_multiple_persons: bool = Field(
+        default=False,
+        description="The identities resolve to several persons and the caller checked that they "
+        "are one data subject (otherwise 409 with the number of persons).",
+    )
+
+    def submission(self) -> DsrSubmission:
+        """The request as the DSR service takes it (validated there, in one pass)."""
+        return DsrSubmission(
+            request_id=self.request_id,
+            type=self.type,
+            action=self.action,
+            subject_identities=[(i.type, i.value) for i in self.subject_identities],
+            submitted_at=self.submitted_time,
+            regulation=self.regulation,
+            purposes=self.purposes,
+            callback_urls=self.callback_urls,
+            confirm_multiple_persons=self.confirm_multiple_persons,
+        )
 
 
 class ExportOut(StrictModel):

@@ -44,7 +44,7 @@ from privacy.consent.signals import (
 )
 from privacy.consent.webhook_intake import ConsentWebhooks
 from privacy.facts import EventInput, FactIntake
-from services.inputs import IdentifyRequest
+from services.inputs import ConsentRequest, IdentifyRequest
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 
 log = structlog.get_logger("idgraph.consent")
@@ -79,6 +79,26 @@ class ConsentSubmission:
     tc_string: str | None = None
     gpp_string: str | None = None
     gpc: bool = False
+    # The sender's message id (a stream record's): a redelivery of it is a no-op.
+    message_id: str | None = None
+
+    @classmethod
+    def from_request(
+        cls, body: ConsentRequest, proof: bytes, *, gpc: bool = False, message_id: str | None = None
+    ) -> ConsentSubmission:
+        """The submission of a validated ``POST /v1/consent`` body (or a stream record of that
+        shape); ``proof`` is the exact bytes that carried it."""
+        return cls(
+            identifiers=[(i.type, i.value) for i in body.identifiers],
+            source=body.source,
+            proof=proof,
+            at=body.timestamp,
+            decisions=body.decisions,
+            tc_string=body.tcf,
+            gpp_string=body.gpp,
+            gpc=gpc,
+            message_id=message_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +268,16 @@ class IngestService:
         self._audit_consents(actor, events, outcomes)
         return outcomes
 
+    def retry_consent_audit(self, error: ConsentAuditError) -> None:
+        """Append the entries a :class:`ConsentAuditError` says are missing (raises
+        :class:`StoreUnavailableError` while the audit log stays unavailable).
+
+        For callers that can hold their input back until the entries exist (the stream worker
+        keeps its offsets uncommitted): a redelivery would be a message-id duplicate and would
+        not write them again.
+        """
+        self._audit.append(list(error.drafts))
+
     def _with_gpc(self, event: IdentityEvent, body: bytes) -> IdentityEvent:
         # The proof is the digest of the request body that carried the header (the header
         # itself is the same bytes for everyone, so it proves nothing on its own).
@@ -294,7 +324,13 @@ class IngestService:
             errors.extend(exc.errors if isinstance(exc, BatchValidationError) else [exc])
         if errors:
             raise BatchValidationError(errors)
-        event = IdentityEvent(identifiers, submission.source, at, consents=translation.consents)
+        event = IdentityEvent(
+            identifiers,
+            submission.source,
+            at,
+            consents=translation.consents,
+            message_id=submission.message_id,
+        )
         (outcome,) = self.commit([event], actor)
         return ConsentResult(outcome, translation)
 
@@ -396,4 +432,4 @@ class IngestService:
                     for d in drafts
                 ],
             )
-            raise ConsentAuditError(len(drafts)) from exc
+            raise ConsentAuditError(len(drafts), drafts, outcomes) from exc

@@ -45,6 +45,14 @@ def in_range(value: datetime | None) -> datetime | None:
     return value
 
 
+def not_in_future(value: datetime | None) -> datetime | None:
+    """``value`` unless it is more than :data:`MAX_CLOCK_SKEW` ahead of now (ValueError)."""
+    # Clock skew of a day is tolerated; a later time is a bug that would pin last_seen.
+    if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError("timestamp is more than 24 hours in the future")
+    return value
+
+
 # Every timestamp a caller sends: RFC 3339 with an offset, year 1000-9998.
 Timestamp = Annotated[AwareDatetime, AfterValidator(in_range)]
 
@@ -107,16 +115,47 @@ class IdentifyRequest(StrictModel):
     @field_validator("timestamp")
     @classmethod
     def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        # Clock skew of a day is tolerated; a later time is a bug that would pin last_seen.
-        if value is not None and value > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError("timestamp is more than 24 hours in the future")
-        return value
+        return not_in_future(value)
 
 
 class IngestRequest(StrictModel):
     """A batch of events, applied in one transaction (all or nothing on invalid input)."""
 
     events: Annotated[list[IdentifyRequest], Field(min_length=1, max_length=10_000)]
+
+
+# -- consent signals ---------------------------------------------------------------------------
+
+MAX_CONSENT_STRING = 65_536
+
+
+class ConsentRequest(StrictModel):
+    """Consent signals for the person the identifiers resolve to (``POST /v1/consent``)."""
+
+    identifiers: Annotated[list[IdentifierIn], Field(min_length=1, max_length=200)]
+    source: Source = "api"
+    decisions: Annotated[dict[Name, StrictBool], Field(max_length=64)] = Field(
+        default_factory=dict,
+        description="Direct decisions, {purpose: granted}; purposes from policies/purposes.yaml.",
+        examples=[{"marketing_email": True, "analytics": False}],
+    )
+    tcf: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
+        default=None, description="An IAB TCF v2.2 TC string; decided at its LastUpdated."
+    )
+    gpp: Annotated[str, Field(min_length=1, max_length=MAX_CONSENT_STRING)] | None = Field(
+        default=None,
+        description="An IAB GPP string (tcfeuv2, uspv1, usnat and US state sections apply).",
+    )
+    timestamp: Timestamp | None = Field(
+        default=None,
+        description="When the person decided (decisions, GPC, GPP usnat). Default: now. Send it "
+        "when a request may be resent: the same decision at the same time changes nothing.",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        return not_in_future(value)
 
 
 # A location segment is echoed only when it is an array index, a name of the schema's shape

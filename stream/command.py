@@ -17,7 +17,7 @@ import structlog
 import typer
 
 from identity.errors import IdGraphError
-from identity.outbound import CONSENT_CHANGED, PERSON_ERASED
+from identity.outbound import AUDIENCE_MEMBERSHIP, CONSENT_CHANGED, PERSON_ERASED, PERSON_MERGED
 from stream.metrics import StreamMetrics
 from stream.worker import StreamWorker, WorkerConfig
 
@@ -27,6 +27,8 @@ DEFAULT_TOPIC = "idgraph.ingest"
 DEFAULT_DLQ = "idgraph.ingest.dlq"
 DEFAULT_CONSENT_TOPIC = "idgraph.consent.changed"
 DEFAULT_ERASURE_TOPIC = "idgraph.person.erased"
+DEFAULT_MERGE_TOPIC = "idgraph.person.merged"
+DEFAULT_AUDIENCE_TOPIC = "idgraph.audience.membership.changed"
 
 
 def _client_config(pairs: list[str]) -> dict[str, str]:
@@ -58,9 +60,38 @@ def consume(
             "-t",
             envvar="IDGRAPH_KAFKA_TOPICS",
             help="Ingest topic to read (repeat for several). Records: the API's identify shape "
-            "or Segment/RudderStack identify/track (docs/kafka.md). Default: idgraph.ingest.",
+            "or Segment/RudderStack identify/track (docs/kafka.md). Default: idgraph.ingest "
+            "(none when only consent-signal or DSR topics are named).",
         ),
     ] = None,
+    consent_topics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--consent-signal-topic",
+            envvar="IDGRAPH_KAFKA_CONSENT_SIGNAL_TOPICS",
+            help="Consent-signal topic to read (repeat for several). Records: the body of POST "
+            "/v1/consent (decisions, tcf, gpp) plus optional `gpc` and `message_id`; applied "
+            "one by one as that endpoint does, audited as stream:<group> (docs/kafka.md).",
+        ),
+    ] = None,
+    dsr_topics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dsr-topic",
+            envvar="IDGRAPH_KAFKA_DSR_TOPICS",
+            help="Data-subject-request topic to read (repeat for several). Records: the body of "
+            "POST /v1/dsr; accepted (idempotent by request_id) into the DSR queue that "
+            "`idgraph serve` works off (docs/kafka.md).",
+        ),
+    ] = None,
+    dsr_owner: Annotated[
+        str,
+        typer.Option(
+            "--dsr-owner",
+            envvar="IDGRAPH_KAFKA_DSR_OWNER",
+            help="Owner of requests from DSR topics: API keys of this consumer see them.",
+        ),
+    ] = "stream",
     group: Annotated[
         str,
         typer.Option(
@@ -120,7 +151,8 @@ def consume(
         bool,
         typer.Option(
             "--publish/--no-publish",
-            help="Relay the graph's event outbox (consent changes, erasures) to Kafka. One member "
+            help="Relay the graph's event outbox (consent changes, erasures, merges, audience "
+            "membership) to Kafka. One member "
             "of the group publishes at a time. Needs IDGRAPH_OUTBOUND_EVENTS=true on every "
             "idgraph process for events to be written.",
         ),
@@ -131,11 +163,55 @@ def consume(
     erasure_topic: Annotated[
         str, typer.Option("--erasure-topic", help="Topic of person.erased events.")
     ] = DEFAULT_ERASURE_TOPIC,
+    merge_topic: Annotated[
+        str,
+        typer.Option(
+            "--merge-topic",
+            help="Topic of person.merged events (earlier events name the merged ids).",
+        ),
+    ] = DEFAULT_MERGE_TOPIC,
+    audience_topic: Annotated[
+        str,
+        typer.Option(
+            "--audience-topic",
+            help="Topic of audience.membership.changed events (members by their owner's "
+            "per-consumer pseudonym).",
+        ),
+    ] = DEFAULT_AUDIENCE_TOPIC,
+    audience_interval: Annotated[
+        float,
+        typer.Option(
+            "--audience-interval",
+            min=0,
+            help="Seconds between audience-membership passes of the publishing member (each "
+            "walks every audience through the policy engine, audited); 0: no audience events.",
+        ),
+    ] = 300.0,
+    replay_dead_letters: Annotated[
+        bool,
+        typer.Option(
+            "--replay-dead-letters",
+            help="Re-apply the records the dead letters of --dead-letter-topic point at (read "
+            "again from their source partitions, by reference), then exit. Name the same topics "
+            "as the run that wrote them. Applied records are no-ops (message ids); records "
+            "that fail again get a new letter (attempt + 1). Resumable: its own group "
+            "<group>.dlq-replay.",
+        ),
+    ] = False,
+    replay_reasons: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replay-reason",
+            help="With --replay-dead-letters: only letters of this reason (repeat), e.g. "
+            "invalid-batch after a policy fix. Other letters are skipped and not replayed later.",
+        ),
+    ] = None,
     create_topics: Annotated[
         bool,
         typer.Option(
             "--create-topics",
-            help="Create missing topics (ingest, dead-letter, consent, erasure) and exit.",
+            help="Create missing topics (ingest, consent-signal, DSR, dead-letter, consent, "
+            "erasure) and exit.",
         ),
     ] = False,
     partitions: Annotated[
@@ -179,7 +255,8 @@ def consume(
         ),
     ] = 0.0,
 ) -> None:
-    """Consume identify/track records from Kafka into the graph, exactly once per record.
+    """Consume identify/track records, consent signals and DSR requests from Kafka into the
+    graph, exactly once per record.
 
     Each poll is validated, normalized and PII-scanned like the API's input and applied in one
     graph transaction; offsets are committed only after that commit. Records that cannot be
@@ -189,29 +266,54 @@ def consume(
     """
     from stream.wiring import build_stream, create_missing_topics, serve_metrics
 
-    config = WorkerConfig(
-        bootstrap_servers=bootstrap_servers,
-        group_id=group,
-        topics=tuple(topics or [DEFAULT_TOPIC]),
-        dead_letter_topic=dead_letter_topic,
-        source=source,
-        batch_size=batch_size,
-        poll_timeout_s=poll_timeout,
-        max_retry_s=max_retry_seconds,
-        dedup_window=timedelta(days=dedup_days),
-        client_config=_client_config(kafka_config or []),
-    )
-    publish_topics = {CONSENT_CHANGED: consent_topic, PERSON_ERASED: erasure_topic}
+    try:
+        config = WorkerConfig(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group,
+            topics=tuple(topics or ([] if consent_topics or dsr_topics else [DEFAULT_TOPIC])),
+            consent_topics=tuple(consent_topics or []),
+            dsr_topics=tuple(dsr_topics or []),
+            dsr_owner=dsr_owner,
+            dead_letter_topic=dead_letter_topic,
+            source=source,
+            batch_size=batch_size,
+            poll_timeout_s=poll_timeout,
+            max_retry_s=max_retry_seconds,
+            dedup_window=timedelta(days=dedup_days),
+            client_config=_client_config(kafka_config or []),
+            audience_interval_s=audience_interval,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--topic") from exc
+    publish_topics = {
+        CONSENT_CHANGED: consent_topic,
+        PERSON_ERASED: erasure_topic,
+        PERSON_MERGED: merge_topic,
+        AUDIENCE_MEMBERSHIP: audience_topic,
+    }
     if create_topics:
         made = create_missing_topics(
             config,
-            [*config.topics, dead_letter_topic, consent_topic, erasure_topic],
+            [*config.subscriptions, dead_letter_topic, *publish_topics.values()],
             partitions,
             replication_factor,
         )
         typer.echo(json.dumps({"created": made}))
         return
     metrics = StreamMetrics()
+    if replay_dead_letters:
+        from stream.replay import DeadLetterReplay
+
+        try:
+            with build_stream(config, metrics, None) as worker:
+                replayed = DeadLetterReplay(
+                    worker, reasons=replay_reasons or (), batch_size=min(batch_size, 500)
+                ).run()
+        except IdGraphError as exc:
+            typer.echo(f"idgraph consume: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(json.dumps(replayed.as_dict(), sort_keys=True))
+        return
     if metrics_port:
         serve_metrics(metrics, metrics_host, metrics_port)
     try:

@@ -71,8 +71,8 @@ def snake_case(name: str) -> str:
     return _NOT_NAME.sub("_", spaced.lower()).strip("_")
 
 
-def parse(value: bytes | None, default_source: str, header_message_id: str | None) -> Envelope:
-    """Decode one record value; raises :class:`EnvelopeError` (no value in its message)."""
+def load_object(value: bytes | None) -> dict[str, Any]:
+    """The record value as a JSON object; raises :class:`EnvelopeError` (no value in it)."""
     if value is None:
         raise EnvelopeError("empty-record", "#", "the record has no value (a tombstone?)")
     try:
@@ -83,6 +83,21 @@ def parse(value: bytes | None, default_source: str, header_message_id: str | Non
         raise EnvelopeError("not-json", "#", f"the record value is not JSON ({exc.msg})") from None
     if not isinstance(document, dict):
         raise EnvelopeError("not-an-object", "#", "the record value must be a JSON object")
+    return document
+
+
+def message_id_of(document: dict[str, Any], header_message_id: str | None) -> str | None:
+    """Remove and return the document's ``message_id`` (else the header's); a non-string id
+    raises :class:`EnvelopeError`."""
+    message_id = document.pop("message_id", None)
+    if message_id is not None and not isinstance(message_id, str):
+        raise EnvelopeError("invalid-message-id", "#/message_id", "message_id must be a string")
+    return message_id or header_message_id
+
+
+def parse(value: bytes | None, default_source: str, header_message_id: str | None) -> Envelope:
+    """Decode one record value; raises :class:`EnvelopeError` (no value in its message)."""
+    document = load_object(value)
     kind = document.get("type")
     if isinstance(kind, str) and kind in SEGMENT_TYPES:
         return _segment(document, kind, default_source, header_message_id)
@@ -90,12 +105,10 @@ def parse(value: bytes | None, default_source: str, header_message_id: str | Non
         raise EnvelopeError(
             "unknown-envelope", "#/type", "type must be identify or track (Segment/RudderStack)"
         )
-    message_id = document.pop("message_id", None)
-    if message_id is not None and not isinstance(message_id, str):
-        raise EnvelopeError("invalid-message-id", "#/message_id", "message_id must be a string")
+    message_id = message_id_of(document, header_message_id)
     if "source" not in document:
         document["source"] = default_source
-    return Envelope(document, message_id or header_message_id, "idgraph")
+    return Envelope(document, message_id, "idgraph")
 
 
 def _object(value: object) -> dict[str, Any]:

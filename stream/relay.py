@@ -2,11 +2,11 @@
 
 Each round reads a page of ready events (oldest first; ``person.erased`` only once its erasure
 has completed), produces each to its kind's topic keyed by the person id (one person's events
-stay in order on one partition), waits for the broker's acknowledgement (``acks=all``,
-idempotent producer) and only then deletes the delivered events from the outbox. A crash
-between the acknowledgement and the delete publishes those events again on the next round:
-at least once, so downstream consumers deduplicate by ``event_id`` (every document has one,
-and the record carries it in the ``event_id`` header too).
+stay in order on one partition; audience events by their member pseudonym), waits for the
+broker's acknowledgement (``acks=all``, idempotent producer) and only then deletes the
+delivered events from the outbox. A crash between the acknowledgement and the delete publishes
+those events again on the next round: at least once, so downstream consumers deduplicate by
+``event_id`` (every document has one, and the record carries it in the ``event_id`` header).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import structlog
 from confluent_kafka import KafkaError, Message, Producer
 
 from identity.model import OutboundEvent
-from identity.outbound import SCHEMA_VERSIONS, schema_id
+from identity.outbound import SCHEMA_VERSIONS, partition_key, schema_id
 from identity.store.port import GraphStore
 from stream.metrics import StreamMetrics
 
@@ -101,7 +101,7 @@ class OutboxRelay:
                 self._producer.produce(
                     self._topics[event.kind],
                     value=event.payload.encode(),
-                    key=event.person_id.encode(),
+                    key=partition_key(event).encode(),
                     headers=headers,
                     on_delivery=on_delivery,
                 )

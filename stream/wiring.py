@@ -29,7 +29,13 @@ def build_stream(
             container.store,
             container.engine.message_digest,
             metrics,
+            dsr=container.dsr,
             publish_topics=publish_topics,
+            audience_changes=(
+                container.audience_changes.run_once
+                if config.audience_interval_s > 0 and container.settings.outbound_events
+                else None
+            ),
         )
     finally:
         container.close()

@@ -37,30 +37,47 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from identity.errors import (
     BatchValidationError,
     IdGraphError,
     InputLimitError,
+    InvalidFieldError,
     StoreUnavailableError,
 )
 from identity.model import EventOutcome, IdentityEvent, Outcome
 from identity.store.port import GraphStore
 from privacy.consent.recording import ConsentAuditError
-from services.inputs import IdentifyRequest, pointer_from_location
+from privacy.dsr.model import DsrCaller, DsrSubmission
+from privacy.dsr.service import Submitted
+from services.dsr_views import DsrCreate
+from services.ingest import ConsentResult, ConsentSubmission
+from services.inputs import ConsentRequest, IdentifyRequest, pointer_from_location
 from stream.dead_letters import DeadLetter
-from stream.envelopes import EnvelopeError, parse
+from stream.envelopes import EnvelopeError, load_object, message_id_of, parse
 from stream.metrics import StreamMetrics
 from stream.relay import OutboxRelay
 
 log = structlog.get_logger("idgraph.stream")
 
 MESSAGE_ID_HEADERS = ("message_id", "messageId", "idgraph-message-id")
+GPC_HEADERS = ("sec-gpc", "Sec-GPC")
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class TopicKind(StrEnum):
+    """What the records of a topic are, and so which use case applies them."""
+
+    INGEST = "ingest"  # identify/track events: IngestService.commit, one batch per poll
+    CONSENT = "consent"  # consent signals: IngestService.record_consent, as POST /v1/consent
+    DSR = "dsr"  # data-subject requests: DsrService.submit, as POST /v1/dsr
 
 
 class EventIngest(Protocol):
@@ -72,6 +89,22 @@ class EventIngest(Protocol):
 
     def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
         """Apply validated events in one transaction, then audit their consent records."""
+        ...
+
+    def record_consent(self, submission: ConsentSubmission, *, actor: str) -> ConsentResult:
+        """Validate and record consent signals (one transaction), then audit them."""
+        ...
+
+    def retry_consent_audit(self, error: ConsentAuditError) -> None:
+        """Append the consent audit entries a failed append left out."""
+        ...
+
+
+class DsrIntake(Protocol):
+    """The part of the DSR use case the worker calls (``privacy.dsr.service.DsrService``)."""
+
+    def submit(self, submission: DsrSubmission, caller: DsrCaller) -> Submitted:
+        """Validate (one pass) and accept a request, idempotent by request id."""
         ...
 
 
@@ -89,13 +122,35 @@ class WorkerConfig:
     group_id: str
     topics: tuple[str, ...]
     dead_letter_topic: str
+    consent_topics: tuple[str, ...] = ()
+    dsr_topics: tuple[str, ...] = ()
+    dsr_owner: str = "stream"
     source: str = "kafka"
     batch_size: int = 500
     poll_timeout_s: float = 1.0
     max_retry_s: float = 300.0
     dedup_window: timedelta = timedelta(days=7)
     lag_interval_s: float = 5.0
+    audience_interval_s: float = 300.0
     client_config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        named = [*self.topics, *self.consent_topics, *self.dsr_topics]
+        if len(set(named)) != len(named):
+            raise ValueError("a topic can be of one kind only (ingest, consent or DSR)")
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """Every topic the worker reads."""
+        return [*self.topics, *self.consent_topics, *self.dsr_topics]
+
+    def kind(self, topic: str) -> TopicKind:
+        """Which use case applies the records of ``topic``."""
+        if topic in self.consent_topics:
+            return TopicKind.CONSENT
+        if topic in self.dsr_topics:
+            return TopicKind.DSR
+        return TopicKind.INGEST
 
     @property
     def actor(self) -> str:
@@ -179,13 +234,18 @@ class StreamWorker:
         message_digest: Callable[[str, str], bytes],
         metrics: StreamMetrics,
         *,
+        dsr: DsrIntake | None = None,
         publish_topics: Mapping[str, str] | None = None,
+        audience_changes: Callable[[], object] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self._ingest = ingest
         self._store = store
+        self._dsr = dsr
+        if config.dsr_topics and dsr is None:
+            raise ValueError("DSR topics need the DSR service")
         self._digest = message_digest
         self._metrics = metrics
         self._clock = clock
@@ -198,6 +258,9 @@ class StreamWorker:
             if publish_topics is not None
             else None
         )
+        # Audience-membership change passes (services.audience_changes), run by the publisher.
+        self._audience_changes = audience_changes if self._relay is not None else None
+        self._last_audiences = 0.0
         self._assigned: set[tuple[str, int]] = set()
         self._last_lag = 0.0
         self._last_forget = 0.0
@@ -217,7 +280,7 @@ class StreamWorker:
         consumer = Consumer(self.config.consumer_config())
         self._consumer = consumer
         consumer.subscribe(
-            list(self.config.topics),
+            self.config.subscriptions,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -265,9 +328,21 @@ class StreamWorker:
 
     def process(self, messages: Sequence[Message]) -> BatchReport:
         """Apply one polled batch and commit its offsets (steps 1-4 of the module docstring)."""
+        report, dead, last = self.apply(messages)
+        self.dead_letter(dead, report)
+        self._commit(last)
+        return report
+
+    def apply(
+        self, messages: Sequence[Message]
+    ) -> tuple[BatchReport, list[DeadLetter], dict[tuple[str, int], int]]:
+        """Steps 1-2 of the module docstring for ``messages``: apply what can be applied and
+        return the dead letters (not yet produced) and the last offset per partition (not yet
+        committed). :meth:`process` and the dead-letter replay build on it."""
         report = BatchReport(records=len(messages))
         self._metrics.batch_size.observe(len(messages))
         pending: list[_Pending] = []
+        requests: list[Message] = []
         dead: list[DeadLetter] = []
         last: dict[tuple[str, int], int] = {}
         for message in messages:
@@ -278,6 +353,9 @@ class StreamWorker:
                 continue
             topic, partition, offset = _coordinates(message)
             last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
+            if self.config.kind(topic) is not TopicKind.INGEST:
+                requests.append(message)
+                continue
             outcome = self._decode(message)
             if isinstance(outcome, DeadLetter):
                 dead.append(outcome)
@@ -285,9 +363,12 @@ class StreamWorker:
                 pending.append(_Pending(message, outcome))
         if pending:
             dead += self._apply(pending, report)
-        self._dead_letter(dead, report)
-        self._commit(last)
-        return report
+        for message in requests:
+            # Consent signals and DSR requests: one use-case call each, in partition order.
+            letter = self._apply_request(message, report)
+            if letter is not None:
+                dead.append(letter)
+        return report, dead, last
 
     def _decode(self, message: Message) -> IdentityEvent | DeadLetter:
         topic, partition, offset = _coordinates(message)
@@ -299,20 +380,77 @@ class StreamWorker:
         message_id = envelope.message_id or f"kafka:{topic}:{partition}:{offset}"
         try:
             request = IdentifyRequest.model_validate(envelope.request)
-        except ValidationError as exc:
-            # msg and loc only: pydantic's `input` would echo the raw value into the letter.
-            problems = tuple(
-                f"{pointer_from_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:20]
-            )
-            return self._letter(message, "invalid-request", problems, message_id)
-        try:
             event = self._ingest.event(request)
-        except InputLimitError as exc:
-            return self._letter(message, exc.code, (f"{exc.field}: {exc.message}",), message_id)
-        except BatchValidationError as exc:
-            problems = tuple(f"{e.field}: {e.message}" for e in exc.errors)
-            return self._letter(message, exc.code, problems, message_id)
+        except (ValidationError, InputLimitError, BatchValidationError) as exc:
+            return self._letter(message, *_rejection(exc), message_id)
         return dataclasses.replace(event, message_id=message_id)
+
+    def _apply_request(self, message: Message, report: BatchReport) -> DeadLetter | None:
+        """Apply one consent-signal or DSR record through its use case; a record the use case
+        refuses (a 4xx of the API) becomes a dead letter."""
+        topic, partition, offset = _coordinates(message)
+        kind = self.config.kind(topic)
+        header_id = _header(message, MESSAGE_ID_HEADERS)
+        try:
+            document = load_object(message.value())
+            message_id = message_id_of(document, header_id) or f"kafka:{topic}:{partition}:{offset}"
+        except EnvelopeError as exc:
+            return self._letter(message, exc.reason, (f"{exc.pointer}: {exc}",), header_id)
+        try:
+            if kind is TopicKind.CONSENT:
+                duplicate = self._record_consent(message, document, message_id)
+            else:
+                duplicate = self._submit_dsr(document)
+        except (ValidationError, InputLimitError, BatchValidationError) as exc:
+            return self._letter(message, *_rejection(exc), message_id)
+        except (StoreUnavailableError, WorkerStoppedError):
+            # Not the record's fault: nothing is committed and the batch is redelivered.
+            raise
+        except IdGraphError as exc:
+            # The API's 4xx (a 409 request-id reuse, several persons, ...): the class name only,
+            # since a message may quote input.
+            return self._letter(message, exc.code, (f"#: {type(exc).__name__}",), message_id)
+        if duplicate:
+            report.duplicates += 1
+        else:
+            report.applied += 1
+        self._metrics.records.labels(topic, "duplicate" if duplicate else "applied").inc()
+        return None
+
+    def _record_consent(self, message: Message, document: dict[str, Any], message_id: str) -> bool:
+        """``POST /v1/consent`` from a record; True when its message id was applied before."""
+        gpc_field = document.pop("gpc", False)
+        if not isinstance(gpc_field, bool):
+            raise BatchValidationError(
+                [InvalidFieldError("not_boolean", "gpc must be true or false", "#/gpc")]
+            )
+        gpc = gpc_field or (_header(message, GPC_HEADERS) or "").strip() == "1"
+        document.setdefault("source", self.config.source)
+        body = _validated(ConsentRequest, document)
+        # The proof of direct decisions and GPC is the digest of the record value, as the
+        # request body is for the API.
+        submission = ConsentSubmission.from_request(
+            body, message.value() or b"", gpc=gpc, message_id=message_id
+        )
+        result = self._retrying(
+            lambda: self._ingest.record_consent(submission, actor=self.config.actor)
+        )
+        if isinstance(result, ConsentAuditError):
+            return result.outcomes[0].outcome is Outcome.DUPLICATE
+        return result.outcome.outcome is Outcome.DUPLICATE
+
+    def _submit_dsr(self, document: dict[str, Any]) -> bool:
+        """``POST /v1/dsr`` from a record; True when the request id was accepted before with
+        the same content (an idempotent replay)."""
+        if self._dsr is None:  # pragma: no cover - refused by the constructor
+            raise WorkerStoppedError("DSR topics need the DSR service")
+        dsr = self._dsr
+        submission = _validated(DsrCreate, document).submission()
+        caller = DsrCaller(self.config.actor, self.config.dsr_owner)
+        submitted = self._retrying(lambda: dsr.submit(submission, caller))
+        if isinstance(submitted, ConsentAuditError):  # pragma: no cover - DSRs record no consent
+            return False
+        return not submitted.created
 
     def _letter(
         self, message: Message, reason: str, problems: tuple[str, ...], message_id: str | None
@@ -336,7 +474,8 @@ class StreamWorker:
         record by record so that only the offending record is dead-lettered."""
         try:
             outcomes = self._commit_events([p.event for p in pending])
-        except StoreUnavailableError:
+        except (StoreUnavailableError, WorkerStoppedError):
+            # Not the record's fault: nothing is committed and the batch is redelivered.
             raise
         except IdGraphError as exc:
             if len(pending) == 1:
@@ -361,29 +500,43 @@ class StreamWorker:
 
     def _commit_events(self, events: list[IdentityEvent]) -> list[EventOutcome]:
         """The graph commit, retried with backoff while the store is unavailable."""
-        delay = 0.5
+        result = self._retrying(lambda: self._ingest.commit(events, self.config.actor))
+        return list(result.outcomes) if isinstance(result, ConsentAuditError) else result
+
+    def _retrying(self, call: Callable[[], _T]) -> _T | ConsentAuditError:
+        """``call``, retried with backoff while the store is unavailable.
+
+        A :class:`ConsentAuditError` means the graph part is committed and only the consent
+        audit entries are missing: re-applying would be a message-id duplicate and would never
+        write them, so the entries themselves are retried (same backoff) and the error, which
+        carries the committed outcomes, is returned once they are appended. The batch's offsets
+        are committed only after that; a worker that gives up exits without committing.
+        """
         deadline = time.monotonic() + self.config.max_retry_s
+        backoff = _Backoff(self, deadline)
         while True:
             try:
-                return self._ingest.commit(events, self.config.actor)
-            except ConsentAuditError:
-                # The graph part is committed (the audit append came after it and failed; the
-                # use case logged what the entries held). Re-applying would be a duplicate, so
-                # the batch counts as applied and its offsets are committed.
-                log.exception("stream_consent_audit_missing", records=len(events))
-                return [_committed_without_outcome() for _ in events]
+                return call()
+            except ConsentAuditError as exc:
+                log.warning("stream_consent_audit_retrying", entries=len(exc.drafts))
+                self._append_audit(exc, backoff)
+                return exc
             except StoreUnavailableError:
-                if time.monotonic() + delay > deadline:
-                    raise WorkerStoppedError(
-                        f"the store stayed unavailable for {self.config.max_retry_s:.0f}s; "
-                        "the batch is not committed and will be redelivered"
-                    ) from None
-                self._metrics.retries.inc()
-                log.warning("stream_store_unavailable_retrying", delay_s=delay)
-                self._sleep(delay)
-                delay = min(delay * 2, 30.0)
+                backoff.wait("the store")
 
-    def _dead_letter(self, dead: list[DeadLetter], report: BatchReport) -> None:
+    def _append_audit(self, error: ConsentAuditError, backoff: _Backoff) -> None:
+        while True:
+            try:
+                self._ingest.retry_consent_audit(error)
+            except StoreUnavailableError:
+                backoff.wait("the audit log")
+            else:
+                log.info("stream_consent_audit_appended", entries=len(error.drafts))
+                return
+
+    def dead_letter(self, dead: Sequence[DeadLetter], report: BatchReport) -> None:
+        """Produce ``dead`` to the dead-letter topic and wait for the broker's acknowledgement
+        (raises :class:`WorkerStoppedError` if it does not come)."""
         if not dead:
             return
         failures: list[str] = []
@@ -448,12 +601,24 @@ class StreamWorker:
     def publishes(self) -> bool:
         """Whether this member relays the outbox: the owner of the first topic's partition 0,
         so that one member of the group publishes at a time (a rebalance hands it over)."""
-        return self._relay is not None and (self.config.topics[0], 0) in self._assigned
+        first = self.config.subscriptions[0]
+        return self._relay is not None and (first, 0) in self._assigned
 
     def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if (
+            self._audience_changes is not None
+            and self.publishes
+            and now - self._last_audiences >= self.config.audience_interval_s
+        ):
+            self._last_audiences = now
+            try:
+                self._audience_changes()
+            except StoreUnavailableError as exc:
+                # The next pass computes the same changes: nothing is lost by waiting.
+                log.warning("audience_changes_unavailable", error=type(exc).__name__)
         if self._relay is not None and self.publishes:
             self._relay.run_once()
-        now = time.monotonic()
         if now - self._last_lag >= self.config.lag_interval_s:
             self._last_lag = now
             self._update_lag()
@@ -484,6 +649,40 @@ def _committed_or(consumer: Consumer, tp: TopicPartition, default: int) -> int:
     return committed.offset if committed.offset >= 0 else default
 
 
-def _committed_without_outcome() -> EventOutcome:
-    """An outcome for an event whose batch committed but whose result was lost to an error."""
-    return EventOutcome(Outcome.UNCHANGED, None, (), 0, ())
+class _Backoff:
+    """Exponential backoff (0.5 s doubling to 30 s) until a deadline, then WorkerStoppedError."""
+
+    def __init__(self, worker: StreamWorker, deadline: float) -> None:
+        self._worker = worker
+        self._deadline = deadline
+        self._delay = 0.5
+
+    def wait(self, what: str) -> None:
+        worker = self._worker
+        if time.monotonic() + self._delay > self._deadline:
+            raise WorkerStoppedError(
+                f"{what} stayed unavailable for {worker.config.max_retry_s:.0f}s; "
+                "the batch's offsets are not committed and it will be redelivered"
+            ) from None
+        worker._metrics.retries.inc()
+        log.warning("stream_store_unavailable_retrying", waiting_for=what, delay_s=self._delay)
+        worker._sleep(self._delay)
+        self._delay = min(self._delay * 2, 30.0)
+
+
+def _validated(model: type[_M], document: dict[str, Any]) -> _M:
+    return model.model_validate(document)
+
+
+def _rejection(
+    exc: ValidationError | InputLimitError | BatchValidationError,
+) -> tuple[str, tuple[str, ...]]:
+    """The dead-letter reason and problems of a refused record (pointers and messages only)."""
+    if isinstance(exc, ValidationError):
+        # msg and loc only: pydantic's `input` would echo the raw value into the letter.
+        return "invalid-request", tuple(
+            f"{pointer_from_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:20]
+        )
+    if isinstance(exc, InputLimitError):
+        return exc.code, (f"{exc.field}: {exc.message}",)
+    return exc.code, tuple(f"{e.field}: {e.message}" for e in exc.errors)

@@ -26,6 +26,7 @@ HEADINGS = (
     "## Load (`bench/load.py`)",
     "## Vault (`bench/vault.py`)",
     "## PII scanner (`bench/pii_quality.py`)",
+    "## Stream ingest (`bench/stream.py`)",
     "## Runs",
 )
 PLOTS = ("ingest_throughput.png", "erasure_latency.png")
@@ -39,6 +40,7 @@ RUNS = {
     "load",
     "vault",
     "pii_quality",
+    "stream",
 }
 
 
@@ -85,9 +87,10 @@ def test_tiny_scale_report_has_every_section_goal_and_plot(tmp_path: Path) -> No
         "`decrypt (warm cache)` per value",
         "`scan_many` per value",
         "| STREET_ADDRESS |",
+        "consume: identifiers/s",
     ):
         assert figure in text, figure
-    for goal in ("issue 3", "issue 4", "issue 5", "issue 6", "issue 8"):
+    for goal in ("issue 3", "issue 4", "issue 5", "issue 6", "issue 8", "issue 17"):
         assert f"| {goal} |" in text
     figures = json.loads((tmp_path / "report" / "figures.json").read_text(encoding="utf-8"))
     assert figures["scale"] == "tiny"

@@ -72,3 +72,11 @@ def test_event_ids_are_unique_and_ordered_by_creation() -> None:
     ids = [outbound.new_event_id() for _ in range(2000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_person_merged_document_validates_and_names_the_absorbed_ids() -> None:
+    event = outbound.person_merged("p_keep", ["p_gone2", "p_gone1"], T0)
+    document = json.loads(event.payload)
+    jsonschema.validate(document, _schema(outbound.PERSON_MERGED))
+    assert (event.kind, event.person_id) == (outbound.PERSON_MERGED, "p_keep")
+    assert document["merged_person_ids"] == ["p_gone1", "p_gone2"]

@@ -70,16 +70,7 @@ def record_consent(
     `identify`, and the records are stored with them in one transaction; each stored record
     gets a `consent.recorded` audit entry. `person_id` is returned to keys that may resolve.
     """
-    submission = ConsentSubmission(
-        identifiers=[(i.type, i.value) for i in body.identifiers],
-        source=body.source,
-        proof=raw,
-        at=body.timestamp,
-        decisions=body.decisions,
-        tc_string=body.tcf,
-        gpp_string=body.gpp,
-        gpc=gpc_requested(sec_gpc),
-    )
+    submission = ConsentSubmission.from_request(body, raw, gpc=gpc_requested(sec_gpc))
     result = service.record_consent(submission, actor=api_key_actor(key.key_id))
     outcome, translation = result.outcome, result.translation
     return ConsentResponse(

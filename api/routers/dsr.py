@@ -15,10 +15,10 @@ from bootstrap.container import Container
 from privacy.api_keys import ApiKey, Scope
 from privacy.audit import api_key_actor
 from privacy.dsr.export import to_csv
-from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
+from privacy.dsr.model import DsrCaller, DsrStatus
 from privacy.dsr.service import DsrService
-from services.dsr_views import DsrOut, ExportFormat, dsr_out
-from services.inputs import StrictModel, Timestamp
+from services.dsr_views import DsrCreate, DsrOut, ExportFormat, dsr_out
+from services.inputs import StrictModel
 
 router = APIRouter(prefix="/v1/dsr", tags=["data-subject requests"])
 
@@ -52,35 +52,6 @@ def dsr_caller(key: DsrKey) -> DsrCaller:
 
 
 Caller = Annotated[DsrCaller, Depends(dsr_caller)]
-
-
-class DsrCreate(StrictModel):
-    """An OpenDSR-like request. Identity verification is the caller's job."""
-
-    request_id: Annotated[str, Field(min_length=1, max_length=128, examples=["dsr-2026-0001"])]
-    type: DsrType
-    action: DsrAction = Field(
-        default=DsrAction.APPLY,
-        description="restriction/objection only: `lift` withdraws an earlier one.",
-    )
-    subject_identities: Annotated[list[IdentifierIn], Field(min_length=1, max_length=20)]
-    submitted_time: Timestamp | None = Field(
-        default=None, description="When the subject made the request (the legal clock starts)."
-    )
-    regulation: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = Field(
-        default=None, examples=["gdpr", "ccpa"]
-    )
-    purposes: Annotated[
-        list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]], Field(max_length=50)
-    ] = Field(default_factory=list, description="objection only: the purposes objected to.")
-    callback_urls: Annotated[list[Annotated[str, Field(max_length=2048)]], Field(max_length=5)] = (
-        Field(default_factory=list)
-    )
-    confirm_multiple_persons: bool = Field(
-        default=False,
-        description="The identities resolve to several persons and the caller checked that they "
-        "are one data subject (otherwise 409 with the number of persons).",
-    )
 
 
 class ExtendRequest(StrictModel):
@@ -129,18 +100,7 @@ class DsrList(StrictModel):
 def submit(body: DsrCreate, service: Dsr, caller: Caller) -> Response:
     """Accept a data-subject request (202); a replay of the same request id and content
     answers 200 with the stored request, different content under the same id 409."""
-    submission = DsrSubmission(
-        request_id=body.request_id,
-        type=body.type,
-        action=body.action,
-        subject_identities=[(i.type, i.value) for i in body.subject_identities],
-        submitted_at=body.submitted_time,
-        regulation=body.regulation,
-        purposes=body.purposes,
-        callback_urls=body.callback_urls,
-        confirm_multiple_persons=body.confirm_multiple_persons,
-    )
-    submitted = service.submit(submission, caller)
+    submitted = service.submit(body.submission(), caller)
     out = dsr_out(submitted.request, service.clock())
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if submitted.created else 200)
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC
 
 from identity.errors import StoreUnavailableError
-from identity.model import ConsentInput
+from identity.model import ConsentInput, EventOutcome
 from privacy.audit import AuditDraft, AuditRef, DetailValue
 from privacy.redaction import REDACTED, redact_text
 
@@ -33,8 +33,17 @@ class ConsentAuditError(StoreUnavailableError):
 
     code = "consent-audit-failed"
 
-    def __init__(self, recorded: int) -> None:
+    def __init__(
+        self,
+        recorded: int,
+        drafts: Sequence[AuditDraft] = (),
+        outcomes: Sequence[EventOutcome] = (),
+    ) -> None:
         self.recorded = recorded
+        # What a caller that can hold its input back (the stream worker: it does not commit
+        # its offsets) needs to append the entries later, and the committed batch's outcomes.
+        self.drafts = tuple(drafts)
+        self.outcomes = tuple(outcomes)
         super().__init__(
             f"{recorded} consent record(s) were stored, but their audit entries could not be "
             "written; resend the request with the same timestamp to write them (it changes no "

@@ -6,6 +6,7 @@ Every backend must pass every test here (SQLite always; Neo4j with ``NEO4J_URI``
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -196,3 +197,58 @@ def test_outbox_pages_are_bounded_and_oldest_first(store: GraphStore) -> None:
     page = store.read(lambda tx: tx.outbound_page(3))
     assert [e.event_id for e in page] == [e.event_id for e in events[:3]]
     assert page[0] == events[0]
+
+
+def test_a_redelivery_is_a_duplicate_when_the_hash_key_rotated_in_between(
+    store: GraphStore, keyring: Keyring, policy: IdentityPolicy, vault: Vault, ids: Ids
+) -> None:
+    before = ResolutionEngine(store, keyring, policy, sealer=vault)
+    (first,) = before.ingest([_event(ids, "rot@stream.example", "m-rot")])
+    assert first.outcome is Outcome.CREATED
+    # The rotation: a new primary key, the old one still known (the overlap).
+    rotated = keyring.with_keys({"k-next": secrets.token_bytes(32)}, "k-next")
+    after = ResolutionEngine(store, rotated, policy, sealer=vault)
+    assert after.message_digest("kafka", "m-rot") != before.message_digest("kafka", "m-rot")
+    (again,) = after.ingest([_event(ids, "rot@stream.example", "m-rot")])
+    assert again.outcome is Outcome.DUPLICATE
+    # A new id after the rotation is recorded under the new primary key and deduplicated too.
+    (new,) = after.ingest([_event(ids, "rot2@stream.example", "m-rot-2")])
+    (new_again,) = after.ingest([_event(ids, "rot2@stream.example", "m-rot-2")])
+    assert (new.outcome, new_again.outcome) == (Outcome.CREATED, Outcome.DUPLICATE)
+    assert store.read(lambda tx: tx.seen_messages([after.message_digest("kafka", "m-rot-2")])) == {
+        after.message_digest("kafka", "m-rot-2")
+    }
+
+
+def test_a_merge_of_existing_persons_puts_one_person_merged_event_in_the_outbox(
+    store: GraphStore, engine: ResolutionEngine, ids: Ids
+) -> None:
+    def identify(*pairs: tuple[str, str]) -> IdentityEvent:
+        return IdentityEvent(tuple(ids(t, v) for t, v in pairs), "kafka", T0)
+
+    (ann,) = engine.ingest([identify(("email", "ann@merge.example"))])
+    (bo,) = engine.ingest([identify(("customer_id", "C-merge-1"))])
+    queued = [e.event_id for e in _outbox(store)]
+    store.write(lambda tx: tx.delete_outbound(queued))
+    (both,) = engine.ingest(
+        [identify(("email", "ann@merge.example"), ("customer_id", "C-merge-1"))]
+    )
+    assert both.outcome is Outcome.MERGED
+    (event,) = _outbox(store)
+    document = json.loads(event.payload)
+    assert (event.kind, document["type"], event.person_id) == (
+        outbound.PERSON_MERGED,
+        "person.merged",
+        both.person_id,
+    )
+    assert {document["person_id"], *document["merged_person_ids"]} == {ann.person_id, bo.person_id}
+    # A new person created and merged within one batch was never published: no event.
+    store.write(lambda tx: tx.delete_outbound([event.event_id]))
+    engine.ingest(
+        [
+            identify(("email", "cy@merge.example")),
+            identify(("customer_id", "C-merge-2")),
+            identify(("email", "cy@merge.example"), ("customer_id", "C-merge-2")),
+        ]
+    )
+    assert _outbox(store) == []

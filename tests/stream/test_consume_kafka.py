@@ -237,7 +237,12 @@ def test_an_erasure_is_published_once_after_it_completes(
 ) -> None:
     topic, dlq = new_topic("ingest"), new_topic("dlq")
     consent_topic, erasure_topic = new_topic("consent", 3), new_topic("erasure", 3)
-    publish = {outbound.CONSENT_CHANGED: consent_topic, outbound.PERSON_ERASED: erasure_topic}
+    publish = {
+        outbound.CONSENT_CHANGED: consent_topic,
+        outbound.PERSON_ERASED: erasure_topic,
+        outbound.PERSON_MERGED: erasure_topic,
+        outbound.AUDIENCE_MEMBERSHIP: consent_topic,
+    }
     _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-1")])
     worker, _metrics = _worker(container, kafka_bootstrap, [topic], dlq, publish=publish)
     worker.run(idle_exit_s=2)

@@ -71,7 +71,12 @@ def test_consent_and_erasure_events_reach_their_topics_once_keyed_by_person(
     relay = OutboxRelay(
         store,
         producer,
-        {outbound.CONSENT_CHANGED: consent_topic, outbound.PERSON_ERASED: erasure_topic},
+        {
+            outbound.CONSENT_CHANGED: consent_topic,
+            outbound.PERSON_ERASED: erasure_topic,
+            outbound.PERSON_MERGED: erasure_topic,
+            outbound.AUDIENCE_MEMBERSHIP: consent_topic,
+        },
         StreamMetrics(),
     )
     assert relay.drain() == 2  # bob's consent, ann's erasure (her queued consent was dropped)
@@ -110,7 +115,12 @@ def test_an_unreachable_topic_keeps_the_events_in_the_outbox(
     relay = OutboxRelay(
         store,
         producer,
-        {outbound.CONSENT_CHANGED: "no-such-topic-x", outbound.PERSON_ERASED: "no-such-topic-y"},
+        {
+            outbound.CONSENT_CHANGED: "no-such-topic-x",
+            outbound.PERSON_ERASED: "no-such-topic-y",
+            outbound.PERSON_MERGED: "no-such-topic-z",
+            outbound.AUDIENCE_MEMBERSHIP: "no-such-topic-w",
+        },
         metrics,
         flush_timeout_s=10,
     )
