@@ -10,6 +10,7 @@ import json
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,7 +143,7 @@ class Container:
     @cached_property
     def links(self) -> LinkService:
         """Resolve, explain and unlink from raw identifiers."""
-        return LinkService(self.engine, self.settings.default_region)
+        return LinkService(self.engine, self.settings.default_region, self.audit)
 
     @cached_property
     def erasure(self) -> ErasureService:
@@ -182,7 +183,13 @@ class Container:
     def retention(self) -> RetentionSweeper:
         """The retention sweeper, built on first use (:mod:`bootstrap.dsr`)."""
         return build_retention(
-            self.settings, self.store, self.audit, self.purposes, self.facts_policy, self.erasure
+            self.settings,
+            self.store,
+            self.audit,
+            self.purposes,
+            self.facts_policy,
+            self.erasure,
+            self.dsr.destroy_person_exports,
         )
 
 
@@ -529,6 +536,7 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
             person_decision_purposes=purposes.ids,
             keep_restricted_apart=settings.restricted_ingest == "separate",
             outbound_events=settings.outbound_events,
+            message_window=timedelta(days=settings.message_id_window_days),
         )
         container = Container(
             settings=settings,

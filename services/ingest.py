@@ -7,7 +7,9 @@ files (:mod:`services.bulk`) and any future ingest path (a stream consumer) call
 1. validate and normalize every identifier, PII-scan traits and events (all problems of a
    request in one :class:`~identity.errors.BatchValidationError`: one 422, nothing written);
 2. add GPC opt-outs or translate consent signals (TCF, GPP, direct decisions);
-3. ingest every event in **one** store transaction;
+3. ingest every event in **one** store transaction; an event with a ``message_id`` applied
+   within the message window is answered ``duplicate`` and changes nothing (the engine's keyed
+   message-id dedup, the same one the stream consumer relies on, in that same transaction);
 4. append one ``consent.recorded`` audit entry per stored consent record, after the commit (see
    :mod:`privacy.consent.recording` for why in that order, and what a failed append means).
 """
@@ -78,6 +80,7 @@ class ConsentSubmission:
     tc_string: str | None = None
     gpp_string: str | None = None
     gpc: bool = False
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +181,9 @@ class IngestService:
             errors.extend(exc.errors)
         if errors:
             raise BatchValidationError(errors)
-        return IdentityEvent(identifiers, request.source, at, fact_inputs)
+        return IdentityEvent(
+            identifiers, request.source, at, fact_inputs, message_id=request.message_id
+        )
 
     def identify(
         self, request: IdentifyRequest, *, actor: str, gpc_proof: bytes | None = None
@@ -279,7 +284,13 @@ class IngestService:
             errors.extend(exc.errors if isinstance(exc, BatchValidationError) else [exc])
         if errors:
             raise BatchValidationError(errors)
-        event = IdentityEvent(identifiers, submission.source, at, consents=translation.consents)
+        event = IdentityEvent(
+            identifiers,
+            submission.source,
+            at,
+            consents=translation.consents,
+            message_id=submission.message_id,
+        )
         (outcome,) = self.commit([event], actor)
         return ConsentResult(outcome, translation)
 

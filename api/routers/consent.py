@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from identity.model import Outcome
 from privacy.api_keys import Scope
 from privacy.audit import api_key_actor
 from services.ingest import ConsentSubmission
@@ -74,6 +75,7 @@ def record_consent(
         tc_string=body.tcf,
         gpp_string=body.gpp,
         gpc=gpc_requested(sec_gpc),
+        message_id=body.message_id,
     )
     result = service.record_consent(submission, actor=api_key_actor(key.key_id))
     outcome, translation = result.outcome, result.translation
@@ -93,6 +95,7 @@ def record_consent(
         recorded=records_out(outcome, translation.consents),
         dropped=outcome.consents_dropped,
         gpp=gpp_out(translation.gpp),
+        deduplicated=True if outcome.outcome is Outcome.DUPLICATE else None,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from identity.errors import IdentifierNotFoundError
-from identity.model import EventOutcome
+from identity.model import EventOutcome, Outcome
 from privacy.audit import api_key_actor
 
 from api.consent import GpcHeader, gpc_requested
@@ -64,6 +64,11 @@ def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
     ]
 
 
+def _deduplicated(outcome: EventOutcome) -> bool | None:
+    # Only said when true, so a response without a message id is unchanged.
+    return True if outcome.outcome is Outcome.DUPLICATE else None
+
+
 def _consents(outcome: EventOutcome) -> ConsentsOut:
     return ConsentsOut(recorded=outcome.consents_recorded, dropped=outcome.consents_dropped)
 
@@ -95,6 +100,7 @@ def identify(
         refused=_refusals(outcome, "#"),
         facts=_facts(outcome),
         consents=_consents(outcome) if gpc else None,
+        deduplicated=_deduplicated(outcome),
     )
 
 
@@ -126,6 +132,7 @@ def ingest(
             refused=_refusals(o, f"#/events/{index}"),
             facts=_facts(o),
             consents=_consents(o) if gpc else None,
+            deduplicated=_deduplicated(o),
         )
         for index, o in enumerate(outcomes)
     ]
