@@ -108,9 +108,9 @@ class Container:
             self.store,
             self.vault,
             self.policy,
-            self.facts_policy,
+            self.facts,
             self.audit,
-            SqliteAudienceStore(self.settings.control_db_path),
+            SqliteAudienceStore(self.settings.control_db_path, self.vault),
             FeaturePseudonymizer(self.keyring),
             CursorCodec(self.keyring),
         )
