@@ -211,7 +211,8 @@ def ingest_file(
 def _derived_message_id(row: dict[str, Any], line_no: int) -> str:
     """The message id of a row without one: its line and a digest of its content, so a rerun
     of the same file names every row the same way (and identical rows on two lines differ)."""
-    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # ASCII escapes: stable, and a lone surrogate in a cell cannot break the encoding.
+    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"))
     return f"bulk:{line_no}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 

@@ -57,6 +57,7 @@ Source = Annotated[
 
 # The sender's id of one event (Segment/RudderStack's ``messageId``): any printable text, hashed
 # with a key before it is stored (it may hold anything, an email included).
+# (The pattern also refuses lone surrogates: pydantic cannot match them, so they are a 422.)
 MessageId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 

@@ -114,7 +114,7 @@ def test_consent_resent_with_its_message_id_records_nothing_again(api: Api) -> N
     assert api.container.store.stats().consents == consents
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 257, "line\nbreak", 42])
+@pytest.mark.parametrize("bad", ["", "x" * 257, "line\nbreak", "\ud800", 42])
 def test_a_malformed_message_id_is_a_422_and_writes_nothing(api: Api, bad: object) -> None:
     before = api.container.store.stats()
     body = _event("ed@shop.example", None)
