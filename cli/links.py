@@ -10,23 +10,37 @@ and merges nothing by itself: the next event naming both sides links them.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import IdGraphError
 from rich.console import Console
-from rich.table import Table
+from services.links import LinkService
 
 console = Console(stderr=True)
 out = Console()
 
 CLI_ACTOR = "cli"
+T = TypeVar("T")
 
 links_app = typer.Typer(
     help="Do-not-link rules recorded by unlink (list, remove).", no_args_is_help=True
 )
+
+
+def _on_links(action: Callable[[LinkService], T]) -> T:
+    """Run ``action`` on the configured link service; an idgraph error exits 1."""
+    container = build_container(Settings())
+    try:
+        return action(container.links)
+    except IdGraphError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        container.close()
 
 
 @links_app.command("rules")
@@ -35,24 +49,18 @@ def list_rules(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """List do-not-link rules in id order: the two identifier nodes, their types and persons."""
-    container = build_container(Settings())
-    try:
-        entries = container.links.do_not_link_rules(after, limit)
-    except IdGraphError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
-    table = Table("rule", "created", "a", "b", title=f"{len(entries)} do-not-link rule(s)")
+    entries = _on_links(lambda links: links.do_not_link_rules(after, limit))
+    # One line per rule, never wrapped or cut: the id is what `allow` takes.
+    out.print(f"{len(entries)} do-not-link rule(s)", soft_wrap=True)
     for entry in entries:
         rule = entry.rule
-        table.add_row(
-            rule.rule_id,
-            rule.created_at.isoformat(timespec="seconds"),
-            f"{entry.type_a} {rule.a} ({entry.person_a})",
-            f"{entry.type_b} {rule.b} ({entry.person_b})",
+        out.print(
+            f"{rule.rule_id}  {rule.created_at.isoformat(timespec='seconds')}  "
+            f"{entry.type_a} {rule.a} ({entry.person_a})  {entry.type_b} {rule.b} "
+            f"({entry.person_b})",
+            soft_wrap=True,
+            highlight=False,
         )
-    out.print(table)
 
 
 @links_app.command("allow")
@@ -62,14 +70,7 @@ def remove_rule(
     ],
 ) -> None:
     """Remove a do-not-link rule: later events may link the two sides again (audited)."""
-    container = build_container(Settings())
-    try:
-        entry = container.links.remove_rule(rule_id, actor=CLI_ACTOR)
-    except IdGraphError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
+    entry = _on_links(lambda links: links.remove_rule(rule_id, actor=CLI_ACTOR))
     out.print(
         f"removed {entry.rule.rule_id}: {entry.type_a} {entry.rule.a} and {entry.type_b} "
         f"{entry.rule.b} may be linked again by a later event"
