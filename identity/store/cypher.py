@@ -557,7 +557,8 @@ DELETE l
 
 # One rule per pair of nodes (the writer lock serializes writers, so the check cannot race).
 ADD_DO_NOT_LINK: Final = """
-MATCH (a:Identifier {node_id: $a}), (b:Identifier {node_id: $b})
+MATCH (a:Identifier {node_id: $a})
+MATCH (b:Identifier {node_id: $b})
 WHERE NOT (a)-[:DO_NOT_LINK]-(b)
 CREATE (a)-[r:DO_NOT_LINK {rule_id: $rule_id, created_at: $created_at}]->(b)
 RETURN count(r) AS created
