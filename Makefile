@@ -140,7 +140,7 @@ run-neo4j: $(STAMP)
 NEO4J_API_TESTS := tests/test_api.py tests/test_resolution.py tests/test_unlink_explain.py \
 	tests/test_facts_api.py tests/test_consent_api.py tests/test_reads_api.py \
 	tests/test_erasure.py tests/test_store_copy.py tests/test_concurrent_writes.py \
-	tests/test_neo4j_live.py tests/test_crash_safety.py
+	tests/test_neo4j_live.py tests/test_crash_safety.py tests/test_message_ids.py
 
 ## The contract suite and the store-facing API tests on a throwaway live Neo4j (0 skips).
 test-neo4j: $(STAMP)

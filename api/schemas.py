@@ -25,7 +25,8 @@ class RefusalOut(StrictModel):
     pointer: str = Field(description="JSON pointer of the refused identifier in the request.")
     type: str
     reason: str = Field(
-        description="blocked_value | blocked_pattern | limit_exceeded | suppressed (erased)"
+        description="blocked_value | blocked_pattern | limit_exceeded | suppressed (erased) | "
+        "restricted | do_not_link (an operator unlinked it from the person)"
     )
     detail: str
 
@@ -62,12 +63,20 @@ class ConsentsOut(StrictModel):
 class IdentifyResponse(StrictModel):
     """What one event did. No person id: use /v1/resolve with the `resolve` scope."""
 
-    outcome: str = Field(description="created | linked | merged | unchanged | refused")
+    outcome: str = Field(
+        description="created | linked | merged | unchanged | refused | duplicate (its "
+        "`message_id` was applied before: nothing was done again)"
+    )
     new_identifiers: int
     refused: list[RefusalOut]
     facts: FactsOut
     consents: ConsentsOut | None = Field(
         default=None, description="Present when the request carried `Sec-GPC: 1`."
+    )
+    deduplicated: bool | None = Field(
+        default=None,
+        description="`true` when the event's `message_id` was applied within the message "
+        "window: an idempotent replay, answered with success and nothing written again.",
     )
 
 
@@ -117,12 +126,28 @@ class HopOut(StrictModel):
     last_linked_at: datetime
 
 
+class DoNotLinkOut(StrictModel):
+    """A do-not-link rule (recorded by unlink): opaque node ids and types only, never values."""
+
+    rule_id: str
+    node_a: str
+    type_a: str
+    node_b: str
+    type_b: str
+    created_at: datetime
+
+
 class ExplainResponse(StrictModel):
     """Whether and how two identifiers are linked."""
 
     linked: bool
     person_id: str | None
     hops: list[HopOut]
+    do_not_link: list[DoNotLinkOut] = Field(
+        default_factory=list,
+        description="When not linked: the do-not-link rules that keep the two persons apart "
+        "(events naming both are refused with reason `do_not_link`).",
+    )
 
 
 class UnlinkResponse(StrictModel):
@@ -132,6 +157,12 @@ class UnlinkResponse(StrictModel):
     split: bool
     person_id_a: str
     person_id_b: str
+    rule_id: str | None = Field(
+        default=None,
+        description="The do-not-link rule now keeping the two apart (null when they are still "
+        "one person through other links). `idgraph links rules` lists rules, "
+        "`idgraph links allow` removes one.",
+    )
 
 
 class HealthResponse(StrictModel):
@@ -173,13 +204,19 @@ class GppOut(StrictModel):
 class ConsentResponse(StrictModel):
     """What a consent request wrote. ``person_id`` only for keys with the `resolve` scope."""
 
-    outcome: str = Field(description="created | linked | merged | unchanged | refused")
+    outcome: str = Field(
+        description="created | linked | merged | unchanged | refused | duplicate (as for "
+        "/v1/identify)"
+    )
     person_id: str | None = None
     new_identifiers: int
     refused: list[RefusalOut]
     recorded: list[ConsentRecordOut]
     dropped: int = Field(description="Records not stored: no identifier could be linked.")
     gpp: GppOut | None = None
+    deduplicated: bool | None = Field(
+        default=None, description="`true` for a `message_id` applied before (as /v1/identify)."
+    )
 
 
 class WebhookConsentResponse(StrictModel):

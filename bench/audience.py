@@ -89,7 +89,7 @@ from identity.store.sqlite import SqliteGraphStore  # noqa: E402
 from privacy.audiences import AudienceRules, EventRule, SqliteAudienceStore  # noqa: E402
 from privacy.audit import PERSON_REF_INFO, AuditDraft, SqliteAuditLog  # noqa: E402
 from privacy.cursors import CursorCodec  # noqa: E402
-from privacy.facts import load_facts_policy  # noqa: E402
+from privacy.facts import FactIntake, load_facts_policy  # noqa: E402
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
 from privacy.policy_engine import Caller, PolicyEngine  # noqa: E402
 from privacy.pseudonyms import FeaturePseudonymizer  # noqa: E402
@@ -405,9 +405,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             counting,  # type: ignore[arg-type]  # delegates every call to the store
             vault,
             PolicyEngine(purposes),
-            load_facts_policy(policies / "categories.yaml"),
+            FactIntake(load_facts_policy(policies / "categories.yaml"), None),
             audit,
-            SqliteAudienceStore(work / "control.sqlite3"),
+            SqliteAudienceStore(work / "control.sqlite3", vault),
             FeaturePseudonymizer(keyring),
             CursorCodec(keyring),
             max_scan=max(args.persons + args.profiles, 1),

@@ -10,6 +10,7 @@ import json
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,7 +111,7 @@ class Container:
             self.store,
             self.vault,
             self.policy,
-            self.facts_policy,
+            self.facts,
             self.audit,
             self.audience_store,
             self.pseudonyms,
@@ -120,7 +121,7 @@ class Container:
     @cached_property
     def audience_store(self) -> SqliteAudienceStore:
         """Audience definitions and their membership snapshots (the control database)."""
-        return SqliteAudienceStore(self.settings.control_db_path)
+        return SqliteAudienceStore(self.settings.control_db_path, self.vault)
 
     @cached_property
     def pseudonyms(self) -> FeaturePseudonymizer:
@@ -160,7 +161,7 @@ class Container:
     @cached_property
     def links(self) -> LinkService:
         """Resolve, explain and unlink from raw identifiers."""
-        return LinkService(self.engine, self.settings.default_region)
+        return LinkService(self.engine, self.settings.default_region, self.audit)
 
     @cached_property
     def erasure(self) -> ErasureService:
@@ -200,7 +201,13 @@ class Container:
     def retention(self) -> RetentionSweeper:
         """The retention sweeper, built on first use (:mod:`bootstrap.dsr`)."""
         return build_retention(
-            self.settings, self.store, self.audit, self.purposes, self.facts_policy, self.erasure
+            self.settings,
+            self.store,
+            self.audit,
+            self.purposes,
+            self.facts_policy,
+            self.erasure,
+            self.dsr.destroy_person_exports,
         )
 
 
@@ -567,6 +574,7 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
             person_decision_purposes=purposes.ids,
             keep_restricted_apart=settings.restricted_ingest == "separate",
             outbound_events=settings.outbound_events,
+            message_window=timedelta(days=settings.message_id_window_days),
         )
         container = Container(
             settings=settings,

@@ -7,7 +7,7 @@ collaborators it uses, never the container (no import cycle between the two modu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from bootstrap.settings import Environment, Settings
@@ -132,8 +132,13 @@ def build_retention(
     purposes: PurposesPolicy,
     facts_policy: FactsPolicy,
     erasure: ErasureService,
+    destroy_exports: Callable[[Sequence[str]], int],
 ) -> RetentionSweeper:
-    """The retention sweeper: category rules from the policies, persons erased via erasure."""
+    """The retention sweeper: category rules from the policies, persons erased via erasure.
+
+    ``destroy_exports`` is :meth:`DsrService.destroy_person_exports`: an access export made
+    before the person was erased must not outlive them, whichever path erased them.
+    """
     rules = rules_from_policies(
         purposes,
         facts_policy,
@@ -144,9 +149,12 @@ def build_retention(
     if rules.inactive_person is not None:
 
         def erase(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
+            # Exports first, while the persons' refs still name them: a graph erasure that fails
+            # half-way completes on recover(), but nothing would then find their exports again.
+            destroyed = destroy_exports(person_ids)
             # No suppression: nobody asked these persons to stay away (privacy/retention.py).
             erased = erasure.erase_persons(person_ids, actor=actor, suppress=False)
-            return result_counts(erased)
+            return {**result_counts(erased), "exports_destroyed": destroyed}
 
         erase_persons = erase
     return RetentionSweeper(graph, audit, rules, erase_persons)

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # relaying them the outbox would only grow.
     outbound_events: bool = False
     max_batch_events: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # How long an applied event `message_id` is remembered (API, bulk files, stream): a resend
+    # within the window is answered `duplicate` and writes nothing. Keep it above the longest
+    # time a sender may retry (Segment retries for days; Kafka: above the topics' retention).
+    message_id_window_days: Annotated[float, Field(ge=0.01, le=3650)] = 7.0
     max_identifiers_per_event: Annotated[int, Field(ge=1, le=200)] = 20
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600

@@ -28,6 +28,7 @@ from cli.common import CLI_ACTOR
 from cli.console import console_app
 from cli.dsr import dsr_app, retention_app
 from cli.erasure import register_suppression_commands
+from cli.links import links_app
 from cli.privacy import quarantine_app, register_key_commands
 from cli.store import store_app
 from identity.errors import BatchValidationError, IdGraphError
@@ -47,6 +48,7 @@ register_suppression_commands(dsr_app)
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(console_app, name="console")
+app.add_typer(links_app, name="links")
 register_key_commands(keys_app)
 
 console = Console(stderr=True)
@@ -223,6 +225,12 @@ def explain(a: IdentifierArg, b: IdentifierArg) -> None:
     result = _on_pair(a, b, LinkService.explain)
     if not result.linked:
         out.print("not linked: the identifiers resolve to different persons")
+        for entry in result.do_not_link:
+            out.print(
+                f"kept apart by do-not-link rule {entry.rule.rule_id} "
+                f"({entry.type_a} {entry.rule.a} / {entry.type_b} {entry.rule.b}, "
+                f"since {entry.rule.created_at.isoformat(timespec='seconds')})"
+            )
         raise typer.Exit(1)
     table = Table("from", "to", "sources", "first linked", "last linked", title=result.person_id)
     for hop in result.hops:
@@ -239,7 +247,9 @@ def explain(a: IdentifierArg, b: IdentifierArg) -> None:
 @app.command()
 def unlink(a: IdentifierArg, b: IdentifierArg) -> None:
     """Remove the direct link between two identifiers; split the person if it falls apart."""
-    result = _on_pair(a, b, LinkService.unlink)
+    result = _on_pair(
+        a, b, lambda service, first, second: service.unlink(first, second, actor=CLI_ACTOR)
+    )
     out.print(
         f"removed {result.removed_links} link(s); "
         + (
@@ -248,6 +258,8 @@ def unlink(a: IdentifierArg, b: IdentifierArg) -> None:
             else f"still one person {result.person_id_a} (linked through other identifiers)"
         )
     )
+    if result.rule_id is not None:
+        out.print(f"do-not-link rule {result.rule_id} keeps them apart (idgraph links rules)")
 
 
 @app.command()

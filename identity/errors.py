@@ -107,6 +107,16 @@ class IdentifierNotFoundError(IdGraphError):
         super().__init__(f"{field}: no such identifier in the graph")
 
 
+class RuleNotFoundError(IdGraphError):
+    """No do-not-link rule has the given id (never existed, or already removed)."""
+
+    code = "do-not-link-rule-not-found"
+
+    def __init__(self, rule_id: str) -> None:
+        self.rule_id = rule_id
+        super().__init__("no do-not-link rule has this id")
+
+
 class NotLinkedError(IdGraphError):
     """Two identifiers are not directly linked, so there is no link to remove."""
 

@@ -56,6 +56,11 @@ def new_fact_id() -> str:
     return "f_" + secrets.token_hex(12)
 
 
+def new_rule_id() -> str:
+    """A random, opaque id for one do-not-link rule (what the admin CLI names it by)."""
+    return "dnl_" + secrets.token_hex(12)
+
+
 def new_erasure_id() -> str:
     """A random, opaque id for one erasure (its outbox entry and audit entry)."""
     return "e_" + secrets.token_hex(12)
@@ -179,8 +184,9 @@ class IdentityEvent:
     occurred_at: datetime
     facts: tuple[FactInput, ...] = ()
     consents: tuple[ConsentInput, ...] = ()
-    # The sender's id for this event (a stream record's message_id): an event whose id was
-    # already applied is skipped in the same transaction, so a redelivery changes nothing.
+    # The sender's id for this event (``message_id`` of an API body, a bulk row or a stream
+    # record): an event whose id was already applied is skipped in the same transaction, so a
+    # resend or redelivery changes nothing.
     message_id: str | None = None
 
 
@@ -229,6 +235,9 @@ class RefusalReason(StrEnum):
     # Linking would merge a person whose processing is restricted (Art. 18) with another person:
     # a merge is processing the restriction forbids (see ResolutionEngine, keep_restricted_apart).
     RESTRICTED = "restricted"
+    # An operator unlinked two identifiers of the persons being joined, and a do-not-link rule
+    # keeps those two apart (issue 13: an unlink must survive the next event naming both).
+    DO_NOT_LINK = "do_not_link"
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +345,7 @@ class ErasureCounts:
     facts: int
     consents: int
     refusals: int
+    do_not_link: int = 0  # do-not-link rules naming one of the person's nodes
 
     @property
     def identifiers(self) -> int:
@@ -401,6 +411,9 @@ class Explanation:
     linked: bool
     person_id: str | None
     hops: tuple[ExplainHop, ...]
+    # Rules that keep the two identifiers' persons apart (one end in each): why they are not
+    # linked although events named them together.
+    do_not_link: tuple[DoNotLinkEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +424,39 @@ class UnlinkResult:
     split: bool
     person_id_a: str
     person_id_b: str
+    # The do-not-link rule recorded between the two identifiers (``None``: they are still one
+    # person through other links, so there was nothing to keep apart).
+    rule_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DoNotLinkRule:
+    """Two identifier nodes an operator unlinked: resolution never puts them in one person again.
+
+    The rule names the nodes, which hold nothing but keyed hashes: no raw value and no second
+    copy of a hash is written, a hash-key rotation (nodes are re-hashed in place) cannot orphan
+    it, and erasing either node deletes it. ``a < b``.
+    """
+
+    rule_id: str
+    a: str
+    b: str
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        if not self.a < self.b:
+            raise ValueError("do-not-link endpoints must be ordered a < b")
+
+
+@dataclass(frozen=True, slots=True)
+class DoNotLinkEntry:
+    """A stored rule with what its ends are now: their types and the persons holding them."""
+
+    rule: DoNotLinkRule
+    type_a: str
+    type_b: str
+    person_a: str
+    person_b: str
 
 
 @dataclass(frozen=True, slots=True)

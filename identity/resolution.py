@@ -21,10 +21,15 @@ one query for the type counts of every person touched, resolution in memory (eve
 batch see what earlier ones did), and one set-based write. That is what makes bulk ingest fast
 while keeping "one ingest = one transaction".
 
-Events may carry a ``message_id`` (stream ingest): its keyed digest is looked up and recorded in
-the same transaction, so an event redelivered after a crash is answered ``duplicate`` and changes
-nothing (exactly-once effect per message). With ``outbound_events`` on, every stored consent
-record also puts a ``consent.changed`` event in the graph's outbox, in the same transaction.
+Events may carry a ``message_id`` (API, bulk files, stream): its keyed digest is looked up and
+recorded in the same transaction, so an event resent or redelivered after a crash is answered
+``duplicate`` and changes nothing (exactly-once effect per message within the message window).
+With ``outbound_events`` on, every stored consent record also puts a ``consent.changed`` event in
+the graph's outbox, in the same transaction.
+
+An operator's unlink that splits a person records a do-not-link rule between the two
+identifiers; an event that would put both ends of a rule into one person has the identifier
+that would join them refused (``do_not_link``), like a limit refusal.
 """
 
 from __future__ import annotations
@@ -34,11 +39,16 @@ import hmac
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from identity import clusters, outbound
-from identity.errors import ConfigurationError, IdentifierNotFoundError, NotLinkedError
+from identity.errors import (
+    ConfigurationError,
+    IdentifierNotFoundError,
+    NotLinkedError,
+    RuleNotFoundError,
+)
 from identity.hashing import HashedIdentifier, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
@@ -46,6 +56,8 @@ from identity.model import (
     ChangeSet,
     ConsentRecord,
     ConsentSignal,
+    DoNotLinkEntry,
+    DoNotLinkRule,
     EventOutcome,
     Explanation,
     Fact,
@@ -65,6 +77,7 @@ from identity.model import (
     new_fact_id,
     new_node_id,
     new_person_id,
+    new_rule_id,
 )
 from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
@@ -138,6 +151,10 @@ class _BatchState:
     consents: list[ConsentRecord] = field(default_factory=list)
     suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
     restricted: dict[str, bool] = field(default_factory=dict)  # person -> restricted (lazy)
+    # Do-not-link rules touching the persons of the batch: (node a, node b), and the person
+    # each rule end was in when loaded (``find`` follows it through merges of the batch).
+    rules: list[tuple[str, str]] = field(default_factory=list)
+    rule_ends: dict[str, str] = field(default_factory=dict)
     lookup_restricted: Callable[[str], bool] = lambda _: False  # reads it in the batch's tx
 
     def find(self, person: str) -> str:
@@ -201,8 +218,13 @@ class ResolutionEngine:
         person_decision_purposes: Sequence[str] = (),
         keep_restricted_apart: bool = True,
         outbound_events: bool = False,
+        message_window: timedelta | None = None,
+        rule_ids: Callable[[], str] = new_rule_id,
     ) -> None:
         self._store = store
+        # How long an applied message id is remembered; None: until forget_messages is called.
+        self._message_window = message_window
+        self._rule_ids = rule_ids
         # The purposes whose objection records are looked up to carry them across a split
         # (restriction records, purpose "*", are always carried): see :meth:`unlink`.
         # Ingest during a restriction (Art. 18): new data is stored on the restricted person (and
@@ -289,7 +311,13 @@ class ResolutionEngine:
         Both the lookup and the record of the new ids are in this transaction: a retry of the
         transaction sees the same answer, and "applied" can never be stored without the change.
         An id is looked up under every known key and recorded under the primary one.
+        With a message window, ids older than it are forgotten first, in this transaction: the
+        window then holds exactly (no scheduler needed, and an id resent after the window is
+        applied and recorded afresh). The delete is a range on the ``seen_at`` index, and each
+        row is deleted once, so it costs nothing when there is nothing to forget.
         """
+        if self._message_window is not None:
+            tx.forget_messages(self._clock() - self._message_window)
         seen = tx.seen_messages([d for ds in digests if ds is not None for d in ds])
         fresh: list[int] = []
         recorded: list[bytes] = []
@@ -390,6 +418,12 @@ class ResolutionEngine:
         persons = sorted(state.existing_persons)
         for person, counts in tx.type_counts(persons).items():
             state.counts[person] = Counter(counts)
+        # Only rules with an end in a person of the batch can be broken by it: new nodes have
+        # none, and every merge starts from existing persons.
+        for entry in tx.do_not_link_rules(persons) if persons else ():
+            state.rules.append((entry.rule.a, entry.rule.b))
+            state.rule_ends[entry.rule.a] = entry.person_a
+            state.rule_ends[entry.rule.b] = entry.person_b
         for person in persons:
             state.counts.setdefault(person, Counter())
 
@@ -457,6 +491,15 @@ class ResolutionEngine:
                         event,
                     )
                     continue
+                if selection.union and self._rule_broken(state, person, selection.union):
+                    selection.refuse(
+                        p,
+                        RefusalReason.DO_NOT_LINK,
+                        "linking would join identifiers an operator unlinked "
+                        "(a do-not-link rule keeps them apart)",
+                        event,
+                    )
+                    continue
                 tentative = selection.counts + state.counts[person]
                 # The first identifier accepted joins nothing, so it cannot break a limit.
                 broken = (
@@ -476,6 +519,19 @@ class ResolutionEngine:
             if person is not None:
                 selection.union.append(person)
         return selection
+
+    @staticmethod
+    def _rule_broken(state: _BatchState, person: str, union: Sequence[str]) -> bool:
+        """Whether joining ``person`` to the persons in ``union`` would put the two ends of a
+        do-not-link rule into one person."""
+        if not state.rules:
+            return False
+        joined = {state.find(p) for p in union}
+        for a, b in state.rules:
+            end_a, end_b = state.find(state.rule_ends[a]), state.find(state.rule_ends[b])
+            if (end_a == person and end_b in joined) or (end_b == person and end_a in joined):
+                return True
+        return False
 
     def _restricted_merge(self, state: _BatchState, persons: Sequence[str]) -> bool:
         """Whether merging ``persons`` is refused because one of them is restricted. Looked up
@@ -762,13 +818,38 @@ class ResolutionEngine:
         def run(tx: GraphTransaction) -> Explanation:
             node_a, node_b = self._find_pair(tx, a, b)
             if node_a.person_id != node_b.person_id:
-                return Explanation(False, None, ())
+                # Apart: say whether a do-not-link rule is what keeps them apart (one end in
+                # each person), so a refusal ``do_not_link`` can be traced to its rule.
+                persons = {node_a.person_id, node_b.person_id}
+                rules = tuple(
+                    entry
+                    for entry in tx.do_not_link_rules(sorted(persons))
+                    if {entry.person_a, entry.person_b} == persons
+                )
+                return Explanation(False, None, (), rules)
             hops = clusters.path(tx.cluster(node_a.person_id), node_a.node_id, node_b.node_id)
             if hops is None:  # same person but no path: a store inconsistency, report honestly
                 return Explanation(False, node_a.person_id, ())
             return Explanation(True, node_a.person_id, hops)
 
         return self._store.read(run)
+
+    def do_not_link_page(self, after_rule_id: str, limit: int) -> list[DoNotLinkEntry]:
+        """Do-not-link rules after ``after_rule_id`` in id order, at most ``limit``."""
+        return self._store.read(lambda tx: tx.do_not_link_page(after_rule_id, limit))
+
+    def remove_do_not_link(self, rule_id: str) -> DoNotLinkEntry:
+        """Delete a do-not-link rule and return what it was; :class:`RuleNotFoundError` if none.
+
+        Nothing is merged now: a later event naming identifiers of both sides links them."""
+
+        def run(tx: GraphTransaction) -> DoNotLinkEntry:
+            entry = tx.remove_do_not_link(rule_id)
+            if entry is None:
+                raise RuleNotFoundError(rule_id)
+            return entry
+
+        return self._store.write(run)
 
     def unlink(self, a: NormalizedIdentifier, b: NormalizedIdentifier) -> UnlinkResult:
         """Remove the direct link between ``a`` and ``b``; split the person if it falls apart.
@@ -809,11 +890,22 @@ class ResolutionEngine:
             tx.apply(
                 ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned, consents=carried)
             )
+            person_a = reassigned.get(node_a.node_id, person)
+            person_b = reassigned.get(node_b.node_id, person)
+            rule_id = None
+            if person_a != person_b:
+                # Sticky: without a rule the next event naming both would merge them again.
+                # Recorded only when the two ended up apart (still joined through other links,
+                # there is nothing to keep apart yet).
+                low, high = sorted((node_a.node_id, node_b.node_id))
+                rule = DoNotLinkRule(self._rule_ids(), low, high, now)
+                rule_id = rule.rule_id if tx.add_do_not_link(rule) else None
             return UnlinkResult(
                 removed_links=removed,
                 split=len(parts) > 1,
-                person_id_a=reassigned.get(node_a.node_id, person),
-                person_id_b=reassigned.get(node_b.node_id, person),
+                person_id_a=person_a,
+                person_id_b=person_b,
+                rule_id=rule_id,
             )
 
         return self._store.write(run)

@@ -24,8 +24,9 @@ event window may not reach past the purpose's retention for the event's category
 could never be used), and values must have the attribute's type. Errors name the JSON pointer,
 never the value.
 
-Definitions hold no personal data (names, operators and the constants the segment is defined
-with), so they live in the control database beside the API keys (:class:`SqliteAudienceStore`).
+Rule constants are PII-scanned when an audience is defined (under the attribute's category; PII
+it does not allow is refused) and stored sealed by the vault (:class:`SqliteAudienceStore`), in
+the control database beside the API keys: a constant is whatever the definer typed.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ class AudienceRules:
     attributes: tuple[AttributeRule, ...] = ()
     events: tuple[EventRule, ...] = ()
     any_of: tuple[AttributeRule, ...] = ()
+
+    def values(self) -> list[tuple[str, str, Any]]:
+        """``(pointer, attribute, value)`` of every attribute rule with a value (to PII-scan)."""
+        return [
+            (f"#/rules/{section}/{index}/value", rule.attribute, rule.value)
+            for section, items in (("attributes", self.attributes), ("any_of", self.any_of))
+            for index, rule in enumerate(items)
+            if rule.value is not None
+        ]
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
@@ -378,7 +388,8 @@ def new_audience_id() -> str:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audiences (audience_id TEXT PRIMARY KEY,
     name TEXT NOT NULL, purpose TEXT NOT NULL, rules TEXT NOT NULL,
-    created_at TEXT NOT NULL, created_by TEXT NOT NULL, owner TEXT NOT NULL DEFAULT '');
+    created_at TEXT NOT NULL, created_by TEXT NOT NULL, owner TEXT NOT NULL DEFAULT '',
+    sealed BLOB);
 -- Membership snapshots for change events: per-consumer pseudonyms only (keyed MACs of person
 -- ids, the key never leaves idgraph), never a person id or identifier.
 CREATE TABLE IF NOT EXISTS audience_members (audience_id TEXT NOT NULL,
@@ -391,6 +402,29 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
     if "owner" not in columns:  # defined before ownership: the key's default consumer
         conn.execute("ALTER TABLE audiences ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         conn.execute("UPDATE audiences SET owner = created_by")
+    if "sealed" not in columns:  # defined before rule values were sealed (issue 13)
+        conn.execute("ALTER TABLE audiences ADD COLUMN sealed BLOB")
+
+
+class RuleSealer(Protocol):
+    """Seals values bound to an owner and a field (:class:`privacy.vault.Vault`)."""
+
+    def encrypt(self, owner: str, field: str, plaintext: bytes) -> bytes:
+        """AEAD-seal ``plaintext`` for ``(owner, field)``."""
+        ...
+
+    def decrypt(self, owner: str, field: str, blob: bytes) -> bytes:
+        """Open a blob sealed by :meth:`encrypt` for the same ``(owner, field)``."""
+        ...
+
+
+def audience_owner(audience_id: str) -> str:
+    """The vault owner whose data key seals one audience's rules."""
+    return f"audience:{audience_id}"
+
+
+_RULES_FIELD = "audience:rules"
+_COLUMNS = "audience_id, name, purpose, rules, sealed, created_at, created_by, owner"
 
 
 class SqliteAudienceStore:
@@ -399,10 +433,21 @@ class SqliteAudienceStore:
     The file is shared with :class:`privacy.api_keys.ApiKeyStore` (each opens its own connection;
     WAL lets them coexist). Definitions are never updated: a changed segment is a new audience, so
     an export can always be traced back to the exact rules it was made with.
+
+    Rules are stored **sealed** (issue 13): a rule constant is whatever the definer typed (``last
+    name eq "..."``), so the ``sealed`` column holds the rules JSON under AES-256-GCM, bound to the
+    audience id and field. Why the vault and not a key of its own: it is the key management we
+    already run and audit (a data key per owner, wrapped by the KEK of the configured key
+    provider, rotated by ``idgraph keys rotate-kek``), so there is no second secret to provision,
+    back up or rotate; and one data key per audience means one audience's rules could be shredded
+    alone. Definitions stored before sealing (plaintext ``rules``) are sealed when the store
+    opens, with ``secure_delete`` on and the WAL truncated after, so no plaintext copy stays in
+    the file or its WAL.
     """
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: Path, sealer: RuleSealer, busy_timeout_ms: int = 10_000) -> None:
         self._lock = threading.Lock()
+        self._sealer = sealer
         # The same opener as every other service-state file (storage/sqlite.py): owner-only,
         # WAL, synchronous=FULL, the schema created in one write transaction.
         self._conn = open_migrated(
@@ -413,6 +458,52 @@ class SqliteAudienceStore:
             _SCHEMA,
             None,
             after=_add_owner_column,
+            secure_delete=True,  # the sealing migration must not leave plaintext in free space
+        )
+        try:
+            self._seal_plaintext_rows()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise AudienceStoreUnavailableError(f"cannot open audience store: {exc}") from exc
+
+    def _seal(self, audience_id: str, rules: AudienceRules) -> bytes:
+        plaintext = json.dumps(rules.to_json(), sort_keys=True).encode()
+        return self._sealer.encrypt(audience_owner(audience_id), _RULES_FIELD, plaintext)
+
+    def _seal_plaintext_rows(self) -> None:
+        """Seal definitions stored before rules were sealed; blank their plaintext."""
+        rows = self._conn.execute(
+            "SELECT audience_id, rules FROM audiences WHERE sealed IS NULL"
+        ).fetchall()
+        if not rows:
+            return
+        sealed = [
+            (self._seal(audience_id, AudienceRules.from_json(json.loads(rules))), audience_id)
+            for audience_id, rules in rows
+        ]
+        with self._conn:
+            self._conn.executemany(
+                "UPDATE audiences SET sealed = ?, rules = '' WHERE audience_id = ?", sealed
+            )
+        # The old row images are in the WAL until a checkpoint: copy them out and truncate it.
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def _audience(self, row: tuple[Any, ...]) -> Audience:
+        audience_id, name, purpose, plain, sealed, created_at, created_by, owner = row
+        if sealed is None:  # pragma: no cover - sealed when the store opens
+            data = json.loads(plain)
+        else:
+            data = json.loads(
+                self._sealer.decrypt(audience_owner(audience_id), _RULES_FIELD, bytes(sealed))
+            )
+        return Audience(
+            audience_id,
+            name,
+            purpose,
+            AudienceRules.from_json(data),
+            datetime.fromisoformat(created_at),
+            created_by,
+            owner,
         )
 
     def create(
@@ -422,16 +513,16 @@ class SqliteAudienceStore:
         audience = Audience(
             new_audience_id(), name, purpose, rules, datetime.now(UTC), created_by, owner
         )
+        sealed = self._seal(audience.audience_id, rules)
         try:
             with self._lock:
                 self._conn.execute(
-                    "INSERT INTO audiences (audience_id, name, purpose, rules, created_at, "
-                    "created_by, owner) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO audiences ({_COLUMNS}) VALUES (?, ?, ?, '', ?, ?, ?, ?)",  # noqa: S608 - constant column list
                     (
                         audience.audience_id,
                         name,
                         purpose,
-                        json.dumps(rules.to_json(), sort_keys=True),
+                        sealed,
                         audience.created_at.isoformat(),
                         created_by,
                         owner,
@@ -446,29 +537,16 @@ class SqliteAudienceStore:
         try:
             with self._lock:
                 row = self._conn.execute(
-                    "SELECT audience_id, name, purpose, rules, created_at, created_by, owner "
-                    "FROM audiences WHERE audience_id = ?",
+                    f"SELECT {_COLUMNS} FROM audiences WHERE audience_id = ?",  # noqa: S608 - constant column list
                     (audience_id,),
                 ).fetchone()
         except sqlite3.Error as exc:
             raise AudienceStoreUnavailableError(f"cannot load the audience: {exc}") from exc
-        if row is None:
-            return None
-        return Audience(
-            row[0],
-            row[1],
-            row[2],
-            AudienceRules.from_json(json.loads(row[3])),
-            datetime.fromisoformat(row[4]),
-            row[5],
-            row[6],
-        )
+        return None if row is None else self._audience(row)
 
     def list_audiences(self, purposes: Collection[str] | None, limit: int = 500) -> list[Audience]:
         """Definitions for ``purposes`` (``None``: every purpose), newest first."""
-        sql = (
-            "SELECT audience_id, name, purpose, rules, created_at, created_by, owner FROM audiences"
-        )
+        sql = f"SELECT {_COLUMNS} FROM audiences"  # noqa: S608 - constant column list
         params: list[object] = []
         if purposes is not None:
             wanted = sorted(purposes)
@@ -483,18 +561,7 @@ class SqliteAudienceStore:
                 rows = self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise AudienceStoreUnavailableError(f"cannot list audiences: {exc}") from exc
-        return [
-            Audience(
-                row[0],
-                row[1],
-                row[2],
-                AudienceRules.from_json(json.loads(row[3])),
-                datetime.fromisoformat(row[4]),
-                row[5],
-                row[6],
-            )
-            for row in rows
-        ]
+        return [self._audience(row) for row in rows]
 
     def member_snapshot(self, audience_id: str) -> frozenset[str]:
         """The members (per-consumer pseudonyms) the last change events were computed from."""

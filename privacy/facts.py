@@ -253,6 +253,43 @@ class FactIntake:
             raise BatchValidationError(errors)
         return tuple(facts)
 
+    def check_rule_values(self, values: Sequence[tuple[str, str, Any]]) -> None:
+        """PII-scan the constants of audience rules: ``(pointer, attribute, value)`` each.
+
+        A value is scanned under its attribute's category like an incoming trait. PII the
+        category does not allow is refused (:class:`PiiRejectedError`, 422) whatever the
+        category's ``on_pii`` says: a rule constant cannot be quarantined, and redacting it
+        would silently change which persons the segment selects. Raises
+        :class:`BatchValidationError` with every problem (entity types only, never the value).
+        """
+        items: list[_Value] = []
+        for pointer, attribute, value in values:
+            declared = self._policy.attributes.get(attribute)
+            if declared is None:
+                continue  # validate_rules refuses undeclared attributes
+            elements = list(value) if isinstance(value, tuple | list) else [value]
+            items.extend(
+                _Value(pointer, declared.category, element)
+                for element in elements
+                if isinstance(element, str)
+            )
+        self._scan(items)
+        errors: list[InvalidFieldError] = []
+        for item in items:
+            allowed = set(self._policy.categories[item.category].allowed_pii)
+            unexpected = sorted({f.entity_type for f in item.findings} - allowed)
+            if unexpected:
+                errors.append(
+                    PiiRejectedError(
+                        "pii_not_allowed",
+                        f"found {', '.join(unexpected)} in a rule value of a {item.category} "
+                        "attribute, which does not accept it",
+                        item.pointer,
+                    )
+                )
+        if errors:
+            raise BatchValidationError(errors)
+
     def _attribute_drafts(
         self,
         traits: Mapping[str, Any],

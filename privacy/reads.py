@@ -75,7 +75,7 @@ from privacy.audit import (
     api_key_actor,
 )
 from privacy.cursors import CursorCodec, CursorScope, InvalidCursorError
-from privacy.facts import FactsPolicy
+from privacy.facts import FactIntake
 from privacy.policy_engine import (
     ALL_PURPOSES,
     IDENTIFIER_CATEGORY,
@@ -317,7 +317,7 @@ class ReadService:
         store: GraphStore,
         vault: Vault,
         policy: PolicyEngine,
-        facts: FactsPolicy,
+        facts: FactIntake,
         audit: AuditLog,
         audiences: AudienceStore,
         pseudonyms: FeaturePseudonymizer,
@@ -479,9 +479,14 @@ class ReadService:
     def define_audience(
         self, caller: Caller, name: str, purpose_id: str, rules: AudienceRules
     ) -> Audience:
-        """Validate and store an audience definition for ``purpose_id`` (no personal data)."""
+        """Validate, PII-scan and store (sealed) an audience definition for ``purpose_id``.
+
+        Rule constants are scanned under their attribute's category (PII it does not allow is
+        refused, 422) and the store seals the rules, so no constant is readable at rest.
+        """
         purpose = self.admit(caller, purpose_id, ReadAction.DEFINE_AUDIENCE, pointer="#/purpose")
-        validate_rules(purpose_id, purpose, self._facts, rules)
+        validate_rules(purpose_id, purpose, self._facts.policy, rules)
+        self._facts.check_rule_values(rules.values())
         audience = self._audiences.create(name, purpose_id, rules, caller.key_id, caller.consumer)
         self._record(
             caller,
@@ -511,7 +516,7 @@ class ReadService:
     def audiences(self, caller: Caller) -> list[Audience]:
         """The definitions of the purposes the caller may read for (no personal data)."""
         purposes = None if ALL_PURPOSES in caller.purposes else caller.purposes
-        return self._audiences.list_audiences(purposes)
+        return [a for a in self._audiences.list_audiences(purposes) if caller.owns(a.owner)]
 
     def preview_audience(
         self, caller: Caller, audience_id: str, max_pages: int = 20

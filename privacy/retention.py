@@ -145,6 +145,8 @@ class RetentionSweeper:
                         "persons_scanned": report.persons_scanned,
                         "persons_erased": report.persons_erased,
                         "persons_restricted_kept": report.persons_restricted_kept,
+                        # Access exports of erased persons, destroyed with them (issue 13).
+                        "exports_destroyed": report.erasure_counts.get("exports_destroyed", 0),
                         "deleted_categories": sorted(report.deleted_by_category),
                     },
                 )

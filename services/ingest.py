@@ -7,7 +7,9 @@ files (:mod:`services.bulk`) and any future ingest path (a stream consumer) call
 1. validate and normalize every identifier, PII-scan traits and events (all problems of a
    request in one :class:`~identity.errors.BatchValidationError`: one 422, nothing written);
 2. add GPC opt-outs or translate consent signals (TCF, GPP, direct decisions);
-3. ingest every event in **one** store transaction;
+3. ingest every event in **one** store transaction; an event with a ``message_id`` applied
+   within the message window is answered ``duplicate`` and changes nothing (the engine's keyed
+   message-id dedup, the same one the stream consumer relies on, in that same transaction);
 4. append one ``consent.recorded`` audit entry per stored consent record, after the commit (see
    :mod:`privacy.consent.recording` for why in that order, and what a failed append means).
 """
@@ -97,7 +99,8 @@ class ConsentSubmission:
             tc_string=body.tcf,
             gpp_string=body.gpp,
             gpc=gpc,
-            message_id=message_id,
+            # A stream record's id wins; an HTTP body names its own.
+            message_id=message_id if message_id is not None else body.message_id,
         )
 
 
@@ -204,7 +207,9 @@ class IngestService:
             errors.extend(exc.errors)
         if errors:
             raise BatchValidationError(errors)
-        return IdentityEvent(identifiers, request.source, at, fact_inputs)
+        return IdentityEvent(
+            identifiers, request.source, at, fact_inputs, message_id=request.message_id
+        )
 
     def identify(
         self, request: IdentifyRequest, *, actor: str, gpc_proof: bytes | None = None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AllowInfNan,
     AwareDatetime,
     BaseModel,
@@ -60,6 +61,24 @@ Source = Annotated[
     str,
     Field(pattern=SOURCE_PATTERN, description="Where the event came from, e.g. `web`, `crm:sf`."),
 ]
+
+
+# The sender's id of one event (Segment/RudderStack's ``messageId``): any printable text, hashed
+# with a key before it is stored (it may hold anything, an email included).
+# (The pattern also refuses lone surrogates: pydantic cannot match them, so they are a 422.)
+MessageId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def message_id_field() -> Any:
+    """The optional ``message_id`` field of an ingest body (``messageId`` accepted too)."""
+    return Field(
+        default=None,
+        validation_alias=AliasChoices("message_id", "messageId"),
+        description="Your id for this event (`messageId` is accepted too). An event whose id "
+        "was applied within the message window (IDGRAPH_MESSAGE_ID_WINDOW_DAYS) is not applied "
+        "again: it is answered `duplicate` with `deduplicated: true`.",
+        examples=["ajs-5f1c2b7e9d0a4c3b"],
+    )
 
 
 class StrictModel(BaseModel):
@@ -111,6 +130,7 @@ class IdentifyRequest(StrictModel):
         default=None,
         description="When the identifiers were seen (RFC 3339 with offset). Default: now.",
     )
+    message_id: MessageId | None = message_id_field()
 
     @field_validator("timestamp")
     @classmethod
@@ -151,6 +171,7 @@ class ConsentRequest(StrictModel):
         description="When the person decided (decisions, GPC, GPP usnat). Default: now. Send it "
         "when a request may be resent: the same decision at the same time changes nothing.",
     )
+    message_id: MessageId | None = message_id_field()
 
     @field_validator("timestamp")
     @classmethod

@@ -139,14 +139,15 @@ def consume(
         ),
     ] = 300.0,
     dedup_days: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--dedup-days",
             min=0.01,
             help="How long applied message ids are remembered (a redelivery within this window "
-            "is a no-op). Keep it above the topics' retention if producers may resend.",
+            "is a no-op); overrides IDGRAPH_MESSAGE_ID_WINDOW_DAYS (default 7) for this process. "
+            "Keep it above the topics' retention if producers may resend.",
         ),
-    ] = 7.0,
+    ] = None,
     publish: Annotated[
         bool,
         typer.Option(
@@ -279,7 +280,7 @@ def consume(
             batch_size=batch_size,
             poll_timeout_s=poll_timeout,
             max_retry_s=max_retry_seconds,
-            dedup_window=timedelta(days=dedup_days),
+            dedup_window=timedelta(days=dedup_days or 7.0),  # the settings' window wins if unset
             client_config=_client_config(kafka_config or []),
             audience_interval_s=audience_interval,
         )
@@ -305,7 +306,7 @@ def consume(
         from stream.replay import DeadLetterReplay
 
         try:
-            with build_stream(config, metrics, None) as worker:
+            with build_stream(config, dedup_days, metrics, None) as worker:
                 replayed = DeadLetterReplay(
                     worker, reasons=replay_reasons or (), batch_size=min(batch_size, 500)
                 ).run()
@@ -317,7 +318,9 @@ def consume(
     if metrics_port:
         serve_metrics(metrics, metrics_host, metrics_port)
     try:
-        with build_stream(config, metrics, publish_topics if publish else None) as worker:
+        with build_stream(
+            config, dedup_days, metrics, publish_topics if publish else None
+        ) as worker:
             _stop_on_signals(worker)
             summary = worker.run(idle_exit_s=exit_when_idle or None)
     except IdGraphError as exc:

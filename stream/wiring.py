@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -15,16 +17,25 @@ from stream.worker import StreamWorker, WorkerConfig
 
 @contextmanager
 def build_stream(
-    config: WorkerConfig, metrics: StreamMetrics, publish_topics: Mapping[str, str] | None
+    config: WorkerConfig,
+    dedup_days: float | None,
+    metrics: StreamMetrics,
+    publish_topics: Mapping[str, str] | None,
 ) -> Iterator[StreamWorker]:
-    """A worker on the store, keys and policies the IDGRAPH_* settings name (as the API's)."""
+    """A worker on the store, keys and policies the IDGRAPH_* settings name (as the API's).
+
+    ``dedup_days`` (``--dedup-days``) overrides the message-id window of the settings; the
+    engine forgets ids by that one window, so the worker's own sweep uses it too.
+    """
     from bootstrap.container import build_container
     from bootstrap.settings import Settings
 
-    container = build_container(Settings())
+    settings = Settings() if dedup_days is None else Settings(message_id_window_days=dedup_days)
+    window = timedelta(days=settings.message_id_window_days)
+    container = build_container(settings)
     try:
         yield StreamWorker(
-            config,
+            dataclasses.replace(config, dedup_window=window),
             container.ingest.with_metrics(metrics),
             container.store,
             container.engine.message_digest,

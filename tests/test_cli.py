@@ -119,9 +119,44 @@ def test_explain_and_unlink_commands(env: Path) -> None:
     unlinked = runner.invoke(app, ["unlink", "email=ann@shop.de", "phone=+442079460958"])
     assert unlinked.exit_code == 0
     assert "split" in unlinked.output
-    assert (
-        runner.invoke(app, ["explain", "email=ann@shop.de", "phone=+442079460958"]).exit_code == 1
-    )
+    apart = runner.invoke(app, ["explain", "email=ann@shop.de", "phone=+442079460958"])
+    assert apart.exit_code == 1
+    assert "kept apart by do-not-link rule dnl_" in apart.output
+
+
+def test_links_rules_lists_and_allow_removes_a_rule_with_an_audit_entry(env: Path) -> None:
+    pair = [{"type": "email", "value": "ann@shop.de"}, {"type": "phone", "value": "+442079460958"}]
+    explain = ["explain", "email=ann@shop.de", "phone=+442079460958"]
+    path = _jsonl(env / "e.jsonl", [{"identifiers": pair, "source": "web"}])
+    assert runner.invoke(app, ["ingest", str(path)]).exit_code == 0
+    unlinked = runner.invoke(app, ["unlink", "email=ann@shop.de", "phone=+442079460958"])
+    assert "do-not-link rule dnl_" in unlinked.output
+    listed = runner.invoke(app, ["links", "rules"])
+    assert listed.exit_code == 0, listed.output
+    rule_id = next(w for w in listed.output.split() if w.startswith("dnl_"))
+    assert "ann@shop.de" not in listed.output
+    # Sticky: ingesting the pair again does not merge it.
+    again = _jsonl(env / "again.jsonl", [{"identifiers": pair, "source": "crm"}])
+    assert runner.invoke(app, ["ingest", str(again)]).exit_code == 0
+    assert runner.invoke(app, explain).exit_code == 1
+    allowed = runner.invoke(app, ["links", "allow", rule_id])
+    assert allowed.exit_code == 0, allowed.output
+    assert runner.invoke(app, ["links", "allow", rule_id]).exit_code == 1  # gone
+    assert "0 do-not-link rule(s)" in runner.invoke(app, ["links", "rules"]).output
+    # A new event (another source: the file above was applied already) links them again.
+    later = _jsonl(env / "later.jsonl", [{"identifiers": pair, "source": "shop"}])
+    assert runner.invoke(app, ["ingest", str(later)]).exit_code == 0
+    assert runner.invoke(app, explain).exit_code == 0
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
+
+    container = build_container(Settings())
+    try:
+        actions = [e.action for e in container.audit.entries()]
+    finally:
+        container.close()
+    assert "links.unlinked" in actions
+    assert "links.rule_removed" in actions
 
 
 def test_resolve_reads_the_value_from_stdin(env: Path) -> None:

@@ -8,9 +8,22 @@ the export nor its values afterwards.
 
 from __future__ import annotations
 
+import io
+from datetime import timedelta
+from pathlib import Path
+
 from identity.model import IdentityEvent
 
-from .test_dsr_api import EMAIL, NOW, OTHER_EMAIL, Dsr, _person, _subject
+from .test_dsr_api import (
+    EMAIL,
+    NOW,
+    OTHER_EMAIL,
+    Dsr,
+    _person,
+    _subject,
+    dsr_settings,
+    open_dsr,
+)
 from .test_dsr_api import dsr as _dsr_fixture
 
 dsr = _dsr_fixture
@@ -66,3 +79,34 @@ def test_erasure_leaves_other_persons_exports(dsr: Dsr) -> None:
     assert dsr.status("era-1")["result"]["exports_destroyed"] == 0
     link = dsr.status("acc-other")["export"]["downloads"]["json"]
     assert dsr.client.get(link, headers=dsr.dsr).status_code == 200
+
+
+def test_retention_erasure_of_an_inactive_person_destroys_their_exports(
+    tmp_path: Path, log_stream: io.StringIO
+) -> None:
+    # Issue 13 (left from finding 7): only the DSR path destroyed exports; an inactive person
+    # erased by the retention sweep left their access export downloadable until its TTL.
+    settings = dsr_settings(tmp_path, retention_inactive_person_days=365)
+    with open_dsr(settings) as app:
+        policy = app.container.identity_policy
+        old = NOW - timedelta(days=800)
+        email = policy.normalize("email", EMAIL, "GB")
+        phone = policy.normalize("phone", "+44 20 7946 0311", "GB")
+        (outcome,) = app.container.engine.ingest([IdentityEvent((email, phone), "shop", old)])
+        assert outcome.person_id is not None
+        app.submit(request_id="acc-stale", type="access", subject_identities=_subject())
+        app.process()
+        link = app.status("acc-stale")["export"]["downloads"]["json"]
+        assert EMAIL in app.client.get(link, headers=app.dsr).text
+
+        report = app.container.retention.run()
+
+        assert report.persons_erased == 1
+        assert report.erasure_counts["exports_destroyed"] == 1
+        assert app.client.get(link, headers=app.dsr).status_code == 410
+        swept = [e for e in app.container.audit.entries() if e.action == "retention.swept"][-1]
+        assert swept.details["exports_destroyed"] == 1
+        app.container.dsr.store.checkpoint()
+        for path in settings.data_dir.rglob("*"):
+            if path.is_file():
+                assert EMAIL.encode() not in path.read_bytes(), path

@@ -52,7 +52,25 @@ def _open_control(path: Path) -> None:
     from privacy.audiences import SqliteAudienceStore
 
     ApiKeyStore(path)
-    SqliteAudienceStore(path)
+    SqliteAudienceStore(path, _AesSealer())
+
+
+class _AesSealer:
+    """A real AES-GCM sealer (no vault file needed: a new store has no rules to seal)."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def encrypt(self, owner: str, field: str, plaintext: bytes) -> bytes:
+        import os
+
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, plaintext, f"{owner}|{field}".encode())
+
+    def decrypt(self, owner: str, field: str, blob: bytes) -> bytes:
+        return self._aead.decrypt(blob[:12], blob[12:], f"{owner}|{field}".encode())
 
 
 def _open_replay_guard(path: Path) -> None:

@@ -30,6 +30,7 @@ from identity.model import (
     RefusalReason,
     StoreStats,
 )
+from identity.resolution import ResolutionEngine
 from identity.store.copy import (
     CopyProgress,
     CopyTargetNotEmptyError,
@@ -39,6 +40,8 @@ from identity.store.copy import (
 )
 from identity.store.port import GraphTransaction
 from identity.store.sqlite import SqliteGraphStore, _SqliteTransaction
+
+from .conftest import Ids
 
 T = TypeVar("T")
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -513,3 +516,22 @@ def test_store_migrate_command_creates_the_configured_store(
     assert result.exit_code == 0, result.output
     assert "schema ready: 0 persons" in result.output
     assert _tables(tmp_path / "fresh.sqlite3")["persons"] == []
+
+
+@pytest.mark.sqlite_only
+def test_copy_brings_the_do_not_link_rules_along(
+    engine: ResolutionEngine, ids: Ids, tmp_path: Path
+) -> None:
+    ann, phone = ("email", "ann@copy.example"), ("phone", "+442079460958")
+    engine.ingest([ids.event(ann, ("cookie_id", "c1")), ids.event(phone, ("cookie_id", "c2"))])
+    engine.ingest([ids.event(ann, phone)])
+    rule_id = engine.unlink(ids(*ann), ids(*phone)).rule_id
+    target = SqliteGraphStore(tmp_path / "copy-target.sqlite3")
+    try:
+        report = copy_graph(tmp_path / "graph.sqlite3", target)
+        assert report.do_not_link == 1
+        assert [e.rule.rule_id for e in target.read(lambda tx: tx.do_not_link_page("", 10))] == [
+            rule_id
+        ]
+    finally:
+        target.close()

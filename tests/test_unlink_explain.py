@@ -141,9 +141,18 @@ def test_unlink_refuses_identifiers_of_different_persons(
     assert store.stats() == before
 
 
-def test_relinking_after_unlink_merges_again(engine: ResolutionEngine, ids: Ids) -> None:
+def test_relinking_after_unlink_merges_again_once_the_rule_is_removed(
+    engine: ResolutionEngine, ids: Ids
+) -> None:
     _two_halves(engine, ids)
-    engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
+    result = engine.unlink(ids("email", "ann@shop.de"), ids("phone", "+442079460958"))
+    assert result.rule_id is not None
+    # Sticky (issue 13, finding 9): an event joining the two sides is refused ...
+    (refused,) = engine.ingest([ids.event(("cookie_id", "c1"), ("cookie_id", "c2"))])
+    assert [r.reason.value for r in refused.refusals] == ["do_not_link"]
+    assert engine.resolve(ids("cookie_id", "c1")) != engine.resolve(ids("phone", "+442079460958"))
+    # ... until an operator removes the rule.
+    engine.remove_do_not_link(result.rule_id)
     engine.ingest([ids.event(("cookie_id", "c1"), ("cookie_id", "c2"))])
     assert engine.resolve(ids("cookie_id", "c1")) == engine.resolve(ids("phone", "+442079460958"))
 

@@ -16,6 +16,7 @@ from api.schemas import (
     WebhookConsentResponse,
     refusals_out,
 )
+from identity.model import Outcome
 from privacy.api_keys import Scope
 from privacy.audit import api_key_actor
 from services.ingest import ConsentSubmission
@@ -81,6 +82,7 @@ def record_consent(
         recorded=records_out(outcome, translation.consents),
         dropped=outcome.consents_dropped,
         gpp=gpp_out(translation.gpp),
+        deduplicated=True if outcome.outcome is Outcome.DUPLICATE else None,
     )
 
 

@@ -23,7 +23,7 @@ from api.schemas import (
     refusals_out,
 )
 from identity.errors import IdentifierNotFoundError
-from identity.model import EventOutcome
+from identity.model import EventOutcome, Outcome
 from privacy.audit import api_key_actor
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -50,6 +50,11 @@ def _facts(outcome: EventOutcome) -> FactsOut:
         quarantined=outcome.facts_quarantined,
         dropped=outcome.facts_dropped,
     )
+
+
+def _deduplicated(outcome: EventOutcome) -> bool | None:
+    # Only said when true, so a response without a message id is unchanged.
+    return True if outcome.outcome is Outcome.DUPLICATE else None
 
 
 def _consents(outcome: EventOutcome) -> ConsentsOut:
@@ -83,6 +88,7 @@ def identify(
         refused=refusals_out(outcome, "#"),
         facts=_facts(outcome),
         consents=_consents(outcome) if gpc else None,
+        deduplicated=_deduplicated(outcome),
     )
 
 
@@ -114,6 +120,7 @@ def ingest(
             refused=refusals_out(o, f"#/events/{index}"),
             facts=_facts(o),
             consents=_consents(o) if gpc else None,
+            deduplicated=_deduplicated(o),
         )
         for index, o in enumerate(outcomes)
     ]

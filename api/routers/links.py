@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from api.deps import AdminKey, Links
 from api.routers.identity import PROBLEMS
-from api.schemas import ExplainResponse, HopOut, PairRequest, UnlinkResponse
+from api.schemas import DoNotLinkOut, ExplainResponse, HopOut, PairRequest, UnlinkResponse
+from privacy.audit import api_key_actor
 
 router = APIRouter(prefix="/v1/links", tags=["links"])
 
@@ -30,16 +31,34 @@ def explain(body: PairRequest, service: Links, _: AdminKey) -> ExplainResponse:
             )
             for h in result.hops
         ],
+        do_not_link=[
+            DoNotLinkOut(
+                rule_id=e.rule.rule_id,
+                node_a=e.rule.a,
+                type_a=e.type_a,
+                node_b=e.rule.b,
+                type_b=e.type_b,
+                created_at=e.rule.created_at,
+            )
+            for e in result.do_not_link
+        ],
     )
 
 
 @router.post("/unlink", response_model=UnlinkResponse, responses=PROBLEMS)
-def unlink(body: PairRequest, service: Links, _: AdminKey) -> UnlinkResponse:
-    """Remove the direct link between two identifiers; split the person if it falls apart."""
-    result = service.unlink((body.a.type, body.a.value), (body.b.type, body.b.value))
+def unlink(body: PairRequest, service: Links, key: AdminKey) -> UnlinkResponse:
+    """Remove the direct link between two identifiers; split the person if it falls apart.
+
+    When the two end up apart, a do-not-link rule keeps them apart: a later event naming both
+    links neither across (reason `do_not_link`). Audited.
+    """
+    result = service.unlink(
+        (body.a.type, body.a.value), (body.b.type, body.b.value), actor=api_key_actor(key.key_id)
+    )
     return UnlinkResponse(
         removed_links=result.removed_links,
         split=result.split,
         person_id_a=result.person_id_a,
         person_id_b=result.person_id_b,
+        rule_id=result.rule_id,
     )

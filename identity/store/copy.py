@@ -52,6 +52,7 @@ from identity.model import (
     ChangeSet,
     ConsentRecord,
     ConsentSignal,
+    DoNotLinkRule,
     Fact,
     FactKind,
     FactStatus,
@@ -136,6 +137,10 @@ class CopySource(Protocol):
         """Suppression entries after ``after`` (digest, type, key id), in that order."""
         ...
 
+    def do_not_link_after(self, rule_id: str, limit: int) -> list[DoNotLinkRule]:
+        """Do-not-link rules after ``rule_id``, in id order."""
+        ...
+
     def refusals_after(self, position: int, limit: int) -> list[tuple[int, Refusal]]:
         """The next ``limit`` refusals after ``position``, with their positions."""
         ...
@@ -174,6 +179,7 @@ class CopyReport:
     facts: int = 0
     consents: int = 0
     suppressed: int = 0  # suppression entries new in the target
+    do_not_link: int = 0  # do-not-link rules new in the target
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +251,7 @@ class _SqliteSource:
         self.has_consents = self._has_table("consents")
         # And the suppression list (version 3).
         self.has_suppressed = self._has_table("suppressed")
+        self.has_do_not_link = self._has_table("do_not_link")
 
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -375,6 +382,17 @@ class _SqliteSource:
         )
         return [HashedIdentifier(type_, key_id, bytes(digest)) for digest, type_, key_id in rows]
 
+    def do_not_link_after(self, rule_id: str, limit: int) -> list[DoNotLinkRule]:
+        """Do-not-link rules after ``rule_id``, in id order."""
+        if not self.has_do_not_link:
+            return []
+        rows = self._conn.execute(
+            "SELECT rule_id, a, b, created_at FROM do_not_link WHERE rule_id > ? "
+            "ORDER BY rule_id LIMIT ?",
+            (rule_id, limit),
+        )
+        return [DoNotLinkRule(rid, a, b, _dt(at)) for rid, a, b, at in rows]
+
     def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
         rows = self._conn.execute(
             "SELECT refusal_id, at, source, type, key_id, digest, reason, detail FROM refusals "
@@ -398,6 +416,10 @@ class _SqliteSource:
 
 def _suppress(hashes: Sequence[HashedIdentifier], tx: GraphTransaction) -> int:
     return tx.suppress(hashes)
+
+
+def _add_rules(rules: Sequence[DoNotLinkRule], tx: GraphTransaction) -> int:
+    return sum(tx.add_do_not_link(rule) for rule in rules)
 
 
 def _read_cursor(tx: GraphTransaction, key: str) -> tuple[bool, _Cursor | None]:
@@ -451,6 +473,7 @@ class _Copy:
                 self._copy_refusals()
             self._report()
         suppressed = self._copy_suppressed()
+        rules = self._copy_do_not_link()
         c = self.copied
         return CopyReport(
             c["persons"],
@@ -462,6 +485,7 @@ class _Copy:
             c["facts"],
             c["consents"],
             suppressed,
+            rules,
         )
 
     def _copy_suppressed(self) -> int:
@@ -476,6 +500,17 @@ class _Copy:
             created += self.target.write(functools.partial(_suppress, batch))
             last = batch[-1]
             after = (last.digest, last.type, last.key_id)
+        return created
+
+    def _copy_do_not_link(self) -> int:
+        """Copy the do-not-link rules (after every person, so both nodes exist); returns how
+        many are new in the target. Idempotent, like the suppression list: without them a
+        copied graph would merge what operators unlinked."""
+        created = 0
+        after = ""
+        while batch := self.reader.do_not_link_after(after, self.batch_size):
+            created += self.target.write(functools.partial(_add_rules, batch))
+            after = batch[-1].rule_id
         return created
 
     def _report(self) -> None:

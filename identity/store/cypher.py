@@ -26,6 +26,10 @@ The graph model::
       -[:HAS_CONSENT]->
     (:Consent {record_id, purpose, granted, at, recorded_at, source, signal, lawful_basis, proof})
 
+    (:Identifier)
+      -[:DO_NOT_LINK {rule_id, created_at}]->       an operator's unlink: never one person again
+    (:Identifier)
+
     (:Refusal {at, source, type, key_id, digest, reason, detail})
     (:Meta {key, value})                            schema version, copy cursors
 
@@ -82,7 +86,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 
 class Label(StrEnum):
@@ -108,6 +112,7 @@ class Rel(StrEnum):
     LINKED = "LINKED"
     HAS_FACT = "HAS_FACT"
     HAS_CONSENT = "HAS_CONSENT"
+    DO_NOT_LINK = "DO_NOT_LINK"
 
 
 NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
@@ -166,6 +171,7 @@ RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType
         Rel.LINKED: ("source", "first_at", "last_at"),
         Rel.HAS_FACT: (),
         Rel.HAS_CONSENT: (),
+        Rel.DO_NOT_LINK: ("rule_id", "created_at"),
     }
 )
 # Keys of the maps inside ``$rows``/``$candidates`` that are not also stored property names.
@@ -205,9 +211,11 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "erasure_id": "one opaque erasure id (e_...)",
         "request_id": "the data-subject request id an erasure belongs to",
         "actor": "who asked for an erasure (an API key id, cli)",
-        "created_at": "epoch milliseconds an erasure was committed",
+        "created_at": "epoch milliseconds an erasure or a do-not-link rule was recorded",
         "done_at": "epoch milliseconds an erasure's key shred completed",
         "counts": "JSON object (string) of what an erasure deleted",
+        "rule_id": "one opaque do-not-link rule id (dnl_...)",
+        "after_rule_id": "page cursor: only rules whose id sorts after it ('' for the first page)",
         "lock": "the name of the writer lock node every write transaction takes first ('graph')",
         "skip": "how many rows of a fixed order to pass over (refusals already copied)",
         "after_digest": "page cursor of the suppression list: digest (hex) of the last entry",
@@ -321,6 +329,12 @@ CREATE CONSTRAINT writer_lock_name_unique IF NOT EXISTS
 FOR (w:WriterLock) REQUIRE w.name IS UNIQUE
 """
 
+# Since schema 5 (issue 13): do-not-link rules, removed by id from the admin CLI.
+CREATE_DO_NOT_LINK_RULE_INDEX: Final = """
+CREATE INDEX do_not_link_rule_id IF NOT EXISTS
+FOR ()-[r:DO_NOT_LINK]-() ON (r.rule_id)
+"""
+
 SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_PERSON_ID_CONSTRAINT,
     CREATE_IDENTIFIER_NODE_ID_CONSTRAINT,
@@ -340,6 +354,7 @@ SCHEMA_STATEMENTS: Final[tuple[str, ...]] = (
     CREATE_OUTBOUND_EVENT_CONSTRAINT,
     CREATE_OUTBOUND_EVENT_PERSON_INDEX,
     CREATE_WRITER_LOCK_CONSTRAINT,
+    CREATE_DO_NOT_LINK_RULE_INDEX,
 )
 
 # -- meta -----------------------------------------------------------------------------------------
@@ -544,6 +559,46 @@ MATCH (:Identifier {node_id: $a})-[l:LINKED]->(:Identifier {node_id: $b})
 DELETE l
 """
 
+# One rule per pair of nodes (the writer lock serializes writers, so the check cannot race).
+ADD_DO_NOT_LINK: Final = """
+MATCH (a:Identifier {node_id: $a})
+MATCH (b:Identifier {node_id: $b})
+WHERE NOT (a)-[:DO_NOT_LINK]-(b)
+CREATE (a)-[r:DO_NOT_LINK {rule_id: $rule_id, created_at: $created_at}]->(b)
+RETURN count(r) AS created
+"""
+
+# Rules with an end in one of the persons, each with both ends' types and persons.
+DO_NOT_LINK_OF_PERSONS: Final = """
+UNWIND $person_ids AS person_id
+MATCH (:Person {person_id: person_id})-[:HAS_IDENTIFIER]->(:Identifier)-[r:DO_NOT_LINK]-()
+WITH DISTINCT r
+MATCH (pa:Person)-[:HAS_IDENTIFIER]->(a:Identifier)-[r]->(b:Identifier)
+      <-[:HAS_IDENTIFIER]-(pb:Person)
+RETURN r.rule_id AS rule_id, a.node_id AS a, b.node_id AS b, r.created_at AS created_at,
+       a.type AS type_a, b.type AS type_b, pa.person_id AS person_a, pb.person_id AS person_b
+ORDER BY rule_id
+"""
+
+DO_NOT_LINK_PAGE: Final = """
+MATCH (pa:Person)-[:HAS_IDENTIFIER]->(a:Identifier)-[r:DO_NOT_LINK]->(b:Identifier)
+      <-[:HAS_IDENTIFIER]-(pb:Person)
+WHERE r.rule_id > $after_rule_id
+RETURN r.rule_id AS rule_id, a.node_id AS a, b.node_id AS b, r.created_at AS created_at,
+       a.type AS type_a, b.type AS type_b, pa.person_id AS person_a, pb.person_id AS person_b
+ORDER BY rule_id
+LIMIT $limit
+"""
+
+REMOVE_DO_NOT_LINK: Final = """
+MATCH (pa:Person)-[:HAS_IDENTIFIER]->(a:Identifier)-[r:DO_NOT_LINK {rule_id: $rule_id}]
+      ->(b:Identifier)<-[:HAS_IDENTIFIER]-(pb:Person)
+WITH r, r.rule_id AS rule_id, r.created_at AS created_at, a, b, pa, pb
+DELETE r
+RETURN rule_id, a.node_id AS a, b.node_id AS b, created_at,
+       a.type AS type_a, b.type AS type_b, pa.person_id AS person_a, pb.person_id AS person_b
+"""
+
 # CREATE, not MERGE: a second person with the same id is an error, as SQLite's INSERT is.
 CREATE_PERSONS: Final = """
 UNWIND $rows AS row
@@ -712,6 +767,12 @@ ERASE_PERSON_LINKS: Final = """
 MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)-[l:LINKED]-()
 WITH DISTINCT l
 DELETE l
+"""
+
+ERASE_PERSON_DO_NOT_LINK: Final = """
+MATCH (:Person {person_id: $person_id})-[:HAS_IDENTIFIER]->(i:Identifier)-[r:DO_NOT_LINK]-()
+WITH DISTINCT r
+DELETE r
 """
 
 ERASE_PERSON_FACTS: Final = """

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,6 +57,8 @@ from identity.model import (
     Cluster,
     ConsentRecord,
     ConsentSignal,
+    DoNotLinkEntry,
+    DoNotLinkRule,
     ErasureCounts,
     ErasureOutboxEntry,
     Fact,
@@ -352,6 +354,42 @@ class Neo4jTransaction:
         summary = self._tx.run(cypher.REMOVE_LINKS, {"a": low, "b": high}).consume()
         return int(summary.counters.relationships_deleted)
 
+    # -- do-not-link rules ----------------------------------------------------------------------
+
+    @staticmethod
+    def _rule(r: Mapping[str, Any]) -> DoNotLinkEntry:
+        rule = DoNotLinkRule(r["rule_id"], r["a"], r["b"], _dt(r["created_at"]))
+        return DoNotLinkEntry(rule, r["type_a"], r["type_b"], r["person_a"], r["person_b"])
+
+    def add_do_not_link(self, rule: DoNotLinkRule) -> bool:
+        """Record ``rule`` unless its two nodes have one already."""
+        records = self._data(
+            cypher.ADD_DO_NOT_LINK,
+            a=rule.a,
+            b=rule.b,
+            rule_id=rule.rule_id,
+            created_at=_ms(rule.created_at),
+        )
+        return bool(records and int(records[0]["created"]))
+
+    def do_not_link_rules(self, person_ids: Collection[str]) -> list[DoNotLinkEntry]:
+        """Rules with an end held by one of ``person_ids``."""
+        found: dict[str, DoNotLinkEntry] = {}
+        for chunk in _chunks(sorted(set(person_ids)), self._batch):
+            for r in self._data(cypher.DO_NOT_LINK_OF_PERSONS, person_ids=list(chunk)):
+                found[r["rule_id"]] = self._rule(r)
+        return [found[k] for k in sorted(found)]
+
+    def do_not_link_page(self, after_rule_id: str, limit: int) -> list[DoNotLinkEntry]:
+        """Rules after ``after_rule_id``, by id."""
+        rows = self._data(cypher.DO_NOT_LINK_PAGE, after_rule_id=after_rule_id, limit=limit)
+        return [self._rule(r) for r in rows]
+
+    def remove_do_not_link(self, rule_id: str) -> DoNotLinkEntry | None:
+        """Delete the rule and return what it was; ``None`` if there was none."""
+        records = self._data(cypher.REMOVE_DO_NOT_LINK, rule_id=rule_id)
+        return self._rule(records[0]) if records else None
+
     def apply(self, changes: ChangeSet) -> None:
         """Write ``changes`` in the same order as the SQLite store, in batches."""
         if changes.new_persons:
@@ -597,6 +635,7 @@ class Neo4jTransaction:
             for r in self._data(cypher.ERASURE_NODES, person_id=person_id)
         ]
         _, links = self._deleted(cypher.ERASE_PERSON_LINKS, person_id=person_id)
+        _, rules = self._deleted(cypher.ERASE_PERSON_DO_NOT_LINK, person_id=person_id)
         facts, _ = self._deleted(cypher.ERASE_PERSON_FACTS, person_id=person_id)
         consents, _ = self._deleted(cypher.ERASE_PERSON_CONSENTS, person_id=person_id)
         refusals = self.delete_refusals([hashed for _, hashed in nodes])
@@ -612,6 +651,7 @@ class Neo4jTransaction:
             facts=facts,
             consents=consents,
             refusals=refusals,
+            do_not_link=rules,
         )
 
     def _hash_batches(self, hashes: Collection[HashedIdentifier]) -> Iterator[list[dict[str, str]]]:
@@ -1017,6 +1057,11 @@ class Neo4jCopySource:
             limit=limit,
         )
         return [HashedIdentifier(r["type"], r["key_id"], bytes.fromhex(r["digest"])) for r in rows]
+
+    def do_not_link_after(self, rule_id: str, limit: int) -> list[DoNotLinkRule]:
+        """Do-not-link rules after ``rule_id``, in id order."""
+        rows = self._rows(cypher.DO_NOT_LINK_PAGE, after_rule_id=rule_id, limit=limit)
+        return [DoNotLinkRule(r["rule_id"], r["a"], r["b"], _dt(r["created_at"])) for r in rows]
 
     def refusals_after(self, position: int, limit: int) -> list[tuple[int, Refusal]]:
         rows = self._rows(cypher.COPY_REFUSALS_PAGE, skip=position, limit=limit)

@@ -17,6 +17,8 @@ from identity.model import (
     ChangeSet,
     Cluster,
     ConsentRecord,
+    DoNotLinkEntry,
+    DoNotLinkRule,
     ErasureCounts,
     ErasureOutboxEntry,
     Fact,
@@ -50,6 +52,23 @@ class GraphTransaction(Protocol):
 
     def remove_links(self, a: str, b: str) -> int:
         """Remove every link (any source) between nodes ``a`` and ``b``; returns how many."""
+        ...
+
+    def add_do_not_link(self, rule: DoNotLinkRule) -> bool:
+        """Record ``rule``; ``False`` (and nothing written) if its two nodes already have one."""
+        ...
+
+    def do_not_link_rules(self, person_ids: Collection[str]) -> list[DoNotLinkEntry]:
+        """Rules with at least one end held by one of ``person_ids``."""
+        ...
+
+    def do_not_link_page(self, after_rule_id: str, limit: int) -> list[DoNotLinkEntry]:
+        """Rules with id after ``after_rule_id`` ('' for the first page), by id, at most
+        ``limit``."""
+        ...
+
+    def remove_do_not_link(self, rule_id: str) -> DoNotLinkEntry | None:
+        """Delete the rule and return what it was; ``None`` if there is no such rule."""
         ...
 
     def apply(self, changes: ChangeSet) -> None:
@@ -102,8 +121,9 @@ class GraphTransaction(Protocol):
 
     def erase_person(self, person_id: str) -> ErasureCounts:
         """Delete the person and everything keyed by it or its identifier nodes: the nodes,
-        links touching them, facts and consent records anchored to them, and refusals holding
-        their keyed hashes. Returns what was deleted (``persons == 0``: no such person)."""
+        links and do-not-link rules touching them, facts and consent records anchored to them,
+        and refusals holding their keyed hashes. Returns what was deleted (``persons == 0``: no
+        such person)."""
         ...
 
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:

@@ -33,6 +33,8 @@ from identity.model import (
     Cluster,
     ConsentRecord,
     ConsentSignal,
+    DoNotLinkEntry,
+    DoNotLinkRule,
     ErasureCounts,
     ErasureOutboxEntry,
     EventCountRule,
@@ -55,8 +57,9 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # 1: persons, identifiers, links, refusals, facts. 2: consents, and the index member scans use
 # for event rules. 3: the suppression list and the erasure outbox. Files of older versions are
 # 4: processed message ids and the outbound event outbox (stream ingest and publishing).
+# 5: do-not-link rules (sticky unlink).
 # migrated forward when opened (see _SCHEMA).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -235,7 +238,26 @@ CREATE TABLE IF NOT EXISTS event_outbox (
     erasure_id TEXT
 );
 CREATE INDEX IF NOT EXISTS event_outbox_person ON event_outbox(person_id);
+
+-- Since version 5 (issue 13). Do-not-link rules: two identifier nodes an operator unlinked,
+-- which resolution keeps in different persons from then on. Node ids only (the nodes hold the
+-- keyed hashes); deleted with either node on erasure.
+CREATE TABLE IF NOT EXISTS do_not_link (
+    rule_id    TEXT PRIMARY KEY,
+    a          TEXT NOT NULL REFERENCES identifiers(node_id),
+    b          TEXT NOT NULL REFERENCES identifiers(node_id),
+    created_at INTEGER NOT NULL,
+    CHECK (a < b)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS do_not_link_pair ON do_not_link(a, b);
+CREATE INDEX IF NOT EXISTS do_not_link_by_b ON do_not_link(b);
 """
+
+_DO_NOT_LINK_SELECT = (
+    "SELECT r.rule_id, r.a, r.b, r.created_at, ia.type, ib.type, ia.person_id, ib.person_id "
+    "FROM do_not_link r JOIN identifiers ia ON ia.node_id = r.a "
+    "JOIN identifiers ib ON ib.node_id = r.b "
+)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -502,6 +524,53 @@ class _SqliteTransaction:
         low, high = (a, b) if a < b else (b, a)
         cursor = self._conn.execute("DELETE FROM links WHERE a = ? AND b = ?", (low, high))
         return cursor.rowcount
+
+    # -- do-not-link rules ----------------------------------------------------------------------
+
+    @staticmethod
+    def _rule(row: tuple[Any, ...]) -> DoNotLinkEntry:
+        rule_id, a, b, created_at, type_a, type_b, person_a, person_b = row
+        return DoNotLinkEntry(
+            DoNotLinkRule(rule_id, a, b, _dt(created_at)), type_a, type_b, person_a, person_b
+        )
+
+    def add_do_not_link(self, rule: DoNotLinkRule) -> bool:
+        cursor = self._conn.execute(
+            "INSERT INTO do_not_link (rule_id, a, b, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (a, b) DO NOTHING",
+            (rule.rule_id, rule.a, rule.b, _ms(rule.created_at)),
+        )
+        return cursor.rowcount == 1
+
+    def do_not_link_rules(self, person_ids: Collection[str]) -> list[DoNotLinkEntry]:
+        found: dict[str, DoNotLinkEntry] = {}
+        for chunk in _chunks(sorted(set(person_ids))):
+            marks = _marks(len(chunk))
+            for row in self._conn.execute(
+                f"{_DO_NOT_LINK_SELECT}WHERE r.rule_id IN ("  # noqa: S608 - placeholders only
+                "SELECT r2.rule_id FROM identifiers i JOIN do_not_link r2 ON r2.a = i.node_id "
+                f"WHERE i.person_id IN ({marks}) UNION "
+                "SELECT r3.rule_id FROM identifiers i JOIN do_not_link r3 ON r3.b = i.node_id "
+                f"WHERE i.person_id IN ({marks}))",
+                (*chunk, *chunk),
+            ):
+                entry = self._rule(row)
+                found[entry.rule.rule_id] = entry
+        return [found[k] for k in sorted(found)]
+
+    def do_not_link_page(self, after_rule_id: str, limit: int) -> list[DoNotLinkEntry]:
+        rows = self._conn.execute(
+            f"{_DO_NOT_LINK_SELECT}WHERE r.rule_id > ? ORDER BY r.rule_id LIMIT ?",
+            (after_rule_id, limit),
+        )
+        return [self._rule(row) for row in rows]
+
+    def remove_do_not_link(self, rule_id: str) -> DoNotLinkEntry | None:
+        row = self._conn.execute(f"{_DO_NOT_LINK_SELECT}WHERE r.rule_id = ?", (rule_id,)).fetchone()
+        if row is None:
+            return None
+        self._conn.execute("DELETE FROM do_not_link WHERE rule_id = ?", (rule_id,))
+        return self._rule(row)
 
     def apply(self, changes: ChangeSet) -> None:
         conn = self._conn
@@ -947,9 +1016,13 @@ class _SqliteTransaction:
             )
         ]
         node_ids = [node_id for node_id, _ in nodes]
-        links = facts = consents = 0
+        links = facts = consents = rules = 0
         for chunk in _chunks(node_ids):
             marks = _marks(len(chunk))
+            rules += conn.execute(
+                f"DELETE FROM do_not_link WHERE a IN ({marks}) OR b IN ({marks})",  # noqa: S608 - placeholders only
+                (*chunk, *chunk),
+            ).rowcount
             # Both ends of a link belong to one person; both ends are matched all the same, so
             # a link can never be left pointing at a deleted node.
             links += conn.execute(
@@ -977,6 +1050,7 @@ class _SqliteTransaction:
             facts=facts,
             consents=consents,
             refusals=refusals,
+            do_not_link=rules,
         )
 
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:

@@ -816,9 +816,13 @@ class DsrService:
         nodes = self._find(subjects)
         if request.type is DsrType.ERASURE:
             persons = sorted({node.person_id for _, node in nodes})
+            # Exports first, while the subjects still resolve to their persons: if the graph
+            # erasure fails after its commit (recover() completes it), a retry of this request
+            # finds no person any more, and so would never find their exports.
+            destroyed = self.destroy_person_exports(persons)
             erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
             counts = result_counts(erased)
-            counts["exports_destroyed"] = self.destroy_person_exports(persons)
+            counts["exports_destroyed"] = destroyed
             return counts, None, []
         if request.type in EXPORT_TYPES:
             counts, document = self._export(request, nodes, [s.type for s in subjects])
