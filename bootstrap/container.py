@@ -28,6 +28,7 @@ from privacy.api_keys import ApiKeys, ApiKeyStore
 from privacy.audiences import SqliteAudienceStore
 from privacy.audit import PERSON_REF_INFO, AuditLog, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, AuditHeadPublisher
+from privacy.audit_refs import VaultPersonRefKeys
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
 from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
@@ -513,7 +514,9 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
         api_keys = ApiKeyStore(settings.control_db_path)
         stack.callback(api_keys.close)
         audit = SqliteAuditLog(
-            settings.audit_db_path, person_ref_key=vault.reference_key(PERSON_REF_INFO)
+            settings.audit_db_path,
+            person_ref_key=vault.reference_key(PERSON_REF_INFO),
+            person_keys=VaultPersonRefKeys(vault),
         )
         stack.callback(audit.close)
         replay_guard = SqliteReplayGuard(

@@ -60,7 +60,12 @@ def dsr_config(settings: Settings) -> DsrConfig:
     except ValueError as exc:
         raise ConfigurationError(f"IDGRAPH_OUTBOUND_ALLOWED_HOSTS: {exc}") from None
     destinations = parse_destinations(raw, outbound)
+    raw_recipients = settings.dsr_recipients.get_secret_value() if settings.dsr_recipients else None
+    recipients = parse_destinations(raw_recipients, outbound, "IDGRAPH_DSR_RECIPIENTS")
     if settings.env is Environment.PRODUCTION:
+        for recipient in recipients.values():
+            for secret in recipient.secrets:
+                refuse_published_secret(secret, f"IDGRAPH_DSR_RECIPIENTS.{recipient.name}")
         for secret in callback_secrets:
             refuse_published_secret(secret, "IDGRAPH_DSR_CALLBACK_SECRET")
         for destination in destinations.values():
@@ -71,6 +76,7 @@ def dsr_config(settings: Settings) -> DsrConfig:
         default_regulation=settings.dsr_default_regulation,
         export_ttl=timedelta(seconds=settings.dsr_export_ttl_seconds),
         destinations=destinations,
+        recipients=recipients,
         callback_secrets=callback_secrets,
         outbound=outbound,
         webhook_max_attempts=settings.dsr_webhook_max_attempts,
@@ -110,6 +116,12 @@ def build_dsr_service(
         # Looked up per export (keys are created while the service runs); unknown actors as is.
         return recipient_namer(api_keys).get(actor, actor)
 
+    def consumer_of(actor: str) -> str | None:
+        # Only API key actors are recipients: console and worker actors released nothing.
+        if not actor.startswith("key_"):
+            return None
+        return recipient_namer(api_keys).get(actor)
+
     return DsrService(
         store,
         graph,
@@ -122,6 +134,7 @@ def build_dsr_service(
         eraser,
         config,
         recipient_name=recipient_name,
+        consumer_of=consumer_of,
     )
 
 

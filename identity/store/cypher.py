@@ -26,7 +26,7 @@ The graph model::
       -[:HAS_CONSENT]->
     (:Consent {record_id, purpose, granted, at, recorded_at, source, signal, lawful_basis, proof})
 
-    (:Refusal {at, source, type, key_id, digest, reason, detail})
+    (:Refusal {at, source, type, key_id, digest, reason, detail, anchor_node})
     (:Meta {key, value})                            schema version, copy cursors
 
     (:WriterLock {name, held_at})                   one node: every write transaction locks it first
@@ -82,7 +82,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 
 class Label(StrEnum):
@@ -114,7 +114,16 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
     {
         Label.PERSON: ("person_id", "created_at", "last_seen"),
         Label.IDENTIFIER: ("node_id", "type", "key_id", "digest", "first_seen", "last_seen"),
-        Label.REFUSAL: ("at", "source", "type", "key_id", "digest", "reason", "detail"),
+        Label.REFUSAL: (
+            "at",
+            "source",
+            "type",
+            "key_id",
+            "digest",
+            "reason",
+            "detail",
+            "anchor_node",
+        ),
         Label.META: ("key", "value"),
         Label.FACT: (
             "fact_id",
@@ -689,7 +698,19 @@ DETACH DELETE f
 CREATE_REFUSALS: Final = """
 UNWIND $rows AS row
 CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.key_id,
-                  digest: row.digest, reason: row.reason, detail: row.detail})
+                  digest: row.digest, reason: row.reason, detail: row.detail,
+                  anchor_node: row.anchor_node})
+"""
+
+# Schema version 5: where the rest of a refused identifier's event went (its anchor node's
+# current person), for erasure to follow (privacy/erasure.py). A refusal without an anchor
+# (nothing linked, or recorded before version 5) has a null property and matches nothing.
+REFUSED_ANCHORS: Final = """
+UNWIND $candidates AS c
+MATCH (r:Refusal {digest: c.digest})
+WHERE r.type = c.type AND r.key_id = c.key_id AND r.anchor_node IS NOT NULL
+MATCH (p:Person)-[:HAS_IDENTIFIER]->(:Identifier {node_id: r.anchor_node})
+RETURN DISTINCT p.person_id AS person_id, r.at AS at
 """
 
 # -- erasure and suppression (privacy/erasure.py) -------------------------------------------------

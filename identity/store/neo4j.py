@@ -69,6 +69,7 @@ from identity.model import (
     OutboundEvent,
     PersonRecord,
     Refusal,
+    RefusedAnchor,
     StoreStats,
 )
 from identity.store import cypher
@@ -238,6 +239,7 @@ def _refusal_row(r: Refusal) -> dict[str, Any]:
         "digest": r.hashed.digest.hex(),
         "reason": r.reason.value,
         "detail": r.detail,
+        "anchor_node": r.anchor_node,
     }
 
 
@@ -617,6 +619,15 @@ class Neo4jTransaction:
         wanted = sorted(set(hashes), key=lambda h: (h.digest, h.type, h.key_id))
         for chunk in _chunks(wanted, self._batch):
             yield [{"type": h.type, "key_id": h.key_id, "digest": h.digest.hex()} for h in chunk]
+
+    def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
+        """Where events that had any of ``hashes`` refused put the rest of their data."""
+        found = {
+            RefusedAnchor(str(r["person_id"]), _dt(int(r["at"])))
+            for rows in self._hash_batches(hashes)
+            for r in self._data(cypher.REFUSED_ANCHORS, candidates=rows)
+        }
+        return sorted(found, key=lambda a: (a.person_id, a.at))
 
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
         """Delete refusals recorded for any of ``hashes``."""

@@ -27,6 +27,7 @@ from identity.model import (
     MemberScan,
     OutboundEvent,
     PersonRecord,
+    RefusedAnchor,
     StoreStats,
 )
 
@@ -104,6 +105,12 @@ class GraphTransaction(Protocol):
         """Delete the person and everything keyed by it or its identifier nodes: the nodes,
         links touching them, facts and consent records anchored to them, and refusals holding
         their keyed hashes. Returns what was deleted (``persons == 0``: no such person)."""
+        ...
+
+    def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
+        """Where the rest of each event that had one of ``hashes`` refused went: the person now
+        holding the event's anchor node, with the event's time (refusals of events that linked
+        nothing, or recorded before schema 5, have no anchor and are not listed)."""
         ...
 
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:

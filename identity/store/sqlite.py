@@ -45,6 +45,7 @@ from identity.model import (
     MemberScan,
     OutboundEvent,
     PersonRecord,
+    RefusedAnchor,
     StoreStats,
 )
 from identity.store.sqlite_support import migrate_schema, transaction
@@ -55,8 +56,9 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # 1: persons, identifiers, links, refusals, facts. 2: consents, and the index member scans use
 # for event rules. 3: the suppression list and the erasure outbox. Files of older versions are
 # 4: processed message ids and the outbound event outbox (stream ingest and publishing).
-# migrated forward when opened (see _SCHEMA).
-SCHEMA_VERSION = 4
+# migrated forward when opened (see _SCHEMA). 5: refusals.anchor_node (where the rest of the
+# event went: an erasure follows it; a guarded column add, see _add_refusal_anchor).
+SCHEMA_VERSION = 5
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -104,7 +106,8 @@ CREATE TABLE IF NOT EXISTS refusals (
     key_id     TEXT NOT NULL,
     digest     BLOB NOT NULL,
     reason     TEXT NOT NULL,
-    detail     TEXT NOT NULL
+    detail     TEXT NOT NULL,
+    anchor_node TEXT
 );
 CREATE INDEX IF NOT EXISTS refusals_by_digest ON refusals(digest);
 
@@ -239,6 +242,14 @@ CREATE INDEX IF NOT EXISTS event_outbox_person ON event_outbox(person_id);
 
 
 @functools.lru_cache(maxsize=65_536)
+def _add_refusal_anchor(conn: sqlite3.Connection) -> None:
+    """Schema 4 → 5: refusals name the node the rest of their event was anchored to (``NULL``
+    for refusals recorded before: their data cannot be followed, as before). Idempotent."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(refusals)")}
+    if columns and "anchor_node" not in columns:
+        conn.execute("ALTER TABLE refusals ADD COLUMN anchor_node TEXT")
+
+
 def _ms(moment: datetime) -> int:
     # Cached: a batch repeats the same few event times on every row it writes.
     return int(moment.timestamp() * 1000)
@@ -592,8 +603,8 @@ class _SqliteTransaction:
         self._write_stream(changes)  # a no-op without message ids and outbound events
         if changes.refusals:
             conn.executemany(
-                "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail, "
+                "anchor_node) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         _ms(r.at),
@@ -603,6 +614,7 @@ class _SqliteTransaction:
                         r.hashed.digest,
                         r.reason.value,
                         r.detail,
+                        r.anchor_node,
                     )
                     for r in changes.refusals
                 ],
@@ -979,6 +991,21 @@ class _SqliteTransaction:
             refusals=refusals,
         )
 
+    def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
+        """Where events that had any of ``hashes`` refused put the rest of their data."""
+        found: set[RefusedAnchor] = set()
+        for h in set(hashes):
+            found.update(
+                RefusedAnchor(str(person_id), _dt(int(at)))
+                for person_id, at in self._conn.execute(
+                    "SELECT i.person_id, r.at FROM refusals r "
+                    "JOIN identifiers i ON i.node_id = r.anchor_node "
+                    "WHERE r.digest = ? AND r.type = ? AND r.key_id = ?",
+                    (h.digest, h.type, h.key_id),
+                )
+            )
+        return sorted(found, key=lambda a: (a.person_id, a.at))
+
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
         if not hashes:
             return 0
@@ -1176,6 +1203,7 @@ class SqliteGraphStore:
         self._events = _EventPersonsCache()
 
     def _migrate(self) -> None:
+        _add_refusal_anchor(self._conn)
         migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, StoreIntegrityError, "graph store")
 
     @contextmanager

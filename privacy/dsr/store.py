@@ -15,7 +15,9 @@ What the file holds about a subject, and why that is enough:
   queued request cannot keep them in memory). The row is deleted and the key shredded at the
   terminal state, so every copy of this file taken earlier is unreadable from then on.
 * ``exports``: the access export, sealed the same way (its own key), destroyed on expiry.
-* ``deliveries``: outbound webhooks; payloads hold the request id, status and counts only.
+* ``deliveries``: outbound webhooks; payloads hold the request id, status and counts only, except
+  recipient notices (:mod:`privacy.dsr.recipients`), which are sealed by the vault under a key of
+  their own and cleared (key shredded) once delivered or given up.
 
 ``PRAGMA secure_delete=ON`` zeroes deleted cells (cleared hashes, deleted sealed blobs), and
 :meth:`SqliteDsrStore.checkpoint` folds the WAL back and truncates it after such deletions.
@@ -307,6 +309,10 @@ class DsrStore(Protocol):
         now: datetime,
     ) -> None:
         """Record one delivery attempt and what comes next."""
+        ...
+
+    def clear_payload(self, delivery_id: int) -> None:
+        """Drop a finished delivery's payload (a sealed recipient notice, its key shredded)."""
         ...
 
     def checkpoint(self) -> bool:
@@ -684,6 +690,13 @@ class SqliteDsrStore:
                     fmt(now) if state is DeliveryState.DELIVERED else None,
                     delivery_id,
                 ),
+            )
+
+    def clear_payload(self, delivery_id: int) -> None:
+        """Drop a finished delivery's payload (a sealed recipient notice, its key shredded)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE deliveries SET payload = X'' WHERE delivery_id = ?", (delivery_id,)
             )
 
     # -- housekeeping ----------------------------------------------------------------------
