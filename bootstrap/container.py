@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bootstrap.dsr import build_dsr_service, build_retention
+from bootstrap.dsr import build_dsr_service, build_retention, load_record_retention
 from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
 from identity.errors import ConfigurationError
 from identity.hashing import Keyring
@@ -183,7 +183,13 @@ class Container:
     def retention(self) -> RetentionSweeper:
         """The retention sweeper, built on first use (:mod:`bootstrap.dsr`)."""
         return build_retention(
-            self.settings, self.store, self.audit, self.purposes, self.facts_policy, self.erasure
+            self.settings,
+            self.store,
+            self.audit,
+            self.purposes,
+            self.facts_policy,
+            self.erasure,
+            dsr_records=self.dsr.store,
         )
 
 
@@ -499,6 +505,7 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
     thread (:func:`open_store_in_background`) and interrupted erasures are finished on that
     thread once connected, before the store serves anything else."""
     policy, facts_policy, purposes = load_all_policies(settings)
+    load_record_retention(settings)  # validated at start-up like every policy file
     scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
     if scanner is not None:
         facts_policy.check_entities(scanner.entities, str(settings.policy_dir / "categories.yaml"))

@@ -26,7 +26,14 @@ from privacy.erasure import ErasureService
 from privacy.facts import FactsPolicy
 from privacy.outbound import OutboundPolicy, allowed_hosts
 from privacy.purposes import PurposesPolicy
-from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
+from privacy.retention import (
+    DsrRecords,
+    PersonEraser,
+    RetentionPolicy,
+    RetentionSweeper,
+    load_retention_policy,
+    rules_from_policies,
+)
 from privacy.vault import Vault
 from privacy.webhooks import parse_secret, refuse_published_secret
 
@@ -145,8 +152,10 @@ def build_retention(
     purposes: PurposesPolicy,
     facts_policy: FactsPolicy,
     erasure: ErasureService,
+    dsr_records: DsrRecords | None = None,
 ) -> RetentionSweeper:
-    """The retention sweeper: category rules from the policies, persons erased via erasure."""
+    """The retention sweeper: category rules from the policies, persons erased via erasure,
+    record retention from ``retention.yaml`` (with the DSR store's records when given)."""
     rules = rules_from_policies(
         purposes,
         facts_policy,
@@ -162,4 +171,18 @@ def build_retention(
             return result_counts(erased)
 
         erase_persons = erase
-    return RetentionSweeper(graph, audit, rules, erase_persons)
+    return RetentionSweeper(
+        graph,
+        audit,
+        rules,
+        erase_persons,
+        records=load_record_retention(settings).records,
+        dsr_records=dsr_records,
+    )
+
+
+def load_record_retention(settings: Settings) -> RetentionPolicy:
+    """``policies/retention.yaml`` (validated; an invalid file raises ``PolicyFileError``), or
+    its defaults when a policy directory has no such file."""
+    path = settings.policy_dir / "retention.yaml"
+    return load_retention_policy(path) if path.is_file() else RetentionPolicy(version=1)

@@ -702,6 +702,26 @@ CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.ke
                   anchor_node: row.anchor_node})
 """
 
+# Retention (privacy/retention.py): old refusals, and consent records superseded by a later
+# record of the same purpose and signal on the same identifier (the state never changes).
+DELETE_REFUSALS_BEFORE: Final = """
+MATCH (r:Refusal)
+WHERE r.at < $before
+WITH r LIMIT $limit
+DELETE r
+"""
+
+DELETE_SUPERSEDED_CONSENTS: Final = """
+MATCH (i:Identifier)-[:HAS_CONSENT]->(c:Consent)
+WHERE c.at < $before
+  AND EXISTS {
+    MATCH (i)-[:HAS_CONSENT]->(n:Consent)
+    WHERE n.purpose = c.purpose AND n.signal = c.signal AND n.at > c.at
+  }
+WITH c LIMIT $limit
+DETACH DELETE c
+"""
+
 # Schema version 5: where the rest of a refused identifier's event went (its anchor node's
 # current person), for erasure to follow (privacy/erasure.py). A refusal without an anchor
 # (nothing linked, or recorded before version 5) has a null property and matches nothing.

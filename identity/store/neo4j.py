@@ -620,6 +620,14 @@ class Neo4jTransaction:
         for chunk in _chunks(wanted, self._batch):
             yield [{"type": h.type, "key_id": h.key_id, "digest": h.digest.hex()} for h in chunk]
 
+    def delete_refusals_before(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` refusals of events before ``before``."""
+        return self._deleted(cypher.DELETE_REFUSALS_BEFORE, before=_ms(before), limit=limit)[0]
+
+    def delete_superseded_consents(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` superseded consent records decided before ``before``."""
+        return self._deleted(cypher.DELETE_SUPERSEDED_CONSENTS, before=_ms(before), limit=limit)[0]
+
     def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
         """Where events that had any of ``hashes`` refused put the rest of their data."""
         found = {

@@ -991,6 +991,23 @@ class _SqliteTransaction:
             refusals=refusals,
         )
 
+    def delete_refusals_before(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` refusals of events before ``before``."""
+        return self._conn.execute(
+            "DELETE FROM refusals WHERE refusal_id IN "
+            "(SELECT refusal_id FROM refusals WHERE at < ? LIMIT ?)",
+            (_ms(before), limit),
+        ).rowcount
+
+    def delete_superseded_consents(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` superseded consent records decided before ``before``."""
+        return self._conn.execute(
+            "DELETE FROM consents WHERE record_id IN (SELECT c.record_id FROM consents c "
+            "WHERE c.at < ? AND EXISTS (SELECT 1 FROM consents n WHERE n.node_id = c.node_id "
+            "AND n.purpose = c.purpose AND n.signal = c.signal AND n.at > c.at) LIMIT ?)",
+            (_ms(before), limit),
+        ).rowcount
+
     def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
         """Where events that had any of ``hashes`` refused put the rest of their data."""
         found: set[RefusedAnchor] = set()

@@ -315,6 +315,12 @@ class DsrStore(Protocol):
         """Drop a finished delivery's payload (a sealed recipient notice, its key shredded)."""
         ...
 
+    def purge(self, requests_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
+        """Retention: delete requests that ended before ``requests_before`` (with their export
+        metadata and delivery log), and finished deliveries created before
+        ``deliveries_before``; returns ``(requests, deliveries)`` deleted."""
+        ...
+
     def checkpoint(self) -> bool:
         """Fold the WAL into the file and truncate it (after deletions of sealed data)."""
         ...
@@ -698,6 +704,33 @@ class SqliteDsrStore:
             conn.execute(
                 "UPDATE deliveries SET payload = X'' WHERE delivery_id = ?", (delivery_id,)
             )
+
+    def purge(self, requests_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
+        """Retention: old ended requests with everything hanging off them, and finished
+        deliveries (never a pending one: it still has to be sent)."""
+        terminal = [s.value for s in DsrStatus if s.terminal]
+        with self._tx() as conn:
+            old = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT request_id FROM requests WHERE status IN (?, ?, ?) AND finished_at < ?",
+                    (*terminal, fmt(requests_before)),
+                )
+            ]
+            deliveries = 0
+            for rid in old:
+                for table in ("subjects", "exports", "export_persons", "deliveries"):
+                    deleted = conn.execute(
+                        f"DELETE FROM {table} WHERE request_id = ?",  # noqa: S608 - fixed names
+                        (rid,),
+                    ).rowcount
+                    deliveries += deleted if table == "deliveries" else 0
+                conn.execute("DELETE FROM requests WHERE request_id = ?", (rid,))
+            deliveries += conn.execute(
+                "DELETE FROM deliveries WHERE state != ? AND created_at < ?",
+                (DeliveryState.PENDING.value, fmt(deliveries_before)),
+            ).rowcount
+        return len(old), deliveries
 
     # -- housekeeping ----------------------------------------------------------------------
 
