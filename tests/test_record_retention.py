@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from identity.errors import PolicyFileError
 from identity.model import (
     ConsentInput,
+    ConsentRecord,
     ConsentSignal,
     FactKind,
     FactStatus,
     IdentityEvent,
 )
-from identity.policy import PolicyFileError
 from privacy.retention import RetentionSweeper, load_retention_policy
 
 from .conftest import POLICY_DIR
@@ -36,7 +37,7 @@ def app(tmp_path: Path, log_stream: io.StringIO) -> Iterator[Dsr]:
         yield opened
 
 
-def _consents(app: Dsr, person: str) -> list[object]:
+def _consents(app: Dsr, person: str) -> list[ConsentRecord]:
     return app.container.store.read(lambda tx: tx.person_consents(person, ["analytics"]))
 
 
@@ -108,7 +109,7 @@ def test_the_sweep_deletes_old_records_and_keeps_the_consent_state(app: Dsr) -> 
     assert report.records_deleted["kept_raw_identifiers"] >= len(raw)
     assert report.records_deleted["dsr_requests"] == 1
     remaining = _consents(app, person)
-    assert [c.granted for c in remaining] == [False]  # type: ignore[attr-defined]
+    assert [c.granted for c in remaining] == [False]
     assert app.client.get("/v1/dsr/acc-old", headers=app.dsr).status_code == 404
     assert app.container.store.stats().refusals == 0
     assert not app.container.store.read(
