@@ -505,6 +505,7 @@ def test_restriction_denies_every_purpose_but_legal_claims_until_lifted(dsr: Dsr
         "consent_records": 1,
         "persons": 1,
         "subjects_not_found": 0,
+        "recipients_notified": 0,  # nobody received this person's data
     }
     for purpose in ("ad_targeting", "fraud_prevention", "analytics"):
         assert dsr.profile(person, purpose) == 404, purpose

@@ -72,6 +72,11 @@ vault data keys are still to be shredded; completing it empties that list and se
 ``Refusal`` nodes holding its hashes. Neo4j keeps deleted records in its store files until the
 space is reused and in its transaction logs until they rotate out; the README's "How erasure
 works" says what that means for retention settings.
+
+Schema version 5 (issue 20) gave ``(:Refusal)`` an ``anchor_node`` property: the node id the rest
+of the refused identifier's event was anchored to, so an erasure of the refused identifier's
+person can follow it (:data:`REFUSED_ANCHORS`). Refusals from before have none (a null
+property): nothing to migrate, they cannot be followed.
 """
 
 from __future__ import annotations
