@@ -369,7 +369,7 @@ class ErasureOutboxEntry:
     request_id: str
     actor: str  # who asked (an API key id, "cli"): for the audit entry written on completion
     created_at: datetime
-    node_ids: tuple[str, ...]
+    node_ids: tuple[str, ...]  # vault owners to shred: the nodes, and audit-ref key owners
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
