@@ -42,6 +42,7 @@ class DsrOut(StrictModel):
     type: str
     action: str
     purposes: list[str]
+    rectified: list[str]
     regulation: str
     status: str
     submitted_time: datetime
@@ -94,6 +95,7 @@ def dsr_out(request: DsrRequest, now: datetime) -> DsrOut:
         type=request.type.value,
         action=request.action.value,
         purposes=list(request.purposes),
+        rectified=list(request.rectified),
         regulation=request.regulation,
         status=request.status.value,
         submitted_time=request.submitted_at,

@@ -198,3 +198,49 @@ def test_a_subject_nobody_received_sends_no_notice(app: Dsr, receiver: Receiver)
     assert receiver.received == []
     assert app.status("er-none")["deliveries"] == []
     assert app.status("er-none")["result"]["recipients_notified"] == 0
+
+
+def test_a_rectification_tells_every_recipient_what_was_corrected(
+    app: Dsr, receiver: Receiver
+) -> None:
+    receiver.fail_first = 0
+    person = _rich_person(app)
+    _reads(app, person)
+
+    missing = app.submit(
+        request_id="rect-0",
+        type="rectification",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["pointer"] == "#/rectified"
+    valued = app.submit(
+        request_id="rect-0",
+        type="rectification",
+        rectified=["city", EMAIL],
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    assert valued.status_code == 422  # a value is never a name
+    assert EMAIL not in valued.text
+
+    response = app.submit(
+        request_id="rect-1",
+        type="rectification",
+        rectified=["city"],
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    assert response.status_code == 202, response.text
+    app.process()
+    app.process()
+
+    got = _by_path(receiver)
+    assert set(got) == {"/adtech", "/ml"}
+    for notice in got.values():
+        assert notice["type"] == "recipient.rectification"
+        assert notice["data"]["rectified"] == ["city"]
+    assert got["/adtech"]["data"]["subjects"][0]["person_id"] == person
+    assert set(got["/ml"]["data"]["subjects"][0]) == {"pseudonym"}
+    status = app.status("rect-1")
+    assert status["rectified"] == ["city"]
+    assert status["result"]["recipients_notified"] == 3
+    assert app.profile(person, "ad_targeting") == 200  # a rectification restricts nothing

@@ -73,6 +73,12 @@ class DsrCreate(StrictModel):
     purposes: Annotated[
         list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]], Field(max_length=50)
     ] = Field(default_factory=list, description="objection only: the purposes objected to.")
+    rectified: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50)] = Field(
+        default_factory=list,
+        description="rectification only: names of the corrected data (attribute, event or "
+        "identifier type names, never values; the corrections go through ingest). Every "
+        "recipient of the subject's data is told (Art. 19).",
+    )
     callback_urls: Annotated[list[Annotated[str, Field(max_length=2048)]], Field(max_length=5)] = (
         Field(default_factory=list)
     )
@@ -137,6 +143,7 @@ def submit(body: DsrCreate, service: Dsr, caller: Caller) -> Response:
         submitted_at=body.submitted_time,
         regulation=body.regulation,
         purposes=body.purposes,
+        rectified=body.rectified,
         callback_urls=body.callback_urls,
         confirm_multiple_persons=body.confirm_multiple_persons,
     )

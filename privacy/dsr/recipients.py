@@ -132,21 +132,26 @@ def notice_body(
     action: str,
     purposes: Sequence[str],
     persons: Sequence[NoticeKeys],
+    rectified: Sequence[str] = (),
 ) -> bytes:
     """The notice (Standard Webhooks shape: ``type``, ``timestamp``, ``data``).
 
     ``data.subjects`` lists, per person of the request, the keys this recipient holds; nothing
     else about the person.
     """
+    data: dict[str, Any] = {
+        "request_id": request_id,
+        "regulation": regulation,
+        "action": action,
+        "purposes": list(purposes),
+        "subjects": [keys.as_json() for keys in persons],
+    }
+    if rectified:
+        # Names only: the recipient re-reads the corrected data through its own reads.
+        data["rectified"] = list(rectified)
     body = {
         "type": event,
         "timestamp": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "data": {
-            "request_id": request_id,
-            "regulation": regulation,
-            "action": action,
-            "purposes": list(purposes),
-            "subjects": [keys.as_json() for keys in persons],
-        },
+        "data": data,
     }
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -113,7 +114,11 @@ EXPORT_FIELD = "dsr:export"
 NOTICE_FIELD = "dsr:notice"
 # Request types whose recipients are told (Art. 17(2) and 19; objections too, so that a
 # recipient processing for an objected purpose stops).
-NOTIFIED_TYPES = frozenset({DsrType.ERASURE, DsrType.RESTRICTION, DsrType.OBJECTION})
+NOTIFIED_TYPES = frozenset(
+    {DsrType.ERASURE, DsrType.RESTRICTION, DsrType.OBJECTION, DsrType.RECTIFICATION}
+)
+# What a rectification names as corrected: an attribute, event or identifier type name.
+RECTIFIED_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 Outgoing = tuple[str, str, str, str, bytes]  # (destination, url, webhook id, event, payload)
 MAX_FUTURE_SKEW = timedelta(hours=24)
 MIN_YEAR = 1000
@@ -368,6 +373,7 @@ class DsrService:
             regulation=submission.regulation or self.config.default_regulation,
             submitted_at=submission.submitted_at or now,
             callback_urls=tuple(submission.callback_urls),
+            rectified=tuple(dict.fromkeys(submission.rectified)),
         )
         # A request id is a reference, not free text: checked by the audit reference shape (it
         # goes into the audit log as an AuditRef), never by the free-text phone heuristic, which
@@ -392,6 +398,7 @@ class DsrService:
             errors.extend(self._objection_problems(new.purposes))
         elif new.purposes:
             bad("#/purposes", "not_allowed", "only objection requests name purposes")
+        errors.extend(_rectified_problems(new.type, submission.rectified))
         if new.action is DsrAction.LIFT and new.type not in (
             DsrType.RESTRICTION,
             DsrType.OBJECTION,
@@ -483,6 +490,7 @@ class DsrService:
                 "regulation": new.regulation,
                 "submitted_at": None if submitted is None else _iso(submitted),
                 "callback_urls": list(new.callback_urls),
+                "rectified": list(new.rectified),
                 "subjects": sorted({f"{s.type}:{s.value}" for s in subjects}),
             },
             sort_keys=True,
@@ -856,6 +864,16 @@ class DsrService:
         if request.type in EXPORT_TYPES:
             counts, document = self._export(request, nodes, [s.type for s in subjects])
             return counts, document, persons, []
+        if request.type is DsrType.RECTIFICATION:
+            # Nothing to change here: the corrected values came through ingest. Record that
+            # the recipients were told (Art. 19).
+            notices = self._notices(request, persons)
+            counts = {
+                "persons": len(persons),
+                "subjects_not_found": len(subjects) - len(nodes),
+                "recipients_notified": len(notices),
+            }
+            return counts, None, [], notices
         counts = self._record_consents(request, subjects, nodes)
         notices = self._notices(request, persons)
         counts["recipients_notified"] = len(notices)
@@ -902,6 +920,7 @@ class DsrService:
                 request.action.value,
                 request.purposes,
                 persons,
+                request.rectified,
             )
             # Sealed: the body holds person ids or SHA-256 digests of identifiers, which must not
             # sit readable in the outbox (nor outlive the erasure): shredded once sent.
@@ -1391,6 +1410,37 @@ class DsrService:
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
             self._audit.append(drafts)
+
+
+def _rectified_problems(request_type: DsrType, names: Sequence[str]) -> list[InvalidFieldError]:
+    """What is wrong with a request's ``rectified`` names (required for a rectification, names
+    only, never values; not allowed on other types)."""
+    if request_type is not DsrType.RECTIFICATION:
+        if not names:
+            return []
+        return [
+            InvalidFieldError(
+                "not_allowed", "only rectification requests name rectified data", "#/rectified"
+            )
+        ]
+    if not names:
+        return [
+            InvalidFieldError(
+                "required",
+                "a rectification names what was corrected (attribute, event or identifier type "
+                "names; the corrected values go through ingest)",
+                "#/rectified",
+            )
+        ]
+    return [
+        InvalidFieldError(
+            "invalid_name",
+            "a name of 1-64 of a-z 0-9 _ starting with a letter (never a value)",
+            f"#/rectified/{index}",
+        )
+        for index, name in enumerate(names)
+        if not RECTIFIED_NAME.fullmatch(name)
+    ]
 
 
 def _submitted_time_problems(at: datetime, now: datetime) -> list[InvalidFieldError]:

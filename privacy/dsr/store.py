@@ -49,7 +49,7 @@ from privacy.dsr.model import (
     SubjectHash,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3  # 3: requests.rectified (issue 20)
 _AT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_LIST_LIMIT: Final = 1_000
 
@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS requests (
     finished_at     TEXT,
     result          TEXT NOT NULL DEFAULT '{}',
     error           TEXT,
-    owner           TEXT NOT NULL DEFAULT ''
+    owner           TEXT NOT NULL DEFAULT '',
+    rectified       TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, received_at);
 
@@ -132,7 +133,7 @@ CREATE INDEX IF NOT EXISTS deliveries_request ON deliveries (request_id, deliver
 _REQUEST_COLUMNS: Final = (
     "request_id, type, action, purposes, regulation, status, submitted_at, received_at, due_at, "
     "extended, subject_types, subject_hashes, requester, callback_urls, attempts, started_at, "
-    "finished_at, result, error, owner"
+    "finished_at, result, error, owner, rectified"
 )
 _DELIVERY_COLUMNS: Final = (
     "delivery_id, request_id, destination, webhook_id, event, state, attempts, next_attempt_at, "
@@ -380,8 +381,8 @@ class SqliteDsrStore:
             cursor = conn.execute(
                 "INSERT INTO requests (request_id, type, action, purposes, regulation, status, "
                 "submitted_at, received_at, due_at, subject_types, subject_hashes, requester, "
-                "callback_urls, fingerprint, fingerprint_key, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "callback_urls, fingerprint, fingerprint_key, owner, rectified) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 (
                     new.request_id,
@@ -400,6 +401,7 @@ class SqliteDsrStore:
                     fingerprint,
                     fingerprint_key,
                     owner,
+                    json.dumps(list(new.rectified)),
                 ),
             )
             if cursor.rowcount != 1:
@@ -815,6 +817,7 @@ def _request(row: Sequence[Any]) -> DsrRequest:
         result={str(k): int(v) for k, v in json.loads(row[17]).items()},
         error=None if row[18] is None else str(row[18]),
         owner=str(row[19]),
+        rectified=tuple(json.loads(row[20])),
     )
 
 
@@ -839,6 +842,8 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
     """Schema 1 → 2: requests get an owner. Old requests are owned by the consumer a key had by
     default (its id, taken from the ``key_<id>`` requester); others (CLI) by operators only."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if columns and "rectified" not in columns:  # schema 2 → 3 (issue 20)
+        conn.execute("ALTER TABLE requests ADD COLUMN rectified TEXT NOT NULL DEFAULT '[]'")
     if columns and "owner" not in columns:
         conn.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         conn.execute(
