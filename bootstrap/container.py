@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bootstrap.dsr import build_dsr_service, build_retention
+from bootstrap.dsr import build_dsr_service, build_retention, load_record_retention
 from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
 from identity.errors import ConfigurationError
 from identity.hashing import Keyring
@@ -29,6 +29,7 @@ from privacy.api_keys import ApiKeys, ApiKeyStore
 from privacy.audiences import SqliteAudienceStore
 from privacy.audit import PERSON_REF_INFO, AuditLog, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, AuditHeadPublisher
+from privacy.audit_refs import VaultPersonRefKeys
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
 from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
@@ -208,6 +209,7 @@ class Container:
             self.facts_policy,
             self.erasure,
             self.dsr.destroy_person_exports,
+            dsr_records=self.dsr.store,
         )
 
 
@@ -543,6 +545,7 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
     thread (:func:`open_store_in_background`) and interrupted erasures are finished on that
     thread once connected, before the store serves anything else."""
     policy, facts_policy, purposes = load_all_policies(settings)
+    load_record_retention(settings)  # validated at start-up like every policy file
     scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
     if scanner is not None:
         facts_policy.check_entities(scanner.entities, str(settings.policy_dir / "categories.yaml"))
@@ -558,7 +561,9 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
         api_keys = ApiKeyStore(settings.control_db_path)
         stack.callback(api_keys.close)
         audit = SqliteAuditLog(
-            settings.audit_db_path, person_ref_key=vault.reference_key(PERSON_REF_INFO)
+            settings.audit_db_path,
+            person_ref_key=vault.reference_key(PERSON_REF_INFO),
+            person_keys=VaultPersonRefKeys(vault),
         )
         stack.callback(audit.close)
         replay_guard = SqliteReplayGuard(

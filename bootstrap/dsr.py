@@ -26,7 +26,14 @@ from privacy.erasure import ErasureService
 from privacy.facts import FactsPolicy
 from privacy.outbound import OutboundPolicy, allowed_hosts
 from privacy.purposes import PurposesPolicy
-from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
+from privacy.retention import (
+    DsrRecords,
+    PersonEraser,
+    RetentionPolicy,
+    RetentionSweeper,
+    load_retention_policy,
+    rules_from_policies,
+)
 from privacy.vault import Vault
 from privacy.webhooks import parse_secret, refuse_published_secret
 
@@ -60,7 +67,12 @@ def dsr_config(settings: Settings) -> DsrConfig:
     except ValueError as exc:
         raise ConfigurationError(f"IDGRAPH_OUTBOUND_ALLOWED_HOSTS: {exc}") from None
     destinations = parse_destinations(raw, outbound)
+    raw_recipients = settings.dsr_recipients.get_secret_value() if settings.dsr_recipients else None
+    recipients = parse_destinations(raw_recipients, outbound, "IDGRAPH_DSR_RECIPIENTS")
     if settings.env is Environment.PRODUCTION:
+        for recipient in recipients.values():
+            for secret in recipient.secrets:
+                refuse_published_secret(secret, f"IDGRAPH_DSR_RECIPIENTS.{recipient.name}")
         for secret in callback_secrets:
             refuse_published_secret(secret, "IDGRAPH_DSR_CALLBACK_SECRET")
         for destination in destinations.values():
@@ -71,6 +83,7 @@ def dsr_config(settings: Settings) -> DsrConfig:
         default_regulation=settings.dsr_default_regulation,
         export_ttl=timedelta(seconds=settings.dsr_export_ttl_seconds),
         destinations=destinations,
+        recipients=recipients,
         callback_secrets=callback_secrets,
         outbound=outbound,
         webhook_max_attempts=settings.dsr_webhook_max_attempts,
@@ -110,6 +123,12 @@ def build_dsr_service(
         # Looked up per export (keys are created while the service runs); unknown actors as is.
         return recipient_namer(api_keys).get(actor, actor)
 
+    def consumer_of(actor: str) -> str | None:
+        # Only API key actors are recipients: console and worker actors released nothing.
+        if not actor.startswith("key_"):
+            return None
+        return recipient_namer(api_keys).get(actor)
+
     return DsrService(
         store,
         graph,
@@ -122,6 +141,7 @@ def build_dsr_service(
         eraser,
         config,
         recipient_name=recipient_name,
+        consumer_of=consumer_of,
     )
 
 
@@ -133,8 +153,10 @@ def build_retention(
     facts_policy: FactsPolicy,
     erasure: ErasureService,
     destroy_exports: Callable[[Sequence[str]], int],
+    dsr_records: DsrRecords | None = None,
 ) -> RetentionSweeper:
-    """The retention sweeper: category rules from the policies, persons erased via erasure.
+    """The retention sweeper: category rules from the policies, persons erased via erasure,
+    record retention from ``retention.yaml`` (with the DSR store's records when given).
 
     ``destroy_exports`` is :meth:`DsrService.destroy_person_exports`: an access export made
     before the person was erased must not outlive them, whichever path erased them.
@@ -157,4 +179,18 @@ def build_retention(
             return {**result_counts(erased), "exports_destroyed": destroyed}
 
         erase_persons = erase
-    return RetentionSweeper(graph, audit, rules, erase_persons)
+    return RetentionSweeper(
+        graph,
+        audit,
+        rules,
+        erase_persons,
+        records=load_record_retention(settings).records,
+        dsr_records=dsr_records,
+    )
+
+
+def load_record_retention(settings: Settings) -> RetentionPolicy:
+    """``policies/retention.yaml`` (validated; an invalid file raises ``PolicyFileError``), or
+    its defaults when a policy directory has no such file."""
+    path = settings.policy_dir / "retention.yaml"
+    return load_retention_policy(path) if path.is_file() else RetentionPolicy(version=1)

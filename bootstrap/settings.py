@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     dsr_export_ttl_seconds: Annotated[int, Field(ge=1, le=90 * 86_400)] = 7 * 86_400
     # Downstream deletion webhooks: {"crm": {"url": "https://...", "secret": "whsec_..."}}.
     dsr_destinations: SecretStr | None = None
+    # Recipient notices (Art. 17(2), 19): per API key consumer that received a person's data,
+    # where its erasure/restriction/objection/rectification notices go, same shape:
+    # {"adtech-partner": {"url": "https://...", "secret": "whsec_..."}}.
+    dsr_recipients: SecretStr | None = None
     # Signs the webhooks sent to per-request callback_urls (callbacks are refused without it).
     dsr_callback_secret: SecretStr | None = None
     # Outbound webhooks (DSR callbacks, downstream destinations; docs/dsr.md "Outbound URLs"):

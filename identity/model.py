@@ -250,6 +250,19 @@ class Refusal:
     source: str
     at: datetime
     position: int = field(default=-1, compare=False)
+    # The identifier node the rest of the event was anchored to (its facts' hub), when the event
+    # linked anything: an erasure of the refused identifier's person follows it to that data
+    # (privacy/erasure.py). A node id, not a person id: it follows merges and splits.
+    anchor_node: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedAnchor:
+    """Where data that arrived with a refused identifier went: the person now holding the
+    event's anchor node, and when the event happened."""
+
+    person_id: str
+    at: datetime
 
 
 class Outcome(StrEnum):
@@ -366,7 +379,7 @@ class ErasureOutboxEntry:
     request_id: str
     actor: str  # who asked (an API key id, "cli"): for the audit entry written on completion
     created_at: datetime
-    node_ids: tuple[str, ...]
+    node_ids: tuple[str, ...]  # vault owners to shred: the nodes, and audit-ref key owners
     counts: Mapping[str, int] = field(default_factory=dict)
 
 

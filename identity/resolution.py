@@ -622,7 +622,7 @@ class ResolutionEngine:
             survivor,
             absorbed,
             new_count,
-            tuple(selection.refusals),
+            tuple(replace(r, anchor_node=hub) for r in selection.refusals),
             facts_stored=len(event.facts) - quarantined,
             facts_quarantined=quarantined,
             consents_recorded=len(event.consents),

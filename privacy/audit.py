@@ -486,6 +486,15 @@ class AuditLog(Protocol):
         """The log's keyed reference to a person (never the person id itself)."""
         ...
 
+    def person_refs(self, person_ids: Sequence[str]) -> dict[str, str]:
+        """:meth:`person_ref` of each of ``person_ids`` (one key lookup for all)."""
+        ...
+
+    def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
+        """The vault owners whose data keys key ``person_ids``' references: an erasure shreds
+        them, and the person's old entries can no longer be linked to the person id."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
@@ -506,11 +515,14 @@ class SqliteAuditLog:
         clock: Callable[[], datetime] = _now,
         busy_timeout_ms: int = 10_000,
         person_ref_key: bytes | None = None,
+        person_keys: PersonRefKeys | None = None,
     ) -> None:
         self.path = path
         self._clock = clock
         # None: this instance only verifies or lists (CLI, checks); writers pass the key.
         self._person_ref_key = person_ref_key
+        # Per-person reference keys (shredded by erasure); without them, the shared key only.
+        self._person_keys = person_keys
         # Owner-only, WAL, synchronous=FULL: an audit entry is on disk before it is reported.
         self._conn = open_migrated(
             path, busy_timeout_ms, AuditLogUnavailableError, "audit log", _SCHEMA, SCHEMA_VERSION
@@ -763,9 +775,25 @@ class SqliteAuditLog:
 
     def person_ref(self, person_id: str) -> str:
         """This log's keyed reference to ``person_id`` (see :func:`person_ref`)."""
+        return self.person_refs([person_id])[person_id]
+
+    def person_refs(self, person_ids: Sequence[str]) -> dict[str, str]:
+        """:func:`person_ref` of each person under its own reference key.
+
+        A person without one (erased: its key is shredded, and a shredded key is never made
+        again) gets a reference under the log's shared key instead: entries written about that
+        id after the erasure do not link to the ones written before it.
+        """
         if self._person_ref_key is None:
             raise ConfigurationError("this audit log was opened without the person-ref key")
-        return person_ref(person_id, self._person_ref_key)
+        wanted = sorted(set(person_ids))
+        keys = self._person_keys.keys(wanted) if self._person_keys and wanted else {}
+        shared = self._person_ref_key
+        return {p: person_ref(p, keys.get(p, shared)) for p in wanted}
+
+    def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
+        """The vault owners of ``person_ids``' reference keys (empty without per-person keys)."""
+        return self._person_keys.owners(person_ids) if self._person_keys else []
 
     def close(self) -> None:
         """Close the connection."""
@@ -780,6 +808,18 @@ def _decode_text(raw: bytes) -> str:
 
 
 PERSON_REF_INFO = b"idgraph-audit-person-ref/1"
+
+
+class PersonRefKeys(Protocol):
+    """Per-person reference keys (adapter: :class:`privacy.audit_refs.VaultPersonRefKeys`)."""
+
+    def keys(self, person_ids: Sequence[str]) -> dict[str, bytes]:
+        """Each person's reference key, made on first use; erased persons are absent."""
+        ...
+
+    def owners(self, person_ids: Sequence[str]) -> list[str]:
+        """The vault owners holding those keys (what an erasure shreds)."""
+        ...
 
 
 def person_ref(person_id: str, key: bytes) -> str:

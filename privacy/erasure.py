@@ -72,7 +72,10 @@ _COUNT_NAMES = (
     "links_deleted",
     "refusals_deleted",
     "identifiers_suppressed",
+    "refused_persons_erased",
+    "refused_persons_for_review",
 )
+REVIEW_ACTION = "erasure.review_refused_link"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,10 @@ class ErasureResult:
     links_deleted: int
     keys_shredded: int
     identifiers_suppressed: int
+    # Persons holding data that arrived with a refused identifier of the subject: erased with
+    # the subject when that data is all they hold, else listed for review (audit log).
+    refused_persons_erased: int = 0
+    refused_persons_for_review: int = 0
 
 
 class ErasureIncompleteError(IdGraphError):
@@ -139,6 +146,9 @@ class ErasureService:
         self._checkpoint_attempts = max(1, checkpoint_attempts)
         self._checkpoint_wait_s = checkpoint_wait_s
         self._outbound = outbound_events
+        # Persons to review found by an erasure's graph transaction, by erasure id, until the
+        # erasure's audit entries are written (the transaction function may run twice).
+        self._review: dict[str, tuple[str, ...]] = {}
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -168,7 +178,34 @@ class ErasureService:
                 tx, persons, requested, erasure_id, request_id, actor, suppress=True
             )
 
-        return self._complete(self._store.write(run))
+        entry = self._store.write(run)
+        result = self._complete(entry)
+        self._audit_review(entry, actor)
+        return result
+
+    def _audit_review(self, entry: ErasureOutboxEntry, actor: str) -> None:
+        """One audit entry per person listed for review: the person's keyed reference only."""
+        review = self._review.pop(entry.erasure_id, ())
+        if not review:
+            return
+        log.warning("erasure_review_needed", erasure_id=entry.erasure_id, persons=len(review))
+        self._audit.append(
+            [
+                AuditDraft(
+                    actor=actor,
+                    action=REVIEW_ACTION,
+                    person_id=self._audit.person_ref(person_id),
+                    decision="deny",
+                    reason="holds data of an event whose identifier of an erased subject was "
+                    "refused, and other data too: review whether it is the same subject",
+                    details={
+                        "request_id": audit_ref_or_text(entry.request_id),
+                        "erasure_id": AuditRef(entry.erasure_id),
+                    },
+                )
+                for person_id in review
+            ]
+        )
 
     def erase_persons(
         self,
@@ -192,7 +229,9 @@ class ErasureService:
                 tx, persons, {}, erasure_id, request_id, actor, suppress=suppress
             )
         )
-        return self._complete(entry)
+        result = self._complete(entry)
+        self._audit_review(entry, actor)
+        return result
 
     def _complete(self, entry: ErasureOutboxEntry) -> ErasureResult:
         keys = self._finish(entry)
@@ -205,6 +244,8 @@ class ErasureService:
             links_deleted=counts["links_deleted"],
             keys_shredded=keys,
             identifiers_suppressed=counts["identifiers_suppressed"],
+            refused_persons_erased=counts.get("refused_persons_erased", 0),
+            refused_persons_for_review=counts.get("refused_persons_for_review", 0),
         )
 
     def _erase_in_graph(
@@ -220,10 +261,18 @@ class ErasureService:
     ) -> ErasureOutboxEntry:
         """The graph part of one erasure, in the caller's transaction (which may retry it)."""
         candidates = {c for hashes in requested.values() for c in hashes}
+        totals = dict.fromkeys(_COUNT_NAMES, 0)
+        # Before anything is deleted: the refusals of the subject's identifiers are the only
+        # link to data their events brought to another person, and go with the subject.
+        # Only for a subject's erasure (suppressing): retention erases one inactive person.
+        follow, review = self._follow_refusals(tx, persons, candidates) if suppress else ([], [])
+        persons = [*persons, *follow]
+        totals["refused_persons_erased"] = len(follow)
+        totals["refused_persons_for_review"] = len(review)
+        self._review[erasure_id] = tuple(review)
         # Kept raw values (keep_raw types) let the person's other identifiers be suppressed
         # under every key, not only the one they were stored with; read before the delete.
         kept = self._kept_value_hashes(tx, persons) if suppress else set()
-        totals = dict.fromkeys(_COUNT_NAMES, 0)
         node_ids: list[str] = []
         erased_hashes: set[HashedIdentifier] = set()
         erased_persons: list[str] = []
@@ -239,6 +288,9 @@ class ErasureService:
             totals["refusals_deleted"] += erased.refusals
             node_ids.extend(erased.node_ids)
             erased_hashes.update(erased.hashes)
+        # The erased persons' audit reference keys go with their identifier keys: once shredded,
+        # nobody can link the audit entries about them to their ids (privacy.audit_refs).
+        node_ids.extend(self._audit.person_ref_owners(erased_persons))
         others = (candidates | kept) - erased_hashes
         # Refusals of the other key forms (the erased nodes' own were deleted with them).
         totals["refusals_deleted"] += tx.delete_refusals(others)
@@ -260,6 +312,35 @@ class ErasureService:
                 [outbound.person_erased(p, erasure_id, entry.created_at) for p in erased_persons]
             )
         return entry
+
+    @staticmethod
+    def _follow_refusals(
+        tx: GraphTransaction, persons: Sequence[str], candidates: set[HashedIdentifier]
+    ) -> tuple[list[str], list[str]]:
+        """Other persons holding data of events that had an identifier of the subject refused
+        (``limit_exceeded``, ``restricted``...): ``(to erase, to review)``.
+
+        A person is erased with the subject when everything it holds arrived in those events:
+        each of its identifiers was first and last seen at the time of one of them (the person
+        exists only because the subject's identifier was refused). A person seen at any other
+        time holds data of its own, maybe another human's (a shared email is a common reason
+        for a refusal): it is listed for review, never erased on a guess. One level only: the
+        review is where a chain continues.
+        """
+        hashes = set(candidates)
+        for person_id in persons:
+            hashes.update(node.hashed for node in tx.cluster(person_id).nodes)
+        times: dict[str, set[datetime]] = {}
+        for anchor in tx.refused_anchors(hashes):
+            if anchor.person_id not in persons:
+                times.setdefault(anchor.person_id, set()).add(anchor.at)
+        follow: list[str] = []
+        review: list[str] = []
+        for other, seen in sorted(times.items()):
+            nodes = tx.cluster(other).nodes
+            only_those = all(n.first_seen in seen and n.last_seen in seen for n in nodes)
+            (follow if nodes and only_those else review).append(other)
+        return follow, review
 
     def _kept_value_hashes(
         self, tx: GraphTransaction, persons: Sequence[str]

@@ -639,7 +639,8 @@ class ReadService:
         result: _ScanResult,
         extra: Mapping[str, Any],
     ) -> None:
-        refs = [self._audit.person_ref(m.row.person_id) for m in result.members]
+        by_person = self._audit.person_refs([m.row.person_id for m in result.members])
+        refs = [by_person[m.row.person_id] for m in result.members]
         if self.on_decision is not None:
             self.on_decision(purpose_id, True, len(refs))
             self.on_decision(purpose_id, False, sum(result.denied.values()))

@@ -18,6 +18,13 @@ erasure service, **without suppression**: nobody asked for them to stay away, so
 back they are a new person. A person whose processing is restricted (Art. 18) is skipped: a
 restriction asks for the data to be *kept*.
 
+**Records of the service's own processing** are kept as ``policies/retention.yaml`` declares
+(:class:`RecordRetention`, validated at start-up like every policy file): ended data-subject
+requests with their export metadata and delivery log, finished DSR deliveries, refusals, kept raw
+identifiers of persons inactive that long (restricted persons' are kept), and consent records
+superseded by a later record of the same purpose and signal on the same identifier (their proofs
+with them; the derived consent state cannot change). Each is deleted in bounded batches.
+
 The sweep pages by id (facts by fact id, persons by person id) and commits each page on its own,
 so it is resumable (an interrupted run leaves every committed page done; the next run finds
 nothing there) and idempotent (a second run deletes nothing more). It reports counts and writes
@@ -28,11 +35,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from pathlib import Path
+from typing import Annotated, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from identity.model import FactKind, FactStatus, MemberScan
+from identity.policy import load_policy_file
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.audit import AuditDraft, AuditLog
 from privacy.consent.state import is_restricted
@@ -40,6 +51,43 @@ from privacy.facts import UNKNOWN_CATEGORY, FactsPolicy
 from privacy.purposes import PurposesPolicy
 
 SWEPT_KINDS = frozenset({FactKind.ATTRIBUTE, FactKind.EVENT})
+Days = Annotated[int, Field(ge=1, le=36_500)]
+
+
+class RecordRetention(BaseModel):
+    """``records`` of ``policies/retention.yaml``: days each kind of record is kept (the file
+    says from when). Defaults are the shipped file's values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dsr_requests: Days = 1095
+    dsr_deliveries: Days = 395
+    refusals: Days = 395
+    kept_raw_identifiers: Days = 1095
+    consent_proofs: Days = 1095
+
+
+class RetentionPolicy(BaseModel):
+    """``policies/retention.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1]
+    records: RecordRetention = Field(default_factory=RecordRetention)
+
+
+def load_retention_policy(path: Path) -> RetentionPolicy:
+    """Load and validate ``retention.yaml``; a problem raises
+    :class:`~identity.policy.PolicyFileError` naming the file and field."""
+    return load_policy_file(path, RetentionPolicy)
+
+
+class DsrRecords(Protocol):
+    """The DSR store's retention (:meth:`privacy.dsr.store.SqliteDsrStore.purge`)."""
+
+    def purge(self, requests_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
+        """Delete old ended requests and finished deliveries; ``(requests, deliveries)``."""
+        ...
 
 
 def _utcnow() -> datetime:
@@ -101,6 +149,7 @@ class RetentionReport:
     persons_restricted_kept: int = 0
     persons_erased: int = 0
     erasure_counts: Mapping[str, int] = field(default_factory=dict)
+    records_deleted: Mapping[str, int] = field(default_factory=dict)  # retention.yaml kinds
 
 
 class RetentionSweeper:
@@ -113,6 +162,8 @@ class RetentionSweeper:
         rules: RetentionRules,
         erase_persons: PersonEraser | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        records: RecordRetention | None = None,
+        dsr_records: DsrRecords | None = None,
     ) -> None:
         if rules.inactive_person is not None and erase_persons is None:
             raise ValueError("erasing inactive persons needs a person eraser")
@@ -121,6 +172,8 @@ class RetentionSweeper:
         self.rules = rules
         self._erase = erase_persons
         self._clock = clock
+        self.records = records
+        self._dsr_records = dsr_records
 
     def run(
         self,
@@ -132,6 +185,8 @@ class RetentionSweeper:
         now = self._clock()
         report = self._sweep_facts(now, batch_size, progress)
         report = self._sweep_persons(now, batch_size, report, actor, progress)
+        if self.records is not None:
+            report = replace(report, records_deleted=self._sweep_records(now, batch_size))
         self._audit.append(
             [
                 AuditDraft(
@@ -148,11 +203,69 @@ class RetentionSweeper:
                         # Access exports of erased persons, destroyed with them (issue 13).
                         "exports_destroyed": report.erasure_counts.get("exports_destroyed", 0),
                         "deleted_categories": sorted(report.deleted_by_category),
+                        **{f"{k}_deleted": n for k, n in sorted(report.records_deleted.items())},
                     },
                 )
             ]
         )
         return report
+
+    def _sweep_records(self, now: datetime, batch_size: int) -> dict[str, int]:
+        """Retention of the service's own records (module docstring); counts by kind."""
+        records = self.records
+        assert records is not None  # noqa: S101 - checked by the caller
+        deleted: Counter[str] = Counter()
+
+        def days(n: int) -> datetime:
+            return now - timedelta(days=n)
+
+        refusals, proofs = days(records.refusals), days(records.consent_proofs)
+        sweeps: tuple[tuple[str, Callable[[GraphTransaction], int]], ...] = (
+            ("refusals", lambda tx: tx.delete_refusals_before(refusals, batch_size)),
+            ("consent_proofs", lambda tx: tx.delete_superseded_consents(proofs, batch_size)),
+        )
+        for kind, delete in sweeps:
+            while True:  # bounded batches, each its own transaction
+                n = self._graph.write(delete)
+                deleted[kind] += n
+                if n < batch_size:
+                    break
+        deleted["kept_raw_identifiers"] = self._sweep_raw(days(records.kept_raw_identifiers))
+        if self._dsr_records is not None:
+            requests, deliveries = self._dsr_records.purge(
+                days(records.dsr_requests), days(records.dsr_deliveries)
+            )
+            deleted["dsr_requests"] = requests
+            deleted["dsr_deliveries"] = deliveries
+        return dict(sorted(deleted.items()))
+
+    def _sweep_raw(self, cutoff: datetime, batch_size: int = 1_000) -> int:
+        """Delete the kept raw identifiers of persons not seen since ``cutoff`` (restricted
+        persons' are kept); the keyed hashes stay, so the identifiers still resolve."""
+        scan = MemberScan()
+        deleted = 0
+        after = ""
+        while rows := self._graph.read(
+            lambda tx, after=after: tx.member_page(scan, after, batch_size)  # type: ignore[misc]
+        ):
+            stale = [
+                r.person_id
+                for r in rows
+                if r.last_seen <= cutoff and not is_restricted(r.consents)[0]
+            ]
+            if stale:
+
+                def drop(tx: GraphTransaction, stale: list[str] = stale) -> int:
+                    facts = [
+                        f.fact_id
+                        for p in stale
+                        for f in tx.person_facts(p, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
+                    ]
+                    return tx.delete_facts(facts) if facts else 0
+
+                deleted += self._graph.write(drop)
+            after = rows[-1].person_id
+        return deleted
 
     def _sweep_facts(
         self, now: datetime, batch_size: int, progress: Callable[[RetentionReport], None] | None

@@ -346,6 +346,8 @@ class Vault:
         self._root_key: bytes | None = None
         self._shred_mac: hmac.HMAC | None = None
         self._root_lock = threading.Lock()
+        # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
+        self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -386,6 +388,62 @@ class Vault:
 
     def _shred_refs(self, owners: Collection[str]) -> dict[str, str]:
         return {owner: self.shred_ref(owner) for owner in owners}
+
+    def owner_subkeys(
+        self, owners: Collection[str], info: bytes, *, create: bool
+    ) -> dict[str, bytes]:
+        """A 32-byte subkey per owner: HKDF-SHA256 of the owner's own data key, named ``info``.
+
+        For keyed references that must become unlinkable when the owner is shredded (the audit
+        log's per-person references): the subkey exists only as long as the owner's data key.
+        With ``create``, owners without a key get one; shredded owners never do, and are absent
+        from the answer (as are, without ``create``, owners that have no key).
+        """
+        if not info:
+            raise ValueError("owner_subkeys needs a non-empty info (the subkey's purpose)")
+        wanted = set(owners)
+        for owner in wanted:
+            _check_name("owner", owner)
+        generation = self._keys.shred_generation()
+        found: dict[str, bytes] = {}
+        with self._cache_lock:
+            if generation > self._generation:
+                self._cache.clear()
+                self._subkeys.clear()
+                self._generation = generation
+            for owner in wanted:
+                key = self._subkeys.get((owner, info))
+                if key is not None:
+                    self._subkeys.move_to_end((owner, info))
+                    found[owner] = key
+        rest = wanted - found.keys()
+        if not rest:
+            return found
+        rows = self._keys.get_many(rest)
+        raw = {owner: self._unwrap(owner, wrapped) for owner, wrapped in rows.items()}
+        missing = rest - rows.keys()
+        if missing and create:
+            raw.update(self._fresh_keys(missing))
+        made = {owner: _hkdf(key, info) for owner, key in raw.items()}
+        if self._cache_size:
+            with self._cache_lock:
+                if self._generation == generation:
+                    for owner, key in made.items():
+                        self._subkeys[(owner, info)] = key
+                    while len(self._subkeys) > self._cache_size:
+                        self._subkeys.popitem(last=False)
+        return {**found, **made}
+
+    def _fresh_keys(self, missing: set[str]) -> dict[str, bytes]:
+        """Data keys for ``missing``, made now (or another process's); shredded owners left out."""
+        try:
+            stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
+        except DataKeyDestroyedError as exc:
+            missing = missing - set(exc.owners)
+            if not missing:
+                return {}
+            stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
+        return {owner: mine.get(owner) or self._unwrap(owner, stored[owner]) for owner in missing}
 
     # -- encryption ------------------------------------------------------------------------
 
@@ -465,6 +523,7 @@ class Vault:
             _check_name("owner", owner)
         destroyed, generation = self._keys.delete_many(wanted, self._shred_refs(wanted))
         with self._cache_lock:
+            self._subkeys.clear()  # rare (erasures): simpler than finding each owner's entries
             if self._generation == generation - 1:
                 # No other shred since the cache was last validated: dropping ours is enough.
                 for owner in wanted:

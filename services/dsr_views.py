@@ -35,6 +35,12 @@ class DsrCreate(StrictModel):
     purposes: Annotated[
         list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]], Field(max_length=50)
     ] = Field(default_factory=list, description="objection only: the purposes objected to.")
+    rectified: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50)] = Field(
+        default_factory=list,
+        description="rectification only: names of the corrected data (attribute, event or "
+        "identifier type names, never values; the corrections go through ingest). Every "
+        "recipient of the subject's data is told (Art. 19).",
+    )
     callback_urls: Annotated[list[Annotated[str, Field(max_length=2048)]], Field(max_length=5)] = (
         Field(default_factory=list)
     )
@@ -54,6 +60,7 @@ class DsrCreate(StrictModel):
             submitted_at=self.submitted_time,
             regulation=self.regulation,
             purposes=self.purposes,
+            rectified=self.rectified,
             callback_urls=self.callback_urls,
             confirm_multiple_persons=self.confirm_multiple_persons,
         )
@@ -89,6 +96,7 @@ class DsrOut(StrictModel):
     type: str
     action: str
     purposes: list[str]
+    rectified: list[str]
     regulation: str
     status: str
     submitted_time: datetime
@@ -141,6 +149,7 @@ def dsr_out(request: DsrRequest, now: datetime) -> DsrOut:
         type=request.type.value,
         action=request.action.value,
         purposes=list(request.purposes),
+        rectified=list(request.rectified),
         regulation=request.regulation,
         status=request.status.value,
         submitted_time=request.submitted_at,

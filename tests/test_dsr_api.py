@@ -505,6 +505,8 @@ def test_restriction_denies_every_purpose_but_legal_claims_until_lifted(dsr: Dsr
         "consent_records": 1,
         "persons": 1,
         "subjects_not_found": 0,
+        # The two profile reads above were by two keys (each its own consumer): both are told.
+        "recipients_notified": 2,
     }
     for purpose in ("ad_targeting", "fraud_prevention", "analytics"):
         assert dsr.profile(person, purpose) == 404, purpose

@@ -252,6 +252,9 @@ class _SqliteSource:
         # And the suppression list (version 3).
         self.has_suppressed = self._has_table("suppressed")
         self.has_do_not_link = self._has_table("do_not_link")
+        # And the refusals' anchor node (version 5): older refusals have none.
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(refusals)")}
+        self._anchor = "anchor_node" if "anchor_node" in columns else "NULL"
 
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -395,8 +398,8 @@ class _SqliteSource:
 
     def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
         rows = self._conn.execute(
-            "SELECT refusal_id, at, source, type, key_id, digest, reason, detail FROM refusals "
-            "WHERE refusal_id > ? ORDER BY refusal_id LIMIT ?",
+            "SELECT refusal_id, at, source, type, key_id, digest, reason, detail, "  # noqa: S608 - a fixed column name or NULL
+            f"{self._anchor} FROM refusals WHERE refusal_id > ? ORDER BY refusal_id LIMIT ?",
             (refusal_id, limit),
         )
         return [
@@ -408,9 +411,10 @@ class _SqliteSource:
                     detail,
                     source,
                     _dt(at),
+                    anchor_node=anchor,
                 ),
             )
-            for rid, at, source, type_, key_id, digest, reason, detail in rows
+            for rid, at, source, type_, key_id, digest, reason, detail, anchor in rows
         ]
 
 

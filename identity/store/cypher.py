@@ -30,7 +30,7 @@ The graph model::
       -[:DO_NOT_LINK {rule_id, created_at}]->       an operator's unlink: never one person again
     (:Identifier)
 
-    (:Refusal {at, source, type, key_id, digest, reason, detail})
+    (:Refusal {at, source, type, key_id, digest, reason, detail, anchor_node})
     (:Meta {key, value})                            schema version, copy cursors
 
     (:WriterLock {name, held_at})                   one node: every write transaction locks it first
@@ -76,6 +76,11 @@ vault data keys are still to be shredded; completing it empties that list and se
 ``Refusal`` nodes holding its hashes. Neo4j keeps deleted records in its store files until the
 space is reused and in its transaction logs until they rotate out; the README's "How erasure
 works" says what that means for retention settings.
+
+Schema version 6 (issue 20) gave ``(:Refusal)`` an ``anchor_node`` property: the node id the rest
+of the refused identifier's event was anchored to, so an erasure of the refused identifier's
+person can follow it (:data:`REFUSED_ANCHORS`). Refusals from before have none (a null
+property): nothing to migrate, they cannot be followed.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 
 class Label(StrEnum):
@@ -119,7 +124,16 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
     {
         Label.PERSON: ("person_id", "created_at", "last_seen"),
         Label.IDENTIFIER: ("node_id", "type", "key_id", "digest", "first_seen", "last_seen"),
-        Label.REFUSAL: ("at", "source", "type", "key_id", "digest", "reason", "detail"),
+        Label.REFUSAL: (
+            "at",
+            "source",
+            "type",
+            "key_id",
+            "digest",
+            "reason",
+            "detail",
+            "anchor_node",
+        ),
         Label.META: ("key", "value"),
         Label.FACT: (
             "fact_id",
@@ -748,7 +762,39 @@ DETACH DELETE f
 CREATE_REFUSALS: Final = """
 UNWIND $rows AS row
 CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.key_id,
-                  digest: row.digest, reason: row.reason, detail: row.detail})
+                  digest: row.digest, reason: row.reason, detail: row.detail,
+                  anchor_node: row.anchor_node})
+"""
+
+# Retention (privacy/retention.py): old refusals, and consent records superseded by a later
+# record of the same purpose and signal on the same identifier (the state never changes).
+DELETE_REFUSALS_BEFORE: Final = """
+MATCH (r:Refusal)
+WHERE r.at < $before
+WITH r LIMIT $limit
+DELETE r
+"""
+
+DELETE_SUPERSEDED_CONSENTS: Final = """
+MATCH (i:Identifier)-[:HAS_CONSENT]->(c:Consent)
+WHERE c.at < $before
+  AND EXISTS {
+    MATCH (i)-[:HAS_CONSENT]->(n:Consent)
+    WHERE n.purpose = c.purpose AND n.signal = c.signal AND n.at > c.at
+  }
+WITH c LIMIT $limit
+DETACH DELETE c
+"""
+
+# Schema version 6: where the rest of a refused identifier's event went (its anchor node's
+# current person), for erasure to follow (privacy/erasure.py). A refusal without an anchor
+# (nothing linked, or recorded before version 6) has a null property and matches nothing.
+REFUSED_ANCHORS: Final = """
+UNWIND $candidates AS c
+MATCH (r:Refusal {digest: c.digest})
+WHERE r.type = c.type AND r.key_id = c.key_id AND r.anchor_node IS NOT NULL
+MATCH (p:Person)-[:HAS_IDENTIFIER]->(:Identifier {node_id: r.anchor_node})
+RETURN DISTINCT p.person_id AS person_id, r.at AS at
 """
 
 # -- erasure and suppression (privacy/erasure.py) -------------------------------------------------

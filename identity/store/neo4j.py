@@ -72,6 +72,7 @@ from identity.model import (
     PersonRecord,
     Refusal,
     RefusalReason,
+    RefusedAnchor,
     StoreStats,
 )
 from identity.store import cypher
@@ -241,6 +242,7 @@ def _refusal_row(r: Refusal) -> dict[str, Any]:
         "digest": r.hashed.digest.hex(),
         "reason": r.reason.value,
         "detail": r.detail,
+        "anchor_node": r.anchor_node,
     }
 
 
@@ -658,6 +660,23 @@ class Neo4jTransaction:
         wanted = sorted(set(hashes), key=lambda h: (h.digest, h.type, h.key_id))
         for chunk in _chunks(wanted, self._batch):
             yield [{"type": h.type, "key_id": h.key_id, "digest": h.digest.hex()} for h in chunk]
+
+    def delete_refusals_before(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` refusals of events before ``before``."""
+        return self._deleted(cypher.DELETE_REFUSALS_BEFORE, before=_ms(before), limit=limit)[0]
+
+    def delete_superseded_consents(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` superseded consent records decided before ``before``."""
+        return self._deleted(cypher.DELETE_SUPERSEDED_CONSENTS, before=_ms(before), limit=limit)[0]
+
+    def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
+        """Where events that had any of ``hashes`` refused put the rest of their data."""
+        found = {
+            RefusedAnchor(str(r["person_id"]), _dt(int(r["at"])))
+            for rows in self._hash_batches(hashes)
+            for r in self._data(cypher.REFUSED_ANCHORS, candidates=rows)
+        }
+        return sorted(found, key=lambda a: (a.person_id, a.at))
 
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
         """Delete refusals recorded for any of ``hashes``."""

@@ -29,6 +29,7 @@ from identity.model import (
     MemberScan,
     OutboundEvent,
     PersonRecord,
+    RefusedAnchor,
     StoreStats,
 )
 
@@ -124,6 +125,23 @@ class GraphTransaction(Protocol):
         links and do-not-link rules touching them, facts and consent records anchored to them,
         and refusals holding their keyed hashes. Returns what was deleted (``persons == 0``: no
         such person)."""
+        ...
+
+    def delete_refusals_before(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` refusals of events before ``before`` (retention)."""
+        ...
+
+    def delete_superseded_consents(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` consent records decided before ``before`` that a later record
+        of the same purpose and signal on the same identifier node superseded (retention of
+        consent proofs). The derived consent state is unchanged: it depends only on the latest
+        record of each purpose and signal."""
+        ...
+
+    def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
+        """Where the rest of each event that had one of ``hashes`` refused went: the person now
+        holding the event's anchor node, with the event's time (refusals of events that linked
+        nothing, or recorded before schema 5, have no anchor and are not listed)."""
         ...
 
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:

@@ -47,6 +47,7 @@ from identity.model import (
     MemberScan,
     OutboundEvent,
     PersonRecord,
+    RefusedAnchor,
     StoreStats,
 )
 from storage.sqlite import GRAPH_CACHE_MIB, open_migrated, transaction
@@ -55,11 +56,12 @@ T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 # 1: persons, identifiers, links, refusals, facts. 2: consents, and the index member scans use
-# for event rules. 3: the suppression list and the erasure outbox. Files of older versions are
-# 4: processed message ids and the outbound event outbox (stream ingest and publishing).
-# 5: do-not-link rules (sticky unlink).
-# migrated forward when opened (see _SCHEMA).
-SCHEMA_VERSION = 5
+# for event rules. 3: the suppression list and the erasure outbox. 4: processed message ids and
+# the outbound event outbox (stream ingest and publishing). 5: do-not-link rules (sticky
+# unlink). 6: refusals.anchor_node (where the rest of the event went: an erasure follows it; a
+# guarded column add, see _add_refusal_anchor). Files of older versions are migrated forward
+# when opened (see _SCHEMA).
+SCHEMA_VERSION = 6
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -107,7 +109,8 @@ CREATE TABLE IF NOT EXISTS refusals (
     key_id     TEXT NOT NULL,
     digest     BLOB NOT NULL,
     reason     TEXT NOT NULL,
-    detail     TEXT NOT NULL
+    detail     TEXT NOT NULL,
+    anchor_node TEXT
 );
 CREATE INDEX IF NOT EXISTS refusals_by_digest ON refusals(digest);
 
@@ -261,6 +264,14 @@ _DO_NOT_LINK_SELECT = (
 
 
 @functools.lru_cache(maxsize=65_536)
+def _add_refusal_anchor(conn: sqlite3.Connection) -> None:
+    """Schema 5 → 6: refusals name the node the rest of their event was anchored to (``NULL``
+    for refusals recorded before: their data cannot be followed, as before). Idempotent."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(refusals)")}
+    if columns and "anchor_node" not in columns:
+        conn.execute("ALTER TABLE refusals ADD COLUMN anchor_node TEXT")
+
+
 def _ms(moment: datetime) -> int:
     # Cached: a batch repeats the same few event times on every row it writes.
     return int(moment.timestamp() * 1000)
@@ -661,8 +672,8 @@ class _SqliteTransaction:
         self._write_stream(changes)  # a no-op without message ids and outbound events
         if changes.refusals:
             conn.executemany(
-                "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail, "
+                "anchor_node) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         _ms(r.at),
@@ -672,6 +683,7 @@ class _SqliteTransaction:
                         r.hashed.digest,
                         r.reason.value,
                         r.detail,
+                        r.anchor_node,
                     )
                     for r in changes.refusals
                 ],
@@ -1053,6 +1065,38 @@ class _SqliteTransaction:
             do_not_link=rules,
         )
 
+    def delete_refusals_before(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` refusals of events before ``before``."""
+        return self._conn.execute(
+            "DELETE FROM refusals WHERE refusal_id IN "
+            "(SELECT refusal_id FROM refusals WHERE at < ? LIMIT ?)",
+            (_ms(before), limit),
+        ).rowcount
+
+    def delete_superseded_consents(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` superseded consent records decided before ``before``."""
+        return self._conn.execute(
+            "DELETE FROM consents WHERE record_id IN (SELECT c.record_id FROM consents c "
+            "WHERE c.at < ? AND EXISTS (SELECT 1 FROM consents n WHERE n.node_id = c.node_id "
+            "AND n.purpose = c.purpose AND n.signal = c.signal AND n.at > c.at) LIMIT ?)",
+            (_ms(before), limit),
+        ).rowcount
+
+    def refused_anchors(self, hashes: Collection[HashedIdentifier]) -> list[RefusedAnchor]:
+        """Where events that had any of ``hashes`` refused put the rest of their data."""
+        found: set[RefusedAnchor] = set()
+        for h in set(hashes):
+            found.update(
+                RefusedAnchor(str(person_id), _dt(int(at)))
+                for person_id, at in self._conn.execute(
+                    "SELECT i.person_id, r.at FROM refusals r "
+                    "JOIN identifiers i ON i.node_id = r.anchor_node "
+                    "WHERE r.digest = ? AND r.type = ? AND r.key_id = ?",
+                    (h.digest, h.type, h.key_id),
+                )
+            )
+        return sorted(found, key=lambda a: (a.person_id, a.at))
+
     def delete_refusals(self, hashes: Collection[HashedIdentifier]) -> int:
         if not hashes:
             return 0
@@ -1233,6 +1277,7 @@ class SqliteGraphStore:
             _SCHEMA,
             SCHEMA_VERSION,
             newer=StoreIntegrityError,
+            before=_add_refusal_anchor,
             secure_delete=True,
             synchronous=synchronous,
             foreign_keys=True,

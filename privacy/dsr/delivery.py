@@ -16,6 +16,7 @@ receiver's idempotency key); each attempt is signed with a fresh timestamp.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,8 +36,16 @@ class Destination:
     secrets: tuple[str, ...]
 
 
-def parse_destinations(raw: str | None, outbound: OutboundPolicy) -> dict[str, Destination]:
-    """``IDGRAPH_DSR_DESTINATIONS``: ``{"name": {"url": ..., "secret": "whsec_..."}}``.
+# A destination name: an API key consumer name for recipients (``adtech-partner``), a token
+# for destinations; printable, so it can be shown in the DSR status and logged.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
+
+
+def parse_destinations(
+    raw: str | None, outbound: OutboundPolicy, setting: str = "IDGRAPH_DSR_DESTINATIONS"
+) -> dict[str, Destination]:
+    """``IDGRAPH_DSR_DESTINATIONS`` (or ``IDGRAPH_DSR_RECIPIENTS``, keyed by API key consumer):
+    ``{"name": {"url": ..., "secret": "whsec_..."}}``.
 
     ``secret`` may also be a list (rotation: every secret signs, the receiver accepts any).
     Raises :class:`ConfigurationError` naming the entry, never a secret.
@@ -46,14 +55,17 @@ def parse_destinations(raw: str | None, outbound: OutboundPolicy) -> dict[str, D
     try:
         document = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"IDGRAPH_DSR_DESTINATIONS is not JSON: {exc.msg}") from None
+        raise ConfigurationError(f"{setting} is not JSON: {exc.msg}") from None
     if not isinstance(document, dict):
-        raise ConfigurationError("IDGRAPH_DSR_DESTINATIONS must be a JSON object of destinations")
+        raise ConfigurationError(f"{setting} must be a JSON object of destinations")
     destinations: dict[str, Destination] = {}
     for name, spec in document.items():
-        where = f"IDGRAPH_DSR_DESTINATIONS.{name}"
-        if not isinstance(name, str) or not name.isidentifier() or len(name) > 64:
-            raise ConfigurationError(f"{where}: the name must be an identifier-like token")
+        where = f"{setting}.{name}"
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"{where}: the name must be 1-64 of A-Z a-z 0-9 _ . : - (starting with a letter "
+                "or digit)"
+            )
         if not isinstance(spec, dict) or set(spec) - {"url", "secret"}:
             raise ConfigurationError(f"{where}: expected an object with url and secret")
         secret = spec.get("secret")

@@ -29,6 +29,9 @@ class DsrType(StrEnum):
     PORTABILITY = "portability"  # Art. 20
     RESTRICTION = "restriction"  # Art. 18
     OBJECTION = "objection"  # Art. 21
+    # Art. 16, with Art. 19: the correction is made through ingest (scanned like any input); this
+    # request records which data was corrected and tells every recipient of it.
+    RECTIFICATION = "rectification"
 
 
 class DsrAction(StrEnum):
@@ -189,6 +192,7 @@ class DsrRequest:
     error: str | None = None
     export: ExportInfo | None = None
     deliveries: tuple[Delivery, ...] = ()
+    rectified: tuple[str, ...] = ()  # rectification: names of the corrected data
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,7 @@ class DsrSubmission:
     submitted_at: datetime | None = None
     regulation: str | None = None
     purposes: Sequence[str] = ()
+    rectified: Sequence[str] = ()  # rectification: names of the corrected data, never values
     callback_urls: Sequence[str] = ()
     # The caller checked that identities resolving to several persons are one data subject.
     confirm_multiple_persons: bool = False
@@ -242,3 +247,4 @@ class NewRequest:
     regulation: str
     submitted_at: datetime
     callback_urls: tuple[str, ...]
+    rectified: tuple[str, ...] = ()

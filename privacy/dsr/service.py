@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -53,6 +54,8 @@ from identity.model import (
     RESTRICTION_PURPOSE,
     ConsentInput,
     ConsentSignal,
+    FactKind,
+    FactStatus,
     IdentifierNode,
     IdentityEvent,
 )
@@ -88,8 +91,17 @@ from privacy.dsr.model import (
     NewRequest,
     SubjectHash,
 )
+from privacy.dsr.recipients import (
+    RECIPIENT_PREFIX,
+    NoticeKeys,
+    Received,
+    hashed_identifier,
+    notice_body,
+    received,
+)
 from privacy.dsr.store import Claimed, DsrStore
 from privacy.outbound import DestinationRefusedError, OutboundPolicy, PinnedWebhookSender
+from privacy.pseudonyms import FeaturePseudonymizer
 from privacy.purposes import PurposesPolicy
 from privacy.redaction import redact_text
 from privacy.vault import ShredIncompleteError, Vault, VaultError
@@ -99,6 +111,15 @@ log = structlog.get_logger("idgraph.dsr")
 
 SUBJECTS_FIELD = "dsr:subjects"
 EXPORT_FIELD = "dsr:export"
+NOTICE_FIELD = "dsr:notice"
+# Request types whose recipients are told (Art. 17(2) and 19; objections too, so that a
+# recipient processing for an objected purpose stops).
+NOTIFIED_TYPES = frozenset(
+    {DsrType.ERASURE, DsrType.RESTRICTION, DsrType.OBJECTION, DsrType.RECTIFICATION}
+)
+# What a rectification names as corrected: an attribute, event or identifier type name.
+RECTIFIED_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+Outgoing = tuple[str, str, str, str, bytes]  # (destination, url, webhook id, event, payload)
 MAX_FUTURE_SKEW = timedelta(hours=24)
 MIN_YEAR = 1000
 SOURCE = "dsr"  # the source of consent records a DSR writes
@@ -121,6 +142,11 @@ def subjects_owner(request_id: str) -> str:
 def export_owner(request_id: str) -> str:
     """The vault owner whose data key seals a request's access export."""
     return f"dsr-export:{request_id}"
+
+
+def notice_owner(webhook_id: str) -> str:
+    """The vault owner whose data key seals one recipient notice in the outbox."""
+    return f"dsr-notice:{webhook_id}"
 
 
 def _utcnow() -> datetime:
@@ -159,6 +185,8 @@ class DsrConfig:
     default_regulation: str
     export_ttl: timedelta
     destinations: Mapping[str, Destination]
+    # Recipient notice endpoints by API key consumer (IDGRAPH_DSR_RECIPIENTS).
+    recipients: Mapping[str, Destination] = field(default_factory=dict)
     callback_secrets: tuple[str, ...] = ()
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     max_attempts: int = 3
@@ -211,6 +239,7 @@ class DsrService:
         sender: WebhookSender | None = None,
         recipient_name: Callable[[str], str] = str,
         clock: Callable[[], datetime] = _utcnow,
+        consumer_of: Callable[[str], str | None] = lambda _actor: None,
     ) -> None:
         if config.default_regulation not in config.deadlines:
             raise ValueError("the default regulation needs a deadline")
@@ -227,6 +256,8 @@ class DsrService:
         self.config = config
         self._sender: WebhookSender = sender or PinnedWebhookSender(config.outbound)
         self._recipient_name = recipient_name
+        self._consumer_of = consumer_of
+        self._pseudonyms = FeaturePseudonymizer(keyring)
         self.clock = clock
         # Called with (depth, oldest age in seconds) whenever the queue is looked at (metrics).
         # Called with (depth, oldest age in seconds, overdue requests) (metrics).
@@ -342,6 +373,7 @@ class DsrService:
             regulation=submission.regulation or self.config.default_regulation,
             submitted_at=submission.submitted_at or now,
             callback_urls=tuple(submission.callback_urls),
+            rectified=tuple(dict.fromkeys(submission.rectified)),
         )
         # A request id is a reference, not free text: checked by the audit reference shape (it
         # goes into the audit log as an AuditRef), never by the free-text phone heuristic, which
@@ -366,6 +398,7 @@ class DsrService:
             errors.extend(self._objection_problems(new.purposes))
         elif new.purposes:
             bad("#/purposes", "not_allowed", "only objection requests name purposes")
+        errors.extend(_rectified_problems(new.type, submission.rectified))
         if new.action is DsrAction.LIFT and new.type not in (
             DsrType.RESTRICTION,
             DsrType.OBJECTION,
@@ -457,6 +490,7 @@ class DsrService:
                 "regulation": new.regulation,
                 "submitted_at": None if submitted is None else _iso(submitted),
                 "callback_urls": list(new.callback_urls),
+                "rectified": list(new.rectified),
                 "subjects": sorted({f"{s.type}:{s.value}" for s in subjects}),
             },
             sort_keys=True,
@@ -731,7 +765,7 @@ class DsrService:
         started = time.perf_counter()
         try:
             subjects = self._subjects(claimed)
-            result, export, exported = self._run(request, subjects)
+            result, export, exported, notices = self._run(request, subjects)
         except StoreUnavailableError as exc:
             if request.attempts < self.config.max_attempts:
                 log.warning("dsr_requeued", request_id=rid, error=type(exc).__name__)
@@ -744,6 +778,7 @@ class DsrService:
         deliveries = self._callbacks(request, DsrStatus.COMPLETED, result, now)
         if request.type is DsrType.ERASURE:
             deliveries += self._destinations(request, result, now)
+        deliveries += notices
         sealed_export = None
         if export is not None:
             sealed_export = (
@@ -811,30 +846,141 @@ class DsrService:
 
     def _run(
         self, request: DsrRequest, subjects: Sequence[NormalizedIdentifier]
-    ) -> tuple[dict[str, int], bytes | None, list[str]]:
-        """The result counts, the export (access/portability) and the persons it holds."""
+    ) -> tuple[dict[str, int], bytes | None, list[str], list[Outgoing]]:
+        """The result counts, the export (access/portability), the persons it holds and the
+        recipient notices to enqueue with the terminal status."""
         nodes = self._find(subjects)
+        persons = sorted({node.person_id for _, node in nodes})
         if request.type is DsrType.ERASURE:
-            persons = sorted({node.person_id for _, node in nodes})
-            # Exports first, while the subjects still resolve to their persons: if the graph
+            # Before the erasure: afterwards the audit references, the identifiers and the
+            # person id that tell who received what (and what key it holds) are gone. Exports
+            # first too, while the subjects still resolve to their persons: if the graph
             # erasure fails after its commit (recover() completes it), a retry of this request
             # finds no person any more, and so would never find their exports.
+            notices = self._notices(request, persons)
             destroyed = self.destroy_person_exports(persons)
             erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
             counts = result_counts(erased)
             counts["exports_destroyed"] = destroyed
-            return counts, None, []
+            counts["recipients_notified"] = len(notices)
+            return counts, None, [], notices
         if request.type in EXPORT_TYPES:
             counts, document = self._export(request, nodes, [s.type for s in subjects])
-            return counts, document, sorted({node.person_id for _, node in nodes})
-        return self._record_consents(request, subjects, nodes), None, []
+            return counts, document, persons, []
+        if request.type is DsrType.RECTIFICATION:
+            # Nothing to change here: the corrected values came through ingest. Record that
+            # the recipients were told (Art. 19).
+            notices = self._notices(request, persons)
+            counts = {
+                "persons": len(persons),
+                "subjects_not_found": len(subjects) - len(nodes),
+                "recipients_notified": len(notices),
+            }
+            return counts, None, [], notices
+        counts = self._record_consents(request, subjects, nodes)
+        notices = self._notices(request, persons)
+        counts["recipients_notified"] = len(notices)
+        return counts, None, [], notices
+
+    # -- recipients (Art. 17(2), 19) -------------------------------------------------------
+
+    def recipients(self, person_id: str) -> dict[str, Received]:
+        """Who received ``person_id``'s data, by consumer (:mod:`privacy.dsr.recipients`)."""
+        cache: dict[str, str | None] = {}
+
+        def consumer_of(actor: str) -> str | None:
+            if actor not in cache:
+                cache[actor] = self._consumer_of(actor)
+            return cache[actor]
+
+        return received(self._audit, person_id, consumer_of)
+
+    def _notices(self, request: DsrRequest, person_ids: Sequence[str]) -> list[Outgoing]:
+        """One sealed notice per recipient of any of ``person_ids``, carrying, per person, only
+        the keys that recipient holds. Objections go to recipients of the objected purposes."""
+        if request.type not in NOTIFIED_TYPES:
+            return []
+        keys: dict[str, list[NoticeKeys]] = {}
+        for person_id in person_ids:
+            for consumer, got in self.recipients(person_id).items():
+                if request.type is DsrType.OBJECTION and not set(got.purposes) & set(
+                    request.purposes
+                ):
+                    continue
+                keys.setdefault(consumer, []).append(self._keys_held(person_id, got))
+        if not keys:
+            return []
+        now = self.clock()
+        event = f"recipient.{request.type.value}"
+        outgoing: list[Outgoing] = []
+        for consumer, persons in sorted(keys.items()):
+            webhook_id = new_webhook_id()
+            body = notice_body(
+                event,
+                now,
+                request.request_id,
+                request.regulation,
+                request.action.value,
+                request.purposes,
+                persons,
+                request.rectified,
+            )
+            # Sealed: the body holds person ids or SHA-256 digests of identifiers, which must not
+            # sit readable in the outbox (nor outlive the erasure): shredded once sent.
+            sealed = self._vault.encrypt(notice_owner(webhook_id), NOTICE_FIELD, body)
+            endpoint = self.config.recipients.get(consumer)
+            url = endpoint.url if endpoint is not None else ""
+            outgoing.append((RECIPIENT_PREFIX + consumer, url, webhook_id, event, sealed))
+        self._audit_append(
+            AuditDraft(
+                actor="dsr-worker",
+                action="dsr.recipients.notified",
+                reason=f"{request.type.value} notices to recipients queued",
+                details={
+                    "request_id": audit_ref_or_text(request.request_id),
+                    "recipients": [AuditRef(c) for c in sorted(keys)],
+                    "unconfigured": sum(c not in self.config.recipients for c in keys),
+                },
+            )
+        )
+        return outgoing
+
+    def _keys_held(self, person_id: str, got: Received) -> NoticeKeys:
+        """The keys ``got.consumer`` holds for ``person_id``: never more than it was given."""
+        pseudonym = None
+        if got.pseudonym:
+            pseudonym = (
+                self._pseudonyms.key_id,
+                self._pseudonyms.pseudonym(got.consumer, person_id),
+            )
+        types: set[str] = set()
+        for purpose_id in got.export_purposes:
+            purpose = self._purposes.get(purpose_id)
+            types.update(purpose.activation if purpose is not None else ())
+        hashed: list[dict[str, str]] = []
+        if types:
+            facts = self._graph.read(
+                lambda tx: tx.person_facts(person_id, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
+            )
+            wanted = [f for f in facts if f.name in types]
+            plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in wanted])
+            hashed = [
+                hashed_identifier(f.name, text) for f, text in zip(wanted, plain, strict=True)
+            ]
+        return NoticeKeys(
+            person_id=person_id if got.person_id else None,
+            pseudonym=pseudonym,
+            hashed_identifiers=tuple(hashed),
+        )
 
     def destroy_person_exports(self, person_ids: Sequence[str]) -> int:
         """Destroy every access/portability export that holds any of ``person_ids`` (blob
         deleted, its key shredded): an export must not outlive the erasure of its subject.
 
         Returns how many were destroyed (part of the erasure's result and audit entry)."""
-        refs = [self._audit.person_ref(p) for p in person_ids]
+        return self._destroy_exports(list(self._audit.person_refs(person_ids).values()))
+
+    def _destroy_exports(self, refs: Sequence[str]) -> int:
         found = self.store.exports_of(refs)
         if not found:
             return 0
@@ -1139,6 +1285,9 @@ class DsrService:
     def _secrets(self, destination: str) -> tuple[str, ...]:
         if destination.startswith("callback:"):
             return self.config.callback_secrets
+        if destination.startswith(RECIPIENT_PREFIX):
+            recipient = self.config.recipients.get(destination.removeprefix(RECIPIENT_PREFIX))
+            return recipient.secrets if recipient is not None else ()
         configured = self.config.destinations.get(destination)
         return configured.secrets if configured is not None else ()
 
@@ -1150,17 +1299,26 @@ class DsrService:
             secrets = self._secrets(item.destination)
             status: int | None = None
             error: str | None = None
+            sealed = item.destination.startswith(RECIPIENT_PREFIX)
+            body = item.payload
+            if sealed and secrets:
+                try:
+                    body = self._vault.decrypt(
+                        notice_owner(item.webhook_id), NOTICE_FIELD, item.payload
+                    )
+                except VaultError:
+                    error = "notice_destroyed"
             if not secrets:
                 error = "destination_not_configured"
-            else:
+            elif error is None:
                 headers = {
-                    **sign_headers(secrets, item.webhook_id, int(now.timestamp()), item.payload),
+                    **sign_headers(secrets, item.webhook_id, int(now.timestamp()), body),
                     "content-type": "application/json",
                     "user-agent": "idgraph-dsr",
                 }
                 try:
                     status = self._sender(
-                        item.url, headers, item.payload, self.config.webhook_timeout_seconds
+                        item.url, headers, body, self.config.webhook_timeout_seconds
                     )
                 except DestinationRefusedError:
                     # Resolved to an address we may not reach (or off the allowlist): final,
@@ -1173,7 +1331,7 @@ class DsrService:
                 state, next_at = DeliveryState.DELIVERED, None
                 delivered += 1
             elif (
-                error in ("destination_not_configured", "destination_refused")
+                error in ("destination_not_configured", "destination_refused", "notice_destroyed")
                 or attempts >= self.config.webhook_max_attempts
             ):
                 state, next_at = DeliveryState.FAILED, None
@@ -1191,6 +1349,11 @@ class DsrService:
                 next_attempt_at=next_at,
                 now=now,
             )
+            if sealed and state is not DeliveryState.PENDING:
+                # Sent or given up: the notice's key is shredded and the ciphertext dropped, so
+                # no copy of the outbox can ever be opened to learn whom it was about.
+                self.store.clear_payload(item.delivery_id)
+                self._shred([notice_owner(item.webhook_id)])
             log.info(
                 "dsr_webhook_attempt",
                 request_id=item.request_id,
@@ -1250,6 +1413,37 @@ class DsrService:
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
             self._audit.append(drafts)
+
+
+def _rectified_problems(request_type: DsrType, names: Sequence[str]) -> list[InvalidFieldError]:
+    """What is wrong with a request's ``rectified`` names (required for a rectification, names
+    only, never values; not allowed on other types)."""
+    if request_type is not DsrType.RECTIFICATION:
+        if not names:
+            return []
+        return [
+            InvalidFieldError(
+                "not_allowed", "only rectification requests name rectified data", "#/rectified"
+            )
+        ]
+    if not names:
+        return [
+            InvalidFieldError(
+                "required",
+                "a rectification names what was corrected (attribute, event or identifier type "
+                "names; the corrected values go through ingest)",
+                "#/rectified",
+            )
+        ]
+    return [
+        InvalidFieldError(
+            "invalid_name",
+            "a name of 1-64 of a-z 0-9 _ starting with a letter (never a value)",
+            f"#/rectified/{index}",
+        )
+        for index, name in enumerate(names)
+        if not RECTIFIED_NAME.fullmatch(name)
+    ]
 
 
 def _submitted_time_problems(at: datetime, now: datetime) -> list[InvalidFieldError]:

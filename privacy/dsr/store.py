@@ -15,7 +15,9 @@ What the file holds about a subject, and why that is enough:
   queued request cannot keep them in memory). The row is deleted and the key shredded at the
   terminal state, so every copy of this file taken earlier is unreadable from then on.
 * ``exports``: the access export, sealed the same way (its own key), destroyed on expiry.
-* ``deliveries``: outbound webhooks; payloads hold the request id, status and counts only.
+* ``deliveries``: outbound webhooks; payloads hold the request id, status and counts only, except
+  recipient notices (:mod:`privacy.dsr.recipients`), which are sealed by the vault under a key of
+  their own and cleared (key shredded) once delivered or given up.
 
 ``PRAGMA secure_delete=ON`` zeroes deleted cells (cleared hashes, deleted sealed blobs), and
 :meth:`SqliteDsrStore.checkpoint` folds the WAL back and truncates it after such deletions.
@@ -47,7 +49,7 @@ from privacy.dsr.model import (
 )
 from storage.sqlite import open_migrated, transaction
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3  # 3: requests.rectified (issue 20)
 _AT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_LIST_LIMIT: Final = 1_000
 
@@ -80,7 +82,8 @@ CREATE TABLE IF NOT EXISTS requests (
     finished_at     TEXT,
     result          TEXT NOT NULL DEFAULT '{}',
     error           TEXT,
-    owner           TEXT NOT NULL DEFAULT ''
+    owner           TEXT NOT NULL DEFAULT '',
+    rectified       TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS requests_status ON requests (status, received_at);
 
@@ -130,7 +133,7 @@ CREATE INDEX IF NOT EXISTS deliveries_request ON deliveries (request_id, deliver
 _REQUEST_COLUMNS: Final = (
     "request_id, type, action, purposes, regulation, status, submitted_at, received_at, due_at, "
     "extended, subject_types, subject_hashes, requester, callback_urls, attempts, started_at, "
-    "finished_at, result, error, owner"
+    "finished_at, result, error, owner, rectified"
 )
 _DELIVERY_COLUMNS: Final = (
     "delivery_id, request_id, destination, webhook_id, event, state, attempts, next_attempt_at, "
@@ -309,6 +312,16 @@ class DsrStore(Protocol):
         """Record one delivery attempt and what comes next."""
         ...
 
+    def clear_payload(self, delivery_id: int) -> None:
+        """Drop a finished delivery's payload (a sealed recipient notice, its key shredded)."""
+        ...
+
+    def purge(self, requests_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
+        """Retention: delete requests that ended before ``requests_before`` (with their export
+        metadata and delivery log), and finished deliveries created before
+        ``deliveries_before``; returns ``(requests, deliveries)`` deleted."""
+        ...
+
     def checkpoint(self) -> bool:
         """Fold the WAL into the file and truncate it (after deletions of sealed data)."""
         ...
@@ -371,8 +384,8 @@ class SqliteDsrStore:
             cursor = conn.execute(
                 "INSERT INTO requests (request_id, type, action, purposes, regulation, status, "
                 "submitted_at, received_at, due_at, subject_types, subject_hashes, requester, "
-                "callback_urls, fingerprint, fingerprint_key, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "callback_urls, fingerprint, fingerprint_key, owner, rectified) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 (
                     new.request_id,
@@ -391,6 +404,7 @@ class SqliteDsrStore:
                     fingerprint,
                     fingerprint_key,
                     owner,
+                    json.dumps(list(new.rectified)),
                 ),
             )
             if cursor.rowcount != 1:
@@ -689,6 +703,40 @@ class SqliteDsrStore:
                 ),
             )
 
+    def clear_payload(self, delivery_id: int) -> None:
+        """Drop a finished delivery's payload (a sealed recipient notice, its key shredded)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE deliveries SET payload = X'' WHERE delivery_id = ?", (delivery_id,)
+            )
+
+    def purge(self, requests_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
+        """Retention: old ended requests with everything hanging off them, and finished
+        deliveries (never a pending one: it still has to be sent)."""
+        terminal = [s.value for s in DsrStatus if s.terminal]
+        with self._tx() as conn:
+            old = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT request_id FROM requests WHERE status IN (?, ?, ?) AND finished_at < ?",
+                    (*terminal, fmt(requests_before)),
+                )
+            ]
+            deliveries = 0
+            for rid in old:
+                for table in ("subjects", "exports", "export_persons", "deliveries"):
+                    deleted = conn.execute(
+                        f"DELETE FROM {table} WHERE request_id = ?",  # noqa: S608 - fixed names
+                        (rid,),
+                    ).rowcount
+                    deliveries += deleted if table == "deliveries" else 0
+                conn.execute("DELETE FROM requests WHERE request_id = ?", (rid,))
+            deliveries += conn.execute(
+                "DELETE FROM deliveries WHERE state != ? AND created_at < ?",
+                (DeliveryState.PENDING.value, fmt(deliveries_before)),
+            ).rowcount
+        return len(old), deliveries
+
     # -- housekeeping ----------------------------------------------------------------------
 
     def checkpoint(self) -> bool:
@@ -772,6 +820,7 @@ def _request(row: Sequence[Any]) -> DsrRequest:
         result={str(k): int(v) for k, v in json.loads(row[17]).items()},
         error=None if row[18] is None else str(row[18]),
         owner=str(row[19]),
+        rectified=tuple(json.loads(row[20])),
     )
 
 
@@ -796,6 +845,8 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
     """Schema 1 → 2: requests get an owner. Old requests are owned by the consumer a key had by
     default (its id, taken from the ``key_<id>`` requester); others (CLI) by operators only."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if columns and "rectified" not in columns:  # schema 2 → 3 (issue 20)
+        conn.execute("ALTER TABLE requests ADD COLUMN rectified TEXT NOT NULL DEFAULT '[]'")
     if columns and "owner" not in columns:
         conn.execute("ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         conn.execute(

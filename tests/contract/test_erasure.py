@@ -101,6 +101,70 @@ def test_delete_refusals_deletes_only_refusals_of_exactly_the_given_hashes(
     assert store.stats().refusals == 1
 
 
+def test_refused_anchors_name_the_person_now_holding_the_rest_of_the_event(
+    store: GraphStore, engine: ResolutionEngine, ids: Ids, keyring: Keyring
+) -> None:
+    """Issue 20 gap 6: a refusal keeps where the rest of its event went (its anchor node), so an
+    erasure of the refused identifier's person can follow it; the anchor follows merges."""
+    ann = _ingest(engine, ids, ("customer_id", "C-1"), ("email", "ann@x.de"))
+    at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    event = IdentityEvent((ids("customer_id", "C-2"), ids("email", "ann@x.de")), "shop", at)
+    (conflict,) = engine.ingest([event])  # the email is refused: C-2 makes a person of its own
+    assert conflict.person_id is not None
+    assert conflict.person_id != ann
+    engine.ingest([ids.event(("email", "test@example.com"))])  # blocked, nothing linked: no anchor
+    email = keyring.hash(ids("email", "ann@x.de"))
+
+    (anchor,) = store.read(lambda tx: tx.refused_anchors([email]))
+
+    assert anchor.person_id == conflict.person_id
+    assert anchor.at == at
+    blocked = keyring.hash(ids("email", "test@example.com"))
+    assert store.read(lambda tx: tx.refused_anchors([blocked])) == []
+    other_key = HashedIdentifier("email", "k-x", email.digest)
+    assert store.read(lambda tx: tx.refused_anchors([other_key])) == []
+    # C-2's person merges with another: the anchor names the survivor.
+    engine.ingest([ids.event(("phone", "+4915112345678"))])
+    (merged,) = engine.ingest([ids.event(("customer_id", "C-2"), ("phone", "+4915112345678"))])
+    assert merged.merged_person_ids
+    (after,) = store.read(lambda tx: tx.refused_anchors([email]))
+    assert after.person_id == merged.person_id
+
+
+def test_retention_deletes_old_refusals_and_superseded_consents_only(
+    store: GraphStore, engine: ResolutionEngine, ids: Ids
+) -> None:
+    """Issue 20 record retention: refusals before a time, and consent records a later record of
+    the same purpose and signal on the same node superseded (the latest always stays)."""
+    _ingest(engine, ids, ("customer_id", "C-1"), ("email", "ann@x.de"))
+    old, new = datetime(2020, 1, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC)
+    engine.ingest([ids.event(("customer_id", "C-2"), ("email", "ann@x.de"), at=old)])
+    engine.ingest([ids.event(("customer_id", "C-3"), ("email", "ann@x.de"), at=new)])
+    assert store.stats().refusals == 2
+    email = ids("email", "ann@x.de")
+    for granted, at, signal in (
+        (True, old, ConsentSignal.DIRECT),
+        (False, datetime(2021, 1, 1, tzinfo=UTC), ConsentSignal.DIRECT),
+        (True, old, ConsentSignal.OBJECTION),  # another signal: not superseded by the denial
+    ):
+        consent = ConsentInput("analytics", granted, at, signal, "consent", "cd" * 32)
+        engine.ingest([IdentityEvent((email,), "cmp", at, consents=(consent,))])
+    cutoff = datetime(2025, 1, 1, tzinfo=UTC)
+
+    assert store.write(lambda tx: tx.delete_refusals_before(cutoff, 10)) == 1
+    assert store.write(lambda tx: tx.delete_superseded_consents(cutoff, 10)) == 1
+    assert store.write(lambda tx: tx.delete_superseded_consents(cutoff, 10)) == 0
+
+    assert store.stats().refusals == 1
+    person = engine.resolve(email)
+    assert person is not None
+    left = store.read(lambda tx: tx.person_consents(person, ["analytics"]))
+    assert sorted((c.signal.value, c.granted) for c in left) == [
+        ("direct", False),
+        ("objection", True),
+    ]
+
+
 def test_erase_person_of_an_unknown_person_deletes_nothing(store: GraphStore) -> None:
     counts = store.write(lambda tx: tx.erase_person("p_missing"))
 

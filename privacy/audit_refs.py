@@ -1,0 +1,50 @@
+"""Per-person audit reference keys, held by the vault and shredded by erasure.
+
+The audit log names a person by ``r_`` + HMAC(key, person id) (:func:`privacy.audit.person_ref`).
+With one shared key, anyone holding that key and a person id (a downstream tool keeps the ids it
+was sent) could find every entry about the person, erased or not. So each person's references
+are keyed with a key of its own: HKDF-SHA256 of a vault data key that exists for that person
+alone. An erasure shreds that data key with the person's identifier keys
+(:mod:`privacy.erasure`): from then on nobody, the operator included, can compute the reference,
+and the erased person's entries cannot be linked to its id any more. The entries stay, and the
+hash chain still verifies (it never needed a key).
+
+The vault owner of a person's key is not the person id but ``aref:`` + 32 hex of an HMAC of it
+under a vault reference subkey: the key file lists owners in clear, and must not list person ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Final
+
+from privacy.vault import Vault
+
+OWNER_INFO: Final = b"idgraph-audit-person-ref-owner/1"
+KEY_INFO: Final = b"idgraph-audit-person-ref-key/1"
+OWNER_PREFIX: Final = "aref:"
+
+
+class VaultPersonRefKeys:
+    """Implements :class:`privacy.audit.PersonRefKeys` with per-person vault data keys."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._owner_mac = hmac.new(vault.reference_key(OWNER_INFO), digestmod=hashlib.sha256)
+
+    def _owner(self, person_id: str) -> str:
+        mac = self._owner_mac.copy()
+        mac.update(person_id.encode())
+        return OWNER_PREFIX + mac.hexdigest()[:32]
+
+    def owners(self, person_ids: Sequence[str]) -> list[str]:
+        """The vault owners of ``person_ids``' keys."""
+        return sorted({self._owner(p) for p in person_ids})
+
+    def keys(self, person_ids: Sequence[str]) -> dict[str, bytes]:
+        """Each person's key (made on first use); erased persons' keys are never made again."""
+        owners = {p: self._owner(p) for p in person_ids}
+        found = self._vault.owner_subkeys(set(owners.values()), KEY_INFO, create=True)
+        return {p: found[o] for p, o in owners.items() if o in found}
