@@ -21,8 +21,8 @@ $(RUN_STAMP): pyproject.toml | $(VENV_CFG)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	@touch $@
 
-$(STAMP): pyproject.toml $(RUN_STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+$(STAMP): pyproject.toml clients/python/pyproject.toml $(RUN_STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./clients/python
 	@touch $@
 
 ## Runtime and dev dependencies (what `make test` installs).

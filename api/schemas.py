@@ -50,7 +50,9 @@ class ConsentsOut(StrictModel):
 class IdentifyResponse(StrictModel):
     """What one event did. No person id: use /v1/resolve with the `resolve` scope."""
 
-    outcome: str = Field(description="created | linked | merged | unchanged | refused")
+    outcome: str = Field(
+        description="created | linked | merged | unchanged | refused | duplicate (message_id seen)"
+    )
     new_identifiers: int
     refused: list[RefusalOut]
     facts: FactsOut
@@ -201,7 +203,9 @@ class GppOut(StrictModel):
 class ConsentResponse(StrictModel):
     """What a consent request wrote. ``person_id`` only for keys with the `resolve` scope."""
 
-    outcome: str = Field(description="created | linked | merged | unchanged | refused")
+    outcome: str = Field(
+        description="created | linked | merged | unchanged | refused | duplicate (message_id seen)"
+    )
     person_id: str | None = None
     new_identifiers: int
     refused: list[RefusalOut]

@@ -29,12 +29,13 @@ from privacy.dsr.model import (
     DsrType,
     MultiplePersonsError,
 )
-from rich.console import Console
 from rich.table import Table
 from services.dsr_views import dsr_out
 
-console = Console(stderr=True)
-out = Console()
+from cli.output import err_console, out_console, print_json
+
+console = err_console()
+out = out_console()
 
 dsr_app = typer.Typer(help="Data-subject requests (erasure, access, ...).", no_args_is_help=True)
 retention_app = typer.Typer(help="Retention: delete what is kept too long.", no_args_is_help=True)
@@ -135,10 +136,15 @@ def status(request_id: str) -> None:
 def list_requests(
     state: Annotated[Optional[DsrStatus], typer.Option("--status")] = None,  # noqa: UP045
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """List requests (by request id)."""
     with _container() as container:
         found = container.dsr.list_requests(state, "", limit)
+        if as_json:
+            now = container.dsr.clock()
+            print_json([dsr_out(r, now).model_dump(mode="json") for r in found])
+            return
         table = Table("request id", "type", "status", "regulation", "due", "finished", "result")
         for r in found:
             table.add_row(

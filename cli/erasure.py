@@ -17,10 +17,11 @@ import typer
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import IdGraphError
-from rich.console import Console
 
-console = Console(stderr=True)
-out = Console()
+from cli.output import err_console, out_console
+
+console = err_console()
+out = out_console()
 
 CLI_ACTOR = "cli"
 

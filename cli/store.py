@@ -14,15 +14,16 @@ from bootstrap.container import open_store
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError, IdGraphError
 from identity.store.copy import DEFAULT_BATCH_SIZE, CopyProgress, copy_graph
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.output import err_console, out_console
 
 store_app = typer.Typer(
     help="Graph-store administration: create the schema, copy a graph into another store.",
     no_args_is_help=True,
 )
-_out = Console()
-_err = Console(stderr=True)
+_out = out_console()
+_err = err_console()
 
 
 def _fail(exc: IdGraphError) -> typer.Exit:

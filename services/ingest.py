@@ -178,7 +178,9 @@ class IngestService:
             errors.extend(exc.errors)
         if errors:
             raise BatchValidationError(errors)
-        return IdentityEvent(identifiers, request.source, at, fact_inputs)
+        return IdentityEvent(
+            identifiers, request.source, at, fact_inputs, message_id=request.message_id
+        )
 
     def identify(
         self, request: IdentifyRequest, *, actor: str, gpc_proof: bytes | None = None

@@ -70,6 +70,8 @@ class IdentifierIn(StrictModel):
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+# Printable ASCII: a sender's event id (Segment's messageId, a UUID, a database key).
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 # Strict types: "5" stays a string and 5 an integer; the policy decides what a key may hold.
 # Finite only: Python's json module reads NaN and Infinity, which are not JSON and could not be
@@ -103,6 +105,13 @@ class IdentifyRequest(StrictModel):
         default=None,
         description="When the identifiers were seen (RFC 3339 with offset). Default: now.",
     )
+    message_id: MessageId | None = Field(
+        default=None,
+        description="The sender's id for this event: an event whose (source, message_id) was "
+        "applied before (within the dedup window, 7 days) is answered `duplicate` and changes "
+        "nothing, so a retry after a lost response is harmless. Stored only as a keyed digest.",
+        examples=["evt-2026-03-01-0001"],
+    )
 
     @field_validator("timestamp")
     @classmethod
@@ -126,10 +135,25 @@ _ECHOABLE_SEGMENT = re.compile(r"[a-z_][a-z0-9_-]{0,63}|\[key\]")
 
 
 def pointer_from_location(location: Iterable[int | str]) -> str:
-    """A JSON pointer for a pydantic error location, with unsafe segments replaced by ``*``."""
-    parts = [
-        str(p) if isinstance(p, int) or _ECHOABLE_SEGMENT.fullmatch(p) else "*"
-        for p in location
-        if p != "body"
-    ]
+    """An RFC 6901 JSON pointer for a pydantic error location, ending before an unsafe segment.
+
+    A segment that could be a value (a key the caller chose) is never echoed; the pointer then
+    names the object that holds it, which is still a real pointer into the request (a ``*``
+    stand-in is not: no client can resolve it).
+    """
+    parts: list[str] = []
+    for segment in location:
+        if segment == "body" and not parts:
+            continue
+        if not (isinstance(segment, int) or _ECHOABLE_SEGMENT.fullmatch(segment)):
+            break
+        parts.append(str(segment))
     return "#/" + "/".join(parts) if parts else "#"
+
+
+def withheld_member(location: Iterable[int | str]) -> bool:
+    """Whether :func:`pointer_from_location` stopped short of ``location``'s last segment."""
+    segments = list(location)
+    if segments[:1] == ["body"]:
+        segments = segments[1:]
+    return any(not (isinstance(s, int) or _ECHOABLE_SEGMENT.fullmatch(s)) for s in segments)
