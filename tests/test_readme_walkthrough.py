@@ -39,6 +39,7 @@ MASKS = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?"), "<time>"),
     (re.compile(r"\d{4}-\d\d-\d\d"), "<date>"),
     (re.compile(r"\b[0-9a-f]{64}\b"), "<sha256>"),
+    (re.compile(r'"size_bytes":\s*\d+'), '"size_bytes":<n>'),  # holds times and ids
     (re.compile(r"\s+"), ""),
 ]
 
@@ -122,7 +123,7 @@ def test_steps_parse_commands_outputs_and_explanations() -> None:
     assert steps(text) == [
         Step(3, "A=1", None),
         Step(6, "curl -s x \\\n  -d '{\n\"a\": 1}'", ' {"a":\n  1}'),
-        Step(10, "echo hi", None),
+        Step(11, "echo hi", None),
     ]
     assert mask('{"person_id":"p_5c0f8e1a", "at": "2026-03-01T09:00:00Z"}') == (
         '{"person_id":"p_<id>","at":"<time>"}'
