@@ -5,11 +5,13 @@ never sends). The routers name the statuses their use cases answer with; this mo
 ones that come from the layers around every route, decided from the route itself (the same facts
 :mod:`api.edge` guards on), and gives every 4xx/5xx the one ``Problem`` schema:
 
-- every operation: 500 (a fault; the body is generic);
+- every operation: 400 (an invalid ``Content-Length``, a bad paging cursor) and 500 (a fault;
+  the body is generic);
 - a route that needs an API key: 401 (no/unknown key), 403 (scope or purpose), 429 (rate limit,
   with ``Retry-After``);
 - a route with parameters or a body: 422 (request shape);
-- a route that takes a JSON body: 400 (malformed JSON), 413 (body limit), 415 (not JSON);
+- a route that takes a JSON body: 413 (body limit), 415 (not JSON), and its 400 also for
+  malformed JSON;
 - every ``/v1`` route and ``/readyz``: 503 (a store, the vault or the audit log is unavailable).
 
 ``tests/test_api_fuzz.py`` checks with schemathesis that every status the app answers is declared
@@ -76,7 +78,8 @@ FIELD_ERROR_SCHEMA: dict[str, Any] = {
 
 # status -> description of the answers that come from around the route, not from its use case.
 COMMON = {
-    400: "Malformed JSON: not UTF-8 JSON, a duplicate key, or nested too deeply",
+    400: "Malformed request: invalid JSON (not UTF-8, a duplicate key, nested too deeply), an "
+    "altered or expired paging cursor, or an invalid Content-Length",
     401: "Missing, unknown or revoked API key",
     403: "The API key lacks the scope or the purpose",
     413: "Body larger than IDGRAPH_MAX_BODY_BYTES",
@@ -153,7 +156,9 @@ def operation_id(route: APIRoute) -> str:
 
 
 def _common_statuses(path: str, needs_key: bool, json_body: bool, has_input: bool) -> set[int]:
-    statuses = {500}
+    # 400 on every route: an invalid Content-Length header (api.middleware), an altered paging
+    # cursor, malformed JSON where there is a body.
+    statuses = {400, 500}
     if needs_key:
         statuses |= {401, 403, 429}
     if has_input:
