@@ -2,6 +2,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY storage ./storage
 COPY identity ./identity
 COPY privacy ./privacy
 COPY services ./services

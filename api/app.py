@@ -7,14 +7,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import structlog
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
-from console import ConsoleConfig, ConsoleServices, create_console
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from services.lookup import PersonLookup
-from services.operations import IngestFigures, OperationsDashboard
-from services.quarantine import QuarantineReview
 
 from api import openapi, problems
 from api.background import background_jobs
@@ -24,6 +18,12 @@ from api.middleware import BodyLimitMiddleware, DocsCspMiddleware, RequestContex
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
+from console import ConsoleConfig, ConsoleServices, create_console
+from services.lookup import PersonLookup
+from services.operations import IngestFigures, OperationsDashboard
+from services.quarantine import QuarantineReview
 
 log = structlog.get_logger("idgraph.api")
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Header
-from identity.model import ConsentInput, EventOutcome
-from privacy.consent.signals import GppReport
 
 from api.schemas import ConsentRecordOut, GppOut, GppSectionOut
+from identity.model import ConsentInput, EventOutcome
+from privacy.consent.signals import GppReport
 
 GPC_HEADER = "Sec-GPC"
 GpcHeader = Annotated[

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from bootstrap.container import Container
-from bootstrap.settings import Settings
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.metrics import Metrics
+from api.ratelimit import RateLimitedError, RateLimiter
+from bootstrap.container import Container
+from bootstrap.settings import Settings
 from identity.resolution import ResolutionEngine
 from privacy.api_keys import ApiKey, AuthenticationError, ForbiddenError, Scope
 from privacy.facts import FactIntake
 from services.ingest import IngestService
 from services.links import LinkService
-
-from api.metrics import Metrics
-from api.ratelimit import RateLimitedError, RateLimiter
 
 MISSING_KEY = "an API key is required: `Authorization: Bearer <key>`"
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer idg_...`")

@@ -26,7 +26,6 @@ import fastapi.routing
 from fastapi import FastAPI, params
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from privacy.api_keys import AuthenticationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -34,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import MISSING_KEY, ScopeCheck, get_raw_body
 from api.problems import handle_idgraph_error, problem
+from privacy.api_keys import AuthenticationError
 
 JSON_MEDIA_TYPE = "application/json"
 

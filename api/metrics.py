@@ -39,7 +39,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import fastapi.routing
-from identity.model import EventOutcome, Outcome, RefusalReason
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,9 +47,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from services.metrics import StoreOperation
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from identity.model import EventOutcome, Outcome, RefusalReason
+from services.metrics import StoreOperation
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"

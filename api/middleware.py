@@ -9,8 +9,9 @@ import secrets
 import time
 
 import structlog
-from identity.strict_json import MalformedJsonError, loads_strict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from identity.strict_json import MalformedJsonError, loads_strict
 
 log = structlog.get_logger("idgraph.http")
 

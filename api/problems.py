@@ -13,6 +13,9 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.ratelimit import RateLimitedError
 from identity.errors import (
     BatchValidationError,
     ConfigurationError,
@@ -40,9 +43,6 @@ from privacy.dsr.model import (
 from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.webhooks import WebhookVerificationError
 from services.inputs import pointer_from_location, withheld_member
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from api.ratelimit import RateLimitedError
 
 log = structlog.get_logger("idgraph.api")
 

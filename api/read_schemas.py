@@ -9,6 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from pydantic import (
+    AllowInfNan,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
+
 from privacy.audiences import (
     MAX_IN_VALUES,
     MAX_RULES,
@@ -19,14 +28,6 @@ from privacy.audiences import (
     EventRule,
 )
 from privacy.reads import Profile
-from pydantic import (
-    AllowInfNan,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
 from services.inputs import StrictModel
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"

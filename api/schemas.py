@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import Field, StrictBool, field_validator
+
+from identity.model import EventOutcome
 from services.inputs import (
     MAX_CLOCK_SKEW,
     EventIn,
@@ -30,6 +32,20 @@ class RefusalOut(StrictModel):
         description="blocked_value | blocked_pattern | limit_exceeded | suppressed (erased)"
     )
     detail: str
+
+
+def refusals_out(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
+    """The refused identifiers of one event, each located by a JSON pointer under ``pointer``
+    (``#`` for a single event, ``#/events/<i>`` in a batch)."""
+    return [
+        RefusalOut(
+            pointer=f"{pointer}/identifiers/{r.position}",
+            type=r.hashed.type,
+            reason=r.reason.value,
+            detail=r.detail,
+        )
+        for r in outcome.refusals
+    ]
 
 
 class FactsOut(StrictModel):

@@ -92,7 +92,8 @@ from privacy.policy_engine import Caller, PolicyEngine  # noqa: E402
 from privacy.pseudonyms import FeaturePseudonymizer  # noqa: E402
 from privacy.purposes import load_purposes_policy  # noqa: E402
 from privacy.reads import ReadService  # noqa: E402
-from privacy.vault import SqliteVaultKeyStore, Vault  # noqa: E402
+from privacy.vault import Vault  # noqa: E402
+from privacy.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
 
 NOW = datetime.now(UTC)
 BUILD_BATCH = 20_000

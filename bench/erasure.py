@@ -85,7 +85,8 @@ from identity.store.sqlite import SqliteGraphStore  # noqa: E402
 from privacy.audit import SqliteAuditLog  # noqa: E402
 from privacy.erasure import ErasureService  # noqa: E402
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
-from privacy.vault import SqliteVaultKeyStore, Vault  # noqa: E402
+from privacy.vault import Vault  # noqa: E402
+from privacy.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
 
 IDS_PER_PERSON = 4
 BUILD_BATCH = 1000

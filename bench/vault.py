@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from identity.model import new_node_id  # noqa: E402 - after the path set-up above
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
-from privacy.vault import SqliteVaultKeyStore, Vault  # noqa: E402
+from privacy.vault import Vault  # noqa: E402
+from privacy.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
 
 VALUE_BYTES = 40
 T = TypeVar("T")

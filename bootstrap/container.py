@@ -35,7 +35,7 @@ from privacy.cursors import CursorCodec
 from privacy.dsr.service import DsrService
 from privacy.erasure import ErasureService
 from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
-from privacy.hash_keys import create_key_file, parse_key_document, read_key_file
+from privacy.hash_keys import create_key_file, keyring, parse_key_document, read_key_file
 from privacy.keyprovider import (
     KeyProvider,
     LocalFileKeyProvider,
@@ -50,12 +50,14 @@ from privacy.reads import ReadService
 from privacy.retention import RetentionSweeper
 from privacy.scanning import PiiScanner, ScannerConfig
 from privacy.secretfile import read_secret_file
-from privacy.vault import SqliteVaultKeyStore, Vault
+from privacy.vault import Vault
+from privacy.vault_sqlite import SqliteVaultKeyStore
 from privacy.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
 
 if TYPE_CHECKING:
+    from identity.store.copy import CopySource
     from privacy.pkcs11_provider import Pkcs11KeyProvider
 
 log = structlog.get_logger("idgraph.bootstrap")
@@ -218,7 +220,7 @@ def load_keyring(settings: Settings) -> Keyring:
             "the primary hash key was generated for local development; production refuses it. "
             "Create an operator key with `idgraph keys rotate-hash-key` or set IDGRAPH_HASH_KEYS."
         )
-    return keys.keyring()
+    return keyring(keys)
 
 
 def load_policies(settings: Settings) -> IdentityPolicy:
@@ -374,6 +376,26 @@ def open_store(settings: Settings) -> GraphStore:
         )
     raise ConfigurationError(
         "IDGRAPH_STORE_URL must start with sqlite: or neo4j:// (or bolt://, neo4j+s://)"
+    )
+
+
+def open_copy_source(settings: Settings) -> Path | CopySource:
+    """The source of ``idgraph store copy --from URL`` (``settings.store_url``): the file of an
+    ``sqlite:`` URL (opened read-only by the copy itself), or a Neo4j database opened with the
+    Neo4j settings (user, password, database) and read through its adapter. The caller closes a
+    :class:`CopySource`."""
+    url = settings.resolved_store_url
+    if url.startswith("sqlite:"):
+        raw = url.removeprefix("sqlite:")
+        return Path("/" + raw.removeprefix("///")) if raw.startswith("///") else Path(raw)
+    if url.split("://", 1)[0] in NEO4J_SCHEMES:
+        from identity.store.neo4j import Neo4jCopySource, Neo4jGraphStore
+
+        store = open_store(settings)
+        assert isinstance(store, Neo4jGraphStore)  # noqa: S101 - open_store's choice for the URL
+        return Neo4jCopySource(store)
+    raise ConfigurationError(
+        "the copy source must be an SQLite (sqlite:PATH) or Neo4j (neo4j://, bolt://) store URL"
     )
 
 

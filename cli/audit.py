@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
+
 from bootstrap.settings import Settings
+from cli.output import err_console, out_console, print_json
 from identity.errors import IdGraphError
 from privacy.audit import AuditHead, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, read_signed_heads
-from pydantic import ValidationError
-
-from cli.output import err_console, out_console, print_json
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 _out = out_console()

@@ -14,14 +14,14 @@ from contextlib import ExitStack, contextmanager
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
+
 from bootstrap.container import load_all_policies
 from bootstrap.settings import Settings
+from cli.output import err_console, out_console, print_json
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.audit import SqliteAuditLog
 from privacy.operators import OperatorAccess, Role, SqliteOperatorStore
-from pydantic import ValidationError
-
-from cli.output import err_console, out_console, print_json
 
 console_app = typer.Typer(help="Operator accounts of the web console.", no_args_is_help=True)
 _out = out_console()

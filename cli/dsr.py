@@ -9,17 +9,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
-from identity.errors import BatchValidationError, IdGraphError
+from rich.table import Table
+
+from bootstrap.container import Container
+from cli.common import CLI_ACTOR, running_container
+from cli.output import err_console, out_console, print_json
+from identity.errors import BatchValidationError
 from privacy.dsr.export import to_csv
 from privacy.dsr.model import (
     DsrAction,
@@ -29,10 +31,7 @@ from privacy.dsr.model import (
     DsrType,
     MultiplePersonsError,
 )
-from rich.table import Table
 from services.dsr_views import dsr_out
-
-from cli.output import err_console, out_console, print_json
 
 console = err_console()
 out = out_console()
@@ -40,25 +39,8 @@ out = out_console()
 dsr_app = typer.Typer(help="Data-subject requests (erasure, access, ...).", no_args_is_help=True)
 retention_app = typer.Typer(help="Retention: delete what is kept too long.", no_args_is_help=True)
 
-CLI_ACTOR = "cli"
 # An operator at the console: sees every owner's requests; what it submits is owned by "cli".
 CLI_CALLER = DsrCaller(CLI_ACTOR, CLI_ACTOR, sees_all=True)
-
-
-@contextmanager
-def _container() -> Iterator[Container]:
-    try:
-        container = build_container(Settings())
-    except (IdGraphError, ValueError) as exc:
-        console.print(f"[red]cannot start:[/red] {exc}")
-        raise typer.Exit(2) from None
-    try:
-        yield container
-    except IdGraphError as exc:
-        console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        container.close()
 
 
 def _print_json(data: Any) -> None:
@@ -110,7 +92,7 @@ def submit(
         purposes=tuple(purposes or ()),
         confirm_multiple_persons=confirm_multiple_persons,
     )
-    with _container() as container:
+    with running_container() as container:
         try:
             result = container.dsr.submit(submission, CLI_CALLER)
         except BatchValidationError as exc:
@@ -128,7 +110,7 @@ def submit(
 @dsr_app.command("status")
 def status(request_id: str) -> None:
     """Show one request (status, due date, result, export, webhook deliveries)."""
-    with _container() as container:
+    with running_container() as container:
         _show(container, request_id)
 
 
@@ -139,7 +121,7 @@ def list_requests(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """List requests (by request id)."""
-    with _container() as container:
+    with running_container() as container:
         found = container.dsr.list_requests(state, "", limit)
         if as_json:
             now = container.dsr.clock()
@@ -162,7 +144,7 @@ def list_requests(
 @dsr_app.command("process")
 def process(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
     """Process pending requests, send due webhooks and destroy expired exports (one pass)."""
-    with _container() as container:
+    with running_container() as container:
         report = container.dsr.run_once(limit)
         depth, age = container.dsr.publish_queue()
     _print_json({**asdict(report), "queue_depth": depth, "oldest_age_seconds": round(age, 1)})
@@ -171,7 +153,7 @@ def process(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> Non
 @dsr_app.command("cancel")
 def cancel(request_id: str) -> None:
     """Cancel a pending request."""
-    with _container() as container:
+    with running_container() as container:
         container.dsr.cancel(request_id, CLI_CALLER)
         _show(container, request_id)
 
@@ -182,7 +164,7 @@ def extend(
     reason: Annotated[str, typer.Option(help="Sent to the subject; no personal data.")],
 ) -> None:
     """Extend the due date once by the regulation's extension (before the due date)."""
-    with _container() as container:
+    with running_container() as container:
         try:
             container.dsr.extend(request_id, CLI_CALLER, reason)
         except BatchValidationError as exc:
@@ -205,7 +187,7 @@ def download(
     if fmt not in ("json", "csv"):
         console.print("[red]--format must be json or csv[/red]")
         raise typer.Exit(2)
-    with _container() as container:
+    with running_container() as container:
         document = container.dsr.download(request_id, CLI_CALLER)
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -216,6 +198,6 @@ def download(
 @retention_app.command("run")
 def retention_run(batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000) -> None:
     """Delete facts past their category's retention (and inactive persons, if configured)."""
-    with _container() as container:
+    with running_container() as container:
         report = container.retention.run(batch_size=batch_size, actor=CLI_ACTOR)
     _print_json(asdict(report))

@@ -14,16 +14,12 @@ import sys
 from typing import Annotated
 
 import typer
-from bootstrap.container import build_container
-from bootstrap.settings import Settings
-from identity.errors import IdGraphError
 
+from cli.common import CLI_ACTOR, running_container
 from cli.output import err_console, out_console
 
 console = err_console()
 out = out_console()
-
-CLI_ACTOR = "cli"
 
 
 def register_suppression_commands(dsr_app: typer.Typer) -> None:
@@ -49,21 +45,11 @@ def register_suppression_commands(dsr_app: typer.Typer) -> None:
         ):
             console.print("nothing changed")
             raise typer.Exit(1)
-        try:
-            container = build_container(Settings())
-        except (IdGraphError, ValueError) as exc:
-            console.print(f"[red]cannot start:[/red] {exc}")
-            raise typer.Exit(2) from None
-        try:
+        with running_container() as container:
             identifier = container.identity_policy.normalize(
                 identifier_type, value, container.settings.default_region
             )
             lifted = container.erasure.lift_suppression([identifier], request_id, CLI_ACTOR)
-        except IdGraphError as exc:
-            console.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-            raise typer.Exit(1) from None
-        finally:
-            container.close()
         if lifted:
             out.print(f"suppression lifted ({identifier_type}); audited as {request_id}")
         else:

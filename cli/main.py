@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
 from bootstrap.container import (
     STORE_GAVE_UP,
     Container,
@@ -18,17 +22,8 @@ from bootstrap.container import (
     load_keyring,
 )
 from bootstrap.settings import Environment, Settings
-from identity.errors import BatchValidationError, IdGraphError
-from privacy.api_keys import ApiKeyStore, Scope
-from privacy.hash_keys import create_key_file, rotate_key_file
-from privacy.secretfile import write_secret_file
-from pydantic import ValidationError
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from services.bulk import BulkFileError, BulkReport, FileFormat, ingest_file
-from services.links import LinkService
-
 from cli.audit import audit_app
+from cli.common import CLI_ACTOR
 from cli.console import console_app
 from cli.dsr import dsr_app, retention_app
 from cli.erasure import register_suppression_commands
@@ -36,6 +31,12 @@ from cli.output import err_console, out_console, print_json, tidy_help
 from cli.privacy import quarantine_app, register_key_commands
 from cli.store import store_app
 from cli.webhooks import webhooks_app
+from identity.errors import BatchValidationError, IdGraphError
+from privacy.api_keys import ApiKeyStore, Scope
+from privacy.hash_keys import create_key_file, rotate_key_file
+from privacy.secretfile import write_secret_file
+from services.bulk import BulkFileError, BulkReport, FileFormat, ingest_file
+from services.links import LinkService
 
 app = typer.Typer(
     help="idgraph: privacy-first identity graph.",
@@ -59,7 +60,6 @@ console = err_console()
 out = out_console()
 
 LOCAL_KEY_FILE = "local-api-key"
-CLI_ACTOR = "cli"  # the audit actor of commands run by an operator
 HTTP_APP_FACTORY = "api.app:serve_app"
 
 
@@ -145,6 +145,7 @@ def serve(
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
+
     from bootstrap.logging import configure_logging
 
     settings = _settings()

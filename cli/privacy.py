@@ -5,17 +5,18 @@ hash-key rotation, and review of quarantined values (``idgraph keys …``, ``idg
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
 from bootstrap.container import Container, build_container, open_pkcs11_provider
 from bootstrap.settings import Settings
+from cli.common import CLI_ACTOR, running_container
+from cli.output import err_console, out_console, print_json
 from identity.errors import IdGraphError
 from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from services.quarantine import QuarantineReview
-
-from cli.output import err_console, out_console, print_json
 
 console = err_console()
 out = out_console()
@@ -161,7 +162,7 @@ def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
         return
     path = settings.resolved_kek_file
     for old in retired:
-        if old in read_kek_file(path).kek_ids:
+        if old in read_kek_file(path).key_ids:
             remove_kek(path, old)
             out.print(f"removed retired KEK {old}")
 
@@ -212,24 +213,21 @@ def quarantine_list(
 @quarantine_app.command("release")
 def quarantine_release(fact_ids: list[str]) -> None:
     """Make quarantined values visible to reads (after review; audited)."""
-    container = build_container(_settings())
-    try:
-        changed = _review(container).release("cli", fact_ids)
-    finally:
-        container.close()
-    out.print(f"released {changed} value(s)")
-    if changed != len(fact_ids):
-        raise typer.Exit(1)
+    _settle(fact_ids, "release")
 
 
 @quarantine_app.command("drop")
 def quarantine_drop(fact_ids: list[str]) -> None:
     """Delete quarantined values (audited)."""
-    container = build_container(_settings())
-    try:
-        dropped = _review(container).drop("cli", fact_ids)
-    finally:
-        container.close()
-    out.print(f"dropped {dropped} value(s)")
-    if dropped != len(fact_ids):
+    _settle(fact_ids, "drop")
+
+
+def _settle(fact_ids: list[str], decision: Literal["release", "drop"]) -> None:
+    # Exit 1 when some ids were not (or no longer) quarantined: a script must notice.
+    with running_container() as container:
+        review = _review(container)
+        settle = review.release if decision == "release" else review.drop
+        changed = settle(CLI_ACTOR, fact_ids)
+    out.print(f"{'released' if decision == 'release' else 'dropped'} {changed} value(s)")
+    if changed != len(fact_ids):
         raise typer.Exit(1)

@@ -10,16 +10,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from bootstrap.container import open_store
-from bootstrap.settings import Settings
-from identity.errors import ConfigurationError, IdGraphError
-from identity.store.copy import DEFAULT_BATCH_SIZE, CopyProgress, copy_graph
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bootstrap.container import open_copy_source, open_store
+from bootstrap.settings import Settings
 from cli.output import err_console, out_console
+from identity.errors import ConfigurationError, IdGraphError
+from identity.model import StoreStats
+from identity.store.copy import (
+    DEFAULT_BATCH_SIZE,
+    CopyProgress,
+    CopyReport,
+    CopySource,
+    copy_graph,
+)
 
 store_app = typer.Typer(
-    help="Graph-store administration: create the schema, copy a graph into another store.",
+    help="Graph-store administration: create the schema, copy a graph between stores.",
     no_args_is_help=True,
 )
 _out = out_console()
@@ -70,48 +77,46 @@ def copy(
     source: Annotated[
         str,
         typer.Option(
-            "--from", help="SQLite store to copy from, e.g. sqlite:.idgraph/graph.sqlite3"
+            "--from",
+            help="store to copy from: sqlite:.idgraph/graph.sqlite3 or neo4j://localhost:7687",
         ),
     ],
     target: Annotated[
-        str, typer.Option("--to", help="store to copy into, e.g. neo4j://localhost:7687")
+        str,
+        typer.Option(
+            "--to", help="store to copy into, e.g. neo4j://localhost:7687 or sqlite:copy.sqlite3"
+        ),
     ],
     batch_size: Annotated[
         int,
         typer.Option("--batch-size", min=1, max=100_000, help="persons per target transaction"),
     ] = DEFAULT_BATCH_SIZE,
 ) -> None:
-    """Copy an SQLite graph into another store (typically Neo4j), in batches.
+    """Copy a graph between stores, in batches: SQLite into Neo4j, or Neo4j into an SQLite file.
 
-    Resumable: a Neo4j target records how far the copy got in the same transaction as each
-    batch, so re-running the same command after an interruption continues where it stopped.
-    Neo4j credentials come from IDGRAPH_NEO4J_USER / IDGRAPH_NEO4J_PASSWORD /
-    IDGRAPH_NEO4J_DATABASE. The source is only read (a read-only snapshot).
+    Resumable into Neo4j: a Neo4j target records how far the copy got in the same transaction as
+    each batch, so re-running the same command after an interruption continues where it stopped.
+    An SQLite target must be empty (delete the file and re-run after an interruption).
+    Neo4j credentials (of the source or the target) come from IDGRAPH_NEO4J_USER /
+    IDGRAPH_NEO4J_PASSWORD(_FILE) / IDGRAPH_NEO4J_DATABASE. The source is only read: an SQLite
+    source as a read-only snapshot; a Neo4j source page by page, so stop its writers first.
     """
     try:
-        source_path = sqlite_path(source)
-        if target.startswith("sqlite:") and sqlite_path(target).resolve() == source_path.resolve():
+        if (
+            source.startswith("sqlite:")
+            and target.startswith("sqlite:")
+            and sqlite_path(target).resolve() == sqlite_path(source).resolve()
+        ):
             raise ConfigurationError("--from and --to name the same SQLite file")
-        store = open_store(Settings().model_copy(update={"store_url": target}))
+        if source == target:
+            raise ConfigurationError("--from and --to name the same store")
+        settings = Settings()
+        reader = open_copy_source(settings.model_copy(update={"store_url": source}))
         try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=_err,
-            ) as bar:
-                persons = bar.add_task("persons", total=None)
-                refusals = bar.add_task("refusals", total=None)
-
-                def show(p: CopyProgress) -> None:
-                    bar.update(persons, completed=p.persons_done, total=p.persons_total)
-                    bar.update(refusals, completed=p.refusals_done, total=p.refusals_total)
-
-                report = copy_graph(source_path, store, batch_size=batch_size, progress=show)
-            stats = store.stats()
+            report, stats = _copy_into(reader, settings, target, batch_size)
         finally:
-            store.close()
+            if isinstance(reader, CopySource):
+                reader.close()
     except IdGraphError as exc:
         raise _fail(exc) from exc
     verb = "resumed and copied" if report.resumed else "copied"
@@ -121,3 +126,30 @@ def copy(
         f"target now holds {stats.persons} persons, {stats.identifiers} identifiers, "
         f"{stats.links} links, {stats.refusals} refusals, {stats.facts} facts"
     )
+
+
+def _copy_into(
+    reader: Path | CopySource, settings: Settings, target: str, batch_size: int
+) -> tuple[CopyReport, StoreStats]:
+    """Open ``target`` and copy ``reader`` into it with a progress bar; the report and the
+    target's counts afterwards."""
+    store = open_store(settings.model_copy(update={"store_url": target}))
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_err,
+        ) as bar:
+            persons = bar.add_task("persons", total=None)
+            refusals = bar.add_task("refusals", total=None)
+
+            def show(p: CopyProgress) -> None:
+                bar.update(persons, completed=p.persons_done, total=p.persons_total)
+                bar.update(refusals, completed=p.refusals_done, total=p.refusals_total)
+
+            report = copy_graph(reader, store, batch_size=batch_size, progress=show)
+        return report, store.stats()
+    finally:
+        store.close()

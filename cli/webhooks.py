@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+
 from bootstrap.container import load_webhook_secrets
 from bootstrap.settings import Settings
+from cli.output import err_console
 from identity.errors import IdGraphError
 from privacy.webhooks import (
     HEADER_ID,
@@ -24,9 +27,6 @@ from privacy.webhooks import (
     WebhookVerificationError,
     WebhookVerifier,
 )
-from pydantic import ValidationError
-
-from cli.output import err_console
 
 console = err_console()
 

@@ -7,15 +7,6 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
-from identity.errors import (
-    BatchValidationError,
-    IdGraphError,
-    InvalidFieldError,
-    StoreUnavailableError,
-)
-from privacy.dsr.model import DsrConflictError, DsrNotFoundError, DsrStateError, ExportExpiredError
-from privacy.reads import AudienceNotFoundError, PurposeNotInScopeError
-from services.quarantine import QuarantinedFactNotFoundError
 from starlette.responses import RedirectResponse, Response
 
 from console.pages import ROUTERS
@@ -27,6 +18,15 @@ from console.security import (
     SecurityHeadersMiddleware,
 )
 from console.wiring import ConsoleConfig, ConsoleServices
+from identity.errors import (
+    BatchValidationError,
+    IdGraphError,
+    InvalidFieldError,
+    StoreUnavailableError,
+)
+from privacy.dsr.model import DsrConflictError, DsrNotFoundError, DsrStateError, ExportExpiredError
+from privacy.reads import AudienceNotFoundError, PurposeNotInScopeError
+from services.quarantine import QuarantinedFactNotFoundError
 
 # One table: which core error is which HTTP status on a console page.
 STATUS: tuple[tuple[type[IdGraphError], int], ...] = (

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
-from privacy.operators import ConsoleScope, Session
 from starlette.responses import HTMLResponse
 
 from console.reasons import explain
+from privacy.operators import ConsoleScope, Session
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 TEMPLATES.env.autoescape = True  # every value is escaped, whatever the file extension

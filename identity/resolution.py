@@ -110,6 +110,9 @@ class _Prepared:
     candidates: tuple[HashedIdentifier, ...]
     blocked: str | None
     raw: str | None = field(default=None, repr=False)  # normalized value, only if kept
+    # Later positions of the same identifier in the event: it counts once, and shares the fate
+    # of this first occurrence (a refusal is reported at every position it was sent at).
+    repeats: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -159,8 +162,12 @@ class _Selection:
     def refuse(
         self, p: _Prepared, reason: RefusalReason, detail: str, event: IdentityEvent
     ) -> None:
-        self.refusals.append(
-            Refusal(p.primary, reason, detail, event.source, event.occurred_at, p.position)
+        # One refusal per position the identifier was sent at: a caller reads "not refused" as
+        # "linked", so a repeat must not look linked when its first occurrence was refused.
+        # The store keeps one row per identifier and event (see _changes).
+        self.refusals.extend(
+            Refusal(p.primary, reason, detail, event.source, event.occurred_at, position)
+            for position in (p.position, *p.repeats)
         )
 
 
@@ -289,26 +296,25 @@ class ResolutionEngine:
 
     def _prepare(self, event: IdentityEvent) -> list[_Prepared]:
         out: list[_Prepared] = []
-        seen: set[_Key] = set()
+        seen: dict[_Key, _Prepared] = {}
         for position, identifier in enumerate(event.identifiers):
             rules = self._policy.rules(identifier.type)
             candidates = self._keyring.candidates(identifier)
             primary = candidates[0]
             key = (primary.type, primary.digest)
             if key in seen:  # the same identifier twice in one event counts once
+                seen[key].repeats.append(position)
                 continue
-            seen.add(key)
-            out.append(
-                _Prepared(
-                    position=position,
-                    identifier_type=identifier.type,
-                    priority=rules.priority,
-                    primary=primary,
-                    candidates=candidates,
-                    blocked=self._policy.blocked_reason(identifier),
-                    raw=identifier.value if rules.keep_raw else None,
-                )
+            seen[key] = _Prepared(
+                position=position,
+                identifier_type=identifier.type,
+                priority=rules.priority,
+                primary=primary,
+                candidates=candidates,
+                blocked=self._policy.blocked_reason(identifier),
+                raw=identifier.value if rules.keep_raw else None,
             )
+            out.append(seen[key])
         # Highest priority first; the order in the event breaks ties, so results are repeatable.
         out.sort(key=lambda p: (-p.priority, p.position))
         return out
@@ -591,7 +597,9 @@ class ResolutionEngine:
         for person, seen in state.persons_seen.items():
             root = state.find(person)
             persons_seen[root] = max(seen, persons_seen.get(root, seen))
-        refusals = tuple(r for o in outcomes for r in o.refusals)
+        # One row per refused identifier and event: the repeats of one identifier in an event
+        # are equal refusals (position is not compared) and are stored once.
+        refusals = tuple(r for o in outcomes for r in dict.fromkeys(o.refusals))
         changes = ChangeSet(
             facts=self._seal(state.facts),
             new_persons=new_persons,

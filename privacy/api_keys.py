@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from identity.errors import IdGraphError, StoreUnavailableError
-from identity.store.sqlite_support import connect_private
+from storage.sqlite import open_migrated
 
 TOKEN_PREFIX = "idg_"  # noqa: S105 - a public prefix, not a secret
 
@@ -118,27 +118,36 @@ class ApiKeys(Protocol):
         ...
 
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL, scopes TEXT NOT NULL, created_at TEXT NOT NULL,
+    revoked_at TEXT, purposes TEXT NOT NULL DEFAULT '[]', consumer TEXT);
+"""
+
+
+def _add_purpose_columns(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
+    if "purposes" not in columns:  # a control database from before purpose-bound reads
+        conn.execute("ALTER TABLE api_keys ADD COLUMN purposes TEXT NOT NULL DEFAULT '[]'")
+        conn.execute("ALTER TABLE api_keys ADD COLUMN consumer TEXT")
+
+
 class ApiKeyStore:
     """API keys in the service's control database (an SQLite file beside the graph)."""
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self._lock = threading.Lock()
         # Owner-only (a looser mode is refused), WAL, synchronous=FULL, a busy timeout: the
-        # same opener as every other service-state file (identity/store/sqlite_support.py).
-        self._conn = connect_private(
-            path, busy_timeout_ms, StoreUnavailableError, "control database"
+        # same opener as every other service-state file (storage/sqlite.py).
+        self._conn = open_migrated(
+            path,
+            busy_timeout_ms,
+            StoreUnavailableError,
+            "control database",
+            _SCHEMA,
+            None,
+            after=_add_purpose_columns,
         )
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
-            "secret_sha256 TEXT NOT NULL, scopes TEXT NOT NULL, created_at TEXT NOT NULL, "
-            "revoked_at TEXT, purposes TEXT NOT NULL DEFAULT '[]', consumer TEXT)"
-        )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
-        if "purposes" not in columns:  # a control database from before purpose-bound reads
-            self._conn.execute(
-                "ALTER TABLE api_keys ADD COLUMN purposes TEXT NOT NULL DEFAULT '[]'"
-            )
-            self._conn.execute("ALTER TABLE api_keys ADD COLUMN consumer TEXT")
 
     def create(
         self,

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from identity.errors import BatchValidationError, InvalidFieldError, StoreUnavailableError
-from identity.store.sqlite_support import connect_private
 from privacy.facts import FactsPolicy, ValueType
 from privacy.purposes import Purpose
+from storage.sqlite import open_migrated
 
 MAX_RULES = 20
 MAX_IN_VALUES = 100
@@ -367,6 +367,20 @@ def new_audience_id() -> str:
     return "aud_" + secrets.token_hex(10)
 
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audiences (audience_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL, purpose TEXT NOT NULL, rules TEXT NOT NULL,
+    created_at TEXT NOT NULL, created_by TEXT NOT NULL, owner TEXT NOT NULL DEFAULT '');
+"""
+
+
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audiences)")}
+    if "owner" not in columns:  # defined before ownership: the key's default consumer
+        conn.execute("ALTER TABLE audiences ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE audiences SET owner = created_by")
+
+
 class SqliteAudienceStore:
     """Audience definitions in their own table of the control database (``control.sqlite3``).
 
@@ -377,24 +391,17 @@ class SqliteAudienceStore:
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._conn = connect_private(
-            path, busy_timeout_ms, AudienceStoreUnavailableError, "control database"
+        # The same opener as every other service-state file (storage/sqlite.py): owner-only,
+        # WAL, synchronous=FULL, the schema created in one write transaction.
+        self._conn = open_migrated(
+            path,
+            busy_timeout_ms,
+            AudienceStoreUnavailableError,
+            "control database",
+            _SCHEMA,
+            None,
+            after=_add_owner_column,
         )
-        try:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS audiences (audience_id TEXT PRIMARY KEY, "
-                "name TEXT NOT NULL, purpose TEXT NOT NULL, rules TEXT NOT NULL, "
-                "created_at TEXT NOT NULL, created_by TEXT NOT NULL, "
-                "owner TEXT NOT NULL DEFAULT '')"
-            )
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(audiences)")}
-            if "owner" not in columns:  # defined before ownership: the key's default consumer
-                self._conn.execute(
-                    "ALTER TABLE audiences ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
-                )
-                self._conn.execute("UPDATE audiences SET owner = created_by")
-        except sqlite3.Error as exc:
-            raise AudienceStoreUnavailableError(f"cannot open audience store: {exc}") from exc
 
     def create(
         self, name: str, purpose: str, rules: AudienceRules, created_by: str, owner: str

@@ -89,8 +89,8 @@ from types import MappingProxyType
 from typing import Final, Literal, NamedTuple, Protocol
 
 from identity.errors import ConfigurationError, StoreUnavailableError
-from identity.store.sqlite_support import connect_private, migrate_schema, transaction
 from privacy.redaction import redact_text
+from storage.sqlite import open_migrated, transaction
 
 GENESIS_DIGEST: Final = "0" * 64  # 32 zero bytes, hex: the prev_digest of entry 1
 SCHEMA_VERSION: Final = 1
@@ -510,20 +510,15 @@ class SqliteAuditLog:
         self._clock = clock
         # None: this instance only verifies or lists (CLI, checks); writers pass the key.
         self._person_ref_key = person_ref_key
-        self._conn = _connect_private(path, busy_timeout_ms)
-        try:
-            self._migrate()
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise AuditLogUnavailableError(f"cannot open audit log {path}: {exc}") from exc
-        except BaseException:
-            self._conn.close()
-            raise
+        # Owner-only, WAL, synchronous=FULL: an audit entry is on disk before it is reported.
+        self._conn = open_migrated(
+            path, busy_timeout_ms, AuditLogUnavailableError, "audit log", _SCHEMA, SCHEMA_VERSION
+        )
+        # A text column holding bytes that are not UTF-8 (raw SQL) must reach verify() as an
+        # "edited" row, not fail the read: decode them losslessly instead of raising.
+        self._conn.text_factory = _decode_text
         self._lock = threading.Lock()
         self._closed = False
-
-    def _migrate(self) -> None:
-        migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, AuditLogUnavailableError, "audit log")
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -759,15 +754,6 @@ class SqliteAuditLog:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-
-def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    """Open ``path`` owner-only, WAL, ``synchronous=FULL`` (see ``connect_private``)."""
-    conn = connect_private(path, busy_timeout_ms, AuditLogUnavailableError, "audit log")
-    # A text column holding bytes that are not UTF-8 (raw SQL) must reach verify() as an
-    # "edited" row, not fail the read: decode them losslessly instead of raising.
-    conn.text_factory = _decode_text
-    return conn
 
 
 def _decode_text(raw: bytes) -> str:

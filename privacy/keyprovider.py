@@ -4,18 +4,11 @@ The vault (:mod:`privacy.vault`) encrypts values with data keys (DEKs) and never
 the clear: it stores the DEK *wrapped* (encrypted) by a KEK that a :class:`KeyProvider` holds.
 The provider is a port so the KEK can live in a KMS instead of a file.
 
-Local file format (JSON, file mode 0600)::
-
-    {"format": "idgraph-kek/1",
-     "primary": "kek-20261123-3f9a1c",
-     "keys": [{"id": "kek-20261123-3f9a1c", "secret": "<base64url, 32 bytes>",
-               "created_at": "2026-11-23T10:00:00Z", "origin": "generated"}]}
-
+Local file format: the one every key file has (:mod:`privacy.keyfile`), tagged
+``"format": "idgraph-kek/1"``, key ids like ``kek-20261123-3f9a1c``, secrets exactly 32 bytes.
 ``primary`` wraps new data keys; the other keys stay only so that data keys wrapped under them
 can still be unwrapped until :meth:`privacy.vault.Vault.rewrap` has moved every data key to the
-primary. ``origin`` is ``generated`` for a KEK idgraph made by itself for local development and
-``operator`` for one made on purpose; production refuses ``generated`` (see
-:func:`check_kek_origin`): a key nobody chose on purpose is a key nobody backs up or protects.
+primary. Production refuses a ``generated`` primary (see :func:`check_kek_origin`).
 
 Rotation, step by step::
 
@@ -54,29 +47,16 @@ message ever contains key bytes.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from identity.errors import ConfigurationError, IdGraphError
-from privacy.secretfile import (
-    b64url_decode,
-    b64url_encode,
-    create_secret_file,
-    read_secret_file,
-    secret_file_lock,
-    write_secret_file,
-)
-
-FORMAT = "idgraph-kek/1"
-Origin = Literal["generated", "operator"]
+from privacy.keyfile import KeyFile, KeyFileFormat, Origin
 
 KEK_BYTES = 32  # AES-256: the largest AES key; 128-bit security even against Grover-style search
 NONCE_BYTES = 12  # 96 bits: the nonce size GCM is specified for (no GHASH-derived counter)
@@ -161,155 +141,40 @@ class KeyProvider(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class KekEntry:
-    """One KEK as recorded in the file."""
-
-    kek_id: str
-    secret: bytes = field(repr=False)
-    created_at: str
-    origin: Origin
+KEK_FILE = KeyFileFormat(
+    format="idgraph-kek/1", what="KEK file", id_prefix="kek", secret_bytes=KEK_BYTES, exact=True
+)
+FORMAT = KEK_FILE.format
 
 
-@dataclass(frozen=True, slots=True)
-class KekFile:
-    """The parsed KEK file."""
-
-    primary: str
-    entries: tuple[KekEntry, ...]
-
-    @property
-    def primary_origin(self) -> Origin:
-        """Origin of the primary KEK (production refuses ``generated``)."""
-        return next(e.origin for e in self.entries if e.kek_id == self.primary)
-
-    @property
-    def kek_ids(self) -> tuple[str, ...]:
-        """Ids of every KEK in the file, oldest first."""
-        return tuple(e.kek_id for e in self.entries)
+def new_kek_id() -> str:
+    """A fresh KEK id (``kek-<date>-<random>``)."""
+    return KEK_FILE.new_key_id()
 
 
-def new_kek_id(now: datetime | None = None) -> str:
-    """A fresh KEK id: date plus random suffix; readable in logs, unique enough to rotate daily."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
-    # The suffix always has a letter: an all-digit one makes "20261202-045123", which the log
-    # and audit filters take for a phone number (about 6% of ids did, and the features
-    # read's audit entry, which names the key, was then refused).
-    suffix = secrets.token_hex(3)
-    while suffix.isdigit():
-        suffix = secrets.token_hex(3)
-    return f"kek-{stamp}-{suffix}"
-
-
-def _entry(origin: Origin) -> KekEntry:
-    # 32 bytes from the OS CSPRNG (secrets uses os.urandom): a full-strength AES-256 key.
-    return KekEntry(
-        new_kek_id(),
-        secrets.token_bytes(KEK_BYTES),
-        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        origin,
-    )
-
-
-def parse_kek_document(text: str, source: str) -> KekFile:
-    """Parse the JSON document; ``source`` names where it came from in error messages."""
-    try:
-        doc: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{source}: not valid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ConfigurationError(f"{source}: format must be {FORMAT!r}")
-    raw_keys = doc.get("keys")
-    if not isinstance(raw_keys, list) or not raw_keys:
-        raise ConfigurationError(f"{source}: keys must be a non-empty list")
-    entries: list[KekEntry] = []
-    for index, item in enumerate(raw_keys):
-        if not isinstance(item, dict):
-            raise ConfigurationError(f"{source}: keys[{index}] must be an object")
-        kid, secret, origin = item.get("id"), item.get("secret"), item.get("origin", "operator")
-        if not isinstance(kid, str) or not kid or len(kid) > 64:
-            raise ConfigurationError(f"{source}: keys[{index}].id must be a short string")
-        if kid in {e.kek_id for e in entries}:
-            raise ConfigurationError(f"{source}: keys[{index}].id repeats an earlier id")
-        if origin not in ("generated", "operator"):
-            raise ConfigurationError(f"{source}: keys[{index}].origin must be generated|operator")
-        raw = b64url_decode(secret, f"{source}: keys[{index}].secret")
-        # Exactly 32 bytes: AES-256 only; a shorter key would silently select AES-128/192.
-        if len(raw) != KEK_BYTES:
-            raise ConfigurationError(
-                f"{source}: keys[{index}].secret must be {KEK_BYTES} bytes (AES-256)"
-            )
-        entries.append(KekEntry(kid, raw, str(item.get("created_at", "")), origin))
-    primary = doc.get("primary")
-    if not isinstance(primary, str) or primary not in {e.kek_id for e in entries}:
-        raise ConfigurationError(f"{source}: primary must name one of the keys")
-    return KekFile(primary, tuple(entries))
-
-
-def dump_kek_document(keks: KekFile) -> str:
-    """Serialize ``keks`` to the JSON document."""
-    return json.dumps(
-        {
-            "format": FORMAT,
-            "primary": keks.primary,
-            "keys": [
-                {
-                    "id": e.kek_id,
-                    "secret": b64url_encode(e.secret),
-                    "created_at": e.created_at,
-                    "origin": e.origin,
-                }
-                for e in keks.entries
-            ],
-        },
-        indent=2,
-    )
-
-
-def write_kek_file(path: Path, keks: KekFile) -> None:
-    """Write atomically with mode 0600 (see :func:`privacy.secretfile.write_secret_file`)."""
-    write_secret_file(path, dump_kek_document(keks))
-
-
-def read_kek_file(path: Path) -> KekFile:
+def read_kek_file(path: Path) -> KeyFile:
     """Read and check the KEK file; refuses files readable by group or others."""
-    return parse_kek_document(read_secret_file(path, "KEK file"), str(path))
+    return KEK_FILE.read(path)
 
 
-def create_kek_file(path: Path, origin: Origin) -> KekFile:
+def create_kek_file(path: Path, origin: Origin) -> KeyFile:
     """Create a KEK file with one new KEK; refuses to overwrite an existing file."""
-    entry = _entry(origin)
-    keks = KekFile(entry.kek_id, (entry,))
-    create_secret_file(path, dump_kek_document(keks), "KEK file")
-    return keks
+    return KEK_FILE.create(path, origin)
 
 
 def rotate_kek_file(path: Path) -> str:
     """Add a new operator KEK and make it primary; returns its id. Old KEKs stay for unwrapping."""
-    with secret_file_lock(path):
-        current = read_kek_file(path)
-        entry = _entry("operator")
-        write_kek_file(path, KekFile(entry.kek_id, (*current.entries, entry)))
-    return entry.kek_id
+    return KEK_FILE.rotate(path).primary
 
 
-def remove_kek(path: Path, kek_id: str) -> KekFile:
+def remove_kek(path: Path, kek_id: str) -> KeyFile:
     """Drop a retired KEK from the file; refuses the primary.
 
     Run it only after :meth:`privacy.vault.Vault.rewrap` and when
     :meth:`~privacy.vault.Vault.count_by_kek` shows no data key under ``kek_id``: a data key still
     wrapped under a removed KEK is unreadable (which is crypto-shredding, by accident).
     """
-    with secret_file_lock(path):
-        current = read_kek_file(path)
-        if kek_id == current.primary:
-            raise ConfigurationError(f"KEK {kek_id!r} is the primary; rotate before removing it")
-        if kek_id not in current.kek_ids:
-            raise ConfigurationError(f"KEK {kek_id!r} is not in {path}")
-        kept = tuple(e for e in current.entries if e.kek_id != kek_id)
-        remaining = KekFile(current.primary, kept)
-        write_kek_file(path, remaining)
-    return remaining
+    return KEK_FILE.remove(path, kek_id)
 
 
 def check_kek_origin(origin: Origin, *, production: bool) -> None:
@@ -347,13 +212,13 @@ class LocalFileKeyProvider:
             return (0, 0, 0)  # gone: keep what is loaded (a read would fail the same way)
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _read(self) -> tuple[KekFile, dict[str, AESGCM], tuple[int, int, int]]:
+    def _read(self) -> tuple[KeyFile, dict[str, AESGCM], tuple[int, int, int]]:
         signature = self._signature()
         keks = read_kek_file(self.path)
-        return keks, {e.kek_id: AESGCM(e.secret) for e in keks.entries}, signature
+        return keks, {e.key_id: AESGCM(e.secret) for e in keks.entries}, signature
 
     @property
-    def _file(self) -> KekFile:
+    def _file(self) -> KeyFile:
         return self._state[0]
 
     def reload(self) -> None:
@@ -384,7 +249,7 @@ class LocalFileKeyProvider:
     @property
     def kek_ids(self) -> tuple[str, ...]:
         """Every KEK this provider can unwrap with."""
-        return self._file.kek_ids
+        return self._file.key_ids
 
     def holds(self, kek_id: str) -> bool:
         """Whether the file holds ``kek_id``."""

@@ -48,9 +48,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from identity.errors import IdGraphError, InvalidFieldError, StoreUnavailableError
-from identity.store.sqlite_support import connect_private, migrate_schema, transaction
 from privacy.audit import AuditDraft, AuditLog
 from privacy.policy_engine import ALL_PURPOSES
+from storage.sqlite import open_migrated, transaction
 
 USERNAME: Final = re.compile(r"[a-z][a-z0-9_.\-]{1,31}")
 MIN_PASSWORD_LENGTH: Final = 12
@@ -361,27 +361,15 @@ class SqliteOperatorStore:
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._conn = connect_private(
+        self._conn = open_migrated(
             path,
             busy_timeout_ms,
             OperatorStoreUnavailableError,
             "operator database",
+            _SCHEMA,
+            SCHEMA_VERSION,
             secure_delete=True,
         )
-        try:
-            migrate_schema(
-                self._conn,
-                _SCHEMA,
-                SCHEMA_VERSION,
-                OperatorStoreUnavailableError,
-                "operator database",
-            )
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise OperatorStoreUnavailableError(f"cannot open operator database: {exc}") from exc
-        except BaseException:
-            self._conn.close()
-            raise
 
     @contextmanager
     def _tx(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:

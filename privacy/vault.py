@@ -16,8 +16,9 @@ transaction). The anchor id is random, so the key store reveals nothing about wh
 (a local file, or a KMS in production). Rotating the KEK re-wraps 32-byte DEKs
 (:meth:`Vault.rewrap`); the data itself is never re-encrypted.
 
-**Wrapped DEKs live in their own SQLite file** (``vault-keys.sqlite3``,
-:class:`SqliteVaultKeyStore`), never in the graph database that holds the ciphertexts.
+**Wrapped DEKs live in their own SQLite file** (``vault-keys.sqlite3``, behind the
+:class:`VaultKeyStore` port, adapter :class:`~privacy.vault_sqlite.SqliteVaultKeyStore`), never in
+the graph database that holds the ciphertexts.
 Crypto-shredding means deleting an owner's wrapped DEK: every ciphertext under that DEK, in every
 copy, becomes unreadable. That only holds if the copies of the ciphertext do not carry the key:
 because the graph database never contains a DEK, a backup or copy of it taken *before* a shred
@@ -48,7 +49,7 @@ Limits, stated plainly
   noticed when the entry leaves the cache (eviction, a shred, a restart), not before. That
   alteration cannot make the vault use a key the attacker chose while the genuine one is cached.
 * ``secure_delete`` is a per-connection setting. Every connection that deletes from the key file
-  must be made by :class:`SqliteVaultKeyStore`.
+  must be made by :class:`~privacy.vault_sqlite.SqliteVaultKeyStore`.
 
 Blob format of a vault value: ``0x01`` (version) | 12-byte random nonce | ciphertext + 16-byte
 GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
@@ -56,18 +57,14 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
-import sqlite3
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -75,7 +72,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
-from identity.store.sqlite_support import migrate_schema, transaction
 from privacy.keyprovider import (
     KekNotFoundError,
     KeyProvider,
@@ -97,54 +93,14 @@ _VALUE_AAD_PREFIX = b"idgraph-vault/1\x00"
 # The owner is bound into the DEK wrap as well: a wrapped DEK copied onto another owner's row in
 # the key file does not unwrap, so nobody can re-point an owner at a key they control.
 _DEK_AAD_PREFIX = b"idgraph-vault-dek/1\x00"
-_SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
 # The root of keyed references (shred refs here, audit person refs, see reference_key): 32 random
 # bytes stored like a data key, wrapped under the KEK, under this reserved owner. So it needs the
 # KEK to use, moves with every KEK rotation (rewrap treats it like any data key) and never
 # changes when the hash key rotates: references written years ago stay findable.
 REFS_OWNER = "~refs"
-_RESERVED_OWNER_PREFIX = "~"
+RESERVED_OWNER_PREFIX = "~"
 SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
 _WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
-_CHUNK = 500  # bound parameters per statement; far below SQLite's limit
-# 1: data_keys, shredded (owner ids). 2: shredded_refs (digests of owner ids) replaces shredded.
-# 3: retired_keks (KEK rotation that cannot lose keys), an index of data keys by KEK.
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-
--- One wrapped data key per owner (identifier anchor). Deleting the row is crypto-shredding.
-CREATE TABLE IF NOT EXISTS data_keys (
-    owner      TEXT PRIMARY KEY,
-    kek_id     TEXT NOT NULL,
-    wrapped    BLOB NOT NULL,
-    created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-
--- Start-up lists the KEKs in use and rotation counts keys per KEK: both read this index only.
-CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_id);
-
--- KEKs being retired: no transaction may store a key wrapped under one of them from the moment
--- it is listed here, so the re-wrap that follows sees every key still under it, and the KEK can
--- be removed afterwards without losing a key another process wrapped meanwhile.
-CREATE TABLE IF NOT EXISTS retired_keks (
-    kek_id     TEXT PRIMARY KEY,
-    retired_at INTEGER NOT NULL
-) WITHOUT ROWID;
-
--- Owners whose key was shredded: no new key is ever made for them, so an erased anchor cannot
--- quietly get fresh data. Holds a digest of each owner id (see _shred_ref), not the id itself:
--- after an erasure no file may contain the erased anchors' ids (the hidden-state check greps
--- every file for them), yet the vault must still recognise them. No key material.
-CREATE TABLE IF NOT EXISTS shredded_refs (
-    ref         TEXT PRIMARY KEY,
-    shredded_at INTEGER NOT NULL
-) WITHOUT ROWID;
-"""
 
 
 class VaultError(IdGraphError):
@@ -225,7 +181,7 @@ class ShredIncompleteError(VaultError):
     """The keys were destroyed, but the WAL could not be truncated (a reader held it).
 
     The shredded keys are already unreadable through the vault; their bytes may remain in the WAL
-    file until :meth:`SqliteVaultKeyStore.checkpoint` succeeds. Retry it.
+    file until :meth:`VaultKeyStore.checkpoint` succeeds. Retry it.
     """
 
     code = "shred-incomplete"
@@ -269,21 +225,12 @@ class KekRetirementIncompleteError(VaultError):
         super().__init__(f"data keys are still under retired KEKs ({listed}); run it again")
 
 
-def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
-
-
 def _check_name(kind: str, value: str) -> None:
     # NUL separates the parts of the AAD; a NUL inside a part would let two different
     # (owner, field) pairs produce the same AAD and so accept each other's blobs.
     if not value or "\x00" in value:
         raise InvalidVaultItemError(f"{kind} must be non-empty and must not contain NUL")
-    if kind == "owner" and value.startswith(_RESERVED_OWNER_PREFIX):
+    if kind == "owner" and value.startswith(RESERVED_OWNER_PREFIX):
         # "~refs" holds the reference root key: never a value's DEK, never shredded.
         raise InvalidVaultItemError("owner ids starting with '~' are reserved")
 
@@ -306,306 +253,73 @@ def _dek_aad(owner: str) -> bytes:
     return _DEK_AAD_PREFIX + owner.encode()
 
 
-def _legacy_shred_ref(owner: str) -> str:
-    """Schema 2's unkeyed reference (SHA-256 over the owner id). Still checked, never written:
-    the owners behind refs already in a file are unknown, so they cannot be re-keyed."""
-    return hashlib.sha256(_SHRED_REF_PREFIX + owner.encode()).hexdigest()
-
-
 def _hkdf(root: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(root)
 
 
-class SqliteVaultKeyStore:
-    """The wrapped data keys, one row per owner, in their own SQLite file (mode 0600, WAL).
+class VaultKeyStore(Protocol):
+    r"""The port to where wrapped data keys live (one row per owner), and which owners were
+    shredded. The vault never sees a plaintext key here: only :class:`WrappedKey`\ s.
 
-    Like the graph store: one connection serialized by a lock, ``isolation_level=None`` with
-    explicit ``BEGIN IMMEDIATE`` for writes, ``synchronous=FULL`` (a created key is on disk before
-    any ciphertext under it is handed out: losing a key after its ciphertext is stored would be an
-    accidental shred). Adds ``secure_delete=ON`` (see the module docstring).
+    Every method is one transaction. An adapter must delete for real (the SQLite one zeroes
+    freed cells and truncates its WAL on :meth:`checkpoint`): deleting a wrapped key *is* the
+    crypto-shred. Adapter: :class:`privacy.vault_sqlite.SqliteVaultKeyStore`.
     """
-
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-        except OSError as exc:
-            raise VaultUnavailableError(f"vault key file {path}: {exc.strerror}") from exc
-        if mode & 0o077:
-            raise ConfigurationError(
-                f"vault key file {path} has mode {mode:o}; run `chmod 600 {path}` (key material "
-                "must not be readable or writable by other users)"
-            )
-        try:
-            # Owner-only: the file holds (wrapped) key material. SQLite creates the -wal and
-            # -shm files with the main file's mode, so they follow.
-            path.touch(mode=0o600, exist_ok=True)
-            self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise VaultUnavailableError(f"cannot open vault key file {path}: {exc}") from exc
-        try:
-            self._configure(busy_timeout_ms)
-            self._migrate()
-        except BaseException as exc:
-            self._conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise VaultUnavailableError(f"cannot open vault key file {path}: {exc}") from exc
-            raise
-        self._lock = threading.RLock()
-        self._closed = False
-
-    def _configure(self, busy_timeout_ms: int) -> None:
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        # WAL is what the shred's checkpoint(TRUNCATE) reasoning is about; refuse to run with
-        # a rollback journal that would hold old page images in a separate file.
-        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-            raise VaultUnavailableError(f"vault key file {self.path}: WAL mode is unavailable")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA secure_delete=ON")
-        if conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
-            raise VaultUnavailableError("this SQLite build cannot turn secure_delete on")
-
-    def _migrate(self) -> None:
-        migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, VaultUnavailableError, "vault key file")
-        self._conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('shred_generation', '0') "
-            "ON CONFLICT (key) DO NOTHING"
-        )
-        self._migrate_shredded_owners()
-
-    def _migrate_shredded_owners(self) -> None:
-        """Version 1 kept shredded owner ids in clear (table ``shredded``): replace them by their
-        digests in one transaction (idempotent: re-run after a crash until the table is gone).
-        secure_delete is on, so dropping the table zeroes the pages that held the ids."""
-        conn = self._conn
-        if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shredded'"
-        ).fetchone():
-            return
-        with transaction(conn, "BEGIN IMMEDIATE", VaultUnavailableError, "vault key file"):
-            rows = conn.execute("SELECT owner, shredded_at FROM shredded").fetchall()
-            conn.executemany(
-                "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
-                "ON CONFLICT (ref) DO NOTHING",
-                [(_legacy_shred_ref(owner), at) for owner, at in rows],
-            )
-            conn.execute("DROP TABLE shredded")
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise VaultUnavailableError("the vault key store is closed")
-            with transaction(self._conn, begin, VaultUnavailableError, "vault key file") as conn:
-                yield conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with self._transaction("BEGIN IMMEDIATE") as conn:
-                yield conn
-        except sqlite3.Error as exc:
-            raise VaultUnavailableError(f"vault key file error: {exc}") from exc
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        # A deferred transaction: one consistent snapshot under WAL for a multi-chunk read.
-        try:
-            with self._transaction("BEGIN") as conn:
-                yield conn
-        except sqlite3.Error as exc:
-            raise VaultUnavailableError(f"vault key file error: {exc}") from exc
-
-    @staticmethod
-    def _select(conn: sqlite3.Connection, owners: Sequence[str]) -> dict[str, WrappedKey]:
-        found: dict[str, WrappedKey] = {}
-        for chunk in _chunks(owners):
-            rows = conn.execute(
-                "SELECT owner, kek_id, wrapped FROM data_keys "  # noqa: S608 - placeholders only
-                f"WHERE owner IN ({_marks(len(chunk))})",
-                chunk,
-            )
-            found.update((owner, WrappedKey(kek_id, bytes(blob))) for owner, kek_id, blob in rows)
-        return found
 
     def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
         """The wrapped keys of those ``owners`` that have one."""
-        wanted = sorted(set(owners))
-        with self._read() as conn:
-            return self._select(conn, wanted)
+        ...
 
     def insert_new(
         self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
     ) -> dict[str, WrappedKey]:
-        """Store new wrapped keys in one transaction; returns the key now stored for each owner.
-
-        An owner that got a key meanwhile (another process) keeps it, and that key is returned.
-        Raises :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded
-        (``shred_refs`` maps each owner to its keyed shred reference, see :meth:`Vault.shred`).
-        """
-        owners = sorted(owner for owner, _ in rows)
-        now = int(time.time())
-        with self._write() as conn:
-            refs = {shred_refs[owner]: owner for owner in owners}
-            refs.update({_legacy_shred_ref(owner): owner for owner in owners})
-            ordered = sorted(refs)
-            gone: list[str] = []
-            for chunk in _chunks(ordered):
-                gone.extend(
-                    refs[ref]
-                    for (ref,) in conn.execute(
-                        f"SELECT ref FROM shredded_refs WHERE ref IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
-                        chunk,
-                    )
-                )
-            if gone:
-                raise DataKeyDestroyedError(gone)
-            # Checked in the same write transaction as the insert: a retirement committed before
-            # it refuses the key; one committed after it sees the key in its re-wrap.
-            self._refuse_retired(conn, {key.kek_id for _, key in rows})
-            conn.executemany(
-                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (owner) DO NOTHING",
-                [(owner, key.kek_id, key.blob, now) for owner, key in rows],
-            )
-            return self._select(conn, owners)
+        """Store new keys; an owner that got one meanwhile keeps it (returned). Raises
+        :class:`DataKeyDestroyedError` (nothing written) for a shredded owner and
+        :class:`KekRetiredError` for a key under a retired KEK."""
+        ...
 
     def delete_many(
         self, owners: Collection[str], shred_refs: Mapping[str, str]
     ) -> tuple[int, int]:
-        """Delete the keys of ``owners``, remember them as shredded and bump the shred
-        generation, in one transaction.
-
-        Returns ``(keys deleted, new shred generation)``.
-        """
-        wanted = sorted(set(owners))
-        now = int(time.time())
-        deleted = 0
-        with self._write() as conn:
-            for chunk in _chunks(wanted):
-                cursor = conn.execute(
-                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
-                    chunk,
-                )
-                deleted += cursor.rowcount
-            conn.executemany(
-                "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
-                "ON CONFLICT (ref) DO NOTHING",
-                [(shred_refs[owner], now) for owner in wanted],
-            )
-            (generation,) = conn.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
-                "WHERE key = 'shred_generation' RETURNING CAST(value AS INTEGER)"
-            ).fetchone()
-        return deleted, int(generation)
+        """Delete the keys of ``owners``, remember them as shredded, bump the shred generation;
+        returns ``(keys deleted, new shred generation)``."""
+        ...
 
     def shred_generation(self) -> int:
-        """A counter every shred increments (by any connection): caches of unwrapped keys
-        compare it to notice shreds made elsewhere with one single-row read."""
-        with self._lock:
-            if self._closed:
-                raise VaultUnavailableError("the vault key store is closed")
-            try:
-                row = self._conn.execute(
-                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'shred_generation'"
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise VaultUnavailableError(f"vault key file error: {exc}") from exc
-        return int(row[0])
+        """A counter every shred (by any process) increments; one cheap read."""
+        ...
 
     def not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, WrappedKey]]:
         """Up to ``limit`` keys not wrapped under ``kek_id``, with owner > ``after``, by owner."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT owner, kek_id, wrapped FROM data_keys WHERE kek_id != ? AND owner > ? "
-                "ORDER BY owner LIMIT ?",
-                (kek_id, after, limit),
-            ).fetchall()
-        return [(owner, WrappedKey(kid, bytes(blob))) for owner, kid, blob in rows]
-
-    @staticmethod
-    def _refuse_retired(conn: sqlite3.Connection, kek_ids: Collection[str]) -> None:
-        wanted = sorted(kek_ids)
-        if not wanted:
-            return
-        retired = [
-            kek_id
-            for (kek_id,) in conn.execute(
-                f"SELECT kek_id FROM retired_keks WHERE kek_id IN ({_marks(len(wanted))})",  # noqa: S608 - placeholders only
-                wanted,
-            )
-        ]
-        if retired:
-            raise KekRetiredError(retired)
+        ...
 
     def replace_wrapped(self, updates: Sequence[tuple[str, WrappedKey, WrappedKey]]) -> int:
-        """Swap ``old`` for ``new`` per owner in one transaction, only where the row is still
-        ``old`` (compare-and-set: a key shredded meanwhile is never brought back). Returns rows
-        changed. Refuses (:class:`KekRetiredError`) a ``new`` under a retired KEK."""
-        with self._write() as conn:
-            self._refuse_retired(conn, {new.kek_id for _, _, new in updates})
-            before = conn.total_changes
-            conn.executemany(
-                "UPDATE data_keys SET kek_id = ?, wrapped = ? "
-                "WHERE owner = ? AND kek_id = ? AND wrapped = ?",
-                [
-                    (new.kek_id, new.blob, owner, old.kek_id, old.blob)
-                    for owner, old, new in updates
-                ],
-            )
-            return conn.total_changes - before
+        """Compare-and-set ``old`` to ``new`` per owner; returns rows changed."""
+        ...
 
     def retire(self, kek_ids: Collection[str]) -> None:
-        """List ``kek_ids`` as retired: from this commit on no key under them can be stored."""
-        now = int(time.time())
-        with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO retired_keks (kek_id, retired_at) VALUES (?, ?) "
-                "ON CONFLICT (kek_id) DO NOTHING",
-                [(kek_id, now) for kek_id in sorted(kek_ids)],
-            )
+        """List ``kek_ids`` as retired: from then on no key under them can be stored."""
+        ...
 
     def retired(self) -> set[str]:
         """The KEK ids listed as retired."""
-        with self._read() as conn:
-            return {str(k) for (k,) in conn.execute("SELECT kek_id FROM retired_keks")}
+        ...
 
     def kek_ids_in_use(self) -> set[str]:
-        """The KEK ids that wrap at least one data key (an index scan, not a table scan)."""
-        with self._read() as conn:
-            return {str(k) for (k,) in conn.execute("SELECT DISTINCT kek_id FROM data_keys")}
+        """The KEK ids that wrap at least one data key."""
+        ...
 
     def count_by_kek(self, *, include_reserved: bool = True) -> dict[str, int]:
-        """Number of keys wrapped under each KEK (``include_reserved``: the reference root
-        key too, which rotation must move like any data key)."""
-        where = "" if include_reserved else f"WHERE owner NOT LIKE '{_RESERVED_OWNER_PREFIX}%' "
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT kek_id, count(*) FROM data_keys {where}GROUP BY kek_id"  # noqa: S608 - constant
-            )
-            return {str(kek_id): int(count) for kek_id, count in rows.fetchall()}
+        """Number of keys under each KEK (``include_reserved``: the reference root key too)."""
+        ...
 
     def checkpoint(self) -> bool:
-        """Fold the WAL into the main file and truncate it; ``False`` if a reader blocked that."""
-        with self._lock:
-            if self._closed:
-                raise VaultUnavailableError("the vault key store is closed")
-            try:
-                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            except sqlite3.Error as exc:
-                raise VaultUnavailableError(f"vault key file checkpoint failed: {exc}") from exc
-            return bool(busy == 0)
+        """Make deletions final on disk; ``False`` if that could not complete (retry)."""
+        ...
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        """Release the store."""
+        ...
 
 
 class Vault:
@@ -616,7 +330,7 @@ class Vault:
     """
 
     def __init__(
-        self, keys: SqliteVaultKeyStore, provider: KeyProvider, cache_size: int = 10_000
+        self, keys: VaultKeyStore, provider: KeyProvider, cache_size: int = 10_000
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -742,7 +456,7 @@ class Vault:
         vaults drop their caches on their next call); this vault's cache drops them now; the WAL
         is then checkpointed and truncated so no old page image keeps the key bytes. Raises
         :class:`ShredIncompleteError` if another connection's reader prevents the truncation (the
-        keys are destroyed all the same; retry :meth:`SqliteVaultKeyStore.checkpoint`).
+        keys are destroyed all the same; retry :meth:`VaultKeyStore.checkpoint`).
         """
         wanted = sorted(set(owners))
         if not wanted:

@@ -43,7 +43,7 @@ from secrets import token_urlsafe
 from typing import Final, Literal, Protocol, runtime_checkable
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
-from identity.store.sqlite_support import connect_private
+from storage.sqlite import open_migrated
 
 HEADER_ID: Final = "webhook-id"
 HEADER_TIMESTAMP: Final = "webhook-timestamp"
@@ -398,12 +398,16 @@ class SqliteReplayGuard:
         self.path = path
         self.retention_s = retention_s
         self._clock = clock
-        self._conn = _connect_private(path, busy_timeout_ms, "replay-guard file")
-        try:
-            self._conn.executescript(_REPLAY_SCHEMA)
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise ReplayGuardUnavailableError(f"cannot open replay-guard file: {exc}") from exc
+        # Owner-only, WAL, synchronous=FULL: an accepted webhook id is on disk before the 2xx,
+        # so a redelivery after a crash is still recognised.
+        self._conn = open_migrated(
+            path,
+            busy_timeout_ms,
+            ReplayGuardUnavailableError,
+            "replay-guard file",
+            _REPLAY_SCHEMA,
+            None,
+        )
         self._lock = threading.Lock()
         self._closed = False
 
@@ -462,9 +466,3 @@ def _check_key(source: str, webhook_id: str) -> None:
             raise ValueError(
                 f"source and webhook_id must be 1-{MAX_ID_CHARS} printable ASCII characters"
             )
-
-
-def _connect_private(path: Path, busy_timeout_ms: int, what: str) -> sqlite3.Connection:
-    """Open ``path`` owner-only, WAL, ``synchronous=FULL`` (see ``connect_private``): an accepted
-    webhook id is on disk before we answer, so a crash cannot un-remember it."""
-    return connect_private(path, busy_timeout_ms, ReplayGuardUnavailableError, what)

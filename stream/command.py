@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
+
 from identity.errors import IdGraphError
 from identity.outbound import CONSENT_CHANGED, PERSON_ERASED
-
 from stream.metrics import StreamMetrics
 
 if TYPE_CHECKING:

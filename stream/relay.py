@@ -16,10 +16,10 @@ from typing import Final
 
 import structlog
 from confluent_kafka import KafkaError, Message, Producer
+
 from identity.model import OutboundEvent
 from identity.outbound import SCHEMA_VERSIONS, schema_id
 from identity.store.port import GraphStore
-
 from stream.metrics import StreamMetrics
 
 log = structlog.get_logger("idgraph.stream.relay")

@@ -41,6 +41,8 @@ from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import ValidationError
+
 from identity.errors import (
     BatchValidationError,
     IdGraphError,
@@ -50,9 +52,7 @@ from identity.errors import (
 from identity.model import EventOutcome, IdentityEvent, Outcome
 from identity.store.port import GraphStore
 from privacy.consent.recording import ConsentAuditError
-from pydantic import ValidationError
 from services.inputs import IdentifyRequest, pointer_from_location
-
 from stream.dead_letters import DeadLetter
 from stream.envelopes import EnvelopeError, parse
 from stream.metrics import StreamMetrics

@@ -33,7 +33,8 @@ from identity.store.port import GraphStore
 from identity.store.sqlite import SqliteGraphStore
 from privacy.api_keys import Scope
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
-from privacy.vault import SqliteVaultKeyStore, Vault
+from privacy.vault import Vault
+from privacy.vault_sqlite import SqliteVaultKeyStore
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_DIR = REPO / "policies"

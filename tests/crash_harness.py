@@ -57,9 +57,10 @@ from identity.policy import IdentityPolicy, load_identity_policy
 from privacy import vault as vault_module
 from privacy.api_keys import ApiKeyStore, Scope
 from privacy.audit import SqliteAuditLog
-from privacy.hash_keys import create_key_file, read_key_file
+from privacy.hash_keys import create_key_file, keyring, read_key_file
 from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
-from privacy.vault import SqliteVaultKeyStore, Vault, VaultError
+from privacy.vault import Vault, VaultError
+from privacy.vault_sqlite import SqliteVaultKeyStore
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_DIR = REPO / "policies"
@@ -849,7 +850,7 @@ class Snapshot:
         graph = GRAPH if graph is None else graph
         snap = cls(
             data_dir,
-            read_key_file(data_dir / "hash-keys.json").keyring(),
+            keyring(read_key_file(data_dir / "hash-keys.json")),
             load_identity_policy(POLICY_DIR / "identity.yaml"),
         )
         for path in sqlite_files(data_dir):

@@ -128,7 +128,17 @@ def test_nothing_below_the_entrypoints_imports_them() -> None:
 
 def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     """Module-level imports between the project's own modules form no circle."""
-    packages = ("identity", "privacy", "services", "bootstrap", "api", "cli", "console", "stream")
+    packages = (
+        "storage",
+        "identity",
+        "privacy",
+        "services",
+        "bootstrap",
+        "api",
+        "cli",
+        "console",
+        "stream",
+    )
     modules = {
         ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
         for package in packages
@@ -159,6 +169,7 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
 def test_runtime_packages_never_import_the_model_training_tools() -> None:
     # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
     for package in (
+        "storage",
         "identity",
         "privacy",
         "services",
@@ -176,3 +187,26 @@ def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
     stream/ never imports the web framework."""
     assert _offenders("stream", ("fastapi", "starlette", "uvicorn")) == []
     assert "stream.worker" in _imports(REPO / "stream" / "command.py")
+
+
+PROJECT = ("storage", "identity", "privacy", "services", "bootstrap", *ENTRYPOINTS)
+
+
+def test_the_storage_plumbing_is_below_the_core() -> None:
+    """storage/ (the one SQLite opener) serves identity/ and privacy/ alike, so it knows neither:
+    from the project it imports only the error root."""
+    found = [
+        f"{path.relative_to(REPO).as_posix()} imports {name}"
+        for path in _modules("storage")
+        for name in _imports(path)
+        if name.split(".")[0] in PROJECT and name != "identity.errors"
+    ]
+    assert found == []
+    assert "identity.errors" in _imports(REPO / "storage" / "sqlite.py")
+
+
+def test_the_vault_depends_on_its_key_store_port_not_on_sqlite() -> None:
+    vault = _imports(REPO / "privacy" / "vault.py")
+    assert "sqlite3" not in vault
+    assert not any(name.startswith("storage") for name in vault)
+    assert "privacy.vault" in _imports(REPO / "privacy" / "vault_sqlite.py")

@@ -77,7 +77,7 @@ def test_rotation_adds_a_primary_and_keeps_old_keys(tmp_path: Path) -> None:
     first = create_key_file(path, origin="generated")
     rotated = rotate_key_file(path)
     assert rotated.primary != first.primary
-    assert {e.key.key_id for e in rotated.entries} == {first.primary, rotated.primary}
+    assert {e.key_id for e in rotated.entries} == {first.primary, rotated.primary}
     assert rotated.primary_origin == "operator"
 
 

@@ -26,7 +26,8 @@ from privacy.keyprovider import (
     remove_kek,
     rotate_kek_file,
 )
-from privacy.vault import KekRetiredError, SqliteVaultKeyStore, Vault
+from privacy.vault import KekRetiredError, Vault
+from privacy.vault_sqlite import SqliteVaultKeyStore
 
 from .conftest import POLICY_DIR
 
@@ -118,7 +119,7 @@ def test_rotate_and_retire_under_concurrent_writers_leaves_zero_unreadable_keys(
             admin = Vault(admin_keys, LocalFileKeyProvider(kek_path))
             report = admin.retire_old_keks(batch_size=7)
             for old in report.retired:
-                if old in read_kek_file(kek_path).kek_ids:
+                if old in read_kek_file(kek_path).key_ids:
                     remove_kek(kek_path, old)
             before = len(written)
             while len(written) < before + 50:

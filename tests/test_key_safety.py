@@ -25,7 +25,8 @@ from privacy.keyprovider import (
     rotate_kek_file,
 )
 from privacy.secretfile import b64url_decode, secret_file_lock
-from privacy.vault import DataKeyDestroyedError, SqliteVaultKeyStore, Vault
+from privacy.vault import DataKeyDestroyedError, Vault
+from privacy.vault_sqlite import SqliteVaultKeyStore
 from privacy.webhooks import refuse_published_secret
 
 from .conftest import POLICY_DIR
@@ -123,8 +124,8 @@ def test_concurrent_rotations_keep_every_new_key(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
 
-    assert set(made) <= set(read_kek_file(path).kek_ids)
-    assert len(read_kek_file(path).kek_ids) == 7
+    assert set(made) <= set(read_kek_file(path).key_ids)
+    assert len(read_kek_file(path).key_ids) == 7
 
 
 def test_rotation_waits_for_the_key_file_lock(tmp_path: Path) -> None:

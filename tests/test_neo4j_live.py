@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -23,6 +24,8 @@ import pytest
 import yaml
 from neo4j import Driver, GraphDatabase
 
+from bootstrap.container import open_copy_source
+from bootstrap.settings import Settings
 from identity.errors import StoreIntegrityError, StoreUnavailableError
 from identity.hashing import HashedIdentifier
 from identity.model import (
@@ -39,8 +42,9 @@ from identity.model import (
     StoreStats,
 )
 from identity.store import cypher
-from identity.store.copy import copy_graph
-from identity.store.neo4j import Neo4jGraphStore
+from identity.store.copy import CopyTargetNotEmptyError, copy_graph
+from identity.store.neo4j import Neo4jCopySource, Neo4jGraphStore
+from identity.store.sqlite import SqliteGraphStore
 from tests.crash_harness import (
     REPO,
     create_admin_key,
@@ -49,7 +53,7 @@ from tests.crash_harness import (
     prepare_data_dir,
     service_env,
 )
-from tests.test_store_copy import CONSENTS, FACTS, T0, _build_source, _hash
+from tests.test_store_copy import CONSENTS, FACTS, T0, _build_source, _hash, _tables
 
 pytestmark = pytest.mark.neo4j
 
@@ -150,6 +154,139 @@ def test_copy_from_sqlite_reproduces_the_graph_in_neo4j(
     copy_graph(source, neo4j_store, batch_size=4)
     assert neo4j_store.stats().persons == 22
     assert neo4j_store.stats().identifiers == 45
+
+
+def _suppressed(path: Path) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT * FROM suppressed ORDER BY 1, 2, 3").fetchall()
+
+
+def _suppress(store: Any, *numbers: int) -> None:
+    store.write(lambda tx: tx.suppress([_hash("email", n) for n in numbers]))
+
+
+def test_copy_from_neo4j_into_sqlite_gives_back_every_row_of_the_original(
+    neo4j_store: Neo4jGraphStore, tmp_path: Path
+) -> None:
+    # SQLite -> Neo4j -> SQLite: the file at the end holds exactly the rows of the first one
+    # (persons, nodes, links, every fact and consent as they were, refusals, suppressions).
+    original = tmp_path / "original.sqlite3"
+    _build_source(original)
+    first = SqliteGraphStore(original)
+    _suppress(first, 7001, 7002, 7003)
+    first.close()
+    copy_graph(original, neo4j_store, batch_size=4)
+
+    back = tmp_path / "back.sqlite3"
+    target = SqliteGraphStore(back)
+    try:
+        report = copy_graph(Neo4jCopySource(neo4j_store), target, batch_size=3)
+        assert target.stats() == neo4j_store.stats()
+        assert target.read(lambda tx: tx.suppressed([_hash("email", 7002)])) == {
+            _hash("email", 7002)
+        }
+    finally:
+        target.close()
+    assert _tables(back) == _tables(original)
+    assert (report.persons, report.identifiers, report.links, report.refusals) == (22, 45, 23, 9)
+    assert (report.facts, report.consents, report.suppressed) == (FACTS, CONSENTS, 3)
+    assert report.batches == 8 + 3  # ceil(22 / 3) person batches, 9 / 3 refusal batches
+    assert _suppressed(back) == _suppressed(original)
+
+
+def test_copy_from_neo4j_is_refused_into_a_store_that_holds_a_graph(
+    neo4j_store: Neo4jGraphStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.sqlite3"
+    _build_source(source)
+    copy_graph(source, neo4j_store)
+    occupied = tmp_path / "occupied.sqlite3"
+    _build_source(occupied)
+    before = _tables(occupied)
+    target = SqliteGraphStore(occupied)
+    try:
+        with pytest.raises(CopyTargetNotEmptyError):
+            copy_graph(Neo4jCopySource(neo4j_store), target)
+    finally:
+        target.close()
+    assert _tables(occupied) == before
+
+
+def test_copy_from_neo4j_stops_at_a_link_between_two_persons_and_keeps_whole_batches(
+    neo4j_store: Neo4jGraphStore, driver: Driver, tmp_path: Path
+) -> None:
+    source = tmp_path / "source.sqlite3"
+    _build_source(source)
+    copy_graph(source, neo4j_store)
+    # A link from p_010's node to p_011's: a graph the stores never write (both ends of a link
+    # are in one person). The copy refuses it instead of merging the persons silently.
+    _run(
+        driver,
+        "MATCH (a:Identifier {node_id: 'n_010_0'}), (b:Identifier {node_id: 'n_011_0'}) "
+        "CREATE (a)-[:LINKED {source: 'bad', first_at: 0, last_at: 0}]->(b)",
+    )
+    target_path = tmp_path / "target.sqlite3"
+    target = SqliteGraphStore(target_path)
+    try:
+        with pytest.raises(StoreIntegrityError, match="link between two persons"):
+            copy_graph(Neo4jCopySource(neo4j_store), target, batch_size=5)
+        # Persons p_000..p_009 (two whole batches) arrived; the batch with p_010 did not.
+        assert target.stats().persons == 10
+    finally:
+        target.close()
+    assert {row[0] for row in _tables(target_path)["persons"]} == {f"p_{p:03d}" for p in range(10)}
+
+
+def test_copy_from_a_neo4j_of_a_newer_schema_is_refused(
+    neo4j_store: Neo4jGraphStore, driver: Driver
+) -> None:
+    where = _where()
+    _run(driver, "MATCH (m:Meta {key: 'schema_version'}) SET m.value = '99'")
+    try:
+        with pytest.raises(StoreIntegrityError, match="newer"):
+            open_copy_source(
+                Settings(
+                    env="test",
+                    store_url=where["uri"],
+                    neo4j_user=where["user"],
+                    neo4j_password=where["password"],
+                    neo4j_database=where["database"],
+                )
+            )
+    finally:
+        _run(driver, "MATCH (m:Meta {key: 'schema_version'}) DELETE m")
+
+
+def test_store_copy_command_copies_neo4j_into_a_new_sqlite_file(
+    neo4j_store: Neo4jGraphStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.store import store_app
+
+    source = tmp_path / "source.sqlite3"
+    _build_source(source)
+    copy_graph(source, neo4j_store)
+    where = _where()
+    monkeypatch.setenv("IDGRAPH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IDGRAPH_NEO4J_USER", where["user"])
+    monkeypatch.setenv("IDGRAPH_NEO4J_PASSWORD", where["password"])
+    monkeypatch.setenv("IDGRAPH_NEO4J_DATABASE", where["database"])
+    target = tmp_path / "from-neo4j.sqlite3"
+    args = ["copy", "--from", where["uri"], "--to", f"sqlite:{target}", "--batch-size", "7"]
+
+    first = CliRunner().invoke(store_app, args)
+    assert first.exit_code == 0, first.output
+    assert "copied 22 persons, 45 identifiers, 23 links, 9 refusals, 51 facts" in " ".join(
+        first.output.split()
+    )
+    assert _tables(target) == _tables(source)
+    second = CliRunner().invoke(store_app, args)
+    assert second.exit_code == 1
+    assert "copy-target-not-empty" in second.output
+    same = CliRunner().invoke(store_app, ["copy", "--from", where["uri"], "--to", where["uri"]])
+    assert same.exit_code == 1
+    assert "the same store" in same.output
 
 
 # -- plans ----------------------------------------------------------------------------------------

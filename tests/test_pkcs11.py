@@ -18,7 +18,8 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from cli.main import app
 from privacy.keyprovider import WrappedKey, WrappedKeyInvalidError
-from privacy.vault import SqliteVaultKeyStore, TamperedDataKeyError, Vault
+from privacy.vault import TamperedDataKeyError, Vault
+from privacy.vault_sqlite import SqliteVaultKeyStore
 
 from .conftest import POLICY_DIR
 

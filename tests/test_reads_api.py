@@ -18,10 +18,10 @@ from api.app import create_app
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
-from identity.hashing import HashKey
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
 from privacy.api_keys import Scope
-from privacy.hash_keys import HashKeyFile, KeyFileEntry, dump_key_document
+from privacy.hash_keys import HASH_KEY_FILE
+from privacy.keyfile import KeyEntry, KeyFile
 
 from .conftest import POLICY_DIR, Api
 
@@ -536,15 +536,13 @@ def test_features_read_is_200_when_the_primary_hash_key_id_ends_in_digits(
     # 1 generated key id in 17 had an all-digit suffix; the audit entry of every features read
     # carries the key id, the phone heuristic took it for a phone number, and the read was 500.
     key_id = "hk-20261202-355274"
-    keys = HashKeyFile(
-        key_id, (KeyFileEntry(HashKey(key_id, secrets.token_bytes(32)), "", "operator"),)
-    )
+    keys = KeyFile(key_id, (KeyEntry(key_id, secrets.token_bytes(32), "", "operator"),))
     settings = Settings(
         env="test",
         data_dir=tmp_path / "data",
         policy_dir=POLICY_DIR,
         default_region="GB",
-        hash_keys=dump_key_document(keys),
+        hash_keys=HASH_KEY_FILE.dump(keys),
     )
     container = build_container(settings)
     try:
@@ -575,9 +573,7 @@ def test_features_read_is_200_when_the_primary_hash_key_id_ends_in_digits(
 
 def test_a_hash_key_id_without_a_letter_stops_startup_naming_the_field(tmp_path: Path) -> None:
     key_id = "20261202355274"  # an operator's all-digit id: it could never be audited
-    keys = HashKeyFile(
-        key_id, (KeyFileEntry(HashKey(key_id, secrets.token_bytes(32)), "", "operator"),)
-    )
-    settings = Settings(env="test", data_dir=tmp_path, hash_keys=dump_key_document(keys))
+    keys = KeyFile(key_id, (KeyEntry(key_id, secrets.token_bytes(32), "", "operator"),))
+    settings = Settings(env="test", data_dir=tmp_path, hash_keys=HASH_KEY_FILE.dump(keys))
     with pytest.raises(ConfigurationError, match=r"keys\[0\]\.id"):
         build_container(settings)

@@ -256,6 +256,35 @@ def test_a_duplicate_identifier_does_not_hide_the_ones_after_it(
     _accounted(outcome, engine, ids, pairs)
 
 
+def test_a_refused_identifier_is_refused_at_every_position_it_was_sent_at(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    # The crash-safety flake (seed 470, "event 41 (acked): phone identifier not in the marker's
+    # person"): an event named one identifier twice, the limit refused it, and only its first
+    # position was reported. The caller took the repeat, reported neither linked nor refused,
+    # for linked.
+    engine.ingest([ids.event(("customer_id", "C-1"), ("phone", "+442079460958"))])
+    pairs = [("customer_id", "C-2"), ("phone", "+442079460958"), ("phone", "02079460958")]
+    (outcome,) = engine.ingest([ids.event(*pairs)])
+    assert outcome.outcome is Outcome.CREATED
+    assert [(r.position, r.reason) for r in outcome.refusals] == [
+        (1, RefusalReason.LIMIT_EXCEEDED),
+        (2, RefusalReason.LIMIT_EXCEEDED),
+    ]
+    _accounted(outcome, engine, ids, pairs)
+    assert store.stats().refusals == 1  # one identifier refused once: stored once
+
+
+def test_a_blocked_identifier_sent_twice_is_reported_at_both_positions(
+    engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
+) -> None:
+    pairs = [("email", "ann@shop.de"), ("cookie_id", "null"), ("cookie_id", "null")]
+    (outcome,) = engine.ingest([ids.event(*pairs)])
+    assert [r.position for r in outcome.refusals] == [1, 2]
+    _accounted(outcome, engine, ids, pairs)
+    assert store.stats().refusals == 1
+
+
 def test_a_blocked_identifier_does_not_hide_an_existing_one_after_it(
     engine: ResolutionEngine, ids: Ids, store: SqliteGraphStore
 ) -> None:

@@ -61,6 +61,7 @@ def v1_file(tmp_path: Path) -> Path:
     )
     conn.commit()
     conn.close()
+    path.chmod(0o600)  # as idgraph left it: owner-only (a looser file is refused on open)
     return path
 
 

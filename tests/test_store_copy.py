@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import sqlite3
@@ -424,6 +425,25 @@ def test_copy_rolls_back_the_batch_when_the_target_refuses_a_row(
     assert '"after_person": "p_003"' in cursor
 
 
+def test_copy_refuses_a_source_link_between_two_persons_even_inside_one_batch(
+    source: Path, tmp_path: Path
+) -> None:
+    # A link from p_010's node to p_011's (the stores never write one); both persons fall in the
+    # same batch of 5, so "the other end is outside the batch" alone would not see it.
+    with contextlib.closing(sqlite3.connect(source)) as conn, conn:
+        conn.execute(
+            "INSERT INTO links (a, b, source, first_at, last_at) "
+            "VALUES ('n_010_0', 'n_011_0', 'bad', 0, 0)"
+        )
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        with pytest.raises(StoreIntegrityError, match="link between two persons"):
+            copy_graph(source, target, batch_size=5)
+        assert target.stats().persons == 10  # two whole batches; the third rolled back
+    finally:
+        target.close()
+
+
 def test_copy_rejects_a_missing_source_without_creating_it(tmp_path: Path) -> None:
     target = SqliteGraphStore(tmp_path / "target.sqlite3")
     try:
@@ -459,7 +479,7 @@ def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_targ
     assert _tables(target) == _tables(source)
 
 
-def test_store_copy_command_refuses_a_non_sqlite_source_or_the_same_file(
+def test_store_copy_command_refuses_an_unknown_source_or_the_same_file(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
@@ -473,9 +493,12 @@ def test_store_copy_command_refuses_a_non_sqlite_source_or_the_same_file(
     )
     assert same.exit_code == 1
     assert "same SQLite file" in same.output
-    neo = runner.invoke(store_app, ["copy", "--from", "neo4j://localhost:7687", "--to", "sqlite:x"])
-    assert neo.exit_code == 1
-    assert "configuration-invalid" in neo.output
+    # Neo4j is a source too (tests/test_neo4j_live.py); other URLs are refused before any I/O.
+    other = runner.invoke(store_app, ["copy", "--from", "mysql://localhost/x", "--to", "sqlite:x"])
+    assert other.exit_code == 1
+    assert "configuration-invalid" in other.output
+    assert "SQLite (sqlite:PATH) or Neo4j" in " ".join(other.output.split())
+    assert not (tmp_path / "x").exists()
 
 
 def test_store_migrate_command_creates_the_configured_store(

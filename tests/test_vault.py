@@ -30,11 +30,11 @@ from privacy.vault import (
     DataKeyDestroyedError,
     InvalidVaultItemError,
     ShredIncompleteError,
-    SqliteVaultKeyStore,
     TamperedCiphertextError,
     TamperedDataKeyError,
     Vault,
 )
+from privacy.vault_sqlite import SqliteVaultKeyStore
 
 SECRET = b"ann.p0000123@bench-mail.de"
 
@@ -481,7 +481,7 @@ def test_all_keys_move_to_the_new_kek_when_rewrapped_after_rotation(
 
     remove_kek(kek_path, old_kek)
 
-    assert read_kek_file(kek_path).kek_ids == (new_kek,)
+    assert read_kek_file(kek_path).key_ids == (new_kek,)
     after_removal = Vault(key_store, LocalFileKeyProvider(kek_path))
     assert after_removal.decrypt_many(encrypted) == [o.encode() for o in owners]
 

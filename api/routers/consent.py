@@ -6,14 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from privacy.api_keys import Scope
-from privacy.audit import api_key_actor
-from services.ingest import ConsentSubmission
 
 from api.consent import GpcHeader, gpc_requested, gpp_out, records_out
 from api.deps import ConsentKey, Ingest, RawBody
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
-from api.schemas import ConsentRequest, ConsentResponse, RefusalOut, WebhookConsentResponse
+from api.schemas import (
+    ConsentRequest,
+    ConsentResponse,
+    WebhookConsentResponse,
+    refusals_out,
+)
+from privacy.api_keys import Scope
+from privacy.audit import api_key_actor
+from services.ingest import ConsentSubmission
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
@@ -81,15 +86,7 @@ def record_consent(
         outcome=outcome.outcome.value,
         person_id=outcome.person_id if key.allows(Scope.RESOLVE) else None,
         new_identifiers=outcome.new_identifiers,
-        refused=[
-            RefusalOut(
-                pointer=f"#/identifiers/{r.position}",
-                type=r.hashed.type,
-                reason=r.reason.value,
-                detail=r.detail,
-            )
-            for r in outcome.refusals
-        ],
+        refused=refusals_out(outcome, "#"),
         recorded=records_out(outcome, translation.consents),
         dropped=outcome.consents_dropped,
         gpp=gpp_out(translation.gpp),

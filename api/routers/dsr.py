@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from bootstrap.container import Container
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import Field
+
+from api.deps import get_container, require
+from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
+from api.schemas import IdentifierIn
+from bootstrap.container import Container
 from privacy.api_keys import ApiKey, Scope
 from privacy.audit import api_key_actor
 from privacy.dsr.export import to_csv
 from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
 from privacy.dsr.service import DsrService
-from pydantic import Field
 from services.dsr_views import DsrOut, ExportFormat, dsr_out
 from services.inputs import StrictModel, Timestamp
-
-from api.deps import get_container, require
-from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
-from api.schemas import IdentifierIn
 
 router = APIRouter(prefix="/v1/dsr", tags=["data-subject requests"])
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from bootstrap.container import Container
 from fastapi import APIRouter, Depends
 
 from api.deps import get_container
 from api.schemas import HealthResponse
+from bootstrap.container import Container
 
 router = APIRouter(tags=["health"])
 

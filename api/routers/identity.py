@@ -6,9 +6,6 @@ from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter
-from identity.errors import IdentifierNotFoundError
-from identity.model import EventOutcome
-from privacy.audit import api_key_actor
 
 from api.consent import GpcHeader, gpc_requested
 from api.deps import Ingest, IngestKey, Links, RawBody, ResolveKey
@@ -21,10 +18,13 @@ from api.schemas import (
     IngestRequest,
     IngestResponse,
     IngestResult,
-    RefusalOut,
     ResolveRequest,
     ResolveResponse,
+    refusals_out,
 )
+from identity.errors import IdentifierNotFoundError
+from identity.model import EventOutcome
+from privacy.audit import api_key_actor
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
@@ -50,18 +50,6 @@ def _facts(outcome: EventOutcome) -> FactsOut:
         quarantined=outcome.facts_quarantined,
         dropped=outcome.facts_dropped,
     )
-
-
-def _refusals(outcome: EventOutcome, pointer: str) -> list[RefusalOut]:
-    return [
-        RefusalOut(
-            pointer=f"{pointer}/identifiers/{r.position}",
-            type=r.hashed.type,
-            reason=r.reason.value,
-            detail=r.detail,
-        )
-        for r in outcome.refusals
-    ]
 
 
 def _consents(outcome: EventOutcome) -> ConsentsOut:
@@ -92,7 +80,7 @@ def identify(
     return IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
-        refused=_refusals(outcome, "#"),
+        refused=refusals_out(outcome, "#"),
         facts=_facts(outcome),
         consents=_consents(outcome) if gpc else None,
     )
@@ -123,7 +111,7 @@ def ingest(
             index=index,
             outcome=o.outcome.value,
             new_identifiers=o.new_identifiers,
-            refused=_refusals(o, f"#/events/{index}"),
+            refused=refusals_out(o, f"#/events/{index}"),
             facts=_facts(o),
             consents=_consents(o) if gpc else None,
         )

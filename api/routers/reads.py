@@ -14,12 +14,8 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from bootstrap.container import Container
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from privacy.api_keys import ApiKey, Scope
-from privacy.policy_engine import Caller
-from privacy.reads import MAX_PAGE, ActivationRow, ReadService
 
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
@@ -31,6 +27,10 @@ from api.read_schemas import (
     MembersOut,
     ProfileOut,
 )
+from bootstrap.container import Container
+from privacy.api_keys import ApiKey, Scope
+from privacy.policy_engine import Caller
+from privacy.reads import MAX_PAGE, ActivationRow, ReadService
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 

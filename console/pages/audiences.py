@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from privacy.operators import ConsoleScope, Session
 from starlette.responses import Response, StreamingResponse
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services, reader
+from privacy.operators import ConsoleScope, Session
 
 router = APIRouter(prefix="/audiences")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.READ))]

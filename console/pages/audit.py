@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from privacy.audit import AuditEntry, AuditVerification
-from privacy.operators import ConsoleScope, Session
 from starlette.responses import Response
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services
+from privacy.audit import AuditEntry, AuditVerification
+from privacy.operators import ConsoleScope, Session
 
 router = APIRouter(prefix="/audit")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.AUDIT))]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from privacy.operators import AccountLockedError, SignInFailedError, SignInThrottledError
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -21,6 +20,7 @@ from console.security import (
     new_login_token,
     session_token,
 )
+from privacy.operators import AccountLockedError, SignInFailedError, SignInThrottledError
 
 router = APIRouter()
 

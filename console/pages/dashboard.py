@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from privacy.operators import Session
 from starlette.responses import Response
 
 from console.render import page
 from console.security import Needs, Services
+from privacy.operators import Session
 
 router = APIRouter()
 

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from identity.errors import BatchValidationError, InvalidFieldError
-from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
-from privacy.operators import ConsoleScope, Operator, Session
-from services.operations import days_left
 from starlette.responses import RedirectResponse, Response
 
 from console.render import base_path, page
 from console.security import Action, Needs, Posted, Services
+from identity.errors import BatchValidationError, InvalidFieldError
+from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
+from privacy.operators import ConsoleScope, Operator, Session
+from services.operations import days_left
 
 router = APIRouter(prefix="/dsr")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.DSR))]

@@ -10,12 +10,12 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from privacy.operators import ConsoleScope, Session
-from services.lookup import KeptValue, NodeView, PersonPicture, ReadExplanation
 from starlette.responses import Response
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services, reader
+from privacy.operators import ConsoleScope, Session
+from services.lookup import KeptValue, NodeView, PersonPicture, ReadExplanation
 
 router = APIRouter(prefix="/people")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.RESOLVE))]

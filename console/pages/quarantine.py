@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from privacy.operators import ConsoleScope, Session
 from starlette.responses import RedirectResponse, Response
 
 from console.render import base_path, page
 from console.security import Action, Needs, Posted, Services
+from privacy.operators import ConsoleScope, Session
 
 router = APIRouter(prefix="/quarantine")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.QUARANTINE))]

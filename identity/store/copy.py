@@ -1,8 +1,12 @@
-"""Copy an SQLite identity graph into any graph store, in batches, through the port.
+"""Copy an identity graph into any graph store, in batches, through the port.
 
-Used by ``idgraph store copy`` to move a graph from the embedded store to Neo4j. The target is
-written only through :meth:`GraphTransaction.apply`, so the copy is backend-neutral and the
-target enforces its own constraints on every row.
+Used by ``idgraph store copy`` to move a graph from the embedded store to Neo4j, or back from
+Neo4j to an SQLite file. The source is a :class:`CopySource` (an SQLite file, read here; a Neo4j
+database, read by :class:`identity.store.neo4j.Neo4jCopySource`). The target is written only
+through :meth:`GraphTransaction.apply`, so the copy is backend-neutral and the target enforces
+its own constraints on every row; the same checks run whichever way the copy goes (the target
+must be empty or hold an unfinished copy of this source, both ends of every link in one person,
+a source of a newer schema refused).
 
 The source is read with a read-only ``sqlite3`` connection inside one read transaction: under
 WAL that is a consistent snapshot even if the service keeps writing, and the copy never takes a
@@ -21,9 +25,13 @@ rewritten.
 Resuming: when the target's transaction can keep a ``(:Meta)`` entry (:class:`CursorTransaction`;
 the Neo4j store can), the position reached is written *in the same transaction* as the batch, so
 after a crash or Ctrl-C a re-run continues after the last committed batch: nothing is copied
-twice and nothing is skipped. A target that cannot keep a cursor must be empty when the copy
-starts. A resumed copy assumes the source did not change in between (stop writers, or copy from
+twice and nothing is skipped. A target that cannot keep a cursor (SQLite) must be empty when the
+copy starts. A resumed copy assumes the source did not change in between (stop writers, or copy from
 a backup): a person created since the first run with an id below the cursor would be missed.
+
+From Neo4j there is no snapshot to read from (Neo4j reads are read-committed, per transaction):
+each batch is read in its own read transaction, so the copy is consistent only if nothing writes
+the source meanwhile. Stop the writers (or copy a restored backup) before copying from Neo4j.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from identity.model import (
 )
 from identity.store.port import GraphStore, GraphTransaction
 from identity.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+from storage.sqlite import connect_read_only
 
 DEFAULT_BATCH_SIZE = 1000
 _SQLITE_PARAMS = 500  # bound parameters per IN list, as in the SQLite store
@@ -71,6 +80,68 @@ class CursorTransaction(GraphTransaction, Protocol):
 
     def set_meta(self, key: str, value: str) -> None:
         """Store ``value`` under ``key`` in this transaction."""
+        ...
+
+
+@runtime_checkable
+class CopySource(Protocol):
+    """A graph to copy from, read in pages (persons by id, refusals by position).
+
+    ``refusal positions`` are source-specific increasing integers (SQLite: the row id; Neo4j:
+    the ordinal in a fixed order): the cursor keeps the last one copied.
+    """
+
+    @property
+    def cursor_key(self) -> str:
+        """The key of this source's resume cursor in the target (names the source)."""
+        ...
+
+    def persons_total(self) -> int:
+        """How many persons the source holds."""
+        ...
+
+    def persons_upto(self, person_id: str) -> int:
+        """How many persons have an id ``<= person_id`` (for progress after a resume)."""
+        ...
+
+    def refusals_total(self) -> int:
+        """How many refusals the source holds."""
+        ...
+
+    def refusals_upto(self, position: int) -> int:
+        """How many refusals are at or before ``position``."""
+        ...
+
+    def persons_after(self, person_id: str, limit: int) -> list[PersonRecord]:
+        """The next ``limit`` persons by id after ``person_id``."""
+        ...
+
+    def nodes_of(self, person_ids: Sequence[str]) -> list[IdentifierNode]:
+        """The identifier nodes of these persons."""
+        ...
+
+    def links_from(self, node_ids: Sequence[str]) -> list[Link]:
+        """The links whose ``a`` end is one of these nodes."""
+        ...
+
+    def facts_of(self, node_ids: Sequence[str]) -> list[Fact]:
+        """Every fact (every kind and status) anchored to these nodes."""
+        ...
+
+    def consents_of(self, node_ids: Sequence[str]) -> list[ConsentRecord]:
+        """Every consent record anchored to these nodes."""
+        ...
+
+    def suppressed_after(self, after: tuple[bytes, str, str], limit: int) -> list[HashedIdentifier]:
+        """Suppression entries after ``after`` (digest, type, key id), in that order."""
+        ...
+
+    def refusals_after(self, position: int, limit: int) -> list[tuple[int, Refusal]]:
+        """The next ``limit`` refusals after ``position``, with their positions."""
+        ...
+
+    def close(self) -> None:
+        """Release the source."""
         ...
 
 
@@ -146,14 +217,15 @@ def cursor_key(source: Path) -> str:
 
 
 class _SqliteSource:
-    """Read-only, snapshot reads of an SQLite graph file."""
+    """Read-only, snapshot reads of an SQLite graph file (a :class:`CopySource`)."""
 
     def __init__(self, path: Path) -> None:
+        self.cursor_key = cursor_key(path)
         if not path.is_file():
             raise StoreUnavailableError(f"copy source {path} does not exist")
+        # Read-only: the copy must never modify (or create) the source file.
+        self._conn = connect_read_only(path, 10_000, StoreUnavailableError, "copy source")
         try:
-            # mode=ro: the copy must never modify (or create) the source file.
-            self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             self._conn.execute("BEGIN")  # one snapshot for the whole copy
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
@@ -181,10 +253,22 @@ class _SqliteSource:
     def close(self) -> None:
         self._conn.close()
 
-    def count(self, table: str, where: str = "", params: Sequence[Any] = ()) -> int:
+    def _count(self, table: str, where: str = "", params: Sequence[Any] = ()) -> int:
         # Only fixed table names and conditions from this module are interpolated.
         query = f"SELECT count(*) FROM {table} {where}"  # noqa: S608
         return int(self._conn.execute(query, params).fetchone()[0])
+
+    def persons_total(self) -> int:
+        return self._count("persons")
+
+    def persons_upto(self, person_id: str) -> int:
+        return self._count("persons", "WHERE person_id <= ?", (person_id,))
+
+    def refusals_total(self) -> int:
+        return self._count("refusals")
+
+    def refusals_upto(self, position: int) -> int:
+        return self._count("refusals", "WHERE refusal_id <= ?", (position,))
 
     def persons_after(self, person_id: str, limit: int) -> list[PersonRecord]:
         rows = self._conn.execute(
@@ -328,7 +412,7 @@ class _Copy:
 
     def __init__(
         self,
-        reader: _SqliteSource,
+        reader: CopySource,
         target: GraphStore,
         key: str,
         batch_size: int,
@@ -346,12 +430,10 @@ class _Copy:
             cursor = _Cursor()
         self.cursor = cursor
         self.resumed = cursor != _Cursor()
-        self.persons_total = reader.count("persons")
-        self.refusals_total = reader.count("refusals")
-        self.persons_done = reader.count("persons", "WHERE person_id <= ?", (cursor.after_person,))
-        self.refusals_done = reader.count(
-            "refusals", "WHERE refusal_id <= ?", (cursor.after_refusal,)
-        )
+        self.persons_total = reader.persons_total()
+        self.refusals_total = reader.refusals_total()
+        self.persons_done = reader.persons_upto(cursor.after_person)
+        self.refusals_done = reader.refusals_upto(cursor.after_refusal)
         self.copied = {
             "persons": 0,
             "identifiers": 0,
@@ -430,9 +512,10 @@ class _Copy:
         # so the target's upserts insert each fact as it is (same id, value and status).
         facts = self.reader.facts_of([n.node_id for n in nodes])
         consents = self.reader.consents_of([n.node_id for n in nodes])  # appended as they are
-        node_ids = {n.node_id for n in nodes}
-        if any(link.b not in node_ids for link in links):
-            # The stores keep both ends of a link in one person; a batch relies on that.
+        person_of = {n.node_id: n.person_id for n in nodes}
+        if any(person_of.get(link.b) != person_of[link.a] for link in links):
+            # The stores keep both ends of a link in one person; a batch relies on that, and a
+            # target must not receive two persons joined by a link (in this batch or not).
             raise StoreIntegrityError("the source has a link between two persons")
         changes = ChangeSet(
             new_persons=tuple(persons),
@@ -467,13 +550,15 @@ class _Copy:
 
 
 def copy_graph(
-    source: Path,
+    source: Path | CopySource,
     target: GraphStore,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[CopyProgress], None] | None = None,
 ) -> CopyReport:
-    """Copy the SQLite graph at ``source`` into ``target``; resume a copy cut short.
+    """Copy the graph at ``source`` (an SQLite file, or a :class:`CopySource` such as a Neo4j
+    database) into ``target``; resume a copy cut short. A given source stays open: the caller
+    closes it.
 
     ``batch_size`` persons (with their identifiers, links, facts and consents), or refusals, go
     in one target transaction; ``progress`` is called at the start and after every batch. Raises
@@ -483,5 +568,7 @@ def copy_graph(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if not isinstance(source, Path):
+        return _Copy(source, target, source.cursor_key, batch_size, progress).run()
     with closing(_SqliteSource(source)) as reader:
-        return _Copy(reader, target, cursor_key(source), batch_size, progress).run()
+        return _Copy(reader, target, reader.cursor_key, batch_size, progress).run()

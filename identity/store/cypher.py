@@ -209,6 +209,10 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "done_at": "epoch milliseconds an erasure's key shred completed",
         "counts": "JSON object (string) of what an erasure deleted",
         "lock": "the name of the writer lock node every write transaction takes first ('graph')",
+        "skip": "how many rows of a fixed order to pass over (refusals already copied)",
+        "after_digest": "page cursor of the suppression list: digest (hex) of the last entry",
+        "after_type": "page cursor of the suppression list: type of the last entry",
+        "after_key_id": "page cursor of the suppression list: key id of the last entry",
     }
 )
 
@@ -828,6 +832,79 @@ DELETE o
 ERASE_PERSON_OUTBOUND: Final = """
 MATCH (o:OutboundEvent {person_id: $person_id})
 DELETE o
+"""
+
+# -- copying a graph out of Neo4j (identity.store.neo4j.Neo4jCopySource) ------------------------
+# Persons by id after a cursor (the person_id uniqueness constraint's index serves the order),
+# then everything of one page of persons, selected by person or node id like the SQLite source.
+
+COPY_PERSONS_AFTER: Final = """
+MATCH (p:Person)
+WHERE p.person_id > $after_person_id
+RETURN p.person_id AS person_id, p.created_at AS created_at, p.last_seen AS last_seen
+ORDER BY person_id
+LIMIT $limit
+"""
+
+COPY_PERSONS_UPTO: Final = """
+MATCH (p:Person)
+WHERE p.person_id <= $person_id
+RETURN count(p) AS n
+"""
+
+COPY_NODES_OF: Final = """
+UNWIND $person_ids AS pid
+MATCH (p:Person {person_id: pid})-[:HAS_IDENTIFIER]->(i:Identifier)
+RETURN i.node_id AS node_id, i.type AS type, i.key_id AS key_id, i.digest AS digest,
+       p.person_id AS person_id, i.first_seen AS first_seen, i.last_seen AS last_seen
+ORDER BY node_id
+"""
+
+COPY_LINKS_FROM: Final = """
+UNWIND $node_ids AS nid
+MATCH (x:Identifier {node_id: nid})-[l:LINKED]->(y:Identifier)
+RETURN x.node_id AS a, y.node_id AS b, l.source AS source, l.first_at AS first_at,
+       l.last_at AS last_at
+ORDER BY a, b, source
+"""
+
+COPY_FACTS_OF: Final = """
+UNWIND $node_ids AS nid
+MATCH (i:Identifier {node_id: nid})-[:HAS_FACT]->(f:Fact)
+RETURN f.fact_id AS fact_id, i.node_id AS node_id, f.kind AS kind, f.name AS name,
+       f.category AS category, f.at AS at, f.source AS source, f.status AS status,
+       f.sealed AS sealed, coalesce(f.pii, []) AS pii
+ORDER BY fact_id
+"""
+
+COPY_CONSENTS_OF: Final = """
+UNWIND $node_ids AS nid
+MATCH (i:Identifier {node_id: nid})-[:HAS_CONSENT]->(c:Consent)
+RETURN c.record_id AS record_id, i.node_id AS node_id, c.purpose AS purpose,
+       c.granted AS granted, c.at AS at, c.recorded_at AS recorded_at, c.source AS source,
+       c.signal AS signal, c.lawful_basis AS lawful_basis, c.proof AS proof
+ORDER BY record_id
+"""
+
+# Refusals have no id of their own: they are paged by position in an order over all their
+# properties (rows equal in every property are interchangeable, so ties do not matter).
+COPY_REFUSALS_PAGE: Final = """
+MATCH (r:Refusal)
+RETURN r.at AS at, r.source AS source, r.type AS type, r.key_id AS key_id,
+       r.digest AS digest, r.reason AS reason, r.detail AS detail
+ORDER BY at, digest, type, key_id, source, reason, detail
+SKIP $skip
+LIMIT $limit
+"""
+
+COPY_SUPPRESSED_AFTER: Final = """
+MATCH (s:Suppression)
+WHERE s.digest > $after_digest
+   OR (s.digest = $after_digest AND (s.type > $after_type
+       OR (s.type = $after_type AND s.key_id > $after_key_id)))
+RETURN s.digest AS digest, s.type AS type, s.key_id AS key_id
+ORDER BY digest, type, key_id
+LIMIT $limit
 """
 
 # Tests only. Deletes idgraph's nodes (and their relationships) in inner transactions of

@@ -69,6 +69,7 @@ from identity.model import (
     OutboundEvent,
     PersonRecord,
     Refusal,
+    RefusalReason,
     StoreStats,
 )
 from identity.store import cypher
@@ -794,6 +795,7 @@ class Neo4jGraphStore:
         if max_pool_size < 1 or fetch_size < 1:
             raise ConfigurationError("Neo4j pool size and fetch size must be at least 1")
         self.database = database
+        self.uri = uri
         self._batch = batch_size
         self._fetch_size = fetch_size
         self._closed = False
@@ -952,3 +954,86 @@ class Neo4jGraphStore:
         if not self._closed:
             self._closed = True
             self._driver.close()
+
+
+class Neo4jCopySource:
+    """A Neo4j database as the source of :func:`identity.store.copy.copy_graph` (a
+    :class:`~identity.store.copy.CopySource`): ``idgraph store copy --from neo4j://...``.
+
+    Each page is read in its own read transaction of ``store`` (Neo4j has no snapshot across
+    transactions): copy from a database nobody writes meanwhile. Refusal positions are ordinals
+    in :data:`cypher.COPY_REFUSALS_PAGE`'s order.
+    """
+
+    def __init__(self, store: Neo4jGraphStore) -> None:
+        self._store = store
+        self.cursor_key = f"copy_cursor:{store.uri}/{store.database}"
+
+    def _rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        return self._store.read(lambda tx: tx._data(query, **params))
+
+    def persons_total(self) -> int:
+        return self._store.stats().persons
+
+    def persons_upto(self, person_id: str) -> int:
+        return int(self._rows(cypher.COPY_PERSONS_UPTO, person_id=person_id)[0]["n"])
+
+    def refusals_total(self) -> int:
+        return self._store.stats().refusals
+
+    def refusals_upto(self, position: int) -> int:
+        return min(position, self.refusals_total())
+
+    def persons_after(self, person_id: str, limit: int) -> list[PersonRecord]:
+        rows = self._rows(cypher.COPY_PERSONS_AFTER, after_person_id=person_id, limit=limit)
+        return [
+            PersonRecord(r["person_id"], _dt(r["created_at"]), _dt(r["last_seen"])) for r in rows
+        ]
+
+    def nodes_of(self, person_ids: Sequence[str]) -> list[IdentifierNode]:
+        rows = self._rows(cypher.COPY_NODES_OF, person_ids=list(person_ids))
+        return [Neo4jTransaction._node(r) for r in rows]
+
+    def links_from(self, node_ids: Sequence[str]) -> list[Link]:
+        rows = self._rows(cypher.COPY_LINKS_FROM, node_ids=list(node_ids))
+        return [
+            Link(r["a"], r["b"], r["source"], _dt(r["first_at"]), _dt(r["last_at"])) for r in rows
+        ]
+
+    def facts_of(self, node_ids: Sequence[str]) -> list[Fact]:
+        return [_fact(r) for r in self._rows(cypher.COPY_FACTS_OF, node_ids=list(node_ids))]
+
+    def consents_of(self, node_ids: Sequence[str]) -> list[ConsentRecord]:
+        rows = self._rows(cypher.COPY_CONSENTS_OF, node_ids=list(node_ids))
+        return [_consent(r) for r in rows]
+
+    def suppressed_after(self, after: tuple[bytes, str, str], limit: int) -> list[HashedIdentifier]:
+        digest, type_, key_id = after
+        rows = self._rows(
+            cypher.COPY_SUPPRESSED_AFTER,
+            after_digest=digest.hex(),
+            after_type=type_,
+            after_key_id=key_id,
+            limit=limit,
+        )
+        return [HashedIdentifier(r["type"], r["key_id"], bytes.fromhex(r["digest"])) for r in rows]
+
+    def refusals_after(self, position: int, limit: int) -> list[tuple[int, Refusal]]:
+        rows = self._rows(cypher.COPY_REFUSALS_PAGE, skip=position, limit=limit)
+        return [
+            (
+                position + n,
+                Refusal(
+                    HashedIdentifier(r["type"], r["key_id"], bytes.fromhex(r["digest"])),
+                    RefusalReason(r["reason"]),
+                    r["detail"],
+                    r["source"],
+                    _dt(r["at"]),
+                ),
+            )
+            for n, r in enumerate(rows, start=1)
+        ]
+
+    def close(self) -> None:
+        """Close the store it reads."""
+        self._store.close()

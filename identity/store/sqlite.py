@@ -47,7 +47,7 @@ from identity.model import (
     PersonRecord,
     StoreStats,
 )
-from identity.store.sqlite_support import migrate_schema, transaction
+from storage.sqlite import open_migrated, transaction
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -1140,43 +1140,33 @@ class SqliteGraphStore:
         cache_mib: int = 64,
     ) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Owner-only: keyed hashes are pseudonymous personal data. SQLite creates the WAL
-            # and shared-memory files with the main file's mode, so they follow.
-            path.touch(mode=0o600, exist_ok=True)
-            path.chmod(0o600)  # also tighten a file that already existed with a looser mode
-            # One connection, serialized by a lock: SQLite has one writer at a time anyway, and
-            # a single connection keeps transactions simple. check_same_thread is off because
-            # FastAPI runs sync endpoints on a thread pool; the lock provides the safety.
-            self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            # Deleted content is overwritten with zeros instead of lingering in free space and
-            # freelist pages: an erasure (GDPR Art. 17) must not leave the person's hashes, ids
-            # or ciphertexts readable in the file. It has to be on for every write, not only
-            # erasures: an update or a merge moves cells and would otherwise leave stale copies
-            # that a later erasure cannot find. Per connection, so every writer of the file must
-            # be this class. Its cost on bulk ingest is measured in bench/README.md.
-            self._conn.execute("PRAGMA secure_delete=ON")
-            if self._conn.execute("PRAGMA secure_delete").fetchone()[0] != 1:
-                raise StoreUnavailableError("this SQLite build cannot turn secure_delete on")
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            # 64 MiB page cache (default 2 MiB): the indexes on random digests and person ids
-            # outgrow the default early, and every miss is a read from disk inside the write lock.
-            self._conn.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"cannot open SQLite store at {path}: {exc}") from exc
+        # Owner-only (a looser mode is refused): keyed hashes are pseudonymous personal data.
+        # Deleted content is overwritten with zeros instead of lingering in free space and
+        # freelist pages: an erasure (GDPR Art. 17) must not leave the person's hashes, ids or
+        # ciphertexts readable in the file. It has to be on for every write, not only erasures:
+        # an update or a merge moves cells and would otherwise leave stale copies that a later
+        # erasure cannot find. Per connection, so every writer of the file must be this class.
+        # Its cost on bulk ingest is measured in bench/README.md. 64 MiB page cache (default
+        # 2 MiB): the indexes on random digests and person ids outgrow the default early, and
+        # every miss is a read from disk inside the write lock. One connection, serialized by a
+        # lock: SQLite has one writer at a time anyway, and a single connection keeps
+        # transactions simple (FastAPI runs sync endpoints on a thread pool).
+        self._conn = open_migrated(
+            path,
+            busy_timeout_ms,
+            StoreUnavailableError,
+            "SQLite store",
+            _SCHEMA,
+            SCHEMA_VERSION,
+            newer=StoreIntegrityError,
+            secure_delete=True,
+            synchronous=synchronous,
+            foreign_keys=True,
+            cache_mib=cache_mib,
+        )
         self._lock = threading.RLock()
         self._closed = False
         self._events = _EventPersonsCache()
-
-    def _migrate(self) -> None:
-        migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, StoreIntegrityError, "graph store")
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[_SqliteTransaction]:

@@ -236,6 +236,25 @@ class BitReader:
             )
 
 
+PurposeBits = tuple[frozenset[int], frozenset[int], int, frozenset[int], frozenset[int]]
+
+
+def read_publisher_purposes(reader: BitReader, first: str, second: str) -> PurposeBits:
+    """The publisher-purposes segment body both TCF EU v2 and TCF Canada have: two 24-bit
+    purpose bitfields, NumCustomPurposes (6 bits) and two bitfields of that many custom purposes.
+
+    ``first``/``second`` name the two kinds in error messages as the specs do (``Consent`` and
+    ``LITransparency`` in TCF EU, ``ExpressConsent`` and ``ImpliedConsent`` in TCF Canada).
+    Returns ``(purposes first, purposes second, custom count, custom first, custom second)``.
+    """
+    purposes_first = reader.read_bitfield(24, f"PubPurposes{first}")
+    purposes_second = reader.read_bitfield(24, f"PubPurposes{second}")
+    custom = reader.read_int(6, "NumCustomPurposes")
+    custom_first = reader.read_bitfield(custom, f"CustomPurposes{first}")
+    custom_second = reader.read_bitfield(custom, f"CustomPurposes{second}")
+    return purposes_first, purposes_second, custom, custom_first, custom_second
+
+
 def bits_of(segment: str) -> str:
     """The bit string (``"0"``/``"1"``) a base64url segment carries; callers validate first."""
     return "".join(_SIX_BITS[char] for char in segment)

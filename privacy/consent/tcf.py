@@ -25,6 +25,7 @@ from privacy.consent.bits import (
     IdRange,
     expand_ranges,
     merge_ranges,
+    read_publisher_purposes,
 )
 
 TCF_VERSION = 2
@@ -231,17 +232,15 @@ def _read_publisher_restrictions(reader: BitReader) -> tuple[PublisherRestrictio
 
 
 def _read_publisher_tc(reader: BitReader) -> PublisherTC:
-    consents = reader.read_bitfield(24, "PubPurposesConsent")
-    legitimate_interests = reader.read_bitfield(24, "PubPurposesLITransparency")
-    num_custom = reader.read_int(6, "NumCustomPurposes")
+    consents, legitimate, custom, custom_consents, custom_legitimate = read_publisher_purposes(
+        reader, "Consent", "LITransparency"
+    )
     return PublisherTC(
         purpose_consents=consents,
-        purpose_legitimate_interests=legitimate_interests,
-        num_custom_purposes=num_custom,
-        custom_purpose_consents=reader.read_bitfield(num_custom, "CustomPurposesConsent"),
-        custom_purpose_legitimate_interests=reader.read_bitfield(
-            num_custom, "CustomPurposesLITransparency"
-        ),
+        purpose_legitimate_interests=legitimate,
+        num_custom_purposes=custom,
+        custom_purpose_consents=custom_consents,
+        custom_purpose_legitimate_interests=custom_legitimate,
     )
 
 

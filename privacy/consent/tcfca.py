@@ -40,7 +40,13 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import TypeVar
 
-from privacy.consent.bits import BitReader, ConsentStringDecodeError, bits_of
+from privacy.consent.bits import (
+    BitReader,
+    ConsentStringDecodeError,
+    PurposeBits,
+    bits_of,
+    read_publisher_purposes,
+)
 
 _WHERE = "section 5 (tcfcav1)"
 T = TypeVar("T")
@@ -383,7 +389,7 @@ def decode_tcfcav1(section: str) -> TcfCaV1Section:
     segments = section.split(".")
     core: _Core | None = None
     disclosed: tuple[int, ...] | None = None
-    purposes: tuple[frozenset[int], frozenset[int], int, frozenset[int], frozenset[int]] | None
+    purposes: PurposeBits | None
     purposes = None
     for index, segment in enumerate(segments):
         where = f"{_WHERE} segment {index + 1}"
@@ -411,13 +417,8 @@ def decode_tcfcav1(section: str) -> TcfCaV1Section:
                 )
             reader = BitReader(segment, where=where, error=TcfCaDecodeError)
             reader.read_int(3, "PubPurposesSegmentType")  # 3, fixed by the first character
-            pub_express = reader.read_bitfield(24, "PubPurposesExpressConsent")
-            pub_implied = reader.read_bitfield(24, "PubPurposesImpliedConsent")
-            custom = reader.read_int(6, "NumCustomPurposes")
-            custom_express = reader.read_bitfield(custom, "CustomPurposesExpressConsent")
-            custom_implied = reader.read_bitfield(custom, "CustomPurposesImpliedConsent")
+            purposes = read_publisher_purposes(reader, "ExpressConsent", "ImpliedConsent")
             reader.finish()
-            purposes = (pub_express, pub_implied, custom, custom_express, custom_implied)
         else:
             raise TcfCaDecodeError(
                 "unknown_segment", f"{where}: is not a core, publisher or disclosed segment"

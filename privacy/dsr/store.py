@@ -3,7 +3,7 @@
 One SQLite file (``dsr.sqlite3`` in the data dir), owner-only (0600), WAL, ``synchronous=FULL``
 (an accepted request must survive a crash: the legal clock is running), one connection serialized
 by a lock, ``BEGIN IMMEDIATE`` for writes: the same pattern as the vault key store and the audit
-log (:mod:`identity.store.sqlite_support`).
+log (:mod:`storage.sqlite`).
 
 What the file holds about a subject, and why that is enough:
 
@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from identity.errors import StoreUnavailableError
-from identity.store.sqlite_support import connect_private, migrate_schema, transaction
 from privacy.dsr.model import (
     Delivery,
     DeliveryState,
@@ -46,6 +45,7 @@ from privacy.dsr.model import (
     NewRequest,
     SubjectHash,
 )
+from storage.sqlite import open_migrated, transaction
 
 SCHEMA_VERSION: Final = 2
 _AT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -323,16 +323,19 @@ class SqliteDsrStore:
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
-        self._conn = _connect_private(path, busy_timeout_ms)
-        try:
-            _add_owner_column(self._conn)
-            migrate_schema(self._conn, _SCHEMA, SCHEMA_VERSION, DsrStoreUnavailableError, "dsr")
-        except sqlite3.Error as exc:
-            self._conn.close()
-            raise DsrStoreUnavailableError(f"cannot open DSR store {path}: {exc}") from exc
-        except BaseException:
-            self._conn.close()
-            raise
+        # Owner-only, WAL, synchronous=FULL (an accepted request is on disk before the 202: its
+        # legal deadline is running), secure_delete=ON (cleared subject hashes and deleted
+        # sealed blobs are zeroed, not left in free pages).
+        self._conn = open_migrated(
+            path,
+            busy_timeout_ms,
+            DsrStoreUnavailableError,
+            "DSR store",
+            _SCHEMA,
+            SCHEMA_VERSION,
+            before=_add_owner_column,
+            secure_delete=True,
+        )
         self._lock = threading.Lock()
         self._closed = False
 
@@ -799,12 +802,3 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
             "UPDATE requests SET owner = substr(requester, 5) WHERE requester LIKE 'key^_%' "
             "ESCAPE '^'"
         )
-
-
-def _connect_private(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    """Open ``path`` owner-only, WAL, ``synchronous=FULL`` (an accepted request is on disk
-    before the 202: its legal deadline is running), ``secure_delete=ON`` (cleared subject hashes
-    and deleted sealed blobs are zeroed, not left in free pages)."""
-    return connect_private(
-        path, busy_timeout_ms, DsrStoreUnavailableError, "DSR store", secure_delete=True
-    )
