@@ -2,22 +2,35 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+# Two install stamps: `make run` needs the runtime dependencies only; the dev tools (linters,
+# test runners, fuzzers, plotting) come with `make test` and every other developer target, and
+# are added on top of the same venv. A change to pyproject.toml re-runs `pip install` into the
+# existing venv (pip only fetches what is missing); the venv itself is made once.
+VENV_CFG  := $(VENV)/pyvenv.cfg
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed-dev
 
 .PHONY: run test test-slow test-browser chromium console-screenshots test-consent-diff mutation lint \
 	typecheck cypher-lint bench bench-ingest pii-model install clean softhsm kafka kafka-stop \
 	kafka-status test-kafka
 
-$(STAMP): pyproject.toml
+$(VENV_CFG):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $(STAMP)
 
+$(RUN_STAMP): pyproject.toml | $(VENV_CFG)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml $(RUN_STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./clients/python
+	@touch $@
+
+## Runtime and dev dependencies (what `make test` installs).
 install: $(STAMP)
 
 ## Start the API on the embedded SQLite store (creates ./.idgraph with a local key on first run).
 ## `make run STORE=neo4j`: on the local Neo4j instead (started if needed; see `make neo4j`).
-run: $(STAMP)
+run: $(RUN_STAMP)
 ifeq ($(STORE),neo4j)
 	@$(MAKE) --no-print-directory run-neo4j
 else
@@ -127,7 +140,11 @@ neo4j:
 neo4j-stop:
 	@$(NEO4J_TOOL) stop --home $(NEO4J_HOME)
 
-run-neo4j: $(STAMP)
+$(VENV)/.installed-neo4j: pyproject.toml $(RUN_STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[neo4j]'
+	@touch $@
+
+run-neo4j: $(VENV)/.installed-neo4j
 	@$(NEO4J_TOOL) start --home $(NEO4J_HOME) --port $(NEO4J_PORT) >/dev/null
 	@export IDGRAPH_STORE_URL="$$(cat $(NEO4J_HOME)/bolt-uri)" \
 	        IDGRAPH_NEO4J_PASSWORD_FILE="$(abspath $(NEO4J_HOME))/password"; \

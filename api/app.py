@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import structlog
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from api import problems
+from api import openapi, problems
 from api.background import background_jobs
 from api.edge import EdgeGuardMiddleware, guarded_routes
 from api.metrics import Metrics, MetricsMiddleware
@@ -23,6 +24,8 @@ from console import ConsoleConfig, ConsoleServices, create_console
 from services.lookup import PersonLookup
 from services.operations import IngestFigures, OperationsDashboard
 from services.quarantine import QuarantineReview
+
+log = structlog.get_logger("idgraph.api")
 
 DESCRIPTION = """
 Privacy-first identity graph. Identifiers are normalized and stored only as keyed hashes;
@@ -48,6 +51,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log_webhook_sources(built)
         async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
             yield
         if owned:
@@ -62,6 +66,8 @@ def create_app(
         lifespan=lifespan,
         # No "valid" badge fetched from the public Swagger validator.
         swagger_ui_parameters={"validatorUrl": None},
+        # Named operationIds (`identify`, `recordConsent`): what generated clients call.
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.container = built
     built.reads  # noqa: B018 - build the read service (and its audience store) at start-up
@@ -82,6 +88,7 @@ def create_app(
     app.include_router(reads.router)
     app.include_router(dsr.router)
     app.include_router(metrics_router.router)
+    openapi.install(app)
     if settings.console_enabled:
         app.mount(
             "/console", create_console(console_services(built, metrics), console_config(settings))
@@ -95,6 +102,21 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 401/413/415s too
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def log_webhook_sources(container: Container) -> None:
+    """One start-up line naming the consent-webhook sources this process accepts.
+
+    Sources and secrets are read once at start-up: a change needs a restart, and a delivery to a
+    source that is not listed here is refused with 401 ``no_valid_signature``.
+    """
+    webhooks = container.webhooks
+    log.info(
+        "consent_webhook_sources",
+        sources=list(webhooks.sources) or "none (IDGRAPH_WEBHOOK_SOURCES is empty)",
+        without_secret=list(webhooks.sources_without_secret) or "none",
+        note="read at start-up; restart after changing IDGRAPH_WEBHOOK_SOURCES/SECRETS",
+    )
 
 
 def console_config(settings: Settings) -> ConsoleConfig:

@@ -42,7 +42,7 @@ from privacy.dsr.model import (
 )
 from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.webhooks import WebhookVerificationError
-from services.inputs import pointer_from_location
+from services.inputs import pointer_from_location, withheld_member
 
 log = structlog.get_logger("idgraph.api")
 
@@ -174,7 +174,15 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
             request, 400, "Malformed JSON", "the request body is not valid JSON", "malformed-json"
         )
     items = [
-        {"pointer": pointer_from_location(e.get("loc", ())), "detail": str(e.get("msg", "invalid"))}
+        {
+            "pointer": pointer_from_location(e.get("loc", ())),
+            "detail": (
+                "a member of this object is not allowed (its name is not repeated: names can be "
+                "values): " + str(e.get("msg", "invalid"))
+            )
+            if withheld_member(e.get("loc", ()))
+            else str(e.get("msg", "invalid")),
+        }
         for e in errors[:50]
     ]
     return problem(

@@ -17,16 +17,16 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from bootstrap.settings import Settings
+from cli.output import err_console, out_console, print_json
 from identity.errors import IdGraphError
 from privacy.audit import AuditHead, SqliteAuditLog
 from privacy.audit_heads import HEAD_KEY_INFO, read_signed_heads
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
-_out = Console()
-_err = Console(stderr=True)
+_out = out_console()
+_err = err_console()
 _ANCHOR = re.compile(r"(\d{1,18}):([0-9a-f]{64})")
 
 
@@ -65,6 +65,7 @@ def verify(
         Optional[Path],  # noqa: UP045 - typer needs Optional
         typer.Option(help="Signed heads file (IDGRAPH_AUDIT_HEADS_FILE); checks the newest."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """Recompute the chain; exit 1 naming the first edited, deleted or reordered entry."""
     if anchor is not None and heads is not None:
@@ -77,6 +78,17 @@ def verify(
         result = log.verify(anchor=head)
     finally:
         log.close()
+    if as_json:
+        print_json(
+            {
+                "ok": result.ok,
+                "entries_checked": result.entries_checked,
+                "problem": None if result.ok else result.problem,
+                "first_bad_seq": None if result.ok else result.first_bad_seq,
+                "anchor_seq": head.seq if head is not None else None,
+            }
+        )
+        raise typer.Exit(0 if result.ok else 1)
     if result.ok:
         anchored = f", anchor {head.seq} matches" if head is not None else ""
         _out.print(f"ok: {result.entries_checked} entries verified{anchored}")

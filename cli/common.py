@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
-from rich.console import Console
 
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
+from cli.output import err_console
 from identity.errors import IdGraphError
 
 CLI_ACTOR = "cli"  # the audit actor of commands run by an operator
 
-_err = Console(stderr=True)
+_err = err_console()
 
 
 @contextmanager

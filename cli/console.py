@@ -15,17 +15,17 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
 from bootstrap.container import load_all_policies
 from bootstrap.settings import Settings
+from cli.output import err_console, out_console, print_json
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.audit import SqliteAuditLog
 from privacy.operators import OperatorAccess, Role, SqliteOperatorStore
 
 console_app = typer.Typer(help="Operator accounts of the web console.", no_args_is_help=True)
-_out = Console()
-_err = Console(stderr=True)
+_out = out_console()
+_err = err_console()
 
 
 @contextmanager
@@ -93,10 +93,26 @@ def create_operator(
 
 
 @console_app.command("list-operators")
-def list_operators() -> None:
+def list_operators(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """Operator accounts: username, role, purposes, TOTP, disabled."""
     with _access() as access:
         operators = access.list_operators()
+    if as_json:
+        print_json(
+            [
+                {
+                    "username": op.username,
+                    "role": op.role.value,
+                    "purposes": sorted(op.purposes),
+                    "totp": op.totp,
+                    "disabled": op.disabled,
+                }
+                for op in operators
+            ]
+        )
+        return
     for op in operators:
         flags = ", ".join(f for f, on in (("totp", op.totp), ("disabled", op.disabled)) if on)
         _out.print(

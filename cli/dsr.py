@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bootstrap.container import Container
 from cli.common import CLI_ACTOR, running_container
+from cli.output import err_console, out_console, print_json
 from identity.errors import BatchValidationError
 from privacy.dsr.export import to_csv
 from privacy.dsr.model import (
@@ -33,8 +33,8 @@ from privacy.dsr.model import (
 )
 from services.dsr_views import dsr_out
 
-console = Console(stderr=True)
-out = Console()
+console = err_console()
+out = out_console()
 
 dsr_app = typer.Typer(help="Data-subject requests (erasure, access, ...).", no_args_is_help=True)
 retention_app = typer.Typer(help="Retention: delete what is kept too long.", no_args_is_help=True)
@@ -118,10 +118,15 @@ def status(request_id: str) -> None:
 def list_requests(
     state: Annotated[Optional[DsrStatus], typer.Option("--status")] = None,  # noqa: UP045
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """List requests (by request id)."""
     with running_container() as container:
         found = container.dsr.list_requests(state, "", limit)
+        if as_json:
+            now = container.dsr.clock()
+            print_json([dsr_out(r, now).model_dump(mode="json") for r in found])
+            return
         table = Table("request id", "type", "status", "regulation", "due", "finished", "result")
         for r in found:
             table.add_row(

@@ -14,12 +14,12 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from cli.common import CLI_ACTOR, running_container
+from cli.output import err_console, out_console
 
-console = Console(stderr=True)
-out = Console()
+console = err_console()
+out = out_console()
 
 
 def register_suppression_commands(dsr_app: typer.Typer) -> None:

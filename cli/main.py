@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,16 +28,23 @@ from cli.console import console_app
 from cli.dsr import dsr_app, retention_app
 from cli.erasure import register_suppression_commands
 from cli.links import links_app
+from cli.output import err_console, out_console, print_json, tidy_help
 from cli.privacy import quarantine_app, register_key_commands
 from cli.store import store_app
+from cli.webhooks import webhooks_app
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.api_keys import ApiKeyStore, Scope
 from privacy.hash_keys import create_key_file, rotate_key_file
 from privacy.secretfile import write_secret_file
-from services.bulk import DEFAULT_BATCH_EVENTS, BulkFileError, FileFormat, ingest_file
+from services.bulk import DEFAULT_BATCH_EVENTS, BulkFileError, BulkReport, FileFormat, ingest_file
 from services.links import LinkService
 
-app = typer.Typer(help="idgraph: privacy-first identity graph.", no_args_is_help=True)
+app = typer.Typer(
+    help="idgraph: privacy-first identity graph.",
+    no_args_is_help=True,
+    # Help is plain text: docstrings are written for people, not as RST or rich markup.
+    rich_markup_mode=None,
+)
 keys_app = typer.Typer(help="API keys and hash keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(store_app, name="store")
@@ -49,13 +55,35 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(console_app, name="console")
 app.add_typer(links_app, name="links")
+app.add_typer(webhooks_app, name="webhooks")
 register_key_commands(keys_app)
 
-console = Console(stderr=True)
-out = Console()
+console = err_console()
+out = out_console()
 
 LOCAL_KEY_FILE = "local-api-key"
 HTTP_APP_FACTORY = "api.app:serve_app"
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"idgraph {version('idgraph')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """idgraph: privacy-first identity graph."""
 
 
 def _settings() -> Settings:
@@ -181,7 +209,7 @@ IdentifierArg = Annotated[
 
 
 @app.command()
-def resolve(identifier: IdentifierArg) -> None:
+def resolve(identifier: IdentifierArg, as_json: JsonOption = False) -> None:
     """Print the person id an identifier resolves to (exit 1 if unknown)."""
     pair = _parse_identifier(identifier, "identifier")
     container = _container(_settings())
@@ -191,10 +219,15 @@ def resolve(identifier: IdentifierArg) -> None:
         raise _bad_input(exc) from None
     finally:
         container.close()
+    if as_json:
+        # The type only: the value is what the caller typed and stays out of any output.
+        print_json({"type": pair[0], "person_id": person})
     if person is None:
-        console.print("not found")
+        if not as_json:
+            console.print("not found")
         raise typer.Exit(1)
-    out.print(person)
+    if not as_json:
+        out.print(person)
 
 
 T = TypeVar("T")
@@ -220,9 +253,27 @@ def _on_pair(
 
 
 @app.command()
-def explain(a: IdentifierArg, b: IdentifierArg) -> None:
-    """Show the chain of links that joins two identifiers."""
+def explain(a: IdentifierArg, b: IdentifierArg, as_json: JsonOption = False) -> None:
+    """Show the chain of links that joins two identifiers (exit 1 if they are not linked)."""
     result = _on_pair(a, b, LinkService.explain)
+    if as_json:
+        print_json(
+            {
+                "linked": result.linked,
+                "person_id": result.person_id,
+                "hops": [
+                    {
+                        "from": {"type": hop.from_type, "node": hop.from_node},
+                        "to": {"type": hop.to_type, "node": hop.to_node},
+                        "sources": list(hop.sources),
+                        "first_linked_at": hop.first_linked_at.isoformat(),
+                        "last_linked_at": hop.last_linked_at.isoformat(),
+                    }
+                    for hop in result.hops
+                ],
+            }
+        )
+        raise typer.Exit(0 if result.linked else 1)
     if not result.linked:
         out.print("not linked: the identifiers resolve to different persons")
         for entry in result.do_not_link:
@@ -274,6 +325,7 @@ def ingest(
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="Events per transaction.")
     ] = DEFAULT_BATCH_EVENTS,
+    as_json: JsonOption = False,
 ) -> None:
     """Stream a JSONL or CSV file into the graph, with progress and a summary."""
     if file_format not in (None, "jsonl", "csv"):
@@ -307,6 +359,9 @@ def ingest(
         raise typer.Exit(2) from None
     finally:
         container.close()
+    if as_json:
+        print_json(_ingest_summary(file, report))
+        raise typer.Exit(1 if report.rejected_rows else 0)
     table = Table(
         "rows",
         "events",
@@ -331,6 +386,15 @@ def ingest(
         str(report.rejected_rows),
     )
     out.print(table)
+    if report.refusals:
+        # Which kinds of identifiers were refused and why, never which values.
+        out.print(
+            "refused identifiers: "
+            + ", ".join(
+                f"{count} {kind} ({reason})"
+                for (kind, reason), count in sorted(report.refusals.items())
+            )
+        )
     for error in report.errors:
         out.print(f"line {error.line}: " + "; ".join(error.problems))
     if report.rejected_rows > len(report.errors):
@@ -339,8 +403,28 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _ingest_summary(file: Path, report: BulkReport) -> dict[str, object]:
+    return {
+        "file": file.name,
+        "rows": report.rows,
+        "events": report.events,
+        "outcomes": {name: report.outcomes[name] for name in sorted(report.outcomes)},
+        "new_identifiers": report.new_identifiers,
+        "refused_identifiers": report.refused_identifiers,
+        "refusals": [
+            {"type": kind, "reason": reason, "count": count}
+            for (kind, reason), count in sorted(report.refusals.items())
+        ],
+        "facts_stored": report.facts_stored,
+        "facts_quarantined": report.facts_quarantined,
+        "persons_merged": report.merged_persons,
+        "rejected_rows": report.rejected_rows,
+        "errors": [{"line": e.line, "problems": list(e.problems)} for e in report.errors],
+    }
+
+
 @app.command("policy-check")
-def policy_check() -> None:
+def policy_check(as_json: JsonOption = False) -> None:
     """Validate every policy file and their cross-references (exit 2 naming file and field)."""
     settings = _settings()
     try:
@@ -348,6 +432,17 @@ def policy_check() -> None:
     except IdGraphError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "identifier_types": list(policy.type_names),
+                "data_categories": len(facts.categories),
+                "attributes": len(facts.attributes),
+                "purposes": list(purposes.ids),
+            }
+        )
+        return
     out.print(f"ok: {len(policy.types)} identifier types ({', '.join(policy.type_names)})")
     out.print(f"ok: {len(facts.categories)} data categories, {len(facts.attributes)} attributes")
     out.print(f"ok: {len(purposes.purposes)} purposes ({', '.join(purposes.ids)})")
@@ -399,19 +494,37 @@ def create_api_key(
 
 
 @keys_app.command("list-api-keys")
-def list_api_keys() -> None:
-    """List API keys (ids, names, scopes; never secrets)."""
+def list_api_keys(as_json: JsonOption = False) -> None:
+    """List API keys: id, name, scopes, purposes, consumer, dates (never secrets)."""
     store = ApiKeyStore(_settings().control_db_path)
     try:
         keys = store.list()
     finally:
         store.close()
-    table = Table("key id", "name", "scopes", "created", "revoked")
+    if as_json:
+        print_json(
+            [
+                {
+                    "key_id": key.key_id,
+                    "name": key.name,
+                    "scopes": sorted(key.scopes),
+                    "purposes": sorted(key.purposes),
+                    "consumer": key.consumer or key.key_id,
+                    "created_at": key.created_at.isoformat(),
+                    "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+                }
+                for key in keys
+            ]
+        )
+        return
+    table = Table("key id", "name", "scopes", "purposes", "consumer", "created", "revoked")
     for key in keys:
         table.add_row(
             key.key_id,
             key.name,
             ", ".join(sorted(key.scopes)),
+            ", ".join(sorted(key.purposes)),
+            key.consumer or key.key_id,
             key.created_at.isoformat(timespec="seconds"),
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
         )
@@ -481,4 +594,4 @@ def register_plugin_commands(target: typer.Typer) -> None:
 def main() -> None:
     """Console-script entry point."""
     register_plugin_commands(app)
-    app()
+    tidy_help(typer.main.get_command(app))()

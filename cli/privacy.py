@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bootstrap.container import Container, build_container, open_pkcs11_provider
 from bootstrap.settings import Settings
 from cli.common import CLI_ACTOR, running_container
+from cli.output import err_console, out_console, print_json
 from identity.errors import IdGraphError
 from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
 from services.quarantine import QuarantineReview
 
-console = Console(stderr=True)
-out = Console()
+console = err_console()
+out = out_console()
 
 quarantine_app = typer.Typer(
     help="Review values quarantined by the PII scanner.", no_args_is_help=True
@@ -172,13 +172,32 @@ def _review(container: Container) -> QuarantineReview:
 
 
 @quarantine_app.command("list")
-def quarantine_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
+def quarantine_list(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """List quarantined values: ids, field, category and entity types found (never values)."""
     container = build_container(_settings())
     try:
         facts = _review(container).pending(limit)
     finally:
         container.close()
+    if as_json:
+        print_json(
+            [
+                {
+                    "fact_id": fact.fact_id,
+                    "kind": fact.kind.value,
+                    "name": fact.name,
+                    "category": fact.category,
+                    "found": list(fact.pii),
+                    "at": fact.at.isoformat(),
+                    "source": fact.source,
+                }
+                for fact in facts
+            ]
+        )
+        return
     # One line per value, id first and never truncated: operators copy ids into release/drop.
     for fact in facts:
         found = ", ".join(fact.pii) or "(undeclared)"

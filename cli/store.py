@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bootstrap.container import open_copy_source, open_store
 from bootstrap.settings import Settings
+from cli.output import err_console, out_console
 from identity.errors import ConfigurationError, IdGraphError
 from identity.model import StoreStats
 from identity.store.copy import (
@@ -29,8 +29,8 @@ store_app = typer.Typer(
     help="Graph-store administration: create the schema, copy a graph between stores.",
     no_args_is_help=True,
 )
-_out = Console()
-_err = Console(stderr=True)
+_out = out_console()
+_err = err_console()
 
 
 def _fail(exc: IdGraphError) -> typer.Exit:

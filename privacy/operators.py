@@ -164,7 +164,7 @@ class AccessPolicy:
 class SignInFailedError(IdGraphError):
     """Wrong username, password or TOTP code (one message for all: no account enumeration)."""
 
-    code = "sign_in_failed"
+    code = "sign-in-failed"
 
     def __init__(self) -> None:
         super().__init__("wrong username, password or one-time code")
@@ -173,7 +173,7 @@ class SignInFailedError(IdGraphError):
 class AccountLockedError(IdGraphError):
     """Too many failed sign-ins: the account is locked until ``until``."""
 
-    code = "account_locked"
+    code = "account-locked"
 
     def __init__(self, until: datetime) -> None:
         self.until = until
@@ -186,7 +186,7 @@ class AccountLockedError(IdGraphError):
 class SignInThrottledError(IdGraphError):
     """Too many sign-in attempts in a short time; retry after ``retry_after`` seconds."""
 
-    code = "sign_in_throttled"
+    code = "sign-in-throttled"
 
     def __init__(self, retry_after: int) -> None:
         self.retry_after = retry_after
@@ -196,7 +196,7 @@ class SignInThrottledError(IdGraphError):
 class OperatorExistsError(IdGraphError):
     """An operator with that username exists."""
 
-    code = "operator_exists"
+    code = "operator-exists"
 
 
 class OperatorStoreUnavailableError(StoreUnavailableError):

@@ -123,7 +123,7 @@ class UnknownPurposeError(InvalidFieldError):
 class PurposeNotInScopeError(IdGraphError):
     """The caller's API key may not read for the purpose (the API answers 403)."""
 
-    code = "purpose_forbidden"
+    code = "purpose-forbidden"
 
     def __init__(self, purpose: str) -> None:
         self.purpose = purpose

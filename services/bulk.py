@@ -71,6 +71,8 @@ class BulkReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     new_identifiers: int = 0
     refused_identifiers: int = 0
+    # (identifier type, refusal reason) -> count: why identifiers were not linked, never which.
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
     facts_stored: int = 0
     facts_quarantined: int = 0
     merged_persons: int = 0
@@ -250,6 +252,7 @@ def _flush(
         report.outcomes[outcome.outcome.value] += 1
         report.new_identifiers += outcome.new_identifiers
         report.refused_identifiers += len(outcome.refusals)
+        report.refusals.update((r.hashed.type, r.reason.value) for r in outcome.refusals)
         report.merged_persons += len(outcome.merged_person_ids)
         report.facts_stored += outcome.facts_stored
         report.facts_quarantined += outcome.facts_quarantined

@@ -186,10 +186,25 @@ _ECHOABLE_SEGMENT = re.compile(r"[a-z_][a-z0-9_-]{0,63}|\[key\]")
 
 
 def pointer_from_location(location: Iterable[int | str]) -> str:
-    """A JSON pointer for a pydantic error location, with unsafe segments replaced by ``*``."""
-    parts = [
-        str(p) if isinstance(p, int) or _ECHOABLE_SEGMENT.fullmatch(p) else "*"
-        for p in location
-        if p != "body"
-    ]
+    """An RFC 6901 JSON pointer for a pydantic error location, ending before an unsafe segment.
+
+    A segment that could be a value (a key the caller chose) is never echoed; the pointer then
+    names the object that holds it, which is still a real pointer into the request (a ``*``
+    stand-in is not: no client can resolve it).
+    """
+    parts: list[str] = []
+    for segment in location:
+        if segment == "body" and not parts:
+            continue
+        if not (isinstance(segment, int) or _ECHOABLE_SEGMENT.fullmatch(segment)):
+            break
+        parts.append(str(segment))
     return "#/" + "/".join(parts) if parts else "#"
+
+
+def withheld_member(location: Iterable[int | str]) -> bool:
+    """Whether :func:`pointer_from_location` stopped short of ``location``'s last segment."""
+    segments = list(location)
+    if segments[:1] == ["body"]:
+        segments = segments[1:]
+    return any(not (isinstance(s, int) or _ECHOABLE_SEGMENT.fullmatch(s)) for s in segments)

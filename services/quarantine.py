@@ -28,7 +28,7 @@ _FACT_ID = re.compile(r"f_[0-9a-f]{24}")
 class QuarantinedFactNotFoundError(IdGraphError):
     """No quarantined value with that id (already released, dropped or erased)."""
 
-    code = "not_found"
+    code = "quarantined-fact-not-found"
 
     def __init__(self) -> None:
         super().__init__("no quarantined value with that id")

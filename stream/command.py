@@ -11,7 +11,7 @@ import signal
 import sys
 from datetime import timedelta
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
@@ -19,7 +19,9 @@ import typer
 from identity.errors import IdGraphError
 from identity.outbound import AUDIENCE_MEMBERSHIP, CONSENT_CHANGED, PERSON_ERASED, PERSON_MERGED
 from stream.metrics import StreamMetrics
-from stream.worker import StreamWorker, WorkerConfig
+
+if TYPE_CHECKING:
+    from stream.worker import StreamWorker
 
 log = structlog.get_logger("idgraph.stream")
 
@@ -265,7 +267,18 @@ def consume(
     leaves the group. Store, keys and policies come from the IDGRAPH_* settings, as for
     `idgraph serve`.
     """
-    from stream.wiring import build_stream, create_missing_topics, serve_metrics
+    # The Kafka client is an optional extra (`pip install '.[kafka]'`): `make run` installs
+    # runtime dependencies only, so `idgraph` must start without it and say what is missing.
+    try:
+        from stream.wiring import build_stream, create_missing_topics, serve_metrics
+        from stream.worker import WorkerConfig
+    except ModuleNotFoundError as exc:
+        typer.echo(
+            f"idgraph consume needs the Kafka client ({exc.name} is not installed): "
+            "pip install '.[kafka]'",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
     try:
         config = WorkerConfig(

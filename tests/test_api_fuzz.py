@@ -8,7 +8,10 @@ drop or mangle it. For every response:
 
 - never a 5xx;
 - every 4xx is ``application/problem+json`` with ``type``, ``title``, ``status`` and ``detail``;
-- every 2xx validates against the documented response schema.
+- every 2xx validates against the documented response schema;
+- every status is declared for the operation, with the declared Content-Type and a body that
+  fits the declared schema (schemathesis' status-code, content-type and response-schema
+  conformance checks): the OpenAPI document is a contract (issue 19).
 
 Random strings almost never form a valid email or a trait key of the policy, so positive cases
 have some identifiers, traits and events swapped for valid ones; identifiers come from a small
@@ -35,7 +38,11 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api.app import create_app
 from api.problems import PROBLEM_JSON
@@ -126,10 +133,17 @@ def _assert_clean_response(case: Case, target: FuzzTarget) -> None:
     response = case.call(headers=dict(target.headers))
     label = f"{case.operation.label} -> {response.status_code}"
     assert response.status_code < 500, f"{label}: {response.text[:500]}"
-    # not_a_server_error: no 5xx; response_schema_conformance: documented bodies validate.
+    # The OpenAPI document is the contract (issue 19): no 5xx; every status the app answers
+    # is declared for the operation; the Content-Type is the declared one; bodies validate
+    # against the declared schema (the Problem schema for every 4xx).
     case.validate_response(
         response,
-        checks=[not_a_server_error, response_schema_conformance],
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
         headers=dict(target.headers),
     )
     if 400 <= response.status_code < 500:

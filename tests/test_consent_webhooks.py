@@ -474,3 +474,35 @@ def test_secrets_file_must_be_private(tmp_path: Path) -> None:
         )
     path.chmod(0o600)
     _sources(tmp_path, webhook_sources={"shop": WebhookSourceConfig()}, webhook_secrets_file=path)
+
+
+# -- set-up visibility (issue 19) -------------------------------------------------------------
+
+
+def _events(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+
+
+def test_start_up_logs_the_configured_webhook_sources_when_the_app_starts(
+    hooks: Hooks, log_stream: io.StringIO
+) -> None:
+    lines = [e for e in _events(log_stream) if e.get("event") == "consent_webhook_sources"]
+    assert len(lines) == 1
+    assert lines[0]["sources"] == ["didomi", "shop", "unsigned", "vector"]
+    assert lines[0]["without_secret"] == ["unsigned"]
+    assert "restart" in str(lines[0]["note"])
+
+
+def test_delivery_to_an_unknown_source_is_401_and_logged_with_a_hint_when_unconfigured(
+    hooks: Hooks, log_stream: io.StringIO
+) -> None:
+    response = hooks.post("shopp", _generic(), secret=SHOP_SECRET)
+
+    assert response.status_code == 401
+    assert response.json()["reason"] == "no_valid_signature"
+    hints = [
+        e for e in _events(log_stream) if e.get("event") == "consent_webhook_source_not_verifiable"
+    ]
+    assert hints
+    assert hints[0]["source"] == "shopp"
+    assert "restart" in str(hints[0]["hint"])

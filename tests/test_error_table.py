@@ -37,3 +37,14 @@ def test_readme_error_table_lists_every_problem_type() -> None:
     codes = {cls.code for cls in _subclasses(IdGraphError)} | HANDLER_SLUGS
 
     assert codes - listed == set()
+
+
+def test_every_problem_type_uses_one_naming_scheme_when_listed() -> None:
+    """Lower-case words joined by hyphens (``purpose-forbidden``), never underscores."""
+    codes = {cls.code for cls in _subclasses(IdGraphError)} | HANDLER_SLUGS
+    text = README.read_text()
+    table = text[text.index("| Status | `type`") : text.index("Nothing is written when")]
+    rows = [line.split("|")[2] for line in table.splitlines()[2:] if line.startswith("|")]
+    listed = {name for row in rows for name in re.findall(r"`([^`]+)`", row)}
+    scheme = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+    assert sorted(c for c in codes | listed if not scheme.fullmatch(c)) == []

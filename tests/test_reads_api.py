@@ -194,7 +194,7 @@ def test_profile_is_403_before_any_lookup_when_the_key_lacks_the_purpose(world: 
     )
 
     assert response.status_code == 403
-    assert response.json()["type"].endswith("purpose_forbidden")
+    assert response.json()["type"].endswith("purpose-forbidden")
     (entry,) = [e for e in world.api.container.audit.entries() if e.action == "read.profile"]
     assert (entry.decision, entry.reason) == ("deny", "purpose_not_in_scope")
     assert entry.person_id == world.api.container.audit.person_ref(world.a)

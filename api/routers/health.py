@@ -13,8 +13,8 @@ from bootstrap.container import Container
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthResponse)
-@router.get("/livez", response_model=HealthResponse)
+@router.get("/healthz", response_model=HealthResponse, operation_id="healthz")
+@router.get("/livez", response_model=HealthResponse, operation_id="livez")
 def healthz() -> HealthResponse:
     """The process is up (whether or not the store is connected yet: see ``/readyz``)."""
     return HealthResponse(status="ok")

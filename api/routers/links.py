@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from api.deps import AdminKey, Links
@@ -11,8 +13,15 @@ from privacy.audit import api_key_actor
 
 router = APIRouter(prefix="/v1/links", tags=["links"])
 
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "An identifier is not in the graph (`identifier-not-found`)"}
+}
+NOT_LINKED: dict[int | str, dict[str, Any]] = {
+    409: {"description": "The two identifiers are not directly linked (`not-linked`)"}
+}
 
-@router.post("/explain", response_model=ExplainResponse, responses=PROBLEMS)
+
+@router.post("/explain", response_model=ExplainResponse, responses={**PROBLEMS, **NOT_FOUND})
 def explain(body: PairRequest, service: Links, _: AdminKey) -> ExplainResponse:
     """The chain of links (source, first and last time) that joins two identifiers."""
     result = service.explain((body.a.type, body.a.value), (body.b.type, body.b.value))
@@ -45,7 +54,9 @@ def explain(body: PairRequest, service: Links, _: AdminKey) -> ExplainResponse:
     )
 
 
-@router.post("/unlink", response_model=UnlinkResponse, responses=PROBLEMS)
+@router.post(
+    "/unlink", response_model=UnlinkResponse, responses={**PROBLEMS, **NOT_FOUND, **NOT_LINKED}
+)
 def unlink(body: PairRequest, service: Links, key: AdminKey) -> UnlinkResponse:
     """Remove the direct link between two identifiers; split the person if it falls apart.
 

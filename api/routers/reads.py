@@ -3,7 +3,7 @@
 Thin: each route turns the API key into a :class:`~privacy.policy_engine.Caller` and calls
 :class:`~privacy.reads.ReadService`, which admits the purpose, decides through the policy
 engine, decrypts only allowed fields and audits. Every route needs the ``read`` scope *and* a
-purpose the key lists (403 ``purpose_forbidden`` otherwise).
+purpose the key lists (403 ``purpose-forbidden`` otherwise).
 """
 
 from __future__ import annotations

@@ -20,11 +20,14 @@ for all of them. The API's ``POST /v1/webhooks/consent/{source}`` uses it in thi
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+import structlog
 
 from identity.errors import ConfigurationError
 from privacy.consent.mappers import PayloadMapper
@@ -40,6 +43,11 @@ from privacy.webhooks import (
 # How often (seconds) a delivery also prunes expired replay-guard entries. Pruning is a cheap
 # indexed DELETE; doing it in-line means no scheduler is needed to keep the table small.
 PRUNE_INTERVAL_S = 60
+# The shape of a configured source name (bootstrap.settings.WEBHOOK_SOURCE_PATTERN): only such a
+# name from the request path is logged, anything else could be arbitrary text.
+_SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+
+log = structlog.get_logger("idgraph.webhooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +103,33 @@ class ConsentWebhooks:
         """The configured source names, sorted."""
         return tuple(sorted(self._sources))
 
+    @property
+    def sources_without_secret(self) -> tuple[str, ...]:
+        """Configured sources that refuse every delivery (no secret), sorted."""
+        return tuple(sorted(name for name in self._sources if name not in self._verifiers))
+
+    def is_verifiable(self, source: str) -> bool:
+        """Whether ``source`` is configured with at least one secret."""
+        return source in self._verifiers
+
     def verify(self, source: str, headers: Mapping[str, str], body: bytes) -> VerifiedWebhook:
         """Check headers and signature for ``source``; :class:`WebhookVerificationError` if not.
 
         Does not consume the webhook id (see :meth:`claim`).
         """
-        return self._verifiers.get(source, self._decoy).verify(headers, body)
+        verifier = self._verifiers.get(source)
+        if verifier is None:
+            # The answer stays the same 401 as a wrong signature (no oracle for which sources
+            # exist); the operator's log says why, since this is the usual set-up mistake.
+            log.warning(
+                "consent_webhook_source_not_verifiable",
+                source=source if _SOURCE_NAME.fullmatch(source) else "(not a source name)",
+                configured=self.sources or "none",
+                without_secret=self.sources_without_secret or "none",
+                hint="set IDGRAPH_WEBHOOK_SOURCES and IDGRAPH_WEBHOOK_SECRETS, then restart",
+            )
+            verifier = self._decoy
+        return verifier.verify(headers, body)
 
     def mapper(self, source: str) -> PayloadMapper:
         """The payload mapper of a source that :meth:`verify` accepted."""

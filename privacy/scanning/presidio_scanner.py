@@ -119,6 +119,10 @@ class _WithholdArgumentsFilter(logging.Filter):
 
 def _guard_presidio_logs() -> None:
     logger = logging.getLogger(PRESIDIO_LOGGER)
+    if logger.level == logging.NOTSET:
+        # presidio logs one INFO line per recognizer it loads (21 at every start-up) and
+        # nothing else useful below WARNING; an operator who sets the level keeps theirs.
+        logger.setLevel(logging.WARNING)
     if not any(isinstance(f, _WithholdArgumentsFilter) for f in logger.filters):
         logger.addFilter(_WithholdArgumentsFilter())
 
