@@ -14,8 +14,9 @@ ones that come from the layers around every route, decided from the route itself
   malformed JSON;
 - every ``/v1`` route and ``/readyz``: 503 (a store, the vault or the audit log is unavailable).
 
-``tests/test_api_fuzz.py`` checks with schemathesis that every status the app answers is declared
-and every body fits its schema; ``tests/test_openapi_contract.py`` validates the document.
+``tests/api/test_api_fuzz.py`` checks with schemathesis that every status the app answers is
+declared
+and every body fits its schema; ``tests/api/test_openapi_contract.py`` validates the document.
 """
 
 from __future__ import annotations

@@ -396,7 +396,7 @@ def write_data(path: Path, persons: int, seed: int, attributes: int = 0) -> Data
 
 def create_key(work: Path) -> Path:
     """One hash key for both modes (the same key file the real path reads)."""
-    from privacy.hash_keys import create_key_file
+    from privacy.keys.hash_keys import create_key_file
 
     path = work / KEY_FILE
     if not path.exists():
@@ -562,7 +562,7 @@ def run_floor(data: Path, work: Path, batch_size: int, synchronous: str) -> dict
 
 
 SAME_WORK_CHUNK = 500  # bound parameters per IN list, as the store's own statements
-DEK_CACHE = 10_000  # the vault's default DEK cache (privacy.vault.Vault cache_size)
+DEK_CACHE = 10_000  # the vault's default DEK cache (privacy.keys.vault.Vault cache_size)
 VALUE_AAD = b"idgraph-vault/1\x00"
 DEK_AAD = b"idgraph-vault-dek/1\x00"
 
@@ -600,7 +600,7 @@ class _SameWork:
 
         from identity.policy import load_identity_policy
         from identity.store.sqlite import _SCHEMA as GRAPH_SCHEMA
-        from privacy.vault import _SCHEMA as VAULT_SCHEMA
+        from privacy.keys.vault import _SCHEMA as VAULT_SCHEMA
         from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection
 
         self._aesgcm = AESGCM

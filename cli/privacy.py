@@ -15,7 +15,7 @@ from bootstrap.settings import Settings
 from cli.common import CLI_ACTOR, running_container
 from cli.output import err_console, out_console, print_json
 from identity.errors import IdGraphError
-from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
+from privacy.keys.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
 from services.quarantine import QuarantineReview
 
 console = err_console()

@@ -20,7 +20,7 @@ from bootstrap.container import load_webhook_secrets
 from bootstrap.settings import Settings
 from cli.output import err_console
 from identity.errors import IdGraphError
-from privacy.webhooks import (
+from privacy.transport.webhooks import (
     HEADER_ID,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,

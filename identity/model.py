@@ -252,7 +252,7 @@ class Refusal:
     position: int = field(default=-1, compare=False)
     # The identifier node the rest of the event was anchored to (its facts' hub), when the event
     # linked anything: an erasure of the refused identifier's person follows it to that data
-    # (privacy/erasure.py). A node id, not a person id: it follows merges and splits.
+    # (privacy/dsr/erasure.py). A node id, not a person id: it follows merges and splits.
     anchor_node: str | None = field(default=None, compare=False)
 
 

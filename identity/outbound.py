@@ -126,7 +126,8 @@ def audience_membership_changed(
     """A member joined or left an audience (``member_id``: the consumer's pseudonym of them).
 
     The document names the member only by the per-consumer pseudonym of the audience's owner
-    (:mod:`privacy.pseudonyms`), never by person id: the topic reaches tools that must not join
+    (:mod:`privacy.access.pseudonyms`), never by person id: the topic reaches tools that must not
+    join
     one consumer's audiences with another's. The outbox row keeps the person id of a ``joined``
     member (so an erasure drops the event while it is queued); a ``left`` member is known by its
     pseudonym only. The Kafka key is the pseudonym (:func:`partition_key`).

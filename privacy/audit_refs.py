@@ -1,11 +1,12 @@
 """Per-person audit reference keys, held by the vault and shredded by erasure.
 
-The audit log names a person by ``r_`` + HMAC(key, person id) (:func:`privacy.audit.person_ref`).
+The audit log names a person by ``r_`` + HMAC(key, person id)
+(:func:`privacy.auditing.log.person_ref`).
 With one shared key, anyone holding that key and a person id (a downstream tool keeps the ids it
 was sent) could find every entry about the person, erased or not. So each person's references
 are keyed with a key of its own: HKDF-SHA256 of a vault data key that exists for that person
 alone. An erasure shreds that data key with the person's identifier keys
-(:mod:`privacy.erasure`): from then on nobody, the operator included, can compute the reference,
+(:mod:`privacy.dsr.erasure`): from then on nobody, the operator included, can compute the reference,
 and the erased person's entries cannot be linked to its id any more. The entries stay, and the
 hash chain still verifies (it never needed a key).
 
@@ -20,7 +21,7 @@ import hmac
 from collections.abc import Sequence
 from typing import Final
 
-from privacy.vault import Vault
+from privacy.keys.vault import Vault
 
 OWNER_INFO: Final = b"idgraph-audit-person-ref-owner/1"
 KEY_INFO: Final = b"idgraph-audit-person-ref-key/1"
@@ -28,7 +29,7 @@ OWNER_PREFIX: Final = "aref:"
 
 
 class VaultPersonRefKeys:
-    """Implements :class:`privacy.audit.PersonRefKeys` with per-person vault data keys."""
+    """Implements :class:`privacy.auditing.log.PersonRefKeys` with per-person vault data keys."""
 
     def __init__(self, vault: Vault) -> None:
         self._vault = vault

@@ -1,19 +1,20 @@
 """Audience-membership change events: who joined or left each audience since the last pass.
 
-Audiences are definitions, not member tables (:mod:`privacy.audiences`): membership changes
+Audiences are definitions, not member tables (:mod:`privacy.access.audiences`): membership changes
 whenever facts, consent, restrictions or erasures do. A pass of :class:`AudienceChangePublisher`
 therefore, for every audience:
 
-1. **reads the current members** through :meth:`privacy.reads.ReadService.current_members`, as a
+1. **reads the current members** through :meth:`privacy.access.reads.ReadService.current_members`,
+as a
    caller acting for the audience's owner (its consumer) with the audience's purpose only: every
    person passes the policy engine (consent, restriction, retention) and every page is audited
    like a member-page read (``read.audience``, details ``"changes": true``, actor
    ``system:audience-events``). A withdrawn consent or an erasure makes the member *leave*;
-2. maps each member to the **owner's per-consumer pseudonym** (:mod:`privacy.pseudonyms`, the
+2. maps each member to the **owner's per-consumer pseudonym** (:mod:`privacy.access.pseudonyms`, the
    same key column as the consumer's feature tables), so the topic never carries a person id and
    two consumers' audiences cannot be joined;
 3. compares with the audience's **snapshot** (the pseudonyms of the last pass, in the control
-   database, :meth:`privacy.audiences.AudienceStore.member_snapshot`);
+   database, :meth:`privacy.access.audiences.AudienceStore.member_snapshot`);
 4. writes one ``audience.membership.changed`` event per member who joined or left to the graph's
    **outbox** (published at least once by the relay of ``idgraph consume``), and only then
    replaces the snapshot. A crash between the two writes the same changes again on the next pass
@@ -22,7 +23,8 @@ therefore, for every audience:
 A walk that hits its page limit (``max_pages`` pages of ``ReadService.max_scan`` persons) is not
 complete, and an incomplete walk cannot tell who left: that audience is skipped (counted, logged)
 rather than reported wrongly. The first pass of a new audience announces every member as joined.
-A hash-key rotation changes every pseudonym (by design, :mod:`privacy.pseudonyms`): the next pass
+A hash-key rotation changes every pseudonym (by design, :mod:`privacy.access.pseudonyms`): the next
+pass
 reports every old pseudonym as left and every new one as joined.
 """
 
@@ -38,10 +40,10 @@ import structlog
 from identity import outbound
 from identity.model import OutboundEvent
 from identity.store.port import GraphStore
-from privacy.audiences import Audience, AudienceStore
-from privacy.policy_engine import Caller
-from privacy.pseudonyms import FeaturePseudonymizer
-from privacy.reads import ReadService
+from privacy.access.audiences import Audience, AudienceStore
+from privacy.access.policy_engine import Caller
+from privacy.access.pseudonyms import FeaturePseudonymizer
+from privacy.access.reads import ReadService
 
 log = structlog.get_logger("idgraph.audience_events")
 

@@ -18,7 +18,7 @@ from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import DoNotLinkEntry, Explanation, UnlinkResult
 from identity.resolution import ResolutionEngine
-from privacy.audit import AuditDraft, AuditLog, AuditRef
+from privacy.auditing.log import AuditDraft, AuditLog, AuditRef
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 
 RawIdentifier = tuple[str, str]

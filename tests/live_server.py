@@ -11,8 +11,7 @@ import uvicorn
 
 from api.app import create_app
 from bootstrap.container import Container
-
-from .crash_harness import free_port
+from tests.support.crash_harness import free_port
 
 
 @contextmanager

@@ -52,7 +52,7 @@ def test_only_the_neo4j_adapter_imports_neo4j() -> None:
 
 
 def test_only_the_pkcs11_provider_imports_pkcs11() -> None:
-    allowed = ("privacy/pkcs11_provider",)
+    allowed = ("privacy/keys/pkcs11_provider",)
     for package in ("identity", "privacy", "api"):
         assert _offenders(package, ("pkcs11",), allowed) == []
 
@@ -70,7 +70,7 @@ def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
     assert len(_modules("identity")) >= 8
-    assert "privacy.operators" in _imports(REPO / "console" / "security.py")
+    assert "privacy.access.operators" in _imports(REPO / "console" / "security.py")
 
 
 def test_use_cases_never_import_an_entrypoint_or_a_framework() -> None:
@@ -98,6 +98,8 @@ def test_routers_hold_no_use_case_logic() -> None:
 
 
 ENTRYPOINTS = ("api", "cli", "console", "stream")
+# Every production package, lowest layer first.
+PROJECT = ("storage", "identity", "privacy", "services", "bootstrap", *ENTRYPOINTS)
 # The app factory mounts the console under /console: the one module of an entrypoint allowed to
 # import another (the console's services come from the same bootstrap container).
 COMPOSITION = ("api/app.py",)
@@ -128,20 +130,9 @@ def test_nothing_below_the_entrypoints_imports_them() -> None:
 
 def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     """Module-level imports between the project's own modules form no circle."""
-    packages = (
-        "storage",
-        "identity",
-        "privacy",
-        "services",
-        "bootstrap",
-        "api",
-        "cli",
-        "console",
-        "stream",
-    )
     modules = {
         ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
-        for package in packages
+        for package in PROJECT
         for path in _modules(package)
     }
     graph = {name: sorted(_imports(path) & modules.keys()) for name, path in modules.items()}
@@ -168,17 +159,7 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
 
 def test_runtime_packages_never_import_the_model_training_tools() -> None:
     # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
-    for package in (
-        "storage",
-        "identity",
-        "privacy",
-        "services",
-        "bootstrap",
-        "api",
-        "cli",
-        "console",
-        "stream",
-    ):
+    for package in PROJECT:
         assert _offenders(package, ("tools", "faker")) == []
 
 
@@ -187,9 +168,6 @@ def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
     stream/ never imports the web framework."""
     assert _offenders("stream", ("fastapi", "starlette", "uvicorn")) == []
     assert "stream.worker" in _imports(REPO / "stream" / "command.py")
-
-
-PROJECT = ("storage", "identity", "privacy", "services", "bootstrap", *ENTRYPOINTS)
 
 
 def test_the_storage_plumbing_is_below_the_core() -> None:
@@ -206,7 +184,7 @@ def test_the_storage_plumbing_is_below_the_core() -> None:
 
 
 def test_the_vault_depends_on_its_key_store_port_not_on_sqlite() -> None:
-    vault = _imports(REPO / "privacy" / "vault.py")
+    vault = _imports(REPO / "privacy" / "keys" / "vault.py")
     assert "sqlite3" not in vault
     assert not any(name.startswith("storage") for name in vault)
-    assert "privacy.vault" in _imports(REPO / "privacy" / "vault_sqlite.py")
+    assert "privacy.keys.vault" in _imports(REPO / "privacy" / "keys" / "vault_sqlite.py")

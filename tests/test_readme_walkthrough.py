@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from .crash_harness import free_port
+from tests.support.crash_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from api.deps import AdminKey, Links
 from api.routers.identity import PROBLEMS
 from api.schemas import DoNotLinkOut, ExplainResponse, HopOut, PairRequest, UnlinkResponse
-from privacy.audit import api_key_actor
+from privacy.auditing.log import api_key_actor
 
 router = APIRouter(prefix="/v1/links", tags=["links"])
 

@@ -9,7 +9,8 @@ allowed audit entry naming the person (``person_id``, or ``details.refs`` for pa
 **What a recipient holds**, and so the only key its notice may carry:
 
 * a profile read or an audience member page: the **person id** (it asked by it, or was given it);
-* a feature table: its **per-consumer pseudonym** (:mod:`privacy.pseudonyms`), never the person id;
+* a feature table: its **per-consumer pseudonym** (:mod:`privacy.access.pseudonyms`), never the
+person id;
 * an audience export to an ad platform: the **SHA-256 of the normalized identifiers** of the
   purpose's activation types (exactly the rows the export sent).
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from privacy.audit import MAX_ENTRIES_LIMIT, AuditLog
+from privacy.auditing.log import MAX_ENTRIES_LIMIT, AuditLog
 
 # Read actions that release data to the caller, and the kind of key each leaves it holding.
 PERSON_ID_READS: Final = frozenset({"read.profile", "read.audience"})

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
-from privacy.audit import PERSON_REF_INFO, SqliteAuditLog
+from privacy.auditing.log import PERSON_REF_INFO, SqliteAuditLog
 from privacy.consent.recording import CONSENT_RECORDED
 from privacy.dsr.model import DsrCaller
 from services.ingest import IngestLimits, IngestService

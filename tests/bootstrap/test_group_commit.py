@@ -1,0 +1,220 @@
+"""Group commit: concurrent callers share one transaction, each still gets its own answer.
+
+The grouping is made deterministic by holding the first writer inside its write until every
+other caller has queued behind it (no sleeps, no timing): the second writer must then take all
+of them in one group.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from identity.group_commit import GroupCommitter
+from identity.model import Outcome
+from privacy.auditing.log import AuditDraft, SqliteAuditLog
+from services.inputs import IdentifyRequest
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+CALLERS = 12
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = threading.Event()
+    for _ in range(3000):
+        if condition():
+            return
+        deadline.wait(0.01)
+    raise AssertionError("condition not reached in 30 s")
+
+
+def _queued(committer: GroupCommitter[Any, Any]) -> int:
+    with committer._cond:
+        return len(committer._queue)
+
+
+def _run_behind_a_held_writer(
+    committer: GroupCommitter[Any, Any],
+    release: threading.Event,
+    calls: Sequence[Callable[[], Any]],
+) -> list[Any]:
+    """Start ``calls[0]`` (whose write blocks until ``release``), queue the others behind it,
+    then release: returns every call's result (or exception) in order."""
+
+    def outcome(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - returned for the test to inspect
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        first = pool.submit(outcome, calls[0])
+        _wait_until(lambda: committer.groups == 1)  # the first writer is inside its write
+        rest = [pool.submit(outcome, call) for call in calls[1:]]
+        _wait_until(lambda: _queued(committer) == len(calls) - 1)
+        release.set()
+        return [first.result(), *(f.result() for f in rest)]
+
+
+def test_callers_queued_behind_a_commit_are_written_in_one_group_when_it_ends() -> None:
+    release = threading.Event()
+    written: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        if not written:
+            release.wait(30)
+        written.append(list(items))
+        return [item * 10 for item in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write)
+    results = _run_behind_a_held_writer(
+        committer, release, [partial(committer.submit, i) for i in range(CALLERS)]
+    )
+
+    assert results == [i * 10 for i in range(CALLERS)]
+    assert written[0] == [0]
+    assert sorted(written[1]) == list(range(1, CALLERS))  # one group, one transaction
+    assert committer.groups == 2
+
+
+def test_a_failing_item_fails_only_its_own_caller_when_its_group_is_written_again_alone() -> None:
+    release = threading.Event()
+    groups: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        if not groups:
+            release.wait(30)
+        groups.append(list(items))
+        if 7 in items:
+            raise ValueError("item 7 is bad")
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write)
+    results = _run_behind_a_held_writer(
+        committer, release, [partial(committer.submit, i) for i in range(CALLERS)]
+    )
+
+    assert isinstance(results[7], ValueError)
+    assert [r for i, r in enumerate(results) if i != 7] == [i for i in range(CALLERS) if i != 7]
+
+
+def test_a_group_is_bounded_by_max_group_and_the_rest_is_written_next() -> None:
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        if not sizes:
+            release.wait(30)
+        sizes.append(len(items))
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write, max_group=4)
+    results = _run_behind_a_held_writer(
+        committer, release, [partial(committer.submit, i) for i in range(CALLERS)]
+    )
+
+    assert results == list(range(CALLERS))
+    assert sizes[0] == 1
+    assert max(sizes) == 4
+    assert sum(sizes) == CALLERS
+
+
+def test_concurrent_audit_appends_share_a_transaction_and_the_chain_verifies(
+    tmp_path: Path,
+) -> None:
+    release = threading.Event()
+    calls = {"n": 0}
+
+    def clock() -> datetime:  # read inside each append transaction: holds the first one
+        calls["n"] += 1
+        if calls["n"] == 1:
+            release.wait(30)
+        return datetime(2026, 3, 1, tzinfo=UTC)
+
+    log = SqliteAuditLog(tmp_path / "audit.sqlite3", clock=clock)
+
+    def append(i: int) -> list[int]:
+        drafts = [
+            AuditDraft("key_ops1", "read.profile", "analytics", f"r_{i}x{k}", "allow", "ok")
+            for k in range(3)
+        ]
+        return [entry.seq for entry in log.append(drafts)]
+
+    try:
+        results = _run_behind_a_held_writer(
+            log._group, release, [partial(append, i) for i in range(CALLERS)]
+        )
+        assert log._group.groups == 2
+        # Every caller got its own three entries, contiguous, and together they fill 1..3N.
+        for seqs in results:
+            assert seqs == list(range(seqs[0], seqs[0] + 3))
+        assert sorted(s for seqs in results for s in seqs) == list(range(1, 3 * CALLERS + 1))
+        verification = log.verify()
+        assert verification.ok
+        assert verification.entries_checked == 3 * CALLERS
+        # Acknowledged means on disk: another connection sees every entry.
+        other = SqliteAuditLog(tmp_path / "audit.sqlite3")
+        assert other.head().seq == 3 * CALLERS
+        other.close()
+    finally:
+        log.close()
+
+
+@pytest.fixture
+def sqlite_container(tmp_path: Path) -> Any:
+    container = build_container(
+        Settings(env="test", data_dir=tmp_path / "data", policy_dir=POLICY_DIR, store_url=None)
+    )
+    yield container
+    container.close()
+
+
+def test_concurrent_identify_calls_are_resolved_in_one_engine_batch_with_their_own_outcomes(
+    sqlite_container: Any,
+) -> None:
+    service = sqlite_container.ingest
+    store = sqlite_container.store
+    release = threading.Event()
+
+    def request(i: int) -> IdentifyRequest:
+        # Callers 1..N-1 name the shared email (one person in the end); caller 0 is alone.
+        identifiers = [{"type": "cookie_id", "value": f"ck-group-{i:03d}"}]
+        identifiers.append(
+            {"type": "email", "value": "lone@idgraph.dev" if i == 0 else "team@idgraph.dev"}
+        )
+        return IdentifyRequest.model_validate({"identifiers": identifiers, "source": "web"})
+
+    def first() -> Any:
+        return service.identify(request(0), actor="test")
+
+    held = threading.Event()
+
+    def hold_store() -> None:
+        with store._lock:  # the first batch waits at the store's write lock
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_store)
+    holder.start()
+    assert held.wait(30)
+    calls = [first, *(lambda i=i: service.identify(request(i), actor="test") for i in range(1, 4))]
+    outcomes = _run_behind_a_held_writer(service._identify_group, release, calls)
+    holder.join(30)
+
+    assert service._identify_group.groups == 2
+    assert all(not isinstance(o, Exception) for o in outcomes), outcomes
+    assert outcomes[0].outcome is Outcome.CREATED
+    # In arrival order within one batch: the first of the three creates, the others link.
+    shared = {o.person_id for o in outcomes[1:]}
+    assert len(shared) == 1
+    assert outcomes[0].person_id not in shared
+    assert sorted(o.outcome.value for o in outcomes[1:]) == ["created", "linked", "linked"]
