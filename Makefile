@@ -62,7 +62,7 @@ test-slow: $(STAMP)
 
 ## Consent decoders against IAB's own JS libraries (npm), 10,000 random states per GPP section.
 test-consent-diff: $(STAMP)
-	$(PY) -m pytest -m slow tests/test_consent_diff.py
+	$(PY) -m pytest -m slow tests/privacy/consent/test_consent_diff.py
 ## Mutation testing of the decision core (slow, ~20-40 min on 2 cores; not part of `make test`):
 ## prints `mutation score <module>: NN.N %` per module and the survivors not in
 ## scripts/mutation_equivalents.toml; fails below 95 % for any of the five modules. Modules and the tests that may kill their mutants: [tool.mutmut] in pyproject.toml.
@@ -99,7 +99,7 @@ test-kafka: $(STAMP)
 pii-model: $(STAMP)
 	$(PY) -m tools.pii_model.train --figures privacy/scanning/models/training-figures.json
 
-## SoftHSM2 from Debian for the PKCS#11 key-provider tests (tests/test_pkcs11.py); .ci/run uses it.
+## SoftHSM2 from Debian for the PKCS#11 key-provider tests (tests/privacy/keys/test_pkcs11.py); .ci/run uses it.
 softhsm:
 	@command -v softhsm2-util >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -137,10 +137,10 @@ run-neo4j: $(STAMP)
 # The store-facing suites on a throwaway live Neo4j (its own temp home, port chosen at start,
 # stopped and deleted afterwards): the contract suite's Neo4j cases, then the API-level tests
 # with IDGRAPH_TEST_STORE=neo4j. A skip in this run fails it (tests/conftest.py).
-NEO4J_API_TESTS := tests/test_api.py tests/test_resolution.py tests/test_unlink_explain.py \
-	tests/test_facts_api.py tests/test_consent_api.py tests/test_reads_api.py \
-	tests/test_erasure.py tests/test_store_copy.py tests/test_concurrent_writes.py \
-	tests/test_neo4j_live.py tests/test_crash_safety.py
+NEO4J_API_TESTS := tests/api/test_api.py tests/identity/test_resolution.py tests/identity/test_unlink_explain.py \
+	tests/api/test_facts_api.py tests/api/test_consent_api.py tests/api/test_reads_api.py \
+	tests/privacy/dsr/test_erasure.py tests/identity/store/test_store_copy.py tests/identity/store/test_concurrent_writes.py \
+	tests/identity/store/test_neo4j_live.py tests/identity/store/test_crash_safety.py
 
 ## The contract suite and the store-facing API tests on a throwaway live Neo4j (0 skips).
 test-neo4j: $(STAMP)
@@ -152,5 +152,5 @@ test-neo4j: $(STAMP)
 ## with the service's graph in a throwaway live Neo4j.
 test-neo4j-slow: $(STAMP)
 	@$(NEO4J_TOOL) run -- env IDGRAPH_TEST_STORE=neo4j \
-	  $(PY) -m pytest -p no:cacheprovider -q tests/test_crash_safety.py -m "slow and not sqlite_only"
+	  $(PY) -m pytest -p no:cacheprovider -q tests/identity/store/test_crash_safety.py -m "slow and not sqlite_only"
 # ---- end Neo4j --------------------------------------------------------------------------------

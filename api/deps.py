@@ -12,8 +12,8 @@ from api.ratelimit import RateLimitedError, RateLimiter
 from bootstrap.container import Container
 from bootstrap.settings import Settings
 from identity.resolution import ResolutionEngine
-from privacy.api_keys import ApiKey, AuthenticationError, ForbiddenError, Scope
-from privacy.facts import FactIntake
+from privacy.access.api_keys import ApiKey, AuthenticationError, ForbiddenError, Scope
+from privacy.scanning.facts import FactIntake
 from services.ingest import IngestService
 from services.links import LinkService
 
@@ -69,7 +69,7 @@ def get_rate_limiter(request: Request) -> RateLimiter:
 class ScopeCheck:
     """The dependency :func:`require` returns: authenticate, rate-limit, check the scope.
 
-    ``scope`` is public so that tests (``tests/test_route_auth.py``) can find, for every route,
+    ``scope`` is public so that tests (``tests/api/test_route_auth.py``) can find, for every route,
     which scope it needs by walking ``route.dependant.dependencies``.
     """
 
@@ -109,7 +109,7 @@ async def get_raw_body(request: Request) -> bytes:
 
 def require(scope: Scope) -> ScopeCheck:
     """A dependency that authenticates the bearer key, applies its rate limit and checks it has
-    ``scope``. Every authenticated endpoint depends on one (``tests/test_route_auth.py``)."""
+    ``scope``. Every authenticated endpoint depends on one (``tests/api/test_route_auth.py``)."""
     return ScopeCheck(scope)
 
 

@@ -5,7 +5,8 @@ no key and a broken body got 400, and one with a form or text body got 422: the 
 caller who sent no credentials depended on what they sent. Here, for the route a request would
 reach, the guard answers
 
-- 401 (the same problem as :class:`privacy.api_keys.AuthenticationError`) when the route needs
+- 401 (the same problem as :class:`privacy.access.api_keys.AuthenticationError`) when the route
+needs
   an API key and there is no ``Authorization: Bearer ...`` header. A present key is still checked
   by the route's ``require(scope)`` dependency;
 - 415 when the route takes a JSON body (a model, or the raw bytes of a signed webhook) and the
@@ -13,7 +14,8 @@ reach, the guard answers
 
 Which routes need a key and which take JSON is read from the routes themselves when the app is
 built: a route needs a key when ``require(scope)`` is in its dependency tree, exactly what
-``tests/test_route_auth.py`` checks, so the guard and the per-route check cannot disagree. Public
+``tests/api/test_route_auth.py`` checks, so the guard and the per-route check cannot disagree.
+Public
 routes (probes, the signed consent webhook, the API docs) have no ``require`` and pass.
 """
 
@@ -33,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import MISSING_KEY, ScopeCheck, get_raw_body
 from api.problems import handle_idgraph_error, problem
-from privacy.api_keys import AuthenticationError
+from privacy.access.api_keys import AuthenticationError
 
 JSON_MEDIA_TYPE = "application/json"
 

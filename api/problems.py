@@ -29,9 +29,10 @@ from identity.errors import (
     StoreUnavailableError,
 )
 from identity.strict_json import MalformedJsonError
-from privacy.api_keys import AuthenticationError, ForbiddenError
+from privacy.access.api_keys import AuthenticationError, ForbiddenError
+from privacy.access.cursors import InvalidCursorError
+from privacy.access.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
 from privacy.consent.recording import ConsentAuditError
-from privacy.cursors import InvalidCursorError
 from privacy.dsr.model import (
     DsrConflictError,
     DsrNotFoundError,
@@ -40,8 +41,7 @@ from privacy.dsr.model import (
     ExportNotReadyError,
     MultiplePersonsError,
 )
-from privacy.reads import AudienceNotFoundError, NotReadableError, PurposeNotInScopeError
-from privacy.webhooks import WebhookVerificationError
+from privacy.transport.webhooks import WebhookVerificationError
 from services.inputs import pointer_from_location
 
 log = structlog.get_logger("idgraph.api")

@@ -1,7 +1,8 @@
 """HTTP schemas of the purpose-bound reads (profiles, audiences, features).
 
-Kept apart from ``api/schemas.py`` (ingest) and from the domain types in ``privacy.reads`` and
-``privacy.audiences``; the converters at the bottom translate between them.
+Kept apart from ``api/schemas.py`` (ingest) and from the domain types in ``privacy.access.reads``
+and
+``privacy.access.audiences``; the converters at the bottom translate between them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import (
     StrictStr,
 )
 
-from privacy.audiences import (
+from privacy.access.audiences import (
     MAX_IN_VALUES,
     MAX_RULES,
     AttributeOp,
@@ -27,7 +28,7 @@ from privacy.audiences import (
     AudienceRules,
     EventRule,
 )
-from privacy.reads import Profile
+from privacy.access.reads import Profile
 from services.inputs import StrictModel
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"

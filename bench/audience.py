@@ -83,17 +83,17 @@ from identity.policy import load_identity_policy  # noqa: E402
 from identity.resolution import ResolutionEngine  # noqa: E402
 from identity.store.port import GraphStore  # noqa: E402
 from identity.store.sqlite import SqliteGraphStore  # noqa: E402
-from privacy.audiences import AudienceRules, EventRule, SqliteAudienceStore  # noqa: E402
-from privacy.audit import PERSON_REF_INFO, AuditDraft, SqliteAuditLog  # noqa: E402
-from privacy.cursors import CursorCodec  # noqa: E402
-from privacy.facts import load_facts_policy  # noqa: E402
-from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
-from privacy.policy_engine import Caller, PolicyEngine  # noqa: E402
-from privacy.pseudonyms import FeaturePseudonymizer  # noqa: E402
-from privacy.purposes import load_purposes_policy  # noqa: E402
-from privacy.reads import ReadService  # noqa: E402
-from privacy.vault import Vault  # noqa: E402
-from privacy.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
+from privacy.access.audiences import AudienceRules, EventRule, SqliteAudienceStore  # noqa: E402
+from privacy.access.cursors import CursorCodec  # noqa: E402
+from privacy.access.policy_engine import Caller, PolicyEngine  # noqa: E402
+from privacy.access.pseudonyms import FeaturePseudonymizer  # noqa: E402
+from privacy.access.purposes import load_purposes_policy  # noqa: E402
+from privacy.access.reads import ReadService  # noqa: E402
+from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog  # noqa: E402
+from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
+from privacy.keys.vault import Vault  # noqa: E402
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
+from privacy.scanning.facts import load_facts_policy  # noqa: E402
 
 NOW = datetime.now(UTC)
 BUILD_BATCH = 20_000

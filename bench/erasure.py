@@ -12,7 +12,7 @@ real engine and vault in batches of 1,000 events, each person with four identifi
 (``city``, sealed) and one consent record; then a checkpoint. Timed with ``time.perf_counter``,
 on the real store (``synchronous=FULL``), vault and audit log:
 
-* ``erase``: :meth:`privacy.erasure.ErasureService.erase` of one person named by its email
+* ``erase``: :meth:`privacy.dsr.erasure.ErasureService.erase` of one person named by its email
   (``--samples`` persons, chosen at random): the graph transaction (find, delete, suppress,
   outbox), the key shred (its own fsync and WAL truncation), the graph WAL truncation, the audit
   entry and the completion. p50 / p99 / max.
@@ -39,7 +39,7 @@ same-run **floor** is timed beside ``erase``: deleting one person's subgraph (pe
 facts, consents) with one ``DETACH DELETE`` statement through the official driver, one
 transaction per person, no suppression, outbox, key shred or audit. The SQLite plan and VM-step
 checks do not apply there (the plans of the erasure statements are asserted with ``PROFILE`` in
-``tests/test_neo4j_live.py``).
+``tests/identity/store/test_neo4j_live.py``).
 
 Exit status 0; 1 if a plan scans a table or the work grows with the graph; an erased person
 that still resolves stops the run.
@@ -82,11 +82,11 @@ from identity.policy import load_identity_policy  # noqa: E402
 from identity.resolution import ResolutionEngine  # noqa: E402
 from identity.store.port import GraphStore  # noqa: E402
 from identity.store.sqlite import SqliteGraphStore  # noqa: E402
-from privacy.audit import SqliteAuditLog  # noqa: E402
-from privacy.erasure import ErasureService  # noqa: E402
-from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
-from privacy.vault import Vault  # noqa: E402
-from privacy.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
+from privacy.auditing.log import SqliteAuditLog  # noqa: E402
+from privacy.dsr.erasure import ErasureService  # noqa: E402
+from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
+from privacy.keys.vault import Vault  # noqa: E402
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
 
 IDS_PER_PERSON = 4
 BUILD_BATCH = 1000

@@ -384,7 +384,7 @@ def write_data(path: Path, persons: int, seed: int, attributes: int = 0) -> Data
 
 def create_key(work: Path) -> Path:
     """One hash key for both modes (the same key file the real path reads)."""
-    from privacy.hash_keys import create_key_file
+    from privacy.keys.hash_keys import create_key_file
 
     path = work / KEY_FILE
     if not path.exists():

@@ -47,7 +47,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from privacy.api_keys import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
+from privacy.access.api_keys import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 

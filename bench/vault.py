@@ -18,7 +18,8 @@ Rows (each timed with ``time.perf_counter``; generation and file set-up are not 
 * ``encrypt (new keys)``: first ``encrypt_many`` pass: creates and wraps one DEK per owner and
   stores them (one key-store transaction, one fsync, per call that meets new owners).
 * ``encrypt (keys exist)``: a second pass over the same items.
-* ``decrypt (cold cache)``: ``decrypt_many`` with a fresh :class:`~privacy.vault.Vault` (every DEK
+* ``decrypt (cold cache)``: ``decrypt_many`` with a fresh :class:`~privacy.keys.vault.Vault` (every
+DEK
   unwrapped once, or again if the cache is smaller than the owners).
 * ``decrypt (warm cache)``: a second decrypt pass with the same vault.
 
@@ -46,9 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from identity.model import new_node_id  # noqa: E402 - after the path set-up above
-from privacy.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
-from privacy.vault import Vault  # noqa: E402
-from privacy.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
+from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
+from privacy.keys.vault import Vault  # noqa: E402
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
 
 VALUE_BYTES = 40
 T = TypeVar("T")

@@ -24,40 +24,40 @@ from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.deferred import DeferredGraphStore
 from identity.store.port import GraphStore
-from privacy.api_keys import ApiKeys, ApiKeyStore
-from privacy.audiences import SqliteAudienceStore
-from privacy.audit import PERSON_REF_INFO, AuditLog, SqliteAuditLog
-from privacy.audit_heads import HEAD_KEY_INFO, AuditHeadPublisher
+from privacy.access.api_keys import ApiKeys, ApiKeyStore
+from privacy.access.audiences import SqliteAudienceStore
+from privacy.access.cursors import CursorCodec
+from privacy.access.operators import OperatorAccess, SqliteOperatorStore
+from privacy.access.policy_engine import PolicyEngine
+from privacy.access.pseudonyms import FeaturePseudonymizer
+from privacy.access.purposes import PurposesPolicy, check_purposes, load_purposes_policy
+from privacy.access.reads import ReadService
+from privacy.auditing.heads import HEAD_KEY_INFO, AuditHeadPublisher
+from privacy.auditing.log import PERSON_REF_INFO, AuditLog, SqliteAuditLog
 from privacy.consent.mappers import build_mapper, check_source_config
 from privacy.consent.signals import ConsentSignalTranslator
 from privacy.consent.webhook_intake import ConsentWebhooks, WebhookSource, build_verifiers
-from privacy.cursors import CursorCodec
+from privacy.dsr.erasure import ErasureService
+from privacy.dsr.retention import RetentionSweeper
 from privacy.dsr.service import DsrService
-from privacy.erasure import ErasureService
-from privacy.facts import FactIntake, FactsPolicy, load_facts_policy
-from privacy.hash_keys import create_key_file, keyring, parse_key_document, read_key_file
-from privacy.keyprovider import (
+from privacy.keys.hash_keys import create_key_file, keyring, parse_key_document, read_key_file
+from privacy.keys.keyprovider import (
     KeyProvider,
     LocalFileKeyProvider,
     check_kek_origin,
     create_kek_file,
 )
-from privacy.operators import OperatorAccess, SqliteOperatorStore
-from privacy.policy_engine import PolicyEngine
-from privacy.pseudonyms import FeaturePseudonymizer
-from privacy.purposes import PurposesPolicy, check_purposes, load_purposes_policy
-from privacy.reads import ReadService
-from privacy.retention import RetentionSweeper
+from privacy.keys.secretfile import read_secret_file
+from privacy.keys.vault import Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from privacy.scanning import PiiScanner, ScannerConfig
-from privacy.secretfile import read_secret_file
-from privacy.vault import Vault
-from privacy.vault_sqlite import SqliteVaultKeyStore
-from privacy.webhooks import SqliteReplayGuard, refuse_published_secret
+from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
+from privacy.transport.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
 
 if TYPE_CHECKING:
-    from privacy.pkcs11_provider import Pkcs11KeyProvider
+    from privacy.keys.pkcs11_provider import Pkcs11KeyProvider
 
 log = structlog.get_logger("idgraph.bootstrap")
 
@@ -274,7 +274,7 @@ def open_pkcs11_provider(settings: Settings) -> Pkcs11KeyProvider:
             "IDGRAPH_KEY_PROVIDER=pkcs11 needs IDGRAPH_PKCS11_LIBRARY and "
             "IDGRAPH_PKCS11_TOKEN_LABEL (and IDGRAPH_PKCS11_PIN)"
         )
-    from privacy.pkcs11_provider import Pkcs11KeyProvider
+    from privacy.keys.pkcs11_provider import Pkcs11KeyProvider
 
     pin = settings.pkcs11_pin.get_secret_value() if settings.pkcs11_pin else ""
     return Pkcs11KeyProvider(
@@ -550,7 +550,7 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
             replay_guard=replay_guard,
         )
         # Finish erasures a crash interrupted between their graph commit and their key shred
-        # (privacy/erasure.py): before anything serves, every committed erasure is complete.
+        # (privacy/dsr/erasure.py): before anything serves, every committed erasure is complete.
         if isinstance(store, DeferredGraphStore):
             store.on_connected = container.erasure.recover
             store.start()

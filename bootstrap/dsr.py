@@ -16,19 +16,19 @@ from identity.hashing import Keyring
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.api_keys import ApiKeys
-from privacy.audit import AuditLog, api_key_actor
+from privacy.access.api_keys import ApiKeys
+from privacy.access.purposes import PurposesPolicy
+from privacy.auditing.log import AuditLog, api_key_actor
 from privacy.dsr.deadlines import parse_deadlines
 from privacy.dsr.delivery import parse_destinations
+from privacy.dsr.erasure import ErasureService
+from privacy.dsr.retention import PersonEraser, RetentionSweeper, rules_from_policies
 from privacy.dsr.service import DsrConfig, DsrService, Eraser, result_counts
 from privacy.dsr.store import SqliteDsrStore
-from privacy.erasure import ErasureService
-from privacy.facts import FactsPolicy
-from privacy.outbound import OutboundPolicy, allowed_hosts
-from privacy.purposes import PurposesPolicy
-from privacy.retention import PersonEraser, RetentionSweeper, rules_from_policies
-from privacy.vault import Vault
-from privacy.webhooks import parse_secret, refuse_published_secret
+from privacy.keys.vault import Vault
+from privacy.scanning.facts import FactsPolicy
+from privacy.transport.outbound import OutboundPolicy, allowed_hosts
+from privacy.transport.webhooks import parse_secret, refuse_published_secret
 
 
 def dsr_config(settings: Settings) -> DsrConfig:
@@ -144,7 +144,7 @@ def build_retention(
     if rules.inactive_person is not None:
 
         def erase(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
-            # No suppression: nobody asked these persons to stay away (privacy/retention.py).
+            # No suppression: nobody asked these persons to stay away (privacy/dsr/retention.py).
             erased = erasure.erase_persons(person_ids, actor=actor, suppress=False)
             return result_counts(erased)
 

@@ -1,5 +1,5 @@
 """Structured logging: JSON lines via structlog, request ids, and redaction of anything that
-looks like an email or phone number (see :mod:`privacy.redaction`).
+looks like an email or phone number (see :mod:`privacy.scanning.redaction`).
 
 Standard-library loggers (uvicorn, libraries) go through the same processors, so nothing reaches
 the output unredacted. uvicorn's access log is off: it logs client IP addresses, which are
@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from privacy.redaction import redact_event, redact_text
+from privacy.scanning.redaction import redact_event, redact_text
 
 
 class _RedactingFilter(logging.Filter):

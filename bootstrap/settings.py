@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     # merge the restricted person with another person; `merge` links as usual.
     restricted_ingest: Literal["separate", "merge"] = "separate"
     retention_unread_days: Annotated[int, Field(ge=0, le=36_500)] = 30
-    # Signed audit heads (privacy/audit_heads.py): every this many seconds to the log and to
+    # Signed audit heads (privacy/auditing/heads.py): every this many seconds to the log and to
     # the heads file (default <data dir>/audit-heads.jsonl; better on another volume). 0 = off.
     audit_head_interval_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
     audit_heads_file: Path | None = None

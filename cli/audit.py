@@ -6,7 +6,7 @@ audit file is opened (no store, no keys): an auditor can run it on a copy of tha
 Anchoring: ``idgraph audit head`` prints ``SEQ:DIGEST``; keep that line somewhere the service's
 writers cannot change (a ticket, a WORM bucket). ``idgraph audit verify --anchor SEQ:DIGEST``
 then also detects truncation and a full rewrite of everything up to that entry (see
-:mod:`privacy.audit`).
+:mod:`privacy.auditing.log`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from rich.console import Console
 
 from bootstrap.settings import Settings
 from identity.errors import IdGraphError
-from privacy.audit import AuditHead, SqliteAuditLog
-from privacy.audit_heads import HEAD_KEY_INFO, read_signed_heads
+from privacy.auditing.heads import HEAD_KEY_INFO, read_signed_heads
+from privacy.auditing.log import AuditHead, SqliteAuditLog
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 _out = Console()

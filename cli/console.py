@@ -20,8 +20,8 @@ from rich.console import Console
 from bootstrap.container import load_all_policies
 from bootstrap.settings import Settings
 from identity.errors import BatchValidationError, IdGraphError
-from privacy.audit import SqliteAuditLog
-from privacy.operators import OperatorAccess, Role, SqliteOperatorStore
+from privacy.access.operators import OperatorAccess, Role, SqliteOperatorStore
+from privacy.auditing.log import SqliteAuditLog
 
 console_app = typer.Typer(help="Operator accounts of the web console.", no_args_is_help=True)
 _out = Console()

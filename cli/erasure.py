@@ -1,5 +1,5 @@
 """``idgraph dsr lift-suppression``: the one documented way to take an erased identifier off the
-suppression list (:meth:`privacy.erasure.ErasureService.lift_suppression`).
+suppression list (:meth:`privacy.dsr.erasure.ErasureService.lift_suppression`).
 
 Only for a fresh opt-in by the subject: suppression is what keeps an erasure from being undone by
 the next import of an old data set. The command asks for confirmation (``--yes`` skips it in

@@ -31,9 +31,9 @@ from cli.erasure import register_suppression_commands
 from cli.privacy import quarantine_app, register_key_commands
 from cli.store import store_app
 from identity.errors import BatchValidationError, IdGraphError
-from privacy.api_keys import ApiKeyStore, Scope
-from privacy.hash_keys import create_key_file, rotate_key_file
-from privacy.secretfile import write_secret_file
+from privacy.access.api_keys import ApiKeyStore, Scope
+from privacy.keys.hash_keys import create_key_file, rotate_key_file
+from privacy.keys.secretfile import write_secret_file
 from services.bulk import BulkFileError, FileFormat, ingest_file
 from services.links import LinkService
 
@@ -361,8 +361,8 @@ def create_api_key(
     settings = _settings()
     purposes = frozenset(purpose or ())
     if purposes:
-        from privacy.policy_engine import ALL_PURPOSES
-        from privacy.purposes import load_purposes_policy
+        from privacy.access.policy_engine import ALL_PURPOSES
+        from privacy.access.purposes import load_purposes_policy
 
         try:
             known = load_purposes_policy(settings.policy_dir / "purposes.yaml").ids

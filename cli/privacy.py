@@ -15,7 +15,7 @@ from bootstrap.container import Container, build_container, open_pkcs11_provider
 from bootstrap.settings import Settings
 from cli.common import CLI_ACTOR, running_container
 from identity.errors import IdGraphError
-from privacy.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
+from privacy.keys.keyprovider import create_kek_file, read_kek_file, remove_kek, rotate_kek_file
 from services.quarantine import QuarantineReview
 
 console = Console(stderr=True)

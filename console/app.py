@@ -24,8 +24,8 @@ from identity.errors import (
     InvalidFieldError,
     StoreUnavailableError,
 )
+from privacy.access.reads import AudienceNotFoundError, PurposeNotInScopeError
 from privacy.dsr.model import DsrConflictError, DsrNotFoundError, DsrStateError, ExportExpiredError
-from privacy.reads import AudienceNotFoundError, PurposeNotInScopeError
 from services.quarantine import QuarantinedFactNotFoundError
 
 # One table: which core error is which HTTP status on a console page.

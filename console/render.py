@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse
 
 from console.reasons import explain
-from privacy.operators import ConsoleScope, Session
+from privacy.access.operators import ConsoleScope, Session
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 TEMPLATES.env.autoescape = True  # every value is escaped, whatever the file extension

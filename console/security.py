@@ -21,8 +21,8 @@ from starlette.datastructures import FormData
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.wiring import ConsoleServices
-from privacy.operators import ConsoleScope, Session, csrf_matches
-from privacy.policy_engine import Caller
+from privacy.access.operators import ConsoleScope, Session, csrf_matches
+from privacy.access.policy_engine import Caller
 
 SESSION_COOKIE = "idgraph_console"
 LOGIN_COOKIE = "idgraph_console_login"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privacy.audit import AuditLog
+from privacy.access.operators import OperatorAccess
+from privacy.access.reads import ReadService
+from privacy.auditing.log import AuditLog
 from privacy.dsr.service import DsrService
-from privacy.operators import OperatorAccess
-from privacy.reads import ReadService
 from services.lookup import PersonLookup
 from services.operations import OperationsDashboard
 from services.quarantine import QuarantineReview

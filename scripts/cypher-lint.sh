@@ -20,7 +20,7 @@ lint_dir="scripts/cypher-lint"
 stamp="$lint_dir/node_modules/.idgraph-lock-stamp"
 if [[ ! -f "$stamp" ]] || ! cmp -s "$lint_dir/package-lock.json" "$stamp"; then
     # engine-strict off: the package declares node >=24 but works on node 20 (the Debian
-    # package); tests/test_cypher.py proves the lint still finds errors on the node in use.
+    # package); tests/identity/store/test_cypher.py proves the lint still finds errors on the node in use.
     (cd "$lint_dir" && npm ci --no-audit --no-fund --loglevel=error --engine-strict=false)
     cp "$lint_dir/package-lock.json" "$stamp"
 fi

@@ -32,7 +32,7 @@ from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import ResolutionEngine
-from privacy.audit import AuditDraft, AuditLog
+from privacy.auditing.log import AuditDraft, AuditLog
 from privacy.consent.mappers import MappedIdentifier, MappedPayload
 from privacy.consent.recording import ConsentAuditError, consent_audit_drafts, webhook_actor
 from privacy.consent.signals import (
@@ -42,7 +42,7 @@ from privacy.consent.signals import (
     signal_digest,
 )
 from privacy.consent.webhook_intake import ConsentWebhooks
-from privacy.facts import EventInput, FactIntake
+from privacy.scanning.facts import EventInput, FactIntake
 from services.inputs import IdentifyRequest
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 

@@ -5,7 +5,8 @@ Identifiers appear as their type, key id and the first hex digits of their keyed
 name, category and age. The one exception is :meth:`PersonLookup.kept_values`: a raw identifier
 kept for activation is shown only when one of the operator's own purposes may activate it for
 this person, decided by the policy engine and audited. The
-decision comes from the same :class:`~privacy.policy_engine.PolicyEngine` every read uses, for a
+decision comes from the same :class:`~privacy.access.policy_engine.PolicyEngine` every read uses,
+for a
 reader whose scope lists the purpose, so the reasons shown are exactly the ones a real read
 would get. Every lookup and every decision shown is audited with the operator as actor.
 """
@@ -22,9 +23,7 @@ from identity.model import ConsentRecord, Fact, FactKind, FactStatus, Identifier
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import AuditDraft, AuditLog
-from privacy.consent.state import consent_state
-from privacy.policy_engine import (
+from privacy.access.policy_engine import (
     IDENTIFIER_CATEGORY,
     Caller,
     FieldRef,
@@ -32,8 +31,10 @@ from privacy.policy_engine import (
     PolicyDecision,
     PolicyEngine,
 )
-from privacy.reads import UnknownPurposeError
-from privacy.vault import Vault
+from privacy.access.reads import UnknownPurposeError
+from privacy.auditing.log import AuditDraft, AuditLog
+from privacy.consent.state import consent_state
+from privacy.keys.vault import Vault
 
 HASH_PREFIX_HEX = 12  # enough to tell nodes apart on screen, far too little to brute-force
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from identity.model import StoreStats
 from identity.store.port import GraphStore
-from privacy.audit import AuditLog
+from privacy.auditing.log import AuditLog
 from privacy.consent.recording import CONSENT_RECORDED
 from privacy.dsr.model import DsrRequest, DsrStatus, DsrType
 from privacy.dsr.service import DsrService

@@ -18,8 +18,8 @@ from typing import Any
 from identity.errors import IdGraphError
 from identity.model import Fact, FactStatus
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, AuditLog
-from privacy.vault import Vault
+from privacy.auditing.log import AuditDraft, AuditLog
+from privacy.keys.vault import Vault
 
 MAX_LIST = 10_000
 _FACT_ID = re.compile(r"f_[0-9a-f]{24}")

@@ -31,10 +31,10 @@ from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
 from identity.store.sqlite import SqliteGraphStore
-from privacy.api_keys import Scope
-from privacy.keyprovider import LocalFileKeyProvider, create_kek_file
-from privacy.vault import Vault
-from privacy.vault_sqlite import SqliteVaultKeyStore
+from privacy.access.api_keys import Scope
+from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file
+from privacy.keys.vault import Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_DIR = REPO / "policies"

@@ -52,7 +52,7 @@ def test_only_the_neo4j_adapter_imports_neo4j() -> None:
 
 
 def test_only_the_pkcs11_provider_imports_pkcs11() -> None:
-    allowed = ("privacy/pkcs11_provider",)
+    allowed = ("privacy/keys/pkcs11_provider",)
     for package in ("identity", "privacy", "api"):
         assert _offenders(package, ("pkcs11",), allowed) == []
 
@@ -70,7 +70,7 @@ def test_the_boundary_check_does_see_imports() -> None:
     """Guard against a check that passes because it reads nothing."""
     assert "fastapi" in _imports(REPO / "api" / "app.py")
     assert len(_modules("identity")) >= 8
-    assert "privacy.operators" in _imports(REPO / "console" / "security.py")
+    assert "privacy.access.operators" in _imports(REPO / "console" / "security.py")
 
 
 def test_use_cases_never_import_an_entrypoint_or_a_framework() -> None:
@@ -206,7 +206,7 @@ def test_the_storage_plumbing_is_below_the_core() -> None:
 
 
 def test_the_vault_depends_on_its_key_store_port_not_on_sqlite() -> None:
-    vault = _imports(REPO / "privacy" / "vault.py")
+    vault = _imports(REPO / "privacy" / "keys" / "vault.py")
     assert "sqlite3" not in vault
     assert not any(name.startswith("storage") for name in vault)
-    assert "privacy.vault" in _imports(REPO / "privacy" / "vault_sqlite.py")
+    assert "privacy.keys.vault" in _imports(REPO / "privacy" / "keys" / "vault_sqlite.py")

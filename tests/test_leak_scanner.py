@@ -34,9 +34,9 @@ from typer.testing import CliRunner
 
 from bootstrap.settings import Settings
 from cli.main import app as cli_app
+from tests.support.response_checks import assert_clean_response
 
 from .conftest import POLICY_DIR, Api
-from .response_checks import assert_clean_response
 
 SEED = 20261123
 POPULATION = 1000

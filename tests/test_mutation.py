@@ -29,10 +29,10 @@ def test_the_decision_core_kills_at_least_95_percent_of_its_mutants() -> None:
     )
     scores = dict(re.findall(r"mutation score (\S+): ([\d.]+) %", done.stdout))
     assert set(scores) >= {
-        "privacy/policy_engine.py",
+        "privacy/access/policy_engine.py",
         "privacy/consent/state.py",
         "identity/resolution.py",
-        "privacy/purposes.py",
+        "privacy/access/purposes.py",
         "privacy/dsr/deadlines.py",
     }, done.stdout + done.stderr
     assert done.returncode == 0, done.stdout

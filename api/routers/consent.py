@@ -16,8 +16,8 @@ from api.schemas import (
     WebhookConsentResponse,
     refusals_out,
 )
-from privacy.api_keys import Scope
-from privacy.audit import api_key_actor
+from privacy.access.api_keys import Scope
+from privacy.auditing.log import api_key_actor
 from services.ingest import ConsentSubmission
 
 router = APIRouter(prefix="/v1", tags=["consent"])

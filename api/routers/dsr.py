@@ -12,8 +12,8 @@ from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.schemas import IdentifierIn
 from bootstrap.container import Container
-from privacy.api_keys import ApiKey, Scope
-from privacy.audit import api_key_actor
+from privacy.access.api_keys import ApiKey, Scope
+from privacy.auditing.log import api_key_actor
 from privacy.dsr.export import to_csv
 from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
 from privacy.dsr.service import DsrService

@@ -24,7 +24,7 @@ from api.schemas import (
 )
 from identity.errors import IdentifierNotFoundError
 from identity.model import EventOutcome
-from privacy.audit import api_key_actor
+from privacy.auditing.log import api_key_actor
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 

@@ -1,7 +1,7 @@
 """Purpose-bound reads: profiles, audiences (definition, members, export) and feature tables.
 
-Thin: each route turns the API key into a :class:`~privacy.policy_engine.Caller` and calls
-:class:`~privacy.reads.ReadService`, which admits the purpose, decides through the policy
+Thin: each route turns the API key into a :class:`~privacy.access.policy_engine.Caller` and calls
+:class:`~privacy.access.reads.ReadService`, which admits the purpose, decides through the policy
 engine, decrypts only allowed fields and audits. Every route needs the ``read`` scope *and* a
 purpose the key lists (403 ``purpose_forbidden`` otherwise).
 """
@@ -28,9 +28,9 @@ from api.read_schemas import (
     ProfileOut,
 )
 from bootstrap.container import Container
-from privacy.api_keys import ApiKey, Scope
-from privacy.policy_engine import Caller
-from privacy.reads import MAX_PAGE, ActivationRow, ReadService
+from privacy.access.api_keys import ApiKey, Scope
+from privacy.access.policy_engine import Caller
+from privacy.access.reads import MAX_PAGE, ActivationRow, ReadService
 
 router = APIRouter(prefix="/v1", tags=["reads"])
 

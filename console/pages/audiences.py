@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services, reader
-from privacy.operators import ConsoleScope, Session
+from privacy.access.operators import ConsoleScope, Session
 
 router = APIRouter(prefix="/audiences")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.READ))]

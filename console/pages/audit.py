@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services
-from privacy.audit import AuditEntry, AuditVerification
-from privacy.operators import ConsoleScope, Session
+from privacy.access.operators import ConsoleScope, Session
+from privacy.auditing.log import AuditEntry, AuditVerification
 
 router = APIRouter(prefix="/audit")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.AUDIT))]

@@ -20,7 +20,7 @@ from console.security import (
     new_login_token,
     session_token,
 )
-from privacy.operators import AccountLockedError, SignInFailedError, SignInThrottledError
+from privacy.access.operators import AccountLockedError, SignInFailedError, SignInThrottledError
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from console.render import page
 from console.security import Needs, Services
-from privacy.operators import Session
+from privacy.access.operators import Session
 
 router = APIRouter()
 

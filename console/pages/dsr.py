@@ -13,8 +13,8 @@ from starlette.responses import RedirectResponse, Response
 from console.render import base_path, page
 from console.security import Action, Needs, Posted, Services
 from identity.errors import BatchValidationError, InvalidFieldError
+from privacy.access.operators import ConsoleScope, Operator, Session
 from privacy.dsr.model import DsrAction, DsrCaller, DsrStatus, DsrSubmission, DsrType
-from privacy.operators import ConsoleScope, Operator, Session
 from services.operations import days_left
 
 router = APIRouter(prefix="/dsr")

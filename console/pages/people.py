@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from console.render import page
 from console.security import Action, Needs, Posted, Services, reader
-from privacy.operators import ConsoleScope, Session
+from privacy.access.operators import ConsoleScope, Session
 from services.lookup import KeptValue, NodeView, PersonPicture, ReadExplanation
 
 router = APIRouter(prefix="/people")

@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from console.render import base_path, page
 from console.security import Action, Needs, Posted, Services
-from privacy.operators import ConsoleScope, Session
+from privacy.access.operators import ConsoleScope, Session
 
 router = APIRouter(prefix="/quarantine")
 Viewer = Annotated[Session, Depends(Needs(ConsoleScope.QUARANTINE))]

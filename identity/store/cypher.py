@@ -1,6 +1,7 @@
 """Every Cypher statement of the Neo4j adapter, as named constants, and the graph schema.
 
-Rules (STYLE.md, "Neo4j"), checked by ``tests/test_cypher.py`` and ``make cypher-lint``:
+Rules (STYLE.md, "Neo4j"), checked by ``tests/identity/store/test_cypher.py`` and ``make
+cypher-lint``:
 
 - Every statement is an ``UPPER_SNAKE`` module-level string constant. Nothing builds Cypher at
   run time: values are always ``$params``, and labels and relationship types are written
@@ -62,7 +63,7 @@ reason: they follow it through merges and splits. They are append-only (``CREATE
 Schema version 2 added ``(:Consent)`` and its constraint and index; a version 1 database gets
 them on the next start (every schema statement is ``IF NOT EXISTS``) and is marked version 2.
 
-Schema version 3 added erasure (see :mod:`privacy.erasure`). ``(:Suppression)`` holds the keyed
+Schema version 3 added erasure (see :mod:`privacy.dsr.erasure`). ``(:Suppression)`` holds the keyed
 hash (hex digest, like ``Identifier``) of an erased identifier and nothing else, for one purpose:
 refusing to re-create the person at ingest. ``(:ErasureOutbox)`` is written in the erasure's
 transaction and lists the erased identifier node ids (``node_ids``, a list of strings) whose
@@ -692,7 +693,7 @@ CREATE (:Refusal {at: row.at, source: row.source, type: row.type, key_id: row.ke
                   digest: row.digest, reason: row.reason, detail: row.detail})
 """
 
-# -- erasure and suppression (privacy/erasure.py) -------------------------------------------------
+# -- erasure and suppression (privacy/dsr/erasure.py) ----------------------------------------------
 
 # The erased person's nodes with their hashes, read before anything is deleted.
 ERASURE_NODES: Final = """

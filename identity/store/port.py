@@ -98,7 +98,7 @@ class GraphTransaction(Protocol):
         person id order, at most ``limit``, each with its consents and sealed attributes."""
         ...
 
-    # -- erasure (GDPR Art. 17) and suppression; see privacy/erasure.py -------------------------
+    # -- erasure (GDPR Art. 17) and suppression; see privacy/dsr/erasure.py ------------------------
 
     def erase_person(self, person_id: str) -> ErasureCounts:
         """Delete the person and everything keyed by it or its identifier nodes: the nodes,

@@ -38,8 +38,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, Va
 from identity.errors import BatchValidationError, ConfigurationError, InvalidFieldError
 from identity.policy import IdentityPolicy
 from identity.strict_json import MalformedJsonError, loads_strict
+from privacy.access.purposes import PurposesPolicy
 from privacy.consent.signals import ConsentSignals, SignalPointers, signal_digest
-from privacy.purposes import PurposesPolicy
 
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _TYPE = r"^[a-z][a-z0-9_]{0,39}$"

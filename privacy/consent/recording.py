@@ -10,7 +10,7 @@ everything the entries would have held, so an operator can append them. Resendin
 with the same ``timestamp`` is harmless: the same decision at the same time changes no consent
 state (latest wins by decision time), and the resent request writes the entries.
 
-Entries hold no personal data: the person is referenced by :func:`privacy.audit.person_ref`,
+Entries hold no personal data: the person is referenced by :func:`privacy.auditing.log.person_ref`,
 the proof is a digest, and the caller-chosen ``source`` is kept only if the log redaction filter
 would not scrub it.
 """
@@ -22,8 +22,8 @@ from datetime import UTC
 
 from identity.errors import StoreUnavailableError
 from identity.model import ConsentInput
-from privacy.audit import AuditDraft, AuditRef, DetailValue
-from privacy.redaction import REDACTED, redact_text
+from privacy.auditing.log import AuditDraft, AuditRef, DetailValue
+from privacy.scanning.redaction import REDACTED, redact_text
 
 CONSENT_RECORDED = "consent.recorded"
 

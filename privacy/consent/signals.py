@@ -43,6 +43,16 @@ from datetime import datetime, timedelta
 
 from identity.errors import BatchValidationError, InvalidFieldError
 from identity.model import ConsentInput, ConsentSignal
+from privacy.access.purposes import (
+    CaImpliedConsent,
+    GpcEffect,
+    LawfulBasis,
+    PreV22Handling,
+    Purpose,
+    PurposesPolicy,
+    UsOptOut,
+    UsRefusalEffect,
+)
 from privacy.consent.gpp import (
     SECTION_NAMES,
     Consent,
@@ -55,16 +65,6 @@ from privacy.consent.gpp import (
 )
 from privacy.consent.tcf import RestrictionType, TCString, decode_tc_string
 from privacy.consent.tcfca import TcfCaV1Section
-from privacy.purposes import (
-    CaImpliedConsent,
-    GpcEffect,
-    LawfulBasis,
-    PreV22Handling,
-    Purpose,
-    PurposesPolicy,
-    UsOptOut,
-    UsRefusalEffect,
-)
 
 # TCF Canada publisher restriction types (TCF Canada v1.x, "PubRestrictions"): 0 the vendor
 # may not process for the purpose, 1 it needs express consent, 2 implied consent is enough.

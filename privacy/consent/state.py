@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
-from privacy.purposes import Default, LawfulBasis, Purpose
+from privacy.access.purposes import Default, LawfulBasis, Purpose
 
 
 class ConsentReason(StrEnum):

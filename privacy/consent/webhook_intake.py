@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from identity.errors import ConfigurationError
 from privacy.consent.mappers import PayloadMapper
-from privacy.webhooks import (
+from privacy.transport.webhooks import (
     DEFAULT_TOLERANCE_S,
     HEADER_ID,
     ReplayGuard,

@@ -2,7 +2,8 @@
 
 Every completed erasure is announced to each registered downstream destination, and every request
 that ends (completed, failed, cancelled) to the request's own callback URLs, with a Standard
-Webhooks signed ``POST`` (:func:`privacy.webhooks.sign_headers`). The payload carries the request
+Webhooks signed ``POST`` (:func:`privacy.transport.webhooks.sign_headers`). The payload carries the
+request
 id, its type and status and the result counts: **no personal data** (the receiver matches the
 request id with its own copy of the request).
 
@@ -22,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from identity.errors import ConfigurationError
-from privacy.outbound import OutboundPolicy
-from privacy.webhooks import parse_secret
+from privacy.transport.outbound import OutboundPolicy
+from privacy.transport.webhooks import parse_secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ For each person the subject's identities resolve to, the export holds:
 * **processing** (Art. 15(1)(a), (c)): every use of the person's data — profile reads, audience
   pages, ad-platform (hashed identifier) exports and model-feature reads — with time, purpose,
   lawful basis, action and recipient (API key consumer), from the audit log: entries carrying the
-  person's :func:`~privacy.audit.person_ref` *and* page entries listing it in ``details.refs``;
+  person's :func:`~privacy.auditing.log.person_ref` *and* page entries listing it in
+  ``details.refs``;
   the purposes with their description and lawful basis;
 * **categories** (Art. 15(1)(b)) of the data held, with how many items each and **retention**
   (Art. 15(1)(d)): how long each category is kept, from ``purposes.yaml``;
@@ -45,9 +46,9 @@ from typing import Any
 from identity.model import Cluster, ConsentRecord, Fact, FactKind, FactStatus, PersonRecord
 from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import MAX_ENTRIES_LIMIT, AuditEntry, AuditLog
-from privacy.purposes import PurposesPolicy
-from privacy.vault import TamperedCiphertextError, Vault, VaultError
+from privacy.access.purposes import PurposesPolicy
+from privacy.auditing.log import MAX_ENTRIES_LIMIT, AuditEntry, AuditLog
+from privacy.keys.vault import TamperedCiphertextError, Vault, VaultError
 
 EXPORT_FORMAT = "idgraph-dsr-export/1"
 HELD_AS_TAMPERED = "encrypted value (failed its integrity check: altered at rest)"
@@ -148,7 +149,7 @@ class ExportPolicy:
 
     def retention_days(self) -> dict[str, int]:
         """Per category the longest ``retention_days`` any purpose gives it (the sweeper's rule,
-        :func:`privacy.retention.rules_from_policies`)."""
+        :func:`privacy.dsr.retention.rules_from_policies`)."""
         longest: dict[str, int] = {}
         for purpose in self.purposes.purposes.values():
             for category, access in purpose.categories.items():

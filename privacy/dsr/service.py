@@ -16,7 +16,7 @@ reversed by guessing, and the fingerprint outlives the request's subject hashes.
 
 How each type is processed:
 
-* **erasure**: :class:`privacy.erasure.ErasureService` (persons, facts, consents, links, vault
+* **erasure**: :class:`privacy.dsr.erasure.ErasureService` (persons, facts, consents, links, vault
   keys, suppression), then one signed webhook per registered downstream destination.
 * **access / portability**: the export (:mod:`privacy.dsr.export`), sealed by the vault under a
   key of its own and downloadable until ``export_ttl`` has passed; then the blob is deleted and the
@@ -59,8 +59,9 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.audit import AuditDraft, AuditLog, AuditRef, audit_ref_or_text, is_audit_ref
-from privacy.cursors import CursorCodec, CursorScope
+from privacy.access.cursors import CursorCodec, CursorScope
+from privacy.access.purposes import PurposesPolicy
+from privacy.auditing.log import AuditDraft, AuditLog, AuditRef, audit_ref_or_text, is_audit_ref
 from privacy.dsr import export as exports
 from privacy.dsr.deadlines import Deadline
 from privacy.dsr.delivery import (
@@ -89,11 +90,10 @@ from privacy.dsr.model import (
     SubjectHash,
 )
 from privacy.dsr.store import Claimed, DsrStore
-from privacy.outbound import DestinationRefusedError, OutboundPolicy, PinnedWebhookSender
-from privacy.purposes import PurposesPolicy
-from privacy.redaction import redact_text
-from privacy.vault import ShredIncompleteError, Vault, VaultError
-from privacy.webhooks import new_webhook_id, sign_headers
+from privacy.keys.vault import ShredIncompleteError, Vault, VaultError
+from privacy.scanning.redaction import redact_text
+from privacy.transport.outbound import DestinationRefusedError, OutboundPolicy, PinnedWebhookSender
+from privacy.transport.webhooks import new_webhook_id, sign_headers
 
 log = structlog.get_logger("idgraph.dsr")
 
@@ -128,7 +128,7 @@ def _utcnow() -> datetime:
 
 
 class Eraser(Protocol):
-    """What erasure requests need (:class:`privacy.erasure.ErasureService`)."""
+    """What erasure requests need (:class:`privacy.dsr.erasure.ErasureService`)."""
 
     def erase(
         self, identifiers: Sequence[NormalizedIdentifier], request_id: str, actor: str
@@ -512,7 +512,7 @@ class DsrService:
         """One page of the requests ``caller`` may see, by id, and the sealed cursor of the
         next (``None``: the end).
 
-        The cursor is sealed like every paging cursor (:mod:`privacy.cursors`): bound to the
+        The cursor is sealed like every paging cursor (:mod:`privacy.access.cursors`): bound to the
         caller and the status filter, expiring, 400 when forged or borrowed.
         """
         scope = CursorScope(

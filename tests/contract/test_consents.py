@@ -31,7 +31,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.vault import Vault
+from privacy.keys.vault import Vault
 from tests.conftest import Ids
 
 from .conftest import StoreFactory

@@ -24,7 +24,7 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore
-from privacy.vault import Vault
+from privacy.keys.vault import Vault
 from tests.conftest import Ids
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

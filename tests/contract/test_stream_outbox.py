@@ -28,9 +28,9 @@ from identity.model import (
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphStore, GraphTransaction
-from privacy.audit import SqliteAuditLog
-from privacy.erasure import ErasureService
-from privacy.vault import Vault
+from privacy.auditing.log import SqliteAuditLog
+from privacy.dsr.erasure import ErasureService
+from privacy.keys.vault import Vault
 from tests.conftest import Ids
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 
 from identity import outbound
 from identity.hashing import Keyring
-from privacy.erasure import ErasureService
+from privacy.dsr.erasure import ErasureService
 from stream.metrics import StreamMetrics
 from stream.worker import StreamWorker, WorkerConfig
 from tests.conftest import POLICY_DIR

@@ -17,9 +17,9 @@ from identity.model import ConsentInput, ConsentSignal, IdentityEvent
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
-from privacy.audit import SqliteAuditLog
-from privacy.erasure import ErasureService
-from privacy.vault import Vault
+from privacy.auditing.log import SqliteAuditLog
+from privacy.dsr.erasure import ErasureService
+from privacy.keys.vault import Vault
 from stream.metrics import StreamMetrics
 from stream.relay import OutboxRelay
 from tests.conftest import REPO, Ids

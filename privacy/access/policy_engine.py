@@ -1,0 +1,233 @@
+"""The policy engine: one decision function used by every downstream read.
+
+``PolicyEngine.decide(caller, person, purpose, fields, now)`` returns a frozen
+:class:`PolicyDecision`: whether the read may happen at all, and for each requested field
+whether it may be returned, each with a reason. Reads (profiles, audiences, features, exports)
+call it and return only ``decision.allowed_fields``; they never look at consent or purposes
+themselves, so there is one place to get right and one place to test exhaustively.
+
+Order of checks (the first failing one decides, and the read is denied as a whole):
+
+1. the purpose exists (``unknown_purpose``);
+2. the caller's API key may read for that purpose (``purpose_not_in_scope``);
+3. the person exists (``no_such_person``: callers answer it exactly like a denial, so a denied
+   read does not reveal whether the person exists);
+4. the person's consent state for the purpose (:mod:`privacy.consent.state`: restriction,
+   objection, latest decision, default).
+
+Then, per field: its category must be one the purpose reads (``category_not_allowed``) and the
+fact must be younger than that category's retention for the purpose (``past_retention``). A
+denied read allows no field.
+
+Kept raw identifiers (category :data:`IDENTIFIER_CATEGORY`, what audience exports activate) are
+no data category of ``purposes.yaml``: such a field is allowed only when its
+``identifier_type`` is listed in the purpose's ``activation`` (``not_activatable`` otherwise).
+They have no per-purpose retention: an identifier is kept exactly as long as its person.
+
+The engine is pure: no I/O, no clock of its own (``now`` is passed in), so decisions are
+reproducible in tests and in the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from identity.model import ConsentRecord
+from privacy.access.purposes import PurposesPolicy
+from privacy.consent.state import ConsentReason, consent_state
+
+ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
+# The category the resolution engine gives kept raw identifiers (FactKind.RAW_IDENTIFIER).
+IDENTIFIER_CATEGORY = "identifier"
+
+
+class ReadDenied(StrEnum):
+    """Why a whole read is denied before consent is looked at."""
+
+    UNKNOWN_PURPOSE = "unknown_purpose"
+    PURPOSE_NOT_IN_SCOPE = "purpose_not_in_scope"
+    NO_SUCH_PERSON = "no_such_person"
+
+
+class FieldReason(StrEnum):
+    """Why one field is (not) returned."""
+
+    ALLOWED = "allowed"
+    CATEGORY_NOT_ALLOWED = "category_not_allowed"
+    PAST_RETENTION = "past_retention"
+    READ_DENIED = "read_denied"
+    NOT_ACTIVATABLE = "not_activatable"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is reading: an API key, the purposes it may read for, and its consumer name.
+
+    ``consumer`` names the downstream system (it keys the per-consumer pseudonyms of feature
+    exports); it defaults to the key id. ``actor`` is the audit actor when the reader is not an
+    API key (a console operator, ``op_<username>``); empty means ``key_<key id>``.
+    """
+
+    key_id: str
+    purposes: frozenset[str]
+    consumer: str
+    actor: str = ""
+    # Operators (the admin scope) see every consumer's objects (audiences); others their own.
+    sees_all: bool = False
+
+    def owns(self, owner: str) -> bool:
+        """Whether an object of ``owner`` (a consumer) is visible to this caller."""
+        return self.sees_all or owner == self.consumer
+
+    def may_read_for(self, purpose: str) -> bool:
+        """Whether the key's purposes include ``purpose``."""
+        return ALL_PURPOSES in self.purposes or purpose in self.purposes
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """A field a read wants to return: a name for the audit, its category and its age.
+
+    ``identifier_type`` is set for kept raw identifiers (category :data:`IDENTIFIER_CATEGORY`)
+    only: the type the purpose's ``activation`` must list.
+    """
+
+    name: str
+    category: str
+    recorded_at: datetime
+    identifier_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonContext:
+    """What the engine needs to know about a person: its id and its consent records."""
+
+    person_id: str
+    consents: tuple[ConsentRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldVerdict:
+    """The decision for one requested field."""
+
+    field: FieldRef
+    allowed: bool
+    reason: FieldReason
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """The engine's answer for one read of one person for one purpose."""
+
+    allowed: bool
+    purpose: str
+    person_id: str | None
+    reason: str  # a ReadDenied or ConsentReason value
+    fields: tuple[FieldVerdict, ...]
+    consent_record_id: str | None = None
+
+    @property
+    def allowed_fields(self) -> tuple[FieldRef, ...]:
+        """The fields the read may return (none when the read is denied)."""
+        return tuple(v.field for v in self.fields if v.allowed)
+
+    @property
+    def withheld(self) -> dict[str, int]:
+        """How many requested fields were withheld, by reason (for the audit and responses)."""
+        counts: dict[str, int] = {}
+        for verdict in self.fields:
+            if not verdict.allowed:
+                counts[verdict.reason.value] = counts.get(verdict.reason.value, 0) + 1
+        return counts
+
+
+def _denied_fields(fields: Sequence[FieldRef]) -> tuple[FieldVerdict, ...]:
+    return tuple(FieldVerdict(f, False, FieldReason.READ_DENIED) for f in fields)
+
+
+class PolicyEngine:
+    """Decides reads from ``purposes.yaml`` (see the module docstring for the order of checks)."""
+
+    def __init__(self, purposes: PurposesPolicy) -> None:
+        self._purposes = purposes
+
+    @property
+    def purposes(self) -> PurposesPolicy:
+        """The purposes policy the engine decides with."""
+        return self._purposes
+
+    def decide(
+        self,
+        caller: Caller,
+        person: PersonContext | None,
+        purpose: str,
+        fields: Sequence[FieldRef],
+        now: datetime,
+    ) -> PolicyDecision:
+        """Whether ``caller`` may read ``fields`` of ``person`` for ``purpose`` at ``now``."""
+        person_id = person.person_id if person is not None else None
+        policy = self._purposes.get(purpose)
+        early: ReadDenied | None = None
+        if policy is None:
+            early = ReadDenied.UNKNOWN_PURPOSE
+        elif not caller.may_read_for(purpose):
+            early = ReadDenied.PURPOSE_NOT_IN_SCOPE
+        elif person is None:
+            early = ReadDenied.NO_SUCH_PERSON
+        if early is not None or policy is None or person is None:
+            reason = early.value if early is not None else ReadDenied.NO_SUCH_PERSON.value
+            return PolicyDecision(False, purpose, person_id, reason, _denied_fields(fields))
+        state = consent_state(
+            purpose,
+            policy,
+            person.consents,
+            now=now,
+            tcf_max_age=self._purposes.tcf.consent_max_age,
+        )
+        if not state.allowed:
+            return PolicyDecision(
+                False,
+                purpose,
+                person_id,
+                state.reason.value,
+                _denied_fields(fields),
+                state.record_id,
+            )
+        verdicts: list[FieldVerdict] = []
+        for ref in fields:
+            if ref.category == IDENTIFIER_CATEGORY:
+                # Activation is its own grant: a raw identifier is never "data in a category".
+                activatable = ref.identifier_type is not None and (
+                    ref.identifier_type in policy.activation
+                )
+                reason = FieldReason.ALLOWED if activatable else FieldReason.NOT_ACTIVATABLE
+                verdicts.append(FieldVerdict(ref, activatable, reason))
+                continue
+            access = policy.categories.get(ref.category)
+            if access is None:
+                verdicts.append(FieldVerdict(ref, False, FieldReason.CATEGORY_NOT_ALLOWED))
+            elif ref.recorded_at + access.retention <= now:
+                verdicts.append(FieldVerdict(ref, False, FieldReason.PAST_RETENTION))
+            else:
+                verdicts.append(FieldVerdict(ref, True, FieldReason.ALLOWED))
+        return PolicyDecision(
+            True, purpose, person_id, state.reason.value, tuple(verdicts), state.record_id
+        )
+
+
+__all__ = [
+    "ALL_PURPOSES",
+    "IDENTIFIER_CATEGORY",
+    "Caller",
+    "ConsentReason",
+    "FieldReason",
+    "FieldRef",
+    "FieldVerdict",
+    "PersonContext",
+    "PolicyDecision",
+    "PolicyEngine",
+    "ReadDenied",
+]

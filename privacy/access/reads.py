@@ -1,0 +1,843 @@
+"""Purpose-bound reads: profiles, audiences (members and exports) and feature tables.
+
+Every downstream read goes through :class:`ReadService`, and the service goes through
+:meth:`privacy.access.policy_engine.PolicyEngine.decide` for every person it returns anything about:
+
+1. **Admission, before the store is touched.** The purpose must exist (422 listing the valid
+   ones, :class:`UnknownPurposeError`) and be one of the caller's (:class:`PurposeNotInScopeError`,
+   403, audited as a denial).
+2. **Load** through the store port what the read needs: the person (or a page of persons from
+   ``member_page``, with event rules pushed down), their consent records for the purpose, and
+   the facts the read may return, still sealed.
+3. **Decide** per person: the engine returns the fields the purpose may see.
+4. **Decrypt only the allowed fields** (``Vault.decrypt_many``): a withheld field is never
+   decrypted, so a bug further down cannot leak it.
+5. **Audit** the decision before anything is returned, then return plain data.
+
+A denied read and a read of an unknown person raise the same :class:`NotReadableError` (the
+API answers both with the same 404 body), so a caller learns nothing about whether a person it
+may not read exists; the audit records the true reason.
+
+Audit entries (``privacy.auditing.log``): ``actor`` is the API key id, ``person_id`` is always the
+keyed
+:meth:`privacy.auditing.log.SqliteAuditLog.person_ref` of the person id (never the id itself: an
+erasure
+must leave no person id anywhere), ``details`` hold counts and opaque ids only, never values or
+identifiers.
+
+* ``read.profile``: one entry per read, allow or deny, with the reason (``consent_granted``,
+  ``no_consent``, ``no_such_person``, ...) and the number of fields returned and withheld by
+  reason.
+* ``read.audience`` / ``read.export`` / ``read.features``: pages cover many persons. Each page
+  (each export chunk) writes one summary entry (persons scanned, members, persons denied by
+  reason, a SHA-256 digest of the sorted member refs) and then the member refs themselves, 100
+  per entry (the audit's list limit), decision ``allow``. So every released person is findable in
+  the log (an access request searches for its ref), and the digest ties the chunked entries to
+  their page. Denied persons are counted by reason, not listed: nothing of theirs was released.
+
+Paging: a page scans persons in person-id order from the cursor and returns up to ``limit``
+members. The scan stops after :attr:`ReadService.max_scan` persons even if the page is not full,
+so one request never walks the whole graph: **a page may be short or empty and still have a
+next cursor; the end is a ``null`` cursor**. The cursor holds the last person id examined, sealed
+with AES-GCM and bound to the API key, consumer, endpoint, purpose and audience, with an expiry
+(:mod:`privacy.access.cursors`): it reveals no person id, and a forged, altered, expired or borrowed
+cursor is refused (400).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+from identity.errors import IdGraphError, InvalidFieldError
+from identity.model import (
+    EventCountRule,
+    Fact,
+    FactKind,
+    FactStatus,
+    MemberRow,
+    MemberScan,
+)
+from identity.store.port import GraphStore, GraphTransaction
+from privacy.access.audiences import Audience, AudienceRules, AudienceStore, validate_rules
+from privacy.access.cursors import CursorCodec, CursorScope, InvalidCursorError
+from privacy.access.policy_engine import (
+    ALL_PURPOSES,
+    IDENTIFIER_CATEGORY,
+    Caller,
+    FieldRef,
+    PersonContext,
+    PolicyDecision,
+    PolicyEngine,
+    ReadDenied,
+)
+from privacy.access.pseudonyms import FeaturePseudonymizer
+from privacy.access.purposes import Purpose
+from privacy.auditing.log import (
+    MAX_DETAIL_LIST,
+    AuditDraft,
+    AuditLog,
+    AuditRef,
+    Decision,
+    api_key_actor,
+)
+from privacy.keys.vault import Vault
+from privacy.scanning.facts import FactsPolicy
+
+MAX_PAGE = 1_000
+DEFAULT_MAX_SCAN = 20_000
+_MIN_CHUNK = 250
+_PERSON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+
+
+class ReadAction(StrEnum):
+    """The audit actions of reads."""
+
+    PROFILE = "read.profile"
+    AUDIENCE = "read.audience"
+    EXPORT = "read.export"
+    FEATURES = "read.features"
+    DEFINE_AUDIENCE = "audience.define"
+    GET_AUDIENCE = "audience.get"
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class UnknownPurposeError(InvalidFieldError):
+    """The read names a purpose ``purposes.yaml`` does not define (422, lists valid ones)."""
+
+    code = "unknown-purpose"
+
+    def __init__(self, valid: Sequence[str], pointer: str) -> None:
+        self.valid = tuple(valid)
+        super().__init__("unknown_purpose", "unknown purpose; valid: " + ", ".join(valid), pointer)
+
+
+class PurposeNotInScopeError(IdGraphError):
+    """The caller's API key may not read for the purpose (the API answers 403)."""
+
+    code = "purpose_forbidden"
+
+    def __init__(self, purpose: str) -> None:
+        self.purpose = purpose
+        super().__init__(f"this API key may not read for the purpose {purpose!r}")
+
+
+class NotReadableError(IdGraphError):
+    """No person with this id is readable for this purpose: unknown *or* denied (404).
+
+    One class and one message for both on purpose: the answer must not reveal whether a person
+    the caller may not read exists.
+    """
+
+    code = "not-found"
+
+    def __init__(self) -> None:
+        super().__init__("no person with this id is readable for this purpose")
+
+
+class AudienceNotFoundError(IdGraphError):
+    """No audience with this id (404)."""
+
+    code = "audience-not-found"
+
+    def __init__(self) -> None:
+        super().__init__("no audience with this id")
+
+
+class NothingToReadError(InvalidFieldError):
+    """The purpose exports nothing of the kind asked for (no features, no activation types)."""
+
+    code = "nothing-to-read"
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileAttribute:
+    """The latest readable value of one attribute."""
+
+    name: str
+    value: Any
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileEvent:
+    """One readable event."""
+
+    name: str
+    at: datetime
+    properties: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSummary:
+    """Why the read was allowed: the purpose's basis and the deciding consent record's time."""
+
+    purpose: str
+    lawful_basis: str
+    reason: str
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What a purpose may see of one person."""
+
+    person_id: str
+    purpose: str
+    attributes: tuple[ProfileAttribute, ...]
+    events: tuple[ProfileEvent, ...]
+    consent: ConsentSummary
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPage:
+    """One page of an audience's members (person ids)."""
+
+    audience_id: str
+    purpose: str
+    person_ids: tuple[str, ...]
+    next_cursor: str | None
+    scanned: int
+
+
+@dataclass(frozen=True, slots=True)
+class AudiencePreview:
+    """A consent-filtered member count of an audience (no person ids)."""
+
+    audience: Audience
+    members: int
+    scanned: int
+    denied: Mapping[str, int]
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationRow:
+    """One identifier of an exported member: its type and SHA-256 of its normalized value."""
+
+    identifier_type: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    """One person of a feature table, keyed by its per-consumer pseudonym."""
+
+    pseudonym: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePage:
+    """One page of a feature table."""
+
+    purpose: str
+    columns: tuple[str, ...]
+    rows: tuple[FeatureRow, ...]
+    next_cursor: str | None
+    pseudonym_key_id: str
+
+
+@dataclass(slots=True)
+class _Member:
+    row: MemberRow
+    decision: PolicyDecision
+    values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _ScanResult:
+    members: list[_Member]
+    scanned: int
+    last: str
+    exhausted: bool
+    denied: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def next_position(self) -> str | None:
+        """Where the next page starts (sealed into a cursor by the caller); ``None``: the end."""
+        return None if self.exhausted else self.last
+
+
+def _latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
+    """The newest fact per name (a person's nodes may each hold a value of one attribute)."""
+    latest: dict[str, Fact] = {}
+    for fact in facts:
+        seen = latest.get(fact.name)
+        if seen is None or (fact.at, fact.fact_id) > (seen.at, seen.fact_id):
+            latest[fact.name] = fact
+    return [latest[name] for name in sorted(latest)]
+
+
+def _refs(facts: Sequence[Fact]) -> list[FieldRef]:
+    return [FieldRef(f.seal_field, f.category, f.at) for f in facts]
+
+
+def _allowed(facts: Sequence[Fact], decision: PolicyDecision) -> list[Fact]:
+    return [f for f, verdict in zip(facts, decision.fields, strict=True) if verdict.allowed]
+
+
+def _withheld_details(decision: PolicyDecision) -> dict[str, int]:
+    return {f"withheld_{reason}": count for reason, count in sorted(decision.withheld.items())}
+
+
+def _refs_digest(refs: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(refs)).encode()).hexdigest()
+
+
+class ReadService:
+    """Profiles, audiences and feature tables, each for one purpose, through the policy engine.
+
+    See the module docstring for the steps every read takes and what is audited.
+    """
+
+    def __init__(
+        self,
+        store: GraphStore,
+        vault: Vault,
+        policy: PolicyEngine,
+        facts: FactsPolicy,
+        audit: AuditLog,
+        audiences: AudienceStore,
+        pseudonyms: FeaturePseudonymizer,
+        cursors: CursorCodec,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_scan: int = DEFAULT_MAX_SCAN,
+    ) -> None:
+        self._store = store
+        self._vault = vault
+        self._policy = policy
+        self._facts = facts
+        self._audit = audit
+        self._audiences = audiences
+        # Called with (purpose, allowed, how many) for every audited decision (metrics).
+        self.on_decision: Callable[[str, bool, int], None] | None = None
+        self._pseudonyms = pseudonyms
+        self._cursors = cursors
+        self._clock = clock
+        self.max_scan = max_scan
+
+    @property
+    def policy(self) -> PolicyEngine:
+        """The policy engine every read goes through."""
+        return self._policy
+
+    def close(self) -> None:
+        """Close the audience store (the other collaborators belong to the container)."""
+        self._audiences.close()
+
+    # -- admission ------------------------------------------------------------------------
+
+    def admit(
+        self,
+        caller: Caller,
+        purpose_id: str,
+        action: ReadAction,
+        person_id: str | None = None,
+        pointer: str = "#/query/purpose",
+    ) -> Purpose:
+        """The purpose, if it exists and the caller may read for it; checked before any load."""
+        purpose = self._policy.purposes.get(purpose_id)
+        if purpose is None:
+            # Not audited: a malformed request, not a decision about anyone's data (and the
+            # unknown string cannot be trusted to be free of personal data).
+            raise UnknownPurposeError(self._policy.purposes.ids, pointer)
+        if not caller.may_read_for(purpose_id):
+            self._record(
+                caller,
+                action,
+                purpose_id,
+                person_id,
+                "deny",
+                ReadDenied.PURPOSE_NOT_IN_SCOPE.value,
+            )
+            raise PurposeNotInScopeError(purpose_id)
+        return purpose
+
+    def _record(
+        self,
+        caller: Caller,
+        action: ReadAction,
+        purpose: str,
+        person_id: str | None,
+        decision: Decision,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        ref = self._audit.person_ref(person_id) if person_id is not None else None
+        if self.on_decision is not None:
+            self.on_decision(purpose, decision == "allow", 1)
+        self._audit.append(
+            [
+                AuditDraft(
+                    _actor(caller),
+                    action.value,
+                    purpose,
+                    ref,
+                    decision,
+                    reason,
+                    details or {},
+                )
+            ]
+        )
+
+    # -- profiles -------------------------------------------------------------------------
+
+    def profile(self, caller: Caller, person_id: str, purpose_id: str) -> Profile:
+        """The person's attributes (latest value per name) and events the purpose may see.
+
+        Raises :class:`NotReadableError` when the person is unknown or the read is denied.
+        """
+        purpose = self.admit(caller, purpose_id, ReadAction.PROFILE, person_id)
+        now = self._clock()
+
+        def load(tx: GraphTransaction) -> tuple[PolicyDecision, list[Fact], PersonContext | None]:
+            record = tx.person(person_id) if _PERSON_ID.fullmatch(person_id) else None
+            if record is None:
+                return self._policy.decide(caller, None, purpose_id, (), now), [], None
+            context = PersonContext(person_id, tuple(tx.person_consents(person_id, [purpose_id])))
+            # Decide before loading facts: a denied person's facts are not even read.
+            gate = self._policy.decide(caller, context, purpose_id, (), now)
+            if not gate.allowed:
+                return gate, [], context
+            found = tx.person_facts(
+                person_id, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
+            )
+            attributes = _latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
+            events = [f for f in found if f.kind is FactKind.EVENT]
+            facts = [*attributes, *events]
+            decision = self._policy.decide(caller, context, purpose_id, _refs(facts), now)
+            return decision, facts, context
+
+        decision, facts, context = self._store.read(load)
+        if not decision.allowed or context is None:
+            self._record(
+                caller,
+                ReadAction.PROFILE,
+                purpose_id,
+                person_id,
+                "deny",
+                decision.reason,
+                {"fields_requested": len(facts)},
+            )
+            raise NotReadableError
+        allowed = _allowed(facts, decision)
+        plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
+        self._record(
+            caller,
+            ReadAction.PROFILE,
+            purpose_id,
+            person_id,
+            "allow",
+            decision.reason,
+            {
+                "fields_returned": len(allowed),
+                **_withheld_details(decision),
+                "consent_record": decision.consent_record_id,
+            },
+        )
+        attributes: list[ProfileAttribute] = []
+        events: list[ProfileEvent] = []
+        for fact, text in zip(allowed, plain, strict=True):
+            value = json.loads(text)
+            if fact.kind is FactKind.ATTRIBUTE:
+                attributes.append(ProfileAttribute(fact.name, value, fact.at))
+            else:
+                properties = value.get("properties", {}) if isinstance(value, dict) else {}
+                events.append(ProfileEvent(fact.name, fact.at, properties))
+        decided_at = next(
+            (r.at for r in context.consents if r.record_id == decision.consent_record_id), None
+        )
+        summary = ConsentSummary(
+            purpose_id, purpose.lawful_basis.value, decision.reason, decided_at
+        )
+        return Profile(person_id, purpose_id, tuple(attributes), tuple(events), summary)
+
+    # -- audiences: definitions -----------------------------------------------------------
+
+    def define_audience(
+        self, caller: Caller, name: str, purpose_id: str, rules: AudienceRules
+    ) -> Audience:
+        """Validate and store an audience definition for ``purpose_id`` (no personal data)."""
+        purpose = self.admit(caller, purpose_id, ReadAction.DEFINE_AUDIENCE, pointer="#/purpose")
+        validate_rules(purpose_id, purpose, self._facts, rules)
+        audience = self._audiences.create(name, purpose_id, rules, caller.key_id, caller.consumer)
+        self._record(
+            caller,
+            ReadAction.DEFINE_AUDIENCE,
+            purpose_id,
+            None,
+            "allow",
+            "defined",
+            {"audience": AuditRef(audience.audience_id)},
+        )
+        return audience
+
+    def _owned_audience(self, caller: Caller, audience_id: str) -> Audience:
+        """The definition if it exists and belongs to the caller's consumer (or the caller is an
+        operator); otherwise 404, never 403, so that another consumer's ids are not confirmed."""
+        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
+        if audience is None or not caller.owns(audience.owner):
+            raise AudienceNotFoundError
+        return audience
+
+    def audience(self, caller: Caller, audience_id: str) -> Audience:
+        """A stored definition, if the caller may read for its purpose."""
+        audience = self._owned_audience(caller, audience_id)
+        self.admit(caller, audience.purpose, ReadAction.GET_AUDIENCE)
+        return audience
+
+    def audiences(self, caller: Caller) -> list[Audience]:
+        """The definitions of the purposes the caller may read for (no personal data)."""
+        purposes = None if ALL_PURPOSES in caller.purposes else caller.purposes
+        return self._audiences.list_audiences(purposes)
+
+    def preview_audience(
+        self, caller: Caller, audience_id: str, max_pages: int = 20
+    ) -> AudiencePreview:
+        """How many persons are members now, after the policy (consent, restriction, ...).
+
+        Walks member pages (each one audited like :meth:`audience_members`) for at most
+        ``max_pages`` scans of :attr:`max_scan` persons; ``complete`` says whether it got to the
+        end. Only the count leaves this method.
+        """
+        audience = self._audiences.get(audience_id) if len(audience_id) <= 64 else None
+        if audience is None:
+            raise AudienceNotFoundError
+        self.admit(caller, audience.purpose, ReadAction.AUDIENCE)
+        members = scanned = 0
+        denied: Counter[str] = Counter()
+        after = ""
+        for _ in range(max_pages):
+            scan = self._audience_scan(audience, self._clock())
+            result = self._scan(caller, audience.purpose, scan, audience.rules, after, MAX_PAGE)
+            self._audit_page(
+                caller,
+                ReadAction.AUDIENCE,
+                audience.purpose,
+                result,
+                {"audience": audience_id, "preview": True},
+            )
+            members += len(result.members)
+            scanned += result.scanned
+            denied.update(result.denied)
+            if result.exhausted:
+                return AudiencePreview(audience, members, scanned, dict(denied), complete=True)
+            after = result.last
+        return AudiencePreview(audience, members, scanned, dict(denied), complete=False)
+
+    # -- member scans ---------------------------------------------------------------------
+
+    def _scan(
+        self,
+        caller: Caller,
+        purpose_id: str,
+        scan: MemberScan,
+        rules: AudienceRules | None,
+        after: str,
+        limit: int,
+    ) -> _ScanResult:
+        """Up to ``limit`` persons after ``after`` that the engine allows and ``rules`` keep."""
+        now = self._clock()
+        result = _ScanResult([], 0, after, exhausted=False)
+        while len(result.members) < limit and result.scanned < self.max_scan:
+            chunk = min(max(limit - len(result.members), _MIN_CHUNK), self.max_scan)
+            rows = self._store.read(partial(_member_page, scan, result.last, chunk))
+            result.scanned += len(rows)
+            if rows:
+                result.last = rows[-1].person_id
+                result.members.extend(
+                    self._admit_rows(caller, purpose_id, rows, rules, now, result)
+                )
+            if len(rows) < chunk:
+                result.exhausted = True
+                break
+        if len(result.members) > limit:
+            # Persons after the last member returned are examined again by the next page.
+            del result.members[limit:]
+            result.last = result.members[-1].row.person_id
+            result.exhausted = False
+        return result
+
+    def _admit_rows(
+        self,
+        caller: Caller,
+        purpose_id: str,
+        rows: Sequence[MemberRow],
+        rules: AudienceRules | None,
+        now: datetime,
+        result: _ScanResult,
+    ) -> list[_Member]:
+        candidates: list[tuple[MemberRow, PolicyDecision, list[Fact]]] = []
+        for row in rows:
+            facts = _latest_by_name(row.attributes)
+            decision = self._policy.decide(
+                caller, PersonContext(row.person_id, row.consents), purpose_id, _refs(facts), now
+            )
+            if not decision.allowed:
+                result.denied[decision.reason] += 1
+                continue
+            candidates.append((row, decision, _allowed(facts, decision)))
+        sealed = [(f.node_id, f.seal_field, f.sealed) for _, _, facts in candidates for f in facts]
+        plain = iter(self._vault.decrypt_many(sealed))
+        members: list[_Member] = []
+        for row, decision, facts in candidates:
+            values = {f.name: json.loads(next(plain)) for f in facts}
+            if rules is not None and not rules.matches(values):
+                result.denied["rules_not_met"] += 1
+                continue
+            members.append(_Member(row, decision, values))
+        return members
+
+    def _audit_page(
+        self,
+        caller: Caller,
+        action: ReadAction,
+        purpose_id: str,
+        result: _ScanResult,
+        extra: Mapping[str, Any],
+    ) -> None:
+        refs = [self._audit.person_ref(m.row.person_id) for m in result.members]
+        if self.on_decision is not None:
+            self.on_decision(purpose_id, True, len(refs))
+            self.on_decision(purpose_id, False, sum(result.denied.values()))
+        summary: dict[str, Any] = {
+            **extra,
+            "scanned": result.scanned,
+            "members": len(refs),
+            "members_digest": _refs_digest(refs),
+            **{f"denied_{reason}": n for reason, n in sorted(result.denied.items())},
+        }
+        drafts = [
+            AuditDraft(
+                _actor(caller),
+                action.value,
+                purpose_id,
+                None,
+                "allow" if refs else "deny",
+                "page",
+                summary,
+            )
+        ]
+        for start in range(0, len(refs), MAX_DETAIL_LIST):
+            drafts.append(
+                AuditDraft(
+                    _actor(caller),
+                    action.value,
+                    purpose_id,
+                    None,
+                    "allow",
+                    "members",
+                    {**extra, "refs": refs[start : start + MAX_DETAIL_LIST]},
+                )
+            )
+        self._audit.append(drafts)
+
+    @staticmethod
+    def _audience_scan(audience: Audience, now: datetime) -> MemberScan:
+        return MemberScan(
+            event_rules=tuple(
+                EventCountRule(r.event, now - timedelta(days=r.within_days), r.min_count)
+                for r in audience.rules.events
+            ),
+            attribute_names=audience.rules.attribute_names,
+            consent_purposes=(audience.purpose,),
+        )
+
+    def audience_members(
+        self, caller: Caller, audience_id: str, cursor: str | None, limit: int
+    ) -> MemberPage:
+        """One page of the members of an audience that pass the policy."""
+        _check_limit(limit)
+        audience = self._owned_audience(caller, audience_id)
+        self.admit(caller, audience.purpose, ReadAction.AUDIENCE)
+        scope = CursorScope(
+            "audience_members", caller.key_id, caller.consumer, audience.purpose, audience_id
+        )
+        after = self._open_cursor(scope, cursor)
+        scan = self._audience_scan(audience, self._clock())
+        result = self._scan(caller, audience.purpose, scan, audience.rules, after, limit)
+        self._audit_page(
+            caller,
+            ReadAction.AUDIENCE,
+            audience.purpose,
+            result,
+            {"audience": AuditRef(audience_id)},
+        )
+        return MemberPage(
+            audience_id,
+            audience.purpose,
+            tuple(m.row.person_id for m in result.members),
+            self._seal_cursor(scope, result),
+            result.scanned,
+        )
+
+    def export_audience(
+        self, caller: Caller, audience_id: str, chunk: int = MAX_PAGE
+    ) -> Iterator[ActivationRow]:
+        """Every member's activation identifiers as SHA-256 of the normalized value.
+
+        Admission and validation happen now (errors raise before anything streams); the rows
+        come from the returned iterator, one audited chunk of members at a time.
+        """
+        _check_limit(chunk)
+        audience = self._owned_audience(caller, audience_id)
+        purpose = self.admit(caller, audience.purpose, ReadAction.EXPORT)
+        if not purpose.activation:
+            raise NothingToReadError(
+                "no_activation",
+                f"purpose {audience.purpose!r} activates no identifier type (activation in "
+                "purposes.yaml), so its audiences cannot be exported",
+                "#/purpose",
+            )
+        return self._export_chunks(caller, audience, chunk)
+
+    def _export_chunks(
+        self, caller: Caller, audience: Audience, chunk: int
+    ) -> Iterator[ActivationRow]:
+        after = ""
+        while True:
+            scan = self._audience_scan(audience, self._clock())
+            result = self._scan(caller, audience.purpose, scan, audience.rules, after, chunk)
+            rows = self._activation_rows(caller, audience.purpose, result)
+            types = Counter(r.identifier_type for r in rows)
+            self._audit_page(
+                caller,
+                ReadAction.EXPORT,
+                audience.purpose,
+                result,
+                {
+                    "audience": AuditRef(audience.audience_id),
+                    **{f"identifiers_{t}": n for t, n in sorted(types.items())},
+                },
+            )
+            yield from rows
+            if result.exhausted:
+                return
+            after = result.last
+
+    def _activation_rows(
+        self, caller: Caller, purpose_id: str, result: _ScanResult
+    ) -> list[ActivationRow]:
+        if not result.members:
+            return []
+        person_ids = [m.row.person_id for m in result.members]
+
+        def load(tx: GraphTransaction) -> list[list[Fact]]:
+            return [
+                tx.person_facts(pid, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
+                for pid in person_ids
+            ]
+
+        now = self._clock()
+        allowed: list[Fact] = []
+        for member, raws in zip(result.members, self._store.read(load), strict=True):
+            refs = [
+                FieldRef(f.seal_field, IDENTIFIER_CATEGORY, f.at, identifier_type=f.name)
+                for f in raws
+            ]
+            # The same consent snapshot the member was admitted with, now for the identifiers.
+            context = PersonContext(member.row.person_id, member.row.consents)
+            decision = self._policy.decide(caller, context, purpose_id, refs, now)
+            allowed.extend(_allowed(raws, decision))
+        plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
+        # The vault holds the normalized value (lower-case email, E.164 phone): exactly what ad
+        # platforms expect to be hashed. The raw value never leaves this function.
+        return [
+            ActivationRow(f.name, hashlib.sha256(text).hexdigest())
+            for f, text in zip(allowed, plain, strict=True)
+        ]
+
+    # -- feature tables -------------------------------------------------------------------
+
+    def features(
+        self, caller: Caller, purpose_id: str, cursor: str | None, limit: int
+    ) -> FeaturePage:
+        """One page of the purpose's feature table, keyed by per-consumer pseudonyms.
+
+        Persons the purpose may read with at least one readable feature value; a feature past
+        retention (or never stored) is ``None``.
+        """
+        _check_limit(limit)
+        purpose = self.admit(caller, purpose_id, ReadAction.FEATURES)
+        if not purpose.features:
+            raise NothingToReadError(
+                "no_features",
+                f"purpose {purpose_id!r} lists no features in purposes.yaml",
+                "#/query/purpose",
+            )
+        scope = CursorScope("features", caller.key_id, caller.consumer, purpose_id)
+        after = self._open_cursor(scope, cursor)
+        scan = MemberScan(attribute_names=purpose.features, consent_purposes=(purpose_id,))
+        result = self._scan(caller, purpose_id, scan, None, after, limit)
+        empty = [m for m in result.members if not m.values]
+        if empty:
+            result.denied["no_feature_values"] += len(empty)
+            result.members = [m for m in result.members if m.values]
+        self._audit_page(
+            caller,
+            ReadAction.FEATURES,
+            purpose_id,
+            result,
+            # A key id, not free text: typed so the phone heuristic never judges its digits.
+            {"pseudonym_key": AuditRef(self._pseudonyms.key_id)},
+        )
+        rows = tuple(
+            FeatureRow(
+                self._pseudonyms.pseudonym(caller.consumer, m.row.person_id),
+                {name: m.values.get(name) for name in purpose.features},
+            )
+            for m in result.members
+        )
+        return FeaturePage(
+            purpose_id,
+            purpose.features,
+            rows,
+            self._seal_cursor(scope, result),
+            self._pseudonyms.key_id,
+        )
+
+    # -- cursors --------------------------------------------------------------------------
+
+    def _open_cursor(self, scope: CursorScope, cursor: str | None) -> str:
+        # Authenticated (privacy.access.cursors), so the position is one this service chose; the
+        # pattern check is defence in depth before it reaches a store query.
+        after = self._cursors.open(scope, cursor)
+        if after and not _PERSON_ID.fullmatch(after):
+            raise InvalidCursorError
+        return after
+
+    def _seal_cursor(self, scope: CursorScope, result: _ScanResult) -> str | None:
+        # Sealed, never encoded: the position is a person id, and a feature table is keyed by
+        # pseudonyms precisely so that its consumer never learns person ids.
+        position = result.next_position
+        return None if position is None else self._cursors.seal(scope, position)
+
+
+def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:
+    return tx.member_page(scan, after, limit)
+
+
+def _actor(caller: Caller) -> str:
+    """The audit actor of a read: the operator for console reads, else ``key_<key id>``."""
+    return caller.actor or api_key_actor(caller.key_id)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidFieldError(
+            "invalid_limit", f"limit must be between 1 and {MAX_PAGE}", "#/query/limit"
+        )

@@ -1,0 +1,790 @@
+"""The audit log: append-only and hash-chained, so edits and deletions are detectable.
+
+Every policy decision, consent change and DSR step is recorded as an :class:`AuditEntry`.
+
+How the chain works
+-------------------
+Each entry's ``digest`` is SHA-256 over a canonical JSON encoding of all its other fields,
+*including* its ``seq`` and the previous entry's digest (``prev_digest``; the first entry's is
+:data:`GENESIS_DIGEST`, 32 zero bytes in hex). So every digest commits to the entry *and to the
+whole history before it*:
+
+* **editing** any field of an entry (without recomputing) breaks that entry's own digest;
+* **re-hashing** an edited entry breaks the link to its successor (whose ``prev_digest`` still
+  names the original);
+* **deleting** an entry leaves a gap in ``seq`` and a successor whose ``prev_digest`` names a
+  digest that is no longer there;
+* **reordering** (changing ``seq``) breaks the digests, because ``seq`` is hashed.
+
+:meth:`SqliteAuditLog.verify` recomputes the chain in ``seq`` order, in batches (constant memory,
+so it runs on millions of entries), and reports the first problem.
+
+What it does not detect
+-----------------------
+* **Truncation of the tail.** Deleting the newest entries leaves a shorter chain that is valid.
+* **A full rewrite.** SHA-256 has no key: whoever can write the file can rewrite every entry from
+  the edit onward with fresh digests, and the result verifies.
+
+Both are caught by an **external anchor**: record :meth:`SqliteAuditLog.head` (``seq`` and
+``digest`` of the newest entry) somewhere the database's writers cannot change (a ticket, a
+WORM bucket, a signed message to another team, a daily log line shipped off-host), and pass it to
+``verify(anchor=...)``: the chain must still contain that ``seq`` with that ``digest``. Everything
+up to an anchor is then tamper-evident; only entries after the newest anchor are not.
+
+Why plain SHA-256 and not an HMAC: verification must not need a secret (an auditor, or the
+access-request export, checks it with the file alone), and a key kept on the same host would not
+stop the attacker who can rewrite the file anyway. Anchoring is what makes rewrites evident.
+
+Digest input: ``b"idgraph-audit/1\\x00" + canonical JSON``. The prefix separates this use of
+SHA-256 from any other (no audit digest can collide by construction with a digest of the same
+JSON made for another purpose) and versions the format. Canonical JSON: keys sorted, no
+whitespace, UTF-8, no NaN; details values are restricted to strings, integers, booleans, null
+and lists of strings/integers, because floats do not encode identically across languages and an
+independent verifier must be able to reproduce every byte.
+
+Privacy
+-------
+The log outlives most other data (it is the proof of what was done), so it must not hold
+personal data: ``person_id`` holds :func:`person_ref` of the person id (never the id itself, so
+an erased person's id survives nowhere), ``actor`` is ``key_<API key id>`` or ``cli``, and
+``details`` only counts, enums and opaque ids. **Raw identifiers or attribute values must never
+be put in ``details`` (or ``reason``).**
+
+Details are typed, so that an identifier cannot enter them by construction:
+
+* **ids and references** are :class:`AuditRef` (key ids, request ids, erasure ids, person refs):
+  a token of ``A-Z a-z 0-9 _ . : -`` that contains a letter. That shape excludes every raw
+  identifier the backstop below looks for (an email needs ``@``, a phone number is digits,
+  spaces and ``+()``), so an id is checked by its shape and never by the phone heuristic, which
+  took ids with all-digit parts (``hk-20261202-355274``) for phone numbers and failed reads;
+* **enums** (:class:`enum.Enum` members) are stored as their value: they are fixed in code;
+* **counts and flags** are integers, booleans and null;
+* **free text** is every plain ``str``: only free text, and ``reason``, go through the PII
+  backstop, which refuses (:class:`ValueError`) any string the log redaction filter
+  (:mod:`privacy.scanning.redaction`, ``EMAIL_LIKE``/``PHONE_LIKE``) would scrub.
+
+The top-level tokens (``actor``, ``action``, ``purpose``, ``person_id``) are checked by shape the
+same way: ``actor`` and ``person_id`` must contain a letter, ``action`` and ``purpose`` start with
+one. After an erasure the reference in old entries points at nothing.
+
+The table also has triggers that refuse ``UPDATE`` and ``DELETE``: they stop accidents (an
+operator's ad-hoc SQL), not an attacker, who can drop them; the chain is what catches that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, Literal, NamedTuple, Protocol
+
+from identity.errors import ConfigurationError, StoreUnavailableError
+from privacy.scanning.redaction import redact_text
+from storage.sqlite import open_migrated, transaction
+
+GENESIS_DIGEST: Final = "0" * 64  # 32 zero bytes, hex: the prev_digest of entry 1
+SCHEMA_VERSION: Final = 1
+_DOMAIN: Final = b"idgraph-audit/1\x00"
+_AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+_MIN_SEQ: Final = -(2**63)
+DEFAULT_VERIFY_BATCH: Final = 5_000
+MAX_ENTRIES_LIMIT: Final = 10_000
+
+# Limits that keep "a small JSON dict of counts/ids" small.
+MAX_DETAIL_KEYS: Final = 32
+MAX_DETAIL_STRING: Final = 200
+MAX_DETAIL_LIST: Final = 100
+MAX_DETAILS_BYTES: Final = 4_096
+MAX_REASON_CHARS: Final = 500
+# JavaScript-safe integers: an independent verifier in any language reproduces them exactly.
+_MAX_SAFE_INT: Final = 2**53 - 1
+
+# An id token with at least one letter, or a hex digest of 128 bits or more: no email address
+# (no "@") and no phone number (no letters, and E.164 caps it at 15 digits) has either shape.
+# Or a date-stamped id: a calendar date (yyyy-mm-dd, yyyymmdd or yyyy-mmdd, years 1900-2099),
+# then separated digit groups (``2026-1202-355274``, ticket ids of DSR tools): phone numbers are
+# written from a country, area or trunk prefix, never from a calendar date and a separator.
+_DATE_STAMPED = (
+    r"(?:19|20)\d{2}[-.]?(?:0[1-9]|1[0-2])[-.]?(?:0[1-9]|[12]\d|3[01])(?:[-_.:]\d{1,20}){1,4}"
+)
+_REF = re.compile(
+    r"[0-9a-f]{32,128}|(?=[0-9_.:\-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}|" + _DATE_STAMPED
+)
+_ACTOR = _REF
+_ACTION = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*){0,7}")
+_PURPOSE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}")
+_PERSON_ID = re.compile(r"(?=[0-9_\-]*[A-Za-z])[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+_DETAIL_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+Decision = Literal["allow", "deny"]
+Problem = Literal["edited", "deleted", "reordered"]
+DetailScalar = str | int | bool | None | Enum
+DetailValue = DetailScalar | Sequence[str | int | Enum]
+
+_COLUMNS: Final = (
+    "seq, at, actor, action, purpose, person_id, decision, reason, details, prev_digest, digest"
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq         INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    purpose     TEXT,
+    person_id   TEXT,
+    decision    TEXT,
+    reason      TEXT NOT NULL,
+    details     TEXT NOT NULL,
+    prev_digest TEXT NOT NULL,
+    digest      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_person ON audit_log (person_id, seq);
+
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+"""
+
+
+class AuditLogUnavailableError(StoreUnavailableError):
+    """The audit-log file cannot be opened or refused an operation."""
+
+    code = "audit-log-unavailable"
+
+
+class AuditRef(str):
+    """An id or reference for audit details: checked by its shape, not by the PII heuristic.
+
+    ``AuditRef(value)`` raises :class:`ValueError` unless ``value`` is 1-128 characters of
+    ``A-Z a-z 0-9 _ . : -`` with at least one letter, or a lowercase hex digest of 32-128
+    characters (a SHA-256 proof). No email address (it needs ``@``) and no phone number (digits
+    and ``+ ( )`` and spaces only, at most 15 digits in E.164) has either shape, so wrapping an
+    id in it cannot smuggle a raw identifier in; and an id with digit runs
+    (``hk-20261202-355274``) is not refused as a phone number, which free text with the same
+    digits would be.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> AuditRef:
+        """Validate ``value``'s shape (see the class docstring)."""
+        if not isinstance(value, str) or not _REF.fullmatch(value):
+            raise ValueError(
+                "an audit reference must be 1-128 of A-Z a-z 0-9 _ . : - with at least one "
+                "letter, or a hex digest (a bare digit run could be a phone number)"
+            )
+        return super().__new__(cls, value)
+
+
+def is_audit_ref(value: str) -> bool:
+    """Whether ``value`` has the shape of an :class:`AuditRef` (for checks at intake)."""
+    return _REF.fullmatch(value) is not None
+
+
+def audit_ref_or_text(value: str) -> AuditRef | str:
+    """``value`` typed as an :class:`AuditRef` where it has that shape, else as free text.
+
+    For caller-chosen ids admitted before the reference shape existed (a short digit run such as
+    ``0042``): free text goes through the PII backstop, which such a short run passes.
+    """
+    return AuditRef(value) if is_audit_ref(value) else value
+
+
+def _refuse_pii(name: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"audit {name} is not valid Unicode (lone surrogate)") from None
+    # The same judgement as the log redaction filter: anything it would scrub as an email
+    # address or phone number is refused here. The message names the field, never the value.
+    if redact_text(text) != text:
+        raise ValueError(
+            f"audit {name} looks like an email address or phone number; raw identifiers and "
+            "values must never be written to the audit log"
+        )
+
+
+def _check_token(name: str, value: str, pattern: re.Pattern[str]) -> None:
+    # Tokens are checked by shape only: the patterns admit no "@", no "+", no spaces, and the
+    # actor and person id need a letter, so no email address or phone number fits any of them.
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(
+            f"audit {name} is not a valid token (pattern {pattern.pattern}; a bare digit run "
+            "could be a phone number)"
+        )
+
+
+def _freeze_details(details: Mapping[str, object]) -> Mapping[str, DetailValue]:
+    if not isinstance(details, Mapping):
+        raise ValueError("audit details must be a mapping")  # noqa: TRY004 - one error type per bad draft
+    if len(details) > MAX_DETAIL_KEYS:
+        raise ValueError(f"audit details may hold at most {MAX_DETAIL_KEYS} keys")
+    frozen: dict[str, DetailValue] = {}
+    for key, value in details.items():
+        if not isinstance(key, str) or not _DETAIL_KEY.fullmatch(key):
+            raise ValueError("audit details keys must be snake_case tokens")
+        where = f"details.{key}"
+        if isinstance(value, (list, tuple)):
+            if len(value) > MAX_DETAIL_LIST:
+                raise ValueError(f"audit {where} may hold at most {MAX_DETAIL_LIST} items")
+            items: list[str | int] = []
+            for item in value:
+                plain = _plain(item)
+                if isinstance(plain, bool) or not isinstance(plain, (str, int)):
+                    raise ValueError(f"audit {where} items must be strings or integers")  # noqa: TRY004
+                _check_scalar(where, item)
+                items.append(plain)
+            frozen[key] = tuple(items)
+        else:
+            _check_scalar(where, value)
+            frozen[key] = _plain(value)  # type: ignore[assignment]  # checked by _check_scalar
+    if len(_dumps(frozen).encode("utf-8")) > MAX_DETAILS_BYTES:
+        raise ValueError(f"audit details encode to more than {MAX_DETAILS_BYTES} bytes")
+    return MappingProxyType(frozen)
+
+
+def _plain(value: object) -> object:
+    """What is stored for a detail value: an enum's value, a reference as a plain string."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, AuditRef):
+        return str.__str__(value)
+    return value
+
+
+def _check_scalar(where: str, value: object) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, AuditRef):
+        return  # an id: its shape (128 characters at most) was checked on construction
+    if isinstance(value, Enum):
+        if isinstance(value.value, bool) or not isinstance(value.value, (str, int)):
+            raise ValueError(f"audit {where} must be an enum with string or integer values")  # noqa: TRY004 - one error type per bad draft
+        return  # an enum: its values are fixed in code
+    if isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INT:
+            raise ValueError(f"audit {where} is outside the integer range -(2**53-1)..2**53-1")
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_DETAIL_STRING:
+            raise ValueError(f"audit {where} is longer than {MAX_DETAIL_STRING} characters")
+        _refuse_pii(where, value)
+        return
+    # Floats are refused on purpose (see the module docstring); so is anything nested.
+    raise ValueError(f"audit {where} must be a string, integer, boolean, null or list")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDraft:
+    """An entry to append; the log assigns ``seq``, ``at`` and the digests.
+
+    Validated on construction (:class:`ValueError`): tokens have a fixed shape, ``reason`` and
+    every free-text string in ``details`` are refused if they look like an email address or
+    phone number (ids go in as :class:`AuditRef`, enums as enum members; see the module doc),
+    ``details`` holds at most a few KiB of strings, integers, booleans, nulls and flat lists.
+    **Never put raw identifiers or attribute values in ``details`` or ``reason``.**
+    """
+
+    actor: str
+    action: str
+    purpose: str | None = None
+    person_id: str | None = None
+    decision: Decision | None = None
+    reason: str = ""
+    details: Mapping[str, DetailValue] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        _check_token("actor", self.actor, _ACTOR)
+        _check_token("action", self.action, _ACTION)
+        if self.purpose is not None:
+            _check_token("purpose", self.purpose, _PURPOSE)
+        if self.person_id is not None:
+            _check_token("person_id", self.person_id, _PERSON_ID)
+        if self.decision not in ("allow", "deny", None):
+            raise ValueError("audit decision must be 'allow', 'deny' or None")
+        if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_CHARS:
+            raise ValueError(f"audit reason must be a string of at most {MAX_REASON_CHARS} chars")
+        _refuse_pii("reason", self.reason)
+        object.__setattr__(self, "details", _freeze_details(self.details))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One recorded entry. ``digest`` commits to every other field, ``prev_digest`` included."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    purpose: str | None
+    person_id: str | None
+    decision: Decision | None
+    reason: str
+    details: Mapping[str, DetailValue] = field(hash=False)
+    prev_digest: str
+    digest: str
+
+
+class AuditHead(NamedTuple):
+    """The newest entry's ``seq`` and ``digest`` (``(0, GENESIS_DIGEST)`` for an empty log).
+
+    Record it outside the database to make truncation and rewrites evident; see the module doc.
+    """
+
+    seq: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """The result of :meth:`SqliteAuditLog.verify`.
+
+    ``entries_checked`` counts the entries verified before the first problem (all, if ``ok``).
+    ``problem`` is ``edited`` (an entry's content or digest changed, or a re-hashed entry no
+    longer links to its successor), ``deleted`` (an entry is missing from the chain, or the
+    anchor's ``seq`` is beyond the end) or ``reordered`` (an intact entry sits at another
+    ``seq``); ``first_bad_seq`` is where the chain first breaks.
+    """
+
+    ok: bool
+    entries_checked: int
+    first_bad_seq: int | None
+    problem: Problem | None
+
+
+# One encoder, built once (json.dumps builds a new one per call with these options).
+_ENCODER: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _dumps(value: object) -> str:
+    """Canonical JSON: sorted keys, no whitespace, no NaN, non-ASCII kept (UTF-8 when hashed)."""
+    return _ENCODER.encode(value)
+
+
+def _format_at(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("the audit clock must return timezone-aware datetimes")
+    return at.astimezone(UTC).strftime(_AT_FORMAT)
+
+
+def _parse_at(text: str) -> datetime:
+    return datetime.strptime(text, _AT_FORMAT).replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# A row as stored: (seq, at, actor, action, purpose, person_id, decision, reason, details,
+# prev_digest, digest). Verification hashes what is stored, so nothing is parsed but details.
+_Row = tuple[object, ...]
+
+
+def _prefix(row: _Row) -> bytes | None:
+    """The canonical encoding of ``row``'s hashed fields up to (not including) the seq value.
+
+    Equal to ``_dumps`` of the fields as a dict (keys in sorted order, ``seq`` last) because
+    the stored ``details`` text is itself canonical JSON; a row whose ``details`` text was
+    changed in any way, even to equivalent JSON, no longer hashes the same (``edited``).
+    ``None`` if a column holds something JSON cannot encode (a BLOB written by raw SQL).
+    """
+    _, at, actor, action, purpose, person_id, decision, reason, details, prev = row[:10]
+    try:
+        text = (
+            f'{{"action":{_dumps(action)},"actor":{_dumps(actor)},"at":{_dumps(at)},'
+            f'"decision":{_dumps(decision)},"details":{details},'
+            f'"person_id":{_dumps(person_id)},"prev_digest":{_dumps(prev)},'
+            f'"purpose":{_dumps(purpose)},"reason":{_dumps(reason)},"seq":'
+        )
+    except (TypeError, ValueError):
+        return None
+    # surrogateescape: bytes that are not UTF-8 (written by raw SQL) hash as the bytes they were.
+    return _DOMAIN + text.encode("utf-8", "surrogateescape")
+
+
+def _digest_at(prefix: bytes, seq: int) -> str:
+    return hashlib.sha256(prefix + b"%d}" % seq).hexdigest()
+
+
+def _row_digest(row: _Row, seq: int) -> str | None:
+    """The digest ``row`` should carry if it were at ``seq``; ``None`` if it cannot be hashed."""
+    prefix = _prefix(row)
+    return None if prefix is None else _digest_at(prefix, seq)
+
+
+def _entry(row: _Row) -> AuditEntry:
+    details = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in json.loads(str(row[8])).items()
+    }
+    return AuditEntry(
+        seq=int(str(row[0])),
+        at=_parse_at(str(row[1])),
+        actor=str(row[2]),
+        action=str(row[3]),
+        purpose=None if row[4] is None else str(row[4]),
+        person_id=None if row[5] is None else str(row[5]),
+        decision=row[6],  # type: ignore[arg-type]  # only ever written from a Decision
+        reason=str(row[7]),
+        details=MappingProxyType(details),
+        prev_digest=str(row[9]),
+        digest=str(row[10]),
+    )
+
+
+class AuditLog(Protocol):
+    """The audit log port: append-only and hash-chained (adapter: :class:`SqliteAuditLog`)."""
+
+    def append(self, entries: Sequence[AuditDraft]) -> list[AuditEntry]:
+        """Append ``entries`` in order, in one transaction; returns them as recorded."""
+        ...
+
+    def head(self) -> AuditHead:
+        """The newest entry's ``(seq, digest)``; ``(0, GENESIS_DIGEST)`` when empty."""
+        ...
+
+    def entries(
+        self, person_id: str | None = None, after_seq: int = 0, limit: int = 1_000
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` entries with ``seq > after_seq``, oldest first; only ``person_id``'s
+        if given. Page by passing the last ``seq`` returned as ``after_seq``.
+        """
+        ...
+
+    def mentioning(self, ref: str, after_seq: int = 0, limit: int = 1_000) -> list[AuditEntry]:
+        """Entries about the person ``ref`` (a :meth:`person_ref`): those whose ``person_id`` is
+        ``ref`` and those listing it in ``details.refs`` (audience and feature pages, which name
+        many persons per entry), oldest first; page like :meth:`entries`."""
+        ...
+
+    def verify(
+        self, anchor: AuditHead | None = None, batch_size: int = DEFAULT_VERIFY_BATCH
+    ) -> AuditVerification:
+        """Recompute the chain in ``seq`` order, ``batch_size`` rows at a time (constant memory)."""
+        ...
+
+    def person_ref(self, person_id: str) -> str:
+        """The log's keyed reference to a person (never the person id itself)."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+class SqliteAuditLog:
+    """The audit log in its own SQLite file (mode 0600, WAL, ``synchronous=FULL``).
+
+    Like the vault key store: one connection serialized by a lock, ``isolation_level=None`` with
+    explicit ``BEGIN IMMEDIATE`` for appends. ``synchronous=FULL`` because an audit entry for an
+    action that happened must not be lost in a crash. Several instances (threads or processes)
+    may append to one file: the chain's tail is read inside the write transaction.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], datetime] = _now,
+        busy_timeout_ms: int = 10_000,
+        person_ref_key: bytes | None = None,
+    ) -> None:
+        self.path = path
+        self._clock = clock
+        # None: this instance only verifies or lists (CLI, checks); writers pass the key.
+        self._person_ref_key = person_ref_key
+        # Owner-only, WAL, synchronous=FULL: an audit entry is on disk before it is reported.
+        self._conn = open_migrated(
+            path, busy_timeout_ms, AuditLogUnavailableError, "audit log", _SCHEMA, SCHEMA_VERSION
+        )
+        # A text column holding bytes that are not UTF-8 (raw SQL) must reach verify() as an
+        # "edited" row, not fail the read: decode them losslessly instead of raising.
+        self._conn.text_factory = _decode_text
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise AuditLogUnavailableError("the audit log is closed")
+            try:
+                with transaction(self._conn, begin, AuditLogUnavailableError, "audit log") as conn:
+                    yield conn
+            except sqlite3.Error as exc:  # an error inside the body: rolled back above
+                raise AuditLogUnavailableError(f"audit log error: {exc}") from exc
+
+    def append(self, entries: Sequence[AuditDraft]) -> list[AuditEntry]:
+        """Append ``entries`` in order, in one transaction; returns them as recorded.
+
+        The tail (last ``seq`` and ``digest``) is read *inside* ``BEGIN IMMEDIATE``, which takes
+        the database's write lock first: two appenders (threads or processes) cannot both chain
+        onto the same tail. All entries get the same ``at``. All or nothing.
+        """
+        drafts = list(entries)
+        for draft in drafts:
+            if not isinstance(draft, AuditDraft):
+                raise TypeError("append takes AuditDraft instances")
+        if not drafts:
+            return []
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            at = _format_at(self._clock())
+            tail = conn.execute(
+                "SELECT seq, digest FROM audit_log ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (int(tail[0]), str(tail[1])) if tail else (0, GENESIS_DIGEST)
+            at_time = _parse_at(at)
+            recorded: list[AuditEntry] = []
+            rows: list[_Row] = []
+            for draft in drafts:
+                seq += 1
+                # Canonical text (tuples encode as arrays); stored as is, hashed as is.
+                details = _dumps(dict(draft.details))
+                row: _Row = (
+                    seq,
+                    at,
+                    draft.actor,
+                    draft.action,
+                    draft.purpose,
+                    draft.person_id,
+                    draft.decision,
+                    draft.reason,
+                    details,
+                    prev,
+                )
+                digest = _row_digest(row, seq)
+                if digest is None:  # pragma: no cover - drafts are validated on construction
+                    raise ValueError("audit draft cannot be encoded")
+                rows.append((*row, digest))
+                recorded.append(
+                    AuditEntry(
+                        seq=seq,
+                        at=at_time,
+                        actor=draft.actor,
+                        action=draft.action,
+                        purpose=draft.purpose,
+                        person_id=draft.person_id,
+                        decision=draft.decision,
+                        reason=draft.reason,
+                        details=draft.details,
+                        prev_digest=prev,
+                        digest=digest,
+                    )
+                )
+                prev = digest
+            conn.executemany(
+                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
+                rows,
+            )
+        return recorded
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def head(self) -> AuditHead:
+        """The newest entry's ``(seq, digest)``; ``(0, GENESIS_DIGEST)`` when empty.
+
+        Record it outside this database (see the module docstring) and pass it to
+        :meth:`verify` later as ``anchor``.
+        """
+        with self._transaction("BEGIN") as conn:
+            row = conn.execute("SELECT seq, digest FROM audit_log ORDER BY seq DESC LIMIT 1")
+            tail = row.fetchone()
+        return AuditHead(int(tail[0]), str(tail[1])) if tail else AuditHead(0, GENESIS_DIGEST)
+
+    def entries(
+        self, person_id: str | None = None, after_seq: int = 0, limit: int = 1_000
+    ) -> list[AuditEntry]:
+        """Up to ``limit`` entries with ``seq > after_seq``, oldest first; only ``person_id``'s
+        if given. Page by passing the last ``seq`` returned as ``after_seq``."""
+        if not 1 <= limit <= MAX_ENTRIES_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_ENTRIES_LIMIT}")
+        with self._transaction("BEGIN") as conn:
+            if person_id is None:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 - constant column list
+                    (after_seq, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM audit_log "  # noqa: S608 - constant column list
+                    "WHERE person_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (person_id, after_seq, limit),
+                ).fetchall()
+        return [_entry(tuple(row)) for row in rows]
+
+    def mentioning(self, ref: str, after_seq: int = 0, limit: int = 1_000) -> list[AuditEntry]:
+        """Entries whose ``person_id`` is ``ref`` or whose ``details.refs`` lists it (a scan of
+        the log: an access request is rare, and an index on a JSON list would cost every append)."""
+        if not 1 <= limit <= MAX_ENTRIES_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_ENTRIES_LIMIT}")
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? AND (person_id = ? OR ("  # noqa: S608 - constant column list
+                "json_valid(details) AND json_type(details, '$.refs') = 'array' AND EXISTS "
+                "(SELECT 1 FROM json_each(details, '$.refs') WHERE value = ?))) "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, ref, ref, limit),
+            ).fetchall()
+        return [_entry(tuple(row)) for row in rows]
+
+    def _batch(self, after: int, size: int) -> list[_Row]:
+        # One short read transaction per batch: appends are not held up by a long verify, and
+        # since the log only grows at the tail, the batches still form one consistent chain.
+        with self._transaction("BEGIN") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608 - constant column list
+                (after, size),
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
+    # -- verification ------------------------------------------------------------------------
+
+    def verify(
+        self, anchor: AuditHead | None = None, batch_size: int = DEFAULT_VERIFY_BATCH
+    ) -> AuditVerification:
+        """Recompute the chain in ``seq`` order, ``batch_size`` rows at a time (constant memory).
+
+        Stops at the first problem. With ``anchor`` (a :meth:`head` recorded earlier, outside
+        this database), also checks that the chain still reaches ``anchor.seq`` with
+        ``anchor.digest``: that is what detects truncation of the tail and a consistent rewrite.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        expected, prev, checked = 1, GENESIS_DIGEST, 0
+        after = _MIN_SEQ  # not 0: rows moved to seq <= 0 must be seen too
+        while batch := self._batch(after, batch_size):
+            for row in batch:
+                seq = int(str(row[0]))
+                if seq != expected or row[9] != prev or _row_digest(row, seq) != row[10]:
+                    first_bad, problem = self._classify(row, expected, prev)
+                    return AuditVerification(False, checked, first_bad, problem)
+                if anchor is not None and seq == anchor.seq and row[10] != anchor.digest:
+                    # The chain is self-consistent up to here but differs from what was anchored:
+                    # it was rewritten (with fresh digests) at or before this seq.
+                    return AuditVerification(False, checked, seq, "edited")
+                prev = str(row[10])
+                expected += 1
+                checked += 1
+            after = int(str(batch[-1][0]))
+        if anchor is not None and anchor.seq >= expected:
+            # Entries up to the anchor existed once and are gone: the tail was truncated.
+            return AuditVerification(False, checked, expected, "deleted")
+        return AuditVerification(True, checked, None, None)
+
+    def _classify(self, row: _Row, expected: int, prev: str) -> tuple[int, Problem]:
+        """Name the problem found at ``row`` while expecting ``expected`` linked to ``prev``.
+
+        Runs once, on failure only, so it may scan the table (a few seconds at 1M entries).
+        """
+        seq = int(str(row[0]))
+        if seq < expected:
+            # Only possible for the first row streamed: a row moved to seq <= 0.
+            return seq, "reordered" if self._original_seq(row) is not None else "edited"
+        if seq == expected:
+            if _row_digest(row, seq) != row[10]:
+                if self._original_seq(row) is None:
+                    return seq, "edited"  # the content (or its digest) was changed
+                # An intact row from elsewhere sits here: moved (reordered) or shifted down after
+                # a deletion; the true successor of ``prev`` below tells which.
+            else:
+                # Self-consistent but linked to something else: the previous row was replaced and
+                # re-hashed (or this row's link was): the chain breaks between the two.
+                return max(expected - 1, 1), "edited"
+        # Where is the entry that should be at ``expected`` (the one linking to ``prev``)?
+        with self._transaction("BEGIN") as conn:
+            successors = conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_log WHERE prev_digest = ?",  # noqa: S608 - constant column list
+                (prev,),
+            ).fetchall()
+        for candidate in successors:
+            if _row_digest(tuple(candidate), expected) == candidate[10]:
+                return expected, "reordered"  # it exists, intact, at another seq
+        return expected, "deleted"
+
+    def _original_seq(self, row: _Row) -> int | None:
+        """The ``seq`` at which ``row``'s stored digest verifies, if any other than its own.
+
+        The canonical encoding ends with ``"seq":N}`` (``seq`` sorts last), so the prefix is
+        hashed once and each candidate costs one SHA-256 finalisation (about a second per
+        million entries).
+        """
+        prefix = _prefix(row)
+        if prefix is None:
+            return None
+        base = hashlib.sha256(prefix)
+        with self._transaction("BEGIN") as conn:
+            top, count = conn.execute("SELECT max(seq), count(*) FROM audit_log").fetchone()
+        own = int(str(row[0]))
+        # Original seqs were 1..N with N <= current max + rows (a row can move down, not vanish).
+        for candidate in range(1, int(top) + int(count) + 2):
+            if candidate == own:
+                continue
+            attempt = base.copy()
+            attempt.update(b"%d}" % candidate)
+            if attempt.hexdigest() == row[10]:
+                return candidate
+        return None
+
+    def person_ref(self, person_id: str) -> str:
+        """This log's keyed reference to ``person_id`` (see :func:`person_ref`)."""
+        if self._person_ref_key is None:
+            raise ConfigurationError("this audit log was opened without the person-ref key")
+        return person_ref(person_id, self._person_ref_key)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+PERSON_REF_INFO = b"idgraph-audit-person-ref/1"
+
+
+def person_ref(person_id: str, key: bytes) -> str:
+    """The audit log's reference to a person: ``r_`` + 24 hex of HMAC-SHA256(key, person id).
+
+    Why not the person id itself: after an erasure nothing anywhere may contain the erased
+    person's id (the hidden-state check greps every file for it), yet the audit log is
+    append-only and must keep that reads and consent changes happened. Why keyed: person ids
+    travel to downstream tools (audience pages), so with an unkeyed digest anyone who kept an
+    erased person's id could find that person's audit history. ``key`` is the vault's reference
+    subkey for ``PERSON_REF_INFO`` (:meth:`privacy.keys.vault.Vault.reference_key`): only a holder
+    of
+    the vault key file and the KEK computes it, and it does not change when the hash key or the
+    KEK rotates, so an access request still finds old entries. Verification needs no key.
+    """
+    digest = hmac.new(key, person_id.encode(), hashlib.sha256).hexdigest()
+    return "r_" + digest[:24]
+
+
+def api_key_actor(key_id: str) -> str:
+    """The audit actor for an API key: ``key_<id>``.
+
+    Why the prefix: key ids are 12 hex digits, and about one in 300 is all decimal digits, which
+    the audit log's personal-data guard (the log redaction filter's phone pattern) would refuse
+    as a phone number. A word character right before the digits keeps the pattern from matching.
+    """
+    return f"key_{key_id}"

@@ -1,0 +1,409 @@
+"""Erasure (GDPR Art. 17): delete everything about a person, crypto-shred it, and make it stick.
+
+What one erasure does
+---------------------
+1. **One graph transaction** finds every person the request's identifiers resolve to (under
+   every hash key: rotation) and deletes each with everything keyed by it or its identifier
+   nodes (:meth:`~identity.store.port.GraphTransaction.erase_person`: the person, its nodes,
+   links touching them, facts and consent records anchored to them, refusals holding their
+   hashes). In the same transaction it adds the erased identifiers' keyed hashes to the
+   **suppression list** and writes an **erasure outbox** entry naming the erased nodes (the
+   vault's key owners). Either all of that commits or none of it (a failure rolls it back).
+2. The **vault** then destroys those nodes' data keys (crypto-shredding, in another file, so it
+   cannot share the graph's transaction). Every ciphertext of the person, in every copy and
+   backup of the graph database, becomes unreadable.
+3. The graph database's WAL is **checkpointed and truncated** (SQLite), so no old page image of
+   the deleted rows stays in the WAL; the store runs with ``secure_delete``, so the deleted cells
+   are zeroed in the main file.
+4. One **audit entry** (``dsr.erasure``): actor, request id, erasure id and counts. No person id,
+   no identifier, no hash: the audit log outlives everything and must not hold personal data.
+5. The outbox entry is **marked done** and its node ids cleared.
+
+A crash after step 1 leaves the graph fully erased and the outbox entry pending;
+:meth:`ErasureService.recover` (run at start-up by ``bootstrap.container.build_container``) runs
+steps 2-5 for every pending entry. Each step is idempotent (a second shred destroys nothing more, a
+second completion changes nothing); only the audit entry can be written twice if a crash falls
+between steps 4 and 5, and both copies carry the same ``erasure_id``.
+
+What is kept, and why
+---------------------
+* **Suppression list** (``(type, key id, digest)`` per erased identifier): so re-ingesting the
+  same identifiers does not re-create the person (privacy invariant 4). Keyed HMAC digests:
+  without the hash key nobody can tell which identifier an entry stands for. Nothing else is
+  stored with them (no time, no request id). The identifiers named in the request are
+  suppressed under every known hash key; the person's other identifiers under the key they were
+  stored with and, for those whose normalized value the vault kept (``keep_raw``), under every
+  known key too. Identifiers named in the request but not found in the graph are suppressed as
+  well: the subject named them as theirs, and an ingest racing the request must not create them.
+  Only :meth:`ErasureService.lift_suppression` removes entries, for a fresh opt-in.
+* **Audit facts**: that an erasure happened, when, who asked, the request id, and counts.
+* **Outbox entry**: erasure id, request id, actor, time, counts, once done without node ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+import structlog
+
+from identity import outbound
+from identity.errors import IdGraphError, InvalidFieldError, StoreUnavailableError
+from identity.hashing import HashedIdentifier, Keyring
+from identity.identifiers import NormalizedIdentifier
+from identity.model import ErasureOutboxEntry, FactKind, new_erasure_id
+from identity.store.port import GraphStore, GraphTransaction
+from privacy.auditing.log import AuditDraft, AuditLog, AuditRef, audit_ref_or_text
+from privacy.keys.vault import Vault, VaultError
+
+# Log lines carry ids and counts only: never a person id, identifier, hash or node id.
+log = structlog.get_logger("idgraph.erasure")
+
+ERASURE_ACTION = "dsr.erasure"
+LIFT_ACTION = "dsr.suppression_lifted"
+_COUNT_NAMES = (
+    "persons_erased",
+    "identifiers_erased",
+    "facts_deleted",
+    "consents_deleted",
+    "links_deleted",
+    "refusals_deleted",
+    "identifiers_suppressed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureResult:
+    """What one erasure removed. Counts only: it is audited and returned to DSR callers."""
+
+    persons_erased: int
+    identifiers_erased: int
+    facts_deleted: int
+    consents_deleted: int
+    links_deleted: int
+    keys_shredded: int
+    identifiers_suppressed: int
+
+
+class ErasureIncompleteError(IdGraphError):
+    """The graph part of an erasure is committed, but a later step failed (key shred, WAL
+    truncation, audit entry). Nothing about the person is readable through idgraph any more;
+    :meth:`ErasureService.recover` (also run at start-up) finishes the erasure. Retry it."""
+
+    code = "erasure-incomplete"
+
+    def __init__(self, request_id: str, erasure_id: str, step: str) -> None:
+        self.request_id = request_id
+        self.erasure_id = erasure_id
+        self.step = step
+        super().__init__(
+            f"erasure {erasure_id} (request {request_id}) is committed in the graph but its "
+            f"{step} failed; it completes on recover()"
+        )
+
+
+@runtime_checkable
+class _Checkpointing(Protocol):
+    """A store whose write-ahead log can be folded back and truncated (SQLite)."""
+
+    def checkpoint(self) -> None: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ErasureService:
+    """Erases the persons some identifiers resolve to; see the module docstring."""
+
+    def __init__(
+        self,
+        store: GraphStore,
+        vault: Vault,
+        keyring: Keyring,
+        audit: AuditLog,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        checkpoint_attempts: int = 20,
+        checkpoint_wait_s: float = 0.05,
+        outbound_events: bool = False,
+    ) -> None:
+        self._store = store
+        self._vault = vault
+        self._keyring = keyring
+        self._audit = audit
+        self._clock = clock
+        self._checkpoint_attempts = max(1, checkpoint_attempts)
+        self._checkpoint_wait_s = checkpoint_wait_s
+        self._outbound = outbound_events
+
+    # -- erasure ----------------------------------------------------------------------------
+
+    def erase(
+        self, identifiers: Sequence[NormalizedIdentifier], request_id: str, actor: str
+    ) -> ErasureResult:
+        """Erase every person ``identifiers`` resolve to and suppress the identifiers.
+
+        Atomic in the graph (one transaction). Raises :class:`ErasureIncompleteError` if the
+        graph part committed but the key shred, WAL truncation or audit entry failed: the
+        erasure then completes on :meth:`recover`. An unknown identifier erases nothing but is
+        still suppressed. ``request_id`` and ``actor`` go to the audit log and are checked
+        before anything is deleted (:class:`~identity.errors.InvalidFieldError`).
+        """
+        self._draft(actor, request_id, "e_check", dict.fromkeys(_COUNT_NAMES, 0), 0)
+        requested: dict[tuple[str, bytes], tuple[HashedIdentifier, ...]] = {}
+        for identifier in identifiers:
+            candidates = self._keyring.candidates(identifier)
+            requested[(candidates[0].type, candidates[0].digest)] = candidates
+        erasure_id = new_erasure_id()
+
+        def run(tx: GraphTransaction) -> ErasureOutboxEntry:
+            candidates = {c for hashes in requested.values() for c in hashes}
+            found = tx.find_identifiers(sorted(candidates, key=lambda h: (h.digest, h.type)))
+            persons = sorted({node.person_id for node in found})
+            return self._erase_in_graph(
+                tx, persons, requested, erasure_id, request_id, actor, suppress=True
+            )
+
+        return self._complete(self._store.write(run))
+
+    def erase_persons(
+        self,
+        person_ids: Sequence[str],
+        *,
+        actor: str,
+        suppress: bool = False,
+        request_id: str = "retention",
+    ) -> ErasureResult:
+        """Erase persons by id, like :meth:`erase` (atomic, shredded, audited, recoverable).
+
+        For retention (persons inactive past the configured limit): nobody asked, so by default
+        nothing is suppressed and the same identifiers may come back as a new person later.
+        ``suppress=True`` suppresses the erased identifiers as :meth:`erase` does.
+        """
+        self._draft(actor, request_id, "e_check", dict.fromkeys(_COUNT_NAMES, 0), 0)
+        erasure_id = new_erasure_id()
+        persons = sorted(set(person_ids))
+        entry = self._store.write(
+            lambda tx: self._erase_in_graph(
+                tx, persons, {}, erasure_id, request_id, actor, suppress=suppress
+            )
+        )
+        return self._complete(entry)
+
+    def _complete(self, entry: ErasureOutboxEntry) -> ErasureResult:
+        keys = self._finish(entry)
+        counts = entry.counts
+        return ErasureResult(
+            persons_erased=counts["persons_erased"],
+            identifiers_erased=counts["identifiers_erased"],
+            facts_deleted=counts["facts_deleted"],
+            consents_deleted=counts["consents_deleted"],
+            links_deleted=counts["links_deleted"],
+            keys_shredded=keys,
+            identifiers_suppressed=counts["identifiers_suppressed"],
+        )
+
+    def _erase_in_graph(
+        self,
+        tx: GraphTransaction,
+        persons: Sequence[str],
+        requested: dict[tuple[str, bytes], tuple[HashedIdentifier, ...]],
+        erasure_id: str,
+        request_id: str,
+        actor: str,
+        *,
+        suppress: bool,
+    ) -> ErasureOutboxEntry:
+        """The graph part of one erasure, in the caller's transaction (which may retry it)."""
+        candidates = {c for hashes in requested.values() for c in hashes}
+        # Kept raw values (keep_raw types) let the person's other identifiers be suppressed
+        # under every key, not only the one they were stored with; read before the delete.
+        kept = self._kept_value_hashes(tx, persons) if suppress else set()
+        totals = dict.fromkeys(_COUNT_NAMES, 0)
+        node_ids: list[str] = []
+        erased_hashes: set[HashedIdentifier] = set()
+        erased_persons: list[str] = []
+        for person_id in persons:
+            erased = tx.erase_person(person_id)
+            if erased.persons:
+                erased_persons.append(person_id)
+            totals["persons_erased"] += erased.persons
+            totals["identifiers_erased"] += erased.identifiers
+            totals["facts_deleted"] += erased.facts
+            totals["consents_deleted"] += erased.consents
+            totals["links_deleted"] += erased.links
+            totals["refusals_deleted"] += erased.refusals
+            node_ids.extend(erased.node_ids)
+            erased_hashes.update(erased.hashes)
+        others = (candidates | kept) - erased_hashes
+        # Refusals of the other key forms (the erased nodes' own were deleted with them).
+        totals["refusals_deleted"] += tx.delete_refusals(others)
+        if suppress:
+            tx.suppress(others | erased_hashes)
+            # Distinct identifiers: the requested ones, and erased nodes none of them named.
+            totals["identifiers_suppressed"] = len(requested) + sum(
+                1 for hashed in erased_hashes if hashed not in candidates
+            )
+        entry = ErasureOutboxEntry(
+            erasure_id, request_id, actor, self._clock(), tuple(node_ids), totals
+        )
+        tx.add_erasure_outbox(entry)
+        if self._outbound and erased_persons:
+            # In the erasure's own transaction (so it cannot be lost nor outlive a rollback),
+            # held back until the erasure completes: downstream tools hear "erased" once the
+            # keys are shredded. The person id is all it names (identity.outbound says why).
+            tx.add_outbound(
+                [outbound.person_erased(p, erasure_id, entry.created_at) for p in erased_persons]
+            )
+        return entry
+
+    def _kept_value_hashes(
+        self, tx: GraphTransaction, persons: Sequence[str]
+    ) -> set[HashedIdentifier]:
+        hashes: set[HashedIdentifier] = set()
+        for person_id in persons:
+            nodes = {node.node_id: node for node in tx.cluster(person_id).nodes}
+            raws = tx.node_facts(list(nodes), FactKind.RAW_IDENTIFIER)
+            if not raws:
+                continue
+            try:
+                values = self._vault.decrypt_many(
+                    [(f.node_id, f.seal_field, f.sealed) for f in raws]
+                )
+            except VaultError:
+                # A key already gone (an earlier, interrupted erasure) or a damaged blob: those
+                # identifiers are still suppressed under the key they were stored with.
+                log.warning("erasure_kept_values_unreadable", nodes=len(raws))
+                continue
+            for fact, value in zip(raws, values, strict=True):
+                identifier = NormalizedIdentifier(nodes[fact.node_id].hashed.type, value.decode())
+                hashes.update(self._keyring.candidates(identifier))
+        return hashes
+
+    # -- completion and recovery --------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Finish erasures interrupted after their graph commit; returns how many.
+
+        Run at start-up (``bootstrap.container.build_container``) and safe to run any time, also
+        concurrently with erasures (every step is idempotent). Tries every pending entry; if
+        any fails, raises the first :class:`ErasureIncompleteError` after trying the others.
+        """
+        pending = self._store.read(lambda tx: tx.pending_erasures())
+        failed: ErasureIncompleteError | None = None
+        done = 0
+        for entry in pending:
+            try:
+                self._finish(entry)
+                done += 1
+            except ErasureIncompleteError as exc:
+                failed = failed or exc
+        if pending:
+            log.info("erasure_recovery", pending=len(pending), completed=done)
+        if failed is not None:
+            raise failed
+        return done
+
+    def _finish(self, entry: ErasureOutboxEntry) -> int:
+        """Steps 2-5 of the module docstring; returns how many data keys were destroyed."""
+        try:
+            keys = self._vault.shred(entry.node_ids)
+        except (VaultError, StoreUnavailableError) as exc:
+            raise ErasureIncompleteError(entry.request_id, entry.erasure_id, "key shred") from exc
+        if not self._checkpoint():
+            raise ErasureIncompleteError(entry.request_id, entry.erasure_id, "WAL truncation")
+        counts = {**entry.counts, "keys_shredded": keys}
+        try:
+            self._audit.append(
+                [self._draft(entry.actor, entry.request_id, entry.erasure_id, counts, keys)]
+            )
+        except (ValueError, StoreUnavailableError) as exc:
+            raise ErasureIncompleteError(entry.request_id, entry.erasure_id, "audit entry") from exc
+        try:
+            self._store.write(lambda tx: tx.complete_erasure(entry.erasure_id))
+        except StoreUnavailableError as exc:
+            raise ErasureIncompleteError(entry.request_id, entry.erasure_id, "completion") from exc
+        # The completion rewrote the outbox row (node ids cleared); fold that in too. Best effort:
+        # the WAL now holds no erased data (the checkpoint above ran after the delete).
+        self._checkpoint(attempts=1)
+        log.info(
+            "erasure_completed", erasure_id=entry.erasure_id, request_id=entry.request_id, **counts
+        )
+        return keys
+
+    def _checkpoint(self, attempts: int | None = None) -> bool:
+        """Fold the graph's WAL into its file and truncate it (SQLite); ``False`` if readers
+        kept blocking it. Why: the WAL holds page images from before the delete, and the
+        erased rows would stay readable there until the WAL is overwritten."""
+        if not isinstance(self._store, _Checkpointing):
+            return True  # Neo4j: see the README ("How erasure works") for its logs
+        tries = attempts or self._checkpoint_attempts
+        for attempt in range(tries):
+            try:
+                self._store.checkpoint()
+            except StoreUnavailableError:
+                if attempt + 1 < tries:
+                    time.sleep(self._checkpoint_wait_s)
+            else:
+                return True
+        return False
+
+    @staticmethod
+    def _draft(
+        actor: str, request_id: str, erasure_id: str, counts: dict[str, int], keys: int
+    ) -> AuditDraft:
+        try:
+            return AuditDraft(
+                actor=actor,
+                action=ERASURE_ACTION,
+                details={
+                    "request_id": audit_ref_or_text(request_id),
+                    "erasure_id": AuditRef(erasure_id),
+                    **counts,
+                    "keys_shredded": keys,
+                },
+            )
+        except ValueError as exc:
+            raise InvalidFieldError("invalid_audit_field", str(exc), "request_id") from exc
+
+    # -- lifting suppression ----------------------------------------------------------------
+
+    def lift_suppression(
+        self, identifiers: Sequence[NormalizedIdentifier], request_id: str, actor: str
+    ) -> int:
+        """Take ``identifiers`` off the suppression list, under every known hash key.
+
+        **Only for a fresh opt-in by the subject** (they come back and sign up again, giving
+        the identifier anew): suppression is what keeps an erasure from being undone by the
+        next import of an old data set, so lifting it must be a deliberate, audited act
+        (``dsr.suppression_lifted``: actor, request id, count; no identifier). Exposed as
+        ``idgraph dsr lift-suppression`` (asks for confirmation). Returns how many of the
+        identifiers were suppressed.
+        """
+        self._lift_draft(actor, request_id, 0)  # refuse bad audit fields before any write
+        per_identifier = [self._keyring.candidates(i) for i in identifiers]
+        wanted = [c for hashes in per_identifier for c in hashes]
+
+        def run(tx: GraphTransaction) -> int:
+            found = tx.suppressed(wanted)
+            tx.lift_suppression(found)
+            return sum(1 for hashes in per_identifier if not found.isdisjoint(hashes))
+
+        lifted = self._store.write(run)
+        self._audit.append([self._lift_draft(actor, request_id, lifted)])
+        return lifted
+
+    @staticmethod
+    def _lift_draft(actor: str, request_id: str, lifted: int) -> AuditDraft:
+        try:
+            return AuditDraft(
+                actor=actor,
+                action=LIFT_ACTION,
+                details={"request_id": audit_ref_or_text(request_id), "identifiers_lifted": lifted},
+            )
+        except ValueError as exc:
+            raise InvalidFieldError("invalid_audit_field", str(exc), "request_id") from exc

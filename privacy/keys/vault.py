@@ -1,0 +1,675 @@
+"""The vault: envelope encryption of the few raw values idgraph must keep, with crypto-shredding.
+
+Design (GitHub issue 4)
+-----------------------
+**One data key (DEK) per identifier anchor, not per person.** The owner of a DEK is the
+identifier node id (``n_…``, an opaque random id, see :func:`identity.model.new_node_id`) that a
+value arrived with. Persons are not stable: resolution merges two persons into one and an unlink
+or erasure splits a cluster. With a DEK per person every merge or split would have to re-encrypt
+(or re-key) the values that moved; with a DEK per anchor the anchor moves between persons and its
+ciphertexts and key stay as they are. Erasing a person is then shredding the DEKs of all of that
+person's anchors (:meth:`Vault.shred` takes a collection of owners and does it in one
+transaction). The anchor id is random, so the key store reveals nothing about who a key is for.
+
+**Envelope encryption.** Each DEK is 32 random bytes used with AES-256-GCM. DEKs are stored only
+*wrapped* (encrypted) by a key-encryption key (KEK) from a
+:class:`~privacy.keys.keyprovider.KeyProvider`
+(a local file, or a KMS in production). Rotating the KEK re-wraps 32-byte DEKs
+(:meth:`Vault.rewrap`); the data itself is never re-encrypted.
+
+**Wrapped DEKs live in their own SQLite file** (``vault-keys.sqlite3``, behind the
+:class:`VaultKeyStore` port, adapter :class:`~privacy.keys.vault_sqlite.SqliteVaultKeyStore`), never
+in
+the graph database that holds the ciphertexts.
+Crypto-shredding means deleting an owner's wrapped DEK: every ciphertext under that DEK, in every
+copy, becomes unreadable. That only holds if the copies of the ciphertext do not carry the key:
+because the graph database never contains a DEK, a backup or copy of it taken *before* a shred
+cannot be decrypted *after* the shred. The key file runs with ``PRAGMA secure_delete=ON`` (freed
+cells and pages are overwritten with zeros, so a deleted wrapped key is not left in the file's
+free space) and a shred ends with ``PRAGMA wal_checkpoint(TRUNCATE)`` (the page images that held
+the key are folded into the main file, where secure_delete zeroed them, and the WAL is cut to
+zero bytes instead of keeping old frames around for reuse).
+
+**The price: backups of the vault key file must have short retention**, like a KMS's key
+deletion window (7-30 days). A key-file backup taken before a shred still holds the shredded
+wrapped DEK and, together with a live KEK, would decrypt old graph copies. So: back up the key
+file often, keep those backups briefly, and rotate and *remove* old KEKs
+(:func:`~privacy.keys.keyprovider.remove_kek`) on a schedule: once the KEK a stale key-file backup
+was
+wrapped under is gone, that backup is dead too. The same argument covers what secure_delete cannot
+reach (blocks the filesystem or an SSD's wear levelling keep after an overwrite).
+
+Limits, stated plainly
+----------------------
+* Unwrapped DEKs are cached in process memory (a bounded LRU of AES-GCM contexts, so a hit
+  costs neither a key-file lookup nor an unwrap, which with a KMS is a network call). Python
+  cannot wipe memory, so a shredded key may remain in freed process memory until it is reused.
+  The cache is never *used* after a shred: every call first reads the key file's shred
+  generation (one single-row query), which every shred increments in its own transaction; when
+  it has moved, the cache is emptied. So a shred by another process (the CLI while the API
+  serves) takes effect on the next call everywhere.
+* A cached DEK was authenticated when it was unwrapped; a key-file row altered *afterwards* is
+  noticed when the entry leaves the cache (eviction, a shred, a restart), not before. That
+  alteration cannot make the vault use a key the attacker chose while the genuine one is cached.
+* ``secure_delete`` is a per-connection setting. Every connection that deletes from the key file
+  must be made by :class:`~privacy.keys.vault_sqlite.SqliteVaultKeyStore`.
+
+Blob format of a vault value: ``0x01`` (version) | 12-byte random nonce | ciphertext + 16-byte
+GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from privacy.keys.keyprovider import (
+    KekNotFoundError,
+    KeyProvider,
+    WrappedKey,
+    WrappedKeyInvalidError,
+)
+
+VERSION = 0x01
+_VERSION_BYTE = bytes((VERSION,))
+DEK_BYTES = 32  # AES-256 (see privacy.keys.keyprovider.KEK_BYTES for why 256)
+NONCE_BYTES = 12  # 96-bit nonce: GCM's native size
+TAG_BYTES = 16  # full-length GCM tag; truncated tags weaken forgery resistance
+_HEADER = 1 + NONCE_BYTES
+# The AAD binds each ciphertext to its owner and its field, so a blob copied to another owner's
+# row, or into another field of the same owner, fails authentication instead of decrypting as
+# the wrong person's data. The prefix names the format version, so a future version-2 blob
+# relabelled as version 1 fails too (the version byte itself is checked, not authenticated).
+_VALUE_AAD_PREFIX = b"idgraph-vault/1\x00"
+# The owner is bound into the DEK wrap as well: a wrapped DEK copied onto another owner's row in
+# the key file does not unwrap, so nobody can re-point an owner at a key they control.
+_DEK_AAD_PREFIX = b"idgraph-vault-dek/1\x00"
+# The root of keyed references (shred refs here, audit person refs, see reference_key): 32 random
+# bytes stored like a data key, wrapped under the KEK, under this reserved owner. So it needs the
+# KEK to use, moves with every KEK rotation (rewrap treats it like any data key) and never
+# changes when the hash key rotates: references written years ago stay findable.
+REFS_OWNER = "~refs"
+RESERVED_OWNER_PREFIX = "~"
+SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
+_WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
+
+
+class VaultError(IdGraphError):
+    """Root of the vault's errors. Messages never contain plaintext or key bytes."""
+
+    code = "vault-error"
+
+
+class VaultUnavailableError(VaultError, StoreUnavailableError):
+    """The vault key file cannot be opened or refused an operation (maps like a store outage)."""
+
+    code = "vault-unavailable"
+
+
+class InvalidVaultItemError(VaultError):
+    """An owner id or field name cannot be used (empty, or containing NUL)."""
+
+    code = "vault-item-invalid"
+
+
+class DataKeyDestroyedError(VaultError):
+    """Some owners have no data key (shredded, or never created): their data is unreadable."""
+
+    code = "data-key-destroyed"
+
+    def __init__(self, owners: Collection[str]) -> None:
+        self.owners = tuple(sorted(owners))
+        shown = ", ".join(self.owners[:5]) + (" …" if len(self.owners) > 5 else "")
+        super().__init__(
+            f"{len(self.owners)} owner(s) have no data key (shredded or never created): {shown}"
+        )
+
+
+class TamperedCiphertextError(VaultError):
+    """A value failed authentication: altered, truncated, wrong version, or moved between
+    owners or fields. Nothing of the batch is returned."""
+
+    code = "ciphertext-tampered"
+
+    def __init__(self, owner: str, field: str, index: int, detail: str) -> None:
+        self.owner = owner
+        self.field = field
+        self.index = index
+        super().__init__(f"vault value #{index} (owner {owner}, field {field!r}): {detail}")
+
+
+class TamperedDataKeyError(TamperedCiphertextError):
+    """An owner's wrapped data key failed authentication (altered or copied from another owner)."""
+
+    code = "data-key-tampered"
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.field = ""
+        self.index = -1
+        VaultError.__init__(
+            self,
+            f"the wrapped data key of owner {owner} failed authentication (altered in the key "
+            "file, or copied from another owner's row)",
+        )
+
+
+class KekRetiredError(VaultUnavailableError):
+    """A key wrapped under a KEK that is being retired was refused by the key file (503: this
+    process's key provider is out of date, e.g. a host whose KEK file copy was not updated)."""
+
+    code = "kek-retired"
+
+    def __init__(self, kek_ids: Collection[str]) -> None:
+        self.kek_ids = tuple(sorted(kek_ids))
+        super().__init__(
+            f"KEK(s) {', '.join(self.kek_ids)} are retired; keys must be wrapped under the "
+            "current primary KEK (the key provider did not pick up the rotation)"
+        )
+
+
+class ShredIncompleteError(VaultError):
+    """The keys were destroyed, but the WAL could not be truncated (a reader held it).
+
+    The shredded keys are already unreadable through the vault; their bytes may remain in the WAL
+    file until :meth:`VaultKeyStore.checkpoint` succeeds. Retry it.
+    """
+
+    code = "shred-incomplete"
+
+    def __init__(self, destroyed: int) -> None:
+        self.destroyed = destroyed
+        super().__init__(
+            f"{destroyed} data key(s) destroyed, but the key file's WAL could not be truncated "
+            "because another connection is reading it; retry the checkpoint"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapReport:
+    """What :meth:`Vault.rewrap` did: keys moved to the current KEK and keys already there."""
+
+    kek_id: str
+    rewrapped: int
+    already_current: int
+    batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetireReport:
+    """What :meth:`Vault.retire_old_keks` did: the KEKs now retired (safe to remove from the
+    provider) and how many keys were re-wrapped under ``kek_id``."""
+
+    kek_id: str
+    retired: tuple[str, ...]
+    rewrapped: int
+
+
+class KekRetirementIncompleteError(VaultError):
+    """Data keys are still wrapped under a KEK being retired: do not remove it yet."""
+
+    code = "kek-retirement-incomplete"
+
+    def __init__(self, left: dict[str, int]) -> None:
+        self.left = dict(left)
+        listed = ", ".join(f"{k}: {n}" for k, n in sorted(left.items()))
+        super().__init__(f"data keys are still under retired KEKs ({listed}); run it again")
+
+
+def _check_name(kind: str, value: str) -> None:
+    # NUL separates the parts of the AAD; a NUL inside a part would let two different
+    # (owner, field) pairs produce the same AAD and so accept each other's blobs.
+    if not value or "\x00" in value:
+        raise InvalidVaultItemError(f"{kind} must be non-empty and must not contain NUL")
+    if kind == "owner" and value.startswith(RESERVED_OWNER_PREFIX):
+        # "~refs" holds the reference root key: never a value's DEK, never shredded.
+        raise InvalidVaultItemError("owner ids starting with '~' are reserved")
+
+
+def _check_items(items: Sequence[tuple[str, str, bytes]]) -> set[str]:
+    """Check every distinct owner and field once; returns the owners."""
+    owners = {owner for owner, _, _ in items}
+    for owner in owners:
+        _check_name("owner", owner)
+    for field in {field for _, field, _ in items}:
+        _check_name("field", field)
+    return owners
+
+
+def _value_aad(owner: str, field: str) -> bytes:
+    return _VALUE_AAD_PREFIX + owner.encode() + b"\x00" + field.encode()
+
+
+def _dek_aad(owner: str) -> bytes:
+    return _DEK_AAD_PREFIX + owner.encode()
+
+
+def _hkdf(root: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(root)
+
+
+class VaultKeyStore(Protocol):
+    r"""The port to where wrapped data keys live (one row per owner), and which owners were
+    shredded. The vault never sees a plaintext key here: only :class:`WrappedKey`\ s.
+
+    Every method is one transaction. An adapter must delete for real (the SQLite one zeroes
+    freed cells and truncates its WAL on :meth:`checkpoint`): deleting a wrapped key *is* the
+    crypto-shred. Adapter: :class:`privacy.keys.vault_sqlite.SqliteVaultKeyStore`.
+    """
+
+    def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
+        """The wrapped keys of those ``owners`` that have one."""
+        ...
+
+    def insert_new(
+        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+    ) -> dict[str, WrappedKey]:
+        """Store new keys; an owner that got one meanwhile keeps it (returned). Raises
+        :class:`DataKeyDestroyedError` (nothing written) for a shredded owner and
+        :class:`KekRetiredError` for a key under a retired KEK."""
+        ...
+
+    def delete_many(
+        self, owners: Collection[str], shred_refs: Mapping[str, str]
+    ) -> tuple[int, int]:
+        """Delete the keys of ``owners``, remember them as shredded, bump the shred generation;
+        returns ``(keys deleted, new shred generation)``."""
+        ...
+
+    def shred_generation(self) -> int:
+        """A counter every shred (by any process) increments; one cheap read."""
+        ...
+
+    def not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, WrappedKey]]:
+        """Up to ``limit`` keys not wrapped under ``kek_id``, with owner > ``after``, by owner."""
+        ...
+
+    def replace_wrapped(self, updates: Sequence[tuple[str, WrappedKey, WrappedKey]]) -> int:
+        """Compare-and-set ``old`` to ``new`` per owner; returns rows changed."""
+        ...
+
+    def retire(self, kek_ids: Collection[str]) -> None:
+        """List ``kek_ids`` as retired: from then on no key under them can be stored."""
+        ...
+
+    def retired(self) -> set[str]:
+        """The KEK ids listed as retired."""
+        ...
+
+    def kek_ids_in_use(self) -> set[str]:
+        """The KEK ids that wrap at least one data key."""
+        ...
+
+    def count_by_kek(self, *, include_reserved: bool = True) -> dict[str, int]:
+        """Number of keys under each KEK (``include_reserved``: the reference root key too)."""
+        ...
+
+    def checkpoint(self) -> bool:
+        """Make deletions final on disk; ``False`` if that could not complete (retry)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store."""
+        ...
+
+
+class Vault:
+    """Encrypts and decrypts values per (owner, field) and shreds owners' keys.
+
+    Thread-safe: the key store serializes its connection; the DEK cache has its own lock, and
+    key unwrapping (a network call with a KMS provider) runs outside both.
+    """
+
+    def __init__(
+        self, keys: VaultKeyStore, provider: KeyProvider, cache_size: int = 10_000
+    ) -> None:
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        self._keys = keys
+        self._provider = provider
+        self._cache_size = cache_size
+        # owner -> AES-GCM context of its DEK, least recently used first. Holds DEKs that were
+        # unwrapped (and so authenticated) from the key file; valid until the owner is shredded.
+        self._cache: OrderedDict[str, AESGCM] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        # The key file's shred generation the cache is valid for (-1: not read yet).
+        self._generation = -1
+        self._root_key: bytes | None = None
+        self._shred_mac: hmac.HMAC | None = None
+        self._root_lock = threading.Lock()
+
+    # -- keyed references ------------------------------------------------------------------
+
+    def _root(self) -> bytes:
+        """The reference root key, unwrapped from the key file (made on first use)."""
+        with self._root_lock:
+            if self._root_key is None:
+                rows = self._keys.get_many({REFS_OWNER})
+                if REFS_OWNER in rows:
+                    self._root_key = self._unwrap(REFS_OWNER, rows[REFS_OWNER])
+                else:
+                    stored, mine = self._insert_fresh({REFS_OWNER}, {REFS_OWNER: REFS_OWNER})
+                    self._root_key = mine.get(REFS_OWNER) or self._unwrap(
+                        REFS_OWNER, stored[REFS_OWNER]
+                    )
+            return self._root_key
+
+    def reference_key(self, info: bytes) -> bytes:
+        """A 32-byte subkey for keyed references, named by ``info`` (HKDF-SHA256 of the root).
+
+        For ids that must not be recomputable by someone who merely knows them (an erased
+        node id, a person id a downstream tool kept): only a holder of the vault key file *and*
+        the KEK can compute such a reference.
+        """
+        if not info:
+            raise ValueError("reference_key needs a non-empty info (the subkey's purpose)")
+        return _hkdf(self._root(), info)
+
+    def shred_ref(self, owner: str) -> str:
+        """What the key file remembers of a shredded owner: HMAC-SHA256 under the shred-ref
+        subkey (hex). Keyed, so a guessed owner id cannot be confirmed against a copy of the
+        key file without the KEK."""
+        if self._shred_mac is None:
+            self._shred_mac = hmac.new(self.reference_key(SHRED_REF_INFO), digestmod="sha256")
+        mac = self._shred_mac.copy()
+        mac.update(owner.encode())
+        return mac.hexdigest()
+
+    def _shred_refs(self, owners: Collection[str]) -> dict[str, str]:
+        return {owner: self.shred_ref(owner) for owner in owners}
+
+    # -- encryption ------------------------------------------------------------------------
+
+    def encrypt(self, owner: str, field: str, plaintext: bytes) -> bytes:
+        """Encrypt one value; see :meth:`encrypt_many`."""
+        return self.encrypt_many([(owner, field, plaintext)])[0]
+
+    def encrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+        """Encrypt ``(owner, field, plaintext)`` items; returns one blob per item, in order.
+
+        Owners without a data key get one, all in one key-store transaction (set-based), before
+        anything is encrypted. Raises :class:`DataKeyDestroyedError` (encrypting nothing) if any
+        owner was shredded: an erased anchor never gets new data.
+        """
+        if not items:
+            return []
+        ciphers = self._ciphers(_check_items(items), create=True)
+        # Random 96-bit nonces from the OS CSPRNG, drawn in one call. Each DEK encrypts the
+        # values of one anchor only, orders of magnitude below the 2**32 messages per key at
+        # which random GCM nonces start to risk a collision.
+        nonces = os.urandom(NONCE_BYTES * len(items))
+        out: list[bytes] = []
+        for index, (owner, field, plaintext) in enumerate(items):
+            nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
+            sealed = ciphers[owner].encrypt(nonce, plaintext, _value_aad(owner, field))
+            out.append(_VERSION_BYTE + nonce + sealed)
+        return out
+
+    def decrypt(self, owner: str, field: str, blob: bytes) -> bytes:
+        """Decrypt one value; see :meth:`decrypt_many`."""
+        return self.decrypt_many([(owner, field, blob)])[0]
+
+    def decrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+        """Decrypt ``(owner, field, blob)`` items; returns the plaintexts, in order.
+
+        All or nothing: raises :class:`DataKeyDestroyedError` (naming every owner of the batch
+        without a key) or :class:`TamperedCiphertextError` (the first value that fails
+        authentication) and returns no plaintext at all.
+        """
+        if not items:
+            return []
+        ciphers = self._ciphers(_check_items(items), create=False)
+        out: list[bytes] = []
+        for index, (owner, field, blob) in enumerate(items):
+            if len(blob) < _HEADER + TAG_BYTES:
+                raise TamperedCiphertextError(owner, field, index, "value is truncated")
+            if blob[0] != VERSION:
+                raise TamperedCiphertextError(owner, field, index, "unknown format version")
+            nonce, sealed = blob[1:_HEADER], blob[_HEADER:]
+            try:
+                out.append(ciphers[owner].decrypt(nonce, sealed, _value_aad(owner, field)))
+            except InvalidTag:
+                raise TamperedCiphertextError(
+                    owner,
+                    field,
+                    index,
+                    "failed authentication (altered, or stored under another owner or field)",
+                ) from None
+        return out
+
+    # -- key lifecycle ---------------------------------------------------------------------
+
+    def shred(self, owners: Collection[str]) -> int:
+        """Destroy the data keys of ``owners`` (crypto-shredding); returns how many existed.
+
+        One transaction deletes every key (with ``secure_delete`` their bytes are zeroed in the
+        file), records the owners as shredded and bumps the shred generation (other processes'
+        vaults drop their caches on their next call); this vault's cache drops them now; the WAL
+        is then checkpointed and truncated so no old page image keeps the key bytes. Raises
+        :class:`ShredIncompleteError` if another connection's reader prevents the truncation (the
+        keys are destroyed all the same; retry :meth:`VaultKeyStore.checkpoint`).
+        """
+        wanted = sorted(set(owners))
+        if not wanted:
+            return 0
+        for owner in wanted:
+            _check_name("owner", owner)
+        destroyed, generation = self._keys.delete_many(wanted, self._shred_refs(wanted))
+        with self._cache_lock:
+            if self._generation == generation - 1:
+                # No other shred since the cache was last validated: dropping ours is enough.
+                for owner in wanted:
+                    self._cache.pop(owner, None)
+            else:
+                self._cache.clear()
+            self._generation = max(self._generation, generation)
+        if not self._keys.checkpoint():
+            raise ShredIncompleteError(destroyed)
+        return destroyed
+
+    def rewrap(
+        self, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> RewrapReport:
+        """Re-wrap every data key that is not under ``provider.current_kek_id`` (KEK rotation).
+
+        Works in batches of ``batch_size`` keys, one transaction each; ``progress`` is called
+        after each committed batch with the number re-wrapped so far in this run. Safe to
+        interrupt and resumable: it only ever selects keys still under an old KEK, so a rerun
+        picks up where the last one stopped. Only 32-byte DEKs are re-wrapped; no value is
+        re-encrypted, and cached DEKs stay valid (the DEK itself does not change). A key
+        shredded meanwhile is never written back (compare-and-set).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        current = self._provider.current_kek_id
+        already = self.count_by_kek().get(current, 0)
+        rewrapped = batches = 0
+        after = ""  # owner ids are never empty, so "" sorts before every owner
+        while batch := self._keys.not_under(current, after, batch_size):
+            after = batch[-1][0]
+            updates = []
+            for owner, old in batch:
+                dek = self._unwrap(owner, old)
+                updates.append((owner, old, self._provider.wrap(dek, _dek_aad(owner))))
+            # The reference root key moves too, but it is not a data key: not counted.
+            reserved = [u for u in updates if u[0] == REFS_OWNER]
+            if reserved:
+                self._keys.replace_wrapped(reserved)
+            rewrapped += self._keys.replace_wrapped([u for u in updates if u[0] != REFS_OWNER])
+            batches += 1
+            if progress is not None:
+                progress(rewrapped)
+        return RewrapReport(current, rewrapped, already, batches)
+
+    def checkpoint(self) -> bool:
+        """Fold the key file's WAL and truncate it (what a shred ends with); ``False`` if a
+        reader blocked it, so the caller retries (see :class:`ShredIncompleteError`)."""
+        return self._keys.checkpoint()
+
+    def count_by_kek(self) -> dict[str, int]:
+        """Number of data keys under each KEK (all under the current one after a rewrap); the
+        reference root key is not a data key and is not counted (rotation moves it all the same).
+        """
+        return self._keys.count_by_kek(include_reserved=False)
+
+    def retire_old_keks(
+        self, batch_size: int = 1000, progress: Callable[[int], None] | None = None
+    ) -> RetireReport:
+        """Retire every KEK but the provider's current one, safely against concurrent writers.
+
+        1. List every other KEK (those wrapping a data key and those the provider holds) as
+           retired in the key file, in one transaction. From then on no process can store a key
+           under them: a writer that still wraps under an old KEK is refused, reloads its
+           provider and wraps again under the new primary (:meth:`_load`).
+        2. Re-wrap what is still under them (:meth:`rewrap`); nothing new can appear there.
+        3. Count again; raise :class:`KekRetirementIncompleteError` if any key is left.
+
+        Only then may the caller remove the retired KEKs from the provider. Resumable: rerun it
+        after any failure.
+        """
+        self._provider.reload()
+        current = self._provider.current_kek_id
+        if current in self._keys.retired():
+            raise ConfigurationError(
+                f"the provider's primary KEK {current!r} is itself retired; rotate to a new KEK "
+                "(was an old KEK file restored?)"
+            )
+        old = (self._keys.kek_ids_in_use() | set(self._provider.kek_ids)) - {current}
+        if old:
+            self._keys.retire(old)
+        report = self.rewrap(batch_size, progress)
+        left = {k: n for k, n in self._keys.count_by_kek().items() if k != current}
+        if left:
+            raise KekRetirementIncompleteError(left)
+        return RetireReport(current, tuple(sorted(old)), report.rewrapped)
+
+    def check_keks(self) -> None:
+        """Refuse to start unless the provider holds every KEK a data key is wrapped under and
+        its primary KEK is not retired. Without this a missing KEK shows up only when a read of
+        that person fails, long after the backup that still had it may be gone."""
+        current = self._provider.current_kek_id
+        if current in self._keys.retired():
+            raise ConfigurationError(
+                f"the primary KEK {current!r} was retired by an earlier rotation; an old KEK "
+                "file was probably restored. Restore the current KEK file."
+            )
+        missing = sorted(k for k in self._keys.kek_ids_in_use() if not self._provider.holds(k))
+        if missing:
+            counts = self._keys.count_by_kek()
+            listed = ", ".join(f"{k} ({counts.get(k, 0)} data keys)" for k in missing)
+            raise ConfigurationError(
+                f"data keys are wrapped under KEK(s) the key provider does not hold: {listed}. "
+                "Refusing to start: restore the KEK file (or provider configuration) that holds "
+                "them; starting anyway would make every value under them unreadable."
+            )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _unwrap(self, owner: str, wrapped: WrappedKey) -> bytes:
+        try:
+            try:
+                return self._provider.unwrap(wrapped, _dek_aad(owner))
+            except KekNotFoundError:
+                # Another process rotated and re-wrapped this key under a KEK we have not loaded.
+                self._provider.reload()
+                return self._provider.unwrap(wrapped, _dek_aad(owner))
+        except WrappedKeyInvalidError:
+            raise TamperedDataKeyError(owner) from None
+
+    def _insert_fresh(
+        self, missing: set[str], shred_refs: Mapping[str, str]
+    ) -> tuple[dict[str, WrappedKey], dict[str, bytes]]:
+        """Make, wrap and store keys for ``missing``; returns what is stored and our DEKs.
+
+        If the key file refuses the wrap's KEK as retired (a rotation is under way elsewhere),
+        the provider reloads and the keys are wrapped again under the new primary.
+        """
+        for attempt in range(_WRAP_ATTEMPTS):
+            fresh: dict[str, tuple[WrappedKey, bytes]] = {}
+            for owner in sorted(missing):
+                # 32 bytes from the OS CSPRNG: a full-strength AES-256 key, unique per anchor.
+                dek = secrets.token_bytes(DEK_BYTES)
+                fresh[owner] = (self._provider.wrap(dek, _dek_aad(owner)), dek)
+            try:
+                stored = self._keys.insert_new([(o, w) for o, (w, _) in fresh.items()], shred_refs)
+            except KekRetiredError:
+                if attempt == _WRAP_ATTEMPTS - 1:
+                    raise
+                self._provider.reload()
+                continue
+            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] == w}
+            return stored, mine
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ciphers(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
+        """AES-GCM contexts for ``owners``: cached, else unwrapped from the key file, else (with
+        ``create``) made. Raises :class:`DataKeyDestroyedError` for owners without a key.
+
+        The shred generation is read first, with one single-row query: if any connection has
+        shredded since the cache was validated, the cache is emptied, so a shred made by another
+        process takes effect here on the next call. Keys read after that point are cached only
+        if no shred happened meanwhile.
+        """
+        generation = self._keys.shred_generation()
+        ciphers = self._cached(generation, owners)
+        if len(ciphers) < len(owners):
+            loaded = self._load(owners - ciphers.keys(), create=create)
+            ciphers.update(loaded)
+            self._remember(generation, loaded)
+        return ciphers
+
+    def _cached(self, generation: int, owners: set[str]) -> dict[str, AESGCM]:
+        found: dict[str, AESGCM] = {}
+        with self._cache_lock:
+            # Only forward: a call that read the generation before a concurrent call saw a
+            # newer one must not roll the cache's validity back.
+            if generation > self._generation:
+                self._cache.clear()
+                self._generation = generation
+            for owner in owners:
+                cipher = self._cache.get(owner)
+                if cipher is not None:
+                    self._cache.move_to_end(owner)
+                    found[owner] = cipher
+        return found
+
+    def _load(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
+        rows = self._keys.get_many(owners)
+        missing = owners - rows.keys()
+        if missing and not create:
+            raise DataKeyDestroyedError(missing)
+        made: dict[str, AESGCM] = {}
+        if missing:
+            stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
+            for owner in missing:
+                if owner in mine:
+                    made[owner] = AESGCM(mine[owner])  # ours: no need to unwrap what we wrapped
+                else:
+                    rows[owner] = stored[owner]  # another process won the race; use its key
+        for owner, wrapped in rows.items():
+            made[owner] = AESGCM(self._unwrap(owner, wrapped))
+        return made
+
+    def _remember(self, generation: int, made: dict[str, AESGCM]) -> None:
+        if not self._cache_size:
+            return
+        with self._cache_lock:
+            if self._generation != generation:
+                return  # a shred happened while these were loaded: do not cache them
+            self._cache.update(made)
+            for owner in made:
+                self._cache.move_to_end(owner)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)

@@ -1,0 +1,350 @@
+"""The SQLite adapter of :class:`privacy.keys.vault.VaultKeyStore`: wrapped data keys in their own
+file (``vault-keys.sqlite3``), never in the graph database that holds the ciphertexts.
+
+Opened by the one SQLite opener (:func:`storage.sqlite.connect_private`): mode 0600 (key
+material), WAL, ``synchronous=FULL`` (a created key is on disk before any ciphertext under it is
+handed out: losing a key after its ciphertext is stored would be an accidental shred) and
+``secure_delete=ON`` (a deleted wrapped key is zeroed, not left in free pages; see
+:mod:`privacy.keys.vault` for why the shred also truncates the WAL). ``secure_delete`` is a
+per-connection setting, so every connection that deletes from the key file must be made here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from privacy.keys.keyprovider import WrappedKey
+from privacy.keys.vault import (
+    RESERVED_OWNER_PREFIX,
+    DataKeyDestroyedError,
+    KekRetiredError,
+    VaultUnavailableError,
+)
+from storage.sqlite import open_migrated, transaction
+
+_SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
+_CHUNK = 500  # bound parameters per statement; far below SQLite's limit
+# 1: data_keys, shredded (owner ids). 2: shredded_refs (digests of owner ids) replaces shredded.
+# 3: retired_keks (KEK rotation that cannot lose keys), an index of data keys by KEK.
+SCHEMA_VERSION = 3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- One wrapped data key per owner (identifier anchor). Deleting the row is crypto-shredding.
+CREATE TABLE IF NOT EXISTS data_keys (
+    owner      TEXT PRIMARY KEY,
+    kek_id     TEXT NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Start-up lists the KEKs in use and rotation counts keys per KEK: both read this index only.
+CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_id);
+
+-- KEKs being retired: no transaction may store a key wrapped under one of them from the moment
+-- it is listed here, so the re-wrap that follows sees every key still under it, and the KEK can
+-- be removed afterwards without losing a key another process wrapped meanwhile.
+CREATE TABLE IF NOT EXISTS retired_keks (
+    kek_id     TEXT PRIMARY KEY,
+    retired_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Owners whose key was shredded: no new key is ever made for them, so an erased anchor cannot
+-- quietly get fresh data. Holds a digest of each owner id (see _shred_ref), not the id itself:
+-- after an erasure no file may contain the erased anchors' ids (the hidden-state check greps
+-- every file for them), yet the vault must still recognise them. No key material.
+CREATE TABLE IF NOT EXISTS shredded_refs (
+    ref         TEXT PRIMARY KEY,
+    shredded_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _legacy_shred_ref(owner: str) -> str:
+    """Schema 2's unkeyed reference (SHA-256 over the owner id). Still checked, never written:
+    the owners behind refs already in a file are unknown, so they cannot be re-keyed."""
+    return hashlib.sha256(_SHRED_REF_PREFIX + owner.encode()).hexdigest()
+
+
+class SqliteVaultKeyStore:
+    """The wrapped data keys, one row per owner, in their own SQLite file (mode 0600, WAL).
+
+    Like the graph store: one connection serialized by a lock, ``isolation_level=None`` with
+    explicit ``BEGIN IMMEDIATE`` for writes, ``synchronous=FULL`` (a created key is on disk before
+    any ciphertext under it is handed out: losing a key after its ciphertext is stored would be an
+    accidental shred). Adds ``secure_delete=ON`` (see the module docstring).
+    """
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        # Owner-only (key material must not be readable or writable by other users; a looser
+        # mode is refused), WAL (what the shred's checkpoint(TRUNCATE) reasoning is about),
+        # synchronous=FULL, secure_delete=ON: the one opener of storage/sqlite.py.
+        self._conn = open_migrated(
+            path,
+            busy_timeout_ms,
+            VaultUnavailableError,
+            "vault key file",
+            _SCHEMA,
+            SCHEMA_VERSION,
+            after=_migrate_data,
+            secure_delete=True,
+        )
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise VaultUnavailableError("the vault key store is closed")
+            with transaction(self._conn, begin, VaultUnavailableError, "vault key file") as conn:
+                yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._transaction("BEGIN IMMEDIATE") as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise VaultUnavailableError(f"vault key file error: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # A deferred transaction: one consistent snapshot under WAL for a multi-chunk read.
+        try:
+            with self._transaction("BEGIN") as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise VaultUnavailableError(f"vault key file error: {exc}") from exc
+
+    @staticmethod
+    def _select(conn: sqlite3.Connection, owners: Sequence[str]) -> dict[str, WrappedKey]:
+        found: dict[str, WrappedKey] = {}
+        for chunk in _chunks(owners):
+            rows = conn.execute(
+                "SELECT owner, kek_id, wrapped FROM data_keys "  # noqa: S608 - placeholders only
+                f"WHERE owner IN ({_marks(len(chunk))})",
+                chunk,
+            )
+            found.update((owner, WrappedKey(kek_id, bytes(blob))) for owner, kek_id, blob in rows)
+        return found
+
+    def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
+        """The wrapped keys of those ``owners`` that have one."""
+        wanted = sorted(set(owners))
+        with self._read() as conn:
+            return self._select(conn, wanted)
+
+    def insert_new(
+        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+    ) -> dict[str, WrappedKey]:
+        """Store new wrapped keys in one transaction; returns the key now stored for each owner.
+
+        An owner that got a key meanwhile (another process) keeps it, and that key is returned.
+        Raises :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded
+        (``shred_refs`` maps each owner to its keyed shred reference, see :meth:`Vault.shred`).
+        """
+        owners = sorted(owner for owner, _ in rows)
+        now = int(time.time())
+        with self._write() as conn:
+            refs = {shred_refs[owner]: owner for owner in owners}
+            refs.update({_legacy_shred_ref(owner): owner for owner in owners})
+            ordered = sorted(refs)
+            gone: list[str] = []
+            for chunk in _chunks(ordered):
+                gone.extend(
+                    refs[ref]
+                    for (ref,) in conn.execute(
+                        f"SELECT ref FROM shredded_refs WHERE ref IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                        chunk,
+                    )
+                )
+            if gone:
+                raise DataKeyDestroyedError(gone)
+            # Checked in the same write transaction as the insert: a retirement committed before
+            # it refuses the key; one committed after it sees the key in its re-wrap.
+            self._refuse_retired(conn, {key.kek_id for _, key in rows})
+            conn.executemany(
+                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (owner) DO NOTHING",
+                [(owner, key.kek_id, key.blob, now) for owner, key in rows],
+            )
+            return self._select(conn, owners)
+
+    def delete_many(
+        self, owners: Collection[str], shred_refs: Mapping[str, str]
+    ) -> tuple[int, int]:
+        """Delete the keys of ``owners``, remember them as shredded and bump the shred
+        generation, in one transaction.
+
+        Returns ``(keys deleted, new shred generation)``.
+        """
+        wanted = sorted(set(owners))
+        now = int(time.time())
+        deleted = 0
+        with self._write() as conn:
+            for chunk in _chunks(wanted):
+                cursor = conn.execute(
+                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                )
+                deleted += cursor.rowcount
+            conn.executemany(
+                "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
+                "ON CONFLICT (ref) DO NOTHING",
+                [(shred_refs[owner], now) for owner in wanted],
+            )
+            (generation,) = conn.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                "WHERE key = 'shred_generation' RETURNING CAST(value AS INTEGER)"
+            ).fetchone()
+        return deleted, int(generation)
+
+    def shred_generation(self) -> int:
+        """A counter every shred increments (by any connection): caches of unwrapped keys
+        compare it to notice shreds made elsewhere with one single-row read."""
+        with self._lock:
+            if self._closed:
+                raise VaultUnavailableError("the vault key store is closed")
+            try:
+                row = self._conn.execute(
+                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'shred_generation'"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise VaultUnavailableError(f"vault key file error: {exc}") from exc
+        return int(row[0])
+
+    def not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, WrappedKey]]:
+        """Up to ``limit`` keys not wrapped under ``kek_id``, with owner > ``after``, by owner."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT owner, kek_id, wrapped FROM data_keys WHERE kek_id != ? AND owner > ? "
+                "ORDER BY owner LIMIT ?",
+                (kek_id, after, limit),
+            ).fetchall()
+        return [(owner, WrappedKey(kid, bytes(blob))) for owner, kid, blob in rows]
+
+    @staticmethod
+    def _refuse_retired(conn: sqlite3.Connection, kek_ids: Collection[str]) -> None:
+        wanted = sorted(kek_ids)
+        if not wanted:
+            return
+        retired = [
+            kek_id
+            for (kek_id,) in conn.execute(
+                f"SELECT kek_id FROM retired_keks WHERE kek_id IN ({_marks(len(wanted))})",  # noqa: S608 - placeholders only
+                wanted,
+            )
+        ]
+        if retired:
+            raise KekRetiredError(retired)
+
+    def replace_wrapped(self, updates: Sequence[tuple[str, WrappedKey, WrappedKey]]) -> int:
+        """Swap ``old`` for ``new`` per owner in one transaction, only where the row is still
+        ``old`` (compare-and-set: a key shredded meanwhile is never brought back). Returns rows
+        changed. Refuses (:class:`KekRetiredError`) a ``new`` under a retired KEK."""
+        with self._write() as conn:
+            self._refuse_retired(conn, {new.kek_id for _, _, new in updates})
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE data_keys SET kek_id = ?, wrapped = ? "
+                "WHERE owner = ? AND kek_id = ? AND wrapped = ?",
+                [
+                    (new.kek_id, new.blob, owner, old.kek_id, old.blob)
+                    for owner, old, new in updates
+                ],
+            )
+            return conn.total_changes - before
+
+    def retire(self, kek_ids: Collection[str]) -> None:
+        """List ``kek_ids`` as retired: from this commit on no key under them can be stored."""
+        now = int(time.time())
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO retired_keks (kek_id, retired_at) VALUES (?, ?) "
+                "ON CONFLICT (kek_id) DO NOTHING",
+                [(kek_id, now) for kek_id in sorted(kek_ids)],
+            )
+
+    def retired(self) -> set[str]:
+        """The KEK ids listed as retired."""
+        with self._read() as conn:
+            return {str(k) for (k,) in conn.execute("SELECT kek_id FROM retired_keks")}
+
+    def kek_ids_in_use(self) -> set[str]:
+        """The KEK ids that wrap at least one data key (an index scan, not a table scan)."""
+        with self._read() as conn:
+            return {str(k) for (k,) in conn.execute("SELECT DISTINCT kek_id FROM data_keys")}
+
+    def count_by_kek(self, *, include_reserved: bool = True) -> dict[str, int]:
+        """Number of keys wrapped under each KEK (``include_reserved``: the reference root
+        key too, which rotation must move like any data key)."""
+        where = "" if include_reserved else f"WHERE owner NOT LIKE '{RESERVED_OWNER_PREFIX}%' "
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT kek_id, count(*) FROM data_keys {where}GROUP BY kek_id"  # noqa: S608 - constant
+            )
+            return {str(kek_id): int(count) for kek_id, count in rows.fetchall()}
+
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the main file and truncate it; ``False`` if a reader blocked that."""
+        with self._lock:
+            if self._closed:
+                raise VaultUnavailableError("the vault key store is closed")
+            try:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise VaultUnavailableError(f"vault key file checkpoint failed: {exc}") from exc
+            return bool(busy == 0)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _migrate_data(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('shred_generation', '0') "
+        "ON CONFLICT (key) DO NOTHING"
+    )
+    _migrate_shredded_owners(conn)
+
+
+def _migrate_shredded_owners(conn: sqlite3.Connection) -> None:
+    """Version 1 kept shredded owner ids in clear (table ``shredded``): replace them by their
+    digests, inside the schema migration's transaction (idempotent: re-run after a crash until
+    the table is gone). secure_delete is on, so dropping the table zeroes the pages that held
+    the ids."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shredded'"
+    ).fetchone():
+        return
+    rows = conn.execute("SELECT owner, shredded_at FROM shredded").fetchall()
+    conn.executemany(
+        "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) ON CONFLICT (ref) DO NOTHING",
+        [(_legacy_shred_ref(owner), at) for owner, at in rows],
+    )
+    conn.execute("DROP TABLE shredded")

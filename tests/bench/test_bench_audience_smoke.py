@@ -1,0 +1,36 @@
+"""Smoke test of the audience/profile policy-overhead bench at a tiny size (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support.bench_support import run_bench
+
+
+def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
+    tmp_path: Path,
+) -> None:
+    figures = tmp_path / "bench.json"
+    done = run_bench(
+        "audience.py",
+        "--persons",
+        "600",
+        "--profiles",
+        "5",
+        "--tmp-dir",
+        str(tmp_path),
+        "--json",
+        str(figures),
+        timeout=180,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    for mode in ("audience+policy", "audience-raw", "profile+policy", "profile-raw"):
+        assert mode in done.stdout
+    assert "verify ok=True" in done.stdout
+    data = json.loads(figures.read_text())
+    # The policy keeps a subset of the raw scan (consent filters), never more.
+    assert data["audience"]["policy"]["members"] <= data["audience"]["raw"]["rows"]
+    assert data["profile"]["policy"]["fields"] == 5 * 16  # 4 location/behav. attrs + 12 events
+    assert data["profile"]["raw"]["fields"] == 5 * 18
