@@ -98,6 +98,8 @@ def test_routers_hold_no_use_case_logic() -> None:
 
 
 ENTRYPOINTS = ("api", "cli", "console", "stream")
+# Every production package, lowest layer first.
+PROJECT = ("storage", "identity", "privacy", "services", "bootstrap", *ENTRYPOINTS)
 # The app factory mounts the console under /console: the one module of an entrypoint allowed to
 # import another (the console's services come from the same bootstrap container).
 COMPOSITION = ("api/app.py",)
@@ -128,20 +130,9 @@ def test_nothing_below_the_entrypoints_imports_them() -> None:
 
 def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
     """Module-level imports between the project's own modules form no circle."""
-    packages = (
-        "storage",
-        "identity",
-        "privacy",
-        "services",
-        "bootstrap",
-        "api",
-        "cli",
-        "console",
-        "stream",
-    )
     modules = {
         ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
-        for package in packages
+        for package in PROJECT
         for path in _modules(package)
     }
     graph = {name: sorted(_imports(path) & modules.keys()) for name, path in modules.items()}
@@ -168,17 +159,7 @@ def test_the_import_graph_of_the_production_packages_has_no_cycle() -> None:
 
 def test_runtime_packages_never_import_the_model_training_tools() -> None:
     # tools/pii_model and faker are build-time (``make pii-model``, the bench): dev extras only.
-    for package in (
-        "storage",
-        "identity",
-        "privacy",
-        "services",
-        "bootstrap",
-        "api",
-        "cli",
-        "console",
-        "stream",
-    ):
+    for package in PROJECT:
         assert _offenders(package, ("tools", "faker")) == []
 
 
@@ -187,9 +168,6 @@ def test_the_stream_entrypoint_is_a_shell_beside_the_others() -> None:
     stream/ never imports the web framework."""
     assert _offenders("stream", ("fastapi", "starlette", "uvicorn")) == []
     assert "stream.worker" in _imports(REPO / "stream" / "command.py")
-
-
-PROJECT = ("storage", "identity", "privacy", "services", "bootstrap", *ENTRYPOINTS)
 
 
 def test_the_storage_plumbing_is_below_the_core() -> None:
