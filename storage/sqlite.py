@@ -140,6 +140,7 @@ def connect_private(
     synchronous: Synchronous = "FULL",
     foreign_keys: bool = False,
     cache_mib: int | None = None,
+    tighten_mode: bool = False,
 ) -> sqlite3.Connection:
     """Open an idgraph SQLite file: owner-only (0600), WAL, a busy timeout, ``synchronous=FULL``.
 
@@ -160,6 +161,8 @@ def connect_private(
       which personal data or key material is deleted: the graph, vault keys, DSR subjects,
       sessions). A build that cannot turn it on is refused, as an erasure would leave copies.
     * ``foreign_keys`` and ``cache_mib``: the graph store's schema and its large indexes.
+    * ``tighten_mode``: the graph store's behaviour since its first version: a looser file
+      (a copied backup, a restored snapshot) is set to 0600 on open instead of refused.
 
     One connection per file and object, ``isolation_level=None`` (explicit ``BEGIN``), usable from
     the thread pool (callers serialize with their own lock). Failures raise
@@ -171,6 +174,8 @@ def connect_private(
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise unavailable(f"{what} {path}: {exc.strerror}") from exc
+    if tighten_mode and path.exists():
+        path.chmod(0o600)  # see tighten_mode above
     _check_mode(path, unavailable, what)
     try:
         # Owner-only; SQLite creates the -wal and -shm files with the main file's mode.
@@ -216,6 +221,7 @@ def open_migrated(
     synchronous: Synchronous = "FULL",
     foreign_keys: bool = False,
     cache_mib: int | None = None,
+    tighten_mode: bool = False,
 ) -> sqlite3.Connection:
     """:func:`connect_private`, then :func:`migrate_schema` in one write transaction; the
     connection is closed again if the migration fails. What every idgraph SQLite file does on
@@ -229,6 +235,7 @@ def open_migrated(
         synchronous=synchronous,
         foreign_keys=foreign_keys,
         cache_mib=cache_mib,
+        tighten_mode=tighten_mode,
     )
     try:
         migrate_schema(

@@ -1282,6 +1282,7 @@ class SqliteGraphStore:
             synchronous=synchronous,
             foreign_keys=True,
             cache_mib=cache_mib,
+            tighten_mode=True,  # as ever: a copied (0644) graph file is tightened, not refused
         )
         self._lock = threading.RLock()
         self._closed = False

@@ -131,14 +131,21 @@ def test_new_files_are_created_by_racing_processes_when_opened_at_once(tmp_path:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
 
 
-def test_graph_store_refuses_a_file_others_can_read_when_opened(tmp_path: Path) -> None:
-    # It used to chmod such a file silently; a file others could read may already have been
-    # read, so an operator must hear about it (the same rule as every other file).
+def test_graph_store_tightens_a_copied_file_and_others_refuse_it_when_opened(
+    tmp_path: Path,
+) -> None:
+    # The graph store has always set a copied (0644) file to 0600 on open; the other files
+    # refuse it (an operator must hear that a key or audit file was readable by others).
     path = tmp_path / "graph.sqlite3"
     SqliteGraphStore(path).close()
     path.chmod(0o644)
+    SqliteGraphStore(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    other = tmp_path / "other.sqlite3"
+    connect_private(other, 1_000, StoreUnavailableError, "test file").close()
+    other.chmod(0o644)
     with pytest.raises(ConfigurationError, match="chmod 600"):
-        SqliteGraphStore(path)
+        connect_private(other, 1_000, StoreUnavailableError, "test file")
 
 
 def test_read_only_opener_refuses_a_loose_mode_and_never_creates_when_reading(
