@@ -50,8 +50,9 @@ AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 IDGRAPH = Path(sys.executable).with_name("idgraph")
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` deselection: `make test` never selects these
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip (with the reason) when there is no browser to drive."""
+    """Skip (with the reason) when there is no browser to drive; in CI, fail instead."""
     if CHROMIUM.exists():
         return
     reason = f"no Chromium at {CHROMIUM}: run `make test-browser` (apt-get install chromium)"
