@@ -600,7 +600,7 @@ class _SameWork:
 
         from identity.policy import load_identity_policy
         from identity.store.sqlite import _SCHEMA as GRAPH_SCHEMA
-        from privacy.keys.vault import _SCHEMA as VAULT_SCHEMA
+        from privacy.keys.vault_sqlite import _SCHEMA as VAULT_SCHEMA
         from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection
 
         self._aesgcm = AESGCM
