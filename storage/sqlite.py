@@ -185,7 +185,7 @@ def connect_private(
         )
     except (OSError, sqlite3.Error) as exc:
         raise unavailable(f"cannot open {what} {path}: {exc}") from exc
-    try:
+    with _closed_on_failure(conn, unavailable, what, path):
         _configure(
             conn,
             busy_timeout_ms,
@@ -197,13 +197,22 @@ def connect_private(
             foreign_keys=foreign_keys,
             cache_mib=cache_mib,
         )
+    return conn
+
+
+@contextmanager
+def _closed_on_failure(
+    conn: sqlite3.Connection, unavailable: ErrorFactory, what: str, path: Path
+) -> Iterator[None]:
+    """Close ``conn`` if the block fails; an SQLite error becomes ``unavailable``."""
+    try:
+        yield
     except sqlite3.Error as exc:
         conn.close()
         raise unavailable(f"cannot open {what} {path}: {exc}") from exc
     except BaseException:
         conn.close()
         raise
-    return conn
 
 
 def open_migrated(
@@ -237,7 +246,7 @@ def open_migrated(
         cache_mib=cache_mib,
         tighten_mode=tighten_mode,
     )
-    try:
+    with _closed_on_failure(conn, unavailable, what, path):
         migrate_schema(
             conn,
             schema,
@@ -248,12 +257,6 @@ def open_migrated(
             before=before,
             after=after,
         )
-    except sqlite3.Error as exc:
-        conn.close()
-        raise unavailable(f"cannot open {what} {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
     return conn
 
 
