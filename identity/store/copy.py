@@ -217,6 +217,29 @@ def _chunks(items: Sequence[str], size: int = _SQLITE_PARAMS) -> Iterator[Sequen
         yield items[start : start + size]
 
 
+# The reads of the copy source that differ between schema ≤ 6 (rows refer to each other by
+# public ids) and 7 (by integer keys); ``{marks}`` is a list of placeholders.
+_TEXT_SQL = {
+    "nodes": "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "
+    "FROM identifiers WHERE person_id IN ({marks}) ORDER BY node_id",
+    "links": "SELECT a, b, source, first_at, last_at FROM links "
+    "WHERE a IN ({marks}) ORDER BY a, b, source",
+    "facts": "SELECT fact_id, node_id, kind, name, category, at, source, status, sealed, pii "
+    "FROM facts WHERE node_id IN ({marks}) ORDER BY fact_id",
+}
+_KEYED_SQL = {
+    "nodes": "SELECT i.node_id, i.type, i.key_id, i.digest, p.person_id, i.first_seen, "
+    "i.last_seen FROM persons p JOIN identifiers i ON i.person = p.pk "
+    "WHERE p.person_id IN ({marks}) ORDER BY i.node_id",
+    "links": "SELECT na.node_id, nb.node_id, l.source, l.first_at, l.last_at FROM identifiers na "
+    "JOIN links l ON l.a = na.pk JOIN identifiers nb ON nb.pk = l.b "
+    "WHERE na.node_id IN ({marks}) ORDER BY na.node_id, nb.node_id, l.source",
+    "facts": "SELECT f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, "
+    "f.sealed, f.pii FROM identifiers i JOIN facts f ON f.node = i.pk "
+    "WHERE i.node_id IN ({marks}) ORDER BY f.fact_id",
+}
+
+
 def cursor_key(source: Path) -> str:
     """The ``(:Meta)`` key of the resume cursor of a copy from ``source``."""
     return f"copy_cursor:{source.resolve()}"
@@ -255,6 +278,10 @@ class _SqliteSource:
         # And the refusals' anchor node (version 5): older refusals have none.
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(refusals)")}
         self._anchor = "anchor_node" if "anchor_node" in columns else "NULL"
+        # Schema 7 keys rows by integers (persons.pk, identifiers.pk, facts.node, links.a/b);
+        # older files refer by public ids. Either way the copy reads public ids only.
+        keyed = "pk" in {row[1] for row in self._conn.execute("PRAGMA table_info(persons)")}
+        self._sql = _KEYED_SQL if keyed else _TEXT_SQL
 
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -292,8 +319,7 @@ class _SqliteSource:
         nodes: list[IdentifierNode] = []
         for chunk in _chunks(person_ids):
             rows = self._conn.execute(
-                "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "  # noqa: S608 - placeholders only
-                f"FROM identifiers WHERE person_id IN ({_marks(len(chunk))}) ORDER BY node_id",
+                self._sql["nodes"].format(marks=_marks(len(chunk))),
                 chunk,
             )
             nodes.extend(
@@ -312,8 +338,7 @@ class _SqliteSource:
         links: list[Link] = []
         for chunk in _chunks(node_ids):
             rows = self._conn.execute(
-                "SELECT a, b, source, first_at, last_at FROM links "  # noqa: S608 - placeholders only
-                f"WHERE a IN ({_marks(len(chunk))}) ORDER BY a, b, source",
+                self._sql["links"].format(marks=_marks(len(chunk))),
                 chunk,
             )
             links.extend(Link(a, b, src, _dt(first), _dt(last)) for a, b, src, first, last in rows)
@@ -325,8 +350,7 @@ class _SqliteSource:
         facts: list[Fact] = []
         for chunk in _chunks(node_ids):
             rows = self._conn.execute(
-                "SELECT fact_id, node_id, kind, name, category, at, source, status, sealed, pii "  # noqa: S608 - placeholders only
-                f"FROM facts WHERE node_id IN ({_marks(len(chunk))}) ORDER BY fact_id",
+                self._sql["facts"].format(marks=_marks(len(chunk))),
                 chunk,
             )
             facts.extend(

@@ -901,12 +901,19 @@ class Snapshot:
 
     def _read_graph(self, conn: sqlite3.Connection) -> None:
         self.persons = {r[0] for r in conn.execute("SELECT person_id FROM persons")}
+        # Graph schema 7: rows refer to each other by integer keys; read back the public ids.
         for node_id, type_, digest, person in conn.execute(
-            "SELECT node_id, type, digest, person_id FROM identifiers"
+            "SELECT i.node_id, i.type, i.digest, coalesce(p.person_id, '') FROM identifiers i "
+            "LEFT JOIN persons p ON p.pk = i.person"
         ):
             self.nodes[node_id] = (type_, bytes(digest), person)
             self.by_digest[(type_, bytes(digest))] = node_id
-        self.links = list(conn.execute("SELECT a, b, source, first_at, last_at FROM links"))
+        self.links = list(
+            conn.execute(
+                "SELECT a.node_id, b.node_id, l.source, l.first_at, l.last_at FROM links l "
+                "JOIN identifiers a ON a.pk = l.a JOIN identifiers b ON b.pk = l.b"
+            )
+        )
         self.refusals = [
             (t, bytes(d), r)
             for t, d, r in conn.execute("SELECT type, digest, reason FROM refusals")
@@ -914,7 +921,8 @@ class Snapshot:
         self.facts = [
             FactRow(f, n, k, name, at, status, bytes(sealed))
             for f, n, k, name, at, status, sealed in conn.execute(
-                "SELECT fact_id, node_id, kind, name, at, status, sealed FROM facts"
+                "SELECT f.fact_id, coalesce(i.node_id, ''), f.kind, f.name, f.at, f.status, "
+                "f.sealed FROM facts f LEFT JOIN identifiers i ON i.pk = f.node"
             )
         ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -176,15 +177,37 @@ def _build_source(path: Path) -> None:
 def _tables(
     path: Path, *, facts: bool = True, consents: bool = True
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the graph tables (refusal ids excepted: they are local row numbers)."""
+    """Every row of the graph tables (refusal ids excepted: they are local row numbers), with
+    public ids only: schema 7's integer keys are local row numbers too, so rows are read back
+    in the shape of schema 6 (node and person ids where keys are stored) on either layout."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    facts_query = "SELECT * FROM facts ORDER BY 1" if facts else "SELECT 1 WHERE 0"
+    keyed = "pk" in {row[1] for row in conn.execute("PRAGMA table_info(persons)")}
+    if keyed:
+        persons = "SELECT person_id, created_at, last_seen FROM persons ORDER BY 1"
+        identifiers = (
+            "SELECT i.node_id, i.type, i.key_id, i.digest, p.person_id, i.first_seen, "
+            "i.last_seen FROM identifiers i JOIN persons p ON p.pk = i.person ORDER BY 1"
+        )
+        links = (
+            "SELECT a.node_id, b.node_id, l.source, l.first_at, l.last_at FROM links l "
+            "JOIN identifiers a ON a.pk = l.a JOIN identifiers b ON b.pk = l.b ORDER BY 1, 2, 3"
+        )
+        all_facts = (
+            "SELECT f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, "
+            "f.sealed, f.pii FROM facts f JOIN identifiers i ON i.pk = f.node ORDER BY 1"
+        )
+    else:
+        persons = "SELECT * FROM persons ORDER BY 1"
+        identifiers = "SELECT * FROM identifiers ORDER BY 1"
+        links = "SELECT * FROM links ORDER BY 1, 2, 3"
+        all_facts = "SELECT * FROM facts ORDER BY 1"
+    facts_query = all_facts if facts else "SELECT 1 WHERE 0"
     consents_query = "SELECT * FROM consents ORDER BY record_id" if consents else "SELECT 1 WHERE 0"
     try:
         return {
-            "persons": conn.execute("SELECT * FROM persons ORDER BY 1").fetchall(),
-            "identifiers": conn.execute("SELECT * FROM identifiers ORDER BY 1").fetchall(),
-            "links": conn.execute("SELECT * FROM links ORDER BY 1, 2, 3").fetchall(),
+            "persons": conn.execute(persons).fetchall(),
+            "identifiers": conn.execute(identifiers).fetchall(),
+            "links": conn.execute(links).fetchall(),
             "refusals": conn.execute(
                 "SELECT at, source, type, key_id, digest, reason, detail FROM refusals "
                 "ORDER BY refusal_id"
@@ -332,6 +355,20 @@ def test_copy_reads_a_source_from_before_consents_as_one_without_consents(
     assert _tables(tmp_path / "target.sqlite3") == _tables(source, consents=False)
 
 
+def test_copy_reads_a_version_6_source_with_text_keys(tmp_path: Path) -> None:
+    # A file of schema 6 (rows refer to each other by public ids), written by that idgraph.
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "graph-v6.sqlite3"
+    old = tmp_path / "v6.sqlite3"
+    shutil.copyfile(fixture, old)
+    old.chmod(0o600)
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        copy_graph(old, target, batch_size=17)
+    finally:
+        target.close()
+    assert _tables(tmp_path / "target.sqlite3") == _tables(old)
+
+
 def test_copy_never_writes_to_the_source(source: Path, tmp_path: Path) -> None:
     before = source.read_bytes()
     target = SqliteGraphStore(tmp_path / "target.sqlite3")
@@ -435,7 +472,8 @@ def test_copy_refuses_a_source_link_between_two_persons_even_inside_one_batch(
     with contextlib.closing(sqlite3.connect(source)) as conn, conn:
         conn.execute(
             "INSERT INTO links (a, b, source, first_at, last_at) "
-            "VALUES ('n_010_0', 'n_011_0', 'bad', 0, 0)"
+            "VALUES ((SELECT pk FROM identifiers WHERE node_id = 'n_010_0'), "
+            "(SELECT pk FROM identifiers WHERE node_id = 'n_011_0'), 'bad', 0, 0)"
         )
     target = SqliteGraphStore(tmp_path / "target.sqlite3")
     try:
