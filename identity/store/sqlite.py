@@ -50,7 +50,12 @@ from identity.model import (
     RefusedAnchor,
     StoreStats,
 )
-from storage.sqlite import GRAPH_CACHE_MIB, open_migrated, transaction
+from storage.sqlite import (
+    GRAPH_CACHE_MIB,
+    GRAPH_WAL_AUTOCHECKPOINT_PAGES,
+    open_migrated,
+    transaction,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -1479,6 +1484,8 @@ class SqliteGraphStore:
             cache_mib=cache_mib,
             tighten_mode=True,  # as ever: a copied (0644) graph file is tightened, not refused
         )
+        # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
         self._lock = threading.RLock()
         self._closed = False
         self._events = _EventPersonsCache()

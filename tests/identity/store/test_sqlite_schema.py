@@ -25,6 +25,7 @@ from identity.resolution import ResolutionEngine
 from identity.store import sqlite as sqlite_store
 from identity.store.sqlite import SqliteGraphStore
 from privacy.keys.vault import Vault
+from storage.sqlite import GRAPH_WAL_AUTOCHECKPOINT_PAGES, configure_graph_connection
 from tests.conftest import Ids
 from tests.identity.store import graph_fixture
 
@@ -226,5 +227,20 @@ def test_a_failed_migration_leaves_the_version_6_file_as_it_was(tmp_path: Path) 
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "identifiers_v6" not in tables
         assert conn.execute("SELECT count(*) FROM identifiers").fetchone()[0] == 297
+    finally:
+        conn.close()
+
+
+def test_the_store_and_the_bench_floors_checkpoint_per_64_mib_of_wal(tmp_path: Path) -> None:
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        (pages,) = store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    finally:
+        store.close()
+    assert pages == GRAPH_WAL_AUTOCHECKPOINT_PAGES > 1000  # SQLite's default is 1,000
+    conn = sqlite3.connect(tmp_path / "floor.sqlite3", isolation_level=None)
+    try:
+        configure_graph_connection(conn, "FULL", 1000, 8, StoreIntegrityError)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == pages
     finally:
         conn.close()
