@@ -158,11 +158,19 @@ class _BatchState:
     lookup_restricted: Callable[[str], bool] = lambda _: False  # reads it in the batch's tx
 
     def find(self, person: str) -> str:
+        """The person ``person`` is now part of (union-find root), compressing the path.
+
+        Every node on the path is pointed at the root, so the next ``find`` of any of them is
+        one step. (A tuple assignment ``person, parent[person] = parent[person], root`` would
+        bind ``person`` first and so repoint the *ancestor*, leaving the node's own pointer.)
+        """
         root = person
         while self.parent.get(root, root) != root:
             root = self.parent[root]
-        while person != root:  # path compression
-            person, self.parent[person] = self.parent[person], root
+        while person != root:
+            ancestor = self.parent[person]
+            self.parent[person] = root
+            person = ancestor
         return root
 
 
