@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bootstrap.dsr import build_dsr_service, build_retention, load_record_retention
+from bootstrap.dsr import (
+    DeferredNotifier,
+    build_dsr_service,
+    build_retention,
+    load_record_retention,
+)
 from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
 from identity.errors import ConfigurationError
 from identity.hashing import Keyring
@@ -167,13 +172,17 @@ class Container:
     @cached_property
     def erasure(self) -> ErasureService:
         """Erasure on the graph, the vault and the audit log."""
-        return ErasureService(
+        service = ErasureService(
             self.store,
             self.vault,
             self.keyring,
             self.audit,
             outbound_events=self.settings.outbound_events,
         )
+        # Every erasure tells the recipients through the DSR service's outbox, also when the
+        # DSR service is not built yet (start-up recovery, retention): built on first notice.
+        service.attach_notifier(DeferredNotifier(lambda: self.dsr))
+        return service
 
     @cached_property
     def dsr(self) -> DsrService:
