@@ -895,8 +895,19 @@ class ResolutionEngine:
                 new_persons.append(PersonRecord(new_person, now, now))
                 reassigned.update(dict.fromkeys(part, new_person))
             carried = self._carried_decisions(tx, person, parts[1:], now)
+            events: tuple[OutboundEvent, ...] = ()
+            if self._outbound and new_persons:
+                # In the split's own transaction: downstream tools holding the person id hear
+                # that part of it now has other ids (identity.outbound.person_split).
+                split_ids = [p.person_id for p in new_persons]
+                events = (outbound.person_split(person, split_ids, "unlink", now),)
             tx.apply(
-                ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned, consents=carried)
+                ChangeSet(
+                    new_persons=tuple(new_persons),
+                    reassigned=reassigned,
+                    consents=carried,
+                    outbound=events,
+                )
             )
             person_a = reassigned.get(node_a.node_id, person)
             person_b = reassigned.get(node_b.node_id, person)

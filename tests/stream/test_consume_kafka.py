@@ -241,6 +241,7 @@ def test_an_erasure_is_published_once_after_it_completes(
         outbound.CONSENT_CHANGED: consent_topic,
         outbound.PERSON_ERASED: erasure_topic,
         outbound.PERSON_MERGED: erasure_topic,
+        outbound.PERSON_SPLIT: erasure_topic,
         outbound.AUDIENCE_MEMBERSHIP: consent_topic,
     }
     _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-1")])
