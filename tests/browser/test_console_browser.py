@@ -289,3 +289,24 @@ def test_the_outside_request_check_sees_a_page_reaching_out(tab: Tab) -> None:
     tab.page.set_content('<img src="http://outside.invalid/pixel.png" alt="">')
     tab.page.wait_for_load_state("networkidle")
     assert tab.outside() == ["http://outside.invalid/pixel.png"]
+
+
+def test_operator_submits_a_rectification_naming_the_corrected_data(tab: Tab) -> None:
+    """Rectification (Art. 16) from the console form: names only, shown on the request."""
+    page = tab.page
+    tab.sign_in("alice")
+    page.get_by_role("link", name="Requests").click()
+    page.get_by_role("link", name="Submit a request").click()
+    page.get_by_label("Request id").fill("dsr-browser-rectification")
+    page.get_by_label("Type", exact=True).select_option("rectification")
+    page.get_by_label("Type 1").select_option("email")
+    page.get_by_label("Value 1").fill(EMAIL)
+    page.get_by_label("Rectified data").fill("city, last_name")
+    _no_violations(tab, "new rectification")
+    page.get_by_role("button", name="Submit request").click()
+
+    expect(page.get_by_role("heading", name="Request dsr-browser-rectification")).to_be_visible()
+    expect(page.locator("#rectified-names")).to_have_text("city, last_name")
+    assert EMAIL not in page.content()
+    _no_violations(tab, "rectification detail")
+    assert tab.outside() == []
