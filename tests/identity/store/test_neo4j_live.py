@@ -39,6 +39,8 @@ from identity.model import (
     IdentifierNode,
     MemberScan,
     PersonRecord,
+    Refusal,
+    RefusalReason,
     StoreStats,
 )
 from identity.store import cypher
@@ -190,8 +192,60 @@ def test_copy_from_neo4j_into_sqlite_gives_back_every_row_of_the_original(
     assert _tables(back) == _tables(original)
     assert (report.persons, report.identifiers, report.links, report.refusals) == (22, 45, 23, 9)
     assert (report.facts, report.consents, report.suppressed) == (FACTS, CONSENTS, 3)
-    assert report.batches == 8 + 3  # ceil(22 / 3) person batches, 9 / 3 refusal batches
+    # ceil(22 / 3) person batches, 9 / 3 refusal batches, and the one that finds no refusal left
+    # and marks the cursor done (the SQLite target keeps a cursor now, as Neo4j does).
+    assert report.batches == 8 + 3 + 1
     assert _suppressed(back) == _suppressed(original)
+
+
+class _StopCopyError(Exception):
+    """Ctrl-C in the middle of a copy (raised from the progress callback)."""
+
+
+def test_an_interrupted_copy_from_neo4j_into_sqlite_resumes_by_refusal_key_with_anchors(
+    neo4j_store: Neo4jGraphStore, tmp_path: Path
+) -> None:
+    # Refusals were paged by SKIP (a deleted refusal shifted every later page), the page did not
+    # carry anchor_node (erasure follows it), and an SQLite target kept no cursor.
+    original = tmp_path / "original.sqlite3"
+    _build_source(original)
+    copy_graph(original, neo4j_store, batch_size=4)
+    anchored = Refusal(
+        _hash("email", 8801), RefusalReason.LIMIT_EXCEEDED, "", "crm", T0, anchor_node="n_000_0"
+    )
+    neo4j_store.write(lambda tx: tx.apply(ChangeSet(refusals=(anchored,))))
+
+    def stop_in_the_refusals(progress: Any) -> None:
+        if progress.refusals_done >= 3:
+            raise _StopCopyError
+
+    back = tmp_path / "back.sqlite3"
+    target = SqliteGraphStore(back)
+    try:
+        with pytest.raises(_StopCopyError):
+            copy_graph(
+                Neo4jCopySource(neo4j_store), target, batch_size=3, progress=stop_in_the_refusals
+            )
+        assert target.stats().refusals == 3
+        # A refusal already copied is deleted in the source (retention) before the re-run: by
+        # offset, every later page would shift by one and one refusal would never be copied.
+        with contextlib.closing(sqlite3.connect(back)) as conn:
+            type_, key_id, digest = conn.execute(
+                "SELECT type, key_id, digest FROM refusals LIMIT 1"
+            ).fetchone()
+        gone = HashedIdentifier(type_, key_id, bytes(digest))
+        assert neo4j_store.write(lambda tx: tx.delete_refusals({gone})) == 1
+        resumed = copy_graph(Neo4jCopySource(neo4j_store), target, batch_size=3)
+        assert target.stats().refusals == 10  # the 3 copied before, and all 7 others
+    finally:
+        target.close()
+    assert resumed.resumed
+    assert resumed.refusals == 10 - 3
+    with contextlib.closing(sqlite3.connect(back)) as conn:
+        anchors = conn.execute(
+            "SELECT anchor_node FROM refusals WHERE anchor_node IS NOT NULL"
+        ).fetchall()
+    assert anchors == [("n_000_0",)]
 
 
 def test_copy_from_neo4j_is_refused_into_a_store_that_holds_a_graph(
@@ -281,9 +335,11 @@ def test_store_copy_command_copies_neo4j_into_a_new_sqlite_file(
         first.output.split()
     )
     assert _tables(target) == _tables(source)
+    # The SQLite target keeps the cursor: a re-run resumes a finished copy and copies nothing.
     second = CliRunner().invoke(store_app, args)
-    assert second.exit_code == 1
-    assert "copy-target-not-empty" in second.output
+    assert second.exit_code == 0, second.output
+    assert "resumed and copied 0 persons" in " ".join(second.output.split())
+    assert _tables(target) == _tables(source)
     same = CliRunner().invoke(store_app, ["copy", "--from", where["uri"], "--to", where["uri"]])
     assert same.exit_code == 1
     assert "the same store" in same.output
