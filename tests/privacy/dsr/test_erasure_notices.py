@@ -22,6 +22,7 @@ import pytest
 from identity import outbound
 from identity.model import IdentityEvent
 from privacy.dsr.erasure import ErasureIncompleteError
+from privacy.dsr.service import NOTICE_FIELD, notice_owner
 from privacy.keys.vault import Vault, VaultError
 from tests.api.test_dsr_api import EMAIL, NOW, Dsr, dsr_settings, open_dsr
 from tests.identity.test_dsr_refusals import _refused_event
@@ -190,3 +191,22 @@ def test_no_notice_goes_out_for_an_erasure_whose_graph_transaction_failed(
     assert receiver.received == []
     assert app.container.store.read(lambda tx: tx.person(person)) is not None
     assert app.container.dsr.store.held_erasures(NOW + timedelta(days=1)) == []
+
+
+def test_notices_held_by_an_erasure_that_never_committed_are_dropped_by_the_worker(
+    app: Dsr, receiver: Receiver
+) -> None:
+    # A process that died between holding the notices and its graph commit leaves them held,
+    # with no pending erasure to release them: the worker drops them (keys shredded) once they
+    # are older than any erasure runs.
+    dsr = app.container.dsr
+    sealed = app.container.vault.encrypt(notice_owner("msg_orphan"), NOTICE_FIELD, b"{}")
+    notice = ("recipient:fraud-desk", receiver.url + "/fraud", "msg_orphan", "ev", sealed)
+    dsr.store.hold("req-gone", "e_orphan", dsr.clock() - timedelta(hours=2), [notice])
+
+    app.process()
+
+    assert receiver.received == []
+    assert dsr.store.held_erasures(dsr.clock()) == []
+    with pytest.raises(VaultError):
+        app.container.vault.decrypt(notice_owner("msg_orphan"), NOTICE_FIELD, sealed)
