@@ -59,6 +59,7 @@ from privacy.scanning import (
     ScannerModelError,
 )
 from privacy.scanning.model_files import model_fingerprint
+from privacy.scanning.name_lexicon import NameLexicon
 from privacy.scanning.presidio_recognizers import (
     AnyCaseIbanRecognizer,
     CardNumberRecognizer,
@@ -84,7 +85,7 @@ __all__ = [
 # The NER model shipped in the repository, and the fingerprint of the files that were reviewed
 # (see privacy/scanning/models/MODEL_CARD.md). ``make pii-model`` rebuilds the same files.
 PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
-PII_NER_MODEL_SHA256 = "6bfbbaa5f3b308dffac1cc6215fd82ab0c539e2806cf911c2b4b1c0090ac4cb7"
+PII_NER_MODEL_SHA256 = "1ebf910cdfc23d917dec19946912c04bd273dd6e3dd423e2b1c739e5a92e132e"
 # The model's labels are presidio entity types already (no mapping to maintain).
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
 # spaCy's transition-based NER gives no per-entity confidence; every entity gets this score.
@@ -152,6 +153,7 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         self.language = language
         self._model_dir = model_dir
         self._fingerprint = fingerprint
+        self._lexicon: NameLexicon | None = None
         # presidio declares ``nlp`` as None until load(); a dict is what load() would set.
         self.nlp: dict[str, Language] = {language: self._pipeline()}  # type: ignore[assignment]
 
@@ -166,6 +168,10 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
             raise ScannerModelError(
                 str(self._model_dir), f"fingerprint {found} is not the pinned {self._fingerprint}"
             )
+        try:
+            self._lexicon = NameLexicon.load(self._model_dir)
+        except ValueError as error:
+            raise ScannerModelError(str(self._model_dir), str(error)) from error
         return spacy.load(self._model_dir)
 
     def load(self) -> None:
@@ -222,7 +228,7 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         # presidio's context enhancement: it compares context words with lemmas. The lower-case
         # token text stands in; context words are matched as substrings, so inflected forms
         # ("Telefonnummer" for "telefon") still count.
-        entities = [_relabel(ent) for ent in doc.ents if ent.label_ in NER_ENTITIES]
+        entities, scores = self._reviewed_entities(doc)
         return NlpArtifacts(
             entities=entities,
             tokens=doc,
@@ -230,8 +236,30 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
             lemmas=[token.lower_ for token in doc],
             nlp_engine=self,
             language=language,
-            scores=[NER_SCORE] * len(entities),
+            scores=scores,
         )
+
+    def _reviewed_entities(self, doc: Doc) -> tuple[list[Span], list[float]]:
+        """The model's entities after the lexicon's review, plus the names it finds alone.
+
+        Each with its own score (:mod:`privacy.scanning.name_lexicon`): a listed name scores
+        higher than capitalised unknown words, so per-type thresholds trade recall for precision.
+        """
+        lexicon = self._lexicon
+        if lexicon is None or not doc.has_annotation("ENT_IOB"):
+            return [], []
+        readings = []
+        for found in doc.ents:
+            if found.label_ in NER_ENTITIES:
+                entity = _relabel(found)
+                texts = [token.text for token in entity]
+                readings.extend(lexicon.review(entity.label_, texts, entity.start))
+        taken = [False] * len(doc)
+        for reading in readings:
+            taken[reading.start : reading.end] = [True] * (reading.end - reading.start)
+        readings.extend(lexicon.find_names([token.text for token in doc], taken))
+        entities = [Span(doc, r.start, r.end, label=r.label) for r in readings]
+        return entities, [r.score for r in readings]
 
 
 def _relabel(entity: Span) -> Span:
