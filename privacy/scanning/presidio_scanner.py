@@ -7,8 +7,10 @@ model is loaded from that directory only (a path, never a package name, so spaCy
 download), and only if its fingerprint matches :data:`PII_NER_MODEL_SHA256`. Everything with
 a structure (e-mail, phone, IBAN, card, ids) comes from the pattern recognizers of
 :mod:`privacy.scanning.presidio_recognizers`, which also keep finding names and addresses by
-their context. The model runs with ``ScannerConfig(ner=True)``; by default (``ner=False``)
-the patterns run alone on a blank pipeline (see ``ScannerConfig.ner`` for why).
+their context. Every entity the model proposes is reviewed against the word lists shipped in
+the same pinned directory (:mod:`privacy.scanning.name_lexicon`: a ``PERSON`` needs a name
+signal) and scored by the strength of its signal. The model runs by default
+(``ScannerConfig.ner``); with ``ner=False`` the patterns run alone on a blank pipeline.
 
 Privacy choices in this module:
 
@@ -85,11 +87,12 @@ __all__ = [
 # The NER model shipped in the repository, and the fingerprint of the files that were reviewed
 # (see privacy/scanning/models/MODEL_CARD.md). ``make pii-model`` rebuilds the same files.
 PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
-PII_NER_MODEL_SHA256 = "1ebf910cdfc23d917dec19946912c04bd273dd6e3dd423e2b1c739e5a92e132e"
+PII_NER_MODEL_SHA256 = "6f54e698f3310c7418b9d21c7903f8307799ed13992bcaafa8250f849fac1490"
 # The model's labels are presidio entity types already (no mapping to maintain).
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
-# spaCy's transition-based NER gives no per-entity confidence; every entity gets this score.
-# It clears the shipped thresholds, so a deployment lowers trust per type with ``thresholds``.
+# spaCy's transition-based NER gives no per-entity confidence; the lexicon's review scores each
+# entity by its signal (name_lexicon.SCORE_*). This is presidio's default for an entity without
+# a reviewed score, the same as the review's strongest level.
 NER_SCORE = 0.85
 
 # spaCy refuses texts over nlp.max_length (1,000,000) with a ValueError; a clear limit of our

@@ -49,7 +49,7 @@ from tools.pii_model.values import NER_LABELS
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "privacy" / "scanning" / "models" / "pii_ner"
 MODEL_NAME = "idgraph_pii_ner"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 # spaCy's default NER model (a transition-based parser on a HashEmbedCNN tok2vec: hash
 # embeddings of NORM, PREFIX, SUFFIX and SHAPE, so spelling and character shape count, not a
 # fixed vocabulary) with more hash rows than the default 2,000: version 2 sees 33 locales' names,
