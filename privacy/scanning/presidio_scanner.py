@@ -195,7 +195,8 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         items = [str(text) for text in texts]
         wanted = [i for i, text in enumerate(items) if self._model_dir and _may_name(text)]
         docs: list[Doc] = [nlp.make_doc(text) for text in items]
-        modelled = nlp.pipe((items[i] for i in wanted), batch_size=max(batch_size, 1))
+        # The model's components run on the Docs just made: each text is tokenized once.
+        modelled = nlp.pipe((docs[i] for i in wanted), batch_size=max(batch_size, 1))
         for index, doc in zip(wanted, modelled, strict=True):
             docs[index] = doc
         for text, doc in zip(items, docs, strict=True):
