@@ -414,10 +414,15 @@ class IngestService:
         data).
         """
         drafts: list[AuditDraft] = []
-        for event, outcome in zip(events, outcomes, strict=True):
-            if outcome.consents_recorded and outcome.person_id is not None:
-                reference = self._audit.person_ref(outcome.person_id)
-                drafts += consent_audit_drafts(actor, reference, event.source, event.consents)
+        recorded = [
+            (event, outcome.person_id)
+            for event, outcome in zip(events, outcomes, strict=True)
+            if outcome.consents_recorded and outcome.person_id is not None
+        ]
+        # One reference-key lookup for the whole batch, not one per event.
+        refs = self._audit.person_refs([p for _, p in recorded]) if recorded else {}
+        for event, person_id in recorded:
+            drafts += consent_audit_drafts(actor, refs[person_id], event.source, event.consents)
         if not drafts:
             return
         try:

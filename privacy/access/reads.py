@@ -373,6 +373,7 @@ class ReadService:
                 person_id,
                 "deny",
                 ReadDenied.PURPOSE_NOT_IN_SCOPE.value,
+                known=False,  # refused before any load: whether the person exists is unknown
             )
             raise PurposeNotInScopeError(purpose_id)
         return purpose
@@ -386,8 +387,13 @@ class ReadService:
         decision: Decision,
         reason: str,
         details: Mapping[str, Any] | None = None,
+        *,
+        known: bool = True,
     ) -> None:
-        ref = self._audit.person_ref(person_id) if person_id is not None else None
+        """Audit one decision. ``known``: the person was found in the store; only then may a
+        per-person reference key be made (a read of an unknown or unchecked id must not grow
+        the vault key file: its reference uses an existing key, else the shared one)."""
+        ref = self._audit.person_ref(person_id, create=known) if person_id is not None else None
         if self.on_decision is not None:
             self.on_decision(purpose, decision == "allow", 1)
         self._audit.append(
@@ -429,8 +435,8 @@ class ReadService:
             attributes = _latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
             events = [f for f in found if f.kind is FactKind.EVENT]
             facts = [*attributes, *events]
-            decision = self._policy.decide(caller, context, purpose_id, _refs(facts), now)
-            return decision, facts, context
+            # The same answer as deciding again with the fields, without a second consent walk.
+            return self._policy.with_fields(gate, _refs(facts), now), facts, context
 
         decision, facts, context = self._store.read(load)
         if not decision.allowed or context is None:
@@ -442,6 +448,7 @@ class ReadService:
                 "deny",
                 decision.reason,
                 {"fields_requested": len(facts)},
+                known=context is not None,
             )
             raise NotReadableError
         allowed = _allowed(facts, decision)
