@@ -252,6 +252,58 @@ async def _one(
         phase.error_statuses[status] = phase.error_statuses.get(status, 0) + 1
 
 
+# The bulk path on a JSONL file of the same events as the ingest phase sends, in a process of
+# its own on the server's data dir (the server is idle then); timed around ingest_file only
+# (not the interpreter's start-up or the container's build), wall and process CPU.
+_BULK_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from services.bulk import ingest_file
+container = build_container(Settings())
+try:
+    wall, cpu = time.perf_counter(), time.process_time()
+    report = ingest_file(container.ingest, Path(sys.argv[1]), actor="bench")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+finally:
+    container.close()
+print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "rows": report.rows,
+                  "events": report.events, "rejected": report.rejected_rows}))
+"""
+
+
+def run_bulk(events: list[dict[str, Any]], work: Path, env: dict[str, str]) -> Phase:
+    """The same events through the bulk path (``idgraph ingest FILE``'s use case)."""
+    phase = Phase("bulk", items_per_request=len(events))
+    path = work / "bulk-events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    load_before = load_average()
+    done = subprocess.run(
+        [sys.executable, "-c", _BULK_SCRIPT, str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    phase.load_before, phase.load_after = load_before, load_average()
+    if done.returncode != 0:
+        phase.requests, phase.errors = 1, 1
+        phase.error_statuses["exit " + str(done.returncode)] = 1
+        print(done.stderr[-2000:], file=sys.stderr)
+        return phase
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    phase.requests = 1
+    if figures["rejected"] or figures["events"] != len(events):
+        phase.errors = 1
+        phase.error_statuses["rows rejected"] = int(figures["rejected"])
+    phase.seconds = float(figures["seconds"])
+    phase.cpu_seconds = round(float(figures["cpu_seconds"]), 3)
+    phase.latencies_ms.append(phase.seconds * 1000)
+    return phase
+
+
 def person(index: int, rng_seed: int) -> dict[str, Any]:
     """The identify body of synthetic person ``index`` (deterministic per seed); its
     ``message_id`` makes a resend after a dropped connection harmless (answered duplicate)."""
@@ -416,6 +468,11 @@ async def drive(
                 )
         else:
             skipped["audience_export"] = "the server has no /v1/audiences export"
+    if args.bulk_env is not None:
+        ingest_phase = next(p for p in phases if p.name == "ingest")
+        first = offset + ingest_phase.requests * args.batch
+        events = [person(first + k, seed) for k in range(ingest_phase.requests * args.batch)]
+        phases.append(run_bulk(events, args.bulk_work, args.bulk_env))
     return {"phases": phases, "skipped": skipped}
 
 
@@ -427,7 +484,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         f"{'phase':<16}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'items/s':>10}{'req/s vs hello':>16}{'p50 vs hello':>14}"
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for phase in phases:
         summary = phase.summary()
         tp_ratio = phase.throughput / ceiling.throughput if ceiling.throughput else 0.0
@@ -452,6 +509,18 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         ratios[f"{row['name']}_throughput_over_hello"] = row["throughput_ratio_to_hello"]
         ratios[f"{row['name']}_p50_over_hello"] = row["p50_ratio_to_hello"]
         ratios[f"{row['name']}_error_rate"] = row["error_rate"]
+    if "ingest" in by_name and by_name.get("bulk", {}).get("items_per_second"):
+        # HTTP /v1/ingest batches over the bulk path on events of the same shape (goal >= 0.8).
+        ingest, bulk = by_name["ingest"], by_name["bulk"]
+        ratios["ingest_events_per_second_over_bulk"] = round(
+            ingest["items_per_second"] / bulk["items_per_second"], 3
+        )
+        if ingest["cpu_seconds"] and bulk["cpu_seconds"]:
+            per_ingest = ingest["cpu_seconds"] / max(
+                1, ingest["requests"] * ingest["items_per_request"]
+            )
+            per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
+            ratios["ingest_cpu_per_event_over_bulk"] = round(per_ingest / per_bulk, 3)
         if ceiling.cpu_seconds and row["requests"] and ceiling.requests:
             # CPU per request (client + server) over the hello phase's.
             per = row["cpu_seconds"] / row["requests"]
@@ -496,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="open-loop requests in flight at most (default 4 x --concurrency)",
+    )
+    parser.add_argument(
+        "--no-bulk", action="store_true", help="skip the bulk phase (same events, bulk path)"
     )
     parser.add_argument(
         "--max-error-rate",
@@ -554,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(base + "/healthz", server)
             wait_ready(ceiling + "/hello", hello)
             load_before = load_average()
+            args.bulk_env = None if args.no_bulk else env
+            args.bulk_work = Path(tmp)
             result = asyncio.run(drive(args, base, ceiling, token, (server.pid, hello.pid)))
             result["load"] = {"before": load_before, "after": load_average()}
         finally:
