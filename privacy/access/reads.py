@@ -373,10 +373,18 @@ class ReadService:
                 person_id,
                 "deny",
                 ReadDenied.PURPOSE_NOT_IN_SCOPE.value,
-                known=False,  # refused before any load: whether the person exists is unknown
+                known=self._exists(person_id),
             )
             raise PurposeNotInScopeError(purpose_id)
         return purpose
+
+    def _exists(self, person_id: str | None) -> bool:
+        """Whether ``person_id`` names a person now (one keyed lookup; no data is read): a
+        refusal about a real person is audited under its own reference, one about an id that
+        names nobody makes no reference key."""
+        if person_id is None or not _PERSON_ID.fullmatch(person_id):
+            return False
+        return self._store.read(lambda tx: tx.person(person_id)) is not None
 
     def _record(
         self,
@@ -421,10 +429,15 @@ class ReadService:
         now = self._clock()
 
         def load(tx: GraphTransaction) -> tuple[PolicyDecision, list[Fact], PersonContext | None]:
-            record = tx.person(person_id) if _PERSON_ID.fullmatch(person_id) else None
-            if record is None:
+            if not _PERSON_ID.fullmatch(person_id):
                 return self._policy.decide(caller, None, purpose_id, (), now), [], None
-            context = PersonContext(person_id, tuple(tx.person_consents(person_id, [purpose_id])))
+            consents = tuple(tx.person_consents(person_id, [purpose_id]))
+            # A consent record is anchored on one of the person's identifiers, so records prove
+            # the person exists: the usual read (a consented person) needs two statements, not
+            # three. Without records, whether the person exists decides the audited reason.
+            if not consents and tx.person(person_id) is None:
+                return self._policy.decide(caller, None, purpose_id, (), now), [], None
+            context = PersonContext(person_id, consents)
             # Decide before loading facts: a denied person's facts are not even read.
             gate = self._policy.decide(caller, context, purpose_id, (), now)
             if not gate.allowed:

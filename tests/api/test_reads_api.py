@@ -605,3 +605,21 @@ def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: Worl
         e.person_id for e in world.api.container.audit.entries() if e.action == "read.profile"
     }
     assert len(refs) == 1 + 5  # A's reference, and one per unknown id (shared key)
+
+
+@pytest.mark.sqlite_only
+def test_a_consented_profile_read_takes_two_graph_statements_when_served(world: World) -> None:
+    headers = world.key("ad_targeting")
+    statements: list[str] = []
+    conn = world.api.container.store._conn
+    conn.set_trace_callback(statements.append)
+    try:
+        read = world.api.client.get(
+            f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=headers
+        )
+    finally:
+        conn.set_trace_callback(None)
+
+    assert read.status_code == 200
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2, selects  # consents (which prove the person exists), then facts
