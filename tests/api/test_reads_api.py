@@ -601,9 +601,7 @@ def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: Worl
 
     assert again.status_code == 200
     assert _data_keys(world) == before  # no key for any unknown id, none again for A
-    refs = {
-        e.person_id for e in world.api.container.audit.entries() if e.action == "read.profile"
-    }
+    refs = {e.person_id for e in world.api.container.audit.entries() if e.action == "read.profile"}
     assert len(refs) == 1 + 5  # A's reference, and one per unknown id (shared key)
 
 
