@@ -19,6 +19,7 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
@@ -609,7 +610,9 @@ def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: Worl
 def test_a_consented_profile_read_takes_two_graph_statements_when_served(world: World) -> None:
     headers = world.key("ad_targeting")
     statements: list[str] = []
-    conn = world.api.container.store._conn
+    store = world.api.container.store
+    assert isinstance(store, SqliteGraphStore)
+    conn = store._conn
     conn.set_trace_callback(statements.append)
     try:
         read = world.api.client.get(

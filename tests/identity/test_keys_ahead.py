@@ -97,7 +97,7 @@ def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_ar
         at_write.append({owner for owner, _ in outside.not_under("none", "", 100_000)})
 
     engine = ResolutionEngine(
-        WatchedStore(graph, keys_on_disk),  # type: ignore[arg-type]  # delegates to the store
+        WatchedStore(graph, keys_on_disk),  # delegates to the store (duck-typed)
         keyring,
         policy,
         sealer=vault,
