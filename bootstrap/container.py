@@ -598,6 +598,7 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
             keyring,
             policy,
             sealer=vault,
+            owner_reservations=vault,
             person_decision_purposes=purposes.ids,
             keep_restricted_apart=settings.restricted_ingest == "separate",
             outbound_events=settings.outbound_events,

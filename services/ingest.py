@@ -52,6 +52,10 @@ from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 log = structlog.get_logger("idgraph.consent")
 
 
+# Concurrent batches written in one transaction at most (each at most IDGRAPH_MAX_BATCH_EVENTS).
+_MAX_BATCHES_PER_GROUP = 8
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -163,6 +167,13 @@ class IngestService:
         # commit and one graph commit for all of them (see identity.group_commit).
         self._identify_group: GroupCommitter[IdentityEvent, EventOutcome] = GroupCommitter(
             self._ingest_group, max_group=limits.max_batch_events
+        )
+        # Concurrent batches (POST /v1/ingest, consent, webhooks) share one transaction the
+        # same way: a batch that arrives while another commits waits for that commit only, not
+        # for one fsync per batch queued before it. A bulk file's batches come one at a time
+        # and are written at once, alone. Bounded, so a group stays a few thousand events.
+        self._batch_group: GroupCommitter[Sequence[IdentityEvent], list[EventOutcome]] = (
+            GroupCommitter(self._ingest_batches, max_group=_MAX_BATCHES_PER_GROUP)
         )
 
     def with_metrics(self, metrics: UseCaseMetrics) -> IngestService:
@@ -283,6 +294,19 @@ class IngestService:
         with self._metrics.time_store(StoreOperation.INGEST):
             return self._engine.ingest(events)
 
+    def _ingest_batches(
+        self, batches: Sequence[Sequence[IdentityEvent]]
+    ) -> list[list[EventOutcome]]:
+        """Several callers' batches in one engine batch (in order: each sees the ones before
+        it, as if committed one after another); the outcomes split back per batch."""
+        outcomes = self._ingest_group([event for batch in batches for event in batch])
+        split: list[list[EventOutcome]] = []
+        start = 0
+        for batch in batches:
+            split.append(outcomes[start : start + len(batch)])
+            start += len(batch)
+        return split
+
     def ingest(
         self,
         requests: Sequence[IdentifyRequest],
@@ -318,9 +342,13 @@ class IngestService:
 
     def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
         """Ingest validated ``events`` in one transaction, then audit the consent records they
-        stored (none for events without consent inputs)."""
-        with self._metrics.time_store(StoreOperation.INGEST):
-            outcomes = self._engine.ingest(events)
+        stored (none for events without consent inputs).
+
+        Group commit: the transaction may also hold batches other callers committed at the same
+        moment (see ``_batch_group``); it returns once it committed. If the shared transaction
+        fails, each batch is written again alone, so this batch is still all or nothing.
+        """
+        outcomes = self._batch_group.submit(list(events)) if events else []
         self._metrics.record_ingest(outcomes)
         self._audit_consents(actor, events, outcomes)
         return outcomes
@@ -466,10 +494,15 @@ class IngestService:
         data).
         """
         drafts: list[AuditDraft] = []
-        for event, outcome in zip(events, outcomes, strict=True):
-            if outcome.consents_recorded and outcome.person_id is not None:
-                reference = self._audit.person_ref(outcome.person_id)
-                drafts += consent_audit_drafts(actor, reference, event.source, event.consents)
+        recorded = [
+            (event, outcome.person_id)
+            for event, outcome in zip(events, outcomes, strict=True)
+            if outcome.consents_recorded and outcome.person_id is not None
+        ]
+        # One reference-key lookup for the whole batch, not one per event.
+        refs = self._audit.person_refs([p for _, p in recorded]) if recorded else {}
+        for event, person_id in recorded:
+            drafts += consent_audit_drafts(actor, refs[person_id], event.source, event.consents)
         if not drafts:
             return
         try:
