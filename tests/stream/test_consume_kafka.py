@@ -183,6 +183,37 @@ def test_records_of_every_shape_are_resolved_and_their_offsets_committed(
     assert again.run(idle_exit_s=2)["records"] == 0
 
 
+def test_the_idle_exit_waits_for_records_a_slow_fetch_has_not_returned_yet(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    """A catch-up run (``--exit-when-idle``) leaves only when it has read every assigned
+    partition to its end. The broker here holds each fetch for 4 s (it waits for more bytes
+    than there are), as a loaded broker may be slow to answer: a quiet spell alone would make
+    the run exit 0 with its backlog unread (what a 3 s idle exit could do in CI)."""
+    topic, dlq = new_topic("slow-fetch"), new_topic("dlq")
+    _produce(kafka_bootstrap, topic, [_identify("fi@slow.example", "s-1")])
+    metrics = StreamMetrics()
+    config = WorkerConfig(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{topic}",
+        topics=(topic,),
+        dead_letter_topic=dlq,
+        source="sdk",
+        poll_timeout_s=0.2,
+        client_config={"fetch.min.bytes": "100000000", "fetch.wait.max.ms": "4000"},
+    )
+    worker = StreamWorker(
+        config,
+        container.ingest.with_metrics(metrics),
+        container.store,
+        container.engine.message_digest,
+        metrics,
+    )
+    summary = worker.run(idle_exit_s=0.5)
+    assert (summary["records"], summary["applied"]) == (1, 1)
+    assert _committed(kafka_bootstrap, config.group_id, topic, 1) == 1
+
+
 def test_a_poison_record_is_dead_lettered_by_reference_and_its_partition_keeps_flowing(
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
