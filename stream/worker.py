@@ -290,6 +290,7 @@ class StreamWorker:
         batches = 0
         first: float | None = None
         last = idle_since = time.monotonic()
+        unknown_since: float | None = None  # since when the end offsets could not be read
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
@@ -309,11 +310,23 @@ class StreamWorker:
                 if max_batches is not None and batches >= max_batches:
                     break
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-                    if self._caught_up():
+                    caught_up = self._caught_up()
+                    if caught_up:
                         break
                     # Records are waiting that no fetch has returned yet (a slow broker, or a
                     # fetch still in flight right after an assignment): not idle, keep going.
+                    # A broker that cannot say for longer than the outage budget ends the run
+                    # non-zero: it may hold a backlog, so exiting 0 would claim a catch-up.
                     idle_since = time.monotonic()
+                    if caught_up is None:
+                        unknown_since = unknown_since or idle_since
+                        if idle_since - unknown_since > self.config.max_retry_s:
+                            raise WorkerStoppedError(
+                                "the broker did not report the end offsets for "
+                                f"{self.config.max_retry_s:.0f} s: the backlog is unknown"
+                            )
+                    else:
+                        unknown_since = None
         finally:
             # Leaves the group at once (its partitions move now, not after the session timeout);
             # every batch was committed already, so there is nothing to commit here.
@@ -639,15 +652,15 @@ class StreamWorker:
         for (topic, partition), lag in (lags or {}).items():
             self._metrics.lag.labels(topic, str(partition)).set(lag)
 
-    def _caught_up(self) -> bool:
-        """Whether every assigned partition is read to its end (its high watermark now).
+    def _caught_up(self) -> bool | None:
+        """Whether every assigned partition is read to its end (its high watermark now);
+        ``None`` when the broker did not answer.
 
         The idle exit asks this instead of trusting a quiet spell alone: right after an
         assignment the first fetch can take seconds on a loaded broker, and a catch-up run that
-        left then would exit 0 with its backlog unread. Unknown (the broker did not answer) is
-        not caught up; the next idle spell asks again."""
+        left then would exit 0 with its backlog unread."""
         lags = self._lags(timeout_s=10.0)
-        return lags is not None and not any(lags.values())
+        return None if lags is None else not any(lags.values())
 
     def _lags(self, timeout_s: float) -> dict[tuple[str, int], int] | None:
         """Records behind the high watermark per assigned partition (``None``: unknown)."""
