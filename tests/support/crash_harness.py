@@ -280,18 +280,29 @@ class ServerProcess:
         """Start the server and wait until ``/readyz`` answers 200."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the server is already running")
-        self.starts += 1
-        self.port = free_port()
-        log = self.log_dir / f"server-{self.starts}.log"
-        with log.open("wb") as handle:
-            self.process = subprocess.Popen(
-                [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO,
-                env=service_env(self.data_dir, pii_scan=self.pii_scan),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_ready(log)
+        # The port is free when picked, not necessarily when the server binds it seconds later
+        # (other suites run on the same host): a start that lost its port is retried on another.
+        for attempt in range(3):
+            self.starts += 1
+            self.port = free_port()
+            log = self.log_dir / f"server-{self.starts}.log"
+            with log.open("wb") as handle:
+                self.process = subprocess.Popen(
+                    [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                    cwd=REPO,
+                    env=service_env(self.data_dir, pii_scan=self.pii_scan),
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                self._wait_ready(log)
+            except RuntimeError:
+                lost_port = "address already in use" in log.read_text(errors="replace").lower()
+                if not lost_port or attempt == 2:
+                    raise
+                self.process = None
+            else:
+                return
 
     def _wait_ready(self, log: Path) -> None:
         assert self.process is not None
