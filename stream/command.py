@@ -267,8 +267,8 @@ def consume(
         typer.Option(
             "--exit-when-idle",
             min=0,
-            help="Exit after this many seconds without records (catch-up runs, benches); "
-            "0: run until SIGTERM.",
+            help="Exit after this many seconds without records once every assigned partition "
+            "is read to its end (catch-up runs, benches); 0: run until SIGTERM.",
         ),
     ] = 0.0,
 ) -> None:

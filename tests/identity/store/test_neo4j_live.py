@@ -7,6 +7,7 @@ otherwise, like the contract suite's Neo4j cases.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -527,7 +528,7 @@ def test_a_neo4j_that_comes_up_late_is_retried_with_backoff_until_the_deadline()
             Neo4jGraphStore(uri, where["user"], where["password"], connect_timeout_s=1)
         started = time.monotonic()
         store = Neo4jGraphStore(
-            uri, where["user"], where["password"], connect_timeout_s=1, startup_timeout_s=60
+            uri, where["user"], where["password"], connect_timeout_s=1, startup_timeout_s=600
         )
         waited = time.monotonic() - started
         store.ping()
@@ -550,7 +551,7 @@ def test_the_server_answers_not_ready_while_neo4j_is_down_and_ready_once_it_is_u
     token = create_admin_key(data_dir)
     env = service_env(data_dir)
     env["IDGRAPH_STORE_URL"] = f"bolt://127.0.0.1:{proxy.port}"
-    env["IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS"] = "120"
+    env["IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS"] = "600"
     http_port = free_port()
     process = subprocess.Popen(
         [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(http_port)],
@@ -562,7 +563,7 @@ def test_the_server_answers_not_ready_while_neo4j_is_down_and_ready_once_it_is_u
     seen: list[tuple[int, int, str]] = []  # (livez, readyz, readyz detail) while waiting
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5) as client:
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 600  # a net for a hang: start-up is slow under load
             while time.monotonic() < deadline and process.poll() is None:
                 try:
                     live, ready = client.get("/livez"), client.get("/readyz")
@@ -608,7 +609,7 @@ def test_the_server_gives_up_and_exits_non_zero_when_neo4j_never_comes_up(tmp_pa
         stderr=subprocess.STDOUT,
     )
     try:
-        output, _ = process.communicate(timeout=120)
+        output, _ = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()
@@ -617,12 +618,22 @@ def test_the_server_gives_up_and_exits_non_zero_when_neo4j_never_comes_up(tmp_pa
     assert b"not reachable within 3 s" in output
 
 
-def test_a_wrong_password_is_not_retried_at_start_up() -> None:
+def test_a_wrong_password_is_not_retried_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
     where = _where()
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailableError, match="credentials"):
-        Neo4jGraphStore(where["uri"], where["user"], "wrong-" + "x" * 12, startup_timeout_s=60)
-    assert time.monotonic() - started < 30
+    # Each retry logs "not reachable yet" before it waits; the handler sits on the store's own
+    # logger, so the records arrive whatever the logging set-up did to propagation. (A timing
+    # bound said this before, and a loaded machine can make one refused attempt slow.)
+    store_log = logging.getLogger("idgraph.store.neo4j")
+    store_log.addHandler(caplog.handler)
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger=store_log.name),
+            pytest.raises(StoreUnavailableError, match="credentials"),
+        ):
+            Neo4jGraphStore(where["uri"], where["user"], "wrong-" + "x" * 12, startup_timeout_s=60)
+    finally:
+        store_log.removeHandler(caplog.handler)
+    assert [r for r in caplog.records if "not reachable yet" in r.getMessage()] == []
 
 
 def test_the_api_with_exactly_the_compose_environment_gets_ready_on_the_local_neo4j(
@@ -671,7 +682,7 @@ def test_the_api_with_exactly_the_compose_environment_gets_ready_on_the_local_ne
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         ready = None
         while time.monotonic() < deadline and process.poll() is None:
             with contextlib.suppress(httpx.TransportError):
