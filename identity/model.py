@@ -306,6 +306,21 @@ class EventOutcome:
     consents_recorded: int = 0
     consents_dropped: int = 0  # likewise: nothing to anchor them to
 
+    @property
+    def refused_identifiers(self) -> tuple[Refusal, ...]:
+        """One refusal per distinct refused identifier (its first position), for counts and
+        metrics. ``refusals`` reports every position an identifier was sent at (a repeat of a
+        refused identifier must not read as linked), so an identifier sent twice and refused
+        is two refusals there but one refused identifier here."""
+        seen: set[tuple[str, bytes, str]] = set()
+        distinct: list[Refusal] = []
+        for refusal in self.refusals:
+            key = (refusal.hashed.type, refusal.hashed.digest, refusal.reason.value)
+            if key not in seen:
+                seen.add(key)
+                distinct.append(refusal)
+        return tuple(distinct)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundEvent:

@@ -605,6 +605,20 @@ class _SqliteTransaction:
         # nodes from here: after it, the maximum key may be handed out again.
         self._new_nodes: dict[str, int] = {}
 
+    def get_meta(self, key: str) -> str | None:
+        """The value of the ``meta`` entry ``key``, or ``None`` (the resume cursor of an
+        ``idgraph store copy`` into this file, :mod:`identity.store.copy`)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Create or replace the ``meta`` entry ``key`` (in this transaction)."""
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     @staticmethod
     def _node(row: sqlite3.Row | tuple[Any, ...]) -> IdentifierNode:
         node_id, type_, key_id, digest, person_id, first_seen, last_seen = row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -220,22 +221,8 @@ def _tables(
 
 
 class _MetaTransaction(_SqliteTransaction):
-    """The SQLite transaction plus get_meta/set_meta on the store's own ``meta`` table.
-
-    Gives the real SQLite store the cursor capability the Neo4j store has, so the resume path
-    of copy_graph is exercised without a Neo4j server.
-    """
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+    """The SQLite transaction, which keeps the copy cursor in the store's own ``meta`` table
+    (get_meta/set_meta, as the Neo4j store does): the resume path runs without a Neo4j server."""
 
 
 class _ResumableSqliteStore(SqliteGraphStore):
@@ -494,7 +481,7 @@ def test_copy_rejects_a_missing_source_without_creating_it(tmp_path: Path) -> No
     assert not (tmp_path / "nope.sqlite3").exists()
 
 
-def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_target(
+def test_store_copy_command_copies_and_a_rerun_into_the_sqlite_target_copies_nothing_twice(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
@@ -513,10 +500,21 @@ def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_targ
     )
     assert _tables(target) == _tables(source)
 
+    # The SQLite target keeps the copy's cursor (done): a re-run resumes and finds nothing left.
     second = runner.invoke(store_app, args)
-    assert second.exit_code == 1
-    assert "copy-target-not-empty" in second.output
+    assert second.exit_code == 0, second.output
+    assert "resumed and copied 0 persons, 0 identifiers, 0 links, 0 refusals, 0 facts" in " ".join(
+        second.output.split()
+    )
     assert _tables(target) == _tables(source)
+    # Another source into the same target is still refused.
+    other = tmp_path / "other.sqlite3"
+    _build_source(other)
+    third = runner.invoke(
+        store_app, ["copy", "--from", f"sqlite:{other}", "--to", f"sqlite:{target}"]
+    )
+    assert third.exit_code == 1
+    assert "copy-target-not-empty" in third.output
 
 
 def test_store_copy_command_refuses_an_unknown_source_or_the_same_file(
@@ -573,3 +571,37 @@ def test_copy_brings_the_do_not_link_rules_along(
         ]
     finally:
         target.close()
+
+
+class _StopCopyError(Exception):
+    """Ctrl-C in the middle of a copy (raised from the progress callback)."""
+
+
+def test_an_interrupted_copy_into_a_plain_sqlite_store_resumes_where_it_stopped(
+    source: Path, tmp_path: Path
+) -> None:
+    # The old SQLite store kept no cursor: an interrupted copy into it could only be refused
+    # (the target was no longer empty) and had to be started again from an empty file.
+    path = tmp_path / "target.sqlite3"
+
+    def stop_after_three_batches(progress: CopyProgress) -> None:
+        if progress.persons_done >= 12:
+            raise _StopCopyError
+
+    target = SqliteGraphStore(path)
+    try:
+        with pytest.raises(_StopCopyError):
+            copy_graph(source, target, batch_size=4, progress=stop_after_three_batches)
+        assert target.stats().persons == 12
+        resumed = copy_graph(source, target, batch_size=4)
+        cursor = target.read(lambda tx: tx.get_meta(cursor_key(source)))
+    finally:
+        target.close()
+
+    assert resumed.resumed
+    assert (resumed.persons, resumed.refusals) == (22 - 12, 9)
+    assert _tables(path) == _tables(source)
+    # The finished cursor names no person: an id erased later must not stay behind in it.
+    assert cursor is not None
+    state = json.loads(cursor)
+    assert (state["after_person"], state["done"]) == ("", True)
