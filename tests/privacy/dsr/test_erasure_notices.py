@@ -210,3 +210,34 @@ def test_notices_held_by_an_erasure_that_never_committed_are_dropped_by_the_work
     assert dsr.store.held_erasures(dsr.clock()) == []
     with pytest.raises(VaultError):
         app.container.vault.decrypt(notice_owner("msg_orphan"), NOTICE_FIELD, sealed)
+
+
+def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_the_commit(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The notices are made from a plan read before the graph transaction; an ingest racing it
+    # can add a person the transaction would erase (here: an event refusing the subject's
+    # email). The transaction sees the new set, the held notices are dropped and made again.
+    subject = _person(app)
+    _read_by_fraud_desk(app, subject)
+    dsr = app.container.dsr
+    real_hold = dsr.hold
+    planned: list[list[str]] = []
+    joined: list[str] = []
+
+    def racing_hold(erasure_id: str, request_id: str, person_ids: Any) -> int:
+        planned.append(sorted(person_ids))
+        if not joined:
+            joined.append(_refused_event(app, NOW - timedelta(minutes=5)))
+        return real_hold(erasure_id, request_id, person_ids)
+
+    eraser = app.container.erasure
+    monkeypatch.setattr(eraser._notifier, "hold", racing_hold)
+    result = eraser.erase([_norm(app, "email", EMAIL)], "er-race", "cli")  # type: ignore[list-item]
+
+    assert planned == [[subject], sorted([subject, joined[0]])]
+    assert result.refused_persons_erased == 1
+    assert app.container.store.read(lambda tx: tx.person(joined[0])) is None
+    assert dsr.store.held_erasures(dsr.clock() + timedelta(days=1)) == []  # released, not held
+    app.process()
+    assert _subjects(receiver) == [{"person_id": subject}]  # once: the first notices were dropped
