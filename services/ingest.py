@@ -46,7 +46,7 @@ from privacy.consent.signals import (
 )
 from privacy.consent.webhook_intake import ConsentWebhooks
 from privacy.scanning.facts import EventInput, FactIntake
-from services.inputs import ConsentRequest, IdentifyRequest
+from services.inputs import ConsentRequest, IdentifyInput, IdentifyRequest
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 
 log = structlog.get_logger("idgraph.consent")
@@ -174,9 +174,14 @@ class IngestService:
 
     # -- identify / ingest ---------------------------------------------------------------------
 
-    def event(self, request: IdentifyRequest, pointer: str = "#") -> IdentityEvent:
+    def event(self, request: IdentifyRequest | IdentifyInput, pointer: str = "#") -> IdentityEvent:
         """Validate, normalize and PII-scan one request; every problem in one
-        :class:`BatchValidationError` located under ``pointer``. Writes nothing."""
+        :class:`BatchValidationError` located under ``pointer``. Writes nothing.
+
+        ``request`` is a validated body, or its plain values (bulk rows are checked by
+        :func:`services.inputs.identify_input` without a model per row)."""
+        if isinstance(request, IdentifyRequest):
+            request = IdentifyInput.of(request)
         limit = self._limits.max_identifiers_per_event
         if len(request.identifiers) > limit:
             raise InputLimitError(
@@ -189,7 +194,7 @@ class IngestService:
         fact_inputs: tuple[FactInput, ...] = ()
         try:
             identifiers = normalize_all(
-                ((i.type, i.value) for i in request.identifiers),
+                request.identifiers,
                 self._engine.policy,
                 self._limits.default_region,
                 f"{pointer}/identifiers",
