@@ -673,7 +673,7 @@ class Vault:
                     raise
                 self._provider.reload()
                 continue
-            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] == w}
+            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] is w or stored[o] == w}
             return stored, mine
         raise AssertionError("unreachable")  # pragma: no cover
 
