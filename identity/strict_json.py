@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any, Final
 
 from identity.errors import IdGraphError
@@ -38,6 +39,11 @@ class MalformedJsonError(IdGraphError):
         super().__init__(message)
 
 
+# Objects with a duplicate key decoded so far, per thread (the decoder calls the object hook in
+# the thread that called loads_strict, so a change of this count during a call is that call's).
+_decoded = threading.local()
+
+
 class _Object(dict[str, Any]):
     """A decoded object that remembers the first key it saw twice."""
 
@@ -53,6 +59,21 @@ class _Object(dict[str, Any]):
                     self.duplicate = key
                     break
                 seen.add(key)
+            _decoded.duplicates = _duplicates() + 1
+
+
+def _duplicates() -> int:
+    count: int = getattr(_decoded, "duplicates", 0)
+    return count
+
+
+def _opens(raw: bytes | str) -> int:
+    """How many ``{`` and ``[`` characters ``raw`` holds, those in strings included: no document
+    nests deeper than that. (In UTF-16/32 bytes, which json.loads also reads, every such
+    character still contains its ASCII byte, so the count can only be too high.)"""
+    if isinstance(raw, str):
+        return raw.count("{") + raw.count("[")
+    return raw.count(b"{") + raw.count(b"[")
 
 
 _SAFE_SEGMENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -87,6 +108,7 @@ def _check(document: Any, max_depth: int) -> None:
 def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """Decode ``raw`` as JSON, refusing duplicate keys and nesting deeper than ``max_depth``;
     raises :class:`MalformedJsonError`. Objects come back as dicts."""
+    before = _duplicates()
     try:
         document = json.loads(raw, object_pairs_hook=_Object)
     except RecursionError:
@@ -95,5 +117,9 @@ def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         ) from None
     except (UnicodeDecodeError, ValueError):
         raise MalformedJsonError("malformed_json", "the body is not valid UTF-8 JSON") from None
-    _check(document, max_depth)
+    # The walk finds where a duplicate key is and how deep the document nests; it costs more
+    # than the decoding of a small document. It is needed only when this call decoded an object
+    # with a duplicate key, or when the text opens enough containers to nest too deep.
+    if _duplicates() != before or _opens(raw) >= max_depth:
+        _check(document, max_depth)
     return document
