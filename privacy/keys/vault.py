@@ -333,10 +333,16 @@ class Vault:
     """
 
     def __init__(
-        self, keys: VaultKeyStore, provider: KeyProvider, cache_size: int = 10_000
+        self,
+        keys: VaultKeyStore,
+        provider: KeyProvider,
+        cache_size: int = 10_000,
+        pool_size: int = 256,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
+        if pool_size < 0:
+            raise ValueError("pool_size must be >= 0")
         self._keys = keys
         self._provider = provider
         self._cache_size = cache_size
@@ -351,6 +357,11 @@ class Vault:
         self._root_lock = threading.Lock()
         # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
         self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        # Owners whose data keys are already durably stored, not yet handed out (see
+        # reserve_owners), with their AES-GCM contexts; refilled ``pool_size`` at a time.
+        self._pool: OrderedDict[str, AESGCM] = OrderedDict()
+        self._pool_lock = threading.Lock()
+        self._pool_size = pool_size
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -446,6 +457,60 @@ class Vault:
                 return {}
             stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
         return {owner: mine.get(owner) or self._unwrap(owner, stored[owner]) for owner in missing}
+
+    # -- keys made ahead (one durable commit per request) ---------------------------------
+
+    def reserve_owners(self, count: int, make_owner: Callable[[], str]) -> list[str]:
+        """``count`` new owner ids (made by ``make_owner``) whose data keys are already durably
+        stored; ``[]`` when ``count`` is above the pool size (make keys at seal time instead).
+
+        Why: a write that creates new anchors used to store their keys in a key-file commit of
+        its own (fsync'd) and then the ciphertexts in the graph commit (fsync'd again): two
+        durable commits per request, the first one inside the graph's write lock. Keys made
+        ahead, ``pool_size`` per key-file commit, leave one durable commit per request (the
+        graph's). Crash safety is the same as before, by ordering: an id is handed out only
+        after the commit that stores its key returned (``synchronous=FULL``), so any graph
+        commit that holds a ciphertext under it is later than a durable key, across a SIGKILL
+        or a power cut alike. A crash can only leave keys nobody used (a random owner id and a
+        wrapped random key, no data; at most one pool per process); never a value without its
+        key. Owners are fresh random ids the caller makes, so they were never shredded.
+
+        Give back what a committed write did not use with :meth:`release_owners`; ids whose
+        write failed are simply dropped (their keys are unused keys, as after a crash).
+        """
+        if count <= 0 or count > self._pool_size:
+            return []
+        with self._pool_lock:
+            if len(self._pool) < count:
+                self._refill(make_owner)
+            taken = [self._pool.popitem(last=False) for _ in range(count)]
+        generation = self._keys.shred_generation()
+        self._cached(generation, set())  # bring the cache's generation up to date first
+        self._remember(generation, dict(taken))  # sealing finds them without a key-file read
+        return [owner for owner, _ in taken]
+
+    def release_owners(self, owners: Sequence[str]) -> None:
+        """Give back reserved owners a committed write did not use (their keys stay valid)."""
+        with self._pool_lock:
+            for owner in owners:
+                if len(self._pool) >= self._pool_size:
+                    return  # the rest stay unused keys (see reserve_owners)
+                with self._cache_lock:
+                    cipher = self._cache.get(owner)
+                if cipher is None:  # evicted or dropped by a shred: no longer known good
+                    continue
+                self._pool[owner] = cipher
+
+    def _refill(self, make_owner: Callable[[], str]) -> None:
+        wanted = {make_owner() for _ in range(self._pool_size - len(self._pool))}
+        for owner in wanted:
+            _check_name("owner", owner)
+        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
+        for owner in sorted(wanted):
+            # Another process storing a key for a fresh random owner meanwhile would be an id
+            # collision: such an owner is simply not pooled.
+            if owner in mine:
+                self._pool[owner] = AESGCM(mine[owner])
 
     # -- encryption ------------------------------------------------------------------------
 
