@@ -34,8 +34,6 @@ that would join them refused (``do_not_link``), like a limit refusal.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,7 +47,7 @@ from identity.errors import (
     NotLinkedError,
     RuleNotFoundError,
 )
-from identity.hashing import HashedIdentifier, Keyring
+from identity.hashing import HashedIdentifier, HmacSha256, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
     RESTRICTION_PURPOSE,
@@ -300,8 +298,7 @@ class ResolutionEngine:
         # rotation (recorded under the old key, redelivered after the new one became primary)
         # is still a duplicate. Retire an old key only after the dedup window has passed.
         self._message_macs = tuple(
-            hmac.new(subkey, digestmod=hashlib.sha256)
-            for _, subkey in keyring.derive_keys(MESSAGE_ID_INFO)
+            HmacSha256(subkey) for _, subkey in keyring.derive_keys(MESSAGE_ID_INFO)
         )
 
     def message_digest(self, source: str, message_id: str) -> bytes:
@@ -312,12 +309,7 @@ class ResolutionEngine:
         """The message id's digest under every known hash key, primary first (lookups)."""
         encoded = source.encode()
         data = len(encoded).to_bytes(4, "big") + encoded + message_id.encode()
-        digests = []
-        for base in self._message_macs:
-            mac = base.copy()
-            mac.update(data)
-            digests.append(mac.digest()[:_MESSAGE_DIGEST_BYTES])
-        return tuple(digests)
+        return tuple(mac.digest(data)[:_MESSAGE_DIGEST_BYTES] for mac in self._message_macs)
 
     @property
     def policy(self) -> IdentityPolicy:

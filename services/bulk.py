@@ -38,7 +38,12 @@ from identity.errors import BatchValidationError, IdGraphError, InputLimitError
 from identity.model import IdentityEvent
 from identity.strict_json import MalformedJsonError, loads_strict
 from services.ingest import IngestService
-from services.inputs import IdentifyRequest, pointer_from_location
+from services.inputs import (
+    IdentifyInput,
+    IdentifyRequest,
+    identify_input,
+    pointer_from_location,
+)
 
 FileFormat = Literal["jsonl", "csv"]
 MAX_REPORTED_ERRORS = 100
@@ -206,7 +211,7 @@ def ingest_file(
     # (IngestService.events), so the NER model runs once per chunk, not once per row. A chunk
     # is never longer than a batch, so a batch still commits as soon as its last row is read.
     chunk_rows = max(1, min(SCAN_CHUNK_ROWS, batch_size))
-    chunk: list[tuple[int, IdentifyRequest | RowError]] = []
+    chunk: list[tuple[int, IdentifyInput | RowError]] = []
     for line_no, row in rows:
         report.rows += 1
         chunk.append((line_no, _request(row, line_no, default_source)))
@@ -219,7 +224,7 @@ def ingest_file(
 
 def _validate_chunk(
     service: IngestService,
-    chunk: list[tuple[int, IdentifyRequest | RowError]],
+    chunk: list[tuple[int, IdentifyInput | RowError]],
     batch: list[IdentityEvent],
     report: BulkReport,
     actor: str,
@@ -227,10 +232,10 @@ def _validate_chunk(
 ) -> None:
     """Turn a chunk of rows into events (rejecting bad rows, in line order), committing the
     batch whenever it is full."""
-    requests = [item for _, item in chunk if isinstance(item, IdentifyRequest)]
+    requests = [item for _, item in chunk if isinstance(item, IdentifyInput)]
     events = iter(service.events(requests))
     for line_no, item in chunk:
-        result = next(events) if isinstance(item, IdentifyRequest) else item
+        result = next(events) if isinstance(item, IdentifyInput) else item
         if isinstance(result, RowError):
             report.reject(result)
         elif isinstance(result, InputLimitError):
@@ -256,15 +261,20 @@ def _derived_message_id(row: dict[str, Any], line_no: int) -> str:
 
 def _request(
     row: dict[str, Any] | RowError, line_no: int, default_source: str | None
-) -> IdentifyRequest | RowError:
+) -> IdentifyInput | RowError:
     if isinstance(row, RowError):
         return row
     if default_source and "source" not in row:
         row = {**row, "source": default_source}
     if "message_id" not in row and "messageId" not in row:
         row = {**row, "message_id": _derived_message_id(row, line_no)}
+    # Most rows are certified without a model (identify_input); the rest go through it, so a
+    # rejected row reads exactly as POST /v1/identify would answer it.
+    certified = identify_input(row)
+    if certified is not None:
+        return certified
     try:
-        return IdentifyRequest.model_validate(row)
+        return IdentifyInput.of(IdentifyRequest.model_validate(row))
     except ValidationError as exc:
         return RowError(line_no, _validation_problems(exc))
 

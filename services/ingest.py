@@ -46,7 +46,7 @@ from privacy.consent.signals import (
 )
 from privacy.consent.webhook_intake import ConsentWebhooks
 from privacy.scanning.facts import EventInput, FactIntake, FactsOf
-from services.inputs import ConsentRequest, IdentifyRequest
+from services.inputs import ConsentRequest, IdentifyInput, IdentifyRequest
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 
 log = structlog.get_logger("idgraph.consent")
@@ -135,7 +135,7 @@ class _Checked:
     """A request of :meth:`IngestService.events` whose identifiers were normalized."""
 
     index: int
-    request: IdentifyRequest
+    request: IdentifyInput
     at: datetime
     identifiers: tuple[NormalizedIdentifier, ...] = ()
     errors: list[InvalidFieldError] = field(default_factory=list)
@@ -196,7 +196,7 @@ class IngestService:
 
     # -- identify / ingest ---------------------------------------------------------------------
 
-    def event(self, request: IdentifyRequest, pointer: str = "#") -> IdentityEvent:
+    def event(self, request: IdentifyRequest | IdentifyInput, pointer: str = "#") -> IdentityEvent:
         """Validate, normalize and PII-scan one request; every problem in one
         :class:`BatchValidationError` located under ``pointer``. Writes nothing."""
         (result,) = self.events([request], [pointer])
@@ -205,7 +205,9 @@ class IngestService:
         return result
 
     def events(
-        self, requests: Sequence[IdentifyRequest], pointers: Sequence[str] | None = None
+        self,
+        requests: Sequence[IdentifyRequest | IdentifyInput],
+        pointers: Sequence[str] | None = None,
     ) -> list[IdentityEvent | InputLimitError | BatchValidationError]:
         """:meth:`event` for several requests: one result per request, in order, each the event
         or the error :meth:`event` would raise for it (``pointers`` default to ``#``).
@@ -214,10 +216,12 @@ class IngestService:
         (:meth:`FactIntake.prepare_many`): the NER model runs once over the values it has not
         seen, instead of once per request. Writes nothing."""
         wheres = list(pointers) if pointers is not None else ["#"] * len(requests)
+        # Bulk rows arrive as plain values (services.inputs.identify_input, no model per row).
+        inputs = [IdentifyInput.of(r) if isinstance(r, IdentifyRequest) else r for r in requests]
         limit = self._limits.max_identifiers_per_event
         results: list[IdentityEvent | InputLimitError | BatchValidationError | None] = []
         checked: list[_Checked] = []
-        for request, pointer in zip(requests, wheres, strict=True):
+        for request, pointer in zip(inputs, wheres, strict=True):
             if len(request.identifiers) > limit:
                 results.append(
                     InputLimitError(
@@ -230,7 +234,7 @@ class IngestService:
             item = _Checked(len(results), request, request.timestamp or self._clock())
             try:
                 item.identifiers = normalize_all(
-                    ((i.type, i.value) for i in request.identifiers),
+                    request.identifiers,
                     self._engine.policy,
                     self._limits.default_region,
                     f"{pointer}/identifiers",

@@ -60,7 +60,6 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 import threading
@@ -75,6 +74,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from identity.hashing import HmacSha256
 from privacy.keys.keyprovider import (
     KekNotFoundError,
     KeyProvider,
@@ -353,7 +353,7 @@ class Vault:
         # The key file's shred generation the cache is valid for (-1: not read yet).
         self._generation = -1
         self._root_key: bytes | None = None
-        self._shred_mac: hmac.HMAC | None = None
+        self._shred_mac: HmacSha256 | None = None
         self._root_lock = threading.Lock()
         # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
         self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
@@ -395,10 +395,9 @@ class Vault:
         subkey (hex). Keyed, so a guessed owner id cannot be confirmed against a copy of the
         key file without the KEK."""
         if self._shred_mac is None:
-            self._shred_mac = hmac.new(self.reference_key(SHRED_REF_INFO), digestmod="sha256")
-        mac = self._shred_mac.copy()
-        mac.update(owner.encode())
-        return mac.hexdigest()
+            # Pads hashed once (HmacSha256): a batch of new anchors needs one ref per anchor.
+            self._shred_mac = HmacSha256(self.reference_key(SHRED_REF_INFO))
+        return self._shred_mac.digest(owner.encode()).hex()
 
     def _shred_refs(self, owners: Collection[str]) -> dict[str, str]:
         return {owner: self.shred_ref(owner) for owner in owners}
@@ -739,7 +738,7 @@ class Vault:
                     raise
                 self._provider.reload()
                 continue
-            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] == w}
+            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] is w or stored[o] == w}
             return stored, mine
         raise AssertionError("unreachable")  # pragma: no cover
 
