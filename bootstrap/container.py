@@ -58,7 +58,7 @@ from privacy.keys.keyprovider import (
 from privacy.keys.secretfile import read_secret_file
 from privacy.keys.vault import Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
-from privacy.scanning import PiiScanner, ScannerConfig
+from privacy.scanning import MODEL_ENTITIES, PiiScanner, ScannerConfig
 from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.transport.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.audience_changes import AudienceChangePublisher
@@ -570,7 +570,9 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
     load_record_retention(settings)  # validated at start-up like every policy file
     scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
     if scanner is not None:
-        facts_policy.check_entities(scanner.entities, str(settings.policy_dir / "categories.yaml"))
+        facts_policy.check_entities(
+            scanner.entities | set(MODEL_ENTITIES), str(settings.policy_dir / "categories.yaml")
+        )
     keyring = load_keyring(settings)
     webhook_sources = build_webhook_sources(settings, purposes, policy)
     # Each resource opened is closed again if a later step fails; on success the stack lets go

@@ -23,6 +23,7 @@ from identity.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_REDACTION_TEMPLATE",
+    "MODEL_ENTITIES",
     "PiiFinding",
     "PiiScanner",
     "ScannerConfig",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 DEFAULT_REDACTION_TEMPLATE = "<{entity_type}>"
+# What the optional NER model reports. A policy may allow these even when the model is off
+# (``ner: false``): allowing a type the scanner cannot find is harmless, and switching the
+# model off should not force an edit of every category's ``allowed_pii``.
+MODEL_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
 
 EntityType = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]

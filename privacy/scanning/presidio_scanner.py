@@ -55,6 +55,7 @@ from spacy.tokens import Doc, Span
 
 from identity.errors import InputLimitError
 from privacy.scanning import (
+    MODEL_ENTITIES,
     PiiFinding,
     ScannerConfig,
     ScannerConfigurationError,
@@ -89,7 +90,7 @@ __all__ = [
 PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
 PII_NER_MODEL_SHA256 = "6f54e698f3310c7418b9d21c7903f8307799ed13992bcaafa8250f849fac1490"
 # The model's labels are presidio entity types already (no mapping to maintain).
-NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
+NER_ENTITIES = MODEL_ENTITIES
 # spaCy's transition-based NER gives no per-entity confidence; the lexicon's review scores each
 # entity by its signal (name_lexicon.SCORE_*). This is presidio's default for an entity without
 # a reviewed score, the same as the review's strongest level.
