@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from identity import outbound
@@ -362,10 +362,14 @@ def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     assert _stats(data_dir) == (records, 2 * records)
 
 
-def _members(bootstrap: str, group: str) -> int:
+def _assigned_members(bootstrap: str, group: str) -> int:
+    """Members of a stable group that own at least one partition (0 while it rebalances)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     (future,) = admin.describe_consumer_groups([group]).values()
-    return len(future.result(timeout=10).members)
+    description = future.result(timeout=10)
+    if description.state != ConsumerGroupState.STABLE:
+        return 0
+    return sum(1 for m in description.members if m.assignment.topic_partitions)
 
 
 def test_two_consumers_share_the_partitions_through_a_rebalance(
@@ -393,8 +397,11 @@ def test_two_consumers_share_the_partitions_through_a_rebalance(
     while _committed(kafka_bootstrap, group, topic, 4) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     second = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
-    while _members(kafka_bootstrap, group) < 2 and time.monotonic() < deadline:
+    # Counting members is not enough: a member is listed as soon as it joins, before the
+    # rebalance hands it partitions; the second half must land on partitions it owns.
+    while _assigned_members(kafka_bootstrap, group) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert _assigned_members(kafka_bootstrap, group) == 2, "the group never shared its partitions"
     _produce(kafka_bootstrap, topic, values[half:], keys=keys[half:])
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0]
