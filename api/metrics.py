@@ -150,7 +150,7 @@ class Metrics:
         """Count the outcomes, refusals and facts of ingested events."""
         for outcome in outcomes:
             self.ingest_events.labels(outcome.outcome.value).inc()
-            for refusal in outcome.refusals:
+            for refusal in outcome.refused_identifiers:  # distinct identifiers, not positions
                 self.refused_identifiers.labels(refusal.reason.value).inc()
             self.facts.labels("stored").inc(outcome.facts_stored)
             self.facts.labels("quarantined").inc(outcome.facts_quarantined)

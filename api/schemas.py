@@ -91,7 +91,10 @@ class IngestResponse(StrictModel):
 
     events: int
     outcomes: dict[str, int]
-    refused_identifiers: int
+    refused_identifiers: int = Field(
+        description="Distinct identifiers refused, summed over the events: an identifier sent "
+        "twice in one event and refused counts once (results[].refused lists each position)."
+    )
     results: list[IngestResult]
 
 

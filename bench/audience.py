@@ -245,16 +245,17 @@ def _concurrently(threads: int, total: int, one: Callable[[int], int]) -> Callab
 # The floor of a consent-filtered audience: one SQL statement over the events (the covering
 # index facts_events_by_name) that groups them by person and keeps the persons whose latest
 # consent record for the purpose grants (latest wins, a tie denies): what any implementation
-# must at least read. Restrictions (0.5 % of persons) are left out.
+# must at least read. Restrictions (0.5 % of persons) are left out. Grouped by the persons'
+# integer keys (graph schema 7): a count needs no public id.
 SQL_FLOOR_AUDIENCE = """
 WITH buyers AS (
-    SELECT i.person_id FROM facts f INDEXED BY facts_events_by_name
-    CROSS JOIN identifiers i ON i.node_id = f.node_id
+    SELECT i.person AS person_id FROM facts f INDEXED BY facts_events_by_name
+    CROSS JOIN identifiers i ON i.pk = f.node
     WHERE f.kind = 'event' AND f.status = 'active' AND f.name = ? AND f.at >= ?
-    GROUP BY i.person_id HAVING count(*) >= ?
+    GROUP BY i.person HAVING count(*) >= ?
 ), decisions AS (
     SELECT b.person_id, c.granted, c.at, max(c.at) OVER (PARTITION BY b.person_id) AS top
-    FROM buyers b JOIN identifiers j ON j.person_id = b.person_id
+    FROM buyers b JOIN identifiers j ON j.person = b.person_id
     JOIN consents c ON c.node_id = j.node_id AND c.purpose = ?
 )
 SELECT count(*) FROM (

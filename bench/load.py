@@ -19,8 +19,12 @@ count (and a wall-clock cap, so the run always stops by itself):
 * ``audience``     POST /v1/audiences once, then GET .../export?format=jsonl, a few times.
 
 Phases whose endpoints the server does not have (checked in its OpenAPI document) are skipped
-with a message. Figures per phase: requests, errors (non-2xx), throughput (requests/s),
-p50/p95/p99 latency in ms, and the ratio of throughput and of p50 to the ``hello`` ceiling.
+with a message. Figures per phase: requests, errors (non-2xx or no answer) and error rate,
+transport failures resent once (``retried``: only requests with a ``message_id``), throughput
+(requests/s), p50/p95/p99 latency in ms, and the ratio of throughput and of p50 to the
+``hello`` ceiling. The open-loop phase keeps at most ``--max-in-flight`` requests in flight and
+measures each latency from when the request was due (queueing included). Errors are figures:
+the exit status is 1 only when a phase's error rate exceeds ``--max-error-rate`` (1 %).
 Machines are noisy: compare the ratios, not the absolute numbers.
 """
 
@@ -61,6 +65,12 @@ class Phase:
     items_per_request: int = 1  # events per request (ingest batches), else 1
     requests: int = 0
     errors: int = 0
+    # Transport failures (connection reset/closed) retried once; only requests that are safe
+    # to resend are (they carry a message_id, so a resent one that was applied is a duplicate).
+    retried: int = 0
+    # Open loop: the most requests in flight at once (arrivals beyond --max-in-flight wait, and
+    # their latency counts from when they were due, queueing included).
+    max_in_flight: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     error_statuses: dict[str, int] = field(default_factory=dict)
@@ -74,6 +84,11 @@ class Phase:
     def throughput(self) -> float:
         """Completed requests per second."""
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        """Failed requests over requests sent."""
+        return self.errors / self.requests if self.requests else 0.0
 
     def percentile(self, q: float) -> float:
         """Latency percentile ``q`` (0-100) in milliseconds."""
@@ -94,6 +109,7 @@ class Phase:
             p95_ms=round(self.percentile(95), 2),
             p99_ms=round(self.percentile(99), 2),
             mean_ms=round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0.0,
+            error_rate=round(self.error_rate, 5),
         )
         return data
 
@@ -130,8 +146,10 @@ async def run_closed(
     cap: float,
     items: int = 1,
     pids: tuple[int, ...] = (),
+    retry_transport: bool = False,
 ) -> Phase:
-    """``count`` requests by ``concurrency`` workers, each sending the next as soon as it can."""
+    """``count`` requests by ``concurrency`` workers, each sending the next as soon as it can
+    (``retry_transport``: resend once after a dropped connection; safe with message ids)."""
     phase = Phase(name, items)
     counter = iter(range(count))
     start = time.perf_counter()
@@ -140,7 +158,7 @@ async def run_closed(
         for index in counter:
             if time.perf_counter() - start > cap:
                 return
-            await _one(phase, client, send, index)
+            await _one(phase, client, send, index, retry_transport=retry_transport)
 
     with measured(pids) as span:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -163,9 +181,30 @@ async def run_open(
     rate: float,
     cap: float,
     pids: tuple[int, ...] = (),
+    max_in_flight: int = 64,
+    retry_transport: bool = False,
 ) -> Phase:
-    """``count`` requests started at a fixed ``rate`` per second, whatever the server does."""
+    """``count`` requests due at a fixed ``rate`` per second, whatever the server does.
+
+    At most ``max_in_flight`` are in flight: an arrival beyond that waits for a slot instead
+    of piling up sockets until the client or the server gives (last stop: one ``ReadError`` in
+    8,043 at 50/s on a loaded machine). The wait is not hidden: each latency counts from the
+    moment the request was *due*, so a server that falls behind shows it in p50-p99.
+    """
     phase = Phase(name)
+    slots = asyncio.Semaphore(max_in_flight)
+    in_flight = 0
+
+    async def one(index: int, due: float) -> None:
+        nonlocal in_flight
+        async with slots:
+            in_flight += 1
+            phase.max_in_flight = max(phase.max_in_flight, in_flight)
+            try:
+                await _one(phase, client, send, index, due, retry_transport)
+            finally:
+                in_flight -= 1
+
     with measured(pids) as span:
         start = time.perf_counter()
         tasks = []
@@ -176,20 +215,36 @@ async def run_open(
                 await asyncio.sleep(delay)
             if time.perf_counter() - start > cap:
                 break
-            tasks.append(asyncio.create_task(_one(phase, client, send, index)))
+            tasks.append(asyncio.create_task(one(index, due)))
         await asyncio.gather(*tasks)
     _fill(phase, span)
     return phase
 
 
-async def _one(phase: Phase, client: httpx.AsyncClient, send: Request, index: int) -> None:
-    began = time.perf_counter()
-    try:
-        response = await send(client, index)
-        status = str(response.status_code)
-        ok = response.is_success
-    except httpx.HTTPError as exc:
-        status, ok = type(exc).__name__, False
+async def _one(
+    phase: Phase,
+    client: httpx.AsyncClient,
+    send: Request,
+    index: int,
+    began: float | None = None,
+    retry_transport: bool = False,
+) -> None:
+    began = time.perf_counter() if began is None else began
+    for attempt in (1, 2):
+        try:
+            response = await send(client, index)
+            status = str(response.status_code)
+            ok = response.is_success
+        except httpx.TransportError as exc:
+            # A connection the server closed under us (keep-alive race, reset under load):
+            # resent once when that is safe, and counted either way.
+            status, ok = type(exc).__name__, False
+            if retry_transport and attempt == 1:
+                phase.retried += 1
+                continue
+        except httpx.HTTPError as exc:
+            status, ok = type(exc).__name__, False
+        break
     phase.latencies_ms.append((time.perf_counter() - began) * 1000)
     phase.requests += 1
     if not ok:
@@ -197,10 +252,64 @@ async def _one(phase: Phase, client: httpx.AsyncClient, send: Request, index: in
         phase.error_statuses[status] = phase.error_statuses.get(status, 0) + 1
 
 
+# The bulk path on a JSONL file of the same events as the ingest phase sends, in a process of
+# its own on the server's data dir (the server is idle then); timed around ingest_file only
+# (not the interpreter's start-up or the container's build), wall and process CPU.
+_BULK_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from services.bulk import ingest_file
+container = build_container(Settings())
+try:
+    wall, cpu = time.perf_counter(), time.process_time()
+    report = ingest_file(container.ingest, Path(sys.argv[1]), actor="bench")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+finally:
+    container.close()
+print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "rows": report.rows,
+                  "events": report.events, "rejected": report.rejected_rows}))
+"""
+
+
+def run_bulk(events: list[dict[str, Any]], work: Path, env: dict[str, str]) -> Phase:
+    """The same events through the bulk path (``idgraph ingest FILE``'s use case)."""
+    phase = Phase("bulk", items_per_request=len(events))
+    path = work / "bulk-events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    load_before = load_average()
+    done = subprocess.run(
+        [sys.executable, "-c", _BULK_SCRIPT, str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    phase.load_before, phase.load_after = load_before, load_average()
+    if done.returncode != 0:
+        phase.requests, phase.errors = 1, 1
+        phase.error_statuses["exit " + str(done.returncode)] = 1
+        print(done.stderr[-2000:], file=sys.stderr)
+        return phase
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    phase.requests = 1
+    if figures["rejected"] or figures["events"] != len(events):
+        phase.errors = 1
+        phase.error_statuses["rows rejected"] = int(figures["rejected"])
+    phase.seconds = float(figures["seconds"])
+    phase.cpu_seconds = round(float(figures["cpu_seconds"]), 3)
+    phase.latencies_ms.append(phase.seconds * 1000)
+    return phase
+
+
 def person(index: int, rng_seed: int) -> dict[str, Any]:
-    """The identify body of synthetic person ``index`` (deterministic per seed)."""
+    """The identify body of synthetic person ``index`` (deterministic per seed); its
+    ``message_id`` makes a resend after a dropped connection harmless (answered duplicate)."""
     rng = random.Random(rng_seed * 1_000_003 + index)
     return {
+        "message_id": f"load-{rng_seed}-{index}",
         "identifiers": [
             {"type": "customer_id", "value": f"L{rng_seed:02d}{index:08d}"},
             {"type": "email", "value": f"load.{rng_seed}.{index}@bench-mail.de"},
@@ -256,6 +365,8 @@ async def drive(
                 args.rate,
                 args.cap,
                 pids=server,
+                max_in_flight=args.max_in_flight or 4 * args.concurrency,
+                retry_transport=True,
             )
         )
         offset = args.requests
@@ -270,6 +381,7 @@ async def drive(
                 args.concurrency,
                 args.cap,
                 pids=server,
+                retry_transport=True,
             )
         )
         offset += args.requests
@@ -289,6 +401,7 @@ async def drive(
                 args.cap,
                 items=args.batch,
                 pids=server,
+                retry_transport=True,
             )
         )
         readers = min(args.requests, 2_000)
@@ -355,6 +468,11 @@ async def drive(
                 )
         else:
             skipped["audience_export"] = "the server has no /v1/audiences export"
+    if args.bulk_env is not None:
+        ingest_phase = next(p for p in phases if p.name == "ingest")
+        first = offset + ingest_phase.requests * args.batch
+        events = [person(first + k, seed) for k in range(ingest_phase.requests * args.batch)]
+        phases.append(run_bulk(events, args.bulk_work, args.bulk_env))
     return {"phases": phases, "skipped": skipped}
 
 
@@ -366,7 +484,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         f"{'phase':<16}{'requests':>9}{'errors':>8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'items/s':>10}{'req/s vs hello':>16}{'p50 vs hello':>14}"
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for phase in phases:
         summary = phase.summary()
         tp_ratio = phase.throughput / ceiling.throughput if ceiling.throughput else 0.0
@@ -388,8 +506,25 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
     by_name = {row["name"]: row for row in rows}
     ratios: dict[str, float] = {}
     for row in rows[1:]:
+        if row["name"] == "bulk":  # one file, not requests: compared with `ingest` below
+            continue
         ratios[f"{row['name']}_throughput_over_hello"] = row["throughput_ratio_to_hello"]
         ratios[f"{row['name']}_p50_over_hello"] = row["p50_ratio_to_hello"]
+        ratios[f"{row['name']}_error_rate"] = row["error_rate"]
+    if "ingest" in by_name and by_name.get("bulk", {}).get("items_per_second"):
+        # HTTP /v1/ingest batches over the bulk path on events of the same shape (goal >= 0.8).
+        ingest, bulk = by_name["ingest"], by_name["bulk"]
+        ratios["ingest_events_per_second_over_bulk"] = round(
+            ingest["items_per_second"] / bulk["items_per_second"], 3
+        )
+        # CPU: HTTP's client + server against the bulk process alone (an HTTP client's JSON
+        # encoding is part of what the HTTP path costs; the file's writing is not timed).
+        if ingest["cpu_seconds"] and bulk["cpu_seconds"]:
+            per_ingest = ingest["cpu_seconds"] / max(
+                1, ingest["requests"] * ingest["items_per_request"]
+            )
+            per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
+            ratios["ingest_cpu_per_event_over_bulk"] = round(per_ingest / per_bulk, 3)
         if ceiling.cpu_seconds and row["requests"] and ceiling.requests:
             # CPU per request (client + server) over the hello phase's.
             per = row["cpu_seconds"] / row["requests"]
@@ -419,7 +554,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the load test; exit 1 if any phase had errors."""
+    """Run the load test; exit 1 if a phase's error rate is above ``--max-error-rate``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2_000, help="requests per phase")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -429,6 +564,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap", type=float, default=120.0, help="seconds per phase at most")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="open-loop requests in flight at most (default 4 x --concurrency)",
+    )
+    parser.add_argument(
+        "--no-bulk", action="store_true", help="skip the bulk phase (same events, bulk path)"
+    )
+    parser.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=0.01,
+        help="exit 1 if a phase's failed/sent exceeds this (errors are reported either way)",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="idgraph-load-") as tmp:
@@ -480,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(base + "/healthz", server)
             wait_ready(ceiling + "/hello", hello)
             load_before = load_average()
+            args.bulk_env = None if args.no_bulk else env
+            args.bulk_work = Path(tmp)
             result = asyncio.run(drive(args, base, ceiling, token, (server.pid, hello.pid)))
             result["load"] = {"before": load_before, "after": load_average()}
         finally:
@@ -492,7 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = report(result)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    return 1 if any(row["errors"] for row in doc["phases"]) else 0
+    # Errors are figures (per phase, with their statuses, and in `ratios`); the run only
+    # fails when they stop being rare, so one reset connection at high load does not erase
+    # every other figure of `make bench`.
+    return 1 if any(row["error_rate"] > args.max_error_rate for row in doc["phases"]) else 0
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ HELDOUT_CLASSES = (
     "PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS", "EMAIL_ADDRESS", "PHONE_NUMBER",
     "IBAN_CODE", "CREDIT_CARD",
 )  # fmt: skip
+# Entity types the shipped policy allows in the behavioural and interests categories.
+MARKETING_ALLOWED = frozenset({"LOCATION", "ORGANIZATION"})
 EMAIL_BASELINE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 FIRST_NAMES = {
@@ -460,15 +462,23 @@ def _print_false_alarms(title: str, predictions: Sequence[Sequence[Any]]) -> dic
             flagged[entity] = flagged.get(entity, 0) + 1
     values = len(predictions)
     any_flagged = sum(1 for found in predictions if found)
+    # What the shipped policy acts on: a marketing value lands in a behavioural or interests
+    # category, which allows LOCATION and ORGANIZATION (places and brands); anything else found
+    # there is redacted or refused.
+    acted_on = sum(1 for found in predictions if {f.entity_type for f in found} - MARKETING_ALLOWED)
     print(title)
     print(
-        f"values {values}, with any finding {any_flagged} ({any_flagged / max(values, 1):.1%}); "
+        f"values {values}, with any finding {any_flagged} ({any_flagged / max(values, 1):.1%}), "
+        f"with a finding the behavioural category does not allow {acted_on} "
+        f"({acted_on / max(values, 1):.1%}); "
         + ", ".join(f"{k} {v}" for k, v in sorted(flagged.items()))
     )
     return {
         "values": values,
         "with_any_finding": any_flagged,
         "false_alarm_rate": round(any_flagged / max(values, 1), 4),
+        "with_disallowed_finding": acted_on,
+        "disallowed_rate": round(acted_on / max(values, 1), 4),
         "per_type": dict(sorted(flagged.items())),
     }
 

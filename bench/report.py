@@ -59,6 +59,7 @@ ONE_MILLION = 1_000_000
 GOAL_INGEST_RATIO = 0.50  # issue 3: real >= 50 % of the floor's throughput
 GOAL_INGEST_RSS_MIB = 512  # issue 3: real peak RSS
 GOAL_AUDIENCE_S = 2.0  # issue 5: consent-filtered audience over 1M persons
+GOAL_INGEST_OVER_BULK = 0.8  # issue 14: HTTP ingest batches vs the bulk path
 GOAL_OVERHEAD = 1.5  # issue 5: policy overhead of audience and profile reads
 GOAL_ERASE_P99_S = 1.0  # issue 6
 GOAL_ERASE_GROWTH = 2.0  # issue 6: erasure work must not grow with the graph (VM steps)
@@ -901,6 +902,16 @@ def load_section(report: Report) -> list[str]:
                     f"{GOAL_IDENTIFY_OVER_HELLO} x hello-world",
                     f"{closed['throughput_ratio_to_hello']:.3f}x, p99 {closed['p99_ms']:.1f} ms",
                     _status(closed["throughput_ratio_to_hello"] >= GOAL_IDENTIFY_OVER_HELLO),
+                )
+            )
+        over_bulk = outcome.data.get("ratios", {}).get("ingest_events_per_second_over_bulk")
+        if over_bulk is not None:
+            report.goals.append(
+                Goal(
+                    "issue 14",
+                    "HTTP /v1/ingest batches ≥ 0.8 x the bulk path on the same events",
+                    f"{over_bulk:.3f}x events/s",
+                    _status(over_bulk >= GOAL_INGEST_OVER_BULK),
                 )
             )
         errors = sum(p["errors"] for p in phases)

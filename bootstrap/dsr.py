@@ -103,6 +103,27 @@ def recipient_namer(api_keys: ApiKeys) -> Mapping[str, str]:
     return names
 
 
+class DeferredNotifier:
+    """The erasure notifier (:class:`privacy.dsr.erasure.ErasureNotifier`), building the DSR
+    service on first use: an erasure at start-up (recovery) or by retention must tell the
+    recipients as a requested one does, and most commands never need the DSR file opened."""
+
+    def __init__(self, service: Callable[[], DsrService]) -> None:
+        self._service = service
+
+    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+        """:meth:`DsrService.hold`."""
+        return self._service().hold(erasure_id, request_id, person_ids)
+
+    def release(self, erasure_id: str) -> int:
+        """:meth:`DsrService.release`."""
+        return self._service().release(erasure_id)
+
+    def drop(self, erasure_id: str) -> None:
+        """:meth:`DsrService.drop`."""
+        self._service().drop(erasure_id)
+
+
 def build_dsr_service(
     settings: Settings,
     graph: GraphStore,

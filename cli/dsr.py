@@ -64,6 +64,14 @@ def submit(
         Optional[list[str]],  # noqa: UP045
         typer.Option("--purpose", help="Objection: a purpose; repeatable."),
     ] = None,
+    rectified: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--rectified",
+            help="Rectification: the name of a corrected attribute, event or identifier type "
+            "(never its value: correct the value through ingest first); repeatable.",
+        ),
+    ] = None,
     lift: Annotated[bool, typer.Option(help="Restriction/objection: lift it.")] = False,
     submitted: Annotated[
         Optional[datetime],  # noqa: UP045
@@ -90,6 +98,7 @@ def submit(
         submitted_at=at,
         regulation=regulation,
         purposes=tuple(purposes or ()),
+        rectified=tuple(rectified or ()),
         confirm_multiple_persons=confirm_multiple_persons,
     )
     with running_container() as container:

@@ -31,11 +31,13 @@ SCHEMA_BASE: Final = "https://idgraph.dev/schemas/events/"
 CONSENT_CHANGED: Final = "consent.changed"
 PERSON_ERASED: Final = "person.erased"
 PERSON_MERGED: Final = "person.merged"
+PERSON_SPLIT: Final = "person.split"
 AUDIENCE_MEMBERSHIP: Final = "audience.membership.changed"
 SCHEMA_VERSIONS: Final[Mapping[str, int]] = {
     CONSENT_CHANGED: 1,
     PERSON_ERASED: 1,
     PERSON_MERGED: 1,
+    PERSON_SPLIT: 1,
     AUDIENCE_MEMBERSHIP: 1,
 }
 
@@ -111,6 +113,28 @@ def person_merged(person_id: str, merged_person_ids: Sequence[str], at: datetime
         {"person_id": person_id, "merged_person_ids": sorted(merged_person_ids)},
     )
     return OutboundEvent(event_id, PERSON_MERGED, person_id, payload, at)
+
+
+def person_split(
+    person_id: str, split_person_ids: Sequence[str], reason: str, at: datetime
+) -> OutboundEvent:
+    """The event telling downstream tools that part of ``person_id`` is now other persons.
+
+    An unlink that splits a person keeps the id on the part with the most identifiers and gives
+    every other part a new random id (:meth:`identity.resolution.ResolutionEngine.unlink`). A tool
+    holding data under ``person_id`` cannot tell which of it belongs to which part (the event
+    names no identifier, nothing that could say), so it re-reads what it needs under each id
+    through its own, policy-checked reads, and stops treating the new ids' data as
+    ``person_id``'s. Keyed by ``person_id``: in order with that person's other events.
+    """
+    event_id = new_event_id()
+    payload = _document(
+        PERSON_SPLIT,
+        event_id,
+        at,
+        {"person_id": person_id, "split_person_ids": sorted(split_person_ids), "reason": reason},
+    )
+    return OutboundEvent(event_id, PERSON_SPLIT, person_id, payload, at)
 
 
 def audience_membership_changed(

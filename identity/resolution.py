@@ -34,8 +34,6 @@ that would join them refused (``do_not_link``), like a limit refusal.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,7 +47,7 @@ from identity.errors import (
     NotLinkedError,
     RuleNotFoundError,
 )
-from identity.hashing import HashedIdentifier, Keyring
+from identity.hashing import HashedIdentifier, HmacSha256, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
     RESTRICTION_PURPOSE,
@@ -97,6 +95,42 @@ class FactSealer(Protocol):
     def decrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
         """Open each ``(owner, field, blob)`` sealed by :meth:`encrypt_many`."""
         ...
+
+
+class OwnerReservations(Protocol):
+    """Node ids whose data keys already exist durably (the vault's key pool, see
+    :meth:`privacy.keys.vault.Vault.reserve_owners`): a batch that creates anchors with sealed
+    values then writes no key-file commit of its own, only the graph's."""
+
+    def reserve_owners(self, count: int, make_owner: Callable[[], str]) -> list[str]:
+        """``count`` owner ids with stored keys, or ``[]`` (keys are then made at seal time)."""
+        ...
+
+    def release_owners(self, owners: Sequence[str]) -> None:
+        """Give back reserved ids a committed batch did not use."""
+        ...
+
+
+@dataclass(slots=True)
+class _KeyedIds:
+    """The reserved node ids of one ingest call, handed out in order; restarted with each
+    attempt of the transaction (a retried attempt committed nothing before it)."""
+
+    reserved: list[str]
+    fallback: Callable[[], str]
+    used: int = 0
+
+    def restart(self) -> None:
+        self.used = 0
+
+    def take(self) -> str:
+        if self.used < len(self.reserved):
+            self.used += 1
+            return self.reserved[self.used - 1]
+        return self.fallback()  # more than reserved (cannot happen): key made at seal time
+
+    def unused(self) -> list[str]:
+        return self.reserved[self.used :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +190,22 @@ class _BatchState:
     rules: list[tuple[str, str]] = field(default_factory=list)
     rule_ends: dict[str, str] = field(default_factory=dict)
     lookup_restricted: Callable[[str], bool] = lambda _: False  # reads it in the batch's tx
+    keyed_ids: _KeyedIds | None = None  # ids with stored keys, for new anchors of sealed values
 
     def find(self, person: str) -> str:
+        """The person ``person`` is now part of (union-find root), compressing the path.
+
+        Every node on the path is pointed at the root, so the next ``find`` of any of them is
+        one step. (A tuple assignment ``person, parent[person] = parent[person], root`` would
+        bind ``person`` first and so repoint the *ancestor*, leaving the node's own pointer.)
+        """
         root = person
         while self.parent.get(root, root) != root:
             root = self.parent[root]
-        while person != root:  # path compression
-            person, self.parent[person] = self.parent[person], root
+        while person != root:
+            ancestor = self.parent[person]
+            self.parent[person] = root
+            person = ancestor
         return root
 
 
@@ -215,6 +258,7 @@ class ResolutionEngine:
         node_ids: Callable[[], str] = new_node_id,
         sealer: FactSealer | None = None,
         *,
+        owner_reservations: OwnerReservations | None = None,
         person_decision_purposes: Sequence[str] = (),
         keep_restricted_apart: bool = True,
         outbound_events: bool = False,
@@ -242,6 +286,9 @@ class ResolutionEngine:
         self._person_ids = person_ids
         self._node_ids = node_ids
         self._sealer = sealer
+        # New anchors of sealed values take ids whose keys are already stored (one durable
+        # commit per batch instead of a key-file commit plus the graph commit).
+        self._reservations = owner_reservations
         self._outbound = outbound_events
         # Message ids are keyed-hashed before they are stored: a sender may put anything in
         # one (an email, an order number), and a plain hash of a guessable value is no cover.
@@ -251,8 +298,7 @@ class ResolutionEngine:
         # rotation (recorded under the old key, redelivered after the new one became primary)
         # is still a duplicate. Retire an old key only after the dedup window has passed.
         self._message_macs = tuple(
-            hmac.new(subkey, digestmod=hashlib.sha256)
-            for _, subkey in keyring.derive_keys(MESSAGE_ID_INFO)
+            HmacSha256(subkey) for _, subkey in keyring.derive_keys(MESSAGE_ID_INFO)
         )
 
     def message_digest(self, source: str, message_id: str) -> bytes:
@@ -263,12 +309,7 @@ class ResolutionEngine:
         """The message id's digest under every known hash key, primary first (lookups)."""
         encoded = source.encode()
         data = len(encoded).to_bytes(4, "big") + encoded + message_id.encode()
-        digests = []
-        for base in self._message_macs:
-            mac = base.copy()
-            mac.update(data)
-            digests.append(mac.digest()[:_MESSAGE_DIGEST_BYTES])
-        return tuple(digests)
+        return tuple(mac.digest(data)[:_MESSAGE_DIGEST_BYTES] for mac in self._message_macs)
 
     @property
     def policy(self) -> IdentityPolicy:
@@ -293,11 +334,36 @@ class ResolutionEngine:
             self.message_digests(e.source, e.message_id) if e.message_id is not None else None
             for e in events
         ]
-        if not any(digests):
-            return self._store.write(lambda tx: self._resolve_batch(tx, events, prepared))
-        return self._store.write(
-            lambda tx: self._resolve_deduplicated(tx, events, prepared, digests)
+        keyed = self._reserve_keyed_ids(events, prepared)
+
+        def resolve(tx: GraphTransaction) -> list[EventOutcome]:
+            if keyed is not None:
+                keyed.restart()
+            if not any(digests):
+                return self._resolve_batch(tx, events, prepared, keyed=keyed)
+            return self._resolve_deduplicated(tx, events, prepared, digests, keyed)
+
+        outcomes = self._store.write(resolve)
+        # Ids of a write that failed are dropped, not given back: whether the commit happened
+        # is not always knowable, and an unused key is harmless, a reused id is not.
+        if keyed is not None and self._reservations is not None and keyed.unused():
+            self._reservations.release_owners(keyed.unused())
+        return outcomes
+
+    def _reserve_keyed_ids(
+        self, events: Sequence[IdentityEvent], prepared: list[list[_Prepared]]
+    ) -> _KeyedIds | None:
+        """Reserve enough ids with stored keys for every new anchor the batch may seal a value
+        under: each kept raw identifier, and each event's hub when the event has facts (an
+        upper bound: identifiers that exist already take none)."""
+        if self._reservations is None or self._sealer is None:
+            return None
+        bound = sum(
+            sum(1 for p in items if p.raw is not None and not p.blocked) + (1 if e.facts else 0)
+            for e, items in zip(events, prepared, strict=True)
         )
+        reserved = self._reservations.reserve_owners(bound, self._node_ids) if bound else []
+        return _KeyedIds(reserved, self._node_ids) if reserved else None
 
     def _resolve_deduplicated(
         self,
@@ -305,6 +371,7 @@ class ResolutionEngine:
         events: Sequence[IdentityEvent],
         prepared: list[list[_Prepared]],
         digests: list[tuple[bytes, ...] | None],
+        keyed: _KeyedIds | None = None,
     ) -> list[EventOutcome]:
         """Resolve the events whose message id is new; the others are ``duplicate`` (no-ops).
 
@@ -329,7 +396,11 @@ class ResolutionEngine:
                 recorded.append(candidates[0])
             fresh.append(index)
         results = self._resolve_batch(
-            tx, [events[i] for i in fresh], [prepared[i] for i in fresh], tuple(recorded)
+            tx,
+            [events[i] for i in fresh],
+            [prepared[i] for i in fresh],
+            tuple(recorded),
+            keyed=keyed,
         )
         outcomes = [EventOutcome(Outcome.DUPLICATE, None, (), 0, ()) for _ in events]
         for index, outcome in zip(fresh, results, strict=True):
@@ -367,8 +438,10 @@ class ResolutionEngine:
         events: Sequence[IdentityEvent],
         prepared: list[list[_Prepared]],
         messages: tuple[bytes, ...] = (),
+        *,
+        keyed: _KeyedIds | None = None,
     ) -> list[EventOutcome]:
-        state = _BatchState()
+        state = _BatchState(keyed_ids=keyed)
         self._load(tx, prepared, state)
         state.lookup_restricted = lambda person: _restricted(tx, person)
         outcomes = [
@@ -576,7 +649,11 @@ class ResolutionEngine:
         accepted_nodes: list[str] = []
         for key, existing, p in selection.accepted:
             if existing is None:
-                node_id = self._node_ids()
+                # The hub (first accepted) anchors the event's facts; a kept raw value is
+                # anchored on its own node: both are sealed, so take an id with a stored key.
+                sealed = p.raw is not None or (not accepted_nodes and bool(event.facts))
+                keyed = state.keyed_ids if sealed else None
+                node_id = keyed.take() if keyed is not None else self._node_ids()
                 state.new_nodes[key] = node_id
                 state.node_person[node_id] = survivor
                 state.new_node_rows[node_id] = (p.primary, at, at)
@@ -887,8 +964,19 @@ class ResolutionEngine:
                 new_persons.append(PersonRecord(new_person, now, now))
                 reassigned.update(dict.fromkeys(part, new_person))
             carried = self._carried_decisions(tx, person, parts[1:], now)
+            events: tuple[OutboundEvent, ...] = ()
+            if self._outbound and new_persons:
+                # In the split's own transaction: downstream tools holding the person id hear
+                # that part of it now has other ids (identity.outbound.person_split).
+                split_ids = [p.person_id for p in new_persons]
+                events = (outbound.person_split(person, split_ids, "unlink", now),)
             tx.apply(
-                ChangeSet(new_persons=tuple(new_persons), reassigned=reassigned, consents=carried)
+                ChangeSet(
+                    new_persons=tuple(new_persons),
+                    reassigned=reassigned,
+                    consents=carried,
+                    outbound=events,
+                )
             )
             person_a = reassigned.get(node_a.node_id, person)
             person_b = reassigned.get(node_b.node_id, person)

@@ -44,8 +44,9 @@ class VaultPersonRefKeys:
         """The vault owners of ``person_ids``' keys."""
         return sorted({self._owner(p) for p in person_ids})
 
-    def keys(self, person_ids: Sequence[str]) -> dict[str, bytes]:
-        """Each person's key (made on first use); erased persons' keys are never made again."""
+    def keys(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, bytes]:
+        """Each person's key (made on first use when ``create``); erased persons' keys are
+        never made again."""
         owners = {p: self._owner(p) for p in person_ids}
-        found = self._vault.owner_subkeys(set(owners.values()), KEY_INFO, create=True)
+        found = self._vault.owner_subkeys(set(owners.values()), KEY_INFO, create=create)
         return {p: found[o] for p, o in owners.items() if o in found}

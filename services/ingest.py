@@ -33,7 +33,7 @@ from identity.errors import (
 from identity.group_commit import GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
-from identity.model import EventOutcome, FactInput, IdentityEvent
+from identity.model import EventOutcome, IdentityEvent
 from identity.resolution import ResolutionEngine
 from privacy.auditing.log import AuditDraft, AuditLog
 from privacy.consent.mappers import MappedIdentifier, MappedPayload
@@ -45,11 +45,15 @@ from privacy.consent.signals import (
     signal_digest,
 )
 from privacy.consent.webhook_intake import ConsentWebhooks
-from privacy.scanning.facts import EventInput, FactIntake
-from services.inputs import ConsentRequest, IdentifyRequest
+from privacy.scanning.facts import EventInput, FactIntake, FactsOf
+from services.inputs import ConsentRequest, IdentifyInput, IdentifyRequest
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 
 log = structlog.get_logger("idgraph.consent")
+
+
+# Concurrent batches written in one transaction at most (each at most IDGRAPH_MAX_BATCH_EVENTS).
+_MAX_BATCHES_PER_GROUP = 8
 
 
 def _utcnow() -> datetime:
@@ -126,6 +130,17 @@ class WebhookResult:
     translation: Translation | None = None
 
 
+@dataclass(slots=True)
+class _Checked:
+    """A request of :meth:`IngestService.events` whose identifiers were normalized."""
+
+    index: int
+    request: IdentifyInput
+    at: datetime
+    identifiers: tuple[NormalizedIdentifier, ...] = ()
+    errors: list[InvalidFieldError] = field(default_factory=list)
+
+
 class IngestService:
     """Validate, normalize, PII-scan, add consent, write in one transaction, audit."""
 
@@ -153,6 +168,13 @@ class IngestService:
         self._identify_group: GroupCommitter[IdentityEvent, EventOutcome] = GroupCommitter(
             self._ingest_group, max_group=limits.max_batch_events
         )
+        # Concurrent batches (POST /v1/ingest, consent, webhooks) share one transaction the
+        # same way: a batch that arrives while another commits waits for that commit only, not
+        # for one fsync per batch queued before it. A bulk file's batches come one at a time
+        # and are written at once, alone. Bounded, so a group stays a few thousand events.
+        self._batch_group: GroupCommitter[Sequence[IdentityEvent], list[EventOutcome]] = (
+            GroupCommitter(self._ingest_batches, max_group=_MAX_BATCHES_PER_GROUP)
+        )
 
     def with_metrics(self, metrics: UseCaseMetrics) -> IngestService:
         """The same service reporting to ``metrics`` (each app has its own registry)."""
@@ -174,42 +196,84 @@ class IngestService:
 
     # -- identify / ingest ---------------------------------------------------------------------
 
-    def event(self, request: IdentifyRequest, pointer: str = "#") -> IdentityEvent:
+    def event(self, request: IdentifyRequest | IdentifyInput, pointer: str = "#") -> IdentityEvent:
         """Validate, normalize and PII-scan one request; every problem in one
         :class:`BatchValidationError` located under ``pointer``. Writes nothing."""
+        (result,) = self.events([request], [pointer])
+        if isinstance(result, InputLimitError | BatchValidationError):
+            raise result
+        return result
+
+    def events(
+        self,
+        requests: Sequence[IdentifyRequest | IdentifyInput],
+        pointers: Sequence[str] | None = None,
+    ) -> list[IdentityEvent | InputLimitError | BatchValidationError]:
+        """:meth:`event` for several requests: one result per request, in order, each the event
+        or the error :meth:`event` would raise for it (``pointers`` default to ``#``).
+
+        The traits and event properties of all of them are PII-scanned as one batch
+        (:meth:`FactIntake.prepare_many`): the NER model runs once over the values it has not
+        seen, instead of once per request. Writes nothing."""
+        wheres = list(pointers) if pointers is not None else ["#"] * len(requests)
+        # Bulk rows arrive as plain values (services.inputs.identify_input, no model per row).
+        inputs = [IdentifyInput.of(r) if isinstance(r, IdentifyRequest) else r for r in requests]
         limit = self._limits.max_identifiers_per_event
-        if len(request.identifiers) > limit:
-            raise InputLimitError(
-                f"{pointer}/identifiers",
-                f"at most {limit} identifiers per event (IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
-            )
-        at = request.timestamp or self._clock()
-        errors: list[InvalidFieldError] = []
-        identifiers: tuple[NormalizedIdentifier, ...] = ()
-        fact_inputs: tuple[FactInput, ...] = ()
-        try:
-            identifiers = normalize_all(
-                ((i.type, i.value) for i in request.identifiers),
-                self._engine.policy,
-                self._limits.default_region,
-                f"{pointer}/identifiers",
-            )
-        except BatchValidationError as exc:
-            errors.extend(exc.errors)
-        try:
-            fact_inputs = self._facts.prepare(
-                request.traits,
-                [EventInput(e.name, e.timestamp or at, e.properties) for e in request.events],
-                at,
-                pointer,
-            )
-        except BatchValidationError as exc:
-            errors.extend(exc.errors)
-        if errors:
-            raise BatchValidationError(errors)
-        return IdentityEvent(
-            identifiers, request.source, at, fact_inputs, message_id=request.message_id
+        results: list[IdentityEvent | InputLimitError | BatchValidationError | None] = []
+        checked: list[_Checked] = []
+        for request, pointer in zip(inputs, wheres, strict=True):
+            if len(request.identifiers) > limit:
+                results.append(
+                    InputLimitError(
+                        f"{pointer}/identifiers",
+                        f"at most {limit} identifiers per event "
+                        "(IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
+                    )
+                )
+                continue
+            item = _Checked(len(results), request, request.timestamp or self._clock())
+            try:
+                item.identifiers = normalize_all(
+                    request.identifiers,
+                    self._engine.policy,
+                    self._limits.default_region,
+                    f"{pointer}/identifiers",
+                )
+            except BatchValidationError as exc:
+                item.errors.extend(exc.errors)
+            results.append(None)
+            checked.append(item)
+        prepared = self._facts.prepare_many(
+            [
+                FactsOf(
+                    item.request.traits,
+                    [
+                        EventInput(e.name, e.timestamp or item.at, e.properties)
+                        for e in item.request.events
+                    ],
+                    item.at,
+                    wheres[item.index],
+                )
+                for item in checked
+            ]
         )
+        for item, facts in zip(checked, prepared, strict=True):
+            if isinstance(facts, InputLimitError):
+                results[item.index] = facts
+                continue
+            if isinstance(facts, BatchValidationError):
+                item.errors.extend(facts.errors)
+            if item.errors or isinstance(facts, BatchValidationError):
+                results[item.index] = BatchValidationError(item.errors)
+                continue
+            results[item.index] = IdentityEvent(
+                item.identifiers,
+                item.request.source,
+                item.at,
+                facts,
+                message_id=item.request.message_id,
+            )
+        return [r for r in results if r is not None]
 
     def identify(
         self, request: IdentifyRequest, *, actor: str, gpc_proof: bytes | None = None
@@ -234,6 +298,19 @@ class IngestService:
         with self._metrics.time_store(StoreOperation.INGEST):
             return self._engine.ingest(events)
 
+    def _ingest_batches(
+        self, batches: Sequence[Sequence[IdentityEvent]]
+    ) -> list[list[EventOutcome]]:
+        """Several callers' batches in one engine batch (in order: each sees the ones before
+        it, as if committed one after another); the outcomes split back per batch."""
+        outcomes = self._ingest_group([event for batch in batches for event in batch])
+        split: list[list[EventOutcome]] = []
+        start = 0
+        for batch in batches:
+            split.append(outcomes[start : start + len(batch)])
+            start += len(batch)
+        return split
+
     def ingest(
         self,
         requests: Sequence[IdentifyRequest],
@@ -253,11 +330,14 @@ class IngestService:
             )
         events: list[IdentityEvent] = []
         errors: list[InvalidFieldError] = []
-        for index, request in enumerate(requests):
-            try:
-                events.append(self.event(request, f"#/events/{index}"))
-            except BatchValidationError as exc:
-                errors.extend(exc.errors)
+        pointers = [f"#/events/{index}" for index in range(len(requests))]
+        for result in self.events(requests, pointers):
+            if isinstance(result, InputLimitError):
+                raise result
+            if isinstance(result, BatchValidationError):
+                errors.extend(result.errors)
+            else:
+                events.append(result)
         if errors:
             raise BatchValidationError(errors)
         if gpc_proof is not None:
@@ -266,9 +346,13 @@ class IngestService:
 
     def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
         """Ingest validated ``events`` in one transaction, then audit the consent records they
-        stored (none for events without consent inputs)."""
-        with self._metrics.time_store(StoreOperation.INGEST):
-            outcomes = self._engine.ingest(events)
+        stored (none for events without consent inputs).
+
+        Group commit: the transaction may also hold batches other callers committed at the same
+        moment (see ``_batch_group``); it returns once it committed. If the shared transaction
+        fails, each batch is written again alone, so this batch is still all or nothing.
+        """
+        outcomes = self._batch_group.submit(list(events)) if events else []
         self._metrics.record_ingest(outcomes)
         self._audit_consents(actor, events, outcomes)
         return outcomes
@@ -414,10 +498,15 @@ class IngestService:
         data).
         """
         drafts: list[AuditDraft] = []
-        for event, outcome in zip(events, outcomes, strict=True):
-            if outcome.consents_recorded and outcome.person_id is not None:
-                reference = self._audit.person_ref(outcome.person_id)
-                drafts += consent_audit_drafts(actor, reference, event.source, event.consents)
+        recorded = [
+            (event, outcome.person_id)
+            for event, outcome in zip(events, outcomes, strict=True)
+            if outcome.consents_recorded and outcome.person_id is not None
+        ]
+        # One reference-key lookup for the whole batch, not one per event.
+        refs = self._audit.person_refs([p for _, p in recorded]) if recorded else {}
+        for event, person_id in recorded:
+            drafts += consent_audit_drafts(actor, refs[person_id], event.source, event.consents)
         if not drafts:
             return
         try:

@@ -17,7 +17,13 @@ import structlog
 import typer
 
 from identity.errors import IdGraphError
-from identity.outbound import AUDIENCE_MEMBERSHIP, CONSENT_CHANGED, PERSON_ERASED, PERSON_MERGED
+from identity.outbound import (
+    AUDIENCE_MEMBERSHIP,
+    CONSENT_CHANGED,
+    PERSON_ERASED,
+    PERSON_MERGED,
+    PERSON_SPLIT,
+)
 from stream.metrics import StreamMetrics
 
 if TYPE_CHECKING:
@@ -30,6 +36,7 @@ DEFAULT_DLQ = "idgraph.ingest.dlq"
 DEFAULT_CONSENT_TOPIC = "idgraph.consent.changed"
 DEFAULT_ERASURE_TOPIC = "idgraph.person.erased"
 DEFAULT_MERGE_TOPIC = "idgraph.person.merged"
+DEFAULT_SPLIT_TOPIC = "idgraph.person.split"
 DEFAULT_AUDIENCE_TOPIC = "idgraph.audience.membership.changed"
 
 
@@ -154,8 +161,8 @@ def consume(
         bool,
         typer.Option(
             "--publish/--no-publish",
-            help="Relay the graph's event outbox (consent changes, erasures, merges, audience "
-            "membership) to Kafka. One member "
+            help="Relay the graph's event outbox (consent changes, erasures, merges, splits, "
+            "audience membership) to Kafka. One member "
             "of the group publishes at a time. Needs IDGRAPH_OUTBOUND_EVENTS=true on every "
             "idgraph process for events to be written.",
         ),
@@ -173,6 +180,13 @@ def consume(
             help="Topic of person.merged events (earlier events name the merged ids).",
         ),
     ] = DEFAULT_MERGE_TOPIC,
+    split_topic: Annotated[
+        str,
+        typer.Option(
+            "--split-topic",
+            help="Topic of person.split events (an unlink gave part of a person new ids).",
+        ),
+    ] = DEFAULT_SPLIT_TOPIC,
     audience_topic: Annotated[
         str,
         typer.Option(
@@ -253,8 +267,8 @@ def consume(
         typer.Option(
             "--exit-when-idle",
             min=0,
-            help="Exit after this many seconds without records (catch-up runs, benches); "
-            "0: run until SIGTERM.",
+            help="Exit after this many seconds without records once every assigned partition "
+            "is read to its end (catch-up runs, benches); 0: run until SIGTERM.",
         ),
     ] = 0.0,
 ) -> None:
@@ -303,6 +317,7 @@ def consume(
         CONSENT_CHANGED: consent_topic,
         PERSON_ERASED: erasure_topic,
         PERSON_MERGED: merge_topic,
+        PERSON_SPLIT: split_topic,
         AUDIENCE_MEMBERSHIP: audience_topic,
     }
     if create_topics:

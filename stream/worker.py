@@ -275,8 +275,9 @@ class StreamWorker:
         self, max_batches: int | None = None, idle_exit_s: float | None = None
     ) -> dict[str, float]:
         """Consume until :meth:`stop` (or ``max_batches`` batches, or ``idle_exit_s`` without
-        records: tests and one-shot catch-up runs), then leave the group. Returns the totals
-        and the seconds from the first record polled to the last batch committed."""
+        records while every assigned partition is read to its end: tests and one-shot catch-up
+        runs), then leave the group. Returns the totals and the seconds from the first record
+        polled to the last batch committed."""
         consumer = Consumer(self.config.consumer_config())
         self._consumer = consumer
         consumer.subscribe(
@@ -289,6 +290,7 @@ class StreamWorker:
         batches = 0
         first: float | None = None
         last = idle_since = time.monotonic()
+        unknown_since: float | None = None  # since when the end offsets could not be read
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
@@ -308,7 +310,23 @@ class StreamWorker:
                 if max_batches is not None and batches >= max_batches:
                     break
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
-                    break
+                    caught_up = self._caught_up()
+                    if caught_up:
+                        break
+                    # Records are waiting that no fetch has returned yet (a slow broker, or a
+                    # fetch still in flight right after an assignment): not idle, keep going.
+                    # A broker that cannot say for longer than the outage budget ends the run
+                    # non-zero: it may hold a backlog, so exiting 0 would claim a catch-up.
+                    idle_since = time.monotonic()
+                    if caught_up is None:
+                        unknown_since = unknown_since or idle_since
+                        if idle_since - unknown_since > self.config.max_retry_s:
+                            raise WorkerStoppedError(
+                                "the broker did not report the end offsets for "
+                                f"{self.config.max_retry_s:.0f} s: the backlog is unknown"
+                            )
+                    else:
+                        unknown_since = None
         finally:
             # Leaves the group at once (its partitions move now, not after the session timeout);
             # every batch was committed already, so there is nothing to commit here.
@@ -630,22 +648,45 @@ class StreamWorker:
                 log.info("stream_message_ids_forgotten", count=forgotten)
 
     def _update_lag(self) -> None:
+        lags = self._lags(timeout_s=1.0)
+        for (topic, partition), lag in (lags or {}).items():
+            self._metrics.lag.labels(topic, str(partition)).set(lag)
+
+    def _caught_up(self) -> bool | None:
+        """Whether every assigned partition is read to its end (its high watermark now);
+        ``None`` when the broker did not answer.
+
+        The idle exit asks this instead of trusting a quiet spell alone: right after an
+        assignment the first fetch can take seconds on a loaded broker, and a catch-up run that
+        left then would exit 0 with its backlog unread."""
+        lags = self._lags(timeout_s=10.0)
+        return None if lags is None else not any(lags.values())
+
+    def _lags(self, timeout_s: float) -> dict[tuple[str, int], int] | None:
+        """Records behind the high watermark per assigned partition (``None``: unknown)."""
         consumer = self._consumer
-        if consumer is None or not self._assigned:
-            return
+        if consumer is None:
+            return None
+        if not self._assigned:
+            return {}
+        lags: dict[tuple[str, int], int] = {}
         try:
             positions = consumer.position([TopicPartition(t, p) for t, p in sorted(self._assigned)])
             for tp in positions:
-                low, high = consumer.get_watermark_offsets(tp, timeout=1.0)
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
                 # Nothing fetched yet: the committed offset, or the start (auto.offset.reset).
-                position = tp.offset if tp.offset >= 0 else _committed_or(consumer, tp, low)
-                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+                position = (
+                    tp.offset if tp.offset >= 0 else _committed_or(consumer, tp, low, timeout_s)
+                )
+                lags[(tp.topic, tp.partition)] = max(0, high - position)
         except KafkaException as exc:
             log.warning("stream_lag_unavailable", error=exc.args[0].name())
+            return None
+        return lags
 
 
-def _committed_or(consumer: Consumer, tp: TopicPartition, default: int) -> int:
-    (committed,) = consumer.committed([TopicPartition(tp.topic, tp.partition)], timeout=1.0)
+def _committed_or(consumer: Consumer, tp: TopicPartition, default: int, timeout_s: float) -> int:
+    (committed,) = consumer.committed([TopicPartition(tp.topic, tp.partition)], timeout=timeout_s)
     return committed.offset if committed.offset >= 0 else default
 
 

@@ -142,7 +142,7 @@ def fresh_clone(tmp_path: Path) -> Path:
 
 
 def _wait_ready(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180  # a safety net against hangs, not a timing assertion
+    deadline = time.monotonic() + 600  # a safety net against hangs, not a timing assertion
     while time.monotonic() < deadline:
         if server.poll() is not None:
             pytest.fail(f"the server exited: {log.read_text()[-2000:]}")

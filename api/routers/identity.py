@@ -127,7 +127,8 @@ def ingest(
     return IngestResponse(
         events=len(outcomes),
         outcomes=dict(Counter(o.outcome.value for o in outcomes)),
-        refused_identifiers=sum(len(o.refusals) for o in outcomes),
+        # Distinct identifiers per event; ``results[].refused`` lists every position.
+        refused_identifiers=sum(len(o.refused_identifiers) for o in outcomes),
         results=results,
     )
 

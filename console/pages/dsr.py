@@ -97,6 +97,7 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
         "action": posted.text("action", 16) or DsrAction.APPLY.value,
         "regulation": posted.text("regulation", 32),
         "purposes": posted.texts("purposes", 64),
+        "rectified": posted.text("rectified", 1_000),
     }
     pairs = [
         (t, v)
@@ -121,6 +122,8 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
             action=action,
             regulation=str(values["regulation"]) or None,
             purposes=posted.texts("purposes", 64),
+            # Names only, comma separated; the DSR service validates each (never a value).
+            rectified=_names(str(values["rectified"])),
         )
         try:
             submitted = services.dsr.submit(submission, _caller(posted.session.operator))
@@ -131,6 +134,11 @@ def submit(request: Request, services: Services, posted: Change) -> Response:
             return RedirectResponse(target, status_code=303)
     messages = [f"{e.field.removeprefix('#/')}: {e}" for e in errors]
     return _form_page(request, services, messages, values, 422)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The comma-separated names of a form field (blank entries dropped)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _caller(operator: Operator) -> DsrCaller:

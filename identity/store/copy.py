@@ -22,12 +22,15 @@ and field, which the copy keeps, so the vault opens it in the target without re-
 records are copied as they are (ids, times, proofs): their history is evidence and is never
 rewritten.
 
-Resuming: when the target's transaction can keep a ``(:Meta)`` entry (:class:`CursorTransaction`;
-the Neo4j store can), the position reached is written *in the same transaction* as the batch, so
-after a crash or Ctrl-C a re-run continues after the last committed batch: nothing is copied
-twice and nothing is skipped. A target that cannot keep a cursor (SQLite) must be empty when the
-copy starts. A resumed copy assumes the source did not change in between (stop writers, or copy from
-a backup): a person created since the first run with an id below the cursor would be missed.
+Resuming: the target's transaction keeps a meta entry (:class:`CursorTransaction`; both stores:
+Neo4j a ``(:Meta)`` node, SQLite a row of its ``meta`` table), and the position reached is
+written *in the same transaction* as the batch, so after a crash or Ctrl-C a re-run continues
+after the last committed batch: nothing is copied twice and nothing is skipped. Every page is read
+by key (persons after the last person id, refusals after the last refusal key), never by offset.
+A finished copy's cursor says ``done`` and names no person. A target whose store could not keep a
+cursor would have to be empty when the copy starts. A resumed copy assumes the source did not
+change in between (stop writers, or copy from a backup): a person created since the first run
+with an id below the cursor would be missed.
 
 From Neo4j there is no snapshot to read from (Neo4j reads are read-committed, per transaction):
 each batch is read in its own read transaction, so the copy is consistent only if nothing writes
@@ -84,12 +87,17 @@ class CursorTransaction(GraphTransaction, Protocol):
         ...
 
 
+# Where refusal pages continue: SQLite, the row id; Neo4j, the element id of the last refusal.
+RefusalKey = int | str
+
+
 @runtime_checkable
 class CopySource(Protocol):
-    """A graph to copy from, read in pages (persons by id, refusals by position).
+    """A graph to copy from, read in pages by key (persons by id, refusals by a key).
 
-    ``refusal positions`` are source-specific increasing integers (SQLite: the row id; Neo4j:
-    the ordinal in a fixed order): the cursor keeps the last one copied.
+    Refusal keys are source-specific and increasing (SQLite: the row id; Neo4j: the element id):
+    the cursor keeps the last one copied, so a page never depends on how many rows came before
+    it (no ``SKIP``: rows deleted meanwhile cannot shift a page).
     """
 
     @property
@@ -109,7 +117,7 @@ class CopySource(Protocol):
         """How many refusals the source holds."""
         ...
 
-    def refusals_upto(self, position: int) -> int:
+    def refusals_upto(self, position: RefusalKey) -> int:
         """How many refusals are at or before ``position``."""
         ...
 
@@ -141,8 +149,8 @@ class CopySource(Protocol):
         """Do-not-link rules after ``rule_id``, in id order."""
         ...
 
-    def refusals_after(self, position: int, limit: int) -> list[tuple[int, Refusal]]:
-        """The next ``limit`` refusals after ``position``, with their positions."""
+    def refusals_after(self, position: RefusalKey, limit: int) -> list[tuple[RefusalKey, Refusal]]:
+        """The next ``limit`` refusals after ``position``, with their keys."""
         ...
 
     def close(self) -> None:
@@ -185,7 +193,7 @@ class CopyReport:
 @dataclass(frozen=True, slots=True)
 class _Cursor:
     after_person: str = ""
-    after_refusal: int = 0
+    after_refusal: RefusalKey = 0
     done: bool = False
 
     def dumps(self) -> str:
@@ -200,7 +208,12 @@ class _Cursor:
     @staticmethod
     def loads(raw: str) -> _Cursor:
         data = json.loads(raw)
-        return _Cursor(str(data["after_person"]), int(data["after_refusal"]), bool(data["done"]))
+        after = data["after_refusal"]
+        return _Cursor(
+            str(data["after_person"]),
+            after if isinstance(after, int) else str(after),
+            bool(data["done"]),
+        )
 
 
 def _dt(ms: int) -> datetime:
@@ -215,6 +228,29 @@ def _marks(count: int) -> str:
 def _chunks(items: Sequence[str], size: int = _SQLITE_PARAMS) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+# The reads of the copy source that differ between schema ≤ 6 (rows refer to each other by
+# public ids) and 7 (by integer keys); ``{marks}`` is a list of placeholders.
+_TEXT_SQL = {
+    "nodes": "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "
+    "FROM identifiers WHERE person_id IN ({marks}) ORDER BY node_id",
+    "links": "SELECT a, b, source, first_at, last_at FROM links "
+    "WHERE a IN ({marks}) ORDER BY a, b, source",
+    "facts": "SELECT fact_id, node_id, kind, name, category, at, source, status, sealed, pii "
+    "FROM facts WHERE node_id IN ({marks}) ORDER BY fact_id",
+}
+_KEYED_SQL = {
+    "nodes": "SELECT i.node_id, i.type, i.key_id, i.digest, p.person_id, i.first_seen, "
+    "i.last_seen FROM persons p JOIN identifiers i ON i.person = p.pk "
+    "WHERE p.person_id IN ({marks}) ORDER BY i.node_id",
+    "links": "SELECT na.node_id, nb.node_id, l.source, l.first_at, l.last_at FROM identifiers na "
+    "JOIN links l ON l.a = na.pk JOIN identifiers nb ON nb.pk = l.b "
+    "WHERE na.node_id IN ({marks}) ORDER BY na.node_id, nb.node_id, l.source",
+    "facts": "SELECT f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, "
+    "f.sealed, f.pii FROM identifiers i JOIN facts f ON f.node = i.pk "
+    "WHERE i.node_id IN ({marks}) ORDER BY f.fact_id",
+}
 
 
 def cursor_key(source: Path) -> str:
@@ -255,6 +291,10 @@ class _SqliteSource:
         # And the refusals' anchor node (version 5): older refusals have none.
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(refusals)")}
         self._anchor = "anchor_node" if "anchor_node" in columns else "NULL"
+        # Schema 7 keys rows by integers (persons.pk, identifiers.pk, facts.node, links.a/b);
+        # older files refer by public ids. Either way the copy reads public ids only.
+        keyed = "pk" in {row[1] for row in self._conn.execute("PRAGMA table_info(persons)")}
+        self._sql = _KEYED_SQL if keyed else _TEXT_SQL
 
     def _has_table(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -277,8 +317,8 @@ class _SqliteSource:
     def refusals_total(self) -> int:
         return self._count("refusals")
 
-    def refusals_upto(self, position: int) -> int:
-        return self._count("refusals", "WHERE refusal_id <= ?", (position,))
+    def refusals_upto(self, position: RefusalKey) -> int:
+        return self._count("refusals", "WHERE refusal_id <= ?", (_row_id(position),))
 
     def persons_after(self, person_id: str, limit: int) -> list[PersonRecord]:
         rows = self._conn.execute(
@@ -292,8 +332,7 @@ class _SqliteSource:
         nodes: list[IdentifierNode] = []
         for chunk in _chunks(person_ids):
             rows = self._conn.execute(
-                "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "  # noqa: S608 - placeholders only
-                f"FROM identifiers WHERE person_id IN ({_marks(len(chunk))}) ORDER BY node_id",
+                self._sql["nodes"].format(marks=_marks(len(chunk))),
                 chunk,
             )
             nodes.extend(
@@ -312,8 +351,7 @@ class _SqliteSource:
         links: list[Link] = []
         for chunk in _chunks(node_ids):
             rows = self._conn.execute(
-                "SELECT a, b, source, first_at, last_at FROM links "  # noqa: S608 - placeholders only
-                f"WHERE a IN ({_marks(len(chunk))}) ORDER BY a, b, source",
+                self._sql["links"].format(marks=_marks(len(chunk))),
                 chunk,
             )
             links.extend(Link(a, b, src, _dt(first), _dt(last)) for a, b, src, first, last in rows)
@@ -325,8 +363,7 @@ class _SqliteSource:
         facts: list[Fact] = []
         for chunk in _chunks(node_ids):
             rows = self._conn.execute(
-                "SELECT fact_id, node_id, kind, name, category, at, source, status, sealed, pii "  # noqa: S608 - placeholders only
-                f"FROM facts WHERE node_id IN ({_marks(len(chunk))}) ORDER BY fact_id",
+                self._sql["facts"].format(marks=_marks(len(chunk))),
                 chunk,
             )
             facts.extend(
@@ -396,7 +433,8 @@ class _SqliteSource:
         )
         return [DoNotLinkRule(rid, a, b, _dt(at)) for rid, a, b, at in rows]
 
-    def refusals_after(self, refusal_id: int, limit: int) -> list[tuple[int, Refusal]]:
+    def refusals_after(self, position: RefusalKey, limit: int) -> list[tuple[RefusalKey, Refusal]]:
+        refusal_id = _row_id(position)
         rows = self._conn.execute(
             "SELECT refusal_id, at, source, type, key_id, digest, reason, detail, "  # noqa: S608 - a fixed column name or NULL
             f"{self._anchor} FROM refusals WHERE refusal_id > ? ORDER BY refusal_id LIMIT ?",
@@ -416,6 +454,11 @@ class _SqliteSource:
             )
             for rid, at, source, type_, key_id, digest, reason, detail, anchor in rows
         ]
+
+
+def _row_id(position: RefusalKey) -> int:
+    # A cursor of this source holds row ids; the start of a copy is 0.
+    return position if isinstance(position, int) else 0
 
 
 def _suppress(hashes: Sequence[HashedIdentifier], tx: GraphTransaction) -> int:
@@ -458,7 +501,9 @@ class _Copy:
         self.resumed = cursor != _Cursor()
         self.persons_total = reader.persons_total()
         self.refusals_total = reader.refusals_total()
-        self.persons_done = reader.persons_upto(cursor.after_person)
+        self.persons_done = (
+            self.persons_total if cursor.done else reader.persons_upto(cursor.after_person)
+        )
         self.refusals_done = reader.refusals_upto(cursor.after_refusal)
         self.copied = {
             "persons": 0,
@@ -574,10 +619,13 @@ class _Copy:
 
     def _copy_refusals(self) -> None:
         refusals = self.reader.refusals_after(self.cursor.after_refusal, self.batch_size)
+        done = len(refusals) < self.batch_size
         cursor = _Cursor(
-            self.cursor.after_person,
+            # A finished copy's cursor keeps no person id: the person may be erased later, and
+            # its id must not stay behind in the target's meta entry (privacy invariant 3).
+            "" if done else self.cursor.after_person,
             refusals[-1][0] if refusals else self.cursor.after_refusal,
-            done=len(refusals) < self.batch_size,
+            done=done,
         )
         if refusals or self.can_resume:
             # The last batch also marks the cursor done, so a re-run is a no-op.

@@ -232,7 +232,8 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "rule_id": "one opaque do-not-link rule id (dnl_...)",
         "after_rule_id": "page cursor: only rules whose id sorts after it ('' for the first page)",
         "lock": "the name of the writer lock node every write transaction takes first ('graph')",
-        "skip": "how many rows of a fixed order to pass over (refusals already copied)",
+        "after_at": "page cursor of refusals: time (epoch ms) of the last refusal copied",
+        "after_element_id": "page cursor of refusals: element id of the last refusal copied",
         "after_digest": "page cursor of the suppression list: digest (hex) of the last entry",
         "after_type": "page cursor of the suppression list: type of the last entry",
         "after_key_id": "page cursor of the suppression list: key id of the last entry",
@@ -994,15 +995,29 @@ RETURN c.record_id AS record_id, i.node_id AS node_id, c.purpose AS purpose,
 ORDER BY record_id
 """
 
-# Refusals have no id of their own: they are paged by position in an order over all their
-# properties (rows equal in every property are interchangeable, so ties do not matter).
-COPY_REFUSALS_PAGE: Final = """
+# Refusals have no id property of their own: they are paged by key, (at, digest, element id)
+# after the last one copied (time order, as they were recorded; the element id is stable while
+# the node exists, and the copy needs a source nobody writes). Never by offset: a refusal
+# deleted meanwhile (retention) would shift every later page.
+COPY_REFUSALS_AFTER: Final = """
 MATCH (r:Refusal)
-RETURN r.at AS at, r.source AS source, r.type AS type, r.key_id AS key_id,
-       r.digest AS digest, r.reason AS reason, r.detail AS detail
-ORDER BY at, digest, type, key_id, source, reason, detail
-SKIP $skip
+WITH r, elementId(r) AS element_id
+WHERE r.at > $after_at
+   OR (r.at = $after_at AND (r.digest > $after_digest
+       OR (r.digest = $after_digest AND element_id > $after_element_id)))
+RETURN element_id, r.at AS at, r.source AS source, r.type AS type, r.key_id AS key_id,
+       r.digest AS digest, r.reason AS reason, r.detail AS detail, r.anchor_node AS anchor_node
+ORDER BY at, digest, element_id
 LIMIT $limit
+"""
+
+COPY_REFUSALS_UPTO: Final = """
+MATCH (r:Refusal)
+WITH r, elementId(r) AS element_id
+WHERE r.at < $after_at
+   OR (r.at = $after_at AND (r.digest < $after_digest
+       OR (r.digest = $after_digest AND element_id <= $after_element_id)))
+RETURN count(r) AS n
 """
 
 COPY_SUPPRESSED_AFTER: Final = """

@@ -78,6 +78,7 @@ from identity.model import (
     consent_exclusion,
 )
 from identity.store import cypher
+from identity.store.copy import RefusalKey
 
 T = TypeVar("T")
 _log = logging.getLogger("idgraph.store.neo4j")
@@ -830,6 +831,15 @@ class Neo4jTransaction:
         self._tx.run(cypher.SET_META, {"key": key, "value": value}).consume()
 
 
+def _refusal_key(position: str) -> dict[str, Any]:
+    """The parameters of a refusal page cursor ``"<at ms>|<digest hex>|<element id>"`` (of
+    :meth:`Neo4jCopySource.refusals_after`); ``""`` is before every refusal."""
+    if not position:
+        return {"after_at": -(2**62), "after_digest": "", "after_element_id": ""}
+    at, digest, element_id = position.split("|", 2)
+    return {"after_at": int(at), "after_digest": digest, "after_element_id": element_id}
+
+
 def is_refused_connection(exc: BaseException) -> bool:
     """Whether a connection error is a refusal (wrong credentials, no access): retrying it
     would not help, unlike an unreachable server."""
@@ -1039,8 +1049,8 @@ class Neo4jCopySource:
     :class:`~identity.store.copy.CopySource`): ``idgraph store copy --from neo4j://...``.
 
     Each page is read in its own read transaction of ``store`` (Neo4j has no snapshot across
-    transactions): copy from a database nobody writes meanwhile. Refusal positions are ordinals
-    in :data:`cypher.COPY_REFUSALS_PAGE`'s order.
+    transactions): copy from a database nobody writes meanwhile. Refusals are paged by key
+    (time, digest, element id: :data:`cypher.COPY_REFUSALS_AFTER`); the cursor keeps the last.
     """
 
     def __init__(self, store: Neo4jGraphStore) -> None:
@@ -1059,8 +1069,10 @@ class Neo4jCopySource:
     def refusals_total(self) -> int:
         return self._store.stats().refusals
 
-    def refusals_upto(self, position: int) -> int:
-        return min(position, self.refusals_total())
+    def refusals_upto(self, position: RefusalKey) -> int:
+        if not isinstance(position, str) or not position:
+            return 0
+        return int(self._rows(cypher.COPY_REFUSALS_UPTO, **_refusal_key(position))[0]["n"])
 
     def persons_after(self, person_id: str, limit: int) -> list[PersonRecord]:
         rows = self._rows(cypher.COPY_PERSONS_AFTER, after_person_id=person_id, limit=limit)
@@ -1101,20 +1113,23 @@ class Neo4jCopySource:
         rows = self._rows(cypher.DO_NOT_LINK_PAGE, after_rule_id=rule_id, limit=limit)
         return [DoNotLinkRule(r["rule_id"], r["a"], r["b"], _dt(r["created_at"])) for r in rows]
 
-    def refusals_after(self, position: int, limit: int) -> list[tuple[int, Refusal]]:
-        rows = self._rows(cypher.COPY_REFUSALS_PAGE, skip=position, limit=limit)
+    def refusals_after(self, position: RefusalKey, limit: int) -> list[tuple[RefusalKey, Refusal]]:
+        after = position if isinstance(position, str) else ""
+        rows = self._rows(cypher.COPY_REFUSALS_AFTER, **_refusal_key(after), limit=limit)
         return [
             (
-                position + n,
+                f"{r['at']}|{r['digest']}|{r['element_id']}",
                 Refusal(
                     HashedIdentifier(r["type"], r["key_id"], bytes.fromhex(r["digest"])),
                     RefusalReason(r["reason"]),
                     r["detail"],
                     r["source"],
                     _dt(r["at"]),
+                    # Where the rest of the refused event went: erasure follows it (issue 20).
+                    anchor_node=r["anchor_node"],
                 ),
             )
-            for n, r in enumerate(rows, start=1)
+            for r in rows
         ]
 
     def close(self) -> None:

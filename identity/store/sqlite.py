@@ -48,7 +48,12 @@ from identity.model import (
     StoreStats,
 )
 from identity.store import sqlite_audience
-from storage.sqlite import GRAPH_CACHE_MIB, open_migrated, transaction
+from storage.sqlite import (
+    GRAPH_CACHE_MIB,
+    GRAPH_WAL_AUTOCHECKPOINT_PAGES,
+    open_migrated,
+    transaction,
+)
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -57,9 +62,10 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # for event rules. 3: the suppression list and the erasure outbox. 4: processed message ids and
 # the outbound event outbox (stream ingest and publishing). 5: do-not-link rules (sticky
 # unlink). 6: refusals.anchor_node (where the rest of the event went: an erasure follows it; a
-# guarded column add, see _add_refusal_anchor). Files of older versions are migrated forward
-# when opened (see _SCHEMA).
-SCHEMA_VERSION = 6
+# guarded column add, see _add_refusal_anchor). 7: integer internal keys for persons, nodes,
+# facts and links, time-ordered fact ids (the tables are rebuilt on open: _set_old_tables_aside,
+# _copy_old_tables). Files of older versions are migrated forward when opened (see _SCHEMA).
+SCHEMA_VERSION = 7
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
 
 _SCHEMA = """
@@ -68,33 +74,44 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
+-- Since version 7 every graph table is keyed by integers: `pk` is the internal key (a rowid,
+-- allocated in insertion order, so new rows and every index that leads with a reference append
+-- at the end of their B-trees instead of touching random pages, and a reference costs 8 bytes
+-- instead of a 26-42 byte id in every index that holds it). The public ids (`p_…` random,
+-- `n_…` time-ordered plus 64 random bits, `f_…` time-ordered) stay as UNIQUE columns and are
+-- all that ever leaves the store: an integer key says how many rows came before it, so it is
+-- never exposed (not in a port type, an error, a log line or an export).
 CREATE TABLE IF NOT EXISTS persons (
-    person_id  TEXT PRIMARY KEY,
+    pk         INTEGER PRIMARY KEY,
+    person_id  TEXT NOT NULL UNIQUE,
     created_at INTEGER NOT NULL,
     last_seen  INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 
 -- Identifiers are stored only as keyed hashes: (type, key id, HMAC digest). No raw value.
 CREATE TABLE IF NOT EXISTS identifiers (
-    node_id    TEXT PRIMARY KEY,
+    pk         INTEGER PRIMARY KEY,
+    node_id    TEXT NOT NULL UNIQUE,
     type       TEXT NOT NULL,
     key_id     TEXT NOT NULL,
     digest     BLOB NOT NULL,
-    person_id  TEXT NOT NULL REFERENCES persons(person_id),
+    person     INTEGER NOT NULL REFERENCES persons(pk),
     first_seen INTEGER NOT NULL,
     last_seen  INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE UNIQUE INDEX IF NOT EXISTS identifiers_by_digest ON identifiers(digest, type, key_id);
-CREATE INDEX IF NOT EXISTS identifiers_by_person ON identifiers(person_id);
+CREATE INDEX IF NOT EXISTS identifiers_by_person ON identifiers(person);
 
+-- a and b are the internal keys of the two nodes, in the order of their node ids (the domain's
+-- Link has a < b by node id; key order may differ, so that is the writer's rule, not a CHECK).
+-- No rowid of its own: nothing refers to a link, and a rowid would add a B-tree per link.
 CREATE TABLE IF NOT EXISTS links (
-    a        TEXT NOT NULL REFERENCES identifiers(node_id),
-    b        TEXT NOT NULL REFERENCES identifiers(node_id),
+    a        INTEGER NOT NULL REFERENCES identifiers(pk),
+    b        INTEGER NOT NULL REFERENCES identifiers(pk),
     source   TEXT NOT NULL,
     first_at INTEGER NOT NULL,
     last_at  INTEGER NOT NULL,
-    PRIMARY KEY (a, b, source),
-    CHECK (a < b)
+    PRIMARY KEY (a, b, source)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS links_by_b ON links(b);
 
@@ -113,11 +130,12 @@ CREATE TABLE IF NOT EXISTS refusals (
 CREATE INDEX IF NOT EXISTS refusals_by_digest ON refusals(digest);
 
 -- Facts about persons (attributes, events, kept raw identifiers), anchored to one identifier
--- node. `sealed` is vault ciphertext bound to (node_id, kind:name); names and categories are
--- schema words, never personal values.
+-- node (`node`, its internal key). `sealed` is vault ciphertext bound to (node id, kind:name);
+-- names and categories are schema words, never personal values.
 CREATE TABLE IF NOT EXISTS facts (
-    fact_id  TEXT PRIMARY KEY,
-    node_id  TEXT NOT NULL REFERENCES identifiers(node_id),
+    pk       INTEGER PRIMARY KEY,
+    fact_id  TEXT NOT NULL UNIQUE,
+    node     INTEGER NOT NULL REFERENCES identifiers(pk),
     kind     TEXT NOT NULL,
     name     TEXT NOT NULL,
     category TEXT NOT NULL,
@@ -126,13 +144,13 @@ CREATE TABLE IF NOT EXISTS facts (
     status   TEXT NOT NULL,
     sealed   BLOB NOT NULL,
     pii      TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS facts_by_node ON facts(node_id, kind);
+);
+CREATE INDEX IF NOT EXISTS facts_by_node ON facts(node, kind);
 CREATE INDEX IF NOT EXISTS facts_by_status ON facts(status, fact_id);
 -- One current value per attribute name and node; one kept raw value per node.
-CREATE UNIQUE INDEX IF NOT EXISTS facts_one_attribute ON facts(node_id, name)
+CREATE UNIQUE INDEX IF NOT EXISTS facts_one_attribute ON facts(node, name)
     WHERE kind = 'attribute' AND status = 'active';
-CREATE UNIQUE INDEX IF NOT EXISTS facts_one_raw ON facts(node_id)
+CREATE UNIQUE INDEX IF NOT EXISTS facts_one_raw ON facts(node)
     WHERE kind = 'raw_identifier';
 
 -- Since version 2. Everything below is created on open, also in a file of version 1.
@@ -140,7 +158,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS facts_one_raw ON facts(node_id)
 -- Member scans count a person's active events of one name since a time (audience rules). A
 -- covering partial index: one seek per node of the person, and the count comes from the index
 -- alone. Queries must repeat the WHERE literally for SQLite to use it.
-CREATE INDEX IF NOT EXISTS facts_events ON facts(node_id, name, at)
+CREATE INDEX IF NOT EXISTS facts_events ON facts(node, name, at)
     WHERE kind = 'event' AND status = 'active';
 -- Member scans with event rules start from the events instead of walking every person: the
 -- active events of one name since a time are one range of this index, and their nodes join to
@@ -149,14 +167,14 @@ CREATE INDEX IF NOT EXISTS facts_events ON facts(node_id, name, at)
 -- without them each event costs a random seek into facts. Added without a version bump: an
 -- older idgraph maintains an index it does not know and reads the file correctly. Creating it
 -- on an existing file of a million persons (750,000 events) takes about 6 s, once.
-CREATE INDEX IF NOT EXISTS facts_events_by_name ON facts(name, at, node_id, kind, status)
+CREATE INDEX IF NOT EXISTS facts_events_by_name ON facts(name, at, node, kind, status)
     WHERE kind = 'event' AND status = 'active';
 -- Member scans read the current attributes of every node of a page of persons: a covering
 -- partial index, so each node is one seek with the values in the index, not one seek plus one
--- random seek into facts (clustered by random fact ids) per attribute. kind and status are
--- columns for the reason given above. The price: the current attributes are stored twice.
-CREATE INDEX IF NOT EXISTS facts_attributes ON facts(node_id, name, kind, status, at, category,
-    source, sealed, pii) WHERE kind = 'attribute' AND status = 'active';
+-- random seek into facts per attribute. kind, status and fact_id are columns for the reason
+-- given above. The price: the current attributes are stored twice.
+CREATE INDEX IF NOT EXISTS facts_attributes ON facts(node, name, kind, status, at, category,
+    source, sealed, pii, fact_id) WHERE kind = 'attribute' AND status = 'active';
 
 -- Consent decisions (privacy invariant 5): append-only, never updated, anchored like facts to
 -- one identifier node, so they follow it through merges and splits with no write of their own.
@@ -255,9 +273,15 @@ CREATE INDEX IF NOT EXISTS do_not_link_by_b ON do_not_link(b);
 """
 
 _DO_NOT_LINK_SELECT = (
-    "SELECT r.rule_id, r.a, r.b, r.created_at, ia.type, ib.type, ia.person_id, ib.person_id "
+    "SELECT r.rule_id, r.a, r.b, r.created_at, ia.type, ib.type, pa.person_id, pb.person_id "
     "FROM do_not_link r JOIN identifiers ia ON ia.node_id = r.a "
     "JOIN identifiers ib ON ib.node_id = r.b "
+    "JOIN persons pa ON pa.pk = ia.person JOIN persons pb ON pb.pk = ib.person "
+)
+# A node with its public ids (the integer keys are resolved here, never returned).
+_NODE_SELECT = (
+    "SELECT i.node_id, i.type, i.key_id, i.digest, p.person_id, i.first_seen, i.last_seen "
+    "FROM identifiers i JOIN persons p ON p.pk = i.person "
 )
 
 
@@ -268,6 +292,121 @@ def _add_refusal_anchor(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(refusals)")}
     if columns and "anchor_node" not in columns:
         conn.execute("ALTER TABLE refusals ADD COLUMN anchor_node TEXT")
+
+
+# The tables version 7 rebuilds (integer keys), children after parents: copied in this order,
+# the old ones dropped in the reverse order. Consents and do-not-link rules keep their columns,
+# but they are rebuilt too, because their foreign keys name the rebuilt identifiers table.
+_REKEYED = ("persons", "identifiers", "links", "facts", "consents", "do_not_link")
+_OLD = "{}_v6"
+# Old rows into the new tables. Keys are numbered in creation order (persons by creation time,
+# nodes by node id, which is time-ordered since issue 22; facts by time). A LEFT JOIN, so a row
+# whose parent is missing fails the NOT NULL instead of vanishing: the migration then rolls
+# back whole, and the file stays as it was.
+_COPY_V6 = {
+    "persons": (
+        "INSERT INTO persons (pk, person_id, created_at, last_seen) "
+        "SELECT row_number() OVER (ORDER BY created_at, person_id), person_id, created_at, "
+        "last_seen FROM persons_v6"
+    ),
+    "identifiers": (
+        "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
+        "last_seen) SELECT row_number() OVER (ORDER BY o.node_id), o.node_id, o.type, o.key_id, "
+        "o.digest, p.pk, o.first_seen, o.last_seen "
+        "FROM identifiers_v6 o LEFT JOIN persons p ON p.person_id = o.person_id"
+    ),
+    "links": (
+        "INSERT INTO links (a, b, source, first_at, last_at) "
+        "SELECT ia.pk, ib.pk, o.source, o.first_at, o.last_at FROM links_v6 o "
+        "LEFT JOIN identifiers ia ON ia.node_id = o.a LEFT JOIN identifiers ib ON ib.node_id = o.b"
+    ),
+    "facts": (
+        "INSERT INTO facts (pk, fact_id, node, kind, name, category, at, source, status, sealed, "
+        "pii) SELECT row_number() OVER (ORDER BY o.at, o.fact_id), o.fact_id, i.pk, o.kind, "
+        "o.name, o.category, o.at, o.source, o.status, o.sealed, o.pii "
+        "FROM facts_v6 o LEFT JOIN identifiers i ON i.node_id = o.node_id"
+    ),
+    "consents": (
+        "INSERT INTO consents (record_id, node_id, purpose, granted, at, recorded_at, source, "
+        "signal, lawful_basis, proof) SELECT record_id, node_id, purpose, granted, at, "
+        "recorded_at, source, signal, lawful_basis, proof FROM consents_v6"
+    ),
+    "do_not_link": (
+        "INSERT INTO do_not_link (rule_id, a, b, created_at) "
+        "SELECT rule_id, a, b, created_at FROM do_not_link_v6"
+    ),
+}
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _set_old_tables_aside(conn: sqlite3.Connection) -> None:
+    """Schema ≤ 6 → 7, first half (before the schema's DDL runs): rename the tables that get
+    integer keys to ``<name>_v6`` and drop their indexes, so the DDL creates the new tables and
+    indexes under the usual names. Nothing to do in a new file or one already of version 7.
+
+    Inside the opening's one write transaction: a crash or an error anywhere in the migration
+    rolls all of it back (the file stays a valid file of its old version)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(persons)")}
+    if not columns or "pk" in columns:
+        return
+    existing = _tables(conn)
+    for table in _REKEYED:
+        if table not in existing:  # a file older than the table: it comes new
+            continue
+        for (index,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND sql IS NOT NULL",
+            (table,),
+        ).fetchall():
+            conn.execute(f'DROP INDEX "{index}"')
+        # RENAME also points the other old tables' foreign keys at the renamed table; they are
+        # all dropped in _copy_old_tables, children first, so no foreign key is left dangling.
+        conn.execute(f'ALTER TABLE "{table}" RENAME TO "{_OLD.format(table)}"')
+
+
+def _copy_old_tables(conn: sqlite3.Connection) -> None:
+    """Schema ≤ 6 → 7, second half (after the DDL): copy the old rows into the new tables,
+    translating public ids to internal keys, then drop the old tables, children first.
+
+    Every row is kept with every public value (ids, hashes, times, sealed bytes); what changes
+    is how rows refer to each other. Checked after the copy: the row counts match."""
+    existing = _tables(conn)
+    moved = [t for t in _REKEYED if _OLD.format(t) in existing]
+    for table in moved:
+        old = _OLD.format(table)
+        before = conn.execute(f'SELECT count(*) FROM "{old}"').fetchone()[0]  # noqa: S608 - fixed names
+        try:
+            conn.execute(_COPY_V6[table])
+        except sqlite3.IntegrityError as exc:  # a row whose parent is missing: not migrated
+            raise StoreIntegrityError(
+                f"migration to schema {SCHEMA_VERSION} refused: {table} of the old file has a "
+                f"row that refers to a missing row ({exc}); the file is left as it was"
+            ) from exc
+        after = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]  # noqa: S608 - fixed names
+        if before != after:
+            raise StoreIntegrityError(
+                f"migration to schema {SCHEMA_VERSION}: {table} has {after} rows, was {before}"
+            )
+    for table in reversed(moved):
+        conn.execute(f'DROP TABLE "{_OLD.format(table)}"')
+
+
+def _before_schema(conn: sqlite3.Connection) -> None:
+    _add_refusal_anchor(conn)
+    _set_old_tables_aside(conn)
+
+
+def _after_schema(conn: sqlite3.Connection) -> None:
+    # A file of schema ≤ 6 had its graph tables rebuilt: audience state it may hold (triggers
+    # of the old tables are gone with them) is filled again over the new tables.
+    rebuilt = _OLD.format("persons") in _tables(conn)
+    _copy_old_tables(conn)
+    if rebuilt:
+        sqlite_audience.forget(conn)
+    sqlite_audience.install(conn)
 
 
 def _ms(moment: datetime) -> int:
@@ -299,8 +438,9 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+# Facts are read joined to their node as ``i`` (the public node id).
 _FACT_COLUMNS = (
-    "f.fact_id, f.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, f.sealed, f.pii"
+    "f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, f.sealed, f.pii"
 )
 
 
@@ -311,26 +451,26 @@ _CONSENT_COLUMNS = (
 
 # Which persons' nodes a page reads: without rules the page is every person of an id range (one
 # range scan of identifiers_by_person); with rules, the listed ids (a JSON array: one seek each).
-_PAGE_RANGE = "i.person_id > ? AND i.person_id <= ?"
-_PAGE_LIST = "i.person_id IN (SELECT value FROM json_each(?))"
+_PAGE_RANGE = "p.person_id > ? AND p.person_id <= ?"
+_PAGE_LIST = "p.person_id IN (SELECT value FROM json_each(?))"
 # The consents and attributes of one page's persons: one seek per node (the consents' primary
 # key, facts_one_attribute), the wanted purposes or names filtered there. The unary ``+`` keeps
 # SQLite from seeking once per (node, purpose) or (node, name) instead: more seeks, same rows.
 _MEMBER_CONSENTS = (
-    f"SELECT i.person_id, {_CONSENT_COLUMNS} FROM identifiers i "  # noqa: S608 - fixed columns
-    "JOIN consents c ON c.node_id = i.node_id "
+    f"SELECT p.person_id, {_CONSENT_COLUMNS} FROM persons p "  # noqa: S608 - fixed columns
+    "JOIN identifiers i ON i.person = p.pk JOIN consents c ON c.node_id = i.node_id "
     "WHERE {persons} AND +c.purpose IN (SELECT value FROM json_each(?)) "
-    "ORDER BY i.person_id, c.at, c.recorded_at, c.record_id"
+    "ORDER BY p.person_id, c.at, c.recorded_at, c.record_id"
 )
 # Kind and status are fixed by the WHERE, so they are not read back (two columns fewer to
 # convert per row: a page returns tens of thousands).
 _MEMBER_ATTRIBUTES = (
-    "SELECT i.person_id, f.fact_id, f.node_id, f.name, f.category, f.at, f.source, f.sealed, "
-    "f.pii FROM identifiers i "
-    "JOIN facts f INDEXED BY facts_attributes ON f.node_id = i.node_id "
+    "SELECT p.person_id, f.fact_id, i.node_id, f.name, f.category, f.at, f.source, f.sealed, "
+    "f.pii FROM persons p JOIN identifiers i ON i.person = p.pk "
+    "JOIN facts f INDEXED BY facts_attributes ON f.node = i.pk "
     "WHERE {persons} AND f.kind = 'attribute' AND f.status = 'active' "
     "AND +f.name IN (SELECT value FROM json_each(?)) "
-    "ORDER BY i.person_id, f.name, f.at, f.fact_id"
+    "ORDER BY p.person_id, f.name, f.at, f.fact_id"
 )
 
 
@@ -385,6 +525,24 @@ class _SqliteTransaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        # The internal keys of the nodes this transaction inserted (facts and links of the same
+        # batch name them): no lookup for a node written moments before. An erasure drops its
+        # nodes from here: after it, the maximum key may be handed out again.
+        self._new_nodes: dict[str, int] = {}
+
+    def get_meta(self, key: str) -> str | None:
+        """The value of the ``meta`` entry ``key``, or ``None`` (the resume cursor of an
+        ``idgraph store copy`` into this file, :mod:`identity.store.copy`)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Create or replace the ``meta`` entry ``key`` (in this transaction)."""
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     @staticmethod
     def _node(row: sqlite3.Row | tuple[Any, ...]) -> IdentifierNode:
@@ -403,8 +561,7 @@ class _SqliteTransaction:
         found: list[IdentifierNode] = []
         for chunk in _chunks(digests):
             rows = self._conn.execute(
-                "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "  # noqa: S608 - only placeholders are interpolated
-                f"FROM identifiers WHERE digest IN ({_marks(len(chunk))})",
+                f"{_NODE_SELECT}WHERE i.digest IN ({_marks(len(chunk))})",
                 chunk,
             )
             found.extend(node for node in map(self._node, rows) if node.hashed in wanted)
@@ -415,8 +572,9 @@ class _SqliteTransaction:
         ids = sorted(person_ids)
         for chunk in _chunks(ids):
             rows = self._conn.execute(
-                "SELECT person_id, type, count(*) FROM identifiers "  # noqa: S608 - placeholders only
-                f"WHERE person_id IN ({_marks(len(chunk))}) GROUP BY person_id, type",
+                "SELECT p.person_id, i.type, count(*) FROM persons p "  # noqa: S608 - placeholders only
+                "JOIN identifiers i ON i.person = p.pk "
+                f"WHERE p.person_id IN ({_marks(len(chunk))}) GROUP BY p.person_id, i.type",
                 chunk,
             )
             for person_id, type_, count in rows:
@@ -428,9 +586,7 @@ class _SqliteTransaction:
             map(
                 self._node,
                 self._conn.execute(
-                    "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "
-                    "FROM identifiers WHERE person_id = ? ORDER BY node_id",
-                    (person_id,),
+                    f"{_NODE_SELECT}WHERE p.person_id = ? ORDER BY i.node_id", (person_id,)
                 ),
             )
         )
@@ -438,9 +594,10 @@ class _SqliteTransaction:
         links = tuple(
             Link(a, b, source, _dt(first_at), _dt(last_at))
             for a, b, source, first_at, last_at in self._conn.execute(
-                "SELECT l.a, l.b, l.source, l.first_at, l.last_at FROM links l "
-                "JOIN identifiers i ON i.node_id = l.a WHERE i.person_id = ? "
-                "ORDER BY l.a, l.b, l.source",
+                "SELECT na.node_id, nb.node_id, l.source, l.first_at, l.last_at FROM persons p "
+                "JOIN identifiers na ON na.person = p.pk JOIN links l ON l.a = na.pk "
+                "JOIN identifiers nb ON nb.pk = l.b WHERE p.person_id = ? "
+                "ORDER BY na.node_id, nb.node_id, l.source",
                 (person_id,),
             )
         )
@@ -448,7 +605,11 @@ class _SqliteTransaction:
 
     def remove_links(self, a: str, b: str) -> int:
         low, high = (a, b) if a < b else (b, a)
-        cursor = self._conn.execute("DELETE FROM links WHERE a = ? AND b = ?", (low, high))
+        cursor = self._conn.execute(
+            "DELETE FROM links WHERE a = (SELECT pk FROM identifiers WHERE node_id = ?) "
+            "AND b = (SELECT pk FROM identifiers WHERE node_id = ?)",
+            (low, high),
+        )
         return cursor.rowcount
 
     # -- do-not-link rules ----------------------------------------------------------------------
@@ -474,10 +635,10 @@ class _SqliteTransaction:
             marks = _marks(len(chunk))
             for row in self._conn.execute(
                 f"{_DO_NOT_LINK_SELECT}WHERE r.rule_id IN ("  # noqa: S608 - placeholders only
-                "SELECT r2.rule_id FROM identifiers i JOIN do_not_link r2 ON r2.a = i.node_id "
-                f"WHERE i.person_id IN ({marks}) UNION "
-                "SELECT r3.rule_id FROM identifiers i JOIN do_not_link r3 ON r3.b = i.node_id "
-                f"WHERE i.person_id IN ({marks}))",
+                "SELECT r2.rule_id FROM persons p JOIN identifiers i ON i.person = p.pk "
+                f"JOIN do_not_link r2 ON r2.a = i.node_id WHERE p.person_id IN ({marks}) UNION "
+                "SELECT r3.rule_id FROM persons p JOIN identifiers i ON i.person = p.pk "
+                f"JOIN do_not_link r3 ON r3.b = i.node_id WHERE p.person_id IN ({marks}))",
                 (*chunk, *chunk),
             ):
                 entry = self._rule(row)
@@ -498,30 +659,75 @@ class _SqliteTransaction:
         self._conn.execute("DELETE FROM do_not_link WHERE rule_id = ?", (rule_id,))
         return self._rule(row)
 
+    def _keys(
+        self, table: Literal["persons", "identifiers"], ids: Collection[str]
+    ) -> dict[str, int]:
+        """The internal keys of the persons or nodes with these public ids (absent ones left out:
+        an insert naming one then fails its NOT NULL or foreign key, as it should)."""
+        column = "person_id" if table == "persons" else "node_id"
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(ids)):
+            found.update(
+                self._conn.execute(
+                    f"SELECT {column}, pk FROM {table} "  # noqa: S608 - fixed names, placeholders
+                    f"WHERE {column} IN ({_marks(len(chunk))})",
+                    chunk,
+                ).fetchall()
+            )
+        return found
+
+    def _next_key(self, table: Literal["persons", "identifiers", "facts"]) -> int:
+        # Keys are allocated here, in the write transaction (BEGIN IMMEDIATE: no other writer),
+        # so a batch's rows get consecutive keys without reading each one back after its insert.
+        row = self._conn.execute(f"SELECT max(pk) FROM {table}").fetchone()  # noqa: S608 - fixed names
+        return 1 if row[0] is None else int(row[0]) + 1
+
+    def _node_keys(self, node_ids: Collection[str]) -> dict[str, int]:
+        """Internal keys of ``node_ids``: new nodes of this transaction from memory, others read."""
+        keys = self._new_nodes
+        missing = {n for n in node_ids if n not in keys}
+        if not missing:
+            return keys
+        return {**keys, **self._keys("identifiers", missing)}
+
     def apply(self, changes: ChangeSet) -> None:
         conn = self._conn
+        persons: dict[str, int] = {}
         if changes.new_persons:
+            first = self._next_key("persons")
+            rows = [
+                (first + i, p.person_id, _ms(p.created_at), _ms(p.last_seen))
+                for i, p in enumerate(changes.new_persons)
+            ]
             conn.executemany(
-                "INSERT INTO persons (person_id, created_at, last_seen) VALUES (?, ?, ?)",
-                [(p.person_id, _ms(p.created_at), _ms(p.last_seen)) for p in changes.new_persons],
+                "INSERT INTO persons (pk, person_id, created_at, last_seen) VALUES (?, ?, ?, ?)",
+                rows,
             )
+            persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
+            owners = {n.person_id for n in changes.new_nodes} - persons.keys()
+            if owners:
+                persons.update(self._keys("persons", owners))
+            first = self._next_key("identifiers")
+            node_rows = [
+                (
+                    first + i,
+                    n.node_id,
+                    n.hashed.type,
+                    n.hashed.key_id,
+                    n.hashed.digest,
+                    persons.get(n.person_id),  # None (unknown person): NOT NULL refuses it
+                    _ms(n.first_seen),
+                    _ms(n.last_seen),
+                )
+                for i, n in enumerate(changes.new_nodes)
+            ]
             conn.executemany(
-                "INSERT INTO identifiers (node_id, type, key_id, digest, person_id, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        n.node_id,
-                        n.hashed.type,
-                        n.hashed.key_id,
-                        n.hashed.digest,
-                        n.person_id,
-                        _ms(n.first_seen),
-                        _ms(n.last_seen),
-                    )
-                    for n in changes.new_nodes
-                ],
+                "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                node_rows,
             )
+            self._new_nodes.update((row[1], row[0]) for row in node_rows)
         if changes.rehashed:
             conn.executemany(
                 "UPDATE identifiers SET key_id = ?, digest = ? WHERE node_id = ?",
@@ -535,7 +741,8 @@ class _SqliteTransaction:
             )
         if changes.merged:
             conn.executemany(
-                "UPDATE identifiers SET person_id = ? WHERE person_id = ?",
+                "UPDATE identifiers SET person = (SELECT pk FROM persons WHERE person_id = ?) "
+                "WHERE person = (SELECT pk FROM persons WHERE person_id = ?)",
                 [(survivor, absorbed) for absorbed, survivor in changes.merged.items()],
             )
             conn.executemany(
@@ -543,7 +750,8 @@ class _SqliteTransaction:
             )
         if changes.reassigned:
             conn.executemany(
-                "UPDATE identifiers SET person_id = ? WHERE node_id = ?",
+                "UPDATE identifiers SET person = (SELECT pk FROM persons WHERE person_id = ?) "
+                "WHERE node_id = ?",
                 [(person, node) for node, person in changes.reassigned.items()],
             )
         if changes.persons_seen:
@@ -552,12 +760,16 @@ class _SqliteTransaction:
                 [(_ms(seen), person) for person, seen in changes.persons_seen.items()],
             )
         if changes.links:
+            keys = self._node_keys({n for x in changes.links for n in (x.a, x.b)})
             conn.executemany(
                 "INSERT INTO links (a, b, source, first_at, last_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (a, b, source) DO UPDATE SET "
                 "first_at = min(first_at, excluded.first_at), "
                 "last_at = max(last_at, excluded.last_at)",
-                [(x.a, x.b, x.source, _ms(x.first_at), _ms(x.last_at)) for x in changes.links],
+                [
+                    (keys.get(x.a), keys.get(x.b), x.source, _ms(x.first_at), _ms(x.last_at))
+                    for x in changes.links
+                ],
             )
         if changes.facts:
             self._write_facts(changes.facts)
@@ -605,10 +817,13 @@ class _SqliteTransaction:
             )
 
     def _write_facts(self, facts: Sequence[Fact]) -> None:
+        nodes = self._node_keys({f.node_id for f in facts})
+        first = self._next_key("facts")
         rows = [
             (
+                first + i,
                 f.fact_id,
-                f.node_id,
+                nodes.get(f.node_id),
                 f.kind.value,
                 f.name,
                 f.category,
@@ -618,11 +833,11 @@ class _SqliteTransaction:
                 f.sealed,
                 ",".join(f.pii),
             )
-            for f in facts
+            for i, f in enumerate(facts)
         ]
         insert = (
-            "INSERT INTO facts (fact_id, node_id, kind, name, category, at, source, status, "
-            "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO facts (pk, fact_id, node, kind, name, category, at, source, status, "
+            "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         )
         current: list[tuple[Any, ...]] = []
         raw: list[tuple[Any, ...]] = []
@@ -636,14 +851,14 @@ class _SqliteTransaction:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
         self._conn.executemany(
-            insert + "ON CONFLICT (node_id, name) WHERE kind = 'attribute' AND status = 'active' "
+            insert + "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
             "DO UPDATE SET category = excluded.category, at = excluded.at, "
             "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
             "WHERE excluded.at >= facts.at",
             current,
         )
         self._conn.executemany(
-            insert + "ON CONFLICT (node_id) WHERE kind = 'raw_identifier' DO UPDATE SET "
+            insert + "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
             "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
             raw,
         )
@@ -654,10 +869,11 @@ class _SqliteTransaction:
     ) -> list[Fact]:
         wanted = [k.value for k in kinds]
         rows = self._conn.execute(
-            f"SELECT {_FACT_COLUMNS} FROM facts f JOIN identifiers i ON i.node_id = f.node_id "  # noqa: S608 - fixed columns and placeholders only
+            f"SELECT {_FACT_COLUMNS} FROM persons p JOIN identifiers i ON i.person = p.pk "  # noqa: S608 - fixed columns and placeholders only
+            "JOIN facts f ON f.node = i.pk "
             # + on status: without it SQLite picks facts_by_status and reads every fact of that
             # status in the graph; the person's nodes first, then facts_by_node per node.
-            f"WHERE i.person_id = ? AND +f.status = ? AND f.kind IN ({_marks(len(wanted))}) "
+            f"WHERE p.person_id = ? AND +f.status = ? AND f.kind IN ({_marks(len(wanted))}) "
             "ORDER BY f.at, f.fact_id",
             (person_id, status.value, *wanted),
         )
@@ -670,8 +886,9 @@ class _SqliteTransaction:
             # the literal status, which reads every active fact of the graph; facts_by_node
             # seeks each node instead, so erasure and rehash pages cost the same at any size.
             rows = self._conn.execute(
-                f"SELECT {_FACT_COLUMNS} FROM facts f WHERE f.kind = ? AND +f.status = 'active' "  # noqa: S608 - placeholders only
-                f"AND f.node_id IN ({_marks(len(chunk))}) ORDER BY f.fact_id",
+                f"SELECT {_FACT_COLUMNS} FROM identifiers i JOIN facts f ON f.node = i.pk "  # noqa: S608 - placeholders only
+                f"WHERE f.kind = ? AND +f.status = 'active' "
+                f"AND i.node_id IN ({_marks(len(chunk))}) ORDER BY f.fact_id",
                 (kind.value, *chunk),
             )
             found.extend(_fact(row) for row in rows)
@@ -679,8 +896,8 @@ class _SqliteTransaction:
 
     def facts_page(self, status: FactStatus, after_fact_id: str, limit: int) -> list[Fact]:
         rows = self._conn.execute(
-            f"SELECT {_FACT_COLUMNS} FROM facts f WHERE f.status = ? AND f.fact_id > ? "  # noqa: S608 - fixed columns
-            "ORDER BY f.fact_id LIMIT ?",
+            f"SELECT {_FACT_COLUMNS} FROM facts f JOIN identifiers i ON i.pk = f.node "  # noqa: S608 - fixed columns
+            "WHERE f.status = ? AND f.fact_id > ? ORDER BY f.fact_id LIMIT ?",
             (status.value, after_fact_id, limit),
         )
         return [_fact(row) for row in rows]
@@ -707,8 +924,7 @@ class _SqliteTransaction:
         self, exclude_key_id: str, after_node_id: str, limit: int
     ) -> list[IdentifierNode]:
         rows = self._conn.execute(
-            "SELECT node_id, type, key_id, digest, person_id, first_seen, last_seen "
-            "FROM identifiers WHERE key_id != ? AND node_id > ? ORDER BY node_id LIMIT ?",
+            f"{_NODE_SELECT}WHERE i.key_id != ? AND i.node_id > ? ORDER BY i.node_id LIMIT ?",
             (exclude_key_id, after_node_id, limit),
         )
         return [self._node(row) for row in rows]
@@ -722,9 +938,9 @@ class _SqliteTransaction:
 
     def person_consents(self, person_id: str, purposes: Collection[str]) -> list[ConsentRecord]:
         rows = self._conn.execute(
-            f"SELECT {_CONSENT_COLUMNS} FROM identifiers i "  # noqa: S608 - fixed columns
-            "JOIN consents c ON c.node_id = i.node_id "
-            "WHERE i.person_id = ? AND +c.purpose IN (SELECT value FROM json_each(?)) "
+            f"SELECT {_CONSENT_COLUMNS} FROM persons p "  # noqa: S608 - fixed columns
+            "JOIN identifiers i ON i.person = p.pk JOIN consents c ON c.node_id = i.node_id "
+            "WHERE p.person_id = ? AND +c.purpose IN (SELECT value FROM json_each(?)) "
             "ORDER BY c.at, c.recorded_at, c.record_id",
             (person_id, _consent_purposes(purposes)),
         )
@@ -881,45 +1097,51 @@ class _SqliteTransaction:
         are zeroed in the pages, not left in free space.
         """
         conn = self._conn
+        row = conn.execute("SELECT pk FROM persons WHERE person_id = ?", (person_id,)).fetchone()
+        person = None if row is None else int(row[0])
         nodes = [
-            (node_id, HashedIdentifier(type_, key_id, bytes(digest)))
-            for node_id, type_, key_id, digest in conn.execute(
-                "SELECT node_id, type, key_id, digest FROM identifiers WHERE person_id = ? "
+            (pk, node_id, HashedIdentifier(type_, key_id, bytes(digest)))
+            for pk, node_id, type_, key_id, digest in conn.execute(
+                "SELECT pk, node_id, type, key_id, digest FROM identifiers WHERE person = ? "
                 "ORDER BY node_id",
-                (person_id,),
+                (person,),
             )
         ]
-        node_ids = [node_id for node_id, _ in nodes]
+        node_ids = [node_id for _, node_id, _ in nodes]
+        for node_id in node_ids:
+            self._new_nodes.pop(node_id, None)
         links = facts = consents = rules = 0
-        for chunk in _chunks(node_ids):
+        for chunk in _chunks(nodes):
             marks = _marks(len(chunk))
+            ids = [node_id for _, node_id, _ in chunk]
+            keys = [pk for pk, _, _ in chunk]
             rules += conn.execute(
                 f"DELETE FROM do_not_link WHERE a IN ({marks}) OR b IN ({marks})",  # noqa: S608 - placeholders only
-                (*chunk, *chunk),
+                (*ids, *ids),
             ).rowcount
             # Both ends of a link belong to one person; both ends are matched all the same, so
             # a link can never be left pointing at a deleted node.
             links += conn.execute(
                 f"DELETE FROM links WHERE a IN ({marks}) OR b IN ({marks})",  # noqa: S608 - placeholders only
-                (*chunk, *chunk),
+                (*keys, *keys),
             ).rowcount
             facts += conn.execute(
-                f"DELETE FROM facts WHERE node_id IN ({marks})",  # noqa: S608 - placeholders only
-                chunk,
+                f"DELETE FROM facts WHERE node IN ({marks})",  # noqa: S608 - placeholders only
+                keys,
             ).rowcount
             consents += conn.execute(
                 f"DELETE FROM consents WHERE node_id IN ({marks})",  # noqa: S608 - placeholders only
-                chunk,
+                ids,
             ).rowcount
-        refusals = self.delete_refusals([hashed for _, hashed in nodes])
+        refusals = self.delete_refusals([hashed for _, _, hashed in nodes])
         # Events about the person not yet published go too: erasure reaches the downstream queue.
         conn.execute("DELETE FROM event_outbox WHERE person_id = ?", (person_id,))
-        conn.execute("DELETE FROM identifiers WHERE person_id = ?", (person_id,))
-        persons = conn.execute("DELETE FROM persons WHERE person_id = ?", (person_id,)).rowcount
+        conn.execute("DELETE FROM identifiers WHERE person = ?", (person,))
+        persons = conn.execute("DELETE FROM persons WHERE pk = ?", (person,)).rowcount
         return ErasureCounts(
             persons=persons,
             node_ids=tuple(node_ids),
-            hashes=tuple(hashed for _, hashed in nodes),
+            hashes=tuple(hashed for _, _, hashed in nodes),
             links=links,
             facts=facts,
             consents=consents,
@@ -951,8 +1173,9 @@ class _SqliteTransaction:
             found.update(
                 RefusedAnchor(str(person_id), _dt(int(at)))
                 for person_id, at in self._conn.execute(
-                    "SELECT i.person_id, r.at FROM refusals r "
+                    "SELECT p.person_id, r.at FROM refusals r "
                     "JOIN identifiers i ON i.node_id = r.anchor_node "
+                    "JOIN persons p ON p.pk = i.person "
                     "WHERE r.digest = ? AND r.type = ? AND r.key_id = ?",
                     (h.digest, h.type, h.key_id),
                 )
@@ -1139,15 +1362,18 @@ class SqliteGraphStore:
             _SCHEMA,
             SCHEMA_VERSION,
             newer=StoreIntegrityError,
-            before=_add_refusal_anchor,
-            # Audience state (event counters, current consent): idempotent, filled once.
-            after=sqlite_audience.install,
+            before=_before_schema,
+            # Rebuilt tables first (schema 7), then the audience state (event counters, current
+            # consent) over them: idempotent, filled once per file.
+            after=_after_schema,
             secure_delete=True,
             synchronous=synchronous,
             foreign_keys=True,
             cache_mib=cache_mib,
             tighten_mode=True,  # as ever: a copied (0644) graph file is tightened, not refused
         )
+        # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
         self._lock = threading.RLock()
         self._closed = False
 

@@ -26,11 +26,17 @@ Days are ``at // 86_400_000`` (UTC days of the millisecond times the store keeps
 that day are a lower bound of the count, and a person whose lower bound is not enough but who
 has events on the boundary day is counted exactly from its events (one index seek per node).
 
+Both are keyed by the public person id, not the internal integer key (schema 7): a member scan
+pages in person-id order, and ``(name, person_id, day)`` clustered is that order. The triggers
+and the fill resolve a node's person through the integer keys (``facts.node`` →
+``identifiers.pk``, ``identifiers.person`` → ``persons.pk``); consents still name their node
+by ``node_id``.
+
 The schema is idempotent (``IF NOT EXISTS``) and the tables are filled from the existing rows
 once, when a file is first opened by a version that has them (``meta`` key
 ``audience_state``): existing stores are migrated on open without a schema version of their
-own (another change of issue 14 takes the graph schema's next version; the two are renumbered
-when merged).
+own. The schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones)
+and clears that key (:func:`forget`), so the state is filled again over the rebuilt tables.
 """
 
 # Every SQL text here is assembled from constant fragments of this module (trigger bodies are
@@ -61,42 +67,58 @@ _PLAIN = (
 _SPECIAL = "({c}.purpose <> '*' AND {c}.signal IN ('objection', 'compelling_grounds'))"
 
 # The rows of ``consent_current`` for the (person, purpose) pairs ``{where}`` selects, from the
-# records (``i``: identifiers, ``c``: consents). The granted/tie columns look at the records at
-# the latest plain time only (a tie denies, as in privacy.consent.state).
+# records (``p``: persons, ``i``: identifiers, ``c``: consents). The granted/tie columns look at
+# the records at the latest plain time only (a tie denies, as in privacy.consent.state). CROSS
+# JOIN keeps the person's nodes outer: one seek per node into the consents' primary key
+# (without statistics SQLite would otherwise read every record of the purpose through
+# consents_by_purpose, on every consent written).
 _CONSENT_ROWS = f"""
 INSERT INTO consent_current (person_id, purpose, decided_at, granted, tie, special)
 SELECT s.pid, s.pur, s.top,
-    (SELECT min(c2.granted) FROM identifiers i2 JOIN consents c2 ON c2.node_id = i2.node_id
-     WHERE i2.person_id = s.pid AND c2.purpose = s.pur AND c2.at = s.top
+    (SELECT min(c2.granted) FROM identifiers i2 CROSS JOIN consents c2 ON c2.node_id = i2.node_id
+     WHERE i2.person = s.ppk AND c2.purpose = s.pur AND c2.at = s.top
      AND {_PLAIN.format(c="c2")}),
     coalesce((SELECT max(c2.granted) - min(c2.granted) FROM identifiers i2
-     JOIN consents c2 ON c2.node_id = i2.node_id
-     WHERE i2.person_id = s.pid AND c2.purpose = s.pur AND c2.at = s.top
+     CROSS JOIN consents c2 ON c2.node_id = i2.node_id
+     WHERE i2.person = s.ppk AND c2.purpose = s.pur AND c2.at = s.top
      AND {_PLAIN.format(c="c2")}), 0),
     s.special
 FROM (
-    SELECT i.person_id AS pid, c.purpose AS pur,
+    SELECT p.person_id AS pid, p.pk AS ppk, c.purpose AS pur,
         max(CASE WHEN {_PLAIN.format(c="c")} THEN c.at END) AS top,
         sum({_SPECIAL.format(c="c")}) AS special
-    FROM identifiers i JOIN consents c ON c.node_id = i.node_id
+    FROM persons p CROSS JOIN identifiers i ON i.person = p.pk
+    CROSS JOIN consents c ON c.node_id = i.node_id
     WHERE {{where}} AND {_RELEVANT.format(c="c")}
-    GROUP BY i.person_id, c.purpose
+    GROUP BY p.pk, c.purpose
 ) AS s WHERE true
 """
 
 
 def _recompute_consents(person: str, purposes: str) -> str:
-    """Trigger statements recomputing the rows of ``person`` for the purposes ``purposes``
-    (SQL expressions of the trigger's NEW/OLD row)."""
+    """Trigger statements recomputing the rows of ``person`` (a person id) for the purposes
+    ``purposes`` (SQL expressions of the trigger's NEW/OLD row)."""
     return (
         f"DELETE FROM consent_current WHERE person_id = {person} AND purpose IN ({purposes});\n"
-        + _CONSENT_ROWS.format(where=f"i.person_id = {person} AND c.purpose IN ({purposes})")
+        + _CONSENT_ROWS.format(where=f"p.person_id = {person} AND c.purpose IN ({purposes})")
         + ";\n"
     )
 
 
+# The public id of the person holding the node of internal key / node id ``{node}``.
+_PERSON_OF_KEY = (
+    "(SELECT p.person_id FROM identifiers i JOIN persons p ON p.pk = i.person WHERE i.pk = {node})"
+)
+_PERSON_OF_NODE_ID = (
+    "(SELECT p.person_id FROM identifiers i JOIN persons p ON p.pk = i.person "
+    "WHERE i.node_id = {node})"
+)
+# The public id of the person of internal key ``{person}``.
+_PERSON_ID = "(SELECT person_id FROM persons WHERE pk = {person})"
+
+
 def _node_events(node: str) -> str:
-    return f"SELECT name FROM facts WHERE node_id = {node} AND kind = 'event' AND status = 'active'"
+    return f"SELECT name FROM facts WHERE node = {node} AND kind = 'event' AND status = 'active'"
 
 
 # The node's active events, taken off ``person``'s counters / added to them (a node moving from
@@ -104,7 +126,7 @@ def _node_events(node: str) -> str:
 def _take_node_events(node: str, person: str) -> str:
     return f"""
 UPDATE event_days SET n = n - (
-    SELECT count(*) FROM facts f WHERE f.node_id = {node} AND f.kind = 'event'
+    SELECT count(*) FROM facts f WHERE f.node = {node} AND f.kind = 'event'
     AND f.status = 'active' AND f.name = event_days.name AND f.at >= event_days.day * {DAY_MS}
     AND f.at < (event_days.day + 1) * {DAY_MS})
 WHERE name IN ({_node_events(node)}) AND person_id = {person};
@@ -116,7 +138,7 @@ def _add_node_events(node: str, person: str) -> str:
     return f"""
 INSERT INTO event_days (name, person_id, day, n)
 SELECT name, {person}, at / {DAY_MS}, count(*) FROM facts
-WHERE node_id = {node} AND kind = 'event' AND status = 'active'
+WHERE node = {node} AND kind = 'event' AND status = 'active'
 GROUP BY name, at / {DAY_MS}
 ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + excluded.n;
 """
@@ -128,7 +150,7 @@ _ACTIVE_EVENT = "{r}.kind = 'event' AND {r}.status = 'active'"
 # One event fact (the trigger's ``row``) taken off / added to its person's counters; ``when``
 # conditions an UPDATE trigger's half on the old / new row being an active event.
 def _take_event(row: str, when: str = "true") -> str:
-    person = f"(SELECT person_id FROM identifiers WHERE node_id = {row}.node_id)"
+    person = _PERSON_OF_KEY.format(node=f"{row}.node")
     key = f"{when} AND name = {row}.name AND person_id = {person} AND day = {row}.at / {DAY_MS}"
     return (
         f"UPDATE event_days SET n = n - 1 WHERE {key};\n"
@@ -139,8 +161,9 @@ def _take_event(row: str, when: str = "true") -> str:
 def _add_event(row: str, when: str = "true") -> str:
     return f"""
 INSERT INTO event_days (name, person_id, day, n)
-SELECT {row}.name, person_id, {row}.at / {DAY_MS}, 1 FROM identifiers
-WHERE {when} AND node_id = {row}.node_id
+SELECT {row}.name, p.person_id, {row}.at / {DAY_MS}, 1
+FROM identifiers i JOIN persons p ON p.pk = i.person
+WHERE {when} AND i.pk = {row}.node
 ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1;
 """
 
@@ -173,7 +196,7 @@ BEGIN {_add_event("NEW")} END""",
 WHEN {_ACTIVE_EVENT.format(r="OLD")}
 BEGIN {_take_event("OLD")} END""",
     f"""CREATE TRIGGER IF NOT EXISTS event_days_on_update
-AFTER UPDATE OF kind, name, at, status, node_id ON facts
+AFTER UPDATE OF kind, name, at, status, node ON facts
 WHEN ({_ACTIVE_EVENT.format(r="OLD")}) OR ({_ACTIVE_EVENT.format(r="NEW")})
 BEGIN
 {_take_event("OLD", _ACTIVE_EVENT.format(r="OLD"))}
@@ -181,36 +204,38 @@ BEGIN
 END""",
     f"""CREATE TRIGGER IF NOT EXISTS consent_current_on_insert AFTER INSERT ON consents
 BEGIN
-{
-        _recompute_consents(
-            "(SELECT person_id FROM identifiers WHERE node_id = NEW.node_id)", "NEW.purpose"
-        )
-    }
+{_recompute_consents(_PERSON_OF_NODE_ID.format(node="NEW.node_id"), "NEW.purpose")}
 END""",
     f"""CREATE TRIGGER IF NOT EXISTS consent_current_on_delete AFTER DELETE ON consents
 BEGIN
+{_recompute_consents(_PERSON_OF_NODE_ID.format(node="OLD.node_id"), "OLD.purpose")}
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS audience_state_on_move AFTER UPDATE OF person ON identifiers
+WHEN OLD.person IS NOT NEW.person
+BEGIN
+{_take_node_events("NEW.pk", _PERSON_ID.format(person="OLD.person"))}
+{_add_node_events("NEW.pk", _PERSON_ID.format(person="NEW.person"))}
 {
         _recompute_consents(
-            "(SELECT person_id FROM identifiers WHERE node_id = OLD.node_id)", "OLD.purpose"
+            _PERSON_ID.format(person="OLD.person"),
+            "SELECT purpose FROM consents WHERE node_id = NEW.node_id",
         )
     }
-END""",
-    f"""CREATE TRIGGER IF NOT EXISTS audience_state_on_move AFTER UPDATE OF person_id ON identifiers
-WHEN OLD.person_id IS NOT NEW.person_id
-BEGIN
-{_take_node_events("NEW.node_id", "OLD.person_id")}
-{_add_node_events("NEW.node_id", "NEW.person_id")}
-{_recompute_consents("OLD.person_id", "SELECT purpose FROM consents WHERE node_id = NEW.node_id")}
-{_recompute_consents("NEW.person_id", "SELECT purpose FROM consents WHERE node_id = NEW.node_id")}
+{
+        _recompute_consents(
+            _PERSON_ID.format(person="NEW.person"),
+            "SELECT purpose FROM consents WHERE node_id = NEW.node_id",
+        )
+    }
 END""",
 )
 
 _BACKFILL_EVENTS = f"""
 INSERT INTO event_days (name, person_id, day, n)
-SELECT f.name, i.person_id, f.at / {DAY_MS}, count(*)
-FROM facts f JOIN identifiers i ON i.node_id = f.node_id
+SELECT f.name, p.person_id, f.at / {DAY_MS}, count(*)
+FROM facts f JOIN identifiers i ON i.pk = f.node JOIN persons p ON p.pk = i.person
 WHERE f.kind = 'event' AND f.status = 'active'
-GROUP BY f.name, i.person_id, f.at / {DAY_MS}
+GROUP BY f.name, p.person_id, f.at / {DAY_MS}
 """
 
 
@@ -232,20 +257,28 @@ def install(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (_STATE_KEY,))
 
 
+def forget(conn: sqlite3.Connection) -> None:
+    """Mark the state as not filled, so :func:`install` fills it again from the rows (after a
+    migration that rebuilt the graph tables: the triggers went with the old tables, and rows
+    written between could be missing from the counters)."""
+    conn.execute("DELETE FROM meta WHERE key = ?", (_STATE_KEY,))
+
+
 # -- member scans ---------------------------------------------------------------------------
 
-# The exact count of one rule for the person ``{person}`` from its events (facts_events: one
-# seek per node); only asked for persons whose counters alone do not settle the rule.
+# The exact count of one rule for the person ``p`` of the page query from its events
+# (facts_events: one seek per node); only asked for persons whose counters alone do not settle
+# the rule.
 _EXACT = (
-    "(SELECT count(*) FROM identifiers i JOIN facts f ON f.node_id = i.node_id "
-    "WHERE i.person_id = {person} AND f.kind = 'event' AND f.status = 'active' "
+    "(SELECT count(*) FROM identifiers i JOIN facts f ON f.node = i.pk "
+    "WHERE i.person = p.pk AND f.kind = 'event' AND f.status = 'active' "
     "AND f.name = ? AND f.at >= ?)"
 )
 # A further rule of a person already selected: the counters of the whole days after the
 # boundary day (a lower bound) settle it, else the exact count does.
 _FURTHER_RULE = (
     "((SELECT total(n) FROM event_days WHERE name = ? AND person_id = e.person_id AND day > ?)"
-    " >= ? OR " + _EXACT.format(person="e.person_id") + " >= ?)"
+    " >= ? OR " + _EXACT + " >= ?)"
 )
 # Why a person is left out by the consent filter (NULL: kept); see consent_exclusion.
 _EXCLUDED = (
@@ -269,7 +302,20 @@ def page_persons(
     limit: int,
 ) -> list[tuple[str, int, int, str | None]]:
     """Up to ``limit`` (person id, created, last seen, exclusion) after ``after`` in id order
-    that meet every rule, in one statement (rule and consent evaluation set-based in SQL).
+    that meet every rule, in one statement (rule and consent evaluation set-based in SQL):
+    the statement of :func:`page_query`."""
+    sql, params = page_query(rules, lead, consent_filter, after, limit)
+    return conn.execute(sql, params).fetchall()
+
+
+def page_query(
+    rules: Sequence[EventCountRule],
+    lead: int,
+    consent_filter: str | None,
+    after: str,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """The statement and parameters of :func:`page_persons` (also for query plans: bench).
 
     ``rules[lead]`` drives: one range of ``event_days`` for its name from the cursor, grouped
     by person in index order (no sort; the ``LIMIT`` stops the range). The other rules are one
@@ -287,7 +333,7 @@ def page_persons(
             "WHERE p.person_id > ? ORDER BY p.person_id LIMIT ?"
         )
         params = [*([consent_filter] if consent_filter is not None else []), after, limit]
-        return conn.execute(sql, params).fetchall()
+        return sql, params
     sinces = [int(rule.since.timestamp() * 1000) for rule in rules]
     driving, since = rules[lead], sinces[lead]
     further = [(r, s) for i, (r, s) in enumerate(zip(rules, sinces, strict=True)) if i != lead]
@@ -299,7 +345,7 @@ def page_persons(
         f"CROSS JOIN persons p ON p.person_id = e.person_id{joins} "
         "WHERE e.name = ? AND e.person_id > ? AND e.day >= ? GROUP BY e.person_id "
         "HAVING (total(CASE WHEN e.day > ? THEN e.n END) >= ? OR (max(e.day = ?) AND "
-        + _EXACT.format(person="e.person_id")
+        + _EXACT
         + " >= ?))"
         + "".join(" AND " + _FURTHER_RULE for _ in further)
         + " ORDER BY e.person_id LIMIT ?"
@@ -312,7 +358,7 @@ def page_persons(
         params += [rule.name, rule_since // DAY_MS, rule.min_count]
         params += [rule.name, rule_since, rule.min_count]
     params.append(limit)
-    return conn.execute(sql, params).fetchall()
+    return sql, params
 
 
 def counters_of(conn: sqlite3.Connection) -> dict[tuple[str, str, int], int]:

@@ -31,12 +31,12 @@ reproducible in tests and in the audit log.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
 from identity.model import ConsentRecord
-from privacy.access.purposes import Default, PurposesPolicy
+from privacy.access.purposes import Default, Purpose, PurposesPolicy
 from privacy.consent.state import ConsentReason, consent_state
 
 ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
@@ -214,26 +214,52 @@ class PolicyEngine:
                 _denied_fields(fields),
                 state.record_id,
             )
-        verdicts: list[FieldVerdict] = []
-        for ref in fields:
-            if ref.category == IDENTIFIER_CATEGORY:
-                # Activation is its own grant: a raw identifier is never "data in a category".
-                activatable = ref.identifier_type is not None and (
-                    ref.identifier_type in policy.activation
-                )
-                reason = FieldReason.ALLOWED if activatable else FieldReason.NOT_ACTIVATABLE
-                verdicts.append(FieldVerdict(ref, activatable, reason))
-                continue
-            access = policy.categories.get(ref.category)
-            if access is None:
-                verdicts.append(FieldVerdict(ref, False, FieldReason.CATEGORY_NOT_ALLOWED))
-            elif ref.recorded_at + access.retention <= now:
-                verdicts.append(FieldVerdict(ref, False, FieldReason.PAST_RETENTION))
-            else:
-                verdicts.append(FieldVerdict(ref, True, FieldReason.ALLOWED))
         return PolicyDecision(
-            True, purpose, person_id, state.reason.value, tuple(verdicts), state.record_id
+            True,
+            purpose,
+            person_id,
+            state.reason.value,
+            _verdicts(policy, fields, now),
+            state.record_id,
         )
+
+    def with_fields(
+        self, gate: PolicyDecision, fields: Sequence[FieldRef], now: datetime
+    ) -> PolicyDecision:
+        """``gate`` (a decision made before the fields were loaded) for ``fields``: the same
+        answer :meth:`decide` gives with them, without evaluating consent a second time.
+
+        For reads that decide before loading anything (a denied person's data is not even
+        read) and then need the per-field verdicts of what they loaded.
+        """
+        policy = self._purposes.get(gate.purpose)
+        if not gate.allowed or policy is None:
+            return replace(gate, fields=_denied_fields(fields))
+        return replace(gate, fields=_verdicts(policy, fields, now))
+
+
+def _verdicts(
+    policy: Purpose, fields: Sequence[FieldRef], now: datetime
+) -> tuple[FieldVerdict, ...]:
+    """Each field's verdict for a read the purpose's consent already allows."""
+    verdicts: list[FieldVerdict] = []
+    for ref in fields:
+        if ref.category == IDENTIFIER_CATEGORY:
+            # Activation is its own grant: a raw identifier is never "data in a category".
+            activatable = ref.identifier_type is not None and (
+                ref.identifier_type in policy.activation
+            )
+            reason = FieldReason.ALLOWED if activatable else FieldReason.NOT_ACTIVATABLE
+            verdicts.append(FieldVerdict(ref, activatable, reason))
+            continue
+        access = policy.categories.get(ref.category)
+        if access is None:
+            verdicts.append(FieldVerdict(ref, False, FieldReason.CATEGORY_NOT_ALLOWED))
+        elif ref.recorded_at + access.retention <= now:
+            verdicts.append(FieldVerdict(ref, False, FieldReason.PAST_RETENTION))
+        else:
+            verdicts.append(FieldVerdict(ref, True, FieldReason.ALLOWED))
+    return tuple(verdicts)
 
 
 __all__ = [

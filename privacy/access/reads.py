@@ -373,9 +373,18 @@ class ReadService:
                 person_id,
                 "deny",
                 ReadDenied.PURPOSE_NOT_IN_SCOPE.value,
+                known=self._exists(person_id),
             )
             raise PurposeNotInScopeError(purpose_id)
         return purpose
+
+    def _exists(self, person_id: str | None) -> bool:
+        """Whether ``person_id`` names a person now (one keyed lookup; no data is read): a
+        refusal about a real person is audited under its own reference, one about an id that
+        names nobody makes no reference key."""
+        if person_id is None or not _PERSON_ID.fullmatch(person_id):
+            return False
+        return self._store.read(lambda tx: tx.person(person_id)) is not None
 
     def _record(
         self,
@@ -386,8 +395,13 @@ class ReadService:
         decision: Decision,
         reason: str,
         details: Mapping[str, Any] | None = None,
+        *,
+        known: bool = True,
     ) -> None:
-        ref = self._audit.person_ref(person_id) if person_id is not None else None
+        """Audit one decision. ``known``: the person was found in the store; only then may a
+        per-person reference key be made (a read of an unknown or unchecked id must not grow
+        the vault key file: its reference uses an existing key, else the shared one)."""
+        ref = self._audit.person_ref(person_id, create=known) if person_id is not None else None
         if self.on_decision is not None:
             self.on_decision(purpose, decision == "allow", 1)
         self._audit.append(
@@ -415,10 +429,15 @@ class ReadService:
         now = self._clock()
 
         def load(tx: GraphTransaction) -> tuple[PolicyDecision, list[Fact], PersonContext | None]:
-            record = tx.person(person_id) if _PERSON_ID.fullmatch(person_id) else None
-            if record is None:
+            if not _PERSON_ID.fullmatch(person_id):
                 return self._policy.decide(caller, None, purpose_id, (), now), [], None
-            context = PersonContext(person_id, tuple(tx.person_consents(person_id, [purpose_id])))
+            consents = tuple(tx.person_consents(person_id, [purpose_id]))
+            # A consent record is anchored on one of the person's identifiers, so records prove
+            # the person exists: the usual read (a consented person) needs two statements, not
+            # three. Without records, whether the person exists decides the audited reason.
+            if not consents and tx.person(person_id) is None:
+                return self._policy.decide(caller, None, purpose_id, (), now), [], None
+            context = PersonContext(person_id, consents)
             # Decide before loading facts: a denied person's facts are not even read.
             gate = self._policy.decide(caller, context, purpose_id, (), now)
             if not gate.allowed:
@@ -429,8 +448,8 @@ class ReadService:
             attributes = _latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
             events = [f for f in found if f.kind is FactKind.EVENT]
             facts = [*attributes, *events]
-            decision = self._policy.decide(caller, context, purpose_id, _refs(facts), now)
-            return decision, facts, context
+            # The same answer as deciding again with the fields, without a second consent walk.
+            return self._policy.with_fields(gate, _refs(facts), now), facts, context
 
         decision, facts, context = self._store.read(load)
         if not decision.allowed or context is None:
@@ -442,6 +461,7 @@ class ReadService:
                 "deny",
                 decision.reason,
                 {"fields_requested": len(facts)},
+                known=context is not None,
             )
             raise NotReadableError
         allowed = _allowed(facts, decision)

@@ -482,11 +482,12 @@ class AuditLog(Protocol):
         """Recompute the chain in ``seq`` order, ``batch_size`` rows at a time (constant memory)."""
         ...
 
-    def person_ref(self, person_id: str) -> str:
-        """The log's keyed reference to a person (never the person id itself)."""
+    def person_ref(self, person_id: str, *, create: bool = True) -> str:
+        """The log's keyed reference to a person (never the person id itself). Without
+        ``create``, no per-person key is made (for ids not known to exist)."""
         ...
 
-    def person_refs(self, person_ids: Sequence[str]) -> dict[str, str]:
+    def person_refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
         """:meth:`person_ref` of each of ``person_ids`` (one key lookup for all)."""
         ...
 
@@ -773,21 +774,23 @@ class SqliteAuditLog:
                 return candidate
         return None
 
-    def person_ref(self, person_id: str) -> str:
+    def person_ref(self, person_id: str, *, create: bool = True) -> str:
         """This log's keyed reference to ``person_id`` (see :func:`person_ref`)."""
-        return self.person_refs([person_id])[person_id]
+        return self.person_refs([person_id], create=create)[person_id]
 
-    def person_refs(self, person_ids: Sequence[str]) -> dict[str, str]:
+    def person_refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
         """:func:`person_ref` of each person under its own reference key.
 
         A person without one (erased: its key is shredded, and a shredded key is never made
         again) gets a reference under the log's shared key instead: entries written about that
-        id after the erasure do not link to the ones written before it.
+        id after the erasure do not link to the ones written before it. Without ``create`` a
+        person that has no key yet gets the shared-key reference too, and none is made: for ids
+        a caller sent that are not known to exist (an unknown id must not grow the key file).
         """
         if self._person_ref_key is None:
             raise ConfigurationError("this audit log was opened without the person-ref key")
         wanted = sorted(set(person_ids))
-        keys = self._person_keys.keys(wanted) if self._person_keys and wanted else {}
+        keys = self._person_keys.keys(wanted, create=create) if self._person_keys and wanted else {}
         shared = self._person_ref_key
         return {p: person_ref(p, keys.get(p, shared)) for p in wanted}
 
@@ -813,8 +816,9 @@ PERSON_REF_INFO = b"idgraph-audit-person-ref/1"
 class PersonRefKeys(Protocol):
     """Per-person reference keys (adapter: :class:`privacy.audit_refs.VaultPersonRefKeys`)."""
 
-    def keys(self, person_ids: Sequence[str]) -> dict[str, bytes]:
-        """Each person's reference key, made on first use; erased persons are absent."""
+    def keys(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, bytes]:
+        """Each person's reference key, made on first use (with ``create``); erased persons
+        (and, without ``create``, persons that have none yet) are absent."""
         ...
 
     def owners(self, person_ids: Sequence[str]) -> list[str]:

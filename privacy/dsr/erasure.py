@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol, runtime_checkable
 
 import structlog
 
@@ -93,6 +93,56 @@ class ErasureResult:
     # the subject when that data is all they hold, else listed for review (audit log).
     refused_persons_erased: int = 0
     refused_persons_for_review: int = 0
+    # Recipient notices queued (Art. 17(2), 19), one per recipient of any erased person.
+    recipients_notified: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Who one erasure deletes: the persons found, those followed through refusals of the
+    subject's identifiers, and those only listed for review."""
+
+    persons: tuple[str, ...]
+    follow: tuple[str, ...]
+    review: tuple[str, ...]
+
+    @property
+    def erased(self) -> tuple[str, ...]:
+        return (*self.persons, *self.follow)
+
+
+class _PlanChangedError(Exception):
+    """The write transaction found more persons to erase than its notices were made for."""
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        super().__init__("the persons to erase changed since the plan")
+
+
+# How often an erasure re-plans when ingest keeps adding persons under it; the last attempt
+# erases what it finds (the recipients of a person that appeared then are not told: logged).
+_PLAN_ATTEMPTS: Final = 3
+# Held notices older than this and not of a pending erasure belong to a rolled-back one
+# (privacy.dsr.service.DsrService.drop_orphaned_notices).
+HELD_GRACE: Final = timedelta(hours=1)
+
+
+class ErasureNotifier(Protocol):
+    """Tells the recipients of erased persons (GDPR Art. 17(2), 19); implemented by
+    :class:`privacy.dsr.service.DsrService`. Every erasure path (a DSR, the persons it
+    follows through refusals, retention) goes through it."""
+
+    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+        """Make and store, held, one sealed notice per recipient of ``person_ids``; how many."""
+        ...
+
+    def release(self, erasure_id: str) -> int:
+        """Let the held notices of a completed erasure go out (idempotent)."""
+        ...
+
+    def drop(self, erasure_id: str) -> None:
+        """Delete the held notices of an erasure that did not commit (keys shredded)."""
+        ...
 
 
 class ErasureIncompleteError(IdGraphError):
@@ -146,11 +196,17 @@ class ErasureService:
         self._checkpoint_attempts = max(1, checkpoint_attempts)
         self._checkpoint_wait_s = checkpoint_wait_s
         self._outbound = outbound_events
+        self._notifier: ErasureNotifier | None = None
         # Persons to review found by an erasure's graph transaction, by erasure id, until the
         # erasure's audit entries are written (the transaction function may run twice).
         self._review: dict[str, tuple[str, ...]] = {}
 
     # -- erasure ----------------------------------------------------------------------------
+
+    def attach_notifier(self, notifier: ErasureNotifier) -> None:
+        """Tell the recipients of every person this service erases (Art. 17(2), 19): the DSR
+        service attaches itself when it is built (``bootstrap.dsr``)."""
+        self._notifier = notifier
 
     def erase(
         self, identifiers: Sequence[NormalizedIdentifier], request_id: str, actor: str
@@ -168,20 +224,78 @@ class ErasureService:
         for identifier in identifiers:
             candidates = self._keyring.candidates(identifier)
             requested[(candidates[0].type, candidates[0].digest)] = candidates
-        erasure_id = new_erasure_id()
 
-        def run(tx: GraphTransaction) -> ErasureOutboxEntry:
+        def plan(tx: GraphTransaction) -> _Plan:
             candidates = {c for hashes in requested.values() for c in hashes}
             found = tx.find_identifiers(sorted(candidates, key=lambda h: (h.digest, h.type)))
             persons = sorted({node.person_id for node in found})
-            return self._erase_in_graph(
-                tx, persons, requested, erasure_id, request_id, actor, suppress=True
-            )
+            # Before anything is deleted: the refusals of the subject's identifiers are the
+            # only link to data their events brought to another person, and go with them.
+            follow, review = self._follow_refusals(tx, persons, candidates)
+            return _Plan(tuple(persons), tuple(follow), tuple(review))
 
-        entry = self._store.write(run)
+        return self._erase_planned(plan, requested, request_id, actor, suppress=True)
+
+    def _erase_planned(
+        self,
+        plan: Callable[[GraphTransaction], _Plan],
+        requested: dict[tuple[str, bytes], tuple[HashedIdentifier, ...]],
+        request_id: str,
+        actor: str,
+        *,
+        suppress: bool,
+    ) -> ErasureResult:
+        """Plan in a read, hold the recipients' notices of the planned persons, then erase in
+        one write transaction that plans again and starts over if more persons appeared.
+
+        Why the notices are made before the graph transaction: who received a person's data
+        and which key it holds (the person id, a pseudonym, the hashes of identifiers an export
+        sent) can only be read while the person still exists. Held notices are released by
+        :meth:`_finish` (at least once: :meth:`recover` runs it for an interrupted erasure) and
+        dropped if the transaction rolls back.
+        """
+        erasure_id = new_erasure_id()
+        planned = self._store.read(plan)
+        for attempt in range(_PLAN_ATTEMPTS):
+            last = attempt + 1 == _PLAN_ATTEMPTS
+            notified = self._hold(erasure_id, request_id, planned.erased)
+
+            def run(
+                tx: GraphTransaction, expected: _Plan = planned, last: bool = last
+            ) -> ErasureOutboxEntry:
+                current = plan(tx)
+                if not set(current.erased) <= set(expected.erased):
+                    if not last:
+                        raise _PlanChangedError(current)
+                    log.warning("erasure_recipients_not_planned", erasure_id=erasure_id)
+                return self._erase_in_graph(
+                    tx, current, requested, erasure_id, request_id, actor, suppress=suppress
+                )
+
+            try:
+                entry = self._store.write(run)
+            except _PlanChangedError as changed:
+                # A person joined the erasure between the plan and the transaction (an ingest
+                # racing it): tell the recipients of the new set instead.
+                self._drop_held(erasure_id)
+                planned = changed.plan
+                continue
+            except BaseException:
+                self._drop_held(erasure_id)
+                raise
+            break
         result = self._complete(entry)
         self._audit_review(entry, actor)
-        return result
+        return replace(result, recipients_notified=notified)
+
+    def _hold(self, erasure_id: str, request_id: str, persons: Sequence[str]) -> int:
+        if self._notifier is None or not persons:
+            return 0
+        return self._notifier.hold(erasure_id, request_id, persons)
+
+    def _drop_held(self, erasure_id: str) -> None:
+        if self._notifier is not None:
+            self._notifier.drop(erasure_id)
 
     def _audit_review(self, entry: ErasureOutboxEntry, actor: str) -> None:
         """One audit entry per person listed for review: the person's keyed reference only."""
@@ -222,16 +336,8 @@ class ErasureService:
         ``suppress=True`` suppresses the erased identifiers as :meth:`erase` does.
         """
         self._draft(actor, request_id, "e_check", dict.fromkeys(_COUNT_NAMES, 0), 0)
-        erasure_id = new_erasure_id()
-        persons = sorted(set(person_ids))
-        entry = self._store.write(
-            lambda tx: self._erase_in_graph(
-                tx, persons, {}, erasure_id, request_id, actor, suppress=suppress
-            )
-        )
-        result = self._complete(entry)
-        self._audit_review(entry, actor)
-        return result
+        persons = _Plan(tuple(sorted(set(person_ids))), (), ())
+        return self._erase_planned(lambda tx: persons, {}, request_id, actor, suppress=suppress)
 
     def _complete(self, entry: ErasureOutboxEntry) -> ErasureResult:
         keys = self._finish(entry)
@@ -251,7 +357,7 @@ class ErasureService:
     def _erase_in_graph(
         self,
         tx: GraphTransaction,
-        persons: Sequence[str],
+        plan: _Plan,
         requested: dict[tuple[str, bytes], tuple[HashedIdentifier, ...]],
         erasure_id: str,
         request_id: str,
@@ -262,14 +368,12 @@ class ErasureService:
         """The graph part of one erasure, in the caller's transaction (which may retry it)."""
         candidates = {c for hashes in requested.values() for c in hashes}
         totals = dict.fromkeys(_COUNT_NAMES, 0)
-        # Before anything is deleted: the refusals of the subject's identifiers are the only
-        # link to data their events brought to another person, and go with the subject.
-        # Only for a subject's erasure (suppressing): retention erases one inactive person.
-        follow, review = self._follow_refusals(tx, persons, candidates) if suppress else ([], [])
-        persons = [*persons, *follow]
-        totals["refused_persons_erased"] = len(follow)
-        totals["refused_persons_for_review"] = len(review)
-        self._review[erasure_id] = tuple(review)
+        # Refusals are followed for a subject's erasure only (its plan): retention erases one
+        # inactive person.
+        persons = plan.erased
+        totals["refused_persons_erased"] = len(plan.follow)
+        totals["refused_persons_for_review"] = len(plan.review)
+        self._review[erasure_id] = plan.review
         # Kept raw values (keep_raw types) let the person's other identifiers be suppressed
         # under every key, not only the one they were stored with; read before the delete.
         kept = self._kept_value_hashes(tx, persons) if suppress else set()
@@ -404,6 +508,15 @@ class ErasureService:
             )
         except (ValueError, StoreUnavailableError) as exc:
             raise ErasureIncompleteError(entry.request_id, entry.erasure_id, "audit entry") from exc
+        if self._notifier is not None:
+            # The recipients hear of it once the keys are shredded (like the outbound events),
+            # and before the outbox entry is done: a crash in between releases them on recover.
+            try:
+                self._notifier.release(entry.erasure_id)
+            except StoreUnavailableError as exc:
+                raise ErasureIncompleteError(
+                    entry.request_id, entry.erasure_id, "recipient notices"
+                ) from exc
         try:
             self._store.write(lambda tx: tx.complete_erasure(entry.erasure_id))
         except StoreUnavailableError as exc:

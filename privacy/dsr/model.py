@@ -60,6 +60,7 @@ class DeliveryState(StrEnum):
     """Where one outbound webhook is."""
 
     PENDING = "pending"  # waiting for its (next) attempt
+    HELD = "held"  # a recipient notice waiting for its erasure to complete
     DELIVERED = "delivered"  # the receiver answered 2xx
     FAILED = "failed"  # gave up after the last attempt
 

@@ -134,11 +134,13 @@ def notice_body(
     purposes: Sequence[str],
     persons: Sequence[NoticeKeys],
     rectified: Sequence[str] = (),
+    *,
+    reason: str | None = None,
 ) -> bytes:
     """The notice (Standard Webhooks shape: ``type``, ``timestamp``, ``data``).
 
     ``data.subjects`` lists, per person of the request, the keys this recipient holds; nothing
-    else about the person.
+    else about the person. ``reason`` names an erasure nobody requested (``retention``).
     """
     data: dict[str, Any] = {
         "request_id": request_id,
@@ -147,6 +149,8 @@ def notice_body(
         "purposes": list(purposes),
         "subjects": [keys.as_json() for keys in persons],
     }
+    if reason is not None:
+        data["reason"] = reason
     if rectified:
         # Names only: the recipient re-reads the corrected data through its own reads.
         data["rectified"] = list(rectified)

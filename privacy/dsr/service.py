@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -74,6 +74,7 @@ from privacy.dsr.delivery import (
     backoff,
 )
 from privacy.dsr.delivery import payload as webhook_payload
+from privacy.dsr.erasure import HELD_GRACE, ErasureNotifier
 from privacy.dsr.model import (
     EXPORT_TYPES,
     REQUEST_ID,
@@ -164,6 +165,10 @@ class Eraser(Protocol):
 
     def recover(self) -> int:
         """Finish erasures interrupted after their graph commit; returns how many."""
+        ...
+
+    def attach_notifier(self, notifier: ErasureNotifier) -> None:
+        """Have every erasure tell the recipients of the persons it erases."""
         ...
 
 
@@ -265,6 +270,11 @@ class DsrService:
         # A shred whose WAL truncation was blocked by a reader; True at start so the first
         # worker pass also finishes one a previous process left pending.
         self.truncation_pending = True
+        # The erasure request being run, by request id, for its recipients' notices (hold()).
+        self._erasing: dict[str, DsrRequest] = {}
+        # Every erasure path (requests, the persons they follow through refusals, retention)
+        # tells the recipients through this service's outbox.
+        eraser.attach_notifier(self)
 
     @property
     def identity_policy(self) -> IdentityPolicy:
@@ -716,6 +726,10 @@ class DsrService:
         except Exception:  # logged and retried next pass: it must not stop the worker
             log.exception("erasure_recovery_failed")
             recovered = 0
+        try:
+            self.drop_orphaned_notices()
+        except Exception:  # logged and retried next pass
+            log.exception("dsr_orphaned_notices_failed")
         processed = self.process_pending(limit)
         sent, failed = self.deliver_due()
         destroyed = self.sweep_exports()
@@ -857,13 +871,17 @@ class DsrService:
             # first too, while the subjects still resolve to their persons: if the graph
             # erasure fails after its commit (recover() completes it), a retry of this request
             # finds no person any more, and so would never find their exports.
-            notices = self._notices(request, persons)
+            # The recipients' notices are made by the erasure itself (hold()), for the persons
+            # it finds and those it follows through refusals, and sent once it completes.
             destroyed = self.destroy_person_exports(persons)
-            erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
+            self._erasing[request.request_id] = request
+            try:
+                erased = self._eraser.erase(subjects, request.request_id, "dsr-worker")
+            finally:
+                self._erasing.pop(request.request_id, None)
             counts = result_counts(erased)
             counts["exports_destroyed"] = destroyed
-            counts["recipients_notified"] = len(notices)
-            return counts, None, [], notices
+            return counts, None, [], []
         if request.type in EXPORT_TYPES:
             counts, document = self._export(request, nodes, [s.type for s in subjects])
             return counts, document, persons, []
@@ -895,6 +913,46 @@ class DsrService:
 
         return received(self._audit, person_id, consumer_of)
 
+    # -- the erasure notifier (privacy.dsr.erasure.ErasureNotifier) -------------------------
+
+    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+        """Store, held until the erasure completes, one sealed notice per recipient of any of
+        ``person_ids``; returns how many. Called by every erasure before its graph transaction
+        (the recipients and their keys are readable only while the persons exist): a request's
+        own erasure, the persons it follows through refusals, and retention."""
+        request = self._erasing.get(request_id)
+        if request is None:
+            # Not a data-subject request: the retention sweep (storage limitation) erased them.
+            request = _retention_request(request_id, self.config.default_regulation, self.clock())
+        notices = self._notices(request, person_ids)
+        if notices:
+            self.store.hold(request_id, erasure_id, self.clock(), notices)
+        return len(notices)
+
+    def release(self, erasure_id: str) -> int:
+        """Let the held notices of a completed erasure go out (idempotent)."""
+        return self.store.release(erasure_id, self.clock())
+
+    def drop(self, erasure_id: str) -> None:
+        """Delete the held notices of an erasure that did not commit, shredding their keys."""
+        dropped = self.store.drop_held(erasure_id)
+        if dropped:
+            self._shred([notice_owner(webhook_id) for webhook_id in dropped])
+
+    def drop_orphaned_notices(self) -> int:
+        """Drop notices held for an erasure that never committed (its transaction failed and
+        the process died before dropping them): held for longer than any erasure runs, and not
+        of a pending erasure (a completed one released its notices before completing).
+        Run by every worker pass; returns how many erasures' notices were dropped."""
+        stale = self.store.held_erasures(self.clock() - HELD_GRACE)
+        if not stale:
+            return 0
+        live = {e.erasure_id for e in self._graph.read(lambda tx: tx.pending_erasures())}
+        orphans = [erasure_id for erasure_id in stale if erasure_id not in live]
+        for erasure_id in orphans:
+            self.drop(erasure_id)
+        return len(orphans)
+
     def _notices(self, request: DsrRequest, person_ids: Sequence[str]) -> list[Outgoing]:
         """One sealed notice per recipient of any of ``person_ids``, carrying, per person, only
         the keys that recipient holds. Objections go to recipients of the objected purposes."""
@@ -924,6 +982,7 @@ class DsrService:
                 request.purposes,
                 persons,
                 request.rectified,
+                reason=RETENTION_REASON if request.requester == RETENTION_REQUESTER else None,
             )
             # Sealed: the body holds person ids or SHA-256 digests of identifiers, which must not
             # sit readable in the outbox (nor outlive the erasure): shredded once sent.
@@ -1413,6 +1472,31 @@ class DsrService:
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
             self._audit.append(drafts)
+
+
+RETENTION_REQUESTER: Final = "retention"
+RETENTION_REASON: Final = "retention"
+
+
+def _retention_request(request_id: str, regulation: str, now: datetime) -> DsrRequest:
+    """What a notice of a retention erasure says: an erasure nobody asked for, made because
+    the person was inactive past the retention limit (storage limitation, Art. 5(1)(e))."""
+    return DsrRequest(
+        request_id=request_id,
+        type=DsrType.ERASURE,
+        action=DsrAction.APPLY,
+        purposes=(),
+        regulation=regulation,
+        status=DsrStatus.IN_PROGRESS,
+        submitted_at=now,
+        received_at=now,
+        due_at=now,
+        extended=False,
+        subject_types=(),
+        subject_hashes=(),
+        requester=RETENTION_REQUESTER,
+        callback_urls=(),
+    )
 
 
 def _rectified_problems(request_type: DsrType, names: Sequence[str]) -> list[InvalidFieldError]:

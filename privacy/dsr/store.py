@@ -17,7 +17,10 @@ What the file holds about a subject, and why that is enough:
 * ``exports``: the access export, sealed the same way (its own key), destroyed on expiry.
 * ``deliveries``: outbound webhooks; payloads hold the request id, status and counts only, except
   recipient notices (:mod:`privacy.dsr.recipients`), which are sealed by the vault under a key of
-  their own and cleared (key shredded) once delivered or given up.
+  their own and cleared (key shredded) once delivered or given up. An erasure's recipient notices
+  are written *held* (named by the erasure id) before its graph transaction and released by the
+  erasure's completion (:meth:`privacy.dsr.erasure.ErasureService.recover` included), so they
+  are sent at least once, and never for an erasure that rolled back.
 
 ``PRAGMA secure_delete=ON`` zeroes deleted cells (cleared hashes, deleted sealed blobs), and
 :meth:`SqliteDsrStore.checkpoint` folds the WAL back and truncates it after such deletions.
@@ -49,7 +52,7 @@ from privacy.dsr.model import (
 )
 from storage.sqlite import open_migrated, transaction
 
-SCHEMA_VERSION: Final = 3  # 3: requests.rectified (issue 20)
+SCHEMA_VERSION: Final = 4  # 3: requests.rectified (issue 20); 4: deliveries.erasure_id
 _AT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 MAX_LIST_LIMIT: Final = 1_000
 
@@ -124,10 +127,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_status     INTEGER,
     last_error      TEXT,
     created_at      TEXT NOT NULL,
-    delivered_at    TEXT
+    delivered_at    TEXT,
+    -- Recipient notices of an erasure wait ("held") until that erasure completes.
+    erasure_id      TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_request ON deliveries (request_id, delivery_id);
+CREATE INDEX IF NOT EXISTS deliveries_erasure ON deliveries (erasure_id)
+    WHERE erasure_id IS NOT NULL;
 """
 
 _REQUEST_COLUMNS: Final = (
@@ -279,6 +286,29 @@ class DsrStore(Protocol):
         enqueue ``deliveries`` (the subject's notice) with it; ``False`` otherwise."""
         ...
 
+    def hold(
+        self,
+        request_id: str,
+        erasure_id: str,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]],
+    ) -> None:
+        """Write an erasure's recipient notices *held*: not sent until :meth:`release`."""
+        ...
+
+    def release(self, erasure_id: str, now: datetime) -> int:
+        """Make the held notices of ``erasure_id`` due now; how many (0 when already done)."""
+        ...
+
+    def drop_held(self, erasure_id: str) -> list[str]:
+        """Delete the held notices of ``erasure_id`` (its erasure rolled back); their webhook
+        ids, whose sealing keys the caller shreds."""
+        ...
+
+    def held_erasures(self, created_before: datetime) -> list[str]:
+        """Erasure ids with notices held since before ``created_before``."""
+        ...
+
     def export_blob(self, request_id: str) -> tuple[bytes | None, ExportInfo] | None:
         """The sealed export and its metadata (blob ``None`` once destroyed), or ``None``."""
         ...
@@ -346,7 +376,7 @@ class SqliteDsrStore:
             "DSR store",
             _SCHEMA,
             SCHEMA_VERSION,
-            before=_add_owner_column,
+            before=_migrate,
             secure_delete=True,
         )
         self._lock = threading.Lock()
@@ -559,10 +589,13 @@ class SqliteDsrStore:
         request_id: str,
         now: datetime,
         deliveries: Sequence[tuple[str, str, str, str, bytes]],
+        erasure_id: str | None = None,
     ) -> None:
+        state = DeliveryState.PENDING if erasure_id is None else DeliveryState.HELD
         conn.executemany(
             "INSERT INTO deliveries (request_id, destination, url, webhook_id, event, "
-            "payload, state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "payload, state, next_attempt_at, created_at, erasure_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     request_id,
@@ -571,13 +604,54 @@ class SqliteDsrStore:
                     webhook_id,
                     event,
                     payload,
-                    DeliveryState.PENDING.value,
+                    state.value,
+                    fmt(now) if erasure_id is None else None,
                     fmt(now),
-                    fmt(now),
+                    erasure_id,
                 )
                 for destination, url, webhook_id, event, payload in deliveries
             ],
         )
+
+    def hold(
+        self,
+        request_id: str,
+        erasure_id: str,
+        now: datetime,
+        deliveries: Sequence[tuple[str, str, str, str, bytes]],
+    ) -> None:
+        """Write an erasure's recipient notices *held*: not sent until :meth:`release`."""
+        with self._tx() as conn:
+            self._enqueue(conn, request_id, now, deliveries, erasure_id)
+
+    def release(self, erasure_id: str, now: datetime) -> int:
+        """Make the held notices of ``erasure_id`` due now; how many (0 when already done)."""
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE deliveries SET state = ?, next_attempt_at = ? "
+                "WHERE erasure_id = ? AND state = ?",
+                (DeliveryState.PENDING.value, fmt(now), erasure_id, DeliveryState.HELD.value),
+            ).rowcount
+
+    def drop_held(self, erasure_id: str) -> list[str]:
+        """Delete the held notices of ``erasure_id`` (its erasure rolled back); their webhook
+        ids, whose sealing keys the caller shreds."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "DELETE FROM deliveries WHERE erasure_id = ? AND state = ? RETURNING webhook_id",
+                (erasure_id, DeliveryState.HELD.value),
+            ).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def held_erasures(self, created_before: datetime) -> list[str]:
+        """Erasure ids with notices held since before ``created_before``."""
+        with self._tx("BEGIN") as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT erasure_id FROM deliveries "
+                "WHERE erasure_id IS NOT NULL AND state = ? AND created_at < ?",
+                (DeliveryState.HELD.value, fmt(created_before)),
+            ).fetchall()
+        return sorted(str(r[0]) for r in rows)
 
     def extend(
         self,
@@ -712,7 +786,7 @@ class SqliteDsrStore:
 
     def purge(self, requests_before: datetime, deliveries_before: datetime) -> tuple[int, int]:
         """Retention: old ended requests with everything hanging off them, and finished
-        deliveries (never a pending one: it still has to be sent)."""
+        deliveries (never a pending or held one: it still has to be sent)."""
         terminal = [s.value for s in DsrStatus if s.terminal]
         with self._tx() as conn:
             old = [
@@ -732,8 +806,8 @@ class SqliteDsrStore:
                     deliveries += deleted if table == "deliveries" else 0
                 conn.execute("DELETE FROM requests WHERE request_id = ?", (rid,))
             deliveries += conn.execute(
-                "DELETE FROM deliveries WHERE state != ? AND created_at < ?",
-                (DeliveryState.PENDING.value, fmt(deliveries_before)),
+                "DELETE FROM deliveries WHERE state NOT IN (?, ?) AND created_at < ?",
+                (DeliveryState.PENDING.value, DeliveryState.HELD.value, fmt(deliveries_before)),
             ).rowcount
         return len(old), deliveries
 
@@ -841,9 +915,13 @@ def _delivery(row: Sequence[Any]) -> Delivery:
     )
 
 
-def _add_owner_column(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> None:
     """Schema 1 → 2: requests get an owner. Old requests are owned by the consumer a key had by
-    default (its id, taken from the ``key_<id>`` requester); others (CLI) by operators only."""
+    default (its id, taken from the ``key_<id>`` requester); others (CLI) by operators only.
+    2 → 3: requests.rectified; 3 → 4: deliveries.erasure_id (held recipient notices)."""
+    delivery_columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if delivery_columns and "erasure_id" not in delivery_columns:
+        conn.execute("ALTER TABLE deliveries ADD COLUMN erasure_id TEXT")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
     if columns and "rectified" not in columns:  # schema 2 → 3 (issue 20)
         conn.execute("ALTER TABLE requests ADD COLUMN rectified TEXT NOT NULL DEFAULT '[]'")

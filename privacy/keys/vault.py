@@ -60,7 +60,6 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 import threading
@@ -75,6 +74,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from identity.hashing import HmacSha256
 from privacy.keys.keyprovider import (
     KekNotFoundError,
     KeyProvider,
@@ -333,10 +333,16 @@ class Vault:
     """
 
     def __init__(
-        self, keys: VaultKeyStore, provider: KeyProvider, cache_size: int = 10_000
+        self,
+        keys: VaultKeyStore,
+        provider: KeyProvider,
+        cache_size: int = 10_000,
+        pool_size: int = 256,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
+        if pool_size < 0:
+            raise ValueError("pool_size must be >= 0")
         self._keys = keys
         self._provider = provider
         self._cache_size = cache_size
@@ -347,10 +353,15 @@ class Vault:
         # The key file's shred generation the cache is valid for (-1: not read yet).
         self._generation = -1
         self._root_key: bytes | None = None
-        self._shred_mac: hmac.HMAC | None = None
+        self._shred_mac: HmacSha256 | None = None
         self._root_lock = threading.Lock()
         # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
         self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        # Owners whose data keys are already durably stored, not yet handed out (see
+        # reserve_owners), with their AES-GCM contexts; refilled ``pool_size`` at a time.
+        self._pool: OrderedDict[str, AESGCM] = OrderedDict()
+        self._pool_lock = threading.Lock()
+        self._pool_size = pool_size
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -384,10 +395,9 @@ class Vault:
         subkey (hex). Keyed, so a guessed owner id cannot be confirmed against a copy of the
         key file without the KEK."""
         if self._shred_mac is None:
-            self._shred_mac = hmac.new(self.reference_key(SHRED_REF_INFO), digestmod="sha256")
-        mac = self._shred_mac.copy()
-        mac.update(owner.encode())
-        return mac.hexdigest()
+            # Pads hashed once (HmacSha256): a batch of new anchors needs one ref per anchor.
+            self._shred_mac = HmacSha256(self.reference_key(SHRED_REF_INFO))
+        return self._shred_mac.digest(owner.encode()).hex()
 
     def _shred_refs(self, owners: Collection[str]) -> dict[str, str]:
         return {owner: self.shred_ref(owner) for owner in owners}
@@ -447,6 +457,60 @@ class Vault:
                 return {}
             stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
         return {owner: mine.get(owner) or self._unwrap(owner, stored[owner]) for owner in missing}
+
+    # -- keys made ahead (one durable commit per request) ---------------------------------
+
+    def reserve_owners(self, count: int, make_owner: Callable[[], str]) -> list[str]:
+        """``count`` new owner ids (made by ``make_owner``) whose data keys are already durably
+        stored; ``[]`` when ``count`` is above the pool size (make keys at seal time instead).
+
+        Why: a write that creates new anchors used to store their keys in a key-file commit of
+        its own (fsync'd) and then the ciphertexts in the graph commit (fsync'd again): two
+        durable commits per request, the first one inside the graph's write lock. Keys made
+        ahead, ``pool_size`` per key-file commit, leave one durable commit per request (the
+        graph's). Crash safety is the same as before, by ordering: an id is handed out only
+        after the commit that stores its key returned (``synchronous=FULL``), so any graph
+        commit that holds a ciphertext under it is later than a durable key, across a SIGKILL
+        or a power cut alike. A crash can only leave keys nobody used (a random owner id and a
+        wrapped random key, no data; at most one pool per process); never a value without its
+        key. Owners are fresh random ids the caller makes, so they were never shredded.
+
+        Give back what a committed write did not use with :meth:`release_owners`; ids whose
+        write failed are simply dropped (their keys are unused keys, as after a crash).
+        """
+        if count <= 0 or count > self._pool_size:
+            return []
+        with self._pool_lock:
+            if len(self._pool) < count:
+                self._refill(make_owner)
+            taken = [self._pool.popitem(last=False) for _ in range(count)]
+        generation = self._keys.shred_generation()
+        self._cached(generation, set())  # bring the cache's generation up to date first
+        self._remember(generation, dict(taken))  # sealing finds them without a key-file read
+        return [owner for owner, _ in taken]
+
+    def release_owners(self, owners: Sequence[str]) -> None:
+        """Give back reserved owners a committed write did not use (their keys stay valid)."""
+        with self._pool_lock:
+            for owner in owners:
+                if len(self._pool) >= self._pool_size:
+                    return  # the rest stay unused keys (see reserve_owners)
+                with self._cache_lock:
+                    cipher = self._cache.get(owner)
+                if cipher is None:  # evicted or dropped by a shred: no longer known good
+                    continue
+                self._pool[owner] = cipher
+
+    def _refill(self, make_owner: Callable[[], str]) -> None:
+        wanted = {make_owner() for _ in range(self._pool_size - len(self._pool))}
+        for owner in wanted:
+            _check_name("owner", owner)
+        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
+        for owner in sorted(wanted):
+            # Another process storing a key for a fresh random owner meanwhile would be an id
+            # collision: such an owner is simply not pooled.
+            if owner in mine:
+                self._pool[owner] = AESGCM(mine[owner])
 
     # -- encryption ------------------------------------------------------------------------
 
@@ -674,7 +738,7 @@ class Vault:
                     raise
                 self._provider.reload()
                 continue
-            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] == w}
+            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] is w or stored[o] == w}
             return stored, mine
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -167,20 +167,11 @@ class SqliteVaultKeyStore:
         owners = sorted(owner for owner, _ in rows)
         now = int(time.time())
         with self._write() as conn:
-            refs = {shred_refs[owner]: owner for owner in owners}
-            refs.update({_legacy_shred_ref(owner): owner for owner in owners})
-            ordered = sorted(refs)
-            gone: list[str] = []
-            for chunk in _chunks(ordered):
-                gone.extend(
-                    refs[ref]
-                    for (ref,) in conn.execute(
-                        f"SELECT ref FROM shredded_refs WHERE ref IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
-                        chunk,
-                    )
-                )
-            if gone:
-                raise DataKeyDestroyedError(gone)
+            # A key file that never shredded anything (every store until its first erasure)
+            # needs no per-owner probe: one row read, in this write transaction, so no shred
+            # can commit between this check and the insert.
+            if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is not None:
+                self._refuse_shredded(conn, owners, shred_refs)
             # Checked in the same write transaction as the insert: a retirement committed before
             # it refuses the key; one committed after it sees the key in its re-wrap.
             self._refuse_retired(conn, {key.kek_id for _, key in rows})
@@ -194,6 +185,26 @@ class SqliteVaultKeyStore:
                 # Every row was inserted (the usual case): the stored keys are ours, no re-read.
                 return dict(rows)
             return self._select(conn, owners)
+
+    @staticmethod
+    def _refuse_shredded(
+        conn: sqlite3.Connection, owners: Sequence[str], shred_refs: Mapping[str, str]
+    ) -> None:
+        """Raise :class:`DataKeyDestroyedError` naming every owner of ``owners`` that was
+        shredded (under its keyed ref, or schema 2's legacy ref)."""
+        refs = {shred_refs[owner]: owner for owner in owners}
+        refs.update({_legacy_shred_ref(owner): owner for owner in owners})
+        gone: list[str] = []
+        for chunk in _chunks(sorted(refs)):
+            gone.extend(
+                refs[ref]
+                for (ref,) in conn.execute(
+                    f"SELECT ref FROM shredded_refs WHERE ref IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                )
+            )
+        if gone:
+            raise DataKeyDestroyedError(gone)
 
     def delete_many(
         self, owners: Collection[str], shred_refs: Mapping[str, str]

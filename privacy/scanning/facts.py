@@ -17,8 +17,9 @@ anything reaches a store.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import json
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,12 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from identity.errors import BatchValidationError, InvalidFieldError, PolicyFileError
+from identity.errors import (
+    BatchValidationError,
+    InputLimitError,
+    InvalidFieldError,
+    PolicyFileError,
+)
 from identity.model import FactInput, FactKind, FactStatus
 from identity.policy import PolicyFieldProblem, load_policy_file
 from privacy.scanning import PiiFinding, PiiScanner, ScannerConfig, redact
@@ -146,6 +152,16 @@ class EventInput:
     properties: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class FactsOf:
+    """The traits and events of one request, as :meth:`FactIntake.prepare_many` takes them."""
+
+    traits: Mapping[str, Any] | None
+    events: Sequence[EventInput]
+    at: datetime
+    pointer: str = "#"
+
+
 class PiiRejectedError(InvalidFieldError):
     """PII was found where the category's action is ``reject``."""
 
@@ -153,19 +169,35 @@ class PiiRejectedError(InvalidFieldError):
 
 
 class _ScanCache:
-    """Bounded LRU of scan results keyed by a digest of the value.
+    """Bounded LRU of scan results, keyed by a keyed digest (HMAC-SHA256) of the value.
 
     Marketing values repeat a lot (age bands, cities, SKUs), and presidio costs far more than a
-    dictionary lookup. Keys are SHA-256 digests so the cache never holds the values themselves.
+    dictionary lookup. The cache never holds the values themselves, only digests of them, and
+    those digests are keyed with a random key made for this cache when it is created, kept in
+    this process's memory only and never written anywhere. Why keyed: an unkeyed SHA-256 of an
+    e-mail address *is* the "hashed e-mail" that ad-tech partners match people on, and a digest
+    of a short value (a phone number, a name) is reversed by hashing candidates until one
+    matches. Unkeyed, every digest that leaves the process (a core or heap dump, a swapped-out
+    page) would be a linkable copy of the value; keyed with a key that exists only in this
+    process, a digest alone can neither be matched against a hashed-e-mail list nor reversed by
+    a dictionary attack, and digests of two processes cannot be joined.
     """
 
     def __init__(self, size: int) -> None:
         self._size = size
+        self._key = secrets.token_bytes(32)
         self._items: OrderedDict[bytes, tuple[PiiFinding, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _digest(self, text: str) -> bytes:
+        # surrogatepass: a lone surrogate (valid in JSON) must not turn a scan into a 500.
+        return hmac.digest(self._key, text.encode("utf-8", "surrogatepass"), "sha256")
+
     def scan_many(self, scanner: PiiScanner, texts: Sequence[str]) -> list[tuple[PiiFinding, ...]]:
-        keys = [hashlib.sha256(t.encode()).digest() for t in texts]
+        """The findings of every text, in order: cached ones from the cache, the others from one
+        ``scanner.scan_many`` call over the distinct texts not cached (so a batch of values
+        reaches the NER model as one batch)."""
+        keys = [self._digest(t) for t in texts]
         results: list[tuple[PiiFinding, ...] | None] = []
         with self._lock:
             for key in keys:
@@ -239,19 +271,55 @@ class FactIntake:
         at: datetime,
         pointer: str = "#",
     ) -> tuple[FactInput, ...]:
-        """Check, scan and classify; raises :class:`BatchValidationError` with every problem."""
-        errors: list[InvalidFieldError] = []
-        drafts = [
-            *self._attribute_drafts(traits or {}, at, pointer, errors),
-            *self._event_drafts(events, pointer, errors),
-        ]
-        if errors:
-            raise BatchValidationError(errors)
-        self._scan([d.payload for d in drafts])
-        facts = [self._decide(draft, errors) for draft in drafts]
-        if errors:
-            raise BatchValidationError(errors)
-        return tuple(facts)
+        """Check, scan and classify; raises :class:`BatchValidationError` with every problem
+        (and :class:`InputLimitError` for a text over the scanner's limit)."""
+        (result,) = self.prepare_many([FactsOf(traits, events, at, pointer)])
+        if isinstance(result, BatchValidationError | InputLimitError):
+            raise result
+        return result
+
+    def prepare_many(
+        self, items: Sequence[FactsOf]
+    ) -> list[tuple[FactInput, ...] | BatchValidationError | InputLimitError]:
+        """:meth:`prepare` for several requests at once: one result per item, in order.
+
+        Each item is checked and decided on its own: an invalid item does not affect the
+        others, and gets the error :meth:`prepare` would raise for it (a
+        :class:`BatchValidationError`, or the scanner's :class:`InputLimitError` for a text
+        over its limit). The string values of all valid items are scanned together: the values
+        the scan cache does not know reach the scanner in one batch, so the NER model runs once
+        over them (``nlp.pipe``) instead of once per request. The findings are the same as
+        item by item.
+        """
+        results: list[tuple[FactInput, ...] | BatchValidationError | InputLimitError | None] = []
+        pending: dict[int, list[_Draft]] = {}
+        for item in items:
+            errors: list[InvalidFieldError] = []
+            drafts = [
+                *self._attribute_drafts(item.traits or {}, item.at, item.pointer, errors),
+                *self._event_drafts(item.events, item.pointer, errors),
+            ]
+            if errors:
+                results.append(BatchValidationError(errors))
+                continue
+            pending[len(results)] = drafts
+            results.append(None)
+        try:
+            self._scan([d.payload for drafts in pending.values() for d in drafts])
+        except InputLimitError:
+            # A text over the scanner's limit fails the whole batch; scan item by item so that
+            # only its own item fails, as it would have alone.
+            for index, drafts in list(pending.items()):
+                try:
+                    self._scan([d.payload for d in drafts])
+                except InputLimitError as exc:
+                    results[index] = exc
+                    del pending[index]
+        for index, drafts in pending.items():
+            errors = []
+            facts = [self._decide(draft, errors) for draft in drafts]
+            results[index] = BatchValidationError(errors) if errors else tuple(facts)
+        return [r if r is not None else () for r in results]
 
     def check_rule_values(self, values: Sequence[tuple[str, str, Any]]) -> None:
         """PII-scan the constants of audience rules: ``(pointer, attribute, value)`` each.

@@ -7,8 +7,10 @@ model is loaded from that directory only (a path, never a package name, so spaCy
 download), and only if its fingerprint matches :data:`PII_NER_MODEL_SHA256`. Everything with
 a structure (e-mail, phone, IBAN, card, ids) comes from the pattern recognizers of
 :mod:`privacy.scanning.presidio_recognizers`, which also keep finding names and addresses by
-their context. The model runs with ``ScannerConfig(ner=True)``; by default (``ner=False``)
-the patterns run alone on a blank pipeline (see ``ScannerConfig.ner`` for why).
+their context. Every entity the model proposes is reviewed against the word lists shipped in
+the same pinned directory (:mod:`privacy.scanning.name_lexicon`: a ``PERSON`` needs a name
+signal) and scored by the strength of its signal. The model runs by default
+(``ScannerConfig.ner``); with ``ner=False`` the patterns run alone on a blank pipeline.
 
 Privacy choices in this module:
 
@@ -53,12 +55,14 @@ from spacy.tokens import Doc, Span
 
 from identity.errors import InputLimitError
 from privacy.scanning import (
+    MODEL_ENTITIES,
     PiiFinding,
     ScannerConfig,
     ScannerConfigurationError,
     ScannerModelError,
 )
 from privacy.scanning.model_files import model_fingerprint
+from privacy.scanning.name_lexicon import NameLexicon
 from privacy.scanning.presidio_recognizers import (
     AnyCaseIbanRecognizer,
     CardNumberRecognizer,
@@ -84,11 +88,12 @@ __all__ = [
 # The NER model shipped in the repository, and the fingerprint of the files that were reviewed
 # (see privacy/scanning/models/MODEL_CARD.md). ``make pii-model`` rebuilds the same files.
 PII_NER_MODEL_DIR = Path(__file__).resolve().parent / "models" / "pii_ner"
-PII_NER_MODEL_SHA256 = "6bfbbaa5f3b308dffac1cc6215fd82ab0c539e2806cf911c2b4b1c0090ac4cb7"
+PII_NER_MODEL_SHA256 = "6f54e698f3310c7418b9d21c7903f8307799ed13992bcaafa8250f849fac1490"
 # The model's labels are presidio entity types already (no mapping to maintain).
-NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
-# spaCy's transition-based NER gives no per-entity confidence; every entity gets this score.
-# It clears the shipped thresholds, so a deployment lowers trust per type with ``thresholds``.
+NER_ENTITIES = MODEL_ENTITIES
+# spaCy's transition-based NER gives no per-entity confidence; the lexicon's review scores each
+# entity by its signal (name_lexicon.SCORE_*). This is presidio's default for an entity without
+# a reviewed score, the same as the review's strongest level.
 NER_SCORE = 0.85
 
 # spaCy refuses texts over nlp.max_length (1,000,000) with a ValueError; a clear limit of our
@@ -152,6 +157,7 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         self.language = language
         self._model_dir = model_dir
         self._fingerprint = fingerprint
+        self._lexicon: NameLexicon | None = None
         # presidio declares ``nlp`` as None until load(); a dict is what load() would set.
         self.nlp: dict[str, Language] = {language: self._pipeline()}  # type: ignore[assignment]
 
@@ -166,6 +172,10 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
             raise ScannerModelError(
                 str(self._model_dir), f"fingerprint {found} is not the pinned {self._fingerprint}"
             )
+        try:
+            self._lexicon = NameLexicon.load(self._model_dir)
+        except ValueError as error:
+            raise ScannerModelError(str(self._model_dir), str(error)) from error
         return spacy.load(self._model_dir)
 
     def load(self) -> None:
@@ -195,7 +205,8 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         items = [str(text) for text in texts]
         wanted = [i for i, text in enumerate(items) if self._model_dir and _may_name(text)]
         docs: list[Doc] = [nlp.make_doc(text) for text in items]
-        modelled = nlp.pipe((items[i] for i in wanted), batch_size=max(batch_size, 1))
+        # The model's components run on the Docs just made: each text is tokenized once.
+        modelled = nlp.pipe((docs[i] for i in wanted), batch_size=max(batch_size, 1))
         for index, doc in zip(wanted, modelled, strict=True):
             docs[index] = doc
         for text, doc in zip(items, docs, strict=True):
@@ -222,7 +233,7 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
         # presidio's context enhancement: it compares context words with lemmas. The lower-case
         # token text stands in; context words are matched as substrings, so inflected forms
         # ("Telefonnummer" for "telefon") still count.
-        entities = [_relabel(ent) for ent in doc.ents if ent.label_ in NER_ENTITIES]
+        entities, scores = self._reviewed_entities(doc)
         return NlpArtifacts(
             entities=entities,
             tokens=doc,
@@ -230,8 +241,30 @@ class _OfflineSpacyNlpEngine(SpacyNlpEngine):
             lemmas=[token.lower_ for token in doc],
             nlp_engine=self,
             language=language,
-            scores=[NER_SCORE] * len(entities),
+            scores=scores,
         )
+
+    def _reviewed_entities(self, doc: Doc) -> tuple[list[Span], list[float]]:
+        """The model's entities after the lexicon's review, plus the names it finds alone.
+
+        Each with its own score (:mod:`privacy.scanning.name_lexicon`): a listed name scores
+        higher than capitalised unknown words, so per-type thresholds trade recall for precision.
+        """
+        lexicon = self._lexicon
+        if lexicon is None or not doc.has_annotation("ENT_IOB"):
+            return [], []
+        readings = []
+        for found in doc.ents:
+            if found.label_ in NER_ENTITIES:
+                entity = _relabel(found)
+                texts = [token.text for token in entity]
+                readings.extend(lexicon.review(entity.label_, texts, entity.start))
+        taken = [False] * len(doc)
+        for reading in readings:
+            taken[reading.start : reading.end] = [True] * (reading.end - reading.start)
+        readings.extend(lexicon.find_names([token.text for token in doc], taken))
+        entities = [Span(doc, r.start, r.end, label=r.label) for r in readings]
+        return entities, [r.score for r in readings]
 
 
 def _relabel(entity: Span) -> Span:
@@ -305,6 +338,20 @@ class PresidioPiiScanner:
             log_decision_process=False,
         )
         self._entity_list = sorted(entities)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Scan a fixed text once, so the first real scan does not pay for first-use work.
+
+        presidio compiles a recognizer's patterns when it first analyses a text, and the NER
+        model allocates its buffers on its first document: together a few hundred ms of CPU
+        that would otherwise land on the first request (or bulk chunk) after start-up. The
+        text is constant and holds no personal data.
+        """
+        self._analyzer.analyze(
+            text=_WARM_UP_TEXT, language=self._config.language, entities=self._entity_list
+        )
+        list(self._nlp_engine.process_batch([_WARM_UP_TEXT, _WARM_UP_TEXT], self._config.language))
 
     @property
     def entities(self) -> frozenset[str]:
@@ -409,6 +456,10 @@ def _recognizers(language: str, *, ner: bool) -> list[EntityRecognizer]:
         )
     return recognizers
 
+
+# What the scanner analyses once at construction (see PresidioPiiScanner._warm_up): words,
+# digits and an @, so that every recognizer's patterns and the model run; no personal data.
+_WARM_UP_TEXT = "Warm-up 12 Example Street, order 4711 of 2026-01-05 to no-reply@example.invalid"
 
 # Two letters in a row: the least a name, place, company or street can be written with. A value
 # without (a date, an amount, a phone number, a SKU) skips the model, which costs more per value

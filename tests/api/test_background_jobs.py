@@ -148,8 +148,8 @@ def test_jobs_start_once_the_store_is_ready_and_process_what_is_queued(
             assert client.get("/v1/dsr/wait-1", headers=headers).json()["status"] == "pending"
             assert _named(log_stream, *FAILURE_EVENTS) == []
             opener.gate.set()
-            assert deferred.wait(30) is StoreState.READY
-            deadline = time.monotonic() + 60  # a net against hangs only
+            assert deferred.wait(300) is StoreState.READY
+            deadline = time.monotonic() + 300  # a net against hangs only
             status = "pending"
             while status != "completed" and time.monotonic() < deadline:
                 time.sleep(INTERVAL_S)

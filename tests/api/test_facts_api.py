@@ -224,7 +224,10 @@ def test_shredding_makes_a_pre_shred_copy_of_the_graph_unreadable(api: Api, tmp_
     assert api.container.vault.shred(nodes) >= 1
 
     with sqlite3.connect(backup) as old:
-        rows = old.execute("SELECT node_id, kind, name, sealed FROM facts").fetchall()
+        rows = old.execute(
+            "SELECT i.node_id, f.kind, f.name, f.sealed FROM facts f "
+            "JOIN identifiers i ON i.pk = f.node"
+        ).fetchall()
     assert len(rows) == 2
     readable = []
     for node_id, kind, name, sealed in rows:

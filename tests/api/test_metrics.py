@@ -204,3 +204,29 @@ def test_dsr_queue_gauges_show_the_last_value_set() -> None:
     text = metrics.exposition().decode()
     assert _value(text, "idgraph_dsr_queue_depth") == 2
     assert _value(text, "idgraph_dsr_queue_oldest_age_seconds") == pytest.approx(12.0)
+
+
+def test_an_identifier_sent_twice_and_refused_counts_once_but_is_reported_at_both_positions(
+    api: Api,
+) -> None:
+    # The refusal is reported at each position it was sent at (a repeat must not read as
+    # linked), but it is one refused identifier: counts and metrics count identifiers.
+    blocked = {"type": "cookie_id", "value": "null"}
+    before = _scrape(api)
+    body = {"events": [{"identifiers": [ANN[0], blocked, blocked], "source": "web"}]}
+    response = api.client.post("/v1/ingest", json=body, headers=api.ingest)
+    assert response.status_code == 200, response.text
+    result = response.json()
+
+    assert [r["pointer"] for r in result["results"][0]["refused"]] == [
+        "#/events/0/identifiers/1",
+        "#/events/0/identifiers/2",
+    ]
+    assert result["refused_identifiers"] == 1
+    after = _scrape(api)
+    reason = {"reason": "blocked_value"}
+    assert (
+        _value(after, "idgraph_ingest_refused_identifiers_total", **reason)
+        - _value(before, "idgraph_ingest_refused_identifiers_total", **reason)
+        == 1
+    )

@@ -19,6 +19,7 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
@@ -576,3 +577,50 @@ def test_a_hash_key_id_without_a_letter_stops_startup_naming_the_field(tmp_path:
     settings = Settings(env="test", data_dir=tmp_path, hash_keys=HASH_KEY_FILE.dump(keys))
     with pytest.raises(ConfigurationError, match=r"keys\[0\]\.id"):
         build_container(settings)
+
+
+def _data_keys(world: World) -> int:
+    return sum(world.api.container.vault.count_by_kek().values())
+
+
+def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: World) -> None:
+    in_scope, out_of_scope = world.key("ad_targeting"), world.key("model_training")
+    # A known person's first audited read makes its reference key (once).
+    world.api.client.get(
+        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=in_scope
+    )
+    before = _data_keys(world)
+    for n in range(5):
+        for headers in (in_scope, out_of_scope):
+            unknown = world.api.client.get(
+                f"/v1/profiles/p_{n:024d}", params={"purpose": "ad_targeting"}, headers=headers
+            )
+            assert unknown.status_code in (403, 404)
+    again = world.api.client.get(
+        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=in_scope
+    )
+
+    assert again.status_code == 200
+    assert _data_keys(world) == before  # no key for any unknown id, none again for A
+    refs = {e.person_id for e in world.api.container.audit.entries() if e.action == "read.profile"}
+    assert len(refs) == 1 + 5  # A's reference, and one per unknown id (shared key)
+
+
+@pytest.mark.sqlite_only
+def test_a_consented_profile_read_takes_two_graph_statements_when_served(world: World) -> None:
+    headers = world.key("ad_targeting")
+    statements: list[str] = []
+    store = world.api.container.store
+    assert isinstance(store, SqliteGraphStore)
+    conn = store._conn
+    conn.set_trace_callback(statements.append)
+    try:
+        read = world.api.client.get(
+            f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=headers
+        )
+    finally:
+        conn.set_trace_callback(None)
+
+    assert read.status_code == 200
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2, selects  # consents (which prove the person exists), then facts

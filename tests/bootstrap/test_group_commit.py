@@ -218,3 +218,54 @@ def test_concurrent_identify_calls_are_resolved_in_one_engine_batch_with_their_o
     assert len(shared) == 1
     assert outcomes[0].person_id not in shared
     assert sorted(o.outcome.value for o in outcomes[1:]) == ["created", "linked", "linked"]
+
+
+def test_concurrent_ingest_batches_share_one_transaction_and_each_gets_its_own_outcomes(
+    sqlite_container: Any,
+) -> None:
+    service = sqlite_container.ingest
+    store = sqlite_container.store
+    release = threading.Event()
+
+    def batch(i: int) -> list[IdentifyRequest]:
+        # Batches 1..N-1 each name the shared email once (one person in the end), plus a
+        # cookie of their own; batch 0 is alone. Two events per batch.
+        return [
+            IdentifyRequest.model_validate(
+                {
+                    "identifiers": [
+                        {"type": "cookie_id", "value": f"ck-batch-{i:03d}-{k}"},
+                        {
+                            "type": "email",
+                            "value": "lone@idgraph.dev" if i == 0 else "team@idgraph.dev",
+                        },
+                    ],
+                    "source": "web",
+                }
+            )
+            for k in range(2)
+        ]
+
+    held = threading.Event()
+
+    def hold_store() -> None:
+        with store._lock:  # the first batch waits at the store's write lock
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_store)
+    holder.start()
+    assert held.wait(30)
+    calls = [lambda i=i: service.ingest(batch(i), actor="test") for i in range(4)]
+    results = _run_behind_a_held_writer(service._batch_group, release, calls)
+    holder.join(30)
+
+    assert service._batch_group.groups == 2  # the first batch alone, then the three together
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert [len(r) for r in results] == [2, 2, 2, 2]
+    assert [o.outcome.value for o in results[0]] == ["created", "linked"]
+    # In arrival order within one transaction: the first of the three creates, the rest link.
+    later = [o for r in results[1:] for o in r]
+    assert len({o.person_id for o in later}) == 1
+    assert results[0][0].person_id not in {o.person_id for o in later}
+    assert sorted(o.outcome.value for o in later) == ["created", *["linked"] * 5]

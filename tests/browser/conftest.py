@@ -30,6 +30,7 @@ from playwright.sync_api import (
     Page,
     Request,
     Route,
+    expect,
     sync_playwright,
 )
 
@@ -48,6 +49,13 @@ EMAIL = "ann.lee@shop.de"
 REPO = Path(__file__).resolve().parents[2]
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 IDGRAPH = Path(sys.executable).with_name("idgraph")
+SERVER_START_TIMEOUT_S = 300
+# Playwright waits for a locator's condition for 5 s by default and for an action or a
+# navigation for 30 s; on two cores shared with other suites a page can take longer than that to
+# render, so the waits get a generous net. They are waits for a condition, never a timed
+# assertion: a correct page passes at any speed.
+WAIT_TIMEOUT_MS = 120_000
+expect.set_options(timeout=WAIT_TIMEOUT_MS)
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` deselection: `make test` never selects these
@@ -142,12 +150,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 120
+        # /readyz, not /healthz: `idgraph serve` opens its store in the background, so the
+        # process answers /healthz before the API can serve the first test's writes (503).
+        # The deadline is only a net for a server that never comes up (CI: two loaded cores).
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             try:
-                with urllib.request.urlopen(setup.url + "/healthz", timeout=2):  # noqa: S310
+                with urllib.request.urlopen(setup.url + "/readyz", timeout=10):  # noqa: S310
                     break
-            except OSError:
+            except OSError:  # refused, a 503 (HTTPError) or slow to answer
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("idgraph serve did not start:\n" + log.read_text()) from None
                 time.sleep(0.3)
@@ -226,6 +237,8 @@ class Tab:
 def tab(browser: Browser, server: Server) -> Iterator[Tab]:
     """A fresh browser context (no cookies) recording every request."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_TIMEOUT_MS)
+    context.set_default_navigation_timeout(WAIT_TIMEOUT_MS)
     page = context.new_page()
     opened = Tab(page, context, server.url)
 

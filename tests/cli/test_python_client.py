@@ -18,6 +18,8 @@ from idgraph_client import (
     parse_retry_after,
 )
 
+import api.app
+from api.ratelimit import RateLimiter
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from privacy.access.api_keys import Scope
@@ -53,10 +55,36 @@ def live(settings: Settings) -> Iterator[Live]:
     yield from _live(settings)
 
 
+@dataclass
+class ManualClock:
+    """The rate limiter's clock, moved only by the client's waits: with the wall clock, a
+    loaded machine that took a second between two requests refilled the bucket and the
+    request the test expected refused was served."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
-def throttled(settings: Settings) -> Iterator[Live]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def throttled(
+    settings: Settings, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Live]:
     # One request in the bucket, refilled at 60 a minute: the second request within a second
     # gets 429 with Retry-After: 1.
+    def limiter(per_minute: int, burst: int) -> RateLimiter:
+        return RateLimiter(per_minute, burst, clock=clock)
+
+    monkeypatch.setattr(api.app, "RateLimiter", limiter)
     yield from _live(
         settings.model_copy(update={"rate_limit_per_minute": 60, "rate_limit_burst": 1})
     )
@@ -138,18 +166,21 @@ def test_pagination_helpers_follow_the_cursors_to_the_end(live: Live) -> None:
     assert sorted(r["request_id"] for r in requests) == [f"dsr-page-{i}" for i in range(5)]
 
 
-def test_429_is_retried_after_the_servers_retry_after_when_rate_limited(throttled: Live) -> None:
+def test_429_is_retried_after_the_servers_retry_after_when_rate_limited(
+    throttled: Live, clock: ManualClock
+) -> None:
     waits: list[float] = []
     with IdGraph(throttled.url, throttled.admin, max_retries=2, sleep=waits.append) as idg:
         idg.identify([EMAIL], source="web")
         with pytest.raises(RateLimitedError) as limited:
-            idg.resolve("email", EMAIL["value"])  # no real wait: every retry is refused too
+            idg.resolve("email", EMAIL["value"])  # the waits pass no time: every retry refused
     assert waits == [1.0, 1.0]
     assert limited.value.retry_after == 1.0
 
-    with IdGraph(throttled.url, throttled.admin, max_retries=3) as idg:
-        # A real wait of Retry-After seconds: the bucket has refilled.
+    with IdGraph(throttled.url, throttled.admin, max_retries=3, sleep=clock.sleep) as idg:
+        # A wait of Retry-After seconds (on the limiter's clock): the bucket has refilled.
         assert idg.resolve("email", EMAIL["value"]).startswith("p_")
+    assert clock.now == 1001.0
 
 
 def test_retry_after_parses_seconds_and_http_dates() -> None:

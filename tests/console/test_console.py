@@ -544,3 +544,51 @@ def test_kept_raw_values_show_only_where_the_operators_purpose_allows(console: C
     assert "ck-console-1" not in shown  # cookie ids are no activation type of the purpose
     (entry,) = console.audit("console.kept_values")
     assert (entry.actor, entry.purpose, entry.decision) == ("op_mia", "marketing_email", "allow")
+
+
+def test_a_rectification_submitted_in_the_console_names_the_corrected_data(
+    console: Console,
+) -> None:
+    # Issue 20 follow-up: rectification (Art. 16) was in the API only; the console form could
+    # not name what was corrected, so the service refused every console rectification.
+    console.sign_in("alice")
+    form = {
+        "csrf_token": console.csrf(),
+        "request_id": "dsr-console-rect",
+        "type": "rectification",
+        "action": "apply",
+        "regulation": "gdpr",
+        "subject_type": "email",
+        "subject_value": EMAIL,
+        "rectified": "city, last_name",
+    }
+    response = console.client.post("/console/dsr", data=form, follow_redirects=False)
+
+    assert response.status_code == 303, response.text
+    request = console.container.dsr.get("dsr-console-rect", ADMIN_DSR)
+    assert (request.type, request.rectified) == (DsrType.RECTIFICATION, ("city", "last_name"))
+    assert request.requester == "op_alice"
+    detail = console.client.get("/console/dsr/dsr-console-rect")
+    assert re.search(r'id="rectified-names">city, last_name<', detail.text)
+
+
+def test_a_console_rectification_naming_a_value_is_refused_without_echoing_it(
+    console: Console,
+) -> None:
+    console.sign_in("alice")
+    form = {
+        "csrf_token": console.csrf(),
+        "request_id": "dsr-console-rect-bad",
+        "type": "rectification",
+        "action": "apply",
+        "regulation": "gdpr",
+        "subject_type": "email",
+        "subject_value": EMAIL,
+        "rectified": "Lisbon Street 7",
+    }
+    response = console.client.post("/console/dsr", data=form)
+
+    assert response.status_code == 422
+    assert "rectified/0" in response.text
+    assert "Lisbon Street 7" not in response.text
+    assert console.container.dsr.list_requests() == []

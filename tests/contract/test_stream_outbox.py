@@ -252,3 +252,53 @@ def test_a_merge_of_existing_persons_puts_one_person_merged_event_in_the_outbox(
         ]
     )
     assert _outbox(store) == []
+
+
+def test_an_unlink_that_splits_a_person_puts_one_person_split_event_in_the_outbox(
+    store: GraphStore, engine: ResolutionEngine, ids: Ids
+) -> None:
+    email, phone, device = (
+        ids("email", "ann@split.example"),
+        ids("phone", "+44 20 7946 0123"),
+        ids("cookie_id", "ck-split-6f1c2a9e"),
+    )
+    (ann,) = engine.ingest([IdentityEvent((email, phone), "kafka", T0)])
+    engine.ingest([IdentityEvent((phone, device), "kafka", T0)])  # the larger part: keeps the id
+    queued = [e.event_id for e in _outbox(store)]
+    store.write(lambda tx: tx.delete_outbound(queued))
+
+    result = engine.unlink(email, phone)
+
+    assert result.split
+    (event,) = _outbox(store)
+    document = json.loads(event.payload)
+    assert (event.kind, document["type"], document["reason"]) == (
+        outbound.PERSON_SPLIT,
+        "person.split",
+        "unlink",
+    )
+    # The event names the person that was split and the new person, nothing else.
+    assert event.person_id == document["person_id"] == ann.person_id
+    new = {result.person_id_a, result.person_id_b} - {ann.person_id}
+    assert document["split_person_ids"] == sorted(new)
+    for raw in ("ann@split.example", "7946", "ck-split"):
+        assert raw not in event.payload
+
+
+def test_an_unlink_that_leaves_the_person_whole_writes_no_split_event(
+    store: GraphStore, engine: ResolutionEngine, ids: Ids
+) -> None:
+    email, phone, device = (
+        ids("email", "bo@split.example"),
+        ids("phone", "+44 20 7946 0456"),
+        ids("cookie_id", "ck-whole-0a1b2c3d"),
+    )
+    for pair in ((email, phone), (phone, device), (device, email)):
+        engine.ingest([IdentityEvent(pair, "kafka", T0)])
+    queued = [e.event_id for e in _outbox(store)]
+    store.write(lambda tx: tx.delete_outbound(queued))
+
+    result = engine.unlink(email, phone)  # still joined through the device
+
+    assert not result.split
+    assert _outbox(store) == []

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bootstrap.container import load_keyring
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
-from identity.hashing import HashKey, Keyring
+from identity.hashing import HashKey, HmacSha256, Keyring
 from identity.identifiers import NormalizedIdentifier
 from privacy.keys.hash_keys import create_key_file, read_key_file, rotate_key_file
 
@@ -116,3 +120,59 @@ def test_malformed_key_document_names_the_problem(tmp_path: Path) -> None:
 def test_production_refuses_placeholder_neo4j_password() -> None:
     with pytest.raises(ValueError, match="placeholder"):
         Settings(env="production", neo4j_password="changeme")
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=0, max_size=200), message=st.binary(max_size=300))
+def test_precomputed_pads_give_the_stdlib_hmac_when_any_key_and_message(
+    key: bytes, message: bytes
+) -> None:
+    # Keys shorter than, equal to and longer than SHA-256's 64-byte block (hashed first).
+    assert HmacSha256(key).digest(message) == hmac.digest(key, message, hashlib.sha256)
+
+
+def test_precomputed_mac_is_reusable_when_digesting_many_messages() -> None:
+    mac = HmacSha256(b"k" * 32)
+    first = mac.digest(b"a")
+    mac.digest(b"b" * 1000)
+    assert mac.digest(b"a") == first == hmac.digest(b"k" * 32, b"a", hashlib.sha256)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    secrets_=st.lists(
+        st.binary(min_size=32, max_size=80).filter(lambda b: len(set(b)) >= 8),
+        min_size=1,
+        max_size=4,
+        unique=True,
+    ),
+    kind=st.sampled_from(["email", "phone", "customer_id", "cookie_id"]),
+    # No lone surrogates: normalization refuses them before anything is hashed.
+    value=st.text(st.characters(codec="utf-8"), max_size=120),
+    primary=st.integers(min_value=0, max_value=3),
+)
+def test_keyring_digests_are_the_plain_hmac_when_any_key_of_a_rotated_ring(
+    secrets_: list[bytes], kind: str, value: str, primary: int
+) -> None:
+    keys = [HashKey(f"k{i}", secret) for i, secret in enumerate(secrets_)]
+    primary_id = keys[primary % len(keys)].key_id
+    ring = Keyring(keys, primary_id)
+    identifier = NormalizedIdentifier(kind, value)
+    message = f"{kind}:{value}".encode()
+
+    def plain(key: HashKey) -> bytes:
+        return hmac.new(key.secret, message, hashlib.sha256).digest()
+
+    candidates = ring.candidates(identifier)
+    assert [c.key_id for c in candidates] == list(ring.key_ids)
+    assert candidates[0].key_id == primary_id
+    by_id = {key.key_id: key for key in keys}
+    for candidate in candidates:
+        assert candidate.digest == plain(by_id[candidate.key_id])
+        assert ring.hash(identifier, candidate.key_id) == candidate
+    assert ring.hash(identifier) == candidates[0]
+    # Rotation: a new primary added, the old digests still among the candidates.
+    rotated = ring.with_keys({"k-new": secrets.token_bytes(32)}, "k-new")
+    assert rotated.candidates(identifier)[1:] == tuple(
+        sorted(candidates, key=lambda c: rotated.key_ids.index(c.key_id))
+    )

@@ -9,6 +9,7 @@ otherwise, so the default suite needs no JVM.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -36,17 +37,33 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("Kafka tests need IDGRAPH_TEST_KAFKA=1 (make test-kafka) or KAFKA_BOOTSTRAP")
     data_dir: Path = tmp_path_factory.mktemp("kafka")
     started = subprocess.run(
-        [sys.executable, str(KAFKA_SERVER), "start", "--data-dir", str(data_dir), "--port", "0"],
+        # Generous nets: the class path may need Maven on a cold cache, and a JVM starting on
+        # two loaded cores can take minutes.
+        [
+            sys.executable,
+            str(KAFKA_SERVER),
+            "start",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+            "--timeout",
+            "600",
+        ],
         capture_output=True,
         text=True,
         check=False,
-        timeout=600,
+        timeout=1200,
     )
     if started.returncode != 0:
         pytest.fail(f"the Kafka broker did not start:\n{started.stderr}")
     try:
         yield started.stdout.strip().splitlines()[-1]
     finally:
+        # Clients the tests left to the garbage collector (a worker's producer in a reference
+        # cycle, say) go before the broker does: alive after it, librdkafka keeps reconnecting
+        # to the stopped port and logs a refused connection every second until the process ends.
+        gc.collect()
         subprocess.run(
             [sys.executable, str(KAFKA_SERVER), "stop", "--data-dir", str(data_dir)],
             capture_output=True,

@@ -7,28 +7,40 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+# Seconds; a net for a broker that stopped answering, never an assertion about speed.
+READ_NET_S = 300.0
 
 
-def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list[Any]:
-    """Every record of ``topic`` from the start, as (key, decoded JSON value, headers) tuples;
-    waits until ``expect`` records arrived, then one more second for any extra."""
+def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = READ_NET_S) -> list[Any]:
+    """Every record of ``topic`` from the start, as (key, decoded JSON value, headers) tuples.
+
+    Reads until at least ``expect`` records arrived *and* every partition was read to its end
+    (librdkafka's partition EOF), so a record that was already written is never missed and an
+    extra one shows up in the caller's comparison; a quiet spell of a second (what this waited
+    for before) let a slow fetch on a loaded broker pass for "nothing more". Partitions are
+    assigned directly, without a group rebalance to wait for. After ``timeout_s`` it returns what
+    it has, and the caller's assertion shows it."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
         }
     )
-    consumer.subscribe([topic])
     records: list[Any] = []
     deadline = time.monotonic() + timeout_s
-    settle: float | None = None
     try:
+        partitions = _partitions(consumer, topic, deadline)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
         while time.monotonic() < deadline:
             for message in consumer.consume(500, 0.5):
-                if message.error() is None:
+                error = message.error()
+                if error is None:
+                    at_end.discard(message.partition())
                     value = message.value()
                     records.append(
                         (
@@ -37,10 +49,21 @@ def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -
                             dict(message.headers() or []),
                         )
                     )
-            if len(records) >= expect:
-                settle = settle or time.monotonic() + 1.0
-                if time.monotonic() >= settle:
-                    break
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition() or 0)
+            if len(records) >= expect and at_end >= set(partitions):
+                break
     finally:
         consumer.close()
     return records
+
+
+def _partitions(consumer: Consumer, topic: str, deadline: float) -> list[int]:
+    """The topic's partition numbers (metadata can lag a topic created a moment ago)."""
+    while True:
+        described = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if described is not None and described.error is None and described.partitions:
+            return sorted(described.partitions)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no metadata for topic {topic}")
+        time.sleep(0.2)

@@ -13,12 +13,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from identity import outbound
@@ -32,6 +39,9 @@ from .conftest import TopicFactory
 from .kafka_support import read_all
 
 pytestmark = pytest.mark.kafka
+# Seconds; a net for a hang while waiting on a condition, never an assertion about speed (CI
+# runs on two loaded cores, and each consumer child imports the whole service first).
+WAIT_NET_S = 600
 
 from bootstrap.container import Container, build_container  # noqa: E402
 from bootstrap.settings import Settings  # noqa: E402
@@ -126,8 +136,10 @@ def _worker(
 
 def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     # The group coordinator can answer NOT_COORDINATOR or be loading right after a member was
-    # killed; those are retriable by Kafka's own rules, so the probe retries them briefly.
-    for attempt in range(20):
+    # killed, and a loaded broker can let the request time out; those are retriable, so the
+    # probe retries them (until a net that only catches a broker that stopped answering).
+    deadline = time.monotonic() + WAIT_NET_S
+    while True:
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
         try:
             offsets = consumer.committed(
@@ -135,12 +147,13 @@ def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
             )
             return sum(max(0, tp.offset) for tp in offsets)
         except KafkaException as exc:
-            if not exc.args[0].retriable() or attempt == 19:
+            error = exc.args[0]
+            transient = error.retriable() or error.code() == KafkaError._TIMED_OUT
+            if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.25)
         finally:
             consumer.close()
-    raise AssertionError("unreachable")
 
 
 def test_records_of_every_shape_are_resolved_and_their_offsets_committed(
@@ -181,6 +194,37 @@ def test_records_of_every_shape_are_resolved_and_their_offsets_committed(
     # A second group member starting from the committed offsets finds nothing to do.
     again, _ = _worker(container, kafka_bootstrap, [topic], dlq)
     assert again.run(idle_exit_s=2)["records"] == 0
+
+
+def test_the_idle_exit_waits_for_records_a_slow_fetch_has_not_returned_yet(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    """A catch-up run (``--exit-when-idle``) leaves only when it has read every assigned
+    partition to its end. The broker here holds each fetch for 4 s (it waits for more bytes
+    than there are), as a loaded broker may be slow to answer: a quiet spell alone would make
+    the run exit 0 with its backlog unread (what a 3 s idle exit could do in CI)."""
+    topic, dlq = new_topic("slow-fetch"), new_topic("dlq")
+    _produce(kafka_bootstrap, topic, [_identify("fi@slow.example", "s-1")])
+    metrics = StreamMetrics()
+    config = WorkerConfig(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{topic}",
+        topics=(topic,),
+        dead_letter_topic=dlq,
+        source="sdk",
+        poll_timeout_s=0.2,
+        client_config={"fetch.min.bytes": "100000000", "fetch.wait.max.ms": "4000"},
+    )
+    worker = StreamWorker(
+        config,
+        container.ingest.with_metrics(metrics),
+        container.store,
+        container.engine.message_digest,
+        metrics,
+    )
+    summary = worker.run(idle_exit_s=0.5)
+    assert (summary["records"], summary["applied"]) == (1, 1)
+    assert _committed(kafka_bootstrap, config.group_id, topic, 1) == 1
 
 
 def test_a_poison_record_is_dead_lettered_by_reference_and_its_partition_keeps_flowing(
@@ -241,6 +285,7 @@ def test_an_erasure_is_published_once_after_it_completes(
         outbound.CONSENT_CHANGED: consent_topic,
         outbound.PERSON_ERASED: erasure_topic,
         outbound.PERSON_MERGED: erasure_topic,
+        outbound.PERSON_SPLIT: erasure_topic,
         outbound.AUDIENCE_MEMBERSHIP: consent_topic,
     }
     _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-1")])
@@ -309,7 +354,7 @@ def _kill_mid_batch(
         )
         try:
             # Wait for the first commit of this run, then kill at a random moment while it works.
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + WAIT_NET_S
             start = _committed(bootstrap, group, topic, 1)
             while time.monotonic() < deadline and child.poll() is None:
                 if _committed(bootstrap, group, topic, 1) > start:
@@ -329,7 +374,7 @@ def _kill_mid_batch(
         env=_env(data_dir),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=WAIT_NET_S,
         check=False,
     )
     assert finish.returncode == 0, finish.stderr[-2000:]
@@ -363,13 +408,32 @@ def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
 
 
 def _assigned_members(bootstrap: str, group: str) -> int:
-    """Members of a stable group that own at least one partition (0 while it rebalances)."""
+    """Members of a stable group that own at least one partition (0 while it rebalances, or
+    when the coordinator did not answer this time)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     (future,) = admin.describe_consumer_groups([group]).values()
-    description = future.result(timeout=10)
+    try:
+        description = future.result(timeout=30)
+    except KafkaException as exc:
+        if exc.args[0].retriable() or exc.args[0].code() == KafkaError._TIMED_OUT:
+            return 0
+        raise
     if description.state != ConsumerGroupState.STABLE:
         return 0
     return sum(1 for m in description.members if m.assignment.topic_partitions)
+
+
+def _wait_for(
+    condition: Callable[[], bool], what: str, children: list[subprocess.Popen[str]]
+) -> None:
+    """Wait until ``condition()`` holds; fail at once when a child exits, and after the net
+    (only for a hang: a slow machine just waits longer)."""
+    deadline = time.monotonic() + WAIT_NET_S
+    while not condition():
+        for child in children:
+            assert child.poll() is None, f"a consumer exited with {child.returncode} before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {WAIT_NET_S} s"
+        time.sleep(0.2)
 
 
 def test_two_consumers_share_the_partitions_through_a_rebalance(
@@ -386,26 +450,40 @@ def test_two_consumers_share_the_partitions_through_a_rebalance(
     keys = [f"k{i}".encode() for i in range(records)]
     _produce(kafka_bootstrap, topic, values[:half], keys=keys[:half])
     group = f"g-rebalance-{topic}"
-    command = _consume_command(
-        kafka_bootstrap, topic, dlq, group, data_dir, "--batch-size", "10", "--exit-when-idle", "20"
-    )
-    first = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
-    # The second joins while the first owns every partition: a rebalance. A quiet machine can
-    # drain the first half before the second is up, so the second half is produced only once
-    # the group has both members, and both then get partitions with work on them.
-    deadline = time.monotonic() + 120
-    while _committed(kafka_bootstrap, group, topic, 4) == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    second = subprocess.Popen(command, env=_env(data_dir), stdout=subprocess.PIPE, text=True)
-    # Counting members is not enough: a member is listed as soon as it joins, before the
-    # rebalance hands it partitions; the second half must land on partitions it owns.
-    while _assigned_members(kafka_bootstrap, group) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _assigned_members(kafka_bootstrap, group) == 2, "the group never shared its partitions"
-    _produce(kafka_bootstrap, topic, values[half:], keys=keys[half:])
-    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
-    assert [p.returncode for p in (first, second)] == [0, 0]
-    summaries = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    # No idle exit: the members run until the test stops them (SIGTERM: finish the batch,
+    # commit, leave, print the summary). An idle exit raced with the second member's start-up:
+    # at high load the first could drain the first half and leave before the second had joined.
+    command = _consume_command(kafka_bootstrap, topic, dlq, group, data_dir, "--batch-size", "10")
+    outputs = [tmp_path / "first.out", tmp_path / "second.out"]
+    children: list[subprocess.Popen[str]] = []
+    try:
+        with outputs[0].open("w") as out:
+            children.append(subprocess.Popen(command, env=_env(data_dir), stdout=out, text=True))
+        # The second joins while the first owns every partition: a rebalance. A quiet machine
+        # can drain the first half before the second is up, so the second half is produced
+        # only once both members own partitions, and both then get partitions with work on them.
+        _wait_for(lambda: _committed(kafka_bootstrap, group, topic, 4) > 0, "commit", children)
+        with outputs[1].open("w") as out:
+            children.append(subprocess.Popen(command, env=_env(data_dir), stdout=out, text=True))
+        # Counting members is not enough: a member is listed as soon as it joins, before the
+        # rebalance hands it partitions; the second half must land on partitions it owns.
+        _wait_for(
+            lambda: _assigned_members(kafka_bootstrap, group) == 2, "shared assignment", children
+        )
+        _produce(kafka_bootstrap, topic, values[half:], keys=keys[half:])
+        _wait_for(
+            lambda: _committed(kafka_bootstrap, group, topic, 4) >= records, "full commit", children
+        )
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        codes = [child.wait(timeout=WAIT_NET_S) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert codes == [0, 0]
+    summaries = [json.loads(out.read_text().strip().splitlines()[-1]) for out in outputs]
     assert all(s["applied"] > 0 for s in summaries), summaries  # both took part
     assert sum(s["applied"] for s in summaries) == records
     assert _committed(kafka_bootstrap, group, topic, 4) == records

@@ -79,3 +79,22 @@ def test_a_person_merged_document_validates_and_names_the_absorbed_ids() -> None
     jsonschema.validate(document, _schema(outbound.PERSON_MERGED))
     assert (event.kind, event.person_id) == (outbound.PERSON_MERGED, "p_keep")
     assert document["merged_person_ids"] == ["p_gone1", "p_gone2"]
+
+
+def test_a_person_split_document_validates_and_names_the_new_ids_only() -> None:
+    event = outbound.person_split("p_kept", ["p_new2", "p_new1"], "unlink", T0)
+    document = json.loads(event.payload)
+    jsonschema.validate(document, _schema(outbound.PERSON_SPLIT))
+    assert (event.kind, event.person_id) == (outbound.PERSON_SPLIT, "p_kept")
+    assert outbound.partition_key(event) == "p_kept"  # in order with the person's events
+    assert document["split_person_ids"] == ["p_new1", "p_new2"]
+    assert set(document) == {
+        "schema",
+        "type",
+        "version",
+        "event_id",
+        "occurred_at",
+        "person_id",
+        "split_person_ids",
+        "reason",
+    }

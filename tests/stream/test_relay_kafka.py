@@ -75,6 +75,7 @@ def test_consent_and_erasure_events_reach_their_topics_once_keyed_by_person(
             outbound.CONSENT_CHANGED: consent_topic,
             outbound.PERSON_ERASED: erasure_topic,
             outbound.PERSON_MERGED: erasure_topic,
+            outbound.PERSON_SPLIT: erasure_topic,
             outbound.AUDIENCE_MEMBERSHIP: consent_topic,
         },
         StreamMetrics(),
@@ -119,6 +120,7 @@ def test_an_unreachable_topic_keeps_the_events_in_the_outbox(
             outbound.CONSENT_CHANGED: "no-such-topic-x",
             outbound.PERSON_ERASED: "no-such-topic-y",
             outbound.PERSON_MERGED: "no-such-topic-z",
+            outbound.PERSON_SPLIT: "no-such-topic-z",
             outbound.AUDIENCE_MEMBERSHIP: "no-such-topic-w",
         },
         metrics,
@@ -127,3 +129,36 @@ def test_an_unreachable_topic_keeps_the_events_in_the_outbox(
     assert relay.run_once() == 0
     assert len(store.read(lambda tx: tx.outbound_page(10))) == 1
     assert metrics.publish_failures._value.get() == 1
+
+
+def test_a_split_is_published_once_on_its_topic_keyed_by_the_person_that_was_split(
+    kafka_bootstrap: str,
+    new_topic: TopicFactory,
+    store: SqliteGraphStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    vault: Vault,
+    ids: Ids,
+) -> None:
+    split_topic, other_topic = new_topic("split", 3), new_topic("other", 1)
+    engine = ResolutionEngine(store, keyring, policy, sealer=vault, outbound_events=True)
+    email, phone = ids("email", "cy@relay.example"), ids("phone", "+44 20 7946 0777")
+    (cy,) = engine.ingest([IdentityEvent((email, phone), "web", T0)])
+    engine.ingest([IdentityEvent((phone, ids("cookie_id", "ck-relay-1")), "web", T0)])
+    result = engine.unlink(email, phone)
+    assert result.split
+    topics = dict.fromkeys(outbound.SCHEMA_VERSIONS, other_topic)
+    topics[outbound.PERSON_SPLIT] = split_topic
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+    relay = OutboxRelay(store, producer, topics, StreamMetrics())
+
+    assert relay.drain() == 1
+    assert relay.drain() == 0  # published once
+
+    [(key, doc, headers)] = read_all(kafka_bootstrap, split_topic, expect=1)
+    assert key == cy.person_id.encode()  # type: ignore[union-attr]
+    assert headers["event_id"].decode() == doc["event_id"]
+    jsonschema.validate(doc, _schema(outbound.PERSON_SPLIT))
+    assert doc["person_id"] == cy.person_id
+    assert doc["split_person_ids"] == [result.person_id_a]  # the email's part is the new one
+    assert "relay.example" not in json.dumps(doc)

@@ -42,6 +42,10 @@ class KafkaServerError(Exception):
     """The broker could not be prepared, started or stopped."""
 
 
+class _PortTakenError(KafkaServerError):
+    """The broker exited at start because one of its ports was taken meanwhile."""
+
+
 def free_port() -> int:
     """A TCP port that is free on loopback right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -144,9 +148,24 @@ def start(data_dir: Path, port: int | None, timeout: float) -> str:
         return f"127.0.0.1:{known}" if known else f"already running (pid {pid})"
     if port is None:
         port = _read_int(data_dir / "kafka.port") or 9092
-    if port == 0:
-        port = free_port()
-    controller_port = free_port()
+    # A port picked here is free when picked, not when the JVM binds it seconds later: another
+    # process (a parallel suite, another broker) can take it meanwhile. The broker then exits
+    # with "Address already in use"; with ports of our own choosing, pick new ones and retry.
+    attempts = 3 if port == 0 else 1
+    for attempt in range(attempts):
+        client_port = free_port() if port == 0 else port
+        controller_port = free_port()
+        while controller_port == client_port:
+            controller_port = free_port()
+        try:
+            return _start_once(data_dir, client_port, controller_port, timeout)
+        except _PortTakenError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_once(data_dir: Path, port: int, controller_port: int, timeout: float) -> str:
     java = shutil.which("java")
     if java is None:
         raise KafkaServerError("java is not on PATH: Kafka 4 needs a JDK 17 or newer")
@@ -185,8 +204,10 @@ def start(data_dir: Path, port: int | None, timeout: float) -> str:
         if fmt.returncode != 0:
             raise KafkaServerError(f"formatting the storage failed:\n{fmt.stdout}{fmt.stderr}")
     log_path = data_dir / "logs" / "server.log"
+    console_path = data_dir / "logs" / "console.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
-    with (data_dir / "logs" / "console.log").open("ab") as console:
+    console_offset = console_path.stat().st_size if console_path.exists() else 0
+    with console_path.open("ab") as console:
         proc = subprocess.Popen(
             [*jvm, "kafka.Kafka", str(config)],
             stdin=subprocess.DEVNULL,
@@ -199,9 +220,14 @@ def start(data_dir: Path, port: int | None, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise KafkaServerError(
-                f"the broker exited with {proc.returncode}; see {data_dir / 'logs'}"
+            (data_dir / "kafka.pid").unlink(missing_ok=True)
+            logs = b"".join(
+                path.read_bytes()[start:]
+                for path, start in ((log_path, offset), (console_path, console_offset))
+                if path.exists()
             )
+            error = _PortTakenError if b"Address already in use" in logs else KafkaServerError
+            raise error(f"the broker exited with {proc.returncode}; see {data_dir / 'logs'}")
         if log_path.exists():
             with log_path.open("rb") as log:
                 log.seek(offset)

@@ -6,7 +6,8 @@ Builds a blank multi-language spaCy pipeline (``xx``: a tokenizer with no langua
 rules, since the scanner reads EN, DE, FR and more) with one ``ner`` component on spaCy's
 default small CNN (hash embeddings of NORM/PREFIX/SUFFIX/SHAPE, no word vectors: nothing to
 download), trains it on :mod:`tools.pii_model.corpus`, and writes the model to
-``privacy/scanning/models/pii_ner/`` with its fingerprint. The run is deterministic for a
+``privacy/scanning/models/pii_ner/`` with its word lists (``lexicon.json``,
+:mod:`tools.pii_model.lexicon`) and its fingerprint. The run is deterministic for a
 seed on one thread with ``PYTHONHASHSEED=0`` (the module re-runs itself with both set), so the
 same command on the same spaCy and Faker versions rebuilds the same files.
 """
@@ -42,12 +43,13 @@ from thinc.api import compounding, fix_random_seed
 
 from privacy.scanning.model_files import model_fingerprint
 from tools.pii_model.corpus import generate
+from tools.pii_model.lexicon import write_lexicon
 from tools.pii_model.values import NER_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "privacy" / "scanning" / "models" / "pii_ner"
 MODEL_NAME = "idgraph_pii_ner"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 # spaCy's default NER model (a transition-based parser on a HashEmbedCNN tok2vec: hash
 # embeddings of NORM, PREFIX, SUFFIX and SHAPE, so spelling and character shape count, not a
 # fixed vocabulary) with more hash rows than the default 2,000: version 2 sees 33 locales' names,
@@ -104,6 +106,9 @@ def _write(nlp: spacy.language.Language, out_dir: Path) -> None:
         shutil.rmtree(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(out_dir)
+    # The word lists the scanner reviews the model's entities with (tools/pii_model/lexicon.py):
+    # part of the model directory, so the pinned fingerprint covers them too.
+    write_lexicon(out_dir)
 
 
 def train(

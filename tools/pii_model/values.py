@@ -203,11 +203,11 @@ class ValueMaker:
         if roll < 0.55:
             text = _one_line(fake.company())
         elif roll < 0.8:
-            text = f"{fake.last_name()} {rng.choice(_LEGAL_FORMS)}"
+            text = f"{fake.last_name()} {rng.choice(LEGAL_FORMS)}"
         elif roll < 0.9:
             text = f"{fake.last_name()} & {fake.last_name()}"
         else:
-            text = f"{fake.last_name()} {rng.choice(_SECTORS)} {rng.choice(_LEGAL_FORMS)}"
+            text = f"{fake.last_name()} {rng.choice(_SECTORS)} {rng.choice(LEGAL_FORMS)}"
         return _case(rng, text, 0.04), "ORGANIZATION"
 
     # -- unlabelled context values -----------------------------------------------------------
@@ -313,7 +313,7 @@ def fill(template: str, fillers: dict[str, Callable[[], Value]]) -> tuple[str, l
 
 # Particles of family names ("Jan de Vries", "Ludwig van Beethoven").
 _PARTICLES = ("van", "van der", "de", "von", "di", "da", "del", "du", "le", "ter", "dos")
-_LEGAL_FORMS = (
+LEGAL_FORMS = (
     "GmbH", "AG", "KG", "SA", "SARL", "SAS", "Ltd", "Ltd.", "plc", "Inc.", "LLC", "Oy", "Oyj",
     "AB", "AS", "A/S", "ApS", "Kft.", "Nyrt.", "Zrt.", "s.r.o.", "a.s.", "d.o.o.", "SRL", "S.p.A.",
     "Sp. z o.o.", "BV", "B.V.", "NV", "S.L.", "Lda.", "e.K.", "& Co.", "& Söhne", "et Fils",

@@ -320,8 +320,8 @@ def _actual(
 def _recomputed_counters(conn: sqlite3.Connection) -> dict[tuple[str, str, int], int]:
     counts: Counter[tuple[str, str, int]] = Counter()
     for name, person, at in conn.execute(
-        "SELECT f.name, i.person_id, f.at FROM facts f JOIN identifiers i ON i.node_id = f.node_id "
-        "WHERE f.kind = 'event' AND f.status = 'active'"
+        "SELECT f.name, p.person_id, f.at FROM facts f JOIN identifiers i ON i.pk = f.node "
+        "JOIN persons p ON p.pk = i.person WHERE f.kind = 'event' AND f.status = 'active'"
     ):
         counts[(name, person, at // sqlite_audience.DAY_MS)] += 1
     return dict(counts)
@@ -333,8 +333,8 @@ def _recomputed_consent_state(
     """What ``consent_current`` must hold, computed in Python from every record."""
     records: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     for person, purpose, granted, at, signal in conn.execute(
-        "SELECT i.person_id, c.purpose, c.granted, c.at, c.signal FROM consents c "
-        "JOIN identifiers i ON i.node_id = c.node_id"
+        "SELECT p.person_id, c.purpose, c.granted, c.at, c.signal FROM consents c "
+        "JOIN identifiers i ON i.node_id = c.node_id JOIN persons p ON p.pk = i.person"
     ):
         if (purpose == RESTRICTION_PURPOSE) == (signal == "restriction"):
             records.setdefault((person, purpose), []).append((at, granted, signal))
@@ -463,3 +463,91 @@ def test_an_existing_store_is_filled_once_when_opened_by_this_version(tmp_path: 
         assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
     finally:
         reopened.close()
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+# What a file of schema 6 opened by the audience state's first version (text keys) held: its
+# tables, a fill marker, and triggers over the old tables' columns (two of them here).
+_V6_AUDIENCE_STATE = (
+    (
+        "CREATE TABLE event_days (name TEXT NOT NULL, person_id TEXT NOT NULL, "
+        "day INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (name, person_id, day)) "
+        "WITHOUT ROWID"
+    ),
+    (
+        "CREATE TABLE consent_current (person_id TEXT NOT NULL, purpose TEXT NOT NULL, "
+        "decided_at INTEGER, granted INTEGER, tie INTEGER NOT NULL, special INTEGER NOT NULL, "
+        "PRIMARY KEY (person_id, purpose)) WITHOUT ROWID"
+    ),
+    "INSERT INTO event_days VALUES ('purchase', 'p_stale', 1, 5)",
+    "INSERT INTO consent_current VALUES ('p_stale', 'marketing', 1, 1, 0, 0)",
+    "INSERT INTO meta (key, value) VALUES ('audience_state', '1')",
+    (
+        "CREATE TRIGGER event_days_on_insert AFTER INSERT ON facts WHEN NEW.kind = 'event' BEGIN "
+        "INSERT INTO event_days (name, person_id, day, n) SELECT NEW.name, person_id, "
+        "NEW.at / 86400000, 1 FROM identifiers WHERE node_id = NEW.node_id "
+        "ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1; END"
+    ),
+    (
+        "CREATE TRIGGER audience_state_on_move AFTER UPDATE OF person_id ON identifiers BEGIN "
+        "DELETE FROM consent_current WHERE person_id = OLD.person_id; END"
+    ),
+)
+
+
+@pytest.mark.parametrize("stale_state", [False, True], ids=["without-state", "with-old-state"])
+def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migrates(
+    tmp_path: Path, engine: PolicyEngine, stale_state: bool
+) -> None:
+    """The schema 7 migration (integer keys) rebuilds facts, identifiers and consents: the
+    counters and current consent are filled from the migrated rows (also when the file held
+    state and triggers of the text-keyed layout), scans give what the evaluator gives, and
+    writes after the migration keep the state current."""
+    path = tmp_path / "v6.sqlite3"
+    path.write_bytes((FIXTURES / "graph-v6.sqlite3").read_bytes())
+    path.chmod(0o600)
+    if stale_state:
+        old = sqlite3.connect(path)
+        with old:
+            for statement in _V6_AUDIENCE_STATE:
+                old.execute(statement)
+        old.close()
+    store = SqliteGraphStore(path)
+    try:
+        conn: sqlite3.Connection = store._conn
+        counters = sqlite_audience.counters_of(conn)
+        assert counters
+        assert counters == _recomputed_counters(conn)
+        consents = sqlite_audience.consent_state_of(conn)
+        assert consents
+        assert consents == _recomputed_consent_state(conn)
+        triggers = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
+            )
+        }
+        assert triggers["event_days_on_insert"] == "facts"
+        assert triggers["audience_state_on_move"] == "identifiers"
+        rules = (EventCountRule("purchase", datetime(2026, 1, 1, tzinfo=UTC), 2),)
+        assert _actual(store, engine, rules, 5) == _expected(store, engine, rules)
+        graph = _Graph(store)
+        graph.step(
+            (
+                "person",
+                2,
+                [(0, "purchase", -5, True), (1, "visit", -60, True)],
+                [(1, PURPOSE, True, CONSENT_TIMES[0], ConsentSignal.DIRECT)],
+            )
+        )
+        old_person = next(
+            row.person_id
+            for row in store.read(lambda tx: tx.member_page(MemberScan(), "", 10))
+            if row.person_id not in graph.persons
+        )
+        store.write(lambda tx: tx.apply(ChangeSet(merged={sorted(graph.persons)[0]: old_person})))
+        assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
+        assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
+        assert _actual(store, engine, rules, 3) == _expected(store, engine, rules)
+    finally:
+        store.close()

@@ -283,8 +283,17 @@ def test_checks_report_a_marker_without_its_identifiers(tmp_path: Path) -> None:
     _tamper(
         data_dir,
         [
-            ("DELETE FROM links WHERE a = ? OR b = ?", (node, node)),
-            ("DELETE FROM facts WHERE node_id = ?", (node,)),
+            (
+                (
+                    "DELETE FROM links WHERE a = (SELECT pk FROM identifiers WHERE node_id = ?) "
+                    "OR b = (SELECT pk FROM identifiers WHERE node_id = ?)"
+                ),
+                (node, node),
+            ),
+            (
+                "DELETE FROM facts WHERE node = (SELECT pk FROM identifiers WHERE node_id = ?)",
+                (node,),
+            ),
             ("DELETE FROM identifiers WHERE node_id = ?", (node,)),
         ],
         "MATCH (i:Identifier {node_id: $node}) OPTIONAL MATCH (i)-[:HAS_FACT]->(f:Fact) "

@@ -7,6 +7,7 @@ otherwise, like the contract suite's Neo4j cases.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import socket
@@ -39,6 +40,8 @@ from identity.model import (
     IdentifierNode,
     MemberScan,
     PersonRecord,
+    Refusal,
+    RefusalReason,
     StoreStats,
 )
 from identity.store import cypher
@@ -190,8 +193,60 @@ def test_copy_from_neo4j_into_sqlite_gives_back_every_row_of_the_original(
     assert _tables(back) == _tables(original)
     assert (report.persons, report.identifiers, report.links, report.refusals) == (22, 45, 23, 9)
     assert (report.facts, report.consents, report.suppressed) == (FACTS, CONSENTS, 3)
-    assert report.batches == 8 + 3  # ceil(22 / 3) person batches, 9 / 3 refusal batches
+    # ceil(22 / 3) person batches, 9 / 3 refusal batches, and the one that finds no refusal left
+    # and marks the cursor done (the SQLite target keeps a cursor now, as Neo4j does).
+    assert report.batches == 8 + 3 + 1
     assert _suppressed(back) == _suppressed(original)
+
+
+class _StopCopyError(Exception):
+    """Ctrl-C in the middle of a copy (raised from the progress callback)."""
+
+
+def test_an_interrupted_copy_from_neo4j_into_sqlite_resumes_by_refusal_key_with_anchors(
+    neo4j_store: Neo4jGraphStore, tmp_path: Path
+) -> None:
+    # Refusals were paged by SKIP (a deleted refusal shifted every later page), the page did not
+    # carry anchor_node (erasure follows it), and an SQLite target kept no cursor.
+    original = tmp_path / "original.sqlite3"
+    _build_source(original)
+    copy_graph(original, neo4j_store, batch_size=4)
+    anchored = Refusal(
+        _hash("email", 8801), RefusalReason.LIMIT_EXCEEDED, "", "crm", T0, anchor_node="n_000_0"
+    )
+    neo4j_store.write(lambda tx: tx.apply(ChangeSet(refusals=(anchored,))))
+
+    def stop_in_the_refusals(progress: Any) -> None:
+        if progress.refusals_done >= 3:
+            raise _StopCopyError
+
+    back = tmp_path / "back.sqlite3"
+    target = SqliteGraphStore(back)
+    try:
+        with pytest.raises(_StopCopyError):
+            copy_graph(
+                Neo4jCopySource(neo4j_store), target, batch_size=3, progress=stop_in_the_refusals
+            )
+        assert target.stats().refusals == 3
+        # A refusal already copied is deleted in the source (retention) before the re-run: by
+        # offset, every later page would shift by one and one refusal would never be copied.
+        with contextlib.closing(sqlite3.connect(back)) as conn:
+            type_, key_id, digest = conn.execute(
+                "SELECT type, key_id, digest FROM refusals LIMIT 1"
+            ).fetchone()
+        gone = HashedIdentifier(type_, key_id, bytes(digest))
+        assert neo4j_store.write(lambda tx: tx.delete_refusals({gone})) == 1
+        resumed = copy_graph(Neo4jCopySource(neo4j_store), target, batch_size=3)
+        assert target.stats().refusals == 10  # the 3 copied before, and all 7 others
+    finally:
+        target.close()
+    assert resumed.resumed
+    assert resumed.refusals == 10 - 3
+    with contextlib.closing(sqlite3.connect(back)) as conn:
+        anchors = conn.execute(
+            "SELECT anchor_node FROM refusals WHERE anchor_node IS NOT NULL"
+        ).fetchall()
+    assert anchors == [("n_000_0",)]
 
 
 def test_copy_from_neo4j_is_refused_into_a_store_that_holds_a_graph(
@@ -281,9 +336,11 @@ def test_store_copy_command_copies_neo4j_into_a_new_sqlite_file(
         first.output.split()
     )
     assert _tables(target) == _tables(source)
+    # The SQLite target keeps the cursor: a re-run resumes a finished copy and copies nothing.
     second = CliRunner().invoke(store_app, args)
-    assert second.exit_code == 1
-    assert "copy-target-not-empty" in second.output
+    assert second.exit_code == 0, second.output
+    assert "resumed and copied 0 persons" in " ".join(second.output.split())
+    assert _tables(target) == _tables(source)
     same = CliRunner().invoke(store_app, ["copy", "--from", where["uri"], "--to", where["uri"]])
     assert same.exit_code == 1
     assert "the same store" in same.output
@@ -471,7 +528,7 @@ def test_a_neo4j_that_comes_up_late_is_retried_with_backoff_until_the_deadline()
             Neo4jGraphStore(uri, where["user"], where["password"], connect_timeout_s=1)
         started = time.monotonic()
         store = Neo4jGraphStore(
-            uri, where["user"], where["password"], connect_timeout_s=1, startup_timeout_s=60
+            uri, where["user"], where["password"], connect_timeout_s=1, startup_timeout_s=600
         )
         waited = time.monotonic() - started
         store.ping()
@@ -494,7 +551,7 @@ def test_the_server_answers_not_ready_while_neo4j_is_down_and_ready_once_it_is_u
     token = create_admin_key(data_dir)
     env = service_env(data_dir)
     env["IDGRAPH_STORE_URL"] = f"bolt://127.0.0.1:{proxy.port}"
-    env["IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS"] = "120"
+    env["IDGRAPH_NEO4J_STARTUP_TIMEOUT_SECONDS"] = "600"
     http_port = free_port()
     process = subprocess.Popen(
         [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(http_port)],
@@ -506,7 +563,7 @@ def test_the_server_answers_not_ready_while_neo4j_is_down_and_ready_once_it_is_u
     seen: list[tuple[int, int, str]] = []  # (livez, readyz, readyz detail) while waiting
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5) as client:
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 600  # a net for a hang: start-up is slow under load
             while time.monotonic() < deadline and process.poll() is None:
                 try:
                     live, ready = client.get("/livez"), client.get("/readyz")
@@ -552,7 +609,7 @@ def test_the_server_gives_up_and_exits_non_zero_when_neo4j_never_comes_up(tmp_pa
         stderr=subprocess.STDOUT,
     )
     try:
-        output, _ = process.communicate(timeout=120)
+        output, _ = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
             process.kill()
@@ -561,12 +618,22 @@ def test_the_server_gives_up_and_exits_non_zero_when_neo4j_never_comes_up(tmp_pa
     assert b"not reachable within 3 s" in output
 
 
-def test_a_wrong_password_is_not_retried_at_start_up() -> None:
+def test_a_wrong_password_is_not_retried_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
     where = _where()
-    started = time.monotonic()
-    with pytest.raises(StoreUnavailableError, match="credentials"):
-        Neo4jGraphStore(where["uri"], where["user"], "wrong-" + "x" * 12, startup_timeout_s=60)
-    assert time.monotonic() - started < 30
+    # Each retry logs "not reachable yet" before it waits; the handler sits on the store's own
+    # logger, so the records arrive whatever the logging set-up did to propagation. (A timing
+    # bound said this before, and a loaded machine can make one refused attempt slow.)
+    store_log = logging.getLogger("idgraph.store.neo4j")
+    store_log.addHandler(caplog.handler)
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger=store_log.name),
+            pytest.raises(StoreUnavailableError, match="credentials"),
+        ):
+            Neo4jGraphStore(where["uri"], where["user"], "wrong-" + "x" * 12, startup_timeout_s=60)
+    finally:
+        store_log.removeHandler(caplog.handler)
+    assert [r for r in caplog.records if "not reachable yet" in r.getMessage()] == []
 
 
 def test_the_api_with_exactly_the_compose_environment_gets_ready_on_the_local_neo4j(
@@ -615,7 +682,7 @@ def test_the_api_with_exactly_the_compose_environment_gets_ready_on_the_local_ne
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         ready = None
         while time.monotonic() < deadline and process.poll() is None:
             with contextlib.suppress(httpx.TransportError):

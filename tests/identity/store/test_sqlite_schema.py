@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,20 +11,31 @@ from pathlib import Path
 import pytest
 
 from identity.errors import StoreIntegrityError
+from identity.hashing import Keyring
 from identity.model import (
     ChangeSet,
     ConsentRecord,
     ConsentSignal,
     EventCountRule,
     MemberScan,
+    Outcome,
 )
+from identity.policy import IdentityPolicy
+from identity.resolution import ResolutionEngine
 from identity.store import sqlite as sqlite_store
 from identity.store.sqlite import SqliteGraphStore
+from privacy.keys.vault import Vault
+from storage.sqlite import GRAPH_WAL_AUTOCHECKPOINT_PAGES, configure_graph_connection
+from tests.conftest import Ids
+from tests.identity.store import graph_fixture
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
-# Version 1 is the DDL before the first "Since version 2" marker of the schema.
-V1_SCHEMA = sqlite_store._SCHEMA.split("-- Since version 2.")[0]
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+# The DDL of version 6 as it was (version 7 rebuilt the graph tables); version 1 is the part of
+# it before the first "Since version 2" marker.
+V6_SCHEMA = (FIXTURES / "graph-schema-v6.sql").read_text()
+V1_SCHEMA = V6_SCHEMA.split("-- Since version 2.")[0]
 
 
 def _objects(path: Path) -> set[str]:
@@ -108,3 +121,126 @@ def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreIntegrityError, match="newer"):
         SqliteGraphStore(path)
+
+
+def _copy_v6_fixture(tmp_path: Path) -> Path:
+    path = tmp_path / "v6.sqlite3"
+    shutil.copyfile(FIXTURES / "graph-v6.sqlite3", path)
+    path.chmod(0o600)
+    return path
+
+
+def test_the_v6_fixture_is_a_version_6_file_with_text_keys(tmp_path: Path) -> None:
+    path = _copy_v6_fixture(tmp_path)
+    assert _version(path) == 6
+    conn = sqlite3.connect(path)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(identifiers)")}
+    finally:
+        conn.close()
+    assert "person_id" in columns
+    assert "pk" not in columns
+
+
+def test_a_version_6_file_reads_back_the_same_graph_after_migrating_to_integer_keys(
+    tmp_path: Path,
+) -> None:
+    """The fixture was written and dumped by the idgraph of schema 6 (graph_fixture.py): every
+    person, node, link, fact, consent, rule, refusal, suppression and outbox row reads back the
+    same through the store after the migration, and the file has integer keys."""
+    path = _copy_v6_fixture(tmp_path)
+    expected = json.loads((FIXTURES / "graph-v6.dump.json").read_text())
+    store = SqliteGraphStore(path)
+    try:
+        assert graph_fixture.dump(store) == expected
+    finally:
+        store.close()
+    assert _version(path) == sqlite_store.SCHEMA_VERSION
+    conn = sqlite3.connect(path)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(identifiers)")}
+        assert {"pk", "person"} <= columns
+        assert "person_id" not in columns
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert not {t for t in tables if t.endswith("_v6")}
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # Links refer to nodes by internal key, in the node-id order of the domain's Link.
+        (misordered,) = conn.execute(
+            "SELECT count(*) FROM links l JOIN identifiers a ON a.pk = l.a "
+            "JOIN identifiers b ON b.pk = l.b WHERE a.node_id >= b.node_id"
+        ).fetchone()
+        assert misordered == 0
+    finally:
+        conn.close()
+    # Reopened: nothing to migrate, same graph.
+    store = SqliteGraphStore(path)
+    try:
+        assert graph_fixture.dump(store) == expected
+    finally:
+        store.close()
+
+
+def test_a_migrated_version_6_file_takes_new_writes_and_erasures(
+    tmp_path: Path, keyring: Keyring, policy: IdentityPolicy, ids: Ids, vault: Vault
+) -> None:
+    path = _copy_v6_fixture(tmp_path)
+    store = SqliteGraphStore(path)
+    try:
+        before = store.stats()
+        engine = ResolutionEngine(store, keyring, policy, sealer=vault)
+        (created,) = engine.ingest([ids.event(("email", "new@shop.de"), ("cookie_id", "c-new"))])
+        assert created.outcome is Outcome.CREATED
+        # An old person gains a node: links and the node refer to the old person's keys.
+        old = store.read(lambda tx: tx.member_page(MemberScan(), "", 1))[0].person_id
+        old_node = store.read(lambda tx: tx.cluster(old)).nodes[0]
+        merged = ChangeSet(merged={created.person_id or "": old})
+        store.write(lambda tx: tx.apply(merged))
+        cluster = store.read(lambda tx: tx.cluster(old))
+        assert {n.person_id for n in cluster.nodes} == {old}
+        assert len(cluster.nodes) >= 3
+        assert old_node in cluster.nodes
+        assert engine.resolve(ids("cookie_id", "c-new")) == old
+        counts = store.write(lambda tx: tx.erase_person(old))
+        assert counts.persons == 1
+        assert store.read(lambda tx: tx.person(old)) is None
+        assert store.stats().persons == before.persons - 1  # one created, merged, erased
+    finally:
+        store.close()
+
+
+def test_a_failed_migration_leaves_the_version_6_file_as_it_was(tmp_path: Path) -> None:
+    path = _copy_v6_fixture(tmp_path)
+    conn = sqlite3.connect(path)
+    # A node whose person is gone (impossible with the store's foreign keys, forced here):
+    # the copy cannot give it a person key, so the whole migration rolls back.
+    conn.execute(
+        "INSERT INTO identifiers VALUES ('n_orphan', 'email', 'k1', x'02', 'p_gone', 0, 0)"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreIntegrityError):
+        SqliteGraphStore(path)
+    assert _version(path) == 6
+    conn = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "identifiers_v6" not in tables
+        assert conn.execute("SELECT count(*) FROM identifiers").fetchone()[0] == 297
+    finally:
+        conn.close()
+
+
+def test_the_store_and_the_bench_floors_checkpoint_per_64_mib_of_wal(tmp_path: Path) -> None:
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        (pages,) = store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    finally:
+        store.close()
+    assert pages == GRAPH_WAL_AUTOCHECKPOINT_PAGES > 1000  # SQLite's default is 1,000
+    conn = sqlite3.connect(tmp_path / "floor.sqlite3", isolation_level=None)
+    try:
+        configure_graph_connection(conn, "FULL", 1000, 8, StoreIntegrityError)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == pages
+    finally:
+        conn.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
+import shutil
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -176,15 +178,37 @@ def _build_source(path: Path) -> None:
 def _tables(
     path: Path, *, facts: bool = True, consents: bool = True
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the graph tables (refusal ids excepted: they are local row numbers)."""
+    """Every row of the graph tables (refusal ids excepted: they are local row numbers), with
+    public ids only: schema 7's integer keys are local row numbers too, so rows are read back
+    in the shape of schema 6 (node and person ids where keys are stored) on either layout."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    facts_query = "SELECT * FROM facts ORDER BY 1" if facts else "SELECT 1 WHERE 0"
+    keyed = "pk" in {row[1] for row in conn.execute("PRAGMA table_info(persons)")}
+    if keyed:
+        persons = "SELECT person_id, created_at, last_seen FROM persons ORDER BY 1"
+        identifiers = (
+            "SELECT i.node_id, i.type, i.key_id, i.digest, p.person_id, i.first_seen, "
+            "i.last_seen FROM identifiers i JOIN persons p ON p.pk = i.person ORDER BY 1"
+        )
+        links = (
+            "SELECT a.node_id, b.node_id, l.source, l.first_at, l.last_at FROM links l "
+            "JOIN identifiers a ON a.pk = l.a JOIN identifiers b ON b.pk = l.b ORDER BY 1, 2, 3"
+        )
+        all_facts = (
+            "SELECT f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, "
+            "f.sealed, f.pii FROM facts f JOIN identifiers i ON i.pk = f.node ORDER BY 1"
+        )
+    else:
+        persons = "SELECT * FROM persons ORDER BY 1"
+        identifiers = "SELECT * FROM identifiers ORDER BY 1"
+        links = "SELECT * FROM links ORDER BY 1, 2, 3"
+        all_facts = "SELECT * FROM facts ORDER BY 1"
+    facts_query = all_facts if facts else "SELECT 1 WHERE 0"
     consents_query = "SELECT * FROM consents ORDER BY record_id" if consents else "SELECT 1 WHERE 0"
     try:
         return {
-            "persons": conn.execute("SELECT * FROM persons ORDER BY 1").fetchall(),
-            "identifiers": conn.execute("SELECT * FROM identifiers ORDER BY 1").fetchall(),
-            "links": conn.execute("SELECT * FROM links ORDER BY 1, 2, 3").fetchall(),
+            "persons": conn.execute(persons).fetchall(),
+            "identifiers": conn.execute(identifiers).fetchall(),
+            "links": conn.execute(links).fetchall(),
             "refusals": conn.execute(
                 "SELECT at, source, type, key_id, digest, reason, detail FROM refusals "
                 "ORDER BY refusal_id"
@@ -197,22 +221,8 @@ def _tables(
 
 
 class _MetaTransaction(_SqliteTransaction):
-    """The SQLite transaction plus get_meta/set_meta on the store's own ``meta`` table.
-
-    Gives the real SQLite store the cursor capability the Neo4j store has, so the resume path
-    of copy_graph is exercised without a Neo4j server.
-    """
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+    """The SQLite transaction, which keeps the copy cursor in the store's own ``meta`` table
+    (get_meta/set_meta, as the Neo4j store does): the resume path runs without a Neo4j server."""
 
 
 class _ResumableSqliteStore(SqliteGraphStore):
@@ -332,6 +342,20 @@ def test_copy_reads_a_source_from_before_consents_as_one_without_consents(
     assert _tables(tmp_path / "target.sqlite3") == _tables(source, consents=False)
 
 
+def test_copy_reads_a_version_6_source_with_text_keys(tmp_path: Path) -> None:
+    # A file of schema 6 (rows refer to each other by public ids), written by that idgraph.
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "graph-v6.sqlite3"
+    old = tmp_path / "v6.sqlite3"
+    shutil.copyfile(fixture, old)
+    old.chmod(0o600)
+    target = SqliteGraphStore(tmp_path / "target.sqlite3")
+    try:
+        copy_graph(old, target, batch_size=17)
+    finally:
+        target.close()
+    assert _tables(tmp_path / "target.sqlite3") == _tables(old)
+
+
 def test_copy_never_writes_to_the_source(source: Path, tmp_path: Path) -> None:
     before = source.read_bytes()
     target = SqliteGraphStore(tmp_path / "target.sqlite3")
@@ -435,7 +459,8 @@ def test_copy_refuses_a_source_link_between_two_persons_even_inside_one_batch(
     with contextlib.closing(sqlite3.connect(source)) as conn, conn:
         conn.execute(
             "INSERT INTO links (a, b, source, first_at, last_at) "
-            "VALUES ('n_010_0', 'n_011_0', 'bad', 0, 0)"
+            "VALUES ((SELECT pk FROM identifiers WHERE node_id = 'n_010_0'), "
+            "(SELECT pk FROM identifiers WHERE node_id = 'n_011_0'), 'bad', 0, 0)"
         )
     target = SqliteGraphStore(tmp_path / "target.sqlite3")
     try:
@@ -456,7 +481,7 @@ def test_copy_rejects_a_missing_source_without_creating_it(tmp_path: Path) -> No
     assert not (tmp_path / "nope.sqlite3").exists()
 
 
-def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_target(
+def test_store_copy_command_copies_and_a_rerun_into_the_sqlite_target_copies_nothing_twice(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
@@ -475,10 +500,21 @@ def test_store_copy_command_copies_and_a_rerun_is_refused_on_a_plain_sqlite_targ
     )
     assert _tables(target) == _tables(source)
 
+    # The SQLite target keeps the copy's cursor (done): a re-run resumes and finds nothing left.
     second = runner.invoke(store_app, args)
-    assert second.exit_code == 1
-    assert "copy-target-not-empty" in second.output
+    assert second.exit_code == 0, second.output
+    assert "resumed and copied 0 persons, 0 identifiers, 0 links, 0 refusals, 0 facts" in " ".join(
+        second.output.split()
+    )
     assert _tables(target) == _tables(source)
+    # Another source into the same target is still refused.
+    other = tmp_path / "other.sqlite3"
+    _build_source(other)
+    third = runner.invoke(
+        store_app, ["copy", "--from", f"sqlite:{other}", "--to", f"sqlite:{target}"]
+    )
+    assert third.exit_code == 1
+    assert "copy-target-not-empty" in third.output
 
 
 def test_store_copy_command_refuses_an_unknown_source_or_the_same_file(
@@ -535,3 +571,37 @@ def test_copy_brings_the_do_not_link_rules_along(
         ]
     finally:
         target.close()
+
+
+class _StopCopyError(Exception):
+    """Ctrl-C in the middle of a copy (raised from the progress callback)."""
+
+
+def test_an_interrupted_copy_into_a_plain_sqlite_store_resumes_where_it_stopped(
+    source: Path, tmp_path: Path
+) -> None:
+    # The old SQLite store kept no cursor: an interrupted copy into it could only be refused
+    # (the target was no longer empty) and had to be started again from an empty file.
+    path = tmp_path / "target.sqlite3"
+
+    def stop_after_three_batches(progress: CopyProgress) -> None:
+        if progress.persons_done >= 12:
+            raise _StopCopyError
+
+    target = SqliteGraphStore(path)
+    try:
+        with pytest.raises(_StopCopyError):
+            copy_graph(source, target, batch_size=4, progress=stop_after_three_batches)
+        assert target.stats().persons == 12
+        resumed = copy_graph(source, target, batch_size=4)
+        cursor = target.read(lambda tx: tx.get_meta(cursor_key(source)))
+    finally:
+        target.close()
+
+    assert resumed.resumed
+    assert (resumed.persons, resumed.refusals) == (22 - 12, 9)
+    assert _tables(path) == _tables(source)
+    # The finished cursor names no person: an id erased later must not stay behind in it.
+    assert cursor is not None
+    state = json.loads(cursor)
+    assert (state["after_person"], state["done"]) == ("", True)

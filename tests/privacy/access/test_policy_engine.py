@@ -165,6 +165,34 @@ def test_decide_never_returns_a_field_the_policy_forbids(
         assert NOW - ref.recorded_at < access.retention, "field past retention"
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    policy=purposes_policies(),
+    purpose=st.sampled_from((*PURPOSE_IDS, "unknown_purpose")),
+    caller_purposes=st.sets(st.sampled_from((*PURPOSE_IDS, ALL_PURPOSES))),
+    records=st.lists(consent_records(), max_size=8),
+    person_known=st.booleans(),
+    fields=fields_strategy,
+)
+def test_with_fields_on_a_gate_decision_equals_deciding_with_the_fields(
+    policy: PurposesPolicy,
+    purpose: str,
+    caller_purposes: set[str],
+    records: list[ConsentRecord],
+    person_known: bool,
+    fields: list[FieldRef],
+) -> None:
+    engine = PolicyEngine(policy)
+    caller = Caller("key1", frozenset(caller_purposes), "key1")
+    person = PersonContext("p_1", tuple(records)) if person_known else None
+
+    gate = engine.decide(caller, person, purpose, (), NOW)
+
+    assert engine.with_fields(gate, fields, NOW) == engine.decide(
+        caller, person, purpose, fields, NOW
+    )
+
+
 # -- focused cases on the shipped policy ----------------------------------------------------
 
 SHIPPED = load_purposes_policy(POLICY_DIR / "purposes.yaml")

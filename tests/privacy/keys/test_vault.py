@@ -636,3 +636,23 @@ def test_key_material_is_hidden_when_repr_is_logged(kek_path: Path) -> None:
     assert provider.unwrap(wrapped, b"owner") == b"\x07" * 32
     with pytest.raises(IdGraphError):
         provider.unwrap(WrappedKey(wrapped.kek_id, wrapped.blob), b"another owner")
+
+
+def test_no_new_key_is_made_when_another_connection_shredded_the_first_owner_ever(
+    vault: Vault, key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    # Until its first shred a key file skips the per-owner shredded check; the first shred,
+    # made by another connection, must switch it back on for this vault's very next insert.
+    owners = [new_node_id() for _ in range(1200)]  # more than one probe chunk
+    vault.encrypt_many([(owner, "email", SECRET) for owner in owners[:-1]])
+    other_store = SqliteVaultKeyStore(key_store.path)
+    try:
+        other = Vault(other_store, LocalFileKeyProvider(kek_path))
+        other.encrypt(owners[-1], "email", SECRET)
+        assert other.shred([owners[-1]]) == 1
+    finally:
+        other_store.close()
+
+    with pytest.raises(DataKeyDestroyedError) as caught:
+        vault.encrypt_many([(new_node_id(), "email", SECRET), (owners[-1], "email", SECRET)])
+    assert caught.value.owners == (owners[-1],)

@@ -7,6 +7,7 @@ share no locale, template or distractor list with the training corpus (``tools/p
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from bench.pii_heldout import (
     HELDOUT_TEMPLATES,
@@ -15,7 +16,10 @@ from bench.pii_heldout import (
     generate_marketing,
 )
 from bench.pii_heldout import generate as generate_heldout
+from privacy.scanning.name_lexicon import LEXICON_FILE
+from privacy.scanning.presidio_scanner import PII_NER_MODEL_DIR
 from tools.pii_model.corpus import TRAIN_TEMPLATES, generate
+from tools.pii_model.lexicon import write_lexicon
 from tools.pii_model.values import (
     HELDOUT_LOCALES,
     HELDOUT_NOT_PII,
@@ -64,3 +68,9 @@ def test_held_out_and_marketing_sets_share_nothing_with_training_when_generated(
     marketing = generate_marketing(50, 7)
     assert marketing == generate_marketing(50, 7)
     assert all("{" not in value for value in marketing)
+
+
+def test_shipped_word_lists_are_what_the_lexicon_builder_writes(tmp_path: Path) -> None:
+    # The word lists are part of the pinned model: `make pii-model` must rebuild them exactly.
+    built = write_lexicon(tmp_path)
+    assert built.read_bytes() == (PII_NER_MODEL_DIR / LEXICON_FILE).read_bytes()

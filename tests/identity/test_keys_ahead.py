@@ -1,0 +1,188 @@
+"""New anchors take node ids whose vault keys were stored before the graph write (issue 14):
+one durable commit per ingest batch instead of a key-file commit plus the graph commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from identity.hashing import Keyring
+from identity.model import FactInput, FactKind, FactStatus, IdentityEvent, new_node_id
+from identity.policy import IdentityPolicy
+from identity.resolution import ResolutionEngine
+from identity.store.sqlite import SqliteGraphStore
+from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey, create_kek_file
+from privacy.keys.vault import Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+from tests.conftest import T0, Ids
+
+SEALED_KINDS = (FactKind.RAW_IDENTIFIER, FactKind.ATTRIBUTE)
+
+
+class CountingKeyStore(SqliteVaultKeyStore):
+    """The real key store, counting its key-inserting transactions."""
+
+    inserts = 0
+
+    def insert_new(
+        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+    ) -> dict[str, WrappedKey]:
+        self.inserts += 1
+        return super().insert_new(rows, shred_refs)
+
+
+class WatchedStore:
+    """The real graph store; calls ``before_write`` when a write transaction starts."""
+
+    def __init__(self, store: SqliteGraphStore, before_write: Callable[[], None]) -> None:
+        self._store = store
+        self._before_write = before_write
+
+    def write(self, fn: Callable[[Any], Any]) -> Any:
+        self._before_write()
+        return self._store.write(fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.fixture
+def key_store(tmp_path: Path) -> Iterator[CountingKeyStore]:
+    store = CountingKeyStore(tmp_path / "vault-keys.sqlite3")
+    yield store
+    store.close()
+
+
+def _vault(tmp_path: Path, keys: SqliteVaultKeyStore, pool_size: int) -> Vault:
+    create_kek_file(tmp_path / "kek.json", origin="generated")
+    vault = Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json"), pool_size=pool_size)
+    vault.reference_key(b"test")  # the reference root key: made once per key file, first
+    if isinstance(keys, CountingKeyStore):
+        keys.inserts = 0
+    return vault
+
+
+def _event(ids: Ids, n: int) -> IdentityEvent:
+    city = FactInput(FactKind.ATTRIBUTE, "city", "location", T0, b'"Lyon"')
+    return IdentityEvent(
+        (ids("customer_id", f"C-{n}"), ids("email", f"p{n}@shop.de"), ids("cookie_id", f"c{n}")),
+        "web",
+        T0,
+        (city,),
+    )
+
+
+def _sealed_owners(store: SqliteGraphStore, person_id: str) -> set[str]:
+    facts = store.read(lambda tx: tx.person_facts(person_id, SEALED_KINDS, FactStatus.ACTIVE))
+    return {f.node_id for f in facts}
+
+
+def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_are_on(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    vault = _vault(tmp_path, key_store, pool_size=64)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    # A second connection, as another process (or the file after a crash) would see the keys.
+    outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    at_write: list[set[str]] = []
+
+    def keys_on_disk() -> None:
+        at_write.append({owner for owner, _ in outside.not_under("none", "", 100_000)})
+
+    engine = ResolutionEngine(
+        WatchedStore(graph, keys_on_disk),  # delegates to the store (duck-typed)
+        keyring,
+        policy,
+        sealer=vault,
+        owner_reservations=vault,
+    )
+    try:
+        (first,) = engine.ingest([_event(ids, 1)])
+        inserts_after_first = key_store.inserts
+        outcomes = [engine.ingest([_event(ids, n)])[0] for n in range(2, 12)]
+
+        # The customer id (hub: it anchors the trait) and the email (kept raw) are sealed.
+        for outcome, known in zip([first, *outcomes], at_write, strict=True):
+            assert outcome.person_id is not None
+            owners = _sealed_owners(graph, outcome.person_id)
+            assert len(owners) == 2
+            assert owners <= known  # every key was on disk before the graph write began
+        # The pool (64) covers the next ten events (2-3 ids each): no key-file write at all.
+        assert inserts_after_first == 1
+        assert key_store.inserts == 1
+        # And the values open.
+        facts = graph.read(
+            lambda tx: tx.person_facts(first.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
+        )
+        plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        assert sorted(plain) == [b'"Lyon"', b"p1@shop.de"]
+    finally:
+        outside.close()
+        graph.close()
+
+
+def test_unused_reserved_ids_go_back_to_the_pool_when_identifiers_already_exist(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        for _ in range(10):
+            engine.ingest([_event(ids, 1)])
+        # Each event reserves 2 ids (the email, the hub with a trait). The first uses both
+        # (one refill of 4); every later one finds all its identifiers and gives both back, so
+        # the pool never runs dry again (without giving back: a refill every other event).
+        assert key_store.inserts == 1
+        assert graph.stats().identifiers == 3
+    finally:
+        graph.close()
+
+
+def test_batches_larger_than_the_pool_make_their_keys_at_seal_time(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        assert vault.reserve_owners(5, new_node_id) == []
+        outcomes = engine.ingest([_event(ids, n) for n in range(20)])
+        assert key_store.inserts == 1  # one key-file transaction for the whole batch, as before
+        for outcome in outcomes:
+            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+    finally:
+        graph.close()
+
+
+def test_reserved_owners_have_keys_another_connection_sees(
+    tmp_path: Path, key_store: CountingKeyStore
+) -> None:
+    vault = _vault(tmp_path, key_store, pool_size=8)
+    owners = vault.reserve_owners(3, new_node_id)
+    outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    try:
+        assert set(outside.get_many(owners)) == set(owners)
+        assert len(set(owners)) == 3
+        assert key_store.inserts == 1
+        blob = vault.encrypt(owners[0], "email", b"ann@shop.de")
+        assert key_store.inserts == 1  # sealing under a reserved owner writes no key
+        assert vault.decrypt(owners[0], "email", blob) == b"ann@shop.de"
+        assert not set(owners) & set(vault.reserve_owners(5, new_node_id))  # never handed twice
+    finally:
+        outside.close()

@@ -1,0 +1,109 @@
+"""The strict JSON reader skips its tree walk only where the walk could not find anything."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from identity import strict_json
+from identity.strict_json import MalformedJsonError, loads_strict
+
+KEYS = st.sampled_from(["a", "b", "{", "[", "ann@x.de", "k"])
+
+
+def _render(node: Any) -> str:
+    """JSON text of a node; objects are lists of pairs, so keys can repeat."""
+    if isinstance(node, tuple):
+        return "{" + ",".join(f"{json.dumps(k)}:{_render(v)}" for k, v in node) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(_render(v) for v in node) + "]"
+    return json.dumps(node)
+
+
+NODES = st.recursive(
+    st.one_of(st.integers(), st.text(st.sampled_from('ab{[]}"\\é'), max_size=6), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(st.tuples(KEYS, inner), max_size=3).map(tuple),
+    ),
+    max_leaves=40,
+)
+
+
+def _deep(depth: int, duplicate_at: int | None) -> str:
+    text = "1"
+    for level in range(depth):
+        if level == duplicate_at:
+            text = '{"x":' + text + ',"x":2}'
+        else:
+            text = ("[" + text + "]") if level % 2 else ('{"k":' + text + "}")
+    return text
+
+
+def _walked(raw: str | bytes, max_depth: int) -> Any:
+    """The reader as it was: decode, then always walk the whole tree."""
+    try:
+        document = json.loads(raw, object_pairs_hook=strict_json._Object)
+    except RecursionError:
+        raise MalformedJsonError("too_deep", "too deep") from None
+    except ValueError:
+        raise MalformedJsonError("malformed_json", "not JSON") from None
+    strict_json._check(document, max_depth)
+    return document
+
+
+def _outcome(read: Any, raw: str | bytes, max_depth: int) -> tuple[str, Any]:
+    try:
+        return "ok", read(raw, max_depth)
+    except MalformedJsonError as exc:
+        return exc.reason, exc.pointer
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    text=st.one_of(
+        NODES.map(_render),
+        st.builds(_deep, st.integers(0, 40), st.none() | st.integers(0, 40)),
+    ),
+    max_depth=st.sampled_from([1, 2, 3, 5, 32]),
+    as_bytes=st.sampled_from(["str", "utf-8", "utf-16", "utf-32"]),
+)
+def test_reader_answers_as_the_full_walk_when_any_document(
+    text: str, max_depth: int, as_bytes: str
+) -> None:
+    raw: str | bytes = text if as_bytes == "str" else text.encode(as_bytes)
+    assert _outcome(loads_strict, raw, max_depth) == _outcome(_walked, raw, max_depth)
+
+
+def test_duplicate_key_is_found_when_the_document_is_shallow() -> None:
+    with pytest.raises(MalformedJsonError) as caught:
+        loads_strict(b'{"identifiers": [{"type": "e", "type": "f"}], "source": "s"}')
+    assert (caught.value.reason, caught.value.pointer) == ("duplicate_key", "#/identifiers/0/type")
+
+
+def test_duplicate_in_another_thread_does_not_hide_this_calls_duplicate() -> None:
+    results: list[str] = []
+
+    def read(raw: bytes) -> None:
+        for _ in range(200):
+            try:
+                loads_strict(raw)
+                results.append("ok")
+            except MalformedJsonError as exc:
+                results.append(exc.reason)
+
+    threads = [
+        threading.Thread(target=read, args=(b'{"a": 1, "a": 2}',)),
+        threading.Thread(target=read, args=(b'{"a": 1, "b": 2}',)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count("duplicate_key") == 200
+    assert results.count("ok") == 200

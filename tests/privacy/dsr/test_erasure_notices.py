@@ -1,0 +1,243 @@
+"""Every erasure path tells the recipients (GDPR Art. 17(2), 19), through the outbox.
+
+Issue 20 built recipient notices for a data-subject erasure. A person erased because an
+identifier of the subject was refused in its event (refusal following), or because it was inactive
+past the retention limit, was erased without a notice. Now every erasure makes its notices before
+its graph transaction (held), and the erasure's completion releases them: at least once
+(``recover()`` releases the notices of an interrupted erasure), never for a rolled-back one.
+The receiver is a real HTTP server on 127.0.0.1. The path tests failed on the code before.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from identity import outbound
+from identity.model import IdentityEvent
+from privacy.dsr.erasure import ErasureIncompleteError
+from privacy.dsr.service import NOTICE_FIELD, notice_owner
+from privacy.keys.vault import Vault, VaultError
+from tests.api.test_dsr_api import EMAIL, NOW, Dsr, dsr_settings, open_dsr
+from tests.identity.test_dsr_refusals import _refused_event
+from tests.privacy.dsr.test_dsr_rights import _norm, _person
+from tests.privacy.dsr.test_dsr_webhooks import Receiver, _secret
+
+
+@pytest.fixture
+def secret() -> str:
+    return _secret()
+
+
+@pytest.fixture
+def receiver(secret: str) -> Iterator[Receiver]:
+    opened = Receiver(secret, fail_first=0)
+    yield opened
+    opened.close()
+
+
+def _settings(tmp_path: Path, receiver: Receiver, secret: str, **extra: Any) -> Any:
+    recipients = {"fraud-desk": {"url": receiver.url + "/fraud", "secret": secret}}
+    return dsr_settings(
+        tmp_path,
+        dsr_recipients=json.dumps(recipients),
+        dsr_webhook_backoff_seconds=0,
+        outbound_allow_private=True,  # the receiver listens on 127.0.0.1
+        outbound_events=True,
+        **extra,
+    )
+
+
+@pytest.fixture
+def app(tmp_path: Path, receiver: Receiver, secret: str, log_stream: io.StringIO) -> Iterator[Dsr]:
+    with open_dsr(_settings(tmp_path, receiver, secret)) as opened:
+        yield opened
+
+
+def _read_by_fraud_desk(app: Dsr, person_id: str) -> None:
+    """fraud-desk reads the person's profile (legitimate interest: no consent needed)."""
+    headers = app.reader("fraud_prevention", consumer="fraud-desk")
+    response = app.client.get(
+        f"/v1/profiles/{person_id}", params={"purpose": "fraud_prevention"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+
+
+def _subjects(receiver: Receiver) -> list[dict[str, Any]]:
+    return [s for r in receiver.received for s in r["body"]["data"]["subjects"]]
+
+
+def _erased_events(app: Dsr) -> list[str]:
+    events = app.container.store.read(lambda tx: tx.outbound_page(100))
+    return [e.person_id for e in events if e.kind == outbound.PERSON_ERASED]
+
+
+def test_the_recipient_of_a_person_erased_by_following_a_refusal_is_told(
+    app: Dsr, receiver: Receiver
+) -> None:
+    subject = _person(app)
+    split_off = _refused_event(app, NOW - timedelta(minutes=30))
+    _read_by_fraud_desk(app, split_off)  # fraud-desk holds the split-off person's id only
+
+    app.submit(
+        request_id="er-follow-notice",
+        type="erasure",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    app.process()
+
+    status = app.status("er-follow-notice")
+    assert status["status"] == "completed", status
+    assert status["result"]["refused_persons_erased"] == 1
+    assert status["result"]["recipients_notified"] == 1
+    (notice,) = receiver.received
+    assert notice["path"] == "/fraud"
+    assert notice["body"]["type"] == "recipient.erasure"
+    assert notice["body"]["data"]["request_id"] == "er-follow-notice"
+    assert _subjects(receiver) == [{"person_id": split_off}]
+    (delivery,) = [d for d in status["deliveries"] if d["destination"] == "recipient:fraud-desk"]
+    assert delivery["state"] == "delivered"
+    # Downstream tools on the Kafka outbound topic hear of both persons too.
+    assert sorted(_erased_events(app)) == sorted([subject, split_off])
+
+
+def test_the_recipient_of_a_person_erased_by_retention_is_told(
+    tmp_path: Path, receiver: Receiver, secret: str, log_stream: io.StringIO
+) -> None:
+    settings = _settings(tmp_path, receiver, secret, retention_inactive_person_days=365)
+    with open_dsr(settings) as app:
+        old = NOW - timedelta(days=800)
+        email = _norm(app, "email", EMAIL)
+        (outcome,) = app.container.engine.ingest([IdentityEvent((email,), "shop", old)])  # type: ignore[arg-type]
+        person = outcome.person_id
+        assert person is not None
+        _read_by_fraud_desk(app, person)
+
+        report = app.container.retention.run()
+        assert report.persons_erased == 1
+        assert report.erasure_counts["recipients_notified"] == 1
+        app.process()  # the DSR worker sends the outbox
+
+        (notice,) = receiver.received
+        assert notice["body"]["type"] == "recipient.erasure"
+        assert notice["body"]["data"]["reason"] == "retention"
+        assert _subjects(receiver) == [{"person_id": person}]
+        assert _erased_events(app) == [person]
+        # Sealed in the outbox, cleared once sent: the DSR file holds nothing of the person.
+        app.container.dsr.store.checkpoint()
+        for path in settings.data_dir.glob("dsr.sqlite3*"):
+            assert person.encode() not in path.read_bytes()
+
+
+class _ShredFailingOnce:
+    """The vault, whose first shred fails (after the graph commit)."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vault, name)
+
+    def shred(self, owners: Any) -> int:
+        if not self.failed:
+            self.failed = True
+            raise VaultError("the key store is unavailable")
+        return self._vault.shred(owners)
+
+
+def test_notices_of_an_interrupted_erasure_go_out_once_recover_completes_it(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    eraser = app.container.erasure
+    monkeypatch.setattr(eraser, "_vault", _ShredFailingOnce(eraser._vault))
+
+    with pytest.raises(ErasureIncompleteError):
+        eraser.erase([_norm(app, "email", EMAIL)], "er-interrupted", "cli")  # type: ignore[list-item]
+    app.container.dsr.deliver_due()
+    assert receiver.received == []  # held: the keys are not shredded yet
+
+    app.process()  # the worker's pass runs recover(), which releases them, then sends
+
+    assert _subjects(receiver) == [{"person_id": person}]
+    app.process()
+    assert len(receiver.received) == 1  # once
+
+
+def test_no_notice_goes_out_for_an_erasure_whose_graph_transaction_failed(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    eraser = app.container.erasure
+
+    def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the graph transaction failed")
+
+    monkeypatch.setattr(eraser, "_erase_in_graph", failing)
+    with pytest.raises(RuntimeError):
+        eraser.erase([_norm(app, "email", EMAIL)], "er-rolled-back", "cli")  # type: ignore[list-item]
+    monkeypatch.undo()
+
+    app.process()
+    assert receiver.received == []
+    assert app.container.store.read(lambda tx: tx.person(person)) is not None
+    assert app.container.dsr.store.held_erasures(NOW + timedelta(days=1)) == []
+
+
+def test_notices_held_by_an_erasure_that_never_committed_are_dropped_by_the_worker(
+    app: Dsr, receiver: Receiver
+) -> None:
+    # A process that died between holding the notices and its graph commit leaves them held,
+    # with no pending erasure to release them: the worker drops them (keys shredded) once they
+    # are older than any erasure runs.
+    dsr = app.container.dsr
+    sealed = app.container.vault.encrypt(notice_owner("msg_orphan"), NOTICE_FIELD, b"{}")
+    notice = ("recipient:fraud-desk", receiver.url + "/fraud", "msg_orphan", "ev", sealed)
+    dsr.store.hold("req-gone", "e_orphan", dsr.clock() - timedelta(hours=2), [notice])
+
+    app.process()
+
+    assert receiver.received == []
+    assert dsr.store.held_erasures(dsr.clock()) == []
+    with pytest.raises(VaultError):
+        app.container.vault.decrypt(notice_owner("msg_orphan"), NOTICE_FIELD, sealed)
+
+
+def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_the_commit(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The notices are made from a plan read before the graph transaction; an ingest racing it
+    # can add a person the transaction would erase (here: an event refusing the subject's
+    # email). The transaction sees the new set, the held notices are dropped and made again.
+    subject = _person(app)
+    _read_by_fraud_desk(app, subject)
+    dsr = app.container.dsr
+    real_hold = dsr.hold
+    planned: list[list[str]] = []
+    joined: list[str] = []
+
+    def racing_hold(erasure_id: str, request_id: str, person_ids: Any) -> int:
+        planned.append(sorted(person_ids))
+        if not joined:
+            joined.append(_refused_event(app, NOW - timedelta(minutes=5)))
+        return real_hold(erasure_id, request_id, person_ids)
+
+    eraser = app.container.erasure
+    monkeypatch.setattr(eraser._notifier, "hold", racing_hold)
+    result = eraser.erase([_norm(app, "email", EMAIL)], "er-race", "cli")  # type: ignore[list-item]
+
+    assert planned == [[subject], sorted([subject, joined[0]])]
+    assert result.refused_persons_erased == 1
+    assert app.container.store.read(lambda tx: tx.person(joined[0])) is None
+    assert dsr.store.held_erasures(dsr.clock() + timedelta(days=1)) == []  # released, not held
+    app.process()
+    assert _subjects(receiver) == [{"person_id": subject}]  # once: the first notices were dropped
