@@ -61,6 +61,7 @@ from identity.model import (  # noqa: E402
     new_node_id,
 )
 from identity.store import sqlite as sqlite_store  # noqa: E402
+from identity.store import sqlite_audience  # noqa: E402
 from identity.store.sqlite import SqliteGraphStore  # noqa: E402
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -219,19 +220,16 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
     conn = store._conn  # the baseline runs the store's own SQL on the store's connection
 
     def baseline(scan_: MemberScan) -> Callable[[], tuple[int, int]]:
-        sql = sqlite_store._MEMBER_PAGE.format(
-            rules="".join(" AND " + sqlite_store._EVENT_RULE for _ in scan_.event_rules)
-        )
-        rule_params: list[Any] = []
-        for rule in scan_.event_rules:
-            rule_params += (rule.name, _ms(rule.since), rule.min_count)
+        rules_ = scan_.event_rules
 
         def run() -> tuple[int, int]:
             def fetch(after: str) -> list[Any]:
+                # The first rule drives (member_page picks the one selecting fewest events).
+                sql, params = sqlite_audience.page_query(rules_, 0, None, after, page_size)
                 with store._lock:
                     conn.execute("BEGIN")
                     try:
-                        return conn.execute(sql, (after, *rule_params, page_size)).fetchall()
+                        return conn.execute(sql, params).fetchall()
                     finally:
                         conn.execute("COMMIT")
 
@@ -255,10 +253,11 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
 
     try:
         print("\nquery plans:")
-        page_sql = sqlite_store._MEMBER_PAGE.format(rules=" AND " + sqlite_store._EVENT_RULE)
+        rule = EventCountRule("purchase", NOW - timedelta(days=30), 1)
+        page_sql, page_params = sqlite_audience.page_query((rule,), 0, None, "", 10)
         list_, range_ = sqlite_store._PAGE_LIST, sqlite_store._PAGE_RANGE
         for name, sql, params in (
-            ("page (one rule)", page_sql, ("", "purchase", 0, 1, 10)),
+            ("page (one rule)", page_sql, tuple(page_params)),
             (
                 "consents (range)",
                 sqlite_store._MEMBER_CONSENTS.format(persons=range_),

@@ -6,7 +6,7 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -524,14 +524,80 @@ class MemberScan:
     event_rules: tuple[EventCountRule, ...] = ()
     attribute_names: tuple[str, ...] = ()
     consent_purposes: tuple[str, ...] = ()
+    # A purpose whose reads need a consent grant (its basis is consent and its default deny).
+    # Persons whose current consent for it cannot allow (see :func:`consent_exclusion`) come
+    # back as rows with ``excluded`` set and nothing loaded: still scanned and counted in id
+    # order, so paging, ``scanned`` and the denial counts of the audit are what a full load
+    # would give, without reading their records or attributes. ``None``: no such filter.
+    consent_filter: str | None = None
+
+
+class ConsentExclusion(StrEnum):
+    """Why a member scan left a person out without loading it (its consent cannot allow).
+
+    The values are the policy engine's consent reasons for the same states
+    (:class:`privacy.consent.state.ConsentReason`), so the audit counts them alike.
+    """
+
+    NO_CONSENT = "no_consent"  # no consent record for the purpose at all
+    DENIED = "consent_denied"  # the latest consent decision for the purpose is a denial
+    TIE_DENIED = "consent_tie_denied"  # a grant and a denial at the same latest time
+
+
+# Signals that are not a plain consent decision for the purpose: an objection or its override
+# change what a decision means (privacy.consent.state, rules 3-4), so a person holding one is
+# never excluded by the store; restriction records ("*") are read on their own.
+SPECIAL_CONSENT_SIGNALS = frozenset({"objection", "compelling_grounds"})
+
+
+def consent_exclusion(records: Collection[ConsentRecord], purpose: str) -> ConsentExclusion | None:
+    """Whether a person with consent ``records`` is left out of a scan filtered on ``purpose``.
+
+    The reference definition of the store-side filter (the SQLite store materializes its inputs
+    per person and purpose at write time; the Neo4j adapter applies this function). Never
+    excludes a person the policy engine could allow for a consent-based, default-deny purpose:
+
+    * a person with any restriction record is kept (restriction decides first in the engine,
+      with a reason of its own);
+    * a person with an objection or compelling-grounds record for the purpose is kept;
+    * otherwise the latest plain decision for the purpose (by ``at``; a tie denies) must be a
+      grant, else the person is excluded with the reason the engine would give; no record at
+      all is ``no_consent``.
+    """
+    latest: int | None = None
+    at_top: set[bool] = set()
+    for record in records:
+        if record.purpose == RESTRICTION_PURPOSE and record.signal is ConsentSignal.RESTRICTION:
+            return None
+        if record.purpose != purpose or record.signal is ConsentSignal.RESTRICTION:
+            continue
+        if record.signal.value in SPECIAL_CONSENT_SIGNALS:
+            return None
+        at = _epoch_ms(record.at)
+        if latest is None or at > latest:
+            latest, at_top = at, {record.granted}
+        elif at == latest:
+            at_top.add(record.granted)
+    if latest is None:
+        return ConsentExclusion.NO_CONSENT
+    if at_top == {True}:
+        return None
+    return ConsentExclusion.TIE_DENIED if len(at_top) > 1 else ConsentExclusion.DENIED
+
+
+def _epoch_ms(moment: datetime) -> int:
+    # Both stores keep times in milliseconds: two records are "at the same time" there.
+    return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
 class MemberRow:
-    """One person of a member scan page."""
+    """One person of a member scan page (``excluded``: left out by ``consent_filter``, with
+    the reason; its ``consents`` and ``attributes`` are then empty, never loaded)."""
 
     person_id: str
     created_at: datetime
     last_seen: datetime
     consents: tuple[ConsentRecord, ...]
     attributes: tuple[Fact, ...]
+    excluded: ConsentExclusion | None = None

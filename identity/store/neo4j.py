@@ -55,6 +55,7 @@ from identity.model import (
     RESTRICTION_PURPOSE,
     ChangeSet,
     Cluster,
+    ConsentExclusion,
     ConsentRecord,
     ConsentSignal,
     DoNotLinkEntry,
@@ -74,6 +75,7 @@ from identity.model import (
     RefusalReason,
     RefusedAnchor,
     StoreStats,
+    consent_exclusion,
 )
 from identity.store import cypher
 from identity.store.copy import RefusalKey
@@ -597,29 +599,46 @@ class Neo4jTransaction:
         ids = [r["person_id"] for r in persons]
         consents: dict[str, list[ConsentRecord]] = {}
         attributes: dict[str, list[Fact]] = {}
+        excluded: dict[str, ConsentExclusion] = {}
+        wanted = set(scan.consent_purposes)
+        if scan.consent_filter is not None:
+            wanted.add(scan.consent_filter)
         for chunk in _chunks(ids, self._batch):
             for r in self._data(
                 cypher.PERSONS_CONSENTS,
                 person_ids=list(chunk),
-                purposes=_consent_purposes(scan.consent_purposes),
+                purposes=_consent_purposes(wanted),
             ):
                 consents.setdefault(r["person_id"], []).append(_consent(r))
-            if scan.attribute_names:
+            kept = list(chunk)
+            if scan.consent_filter is not None:
+                # Not materialized here (see docs/neo4j.md): the records are read for every
+                # person of the page and the filter's definition applied to them.
+                for person_id in chunk:
+                    reason = consent_exclusion(consents.get(person_id, ()), scan.consent_filter)
+                    if reason is not None:
+                        excluded[person_id] = reason
+                kept = [person_id for person_id in chunk if person_id not in excluded]
+            if scan.attribute_names and kept:
                 for r in self._data(
                     cypher.MEMBER_ATTRIBUTES,
-                    person_ids=list(chunk),
+                    person_ids=kept,
                     kind=FactKind.ATTRIBUTE.value,
                     status=FactStatus.ACTIVE.value,
                     names=sorted(set(scan.attribute_names)),
                 ):
                     attributes.setdefault(r["person_id"], []).append(_fact(r))
+        asked = {*scan.consent_purposes, RESTRICTION_PURPOSE}
         return [
             MemberRow(
                 r["person_id"],
                 _dt(r["created_at"]),
                 _dt(r["last_seen"]),
-                tuple(consents.get(r["person_id"], ())),
+                ()
+                if (reason := excluded.get(r["person_id"])) is not None
+                else tuple(c for c in consents.get(r["person_id"], ()) if c.purpose in asked),
                 tuple(attributes.get(r["person_id"], ())),
+                reason,
             )
             for r in persons
         ]

@@ -16,11 +16,8 @@ import functools
 import json
 import sqlite3
 import threading
-from bisect import bisect_left, bisect_right
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,13 +28,13 @@ from identity.model import (
     RESTRICTION_PURPOSE,
     ChangeSet,
     Cluster,
+    ConsentExclusion,
     ConsentRecord,
     ConsentSignal,
     DoNotLinkEntry,
     DoNotLinkRule,
     ErasureCounts,
     ErasureOutboxEntry,
-    EventCountRule,
     Fact,
     FactKind,
     FactStatus,
@@ -50,6 +47,7 @@ from identity.model import (
     RefusedAnchor,
     StoreStats,
 )
+from identity.store import sqlite_audience
 from storage.sqlite import (
     GRAPH_CACHE_MIB,
     GRAPH_WAL_AUTOCHECKPOINT_PAGES,
@@ -401,6 +399,16 @@ def _before_schema(conn: sqlite3.Connection) -> None:
     _set_old_tables_aside(conn)
 
 
+def _after_schema(conn: sqlite3.Connection) -> None:
+    # A file of schema ≤ 6 had its graph tables rebuilt: audience state it may hold (triggers
+    # of the old tables are gone with them) is filled again over the new tables.
+    rebuilt = _OLD.format("persons") in _tables(conn)
+    _copy_old_tables(conn)
+    if rebuilt:
+        sqlite_audience.forget(conn)
+    sqlite_audience.install(conn)
+
+
 def _ms(moment: datetime) -> int:
     # Cached: a batch repeats the same few event times on every row it writes.
     return int(moment.timestamp() * 1000)
@@ -418,6 +426,7 @@ def _dt(ms: int) -> datetime:
 _FACT_KINDS = {k.value: k for k in FactKind}
 _FACT_STATUSES = {s.value: s for s in FactStatus}
 _CONSENT_SIGNALS = {s.value: s for s in ConsentSignal}
+_EXCLUSIONS = {e.value: e for e in ConsentExclusion}
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -440,20 +449,6 @@ _CONSENT_COLUMNS = (
     "c.lawful_basis, c.proof"
 )
 
-# One event rule of a member scan, for the person ``p`` of the outer query: its active events of
-# one name since a time, on any of its nodes, counted from the covering index facts_events (the
-# kind and status conditions are that index's WHERE, repeated literally so SQLite uses it).
-_EVENT_RULE = (
-    "(SELECT count(*) FROM identifiers i JOIN facts f ON f.node = i.pk "
-    "WHERE i.person = p.pk AND f.kind = 'event' AND f.status = 'active' "
-    "AND f.name = ? AND f.at >= ?) >= ?"
-)
-# Persons after a cursor, in id order: the primary key is the order, so a page reads only as
-# many persons as it needs to find ``limit`` that satisfy the rules (none: ``limit`` persons).
-_MEMBER_PAGE = (
-    "SELECT p.person_id, p.created_at, p.last_seen FROM persons p "
-    "WHERE p.person_id > ? {rules} ORDER BY p.person_id LIMIT ?"
-)
 # Which persons' nodes a page reads: without rules the page is every person of an id range (one
 # range scan of identifiers_by_person); with rules, the listed ids (a JSON array: one seek each).
 _PAGE_RANGE = "p.person_id > ? AND p.person_id <= ?"
@@ -479,11 +474,6 @@ _MEMBER_ATTRIBUTES = (
 )
 
 
-# The persons of a list (a JSON array) that also meet further event rules, in id order.
-_MEMBER_LIST = (
-    "SELECT p.person_id, p.created_at, p.last_seen FROM persons p "
-    "WHERE p.person_id IN (SELECT value FROM json_each(?)) {rules} ORDER BY p.person_id"
-)
 # How many active events of one name since a time exist: a count over one range of the covering
 # index facts_events_by_name (milliseconds even at a million persons), to pick the rule that
 # selects fewest events to drive a member scan from.
@@ -491,70 +481,6 @@ _EVENT_COUNT = (
     "SELECT count(*) FROM facts INDEXED BY facts_events_by_name "
     "WHERE kind = 'event' AND status = 'active' AND name = ? AND at >= ?"
 )
-# The active events of one name since a time with their persons, grouped by person. CROSS JOIN
-# keeps facts outer: one range of the index, then one identifiers seek per event.
-_EVENT_PERSONS = (
-    "SELECT p.person_id, f.at FROM facts f INDEXED BY facts_events_by_name "
-    "CROSS JOIN identifiers i ON i.pk = f.node CROSS JOIN persons p ON p.pk = i.person "
-    "WHERE f.kind = 'event' AND f.status = 'active' AND f.name = ? AND f.at >= ? "
-    "ORDER BY p.person_id, f.at"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _EventPersons:
-    """The persons with active events of one name at or after ``floor`` (ms), in id order,
-    each with the times of those events ascending, as read at data version ``generation``."""
-
-    generation: int
-    floor: int
-    persons: list[str]
-    times: list[list[int]]
-
-    def count(self, position: int, since: int) -> int:
-        """How many of the events of the person at ``position`` are at or after ``since``."""
-        times = self.times[position]
-        return len(times) - bisect_left(times, since)
-
-
-class _EventPersonsCache:
-    """The event-to-person groupings of recent member scans, per event name (a small LRU).
-
-    A member scan is read page by page, one read transaction each, and grouping the events of
-    a rule by person is most of a page's cost at a million persons (one identifiers seek per
-    event): done once per scan instead of once per page. An entry is only reused while the graph
-    is unchanged: the store clears the cache when it begins a write, and an entry records
-    ``PRAGMA data_version``, which changes when another connection (the CLI ingesting while the
-    API serves) commits. So a page never sees other data than a fresh read would. It serves any
-    later ``since`` at or after the entry's floor: an audience's window moves forward with the
-    clock from page to page. Cleared on writes also so that erased persons' ids do not linger.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        self._size = size
-        self._generation = -1
-        self._entries: OrderedDict[str, _EventPersons] = OrderedDict()
-
-    def get(self, name: str, generation: int, since: int) -> _EventPersons | None:
-        if generation != self._generation:
-            self.clear()
-            self._generation = generation
-        entry = self._entries.get(name)
-        if entry is None or entry.floor > since:
-            return None
-        self._entries.move_to_end(name)
-        return entry
-
-    def put(self, name: str, entry: _EventPersons) -> None:
-        if entry.generation != self._generation:
-            return
-        self._entries[name] = entry
-        self._entries.move_to_end(name)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 def _consent_purposes(purposes: Collection[str]) -> str:
@@ -597,9 +523,8 @@ def _fact(row: Sequence[Any]) -> Fact:
 class _SqliteTransaction:
     """The :class:`~identity.store.port.GraphTransaction` of the SQLite store."""
 
-    def __init__(self, conn: sqlite3.Connection, events: _EventPersonsCache | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._events = events  # read transactions only: a write's own changes are not committed
         # The internal keys of the nodes this transaction inserted (facts and links of the same
         # batch name them): no lookup for a node written moments before. An erasure drops its
         # nodes from here: after it, the maximum key may be handed out again.
@@ -1024,37 +949,43 @@ class _SqliteTransaction:
     def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
         """One page of persons matching ``scan.event_rules``, with consents and attributes.
 
-        Without rules the page is the next ``limit`` persons in id order. With rules it is driven
-        from the events, not from the persons (walking every person with a count per rule cost
-        22 s for a scan of a million persons): see :meth:`_ruled_persons`. Then the consents and
-        the attributes of all the page's persons at once, one statement each; rows come back
-        grouped by person id, so they are split off in one pass.
+        The persons of the page, with the event rules and the consent filter evaluated
+        set-based in one statement over the state materialized at write time
+        (:mod:`identity.store.sqlite_audience`: per-person event counters, current consent),
+        then the consents and the attributes of the persons kept, one statement each; rows
+        come back grouped by person id, so they are split off in one pass.
         """
         if limit < 1:
             return []
         # A rule of at least 0 events holds for everyone; a repeated rule adds nothing.
         rules = tuple(dict.fromkeys(r for r in scan.event_rules if r.min_count > 0))
+        lead = 0
+        if len(rules) > 1:  # the rule selecting fewest events drives (ms per rule)
+            counts = [
+                self._conn.execute(_EVENT_COUNT, (rule.name, _ms(rule.since))).fetchone()[0]
+                for rule in rules
+            ]
+            lead = counts.index(min(counts))
+        persons = sqlite_audience.page_persons(
+            self._conn, rules, lead, scan.consent_filter, after_person_id, limit
+        )
+        if not persons:
+            return []
+        kept = [person_id for person_id, _, _, excluded in persons if excluded is None]
+        where: str
         page: tuple[str, ...]
-        if rules:
-            persons = self._ruled_persons(rules, after_person_id, limit)
-            if not persons:
-                return []
-            where, page = _PAGE_LIST, (json.dumps([person_id for person_id, _, _ in persons]),)
-        else:  # every person of the range is on the page
-            persons = self._conn.execute(
-                _MEMBER_PAGE.format(rules=""), (after_person_id, limit)
-            ).fetchall()
-            if not persons:
-                return []
+        if not rules and len(kept) == len(persons):  # every person of the range is on the page
             where, page = _PAGE_RANGE, (after_person_id, persons[-1][0])
-        return self._member_rows(scan, persons, where, page)
+        else:
+            where, page = _PAGE_LIST, (json.dumps(kept),)
+        return self._member_rows(scan, persons, where, page if kept else None)
 
     def _member_rows(
         self,
         scan: MemberScan,
-        persons: Sequence[tuple[str, int, int]],
+        persons: Sequence[tuple[str, int, int, str | None]],
         where: str,
-        page: tuple[str, ...],
+        page: tuple[str, ...] | None,
     ) -> list[MemberRow]:
         """The page's persons as rows, with their consents and attributes read in two statements.
 
@@ -1088,9 +1019,13 @@ class _SqliteTransaction:
             signal,
             basis,
             proof,
-        ) in conn.execute(
-            _MEMBER_CONSENTS.format(persons=where),
-            (*page, _consent_purposes(scan.consent_purposes)),
+        ) in (
+            ()
+            if page is None  # every person of the page excluded: nothing to load
+            else conn.execute(
+                _MEMBER_CONSENTS.format(persons=where),
+                (*page, _consent_purposes(scan.consent_purposes)),
+            )
         ):
             record = ConsentRecord(
                 record_id,
@@ -1110,7 +1045,7 @@ class _SqliteTransaction:
                 last, held = person_id, [record]
                 consents[person_id] = held
         attributes: dict[str, list[Fact]] = {}
-        if scan.attribute_names:
+        if scan.attribute_names and page is not None:
             names = json.dumps(sorted(set(scan.attribute_names)))
             attribute, active = FactKind.ATTRIBUTE, FactStatus.ACTIVE
             pii_tuples: dict[str, tuple[str, ...]] = {"": ()}
@@ -1146,73 +1081,10 @@ class _SqliteTransaction:
                 times.get(seen) or dt(seen),
                 tuple(c) if (c := consents.get(person_id)) else no_consents,
                 tuple(a) if (a := attributes.get(person_id)) else no_attributes,
+                None if excluded is None else _EXCLUSIONS[excluded],
             )
-            for person_id, created_at, seen in persons
+            for person_id, created_at, seen, excluded in persons
         ]
-
-    def _ruled_persons(
-        self, rules: Sequence[EventCountRule], after: str, limit: int
-    ) -> list[tuple[str, int, int]]:
-        """Up to ``limit`` (person id, created, last seen) after ``after`` meeting every rule.
-
-        The rule with the fewest matching events leads: its events, one range of the covering
-        index facts_events_by_name, joined to their persons and grouped by person (cached for
-        the following pages of the scan, see :class:`_EventPersonsCache`). Its persons after
-        the cursor that have enough events are candidates, in id order; the other rules are
-        counted in SQL for the candidates only.
-        """
-        conn = self._conn
-        sinces = [_ms(rule.since) for rule in rules]
-        lead = 0
-        if len(rules) > 1:  # a count per rule and page (tens of ms at a million persons)
-            counts = [
-                conn.execute(_EVENT_COUNT, (rule.name, since)).fetchone()[0]
-                for rule, since in zip(rules, sinces, strict=True)
-            ]
-            lead = counts.index(min(counts))
-        rule, since = rules[lead], sinces[lead]
-        events = self._event_persons(rule.name, since)
-        others = [(r, s) for i, (r, s) in enumerate(zip(rules, sinces, strict=True)) if i != lead]
-        sql = _MEMBER_LIST.format(rules="".join(" AND " + _EVENT_RULE for _ in others))
-        params = [value for r, s in others for value in (r.name, s, r.min_count)]
-        found: list[tuple[str, int, int]] = []
-        position, end = bisect_right(events.persons, after), len(events.persons)
-        while len(found) < limit and position < end:
-            # With further rules some candidates fall out: ask for a full page each time.
-            wanted = limit if others else limit - len(found)
-            batch: list[str] = []
-            while position < end and len(batch) < wanted:
-                if events.count(position, since) >= rule.min_count:
-                    batch.append(events.persons[position])
-                position += 1
-            if batch:
-                found += conn.execute(sql, (json.dumps(batch), *params)).fetchall()
-        return found[:limit]
-
-    def _event_persons(self, name: str, since: int) -> _EventPersons:
-        """The persons with active events named ``name`` at or after ``since``, from the cache
-        if an entry read at this data version covers ``since``."""
-        cache = self._events
-        # Within the transaction, before the read below: a commit between the two can only
-        # make the entry look older than its data (rebuilt once more), never newer.
-        generation = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-        if cache is not None and (hit := cache.get(name, generation, since)) is not None:
-            return hit
-        persons: list[str] = []
-        times: list[list[int]] = []
-        current: list[int] = []
-        last = None
-        for person_id, at in self._conn.execute(_EVENT_PERSONS, (name, since)):
-            if person_id != last:
-                last, current = person_id, [at]
-                persons.append(person_id)
-                times.append(current)
-            else:
-                current.append(at)
-        entry = _EventPersons(generation, since, persons, times)
-        if cache is not None:
-            cache.put(name, entry)
-        return entry
 
     # -- erasure and suppression ----------------------------------------------------------
 
@@ -1491,7 +1363,9 @@ class SqliteGraphStore:
             SCHEMA_VERSION,
             newer=StoreIntegrityError,
             before=_before_schema,
-            after=_copy_old_tables,
+            # Rebuilt tables first (schema 7), then the audience state (event counters, current
+            # consent) over them: idempotent, filled once per file.
+            after=_after_schema,
             secure_delete=True,
             synchronous=synchronous,
             foreign_keys=True,
@@ -1502,19 +1376,14 @@ class SqliteGraphStore:
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
         self._lock = threading.RLock()
         self._closed = False
-        self._events = _EventPersonsCache()
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[_SqliteTransaction]:
         with self._lock:
             if self._closed:
                 raise StoreUnavailableError("the store is closed")
-            reading = begin == "BEGIN"
-            if not reading:
-                # Whatever this write changes, no cached member-scan grouping survives it.
-                self._events.clear()
             with transaction(self._conn, begin, StoreUnavailableError, "SQLite store") as conn:
-                yield _SqliteTransaction(conn, self._events if reading else None)
+                yield _SqliteTransaction(conn)
 
     def _run(self, begin: str, fn: Callable[[_SqliteTransaction], T]) -> T:
         try:
@@ -1566,5 +1435,4 @@ class SqliteGraphStore:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._events.clear()
                 self._conn.close()

@@ -36,7 +36,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from identity.model import ConsentRecord
-from privacy.access.purposes import Purpose, PurposesPolicy
+from privacy.access.purposes import Default, Purpose, PurposesPolicy
 from privacy.consent.state import ConsentReason, consent_state
 
 ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
@@ -158,6 +158,24 @@ class PolicyEngine:
     def purposes(self) -> PurposesPolicy:
         """The purposes policy the engine decides with."""
         return self._purposes
+
+    def consent_filter(self, purpose: str) -> str | None:
+        """``purpose`` if a member scan for it may leave out, in the store, persons whose
+        current consent cannot allow it (``MemberScan.consent_filter``), else ``None``.
+
+        Only for a purpose consent signals apply to (consent, legitimate interest) whose
+        default is deny: there, a person
+        with no record, or whose latest plain decision denies (and who holds no restriction,
+        objection or compelling-grounds record, which the engine weighs itself), is denied by
+        :meth:`decide` whatever else holds, with the reason the store reports
+        (:class:`identity.model.ConsentExclusion`). So the filter changes no decision; it only
+        spares loading the persons it would deny. Any other purpose (default grant, a basis
+        without consent) is decided here for every person.
+        """
+        policy = self._purposes.get(purpose)
+        if policy is None or not policy.consent_applies or policy.default is not Default.DENY:
+            return None
+        return purpose
 
     def decide(
         self,

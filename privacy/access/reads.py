@@ -634,6 +634,11 @@ class ReadService:
     ) -> list[_Member]:
         candidates: list[tuple[MemberRow, PolicyDecision, list[Fact]]] = []
         for row in rows:
+            if row.excluded is not None:
+                # Left out by the store's consent filter (PolicyEngine.consent_filter): a
+                # person the engine would deny for this reason; counted, nothing loaded.
+                result.denied[row.excluded.value] += 1
+                continue
             facts = _latest_by_name(row.attributes)
             decision = self._policy.decide(
                 caller, PersonContext(row.person_id, row.consents), purpose_id, _refs(facts), now
@@ -698,8 +703,7 @@ class ReadService:
             )
         self._audit.append(drafts)
 
-    @staticmethod
-    def _audience_scan(audience: Audience, now: datetime) -> MemberScan:
+    def _audience_scan(self, audience: Audience, now: datetime) -> MemberScan:
         return MemberScan(
             event_rules=tuple(
                 EventCountRule(r.event, now - timedelta(days=r.within_days), r.min_count)
@@ -707,6 +711,7 @@ class ReadService:
             ),
             attribute_names=audience.rules.attribute_names,
             consent_purposes=(audience.purpose,),
+            consent_filter=self._policy.consent_filter(audience.purpose),
         )
 
     def audience_members(
@@ -833,7 +838,11 @@ class ReadService:
             )
         scope = CursorScope("features", caller.key_id, caller.consumer, purpose_id)
         after = self._open_cursor(scope, cursor)
-        scan = MemberScan(attribute_names=purpose.features, consent_purposes=(purpose_id,))
+        scan = MemberScan(
+            attribute_names=purpose.features,
+            consent_purposes=(purpose_id,),
+            consent_filter=self._policy.consent_filter(purpose_id),
+        )
         result = self._scan(caller, purpose_id, scan, None, after, limit)
         empty = [m for m in result.members if not m.values]
         if empty:

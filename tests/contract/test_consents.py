@@ -17,6 +17,7 @@ from identity.hashing import Keyring
 from identity.model import (
     RESTRICTION_PURPOSE,
     ChangeSet,
+    ConsentExclusion,
     ConsentInput,
     ConsentRecord,
     ConsentSignal,
@@ -474,3 +475,70 @@ def test_member_page_returns_consents_only_for_asked_purposes_and_restrictions(
     by_person = {r.person_id: r.consents for r in _scan_all(store, analytics, 1)}
     assert [c.purpose for c in by_person[plain]] == ["analytics"]
     assert [c.purpose for c in by_person[restricted]] == ["analytics", RESTRICTION_PURPOSE]
+
+
+def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allow(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    """``MemberScan.consent_filter``: persons whose current consent for the purpose cannot
+    allow come back excluded with the reason, nothing loaded; the others as without it.
+    The state follows merges (a grant arriving with a merged identifier counts)."""
+    later = _minutes(10)
+    granted = _ingest(engine, ids, ("email", "a@shop.de"), consents=(_consent("ads"),))
+    denied = _ingest(engine, ids, ("email", "b@shop.de"), consents=(_consent("ads", False),))
+    tie = _ingest(
+        engine,
+        ids,
+        ("email", "c@shop.de"),
+        consents=(_consent("ads", True, later), _consent("ads", False, later)),
+    )
+    silent = _ingest(engine, ids, ("email", "d@shop.de"), consents=(_consent("other"),))
+    objected = _ingest(
+        engine,
+        ids,
+        ("email", "e@shop.de"),
+        consents=(_consent("ads", False, T0, ConsentSignal.OBJECTION),),
+    )
+    restricted = _ingest(
+        engine,
+        ids,
+        ("email", "f@shop.de"),
+        consents=(_consent(RESTRICTION_PURPOSE, False, T0, ConsentSignal.RESTRICTION),),
+    )
+    # A denial, then a later grant on another identifier merged in: the grant decides.
+    regranted = _ingest(engine, ids, ("email", "g@shop.de"), consents=(_consent("ads", False),))
+    _ingest(engine, ids, ("cookie_id", "g"), consents=(_consent("ads", True, later),))
+    assert _ingest(engine, ids, ("email", "g@shop.de"), ("cookie_id", "g")) == regranted
+    scan = MemberScan(attribute_names=("city",), consent_purposes=("ads",), consent_filter="ads")
+    rows = {r.person_id: r for r in _scan_all(store, scan, 2)}
+    assert {p: r.excluded for p, r in rows.items()} == {
+        granted: None,
+        denied: ConsentExclusion.DENIED,
+        tie: ConsentExclusion.TIE_DENIED,
+        silent: ConsentExclusion.NO_CONSENT,
+        objected: None,
+        restricted: None,
+        regranted: None,
+    }
+    for person in (denied, tie, silent):
+        assert (rows[person].consents, rows[person].attributes) == ((), ())
+    unfiltered = {
+        r.person_id: r for r in _scan_all(store, MemberScan(consent_purposes=("ads",)), 3)
+    }
+    for person in (granted, objected, restricted, regranted):
+        assert rows[person].consents == unfiltered[person].consents
+    # With an event rule the same filter applies to the persons the rule selects.
+    buyer = _ingest(
+        engine,
+        ids,
+        ("email", "h@shop.de"),
+        consents=(_consent("ads", False),),
+        facts=(_event("purchase", _minutes(5)),),
+    )
+    ruled = MemberScan(
+        event_rules=(EventCountRule("purchase", T0, 1),),
+        consent_purposes=("ads",),
+        consent_filter="ads",
+    )
+    ((row,),) = [_scan_all(store, ruled, 5)]
+    assert (row.person_id, row.excluded) == (buyer, ConsentExclusion.DENIED)

@@ -1,0 +1,375 @@
+"""Audience state of the SQLite graph store, materialized at write time (issue 14).
+
+Two tables, maintained by triggers on ``facts``, ``consents`` and ``identifiers``, so that every
+write path keeps them current in the writing transaction without knowing about them: ingest,
+merges and splits (a node changing person), erasure (rows deleted dependants first), retention
+(event facts expired or deleted), consent proof retention, a store copy:
+
+* ``event_days``: per event name, person and UTC day, how many **active** events the person's
+  nodes hold. A member scan's event rule reads these counters in person-id order instead of
+  grouping the events by person on every scan (the per-data-version rebuild it replaces cost
+  about a second at a million persons, on every first page after any write).
+* ``consent_current``: per person and purpose, the current plain consent decision derived from
+  every record anchored to the person's nodes (the latest ``at`` of grants and denials, whether
+  every record at that time grants, whether they disagree) and how many objection /
+  compelling-grounds records there are; purpose ``"*"`` rows mark persons holding restriction
+  records. A scan with ``MemberScan.consent_filter`` joins it to leave out persons whose consent
+  cannot allow (:func:`identity.model.consent_exclusion` is the definition), without loading
+  their records.
+
+Both hold person ids, names, days and counts only (no identifier, hash or value). An erasure
+deletes the person's facts and consents first, which empties its rows (deleted with
+``secure_delete``, as everything in this file).
+
+Days are ``at // 86_400_000`` (UTC days of the millisecond times the store keeps; times before
+1970 are not expected). An event rule's window starts inside a day: counters of the days after
+that day are a lower bound of the count, and a person whose lower bound is not enough but who
+has events on the boundary day is counted exactly from its events (one index seek per node).
+
+Both are keyed by the public person id, not the internal integer key (schema 7): a member scan
+pages in person-id order, and ``(name, person_id, day)`` clustered is that order. The triggers
+and the fill resolve a node's person through the integer keys (``facts.node`` →
+``identifiers.pk``, ``identifiers.person`` → ``persons.pk``); consents still name their node
+by ``node_id``.
+
+The schema is idempotent (``IF NOT EXISTS``) and the tables are filled from the existing rows
+once, when a file is first opened by a version that has them (``meta`` key
+``audience_state``): existing stores are migrated on open without a schema version of their
+own. The schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones)
+and clears that key (:func:`forget`), so the state is filled again over the rebuilt tables.
+"""
+
+# Every SQL text here is assembled from constant fragments of this module (trigger bodies are
+# templates over NEW/OLD); values always go in as ? parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from identity.model import EventCountRule
+
+DAY_MS = 86_400_000
+_STATE_KEY = "audience_state"
+
+# Which consent records a ``consent_current`` row of ``c.purpose`` is made of (``c`` a consents
+# row): restriction records for "*", every other signal for a purpose.
+_RELEVANT = (
+    "(CASE WHEN {c}.purpose = '*' THEN {c}.signal = 'restriction' "
+    "ELSE {c}.signal <> 'restriction' END)"
+)
+# Plain decisions: the records whose latest one decides (objections and overrides excluded).
+_PLAIN = (
+    "(CASE WHEN {c}.purpose = '*' THEN {c}.signal = 'restriction' "
+    "ELSE {c}.signal NOT IN ('restriction', 'objection', 'compelling_grounds') END)"
+)
+_SPECIAL = "({c}.purpose <> '*' AND {c}.signal IN ('objection', 'compelling_grounds'))"
+
+# The rows of ``consent_current`` for the (person, purpose) pairs ``{where}`` selects, from the
+# records (``p``: persons, ``i``: identifiers, ``c``: consents). The granted/tie columns look at
+# the records at the latest plain time only (a tie denies, as in privacy.consent.state). CROSS
+# JOIN keeps the person's nodes outer: one seek per node into the consents' primary key
+# (without statistics SQLite would otherwise read every record of the purpose through
+# consents_by_purpose, on every consent written).
+_CONSENT_ROWS = f"""
+INSERT INTO consent_current (person_id, purpose, decided_at, granted, tie, special)
+SELECT s.pid, s.pur, s.top,
+    (SELECT min(c2.granted) FROM identifiers i2 CROSS JOIN consents c2 ON c2.node_id = i2.node_id
+     WHERE i2.person = s.ppk AND c2.purpose = s.pur AND c2.at = s.top
+     AND {_PLAIN.format(c="c2")}),
+    coalesce((SELECT max(c2.granted) - min(c2.granted) FROM identifiers i2
+     CROSS JOIN consents c2 ON c2.node_id = i2.node_id
+     WHERE i2.person = s.ppk AND c2.purpose = s.pur AND c2.at = s.top
+     AND {_PLAIN.format(c="c2")}), 0),
+    s.special
+FROM (
+    SELECT p.person_id AS pid, p.pk AS ppk, c.purpose AS pur,
+        max(CASE WHEN {_PLAIN.format(c="c")} THEN c.at END) AS top,
+        sum({_SPECIAL.format(c="c")}) AS special
+    FROM persons p CROSS JOIN identifiers i ON i.person = p.pk
+    CROSS JOIN consents c ON c.node_id = i.node_id
+    WHERE {{where}} AND {_RELEVANT.format(c="c")}
+    GROUP BY p.pk, c.purpose
+) AS s WHERE true
+"""
+
+
+def _recompute_consents(person: str, purposes: str) -> str:
+    """Trigger statements recomputing the rows of ``person`` (a person id) for the purposes
+    ``purposes`` (SQL expressions of the trigger's NEW/OLD row)."""
+    return (
+        f"DELETE FROM consent_current WHERE person_id = {person} AND purpose IN ({purposes});\n"
+        + _CONSENT_ROWS.format(where=f"p.person_id = {person} AND c.purpose IN ({purposes})")
+        + ";\n"
+    )
+
+
+# The public id of the person holding the node of internal key / node id ``{node}``.
+_PERSON_OF_KEY = (
+    "(SELECT p.person_id FROM identifiers i JOIN persons p ON p.pk = i.person WHERE i.pk = {node})"
+)
+_PERSON_OF_NODE_ID = (
+    "(SELECT p.person_id FROM identifiers i JOIN persons p ON p.pk = i.person "
+    "WHERE i.node_id = {node})"
+)
+# The public id of the person of internal key ``{person}``.
+_PERSON_ID = "(SELECT person_id FROM persons WHERE pk = {person})"
+
+
+def _node_events(node: str) -> str:
+    return f"SELECT name FROM facts WHERE node = {node} AND kind = 'event' AND status = 'active'"
+
+
+# The node's active events, taken off ``person``'s counters / added to them (a node moving from
+# one person to another: merges, splits). The count per (name, day) is a range of facts_events.
+def _take_node_events(node: str, person: str) -> str:
+    return f"""
+UPDATE event_days SET n = n - (
+    SELECT count(*) FROM facts f WHERE f.node = {node} AND f.kind = 'event'
+    AND f.status = 'active' AND f.name = event_days.name AND f.at >= event_days.day * {DAY_MS}
+    AND f.at < (event_days.day + 1) * {DAY_MS})
+WHERE name IN ({_node_events(node)}) AND person_id = {person};
+DELETE FROM event_days WHERE name IN ({_node_events(node)}) AND person_id = {person} AND n <= 0;
+"""
+
+
+def _add_node_events(node: str, person: str) -> str:
+    return f"""
+INSERT INTO event_days (name, person_id, day, n)
+SELECT name, {person}, at / {DAY_MS}, count(*) FROM facts
+WHERE node = {node} AND kind = 'event' AND status = 'active'
+GROUP BY name, at / {DAY_MS}
+ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + excluded.n;
+"""
+
+
+_ACTIVE_EVENT = "{r}.kind = 'event' AND {r}.status = 'active'"
+
+
+# One event fact (the trigger's ``row``) taken off / added to its person's counters; ``when``
+# conditions an UPDATE trigger's half on the old / new row being an active event.
+def _take_event(row: str, when: str = "true") -> str:
+    person = _PERSON_OF_KEY.format(node=f"{row}.node")
+    key = f"{when} AND name = {row}.name AND person_id = {person} AND day = {row}.at / {DAY_MS}"
+    return (
+        f"UPDATE event_days SET n = n - 1 WHERE {key};\n"
+        f"DELETE FROM event_days WHERE {key} AND n <= 0;\n"
+    )
+
+
+def _add_event(row: str, when: str = "true") -> str:
+    return f"""
+INSERT INTO event_days (name, person_id, day, n)
+SELECT {row}.name, p.person_id, {row}.at / {DAY_MS}, 1
+FROM identifiers i JOIN persons p ON p.pk = i.person
+WHERE {when} AND i.pk = {row}.node
+ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1;
+"""
+
+
+# Each statement is executed on its own (a trigger body holds semicolons, so the schema cannot
+# go through the store's statement splitter).
+SCHEMA: tuple[str, ...] = (
+    # Clustered by (name, person_id, day): one event rule is one range of the table read in
+    # person-id order, so a page stops after its last person and needs no sort.
+    """CREATE TABLE IF NOT EXISTS event_days (
+    name      TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    day       INTEGER NOT NULL,
+    n         INTEGER NOT NULL,
+    PRIMARY KEY (name, person_id, day)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS consent_current (
+    person_id  TEXT NOT NULL,
+    purpose    TEXT NOT NULL,
+    decided_at INTEGER,
+    granted    INTEGER,
+    tie        INTEGER NOT NULL,
+    special    INTEGER NOT NULL,
+    PRIMARY KEY (person_id, purpose)
+) WITHOUT ROWID""",
+    f"""CREATE TRIGGER IF NOT EXISTS event_days_on_insert AFTER INSERT ON facts
+WHEN {_ACTIVE_EVENT.format(r="NEW")}
+BEGIN {_add_event("NEW")} END""",
+    f"""CREATE TRIGGER IF NOT EXISTS event_days_on_delete AFTER DELETE ON facts
+WHEN {_ACTIVE_EVENT.format(r="OLD")}
+BEGIN {_take_event("OLD")} END""",
+    f"""CREATE TRIGGER IF NOT EXISTS event_days_on_update
+AFTER UPDATE OF kind, name, at, status, node ON facts
+WHEN ({_ACTIVE_EVENT.format(r="OLD")}) OR ({_ACTIVE_EVENT.format(r="NEW")})
+BEGIN
+{_take_event("OLD", _ACTIVE_EVENT.format(r="OLD"))}
+{_add_event("NEW", _ACTIVE_EVENT.format(r="NEW"))}
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS consent_current_on_insert AFTER INSERT ON consents
+BEGIN
+{_recompute_consents(_PERSON_OF_NODE_ID.format(node="NEW.node_id"), "NEW.purpose")}
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS consent_current_on_delete AFTER DELETE ON consents
+BEGIN
+{_recompute_consents(_PERSON_OF_NODE_ID.format(node="OLD.node_id"), "OLD.purpose")}
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS audience_state_on_move AFTER UPDATE OF person ON identifiers
+WHEN OLD.person IS NOT NEW.person
+BEGIN
+{_take_node_events("NEW.pk", _PERSON_ID.format(person="OLD.person"))}
+{_add_node_events("NEW.pk", _PERSON_ID.format(person="NEW.person"))}
+{
+        _recompute_consents(
+            _PERSON_ID.format(person="OLD.person"),
+            "SELECT purpose FROM consents WHERE node_id = NEW.node_id",
+        )
+    }
+{
+        _recompute_consents(
+            _PERSON_ID.format(person="NEW.person"),
+            "SELECT purpose FROM consents WHERE node_id = NEW.node_id",
+        )
+    }
+END""",
+)
+
+_BACKFILL_EVENTS = f"""
+INSERT INTO event_days (name, person_id, day, n)
+SELECT f.name, p.person_id, f.at / {DAY_MS}, count(*)
+FROM facts f JOIN identifiers i ON i.pk = f.node JOIN persons p ON p.pk = i.person
+WHERE f.kind = 'event' AND f.status = 'active'
+GROUP BY f.name, p.person_id, f.at / {DAY_MS}
+"""
+
+
+def install(conn: sqlite3.Connection) -> None:
+    """Create the tables and triggers (idempotent) and fill them once from the existing rows.
+
+    Runs inside the store's schema transaction (``open_migrated(after=...)``), so a crash
+    half-way leaves the file as it was. Filling a store of a million persons reads every event
+    and consent record once (seconds, once per file).
+    """
+    for statement in SCHEMA:
+        conn.execute(statement)
+    if conn.execute("SELECT 1 FROM meta WHERE key = ?", (_STATE_KEY,)).fetchone():
+        return
+    conn.execute("DELETE FROM event_days")
+    conn.execute("DELETE FROM consent_current")
+    conn.execute(_BACKFILL_EVENTS)
+    conn.execute(_CONSENT_ROWS.format(where="true"))
+    conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (_STATE_KEY,))
+
+
+def forget(conn: sqlite3.Connection) -> None:
+    """Mark the state as not filled, so :func:`install` fills it again from the rows (after a
+    migration that rebuilt the graph tables: the triggers went with the old tables, and rows
+    written between could be missing from the counters)."""
+    conn.execute("DELETE FROM meta WHERE key = ?", (_STATE_KEY,))
+
+
+# -- member scans ---------------------------------------------------------------------------
+
+# The exact count of one rule for the person ``p`` of the page query from its events
+# (facts_events: one seek per node); only asked for persons whose counters alone do not settle
+# the rule.
+_EXACT = (
+    "(SELECT count(*) FROM identifiers i JOIN facts f ON f.node = i.pk "
+    "WHERE i.person = p.pk AND f.kind = 'event' AND f.status = 'active' "
+    "AND f.name = ? AND f.at >= ?)"
+)
+# A further rule of a person already selected: the counters of the whole days after the
+# boundary day (a lower bound) settle it, else the exact count does.
+_FURTHER_RULE = (
+    "((SELECT total(n) FROM event_days WHERE name = ? AND person_id = e.person_id AND day > ?)"
+    " >= ? OR " + _EXACT + " >= ?)"
+)
+# Why a person is left out by the consent filter (NULL: kept); see consent_exclusion.
+_EXCLUDED = (
+    "CASE WHEN cr.person_id IS NOT NULL THEN NULL "
+    "WHEN cp.person_id IS NULL THEN 'no_consent' "
+    "WHEN cp.special > 0 OR cp.granted = 1 THEN NULL "
+    "WHEN cp.tie THEN 'consent_tie_denied' ELSE 'consent_denied' END"
+)
+_CONSENT_JOINS = (
+    " LEFT JOIN consent_current cp ON cp.person_id = p.person_id AND cp.purpose = ?"
+    " LEFT JOIN consent_current cr ON cr.person_id = p.person_id AND cr.purpose = '*'"
+)
+
+
+def page_persons(
+    conn: sqlite3.Connection,
+    rules: Sequence[EventCountRule],
+    lead: int,
+    consent_filter: str | None,
+    after: str,
+    limit: int,
+) -> list[tuple[str, int, int, str | None]]:
+    """Up to ``limit`` (person id, created, last seen, exclusion) after ``after`` in id order
+    that meet every rule, in one statement (rule and consent evaluation set-based in SQL):
+    the statement of :func:`page_query`."""
+    sql, params = page_query(rules, lead, consent_filter, after, limit)
+    return conn.execute(sql, params).fetchall()
+
+
+def page_query(
+    rules: Sequence[EventCountRule],
+    lead: int,
+    consent_filter: str | None,
+    after: str,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """The statement and parameters of :func:`page_persons` (also for query plans: bench).
+
+    ``rules[lead]`` drives: one range of ``event_days`` for its name from the cursor, grouped
+    by person in index order (no sort; the ``LIMIT`` stops the range). The other rules are one
+    ``event_days`` seek per candidate. The consent filter is two ``consent_current`` seeks per
+    person; an excluded person is returned with its reason and counts as scanned.
+    """
+    params: list[object] = []
+    excluded = "NULL"
+    joins = ""
+    if consent_filter is not None:
+        excluded, joins = _EXCLUDED, _CONSENT_JOINS
+    if not rules:
+        sql = (
+            f"SELECT p.person_id, p.created_at, p.last_seen, {excluded} FROM persons p{joins} "
+            "WHERE p.person_id > ? ORDER BY p.person_id LIMIT ?"
+        )
+        params = [*([consent_filter] if consent_filter is not None else []), after, limit]
+        return sql, params
+    sinces = [int(rule.since.timestamp() * 1000) for rule in rules]
+    driving, since = rules[lead], sinces[lead]
+    further = [(r, s) for i, (r, s) in enumerate(zip(rules, sinces, strict=True)) if i != lead]
+    # One grouped pass: GROUP BY and ORDER BY are the index order, so SQLite neither sorts nor
+    # reads past the page (a subquery grouped first and joined after made it sort the whole
+    # rest of the range on every page: quadratic over a scan).
+    sql = (
+        f"SELECT e.person_id, p.created_at, p.last_seen, {excluded} FROM event_days e "
+        f"CROSS JOIN persons p ON p.person_id = e.person_id{joins} "
+        "WHERE e.name = ? AND e.person_id > ? AND e.day >= ? GROUP BY e.person_id "
+        "HAVING (total(CASE WHEN e.day > ? THEN e.n END) >= ? OR (max(e.day = ?) AND "
+        + _EXACT
+        + " >= ?))"
+        + "".join(" AND " + _FURTHER_RULE for _ in further)
+        + " ORDER BY e.person_id LIMIT ?"
+    )
+    day = since // DAY_MS
+    params = [] if consent_filter is None else [consent_filter]
+    params += [driving.name, after, day, day, driving.min_count, day]
+    params += [driving.name, since, driving.min_count]
+    for rule, rule_since in further:
+        params += [rule.name, rule_since // DAY_MS, rule.min_count]
+        params += [rule.name, rule_since, rule.min_count]
+    params.append(limit)
+    return sql, params
+
+
+def counters_of(conn: sqlite3.Connection) -> dict[tuple[str, str, int], int]:
+    """Every ``event_days`` row as ``{(name, person id, day): n}`` (tests, diagnostics)."""
+    return {(n, p, d): c for n, p, d, c in conn.execute("SELECT * FROM event_days")}
+
+
+def consent_state_of(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[object, ...]]:
+    """Every ``consent_current`` row as ``{(person id, purpose): (decided_at, granted, tie,
+    special)}`` (tests, diagnostics)."""
+    return {
+        (row[0], row[1]): tuple(row[2:])
+        for row in conn.execute("SELECT * FROM consent_current ORDER BY person_id, purpose")
+    }

@@ -1,0 +1,553 @@
+"""The SQLite store's materialized audience state (issue 14): per-person event counters and
+current consent, kept by triggers through ingest, merges, splits, erasure and retention.
+
+The property test builds random graphs through the store port, changes them at random (more
+events and consents, merges, splits, erasures, quarantined and deleted events, consent proof
+retention) and proves that a member scan over the materialized state gives **the same
+membership and the same denial counts** as the evaluator without it: every person's events
+counted from its facts and every person decided by the policy engine from all its consent
+records.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from identity.hashing import HashedIdentifier
+from identity.model import (
+    RESTRICTION_PURPOSE,
+    ChangeSet,
+    ConsentExclusion,
+    ConsentRecord,
+    ConsentSignal,
+    EventCountRule,
+    Fact,
+    FactKind,
+    FactStatus,
+    IdentifierNode,
+    MemberRow,
+    MemberScan,
+    PersonRecord,
+    consent_exclusion,
+    new_node_id,
+)
+from identity.store import sqlite_audience
+from identity.store.port import GraphTransaction
+from identity.store.sqlite import SqliteGraphStore
+from privacy.access.policy_engine import Caller, ConsentReason, PersonContext, PolicyEngine
+from privacy.access.purposes import load_purposes_policy
+
+POLICIES = Path(__file__).resolve().parents[3] / "policies"
+NOW = datetime(2026, 6, 15, 13, 30, tzinfo=UTC)
+PURPOSE = "ad_targeting"  # consent, default deny: the store-side filter applies
+OTHER = "analytics"
+NAMES = ("purchase", "visit")
+SIGNALS = (
+    ConsentSignal.DIRECT,
+    ConsentSignal.TCF,
+    ConsentSignal.OBJECTION,
+    ConsentSignal.COMPELLING_GROUNDS,
+    ConsentSignal.RESTRICTION,
+)
+# Few distinct decision times, so that ties (a grant and a denial at once) are common.
+CONSENT_TIMES = tuple(NOW - timedelta(days=d) for d in (1, 1, 2, 40))
+RULE_SETS = (
+    (EventCountRule("purchase", NOW - timedelta(days=7), 1),),
+    (EventCountRule("purchase", NOW - timedelta(days=7, hours=5), 2),),
+    (EventCountRule("visit", NOW - timedelta(days=3), 1), EventCountRule("purchase", NOW, 0)),
+    # Whichever of two rules drives the scan, the other is checked per person: both windows
+    # start inside a day.
+    (
+        EventCountRule("purchase", NOW - timedelta(days=7), 1),
+        EventCountRule("visit", NOW - timedelta(days=3), 1),
+    ),
+    (
+        EventCountRule("purchase", NOW - timedelta(days=30), 1),
+        EventCountRule("visit", NOW - timedelta(days=2, minutes=7), 2),
+    ),
+    (),
+)
+
+# Minutes from NOW: anywhere within days on both sides of the windows, and often just around a
+# window's start (inside its first day: the counters of whole days do not settle those).
+_BOUNDARIES = (7 * 1440, 7 * 1440 + 300, 3 * 1440, 30 * 1440, 2 * 1440 + 7)
+_MINUTES = st.one_of(
+    st.integers(-10 * 24 * 60, 60),
+    st.builds(
+        lambda start, delta: -start + delta,
+        st.sampled_from(_BOUNDARIES),
+        st.sampled_from((-1, 0, 1, 90, 600)),
+    ),
+)
+_events = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # which node of the person
+        st.sampled_from(NAMES),
+        _MINUTES,
+        st.booleans(),  # active (else quarantined)
+    ),
+    max_size=4,
+)
+_consents = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from((PURPOSE, PURPOSE, OTHER)),
+        st.booleans(),
+        st.sampled_from(CONSENT_TIMES),
+        st.sampled_from(SIGNALS),
+    ),
+    max_size=4,
+)
+_person = st.tuples(st.just("person"), st.integers(1, 3), _events, _consents)
+_step = st.one_of(
+    _person,
+    st.tuples(st.just("merge"), st.integers(0, 50), st.integers(0, 50)),
+    st.tuples(st.just("split"), st.integers(0, 50), st.integers(0, 2)),
+    st.tuples(st.just("erase"), st.integers(0, 50)),
+    st.tuples(st.just("more"), st.integers(0, 50), _events, _consents),
+    st.tuples(st.just("quarantine"), st.integers(0, 500)),
+    st.tuples(st.just("delete_event"), st.integers(0, 500)),
+    st.tuples(st.just("prune_consents"), st.integers(0, 3)),
+)
+
+
+class _Graph:
+    """The store and what the test knows about it (persons and their nodes)."""
+
+    def __init__(self, store: SqliteGraphStore) -> None:
+        self.store = store
+        self.persons: dict[str, list[str]] = {}
+
+    def _pick(self, index: int) -> str:
+        ids = sorted(self.persons)  # never empty: step() returns first when it is
+        return ids[index % len(ids)]
+
+    def _facts_and_consents(
+        self,
+        nodes: list[str],
+        events: list[tuple[int, str, int, bool]],
+        consents: list[tuple[int, str, bool, datetime, ConsentSignal]],
+    ) -> tuple[tuple[Fact, ...], tuple[ConsentRecord, ...]]:
+        facts = tuple(
+            Fact(
+                "f_" + secrets.token_hex(8),
+                nodes[k % len(nodes)],
+                FactKind.EVENT,
+                name,
+                "behavioural",
+                NOW + timedelta(minutes=minutes),
+                "test",
+                FactStatus.ACTIVE if active else FactStatus.QUARANTINED,
+                b"sealed",
+            )
+            for k, name, minutes, active in events
+        )
+        records = tuple(
+            ConsentRecord(
+                "c_" + secrets.token_hex(8),
+                nodes[k % len(nodes)],
+                RESTRICTION_PURPOSE if signal is ConsentSignal.RESTRICTION else purpose,
+                granted,
+                at,
+                NOW,
+                "test",
+                signal,
+                "consent",
+                "ab" * 32,
+            )
+            for k, purpose, granted, at, signal in consents
+        )
+        return facts, records
+
+    def step(self, op: tuple[Any, ...]) -> None:  # noqa: PLR0912 - one branch per operation
+        kind = op[0]
+        if kind == "person":
+            _, count, events, consents = op
+            person = "p_" + secrets.token_hex(6)
+            nodes = [new_node_id() for _ in range(int(count))]
+            facts, records = self._facts_and_consents(nodes, events, consents)
+            changes = ChangeSet(
+                new_persons=(PersonRecord(person, NOW, NOW),),
+                new_nodes=tuple(
+                    IdentifierNode(
+                        n,
+                        HashedIdentifier("cookie_id", "k1", secrets.token_bytes(16)),
+                        person,
+                        NOW,
+                        NOW,
+                    )
+                    for n in nodes
+                ),
+                facts=facts,
+                consents=records,
+            )
+            self.store.write(lambda tx: tx.apply(changes))
+            self.persons[person] = nodes
+            return
+        if not self.persons:
+            return
+        if kind == "merge":
+            a, b = self._pick(int(op[1])), self._pick(int(op[2]))
+            if a == b:
+                return
+            self.store.write(lambda tx: tx.apply(ChangeSet(merged={b: a})))
+            self.persons[a] += self.persons.pop(b)
+        elif kind == "split":
+            person = self._pick(int(op[1]))
+            nodes = self.persons[person]
+            if len(nodes) < 2:
+                return
+            node = nodes[int(op[2]) % len(nodes)]
+            fresh = "p_" + secrets.token_hex(6)
+            changes = ChangeSet(
+                new_persons=(PersonRecord(fresh, NOW, NOW),), reassigned={node: fresh}
+            )
+            self.store.write(lambda tx: tx.apply(changes))
+            nodes.remove(node)
+            self.persons[fresh] = [node]
+        elif kind == "erase":
+            person = self._pick(int(op[1]))
+            self.store.write(lambda tx: tx.erase_person(person))
+            del self.persons[person]
+        elif kind == "more":
+            person = self._pick(int(op[1]))
+            facts, records = self._facts_and_consents(self.persons[person], op[2], op[3])
+            self.store.write(lambda tx: tx.apply(ChangeSet(facts=facts, consents=records)))
+        elif kind in ("quarantine", "delete_event"):
+            events = self._event_ids()
+            if not events:
+                return
+            fact_id = events[int(op[1]) % len(events)]
+            if kind == "quarantine":
+                self.store.write(lambda tx: tx.set_fact_status([fact_id], FactStatus.QUARANTINED))
+            else:
+                self.store.write(lambda tx: tx.delete_facts([fact_id]))
+        elif kind == "prune_consents":
+            before = CONSENT_TIMES[int(op[1])] + timedelta(seconds=1)
+            self.store.write(lambda tx: tx.delete_superseded_consents(before, 1_000))
+
+    def _event_ids(self) -> list[str]:
+        conn: sqlite3.Connection = self.store._conn
+        return [
+            r[0]
+            for r in conn.execute("SELECT fact_id FROM facts WHERE kind = 'event' ORDER BY fact_id")
+        ]
+
+
+def _page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:
+    return tx.member_page(scan, after, limit)
+
+
+def _events_of(person_id: str, tx: GraphTransaction) -> list[Fact]:
+    return tx.person_facts(person_id, (FactKind.EVENT,), FactStatus.ACTIVE)
+
+
+def _consents_of(person_id: str, tx: GraphTransaction) -> list[ConsentRecord]:
+    return tx.person_consents(person_id, [PURPOSE])
+
+
+def _scan(store: SqliteGraphStore, scan: MemberScan, limit: int) -> list[MemberRow]:
+    rows: list[MemberRow] = []
+    after = ""
+    while found := store.read(partial(_page, scan, after, limit)):
+        rows += found
+        after = found[-1].person_id
+    return rows
+
+
+def _expected(
+    store: SqliteGraphStore, engine: PolicyEngine, rules: tuple[EventCountRule, ...]
+) -> tuple[list[str], Counter[str]]:
+    """Members and denials by reason as the evaluator without materialized state finds them:
+    events counted from every person's facts, every person decided from all its records."""
+    caller = Caller("k", frozenset({PURPOSE}), "k")
+    members: list[str] = []
+    denied: Counter[str] = Counter()
+    for row in _scan(store, MemberScan(), 7):
+        pid = row.person_id
+        events = store.read(partial(_events_of, pid))
+        if not all(
+            sum(1 for f in events if f.name == r.name and f.at >= r.since) >= r.min_count
+            for r in rules
+        ):
+            continue
+        records = store.read(partial(_consents_of, pid))
+        decision = engine.decide(caller, PersonContext(pid, tuple(records)), PURPOSE, (), NOW)
+        if decision.allowed:
+            members.append(pid)
+        else:
+            denied[decision.reason] += 1
+    return members, denied
+
+
+def _actual(
+    store: SqliteGraphStore, engine: PolicyEngine, rules: tuple[EventCountRule, ...], limit: int
+) -> tuple[list[str], Counter[str]]:
+    """Members and denials through the materialized state, as ReadService scans them."""
+    caller = Caller("k", frozenset({PURPOSE}), "k")
+    scan = MemberScan(
+        event_rules=rules,
+        consent_purposes=(PURPOSE,),
+        consent_filter=engine.consent_filter(PURPOSE),
+    )
+    members: list[str] = []
+    denied: Counter[str] = Counter()
+    for row in _scan(store, scan, limit):
+        if row.excluded is not None:
+            assert (row.consents, row.attributes) == ((), ())
+            denied[row.excluded.value] += 1
+            continue
+        decision = engine.decide(
+            caller, PersonContext(row.person_id, row.consents), PURPOSE, (), NOW
+        )
+        if decision.allowed:
+            members.append(row.person_id)
+        else:
+            denied[decision.reason] += 1
+    return members, denied
+
+
+def _recomputed_counters(conn: sqlite3.Connection) -> dict[tuple[str, str, int], int]:
+    counts: Counter[tuple[str, str, int]] = Counter()
+    for name, person, at in conn.execute(
+        "SELECT f.name, p.person_id, f.at FROM facts f JOIN identifiers i ON i.pk = f.node "
+        "JOIN persons p ON p.pk = i.person WHERE f.kind = 'event' AND f.status = 'active'"
+    ):
+        counts[(name, person, at // sqlite_audience.DAY_MS)] += 1
+    return dict(counts)
+
+
+def _recomputed_consent_state(
+    conn: sqlite3.Connection,
+) -> dict[tuple[str, str], tuple[object, ...]]:
+    """What ``consent_current`` must hold, computed in Python from every record."""
+    records: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
+    for person, purpose, granted, at, signal in conn.execute(
+        "SELECT p.person_id, c.purpose, c.granted, c.at, c.signal FROM consents c "
+        "JOIN identifiers i ON i.node_id = c.node_id JOIN persons p ON p.pk = i.person"
+    ):
+        if (purpose == RESTRICTION_PURPOSE) == (signal == "restriction"):
+            records.setdefault((person, purpose), []).append((at, granted, signal))
+    state: dict[tuple[str, str], tuple[object, ...]] = {}
+    for key, rows in records.items():
+        special = sum(1 for _, _, signal in rows if signal in ("objection", "compelling_grounds"))
+        plain = [
+            (at, granted)
+            for at, granted, signal in rows
+            if signal not in ("objection", "compelling_grounds")
+        ]
+        top = max((at for at, _ in plain), default=None)
+        at_top = {granted for at, granted in plain if at == top}
+        granted = min(at_top) if at_top else None
+        state[key] = (top, granted, int(len(at_top) > 1), special)
+    return state
+
+
+@pytest.fixture(scope="module")
+def engine() -> PolicyEngine:
+    return PolicyEngine(load_purposes_policy(POLICIES / "purposes.yaml"))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    # A few persons first, so that merges, splits and erasures have something to work on.
+    start=st.lists(_person, min_size=2, max_size=5),
+    steps=st.lists(_step, min_size=1, max_size=12),
+    limit=st.integers(1, 4),
+)
+def test_member_scans_over_materialized_state_give_the_same_members_and_denials(
+    tmp_path_factory: pytest.TempPathFactory,
+    engine: PolicyEngine,
+    start: list[tuple[Any, ...]],
+    steps: list[tuple[Any, ...]],
+    limit: int,
+) -> None:
+    store = SqliteGraphStore(tmp_path_factory.mktemp("aud") / "graph.sqlite3", synchronous="OFF")
+    try:
+        graph = _Graph(store)
+        for step in (*start, *steps):
+            graph.step(step)
+        conn: sqlite3.Connection = store._conn
+        assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
+        assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
+        # The consent rows decide exactly what the reference definition decides.
+        for row in _scan(store, MemberScan(consent_purposes=(PURPOSE,), consent_filter=PURPOSE), 3):
+            records = store.read(partial(_consents_of, row.person_id))
+            assert row.excluded == consent_exclusion(records, PURPOSE)
+            if row.excluded is None:
+                assert list(row.consents) == records
+        for rules in RULE_SETS:
+            assert _actual(store, engine, rules, limit) == _expected(store, engine, rules)
+    finally:
+        store.close()
+
+
+def test_exclusion_reasons_are_the_policy_engines_reasons() -> None:
+    engine_reasons = {r.value for r in ConsentReason}
+    assert {e.value for e in ConsentExclusion} <= engine_reasons
+
+
+def test_consent_filter_applies_only_to_consent_purposes_that_default_to_deny(
+    engine: PolicyEngine,
+) -> None:
+    assert engine.consent_filter(PURPOSE) == PURPOSE
+    assert engine.consent_filter("fraud_prevention") is None  # legitimate interest, grant
+    assert engine.consent_filter("legal_claims") is None  # legal obligation
+    assert engine.consent_filter("no_such_purpose") is None
+
+
+def test_an_existing_store_is_filled_once_when_opened_by_this_version(tmp_path: Path) -> None:
+    """A file written before the audience state existed (no tables, no triggers) gets them on
+    open, filled from its rows; a second open leaves them as they are."""
+    path = tmp_path / "graph.sqlite3"
+    store = SqliteGraphStore(path)
+    graph = _Graph(store)
+    graph.step(
+        (
+            "person",
+            2,
+            [(0, "purchase", -60, True), (1, "purchase", -3000, True)],
+            [(1, PURPOSE, True, CONSENT_TIMES[0], ConsentSignal.DIRECT)],
+        )
+    )
+    graph.step(
+        (
+            "person",
+            1,
+            [(0, "visit", -10, True)],
+            [(0, PURPOSE, False, CONSENT_TIMES[1], ConsentSignal.TCF)],
+        )
+    )
+    conn: sqlite3.Connection = store._conn
+    live_counters = sqlite_audience.counters_of(conn)
+    live_consents = sqlite_audience.consent_state_of(conn)
+    assert live_counters
+    assert live_consents
+    store.close()
+    old = sqlite3.connect(path)
+    with old:
+        for name in (
+            "event_days_on_insert",
+            "event_days_on_delete",
+            "event_days_on_update",
+            "consent_current_on_insert",
+            "consent_current_on_delete",
+            "audience_state_on_move",
+        ):
+            old.execute(f"DROP TRIGGER {name}")
+        old.execute("DROP TABLE event_days")
+        old.execute("DROP TABLE consent_current")
+        old.execute("DELETE FROM meta WHERE key = 'audience_state'")
+    old.close()
+    reopened = SqliteGraphStore(path)
+    try:
+        conn = reopened._conn
+        assert sqlite_audience.counters_of(conn) == live_counters
+        assert sqlite_audience.consent_state_of(conn) == live_consents
+        # Maintained from then on.
+        _Graph(reopened).step(("person", 1, [(0, "visit", -5, True)], []))
+        assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
+    finally:
+        reopened.close()
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+# What a file of schema 6 opened by the audience state's first version (text keys) held: its
+# tables, a fill marker, and triggers over the old tables' columns (two of them here).
+_V6_AUDIENCE_STATE = (
+    (
+        "CREATE TABLE event_days (name TEXT NOT NULL, person_id TEXT NOT NULL, "
+        "day INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (name, person_id, day)) "
+        "WITHOUT ROWID"
+    ),
+    (
+        "CREATE TABLE consent_current (person_id TEXT NOT NULL, purpose TEXT NOT NULL, "
+        "decided_at INTEGER, granted INTEGER, tie INTEGER NOT NULL, special INTEGER NOT NULL, "
+        "PRIMARY KEY (person_id, purpose)) WITHOUT ROWID"
+    ),
+    "INSERT INTO event_days VALUES ('purchase', 'p_stale', 1, 5)",
+    "INSERT INTO consent_current VALUES ('p_stale', 'marketing', 1, 1, 0, 0)",
+    "INSERT INTO meta (key, value) VALUES ('audience_state', '1')",
+    (
+        "CREATE TRIGGER event_days_on_insert AFTER INSERT ON facts WHEN NEW.kind = 'event' BEGIN "
+        "INSERT INTO event_days (name, person_id, day, n) SELECT NEW.name, person_id, "
+        "NEW.at / 86400000, 1 FROM identifiers WHERE node_id = NEW.node_id "
+        "ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1; END"
+    ),
+    (
+        "CREATE TRIGGER audience_state_on_move AFTER UPDATE OF person_id ON identifiers BEGIN "
+        "DELETE FROM consent_current WHERE person_id = OLD.person_id; END"
+    ),
+)
+
+
+@pytest.mark.parametrize("stale_state", [False, True], ids=["without-state", "with-old-state"])
+def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migrates(
+    tmp_path: Path, engine: PolicyEngine, stale_state: bool
+) -> None:
+    """The schema 7 migration (integer keys) rebuilds facts, identifiers and consents: the
+    counters and current consent are filled from the migrated rows (also when the file held
+    state and triggers of the text-keyed layout), scans give what the evaluator gives, and
+    writes after the migration keep the state current."""
+    path = tmp_path / "v6.sqlite3"
+    path.write_bytes((FIXTURES / "graph-v6.sqlite3").read_bytes())
+    path.chmod(0o600)
+    if stale_state:
+        old = sqlite3.connect(path)
+        with old:
+            for statement in _V6_AUDIENCE_STATE:
+                old.execute(statement)
+        old.close()
+    store = SqliteGraphStore(path)
+    try:
+        conn: sqlite3.Connection = store._conn
+        counters = sqlite_audience.counters_of(conn)
+        assert counters
+        assert counters == _recomputed_counters(conn)
+        consents = sqlite_audience.consent_state_of(conn)
+        assert consents
+        assert consents == _recomputed_consent_state(conn)
+        triggers = {
+            row[0]: row[1]
+            for row in conn.execute(
+                "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
+            )
+        }
+        assert triggers["event_days_on_insert"] == "facts"
+        assert triggers["audience_state_on_move"] == "identifiers"
+        rules = (EventCountRule("purchase", datetime(2026, 1, 1, tzinfo=UTC), 2),)
+        assert _actual(store, engine, rules, 5) == _expected(store, engine, rules)
+        graph = _Graph(store)
+        graph.step(
+            (
+                "person",
+                2,
+                [(0, "purchase", -5, True), (1, "visit", -60, True)],
+                [(1, PURPOSE, True, CONSENT_TIMES[0], ConsentSignal.DIRECT)],
+            )
+        )
+        old_person = next(
+            row.person_id
+            for row in store.read(lambda tx: tx.member_page(MemberScan(), "", 10))
+            if row.person_id not in graph.persons
+        )
+        store.write(lambda tx: tx.apply(ChangeSet(merged={sorted(graph.persons)[0]: old_person})))
+        assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
+        assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
+        assert _actual(store, engine, rules, 3) == _expected(store, engine, rules)
+    finally:
+        store.close()
