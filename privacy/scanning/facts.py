@@ -2,8 +2,9 @@
 
 ``policies/categories.yaml`` maps every attribute key and event name to a data category and a
 value type. Every string value (attribute values, list items, event property values) goes
-through the PII scanner; an entity the category does not list in ``allowed_pii`` gets the
-category's action:
+through the PII scanner, except values declared ``datetime``, which are stored in their
+canonical form and hold nothing the scanner looks for (see ``_Value``); an entity the category
+does not list in ``allowed_pii`` gets the category's action:
 
 - ``reject``: the request fails with 422, naming the field and the entity type, never the value;
 - ``redact``: the found spans are replaced by ``<ENTITY_TYPE>`` before the value is stored;
@@ -196,41 +197,54 @@ class _ScanCache:
     def scan_many(self, scanner: PiiScanner, texts: Sequence[str]) -> list[tuple[PiiFinding, ...]]:
         """The findings of every text, in order: cached ones from the cache, the others from one
         ``scanner.scan_many`` call over the distinct texts not cached (so a batch of values
-        reaches the NER model as one batch)."""
-        keys = [self._digest(t) for t in texts]
-        results: list[tuple[PiiFinding, ...] | None] = []
+        reaches the NER model as one batch).
+
+        A batch repeats its values (a bulk chunk of 500 rows holds a few hundred distinct
+        ones), so each distinct text is digested and looked up once; the texts themselves are
+        held only for the length of this call, as the request that carried them is.
+        """
+        distinct = list(dict.fromkeys(texts))
+        keys = [self._digest(t) for t in distinct]
+        known: list[tuple[PiiFinding, ...] | None] = []
         with self._lock:
             for key in keys:
                 hit = self._items.get(key)
                 if hit is not None:
                     self._items.move_to_end(key)
-                results.append(hit)
-        missing = [i for i, r in enumerate(results) if r is None]
-        unique: dict[bytes, int] = {}
-        for i in missing:
-            unique.setdefault(keys[i], i)
-        if unique:
-            scanned = scanner.scan_many([texts[i] for i in unique.values()])
-            found = {key: tuple(f) for key, f in zip(unique, scanned, strict=True)}
+                known.append(hit)
+        missing = [i for i, hit in enumerate(known) if hit is None]
+        if missing:
+            scanned = scanner.scan_many([distinct[i] for i in missing])
             with self._lock:
-                for key, findings in found.items():
-                    self._items[key] = findings
-                    self._items.move_to_end(key)
+                for i, findings in zip(missing, scanned, strict=True):
+                    found = known[i] = tuple(findings)
+                    self._items[keys[i]] = found
+                    self._items.move_to_end(keys[i])
                 while len(self._items) > self._size:
                     self._items.popitem(last=False)
-            for i in missing:
-                results[i] = found[keys[i]]
-        return [r if r is not None else () for r in results]
+        by_text = dict(zip(distinct, known, strict=True))
+        return [by_text[t] or () for t in texts]
 
 
 @dataclass(slots=True)
 class _Value:
-    """One scalar under inspection: where it is, its category, and its (possibly edited) value."""
+    """One scalar under inspection: where it is, its category, and its (possibly edited) value.
+
+    ``scanned`` is False for a value whose declared type leaves no room for personal data in
+    its text: a ``datetime`` value is stored as ``datetime.isoformat()`` of the parsed instant
+    (digits and ``-T:.+``, see :func:`_datetime`), never as the text that came in. The scanner
+    has nothing to find in it but false alarms: the fractional seconds of
+    ``2025-12-14T17:03:22.835817+01:00`` read as a national phone number ("22.835817"), which
+    would redact or reject a valid timestamp. The instant itself is behavioural data that its
+    category governs; the scanner reports no DATE_TIME on purpose (see
+    :func:`privacy.scanning.presidio_scanner._recognizers`).
+    """
 
     pointer: str
     category: str
     value: Any
     findings: tuple[PiiFinding, ...] = ()
+    scanned: bool = True
 
 
 @dataclass(slots=True)
@@ -384,7 +398,7 @@ class FactIntake:
             except InvalidFieldError as exc:
                 errors.append(exc)
                 continue
-            item = _Value(where, rules.category, checked)
+            item = _Value(where, rules.category, checked, scanned=_scanned(rules.type))
             drafts.append(_Draft(FactKind.ATTRIBUTE, name, rules.category, at, item, False))
         return drafts
 
@@ -420,7 +434,10 @@ class FactIntake:
                     continue
                 try:
                     props[key] = _Value(
-                        prop_where, rules.category, _typed(value, value_type, 1024, prop_where)
+                        prop_where,
+                        rules.category,
+                        _typed(value, value_type, 1024, prop_where),
+                        scanned=_scanned(value_type),
                     )
                 except InvalidFieldError as exc:
                     errors.append(exc)
@@ -445,22 +462,11 @@ class FactIntake:
         """Scan every string of every payload in one batch; findings go onto the values."""
         if self._scanner is None:
             return
-        targets: list[tuple[_Value, int | None]] = []
-        texts: list[str] = []
-        for payload in payloads:
-            values = payload.values() if isinstance(payload, dict) else (payload,)
-            for item in values:
-                if isinstance(item.value, str):
-                    targets.append((item, None))
-                    texts.append(item.value)
-                elif isinstance(item.value, list):
-                    for position, element in enumerate(item.value):
-                        if isinstance(element, str):
-                            targets.append((item, position))
-                            texts.append(element)
-        if not texts:
+        targets = _scan_targets(payloads)
+        if not targets:
             return
-        for (target, slot), findings in zip(
+        texts = [text for _, _, text in targets]
+        for (target, slot, _), findings in zip(
             targets, self._cache.scan_many(self._scanner, texts), strict=True
         ):
             if not findings:
@@ -520,6 +526,27 @@ class FactIntake:
             status=FactStatus.QUARANTINED if quarantine else FactStatus.ACTIVE,
             pii=tuple(sorted(found)),
         )
+
+
+def _scan_targets(
+    payloads: Sequence[dict[str, _Value] | _Value],
+) -> list[tuple[_Value, int | None, str]]:
+    """Every string the scanner reads: (value, list position or None, text), in order."""
+    targets: list[tuple[_Value, int | None, str]] = []
+    for payload in payloads:
+        values = payload.values() if isinstance(payload, dict) else (payload,)
+        for item in values:
+            if not item.scanned:
+                continue
+            if isinstance(item.value, str):
+                targets.append((item, None, item.value))
+            elif isinstance(item.value, list):
+                targets.extend(
+                    (item, position, element)
+                    for position, element in enumerate(item.value)
+                    if isinstance(element, str)
+                )
+    return targets
 
 
 def _strip(value: Any, redact_types: set[str] | None) -> Any:
@@ -591,6 +618,11 @@ _CHECKS: dict[ValueType, Callable[[Any, int], Any]] = {
     ValueType.DATETIME: _datetime,
     ValueType.STRING_LIST: _string_list,
 }
+
+
+def _scanned(value_type: ValueType) -> bool:
+    """Whether a checked value of ``value_type`` goes through the PII scanner (see _Value)."""
+    return value_type is not ValueType.DATETIME
 
 
 def _typed(value: Any, value_type: ValueType, max_length: int, where: str) -> Any:

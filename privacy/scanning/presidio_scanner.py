@@ -30,10 +30,11 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import regex  # type: ignore[import-untyped]  # presidio's regex engine; no stubs
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
@@ -66,6 +67,7 @@ from privacy.scanning.name_lexicon import NameLexicon
 from privacy.scanning.presidio_recognizers import (
     AnyCaseIbanRecognizer,
     CardNumberRecognizer,
+    ContextRequiredRecognizer,
     EuPhoneRecognizer,
     EuVatIdRecognizer,
     OfflineEmailRecognizer,
@@ -338,6 +340,7 @@ class PresidioPiiScanner:
             log_decision_process=False,
         )
         self._entity_list = sorted(entities)
+        self._plan = _AnalysisPlan(self._analyzer, language, self._entity_list)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -348,10 +351,9 @@ class PresidioPiiScanner:
         that would otherwise land on the first request (or bulk chunk) after start-up. The
         text is constant and holds no personal data.
         """
-        self._analyzer.analyze(
-            text=_WARM_UP_TEXT, language=self._config.language, entities=self._entity_list
-        )
-        list(self._nlp_engine.process_batch([_WARM_UP_TEXT, _WARM_UP_TEXT], self._config.language))
+        language = self._config.language
+        self._plan.analyze(_WARM_UP_TEXT, self._nlp_engine.process_text(_WARM_UP_TEXT, language))
+        list(self._nlp_engine.process_batch([_WARM_UP_TEXT, _WARM_UP_TEXT], language))
 
     @property
     def entities(self) -> frozenset[str]:
@@ -373,17 +375,16 @@ class PresidioPiiScanner:
             return []
         with self._lock:
             self._recycle_if_due(1)
-            results = self._analyzer.analyze(
-                text=text, language=self._config.language, entities=self._entity_list
-            )
+            artifacts = self._nlp_engine.process_text(text, self._config.language)
+            results = self._plan.analyze(text, artifacts)
         return self._to_findings(results)
 
     def scan_many(self, texts: Sequence[str]) -> list[list[PiiFinding]]:
         """Scan several texts; one list of findings per text, in the order given.
 
         The texts are tokenized with ``nlp.pipe`` and analysed one by one under a single lock
-        acquisition (the same work as presidio's ``BatchAnalyzerEngine``, without its
-        per-value type checks).
+        acquisition (the same findings as presidio's ``BatchAnalyzerEngine``, without its
+        per-value type checks; see :class:`_AnalysisPlan` for the work left out).
         """
         for text in texts:
             _check_length(text)
@@ -394,14 +395,7 @@ class PresidioPiiScanner:
                 self._recycle_if_due(len(chunk))
                 artifacts = self._nlp_engine.process_batch(list(chunk), language, batch_size=256)
                 for item in artifacts:
-                    text, nlp_artifacts = item[0], item[1]
-                    results = self._analyzer.analyze(
-                        text=text,
-                        language=language,
-                        entities=self._entity_list,
-                        nlp_artifacts=nlp_artifacts,
-                    )
-                    out.append(self._to_findings(results))
+                    out.append(self._to_findings(self._plan.analyze(item[0], item[1])))
         return out
 
     def _recycle_if_due(self, incoming: int) -> None:
@@ -418,6 +412,149 @@ class PresidioPiiScanner:
             PiiFinding(r.entity_type, r.start, r.end, round(min(max(r.score, 0.0), 1.0), 4))
             for r in _resolve_overlaps(kept)
         ]
+
+
+class _AnalysisPlan:
+    """``AnalyzerEngine.analyze`` for the scanner's fixed recognizers, minus work that cannot
+    change a result.
+
+    presidio's engine is general: per text it re-selects the recognizers from the registry,
+    runs every one of them, hands every result list to every recognizer's own context hook and
+    then to the context enhancer (which deep-copies the results first), even when nothing was
+    found. On marketing values (a city, a product category) that generality cost more CPU than
+    the recognizers' own work. The results here are the engine's, result for result, because
+    only steps without an effect on them are left out:
+
+    * the recognizers are selected once, by the registry, in the order it returns them (the
+      order breaks ties between equal overlapping results later, so it is kept);
+    * a recognizer whose every pattern needs a character the text does not hold is not run:
+      the text cannot match (:data:`_NEEDS`, one entry per recognizer class: a digit for the
+      checksummed ids, cards, IBANs, phone numbers and house numbers; ``@`` for e-mail; a digit
+      or ``:`` for IP addresses);
+    * no result, nothing to enhance: the context steps run only when something was found;
+    * the recognizers' own context hook is presidio's base one, which returns its input (none
+      of the scanner's recognizers overrides it); if one ever does, the plan falls back to
+      ``AnalyzerEngine.analyze`` for every text.
+
+    The context enhancer, the per-recognizer score thresholds and the removal of duplicates are
+    presidio's own, called as the engine calls them.
+    """
+
+    def __init__(self, analyzer: AnalyzerEngine, language: str, entities: list[str]) -> None:
+        self._analyzer = analyzer
+        self._language = language
+        self._entities = entities
+        recognizers = analyzer.registry.get_recognizers(language=language, entities=entities)
+        self._recognizers = recognizers
+        self._steps = [(r, _NEEDS.get(type(r))) for r in recognizers]
+        self._order = {r.id: index for index, r in enumerate(recognizers)}
+        self._thresholds = {r.id: r.score_thresholds for r in recognizers}
+        self._engine_threshold = float(analyzer.default_score_threshold)
+        self._enhancer = analyzer.context_aware_enhancer
+        self._general = any(
+            type(r).enhance_using_context is not EntityRecognizer.enhance_using_context
+            for r in recognizers
+        )
+
+    def analyze(self, text: str, artifacts: NlpArtifacts) -> list[RecognizerResult]:
+        """The engine's results for ``text`` (before its decision-process clean-up)."""
+        if self._general:
+            results: list[RecognizerResult] = self._analyzer.analyze(
+                text=text, language=self._language, entities=self._entities, nlp_artifacts=artifacts
+            )
+            return results
+        results = []
+        for recognizer, needs in self._steps:
+            if needs is not None and not needs(text):
+                continue
+            found = recognizer.analyze(text=text, entities=self._entities, nlp_artifacts=artifacts)
+            if found:
+                _identify(found, recognizer)
+                results.extend(found)
+        if not results:
+            return results
+        # The engine regroups results by recognizer (its per-recognizer context step) and drops
+        # those no selected recognizer claims; a stable sort by recognizer does the same.
+        order = self._order
+        key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
+        results = sorted(
+            (r for r in results if r.recognition_metadata[key] in order),
+            key=lambda r: order[r.recognition_metadata[key]],
+        )
+        results = self._enhancer.enhance_using_context(
+            text=text,
+            raw_results=results,
+            nlp_artifacts=artifacts,
+            recognizers=self._recognizers,
+            context=None,
+        )
+        kept = [r for r in results if r.score >= self._threshold(r)]
+        deduplicated: list[RecognizerResult] = EntityRecognizer.remove_duplicates(kept)
+        return deduplicated
+
+    def _threshold(self, result: RecognizerResult) -> float:
+        """The engine's score floor for ``result``: its recognizer's for the entity, else the
+        recognizer's default, else the engine's."""
+        metadata = result.recognition_metadata or {}
+        thresholds = self._thresholds.get(metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
+        if thresholds is None:
+            return self._engine_threshold
+        found = thresholds.get(result.entity_type, thresholds.get("default"))
+        return self._engine_threshold if found is None else float(found)
+
+
+def _identify(results: list[RecognizerResult], recognizer: EntityRecognizer) -> None:
+    """Name the recognizer in each result's metadata unless it did (as the engine does)."""
+    for result in results:
+        if not result.recognition_metadata:
+            result.recognition_metadata = {}
+        metadata = result.recognition_metadata
+        metadata.setdefault(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY, recognizer.id)
+        # presidio assigns ``name`` in an untyped constructor branch, so mypy cannot see its type.
+        name = str(recognizer.name)  # type: ignore[has-type]
+        metadata.setdefault(RecognizerResult.RECOGNIZER_NAME_KEY, name)
+
+
+# What a text must hold for a recognizer's patterns to match at all (see _AnalysisPlan): every
+# pattern of these classes needs a decimal digit (checksummed ids, card numbers, IBAN check
+# digits, phone numbers, house numbers), an "@" (e-mail) or, for IP addresses, a digit or the
+# ":" of an IPv6 address written in hex letters only. "Digit" is a decimal digit of any script
+# by both regex engines in play (re for the phone candidates, regex for presidio's patterns), so
+# a digit one of them knows and the other does not still runs the recognizer. The Italian fiscal
+# code can be written without digits (omocodia replaces them with letters): it always runs, as
+# do the name recognizer and the NER model's.
+_RE_DIGIT = re.compile(r"\d")
+_REGEX_DIGIT = regex.compile(r"\d")
+
+
+def _has_digit(text: str) -> bool:
+    return _RE_DIGIT.search(text) is not None or _REGEX_DIGIT.search(text) is not None
+
+
+def _has_at_sign(text: str) -> bool:
+    return "@" in text
+
+
+def _has_digit_or_colon(text: str) -> bool:
+    return ":" in text or _has_digit(text)
+
+
+_NEEDS: dict[type[EntityRecognizer], Callable[[str], bool]] = {
+    OfflineEmailRecognizer: _has_at_sign,
+    EuPhoneRecognizer: _has_digit,
+    AnyCaseIbanRecognizer: _has_digit,
+    CardNumberRecognizer: _has_digit,
+    IpRecognizer: _has_digit_or_colon,
+    StreetAddressRecognizer: _has_digit,
+    EuVatIdRecognizer: _has_digit,
+    ContextRequiredRecognizer: _has_digit,
+    UkNinoRecognizer: _has_digit,
+    EsNifRecognizer: _has_digit,
+    EsNieRecognizer: _has_digit,
+    SePersonnummerRecognizer: _has_digit,
+    FiPersonalIdentityCodeRecognizer: _has_digit,
+    UsSsnRecognizer: _has_digit,
+}
 
 
 def _recognizers(language: str, *, ner: bool) -> list[EntityRecognizer]:

@@ -141,3 +141,20 @@ def test_the_scan_cache_holds_keyed_digests_never_the_plain_sha256_of_a_value(
     assert not keys_first & plain
     # A random key per cache: the same values give unrelated digests in another process.
     assert not keys_first & keys_second
+
+
+def test_datetime_value_is_stored_as_given_when_its_fraction_reads_like_a_phone_number(
+    scanner: PresidioPiiScanner,
+) -> None:
+    # The fractional seconds "07.835817" are a valid national phone number to the phone
+    # recognizer: scanned, this behavioural timestamp was stored as "...T14:12:<PHONE_NUMBER>".
+    value = "2017-03-09T14:12:07.835817+14:37"
+    assert [f.entity_type for f in scanner.scan(value)] == ["PHONE_NUMBER"]
+    intake = _intake(scanner)
+    (fact,) = intake.prepare({"last_purchase_at": value}, [], AT)
+    assert fact.payload == f'"{value}"'.encode()
+    assert fact.pii == ()
+    assert fact.status is FactStatus.ACTIVE
+    # A string attribute with the same text is still scanned (and redacted by its category).
+    (text_fact,) = intake.prepare({"favourite_category": value}, [], AT)
+    assert b"<PHONE_NUMBER>" in text_fact.payload
