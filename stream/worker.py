@@ -4,9 +4,10 @@ One poll is one batch and one engine transaction, through the same use case as t
 (:class:`services.ingest.IngestService`: validation, normalization, PII scan, one transaction,
 consent audit). The order of every batch is what makes it safe:
 
-1. decode and validate each record (``IngestService.event``); a record that cannot be applied
-   becomes a **dead letter** (by reference, :mod:`stream.dead_letters`) and its partition keeps
-   flowing;
+1. decode and validate each record, then validate, normalize and PII-scan the poll's requests
+   in one call (``IngestService.events``: their values reach the scanner as one batch, as an
+   API batch's do); a record that cannot be applied becomes a **dead letter** (by reference,
+   :mod:`stream.dead_letters`) and its partition keeps flowing;
 2. apply the valid ones in **one graph transaction** (``IngestService.commit``), each with its
    message id: the sender's ``message_id``/``messageId`` if it has one, else the record's own
    coordinates (``kafka:<topic>:<partition>:<offset>``). The id's keyed digest is recorded in
@@ -83,8 +84,11 @@ class TopicKind(StrEnum):
 class EventIngest(Protocol):
     """The part of the ingest use case the worker calls (``services.ingest.IngestService``)."""
 
-    def event(self, request: IdentifyRequest, pointer: str = "#") -> IdentityEvent:
-        """Validate, normalize and PII-scan one request. Writes nothing."""
+    def events(
+        self, requests: Sequence[IdentifyRequest], pointers: Sequence[str] | None = None
+    ) -> Sequence[IdentityEvent | InputLimitError | BatchValidationError]:
+        """Validate, normalize and PII-scan requests (their values as one scanner batch): one
+        event, or the error that request alone would raise, per request. Writes nothing."""
         ...
 
     def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
@@ -204,6 +208,14 @@ class BatchReport:
 class _Pending:
     message: Message
     event: IdentityEvent
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """An ingest record's request and the message id it is applied under."""
+
+    request: IdentifyRequest
+    message_id: str
 
 
 def _header(message: Message, names: Sequence[str]) -> str | None:
@@ -359,9 +371,8 @@ class StreamWorker:
         committed). :meth:`process` and the dead-letter replay build on it."""
         report = BatchReport(records=len(messages))
         self._metrics.batch_size.observe(len(messages))
-        pending: list[_Pending] = []
+        decoded: list[tuple[Message, _Decoded | DeadLetter]] = []
         requests: list[Message] = []
-        dead: list[DeadLetter] = []
         last: dict[tuple[str, int], int] = {}
         for message in messages:
             error = message.error()
@@ -374,11 +385,8 @@ class StreamWorker:
             if self.config.kind(topic) is not TopicKind.INGEST:
                 requests.append(message)
                 continue
-            outcome = self._decode(message)
-            if isinstance(outcome, DeadLetter):
-                dead.append(outcome)
-            else:
-                pending.append(_Pending(message, outcome))
+            decoded.append((message, self._decode(message)))
+        pending, dead = self._events(decoded)
         if pending:
             dead += self._apply(pending, report)
         for message in requests:
@@ -388,7 +396,8 @@ class StreamWorker:
                 dead.append(letter)
         return report, dead, last
 
-    def _decode(self, message: Message) -> IdentityEvent | DeadLetter:
+    def _decode(self, message: Message) -> _Decoded | DeadLetter:
+        """The record's envelope and request, or the dead letter of a record that has none."""
         topic, partition, offset = _coordinates(message)
         header_id = _header(message, MESSAGE_ID_HEADERS)
         try:
@@ -398,10 +407,32 @@ class StreamWorker:
         message_id = envelope.message_id or f"kafka:{topic}:{partition}:{offset}"
         try:
             request = IdentifyRequest.model_validate(envelope.request)
-            event = self._ingest.event(request)
-        except (ValidationError, InputLimitError, BatchValidationError) as exc:
+        except ValidationError as exc:
             return self._letter(message, *_rejection(exc), message_id)
-        return dataclasses.replace(event, message_id=message_id)
+        return _Decoded(request, message_id)
+
+    def _events(
+        self, decoded: Sequence[tuple[Message, _Decoded | DeadLetter]]
+    ) -> tuple[list[_Pending], list[DeadLetter]]:
+        """The poll's decoded requests through the ingest use case in one call, so their values
+        reach the PII scanner as one batch (the NER model runs once per poll, as for an API
+        batch or a bulk chunk); each request is judged on its own, as alone. Pending events
+        and dead letters come back in record order."""
+        valid = [item for _, item in decoded if isinstance(item, _Decoded)]
+        results = iter(self._ingest.events([item.request for item in valid]) if valid else ())
+        pending: list[_Pending] = []
+        dead: list[DeadLetter] = []
+        for message, item in decoded:
+            if isinstance(item, DeadLetter):
+                dead.append(item)
+                continue
+            result = next(results)
+            if isinstance(result, InputLimitError | BatchValidationError):
+                dead.append(self._letter(message, *_rejection(result), item.message_id))
+            else:
+                event = dataclasses.replace(result, message_id=item.message_id)
+                pending.append(_Pending(message, event))
+        return pending, dead
 
     def _apply_request(self, message: Message, report: BatchReport) -> DeadLetter | None:
         """Apply one consent-signal or DSR record through its use case; a record the use case
