@@ -30,7 +30,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +432,9 @@ class _AnalysisPlan:
       the text cannot match (:data:`_NEEDS`, one entry per recognizer class: a digit for the
       checksummed ids, cards, IBANs, phone numbers and house numbers; ``@`` for e-mail; a digit
       or ``:`` for IP addresses);
-    * no result, nothing to enhance: the context steps run only when something was found;
+    * no result, nothing to enhance: the context steps run only when something was found, and
+      the context enhancer sees only the results it could change (those of a recognizer with
+      context words, not boosted yet; it treats each result on its own and keeps their order);
     * the recognizers' own context hook is presidio's base one, which returns its input (none
       of the scanner's recognizers overrides it); if one ever does, the plan falls back to
       ``AnalyzerEngine.analyze`` for every text.
@@ -447,6 +450,7 @@ class _AnalysisPlan:
         recognizers = analyzer.registry.get_recognizers(language=language, entities=entities)
         self._recognizers = recognizers
         self._steps = [(r, _NEEDS.get(type(r))) for r in recognizers]
+        self._with_context = {r.id for r in recognizers if r.context}
         self._order = {r.id: index for index, r in enumerate(recognizers)}
         self._thresholds = {r.id: r.score_thresholds for r in recognizers}
         self._engine_threshold = float(analyzer.default_score_threshold)
@@ -464,8 +468,9 @@ class _AnalysisPlan:
             )
             return results
         results = []
+        met = _needs_met(text)
         for recognizer, needs in self._steps:
-            if needs is not None and not needs(text):
+            if needs is not None and needs not in met:
                 continue
             found = recognizer.analyze(text=text, entities=self._entities, nlp_artifacts=artifacts)
             if found:
@@ -481,13 +486,23 @@ class _AnalysisPlan:
             (r for r in results if r.recognition_metadata[key] in order),
             key=lambda r: order[r.recognition_metadata[key]],
         )
-        results = self._enhancer.enhance_using_context(
-            text=text,
-            raw_results=results,
-            nlp_artifacts=artifacts,
-            recognizers=self._recognizers,
-            context=None,
-        )
+        boosted = RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY
+        open_to_context = [
+            index
+            for index, r in enumerate(results)
+            if r.recognition_metadata[key] in self._with_context
+            and not r.recognition_metadata.get(boosted)
+        ]
+        if open_to_context:
+            enhanced = self._enhancer.enhance_using_context(
+                text=text,
+                raw_results=[results[index] for index in open_to_context],
+                nlp_artifacts=artifacts,
+                recognizers=self._recognizers,
+                context=None,
+            )
+            for index, result in zip(open_to_context, enhanced, strict=True):
+                results[index] = result
         kept = [r for r in results if r.score >= self._threshold(r)]
         deduplicated: list[RecognizerResult] = EntityRecognizer.remove_duplicates(kept)
         return deduplicated
@@ -527,33 +542,41 @@ _RE_DIGIT = re.compile(r"\d")
 _REGEX_DIGIT = regex.compile(r"\d")
 
 
-def _has_digit(text: str) -> bool:
-    return _RE_DIGIT.search(text) is not None or _REGEX_DIGIT.search(text) is not None
+class _Need(StrEnum):
+    """A character class a recognizer's every pattern needs in the text."""
+
+    DIGIT = "a decimal digit"
+    AT_SIGN = "@"
+    DIGIT_OR_COLON = "a decimal digit or ':'"
 
 
-def _has_at_sign(text: str) -> bool:
-    return "@" in text
+def _needs_met(text: str) -> set[_Need]:
+    """The needs ``text`` meets (each looked up once per text, not once per recognizer)."""
+    met = set()
+    if _RE_DIGIT.search(text) is not None or _REGEX_DIGIT.search(text) is not None:
+        met |= {_Need.DIGIT, _Need.DIGIT_OR_COLON}
+    elif ":" in text:
+        met.add(_Need.DIGIT_OR_COLON)
+    if "@" in text:
+        met.add(_Need.AT_SIGN)
+    return met
 
 
-def _has_digit_or_colon(text: str) -> bool:
-    return ":" in text or _has_digit(text)
-
-
-_NEEDS: dict[type[EntityRecognizer], Callable[[str], bool]] = {
-    OfflineEmailRecognizer: _has_at_sign,
-    EuPhoneRecognizer: _has_digit,
-    AnyCaseIbanRecognizer: _has_digit,
-    CardNumberRecognizer: _has_digit,
-    IpRecognizer: _has_digit_or_colon,
-    StreetAddressRecognizer: _has_digit,
-    EuVatIdRecognizer: _has_digit,
-    ContextRequiredRecognizer: _has_digit,
-    UkNinoRecognizer: _has_digit,
-    EsNifRecognizer: _has_digit,
-    EsNieRecognizer: _has_digit,
-    SePersonnummerRecognizer: _has_digit,
-    FiPersonalIdentityCodeRecognizer: _has_digit,
-    UsSsnRecognizer: _has_digit,
+_NEEDS: dict[type[EntityRecognizer], _Need] = {
+    OfflineEmailRecognizer: _Need.AT_SIGN,
+    EuPhoneRecognizer: _Need.DIGIT,
+    AnyCaseIbanRecognizer: _Need.DIGIT,
+    CardNumberRecognizer: _Need.DIGIT,
+    IpRecognizer: _Need.DIGIT_OR_COLON,
+    StreetAddressRecognizer: _Need.DIGIT,
+    EuVatIdRecognizer: _Need.DIGIT,
+    ContextRequiredRecognizer: _Need.DIGIT,
+    UkNinoRecognizer: _Need.DIGIT,
+    EsNifRecognizer: _Need.DIGIT,
+    EsNieRecognizer: _Need.DIGIT,
+    SePersonnummerRecognizer: _Need.DIGIT,
+    FiPersonalIdentityCodeRecognizer: _Need.DIGIT,
+    UsSsnRecognizer: _Need.DIGIT,
 }
 
 
