@@ -15,7 +15,7 @@ from identity.errors import ConfigurationError
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
-from identity.store.port import GraphStore
+from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.api_keys import ApiKeys
 from privacy.access.purposes import PurposesPolicy
 from privacy.auditing.log import AuditLog, api_key_actor
@@ -111,9 +111,16 @@ class DeferredNotifier:
     def __init__(self, service: Callable[[], DsrService]) -> None:
         self._service = service
 
-    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+    def hold(
+        self,
+        erasure_id: str,
+        request_id: str,
+        person_ids: Sequence[str],
+        *,
+        tx: GraphTransaction | None = None,
+    ) -> int:
         """:meth:`DsrService.hold`."""
-        return self._service().hold(erasure_id, request_id, person_ids)
+        return self._service().hold(erasure_id, request_id, person_ids, tx=tx)
 
     def release(self, erasure_id: str) -> int:
         """:meth:`DsrService.release`."""

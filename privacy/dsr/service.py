@@ -54,6 +54,7 @@ from identity.model import (
     RESTRICTION_PURPOSE,
     ConsentInput,
     ConsentSignal,
+    Fact,
     FactKind,
     FactStatus,
     IdentifierNode,
@@ -61,7 +62,7 @@ from identity.model import (
 )
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
-from identity.store.port import GraphStore
+from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.cursors import CursorCodec, CursorScope
 from privacy.access.pseudonyms import FeaturePseudonymizer
 from privacy.access.purposes import PurposesPolicy
@@ -915,16 +916,24 @@ class DsrService:
 
     # -- the erasure notifier (privacy.dsr.erasure.ErasureNotifier) -------------------------
 
-    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+    def hold(
+        self,
+        erasure_id: str,
+        request_id: str,
+        person_ids: Sequence[str],
+        *,
+        tx: GraphTransaction | None = None,
+    ) -> int:
         """Store, held until the erasure completes, one sealed notice per recipient of any of
-        ``person_ids``; returns how many. Called by every erasure before its graph transaction
-        (the recipients and their keys are readable only while the persons exist): a request's
-        own erasure, the persons it follows through refusals, and retention."""
+        ``person_ids``; returns how many. Called by every erasure before its graph transaction,
+        or inside it (``tx``) on its last attempt (the recipients and their keys are readable
+        only while the persons exist): a request's own erasure, the persons it follows through
+        refusals, and retention."""
         request = self._erasing.get(request_id)
         if request is None:
             # Not a data-subject request: the retention sweep (storage limitation) erased them.
             request = _retention_request(request_id, self.config.default_regulation, self.clock())
-        notices = self._notices(request, person_ids)
+        notices = self._notices(request, person_ids, tx)
         if notices:
             self.store.hold(request_id, erasure_id, self.clock(), notices)
         return len(notices)
@@ -953,7 +962,12 @@ class DsrService:
             self.drop(erasure_id)
         return len(orphans)
 
-    def _notices(self, request: DsrRequest, person_ids: Sequence[str]) -> list[Outgoing]:
+    def _notices(
+        self,
+        request: DsrRequest,
+        person_ids: Sequence[str],
+        tx: GraphTransaction | None = None,
+    ) -> list[Outgoing]:
         """One sealed notice per recipient of any of ``person_ids``, carrying, per person, only
         the keys that recipient holds. Objections go to recipients of the objected purposes."""
         if request.type not in NOTIFIED_TYPES:
@@ -965,7 +979,7 @@ class DsrService:
                     request.purposes
                 ):
                     continue
-                keys.setdefault(consumer, []).append(self._keys_held(person_id, got))
+                keys.setdefault(consumer, []).append(self._keys_held(person_id, got, tx))
         if not keys:
             return []
         now = self.clock()
@@ -1004,8 +1018,12 @@ class DsrService:
         )
         return outgoing
 
-    def _keys_held(self, person_id: str, got: Received) -> NoticeKeys:
-        """The keys ``got.consumer`` holds for ``person_id``: never more than it was given."""
+    def _keys_held(
+        self, person_id: str, got: Received, tx: GraphTransaction | None = None
+    ) -> NoticeKeys:
+        """The keys ``got.consumer`` holds for ``person_id``: never more than it was given.
+        Read through ``tx`` when the caller's graph transaction is open (a second one on the
+        same store would wait for it, or fail)."""
         pseudonym = None
         if got.pseudonym:
             pseudonym = (
@@ -1018,9 +1036,13 @@ class DsrService:
             types.update(purpose.activation if purpose is not None else ())
         hashed: list[dict[str, str]] = []
         if types:
-            facts = self._graph.read(
-                lambda tx: tx.person_facts(person_id, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
-            )
+
+            def raw(graph_tx: GraphTransaction) -> list[Fact]:
+                return graph_tx.person_facts(
+                    person_id, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE
+                )
+
+            facts = raw(tx) if tx is not None else self._graph.read(raw)
             wanted = [f for f in facts if f.name in types]
             plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in wanted])
             hashed = [

@@ -225,11 +225,11 @@ def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_t
     planned: list[list[str]] = []
     joined: list[str] = []
 
-    def racing_hold(erasure_id: str, request_id: str, person_ids: Any) -> int:
+    def racing_hold(erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any) -> int:
         planned.append(sorted(person_ids))
         if not joined:
             joined.append(_refused_event(app, NOW - timedelta(minutes=5)))
-        return real_hold(erasure_id, request_id, person_ids)
+        return real_hold(erasure_id, request_id, person_ids, **kwargs)
 
     eraser = app.container.erasure
     monkeypatch.setattr(eraser._notifier, "hold", racing_hold)
@@ -241,3 +241,49 @@ def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_t
     assert dsr.store.held_erasures(dsr.clock() + timedelta(days=1)) == []  # released, not held
     app.process()
     assert _subjects(receiver) == [{"person_id": subject}]  # once: the first notices were dropped
+
+
+def _refused_person(app: Dsr, customer_id: str, at: object) -> str:
+    """An event pairing the subject's email with another customer id: the email is refused,
+    the customer id makes a person of its own (erased with the subject by refusal following)."""
+    ids = (_norm(app, "customer_id", customer_id), _norm(app, "email", EMAIL))
+    (outcome,) = app.container.engine.ingest([IdentityEvent(ids, "shop", at)])  # type: ignore[arg-type]
+    assert [r.reason.value for r in outcome.refusals] == ["limit_exceeded"]
+    assert outcome.person_id is not None
+    return outcome.person_id
+
+
+def test_every_person_an_erasure_erases_is_notified_when_ingest_races_every_plan(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ingest adds a person to the erasure after every plan made outside the graph's write
+    # transaction (here: an event refusing the subject's email, read by fraud-desk). The last
+    # re-plan used to erase the person that joined it without telling its recipient.
+    subject = _person(app)
+    _read_by_fraud_desk(app, subject)
+    dsr = app.container.dsr
+    real_hold = dsr.hold
+    joined: list[str] = []
+
+    def racing_hold(erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any) -> int:
+        held = real_hold(erasure_id, request_id, person_ids, **kwargs)
+        if kwargs.get("tx") is None:  # outside the write transaction: ingest can slip in
+            at = NOW - timedelta(minutes=10 + len(joined))
+            person = _refused_person(app, f"DSR-RACE-{len(joined):04d}", at)
+            _read_by_fraud_desk(app, person)
+            joined.append(person)
+        return held
+
+    eraser = app.container.erasure
+    monkeypatch.setattr(eraser._notifier, "hold", racing_hold)
+    result = eraser.erase([_norm(app, "email", EMAIL)], "er-race-all", "cli")  # type: ignore[list-item]
+
+    erased = [subject, *joined]
+    assert len(joined) >= 2  # it re-planned
+    assert result.persons_erased == len(erased)
+    still_there = app.container.store.read(lambda tx: [p for p in erased if tx.person(p)])
+    assert still_there == []
+    app.process()
+    assert len(receiver.received) == 1  # one notice for the recipient, naming every person
+    assert sorted(s["person_id"] for s in _subjects(receiver)) == sorted(erased)
+    assert result.recipients_notified == 1
