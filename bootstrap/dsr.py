@@ -198,12 +198,14 @@ def build_retention(
     erase_persons: PersonEraser | None = None
     if rules.inactive_person is not None:
 
-        def erase(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
+        def erase(person_ids: Sequence[str], actor: str, run_id: str) -> Mapping[str, int]:
             # Exports first, while the persons' refs still name them: a graph erasure that fails
             # half-way completes on recover(), but nothing would then find their exports again.
             destroyed = destroy_exports(person_ids)
             # No suppression: nobody asked these persons to stay away (privacy/dsr/retention.py).
-            erased = erasure.erase_persons(person_ids, actor=actor, suppress=False)
+            erased = erasure.erase_persons(
+                person_ids, actor=actor, request_id=run_id, suppress=False
+            )
             return {**result_counts(erased), "exports_destroyed": destroyed}
 
         erase_persons = erase

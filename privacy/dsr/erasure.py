@@ -358,14 +358,16 @@ class ErasureService:
         person_ids: Sequence[str],
         *,
         actor: str,
+        request_id: str,
         suppress: bool = False,
-        request_id: str = "retention",
     ) -> ErasureResult:
         """Erase persons by id, like :meth:`erase` (atomic, shredded, audited, recoverable).
 
         For retention (persons inactive past the configured limit): nobody asked, so by default
         nothing is suppressed and the same identifiers may come back as a new person later.
         ``suppress=True`` suppresses the erased identifiers as :meth:`erase` does.
+        ``request_id`` names the erasure in its audit entry and recipient notices (retention:
+        the run's id, :func:`privacy.dsr.retention.new_run_id`).
         """
         self._draft(actor, request_id, "e_check", dict.fromkeys(_COUNT_NAMES, 0), 0)
         persons = _Plan(tuple(sorted(set(person_ids))), (), ())

@@ -287,3 +287,33 @@ def test_every_person_an_erasure_erases_is_notified_when_ingest_races_every_plan
     assert len(receiver.received) == 1  # one notice for the recipient, naming every person
     assert sorted(s["person_id"] for s in _subjects(receiver)) == sorted(erased)
     assert result.recipients_notified == 1
+
+
+def test_each_retention_run_tells_recipients_under_its_own_id_recorded_in_its_audit(
+    tmp_path: Path, receiver: Receiver, secret: str, log_stream: io.StringIO
+) -> None:
+    # The notices of every retention erasure used to carry the request id "retention": a
+    # recipient could neither tell two sweeps apart nor match a notice to the sweep's audit.
+    settings = _settings(tmp_path, receiver, secret, retention_inactive_person_days=365)
+    with open_dsr(settings) as app:
+        run_ids: list[str] = []
+        for email in ("first.inactive@privacy-shop.de", "second.inactive@privacy-shop.de"):
+            identifier = _norm(app, "email", email)
+            event = IdentityEvent((identifier,), "shop", NOW - timedelta(days=800))  # type: ignore[arg-type]
+            (outcome,) = app.container.engine.ingest([event])
+            assert outcome.person_id is not None
+            _read_by_fraud_desk(app, outcome.person_id)
+            report = app.container.retention.run()
+            assert report.persons_erased == 1
+            run_ids.append(report.run_id)
+            app.process()
+
+        assert len(set(run_ids)) == 2
+        assert all(run_id.startswith("retention-") for run_id in run_ids)
+        assert [r["body"]["data"]["request_id"] for r in receiver.received] == run_ids
+        assert [r["body"]["data"]["reason"] for r in receiver.received] == ["retention"] * 2
+        entries = app.container.audit.entries()
+        swept = [e.details["run_id"] for e in entries if e.action == "retention.swept"]
+        erased = [e.details["request_id"] for e in entries if e.action == "dsr.erasure"]
+        assert swept == run_ids
+        assert erased == run_ids
