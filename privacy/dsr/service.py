@@ -800,7 +800,7 @@ class DsrService:
                 self._vault.encrypt(export_owner(rid), EXPORT_FIELD, export),
                 now + self.config.export_ttl,
             )
-        self.store.finish(
+        finished = self.store.finish(
             rid,
             DsrStatus.COMPLETED,
             now,
@@ -811,13 +811,24 @@ class DsrService:
             deliveries=deliveries,
         )
         self._shred([subjects_owner(rid)])
+        notified: list[AuditDraft] = []
+        if finished and notices:
+            # Queued with the terminal status, in its transaction: now the audit may say so.
+            queued = [(destination, url) for destination, url, *_ in notices]
+            notified.append(self._notified_draft(request.type, rid, queued))
+        elif notices:
+            # Another worker finished the request first (a stale claim taken over): these
+            # notices were never stored; their sealing keys go.
+            log.warning("dsr_notices_not_queued", request_id=rid, notices=len(notices))
+            self._shred([notice_owner(webhook_id) for _, _, webhook_id, _, _ in notices])
         self._audit_append(
+            *notified,
             AuditDraft(
                 actor="dsr-worker",
                 action="dsr.completed",
                 reason=f"{request.type.value} request completed",
                 details={"request_id": audit_ref_or_text(rid), "type": request.type, **result},
-            )
+            ),
         )
         log.info(
             "dsr_completed",
@@ -939,7 +950,24 @@ class DsrService:
         return len(notices)
 
     def release(self, erasure_id: str) -> int:
-        """Let the held notices of a completed erasure go out (idempotent)."""
+        """Let the held notices of a completed erasure go out (idempotent), and audit that the
+        recipients are being told (``dsr.recipients.notified``).
+
+        The audit entry is written first, then the notices are made due: both after the
+        erasure's keys are shredded and its own entry written, when nothing can stop them any
+        more (a crash in between: ``recover()`` runs this again, so the entry is written at
+        least once, like ``dsr.erasure``, and both copies name the erasure id). Notices that
+        were dropped (a rolled-back erasure) never get an entry."""
+        held = self.store.held_notices(erasure_id)
+        if held:
+            self._audit_append(
+                self._notified_draft(
+                    DsrType.ERASURE,
+                    held[0].request_id,
+                    [(n.destination, n.url) for n in held],
+                    erasure_id,
+                )
+            )
         return self.store.release(erasure_id, self.clock())
 
     def drop(self, erasure_id: str) -> None:
@@ -1004,19 +1032,40 @@ class DsrService:
             endpoint = self.config.recipients.get(consumer)
             url = endpoint.url if endpoint is not None else ""
             outgoing.append((RECIPIENT_PREFIX + consumer, url, webhook_id, event, sealed))
-        self._audit_append(
-            AuditDraft(
-                actor="dsr-worker",
-                action="dsr.recipients.notified",
-                reason=f"{request.type.value} notices to recipients queued",
-                details={
-                    "request_id": audit_ref_or_text(request.request_id),
-                    "recipients": [AuditRef(c) for c in sorted(keys)],
-                    "unconfigured": sum(c not in self.config.recipients for c in keys),
-                },
-            )
-        )
         return outgoing
+
+    @staticmethod
+    def _notified_draft(
+        request_type: DsrType,
+        request_id: str,
+        queued: Sequence[tuple[str, str]],
+        erasure_id: str | None = None,
+    ) -> AuditDraft:
+        """``dsr.recipients.notified``: the notices ``queued`` (``(destination, url)``) are in
+        the outbox, due for delivery (signed, with retries; each delivery's outcome is in the
+        request's status). Written only once they are, never when they are made: a notice
+        made for an erasure that rolls back, or for a request another worker finished, is
+        never sent. A recipient without a configured endpoint (empty url) is named apart: its
+        delivery fails ``destination_not_configured`` and an operator has to tell it."""
+        recipients = sorted({d.removeprefix(RECIPIENT_PREFIX) for d, _ in queued})
+        unconfigured = sorted({d.removeprefix(RECIPIENT_PREFIX) for d, url in queued if not url})
+        sending = len(recipients) - len(unconfigured)
+        details: dict[str, Any] = {
+            "request_id": audit_ref_or_text(request_id),
+            "recipients": [AuditRef(c) for c in recipients],
+            "queued": sending,
+            "unconfigured": len(unconfigured),
+            "unconfigured_recipients": [AuditRef(c) for c in unconfigured],
+        }
+        if erasure_id is not None:
+            details["erasure_id"] = AuditRef(erasure_id)
+        return AuditDraft(
+            actor="dsr-worker",
+            action="dsr.recipients.notified",
+            reason=f"{request_type.value} notices queued for delivery to {sending} recipient(s); "
+            f"{len(unconfigured)} without a configured endpoint, to be told by an operator",
+            details=details,
+        )
 
     def _keys_held(
         self, person_id: str, got: Received, tx: GraphTransaction | None = None

@@ -317,3 +317,79 @@ def test_each_retention_run_tells_recipients_under_its_own_id_recorded_in_its_au
         erased = [e.details["request_id"] for e in entries if e.action == "dsr.erasure"]
         assert swept == run_ids
         assert erased == run_ids
+
+
+def _notified(app: Dsr) -> list[Any]:
+    return [e for e in app.container.audit.entries() if e.action == "dsr.recipients.notified"]
+
+
+def test_the_recipients_notified_entry_is_written_once_the_notices_are_queued(
+    app: Dsr, receiver: Receiver
+) -> None:
+    # It used to be written when the notices were made and held, before the erasure's graph
+    # transaction: before anything was erased, and whether or not they would ever go out.
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    app.submit(
+        request_id="er-audited",
+        type="erasure",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    app.process()
+
+    entries = app.container.audit.entries()
+    (erasure,) = [e for e in entries if e.action == "dsr.erasure"]
+    (notified,) = _notified(app)
+    assert notified.seq > erasure.seq  # after the keys were shredded and the erasure audited
+    assert notified.details["request_id"] == "er-audited"
+    assert notified.details["erasure_id"] == erasure.details["erasure_id"]
+    assert list(notified.details["recipients"]) == ["fraud-desk"]
+    assert notified.details["queued"] == 1
+    assert notified.details["unconfigured"] == 0
+    assert "queued" in notified.reason
+    assert len(receiver.received) == 1
+
+
+def test_no_recipients_notified_entry_is_written_for_an_erasure_that_rolled_back(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    eraser = app.container.erasure
+
+    def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the graph transaction failed")
+
+    monkeypatch.setattr(eraser, "_erase_in_graph", failing)
+    with pytest.raises(RuntimeError):
+        eraser.erase([_norm(app, "email", EMAIL)], "er-no-entry", "cli")  # type: ignore[list-item]
+
+    assert _notified(app) == []
+    assert receiver.received == []
+
+
+def test_no_recipients_notified_entry_when_another_worker_finished_the_request_first(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restriction whose completion lost to another worker's (a stale claim taken over): its
+    # notices were never queued, so the audit must not say they were.
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    store = app.container.dsr.store
+    real_finish = store.finish
+
+    def finish_after_the_other_worker(request_id: str, status: Any, now: Any, **kw: Any) -> bool:
+        other = real_finish(request_id, status, now, from_statuses=kw["from_statuses"])
+        assert other
+        return real_finish(request_id, status, now, **kw)
+
+    monkeypatch.setattr(store, "finish", finish_after_the_other_worker)
+    app.submit(
+        request_id="res-lost",
+        type="restriction",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    app.process()
+
+    assert _notified(app) == []
+    assert receiver.received == []
