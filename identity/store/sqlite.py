@@ -285,7 +285,6 @@ _NODE_SELECT = (
 )
 
 
-@functools.lru_cache(maxsize=65_536)
 def _add_refusal_anchor(conn: sqlite3.Connection) -> None:
     """Schema 5 → 6: refusals name the node the rest of their event was anchored to (``NULL``
     for refusals recorded before: their data cannot be followed, as before). Idempotent."""
@@ -409,6 +408,7 @@ def _after_schema(conn: sqlite3.Connection) -> None:
     sqlite_audience.install(conn)
 
 
+@functools.lru_cache(maxsize=65_536)
 def _ms(moment: datetime) -> int:
     # Cached: a batch repeats the same few event times on every row it writes.
     return int(moment.timestamp() * 1000)
