@@ -56,7 +56,7 @@ from privacy.keys.keyprovider import (
     create_kek_file,
 )
 from privacy.keys.secretfile import read_secret_file
-from privacy.keys.vault import Vault
+from privacy.keys.vault import Vault, VaultUnavailableError
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from privacy.scanning import MODEL_ENTITIES, PiiScanner, ScannerConfig
 from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
@@ -96,6 +96,12 @@ class Container:
     def close(self) -> None:
         """Release the store, the vault, the control database and the audit log."""
         self.store.close()
+        # No graph write runs any more: the keys this process made ahead and never handed out
+        # are removed, not left in the key file at every stop (Vault.discard_pool says why).
+        try:
+            self.vault.discard_pool()
+        except VaultUnavailableError as exc:
+            log.warning("vault_pool_not_discarded", error=type(exc).__name__)
         self.vault_keys.close()
         self.api_keys.close()
         self.audit.close()

@@ -292,6 +292,12 @@ class VaultKeyStore(Protocol):
         """A counter every shred (by any process) increments; one cheap read."""
         ...
 
+    def delete_unused(self, owners: Collection[str]) -> int:
+        """Delete the keys of ``owners`` that no value was ever sealed under (keys made ahead
+        and never handed out): not a shred, so nothing is remembered and no cache is bumped.
+        Returns how many were deleted."""
+        ...
+
     def not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, WrappedKey]]:
         """Up to ``limit`` keys not wrapped under ``kek_id``, with owner > ``after``, by owner."""
         ...
@@ -362,6 +368,7 @@ class Vault:
         self._pool: OrderedDict[str, AESGCM] = OrderedDict()
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
+        self._pool_closed = False  # discard_pool() ran: nothing is handed out or kept any more
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -481,6 +488,8 @@ class Vault:
         if count <= 0 or count > self._pool_size:
             return []
         with self._pool_lock:
+            if self._pool_closed:
+                return []  # stopping: the caller makes its keys at seal time, as without a pool
             if len(self._pool) < count:
                 self._refill(make_owner)
             taken = [self._pool.popitem(last=False) for _ in range(count)]
@@ -492,6 +501,11 @@ class Vault:
     def release_owners(self, owners: Sequence[str]) -> None:
         """Give back reserved owners a committed write did not use (their keys stay valid)."""
         with self._pool_lock:
+            if self._pool_closed:
+                # Stopping: nothing will hand them out again, and a committed write did not use
+                # them, so no value is sealed under them. Removed like the rest of the pool.
+                self._delete_unused(list(owners))
+                return
             for owner in owners:
                 if len(self._pool) >= self._pool_size:
                     return  # the rest stay unused keys (see reserve_owners)
@@ -500,6 +514,34 @@ class Vault:
                 if cipher is None:  # evicted or dropped by a shred: no longer known good
                     continue
                 self._pool[owner] = cipher
+
+    def discard_pool(self) -> int:
+        """Delete the keys made ahead that were never handed out, and stop handing out any
+        (a stopping process: ``bootstrap.container.Container.close``); returns how many.
+
+        Why: every process holds up to ``pool_size`` keys made ahead, durably stored for owner
+        ids that exist nowhere else. Left in the key file at every stop, they would pile up
+        forever (wrapped random keys, no data: harmless, but the file only grows, and a crash
+        audit cannot tell them from keys whose values were lost). Safe against concurrent use:
+        under the pool lock, so an id is either still in the pool (deleted here, never handed
+        out) or was handed out before (kept: a write may be sealing under it now). Ids given
+        back afterwards by a committed write that did not use them are deleted too
+        (:meth:`release_owners`). A crash still leaves its pool behind (at most one per crash).
+        """
+        with self._pool_lock:
+            self._pool_closed = True
+            owners = list(self._pool)
+            self._pool.clear()
+            return self._delete_unused(owners)
+
+    def _delete_unused(self, owners: list[str]) -> int:
+        """Delete never-used keys (pool lock held); they leave the DEK cache first."""
+        if not owners:
+            return 0
+        with self._cache_lock:
+            for owner in owners:
+                self._cache.pop(owner, None)
+        return self._keys.delete_unused(owners)
 
     def _refill(self, make_owner: Callable[[], str]) -> None:
         wanted = {make_owner() for _ in range(self._pool_size - len(self._pool))}

@@ -235,6 +235,20 @@ class SqliteVaultKeyStore:
             ).fetchone()
         return deleted, int(generation)
 
+    def delete_unused(self, owners: Collection[str]) -> int:
+        """Delete keys no value was ever sealed under (a pool's keys made ahead, never handed
+        out): secure_delete zeroes them, but they are not shreds (no ref kept, no generation
+        bump: no cache anywhere can hold a key whose owner id never left its process)."""
+        wanted = sorted(set(owners))
+        deleted = 0
+        with self._write() as conn:
+            for chunk in _chunks(wanted):
+                deleted += conn.execute(
+                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                ).rowcount
+        return deleted
+
     def shred_generation(self) -> int:
         """A counter every shred increments (by any connection): caches of unwrapped keys
         compare it to notice shreds made elsewhere with one single-row read."""

@@ -3,6 +3,7 @@ one durable commit per ingest batch instead of a key-file commit plus the graph 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
 from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey, create_kek_file
-from privacy.keys.vault import Vault
+from privacy.keys.vault import REFS_OWNER, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.conftest import T0, Ids
 
@@ -186,3 +187,58 @@ def test_reserved_owners_have_keys_another_connection_sees(
         assert not set(owners) & set(vault.reserve_owners(5, new_node_id))  # never handed twice
     finally:
         outside.close()
+
+
+def _owners_in_key_file(tmp_path: Path) -> set[str]:
+    outside = sqlite3.connect(tmp_path / "vault-keys.sqlite3")
+    try:
+        return {r[0] for r in outside.execute("SELECT owner FROM data_keys")} - {REFS_OWNER}
+    finally:
+        outside.close()
+
+
+def test_a_stopping_vault_removes_its_unused_keys_but_keeps_those_handed_out(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # Keys made ahead and never handed out used to stay in the key file at every stop
+    # (up to pool_size per process): wrapped random keys nothing was ever sealed under.
+    vault = _vault(tmp_path, key_store, pool_size=8)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        (outcome,) = engine.ingest([_event(ids, 1)])
+        used = _sealed_owners(graph, outcome.person_id or "")
+        assert len(used) == 2
+        in_flight = vault.reserve_owners(1, new_node_id)  # a write may be sealing under it
+        assert len(_owners_in_key_file(tmp_path)) == 8
+
+        assert vault.discard_pool() == 5
+
+        assert _owners_in_key_file(tmp_path) == used | set(in_flight)
+        assert vault.reserve_owners(1, new_node_id) == []  # nothing is handed out any more
+        blob = vault.encrypt(in_flight[0], "email", b"ann@shop.de")
+        assert vault.decrypt(in_flight[0], "email", blob) == b"ann@shop.de"
+        # Values stored before are still readable, and later ingest still seals (at seal time).
+        facts = graph.read(
+            lambda tx: tx.person_facts(outcome.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
+        )
+        assert len(vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])) == 2
+        (later,) = engine.ingest([_event(ids, 2)])
+        assert len(_sealed_owners(graph, later.person_id or "")) == 2
+    finally:
+        graph.close()
+
+
+def test_ids_given_back_after_the_pool_was_discarded_lose_their_keys_too(
+    tmp_path: Path, key_store: CountingKeyStore
+) -> None:
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    taken = vault.reserve_owners(2, new_node_id)
+    vault.discard_pool()
+    assert _owners_in_key_file(tmp_path) == set(taken)
+    vault.release_owners(taken[:1])  # a committed write that did not use it
+    assert _owners_in_key_file(tmp_path) == set(taken[1:])
