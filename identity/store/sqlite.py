@@ -879,6 +879,16 @@ class _SqliteTransaction:
         )
         return [_fact(row) for row in rows]
 
+    def existing_nodes(self, node_ids: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(node_ids))):
+            rows = self._conn.execute(
+                f"SELECT node_id FROM identifiers WHERE node_id IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                chunk,
+            )
+            found.update(str(row[0]) for row in rows)
+        return found
+
     def node_facts(self, node_ids: Collection[str], kind: FactKind) -> list[Fact]:
         found: list[Fact] = []
         for chunk in _chunks(sorted(node_ids)):

@@ -81,6 +81,7 @@ from privacy.keys.keyprovider import (
     WrappedKey,
     WrappedKeyInvalidError,
 )
+from privacy.keys.process import ProcessIdentity, is_gone, process_identity
 
 VERSION = 0x01
 _VERSION_BYTE = bytes((VERSION,))
@@ -274,11 +275,31 @@ class VaultKeyStore(Protocol):
         ...
 
     def insert_new(
-        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        holder: int | None = None,
     ) -> dict[str, WrappedKey]:
         """Store new keys; an owner that got one meanwhile keeps it (returned). Raises
         :class:`DataKeyDestroyedError` (nothing written) for a shredded owner and
-        :class:`KekRetiredError` for a key under a retired KEK."""
+        :class:`KekRetiredError` for a key under a retired KEK. ``holder``: keys made ahead by
+        that pool holder."""
+        ...
+
+    def register_holder(self, process: ProcessIdentity) -> int:
+        """A new pool holder (a process making keys ahead); its id."""
+        ...
+
+    def pool_holders(self) -> dict[int, ProcessIdentity | None]:
+        """Every pool holder and its process (``None``: stopped cleanly, marks kept)."""
+        ...
+
+    def held_by(self, holder: int) -> list[str]:
+        """The owners of the keys ``holder`` made ahead and still holds."""
+        ...
+
+    def release_holder(self, holder: int, unused: Collection[str], *, settled: bool) -> int:
+        """Delete ``holder``'s keys of ``unused`` and its row; ``settled``: the rest are used."""
         ...
 
     def delete_many(
@@ -344,6 +365,7 @@ class Vault:
         provider: KeyProvider,
         cache_size: int = 10_000,
         pool_size: int = 256,
+        process: ProcessIdentity | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -369,6 +391,10 @@ class Vault:
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
         self._pool_closed = False  # discard_pool() ran: nothing is handed out or kept any more
+        # This process as the key file records the pool's keys (sweep_unused), registered on
+        # the first refill.
+        self._process = process or process_identity()
+        self._holder: int | None = None
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -532,7 +558,35 @@ class Vault:
             self._pool_closed = True
             owners = list(self._pool)
             self._pool.clear()
-            return self._delete_unused(owners)
+            if self._holder is None:
+                return self._delete_unused(owners)
+            with self._cache_lock:
+                for owner in owners:
+                    self._cache.pop(owner, None)
+            # The ids handed out keep their mark: the next sweep keeps those that became nodes.
+            return self._keys.release_holder(self._holder, owners, settled=False)
+
+    def sweep_unused(self, existing: Callable[[Sequence[str]], set[str]]) -> int:
+        """Delete the keys made ahead by processes that are gone and that no value uses; run at
+        start-up (``bootstrap.container.build_container``). Returns how many were deleted.
+
+        ``existing`` names those of some owner ids that are identifier nodes of the graph (a
+        reserved id is only ever used as a new node's id, created in the same commit as every
+        value sealed under it). A key is deleted only when its process is gone
+        (:func:`privacy.keys.process.is_gone`: nothing can hand its id out or write under it
+        any more) and its owner is not a node: so no stored value can be under it. Keys of live
+        processes, of processes that cannot be judged (another container) and of this one are
+        left alone; the used keys of a gone process become ordinary keys.
+        """
+        deleted = 0
+        for holder, process in sorted(self._keys.pool_holders().items()):
+            if holder == self._holder or not is_gone(process, self._process):
+                continue
+            owners = self._keys.held_by(holder)
+            used = existing(owners) if owners else set()
+            unused = [owner for owner in owners if owner not in used]
+            deleted += self._keys.release_holder(holder, unused, settled=True)
+        return deleted
 
     def _delete_unused(self, owners: list[str]) -> int:
         """Delete never-used keys (pool lock held); they leave the DEK cache first."""
@@ -547,7 +601,11 @@ class Vault:
         wanted = {make_owner() for _ in range(self._pool_size - len(self._pool))}
         for owner in wanted:
             _check_name("owner", owner)
-        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
+        if self._holder is None:
+            # Once per process: its pool's keys name it, so a process that dies with ids in its
+            # pool can have them removed after it is gone (sweep_unused), never before.
+            self._holder = self._keys.register_holder(self._process)
+        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted), self._holder)
         for owner in sorted(wanted):
             # Another process storing a key for a fresh random owner meanwhile would be an id
             # collision: such an owner is simply not pooled.
@@ -754,7 +812,7 @@ class Vault:
             raise TamperedDataKeyError(owner) from None
 
     def _insert_fresh(
-        self, missing: set[str], shred_refs: Mapping[str, str]
+        self, missing: set[str], shred_refs: Mapping[str, str], holder: int | None = None
     ) -> tuple[dict[str, WrappedKey], dict[str, bytes]]:
         """Make, wrap and store keys for ``missing``; returns what is stored and our DEKs.
 
@@ -774,7 +832,9 @@ class Vault:
                 owner: (key, dek) for owner, key, dek in zip(owners, wrapped, deks, strict=True)
             }
             try:
-                stored = self._keys.insert_new([(o, w) for o, (w, _) in fresh.items()], shred_refs)
+                stored = self._keys.insert_new(
+                    [(o, w) for o, (w, _) in fresh.items()], shred_refs, holder
+                )
             except KekRetiredError:
                 if attempt == _WRAP_ATTEMPTS - 1:
                     raise
