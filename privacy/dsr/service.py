@@ -1052,10 +1052,10 @@ class DsrService:
         sending = len(recipients) - len(unconfigured)
         details: dict[str, Any] = {
             "request_id": audit_ref_or_text(request_id),
-            "recipients": [AuditRef(c) for c in recipients],
+            "recipients": _refs(recipients),
             "queued": sending,
             "unconfigured": len(unconfigured),
-            "unconfigured_recipients": [AuditRef(c) for c in unconfigured],
+            "unconfigured_recipients": _refs(unconfigured),
         }
         if erasure_id is not None:
             details["erasure_id"] = AuditRef(erasure_id)
@@ -1543,6 +1543,18 @@ class DsrService:
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
             self._audit.append(drafts)
+
+
+def _refs(consumers: Sequence[str]) -> list[AuditRef]:
+    """Consumer names as audit references; a name without that shape is left out (counted by
+    the caller's totals): the entry is written after an erasure committed, and must not fail."""
+    refs: list[AuditRef] = []
+    for consumer in consumers:
+        try:
+            refs.append(AuditRef(consumer))
+        except ValueError:
+            log.warning("dsr_recipient_name_not_audited")
+    return refs
 
 
 RETENTION_REQUESTER: Final = "retention"
