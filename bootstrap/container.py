@@ -25,7 +25,7 @@ from bootstrap.dsr import (
     load_record_retention,
 )
 from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
-from identity.errors import ConfigurationError
+from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy, load_identity_policy
 from identity.resolution import ResolutionEngine
@@ -56,7 +56,7 @@ from privacy.keys.keyprovider import (
     create_kek_file,
 )
 from privacy.keys.secretfile import read_secret_file
-from privacy.keys.vault import Vault
+from privacy.keys.vault import Vault, VaultUnavailableError
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from privacy.scanning import MODEL_ENTITIES, PiiScanner, ScannerConfig
 from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
@@ -96,6 +96,12 @@ class Container:
     def close(self) -> None:
         """Release the store, the vault, the control database and the audit log."""
         self.store.close()
+        # No graph write runs any more: the keys this process made ahead and never handed out
+        # are removed, not left in the key file at every stop (Vault.discard_pool says why).
+        try:
+            self.vault.discard_pool()
+        except VaultUnavailableError as exc:
+            log.warning("vault_pool_not_discarded", error=type(exc).__name__)
         self.vault_keys.close()
         self.api_keys.close()
         self.audit.close()
@@ -626,10 +632,30 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
         )
         # Finish erasures a crash interrupted between their graph commit and their key shred
         # (privacy/dsr/erasure.py): before anything serves, every committed erasure is complete.
+        # Then remove the keys made ahead by processes that died with them (Vault.sweep_unused).
         if isinstance(store, DeferredGraphStore):
-            store.on_connected = container.erasure.recover
+            store.on_connected = lambda: _after_connect(container)
             store.start()
         else:
-            container.erasure.recover()
+            _after_connect(container)
         stack.pop_all()
     return container
+
+
+def _after_connect(container: Container) -> None:
+    container.erasure.recover()
+    sweep_pool_keys(container.vault, container.store)
+
+
+def sweep_pool_keys(vault: Vault, store: GraphStore) -> int:
+    """Delete the data keys that gone processes made ahead and no value uses (at start-up:
+    :meth:`privacy.keys.vault.Vault.sweep_unused`); how many. A failure is logged, not raised:
+    the keys are harmless, and the next start-up sweeps them."""
+    try:
+        swept = vault.sweep_unused(lambda owners: store.read(lambda tx: tx.existing_nodes(owners)))
+    except StoreUnavailableError as exc:  # the vault's and the graph's outages alike
+        log.warning("vault_pool_sweep_failed", error=type(exc).__name__)
+        return 0
+    if swept:
+        log.info("vault_pool_keys_swept", keys=swept)
+    return swept

@@ -15,7 +15,7 @@ from identity.errors import ConfigurationError
 from identity.hashing import Keyring
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
-from identity.store.port import GraphStore
+from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.api_keys import ApiKeys
 from privacy.access.purposes import PurposesPolicy
 from privacy.auditing.log import AuditLog, api_key_actor
@@ -111,9 +111,16 @@ class DeferredNotifier:
     def __init__(self, service: Callable[[], DsrService]) -> None:
         self._service = service
 
-    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+    def hold(
+        self,
+        erasure_id: str,
+        request_id: str,
+        person_ids: Sequence[str],
+        *,
+        tx: GraphTransaction | None = None,
+    ) -> int:
         """:meth:`DsrService.hold`."""
-        return self._service().hold(erasure_id, request_id, person_ids)
+        return self._service().hold(erasure_id, request_id, person_ids, tx=tx)
 
     def release(self, erasure_id: str) -> int:
         """:meth:`DsrService.release`."""
@@ -191,12 +198,14 @@ def build_retention(
     erase_persons: PersonEraser | None = None
     if rules.inactive_person is not None:
 
-        def erase(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
+        def erase(person_ids: Sequence[str], actor: str, run_id: str) -> Mapping[str, int]:
             # Exports first, while the persons' refs still name them: a graph erasure that fails
             # half-way completes on recover(), but nothing would then find their exports again.
             destroyed = destroy_exports(person_ids)
             # No suppression: nobody asked these persons to stay away (privacy/dsr/retention.py).
-            erased = erasure.erase_persons(person_ids, actor=actor, suppress=False)
+            erased = erasure.erase_persons(
+                person_ids, actor=actor, request_id=run_id, suppress=False
+            )
             return {**result_counts(erased), "exports_destroyed": destroyed}
 
         erase_persons = erase

@@ -472,6 +472,12 @@ ORDER BY at, fact_id
 """
 
 # Facts of one kind and one status (the adapter passes active) on some nodes, by id.
+EXISTING_NODES: Final = """
+UNWIND $node_ids AS nid
+MATCH (i:Identifier {node_id: nid})
+RETURN i.node_id AS node_id
+"""
+
 NODE_FACTS: Final = """
 UNWIND $node_ids AS nid
 MATCH (i:Identifier {node_id: nid})-[:HAS_FACT]->(f:Fact)

@@ -491,6 +491,14 @@ class Neo4jTransaction:
         )
         return [_fact(r) for r in records]
 
+    def existing_nodes(self, node_ids: Collection[str]) -> set[str]:
+        """Those of ``node_ids`` that are identifier nodes."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(node_ids)), self._batch):
+            records = self._data(cypher.EXISTING_NODES, node_ids=list(chunk))
+            found.update(str(r["node_id"]) for r in records)
+        return found
+
     def node_facts(self, node_ids: Collection[str], kind: FactKind) -> list[Fact]:
         """Active facts of ``kind`` anchored to ``node_ids``."""
         found: list[Fact] = []

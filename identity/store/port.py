@@ -86,6 +86,11 @@ class GraphTransaction(Protocol):
         """Active facts of ``kind`` anchored to ``node_ids``."""
         ...
 
+    def existing_nodes(self, node_ids: Collection[str]) -> set[str]:
+        """Those of ``node_ids`` that are identifier nodes of the graph (the vault's sweep of
+        keys made ahead keeps the key of every owner id that became a node)."""
+        ...
+
     def facts_page(self, status: FactStatus, after_fact_id: str, limit: int) -> list[Fact]:
         """Facts with ``status`` after ``after_fact_id`` in id order, at most ``limit``."""
         ...

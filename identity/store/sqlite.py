@@ -285,7 +285,6 @@ _NODE_SELECT = (
 )
 
 
-@functools.lru_cache(maxsize=65_536)
 def _add_refusal_anchor(conn: sqlite3.Connection) -> None:
     """Schema 5 → 6: refusals name the node the rest of their event was anchored to (``NULL``
     for refusals recorded before: their data cannot be followed, as before). Idempotent."""
@@ -409,6 +408,7 @@ def _after_schema(conn: sqlite3.Connection) -> None:
     sqlite_audience.install(conn)
 
 
+@functools.lru_cache(maxsize=65_536)
 def _ms(moment: datetime) -> int:
     # Cached: a batch repeats the same few event times on every row it writes.
     return int(moment.timestamp() * 1000)
@@ -878,6 +878,16 @@ class _SqliteTransaction:
             (person_id, status.value, *wanted),
         )
         return [_fact(row) for row in rows]
+
+    def existing_nodes(self, node_ids: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(node_ids))):
+            rows = self._conn.execute(
+                f"SELECT node_id FROM identifiers WHERE node_id IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                chunk,
+            )
+            found.update(str(row[0]) for row in rows)
+        return found
 
     def node_facts(self, node_ids: Collection[str], kind: FactKind) -> list[Fact]:
         found: list[Fact] = []

@@ -119,8 +119,9 @@ class _PlanChangedError(Exception):
         super().__init__("the persons to erase changed since the plan")
 
 
-# How often an erasure re-plans when ingest keeps adding persons under it; the last attempt
-# erases what it finds (the recipients of a person that appeared then are not told: logged).
+# How often an erasure plans: the first attempts make their notices before the graph transaction
+# and start over when ingest added a person under them; the last one makes them inside the write
+# transaction, from exactly the persons it erases (no person can join it unnotified).
 _PLAN_ATTEMPTS: Final = 3
 # Held notices older than this and not of a pending erasure belong to a rolled-back one
 # (privacy.dsr.service.DsrService.drop_orphaned_notices).
@@ -132,8 +133,18 @@ class ErasureNotifier(Protocol):
     :class:`privacy.dsr.service.DsrService`. Every erasure path (a DSR, the persons it
     follows through refusals, retention) goes through it."""
 
-    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
-        """Make and store, held, one sealed notice per recipient of ``person_ids``; how many."""
+    def hold(
+        self,
+        erasure_id: str,
+        request_id: str,
+        person_ids: Sequence[str],
+        *,
+        tx: GraphTransaction | None = None,
+    ) -> int:
+        """Make and store, held, one sealed notice per recipient of ``person_ids``; how many.
+
+        ``tx``: read the persons through this open graph transaction (the erasure's own, whose
+        write lock is held) instead of a transaction of the notifier's own."""
         ...
 
     def release(self, erasure_id: str) -> int:
@@ -250,30 +261,44 @@ class ErasureService:
 
         Why the notices are made before the graph transaction: who received a person's data
         and which key it holds (the person id, a pseudonym, the hashes of identifiers an export
-        sent) can only be read while the person still exists. Held notices are released by
+        sent) can only be read while the person still exists, and making them (audit reads,
+        vault seals, a DSR store write) inside the graph's write lock would stall every ingest.
+        When ingest keeps adding persons, the last attempt makes them inside the transaction
+        after all, from the persons it is about to erase: every erased person's recipients are
+        told (Art. 17(2), 19), never "most of them". Held notices are released by
         :meth:`_finish` (at least once: :meth:`recover` runs it for an interrupted erasure) and
         dropped if the transaction rolls back.
         """
         erasure_id = new_erasure_id()
         planned = self._store.read(plan)
+        notified = 0
         for attempt in range(_PLAN_ATTEMPTS):
-            last = attempt + 1 == _PLAN_ATTEMPTS
-            notified = self._hold(erasure_id, request_id, planned.erased)
+            locked = attempt + 1 == _PLAN_ATTEMPTS
+            if not locked:
+                notified = self._hold(erasure_id, request_id, planned.erased)
+            made: list[int] = []
 
             def run(
-                tx: GraphTransaction, expected: _Plan = planned, last: bool = last
+                tx: GraphTransaction,
+                expected: _Plan = planned,
+                locked: bool = locked,
+                made: list[int] = made,
             ) -> ErasureOutboxEntry:
                 current = plan(tx)
-                if not set(current.erased) <= set(expected.erased):
-                    if not last:
-                        raise _PlanChangedError(current)
-                    log.warning("erasure_recipients_not_planned", erasure_id=erasure_id)
+                if locked:
+                    # Read through this transaction: no other read sees the persons as it does.
+                    # A retried transaction function (Neo4j) makes them again, once.
+                    self._drop_held(erasure_id)
+                    made[:] = [self._hold(erasure_id, request_id, current.erased, tx=tx)]
+                elif not set(current.erased) <= set(expected.erased):
+                    raise _PlanChangedError(current)
                 return self._erase_in_graph(
                     tx, current, requested, erasure_id, request_id, actor, suppress=suppress
                 )
 
             try:
                 entry = self._store.write(run)
+                notified = made[0] if made else notified
             except _PlanChangedError as changed:
                 # A person joined the erasure between the plan and the transaction (an ingest
                 # racing it): tell the recipients of the new set instead.
@@ -288,10 +313,17 @@ class ErasureService:
         self._audit_review(entry, actor)
         return replace(result, recipients_notified=notified)
 
-    def _hold(self, erasure_id: str, request_id: str, persons: Sequence[str]) -> int:
+    def _hold(
+        self,
+        erasure_id: str,
+        request_id: str,
+        persons: Sequence[str],
+        *,
+        tx: GraphTransaction | None = None,
+    ) -> int:
         if self._notifier is None or not persons:
             return 0
-        return self._notifier.hold(erasure_id, request_id, persons)
+        return self._notifier.hold(erasure_id, request_id, persons, tx=tx)
 
     def _drop_held(self, erasure_id: str) -> None:
         if self._notifier is not None:
@@ -326,14 +358,16 @@ class ErasureService:
         person_ids: Sequence[str],
         *,
         actor: str,
+        request_id: str,
         suppress: bool = False,
-        request_id: str = "retention",
     ) -> ErasureResult:
         """Erase persons by id, like :meth:`erase` (atomic, shredded, audited, recoverable).
 
         For retention (persons inactive past the configured limit): nobody asked, so by default
         nothing is suppressed and the same identifiers may come back as a new person later.
         ``suppress=True`` suppresses the erased identifiers as :meth:`erase` does.
+        ``request_id`` names the erasure in its audit entry and recipient notices (retention:
+        the run's id, :func:`privacy.dsr.retention.new_run_id`).
         """
         self._draft(actor, request_id, "e_check", dict.fromkeys(_COUNT_NAMES, 0), 0)
         persons = _Plan(tuple(sorted(set(person_ids))), (), ())

@@ -16,7 +16,10 @@ counted (``facts_restricted_kept``) and swept on the first run after the restric
 Persons without activity (``last_seen``) for ``inactive_person`` are erased whole through the
 erasure service, **without suppression**: nobody asked for them to stay away, so when they come
 back they are a new person. A person whose processing is restricted (Art. 18) is skipped: a
-restriction asks for the data to be *kept*.
+restriction asks for the data to be *kept*. Every run has an id of its own (:func:`new_run_id`,
+``retention-<UTC time>-<random>``): its erasures carry it as their request id, so the recipients'
+notices (Art. 17(2), 19), the ``dsr.erasure`` entries and the run's ``retention.swept`` entry all
+name the same run, and two runs never share one.
 
 **Records of the service's own processing** are kept as ``policies/retention.yaml`` declares
 (:class:`RecordRetention`, validated at start-up like every policy file): ended data-subject
@@ -33,6 +36,7 @@ one audit entry per run, with counts only.
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +50,7 @@ from identity.model import FactKind, FactStatus, MemberScan
 from identity.policy import load_policy_file
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.purposes import PurposesPolicy
-from privacy.auditing.log import AuditDraft, AuditLog
+from privacy.auditing.log import AuditDraft, AuditLog, AuditRef
 from privacy.consent.state import is_restricted
 from privacy.scanning.facts import UNKNOWN_CATEGORY, FactsPolicy
 
@@ -131,15 +135,26 @@ def rules_from_policies(
 class PersonEraser(Protocol):
     """Erases whole persons by id, without suppression; returns counts."""
 
-    def __call__(self, person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
-        """Erase ``person_ids``."""
+    def __call__(self, person_ids: Sequence[str], actor: str, run_id: str) -> Mapping[str, int]:
+        """Erase ``person_ids`` for the retention run ``run_id`` (their erasure's request id)."""
         ...
+
+
+def new_run_id(now: datetime) -> str:
+    """A retention run's id: ``retention-`` + the run's UTC start (seconds) + 8 random hex.
+
+    Why not one constant: recipients told of a retention erasure match its notice to the run
+    (and de-duplicate) by this id, and an operator finds the run's audit entries by it. The time
+    makes it readable and sortable, the random part makes two runs in one second distinct. It has
+    the audit reference shape (no personal data in it)."""
+    return f"retention-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True, slots=True)
 class RetentionReport:
     """What one sweep did."""
 
+    run_id: str = ""  # new_run_id(): the request id of its erasures and their notices
     facts_scanned: int = 0
     facts_deleted: int = 0
     facts_restricted_kept: int = 0
@@ -183,7 +198,8 @@ class RetentionSweeper:
     ) -> RetentionReport:
         """Sweep facts, then inactive persons; audit the counts; return the report."""
         now = self._clock()
-        report = self._sweep_facts(now, batch_size, progress)
+        run_id = new_run_id(now)
+        report = replace(self._sweep_facts(now, batch_size, progress), run_id=run_id)
         report = self._sweep_persons(now, batch_size, report, actor, progress)
         if self.records is not None:
             report = replace(report, records_deleted=self._sweep_records(now, batch_size))
@@ -194,6 +210,7 @@ class RetentionSweeper:
                     action="retention.swept",
                     reason="retention sweep",
                     details={
+                        "run_id": AuditRef(run_id),
                         "facts_scanned": report.facts_scanned,
                         "facts_deleted": report.facts_deleted,
                         "facts_restricted_kept": report.facts_restricted_kept,
@@ -350,7 +367,7 @@ class RetentionSweeper:
             kept += len(restricted)
             targets = [r.person_id for r in stale if r not in restricted]
             if targets:
-                counts = self._erase(targets, actor)
+                counts = self._erase(targets, actor, report.run_id)
                 totals.update(counts)
                 erased += counts.get("persons_erased", len(targets))
             after = rows[-1].person_id
@@ -377,6 +394,7 @@ def _with_persons(
     totals: Counter[str],
 ) -> RetentionReport:
     return RetentionReport(
+        run_id=report.run_id,
         facts_scanned=report.facts_scanned,
         facts_deleted=report.facts_deleted,
         facts_restricted_kept=report.facts_restricted_kept,

@@ -54,6 +54,7 @@ from identity.model import (
     RESTRICTION_PURPOSE,
     ConsentInput,
     ConsentSignal,
+    Fact,
     FactKind,
     FactStatus,
     IdentifierNode,
@@ -61,7 +62,7 @@ from identity.model import (
 )
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
-from identity.store.port import GraphStore
+from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.cursors import CursorCodec, CursorScope
 from privacy.access.pseudonyms import FeaturePseudonymizer
 from privacy.access.purposes import PurposesPolicy
@@ -799,7 +800,7 @@ class DsrService:
                 self._vault.encrypt(export_owner(rid), EXPORT_FIELD, export),
                 now + self.config.export_ttl,
             )
-        self.store.finish(
+        finished = self.store.finish(
             rid,
             DsrStatus.COMPLETED,
             now,
@@ -810,13 +811,24 @@ class DsrService:
             deliveries=deliveries,
         )
         self._shred([subjects_owner(rid)])
+        notified: list[AuditDraft] = []
+        if finished and notices:
+            # Queued with the terminal status, in its transaction: now the audit may say so.
+            queued = [(destination, url) for destination, url, *_ in notices]
+            notified.append(self._notified_draft(request.type, rid, queued))
+        elif notices:
+            # Another worker finished the request first (a stale claim taken over): these
+            # notices were never stored; their sealing keys go.
+            log.warning("dsr_notices_not_queued", request_id=rid, notices=len(notices))
+            self._shred([notice_owner(webhook_id) for _, _, webhook_id, _, _ in notices])
         self._audit_append(
+            *notified,
             AuditDraft(
                 actor="dsr-worker",
                 action="dsr.completed",
                 reason=f"{request.type.value} request completed",
                 details={"request_id": audit_ref_or_text(rid), "type": request.type, **result},
-            )
+            ),
         )
         log.info(
             "dsr_completed",
@@ -915,22 +927,47 @@ class DsrService:
 
     # -- the erasure notifier (privacy.dsr.erasure.ErasureNotifier) -------------------------
 
-    def hold(self, erasure_id: str, request_id: str, person_ids: Sequence[str]) -> int:
+    def hold(
+        self,
+        erasure_id: str,
+        request_id: str,
+        person_ids: Sequence[str],
+        *,
+        tx: GraphTransaction | None = None,
+    ) -> int:
         """Store, held until the erasure completes, one sealed notice per recipient of any of
-        ``person_ids``; returns how many. Called by every erasure before its graph transaction
-        (the recipients and their keys are readable only while the persons exist): a request's
-        own erasure, the persons it follows through refusals, and retention."""
+        ``person_ids``; returns how many. Called by every erasure before its graph transaction,
+        or inside it (``tx``) on its last attempt (the recipients and their keys are readable
+        only while the persons exist): a request's own erasure, the persons it follows through
+        refusals, and retention."""
         request = self._erasing.get(request_id)
         if request is None:
             # Not a data-subject request: the retention sweep (storage limitation) erased them.
             request = _retention_request(request_id, self.config.default_regulation, self.clock())
-        notices = self._notices(request, person_ids)
+        notices = self._notices(request, person_ids, tx)
         if notices:
             self.store.hold(request_id, erasure_id, self.clock(), notices)
         return len(notices)
 
     def release(self, erasure_id: str) -> int:
-        """Let the held notices of a completed erasure go out (idempotent)."""
+        """Let the held notices of a completed erasure go out (idempotent), and audit that the
+        recipients are being told (``dsr.recipients.notified``).
+
+        The audit entry is written first, then the notices are made due: both after the
+        erasure's keys are shredded and its own entry written, when nothing can stop them any
+        more (a crash in between: ``recover()`` runs this again, so the entry is written at
+        least once, like ``dsr.erasure``, and both copies name the erasure id). Notices that
+        were dropped (a rolled-back erasure) never get an entry."""
+        held = self.store.held_notices(erasure_id)
+        if held:
+            self._audit_append(
+                self._notified_draft(
+                    DsrType.ERASURE,
+                    held[0].request_id,
+                    [(n.destination, n.url) for n in held],
+                    erasure_id,
+                )
+            )
         return self.store.release(erasure_id, self.clock())
 
     def drop(self, erasure_id: str) -> None:
@@ -953,7 +990,12 @@ class DsrService:
             self.drop(erasure_id)
         return len(orphans)
 
-    def _notices(self, request: DsrRequest, person_ids: Sequence[str]) -> list[Outgoing]:
+    def _notices(
+        self,
+        request: DsrRequest,
+        person_ids: Sequence[str],
+        tx: GraphTransaction | None = None,
+    ) -> list[Outgoing]:
         """One sealed notice per recipient of any of ``person_ids``, carrying, per person, only
         the keys that recipient holds. Objections go to recipients of the objected purposes."""
         if request.type not in NOTIFIED_TYPES:
@@ -965,7 +1007,7 @@ class DsrService:
                     request.purposes
                 ):
                     continue
-                keys.setdefault(consumer, []).append(self._keys_held(person_id, got))
+                keys.setdefault(consumer, []).append(self._keys_held(person_id, got, tx))
         if not keys:
             return []
         now = self.clock()
@@ -990,22 +1032,47 @@ class DsrService:
             endpoint = self.config.recipients.get(consumer)
             url = endpoint.url if endpoint is not None else ""
             outgoing.append((RECIPIENT_PREFIX + consumer, url, webhook_id, event, sealed))
-        self._audit_append(
-            AuditDraft(
-                actor="dsr-worker",
-                action="dsr.recipients.notified",
-                reason=f"{request.type.value} notices to recipients queued",
-                details={
-                    "request_id": audit_ref_or_text(request.request_id),
-                    "recipients": [AuditRef(c) for c in sorted(keys)],
-                    "unconfigured": sum(c not in self.config.recipients for c in keys),
-                },
-            )
-        )
         return outgoing
 
-    def _keys_held(self, person_id: str, got: Received) -> NoticeKeys:
-        """The keys ``got.consumer`` holds for ``person_id``: never more than it was given."""
+    @staticmethod
+    def _notified_draft(
+        request_type: DsrType,
+        request_id: str,
+        queued: Sequence[tuple[str, str]],
+        erasure_id: str | None = None,
+    ) -> AuditDraft:
+        """``dsr.recipients.notified``: the notices ``queued`` (``(destination, url)``) are in
+        the outbox, due for delivery (signed, with retries; each delivery's outcome is in the
+        request's status). Written only once they are, never when they are made: a notice
+        made for an erasure that rolls back, or for a request another worker finished, is
+        never sent. A recipient without a configured endpoint (empty url) is named apart: its
+        delivery fails ``destination_not_configured`` and an operator has to tell it."""
+        recipients = sorted({d.removeprefix(RECIPIENT_PREFIX) for d, _ in queued})
+        unconfigured = sorted({d.removeprefix(RECIPIENT_PREFIX) for d, url in queued if not url})
+        sending = len(recipients) - len(unconfigured)
+        details: dict[str, Any] = {
+            "request_id": audit_ref_or_text(request_id),
+            "recipients": _refs(recipients),
+            "queued": sending,
+            "unconfigured": len(unconfigured),
+            "unconfigured_recipients": _refs(unconfigured),
+        }
+        if erasure_id is not None:
+            details["erasure_id"] = AuditRef(erasure_id)
+        return AuditDraft(
+            actor="dsr-worker",
+            action="dsr.recipients.notified",
+            reason=f"{request_type.value} notices queued for delivery to {sending} recipient(s); "
+            f"{len(unconfigured)} without a configured endpoint, to be told by an operator",
+            details=details,
+        )
+
+    def _keys_held(
+        self, person_id: str, got: Received, tx: GraphTransaction | None = None
+    ) -> NoticeKeys:
+        """The keys ``got.consumer`` holds for ``person_id``: never more than it was given.
+        Read through ``tx`` when the caller's graph transaction is open (a second one on the
+        same store would wait for it, or fail)."""
         pseudonym = None
         if got.pseudonym:
             pseudonym = (
@@ -1018,9 +1085,13 @@ class DsrService:
             types.update(purpose.activation if purpose is not None else ())
         hashed: list[dict[str, str]] = []
         if types:
-            facts = self._graph.read(
-                lambda tx: tx.person_facts(person_id, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
-            )
+
+            def raw(graph_tx: GraphTransaction) -> list[Fact]:
+                return graph_tx.person_facts(
+                    person_id, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE
+                )
+
+            facts = raw(tx) if tx is not None else self._graph.read(raw)
             wanted = [f for f in facts if f.name in types]
             plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in wanted])
             hashed = [
@@ -1472,6 +1543,18 @@ class DsrService:
     def _audit_append(self, *drafts: AuditDraft) -> None:
         if drafts:
             self._audit.append(drafts)
+
+
+def _refs(consumers: Sequence[str]) -> list[AuditRef]:
+    """Consumer names as audit references; a name without that shape is left out (counted by
+    the caller's totals): the entry is written after an erasure committed, and must not fail."""
+    refs: list[AuditRef] = []
+    for consumer in consumers:
+        try:
+            refs.append(AuditRef(consumer))
+        except ValueError:
+            log.warning("dsr_recipient_name_not_audited")
+    return refs
 
 
 RETENTION_REQUESTER: Final = "retention"

@@ -198,6 +198,16 @@ class DueDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldNotice:
+    """A recipient notice held for an erasure: where it goes (``url`` empty when the recipient
+    had no configured endpoint)."""
+
+    request_id: str
+    destination: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """A request claimed by a worker, with its sealed subjects (``None`` if already shredded)."""
 
@@ -294,6 +304,10 @@ class DsrStore(Protocol):
         deliveries: Sequence[tuple[str, str, str, str, bytes]],
     ) -> None:
         """Write an erasure's recipient notices *held*: not sent until :meth:`release`."""
+        ...
+
+    def held_notices(self, erasure_id: str) -> list[HeldNotice]:
+        """The notices still held for ``erasure_id`` (none once released or dropped)."""
         ...
 
     def release(self, erasure_id: str, now: datetime) -> int:
@@ -623,6 +637,16 @@ class SqliteDsrStore:
         """Write an erasure's recipient notices *held*: not sent until :meth:`release`."""
         with self._tx() as conn:
             self._enqueue(conn, request_id, now, deliveries, erasure_id)
+
+    def held_notices(self, erasure_id: str) -> list[HeldNotice]:
+        """The notices still held for ``erasure_id`` (none once released or dropped)."""
+        with self._tx("BEGIN") as conn:
+            rows = conn.execute(
+                "SELECT request_id, destination, url FROM deliveries "
+                "WHERE erasure_id = ? AND state = ? ORDER BY delivery_id",
+                (erasure_id, DeliveryState.HELD.value),
+            ).fetchall()
+        return [HeldNotice(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     def release(self, erasure_id: str, now: datetime) -> int:
         """Make the held notices of ``erasure_id`` due now; how many (0 when already done)."""

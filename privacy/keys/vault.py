@@ -81,6 +81,7 @@ from privacy.keys.keyprovider import (
     WrappedKey,
     WrappedKeyInvalidError,
 )
+from privacy.keys.process import ProcessIdentity, is_gone, process_identity
 
 VERSION = 0x01
 _VERSION_BYTE = bytes((VERSION,))
@@ -274,11 +275,31 @@ class VaultKeyStore(Protocol):
         ...
 
     def insert_new(
-        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        holder: int | None = None,
     ) -> dict[str, WrappedKey]:
         """Store new keys; an owner that got one meanwhile keeps it (returned). Raises
         :class:`DataKeyDestroyedError` (nothing written) for a shredded owner and
-        :class:`KekRetiredError` for a key under a retired KEK."""
+        :class:`KekRetiredError` for a key under a retired KEK. ``holder``: keys made ahead by
+        that pool holder."""
+        ...
+
+    def register_holder(self, process: ProcessIdentity) -> int:
+        """A new pool holder (a process making keys ahead); its id."""
+        ...
+
+    def pool_holders(self) -> dict[int, ProcessIdentity | None]:
+        """Every pool holder and its process (``None``: stopped cleanly, marks kept)."""
+        ...
+
+    def held_by(self, holder: int) -> list[str]:
+        """The owners of the keys ``holder`` made ahead and still holds."""
+        ...
+
+    def release_holder(self, holder: int, unused: Collection[str], *, settled: bool) -> int:
+        """Delete ``holder``'s keys of ``unused`` and its row; ``settled``: the rest are used."""
         ...
 
     def delete_many(
@@ -290,6 +311,12 @@ class VaultKeyStore(Protocol):
 
     def shred_generation(self) -> int:
         """A counter every shred (by any process) increments; one cheap read."""
+        ...
+
+    def delete_unused(self, owners: Collection[str]) -> int:
+        """Delete the keys of ``owners`` that no value was ever sealed under (keys made ahead
+        and never handed out): not a shred, so nothing is remembered and no cache is bumped.
+        Returns how many were deleted."""
         ...
 
     def not_under(self, kek_id: str, after: str, limit: int) -> list[tuple[str, WrappedKey]]:
@@ -338,6 +365,7 @@ class Vault:
         provider: KeyProvider,
         cache_size: int = 10_000,
         pool_size: int = 256,
+        process: ProcessIdentity | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -362,6 +390,11 @@ class Vault:
         self._pool: OrderedDict[str, AESGCM] = OrderedDict()
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
+        self._pool_closed = False  # discard_pool() ran: nothing is handed out or kept any more
+        # This process as the key file records the pool's keys (sweep_unused), registered on
+        # the first refill.
+        self._process = process or process_identity()
+        self._holder: int | None = None
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -481,6 +514,8 @@ class Vault:
         if count <= 0 or count > self._pool_size:
             return []
         with self._pool_lock:
+            if self._pool_closed:
+                return []  # stopping: the caller makes its keys at seal time, as without a pool
             if len(self._pool) < count:
                 self._refill(make_owner)
             taken = [self._pool.popitem(last=False) for _ in range(count)]
@@ -492,6 +527,11 @@ class Vault:
     def release_owners(self, owners: Sequence[str]) -> None:
         """Give back reserved owners a committed write did not use (their keys stay valid)."""
         with self._pool_lock:
+            if self._pool_closed:
+                # Stopping: nothing will hand them out again, and a committed write did not use
+                # them, so no value is sealed under them. Removed like the rest of the pool.
+                self._delete_unused(list(owners))
+                return
             for owner in owners:
                 if len(self._pool) >= self._pool_size:
                     return  # the rest stay unused keys (see reserve_owners)
@@ -501,11 +541,71 @@ class Vault:
                     continue
                 self._pool[owner] = cipher
 
+    def discard_pool(self) -> int:
+        """Delete the keys made ahead that were never handed out, and stop handing out any
+        (a stopping process: ``bootstrap.container.Container.close``); returns how many.
+
+        Why: every process holds up to ``pool_size`` keys made ahead, durably stored for owner
+        ids that exist nowhere else. Left in the key file at every stop, they would pile up
+        forever (wrapped random keys, no data: harmless, but the file only grows, and a crash
+        audit cannot tell them from keys whose values were lost). Safe against concurrent use:
+        under the pool lock, so an id is either still in the pool (deleted here, never handed
+        out) or was handed out before (kept: a write may be sealing under it now). Ids given
+        back afterwards by a committed write that did not use them are deleted too
+        (:meth:`release_owners`). A crash still leaves its pool behind (at most one per crash).
+        """
+        with self._pool_lock:
+            self._pool_closed = True
+            owners = list(self._pool)
+            self._pool.clear()
+            if self._holder is None:
+                return self._delete_unused(owners)
+            with self._cache_lock:
+                for owner in owners:
+                    self._cache.pop(owner, None)
+            # The ids handed out keep their mark: the next sweep keeps those that became nodes.
+            return self._keys.release_holder(self._holder, owners, settled=False)
+
+    def sweep_unused(self, existing: Callable[[Sequence[str]], set[str]]) -> int:
+        """Delete the keys made ahead by processes that are gone and that no value uses; run at
+        start-up (``bootstrap.container.build_container``). Returns how many were deleted.
+
+        ``existing`` names those of some owner ids that are identifier nodes of the graph (a
+        reserved id is only ever used as a new node's id, created in the same commit as every
+        value sealed under it). A key is deleted only when its process is gone
+        (:func:`privacy.keys.process.is_gone`: nothing can hand its id out or write under it
+        any more) and its owner is not a node: so no stored value can be under it. Keys of live
+        processes, of processes that cannot be judged (another container) and of this one are
+        left alone; the used keys of a gone process become ordinary keys.
+        """
+        deleted = 0
+        for holder, process in sorted(self._keys.pool_holders().items()):
+            if holder == self._holder or not is_gone(process, self._process):
+                continue
+            owners = self._keys.held_by(holder)
+            used = existing(owners) if owners else set()
+            unused = [owner for owner in owners if owner not in used]
+            deleted += self._keys.release_holder(holder, unused, settled=True)
+        return deleted
+
+    def _delete_unused(self, owners: list[str]) -> int:
+        """Delete never-used keys (pool lock held); they leave the DEK cache first."""
+        if not owners:
+            return 0
+        with self._cache_lock:
+            for owner in owners:
+                self._cache.pop(owner, None)
+        return self._keys.delete_unused(owners)
+
     def _refill(self, make_owner: Callable[[], str]) -> None:
         wanted = {make_owner() for _ in range(self._pool_size - len(self._pool))}
         for owner in wanted:
             _check_name("owner", owner)
-        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
+        if self._holder is None:
+            # Once per process: its pool's keys name it, so a process that dies with ids in its
+            # pool can have them removed after it is gone (sweep_unused), never before.
+            self._holder = self._keys.register_holder(self._process)
+        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted), self._holder)
         for owner in sorted(wanted):
             # Another process storing a key for a fresh random owner meanwhile would be an id
             # collision: such an owner is simply not pooled.
@@ -712,7 +812,7 @@ class Vault:
             raise TamperedDataKeyError(owner) from None
 
     def _insert_fresh(
-        self, missing: set[str], shred_refs: Mapping[str, str]
+        self, missing: set[str], shred_refs: Mapping[str, str], holder: int | None = None
     ) -> tuple[dict[str, WrappedKey], dict[str, bytes]]:
         """Make, wrap and store keys for ``missing``; returns what is stored and our DEKs.
 
@@ -732,7 +832,9 @@ class Vault:
                 owner: (key, dek) for owner, key, dek in zip(owners, wrapped, deks, strict=True)
             }
             try:
-                stored = self._keys.insert_new([(o, w) for o, (w, _) in fresh.items()], shred_refs)
+                stored = self._keys.insert_new(
+                    [(o, w) for o, (w, _) in fresh.items()], shred_refs, holder
+                )
             except KekRetiredError:
                 if attempt == _WRAP_ATTEMPTS - 1:
                     raise

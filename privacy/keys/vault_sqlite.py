@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from privacy.keys.keyprovider import WrappedKey
+from privacy.keys.process import ProcessIdentity
 from privacy.keys.vault import (
     RESERVED_OWNER_PREFIX,
     DataKeyDestroyedError,
@@ -32,7 +33,8 @@ _SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
 _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
 # 1: data_keys, shredded (owner ids). 2: shredded_refs (digests of owner ids) replaces shredded.
 # 3: retired_keks (KEK rotation that cannot lose keys), an index of data keys by KEK.
-SCHEMA_VERSION = 3
+# 4: data_keys.holder and pool_holders (keys made ahead, swept when their process is gone).
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -67,6 +69,19 @@ CREATE TABLE IF NOT EXISTS shredded_refs (
     ref         TEXT PRIMARY KEY,
     shredded_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Processes holding keys made ahead (privacy.keys.vault.Vault.reserve_owners): data_keys.holder
+-- names the process whose pool made a key, until the key is known to be used or gone. What
+-- identifies a process on this machine: boot id, pid namespace, pid, start time (no personal
+-- data). A key file in WAL mode is shared by processes of one machine only.
+CREATE TABLE IF NOT EXISTS pool_holders (
+    holder     INTEGER PRIMARY KEY,
+    boot_id    TEXT NOT NULL,
+    pid_ns     TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 """
 
 
@@ -156,13 +171,17 @@ class SqliteVaultKeyStore:
             return self._select(conn, wanted)
 
     def insert_new(
-        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        holder: int | None = None,
     ) -> dict[str, WrappedKey]:
         """Store new wrapped keys in one transaction; returns the key now stored for each owner.
 
         An owner that got a key meanwhile (another process) keeps it, and that key is returned.
         Raises :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded
         (``shred_refs`` maps each owner to its keyed shred reference, see :meth:`Vault.shred`).
+        ``holder``: keys made ahead by that pool holder (:meth:`register_holder`).
         """
         owners = sorted(owner for owner, _ in rows)
         now = int(time.time())
@@ -177,9 +196,9 @@ class SqliteVaultKeyStore:
             self._refuse_retired(conn, {key.kek_id for _, key in rows})
             before = conn.total_changes
             conn.executemany(
-                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (owner) DO NOTHING",
-                [(owner, key.kek_id, key.blob, now) for owner, key in rows],
+                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner) DO NOTHING",
+                [(owner, key.kek_id, key.blob, now, holder) for owner, key in rows],
             )
             if conn.total_changes - before == len(rows):
                 # Every row was inserted (the usual case): the stored keys are ours, no re-read.
@@ -234,6 +253,73 @@ class SqliteVaultKeyStore:
                 "WHERE key = 'shred_generation' RETURNING CAST(value AS INTEGER)"
             ).fetchone()
         return deleted, int(generation)
+
+    def register_holder(self, process: ProcessIdentity) -> int:
+        """A new pool holder for ``process``; its id."""
+        with self._write() as conn:
+            (holder,) = conn.execute(
+                "INSERT INTO pool_holders (boot_id, pid_ns, pid, started, created_at) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING holder",
+                (process.boot_id, process.pid_ns, process.pid, process.started, int(time.time())),
+            ).fetchone()
+        return int(holder)
+
+    def pool_holders(self) -> dict[int, ProcessIdentity | None]:
+        """Every pool holder with the process it stands for (``None``: the process removed its
+        row at a clean stop, keeping the marks of ids it had handed out)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT holder, boot_id, pid_ns, pid, started FROM pool_holders"
+            ).fetchall()
+            orphaned = conn.execute(
+                "SELECT DISTINCT holder FROM data_keys WHERE holder IS NOT NULL "
+                "AND holder NOT IN (SELECT holder FROM pool_holders)"
+            ).fetchall()
+        found: dict[int, ProcessIdentity | None] = {
+            int(h): ProcessIdentity(str(b), str(n), int(p), str(s)) for h, b, n, p, s in rows
+        }
+        found.update({int(h): None for (h,) in orphaned})
+        return found
+
+    def held_by(self, holder: int) -> list[str]:
+        """The owners of the keys ``holder`` made ahead and still holds."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT owner FROM data_keys WHERE holder = ? ORDER BY owner", (holder,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def release_holder(self, holder: int, unused: Collection[str], *, settled: bool) -> int:
+        """In one transaction: delete the keys of ``unused`` that ``holder`` still holds (no value
+        was ever sealed under them) and the holder's row; with ``settled`` its other keys are
+        known to be used and become ordinary keys, else they keep their mark (a later sweep
+        decides them). Returns how many keys were deleted."""
+        wanted = sorted(set(unused))
+        deleted = 0
+        with self._write() as conn:
+            for chunk in _chunks(wanted):
+                deleted += conn.execute(
+                    f"DELETE FROM data_keys WHERE holder = ? AND owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    (holder, *chunk),
+                ).rowcount
+            if settled:
+                conn.execute("UPDATE data_keys SET holder = NULL WHERE holder = ?", (holder,))
+            conn.execute("DELETE FROM pool_holders WHERE holder = ?", (holder,))
+        return deleted
+
+    def delete_unused(self, owners: Collection[str]) -> int:
+        """Delete keys no value was ever sealed under (a pool's keys made ahead, never handed
+        out): secure_delete zeroes them, but they are not shreds (no ref kept, no generation
+        bump: no cache anywhere can hold a key whose owner id never left its process)."""
+        wanted = sorted(set(owners))
+        deleted = 0
+        with self._write() as conn:
+            for chunk in _chunks(wanted):
+                deleted += conn.execute(
+                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                ).rowcount
+        return deleted
 
     def shred_generation(self) -> int:
         """A counter every shred increments (by any connection): caches of unwrapped keys
@@ -346,6 +432,19 @@ def _migrate_data(conn: sqlite3.Connection) -> None:
         "ON CONFLICT (key) DO NOTHING"
     )
     _migrate_shredded_owners(conn)
+    _add_holder(conn)
+
+
+def _add_holder(conn: sqlite3.Connection) -> None:
+    """Schema 3 → 4: the pool holder of a key made ahead (``NULL`` for every other key, and for
+    every key of an older file: those pools are not known any more). Idempotent."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(data_keys)")}
+    if "holder" not in columns:
+        conn.execute("ALTER TABLE data_keys ADD COLUMN holder INTEGER")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS data_keys_by_holder ON data_keys (holder) "
+        "WHERE holder IS NOT NULL"
+    )
 
 
 def _migrate_shredded_owners(conn: sqlite3.Connection) -> None:

@@ -139,3 +139,10 @@ def test_identifiers_page_lists_nodes_under_other_keys(store: GraphStore) -> Non
     page = store.read(lambda tx: tx.identifiers_page("k1", "", 10))
     assert [n.node_id for n in page] == ["n3"]
     assert store.read(lambda tx: tx.identifiers_page("k2", "n1", 10))[0].node_id == "n2"
+
+
+def test_existing_nodes_names_only_the_node_ids_the_graph_holds(store: GraphStore) -> None:
+    _seed(store)
+    wanted = ["n1", "n3", "n_never_written", "n2"]
+    assert store.read(lambda tx: tx.existing_nodes(wanted)) == {"n1", "n2", "n3"}
+    assert store.read(lambda tx: tx.existing_nodes([])) == set()

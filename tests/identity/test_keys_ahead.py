@@ -3,8 +3,12 @@ one durable commit per ingest batch instead of a key-file commit plus the graph 
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import pytest
@@ -15,7 +19,8 @@ from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
 from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey, create_kek_file
-from privacy.keys.vault import Vault
+from privacy.keys.process import ProcessIdentity, process_identity
+from privacy.keys.vault import REFS_OWNER, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.conftest import T0, Ids
 
@@ -28,10 +33,13 @@ class CountingKeyStore(SqliteVaultKeyStore):
     inserts = 0
 
     def insert_new(
-        self, rows: Sequence[tuple[str, WrappedKey]], shred_refs: Mapping[str, str]
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        holder: int | None = None,
     ) -> dict[str, WrappedKey]:
         self.inserts += 1
-        return super().insert_new(rows, shred_refs)
+        return super().insert_new(rows, shred_refs, holder)
 
 
 class WatchedStore:
@@ -186,3 +194,140 @@ def test_reserved_owners_have_keys_another_connection_sees(
         assert not set(owners) & set(vault.reserve_owners(5, new_node_id))  # never handed twice
     finally:
         outside.close()
+
+
+def _owners_in_key_file(tmp_path: Path) -> set[str]:
+    outside = sqlite3.connect(tmp_path / "vault-keys.sqlite3")
+    try:
+        return {r[0] for r in outside.execute("SELECT owner FROM data_keys")} - {REFS_OWNER}
+    finally:
+        outside.close()
+
+
+def test_a_stopping_vault_removes_its_unused_keys_but_keeps_those_handed_out(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # Keys made ahead and never handed out used to stay in the key file at every stop
+    # (up to pool_size per process): wrapped random keys nothing was ever sealed under.
+    vault = _vault(tmp_path, key_store, pool_size=8)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        (outcome,) = engine.ingest([_event(ids, 1)])
+        used = _sealed_owners(graph, outcome.person_id or "")
+        assert len(used) == 2
+        in_flight = vault.reserve_owners(1, new_node_id)  # a write may be sealing under it
+        assert len(_owners_in_key_file(tmp_path)) == 8
+
+        assert vault.discard_pool() == 5
+
+        assert _owners_in_key_file(tmp_path) == used | set(in_flight)
+        assert vault.reserve_owners(1, new_node_id) == []  # nothing is handed out any more
+        blob = vault.encrypt(in_flight[0], "email", b"ann@shop.de")
+        assert vault.decrypt(in_flight[0], "email", blob) == b"ann@shop.de"
+        # Values stored before are still readable, and later ingest still seals (at seal time).
+        facts = graph.read(
+            lambda tx: tx.person_facts(outcome.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
+        )
+        assert len(vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])) == 2
+        (later,) = engine.ingest([_event(ids, 2)])
+        assert len(_sealed_owners(graph, later.person_id or "")) == 2
+    finally:
+        graph.close()
+
+
+def test_ids_given_back_after_the_pool_was_discarded_lose_their_keys_too(
+    tmp_path: Path, key_store: CountingKeyStore
+) -> None:
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    taken = vault.reserve_owners(2, new_node_id)
+    vault.discard_pool()
+    assert _owners_in_key_file(tmp_path) == set(taken)
+    vault.release_owners(taken[:1])  # a committed write that did not use it
+    assert _owners_in_key_file(tmp_path) == set(taken[1:])
+
+
+def _gone_process() -> ProcessIdentity:
+    """The identity of a process of this machine that has exited (a crashed server)."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=PIPE)
+    try:
+        return process_identity(child.pid)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+
+
+def test_a_sweep_removes_the_unused_keys_of_a_process_that_died_and_only_those(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # A process killed with keys in its pool (and an id handed out whose write never happened)
+    # left them in the key file for good; the crash suite counted them as orphans.
+    sweeper = _vault(tmp_path, key_store, pool_size=4)  # this process, starting up
+    provider = LocalFileKeyProvider(tmp_path / "kek.json")
+    dead = Vault(key_store, provider, pool_size=8, process=_gone_process())
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        engine = ResolutionEngine(graph, keyring, policy, sealer=dead, owner_reservations=dead)
+        (outcome,) = engine.ingest([_event(ids, 1)])
+        used = _sealed_owners(graph, outcome.person_id or "")
+        dead.reserve_owners(1, new_node_id)  # handed out; the process died before its write
+        live = Vault(key_store, provider, pool_size=4)  # another vault of a running process
+        live_taken = live.reserve_owners(1, new_node_id)
+        live_keys = _owners_in_key_file(tmp_path) - used
+        live_keys = {o for o in live_keys if o in set(live_taken) or o in live._pool}
+        assert len(live_keys) == 4
+
+        def existing(owners: Sequence[str]) -> set[str]:
+            return graph.read(lambda tx: tx.existing_nodes(owners))
+
+        assert sweeper.sweep_unused(existing) == 6  # five in the pool, one handed out
+
+        assert _owners_in_key_file(tmp_path) == used | live_keys
+        assert sweeper.sweep_unused(existing) == 0  # nothing more: the used keys are settled
+        facts = graph.read(
+            lambda tx: tx.person_facts(outcome.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
+        )
+        assert len(sweeper.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])) == 2
+        assert live.reserve_owners(3, new_node_id)  # the live pool still hands out its ids
+    finally:
+        graph.close()
+
+
+def test_a_clean_stop_leaves_the_ids_it_handed_out_to_the_next_sweep(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    stopping = _vault(tmp_path, key_store, pool_size=8)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        engine = ResolutionEngine(
+            graph, keyring, policy, sealer=stopping, owner_reservations=stopping
+        )
+        (outcome,) = engine.ingest([_event(ids, 1)])
+        used = _sealed_owners(graph, outcome.person_id or "")
+        # Handed out to a write that failed: dropped, not given back.
+        failed = stopping.reserve_owners(1, new_node_id)
+        assert stopping.discard_pool() == 5
+        assert _owners_in_key_file(tmp_path) == used | set(failed)
+
+        starting = Vault(key_store, LocalFileKeyProvider(tmp_path / "kek.json"))
+        swept = starting.sweep_unused(
+            lambda owners: graph.read(lambda tx: tx.existing_nodes(owners))
+        )
+
+        assert swept == 1
+        assert _owners_in_key_file(tmp_path) == used
+    finally:
+        graph.close()

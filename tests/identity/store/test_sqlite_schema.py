@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sqlite3
@@ -244,3 +245,19 @@ def test_the_store_and_the_bench_floors_checkpoint_per_64_mib_of_wal(tmp_path: P
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == pages
     finally:
         conn.close()
+
+
+def _live_connections() -> int:
+    gc.collect()
+    return sum(isinstance(o, sqlite3.Connection) for o in gc.get_objects())
+
+
+def test_a_closed_store_leaves_no_connection_behind(tmp_path: Path) -> None:
+    # The schema 5 → 6 column step was decorated with an lru_cache by mistake (meant for the
+    # timestamp conversion below it): the cache kept every connection ever opened alive.
+    before = _live_connections()
+    for n in range(5):
+        store = SqliteGraphStore(tmp_path / f"graph-{n}.sqlite3")
+        store.close()
+        del store
+    assert _live_connections() == before

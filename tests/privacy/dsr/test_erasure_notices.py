@@ -73,6 +73,10 @@ def _subjects(receiver: Receiver) -> list[dict[str, Any]]:
     return [s for r in receiver.received for s in r["body"]["data"]["subjects"]]
 
 
+def _notified(app: Dsr) -> list[Any]:
+    return [e for e in app.container.audit.entries() if e.action == "dsr.recipients.notified"]
+
+
 def _erased_events(app: Dsr) -> list[str]:
     events = app.container.store.read(lambda tx: tx.outbound_page(100))
     return [e.person_id for e in events if e.kind == outbound.PERSON_ERASED]
@@ -191,6 +195,7 @@ def test_no_notice_goes_out_for_an_erasure_whose_graph_transaction_failed(
     assert receiver.received == []
     assert app.container.store.read(lambda tx: tx.person(person)) is not None
     assert app.container.dsr.store.held_erasures(NOW + timedelta(days=1)) == []
+    assert _notified(app) == []  # the audit never says they were told (failed before)
 
 
 def test_notices_held_by_an_erasure_that_never_committed_are_dropped_by_the_worker(
@@ -225,11 +230,11 @@ def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_t
     planned: list[list[str]] = []
     joined: list[str] = []
 
-    def racing_hold(erasure_id: str, request_id: str, person_ids: Any) -> int:
+    def racing_hold(erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any) -> int:
         planned.append(sorted(person_ids))
         if not joined:
             joined.append(_refused_event(app, NOW - timedelta(minutes=5)))
-        return real_hold(erasure_id, request_id, person_ids)
+        return real_hold(erasure_id, request_id, person_ids, **kwargs)
 
     eraser = app.container.erasure
     monkeypatch.setattr(eraser._notifier, "hold", racing_hold)
@@ -241,3 +246,133 @@ def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_t
     assert dsr.store.held_erasures(dsr.clock() + timedelta(days=1)) == []  # released, not held
     app.process()
     assert _subjects(receiver) == [{"person_id": subject}]  # once: the first notices were dropped
+
+
+def _refused_person(app: Dsr, customer_id: str, at: object) -> str:
+    """An event pairing the subject's email with another customer id: the email is refused,
+    the customer id makes a person of its own (erased with the subject by refusal following)."""
+    ids = (_norm(app, "customer_id", customer_id), _norm(app, "email", EMAIL))
+    (outcome,) = app.container.engine.ingest([IdentityEvent(ids, "shop", at)])  # type: ignore[arg-type]
+    assert [r.reason.value for r in outcome.refusals] == ["limit_exceeded"]
+    assert outcome.person_id is not None
+    return outcome.person_id
+
+
+def test_every_person_an_erasure_erases_is_notified_when_ingest_races_every_plan(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ingest adds a person to the erasure after every plan made outside the graph's write
+    # transaction (here: an event refusing the subject's email, read by fraud-desk). The last
+    # re-plan used to erase the person that joined it without telling its recipient.
+    subject = _person(app)
+    _read_by_fraud_desk(app, subject)
+    dsr = app.container.dsr
+    real_hold = dsr.hold
+    joined: list[str] = []
+
+    def racing_hold(erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any) -> int:
+        held = real_hold(erasure_id, request_id, person_ids, **kwargs)
+        if kwargs.get("tx") is None:  # outside the write transaction: ingest can slip in
+            at = NOW - timedelta(minutes=10 + len(joined))
+            person = _refused_person(app, f"DSR-RACE-{len(joined):04d}", at)
+            _read_by_fraud_desk(app, person)
+            joined.append(person)
+        return held
+
+    eraser = app.container.erasure
+    monkeypatch.setattr(eraser._notifier, "hold", racing_hold)
+    result = eraser.erase([_norm(app, "email", EMAIL)], "er-race-all", "cli")  # type: ignore[list-item]
+
+    erased = [subject, *joined]
+    assert len(joined) >= 2  # it re-planned
+    assert result.persons_erased == len(erased)
+    still_there = app.container.store.read(lambda tx: [p for p in erased if tx.person(p)])
+    assert still_there == []
+    app.process()
+    assert len(receiver.received) == 1  # one notice for the recipient, naming every person
+    assert sorted(s["person_id"] for s in _subjects(receiver)) == sorted(erased)
+    assert result.recipients_notified == 1
+
+
+def test_each_retention_run_tells_recipients_under_its_own_id_recorded_in_its_audit(
+    tmp_path: Path, receiver: Receiver, secret: str, log_stream: io.StringIO
+) -> None:
+    # The notices of every retention erasure used to carry the request id "retention": a
+    # recipient could neither tell two sweeps apart nor match a notice to the sweep's audit.
+    settings = _settings(tmp_path, receiver, secret, retention_inactive_person_days=365)
+    with open_dsr(settings) as app:
+        run_ids: list[str] = []
+        for email in ("first.inactive@privacy-shop.de", "second.inactive@privacy-shop.de"):
+            identifier = _norm(app, "email", email)
+            event = IdentityEvent((identifier,), "shop", NOW - timedelta(days=800))  # type: ignore[arg-type]
+            (outcome,) = app.container.engine.ingest([event])
+            assert outcome.person_id is not None
+            _read_by_fraud_desk(app, outcome.person_id)
+            report = app.container.retention.run()
+            assert report.persons_erased == 1
+            run_ids.append(report.run_id)
+            app.process()
+
+        assert len(set(run_ids)) == 2
+        assert all(run_id.startswith("retention-") for run_id in run_ids)
+        assert [r["body"]["data"]["request_id"] for r in receiver.received] == run_ids
+        assert [r["body"]["data"]["reason"] for r in receiver.received] == ["retention"] * 2
+        entries = app.container.audit.entries()
+        swept = [e.details["run_id"] for e in entries if e.action == "retention.swept"]
+        erased = [e.details["request_id"] for e in entries if e.action == "dsr.erasure"]
+        assert swept == run_ids
+        assert erased == run_ids
+
+
+def test_the_recipients_notified_entry_is_written_once_the_notices_are_queued(
+    app: Dsr, receiver: Receiver
+) -> None:
+    # It used to be written when the notices were made and held, before the erasure's graph
+    # transaction: before anything was erased, and whether or not they would ever go out.
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    app.submit(
+        request_id="er-audited",
+        type="erasure",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    app.process()
+
+    entries = app.container.audit.entries()
+    (erasure,) = [e for e in entries if e.action == "dsr.erasure"]
+    (notified,) = _notified(app)
+    assert notified.seq > erasure.seq  # after the keys were shredded and the erasure audited
+    assert notified.details["request_id"] == "er-audited"
+    assert notified.details["erasure_id"] == erasure.details["erasure_id"]
+    assert list(notified.details["recipients"]) == ["fraud-desk"]
+    assert notified.details["queued"] == 1
+    assert notified.details["unconfigured"] == 0
+    assert "queued" in notified.reason
+    assert len(receiver.received) == 1
+
+
+def test_no_recipients_notified_entry_when_another_worker_finished_the_request_first(
+    app: Dsr, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restriction whose completion lost to another worker's (a stale claim taken over): its
+    # notices were never queued, so the audit must not say they were.
+    person = _person(app)
+    _read_by_fraud_desk(app, person)
+    store = app.container.dsr.store
+    real_finish = store.finish
+
+    def finish_after_the_other_worker(request_id: str, status: Any, now: Any, **kw: Any) -> bool:
+        other = real_finish(request_id, status, now, from_statuses=kw["from_statuses"])
+        assert other
+        return real_finish(request_id, status, now, **kw)
+
+    monkeypatch.setattr(store, "finish", finish_after_the_other_worker)
+    app.submit(
+        request_id="res-lost",
+        type="restriction",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    app.process()
+
+    assert _notified(app) == []
+    assert receiver.received == []

@@ -147,7 +147,7 @@ def test_inactive_persons_are_erased_without_suppression_but_restricted_ones_are
 ) -> None:
     erased: list[str] = []
 
-    def eraser(person_ids: Sequence[str], actor: str) -> Mapping[str, int]:
+    def eraser(person_ids: Sequence[str], actor: str, run_id: str) -> Mapping[str, int]:
         erased.extend(person_ids)
         return {"persons_erased": len(person_ids), "facts_deleted": 0}
 
