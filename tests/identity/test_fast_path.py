@@ -95,12 +95,12 @@ _batches = st.lists(st.lists(_event_specs, min_size=1, max_size=8), min_size=1, 
 
 def _event(ids: Ids, spec: _EventSpec) -> IdentityEvent:
     at = T0 + timedelta(minutes=spec.minute)
-    facts = ()
+    facts: tuple[FactInput, ...] = ()
     if spec.attribute is not None:
         status = FactStatus.QUARANTINED if spec.quarantined else FactStatus.ACTIVE
         payload = f'"{spec.attribute}-{spec.minute}"'.encode()
         facts = (FactInput(FactKind.ATTRIBUTE, spec.attribute, "behavioural", at, payload, status),)
-    consents = ()
+    consents: tuple[ConsentInput, ...] = ()
     if spec.consent is not None:
         restriction = spec.consent == RESTRICTION_PURPOSE
         signal = ConsentSignal.RESTRICTION if restriction else ConsentSignal.DIRECT
