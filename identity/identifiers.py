@@ -126,9 +126,134 @@ def _simple_national_prefix(country_code: int) -> str | None:
     return prefix if prefix.isdigit() or not prefix else None
 
 
-def _strict_e164(candidate: str) -> phonenumbers.PhoneNumber | None:
-    """The number of an already-E.164 string (``+`` and 7-15 digits), built without ``parse``;
-    ``None`` when ``parse`` is needed.
+# The number types libphonenumber's validity check tries after the general description
+# (``_number_type_helper``): a number is valid for a region when it matches the general
+# description and at least one of these.
+_NUMBER_TYPE_DESCS = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _NumberDesc:
+    """One ``PhoneNumberDesc``, compiled once: possible lengths (empty: any) and its pattern."""
+
+    lengths: frozenset[int]
+    pattern: re.Pattern[str]
+
+    def matches(self, national: str) -> bool:
+        return (not self.lengths or len(national) in self.lengths) and bool(
+            self.pattern.fullmatch(national)
+        )
+
+
+def _number_desc(desc: phonenumbers.PhoneNumberDesc | None) -> _NumberDesc | None:
+    if desc is None or not desc.national_number_pattern:
+        return None  # libphonenumber: no pattern never matches
+    return _NumberDesc(frozenset(desc.possible_length), re.compile(desc.national_number_pattern))
+
+
+@dataclass(frozen=True, slots=True)
+class _RegionRule:
+    """What ``is_valid_number`` checks of one region's metadata, compiled once."""
+
+    general: _NumberDesc | None
+    types: tuple[_NumberDesc, ...]
+
+    @classmethod
+    def of(cls, metadata: phonenumbers.PhoneMetadata) -> _RegionRule:
+        descs = (_number_desc(getattr(metadata, name)) for name in _NUMBER_TYPE_DESCS)
+        return cls(_number_desc(metadata.general_desc), tuple(d for d in descs if d is not None))
+
+    def known_type(self, national: str) -> bool:
+        """``_number_type_helper(national, metadata) != UNKNOWN``."""
+        return (
+            self.general is not None
+            and self.general.matches(national)
+            and any(d.matches(national) for d in self.types)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _CountryRule:
+    """``is_valid_number`` for the numbers of one country calling code, compiled once.
+
+    ``regions``: for a code shared by several regions, how ``region_code_for_number`` picks one
+    (each region's leading-digits pattern if it has one, else its full type check), in
+    libphonenumber's order; ``valid``: the rule of each region for ``is_valid_number_for_region``,
+    or ``None`` where that check fails before looking at the number.
+    """
+
+    regions: tuple[tuple[str, re.Pattern[str] | None, _RegionRule | None], ...]
+    valid: dict[str, _RegionRule | None]
+
+    def is_valid(self, national: str) -> bool:
+        region = self._region(national)
+        rule = self.valid.get(region) if region is not None else None
+        return rule is not None and rule.known_type(national)
+
+    def _region(self, national: str) -> str | None:
+        if len(self.regions) == 1:
+            return self.regions[0][0]
+        for region, leading, rule in self.regions:
+            if leading is not None:
+                if leading.match(national):
+                    return region
+            elif rule is not None and rule.known_type(national):
+                return region
+        return None
+
+
+@functools.lru_cache(maxsize=512)
+def _country_rule(country_code: int) -> _CountryRule:
+    """The compiled validity rule of ``country_code`` (one of ``COUNTRY_CODE_TO_REGION_CODE``)."""
+    names = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]
+    regions: list[tuple[str, re.Pattern[str] | None, _RegionRule | None]] = []
+    valid: dict[str, _RegionRule | None] = {}
+    for name in names:
+        # region_code_for_number: metadata_for_region; a region without metadata is skipped.
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(name.upper(), None)
+        if len(names) > 1 and metadata is not None:
+            if metadata.leading_digits is not None:
+                regions.append((name, re.compile(metadata.leading_digits), None))
+            else:
+                regions.append((name, None, _RegionRule.of(metadata)))
+        # is_valid_number_for_region: metadata_for_region_or_calling_code, and the region's
+        # own country code must be this one (except the non-geographic "001").
+        for_region = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            country_code, name.upper()
+        )
+        matches_code = (
+            name == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+            or phonenumbers.country_code_for_valid_region(name) == country_code
+        )
+        valid[name] = _RegionRule.of(for_region) if for_region and matches_code else None
+    if len(names) == 1:
+        regions = [(names[0], None, None)]
+    return _CountryRule(tuple(regions), valid)
+
+
+def _valid_number(country_code: int, national: str) -> bool:
+    """``phonenumbers.is_valid_number`` of the number ``+<country_code><national>`` whose
+    national significant number is ``national`` (no Italian leading zero), at a fraction of
+    its cost: the same checks in the same order, on patterns compiled once per country code
+    instead of looked up per call (~14 us a number in libphonenumber, most of a bulk phone's
+    normalization). Differentially tested against libphonenumber over every country code."""
+    return _country_rule(country_code).is_valid(national)
+
+
+def _strict_e164(candidate: str) -> tuple[int, str] | None:
+    """The country code and national significant number of an already-E.164 string (``+`` and
+    7-15 digits), found without ``parse``; ``None`` when ``parse`` is needed.
 
     Most bulk data arrives in E.164 already, and ``parse`` costs ~20 us a number. For such a
     string the result of ``parse`` is known: country codes are prefix-free, so the first 1-3
@@ -153,9 +278,7 @@ def _strict_e164(candidate: str) -> phonenumbers.PhoneNumber | None:
                 or (prefix and national.startswith(prefix))
             ):
                 return None
-            return phonenumbers.PhoneNumber(
-                country_code=country_code, national_number=int(national)
-            )
+            return country_code, national
     return None
 
 
@@ -167,7 +290,7 @@ def normalize_phone(identifier_type: str, value: str, region: str | None) -> str
     """
     candidate = value.strip()
     fast = _strict_e164(candidate)
-    if fast is not None and phonenumbers.is_valid_number(fast):
+    if fast is not None and _valid_number(*fast):
         return candidate  # E.164 of that number is the string itself
     # Not strict E.164, or not valid: the general path (which words the error exactly as ever).
     return _parse_phone(identifier_type, candidate, region)

@@ -264,8 +264,12 @@ class ResolutionEngine:
         outbound_events: bool = False,
         message_window: timedelta | None = None,
         rule_ids: Callable[[], str] = new_rule_id,
+        fast_new_events: bool = True,
     ) -> None:
         self._store = store
+        # Events whose identifiers are all new skip the general selection (see _all_new); off
+        # only to prove both paths write the same graph.
+        self._fast_new_events = fast_new_events
         # How long an applied message id is remembered; None: until forget_messages is called.
         self._message_window = message_window
         self._rule_ids = rule_ids
@@ -511,6 +515,10 @@ class ResolutionEngine:
     def _resolve_event(
         self, event: IdentityEvent, items: list[_Prepared], state: _BatchState
     ) -> EventOutcome:
+        if self._fast_new_events:
+            counts = self._all_new(items, state)
+            if counts is not None:
+                return self._create(event, items, counts, state)
         selection = self._select(event, items, state)
         if not selection.accepted:
             return EventOutcome(
@@ -523,6 +531,100 @@ class ResolutionEngine:
                 consents_dropped=len(event.consents),
             )
         return self._join(event, selection, state)
+
+    def _all_new(self, items: list[_Prepared], state: _BatchState) -> Counter[str] | None:
+        """The type counts of an event that :meth:`_select` would accept whole as a new person,
+        or ``None`` when the event needs the general path.
+
+        That is an event whose identifiers are none of them blocked, suppressed, in the graph,
+        or created earlier in this batch, and that stays within every type's limit: with no
+        existing person to join there is no merge, so no restriction, do-not-link or limit
+        refusal can happen, and :meth:`_select` would accept every identifier in priority
+        order. (Bulk files are mostly such events.) A later event of the batch naming one of
+        these identifiers finds it in ``state.new_nodes`` and takes the general path.
+        """
+        if not items:
+            return None
+        known, created, suppressed = state.nodes, state.new_nodes, state.suppressed
+        for p in items:
+            key = (p.primary.type, p.primary.digest)
+            if p.blocked or key in known or key in created or key in suppressed:
+                return None
+        counts = Counter(p.identifier_type for p in items)
+        types = self._policy.types
+        if any(count > types[kind].max_per_person for kind, count in counts.items()):
+            return None
+        return counts
+
+    def _create(
+        self, event: IdentityEvent, items: list[_Prepared], counts: Counter[str], state: _BatchState
+    ) -> EventOutcome:
+        """:meth:`_join` for an event :meth:`_all_new` accepted whole: a new person with every
+        identifier of the event. Ids are drawn in the same order as :meth:`_join` draws them,
+        so both paths write the same graph (``tests/identity/test_fast_path.py``)."""
+        at = event.occurred_at
+        survivor = self._person_ids()
+        state.created_persons[survivor] = at
+        state.counts[survivor] = counts
+        state.persons_seen[survivor] = at
+        nodes = [
+            self._new_node(event, p, survivor, not index, state) for index, p in enumerate(items)
+        ]
+        self._link_star(nodes, event.source, at, state)
+        quarantined = self._attach(event, nodes[0], state)
+        return EventOutcome(
+            Outcome.CREATED,
+            survivor,
+            (),
+            len(nodes),
+            (),
+            facts_stored=len(event.facts) - quarantined,
+            facts_quarantined=quarantined,
+            consents_recorded=len(event.consents),
+        )
+
+    def _new_node(
+        self, event: IdentityEvent, p: _Prepared, person: str, hub: bool, state: _BatchState
+    ) -> str:
+        """Create the node of a new identifier of ``event`` in ``person``; its id."""
+        at = event.occurred_at
+        # The hub (first accepted) anchors the event's facts; a kept raw value is anchored on
+        # its own node: both are sealed, so take an id with a stored key.
+        sealed = p.raw is not None or (hub and bool(event.facts))
+        keyed = state.keyed_ids if sealed else None
+        node_id = keyed.take() if keyed is not None else self._node_ids()
+        state.new_nodes[(p.primary.type, p.primary.digest)] = node_id
+        state.node_person[node_id] = person
+        state.new_node_rows[node_id] = (p.primary, at, at)
+        if p.raw is not None:
+            raw = FactInput(
+                FactKind.RAW_IDENTIFIER, p.identifier_type, "identifier", at, p.raw.encode()
+            )
+            state.facts.append((node_id, raw, event.source))
+        return node_id
+
+    def _attach(self, event: IdentityEvent, hub: str, state: _BatchState) -> int:
+        """Anchor the event's facts and consents on ``hub``; how many facts are quarantined."""
+        # Facts are anchored to the highest-priority linked identifier of the event, so a later
+        # split keeps them with the part that holds that identifier.
+        state.facts.extend((hub, fact, event.source) for fact in event.facts)
+        recorded_at = self._clock()
+        state.consents.extend(
+            ConsentRecord(
+                new_consent_id(),
+                hub,
+                c.purpose,
+                c.granted,
+                c.at,
+                recorded_at,
+                event.source,
+                c.signal,
+                c.lawful_basis,
+                c.proof,
+            )
+            for c in event.consents
+        )
+        return sum(1 for f in event.facts if f.status is FactStatus.QUARANTINED)
 
     def _select(
         self, event: IdentityEvent, items: list[_Prepared], state: _BatchState
@@ -647,21 +749,9 @@ class ResolutionEngine:
         state.persons_seen[survivor] = at if previous is None else max(previous, at)
 
         accepted_nodes: list[str] = []
-        for key, existing, p in selection.accepted:
+        for _, existing, p in selection.accepted:
             if existing is None:
-                # The hub (first accepted) anchors the event's facts; a kept raw value is
-                # anchored on its own node: both are sealed, so take an id with a stored key.
-                sealed = p.raw is not None or (not accepted_nodes and bool(event.facts))
-                keyed = state.keyed_ids if sealed else None
-                node_id = keyed.take() if keyed is not None else self._node_ids()
-                state.new_nodes[key] = node_id
-                state.node_person[node_id] = survivor
-                state.new_node_rows[node_id] = (p.primary, at, at)
-                if p.raw is not None:
-                    raw = FactInput(
-                        FactKind.RAW_IDENTIFIER, p.identifier_type, "identifier", at, p.raw.encode()
-                    )
-                    state.facts.append((node_id, raw, event.source))
+                node_id = self._new_node(event, p, survivor, not accepted_nodes, state)
             else:
                 node_id = existing
                 if node_id in state.new_node_rows:
@@ -673,27 +763,8 @@ class ResolutionEngine:
             accepted_nodes.append(node_id)
 
         self._link_star(accepted_nodes, event.source, at, state)
-        # Facts are anchored to the highest-priority linked identifier of the event, so a later
-        # split keeps them with the part that holds that identifier.
         hub = accepted_nodes[0]
-        state.facts.extend((hub, fact, event.source) for fact in event.facts)
-        recorded_at = self._clock()
-        state.consents.extend(
-            ConsentRecord(
-                new_consent_id(),
-                hub,
-                c.purpose,
-                c.granted,
-                c.at,
-                recorded_at,
-                event.source,
-                c.signal,
-                c.lawful_basis,
-                c.proof,
-            )
-            for c in event.consents
-        )
-        quarantined = sum(1 for f in event.facts if f.status is FactStatus.QUARANTINED)
+        quarantined = self._attach(event, hub, state)
         return EventOutcome(
             outcome,
             survivor,

@@ -115,6 +115,13 @@ def _plain_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _opening_brackets(raw: bytes | str) -> int:
+    """How many ``{`` and ``[`` characters ``raw`` holds: an upper bound on its nesting."""
+    if isinstance(raw, str):
+        return raw.count("{") + raw.count("[")
+    return raw.count(b"{") + raw.count(b"[")
+
+
 def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """Decode ``raw`` as JSON, refusing duplicate keys and nesting deeper than ``max_depth``;
     raises :class:`MalformedJsonError`. Objects come back as dicts.
@@ -133,7 +140,11 @@ def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     except (UnicodeDecodeError, ValueError):
         raise MalformedJsonError("malformed_json", "the body is not valid UTF-8 JSON") from None
     else:
-        _check(document, max_depth)
+        # Decoded without a duplicate key, only the depth is left to check, and containers
+        # cannot nest deeper than the number of brackets that open them (a bracket inside a
+        # string only adds to the count). A bulk row or a small body has a handful: no walk.
+        if _opening_brackets(raw) > max_depth:
+            _check(document, max_depth)
         return document
     try:
         document = json.loads(raw, object_pairs_hook=_Object)

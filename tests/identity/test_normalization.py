@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from identity.errors import InvalidIdentifierError, UnknownIdentifierTypeError
-from identity.identifiers import _parse_phone, normalize_email, normalize_phone
+from identity.identifiers import _parse_phone, _valid_number, normalize_email, normalize_phone
 from identity.policy import IdentityPolicy
 
 VALID = [
@@ -171,3 +171,71 @@ def test_strict_e164_fast_path_answers_exactly_as_libphonenumber_parse_when_give
     fast = _phone_outcome(lambda v: normalize_phone("phone", v, region), value)
     slow = _phone_outcome(lambda v: _parse_phone("phone", v.strip(), region), value)
     assert fast == slow
+
+
+def _example_numbers() -> list[phonenumbers.PhoneNumber]:
+    """libphonenumber's example number of every region (and non-geographic code) and type:
+    valid numbers of every shape the metadata knows, to mutate below."""
+    found: list[phonenumbers.PhoneNumber] = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in phonenumbers.PhoneNumberType.values():
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                found.append(number)
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        number = phonenumbers.example_number_for_non_geo_entity(code)
+        if number is not None:
+            found.append(number)
+    return found
+
+
+_EXAMPLES = _example_numbers()
+
+
+def test_compiled_validity_agrees_with_libphonenumber_on_every_example_number() -> None:
+    checked = 0
+    for number in _EXAMPLES:
+        national = str(number.national_number)
+        if number.italian_leading_zero:
+            continue  # never reaches the compiled check: _strict_e164 sends it to parse
+        expected = phonenumbers.is_valid_number(number)
+        assert number.country_code is not None
+        assert _valid_number(number.country_code, national) == expected, number
+        checked += 1
+    assert checked > 1000  # every region and type, not a handful
+
+
+@settings(max_examples=4000, deadline=None)
+@given(
+    base=st.sampled_from(_EXAMPLES),
+    cut=st.integers(0, 3),
+    extra=st.text(alphabet="0123456789", max_size=3),
+    position=st.integers(0, 14),
+    digit=st.sampled_from("0123456789"),
+)
+def test_compiled_validity_agrees_with_libphonenumber_when_valid_numbers_are_mutated(
+    base: phonenumbers.PhoneNumber, cut: int, extra: str, position: int, digit: str
+) -> None:
+    """Valid numbers with digits changed, dropped or added: near misses of every pattern (the
+    random-digit test above finds mostly numbers far from any)."""
+    national = str(base.national_number)
+    national = national[: len(national) - cut] + extra if cut or extra else national
+    if national:
+        at = position % len(national)
+        national = national[:at] + digit + national[at + 1 :]
+    if not national or national.startswith("0"):
+        return
+    code = base.country_code
+    assert code is not None
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    assert _valid_number(code, national) == phonenumbers.is_valid_number(number)
+    value = f"+{code}{national}"
+    for region in (None, "GB"):
+
+        def fast_path(v: str, r: str | None = region) -> str:
+            return normalize_phone("phone", v, r)
+
+        def general_path(v: str, r: str | None = region) -> str:
+            return _parse_phone("phone", v.strip(), r)
+
+        assert _phone_outcome(fast_path, value) == _phone_outcome(general_path, value)
