@@ -38,7 +38,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_dsr(container: Annotated[Container, Depends(get_container)]) -> DsrService:
+async def get_dsr(container: Annotated[Container, Depends(get_container)]) -> DsrService:
     """The DSR service of the container."""
     return container.dsr
 

@@ -58,7 +58,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_reads(container: Annotated[Container, Depends(get_container)]) -> ReadService:
+async def get_reads(container: Annotated[Container, Depends(get_container)]) -> ReadService:
     """The read service."""
     return container.reads
 

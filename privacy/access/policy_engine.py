@@ -243,6 +243,11 @@ def _verdicts(
 ) -> tuple[FieldVerdict, ...]:
     """Each field's verdict for a read the purpose's consent already allows."""
     verdicts: list[FieldVerdict] = []
+    # The oldest readable recording time per category, worked out once per read rather than
+    # once per field (a profile has a dozen fields or more in a handful of categories):
+    # ``recorded_at + retention <= now`` is ``recorded_at <= now - retention`` (exactly, for
+    # the UTC times the store and the clocks give; no overflow near datetime.max either).
+    cutoffs: dict[str, datetime] = {}
     for ref in fields:
         if ref.category == IDENTIFIER_CATEGORY:
             # Activation is its own grant: a raw identifier is never "data in a category".
@@ -252,10 +257,14 @@ def _verdicts(
             reason = FieldReason.ALLOWED if activatable else FieldReason.NOT_ACTIVATABLE
             verdicts.append(FieldVerdict(ref, activatable, reason))
             continue
-        access = policy.categories.get(ref.category)
-        if access is None:
-            verdicts.append(FieldVerdict(ref, False, FieldReason.CATEGORY_NOT_ALLOWED))
-        elif ref.recorded_at + access.retention <= now:
+        cutoff = cutoffs.get(ref.category)
+        if cutoff is None:
+            access = policy.categories.get(ref.category)
+            if access is None:
+                verdicts.append(FieldVerdict(ref, False, FieldReason.CATEGORY_NOT_ALLOWED))
+                continue
+            cutoff = cutoffs[ref.category] = now - access.retention
+        if ref.recorded_at <= cutoff:
             verdicts.append(FieldVerdict(ref, False, FieldReason.PAST_RETENTION))
         else:
             verdicts.append(FieldVerdict(ref, True, FieldReason.ALLOWED))

@@ -269,3 +269,33 @@ def test_concurrent_ingest_batches_share_one_transaction_and_each_gets_its_own_o
     assert len({o.person_id for o in later}) == 1
     assert results[0][0].person_id not in {o.person_id for o in later}
     assert sorted(o.outcome.value for o in later) == ["created", *["linked"] * 5]
+
+
+def test_every_item_is_written_once_by_one_writer_at_a_time_when_many_callers_race() -> None:
+    # Writer hand-over under contention: whatever the interleaving, no two writes overlap, each
+    # item is written exactly once and each caller gets its own result.
+    active = threading.Lock()
+    written: list[int] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        if not active.acquire(blocking=False):
+            raise AssertionError("two writers at once")
+        try:
+            written.extend(items)
+            return [item * 2 for item in items]
+        finally:
+            active.release()
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write, max_group=3)
+
+    def caller(base: int) -> list[int]:
+        return [committer.submit(base + k) for k in range(50)]
+
+    with ThreadPoolExecutor(CALLERS) as pool:
+        results = list(pool.map(caller, range(0, CALLERS * 1000, 1000)))
+
+    assert results == [[(b + k) * 2 for k in range(50)] for b in range(0, CALLERS * 1000, 1000)]
+    assert sorted(written) == sorted(
+        b + k for b in range(0, CALLERS * 1000, 1000) for k in range(50)
+    )
+    assert committer.groups <= len(written)

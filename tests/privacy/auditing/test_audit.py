@@ -14,7 +14,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -672,3 +672,18 @@ def test_ids_are_checked_by_shape_enums_by_value_and_only_free_text_by_the_pii_b
         "keys": (key_id, 3, "tcf"),
     }
     assert type(entry.details["pseudonym_key"]) is str
+
+
+def test_appended_entries_equal_what_is_read_back_when_the_clock_is_not_utc(
+    tmp_path: Path,
+) -> None:
+    # The recorded time is returned without parsing the stored text back: it must be the same
+    # instant, in UTC, to the microsecond, as what a later read gives.
+    berlin = timezone(timedelta(hours=1))
+    clock = datetime(2026, 3, 1, 13, 4, 5, 678901, tzinfo=berlin)
+    log = SqliteAuditLog(tmp_path / "audit.sqlite3", clock=lambda: clock)
+    appended = log.append([_draft(i) for i in range(1, 4)])
+    assert log.entries() == appended
+    assert appended[0].at == datetime(2026, 3, 1, 12, 4, 5, 678901, tzinfo=UTC)
+    assert appended[0].at.tzinfo is UTC
+    log.close()
