@@ -94,6 +94,22 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+def _delete_owners(
+    conn: sqlite3.Connection, owners: Sequence[str], holder: int | None = None
+) -> int:
+    """Delete the keys of ``owners`` (only those ``holder`` made ahead, if given), in chunks
+    of bound parameters; how many were deleted."""
+    where = "" if holder is None else "holder = ? AND "
+    first = () if holder is None else (holder,)
+    deleted = 0
+    for chunk in _chunks(owners):
+        deleted += conn.execute(
+            f"DELETE FROM data_keys WHERE {where}owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+            (*first, *chunk),
+        ).rowcount
+    return deleted
+
+
 def _legacy_shred_ref(owner: str) -> str:
     """Schema 2's unkeyed reference (SHA-256 over the owner id). Still checked, never written:
     the owners behind refs already in a file are unknown, so they cannot be re-keyed."""
@@ -235,14 +251,8 @@ class SqliteVaultKeyStore:
         """
         wanted = sorted(set(owners))
         now = int(time.time())
-        deleted = 0
         with self._write() as conn:
-            for chunk in _chunks(wanted):
-                cursor = conn.execute(
-                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
-                    chunk,
-                )
-                deleted += cursor.rowcount
+            deleted = _delete_owners(conn, wanted)
             conn.executemany(
                 "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
                 "ON CONFLICT (ref) DO NOTHING",
@@ -295,13 +305,8 @@ class SqliteVaultKeyStore:
         known to be used and become ordinary keys, else they keep their mark (a later sweep
         decides them). Returns how many keys were deleted."""
         wanted = sorted(set(unused))
-        deleted = 0
         with self._write() as conn:
-            for chunk in _chunks(wanted):
-                deleted += conn.execute(
-                    f"DELETE FROM data_keys WHERE holder = ? AND owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
-                    (holder, *chunk),
-                ).rowcount
+            deleted = _delete_owners(conn, wanted, holder)
             if settled:
                 conn.execute("UPDATE data_keys SET holder = NULL WHERE holder = ?", (holder,))
             conn.execute("DELETE FROM pool_holders WHERE holder = ?", (holder,))
@@ -312,14 +317,8 @@ class SqliteVaultKeyStore:
         out): secure_delete zeroes them, but they are not shreds (no ref kept, no generation
         bump: no cache anywhere can hold a key whose owner id never left its process)."""
         wanted = sorted(set(owners))
-        deleted = 0
         with self._write() as conn:
-            for chunk in _chunks(wanted):
-                deleted += conn.execute(
-                    f"DELETE FROM data_keys WHERE owner IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
-                    chunk,
-                ).rowcount
-        return deleted
+            return _delete_owners(conn, wanted)
 
     def shred_generation(self) -> int:
         """A counter every shred increments (by any connection): caches of unwrapped keys
