@@ -517,10 +517,13 @@ def _member_rows(
 
     The hot loop of a member scan (tens of thousands of objects per scan of a million persons),
     so it is written for CPython: rows are unpacked in the ``for``, JSON is parsed by the C
-    decoder once per kept person, enum members come from dicts and datetimes from the cached
-    :func:`_dt`. Same objects as :func:`_consent` builds.
+    decoder once per kept person, enum members come from dicts, and datetimes straight from
+    ``fromtimestamp`` (as :func:`_dt` makes them): persons' and records' times rarely repeat
+    within a scan, and a cache miss costs twice the conversion (0.9 against 0.4 us; 60,000
+    persons a scan at a million). Same objects as :func:`_consent` builds.
     """
-    loads, signals, exclusions, dt = json.loads, _CONSENT_SIGNALS, _EXCLUSIONS, _dt
+    loads, signals, exclusions = json.loads, _CONSENT_SIGNALS, _EXCLUSIONS
+    stamp, utc = datetime.fromtimestamp, UTC
     no_consents: tuple[ConsentRecord, ...] = ()
     no_attributes: tuple[Fact, ...] = ()
     rows: list[MemberRow] = []
@@ -537,8 +540,8 @@ def _member_rows(
                         node_id,
                         purpose,
                         granted == 1,
-                        dt(at),
-                        dt(recorded_at),
+                        stamp(at / 1000, utc),
+                        stamp(recorded_at / 1000, utc),
                         source,
                         signals[signal],
                         basis,
@@ -562,8 +565,8 @@ def _member_rows(
         rows.append(
             MemberRow(
                 person_id,
-                dt(created_at),
-                dt(seen),
+                stamp(created_at / 1000, utc),
+                stamp(seen / 1000, utc),
                 consents,
                 tuple(facts) if facts else no_attributes,
                 None if excluded is None else exclusions[excluded],
