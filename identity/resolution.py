@@ -59,7 +59,6 @@ from identity.model import (
     EventOutcome,
     Explanation,
     Fact,
-    FactInput,
     FactKind,
     FactStatus,
     IdentifierNode,
@@ -88,8 +87,11 @@ _MESSAGE_DIGEST_BYTES = 16  # 128 bits: collisions out of reach for any message 
 class FactSealer(Protocol):
     """Encrypts fact payloads bound to their anchor and field (the vault implements this)."""
 
-    def encrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
-        """Seal each ``(owner, field, plaintext)``; the owner is the anchor node id."""
+    def encrypt_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, new_owners: Collection[str] = ()
+    ) -> list[bytes]:
+        """Seal each ``(owner, field, plaintext)``; the owner is the anchor node id.
+        ``new_owners``: anchors made in this batch (no key of theirs can exist yet)."""
         ...
 
     def decrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
@@ -162,6 +164,9 @@ class _Prepared:
     repeats: list[int] = field(default_factory=list)
 
 
+_PendingFact = tuple[str, FactKind, str, str, datetime, bytes, FactStatus, tuple[str, ...], str]
+
+
 @dataclass(slots=True)
 class _BatchState:
     """In-memory view of the part of the graph a batch touches."""
@@ -180,8 +185,9 @@ class _BatchState:
     new_node_rows: dict[str, tuple[HashedIdentifier, datetime, datetime]] = field(
         default_factory=dict
     )
-    # (anchor node id, fact, source) to seal and store at the end of the batch
-    facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
+    # Facts to seal and store at the end of the batch, flat (one tuple, no object per value):
+    # (anchor node id, kind, name, category, at, payload, status, pii, source)
+    facts: list[_PendingFact] = field(default_factory=list)
     consents: list[ConsentRecord] = field(default_factory=list)
     suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
     restricted: dict[str, bool] = field(default_factory=dict)  # person -> restricted (lazy)
@@ -406,7 +412,10 @@ class ResolutionEngine:
             tuple(recorded),
             keyed=keyed,
         )
-        outcomes = [EventOutcome(Outcome.DUPLICATE, None, (), 0, ()) for _ in events]
+        if len(fresh) == len(events):
+            return results
+        duplicate = EventOutcome(Outcome.DUPLICATE, None, (), 0, ())  # frozen: one is enough
+        outcomes = [duplicate] * len(events)
         for index, outcome in zip(fresh, results, strict=True):
             outcomes[index] = outcome
         return outcomes
@@ -455,7 +464,15 @@ class ResolutionEngine:
         changes, final = self._changes(state, outcomes)
         published = (*self._consent_events(state), *self._merge_events(changes.merged))
         tx.apply(replace(changes, messages=messages, outbound=published))
-        return [replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final]
+        # Only outcomes whose person was merged into another later in the batch change (rare):
+        # a dataclass replace per outcome would cost more than the whole event's resolution.
+        find = state.find
+        return [
+            o
+            if o.person_id is None or find(o.person_id) == o.person_id
+            else replace(o, person_id=find(o.person_id))
+            for o in final
+        ]
 
     def _load(
         self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState
@@ -597,17 +614,32 @@ class ResolutionEngine:
         state.node_person[node_id] = person
         state.new_node_rows[node_id] = (p.primary, at, at)
         if p.raw is not None:
-            raw = FactInput(
-                FactKind.RAW_IDENTIFIER, p.identifier_type, "identifier", at, p.raw.encode()
+            state.facts.append(
+                (
+                    node_id,
+                    FactKind.RAW_IDENTIFIER,
+                    p.identifier_type,
+                    "identifier",
+                    at,
+                    p.raw.encode(),
+                    FactStatus.ACTIVE,
+                    (),
+                    event.source,
+                )
             )
-            state.facts.append((node_id, raw, event.source))
         return node_id
 
     def _attach(self, event: IdentityEvent, hub: str, state: _BatchState) -> int:
         """Anchor the event's facts and consents on ``hub``; how many facts are quarantined."""
         # Facts are anchored to the highest-priority linked identifier of the event, so a later
         # split keeps them with the part that holds that identifier.
-        state.facts.extend((hub, fact, event.source) for fact in event.facts)
+        if not event.facts and not event.consents:
+            return 0
+        source = event.source
+        state.facts.extend(
+            (hub, f.kind, f.name, f.category, f.at, f.payload, f.status, f.pii, source)
+            for f in event.facts
+        )
         recorded_at = self._clock()
         state.consents.extend(
             ConsentRecord(
@@ -822,7 +854,7 @@ class ResolutionEngine:
         # are equal refusals (position is not compared) and are stored once.
         refusals = tuple(r for o in outcomes for r in dict.fromkeys(o.refusals))
         changes = ChangeSet(
-            facts=self._seal(state.facts),
+            facts=self._seal(state.facts, state.new_node_rows.keys()),
             new_persons=new_persons,
             new_nodes=new_nodes,
             rehashed=state.rehashed,
@@ -858,28 +890,24 @@ class ResolutionEngine:
             for survivor, persons in sorted(absorbed.items())
         )
 
-    def _seal(self, pending: list[tuple[str, FactInput, str]]) -> tuple[Fact, ...]:
+    def _seal(self, pending: list[_PendingFact], new_owners: Collection[str]) -> tuple[Fact, ...]:
         if not pending:
             return ()
         if self._sealer is None:  # raw identifiers of keep_raw types need the vault too
             raise ConfigurationError("kept raw identifiers need a sealer (the vault)")
-        sealed = self._sealer.encrypt_many(
-            [(node_id, fact.seal_field, fact.payload) for node_id, fact, _ in pending]
-        )
+        fields: dict[tuple[FactKind, str], str] = {}  # Fact.seal_field, once per (kind, name)
+        items = []
+        for node_id, kind, name, _, _, payload, _, _, _ in pending:
+            seal_field = fields.get((kind, name))
+            if seal_field is None:
+                seal_field = fields[(kind, name)] = f"{kind.value}:{name}"
+            items.append((node_id, seal_field, payload))
+        sealed = self._sealer.encrypt_many(items, new_owners=new_owners)
         return tuple(
-            Fact(
-                new_fact_id(),
-                node_id,
-                fact.kind,
-                fact.name,
-                fact.category,
-                fact.at,
-                source,
-                fact.status,
-                blob,
-                fact.pii,
+            Fact(new_fact_id(), node_id, kind, name, category, at, source, status, blob, pii)
+            for (node_id, kind, name, category, at, _, status, pii, source), blob in zip(
+                pending, sealed, strict=True
             )
-            for (node_id, fact, source), blob in zip(pending, sealed, strict=True)
         )
 
     # -- reads and admin operations -------------------------------------------------------------
