@@ -157,6 +157,9 @@ class Keyring:
         """The identifier hashed under every known key, primary first, for lookups."""
         message = f"{identifier.type}:{identifier.value}".encode()
         kind = identifier.type
+        if len(self._lookup_hmacs) == 1:  # no rotation under way: every bulk identifier
+            ((kid, mac),) = self._lookup_hmacs
+            return (HashedIdentifier(kind, kid, mac.digest(message)),)
         return tuple(
             HashedIdentifier(kind, kid, mac.digest(message)) for kid, mac in self._lookup_hmacs
         )

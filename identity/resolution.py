@@ -158,13 +158,18 @@ class _Prepared:
     primary: HashedIdentifier
     candidates: tuple[HashedIdentifier, ...]
     blocked: str | None
+    key: _Key  # (type, primary digest): the identifier within the batch
     raw: str | None = field(default=None, repr=False)  # normalized value, only if kept
     # Later positions of the same identifier in the event: it counts once, and shares the fate
     # of this first occurrence (a refusal is reported at every position it was sent at).
-    repeats: list[int] = field(default_factory=list)
+    repeats: tuple[int, ...] = ()
 
 
 _PendingFact = tuple[str, FactKind, str, str, datetime, bytes, FactStatus, tuple[str, ...], str]
+
+
+def _priority_order(p: _Prepared) -> tuple[int, int]:
+    return (-p.priority, p.position)
 
 
 @dataclass(slots=True)
@@ -423,26 +428,31 @@ class ResolutionEngine:
     def _prepare(self, event: IdentityEvent) -> list[_Prepared]:
         out: list[_Prepared] = []
         seen: dict[_Key, _Prepared] = {}
+        rules_of, candidates_of = self._policy.rules, self._keyring.candidates
+        blocked_reason = self._policy.blocked_reason
         for position, identifier in enumerate(event.identifiers):
-            rules = self._policy.rules(identifier.type)
-            candidates = self._keyring.candidates(identifier)
+            rules = rules_of(identifier.type)
+            candidates = candidates_of(identifier)
             primary = candidates[0]
             key = (primary.type, primary.digest)
-            if key in seen:  # the same identifier twice in one event counts once
-                seen[key].repeats.append(position)
+            first = seen.get(key)
+            if first is not None:  # the same identifier twice in one event counts once
+                first.repeats = (*first.repeats, position)
                 continue
-            seen[key] = _Prepared(
-                position=position,
-                identifier_type=identifier.type,
-                priority=rules.priority,
-                primary=primary,
-                candidates=candidates,
-                blocked=self._policy.blocked_reason(identifier),
-                raw=identifier.value if rules.keep_raw else None,
+            seen[key] = prepared = _Prepared(
+                position,
+                identifier.type,
+                rules.priority,
+                primary,
+                candidates,
+                blocked_reason(identifier),
+                key,
+                identifier.value if rules.keep_raw else None,
             )
-            out.append(seen[key])
+            out.append(prepared)
         # Highest priority first; the order in the event breaks ties, so results are repeatable.
-        out.sort(key=lambda p: (-p.priority, p.position))
+        if len(out) > 1:
+            out.sort(key=_priority_order)
         return out
 
     def _resolve_batch(
@@ -486,7 +496,7 @@ class ResolutionEngine:
         suppressed = tx.suppressed(list(wanted)) if wanted else set()
         if suppressed:
             state.suppressed.update(
-                (p.primary.type, p.primary.digest)
+                p.key
                 for items in prepared
                 for p in items
                 if not suppressed.isdisjoint(p.candidates)
@@ -494,10 +504,17 @@ class ResolutionEngine:
             wanted -= suppressed
         found = tx.find_identifiers(list(wanted)) if wanted else []
         by_hash = {node.hashed: node for node in found}
+        # Bulk batches are mostly new identifiers: only those with a digest found are looked at.
+        found_digests = {node.hashed.digest for node in found}
         primary_id = self._keyring.primary_key_id
-        for items in prepared:
+        for items in prepared if found else ():
             for p in items:
-                key = (p.primary.type, p.primary.digest)
+                key = p.key
+                if key[1] not in found_digests and (
+                    len(p.candidates) == 1
+                    or found_digests.isdisjoint(c.digest for c in p.candidates)
+                ):
+                    continue
                 if p.blocked or key in state.nodes or key in state.suppressed:
                     continue
                 node = next((by_hash[c] for c in p.candidates if c in by_hash), None)
@@ -564,7 +581,7 @@ class ResolutionEngine:
             return None
         known, created, suppressed = state.nodes, state.new_nodes, state.suppressed
         for p in items:
-            key = (p.primary.type, p.primary.digest)
+            key = p.key
             if p.blocked or key in known or key in created or key in suppressed:
                 return None
         counts = Counter(p.identifier_type for p in items)
@@ -610,7 +627,7 @@ class ResolutionEngine:
         sealed = p.raw is not None or (hub and bool(event.facts))
         keyed = state.keyed_ids if sealed else None
         node_id = keyed.take() if keyed is not None else self._node_ids()
-        state.new_nodes[(p.primary.type, p.primary.digest)] = node_id
+        state.new_nodes[p.key] = node_id
         state.node_person[node_id] = person
         state.new_node_rows[node_id] = (p.primary, at, at)
         if p.raw is not None:
@@ -667,7 +684,7 @@ class ResolutionEngine:
             if p.blocked:
                 selection.refuse(p, RefusalReason(p.blocked), "value is blocked by policy", event)
                 continue
-            if (p.primary.type, p.primary.digest) in state.suppressed:
+            if p.key in state.suppressed:
                 selection.refuse(
                     p,
                     RefusalReason.SUPPRESSED,
@@ -675,7 +692,7 @@ class ResolutionEngine:
                     event,
                 )
                 continue
-            key = (p.primary.type, p.primary.digest)
+            key = p.key
             node = state.nodes.get(key)
             node_id = node.node_id if node else state.new_nodes.get(key)
             if node_id is None:
