@@ -23,6 +23,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from identity.errors import InvalidIdentifierError
+from identity.frozen import quick_init
 
 
 class Normalizer(StrEnum):
@@ -36,6 +37,7 @@ class Normalizer(StrEnum):
     OPAQUE_CASE_INSENSITIVE = "opaque_case_insensitive"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NormalizedIdentifier:
     """An identifier in canonical form, not yet hashed. Never persisted, never logged."""
