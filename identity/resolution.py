@@ -297,6 +297,7 @@ class ResolutionEngine:
         )
         self._keyring = keyring
         self._policy = policy
+        self._limits = {name: rules.max_per_person for name, rules in policy.types.items()}
         self._clock = clock
         self._person_ids = person_ids
         self._node_ids = node_ids
@@ -584,10 +585,11 @@ class ResolutionEngine:
             key = p.key
             if p.blocked or key in known or key in created or key in suppressed:
                 return None
-        counts = Counter(p.identifier_type for p in items)
-        types = self._policy.types
-        if any(count > types[kind].max_per_person for kind, count in counts.items()):
-            return None
+        counts = Counter([p.identifier_type for p in items])
+        limits = self._limits
+        for kind, count in counts.items():
+            if count > limits[kind]:
+                return None
         return counts
 
     def _create(

@@ -316,10 +316,11 @@ def _flush(
         report.events += 1
         report.outcomes[outcome.outcome.value] += 1
         report.new_identifiers += outcome.new_identifiers
-        # Distinct identifiers, not positions: a repeat of a refused identifier counts once.
-        refused = outcome.refused_identifiers
-        report.refused_identifiers += len(refused)
-        report.refusals.update((r.hashed.type, r.reason.value) for r in refused)
+        if outcome.refusals:
+            # Distinct identifiers, not positions: a repeat of a refused identifier counts once.
+            refused = outcome.refused_identifiers
+            report.refused_identifiers += len(refused)
+            report.refusals.update((r.hashed.type, r.reason.value) for r in refused)
         report.merged_persons += len(outcome.merged_person_ids)
         report.facts_stored += outcome.facts_stored
         report.facts_quarantined += outcome.facts_quarantined
