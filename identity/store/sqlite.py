@@ -627,16 +627,18 @@ class _SqliteTransaction:
         )
 
     def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
-        wanted = set(candidates)
-        digests = sorted({c.digest for c in wanted})
+        digests = sorted({c.digest for c in candidates})
         found: list[IdentifierNode] = []
         for chunk in _chunks(digests):
             rows = self._conn.execute(
                 f"{_NODE_SELECT}WHERE i.digest IN ({_marks(len(chunk))})",
                 chunk,
             )
-            found.extend(node for node in map(self._node, rows) if node.hashed in wanted)
-        return found
+            found.extend(map(self._node, rows))
+        if not found:
+            return found
+        wanted = set(candidates)  # hashed only when something came back (bulk: mostly not)
+        return [node for node in found if node.hashed in wanted]
 
     def type_counts(self, person_ids: Collection[str]) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -1220,20 +1222,17 @@ class _SqliteTransaction:
         return self._conn.total_changes - before
 
     def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
-        wanted = set(candidates)
         found: set[HashedIdentifier] = set()
-        for chunk in _chunks(sorted({c.digest for c in wanted})):
+        for chunk in _chunks(sorted({c.digest for c in candidates})):
             rows = self._conn.execute(
                 "SELECT type, key_id, digest FROM suppressed "  # noqa: S608 - placeholders only
                 f"WHERE digest IN ({_marks(len(chunk))})",
                 chunk,
             )
-            found.update(
-                hashed
-                for hashed in (HashedIdentifier(t, k, bytes(d)) for t, k, d in rows)
-                if hashed in wanted
-            )
-        return found
+            found.update(HashedIdentifier(t, k, bytes(d)) for t, k, d in rows)
+        if not found:
+            return found
+        return found.intersection(candidates)  # hashed only when something came back
 
     def lift_suppression(self, hashes: Collection[HashedIdentifier]) -> int:
         if not hashes:
