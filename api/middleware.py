@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.edge import EdgeGuard, GuardedRoute
 from api.metrics import Metrics, RouteTemplates
+from api.routing import DECODED_JSON
 from identity.strict_json import MalformedJsonError, loads_strict
 
 log = structlog.get_logger("idgraph.http")
@@ -70,18 +71,24 @@ _DETAILS = {
 }
 
 
-def _json_refusal(headers: dict[bytes, bytes], body: bytes) -> MalformedJsonError | None:
+def _decode_json(
+    scope: Scope, headers: dict[bytes, bytes], body: bytes
+) -> MalformedJsonError | None:
     """A JSON body with a duplicate key or nested too deeply, refused for every route (those
     FastAPI parses and those that read the raw bytes, such as signed webhooks) before anything
-    parses it again. Bodies that are not JSON at all are left to the route's own 400/415."""
+    parses it again. Bodies that are not JSON at all are left to the route's own 400/415.
+
+    An accepted document is kept in the request's state for the routes that validate it
+    (:mod:`api.routing`): they do not decode the same bytes again."""
     content_type = headers.get(b"content-type", b"")
     media_type = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
     if not body or not (media_type == "application/json" or media_type.endswith("+json")):
         return None
     try:
-        loads_strict(body)
+        document = loads_strict(body)
     except MalformedJsonError as exc:
         return exc if exc.reason != "malformed_json" else None
+    scope["state"][DECODED_JSON] = document
     return None
 
 
@@ -206,7 +213,7 @@ class ApiMiddleware:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        refusal = _json_refusal(headers, body)
+        refusal = _decode_json(scope, headers, body)
         if refusal is not None:
             await _send_problem(
                 scope,

@@ -11,6 +11,7 @@ from api.consent import GpcHeader, gpc_requested
 from api.deps import Ingest, IngestKey, Links, RawBody, ResolveKey
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.responses import ModelResponse
+from api.routing import DecodedJsonRoute
 from api.schemas import (
     ConsentsOut,
     FactsOut,
@@ -27,7 +28,7 @@ from identity.errors import IdentifierNotFoundError
 from identity.model import EventOutcome, Outcome
 from privacy.auditing.log import api_key_actor
 
-router = APIRouter(prefix="/v1", tags=["identity"])
+router = APIRouter(prefix="/v1", tags=["identity"], route_class=DecodedJsonRoute)
 
 # Every route using these takes a JSON body, hence JSON_BODY_PROBLEMS (its 400 and 415).
 PROBLEMS: dict[int | str, dict[str, Any]] = {
