@@ -25,7 +25,11 @@ transport failures resent once (``retried``: only requests with a ``message_id``
 ``hello`` ceiling. The open-loop phase keeps at most ``--max-in-flight`` requests in flight and
 measures each latency from when the request was due (queueing included). Errors are figures:
 the exit status is 1 only when a phase's error rate exceeds ``--max-error-rate`` (1 %).
-Machines are noisy: compare the ratios, not the absolute numbers.
+Machines are noisy: compare the ratios, not the absolute numbers. Each phase also reports CPU
+seconds of the client and servers together and of the server alone (``server_cpu_seconds``;
+``*_server_cpu_per_request_over_hello`` in ``ratios``): the steadier figure when other jobs
+share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
+``hello`` (``bulk`` comes with ``ingest``).
 """
 
 from __future__ import annotations
