@@ -282,7 +282,7 @@ class _ScanResult:
         return None if self.exhausted else self.last
 
 
-def _latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
+def latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
     """The newest fact per name (a person's nodes may each hold a value of one attribute)."""
     latest: dict[str, Fact] = {}
     for fact in facts:
@@ -290,6 +290,22 @@ def _latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
         if seen is None or (fact.at, fact.fact_id) > (seen.at, seen.fact_id):
             latest[fact.name] = fact
     return [latest[name] for name in sorted(latest)]
+
+
+def profile_values(
+    facts: Sequence[Fact], plain: Sequence[bytes]
+) -> tuple[tuple[ProfileAttribute, ...], tuple[ProfileEvent, ...]]:
+    """The attributes and events of a profile from its facts and their decrypted values."""
+    attributes: list[ProfileAttribute] = []
+    events: list[ProfileEvent] = []
+    for fact, text in zip(facts, plain, strict=True):
+        value = json.loads(text)
+        if fact.kind is FactKind.ATTRIBUTE:
+            attributes.append(ProfileAttribute(fact.name, value, fact.at))
+        else:
+            properties = value.get("properties", {}) if isinstance(value, dict) else {}
+            events.append(ProfileEvent(fact.name, fact.at, properties))
+    return tuple(attributes), tuple(events)
 
 
 def _refs(facts: Sequence[Fact]) -> list[FieldRef]:
@@ -445,7 +461,7 @@ class ReadService:
             found = tx.person_facts(
                 person_id, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
             )
-            attributes = _latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
+            attributes = latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
             events = [f for f in found if f.kind is FactKind.EVENT]
             facts = [*attributes, *events]
             # The same answer as deciding again with the fields, without a second consent walk.
@@ -479,22 +495,14 @@ class ReadService:
                 "consent_record": decision.consent_record_id,
             },
         )
-        attributes: list[ProfileAttribute] = []
-        events: list[ProfileEvent] = []
-        for fact, text in zip(allowed, plain, strict=True):
-            value = json.loads(text)
-            if fact.kind is FactKind.ATTRIBUTE:
-                attributes.append(ProfileAttribute(fact.name, value, fact.at))
-            else:
-                properties = value.get("properties", {}) if isinstance(value, dict) else {}
-                events.append(ProfileEvent(fact.name, fact.at, properties))
+        attributes, events = profile_values(allowed, plain)
         decided_at = next(
             (r.at for r in context.consents if r.record_id == decision.consent_record_id), None
         )
         summary = ConsentSummary(
             purpose_id, purpose.lawful_basis.value, decision.reason, decided_at
         )
-        return Profile(person_id, purpose_id, tuple(attributes), tuple(events), summary)
+        return Profile(person_id, purpose_id, attributes, events, summary)
 
     # -- audiences: definitions -----------------------------------------------------------
 
@@ -639,7 +647,7 @@ class ReadService:
                 # person the engine would deny for this reason; counted, nothing loaded.
                 result.denied[row.excluded.value] += 1
                 continue
-            facts = _latest_by_name(row.attributes)
+            facts = latest_by_name(row.attributes)
             decision = self._policy.decide(
                 caller, PersonContext(row.person_id, row.consents), purpose_id, _refs(facts), now
             )
