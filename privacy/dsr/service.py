@@ -811,16 +811,13 @@ class DsrService:
             deliveries=deliveries,
         )
         self._shred([subjects_owner(rid)])
+        if not finished:
+            return self._finished_elsewhere(rid, notices)
         notified: list[AuditDraft] = []
-        if finished and notices:
+        if notices:
             # Queued with the terminal status, in its transaction: now the audit may say so.
             queued = [(destination, url) for destination, url, *_ in notices]
             notified.append(self._notified_draft(request.type, rid, queued))
-        elif notices:
-            # Another worker finished the request first (a stale claim taken over): these
-            # notices were never stored; their sealing keys go.
-            log.warning("dsr_notices_not_queued", request_id=rid, notices=len(notices))
-            self._shred([notice_owner(webhook_id) for _, _, webhook_id, _, _ in notices])
         self._audit_append(
             *notified,
             AuditDraft(
@@ -839,6 +836,20 @@ class DsrService:
         )
         return DsrStatus.COMPLETED
 
+    def _finished_elsewhere(self, rid: str, notices: Sequence[Outgoing]) -> DsrStatus:
+        """Another worker finished the request first (a stale claim taken over).
+
+        Nothing of this run was stored: its notices' sealing keys go, and the audit gets no
+        second ``dsr.completed``/``dsr.failed`` entry (the finishing worker wrote the one that
+        holds). The status answered is the one stored.
+        """
+        if notices:
+            log.warning("dsr_notices_not_queued", request_id=rid, notices=len(notices))
+            self._shred([notice_owner(webhook_id) for _, _, webhook_id, _, _ in notices])
+        log.warning("dsr_finished_elsewhere", request_id=rid)
+        stored = self.store.get(rid)
+        return stored.request.status if stored is not None else DsrStatus.FAILED
+
     def _subjects(self, claimed: Claimed) -> list[NormalizedIdentifier]:
         rid = claimed.request.request_id
         if claimed.sealed_subjects is None:
@@ -851,7 +862,7 @@ class DsrService:
         # The class only: messages of foreign exceptions are not known to be free of values.
         log.error("dsr_failed", request_id=request.request_id, error=type(exc).__name__)
         now = self.clock()
-        self.store.finish(
+        finished = self.store.finish(
             request.request_id,
             DsrStatus.FAILED,
             now,
@@ -860,6 +871,8 @@ class DsrService:
             deliveries=self._callbacks(request, DsrStatus.FAILED, {}, now),
         )
         self._shred([subjects_owner(request.request_id)])
+        if not finished:
+            return self._finished_elsewhere(request.request_id, ())
         self._audit_append(
             AuditDraft(
                 actor="dsr-worker",

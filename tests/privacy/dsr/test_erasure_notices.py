@@ -22,6 +22,7 @@ import pytest
 from identity import outbound
 from identity.model import IdentityEvent
 from privacy.dsr.erasure import ErasureIncompleteError
+from privacy.dsr.model import DsrStatus
 from privacy.dsr.service import NOTICE_FIELD, notice_owner
 from privacy.keys.vault import Vault, VaultError
 from tests.api.test_dsr_api import EMAIL, NOW, Dsr, dsr_settings, open_dsr
@@ -376,3 +377,42 @@ def test_no_recipients_notified_entry_when_another_worker_finished_the_request_f
 
     assert _notified(app) == []
     assert receiver.received == []
+    # The other worker's completion is the one the audit holds: no second entry for this run.
+    completed = [e for e in app.container.audit.entries() if e.action == "dsr.completed"]
+    assert completed == []
+    stored = store.get("res-lost")
+    assert stored is not None
+    assert stored.request.status is DsrStatus.COMPLETED
+
+
+def test_no_failed_entry_when_another_worker_finished_the_request_first(
+    app: Dsr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run that fails after another worker completed the request (a stale claim taken over)
+    # must not audit a failure of a request that completed.
+    _person(app)
+    service = app.container.dsr
+    store = service.store
+    real_finish = store.finish
+
+    def boom(*_args: Any) -> Any:
+        raise RuntimeError("injected failure")
+
+    def finish_after_the_other_worker(request_id: str, status: Any, now: Any, **kw: Any) -> bool:
+        assert real_finish(request_id, DsrStatus.COMPLETED, now, from_statuses=kw["from_statuses"])
+        return real_finish(request_id, status, now, **kw)
+
+    monkeypatch.setattr(service, "_run", boom)
+    monkeypatch.setattr(store, "finish", finish_after_the_other_worker)
+    app.submit(
+        request_id="acc-lost",
+        type="access",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    report = service.run_once()
+
+    assert [e for e in app.container.audit.entries() if e.action == "dsr.failed"] == []
+    stored = store.get("acc-lost")
+    assert stored is not None
+    assert stored.request.status is DsrStatus.COMPLETED
+    assert (report.completed, report.failed) == (1, 0)
