@@ -234,6 +234,19 @@ def _check_token(name: str, value: str, pattern: re.Pattern[str]) -> None:
         )
 
 
+# Detail keys already checked against _DETAIL_KEY: they are names in code (a few dozen), so the
+# set stays small; bounded all the same, a key beyond the bound is simply checked every time.
+_DETAIL_KEYS_SEEN: set[str] = set()
+_DETAIL_KEYS_REMEMBERED: Final = 1_024
+
+
+def _check_detail_key(key: object) -> None:
+    if not isinstance(key, str) or not _DETAIL_KEY.fullmatch(key):
+        raise ValueError("audit details keys must be snake_case tokens")
+    if len(_DETAIL_KEYS_SEEN) < _DETAIL_KEYS_REMEMBERED:
+        _DETAIL_KEYS_SEEN.add(key)
+
+
 def _freeze_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailValue], str]:
     """The checked details, read-only, and their canonical JSON text (what is stored and hashed)."""
     if not isinstance(details, Mapping):
@@ -242,8 +255,16 @@ def _freeze_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailV
         raise ValueError(f"audit details may hold at most {MAX_DETAIL_KEYS} keys")
     frozen: dict[str, DetailValue] = {}
     for key, value in details.items():
-        if not isinstance(key, str) or not _DETAIL_KEY.fullmatch(key):
-            raise ValueError("audit details keys must be snake_case tokens")
+        if key not in _DETAIL_KEYS_SEEN:
+            _check_detail_key(key)
+        # The usual detail, a count (not a bool: bool is an int subclass), checked inline.
+        if type(value) is int:
+            if abs(value) > _MAX_SAFE_INT:
+                raise ValueError(
+                    f"audit details.{key} is outside the integer range -(2**53-1)..2**53-1"
+                )
+            frozen[key] = value
+            continue
         where = f"details.{key}"
         if isinstance(value, (list, tuple)):
             if len(value) > MAX_DETAIL_LIST:
