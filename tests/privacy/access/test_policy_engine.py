@@ -174,7 +174,7 @@ def test_decide_never_returns_a_field_the_policy_forbids(
     person_known=st.booleans(),
     fields=fields_strategy,
 )
-def test_with_fields_on_a_gate_decision_equals_deciding_with_the_fields(
+def test_with_fields_and_field_mask_on_a_gate_decision_equal_deciding_with_the_fields(
     policy: PurposesPolicy,
     purpose: str,
     caller_purposes: set[str],
@@ -191,35 +191,11 @@ def test_with_fields_on_a_gate_decision_equals_deciding_with_the_fields(
     assert engine.with_fields(gate, fields, NOW) == engine.decide(
         caller, person, purpose, fields, NOW
     )
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    policy=purposes_policies(),
-    purpose=st.sampled_from((*PURPOSE_IDS, "unknown_purpose")),
-    caller_purposes=st.sets(st.sampled_from((*PURPOSE_IDS, ALL_PURPOSES))),
-    records=st.lists(consent_records(), max_size=8),
-    person_known=st.booleans(),
-    fields=fields_strategy,
-)
-def test_field_mask_on_a_gate_decision_equals_the_verdicts_of_with_fields(
-    policy: PurposesPolicy,
-    purpose: str,
-    caller_purposes: set[str],
-    records: list[ConsentRecord],
-    person_known: bool,
-    fields: list[FieldRef],
-) -> None:
-    engine = PolicyEngine(policy)
-    caller = Caller("key1", frozenset(caller_purposes), "key1")
-    person = PersonContext("p_1", tuple(records)) if person_known else None
-    gate = engine.decide(caller, person, purpose, (), NOW)
-    # The mask takes (category, recorded_at): a field without an identifier type.
+    # The compact form (field_mask, what a profile read uses) gives the same verdicts for the
+    # fields as (category, recorded_at): fields without an identifier type.
     plain = [FieldRef(f.name, f.category, f.recorded_at) for f in fields]
-
-    mask = engine.field_mask(gate, [(f.category, f.recorded_at) for f in plain], NOW)
-
     full = engine.with_fields(gate, plain, NOW)
+    mask = engine.field_mask(gate, [(f.category, f.recorded_at) for f in plain], NOW)
     assert mask.allowed == tuple(v.allowed for v in full.fields)
     assert dict(mask.withheld) == full.withheld
 
