@@ -247,10 +247,14 @@ def _concurrently(threads: int, total: int, one: Callable[[int], int]) -> Callab
 
 
 # The floor of a consent-filtered audience: one SQL statement over the events (the covering
-# index facts_events_by_name) that groups them by person and keeps the persons whose latest
-# consent record for the purpose grants (latest wins, a tie denies): what any implementation
-# must at least read. Restrictions (0.5 % of persons) are left out. Grouped by the persons'
-# integer keys (graph schema 7): a count needs no public id.
+# index facts_events_by_name) that groups them by person and keeps the persons the policy
+# engine allows for the purpose, with the same semantics as far as one aggregate goes: the
+# latest consent record for the purpose grants (latest wins, a tie denies) and is younger than
+# the purpose's consent age (the TCF 13-month re-prompt: ``since_consent``), and the latest
+# restriction record (if any) does not restrict (a tie restricts). What any implementation must
+# at least read. The bench writes no objection records, so their rules are not spelled out.
+# Grouped by the persons' integer keys (graph schema 7): a count needs no public id. (Until
+# issue 14 left it out, the floor counted restricted persons as members: 0.5 % more.)
 SQL_FLOOR_AUDIENCE = """
 WITH buyers AS (
     SELECT i.person AS person_id FROM facts f INDEXED BY facts_events_by_name
@@ -258,12 +262,17 @@ WITH buyers AS (
     WHERE f.kind = 'event' AND f.status = 'active' AND f.name = ? AND f.at >= ?
     GROUP BY i.person HAVING count(*) >= ?
 ), decisions AS (
-    SELECT b.person_id, c.granted, c.at, max(c.at) OVER (PARTITION BY b.person_id) AS top
+    SELECT b.person_id, c.purpose, c.granted, c.at,
+        max(c.at) OVER (PARTITION BY b.person_id, c.purpose) AS top
     FROM buyers b JOIN identifiers j ON j.person = b.person_id
-    JOIN consents c ON c.node_id = j.node_id AND c.purpose = ?
+    JOIN consents c ON c.node_id = j.node_id AND c.purpose IN (?, '*')
+    WHERE (c.purpose = '*') = (c.signal = 'restriction')
 )
 SELECT count(*) FROM (
-    SELECT person_id FROM decisions WHERE at = top GROUP BY person_id HAVING min(granted) = 1
+    SELECT person_id FROM decisions WHERE at = top GROUP BY person_id
+    HAVING min(CASE WHEN purpose <> '*' THEN granted END) = 1
+    AND max(CASE WHEN purpose <> '*' THEN at END) >= ?
+    AND coalesce(min(CASE WHEN purpose = '*' THEN granted END), 1) = 1
 )
 """
 
@@ -489,9 +498,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             floor_run = _timed("audience-floor warm", floor, "persons")
         else:
             floor_conn = _floor_connection(db)
+            # The bench's consents are TC strings: the TCF age applies (no purpose expiry).
+            consent_age = purposes.tcf.consent_max_age
+            since_consent = 0
+            if consent_age is not None:
+                since_consent = int((NOW - consent_age).timestamp() * 1000)
 
             def floor() -> int:
-                query = floor_conn.execute(SQL_FLOOR_AUDIENCE, ("purchase", since, 2, PURPOSE))
+                query = floor_conn.execute(
+                    SQL_FLOOR_AUDIENCE, ("purchase", since, 2, PURPOSE, since_consent)
+                )
                 return int(query.fetchone()[0])
 
             floor_cold = _timed("audience-floor cold", floor, "persons")

@@ -69,7 +69,8 @@ import structlog
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from identity.hashing import HashKey, Keyring  # noqa: E402 - after the path set-up above
+from bench.measure import load_average  # noqa: E402 - after the path set-up above
+from identity.hashing import HashKey, Keyring  # noqa: E402
 from identity.identifiers import NormalizedIdentifier  # noqa: E402
 from identity.model import (  # noqa: E402
     ConsentInput,
@@ -91,7 +92,7 @@ from privacy.keys.vault_sqlite import SqliteVaultKeyStore  # noqa: E402
 IDS_PER_PERSON = 4
 BUILD_BATCH = 1000
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-GOAL_P99_S = 1.0
+GOAL_P99_S = 0.1  # issue 14: erasure p99 < 100 ms at 1M identifiers (issue 6 said 1 s)
 MAX_WORK_GROWTH = 2.0  # VM steps of one erasure, largest graph / smallest graph
 GRAPH_TABLES = ("persons", "identifiers", "links", "refusals", "facts", "consents", "suppressed")
 
@@ -123,6 +124,13 @@ class SizeReport:
     vm_steps: int
     store: str = "sqlite"
     floor: Latency | None = None  # Neo4j: one person's subgraph DETACH DELETEd, nothing else
+    # CPU seconds of this process per timed erasure (waits for fsync and the disk excluded), of
+    # the batch, and the 1-minute load average around the timed erasures: on a shared machine
+    # wall time alone does not say whether the erasure or its neighbours were slow.
+    erase_cpu: Latency | None = None
+    batch_cpu_s: float = 0.0
+    load_before: float = 0.0
+    load_after: float = 0.0
 
 
 def _latency(samples: list[float]) -> Latency:
@@ -222,10 +230,15 @@ class Bench:
         self.audit.close()
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def _timed(fn: Callable[[], object], cpu: list[float] | None = None) -> float:
+    """Wall seconds of ``fn()``; its CPU seconds are appended to ``cpu`` if given."""
+    cpu_started = time.process_time()
     started = time.perf_counter()
     fn()
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
+    return wall
 
 
 def _scans(bench: Bench, victim: int) -> tuple[list[str], int]:
@@ -282,20 +295,27 @@ def run_size(
             plan_victim, erase_victims = order[0], order[1 : 1 + samples]
             batch_victims = order[1 + samples : 1 + samples + batch]
             scans, vm_steps = _scans(bench, plan_victim)
+            load_before = load_average()
+            erase_cpu: list[float] = []
             erase = [
-                _timed(partial(bench.erasure.erase, [_person(i, "")[1]], f"bench-{i}", "bench"))
+                _timed(
+                    partial(bench.erasure.erase, [_person(i, "")[1]], f"bench-{i}", "bench"),
+                    erase_cpu,
+                )
                 for i in erase_victims
             ]
+            load_after = load_average()
             ingest = [
                 _timed(partial(bench.engine.ingest, [_event(_person(i, "new"))]))
                 for i in range(samples)
             ]
             known = [_person(i, "")[1] for i in order[-samples:]]
             resolve = [_timed(partial(bench.engine.resolve, e)) for e in known]
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             for i in batch_victims:
                 bench.erasure.erase([_person(i, "")[1]], f"batch-{i}", "bench")
             batch_s = time.perf_counter() - started
+            batch_cpu_s = time.process_time() - cpu_started
             still = [i for i in erase_victims if bench.engine.resolve(_person(i, "")[0])]
             if still:
                 raise SystemExit(f"erased persons still resolve: {len(still)}")
@@ -320,6 +340,10 @@ def run_size(
         vm_steps=vm_steps,
         store=store,
         floor=_latency(floor) if floor else None,
+        erase_cpu=_latency(erase_cpu),
+        batch_cpu_s=batch_cpu_s,
+        load_before=load_before,
+        load_after=load_after,
     )
 
 
@@ -350,14 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         batch = max(0, min(args.batch, persons - 1 - (shares - 1) * samples))
         reports.append(run_size(size, samples, batch, args.seed, args.tmp_dir, args.store))
 
-    print(f"{'identifiers':>11} {'op':>8} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'n':>5}")
+    print(f"{'identifiers':>11} {'op':>9} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} {'n':>5}")
     for r in reports:
         rows = [("erase", r.erase), ("ingest", r.ingest), ("resolve", r.resolve)]
+        if r.erase_cpu is not None:
+            rows.insert(1, ("erase cpu", r.erase_cpu))
         if r.floor is not None:
             rows.insert(1, ("floor", r.floor))
         for name, lat in rows:
             print(
-                f"{r.identifiers:>11} {name:>8} {_ms(lat.p50)} {_ms(lat.p99)} {_ms(lat.max)} "
+                f"{r.identifiers:>11} {name:>9} {_ms(lat.p50)} {_ms(lat.p99)} {_ms(lat.max)} "
                 f"{lat.samples:>5}"
             )
     print()
@@ -365,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r.identifiers} identifiers: built in {r.build_s:.1f} s; erase p99 / ingest p99 = "
             f"{r.erase.p99 / r.ingest.p99:.2f}; batch of {r.batch_erasures} erasures in "
-            f"{r.batch_s:.2f} s = {r.batch_per_s:.0f} erasures/s; "
+            f"{r.batch_s:.2f} s ({r.batch_cpu_s:.2f} s cpu) = {r.batch_per_s:.0f} erasures/s; "
+            f"load {r.load_before:.2f} -> {r.load_after:.2f} around the timed erasures; "
             f"graph work {r.vm_steps} VM steps; "
             + ("plans: index seeks only" if not r.scans else f"plans: {len(r.scans)} SCAN(s)")
             + (
@@ -377,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         for scan in r.scans:
             print(f"  SCAN: {scan}")
     worst = max(r.erase.p99 for r in reports)
-    print(f"goal p99 < {GOAL_P99_S:.0f} s: {'met' if worst < GOAL_P99_S else 'NOT met'}")
+    print(f"goal p99 < {GOAL_P99_S * 1000:.0f} ms: {'met' if worst < GOAL_P99_S else 'NOT met'}")
     # The same person shape at every size: the work must not grow with the graph (B-tree depth
     # adds a little; a scan multiplies it by the size ratio).
     print(f"store: {args.store}")

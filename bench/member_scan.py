@@ -225,7 +225,7 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
         def run() -> tuple[int, int]:
             def fetch(after: str) -> list[Any]:
                 # The first rule drives (member_page picks the one selecting fewest events).
-                sql, params = sqlite_audience.page_query(rules_, 0, None, after, page_size)
+                sql, params = sqlite_audience.page_query(rules_, 0, None, None, after, page_size)
                 with store._lock:
                     conn.execute("BEGIN")
                     try:
@@ -254,16 +254,13 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
     try:
         print("\nquery plans:")
         rule = EventCountRule("purchase", NOW - timedelta(days=30), 1)
-        page_sql, page_params = sqlite_audience.page_query((rule,), 0, None, "", 10)
+        # The page statement of member_page: the selection with the consent records.
+        page_sql, page_params = sqlite_audience.page_query((rule,), 0, None, "[]", "", 10)
+        all_sql, all_params = sqlite_audience.page_query((), 0, None, "[]", "", 10)
         list_, range_ = sqlite_store._PAGE_LIST, sqlite_store._PAGE_RANGE
         for name, sql, params in (
-            ("page (one rule)", page_sql, tuple(page_params)),
-            (
-                "consents (range)",
-                sqlite_store._MEMBER_CONSENTS.format(persons=range_),
-                ("", "", "[]"),
-            ),
-            ("consents (list)", sqlite_store._MEMBER_CONSENTS.format(persons=list_), ("[]", "[]")),
+            ("page with consents (one rule)", page_sql, tuple(page_params)),
+            ("page with consents (no rule)", all_sql, tuple(all_params)),
             (
                 "attributes (range)",
                 sqlite_store._MEMBER_ATTRIBUTES.format(persons=range_),

@@ -61,7 +61,7 @@ GOAL_INGEST_RSS_MIB = 512  # issue 3: real peak RSS
 GOAL_AUDIENCE_S = 2.0  # issue 5: consent-filtered audience over 1M persons
 GOAL_INGEST_OVER_BULK = 0.8  # issue 14: HTTP ingest batches vs the bulk path
 GOAL_OVERHEAD = 1.5  # issue 5: policy overhead of audience and profile reads
-GOAL_ERASE_P99_S = 1.0  # issue 6
+GOAL_ERASE_P99_S = 0.1  # issue 14 (issue 6 asked < 1 s)
 GOAL_ERASE_GROWTH = 2.0  # issue 6: erasure work must not grow with the graph (VM steps)
 GOAL_SAME_WORK_RATIO = 0.80  # issue 14: real >= 80 % of the same-work floor's throughput
 GOAL_IDENTIFY_OVER_HELLO = 0.50  # issue 14: identify at 16 connections vs hello-world
@@ -820,8 +820,8 @@ def erasure_section(report: Report) -> list[str]:
         measured = ", ".join(f"{s['identifiers']:,}" for s in sizes)
         report.goals += [
             Goal(
-                "issue 6",
-                f"erasure p99 < {GOAL_ERASE_P99_S:.0f} s (graphs of 10k, 100k, 1M identifiers)",
+                "issue 14",
+                f"erasure p99 < {_ms(GOAL_ERASE_P99_S)} (graphs of 10k, 100k, 1M identifiers)",
                 f"worst p99 {_ms(worst)} over {measured} identifiers",
                 _status(worst < GOAL_ERASE_P99_S),
             ),
@@ -1358,7 +1358,12 @@ def plot_erasure(report: Report, path: Path) -> None:
                 values = [s[op][pct] * 1000 for s in sizes]
                 ax.plot(xs, values, style, color=color, label=f"{op} one person {pct}")
     if xs:
-        ax.axhline(GOAL_ERASE_P99_S * 1000, color="red", linewidth=0.8, label="goal: p99 < 1 s")
+        ax.axhline(
+            GOAL_ERASE_P99_S * 1000,
+            color="red",
+            linewidth=0.8,
+            label=f"goal: p99 < {_ms(GOAL_ERASE_P99_S)}",
+        )
     ax.set_yscale("log")
     labels = ("identifiers in the graph", "milliseconds (log)")
     _finish(ax, report, xs, labels, "Erasure latency vs graph size")

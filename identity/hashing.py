@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from identity.errors import ConfigurationError
+from identity.frozen import quick_init
 from identity.identifiers import NormalizedIdentifier
 
 MIN_KEY_BYTES = 32
@@ -78,6 +79,7 @@ class HashKey:
             raise ConfigurationError(f"hash key {self.key_id!r} looks like a placeholder")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HashedIdentifier:
     """An identifier as stored: its type, the id of the key that hashed it, and the digest."""
@@ -157,6 +159,9 @@ class Keyring:
         """The identifier hashed under every known key, primary first, for lookups."""
         message = f"{identifier.type}:{identifier.value}".encode()
         kind = identifier.type
+        if len(self._lookup_hmacs) == 1:  # no rotation under way: every bulk identifier
+            ((kid, mac),) = self._lookup_hmacs
+            return (HashedIdentifier(kind, kid, mac.digest(message)),)
         return tuple(
             HashedIdentifier(kind, kid, mac.digest(message)) for kid, mac in self._lookup_hmacs
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from identity.frozen import quick_init
 from identity.hashing import HashedIdentifier
 from identity.identifiers import NormalizedIdentifier
 
@@ -114,6 +115,7 @@ class FactInput:
         return f"{self.kind.value}:{self.name}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Fact:
     """A stored fact: anchored to one identifier node, its value sealed by the vault."""
@@ -187,6 +189,7 @@ class ConsentRecord:
     proof: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IdentityEvent:
     """Identifiers seen together, from one source at one time, with facts about the person.
@@ -205,6 +208,7 @@ class IdentityEvent:
     message_id: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class IdentifierNode:
     """An identifier in the graph: its keyed hash, the person it resolves to, and when seen."""
@@ -216,6 +220,7 @@ class IdentifierNode:
     last_seen: datetime
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Link:
     """An undirected link between two identifier nodes, per source. ``a < b`` always."""
@@ -231,6 +236,7 @@ class Link:
             raise ValueError("link endpoints must be ordered a < b")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PersonRecord:
     """A resolved person: an opaque id and activity times."""
@@ -291,6 +297,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # its message_id was applied before: nothing was done again
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
     """The result of one event. ``person_id`` is for callers allowed to see it."""

@@ -124,10 +124,12 @@ class IdentityPolicy(BaseModel):
         """Why this identifier may never be linked (a listed value or pattern), or ``None``."""
         blocked: dict[str, frozenset[str]] = getattr(self, "_blocked")  # noqa: B009
         patterns: dict[str, tuple[re.Pattern[str], ...]] = getattr(self, "_patterns")  # noqa: B009
-        if identifier.value.casefold() in blocked[identifier.type]:
+        values = blocked[identifier.type]
+        if values and identifier.value.casefold() in values:
             return "blocked_value"
-        if any(p.search(identifier.value) for p in patterns[identifier.type]):
-            return "blocked_pattern"
+        for pattern in patterns[identifier.type]:
+            if pattern.search(identifier.value):
+                return "blocked_pattern"
         return None
 
 

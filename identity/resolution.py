@@ -59,7 +59,6 @@ from identity.model import (
     EventOutcome,
     Explanation,
     Fact,
-    FactInput,
     FactKind,
     FactStatus,
     IdentifierNode,
@@ -88,8 +87,11 @@ _MESSAGE_DIGEST_BYTES = 16  # 128 bits: collisions out of reach for any message 
 class FactSealer(Protocol):
     """Encrypts fact payloads bound to their anchor and field (the vault implements this)."""
 
-    def encrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
-        """Seal each ``(owner, field, plaintext)``; the owner is the anchor node id."""
+    def encrypt_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, new_owners: Collection[str] = ()
+    ) -> list[bytes]:
+        """Seal each ``(owner, field, plaintext)``; the owner is the anchor node id.
+        ``new_owners``: anchors made in this batch (no key of theirs can exist yet)."""
         ...
 
     def decrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
@@ -156,10 +158,18 @@ class _Prepared:
     primary: HashedIdentifier
     candidates: tuple[HashedIdentifier, ...]
     blocked: str | None
+    key: _Key  # (type, primary digest): the identifier within the batch
     raw: str | None = field(default=None, repr=False)  # normalized value, only if kept
     # Later positions of the same identifier in the event: it counts once, and shares the fate
     # of this first occurrence (a refusal is reported at every position it was sent at).
-    repeats: list[int] = field(default_factory=list)
+    repeats: tuple[int, ...] = ()
+
+
+_PendingFact = tuple[str, FactKind, str, str, datetime, bytes, FactStatus, tuple[str, ...], str]
+
+
+def _priority_order(p: _Prepared) -> tuple[int, int]:
+    return (-p.priority, p.position)
 
 
 @dataclass(slots=True)
@@ -180,8 +190,9 @@ class _BatchState:
     new_node_rows: dict[str, tuple[HashedIdentifier, datetime, datetime]] = field(
         default_factory=dict
     )
-    # (anchor node id, fact, source) to seal and store at the end of the batch
-    facts: list[tuple[str, FactInput, str]] = field(default_factory=list)
+    # Facts to seal and store at the end of the batch, flat (one tuple, no object per value):
+    # (anchor node id, kind, name, category, at, payload, status, pii, source)
+    facts: list[_PendingFact] = field(default_factory=list)
     consents: list[ConsentRecord] = field(default_factory=list)
     suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
     restricted: dict[str, bool] = field(default_factory=dict)  # person -> restricted (lazy)
@@ -286,6 +297,7 @@ class ResolutionEngine:
         )
         self._keyring = keyring
         self._policy = policy
+        self._limits = {name: rules.max_per_person for name, rules in policy.types.items()}
         self._clock = clock
         self._person_ids = person_ids
         self._node_ids = node_ids
@@ -406,7 +418,10 @@ class ResolutionEngine:
             tuple(recorded),
             keyed=keyed,
         )
-        outcomes = [EventOutcome(Outcome.DUPLICATE, None, (), 0, ()) for _ in events]
+        if len(fresh) == len(events):
+            return results
+        duplicate = EventOutcome(Outcome.DUPLICATE, None, (), 0, ())  # frozen: one is enough
+        outcomes = [duplicate] * len(events)
         for index, outcome in zip(fresh, results, strict=True):
             outcomes[index] = outcome
         return outcomes
@@ -414,26 +429,31 @@ class ResolutionEngine:
     def _prepare(self, event: IdentityEvent) -> list[_Prepared]:
         out: list[_Prepared] = []
         seen: dict[_Key, _Prepared] = {}
+        rules_of, candidates_of = self._policy.rules, self._keyring.candidates
+        blocked_reason = self._policy.blocked_reason
         for position, identifier in enumerate(event.identifiers):
-            rules = self._policy.rules(identifier.type)
-            candidates = self._keyring.candidates(identifier)
+            rules = rules_of(identifier.type)
+            candidates = candidates_of(identifier)
             primary = candidates[0]
             key = (primary.type, primary.digest)
-            if key in seen:  # the same identifier twice in one event counts once
-                seen[key].repeats.append(position)
+            first = seen.get(key)
+            if first is not None:  # the same identifier twice in one event counts once
+                first.repeats = (*first.repeats, position)
                 continue
-            seen[key] = _Prepared(
-                position=position,
-                identifier_type=identifier.type,
-                priority=rules.priority,
-                primary=primary,
-                candidates=candidates,
-                blocked=self._policy.blocked_reason(identifier),
-                raw=identifier.value if rules.keep_raw else None,
+            seen[key] = prepared = _Prepared(
+                position,
+                identifier.type,
+                rules.priority,
+                primary,
+                candidates,
+                blocked_reason(identifier),
+                key,
+                identifier.value if rules.keep_raw else None,
             )
-            out.append(seen[key])
+            out.append(prepared)
         # Highest priority first; the order in the event breaks ties, so results are repeatable.
-        out.sort(key=lambda p: (-p.priority, p.position))
+        if len(out) > 1:
+            out.sort(key=_priority_order)
         return out
 
     def _resolve_batch(
@@ -455,7 +475,15 @@ class ResolutionEngine:
         changes, final = self._changes(state, outcomes)
         published = (*self._consent_events(state), *self._merge_events(changes.merged))
         tx.apply(replace(changes, messages=messages, outbound=published))
-        return [replace(o, person_id=state.find(o.person_id)) if o.person_id else o for o in final]
+        # Only outcomes whose person was merged into another later in the batch change (rare):
+        # a dataclass replace per outcome would cost more than the whole event's resolution.
+        find = state.find
+        return [
+            o
+            if o.person_id is None or find(o.person_id) == o.person_id
+            else replace(o, person_id=find(o.person_id))
+            for o in final
+        ]
 
     def _load(
         self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState
@@ -469,7 +497,7 @@ class ResolutionEngine:
         suppressed = tx.suppressed(list(wanted)) if wanted else set()
         if suppressed:
             state.suppressed.update(
-                (p.primary.type, p.primary.digest)
+                p.key
                 for items in prepared
                 for p in items
                 if not suppressed.isdisjoint(p.candidates)
@@ -477,10 +505,17 @@ class ResolutionEngine:
             wanted -= suppressed
         found = tx.find_identifiers(list(wanted)) if wanted else []
         by_hash = {node.hashed: node for node in found}
+        # Bulk batches are mostly new identifiers: only those with a digest found are looked at.
+        found_digests = {node.hashed.digest for node in found}
         primary_id = self._keyring.primary_key_id
-        for items in prepared:
+        for items in prepared if found else ():
             for p in items:
-                key = (p.primary.type, p.primary.digest)
+                key = p.key
+                if key[1] not in found_digests and (
+                    len(p.candidates) == 1
+                    or found_digests.isdisjoint(c.digest for c in p.candidates)
+                ):
+                    continue
                 if p.blocked or key in state.nodes or key in state.suppressed:
                     continue
                 node = next((by_hash[c] for c in p.candidates if c in by_hash), None)
@@ -547,13 +582,14 @@ class ResolutionEngine:
             return None
         known, created, suppressed = state.nodes, state.new_nodes, state.suppressed
         for p in items:
-            key = (p.primary.type, p.primary.digest)
+            key = p.key
             if p.blocked or key in known or key in created or key in suppressed:
                 return None
-        counts = Counter(p.identifier_type for p in items)
-        types = self._policy.types
-        if any(count > types[kind].max_per_person for kind, count in counts.items()):
-            return None
+        counts = Counter([p.identifier_type for p in items])
+        limits = self._limits
+        for kind, count in counts.items():
+            if count > limits[kind]:
+                return None
         return counts
 
     def _create(
@@ -593,21 +629,36 @@ class ResolutionEngine:
         sealed = p.raw is not None or (hub and bool(event.facts))
         keyed = state.keyed_ids if sealed else None
         node_id = keyed.take() if keyed is not None else self._node_ids()
-        state.new_nodes[(p.primary.type, p.primary.digest)] = node_id
+        state.new_nodes[p.key] = node_id
         state.node_person[node_id] = person
         state.new_node_rows[node_id] = (p.primary, at, at)
         if p.raw is not None:
-            raw = FactInput(
-                FactKind.RAW_IDENTIFIER, p.identifier_type, "identifier", at, p.raw.encode()
+            state.facts.append(
+                (
+                    node_id,
+                    FactKind.RAW_IDENTIFIER,
+                    p.identifier_type,
+                    "identifier",
+                    at,
+                    p.raw.encode(),
+                    FactStatus.ACTIVE,
+                    (),
+                    event.source,
+                )
             )
-            state.facts.append((node_id, raw, event.source))
         return node_id
 
     def _attach(self, event: IdentityEvent, hub: str, state: _BatchState) -> int:
         """Anchor the event's facts and consents on ``hub``; how many facts are quarantined."""
         # Facts are anchored to the highest-priority linked identifier of the event, so a later
         # split keeps them with the part that holds that identifier.
-        state.facts.extend((hub, fact, event.source) for fact in event.facts)
+        if not event.facts and not event.consents:
+            return 0
+        source = event.source
+        state.facts.extend(
+            (hub, f.kind, f.name, f.category, f.at, f.payload, f.status, f.pii, source)
+            for f in event.facts
+        )
         recorded_at = self._clock()
         state.consents.extend(
             ConsentRecord(
@@ -635,7 +686,7 @@ class ResolutionEngine:
             if p.blocked:
                 selection.refuse(p, RefusalReason(p.blocked), "value is blocked by policy", event)
                 continue
-            if (p.primary.type, p.primary.digest) in state.suppressed:
+            if p.key in state.suppressed:
                 selection.refuse(
                     p,
                     RefusalReason.SUPPRESSED,
@@ -643,7 +694,7 @@ class ResolutionEngine:
                     event,
                 )
                 continue
-            key = (p.primary.type, p.primary.digest)
+            key = p.key
             node = state.nodes.get(key)
             node_id = node.node_id if node else state.new_nodes.get(key)
             if node_id is None:
@@ -822,7 +873,7 @@ class ResolutionEngine:
         # are equal refusals (position is not compared) and are stored once.
         refusals = tuple(r for o in outcomes for r in dict.fromkeys(o.refusals))
         changes = ChangeSet(
-            facts=self._seal(state.facts),
+            facts=self._seal(state.facts, state.new_node_rows.keys()),
             new_persons=new_persons,
             new_nodes=new_nodes,
             rehashed=state.rehashed,
@@ -858,28 +909,24 @@ class ResolutionEngine:
             for survivor, persons in sorted(absorbed.items())
         )
 
-    def _seal(self, pending: list[tuple[str, FactInput, str]]) -> tuple[Fact, ...]:
+    def _seal(self, pending: list[_PendingFact], new_owners: Collection[str]) -> tuple[Fact, ...]:
         if not pending:
             return ()
         if self._sealer is None:  # raw identifiers of keep_raw types need the vault too
             raise ConfigurationError("kept raw identifiers need a sealer (the vault)")
-        sealed = self._sealer.encrypt_many(
-            [(node_id, fact.seal_field, fact.payload) for node_id, fact, _ in pending]
-        )
+        fields: dict[tuple[FactKind, str], str] = {}  # Fact.seal_field, once per (kind, name)
+        items = []
+        for node_id, kind, name, _, _, payload, _, _, _ in pending:
+            seal_field = fields.get((kind, name))
+            if seal_field is None:
+                seal_field = fields[(kind, name)] = f"{kind.value}:{name}"
+            items.append((node_id, seal_field, payload))
+        sealed = self._sealer.encrypt_many(items, new_owners=new_owners)
         return tuple(
-            Fact(
-                new_fact_id(),
-                node_id,
-                fact.kind,
-                fact.name,
-                fact.category,
-                fact.at,
-                source,
-                fact.status,
-                blob,
-                fact.pii,
+            Fact(new_fact_id(), node_id, kind, name, category, at, source, status, blob, pii)
+            for (node_id, kind, name, category, at, _, status, pii, source), blob in zip(
+                pending, sealed, strict=True
             )
-            for (node_id, fact, source), blob in zip(pending, sealed, strict=True)
         )
 
     # -- reads and admin operations -------------------------------------------------------------

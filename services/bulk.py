@@ -24,10 +24,12 @@ as new; give rows a ``message_id`` when that matters.
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -212,14 +214,39 @@ def ingest_file(
     # is never longer than a batch, so a batch still commits as soon as its last row is read.
     chunk_rows = max(1, min(SCAN_CHUNK_ROWS, batch_size))
     chunk: list[tuple[int, IdentifyInput | RowError]] = []
-    for line_no, row in rows:
-        report.rows += 1
-        chunk.append((line_no, _request(row, line_no, default_source)))
-        if len(chunk) >= chunk_rows:
-            _validate_chunk(service, chunk, batch, report, actor, batch_size)
-    _validate_chunk(service, chunk, batch, report, actor, batch_size)
-    _flush(service, batch, report, actor)
+    with _young_collections_rarer():
+        for line_no, row in rows:
+            report.rows += 1
+            chunk.append((line_no, _request(row, line_no, default_source)))
+            if len(chunk) >= chunk_rows:
+                _validate_chunk(service, chunk, batch, report, actor, batch_size)
+        _validate_chunk(service, chunk, batch, report, actor, batch_size)
+        _flush(service, batch, report, actor)
     return report
+
+
+# Objects made per young collection while a file is read (CPython's default is 700).
+BULK_GC_THRESHOLD = 100_000
+
+
+@contextmanager
+def _young_collections_rarer() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a file is ingested.
+
+    Why: a batch keeps ~25 tracked objects per identifier alive until it commits (events,
+    hashed identifiers, nodes, links, facts, outcomes), and every full collection walks all of
+    them; the objects of a bulk file form no cycles (a 50k-identifier run collected none), so
+    those walks are pure cost: 11 % of bulk CPU at 50k identifiers. Reference counting still
+    frees everything as before; the collector still runs, only every 100,000 allocations instead
+    of every 700. Bulk files are ingested by the ``idgraph ingest`` process (the only caller), so
+    the process-wide setting is restored when the file is done and touches no server.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], BULK_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _validate_chunk(
@@ -289,10 +316,11 @@ def _flush(
         report.events += 1
         report.outcomes[outcome.outcome.value] += 1
         report.new_identifiers += outcome.new_identifiers
-        # Distinct identifiers, not positions: a repeat of a refused identifier counts once.
-        refused = outcome.refused_identifiers
-        report.refused_identifiers += len(refused)
-        report.refusals.update((r.hashed.type, r.reason.value) for r in refused)
+        if outcome.refusals:
+            # Distinct identifiers, not positions: a repeat of a refused identifier counts once.
+            refused = outcome.refused_identifiers
+            report.refused_identifiers += len(refused)
+            report.refusals.update((r.hashed.type, r.reason.value) for r in refused)
         report.merged_persons += len(outcome.merged_person_ids)
         report.facts_stored += outcome.facts_stored
         report.facts_quarantined += outcome.facts_quarantined

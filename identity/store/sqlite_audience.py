@@ -266,13 +266,13 @@ def forget(conn: sqlite3.Connection) -> None:
 
 # -- member scans ---------------------------------------------------------------------------
 
-# The exact count of one rule for the person ``p`` of the page query from its events
+# The exact count of one rule for the person ``e.person_id`` of the page query from its events
 # (facts_events: one seek per node); only asked for persons whose counters alone do not settle
 # the rule.
 _EXACT = (
-    "(SELECT count(*) FROM identifiers i JOIN facts f ON f.node = i.pk "
-    "WHERE i.person = p.pk AND f.kind = 'event' AND f.status = 'active' "
-    "AND f.name = ? AND f.at >= ?)"
+    "(SELECT count(*) FROM persons p0 CROSS JOIN identifiers i ON i.person = p0.pk "
+    "CROSS JOIN facts f ON f.node = i.pk WHERE p0.person_id = e.person_id "
+    "AND f.kind = 'event' AND f.status = 'active' AND f.name = ? AND f.at >= ?)"
 )
 # A further rule of a person already selected: the counters of the whole days after the
 # boundary day (a lower bound) settle it, else the exact count does.
@@ -291,6 +291,33 @@ _CONSENT_JOINS = (
     " LEFT JOIN consent_current cp ON cp.person_id = p.person_id AND cp.purpose = ?"
     " LEFT JOIN consent_current cr ON cr.person_id = p.person_id AND cr.purpose = '*'"
 )
+# The consent records of a kept person ``p`` for the purposes of a JSON array, as one JSON
+# array of ``CONSENT_FIELDS`` arrays (``NULL`` for an excluded person: nothing of it is read).
+# One seek per node into the consents' primary key; the unary ``+`` keeps SQLite from seeking
+# once per (node, purpose) instead. Read in the page statement itself, so a page is one
+# statement: no second lookup of the page's persons by id (a JSON list of a thousand ids
+# joined back to persons, identifiers and consents, then sorted, cost as much as the page).
+CONSENT_FIELDS = (
+    "record_id",
+    "node_id",
+    "purpose",
+    "granted",
+    "at",
+    "recorded_at",
+    "source",
+    "signal",
+    "lawful_basis",
+    "proof",
+)
+_CONSENTS_OF_PERSON = (
+    "(SELECT json_group_array(json_array("
+    + ", ".join(f"c.{name}" for name in CONSENT_FIELDS)
+    + ")) FROM identifiers i CROSS JOIN consents c ON c.node_id = i.node_id "
+    "WHERE i.person = p.pk AND +c.purpose IN (SELECT value FROM json_each(?)))"
+)
+
+# (person id, created, last seen, exclusion, consent records as JSON): see page_query.
+PageRow = tuple[str, int, int, str | None, str | None]
 
 
 def page_persons(
@@ -298,13 +325,14 @@ def page_persons(
     rules: Sequence[EventCountRule],
     lead: int,
     consent_filter: str | None,
+    consent_purposes: str,
     after: str,
     limit: int,
-) -> list[tuple[str, int, int, str | None]]:
-    """Up to ``limit`` (person id, created, last seen, exclusion) after ``after`` in id order
-    that meet every rule, in one statement (rule and consent evaluation set-based in SQL):
-    the statement of :func:`page_query`."""
-    sql, params = page_query(rules, lead, consent_filter, after, limit)
+) -> list[PageRow]:
+    """Up to ``limit`` (person id, created, last seen, exclusion, consent records) after
+    ``after`` in id order that meet every rule, in one statement (rule and consent evaluation
+    set-based in SQL): the statement of :func:`page_query`."""
+    sql, params = page_query(rules, lead, consent_filter, consent_purposes, after, limit)
     return conn.execute(sql, params).fetchall()
 
 
@@ -312,52 +340,69 @@ def page_query(
     rules: Sequence[EventCountRule],
     lead: int,
     consent_filter: str | None,
+    consent_purposes: str | None,
     after: str,
     limit: int,
 ) -> tuple[str, list[object]]:
     """The statement and parameters of :func:`page_persons` (also for query plans: bench).
 
     ``rules[lead]`` drives: one range of ``event_days`` for its name from the cursor, grouped
-    by person in index order (no sort; the ``LIMIT`` stops the range). The other rules are one
-    ``event_days`` seek per candidate. The consent filter is two ``consent_current`` seeks per
-    person; an excluded person is returned with its reason and counts as scanned.
+    by person in index order (no sort; the ``LIMIT`` stops the range), in a subquery that
+    returns person ids only. The other rules are one ``event_days`` seek per candidate. Only
+    the (at most ``limit``) persons it selects are then joined to ``persons``, to the consent
+    filter (two ``consent_current`` seeks per person; an excluded person is returned with its
+    reason and counts as scanned) and to their consent records for the purposes of the JSON
+    array ``consent_purposes`` (kept persons only; ``None``: no records, a ``NULL`` column: the
+    selection alone, for benchmarks). Joining each ``event_days`` row before
+    grouping (the earlier form) cost four seeks per row, for every person with such an event
+    ever, not per page member.
     """
-    params: list[object] = []
     excluded = "NULL"
     joins = ""
     if consent_filter is not None:
         excluded, joins = _EXCLUDED, _CONSENT_JOINS
+    records = "NULL"
+    loaded: list[object] = []
+    if consent_purposes is not None:
+        records = f"CASE WHEN {excluded} IS NULL THEN {_CONSENTS_OF_PERSON} END"
+        loaded = [consent_purposes]
+    columns = f"p.created_at, p.last_seen, {excluded}, {records}"
+    filtered = [] if consent_filter is None else [consent_filter]
     if not rules:
         sql = (
-            f"SELECT p.person_id, p.created_at, p.last_seen, {excluded} FROM persons p{joins} "
+            f"SELECT p.person_id, {columns} FROM persons p{joins} "
             "WHERE p.person_id > ? ORDER BY p.person_id LIMIT ?"
         )
-        params = [*([consent_filter] if consent_filter is not None else []), after, limit]
-        return sql, params
+        return sql, [*loaded, *filtered, after, limit]
     sinces = [int(rule.since.timestamp() * 1000) for rule in rules]
     driving, since = rules[lead], sinces[lead]
     further = [(r, s) for i, (r, s) in enumerate(zip(rules, sinces, strict=True)) if i != lead]
     # One grouped pass: GROUP BY and ORDER BY are the index order, so SQLite neither sorts nor
-    # reads past the page (a subquery grouped first and joined after made it sort the whole
-    # rest of the range on every page: quadratic over a scan).
+    # reads past the page (grouping a subquery without the LIMIT and joining after made it
+    # sort the whole rest of the range on every page: quadratic over a scan). The subquery
+    # keeps its LIMIT, so it runs as a co-routine that stops after the page; the outer ORDER BY
+    # sorts the page's rows only.
     sql = (
-        f"SELECT e.person_id, p.created_at, p.last_seen, {excluded} FROM event_days e "
-        f"CROSS JOIN persons p ON p.person_id = e.person_id{joins} "
+        f"SELECT e.person_id, {columns} FROM ("
+        "SELECT e.person_id FROM event_days e "
         "WHERE e.name = ? AND e.person_id > ? AND e.day >= ? GROUP BY e.person_id "
         "HAVING (total(CASE WHEN e.day > ? THEN e.n END) >= ? OR (max(e.day = ?) AND "
         + _EXACT
         + " >= ?))"
         + "".join(" AND " + _FURTHER_RULE for _ in further)
         + " ORDER BY e.person_id LIMIT ?"
+        + f") AS e CROSS JOIN persons p ON p.person_id = e.person_id{joins} "
+        "ORDER BY e.person_id"
     )
     day = since // DAY_MS
-    params = [] if consent_filter is None else [consent_filter]
+    params: list[object] = [*loaded]
     params += [driving.name, after, day, day, driving.min_count, day]
     params += [driving.name, since, driving.min_count]
     for rule, rule_since in further:
         params += [rule.name, rule_since // DAY_MS, rule.min_count]
         params += [rule.name, rule_since, rule.min_count]
     params.append(limit)
+    params += filtered
     return sql, params
 
 

@@ -640,26 +640,29 @@ class ReadService:
         now: datetime,
         result: _ScanResult,
     ) -> list[_Member]:
-        candidates: list[tuple[MemberRow, PolicyDecision, list[Fact]]] = []
+        candidates: list[tuple[MemberRow, PolicyDecision, Sequence[Fact]]] = []
+        decide, denied = self._policy.decide, result.denied
+        no_facts: tuple[Fact, ...] = ()
         for row in rows:
             if row.excluded is not None:
                 # Left out by the store's consent filter (PolicyEngine.consent_filter): a
                 # person the engine would deny for this reason; counted, nothing loaded.
-                result.denied[row.excluded.value] += 1
+                denied[row.excluded.value] += 1
                 continue
-            facts = latest_by_name(row.attributes)
-            decision = self._policy.decide(
+            # Most scans ask for no attribute (an event-only audience): no per-row lists then.
+            facts = latest_by_name(row.attributes) if row.attributes else no_facts
+            decision = decide(
                 caller, PersonContext(row.person_id, row.consents), purpose_id, _refs(facts), now
             )
             if not decision.allowed:
-                result.denied[decision.reason] += 1
+                denied[decision.reason] += 1
                 continue
-            candidates.append((row, decision, _allowed(facts, decision)))
-        sealed = [(f.node_id, f.seal_field, f.sealed) for _, _, facts in candidates for f in facts]
+            candidates.append((row, decision, _allowed(facts, decision) if facts else no_facts))
+        sealed = [(f.node_id, f.seal_field, f.sealed) for _, _, kept in candidates for f in kept]
         plain = iter(self._vault.decrypt_many(sealed))
         members: list[_Member] = []
-        for row, decision, facts in candidates:
-            values = {f.name: json.loads(next(plain)) for f in facts}
+        for row, decision, kept in candidates:
+            values = {f.name: json.loads(next(plain)) for f in kept} if kept else {}
             if rules is not None and not rules.matches(values):
                 result.denied["rules_not_met"] += 1
                 continue

@@ -64,7 +64,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -257,6 +257,31 @@ def _dek_aad(owner: str) -> bytes:
     return _DEK_AAD_PREFIX + owner.encode()
 
 
+class _LazyRefs(Mapping[str, str]):
+    """The shred references of some owners, each computed when first read (then kept)."""
+
+    __slots__ = ("_made", "_make", "_owners")
+
+    def __init__(self, owners: Collection[str], make: Callable[[str], str]) -> None:
+        self._owners = frozenset(owners)
+        self._make = make
+        self._made: dict[str, str] = {}
+
+    def __getitem__(self, owner: str) -> str:
+        if owner not in self._owners:
+            raise KeyError(owner)
+        ref = self._made.get(owner)
+        if ref is None:
+            ref = self._made[owner] = self._make(owner)
+        return ref
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._owners)
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+
 def _hkdf(root: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(root)
 
@@ -427,13 +452,21 @@ class Vault:
         """What the key file remembers of a shredded owner: HMAC-SHA256 under the shred-ref
         subkey (hex). Keyed, so a guessed owner id cannot be confirmed against a copy of the
         key file without the KEK."""
+        return self._shred_ref_mac().digest(owner.encode()).hex()
+
+    def _shred_ref_mac(self) -> HmacSha256:
         if self._shred_mac is None:
             # Pads hashed once (HmacSha256): a batch of new anchors needs one ref per anchor.
             self._shred_mac = HmacSha256(self.reference_key(SHRED_REF_INFO))
-        return self._shred_mac.digest(owner.encode()).hex()
+        return self._shred_mac
 
-    def _shred_refs(self, owners: Collection[str]) -> dict[str, str]:
-        return {owner: self.shred_ref(owner) for owner in owners}
+    def _shred_refs(self, owners: Collection[str]) -> Mapping[str, str]:
+        # Each ref is computed on first read: the key file reads them only once it has shredded
+        # something (SqliteVaultKeyStore.insert_new), and a bulk batch would otherwise compute an
+        # HMAC per new anchor for nothing. The MAC itself is made now: its root key may have to
+        # be read from the key file, which must not happen inside the key file's transaction.
+        mac = self._shred_ref_mac()
+        return _LazyRefs(owners, lambda owner: mac.digest(owner.encode()).hex())
 
     def owner_subkeys(
         self, owners: Collection[str], info: bytes, *, create: bool
@@ -618,16 +651,22 @@ class Vault:
         """Encrypt one value; see :meth:`encrypt_many`."""
         return self.encrypt_many([(owner, field, plaintext)])[0]
 
-    def encrypt_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes]:
+    def encrypt_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, new_owners: Collection[str] = ()
+    ) -> list[bytes]:
         """Encrypt ``(owner, field, plaintext)`` items; returns one blob per item, in order.
 
         Owners without a data key get one, all in one key-store transaction (set-based), before
         anything is encrypted. Raises :class:`DataKeyDestroyedError` (encrypting nothing) if any
         owner was shredded: an erased anchor never gets new data.
+
+        ``new_owners``: owners the caller has just made (fresh random ids, such as the nodes an
+        ingest batch creates): their keys are not looked up in the key file first, only made
+        (a key stored meanwhile under the same id would still win, see ``insert_new``).
         """
         if not items:
             return []
-        ciphers = self._ciphers(_check_items(items), create=True)
+        ciphers = self._ciphers(_check_items(items), create=True, fresh=new_owners)
         # Random 96-bit nonces from the OS CSPRNG, drawn in one call. Each DEK encrypts the
         # values of one anchor only, orders of magnitude below the 2**32 messages per key at
         # which random GCM nonces start to risk a collision.
@@ -844,7 +883,9 @@ class Vault:
             return stored, mine
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _ciphers(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
+    def _ciphers(
+        self, owners: set[str], *, create: bool, fresh: Collection[str] = ()
+    ) -> dict[str, AESGCM]:
         """AES-GCM contexts for ``owners``: cached, else unwrapped from the key file, else (with
         ``create``) made. Raises :class:`DataKeyDestroyedError` for owners without a key.
 
@@ -856,7 +897,7 @@ class Vault:
         generation = self._keys.shred_generation()
         ciphers = self._cached(generation, owners)
         if len(ciphers) < len(owners):
-            loaded = self._load(owners - ciphers.keys(), create=create)
+            loaded = self._load(owners - ciphers.keys(), create=create, fresh=fresh)
             ciphers.update(loaded)
             self._remember(generation, loaded)
         return ciphers
@@ -876,8 +917,13 @@ class Vault:
                     found[owner] = cipher
         return found
 
-    def _load(self, owners: set[str], *, create: bool) -> dict[str, AESGCM]:
-        rows = self._keys.get_many(owners)
+    def _load(
+        self, owners: set[str], *, create: bool, fresh: Collection[str] = ()
+    ) -> dict[str, AESGCM]:
+        # Fresh owners (just made by the caller) have no key to read: only the others are
+        # looked up. Only with ``create``: a read must find every key it needs.
+        known = owners.difference(fresh) if create and fresh else owners
+        rows = self._keys.get_many(known) if known else {}
         missing = owners - rows.keys()
         if missing and not create:
             raise DataKeyDestroyedError(missing)

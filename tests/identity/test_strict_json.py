@@ -107,3 +107,36 @@ def test_duplicate_in_another_thread_does_not_hide_this_calls_duplicate() -> Non
         thread.join()
     assert results.count("duplicate_key") == 200
     assert results.count("ok") == 200
+
+
+ENCODED = [
+    '{"a":1}',
+    '\ufeff{"a":1}',
+    b'{"a":1}',
+    '\ufeff{"a":1}'.encode(),
+    '{"a":"\u00e9"}'.encode("utf-16"),
+    '{"a":"\u00e9"}'.encode("utf-16-le"),
+    '{"a":"x"}'.encode("utf-32"),
+    b"\xff\xfe",
+    b'{"a":\xff}',
+    "[1,2",
+    b"",
+    "",
+]
+
+
+def _decoded(decode: Any) -> tuple[str, Any]:
+    try:
+        return "ok", decode()
+    except Exception as exc:  # noqa: BLE001 - the exception itself is what is compared
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("raw", ENCODED, ids=repr)
+def test_reused_decoder_reads_input_as_json_loads_does_when_encoding_or_bom_varies(
+    raw: str | bytes,
+) -> None:
+    # The decoders are made once (not per call as json.loads with a hook does): the same input
+    # handling, BOMs and UTF-16/32 bytes included, and the same errors.
+    expected = _decoded(lambda: json.loads(raw, object_pairs_hook=strict_json._plain_object))
+    assert _decoded(lambda: strict_json._decode(strict_json._PLAIN_DECODER, raw)) == expected

@@ -307,6 +307,8 @@ def _actual(
             assert (row.consents, row.attributes) == ((), ())
             denied[row.excluded.value] += 1
             continue
+        # The records the page statement carries are the person's records, in the same order.
+        assert list(row.consents) == store.read(partial(_consents_of, row.person_id))
         decision = engine.decide(
             caller, PersonContext(row.person_id, row.consents), PURPOSE, (), NOW
         )

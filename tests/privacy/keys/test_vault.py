@@ -96,6 +96,57 @@ def test_many_owners_round_trip_in_one_call_when_their_keys_are_new(vault: Vault
     assert sum(vault.count_by_kek().values()) == 60
 
 
+def test_keys_are_stored_before_values_return_when_owners_are_declared_new(
+    vault: Vault, tmp_path: Path
+) -> None:
+    owners = [new_node_id() for _ in range(40)]
+    items = [(o, "identifier:email", f"v-{o}".encode()) for o in owners]
+
+    blobs = vault.encrypt_many(items, new_owners=owners)
+
+    # Declared new, so not looked up first: still one stored key per owner, and a vault that
+    # opens the key file afresh (nothing cached) reads every value back.
+    assert sum(vault.count_by_kek().values()) == 40
+    other = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    try:
+        fresh = Vault(other, LocalFileKeyProvider(tmp_path / "secrets" / "kek.json"))
+        opened = fresh.decrypt_many([(o, f, b) for (o, f, _), b in zip(items, blobs, strict=True)])
+    finally:
+        other.close()
+    assert opened == [p for _, _, p in items]
+
+
+def test_stored_key_is_used_when_an_owner_declared_new_already_has_one(
+    key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    ann = new_node_id()
+    first = Vault(key_store, LocalFileKeyProvider(kek_path), cache_size=0)
+    blob = first.encrypt(ann, "email", b"ann@x.de")
+
+    # A caller wrongly calling ann new (or a reserved key evicted from the cache): the key in the
+    # file wins, so the earlier value stays readable and no second key is stored.
+    later = first.encrypt_many([(ann, "email", b"ann@y.de")], new_owners=[ann])
+
+    assert sum(first.count_by_kek().values()) == 1
+    assert first.decrypt_many([(ann, "email", blob), (ann, "email", later[0])]) == [
+        b"ann@x.de",
+        b"ann@y.de",
+    ]
+
+
+def test_no_key_is_made_when_an_owner_declared_new_was_shredded(vault: Vault) -> None:
+    ann, bob = new_node_id(), new_node_id()
+    vault.encrypt(ann, "email", b"ann@x.de")
+    vault.shred([ann])
+
+    with pytest.raises(DataKeyDestroyedError):
+        vault.encrypt_many(
+            [(bob, "email", b"b@y.de"), (ann, "email", b"ann@x.de")], new_owners=[ann, bob]
+        )
+
+    assert vault.count_by_kek() == {}  # all or nothing: not even bob got a key
+
+
 def test_ciphertexts_differ_when_the_same_plaintext_is_encrypted_twice(vault: Vault) -> None:
     owner = new_node_id()
 
