@@ -12,9 +12,9 @@ from fastapi_offline import FastAPIOffline
 
 from api import openapi, problems
 from api.background import background_jobs
-from api.edge import EdgeGuardMiddleware, guarded_routes
-from api.metrics import Metrics, MetricsMiddleware
-from api.middleware import BodyLimitMiddleware, DocsCspMiddleware, RequestContextMiddleware
+from api.edge import guarded_routes
+from api.metrics import Metrics
+from api.middleware import ApiMiddleware
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
@@ -93,14 +93,16 @@ def create_app(
         app.mount(
             "/console", create_console(console_services(built, metrics), console_config(settings))
         )
-    # Order matters: the outermost middleware is added last. Request ids wrap everything,
-    # so even a 413 from the body limit is logged with its id. The edge guard answers before
-    # the body is read: no key is a 401 and a non-JSON body a 415, whatever the body holds.
-    app.add_middleware(DocsCspMiddleware, paths=frozenset({"/docs", "/redoc"}))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(EdgeGuardMiddleware, routes=guarded_routes(app))
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the 401/413/415s too
-    app.add_middleware(RequestContextMiddleware)
+    # One layer (api.middleware): request ids wrap everything, so even a 413 from the body
+    # limit is logged with its id and counted; the edge guard answers before the body is
+    # read: no key is a 401 and a non-JSON body a 415, whatever the body holds.
+    app.add_middleware(
+        ApiMiddleware,
+        metrics=metrics,
+        routes=guarded_routes(app),
+        max_bytes=settings.max_body_bytes,
+        docs_paths=frozenset({"/docs", "/redoc"}),
+    )
     return app
 
 

@@ -31,7 +31,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from api.deps import MISSING_KEY, ScopeCheck, get_raw_body
 from api.problems import handle_idgraph_error, problem
@@ -95,11 +95,14 @@ def is_json_media_type(content_type: str) -> bool:
     )
 
 
-class EdgeGuardMiddleware:
-    """Answer 401 (no bearer key) and 415 (not JSON) before the route reads the body."""
+class EdgeGuard:
+    """Answer 401 (no bearer key) and 415 (not JSON) before the route reads the body.
 
-    def __init__(self, app: ASGIApp, routes: list[GuardedRoute]) -> None:
-        self.app = app
+    Called by :class:`api.middleware.ApiMiddleware` with the request's headers, which it has
+    already read into a dict for its own checks.
+    """
+
+    def __init__(self, routes: list[GuardedRoute]) -> None:
         self.routes = routes
 
     def _match(self, scope: Scope) -> GuardedRoute | None:
@@ -112,22 +115,22 @@ class EdgeGuardMiddleware:
                 return None
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> Response | None:
+        """The 401 or 415 for this request, or ``None`` when the route may take it.
+
+        A refused request's scope names its route, as the router would have: the log line
+        and the metrics count it under the route template.
+        """
         guarded = self._match(scope)
         if guarded is None:
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers", []))
+            return None
+        refusal: Response | None = None
         if guarded.needs_key and not _has_bearer(headers.get(b"authorization", b"")):
             # The dependency's own handler renders it: body and headers are the same as its 401.
             refusal = await handle_idgraph_error(Request(scope), AuthenticationError(MISSING_KEY))
-            await self._refuse(scope, receive, send, guarded, refusal)
-            return
-        content_type = headers.get(b"content-type")
-        if guarded.json_body and _wrong_media_type(content_type, headers, guarded.body_required):
+        elif guarded.json_body and _wrong_media_type(
+            headers.get(b"content-type"), headers, guarded.body_required
+        ):
             refusal = problem(
                 Request(scope),
                 415,
@@ -135,17 +138,9 @@ class EdgeGuardMiddleware:
                 f"the request body must be JSON: `Content-Type: {JSON_MEDIA_TYPE}`",
                 "unsupported-media-type",
             )
-            await self._refuse(scope, receive, send, guarded, refusal)
-            return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _refuse(
-        scope: Scope, receive: Receive, send: Send, guarded: GuardedRoute, response: Response
-    ) -> None:
-        # What the router would have set: the log line and the metrics name the route template.
-        scope["route"] = getattr(guarded.route, "original_route", guarded.route)
-        await response(scope, receive, send)
+        if refusal is not None:
+            scope["route"] = getattr(guarded.route, "original_route", guarded.route)
+        return refusal
 
 
 def _has_bearer(authorization: bytes) -> bool:

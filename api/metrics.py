@@ -13,7 +13,7 @@ monitoring systems with wider access and longer retention than the graph itself.
 Fed here and by the routers:
 
 - ``idgraph_http_requests_total{method,route,status}`` and
-  ``idgraph_http_request_duration_seconds{method,route}`` by :class:`MetricsMiddleware`;
+  ``idgraph_http_request_duration_seconds{method,route}`` by :class:`api.middleware.ApiMiddleware`;
   ``route`` is the template (``/v1/links/explain``), ``unmatched`` for unknown paths.
 - ``idgraph_ingest_events_total{outcome}``, ``idgraph_ingest_refused_identifiers_total{reason}``
   and ``idgraph_ingest_facts_total{status}`` by :meth:`Metrics.record_ingest`.
@@ -48,7 +48,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from identity.model import EventOutcome, Outcome, RefusalReason
 from services.metrics import StoreOperation
@@ -252,32 +252,3 @@ class RouteTemplates:
             if match is Match.PARTIAL and partial is None:
                 partial = str(candidate.path)
         return partial or UNMATCHED_ROUTE
-
-
-class MetricsMiddleware:
-    """Count every HTTP request and its latency by method, route template and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.routes = RouteTemplates()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500  # what the client gets when the app raises before answering
-        started = time.perf_counter()
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            self.metrics.record_request(
-                scope["method"], self.routes.template(scope), status, time.perf_counter() - started
-            )

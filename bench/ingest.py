@@ -579,6 +579,11 @@ class _SameWork:
 
     Per batch of events, on the store's real DDL and pragmas (and the vault key file's):
 
+    * **normalization** of every identifier with the identity policy's own normalizers (the
+      hashed form is the normalized one: an ingest cannot skip it);
+    * **message ids**: every row's id derived as the bulk path derives it for a row without one
+      (line + sha256 of the row), keyed and scoped to the source, looked up in and recorded into
+      ``seen_messages`` in the graph transaction (the idempotency of issue 13);
     * **lookups**: every keyed digest of the batch in ``identifiers`` and in ``suppressed``
       (``IN`` lists of 500), the data keys of existing fact anchors not in the DEK cache, the
       shred references of new key owners in ``shredded_refs``;
@@ -609,11 +614,13 @@ class _SameWork:
 
         self._aesgcm = AESGCM
         policy = load_identity_policy(ROOT / "policies" / "identity.yaml")
+        self.policy = policy
         self.keep_raw = {name for name, rules in policy.types.items() if rules.keep_raw}
         self.key_id, secret = _primary_key(work / KEY_FILE)
         self.keyed = hmac.new(secret, digestmod=hashlib.sha256)
         self.kek = AESGCM(AESGCM.generate_key(bit_length=256))
         self.shred_mac = hmac.new(os.urandom(32), digestmod=hashlib.sha256)
+        self.message_mac = hmac.new(os.urandom(32), digestmod=hashlib.sha256)
         folder = work / "same-work"
         folder.mkdir(parents=True, exist_ok=True)
         self.graph = sqlite3.connect(folder / "graph.sqlite3", isolation_level=None)
@@ -698,17 +705,44 @@ class _SameWork:
             del self.deks[next(iter(self.deks))]
         return ciphers
 
-    def batch(self, events: list[dict[str, Any]]) -> tuple[int, int]:  # noqa: PLR0912, PLR0915 - one linear batch
-        """Ingest ``events`` in one graph transaction; returns (identifiers, attribute values)."""
+    def _messages(self, events: list[dict[str, Any]], first_line: int) -> list[tuple[bytes, int]]:
+        """The rows' message ids as the bulk path derives and records them (line + sha256 of
+        the row, keyed digest scoped to the source), looked up in ``seen_messages``."""
+        digests = []
+        for offset, event in enumerate(events):
+            canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+            message_id = (
+                f"bulk:{first_line + offset}:{hashlib.sha256(canonical.encode()).hexdigest()}"
+            )
+            source = event["source"].encode()
+            mac = self.message_mac.copy()
+            mac.update(len(source).to_bytes(4, "big") + source + message_id.encode())
+            digests.append(mac.digest()[:16])
+        for chunk in _in_chunks(digests):
+            marks = ",".join("?" * len(chunk))
+            for row in self.graph.execute(
+                f"SELECT digest FROM seen_messages WHERE digest IN ({marks})", chunk
+            ):
+                raise RuntimeError(f"a repeated message in bench data: {row}")
+        now = int(time.time() * 1000)
+        return [(digest, now) for digest in digests]
+
+    def batch(self, events: list[dict[str, Any]], first_line: int = 1) -> tuple[int, int]:  # noqa: PLR0912, PLR0915 - one linear batch
+        """Ingest ``events`` (the file's lines from ``first_line`` on) in one graph transaction;
+        returns (identifiers, attribute values)."""
         from identity.model import new_fact_id, new_node_id, new_person_id
 
+        messages = self._messages(events, first_line)
         hashed: list[list[tuple[str, bytes, str]]] = []
         for event in events:
             items = []
+            region = event.get("region")
             for item in event["identifiers"]:
+                # Normalized as ingest must (lower-cased emails, E.164 phones, ...) before hashing.
+                value = self.policy.normalize(item["type"], item["value"], region).value
                 mac = self.keyed.copy()
-                mac.update(f"{item['type']}:{item['value']}".encode())
-                items.append((item["type"], mac.digest(), item["value"]))
+                mac.update(f"{item['type']}:{value}".encode())
+                items.append((item["type"], mac.digest(), value))
             hashed.append(items)
         found = self._lookup([(t, d) for items in hashed for t, d, _ in items])
         node_of = {key: node for key, (node, _, _) in found.items()}
@@ -853,6 +887,7 @@ class _SameWork:
             "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             fact_rows,
         )
+        g.executemany("INSERT INTO seen_messages (digest, seen_at) VALUES (?, ?)", messages)
         g.execute("COMMIT")
         return values, attributes
 
@@ -860,7 +895,7 @@ class _SameWork:
         """Row counts of the graph tables the floor wrote."""
         return {
             table: self.graph.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("persons", "identifiers", "links", "facts")
+            for table in ("persons", "identifiers", "links", "facts", "seen_messages")
         }
 
     def close(self) -> None:
@@ -887,11 +922,11 @@ def run_same_work(data: Path, work: Path, batch_size: int, synchronous: str) -> 
             pending.append(json.loads(raw))
             events += 1
             if len(pending) == batch_size:
-                done, traits = floor.batch(pending)
+                done, traits = floor.batch(pending, events - len(pending) + 1)
                 identifiers, attribute_values = identifiers + done, attribute_values + traits
                 pending = []
         if pending:
-            done, traits = floor.batch(pending)
+            done, traits = floor.batch(pending, events - len(pending) + 1)
             identifiers, attribute_values = identifiers + done, attribute_values + traits
         _final_checkpoint(floor.graph)
     stored = floor.counts()

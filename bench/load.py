@@ -25,7 +25,11 @@ transport failures resent once (``retried``: only requests with a ``message_id``
 ``hello`` ceiling. The open-loop phase keeps at most ``--max-in-flight`` requests in flight and
 measures each latency from when the request was due (queueing included). Errors are figures:
 the exit status is 1 only when a phase's error rate exceeds ``--max-error-rate`` (1 %).
-Machines are noisy: compare the ratios, not the absolute numbers.
+Machines are noisy: compare the ratios, not the absolute numbers. Each phase also reports CPU
+seconds of the client and servers together and of the server alone (``server_cpu_seconds``;
+``*_server_cpu_per_request_over_hello`` in ``ratios``): the steadier figure when other jobs
+share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
+``hello`` (``bulk`` comes with ``ingest``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,10 +56,16 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.measure import Span, load_average, measured  # noqa: E402 - after the path set-up
+from bench.measure import (  # noqa: E402 - after the path set-up
+    Span,
+    load_average,
+    measured,
+    process_cpu_seconds,
+)
 from privacy.access.api_keys import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+PHASES = frozenset({"identify", "identify_closed", "ingest", "profile", "audience_export"})
 
 
 @dataclass
@@ -76,6 +87,9 @@ class Phase:
     error_statuses: dict[str, int] = field(default_factory=dict)
     # Client and server together (see bench/measure.py): CPU seconds, bytes written, load.
     cpu_seconds: float = 0.0
+    # The server process alone (the hello-world server for ``hello``): steadier than the sum
+    # on a shared machine, because the client's CPU is not in it.
+    server_cpu_seconds: float = 0.0
     bytes_written: int = 0
     load_before: float = 0.0
     load_after: float = 0.0
@@ -160,14 +174,25 @@ async def run_closed(
                 return
             await _one(phase, client, send, index, retry_transport=retry_transport)
 
-    with measured(pids) as span:
+    with measured_server(pids) as span:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     _fill(phase, span)
     return phase
 
 
+@contextmanager
+def measured_server(pids: tuple[int, ...]) -> Iterator[Span]:
+    """:func:`bench.measure.measured` (client + ``pids``), plus the CPU of ``pids`` alone in
+    ``span.extra["server_cpu_seconds"]``."""
+    before = sum(process_cpu_seconds(p) for p in pids)
+    with measured(pids) as span:
+        yield span
+    span.extra["server_cpu_seconds"] = sum(process_cpu_seconds(p) for p in pids) - before
+
+
 def _fill(phase: Phase, span: Span) -> None:
     phase.seconds = span.seconds
+    phase.server_cpu_seconds = round(float(span.extra.get("server_cpu_seconds", 0.0)), 3)
     phase.cpu_seconds = round(span.cpu_seconds, 3)
     phase.bytes_written = span.bytes_written
     phase.load_before, phase.load_after = span.load_before, span.load_after
@@ -205,7 +230,7 @@ async def run_open(
             finally:
                 in_flight -= 1
 
-    with measured(pids) as span:
+    with measured_server(pids) as span:
         start = time.perf_counter()
         tasks = []
         for index in range(count):
@@ -356,34 +381,39 @@ async def drive(
                 )
             )
         seed = args.seed
-        phases.append(
-            await run_open(
-                "identify",
-                api,
-                lambda c, i: c.post("/v1/identify", json=person(i, seed)),
-                args.requests,
-                args.rate,
-                args.cap,
-                pids=server,
-                max_in_flight=args.max_in_flight or 4 * args.concurrency,
-                retry_transport=True,
+        wanted = args.phases
+        if "identify" not in wanted:
+            skipped["identify"] = "not in --phases"
+        else:
+            phases.append(
+                await run_open(
+                    "identify",
+                    api,
+                    lambda c, i: c.post("/v1/identify", json=person(i, seed)),
+                    args.requests,
+                    args.rate,
+                    args.cap,
+                    pids=server,
+                    max_in_flight=args.max_in_flight or 4 * args.concurrency,
+                    retry_transport=True,
+                )
             )
-        )
         offset = args.requests
         # Throughput of identify: closed loop at the hello phase's concurrency (group commit
         # coalesces the concurrent calls into shared engine batches).
-        phases.append(
-            await run_closed(
-                "identify_closed",
-                api,
-                lambda c, i: c.post("/v1/identify", json=person(offset + i, seed)),
-                args.requests,
-                args.concurrency,
-                args.cap,
-                pids=server,
-                retry_transport=True,
+        if "identify_closed" in wanted:
+            phases.append(
+                await run_closed(
+                    "identify_closed",
+                    api,
+                    lambda c, i: c.post("/v1/identify", json=person(offset + i, seed)),
+                    args.requests,
+                    args.concurrency,
+                    args.cap,
+                    pids=server,
+                    retry_transport=True,
+                )
             )
-        )
         offset += args.requests
 
         def batch(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
@@ -391,89 +421,97 @@ async def drive(
             events = [person(first + k, seed) for k in range(args.batch)]
             return c.post("/v1/ingest", json={"events": events})
 
-        phases.append(
-            await run_closed(
-                "ingest",
-                api,
-                batch,
-                max(1, args.requests // args.batch),
-                max(1, args.concurrency // 4),
-                args.cap,
-                items=args.batch,
-                pids=server,
-                retry_transport=True,
+        if "ingest" in wanted:
+            phases.append(
+                await run_closed(
+                    "ingest",
+                    api,
+                    batch,
+                    max(1, args.requests // args.batch),
+                    max(1, args.concurrency // 4),
+                    args.cap,
+                    items=args.batch,
+                    pids=server,
+                    retry_transport=True,
+                )
             )
-        )
-        readers = min(args.requests, 2_000)
-        if "/v1/consent" in paths and "/v1/profiles/{person_id}" in paths:
-            person_ids: list[str] = []
-            for i in range(readers):
-                body = {
-                    "identifiers": person(i, seed)["identifiers"][:1],
-                    "decisions": {"analytics": True, "ad_targeting": True},
-                    "source": "load",
-                }
-                response = await api.post("/v1/consent", json=body)
-                response.raise_for_status()
-                pid = response.json().get("person_id")
-                if pid:
-                    person_ids.append(pid)
-            if person_ids:
-                phases.append(
-                    await run_closed(
-                        "profile",
-                        api,
-                        lambda c, i: c.get(
-                            f"/v1/profiles/{person_ids[i % len(person_ids)]}",
-                            params={"purpose": "analytics"},
-                        ),
-                        args.requests,
-                        args.concurrency,
-                        args.cap,
-                        pids=server,
-                    )
-                )
+        for name, run_phase in (("profile", profile_phase), ("audience_export", export_phase)):
+            if name not in wanted:
+                skipped[name] = "not in --phases"
+                continue
+            outcome = await run_phase(api, args, paths, server)
+            if isinstance(outcome, Phase):
+                phases.append(outcome)
             else:
-                skipped["profile"] = "POST /v1/consent returned no person ids for this key"
-        else:
-            skipped["profile"] = "the server has no /v1/consent or /v1/profiles/{person_id}"
-        if "/v1/audiences" in paths and "/v1/audiences/{audience_id}/export" in paths:
-            definition = {
-                "name": "load-berlin",
-                "purpose": "ad_targeting",
-                "rules": {
-                    "attributes": [{"attribute": "city", "op": "eq", "value": "Berlin"}],
-                    "events": [{"event": "purchase", "within_days": 30, "min_count": 1}],
-                },
-            }
-            created = await api.post("/v1/audiences", json=definition)
-            if created.is_success:
-                audience_id = created.json()["id"]
-                phases.append(
-                    await run_closed(
-                        "audience_export",
-                        api,
-                        lambda c, i: c.get(
-                            f"/v1/audiences/{audience_id}/export", params={"format": "jsonl"}
-                        ),
-                        args.exports,
-                        1,
-                        args.cap,
-                        pids=server,
-                    )
-                )
-            else:
-                skipped["audience_export"] = (
-                    f"POST /v1/audiences answered {created.status_code}: {created.text[:200]}"
-                )
-        else:
-            skipped["audience_export"] = "the server has no /v1/audiences export"
-    if args.bulk_env is not None:
-        ingest_phase = next(p for p in phases if p.name == "ingest")
+                skipped[name] = outcome
+    ingest_phase = next((p for p in phases if p.name == "ingest"), None)
+    if args.bulk_env is not None and ingest_phase is not None:
         first = offset + ingest_phase.requests * args.batch
         events = [person(first + k, seed) for k in range(ingest_phase.requests * args.batch)]
         phases.append(run_bulk(events, args.bulk_work, args.bulk_env))
     return {"phases": phases, "skipped": skipped}
+
+
+async def profile_phase(
+    api: httpx.AsyncClient, args: argparse.Namespace, paths: dict[str, Any], server: tuple[int, ...]
+) -> Phase | str:
+    """Profile reads of persons with consent (recorded first): the phase, or why it is skipped."""
+    if "/v1/consent" not in paths or "/v1/profiles/{person_id}" not in paths:
+        return "the server has no /v1/consent or /v1/profiles/{person_id}"
+    person_ids: list[str] = []
+    for i in range(min(args.requests, 2_000)):
+        body = {
+            "identifiers": person(i, args.seed)["identifiers"][:1],
+            "decisions": {"analytics": True, "ad_targeting": True},
+            "source": "load",
+        }
+        response = await api.post("/v1/consent", json=body)
+        response.raise_for_status()
+        pid = response.json().get("person_id")
+        if pid:
+            person_ids.append(pid)
+    if not person_ids:
+        return "POST /v1/consent returned no person ids for this key"
+    return await run_closed(
+        "profile",
+        api,
+        lambda c, i: c.get(
+            f"/v1/profiles/{person_ids[i % len(person_ids)]}", params={"purpose": "analytics"}
+        ),
+        args.requests,
+        args.concurrency,
+        args.cap,
+        pids=server,
+    )
+
+
+async def export_phase(
+    api: httpx.AsyncClient, args: argparse.Namespace, paths: dict[str, Any], server: tuple[int, ...]
+) -> Phase | str:
+    """Exports of one audience (created first): the phase, or why it is skipped."""
+    if "/v1/audiences" not in paths or "/v1/audiences/{audience_id}/export" not in paths:
+        return "the server has no /v1/audiences export"
+    definition = {
+        "name": "load-berlin",
+        "purpose": "ad_targeting",
+        "rules": {
+            "attributes": [{"attribute": "city", "op": "eq", "value": "Berlin"}],
+            "events": [{"event": "purchase", "within_days": 30, "min_count": 1}],
+        },
+    }
+    created = await api.post("/v1/audiences", json=definition)
+    if not created.is_success:
+        return f"POST /v1/audiences answered {created.status_code}: {created.text[:200]}"
+    audience_id = created.json()["id"]
+    return await run_closed(
+        "audience_export",
+        api,
+        lambda c, i: c.get(f"/v1/audiences/{audience_id}/export", params={"format": "jsonl"}),
+        args.exports,
+        1,
+        args.cap,
+        pids=server,
+    )
 
 
 def report(result: dict[str, Any]) -> dict[str, Any]:
@@ -511,6 +549,19 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         ratios[f"{row['name']}_throughput_over_hello"] = row["throughput_ratio_to_hello"]
         ratios[f"{row['name']}_p50_over_hello"] = row["p50_ratio_to_hello"]
         ratios[f"{row['name']}_error_rate"] = row["error_rate"]
+        if ceiling.cpu_seconds and row["requests"] and ceiling.requests:
+            # CPU per request (client + server) over the hello phase's. (Until this stop it was
+            # computed after the loop, for the last phase only.)
+            per = row["cpu_seconds"] / row["requests"]
+            ratios[f"{row['name']}_cpu_per_request_over_hello"] = round(
+                per / (ceiling.cpu_seconds / ceiling.requests), 3
+            )
+        if ceiling.server_cpu_seconds and row["requests"] and ceiling.requests:
+            # The server process alone: the steadier figure on a shared machine.
+            per = row["server_cpu_seconds"] / row["requests"]
+            ratios[f"{row['name']}_server_cpu_per_request_over_hello"] = round(
+                per / (ceiling.server_cpu_seconds / ceiling.requests), 3
+            )
     if "ingest" in by_name and by_name.get("bulk", {}).get("items_per_second"):
         # HTTP /v1/ingest batches over the bulk path on events of the same shape (goal >= 0.8).
         ingest, bulk = by_name["ingest"], by_name["bulk"]
@@ -525,16 +576,18 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             )
             per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
             ratios["ingest_cpu_per_event_over_bulk"] = round(per_ingest / per_bulk, 3)
-        if ceiling.cpu_seconds and row["requests"] and ceiling.requests:
-            # CPU per request (client + server) over the hello phase's.
-            per = row["cpu_seconds"] / row["requests"]
-            ratios[f"{row['name']}_cpu_per_request_over_hello"] = round(
-                per / (ceiling.cpu_seconds / ceiling.requests), 3
+        if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
+            # The server alone against the bulk process (no client in either).
+            per_server = ingest["server_cpu_seconds"] / max(
+                1, ingest["requests"] * ingest["items_per_request"]
             )
+            per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
+            ratios["ingest_server_cpu_per_event_over_bulk"] = round(per_server / per_bulk, 3)
     print(
-        "phase CPU s (client + server), MiB written, load: "
+        "phase CPU s (client + server / server alone), MiB written, load: "
         + "; ".join(
-            f"{r['name']} {r['cpu_seconds']:.1f} s, {r['bytes_written'] / 2**20:.1f} MiB, "
+            f"{r['name']} {r['cpu_seconds']:.1f} s / {r['server_cpu_seconds']:.1f} s, "
+            f"{r['bytes_written'] / 2**20:.1f} MiB, "
             f"{r['load_before']:.2f}->{r['load_after']:.2f}"
             for r in rows
         )
@@ -543,7 +596,15 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         print(
             f"identify at {by_name['identify_closed'].get('requests', 0)} requests, closed loop: "
             f"{ratios.get('identify_closed_throughput_over_hello', 0):.3f}x hello throughput "
-            f"(goal >= 0.5), p99 {by_name['identify_closed']['p99_ms']:.1f} ms"
+            f"(goal >= 0.5), p99 {by_name['identify_closed']['p99_ms']:.1f} ms, server CPU per "
+            "request "
+            f"{ratios.get('identify_closed_server_cpu_per_request_over_hello', 0):.2f}x hello's"
+        )
+    if "ingest_events_per_second_over_bulk" in ratios:
+        print(
+            f"/v1/ingest events/s over bulk: {ratios['ingest_events_per_second_over_bulk']:.3f} "
+            "(goal >= 0.8); server CPU per event over bulk: "
+            f"{ratios.get('ingest_server_cpu_per_event_over_bulk', 0):.2f}"
         )
     return {
         "phases": rows,
@@ -574,12 +635,21 @@ def main(argv: list[str] | None = None) -> int:
         "--no-bulk", action="store_true", help="skip the bulk phase (same events, bulk path)"
     )
     parser.add_argument(
+        "--phases",
+        type=lambda text: frozenset(filter(None, text.split(","))),
+        default=PHASES,
+        help="comma-separated phases to run after `hello` (always run: the ceiling); "
+        f"default all: {','.join(sorted(PHASES))}. `bulk` runs with `ingest` unless --no-bulk",
+    )
+    parser.add_argument(
         "--max-error-rate",
         type=float,
         default=0.01,
         help="exit 1 if a phase's failed/sent exceeds this (errors are reported either way)",
     )
     args = parser.parse_args(argv)
+    if not args.phases <= PHASES:
+        parser.error(f"unknown phase(s): {', '.join(sorted(args.phases - PHASES))}")
 
     with tempfile.TemporaryDirectory(prefix="idgraph-load-") as tmp:
         data_dir = Path(tmp) / "data"

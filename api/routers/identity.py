@@ -10,6 +10,8 @@ from fastapi import APIRouter
 from api.consent import GpcHeader, gpc_requested
 from api.deps import Ingest, IngestKey, Links, RawBody, ResolveKey
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
+from api.responses import ModelResponse
+from api.routing import DecodedJsonRoute
 from api.schemas import (
     ConsentsOut,
     FactsOut,
@@ -26,7 +28,7 @@ from identity.errors import IdentifierNotFoundError
 from identity.model import EventOutcome, Outcome
 from privacy.auditing.log import api_key_actor
 
-router = APIRouter(prefix="/v1", tags=["identity"])
+router = APIRouter(prefix="/v1", tags=["identity"], route_class=DecodedJsonRoute)
 
 # Every route using these takes a JSON body, hence JSON_BODY_PROBLEMS (its 400 and 415).
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -73,7 +75,7 @@ def identify(
     raw: RawBody,
     key: IngestKey,
     sec_gpc: GpcHeader = None,
-) -> IdentifyResponse:
+) -> ModelResponse:
     """Link identifiers seen together in one event, with traits and events (scope `ingest`).
 
     With `Sec-GPC: 1`, GPC opt-outs are recorded for the person in the same transaction.
@@ -82,7 +84,7 @@ def identify(
     outcome = service.identify(
         body, actor=api_key_actor(key.key_id), gpc_proof=raw if gpc else None
     )
-    return IdentifyResponse(
+    response = IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
         refused=refusals_out(outcome, "#"),
@@ -90,6 +92,8 @@ def identify(
         consents=_consents(outcome) if gpc else None,
         deduplicated=_deduplicated(outcome),
     )
+    # Built and checked here: serialized once, without FastAPI's second pass (api.responses).
+    return ModelResponse(response, exclude_none=True)
 
 
 @router.post(
@@ -101,7 +105,7 @@ def ingest(
     raw: RawBody,
     key: IngestKey,
     sec_gpc: GpcHeader = None,
-) -> IngestResponse:
+) -> ModelResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
 
     If any event is invalid the whole batch is refused with every error located; nothing is
@@ -124,13 +128,14 @@ def ingest(
         )
         for index, o in enumerate(outcomes)
     ]
-    return IngestResponse(
+    response = IngestResponse(
         events=len(outcomes),
         outcomes=dict(Counter(o.outcome.value for o in outcomes)),
         # Distinct identifiers per event; ``results[].refused`` lists every position.
         refused_identifiers=sum(len(o.refused_identifiers) for o in outcomes),
         results=results,
     )
+    return ModelResponse(response, exclude_none=True)
 
 
 @router.post(
@@ -139,9 +144,9 @@ def ingest(
     responses=PROBLEMS
     | {404: {"description": "Identifier not in the graph", "content": {PROBLEM_JSON: {}}}},
 )
-def resolve(body: ResolveRequest, service: Links, _: ResolveKey) -> ResolveResponse:
+def resolve(body: ResolveRequest, service: Links, _: ResolveKey) -> ModelResponse:
     """The opaque person id an identifier resolves to (scope `resolve`). No data."""
     person_id = service.resolve((body.identifier.type, body.identifier.value))
     if person_id is None:
         raise IdentifierNotFoundError("#/identifier")
-    return ResolveResponse(person_id=person_id)
+    return ModelResponse(ResolveResponse(person_id=person_id))

@@ -53,6 +53,8 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
     # (it merges the one conflict event the real path refuses), the kept raw values as facts.
     assert doc["same_work_store"]["identifiers"] == 400
     assert doc["same_work_store"]["facts"] == 200  # email and phone of 100 persons
+    # Every row's message id recorded, as the bulk path records it.
+    assert doc["same_work_store"]["seen_messages"] == doc["events"]
 
 
 def test_bench_with_attributes_runs_three_modes_and_prints_the_scan_cost(tmp_path: Path) -> None:

@@ -53,3 +53,34 @@ def test_open_loop_bounds_in_flight_and_resends_a_dropped_connection_once() -> N
     assert phase.errors == 1
     assert phase.error_statuses == {"ReadError": 1}
     assert phase.summary()["error_rate"] == 0.025
+
+
+def _phase(name: str, requests: int, seconds: float, cpu: float, server_cpu: float) -> load.Phase:
+    phase = load.Phase(name, requests=requests, seconds=seconds)
+    phase.cpu_seconds, phase.server_cpu_seconds = cpu, server_cpu
+    phase.latencies_ms = [10.0] * requests
+    return phase
+
+
+def test_report_gives_every_phase_its_cpu_ratios_to_hello_when_several_phases_ran() -> None:
+    hello = _phase("hello", 100, 1.0, cpu=0.4, server_cpu=0.1)
+    identify = _phase("identify_closed", 100, 2.0, cpu=0.8, server_cpu=0.3)
+    profile = _phase("profile", 50, 1.0, cpu=0.6, server_cpu=0.25)
+
+    ratios = load.report({"phases": [hello, identify, profile], "skipped": {}})["ratios"]
+
+    # Per request, client + server and the server alone, each over the hello phase's.
+    assert ratios["identify_closed_cpu_per_request_over_hello"] == 2.0
+    assert ratios["identify_closed_server_cpu_per_request_over_hello"] == 3.0
+    assert ratios["profile_cpu_per_request_over_hello"] == 3.0
+    assert ratios["profile_server_cpu_per_request_over_hello"] == 5.0
+    assert ratios["identify_closed_throughput_over_hello"] == 0.5
+
+
+def test_phases_option_refuses_an_unknown_phase_before_any_server_starts() -> None:
+    parser_error = None
+    try:
+        load.main(["--phases", "identify_closed,nonsense"])
+    except SystemExit as exc:
+        parser_error = exc.code
+    assert parser_error == 2  # argparse's usage error, before any server starts
