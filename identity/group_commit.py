@@ -19,6 +19,17 @@ current one has committed. So:
   transaction that failed wrote nothing, so writing again is safe).
 
 Items are written in arrival order, and ``write`` must return one result per item in that order.
+
+**Announced callers** (:meth:`GroupCommitter.coming`). When commits are fast and each caller
+spends a while computing before it submits (a profile read: ~0.5 ms of CPU under the GIL, then
+an audit append), few callers pile up behind one commit: 16 concurrent reads made groups of 1.4
+items, so nearly every read paid a whole transaction (~95 µs of CPU and ~12 KiB written). A
+caller that knows it will submit says so first (``with committer.coming(): ...``); a writer
+with ``linger_s > 0`` then waits, before taking its group, while announced callers are still on
+their way, up to ``linger_s``. It waits only for callers that are busy (announced, not yet
+queued): when nobody else is coming, it writes at once, so a lone caller is never delayed, and
+it never waits for a caller that leaves without submitting (leaving the block withdraws the
+announcement). The wait does not hold the GIL: the announced callers use that time to finish.
 """
 
 from __future__ import annotations
@@ -26,7 +37,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,6 +59,33 @@ class _Ticket(Generic[T, R]):
     error: BaseException | None = None
 
 
+class _Announcement:
+    """The context manager of :meth:`GroupCommitter.coming` (a class: a profile read enters
+    one per read, and a generator-based one cost twice as much)."""
+
+    __slots__ = ("_committer",)
+
+    def __init__(self, committer: GroupCommitter[Any, Any]) -> None:
+        self._committer = committer
+
+    def __enter__(self) -> None:
+        committer = self._committer
+        with committer._cond:
+            committer._coming += 1
+        committer._announced.flag = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        committer = self._committer
+        if getattr(committer._announced, "flag", False):  # left without submitting
+            with committer._cond:
+                committer._withdraw()
+
+
 class GroupCommitter(Generic[T, R]):
     """Writes the items of concurrent :meth:`submit` calls in shared transactions (see module).
 
@@ -60,16 +99,58 @@ class GroupCommitter(Generic[T, R]):
     those wake-ups (each a GIL hand-over) cost about as much CPU as the reads' own audit work.
     """
 
-    def __init__(self, write: Callable[[Sequence[T]], Sequence[R]], max_group: int = 256) -> None:
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], Sequence[R]],
+        max_group: int = 256,
+        linger_s: float = 0.0,
+    ) -> None:
         if max_group < 1:
             raise ValueError("max_group must be >= 1")
+        if linger_s < 0:
+            raise ValueError("linger_s must be >= 0")
         self._write = write
         self._max_group = max_group
-        # Guards the queue and the writer flag; held only for list operations, never for I/O.
+        self._linger_s = linger_s
+        # Guards the queue, the writer flag and the announcements; held only for list and
+        # counter operations, never for I/O.
         self._cond = threading.Lock()
         self._queue: list[_Ticket[T, R]] = []
         self._writing = False
+        # Announced callers not yet queued (see coming()), and which threads announced.
+        self._coming = 0
+        self._announced = threading.local()
+        # Set while a writer lingers; released by the caller whose arrival ends the wait.
+        self._lingering: threading.Lock | None = None
         self.groups = 0  # shared transactions written (for tests and metrics)
+
+    def coming(self) -> _Announcement:
+        """Announce that this thread will :meth:`submit` within the block (or perhaps not at
+        all): a lingering writer waits for it (see the module docstring). Not reentrant."""
+        return _Announcement(self)
+
+    def _withdraw(self) -> None:
+        """Drop this thread's announcement (``self._cond`` held); wake a writer whose wait
+        it ends."""
+        self._announced.flag = False
+        self._coming -= 1
+        gate = self._lingering
+        if gate is not None and (self._coming == 0 or len(self._queue) >= self._max_group):
+            self._lingering = None
+            gate.release()
+
+    def _linger(self) -> None:
+        """Before a writer takes its group: wait while announced callers are still coming,
+        up to ``linger_s`` (a lone caller, or one with nobody busy behind it, goes at once)."""
+        with self._cond:
+            if self._coming == 0 or len(self._queue) >= self._max_group:
+                return
+            gate = self._lingering = threading.Lock()
+            gate.acquire()
+        if not gate.acquire(timeout=self._linger_s):
+            with self._cond:
+                if self._lingering is gate:
+                    self._lingering = None
 
     def submit(self, item: T) -> R:
         """Write ``item`` (in a group with whatever else is queued); return its result once the
@@ -78,12 +159,16 @@ class GroupCommitter(Generic[T, R]):
         ticket.wake.acquire()  # released by whoever has news for this caller
         with self._cond:
             self._queue.append(ticket)
+            if getattr(self._announced, "flag", False):
+                self._withdraw()  # arrived: a lingering writer no longer waits for this caller
             lead = not self._writing
             self._writing = True
         if not lead:
             # Woken once: either the item is written, or this caller is the next writer.
             ticket.wake.acquire()
         while not ticket.done:
+            if self._linger_s:
+                self._linger()
             # Writer now: take the oldest queued items (ours among them unless more than
             # ``max_group`` were queued before it: then this loop writes again).
             with self._cond:

@@ -1020,12 +1020,16 @@ class _SqliteTransaction:
         return None if row is None else PersonRecord(row[0], _dt(row[1]), _dt(row[2]))
 
     def person_consents(self, person_id: str, purposes: Collection[str]) -> list[ConsentRecord]:
+        # The purposes as placeholders, not a json_each() array: a profile read asks for one
+        # purpose (and the restriction purpose), and the JSON array cost a third of the
+        # statement (~11 µs of ~33) plus its encoding; the few distinct texts stay cached.
+        wanted = sorted({*purposes, RESTRICTION_PURPOSE})
         rows = self._conn.execute(
-            f"SELECT {_CONSENT_COLUMNS} FROM persons p "  # noqa: S608 - fixed columns
+            f"SELECT {_CONSENT_COLUMNS} FROM persons p "  # noqa: S608 - fixed columns and placeholders only
             "JOIN identifiers i ON i.person = p.pk JOIN consents c ON c.node_id = i.node_id "
-            "WHERE p.person_id = ? AND +c.purpose IN (SELECT value FROM json_each(?)) "
+            f"WHERE p.person_id = ? AND +c.purpose IN ({_marks(len(wanted))}) "
             "ORDER BY c.at, c.recorded_at, c.record_id",
-            (person_id, _consent_purposes(purposes)),
+            (person_id, *wanted),
         )
         return [_consent(row) for row in rows]
 

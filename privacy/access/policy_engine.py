@@ -30,7 +30,7 @@ reproducible in tests and in the audit log.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -237,6 +237,58 @@ class PolicyEngine:
             return replace(gate, fields=_denied_fields(fields))
         return replace(gate, fields=_verdicts(policy, fields, now))
 
+    def field_mask(
+        self, gate: PolicyDecision, fields: Sequence[tuple[str, datetime]], now: datetime
+    ) -> FieldMask:
+        """:meth:`with_fields` in compact form, for reads of many fields (a profile): each
+        field given as ``(category, recorded_at)``, the answer as one allowed flag per field and
+        the withheld counts by reason, without a :class:`FieldRef` and a :class:`FieldVerdict`
+        per field. The same verdicts as ``with_fields(gate, [FieldRef(name, category,
+        recorded_at)...], now)`` (a field of :data:`IDENTIFIER_CATEGORY` has no identifier type
+        here, so it is never activatable), property-tested against it.
+        """
+        policy = self._purposes.get(gate.purpose)
+        if not gate.allowed or policy is None:
+            count = len(fields)
+            return FieldMask(
+                (False,) * count, {FieldReason.READ_DENIED.value: count} if count else {}
+            )
+        allowed: list[bool] = []
+        withheld: dict[str, int] = {}
+        # The oldest readable recording time per category (None: not readable at all).
+        cutoffs: dict[str, datetime | None] = {}
+        for category, recorded_at in fields:
+            if category in cutoffs:
+                cutoff = cutoffs[category]
+            else:
+                access = (
+                    None if category == IDENTIFIER_CATEGORY else policy.categories.get(category)
+                )
+                cutoff = cutoffs[category] = None if access is None else now - access.retention
+            if cutoff is None:
+                reason = (
+                    FieldReason.NOT_ACTIVATABLE
+                    if category == IDENTIFIER_CATEGORY
+                    else FieldReason.CATEGORY_NOT_ALLOWED
+                ).value
+            elif recorded_at <= cutoff:
+                reason = FieldReason.PAST_RETENTION.value
+            else:
+                allowed.append(True)
+                continue
+            allowed.append(False)
+            withheld[reason] = withheld.get(reason, 0) + 1
+        return FieldMask(tuple(allowed), withheld)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMask:
+    """Per-field verdicts in compact form (:meth:`PolicyEngine.field_mask`): whether each field
+    may be returned, and how many were withheld by reason (as :attr:`PolicyDecision.withheld`)."""
+
+    allowed: tuple[bool, ...]
+    withheld: Mapping[str, int]
+
 
 def _verdicts(
     policy: Purpose, fields: Sequence[FieldRef], now: datetime
@@ -276,6 +328,7 @@ __all__ = [
     "IDENTIFIER_CATEGORY",
     "Caller",
     "ConsentReason",
+    "FieldMask",
     "FieldReason",
     "FieldRef",
     "FieldVerdict",

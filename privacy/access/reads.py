@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
+from itertools import compress
 from typing import Any
 
 from identity.errors import IdGraphError, InvalidFieldError
@@ -88,6 +89,7 @@ from privacy.auditing.log import (
     AuditRef,
     Decision,
     api_key_actor,
+    audit_ref_or_text,
 )
 from privacy.keys.vault import Vault
 from privacy.scanning.facts import FactIntake
@@ -282,7 +284,7 @@ class _ScanResult:
         return None if self.exhausted else self.last
 
 
-def _latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
+def latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
     """The newest fact per name (a person's nodes may each hold a value of one attribute)."""
     latest: dict[str, Fact] = {}
     for fact in facts:
@@ -292,16 +294,28 @@ def _latest_by_name(facts: Sequence[Fact]) -> list[Fact]:
     return [latest[name] for name in sorted(latest)]
 
 
+def profile_values(
+    facts: Sequence[Fact], plain: Sequence[bytes]
+) -> tuple[tuple[ProfileAttribute, ...], tuple[ProfileEvent, ...]]:
+    """The attributes and events of a profile from its facts and their decrypted values."""
+    attributes: list[ProfileAttribute] = []
+    events: list[ProfileEvent] = []
+    for fact, text in zip(facts, plain, strict=True):
+        value = json.loads(text)
+        if fact.kind is FactKind.ATTRIBUTE:
+            attributes.append(ProfileAttribute(fact.name, value, fact.at))
+        else:
+            properties = value.get("properties", {}) if isinstance(value, dict) else {}
+            events.append(ProfileEvent(fact.name, fact.at, properties))
+    return tuple(attributes), tuple(events)
+
+
 def _refs(facts: Sequence[Fact]) -> list[FieldRef]:
     return [FieldRef(f.seal_field, f.category, f.at) for f in facts]
 
 
 def _allowed(facts: Sequence[Fact], decision: PolicyDecision) -> list[Fact]:
     return [f for f, verdict in zip(facts, decision.fields, strict=True) if verdict.allowed]
-
-
-def _withheld_details(decision: PolicyDecision) -> dict[str, int]:
-    return {f"withheld_{reason}": count for reason, count in sorted(decision.withheld.items())}
 
 
 def _refs_digest(refs: Sequence[str]) -> str:
@@ -445,56 +459,50 @@ class ReadService:
             found = tx.person_facts(
                 person_id, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
             )
-            attributes = _latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
-            events = [f for f in found if f.kind is FactKind.EVENT]
-            facts = [*attributes, *events]
-            # The same answer as deciding again with the fields, without a second consent walk.
-            return self._policy.with_fields(gate, _refs(facts), now), facts, context
+            return gate, found, context
 
-        decision, facts, context = self._store.read(load)
-        if not decision.allowed or context is None:
+        # Announced: while this read decides and decrypts, a concurrent audit writer waits for
+        # its entry (briefly) and commits it with the others', one transaction for many reads.
+        with self._audit.coming():
+            gate, found, context = self._store.read(load)
+            if not gate.allowed or context is None:
+                self._record(
+                    caller,
+                    ReadAction.PROFILE,
+                    purpose_id,
+                    person_id,
+                    "deny",
+                    gate.reason,
+                    {"fields_requested": len(found)},
+                    known=context is not None,
+                )
+                raise NotReadableError
+            # Outside the store transaction: the store's connection is not held for Python work.
+            attributes = latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
+            facts = [*attributes, *(f for f in found if f.kind is FactKind.EVENT)]
+            # The same verdicts as deciding again with the fields (with_fields), in compact form.
+            mask = self._policy.field_mask(gate, [(f.category, f.at) for f in facts], now)
+            allowed = list(compress(facts, mask.allowed))
+            plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
+            record = gate.consent_record_id
             self._record(
                 caller,
                 ReadAction.PROFILE,
                 purpose_id,
                 person_id,
-                "deny",
-                decision.reason,
-                {"fields_requested": len(facts)},
-                known=context is not None,
+                "allow",
+                gate.reason,
+                {
+                    "fields_returned": len(allowed),
+                    **{f"withheld_{r}": n for r, n in sorted(mask.withheld.items())},
+                    # An opaque id: checked by its shape (one match), not as free text.
+                    "consent_record": None if record is None else audit_ref_or_text(record),
+                },
             )
-            raise NotReadableError
-        allowed = _allowed(facts, decision)
-        plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
-        self._record(
-            caller,
-            ReadAction.PROFILE,
-            purpose_id,
-            person_id,
-            "allow",
-            decision.reason,
-            {
-                "fields_returned": len(allowed),
-                **_withheld_details(decision),
-                "consent_record": decision.consent_record_id,
-            },
-        )
-        attributes: list[ProfileAttribute] = []
-        events: list[ProfileEvent] = []
-        for fact, text in zip(allowed, plain, strict=True):
-            value = json.loads(text)
-            if fact.kind is FactKind.ATTRIBUTE:
-                attributes.append(ProfileAttribute(fact.name, value, fact.at))
-            else:
-                properties = value.get("properties", {}) if isinstance(value, dict) else {}
-                events.append(ProfileEvent(fact.name, fact.at, properties))
-        decided_at = next(
-            (r.at for r in context.consents if r.record_id == decision.consent_record_id), None
-        )
-        summary = ConsentSummary(
-            purpose_id, purpose.lawful_basis.value, decision.reason, decided_at
-        )
-        return Profile(person_id, purpose_id, tuple(attributes), tuple(events), summary)
+        attributes_out, events_out = profile_values(allowed, plain)
+        decided_at = next((r.at for r in context.consents if r.record_id == record), None)
+        summary = ConsentSummary(purpose_id, purpose.lawful_basis.value, gate.reason, decided_at)
+        return Profile(person_id, purpose_id, attributes_out, events_out, summary)
 
     # -- audiences: definitions -----------------------------------------------------------
 
@@ -642,7 +650,7 @@ class ReadService:
                 denied[row.excluded.value] += 1
                 continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
-            facts = _latest_by_name(row.attributes) if row.attributes else no_facts
+            facts = latest_by_name(row.attributes) if row.attributes else no_facts
             decision = decide(
                 caller, PersonContext(row.person_id, row.consents), purpose_id, _refs(facts), now
             )

@@ -80,7 +80,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -100,6 +100,9 @@ _AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _MIN_SEQ: Final = -(2**63)
 DEFAULT_VERIFY_BATCH: Final = 5_000
 MAX_ENTRIES_LIMIT: Final = 10_000
+# How long a group-commit writer waits at most for appends announced with coming(): about what
+# three profile reads cost in CPU. Only while announced callers are busy: never when idle.
+DEFAULT_GROUP_LINGER_S: Final = 0.002
 
 # Limits that keep "a small JSON dict of counts/ids" small.
 MAX_DETAIL_KEYS: Final = 32
@@ -231,6 +234,19 @@ def _check_token(name: str, value: str, pattern: re.Pattern[str]) -> None:
         )
 
 
+# Detail keys already checked against _DETAIL_KEY: they are names in code (a few dozen), so the
+# set stays small; bounded all the same, a key beyond the bound is simply checked every time.
+_DETAIL_KEYS_SEEN: set[str] = set()
+_DETAIL_KEYS_REMEMBERED: Final = 1_024
+
+
+def _check_detail_key(key: object) -> None:
+    if not isinstance(key, str) or not _DETAIL_KEY.fullmatch(key):
+        raise ValueError("audit details keys must be snake_case tokens")
+    if len(_DETAIL_KEYS_SEEN) < _DETAIL_KEYS_REMEMBERED:
+        _DETAIL_KEYS_SEEN.add(key)
+
+
 def _freeze_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailValue], str]:
     """The checked details, read-only, and their canonical JSON text (what is stored and hashed)."""
     if not isinstance(details, Mapping):
@@ -239,8 +255,16 @@ def _freeze_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailV
         raise ValueError(f"audit details may hold at most {MAX_DETAIL_KEYS} keys")
     frozen: dict[str, DetailValue] = {}
     for key, value in details.items():
-        if not isinstance(key, str) or not _DETAIL_KEY.fullmatch(key):
-            raise ValueError("audit details keys must be snake_case tokens")
+        if key not in _DETAIL_KEYS_SEEN:
+            _check_detail_key(key)
+        # The usual detail, a count (not a bool: bool is an int subclass), checked inline.
+        if type(value) is int:
+            if abs(value) > _MAX_SAFE_INT:
+                raise ValueError(
+                    f"audit details.{key} is outside the integer range -(2**53-1)..2**53-1"
+                )
+            frozen[key] = value
+            continue
         where = f"details.{key}"
         if isinstance(value, (list, tuple)):
             if len(value) > MAX_DETAIL_LIST:
@@ -464,6 +488,11 @@ class AuditLog(Protocol):
         """Append ``entries`` in order, in one transaction; returns them as recorded."""
         ...
 
+    def coming(self) -> AbstractContextManager[None]:
+        """Announce an :meth:`append` this thread will make within the block (or perhaps not):
+        a concurrent group commit may wait a moment for it instead of committing without it."""
+        ...
+
     def head(self) -> AuditHead:
         """The newest entry's ``(seq, digest)``; ``(0, GENESIS_DIGEST)`` when empty."""
         ...
@@ -523,6 +552,7 @@ class SqliteAuditLog:
         busy_timeout_ms: int = 10_000,
         person_ref_key: bytes | None = None,
         person_keys: PersonRefKeys | None = None,
+        group_linger_s: float = DEFAULT_GROUP_LINGER_S,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -539,9 +569,18 @@ class SqliteAuditLog:
         self._conn.text_factory = _decode_text
         self._lock = threading.Lock()
         self._closed = False
+        # A writer waits up to group_linger_s for appends announced with coming() (reads that
+        # are still deciding or decrypting): with fast commits, 16 concurrent reads otherwise
+        # made groups of 1.4 entries, one ~95 µs transaction and ~12 KiB written per read.
         self._group: GroupCommitter[list[AuditDraft], list[AuditEntry]] = GroupCommitter(
-            self._append_groups
+            self._append_groups, linger_s=group_linger_s
         )
+
+    def coming(self) -> AbstractContextManager[None]:
+        """Announce an :meth:`append` this thread will make within the block (see
+        :meth:`identity.group_commit.GroupCommitter.coming`): a concurrent writer waits up to
+        ``group_linger_s`` for it, so concurrent reads share a commit."""
+        return self._group.coming()
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:

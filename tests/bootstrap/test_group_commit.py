@@ -299,3 +299,93 @@ def test_every_item_is_written_once_by_one_writer_at_a_time_when_many_callers_ra
         b + k for b in range(0, CALLERS * 1000, 1000) for k in range(50)
     )
     assert committer.groups <= len(written)
+
+
+# -- announced callers (coming) and the writer's linger ------------------------------------
+# The linger is an hour in these tests: a writer that waited for it when it should not would
+# hang the test (each wait below has a 30 s cap and fails), while the right behaviour finishes
+# at once. Nothing is timed.
+LONG_LINGER = 3600.0
+
+
+def _lingering(committer: GroupCommitter[Any, Any]) -> bool:
+    with committer._cond:
+        return committer._lingering is not None
+
+
+def test_a_writer_waits_for_an_announced_caller_and_writes_both_in_one_group() -> None:
+    written: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        written.append(list(items))
+        return [item * 10 for item in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write, linger_s=LONG_LINGER)
+    announced, go = threading.Event(), threading.Event()
+
+    def announced_caller() -> int:
+        with committer.coming():
+            announced.set()
+            go.wait(30)
+            return committer.submit(2)
+
+    with ThreadPoolExecutor(2) as pool:
+        second = pool.submit(announced_caller)
+        assert announced.wait(30)
+        first = pool.submit(committer.submit, 1)
+        _wait_until(lambda: _lingering(committer))  # the writer waits for the announced one
+        go.set()
+        assert (first.result(30), second.result(30)) == (10, 20)
+
+    assert written == [[1, 2]]
+    assert committer.groups == 1
+
+
+def test_a_lone_caller_with_nobody_announced_is_written_at_once() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        lambda items: [i + 1 for i in items], linger_s=LONG_LINGER
+    )
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(committer.submit, 1).result(30) == 2
+
+    def announced_self() -> int:  # its own announcement does not make it wait for itself
+        with committer.coming():
+            return committer.submit(7)
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(announced_self).result(30) == 8
+
+
+def test_a_writer_stops_waiting_when_the_announced_caller_leaves_without_submitting() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        lambda items: [i + 1 for i in items], linger_s=LONG_LINGER
+    )
+    announced, leave = threading.Event(), threading.Event()
+
+    def denied_reader() -> None:
+        with committer.coming():  # a read that is then denied and appends nothing
+            announced.set()
+            leave.wait(30)
+
+    with ThreadPoolExecutor(2) as pool:
+        reader = pool.submit(denied_reader)
+        assert announced.wait(30)
+        writer = pool.submit(committer.submit, 1)
+        _wait_until(lambda: _lingering(committer))
+        leave.set()
+        assert writer.result(30) == 2
+        reader.result(30)
+    with committer._cond:
+        assert committer._coming == 0
+
+
+def test_a_failed_announced_caller_withdraws_its_announcement() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        lambda items: [i + 1 for i in items], linger_s=LONG_LINGER
+    )
+    with pytest.raises(RuntimeError), committer.coming():
+        raise RuntimeError("the read failed before its audit")
+    with committer._cond:
+        assert committer._coming == 0
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(committer.submit, 1).result(30) == 2

@@ -174,7 +174,7 @@ def test_decide_never_returns_a_field_the_policy_forbids(
     person_known=st.booleans(),
     fields=fields_strategy,
 )
-def test_with_fields_on_a_gate_decision_equals_deciding_with_the_fields(
+def test_with_fields_and_field_mask_on_a_gate_decision_equal_deciding_with_the_fields(
     policy: PurposesPolicy,
     purpose: str,
     caller_purposes: set[str],
@@ -191,6 +191,13 @@ def test_with_fields_on_a_gate_decision_equals_deciding_with_the_fields(
     assert engine.with_fields(gate, fields, NOW) == engine.decide(
         caller, person, purpose, fields, NOW
     )
+    # The compact form (field_mask, what a profile read uses) gives the same verdicts for the
+    # fields as (category, recorded_at): fields without an identifier type.
+    plain = [FieldRef(f.name, f.category, f.recorded_at) for f in fields]
+    full = engine.with_fields(gate, plain, NOW)
+    mask = engine.field_mask(gate, [(f.category, f.recorded_at) for f in plain], NOW)
+    assert mask.allowed == tuple(v.allowed for v in full.fields)
+    assert dict(mask.withheld) == full.withheld
 
 
 # -- focused cases on the shipped policy ----------------------------------------------------

@@ -1,0 +1,148 @@
+"""A profile read answered to its caller has its audit entry on disk, even if the process is
+killed right after (SIGKILL): the group-committed audit append (announced reads, a writer that
+lingers for them) changes when entries are committed, never whether an answer waits for it.
+
+A child process reads profiles from 8 threads and prints one line per read *after* the read
+returned; the parent kills it with SIGKILL once enough reads were answered, then counts the
+``read.profile`` entries per person in the audit log: at least as many as answered reads (reads
+in flight when the kill came may or may not have theirs), and the chain verifies.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from tests.conftest import POLICY_DIR
+
+ROOT = Path(__file__).resolve().parents[3]
+PURPOSE = "ad_targeting"
+PERSONS = 6
+ANSWERED = 300  # reads answered before the kill
+
+# The child: the service's own wiring (build_container) on the parent's data directory.
+CHILD = """
+import sys, threading
+from pathlib import Path
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from privacy.access.policy_engine import Caller
+
+data_dir, policy_dir, *persons = sys.argv[1:]
+container = build_container(
+    Settings(env="test", data_dir=Path(data_dir), policy_dir=Path(policy_dir), store_url=None)
+)
+caller = Caller("crash1", frozenset({"ad_targeting"}), "crash1")
+printing = threading.Lock()
+
+def reader(offset):
+    i = offset
+    while True:
+        person = persons[i % len(persons)]
+        container.reads.profile(caller, person, "ad_targeting")
+        with printing:  # only after the read returned: the answer the caller got
+            sys.stdout.write(f"ok {person}\\n")
+            sys.stdout.flush()
+        i += 1
+
+threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings(env="test", data_dir=data_dir, policy_dir=POLICY_DIR, store_url=None)
+
+
+def _persons(data_dir: Path) -> list[str]:
+    now = datetime.now(UTC)
+    container = build_container(_settings(data_dir))
+    try:
+        policy = container.identity_policy
+        persons: list[str] = []
+        for i in range(PERSONS):
+            event = IdentityEvent(
+                (policy.normalize("customer_id", f"CRASH-{i:04d}", "GB"),),
+                "test",
+                now - timedelta(hours=1),
+                (
+                    FactInput(FactKind.ATTRIBUTE, "city", "location", now, b'"Lisbon"'),
+                    FactInput(FactKind.EVENT, "purchase", "behavioural", now, b'{"properties":{}}'),
+                ),
+                (
+                    ConsentInput(
+                        PURPOSE, True, now - timedelta(days=1), ConsentSignal.DIRECT, "c", "0" * 64
+                    ),
+                ),
+            )
+            (outcome,) = container.engine.ingest([event])
+            assert outcome.person_id is not None
+            persons.append(outcome.person_id)
+        return persons
+    finally:
+        container.close()
+
+
+def test_every_answered_profile_read_has_its_audit_entry_after_sigkill(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    persons = _persons(data_dir)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(data_dir), str(POLICY_DIR), *persons],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)  # the child's output ended
+
+    threading.Thread(target=pump, daemon=True).start()
+    answered: Counter[str] = Counter()
+    try:
+        while sum(answered.values()) < ANSWERED:
+            line = lines.get(timeout=300)  # a generous cap for a loaded machine, not a timing
+            if line is None:
+                raise AssertionError(f"the reader child ended early: {child.stderr.read()}")  # type: ignore[union-attr]
+            answered[line.split()[1]] += 1
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(60)
+    # Lines printed after the count was reached but before the kill: answered too.
+    while (line := lines.get(timeout=60)) is not None:
+        answered[line.split()[1]] += 1
+
+    container = build_container(_settings(data_dir))
+    try:
+        log = container.audit
+        assert log.verify().ok
+        recorded: Counter[str] = Counter()
+        after = 0
+        while page := log.entries(after_seq=after, limit=1_000):
+            for entry in page:
+                if entry.action == "read.profile" and entry.decision == "allow":
+                    assert entry.person_id is not None
+                    recorded[entry.person_id] += 1
+            after = page[-1].seq
+        for person, count in answered.items():
+            assert recorded[log.person_ref(person, create=False)] >= count, person
+        assert sum(recorded.values()) >= sum(answered.values()) >= ANSWERED
+    finally:
+        container.close()
