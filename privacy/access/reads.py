@@ -415,22 +415,17 @@ class ReadService:
         """Audit one decision. ``known``: the person was found in the store; only then may a
         per-person reference key be made (a read of an unknown or unchecked id must not grow
         the vault key file: its reference uses an existing key, else the shared one)."""
-        ref = self._audit.person_ref(person_id, create=known) if person_id is not None else None
         if self.on_decision is not None:
             self.on_decision(purpose, decision == "allow", 1)
-        self._audit.append(
-            [
-                AuditDraft(
-                    _actor(caller),
-                    action.value,
-                    purpose,
-                    ref,
-                    decision,
-                    reason,
-                    details or {},
-                )
-            ]
+        draft = AuditDraft(
+            _actor(caller), action.value, purpose, None, decision, reason, details or {}
         )
+        if person_id is None:
+            self._audit.append([draft])
+        else:
+            # The log makes the person's reference (person_ref, under the person's own key) in
+            # the group commit's writer, for all the persons of a group at once.
+            self._audit.append_about(person_id, [draft], create=known)
 
     # -- profiles -------------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ from types import MappingProxyType
 from typing import Final, Literal, NamedTuple, Protocol
 
 from identity.errors import ConfigurationError, StoreUnavailableError
+from identity.frozen import quick_init
 from identity.group_commit import GroupCommitter
 from privacy.scanning.redaction import redact_text
 from storage.sqlite import open_migrated, transaction
@@ -355,6 +356,7 @@ class AuditDraft:
         object.__setattr__(self, "_details_json", text)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One recorded entry. ``digest`` commits to every other field, ``prev_digest`` included."""
@@ -488,6 +490,13 @@ class AuditLog(Protocol):
         """Append ``entries`` in order, in one transaction; returns them as recorded."""
         ...
 
+    def append_about(
+        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool = True
+    ) -> list[AuditEntry]:
+        """:meth:`append` of ``entries`` (which name no person) about ``person_id``: each is
+        recorded with :meth:`person_ref` of it (``create`` as there), made by the log."""
+        ...
+
     def coming(self) -> AbstractContextManager[None]:
         """Announce an :meth:`append` this thread will make within the block (or perhaps not):
         a concurrent group commit may wait a moment for it instead of committing without it."""
@@ -536,6 +545,16 @@ class AuditLog(Protocol):
         ...
 
 
+class _Pending(NamedTuple):
+    """One append waiting for its group commit: its drafts and, for
+    :meth:`SqliteAuditLog.append_about`, the person id they are about (kept in memory only until
+    the writer has made its reference, never written) and whether its key may be made."""
+
+    drafts: list[AuditDraft]
+    subject: str | None
+    create: bool
+
+
 class SqliteAuditLog:
     """The audit log in its own SQLite file (mode 0600, WAL, ``synchronous=FULL``).
 
@@ -572,7 +591,7 @@ class SqliteAuditLog:
         # A writer waits up to group_linger_s for appends announced with coming() (reads that
         # are still deciding or decrypting): with fast commits, 16 concurrent reads otherwise
         # made groups of 1.4 entries, one ~95 µs transaction and ~12 KiB written per read.
-        self._group: GroupCommitter[list[AuditDraft], list[AuditEntry]] = GroupCommitter(
+        self._group: GroupCommitter[_Pending, list[AuditEntry]] = GroupCommitter(
             self._append_groups, linger_s=group_linger_s
         )
 
@@ -614,10 +633,54 @@ class SqliteAuditLog:
                 raise TypeError("append takes AuditDraft instances")
         if not drafts:
             return []
-        return self._group.submit(drafts)
+        return self._group.submit(_Pending(drafts, None, create=False))
 
-    def _append_groups(self, groups: Sequence[list[AuditDraft]]) -> list[list[AuditEntry]]:
+    def append_about(
+        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool = True
+    ) -> list[AuditEntry]:
+        """:meth:`append` of ``entries`` about ``person_id``: each is recorded with
+        ``person_ref(person_id)`` (the drafts name no person themselves), computed by the writer
+        of the group commit for all the group's persons at once.
+
+        The same reference :meth:`person_ref` gives (``create`` as there), the same durability
+        and ordering as :meth:`append`. Why: a profile read audits one entry about one person,
+        and its reference needs the person's key from the vault, whose validity (no shred since
+        the key was cached) is one key-file query; per group, 16 concurrent reads make one
+        such query instead of sixteen. The person id itself is held in memory only until the
+        writer has made its reference: it is never written.
+        """
+        if self._person_ref_key is None:
+            raise ConfigurationError("this audit log was opened without the person-ref key")
+        if not isinstance(person_id, str):
+            raise TypeError("append_about takes a person id (str)")
+        drafts = list(entries)
+        for draft in drafts:
+            if not isinstance(draft, AuditDraft):
+                raise TypeError("append_about takes AuditDraft instances")
+            if draft.person_id is not None:
+                raise ValueError("the drafts of append_about name no person: the log adds it")
+        if not drafts:
+            return []
+        return self._group.submit(_Pending(drafts, person_id, create=create))
+
+    def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
+        """The references of the persons the group's entries are about (:meth:`append_about`),
+        keyed by (person id, create): at most two key lookups for the whole group."""
+        refs: dict[tuple[str, bool], str] = {}
+        for create in (True, False):
+            wanted = [p.subject for p in groups if p.subject is not None and p.create is create]
+            if wanted:
+                made = self.person_refs(wanted, create=create)
+                refs.update({(person, create): ref for person, ref in made.items()})
+        return refs
+
+    def _append_groups(self, groups: Sequence[_Pending]) -> list[list[AuditEntry]]:
         """Append each group of drafts, in order, in one transaction (the group commit's write)."""
+        # Outside the transaction: a person's first reference may make its key (a key-file
+        # commit), which must not hold this file's write lock meanwhile.
+        subjects = (
+            self._subject_refs(groups) if any(p.subject is not None for p in groups) else {}
+        )
         with self._transaction("BEGIN IMMEDIATE") as conn:
             clock = self._clock()
             at = _format_at(clock)
@@ -630,10 +693,13 @@ class SqliteAuditLog:
             at_time = clock.astimezone(UTC)
             results: list[list[AuditEntry]] = []
             rows: list[_Row] = []
-            for drafts in groups:
+            for pending in groups:
                 recorded: list[AuditEntry] = []
-                for draft in drafts:
+                subject = pending.subject
+                ref = None if subject is None else subjects[(subject, pending.create)]
+                for draft in pending.drafts:
                     seq += 1
+                    person = draft.person_id if ref is None else ref
                     # Canonical text (tuples encode as arrays); stored as is, hashed as is.
                     details = draft._details_json
                     row: _Row = (
@@ -642,7 +708,7 @@ class SqliteAuditLog:
                         draft.actor,
                         draft.action,
                         draft.purpose,
-                        draft.person_id,
+                        person,
                         draft.decision,
                         draft.reason,
                         details,
@@ -654,17 +720,17 @@ class SqliteAuditLog:
                     rows.append((*row, digest))
                     recorded.append(
                         AuditEntry(
-                            seq=seq,
-                            at=at_time,
-                            actor=draft.actor,
-                            action=draft.action,
-                            purpose=draft.purpose,
-                            person_id=draft.person_id,
-                            decision=draft.decision,
-                            reason=draft.reason,
-                            details=draft.details,
-                            prev_digest=prev,
-                            digest=digest,
+                            seq,
+                            at_time,
+                            draft.actor,
+                            draft.action,
+                            draft.purpose,
+                            person,
+                            draft.decision,
+                            draft.reason,
+                            draft.details,
+                            prev,
+                            digest,
                         )
                     )
                     prev = digest
