@@ -29,9 +29,10 @@ What it times, in one run on the same store:
     1,000) with no policy and no audit: what the store alone costs.
 (c) ``profile+policy`` vs ``profile-raw``: ``ReadService.profile`` for each profile person (audit
     log wired as the service wires it: per-person reference keys) vs the same read without
-    policy: the same ``person_facts`` statement, the latest value per attribute, ``decrypt_many``
-    of the same fields the policy read returns (the purpose's categories) and the same result
-    objects (``profile_values``), without admission, consent, decision or audit.
+    policy: the same statement (``GraphStore.person_read``, the one the policy read makes, asked
+    for no purpose's consent records), the latest value per attribute, ``decrypt_many`` of the
+    same fields the policy read returns (the purpose's categories) and the same result objects
+    (``profile_values``), without admission, consent, decision or audit.
 
 With ``--store neo4j`` (``NEO4J_URI``/``NEO4J_USER``/``NEO4J_PASSWORD`` of a Neo4j you may wipe,
 e.g. ``python3 tools/neo4j_local.py run -- .venv/bin/python bench/audience.py --store neo4j``) the
@@ -572,19 +573,20 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             profile = reads.profile(caller, pid, PURPOSE)
             return len(profile.attributes) + len(profile.events)
 
-        # The same read without policy: the same statement for the person's facts, the latest
-        # value per attribute, the decrypt of the same fields the policy read returns (those in
-        # the purpose's categories: every profile fact is within retention) and the same result
-        # objects. No admission, consent, decision or audit.
+        # The same read without policy: the same statement for the person's facts (the one the
+        # policy read makes, GraphStore.person_read, asked for no purpose's consent records: one
+        # statement, no transaction around it on SQLite), the latest value per attribute, the
+        # decrypt of the same fields the policy read returns (those in the purpose's categories:
+        # every profile fact is within retention) and the same result objects. No admission,
+        # consent, decision or audit.
         readable = frozenset(purposes.get(PURPOSE).categories)  # type: ignore[union-attr]
 
         def profile_raw_one(index: int) -> int:
             pid = profile_ids[index % len(profile_ids)]
-            found = store.read(
-                lambda tx: tx.person_facts(
-                    pid, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
-                )
+            rows = store.person_read(
+                pid, (), (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
             )
+            found = rows.facts if rows is not None else ()
             latest = latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
             facts = [
                 f
