@@ -208,7 +208,12 @@ def audit_ref_or_text(value: str) -> AuditRef | str:
     For caller-chosen ids admitted before the reference shape existed (a short digit run such as
     ``0042``): free text goes through the PII backstop, which such a short run passes.
     """
-    return AuditRef(value) if is_audit_ref(value) else value
+    # One match of the shape, not two (a check, then the constructor's own): a profile read
+    # types its consent record id this way on every read.
+    try:
+        return AuditRef(value)
+    except ValueError:
+        return value
 
 
 def _refuse_pii(name: str, text: str) -> None:
@@ -661,7 +666,7 @@ class SqliteAuditLog:
                 raise ValueError("the drafts of append_about name no person: the log adds it")
         if not drafts:
             return []
-        return self._group.submit(_Pending(drafts, person_id, create=create))
+        return self._group.submit(_Pending(drafts, person_id, create=bool(create)))
 
     def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
         """The references of the persons the group's entries are about (:meth:`append_about`),
