@@ -73,6 +73,7 @@ operator's ad-hoc SQL), not an attacker, who can drop them; the chain is what ca
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -139,6 +140,15 @@ DetailValue = DetailScalar | Sequence[str | int | Enum]
 _COLUMNS: Final = (
     "seq, at, actor, action, purpose, person_id, decision, reason, details, prev_digest, digest"
 )
+# Entries per INSERT statement of an append (11 values each: far below SQLite's variable limit).
+_INSERT_ROWS: Final = 64
+
+
+@functools.lru_cache(maxsize=_INSERT_ROWS)
+def _insert_sql(rows: int) -> str:
+    """``INSERT`` of ``rows`` entries in one statement (placeholders only)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO audit_log ({_COLUMNS}) VALUES {values}"  # noqa: S608 - constant column list
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -740,10 +750,12 @@ class SqliteAuditLog:
                     )
                     prev = digest
                 results.append(recorded)
-            conn.executemany(
-                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant column list
-                rows,
-            )
+            # One multi-row INSERT per up to _INSERT_ROWS entries rather than executemany, which
+            # steps once per row: every step releases and retakes the GIL, a hand-over to another
+            # thread whenever reads are waiting for it (16 concurrent profile reads always are).
+            for start in range(0, len(rows), _INSERT_ROWS):
+                chunk = rows[start : start + _INSERT_ROWS]
+                conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
         return results
 
     # -- reading -----------------------------------------------------------------------------
