@@ -156,7 +156,7 @@ def test_a_long_append_is_stored_whole_and_in_order_when_it_spans_several_insert
     appended = log.append(drafts)
 
     stored = log.entries(limit=1_000)
-    assert stored == appended
+    assert [e.digest for e in stored] == [e.digest for e in appended]  # the digest covers all
     assert [e.seq for e in stored] == list(range(1, 151))
     assert [e.details["count"] for e in stored] == list(range(1, 151))
     assert log.verify() == AuditVerification(True, 150, None, None)
