@@ -333,6 +333,37 @@ def _check_scalar(where: str, value: object) -> None:
     raise ValueError(f"audit {where} must be a string, integer, boolean, null or list")
 
 
+# Draft heads (actor, action, purpose, decision, reason) that passed _check_head: a service
+# writes the same few over and over (every profile read of one API key for one purpose and
+# reason), and the checks are a pure function of them. Bounded: a head beyond the bound is
+# simply checked every time. (The person reference varies per entry: checked every time.)
+_HEADS_SEEN: set[tuple[object, ...]] = set()
+_HEADS_REMEMBERED: Final = 1_024
+
+
+def _check_head(
+    actor: str,
+    action: str,
+    purpose: str | None,
+    person_id: str | None,
+    decision: object,
+    reason: str,
+) -> None:
+    _check_token("actor", actor, _ACTOR)
+    _check_token("action", action, _ACTION)
+    if purpose is not None:
+        _check_token("purpose", purpose, _PURPOSE)
+    if person_id is not None:
+        _check_token("person_id", person_id, _PERSON_ID)
+    if decision not in ("allow", "deny", None):
+        raise ValueError("audit decision must be 'allow', 'deny' or None")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        raise ValueError(f"audit reason must be a string of at most {MAX_REASON_CHARS} chars")
+    _refuse_pii("reason", reason)
+    if len(_HEADS_SEEN) < _HEADS_REMEMBERED:
+        _HEADS_SEEN.add((actor, action, purpose, decision, reason))
+
+
 @dataclass(frozen=True, slots=True)
 class AuditDraft:
     """An entry to append; the log assigns ``seq``, ``at`` and the digests.
@@ -355,17 +386,17 @@ class AuditDraft:
     _details_json: str = field(default="", init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        _check_token("actor", self.actor, _ACTOR)
-        _check_token("action", self.action, _ACTION)
-        if self.purpose is not None:
-            _check_token("purpose", self.purpose, _PURPOSE)
-        if self.person_id is not None:
+        head = (self.actor, self.action, self.purpose, self.decision, self.reason)
+        try:
+            known = head in _HEADS_SEEN
+        except TypeError:  # an unhashable value: not a head that passed the checks
+            known = False
+        if not known:
+            _check_head(
+                self.actor, self.action, self.purpose, self.person_id, self.decision, self.reason
+            )
+        elif self.person_id is not None:
             _check_token("person_id", self.person_id, _PERSON_ID)
-        if self.decision not in ("allow", "deny", None):
-            raise ValueError("audit decision must be 'allow', 'deny' or None")
-        if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_CHARS:
-            raise ValueError(f"audit reason must be a string of at most {MAX_REASON_CHARS} chars")
-        _refuse_pii("reason", self.reason)
         details, text = _freeze_details(self.details)
         object.__setattr__(self, "details", details)
         object.__setattr__(self, "_details_json", text)
