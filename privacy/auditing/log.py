@@ -1001,7 +1001,8 @@ def person_ref(person_id: str, key: bytes) -> str:
     the vault key file and the KEK computes it, and it does not change when the hash key or the
     KEK rotates, so an access request still finds old entries. Verification needs no key.
     """
-    digest = hmac.new(key, person_id.encode(), hashlib.sha256).hexdigest()
+    # One-shot HMAC (no HMAC object per reference): the same bytes as hmac.new(...).digest().
+    digest = hmac.digest(key, person_id.encode(), "sha256").hex()
     return "r_" + digest[:24]
 
 
