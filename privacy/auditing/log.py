@@ -85,6 +85,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from json.encoder import encode_basestring
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple, Protocol
@@ -458,6 +459,17 @@ def _dumps(value: object) -> str:
     return _ENCODER.encode(value)
 
 
+def _json(value: object) -> str:
+    """:func:`_dumps` of one column value, without the encoder's dispatch for the usual ones: a
+    string goes through the very function the encoder uses for strings (``ensure_ascii=False``),
+    ``None`` is ``null``; anything else through :func:`_dumps` (every entry hashes these)."""
+    if type(value) is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    return _dumps(value)
+
+
 def _format_at(at: datetime) -> str:
     if at.tzinfo is None:
         raise ValueError("the audit clock must return timezone-aware datetimes")
@@ -488,10 +500,10 @@ def _prefix(row: _Row) -> bytes | None:
     _, at, actor, action, purpose, person_id, decision, reason, details, prev = row[:10]
     try:
         text = (
-            f'{{"action":{_dumps(action)},"actor":{_dumps(actor)},"at":{_dumps(at)},'
-            f'"decision":{_dumps(decision)},"details":{details},'
-            f'"person_id":{_dumps(person_id)},"prev_digest":{_dumps(prev)},'
-            f'"purpose":{_dumps(purpose)},"reason":{_dumps(reason)},"seq":'
+            f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
+            f'"decision":{_json(decision)},"details":{details},'
+            f'"person_id":{_json(person_id)},"prev_digest":{_json(prev)},'
+            f'"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
         )
     except (TypeError, ValueError):
         return None
