@@ -314,7 +314,7 @@ def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once
         phone,
         consents=(
             _consent("marketing", False, _minutes(20)),
-            _consent(RESTRICTION_PURPOSE, True, _minutes(30), ConsentSignal.RESTRICTION),
+            _consent(RESTRICTION_PURPOSE, False, _minutes(30), ConsentSignal.RESTRICTION),
         ),
         facts=(_attribute("city", _minutes(6)), _event("visit", _minutes(2))),
     )
@@ -332,7 +332,7 @@ def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once
         ("analytics", False),
         ("marketing", True),
         ("marketing", False),
-        (RESTRICTION_PURPOSE, True),
+        (RESTRICTION_PURPOSE, False),
     ]
     assert [f.name for f in rows.facts] == ["visit", "city", "city", "purchase", "purchase"]
     quarantined = store.person_read(person, [], [FactKind.EVENT], FactStatus.QUARANTINED)
