@@ -602,7 +602,7 @@ def _fact(row: Sequence[Any]) -> Fact:
 @functools.lru_cache(maxsize=64)
 def _person_read_sql(purposes: int, kinds: int) -> str:
     return (
-        "WITH me AS (SELECT pk FROM persons WHERE person_id = ?) "
+        "WITH me AS (SELECT pk FROM persons WHERE person_id = ?) "  # noqa: S608 - fixed columns, placeholders
         f"SELECT 0, {', '.join(['NULL'] * 13)} FROM me "
         "UNION ALL "
         f"SELECT 1, c.at, c.recorded_at, c.record_id, {_CONSENT_COLUMNS} "

@@ -150,6 +150,8 @@ def _insert_sql(rows: int) -> str:
     """``INSERT`` of ``rows`` entries in one statement (placeholders only)."""
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     return f"INSERT INTO audit_log ({_COLUMNS}) VALUES {values}"  # noqa: S608 - constant column list
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -736,9 +738,7 @@ class SqliteAuditLog:
         """Append each group of drafts, in order, in one transaction (the group commit's write)."""
         # Outside the transaction: a person's first reference may make its key (a key-file
         # commit), which must not hold this file's write lock meanwhile.
-        subjects = (
-            self._subject_refs(groups) if any(p.subject is not None for p in groups) else {}
-        )
+        subjects = self._subject_refs(groups) if any(p.subject is not None for p in groups) else {}
         with self._transaction("BEGIN IMMEDIATE") as conn:
             clock = self._clock()
             at = _format_at(clock)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 import pytest
 
@@ -320,12 +322,15 @@ def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once
     )
     consentless = _ingest(engine, ids, ("email", "bob@shop.de"), facts=(_event("visit", T0),))
 
+    def separately(tx: GraphTransaction, who: str, purposes: list[str]) -> tuple[Any, ...]:
+        consents = tx.person_consents(who, purposes)
+        return consents, tx.person_facts(who, kinds, FactStatus.ACTIVE)
+
     for who, purposes in ((person, ["marketing"]), (person, []), (consentless, ["marketing"])):
         rows = store.person_read(who, purposes, kinds, FactStatus.ACTIVE)
         assert rows is not None
-        consents = store.read(lambda tx, w=who, p=purposes: tx.person_consents(w, p))
-        facts = store.read(lambda tx, w=who: tx.person_facts(w, kinds, FactStatus.ACTIVE))
-        assert (list(rows.consents), list(rows.facts)) == (consents, facts)
+        expected = store.read(partial(separately, who=who, purposes=purposes))
+        assert (list(rows.consents), list(rows.facts)) == expected
     rows = store.person_read(person, ["marketing", "analytics"], kinds, FactStatus.ACTIVE)
     assert rows is not None
     assert [(r.purpose, r.granted) for r in rows.consents] == [
