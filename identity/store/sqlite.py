@@ -601,17 +601,19 @@ def _fact(row: Sequence[Any]) -> Fact:
 # again). The + on purpose and status: as in person_consents and person_facts.
 @functools.lru_cache(maxsize=64)
 def _person_read_sql(purposes: int, kinds: int) -> str:
+    # CROSS JOIN keeps SQLite's join order (person, its nodes, their rows): left to itself it
+    # may drive the consent part from consents_by_purpose, a scan of every record of the purpose.
     return (
-        "WITH me AS (SELECT pk FROM persons WHERE person_id = ?) "  # noqa: S608 - fixed columns, placeholders
-        f"SELECT 0, {', '.join(['NULL'] * 13)} FROM me "
+        f"SELECT 0, {', '.join(['NULL'] * 13)} FROM persons WHERE person_id = ? "  # noqa: S608 - fixed columns, placeholders
         "UNION ALL "
-        f"SELECT 1, c.at, c.recorded_at, c.record_id, {_CONSENT_COLUMNS} "
-        "FROM me JOIN identifiers i ON i.person = me.pk JOIN consents c ON c.node_id = i.node_id "
-        f"WHERE +c.purpose IN ({_marks(purposes)}) "
+        f"SELECT 1, c.at, c.recorded_at, c.record_id, {_CONSENT_COLUMNS} FROM persons p "
+        "CROSS JOIN identifiers i ON i.person = p.pk "
+        "CROSS JOIN consents c ON c.node_id = i.node_id "
+        f"WHERE p.person_id = ? AND +c.purpose IN ({_marks(purposes)}) "
         "UNION ALL "
-        f"SELECT 2, f.at, NULL, f.fact_id, {_FACT_COLUMNS} "
-        "FROM me JOIN identifiers i ON i.person = me.pk JOIN facts f ON f.node = i.pk "
-        f"WHERE +f.status = ? AND f.kind IN ({_marks(kinds)}) "
+        f"SELECT 2, f.at, NULL, f.fact_id, {_FACT_COLUMNS} FROM persons p "
+        "CROSS JOIN identifiers i ON i.person = p.pk CROSS JOIN facts f ON f.node = i.pk "
+        f"WHERE p.person_id = ? AND +f.status = ? AND f.kind IN ({_marks(kinds)}) "
         "ORDER BY 1, 2, 3, 4"
     )
 
@@ -1472,7 +1474,7 @@ class SqliteGraphStore:
                 raise StoreUnavailableError("the store is closed")
             try:
                 rows = self._conn.execute(
-                    sql, (person_id, *wanted, status.value, *kind_values)
+                    sql, (person_id, person_id, *wanted, person_id, status.value, *kind_values)
                 ).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
