@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import gc
 import json
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,22 +33,75 @@ def test_a_row_naming_a_refused_identifier_twice_counts_it_once(api: Api, tmp_pa
     assert dict(report.refusals) == {("cookie_id", "blocked_value"): 2}
 
 
-def test_collector_thresholds_are_restored_when_a_file_was_ingested_or_failed(
-    api: Api, tmp_path: Path
-) -> None:
-    # Bulk ingest runs the cyclic collector less often while it reads a file (services.bulk);
-    # the process-wide setting must be back afterwards, also when a batch fails.
+def test_collector_is_restored_when_a_file_was_ingested_or_failed(api: Api, tmp_path: Path) -> None:
+    # Bulk ingest runs the cyclic collector only between batches while it reads a file
+    # (services.bulk); the process-wide setting must be back afterwards, also when a batch fails.
     source = tmp_path / "rows.jsonl"
     source.write_text(
         json.dumps({"identifiers": [{"type": "email", "value": "ann@bulk.example"}]}) + "\n"
     )
     before = gc.get_threshold()
+    assert gc.isenabled()
 
     report = ingest_file(api.container.ingest, source, actor="cli", default_source="crm")
     assert report.events == 1
     assert gc.get_threshold() == before
+    assert gc.isenabled()
 
     api.container.close()  # the store is closed: the batch's commit fails
     with pytest.raises(IdGraphError):
         ingest_file(api.container.ingest, source, actor="cli", default_source="crm")
     assert gc.get_threshold() == before
+    assert gc.isenabled()
+
+
+def test_a_collector_switched_off_before_stays_off_after_a_file(api: Api, tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text(
+        json.dumps({"identifiers": [{"type": "email", "value": "bo@bulk.example"}]}) + "\n"
+    )
+    gc.disable()
+    try:
+        report = ingest_file(api.container.ingest, source, actor="cli", default_source="crm")
+        assert report.events == 1
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_cycles_made_during_a_batch_are_collected_between_batches(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With automatic collection off while a file is read, the young generation is collected
+    # after every committed batch: cyclic garbage made during one batch does not outlive it.
+    source = tmp_path / "rows.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"identifiers": [{"type": "email", "value": f"c{i}@bulk.example"}]}) + "\n"
+            for i in range(3)
+        )
+    )
+    service = api.container.ingest
+    commit = service.commit
+    alive: list[weakref.ref[object]] = []
+    during: list[bool] = []
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+    def commit_and_make_garbage(events: Any, actor: str) -> Any:
+        during.append(gc.isenabled())
+        if alive:  # the cycle of the batch before was collected after that batch
+            assert alive[-1]() is None
+        garbage = Node()
+        alive.append(weakref.ref(garbage))
+        del garbage
+        return commit(events, actor)
+
+    monkeypatch.setattr(service, "commit", commit_and_make_garbage)
+    report = ingest_file(service, source, actor="cli", default_source="crm", batch_size=1)
+
+    assert report.events == 3
+    assert during == [False, False, False]  # no automatic collection while the file is read
+    assert all(ref() is None for ref in alive)
