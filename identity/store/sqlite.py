@@ -508,7 +508,7 @@ def _consent(row: Sequence[Any]) -> ConsentRecord:
 # record id) when there are several (SQLite 3.40 has no ORDER BY inside an aggregate).
 _RECORD_ORDER = operator.itemgetter(4, 5, 0)
 # The json module's C scanner: ``scan(text, 0)`` is ``(value, end)``.
-_SCAN_JSON = json.JSONDecoder().scan_once
+_SCAN_JSON: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # typeshed omits it
 
 
 def _member_rows(
