@@ -29,9 +29,10 @@ What it times, in one run on the same store:
     1,000) with no policy and no audit: what the store alone costs.
 (c) ``profile+policy`` vs ``profile-raw``: ``ReadService.profile`` for each profile person (audit
     log wired as the service wires it: per-person reference keys) vs the same read without
-    policy: the same ``person_facts`` statement, the latest value per attribute, ``decrypt_many``
-    of the same fields the policy read returns (the purpose's categories) and the same result
-    objects (``profile_values``), without admission, consent, decision or audit.
+    policy: the same statement (``GraphStore.person_read``, the one the policy read makes, asked
+    for no purpose's consent records), the latest value per attribute, ``decrypt_many`` of the
+    same fields the policy read returns (the purpose's categories) and the same result objects
+    (``profile_values``), without admission, consent, decision or audit.
 
 With ``--store neo4j`` (``NEO4J_URI``/``NEO4J_USER``/``NEO4J_PASSWORD`` of a Neo4j you may wipe,
 e.g. ``python3 tools/neo4j_local.py run -- .venv/bin/python bench/audience.py --store neo4j``) the
@@ -51,6 +52,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import sqlite3
 import sys
@@ -246,6 +248,25 @@ def _concurrently(threads: int, total: int, one: Callable[[int], int]) -> Callab
     return run
 
 
+def _combined(spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spans of one mode measured in several rounds, as one: times, bytes and counts added, the
+    load before the first and after the last."""
+    if len(spans) == 1:
+        return spans[0]
+    added = ("seconds", "cpu_seconds", "bytes_written", "fields")
+    out = {**spans[0], **{key: sum(s[key] for s in spans) for key in added if key in spans[0]}}
+    out["seconds"] = round(out["seconds"], 4)
+    out["cpu_seconds"] = round(out["cpu_seconds"], 4)
+    out["load_after"] = spans[-1]["load_after"]
+    return out
+
+
+def _voluntary_switches() -> int:
+    """Voluntary context switches of this process so far, every thread included (a thread that
+    blocks on a lock, the GIL or an fsync switches out once)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
 # The floor of a consent-filtered audience: one SQL statement over the events (the covering
 # index facts_events_by_name) that groups them by person and keeps the persons the policy
 # engine allows for the purpose, with the same semantics as far as one aggregate goes: the
@@ -342,12 +363,28 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
         default=16,
         help="concurrent readers of the concurrent profile modes (default 16)",
     )
+    parser.add_argument(
+        "--concurrent-reads",
+        type=int,
+        default=4_000,
+        help="profile reads per mode and round of the concurrent modes (default 4,000: fewer "
+        "left the ratio to chance, 1.57x and 1.95x in two runs of 800 on one graph)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of the concurrent modes, policy and raw alternating (default 2): both "
+        "modes see the same drift of the machine's load",
+    )
     args = parser.parse_args(argv)
     neo4j = args.store == "neo4j"
     if neo4j and args.db:
         parser.error("--db is for the SQLite store")
     if args.persons < 1 or args.profiles < 1:
         parser.error("--persons and --profiles must be >= 1")
+    if args.concurrent_reads < 1 or args.rounds < 1:
+        parser.error("--concurrent-reads and --rounds must be >= 1")
 
     load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="idgraph-aud-", dir=args.tmp_dir))
@@ -536,19 +573,20 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             profile = reads.profile(caller, pid, PURPOSE)
             return len(profile.attributes) + len(profile.events)
 
-        # The same read without policy: the same statement for the person's facts, the latest
-        # value per attribute, the decrypt of the same fields the policy read returns (those in
-        # the purpose's categories: every profile fact is within retention) and the same result
-        # objects. No admission, consent, decision or audit.
+        # The same read without policy: the same statement for the person's facts (the one the
+        # policy read makes, GraphStore.person_read, asked for no purpose's consent records: one
+        # statement, no transaction around it on SQLite), the latest value per attribute, the
+        # decrypt of the same fields the policy read returns (those in the purpose's categories:
+        # every profile fact is within retention) and the same result objects. No admission,
+        # consent, decision or audit.
         readable = frozenset(purposes.get(PURPOSE).categories)  # type: ignore[union-attr]
 
         def profile_raw_one(index: int) -> int:
             pid = profile_ids[index % len(profile_ids)]
-            found = store.read(
-                lambda tx: tx.person_facts(
-                    pid, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
-                )
+            rows = store.person_read(
+                pid, (), (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
             )
+            found = rows.facts if rows is not None else ()
             latest = latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
             facts = [
                 f
@@ -575,22 +613,44 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             "durable audit append per read)"
         )
         connections = args.connections
-        total = 4 * len(profile_ids)
-        print(f"profile reads at {connections} connections: {total} reads each mode")
-        c_policy = _timed(
-            f"profile+policy x{connections}",
-            _concurrently(connections, total, profile_policy_one),
-            "fields",
-        )
-        c_raw = _timed(
-            f"profile-raw x{connections}",
-            _concurrently(connections, total, profile_raw_one),
-            "fields",
-        )
-        c_ratio = c_policy["seconds"] / c_raw["seconds"]
+        per_round = args.concurrent_reads
         print(
-            f"  ratio policy/raw at {connections} connections: {c_ratio:.2f}x (goal <= 1.5x; "
-            "durable audit, group-committed)"
+            f"profile reads at {connections} connections: {args.rounds} round(s) of "
+            f"{per_round:,} reads per mode, policy and raw alternating"
+        )
+        c_rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        switches = {"policy": 0, "raw": 0}
+        groups_before = audit._group.groups  # shared audit transactions (group commits)
+        for _ in range(args.rounds):
+            pair: list[dict[str, Any]] = []
+            for mode, label, one in (
+                ("policy", "profile+policy", profile_policy_one),
+                ("raw", "profile-raw", profile_raw_one),
+            ):
+                before = _voluntary_switches()
+                pair.append(
+                    _timed(
+                        f"{label} x{connections}",
+                        _concurrently(connections, per_round, one),
+                        "fields",
+                    )
+                )
+                switches[mode] += _voluntary_switches() - before
+            c_rounds.append((pair[0], pair[1]))
+        groups = audit._group.groups - groups_before
+        c_policy = _combined([p for p, _ in c_rounds])
+        c_raw = _combined([r for _, r in c_rounds])
+        c_ratio = c_policy["seconds"] / c_raw["seconds"]
+        c_cpu_ratio = c_policy["cpu_seconds"] / max(c_raw["cpu_seconds"], 1e-9)
+        total = per_round * args.rounds
+        per_group = total / max(groups, 1)
+        print(
+            f"  ratio policy/raw at {connections} connections: {c_ratio:.2f}x wall, "
+            f"{c_cpu_ratio:.2f}x cpu over {total:,} reads per mode (goal <= 1.5x; durable "
+            f"audit, group-committed: {per_group:.1f} reads per commit); per round: "
+            + ", ".join(f"{p['seconds'] / r['seconds']:.2f}x" for p, r in c_rounds)
+            + "; voluntary context switches per read: policy "
+            f"{switches['policy'] / total:.1f}, raw {switches['raw'] / total:.1f}"
         )
         probe = SqliteAuditLog(work / "audit-probe.sqlite3")
 
@@ -612,9 +672,20 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             "concurrent": {
                 "connections": connections,
                 "reads": total,
+                "rounds": args.rounds,
                 "policy": c_policy,
                 "raw": c_raw,
                 "ratio": c_ratio,
+                "cpu_ratio": c_cpu_ratio,
+                "round_ratios": [round(p["seconds"] / r["seconds"], 4) for p, r in c_rounds],
+                "round_cpu_ratios": [
+                    round(p["cpu_seconds"] / max(r["cpu_seconds"], 1e-9), 4) for p, r in c_rounds
+                ],
+                "reads_per_audit_commit": round(per_group, 2),
+                "voluntary_switches_per_read": {
+                    "policy": round(switches["policy"] / total, 2),
+                    "raw": round(switches["raw"] / total, 2),
+                },
             },
         }
         figures["ratios"] = {

@@ -661,7 +661,7 @@ def audience_section(report: Report) -> list[str]:
             _fig(
                 f"{profiles} profile reads + policy + audit ({p_policy['fields']:,} fields)",
                 _s(p_policy["seconds"]),
-                f"`person_facts` + decrypt of every fact ({p_raw['fields']:,} fields)",
+                f"same `person_read` + decrypt, no policy ({p_raw['fields']:,} fields)",
                 _s(p_raw["seconds"]),
                 _ratio(p_policy["seconds"], p_raw["seconds"]),
             ),

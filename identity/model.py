@@ -247,6 +247,17 @@ class PersonRecord:
     last_seen: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class PersonReadRows:
+    """What a profile read needs of one existing person, read at once
+    (:meth:`identity.store.port.GraphStore.person_read`): the consent records asked for, in
+    decision order (as ``person_consents``), and the facts asked for, still sealed, oldest
+    first (as ``person_facts``)."""
+
+    consents: tuple[ConsentRecord, ...]
+    facts: tuple[Fact, ...]
+
+
 class RefusalReason(StrEnum):
     """Why an identifier of an event was not linked."""
 

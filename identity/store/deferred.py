@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from enum import Enum
 from typing import TypeVar
 
 from identity.errors import ConfigurationError, StoreUnavailableError
-from identity.model import StoreStats
+from identity.model import FactKind, FactStatus, PersonReadRows, StoreStats
 from identity.store.port import GraphStore, GraphTransaction
 
 T = TypeVar("T")
@@ -162,6 +162,16 @@ class DeferredGraphStore:
     def read(self, fn: Callable[[GraphTransaction], T]) -> T:
         """Run ``fn`` in a read transaction of the connected store."""
         return self._ready().read(fn)
+
+    def person_read(
+        self,
+        person_id: str,
+        purposes: Collection[str],
+        kinds: Collection[FactKind],
+        status: FactStatus,
+    ) -> PersonReadRows | None:
+        """The person's consent records and facts, read by the connected store."""
+        return self._ready().person_read(person_id, purposes, kinds, status)
 
     def stats(self) -> StoreStats:
         """Row counts of the connected store."""

@@ -70,6 +70,7 @@ from identity.model import (
     MemberRow,
     MemberScan,
     OutboundEvent,
+    PersonReadRows,
     PersonRecord,
     Refusal,
     RefusalReason,
@@ -79,6 +80,7 @@ from identity.model import (
 )
 from identity.store import cypher
 from identity.store.copy import RefusalKey
+from identity.store.port import person_read_in
 
 T = TypeVar("T")
 _log = logging.getLogger("idgraph.store.neo4j")
@@ -1007,6 +1009,16 @@ class Neo4jGraphStore:
 
         with _driver_errors("read"), self._session() as session:
             return session.execute_read(work)
+
+    def person_read(
+        self,
+        person_id: str,
+        purposes: Collection[str],
+        kinds: Collection[FactKind],
+        status: FactStatus,
+    ) -> PersonReadRows | None:
+        """The person, consent and fact reads of the transaction in one read transaction."""
+        return self.read(lambda tx: person_read_in(tx, person_id, purposes, kinds, status))
 
     def stats(self) -> StoreStats:
         """Node and relationship counts (served from Neo4j's count store)."""

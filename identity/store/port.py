@@ -28,6 +28,7 @@ from identity.model import (
     MemberRow,
     MemberScan,
     OutboundEvent,
+    PersonReadRows,
     PersonRecord,
     RefusedAnchor,
     StoreStats,
@@ -211,6 +212,19 @@ class GraphStore(Protocol):
         """Run ``fn`` in a read transaction (a consistent snapshot)."""
         ...
 
+    def person_read(
+        self,
+        person_id: str,
+        purposes: Collection[str],
+        kinds: Collection[FactKind],
+        status: FactStatus,
+    ) -> PersonReadRows | None:
+        """In one consistent read: ``None`` if there is no such person, else what
+        ``person_consents(person_id, purposes)`` and ``person_facts(person_id, kinds, status)``
+        return in one read transaction (a profile read loads both for every read; a backend
+        may answer it with one statement)."""
+        ...
+
     def stats(self) -> StoreStats:
         """Row counts."""
         ...
@@ -222,3 +236,18 @@ class GraphStore(Protocol):
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
         ...
+
+
+def person_read_in(
+    tx: GraphTransaction,
+    person_id: str,
+    purposes: Collection[str],
+    kinds: Collection[FactKind],
+    status: FactStatus,
+) -> PersonReadRows | None:
+    """:meth:`GraphStore.person_read` from the transaction's own reads (``person``,
+    ``person_consents``, ``person_facts``), for a backend without one query for it."""
+    if tx.person(person_id) is None:
+        return None
+    consents = tx.person_consents(person_id, purposes)
+    return PersonReadRows(tuple(consents), tuple(tx.person_facts(person_id, kinds, status)))

@@ -44,6 +44,7 @@ from identity.model import (
     MemberRow,
     MemberScan,
     OutboundEvent,
+    PersonReadRows,
     PersonRecord,
     RefusedAnchor,
     StoreStats,
@@ -601,6 +602,40 @@ def _fact(row: Sequence[Any]) -> Fact:
         bytes(sealed),
         tuple(p for p in pii.split(",") if p),
     )
+
+
+# A profile read's load in one statement (GraphStore.person_read): a row that says the person
+# exists, then its consent records for the purposes (and restriction records) and its facts,
+# each part with the columns of person_consents / person_facts after four sort columns (part,
+# at, recorded_at or NULL, record or fact id), so the order is exactly theirs. SQLite runs one
+# statement on one snapshot, so it needs no explicit transaction: a profile read ran BEGIN, two
+# queries and COMMIT under the store lock before (and its consent query looked the person up
+# again). The + on purpose and status: as in person_consents and person_facts.
+@functools.lru_cache(maxsize=64)
+def _person_read_sql(purposes: int, kinds: int) -> str:
+    # CROSS JOIN keeps SQLite's join order (person, its nodes, their rows): left to itself it
+    # may drive the consent part from consents_by_purpose, a scan of every record of the purpose.
+    return (
+        f"SELECT 0, {', '.join(['NULL'] * 13)} FROM persons WHERE person_id = ? "  # noqa: S608 - fixed columns, placeholders
+        "UNION ALL "
+        f"SELECT 1, c.at, c.recorded_at, c.record_id, {_CONSENT_COLUMNS} FROM persons p "
+        "CROSS JOIN identifiers i ON i.person = p.pk "
+        "CROSS JOIN consents c ON c.node_id = i.node_id "
+        f"WHERE p.person_id = ? AND +c.purpose IN ({_marks(purposes)}) "
+        "UNION ALL "
+        f"SELECT 2, f.at, NULL, f.fact_id, {_FACT_COLUMNS} FROM persons p "
+        "CROSS JOIN identifiers i ON i.person = p.pk CROSS JOIN facts f ON f.node = i.pk "
+        f"WHERE p.person_id = ? AND +f.status = ? AND f.kind IN ({_marks(kinds)}) "
+        "ORDER BY 1, 2, 3, 4"
+    )
+
+
+def _person_read_rows(rows: Sequence[Sequence[Any]]) -> PersonReadRows | None:
+    if not rows or rows[0][0] != 0:
+        return None  # no such person
+    consents = [_consent(row[4:]) for row in rows if row[0] == 1]
+    facts = [_fact(row[4:]) for row in rows if row[0] == 2]
+    return PersonReadRows(tuple(consents), tuple(facts))
 
 
 class _SqliteTransaction:
@@ -1432,6 +1467,30 @@ class SqliteGraphStore:
     def read(self, fn: Callable[[_SqliteTransaction], T]) -> T:
         """Run ``fn`` in a deferred transaction: a consistent snapshot under WAL."""
         return self._run("BEGIN", fn)
+
+    def person_read(
+        self,
+        person_id: str,
+        purposes: Collection[str],
+        kinds: Collection[FactKind],
+        status: FactStatus,
+    ) -> PersonReadRows | None:
+        """The person's consent records and facts in one statement (see ``_person_read_sql``):
+        one statement is one snapshot, so no transaction is opened around it. The rows become
+        records and facts after the store lock is released."""
+        wanted = sorted({*purposes, RESTRICTION_PURPOSE})
+        kind_values = [k.value for k in kinds]
+        sql = _person_read_sql(len(wanted), len(kind_values))
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError("the store is closed")
+            try:
+                rows = self._conn.execute(
+                    sql, (person_id, person_id, *wanted, person_id, status.value, *kind_values)
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailableError(f"SQLite store unavailable: {exc}") from exc
+        return _person_read_rows(rows)
 
     def stats(self) -> StoreStats:
         """Row counts of the graph tables."""

@@ -98,6 +98,8 @@ MAX_PAGE = 1_000
 DEFAULT_MAX_SCAN = 20_000
 _MIN_CHUNK = 250
 _PERSON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
+# What a profile returns: attributes (latest value per name) and events.
+_PROFILE_KINDS = (FactKind.ATTRIBUTE, FactKind.EVENT)
 
 
 class ReadAction(StrEnum):
@@ -415,22 +417,17 @@ class ReadService:
         """Audit one decision. ``known``: the person was found in the store; only then may a
         per-person reference key be made (a read of an unknown or unchecked id must not grow
         the vault key file: its reference uses an existing key, else the shared one)."""
-        ref = self._audit.person_ref(person_id, create=known) if person_id is not None else None
         if self.on_decision is not None:
             self.on_decision(purpose, decision == "allow", 1)
-        self._audit.append(
-            [
-                AuditDraft(
-                    _actor(caller),
-                    action.value,
-                    purpose,
-                    ref,
-                    decision,
-                    reason,
-                    details or {},
-                )
-            ]
+        draft = AuditDraft(
+            _actor(caller), action.value, purpose, None, decision, reason, details or {}
         )
+        if person_id is None:
+            self._audit.append([draft])
+        else:
+            # The log makes the person's reference (person_ref, under the person's own key) in
+            # the group commit's writer, for all the persons of a group at once.
+            self._audit.append_about(person_id, [draft], create=known)
 
     # -- profiles -------------------------------------------------------------------------
 
@@ -441,31 +438,22 @@ class ReadService:
         """
         purpose = self.admit(caller, purpose_id, ReadAction.PROFILE, person_id)
         now = self._clock()
-
-        def load(tx: GraphTransaction) -> tuple[PolicyDecision, list[Fact], PersonContext | None]:
-            if not _PERSON_ID.fullmatch(person_id):
-                return self._policy.decide(caller, None, purpose_id, (), now), [], None
-            consents = tuple(tx.person_consents(person_id, [purpose_id]))
-            # A consent record is anchored on one of the person's identifiers, so records prove
-            # the person exists: the usual read (a consented person) needs two statements, not
-            # three. Without records, whether the person exists decides the audited reason.
-            if not consents and tx.person(person_id) is None:
-                return self._policy.decide(caller, None, purpose_id, (), now), [], None
-            context = PersonContext(person_id, consents)
-            # Decide before loading facts: a denied person's facts are not even read.
-            gate = self._policy.decide(caller, context, purpose_id, (), now)
-            if not gate.allowed:
-                return gate, [], context
-            found = tx.person_facts(
-                person_id, (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
-            )
-            return gate, found, context
-
         # Announced: while this read decides and decrypts, a concurrent audit writer waits for
         # its entry (briefly) and commits it with the others', one transaction for many reads.
         with self._audit.coming():
-            gate, found, context = self._store.read(load)
-            if not gate.allowed or context is None:
+            # One consistent read of the person, its consent records and its facts (still
+            # sealed): one statement on SQLite, where it was a transaction of two queries with
+            # the decision between them. The decision is made outside the store (its lock is not
+            # held for Python work); a denied person's facts were loaded sealed and are dropped
+            # undecrypted, as every withheld field is (step 4 of the module docstring).
+            rows = (
+                self._store.person_read(person_id, (purpose_id,), _PROFILE_KINDS, FactStatus.ACTIVE)
+                if _PERSON_ID.fullmatch(person_id)
+                else None
+            )
+            context = None if rows is None else PersonContext(person_id, rows.consents)
+            gate = self._policy.decide(caller, context, purpose_id, (), now)
+            if not gate.allowed or rows is None or context is None:
                 self._record(
                     caller,
                     ReadAction.PROFILE,
@@ -473,11 +461,12 @@ class ReadService:
                     person_id,
                     "deny",
                     gate.reason,
-                    {"fields_requested": len(found)},
+                    # The facts loaded for the person and withheld whole (0: no such person).
+                    {"fields_requested": 0 if rows is None else len(rows.facts)},
                     known=context is not None,
                 )
                 raise NotReadableError
-            # Outside the store transaction: the store's connection is not held for Python work.
+            found = rows.facts
             attributes = latest_by_name([f for f in found if f.kind is FactKind.ATTRIBUTE])
             facts = [*attributes, *(f for f in found if f.kind is FactKind.EVENT)]
             # The same verdicts as deciding again with the fields (with_fields), in compact form.

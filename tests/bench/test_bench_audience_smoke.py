@@ -18,6 +18,10 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
         "600",
         "--profiles",
         "5",
+        "--concurrent-reads",
+        "40",
+        "--rounds",
+        "2",
         "--tmp-dir",
         str(tmp_path),
         "--json",
@@ -35,3 +39,10 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     assert data["profile"]["policy"]["fields"] == 5 * 16  # 4 location/behav. attrs + 12 events
     # The baseline does the same work without policy: the same 16 fields, not all 18 facts.
     assert data["profile"]["raw"]["fields"] == 5 * 16
+    # The concurrent modes: both rounds of both modes counted, the same fields each.
+    concurrent = data["profile"]["concurrent"]
+    assert concurrent["reads"] == 2 * 40
+    assert concurrent["policy"]["fields"] == concurrent["raw"]["fields"] == 2 * 40 * 16
+    assert len(concurrent["round_ratios"]) == len(concurrent["round_cpu_ratios"]) == 2
+    assert concurrent["reads_per_audit_commit"] >= 1
+    assert data["ratios"]["profile_policy_over_raw_concurrent"] == round(concurrent["ratio"], 4)

@@ -21,8 +21,10 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.group_commit import GroupCommitter
 from identity.model import Outcome
-from privacy.auditing.log import AuditDraft, SqliteAuditLog
+from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog
+from privacy.keys.vault import Vault
 from services.inputs import IdentifyRequest
+from tests.support.audit_support import CountingRefKeys
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 CALLERS = 12
@@ -165,6 +167,51 @@ def test_concurrent_audit_appends_share_a_transaction_and_the_chain_verifies(
         other = SqliteAuditLog(tmp_path / "audit.sqlite3")
         assert other.head().seq == 3 * CALLERS
         other.close()
+    finally:
+        log.close()
+
+
+def test_appends_about_persons_share_one_reference_key_lookup_when_committed_together(
+    tmp_path: Path, vault: Vault
+) -> None:
+    release = threading.Event()
+    calls = {"n": 0}
+
+    def clock() -> datetime:  # read inside each append transaction: holds the first one
+        calls["n"] += 1
+        if calls["n"] == 1:
+            release.wait(30)
+        return datetime(2026, 3, 1, tzinfo=UTC)
+
+    ref_keys = CountingRefKeys(vault)
+    log = SqliteAuditLog(
+        tmp_path / "audit.sqlite3",
+        clock=clock,
+        person_ref_key=vault.reference_key(PERSON_REF_INFO),
+        person_keys=ref_keys,
+    )
+    persons = [f"p_{i:024x}" for i in range(CALLERS)]
+
+    def read_audit(i: int) -> str | None:
+        draft = AuditDraft("key_ops1", "read.profile", "ad_targeting", None, "allow", "ok")
+        # Every third read is of an id not known to exist: no key may be made for it.
+        (entry,) = log.append_about(persons[i], [draft], create=i % 3 != 0)
+        return entry.person_id
+
+    try:
+        results = _run_behind_a_held_writer(
+            log._group, release, [partial(read_audit, i) for i in range(CALLERS)]
+        )
+        assert log._group.groups == 2
+        # One lookup per group and kind (the held first writer's, then one each for the
+        # known and the unknown persons of the second group), not one per read.
+        assert len(ref_keys.calls) == 3
+        assert sorted(len(ids) for ids, _ in ref_keys.calls[1:]) == [3, 8]
+        for i, ref in enumerate(results):
+            assert ref == log.person_ref(persons[i], create=i % 3 != 0)
+        made = ref_keys.keys(persons, create=False)
+        assert sorted(made) == sorted(p for i, p in enumerate(persons) if i % 3 != 0)
+        assert log.verify().ok
     finally:
         log.close()
 

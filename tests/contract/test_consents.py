@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 import pytest
 
@@ -286,6 +288,62 @@ def test_person_returns_the_record_or_none_when_missing(
         _minutes(9),
     )
     assert store.read(lambda tx: tx.person("p_nobody")) is None
+
+
+def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    email, phone = ("email", "ann@shop.de"), ("phone", "+442079460958")
+    kinds = (FactKind.ATTRIBUTE, FactKind.EVENT)
+    person = _ingest(
+        engine,
+        ids,
+        email,
+        phone,
+        consents=(_consent("marketing", True, _minutes(20)), _consent("analytics", False)),
+        facts=(
+            _attribute("city", _minutes(5)),
+            _event("purchase", _minutes(7)),
+            _event("purchase", _minutes(7)),  # same time: ordered by fact id
+            _event("visit", _minutes(1), FactStatus.QUARANTINED),
+        ),
+    )
+    # A later batch on the phone node: a decision at an equal time (ordered by recorded_at),
+    # a restriction record, an attribute of the same name and an older event.
+    _ingest(
+        engine,
+        ids,
+        phone,
+        consents=(
+            _consent("marketing", False, _minutes(20)),
+            _consent(RESTRICTION_PURPOSE, False, _minutes(30), ConsentSignal.RESTRICTION),
+        ),
+        facts=(_attribute("city", _minutes(6)), _event("visit", _minutes(2))),
+    )
+    consentless = _ingest(engine, ids, ("email", "bob@shop.de"), facts=(_event("visit", T0),))
+
+    def separately(tx: GraphTransaction, who: str, purposes: list[str]) -> tuple[Any, ...]:
+        consents = tx.person_consents(who, purposes)
+        return consents, tx.person_facts(who, kinds, FactStatus.ACTIVE)
+
+    for who, purposes in ((person, ["marketing"]), (person, []), (consentless, ["marketing"])):
+        rows = store.person_read(who, purposes, kinds, FactStatus.ACTIVE)
+        assert rows is not None
+        expected = store.read(partial(separately, who=who, purposes=purposes))
+        assert (list(rows.consents), list(rows.facts)) == expected
+    rows = store.person_read(person, ["marketing", "analytics"], kinds, FactStatus.ACTIVE)
+    assert rows is not None
+    assert [(r.purpose, r.granted) for r in rows.consents] == [
+        ("analytics", False),
+        ("marketing", True),
+        ("marketing", False),
+        (RESTRICTION_PURPOSE, False),
+    ]
+    assert [f.name for f in rows.facts] == ["visit", "city", "city", "purchase", "purchase"]
+    quarantined = store.person_read(person, [], [FactKind.EVENT], FactStatus.QUARANTINED)
+    assert quarantined is not None
+    assert [(f.name, f.status) for f in quarantined.facts] == [("visit", FactStatus.QUARANTINED)]
+    assert store.person_read("p_nobody", ["marketing"], kinds, FactStatus.ACTIVE) is None
 
 
 # -- member scans ---------------------------------------------------------------------------------

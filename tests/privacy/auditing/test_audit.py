@@ -148,6 +148,20 @@ def test_append_chains_entries_from_genesis(log: SqliteAuditLog) -> None:
     assert log.verify() == AuditVerification(True, 3, None, None)
 
 
+def test_a_long_append_is_stored_whole_and_in_order_when_it_spans_several_inserts(
+    log: SqliteAuditLog,
+) -> None:
+    drafts = [_draft(i) for i in range(1, 151)]  # more entries than one INSERT statement holds
+
+    appended = log.append(drafts)
+
+    stored = log.entries(limit=1_000)
+    assert [e.digest for e in stored] == [e.digest for e in appended]  # the digest covers all
+    assert [e.seq for e in stored] == list(range(1, 151))
+    assert [e.details["count"] for e in stored] == list(range(1, 151))
+    assert log.verify() == AuditVerification(True, 150, None, None)
+
+
 def test_digest_matches_documented_canonical_encoding(log: SqliteAuditLog) -> None:
     (entry,) = log.append([_draft(7)])
     expected = _digest(
