@@ -255,8 +255,8 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
         print("\nquery plans:")
         rule = EventCountRule("purchase", NOW - timedelta(days=30), 1)
         # The page statement of member_page: the selection with the consent records.
-        page_sql, page_params = sqlite_audience.page_query((rule,), 0, None, "[]", "", 10)
-        all_sql, all_params = sqlite_audience.page_query((), 0, None, "[]", "", 10)
+        page_sql, page_params = sqlite_audience.page_query((rule,), 0, None, (), "", 10)
+        all_sql, all_params = sqlite_audience.page_query((), 0, None, (), "", 10)
         list_, range_ = sqlite_store._PAGE_LIST, sqlite_store._PAGE_RANGE
         for name, sql, params in (
             ("page with consents (one rule)", page_sql, tuple(page_params)),

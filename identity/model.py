@@ -177,6 +177,7 @@ class ConsentInput:
     proof: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConsentRecord:
     """One consent decision, append-only, anchored to the identifier node it came with.
@@ -618,6 +619,7 @@ def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MemberRow:
     """One person of a member scan page (``excluded``: left out by ``consent_filter``, with

@@ -16,10 +16,18 @@ merges and splits (a node changing person), erasure (rows deleted dependants fir
   records. A scan with ``MemberScan.consent_filter`` joins it to leave out persons whose consent
   cannot allow (:func:`identity.model.consent_exclusion` is the definition), without loading
   their records.
+* ``consent_records`` (state version 2): per person and purpose, every consent record anchored
+  to the person's nodes, as the JSON arrays a member page returns (``CONSENT_FIELDS``). A page
+  reads the records of the persons it keeps from here, one seek per person in person-id order
+  (the page's order), instead of joining each person's nodes to their records: those are
+  clustered by node id, so a page of random person ids cost several random page reads per
+  person, most of a cold scan's store time at a million persons.
 
-Both hold person ids, names, days and counts only (no identifier, hash or value). An erasure
-deletes the person's facts and consents first, which empties its rows (deleted with
-``secure_delete``, as everything in this file).
+``event_days`` and ``consent_current`` hold person ids, names, days and counts only (no
+identifier, hash or value); ``consent_records`` holds copies of consent rows (record and node
+ids, times, source, signal, basis and proof digest: what the ``consents`` table holds, no raw
+value). An erasure deletes the person's facts and consents first, which empties its rows
+(deleted with ``secure_delete``, as everything in this file).
 
 Days are ``at // 86_400_000`` (UTC days of the millisecond times the store keeps; times before
 1970 are not expected). An event rule's window starts inside a day: counters of the days after
@@ -33,10 +41,13 @@ and the fill resolve a node's person through the integer keys (``facts.node`` â†
 by ``node_id``.
 
 The schema is idempotent (``IF NOT EXISTS``) and the tables are filled from the existing rows
-once, when a file is first opened by a version that has them (``meta`` key
-``audience_state``): existing stores are migrated on open without a schema version of their
-own. The schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones)
-and clears that key (:func:`forget`), so the state is filled again over the rebuilt tables.
+once, when a file is first opened by a version that has them: ``meta`` key ``audience_state``
+holds the state version filled (:data:`STATE_VERSION`; 1: counters and current consent, 2: also
+the records), so a file of an older state gets what it lacks on open, in the opening's write
+transaction, without a graph schema version of its own. An older idgraph opening a file of a
+newer state keeps it current: the triggers live in the file and fire on its writes too. The
+schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones) and clears
+that key (:func:`forget`), so the state is filled again over the rebuilt tables.
 """
 
 # Every SQL text here is assembled from constant fragments of this module (trigger bodies are
@@ -45,6 +56,7 @@ and clears that key (:func:`forget`), so the state is filled again over the rebu
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -52,6 +64,23 @@ from identity.model import EventCountRule
 
 DAY_MS = 86_400_000
 _STATE_KEY = "audience_state"
+# The state a file holds once filled (meta ``audience_state``): 1 event_days and
+# consent_current, 2 consent_records too.
+STATE_VERSION = 2
+
+# A person's consent records are returned as JSON arrays of these columns (``consents`` rows).
+CONSENT_FIELDS = (
+    "record_id",
+    "node_id",
+    "purpose",
+    "granted",
+    "at",
+    "recorded_at",
+    "source",
+    "signal",
+    "lawful_basis",
+    "proof",
+)
 
 # Which consent records a ``consent_current`` row of ``c.purpose`` is made of (``c`` a consents
 # row): restriction records for "*", every other signal for a purpose.
@@ -101,6 +130,32 @@ def _recompute_consents(person: str, purposes: str) -> str:
     return (
         f"DELETE FROM consent_current WHERE person_id = {person} AND purpose IN ({purposes});\n"
         + _CONSENT_ROWS.format(where=f"p.person_id = {person} AND c.purpose IN ({purposes})")
+        + ";\n"
+    )
+
+
+# The rows of ``consent_records`` for the (person, purpose) pairs ``{where}`` selects: every
+# record of the pair (any signal: a page returns what person_consents returns for the purpose),
+# as JSON arrays of CONSENT_FIELDS joined by commas (a page wraps its purposes' rows in one
+# array). Nodes outer, one seek per node into the consents' primary key, as above. The order of
+# the records within a row is the order of that walk (node keys, then the consents' key): set
+# by the rows alone, not by the order they were written in; readers sort them.
+_RECORD_ROWS = (
+    "INSERT INTO consent_records (person_id, purpose, records) "
+    "SELECT p.person_id, c.purpose, group_concat(json_array("
+    + ", ".join(f"c.{name}" for name in CONSENT_FIELDS)
+    + ")) FROM persons p CROSS JOIN identifiers i ON i.person = p.pk "
+    "CROSS JOIN consents c ON c.node_id = i.node_id "
+    "WHERE {where} GROUP BY p.pk, c.purpose"
+)
+
+
+def _recompute_records(person: str, purposes: str) -> str:
+    """Trigger statements rewriting the ``consent_records`` rows of ``person`` for
+    ``purposes`` (as :func:`_recompute_consents`)."""
+    return (
+        f"DELETE FROM consent_records WHERE person_id = {person} AND purpose IN ({purposes});\n"
+        + _RECORD_ROWS.format(where=f"p.person_id = {person} AND c.purpose IN ({purposes})")
         + ";\n"
     )
 
@@ -228,6 +283,40 @@ BEGIN
         )
     }
 END""",
+    # State version 2. Clustered by person id, the order of a member page: the records of a
+    # page's persons are one forward walk of this table.
+    """CREATE TABLE IF NOT EXISTS consent_records (
+    person_id TEXT NOT NULL,
+    purpose   TEXT NOT NULL,
+    records   TEXT NOT NULL,
+    PRIMARY KEY (person_id, purpose)
+) WITHOUT ROWID""",
+    # Their own triggers (not more statements in the consent_current ones): a file of state
+    # version 1 has those already, and CREATE TRIGGER IF NOT EXISTS would keep its old bodies.
+    f"""CREATE TRIGGER IF NOT EXISTS consent_records_on_insert AFTER INSERT ON consents
+BEGIN
+{_recompute_records(_PERSON_OF_NODE_ID.format(node="NEW.node_id"), "NEW.purpose")}
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS consent_records_on_delete AFTER DELETE ON consents
+BEGIN
+{_recompute_records(_PERSON_OF_NODE_ID.format(node="OLD.node_id"), "OLD.purpose")}
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS consent_records_on_move AFTER UPDATE OF person ON identifiers
+WHEN OLD.person IS NOT NEW.person
+BEGIN
+{
+        _recompute_records(
+            _PERSON_ID.format(person="OLD.person"),
+            "SELECT purpose FROM consents WHERE node_id = NEW.node_id",
+        )
+    }
+{
+        _recompute_records(
+            _PERSON_ID.format(person="NEW.person"),
+            "SELECT purpose FROM consents WHERE node_id = NEW.node_id",
+        )
+    }
+END""",
 )
 
 _BACKFILL_EVENTS = f"""
@@ -240,21 +329,32 @@ GROUP BY f.name, p.person_id, f.at / {DAY_MS}
 
 
 def install(conn: sqlite3.Connection) -> None:
-    """Create the tables and triggers (idempotent) and fill them once from the existing rows.
+    """Create the tables and triggers (idempotent) and fill, once, what the file's state lacks.
 
     Runs inside the store's schema transaction (``open_migrated(after=...)``), so a crash
-    half-way leaves the file as it was. Filling a store of a million persons reads every event
-    and consent record once (seconds, once per file).
+    half-way leaves the file as it was. A file without state gets all of it; a file of state
+    version 1 gets ``consent_records`` (its counters and current consent are kept: their
+    triggers have not changed). Filling a store of a million persons reads every event and
+    consent record once (seconds, once per file).
     """
     for statement in SCHEMA:
         conn.execute(statement)
-    if conn.execute("SELECT 1 FROM meta WHERE key = ?", (_STATE_KEY,)).fetchone():
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_STATE_KEY,)).fetchone()
+    filled = int(row[0]) if row is not None else 0
+    if filled >= STATE_VERSION:
         return
-    conn.execute("DELETE FROM event_days")
-    conn.execute("DELETE FROM consent_current")
-    conn.execute(_BACKFILL_EVENTS)
-    conn.execute(_CONSENT_ROWS.format(where="true"))
-    conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (_STATE_KEY,))
+    if filled < 1:
+        conn.execute("DELETE FROM event_days")
+        conn.execute("DELETE FROM consent_current")
+        conn.execute(_BACKFILL_EVENTS)
+        conn.execute(_CONSENT_ROWS.format(where="true"))
+    conn.execute("DELETE FROM consent_records")
+    conn.execute(_RECORD_ROWS.format(where="true"))
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (_STATE_KEY, str(STATE_VERSION)),
+    )
 
 
 def forget(conn: sqlite3.Connection) -> None:
@@ -291,30 +391,25 @@ _CONSENT_JOINS = (
     " LEFT JOIN consent_current cp ON cp.person_id = p.person_id AND cp.purpose = ?"
     " LEFT JOIN consent_current cr ON cr.person_id = p.person_id AND cr.purpose = '*'"
 )
-# The consent records of a kept person ``p`` for the purposes of a JSON array, as one JSON
-# array of ``CONSENT_FIELDS`` arrays (``NULL`` for an excluded person: nothing of it is read).
-# One seek per node into the consents' primary key; the unary ``+`` keeps SQLite from seeking
-# once per (node, purpose) instead. Read in the page statement itself, so a page is one
-# statement: no second lookup of the page's persons by id (a JSON list of a thousand ids
-# joined back to persons, identifiers and consents, then sorted, cost as much as the page).
-CONSENT_FIELDS = (
-    "record_id",
-    "node_id",
-    "purpose",
-    "granted",
-    "at",
-    "recorded_at",
-    "source",
-    "signal",
-    "lawful_basis",
-    "proof",
-)
-_CONSENTS_OF_PERSON = (
-    "(SELECT json_group_array(json_array("
-    + ", ".join(f"c.{name}" for name in CONSENT_FIELDS)
-    + ")) FROM identifiers i CROSS JOIN consents c ON c.node_id = i.node_id "
-    "WHERE i.person = p.pk AND +c.purpose IN (SELECT value FROM json_each(?)))"
-)
+
+
+def _consents_of_person(purposes: int) -> str:
+    """The consent records of a kept person ``p`` for ``purposes`` purposes bound as
+    placeholders, as one JSON array of ``CONSENT_FIELDS`` arrays (``NULL`` for an excluded
+    person, or one without records for them: nothing of an excluded person is read).
+
+    One seek per person into consent_records, whose rows are in the page's order. Read in the
+    page statement itself, so a page is one statement: no second lookup of the page's persons
+    by id (a JSON list of a thousand ids joined back to persons, identifiers and consents, then
+    sorted, cost as much as the page). Placeholders, not a ``json_each`` array: SQLite
+    evaluated the array's list subquery again for every kept person (~10 % of the page
+    statement at a million persons).
+    """
+    return (
+        "(SELECT '[' || group_concat(r.records) || ']' FROM consent_records r "
+        f"WHERE r.person_id = p.person_id AND r.purpose IN ({', '.join('?' * purposes)}))"
+    )
+
 
 # (person id, created, last seen, exclusion, consent records as JSON): see page_query.
 PageRow = tuple[str, int, int, str | None, str | None]
@@ -325,7 +420,7 @@ def page_persons(
     rules: Sequence[EventCountRule],
     lead: int,
     consent_filter: str | None,
-    consent_purposes: str,
+    consent_purposes: Sequence[str],
     after: str,
     limit: int,
 ) -> list[PageRow]:
@@ -340,7 +435,7 @@ def page_query(
     rules: Sequence[EventCountRule],
     lead: int,
     consent_filter: str | None,
-    consent_purposes: str | None,
+    consent_purposes: Sequence[str] | None,
     after: str,
     limit: int,
 ) -> tuple[str, list[object]]:
@@ -351,8 +446,8 @@ def page_query(
     returns person ids only. The other rules are one ``event_days`` seek per candidate. Only
     the (at most ``limit``) persons it selects are then joined to ``persons``, to the consent
     filter (two ``consent_current`` seeks per person; an excluded person is returned with its
-    reason and counts as scanned) and to their consent records for the purposes of the JSON
-    array ``consent_purposes`` (kept persons only; ``None``: no records, a ``NULL`` column: the
+    reason and counts as scanned) and to their consent records for the purposes
+    ``consent_purposes`` (kept persons only; ``None``: no records, a ``NULL`` column: the
     selection alone, for benchmarks). Joining each ``event_days`` row before
     grouping (the earlier form) cost four seeks per row, for every person with such an event
     ever, not per page member.
@@ -364,8 +459,10 @@ def page_query(
     records = "NULL"
     loaded: list[object] = []
     if consent_purposes is not None:
-        records = f"CASE WHEN {excluded} IS NULL THEN {_CONSENTS_OF_PERSON} END"
-        loaded = [consent_purposes]
+        records = (
+            f"CASE WHEN {excluded} IS NULL THEN {_consents_of_person(len(consent_purposes))} END"
+        )
+        loaded = list(consent_purposes)
     columns = f"p.created_at, p.last_seen, {excluded}, {records}"
     filtered = [] if consent_filter is None else [consent_filter]
     if not rules:
@@ -417,4 +514,13 @@ def consent_state_of(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[ob
     return {
         (row[0], row[1]): tuple(row[2:])
         for row in conn.execute("SELECT * FROM consent_current ORDER BY person_id, purpose")
+    }
+
+
+def consent_records_of(conn: sqlite3.Connection) -> dict[tuple[str, str], list[list[object]]]:
+    """Every ``consent_records`` row as ``{(person id, purpose): records}``, each record a list
+    of ``CONSENT_FIELDS`` values, sorted (tests, diagnostics)."""
+    return {
+        (person, purpose): sorted(json.loads(f"[{records}]"), key=repr)
+        for person, purpose, records in conn.execute("SELECT * FROM consent_records")
     }

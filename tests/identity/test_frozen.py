@@ -21,6 +21,8 @@ DECORATED = [
     model.Link,
     model.PersonRecord,
     model.EventOutcome,
+    model.ConsentRecord,
+    model.MemberRow,
 ]
 
 

@@ -355,6 +355,20 @@ def _recomputed_consent_state(
     return state
 
 
+def _recomputed_consent_records(
+    conn: sqlite3.Connection,
+) -> dict[tuple[str, str], list[list[object]]]:
+    """What ``consent_records`` must hold: every record of every (person, purpose)."""
+    columns = ", ".join(f"c.{name}" for name in sqlite_audience.CONSENT_FIELDS)
+    records: dict[tuple[str, str], list[list[object]]] = {}
+    for person, *row in conn.execute(
+        f"SELECT p.person_id, {columns} FROM consents c "  # noqa: S608 - constant columns
+        "JOIN identifiers i ON i.node_id = c.node_id JOIN persons p ON p.pk = i.person"
+    ):
+        records.setdefault((person, row[2]), []).append(list(row))
+    return {key: sorted(rows, key=repr) for key, rows in records.items()}
+
+
 @pytest.fixture(scope="module")
 def engine() -> PolicyEngine:
     return PolicyEngine(load_purposes_policy(POLICIES / "purposes.yaml"))
@@ -386,6 +400,7 @@ def test_member_scans_over_materialized_state_give_the_same_members_and_denials(
         conn: sqlite3.Connection = store._conn
         assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
         assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
+        assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
         # The consent rows decide exactly what the reference definition decides.
         for row in _scan(store, MemberScan(consent_purposes=(PURPOSE,), consent_filter=PURPOSE), 3):
             records = store.read(partial(_consents_of, row.person_id))
@@ -467,6 +482,79 @@ def test_an_existing_store_is_filled_once_when_opened_by_this_version(tmp_path: 
         reopened.close()
 
 
+def test_a_file_of_audience_state_1_gets_the_consent_records_when_opened(
+    tmp_path: Path, engine: PolicyEngine
+) -> None:
+    """A schema 7 file written before ``consent_records`` existed (audience state 1: counters
+    and current consent with their triggers, no records) gets the table, its triggers and its
+    rows on open, keeps its counters and current consent as they were, scans as the evaluator
+    does, and keeps the records current through later writes, merges and erasures."""
+    path = tmp_path / "graph.sqlite3"
+    store = SqliteGraphStore(path)
+    graph = _Graph(store)
+    for step in (
+        (
+            "person",
+            2,
+            [(0, "purchase", -60, True), (1, "purchase", -3000, True)],
+            [
+                (1, PURPOSE, True, CONSENT_TIMES[0], ConsentSignal.DIRECT),
+                (0, PURPOSE, False, CONSENT_TIMES[2], ConsentSignal.TCF),
+                (0, OTHER, True, CONSENT_TIMES[3], ConsentSignal.DIRECT),
+            ],
+        ),
+        (
+            "person",
+            1,
+            [(0, "purchase", -10, True), (0, "purchase", -20, True)],
+            [
+                (0, PURPOSE, True, CONSENT_TIMES[1], ConsentSignal.TCF),
+                (0, PURPOSE, False, CONSENT_TIMES[3], ConsentSignal.RESTRICTION),
+            ],
+        ),
+        ("person", 1, [(0, "purchase", -5, True)], []),
+    ):
+        graph.step(step)
+    conn: sqlite3.Connection = store._conn
+    live_records = sqlite_audience.consent_records_of(conn)
+    live_counters = sqlite_audience.counters_of(conn)
+    live_consents = sqlite_audience.consent_state_of(conn)
+    assert len(live_records) == 4  # (2 persons, PURPOSE), (first, OTHER), (second, "*")
+    store.close()
+    old = sqlite3.connect(path)
+    with old:
+        for name in (
+            "consent_records_on_insert",
+            "consent_records_on_delete",
+            "consent_records_on_move",
+        ):
+            old.execute(f"DROP TRIGGER {name}")
+        old.execute("DROP TABLE consent_records")
+        old.execute("UPDATE meta SET value = '1' WHERE key = 'audience_state'")
+    old.close()
+    reopened = SqliteGraphStore(path)
+    try:
+        conn = reopened._conn
+        assert sqlite_audience.consent_records_of(conn) == live_records
+        assert sqlite_audience.counters_of(conn) == live_counters
+        assert sqlite_audience.consent_state_of(conn) == live_consents
+        (state,) = conn.execute("SELECT value FROM meta WHERE key = 'audience_state'").fetchone()
+        assert state == str(sqlite_audience.STATE_VERSION)
+        rules = (EventCountRule("purchase", NOW - timedelta(days=1), 1),)
+        assert _actual(reopened, engine, rules, 2) == _expected(reopened, engine, rules)
+        # Maintained from then on: more records, a merge, an erasure.
+        graph.store = reopened
+        first = sorted(graph.persons)[0]
+        graph.step(("more", 0, [], [(0, PURPOSE, False, CONSENT_TIMES[0], ConsentSignal.TCF)]))
+        graph.step(("merge", 1, 2))
+        graph.step(("erase", 0))
+        assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
+        assert not any(person == first for person, _ in sqlite_audience.consent_records_of(conn))
+        assert _actual(reopened, engine, rules, 2) == _expected(reopened, engine, rules)
+    finally:
+        reopened.close()
+
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 # What a file of schema 6 opened by the audience state's first version (text keys) held: its
 # tables, a fill marker, and triggers over the old tables' columns (two of them here).
@@ -523,6 +611,8 @@ def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migr
         consents = sqlite_audience.consent_state_of(conn)
         assert consents
         assert consents == _recomputed_consent_state(conn)
+        assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
+        assert sqlite_audience.consent_records_of(conn)
         triggers = {
             row[0]: row[1]
             for row in conn.execute(
@@ -531,6 +621,7 @@ def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migr
         }
         assert triggers["event_days_on_insert"] == "facts"
         assert triggers["audience_state_on_move"] == "identifiers"
+        assert triggers["consent_records_on_insert"] == "consents"
         rules = (EventCountRule("purchase", datetime(2026, 1, 1, tzinfo=UTC), 2),)
         assert _actual(store, engine, rules, 5) == _expected(store, engine, rules)
         graph = _Graph(store)
@@ -550,6 +641,7 @@ def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migr
         store.write(lambda tx: tx.apply(ChangeSet(merged={sorted(graph.persons)[0]: old_person})))
         assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
         assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
+        assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
         assert _actual(store, engine, rules, 3) == _expected(store, engine, rules)
     finally:
         store.close()
