@@ -59,7 +59,8 @@ def _realistic_events() -> st.SearchStrategy[dict[str, Any]]:
         },
         optional={
             "traits": st.fixed_dictionaries(
-                {}, optional={"city": st.sampled_from(["Berlin", "Lyon"]), "visit_count": st.just(3)}
+                {},
+                optional={"city": st.sampled_from(["Berlin", "Lyon"]), "visit_count": st.just(3)},
             ),
             "events": st.just([{"name": "purchase", "properties": {"amount": 12.5}}]),
             "message_id": st.sampled_from(["m-1", "m-2", "m-3"]),
@@ -97,12 +98,15 @@ def _errors(exc: ValidationError) -> list[tuple[Any, ...]]:
 @given(body=_bodies())
 def test_batch_is_validated_as_the_model_validates_it_when_any_body(body: Any) -> None:
     decoded = _decoded(body)
+    refused: list[tuple[Any, ...]] | None = None
     try:
         expected = MODEL.validate_python(decoded)
-    except ValidationError as refused:
+    except ValidationError as exc:
+        refused = _errors(exc)
+    if refused is not None:
         with pytest.raises(ValidationError) as caught:
             BATCH.validate_python(decoded)
-        assert _errors(caught.value) == _errors(refused)
+        assert _errors(caught.value) == refused
         return
     batch = BATCH.validate_python(decoded)
     model_events = [IdentifyInput.of(e) for e in expected.events]
@@ -210,7 +214,7 @@ def test_ingest_answers_as_the_model_path_when_batches_are_certified(
 
 
 def test_invalid_event_is_located_as_before_when_the_others_are_certifiable(api: Api) -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"identifiers": [{"type": "cookie_id", "value": f"c{i}"}], "source": "web"}
         for i in range(4)
     ]

@@ -166,6 +166,4 @@ def test_level_walk_finds_what_the_located_walk_finds_when_no_duplicate_key(
     except strict_json._DuplicateKeyError:
         return  # such documents take the locating path
     if isinstance(document, dict | list):
-        assert strict_json._nests_deeper(document, max_depth) == _check_refuses(
-            document, max_depth
-        )
+        assert strict_json._nests_deeper(document, max_depth) == _check_refuses(document, max_depth)
