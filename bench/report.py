@@ -1246,7 +1246,21 @@ def goals_section(report: Report) -> list[str]:
     ]
 
 
-def render(report: Report) -> str:
+def _readme_link(out: Path) -> str:
+    """The link to bench/README.md as seen from a report written under ``out``.
+
+    Inside the repository it is relative to ``out``; elsewhere (``--out /tmp/rep``) the report
+    cannot link into the checkout, so it names the file instead.
+    """
+    try:
+        out.resolve().relative_to(ROOT)
+    except ValueError:
+        return "`bench/README.md` in the repository"
+    rel = os.path.relpath(BENCH / "README.md", out.resolve())
+    return f"[bench/README.md]({Path(rel).as_posix()})"
+
+
+def render(report: Report, out: Path = BENCH) -> str:
     """The whole REPORT.md (sections that add goals render before the goals table)."""
     body = [
         *ingest_section(report),
@@ -1272,7 +1286,7 @@ def render(report: Report) -> str:
         + " identifiers. Every figure is beside a baseline measured in the same run; "
         "**ratio = value ÷ baseline** (above 1: slower or bigger for times and sizes, faster "
         "for rates). Figures depend on the machine and its load (see below): compare ratios, "
-        "not absolute numbers. What each script does: [bench/README.md](README.md). Generated "
+        f"not absolute numbers. What each script does: {_readme_link(out)}. Generated "
         "by `bench/report.py`; every figure as JSON: [report/figures.json](report/figures.json).",
         "",
     ]
@@ -1427,7 +1441,7 @@ def write(report: Report, out: Path) -> Path:
     }
     (images / "figures.json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     target = out / "REPORT.md"
-    target.write_text(render(report) + "\n", encoding="utf-8")
+    target.write_text(render(report, out) + "\n", encoding="utf-8")
     return target
 
 

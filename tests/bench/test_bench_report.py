@@ -7,6 +7,7 @@ and one section alone run in the default suite in seconds.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -128,3 +129,17 @@ def test_one_section_alone_renders_its_figures(tmp_path: Path) -> None:
     for mode in ("encrypt (new keys)", "encrypt (keys exist)", "decrypt (cold cache)"):
         assert f"| `{mode}` per value |" in text
     assert "failed:" not in text
+
+
+def test_the_readme_link_resolves_from_where_the_report_is_written(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_report", REPO / "bench" / "report.py")
+    assert spec is not None
+    assert spec.loader is not None
+    bench_report = importlib.util.module_from_spec(spec)
+    sys.modules["bench_report"] = bench_report  # dataclasses look their module up by name
+    spec.loader.exec_module(bench_report)
+    for out in (REPO / "bench", REPO / "bench" / "1m", REPO / "docs" / "x"):
+        link = bench_report._readme_link(out)
+        target = link.split("](", 1)[1].rstrip(")")
+        assert (out / target).resolve() == REPO / "bench" / "README.md", (out, link)
+    assert "](" not in bench_report._readme_link(tmp_path)  # outside the checkout: no dead link
