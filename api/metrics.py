@@ -33,6 +33,7 @@ Fed here and by the routers:
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -147,14 +148,27 @@ class Metrics:
         self.request_seconds.labels(method, route).observe(seconds)
 
     def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
-        """Count the outcomes, refusals and facts of ingested events."""
+        """Count the outcomes, refusals and facts of ingested events.
+
+        Added up first, then one increment per label value: per event it was five label
+        lookups and increments (each takes the series' lock), 250 for a 50-event batch."""
+        events: collections.Counter[str] = collections.Counter()
+        refused: collections.Counter[str] = collections.Counter()
+        stored = quarantined = dropped = 0
         for outcome in outcomes:
-            self.ingest_events.labels(outcome.outcome.value).inc()
+            events[outcome.outcome.value] += 1
             for refusal in outcome.refused_identifiers:  # distinct identifiers, not positions
-                self.refused_identifiers.labels(refusal.reason.value).inc()
-            self.facts.labels("stored").inc(outcome.facts_stored)
-            self.facts.labels("quarantined").inc(outcome.facts_quarantined)
-            self.facts.labels("dropped").inc(outcome.facts_dropped)
+                refused[refusal.reason.value] += 1
+            stored += outcome.facts_stored
+            quarantined += outcome.facts_quarantined
+            dropped += outcome.facts_dropped
+        for value, count in events.items():
+            self.ingest_events.labels(value).inc(count)
+        for reason, count in refused.items():
+            self.refused_identifiers.labels(reason).inc(count)
+        for status, count in zip(FACT_STATUSES, (stored, quarantined, dropped), strict=True):
+            if count:
+                self.facts.labels(status).inc(count)
 
     @contextmanager
     def time_store(self, operation: StoreOperation) -> Iterator[None]:

@@ -12,11 +12,19 @@ from services.inputs import (
     EventIn,
     IdentifierIn,
     IdentifyRequest,
+    IngestBatch,
     IngestRequest,
     StrictModel,
 )
 
-__all__ = ["ConsentRequest", "EventIn", "IdentifierIn", "IdentifyRequest", "IngestRequest"]
+__all__ = [
+    "ConsentRequest",
+    "EventIn",
+    "IdentifierIn",
+    "IdentifyRequest",
+    "IngestBatch",
+    "IngestRequest",
+]
 
 
 class RefusalOut(StrictModel):

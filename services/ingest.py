@@ -313,7 +313,7 @@ class IngestService:
 
     def ingest(
         self,
-        requests: Sequence[IdentifyRequest],
+        requests: Sequence[IdentifyRequest | IdentifyInput],
         *,
         actor: str,
         gpc_proof: bytes | None = None,

@@ -17,7 +17,7 @@ from api.schemas import (
     FactsOut,
     IdentifyRequest,
     IdentifyResponse,
-    IngestRequest,
+    IngestBatch,
     IngestResponse,
     IngestResult,
     ResolveRequest,
@@ -100,7 +100,7 @@ def identify(
     "/ingest", response_model=IngestResponse, response_model_exclude_none=True, responses=PROBLEMS
 )
 def ingest(
-    body: IngestRequest,
+    body: IngestBatch,
     service: Ingest,
     raw: RawBody,
     key: IngestKey,

@@ -10,6 +10,7 @@ constant-time comparison keeps timing from leaking how much of a guess matched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -132,6 +133,34 @@ def _add_purpose_columns(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE api_keys ADD COLUMN consumer TEXT")
 
 
+@functools.lru_cache(maxsize=256)
+def _key_of(
+    key_id: str,
+    name: str,
+    scopes: str,
+    created_at: str,
+    revoked_at: str | None,
+    purposes: str,
+    consumer: str | None,
+) -> ApiKey:
+    """The :class:`ApiKey` of a stored row's columns (the secret's digest is not one of them).
+
+    Memoized on the column values: every request authenticates, and parsing the same two JSON
+    lists and timestamps again each time was a measurable share of a small request's CPU. The
+    row itself is still read on every authentication, so a revocation (a new ``revoked_at``)
+    or any other change is a different key here and takes effect at once; an ApiKey is frozen,
+    so sharing one between requests is safe."""
+    return ApiKey(
+        key_id,
+        name,
+        frozenset(Scope(s) for s in json.loads(scopes)),
+        datetime.fromisoformat(created_at),
+        datetime.fromisoformat(revoked_at) if revoked_at else None,
+        frozenset(str(p) for p in json.loads(purposes)),
+        consumer or key_id,
+    )
+
+
 class ApiKeyStore:
     """API keys in the service's control database (an SQLite file beside the graph)."""
 
@@ -209,15 +238,7 @@ class ApiKeyStore:
     @staticmethod
     def _row(row: tuple[str, str, str, str, str, str | None, str, str | None]) -> ApiKey:
         key_id, name, _, scopes, created_at, revoked_at, purposes, consumer = row
-        return ApiKey(
-            key_id,
-            name,
-            frozenset(Scope(s) for s in json.loads(scopes)),
-            datetime.fromisoformat(created_at),
-            datetime.fromisoformat(revoked_at) if revoked_at else None,
-            frozenset(str(p) for p in json.loads(purposes)),
-            consumer or key_id,
-        )
+        return _key_of(key_id, name, scopes, created_at, revoked_at, purposes, consumer)
 
     def list(self) -> list[ApiKey]:
         """Every key, newest first (secrets are never returned)."""

@@ -140,3 +140,30 @@ def test_reused_decoder_reads_input_as_json_loads_does_when_encoding_or_bom_vari
     # handling, BOMs and UTF-16/32 bytes included, and the same errors.
     expected = _decoded(lambda: json.loads(raw, object_pairs_hook=strict_json._plain_object))
     assert _decoded(lambda: strict_json._decode(strict_json._PLAIN_DECODER, raw)) == expected
+
+
+def _check_refuses(document: Any, max_depth: int) -> bool:
+    try:
+        strict_json._check(document, max_depth)
+    except MalformedJsonError:
+        return True
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.one_of(
+        NODES.map(_render),
+        st.builds(_deep, st.integers(1, 12), st.none()),
+    ),
+    max_depth=st.integers(0, 8),
+)
+def test_level_walk_finds_what_the_located_walk_finds_when_no_duplicate_key(
+    text: str, max_depth: int
+) -> None:
+    try:
+        document = json.loads(text, object_pairs_hook=strict_json._plain_object)
+    except strict_json._DuplicateKeyError:
+        return  # such documents take the locating path
+    if isinstance(document, dict | list):
+        assert strict_json._nests_deeper(document, max_depth) == _check_refuses(document, max_depth)
