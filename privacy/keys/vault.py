@@ -105,6 +105,7 @@ REFS_OWNER = "~refs"
 RESERVED_OWNER_PREFIX = "~"
 SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
 _WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
+_FIRST_REFILL = 256  # keys made by a vault's first pool refill (then doubling to pool_size)
 
 
 class VaultError(IdGraphError):
@@ -389,7 +390,7 @@ class Vault:
         keys: VaultKeyStore,
         provider: KeyProvider,
         cache_size: int = 10_000,
-        pool_size: int = 256,
+        pool_size: int = 4096,
         process: ProcessIdentity | None = None,
     ) -> None:
         if cache_size < 0:
@@ -411,10 +412,15 @@ class Vault:
         # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
         self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
         # Owners whose data keys are already durably stored, not yet handed out (see
-        # reserve_owners), with their AES-GCM contexts; refilled ``pool_size`` at a time.
+        # reserve_owners), with their AES-GCM contexts. A refill makes ``_refill_size`` keys (at
+        # least the request's count), starting at 256 and doubling per refill up to
+        # ``pool_size``: a one-shot process makes a few hundred keys, a busy server soon makes
+        # them thousands per key-file commit (an HTTP ingest group of 50-event requests needs
+        # ~200 per request; with a fixed 256 nearly every group paid a second fsync'd commit).
         self._pool: OrderedDict[str, AESGCM] = OrderedDict()
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
+        self._refill_size = min(_FIRST_REFILL, pool_size)
         self._pool_closed = False  # discard_pool() ran: nothing is handed out or kept any more
         # This process as the key file records the pool's keys (sweep_unused), registered on
         # the first refill.
@@ -533,7 +539,7 @@ class Vault:
         Why: a write that creates new anchors used to store their keys in a key-file commit of
         its own (fsync'd) and then the ciphertexts in the graph commit (fsync'd again): two
         durable commits per request, the first one inside the graph's write lock. Keys made
-        ahead, ``pool_size`` per key-file commit, leave one durable commit per request (the
+        ahead, hundreds to thousands per key-file commit, leave one durable commit per request (the
         graph's). Crash safety is the same as before, by ordering: an id is handed out only
         after the commit that stores its key returned (``synchronous=FULL``), so any graph
         commit that holds a ciphertext under it is later than a durable key, across a SIGKILL
@@ -550,7 +556,7 @@ class Vault:
             if self._pool_closed:
                 return []  # stopping: the caller makes its keys at seal time, as without a pool
             if len(self._pool) < count:
-                self._refill(make_owner)
+                self._refill(make_owner, count)
             taken = [self._pool.popitem(last=False) for _ in range(count)]
         generation = self._keys.shred_generation()
         self._cached(generation, set())  # bring the cache's generation up to date first
@@ -630,8 +636,10 @@ class Vault:
                 self._cache.pop(owner, None)
         return self._keys.delete_unused(owners)
 
-    def _refill(self, make_owner: Callable[[], str]) -> None:
-        wanted = {make_owner() for _ in range(self._pool_size - len(self._pool))}
+    def _refill(self, make_owner: Callable[[], str], count: int) -> None:
+        target = max(self._refill_size, count)  # count <= pool_size (reserve_owners)
+        self._refill_size = min(self._pool_size, self._refill_size * 2)
+        wanted = {make_owner() for _ in range(target - len(self._pool))}
         for owner in wanted:
             _check_name("owner", owner)
         if self._holder is None:

@@ -1,6 +1,6 @@
 """A stopping process leaves no data key behind that no value uses (issue 14 follow-up).
 
-The vault makes data keys ahead (a pool of up to 256 per process) so that an ingest needs one
+The vault makes data keys ahead (a pool of up to 4,096 per process) so that an ingest needs one
 durable commit. The keys a process had not handed out when it stopped stayed in the key file
 for good; the crash suite reported them as orphans. The container's close removes them now.
 """

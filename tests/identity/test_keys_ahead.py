@@ -331,3 +331,45 @@ def test_a_clean_stop_leaves_the_ids_it_handed_out_to_the_next_sweep(
         assert _owners_in_key_file(tmp_path) == used
     finally:
         graph.close()
+
+
+class _SizedStore(CountingKeyStore):
+    """Also records how many keys each key-inserting transaction stored."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.sizes: list[int] = []
+
+    def insert_new(
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        holder: int | None = None,
+    ) -> dict[str, WrappedKey]:
+        self.sizes.append(len(rows))
+        return super().insert_new(rows, shred_refs, holder)
+
+
+def test_refills_start_small_and_double_so_a_busy_writer_pays_few_key_commits(
+    tmp_path: Path,
+) -> None:
+    store = _SizedStore(tmp_path / "vault-keys.sqlite3")
+    try:
+        one_shot = _vault(tmp_path, store, pool_size=4096)
+        store.sizes.clear()  # the reference root key
+        assert len(one_shot.reserve_owners(1, new_node_id)) == 1
+        assert store.sizes == [256]  # a one-shot process makes a few hundred keys, not thousands
+        store.sizes.clear()
+        busy = Vault(store, LocalFileKeyProvider(tmp_path / "kek.json"), pool_size=4096)
+        taken = [busy.reserve_owners(200, new_node_id) for _ in range(40)]  # 50-event requests
+        assert all(len(ids) == 200 for ids in taken)
+        assert len({owner for ids in taken for owner in ids}) == 8000
+        # Pools of 256, 512, ..., 4096, then 4096 again (each refill tops the pool up): six
+        # key-file commits for 40 requests, where a fixed pool of 256 made one per request (40).
+        assert len(store.sizes) == 6, store.sizes
+        assert store.sizes[:2] == [256, 512 - 56], store.sizes  # 56 left over from the first
+        assert max(store.sizes) <= 4096
+        assert busy.reserve_owners(4097, new_node_id) == []  # above the pool: made at seal time
+        assert len(busy.reserve_owners(1000, new_node_id)) == 1000
+    finally:
+        store.close()
