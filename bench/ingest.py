@@ -599,6 +599,8 @@ class _SameWork:
       persons merges them into the first (identifiers moved, the others deleted);
     * **identifiers**, **links** (a star from the event's first identifier, upserted), last-seen
       updates of the known identifiers and persons the batch touched;
+    * **audience state**: the store's triggers keep the per-person event counters and consent
+      state current on every write (the floor's graph has them, as the store's does);
     * **sealed raw values** of the ``keep_raw`` types and every trait, AES-256-GCM under the
       anchor's own data key (AAD bound to owner and field), as ``facts`` rows;
     * **keys** as the store makes them (graph schema 7): integer internal keys allocated in
@@ -616,6 +618,7 @@ class _SameWork:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         from identity.policy import load_identity_policy
+        from identity.store import sqlite_audience
         from identity.store.sqlite import _SCHEMA as GRAPH_SCHEMA
         from privacy.keys.vault_sqlite import _SCHEMA as VAULT_SCHEMA
         from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection
@@ -634,6 +637,12 @@ class _SameWork:
         self.graph = sqlite3.connect(folder / "graph.sqlite3", isolation_level=None)
         configure_graph_connection(self.graph, synchronous, 10_000, GRAPH_CACHE_MIB, RuntimeError)
         self.graph.executescript(GRAPH_SCHEMA)
+        # The audience state's tables and triggers are part of the store's DDL (installed after
+        # the schema on every open): the counters, current consent and records a write keeps
+        # current are work every ingest does, so the floor's writes fire the same triggers.
+        self.graph.execute("BEGIN")
+        sqlite_audience.install(self.graph)
+        self.graph.execute("COMMIT")
         self.vault = sqlite3.connect(folder / "vault-keys.sqlite3", isolation_level=None)
         self.vault.execute("PRAGMA journal_mode=WAL")
         self.vault.execute("PRAGMA synchronous=FULL")  # as the real key file: keys before data
