@@ -16,6 +16,7 @@ data dir so a restart keeps it. Standard library only: it runs before any venv e
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import os
@@ -25,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -239,15 +240,28 @@ def _start_once(data_dir: Path, port: int, controller_port: int, timeout: float)
 
 
 def _cluster_id(data_dir: Path) -> str:
-    """The KRaft cluster id: 16 random bytes, base64url without padding, kept once made."""
+    """The KRaft cluster id, kept in the data dir once made (see `new_cluster_id`)."""
     path = data_dir / "cluster.id"
     if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    import base64
-
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        kept = path.read_text(encoding="ascii").strip()
+        if kept and not kept.startswith("-"):
+            return kept
+    cluster_id = new_cluster_id()
     path.write_text(cluster_id + "\n", encoding="ascii")
     return cluster_id
+
+
+def new_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """16 random bytes, base64url without padding, never starting with ``-``.
+
+    One id in 64 would start with ``-``; the storage tool's argument parser then reads it as an
+    option ("argument --cluster-id/-t: expected one argument") and formatting fails. Kafka's own
+    ``Uuid.randomUuid`` draws again in that case, and so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes(16)).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def stop(data_dir: Path, timeout: float = 60.0) -> bool:
