@@ -106,6 +106,7 @@ RESERVED_OWNER_PREFIX = "~"
 SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
 _WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
 _FIRST_REFILL = 256  # keys made by a vault's first pool refill (then doubling to pool_size)
+_SUBKEY_CACHE_PER_DEK = 10  # owner subkeys cached per cached DEK (see Vault.__init__)
 
 
 class VaultError(IdGraphError):
@@ -392,9 +393,12 @@ class Vault:
         cache_size: int = 10_000,
         pool_size: int = 4096,
         process: ProcessIdentity | None = None,
+        subkey_cache_size: int | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
+        if subkey_cache_size is not None and subkey_cache_size < 0:
+            raise ValueError("subkey_cache_size must be >= 0")
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         self._keys = keys
@@ -410,7 +414,18 @@ class Vault:
         self._shred_mac: HmacSha256 | None = None
         self._root_lock = threading.Lock()
         # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
+        # Bounded on its own: an audience page derives a subkey per member (the audit log's
+        # person references), and one audience at 1M persons has ~25,000 members. Bounded by
+        # the DEK cache's 10,000 (the old shared bound), every warm scan of such an audience
+        # evicted its own subkeys before reusing them and re-read, unwrapped and re-derived
+        # each one. A subkey is 32 bytes (~250 bytes with its entry), so the default
+        # (_SUBKEY_CACHE_PER_DEK x cache_size, 100,000 subkeys) is ~25 MiB at most, against
+        # an AES-GCM context per cached DEK. Same validity rules as the DEK cache: dropped on
+        # any shred (this process's or, via the shred generation, another's).
         self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        self._subkey_cache_size = (
+            cache_size * _SUBKEY_CACHE_PER_DEK if subkey_cache_size is None else subkey_cache_size
+        )
         # Owners whose data keys are already durably stored, not yet handed out (see
         # reserve_owners), with their AES-GCM contexts. A refill makes ``_refill_size`` keys (at
         # least the request's count), starting at 256 and doubling per refill up to
@@ -510,12 +525,12 @@ class Vault:
         if missing and create:
             raw.update(self._fresh_keys(missing))
         made = {owner: _hkdf(key, info) for owner, key in raw.items()}
-        if self._cache_size:
+        if self._subkey_cache_size:
             with self._cache_lock:
                 if self._generation == generation:
                     for owner, key in made.items():
                         self._subkeys[(owner, info)] = key
-                    while len(self._subkeys) > self._cache_size:
+                    while len(self._subkeys) > self._subkey_cache_size:
                         self._subkeys.popitem(last=False)
         return {**found, **made}
 
