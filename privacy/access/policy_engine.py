@@ -153,6 +153,9 @@ class PolicyEngine:
 
     def __init__(self, purposes: PurposesPolicy) -> None:
         self._purposes = purposes
+        # The policy is frozen: its TCF age is worked out once, not per decision (an audience
+        # page decides for thousands of persons).
+        self._tcf_max_age = purposes.tcf.consent_max_age
 
     @property
     def purposes(self) -> PurposesPolicy:
@@ -203,7 +206,7 @@ class PolicyEngine:
             policy,
             person.consents,
             now=now,
-            tcf_max_age=self._purposes.tcf.consent_max_age,
+            tcf_max_age=self._tcf_max_age,
         )
         if not state.allowed:
             return PolicyDecision(

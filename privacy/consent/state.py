@@ -90,7 +90,7 @@ def is_restricted(records: Iterable[ConsentRecord]) -> tuple[bool, str | None]:
     return not granted, record_id
 
 
-def consent_state(  # noqa: PLR0911 - one return per rule of the module docstring
+def consent_state(
     purpose_id: str,
     purpose: Purpose,
     records: Iterable[ConsentRecord],
@@ -102,6 +102,91 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
 
     ``now`` enables the expiry rule (5); without it grants never expire.
     """
+    if purpose.consent_applies and purpose_id != RESTRICTION_PURPOSE:
+        plain = _plain_state(purpose_id, purpose, records, now, tcf_max_age)
+        if plain is not None:
+            return plain
+    return _any_state(purpose_id, purpose, records, now=now, tcf_max_age=tcf_max_age)
+
+
+# Signals that take a record out of the plain timeline (rules 3 and 4): _any_state weighs them.
+_NOT_PLAIN = frozenset({ConsentSignal.OBJECTION, ConsentSignal.COMPELLING_GROUNDS})
+
+
+def _plain_state(
+    purpose_id: str,
+    purpose: Purpose,
+    records: Iterable[ConsentRecord],
+    now: datetime | None,
+    tcf_max_age: timedelta | None,
+) -> ConsentState | None:
+    """:func:`consent_state` in one pass for the usual history (rules 5-7 only), or ``None``.
+
+    ``None`` when a rule before 5 could apply: a restriction record that counts (rule 1), an
+    objection or compelling-grounds record for the purpose (rules 3-4). Then, and for purposes
+    without consent (rule 2), :func:`_any_state` decides. Why a second path: an audience page
+    decides for every scanned person, nearly all of whom have one or two plain grants or
+    denials; the general rules built six lists per person for them (~15 us a decision, a fifth
+    of a cold 1M audience's policy work). Property-tested against :func:`_any_state`.
+    """
+    top_at: datetime | None = None
+    top: list[ConsentRecord] = []  # the purpose's records at the latest time, in input order
+    for record in records:
+        if record.purpose == purpose_id:
+            signal = record.signal
+            if signal is ConsentSignal.RESTRICTION:
+                continue  # not a restriction ("*" is its purpose) and not a consent either
+            if signal in _NOT_PLAIN:
+                return None
+            at = record.at
+            if top_at is None or at > top_at:
+                top_at, top = at, [record]
+            elif at == top_at:
+                top.append(record)
+        elif (
+            record.purpose == RESTRICTION_PURPOSE
+            and record.signal is ConsentSignal.RESTRICTION
+            and not purpose.restriction_exempt
+        ):
+            return None
+    return _latest_state(top, purpose, now, tcf_max_age)
+
+
+def _latest_state(
+    top: list[ConsentRecord],
+    purpose: Purpose,
+    now: datetime | None,
+    tcf_max_age: timedelta | None,
+) -> ConsentState:
+    """Rules 5-7 for ``top``, the plain records at the latest time (empty: there are none)."""
+    if not top:
+        if purpose.default is Default.GRANT:
+            return ConsentState(True, ConsentReason.DEFAULT_GRANT)
+        return ConsentState(False, ConsentReason.DEFAULT_DENY)
+    first = top[0]
+    if len(top) == 1:
+        granted, deciding, tie = first.granted, first, False
+    else:
+        granted = all(r.granted for r in top)
+        tie = any(r.granted != first.granted for r in top)
+        deciding = next((r for r in top if r.granted == granted), first)
+    if granted:
+        if now is not None and _expired(deciding, purpose, now, tcf_max_age):
+            return ConsentState(False, ConsentReason.EXPIRED, deciding.record_id)
+        return ConsentState(True, ConsentReason.GRANTED, deciding.record_id)
+    reason = ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED
+    return ConsentState(False, reason, deciding.record_id)
+
+
+def _any_state(  # noqa: PLR0911 - one return per rule of the module docstring
+    purpose_id: str,
+    purpose: Purpose,
+    records: Iterable[ConsentRecord],
+    *,
+    now: datetime | None,
+    tcf_max_age: timedelta | None,
+) -> ConsentState:
+    """:func:`consent_state` by every rule (any history)."""
     relevant: list[ConsentRecord] = []
     restrictions: list[ConsentRecord] = []
     for record in records:
@@ -163,7 +248,8 @@ def _standing_objection(
 def _expired(
     record: ConsentRecord, purpose: Purpose, now: datetime, tcf_max_age: timedelta | None
 ) -> bool:
-    limits = [purpose.consent_expiry]
-    if record.signal is ConsentSignal.TCF:
-        limits.append(tcf_max_age)
-    return any(limit is not None and now - record.at > limit for limit in limits)
+    age = now - record.at
+    limit = purpose.consent_expiry
+    if limit is not None and age > limit:
+        return True
+    return record.signal is ConsentSignal.TCF and tcf_max_age is not None and age > tcf_max_age

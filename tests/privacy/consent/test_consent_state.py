@@ -10,13 +10,21 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import PolicyFileError
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
 from privacy.access.purposes import PurposesPolicy, load_purposes_policy
-from privacy.consent.state import ConsentReason, ConsentState, consent_state, is_restricted
+from privacy.consent.state import (
+    ConsentReason,
+    ConsentState,
+    _any_state,
+    consent_state,
+    is_restricted,
+)
 from tests.conftest import POLICY_DIR
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -352,3 +360,57 @@ def test_consent_reasons_keep_their_wire_values() -> None:
         "RESTRICTED": "restricted",
         "EXPIRED": "consent_expired",
     }
+
+
+# -- the one-pass path for plain histories, against every rule ---------------------------------
+
+_PROPERTY_TIMES = [T + timedelta(days=d) for d in (0, 0, 1, 30, 400)]
+
+
+@st.composite
+def _histories(draw: st.DrawFn, purpose: str) -> list[ConsentRecord]:
+    count = draw(st.integers(0, 5))
+    records = []
+    for index in range(count):
+        at = draw(st.sampled_from(_PROPERTY_TIMES))
+        records.append(
+            ConsentRecord(
+                f"c_p{index}",
+                draw(st.sampled_from(["n1", "n2"])),
+                draw(st.sampled_from([purpose, purpose, purpose, "other", RESTRICTION_PURPOSE])),
+                draw(st.booleans()),
+                at,
+                at,
+                "api",
+                draw(st.sampled_from(list(ConsentSignal))),
+                "consent",
+                "0" * 64,
+            )
+        )
+    return records
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_consent_state_gives_every_rule_its_answer_when_the_history_is_plain_or_not(
+    purposes: PurposesPolicy, data: st.DataObject
+) -> None:
+    purpose_id = data.draw(st.sampled_from([*purposes.ids, RESTRICTION_PURPOSE]))
+    policy = purposes.get(purpose_id) or purposes.get(purposes.ids[0])
+    assert policy is not None
+    if data.draw(st.booleans()):
+        policy = policy.model_copy(update={"consent_expiry_days": data.draw(st.integers(1, 60))})
+    records = data.draw(_histories(purpose_id))
+    now = data.draw(st.sampled_from([None, T + timedelta(days=35), T + timedelta(days=500)]))
+    tcf_max_age = data.draw(st.sampled_from([None, timedelta(days=20)]))
+
+    fast = consent_state(purpose_id, policy, records, now=now, tcf_max_age=tcf_max_age)
+
+    assert fast == _any_state(purpose_id, policy, records, now=now, tcf_max_age=tcf_max_age)
+    if fast.reason is ConsentReason.EXPIRED:  # the age rule as it was first written
+        deciding = next(r for r in records if r.record_id == fast.record_id)
+        assert now is not None
+        limits = [policy.consent_expiry]
+        if deciding.signal is ConsentSignal.TCF:
+            limits.append(tcf_max_age)
+        assert any(limit is not None and now - deciding.at > limit for limit in limits)
