@@ -418,10 +418,10 @@ class Vault:
         # person references), and one audience at 1M persons has ~25,000 members. Bounded by
         # the DEK cache's 10,000 (the old shared bound), every warm scan of such an audience
         # evicted its own subkeys before reusing them and re-read, unwrapped and re-derived
-        # each one. A subkey is 32 bytes (~250 bytes with its entry), so the default
-        # (_SUBKEY_CACHE_PER_DEK x cache_size, 100,000 subkeys) is ~25 MiB at most, against
-        # an AES-GCM context per cached DEK. Same validity rules as the DEK cache: dropped on
-        # any shred (this process's or, via the shred generation, another's).
+        # each one. A subkey is 32 bytes (~310 bytes with its entry, measured), so the default
+        # (_SUBKEY_CACHE_PER_DEK x cache_size, 100,000 subkeys) holds ~30 MiB at most. Same
+        # validity rules as the DEK cache: dropped on any shred (this process's or, via the
+        # shred generation, another's).
         self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
         self._subkey_cache_size = (
             cache_size * _SUBKEY_CACHE_PER_DEK if subkey_cache_size is None else subkey_cache_size
