@@ -165,6 +165,17 @@ class _Prepared:
     repeats: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedEvents:
+    """Events made ready to write (:meth:`ResolutionEngine.prepare`): identifiers and message
+    ids hashed, node ids with stored data keys reserved. Opaque outside the engine."""
+
+    events: tuple[IdentityEvent, ...]
+    prepared: list[list[_Prepared]] = field(repr=False)
+    digests: list[tuple[bytes, ...] | None] = field(repr=False)
+    keyed: _KeyedIds | None = field(default=None, repr=False)
+
+
 _PendingFact = tuple[str, FactKind, str, str, datetime, bytes, FactStatus, tuple[str, ...], str]
 
 
@@ -343,6 +354,18 @@ class ResolutionEngine:
         """Resolve ``events`` in order, in one transaction. Returns one outcome per event."""
         if not events:
             return []
+        return self.ingest_prepared([self.prepare(events)])
+
+    def prepare(self, events: Sequence[IdentityEvent]) -> PreparedEvents:
+        """The work of :meth:`ingest` that needs no transaction: hash every identifier and
+        message id, and reserve node ids whose data keys are already stored. Reads and writes
+        no graph; :meth:`ingest_prepared` writes the result.
+
+        Why apart: concurrent callers share one writer (``identity.group_commit``), and all
+        they do is serialized behind it. Prepared by each caller before it queues, this work
+        overlaps the writer's commit (its fsync holds no GIL) instead of lengthening the
+        writer's turn; the transaction is the only part left to the writer.
+        """
         if self._sealer is None and any(event.facts for event in events):
             raise ConfigurationError("facts need a sealer (the vault); none is configured")
         prepared = [self._prepare(event) for event in events]
@@ -350,7 +373,26 @@ class ResolutionEngine:
             self.message_digests(e.source, e.message_id) if e.message_id is not None else None
             for e in events
         ]
-        keyed = self._reserve_keyed_ids(events, prepared)
+        return PreparedEvents(
+            tuple(events), prepared, digests, self._reserve_keyed_ids(events, prepared)
+        )
+
+    def ingest_prepared(self, parts: Sequence[PreparedEvents]) -> list[EventOutcome]:
+        """Resolve prepared events (:meth:`prepare`; several calls' in the order given, each
+        seeing the ones before it, as if committed one after another) in one transaction.
+        Returns one outcome per event. A part's reserved ids are used once: prepare again to
+        write the same events after a committed write."""
+        if len(parts) == 1:
+            part = parts[0]
+            events, prepared, digests, keyed = part.events, part.prepared, part.digests, part.keyed
+        else:
+            events = tuple(e for part in parts for e in part.events)
+            prepared = [items for part in parts for items in part.prepared]
+            digests = [d for part in parts for d in part.digests]
+            reserved = [o for part in parts if part.keyed is not None for o in part.keyed.reserved]
+            keyed = _KeyedIds(reserved, self._node_ids) if reserved else None
+        if not events:
+            return []
 
         def resolve(tx: GraphTransaction) -> list[EventOutcome]:
             if keyed is not None:

@@ -34,7 +34,7 @@ from identity.group_commit import GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, IdentityEvent
-from identity.resolution import ResolutionEngine
+from identity.resolution import PreparedEvents, ResolutionEngine
 from privacy.auditing.log import AuditDraft, AuditLog
 from privacy.consent.mappers import MappedIdentifier, MappedPayload
 from privacy.consent.recording import ConsentAuditError, consent_audit_drafts, webhook_actor
@@ -165,15 +165,17 @@ class IngestService:
         self._clock = clock
         # Concurrent identify calls share one engine batch: one transaction, one vault key
         # commit and one graph commit for all of them (see identity.group_commit).
-        self._identify_group: GroupCommitter[IdentityEvent, EventOutcome] = GroupCommitter(
+        # Each caller prepares its events (hashing, key reservation) before it queues, so the
+        # writer's turn is the transaction alone (see ResolutionEngine.prepare).
+        self._identify_group: GroupCommitter[PreparedEvents, EventOutcome] = GroupCommitter(
             self._ingest_group, max_group=limits.max_batch_events
         )
         # Concurrent batches (POST /v1/ingest, consent, webhooks) share one transaction the
         # same way: a batch that arrives while another commits waits for that commit only, not
         # for one fsync per batch queued before it. A bulk file's batches come one at a time
         # and are written at once, alone. Bounded, so a group stays a few thousand events.
-        self._batch_group: GroupCommitter[Sequence[IdentityEvent], list[EventOutcome]] = (
-            GroupCommitter(self._ingest_batches, max_group=_MAX_BATCHES_PER_GROUP)
+        self._batch_group: GroupCommitter[PreparedEvents, list[EventOutcome]] = GroupCommitter(
+            self._ingest_batches, max_group=_MAX_BATCHES_PER_GROUP
         )
 
     def with_metrics(self, metrics: UseCaseMetrics) -> IngestService:
@@ -289,26 +291,24 @@ class IngestService:
         # Group commit: resolved in one engine batch with the identify calls that arrive while
         # the previous batch commits (in arrival order, each seeing the ones before it, as if
         # committed one after another). Returns once the batch holding this event committed.
-        outcome = self._identify_group.submit(event)
+        outcome = self._identify_group.submit(self._engine.prepare([event]))
         self._metrics.record_ingest([outcome])
         self._audit_consents(actor, [event], [outcome])
         return outcome
 
-    def _ingest_group(self, events: Sequence[IdentityEvent]) -> list[EventOutcome]:
+    def _ingest_group(self, parts: Sequence[PreparedEvents]) -> list[EventOutcome]:
         with self._metrics.time_store(StoreOperation.INGEST):
-            return self._engine.ingest(events)
+            return self._engine.ingest_prepared(parts)
 
-    def _ingest_batches(
-        self, batches: Sequence[Sequence[IdentityEvent]]
-    ) -> list[list[EventOutcome]]:
+    def _ingest_batches(self, batches: Sequence[PreparedEvents]) -> list[list[EventOutcome]]:
         """Several callers' batches in one engine batch (in order: each sees the ones before
         it, as if committed one after another); the outcomes split back per batch."""
-        outcomes = self._ingest_group([event for batch in batches for event in batch])
+        outcomes = self._ingest_group(batches)
         split: list[list[EventOutcome]] = []
         start = 0
         for batch in batches:
-            split.append(outcomes[start : start + len(batch)])
-            start += len(batch)
+            split.append(outcomes[start : start + len(batch.events)])
+            start += len(batch.events)
         return split
 
     def ingest(
@@ -352,7 +352,8 @@ class IngestService:
         moment (see ``_batch_group``); it returns once it committed. If the shared transaction
         fails, each batch is written again alone, so this batch is still all or nothing.
         """
-        outcomes = self._batch_group.submit(list(events)) if events else []
+        # Prepared here, by the caller, while the writer may be committing another group.
+        outcomes = self._batch_group.submit(self._engine.prepare(events)) if events else []
         self._metrics.record_ingest(outcomes)
         self._audit_consents(actor, events, outcomes)
         return outcomes

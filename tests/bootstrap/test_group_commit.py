@@ -436,3 +436,77 @@ def test_a_failed_announced_caller_withdraws_its_announcement() -> None:
         assert committer._coming == 0
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(committer.submit, 1).result(30) == 2
+
+
+def test_queued_batches_are_prepared_by_their_callers_while_the_writer_is_busy(
+    sqlite_container: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's turn is only the transaction: each caller hashes its events and reserves
+    # its node ids (with stored keys) itself, before it queues, so that work overlaps the
+    # writer's commit instead of lengthening it. Seen here while the first writer is held:
+    # the three queued callers have already reserved, each once, in its own thread.
+    service = sqlite_container.ingest
+    store = sqlite_container.store
+    vault: Vault = sqlite_container.vault
+    reserve = vault.reserve_owners
+    reservations: list[tuple[int, int]] = []  # (thread, ids asked for)
+    seen = threading.Lock()
+
+    def recording(count: int, make_owner: Callable[[], str]) -> list[str]:
+        with seen:
+            reservations.append((threading.get_ident(), count))
+        return reserve(count, make_owner)
+
+    monkeypatch.setattr(vault, "reserve_owners", recording)
+    release = threading.Event()
+    callers: list[int] = []  # the calling threads
+
+    def batch(i: int) -> list[IdentifyRequest]:
+        # Two events per batch, each with a kept raw email and a trait: two sealed anchors.
+        return [
+            IdentifyRequest.model_validate(
+                {
+                    "identifiers": [
+                        {"type": "cookie_id", "value": f"ck-prep-{i:03d}-{k}"},
+                        {"type": "email", "value": f"prep.{i}.{k}@idgraph.dev"},
+                    ],
+                    "source": "web",
+                    "traits": {"city": "Lyon"},
+                }
+            )
+            for k in range(2)
+        ]
+
+    def call(i: int) -> Any:
+        callers.append(threading.get_ident())
+        return service.ingest(batch(i), actor="test")
+
+    held = threading.Event()
+
+    def hold_store() -> None:
+        with store._lock:  # the first batch waits at the store's write lock
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_store)
+    holder.start()
+    assert held.wait(30)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(call, 0)
+        _wait_until(lambda: service._batch_group.groups == 1)  # the writer is inside its write
+        rest = [pool.submit(call, i) for i in range(1, 4)]
+        _wait_until(lambda: _queued(service._batch_group) == 3)
+        with seen:
+            before = list(reservations)
+        release.set()
+        results = [first.result(), *(f.result() for f in rest)]
+    holder.join(30)
+
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert service._batch_group.groups == 2  # the first batch alone, then the three together
+    # Four reservations before the first writer was let go: one per caller, in its thread.
+    assert sorted(thread for thread, _ in before) == sorted(callers)
+    assert all(count == 4 for _, count in before)  # 2 events x (email + trait hub)
+    assert reservations == before  # the writers reserved nothing more
+    for result in results:
+        assert [o.outcome.value for o in result] == ["created", "created"]

@@ -373,3 +373,44 @@ def test_refills_start_small_and_double_so_a_busy_writer_pays_few_key_commits(
         assert len(busy.reserve_owners(1000, new_node_id)) == 1000
     finally:
         store.close()
+
+
+def test_prepared_parts_are_written_in_one_transaction_when_prepared_before_the_write(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # prepare() (hashing, key reservation) touches no graph; ingest_prepared() writes several
+    # callers' parts in one transaction, in order, each seeing the ones before it.
+    vault = _vault(tmp_path, key_store, pool_size=64)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    writes: list[int] = []
+    engine = ResolutionEngine(
+        WatchedStore(graph, lambda: writes.append(1)),
+        keyring,
+        policy,
+        sealer=vault,
+        owner_reservations=vault,
+    )
+    try:
+        first = engine.prepare([_event(ids, 1)])
+        # The second part names the first part's email: linked to its person, not created.
+        again = IdentityEvent((ids("email", "p1@shop.de"), ids("cookie_id", "c-2")), "web", T0)
+        second = engine.prepare([again, _event(ids, 3)])
+        assert writes == []
+        assert graph.stats().identifiers == 0
+        assert key_store.inserts == 1  # both parts' keys: one refill, before any write
+
+        outcomes = engine.ingest_prepared([first, second])
+
+        assert writes == [1]
+        assert key_store.inserts == 1  # the write made no key of its own
+        assert [o.outcome.value for o in outcomes] == ["created", "linked", "created"]
+        assert outcomes[0].person_id == outcomes[1].person_id != outcomes[2].person_id
+        for outcome in (outcomes[0], outcomes[2]):
+            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+        assert graph.stats().identifiers == 7
+    finally:
+        graph.close()
