@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from identity.frozen import quick_init
 from identity.model import ConsentRecord
 from privacy.access.purposes import Default, Purpose, PurposesPolicy
 from privacy.consent.state import ConsentReason, consent_state
@@ -118,6 +119,7 @@ class FieldVerdict:
     reason: FieldReason
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PolicyDecision:
     """The engine's answer for one read of one person for one purpose."""
@@ -153,6 +155,8 @@ class PolicyEngine:
 
     def __init__(self, purposes: PurposesPolicy) -> None:
         self._purposes = purposes
+        # Once, not per decision (a property that builds a timedelta): the policy is frozen.
+        self._tcf_max_age = purposes.tcf.consent_max_age
 
     @property
     def purposes(self) -> PurposesPolicy:
@@ -203,7 +207,7 @@ class PolicyEngine:
             policy,
             person.consents,
             now=now,
-            tcf_max_age=self._purposes.tcf.consent_max_age,
+            tcf_max_age=self._tcf_max_age,
         )
         if not state.allowed:
             return PolicyDecision(
@@ -281,6 +285,7 @@ class PolicyEngine:
         return FieldMask(tuple(allowed), withheld)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FieldMask:
     """Per-field verdicts in compact form (:meth:`PolicyEngine.field_mask`): whether each field

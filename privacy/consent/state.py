@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from identity.frozen import quick_init
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
 from privacy.access.purposes import Default, LawfulBasis, Purpose
 
@@ -57,6 +58,7 @@ class ConsentReason(StrEnum):
     EXPIRED = "consent_expired"  # the latest grant is older than the policy's consent age
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConsentState:
     """Whether a purpose is allowed for a person, why, and which record decided it."""
@@ -67,12 +69,27 @@ class ConsentState:
 
 
 def _latest(records: list[ConsentRecord]) -> tuple[bool, str | None, bool]:
-    """(granted, deciding record id, tie) of the latest records by ``at``; a tie denies."""
-    top = max(r.at for r in records)
-    at_top = [r for r in records if r.at == top]
-    granted = all(r.granted for r in at_top)
-    tie = len({r.granted for r in at_top}) > 1
-    deciding = next((r for r in at_top if r.granted == granted), at_top[0])
+    """(granted, deciding record id, tie) of the latest records by ``at``; a tie denies.
+
+    The deciding record is the first latest one (in ``records`` order) that agrees with the
+    outcome. One pass, no intermediate lists: a profile read decides one person per read and
+    this ran as four passes and a set over the person's records.
+    """
+    first = records[0]
+    top = first.at
+    granted = first.granted
+    tie = False
+    deciding = first  # the first latest record with the outcome so far
+    for record in records:
+        at = record.at
+        if at > top:
+            top, granted, tie, deciding = at, record.granted, False, record
+        elif at == top and record.granted != granted and not tie:
+            # A disagreement at the latest time: the outcome is a denial, decided by the
+            # first denying record among the latest ones.
+            tie = True
+            if granted:
+                granted, deciding = False, record
     return granted, deciding.record_id, tie
 
 
@@ -104,10 +121,16 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
     """
     relevant: list[ConsentRecord] = []
     restrictions: list[ConsentRecord] = []
+    # Whether any objection or compelling-grounds record is among the relevant ones (rules 3
+    # and 4): most persons have none, and then their lists need no filtering.
+    contested = False
     for record in records:
-        if record.purpose == purpose_id and record.signal is not ConsentSignal.RESTRICTION:
+        signal = record.signal
+        if record.purpose == purpose_id and signal is not ConsentSignal.RESTRICTION:
             relevant.append(record)
-        elif record.purpose == RESTRICTION_PURPOSE and record.signal is ConsentSignal.RESTRICTION:
+            contested |= signal is ConsentSignal.OBJECTION
+            contested |= signal is ConsentSignal.COMPELLING_GROUNDS
+        elif record.purpose == RESTRICTION_PURPOSE and signal is ConsentSignal.RESTRICTION:
             restrictions.append(record)
     if restrictions and not purpose.restriction_exempt:
         restricted, record_id = is_restricted(restrictions)
@@ -115,18 +138,11 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
             return ConsentState(False, ConsentReason.RESTRICTED, record_id)
     if not purpose.consent_applies:
         return ConsentState(True, ConsentReason.BASIS_WITHOUT_CONSENT)
-    objections = [r for r in relevant if r.signal is ConsentSignal.OBJECTION]
-    overrides = [r for r in relevant if r.signal is ConsentSignal.COMPELLING_GROUNDS]
-    relevant = [r for r in relevant if r.signal is not ConsentSignal.COMPELLING_GROUNDS]
-    if objections:
-        withdrawn, _, _ = _latest(objections)
-        standing = None if withdrawn else _standing_objection(purpose, objections, overrides)
-        if standing is not None:
-            return standing
-        # A withdrawn objection is not a consent: it only takes the objections out of the
-        # timeline. A standing one stays in it as a denial (a later consent can outweigh it).
-        relevant = [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not withdrawn]
-        relevant = [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not r.granted]
+    if contested:
+        outcome = _weigh_objections(purpose, relevant)
+        if isinstance(outcome, ConsentState):
+            return outcome
+        relevant = outcome
     if not relevant:
         if purpose.default is Default.GRANT:
             return ConsentState(True, ConsentReason.DEFAULT_GRANT)
@@ -138,6 +154,26 @@ def consent_state(  # noqa: PLR0911 - one return per rule of the module docstrin
             return ConsentState(False, ConsentReason.EXPIRED, record_id)
         return ConsentState(True, ConsentReason.GRANTED, record_id)
     return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)
+
+
+def _weigh_objections(
+    purpose: Purpose, relevant: list[ConsentRecord]
+) -> ConsentState | list[ConsentRecord]:
+    """Rules 3 and 4 over the purpose's records: the state a standing objection decides, or the
+    records the timeline (rule 5) is made of."""
+    objections = [r for r in relevant if r.signal is ConsentSignal.OBJECTION]
+    overrides = [r for r in relevant if r.signal is ConsentSignal.COMPELLING_GROUNDS]
+    relevant = [r for r in relevant if r.signal is not ConsentSignal.COMPELLING_GROUNDS]
+    if not objections:
+        return relevant
+    withdrawn, _, _ = _latest(objections)
+    standing = None if withdrawn else _standing_objection(purpose, objections, overrides)
+    if standing is not None:
+        return standing
+    # A withdrawn objection is not a consent: it only takes the objections out of the timeline.
+    # A standing one stays in it as a denial (a later consent can outweigh it).
+    relevant = [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not withdrawn]
+    return [r for r in relevant if r.signal is not ConsentSignal.OBJECTION or not r.granted]
 
 
 def _standing_objection(
@@ -163,7 +199,8 @@ def _standing_objection(
 def _expired(
     record: ConsentRecord, purpose: Purpose, now: datetime, tcf_max_age: timedelta | None
 ) -> bool:
-    limits = [purpose.consent_expiry]
-    if record.signal is ConsentSignal.TCF:
-        limits.append(tcf_max_age)
-    return any(limit is not None and now - record.at > limit for limit in limits)
+    age = now - record.at
+    expiry = purpose.consent_expiry
+    if expiry is not None and age > expiry:
+        return True
+    return record.signal is ConsentSignal.TCF and tcf_max_age is not None and age > tcf_max_age
