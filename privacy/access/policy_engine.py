@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from identity.frozen import quick_init
 from identity.model import ConsentRecord
 from privacy.access.purposes import Default, Purpose, PurposesPolicy
 from privacy.consent.state import ConsentReason, consent_state
@@ -118,6 +119,7 @@ class FieldVerdict:
     reason: FieldReason
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PolicyDecision:
     """The engine's answer for one read of one person for one purpose."""
@@ -284,6 +286,7 @@ class PolicyEngine:
         return FieldMask(tuple(allowed), withheld)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FieldMask:
     """Per-field verdicts in compact form (:meth:`PolicyEngine.field_mask`): whether each field

@@ -59,6 +59,7 @@ from itertools import compress
 from typing import Any
 
 from identity.errors import IdGraphError, InvalidFieldError
+from identity.frozen import quick_init
 from identity.model import (
     EventCountRule,
     Fact,
@@ -185,6 +186,7 @@ class ProfileEvent:
     properties: Mapping[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConsentSummary:
     """Why the read was allowed: the purpose's basis and the deciding consent record's time."""
@@ -195,6 +197,7 @@ class ConsentSummary:
     decided_at: datetime | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Profile:
     """What a purpose may see of one person."""

@@ -266,8 +266,54 @@ def _check_detail_key(key: object) -> None:
         _DETAIL_KEYS_SEEN.add(key)
 
 
+def _simple_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailValue], str] | None:
+    """:func:`_freeze_details` of the usual details (a read's counts and record reference), or
+    ``None`` to take the general path.
+
+    Usual means: a plain dict of keys already checked (snake_case, in ``_DETAIL_KEYS_SEEN``)
+    whose values are ``None``, counts (``int``, not ``bool``) or :class:`AuditRef`. Their
+    canonical JSON needs no encoder: a key or a reference has only characters JSON writes as
+    themselves (the key and reference patterns admit no quote, backslash, control or non-ASCII
+    character) and an ``int`` is written as its decimal form, so the text built here is
+    byte-for-byte what ``_dumps`` writes (property-tested against it). Every profile read
+    audits such details; the encoder's sorted dump cost more than the rest of the draft.
+    """
+    if type(details) is not dict:
+        return None
+    frozen: dict[str, DetailValue] = {}  # in the caller's order, as the general path keeps it
+    parts: list[tuple[str, str]] = []
+    for key, value in details.items():
+        if key not in _DETAIL_KEYS_SEEN:
+            return None
+        kind = type(value)
+        if kind is int:
+            if abs(value) > _MAX_SAFE_INT:
+                return None  # the general path names the problem
+            frozen[key] = value
+            parts.append((key, f'"{key}":{value}'))
+        elif value is None:
+            frozen[key] = None
+            parts.append((key, f'"{key}":null'))
+        elif kind is AuditRef:
+            plain = str.__str__(value)
+            frozen[key] = plain
+            parts.append((key, f'"{key}":"{plain}"'))
+        else:
+            return None
+    parts.sort()
+    text = "{" + ",".join(part for _, part in parts) + "}"
+    # ASCII only, so the text's length is its size in bytes; too much: the general path says so.
+    too_large = len(parts) > MAX_DETAIL_KEYS or len(text) > MAX_DETAILS_BYTES
+    return None if too_large else (MappingProxyType(frozen), text)
+
+
 def _freeze_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailValue], str]:
     """The checked details, read-only, and their canonical JSON text (what is stored and hashed)."""
+    return _simple_details(details) or _checked_details(details)
+
+
+def _checked_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailValue], str]:
+    """:func:`_freeze_details` of any details: every value checked, any problem named."""
     if not isinstance(details, Mapping):
         raise ValueError("audit details must be a mapping")  # noqa: TRY004 - one error type per bad draft
     if len(details) > MAX_DETAIL_KEYS:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from identity.frozen import quick_init
 from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
 from privacy.access.purposes import Default, LawfulBasis, Purpose
 
@@ -57,6 +58,7 @@ class ConsentReason(StrEnum):
     EXPIRED = "consent_expired"  # the latest grant is older than the policy's consent age
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConsentState:
     """Whether a purpose is allowed for a person, why, and which record decided it."""
@@ -102,6 +104,10 @@ def consent_state(
 
     ``now`` enables the expiry rule (5); without it grants never expire.
     """
+    if not isinstance(records, list | tuple):
+        # The one-pass path may stop early and hand over to the general rules, which must see
+        # every record again: an iterator would give them only what the first pass left.
+        records = tuple(records)
     if purpose.consent_applies and purpose_id != RESTRICTION_PURPOSE:
         plain = _plain_state(purpose_id, purpose, records, now, tcf_max_age)
         if plain is not None:

@@ -1,0 +1,88 @@
+"""The audit details' fast path (counts, nulls and references) against the general encoder."""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privacy.auditing.log import (
+    _DETAIL_KEYS_SEEN,
+    MAX_DETAILS_BYTES,
+    AuditDraft,
+    AuditRef,
+    _dumps,
+    _freeze_details,
+    _simple_details,
+)
+
+_KEYS = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+_REFS = st.one_of(
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_.:\-]{0,40}", fullmatch=True),
+    st.from_regex(r"[0-9a-f]{32,64}", fullmatch=True),
+    st.from_regex(r"20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])-[0-9]{1,8}", fullmatch=True),
+).map(AuditRef)
+_VALUES = st.one_of(st.integers(-(2**53) + 1, 2**53 - 1), st.none(), _REFS)
+
+
+@contextmanager
+def _seen(keys: Iterable[str]) -> Iterator[None]:
+    """``keys`` counted as checked before (the fast path's premise), for the block only."""
+    before = set(_DETAIL_KEYS_SEEN)
+    _DETAIL_KEYS_SEEN.update(keys)
+    try:
+        yield
+    finally:
+        _DETAIL_KEYS_SEEN.clear()
+        _DETAIL_KEYS_SEEN.update(before)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, max_size=12))
+def test_the_fast_path_writes_what_the_encoder_writes_when_details_are_counts_and_refs(
+    details: dict[str, int | AuditRef | None],
+) -> None:
+    with _seen(details):
+        fast = _simple_details(details)
+        draft = AuditDraft("key_1", "read.profile", details=details)
+
+    assert fast is not None
+    frozen, text = fast
+    expected = {k: str.__str__(v) if isinstance(v, AuditRef) else v for k, v in details.items()}
+    assert text == _dumps(expected)
+    assert list(frozen.items()) == list(expected.items())  # the caller's order kept
+    assert json.loads(text) == expected
+    assert draft._details_json == text
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"never_seen_key_zz": 1},  # a key not checked yet: the general path checks it
+        {"fields_returned": True},  # a bool is not a count
+        {"fields_returned": 2**53},  # out of range: the general path names the problem
+        {"fields_returned": "free text"},  # text goes through the PII backstop
+        {"fields_returned": [1, 2]},
+    ],
+)
+def test_the_general_path_takes_details_when_they_are_not_counts_and_refs(
+    details: dict[str, object],
+) -> None:
+    _DETAIL_KEYS_SEEN.discard("never_seen_key_zz")
+    with _seen(["fields_returned"]):
+        assert _simple_details(details) is None
+
+
+def test_details_too_large_are_refused_when_they_are_counts_and_refs() -> None:
+    keys = [f"k_{c}{d}" for c in string.ascii_lowercase for d in string.ascii_lowercase][:32]
+    details = {k: AuditRef("r" + "a" * 127) for k in keys}
+
+    with _seen(keys):
+        assert _simple_details(details) is None
+        with pytest.raises(ValueError, match=str(MAX_DETAILS_BYTES)):
+            _freeze_details(details)
