@@ -351,11 +351,16 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def start_cli(data_dir: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start ``idgraph ARGS`` on ``data_dir`` without waiting; output goes to ``log``."""
+def start_cli(data_dir: Path, log: Path, *args: str, niceness: int = 0) -> subprocess.Popen[bytes]:
+    """Start ``idgraph ARGS`` on ``data_dir`` without waiting; output goes to ``log``.
+
+    ``niceness`` > 0 runs it under ``nice`` (which execs it: the pid is the command's), so a
+    test polling it to kill it mid-run gets the CPU first on a loaded machine.
+    """
+    prefix = ["nice", "-n", str(niceness)] if niceness > 0 else []
     with log.open("wb") as handle:
         return subprocess.Popen(
-            [*idgraph_command(), *args],
+            [*prefix, *idgraph_command(), *args],
             cwd=REPO,
             env=service_env(data_dir),
             stdout=handle,

@@ -466,7 +466,9 @@ def _bulk_crash(tmp_path: Path, seed: int, kills: int, rows: int) -> None:
     while kill < kills:
         attempts += 1
         assert attempts <= kills + 5, "the ingest kept finishing before the kill"
-        process = start_cli(killed, tmp_path / f"ingest-{kill}.log", *args)
+        # Niced: under load the poller below must see the target before the run finishes,
+        # else every row is in and no later kill can land (CI load made that happen once).
+        process = start_cli(killed, tmp_path / f"ingest-{kill}.log", *args, niceness=15)
         # Every row has one event, applied once across runs: kill within what is left.
         left = len(valid) - sum(counts)
         target = sum(counts) + rng.randint(BULK_BATCH, max(BULK_BATCH, left * 6 // 10))
