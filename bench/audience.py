@@ -339,11 +339,13 @@ class _CountingStore:
 
 
 def _floor_connection(db: Path) -> sqlite3.Connection:
-    """A fresh connection to the graph file with the store's pragmas (page cache included)."""
-    from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection
+    """A fresh connection to the graph file with the pragmas of the store's read connection
+    (page cache and memory map included: the store's reads have both, so the floor has too)."""
+    from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection, map_graph_reads
 
     conn = sqlite3.connect(db, isolation_level=None)
     configure_graph_connection(conn, "NORMAL", 10_000, GRAPH_CACHE_MIB, RuntimeError)
+    map_graph_reads(conn)
     return conn
 
 

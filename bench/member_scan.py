@@ -217,7 +217,9 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
         "all": MemberScan((), ("city", "age_band"), ("marketing",)),
         "rule": MemberScan(rules, ("city", "age_band"), ("marketing",)),
     }
-    conn = store._conn  # the baseline runs the store's own SQL on the store's connection
+    # The baseline runs the store's own SQL on the connection member_page runs on: the store's
+    # read connection (memory-mapped, storage.sqlite.GRAPH_READ_MMAP_BYTES).
+    conn = store._reader
 
     def baseline(scan_: MemberScan) -> Callable[[], tuple[int, int]]:
         rules_ = scan_.event_rules

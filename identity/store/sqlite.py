@@ -53,6 +53,8 @@ from identity.store import sqlite_audience
 from storage.sqlite import (
     GRAPH_CACHE_MIB,
     GRAPH_WAL_AUTOCHECKPOINT_PAGES,
+    connect_private,
+    map_graph_reads,
     open_migrated,
     transaction,
 )
@@ -1417,8 +1419,9 @@ class SqliteGraphStore:
         # erasure cannot find. Per connection, so every writer of the file must be this class.
         # Its cost on bulk ingest is measured in bench/README.md. 64 MiB page cache (default
         # 2 MiB): the indexes on random digests and person ids outgrow the default early, and
-        # every miss is a read from disk inside the write lock. One connection, serialized by a
-        # lock: SQLite has one writer at a time anyway, and a single connection keeps
+        # every miss is a read from disk inside the write lock. One connection for writes (and
+        # a second, memory-mapped one for read transactions, below), serialized by one lock:
+        # SQLite has one writer at a time anyway, and one transaction at a time keeps
         # transactions simple (FastAPI runs sync endpoints on a thread pool).
         self._conn = open_migrated(
             path,
@@ -1440,20 +1443,41 @@ class SqliteGraphStore:
         )
         # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
+        # Read transactions (read()) run on a second connection, the same but for a memory map
+        # of the file (storage.sqlite.GRAPH_READ_MMAP_BYTES says why). Both are used under the
+        # one lock below, so nothing else changes: a read starts after any write of this store
+        # has committed and sees it, as on one connection.
+        try:
+            self._reader = connect_private(
+                path,
+                busy_timeout_ms,
+                StoreUnavailableError,
+                "SQLite store",
+                secure_delete=True,
+                synchronous=synchronous,
+                foreign_keys=True,
+                cache_mib=cache_mib,
+            )
+            map_graph_reads(self._reader)
+        except BaseException:
+            self._conn.close()
+            raise
         self._lock = threading.RLock()
         self._closed = False
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[_SqliteTransaction]:
+    def _transaction(self, begin: str, conn: sqlite3.Connection) -> Iterator[_SqliteTransaction]:
         with self._lock:
             if self._closed:
                 raise StoreUnavailableError("the store is closed")
-            with transaction(self._conn, begin, StoreUnavailableError, "SQLite store") as conn:
-                yield _SqliteTransaction(conn)
+            with transaction(conn, begin, StoreUnavailableError, "SQLite store") as open_conn:
+                yield _SqliteTransaction(open_conn)
 
-    def _run(self, begin: str, fn: Callable[[_SqliteTransaction], T]) -> T:
+    def _run(
+        self, begin: str, fn: Callable[[_SqliteTransaction], T], conn: sqlite3.Connection
+    ) -> T:
         try:
-            with self._transaction(begin) as tx:
+            with self._transaction(begin, conn) as tx:
                 return fn(tx)
         except sqlite3.IntegrityError as exc:
             raise StoreIntegrityError(f"SQLite integrity error: {exc}") from exc
@@ -1462,11 +1486,12 @@ class SqliteGraphStore:
 
     def write(self, fn: Callable[[_SqliteTransaction], T]) -> T:
         """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction (takes the write lock up front)."""
-        return self._run("BEGIN IMMEDIATE", fn)
+        return self._run("BEGIN IMMEDIATE", fn, self._conn)
 
     def read(self, fn: Callable[[_SqliteTransaction], T]) -> T:
-        """Run ``fn`` in a deferred transaction: a consistent snapshot under WAL."""
-        return self._run("BEGIN", fn)
+        """Run ``fn`` in a deferred transaction on the read connection (memory-mapped): a
+        consistent snapshot under WAL."""
+        return self._run("BEGIN", fn, self._reader)
 
     def person_read(
         self,
@@ -1525,4 +1550,5 @@ class SqliteGraphStore:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self._reader.close()
                 self._conn.close()
