@@ -6,7 +6,9 @@ Usage (from the repository root)::
     .venv/bin/python bench/audience.py --persons 1000000 --db /tmp/aud-1m.sqlite3 --json out.json
 
 What it builds (not timed; with ``--db`` an existing file built with the same ``--persons`` and
-``--seed`` is reused):
+``--seed`` is reused, with the vault key file the build left beside it: the timed runs work on a
+copy of that key file, so a reused graph's cold audience makes its members' audit reference keys
+like a fresh graph's):
 
 * ``--persons`` persons written **through the store port** (``GraphTransaction.apply`` of one
   ``ChangeSet`` per 20,000 persons), i.e. exactly the rows the resolution engine writes, without
@@ -54,6 +56,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -397,12 +400,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
     kek = key_dir / (db.name + ".kek.json")
     if not kek.exists():
         create_kek_file(kek, origin="generated")
-    vault_keys = SqliteVaultKeyStore(key_dir / (db.name + ".vault-keys.sqlite3"))
-    vault = Vault(vault_keys, LocalFileKeyProvider(kek))
+    # The key file as the build left it (kept beside a reused graph). The timed runs never write
+    # to it: each run works on a copy (below), so the cold audience makes every member's audit
+    # reference key, on a reused graph as on a fresh one. (Before, a reused graph's key file
+    # kept the keys of earlier runs, and a later "cold" run left their making out.)
+    built_keys = key_dir / (db.name + ".vault-keys.sqlite3")
     reuse = not neo4j and marker.exists() and marker.read_text() == wanted and db.exists()
     if not reuse:
-        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            stale.unlink(missing_ok=True)
+        for stale in (db, built_keys):
+            for path in (stale, stale.with_name(stale.name + "-wal")):
+                path.unlink(missing_ok=True)
+            stale.with_name(stale.name + "-shm").unlink(missing_ok=True)
+    vault_keys = SqliteVaultKeyStore(built_keys)
+    vault = Vault(vault_keys, LocalFileKeyProvider(kek))
     store: GraphStore
     figures_open: dict[str, Any] = {}
     if neo4j:
@@ -447,6 +457,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
                 _neo4j_query("CALL db.resampleOutdatedIndexes()")
                 _neo4j_query("CALL db.clearQueryCaches()")
             print(f"  built in {time.perf_counter() - started:.1f} s: {store.stats()}")
+        # The runs' key file: a copy of the built one, opened afresh (empty key caches).
+        vault_keys.checkpoint()
+        vault_keys.close()
+        run_keys = work / "vault-keys.sqlite3"
+        shutil.copyfile(built_keys, run_keys)
+        run_keys.chmod(0o600)
+        vault_keys = SqliteVaultKeyStore(run_keys)
+        vault = Vault(vault_keys, LocalFileKeyProvider(kek))
+        engine = ResolutionEngine(
+            store, keyring, load_identity_policy(policies / "identity.yaml"), sealer=vault
+        )
         if isinstance(store, SqliteGraphStore):
             # Cold means the first query after the store is opened: a fresh connection with an
             # empty page cache and no cached event grouping (the OS file cache stays as it is).
