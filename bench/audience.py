@@ -100,7 +100,7 @@ from privacy.access.policy_engine import Caller, PolicyEngine  # noqa: E402
 from privacy.access.pseudonyms import FeaturePseudonymizer  # noqa: E402
 from privacy.access.purposes import load_purposes_policy  # noqa: E402
 from privacy.access.reads import ReadService, latest_by_name, profile_values  # noqa: E402
-from privacy.audit_refs import VaultPersonRefKeys  # noqa: E402
+from privacy.audit_refs import OWNER_PREFIX, VaultPersonRefKeys  # noqa: E402
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog  # noqa: E402
 from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
 from privacy.keys.vault import Vault  # noqa: E402
@@ -341,6 +341,16 @@ class _CountingStore:
         return getattr(self._store, name)
 
 
+def _audit_ref_keys(path: Path) -> int:
+    """How many person audit reference keys (privacy.audit_refs) the key file at ``path`` holds."""
+    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM data_keys WHERE owner LIKE ? || '%'", (OWNER_PREFIX,)
+        ).fetchone()
+    conn.close()
+    return int(count)
+
+
 def _floor_connection(db: Path) -> sqlite3.Connection:
     """A fresh connection to the graph file with the store's pragmas (page cache included)."""
     from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection
@@ -522,7 +532,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             return rows
 
         print(f"audience: >= 2 purchases in 30 days, consent for {PURPOSE}")
+        keys_before = _audit_ref_keys(run_keys)
         cold_run = _timed("audience+policy cold", with_policy, "members")
+        # Each member's audit reference key is made on its first-ever read: the cold run makes
+        # them (0 would mean the key file was not the build's, see built_keys above).
+        cold_run["audit_ref_keys_made"] = _audit_ref_keys(run_keys) - keys_before
+        print(f"  audit reference keys made by the cold run: {cold_run['audit_ref_keys_made']:,}")
         cold_calls = counting.reads
         counting.reads = 0
         policy_run = _timed("audience+policy warm", with_policy, "members")
