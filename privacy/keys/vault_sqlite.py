@@ -38,7 +38,18 @@ _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
 #    _SCHEMA for why); a version-4 file is rebuilt on open (_store_in_time_order).
 SCHEMA_VERSION = 5
 
-_SCHEMA = """
+# data_keys' columns: the table of _SCHEMA, and the one schema 4's is rebuilt into.
+_DATA_KEYS_COLUMNS = """
+    seq        INTEGER PRIMARY KEY,
+    owner      TEXT NOT NULL UNIQUE,
+    kek_id     TEXT NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    holder     INTEGER
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -52,14 +63,9 @@ CREATE TABLE IF NOT EXISTS meta (
 -- for 25,000 keys, 4.3 KB a key); now the rows and data_keys_by_kek (kek_id, seq) append, and
 -- only the owner index (about a third of the bytes of a row) takes random inserts (27 MiB).
 -- The order reveals no more than created_at already does.
-CREATE TABLE IF NOT EXISTS data_keys (
-    seq        INTEGER PRIMARY KEY,
-    owner      TEXT NOT NULL UNIQUE,
-    kek_id     TEXT NOT NULL,
-    wrapped    BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    holder     INTEGER
-);
+CREATE TABLE IF NOT EXISTS data_keys ("""
+    + _DATA_KEYS_COLUMNS
+    + """);
 
 -- Start-up lists the KEKs in use and rotation counts keys per KEK: both read this index only.
 CREATE INDEX IF NOT EXISTS data_keys_by_kek ON data_keys (kek_id);
@@ -94,6 +100,7 @@ CREATE TABLE IF NOT EXISTS pool_holders (
     created_at INTEGER NOT NULL
 );
 """
+)
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
@@ -458,15 +465,8 @@ def _add_holder(conn: sqlite3.Connection) -> None:
     )
 
 
-_TIME_ORDERED_KEYS = """
-CREATE TABLE data_keys_v5 (
-    seq        INTEGER PRIMARY KEY,
-    owner      TEXT NOT NULL UNIQUE,
-    kek_id     TEXT NOT NULL,
-    wrapped    BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    holder     INTEGER
-);
+# Schema 4 → 5, after data_keys_v5 was made with _DATA_KEYS_COLUMNS (_store_in_time_order).
+_INTO_TIME_ORDER = """
 INSERT INTO data_keys_v5 (owner, kek_id, wrapped, created_at, holder)
     SELECT owner, kek_id, wrapped, created_at, holder FROM data_keys ORDER BY created_at, owner;
 DROP TABLE data_keys;
@@ -487,7 +487,8 @@ def _store_in_time_order(conn: sqlite3.Connection) -> None:
     ).fetchone()
     if "WITHOUT ROWID" not in str(sql).upper():
         return
-    for statement in statements(_TIME_ORDERED_KEYS):
+    conn.execute(f"CREATE TABLE data_keys_v5 ({_DATA_KEYS_COLUMNS})")
+    for statement in statements(_INTO_TIME_ORDER):
         conn.execute(statement)
 
 
