@@ -97,7 +97,8 @@ from privacy.scanning.redaction import redact_text
 from storage.sqlite import open_migrated, transaction
 
 GENESIS_DIGEST: Final = "0" * 64  # 32 zero bytes, hex: the prev_digest of entry 1
-SCHEMA_VERSION: Final = 1
+# 2: no per-person index (audit_log_person): see _SCHEMA. A version-1 file is migrated on open.
+SCHEMA_VERSION: Final = 2
 _DOMAIN: Final = b"idgraph-audit/1\x00"
 _AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _MIN_SEQ: Final = -(2**63)
@@ -171,7 +172,13 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_digest TEXT NOT NULL,
     digest      TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_log_person ON audit_log (person_id, seq);
+-- Schema 2 dropped the (person_id, seq) index of schema 1. Person references are keyed
+-- digests, so every entry landed on a random leaf page of it: with ten reads per group commit,
+-- ten index pages were rewritten (WAL, then checkpoint) per commit, about 10 KiB per read and
+-- two thirds of the writer's SQLite CPU. Nothing the service runs used it: an access request
+-- lists a person's entries with mentioning(), which scans the log anyway (an entry may name the
+-- person in details.refs, which no index covers), and entries(person_id=...) scans the same way.
+DROP INDEX IF EXISTS audit_log_person;
 
 CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
@@ -651,6 +658,9 @@ class AuditLog(Protocol):
         ...
 
 
+_EMPTY_HEAD: Final = AuditHead(0, GENESIS_DIGEST)
+
+
 class _Pending(NamedTuple):
     """One append waiting for its group commit: its drafts and, for
     :meth:`SqliteAuditLog.append_about`, the person id they are about (kept in memory only until
@@ -664,10 +674,11 @@ class _Pending(NamedTuple):
 class SqliteAuditLog:
     """The audit log in its own SQLite file (mode 0600, WAL, ``synchronous=FULL``).
 
-    Like the vault key store: one connection serialized by a lock, ``isolation_level=None`` with
-    explicit ``BEGIN IMMEDIATE`` for appends. ``synchronous=FULL`` because an audit entry for an
-    action that happened must not be lost in a crash. Several instances (threads or processes)
-    may append to one file: the chain's tail is read inside the write transaction.
+    Like the vault key store: one connection serialized by a lock, ``isolation_level=None``.
+    ``synchronous=FULL`` because an audit entry for an action that happened must not be lost in a
+    crash. Several instances (threads or processes) may append to one file: an append chains onto
+    the tail of its own last commit, and one that another appender overtook collides on ``seq``
+    and chains again onto the tail read under the write lock (see :meth:`_append_groups`).
     """
 
     def __init__(
@@ -694,6 +705,9 @@ class SqliteAuditLog:
         self._conn.text_factory = _decode_text
         self._lock = threading.Lock()
         self._closed = False
+        # The chain's tail as of this log's last commit (None: not known, read it under the
+        # write lock). Only a guess another writer may have overtaken; see _append_groups.
+        self._tail: AuditHead | None = None
         # A writer waits up to group_linger_s for appends announced with coming() (reads that
         # are still deciding or decrypting): with fast commits, 16 concurrent reads otherwise
         # made groups of 1.4 entries, one ~95 µs transaction and ~12 KiB written per read.
@@ -729,9 +743,10 @@ class SqliteAuditLog:
         holds its entries (``synchronous=FULL``), so an acknowledged read's audit entry survives
         a crash as before. The entries of one call are contiguous and all or nothing.
 
-        The tail (last ``seq`` and ``digest``) is read *inside* ``BEGIN IMMEDIATE``, which takes
-        the database's write lock first: two appenders (threads or processes) cannot both chain
-        onto the same tail. All entries of one transaction get the same ``at``.
+        Two appenders (threads or processes) never chain onto the same tail: an append whose
+        remembered tail was overtaken fails on ``seq`` (nothing written) and is chained again
+        onto the tail read under the write lock. All entries of one transaction get the same
+        ``at``.
         """
         drafts = list(entries)
         for draft in drafts:
@@ -781,71 +796,126 @@ class SqliteAuditLog:
         return refs
 
     def _append_groups(self, groups: Sequence[_Pending]) -> list[list[AuditEntry]]:
-        """Append each group of drafts, in order, in one transaction (the group commit's write)."""
+        """Append each group of drafts, in order, in one transaction (the group commit's write).
+
+        The chain's tail is known from this log's own last commit (``self._tail``), so the usual
+        write is one statement: a multi-row ``INSERT`` in autocommit mode, which is its own
+        transaction (write lock, insert, fsync'd commit: the same durability as
+        ``BEGIN IMMEDIATE … COMMIT``), where it was four (``BEGIN IMMEDIATE``, the tail
+        ``SELECT``, ``INSERT``, ``COMMIT``), each a GIL hand-over under concurrent reads. The
+        remembered tail is only a guess: if another writer (another process or instance on the
+        file) appended since, the first new ``seq`` is taken and the ``INSERT`` fails on the
+        primary key, writing nothing; the tail is then read again under the write lock and the
+        group chained onto it, as every append did before. Sequence numbers have no gaps and
+        rows cannot be deleted (triggers), so an appender that is behind always collides. After
+        any failure the tail is forgotten and read again on the next append.
+        """
         # Outside the transaction: a person's first reference may make its key (a key-file
         # commit), which must not hold this file's write lock meanwhile.
         subjects = self._subject_refs(groups) if any(p.subject is not None for p in groups) else {}
-        with self._transaction("BEGIN IMMEDIATE") as conn:
-            clock = self._clock()
-            at = _format_at(clock)
-            tail = conn.execute(
-                "SELECT seq, digest FROM audit_log ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            seq, prev = (int(tail[0]), str(tail[1])) if tail else (0, GENESIS_DIGEST)
-            # The instant the stored text names (UTC, microseconds: what _parse_at(at) returns),
-            # without parsing the text back (strptime cost a tenth of a lone append's CPU).
-            at_time = clock.astimezone(UTC)
-            results: list[list[AuditEntry]] = []
-            rows: list[_Row] = []
-            for pending in groups:
-                recorded: list[AuditEntry] = []
-                subject = pending.subject
-                ref = None if subject is None else subjects[(subject, pending.create)]
-                for draft in pending.drafts:
-                    seq += 1
-                    person = draft.person_id if ref is None else ref
-                    # Canonical text (tuples encode as arrays); stored as is, hashed as is.
-                    details = draft._details_json
-                    row: _Row = (
+        with self._lock:
+            if self._closed:
+                raise AuditLogUnavailableError("the audit log is closed")
+            tail, self._tail = self._tail, None  # known again once this append has committed
+            try:
+                if tail is not None:
+                    try:
+                        results, rows, head = self._chained(tail, groups, subjects)
+                        self._insert(rows)
+                    except sqlite3.IntegrityError:
+                        tail = None  # another writer appended since this log's last commit
+                if tail is None:
+                    with transaction(
+                        self._conn, "BEGIN IMMEDIATE", AuditLogUnavailableError, "audit log"
+                    ) as conn:
+                        # Read inside BEGIN IMMEDIATE, which takes the write lock first: no other
+                        # appender (thread or process) can chain onto the same tail meanwhile.
+                        last = conn.execute(
+                            "SELECT seq, digest FROM audit_log ORDER BY seq DESC LIMIT 1"
+                        ).fetchone()
+                        tail = AuditHead(int(last[0]), str(last[1])) if last else _EMPTY_HEAD
+                        results, rows, head = self._chained(tail, groups, subjects)
+                        self._insert(rows)
+            except sqlite3.Error as exc:  # rolled back (the statement's, or the transaction's)
+                raise AuditLogUnavailableError(f"audit log error: {exc}") from exc
+            self._tail = head
+        return results
+
+    def _insert(self, rows: list[_Row]) -> None:
+        """Write ``rows`` (``self._lock`` held): one multi-row ``INSERT`` per up to
+        ``_INSERT_ROWS`` entries, all or nothing; in autocommit mode one statement is a
+        transaction of its own, more than one get an explicit one."""
+        conn = self._conn
+        # One multi-row INSERT per up to _INSERT_ROWS entries rather than executemany, which
+        # steps once per row: every step releases and retakes the GIL, a hand-over to another
+        # thread whenever reads are waiting for it (16 concurrent profile reads always are).
+        if len(rows) <= _INSERT_ROWS or conn.in_transaction:
+            for start in range(0, len(rows), _INSERT_ROWS):
+                chunk = rows[start : start + _INSERT_ROWS]
+                conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+            return
+        with transaction(conn, "BEGIN IMMEDIATE", AuditLogUnavailableError, "audit log"):
+            self._insert(rows)
+
+    def _chained(
+        self,
+        tail: AuditHead,
+        groups: Sequence[_Pending],
+        subjects: Mapping[tuple[str, bool], str],
+    ) -> tuple[list[list[AuditEntry]], list[_Row], AuditHead]:
+        """The groups' entries chained onto ``tail``: as recorded, as rows to insert, and the
+        new tail."""
+        clock = self._clock()
+        at = _format_at(clock)
+        seq, prev = tail
+        # The instant the stored text names (UTC, microseconds: what _parse_at(at) returns),
+        # without parsing the text back (strptime cost a tenth of a lone append's CPU).
+        at_time = clock.astimezone(UTC)
+        results: list[list[AuditEntry]] = []
+        rows: list[_Row] = []
+        for pending in groups:
+            recorded: list[AuditEntry] = []
+            subject = pending.subject
+            ref = None if subject is None else subjects[(subject, pending.create)]
+            for draft in pending.drafts:
+                seq += 1
+                person = draft.person_id if ref is None else ref
+                # Canonical text (tuples encode as arrays); stored as is, hashed as is.
+                details = draft._details_json
+                row: _Row = (
+                    seq,
+                    at,
+                    draft.actor,
+                    draft.action,
+                    draft.purpose,
+                    person,
+                    draft.decision,
+                    draft.reason,
+                    details,
+                    prev,
+                )
+                digest = _row_digest(row, seq)
+                if digest is None:  # pragma: no cover - drafts are validated on construction
+                    raise ValueError("audit draft cannot be encoded")
+                rows.append((*row, digest))
+                recorded.append(
+                    AuditEntry(
                         seq,
-                        at,
+                        at_time,
                         draft.actor,
                         draft.action,
                         draft.purpose,
                         person,
                         draft.decision,
                         draft.reason,
-                        details,
+                        draft.details,
                         prev,
+                        digest,
                     )
-                    digest = _row_digest(row, seq)
-                    if digest is None:  # pragma: no cover - drafts are validated on construction
-                        raise ValueError("audit draft cannot be encoded")
-                    rows.append((*row, digest))
-                    recorded.append(
-                        AuditEntry(
-                            seq,
-                            at_time,
-                            draft.actor,
-                            draft.action,
-                            draft.purpose,
-                            person,
-                            draft.decision,
-                            draft.reason,
-                            draft.details,
-                            prev,
-                            digest,
-                        )
-                    )
-                    prev = digest
-                results.append(recorded)
-            # One multi-row INSERT per up to _INSERT_ROWS entries rather than executemany, which
-            # steps once per row: every step releases and retakes the GIL, a hand-over to another
-            # thread whenever reads are waiting for it (16 concurrent profile reads always are).
-            for start in range(0, len(rows), _INSERT_ROWS):
-                chunk = rows[start : start + _INSERT_ROWS]
-                conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
-        return results
+                )
+                prev = digest
+            results.append(recorded)
+        return results, rows, AuditHead(seq, prev)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -864,7 +934,9 @@ class SqliteAuditLog:
         self, person_id: str | None = None, after_seq: int = 0, limit: int = 1_000
     ) -> list[AuditEntry]:
         """Up to ``limit`` entries with ``seq > after_seq``, oldest first; only ``person_id``'s
-        if given. Page by passing the last ``seq`` returned as ``after_seq``."""
+        if given (a scan of the log from ``after_seq``, like :meth:`mentioning`: no index on the
+        person, which every append would pay for). Page by passing the last ``seq`` returned as
+        ``after_seq``."""
         if not 1 <= limit <= MAX_ENTRIES_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_ENTRIES_LIMIT}")
         with self._transaction("BEGIN") as conn:
