@@ -6,7 +6,9 @@ Usage (from the repository root)::
     .venv/bin/python bench/audience.py --persons 1000000 --db /tmp/aud-1m.sqlite3 --json out.json
 
 What it builds (not timed; with ``--db`` an existing file built with the same ``--persons`` and
-``--seed`` is reused):
+``--seed`` is reused, with the vault key file the build left beside it: the timed runs work on a
+copy of that key file, so a reused graph's cold audience makes its members' audit reference keys
+like a fresh graph's):
 
 * ``--persons`` persons written **through the store port** (``GraphTransaction.apply`` of one
   ``ChangeSet`` per 20,000 persons), i.e. exactly the rows the resolution engine writes, without
@@ -54,6 +56,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -97,7 +100,7 @@ from privacy.access.policy_engine import Caller, PolicyEngine  # noqa: E402
 from privacy.access.pseudonyms import FeaturePseudonymizer  # noqa: E402
 from privacy.access.purposes import load_purposes_policy  # noqa: E402
 from privacy.access.reads import ReadService, latest_by_name, profile_values  # noqa: E402
-from privacy.audit_refs import VaultPersonRefKeys  # noqa: E402
+from privacy.audit_refs import OWNER_PREFIX, VaultPersonRefKeys  # noqa: E402
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog  # noqa: E402
 from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file  # noqa: E402
 from privacy.keys.vault import Vault  # noqa: E402
@@ -338,6 +341,16 @@ class _CountingStore:
         return getattr(self._store, name)
 
 
+def _audit_ref_keys(path: Path) -> int:
+    """How many person audit reference keys (privacy.audit_refs) the key file at ``path`` holds."""
+    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM data_keys WHERE owner LIKE ? || '%'", (OWNER_PREFIX,)
+        ).fetchone()
+    conn.close()
+    return int(count)
+
+
 def _floor_connection(db: Path) -> sqlite3.Connection:
     """A fresh connection to the graph file with the store's pragmas (page cache included)."""
     from storage.sqlite import GRAPH_CACHE_MIB, configure_graph_connection
@@ -397,12 +410,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
     kek = key_dir / (db.name + ".kek.json")
     if not kek.exists():
         create_kek_file(kek, origin="generated")
-    vault_keys = SqliteVaultKeyStore(key_dir / (db.name + ".vault-keys.sqlite3"))
-    vault = Vault(vault_keys, LocalFileKeyProvider(kek))
+    # The key file as the build left it (kept beside a reused graph). The timed runs never write
+    # to it: each run works on a copy (below), so the cold audience makes every member's audit
+    # reference key, on a reused graph as on a fresh one. (Before, a reused graph's key file
+    # kept the keys of earlier runs, and a later "cold" run left their making out.)
+    built_keys = key_dir / (db.name + ".vault-keys.sqlite3")
     reuse = not neo4j and marker.exists() and marker.read_text() == wanted and db.exists()
     if not reuse:
-        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-            stale.unlink(missing_ok=True)
+        for stale in (db, built_keys):
+            for path in (stale, stale.with_name(stale.name + "-wal")):
+                path.unlink(missing_ok=True)
+            stale.with_name(stale.name + "-shm").unlink(missing_ok=True)
+    vault_keys = SqliteVaultKeyStore(built_keys)
+    vault = Vault(vault_keys, LocalFileKeyProvider(kek))
     store: GraphStore
     figures_open: dict[str, Any] = {}
     if neo4j:
@@ -447,6 +467,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
                 _neo4j_query("CALL db.resampleOutdatedIndexes()")
                 _neo4j_query("CALL db.clearQueryCaches()")
             print(f"  built in {time.perf_counter() - started:.1f} s: {store.stats()}")
+        # The runs' key file: a copy of the built one, opened afresh (empty key caches).
+        vault_keys.checkpoint()
+        vault_keys.close()
+        run_keys = work / "vault-keys.sqlite3"
+        shutil.copyfile(built_keys, run_keys)
+        run_keys.chmod(0o600)
+        vault_keys = SqliteVaultKeyStore(run_keys)
+        vault = Vault(vault_keys, LocalFileKeyProvider(kek))
+        engine = ResolutionEngine(
+            store, keyring, load_identity_policy(policies / "identity.yaml"), sealer=vault
+        )
         if isinstance(store, SqliteGraphStore):
             # Cold means the first query after the store is opened: a fresh connection with an
             # empty page cache and no cached event grouping (the OS file cache stays as it is).
@@ -501,7 +532,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             return rows
 
         print(f"audience: >= 2 purchases in 30 days, consent for {PURPOSE}")
+        keys_before = _audit_ref_keys(run_keys)
         cold_run = _timed("audience+policy cold", with_policy, "members")
+        # Each member's audit reference key is made on its first-ever read: the cold run makes
+        # them (0 would mean the key file was not the build's, see built_keys above).
+        cold_run["audit_ref_keys_made"] = _audit_ref_keys(run_keys) - keys_before
+        print(f"  audit reference keys made by the cold run: {cold_run['audit_ref_keys_made']:,}")
         cold_calls = counting.reads
         counting.reads = 0
         policy_run = _timed("audience+policy warm", with_policy, "members")

@@ -46,3 +46,37 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     assert len(concurrent["round_ratios"]) == len(concurrent["round_cpu_ratios"]) == 2
     assert concurrent["reads_per_audit_commit"] >= 1
     assert data["ratios"]["profile_policy_over_raw_concurrent"] == round(concurrent["ratio"], 4)
+
+
+def test_audience_bench_cold_run_makes_the_audit_reference_keys_when_the_graph_is_reused(
+    tmp_path: Path,
+) -> None:
+    # With --db (bench/report.py --keep-graphs) the graph and its key file are kept; a later
+    # run's cold audience must still make its members' keys, as a fresh graph's does.
+    made = []
+    for run in ("first", "reused"):
+        figures = tmp_path / f"{run}.json"
+        done = run_bench(
+            "audience.py",
+            "--persons",
+            "600",
+            "--profiles",
+            "5",
+            "--concurrent-reads",
+            "10",
+            "--rounds",
+            "1",
+            "--db",
+            str(tmp_path / "graph.sqlite3"),
+            "--tmp-dir",
+            str(tmp_path),
+            "--json",
+            str(figures),
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert ("reusing" in done.stdout) == (run == "reused")
+        cold = json.loads(figures.read_text())["audience"]["policy_cold"]
+        made.append(cold["audit_ref_keys_made"])
+        assert made[-1] == cold["members"] > 0
+    assert made[0] == made[1]
