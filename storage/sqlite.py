@@ -317,8 +317,11 @@ GRAPH_WAL_AUTOCHECKPOINT_PAGES = 16_384
 # without a map (their reads stay in the page cache, so a bulk ingest's resident set does not
 # grow by the mapped pages it touches: peak RSS is one of its goals). Nothing else changes: the
 # map is read-only (SQLite writes through write() unless built with SQLITE_MMAP_READWRITE), the
-# WAL is read as before, and an I/O error on a mapped page is the OS's to report as it would
-# be for read().
+# WAL is read as before. The one thing given up (SQLite's mmap page names it): a disk I/O error
+# on a mapped page arrives as SIGBUS and stops the process, where read() would have returned an
+# error for this request alone. Nothing acknowledged is lost by that (every write is committed to
+# the WAL first, and the crash suite kills the service at random points), and a disk that fails
+# reads would fail the next write too.
 GRAPH_READ_MMAP_BYTES = 1 << 31
 
 
