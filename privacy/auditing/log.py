@@ -278,7 +278,8 @@ def _simple_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailV
     ``None`` to take the general path.
 
     Usual means: a plain dict of keys already checked (snake_case, in ``_DETAIL_KEYS_SEEN``)
-    whose values are ``None``, counts (``int``, not ``bool``) or :class:`AuditRef`. Their
+    whose values are ``None``, counts (``int``, not ``bool``), :class:`AuditRef` or lists of
+    :class:`AuditRef` (at most ``MAX_DETAIL_LIST``). Their
     canonical JSON needs no encoder: a key or a reference has only characters JSON writes as
     themselves (the key and reference patterns admit no quote, backslash, control or non-ASCII
     character) and an ``int`` is written as its decimal form, so the text built here is
@@ -305,6 +306,16 @@ def _simple_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailV
             plain = str.__str__(value)
             frozen[key] = plain
             parts.append((key, f'"{key}":"{plain}"'))
+        elif (kind is list or kind is tuple) and len(value) <= MAX_DETAIL_LIST:
+            # A list of references (an audience page's person refs): each was shape-checked
+            # when it was made, so it needs neither the PII backstop nor escaping.
+            plains = []
+            for item in value:
+                if type(item) is not AuditRef:
+                    return None
+                plains.append(str.__str__(item))
+            frozen[key] = tuple(plains)
+            parts.append((key, f'"{key}":[' + ",".join(f'"{p}"' for p in plains) + "]"))
         else:
             return None
     parts.sort()
@@ -1084,7 +1095,9 @@ class SqliteAuditLog:
         wanted = sorted(set(person_ids))
         keys = self._person_keys.keys(wanted, create=create) if self._person_keys and wanted else {}
         shared = self._person_ref_key
-        return {p: person_ref(p, keys.get(p, shared)) for p in wanted}
+        # Typed as references without the shape check (a reference is "r_" and 24 hex, which
+        # has it): an audience page's list of them then skips the free-text PII backstop.
+        return {p: str.__new__(AuditRef, person_ref(p, keys.get(p, shared))) for p in wanted}
 
     def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
         """The vault owners of ``person_ids``' reference keys (empty without per-person keys)."""

@@ -6,6 +6,8 @@ import json
 import string
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,8 @@ from privacy.auditing.log import (
     MAX_DETAILS_BYTES,
     AuditDraft,
     AuditRef,
+    SqliteAuditLog,
+    _checked_details,
     _dumps,
     _freeze_details,
     _simple_details,
@@ -27,7 +31,22 @@ _REFS = st.one_of(
     st.from_regex(r"[0-9a-f]{32,64}", fullmatch=True),
     st.from_regex(r"20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])-[0-9]{1,8}", fullmatch=True),
 ).map(AuditRef)
-_VALUES = st.one_of(st.integers(-(2**53) + 1, 2**53 - 1), st.none(), _REFS)
+_VALUES = st.one_of(
+    st.integers(-(2**53) + 1, 2**53 - 1),
+    st.none(),
+    _REFS,
+    st.lists(_REFS, max_size=3),  # an audience page's person refs (short: under the size bound)
+    st.tuples(_REFS, _REFS),
+)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, AuditRef):
+        return str.__str__(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    assert not isinstance(value, Enum)
+    return value
 
 
 @contextmanager
@@ -45,18 +64,22 @@ def _seen(keys: Iterable[str]) -> Iterator[None]:
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(_KEYS, _VALUES, max_size=12))
 def test_the_fast_path_writes_what_the_encoder_writes_when_details_are_counts_and_refs(
-    details: dict[str, int | AuditRef | None],
+    details: dict[str, int | AuditRef | list[AuditRef] | tuple[AuditRef, ...] | None],
 ) -> None:
     with _seen(details):
         fast = _simple_details(details)
         draft = AuditDraft("key_1", "read.profile", details=details)
+        general = _checked_details(details)
 
     assert fast is not None
     frozen, text = fast
-    expected = {k: str.__str__(v) if isinstance(v, AuditRef) else v for k, v in details.items()}
-    assert text == _dumps(expected)
+    expected = {k: _plain(v) for k, v in details.items()}
+    assert text == _dumps(expected) == general[1]
+    assert dict(frozen) == dict(general[0])
     assert list(frozen.items()) == list(expected.items())  # the caller's order kept
-    assert json.loads(text) == expected
+    assert json.loads(text) == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()
+    }
     assert draft._details_json == text
 
 
@@ -68,6 +91,9 @@ def test_the_fast_path_writes_what_the_encoder_writes_when_details_are_counts_an
         {"fields_returned": 2**53},  # out of range: the general path names the problem
         {"fields_returned": "free text"},  # text goes through the PII backstop
         {"fields_returned": [1, 2]},
+        {"fields_returned": ["free text"]},  # list items that are not references: checked
+        {"fields_returned": [AuditRef("r_1"), "free text"]},
+        {"fields_returned": [AuditRef("r_1")] * 101},  # too long: the general path says so
     ],
 )
 def test_the_general_path_takes_details_when_they_are_not_counts_and_refs(
@@ -86,3 +112,17 @@ def test_details_too_large_are_refused_when_they_are_counts_and_refs() -> None:
         assert _simple_details(details) is None
         with pytest.raises(ValueError, match=str(MAX_DETAILS_BYTES)):
             _freeze_details(details)
+
+
+def test_person_refs_are_typed_references_so_an_audience_page_skips_the_text_backstop(
+    tmp_path: Path,
+) -> None:
+    log = SqliteAuditLog(tmp_path / "audit.sqlite3", person_ref_key=b"k" * 32)
+    try:
+        refs = log.person_refs(["p_one", "p_two"])
+    finally:
+        log.close()
+
+    assert all(type(ref) is AuditRef and AuditRef(ref) == ref for ref in refs.values())
+    with _seen(["refs"]):
+        assert _simple_details({"refs": [refs["p_one"], refs["p_two"]]}) is not None
