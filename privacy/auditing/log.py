@@ -803,7 +803,8 @@ class SqliteAuditLog:
             wanted = [p.subject for p in groups if p.subject is not None and p.create is create]
             if wanted:
                 made = self.person_refs(wanted, create=create)
-                refs.update({(person, create): ref for person, ref in made.items()})
+                # Plain strings: an entry's person column is a str everywhere (as read back).
+                refs.update({(person, create): str.__str__(ref) for person, ref in made.items()})
         return refs
 
     def _append_groups(self, groups: Sequence[_Pending]) -> list[list[AuditEntry]]:

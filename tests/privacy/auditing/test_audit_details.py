@@ -126,3 +126,15 @@ def test_person_refs_are_typed_references_so_an_audience_page_skips_the_text_bac
     assert all(type(ref) is AuditRef and AuditRef(ref) == ref for ref in refs.values())
     with _seen(["refs"]):
         assert _simple_details({"refs": [refs["p_one"], refs["p_two"]]}) is not None
+
+
+def test_an_entry_about_a_person_names_it_by_a_plain_string_reference(tmp_path: Path) -> None:
+    log = SqliteAuditLog(tmp_path / "audit.sqlite3", person_ref_key=b"k" * 32)
+    try:
+        (entry,) = log.append_about("p_one", [AuditDraft("key_1", "read.profile")])
+        (stored,) = log.entries()
+    finally:
+        log.close()
+
+    assert type(entry.person_id) is str
+    assert entry == stored
