@@ -201,7 +201,9 @@ def ingest_file(
     """Stream ``path`` into the graph through ``service``; returns the report.
 
     Each row is validated exactly as ``POST /v1/identify`` validates a body
-    (:meth:`IngestService.event`); each batch is one :meth:`IngestService.commit`.
+    (:meth:`IngestService.event`); each batch is one transaction
+    (:meth:`IngestService.prepare`, then :meth:`IngestService.commit_prepared`, pipelined: see
+    :class:`_CommitPipeline`).
     Raises :class:`BulkFileError`.
     """
     fmt = file_format or detect_format(path)
@@ -240,18 +242,21 @@ class _CommitPipeline:
     sat idle through all of it. What stays the same:
 
     * **order and visibility**: one writer, batches committed strictly in file order, each
-      seeing every batch before it (as before: one ``commit`` call per batch);
+      seeing every batch before it (one write per batch, as before);
     * **one transaction per batch, durability as before**: a batch is counted in the report
-      only once its ``commit`` returned (its transaction is durable);
+      only once its write returned (its transaction is durable);
     * **a failed commit stops the file**: its error is raised to the caller at the next
-      ``submit`` or at ``drain``, and no later batch is committed (the batch validated
-      meanwhile is dropped, as the rows after a failed batch always were);
+      ``submit`` or at ``drain``, and no later batch is committed (the batch validated and
+      prepared meanwhile is dropped, as the rows after a failed batch always were; ids it
+      reserved are dropped like those of any failed write);
     * **memory**: two batches at most (the one committing, the one being filled);
     * **garbage**: the young generation is collected after each committed batch, before the
       next one is handed to the writer (see :func:`_collections_between_batches`).
 
-    The writer runs ``commit`` in a copy of the caller's context (context variables such as
-    the logger's bound fields travel with it).
+    The reader prepares each batch (:meth:`IngestService.prepare`: hashing and message digests,
+    no graph access) while the batch before may still commit; the writer runs
+    :meth:`IngestService.commit_prepared` in a copy of the caller's context (context variables
+    such as the logger's bound fields travel with it).
     """
 
     def __init__(
@@ -280,13 +285,18 @@ class _CommitPipeline:
     def submit(self, batch: list[IdentityEvent]) -> None:
         """Hand ``batch`` (its events; the list is emptied) to the writer once the batch
         before it committed; raises that batch's error if it failed."""
-        self.drain()
         if not batch:
+            self.drain()
             return
-        events = list(batch)
+        # Prepared here (hashing, message digests, ids with stored keys; no graph access) while
+        # the batch before may still commit; handed to the writer once that one committed.
+        prepared = self._service.prepare(list(batch))
         batch.clear()
+        self.drain()
         context = contextvars.copy_context()
-        self._pending = self._writer.submit(context.run, self._service.commit, events, self._actor)
+        self._pending = self._writer.submit(
+            context.run, self._service.commit_prepared, prepared, self._actor
+        )
 
     def drain(self) -> None:
         """Wait for the batch in flight (if any), count its outcomes, collect its garbage;

@@ -353,9 +353,20 @@ class IngestService:
         fails, each batch is written again alone, so this batch is still all or nothing.
         """
         # Prepared here, by the caller, while the writer may be committing another group.
-        outcomes = self._batch_group.submit(self._engine.prepare(events)) if events else []
+        return self.commit_prepared(self.prepare(events), actor)
+
+    def prepare(self, events: Sequence[IdentityEvent]) -> PreparedEvents:
+        """The part of :meth:`commit` that needs no transaction (hashing, message digests,
+        ids with stored keys: :meth:`ResolutionEngine.prepare`). Writes no graph. For a caller
+        that prepares one batch while its previous one commits (bulk files)."""
+        return self._engine.prepare(events)
+
+    def commit_prepared(self, prepared: PreparedEvents, actor: str) -> list[EventOutcome]:
+        """:meth:`commit` of a batch :meth:`prepare` made (once: its reserved ids are used by
+        this write)."""
+        outcomes = self._batch_group.submit(prepared) if prepared.events else []
         self._metrics.record_ingest(outcomes)
-        self._audit_consents(actor, events, outcomes)
+        self._audit_consents(actor, prepared.events, outcomes)
         return outcomes
 
     def retry_consent_audit(self, error: ConsentAuditError) -> None:

@@ -82,7 +82,7 @@ def test_cycles_made_during_a_batch_are_collected_between_batches(
         )
     )
     service = api.container.ingest
-    commit = service.commit
+    commit = service.commit_prepared
     alive: list[weakref.ref[object]] = []
     during: list[bool] = []
 
@@ -99,7 +99,7 @@ def test_cycles_made_during_a_batch_are_collected_between_batches(
         del garbage
         return commit(events, actor)
 
-    monkeypatch.setattr(service, "commit", commit_and_make_garbage)
+    monkeypatch.setattr(service, "commit_prepared", commit_and_make_garbage)
     report = ingest_file(service, source, actor="cli", default_source="crm", batch_size=1)
 
     assert report.events == 3

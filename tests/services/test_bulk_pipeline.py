@@ -43,7 +43,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
 ) -> None:
     source = _rows(tmp_path / "rows.jsonl", 4, "a")
     service = api.container.ingest
-    commit, events = service.commit, service.events
+    commit, events = service.commit_prepared, service.events
     second_batch_read = threading.Event()
     validated: list[int] = []
 
@@ -62,7 +62,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
 
     monkeypatch.setattr(bulk, "SCAN_CHUNK_ROWS", 1)
     monkeypatch.setattr(service, "events", watched_events)
-    monkeypatch.setattr(service, "commit", slow_first_commit)
+    monkeypatch.setattr(service, "commit_prepared", slow_first_commit)
     report = ingest_file(service, source, actor="cli", batch_size=2)
 
     assert report.events == 4
@@ -97,16 +97,16 @@ def test_a_failed_commit_stops_the_file_and_commits_nothing_after_it(
 ) -> None:
     source = _rows(tmp_path / "rows.jsonl", 6, "f")
     service = api.container.ingest
-    commit = service.commit
+    commit = service.commit_prepared
     calls: list[int] = []
 
     def failing_second_commit(batch: Any, actor: str) -> Any:
-        calls.append(len(batch))
+        calls.append(len(batch.events))
         if len(calls) == 2:
             raise StoreUnavailableError("disk gone")
         return commit(batch, actor)
 
-    monkeypatch.setattr(service, "commit", failing_second_commit)
+    monkeypatch.setattr(service, "commit_prepared", failing_second_commit)
     with pytest.raises(IdGraphError, match="disk gone"):
         ingest_file(service, source, actor="cli", batch_size=2)
 
@@ -119,14 +119,14 @@ def test_a_batch_commits_with_the_callers_context_variables_when_pipelined(
 ) -> None:
     source = _rows(tmp_path / "rows.jsonl", 3, "c")
     service = api.container.ingest
-    commit = service.commit
+    commit = service.commit_prepared
     seen: list[tuple[str, bool]] = []
 
     def traced_commit(batch: Any, actor: str) -> Any:
         seen.append((_TRACE.get(), threading.current_thread() is threading.main_thread()))
         return commit(batch, actor)
 
-    monkeypatch.setattr(service, "commit", traced_commit)
+    monkeypatch.setattr(service, "commit_prepared", traced_commit)
     token = _TRACE.set("file-1")
     try:
         report = ingest_file(service, source, actor="cli", batch_size=1)
