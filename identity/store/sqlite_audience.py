@@ -387,14 +387,15 @@ _EXCLUDED = (
     "WHEN cp.special > 0 OR cp.granted = 1 THEN NULL "
     "WHEN cp.tie THEN 'consent_tie_denied' ELSE 'consent_denied' END"
 )
+# ``{who}``: the alias whose ``person_id`` the page's rows are (``p`` or ``e``, see page_query).
 _CONSENT_JOINS = (
-    " LEFT JOIN consent_current cp ON cp.person_id = p.person_id AND cp.purpose = ?"
-    " LEFT JOIN consent_current cr ON cr.person_id = p.person_id AND cr.purpose = '*'"
+    " LEFT JOIN consent_current cp ON cp.person_id = {who}.person_id AND cp.purpose = ?"
+    " LEFT JOIN consent_current cr ON cr.person_id = {who}.person_id AND cr.purpose = '*'"
 )
 
 
-def _consents_of_person(purposes: int) -> str:
-    """The consent records of a kept person ``p`` for ``purposes`` purposes bound as
+def _consents_of_person(purposes: int, who: str) -> str:
+    """The consent records of a kept person (alias ``who``) for ``purposes`` purposes bound as
     placeholders, as one JSON array of ``CONSENT_FIELDS`` arrays (``NULL`` for an excluded
     person, or one without records for them: nothing of an excluded person is read).
 
@@ -407,12 +408,13 @@ def _consents_of_person(purposes: int) -> str:
     """
     return (
         "(SELECT '[' || group_concat(r.records) || ']' FROM consent_records r "
-        f"WHERE r.person_id = p.person_id AND r.purpose IN ({', '.join('?' * purposes)}))"
+        f"WHERE r.person_id = {who}.person_id AND r.purpose IN ({', '.join('?' * purposes)}))"
     )
 
 
-# (person id, created, last seen, exclusion, consent records as JSON): see page_query.
-PageRow = tuple[str, int, int, str | None, str | None]
+# (person id, created, last seen, exclusion, consent records as JSON): see page_query. The
+# times are NULL unless asked for.
+PageRow = tuple[str, int | None, int | None, str | None, str | None]
 
 
 def page_persons(
@@ -423,11 +425,15 @@ def page_persons(
     consent_purposes: Sequence[str],
     after: str,
     limit: int,
+    *,
+    times: bool = False,
 ) -> list[PageRow]:
     """Up to ``limit`` (person id, created, last seen, exclusion, consent records) after
     ``after`` in id order that meet every rule, in one statement (rule and consent evaluation
     set-based in SQL): the statement of :func:`page_query`."""
-    sql, params = page_query(rules, lead, consent_filter, consent_purposes, after, limit)
+    sql, params = page_query(
+        rules, lead, consent_filter, consent_purposes, after, limit, times=times
+    )
     return conn.execute(sql, params).fetchall()
 
 
@@ -438,6 +444,8 @@ def page_query(
     consent_purposes: Sequence[str] | None,
     after: str,
     limit: int,
+    *,
+    times: bool = False,
 ) -> tuple[str, list[object]]:
     """The statement and parameters of :func:`page_persons` (also for query plans: bench).
 
@@ -451,19 +459,26 @@ def page_query(
     selection alone, for benchmarks). Joining each ``event_days`` row before
     grouping (the earlier form) cost four seeks per row, for every person with such an event
     ever, not per page member.
+
+    With rules, ``persons`` is joined only when ``times`` asks for the persons' created and last
+    seen times: the counters, the consent state and the records are all keyed by the public
+    person id the rule's range already holds, and a person's counters exist only while it holds
+    active events (the triggers delete them with its facts, erasure included), so the lookup
+    would add two random seeks per selected person and nothing else.
     """
+    who = "p" if times or not rules else "e"
     excluded = "NULL"
     joins = ""
     if consent_filter is not None:
-        excluded, joins = _EXCLUDED, _CONSENT_JOINS
+        excluded, joins = _EXCLUDED, _CONSENT_JOINS.format(who=who)
     records = "NULL"
     loaded: list[object] = []
     if consent_purposes is not None:
-        records = (
-            f"CASE WHEN {excluded} IS NULL THEN {_consents_of_person(len(consent_purposes))} END"
-        )
+        kept_records = _consents_of_person(len(consent_purposes), who)
+        records = f"CASE WHEN {excluded} IS NULL THEN {kept_records} END"
         loaded = list(consent_purposes)
-    columns = f"p.created_at, p.last_seen, {excluded}, {records}"
+    person_times = "p.created_at, p.last_seen" if times else "NULL, NULL"
+    columns = f"{person_times}, {excluded}, {records}"
     filtered = [] if consent_filter is None else [consent_filter]
     if not rules:
         sql = (
@@ -488,8 +503,9 @@ def page_query(
         + " >= ?))"
         + "".join(" AND " + _FURTHER_RULE for _ in further)
         + " ORDER BY e.person_id LIMIT ?"
-        + f") AS e CROSS JOIN persons p ON p.person_id = e.person_id{joins} "
-        "ORDER BY e.person_id"
+        + ") AS e"
+        + (" CROSS JOIN persons p ON p.person_id = e.person_id" if times else "")
+        + f"{joins} ORDER BY e.person_id"
     )
     day = since // DAY_MS
     params: list[object] = [*loaded]
