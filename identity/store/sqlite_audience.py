@@ -52,10 +52,11 @@ holds the state version filled (:data:`STATE_VERSION`; 1: counters and current c
 the records, 3: the counters' time bounds), so a file of an older state gets what it lacks on
 open, in the opening's write transaction, without a graph schema version of its own (from 2 to
 3: the two columns, the counters filled again with their bounds in one grouped pass over the
-events, and the triggers that write counters replaced by ones that keep the bounds). An older idgraph opening a file of a
-newer state keeps it current: the triggers live in the file and fire on its writes too. The
-schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones) and clears
-that key (:func:`forget`), so the state is filled again over the rebuilt tables.
+events, and the triggers that write counters replaced by ones that keep the bounds). An older
+idgraph opening a file of a newer state keeps it current: the triggers live in the file and
+fire on its writes too. The schema 7 migration rebuilds the graph tables (dropping any
+triggers on the old ones) and clears that key (:func:`forget`), so the state is filled again
+over the rebuilt tables.
 """
 
 # Every SQL text here is assembled from constant fragments of this module (trigger bodies are
