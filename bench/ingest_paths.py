@@ -57,14 +57,21 @@ def _written_bytes() -> int:
 
 
 def run_mode(mode: str, requests: int, batch: int, callers: int, seed: int) -> dict[str, Any]:
-    """One timed run of ``mode`` in this process (a fresh data dir); returns its figures."""
+    """One timed run of ``mode`` in this process (a fresh data dir, removed after); returns
+    its figures."""
+    with tempfile.TemporaryDirectory(prefix="idgraph-paths-") as tmp:
+        return _run_mode_in(Path(tmp), mode, requests, batch, callers, seed)
+
+
+def _run_mode_in(
+    work: Path, mode: str, requests: int, batch: int, callers: int, seed: int
+) -> dict[str, Any]:
     from bootstrap.container import build_container
     from bootstrap.settings import Settings
     from identity.strict_json import loads_strict
     from services.bulk import ingest_file
     from services.inputs import ingest_inputs
 
-    work = Path(tempfile.mkdtemp(prefix="idgraph-paths-"))
     data = work / "data"
     data.mkdir(mode=0o700)
     os.environ.update(
@@ -176,12 +183,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for name, figures in modes.items():
             if name == "bulk":
                 continue
-            ratios[f"{name}_events_per_second_over_bulk"] = round(
-                figures["events_per_second"] / bulk["events_per_second"], 3
-            )
-            ratios[f"{name}_cpu_per_event_over_bulk"] = round(
-                figures["cpu_us_per_event"] / bulk["cpu_us_per_event"], 3
-            )
+            if bulk["events_per_second"]:
+                ratios[f"{name}_events_per_second_over_bulk"] = round(
+                    figures["events_per_second"] / bulk["events_per_second"], 3
+                )
+            if bulk["cpu_us_per_event"]:
+                ratios[f"{name}_cpu_per_event_over_bulk"] = round(
+                    figures["cpu_us_per_event"] / bulk["cpu_us_per_event"], 3
+                )
             if bulk["bytes_written"]:
                 ratios[f"{name}_bytes_over_bulk"] = round(
                     figures["bytes_written"] / bulk["bytes_written"], 2
