@@ -642,8 +642,8 @@ class Neo4jTransaction:
         return [
             MemberRow(
                 r["person_id"],
-                _dt(r["created_at"]),
-                _dt(r["last_seen"]),
+                _dt(r["created_at"]) if scan.person_times else None,
+                _dt(r["last_seen"]) if scan.person_times else None,
                 ()
                 if (reason := excluded.get(r["person_id"])) is not None
                 else tuple(c for c in consents.get(r["person_id"], ()) if c.purpose in asked),

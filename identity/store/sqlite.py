@@ -580,8 +580,8 @@ def _member_rows(
         rows.append(
             MemberRow(
                 person_id,
-                stamp(created_at / 1000, utc),
-                stamp(seen / 1000, utc),
+                None if created_at is None else stamp(created_at / 1000, utc),
+                None if seen is None else stamp(seen / 1000, utc),
                 consents,
                 tuple(facts) if facts else no_attributes,
                 None if excluded is None else exclusions[excluded],
@@ -1110,6 +1110,7 @@ class _SqliteTransaction:
             _consent_purposes(scan.consent_purposes),
             after_person_id,
             limit,
+            times=scan.person_times,
         )
         if not persons:
             return []

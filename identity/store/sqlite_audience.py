@@ -30,9 +30,15 @@ value). An erasure deletes the person's facts and consents first, which empties 
 (deleted with ``secure_delete``, as everything in this file).
 
 Days are ``at // 86_400_000`` (UTC days of the millisecond times the store keeps; times before
-1970 are not expected). An event rule's window starts inside a day: counters of the days after
-that day are a lower bound of the count, and a person whose lower bound is not enough but who
-has events on the boundary day is counted exactly from its events (one index seek per node).
+1970 are not expected). An event rule's window starts inside a day (the boundary day). Each
+``event_days`` row also holds bounds ``lo``/``hi`` of its events' times (state version 3): the
+earliest and latest time of the events added to it, widened by every event added and left as
+they are when events are taken off (then still bounds of what is left; finding the new span
+would need a seek into the events). A boundary-day row with ``lo`` at or after the window's
+start counts whole, one with ``hi`` before it not at all; only a person whose boundary-day row
+straddles the start, and whose settled counters are not enough, is counted exactly from its
+events (one index seek per node). Before the bounds, every person with boundary-day events and
+too few later ones was (7,104 persons, a few random seeks each, in the 1M bench audience).
 
 Both are keyed by the public person id, not the internal integer key (schema 7): a member scan
 pages in person-id order, and ``(name, person_id, day)`` clustered is that order. The triggers
@@ -43,11 +49,14 @@ by ``node_id``.
 The schema is idempotent (``IF NOT EXISTS``) and the tables are filled from the existing rows
 once, when a file is first opened by a version that has them: ``meta`` key ``audience_state``
 holds the state version filled (:data:`STATE_VERSION`; 1: counters and current consent, 2: also
-the records), so a file of an older state gets what it lacks on open, in the opening's write
-transaction, without a graph schema version of its own. An older idgraph opening a file of a
-newer state keeps it current: the triggers live in the file and fire on its writes too. The
-schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones) and clears
-that key (:func:`forget`), so the state is filled again over the rebuilt tables.
+the records, 3: the counters' time bounds), so a file of an older state gets what it lacks on
+open, in the opening's write transaction, without a graph schema version of its own (from 2 to
+3: the two columns, the counters filled again with their bounds in one grouped pass over the
+events, and the triggers that write counters replaced by ones that keep the bounds). An older
+idgraph opening a file of a newer state keeps it current: the triggers live in the file and
+fire on its writes too. The schema 7 migration rebuilds the graph tables (dropping any
+triggers on the old ones) and clears that key (:func:`forget`), so the state is filled again
+over the rebuilt tables.
 """
 
 # Every SQL text here is assembled from constant fragments of this module (trigger bodies are
@@ -65,8 +74,14 @@ from identity.model import EventCountRule
 DAY_MS = 86_400_000
 _STATE_KEY = "audience_state"
 # The state a file holds once filled (meta ``audience_state``): 1 event_days and
-# consent_current, 2 consent_records too.
-STATE_VERSION = 2
+# consent_current, 2 consent_records too, 3 time bounds on every event_days row.
+STATE_VERSION = 3
+# The bounds of an event_days row no event has set (a row of a state 2 file before the fill):
+# every time of the day, so they settle nothing and the exact count decides.
+_NO_LO, _NO_HI = 0, 2**63 - 1
+# The triggers that write event_days rows (state 3 gave them the bounds): a file of an older
+# state has them with their old bodies, which CREATE TRIGGER IF NOT EXISTS would keep.
+_BOUNDED_TRIGGERS = ("event_days_on_insert", "event_days_on_update", "audience_state_on_move")
 
 # A person's consent records are returned as JSON arrays of these columns (``consents`` rows).
 CONSENT_FIELDS = (
@@ -189,13 +204,18 @@ DELETE FROM event_days WHERE name IN ({_node_events(node)}) AND person_id = {per
 """
 
 
+# Adding events widens a row's bounds (``_WIDEN``); taking some off leaves them as they are:
+# still bounds of what is left (see the module docstring), and no seek to find the new ones.
+_WIDEN = "lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)"
+
+
 def _add_node_events(node: str, person: str) -> str:
     return f"""
-INSERT INTO event_days (name, person_id, day, n)
-SELECT name, {person}, at / {DAY_MS}, count(*) FROM facts
+INSERT INTO event_days (name, person_id, day, n, lo, hi)
+SELECT name, {person}, at / {DAY_MS}, count(*), min(at), max(at) FROM facts
 WHERE node = {node} AND kind = 'event' AND status = 'active'
 GROUP BY name, at / {DAY_MS}
-ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + excluded.n;
+ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + excluded.n, {_WIDEN};
 """
 
 
@@ -215,11 +235,11 @@ def _take_event(row: str, when: str = "true") -> str:
 
 def _add_event(row: str, when: str = "true") -> str:
     return f"""
-INSERT INTO event_days (name, person_id, day, n)
-SELECT {row}.name, p.person_id, {row}.at / {DAY_MS}, 1
+INSERT INTO event_days (name, person_id, day, n, lo, hi)
+SELECT {row}.name, p.person_id, {row}.at / {DAY_MS}, 1, {row}.at, {row}.at
 FROM identifiers i JOIN persons p ON p.pk = i.person
 WHERE {when} AND i.pk = {row}.node
-ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1;
+ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1, {_WIDEN};
 """
 
 
@@ -228,11 +248,14 @@ ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1;
 SCHEMA: tuple[str, ...] = (
     # Clustered by (name, person_id, day): one event rule is one range of the table read in
     # person-id order, so a page stops after its last person and needs no sort.
-    """CREATE TABLE IF NOT EXISTS event_days (
+    # lo/hi (state 3): bounds of the times of the row's events, see the module docstring.
+    f"""CREATE TABLE IF NOT EXISTS event_days (
     name      TEXT NOT NULL,
     person_id TEXT NOT NULL,
     day       INTEGER NOT NULL,
     n         INTEGER NOT NULL,
+    lo        INTEGER NOT NULL DEFAULT {_NO_LO},
+    hi        INTEGER NOT NULL DEFAULT {_NO_HI},
     PRIMARY KEY (name, person_id, day)
 ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS consent_current (
@@ -320,8 +343,8 @@ END""",
 )
 
 _BACKFILL_EVENTS = f"""
-INSERT INTO event_days (name, person_id, day, n)
-SELECT f.name, p.person_id, f.at / {DAY_MS}, count(*)
+INSERT INTO event_days (name, person_id, day, n, lo, hi)
+SELECT f.name, p.person_id, f.at / {DAY_MS}, count(*), min(f.at), max(f.at)
 FROM facts f JOIN identifiers i ON i.pk = f.node JOIN persons p ON p.pk = i.person
 WHERE f.kind = 'event' AND f.status = 'active'
 GROUP BY f.name, p.person_id, f.at / {DAY_MS}
@@ -343,13 +366,23 @@ def install(conn: sqlite3.Connection) -> None:
     filled = int(row[0]) if row is not None else 0
     if filled >= STATE_VERSION:
         return
+    columns = {column[1] for column in conn.execute("PRAGMA table_info(event_days)")}
+    if "lo" not in columns:  # counters of state 1 or 2: the table predates the bounds
+        conn.execute(f"ALTER TABLE event_days ADD COLUMN lo INTEGER NOT NULL DEFAULT {_NO_LO}")
+        conn.execute(f"ALTER TABLE event_days ADD COLUMN hi INTEGER NOT NULL DEFAULT {_NO_HI}")
+    for name in _BOUNDED_TRIGGERS:
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    for statement in SCHEMA:  # those triggers again, now with the bounds
+        conn.execute(statement)
+    # The counters are filled again with their bounds (one grouped pass over the events).
+    conn.execute("DELETE FROM event_days")
+    conn.execute(_BACKFILL_EVENTS)
     if filled < 1:
-        conn.execute("DELETE FROM event_days")
         conn.execute("DELETE FROM consent_current")
-        conn.execute(_BACKFILL_EVENTS)
         conn.execute(_CONSENT_ROWS.format(where="true"))
-    conn.execute("DELETE FROM consent_records")
-    conn.execute(_RECORD_ROWS.format(where="true"))
+    if filled < 2:
+        conn.execute("DELETE FROM consent_records")
+        conn.execute(_RECORD_ROWS.format(where="true"))
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -374,11 +407,21 @@ _EXACT = (
     "CROSS JOIN facts f ON f.node = i.pk WHERE p0.person_id = e.person_id "
     "AND f.kind = 'event' AND f.status = 'active' AND f.name = ? AND f.at >= ?)"
 )
-# A further rule of a person already selected: the counters of the whole days after the
-# boundary day (a lower bound) settle it, else the exact count does.
+# Which events of a rule's ``event_days`` rows certainly count (parameters: the boundary day,
+# the rule's since): the rows of the days after the boundary day, and a boundary-day row whose
+# events all came at or after ``since`` (its lower bound says so).
+_SETTLED = "({e}day > ? OR {e}lo >= ?)"
+# A boundary-day row whose bounds straddle ``since`` (parameters: since, since): some of its
+# events may count and some not; only the exact count of the person's events can tell.
+_STRADDLES = "({e}lo < ? AND {e}hi >= ?)"
+# A further rule of a person already selected: the settled counters decide, else (a boundary
+# row straddling the window's start) the exact count does.
 _FURTHER_RULE = (
-    "((SELECT total(n) FROM event_days WHERE name = ? AND person_id = e.person_id AND day > ?)"
-    " >= ? OR " + _EXACT + " >= ?)"
+    "((SELECT total(n) FROM event_days WHERE name = ? AND person_id = e.person_id AND day >= ? "
+    f"AND {_SETTLED.format(e='')}) >= ? OR (EXISTS (SELECT 1 FROM event_days WHERE name = ? "
+    f"AND person_id = e.person_id AND day = ? AND {_STRADDLES.format(e='')}) AND "
+    + _EXACT
+    + " >= ?))"
 )
 # Why a person is left out by the consent filter (NULL: kept); see consent_exclusion.
 _EXCLUDED = (
@@ -387,14 +430,15 @@ _EXCLUDED = (
     "WHEN cp.special > 0 OR cp.granted = 1 THEN NULL "
     "WHEN cp.tie THEN 'consent_tie_denied' ELSE 'consent_denied' END"
 )
+# ``{who}``: the alias whose ``person_id`` the page's rows are (``p`` or ``e``, see page_query).
 _CONSENT_JOINS = (
-    " LEFT JOIN consent_current cp ON cp.person_id = p.person_id AND cp.purpose = ?"
-    " LEFT JOIN consent_current cr ON cr.person_id = p.person_id AND cr.purpose = '*'"
+    " LEFT JOIN consent_current cp ON cp.person_id = {who}.person_id AND cp.purpose = ?"
+    " LEFT JOIN consent_current cr ON cr.person_id = {who}.person_id AND cr.purpose = '*'"
 )
 
 
-def _consents_of_person(purposes: int) -> str:
-    """The consent records of a kept person ``p`` for ``purposes`` purposes bound as
+def _consents_of_person(purposes: int, who: str) -> str:
+    """The consent records of a kept person (alias ``who``) for ``purposes`` purposes bound as
     placeholders, as one JSON array of ``CONSENT_FIELDS`` arrays (``NULL`` for an excluded
     person, or one without records for them: nothing of an excluded person is read).
 
@@ -407,12 +451,13 @@ def _consents_of_person(purposes: int) -> str:
     """
     return (
         "(SELECT '[' || group_concat(r.records) || ']' FROM consent_records r "
-        f"WHERE r.person_id = p.person_id AND r.purpose IN ({', '.join('?' * purposes)}))"
+        f"WHERE r.person_id = {who}.person_id AND r.purpose IN ({', '.join('?' * purposes)}))"
     )
 
 
-# (person id, created, last seen, exclusion, consent records as JSON): see page_query.
-PageRow = tuple[str, int, int, str | None, str | None]
+# (person id, created, last seen, exclusion, consent records as JSON): see page_query. The
+# times are NULL unless asked for.
+PageRow = tuple[str, int | None, int | None, str | None, str | None]
 
 
 def page_persons(
@@ -423,11 +468,15 @@ def page_persons(
     consent_purposes: Sequence[str],
     after: str,
     limit: int,
+    *,
+    times: bool = False,
 ) -> list[PageRow]:
     """Up to ``limit`` (person id, created, last seen, exclusion, consent records) after
     ``after`` in id order that meet every rule, in one statement (rule and consent evaluation
     set-based in SQL): the statement of :func:`page_query`."""
-    sql, params = page_query(rules, lead, consent_filter, consent_purposes, after, limit)
+    sql, params = page_query(
+        rules, lead, consent_filter, consent_purposes, after, limit, times=times
+    )
     return conn.execute(sql, params).fetchall()
 
 
@@ -438,6 +487,8 @@ def page_query(
     consent_purposes: Sequence[str] | None,
     after: str,
     limit: int,
+    *,
+    times: bool = False,
 ) -> tuple[str, list[object]]:
     """The statement and parameters of :func:`page_persons` (also for query plans: bench).
 
@@ -451,19 +502,26 @@ def page_query(
     selection alone, for benchmarks). Joining each ``event_days`` row before
     grouping (the earlier form) cost four seeks per row, for every person with such an event
     ever, not per page member.
+
+    With rules, ``persons`` is joined only when ``times`` asks for the persons' created and last
+    seen times: the counters, the consent state and the records are all keyed by the public
+    person id the rule's range already holds, and a person's counters exist only while it holds
+    active events (the triggers delete them with its facts, erasure included), so the lookup
+    would add two random seeks per selected person and nothing else.
     """
+    who = "p" if times or not rules else "e"
     excluded = "NULL"
     joins = ""
     if consent_filter is not None:
-        excluded, joins = _EXCLUDED, _CONSENT_JOINS
+        excluded, joins = _EXCLUDED, _CONSENT_JOINS.format(who=who)
     records = "NULL"
     loaded: list[object] = []
     if consent_purposes is not None:
-        records = (
-            f"CASE WHEN {excluded} IS NULL THEN {_consents_of_person(len(consent_purposes))} END"
-        )
+        kept_records = _consents_of_person(len(consent_purposes), who)
+        records = f"CASE WHEN {excluded} IS NULL THEN {kept_records} END"
         loaded = list(consent_purposes)
-    columns = f"p.created_at, p.last_seen, {excluded}, {records}"
+    person_times = "p.created_at, p.last_seen" if times else "NULL, NULL"
+    columns = f"{person_times}, {excluded}, {records}"
     filtered = [] if consent_filter is None else [consent_filter]
     if not rules:
         sql = (
@@ -483,20 +541,24 @@ def page_query(
         f"SELECT e.person_id, {columns} FROM ("
         "SELECT e.person_id FROM event_days e "
         "WHERE e.name = ? AND e.person_id > ? AND e.day >= ? GROUP BY e.person_id "
-        "HAVING (total(CASE WHEN e.day > ? THEN e.n END) >= ? OR (max(e.day = ?) AND "
+        f"HAVING (total(CASE WHEN {_SETTLED.format(e='e.')} THEN e.n END) >= ? "
+        f"OR (max(e.day = ? AND {_STRADDLES.format(e='e.')}) AND "
         + _EXACT
         + " >= ?))"
         + "".join(" AND " + _FURTHER_RULE for _ in further)
         + " ORDER BY e.person_id LIMIT ?"
-        + f") AS e CROSS JOIN persons p ON p.person_id = e.person_id{joins} "
-        "ORDER BY e.person_id"
+        + ") AS e"
+        + (" CROSS JOIN persons p ON p.person_id = e.person_id" if times else "")
+        + f"{joins} ORDER BY e.person_id"
     )
     day = since // DAY_MS
     params: list[object] = [*loaded]
-    params += [driving.name, after, day, day, driving.min_count, day]
+    params += [driving.name, after, day, day, since, driving.min_count, day, since, since]
     params += [driving.name, since, driving.min_count]
     for rule, rule_since in further:
-        params += [rule.name, rule_since // DAY_MS, rule.min_count]
+        rule_day = rule_since // DAY_MS
+        params += [rule.name, rule_day, rule_day, rule_since, rule.min_count]
+        params += [rule.name, rule_day, rule_since, rule_since]
         params += [rule.name, rule_since, rule.min_count]
     params.append(limit)
     params += filtered
@@ -505,7 +567,15 @@ def page_query(
 
 def counters_of(conn: sqlite3.Connection) -> dict[tuple[str, str, int], int]:
     """Every ``event_days`` row as ``{(name, person id, day): n}`` (tests, diagnostics)."""
-    return {(n, p, d): c for n, p, d, c in conn.execute("SELECT * FROM event_days")}
+    rows = conn.execute("SELECT name, person_id, day, n FROM event_days")
+    return {(n, p, d): c for n, p, d, c in rows}
+
+
+def bounds_of(conn: sqlite3.Connection) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """Every ``event_days`` row's time bounds as ``{(name, person id, day): (lo, hi)}``
+    (tests, diagnostics)."""
+    rows = conn.execute("SELECT name, person_id, day, lo, hi FROM event_days")
+    return {(n, p, d): (lo, hi) for n, p, d, lo, hi in rows}
 
 
 def consent_state_of(conn: sqlite3.Connection) -> dict[tuple[str, str], tuple[object, ...]]:

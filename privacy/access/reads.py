@@ -633,8 +633,9 @@ class ReadService:
         result: _ScanResult,
     ) -> list[_Member]:
         candidates: list[tuple[MemberRow, PolicyDecision, Sequence[Fact]]] = []
-        decide, denied = self._policy.decide, result.denied
+        denied = result.denied
         no_facts: tuple[Fact, ...] = ()
+        decided: list[tuple[MemberRow, Sequence[Fact]]] = []
         for row in rows:
             if row.excluded is not None:
                 # Left out by the store's consent filter (PolicyEngine.consent_filter): a
@@ -642,10 +643,13 @@ class ReadService:
                 denied[row.excluded.value] += 1
                 continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
-            facts = latest_by_name(row.attributes) if row.attributes else no_facts
-            decision = decide(
-                caller, PersonContext(row.person_id, row.consents), purpose_id, _refs(facts), now
-            )
+            decided.append((row, latest_by_name(row.attributes) if row.attributes else no_facts))
+        # Every person of the page through the engine at once (the same decisions as decide).
+        persons = [
+            (row.person_id, row.consents, _refs(facts) if facts else ()) for row, facts in decided
+        ]
+        decisions = self._policy.decide_many(caller, persons, purpose_id, now)
+        for (row, facts), decision in zip(decided, decisions, strict=True):
             if not decision.allowed:
                 denied[decision.reason] += 1
                 continue
@@ -678,7 +682,8 @@ class ReadService:
             **extra,
             "scanned": result.scanned,
             "members": len(refs),
-            "members_digest": _refs_digest(refs),
+            # A hex digest: typed as a reference (checked by its shape, not as free text).
+            "members_digest": AuditRef(_refs_digest(refs)),
             **{f"denied_{reason}": n for reason, n in sorted(result.denied.items())},
         }
         drafts = [

@@ -80,6 +80,7 @@ import json
 import re
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -107,6 +108,10 @@ MAX_ENTRIES_LIMIT: Final = 10_000
 # How long a group-commit writer waits at most for appends announced with coming(): about what
 # three profile reads cost in CPU. Only while announced callers are busy: never when idle.
 DEFAULT_GROUP_LINGER_S: Final = 0.002
+# How many persons' references a log remembers (SqliteAuditLog.person_refs): a 1M audience has
+# about 25k members, re-read page by page; ~300 B an entry, so ~30 MiB at most, the size of the
+# vault's owner-subkey cache it mirrors.
+DEFAULT_REF_CACHE_SIZE: Final = 100_000
 
 # Limits that keep "a small JSON dict of counts/ids" small.
 MAX_DETAIL_KEYS: Final = 32
@@ -700,6 +705,7 @@ class SqliteAuditLog:
         person_ref_key: bytes | None = None,
         person_keys: PersonRefKeys | None = None,
         group_linger_s: float = DEFAULT_GROUP_LINGER_S,
+        ref_cache_size: int = DEFAULT_REF_CACHE_SIZE,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -707,6 +713,15 @@ class SqliteAuditLog:
         self._person_ref_key = person_ref_key
         # Per-person reference keys (shredded by erasure); without them, the shared key only.
         self._person_keys = person_keys
+        # person id -> (the key object its reference was made under, the reference). An entry
+        # is used only while the key source hands out that very key object again: the vault's
+        # subkey cache is emptied by any shred, and an erased person gets no key at all, so a
+        # reference made before an erasure is never handed out after it (the shared-key one is
+        # made instead). Why: a warm 1M audience made ~25k references again, two HMACs each
+        # (the owner's and the reference's), about a fifth of its policy work.
+        self._refs: OrderedDict[str, tuple[bytes, AuditRef]] = OrderedDict()
+        self._refs_lock = threading.Lock()
+        self._ref_cache_size = ref_cache_size
         # Owner-only, WAL, synchronous=FULL: an audit entry is on disk before it is reported.
         self._conn = open_migrated(
             path, busy_timeout_ms, AuditLogUnavailableError, "audit log", _SCHEMA, SCHEMA_VERSION
@@ -1096,12 +1111,42 @@ class SqliteAuditLog:
         wanted = sorted(set(person_ids))
         keys = self._person_keys.keys(wanted, create=create) if self._person_keys and wanted else {}
         shared = self._person_ref_key
-        # Typed as references without the shape check (a reference is "r_" and 24 hex, which
-        # has it): an audience page's list of them then skips the free-text PII backstop.
-        return {p: str.__new__(AuditRef, person_ref(p, keys.get(p, shared))) for p in wanted}
+        refs: dict[str, str] = {}
+        missing: list[tuple[str, bytes]] = []
+        cache = self._refs
+        with self._refs_lock:
+            for person in wanted:
+                key = keys.get(person, shared)
+                hit = cache.get(person)
+                # The same key object, not an equal one: see __init__ (a shred empties the
+                # vault's cache, so a key read again after one never matches an entry).
+                if hit is not None and hit[0] is key:
+                    refs[person] = hit[1]
+                else:
+                    missing.append((person, key))
+        if missing:
+            # Typed as references without the shape check (a reference is "r_" and 24 hex,
+            # which has it): an audience page's list of them then skips the free-text PII
+            # backstop.
+            made = [(p, (key, _unchecked_ref(person_ref(p, key)))) for p, key in missing]
+            refs.update((p, entry[1]) for p, entry in made)
+            if self._ref_cache_size > 0:
+                with self._refs_lock:
+                    cache.update(made)
+                    while len(cache) > self._ref_cache_size:
+                        cache.popitem(last=False)
+        return refs
 
     def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
-        """The vault owners of ``person_ids``' reference keys (empty without per-person keys)."""
+        """The vault owners of ``person_ids``' reference keys (empty without per-person keys).
+
+        Asked by an erasure before it shreds those owners: the persons' remembered references
+        are dropped here too, so this process holds no link from an erased id to its old
+        reference (one made elsewhere could never be handed out anyway, see ``__init__``).
+        """
+        with self._refs_lock:
+            for person in person_ids:
+                self._refs.pop(person, None)
         return self._person_keys.owners(person_ids) if self._person_keys else []
 
     def close(self) -> None:
@@ -1110,6 +1155,12 @@ class SqliteAuditLog:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+
+def _unchecked_ref(value: str) -> AuditRef:
+    """``value`` typed as an :class:`AuditRef` without the shape check: for references this
+    module made (``r_`` and 24 hex always has the shape)."""
+    return str.__new__(AuditRef, value)
 
 
 def _decode_text(raw: bytes) -> str:

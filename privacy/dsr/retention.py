@@ -46,7 +46,8 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from identity.model import FactKind, FactStatus, MemberScan
+from identity.errors import StoreIntegrityError
+from identity.model import FactKind, FactStatus, MemberRow, MemberScan
 from identity.policy import load_policy_file
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.purposes import PurposesPolicy
@@ -96,6 +97,16 @@ class DsrRecords(Protocol):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _seen_by(row: MemberRow, cutoff: datetime) -> bool:
+    """Whether the person of ``row`` (a scan with ``person_times``) was last seen by ``cutoff``.
+
+    A row without its time is a store that ignored the request: failing loudly beats treating
+    the person as active, which would keep data past its retention without a word."""
+    if row.last_seen is None:
+        raise StoreIntegrityError("a member scan asked for person times returned none")
+    return row.last_seen <= cutoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +270,7 @@ class RetentionSweeper:
     def _sweep_raw(self, cutoff: datetime, batch_size: int = 1_000) -> int:
         """Delete the kept raw identifiers of persons not seen since ``cutoff`` (restricted
         persons' are kept); the keyed hashes stay, so the identifiers still resolve."""
-        scan = MemberScan()
+        scan = MemberScan(person_times=True)
         deleted = 0
         after = ""
         while rows := self._graph.read(
@@ -268,7 +279,7 @@ class RetentionSweeper:
             stale = [
                 r.person_id
                 for r in rows
-                if r.last_seen <= cutoff and not is_restricted(r.consents)[0]
+                if _seen_by(r, cutoff) and not is_restricted(r.consents)[0]
             ]
             if stale:
 
@@ -353,7 +364,8 @@ class RetentionSweeper:
         if limit is None or self._erase is None:
             return report
         cutoff = now - limit
-        scan = MemberScan()  # no rules: every person; restriction records come with each row
+        # No rules: every person; restriction records come with each row.
+        scan = MemberScan(person_times=True)
         scanned = inactive = kept = erased = 0
         totals: Counter[str] = Counter()
         after = ""
@@ -361,7 +373,7 @@ class RetentionSweeper:
             lambda tx, after=after: tx.member_page(scan, after, batch_size)  # type: ignore[misc]
         ):
             scanned += len(rows)
-            stale = [r for r in rows if r.last_seen <= cutoff]
+            stale = [r for r in rows if _seen_by(r, cutoff)]
             inactive += len(stale)
             restricted = [r for r in stale if is_restricted(r.consents)[0]]
             kept += len(restricted)

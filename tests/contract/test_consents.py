@@ -358,11 +358,43 @@ def test_member_pages_cover_every_person_exactly_once_in_id_order(
         assert [r.person_id for r in rows] == sorted(persons)
     assert store.read(lambda tx: tx.member_page(MemberScan(), max(persons), 10)) == []
     assert store.read(lambda tx: tx.member_page(MemberScan(), "", 0)) == []
-    first = store.read(lambda tx: tx.member_page(MemberScan(), "", 1))[0]
+    first = store.read(lambda tx: tx.member_page(MemberScan(person_times=True), "", 1))[0]
     record = store.read(lambda tx: tx.person(first.person_id))
     assert record is not None
     assert (first.created_at, first.last_seen) == (record.created_at, record.last_seen)
     assert (first.consents, first.attributes) == ((), ())
+    # Not asked for: no times (an audience decides without them).
+    lean = store.read(lambda tx: tx.member_page(MemberScan(), "", 1))[0]
+    assert (lean.person_id, lean.created_at, lean.last_seen) == (first.person_id, None, None)
+
+
+def test_member_page_returns_person_times_only_when_asked_when_event_rules_select(
+    engine: ResolutionEngine, ids: Ids, store: GraphStore
+) -> None:
+    buyer = _ingest(
+        engine,
+        ids,
+        ("email", "a@shop.de"),
+        consents=(_consent("marketing", at=_minutes(4)),),
+        facts=(_event("purchase", _minutes(5)),),
+        at=_minutes(5),
+    )
+    _ingest(engine, ids, ("email", "a@shop.de"), at=_minutes(9))
+    _ingest(engine, ids, ("email", "b@shop.de"), facts=(_event("refund", _minutes(6)),))
+    rule = (EventCountRule("purchase", _minutes(1), 1),)
+    for purposes, consent_filter in (((), None), (("marketing",), "marketing")):
+        asked = MemberScan(rule, (), purposes, consent_filter, person_times=True)
+        lean = MemberScan(rule, (), purposes, consent_filter)
+        timed = _scan_all(store, asked, 10)
+        untimed = _scan_all(store, lean, 10)
+        assert [(r.person_id, r.created_at, r.last_seen) for r in timed] == [
+            (buyer, _minutes(5), _minutes(9))
+        ]
+        assert [(r.person_id, r.created_at, r.last_seen) for r in untimed] == [(buyer, None, None)]
+        assert [(r.consents, r.excluded) for r in untimed] == [
+            (r.consents, r.excluded) for r in timed
+        ]
+        assert len(untimed[0].consents) == len(purposes)
 
 
 def test_member_page_event_rules_count_active_events_since_a_time_on_any_node(

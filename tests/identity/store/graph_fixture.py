@@ -274,7 +274,7 @@ def dump(store: GraphStore) -> dict[str, Any]:
     """Everything the fixture graph holds, read through the port, as plain JSON values."""
 
     def read(tx: GraphTransaction) -> dict[str, Any]:
-        scan = MemberScan(attribute_names=ATTRIBUTES, consent_purposes=PURPOSES)
+        scan = MemberScan(attribute_names=ATTRIBUTES, consent_purposes=PURPOSES, person_times=True)
         members = tx.member_page(scan, "", 100_000)
         persons = [m.person_id for m in members]
         hashes = [_hashed(p, s) for p in range(PERSONS) for s in (*range(4), 9, 20)]

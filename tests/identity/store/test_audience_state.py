@@ -329,6 +329,30 @@ def _recomputed_counters(conn: sqlite3.Connection) -> dict[tuple[str, str, int],
     return dict(counts)
 
 
+def _recomputed_bounds(conn: sqlite3.Connection) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """The earliest and latest time of the active events of every (name, person, day)."""
+    bounds: dict[tuple[str, str, int], tuple[int, int]] = {}
+    for name, person, at in conn.execute(
+        "SELECT f.name, p.person_id, f.at FROM facts f JOIN identifiers i ON i.pk = f.node "
+        "JOIN persons p ON p.pk = i.person WHERE f.kind = 'event' AND f.status = 'active'"
+    ):
+        key = (name, person, at // sqlite_audience.DAY_MS)
+        lo, hi = bounds.get(key, (at, at))
+        bounds[key] = (min(lo, at), max(hi, at))
+    return bounds
+
+
+def _assert_bounds_hold(conn: sqlite3.Connection) -> None:
+    """Every counter row's bounds hold all its events' times (events taken off may leave them
+    wider than the events left: bounds, not the exact span)."""
+    kept = sqlite_audience.bounds_of(conn)
+    exact = _recomputed_bounds(conn)
+    assert kept.keys() == exact.keys()
+    for key, (lo, hi) in exact.items():
+        assert kept[key][0] <= lo
+        assert kept[key][1] >= hi
+
+
 def _recomputed_consent_state(
     conn: sqlite3.Connection,
 ) -> dict[tuple[str, str], tuple[object, ...]]:
@@ -399,6 +423,7 @@ def test_member_scans_over_materialized_state_give_the_same_members_and_denials(
             graph.step(step)
         conn: sqlite3.Connection = store._conn
         assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
+        _assert_bounds_hold(conn)
         assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
         assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
         # The consent rows decide exactly what the reference definition decides.
@@ -537,6 +562,7 @@ def test_a_file_of_audience_state_1_gets_the_consent_records_when_opened(
         conn = reopened._conn
         assert sqlite_audience.consent_records_of(conn) == live_records
         assert sqlite_audience.counters_of(conn) == live_counters
+        assert sqlite_audience.bounds_of(conn) == _recomputed_bounds(conn)
         assert sqlite_audience.consent_state_of(conn) == live_consents
         (state,) = conn.execute("SELECT value FROM meta WHERE key = 'audience_state'").fetchone()
         assert state == str(sqlite_audience.STATE_VERSION)
@@ -643,5 +669,94 @@ def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migr
         assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
         assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
         assert _actual(store, engine, rules, 3) == _expected(store, engine, rules)
+    finally:
+        store.close()
+
+
+def test_a_file_of_audience_state_2_gets_counter_bounds_and_bounded_triggers_when_opened(
+    tmp_path: Path, engine: PolicyEngine
+) -> None:
+    """A file of audience state 2 (counters without time bounds, written by triggers without
+    them) gets the bounds on open: the columns, the exact bounds of its events, and triggers that
+    keep them (a trigger of state 2 left in place would write rows without bounds)."""
+    path = tmp_path / "graph.sqlite3"
+    store = SqliteGraphStore(path)
+    graph = _Graph(store)
+    graph.step(("person", 2, [(0, "purchase", -60, True), (1, "purchase", -3000, True)], []))
+    graph.step(("person", 1, [(0, "visit", -10, True), (0, "visit", -20, True)], []))
+    conn: sqlite3.Connection = store._conn
+    live_counters = sqlite_audience.counters_of(conn)
+    store.close()
+    old = sqlite3.connect(path)
+    with old:  # the state 2 shape: no bounds, an insert trigger without them
+        for name in ("event_days_on_insert", "event_days_on_update", "audience_state_on_move"):
+            old.execute(f"DROP TRIGGER {name}")
+        old.execute("ALTER TABLE event_days RENAME TO event_days_v3")
+        old.execute(
+            "CREATE TABLE event_days (name TEXT NOT NULL, person_id TEXT NOT NULL, "
+            "day INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (name, person_id, day)) "
+            "WITHOUT ROWID"
+        )
+        old.execute("INSERT INTO event_days SELECT name, person_id, day, n FROM event_days_v3")
+        old.execute("DROP TABLE event_days_v3")
+        old.execute(
+            "CREATE TRIGGER event_days_on_insert AFTER INSERT ON facts "
+            "WHEN NEW.kind = 'event' AND NEW.status = 'active' BEGIN "
+            "INSERT INTO event_days (name, person_id, day, n) SELECT NEW.name, p.person_id, "
+            "NEW.at / 86400000, 1 FROM identifiers i JOIN persons p "
+            "ON p.pk = i.person WHERE i.pk = NEW.node "
+            "ON CONFLICT (name, person_id, day) DO UPDATE SET n = n + 1; END"
+        )
+        old.execute("UPDATE meta SET value = '2' WHERE key = 'audience_state'")
+    old.close()
+    reopened = SqliteGraphStore(path)
+    try:
+        conn = reopened._conn
+        assert sqlite_audience.counters_of(conn) == live_counters
+        assert sqlite_audience.bounds_of(conn) == _recomputed_bounds(conn)
+        (state,) = conn.execute("SELECT value FROM meta WHERE key = 'audience_state'").fetchone()
+        assert state == str(sqlite_audience.STATE_VERSION)
+        graph.store = reopened
+        graph.step(("more", 0, [(0, "purchase", -7, True)], []))
+        graph.step(("person", 1, [(0, "purchase", -4000, True)], []))
+        graph.step(("merge", 0, 2))
+        assert sqlite_audience.counters_of(conn) == _recomputed_counters(conn)
+        assert sqlite_audience.bounds_of(conn) == _recomputed_bounds(conn)
+        for rules in RULE_SETS:
+            assert _actual(reopened, engine, rules, 2) == _expected(reopened, engine, rules)
+    finally:
+        reopened.close()
+
+
+def test_a_boundary_day_counter_whose_bounds_lie_in_the_window_settles_a_rule_without_the_events(
+    tmp_path: Path,
+) -> None:
+    """The window of a rule starts inside a day. A person whose events of that day all came
+    after the start is counted from the counter (its lower bound is in the window) and one
+    whose events all came before it not at all (its upper bound is not): neither reads its
+    events. Shown by a counter that says more events than the facts hold (never so outside a
+    test): the counter decides. A counter whose bounds straddle the start is counted exactly."""
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        graph = _Graph(store)
+        since = NOW - timedelta(days=7)  # 13:30 UTC of its day
+        minutes_to_since = 7 * 1440
+        # Purchases on the boundary day (after since; one before and one after; before), and a
+        # visit an hour ago each (for a scan driven by another rule).
+        for offsets in ((10, 20), (-10, 20), (-20, -10)):
+            events = [(0, "purchase", -minutes_to_since + m, True) for m in offsets]
+            graph.step(("person", 1, [*events, (0, "visit", -60, True)], []))
+        after, straddling, before = graph.persons
+        conn: sqlite3.Connection = store._conn
+        with conn:  # tamper: every counter says five events
+            conn.execute("UPDATE event_days SET n = 5")
+        rule = (EventCountRule("purchase", since, 3),)
+        members = [r.person_id for r in _scan(store, MemberScan(event_rules=rule), 10)]
+        # after: settled by its counter (5 >= 3); straddling: exact count, 1 < 3; before: 0.
+        assert members == [after]
+        # As a further rule of a scan driven by another one, the same.
+        both = (EventCountRule("visit", NOW - timedelta(days=1), 1), *rule)
+        assert [r.person_id for r in _scan(store, MemberScan(event_rules=both), 10)] == [after]
+        assert {straddling, before}.isdisjoint(members)
     finally:
         store.close()

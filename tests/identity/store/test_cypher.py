@@ -647,7 +647,11 @@ def test_member_page_passes_distinct_rules_and_reads_consents_and_attributes_per
     assert [r.person_id for r in rows] == ["p1", "p2", "p3"]
     # The fake answers both chunks (p1, p2 and p3) with the same rows: two copies each.
     assert rows[0].consents == (consent, consent)
-    assert rows[0].created_at == T0
+    assert (rows[0].created_at, rows[0].last_seen) == (None, None)  # not asked for
+    timed = MemberScan((rule,), person_times=True)
+    again = _ScriptedTx({"MEMBER_PAGE": persons})
+    row = Neo4jTransaction(cast(Any, again), batch_size=2).member_page(timed, "p0", 10)[0]
+    assert (row.created_at, row.last_seen) == (T0, T0)
     assert [f.fact_id for f in rows[1].attributes] == ["f1", "f1"]
     assert rows[2].consents == ()
     assert rows[2].attributes == ()

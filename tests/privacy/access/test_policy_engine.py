@@ -200,6 +200,34 @@ def test_with_fields_and_field_mask_on_a_gate_decision_equal_deciding_with_the_f
     assert dict(mask.withheld) == full.withheld
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    policy=purposes_policies(),
+    purpose=st.sampled_from((*PURPOSE_IDS, "unknown_purpose")),
+    caller_purposes=st.sets(st.sampled_from((*PURPOSE_IDS, ALL_PURPOSES))),
+    persons=st.lists(
+        st.tuples(st.lists(consent_records(), max_size=6), fields_strategy | st.just([])),
+        max_size=6,
+    ),
+)
+def test_decide_many_equals_deciding_each_person_when_a_page_is_decided_at_once(
+    policy: PurposesPolicy,
+    purpose: str,
+    caller_purposes: set[str],
+    persons: list[tuple[list[ConsentRecord], list[FieldRef]]],
+) -> None:
+    engine = PolicyEngine(policy)
+    caller = Caller("key1", frozenset(caller_purposes), "key1")
+    page = [(f"p_{i}", tuple(records), fields) for i, (records, fields) in enumerate(persons)]
+
+    decisions = engine.decide_many(caller, page, purpose, NOW)
+
+    assert decisions == [
+        engine.decide(caller, PersonContext(pid, records), purpose, fields, NOW)
+        for pid, records, fields in page
+    ]
+
+
 # -- focused cases on the shipped policy ----------------------------------------------------
 
 SHIPPED = load_purposes_policy(POLICY_DIR / "purposes.yaml")
