@@ -19,6 +19,7 @@ import pytest
 
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
+from identity.errors import BatchValidationError
 from identity.group_commit import GroupCommitter
 from identity.model import Outcome
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog
@@ -510,3 +511,68 @@ def test_queued_batches_are_prepared_by_their_callers_while_the_writer_is_busy(
     assert reservations == before  # the writers reserved nothing more
     for result in results:
         assert [o.outcome.value for o in result] == ["created", "created"]
+
+
+def test_an_ingest_batch_writer_waits_for_a_batch_still_being_validated_and_writes_both_at_once(
+    sqlite_container: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # POST /v1/ingest batches are announced while they are validated: a writer that takes its
+    # group meanwhile waits for them (fewer, larger transactions). Held deterministically: the
+    # second batch's validation waits until the first batch's writer is seen lingering.
+    service = sqlite_container.ingest
+    assert service._batch_group._linger_s > 0  # the service's own committer lingers
+    # The same committer with a linger no test machine outlasts (the wait ends on arrival).
+    service._batch_group = GroupCommitter(
+        service._ingest_batches, max_group=8, linger_s=LONG_LINGER
+    )
+    validating, go = threading.Event(), threading.Event()
+    validate = service.events
+    slow_thread: list[int] = []
+
+    def held_validation(*args: Any, **kwargs: Any) -> Any:
+        if slow_thread and threading.get_ident() == slow_thread[0]:
+            validating.set()
+            go.wait(30)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(service, "events", held_validation)
+
+    def batch(name: str) -> list[IdentifyRequest]:
+        return [
+            IdentifyRequest.model_validate(
+                {
+                    "identifiers": [{"type": "cookie_id", "value": f"ck-linger-{name}-{k}"}],
+                    "source": "web",
+                }
+            )
+            for k in range(2)
+        ]
+
+    def slow() -> Any:
+        slow_thread.append(threading.get_ident())
+        return service.ingest(batch("slow"), actor="test")
+
+    with ThreadPoolExecutor(2) as pool:
+        second = pool.submit(slow)
+        assert validating.wait(30)
+        first = pool.submit(service.ingest, batch("first"), actor="test")
+        _wait_until(lambda: _lingering(service._batch_group))  # waits for the validating batch
+        go.set()
+        results = [first.result(30), second.result(30)]
+
+    assert service._batch_group.groups == 1  # both batches in one transaction
+    assert [[o.outcome.value for o in r] for r in results] == [["created"] * 2] * 2
+
+
+def test_an_invalid_ingest_batch_withdraws_its_announcement_and_writes_nothing(
+    sqlite_container: Any,
+) -> None:
+    service = sqlite_container.ingest
+    bad = IdentifyRequest.model_validate(
+        {"identifiers": [{"type": "email", "value": "not-an-email"}], "source": "web"}
+    )
+    with pytest.raises(BatchValidationError):
+        service.ingest([bad], actor="test")
+    with service._batch_group._cond:
+        assert service._batch_group._coming == 0
+    assert service._batch_group.groups == 0
