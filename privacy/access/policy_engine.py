@@ -182,6 +182,17 @@ class PolicyEngine:
             return None
         return purpose
 
+    def _gate(self, caller: Caller, purpose: str) -> Purpose | ReadDenied:
+        """The purpose's policy if ``caller`` may read for it at all, else why not (the checks
+        that come before any person's consents, the same for :meth:`decide` and
+        :meth:`decide_many`)."""
+        policy = self._purposes.get(purpose)
+        if policy is None:
+            return ReadDenied.UNKNOWN_PURPOSE
+        if not caller.may_read_for(purpose):
+            return ReadDenied.PURPOSE_NOT_IN_SCOPE
+        return policy
+
     def decide(
         self,
         caller: Caller,
@@ -192,17 +203,10 @@ class PolicyEngine:
     ) -> PolicyDecision:
         """Whether ``caller`` may read ``fields`` of ``person`` for ``purpose`` at ``now``."""
         person_id = person.person_id if person is not None else None
-        policy = self._purposes.get(purpose)
-        early: ReadDenied | None = None
-        if policy is None:
-            early = ReadDenied.UNKNOWN_PURPOSE
-        elif not caller.may_read_for(purpose):
-            early = ReadDenied.PURPOSE_NOT_IN_SCOPE
-        elif person is None:
-            early = ReadDenied.NO_SUCH_PERSON
-        if early is not None or policy is None or person is None:
-            reason = early.value if early is not None else ReadDenied.NO_SUCH_PERSON.value
-            return PolicyDecision(False, purpose, person_id, reason, _denied_fields(fields))
+        policy = self._gate(caller, purpose)
+        if isinstance(policy, ReadDenied) or person is None:
+            denied = policy if isinstance(policy, ReadDenied) else ReadDenied.NO_SUCH_PERSON
+            return PolicyDecision(False, purpose, person_id, denied.value, _denied_fields(fields))
         state = consent_state(
             purpose,
             policy,
@@ -243,16 +247,10 @@ class PolicyEngine:
         caller's scope, the TCF age) and built a :class:`PersonContext` only to unpack it. The
         consent rules and the field verdicts are the same functions as :meth:`decide` uses.
         """
-        policy = self._purposes.get(purpose)
-        early: ReadDenied | None = None
-        if policy is None:
-            early = ReadDenied.UNKNOWN_PURPOSE
-        elif not caller.may_read_for(purpose):
-            early = ReadDenied.PURPOSE_NOT_IN_SCOPE
-        if early is not None or policy is None:
-            reason = (early or ReadDenied.UNKNOWN_PURPOSE).value
+        policy = self._gate(caller, purpose)
+        if isinstance(policy, ReadDenied):
             return [
-                PolicyDecision(False, purpose, person_id, reason, _denied_fields(fields))
+                PolicyDecision(False, purpose, person_id, policy.value, _denied_fields(fields))
                 for person_id, _, fields in persons
             ]
         tcf_max_age = self._tcf_max_age
