@@ -674,11 +674,11 @@ def audience_section(report: Report) -> list[str]:
                 _ratio(p_policy["seconds"], p_raw["seconds"]),
             ),
             _fig(
-                "profile reads + policy, minus the audit appends",
-                _s(p_policy["seconds"] - audit["seconds"]),
-                "profile reads without policy",
-                _s(p_raw["seconds"]),
-                f"{prof['ratio_without_audit_write']:,.2f}",
+                "profile reads + policy + audit, CPU seconds (the fsync wait is not CPU)",
+                _s(p_policy["cpu_seconds"]),
+                "profile reads without policy, CPU seconds",
+                _s(p_raw["cpu_seconds"]),
+                f"{prof['cpu_ratio']:,.2f}",
             ),
             _fig(
                 "one audit append (fsync), per read",
@@ -751,8 +751,8 @@ def audience_section(report: Report) -> list[str]:
             Goal(
                 "issue 5",
                 f"profile-read policy overhead ≤ {GOAL_OVERHEAD}x",
-                f"{prof['ratio']:.2f}x ({prof['ratio_without_audit_write']:.2f}x without "
-                "the audit fsync)",
+                f"{prof['ratio']:.2f}x ({prof['cpu_ratio']:.2f}x in CPU seconds, without "
+                "the wait for the audit fsync)",
                 _status(prof["ratio"] <= GOAL_OVERHEAD),
             ),
         ]
