@@ -21,8 +21,6 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +30,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from identity.bounded import BoundedMap
 from identity.errors import (
     BatchValidationError,
     InputLimitError,
@@ -185,10 +184,8 @@ class _ScanCache:
     """
 
     def __init__(self, size: int) -> None:
-        self._size = size
         self._key = secrets.token_bytes(32)
-        self._items: OrderedDict[bytes, tuple[PiiFinding, ...]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: BoundedMap[bytes, tuple[PiiFinding, ...]] = BoundedMap(size)
 
     def _digest(self, text: str) -> bytes:
         # surrogatepass: a lone surrogate (valid in JSON) must not turn a scan into a 500.
@@ -205,25 +202,15 @@ class _ScanCache:
         """
         distinct = list(dict.fromkeys(texts))
         keys = [self._digest(t) for t in distinct]
-        known: list[tuple[PiiFinding, ...] | None] = []
-        with self._lock:
-            for key in keys:
-                hit = self._items.get(key)
-                if hit is not None:
-                    self._items.move_to_end(key)
-                known.append(hit)
-        missing = [i for i, hit in enumerate(known) if hit is None]
+        cached = self._items.get_many(keys)
+        missing = [i for i, key in enumerate(keys) if key not in cached]
         if missing:
             scanned = scanner.scan_many([distinct[i] for i in missing])
-            with self._lock:
-                for i, findings in zip(missing, scanned, strict=True):
-                    found = known[i] = tuple(findings)
-                    self._items[keys[i]] = found
-                    self._items.move_to_end(keys[i])
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-        by_text = dict(zip(distinct, known, strict=True))
-        return [by_text[t] or () for t in texts]
+            made = [(keys[i], tuple(f)) for i, f in zip(missing, scanned, strict=True)]
+            self._items.put_many(made)
+            cached.update(made)
+        by_text = {text: cached[key] for text, key in zip(distinct, keys, strict=True)}
+        return [by_text[t] for t in texts]
 
 
 @dataclass(slots=True)

@@ -135,12 +135,28 @@ def test_the_scan_cache_holds_keyed_digests_never_the_plain_sha256_of_a_value(
     # The unkeyed SHA-256 of an e-mail address is the "hashed e-mail" ad-tech matches people on;
     # the cache must not hold it (nor any digest a dictionary attack could test candidates with).
     plain = {hashlib.sha256(v.encode()).digest() for v in values}
-    keys_first = set(first._cache._items)  # what the cache holds is the point
-    keys_second = set(second._cache._items)
+    keys_first = set(first._cache._items.keys())  # what the cache holds is the point
+    keys_second = set(second._cache._items.keys())
     assert len(keys_first) == len(values)
     assert not keys_first & plain
     # A random key per cache: the same values give unrelated digests in another process.
     assert not keys_first & keys_second
+
+
+def test_the_scan_cache_keeps_the_values_used_last_when_it_is_full(
+    scanner: PresidioPiiScanner,
+) -> None:
+    policy = load_facts_policy(REPO / "policies" / "categories.yaml")
+    intake = FactIntake(policy, scanner, cache_size=2)
+    first = intake.prepare({"interests": ["garden", "anna.schmidt@web.de"]}, [], AT)
+    intake.prepare({"interests": ["garden"]}, [], AT)  # a hit: "garden" is used last now
+    intake.prepare({"interests": ["cycling"]}, [], AT)
+    digest = intake._cache._digest
+    assert intake._cache._items.keys() == [digest("garden"), digest("cycling")]
+    # The evicted value is scanned again, with the same findings (redacted as before).
+    again = intake.prepare({"interests": ["garden", "anna.schmidt@web.de"]}, [], AT)
+    assert [f.payload for f in again] == [f.payload for f in first]
+    assert b"<EMAIL_ADDRESS>" in first[0].payload
 
 
 def test_datetime_value_is_stored_as_given_when_its_fraction_reads_like_a_phone_number(
