@@ -73,6 +73,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from identity.bounded import BoundedMap
 from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
 from identity.hashing import HmacSha256
 from privacy.keys.keyprovider import (
@@ -403,17 +404,16 @@ class Vault:
             raise ValueError("pool_size must be >= 0")
         self._keys = keys
         self._provider = provider
-        self._cache_size = cache_size
         # owner -> AES-GCM context of its DEK, least recently used first. Holds DEKs that were
-        # unwrapped (and so authenticated) from the key file; valid until the owner is shredded.
-        self._cache: OrderedDict[str, AESGCM] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        # The key file's shred generation the cache is valid for (-1: not read yet).
-        self._generation = -1
+        # unwrapped (and so authenticated) from the key file; valid until the owner is shredded:
+        # every use names the key file's shred generation, and a newer one empties the cache
+        # (BoundedMap's validity generation), so another process's shred takes effect here on
+        # the next call; keys read before a shred are never cached after it.
+        self._cache: BoundedMap[str, AESGCM] = BoundedMap(cache_size)
         self._root_key: bytes | None = None
         self._shred_mac: HmacSha256 | None = None
         self._root_lock = threading.Lock()
-        # (owner, info) -> owner subkey (owner_subkeys), under the cache lock and generation.
+        # (owner, info) -> owner subkey (owner_subkeys), valid for a shred generation like _cache.
         # Bounded on its own: an audience page derives a subkey per member (the audit log's
         # person references), and one audience at 1M persons has ~25,000 members. Bounded by
         # the DEK cache's 10,000 (the old shared bound), every warm scan of such an audience
@@ -422,8 +422,7 @@ class Vault:
         # (_SUBKEY_CACHE_PER_DEK x cache_size, 100,000 subkeys) holds ~30 MiB at most. Same
         # validity rules as the DEK cache: dropped on any shred (this process's or, via the
         # shred generation, another's).
-        self._subkeys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
-        self._subkey_cache_size = (
+        self._subkeys: BoundedMap[tuple[str, bytes], bytes] = BoundedMap(
             cache_size * _SUBKEY_CACHE_PER_DEK if subkey_cache_size is None else subkey_cache_size
         )
         # Owners whose data keys are already durably stored, not yet handed out (see
@@ -505,17 +504,9 @@ class Vault:
         for owner in wanted:
             _check_name("owner", owner)
         generation = self._keys.shred_generation()
-        found: dict[str, bytes] = {}
-        with self._cache_lock:
-            if generation > self._generation:
-                self._cache.clear()
-                self._subkeys.clear()
-                self._generation = generation
-            for owner in wanted:
-                key = self._subkeys.get((owner, info))
-                if key is not None:
-                    self._subkeys.move_to_end((owner, info))
-                    found[owner] = key
+        self._cache.observe(generation)  # a shred seen here drops the cached data keys too
+        cached = self._subkeys.get_many(((owner, info) for owner in wanted), generation=generation)
+        found = {owner: key for (owner, _), key in cached.items()}
         rest = wanted - found.keys()
         if not rest:
             return found
@@ -525,13 +516,10 @@ class Vault:
         if missing and create:
             raw.update(self._fresh_keys(missing))
         made = {owner: _hkdf(key, info) for owner, key in raw.items()}
-        if self._subkey_cache_size:
-            with self._cache_lock:
-                if self._generation == generation:
-                    for owner, key in made.items():
-                        self._subkeys[(owner, info)] = key
-                    while len(self._subkeys) > self._subkey_cache_size:
-                        self._subkeys.popitem(last=False)
+        # Kept only if no shred happened since the generation was read (see BoundedMap).
+        self._subkeys.put_many(
+            (((owner, info), key) for owner, key in made.items()), generation=generation
+        )
         return {**found, **made}
 
     def _fresh_keys(self, missing: set[str]) -> dict[str, bytes]:
@@ -574,8 +562,7 @@ class Vault:
                 self._refill(make_owner, count)
             taken = [self._pool.popitem(last=False) for _ in range(count)]
         generation = self._keys.shred_generation()
-        self._cached(generation, set())  # bring the cache's generation up to date first
-        self._remember(generation, dict(taken))  # sealing finds them without a key-file read
+        self._cache.put_many(taken, generation=generation)  # sealing finds them without a read
         return [owner for owner, _ in taken]
 
     def release_owners(self, owners: Sequence[str]) -> None:
@@ -589,8 +576,7 @@ class Vault:
             for owner in owners:
                 if len(self._pool) >= self._pool_size:
                     return  # the rest stay unused keys (see reserve_owners)
-                with self._cache_lock:
-                    cipher = self._cache.get(owner)
+                cipher = self._cache.get(owner)
                 if cipher is None:  # evicted or dropped by a shred: no longer known good
                     continue
                 self._pool[owner] = cipher
@@ -614,9 +600,7 @@ class Vault:
             self._pool.clear()
             if self._holder is None:
                 return self._delete_unused(owners)
-            with self._cache_lock:
-                for owner in owners:
-                    self._cache.pop(owner, None)
+            self._cache.drop(owners)
             # The ids handed out keep their mark: the next sweep keeps those that became nodes.
             return self._keys.release_holder(self._holder, owners, settled=False)
 
@@ -646,9 +630,7 @@ class Vault:
         """Delete never-used keys (pool lock held); they leave the DEK cache first."""
         if not owners:
             return 0
-        with self._cache_lock:
-            for owner in owners:
-                self._cache.pop(owner, None)
+        self._cache.drop(owners)
         return self._keys.delete_unused(owners)
 
     def _refill(self, make_owner: Callable[[], str], count: int) -> None:
@@ -751,15 +733,11 @@ class Vault:
         for owner in wanted:
             _check_name("owner", owner)
         destroyed, generation = self._keys.delete_many(wanted, self._shred_refs(wanted))
-        with self._cache_lock:
-            self._subkeys.clear()  # rare (erasures): simpler than finding each owner's entries
-            if self._generation == generation - 1:
-                # No other shred since the cache was last validated: dropping ours is enough.
-                for owner in wanted:
-                    self._cache.pop(owner, None)
-            else:
-                self._cache.clear()
-            self._generation = max(self._generation, generation)
+        # Subkeys: all of them (rare, erasures: simpler than finding each owner's entries).
+        self._subkeys.clear(generation=generation)
+        # Data keys: with no other shred since the cache was last validated, dropping ours is
+        # enough; otherwise the cache empties (BoundedMap.advance).
+        self._cache.advance(generation, wanted)
         if not self._keys.checkpoint():
             raise ShredIncompleteError(destroyed)
         return destroyed
@@ -918,27 +896,15 @@ class Vault:
         if no shred happened meanwhile.
         """
         generation = self._keys.shred_generation()
-        ciphers = self._cached(generation, owners)
+        # Only forward: a call that read the generation before a concurrent call saw a newer
+        # one does not roll the cache's validity back (BoundedMap.get_many).
+        ciphers = self._cache.get_many(owners, generation=generation)
         if len(ciphers) < len(owners):
             loaded = self._load(owners - ciphers.keys(), create=create, fresh=fresh)
             ciphers.update(loaded)
-            self._remember(generation, loaded)
+            # Not cached if a shred happened while these were loaded.
+            self._cache.put_many(loaded.items(), generation=generation)
         return ciphers
-
-    def _cached(self, generation: int, owners: set[str]) -> dict[str, AESGCM]:
-        found: dict[str, AESGCM] = {}
-        with self._cache_lock:
-            # Only forward: a call that read the generation before a concurrent call saw a
-            # newer one must not roll the cache's validity back.
-            if generation > self._generation:
-                self._cache.clear()
-                self._generation = generation
-            for owner in owners:
-                cipher = self._cache.get(owner)
-                if cipher is not None:
-                    self._cache.move_to_end(owner)
-                    found[owner] = cipher
-        return found
 
     def _load(
         self, owners: set[str], *, create: bool, fresh: Collection[str] = ()
@@ -961,15 +927,3 @@ class Vault:
         for owner, wrapped in rows.items():
             made[owner] = AESGCM(self._unwrap(owner, wrapped))
         return made
-
-    def _remember(self, generation: int, made: dict[str, AESGCM]) -> None:
-        if not self._cache_size:
-            return
-        with self._cache_lock:
-            if self._generation != generation:
-                return  # a shred happened while these were loaded: do not cache them
-            self._cache.update(made)
-            for owner in made:
-                self._cache.move_to_end(owner)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
