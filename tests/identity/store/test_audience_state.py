@@ -906,5 +906,65 @@ def test_a_consent_record_costs_what_the_first_did_when_its_person_holds_hundred
         assert later <= second * 1.5  # up to state 3: about 80 times as many
         assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
         assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
+        # Erasure deletes the records one by one: per record, a long history costs what a
+        # short one does (up to state 3: every deletion recomputed from the records left).
+        (big,) = graph.persons
+        graph.step(("person", 2, [], [record] * 10))
+        (small,) = set(graph.persons) - {big}
+        erase_small = _vm_steps(conn, lambda: store.write(lambda tx: tx.erase_person(small)))
+        erase_big = _vm_steps(conn, lambda: store.write(lambda tx: tx.erase_person(big)))
+        assert erase_big / 402 <= 2 * erase_small / 10
+        assert sqlite_audience.consent_state_of(conn) == {}
+    finally:
+        store.close()
+
+
+def test_consent_current_stays_exact_when_retention_prunes_superseded_records(
+    tmp_path: Path,
+) -> None:
+    """Deleting a record that cannot decide (an older objection, an older grant) adjusts the
+    row in place; deleting the deciding one recomputes it; deleting the last ones removes it;
+    each as a recomputation from all records finds it."""
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3", synchronous="OFF")
+    try:
+        graph = _Graph(store)
+        old, newer, latest = CONSENT_TIMES[3], CONSENT_TIMES[2], CONSENT_TIMES[0]
+        graph.step(
+            (
+                "person",
+                1,
+                [],
+                [
+                    (0, PURPOSE, False, old, ConsentSignal.OBJECTION),
+                    (0, PURPOSE, False, newer, ConsentSignal.OBJECTION),
+                    (0, PURPOSE, True, old, ConsentSignal.DIRECT),
+                    (0, PURPOSE, True, latest, ConsentSignal.DIRECT),
+                    (0, PURPOSE, False, latest, ConsentSignal.TCF),  # a tie: denied
+                    (0, OTHER, True, old, ConsentSignal.DIRECT),
+                ],
+            )
+        )
+        conn: sqlite3.Connection = store._conn
+        (person,) = graph.persons
+        assert sqlite_audience.consent_state_of(conn)[(person, PURPOSE)][-1] == 2
+        graph.step(("prune_consents", 2))  # the older objection and the older grant go
+        assert conn.execute("SELECT count(*) FROM consents").fetchone() == (4,)
+        state = sqlite_audience.consent_state_of(conn)
+        assert state == _recomputed_consent_state(conn)
+        assert state[(person, PURPOSE)][1:] == (0, 1, 1)  # denied by the tie; one objection
+        assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
+        # Deciding records deleted (no write path deletes one alone today; the triggers must
+        # hold for any delete): the grant of the tie, then the denial left alone at that time.
+        for signal, expected in (("direct", (0, 0, 1)), ("tcf", (None, 0, 1))):
+            with conn:
+                conn.execute(
+                    "DELETE FROM consents WHERE purpose = ? AND signal = ?", (PURPOSE, signal)
+                )
+            state = sqlite_audience.consent_state_of(conn)
+            assert state == _recomputed_consent_state(conn)
+            assert state[(person, PURPOSE)][1:] == expected
+        graph.step(("erase", 0))
+        assert sqlite_audience.consent_state_of(conn) == {}
+        assert sqlite_audience.consent_records_of(conn) == {}
     finally:
         store.close()
