@@ -61,6 +61,44 @@ def engine(
     return ResolutionEngine(store, keyring, policy, clock=_ticking_clock(), sealer=vault)
 
 
+# ingest(("email", "ann@shop.de"), consents=..., facts=..., at=..., source=...) -> person id
+Ingest = Callable[..., str]
+ConsentsOf = Callable[[str, list[str]], list[ConsentRecord]]
+
+
+@pytest.fixture
+def ingest(engine: ResolutionEngine, ids: Ids) -> Ingest:
+    """:func:`_ingest` on the parametrized backend's engine: one event, its person's id."""
+    return partial(_ingest, engine, ids)
+
+
+IngestOn = Callable[..., Ingest]
+
+
+@pytest.fixture
+def ingest_on(keyring: Keyring, policy: IdentityPolicy, vault: Vault, ids: Ids) -> IngestOn:
+    """``ingest_on(store, clock)``: :func:`_ingest` through an engine of its own on another open
+    store (a second connection, a store opened again), ticking clock unless given."""
+
+    def bind(store: GraphStore, clock: Callable[[], datetime] | None = None) -> Ingest:
+        engine = ResolutionEngine(
+            store, keyring, policy, clock=clock or _ticking_clock(), sealer=vault
+        )
+        return partial(_ingest, engine, ids)
+
+    return bind
+
+
+@pytest.fixture
+def consents_of(store: GraphStore) -> ConsentsOf:
+    """``person_consents`` of a person for some purposes, read in a transaction of its own."""
+
+    def read(person: str, purposes: list[str]) -> list[ConsentRecord]:
+        return store.read(lambda tx: tx.person_consents(person, purposes))
+
+    return read
+
+
 def _consent(
     purpose: str,
     granted: bool = True,
@@ -119,13 +157,13 @@ def _scan_all(store: GraphStore, scan: MemberScan, limit: int) -> list[MemberRow
 
 
 def test_consent_records_are_stored_whole_and_survive_reopening_the_store(
-    store_factory: StoreFactory, keyring: Keyring, policy: IdentityPolicy, vault: Vault, ids: Ids
+    store_factory: StoreFactory, ingest_on: IngestOn
 ) -> None:
     first = store_factory()
     try:
-        engine = ResolutionEngine(first, keyring, policy, clock=lambda: _minutes(90), sealer=vault)
+        ingest = ingest_on(first, lambda: _minutes(90))
         tcf = ConsentInput("marketing", False, _minutes(5), ConsentSignal.TCF, "consent", PROOF)
-        person = _ingest(engine, ids, ("email", "ann@shop.de"), consents=(tcf,), source="cmp:x")
+        person = ingest(("email", "ann@shop.de"), consents=(tcf,), source="cmp:x")
         (stored,) = first.read(lambda tx: tx.person_consents(person, ["marketing"]))
     finally:
         first.close()
@@ -151,12 +189,10 @@ def test_consent_records_are_stored_whole_and_survive_reopening_the_store(
 
 
 def test_person_consents_returns_asked_purposes_and_restrictions_in_decision_order(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, consents_of: ConsentsOf, store: GraphStore
 ) -> None:
     email, phone = ("email", "ann@shop.de"), ("phone", "+442079460958")
-    person = _ingest(
-        engine,
-        ids,
+    person = ingest(
         email,
         phone,
         consents=(
@@ -167,9 +203,7 @@ def test_person_consents_returns_asked_purposes_and_restrictions_in_decision_ord
     )
     # A later batch (later recorded_at) with a decision at the same time as an earlier one,
     # anchored to the phone node, and a restriction of processing.
-    _ingest(
-        engine,
-        ids,
+    ingest(
         phone,
         consents=(
             _consent("marketing", True, _minutes(10)),
@@ -177,7 +211,7 @@ def test_person_consents_returns_asked_purposes_and_restrictions_in_decision_ord
             _consent("profiling", False, _minutes(2)),
         ),
     )
-    records = store.read(lambda tx: tx.person_consents(person, ["marketing"]))
+    records = consents_of(person, ["marketing"])
     assert _purposes_and_times(records) == [
         ("marketing", _minutes(10), False),
         ("marketing", _minutes(10), True),  # same at: the one recorded later comes later
@@ -185,25 +219,25 @@ def test_person_consents_returns_asked_purposes_and_restrictions_in_decision_ord
         (RESTRICTION_PURPOSE, _minutes(30), False),
     ]
     assert records[0].recorded_at < records[1].recorded_at
-    both = store.read(lambda tx: tx.person_consents(person, ["analytics", "profiling"]))
+    both = consents_of(person, ["analytics", "profiling"])
     assert [r.purpose for r in both] == ["analytics", "profiling", RESTRICTION_PURPOSE]
-    only_restriction = store.read(lambda tx: tx.person_consents(person, []))
+    only_restriction = consents_of(person, [])
     assert [r.purpose for r in only_restriction] == [RESTRICTION_PURPOSE]
-    assert store.read(lambda tx: tx.person_consents("p_nobody", ["marketing"])) == []
+    assert consents_of("p_nobody", ["marketing"]) == []
     assert store.stats().consents == 6
 
 
 def test_consent_records_with_equal_times_are_ordered_by_when_they_were_recorded(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, consents_of: ConsentsOf, store: GraphStore
 ) -> None:
     # Six batches, each recording one decision taken at the same moment: the ticking clock
     # gives each batch a later recorded_at, and record ids are random, so only ordering by
     # recorded_at gives this order (by chance: 1 in 720).
     email = ("email", "ann@shop.de")
-    person = _ingest(engine, ids, email, consents=(_consent("marketing", True, _minutes(1)),))
+    person = ingest(email, consents=(_consent("marketing", True, _minutes(1)),))
     for n in range(1, 6):
-        _ingest(engine, ids, email, consents=(_consent("marketing", n % 2 == 0, _minutes(1)),))
-    records = store.read(lambda tx: tx.person_consents(person, ["marketing"]))
+        ingest(email, consents=(_consent("marketing", n % 2 == 0, _minutes(1)),))
+    records = consents_of(person, ["marketing"])
     assert [r.granted for r in records] == [True, False, True, False, True, False]
     assert [r.recorded_at for r in records] == sorted({r.recorded_at for r in records})
     (row,) = _scan_all(store, MemberScan(consent_purposes=("marketing",)), 5)
@@ -211,46 +245,42 @@ def test_consent_records_with_equal_times_are_ordered_by_when_they_were_recorded
 
 
 def test_consent_records_with_equal_times_are_ordered_by_record_id(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, consents_of: ConsentsOf
 ) -> None:
-    person = _ingest(
-        engine,
-        ids,
+    person = ingest(
         ("email", "ann@shop.de"),
         consents=tuple(_consent("marketing", n % 2 == 0, _minutes(1)) for n in range(6)),
     )
-    records = store.read(lambda tx: tx.person_consents(person, ["marketing"]))
+    records = consents_of(person, ["marketing"])
     assert len(records) == 6
     assert [r.record_id for r in records] == sorted(r.record_id for r in records)
 
 
 def test_consent_records_follow_their_node_into_a_merged_person(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, consents_of: ConsentsOf, store: GraphStore
 ) -> None:
-    ann = _ingest(engine, ids, ("email", "ann@shop.de"), consents=(_consent("marketing"),))
-    other = _ingest(
-        engine, ids, ("cookie_id", "c-1"), consents=(_consent("analytics", at=_minutes(1)),)
-    )
-    merged = _ingest(engine, ids, ("email", "ann@shop.de"), ("cookie_id", "c-1"))
+    ann = ingest(("email", "ann@shop.de"), consents=(_consent("marketing"),))
+    other = ingest(("cookie_id", "c-1"), consents=(_consent("analytics", at=_minutes(1)),))
+    merged = ingest(("email", "ann@shop.de"), ("cookie_id", "c-1"))
     survivor, absorbed = (ann, other) if merged == ann else (other, ann)
     assert store.read(lambda tx: tx.person(absorbed)) is None
-    records = store.read(lambda tx: tx.person_consents(survivor, ["marketing", "analytics"]))
+    records = consents_of(survivor, ["marketing", "analytics"])
     assert [r.purpose for r in records] == ["marketing", "analytics"]
-    assert store.read(lambda tx: tx.person_consents(absorbed, ["marketing", "analytics"])) == []
+    assert consents_of(absorbed, ["marketing", "analytics"]) == []
     assert store.stats().consents == 2
 
 
 def test_consent_records_stay_with_their_own_part_when_an_unlink_splits_the_person(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, consents_of: ConsentsOf, engine: ResolutionEngine, ids: Ids
 ) -> None:
     email, cookie = ("email", "ann@shop.de"), ("cookie_id", "c-1")
-    _ingest(engine, ids, email, cookie, consents=(_consent("marketing"),))  # on the email (hub)
-    _ingest(engine, ids, cookie, consents=(_consent("analytics"),))  # on the cookie
+    ingest(email, cookie, consents=(_consent("marketing"),))  # on the email (hub)
+    ingest(cookie, consents=(_consent("analytics"),))  # on the cookie
     result = engine.unlink(ids(*email), ids(*cookie))
     assert result.split
     purposes = ["marketing", "analytics"]
-    email_part = store.read(lambda tx: tx.person_consents(result.person_id_a, purposes))
-    cookie_part = store.read(lambda tx: tx.person_consents(result.person_id_b, purposes))
+    email_part = consents_of(result.person_id_a, purposes)
+    cookie_part = consents_of(result.person_id_b, purposes)
     assert [r.purpose for r in email_part] == ["marketing"]
     assert [r.purpose for r in cookie_part] == ["analytics"]
 
@@ -275,11 +305,9 @@ def test_a_consent_record_whose_node_does_not_exist_is_refused_and_nothing_is_wr
     assert store.stats().consents == 0
 
 
-def test_person_returns_the_record_or_none_when_missing(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
-) -> None:
-    person = _ingest(engine, ids, ("email", "ann@shop.de"), at=_minutes(3))
-    _ingest(engine, ids, ("email", "ann@shop.de"), at=_minutes(9))
+def test_person_returns_the_record_or_none_when_missing(ingest: Ingest, store: GraphStore) -> None:
+    person = ingest(("email", "ann@shop.de"), at=_minutes(3))
+    ingest(("email", "ann@shop.de"), at=_minutes(9))
     record = store.read(lambda tx: tx.person(person))
     assert record is not None
     assert (record.person_id, record.created_at, record.last_seen) == (
@@ -291,13 +319,11 @@ def test_person_returns_the_record_or_none_when_missing(
 
 
 def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, store: GraphStore
 ) -> None:
     email, phone = ("email", "ann@shop.de"), ("phone", "+442079460958")
     kinds = (FactKind.ATTRIBUTE, FactKind.EVENT)
-    person = _ingest(
-        engine,
-        ids,
+    person = ingest(
         email,
         phone,
         consents=(_consent("marketing", True, _minutes(20)), _consent("analytics", False)),
@@ -310,9 +336,7 @@ def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once
     )
     # A later batch on the phone node: a decision at an equal time (ordered by recorded_at),
     # a restriction record, an attribute of the same name and an older event.
-    _ingest(
-        engine,
-        ids,
+    ingest(
         phone,
         consents=(
             _consent("marketing", False, _minutes(20)),
@@ -320,7 +344,7 @@ def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once
         ),
         facts=(_attribute("city", _minutes(6)), _event("visit", _minutes(2))),
     )
-    consentless = _ingest(engine, ids, ("email", "bob@shop.de"), facts=(_event("visit", T0),))
+    consentless = ingest(("email", "bob@shop.de"), facts=(_event("visit", T0),))
 
     def separately(tx: GraphTransaction, who: str, purposes: list[str]) -> tuple[Any, ...]:
         consents = tx.person_consents(who, purposes)
@@ -350,9 +374,9 @@ def test_person_read_equals_the_three_reads_of_one_transaction_when_read_at_once
 
 
 def test_member_pages_cover_every_person_exactly_once_in_id_order(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, store: GraphStore
 ) -> None:
-    persons = {_ingest(engine, ids, ("email", f"user{n}@shop.de")) for n in range(11)}
+    persons = {ingest(("email", f"user{n}@shop.de")) for n in range(11)}
     for limit in (1, 3, 11, 50):
         rows = _scan_all(store, MemberScan(), limit)
         assert [r.person_id for r in rows] == sorted(persons)
@@ -369,18 +393,16 @@ def test_member_pages_cover_every_person_exactly_once_in_id_order(
 
 
 def test_member_page_returns_person_times_only_when_asked_when_event_rules_select(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, store: GraphStore
 ) -> None:
-    buyer = _ingest(
-        engine,
-        ids,
+    buyer = ingest(
         ("email", "a@shop.de"),
         consents=(_consent("marketing", at=_minutes(4)),),
         facts=(_event("purchase", _minutes(5)),),
         at=_minutes(5),
     )
-    _ingest(engine, ids, ("email", "a@shop.de"), at=_minutes(9))
-    _ingest(engine, ids, ("email", "b@shop.de"), facts=(_event("refund", _minutes(6)),))
+    ingest(("email", "a@shop.de"), at=_minutes(9))
+    ingest(("email", "b@shop.de"), facts=(_event("refund", _minutes(6)),))
     rule = (EventCountRule("purchase", _minutes(1), 1),)
     for purposes, consent_filter in (((), None), (("marketing",), "marketing")):
         asked = MemberScan(rule, (), purposes, consent_filter, person_times=True)
@@ -398,34 +420,26 @@ def test_member_page_returns_person_times_only_when_asked_when_event_rules_selec
 
 
 def test_member_page_event_rules_count_active_events_since_a_time_on_any_node(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, store: GraphStore
 ) -> None:
     since = _minutes(100)
     quarantined = FactStatus.QUARANTINED
     # One event exactly at `since` (inclusive) and one on the cookie node, merged in later.
-    two_on_two_nodes = _ingest(
-        engine, ids, ("email", "a@shop.de"), facts=(_event("purchase", since),)
-    )
-    _ingest(engine, ids, ("cookie_id", "a"), facts=(_event("purchase", _minutes(200)),))
-    assert _ingest(engine, ids, ("email", "a@shop.de"), ("cookie_id", "a")) == two_on_two_nodes
+    two_on_two_nodes = ingest(("email", "a@shop.de"), facts=(_event("purchase", since),))
+    ingest(("cookie_id", "a"), facts=(_event("purchase", _minutes(200)),))
+    assert ingest(("email", "a@shop.de"), ("cookie_id", "a")) == two_on_two_nodes
     # One event just before `since`, one after.
-    one_recent = _ingest(
-        engine,
-        ids,
+    one_recent = ingest(
         ("email", "b@shop.de"),
         facts=(_event("purchase", since - timedelta(milliseconds=1)), _event("purchase", since)),
     )
     # Two recent events, but one is quarantined (invisible to reads).
-    one_active = _ingest(
-        engine,
-        ids,
+    one_active = ingest(
         ("email", "c@shop.de"),
         facts=(_event("purchase", _minutes(150)), _event("purchase", _minutes(150), quarantined)),
     )
     # Two recent events of another name, and one recent page view.
-    other_name = _ingest(
-        engine,
-        ids,
+    other_name = ingest(
         ("email", "d@shop.de"),
         facts=(
             _event("refund", _minutes(150)),
@@ -455,37 +469,26 @@ def test_member_page_event_rules_count_active_events_since_a_time_on_any_node(
 
 
 def test_member_page_event_rules_see_writes_committed_between_pages(
-    engine: ResolutionEngine,
-    ids: Ids,
-    store: GraphStore,
-    store_factory: StoreFactory,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    vault: Vault,
+    ingest: Ingest, ingest_on: IngestOn, store: GraphStore, store_factory: StoreFactory
 ) -> None:
     twice = MemberScan(event_rules=(EventCountRule("purchase", _minutes(100), 2),))
 
     def members() -> list[str]:
         return [r.person_id for r in _scan_all(store, twice, 1)]
 
-    buyer = _ingest(
-        engine,
-        ids,
+    buyer = ingest(
         ("email", "a@shop.de"),
         facts=(_event("purchase", _minutes(150)), _event("purchase", _minutes(151))),
     )
-    late = _ingest(engine, ids, ("email", "b@shop.de"), facts=(_event("purchase", _minutes(150)),))
+    late = ingest(("email", "b@shop.de"), facts=(_event("purchase", _minutes(150)),))
     assert members() == [buyer]
     # A second event through the same store, then a new buyer through another connection (the
     # CLI ingesting while the API serves): the next scan sees both.
-    _ingest(engine, ids, ("email", "b@shop.de"), facts=(_event("purchase", _minutes(160)),))
+    ingest(("email", "b@shop.de"), facts=(_event("purchase", _minutes(160)),))
     assert members() == sorted([buyer, late])
     other = store_factory()
     try:
-        writer = ResolutionEngine(other, keyring, policy, clock=_ticking_clock(), sealer=vault)
-        third = _ingest(
-            writer,
-            ids,
+        third = ingest_on(other)(
             ("email", "c@shop.de"),
             facts=(_event("purchase", _minutes(170)), _event("purchase", _minutes(171))),
         )
@@ -498,12 +501,10 @@ def test_member_page_event_rules_see_writes_committed_between_pages(
 
 
 def test_member_page_returns_only_active_named_attributes_sealed(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore, vault: Vault
+    ingest: Ingest, store: GraphStore, vault: Vault
 ) -> None:
     quarantined = FactStatus.QUARANTINED
-    person = _ingest(
-        engine,
-        ids,
+    person = ingest(
         ("email", "a@shop.de"),
         facts=(
             _attribute("city", _minutes(1)),
@@ -512,8 +513,8 @@ def test_member_page_returns_only_active_named_attributes_sealed(
             _event("city", _minutes(1)),  # an event of the same name is not an attribute
         ),
     )
-    _ingest(engine, ids, ("cookie_id", "a"), facts=(_attribute("age_band", _minutes(2)),))
-    _ingest(engine, ids, ("email", "a@shop.de"), ("cookie_id", "a"))
+    ingest(("cookie_id", "a"), facts=(_attribute("age_band", _minutes(2)),))
+    ingest(("email", "a@shop.de"), ("cookie_id", "a"))
     (row,) = _scan_all(store, MemberScan(attribute_names=("city", "age_band")), 10)
     assert row.person_id == person
     assert sorted((f.name, f.kind, f.status) for f in row.attributes) == [
@@ -527,11 +528,9 @@ def test_member_page_returns_only_active_named_attributes_sealed(
 
 
 def test_member_page_returns_consents_only_for_asked_purposes_and_restrictions(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, consents_of: ConsentsOf, store: GraphStore
 ) -> None:
-    restricted = _ingest(
-        engine,
-        ids,
+    restricted = ingest(
         ("email", "a@shop.de"),
         consents=(
             _consent("marketing", True, _minutes(2)),
@@ -540,8 +539,8 @@ def test_member_page_returns_consents_only_for_asked_purposes_and_restrictions(
             _consent("marketing", False, _minutes(1)),
         ),
     )
-    plain = _ingest(engine, ids, ("email", "b@shop.de"), consents=(_consent("analytics"),))
-    silent = _ingest(engine, ids, ("email", "c@shop.de"))
+    plain = ingest(("email", "b@shop.de"), consents=(_consent("analytics"),))
+    silent = ingest(("email", "c@shop.de"))
     rows = {
         r.person_id: r for r in _scan_all(store, MemberScan(consent_purposes=("marketing",)), 2)
     }
@@ -553,9 +552,7 @@ def test_member_page_returns_consents_only_for_asked_purposes_and_restrictions(
     assert rows[plain].consents == ()
     assert rows[silent].consents == ()
     # The same records as person_consents returns.
-    assert list(rows[restricted].consents) == store.read(
-        lambda tx: tx.person_consents(restricted, ["marketing"])
-    )
+    assert list(rows[restricted].consents) == consents_of(restricted, ["marketing"])
     # With event rules a page reads a list of persons, not an id range: the same answers (a
     # rule of at least 0 events holds for everyone).
     everyone = (EventCountRule("purchase", T0, 0),)
@@ -568,37 +565,31 @@ def test_member_page_returns_consents_only_for_asked_purposes_and_restrictions(
 
 
 def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allow(
-    engine: ResolutionEngine, ids: Ids, store: GraphStore
+    ingest: Ingest, store: GraphStore
 ) -> None:
     """``MemberScan.consent_filter``: persons whose current consent for the purpose cannot
     allow come back excluded with the reason, nothing loaded; the others as without it.
     The state follows merges (a grant arriving with a merged identifier counts)."""
     later = _minutes(10)
-    granted = _ingest(engine, ids, ("email", "a@shop.de"), consents=(_consent("ads"),))
-    denied = _ingest(engine, ids, ("email", "b@shop.de"), consents=(_consent("ads", False),))
-    tie = _ingest(
-        engine,
-        ids,
+    granted = ingest(("email", "a@shop.de"), consents=(_consent("ads"),))
+    denied = ingest(("email", "b@shop.de"), consents=(_consent("ads", False),))
+    tie = ingest(
         ("email", "c@shop.de"),
         consents=(_consent("ads", True, later), _consent("ads", False, later)),
     )
-    silent = _ingest(engine, ids, ("email", "d@shop.de"), consents=(_consent("other"),))
-    objected = _ingest(
-        engine,
-        ids,
+    silent = ingest(("email", "d@shop.de"), consents=(_consent("other"),))
+    objected = ingest(
         ("email", "e@shop.de"),
         consents=(_consent("ads", False, T0, ConsentSignal.OBJECTION),),
     )
-    restricted = _ingest(
-        engine,
-        ids,
+    restricted = ingest(
         ("email", "f@shop.de"),
         consents=(_consent(RESTRICTION_PURPOSE, False, T0, ConsentSignal.RESTRICTION),),
     )
     # A denial, then a later grant on another identifier merged in: the grant decides.
-    regranted = _ingest(engine, ids, ("email", "g@shop.de"), consents=(_consent("ads", False),))
-    _ingest(engine, ids, ("cookie_id", "g"), consents=(_consent("ads", True, later),))
-    assert _ingest(engine, ids, ("email", "g@shop.de"), ("cookie_id", "g")) == regranted
+    regranted = ingest(("email", "g@shop.de"), consents=(_consent("ads", False),))
+    ingest(("cookie_id", "g"), consents=(_consent("ads", True, later),))
+    assert ingest(("email", "g@shop.de"), ("cookie_id", "g")) == regranted
     scan = MemberScan(attribute_names=("city",), consent_purposes=("ads",), consent_filter="ads")
     rows = {r.person_id: r for r in _scan_all(store, scan, 2)}
     assert {p: r.excluded for p, r in rows.items()} == {
@@ -618,9 +609,7 @@ def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allo
     for person in (granted, objected, restricted, regranted):
         assert rows[person].consents == unfiltered[person].consents
     # With an event rule the same filter applies to the persons the rule selects.
-    buyer = _ingest(
-        engine,
-        ids,
+    buyer = ingest(
         ("email", "h@shop.de"),
         consents=(_consent("ads", False),),
         facts=(_event("purchase", _minutes(5)),),
