@@ -386,9 +386,12 @@ END""",
 ) WITHOUT ROWID""",
     # Their own triggers, under the names of state 2 (an older idgraph creates the triggers it
     # knows by name when they are missing: see the module docstring).
+    # The new record's row, its person found from its node (one seek each).
     f"""CREATE TRIGGER IF NOT EXISTS consent_records_on_insert AFTER INSERT ON consents
 BEGIN
-{_RECORD_ROWS.format(where="i.node_id = NEW.node_id AND c.record_id = NEW.record_id")};
+INSERT INTO consent_records (person_id, purpose, record_id, records)
+SELECT p.person_id, NEW.purpose, NEW.record_id, {_RECORD_JSON.format(c="NEW")}
+FROM identifiers i JOIN persons p ON p.pk = i.person WHERE i.node_id = NEW.node_id;
 END""",
     f"""CREATE TRIGGER IF NOT EXISTS consent_records_on_delete AFTER DELETE ON consents
 BEGIN
