@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,33 +18,69 @@ import pytest
 from identity.errors import IdGraphError, StoreUnavailableError
 from services import bulk
 from services.bulk import ingest_file
+from services.ingest import IngestService
 from tests.conftest import Api
 
 _TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("bulk_test_trace", default="none")
 
+# The service's own commit_prepared, the batch and the actor: what a wrapper is called with.
+Commit = Callable[[Any, str], Any]
+Wrapper = Callable[[Commit, Any, str], Any]
 
-def _rows(path: Path, count: int, prefix: str) -> Path:
-    path.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "identifiers": [{"type": "email", "value": f"{prefix}{i}@pipe.example"}],
-                    "source": "crm",
-                }
+
+@pytest.fixture
+def service(api: Api) -> IngestService:
+    """The app's ingest service (real store, vault and scanner)."""
+    return api.container.ingest
+
+
+@pytest.fixture
+def rows(tmp_path: Path) -> Callable[[int, str], Path]:
+    """``rows(count, prefix)``: a JSONL file of ``count`` rows, one new e-mail address each."""
+
+    def write(count: int, prefix: str) -> Path:
+        path = tmp_path / "rows.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "identifiers": [{"type": "email", "value": f"{prefix}{i}@pipe.example"}],
+                        "source": "crm",
+                    }
+                )
+                + "\n"
+                for i in range(count)
             )
-            + "\n"
-            for i in range(count)
         )
-    )
-    return path
+        return path
+
+    return write
+
+
+@pytest.fixture
+def around_commit(
+    service: IngestService, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[Wrapper], None]:
+    """``around_commit(wrapper)``: every batch commit of the service goes through
+    ``wrapper(commit, batch, actor)``, ``commit`` being the service's own."""
+
+    def install(wrapper: Wrapper) -> None:
+        commit = service.commit_prepared
+        monkeypatch.setattr(
+            service, "commit_prepared", lambda batch, actor: wrapper(commit, batch, actor)
+        )
+
+    return install
 
 
 def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_is_ingested(
-    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    service: IngestService,
+    rows: Callable[[int, str], Path],
+    around_commit: Callable[[Wrapper], None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    source = _rows(tmp_path / "rows.jsonl", 4, "a")
-    service = api.container.ingest
-    commit, events = service.commit_prepared, service.events
+    source = rows(4, "a")
+    events = service.events
     second_batch_read = threading.Event()
     validated: list[int] = []
 
@@ -53,7 +90,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
             second_batch_read.set()
         return events(requests, pointers)
 
-    def slow_first_commit(batch: Any, actor: str) -> Any:
+    def slow_first_commit(commit: Commit, batch: Any, actor: str) -> Any:
         if not second_batch_read.is_set():
             # The first batch's commit holds until the reader reached the second batch: with
             # reading and committing in one thread (the old code) it never would.
@@ -62,7 +99,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
 
     monkeypatch.setattr(bulk, "SCAN_CHUNK_ROWS", 1)
     monkeypatch.setattr(service, "events", watched_events)
-    monkeypatch.setattr(service, "commit_prepared", slow_first_commit)
+    around_commit(slow_first_commit)
     report = ingest_file(service, source, actor="cli", batch_size=2)
 
     assert report.events == 4
@@ -70,7 +107,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
 
 
 def test_batches_commit_in_file_order_each_seeing_the_ones_before_when_pipelined(
-    api: Api, tmp_path: Path
+    api: Api, service: IngestService, tmp_path: Path
 ) -> None:
     # Row 3 bridges row 1's and row 2's persons; with batch size 1 each row is its own batch, so
     # the bridge sees both only if every batch before it committed first.
@@ -85,7 +122,7 @@ def test_batches_commit_in_file_order_each_seeing_the_ones_before_when_pipelined
     ]
     source.write_text("".join(json.dumps({"identifiers": r, "source": "crm"}) + "\n" for r in rows))
 
-    report = ingest_file(api.container.ingest, source, actor="cli", batch_size=1)
+    report = ingest_file(service, source, actor="cli", batch_size=1)
 
     assert [report.outcomes["created"], report.outcomes["merged"]] == [2, 1]
     assert report.merged_persons == 1
@@ -93,20 +130,21 @@ def test_batches_commit_in_file_order_each_seeing_the_ones_before_when_pipelined
 
 
 def test_a_failed_commit_stops_the_file_and_commits_nothing_after_it(
-    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: Api,
+    service: IngestService,
+    rows: Callable[[int, str], Path],
+    around_commit: Callable[[Wrapper], None],
 ) -> None:
-    source = _rows(tmp_path / "rows.jsonl", 6, "f")
-    service = api.container.ingest
-    commit = service.commit_prepared
+    source = rows(6, "f")
     calls: list[int] = []
 
-    def failing_second_commit(batch: Any, actor: str) -> Any:
+    def failing_second_commit(commit: Commit, batch: Any, actor: str) -> Any:
         calls.append(len(batch.events))
         if len(calls) == 2:
             raise StoreUnavailableError("disk gone")
         return commit(batch, actor)
 
-    monkeypatch.setattr(service, "commit_prepared", failing_second_commit)
+    around_commit(failing_second_commit)
     with pytest.raises(IdGraphError, match="disk gone"):
         ingest_file(service, source, actor="cli", batch_size=2)
 
@@ -115,18 +153,18 @@ def test_a_failed_commit_stops_the_file_and_commits_nothing_after_it(
 
 
 def test_a_batch_commits_with_the_callers_context_variables_when_pipelined(
-    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    service: IngestService,
+    rows: Callable[[int, str], Path],
+    around_commit: Callable[[Wrapper], None],
 ) -> None:
-    source = _rows(tmp_path / "rows.jsonl", 3, "c")
-    service = api.container.ingest
-    commit = service.commit_prepared
+    source = rows(3, "c")
     seen: list[tuple[str, bool]] = []
 
-    def traced_commit(batch: Any, actor: str) -> Any:
+    def traced_commit(commit: Commit, batch: Any, actor: str) -> Any:
         seen.append((_TRACE.get(), threading.current_thread() is threading.main_thread()))
         return commit(batch, actor)
 
-    monkeypatch.setattr(service, "commit_prepared", traced_commit)
+    around_commit(traced_commit)
     token = _TRACE.set("file-1")
     try:
         report = ingest_file(service, source, actor="cli", batch_size=1)
