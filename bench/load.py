@@ -32,7 +32,9 @@ Machines are noisy: compare the ratios, not the absolute numbers. Each phase als
 seconds of the client and servers together and of the server alone (``server_cpu_seconds``;
 ``*_server_cpu_per_request_over_hello`` in ``ratios``): the steadier figure when other jobs
 share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
-``hello`` (``bulk`` comes with ``ingest``).
+``hello`` (``bulk`` comes with ``ingest``). The ingest phase also reports the server's graph
+transactions (``commits``, from its own ``/metrics``: one per group commit), to compare with
+``bench/ingest_paths.py``'s.
 """
 
 from __future__ import annotations
