@@ -128,7 +128,8 @@ async def announce_batch(request: Request) -> AsyncIterator[Arrival]:
     the request is authenticated, before its body is validated (on the event loop) and before a
     worker thread takes it (``IngestService.announce_batch``): a batch writer then waits for it
     and concurrent batches share one transaction. Announced only from the worker thread, HTTP
-    batches were written two at a time (183 transactions for 400 batches on 4 connections).
+    batches were written about two at a time (188-198 transactions for 400 batches on 4
+    connections; 162-172 announced here, bench/README.md).
     Ended when the use case takes the batch, or here if the request fails before that (a body
     that does not validate), so no writer waits for a request that will not come.
     """
