@@ -444,6 +444,80 @@ _CONSENT_SIGNALS = {s.value: s for s in ConsentSignal}
 _EXCLUSIONS = {e.value: e for e in ConsentExclusion}
 
 
+# json_each and ->> (SQLite 3.38): a batch's rows go in as one statement (see _insert_rows).
+_ROWS_AS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
+
+
+def _json_columns(width: int, blobs: Collection[int]) -> list[str]:
+    """The select list of :func:`_insert_rows`: a blob column is (offset, length) in the JSON
+    row, cut from the blob parameter ``?2``."""
+    columns: list[str] = []
+    slot = 0
+    for index in range(width):
+        if index in blobs:
+            columns.append(
+                f"iif(j.value->>{slot} IS NULL, NULL, "
+                f"substr(?2, j.value->>{slot}, j.value->>{slot + 1}))"
+            )
+            slot += 2
+        else:
+            columns.append(f"j.value->>{slot}")
+            slot += 1
+    return columns
+
+
+def _insert_rows(
+    conn: sqlite3.Connection,
+    head: str,
+    rows: Sequence[Sequence[Any]],
+    blobs: Collection[int] = (),
+    tail: str = "",
+) -> None:
+    """``head`` (``INSERT INTO t (a, b, ...)``) for every row of ``rows``, in order, then
+    ``tail`` (an ``ON CONFLICT`` clause), as **one statement**: the rows travel as one JSON
+    array (``json_each``), the blob columns (indexes ``blobs``; bytes or ``None``) as one
+    concatenated blob cut by offset, instead of one ``executemany`` step per row.
+
+    Why: the sqlite3 module releases the GIL around every step and takes it back after it.
+    With ``executemany`` that is once per row (a few microseconds of SQLite work each), and a
+    thread that wants the GIL back waits for the running thread's switch interval (5 ms): while
+    the bulk reader works (services.bulk's pipeline) the writer's inserts crawled, and both
+    threads ran one after the other. One statement is one long step without the GIL (B-tree
+    inserts, index upkeep, the audience triggers), so it overlaps the reader's Python. Same
+    rows, same order, same constraints and triggers; values keep their types (JSON integers
+    and text; ``None`` is NULL); a string that cannot be encoded fails as it did (UTF-8).
+    """
+    if not rows:
+        return
+    if not _ROWS_AS_JSON:
+        marks = ", ".join("?" * len(rows[0]))
+        conn.executemany(f"{head} VALUES ({marks}) {tail}", rows)
+        return
+    columns = _json_columns(len(rows[0]), blobs)
+    parts: list[bytes] = []
+    offset = 1
+    values: list[list[Any]] = []
+    if blobs:
+        for row in rows:
+            out: list[Any] = []
+            for index, value in enumerate(row):
+                if index not in blobs:
+                    out.append(value)
+                elif value is None:
+                    out += (None, None)
+                else:
+                    parts.append(value)
+                    out += (offset, len(value))
+                    offset += len(value)
+            values.append(out)
+    # WHERE true: an upsert's ON CONFLICT after INSERT ... SELECT needs it (SQLite's parser).
+    statement = f"{head} SELECT {', '.join(columns)} FROM json_each(?1) AS j WHERE true {tail}"  # noqa: S608 - this module's fixed SQL; values are parameters
+    if blobs:
+        conn.execute(statement, (json.dumps(values, ensure_ascii=False), b"".join(parts)))
+    else:
+        conn.execute(statement, (json.dumps(rows, ensure_ascii=False),))
+
+
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -821,10 +895,7 @@ class _SqliteTransaction:
                 (first + i, p.person_id, _ms(p.created_at), _ms(p.last_seen))
                 for i, p in enumerate(changes.new_persons)
             ]
-            conn.executemany(
-                "INSERT INTO persons (pk, person_id, created_at, last_seen) VALUES (?, ?, ?, ?)",
-                rows,
-            )
+            _insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
             persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
             owners = {n.person_id for n in changes.new_nodes} - persons.keys()
@@ -844,10 +915,12 @@ class _SqliteTransaction:
                 )
                 for i, n in enumerate(changes.new_nodes)
             ]
-            conn.executemany(
+            _insert_rows(
+                conn,
                 "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "last_seen)",
                 node_rows,
+                blobs=(4,),
             )
             self._new_nodes.update((row[1], row[0]) for row in node_rows)
         if changes.rehashed:
@@ -883,15 +956,16 @@ class _SqliteTransaction:
             )
         if changes.links:
             keys = self._node_keys({n for x in changes.links for n in (x.a, x.b)})
-            conn.executemany(
-                "INSERT INTO links (a, b, source, first_at, last_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (a, b, source) DO UPDATE SET "
-                "first_at = min(first_at, excluded.first_at), "
-                "last_at = max(last_at, excluded.last_at)",
+            _insert_rows(
+                conn,
+                "INSERT INTO links (a, b, source, first_at, last_at)",
                 [
                     (keys.get(x.a), keys.get(x.b), x.source, _ms(x.first_at), _ms(x.last_at))
                     for x in changes.links
                 ],
+                tail="ON CONFLICT (a, b, source) DO UPDATE SET "
+                "first_at = min(first_at, excluded.first_at), "
+                "last_at = max(last_at, excluded.last_at)",
             )
         if changes.facts:
             self._write_facts(changes.facts)
@@ -959,7 +1033,7 @@ class _SqliteTransaction:
         ]
         insert = (
             "INSERT INTO facts (pk, fact_id, node, kind, name, category, at, source, status, "
-            "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "sealed, pii)"
         )
         current: list[tuple[Any, ...]] = []
         raw: list[tuple[Any, ...]] = []
@@ -972,19 +1046,26 @@ class _SqliteTransaction:
             else:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
-        self._conn.executemany(
-            insert + "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
+        sealed = (9,)
+        _insert_rows(
+            self._conn,
+            insert,
+            current,
+            sealed,
+            "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
             "DO UPDATE SET category = excluded.category, at = excluded.at, "
             "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
             "WHERE excluded.at >= facts.at",
-            current,
         )
-        self._conn.executemany(
-            insert + "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
-            "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
+        _insert_rows(
+            self._conn,
+            insert,
             raw,
+            sealed,
+            "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
+            "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
         )
-        self._conn.executemany(insert, other)
+        _insert_rows(self._conn, insert, other, sealed)
 
     def person_facts(
         self, person_id: str, kinds: Collection[FactKind], status: FactStatus
@@ -1344,9 +1425,11 @@ class _SqliteTransaction:
     def _write_stream(self, changes: ChangeSet) -> None:
         if changes.messages:
             now = _ms(datetime.now(UTC))
-            self._conn.executemany(
-                "INSERT INTO seen_messages (digest, seen_at) VALUES (?, ?)",
+            _insert_rows(
+                self._conn,
+                "INSERT INTO seen_messages (digest, seen_at)",
                 [(digest, now) for digest in changes.messages],
+                blobs=(0,),
             )
         if changes.outbound:
             self.add_outbound(changes.outbound)

@@ -446,16 +446,17 @@ class Vault:
         # the first refill.
         self._process = process or process_identity()
         self._holder: int | None = None
-        # Owners handed out by a reservation above the pool size, with their AES-GCM contexts,
+        # Owners handed out by a reservation above the pool size, with their data keys (bytes:
+        # an AES-GCM context holds ~2.4 KiB, and two batches' worth were ~100 MiB of RSS),
         # until their write seals under them (encrypt_many takes them) or gives them back
         # (release_owners); at most 2 x max_keys_ahead (a failed write's ids are dropped, and a
         # dropped entry only costs a key-file read when sealed). Under the cache lock; valid for
         # the shred generation they were made in. ``_spare``: such owners a committed write did
         # not use (durable keys of ids that exist nowhere), handed out again first.
         self._max_keys_ahead = max_keys_ahead
-        self._handed: OrderedDict[str, AESGCM] = OrderedDict()
+        self._handed: OrderedDict[str, bytes] = OrderedDict()
         self._handed_generation = -1
-        self._spare: OrderedDict[str, AESGCM] = OrderedDict()
+        self._spare: OrderedDict[str, bytes] = OrderedDict()
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -580,9 +581,9 @@ class Vault:
         Give back what a committed write did not use with :meth:`release_owners`; ids whose
         write failed are simply dropped (their keys are unused keys, as after a crash).
 
-        Above the pool size (a bulk file's batch: ~20,000 anchors), up to
-        ``max_keys_ahead`` (default :data:`MAX_KEYS_AHEAD`), the keys are made for this call alone, in one key-file commit,
-        here (see :meth:`_keys_ahead`); above that, ``[]``.
+        Above the pool size (a bulk file's batch: ~20,000 anchors), up to ``max_keys_ahead``
+        (default :data:`MAX_KEYS_AHEAD`), the keys are made for this call alone, in one
+        key-file commit, here (see :meth:`_keys_ahead`); above that, ``[]``.
         """
         if count <= 0:
             return []
@@ -698,15 +699,15 @@ class Vault:
             if self._pool_closed:
                 return []  # stopping: the caller makes its keys at seal time
         generation = self._keys.shred_generation()
-        taken: dict[str, AESGCM] = {}
+        taken: dict[str, bytes] = {}
         with self._cache_lock:
             if generation != self._handed_generation:
                 self._handed.clear()
                 self._spare.clear()  # conservative: a shred since they were made
                 self._handed_generation = generation
             while self._spare and len(taken) < count:
-                owner, cipher = self._spare.popitem(last=False)
-                taken[owner] = cipher
+                owner, dek = self._spare.popitem(last=False)
+                taken[owner] = dek
         wanted = {make_owner() for _ in range(count - len(taken))} - taken.keys()
         for owner in wanted:
             _check_name("owner", owner)
@@ -714,7 +715,7 @@ class Vault:
             _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
             # Another process storing a key for a fresh random id meanwhile would be an id
             # collision: such an owner is not handed out.
-            taken.update((owner, AESGCM(mine[owner])) for owner in sorted(wanted) if owner in mine)
+            taken.update((owner, mine[owner]) for owner in sorted(wanted) if owner in mine)
         with self._cache_lock:
             if self._handed_generation != generation:
                 return []  # a shred meanwhile: keys made at seal time instead
@@ -734,7 +735,8 @@ class Vault:
                 self._handed.clear()
                 self._spare.clear()
                 return {}
-            return {o: self._handed.pop(o) for o in owners if o in self._handed}
+            deks = {o: self._handed.pop(o) for o in owners if o in self._handed}
+        return {owner: AESGCM(dek) for owner, dek in deks.items()}
 
     def _spare_back(self, owners: Sequence[str]) -> list[str]:
         """Keep the owners of ``owners`` that :meth:`_keys_ahead` handed out as spares; the
@@ -744,11 +746,11 @@ class Vault:
         rest: list[str] = []
         with self._cache_lock:
             for owner in owners:
-                cipher = self._handed.pop(owner, None)
-                if cipher is None:
+                dek = self._handed.pop(owner, None)
+                if dek is None:
                     rest.append(owner)
                 elif len(self._spare) < self._max_keys_ahead:
-                    self._spare[owner] = cipher
+                    self._spare[owner] = dek
         return rest
 
     def _refill(self, make_owner: Callable[[], str], count: int) -> None:
