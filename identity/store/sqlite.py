@@ -446,6 +446,12 @@ _EXCLUSIONS = {e.value: e for e in ConsentExclusion}
 
 # json_each and ->> (SQLite 3.38): a batch's rows go in as one statement (see _insert_rows).
 _ROWS_AS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
+# Rows per such statement, at most. A statement that writes many rows keeps a statement journal
+# (the pages it changed, to undo it alone on a constraint error); the write connection keeps it
+# in memory (temp_store=MEMORY: spilled to a temp file it added ~16 % to the bytes a bulk
+# ingest wrote), so this bounds it: a few thousand index pages at most, ~20 MiB at 1M
+# identifiers, freed when the statement ends. Long enough that a statement is a long step.
+_ROWS_PER_STATEMENT = 5_000
 
 
 def _json_columns(width: int, blobs: Collection[int]) -> list[str]:
@@ -474,7 +480,8 @@ def _insert_rows(
     tail: str = "",
 ) -> None:
     """``head`` (``INSERT INTO t (a, b, ...)``) for every row of ``rows``, in order, then
-    ``tail`` (an ``ON CONFLICT`` clause), as **one statement**: the rows travel as one JSON
+    ``tail`` (an ``ON CONFLICT`` clause), as **one statement** per
+    :data:`_ROWS_PER_STATEMENT` rows: the rows travel as one JSON
     array (``json_each``), the blob columns (indexes ``blobs``; bytes or ``None``) as one
     concatenated blob cut by offset, instead of one ``executemany`` step per row.
 
@@ -493,7 +500,19 @@ def _insert_rows(
         marks = ", ".join("?" * len(rows[0]))
         conn.executemany(f"{head} VALUES ({marks}) {tail}", rows)
         return
-    columns = _json_columns(len(rows[0]), blobs)
+    # WHERE true: an upsert's ON CONFLICT after INSERT ... SELECT needs it (SQLite's parser).
+    statement = (
+        f"{head} SELECT {', '.join(_json_columns(len(rows[0]), blobs))} "  # noqa: S608 - this module's fixed SQL; values are parameters
+        f"FROM json_each(?1) AS j WHERE true {tail}"
+    )
+    for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
+        _insert_json(conn, statement, chunk, blobs)
+
+
+def _insert_json(
+    conn: sqlite3.Connection, statement: str, rows: Sequence[Sequence[Any]], blobs: Collection[int]
+) -> None:
+    """One statement of :func:`_insert_rows`."""
     parts: list[bytes] = []
     offset = 1
     values: list[list[Any]] = []
@@ -510,8 +529,6 @@ def _insert_rows(
                     out += (offset, len(value))
                     offset += len(value)
             values.append(out)
-    # WHERE true: an upsert's ON CONFLICT after INSERT ... SELECT needs it (SQLite's parser).
-    statement = f"{head} SELECT {', '.join(columns)} FROM json_each(?1) AS j WHERE true {tail}"  # noqa: S608 - this module's fixed SQL; values are parameters
     if blobs:
         conn.execute(statement, (json.dumps(values, ensure_ascii=False), b"".join(parts)))
     else:
@@ -1527,6 +1544,11 @@ class SqliteGraphStore:
         )
         # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
+        # Statement journals (and any temporary table) of the write connection in memory, not in
+        # temp files: a batch's rows are inserted a few thousand per statement (_insert_rows),
+        # and each such statement's journal, spilled to a file past 64 KiB, was written out in
+        # full. Bounded by _ROWS_PER_STATEMENT; schema upgrades run before this, on open.
+        self._conn.execute("PRAGMA temp_store=MEMORY")
         # Read transactions (read()) run on a second connection, the same but for a memory map
         # of the file (storage.sqlite.GRAPH_READ_MMAP_BYTES says why). Both are used under the
         # one lock below, so nothing else changes: a read starts after any write of this store
