@@ -13,6 +13,7 @@ identifier in Python loops that the batch size does not bound.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
 import sqlite3
@@ -454,17 +455,14 @@ _ROWS_AS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
 _ROWS_PER_STATEMENT = 5_000
 
 
-def _json_columns(width: int, blobs: Collection[int]) -> list[str]:
-    """The select list of :func:`_insert_rows`: a blob column is (offset, length) in the JSON
+def _json_columns(width: int, blob: int | None) -> list[str]:
+    """The select list of :func:`_insert_rows`: the blob column is (start, length) in the JSON
     row, cut from the blob parameter ``?2``."""
     columns: list[str] = []
     slot = 0
     for index in range(width):
-        if index in blobs:
-            columns.append(
-                f"iif(j.value->>{slot} IS NULL, NULL, "
-                f"substr(?2, j.value->>{slot}, j.value->>{slot + 1}))"
-            )
+        if index == blob:
+            columns.append(f"substr(?2, j.value->>{slot}, j.value->>{slot + 1})")
             slot += 2
         else:
             columns.append(f"j.value->>{slot}")
@@ -476,14 +474,14 @@ def _insert_rows(
     conn: sqlite3.Connection,
     head: str,
     rows: Sequence[Sequence[Any]],
-    blobs: Collection[int] = (),
+    blob: int | None = None,
     tail: str = "",
 ) -> None:
     """``head`` (``INSERT INTO t (a, b, ...)``) for every row of ``rows``, in order, then
     ``tail`` (an ``ON CONFLICT`` clause), as **one statement** per
-    :data:`_ROWS_PER_STATEMENT` rows: the rows travel as one JSON
-    array (``json_each``), the blob columns (indexes ``blobs``; bytes or ``None``) as one
-    concatenated blob cut by offset, instead of one ``executemany`` step per row.
+    :data:`_ROWS_PER_STATEMENT` rows: the rows travel as one JSON array (``json_each``), the
+    column ``blob`` (its index; bytes, never ``None``) as one concatenated blob cut by offset,
+    instead of one ``executemany`` step per row.
 
     Why: the sqlite3 module releases the GIL around every step and takes it back after it.
     With ``executemany`` that is once per row (a few microseconds of SQLite work each), and a
@@ -502,37 +500,21 @@ def _insert_rows(
         return
     # WHERE true: an upsert's ON CONFLICT after INSERT ... SELECT needs it (SQLite's parser).
     statement = (
-        f"{head} SELECT {', '.join(_json_columns(len(rows[0]), blobs))} "  # noqa: S608 - this module's fixed SQL; values are parameters
+        f"{head} SELECT {', '.join(_json_columns(len(rows[0]), blob))} "  # noqa: S608 - this module's fixed SQL; values are parameters
         f"FROM json_each(?1) AS j WHERE true {tail}"
     )
     for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
-        _insert_json(conn, statement, chunk, blobs)
-
-
-def _insert_json(
-    conn: sqlite3.Connection, statement: str, rows: Sequence[Sequence[Any]], blobs: Collection[int]
-) -> None:
-    """One statement of :func:`_insert_rows`."""
-    parts: list[bytes] = []
-    offset = 1
-    values: list[list[Any]] = []
-    if blobs:
-        for row in rows:
-            out: list[Any] = []
-            for index, value in enumerate(row):
-                if index not in blobs:
-                    out.append(value)
-                elif value is None:
-                    out += (None, None)
-                else:
-                    parts.append(value)
-                    out += (offset, len(value))
-                    offset += len(value)
-            values.append(out)
-    if blobs:
-        conn.execute(statement, (json.dumps(values, ensure_ascii=False), b"".join(parts)))
-    else:
-        conn.execute(statement, (json.dumps(rows, ensure_ascii=False),))
+        if blob is None:
+            conn.execute(statement, (json.dumps(chunk, ensure_ascii=False),))
+            continue
+        blobs = [row[blob] for row in chunk]
+        lengths = list(map(len, blobs))
+        starts = itertools.accumulate(lengths, initial=1)  # substr counts from 1
+        values = [
+            (*row[:blob], start, length, *row[blob + 1 :])
+            for row, start, length in zip(chunk, starts, lengths, strict=False)
+        ]
+        conn.execute(statement, (json.dumps(values, ensure_ascii=False), b"".join(blobs)))
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -937,7 +919,7 @@ class _SqliteTransaction:
                 "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
                 "last_seen)",
                 node_rows,
-                blobs=(4,),
+                blob=4,
             )
             self._new_nodes.update((row[1], row[0]) for row in node_rows)
         if changes.rehashed:
@@ -1063,7 +1045,7 @@ class _SqliteTransaction:
             else:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
-        sealed = (9,)
+        sealed = 9
         _insert_rows(
             self._conn,
             insert,
@@ -1446,7 +1428,7 @@ class _SqliteTransaction:
                 self._conn,
                 "INSERT INTO seen_messages (digest, seen_at)",
                 [(digest, now) for digest in changes.messages],
-                blobs=(0,),
+                blob=0,
             )
         if changes.outbound:
             self.add_outbound(changes.outbound)

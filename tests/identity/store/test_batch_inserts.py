@@ -34,7 +34,7 @@ def conn() -> Iterator[sqlite3.Connection]:
 ROWS = [
     (1, "ann", b"\x00\x01\xff", 1_700_000_000_000, None),
     (2, "bob ü 東京", b"", -3, "x"),
-    (3, "cy", None, 2**62, "a,b"),
+    (3, "cy", b"z" * 40, 2**62, "a,b"),
     (4, "d'\"q\\", bytes(range(256)), 0, ""),
 ]
 
@@ -53,21 +53,23 @@ def test_rows_inserted_as_one_statement_equal_rows_inserted_one_by_one(
     expected = _stored(conn)
     conn.execute("DELETE FROM t")
 
-    _insert_rows(conn, "INSERT INTO t (pk, name, digest, n, note)", ROWS, blobs=(2,))
+    _insert_rows(conn, "INSERT INTO t (pk, name, digest, n, note)", ROWS, blob=2)
 
     assert _stored(conn) == expected
-    assert [row[3] for row in expected] == ["blob", "blob", "null", "blob"]
+    assert [row[3] for row in expected] == ["blob"] * 4
+    assert [row[5] for row in expected] == ["integer"] * 4
+    assert [row[7] for row in expected] == ["null", "text", "text", "text"]
 
 
 def test_an_upsert_tail_applies_to_rows_inserted_as_one_statement(
     conn: sqlite3.Connection,
 ) -> None:
-    _insert_rows(conn, "INSERT INTO t (pk, name, digest, n, note)", ROWS, blobs=(2,))
+    _insert_rows(conn, "INSERT INTO t (pk, name, digest, n, note)", ROWS, blob=2)
     _insert_rows(
         conn,
         "INSERT INTO t (pk, name, digest, n, note)",
         [(9, "ann", b"\x07", 5, "new")],
-        blobs=(2,),
+        blob=2,
         tail="ON CONFLICT (name) DO UPDATE SET n = excluded.n + t.n, digest = excluded.digest",
     )
     row = conn.execute("SELECT pk, digest, n, note FROM t WHERE name = 'ann'").fetchone()
@@ -79,9 +81,9 @@ def test_a_constraint_or_an_unencodable_string_fails_the_whole_statement(
 ) -> None:
     head = "INSERT INTO t (pk, name, digest, n, note)"
     with pytest.raises(UnicodeEncodeError):  # as sqlite3 refuses to bind it
-        _insert_rows(conn, head, [(1, "a", None, 1, None), (2, "b", None, 2, "\udc80")], (2,))
+        _insert_rows(conn, head, [(1, "a", b"", 1, None), (2, "b", b"", 2, "\udc80")], 2)
     with pytest.raises(sqlite3.IntegrityError):
-        _insert_rows(conn, head, [(1, "a", None, 1, None), (2, None, None, 2, None)], (2,))
+        _insert_rows(conn, head, [(1, "a", b"", 1, None), (2, None, b"", 2, None)], 2)
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
@@ -140,7 +142,7 @@ def test_rows_beyond_one_statement_go_in_several_in_order(
     conn.set_trace_callback(statements.append)
     rows = [(n, f"r{n}", bytes([n]) * n, n * 10, None) for n in range(1, 11)]
 
-    _insert_rows(conn, "INSERT INTO t (pk, name, digest, n, note)", rows, blobs=(2,))
+    _insert_rows(conn, "INSERT INTO t (pk, name, digest, n, note)", rows, blob=2)
 
     conn.set_trace_callback(None)
     assert sum(1 for s in statements if s.startswith("INSERT INTO t ")) == 4  # 3 + 3 + 3 + 1
