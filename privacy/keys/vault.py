@@ -702,8 +702,11 @@ class Vault:
         taken: dict[str, bytes] = {}
         with self._cache_lock:
             if generation != self._handed_generation:
+                # Handed-out keys are taken only within the shred generation they were handed
+                # out in (conservative: a shred cannot name an id that is not a node yet; one
+                # dropped here is read from the key file when sealed). Spares stay: their ids
+                # exist nowhere.
                 self._handed.clear()
-                self._spare.clear()  # conservative: a shred since they were made
                 self._handed_generation = generation
             while self._spare and len(taken) < count:
                 owner, dek = self._spare.popitem(last=False)
@@ -717,8 +720,8 @@ class Vault:
             # collision: such an owner is not handed out.
             taken.update((owner, mine[owner]) for owner in sorted(wanted) if owner in mine)
         with self._cache_lock:
-            if self._handed_generation != generation:
-                return []  # a shred meanwhile: keys made at seal time instead
+            # A shred meanwhile (another generation): ours are still fresh ids' keys, but the
+            # sealing write then reads them from the key file (see _handed_ciphers).
             self._handed.update(taken)
             while len(self._handed) > 2 * self._max_keys_ahead:
                 self._handed.popitem(last=False)
@@ -733,7 +736,7 @@ class Vault:
         with self._cache_lock:
             if generation != self._handed_generation:
                 self._handed.clear()
-                self._spare.clear()
+                self._handed_generation = generation
                 return {}
             deks = {o: self._handed.pop(o) for o in owners if o in self._handed}
         return {owner: AESGCM(dek) for owner, dek in deks.items()}

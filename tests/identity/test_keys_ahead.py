@@ -502,3 +502,36 @@ def test_prepared_parts_are_written_in_one_transaction_when_prepared_before_the_
         assert graph.stats().identifiers == 7
     finally:
         graph.close()
+
+
+def test_keys_made_ahead_still_seal_when_a_shred_happens_before_the_write(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # A shred (any erasure, in any process) between prepare and the write: the keys handed out
+    # are then read back from the key file, not taken from memory; nothing else changes.
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        (erased,) = engine.ingest([_event(ids, 99)])
+        gone = _sealed_owners(graph, erased.person_id or "")
+        prepared = engine.prepare([_event(ids, n) for n in range(10)])
+        assert key_store.inserts == 2  # the first event's pool refill, then this batch's keys
+        vault.shred(gone)
+        stored = _owners_in_key_file(tmp_path)
+        outcomes = engine.ingest_prepared([prepared])
+        assert _owners_in_key_file(tmp_path) == stored  # no new key: the stored ones were used
+        for n, outcome in enumerate(outcomes):
+            facts = graph.read(
+                lambda tx, p=outcome.person_id: tx.person_facts(
+                    p or "", SEALED_KINDS, FactStatus.ACTIVE
+                )
+            )
+            plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+            assert sorted(plain) == [b'"Lyon"', f"p{n}@shop.de".encode()]
+    finally:
+        graph.close()
