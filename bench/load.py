@@ -32,7 +32,9 @@ Machines are noisy: compare the ratios, not the absolute numbers. Each phase als
 seconds of the client and servers together and of the server alone (``server_cpu_seconds``;
 ``*_server_cpu_per_request_over_hello`` in ``ratios``): the steadier figure when other jobs
 share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
-``hello`` (``bulk`` comes with ``ingest``).
+``hello`` (``bulk`` comes with ``ingest``). The ingest phase also reports the server's graph
+transactions (``commits``, from its own ``/metrics``: one per group commit), to compare with
+``bench/ingest_paths.py``'s.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -96,6 +99,9 @@ class Phase:
     bytes_written: int = 0
     load_before: float = 0.0
     load_after: float = 0.0
+    # Ingest: the server's graph transactions during the phase (its idgraph_store_seconds
+    # count for operation="ingest": one per group commit), 0 when not measured.
+    commits: int = 0
 
     @property
     def throughput(self) -> float:
@@ -333,6 +339,13 @@ def run_bulk(events: list[dict[str, Any]], work: Path, env: dict[str, str]) -> P
 
 
 JSON_CONTENT = {"Content-Type": "application/json"}
+_INGEST_COMMITS = re.compile(r'^idgraph_store_seconds_count\{operation="ingest"\} (\S+)$', re.M)
+
+
+async def ingest_commits(api: httpx.AsyncClient) -> int:
+    """The server's ingest transactions so far (from its own ``/metrics``; one per group)."""
+    found = _INGEST_COMMITS.search((await api.get("/metrics")).text)
+    return int(float(found.group(1))) if found else 0
 
 
 def ingest_bodies(first: int, requests: int, batch: int, rng_seed: int) -> list[bytes]:
@@ -444,19 +457,20 @@ async def drive(
             def batch(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
                 return c.post("/v1/ingest", content=bodies[i], headers=JSON_CONTENT)
 
-            phases.append(
-                await run_closed(
-                    "ingest",
-                    api,
-                    batch,
-                    ingest_requests,
-                    max(1, args.concurrency // 4),
-                    args.cap,
-                    items=args.batch,
-                    pids=server,
-                    retry_transport=True,
-                )
+            commits_before = await ingest_commits(api)
+            ingesting = await run_closed(
+                "ingest",
+                api,
+                batch,
+                ingest_requests,
+                max(1, args.concurrency // 4),
+                args.cap,
+                items=args.batch,
+                pids=server,
+                retry_transport=True,
             )
+            ingesting.commits = await ingest_commits(api) - commits_before
+            phases.append(ingesting)
         for name, run_phase in (("profile", profile_phase), ("audience_export", export_phase)):
             if name not in wanted:
                 skipped[name] = "not in --phases"
@@ -626,7 +640,9 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         print(
             f"/v1/ingest events/s over bulk: {ratios['ingest_events_per_second_over_bulk']:.3f} "
             "(goal >= 0.8); server CPU per event over bulk: "
-            f"{ratios.get('ingest_server_cpu_per_event_over_bulk', 0):.2f}"
+            f"{ratios.get('ingest_server_cpu_per_event_over_bulk', 0):.2f}; "
+            f"{by_name['ingest']['commits']} server transactions for "
+            f"{by_name['ingest']['requests']} batches"
         )
     return {
         "phases": rows,

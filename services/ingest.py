@@ -30,7 +30,7 @@ from identity.errors import (
     InvalidIdentifierError,
     StoreUnavailableError,
 )
-from identity.group_commit import GroupCommitter
+from identity.group_commit import Arrival, GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, IdentityEvent
@@ -322,33 +322,54 @@ class IngestService:
             start += len(batch.events)
         return split
 
+    def announce_batch(self) -> Arrival:
+        """Announce a batch that :meth:`ingest` will be given (pass it as ``arrival``), from
+        where the caller first knows of it: a server, when the request arrives, before it
+        decodes and validates the body. A batch writer waits for announced batches (up to
+        ``_BATCH_LINGER_S``), so concurrent batches share bigger transactions. ``ingest``
+        ends the announcement; a caller that does not call it ends it with ``withdraw()``."""
+        return self._batch_group.announce()
+
     def ingest(
         self,
         requests: Sequence[IdentifyRequest | IdentifyInput],
         *,
         actor: str,
         gpc_proof: bytes | None = None,
+        arrival: Arrival | None = None,
     ) -> list[EventOutcome]:
         """Resolve a batch of events in one transaction; all or nothing on invalid input.
 
         Errors are located at ``#/events/{index}/...``. With ``gpc_proof``, as :meth:`identify`.
+        ``arrival``: the batch's :meth:`announce_batch` handle, if the caller took one (it is
+        ended here, whatever the outcome).
         """
+        if arrival is not None:
+            try:
+                self._check_batch_size(requests)
+                return self._ingest(requests, actor, gpc_proof, arrival)
+            finally:
+                arrival.withdraw()  # a no-op once submitted; a refused batch leaves the queue
+        self._check_batch_size(requests)
+        # Announced from here until submitted (or refused): a writer that takes its group
+        # meanwhile waits for this batch, so concurrent batches share bigger transactions.
+        with self._batch_group.coming():
+            return self._ingest(requests, actor, gpc_proof, None)
+
+    def _check_batch_size(self, requests: Sequence[object]) -> None:
         if len(requests) > self._limits.max_batch_events:
             raise InputLimitError(
                 "#/events",
                 f"at most {self._limits.max_batch_events} events per batch "
                 "(IDGRAPH_MAX_BATCH_EVENTS)",
             )
-        # Announced from here until submitted (or refused): a writer that takes its group
-        # meanwhile waits for this batch, so concurrent batches share bigger transactions.
-        with self._batch_group.coming():
-            return self._ingest(requests, actor, gpc_proof)
 
     def _ingest(
         self,
         requests: Sequence[IdentifyRequest | IdentifyInput],
         actor: str,
         gpc_proof: bytes | None,
+        arrival: Arrival | None,
     ) -> list[EventOutcome]:
         events: list[IdentityEvent] = []
         errors: list[InvalidFieldError] = []
@@ -364,7 +385,7 @@ class IngestService:
             raise BatchValidationError(errors)
         if gpc_proof is not None:
             events = [self._with_gpc(event, gpc_proof) for event in events]
-        return self.commit(events, actor)
+        return self._commit_batch(self.prepare(events), actor, arrival)
 
     def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
         """Ingest validated ``events`` in one transaction, then audit the consent records they
@@ -386,7 +407,12 @@ class IngestService:
     def commit_prepared(self, prepared: PreparedEvents, actor: str) -> list[EventOutcome]:
         """:meth:`commit` of a batch :meth:`prepare` made (once: its reserved ids are used by
         this write)."""
-        outcomes = self._batch_group.submit(prepared) if prepared.events else []
+        return self._commit_batch(prepared, actor, None)
+
+    def _commit_batch(
+        self, prepared: PreparedEvents, actor: str, arrival: Arrival | None
+    ) -> list[EventOutcome]:
+        outcomes = self._batch_group.submit(prepared, arrival) if prepared.events else []
         self._metrics.record_ingest(outcomes)
         self._audit_consents(actor, prepared.events, outcomes)
         return outcomes

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.consent import GpcHeader, gpc_requested
-from api.deps import Ingest, IngestKey, Links, RawBody, ResolveKey
+from api.deps import BatchArrival, Ingest, IngestKey, Links, RawBody, ResolveKey
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.responses import ModelResponse
 from api.routing import DecodedJsonRoute
@@ -104,6 +104,7 @@ def ingest(
     service: Ingest,
     raw: RawBody,
     key: IngestKey,
+    arrival: BatchArrival,
     sec_gpc: GpcHeader = None,
 ) -> ModelResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
@@ -114,7 +115,10 @@ def ingest(
     """
     gpc = gpc_requested(sec_gpc)
     outcomes = service.ingest(
-        body.events, actor=api_key_actor(key.key_id), gpc_proof=raw if gpc else None
+        body.events,
+        actor=api_key_actor(key.key_id),
+        gpc_proof=raw if gpc else None,
+        arrival=arrival,
     )
     results = [
         IngestResult(

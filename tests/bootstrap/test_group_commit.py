@@ -576,3 +576,64 @@ def test_an_invalid_ingest_batch_withdraws_its_announcement_and_writes_nothing(
     with service._batch_group._cond:
         assert service._batch_group._coming == 0
     assert service._batch_group.groups == 0
+
+
+# -- arrivals: announced on one thread, submitted from another ------------------------------
+
+
+def test_a_writer_waits_for_an_arrival_announced_elsewhere_and_writes_both_in_one_group() -> None:
+    # A server announces a batch where the request arrives (its event loop) and submits it
+    # from a worker thread: the announcement is not tied to the submitting thread.
+    written: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        written.append(list(items))
+        return [item * 10 for item in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write, linger_s=LONG_LINGER)
+    arrival = committer.announce()  # this (test) thread announces; a worker submits
+    go = threading.Event()
+
+    def worker() -> int:
+        go.wait(30)
+        return committer.submit(2, arrival)
+
+    with ThreadPoolExecutor(2) as pool:
+        second = pool.submit(worker)
+        first = pool.submit(committer.submit, 1)
+        _wait_until(lambda: _lingering(committer))  # the writer waits for the arrival
+        go.set()
+        assert (first.result(30), second.result(30)) == (10, 20)
+
+    assert written == [[1, 2]]
+    with committer._cond:
+        assert committer._coming == 0
+    arrival.withdraw()  # after submit: a no-op (no announcement is dropped twice)
+    with committer._cond:
+        assert committer._coming == 0
+
+
+def test_a_withdrawn_arrival_ends_the_writers_wait_and_is_dropped_once() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        lambda items: [i + 1 for i in items], linger_s=LONG_LINGER
+    )
+    arrival, other = committer.announce(), committer.announce()
+    with ThreadPoolExecutor(1) as pool:
+        writer = pool.submit(committer.submit, 1)
+        _wait_until(lambda: _lingering(committer))
+        arrival.withdraw()  # a request refused before it reached the use case
+        arrival.withdraw()
+        with committer._cond:
+            assert committer._coming == 1  # the other arrival is still on its way
+        other.withdraw()
+        assert writer.result(30) == 2
+    with committer._cond:
+        assert committer._coming == 0
+
+
+def test_an_arrival_of_another_committer_is_refused() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(list)
+    foreign = GroupCommitter[int, int](list).announce()
+    with pytest.raises(ValueError, match="another committer"):
+        committer.submit(1, foreign)
+    assert committer.groups == 0
