@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from identity.hashing import Keyring
-from identity.model import FactInput, FactKind, FactStatus, IdentityEvent, new_node_id
+from identity.model import Fact, FactInput, FactKind, FactStatus, IdentityEvent, new_node_id
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
@@ -81,6 +81,10 @@ def _event(ids: Ids, n: int) -> IdentityEvent:
         T0,
         (city,),
     )
+
+
+def _sealed_facts(store: SqliteGraphStore, person_id: str) -> list[Fact]:
+    return store.read(lambda tx: tx.person_facts(person_id, SEALED_KINDS, FactStatus.ACTIVE))
 
 
 def _sealed_owners(store: SqliteGraphStore, person_id: str) -> set[str]:
@@ -526,11 +530,7 @@ def test_keys_made_ahead_still_seal_when_a_shred_happens_before_the_write(
         outcomes = engine.ingest_prepared([prepared])
         assert _owners_in_key_file(tmp_path) == stored  # no new key: the stored ones were used
         for n, outcome in enumerate(outcomes):
-            facts = graph.read(
-                lambda tx, p=outcome.person_id: tx.person_facts(
-                    p or "", SEALED_KINDS, FactStatus.ACTIVE
-                )
-            )
+            facts = _sealed_facts(graph, outcome.person_id or "")
             plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
             assert sorted(plain) == [b'"Lyon"', f"p{n}@shop.de".encode()]
     finally:
