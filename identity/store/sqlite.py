@@ -13,7 +13,6 @@ identifier in Python loops that the batch size does not bound.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import operator
 import sqlite3
@@ -445,78 +444,6 @@ _CONSENT_SIGNALS = {s.value: s for s in ConsentSignal}
 _EXCLUSIONS = {e.value: e for e in ConsentExclusion}
 
 
-# json_each and ->> (SQLite 3.38): a batch's rows go in as one statement (see _insert_rows).
-_ROWS_AS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
-# Rows per such statement, at most. A statement that writes many rows keeps a statement journal
-# (the pages it changed, to undo it alone on a constraint error); the write connection keeps it
-# in memory (temp_store=MEMORY: spilled to a temp file it added ~16 % to the bytes a bulk
-# ingest wrote), so this bounds it: a few thousand index pages at most, ~20 MiB at 1M
-# identifiers, freed when the statement ends. Long enough that a statement is a long step.
-_ROWS_PER_STATEMENT = 5_000
-
-
-def _json_columns(width: int, blob: int | None) -> list[str]:
-    """The select list of :func:`_insert_rows`: the blob column is (start, length) in the JSON
-    row, cut from the blob parameter ``?2``."""
-    columns: list[str] = []
-    slot = 0
-    for index in range(width):
-        if index == blob:
-            columns.append(f"substr(?2, j.value->>{slot}, j.value->>{slot + 1})")
-            slot += 2
-        else:
-            columns.append(f"j.value->>{slot}")
-            slot += 1
-    return columns
-
-
-def _insert_rows(
-    conn: sqlite3.Connection,
-    head: str,
-    rows: Sequence[Sequence[Any]],
-    blob: int | None = None,
-    tail: str = "",
-) -> None:
-    """``head`` (``INSERT INTO t (a, b, ...)``) for every row of ``rows``, in order, then
-    ``tail`` (an ``ON CONFLICT`` clause), as **one statement** per
-    :data:`_ROWS_PER_STATEMENT` rows: the rows travel as one JSON array (``json_each``), the
-    column ``blob`` (its index; bytes, never ``None``) as one concatenated blob cut by offset,
-    instead of one ``executemany`` step per row.
-
-    Why: the sqlite3 module releases the GIL around every step and takes it back after it.
-    With ``executemany`` that is once per row (a few microseconds of SQLite work each), and a
-    thread that wants the GIL back waits for the running thread's switch interval (5 ms): while
-    the bulk reader works (services.bulk's pipeline) the writer's inserts crawled, and both
-    threads ran one after the other. One statement is one long step without the GIL (B-tree
-    inserts, index upkeep, the audience triggers), so it overlaps the reader's Python. Same
-    rows, same order, same constraints and triggers; values keep their types (JSON integers
-    and text; ``None`` is NULL); a string that cannot be encoded fails as it did (UTF-8).
-    """
-    if not rows:
-        return
-    if not _ROWS_AS_JSON:
-        marks = ", ".join("?" * len(rows[0]))
-        conn.executemany(f"{head} VALUES ({marks}) {tail}", rows)
-        return
-    # WHERE true: an upsert's ON CONFLICT after INSERT ... SELECT needs it (SQLite's parser).
-    statement = (
-        f"{head} SELECT {', '.join(_json_columns(len(rows[0]), blob))} "  # noqa: S608 - this module's fixed SQL; values are parameters
-        f"FROM json_each(?1) AS j WHERE true {tail}"
-    )
-    for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
-        if blob is None:
-            conn.execute(statement, (json.dumps(chunk, ensure_ascii=False),))
-            continue
-        blobs = [row[blob] for row in chunk]
-        lengths = list(map(len, blobs))
-        starts = itertools.accumulate(lengths, initial=1)  # substr counts from 1
-        values = [
-            (*row[:blob], start, length, *row[blob + 1 :])
-            for row, start, length in zip(chunk, starts, lengths, strict=False)
-        ]
-        conn.execute(statement, (json.dumps(values, ensure_ascii=False), b"".join(blobs)))
-
-
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -894,7 +821,10 @@ class _SqliteTransaction:
                 (first + i, p.person_id, _ms(p.created_at), _ms(p.last_seen))
                 for i, p in enumerate(changes.new_persons)
             ]
-            _insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
+            conn.executemany(
+                "INSERT INTO persons (pk, person_id, created_at, last_seen) VALUES (?, ?, ?, ?)",
+                rows,
+            )
             persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
             owners = {n.person_id for n in changes.new_nodes} - persons.keys()
@@ -914,12 +844,10 @@ class _SqliteTransaction:
                 )
                 for i, n in enumerate(changes.new_nodes)
             ]
-            _insert_rows(
-                conn,
+            conn.executemany(
                 "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
-                "last_seen)",
+                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 node_rows,
-                blob=4,
             )
             self._new_nodes.update((row[1], row[0]) for row in node_rows)
         if changes.rehashed:
@@ -955,16 +883,15 @@ class _SqliteTransaction:
             )
         if changes.links:
             keys = self._node_keys({n for x in changes.links for n in (x.a, x.b)})
-            _insert_rows(
-                conn,
-                "INSERT INTO links (a, b, source, first_at, last_at)",
+            conn.executemany(
+                "INSERT INTO links (a, b, source, first_at, last_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (a, b, source) DO UPDATE SET "
+                "first_at = min(first_at, excluded.first_at), "
+                "last_at = max(last_at, excluded.last_at)",
                 [
                     (keys.get(x.a), keys.get(x.b), x.source, _ms(x.first_at), _ms(x.last_at))
                     for x in changes.links
                 ],
-                tail="ON CONFLICT (a, b, source) DO UPDATE SET "
-                "first_at = min(first_at, excluded.first_at), "
-                "last_at = max(last_at, excluded.last_at)",
             )
         if changes.facts:
             self._write_facts(changes.facts)
@@ -1032,7 +959,7 @@ class _SqliteTransaction:
         ]
         insert = (
             "INSERT INTO facts (pk, fact_id, node, kind, name, category, at, source, status, "
-            "sealed, pii)"
+            "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         )
         current: list[tuple[Any, ...]] = []
         raw: list[tuple[Any, ...]] = []
@@ -1045,26 +972,19 @@ class _SqliteTransaction:
             else:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
-        sealed = 9
-        _insert_rows(
-            self._conn,
-            insert,
-            current,
-            sealed,
-            "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
+        self._conn.executemany(
+            insert + "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
             "DO UPDATE SET category = excluded.category, at = excluded.at, "
             "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
             "WHERE excluded.at >= facts.at",
+            current,
         )
-        _insert_rows(
-            self._conn,
-            insert,
-            raw,
-            sealed,
-            "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
+        self._conn.executemany(
+            insert + "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
             "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
+            raw,
         )
-        _insert_rows(self._conn, insert, other, sealed)
+        self._conn.executemany(insert, other)
 
     def person_facts(
         self, person_id: str, kinds: Collection[FactKind], status: FactStatus
@@ -1424,11 +1344,9 @@ class _SqliteTransaction:
     def _write_stream(self, changes: ChangeSet) -> None:
         if changes.messages:
             now = _ms(datetime.now(UTC))
-            _insert_rows(
-                self._conn,
-                "INSERT INTO seen_messages (digest, seen_at)",
+            self._conn.executemany(
+                "INSERT INTO seen_messages (digest, seen_at) VALUES (?, ?)",
                 [(digest, now) for digest in changes.messages],
-                blob=0,
             )
         if changes.outbound:
             self.add_outbound(changes.outbound)
@@ -1526,11 +1444,6 @@ class SqliteGraphStore:
         )
         # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
-        # Statement journals (and any temporary table) of the write connection in memory, not in
-        # temp files: a batch's rows are inserted a few thousand per statement (_insert_rows),
-        # and each such statement's journal, spilled to a file past 64 KiB, was written out in
-        # full. Bounded by _ROWS_PER_STATEMENT; schema upgrades run before this, on open.
-        self._conn.execute("PRAGMA temp_store=MEMORY")
         # Read transactions (read()) run on a second connection, the same but for a memory map
         # of the file (storage.sqlite.GRAPH_READ_MMAP_BYTES says why). Both are used under the
         # one lock below, so nothing else changes: a read starts after any write of this store
