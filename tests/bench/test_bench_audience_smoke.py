@@ -46,6 +46,18 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     assert len(concurrent["round_ratios"]) == len(concurrent["round_cpu_ratios"]) == 2
     assert concurrent["reads_per_audit_commit"] >= 1
     assert data["ratios"]["profile_policy_over_raw_concurrent"] == round(concurrent["ratio"], 4)
+    # Cold twice: the first-ever read makes every member's audit reference key; the first query
+    # after the stores are reopened finds them (makes none) and returns the same members.
+    audience = data["audience"]
+    assert audience["policy_cold"]["audit_ref_keys_made"] == audience["policy"]["members"] > 0
+    reopen = audience["policy_cold_reopen"]
+    assert reopen["members"] == audience["policy"]["members"]
+    assert reopen["audit_ref_keys_made"] == 0
+    assert data["ratios"]["audience_cold_reopen_over_floor_cold"] > 0
+    # Raw is the policy run's scan, consent filter included (before stop 32 it loaded every
+    # selected person's consent records: nothing was filtered).
+    assert 0 < audience["raw"]["consent_filtered"] < audience["raw"]["rows"]
+    assert "audience+policy cold after reopen" in done.stdout
 
 
 def test_audience_bench_cold_run_makes_the_audit_reference_keys_when_the_graph_is_reused(

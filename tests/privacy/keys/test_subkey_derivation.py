@@ -1,0 +1,84 @@
+"""The vault's subkeys (``Vault.reference_key``, ``Vault.owner_subkeys``) are HKDF-SHA256 without
+a salt, 32 bytes (RFC 5869). Since stop 32 they are computed with two HMACs instead of
+cryptography's ``HKDF`` object (less than half the CPU, for the ~25k per-person audit reference
+keys of a cold 1M audience): the bytes must be exactly what cryptography's HKDF derives, or
+every audit reference made before would change and an access request would no longer find the
+person's old entries.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from privacy.audit_refs import KEY_INFO, VaultPersonRefKeys
+from privacy.auditing.log import PERSON_REF_INFO, SqliteAuditLog, person_ref
+from privacy.keys.keyprovider import LocalFileKeyProvider
+from privacy.keys.vault import Vault, _dek_aad, _hkdf
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+
+
+def _reference_hkdf(root: bytes, info: bytes) -> bytes:
+    """The derivation every subkey was made with until stop 32 (cryptography's HKDF)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(root)
+
+
+def test_subkey_is_the_rfc_5869_okm_when_derived_from_the_test_vector_without_salt() -> None:
+    # RFC 5869 appendix A.3 (SHA-256, no salt, no info): the first 32 bytes of its OKM.
+    okm = bytes.fromhex("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d")
+
+    assert _hkdf(b"\x0b" * 22, b"") == okm
+
+
+@pytest.mark.parametrize(
+    "info", [b"x", KEY_INFO, PERSON_REF_INFO, b"i" * 64, b"i" * 200, bytes(range(256))]
+)
+@pytest.mark.parametrize("root_size", [16, 32, 64, 65, 100])
+def test_subkey_equals_cryptographys_hkdf_when_derived_from_any_root_and_info(
+    info: bytes, root_size: int
+) -> None:
+    for _ in range(20):
+        root = os.urandom(root_size)
+        assert _hkdf(root, info) == _reference_hkdf(root, info)
+
+
+def test_old_audit_references_are_still_made_when_the_persons_keys_exist(
+    tmp_path: Path, vault: Vault
+) -> None:
+    # A person's reference is HMAC(HKDF(its data key, KEY_INFO), id): recomputed here from the
+    # key file with cryptography's HKDF (as the code before stop 32 made it), it must equal the
+    # reference a freshly opened log and vault make now, and that reference finds the entry.
+    persons = [f"p_{i:04d}beef{i:04d}" for i in range(30)]
+    path = tmp_path / "audit.sqlite3"
+    log = SqliteAuditLog(
+        path,
+        person_ref_key=vault.reference_key(PERSON_REF_INFO),
+        person_keys=VaultPersonRefKeys(vault),
+    )
+    made = log.person_refs(persons)
+    log.close()
+    keys = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    provider = LocalFileKeyProvider(tmp_path / "kek.json")
+    fresh = Vault(keys, provider)
+    refs = VaultPersonRefKeys(fresh)
+    owners = {p: refs.owners([p])[0] for p in persons}
+    wrapped = keys.get_many(owners.values())
+    again = SqliteAuditLog(
+        path,
+        person_ref_key=fresh.reference_key(PERSON_REF_INFO),
+        person_keys=refs,
+    )
+    try:
+        for person in persons:
+            owner = owners[person]
+            data_key = provider.unwrap(wrapped[owner], _dek_aad(owner))
+            expected = person_ref(person, _reference_hkdf(data_key, KEY_INFO))
+            assert made[person] == expected
+            assert again.person_ref(person, create=False) == expected
+    finally:
+        again.close()
+        keys.close()
