@@ -106,6 +106,10 @@ SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
 _WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
 _FIRST_REFILL = 256  # keys made by a vault's first pool refill (then doubling to pool_size)
 _SUBKEY_CACHE_PER_DEK = 10  # owner subkeys cached per cached DEK (see Vault.__init__)
+# Keys made for one reservation above the pool size (a bulk batch: ~2 per 10k-event row batch,
+# ~20,000), at most; a larger request gets none (keys are then made at seal time, as before).
+# Bounds the AES-GCM contexts held for reservations in flight (see Vault.reserve_owners).
+MAX_KEYS_AHEAD = 32_768
 
 
 class VaultError(IdGraphError):
@@ -402,6 +406,7 @@ class Vault:
         pool_size: int = 4096,
         process: ProcessIdentity | None = None,
         subkey_cache_size: int | None = None,
+        max_keys_ahead: int = MAX_KEYS_AHEAD,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -447,6 +452,17 @@ class Vault:
         # the first refill.
         self._process = process or process_identity()
         self._holder: int | None = None
+        # Owners handed out by a reservation above the pool size, with their data keys (bytes:
+        # an AES-GCM context holds ~2.4 KiB, and two batches' worth were ~100 MiB of RSS),
+        # until their write seals under them (encrypt_many takes them) or gives them back
+        # (release_owners); at most 2 x max_keys_ahead (a failed write's ids are dropped, and a
+        # dropped entry only costs a key-file read when sealed). Under the cache lock; valid for
+        # the shred generation they were made in. ``_spare``: such owners a committed write did
+        # not use (durable keys of ids that exist nowhere), handed out again first.
+        self._max_keys_ahead = max_keys_ahead
+        self._handed: OrderedDict[str, bytes] = OrderedDict()
+        self._handed_generation = -1
+        self._spare: OrderedDict[str, bytes] = OrderedDict()
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -559,9 +575,15 @@ class Vault:
 
         Give back what a committed write did not use with :meth:`release_owners`; ids whose
         write failed are simply dropped (their keys are unused keys, as after a crash).
+
+        Above the pool size (a bulk file's batch: ~20,000 anchors), up to ``max_keys_ahead``
+        (default :data:`MAX_KEYS_AHEAD`), the keys are made for this call alone, in one
+        key-file commit, here (see :meth:`_keys_ahead`); above that, ``[]``.
         """
-        if count <= 0 or count > self._pool_size:
+        if count <= 0:
             return []
+        if count > self._pool_size:
+            return self._keys_ahead(count, make_owner) if count <= self._max_keys_ahead else []
         with self._pool_lock:
             if self._pool_closed:
                 return []  # stopping: the caller makes its keys at seal time, as without a pool
@@ -578,9 +600,12 @@ class Vault:
             if self._pool_closed:
                 # Stopping: nothing will hand them out again, and a committed write did not use
                 # them, so no value is sealed under them. Removed like the rest of the pool.
+                with self._cache_lock:
+                    for owner in owners:
+                        self._handed.pop(owner, None)
                 self._delete_unused(list(owners))
                 return
-            for owner in owners:
+            for owner in self._spare_back(owners):
                 if len(self._pool) >= self._pool_size:
                     return  # the rest stay unused keys (see reserve_owners)
                 cipher = self._cache.get(owner)
@@ -605,6 +630,10 @@ class Vault:
             self._pool_closed = True
             owners = list(self._pool)
             self._pool.clear()
+            with self._cache_lock:
+                spare = list(self._spare)
+                self._spare.clear()
+            self._delete_unused(spare)  # made ahead for a batch, never used (not pool keys)
             if self._holder is None:
                 return self._delete_unused(owners)
             self._cache.drop(owners)
@@ -639,6 +668,82 @@ class Vault:
             return 0
         self._cache.drop(owners)
         return self._keys.delete_unused(owners)
+
+    def _keys_ahead(self, count: int, make_owner: Callable[[], str]) -> list[str]:
+        """``count`` owners with stored keys for one write above the pool size: spare ones
+        first, the rest made now, in one key-file commit (``synchronous=FULL``) that returns
+        before any id is handed out, as for the pool.
+
+        Why: a 10,000-event bulk batch seals ~20,000 new anchors, more than the pool holds, and
+        made its keys at seal time: a key-file commit inside the graph writer's turn, serial
+        with everything else. Made here, by the caller of ``prepare`` (the bulk reader, while
+        the batch before commits), the writer only seals.
+        Unlike the pool's, these keys carry no holder mark: like keys made at seal time, a
+        crash between this commit and the graph's leaves keys of ids that exist nowhere (a
+        wrapped random key, no data), and a committed write's unused ids are kept as spares,
+        deleted at a clean stop (:meth:`discard_pool`). Marked, every one of them would have to
+        be settled by the next start-up's sweep.
+        """
+        with self._pool_lock:
+            if self._pool_closed:
+                return []  # stopping: the caller makes its keys at seal time
+        generation = self._keys.shred_generation()
+        taken: dict[str, bytes] = {}
+        with self._cache_lock:
+            if generation != self._handed_generation:
+                # Handed-out keys are taken only within the shred generation they were handed
+                # out in (conservative: a shred cannot name an id that is not a node yet; one
+                # dropped here is read from the key file when sealed). Spares stay: their ids
+                # exist nowhere.
+                self._handed.clear()
+                self._handed_generation = generation
+            while self._spare and len(taken) < count:
+                owner, dek = self._spare.popitem(last=False)
+                taken[owner] = dek
+        wanted = {make_owner() for _ in range(count - len(taken))} - taken.keys()
+        for owner in wanted:
+            _check_name("owner", owner)
+        if wanted:
+            _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
+            # Another process storing a key for a fresh random id meanwhile would be an id
+            # collision: such an owner is not handed out.
+            taken.update((owner, mine[owner]) for owner in sorted(wanted) if owner in mine)
+        with self._cache_lock:
+            # A shred meanwhile (another generation): ours are still fresh ids' keys, but the
+            # sealing write then reads them from the key file (see _handed_ciphers).
+            self._handed.update(taken)
+            while len(self._handed) > 2 * self._max_keys_ahead:
+                self._handed.popitem(last=False)
+        return list(taken)
+
+    def _handed_ciphers(self, owners: set[str]) -> dict[str, AESGCM]:
+        """Take the contexts of ``owners`` that :meth:`_keys_ahead` handed out (only while no
+        shred happened since: otherwise they are read from the key file like any key)."""
+        if not self._handed:
+            return {}
+        generation = self._keys.shred_generation()
+        with self._cache_lock:
+            if generation != self._handed_generation:
+                self._handed.clear()
+                self._handed_generation = generation
+                return {}
+            deks = {o: self._handed.pop(o) for o in owners if o in self._handed}
+        return {owner: AESGCM(dek) for owner, dek in deks.items()}
+
+    def _spare_back(self, owners: Sequence[str]) -> list[str]:
+        """Keep the owners of ``owners`` that :meth:`_keys_ahead` handed out as spares; the
+        others (pool keys) are returned."""
+        if not self._handed:
+            return list(owners)
+        rest: list[str] = []
+        with self._cache_lock:
+            for owner in owners:
+                dek = self._handed.pop(owner, None)
+                if dek is None:
+                    rest.append(owner)
+                elif len(self._spare) < self._max_keys_ahead:
+                    self._spare[owner] = dek
+        return rest
 
     def _refill(self, make_owner: Callable[[], str], count: int) -> None:
         target = max(self._refill_size, count)  # count <= pool_size (reserve_owners)
@@ -678,7 +783,10 @@ class Vault:
         """
         if not items:
             return []
-        ciphers = self._ciphers(_check_items(items), create=True, fresh=new_owners)
+        owners = _check_items(items)
+        ciphers = self._handed_ciphers(owners)  # keys made ahead for this write
+        if len(ciphers) < len(owners):
+            ciphers.update(self._ciphers(owners - ciphers.keys(), create=True, fresh=new_owners))
         # Random 96-bit nonces from the OS CSPRNG, drawn in one call. Each DEK encrypts the
         # values of one anchor only, orders of magnitude below the 2**32 messages per key at
         # which random GCM nonces start to risk a collision.

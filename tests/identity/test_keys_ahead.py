@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from identity.hashing import Keyring
-from identity.model import FactInput, FactKind, FactStatus, IdentityEvent, new_node_id
+from identity.model import Fact, FactInput, FactKind, FactStatus, IdentityEvent, new_node_id
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
@@ -81,6 +81,10 @@ def _event(ids: Ids, n: int) -> IdentityEvent:
         T0,
         (city,),
     )
+
+
+def _sealed_facts(store: SqliteGraphStore, person_id: str) -> list[Fact]:
+    return store.read(lambda tx: tx.person_facts(person_id, SEALED_KINDS, FactStatus.ACTIVE))
 
 
 def _sealed_owners(store: SqliteGraphStore, person_id: str) -> set[str]:
@@ -158,7 +162,75 @@ def test_unused_reserved_ids_go_back_to_the_pool_when_identifiers_already_exist(
         graph.close()
 
 
-def test_batches_larger_than_the_pool_make_their_keys_at_seal_time(
+def test_batches_larger_than_the_pool_store_their_keys_before_the_graph_write(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # A bulk batch seals more new anchors than the pool holds: its keys used to be made at seal
+    # time, a key-file commit inside the graph writer's turn. They are made by prepare now.
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    at_write: list[tuple[int, set[str]]] = []
+
+    def keys_on_disk() -> None:
+        known = {owner for owner, _ in outside.not_under("none", "", 100_000)}
+        at_write.append((key_store.inserts, known))
+
+    engine = ResolutionEngine(
+        WatchedStore(graph, keys_on_disk), keyring, policy, sealer=vault, owner_reservations=vault
+    )
+    try:
+        prepared = engine.prepare([_event(ids, n) for n in range(20)])  # 40 anchors > 4
+        assert key_store.inserts == 1  # one key-file transaction, before any graph write
+        outcomes = engine.ingest_prepared([prepared])
+        ((inserts_at_write, known),) = at_write
+        assert inserts_at_write == 1
+        assert key_store.inserts == 1  # the writer made no key
+        for outcome in outcomes:
+            owners = _sealed_owners(graph, outcome.person_id or "")
+            assert len(owners) == 2
+            assert owners <= known  # durable before the graph write began
+        facts = graph.read(
+            lambda tx: tx.person_facts(outcomes[7].person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
+        )
+        plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        assert sorted(plain) == [b'"Lyon"', b"p7@shop.de"]
+    finally:
+        outside.close()
+        graph.close()
+
+
+def test_batches_above_the_keys_ahead_bound_make_their_keys_at_seal_time(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    create_kek_file(tmp_path / "kek.json", origin="generated")
+    vault = Vault(
+        key_store, LocalFileKeyProvider(tmp_path / "kek.json"), pool_size=4, max_keys_ahead=10
+    )
+    vault.reference_key(b"test")
+    key_store.inserts = 0
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        assert vault.reserve_owners(11, new_node_id) == []
+        assert key_store.inserts == 0
+        outcomes = engine.ingest([_event(ids, n) for n in range(20)])
+        assert key_store.inserts == 1  # one key-file transaction for the whole batch, as before
+        for outcome in outcomes:
+            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+    finally:
+        graph.close()
+
+
+def test_unused_keys_made_ahead_serve_the_next_batch_and_are_deleted_at_a_stop(
     tmp_path: Path,
     key_store: CountingKeyStore,
     keyring: Keyring,
@@ -169,11 +241,27 @@ def test_batches_larger_than_the_pool_make_their_keys_at_seal_time(
     graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
     engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
     try:
-        assert vault.reserve_owners(5, new_node_id) == []
-        outcomes = engine.ingest([_event(ids, n) for n in range(20)])
-        assert key_store.inserts == 1  # one key-file transaction for the whole batch, as before
+        engine.ingest([_event(ids, n) for n in range(10)])
+        assert key_store.inserts == 1
+        # The same events again: every identifier exists, so the 20 keys made for them are
+        # unused; the next batch of 10 new events (20 anchors) takes them, making none.
+        engine.ingest([_event(ids, n) for n in range(10)])
+        assert key_store.inserts == 2
+        outcomes = engine.ingest([_event(ids, n) for n in range(10, 20)])
+        assert key_store.inserts == 2
         for outcome in outcomes:
             assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+        # A stop deletes keys made ahead that no value uses; every sealed owner keeps its key.
+        engine.ingest([_event(ids, n) for n in range(10)])  # 20 more spares
+        sealed = {
+            owner
+            for n in range(20)
+            for owner in _sealed_owners(graph, engine.resolve(ids("email", f"p{n}@shop.de")) or "")
+        }
+        assert len(sealed) == 40
+        assert len(_owners_in_key_file(tmp_path)) == 60
+        vault.discard_pool()
+        assert _owners_in_key_file(tmp_path) == sealed
     finally:
         graph.close()
 
@@ -369,8 +457,12 @@ def test_refills_start_small_and_double_so_a_busy_writer_pays_few_key_commits(
         assert len(store.sizes) == 6, store.sizes
         assert store.sizes[:2] == [256, 512 - 56], store.sizes  # 56 left over from the first
         assert max(store.sizes) <= 4096
-        assert busy.reserve_owners(4097, new_node_id) == []  # above the pool: made at seal time
+        # Above the pool: made for that call alone, in one commit, leaving the pool as it was.
+        pooled = len(store.sizes)
+        assert len(busy.reserve_owners(4097, new_node_id)) == 4097
+        assert store.sizes[pooled:] == [4097]
         assert len(busy.reserve_owners(1000, new_node_id)) == 1000
+        assert len(store.sizes) == pooled + 1
     finally:
         store.close()
 
@@ -412,5 +504,34 @@ def test_prepared_parts_are_written_in_one_transaction_when_prepared_before_the_
         for outcome in (outcomes[0], outcomes[2]):
             assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
         assert graph.stats().identifiers == 7
+    finally:
+        graph.close()
+
+
+def test_keys_made_ahead_still_seal_when_a_shred_happens_before_the_write(
+    tmp_path: Path,
+    key_store: CountingKeyStore,
+    keyring: Keyring,
+    policy: IdentityPolicy,
+    ids: Ids,
+) -> None:
+    # A shred (any erasure, in any process) between prepare and the write: the keys handed out
+    # are then read back from the key file, not taken from memory; nothing else changes.
+    vault = _vault(tmp_path, key_store, pool_size=4)
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    try:
+        (erased,) = engine.ingest([_event(ids, 99)])
+        gone = _sealed_owners(graph, erased.person_id or "")
+        prepared = engine.prepare([_event(ids, n) for n in range(10)])
+        assert key_store.inserts == 2  # the first event's pool refill, then this batch's keys
+        vault.shred(gone)
+        stored = _owners_in_key_file(tmp_path)
+        outcomes = engine.ingest_prepared([prepared])
+        assert _owners_in_key_file(tmp_path) == stored  # no new key: the stored ones were used
+        for n, outcome in enumerate(outcomes):
+            facts = _sealed_facts(graph, outcome.person_id or "")
+            plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+            assert sorted(plain) == [b'"Lyon"', f"p{n}@shop.de".encode()]
     finally:
         graph.close()
