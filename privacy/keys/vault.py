@@ -456,13 +456,15 @@ class Vault:
         # an AES-GCM context holds ~2.4 KiB, and two batches' worth were ~100 MiB of RSS),
         # until their write seals under them (encrypt_many takes them) or gives them back
         # (release_owners); at most 2 x max_keys_ahead (a failed write's ids are dropped, and a
-        # dropped entry only costs a key-file read when sealed). Under the cache lock; valid for
-        # the shred generation they were made in. ``_spare``: such owners a committed write did
-        # not use (durable keys of ids that exist nowhere), handed out again first.
+        # dropped entry only costs a key-file read when sealed). Under their own lock (the DEK
+        # cache is a BoundedMap with its own); valid for the shred generation they were made
+        # in. ``_spare``: such owners a committed write did not use (durable keys of ids that
+        # exist nowhere), handed out again first.
         self._max_keys_ahead = max_keys_ahead
         self._handed: OrderedDict[str, bytes] = OrderedDict()
         self._handed_generation = -1
         self._spare: OrderedDict[str, bytes] = OrderedDict()
+        self._handed_lock = threading.Lock()
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -600,7 +602,7 @@ class Vault:
             if self._pool_closed:
                 # Stopping: nothing will hand them out again, and a committed write did not use
                 # them, so no value is sealed under them. Removed like the rest of the pool.
-                with self._cache_lock:
+                with self._handed_lock:
                     for owner in owners:
                         self._handed.pop(owner, None)
                 self._delete_unused(list(owners))
@@ -630,7 +632,7 @@ class Vault:
             self._pool_closed = True
             owners = list(self._pool)
             self._pool.clear()
-            with self._cache_lock:
+            with self._handed_lock:
                 spare = list(self._spare)
                 self._spare.clear()
             self._delete_unused(spare)  # made ahead for a batch, never used (not pool keys)
@@ -689,7 +691,7 @@ class Vault:
                 return []  # stopping: the caller makes its keys at seal time
         generation = self._keys.shred_generation()
         taken: dict[str, bytes] = {}
-        with self._cache_lock:
+        with self._handed_lock:
             if generation != self._handed_generation:
                 # Handed-out keys are taken only within the shred generation they were handed
                 # out in (conservative: a shred cannot name an id that is not a node yet; one
@@ -708,7 +710,7 @@ class Vault:
             # Another process storing a key for a fresh random id meanwhile would be an id
             # collision: such an owner is not handed out.
             taken.update((owner, mine[owner]) for owner in sorted(wanted) if owner in mine)
-        with self._cache_lock:
+        with self._handed_lock:
             # A shred meanwhile (another generation): ours are still fresh ids' keys, but the
             # sealing write then reads them from the key file (see _handed_ciphers).
             self._handed.update(taken)
@@ -722,7 +724,7 @@ class Vault:
         if not self._handed:
             return {}
         generation = self._keys.shred_generation()
-        with self._cache_lock:
+        with self._handed_lock:
             if generation != self._handed_generation:
                 self._handed.clear()
                 self._handed_generation = generation
@@ -736,7 +738,7 @@ class Vault:
         if not self._handed:
             return list(owners)
         rest: list[str] = []
-        with self._cache_lock:
+        with self._handed_lock:
             for owner in owners:
                 dek = self._handed.pop(owner, None)
                 if dek is None:
