@@ -16,11 +16,10 @@ under a vault reference subkey: the key file lists owners in clear, and must not
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
+from identity.bounded import BoundedMap
 from identity.hashing import HmacSha256
 from privacy.keys.vault import Vault
 
@@ -44,9 +43,7 @@ class VaultPersonRefKeys:
         # person id -> owner. The owner is a fixed function of the id (the HMAC above), so an
         # entry is never stale; whether the owner still has a key is asked of the vault on every
         # call (an erasure shreds it). Why: a warm audience re-read ~25k owners page by page.
-        self._owners: OrderedDict[str, str] = OrderedDict()
-        self._owners_lock = threading.Lock()
-        self._owner_cache_size = owner_cache_size
+        self._owners: BoundedMap[str, str] = BoundedMap(owner_cache_size)
 
     def _owner(self, person_id: str) -> str:
         return OWNER_PREFIX + self._owner_mac.digest(person_id.encode()).hex()[:32]
@@ -54,23 +51,15 @@ class VaultPersonRefKeys:
     def owners(self, person_ids: Sequence[str]) -> list[str]:
         """The vault owners of ``person_ids``' keys (for an erasure, which shreds them: their
         remembered owners are dropped as well)."""
-        with self._owners_lock:
-            for person in person_ids:
-                self._owners.pop(person, None)
+        self._owners.drop(person_ids)
         return sorted({self._owner(p) for p in person_ids})
 
     def _owners_of(self, person_ids: Sequence[str]) -> dict[str, str]:
-        cache = self._owners
-        with self._owners_lock:
-            found = {p: o for p in person_ids if (o := cache.get(p)) is not None}
+        found = self._owners.get_many(person_ids)
         if len(found) < len(person_ids):
             made = [(p, self._owner(p)) for p in person_ids if p not in found]
             found.update(made)
-            if self._owner_cache_size > 0:
-                with self._owners_lock:
-                    cache.update(made)
-                    while len(cache) > self._owner_cache_size:
-                        cache.popitem(last=False)
+            self._owners.put_many(made)
         return found
 
     def keys(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, bytes]:

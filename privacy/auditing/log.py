@@ -80,7 +80,6 @@ import json
 import re
 import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +90,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, NamedTuple, Protocol
 
+from identity.bounded import BoundedMap
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.frozen import quick_init
 from identity.group_commit import GroupCommitter
@@ -725,9 +725,8 @@ class SqliteAuditLog:
         # tracked objects that every full collection walked, and whose arrival set off full
         # collections (a cold 1M audience spent 0.3-0.5 s of CPU in the collector, measured).
         # A tuple of bytes and a str is untracked by the collector's first pass over it.
-        self._refs: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-        self._refs_lock = threading.Lock()
-        self._ref_cache_size = ref_cache_size
+        # Bounded, least recently used first (identity.bounded).
+        self._refs: BoundedMap[str, tuple[bytes, str]] = BoundedMap(ref_cache_size)
         # Owner-only, WAL, synchronous=FULL: an audit entry is on disk before it is reported.
         self._conn = open_migrated(
             path, busy_timeout_ms, AuditLogUnavailableError, "audit log", _SCHEMA, SCHEMA_VERSION
@@ -1119,28 +1118,23 @@ class SqliteAuditLog:
         shared = self._person_ref_key
         refs: dict[str, str] = {}
         missing: list[tuple[str, bytes]] = []
-        cache = self._refs
-        with self._refs_lock:
-            for person in wanted:
-                key = keys.get(person, shared)
-                hit = cache.get(person)
-                # The same key object, not an equal one: see __init__ (a shred empties the
-                # vault's cache, so a key read again after one never matches an entry).
-                if hit is not None and hit[0] is key:
-                    refs[person] = _unchecked_ref(hit[1])
-                else:
-                    missing.append((person, key))
+        remembered = self._refs.get_many(wanted)
+        for person in wanted:
+            key = keys.get(person, shared)
+            hit = remembered.get(person)
+            # The same key object, not an equal one: see __init__ (a shred empties the
+            # vault's cache, so a key read again after one never matches an entry).
+            if hit is not None and hit[0] is key:
+                refs[person] = _unchecked_ref(hit[1])
+            else:
+                missing.append((person, key))
         if missing:
             # Typed as references without the shape check (a reference is "r_" and 24 hex,
             # which has it): an audience page's list of them then skips the free-text PII
             # backstop.
             made = [(p, (key, person_ref(p, key))) for p, key in missing]
             refs.update((p, _unchecked_ref(entry[1])) for p, entry in made)
-            if self._ref_cache_size > 0:
-                with self._refs_lock:
-                    cache.update(made)
-                    while len(cache) > self._ref_cache_size:
-                        cache.popitem(last=False)
+            self._refs.put_many(made)
         return refs
 
     def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
@@ -1150,9 +1144,7 @@ class SqliteAuditLog:
         are dropped here too, so this process holds no link from an erased id to its old
         reference (one made elsewhere could never be handed out anyway, see ``__init__``).
         """
-        with self._refs_lock:
-            for person in person_ids:
-                self._refs.pop(person, None)
+        self._refs.drop(person_ids)
         return self._person_keys.owners(person_ids) if self._person_keys else []
 
     def close(self) -> None:

@@ -136,5 +136,6 @@ def test_remembered_references_leave_the_garbage_collector_alone_when_kept(
 
     assert all(type(ref) is audit_log.AuditRef for ref in (*made.values(), *again.values()))
     assert made == again
-    remembered = [log._refs[p] for p in PERSONS]
+    remembered = list(log._refs.get_many(PERSONS).values())
+    assert len(remembered) == len(PERSONS)
     assert not any(gc.is_tracked(entry) or gc.is_tracked(entry[1]) for entry in remembered)
