@@ -19,7 +19,6 @@ from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
 from bootstrap.container import Container, build_container
-from bootstrap.process import settle_long_lived
 from bootstrap.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
 from services.lookup import PersonLookup
@@ -39,9 +38,7 @@ def serve_app() -> FastAPI:
     """The app ``idgraph serve`` runs (its ASGI factory): the store connects in the background,
     so ``/livez`` answers at once and ``/readyz`` says 503 (with the reason) until it is
     connected."""
-    app = create_app(container=build_container(Settings(), store_in_background=True), owned=True)
-    settle_long_lived()  # the collector's tuning for a long-running server (bootstrap/process.py)
-    return app
+    return create_app(container=build_container(Settings(), store_in_background=True), owned=True)
 
 
 def create_app(

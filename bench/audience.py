@@ -71,7 +71,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import load_average, measured  # noqa: E402
-from bootstrap.process import settle_long_lived  # noqa: E402
 from identity.hashing import HashedIdentifier, HashKey, Keyring  # noqa: E402
 from identity.identifiers import NormalizedIdentifier  # noqa: E402
 from identity.model import (  # noqa: E402
@@ -393,12 +392,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
         help="rounds of the concurrent modes, policy and raw alternating (default 2): both "
         "modes see the same drift of the machine's load",
     )
-    parser.add_argument(
-        "--default-collector",
-        action="store_true",
-        help="leave CPython's collector at its defaults instead of the served process's tuning "
-        "(bootstrap/process.py): measures what that tuning saves",
-    )
     args = parser.parse_args(argv)
     neo4j = args.store == "neo4j"
     if neo4j and args.db:
@@ -554,11 +547,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
                 after = page[-1].person_id
             return rows
 
-        # The collector's tuning the served process applies once built (bootstrap/process.py):
-        # the reads below are timed as `idgraph serve` runs them. The floor's runs come after,
-        # in the same process, under the same tuning.
-        if not args.default_collector:
-            settle_long_lived()
         print(f"audience: >= 2 purchases in 30 days, consent for {PURPOSE}")
         keys_before = _audit_ref_keys(run_keys)
         cold_run = _timed("audience+policy cold first-ever", with_policy, "members")
@@ -616,7 +604,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             "raw_scan": "the policy run's member_page scan: same rule, consent records and "
             "consent filter",
             "ratio": ratio,
-            "collector": "defaults" if args.default_collector else "served process's tuning",
         }
         since = int((NOW - timedelta(days=30)).timestamp() * 1000)
         if neo4j:
