@@ -88,8 +88,13 @@ def _sealed_facts(store: SqliteGraphStore, person_id: str) -> list[Fact]:
 
 
 def _sealed_owners(store: SqliteGraphStore, person_id: str) -> set[str]:
-    facts = store.read(lambda tx: tx.person_facts(person_id, SEALED_KINDS, FactStatus.ACTIVE))
-    return {f.node_id for f in facts}
+    return {f.node_id for f in _sealed_facts(store, person_id)}
+
+
+def _opened(vault: Vault, store: SqliteGraphStore, person_id: str | None) -> list[bytes]:
+    """The person's sealed values, opened by ``vault``."""
+    facts = _sealed_facts(store, person_id or "")
+    return vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
 
 
 def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_are_on(
@@ -130,10 +135,7 @@ def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_ar
         assert inserts_after_first == 1
         assert key_store.inserts == 1
         # And the values open.
-        facts = graph.read(
-            lambda tx: tx.person_facts(first.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
-        )
-        plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        plain = _opened(vault, graph, first.person_id)
         assert sorted(plain) == [b'"Lyon"', b"p1@shop.de"]
     finally:
         outside.close()
@@ -194,10 +196,7 @@ def test_batches_larger_than_the_pool_store_their_keys_before_the_graph_write(
             owners = _sealed_owners(graph, outcome.person_id or "")
             assert len(owners) == 2
             assert owners <= known  # durable before the graph write began
-        facts = graph.read(
-            lambda tx: tx.person_facts(outcomes[7].person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
-        )
-        plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        plain = _opened(vault, graph, outcomes[7].person_id)
         assert sorted(plain) == [b'"Lyon"', b"p7@shop.de"]
     finally:
         outside.close()
@@ -318,10 +317,7 @@ def test_a_stopping_vault_removes_its_unused_keys_but_keeps_those_handed_out(
         blob = vault.encrypt(in_flight[0], "email", b"ann@shop.de")
         assert vault.decrypt(in_flight[0], "email", blob) == b"ann@shop.de"
         # Values stored before are still readable, and later ingest still seals (at seal time).
-        facts = graph.read(
-            lambda tx: tx.person_facts(outcome.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
-        )
-        assert len(vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])) == 2
+        assert len(_opened(vault, graph, outcome.person_id)) == 2
         (later,) = engine.ingest([_event(ids, 2)])
         assert len(_sealed_owners(graph, later.person_id or "")) == 2
     finally:
@@ -381,10 +377,7 @@ def test_a_sweep_removes_the_unused_keys_of_a_process_that_died_and_only_those(
 
         assert _owners_in_key_file(tmp_path) == used | live_keys
         assert sweeper.sweep_unused(existing) == 0  # nothing more: the used keys are settled
-        facts = graph.read(
-            lambda tx: tx.person_facts(outcome.person_id or "", SEALED_KINDS, FactStatus.ACTIVE)
-        )
-        assert len(sweeper.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])) == 2
+        assert len(_opened(sweeper, graph, outcome.person_id)) == 2
         assert live.reserve_owners(3, new_node_id)  # the live pool still hands out its ids
     finally:
         graph.close()
@@ -530,8 +523,7 @@ def test_keys_made_ahead_still_seal_when_a_shred_happens_before_the_write(
         outcomes = engine.ingest_prepared([prepared])
         assert _owners_in_key_file(tmp_path) == stored  # no new key: the stored ones were used
         for n, outcome in enumerate(outcomes):
-            facts = _sealed_facts(graph, outcome.person_id or "")
-            plain = vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+            plain = _opened(vault, graph, outcome.person_id)
             assert sorted(plain) == [b'"Lyon"', f"p{n}@shop.de".encode()]
     finally:
         graph.close()
