@@ -342,10 +342,19 @@ class _CountingStore:
 
 
 def _audit_ref_keys(path: Path) -> int:
-    """How many person audit reference keys (privacy.audit_refs) the key file at ``path`` holds."""
+    """How many person audit references (privacy.audit_refs) the key file at ``path`` holds:
+    stored references (since stop 33) plus per-person data keys that have none stored yet (a
+    key file of before: their references are derived once, then stored)."""
     with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
+        stored = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stored_refs'"
+        ).fetchone()
+        owners = "SELECT owner FROM data_keys WHERE owner LIKE ? || '%'"
+        if stored:
+            owners += " UNION SELECT owner FROM stored_refs"
         (count,) = conn.execute(
-            "SELECT count(*) FROM data_keys WHERE owner LIKE ? || '%'", (OWNER_PREFIX,)
+            f"SELECT count(*) FROM ({owners})",  # noqa: S608 - constant text
+            (OWNER_PREFIX,),
         ).fetchone()
     conn.close()
     return int(count)

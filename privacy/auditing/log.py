@@ -713,20 +713,14 @@ class SqliteAuditLog:
         self._person_ref_key = person_ref_key
         # Per-person reference keys (shredded by erasure); without them, the shared key only.
         self._person_keys = person_keys
-        # person id -> (the key object its reference was made under, the reference). An entry
-        # is used only while the key source hands out that very key object again: the vault's
-        # subkey cache is emptied by any shred, and an erased person gets no key at all, so a
-        # reference made before an erasure is never handed out after it (the shared-key one is
-        # made instead). Why: a warm 1M audience made ~25k references again, two HMACs each
-        # (the owner's and the reference's), about a fifth of its policy work. The reference is
-        # kept as a plain str and typed as an AuditRef when handed out: an instance of a class
-        # defined in Python is always tracked by the cyclic garbage collector, and so is a tuple
-        # holding one, so ~25k remembered AuditRefs (and their tuples) were ~50k long-lived
-        # tracked objects that every full collection walked, and whose arrival set off full
-        # collections (a cold 1M audience spent 0.3-0.5 s of CPU in the collector, measured).
-        # A tuple of bytes and a str is untracked by the collector's first pass over it.
+        # person id -> its reference under the shared key (a person with no reference of its
+        # own: erased, or unknown and not to be made), a fixed function of the id. The persons'
+        # own references are remembered by their source (VaultPersonRefKeys, valid per shred
+        # generation). Kept as a plain str and typed as an AuditRef when handed out: an instance
+        # of a class defined in Python is always tracked by the cyclic garbage collector (~25k
+        # remembered AuditRefs set off full collections: 0.3-0.5 s CPU in a cold 1M audience).
         # Bounded, least recently used first (identity.bounded).
-        self._refs: BoundedMap[str, tuple[bytes, str]] = BoundedMap(ref_cache_size)
+        self._refs: BoundedMap[str, str] = BoundedMap(ref_cache_size)
         # Owner-only, WAL, synchronous=FULL: an audit entry is on disk before it is reported.
         self._conn = open_migrated(
             path, busy_timeout_ms, AuditLogUnavailableError, "audit log", _SCHEMA, SCHEMA_VERSION
@@ -1103,37 +1097,34 @@ class SqliteAuditLog:
         return self.person_refs([person_id], create=create)[person_id]
 
     def person_refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
-        """:func:`person_ref` of each person under its own reference key.
+        """Each person's own reference (:class:`PersonRefKeys`: stored in the vault key file).
 
-        A person without one (erased: its key is shredded, and a shredded key is never made
-        again) gets a reference under the log's shared key instead: entries written about that
-        id after the erasure do not link to the ones written before it. Without ``create`` a
-        person that has no key yet gets the shared-key reference too, and none is made: for ids
-        a caller sent that are not known to exist (an unknown id must not grow the key file).
+        A person without one (erased: its reference was shredded, and a shredded one is never
+        made again) gets :func:`person_ref` under the log's shared key instead: entries written
+        about that id after the erasure do not link to the ones written before it. Without
+        ``create`` a person that has none yet gets the shared-key reference too, and none is
+        made: for ids a caller sent that are not known to exist (an unknown id must not grow the
+        key file).
         """
         if self._person_ref_key is None:
             raise ConfigurationError("this audit log was opened without the person-ref key")
         wanted = sorted(set(person_ids))
-        keys = self._person_keys.keys(wanted, create=create) if self._person_keys and wanted else {}
+        # Per-person references (stored in the vault key file; the source remembers them for
+        # the key file's shred generation, so an erased person's is never handed out again).
+        own = self._person_keys.refs(wanted, create=create) if self._person_keys and wanted else {}
+        refs: dict[str, str] = {p: _unchecked_ref(r) for p, r in own.items()}
+        if len(refs) == len(wanted):
+            return refs
         shared = self._person_ref_key
-        refs: dict[str, str] = {}
-        missing: list[tuple[str, bytes]] = []
-        remembered = self._refs.get_many(wanted)
-        for person in wanted:
-            key = keys.get(person, shared)
-            hit = remembered.get(person)
-            # The same key object, not an equal one: see __init__ (a shred empties the
-            # vault's cache, so a key read again after one never matches an entry).
-            if hit is not None and hit[0] is key:
-                refs[person] = _unchecked_ref(hit[1])
-            else:
-                missing.append((person, key))
-        if missing:
+        rest = [p for p in wanted if p not in refs]
+        remembered = self._refs.get_many(rest)
+        refs.update((p, _unchecked_ref(r)) for p, r in remembered.items())
+        if len(remembered) < len(rest):
             # Typed as references without the shape check (a reference is "r_" and 24 hex,
             # which has it): an audience page's list of them then skips the free-text PII
             # backstop.
-            made = [(p, (key, person_ref(p, key))) for p, key in missing]
-            refs.update((p, _unchecked_ref(entry[1])) for p, entry in made)
+            made = [(p, person_ref(p, shared)) for p in rest if p not in remembered]
+            refs.update((p, _unchecked_ref(r)) for p, r in made)
             self._refs.put_many(made)
         return refs
 
@@ -1169,15 +1160,16 @@ PERSON_REF_INFO = b"idgraph-audit-person-ref/1"
 
 
 class PersonRefKeys(Protocol):
-    """Per-person reference keys (adapter: :class:`privacy.audit_refs.VaultPersonRefKeys`)."""
+    """Per-person references (adapter: :class:`privacy.audit_refs.VaultPersonRefKeys`)."""
 
-    def keys(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, bytes]:
-        """Each person's reference key, made on first use (with ``create``); erased persons
-        (and, without ``create``, persons that have none yet) are absent."""
+    def refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
+        """Each person's own reference, made on first use (with ``create``) and durable before
+        it is returned; erased persons (and, without ``create``, persons that have none yet)
+        are absent."""
         ...
 
     def owners(self, person_ids: Sequence[str]) -> list[str]:
-        """The vault owners holding those keys (what an erasure shreds)."""
+        """The vault owners holding those references (what an erasure shreds)."""
         ...
 
 

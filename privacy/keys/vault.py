@@ -60,6 +60,7 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import threading
@@ -103,6 +104,8 @@ _DEK_AAD_PREFIX = b"idgraph-vault-dek/1\x00"
 REFS_OWNER = "~refs"
 RESERVED_OWNER_PREFIX = "~"
 SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
+# The subkey that tags references stored in the key file (Vault.owner_refs).
+STORED_REF_TAG_INFO = b"idgraph-vault-stored-ref-tag/1"
 _WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
 _FIRST_REFILL = 256  # keys made by a vault's first pool refill (then doubling to pool_size)
 _SUBKEY_CACHE_PER_DEK = 10  # owner subkeys cached per cached DEK (see Vault.__init__)
@@ -325,6 +328,18 @@ class VaultKeyStore(Protocol):
         that pool holder."""
         ...
 
+    def get_refs(self, owners: Collection[str], info: str) -> dict[str, tuple[str, bytes]]:
+        """The stored ``(reference, tag)`` named ``info`` of those ``owners`` that have one."""
+        ...
+
+    def insert_refs(
+        self, info: str, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
+    ) -> dict[str, tuple[str, bytes]]:
+        """Store ``(owner, reference, tag)`` rows; an owner that got one meanwhile keeps it
+        (returned). Raises :class:`DataKeyDestroyedError` (nothing written) for a shredded
+        owner."""
+        ...
+
     def register_holder(self, process: ProcessIdentity) -> int:
         """A new pool holder (a process making keys ahead); its id."""
         ...
@@ -344,8 +359,8 @@ class VaultKeyStore(Protocol):
     def delete_many(
         self, owners: Collection[str], shred_refs: Mapping[str, str]
     ) -> tuple[int, int]:
-        """Delete the keys of ``owners``, remember them as shredded, bump the shred generation;
-        returns ``(keys deleted, new shred generation)``."""
+        """Delete the keys and stored references of ``owners``, remember them as shredded, bump
+        the shred generation; returns ``(owners that had either, new shred generation)``."""
         ...
 
     def shred_generation(self) -> int:
@@ -424,6 +439,7 @@ class Vault:
         self._cache: BoundedMap[str, AESGCM] = BoundedMap(cache_size)
         self._root_key: bytes | None = None
         self._shred_mac: HmacSha256 | None = None
+        self._tag_mac: HmacSha256 | None = None
         self._root_lock = threading.Lock()
         # (owner, info) -> owner subkey (owner_subkeys), valid for a shred generation like _cache.
         # Bounded on its own: an audience page derives a subkey per member (the audit log's
@@ -546,6 +562,94 @@ class Vault:
             (((owner, info), key) for owner, key in made.items()), generation=generation
         )
         return {**found, **made}
+
+    def shred_generation(self) -> int:
+        """The key file's shred generation (one single-row read): a cache of anything derived
+        from owners' keys is valid while it has not moved (see :class:`BoundedMap`)."""
+        return self._keys.shred_generation()
+
+    def owner_refs(
+        self,
+        owners: Collection[str],
+        info: bytes,
+        make: Callable[[str, bytes | None], str],
+        *,
+        create: bool,
+    ) -> dict[str, str]:
+        """A keyed reference per owner, stored in the key file, named ``info``.
+
+        A stored reference is read back (its tag checked); an owner without one but with a data
+        key (a reference made before references were stored) gets ``make(owner, subkey)``, the
+        subkey being :meth:`owner_subkeys`' (HKDF of its data key), so it is the reference made
+        before; with ``create``, an owner with neither gets ``make(owner, None)`` (a reference
+        that needs no data key). What was made is stored, durably (``synchronous=FULL``), before
+        it is returned. Shredded owners are absent from the answer and never get one again (a
+        shred deletes the stored reference with the key), as are, without ``create``, owners
+        that have neither.
+
+        Why stored: deriving a reference from the owner's data key costs a key-file lookup, an
+        unwrap, an HKDF and the caller's HMAC per owner (~16 us); reading a stored one is one
+        lookup and a tag check. See docs/keys.md for why it is as private.
+        """
+        if not info:
+            raise ValueError("owner_refs needs a non-empty info (the references' purpose)")
+        wanted = set(owners)
+        for owner in wanted:
+            _check_name("owner", owner)
+        if not wanted:
+            return {}
+        name = info.decode()
+        tags = self._ref_tag_mac()
+        found: dict[str, str] = {}
+        for owner, (ref, tag) in self._keys.get_refs(wanted, name).items():
+            if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
+                raise TamperedDataKeyError(owner)
+            found[owner] = ref
+        rest = wanted - found.keys()
+        if not rest:
+            return found
+        made: dict[str, str] = {}
+        older = self._keys.get_many(rest)
+        for owner, wrapped in older.items():
+            made[owner] = make(owner, _hkdf(self._unwrap(owner, wrapped), info))
+        if create:
+            made.update((owner, make(owner, None)) for owner in rest - older.keys())
+        if not made:
+            return found
+        found.update(self._store_refs(name, made, tags))
+        return found
+
+    def _store_refs(self, name: str, made: dict[str, str], tags: HmacSha256) -> dict[str, str]:
+        """Store ``made`` (owner -> reference); what is stored afterwards (another process's
+        reference wins a race), shredded owners left out."""
+        for _ in range(2):
+            rows = [(o, ref, self._ref_tag(tags, o, name, ref)) for o, ref in sorted(made.items())]
+            try:
+                stored = self._keys.insert_refs(name, rows, self._shred_refs(made))
+            except DataKeyDestroyedError as exc:  # shredded meanwhile: never made again
+                made = {o: ref for o, ref in made.items() if o not in set(exc.owners)}
+                if not made:
+                    return {}
+                continue
+            out: dict[str, str] = {}
+            for owner, (ref, tag) in stored.items():
+                if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
+                    raise TamperedDataKeyError(owner)
+                out[owner] = ref
+            return out
+        return {}  # pragma: no cover - a second shred of the same owners in between
+
+    def _ref_tag_mac(self) -> HmacSha256:
+        if self._tag_mac is None:
+            # Pads hashed once: a cold audience checks ~25k tags.
+            self._tag_mac = HmacSha256(self.reference_key(STORED_REF_TAG_INFO))
+        return self._tag_mac
+
+    @staticmethod
+    def _ref_tag(mac: HmacSha256, owner: str, name: str, ref: str) -> bytes:
+        # Binds the reference to its owner and purpose: a row edited, or copied onto another
+        # owner, in the key file is refused (only a holder of the KEK can make a tag). 128 bits.
+        return mac.digest(f"{owner}\x00{name}\x00{ref}".encode())[:16]
 
     def _fresh_keys(self, missing: set[str]) -> dict[str, bytes]:
         """Data keys for ``missing``, made now (or another process's); shredded owners left out."""

@@ -36,7 +36,9 @@ _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
 # 4: data_keys.holder and pool_holders (keys made ahead, swept when their process is gone).
 # 5: data_keys is a rowid table in the order keys were stored, the owner a UNIQUE index (see
 #    _SCHEMA for why); a version-4 file is rebuilt on open (_store_in_time_order).
-SCHEMA_VERSION = 5
+# 6: stored_refs (keyed references kept per owner, privacy.keys.vault.Vault.owner_refs); a
+#    version-5 file gets the empty table (references are stored when first used).
+SCHEMA_VERSION = 6
 
 # data_keys' columns: the table of _SCHEMA, and the one schema 4's is rebuilt into.
 _DATA_KEYS_COLUMNS = """
@@ -87,6 +89,20 @@ CREATE TABLE IF NOT EXISTS shredded_refs (
     shredded_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
+-- Keyed references stored per owner (privacy.keys.vault.Vault.owner_refs: the audit log's
+-- per-person references), each with a tag (HMAC under a vault reference subkey over owner, info
+-- and reference) so a row altered or moved to another owner is refused. Deleted with the
+-- owner's key by a shred (secure_delete zeroes them): an erased person's reference is then
+-- gone, like its key. The owner is keyed (aref:<HMAC>), never a person id. Keyed by owner in
+-- one B-tree (WITHOUT ROWID): a cold audience looks up ~25k of them, one descent each.
+CREATE TABLE IF NOT EXISTS stored_refs (
+    owner TEXT NOT NULL,
+    info  TEXT NOT NULL,
+    ref   TEXT NOT NULL,
+    tag   BLOB NOT NULL,
+    PRIMARY KEY (owner, info)
+) WITHOUT ROWID;
+
 -- Processes holding keys made ahead (privacy.keys.vault.Vault.reserve_owners): data_keys.holder
 -- names the process whose pool made a key, until the key is known to be used or gone. What
 -- identifies a process on this machine: boot id, pid namespace, pid, start time (no personal
@@ -126,6 +142,20 @@ def _delete_owners(
             (*first, *chunk),
         ).rowcount
     return deleted
+
+
+def _delete_refs(conn: sqlite3.Connection, owners: Sequence[str]) -> set[str]:
+    """Delete the stored references of ``owners``; the owners that had one."""
+    gone: set[str] = set()
+    for chunk in _chunks(owners):
+        gone.update(
+            str(owner)
+            for (owner,) in conn.execute(
+                f"DELETE FROM stored_refs WHERE owner IN ({_marks(len(chunk))}) RETURNING owner",  # noqa: S608 - placeholders only
+                chunk,
+            ).fetchall()
+        )
+    return gone
 
 
 def _legacy_shred_ref(owner: str) -> str:
@@ -265,12 +295,16 @@ class SqliteVaultKeyStore:
         """Delete the keys of ``owners``, remember them as shredded and bump the shred
         generation, in one transaction.
 
-        Returns ``(keys deleted, new shred generation)``.
+        Returns ``(owners whose key or stored reference was deleted, new shred generation)``.
         """
         wanted = sorted(set(owners))
         now = int(time.time())
         with self._write() as conn:
-            deleted = _delete_owners(conn, wanted)
+            keyed = set(self._select(conn, wanted))
+            _delete_owners(conn, wanted)
+            # An owner of a stored reference made without a data key (Vault.owner_refs) counts
+            # like a key: it is what the shred destroys for it.
+            deleted = len(keyed | _delete_refs(conn, wanted))
             conn.executemany(
                 "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
                 "ON CONFLICT (ref) DO NOTHING",
@@ -281,6 +315,48 @@ class SqliteVaultKeyStore:
                 "WHERE key = 'shred_generation' RETURNING CAST(value AS INTEGER)"
             ).fetchone()
         return deleted, int(generation)
+
+    def get_refs(self, owners: Collection[str], info: str) -> dict[str, tuple[str, bytes]]:
+        """The stored ``(reference, tag)`` named ``info`` of those ``owners`` that have one."""
+        wanted = sorted(set(owners))
+        found: dict[str, tuple[str, bytes]] = {}
+        with self._read() as conn:
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
+                    f"WHERE info = ? AND owner IN ({_marks(len(chunk))})",
+                    (info, *chunk),
+                )
+                found.update((owner, (ref, bytes(tag))) for owner, ref, tag in rows)
+        return found
+
+    def insert_refs(
+        self, info: str, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
+    ) -> dict[str, tuple[str, bytes]]:
+        """Store ``(owner, reference, tag)`` rows named ``info`` in one transaction; returns what
+        is now stored for each owner (one stored meanwhile by another process is kept). Raises
+        :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded."""
+        owners = sorted(owner for owner, _, _ in rows)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is not None:
+                self._refuse_shredded(conn, owners, shred_refs)
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO stored_refs (owner, info, ref, tag) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (owner, info) DO NOTHING",
+                [(owner, info, ref, tag) for owner, ref, tag in rows],
+            )
+            if conn.total_changes - before == len(rows):
+                return {owner: (ref, tag) for owner, ref, tag in rows}
+            found: dict[str, tuple[str, bytes]] = {}
+            for chunk in _chunks(owners):
+                stored = conn.execute(
+                    "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
+                    f"WHERE info = ? AND owner IN ({_marks(len(chunk))})",
+                    (info, *chunk),
+                )
+                found.update((owner, (ref, bytes(tag))) for owner, ref, tag in stored)
+            return found
 
     def register_holder(self, process: ProcessIdentity) -> int:
         """A new pool holder for ``process``; its id."""

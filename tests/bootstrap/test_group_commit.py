@@ -210,7 +210,7 @@ def test_appends_about_persons_share_one_reference_key_lookup_when_committed_tog
         assert sorted(len(ids) for ids, _ in ref_keys.calls[1:]) == [3, 8]
         for i, ref in enumerate(results):
             assert ref == log.person_ref(persons[i], create=i % 3 != 0)
-        made = ref_keys.keys(persons, create=False)
+        made = ref_keys.refs(persons, create=False)
         assert sorted(made) == sorted(p for i, p in enumerate(persons) if i % 3 != 0)
         assert log.verify().ok
     finally:

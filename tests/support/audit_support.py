@@ -9,17 +9,17 @@ from privacy.keys.vault import Vault
 
 
 class CountingRefKeys:
-    """The real per-person reference keys (vault data keys), counting how often the audit log
-    asks for them: which persons, and whether a key may be made."""
+    """The real per-person references (stored in the vault key file), counting how often the
+    audit log asks for them: which persons, and whether one may be made."""
 
     def __init__(self, vault: Vault) -> None:
         self._keys = VaultPersonRefKeys(vault)
         self.calls: list[tuple[tuple[str, ...], bool]] = []
 
-    def keys(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, bytes]:
-        """The real keys; the call is counted."""
+    def refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
+        """The real references; the call is counted."""
         self.calls.append((tuple(person_ids), create))
-        return self._keys.keys(person_ids, create=create)
+        return self._keys.refs(person_ids, create=create)
 
     def owners(self, person_ids: Sequence[str]) -> list[str]:
         """The real owners (not counted)."""

@@ -61,7 +61,7 @@ def test_append_about_makes_no_key_without_create_when_the_person_has_none(
 
     shared = person_ref(PERSON, vault.reference_key(PERSON_REF_INFO))
     assert entry.person_id == shared
-    assert ref_keys.keys([PERSON], create=False) == {}  # still no key of its own
+    assert ref_keys.refs([PERSON], create=False) == {}  # still no reference of its own
     (later,) = log.append_about(PERSON, [_draft()])  # a known person: its own key is made
     assert later.person_id == log.person_ref(PERSON) != shared
 

@@ -1,6 +1,6 @@
-"""The audit log remembers the persons' references it made (``SqliteAuditLog.person_refs``), and
-the per-person key source remembers their vault owners (``VaultPersonRefKeys``): a warm audience
-asks for the same ~25k references page after page. The cache must never change an answer: the
+"""The per-person reference source remembers the references it read or stored
+(``VaultPersonRefKeys``), and the audit log the shared-key ones it made: a warm audience asks for
+the same ~25k references page after page. The cache must never change an answer: the
 references are those made without it, and after an erasure (in this process or another one on
 the same key file) an erased person gets the shared-key reference, never its old one.
 """
@@ -8,7 +8,7 @@ the same key file) an erased person gets the shared-key reference, never its old
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,21 +63,23 @@ def test_person_refs_are_those_made_without_a_cache_when_asked_again(
     uncached.close()
 
 
-def test_person_refs_make_no_reference_again_when_the_persons_were_asked_before(
-    log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
+def test_person_refs_ask_the_key_file_once_a_person_when_the_persons_were_asked_before(
+    vault: Vault, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[str] = []
-    real = audit_log.person_ref
+    asked: list[str] = []
+    real = vault.owner_refs
 
-    def counted(person_id: str, key: bytes) -> str:
-        made.append(person_id)
-        return real(person_id, key)  # the real HMAC, counted
+    def counted(
+        owners: Collection[str], info: bytes, make: Callable[[str, bytes | None], str], **kw: bool
+    ) -> dict[str, str]:
+        asked.extend(owners)
+        return real(owners, info, make, **kw)  # the real key file, counted
 
-    monkeypatch.setattr(audit_log, "person_ref", counted)
+    monkeypatch.setattr(vault, "owner_refs", counted)
     log.person_refs(PERSONS[:30])
     log.person_refs(PERSONS)
 
-    assert sorted(made) == sorted(PERSONS)  # each once: 30, then only the 10 new ones
+    assert len(asked) == len(set(asked)) == len(PERSONS)  # each once: 30, then the 10 new ones
 
 
 def test_an_erased_person_gets_the_shared_reference_when_it_was_remembered_before(
@@ -118,7 +120,7 @@ def test_person_refs_stay_right_when_the_cache_is_smaller_than_the_persons(
 
     for _ in range(2):
         assert small.person_refs(PERSONS) == uncached.person_refs(PERSONS)
-    assert len(small._refs) == 7  # bounded
+    assert len(small._person_keys._refs) == 7  # type: ignore[union-attr]  # bounded
     small.close()
     uncached.close()
 
@@ -127,15 +129,15 @@ def test_remembered_references_leave_the_garbage_collector_alone_when_kept(
     log: SqliteAuditLog,
 ) -> None:
     # A cold 1M audience remembers ~25k references: as AuditRef instances (a Python class, so
-    # tracked by the cyclic collector, and so was each tuple holding one) they were ~50k
-    # long-lived objects every full collection walked. Kept as plain str, the entries are
-    # untracked after one pass; what the caller gets is still typed as a reference.
+    # tracked by the cyclic collector) they were ~25k long-lived objects every full collection
+    # walked. Kept as plain str; what the caller gets is still typed as a reference.
     made = log.person_refs(PERSONS)
     again = log.person_refs(PERSONS)
     gc.collect()
 
     assert all(type(ref) is audit_log.AuditRef for ref in (*made.values(), *again.values()))
     assert made == again
-    remembered = list(log._refs.get_many(PERSONS).values())
+    remembered = list(log._person_keys._refs.get_many(PERSONS).values())  # type: ignore[union-attr]
     assert len(remembered) == len(PERSONS)
-    assert not any(gc.is_tracked(entry) or gc.is_tracked(entry[1]) for entry in remembered)
+    assert all(type(entry) is str for entry in remembered)
+    assert not any(gc.is_tracked(entry) for entry in remembered)

@@ -1,0 +1,185 @@
+"""Per-person audit references stored in the vault key file (version 2, stop 33).
+
+Since stop 33 a person's audit reference is random and stored in the key file (``stored_refs``)
+instead of derived, on every cold read, from a per-person data key (lookup, unwrap, HKDF, HMAC).
+What must hold, each proven here on the real key file, vault and audit log:
+
+* a new person's reference needs no data key, and is durable before it is handed out;
+* a person whose reference was derived before (version 1) keeps it, so an access request still
+  finds the entries written before the change, and the reference is then stored;
+* an erasure deletes the stored reference with the keys: no file (key file, its WAL, the audit
+  log) holds anything from which the reference could be recomputed for the erased id;
+* a stored row altered or moved to another owner is refused, not used.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from privacy.audit_refs import KEY_INFO, VaultPersonRefKeys
+from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog, person_ref
+from privacy.keys.keyprovider import LocalFileKeyProvider
+from privacy.keys.vault import TamperedDataKeyError, Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+
+PERSONS = [f"p_{i:04d}f00d{i:04d}" for i in range(25)]
+INFO = KEY_INFO.decode()
+
+
+def _log(path: Path, vault: Vault) -> SqliteAuditLog:
+    return SqliteAuditLog(
+        path,
+        person_ref_key=vault.reference_key(PERSON_REF_INFO),
+        person_keys=VaultPersonRefKeys(vault),
+    )
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, vault: Vault) -> Iterator[SqliteVaultKeyStore]:
+    """A second connection to the test vault's key file (to look at it, as an auditor would)."""
+    vault.reference_key(PERSON_REF_INFO)  # the key file's reference root exists
+    keys = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    yield keys
+    keys.close()
+
+
+def _fresh_vault(tmp_path: Path) -> tuple[SqliteVaultKeyStore, Vault]:
+    """Another process's vault on the same key file and KEK (empty caches)."""
+    keys = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    return keys, Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json"))
+
+
+def _raw(tmp_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(tmp_path / "vault-keys.sqlite3", isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_new_persons_reference_is_stored_without_a_data_key_when_first_asked_for(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    log = _log(tmp_path / "audit.sqlite3", vault)
+    made = log.person_refs(PERSONS)
+    log.close()
+    owners = {p: VaultPersonRefKeys(vault).owners([p])[0] for p in PERSONS}
+
+    # No per-person data key was made (the cold path no longer unwraps or derives anything)...
+    assert key_file.get_many(owners.values()) == {}
+    # ...the references are in the key file (durable: read by another connection), random
+    # (no two alike, none the shared-key one) and what another process hands out.
+    stored = key_file.get_refs(owners.values(), INFO)
+    assert {p: stored[owners[p]][0] for p in PERSONS} == made
+    assert len(set(made.values())) == len(PERSONS)
+    shared = vault.reference_key(PERSON_REF_INFO)
+    assert all(made[p] != person_ref(p, shared) for p in PERSONS)
+    keys, other = _fresh_vault(tmp_path)
+    elsewhere = _log(tmp_path / "elsewhere.sqlite3", other)
+    try:
+        assert elsewhere.person_refs(PERSONS, create=False) == made
+    finally:
+        elsewhere.close()
+        keys.close()
+
+
+def test_an_old_reference_is_kept_and_stored_so_old_entries_are_found_when_first_read_after(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    # Written by the code before stop 33: a data key per person (Vault.owner_subkeys, made on
+    # first use), the reference derived from it, the entry recorded under that reference.
+    source = VaultPersonRefKeys(vault)
+    owners = {p: source.owners([p])[0] for p in PERSONS}
+    subkeys = vault.owner_subkeys(owners.values(), KEY_INFO, create=True)
+    old = {p: person_ref(p, subkeys[owners[p]]) for p in PERSONS}
+    before = SqliteAuditLog(tmp_path / "audit.sqlite3", person_ref_key=b"s" * 32)
+    before.append(
+        [
+            AuditDraft("key_ops1", "read.profile", "ad_targeting", old[p], "allow", "ok")
+            for p in PERSONS
+        ]
+    )
+    before.close()
+
+    keys, other = _fresh_vault(tmp_path)
+    log = _log(tmp_path / "audit.sqlite3", other)
+    try:
+        now = log.person_refs(PERSONS, create=False)
+        assert now == old
+        # An access request finds the entry written before the change.
+        assert [e.person_id for e in log.mentioning(now[PERSONS[3]])] == [old[PERSONS[3]]]
+        # And the reference is stored now: the next cold read is one lookup.
+        stored = key_file.get_refs(owners.values(), INFO)
+        assert {p: stored[owners[p]][0] for p in PERSONS} == old
+    finally:
+        log.close()
+        keys.close()
+
+
+@pytest.mark.parametrize("version", ["stored", "derived before"])
+def test_an_erased_persons_reference_is_in_no_file_and_never_made_again_when_shredded(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore, version: str
+) -> None:
+    log = _log(tmp_path / "audit.sqlite3", vault)
+    person = PERSONS[0]
+    if version == "derived before":
+        owner = VaultPersonRefKeys(vault).owners([person])[0]
+        vault.owner_subkeys([owner], KEY_INFO, create=True)
+    ref = log.person_ref(person)
+    log.append_about(
+        person, [AuditDraft("key_ops1", "read.profile", "ad_targeting", None, "allow", "ok")]
+    )
+    owners = log.person_ref_owners([person])
+
+    assert vault.shred(owners) == 1
+
+    # Nothing of the person is left in the key file or its WAL (secure_delete, WAL truncated):
+    # neither the reference nor a key it could be derived from, nor the owner.
+    assert key_file.get_refs(owners, INFO) == {}
+    assert key_file.get_many(owners) == {}
+    for path in tmp_path.glob("vault-keys.sqlite3*"):
+        data = path.read_bytes()
+        assert ref.encode() not in data, path.name
+        assert owners[0].encode() not in data, path.name
+    # The log keeps the entry (under the reference), and hands out the shared-key reference
+    # for the id from now on, in this process and in a fresh one: never the old one again.
+    assert [e.person_id for e in log.entries()] == [ref]
+    shared = person_ref(person, vault.reference_key(PERSON_REF_INFO))
+    assert log.person_ref(person) == shared
+    keys, other = _fresh_vault(tmp_path)
+    try:
+        assert VaultPersonRefKeys(other).refs([person]) == {}
+        assert key_file.get_refs(owners, INFO) == {}
+    finally:
+        keys.close()
+        log.close()
+
+
+def test_a_stored_reference_is_refused_when_altered_or_moved_to_another_owner(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    log = _log(tmp_path / "audit.sqlite3", vault)
+    log.person_refs(PERSONS[:2])
+    log.close()
+    first, second = VaultPersonRefKeys(vault).owners(PERSONS[:2])
+    # Moved: the first owner's row now carries the second owner's reference and tag.
+    _raw(
+        tmp_path,
+        "UPDATE stored_refs SET (ref, tag) = (SELECT ref, tag FROM stored_refs WHERE owner = ?) "
+        "WHERE owner = ?",
+        (second, first),
+    )
+    keys, other = _fresh_vault(tmp_path)
+    try:
+        with pytest.raises(TamperedDataKeyError):
+            VaultPersonRefKeys(other).refs(PERSONS[:2])
+        # Altered: a reference of the attacker's choosing with the old tag.
+        _raw(tmp_path, "UPDATE stored_refs SET ref = ? WHERE owner = ?", ("r_" + "0" * 24, second))
+        with pytest.raises(TamperedDataKeyError):
+            VaultPersonRefKeys(other).refs([PERSONS[1]])
+    finally:
+        keys.close()
