@@ -353,7 +353,7 @@ def _audit_ref_keys(path: Path) -> int:
         if stored:
             owners += " UNION SELECT owner FROM stored_refs"
         (count,) = conn.execute(
-            f"SELECT count(*) FROM ({owners})",  # noqa: S608 - constant text
+            f"SELECT count(*) FROM ({owners})",
             (OWNER_PREFIX,),
         ).fetchone()
     conn.close()
