@@ -328,12 +328,12 @@ class VaultKeyStore(Protocol):
         that pool holder."""
         ...
 
-    def get_refs(self, owners: Collection[str], info: str) -> dict[str, tuple[str, bytes]]:
-        """The stored ``(reference, tag)`` named ``info`` of those ``owners`` that have one."""
+    def get_refs(self, owners: Collection[str]) -> dict[str, tuple[str, bytes]]:
+        """The stored ``(reference, tag)`` of those ``owners`` that have one."""
         ...
 
     def insert_refs(
-        self, info: str, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
+        self, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
     ) -> dict[str, tuple[str, bytes]]:
         """Store ``(owner, reference, tag)`` rows; an owner that got one meanwhile keeps it
         (returned). Raises :class:`DataKeyDestroyedError` (nothing written) for a shredded
@@ -576,7 +576,9 @@ class Vault:
         *,
         create: bool,
     ) -> dict[str, str]:
-        """A keyed reference per owner, stored in the key file, named ``info``.
+        """A keyed reference per owner, stored in the key file, for the use named ``info``
+        (one stored reference per owner: owners name their use, like the audit log's ``aref:``;
+        the tag binds ``info``, so a reference stored for another use is refused).
 
         A stored reference is read back (its tag checked); an owner without one but with a data
         key (a reference made before references were stored) gets ``make(owner, subkey)``, the
@@ -601,7 +603,7 @@ class Vault:
         name = info.decode()
         tags = self._ref_tag_mac()
         found: dict[str, str] = {}
-        for owner, (ref, tag) in self._keys.get_refs(wanted, name).items():
+        for owner, (ref, tag) in self._keys.get_refs(wanted).items():
             if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
                 raise TamperedDataKeyError(owner)
             found[owner] = ref
@@ -625,7 +627,7 @@ class Vault:
         for _ in range(2):
             rows = [(o, ref, self._ref_tag(tags, o, name, ref)) for o, ref in sorted(made.items())]
             try:
-                stored = self._keys.insert_refs(name, rows, self._shred_refs(made))
+                stored = self._keys.insert_refs(rows, self._shred_refs(made))
             except DataKeyDestroyedError as exc:  # shredded meanwhile: never made again
                 made = {o: ref for o, ref in made.items() if o not in set(exc.owners)}
                 if not made:

@@ -90,17 +90,16 @@ CREATE TABLE IF NOT EXISTS shredded_refs (
 ) WITHOUT ROWID;
 
 -- Keyed references stored per owner (privacy.keys.vault.Vault.owner_refs: the audit log's
--- per-person references), each with a tag (HMAC under a vault reference subkey over owner, info
--- and reference) so a row altered or moved to another owner is refused. Deleted with the
+-- per-person references), one per owner (owners name their use: aref:...), each with a tag
+-- (HMAC under a vault reference subkey over owner, use and reference) so a row altered or moved
+-- to another owner is refused. Deleted with the
 -- owner's key by a shred (secure_delete zeroes them): an erased person's reference is then
 -- gone, like its key. The owner is keyed (aref:<HMAC>), never a person id. Keyed by owner in
 -- one B-tree (WITHOUT ROWID): a cold audience looks up ~25k of them, one descent each.
 CREATE TABLE IF NOT EXISTS stored_refs (
-    owner TEXT NOT NULL,
-    info  TEXT NOT NULL,
+    owner TEXT PRIMARY KEY,
     ref   TEXT NOT NULL,
-    tag   BLOB NOT NULL,
-    PRIMARY KEY (owner, info)
+    tag   BLOB NOT NULL
 ) WITHOUT ROWID;
 
 -- Processes holding keys made ahead (privacy.keys.vault.Vault.reserve_owners): data_keys.holder
@@ -316,24 +315,24 @@ class SqliteVaultKeyStore:
             ).fetchone()
         return deleted, int(generation)
 
-    def get_refs(self, owners: Collection[str], info: str) -> dict[str, tuple[str, bytes]]:
-        """The stored ``(reference, tag)`` named ``info`` of those ``owners`` that have one."""
+    def get_refs(self, owners: Collection[str]) -> dict[str, tuple[str, bytes]]:
+        """The stored ``(reference, tag)`` of those ``owners`` that have one."""
         wanted = sorted(set(owners))
         found: dict[str, tuple[str, bytes]] = {}
         with self._read() as conn:
             for chunk in _chunks(wanted):
                 rows = conn.execute(
                     "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
-                    f"WHERE info = ? AND owner IN ({_marks(len(chunk))})",
-                    (info, *chunk),
+                    f"WHERE owner IN ({_marks(len(chunk))})",
+                    chunk,
                 )
                 found.update((owner, (ref, bytes(tag))) for owner, ref, tag in rows)
         return found
 
     def insert_refs(
-        self, info: str, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
+        self, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
     ) -> dict[str, tuple[str, bytes]]:
-        """Store ``(owner, reference, tag)`` rows named ``info`` in one transaction; returns what
+        """Store ``(owner, reference, tag)`` rows in one transaction; returns what
         is now stored for each owner (one stored meanwhile by another process is kept). Raises
         :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded."""
         owners = sorted(owner for owner, _, _ in rows)
@@ -342,9 +341,9 @@ class SqliteVaultKeyStore:
                 self._refuse_shredded(conn, owners, shred_refs)
             before = conn.total_changes
             conn.executemany(
-                "INSERT INTO stored_refs (owner, info, ref, tag) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (owner, info) DO NOTHING",
-                [(owner, info, ref, tag) for owner, ref, tag in rows],
+                "INSERT INTO stored_refs (owner, ref, tag) VALUES (?, ?, ?) "
+                "ON CONFLICT (owner) DO NOTHING",
+                rows,
             )
             if conn.total_changes - before == len(rows):
                 return {owner: (ref, tag) for owner, ref, tag in rows}
@@ -352,8 +351,8 @@ class SqliteVaultKeyStore:
             for chunk in _chunks(owners):
                 stored = conn.execute(
                     "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
-                    f"WHERE info = ? AND owner IN ({_marks(len(chunk))})",
-                    (info, *chunk),
+                    f"WHERE owner IN ({_marks(len(chunk))})",
+                    chunk,
                 )
                 found.update((owner, (ref, bytes(tag))) for owner, ref, tag in stored)
             return found

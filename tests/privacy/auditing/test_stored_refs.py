@@ -27,7 +27,6 @@ from privacy.keys.vault import TamperedDataKeyError, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 
 PERSONS = [f"p_{i:04d}f00d{i:04d}" for i in range(25)]
-INFO = KEY_INFO.decode()
 
 
 def _log(path: Path, vault: Vault) -> SqliteAuditLog:
@@ -73,7 +72,7 @@ def test_a_new_persons_reference_is_stored_without_a_data_key_when_first_asked_f
     assert key_file.get_many(owners.values()) == {}
     # ...the references are in the key file (durable: read by another connection), random
     # (no two alike, none the shared-key one) and what another process hands out.
-    stored = key_file.get_refs(owners.values(), INFO)
+    stored = key_file.get_refs(owners.values())
     assert {p: stored[owners[p]][0] for p in PERSONS} == made
     assert len(set(made.values())) == len(PERSONS)
     shared = vault.reference_key(PERSON_REF_INFO)
@@ -113,7 +112,7 @@ def test_an_old_reference_is_kept_and_stored_so_old_entries_are_found_when_first
         # An access request finds the entry written before the change.
         assert [e.person_id for e in log.mentioning(now[PERSONS[3]])] == [old[PERSONS[3]]]
         # And the reference is stored now: the next cold read is one lookup.
-        stored = key_file.get_refs(owners.values(), INFO)
+        stored = key_file.get_refs(owners.values())
         assert {p: stored[owners[p]][0] for p in PERSONS} == old
     finally:
         log.close()
@@ -139,7 +138,7 @@ def test_an_erased_persons_reference_is_in_no_file_and_never_made_again_when_shr
 
     # Nothing of the person is left in the key file or its WAL (secure_delete, WAL truncated):
     # neither the reference nor a key it could be derived from, nor the owner.
-    assert key_file.get_refs(owners, INFO) == {}
+    assert key_file.get_refs(owners) == {}
     assert key_file.get_many(owners) == {}
     for path in tmp_path.glob("vault-keys.sqlite3*"):
         data = path.read_bytes()
@@ -153,7 +152,7 @@ def test_an_erased_persons_reference_is_in_no_file_and_never_made_again_when_shr
     keys, other = _fresh_vault(tmp_path)
     try:
         assert VaultPersonRefKeys(other).refs([person]) == {}
-        assert key_file.get_refs(owners, INFO) == {}
+        assert key_file.get_refs(owners) == {}
     finally:
         keys.close()
         log.close()
