@@ -489,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
                 store.close()
                 vault_keys.close()
                 print("timing the reads in a fresh process (the graph just built, reused)")
+                sys.stdout.flush()  # before the child's lines
                 given = sys.argv[1:] if argv is None else argv
                 child = [sys.executable, str(Path(__file__).resolve()), *given]
                 if args.db is None:
