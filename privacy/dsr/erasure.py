@@ -426,8 +426,9 @@ class ErasureService:
             totals["refusals_deleted"] += erased.refusals
             node_ids.extend(erased.node_ids)
             erased_hashes.update(erased.hashes)
-        # The erased persons' audit reference keys go with their identifier keys: once shredded,
-        # nobody can link the audit entries about them to their ids (privacy.audit_refs).
+        # The erased persons' audit references (stored in the key file, with the data keys of
+        # older references) go with their identifier keys: once shredded, nobody can link the
+        # audit entries about them to their ids (privacy.audit_refs).
         node_ids.extend(self._audit.person_ref_owners(erased_persons))
         others = (candidates | kept) - erased_hashes
         # Refusals of the other key forms (the erased nodes' own were deleted with them).

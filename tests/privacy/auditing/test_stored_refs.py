@@ -15,7 +15,7 @@ What must hold, each proven here on the real key file, vault and audit log:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -182,3 +182,51 @@ def test_a_stored_reference_is_refused_when_altered_or_moved_to_another_owner(
             VaultPersonRefKeys(other).refs([PERSONS[1]])
     finally:
         keys.close()
+
+
+class _InterleavedKeyStore(SqliteVaultKeyStore):
+    """The real key file; right after this process looked its references up (and found none),
+    another process acts on the same file (``between``), before this one stores its own."""
+
+    between: Callable[[], None] | None = None
+
+    def get_refs(self, owners: Collection[str]) -> dict[str, tuple[str, bytes]]:
+        found = super().get_refs(owners)
+        act, self.between = self.between, None
+        if act is not None:
+            act()
+        return found
+
+
+@pytest.mark.parametrize("meanwhile", ["stored its own", "erased the person"])
+def test_a_reference_made_by_two_processes_at_once_is_the_stored_one_when_they_race(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore, meanwhile: str
+) -> None:
+    person = PERSONS[0]
+    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
+    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
+    other = VaultPersonRefKeys(vault)
+    winner: dict[str, str] = {}
+
+    def act() -> None:
+        if meanwhile == "stored its own":
+            winner.update(other.refs([person]))
+        else:
+            other.refs([person])
+            vault.shred(other.owners([person]))
+
+    keys.between = act
+    try:
+        got = racing.refs([person])
+    finally:
+        keys.close()
+
+    stored = key_file.get_refs(other.owners([person]))
+    if meanwhile == "stored its own":
+        # The first stored reference wins, everywhere: one person, one reference.
+        assert got == winner
+        assert [ref for ref, _ in stored.values()] == [winner[person]]
+    else:
+        # Erased meanwhile: no reference is stored for it again, none is handed out.
+        assert got == {}
+        assert stored == {}
