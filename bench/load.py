@@ -34,7 +34,10 @@ seconds of the client and servers together and of the server alone (``server_cpu
 share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
 ``hello`` (``bulk`` comes with ``ingest``). The ingest phase also reports the server's graph
 transactions (``commits``, from its own ``/metrics``: one per group commit), to compare with
-``bench/ingest_paths.py``'s.
+``bench/ingest_paths.py``'s, and beside the bulk phase (whose process reports its own bytes
+written) ``ingest_bytes_over_bulk``, ``ingest_server_cpu_over_wall`` and ``bulk_cpu_over_wall``:
+both are bound to one core by the GIL, so a server below the bulk process's CPU over wall is
+waiting (for its commits' fsyncs, for requests in transit) rather than working.
 """
 
 from __future__ import annotations
