@@ -61,6 +61,7 @@ from typing import Any
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
 from identity.model import (
+    ConsentRecord,
     EventCountRule,
     Fact,
     FactKind,
@@ -635,7 +636,9 @@ class ReadService:
         candidates: list[tuple[MemberRow, PolicyDecision, Sequence[Fact]]] = []
         denied = result.denied
         no_facts: tuple[Fact, ...] = ()
+        no_refs: tuple[FieldRef, ...] = ()
         decided: list[tuple[MemberRow, Sequence[Fact]]] = []
+        persons: list[tuple[str, Sequence[ConsentRecord], Sequence[FieldRef]]] = []
         for row in rows:
             if row.excluded is not None:
                 # Left out by the store's consent filter (PolicyEngine.consent_filter): a
@@ -643,17 +646,22 @@ class ReadService:
                 denied[row.excluded.value] += 1
                 continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
-            decided.append((row, latest_by_name(row.attributes) if row.attributes else no_facts))
+            if row.attributes:
+                latest = latest_by_name(row.attributes)
+                decided.append((row, latest))
+                persons.append((row.person_id, row.consents, _refs(latest)))
+            else:
+                decided.append((row, no_facts))
+                persons.append((row.person_id, row.consents, no_refs))
         # Every person of the page through the engine at once (the same decisions as decide).
-        persons = [
-            (row.person_id, row.consents, _refs(facts) if facts else ()) for row, facts in decided
-        ]
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
         for (row, facts), decision in zip(decided, decisions, strict=True):
             if not decision.allowed:
                 denied[decision.reason] += 1
                 continue
             candidates.append((row, decision, _allowed(facts, decision) if facts else no_facts))
+        if rules is not None and not (rules.attributes or rules.any_of):
+            rules = None  # event rules only: the store applied them, nothing is left to match
         sealed = [(f.node_id, f.seal_field, f.sealed) for _, _, kept in candidates for f in kept]
         plain = iter(self._vault.decrypt_many(sealed))
         members: list[_Member] = []
