@@ -271,8 +271,10 @@ class FeaturePage:
 
 @dataclass(slots=True)
 class _Member:
+    # No decision kept: a member is one the engine allowed (the denied are counted by reason),
+    # and holding 1,000 decisions per page alive until the page is audited only gave the
+    # cyclic collector more to walk.
     row: MemberRow
-    decision: PolicyDecision
     values: dict[str, Any]
 
 
@@ -633,7 +635,7 @@ class ReadService:
         now: datetime,
         result: _ScanResult,
     ) -> list[_Member]:
-        candidates: list[tuple[MemberRow, PolicyDecision, Sequence[Fact]]] = []
+        candidates: list[tuple[MemberRow, Sequence[Fact]]] = []
         denied = result.denied
         no_facts: tuple[Fact, ...] = ()
         no_refs: tuple[FieldRef, ...] = ()
@@ -659,18 +661,18 @@ class ReadService:
             if not decision.allowed:
                 denied[decision.reason] += 1
                 continue
-            candidates.append((row, decision, _allowed(facts, decision) if facts else no_facts))
+            candidates.append((row, _allowed(facts, decision) if facts else no_facts))
         if rules is not None and not (rules.attributes or rules.any_of):
             rules = None  # event rules only: the store applied them, nothing is left to match
-        sealed = [(f.node_id, f.seal_field, f.sealed) for _, _, kept in candidates for f in kept]
+        sealed = [(f.node_id, f.seal_field, f.sealed) for _, kept in candidates for f in kept]
         plain = iter(self._vault.decrypt_many(sealed))
         members: list[_Member] = []
-        for row, decision, kept in candidates:
+        for row, kept in candidates:
             values = {f.name: json.loads(next(plain)) for f in kept} if kept else {}
             if rules is not None and not rules.matches(values):
                 result.denied["rules_not_met"] += 1
                 continue
-            members.append(_Member(row, decision, values))
+            members.append(_Member(row, values))
         return members
 
     def _audit_page(
