@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from identity.frozen import quick_init
-from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
+from identity.model import RESTRICTION_PURPOSE, ConsentRecord
 from privacy.access.purposes import Default, Purpose, PurposesPolicy
-from privacy.consent.state import ConsentReason, consent_state
+from privacy.consent.state import ConsentReason, consent_state, plain_timeline
 
 ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
 # The category the resolution engine gives kept raw identifiers (FactKind.RAW_IDENTIFIER).
@@ -150,114 +150,9 @@ def _denied_fields(fields: Sequence[FieldRef]) -> tuple[FieldVerdict, ...]:
     return tuple(FieldVerdict(f, False, FieldReason.READ_DENIED) for f in fields)
 
 
-# The reasons the plain timeline gives, as the plain strings a decision carries (a StrEnum's
-# ``.value`` is a descriptor call: a page of thousands of decisions paid it per person).
-_GRANTED = ConsentReason.GRANTED.value
-_DENIED = ConsentReason.DENIED.value
-_TIE_DENIED = ConsentReason.TIE_DENIED.value
-_EXPIRED = ConsentReason.EXPIRED.value
-_DEFAULT_GRANT = ConsentReason.DEFAULT_GRANT.value
-_DEFAULT_DENY = ConsentReason.DEFAULT_DENY.value
-_NOT_PLAIN = frozenset({ConsentSignal.OBJECTION, ConsentSignal.COMPELLING_GROUNDS})
-
-
-def _cutoff(now: datetime, age: timedelta | None) -> datetime | None:
-    """The oldest ``at`` a grant may have and still allow at ``now`` under a maximum ``age``
-    (``None``: no limit, or a limit reaching before ``datetime.min``, which no grant can pass).
-
-    ``now - at > age`` is ``at < now - age``, exactly: datetimes and timedeltas are whole
-    microseconds, so the comparison moved across is the same comparison.
-    """
-    if age is None:
-        return None
-    try:
-        return now - age
-    except OverflowError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _PlainTimeline:
-    """The consent rules 5-7 of :mod:`privacy.consent.state` for one purpose, page-wide.
-
-    :meth:`PolicyEngine.decide_many` decides a page of thousands of persons for one purpose at one
-    ``now``, nearly all with one or two plain grants or denials. What the rules need besides the
-    records (the purpose's default, its expiry and the TCF age as cut-off times, the reason
-    strings) is worked out once here instead of per person, and a decision is three values, not a
-    :class:`~privacy.consent.state.ConsentState` first. :meth:`decide` hands any other history
-    back (``None``: a restriction that counts, an objection or compelling grounds) to
-    :func:`~privacy.consent.state.consent_state`. The same decisions as :meth:`PolicyEngine.decide`
-    (property-tested, expiry boundaries included).
-    """
-
-    purpose: str
-    exempt: bool  # restriction records do not count (Art. 18(2))
-    default: tuple[bool, str, None]
-    expiry_cutoff: datetime | None  # grants older than this are expired (the purpose's expiry)
-    tcf_cutoff: datetime | None  # TC-string grants older than this are expired (TCF age)
-
-    @classmethod
-    def of(
-        cls, purpose: str, policy: Purpose, now: datetime, tcf_max_age: timedelta | None
-    ) -> _PlainTimeline | None:
-        """The timeline of ``purpose``, or ``None`` when consent does not apply to it (rule 2:
-        the general rules decide)."""
-        if not policy.consent_applies or purpose == RESTRICTION_PURPOSE:
-            return None
-        granted = policy.default is Default.GRANT
-        return cls(
-            purpose,
-            policy.restriction_exempt,
-            (granted, _DEFAULT_GRANT if granted else _DEFAULT_DENY, None),
-            _cutoff(now, policy.consent_expiry),
-            _cutoff(now, tcf_max_age),
-        )
-
-    def decide(self, records: Sequence[ConsentRecord]) -> tuple[bool, str, str | None] | None:
-        """``(allowed, reason, deciding record id)`` from a plain history, else ``None``."""
-        purpose = self.purpose
-        top_at: datetime | None = None
-        top: list[ConsentRecord] = []  # the purpose's records at the latest time, in input order
-        for record in records:
-            if record.purpose == purpose:
-                signal = record.signal
-                if signal is ConsentSignal.RESTRICTION:
-                    continue  # not a restriction ("*" is its purpose) and not a consent either
-                if signal in _NOT_PLAIN:
-                    return None
-                at = record.at
-                if top_at is None or at > top_at:
-                    top_at, top = at, [record]
-                elif at == top_at:
-                    top.append(record)
-            elif (
-                record.purpose == RESTRICTION_PURPOSE
-                and record.signal is ConsentSignal.RESTRICTION
-                and not self.exempt
-            ):
-                return None
-        if not top:
-            return self.default
-        first = top[0]
-        if len(top) == 1:
-            granted, deciding, tie = first.granted, first, False
-        else:
-            granted = all(r.granted for r in top)
-            tie = any(r.granted != first.granted for r in top)
-            deciding = next((r for r in top if r.granted == granted), first)
-        if not granted:
-            return False, _TIE_DENIED if tie else _DENIED, deciding.record_id
-        at = deciding.at
-        expired = (self.expiry_cutoff is not None and at < self.expiry_cutoff) or (
-            self.tcf_cutoff is not None
-            and deciding.signal is ConsentSignal.TCF
-            and at < self.tcf_cutoff
-        )
-        return (
-            (False, _EXPIRED, deciding.record_id)
-            if expired
-            else (True, _GRANTED, deciding.record_id)
-        )
+# A consent reason as the plain string a decision carries, by a dict lookup: a StrEnum's
+# ``.value`` is a descriptor call, which a page of thousands of decisions paid per person.
+_REASON_TEXT: Mapping[ConsentReason, str] = {reason: reason.value for reason in ConsentReason}
 
 
 class PolicyEngine:
@@ -364,15 +259,24 @@ class PolicyEngine:
                 for person_id, _, fields in persons
             ]
         tcf_max_age = self._tcf_max_age
-        plain = _PlainTimeline.of(purpose, policy, now, tcf_max_age)
+        # The plain consent timeline (rules 5-7) with the purpose's settings looked up once.
+        plain = policy.consent_applies and purpose != RESTRICTION_PURPOSE
+        exempt, default_grant = policy.restriction_exempt, policy.default is Default.GRANT
+        expiry = policy.consent_expiry
+        reason_text = _REASON_TEXT
         decisions: list[PolicyDecision] = []
         append = decisions.append
         for person_id, consents, fields in persons:
-            decided = None if plain is None else plain.decide(consents)
+            decided = (
+                plain_timeline(consents, purpose, exempt, default_grant, now, expiry, tcf_max_age)
+                if plain
+                else None
+            )
             if decided is None:  # a history the general rules weigh (or a purpose without consent)
                 state = consent_state(purpose, policy, consents, now=now, tcf_max_age=tcf_max_age)
-                decided = (state.allowed, state.reason.value, state.record_id)
-            allowed, reason, record_id = decided
+                decided = (state.allowed, state.reason, state.record_id)
+            allowed, reason_enum, record_id = decided
+            reason = reason_text[reason_enum]
             if not fields:
                 verdicts: tuple[FieldVerdict, ...] = ()
             elif allowed:

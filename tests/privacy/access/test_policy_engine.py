@@ -265,7 +265,7 @@ def test_decide_many_expires_grants_as_decide_does_when_grants_are_at_the_expiry
     persons: list[list[ConsentRecord]],
 ) -> None:
     # Grants exactly at, a microsecond under and a microsecond over the purpose's expiry and
-    # the TCF age: the page-wide cut-off times must draw the line where decide's ages do.
+    # the TCF age: the page-wide path must draw the line where decide does.
     purposes = {
         pid: p.model_copy(update={"consent_expiry_days": expiry_days.get(pid)})
         for pid, p in policy.purposes.items()
