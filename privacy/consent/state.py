@@ -196,12 +196,8 @@ def _latest_plain(
     if not granted:
         reason = ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED
         return False, reason, deciding.record_id
-    if now is not None:
-        age = now - deciding.at
-        if (expiry is not None and age > expiry) or (
-            tcf_max_age is not None and deciding.signal is ConsentSignal.TCF and age > tcf_max_age
-        ):
-            return False, ConsentReason.EXPIRED, deciding.record_id
+    if now is not None and _expired(deciding, expiry, now, tcf_max_age):
+        return False, ConsentReason.EXPIRED, deciding.record_id
     return True, ConsentReason.GRANTED, deciding.record_id
 
 
@@ -246,7 +242,7 @@ def _any_state(  # noqa: PLR0911 - one return per rule of the module docstring
     granted, record_id, tie = _latest(relevant)
     if granted:
         deciding = next(r for r in relevant if r.record_id == record_id)
-        if now is not None and _expired(deciding, purpose, now, tcf_max_age):
+        if now is not None and _expired(deciding, purpose.consent_expiry, now, tcf_max_age):
             return ConsentState(False, ConsentReason.EXPIRED, record_id)
         return ConsentState(True, ConsentReason.GRANTED, record_id)
     return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)
@@ -273,10 +269,11 @@ def _standing_objection(
 
 
 def _expired(
-    record: ConsentRecord, purpose: Purpose, now: datetime, tcf_max_age: timedelta | None
+    record: ConsentRecord, expiry: timedelta | None, now: datetime, tcf_max_age: timedelta | None
 ) -> bool:
+    """Rule 6 for the deciding grant ``record``: older than the purpose's ``expiry`` or, from a
+    TC string, than ``tcf_max_age``."""
     age = now - record.at
-    limit = purpose.consent_expiry
-    if limit is not None and age > limit:
+    if expiry is not None and age > expiry:
         return True
     return record.signal is ConsentSignal.TCF and tcf_max_age is not None and age > tcf_max_age
