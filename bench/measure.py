@@ -8,8 +8,10 @@ much about the neighbours as about idgraph. So every timed section records
   (``time.process_time``), plus that of the processes named in ``pids`` (a server under load,
   read from ``/proc/<pid>/stat``);
 * ``bytes_written``: what this process (and ``pids``) caused to be written to storage,
-  ``write_bytes`` of ``/proc/<pid>/io`` (pages dirtied, the WAL and checkpoints included;
-  ``0`` where ``/proc`` does not say);
+  ``write_bytes - cancelled_write_bytes`` of ``/proc/<pid>/io`` (pages dirtied, the WAL and
+  checkpoints included; dirtied pages of a file truncated or deleted before writeback, such as
+  a temp file or a WAL reset, are cancelled by the kernel and not counted; ``0`` where
+  ``/proc`` does not say);
 * ``load_before`` / ``load_after``: the 1-minute load average when the section started and ended.
 
 A ratio of two sections of the same run is meaningful when both ran at a similar load; the
@@ -39,15 +41,23 @@ def load_average() -> float:
 
 
 def bytes_written(pid: int | str = "self") -> int:
-    """``write_bytes`` of ``/proc/<pid>/io``: bytes this process caused to be written to storage."""
+    """Bytes this process caused to be written to storage, net of cancelled writes.
+
+    ``write_bytes`` of ``/proc/<pid>/io`` counts a page when it is dirtied; when the file is
+    truncated or deleted before the page reaches the disk (a temp file, a sorter spill) the
+    kernel adds it to ``cancelled_write_bytes`` instead of writing it. The difference is what
+    reached (or will reach) storage.
+    """
+    fields: dict[str, int] = {}
     try:
         with Path(f"/proc/{pid}/io").open(encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("write_bytes:"):
-                    return int(line.split()[1])
+                name, _, value = line.partition(":")
+                if name in ("write_bytes", "cancelled_write_bytes"):
+                    fields[name] = int(value)
     except (OSError, ValueError):
-        pass
-    return 0
+        return 0
+    return fields.get("write_bytes", 0) - fields.get("cancelled_write_bytes", 0)
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -108,8 +108,8 @@ class OwnerReservations(Protocol):
         """``count`` owner ids with stored keys, or ``[]`` (keys are then made at seal time)."""
         ...
 
-    def release_owners(self, owners: Sequence[str]) -> None:
-        """Give back reserved ids a committed batch did not use."""
+    def release_owners(self, owners: Sequence[str], *, used: Sequence[str] = ()) -> None:
+        """Give back reserved ids a committed batch did not use; ``used``: those it used."""
         ...
 
 
@@ -133,6 +133,9 @@ class _KeyedIds:
 
     def unused(self) -> list[str]:
         return self.reserved[self.used :]
+
+    def used_ids(self) -> list[str]:
+        return self.reserved[: self.used]
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,9 +406,10 @@ class ResolutionEngine:
 
         outcomes = self._store.write(resolve)
         # Ids of a write that failed are dropped, not given back: whether the commit happened
-        # is not always knowable, and an unused key is harmless, a reused id is not.
-        if keyed is not None and self._reservations is not None and keyed.unused():
-            self._reservations.release_owners(keyed.unused())
+        # is not always knowable, and an unused key is harmless, a reused id is not. The ids a
+        # committed write used are named too: their keys need no crash mark any more.
+        if keyed is not None and self._reservations is not None:
+            self._reservations.release_owners(keyed.unused(), used=keyed.used_ids())
         return outcomes
 
     def _reserve_keyed_ids(

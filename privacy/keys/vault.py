@@ -63,8 +63,8 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -465,6 +465,17 @@ class Vault:
         self._handed_generation = -1
         self._spare: OrderedDict[str, bytes] = OrderedDict()
         self._handed_lock = threading.Lock()
+        # Keys made ahead carry the mark of a holder registered for their batch (see
+        # _keys_ahead), so a crash leaves them to the next start-up's sweep. ``_ahead_marks``:
+        # the owners of those keys not known to be used yet (handed out, or spare) -> their
+        # holder; ``_ahead_left``: how many such owners each holder still has. A holder whose
+        # owners were all used by committed writes (or deleted) is ``_settleable``: its marks
+        # are cleared by the next key-file commit of keys ahead (or at a stop), so the key file
+        # only ever holds marks of the batches in flight, the spares and failed writes (bounded;
+        # the sweep after a crash reads only those). Under ``_handed_lock``.
+        self._ahead_marks: dict[str, int] = {}
+        self._ahead_left: Counter[int] = Counter()
+        self._settleable: list[int] = []
 
     # -- keyed references ------------------------------------------------------------------
 
@@ -596,8 +607,15 @@ class Vault:
         self._cache.put_many(taken, generation=generation)  # sealing finds them without a read
         return [owner for owner, _ in taken]
 
-    def release_owners(self, owners: Sequence[str]) -> None:
-        """Give back reserved owners a committed write did not use (their keys stay valid)."""
+    def release_owners(self, owners: Sequence[str], *, used: Sequence[str] = ()) -> None:
+        """Give back reserved owners a committed write did not use (their keys stay valid).
+
+        ``used``: the reserved owners that write used (now identifier nodes). Keys made ahead
+        for a batch keep their holder's mark until all of them are used or deleted, so the
+        write's caller names them here once it committed (see :meth:`_keys_ahead`)."""
+        if used and self._ahead_marks:
+            with self._handed_lock:
+                self._unmark(used)
         with self._pool_lock:
             if self._pool_closed:
                 # Stopping: nothing will hand them out again, and a committed write did not use
@@ -606,6 +624,9 @@ class Vault:
                     for owner in owners:
                         self._handed.pop(owner, None)
                 self._delete_unused(list(owners))
+                with self._handed_lock:
+                    self._unmark(owners)
+                self._settle()
                 return
             for owner in self._spare_back(owners):
                 if len(self._pool) >= self._pool_size:
@@ -636,6 +657,9 @@ class Vault:
                 spare = list(self._spare)
                 self._spare.clear()
             self._delete_unused(spare)  # made ahead for a batch, never used (not pool keys)
+            with self._handed_lock:
+                self._unmark(spare)
+            self._settle()  # batches whose keys are all used: their marks are cleared
             if self._holder is None:
                 return self._delete_unused(owners)
             self._cache.drop(owners)
@@ -680,15 +704,22 @@ class Vault:
         made its keys at seal time: a key-file commit inside the graph writer's turn, serial
         with everything else. Made here, by the caller of ``prepare`` (the bulk reader, while
         the batch before commits), the writer only seals.
-        Unlike the pool's, these keys carry no holder mark: like keys made at seal time, a
-        crash between this commit and the graph's leaves keys of ids that exist nowhere (a
-        wrapped random key, no data), and a committed write's unused ids are kept as spares,
-        deleted at a clean stop (:meth:`discard_pool`). Marked, every one of them would have to
-        be settled by the next start-up's sweep.
+
+        Like the pool's, these keys carry a holder mark naming this process: a crash between
+        this commit and the graph's leaves keys of ids that exist nowhere (a wrapped random
+        key, no data), and the next start-up's sweep (:meth:`sweep_unused`) deletes them once
+        this process is gone. Each call registers a holder of its own, so the marks of a batch
+        can be cleared as a whole once a committed write used all its keys (the write's caller
+        says which it used: :meth:`release_owners`); that happens here, in the next call, or at
+        a stop, so the key file holds the marks of at most the batches in flight, the spares
+        and the ids of failed writes, and a sweep after a crash reads tens of thousands of
+        owners, not every key a bulk import ever made. A committed write's unused ids are kept
+        as spares (still marked), deleted at a clean stop (:meth:`discard_pool`).
         """
         with self._pool_lock:
             if self._pool_closed:
                 return []  # stopping: the caller makes its keys at seal time
+        self._settle()
         generation = self._keys.shred_generation()
         taken: dict[str, bytes] = {}
         with self._handed_lock:
@@ -706,20 +737,52 @@ class Vault:
         for owner in wanted:
             _check_name("owner", owner)
         if wanted:
-            _, mine = self._insert_fresh(wanted, self._shred_refs(wanted))
+            holder = self._keys.register_holder(self._process)
+            _, mine = self._insert_fresh(wanted, self._shred_refs(wanted), holder)
             # Another process storing a key for a fresh random id meanwhile would be an id
             # collision: such an owner is not handed out.
-            taken.update((owner, mine[owner]) for owner in sorted(wanted) if owner in mine)
+            made = [owner for owner in sorted(wanted) if owner in mine]
+            taken.update((owner, mine[owner]) for owner in made)
+            with self._handed_lock:
+                self._ahead_marks.update(dict.fromkeys(made, holder))
+                self._ahead_left[holder] += len(made)
+                if not made:
+                    self._settleable.append(holder)
         with self._handed_lock:
             # A shred meanwhile (another generation): ours are still fresh ids' keys, but the
-            # sealing write then reads them from the key file (see _handed_ciphers).
+            # sealing write then reads them from the key file (see _handed_deks).
             self._handed.update(taken)
             while len(self._handed) > 2 * self._max_keys_ahead:
                 self._handed.popitem(last=False)
         return list(taken)
 
-    def _handed_ciphers(self, owners: set[str]) -> dict[str, AESGCM]:
-        """Take the contexts of ``owners`` that :meth:`_keys_ahead` handed out (only while no
+    def _unmark(self, owners: Iterable[str]) -> None:
+        """``owners`` (keys made ahead) are used or deleted: their holders need them no more
+        (``_handed_lock`` held)."""
+        marks, left = self._ahead_marks, self._ahead_left
+        for owner in owners:
+            holder = marks.pop(owner, None)
+            if holder is not None:
+                left[holder] -= 1
+                if not left[holder]:
+                    del left[holder]
+                    self._settleable.append(holder)
+
+    def _settle(self) -> None:
+        """Clear the marks of batches whose keys made ahead are all used (their owners are
+        nodes now), one key-file transaction each (see :meth:`_keys_ahead`)."""
+        with self._handed_lock:
+            holders, self._settleable = self._settleable, []
+        for index, holder in enumerate(holders):
+            try:
+                self._keys.release_holder(holder, (), settled=True)
+            except BaseException:
+                with self._handed_lock:  # tried again next time (or swept once we are gone)
+                    self._settleable.extend(holders[index:])
+                raise
+
+    def _handed_deks(self, owners: set[str]) -> dict[str, bytes]:
+        """Take the data keys of ``owners`` that :meth:`_keys_ahead` handed out (only while no
         shred happened since: otherwise they are read from the key file like any key)."""
         if not self._handed:
             return {}
@@ -729,8 +792,7 @@ class Vault:
                 self._handed.clear()
                 self._handed_generation = generation
                 return {}
-            deks = {o: self._handed.pop(o) for o in owners if o in self._handed}
-        return {owner: AESGCM(dek) for owner, dek in deks.items()}
+            return {o: self._handed.pop(o) for o in owners if o in self._handed}
 
     def _spare_back(self, owners: Sequence[str]) -> list[str]:
         """Keep the owners of ``owners`` that :meth:`_keys_ahead` handed out as spares; the
@@ -786,17 +848,28 @@ class Vault:
         if not items:
             return []
         owners = _check_items(items)
-        ciphers = self._handed_ciphers(owners)  # keys made ahead for this write
-        if len(ciphers) < len(owners):
-            ciphers.update(self._ciphers(owners - ciphers.keys(), create=True, fresh=new_owners))
+        handed = self._handed_deks(owners)  # keys made ahead for this write
+        ciphers: dict[str, AESGCM] = {}
+        if len(handed) < len(owners):
+            ciphers = self._ciphers(owners - handed.keys(), create=True, fresh=new_owners)
         # Random 96-bit nonces from the OS CSPRNG, drawn in one call. Each DEK encrypts the
         # values of one anchor only, orders of magnitude below the 2**32 messages per key at
         # which random GCM nonces start to risk a collision.
         nonces = os.urandom(NONCE_BYTES * len(items))
         out: list[bytes] = []
+        last: str | None = None
+        cipher: AESGCM | None = None
         for index, (owner, field, plaintext) in enumerate(items):
+            if owner != last or cipher is None:
+                # A key made ahead gets its AES-GCM context here, used for the owner's
+                # consecutive values and dropped: a bulk batch seals ~20,000 such owners, mostly
+                # one value each, and building a dict of 20,000 contexts first (~2.4 KiB each)
+                # cost 1.3-1.9 us more per value than making and using each one at once.
+                dek = handed.get(owner)
+                cipher = AESGCM(dek) if dek is not None else ciphers[owner]
+                last = owner
             nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
-            sealed = ciphers[owner].encrypt(nonce, plaintext, _value_aad(owner, field))
+            sealed = cipher.encrypt(nonce, plaintext, _value_aad(owner, field))
             out.append(_VERSION_BYTE + nonce + sealed)
         return out
 

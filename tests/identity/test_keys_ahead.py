@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -64,6 +65,44 @@ def key_store(tmp_path: Path) -> Iterator[CountingKeyStore]:
     store.close()
 
 
+@dataclass
+class Keyed:
+    """A vault on the counting key store, a graph store and an engine sealing through both."""
+
+    vault: Vault
+    graph: SqliteGraphStore
+    engine: ResolutionEngine
+
+
+KeyedFactory = Callable[..., Keyed]
+
+
+@pytest.fixture
+def keyed(
+    tmp_path: Path, key_store: CountingKeyStore, keyring: Keyring, policy: IdentityPolicy
+) -> Iterator[KeyedFactory]:
+    """``keyed(pool_size=..., vault=None, before_write=None)``: the set-up most tests share
+    (``before_write``: called as each graph write starts); graph stores closed at teardown."""
+    graphs: list[SqliteGraphStore] = []
+
+    def make(
+        *,
+        pool_size: int = 4,
+        vault: Vault | None = None,
+        before_write: Callable[[], None] | None = None,
+    ) -> Keyed:
+        vault = vault or _vault(tmp_path, key_store, pool_size=pool_size)
+        graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+        graphs.append(graph)
+        store: Any = graph if before_write is None else WatchedStore(graph, before_write)
+        engine = ResolutionEngine(store, keyring, policy, sealer=vault, owner_reservations=vault)
+        return Keyed(vault, graph, engine)
+
+    yield make
+    for graph in graphs:
+        graph.close()
+
+
 def _vault(tmp_path: Path, keys: SqliteVaultKeyStore, pool_size: int) -> Vault:
     create_kek_file(tmp_path / "kek.json", origin="generated")
     vault = Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json"), pool_size=pool_size)
@@ -98,14 +137,8 @@ def _opened(vault: Vault, store: SqliteGraphStore, person_id: str | None) -> lis
 
 
 def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_are_on(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
-    vault = _vault(tmp_path, key_store, pool_size=64)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
     # A second connection, as another process (or the file after a crash) would see the keys.
     outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
     at_write: list[set[str]] = []
@@ -113,13 +146,8 @@ def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_ar
     def keys_on_disk() -> None:
         at_write.append({owner for owner, _ in outside.not_under("none", "", 100_000)})
 
-    engine = ResolutionEngine(
-        WatchedStore(graph, keys_on_disk),  # delegates to the store (duck-typed)
-        keyring,
-        policy,
-        sealer=vault,
-        owner_reservations=vault,
-    )
+    setup = keyed(pool_size=64, before_write=keys_on_disk)
+    vault, graph, engine = setup.vault, setup.graph, setup.engine
     try:
         (first,) = engine.ingest([_event(ids, 1)])
         inserts_after_first = key_store.inserts
@@ -139,42 +167,26 @@ def test_new_anchors_get_keys_stored_before_the_graph_write_when_reservations_ar
         assert sorted(plain) == [b'"Lyon"', b"p1@shop.de"]
     finally:
         outside.close()
-        graph.close()
 
 
 def test_unused_reserved_ids_go_back_to_the_pool_when_identifiers_already_exist(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
-    vault = _vault(tmp_path, key_store, pool_size=4)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
-    try:
-        for _ in range(10):
-            engine.ingest([_event(ids, 1)])
-        # Each event reserves 2 ids (the email, the hub with a trait). The first uses both
-        # (one refill of 4); every later one finds all its identifiers and gives both back, so
-        # the pool never runs dry again (without giving back: a refill every other event).
-        assert key_store.inserts == 1
-        assert graph.stats().identifiers == 3
-    finally:
-        graph.close()
+    setup = keyed(pool_size=4)
+    for _ in range(10):
+        setup.engine.ingest([_event(ids, 1)])
+    # Each event reserves 2 ids (the email, the hub with a trait). The first uses both
+    # (one refill of 4); every later one finds all its identifiers and gives both back, so
+    # the pool never runs dry again (without giving back: a refill every other event).
+    assert key_store.inserts == 1
+    assert setup.graph.stats().identifiers == 3
 
 
 def test_batches_larger_than_the_pool_store_their_keys_before_the_graph_write(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
     # A bulk batch seals more new anchors than the pool holds: its keys used to be made at seal
     # time, a key-file commit inside the graph writer's turn. They are made by prepare now.
-    vault = _vault(tmp_path, key_store, pool_size=4)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
     outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
     at_write: list[tuple[int, set[str]]] = []
 
@@ -182,9 +194,8 @@ def test_batches_larger_than_the_pool_store_their_keys_before_the_graph_write(
         known = {owner for owner, _ in outside.not_under("none", "", 100_000)}
         at_write.append((key_store.inserts, known))
 
-    engine = ResolutionEngine(
-        WatchedStore(graph, keys_on_disk), keyring, policy, sealer=vault, owner_reservations=vault
-    )
+    setup = keyed(pool_size=4, before_write=keys_on_disk)
+    vault, graph, engine = setup.vault, setup.graph, setup.engine
     try:
         prepared = engine.prepare([_event(ids, n) for n in range(20)])  # 40 anchors > 4
         assert key_store.inserts == 1  # one key-file transaction, before any graph write
@@ -200,15 +211,10 @@ def test_batches_larger_than_the_pool_store_their_keys_before_the_graph_write(
         assert sorted(plain) == [b'"Lyon"', b"p7@shop.de"]
     finally:
         outside.close()
-        graph.close()
 
 
 def test_batches_above_the_keys_ahead_bound_make_their_keys_at_seal_time(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
     create_kek_file(tmp_path / "kek.json", origin="generated")
     vault = Vault(
@@ -216,53 +222,41 @@ def test_batches_above_the_keys_ahead_bound_make_their_keys_at_seal_time(
     )
     vault.reference_key(b"test")
     key_store.inserts = 0
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
-    try:
-        assert vault.reserve_owners(11, new_node_id) == []
-        assert key_store.inserts == 0
-        outcomes = engine.ingest([_event(ids, n) for n in range(20)])
-        assert key_store.inserts == 1  # one key-file transaction for the whole batch, as before
-        for outcome in outcomes:
-            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
-    finally:
-        graph.close()
+    setup = keyed(vault=vault)
+    assert vault.reserve_owners(11, new_node_id) == []
+    assert key_store.inserts == 0
+    outcomes = setup.engine.ingest([_event(ids, n) for n in range(20)])
+    assert key_store.inserts == 1  # one key-file transaction for the whole batch, as before
+    for outcome in outcomes:
+        assert len(_sealed_owners(setup.graph, outcome.person_id or "")) == 2
 
 
 def test_unused_keys_made_ahead_serve_the_next_batch_and_are_deleted_at_a_stop(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
-    vault = _vault(tmp_path, key_store, pool_size=4)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
-    try:
-        engine.ingest([_event(ids, n) for n in range(10)])
-        assert key_store.inserts == 1
-        # The same events again: every identifier exists, so the 20 keys made for them are
-        # unused; the next batch of 10 new events (20 anchors) takes them, making none.
-        engine.ingest([_event(ids, n) for n in range(10)])
-        assert key_store.inserts == 2
-        outcomes = engine.ingest([_event(ids, n) for n in range(10, 20)])
-        assert key_store.inserts == 2
-        for outcome in outcomes:
-            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
-        # A stop deletes keys made ahead that no value uses; every sealed owner keeps its key.
-        engine.ingest([_event(ids, n) for n in range(10)])  # 20 more spares
-        sealed = {
-            owner
-            for n in range(20)
-            for owner in _sealed_owners(graph, engine.resolve(ids("email", f"p{n}@shop.de")) or "")
-        }
-        assert len(sealed) == 40
-        assert len(_owners_in_key_file(tmp_path)) == 60
-        vault.discard_pool()
-        assert _owners_in_key_file(tmp_path) == sealed
-    finally:
-        graph.close()
+    setup = keyed(pool_size=4)
+    vault, graph, engine = setup.vault, setup.graph, setup.engine
+    engine.ingest([_event(ids, n) for n in range(10)])
+    assert key_store.inserts == 1
+    # The same events again: every identifier exists, so the 20 keys made for them are
+    # unused; the next batch of 10 new events (20 anchors) takes them, making none.
+    engine.ingest([_event(ids, n) for n in range(10)])
+    assert key_store.inserts == 2
+    outcomes = engine.ingest([_event(ids, n) for n in range(10, 20)])
+    assert key_store.inserts == 2
+    for outcome in outcomes:
+        assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+    # A stop deletes keys made ahead that no value uses; every sealed owner keeps its key.
+    engine.ingest([_event(ids, n) for n in range(10)])  # 20 more spares
+    sealed = {
+        owner
+        for n in range(20)
+        for owner in _sealed_owners(graph, engine.resolve(ids("email", f"p{n}@shop.de")) or "")
+    }
+    assert len(sealed) == 40
+    assert len(_owners_in_key_file(tmp_path)) == 60
+    vault.discard_pool()
+    assert _owners_in_key_file(tmp_path) == sealed
 
 
 def test_reserved_owners_have_keys_another_connection_sees(
@@ -292,36 +286,28 @@ def _owners_in_key_file(tmp_path: Path) -> set[str]:
 
 
 def test_a_stopping_vault_removes_its_unused_keys_but_keeps_those_handed_out(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
     # Keys made ahead and never handed out used to stay in the key file at every stop
     # (up to pool_size per process): wrapped random keys nothing was ever sealed under.
-    vault = _vault(tmp_path, key_store, pool_size=8)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
-    try:
-        (outcome,) = engine.ingest([_event(ids, 1)])
-        used = _sealed_owners(graph, outcome.person_id or "")
-        assert len(used) == 2
-        in_flight = vault.reserve_owners(1, new_node_id)  # a write may be sealing under it
-        assert len(_owners_in_key_file(tmp_path)) == 8
+    setup = keyed(pool_size=8)
+    vault, graph, engine = setup.vault, setup.graph, setup.engine
+    (outcome,) = engine.ingest([_event(ids, 1)])
+    used = _sealed_owners(graph, outcome.person_id or "")
+    assert len(used) == 2
+    in_flight = vault.reserve_owners(1, new_node_id)  # a write may be sealing under it
+    assert len(_owners_in_key_file(tmp_path)) == 8
 
-        assert vault.discard_pool() == 5
+    assert vault.discard_pool() == 5
 
-        assert _owners_in_key_file(tmp_path) == used | set(in_flight)
-        assert vault.reserve_owners(1, new_node_id) == []  # nothing is handed out any more
-        blob = vault.encrypt(in_flight[0], "email", b"ann@shop.de")
-        assert vault.decrypt(in_flight[0], "email", blob) == b"ann@shop.de"
-        # Values stored before are still readable, and later ingest still seals (at seal time).
-        assert len(_opened(vault, graph, outcome.person_id)) == 2
-        (later,) = engine.ingest([_event(ids, 2)])
-        assert len(_sealed_owners(graph, later.person_id or "")) == 2
-    finally:
-        graph.close()
+    assert _owners_in_key_file(tmp_path) == used | set(in_flight)
+    assert vault.reserve_owners(1, new_node_id) == []  # nothing is handed out any more
+    blob = vault.encrypt(in_flight[0], "email", b"ann@shop.de")
+    assert vault.decrypt(in_flight[0], "email", blob) == b"ann@shop.de"
+    # Values stored before are still readable, and later ingest still seals (at seal time).
+    assert len(_opened(vault, graph, outcome.person_id)) == 2
+    (later,) = engine.ingest([_event(ids, 2)])
+    assert len(_sealed_owners(graph, later.person_id or "")) == 2
 
 
 def test_ids_given_back_after_the_pool_was_discarded_lose_their_keys_too(
@@ -347,71 +333,51 @@ def _gone_process() -> ProcessIdentity:
 
 
 def test_a_sweep_removes_the_unused_keys_of_a_process_that_died_and_only_those(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
     # A process killed with keys in its pool (and an id handed out whose write never happened)
     # left them in the key file for good; the crash suite counted them as orphans.
     sweeper = _vault(tmp_path, key_store, pool_size=4)  # this process, starting up
     provider = LocalFileKeyProvider(tmp_path / "kek.json")
     dead = Vault(key_store, provider, pool_size=8, process=_gone_process())
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    try:
-        engine = ResolutionEngine(graph, keyring, policy, sealer=dead, owner_reservations=dead)
-        (outcome,) = engine.ingest([_event(ids, 1)])
-        used = _sealed_owners(graph, outcome.person_id or "")
-        dead.reserve_owners(1, new_node_id)  # handed out; the process died before its write
-        live = Vault(key_store, provider, pool_size=4)  # another vault of a running process
-        live_taken = live.reserve_owners(1, new_node_id)
-        live_keys = _owners_in_key_file(tmp_path) - used
-        live_keys = {o for o in live_keys if o in set(live_taken) or o in live._pool}
-        assert len(live_keys) == 4
+    graph, engine = (setup := keyed(vault=dead)).graph, setup.engine
+    (outcome,) = engine.ingest([_event(ids, 1)])
+    used = _sealed_owners(graph, outcome.person_id or "")
+    dead.reserve_owners(1, new_node_id)  # handed out; the process died before its write
+    live = Vault(key_store, provider, pool_size=4)  # another vault of a running process
+    live_taken = live.reserve_owners(1, new_node_id)
+    live_keys = _owners_in_key_file(tmp_path) - used
+    live_keys = {o for o in live_keys if o in set(live_taken) or o in live._pool}
+    assert len(live_keys) == 4
 
-        def existing(owners: Sequence[str]) -> set[str]:
-            return graph.read(lambda tx: tx.existing_nodes(owners))
+    def existing(owners: Sequence[str]) -> set[str]:
+        return graph.read(lambda tx: tx.existing_nodes(owners))
 
-        assert sweeper.sweep_unused(existing) == 6  # five in the pool, one handed out
+    assert sweeper.sweep_unused(existing) == 6  # five in the pool, one handed out
 
-        assert _owners_in_key_file(tmp_path) == used | live_keys
-        assert sweeper.sweep_unused(existing) == 0  # nothing more: the used keys are settled
-        assert len(_opened(sweeper, graph, outcome.person_id)) == 2
-        assert live.reserve_owners(3, new_node_id)  # the live pool still hands out its ids
-    finally:
-        graph.close()
+    assert _owners_in_key_file(tmp_path) == used | live_keys
+    assert sweeper.sweep_unused(existing) == 0  # nothing more: the used keys are settled
+    assert len(_opened(sweeper, graph, outcome.person_id)) == 2
+    assert live.reserve_owners(3, new_node_id)  # the live pool still hands out its ids
 
 
 def test_a_clean_stop_leaves_the_ids_it_handed_out_to_the_next_sweep(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
-    stopping = _vault(tmp_path, key_store, pool_size=8)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    try:
-        engine = ResolutionEngine(
-            graph, keyring, policy, sealer=stopping, owner_reservations=stopping
-        )
-        (outcome,) = engine.ingest([_event(ids, 1)])
-        used = _sealed_owners(graph, outcome.person_id or "")
-        # Handed out to a write that failed: dropped, not given back.
-        failed = stopping.reserve_owners(1, new_node_id)
-        assert stopping.discard_pool() == 5
-        assert _owners_in_key_file(tmp_path) == used | set(failed)
+    setup = keyed(pool_size=8)
+    stopping, graph, engine = setup.vault, setup.graph, setup.engine
+    (outcome,) = engine.ingest([_event(ids, 1)])
+    used = _sealed_owners(graph, outcome.person_id or "")
+    # Handed out to a write that failed: dropped, not given back.
+    failed = stopping.reserve_owners(1, new_node_id)
+    assert stopping.discard_pool() == 5
+    assert _owners_in_key_file(tmp_path) == used | set(failed)
 
-        starting = Vault(key_store, LocalFileKeyProvider(tmp_path / "kek.json"))
-        swept = starting.sweep_unused(
-            lambda owners: graph.read(lambda tx: tx.existing_nodes(owners))
-        )
+    starting = Vault(key_store, LocalFileKeyProvider(tmp_path / "kek.json"))
+    swept = starting.sweep_unused(lambda owners: graph.read(lambda tx: tx.existing_nodes(owners)))
 
-        assert swept == 1
-        assert _owners_in_key_file(tmp_path) == used
-    finally:
-        graph.close()
+    assert swept == 1
+    assert _owners_in_key_file(tmp_path) == used
 
 
 class _SizedStore(CountingKeyStore):
@@ -461,69 +427,106 @@ def test_refills_start_small_and_double_so_a_busy_writer_pays_few_key_commits(
 
 
 def test_prepared_parts_are_written_in_one_transaction_when_prepared_before_the_write(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
     # prepare() (hashing, key reservation) touches no graph; ingest_prepared() writes several
     # callers' parts in one transaction, in order, each seeing the ones before it.
-    vault = _vault(tmp_path, key_store, pool_size=64)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
     writes: list[int] = []
-    engine = ResolutionEngine(
-        WatchedStore(graph, lambda: writes.append(1)),
-        keyring,
-        policy,
-        sealer=vault,
-        owner_reservations=vault,
-    )
-    try:
-        first = engine.prepare([_event(ids, 1)])
-        # The second part names the first part's email: linked to its person, not created.
-        again = IdentityEvent((ids("email", "p1@shop.de"), ids("cookie_id", "c-2")), "web", T0)
-        second = engine.prepare([again, _event(ids, 3)])
-        assert writes == []
-        assert graph.stats().identifiers == 0
-        assert key_store.inserts == 1  # both parts' keys: one refill, before any write
+    setup = keyed(pool_size=64, before_write=lambda: writes.append(1))
+    graph, engine = setup.graph, setup.engine
+    first = engine.prepare([_event(ids, 1)])
+    # The second part names the first part's email: linked to its person, not created.
+    again = IdentityEvent((ids("email", "p1@shop.de"), ids("cookie_id", "c-2")), "web", T0)
+    second = engine.prepare([again, _event(ids, 3)])
+    assert writes == []
+    assert graph.stats().identifiers == 0
+    assert key_store.inserts == 1  # both parts' keys: one refill, before any write
 
-        outcomes = engine.ingest_prepared([first, second])
+    outcomes = engine.ingest_prepared([first, second])
 
-        assert writes == [1]
-        assert key_store.inserts == 1  # the write made no key of its own
-        assert [o.outcome.value for o in outcomes] == ["created", "linked", "created"]
-        assert outcomes[0].person_id == outcomes[1].person_id != outcomes[2].person_id
-        for outcome in (outcomes[0], outcomes[2]):
-            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
-        assert graph.stats().identifiers == 7
-    finally:
-        graph.close()
+    assert writes == [1]
+    assert key_store.inserts == 1  # the write made no key of its own
+    assert [o.outcome.value for o in outcomes] == ["created", "linked", "created"]
+    assert outcomes[0].person_id == outcomes[1].person_id != outcomes[2].person_id
+    for outcome in (outcomes[0], outcomes[2]):
+        assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+    assert graph.stats().identifiers == 7
 
 
 def test_keys_made_ahead_still_seal_when_a_shred_happens_before_the_write(
-    tmp_path: Path,
-    key_store: CountingKeyStore,
-    keyring: Keyring,
-    policy: IdentityPolicy,
-    ids: Ids,
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
 ) -> None:
     # A shred (any erasure, in any process) between prepare and the write: the keys handed out
     # are then read back from the key file, not taken from memory; nothing else changes.
-    vault = _vault(tmp_path, key_store, pool_size=4)
-    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
-    engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+    setup = keyed(pool_size=4)
+    vault, graph, engine = setup.vault, setup.graph, setup.engine
+    (erased,) = engine.ingest([_event(ids, 99)])
+    gone = _sealed_owners(graph, erased.person_id or "")
+    prepared = engine.prepare([_event(ids, n) for n in range(10)])
+    assert key_store.inserts == 2  # the first event's pool refill, then this batch's keys
+    vault.shred(gone)
+    stored = _owners_in_key_file(tmp_path)
+    outcomes = engine.ingest_prepared([prepared])
+    assert _owners_in_key_file(tmp_path) == stored  # no new key: the stored ones were used
+    for n, outcome in enumerate(outcomes):
+        plain = _opened(vault, graph, outcome.person_id)
+        assert sorted(plain) == [b'"Lyon"', f"p{n}@shop.de".encode()]
+
+
+def _marked(tmp_path: Path) -> int:
+    """Keys that still carry a holder mark (left to a start-up sweep if their process dies)."""
+    outside = sqlite3.connect(tmp_path / "vault-keys.sqlite3")
     try:
-        (erased,) = engine.ingest([_event(ids, 99)])
-        gone = _sealed_owners(graph, erased.person_id or "")
-        prepared = engine.prepare([_event(ids, n) for n in range(10)])
-        assert key_store.inserts == 2  # the first event's pool refill, then this batch's keys
-        vault.shred(gone)
-        stored = _owners_in_key_file(tmp_path)
-        outcomes = engine.ingest_prepared([prepared])
-        assert _owners_in_key_file(tmp_path) == stored  # no new key: the stored ones were used
-        for n, outcome in enumerate(outcomes):
-            plain = _opened(vault, graph, outcome.person_id)
-            assert sorted(plain) == [b'"Lyon"', f"p{n}@shop.de".encode()]
+        (count,) = outside.execute(
+            "SELECT count(*) FROM data_keys WHERE holder IS NOT NULL"
+        ).fetchone()
+        return int(count)
     finally:
-        graph.close()
+        outside.close()
+
+
+def test_a_sweep_after_a_crash_removes_the_keys_made_ahead_for_a_batch_never_written(
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
+) -> None:
+    # A bulk process killed between a batch's key commit and its graph commit used to leave
+    # that batch's keys (up to 32,768, ids that exist nowhere) in the key file for good.
+    sweeper = _vault(tmp_path, key_store, pool_size=4)  # this process, starting up
+    dead = Vault(
+        key_store, LocalFileKeyProvider(tmp_path / "kek.json"), pool_size=4, process=_gone_process()
+    )
+    setup = keyed(vault=dead)
+    written = setup.engine.ingest([_event(ids, n) for n in range(10)])  # 20 keys made ahead
+    used = {o for w in written for o in _sealed_owners(setup.graph, w.person_id or "")}
+    assert len(used) == 20
+    setup.engine.prepare([_event(ids, n) for n in range(10, 20)])  # killed before its write
+    assert len(_owners_in_key_file(tmp_path) - used) == 20
+    assert _marked(tmp_path) == 20  # the batch in flight; the committed one's marks cleared
+    asked: list[str] = []
+
+    def existing(owners: Sequence[str]) -> set[str]:
+        asked.extend(owners)
+        return setup.graph.read(lambda tx: tx.existing_nodes(owners))
+
+    assert sweeper.sweep_unused(existing) == 20
+
+    assert _owners_in_key_file(tmp_path) == used
+    # Bounded: the committed batch's marks were cleared by the next key commit, so the sweep
+    # read the 20 owners of the batch in flight only, not every key the import made.
+    assert len(asked) == 20
+    assert not set(asked) & used
+    assert _marked(tmp_path) == 0
+    plain = _opened(sweeper, setup.graph, written[3].person_id)
+    assert sorted(plain) == [b'"Lyon"', b"p3@shop.de"]
+
+
+def test_keys_made_ahead_keep_no_mark_once_their_batches_committed_and_the_vault_stopped(
+    tmp_path: Path, key_store: CountingKeyStore, keyed: KeyedFactory, ids: Ids
+) -> None:
+    setup = keyed(pool_size=4)
+    setup.engine.ingest([_event(ids, n) for n in range(10)])
+    # The same events plus new ones: the 20 keys of the repeated ones are spares (still marked).
+    setup.engine.ingest([_event(ids, n) for n in range(20)])
+    assert _marked(tmp_path) > 0
+    setup.vault.discard_pool()
+    assert _marked(tmp_path) == 0  # nothing left for a sweep: every key is used or deleted
+    assert len(_owners_in_key_file(tmp_path)) == 40
