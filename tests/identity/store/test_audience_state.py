@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from signal import SIGKILL
 from typing import Any
 
 import pytest
@@ -961,6 +964,77 @@ def test_the_records_are_filled_from_the_consents_in_their_order_not_person_by_p
         assert conn.execute("SELECT count(*) FROM consent_records").fetchone() == (9,)
     finally:
         conn.close()
+
+
+# Run in a child process: opens the store on argv[1] and SIGKILLs itself from inside the
+# upgrade's fill of consent_records (the old copy and the triggers dropped already), before
+# the transaction commits: what a machine losing power half-way through the first open does.
+_KILLED_UPGRADE = """
+import os, signal, sys
+from pathlib import Path
+from identity.store import sqlite_audience
+from identity.store.sqlite import SqliteGraphStore
+
+install = sqlite_audience.install
+
+def install_then_die(conn):
+    filling = []
+    def traced(statement):
+        if statement.startswith("INSERT INTO consent_records"):
+            filling.append(statement)
+    conn.set_trace_callback(traced)
+    conn.set_progress_handler(lambda: filling and os.kill(os.getpid(), signal.SIGKILL), 100)
+    install(conn)
+
+sqlite_audience.install = install_then_die
+SqliteGraphStore(Path(sys.argv[1]))
+"""
+
+
+def test_a_state_3_file_killed_half_way_through_its_upgrade_is_left_at_state_3(
+    tmp_path: Path,
+) -> None:
+    """The upgrade runs in the opening's transaction: a SIGKILL in the middle of the records'
+    fill leaves the file of state 3 as it was (its rows, its triggers), and the next open
+    upgrades it to the rows the same data written at state 4 holds."""
+    path = tmp_path / "graph.sqlite3"
+    store = SqliteGraphStore(path)
+    graph = _Graph(store)
+    for step in _UPGRADE_STEPS:
+        graph.step(step)
+    written = _state_rows(store._conn)
+    store.close()
+    old = sqlite3.connect(path)
+    with old:
+        for statement in _STATE_3_RECORDS:
+            old.execute(statement)
+    before = [
+        old.execute("SELECT * FROM consent_records ORDER BY person_id, purpose").fetchall(),
+        old.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall(),
+        old.execute("SELECT * FROM meta ORDER BY key").fetchall(),
+    ]
+    old.close()
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_UPGRADE, str(path)],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        check=False,
+    )
+    assert child.returncode == -SIGKILL, child.stderr.decode()
+    after = sqlite3.connect(path)
+    try:
+        assert [
+            after.execute("SELECT * FROM consent_records ORDER BY person_id, purpose").fetchall(),
+            after.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall(),
+            after.execute("SELECT * FROM meta ORDER BY key").fetchall(),
+        ] == before
+    finally:
+        after.close()
+    reopened = SqliteGraphStore(path)
+    try:
+        assert _state_rows(reopened._conn) == written
+    finally:
+        reopened.close()
 
 
 def _vm_steps(conn: sqlite3.Connection, write: Any) -> int:
