@@ -34,7 +34,10 @@ seconds of the client and servers together and of the server alone (``server_cpu
 share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
 ``hello`` (``bulk`` comes with ``ingest``). The ingest phase also reports the server's graph
 transactions (``commits``, from its own ``/metrics``: one per group commit), to compare with
-``bench/ingest_paths.py``'s.
+``bench/ingest_paths.py``'s, and beside the bulk phase (whose process reports its own bytes
+written) ``ingest_bytes_over_bulk``, ``ingest_server_cpu_over_wall`` and ``bulk_cpu_over_wall``:
+both are bound to one core by the GIL, so a server below the bulk process's CPU over wall is
+waiting (for its commits' fsyncs, for requests in transit) rather than working.
 """
 
 from __future__ import annotations
@@ -288,22 +291,27 @@ async def _one(
 
 # The bulk path on a JSONL file of the same events as the ingest phase sends, in a process of
 # its own on the server's data dir (the server is idle then); timed around ingest_file only
-# (not the interpreter's start-up or the container's build), wall and process CPU.
+# (not the interpreter's start-up or the container's build), wall, process CPU and the bytes
+# the process wrote (the ingest phase reports the server's, so the two compare).
 _BULK_SCRIPT = """
 import json, sys, time
 from pathlib import Path
+from bench.measure import bytes_written
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from services.bulk import ingest_file
 container = build_container(Settings())
 try:
     wall, cpu = time.perf_counter(), time.process_time()
+    written = bytes_written()
     report = ingest_file(container.ingest, Path(sys.argv[1]), actor="bench")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    written = bytes_written() - written
 finally:
     container.close()
-print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "rows": report.rows,
-                  "events": report.events, "rejected": report.rejected_rows}))
+print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "bytes_written": written,
+                  "rows": report.rows, "events": report.events,
+                  "rejected": report.rejected_rows}))
 """
 
 
@@ -334,6 +342,7 @@ def run_bulk(events: list[dict[str, Any]], work: Path, env: dict[str, str]) -> P
         phase.error_statuses["rows rejected"] = int(figures["rejected"])
     phase.seconds = float(figures["seconds"])
     phase.cpu_seconds = round(float(figures["cpu_seconds"]), 3)
+    phase.bytes_written = int(figures["bytes_written"])
     phase.latencies_ms.append(phase.seconds * 1000)
     return phase
 
@@ -550,6 +559,40 @@ async def export_phase(
     )
 
 
+def _ingest_over_bulk(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
+    """The ingest phase's figures over the bulk phase's (same events): the ``ratios`` entries."""
+    ratios: dict[str, float] = {}
+    # HTTP /v1/ingest batches over the bulk path on events of the same shape (goal >= 0.8).
+    ratios["ingest_events_per_second_over_bulk"] = round(
+        ingest["items_per_second"] / bulk["items_per_second"], 3
+    )
+    # CPU: HTTP's client + server against the bulk process alone (an HTTP client's JSON
+    # encoding is part of what the HTTP path costs; the file's writing is not timed).
+    if ingest["cpu_seconds"] and bulk["cpu_seconds"]:
+        per_ingest = ingest["cpu_seconds"] / max(
+            1, ingest["requests"] * ingest["items_per_request"]
+        )
+        per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
+        ratios["ingest_cpu_per_event_over_bulk"] = round(per_ingest / per_bulk, 3)
+    if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
+        # The server alone against the bulk process (no client in either).
+        per_server = ingest["server_cpu_seconds"] / max(
+            1, ingest["requests"] * ingest["items_per_request"]
+        )
+        per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
+        ratios["ingest_server_cpu_per_event_over_bulk"] = round(per_server / per_bulk, 3)
+    if ingest["seconds"] and bulk["seconds"]:
+        # How busy each process kept a core: the server (GIL-bound, like the bulk process)
+        # waits for fsyncs and for requests in transit; wall over CPU is what that costs.
+        ratios["ingest_server_cpu_over_wall"] = round(
+            ingest["server_cpu_seconds"] / ingest["seconds"], 3
+        )
+        ratios["bulk_cpu_over_wall"] = round(bulk["cpu_seconds"] / bulk["seconds"], 3)
+    if ingest["bytes_written"] and bulk["bytes_written"]:
+        ratios["ingest_bytes_over_bulk"] = round(ingest["bytes_written"] / bulk["bytes_written"], 2)
+    return ratios
+
+
 def report(result: dict[str, Any]) -> dict[str, Any]:
     """Print the table; returns the JSON document."""
     phases: list[Phase] = result["phases"]
@@ -599,26 +642,7 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
                 per / (ceiling.server_cpu_seconds / ceiling.requests), 3
             )
     if "ingest" in by_name and by_name.get("bulk", {}).get("items_per_second"):
-        # HTTP /v1/ingest batches over the bulk path on events of the same shape (goal >= 0.8).
-        ingest, bulk = by_name["ingest"], by_name["bulk"]
-        ratios["ingest_events_per_second_over_bulk"] = round(
-            ingest["items_per_second"] / bulk["items_per_second"], 3
-        )
-        # CPU: HTTP's client + server against the bulk process alone (an HTTP client's JSON
-        # encoding is part of what the HTTP path costs; the file's writing is not timed).
-        if ingest["cpu_seconds"] and bulk["cpu_seconds"]:
-            per_ingest = ingest["cpu_seconds"] / max(
-                1, ingest["requests"] * ingest["items_per_request"]
-            )
-            per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
-            ratios["ingest_cpu_per_event_over_bulk"] = round(per_ingest / per_bulk, 3)
-        if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
-            # The server alone against the bulk process (no client in either).
-            per_server = ingest["server_cpu_seconds"] / max(
-                1, ingest["requests"] * ingest["items_per_request"]
-            )
-            per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
-            ratios["ingest_server_cpu_per_event_over_bulk"] = round(per_server / per_bulk, 3)
+        ratios.update(_ingest_over_bulk(by_name["ingest"], by_name["bulk"]))
     print(
         "phase CPU s (client + server / server alone), MiB written, load: "
         + "; ".join(
@@ -642,7 +666,10 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             "(goal >= 0.8); server CPU per event over bulk: "
             f"{ratios.get('ingest_server_cpu_per_event_over_bulk', 0):.2f}; "
             f"{by_name['ingest']['commits']} server transactions for "
-            f"{by_name['ingest']['requests']} batches"
+            f"{by_name['ingest']['requests']} batches; CPU over wall: server "
+            f"{ratios.get('ingest_server_cpu_over_wall', 0):.2f}, bulk "
+            f"{ratios.get('bulk_cpu_over_wall', 0):.2f}; bytes written over bulk "
+            f"{ratios.get('ingest_bytes_over_bulk', 0):.2f}"
         )
     return {
         "phases": rows,

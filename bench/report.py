@@ -740,14 +740,30 @@ def audience_section(report: Report) -> list[str]:
                     _ratio(concurrent["policy"]["seconds"], concurrent["raw"]["seconds"]),
                 )
             )
+            ratios = outcome.data["ratios"]
+            median = ratios.get("profile_policy_over_raw_concurrent_median")
+            # Several alternating rounds: the goal is judged on the median round (one noisy
+            # round no longer decides it), the spread printed beside it (older JSON: pooled).
+            judged = concurrent["ratio"] if median is None else median
+            figure = (
+                f"{concurrent['ratio']:.2f}x wall, "
+                f"{ratios['profile_cpu_policy_over_raw_concurrent']:.2f}x CPU"
+                if median is None
+                else f"median of {concurrent['rounds']} rounds {median:.2f}x wall "
+                f"(spread {ratios['profile_policy_over_raw_concurrent_min']:.2f}-"
+                f"{ratios['profile_policy_over_raw_concurrent_max']:.2f}x), "
+                f"{ratios['profile_cpu_policy_over_raw_concurrent_median']:.2f}x CPU "
+                f"({ratios['profile_cpu_policy_over_raw_concurrent_min']:.2f}-"
+                f"{ratios['profile_cpu_policy_over_raw_concurrent_max']:.2f}x); pooled "
+                f"{concurrent['ratio']:.2f}x wall"
+            )
             report.goals.append(
                 Goal(
                     "issue 14",
                     f"profile read with durable audit at {concurrent['connections']} "
                     f"connections ≤ {GOAL_OVERHEAD}x without policy",
-                    f"{concurrent['ratio']:.2f}x wall, "
-                    f"{outcome.data['ratios']['profile_cpu_policy_over_raw_concurrent']:.2f}x CPU",
-                    _status(concurrent["ratio"] <= GOAL_OVERHEAD),
+                    figure,
+                    _status(judged <= GOAL_OVERHEAD),
                 )
             )
         at_scale = persons >= ONE_MILLION

@@ -16,8 +16,10 @@ files (:mod:`services.bulk`) and any future ingest path (a stream consumer) call
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -134,6 +136,16 @@ class WebhookResult:
     translation: Translation | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One caller's prepared events in a group commit, with the metrics of the service copy
+    that submitted them (copies made by :meth:`IngestService.with_metrics` share the groups,
+    and every registry whose events a transaction carried observes that transaction)."""
+
+    prepared: PreparedEvents
+    metrics: UseCaseMetrics
+
+
 @dataclass(slots=True)
 class _Checked:
     """A request of :meth:`IngestService.events` whose identifiers were normalized."""
@@ -171,7 +183,7 @@ class IngestService:
         # commit and one graph commit for all of them (see identity.group_commit).
         # Each caller prepares its events (hashing, key reservation) before it queues, so the
         # writer's turn is the transaction alone (see ResolutionEngine.prepare).
-        self._identify_group: GroupCommitter[PreparedEvents, EventOutcome] = GroupCommitter(
+        self._identify_group: GroupCommitter[_Part, EventOutcome] = GroupCommitter(
             self._ingest_group, max_group=limits.max_batch_events
         )
         # Concurrent batches (POST /v1/ingest, consent, webhooks) share one transaction the
@@ -185,22 +197,21 @@ class IngestService:
         # (its pages are written to the WAL at random positions, one per row or so), and four
         # callers otherwise shared a transaction two at a time. A writer with no announced
         # batch behind it writes at once, so a lone caller is never delayed.
-        self._batch_group: GroupCommitter[PreparedEvents, list[EventOutcome]] = GroupCommitter(
+        self._batch_group: GroupCommitter[_Part, list[EventOutcome]] = GroupCommitter(
             self._ingest_batches, max_group=_MAX_BATCHES_PER_GROUP, linger_s=_BATCH_LINGER_S
         )
 
     def with_metrics(self, metrics: UseCaseMetrics) -> IngestService:
-        """The same service reporting to ``metrics`` (each app has its own registry)."""
-        return IngestService(
-            self._engine,
-            self._facts,
-            self._signals,
-            self._webhooks,
-            self._audit,
-            self._limits,
-            metrics,
-            self._clock,
-        )
+        """The same service reporting to ``metrics`` (each app has its own registry).
+
+        The copy shares this service's group committers: a batch submitted through either
+        shares transactions with the other's, and a writer lingers for arrivals announced to
+        either (an app's ``app.state.ingest`` and its container's ``ingest`` are two copies;
+        with committers of their own, their concurrent batches were never written together).
+        """
+        clone = copy.copy(self)
+        clone._metrics = metrics
+        return clone
 
     @property
     def identifier_types(self) -> tuple[str, ...]:
@@ -302,24 +313,28 @@ class IngestService:
         # Group commit: resolved in one engine batch with the identify calls that arrive while
         # the previous batch commits (in arrival order, each seeing the ones before it, as if
         # committed one after another). Returns once the batch holding this event committed.
-        outcome = self._identify_group.submit(self._engine.prepare([event]))
+        outcome = self._identify_group.submit(_Part(self._engine.prepare([event]), self._metrics))
         self._metrics.record_ingest([outcome])
         self._audit_consents(actor, [event], [outcome])
         return outcome
 
-    def _ingest_group(self, parts: Sequence[PreparedEvents]) -> list[EventOutcome]:
-        with self._metrics.time_store(StoreOperation.INGEST):
-            return self._engine.ingest_prepared(parts)
+    def _ingest_group(self, parts: Sequence[_Part]) -> list[EventOutcome]:
+        """One transaction for the parts of a group, timed once for each distinct metrics sink
+        among them (uses no per-copy state: the committers are shared, see with_metrics)."""
+        with ExitStack() as timed:
+            for metrics in {id(part.metrics): part.metrics for part in parts}.values():
+                timed.enter_context(metrics.time_store(StoreOperation.INGEST))
+            return self._engine.ingest_prepared([part.prepared for part in parts])
 
-    def _ingest_batches(self, batches: Sequence[PreparedEvents]) -> list[list[EventOutcome]]:
+    def _ingest_batches(self, batches: Sequence[_Part]) -> list[list[EventOutcome]]:
         """Several callers' batches in one engine batch (in order: each sees the ones before
         it, as if committed one after another); the outcomes split back per batch."""
         outcomes = self._ingest_group(batches)
         split: list[list[EventOutcome]] = []
         start = 0
         for batch in batches:
-            split.append(outcomes[start : start + len(batch.events)])
-            start += len(batch.events)
+            split.append(outcomes[start : start + len(batch.prepared.events)])
+            start += len(batch.prepared.events)
         return split
 
     def announce_batch(self) -> Arrival:
@@ -412,7 +427,11 @@ class IngestService:
     def _commit_batch(
         self, prepared: PreparedEvents, actor: str, arrival: Arrival | None
     ) -> list[EventOutcome]:
-        outcomes = self._batch_group.submit(prepared, arrival) if prepared.events else []
+        outcomes = (
+            self._batch_group.submit(_Part(prepared, self._metrics), arrival)
+            if prepared.events
+            else []
+        )
         self._metrics.record_ingest(outcomes)
         self._audit_consents(actor, prepared.events, outcomes)
         return outcomes

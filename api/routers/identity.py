@@ -19,7 +19,6 @@ from api.schemas import (
     IdentifyResponse,
     IngestBatch,
     IngestResponse,
-    IngestResult,
     ResolveRequest,
     ResolveResponse,
     refusals_out,
@@ -120,24 +119,36 @@ def ingest(
         gpc_proof=raw if gpc else None,
         arrival=arrival,
     )
-    results = [
-        IngestResult(
-            index=index,
-            outcome=o.outcome.value,
-            new_identifiers=o.new_identifiers,
-            refused=refusals_out(o, f"#/events/{index}"),
-            facts=_facts(o),
-            consents=_consents(o) if gpc else None,
-            deduplicated=_deduplicated(o),
-        )
-        for index, o in enumerate(outcomes)
-    ]
-    response = IngestResponse(
-        events=len(outcomes),
-        outcomes=dict(Counter(o.outcome.value for o in outcomes)),
-        # Distinct identifiers per event; ``results[].refused`` lists every position.
-        refused_identifiers=sum(len(o.refused_identifiers) for o in outcomes),
-        results=results,
+    # Validated in one call from plain values (pydantic's Rust validator walks the whole
+    # tree), not one model __init__ per event and per nested object: for a 50-event batch
+    # that was ~1 ms of the worker thread, 1.6x this way (bench/README.md).
+    response = IngestResponse.model_validate(
+        {
+            "events": len(outcomes),
+            "outcomes": dict(Counter(o.outcome.value for o in outcomes)),
+            # Distinct identifiers per event; ``results[].refused`` lists every position.
+            "refused_identifiers": sum(len(o.refused_identifiers) for o in outcomes),
+            "results": [
+                {
+                    "index": index,
+                    "outcome": o.outcome.value,
+                    "new_identifiers": o.new_identifiers,
+                    "refused": refusals_out(o, f"#/events/{index}") if o.refusals else [],
+                    "facts": {
+                        "stored": o.facts_stored,
+                        "quarantined": o.facts_quarantined,
+                        "dropped": o.facts_dropped,
+                    },
+                    "consents": (
+                        {"recorded": o.consents_recorded, "dropped": o.consents_dropped}
+                        if gpc
+                        else None
+                    ),
+                    "deduplicated": _deduplicated(o),
+                }
+                for index, o in enumerate(outcomes)
+            ],
+        }
     )
     return ModelResponse(response, exclude_none=True)
 

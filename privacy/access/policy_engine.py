@@ -36,9 +36,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from identity.frozen import quick_init
-from identity.model import ConsentRecord
+from identity.model import RESTRICTION_PURPOSE, ConsentRecord
 from privacy.access.purposes import Default, Purpose, PurposesPolicy
-from privacy.consent.state import ConsentReason, consent_state
+from privacy.consent.state import ConsentReason, consent_state, plain_timeline
 
 ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
 # The category the resolution engine gives kept raw identifiers (FactKind.RAW_IDENTIFIER).
@@ -150,6 +150,11 @@ def _denied_fields(fields: Sequence[FieldRef]) -> tuple[FieldVerdict, ...]:
     return tuple(FieldVerdict(f, False, FieldReason.READ_DENIED) for f in fields)
 
 
+# A consent reason as the plain string a decision carries, by a dict lookup: a StrEnum's
+# ``.value`` is a descriptor call, which a page of thousands of decisions paid per person.
+_REASON_TEXT: Mapping[ConsentReason, str] = {reason: reason.value for reason in ConsentReason}
+
+
 class PolicyEngine:
     """Decides reads from ``purposes.yaml`` (see the module docstring for the order of checks)."""
 
@@ -254,19 +259,31 @@ class PolicyEngine:
                 for person_id, _, fields in persons
             ]
         tcf_max_age = self._tcf_max_age
+        # The plain consent timeline (rules 5-7) with the purpose's settings looked up once.
+        plain = policy.consent_applies and purpose != RESTRICTION_PURPOSE
+        exempt, default_grant = policy.restriction_exempt, policy.default is Default.GRANT
+        expiry = policy.consent_expiry
+        reason_text = _REASON_TEXT
         decisions: list[PolicyDecision] = []
         append = decisions.append
         for person_id, consents, fields in persons:
-            state = consent_state(purpose, policy, consents, now=now, tcf_max_age=tcf_max_age)
-            if not state.allowed:
-                verdicts = _denied_fields(fields) if fields else ()
-            else:
-                verdicts = _verdicts(policy, fields, now) if fields else ()
-            append(
-                PolicyDecision(
-                    state.allowed, purpose, person_id, state.reason.value, verdicts, state.record_id
-                )
+            decided = (
+                plain_timeline(consents, purpose, exempt, default_grant, now, expiry, tcf_max_age)
+                if plain
+                else None
             )
+            if decided is None:  # a history the general rules weigh (or a purpose without consent)
+                state = consent_state(purpose, policy, consents, now=now, tcf_max_age=tcf_max_age)
+                decided = (state.allowed, state.reason, state.record_id)
+            allowed, reason_enum, record_id = decided
+            reason = reason_text[reason_enum]
+            if not fields:
+                verdicts: tuple[FieldVerdict, ...] = ()
+            elif allowed:
+                verdicts = _verdicts(policy, fields, now)
+            else:
+                verdicts = _denied_fields(fields)
+            append(PolicyDecision(allowed, purpose, person_id, reason, verdicts, record_id))
         return decisions
 
     def with_fields(

@@ -61,6 +61,7 @@ from typing import Any
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
 from identity.model import (
+    ConsentRecord,
     EventCountRule,
     Fact,
     FactKind,
@@ -270,8 +271,10 @@ class FeaturePage:
 
 @dataclass(slots=True)
 class _Member:
+    # No decision kept: a member is one the engine allowed (the denied are counted by reason),
+    # and holding 1,000 decisions per page alive until the page is audited only gave the
+    # cyclic collector more to walk.
     row: MemberRow
-    decision: PolicyDecision
     values: dict[str, Any]
 
 
@@ -632,10 +635,12 @@ class ReadService:
         now: datetime,
         result: _ScanResult,
     ) -> list[_Member]:
-        candidates: list[tuple[MemberRow, PolicyDecision, Sequence[Fact]]] = []
+        candidates: list[tuple[MemberRow, Sequence[Fact]]] = []
         denied = result.denied
         no_facts: tuple[Fact, ...] = ()
+        no_refs: tuple[FieldRef, ...] = ()
         decided: list[tuple[MemberRow, Sequence[Fact]]] = []
+        persons: list[tuple[str, Sequence[ConsentRecord], Sequence[FieldRef]]] = []
         for row in rows:
             if row.excluded is not None:
                 # Left out by the store's consent filter (PolicyEngine.consent_filter): a
@@ -643,26 +648,31 @@ class ReadService:
                 denied[row.excluded.value] += 1
                 continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
-            decided.append((row, latest_by_name(row.attributes) if row.attributes else no_facts))
+            if row.attributes:
+                latest = latest_by_name(row.attributes)
+                decided.append((row, latest))
+                persons.append((row.person_id, row.consents, _refs(latest)))
+            else:
+                decided.append((row, no_facts))
+                persons.append((row.person_id, row.consents, no_refs))
         # Every person of the page through the engine at once (the same decisions as decide).
-        persons = [
-            (row.person_id, row.consents, _refs(facts) if facts else ()) for row, facts in decided
-        ]
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
         for (row, facts), decision in zip(decided, decisions, strict=True):
             if not decision.allowed:
                 denied[decision.reason] += 1
                 continue
-            candidates.append((row, decision, _allowed(facts, decision) if facts else no_facts))
-        sealed = [(f.node_id, f.seal_field, f.sealed) for _, _, kept in candidates for f in kept]
+            candidates.append((row, _allowed(facts, decision) if facts else no_facts))
+        if rules is not None and not (rules.attributes or rules.any_of):
+            rules = None  # event rules only: the store applied them, nothing is left to match
+        sealed = [(f.node_id, f.seal_field, f.sealed) for _, kept in candidates for f in kept]
         plain = iter(self._vault.decrypt_many(sealed))
         members: list[_Member] = []
-        for row, decision, kept in candidates:
+        for row, kept in candidates:
             values = {f.name: json.loads(next(plain)) for f in kept} if kept else {}
             if rules is not None and not rules.matches(values):
                 result.denied["rules_not_met"] += 1
                 continue
-            members.append(_Member(row, decision, values))
+            members.append(_Member(row, values))
         return members
 
     def _audit_page(

@@ -109,9 +109,17 @@ def consent_state(
         # every record again: an iterator would give them only what the first pass left.
         records = tuple(records)
     if purpose.consent_applies and purpose_id != RESTRICTION_PURPOSE:
-        plain = _plain_state(purpose_id, purpose, records, now, tcf_max_age)
+        plain = plain_timeline(
+            records,
+            purpose_id,
+            purpose.restriction_exempt,
+            purpose.default is Default.GRANT,
+            now,
+            purpose.consent_expiry,
+            tcf_max_age,
+        )
         if plain is not None:
-            return plain
+            return ConsentState(*plain)
     return _any_state(purpose_id, purpose, records, now=now, tcf_max_age=tcf_max_age)
 
 
@@ -119,21 +127,29 @@ def consent_state(
 _NOT_PLAIN = frozenset({ConsentSignal.OBJECTION, ConsentSignal.COMPELLING_GROUNDS})
 
 
-def _plain_state(
-    purpose_id: str,
-    purpose: Purpose,
+def plain_timeline(
     records: Iterable[ConsentRecord],
+    purpose_id: str,
+    exempt: bool,
+    default_grant: bool,
     now: datetime | None,
+    expiry: timedelta | None,
     tcf_max_age: timedelta | None,
-) -> ConsentState | None:
-    """:func:`consent_state` in one pass for the usual history (rules 5-7 only), or ``None``.
+) -> tuple[bool, ConsentReason, str | None] | None:
+    """:func:`consent_state` in one pass for the usual history (rules 5-7 only): ``(allowed,
+    reason, deciding record id)``, or ``None`` when a rule before 5 could apply.
 
-    ``None`` when a rule before 5 could apply: a restriction record that counts (rule 1), an
-    objection or compelling-grounds record for the purpose (rules 3-4). Then, and for purposes
-    without consent (rule 2), :func:`_any_state` decides. Why a second path: an audience page
-    decides for every scanned person, nearly all of whom have one or two plain grants or
-    denials; the general rules built six lists per person for them (~15 us a decision, a fifth
-    of a cold 1M audience's policy work). Property-tested against :func:`_any_state`.
+    For a purpose consent applies to (not the restriction pseudo-purpose): ``exempt`` is its
+    ``restriction_exempt``, ``default_grant`` whether its default is grant, ``expiry`` its
+    ``consent_expiry``, ``now`` as for :func:`consent_state` (``None``: nothing expires).
+    ``None`` when a restriction record counts (rule 1) or the purpose has an objection or
+    compelling-grounds record (rules 3-4): then :func:`_any_state` decides. Why a second path:
+    an audience page decides for every scanned person, nearly all of whom have one or two plain
+    grants or denials; the general rules built six lists per person for them (~15 us a
+    decision, a fifth of a cold 1M audience's policy work). Why plain arguments: the page-wide
+    caller (:meth:`privacy.access.policy_engine.PolicyEngine.decide_many`) looks the purpose's
+    settings up once per page, not per person, and gets three values back, no
+    :class:`ConsentState`. Property-tested against :func:`_any_state`.
     """
     top_at: datetime | None = None
     top: list[ConsentRecord] = []  # the purpose's records at the latest time, in input order
@@ -152,23 +168,24 @@ def _plain_state(
         elif (
             record.purpose == RESTRICTION_PURPOSE
             and record.signal is ConsentSignal.RESTRICTION
-            and not purpose.restriction_exempt
+            and not exempt
         ):
             return None
-    return _latest_state(top, purpose, now, tcf_max_age)
+    return _latest_plain(top, default_grant, now, expiry, tcf_max_age)
 
 
-def _latest_state(
+def _latest_plain(
     top: list[ConsentRecord],
-    purpose: Purpose,
+    default_grant: bool,
     now: datetime | None,
+    expiry: timedelta | None,
     tcf_max_age: timedelta | None,
-) -> ConsentState:
+) -> tuple[bool, ConsentReason, str | None]:
     """Rules 5-7 for ``top``, the plain records at the latest time (empty: there are none)."""
     if not top:
-        if purpose.default is Default.GRANT:
-            return ConsentState(True, ConsentReason.DEFAULT_GRANT)
-        return ConsentState(False, ConsentReason.DEFAULT_DENY)
+        if default_grant:
+            return True, ConsentReason.DEFAULT_GRANT, None
+        return False, ConsentReason.DEFAULT_DENY, None
     first = top[0]
     if len(top) == 1:
         granted, deciding, tie = first.granted, first, False
@@ -176,12 +193,12 @@ def _latest_state(
         granted = all(r.granted for r in top)
         tie = any(r.granted != first.granted for r in top)
         deciding = next((r for r in top if r.granted == granted), first)
-    if granted:
-        if now is not None and _expired(deciding, purpose, now, tcf_max_age):
-            return ConsentState(False, ConsentReason.EXPIRED, deciding.record_id)
-        return ConsentState(True, ConsentReason.GRANTED, deciding.record_id)
-    reason = ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED
-    return ConsentState(False, reason, deciding.record_id)
+    if not granted:
+        reason = ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED
+        return False, reason, deciding.record_id
+    if now is not None and _expired(deciding, expiry, now, tcf_max_age):
+        return False, ConsentReason.EXPIRED, deciding.record_id
+    return True, ConsentReason.GRANTED, deciding.record_id
 
 
 def _any_state(  # noqa: PLR0911 - one return per rule of the module docstring
@@ -225,7 +242,7 @@ def _any_state(  # noqa: PLR0911 - one return per rule of the module docstring
     granted, record_id, tie = _latest(relevant)
     if granted:
         deciding = next(r for r in relevant if r.record_id == record_id)
-        if now is not None and _expired(deciding, purpose, now, tcf_max_age):
+        if now is not None and _expired(deciding, purpose.consent_expiry, now, tcf_max_age):
             return ConsentState(False, ConsentReason.EXPIRED, record_id)
         return ConsentState(True, ConsentReason.GRANTED, record_id)
     return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)
@@ -252,10 +269,11 @@ def _standing_objection(
 
 
 def _expired(
-    record: ConsentRecord, purpose: Purpose, now: datetime, tcf_max_age: timedelta | None
+    record: ConsentRecord, expiry: timedelta | None, now: datetime, tcf_max_age: timedelta | None
 ) -> bool:
+    """Rule 6 for the deciding grant ``record``: older than the purpose's ``expiry`` or, from a
+    TC string, than ``tcf_max_age``."""
     age = now - record.at
-    limit = purpose.consent_expiry
-    if limit is not None and age > limit:
+    if expiry is not None and age > expiry:
         return True
     return record.signal is ConsentSignal.TCF and tcf_max_age is not None and age > tcf_max_age

@@ -21,7 +21,7 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
         "--concurrent-reads",
         "40",
         "--rounds",
-        "2",
+        "3",
         "--tmp-dir",
         str(tmp_path),
         "--json",
@@ -39,13 +39,22 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     assert data["profile"]["policy"]["fields"] == 5 * 16  # 4 location/behav. attrs + 12 events
     # The baseline does the same work without policy: the same 16 fields, not all 18 facts.
     assert data["profile"]["raw"]["fields"] == 5 * 16
-    # The concurrent modes: both rounds of both modes counted, the same fields each.
+    # The concurrent modes: every round of both modes counted, the same fields each.
     concurrent = data["profile"]["concurrent"]
-    assert concurrent["reads"] == 2 * 40
-    assert concurrent["policy"]["fields"] == concurrent["raw"]["fields"] == 2 * 40 * 16
-    assert len(concurrent["round_ratios"]) == len(concurrent["round_cpu_ratios"]) == 2
+    assert concurrent["reads"] == 3 * 40
+    assert concurrent["policy"]["fields"] == concurrent["raw"]["fields"] == 3 * 40 * 16
+    assert len(concurrent["round_ratios"]) == len(concurrent["round_cpu_ratios"]) == 3
     assert concurrent["reads_per_audit_commit"] >= 1
-    assert data["ratios"]["profile_policy_over_raw_concurrent"] == round(concurrent["ratio"], 4)
+    ratios = data["ratios"]
+    assert ratios["profile_policy_over_raw_concurrent"] == round(concurrent["ratio"], 4)
+    # The median round and the spread of the rounds, wall and CPU.
+    for kind, rounds in (("", "round_ratios"), ("cpu_", "round_cpu_ratios")):
+        each = sorted(concurrent[rounds])
+        prefix = f"profile_{kind}policy_over_raw_concurrent"
+        assert ratios[f"{prefix}_median"] == round(each[1], 4)
+        assert ratios[f"{prefix}_min"] == round(each[0], 4)
+        assert ratios[f"{prefix}_max"] == round(each[2], 4)
+    assert "median" in done.stdout
     # Cold twice: the first-ever read makes every member's audit reference key; the first query
     # after the stores are reopened finds them (makes none) and returns the same members.
     audience = data["audience"]

@@ -8,8 +8,9 @@ of them in one group.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -21,10 +22,11 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import BatchValidationError
 from identity.group_commit import GroupCommitter
-from identity.model import Outcome
+from identity.model import EventOutcome, Outcome
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog
 from privacy.keys.vault import Vault
 from services.inputs import IdentifyRequest
+from services.metrics import StoreOperation
 from tests.support.audit_support import CountingRefKeys
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -317,6 +319,62 @@ def test_concurrent_ingest_batches_share_one_transaction_and_each_gets_its_own_o
     assert len({o.person_id for o in later}) == 1
     assert results[0][0].person_id not in {o.person_id for o in later}
     assert sorted(o.outcome.value for o in later) == ["created", *["linked"] * 5]
+
+
+class _CountingMetrics:
+    """Use-case metrics that count the store transactions they observe (a real sink, as an
+    app's registry would be, only simpler to read)."""
+
+    def __init__(self) -> None:
+        self.transactions = 0
+
+    @contextmanager
+    def time_store(self, operation: StoreOperation) -> Iterator[None]:
+        assert operation is StoreOperation.INGEST
+        yield
+        self.transactions += 1
+
+    def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
+        pass
+
+
+def test_batches_of_two_metrics_copies_share_one_transaction_and_both_count_it(
+    sqlite_container: Any,
+) -> None:
+    # An app's ingest service is a with_metrics() copy of its container's: both must write
+    # concurrent batches together (they had committers of their own, so never did).
+    first_sink, second_sink = _CountingMetrics(), _CountingMetrics()
+    first = sqlite_container.ingest.with_metrics(first_sink)
+    second = sqlite_container.ingest.with_metrics(second_sink)
+    store = sqlite_container.store
+    release, held = threading.Event(), threading.Event()
+
+    def batch(i: int) -> list[IdentifyRequest]:
+        return [
+            IdentifyRequest.model_validate(
+                {"identifiers": [{"type": "cookie_id", "value": f"ck-copies-{i}"}], "source": "web"}
+            )
+        ]
+
+    def hold_store() -> None:
+        with store._lock:  # the first batch waits at the store's write lock
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_store)
+    holder.start()
+    assert held.wait(30)
+    services = [first, second, first, second]
+    calls = [lambda i=i: services[i].ingest(batch(i), actor="test") for i in range(4)]
+    # Queued behind the first writer on one committer, whichever copy submitted them.
+    results = _run_behind_a_held_writer(first._batch_group, release, calls)
+    holder.join(30)
+
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert [r[0].outcome.value for r in results] == ["created"] * 4
+    assert second._batch_group.groups == 2  # the first batch alone, then the three together
+    assert first_sink.transactions == 2  # its batches were in both transactions
+    assert second_sink.transactions == 1  # its two batches were in the second one only
 
 
 def test_every_item_is_written_once_by_one_writer_at_a_time_when_many_callers_race() -> None:

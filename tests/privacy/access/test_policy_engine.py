@@ -222,9 +222,64 @@ def test_decide_many_equals_deciding_each_person_when_a_page_is_decided_at_once(
 
     decisions = engine.decide_many(caller, page, purpose, NOW)
 
-    assert decisions == [
+    expected = [
         engine.decide(caller, PersonContext(pid, records), purpose, fields, NOW)
         for pid, records, fields in page
+    ]
+    assert decisions == expected
+    # The reasons are the same plain strings (what the audit and the metrics are given).
+    assert [type(d.reason) for d in decisions] == [type(d.reason) for d in expected]
+
+
+@st.composite
+def expiring_records(draw: st.DrawFn) -> ConsentRecord:
+    """A record whose age is at, just under or just over 1-3 days (the expiry limits below)."""
+    signal = draw(st.sampled_from(ConsentSignal))
+    purpose = (
+        RESTRICTION_PURPOSE
+        if signal is ConsentSignal.RESTRICTION
+        else draw(st.sampled_from(PURPOSE_IDS))
+    )
+    at = NOW - timedelta(
+        days=draw(st.integers(0, 3)), microseconds=draw(st.sampled_from((-1, 0, 1)))
+    )
+    n = draw(st.integers(0, 10**9))
+    return ConsentRecord(
+        f"c_{n:012d}", "n_1", purpose, draw(st.booleans()), at, at, "api", signal, "consent", "0"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    policy=purposes_policies(),
+    expiry_days=st.dictionaries(st.sampled_from(PURPOSE_IDS), st.integers(1, 3)),
+    tcf_days=st.none() | st.integers(1, 3),
+    purpose=st.sampled_from(PURPOSE_IDS),
+    persons=st.lists(st.lists(expiring_records(), max_size=4), max_size=8),
+)
+def test_decide_many_expires_grants_as_decide_does_when_grants_are_at_the_expiry_limits(
+    policy: PurposesPolicy,
+    expiry_days: dict[str, int],
+    tcf_days: int | None,
+    purpose: str,
+    persons: list[list[ConsentRecord]],
+) -> None:
+    # Grants exactly at, a microsecond under and a microsecond over the purpose's expiry and
+    # the TCF age: the page-wide path must draw the line where decide does.
+    purposes = {
+        pid: p.model_copy(update={"consent_expiry_days": expiry_days.get(pid)})
+        for pid, p in policy.purposes.items()
+    }
+    tcf = policy.tcf.model_copy(update={"consent_max_age_days": tcf_days})
+    engine = PolicyEngine(policy.model_copy(update={"purposes": purposes, "tcf": tcf}))
+    caller = Caller("key1", frozenset({ALL_PURPOSES}), "key1")
+    page = [(f"p_{i}", tuple(records), ()) for i, records in enumerate(persons)]
+
+    decisions = engine.decide_many(caller, page, purpose, NOW)
+
+    assert decisions == [
+        engine.decide(caller, PersonContext(pid, records), purpose, (), NOW)
+        for pid, records, _ in page
     ]
 
 
@@ -466,3 +521,48 @@ def test_decision_and_field_reasons_keep_their_wire_values() -> None:
     ]
     assert ALL_PURPOSES == "*"
     assert ENGINE.purposes is SHIPPED
+
+
+def test_decide_many_draws_the_expiry_line_where_decide_does_when_a_grant_is_exactly_that_old() -> (
+    None
+):
+    # A grant exactly as old as the limit still allows (expired means older than the limit);
+    # a microsecond older is expired. For the purpose's own expiry and for the TCF age.
+    purpose = SHIPPED.purposes["ad_targeting"].model_copy(update={"consent_expiry_days": 30})
+    policy = SHIPPED.model_copy(
+        update={
+            "purposes": {**SHIPPED.purposes, "ad_targeting": purpose},
+            "tcf": SHIPPED.tcf.model_copy(update={"consent_max_age_days": 10}),
+        }
+    )
+    engine = PolicyEngine(policy)
+    caller = Caller("k", frozenset({ALL_PURPOSES}), "k")
+    page = []
+    for signal, days in ((ConsentSignal.DIRECT, 30), (ConsentSignal.TCF, 10)):
+        for extra_us in (-1, 0, 1):
+            at = NOW - timedelta(days=days, microseconds=extra_us)
+            record = ConsentRecord(
+                f"c_{days}_{extra_us + 1}",
+                "n_1",
+                "ad_targeting",
+                True,
+                at,
+                at,
+                "api",
+                signal,
+                "",
+                "",
+            )
+            page.append((f"p_{days}_{extra_us + 1}", (record,), ()))
+
+    decisions = engine.decide_many(caller, page, "ad_targeting", NOW)
+
+    assert [(d.allowed, d.reason) for d in decisions] == [
+        (True, "consent_granted"),
+        (True, "consent_granted"),
+        (False, "consent_expired"),
+    ] * 2
+    assert decisions == [
+        engine.decide(caller, PersonContext(pid, records), "ad_targeting", (), NOW)
+        for pid, records, _ in page
+    ]
