@@ -130,6 +130,19 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+def _stored_refs(conn: sqlite3.Connection, owners: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+    """The stored ``(reference, tag)`` of those ``owners`` that have one."""
+    found: dict[str, tuple[str, bytes]] = {}
+    for chunk in _chunks(owners):
+        rows = conn.execute(
+            "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
+            f"WHERE owner IN ({_marks(len(chunk))})",
+            chunk,
+        )
+        found.update((owner, (ref, bytes(tag))) for owner, ref, tag in rows)
+    return found
+
+
 def _delete_owners(
     conn: sqlite3.Connection, owners: Sequence[str], holder: int | None = None
 ) -> int:
@@ -320,17 +333,8 @@ class SqliteVaultKeyStore:
 
     def get_refs(self, owners: Collection[str]) -> dict[str, tuple[str, bytes]]:
         """The stored ``(reference, tag)`` of those ``owners`` that have one."""
-        wanted = sorted(set(owners))
-        found: dict[str, tuple[str, bytes]] = {}
         with self._read() as conn:
-            for chunk in _chunks(wanted):
-                rows = conn.execute(
-                    "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
-                    f"WHERE owner IN ({_marks(len(chunk))})",
-                    chunk,
-                )
-                found.update((owner, (ref, bytes(tag))) for owner, ref, tag in rows)
-        return found
+            return _stored_refs(conn, sorted(set(owners)))
 
     def insert_refs(
         self, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
@@ -350,15 +354,7 @@ class SqliteVaultKeyStore:
             )
             if conn.total_changes - before == len(rows):
                 return {owner: (ref, tag) for owner, ref, tag in rows}
-            found: dict[str, tuple[str, bytes]] = {}
-            for chunk in _chunks(owners):
-                stored = conn.execute(
-                    "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
-                    f"WHERE owner IN ({_marks(len(chunk))})",
-                    chunk,
-                )
-                found.update((owner, (ref, bytes(tag))) for owner, ref, tag in stored)
-            return found
+            return _stored_refs(conn, owners)
 
     def register_holder(self, process: ProcessIdentity) -> int:
         """A new pool holder for ``process``; its id."""

@@ -47,6 +47,22 @@ def _queued(committer: GroupCommitter[Any, Any]) -> int:
         return len(committer._queue)
 
 
+def _hold_store(store: Any, release: threading.Event) -> threading.Thread:
+    """A thread holding ``store``'s write lock until ``release`` (the first batch waits at it);
+    returns once the lock is held."""
+    held = threading.Event()
+
+    def hold() -> None:
+        with store._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(30)
+    return holder
+
+
 def _run_behind_a_held_writer(
     committer: GroupCommitter[Any, Any],
     release: threading.Event,
@@ -246,16 +262,7 @@ def test_concurrent_identify_calls_are_resolved_in_one_engine_batch_with_their_o
     def first() -> Any:
         return service.identify(request(0), actor="test")
 
-    held = threading.Event()
-
-    def hold_store() -> None:
-        with store._lock:  # the first batch waits at the store's write lock
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold_store)
-    holder.start()
-    assert held.wait(30)
+    holder = _hold_store(store, release)
     calls = [first, *(lambda i=i: service.identify(request(i), actor="test") for i in range(1, 4))]
     outcomes = _run_behind_a_held_writer(service._identify_group, release, calls)
     holder.join(30)
@@ -296,16 +303,7 @@ def test_concurrent_ingest_batches_share_one_transaction_and_each_gets_its_own_o
             for k in range(2)
         ]
 
-    held = threading.Event()
-
-    def hold_store() -> None:
-        with store._lock:  # the first batch waits at the store's write lock
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold_store)
-    holder.start()
-    assert held.wait(30)
+    holder = _hold_store(store, release)
     calls = [lambda i=i: service.ingest(batch(i), actor="test") for i in range(4)]
     results = _run_behind_a_held_writer(service._batch_group, release, calls)
     holder.join(30)
@@ -347,7 +345,7 @@ def test_batches_of_two_metrics_copies_share_one_transaction_and_both_count_it(
     first = sqlite_container.ingest.with_metrics(first_sink)
     second = sqlite_container.ingest.with_metrics(second_sink)
     store = sqlite_container.store
-    release, held = threading.Event(), threading.Event()
+    release = threading.Event()
 
     def batch(i: int) -> list[IdentifyRequest]:
         return [
@@ -356,14 +354,7 @@ def test_batches_of_two_metrics_copies_share_one_transaction_and_both_count_it(
             )
         ]
 
-    def hold_store() -> None:
-        with store._lock:  # the first batch waits at the store's write lock
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold_store)
-    holder.start()
-    assert held.wait(30)
+    holder = _hold_store(store, release)
     services = [first, second, first, second]
     calls = [lambda i=i: services[i].ingest(batch(i), actor="test") for i in range(4)]
     # Queued behind the first writer on one committer, whichever copy submitted them.
@@ -540,16 +531,7 @@ def test_queued_batches_are_prepared_by_their_callers_while_the_writer_is_busy(
         callers.append(threading.get_ident())
         return service.ingest(batch(i), actor="test")
 
-    held = threading.Event()
-
-    def hold_store() -> None:
-        with store._lock:  # the first batch waits at the store's write lock
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold_store)
-    holder.start()
-    assert held.wait(30)
+    holder = _hold_store(store, release)
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(call, 0)
         _wait_until(lambda: service._batch_group.groups == 1)  # the writer is inside its write
