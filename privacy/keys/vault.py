@@ -613,11 +613,7 @@ class Vault:
             return {}
         name = info.decode()
         tags = self._ref_tag_mac()
-        found: dict[str, str] = {}
-        for owner, (ref, tag) in self._keys.get_refs(wanted).items():
-            if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
-                raise TamperedDataKeyError(owner)
-            found[owner] = ref
+        found = self._checked_refs(self._keys.get_refs(wanted), name, tags)
         rest = wanted - found.keys()
         if not rest:
             return found
@@ -644,13 +640,20 @@ class Vault:
                 if not made:
                     return {}
                 continue
-            out: dict[str, str] = {}
-            for owner, (ref, tag) in stored.items():
-                if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
-                    raise TamperedDataKeyError(owner)
-                out[owner] = ref
-            return out
+            return self._checked_refs(stored, name, tags)
         return {}  # pragma: no cover - a second shred of the same owners in between
+
+    def _checked_refs(
+        self, stored: Mapping[str, tuple[str, bytes]], name: str, tags: HmacSha256
+    ) -> dict[str, str]:
+        """``stored`` (owner -> (reference, tag)) as owner -> reference, every tag checked
+        (:class:`TamperedDataKeyError` for the first that does not match)."""
+        out: dict[str, str] = {}
+        for owner, (ref, tag) in stored.items():
+            if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
+                raise TamperedDataKeyError(owner)
+            out[owner] = ref
+        return out
 
     def _ref_tag_mac(self) -> HmacSha256:
         if self._tag_mac is None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from privacy.keys.keyprovider import WrappedKey
 from privacy.keys.process import ProcessIdentity
@@ -159,14 +160,17 @@ def _delete_owners(
     return deleted
 
 
-def _delete_refs(conn: sqlite3.Connection, owners: Sequence[str]) -> set[str]:
-    """Delete the stored references of ``owners``; the owners that had one."""
+def _delete_returning(
+    conn: sqlite3.Connection, table: Literal["data_keys", "stored_refs"], owners: Sequence[str]
+) -> set[str]:
+    """Delete the rows of ``owners`` from ``table`` (keys or stored references); the owners
+    that had one."""
     gone: set[str] = set()
     for chunk in _chunks(owners):
         gone.update(
             str(owner)
             for (owner,) in conn.execute(
-                f"DELETE FROM stored_refs WHERE owner IN ({_marks(len(chunk))}) RETURNING owner",  # noqa: S608 - placeholders only
+                f"DELETE FROM {table} WHERE owner IN ({_marks(len(chunk))}) RETURNING owner",  # noqa: S608 - a fixed table name, placeholders only
                 chunk,
             ).fetchall()
         )
@@ -315,11 +319,12 @@ class SqliteVaultKeyStore:
         wanted = sorted(set(owners))
         now = int(time.time())
         with self._write() as conn:
-            keyed = set(self._select(conn, wanted))
-            _delete_owners(conn, wanted)
             # An owner of a stored reference made without a data key (Vault.owner_refs) counts
             # like a key: it is what the shred destroys for it.
-            deleted = len(keyed | _delete_refs(conn, wanted))
+            deleted = len(
+                _delete_returning(conn, "data_keys", wanted)
+                | _delete_returning(conn, "stored_refs", wanted)
+            )
             conn.executemany(
                 "INSERT INTO shredded_refs (ref, shredded_at) VALUES (?, ?) "
                 "ON CONFLICT (ref) DO NOTHING",

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -396,6 +397,16 @@ def _recomputed_consent_records(
     return {key: sorted(rows, key=repr) for key, rows in records.items()}
 
 
+def _rewrite(path: Path, statements: Sequence[str]) -> None:
+    """Run ``statements`` on the closed store file ``path`` in one transaction (an older
+    idgraph's layout written back)."""
+    old = sqlite3.connect(path)
+    with old:
+        for statement in statements:
+            old.execute(statement)
+    old.close()
+
+
 @pytest.fixture(scope="module")
 def engine() -> PolicyEngine:
     return PolicyEngine(load_purposes_policy(POLICIES / "purposes.yaml"))
@@ -626,11 +637,7 @@ def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migr
     path.write_bytes((FIXTURES / "graph-v6.sqlite3").read_bytes())
     path.chmod(0o600)
     if stale_state:
-        old = sqlite3.connect(path)
-        with old:
-            for statement in _V6_AUDIENCE_STATE:
-                old.execute(statement)
-        old.close()
+        _rewrite(path, _V6_AUDIENCE_STATE)
     store = SqliteGraphStore(path)
     try:
         conn: sqlite3.Connection = store._conn
@@ -922,11 +929,7 @@ def test_a_file_of_audience_state_3_upgraded_holds_the_rows_the_same_data_writte
     written = _state_rows(store._conn)
     assert len(written[0]) > 20
     store.close()
-    old = sqlite3.connect(path)
-    with old:
-        for statement in _STATE_3_RECORDS:
-            old.execute(statement)
-    old.close()
+    _rewrite(path, _STATE_3_RECORDS)
     reopened = SqliteGraphStore(path)
     try:
         assert _state_rows(reopened._conn) == written
