@@ -81,7 +81,10 @@ class VaultPersonRefKeys:
         found = self._refs.get_many(person_ids, generation=generation)
         if len(found) == len(set(person_ids)):
             return found
-        owners = {self._owner(p): p for p in person_ids if p not in found}
+        mac, prefix = self._owner_mac.digest, OWNER_PREFIX  # _owner, inlined (per member)
+        owners = {
+            prefix + mac(p.encode()).hex()[:32]: p for p in person_ids if p not in found
+        }
 
         def make(owner: str, subkey: bytes | None) -> str:
             if subkey is None:

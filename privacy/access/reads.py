@@ -61,6 +61,7 @@ from typing import Any
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
 from identity.model import (
+    ConsentExclusion,
     ConsentRecord,
     EventCountRule,
     Fact,
@@ -99,6 +100,7 @@ from privacy.scanning.facts import FactIntake
 MAX_PAGE = 1_000
 DEFAULT_MAX_SCAN = 20_000
 _MIN_CHUNK = 250
+_MIN_LATER_CHUNK = 32
 _PERSON_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 # What a profile returns: attributes (latest value per name) and events.
 _PROFILE_KINDS = (FactKind.ATTRIBUTE, FactKind.EVENT)
@@ -641,11 +643,14 @@ class ReadService:
         no_refs: tuple[FieldRef, ...] = ()
         decided: list[tuple[MemberRow, Sequence[Fact]]] = []
         persons: list[tuple[str, Sequence[ConsentRecord], Sequence[FieldRef]]] = []
+        # Counted by exclusion member, named once after the loop: most rows of a 1M audience
+        # scan are excluded (~34k), and an enum's ``.value`` is a Python-level property call.
+        excluded: Counter[ConsentExclusion] = Counter()
         for row in rows:
             if row.excluded is not None:
                 # Left out by the store's consent filter (PolicyEngine.consent_filter): a
                 # person the engine would deny for this reason; counted, nothing loaded.
-                denied[row.excluded.value] += 1
+                excluded[row.excluded] += 1
                 continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
             if row.attributes:
@@ -655,6 +660,8 @@ class ReadService:
             else:
                 decided.append((row, no_facts))
                 persons.append((row.person_id, row.consents, no_refs))
+        for exclusion, count in excluded.items():
+            denied[exclusion.value] += count
         # Every person of the page through the engine at once (the same decisions as decide).
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
         for (row, facts), decision in zip(decided, decisions, strict=True):
@@ -910,19 +917,24 @@ def _next_chunk(limit: int, members: int, scanned: int, max_scan: int) -> int:
     """How many persons the next ``member_page`` of a scan reads.
 
     The first read asks for ``limit`` persons. Later reads ask for what the pass rate seen so far
-    (members per person scanned) says is still needed, plus 5 %: usually the second read
-    completes the page. Asking for ``limit - members`` each time instead (the rate ignored) took
-    log-many reads per page at a 50 % pass rate, each a transaction and a query plan of its own,
-    twice the ``member_page`` calls of a plain scan of the same persons. Over-reading costs
-    little: members past ``limit`` are dropped and their persons examined again by the next
-    page. Never below ``_MIN_CHUNK`` nor past ``max_scan``.
+    (members per person scanned) says is still needed, plus 1 %: the second read completes the
+    page or a third, small one does. Asking for ``limit - members`` each time instead (the rate
+    ignored) took log-many reads per page at a 50 % pass rate, each a transaction and a query
+    plan of its own, twice the ``member_page`` calls of a plain scan of the same persons.
+    Over-reading is not free: members past ``limit`` are dropped and their persons examined
+    again (read, decoded, decided) by the next page. With 5 % more and later reads of at least
+    ``_MIN_CHUNK`` too, a cold 1M audience read 61.4k persons for 58.6k (55 reads); with 1 % and
+    later reads of at least ``_MIN_LATER_CHUNK``, 59.6k (63 reads), ~30 ms less CPU. The first
+    read never asks for fewer than ``_MIN_CHUNK``; no read goes past ``max_scan``.
     """
     wanted = limit - members
+    least = _MIN_CHUNK
     if scanned and members:
-        wanted = -(-wanted * scanned * 105 // (members * 100))  # ceil(wanted / rate * 1.05)
+        wanted = -(-wanted * scanned * 101 // (members * 100))  # ceil(wanted / rate * 1.01)
+        least = _MIN_LATER_CHUNK
     elif scanned:
         wanted = max(wanted, 2 * scanned)  # nothing passed yet: read further, faster
-    return max(min(max(wanted, _MIN_CHUNK), max_scan - scanned), 1)
+    return max(min(max(wanted, least), max_scan - scanned), 1)
 
 
 def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:

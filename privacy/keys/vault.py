@@ -247,6 +247,20 @@ def _check_name(kind: str, value: str) -> None:
         raise InvalidVaultItemError("owner ids starting with '~' are reserved")
 
 
+def _check_owners(owners: Collection[str]) -> None:
+    """:func:`_check_name` of every owner, in a few C-level passes over them all (a cold audience
+    page names ~1,000 owners); a suspect found is checked one by one, which names it."""
+    joined = "\x01".join(owners)
+    if (
+        "" in owners
+        or "\x00" in joined
+        or joined.startswith(RESERVED_OWNER_PREFIX)
+        or "\x01" + RESERVED_OWNER_PREFIX in joined
+    ):
+        for owner in owners:  # the culprit, or (an owner holding "\x01~") a false alarm
+            _check_name("owner", owner)
+
+
 def _check_items(items: Sequence[tuple[str, str, bytes]]) -> set[str]:
     """Check every distinct owner and field once; returns the owners."""
     owners = {owner for owner, _, _ in items}
@@ -607,8 +621,7 @@ class Vault:
         if not info:
             raise ValueError("owner_refs needs a non-empty info (the references' purpose)")
         wanted = set(owners)
-        for owner in wanted:
-            _check_name("owner", owner)
+        _check_owners(wanted)
         if not wanted:
             return {}
         name = info.decode()
@@ -649,8 +662,10 @@ class Vault:
         """``stored`` (owner -> (reference, tag)) as owner -> reference, every tag checked
         (:class:`TamperedDataKeyError` for the first that does not match)."""
         out: dict[str, str] = {}
+        # _ref_tag inlined (a cold audience checks ~25k tags: the call was a fifth of the check).
+        mac, same, use = tags.digest, hmac.compare_digest, f"\x00{name}\x00"
         for owner, (ref, tag) in stored.items():
-            if not hmac.compare_digest(tag, self._ref_tag(tags, owner, name, ref)):
+            if not same(tag, mac(f"{owner}{use}{ref}".encode())[:16]):
                 raise TamperedDataKeyError(owner)
             out[owner] = ref
         return out

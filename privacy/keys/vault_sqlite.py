@@ -139,8 +139,8 @@ def _stored_refs(conn: sqlite3.Connection, owners: Sequence[str]) -> dict[str, t
             "SELECT owner, ref, tag FROM stored_refs "  # noqa: S608 - placeholders only
             f"WHERE owner IN ({_marks(len(chunk))})",
             chunk,
-        )
-        found.update((owner, (ref, bytes(tag))) for owner, ref, tag in rows)
+        ).fetchall()
+        found.update({owner: (ref, bytes(tag)) for owner, ref, tag in rows})
     return found
 
 
