@@ -539,11 +539,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one 
             Cold means the first query after the store is opened: a fresh connection with an
             empty page cache and no cached event grouping (the OS file cache stays as it is)."""
             nonlocal store, counting
-            # What a server start-up leaves alive is out of the collector's reach: the server freezes it
-            # (bootstrap/container.py, build_scanner: gc.freeze once the PII scanner is built; a
-            # production server always builds one). Without the same here every full collection
-            # of a timed read walked the bench's start-up objects too (~60 ms CPU of a cold 1M
-            # audience, measured), which no server pays. The floor makes almost no objects.
+            # What a server's start-up leaves alive is out of the collector's reach: the server
+            # freezes it (bootstrap/container.py, build_scanner: gc.freeze once the PII scanner
+            # is built; a production server always builds one). Without the same here every
+            # full collection of a timed read walked the bench's start-up objects too (~60 ms
+            # CPU of a cold 1M audience, measured), which no server pays. The floor makes
+            # almost no objects.
             gc.collect()
             gc.freeze()
             if isinstance(store, SqliteGraphStore):

@@ -646,6 +646,7 @@ class ReadService:
         # Counted by exclusion member, named once after the loop: most rows of a 1M audience
         # scan are excluded (~34k), and an enum's ``.value`` is a Python-level property call.
         excluded: Counter[ConsentExclusion] = Counter()
+        loaded = False  # any attribute of a kept person (to decide and decrypt)
         for row in rows:
             if row.excluded is not None:
                 # Left out by the store's consent filter (PolicyEngine.consent_filter): a
@@ -654,6 +655,7 @@ class ReadService:
                 continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
             if row.attributes:
+                loaded = True
                 latest = latest_by_name(row.attributes)
                 decided.append((row, latest))
                 persons.append((row.person_id, row.consents, _refs(latest)))
@@ -664,16 +666,18 @@ class ReadService:
             denied[exclusion.value] += count
         # Every person of the page through the engine at once (the same decisions as decide).
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
+        if rules is not None and not (rules.attributes or rules.any_of):
+            rules = None  # event rules only: the store applied them, nothing is left to match
+        if rules is None and not loaded:
+            return _allowed_members(decided, decisions, denied)
+        members: list[_Member] = []
         for (row, facts), decision in zip(decided, decisions, strict=True):
             if not decision.allowed:
                 denied[decision.reason] += 1
                 continue
             candidates.append((row, _allowed(facts, decision) if facts else no_facts))
-        if rules is not None and not (rules.attributes or rules.any_of):
-            rules = None  # event rules only: the store applied them, nothing is left to match
         sealed = [(f.node_id, f.seal_field, f.sealed) for _, kept in candidates for f in kept]
         plain = iter(self._vault.decrypt_many(sealed))
-        members: list[_Member] = []
         for row, kept in candidates:
             values = {f.name: json.loads(next(plain)) for f in kept} if kept else {}
             if rules is not None and not rules.matches(values):
@@ -911,6 +915,24 @@ class ReadService:
         # pseudonyms precisely so that its consumer never learns person ids.
         position = result.next_position
         return None if position is None else self._cursors.seal(scope, position)
+
+
+def _allowed_members(
+    decided: Sequence[tuple[MemberRow, Sequence[Fact]]],
+    decisions: Sequence[PolicyDecision],
+    denied: Counter[str],
+) -> list[_Member]:
+    """The members of a page when nothing was loaded and nothing is left to match (an
+    event-only audience): the persons the engine allowed, the others counted by reason, without
+    the candidate list and the decrypt pass of the general path (~25k members a cold 1M
+    audience)."""
+    members: list[_Member] = []
+    for (row, _), decision in zip(decided, decisions, strict=True):
+        if decision.allowed:
+            members.append(_Member(row, {}))
+        else:
+            denied[decision.reason] += 1
+    return members
 
 
 def _next_chunk(limit: int, members: int, scanned: int, max_scan: int) -> int:
