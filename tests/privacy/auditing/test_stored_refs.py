@@ -230,3 +230,48 @@ def test_a_reference_made_by_two_processes_at_once_is_the_stored_one_when_they_r
         # Erased meanwhile: no reference is stored for it again, none is handed out.
         assert got == {}
         assert stored == {}
+
+
+def test_a_reference_another_process_stored_meanwhile_is_checked_when_the_insert_keeps_it(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    # Since stop 34 the rows this process just stored are not checked again (their tags were
+    # made here); a row another process stored first still is, and a bad one is refused.
+    raced, mine = PERSONS[0], PERSONS[1]
+    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
+    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
+    other = VaultPersonRefKeys(vault)
+    (owner,) = other.owners([raced])
+
+    def store_a_bad_one() -> None:
+        other.refs([raced])
+        _raw(tmp_path, "UPDATE stored_refs SET tag = zeroblob(16) WHERE owner = ?", (owner,))
+
+    keys.between = store_a_bad_one
+    try:
+        with pytest.raises(TamperedDataKeyError):
+            racing.refs([raced, mine])
+    finally:
+        keys.close()
+
+
+def test_references_made_in_one_call_are_distinct_and_stored_when_a_race_kept_another_one(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    raced = PERSONS[0]
+    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
+    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
+    other = VaultPersonRefKeys(vault)
+    winner: dict[str, str] = {}
+    keys.between = lambda: winner.update(other.refs([raced]))
+    try:
+        got = racing.refs(PERSONS)
+    finally:
+        keys.close()
+
+    assert got[raced] == winner[raced]  # the other process's, checked and kept
+    assert len(set(got.values())) == len(PERSONS)
+    assert all(len(ref) == 26 and ref.startswith("r_") for ref in got.values())
+    int("".join(ref[2:] for ref in got.values()), 16)  # 24 hex digits each
+    stored = key_file.get_refs(other.owners(PERSONS))
+    assert {ref for ref, _ in stored.values()} == set(got.values())
