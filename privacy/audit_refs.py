@@ -90,7 +90,7 @@ class VaultPersonRefKeys:
         if len(found) == len(set(person_ids)):
             return found
         mac, prefix = self._owner_mac.digest, OWNER_PREFIX  # _owner, inlined (per member)
-        owners = {prefix + mac(p.encode()).hex()[:32]: p for p in person_ids if p not in found}
+        owners = {prefix + mac(p.encode())[:16].hex(): p for p in person_ids if p not in found}
 
         fresh: Iterator[str] = iter(())
 
