@@ -298,7 +298,7 @@ def plan(preset: Preset) -> list[tuple[str, str, list[str]]]:
 
 def _work_args(key: str, work: Path, graphs: Path | None) -> list[str]:
     """Where a script keeps its temporary files (and, with ``--keep-graphs``, its graph)."""
-    if key.startswith(("ingest", "erasure", "audience")):
+    if key.startswith(("ingest", "erasure", "audience", "stream")):
         args = ["--tmp-dir", str(work)]
         if key == "audience" and graphs is not None:
             args += ["--db", str(graphs / "audience.sqlite3")]
