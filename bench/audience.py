@@ -377,7 +377,8 @@ def _floor_connection(db: Path) -> sqlite3.Connection:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build (or reuse) the store, run the timed modes and print the figures."""
+    """Parse and check the arguments (a ``--db`` that cannot serve them is refused), then run
+    in a scratch directory removed at the end."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--persons", type=int, default=20_000)
     parser.add_argument("--profiles", type=int, default=200)
