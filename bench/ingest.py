@@ -66,6 +66,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the repository importable
 from bench.measure import load_average, measured  # noqa: E402 - after the path set-up
 from storage.sqlite import (  # noqa: E402 - pragmas only: stdlib + errors
     GRAPH_CACHE_MIB,
+    Synchronous,
     configure_graph_connection,
 )
 
@@ -493,7 +494,7 @@ def run_neo4j_floor(data: Path, work: Path, batch_size: int) -> dict[str, Any]:
     }
 
 
-def run_floor(data: Path, work: Path, batch_size: int, synchronous: str) -> dict[str, Any]:
+def run_floor(data: Path, work: Path, batch_size: int, synchronous: Synchronous) -> dict[str, Any]:
     """Read, hash and insert every identifier value, encrypt and insert every trait value: the
     least any ingest must do."""
     key_id, secret = _primary_key(work / KEY_FILE)
@@ -614,7 +615,7 @@ class _SameWork:
     events are therefore merged here instead of refused (one merge per ~100 persons).
     """
 
-    def __init__(self, work: Path, synchronous: str) -> None:
+    def __init__(self, work: Path, synchronous: Synchronous) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         from identity.policy import load_identity_policy
@@ -960,7 +961,9 @@ def _final_checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
 
-def run_same_work(data: Path, work: Path, batch_size: int, synchronous: str) -> dict[str, Any]:
+def run_same_work(
+    data: Path, work: Path, batch_size: int, synchronous: Synchronous
+) -> dict[str, Any]:
     """The same-work floor (see :class:`_SameWork`), one transaction per ``batch_size`` events."""
     floor = _SameWork(work, synchronous)
     identifiers = attribute_values = events = 0

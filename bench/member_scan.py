@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def build(path: Path, persons: int, seed: int) -> None:
         started = time.perf_counter()
         for done in range(0, persons, BUILD_BATCH):
             changes = _person_changes(rng, min(BUILD_BATCH, persons - done))
-            store.write(lambda tx, c=changes: tx.apply(c))
+            store.write(methodcaller("apply", changes))
             print(f"  built {done + len(changes.new_persons):>9,} persons", end="\r", flush=True)
         store.write(lambda tx: tx._conn.execute("ANALYZE"))
         print(f"  built {persons:,} persons in {time.perf_counter() - started:.1f} s")

@@ -20,10 +20,10 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
         "5",
         "--concurrent-reads",
         "40",
+        "--sequential-reads",
+        "10",
         "--rounds",
         "3",
-        "--tmp-dir",
-        str(tmp_path),
         "--json",
         str(figures),
         timeout=180,
@@ -36,9 +36,13 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     data = json.loads(figures.read_text())
     # The policy keeps a subset of the raw scan (consent filters), never more.
     assert data["audience"]["policy"]["members"] <= data["audience"]["raw"]["rows"]
-    assert data["profile"]["policy"]["fields"] == 5 * 16  # 4 location/behav. attrs + 12 events
-    # The baseline does the same work without policy: the same 16 fields, not all 18 facts.
-    assert data["profile"]["raw"]["fields"] == 5 * 16
+    # One connection: 3 rounds of 10 reads per mode, 16 fields each (4 location/behav. attrs +
+    # 12 events); the baseline does the same work without policy: the same 16 fields, not 18.
+    assert data["profile"]["policy"]["fields"] == 3 * 10 * 16
+    assert data["profile"]["raw"]["fields"] == 3 * 10 * 16
+    sequential = data["profile"]["sequential"]
+    assert sequential["reads"] == 3 * 10
+    assert len(sequential["round_ratios"]) == len(sequential["round_cpu_ratios"]) == 3
     # The concurrent modes: every round of both modes counted, the same fields each.
     concurrent = data["profile"]["concurrent"]
     assert concurrent["reads"] == 3 * 40
@@ -47,13 +51,14 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     assert concurrent["reads_per_audit_commit"] >= 1
     ratios = data["ratios"]
     assert ratios["profile_policy_over_raw_concurrent"] == round(concurrent["ratio"], 4)
-    # The median round and the spread of the rounds, wall and CPU.
+    # The median round and the spread of the rounds, wall and CPU, at 16 connections and on one.
     for kind, rounds in (("", "round_ratios"), ("cpu_", "round_cpu_ratios")):
-        each = sorted(concurrent[rounds])
-        prefix = f"profile_{kind}policy_over_raw_concurrent"
-        assert ratios[f"{prefix}_median"] == round(each[1], 4)
-        assert ratios[f"{prefix}_min"] == round(each[0], 4)
-        assert ratios[f"{prefix}_max"] == round(each[2], 4)
+        for suffix, modes in (("_concurrent", concurrent), ("", sequential)):
+            each = sorted(modes[rounds])
+            prefix = f"profile_{kind}policy_over_raw{suffix}"
+            assert ratios[f"{prefix}_median"] == round(each[1], 4)
+            assert ratios[f"{prefix}_min"] == round(each[0], 4)
+            assert ratios[f"{prefix}_max"] == round(each[2], 4)
     assert "median" in done.stdout
     # Cold twice: the first-ever read makes every member's audit reference key; the first query
     # after the stores are reopened finds them (makes none) and returns the same members.
@@ -85,12 +90,12 @@ def test_audience_bench_cold_run_makes_the_audit_reference_keys_when_the_graph_i
             "5",
             "--concurrent-reads",
             "10",
+            "--sequential-reads",
+            "5",
             "--rounds",
             "1",
             "--db",
             str(tmp_path / "graph.sqlite3"),
-            "--tmp-dir",
-            str(tmp_path),
             "--json",
             str(figures),
             timeout=180,
@@ -104,3 +109,29 @@ def test_audience_bench_cold_run_makes_the_audit_reference_keys_when_the_graph_i
         made.append(cold["audit_ref_keys_made"])
         assert made[-1] == cold["members"] > 0
     assert made[0] == made[1]
+
+
+def test_audience_bench_refuses_a_db_built_for_other_sizes_and_keeps_it(tmp_path: Path) -> None:
+    # Until stop 34 a --db built with other --persons/--profiles/--seed was deleted and rebuilt
+    # without a word (minutes at 1M); a file the bench did not finish building went the same way.
+    db = tmp_path / "graph.sqlite3"
+    db.write_bytes(b"not a graph this bench built")
+    refused = run_bench("audience.py", "--persons", "600", "--db", str(db), timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "did not finish building it" in refused.stderr
+    assert db.read_bytes() == b"not a graph this bench built"
+
+    marker = tmp_path / "graph.sqlite3.built"
+    marker.write_text("600:5:5")
+    for asked, named in (
+        (("--persons", "600", "--profiles", "6"), "--profiles 6"),
+        (("--persons", "700", "--profiles", "5"), "--persons 700"),
+        (("--persons", "600", "--profiles", "5", "--seed", "6"), "--seed 6"),
+    ):
+        refused = run_bench("audience.py", *asked, "--db", str(db), timeout=60)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "was built with --persons 600 --profiles 5 --seed 5" in refused.stderr
+        assert "this run asks for" in refused.stderr
+        assert named in refused.stderr
+        assert db.read_bytes() == b"not a graph this bench built"
+        assert marker.read_text() == "600:5:5"
