@@ -1277,7 +1277,13 @@ def _git(*args: str) -> str:
 def machine_section(report: Report) -> list[str]:
     """CPU, memory, Python, SQLite, date, commit and load averages."""
     commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = [line for line in _git("status", "--porcelain").splitlines() if line.strip()]
+    # This run's own outputs (plots and figures written before this section) are not changes
+    # to what was measured.
+    dirty = [
+        line
+        for line in _git("status", "--porcelain").splitlines()
+        if line.strip() and not line[3:].startswith(("bench/report/", "bench/REPORT.md"))
+    ]
     if dirty:
         commit += f" + uncommitted changes in {len(dirty)} file(s) (the working tree was measured)"
     rows = [
