@@ -198,14 +198,22 @@ class _InterleavedKeyStore(SqliteVaultKeyStore):
         return found
 
 
+def _racers(
+    tmp_path: Path, vault: Vault
+) -> tuple[_InterleavedKeyStore, VaultPersonRefKeys, VaultPersonRefKeys]:
+    """Two processes' references on one key file: ``racing`` on a key store that runs
+    ``keys.between`` right after its lookup, ``other`` on the test's own vault."""
+    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
+    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
+    return keys, racing, VaultPersonRefKeys(vault)
+
+
 @pytest.mark.parametrize("meanwhile", ["stored its own", "erased the person"])
 def test_a_reference_made_by_two_processes_at_once_is_the_stored_one_when_they_race(
     tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore, meanwhile: str
 ) -> None:
     person = PERSONS[0]
-    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
-    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
-    other = VaultPersonRefKeys(vault)
+    keys, racing, other = _racers(tmp_path, vault)
     winner: dict[str, str] = {}
 
     def act() -> None:
@@ -238,9 +246,7 @@ def test_a_reference_another_process_stored_meanwhile_is_checked_when_the_insert
     # Since stop 34 the rows this process just stored are not checked again (their tags were
     # made here); a row another process stored first still is, and a bad one is refused.
     raced, mine = PERSONS[0], PERSONS[1]
-    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
-    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
-    other = VaultPersonRefKeys(vault)
+    keys, racing, other = _racers(tmp_path, vault)
     (owner,) = other.owners([raced])
 
     def store_a_bad_one() -> None:
@@ -259,9 +265,7 @@ def test_references_made_in_one_call_are_distinct_and_stored_when_a_race_kept_an
     tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
 ) -> None:
     raced = PERSONS[0]
-    keys = _InterleavedKeyStore(tmp_path / "vault-keys.sqlite3")
-    racing = VaultPersonRefKeys(Vault(keys, LocalFileKeyProvider(tmp_path / "kek.json")))
-    other = VaultPersonRefKeys(vault)
+    keys, racing, other = _racers(tmp_path, vault)
     winner: dict[str, str] = {}
     keys.between = lambda: winner.update(other.refs([raced]))
     try:
