@@ -257,6 +257,29 @@ def _concurrently(threads: int, total: int, one: Callable[[int], int]) -> Callab
     return run
 
 
+def _round_ratios(
+    rounds: list[tuple[dict[str, Any], dict[str, Any]]],
+) -> tuple[list[float], list[float]]:
+    """Per (policy, raw) round: policy over raw, wall and CPU."""
+    wall = [p["seconds"] / r["seconds"] for p, r in rounds]
+    cpu = [p["cpu_seconds"] / max(r["cpu_seconds"], 1e-9) for p, r in rounds]
+    return wall, cpu
+
+
+def _spread_figures(
+    prefix: str, suffix: str, wall: list[float], cpu: list[float]
+) -> dict[str, float]:
+    """The median round and the spread of the rounds, wall and CPU, as ``ratios`` keys
+    (``{prefix}_policy_over_raw{suffix}_median`` to ``{prefix}_cpu_…{suffix}_max``)."""
+    out: dict[str, float] = {}
+    for kind, values in (("", wall), ("_cpu", cpu)):
+        name = f"{prefix}{kind}_policy_over_raw{suffix}"
+        out[f"{name}_median"] = round(statistics.median(values), 4)
+        out[f"{name}_min"] = round(min(values), 4)
+        out[f"{name}_max"] = round(max(values), 4)
+    return out
+
+
 def _combined(spans: list[dict[str, Any]]) -> dict[str, Any]:
     """Spans of one mode measured in several rounds, as one: times, bytes and counts added, the
     load before the first and after the last."""
@@ -800,8 +823,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
         p_policy = _combined([p for p, _ in s_rounds])
         p_raw = _combined([r for _, r in s_rounds])
         p_ratio = p_policy["seconds"] / p_raw["seconds"]
-        s_ratios = [p["seconds"] / r["seconds"] for p, r in s_rounds]
-        s_cpu_ratios = [p["cpu_seconds"] / max(r["cpu_seconds"], 1e-9) for p, r in s_rounds]
+        s_ratios, s_cpu_ratios = _round_ratios(s_rounds)
         print(
             f"  ratio policy/raw, one connection: {p_ratio:.2f}x pooled, median "
             f"{statistics.median(s_ratios):.2f}x wall (spread {min(s_ratios):.2f}-"
@@ -841,8 +863,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
         c_cpu_ratio = c_policy["cpu_seconds"] / max(c_raw["cpu_seconds"], 1e-9)
         # Per round (policy then raw, back to back): the median says met or not without one
         # noisy round deciding it, the spread says how far to trust it (1.27-1.58x in one stop).
-        round_ratios = [p["seconds"] / r["seconds"] for p, r in c_rounds]
-        round_cpu_ratios = [p["cpu_seconds"] / max(r["cpu_seconds"], 1e-9) for p, r in c_rounds]
+        round_ratios, round_cpu_ratios = _round_ratios(c_rounds)
         total = per_round * args.rounds
         per_group = total / max(groups, 1)
         print(
@@ -923,25 +944,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             # One connection (each read waits for its own audit fsync): pooled, median, spread.
             "profile_policy_over_raw": round(p_ratio, 4),
             "profile_cpu_policy_over_raw": round(cpu_ratio, 4),
-            "profile_policy_over_raw_median": round(statistics.median(s_ratios), 4),
-            "profile_policy_over_raw_min": round(min(s_ratios), 4),
-            "profile_policy_over_raw_max": round(max(s_ratios), 4),
-            "profile_cpu_policy_over_raw_median": round(statistics.median(s_cpu_ratios), 4),
-            "profile_cpu_policy_over_raw_min": round(min(s_cpu_ratios), 4),
-            "profile_cpu_policy_over_raw_max": round(max(s_cpu_ratios), 4),
+            **_spread_figures("profile", "", s_ratios, s_cpu_ratios),
             "profile_policy_over_raw_concurrent": round(c_ratio, 4),
             "profile_cpu_policy_over_raw_concurrent": round(
                 c_policy["cpu_seconds"] / max(c_raw["cpu_seconds"], 1e-9), 4
             ),
             # The median round and the spread of the rounds (see the concurrent modes above).
-            "profile_policy_over_raw_concurrent_median": round(statistics.median(round_ratios), 4),
-            "profile_policy_over_raw_concurrent_min": round(min(round_ratios), 4),
-            "profile_policy_over_raw_concurrent_max": round(max(round_ratios), 4),
-            "profile_cpu_policy_over_raw_concurrent_median": round(
-                statistics.median(round_cpu_ratios), 4
-            ),
-            "profile_cpu_policy_over_raw_concurrent_min": round(min(round_cpu_ratios), 4),
-            "profile_cpu_policy_over_raw_concurrent_max": round(max(round_cpu_ratios), 4),
+            **_spread_figures("profile", "_concurrent", round_ratios, round_cpu_ratios),
         }
         figures["load_before"], figures["load_after"] = load_before, load_average()
         print(f"audit log: {audit.head().seq} entries, verify ok={audit.verify().ok}")
