@@ -457,6 +457,8 @@ class ResolutionEngine:
                 seen.add(candidates[0])
                 recorded.append(candidates[0])
             fresh.append(index)
+        if len(fresh) == len(events):  # nothing applied before (a bulk file's first run)
+            return self._resolve_batch(tx, events, prepared, tuple(recorded), keyed=keyed)
         results = self._resolve_batch(
             tx,
             [events[i] for i in fresh],
@@ -464,8 +466,6 @@ class ResolutionEngine:
             tuple(recorded),
             keyed=keyed,
         )
-        if len(fresh) == len(events):
-            return results
         duplicate = EventOutcome(Outcome.DUPLICATE, None, (), 0, ())  # frozen: one is enough
         outcomes = [duplicate] * len(events)
         for index, outcome in zip(fresh, results, strict=True):
@@ -523,10 +523,13 @@ class ResolutionEngine:
         tx.apply(replace(changes, messages=messages, outbound=published))
         # Only outcomes whose person was merged into another later in the batch change (rare):
         # a dataclass replace per outcome would cost more than the whole event's resolution.
-        find = state.find
+        # A person that is no key of the union-find's parents is its own root (no call).
+        parent, find = state.parent, state.find
+        if not parent:
+            return final
         return [
             o
-            if o.person_id is None or find(o.person_id) == o.person_id
+            if o.person_id not in parent or o.person_id is None or find(o.person_id) == o.person_id
             else replace(o, person_id=find(o.person_id))
             for o in final
         ]
@@ -534,13 +537,19 @@ class ResolutionEngine:
     def _load(
         self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState
     ) -> None:
-        wanted = {c for items in prepared for p in items if not p.blocked for c in p.candidates}
+        # Every candidate of the batch once. Primary digests are told apart by their batch key
+        # (type, digest: one key id), a tuple that hashes in C; hashing the HashedIdentifiers
+        # themselves (a generated __hash__ per identifier) was a few % of a bulk batch. Older
+        # keys' candidates exist only during a key rotation.
+        primaries = {p.key: p.primary for items in prepared for p in items if not p.blocked}
+        older = {c for items in prepared for p in items if not p.blocked for c in p.candidates[1:]}
+        wanted = [*primaries.values(), *older]
         # Erased identifiers stay erased (privacy invariant 4): one that is on the suppression
         # list under any key (rotation) is refused like a blocked value, before it can be found
         # or created. The event's other identifiers are resolved as usual.
         # (Kept in the batch state, not on the prepared items: a retried transaction reads the
         # list afresh.)
-        suppressed = tx.suppressed(list(wanted)) if wanted else set()
+        suppressed = tx.suppressed(wanted) if wanted else set()
         if suppressed:
             state.suppressed.update(
                 p.key
@@ -548,8 +557,8 @@ class ResolutionEngine:
                 for p in items
                 if not suppressed.isdisjoint(p.candidates)
             )
-            wanted -= suppressed
-        found = tx.find_identifiers(list(wanted)) if wanted else []
+            wanted = [c for c in wanted if c not in suppressed]
+        found = tx.find_identifiers(wanted) if wanted else []
         by_hash = {node.hashed: node for node in found}
         # Bulk batches are mostly new identifiers: only those with a digest found are looked at.
         found_digests = {node.hashed.digest for node in found}
@@ -917,7 +926,7 @@ class ResolutionEngine:
         )
         # One row per refused identifier and event: the repeats of one identifier in an event
         # are equal refusals (position is not compared) and are stored once.
-        refusals = tuple(r for o in outcomes for r in dict.fromkeys(o.refusals))
+        refusals = tuple(r for o in outcomes if o.refusals for r in dict.fromkeys(o.refusals))
         changes = ChangeSet(
             facts=self._seal(state.facts, state.new_node_rows.keys()),
             new_persons=new_persons,
