@@ -13,6 +13,7 @@ identifier in Python loops that the batch size does not bound.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
 import sqlite3
@@ -71,6 +72,15 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # _copy_old_tables). Files of older versions are migrated forward when opened (see _SCHEMA).
 SCHEMA_VERSION = 7
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
+# Bulk writes and lookups bind up to this many parameters per statement (SQLite 3.32+ allows
+# 32,766; builds often more). Why statements this wide: the sqlite3 module releases the GIL for
+# every step and reset of a statement, and a thread that wants it back while another thread
+# runs Python waits up to the switch interval (5 ms) each time. Bulk ingest's writer thread
+# runs beside the reader thread: with one statement per row (executemany) or per 500 digests,
+# its SQL crawled whenever the reader was busy, so the two never overlapped. A few wide
+# statements per batch give the GIL back a few dozen times, and SQLite does the rows of each
+# without it (the same B-tree work: the per-row CPU is the same or lower).
+_WIDE_PARAMS = 30_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -476,6 +486,32 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+def _insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """``conn.executemany(insert + " VALUES (?, ...) " + tail, rows)`` as a few multi-row
+    statements (``INSERT ... VALUES (...), (...), ...``: SQLite applies the rows one by one, in
+    order, as executemany does, an upsert ``tail`` included). See :data:`_WIDE_PARAMS` for why.
+    Row counts per statement are powers of two (the last rows of a write in smaller ones), so
+    the statement cache holds a handful of texts per table instead of one per write."""
+    if not rows:
+        return
+    width = len(rows[0])
+    row_marks = f"({_marks(width)})"
+    widest = 1 << ((_WIDE_PARAMS // width).bit_length() - 1)
+    start, total = 0, len(rows)
+    while start < total:
+        count = widest
+        while count > total - start:
+            count >>= 1
+        chunk = rows[start : start + count]
+        conn.execute(
+            f"{insert} VALUES {','.join([row_marks] * count)} {tail}",
+            list(itertools.chain.from_iterable(chunk)),
+        )
+        start += count
+
+
 # Facts are read joined to their node as ``i`` (the public node id).
 _FACT_COLUMNS = (
     "f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, f.sealed, f.pii"
@@ -701,7 +737,7 @@ class _SqliteTransaction:
     def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
         digests = sorted({c.digest for c in candidates})
         found: list[IdentifierNode] = []
-        for chunk in _chunks(digests):
+        for chunk in _chunks(digests, _WIDE_PARAMS):
             rows = self._conn.execute(
                 f"{_NODE_SELECT}WHERE i.digest IN ({_marks(len(chunk))})",
                 chunk,
@@ -847,10 +883,7 @@ class _SqliteTransaction:
                 (first + i, p.person_id, ms(p.created_at), ms(p.last_seen))
                 for i, p in enumerate(changes.new_persons)
             ]
-            conn.executemany(
-                "INSERT INTO persons (pk, person_id, created_at, last_seen) VALUES (?, ?, ?, ?)",
-                rows,
-            )
+            _insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
             persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
             owners = {n.person_id for n in changes.new_nodes} - persons.keys()
@@ -870,9 +903,10 @@ class _SqliteTransaction:
                 )
                 for i, n in enumerate(changes.new_nodes)
             ]
-            conn.executemany(
+            _insert_rows(
+                conn,
                 "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "last_seen)",
                 node_rows,
             )
             self._new_nodes.update(
@@ -919,15 +953,16 @@ class _SqliteTransaction:
                 {x.a for x in changes.links if x.a not in known}
                 | {x.b for x in changes.links if x.b not in known}
             )
-            conn.executemany(
-                "INSERT INTO links (a, b, source, first_at, last_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (a, b, source) DO UPDATE SET "
-                "first_at = min(first_at, excluded.first_at), "
-                "last_at = max(last_at, excluded.last_at)",
+            _insert_rows(
+                conn,
+                "INSERT INTO links (a, b, source, first_at, last_at)",
                 [
                     (keys.get(x.a), keys.get(x.b), x.source, ms(x.first_at), ms(x.last_at))
                     for x in changes.links
                 ],
+                "ON CONFLICT (a, b, source) DO UPDATE SET "
+                "first_at = min(first_at, excluded.first_at), "
+                "last_at = max(last_at, excluded.last_at)",
             )
         if changes.facts:
             self._write_facts(changes.facts, ms)
@@ -980,7 +1015,7 @@ class _SqliteTransaction:
         first = self._next_key("facts")
         insert = (
             "INSERT INTO facts (pk, fact_id, node, kind, name, category, at, source, status, "
-            "sealed, pii) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "sealed, pii)"
         )
         current: list[tuple[Any, ...]] = []
         raw: list[tuple[Any, ...]] = []
@@ -1014,19 +1049,23 @@ class _SqliteTransaction:
             else:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
-        self._conn.executemany(
-            insert + "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
+        _insert_rows(
+            self._conn,
+            insert,
+            current,
+            "ON CONFLICT (node, name) WHERE kind = 'attribute' AND status = 'active' "
             "DO UPDATE SET category = excluded.category, at = excluded.at, "
             "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
             "WHERE excluded.at >= facts.at",
-            current,
         )
-        self._conn.executemany(
-            insert + "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
-            "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
+        _insert_rows(
+            self._conn,
+            insert,
             raw,
+            "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
+            "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
         )
-        self._conn.executemany(insert, other)
+        _insert_rows(self._conn, insert, other)
 
     def person_facts(
         self, person_id: str, kinds: Collection[FactKind], status: FactStatus
@@ -1319,7 +1358,7 @@ class _SqliteTransaction:
 
     def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
         found: set[HashedIdentifier] = set()
-        for chunk in _chunks(sorted({c.digest for c in candidates})):
+        for chunk in _chunks(sorted({c.digest for c in candidates}), _WIDE_PARAMS):
             rows = self._conn.execute(
                 "SELECT type, key_id, digest FROM suppressed "  # noqa: S608 - placeholders only
                 f"WHERE digest IN ({_marks(len(chunk))})",
@@ -1386,8 +1425,9 @@ class _SqliteTransaction:
     def _write_stream(self, changes: ChangeSet) -> None:
         if changes.messages:
             now = _ms(datetime.now(UTC))
-            self._conn.executemany(
-                "INSERT INTO seen_messages (digest, seen_at) VALUES (?, ?)",
+            _insert_rows(
+                self._conn,
+                "INSERT INTO seen_messages (digest, seen_at)",
                 [(digest, now) for digest in changes.messages],
             )
         if changes.outbound:
@@ -1395,7 +1435,7 @@ class _SqliteTransaction:
 
     def seen_messages(self, digests: Collection[bytes]) -> set[bytes]:
         found: set[bytes] = set()
-        for chunk in _chunks(list(set(digests))):
+        for chunk in _chunks(list(set(digests)), _WIDE_PARAMS):
             found.update(
                 bytes(row[0])
                 for row in self._conn.execute(
