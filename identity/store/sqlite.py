@@ -80,7 +80,7 @@ _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limi
 # its SQL crawled whenever the reader was busy, so the two never overlapped. A few wide
 # statements per batch give the GIL back a few dozen times, and SQLite does the rows of each
 # without it (the same B-tree work: the per-row CPU is the same or lower).
-_WIDE_PARAMS = 30_000
+_WIDE_PARAMS = 16_384
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -486,6 +486,16 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+def _wide_chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``items`` in chunks of at most :data:`_WIDE_PARAMS` for ``IN (...)`` lookups, each padded
+    to a power of two by repeating its last item (harmless in an ``IN`` list), so that a few
+    statement texts serve every lookup: a text per chunk length filled the statement cache with
+    wide statements (megabytes each) that were never used again."""
+    for chunk in _chunks(items, _WIDE_PARAMS):
+        padded = 1 << (len(chunk) - 1).bit_length()
+        yield chunk if padded == len(chunk) else [*chunk, *[chunk[-1]] * (padded - len(chunk))]
+
+
 def _insert_rows(
     conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
 ) -> None:
@@ -737,7 +747,7 @@ class _SqliteTransaction:
     def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
         digests = sorted({c.digest for c in candidates})
         found: list[IdentifierNode] = []
-        for chunk in _chunks(digests, _WIDE_PARAMS):
+        for chunk in _wide_chunks(digests):
             rows = self._conn.execute(
                 f"{_NODE_SELECT}WHERE i.digest IN ({_marks(len(chunk))})",
                 chunk,
@@ -1358,7 +1368,7 @@ class _SqliteTransaction:
 
     def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
         found: set[HashedIdentifier] = set()
-        for chunk in _chunks(sorted({c.digest for c in candidates}), _WIDE_PARAMS):
+        for chunk in _wide_chunks(sorted({c.digest for c in candidates})):
             rows = self._conn.execute(
                 "SELECT type, key_id, digest FROM suppressed "  # noqa: S608 - placeholders only
                 f"WHERE digest IN ({_marks(len(chunk))})",
@@ -1435,7 +1445,7 @@ class _SqliteTransaction:
 
     def seen_messages(self, digests: Collection[bytes]) -> set[bytes]:
         found: set[bytes] = set()
-        for chunk in _chunks(list(set(digests)), _WIDE_PARAMS):
+        for chunk in _wide_chunks(list(set(digests))):
             found.update(
                 bytes(row[0])
                 for row in self._conn.execute(
