@@ -28,6 +28,7 @@ import csv
 import gc
 import hashlib
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -220,6 +221,7 @@ def ingest_file(
     chunk: list[tuple[int, IdentifyInput | RowError]] = []
     with (
         _collections_between_batches() as between_batches,
+        _short_gil_turns(),
         _CommitPipeline(service, report, actor, between_batches) as committer,
     ):
         for line_no, row in rows:
@@ -340,6 +342,34 @@ def _collections_between_batches() -> Iterator[Callable[[], None]]:
     finally:
         if enabled:
             gc.enable()
+
+
+# The interpreter's switch interval while a file is ingested (the default is 5 ms).
+BULK_SWITCH_INTERVAL_S = 0.001
+
+
+@contextmanager
+def _short_gil_turns() -> Iterator[None]:
+    """Shorten the interpreter's switch interval to :data:`BULK_SWITCH_INTERVAL_S` while a file
+    is ingested.
+
+    Why: the writer thread gives the GIL up for every SQLite step, fsync and commit, and gets it
+    back only when the reader thread (validating the next batch in Python) is asked to let go:
+    after a full switch interval. At the default 5 ms each such wait cost the writer far more
+    than the statement it ran, so the two threads took turns instead of overlapping (the
+    writer's SQL could run beside the reader's Python on a second core). The store's bulk
+    statements are few and wide (``identity.store.sqlite._WIDE_PARAMS``), so the writer waits a
+    few dozen times per batch; 1 ms bounds each wait while adding few forced switches between
+    the two threads' Python. Process-wide, like the collector setting (see
+    :func:`_collections_between_batches`: bulk files are ingested by the ``idgraph ingest``
+    process), and restored when the file is done, also on failure.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, BULK_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def _validate_chunk(
