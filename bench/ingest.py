@@ -571,7 +571,10 @@ def run_floor(data: Path, work: Path, batch_size: int, synchronous: Synchronous)
     }
 
 
-SAME_WORK_CHUNK = 500  # bound parameters per IN list, as the store's own statements
+SAME_WORK_CHUNK = 500  # bound parameters per IN list of the key file, as the vault's statements
+# The graph's batch lookups (identifiers, suppression list, message ids) bind as many digests per
+# IN list as the store's own (identity.store.sqlite._WIDE_PARAMS).
+SAME_WORK_LOOKUP = 16_384
 DEK_CACHE = 10_000  # the vault's default DEK cache (privacy.keys.vault.Vault cache_size)
 VALUE_AAD = b"idgraph-vault/1\x00"
 DEK_AAD = b"idgraph-vault-dek/1\x00"
@@ -663,7 +666,7 @@ class _SameWork:
         """(type, digest) -> (node id, node key, person key) of the known identifiers."""
         digests = sorted({digest for _, digest in keys})
         found: dict[tuple[str, bytes], tuple[str, int, int]] = {}
-        for chunk in _in_chunks(digests):
+        for chunk in _in_chunks(digests, SAME_WORK_LOOKUP):
             marks = ",".join("?" * len(chunk))
             for row in self.graph.execute(
                 f"SELECT digest FROM suppressed WHERE digest IN ({marks})",
@@ -742,7 +745,7 @@ class _SameWork:
             mac = self.message_mac.copy()
             mac.update(len(source).to_bytes(4, "big") + source + message_id.encode())
             digests.append(mac.digest()[:16])
-        for chunk in _in_chunks(digests):
+        for chunk in _in_chunks(digests, SAME_WORK_LOOKUP):
             marks = ",".join("?" * len(chunk))
             for row in self.graph.execute(
                 f"SELECT digest FROM seen_messages WHERE digest IN ({marks})", chunk
