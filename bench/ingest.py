@@ -596,7 +596,8 @@ class _SameWork:
       (line + sha256 of the row), keyed and scoped to the source, looked up in and recorded into
       ``seen_messages`` in the graph transaction (the idempotency of issue 13);
     * **lookups**: every keyed digest of the batch in ``identifiers`` and in ``suppressed``
-      (``IN`` lists of 500), the data keys of existing fact anchors not in the DEK cache, and
+      (``IN`` lists as wide as the store's, :data:`SAME_WORK_LOOKUP`), the data keys of
+      existing fact anchors not in the DEK cache, and
       (as the vault does) the shred references of new key owners in ``shredded_refs`` once the
       key file has shredded anything (before that, one single-row read per batch);
     * **persons**: one per event that names no known identifier; an event that names several

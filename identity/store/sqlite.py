@@ -80,7 +80,20 @@ _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limi
 # its SQL crawled whenever the reader was busy, so the two never overlapped. A few wide
 # statements per batch give the GIL back a few dozen times, and SQLite does the rows of each
 # without it (the same B-tree work: the per-row CPU is the same or lower).
-_WIDE_PARAMS = 16_384
+
+
+def _widest_params() -> int:
+    """The widest power of two of bound values per statement this SQLite allows, at most 16,384
+    (builds before 3.32 allow 999; lookups are padded to a power of two)."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        limit = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
+    return 1 << (min(16_384, limit).bit_length() - 1)
+
+
+_WIDE_PARAMS = _widest_params()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
