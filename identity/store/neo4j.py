@@ -581,6 +581,20 @@ class Neo4jTransaction:
         )
         return [_consent(r) for r in records]
 
+    def persons_consents(
+        self, person_ids: Collection[str], purposes: Collection[str]
+    ) -> dict[str, list[ConsentRecord]]:
+        """:meth:`person_consents` of several persons: one statement per batch of persons."""
+        found: dict[str, list[ConsentRecord]] = {}
+        for chunk in _chunks(sorted(set(person_ids)), self._batch):
+            for record in self._data(
+                cypher.PERSONS_CONSENTS,
+                person_ids=list(chunk),
+                purposes=_consent_purposes(purposes),
+            ):
+                found.setdefault(record["person_id"], []).append(_consent(record))
+        return found
+
     def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
         """One page of persons matching ``scan.event_rules``, with consents and attributes.
 

@@ -119,6 +119,13 @@ class GraphTransaction(Protocol):
         the person's nodes, ordered by (``at``, ``recorded_at``, ``record_id``)."""
         ...
 
+    def persons_consents(
+        self, person_ids: Collection[str], purposes: Collection[str]
+    ) -> dict[str, list[ConsentRecord]]:
+        """:meth:`person_consents` of several persons in one read: each person that has a
+        record, with its records in the same order (persons without one are left out)."""
+        ...
+
     def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
         """Persons matching ``scan.event_rules`` with id greater than ``after_person_id``, in
         person id order, at most ``limit``, each with its consents and sealed attributes."""

@@ -1186,6 +1186,24 @@ class _SqliteTransaction:
         )
         return [_consent(row) for row in rows]
 
+    def persons_consents(
+        self, person_ids: Collection[str], purposes: Collection[str]
+    ) -> dict[str, list[ConsentRecord]]:
+        wanted = sorted({*purposes, RESTRICTION_PURPOSE})
+        found: dict[str, list[ConsentRecord]] = {}
+        for chunk in _wide_chunks(sorted(set(person_ids))):
+            rows = self._conn.execute(
+                f"SELECT p.person_id, {_CONSENT_COLUMNS} FROM persons p "  # noqa: S608 - fixed columns and placeholders only
+                "JOIN identifiers i ON i.person = p.pk JOIN consents c ON c.node_id = i.node_id "
+                f"WHERE p.person_id IN ({_marks(len(chunk))}) "
+                f"AND +c.purpose IN ({_marks(len(wanted))}) "
+                "ORDER BY p.person_id, c.at, c.recorded_at, c.record_id",
+                (*chunk, *wanted),
+            )
+            for row in rows:
+                found.setdefault(row[0], []).append(_consent(row[1:]))
+        return found
+
     def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
         """One page of persons matching ``scan.event_rules``, with consents and attributes.
 

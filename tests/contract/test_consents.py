@@ -227,6 +227,29 @@ def test_person_consents_returns_asked_purposes_and_restrictions_in_decision_ord
     assert store.stats().consents == 6
 
 
+def test_persons_consents_equals_person_consents_of_each_person_when_read_at_once(
+    ingest: Ingest, consents_of: ConsentsOf, store: GraphStore
+) -> None:
+    ann = ingest(
+        ("email", "ann@shop.de"),
+        ("phone", "+442079460958"),
+        consents=(
+            _consent("marketing", True, _minutes(20)),
+            _consent(RESTRICTION_PURPOSE, False, _minutes(30), ConsentSignal.RESTRICTION),
+            _consent("marketing", False, _minutes(10)),
+        ),
+    )
+    bob = ingest(("email", "bob@shop.de"), consents=(_consent("analytics", True, _minutes(1)),))
+    cy = ingest(("email", "cy@shop.de"))  # no record at all
+    asked = [ann, bob, cy, "p_nobody"]
+    together = store.read(lambda tx: tx.persons_consents(asked, ["marketing"]))
+    one_by_one = {person: consents_of(person, ["marketing"]) for person in asked}
+    assert together == {p: records for p, records in one_by_one.items() if records}
+    assert set(together) == {ann}  # bob's record is for another purpose
+    assert [r.purpose for r in together[ann]] == ["marketing", "marketing", RESTRICTION_PURPOSE]
+    assert store.read(lambda tx: tx.persons_consents([], ["marketing"])) == {}
+
+
 def test_consent_records_with_equal_times_are_ordered_by_when_they_were_recorded(
     ingest: Ingest, consents_of: ConsentsOf, store: GraphStore
 ) -> None:

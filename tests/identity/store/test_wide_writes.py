@@ -178,13 +178,10 @@ def test_rows_per_statement_are_powers_of_two_when_batches_differ_in_size(tmp_pa
     statements: list[str] = []
     store._conn.set_trace_callback(statements.append)  # expanded: the bound values inlined
     try:
-        start = 0
-        for size in (1_237, 977):
-            store.write(lambda tx, size=size, start=start: tx.apply(_batch(size, start)))
-            store.write(
-                lambda tx, size=size: tx.find_identifiers([_hashed(i) for i in range(size)])
-            )
-            start += size
+        store.write(lambda tx: tx.apply(_batch(1_237)))
+        store.write(lambda tx: tx.find_identifiers([_hashed(i) for i in range(1_237)]))
+        store.write(lambda tx: tx.apply(_batch(977, start=1_237)))
+        store.write(lambda tx: tx.find_identifiers([_hashed(i) for i in range(977)]))
     finally:
         store._conn.set_trace_callback(None)
     store.close()
