@@ -663,8 +663,8 @@ class StreamWorker:
             log.warning("stream_offset_commit_refused", error=refused.name())
 
     def _confirm_commits(self) -> None:
-        """Commit the last offsets again and wait for the answer, if any commit is unanswered
-        (the same offsets, so a commit still on its way cannot move them backwards)."""
+        """If a commit is unanswered, commit the last batch's offsets again (what the last one
+        sent carries) and wait for the answer: a worker that leaves has them confirmed."""
         if not self._commits_in_flight or self._consumer is None:
             return
         started = time.perf_counter()
