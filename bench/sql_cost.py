@@ -39,12 +39,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("same-work", "real")
 _PLACEHOLDERS = re.compile(r"\(\?(?:\s*,\s*\?)*\)")
+_ROW_LISTS = re.compile(r"\(\?\.\.\)(?:\s*,\s*\(\?\.\.\))+")
 
 
 def statement_key(sql: str) -> str:
-    """A statement's text with whitespace folded and ``(?, ?, ...)`` lists as ``(?..)``, so an
-    ``IN`` list of 500 and one of 37 are the same statement."""
-    return _PLACEHOLDERS.sub("(?..)", " ".join(sql.split()))[:120]
+    """A statement's text with whitespace folded, ``(?, ?, ...)`` lists as ``(?..)`` and the rows
+    of a multi-row ``VALUES (...), (...)`` as one ``(?..)``, so an ``IN`` list of 500 and one of
+    37, or an insert of 2,048 rows and one of 1, are the same statement."""
+    return _ROW_LISTS.sub("(?..)", _PLACEHOLDERS.sub("(?..)", " ".join(sql.split())))[:120]
 
 
 class _Costs:

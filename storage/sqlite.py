@@ -325,6 +325,16 @@ GRAPH_WAL_AUTOCHECKPOINT_PAGES = 16_384
 GRAPH_READ_MMAP_BYTES = 1 << 31
 
 
+def max_bound_values() -> int:
+    """The most values one statement may bind in this SQLite build (999 before 3.32, 32,766
+    since, more in some builds): the widest bulk statements are sized from it."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
+
+
 def map_graph_reads(conn: sqlite3.Connection) -> None:
     """Read ``conn``'s graph file through a memory map (:data:`GRAPH_READ_MMAP_BYTES`): the
     store's read connection, and the benchmark floors that are compared with its reads."""

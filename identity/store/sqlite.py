@@ -56,6 +56,7 @@ from storage.sqlite import (
     GRAPH_WAL_AUTOCHECKPOINT_PAGES,
     connect_private,
     map_graph_reads,
+    max_bound_values,
     open_migrated,
     transaction,
 )
@@ -82,18 +83,9 @@ _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limi
 # without it (the same B-tree work: the per-row CPU is the same or lower).
 
 
-def _widest_params() -> int:
-    """The widest power of two of bound values per statement this SQLite allows, at most 16,384
-    (builds before 3.32 allow 999; lookups are padded to a power of two)."""
-    probe = sqlite3.connect(":memory:")
-    try:
-        limit = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    finally:
-        probe.close()
-    return 1 << (min(16_384, limit).bit_length() - 1)
-
-
-_WIDE_PARAMS = _widest_params()
+# The widest power of two of bound values this SQLite allows, at most 16,384 (builds before 3.32
+# allow 999; lookups are padded to a power of two).
+_WIDE_PARAMS = 1 << (min(16_384, max_bound_values()).bit_length() - 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
