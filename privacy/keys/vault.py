@@ -346,12 +346,16 @@ class VaultKeyStore(Protocol):
         """The stored ``(reference, tag)`` of those ``owners`` that have one."""
         ...
 
+    def has_keys_between(self, low: str, high: str) -> bool:
+        """Whether any owner from ``low`` to ``high`` (both included) has a data key."""
+        ...
+
     def insert_refs(
         self, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
     ) -> dict[str, tuple[str, bytes]]:
-        """Store ``(owner, reference, tag)`` rows; an owner that got one meanwhile keeps it
-        (returned). Raises :class:`DataKeyDestroyedError` (nothing written) for a shredded
-        owner."""
+        """Store ``(owner, reference, tag)`` rows; an owner that got one meanwhile keeps it:
+        returns what is stored for those owners (empty when every row was stored). Raises
+        :class:`DataKeyDestroyedError` (nothing written) for a shredded owner."""
         ...
 
     def register_holder(self, process: ProcessIdentity) -> int:
@@ -631,7 +635,12 @@ class Vault:
         if not rest:
             return found
         made: dict[str, str] = {}
-        older = self._keys.get_many(rest)
+        # Data keys of before (version-1 references) looked up one by one only if one could
+        # exist: an owner range holding no key at all is one index probe, where the lookups of
+        # a first-ever audience page (~1,000 misses) cost ~0.6 ms.
+        older = (
+            self._keys.get_many(rest) if self._keys.has_keys_between(min(rest), max(rest)) else {}
+        )
         for owner, wrapped in older.items():
             made[owner] = make(owner, _hkdf(self._unwrap(owner, wrapped), info))
         if create:
@@ -647,7 +656,7 @@ class Vault:
         for _ in range(2):
             rows = [(o, ref, self._ref_tag(tags, o, name, ref)) for o, ref in sorted(made.items())]
             try:
-                stored = self._keys.insert_refs(rows, self._shred_refs(made))
+                theirs = self._keys.insert_refs(rows, self._shred_refs(made))
             except DataKeyDestroyedError as exc:  # shredded meanwhile: never made again
                 made = {o: ref for o, ref in made.items() if o not in set(exc.owners)}
                 if not made:
@@ -656,9 +665,9 @@ class Vault:
             # What was stored as made here carries the tag just computed: only the rows another
             # process stored first are checked (a first-ever 1M audience stores ~25k, and
             # checking its own tags again was an HMAC each for nothing).
-            ours = {owner: (ref, tag) for owner, ref, tag in rows}
-            theirs = {o: row for o, row in stored.items() if ours.get(o) != row}
-            found = {o: row[0] for o, row in stored.items() if o not in theirs}
+            if not theirs:
+                return made
+            found = {o: ref for o, ref in made.items() if o not in theirs}
             found.update(self._checked_refs(theirs, name, tags))
             return found
         return {}  # pragma: no cover - a second shred of the same owners in between

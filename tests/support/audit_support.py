@@ -24,3 +24,11 @@ class CountingRefKeys:
     def owners(self, person_ids: Sequence[str]) -> list[str]:
         """The real owners (not counted)."""
         return self._keys.owners(person_ids)
+
+    def refs_ahead(self, person_ids: Sequence[str]) -> None:
+        """The real work ahead (not counted: :meth:`refs` is, when it is asked)."""
+        self._keys.refs_ahead(person_ids)
+
+    def close(self) -> None:
+        """The real close."""
+        self._keys.close()
