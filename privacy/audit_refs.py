@@ -31,11 +31,8 @@ the stored references link no person id to its audit entries without the KEK, as
 
 from __future__ import annotations
 
-import os
 import secrets
-import threading
-from collections.abc import Collection, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from identity.bounded import BoundedMap
@@ -74,14 +71,6 @@ class VaultPersonRefKeys:
         # a shred is never remembered after it (BoundedMap's generation). Why: a warm audience
         # re-reads ~25k references page by page. Plain str values: untracked by the collector.
         self._refs: BoundedMap[str, str] = BoundedMap(owner_cache_size)
-        # References asked for ahead (refs_ahead): one worker thread, started on first use (in
-        # this process: a forked child starts its own, the parent's thread is not in it), and
-        # the persons of each request not known to be finished. Under _ahead_lock.
-        self._ahead_lock = threading.Lock()
-        self._worker: ThreadPoolExecutor | None = None
-        self._worker_pid = 0
-        self._ahead: list[tuple[frozenset[str], Future[dict[str, str]]]] = []
-        self._closed = False
 
     def _owner(self, person_id: str) -> str:
         return OWNER_PREFIX + self._owner_mac.digest(person_id.encode()).hex()[:32]
@@ -92,64 +81,10 @@ class VaultPersonRefKeys:
         self._refs.drop(person_ids)
         return sorted({self._owner(p) for p in person_ids})
 
-    def refs_ahead(self, person_ids: Sequence[str]) -> None:
-        """Start reading or making (``create``) and storing ``person_ids``' references on a
-        worker thread, and return at once: a later :meth:`refs` of any of them waits for that
-        work and finds them remembered.
-
-        Why: an audience page knows its members a chunk at a time, and the key-file work of a
-        chunk's references (a lookup; on a first-ever read also an insert and an fsync'd commit,
-        ~4 us a member, nearly all in SQLite, which runs without the GIL) then overlaps the
-        page's next member read instead of following the whole scan. Nothing is weakened:
-        :meth:`refs` hands out a reference only once it is durably stored (made here or there),
-        so the audit entry naming it is still written after that. A reference made ahead for a
-        person the page then leaves out (past its limit: the next page's first member) is the
-        one that page would make.
-        """
-        wanted = frozenset(person_ids)
-        if not wanted:
-            return
-        with self._ahead_lock:
-            if self._closed:
-                return
-            if self._worker is None or self._worker_pid != os.getpid():
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="audit-refs-ahead")
-                self._worker_pid, self._ahead = os.getpid(), []
-            work = self._worker.submit(self._refs_now, list(wanted), create=True)
-            self._ahead = [(ids, f) for ids, f in self._ahead if not f.done()]
-            self._ahead.append((wanted, work))
-
-    def _wait_ahead(self, person_ids: Collection[str]) -> None:
-        """Wait for the work ahead (:meth:`refs_ahead`) on any of ``person_ids``. Its errors
-        are not raised here: the caller's own attempt makes what is still missing (and meets
-        the error again, if it lasts)."""
-        with self._ahead_lock:
-            if self._worker_pid != os.getpid():
-                return  # a forked child: the parent's worker and its work are not here
-            self._ahead = [(ids, f) for ids, f in self._ahead if not f.done()]
-            pending = [f for ids, f in self._ahead if not ids.isdisjoint(person_ids)]
-        for future in pending:
-            future.exception()  # waits for it
-
-    def close(self) -> None:
-        """Finish the work ahead and stop its worker; nothing is made ahead afterwards (each
-        :meth:`refs` makes its own)."""
-        with self._ahead_lock:
-            self._closed = True
-            worker, self._worker, self._ahead = self._worker, None, []
-        if worker is not None and self._worker_pid == os.getpid():
-            worker.shutdown(wait=True)
-
     def refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
         """Each person's reference (made and stored on first use when ``create``); erased
         persons' references are never made again, and are absent (as are, without ``create``,
         persons that have none yet)."""
-        if self._ahead:  # some may be in the making ahead: wait for them (then remembered)
-            self._wait_ahead(set(person_ids))
-        return self._refs_now(person_ids, create=create)
-
-    def _refs_now(self, person_ids: Sequence[str], *, create: bool) -> dict[str, str]:
-        """:meth:`refs` without waiting for the work ahead (which is how that work runs)."""
         generation = self._vault.shred_generation()
         found = self._refs.get_many(person_ids, generation=generation)
         if len(found) == len(set(person_ids)):
@@ -174,7 +109,7 @@ class VaultPersonRefKeys:
             return person_ref(owners[owner], subkey)  # version 1: the reference made before
 
         stored = self._vault.owner_refs(owners, KEY_INFO, make, create=create)
-        made = {owners[o]: ref for o, ref in stored.items()}
+        made = {owners[o]: ref for o, ref in stored.items()}  # no pair per member kept
         found.update(made)
         # Kept only if no shred happened since the generation was read.
         self._refs.put_many(made.items(), generation=generation)

@@ -363,9 +363,6 @@ class ReadService:
         self._cursors = cursors
         self._clock = clock
         self.max_scan = max_scan
-        # Whether a member scan asks the audit log to make its members' references ahead, while
-        # the scan goes on (see _scan); off only to measure what that overlap gives.
-        self.refs_ahead = True
 
     @property
     def policy(self) -> PolicyEngine:
@@ -618,26 +615,14 @@ class ReadService:
             result.scanned += len(rows)
             if rows:
                 result.last = rows[-1].person_id
-                admitted = self._admit_rows(caller, purpose_id, rows, rules, now, result)
-                reads_on = (  # the loop's own conditions: another read for this page follows
-                    len(rows) == chunk
-                    and len(result.members) + len(admitted) < limit
-                    and result.scanned < self.max_scan
+                result.members.extend(
+                    self._admit_rows(caller, purpose_id, rows, rules, now, result)
                 )
-                if self.refs_ahead and admitted and reads_on:
-                    # The page's audit entries name its members by their references, made (on
-                    # a first-ever read: stored, fsync'd) after the scan. These members' are
-                    # made now, on the audit log's worker, while the next read of the scan runs
-                    # (SQLite works without the GIL). The last read's members are not sent
-                    # ahead: nothing would overlap them, and each send is a key-file commit.
-                    self._audit.person_refs_ahead([m.row.person_id for m in admitted])
-                result.members.extend(admitted)
             if len(rows) < chunk:
                 result.exhausted = True
                 break
         if len(result.members) > limit:
-            # Persons after the last member returned are examined again by the next page (a
-            # reference made ahead for one is the one that page names).
+            # Persons after the last member returned are examined again by the next page.
             del result.members[limit:]
             result.last = result.members[-1].row.person_id
             result.exhausted = False

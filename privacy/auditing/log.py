@@ -668,12 +668,6 @@ class AuditLog(Protocol):
         """:meth:`person_ref` of each of ``person_ids`` (one key lookup for all)."""
         ...
 
-    def person_refs_ahead(self, person_ids: Sequence[str]) -> None:
-        """Start making (or reading) ``person_ids``' references in the background: a later
-        :meth:`person_refs` of them waits for that work instead of doing it (a hint; returns at
-        once)."""
-        ...
-
     def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
         """The vault owners whose data keys key ``person_ids``' references: an erasure shreds
         them, and the person's old entries can no longer be linked to the person id."""
@@ -1139,14 +1133,6 @@ class SqliteAuditLog:
             self._refs.put_many(made)
         return refs
 
-    def person_refs_ahead(self, person_ids: Sequence[str]) -> None:
-        """Start making (or reading) ``person_ids``' own references on the reference source's
-        worker (:meth:`PersonRefKeys.refs_ahead`); returns at once. :meth:`person_refs` of them
-        later waits for that work, so a reference is still durably stored before an entry
-        naming it is written. Without per-person keys there is nothing to make ahead."""
-        if self._person_keys is not None and person_ids:
-            self._person_keys.refs_ahead(person_ids)
-
     def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
         """The vault owners of ``person_ids``' reference keys (empty without per-person keys).
 
@@ -1158,9 +1144,7 @@ class SqliteAuditLog:
         return self._person_keys.owners(person_ids) if self._person_keys else []
 
     def close(self) -> None:
-        """Finish the references being made ahead, then close the connection."""
-        if self._person_keys is not None:
-            self._person_keys.close()
+        """Close the connection."""
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -1191,15 +1175,6 @@ class PersonRefKeys(Protocol):
 
     def owners(self, person_ids: Sequence[str]) -> list[str]:
         """The vault owners holding those references (what an erasure shreds)."""
-        ...
-
-    def refs_ahead(self, person_ids: Sequence[str]) -> None:
-        """Start :meth:`refs` (``create``) of ``person_ids`` in the background and return at
-        once; a later :meth:`refs` of any of them waits for that work first."""
-        ...
-
-    def close(self) -> None:
-        """Finish the work started by :meth:`refs_ahead` and start no more."""
         ...
 
 
