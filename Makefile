@@ -157,7 +157,7 @@ run-neo4j: $(VENV)/.installed-neo4j
 NEO4J_API_TESTS := tests/api/test_api.py tests/identity/test_resolution.py tests/identity/test_unlink_explain.py \
 	tests/api/test_facts_api.py tests/api/test_consent_api.py tests/api/test_reads_api.py \
 	tests/privacy/dsr/test_erasure.py tests/identity/store/test_store_copy.py tests/identity/store/test_concurrent_writes.py \
-	tests/identity/store/test_neo4j_live.py tests/identity/store/test_crash_safety.py tests/privacy/access/test_message_ids.py
+	tests/identity/store/test_neo4j_live.py tests/identity/store/test_neo4j_ambiguous_commit.py tests/identity/store/test_crash_safety.py tests/privacy/access/test_message_ids.py
 
 ## The contract suite and the store-facing API tests on a throwaway live Neo4j (0 skips).
 test-neo4j: $(STAMP)

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.ratelimit import RateLimitedError
 from identity.errors import (
     BatchValidationError,
+    CommitOutcomeUnknownError,
     ConfigurationError,
     IdentifierNotFoundError,
     IdGraphError,
@@ -84,6 +85,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (ExportNotReadyError, 409, "Export not available"),
     (ExportExpiredError, 410, "Export expired"),
     (ConsentAuditError, 503, "Consent recorded, audit entry not written"),
+    (CommitOutcomeUnknownError, 503, "Commit outcome unknown"),
     (StoreUnavailableError, 503, "Store unavailable"),
     (StoreIntegrityError, 500, "Store integrity error"),
     (PolicyFileError, 500, "Policy file invalid"),

@@ -132,6 +132,17 @@ class StoreUnavailableError(IdGraphError):
     code = "store-unavailable"
 
 
+class CommitOutcomeUnknownError(StoreUnavailableError):
+    """The connection to the store was lost while it committed: the write may have been applied
+    or not, and nobody can tell from here.
+
+    Never retried by idgraph itself (a second write of what was committed would apply it twice);
+    the caller retries, and events that carry a message id are then recognised as duplicates.
+    """
+
+    code = "commit-outcome-unknown"
+
+
 class StoreIntegrityError(IdGraphError):
     """The graph store holds data that breaks an invariant (should never happen; report it)."""
 

@@ -16,7 +16,10 @@ current one has committed. So:
   durable as with one transaction per caller;
 * **one caller's failure is its own**: if a shared ``write`` raises, the group's items are
   written again one by one, so each caller gets its own result or its own error (a shared
-  transaction that failed wrote nothing, so writing again is safe).
+  transaction that failed wrote nothing, so writing again is safe). Except when the store
+  cannot say whether it committed (:class:`~identity.errors.CommitOutcomeUnknownError`: a
+  connection lost during COMMIT): the group may be written, and writing it again could apply
+  it twice, so every caller of the group gets that error and none is written again.
 
 Items are written in arrival order, and ``write`` must return one result per item in that order.
 
@@ -51,6 +54,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
+
+from identity.errors import CommitOutcomeUnknownError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -255,8 +260,11 @@ class GroupCommitter(Generic[T, R]):
         try:
             results = self._write([t.item for t in group])
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, re-raised there
-            if len(group) == 1:
-                group[0].error = exc
+            if len(group) == 1 or isinstance(exc, CommitOutcomeUnknownError):
+                # Alone, or perhaps committed: writing the group again could apply it twice
+                # (module docstring). Each caller gets the error.
+                for ticket in group:
+                    ticket.error = exc
                 return
             # Nothing of the shared transaction was written: each item again, alone, so that
             # one caller's bad item fails only that caller.

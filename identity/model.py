@@ -72,9 +72,25 @@ def new_fact_id() -> str:
     SQLite ``facts`` UNIQUE column and ``facts_by_status``) then grow at their end instead of
     being rewritten at random pages (random fact ids were a large part of the bytes bulk ingest
     wrote). Same shape as before (24 hex), so older random ids and newer ones mix in one
-    keyspace. A fact id names a fact to an operator (quarantine review) and says when it was
-    stored, which its record shows anyway; it never stands for a person. The random tail keeps
-    ids of processes that share a millisecond and a counter value apart.
+    keyspace. The random tail keeps ids of processes that share a millisecond and a counter
+    value apart.
+
+    **Where a fact id goes, and why its milliseconds may go with it** (checked in stop 35). It
+    leaves the store in one place only: the operators' quarantine review (``idgraph quarantine``
+    and the console page list, reveal, release and drop facts by id) and that review's audit
+    entries (``quarantine.revealed``/``released``/``dropped`` name the ids). Never in an API
+    answer (ingest outcomes count facts, reads and audience pages name fields), a DSR export
+    (facts by name, category and time), an outbound event, a read's audit entry or a log line;
+    ``tests/api/test_dsr_api.py`` pins that. What the milliseconds tell there: when a quarantined
+    value was stored, to an operator who is shown the fact's own time and source beside the id,
+    and may reveal the value itself. An audit entry that outlives the fact (dropped, or its
+    person erased) keeps that instant, with the field and entity types the entry names anyway
+    and no person: the instant links the entry to no person, since the records that could be
+    joined on it (the fact, its node, whose ids are time-ordered too) are deleted with the
+    person, and a backup still holding them holds the fact id itself, so hiding its time would
+    not cut that link either. Coarsening (seconds) would still tell the time, and fully random
+    ids would cost the write locality issue 14 measured. So the ids stay as they are; a change
+    that sends fact ids anywhere else must decide this again (the test above fails first).
     """
     millis = time.time_ns() // 1_000_000
     counter = next(_fact_clock) & 0xFFFF

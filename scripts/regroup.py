@@ -285,7 +285,7 @@ def _imported_modules(path: Path) -> list[str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except SyntaxError:
         return []
-    names = []
+    names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
@@ -614,8 +614,8 @@ def report(todo: Plan, files: list[str], *, dry_run: bool) -> int:
     for path in todo.unplaced:
         left.append(f"{path}: no rule places it (add it to TEST_TABLE or TESTS_KEPT_AT_TOP)")
     left.extend(todo.problems)
-    for line in left:
-        print(f"UNRESOLVED {line}")
+    for unresolved in left:
+        print(f"UNRESOLVED {unresolved}")
     moved = len(todo.moves)
     print(f"{'would move' if dry_run else 'moved'} {moved} file(s); {len(left)} unresolved")
     return 1 if left else 0

@@ -50,7 +50,7 @@ class StreamMetrics:
         )
         self.offset_commit_seconds = Histogram(
             "idgraph_stream_offset_commit_seconds",
-            "Latency of the synchronous offset commit after the graph commit",
+            "Latency of an offset commit (sent after the graph commit, answered in a later poll)",
             buckets=_SECONDS,
             registry=r,
         )

@@ -22,8 +22,12 @@ retried a bounded number of times from a fresh read, then reported as
 
 Driver exceptions never leave this module: connection, session, transient and authentication
 failures become :class:`~identity.errors.StoreUnavailableError`, constraint violations
-:class:`~identity.errors.StoreIntegrityError`. Messages carry the Neo4j status code but never
-the server's message text, which can echo stored property values.
+:class:`~identity.errors.StoreIntegrityError`. A connection lost during COMMIT (the driver's
+``IncompleteCommit``: the server may have committed) becomes its subclass
+:class:`~identity.errors.CommitOutcomeUnknownError`, which nothing in idgraph retries on its own
+(``tests/identity/store/test_neo4j_ambiguous_commit.py`` cuts a real connection there).
+Messages carry the Neo4j status code but never the server's message text, which can echo stored
+property values.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from neo4j.exceptions import (
     ConstraintError,
     DriverError,
     Forbidden,
+    IncompleteCommit,
     Neo4jError,
     ServiceUnavailable,
     SessionExpired,
@@ -49,7 +54,12 @@ from neo4j.exceptions import (
 )
 from neo4j.exceptions import ConfigurationError as DriverConfigurationError
 
-from identity.errors import ConfigurationError, StoreIntegrityError, StoreUnavailableError
+from identity.errors import (
+    CommitOutcomeUnknownError,
+    ConfigurationError,
+    StoreIntegrityError,
+    StoreUnavailableError,
+)
 from identity.hashing import HashedIdentifier
 from identity.model import (
     RESTRICTION_PURPOSE,
@@ -264,6 +274,15 @@ def _driver_errors(action: str) -> Iterator[None]:
     except ConstraintError as exc:
         raise StoreIntegrityError(
             f"Neo4j refused to {action}: a constraint ({_status(exc)})"
+        ) from exc
+    except IncompleteCommit as exc:
+        # The connection broke after COMMIT was sent and before its answer came: the server may
+        # have committed. Not "unavailable, nothing written": a caller that writes the same
+        # changes again (group commit's one-by-one fallback did) could apply them twice.
+        raise CommitOutcomeUnknownError(
+            f"Neo4j connection lost while committing, could not {action} for sure: the changes "
+            "may have been written or not; send them again (events with a message id are then "
+            "recognised as duplicates)"
         ) from exc
     except (ServiceUnavailable, SessionExpired, TransientError) as exc:
         # Driver-side messages name the server address, which helps the operator; they never

@@ -20,7 +20,7 @@ import pytest
 
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
-from identity.errors import BatchValidationError
+from identity.errors import BatchValidationError, CommitOutcomeUnknownError
 from identity.group_commit import GroupCommitter
 from identity.model import EventOutcome, Outcome
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog
@@ -126,6 +126,33 @@ def test_a_failing_item_fails_only_its_own_caller_when_its_group_is_written_agai
 
     assert isinstance(results[7], ValueError)
     assert [r for i, r in enumerate(results) if i != 7] == [i for i in range(CALLERS) if i != 7]
+
+
+def test_a_group_whose_commit_outcome_is_unknown_is_not_written_again_and_all_are_told() -> None:
+    # A connection lost during COMMIT (tests/identity/store/test_neo4j_ambiguous_commit.py does
+    # it to a live Neo4j): the group may be committed, so writing its items again one by one
+    # could apply them twice. Every caller of the group gets the error instead.
+    release = threading.Event()
+    groups: list[list[int]] = []
+    unknown = CommitOutcomeUnknownError("connection lost while committing")
+
+    def write(items: Sequence[int]) -> list[int]:
+        if not groups:
+            release.wait(30)
+        groups.append(list(items))
+        if len(groups) == 2:
+            raise unknown
+        return list(items)
+
+    committer: GroupCommitter[int, int] = GroupCommitter(write)
+    results = _run_behind_a_held_writer(
+        committer, release, [partial(committer.submit, i) for i in range(CALLERS)]
+    )
+
+    assert results[0] == 0
+    assert all(result is unknown for result in results[1:])
+    assert len(groups) == 2  # the shared write only: nothing written again
+    assert sorted(groups[1]) == list(range(1, CALLERS))
 
 
 def test_a_group_is_bounded_by_max_group_and_the_rest_is_written_next() -> None:

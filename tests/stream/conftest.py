@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,35 @@ from tests.conftest import REPO
 KAFKA_SERVER = REPO / "tools" / "kafka-server" / "kafka_server.py"
 
 
+@dataclass(frozen=True)
+class KafkaBroker:
+    """A live broker: its bootstrap address, and its data directory when this session started
+    it (``None`` for a broker ``KAFKA_BOOTSTRAP`` names)."""
+
+    bootstrap: str
+    data_dir: Path | None
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
     """The bootstrap address of a live broker."""
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_broker_pid(kafka_broker: KafkaBroker) -> int:
+    """The process id of the broker this session started (for tests that freeze it)."""
+    if kafka_broker.data_dir is None:
+        pytest.skip("freezes the broker: needs the one the session starts, not KAFKA_BOOTSTRAP")
+    return int((kafka_broker.data_dir / "kafka.pid").read_text(encoding="ascii"))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A live broker (started here unless ``KAFKA_BOOTSTRAP`` names one)."""
     given = os.environ.get("KAFKA_BOOTSTRAP")
     if given:
-        yield given
+        yield KafkaBroker(given, None)
         return
     if os.environ.get("IDGRAPH_TEST_KAFKA") != "1":
         pytest.skip("Kafka tests need IDGRAPH_TEST_KAFKA=1 (make test-kafka) or KAFKA_BOOTSTRAP")
@@ -58,7 +82,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if started.returncode != 0:
         pytest.fail(f"the Kafka broker did not start:\n{started.stderr}")
     try:
-        yield started.stdout.strip().splitlines()[-1]
+        yield KafkaBroker(started.stdout.strip().splitlines()[-1], data_dir)
     finally:
         # Clients the tests left to the garbage collector (a worker's producer in a reference
         # cycle, say) go before the broker does: alive after it, librdkafka keeps reconnecting

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,9 @@ pytestmark = pytest.mark.kafka
 # Seconds; a net for a hang while waiting on a condition, never an assertion about speed (CI
 # runs on two loaded cores, and each consumer child imports the whole service first).
 WAIT_NET_S = 600
+# How long a frozen broker is left frozen while the worker should go on without it (a net for
+# a worker that waits for it, never an assertion about speed: going on takes a second or two).
+FROZEN_NET_S = 60
 
 from bootstrap.container import Container, build_container  # noqa: E402
 from bootstrap.settings import Settings  # noqa: E402
@@ -274,6 +278,78 @@ def test_a_redelivered_batch_is_a_no_op(
     summary = second.run(idle_exit_s=3)
     assert (summary["records"], summary["duplicates"], summary["applied"]) == (5, 5, 0)
     assert container.store.stats().facts == 10  # per person: the kept email, one page view
+
+
+class _FreezingIngest:
+    """The real ingest use case; freezes the broker (SIGSTOP) once the first batch's graph commit
+    returned, i.e. just before the worker commits that batch's offsets, and notes the second."""
+
+    def __init__(self, inner: Any, broker_pid: int) -> None:
+        self._inner = inner
+        self._pid = broker_pid
+        self.commits = 0
+        self.frozen = threading.Event()
+        self.second_applied = threading.Event()
+
+    def events(self, requests: Any, pointers: Any = None) -> Any:
+        return self._inner.events(requests, pointers)
+
+    def commit(self, events: Any, actor: str) -> Any:
+        outcomes = self._inner.commit(events, actor)
+        self.commits += 1
+        if self.commits == 1:
+            os.kill(self._pid, signal.SIGSTOP)
+            self.frozen.set()
+        elif self.commits == 2:
+            self.second_applied.set()
+        return outcomes
+
+    def record_consent(self, submission: Any, *, actor: str) -> Any:
+        return self._inner.record_consent(submission, actor=actor)
+
+    def retry_consent_audit(self, error: Any) -> None:
+        self._inner.retry_consent_audit(error)
+
+
+def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_commit(
+    kafka_bootstrap: str, kafka_broker_pid: int, new_topic: TopicFactory, container: Container
+) -> None:
+    # The offsets of a batch are committed after its graph commit without waiting for the
+    # broker's answer (a lost commit only redelivers the batch, a no-op by message id): waiting
+    # was a broker round trip per batch with the worker idle. The broker is frozen between the
+    # first batch's graph commit and its offset commit; the second batch, fetched already,
+    # must still be applied. (Waiting for the answer, the worker sat in the commit until the
+    # broker came back: socket.timeout.ms is raised so that is longer than this test's net.)
+    topic, dlq = new_topic("ingest"), new_topic("dlq")
+    _produce(
+        kafka_bootstrap, topic, [_identify(f"f{i}@freeze.example", f"frz-{i}") for i in range(4)]
+    )
+    metrics = StreamMetrics()
+    ingest = _FreezingIngest(container.ingest.with_metrics(metrics), kafka_broker_pid)
+    config = WorkerConfig(
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{topic}",
+        topics=(topic,),
+        dead_letter_topic=dlq,
+        source="sdk",
+        batch_size=2,
+        poll_timeout_s=0.5,
+        client_config={"socket.timeout.ms": "300000"},
+    )
+    worker = StreamWorker(config, ingest, container.store, container.engine.message_digest, metrics)
+    summary: dict[str, float] = {}
+    runner = threading.Thread(target=lambda: summary.update(worker.run(max_batches=2)))
+    runner.start()
+    try:
+        assert ingest.frozen.wait(WAIT_NET_S)
+        applied = ingest.second_applied.wait(FROZEN_NET_S)
+    finally:
+        os.kill(kafka_broker_pid, signal.SIGCONT)
+    runner.join(WAIT_NET_S)
+    assert applied, "the second batch waited for the broker's answer to the first offset commit"
+    assert (summary["records"], summary["applied"]) == (4, 4)
+    # Before it left, the worker had the last offsets confirmed: nothing is redelivered.
+    assert _committed(kafka_bootstrap, config.group_id, topic, 1) == 4
 
 
 def test_an_erasure_is_published_once_after_it_completes(
