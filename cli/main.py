@@ -164,7 +164,8 @@ def serve(
             f"(store: {settings.resolved_store_url}; API key: {key_file}; docs: /docs)"
         )
     # The HTTP entrypoint is started by its ASGI factory's name, as any ASGI server would start
-    # it: entrypoints never import each other (docs/ARCHITECTURE.md).
+    # it: entrypoints never import each other (docs/ARCHITECTURE.md). uvicorn's default loop and
+    # HTTP implementation ("auto") are uvloop and httptools, dependencies of the package.
     server = uvicorn.Server(
         uvicorn.Config(
             HTTP_APP_FACTORY,

@@ -109,8 +109,8 @@ class VaultPersonRefKeys:
             return person_ref(owners[owner], subkey)  # version 1: the reference made before
 
         stored = self._vault.owner_refs(owners, KEY_INFO, make, create=create)
-        made = [(owners[o], ref) for o, ref in stored.items()]
+        made = {owners[o]: ref for o, ref in stored.items()}  # no pair per member kept
         found.update(made)
         # Kept only if no shred happened since the generation was read.
-        self._refs.put_many(made, generation=generation)
+        self._refs.put_many(made.items(), generation=generation)
         return found

@@ -341,12 +341,22 @@ class SqliteVaultKeyStore:
         with self._read() as conn:
             return _stored_refs(conn, sorted(set(owners)))
 
+    def has_keys_between(self, low: str, high: str) -> bool:
+        """Whether any owner from ``low`` to ``high`` (both included) has a data key: one probe
+        of the owner index."""
+        with self._read() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM data_keys WHERE owner BETWEEN ? AND ? LIMIT 1", (low, high)
+            ).fetchone()
+        return found is not None
+
     def insert_refs(
         self, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]
     ) -> dict[str, tuple[str, bytes]]:
-        """Store ``(owner, reference, tag)`` rows in one transaction; returns what
-        is now stored for each owner (one stored meanwhile by another process is kept). Raises
-        :class:`DataKeyDestroyedError`, writing nothing, if any owner was shredded."""
+        """Store ``(owner, reference, tag)`` rows in one transaction; an owner that got one
+        meanwhile (another process's) keeps it: returns what is stored for those owners, empty
+        when every row was stored. Raises :class:`DataKeyDestroyedError`, writing nothing, if
+        any owner was shredded."""
         owners = sorted(owner for owner, _, _ in rows)
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is not None:
@@ -358,8 +368,9 @@ class SqliteVaultKeyStore:
                 rows,
             )
             if conn.total_changes - before == len(rows):
-                return {owner: (ref, tag) for owner, ref, tag in rows}
-            return _stored_refs(conn, owners)
+                return {}  # every row stored (the usual case: no pair per row built for it)
+            ours = {owner: (ref, tag) for owner, ref, tag in rows}
+            return {o: row for o, row in _stored_refs(conn, owners).items() if row != ours[o]}
 
     def register_holder(self, process: ProcessIdentity) -> int:
         """A new pool holder for ``process``; its id."""

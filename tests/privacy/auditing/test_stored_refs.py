@@ -9,7 +9,9 @@ What must hold, each proven here on the real key file, vault and audit log:
   finds the entries written before the change, and the reference is then stored;
 * an erasure deletes the stored reference with the keys: no file (key file, its WAL, the audit
   log) holds anything from which the reference could be recomputed for the erased id;
-* a stored row altered or moved to another owner is refused, not used.
+* a stored row altered or moved to another owner is refused, not used;
+* a page of new owners is not looked up one by one for version-1 data keys when none can exist
+  (one probe of the owner range: stop 35).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 
 from privacy.audit_refs import KEY_INFO, VaultPersonRefKeys
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog, person_ref
-from privacy.keys.keyprovider import LocalFileKeyProvider
+from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey
 from privacy.keys.vault import InvalidVaultItemError, TamperedDataKeyError, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 
@@ -298,3 +300,37 @@ def test_an_owner_holding_the_pass_separator_is_accepted_when_it_is_otherwise_va
     owner = "aref:x\x01~y"  # looks like the reserved prefix to the joined pass; it is not
     got = vault.owner_refs([owner], KEY_INFO, lambda o, _: "r_" + "2" * 24, create=True)
     assert got == {owner: "r_" + "2" * 24}
+
+
+class _CountingLookups(SqliteVaultKeyStore):
+    """The real key file, counting the owners each data-key lookup (``get_many``) asks for."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.looked_up: list[int] = []
+
+    def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
+        self.looked_up.append(len(owners))
+        return super().get_many(owners)
+
+
+def test_data_keys_are_looked_up_only_when_one_lies_in_the_owners_range_when_refs_are_made(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    # Since stop 35 a first-ever page (no version-1 data key among ~1,000 new owners) probes the
+    # owner range once instead of looking up every owner's data key.
+    counting = _CountingLookups(tmp_path / "vault-keys.sqlite3")
+    try:
+        source = VaultPersonRefKeys(Vault(counting, LocalFileKeyProvider(tmp_path / "kek.json")))
+        counting.looked_up.clear()  # the reference root's lookup, at start
+        source.refs(PERSONS[:10])
+        assert counting.looked_up == []
+
+        # A version-1 data key among the next owners: they are looked up, its reference kept.
+        (legacy,) = source.owners([PERSONS[12]])
+        subkey = vault.owner_subkeys([legacy], KEY_INFO, create=True)[legacy]
+        got = source.refs(PERSONS[10:20])
+        assert counting.looked_up == [10]
+        assert got[PERSONS[12]] == person_ref(PERSONS[12], subkey)
+    finally:
+        counting.close()
