@@ -434,8 +434,9 @@ class ReadService:
             self._audit.append([draft])
         else:
             # The log makes the person's reference (person_ref, under the person's own key) in
-            # the group commit's writer, for all the persons of a group at once.
-            self._audit.append_about(person_id, [draft], create=known)
+            # the group commit's writer, for all the persons of a group at once; the entries
+            # as recorded are not needed here, so the writer does not build them.
+            self._audit.record_about(person_id, [draft], create=known)
 
     # -- profiles -------------------------------------------------------------------------
 

@@ -586,6 +586,11 @@ def _prefix(row: _Row) -> bytes | None:
     return _DOMAIN + text.encode("utf-8", "surrogateescape")
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as the digest hashes it (see :func:`_prefix`)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _digest_at(prefix: bytes, seq: int) -> str:
     return hashlib.sha256(prefix + b"%d}" % seq).hexdigest()
 
@@ -628,6 +633,12 @@ class AuditLog(Protocol):
     ) -> list[AuditEntry]:
         """:meth:`append` of ``entries`` (which name no person) about ``person_id``: each is
         recorded with :meth:`person_ref` of it (``create`` as there), made by the log."""
+        ...
+
+    def record_about(
+        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool = True
+    ) -> None:
+        """:meth:`append_about` without the entries back (the same durability and errors)."""
         ...
 
     def coming(self) -> AbstractContextManager[None]:
@@ -689,6 +700,9 @@ class _Pending(NamedTuple):
     drafts: list[AuditDraft]
     subject: str | None
     create: bool
+    # Whether the caller wants its entries back as recorded (record_about does not: a profile
+    # read discards them, and building them was a tenth of the writer's work per entry).
+    entries: bool = True
 
 
 class SqliteAuditLog:
@@ -799,6 +813,22 @@ class SqliteAuditLog:
         such query instead of sixteen. The person id itself is held in memory only until the
         writer has made its reference: it is never written.
         """
+        return self._about(person_id, entries, create=create, recorded=True)
+
+    def record_about(
+        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool = True
+    ) -> None:
+        """:meth:`append_about` for a caller that does not need the entries back: the same
+        entries, references, durability (it returns once they are committed) and errors, but
+        the writer does not build an :class:`AuditEntry` per entry (a profile read audits its
+        decision and discards what the append returned)."""
+        self._about(person_id, entries, create=create, recorded=False)
+
+    def _about(
+        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool, recorded: bool
+    ) -> list[AuditEntry]:
+        """:meth:`append_about` (``recorded``: the entries are built and returned) or
+        :meth:`record_about` (an empty list)."""
         if self._person_ref_key is None:
             raise ConfigurationError("this audit log was opened without the person-ref key")
         if not isinstance(person_id, str):
@@ -811,7 +841,7 @@ class SqliteAuditLog:
                 raise ValueError("the drafts of append_about name no person: the log adds it")
         if not drafts:
             return []
-        return self._group.submit(_Pending(drafts, person_id, create=bool(create)))
+        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded))
 
     def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
         """The references of the persons the group's entries are about (:meth:`append_about`),
@@ -903,46 +933,69 @@ class SqliteAuditLog:
         at_time = clock.astimezone(UTC)
         results: list[list[AuditEntry]] = []
         rows: list[_Row] = []
+        # The digest input of an entry is _prefix(row) + seq (see _row_digest), built here from
+        # parts: what all entries of a group with the same head share (the fields before
+        # ``details`` and those after ``prev_digest``, ``at`` included) is encoded once per
+        # group, not eight _json calls per entry. The same bytes, property-tested against
+        # _row_digest (tests/privacy/auditing/test_audit_digest_parts.py).
+        heads: dict[tuple[str, str, str | None], bytes] = {}
+        tails: dict[tuple[str | None, str], bytes] = {}
+        sha256 = hashlib.sha256
         for pending in groups:
             recorded: list[AuditEntry] = []
             subject = pending.subject
             ref = None if subject is None else subjects[(subject, pending.create)]
             for draft in pending.drafts:
                 seq += 1
+                actor, action, purpose = draft.actor, draft.action, draft.purpose
+                decision, reason = draft.decision, draft.reason
                 person = draft.person_id if ref is None else ref
                 # Canonical text (tuples encode as arrays); stored as is, hashed as is.
                 details = draft._details_json
-                row: _Row = (
-                    seq,
-                    at,
-                    draft.actor,
-                    draft.action,
-                    draft.purpose,
-                    person,
-                    draft.decision,
-                    draft.reason,
-                    details,
-                    prev,
-                )
-                digest = _row_digest(row, seq)
-                if digest is None:  # pragma: no cover - drafts are validated on construction
-                    raise ValueError("audit draft cannot be encoded")
-                rows.append((*row, digest))
-                recorded.append(
-                    AuditEntry(
+                head = heads.get((action, actor, decision))
+                if head is None:
+                    head = heads[(action, actor, decision)] = _DOMAIN + _utf8(
+                        f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
+                        f'"decision":{_json(decision)},"details":'
+                    )
+                tail_part = tails.get((purpose, reason))
+                if tail_part is None:
+                    tail_part = tails[(purpose, reason)] = _utf8(
+                        f',"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
+                    )
+                middle = _utf8(f'{details},"person_id":{_json(person)},"prev_digest":{_json(prev)}')
+                digest = sha256(b"".join((head, middle, tail_part, b"%d}" % seq))).hexdigest()
+                rows.append(
+                    (
                         seq,
-                        at_time,
-                        draft.actor,
-                        draft.action,
-                        draft.purpose,
+                        at,
+                        actor,
+                        action,
+                        purpose,
                         person,
-                        draft.decision,
-                        draft.reason,
-                        draft.details,
+                        decision,
+                        reason,
+                        details,
                         prev,
                         digest,
                     )
                 )
+                if pending.entries:
+                    recorded.append(
+                        AuditEntry(
+                            seq,
+                            at_time,
+                            actor,
+                            action,
+                            purpose,
+                            person,
+                            decision,
+                            reason,
+                            draft.details,
+                            prev,
+                            digest,
+                        )
+                    )
                 prev = digest
             results.append(recorded)
         return results, rows, AuditHead(seq, prev)
