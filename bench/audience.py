@@ -434,10 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="rounds of the concurrent modes, policy and raw alternating (default 3): both "
-        "modes see the same drift of the machine's load; the median round's ratio and the "
-        "spread (lowest, highest) are reported beside the pooled ratio",
+        default=5,
+        help="rounds of the profile modes, policy and raw alternating (default 5, 3 until stop "
+        "35: a goal counts as met when its median over >= 5 rounds is inside it by more than "
+        "the spread): both modes see the same drift of the machine's load; the median round's "
+        "ratio and the spread (lowest, highest) are reported beside the pooled ratio",
     )
     args = parser.parse_args(argv)
     neo4j = args.store == "neo4j"

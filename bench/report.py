@@ -839,14 +839,23 @@ def _profile_overhead_goal(prof: dict[str, Any], ratios: dict[str, Any]) -> Goal
             _status(prof["ratio"] <= GOAL_OVERHEAD),
         )
     one = ratios.get("profile_policy_over_raw_median", prof["ratio"])
+    low = ratios.get("profile_policy_over_raw_concurrent_min", median)
+    high = ratios.get("profile_policy_over_raw_concurrent_max", median)
+    met = median <= GOAL_OVERHEAD
+    status = _status(met)
+    if met and concurrent["rounds"] > 1:
+        # Stop 36's aim: met "with margin" only when the median is inside the goal by more than
+        # the rounds' spread (single full benches flipped this goal: 1.45x, then 1.61x).
+        margin = GOAL_OVERHEAD - median > high - low
+        status += " with margin" if margin else " (inside the goal by less than the spread)"
     return Goal(
         "issue 5",
         name,
         f"{median:.2f}x at {concurrent['connections']} connections (median of "
-        f"{concurrent['rounds']} rounds; "
+        f"{concurrent['rounds']} rounds, spread {low:.2f}-{high:.2f}x; "
         f"{ratios['profile_cpu_policy_over_raw_concurrent_median']:.2f}x CPU); one connection, "
         f"each read waiting for its own audit fsync: {one:.2f}x (not judged)",
-        _status(median <= GOAL_OVERHEAD),
+        status,
     )
 
 

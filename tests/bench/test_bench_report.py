@@ -202,10 +202,31 @@ def test_profile_read_overhead_goal_is_judged_at_16_connections_when_rounds_were
 
     (goal,) = [g for g in report.goals if g.goal.startswith("profile-read policy overhead")]
     assert goal.source == "issue 5"
-    assert goal.status == "met"
-    assert goal.figure.startswith("1.40x at 16 connections (median of 3 rounds; 1.46x CPU)")
+    # Inside the goal by 0.10, more than the rounds' spread (0.05): met with margin.
+    assert goal.status == "met with margin"
+    assert goal.figure.startswith(
+        "1.40x at 16 connections (median of 3 rounds, spread 1.38-1.43x; 1.46x CPU)"
+    )
     assert "one connection, each read waiting for its own audit fsync: 3.14x (not judged)" in (
         goal.figure
     )
     assert "3,000 profile reads + policy + audit on one connection" in text
     assert "3.14 (median of 3 rounds, 2.90-4.60)" in text
+
+
+def test_profile_read_overhead_goal_is_met_without_margin_when_the_spread_exceeds_it() -> None:
+    # Stop 35's full bench: one run of rounds spread 1.42-1.67x around a median at the goal's
+    # edge; whether the goal holds then is a coin toss, and the report says so.
+    bench_report = _report_module()
+    ratios = {
+        "profile_policy_over_raw_concurrent_median": 1.45,
+        "profile_policy_over_raw_concurrent_min": 1.37,
+        "profile_policy_over_raw_concurrent_max": 1.84,
+        "profile_cpu_policy_over_raw_concurrent_median": 1.5,
+    }
+    prof = {"ratio": 2.5, "concurrent": {"connections": 16, "rounds": 5}}
+
+    goal = bench_report._profile_overhead_goal(prof, ratios)
+
+    assert goal.status == "met (inside the goal by less than the spread)"
+    assert "median of 5 rounds, spread 1.37-1.84x" in goal.figure
