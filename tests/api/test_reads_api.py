@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.read_schemas import ProfileOut
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
@@ -627,3 +629,27 @@ def test_a_consented_profile_read_takes_one_graph_statement_when_served(world: W
     # which is its own snapshot: no BEGIN and COMMIT around it either.
     assert len(queries) == 1, statements
     assert not [s for s in statements if s.lstrip().upper().startswith(("BEGIN", "COMMIT"))]
+
+
+def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served(
+    world: World,
+) -> None:
+    # The route renders ProfileOut itself (one model_dump) instead of FastAPI's dump, second
+    # validation and serialization on a worker thread: the answer must stay what FastAPI made
+    # of the returned model, byte for byte, and the OpenAPI schema must still name the model.
+    response = world.api.client.get(
+        f"/v1/profiles/{world.a}",
+        params={"purpose": "ad_targeting"},
+        headers=world.key("ad_targeting"),
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    model = ProfileOut.model_validate_json(response.content)
+    rendered = JSONResponse(model.model_dump(mode="json")).body  # what FastAPI returned before
+    assert response.content == rendered
+    schema = world.api.client.get("/openapi.json").json()
+    ok = schema["paths"]["/v1/profiles/{person_id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ProfileOut"
+    }
