@@ -302,6 +302,27 @@ def _fresh_copy(source: Path, target: Path) -> None:
     target.chmod(0o600)
 
 
+def _add_prior_refs(path: Path, count: int) -> None:
+    """Store ``count`` audit references of persons the bench never reads in the key file at
+    ``path`` (commits of 10,000 in random owner order, as reads over time store them), so a
+    first-ever read inserts into an owner index of that size. Owners and references are
+    random, as real ones are; their tags are random too (no read of the bench names these
+    owners, so no tag of theirs is ever checked)."""
+    keys = SqliteVaultKeyStore(path)
+    try:
+        for start in range(0, count, 10_000):
+            keys.insert_refs(
+                [
+                    (OWNER_PREFIX + secrets.token_hex(16), "r_" + secrets.token_hex(12), tag)
+                    for tag in (secrets.token_bytes(16) for _ in range(min(10_000, count - start)))
+                ],
+                {},
+            )
+        keys.checkpoint()
+    finally:
+        keys.close()
+
+
 def _cold_summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """The cold rounds (each a ``floor``, ``first_ever`` and ``reopen`` span) summed up: each
     mode's median round by seconds (``spans``), the median and spread of each mode's seconds
@@ -491,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         "made), a read after reopen and the floor's cold query; the median round's ratios and "
         "the spread are reported (one run each swung 0.97-1.88 s for the same code)",
     )
+    parser.add_argument(
+        "--prior-refs",
+        type=int,
+        default=0,
+        help="audit references of other persons stored in the runs' key file before the cold "
+        "rounds (default 0): a server's key file holds one per person it ever read, and a "
+        "first-ever read inserts into that owner index (1,000,000: ~30 s to store, not timed)",
+    )
     args = parser.parse_args(argv)
     neo4j = args.store == "neo4j"
     if neo4j and args.db:
@@ -501,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--concurrent-reads, --sequential-reads, --rounds and --cold-rounds must be >= 1"
         )
+    if args.prior_refs < 0:
+        parser.error("--prior-refs must be >= 0")
     if args.db is not None and (refused := _not_reusable(args.db, _built_for(args))):
         parser.error(refused)
     # The run's scratch files (a graph built without --db, the key-file copy, the audit log)
@@ -631,7 +662,21 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
         vault_keys.checkpoint()
         vault_keys.close()
         run_keys = work / "vault-keys.sqlite3"
-        _fresh_copy(built_keys, run_keys)
+        # Each round's first-ever read starts from this key file: the build's, or a copy of it
+        # holding --prior-refs references of other persons, as a server's key file does after
+        # it has read that many persons (until stop 36 the bench only ever started from an
+        # empty stored_refs, and its first-ever figure left out what a bigger owner index costs).
+        round_keys = built_keys
+        if args.prior_refs:
+            round_keys = work / "prior-keys.sqlite3"
+            _fresh_copy(built_keys, round_keys)
+            with measured() as filling:
+                _add_prior_refs(round_keys, args.prior_refs)
+            print(
+                f"  {args.prior_refs:,} prior references stored in the runs' key file (not "
+                f"timed: {filling.seconds:.1f} s)"
+            )
+        _fresh_copy(round_keys, run_keys)
         purposes = load_purposes_policy(policies / "purposes.yaml")
         counting: _CountingStore
 
@@ -785,7 +830,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
                 reads.close()
                 audit.close()
                 vault_keys.close()
-                _fresh_copy(built_keys, run_keys)
+                _fresh_copy(round_keys, run_keys)
                 store, vault_keys, vault, audit, reads, engine = reopen()
                 # The definition is sealed under a key of the key file just replaced.
                 audience = reads.define_audience(caller, "bench buyers", PURPOSE, rules)
@@ -840,6 +885,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             "policy_cold": cold_run,
             "policy_cold_reopen": reopen_run,
             "cold_rounds": cold_rounds,
+            "prior_refs": args.prior_refs,
             "cold_seconds": cold["seconds"],
             "raw": raw_run,
             "raw_scan": "the policy run's member_page scan: same rule, consent records and "

@@ -470,7 +470,13 @@ def _cold_rows(aud: Mapping[str, Any], ratios: Mapping[str, float]) -> list[list
         _fig(
             f"audience + policy, cold first-ever read (first query after open, "
             f"{cold.get('audit_ref_keys_made', 0):,} audit reference keys made; "
-            f"{cold.get('member_page_calls', 0)} store reads{of})",
+            f"{cold.get('member_page_calls', 0)} store reads"
+            + (
+                f", {aud['prior_refs']:,} references of other persons stored before"
+                if aud.get("prior_refs")
+                else ""
+            )
+            + f"{of})",
             _s(cold["seconds"]),
             f"one SQL aggregate with the consent filter, cold{of}",
             _s(floor_cold["seconds"]),

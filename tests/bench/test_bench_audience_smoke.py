@@ -24,6 +24,8 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
         "10",
         "--rounds",
         "3",
+        "--prior-refs",
+        "300",
         "--json",
         str(figures),
         timeout=180,
@@ -86,6 +88,11 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     wall = sorted(s["reopen"]["seconds"] / s["floor"]["seconds"] for s in rounds)
     assert ratios["audience_cold_reopen_over_floor_cold_median"] == round(wall[2], 4)
     assert "median of 5 round(s)" in done.stdout
+    # Each round's first-ever read started from a key file already holding 300 references of
+    # other persons (a server's key file holds one per person it ever read): it still made
+    # exactly its members' references, and left the others as they were.
+    assert audience["prior_refs"] == 300
+    assert "300 prior references stored in the runs' key file" in done.stdout
     # Raw is the policy run's scan, consent filter included (before stop 32 it loaded every
     # selected person's consent records: nothing was filtered).
     assert 0 < audience["raw"]["consent_filtered"] < audience["raw"]["rows"]
