@@ -13,8 +13,8 @@ JSON: FastAPI answers that one) is decoded by FastAPI as before.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -85,7 +85,9 @@ class _Direct:
     call: Callable[..., Any]
     connection: tuple[str, ...]  # its parameters that take the request
     needs: tuple[_Direct, ...]  # its own dependencies, in their order
-    generator: bool  # an async generator: entered before, closed after the answer
+    # A ``yield`` dependency, as FastAPI runs one: ``asynccontextmanager(call)`` entered on the
+    # request's exit stack (resumed after the answer, or the error thrown into it).
+    context: Callable[..., AbstractAsyncContextManager[Any]] | None
 
 
 def _direct_dependencies(dependant: Dependant, where: str) -> tuple[_Direct, ...]:
@@ -127,9 +129,8 @@ def _direct_dependencies(dependant: Dependant, where: str) -> tuple[_Direct, ...
         connection = tuple(
             n for n in (dep.request_param_name, dep.http_connection_param_name) if n is not None
         )
-        steps.append(
-            _Direct(dep.name, call, connection, _direct_dependencies(dep, where), generator)
-        )
+        context = asynccontextmanager(call) if generator else None
+        steps.append(_Direct(dep.name, call, connection, _direct_dependencies(dep, where), context))
     return tuple(steps)
 
 
@@ -149,21 +150,12 @@ async def _solve(
         kwargs = await _solve(step.needs, request, stack, cache) if step.needs else {}
         for name in step.connection:
             kwargs[name] = request
-        if step.generator:
-            value = await stack.enter_async_context(_entered(step.call(**kwargs)))
+        if step.context is not None:
+            value = await stack.enter_async_context(step.context(**kwargs))
         else:
             value = await step.call(**kwargs)
         cache[step.call] = values[step.name] = value
     return values
-
-
-@asynccontextmanager
-async def _entered(generator: AsyncGenerator[Any]) -> AsyncIterator[Any]:
-    """A ``yield`` dependency as a context: its value, then its teardown (``finally``)."""
-    try:
-        yield await anext(generator)
-    finally:
-        await generator.aclose()
 
 
 def decoded_json(request: Request) -> Any | None:
