@@ -85,6 +85,7 @@ class _Direct:
     call: Callable[..., Any]
     connection: tuple[str, ...]  # its parameters that take the request
     needs: tuple[_Direct, ...]  # its own dependencies, in their order
+    use_cache: bool  # ``Depends(use_cache=...)``: one call per request unless False
     # A ``yield`` dependency, as FastAPI runs one: ``asynccontextmanager(call)`` entered on the
     # request's exit stack (resumed after the answer, or the error thrown into it).
     context: Callable[..., AbstractAsyncContextManager[Any]] | None
@@ -121,16 +122,17 @@ def _direct_dependencies(dependant: Dependant, where: str) -> tuple[_Direct, ...
             dep.background_tasks_param_name,
             dep.security_scopes_param_name,
         )
-        if values or any(others):
+        if values or any(others) or dep.own_oauth_scopes:
             raise FastPathDependencyError(
-                f"{where}: dependency {dep.name!r} takes request values FastAPI validates; the "
-                "fast path takes only the request and other dependencies"
+                f"{where}: dependency {dep.name!r} takes request values or security scopes that "
+                "FastAPI's solver handles; the fast path passes only the request and dependencies"
             )
         connection = tuple(
             n for n in (dep.request_param_name, dep.http_connection_param_name) if n is not None
         )
         context = asynccontextmanager(call) if generator else None
-        steps.append(_Direct(dep.name, call, connection, _direct_dependencies(dep, where), context))
+        needs = _direct_dependencies(dep, where)
+        steps.append(_Direct(dep.name, call, connection, needs, dep.use_cache, context))
     return tuple(steps)
 
 
@@ -144,7 +146,7 @@ async def _solve(
     dependency's own first, one call per callable per request (FastAPI's ``use_cache``)."""
     values: dict[str, Any] = {}
     for step in steps:
-        if step.call in cache:
+        if step.use_cache and step.call in cache:
             values[step.name] = cache[step.call]
             continue
         kwargs = await _solve(step.needs, request, stack, cache) if step.needs else {}
