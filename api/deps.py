@@ -147,21 +147,11 @@ def require(scope: Scope) -> ScopeCheck:
     return ScopeCheck(scope)
 
 
-async def checked_key(request: Request, check: ScopeCheck) -> ApiKey:
-    """What ``Depends(check)`` gives a route (the bearer credentials read as FastAPI reads them,
-    then ``check``), for a route's fast path, which runs without FastAPI's dependency solving
-    (:func:`api.routing.fast_path`). Raises what the dependency raises."""
-    return await check(request, await _bearer(request))
-
-
-INGEST_SCOPE = require(Scope.INGEST)
-
-
 Engine = Annotated[ResolutionEngine, Depends(get_engine)]
 Facts = Annotated[FactIntake, Depends(get_facts)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
-IngestKey = Annotated[ApiKey, Depends(INGEST_SCOPE)]
+IngestKey = Annotated[ApiKey, Depends(require(Scope.INGEST))]
 ResolveKey = Annotated[ApiKey, Depends(require(Scope.RESOLVE))]
 AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 MetricsKey = Annotated[ApiKey, Depends(require(Scope.METRICS))]

@@ -90,6 +90,10 @@ class Preset:
     # Requests of load.py's ingest phase (of load_batch events each): long enough for a steady
     # HTTP-over-bulk ratio (100 requests on 4 connections, ~5 s, swung 0.52-0.67 at 1M).
     load_ingest_requests: int
+    # Rounds of hello, identify_closed, ingest and bulk (ingest and bulk in alternating order):
+    # the goals are judged on the median round, the spread shown (one 20k-event bulk phase
+    # swung 5.3-9.2 s on a quiet machine and decided the single-round ratio).
+    load_rounds: int
     load_exports: int
     vault_values: int
     vault_owners: int
@@ -114,6 +118,7 @@ PRESETS = {
         load_rate=100.0,
         load_batch=10,
         load_ingest_requests=10,
+        load_rounds=2,
         load_exports=1,
         vault_values=2_000,
         vault_owners=400,
@@ -136,6 +141,7 @@ PRESETS = {
         load_rate=50.0,
         load_batch=50,
         load_ingest_requests=100,
+        load_rounds=3,
         load_exports=3,
         vault_values=100_000,
         vault_owners=20_000,
@@ -158,6 +164,7 @@ PRESETS = {
         load_rate=50.0,
         load_batch=50,
         load_ingest_requests=400,
+        load_rounds=5,
         load_exports=3,
         vault_values=ONE_MILLION,
         vault_owners=250_000,
@@ -287,6 +294,8 @@ def plan(preset: Preset) -> list[tuple[str, str, list[str]]]:
                 str(p.load_batch),
                 "--ingest-requests",
                 str(p.load_ingest_requests),
+                "--rounds",
+                str(p.load_rounds),
                 "--exports",
                 str(p.load_exports),
             ],
@@ -1012,6 +1021,33 @@ def erasure_section(report: Report) -> list[str]:
     ]
 
 
+def _rounds_figure(ratios: dict[str, float], key: str) -> str:
+    """``0.812x`` for one round; with several, the median, the spread and the margin: a goal
+    counts as met with margin when its median is inside it by more than the spread."""
+    if f"{key}_min" not in ratios:
+        return f"{ratios.get(key, 0.0):.3f}x"
+    low, high = ratios[f"{key}_min"], ratios[f"{key}_max"]
+    return (
+        f"median {ratios[key]:.3f}x over {int(ratios.get('rounds', 0))} rounds "
+        f"({low:.3f}-{high:.3f}, spread {high - low:.3f})"
+    )
+
+
+def _rounds_status(ratios: dict[str, float], key: str, goal: float) -> str:
+    """Met when the median round is at least ``goal``; with several rounds, "with margin" when
+    the median is above it by more than the rounds' spread (as the cold audience goal says)."""
+    median = ratios.get(key, 0.0)
+    status = _status(median >= goal)
+    if median >= goal and f"{key}_min" in ratios:
+        spread = ratios[f"{key}_max"] - ratios[f"{key}_min"]
+        status += (
+            " with margin"
+            if median - goal > spread
+            else " (inside the goal by less than the spread)"
+        )
+    return status
+
+
 def load_section(report: Report) -> list[str]:
     """HTTP phases vs the FastAPI hello-world ceiling."""
     outcome = report.outcomes["load"]
@@ -1048,26 +1084,42 @@ def load_section(report: Report) -> list[str]:
         for name, why in outcome.data["skipped"].items():
             rows.append(_fig(f"`{name}`", "skipped", "", "", ""))
             extra.append(f"- `{name}` skipped: {why[:300]}")
+        ratios = outcome.data.get("ratios", {})
         closed = next((p for p in phases if p["name"] == "identify_closed"), None)
         if closed is not None:
+            over_hello = ratios.get(
+                "identify_closed_throughput_over_hello", closed["throughput_ratio_to_hello"]
+            )
             report.goals.append(
                 Goal(
                     "issue 14",
                     f"HTTP identify at {report.preset.load_concurrency} connections ≥ "
                     f"{GOAL_IDENTIFY_OVER_HELLO} x hello-world",
-                    f"{closed['throughput_ratio_to_hello']:.3f}x, p99 {closed['p99_ms']:.1f} ms",
-                    _status(closed["throughput_ratio_to_hello"] >= GOAL_IDENTIFY_OVER_HELLO),
+                    f"{_rounds_figure(ratios, 'identify_closed_throughput_over_hello')}, "
+                    f"p99 {closed['p99_ms']:.1f} ms",
+                    _rounds_status(
+                        {"identify_closed_throughput_over_hello": over_hello, **ratios},
+                        "identify_closed_throughput_over_hello",
+                        GOAL_IDENTIFY_OVER_HELLO,
+                    ),
                 )
             )
-        over_bulk = outcome.data.get("ratios", {}).get("ingest_events_per_second_over_bulk")
+        over_bulk = ratios.get("ingest_events_per_second_over_bulk")
         if over_bulk is not None:
             report.goals.append(
                 Goal(
                     "issue 14",
                     "HTTP /v1/ingest batches ≥ 0.8 x the bulk path on the same events",
-                    f"{over_bulk:.3f}x events/s",
-                    _status(over_bulk >= GOAL_INGEST_OVER_BULK),
+                    _rounds_figure(ratios, "ingest_events_per_second_over_bulk") + " events/s",
+                    _rounds_status(
+                        ratios, "ingest_events_per_second_over_bulk", GOAL_INGEST_OVER_BULK
+                    ),
                 )
+            )
+        for rounded in outcome.data.get("rounds", []):
+            extra.append(
+                f"- round {rounded['round']} ({', '.join(rounded['order'])}): "
+                + ", ".join(f"`{key}` {value:.3f}" for key, value in rounded["ratios"].items())
             )
         errors = sum(p["errors"] for p in phases)
         report.goals.append(
@@ -1090,7 +1142,9 @@ def load_section(report: Report) -> list[str]:
             f"{p.load_rate:,.0f}/s (its latency includes queueing), ingest "
             f"{p.load_ingest_requests:,} batches of {p.load_batch} (bodies encoded before the "
             "phase, as the bulk file is written before it); beside a FastAPI hello-world on "
-            "the same uvicorn (the ceiling). "
+            f"the same uvicorn (the ceiling). {p.load_rounds} rounds of hello, "
+            "identify_closed, ingest and bulk (ingest and bulk in alternating order, on fresh "
+            "persons); the rows pool the rounds, the goals take the median round. "
             "Closed-loop phases are bounded by the client on the same machine."
         ),
         "",

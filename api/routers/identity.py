@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,15 +12,12 @@ from starlette.requests import Request
 
 from api.consent import GPC_HEADER, GpcHeader, gpc_requested
 from api.deps import (
-    INGEST_SCOPE,
     BatchArrival,
     Ingest,
     IngestKey,
     Links,
     RawBody,
     ResolveKey,
-    checked_key,
-    get_ingest,
 )
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.responses import ModelResponse
@@ -39,6 +36,7 @@ from api.schemas import (
 from identity.errors import IdentifierNotFoundError
 from identity.group_commit import Arrival
 from identity.model import EventOutcome, Outcome
+from privacy.access.api_keys import ApiKey
 from privacy.auditing.log import api_key_actor
 from services import inputs
 from services.ingest import IngestService
@@ -162,39 +160,41 @@ def _ingest(
     return ModelResponse(response, exclude_none=True)
 
 
-async def _certified_ingest(request: Request) -> ModelResponse | None:
-    """``POST /v1/ingest`` without FastAPI's dependency solving, for a body in the plain shape.
+def _certified_events(request: Request) -> Sequence[IdentifyInput] | None:
+    """The events of a ``POST /v1/ingest`` body in the plain shape, certified without the
+    model, or ``None``: FastAPI's handler then answers with the model's own errors and pointers.
 
-    The route's dependencies, in FastAPI's order, done directly: the bearer key checked (401,
-    429, 403 raised as the dependency raises them), the batch announced, the ``Sec-GPC`` header
-    and the raw bytes read, the endpoint's work on a worker thread. Only a body the middleware
-    decoded and :func:`services.inputs.ingest_inputs` certifies takes this path, and it is
-    certified before anything else happens; every other request (a body the model must judge,
-    valid or not) returns ``None`` untouched and FastAPI's handler answers it with the model's
-    own errors and pointers. Per 50-event batch this skips FastAPI's dependency machinery and
+    Only a body the middleware decoded and :func:`services.inputs.ingest_inputs` certifies takes
+    the route's fast path, and it is certified before anything else happens (no key check, no
+    announcement). Per 50-event batch the fast path skips FastAPI's dependency machinery and
     body validation wrapper (py-spy: ~5 % of the server's CPU in `bench/load.py`'s ingest
     phase; bench/README.md).
     """
     document = decoded_json(request)
     events = inputs.ingest_inputs(document) if document is not None else None
-    if events is None:
-        return None
-    forget_decoded_json(request)  # its values are in ``events`` now: free it before the commit
-    service = await get_ingest(request)
-    key = await checked_key(request, INGEST_SCOPE)
-    arrival = service.announce_batch()
-    try:
-        sec_gpc = request.headers.get(GPC_HEADER)
-        raw = await request.body()
-        return await run_in_threadpool(_ingest, service, events, raw, key.key_id, arrival, sec_gpc)
-    finally:
-        arrival.withdraw()  # a no-op once the use case took the batch (as the dependency's)
+    if events is not None:
+        forget_decoded_json(request)  # its values are in ``events`` now: freed before the commit
+    return events
+
+
+async def _certified_ingest(
+    request: Request, events: Sequence[IdentifyInput], values: Mapping[str, Any]
+) -> ModelResponse:
+    """What :func:`ingest` answers, for certified ``events``: ``values`` are the route's own
+    dependencies (key checked, batch announced, raw bytes read), run by
+    :func:`api.routing.fast_path` in FastAPI's order; then the ``Sec-GPC`` header, as FastAPI
+    reads header parameters after the dependencies; the endpoint's work on a worker thread."""
+    key: ApiKey = values["key"]
+    sec_gpc = request.headers.get(GPC_HEADER)
+    return await run_in_threadpool(
+        _ingest, values["service"], events, values["raw"], key.key_id, values["arrival"], sec_gpc
+    )
 
 
 @router.post(
     "/ingest", response_model=IngestResponse, response_model_exclude_none=True, responses=PROBLEMS
 )
-@fast_path(_certified_ingest)
+@fast_path(_certified_events, _certified_ingest)
 def ingest(
     body: IngestBatch,
     service: Ingest,

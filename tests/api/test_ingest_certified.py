@@ -23,20 +23,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from api.app import create_app
-from bootstrap.container import build_container
-from bootstrap.settings import Settings
 from identity.strict_json import loads_strict
-from privacy.access.api_keys import Scope
 from services import inputs
 from services.inputs import IdentifyInput, IngestBatch, IngestRequest, ingest_inputs
-from tests.conftest import POLICY_DIR, Api
+from tests.conftest import Api
 from tests.services.test_bulk_validation import (
     _mutated_rows,
     _plain_valid_rows,
     _rows,
     _same,
 )
+from tests.support.ingest_app import served_ingest_app
 
 BATCH = TypeAdapter(IngestBatch)
 MODEL = TypeAdapter(IngestRequest)
@@ -158,22 +155,8 @@ def test_openapi_request_body_is_the_models_when_the_route_takes_a_certified_bat
 
 @contextmanager
 def _client(work: Path) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
-    container = build_container(
-        Settings(
-            env="test",
-            data_dir=work / "data",
-            policy_dir=POLICY_DIR,
-            default_region="GB",
-            max_batch_events=5,
-            pii_scan=False,
-        )
-    )
-    try:
-        _, token = container.api_keys.create("test", frozenset({Scope.INGEST}))
-        with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
-            yield client, {"Authorization": f"Bearer {token}"}, container
-    finally:
-        container.close()
+    with served_ingest_app(work, max_batch_events=5) as app:
+        yield app.client, app.keys["ingest"], app.container
 
 
 def _answer(client: TestClient, headers: dict[str, str], body: Any) -> tuple[int, Any]:

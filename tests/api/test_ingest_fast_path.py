@@ -11,25 +11,22 @@ test in ``test_ingest_certified.py`` compares whole sessions of generated bodies
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import routing
-from api.app import create_app
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
-from privacy.access.api_keys import Scope
+from bootstrap.container import Container
 from services import inputs
-from tests.conftest import POLICY_DIR
+from tests.support.ingest_app import served_ingest_app
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -56,29 +53,8 @@ _MODEL_ONLY = {"events": [_event(90, timestamp="2026-01-05 08:00:00Z")]}
 def _served(
     work: Path, *, rate_limit: int = 0, burst: int = 10
 ) -> Iterator[tuple[TestClient, Container, dict[str, dict[str, str]]]]:
-    container = build_container(
-        Settings(
-            env="test",
-            data_dir=work / "data",
-            policy_dir=POLICY_DIR,
-            default_region="GB",
-            max_batch_events=3,
-            pii_scan=False,
-            rate_limit_per_minute=rate_limit,
-            rate_limit_burst=burst,
-        )
-    )
-    try:
-        keys = {}
-        for name, scopes in (("ingest", {Scope.INGEST}), ("resolve", {Scope.RESOLVE})):
-            _, token = container.api_keys.create(name, frozenset(scopes))
-            keys[name] = {"Authorization": f"Bearer {token}"}
-        keys["unknown"] = {"Authorization": "Bearer idg_not-a-key-that-exists"}
-        keys["basic"] = {"Authorization": "Basic dXNlcjpwYXNz"}
-        with TestClient(create_app(container=container), raise_server_exceptions=False) as client:
-            yield client, container, keys
-    finally:
-        container.close()
+    with served_ingest_app(work, max_batch_events=3, rate_limit=rate_limit, burst=burst) as app:
+        yield app.client, app.container, app.keys
 
 
 @pytest.fixture
@@ -185,22 +161,69 @@ class _Item(BaseModel):
     n: int
 
 
+class _TeapotError(Exception):
+    pass
+
+
+# Dependencies of every kind the fast path runs directly (module level: the route's annotations
+# are resolved from here): a sub-dependency, a callable instance, a ``yield`` dependency, and one
+# dependency used twice (called once per request, as FastAPI caches it). Each call is recorded
+# in the app's ``state.calls``.
+async def _token(request: Request) -> str:
+    request.app.state.calls.append("token")
+    if request.headers.get("x-token") != "ok":
+        raise _TeapotError
+    return "ok"
+
+
+class _Checked:
+    async def __call__(self, request: Request, tok: Annotated[str, Depends(_token)]) -> str:
+        request.app.state.calls.append("checked")
+        return f"checked:{tok}"
+
+
+async def _opened(request: Request) -> AsyncIterator[str]:
+    request.app.state.calls.append("opened")
+    try:
+        yield "session"
+    finally:
+        request.app.state.calls.append("closed")
+
+
+def _certify(request: Request) -> int | None:
+    document = routing.decoded_json(request)
+    if isinstance(document, dict) and type(document.get("n")) is int and document["n"] < 10:
+        return int(document["n"])
+    return None
+
+
+async def _answer_fast(request: Request, n: int, values: Mapping[str, Any]) -> Response:
+    request.app.state.calls.append("answer")
+    return JSONResponse(
+        {"n": n, "path": "fast", "key": values["key"], "session": values["session"]}
+    )
+
+
+def _items(
+    item: _Item,
+    key: Annotated[str, Depends(_Checked())],
+    session: Annotated[str, Depends(_opened)],
+    again: Annotated[str, Depends(_token)],
+) -> dict[str, Any]:
+    return {"n": item.n, "path": "fastapi", "key": key, "session": session}
+
+
 def _app() -> FastAPI:
+    """A route with a fast path for small numbers and the dependencies above."""
     router = APIRouter(route_class=routing.DecodedJsonRoute)
-
-    async def small_numbers(request: Request) -> Response | None:
-        document = routing.decoded_json(request)
-        if isinstance(document, dict) and type(document.get("n")) is int and document["n"] < 10:
-            return JSONResponse({"n": document["n"], "path": "fast"})
-        return None
-
-    @router.post("/items")
-    @routing.fast_path(small_numbers)
-    def items(item: _Item) -> dict[str, Any]:
-        return {"n": item.n, "path": "fastapi"}
-
+    router.post("/items")(routing.fast_path(_certify, _answer_fast)(_items))
     app = FastAPI()
+    app.state.calls = []
     app.include_router(router)
+
+    @app.exception_handler(_TeapotError)
+    async def teapot(request: Request, exc: _TeapotError) -> Response:
+        return JSONResponse({"teapot": True}, status_code=418)
 
     @app.middleware("http")
     async def decode(request: Request, call_next: Any) -> Response:
@@ -214,9 +237,60 @@ def _app() -> FastAPI:
 
 
 def test_fast_path_answers_what_it_certifies_and_leaves_the_rest_to_fastapi() -> None:
+    ok = {"x-token": "ok"}
     with TestClient(_app()) as client:
-        assert client.post("/items", json={"n": 3}).json() == {"n": 3, "path": "fast"}
-        assert client.post("/items", json={"n": 12}).json() == {"n": 12, "path": "fastapi"}
-        refused = client.post("/items", json={"n": "x"})
+        fast = client.post("/items", json={"n": 3}, headers=ok).json()
+        assert fast == {"n": 3, "path": "fast", "key": "checked:ok", "session": "session"}
+        slow = client.post("/items", json={"n": 12}, headers=ok).json()
+        assert slow == {"n": 12, "path": "fastapi", "key": "checked:ok", "session": "session"}
+        refused = client.post("/items", json={"n": "x"}, headers=ok)
     assert refused.status_code == 422  # FastAPI's own validation error
     assert refused.json()["detail"][0]["loc"] == ["body", "n"]
+
+
+def test_fast_path_runs_the_routes_own_dependencies_in_fastapis_order_when_certified() -> None:
+    # The route's signature is the one statement of its dependencies: the fast path derives them
+    # from it (sub-dependency first, one call per request, a yield dependency closed after the
+    # answer) and raises what they raise, as FastAPI's handler does.
+    fast_app, slow_app = _app(), _app()
+    with TestClient(fast_app) as client:
+        client.post("/items", json={"n": 3}, headers={"x-token": "ok"})
+        denied = client.post("/items", json={"n": 3}, headers={"x-token": "no"})
+    with TestClient(slow_app) as client:
+        client.post("/items", json={"n": 12}, headers={"x-token": "ok"})
+    fast, slow = fast_app.state.calls, slow_app.state.calls
+    assert fast[:5] == ["token", "checked", "opened", "answer", "closed"]
+    assert slow[:3] == fast[:3]  # FastAPI's own order
+    assert denied.status_code == 418
+    assert fast[5:] == ["token"]  # nothing after the dependency that raised
+
+
+def _plain() -> str:
+    return "x"
+
+
+async def _with_header(x_tenant: Annotated[str, Header()]) -> str:
+    return x_tenant
+
+
+def _needs_plain(item: _Item, value: Annotated[str, Depends(_plain)]) -> int:
+    return item.n
+
+
+def _needs_header(item: _Item, value: Annotated[str, Depends(_with_header)]) -> int:
+    return item.n
+
+
+async def _never(request: Request, certified: object, values: Mapping[str, Any]) -> Response:
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize("endpoint", [_needs_plain, _needs_header])
+def test_a_fast_path_route_refuses_to_build_when_a_dependency_needs_fastapis_solver(
+    endpoint: Any,
+) -> None:
+    # A plain `def` dependency (FastAPI runs it on a worker thread) or one taking a header the
+    # fast path would not validate: the route does not build, so the app does not start.
+    router = APIRouter(route_class=routing.DecodedJsonRoute)
+    with pytest.raises(routing.FastPathDependencyError, match="'value'"):
+        router.post("/items")(routing.fast_path(lambda r: None, _never)(endpoint))

@@ -84,3 +84,54 @@ def test_phases_option_refuses_an_unknown_phase_before_any_server_starts() -> No
     except SystemExit as exc:
         parser_error = exc.code
     assert parser_error == 2  # argparse's usage error, before any server starts
+
+
+def _round(hello_s: float, ingest_s: float, bulk_s: float, bulk_first: bool) -> list[load.Phase]:
+    hello = _phase("hello", 100, hello_s, cpu=0.4, server_cpu=0.1)
+    ingest = _phase("ingest", 10, ingest_s, cpu=1.0, server_cpu=0.8)
+    ingest.items_per_request = 50
+    bulk = _phase("bulk", 1, bulk_s, cpu=0.5, server_cpu=0.0)
+    bulk.items_per_request = 500
+    return [hello, bulk, ingest] if bulk_first else [hello, ingest, bulk]
+
+
+def test_report_judges_ingest_over_bulk_on_the_median_round_with_its_spread_when_rounds_ran() -> (
+    None
+):
+    # One slow bulk round (4 s for 500 events) no longer decides the ratio: the median does.
+    rounds = [
+        _round(1.0, 1.0, 1.0, bulk_first=False),  # ingest 500 ev/s, bulk 500: 1.0
+        _round(1.0, 1.0, 0.5, bulk_first=True),  # bulk 1000 ev/s: 0.5
+        _round(1.0, 1.0, 4.0, bulk_first=False),  # bulk 125 ev/s: 4.0
+        _round(1.0, 1.0, 0.8, bulk_first=True),  # 0.8
+        _round(1.0, 1.0, 0.9, bulk_first=False),  # 0.9
+    ]
+    doc = load.report({"phases": load.pooled(rounds, []), "skipped": {}, "rounds": rounds})
+    ratios = doc["ratios"]
+
+    assert ratios["ingest_events_per_second_over_bulk"] == 0.9
+    assert ratios["ingest_events_per_second_over_bulk_median"] == 0.9
+    assert ratios["ingest_events_per_second_over_bulk_min"] == 0.5
+    assert ratios["ingest_events_per_second_over_bulk_max"] == 4.0
+    assert ratios["rounds"] == 5
+    assert [r["order"] for r in doc["rounds"]][:2] == [
+        ["hello", "ingest", "bulk"],
+        ["hello", "bulk", "ingest"],
+    ]
+    # The table's rows pool the rounds: every request, second and CPU second counted once.
+    by_name = {row["name"]: row for row in doc["phases"]}
+    assert [row["name"] for row in doc["phases"]] == ["hello", "ingest", "bulk"]
+    assert by_name["ingest"]["requests"] == 50
+    assert by_name["bulk"]["requests"] == 5
+    assert by_name["bulk"]["seconds"] == 1.0 + 0.5 + 4.0 + 0.8 + 0.9
+    assert by_name["ingest"]["server_cpu_seconds"] == 4.0
+
+
+def test_report_keeps_single_round_ratios_without_a_spread_when_one_round_ran() -> None:
+    (hello, ingest, bulk) = _round(1.0, 1.0, 0.5, bulk_first=False)
+
+    ratios = load.report({"phases": [hello, ingest, bulk], "skipped": {}})["ratios"]
+
+    assert ratios["ingest_events_per_second_over_bulk"] == 0.5
+    assert "ingest_events_per_second_over_bulk_min" not in ratios
+    assert "rounds" not in ratios
