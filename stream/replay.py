@@ -9,7 +9,12 @@ same message ids. What the order gives:
 * a record applied before (by a redelivery, or a producer that resent it) is a ``duplicate``;
 * a record that still cannot be applied gets a **new** dead letter with ``attempt`` + 1;
 * a record the source topic no longer retains is counted ``expired`` (only its producer can
-  resend it) and a letter that is not a dead-letter document is counted ``unreadable``.
+  resend it) and a letter that is not a dead-letter document is counted ``unreadable``;
+* a letter for a record this run has replayed already is counted ``repeated`` and not replayed
+  again. Dead letters are written at least once: a worker batch redelivered after a crash (or a
+  lost offset commit) writes its letters a second time, identical but for the time and group.
+  Replaying both copies would apply nothing new, and a record that still fails would get two new
+  letters, so the copies would multiply with every replay.
 
 The dead-letter topic is read by its own consumer group (``<group>.dlq-replay``) whose offsets
 are committed after each batch of letters has been applied and any new letters acknowledged:
@@ -47,6 +52,7 @@ class ReplayReport:
     dead_letters: int = 0  # records that failed again (new letters, attempt + 1)
     expired: int = 0  # records the source topic no longer holds
     unreadable: int = 0  # letters that are not dead-letter documents
+    repeated: int = 0  # letters for a source record this run replayed already
 
     def as_dict(self) -> dict[str, int]:
         """The counts, for the command's JSON summary."""
@@ -93,6 +99,7 @@ class DeadLetterReplay:
         starts = {p: self._start(topic, p) for p in ends}
         self._letters.assign([TopicPartition(topic, p, starts[p]) for p in sorted(ends)])
         remaining = {p for p, end in ends.items() if starts[p] < end}
+        replayed: set[tuple[str, int, int]] = set()  # source records of this run's letters
         try:
             while remaining:
                 messages = self._letters.consume(self._batch, 1.0)
@@ -114,7 +121,10 @@ class DeadLetterReplay:
                         report.unreadable += 1
                     elif self._reasons and letter.reason not in self._reasons:
                         report.skipped += 1
+                    elif (source := (letter.topic, letter.partition, letter.offset)) in replayed:
+                        report.repeated += 1
                     else:
+                        replayed.add(source)
                         batch.append((message, letter))
                 self._replay([letter for _, letter in batch], report)
                 if done:

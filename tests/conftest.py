@@ -35,6 +35,7 @@ from privacy.access.api_keys import Scope
 from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file
 from privacy.keys.vault import Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+from tests.support.neo4j_env import live_neo4j_settings
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_DIR = REPO / "policies"
@@ -58,15 +59,9 @@ TEST_STORE = os.environ.get("IDGRAPH_TEST_STORE", "sqlite")
 
 def neo4j_test_settings() -> dict[str, str]:
     """Where the live Neo4j of this run is; a Neo4j run without one is an error, not a skip."""
-    uri = os.environ.get("NEO4J_URI")
-    if not uri:
-        pytest.fail("IDGRAPH_TEST_STORE=neo4j needs NEO4J_URI and NEO4J_PASSWORD (make test-neo4j)")
-    return {
-        "uri": uri,
-        "user": os.environ.get("NEO4J_USER", "neo4j"),
-        "password": os.environ.get("NEO4J_PASSWORD", ""),
-        "database": os.environ.get("NEO4J_DATABASE", "neo4j"),
-    }
+    return live_neo4j_settings() or pytest.fail(
+        "IDGRAPH_TEST_STORE=neo4j needs NEO4J_URI and NEO4J_PASSWORD (make test-neo4j)"
+    )
 
 
 def open_neo4j_test_store(*, wipe: bool) -> GraphStore:

@@ -7,13 +7,13 @@ skipped with the reason otherwise. A backend that passes this suite is the only 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from identity.store.port import GraphStore
+from tests.support.neo4j_env import SKIP_REASON, live_neo4j_settings
 
 StoreFactory = Callable[[], GraphStore]
 
@@ -26,17 +26,12 @@ def _sqlite_factory(tmp_path: Path) -> StoreFactory:
 
 
 def _neo4j_factory() -> StoreFactory:
-    uri = os.environ.get("NEO4J_URI")
-    if not uri:
-        pytest.skip("Neo4j contract run needs NEO4J_URI (e.g. bolt://localhost:7687); not set")
+    where = live_neo4j_settings() or pytest.skip(SKIP_REASON)
     from identity.store.neo4j import Neo4jGraphStore
 
     def make() -> GraphStore:
         return Neo4jGraphStore(
-            uri,
-            os.environ.get("NEO4J_USER", "neo4j"),
-            os.environ.get("NEO4J_PASSWORD", ""),
-            database=os.environ.get("NEO4J_DATABASE", "neo4j"),
+            where["uri"], where["user"], where["password"], database=where["database"]
         )
 
     store = make()

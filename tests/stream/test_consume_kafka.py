@@ -116,7 +116,12 @@ def _worker(
     publish: dict[str, str] | None = None,
     batch_size: int = 100,
     group: str | None = None,
+    poll_timeout_s: float = 0.5,
+    client_config: dict[str, str] | None = None,
+    wrap_ingest: Callable[[Any], Any] = lambda ingest: ingest,
 ) -> tuple[StreamWorker, StreamMetrics]:
+    """A worker on the container's ingest (``wrap_ingest`` may put a test double's hook around
+    the real one) and its metrics."""
     metrics = StreamMetrics()
     config = WorkerConfig(
         bootstrap_servers=bootstrap,
@@ -125,11 +130,12 @@ def _worker(
         dead_letter_topic=dlq,
         source="sdk",
         batch_size=batch_size,
-        poll_timeout_s=0.5,
+        poll_timeout_s=poll_timeout_s,
+        client_config=client_config or {},
     )
     worker = StreamWorker(
         config,
-        container.ingest.with_metrics(metrics),
+        wrap_ingest(container.ingest.with_metrics(metrics)),
         container.store,
         container.engine.message_digest,
         metrics,
@@ -209,26 +215,17 @@ def test_the_idle_exit_waits_for_records_a_slow_fetch_has_not_returned_yet(
     the run exit 0 with its backlog unread (what a 3 s idle exit could do in CI)."""
     topic, dlq = new_topic("slow-fetch"), new_topic("dlq")
     _produce(kafka_bootstrap, topic, [_identify("fi@slow.example", "s-1")])
-    metrics = StreamMetrics()
-    config = WorkerConfig(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"g-{topic}",
-        topics=(topic,),
-        dead_letter_topic=dlq,
-        source="sdk",
+    worker, _ = _worker(
+        container,
+        kafka_bootstrap,
+        [topic],
+        dlq,
         poll_timeout_s=0.2,
         client_config={"fetch.min.bytes": "100000000", "fetch.wait.max.ms": "4000"},
     )
-    worker = StreamWorker(
-        config,
-        container.ingest.with_metrics(metrics),
-        container.store,
-        container.engine.message_digest,
-        metrics,
-    )
     summary = worker.run(idle_exit_s=0.5)
     assert (summary["records"], summary["applied"]) == (1, 1)
-    assert _committed(kafka_bootstrap, config.group_id, topic, 1) == 1
+    assert _committed(kafka_bootstrap, f"g-{topic}", topic, 1) == 1
 
 
 def test_a_poison_record_is_dead_lettered_by_reference_and_its_partition_keeps_flowing(
@@ -324,19 +321,22 @@ def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_
     _produce(
         kafka_bootstrap, topic, [_identify(f"f{i}@freeze.example", f"frz-{i}") for i in range(4)]
     )
-    metrics = StreamMetrics()
-    ingest = _FreezingIngest(container.ingest.with_metrics(metrics), kafka_broker_pid)
-    config = WorkerConfig(
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"g-{topic}",
-        topics=(topic,),
-        dead_letter_topic=dlq,
-        source="sdk",
+    frozen: list[_FreezingIngest] = []
+
+    def freezing(inner: Any) -> _FreezingIngest:
+        frozen.append(_FreezingIngest(inner, kafka_broker_pid))
+        return frozen[0]
+
+    worker, _ = _worker(
+        container,
+        kafka_bootstrap,
+        [topic],
+        dlq,
         batch_size=2,
-        poll_timeout_s=0.5,
         client_config={"socket.timeout.ms": "300000"},
+        wrap_ingest=freezing,
     )
-    worker = StreamWorker(config, ingest, container.store, container.engine.message_digest, metrics)
+    (ingest,) = frozen
     summary: dict[str, float] = {}
     runner = threading.Thread(target=lambda: summary.update(worker.run(max_batches=2)))
     runner.start()
@@ -349,7 +349,7 @@ def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_
     assert applied, "the second batch waited for the broker's answer to the first offset commit"
     assert (summary["records"], summary["applied"]) == (4, 4)
     # Before it left, the worker had the last offsets confirmed: nothing is redelivered.
-    assert _committed(kafka_bootstrap, config.group_id, topic, 1) == 4
+    assert _committed(kafka_bootstrap, f"g-{topic}", topic, 1) == 4
 
 
 def test_an_erasure_is_published_once_after_it_completes(

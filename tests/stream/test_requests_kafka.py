@@ -61,20 +61,22 @@ def _worker(
     bootstrap: str,
     dlq: str,
     *,
+    ingest: tuple[str, ...] = (),
     consent: tuple[str, ...] = (),
     dsr: tuple[str, ...] = (),
     group: str = "requests",
+    source: str = "cmp",
 ) -> StreamWorker:
     metrics = StreamMetrics()
     config = WorkerConfig(
         bootstrap_servers=bootstrap,
         group_id=f"{group}-{dlq}",
-        topics=(),
+        topics=ingest,
         consent_topics=consent,
         dsr_topics=dsr,
         dsr_owner="privacy-team",
         dead_letter_topic=dlq,
-        source="cmp",
+        source=source,
         batch_size=50,
         poll_timeout_s=0.5,
     )
@@ -224,21 +226,8 @@ def test_dead_letters_are_replayed_by_reference_after_a_policy_fix(
     )
 
     def ingest_worker(container: Container) -> StreamWorker:
-        metrics = StreamMetrics()
-        config = WorkerConfig(
-            bootstrap_servers=kafka_bootstrap,
-            group_id=f"replay-{topic}",
-            topics=(topic,),
-            dead_letter_topic=dlq,
-            source="sdk",
-            poll_timeout_s=0.5,
-        )
-        return StreamWorker(
-            config,
-            container.ingest.with_metrics(metrics),
-            container.store,
-            container.engine.message_digest,
-            metrics,
+        return _worker(
+            container, kafka_bootstrap, dlq, ingest=(topic,), group="replay", source="sdk"
         )
 
     def settings() -> Settings:
@@ -378,3 +367,53 @@ def test_a_worker_that_cannot_write_the_consent_audit_stops_without_committing(
         consumer.close()
     assert committed.offset < 0  # nothing committed: the record is redelivered on restart
     assert read_all(kafka_bootstrap, dlq, expect=0) == []  # and not dead-lettered
+
+
+def test_a_dead_letter_written_twice_by_a_redelivery_is_replayed_once(
+    kafka_bootstrap: str, new_topic: TopicFactory, tmp_path: Path
+) -> None:
+    # A batch redelivered after a lost offset commit writes its dead letters again (at least
+    # once). The replay must not apply or dead-letter the same record once per copy: the copies
+    # would multiply with every replay.
+    topic, dlq = new_topic("ingest"), new_topic("dlq")
+    _produce(
+        kafka_bootstrap,
+        topic,
+        [
+            json.dumps(
+                {
+                    "identifiers": [{"type": "email", "value": "kim@twice.example"}],
+                    "message_id": "tw-1",
+                    "traits": {"shoe_size": "secret-44"},  # refused before and after the replay
+                }
+            ).encode()
+        ],
+    )
+
+    def ingest_worker(container: Container) -> StreamWorker:
+        return _worker(
+            container, kafka_bootstrap, dlq, ingest=(topic,), group="twice", source="sdk"
+        )
+
+    opened = build_container(
+        Settings(env="test", data_dir=tmp_path / "data", policy_dir=POLICY_DIR)
+    )
+    try:
+        assert ingest_worker(opened).run(idle_exit_s=3)["dead_letters"] == 1
+        # The offset commit "never reached the broker": the group starts over, as a
+        # redelivery after a crash does, and the batch writes its letter a second time.
+        rewind = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"twice-{dlq}"})
+        try:
+            rewind.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+        finally:
+            rewind.close()
+        assert ingest_worker(opened).run(idle_exit_s=3)["dead_letters"] == 1
+        copies = [doc for _, doc, _ in read_all(kafka_bootstrap, dlq, expect=2)]
+        assert [(d["source"]["offset"], d["attempt"]) for d in copies] == [(0, 1), (0, 1)]
+
+        report = DeadLetterReplay(ingest_worker(opened)).run()
+        assert (report.letters, report.repeated, report.dead_letters) == (2, 1, 1)
+        letters = [doc for _, doc, _ in read_all(kafka_bootstrap, dlq, expect=3)]
+        assert [d["attempt"] for d in letters] == [1, 1, 2]
+    finally:
+        opened.close()

@@ -61,6 +61,7 @@ from privacy.keys.hash_keys import create_key_file, keyring, read_key_file
 from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file
 from privacy.keys.vault import Vault, VaultError
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+from tests.support.neo4j_env import live_neo4j_settings
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policies"
@@ -103,15 +104,10 @@ class GraphTarget:
         throwaway server ``make test-neo4j`` starts), else the embedded store."""
         if os.environ.get("IDGRAPH_TEST_STORE", "sqlite") != "neo4j":
             return cls()
-        uri = os.environ.get("NEO4J_URI")
-        if not uri:
+        where = live_neo4j_settings()
+        if where is None:
             raise RuntimeError("IDGRAPH_TEST_STORE=neo4j needs NEO4J_URI and NEO4J_PASSWORD")
-        return cls(
-            uri,
-            os.environ.get("NEO4J_USER", "neo4j"),
-            os.environ.get("NEO4J_PASSWORD", ""),
-            os.environ.get("NEO4J_DATABASE", "neo4j"),
-        )
+        return cls(where["uri"], where["user"], where["password"], where["database"])
 
     @property
     def is_neo4j(self) -> bool:

@@ -14,7 +14,6 @@ otherwise, like the other live Neo4j tests.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from identity.group_commit import GroupCommitter
 from identity.model import Outcome
 from services.inputs import IdentifyRequest
 from tests.conftest import POLICY_DIR, open_neo4j_test_store
+from tests.support.neo4j_env import SKIP_REASON, live_neo4j_settings
 
 pytestmark = pytest.mark.neo4j
 
@@ -134,15 +134,7 @@ def _close(sock: socket.socket) -> None:
 
 
 def _where() -> dict[str, str]:
-    uri = os.environ.get("NEO4J_URI")
-    if not uri:
-        pytest.skip("needs a live Neo4j: NEO4J_URI (make test-neo4j starts one)")
-    return {
-        "uri": uri,
-        "user": os.environ.get("NEO4J_USER", "neo4j"),
-        "password": os.environ.get("NEO4J_PASSWORD", ""),
-        "database": os.environ.get("NEO4J_DATABASE", "neo4j"),
-    }
+    return live_neo4j_settings() or pytest.skip(SKIP_REASON)
 
 
 @contextmanager

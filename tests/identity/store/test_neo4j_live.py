@@ -57,6 +57,7 @@ from tests.support.crash_harness import (
     prepare_data_dir,
     service_env,
 )
+from tests.support.neo4j_env import SKIP_REASON, live_neo4j_settings
 
 pytestmark = pytest.mark.neo4j
 
@@ -64,15 +65,7 @@ PERSONS = 600  # enough for the planner's statistics to tell large labels from s
 
 
 def _where() -> dict[str, str]:
-    uri = os.environ.get("NEO4J_URI")
-    if not uri:
-        pytest.skip("needs a live Neo4j: NEO4J_URI (make test-neo4j starts one)")
-    return {
-        "uri": uri,
-        "user": os.environ.get("NEO4J_USER", "neo4j"),
-        "password": os.environ.get("NEO4J_PASSWORD", ""),
-        "database": os.environ.get("NEO4J_DATABASE", "neo4j"),
-    }
+    return live_neo4j_settings() or pytest.skip(SKIP_REASON)
 
 
 @pytest.fixture

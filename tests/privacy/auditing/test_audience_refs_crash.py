@@ -11,12 +11,7 @@ came) is a member's stored reference, and every answered member is named by its 
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from bootstrap.container import build_container
@@ -26,6 +21,7 @@ from privacy.access.policy_engine import Caller
 from privacy.audit_refs import VaultPersonRefKeys
 from tests.conftest import POLICY_DIR
 from tests.support.audit_support import AUDIENCE_PURPOSE, audience_buyers
+from tests.support.kill_child import lines_until_killed
 
 ROOT = Path(__file__).resolve().parents[3]
 PAGE = 50
@@ -75,7 +71,7 @@ def test_no_audit_entry_names_a_lost_reference_when_killed_during_first_ever_pag
     finally:
         container.close()
 
-    child = subprocess.Popen(
+    printed = lines_until_killed(
         [
             sys.executable,
             "-c",
@@ -86,31 +82,9 @@ def test_no_audit_entry_names_a_lost_reference_when_killed_during_first_ever_pag
             str(PAGE),
         ],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        enough=lambda lines: len(lines) >= ANSWERED,
     )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    answered: list[list[str]] = []
-    try:
-        while len(answered) < ANSWERED:
-            line = lines.get(timeout=300)  # a generous cap for a loaded machine, not a timing
-            if line is None:
-                raise AssertionError(f"the reader child ended early: {child.stderr.read()}")  # type: ignore[union-attr]
-            answered.append(line.split()[1:])
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(60)
-    while (line := lines.get(timeout=60)) is not None:
-        answered.append(line.split()[1:])
+    answered = [line.split()[1:] for line in printed]
 
     container = build_container(_settings(data_dir))
     try:

@@ -10,12 +10,7 @@ in flight when the kill came may or may not have theirs), and the chain verifies
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
 import sys
-import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +19,7 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
 from tests.conftest import POLICY_DIR
+from tests.support.kill_child import lines_until_killed
 
 ROOT = Path(__file__).resolve().parents[3]
 PURPOSE = "ad_targeting"
@@ -99,35 +95,12 @@ def _persons(data_dir: Path) -> list[str]:
 def test_every_answered_profile_read_has_its_audit_entry_after_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     persons = _persons(data_dir)
-    child = subprocess.Popen(
+    printed = lines_until_killed(
         [sys.executable, "-c", CHILD, str(data_dir), str(POLICY_DIR), *persons],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        enough=lambda lines: len(lines) >= ANSWERED,
     )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            lines.put(line)
-        lines.put(None)  # the child's output ended
-
-    threading.Thread(target=pump, daemon=True).start()
-    answered: Counter[str] = Counter()
-    try:
-        while sum(answered.values()) < ANSWERED:
-            line = lines.get(timeout=300)  # a generous cap for a loaded machine, not a timing
-            if line is None:
-                raise AssertionError(f"the reader child ended early: {child.stderr.read()}")  # type: ignore[union-attr]
-            answered[line.split()[1]] += 1
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(60)
-    # Lines printed after the count was reached but before the kill: answered too.
-    while (line := lines.get(timeout=60)) is not None:
-        answered[line.split()[1]] += 1
+    answered = Counter(line.split()[1] for line in printed)
 
     container = build_container(_settings(data_dir))
     try:
