@@ -13,6 +13,7 @@ identifier in Python loops that the batch size does not bound.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import operator
 import sqlite3
@@ -53,10 +54,9 @@ from identity.store import sqlite_audience
 from storage.sqlite import (
     GRAPH_CACHE_MIB,
     GRAPH_WAL_AUTOCHECKPOINT_PAGES,
-    WIDE_BOUND_VALUES,
     connect_private,
-    insert_rows,
     map_graph_reads,
+    max_bound_values,
     open_migrated,
     transaction,
 )
@@ -73,10 +73,19 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # _copy_old_tables). Files of older versions are migrated forward when opened (see _SCHEMA).
 SCHEMA_VERSION = 7
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
-# Bulk writes and lookups bind up to storage.sqlite.WIDE_BOUND_VALUES per statement (see there
-# why: the bulk writer thread gives the GIL back a few dozen times per batch, not per row);
-# lookups are padded to a power of two.
-_WIDE_PARAMS = WIDE_BOUND_VALUES
+# Bulk writes and lookups bind up to this many parameters per statement (SQLite 3.32+ allows
+# 32,766; builds often more). Why statements this wide: the sqlite3 module releases the GIL for
+# every step and reset of a statement, and a thread that wants it back while another thread
+# runs Python waits up to the switch interval (5 ms) each time. Bulk ingest's writer thread
+# runs beside the reader thread: with one statement per row (executemany) or per 500 digests,
+# its SQL crawled whenever the reader was busy, so the two never overlapped. A few wide
+# statements per batch give the GIL back a few dozen times, and SQLite does the rows of each
+# without it (the same B-tree work: the per-row CPU is the same or lower).
+
+
+# The widest power of two of bound values this SQLite allows, at most 16,384 (builds before 3.32
+# allow 999; lookups are padded to a power of two).
+_WIDE_PARAMS = 1 << (min(16_384, max_bound_values()).bit_length() - 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -492,6 +501,32 @@ def _wide_chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield chunk if padded == len(chunk) else [*chunk, *[chunk[-1]] * (padded - len(chunk))]
 
 
+def _insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """``conn.executemany(insert + " VALUES (?, ...) " + tail, rows)`` as a few multi-row
+    statements (``INSERT ... VALUES (...), (...), ...``: SQLite applies the rows one by one, in
+    order, as executemany does, an upsert ``tail`` included). See :data:`_WIDE_PARAMS` for why.
+    Row counts per statement are powers of two (the last rows of a write in smaller ones), so
+    the statement cache holds a handful of texts per table instead of one per write."""
+    if not rows:
+        return
+    width = len(rows[0])
+    row_marks = f"({_marks(width)})"
+    widest = 1 << ((_WIDE_PARAMS // width).bit_length() - 1)
+    start, total = 0, len(rows)
+    while start < total:
+        count = widest
+        while count > total - start:
+            count >>= 1
+        chunk = rows[start : start + count]
+        conn.execute(
+            f"{insert} VALUES {','.join([row_marks] * count)} {tail}",
+            list(itertools.chain.from_iterable(chunk)),
+        )
+        start += count
+
+
 # Facts are read joined to their node as ``i`` (the public node id).
 _FACT_COLUMNS = (
     "f.fact_id, i.node_id, f.kind, f.name, f.category, f.at, f.source, f.status, f.sealed, f.pii"
@@ -863,7 +898,7 @@ class _SqliteTransaction:
                 (first + i, p.person_id, ms(p.created_at), ms(p.last_seen))
                 for i, p in enumerate(changes.new_persons)
             ]
-            insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
+            _insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
             persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
             owners = {n.person_id for n in changes.new_nodes} - persons.keys()
@@ -883,7 +918,7 @@ class _SqliteTransaction:
                 )
                 for i, n in enumerate(changes.new_nodes)
             ]
-            insert_rows(
+            _insert_rows(
                 conn,
                 "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
                 "last_seen)",
@@ -933,7 +968,7 @@ class _SqliteTransaction:
                 {x.a for x in changes.links if x.a not in known}
                 | {x.b for x in changes.links if x.b not in known}
             )
-            insert_rows(
+            _insert_rows(
                 conn,
                 "INSERT INTO links (a, b, source, first_at, last_at)",
                 [
@@ -1029,7 +1064,7 @@ class _SqliteTransaction:
             else:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
-        insert_rows(
+        _insert_rows(
             self._conn,
             insert,
             current,
@@ -1038,14 +1073,14 @@ class _SqliteTransaction:
             "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
             "WHERE excluded.at >= facts.at",
         )
-        insert_rows(
+        _insert_rows(
             self._conn,
             insert,
             raw,
             "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
             "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
         )
-        insert_rows(self._conn, insert, other)
+        _insert_rows(self._conn, insert, other)
 
     def person_facts(
         self, person_id: str, kinds: Collection[FactKind], status: FactStatus
@@ -1423,7 +1458,7 @@ class _SqliteTransaction:
     def _write_stream(self, changes: ChangeSet) -> None:
         if changes.messages:
             now = _ms(datetime.now(UTC))
-            insert_rows(
+            _insert_rows(
                 self._conn,
                 "INSERT INTO seen_messages (digest, seen_at)",
                 [(digest, now) for digest in changes.messages],
@@ -1524,17 +1559,17 @@ class SqliteGraphStore:
         )
         # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
-        # A multi-row write (storage.sqlite.insert_rows) keeps a statement journal, to undo its
-        # own rows if one of them fails, and SQLite spills it to a temporary file (created in
-        # /var/tmp, unlinked at once) when it outgrows its memory share. Kept in memory instead:
-        # it lives for one statement and holds pages the write connection changed. Set for every
-        # writer of the graph, not only bulk ingest, because both kinds of write spilled without
-        # it (stop 36, strace of a 20k-identifier bench file, the same rows and bytes either
+        # A multi-row write (see _insert_rows) keeps a statement journal, to undo its own rows if
+        # one of them fails, and SQLite spills it to a temporary file (created in /var/tmp,
+        # unlinked at once) when it outgrows its memory share. Kept in memory instead: it lives
+        # for one statement and holds pages the write connection changed. Set for every writer
+        # of the graph, not only bulk ingest, because both kinds of write spill without it
+        # (measured at stop 36 with strace, 20k-identifier bench file, the same rows either
         # way): a bulk batch of 10,000 events opened one temporary file per batch (at 1M, +1.6 %
-        # bytes written, stop 35), and 5,450 one-event transactions, the shape of a served
-        # identify (`bench/ingest.py --batch-size 1`), opened 378, each at the multi-row insert
-        # of an event's identifiers; none under MEMORY. It touches only this connection: reads
-        # run on self._reader, the audit log on a file of its own.
+        # bytes written, stop 35), and one-event transactions, the shape of a served identify
+        # (`bench/ingest.py --batch-size 1`), opened 378 for 5,450 events (each one a multi-row
+        # insert of the event's identifiers that split a page), with 0 under MEMORY. It touches
+        # only this connection: reads run on self._reader, the audit log on its own file.
         self._conn.execute("PRAGMA temp_store=MEMORY")
         # Read transactions (read()) run on a second connection, the same but for a memory map
         # of the file (storage.sqlite.GRAPH_READ_MMAP_BYTES says why). Both are used under the

@@ -28,7 +28,7 @@ from privacy.keys.vault import (
     KekRetiredError,
     VaultUnavailableError,
 )
-from storage.sqlite import insert_rows, open_migrated, statements, transaction
+from storage.sqlite import open_migrated, statements, transaction
 
 _SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
 _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
@@ -278,16 +278,10 @@ class SqliteVaultKeyStore:
             # it refuses the key; one committed after it sees the key in its re-wrap.
             self._refuse_retired(conn, {key.kek_id for _, key in rows})
             before = conn.total_changes
-            # Multi-row statements, not executemany: bulk ingest's reader thread stores a
-            # batch's keys made ahead here (10,000s of rows) while the writer thread runs, and a
-            # statement per row gave the GIL away and waited for it once per row (see
-            # storage.sqlite.WIDE_BOUND_VALUES); ~1 us a row less CPU too. A row that conflicts
-            # is skipped and not counted in total_changes, as before.
-            insert_rows(
-                conn,
-                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder)",
+            conn.executemany(
+                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner) DO NOTHING",
                 [(owner, key.kek_id, key.blob, now, holder) for owner, key in rows],
-                "ON CONFLICT (owner) DO NOTHING",
             )
             if conn.total_changes - before == len(rows):
                 # Every row was inserted (the usual case): the stored keys are ours, no re-read.

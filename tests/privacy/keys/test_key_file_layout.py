@@ -133,36 +133,3 @@ def test_a_schema_4_key_file_is_rebuilt_in_time_order_and_keeps_every_key_when_o
     on_disk = path.read_bytes()
     assert {on_disk.count(o.encode()) for o in owners[5:]} == {2}
     assert [o for o in erased if o.encode() in on_disk] == []
-
-
-def test_a_batch_of_new_keys_is_stored_in_few_statements_when_one_owner_has_a_key(
-    tmp_path: Path,
-) -> None:
-    # Bulk ingest's reader thread stores a batch's keys made ahead while the writer thread runs:
-    # one statement per row (executemany, the old code: 5,000 statements here) gave the GIL away
-    # and waited for it once per row. The owner that already has a key keeps it, and is answered
-    # with it, as before.
-    store = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
-    try:
-        (first,) = _random_owners(1)
-        store.insert_new([first], {})
-        rows = [
-            *_random_owners(2_500),
-            (first[0], WrappedKey("kek-test", b"other")),
-            *_random_owners(2_499),
-        ]
-        statements: list[str] = []
-        store._conn.set_trace_callback(statements.append)
-        try:
-            stored = store.insert_new(rows, {})
-        finally:
-            store._conn.set_trace_callback(None)
-        again = store.get_many([owner for owner, _ in rows])
-    finally:
-        store.close()
-    # SQLite traces a multi-row upsert once per row with the same text: counted once.
-    runs = [s for i, s in enumerate(statements) if not i or s != statements[i - 1]]
-    assert len(runs) < 50
-    assert stored[first[0]] == first[1] == again[first[0]]
-    assert len(stored) == len(again) == 5_000
-    assert all(stored[owner] == key for owner, key in rows if owner != first[0])
