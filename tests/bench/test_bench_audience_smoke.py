@@ -24,6 +24,8 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
         "10",
         "--rounds",
         "3",
+        "--prior-refs",
+        "300",
         "--json",
         str(figures),
         timeout=180,
@@ -68,6 +70,29 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
     assert reopen["members"] == audience["policy"]["members"]
     assert reopen["audit_ref_keys_made"] == 0
     assert data["ratios"]["audience_cold_reopen_over_floor_cold"] > 0
+    # Cold in rounds (default 5): each a first-ever read on a fresh copy of the build's key file
+    # (every member's reference made again), a read after reopen (none made) and the floor; the
+    # median round and the spread of each ratio, wall and CPU, in ``ratios``.
+    rounds = audience["cold_rounds"]
+    assert len(rounds) == 5
+    for spans in rounds:
+        assert spans["first_ever"]["audit_ref_keys_made"] == spans["first_ever"]["members"] > 0
+        assert spans["reopen"]["audit_ref_keys_made"] == 0
+        assert spans["reopen"]["members"] == spans["first_ever"]["members"]
+        assert spans["floor"]["persons"] > 0
+    for name in ("cold", "cold_reopen", "cpu_cold", "cpu_cold_reopen"):
+        key = f"audience_{name}_over_floor_cold"
+        low, median, high = (ratios[f"{key}_{end}"] for end in ("min", "median", "max"))
+        assert 0 < low <= median <= high
+        assert ratios[key] == median
+    wall = sorted(s["reopen"]["seconds"] / s["floor"]["seconds"] for s in rounds)
+    assert ratios["audience_cold_reopen_over_floor_cold_median"] == round(wall[2], 4)
+    assert "median of 5 round(s)" in done.stdout
+    # Each round's first-ever read started from a key file already holding 300 references of
+    # other persons (a server's key file holds one per person it ever read): it still made
+    # exactly its members' references, and left the others as they were.
+    assert audience["prior_refs"] == 300
+    assert "300 prior references stored in the runs' key file" in done.stdout
     # Raw is the policy run's scan, consent filter included (before stop 32 it loaded every
     # selected person's consent records: nothing was filtered).
     assert 0 < audience["raw"]["consent_filtered"] < audience["raw"]["rows"]
