@@ -1560,9 +1560,16 @@ class SqliteGraphStore:
         # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
         # A multi-row write (see _insert_rows) keeps a statement journal, to undo its own rows if
-        # one of them fails; past 64 KiB SQLite spills it to a temporary file, which a bulk batch
-        # wrote to disk once per wide statement (+1.6 % bytes at 1M identifiers). Kept in memory
-        # instead: it lives for one statement, and holds pages the write connection changed.
+        # one of them fails, and SQLite spills it to a temporary file (created in /var/tmp,
+        # unlinked at once) when it outgrows its memory share. Kept in memory instead: it lives
+        # for one statement and holds pages the write connection changed. Set for every writer
+        # of the graph, not only bulk ingest, because both kinds of write spill without it
+        # (measured at stop 36 with strace, 20k-identifier bench file, the same rows either
+        # way): a bulk batch of 10,000 events opened one temporary file per batch (at 1M, +1.6 %
+        # bytes written, stop 35), and one-event transactions, the shape of a served identify
+        # (`bench/ingest.py --batch-size 1`), opened 378 for 5,450 events (each one a multi-row
+        # insert of the event's identifiers that split a page), with 0 under MEMORY. It touches
+        # only this connection: reads run on self._reader, the audit log on its own file.
         self._conn.execute("PRAGMA temp_store=MEMORY")
         # Read transactions (read()) run on a second connection, the same but for a memory map
         # of the file (storage.sqlite.GRAPH_READ_MMAP_BYTES says why). Both are used under the

@@ -296,3 +296,20 @@ def test_a_closed_store_leaves_no_connection_behind(tmp_path: Path) -> None:
         del store
     assert [c for c in _live_connections() if id(c) not in known] == []
     del before
+
+
+def test_the_write_connection_keeps_statement_journals_in_memory_when_the_store_opens(
+    tmp_path: Path,
+) -> None:
+    # Without it a multi-row write that outgrows its statement journal's memory share spills
+    # to a temporary file: one per bulk batch, and hundreds per thousands of one-event writes
+    # (the comment at the pragma in identity/store/sqlite.py has the measurement). Reads run on
+    # the other connection and keep SQLite's default.
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        (writer,) = store._conn.execute("PRAGMA temp_store").fetchone()
+        (reader,) = store._reader.execute("PRAGMA temp_store").fetchone()
+    finally:
+        store.close()
+    assert writer == 2  # MEMORY
+    assert reader == 0  # DEFAULT
