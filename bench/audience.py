@@ -761,10 +761,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
         def raw() -> int:
             rows, after = 0, ""
             filtered["rows"] = 0
-            while page := counting.read(methodcaller("member_page", scan, after, PAGE)):
-                rows += len(page)
-                filtered["rows"] += sum(1 for row in page if row.excluded is not None)
-                after = page[-1].person_id
+            while (page := counting.read(methodcaller("member_page", scan, after, PAGE))).scanned:
+                rows += page.scanned
+                filtered["rows"] += page.scanned - len(page.rows)
+                after = page.last_person_id
             return rows
 
         since = int((NOW - timedelta(days=30)).timestamp() * 1000)

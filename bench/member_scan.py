@@ -36,7 +36,7 @@ import random
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import methodcaller
 from pathlib import Path
@@ -182,7 +182,9 @@ def _allowed(row: MemberRow) -> bool:
     return latest is not None and latest[1]
 
 
-def _pages(fetch: Callable[[str], list[Any]], key: Callable[[Any], str]) -> Iterator[list[Any]]:
+def _pages(
+    fetch: Callable[[str], Sequence[Any]], key: Callable[[Any], str]
+) -> Iterator[Sequence[Any]]:
     after = ""
     while page := fetch(after):
         yield page
@@ -243,8 +245,9 @@ def scan(path: Path, page_size: int) -> list[dict[str, Any]]:
 
     def member(scan_: MemberScan, policy: bool) -> Callable[[], tuple[int, int]]:
         def run() -> tuple[int, int]:
-            def fetch(after: str) -> list[MemberRow]:
-                return store.read(lambda tx: tx.member_page(scan_, after, page_size))
+            def fetch(after: str) -> tuple[MemberRow, ...]:
+                # No consent filter in these scans: every selected person is a row.
+                return store.read(lambda tx: tx.member_page(scan_, after, page_size)).rows
 
             kept = pages = 0
             for page in _pages(fetch, lambda row: row.person_id):

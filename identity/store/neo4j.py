@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -79,6 +80,7 @@ from identity.model import (
     Link,
     MemberRow,
     MemberScan,
+    MemberScanPage,
     OutboundEvent,
     PersonReadRows,
     PersonRecord,
@@ -614,14 +616,14 @@ class Neo4jTransaction:
                 found.setdefault(record["person_id"], []).append(_consent(record))
         return found
 
-    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
+    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> MemberScanPage:
         """One page of persons matching ``scan.event_rules``, with consents and attributes.
 
         Three statements per page whatever its size: the persons (rules evaluated in Cypher),
         then the consents and the attributes of all of them (``UNWIND $person_ids``).
         """
         if limit < 1:
-            return []
+            return MemberScanPage((), 0, "", {})
         # Distinct rules: MEMBER_PAGE groups per rule map, so two equal rules would count once.
         rules = [
             {"name": name, "since": since, "min_count": min_count}
@@ -638,7 +640,7 @@ class Neo4jTransaction:
             limit=limit,
         )
         if not persons:
-            return []
+            return MemberScanPage((), 0, "", {})
         ids = [r["person_id"] for r in persons]
         consents: dict[str, list[ConsentRecord]] = {}
         attributes: dict[str, list[Fact]] = {}
@@ -672,19 +674,18 @@ class Neo4jTransaction:
                 ):
                     attributes.setdefault(r["person_id"], []).append(_fact(r))
         asked = {*scan.consent_purposes, RESTRICTION_PURPOSE}
-        return [
+        rows = tuple(
             MemberRow(
                 r["person_id"],
                 _dt(r["created_at"]) if scan.person_times else None,
                 _dt(r["last_seen"]) if scan.person_times else None,
-                ()
-                if (reason := excluded.get(r["person_id"])) is not None
-                else tuple(c for c in consents.get(r["person_id"], ()) if c.purpose in asked),
+                tuple(c for c in consents.get(r["person_id"], ()) if c.purpose in asked),
                 tuple(attributes.get(r["person_id"], ())),
-                reason,
             )
             for r in persons
-        ]
+            if r["person_id"] not in excluded
+        )
+        return MemberScanPage(rows, len(persons), ids[-1], dict(Counter(excluded.values())))
 
     # -- erasure and suppression --------------------------------------------------------
 

@@ -25,8 +25,8 @@ from identity.model import (
     FactKind,
     FactStatus,
     IdentifierNode,
-    MemberRow,
     MemberScan,
+    MemberScanPage,
     OutboundEvent,
     PersonReadRows,
     PersonRecord,
@@ -126,9 +126,10 @@ class GraphTransaction(Protocol):
         record, with its records in the same order (persons without one are left out)."""
         ...
 
-    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> list[MemberRow]:
+    def member_page(self, scan: MemberScan, after_person_id: str, limit: int) -> MemberScanPage:
         """Persons matching ``scan.event_rules`` with id greater than ``after_person_id``, in
-        person id order, at most ``limit``, each with its consents and sealed attributes."""
+        person id order, at most ``limit`` of them: those ``scan.consent_filter`` leaves out
+        counted by reason, the others as rows with their consents and sealed attributes."""
         ...
 
     # -- erasure (GDPR Art. 17) and suppression; see privacy/dsr/erasure.py ------------------------

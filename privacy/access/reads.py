@@ -61,7 +61,6 @@ from typing import Any
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
 from identity.model import (
-    ConsentExclusion,
     ConsentRecord,
     EventCountRule,
     Fact,
@@ -69,6 +68,7 @@ from identity.model import (
     FactStatus,
     MemberRow,
     MemberScan,
+    MemberScanPage,
 )
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.audiences import Audience, AudienceRules, AudienceStore, validate_rules
@@ -612,14 +612,18 @@ class ReadService:
         result = _ScanResult([], 0, after, exhausted=False)
         while len(result.members) < limit and result.scanned < self.max_scan:
             chunk = _next_chunk(limit, len(result.members), result.scanned, self.max_scan)
-            rows = self._store.read(partial(_member_page, scan, result.last, chunk))
-            result.scanned += len(rows)
-            if rows:
-                result.last = rows[-1].person_id
+            page = self._store.read(partial(_member_page, scan, result.last, chunk))
+            result.scanned += page.scanned
+            if page.scanned:
+                result.last = page.last_person_id
+                # Left out by the store's consent filter (PolicyEngine.consent_filter): persons
+                # the engine would deny for these reasons; counted, nothing loaded.
+                for exclusion, count in page.excluded.items():
+                    result.denied[exclusion.value] += count
                 result.members.extend(
-                    self._admit_rows(caller, purpose_id, rows, rules, now, result)
+                    self._admit_rows(caller, purpose_id, page.rows, rules, now, result)
                 )
-            if len(rows) < chunk:
+            if page.scanned < chunk:
                 result.exhausted = True
                 break
         if len(result.members) > limit:
@@ -644,16 +648,8 @@ class ReadService:
         no_refs: tuple[FieldRef, ...] = ()
         decided: list[tuple[MemberRow, Sequence[Fact]]] = []
         persons: list[tuple[str, Sequence[ConsentRecord], Sequence[FieldRef]]] = []
-        # Counted by exclusion member, named once after the loop: most rows of a 1M audience
-        # scan are excluded (~34k), and an enum's ``.value`` is a Python-level property call.
-        excluded: Counter[ConsentExclusion] = Counter()
         loaded = False  # any attribute of a kept person (to decide and decrypt)
         for row in rows:
-            if row.excluded is not None:
-                # Left out by the store's consent filter (PolicyEngine.consent_filter): a
-                # person the engine would deny for this reason; counted, nothing loaded.
-                excluded[row.excluded] += 1
-                continue
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
             if row.attributes:
                 loaded = True
@@ -663,8 +659,6 @@ class ReadService:
             else:
                 decided.append((row, no_facts))
                 persons.append((row.person_id, row.consents, no_refs))
-        for exclusion, count in excluded.items():
-            denied[exclusion.value] += count
         # Every person of the page through the engine at once (the same decisions as decide).
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
         if rules is not None and not (rules.attributes or rules.any_of):
@@ -960,7 +954,7 @@ def _next_chunk(limit: int, members: int, scanned: int, max_scan: int) -> int:
     return max(min(max(wanted, least), max_scan - scanned), 1)
 
 
-def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:
+def _member_page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> MemberScanPage:
     return tx.member_page(scan, after, limit)
 
 

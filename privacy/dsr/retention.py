@@ -267,15 +267,18 @@ class RetentionSweeper:
             deleted["dsr_deliveries"] = deliveries
         return dict(sorted(deleted.items()))
 
+    def _member_rows(self, scan: MemberScan, after: str, limit: int) -> tuple[MemberRow, ...]:
+        """The rows of one member page of ``scan`` (a scan without a consent filter: every
+        selected person is a row; empty at the end)."""
+        return self._graph.read(lambda tx: tx.member_page(scan, after, limit)).rows
+
     def _sweep_raw(self, cutoff: datetime, batch_size: int = 1_000) -> int:
         """Delete the kept raw identifiers of persons not seen since ``cutoff`` (restricted
         persons' are kept); the keyed hashes stay, so the identifiers still resolve."""
         scan = MemberScan(person_times=True)
         deleted = 0
         after = ""
-        while rows := self._graph.read(
-            lambda tx, after=after: tx.member_page(scan, after, batch_size)  # type: ignore[misc]
-        ):
+        while rows := self._member_rows(scan, after, batch_size):
             stale = [
                 r.person_id
                 for r in rows
@@ -341,9 +344,7 @@ class RetentionSweeper:
         scan = MemberScan()
         persons: list[str] = []
         after = ""
-        while rows := self._graph.read(
-            lambda tx, after=after: tx.member_page(scan, after, batch_size)  # type: ignore[misc]
-        ):
+        while rows := self._member_rows(scan, after, batch_size):
             persons.extend(r.person_id for r in rows if is_restricted(r.consents)[0])
             after = rows[-1].person_id
         if not persons:
@@ -369,9 +370,7 @@ class RetentionSweeper:
         scanned = inactive = kept = erased = 0
         totals: Counter[str] = Counter()
         after = ""
-        while rows := self._graph.read(
-            lambda tx, after=after: tx.member_page(scan, after, batch_size)  # type: ignore[misc]
-        ):
+        while rows := self._member_rows(scan, after, batch_size):
             scanned += len(rows)
             stale = [r for r in rows if _seen_by(r, cutoff)]
             inactive += len(stale)

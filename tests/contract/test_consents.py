@@ -7,6 +7,7 @@ service builds them: consents and facts arrive with events and are anchored to t
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -30,6 +31,7 @@ from identity.model import (
     IdentityEvent,
     MemberRow,
     MemberScan,
+    MemberScanPage,
 )
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
@@ -138,19 +140,41 @@ def _purposes_and_times(records: list[ConsentRecord]) -> list[tuple[str, datetim
     return [(r.purpose, r.at, r.granted) for r in records]
 
 
-def _scan_all(store: GraphStore, scan: MemberScan, limit: int) -> list[MemberRow]:
+def _pages(store: GraphStore, scan: MemberScan, limit: int) -> list[MemberScanPage]:
     """Every page of ``scan`` in order, each page in its own read transaction."""
-    rows: list[MemberRow] = []
+    pages: list[MemberScanPage] = []
     after = ""
 
-    def page(tx: GraphTransaction) -> list[MemberRow]:
+    def page(tx: GraphTransaction) -> MemberScanPage:
         return tx.member_page(scan, after, limit)
 
-    while found := store.read(page):
-        assert len(found) <= limit
-        rows += found
-        after = found[-1].person_id
-    return rows
+    while (found := store.read(page)).scanned:
+        assert found.scanned <= limit
+        assert found.scanned == len(found.rows) + sum(found.excluded.values())
+        assert found.last_person_id > after
+        pages.append(found)
+        after = found.last_person_id
+    return pages
+
+
+def _scan_all(store: GraphStore, scan: MemberScan, limit: int) -> list[MemberRow]:
+    """The rows of every page of ``scan`` in order."""
+    return [row for page in _pages(store, scan, limit) for row in page.rows]
+
+
+def _exclusions(store: GraphStore, scan: MemberScan) -> dict[str, ConsentExclusion | None]:
+    """Each person ``scan`` selects, with the reason its consent filter left it out (``None``:
+    a row), from pages of one person: a page names the last person it scanned."""
+    found: dict[str, ConsentExclusion | None] = {}
+    for page in _pages(store, scan, 1):
+        if page.rows:
+            assert (page.rows[0].person_id, page.excluded) == (page.last_person_id, {})
+            found[page.last_person_id] = None
+        else:
+            ((reason, count),) = page.excluded.items()
+            assert count == 1
+            found[page.last_person_id] = reason
+    return found
 
 
 # -- consent records ------------------------------------------------------------------------------
@@ -403,15 +427,16 @@ def test_member_pages_cover_every_person_exactly_once_in_id_order(
     for limit in (1, 3, 11, 50):
         rows = _scan_all(store, MemberScan(), limit)
         assert [r.person_id for r in rows] == sorted(persons)
-    assert store.read(lambda tx: tx.member_page(MemberScan(), max(persons), 10)) == []
-    assert store.read(lambda tx: tx.member_page(MemberScan(), "", 0)) == []
-    first = store.read(lambda tx: tx.member_page(MemberScan(person_times=True), "", 1))[0]
+    empty = MemberScanPage((), 0, "", {})
+    assert store.read(lambda tx: tx.member_page(MemberScan(), max(persons), 10)) == empty
+    assert store.read(lambda tx: tx.member_page(MemberScan(), "", 0)) == empty
+    first = store.read(lambda tx: tx.member_page(MemberScan(person_times=True), "", 1)).rows[0]
     record = store.read(lambda tx: tx.person(first.person_id))
     assert record is not None
     assert (first.created_at, first.last_seen) == (record.created_at, record.last_seen)
     assert (first.consents, first.attributes) == ((), ())
     # Not asked for: no times (an audience decides without them).
-    lean = store.read(lambda tx: tx.member_page(MemberScan(), "", 1))[0]
+    lean = store.read(lambda tx: tx.member_page(MemberScan(), "", 1)).rows[0]
     assert (lean.person_id, lean.created_at, lean.last_seen) == (first.person_id, None, None)
 
 
@@ -436,9 +461,8 @@ def test_member_page_returns_person_times_only_when_asked_when_event_rules_selec
             (buyer, _minutes(5), _minutes(9))
         ]
         assert [(r.person_id, r.created_at, r.last_seen) for r in untimed] == [(buyer, None, None)]
-        assert [(r.consents, r.excluded) for r in untimed] == [
-            (r.consents, r.excluded) for r in timed
-        ]
+        assert [r.consents for r in untimed] == [r.consents for r in timed]
+        assert _exclusions(store, lean) == _exclusions(store, asked)
         assert len(untimed[0].consents) == len(purposes)
 
 
@@ -614,8 +638,7 @@ def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allo
     ingest(("cookie_id", "g"), consents=(_consent("ads", True, later),))
     assert ingest(("email", "g@shop.de"), ("cookie_id", "g")) == regranted
     scan = MemberScan(attribute_names=("city",), consent_purposes=("ads",), consent_filter="ads")
-    rows = {r.person_id: r for r in _scan_all(store, scan, 2)}
-    assert {p: r.excluded for p, r in rows.items()} == {
+    assert _exclusions(store, scan) == {
         granted: None,
         denied: ConsentExclusion.DENIED,
         tie: ConsentExclusion.TIE_DENIED,
@@ -624,8 +647,15 @@ def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allo
         restricted: None,
         regranted: None,
     }
-    for person in (denied, tie, silent):
-        assert (rows[person].consents, rows[person].attributes) == ((), ())
+    # Pages of several persons: the left-out ones only counted, by reason.
+    pages = _pages(store, scan, 2)
+    rows = {r.person_id: r for page in pages for r in page.rows}
+    assert set(rows) == {granted, objected, restricted, regranted}
+    assert sum((Counter(page.excluded) for page in pages), Counter()) == {
+        ConsentExclusion.DENIED: 1,
+        ConsentExclusion.TIE_DENIED: 1,
+        ConsentExclusion.NO_CONSENT: 1,
+    }
     unfiltered = {
         r.person_id: r for r in _scan_all(store, MemberScan(consent_purposes=("ads",)), 3)
     }
@@ -642,5 +672,5 @@ def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allo
         consent_purposes=("ads",),
         consent_filter="ads",
     )
-    ((row,),) = [_scan_all(store, ruled, 5)]
-    assert (row.person_id, row.excluded) == (buyer, ConsentExclusion.DENIED)
+    (page,) = _pages(store, ruled, 5)
+    assert page == MemberScanPage((), 1, buyer, {ConsentExclusion.DENIED: 1})

@@ -41,6 +41,7 @@ from identity.model import (
     IdentifierNode,
     MemberRow,
     MemberScan,
+    MemberScanPage,
     PersonRecord,
     consent_exclusion,
     new_node_id,
@@ -248,7 +249,7 @@ class _Graph:
         ]
 
 
-def _page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> list[MemberRow]:
+def _page(scan: MemberScan, after: str, limit: int, tx: GraphTransaction) -> MemberScanPage:
     return tx.member_page(scan, after, limit)
 
 
@@ -261,12 +262,22 @@ def _consents_of(person_id: str, tx: GraphTransaction) -> list[ConsentRecord]:
 
 
 def _scan(store: SqliteGraphStore, scan: MemberScan, limit: int) -> list[MemberRow]:
+    return _scan_counted(store, scan, limit)[0]
+
+
+def _scan_counted(
+    store: SqliteGraphStore, scan: MemberScan, limit: int
+) -> tuple[list[MemberRow], Counter[ConsentExclusion]]:
+    """Every row of ``scan`` and the persons its consent filter left out, counted by reason."""
     rows: list[MemberRow] = []
+    excluded: Counter[ConsentExclusion] = Counter()
     after = ""
-    while found := store.read(partial(_page, scan, after, limit)):
-        rows += found
-        after = found[-1].person_id
-    return rows
+    while (found := store.read(partial(_page, scan, after, limit))).scanned:
+        assert found.scanned == len(found.rows) + sum(found.excluded.values())
+        rows += found.rows
+        excluded.update(found.excluded)
+        after = found.last_person_id
+    return rows, excluded
 
 
 def _expected(
@@ -305,12 +316,9 @@ def _actual(
         consent_filter=engine.consent_filter(PURPOSE),
     )
     members: list[str] = []
-    denied: Counter[str] = Counter()
-    for row in _scan(store, scan, limit):
-        if row.excluded is not None:
-            assert (row.consents, row.attributes) == ((), ())
-            denied[row.excluded.value] += 1
-            continue
+    rows, excluded = _scan_counted(store, scan, limit)
+    denied: Counter[str] = Counter({reason.value: n for reason, n in excluded.items()})
+    for row in rows:
         # The records the page statement carries are the person's records, in the same order.
         assert list(row.consents) == store.read(partial(_consents_of, row.person_id))
         decision = engine.decide(
@@ -441,11 +449,19 @@ def test_member_scans_over_materialized_state_give_the_same_members_and_denials(
         assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
         assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
         # The consent rows decide exactly what the reference definition decides.
-        for row in _scan(store, MemberScan(consent_purposes=(PURPOSE,), consent_filter=PURPOSE), 3):
-            records = store.read(partial(_consents_of, row.person_id))
-            assert row.excluded == consent_exclusion(records, PURPOSE)
-            if row.excluded is None:
-                assert list(row.consents) == records
+        exclusions = {
+            row.person_id: consent_exclusion(
+                store.read(partial(_consents_of, row.person_id)), PURPOSE
+            )
+            for row in _scan(store, MemberScan(), 5)
+        }
+        kept, excluded = _scan_counted(
+            store, MemberScan(consent_purposes=(PURPOSE,), consent_filter=PURPOSE), 3
+        )
+        assert [row.person_id for row in kept] == [p for p, e in exclusions.items() if e is None]
+        assert excluded == Counter(e for e in exclusions.values() if e is not None)
+        for row in kept:
+            assert list(row.consents) == store.read(partial(_consents_of, row.person_id))
         for rules in RULE_SETS:
             assert _actual(store, engine, rules, limit) == _expected(store, engine, rules)
     finally:
@@ -671,7 +687,7 @@ def test_audience_state_is_filled_over_the_new_tables_when_a_version_6_file_migr
         )
         old_person = next(
             row.person_id
-            for row in store.read(lambda tx: tx.member_page(MemberScan(), "", 10))
+            for row in store.read(lambda tx: tx.member_page(MemberScan(), "", 10)).rows
             if row.person_id not in graph.persons
         )
         store.write(lambda tx: tx.apply(ChangeSet(merged={sorted(graph.persons)[0]: old_person})))

@@ -60,9 +60,9 @@ def _clusters(store: GraphStore, policy: IdentityPolicy) -> dict[str, dict[str, 
     def read(tx: GraphTransaction) -> dict[str, dict[str, Any]]:
         persons: list[str] = []
         cursor = ""
-        while page := tx.member_page(MemberScan(), cursor, 500):
-            persons += [row.person_id for row in page]
-            cursor = page[-1].person_id
+        while (page := tx.member_page(MemberScan(), cursor, 500)).scanned:
+            persons += [row.person_id for row in page.rows]
+            cursor = page.last_person_id
         found: dict[str, dict[str, Any]] = {}
         counts = tx.type_counts(persons)
         for person_id in persons:

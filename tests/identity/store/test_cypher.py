@@ -33,6 +33,7 @@ from identity.model import (
     FactStatus,
     IdentifierNode,
     MemberScan,
+    MemberScanPage,
     PersonRecord,
 )
 from identity.store import cypher
@@ -643,14 +644,16 @@ def test_member_page_passes_distinct_rules_and_reads_consents_and_attributes_per
     )
     rule = EventCountRule("purchase", T0, 2)
     scan = MemberScan((rule, rule), ("city", "city"), ("marketing",))
-    rows = Neo4jTransaction(cast(Any, fake), batch_size=2).member_page(scan, "p0", 10)
+    page = Neo4jTransaction(cast(Any, fake), batch_size=2).member_page(scan, "p0", 10)
+    assert (page.scanned, page.last_person_id, page.excluded) == (3, "p3", {})
+    rows = page.rows
     assert [r.person_id for r in rows] == ["p1", "p2", "p3"]
     # The fake answers both chunks (p1, p2 and p3) with the same rows: two copies each.
     assert rows[0].consents == (consent, consent)
     assert (rows[0].created_at, rows[0].last_seen) == (None, None)  # not asked for
     timed = MemberScan((rule,), person_times=True)
     again = _ScriptedTx({"MEMBER_PAGE": persons})
-    row = Neo4jTransaction(cast(Any, again), batch_size=2).member_page(timed, "p0", 10)[0]
+    row = Neo4jTransaction(cast(Any, again), batch_size=2).member_page(timed, "p0", 10).rows[0]
     assert (row.created_at, row.last_seen) == (T0, T0)
     assert [f.fact_id for f in rows[1].attributes] == ["f1", "f1"]
     assert rows[2].consents == ()
@@ -684,9 +687,10 @@ def test_member_page_without_attribute_names_or_matches_reads_no_more() -> None:
     from identity.store.neo4j import Neo4jTransaction
 
     empty = _ScriptedTx({})
-    assert Neo4jTransaction(cast(Any, empty), 100).member_page(MemberScan(), "", 10) == []
+    nothing = MemberScanPage((), 0, "", {})
+    assert Neo4jTransaction(cast(Any, empty), 100).member_page(MemberScan(), "", 10) == nothing
     assert [q for q, _ in empty.runs] == [cypher.MEMBER_PAGE]
-    assert Neo4jTransaction(cast(Any, empty), 100).member_page(MemberScan(), "", 0) == []
+    assert Neo4jTransaction(cast(Any, empty), 100).member_page(MemberScan(), "", 0) == nothing
     assert len(empty.runs) == 1
 
 

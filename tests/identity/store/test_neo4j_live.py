@@ -463,7 +463,7 @@ def test_member_page_seeks_persons_in_index_order_and_stops_at_the_limit(
     # The port's member_page returns the same page through the same statement.
     scan = MemberScan(event_rules=(EventCountRule("purchase", T0 - timedelta(days=1), 1),))
     page = neo4j_store.read(lambda tx: tx.member_page(scan, "p_000100", 10))
-    assert [r.person_id for r in page] == [f"p_{p:06d}" for p in range(102, 132, 3)]
+    assert [r.person_id for r in page.rows] == [f"p_{p:06d}" for p in range(102, 132, 3)]
 
 
 # -- start-up and compose -------------------------------------------------------------------------

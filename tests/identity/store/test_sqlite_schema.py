@@ -101,7 +101,7 @@ def test_a_version_1_file_gets_the_consents_table_and_the_new_version_when_opene
         assert store.read(lambda tx: tx.person_consents("p1", ["marketing"])) == [record]
         # The old data is intact and the event index built over it.
         scan = MemberScan(event_rules=(EventCountRule("purchase", T0, 1),))
-        (row,) = store.read(lambda tx: tx.member_page(scan, "", 10))
+        (row,) = store.read(lambda tx: tx.member_page(scan, "", 10)).rows
         assert row.person_id == "p1"
         assert store.stats().consents == 1
         assert store.stats().facts == 1
@@ -200,7 +200,7 @@ def test_a_migrated_version_6_file_takes_new_writes_and_erasures(
         # An old person gains a node: links and the node refer to the old person's keys.
         # A fixture person: the new person's random id sorts first now and then (it was
         # picked as "old" and merged into itself, a flaky FOREIGN KEY failure).
-        page = store.read(lambda tx: tx.member_page(MemberScan(), "", 2))
+        page = store.read(lambda tx: tx.member_page(MemberScan(), "", 2)).rows
         old = next(row.person_id for row in page if row.person_id != created.person_id)
         old_node = store.read(lambda tx: tx.cluster(old)).nodes[0]
         merged = ChangeSet(merged={created.person_id or "": old})
