@@ -570,10 +570,10 @@ class MemberScan:
     attribute_names: tuple[str, ...] = ()
     consent_purposes: tuple[str, ...] = ()
     # A purpose whose reads need a consent grant (its basis is consent and its default deny).
-    # Persons whose current consent for it cannot allow (see :func:`consent_exclusion`) come
-    # back as rows with ``excluded`` set and nothing loaded: still scanned and counted in id
-    # order, so paging, ``scanned`` and the denial counts of the audit are what a full load
-    # would give, without reading their records or attributes. ``None``: no such filter.
+    # Persons whose current consent for it cannot allow (see :func:`consent_exclusion`) are
+    # counted by reason in the page (``MemberScanPage.excluded``), nothing loaded: still scanned
+    # in id order, so paging, ``scanned`` and the denial counts of the audit are what a full
+    # load would give, without reading their records or attributes. ``None``: no such filter.
     consent_filter: str | None = None
     # Whether rows carry the person's ``created_at`` and ``last_seen`` (retention asks for
     # them). An audience or feature scan decides on consents and attributes alone, and with

@@ -80,6 +80,10 @@ def test_audience_bench_prints_every_mode_and_ratio_when_run_at_tiny_scale(
         assert spans["reopen"]["audit_ref_keys_made"] == 0
         assert spans["reopen"]["members"] == spans["first_ever"]["members"]
         assert spans["floor"]["persons"] > 0
+        # Where each cold span's CPU went (stop 37): user and system seconds, page faults.
+        for span in spans.values():
+            assert span["user_seconds"] >= 0 and span["system_seconds"] >= 0
+            assert span["minor_faults"] >= 0 and span["major_faults"] >= 0
     for name in ("cold", "cold_reopen", "cpu_cold", "cpu_cold_reopen"):
         key = f"audience_{name}_over_floor_cold"
         low, median, high = (ratios[f"{key}_{end}"] for end in ("min", "median", "max"))
