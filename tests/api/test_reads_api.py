@@ -48,6 +48,20 @@ class World:
         )
         return {"Authorization": f"Bearer {token}"}
 
+    def profile(
+        self,
+        person: str | None = None,
+        purpose: str = "ad_targeting",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """``GET /v1/profiles/{person}`` (A by default) for ``purpose``, with ``headers`` or a
+        fresh key for that purpose alone."""
+        return self.api.client.get(
+            f"/v1/profiles/{self.a if person is None else person}",
+            params={"purpose": purpose},
+            headers=self.key(purpose) if headers is None else headers,
+        )
+
 
 def _attr(name: str, category: str, value: Any, at: datetime = NOW) -> FactInput:
     return FactInput(FactKind.ATTRIBUTE, name, category, at, json.dumps(value).encode())
@@ -131,11 +145,7 @@ def _problem_shape(response: Any) -> dict[str, Any]:
 def test_profile_returns_only_categories_and_retention_of_the_purpose_when_consented(
     world: World,
 ) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "ad_targeting"},
-        headers=world.key("ad_targeting"),
-    )
+    response = world.profile()
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -151,11 +161,7 @@ def test_profile_returns_only_categories_and_retention_of_the_purpose_when_conse
 
 
 def test_profile_for_another_purpose_returns_that_purposes_categories(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "model_training"},
-        headers=world.key("model_training"),
-    )
+    response = world.profile(purpose="model_training")
 
     assert response.status_code == 200, response.text
     assert set(response.json()["attributes"]) == {
@@ -170,12 +176,8 @@ def test_denied_profile_is_indistinguishable_from_an_unknown_person_when_not_con
     world: World,
 ) -> None:
     headers = world.key("ad_targeting")
-    denied = world.api.client.get(
-        f"/v1/profiles/{world.b}", params={"purpose": "ad_targeting"}, headers=headers
-    )
-    withdrawn = world.api.client.get(
-        f"/v1/profiles/{world.c}", params={"purpose": "ad_targeting"}, headers=headers
-    )
+    denied = world.profile(world.b, headers=headers)
+    withdrawn = world.profile(world.c, headers=headers)
     unknown = world.api.client.get(
         "/v1/profiles/p_000000000000000000000000",
         params={"purpose": "ad_targeting"},
@@ -189,11 +191,7 @@ def test_denied_profile_is_indistinguishable_from_an_unknown_person_when_not_con
 
 
 def test_profile_is_403_before_any_lookup_when_the_key_lacks_the_purpose(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "ad_targeting"},
-        headers=world.key("analytics"),
-    )
+    response = world.profile(headers=world.key("analytics"))
 
     assert response.status_code == 403
     assert response.json()["type"].endswith("purpose-forbidden")
@@ -203,17 +201,13 @@ def test_profile_is_403_before_any_lookup_when_the_key_lacks_the_purpose(world: 
 
 
 def test_profile_is_403_when_the_key_lacks_the_read_scope(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=world.api.ingest
-    )
+    response = world.profile(headers=world.api.ingest)
 
     assert response.status_code == 403
 
 
 def test_unknown_purpose_is_422_listing_the_valid_purposes(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "spying"}, headers=world.key("*")
-    )
+    response = world.profile(purpose="spying", headers=world.key("*"))
 
     assert response.status_code == 422
     (error,) = response.json()["errors"]
@@ -223,9 +217,7 @@ def test_unknown_purpose_is_422_listing_the_valid_purposes(world: World) -> None
 
 
 def test_wildcard_key_reads_for_any_purpose(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=world.key("*")
-    )
+    response = world.profile(headers=world.key("*"))
 
     assert response.status_code == 200
 
@@ -588,9 +580,7 @@ def _data_keys(world: World) -> int:
 def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: World) -> None:
     in_scope, out_of_scope = world.key("ad_targeting"), world.key("model_training")
     # A known person's first audited read makes its reference key (once).
-    world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=in_scope
-    )
+    world.profile(headers=in_scope)
     before = _data_keys(world)
     for n in range(5):
         for headers in (in_scope, out_of_scope):
@@ -598,9 +588,7 @@ def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: Worl
                 f"/v1/profiles/p_{n:024d}", params={"purpose": "ad_targeting"}, headers=headers
             )
             assert unknown.status_code in (403, 404)
-    again = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=in_scope
-    )
+    again = world.profile(headers=in_scope)
 
     assert again.status_code == 200
     assert _data_keys(world) == before  # no key for any unknown id, none again for A
@@ -617,9 +605,7 @@ def test_a_consented_profile_read_takes_one_graph_statement_when_served(world: W
     conn = store._conn
     conn.set_trace_callback(statements.append)
     try:
-        read = world.api.client.get(
-            f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=headers
-        )
+        read = world.profile(headers=headers)
     finally:
         conn.set_trace_callback(None)
 
@@ -637,11 +623,7 @@ def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served
     # The route renders ProfileOut itself (one model_dump) instead of FastAPI's dump, second
     # validation and serialization on a worker thread: the answer must stay what FastAPI made
     # of the returned model, byte for byte, and the OpenAPI schema must still name the model.
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "ad_targeting"},
-        headers=world.key("ad_targeting"),
-    )
+    response = world.profile()
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
