@@ -564,6 +564,34 @@ def _now() -> datetime:
 _Row = tuple[object, ...]
 
 
+# The canonical encoding of an entry's hashed fields is written in three parts, each by one
+# function below, so that the writer of a group commit (SqliteAuditLog._chained), which encodes
+# the parts a group's entries share once, and verification (_prefix) cannot drift apart: both
+# are made of these functions alone (review finding D7 of stop 36: they were written twice).
+# Keys in sorted order, ``seq`` last: _head_text, then _middle_text, then _tail_text, then seq.
+
+
+def _head_text(action: object, actor: object, at: object, decision: object) -> str:
+    """The encoding up to the ``details`` value: ``{"action":…,"actor":…,"at":…,"decision":…,
+    "details":`` (what a group's entries with one head and one ``at`` share)."""
+    return (
+        f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
+        f'"decision":{_json(decision)},"details":'
+    )
+
+
+def _middle_text(details: object, person_id: object, prev: object) -> str:
+    """The ``details`` text (stored canonical JSON, hashed as stored), the person reference and
+    the previous digest: what differs from one entry to the next."""
+    return f'{details},"person_id":{_json(person_id)},"prev_digest":{_json(prev)}'
+
+
+def _tail_text(purpose: object, reason: object) -> str:
+    """The encoding after ``prev_digest`` up to the ``seq`` value (what entries with one purpose
+    and reason share)."""
+    return f',"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
+
+
 def _prefix(row: _Row) -> bytes | None:
     """The canonical encoding of ``row``'s hashed fields up to (not including) the seq value.
 
@@ -575,19 +603,18 @@ def _prefix(row: _Row) -> bytes | None:
     _, at, actor, action, purpose, person_id, decision, reason, details, prev = row[:10]
     try:
         text = (
-            f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
-            f'"decision":{_json(decision)},"details":{details},'
-            f'"person_id":{_json(person_id)},"prev_digest":{_json(prev)},'
-            f'"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
+            _head_text(action, actor, at, decision)
+            + _middle_text(details, person_id, prev)
+            + _tail_text(purpose, reason)
         )
     except (TypeError, ValueError):
         return None
-    # surrogateescape: bytes that are not UTF-8 (written by raw SQL) hash as the bytes they were.
-    return _DOMAIN + text.encode("utf-8", "surrogateescape")
+    return _DOMAIN + _utf8(text)
 
 
 def _utf8(text: str) -> bytes:
-    """``text`` as the digest hashes it (see :func:`_prefix`)."""
+    """``text`` as the digest hashes it: UTF-8, and bytes that are not UTF-8 (written by raw
+    SQL) as the bytes they were (surrogateescape)."""
     return text.encode("utf-8", "surrogateescape")
 
 
@@ -934,10 +961,11 @@ class SqliteAuditLog:
         results: list[list[AuditEntry]] = []
         rows: list[_Row] = []
         # The digest input of an entry is _prefix(row) + seq (see _row_digest), built here from
-        # parts: what all entries of a group with the same head share (the fields before
-        # ``details`` and those after ``prev_digest``, ``at`` included) is encoded once per
-        # group, not eight _json calls per entry. The same bytes, property-tested against
-        # _row_digest (tests/privacy/auditing/test_audit_digest_parts.py).
+        # the same three parts _prefix joins (_head_text, _middle_text, _tail_text): what all
+        # entries of a group with the same head share (the fields before ``details`` and those
+        # after ``prev_digest``, ``at`` included) is encoded once per group, not eight _json
+        # calls per entry. The same bytes, property-tested against _row_digest
+        # (tests/privacy/auditing/test_audit_digest_parts.py).
         heads: dict[tuple[str, str, str | None], bytes] = {}
         tails: dict[tuple[str | None, str], bytes] = {}
         sha256 = hashlib.sha256
@@ -955,15 +983,12 @@ class SqliteAuditLog:
                 head = heads.get((action, actor, decision))
                 if head is None:
                     head = heads[(action, actor, decision)] = _DOMAIN + _utf8(
-                        f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
-                        f'"decision":{_json(decision)},"details":'
+                        _head_text(action, actor, at, decision)
                     )
                 tail_part = tails.get((purpose, reason))
                 if tail_part is None:
-                    tail_part = tails[(purpose, reason)] = _utf8(
-                        f',"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
-                    )
-                middle = _utf8(f'{details},"person_id":{_json(person)},"prev_digest":{_json(prev)}')
+                    tail_part = tails[(purpose, reason)] = _utf8(_tail_text(purpose, reason))
+                middle = _utf8(_middle_text(details, person, prev))
                 digest = sha256(b"".join((head, middle, tail_part, b"%d}" % seq))).hexdigest()
                 rows.append(
                     (
