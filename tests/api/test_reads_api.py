@@ -20,11 +20,21 @@ from api.read_schemas import ProfileOut
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
-from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from identity.model import (
+    ConsentInput,
+    ConsentSignal,
+    FactInput,
+    FactKind,
+    FactStatus,
+    IdentityEvent,
+)
 from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
+from privacy.keys.keyprovider import LocalFileKeyProvider
+from privacy.keys.vault import Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.conftest import POLICY_DIR, Api
 
 NOW = datetime.now(UTC)
@@ -615,6 +625,70 @@ def test_a_consented_profile_read_takes_one_graph_statement_when_served(world: W
     # which is its own snapshot: no BEGIN and COMMIT around it either.
     assert len(queries) == 1, statements
     assert not [s for s in statements if s.lstrip().upper().startswith(("BEGIN", "COMMIT"))]
+
+
+def _shred_generation_reads(world: World, read: Any) -> tuple[Any, int]:
+    """``read()``'s answer and how many times the vault key file was asked for its shred
+    generation meanwhile (the vault's cache check and the audit reference lookup's)."""
+    statements: list[str] = []
+    conn = world.api.container.vault_keys._conn
+    conn.set_trace_callback(statements.append)
+    try:
+        answer = read()
+    finally:
+        conn.set_trace_callback(None)
+    return answer, sum("shred_generation" in s for s in statements)
+
+
+def test_a_consented_profile_read_asks_the_key_file_for_its_shred_generation_once_when_served(
+    world: World,
+) -> None:
+    # The vault's decrypt checks its key cache against the key file's shred generation, and the
+    # audit log's reference lookup for the person checks its cache against it too: the read
+    # hands the first reading to the second (stop 36 found two queries per read).
+    headers = world.key("ad_targeting")
+    assert world.profile(headers=headers).status_code == 200  # the person's reference is made
+
+    read, generation_reads = _shred_generation_reads(world, lambda: world.profile(headers=headers))
+
+    assert read.status_code == 200
+    assert generation_reads == 1
+    (entry,) = [e for e in world.api.container.audit.entries()[-1:] if e.action == "read.profile"]
+    assert entry.person_id == world.api.container.audit.person_ref(world.a)
+    assert world.api.container.audit.verify().ok
+
+
+def test_a_profile_read_fails_closed_when_another_process_shredded_the_persons_keys(
+    world: World, settings: Settings
+) -> None:
+    # The read asks the key file once (above): that one reading must still be the one the
+    # vault's key cache is checked against before any value is decrypted. Keys cached by an
+    # earlier read, shredded by another process (its own vault on the same files), are not
+    # used: the read fails and returns no value.
+    headers = world.key("ad_targeting")
+    first = world.profile(headers=headers)
+    assert first.status_code == 200
+    assert first.json()["attributes"]["city"]["value"] == "Lisbon"
+    rows = world.api.container.store.person_read(
+        world.a, (), (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
+    )
+    assert rows is not None
+    owners = {f.node_id for f in rows.facts}
+    keys = SqliteVaultKeyStore(settings.vault_keys_path)
+    try:
+        other = Vault(keys, LocalFileKeyProvider(settings.resolved_kek_file))
+        assert other.shred(owners) == len(owners)
+    finally:
+        keys.close()
+
+    again, generation_reads = _shred_generation_reads(world, lambda: world.profile(headers=headers))
+
+    # Keys gone while the graph still names the person (not a state an erasure leaves: it
+    # deletes the graph first): an internal error, no value in the answer.
+    assert again.status_code == 500
+    assert again.json()["type"].endswith("data-key-destroyed")
+    assert "Lisbon" not in again.text
+    assert generation_reads == 1  # the decrypt's: it failed before the audit was asked
 
 
 def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served(
