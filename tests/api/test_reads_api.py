@@ -691,6 +691,23 @@ def test_a_profile_read_fails_closed_when_another_process_shredded_the_persons_k
     assert generation_reads == 1  # the decrypt's: it failed before the audit was asked
 
 
+def test_a_profile_read_answers_no_value_when_its_audit_entry_cannot_be_written(
+    world: World,
+) -> None:
+    # The answer is built before the read's audit entry is appended (the append waits for its
+    # group's commit; the work after that wait ran on cold caches): it must still be returned
+    # only once the entry is durable, and not at all when the append fails.
+    headers = world.key("ad_targeting")
+    assert world.profile(headers=headers).json()["attributes"]["city"]["value"] == "Lisbon"
+    world.api.container.audit.close()  # every append fails from now on
+
+    response = world.profile(headers=headers)
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "Lisbon" not in response.text
+
+
 def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served(
     world: World,
 ) -> None:
