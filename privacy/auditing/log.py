@@ -870,7 +870,7 @@ class SqliteAuditLog:
         read the person's data (a profile read: :meth:`Vault.decrypt_and_generation
         <privacy.keys.vault.Vault.decrypt_and_generation>`). The person's reference is then
         looked up as of that generation instead of the key file being asked again: one key-file
-        query per read, not two (stop 36). The same reference the read would have had at the
+        query per read, not two (since stop 37). The same reference the read would have had at the
         moment its data was decrypted; a person shredded before that generation has no
         reference of its own any more (its entries use the shared-key one, as after any
         erasure), and a shred after it does not undo a read that already happened.
