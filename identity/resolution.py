@@ -67,6 +67,7 @@ from identity.model import (
     OutboundEvent,
     Outcome,
     PersonRecord,
+    Records,
     Refusal,
     RefusalReason,
     UnlinkResult,
@@ -1000,15 +1001,19 @@ class ResolutionEngine:
             if state.find(person) != person
         }
         node_person = state.node_person
-        new_nodes = tuple(
-            IdentifierNode(
-                node_id,
-                hashed,
-                find(person) if (person := node_person[node_id]) in parent else person,
-                first,
-                last,
-            )
-            for node_id, (hashed, first, last) in state.new_node_rows.items()
+        # Field tuples, not IdentifierNodes (see Records: the store writes rows of them).
+        new_nodes = Records(
+            IdentifierNode,
+            [
+                (
+                    node_id,
+                    hashed,
+                    find(person) if (person := node_person[node_id]) in parent else person,
+                    first,
+                    last,
+                )
+                for node_id, (hashed, first, last) in state.new_node_rows.items()
+            ],
         )
         # One row per refused identifier and event: the repeats of one identifier in an event
         # are equal refusals (position is not compared) and are stored once.
@@ -1050,7 +1055,7 @@ class ResolutionEngine:
             for survivor, persons in sorted(absorbed.items())
         )
 
-    def _seal(self, pending: list[_PendingFact], new_owners: Collection[str]) -> tuple[Fact, ...]:
+    def _seal(self, pending: list[_PendingFact], new_owners: Collection[str]) -> Sequence[Fact]:
         if not pending:
             return ()
         if self._sealer is None:  # raw identifiers of keep_raw types need the vault too
@@ -1063,11 +1068,15 @@ class ResolutionEngine:
                 seal_field = fields[(kind, name)] = f"{kind.value}:{name}"
             items.append((node_id, seal_field, payload))
         sealed = self._sealer.encrypt_many(items, new_owners=new_owners)
-        return tuple(
-            Fact(new_fact_id(), node_id, kind, name, category, at, source, status, blob, pii)
-            for (node_id, kind, name, category, at, _, status, pii, source), blob in zip(
-                pending, sealed, strict=True
-            )
+        # Field tuples, not Facts (see Records: the store writes rows of them).
+        return Records(
+            Fact,
+            [
+                (new_fact_id(), node_id, kind, name, category, at, source, status, blob, pii)
+                for (node_id, kind, name, category, at, _, status, pii, source), blob in zip(
+                    pending, sealed, strict=True
+                )
+            ],
         )
 
     # -- reads and admin operations -------------------------------------------------------------
