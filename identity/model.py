@@ -455,7 +455,8 @@ def record_fields(
 class ChangeSet:
     """Everything one resolution transaction writes, applied set-based by the store.
 
-    ``new_nodes`` and ``facts`` are tuples of records, or :class:`Records` (bulk batches)."""
+    ``new_nodes``, ``links`` and ``facts`` are tuples of records, or :class:`Records` (what
+    the resolution engine writes)."""
 
     new_persons: tuple[PersonRecord, ...] = ()
     new_nodes: Sequence[IdentifierNode] = ()
@@ -469,7 +470,7 @@ class ChangeSet:
     reassigned: Mapping[str, str] = field(default_factory=dict)
     # person_id -> last_seen to raise the person's activity time to
     persons_seen: Mapping[str, datetime] = field(default_factory=dict)
-    links: tuple[Link, ...] = ()
+    links: Sequence[Link] = ()
     refusals: tuple[Refusal, ...] = ()
     # Attributes replace the active attribute of the same name on the same node when at least as
     # recent; raw identifiers replace the node's raw identifier; everything else is appended.

@@ -201,7 +201,11 @@ class _BatchState:
     persons_seen: dict[str, datetime] = field(default_factory=dict)
     touched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     rehashed: dict[str, HashedIdentifier] = field(default_factory=dict)
-    links: dict[tuple[str, str, str], Link] = field(default_factory=dict)
+    # (a, b, source) -> the link's fields (a, b, source, first_at, last_at), a < b: a Link's
+    # fields, built into Links only if read (see Records).
+    links: dict[tuple[str, str, str], tuple[str, str, str, datetime, datetime]] = field(
+        default_factory=dict
+    )
     new_node_rows: dict[str, tuple[HashedIdentifier, datetime, datetime]] = field(
         default_factory=dict
     )
@@ -731,9 +735,9 @@ class ResolutionEngine:
             elif node_id != hub:
                 # Every node is new, so no link between them can exist yet (see _link_star).
                 if hub < node_id:
-                    links[(hub, node_id, source)] = Link(hub, node_id, source, at, at)
+                    links[(hub, node_id, source)] = (hub, node_id, source, at, at)
                 else:
-                    links[(node_id, hub, source)] = Link(node_id, hub, source, at, at)
+                    links[(node_id, hub, source)] = (node_id, hub, source, at, at)
         quarantined = self._attach(event, hub, state)
         return EventOutcome(
             Outcome.CREATED,
@@ -971,11 +975,9 @@ class ResolutionEngine:
             key = (a, b, source)
             known = state.links.get(key)
             if known is None:
-                state.links[key] = Link(a, b, source, at, at)
+                state.links[key] = (a, b, source, at, at)
             else:
-                state.links[key] = Link(
-                    a, b, source, min(known.first_at, at), max(known.last_at, at)
-                )
+                state.links[key] = (a, b, source, min(known[3], at), max(known[4], at))
 
     def _changes(
         self, state: _BatchState, outcomes: list[EventOutcome]
@@ -1026,7 +1028,7 @@ class ResolutionEngine:
             touched=state.touched,
             merged=merged,
             persons_seen={p: s for p, s in persons_seen.items() if p in state.existing_persons},
-            links=tuple(state.links.values()),
+            links=Records(Link, list(state.links.values())),
             refusals=refusals,
             consents=tuple(state.consents),
         )

@@ -506,6 +506,10 @@ def _node_fields(n: IdentifierNode) -> tuple[Any, ...]:
     return (n.node_id, n.hashed, n.person_id, n.first_seen, n.last_seen)
 
 
+def _link_fields(x: Link) -> tuple[Any, ...]:
+    return (x.a, x.b, x.source, x.first_at, x.last_at)
+
+
 def _fact_fields(f: Fact) -> tuple[Any, ...]:
     return (
         f.fact_id,
@@ -982,16 +986,18 @@ class _SqliteTransaction:
             )
         if changes.links:
             known = self._new_nodes
+            # (a, b, source, first_at, last_at) per link.
+            links = record_fields(changes.links, _link_fields)
             keys = self._node_keys(
-                {x.a for x in changes.links if x.a not in known}
-                | {x.b for x in changes.links if x.b not in known}
+                {x[0] for x in links if x[0] not in known}
+                | {x[1] for x in links if x[1] not in known}
             )
             _insert_rows(
                 conn,
                 "INSERT INTO links (a, b, source, first_at, last_at)",
                 [
-                    (keys.get(x.a), keys.get(x.b), x.source, ms(x.first_at), ms(x.last_at))
-                    for x in changes.links
+                    (keys.get(a), keys.get(b), source, ms(first_at), ms(last_at))
+                    for a, b, source, first_at, last_at in links
                 ],
                 "ON CONFLICT (a, b, source) DO UPDATE SET "
                 "first_at = min(first_at, excluded.first_at), "

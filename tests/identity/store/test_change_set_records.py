@@ -1,11 +1,11 @@
-"""A change set may carry its new nodes and facts as :class:`identity.model.Records` (the field
-tuples of each record, built into records only when read): the engine does so for every write
-since stop 37, because the SQLite store only turns each record into a row tuple again, and
-building a frozen dataclass per node and fact was ~2 % of bulk CPU. What must hold: Records read
-as the tuple of the same records; the store writes the same rows from Records as from records;
-and a bulk batch builds no IdentifierNode or Fact object for what it writes
-(``test_a_batch_of_new_identifiers_builds_no_node_or_fact_objects_...`` fails on the old code:
-one IdentifierNode per new node, one Fact per sealed value)."""
+"""A change set may carry its new nodes, links and facts as :class:`identity.model.Records`
+(the field tuples of each record, built into records only when read): the engine does so for
+every write since stop 37, because the SQLite store only turns each record into a row tuple
+again, and building a frozen dataclass per node, link and fact was ~3 % of bulk CPU. What must hold:
+Records read as the tuple of the same records; the store writes the same rows from Records as
+from records; and a bulk batch builds no IdentifierNode, Link or Fact object for what it writes
+(``test_a_batch_of_new_identifiers_builds_no_node_link_or_fact_objects_...`` fails on the old
+code: one IdentifierNode per new node, one Link per link, one Fact per sealed value)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from identity.hashing import Keyring
-from identity.model import ChangeSet, Fact, IdentifierNode, Records
+from identity.model import ChangeSet, Fact, IdentifierNode, Link, Records
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.port import GraphTransaction
@@ -38,6 +38,7 @@ def _as_records(changes: ChangeSet) -> ChangeSet:
     return replace(
         changes,
         new_nodes=Records(IdentifierNode, [_fields(n) for n in changes.new_nodes]),
+        links=Records(Link, [_fields(x) for x in changes.links]),
         facts=Records(Fact, [_fields(f) for f in changes.facts]),
     )
 
@@ -85,10 +86,11 @@ def test_store_writes_the_same_rows_when_nodes_and_facts_come_as_records(tmp_pat
         written[name] = _rows(tmp_path / f"{name}.sqlite3")
     assert written["records"] == written["objects"]
     assert len(written["records"]["identifiers"]) == 100
+    assert len(written["records"]["links"]) == 50
     assert len(written["records"]["facts"]) == 50
 
 
-def test_a_batch_of_new_identifiers_builds_no_node_or_fact_objects_when_written(
+def test_a_batch_of_new_identifiers_builds_no_node_link_or_fact_objects_when_written(
     tmp_path: Path,
     keyring: Keyring,
     policy: IdentityPolicy,
@@ -97,7 +99,7 @@ def test_a_batch_of_new_identifiers_builds_no_node_or_fact_objects_when_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     built: list[str] = []
-    for record_type in (IdentifierNode, Fact):
+    for record_type in (IdentifierNode, Link, Fact):
         init = record_type.__init__
 
         def counting(
@@ -125,6 +127,7 @@ def test_a_batch_of_new_identifiers_builds_no_node_or_fact_objects_when_written(
         store.close()
     written = _rows(tmp_path / "graph.sqlite3")
     assert len(written["identifiers"]) == 90
+    assert len(written["links"]) == 60
     assert len(written["facts"]) == 30  # the emails' sealed raw values
     assert [o.new_identifiers for o in outcomes] == [3] * 30
     assert built == []
