@@ -13,23 +13,20 @@ from typing import Any
 
 import pytest
 
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
+from bootstrap.container import Container
 from identity.errors import BatchValidationError
 from identity.model import FactKind, IdentityEvent
 from privacy.scanning.facts import FactIntake, FactsOf
 from services.inputs import IdentifyInput
+from tests.support.containers import opened_container
 
 AT = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
-    built = build_container(
-        Settings(env="test", data_dir=tmp_path / "data", default_region="GB", pii_scan=False)
-    )
-    yield built
-    built.close()
+    with opened_container(tmp_path / "data", pii_scan=False) as opened:
+        yield opened
 
 
 def _row(value: str, traits: dict[str, Any] | None = None) -> IdentifyInput:
