@@ -67,6 +67,7 @@ from identity.model import (
     OutboundEvent,
     Outcome,
     PersonRecord,
+    Records,
     Refusal,
     RefusalReason,
     UnlinkResult,
@@ -200,7 +201,11 @@ class _BatchState:
     persons_seen: dict[str, datetime] = field(default_factory=dict)
     touched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     rehashed: dict[str, HashedIdentifier] = field(default_factory=dict)
-    links: dict[tuple[str, str, str], Link] = field(default_factory=dict)
+    # (a, b, source) -> the link's fields (a, b, source, first_at, last_at), a < b: a Link's
+    # fields, built into Links only if read (see Records).
+    links: dict[tuple[str, str, str], tuple[str, str, str, datetime, datetime]] = field(
+        default_factory=dict
+    )
     new_node_rows: dict[str, tuple[HashedIdentifier, datetime, datetime]] = field(
         default_factory=dict
     )
@@ -730,9 +735,9 @@ class ResolutionEngine:
             elif node_id != hub:
                 # Every node is new, so no link between them can exist yet (see _link_star).
                 if hub < node_id:
-                    links[(hub, node_id, source)] = Link(hub, node_id, source, at, at)
+                    links[(hub, node_id, source)] = (hub, node_id, source, at, at)
                 else:
-                    links[(node_id, hub, source)] = Link(node_id, hub, source, at, at)
+                    links[(node_id, hub, source)] = (node_id, hub, source, at, at)
         quarantined = self._attach(event, hub, state)
         return EventOutcome(
             Outcome.CREATED,
@@ -970,11 +975,9 @@ class ResolutionEngine:
             key = (a, b, source)
             known = state.links.get(key)
             if known is None:
-                state.links[key] = Link(a, b, source, at, at)
+                state.links[key] = (a, b, source, at, at)
             else:
-                state.links[key] = Link(
-                    a, b, source, min(known.first_at, at), max(known.last_at, at)
-                )
+                state.links[key] = (a, b, source, min(known[3], at), max(known[4], at))
 
     def _changes(
         self, state: _BatchState, outcomes: list[EventOutcome]
@@ -1000,15 +1003,19 @@ class ResolutionEngine:
             if state.find(person) != person
         }
         node_person = state.node_person
-        new_nodes = tuple(
-            IdentifierNode(
-                node_id,
-                hashed,
-                find(person) if (person := node_person[node_id]) in parent else person,
-                first,
-                last,
-            )
-            for node_id, (hashed, first, last) in state.new_node_rows.items()
+        # Field tuples, not IdentifierNodes (see Records: the store writes rows of them).
+        new_nodes = Records(
+            IdentifierNode,
+            [
+                (
+                    node_id,
+                    hashed,
+                    find(person) if (person := node_person[node_id]) in parent else person,
+                    first,
+                    last,
+                )
+                for node_id, (hashed, first, last) in state.new_node_rows.items()
+            ],
         )
         # One row per refused identifier and event: the repeats of one identifier in an event
         # are equal refusals (position is not compared) and are stored once.
@@ -1021,7 +1028,7 @@ class ResolutionEngine:
             touched=state.touched,
             merged=merged,
             persons_seen={p: s for p, s in persons_seen.items() if p in state.existing_persons},
-            links=tuple(state.links.values()),
+            links=Records(Link, list(state.links.values())),
             refusals=refusals,
             consents=tuple(state.consents),
         )
@@ -1050,7 +1057,7 @@ class ResolutionEngine:
             for survivor, persons in sorted(absorbed.items())
         )
 
-    def _seal(self, pending: list[_PendingFact], new_owners: Collection[str]) -> tuple[Fact, ...]:
+    def _seal(self, pending: list[_PendingFact], new_owners: Collection[str]) -> Sequence[Fact]:
         if not pending:
             return ()
         if self._sealer is None:  # raw identifiers of keep_raw types need the vault too
@@ -1063,11 +1070,15 @@ class ResolutionEngine:
                 seal_field = fields[(kind, name)] = f"{kind.value}:{name}"
             items.append((node_id, seal_field, payload))
         sealed = self._sealer.encrypt_many(items, new_owners=new_owners)
-        return tuple(
-            Fact(new_fact_id(), node_id, kind, name, category, at, source, status, blob, pii)
-            for (node_id, kind, name, category, at, _, status, pii, source), blob in zip(
-                pending, sealed, strict=True
-            )
+        # Field tuples, not Facts (see Records: the store writes rows of them).
+        return Records(
+            Fact,
+            [
+                (new_fact_id(), node_id, kind, name, category, at, source, status, blob, pii)
+                for (node_id, kind, name, category, at, _, status, pii, source), blob in zip(
+                    pending, sealed, strict=True
+                )
+            ],
         )
 
     # -- reads and admin operations -------------------------------------------------------------

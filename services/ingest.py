@@ -35,7 +35,7 @@ from identity.errors import (
 from identity.group_commit import Arrival, GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
-from identity.model import EventOutcome, IdentityEvent
+from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import PreparedEvents, ResolutionEngine
 from privacy.auditing.log import AuditDraft, AuditLog
 from privacy.consent.mappers import MappedIdentifier, MappedPayload
@@ -267,21 +267,31 @@ class IngestService:
                 item.errors.extend(exc.errors)
             results.append(None)
             checked.append(item)
-        prepared = self._facts.prepare_many(
-            [
-                FactsOf(
-                    item.request.traits,
-                    [
-                        EventInput(e.name, e.timestamp or item.at, e.properties)
-                        for e in item.request.events
-                    ],
-                    item.at,
-                    wheres[item.index],
-                )
-                for item in checked
-            ]
+        # Only requests with traits or events have facts to check and scan; the others (most
+        # bulk rows: identifiers only) have none, which is what prepare_many answers for them,
+        # without a FactsOf and its drafts per row.
+        with_facts = [item for item in checked if item.request.traits or item.request.events]
+        prepared = iter(
+            self._facts.prepare_many(
+                [
+                    FactsOf(
+                        item.request.traits,
+                        [
+                            EventInput(e.name, e.timestamp or item.at, e.properties)
+                            for e in item.request.events
+                        ],
+                        item.at,
+                        wheres[item.index],
+                    )
+                    for item in with_facts
+                ]
+            )
+            if with_facts
+            else ()
         )
-        for item, facts in zip(checked, prepared, strict=True):
+        no_facts: tuple[FactInput, ...] = ()
+        for item in checked:
+            facts = next(prepared) if item.request.traits or item.request.events else no_facts
             if isinstance(facts, InputLimitError):
                 results[item.index] = facts
                 continue

@@ -50,6 +50,7 @@ from identity.model import (
     PersonRecord,
     RefusedAnchor,
     StoreStats,
+    record_fields,
 )
 from identity.store import sqlite_audience
 from storage.sqlite import (
@@ -502,6 +503,29 @@ def _wide_chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield chunk if padded == len(chunk) else [*chunk, *[chunk[-1]] * (padded - len(chunk))]
 
 
+def _node_fields(n: IdentifierNode) -> tuple[Any, ...]:
+    return (n.node_id, n.hashed, n.person_id, n.first_seen, n.last_seen)
+
+
+def _link_fields(x: Link) -> tuple[Any, ...]:
+    return (x.a, x.b, x.source, x.first_at, x.last_at)
+
+
+def _fact_fields(f: Fact) -> tuple[Any, ...]:
+    return (
+        f.fact_id,
+        f.node_id,
+        f.kind,
+        f.name,
+        f.category,
+        f.at,
+        f.source,
+        f.status,
+        f.sealed,
+        f.pii,
+    )
+
+
 def _insert_rows(
     conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
 ) -> None:
@@ -913,22 +937,24 @@ class _SqliteTransaction:
             _insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
             persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
-            owners = {n.person_id for n in changes.new_nodes} - persons.keys()
+            # (node_id, hashed, person_id, first_seen, last_seen) per node.
+            nodes = record_fields(changes.new_nodes, _node_fields)
+            owners = {person for _, _, person, _, _ in nodes} - persons.keys()
             if owners:
                 persons.update(self._keys("persons", owners))
             first = self._next_key("identifiers")
             node_rows = [
                 (
-                    first + i,
-                    n.node_id,
-                    n.hashed.type,
-                    n.hashed.key_id,
-                    n.hashed.digest,
-                    persons.get(n.person_id),  # None (unknown person): NOT NULL refuses it
-                    ms(n.first_seen),
-                    ms(n.last_seen),
+                    pk,
+                    node_id,
+                    hashed.type,
+                    hashed.key_id,
+                    hashed.digest,
+                    persons.get(person),  # None (unknown person): NOT NULL refuses it
+                    ms(first_seen),
+                    ms(last_seen),
                 )
-                for i, n in enumerate(changes.new_nodes)
+                for pk, (node_id, hashed, person, first_seen, last_seen) in enumerate(nodes, first)
             ]
             _insert_rows(
                 conn,
@@ -937,11 +963,7 @@ class _SqliteTransaction:
                 node_rows,
             )
             self._new_nodes.update(
-                zip(
-                    [n.node_id for n in changes.new_nodes],
-                    range(first, first + len(node_rows)),
-                    strict=True,
-                )
+                zip([f[0] for f in nodes], range(first, first + len(nodes)), strict=True)
             )
         if changes.rehashed:
             conn.executemany(
@@ -976,16 +998,18 @@ class _SqliteTransaction:
             )
         if changes.links:
             known = self._new_nodes
+            # (a, b, source, first_at, last_at) per link.
+            links = record_fields(changes.links, _link_fields)
             keys = self._node_keys(
-                {x.a for x in changes.links if x.a not in known}
-                | {x.b for x in changes.links if x.b not in known}
+                {x[0] for x in links if x[0] not in known}
+                | {x[1] for x in links if x[1] not in known}
             )
             _insert_rows(
                 conn,
                 "INSERT INTO links (a, b, source, first_at, last_at)",
                 [
-                    (keys.get(x.a), keys.get(x.b), x.source, ms(x.first_at), ms(x.last_at))
-                    for x in changes.links
+                    (keys.get(a), keys.get(b), source, ms(first_at), ms(last_at))
+                    for a, b, source, first_at, last_at in links
                 ],
                 "ON CONFLICT (a, b, source) DO UPDATE SET "
                 "first_at = min(first_at, excluded.first_at), "
@@ -1038,7 +1062,9 @@ class _SqliteTransaction:
 
     def _write_facts(self, facts: Sequence[Fact], ms: Callable[[datetime], int] = _ms) -> None:
         known = self._new_nodes
-        nodes = self._node_keys({f.node_id for f in facts if f.node_id not in known})
+        # (fact_id, node_id, kind, name, category, at, source, status, sealed, pii) per fact.
+        fields = record_fields(facts, _fact_fields)
+        nodes = self._node_keys({f[1] for f in fields if f[1] not in known})
         first = self._next_key("facts")
         insert = (
             "INSERT INTO facts (pk, fact_id, node, kind, name, category, at, source, status, "
@@ -1054,20 +1080,20 @@ class _SqliteTransaction:
             FactKind.ATTRIBUTE,
             FactStatus.ACTIVE,
         )
-        for pk, f in enumerate(facts, first):
-            kind, status = f.kind, f.status
+        for pk, fact in enumerate(fields, first):
+            fact_id, node_id, kind, name, category, at, source, status, sealed, pii = fact
             row = (
                 pk,
-                f.fact_id,
-                nodes.get(f.node_id),
+                fact_id,
+                nodes.get(node_id),
                 _FACT_KIND_TEXT[kind],
-                f.name,
-                f.category,
-                ms(f.at),
-                f.source,
+                name,
+                category,
+                ms(at),
+                source,
                 _FACT_STATUS_TEXT[status],
-                f.sealed,
-                ",".join(f.pii),
+                sealed,
+                ",".join(pii),
             )
             if kind is raw_kind:
                 raw.append(row)

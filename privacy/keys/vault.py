@@ -61,6 +61,7 @@ GCM tag. The AAD is ``b"idgraph-vault/1\\x00" + owner + b"\\x00" + field``.
 from __future__ import annotations
 
 import hmac
+import operator
 import os
 import secrets
 import threading
@@ -1222,23 +1223,26 @@ class Vault:
             # 32 bytes from the OS CSPRNG per owner: a full-strength AES-256 key, unique per
             # anchor (drawn in one call for the batch, then cut).
             pool = secrets.token_bytes(DEK_BYTES * len(owners))
-            deks = [pool[i * DEK_BYTES : (i + 1) * DEK_BYTES] for i in range(len(owners))]
-            wrapped = self._provider.wrap_many(
-                [(dek, _dek_aad(owner)) for owner, dek in zip(owners, deks, strict=True)]
-            )
-            fresh = {
-                owner: (key, dek) for owner, key, dek in zip(owners, wrapped, deks, strict=True)
-            }
+            deks = [pool[i : i + DEK_BYTES] for i in range(0, len(pool), DEK_BYTES)]
+            # Zipped and mapped rather than built item by item: a bulk batch makes ~20,000
+            # keys here, on the thread that reads the file (stop 37: the per-key comprehensions
+            # were ~3 % of that thread).
+            wrapped = self._provider.wrap_many(list(zip(deks, map(_dek_aad, owners), strict=True)))
+            rows = list(zip(owners, wrapped, strict=True))
             try:
-                stored = self._keys.insert_new(
-                    [(o, w) for o, (w, _) in fresh.items()], shred_refs, holder
-                )
+                stored = self._keys.insert_new(rows, shred_refs, holder)
             except KekRetiredError:
                 if attempt == _WRAP_ATTEMPTS - 1:
                     raise
                 self._provider.reload()
                 continue
-            mine = {o: dek for o, (w, dek) in fresh.items() if stored[o] is w or stored[o] == w}
+            if all(map(operator.is_, map(stored.__getitem__, owners), wrapped)):
+                return stored, dict(zip(owners, deks, strict=True))  # every key is ours
+            mine = {
+                o: dek
+                for o, w, dek in zip(owners, wrapped, deks, strict=True)
+                if stored[o] is w or stored[o] == w
+            }
             return stored, mine
         raise AssertionError("unreachable")  # pragma: no cover
 
