@@ -313,7 +313,9 @@ def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
     """
     keys = SqliteVaultKeyStore(settings.vault_keys_path)
     try:
-        vault = Vault(keys, open_key_provider(settings))
+        # Pool keys made ahead on a background thread: a server's requests do not wait for a
+        # refill's key-file commit (Vault.reserve_owners).
+        vault = Vault(keys, open_key_provider(settings), refill_ahead=True)
         vault.check_keks()
     except BaseException:
         keys.close()
