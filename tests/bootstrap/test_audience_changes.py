@@ -11,30 +11,21 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
+from bootstrap.container import Container
 from identity import outbound
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
 from privacy.access.audiences import AudienceRules
 from privacy.access.policy_engine import Caller
-from tests.conftest import POLICY_DIR, REPO
+from tests.conftest import REPO
+from tests.support.containers import opened_container
 
 NOW = datetime.now(UTC)
 
 
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
-    built = build_container(
-        Settings(
-            env="test",
-            data_dir=tmp_path / "data",
-            policy_dir=POLICY_DIR,
-            default_region="GB",
-            outbound_events=True,
-        )
-    )
-    yield built
-    built.close()
+    with opened_container(tmp_path / "data", outbound_events=True) as built:
+        yield built
 
 
 def _ingest(container: Container, email: str, *, city: str | None, granted: bool | None) -> str:

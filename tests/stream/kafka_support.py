@@ -1,4 +1,4 @@
-"""Reading topics back in the stream tests."""
+"""Writing records to topics and reading topics back in the stream tests."""
 
 from __future__ import annotations
 
@@ -7,10 +7,42 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 # Seconds; a net for a broker that stopped answering, never an assertion about speed.
 READ_NET_S = 300.0
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    *,
+    keys: list[bytes] | None = None,
+    headers: list[Any] | None = None,
+) -> None:
+    """Write ``values`` to ``topic`` in order (with their ``keys``/``headers`` when given), acked by
+    all replicas; waits out a full local queue instead of failing."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for index, value in enumerate(values):
+        key = keys[index] if keys is not None else None
+        header = headers[index] if headers is not None else None
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=header)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def identify_record(email: str, message_id: str | None = None, **fields: Any) -> bytes:
+    """An ingest record with one email identifier, its ``message_id`` and any other ``fields``."""
+    body: dict[str, Any] = {"identifiers": [{"type": "email", "value": email}]}
+    if message_id is not None:
+        body["message_id"] = message_id
+    body.update(fields)
+    return json.dumps(body).encode()
 
 
 def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = READ_NET_S) -> list[Any]:

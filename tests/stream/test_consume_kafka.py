@@ -24,7 +24,6 @@ from confluent_kafka import (
     ConsumerGroupState,
     KafkaError,
     KafkaException,
-    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
@@ -37,7 +36,7 @@ from stream.worker import StreamWorker, WorkerConfig
 from tests.conftest import POLICY_DIR
 
 from .conftest import TopicFactory
-from .kafka_support import read_all
+from .kafka_support import identify_record, produce, read_all
 
 pytestmark = pytest.mark.kafka
 # Seconds; a net for a hang while waiting on a condition, never an assertion about speed (CI
@@ -47,18 +46,8 @@ WAIT_NET_S = 600
 # a worker that waits for it, never an assertion about speed: going on takes a second or two).
 FROZEN_NET_S = 60
 
-from bootstrap.container import Container, build_container  # noqa: E402
-from bootstrap.settings import Settings  # noqa: E402
-
-
-def _settings(data_dir: Path, outbound_events: bool = True) -> Settings:
-    return Settings(
-        env="test",
-        data_dir=data_dir,
-        policy_dir=POLICY_DIR,
-        default_region="GB",
-        outbound_events=outbound_events,
-    )
+from bootstrap.container import Container  # noqa: E402
+from tests.support.containers import opened_container  # noqa: E402
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -75,36 +64,13 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
-    built = build_container(_settings(tmp_path / "data"))
-    yield built
-    built.close()
-
-
-def _produce(
-    bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None = None
-) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-    for index, value in enumerate(values):
-        key = keys[index] if keys is not None else None
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
+    with opened_container(tmp_path / "data", outbound_events=True) as built:
+        yield built
 
 
 def _identify(email: str, message_id: str | None = None, *, page_view: bool = False) -> bytes:
-    body: dict[str, Any] = {
-        "identifiers": [{"type": "email", "value": email}],
-        "source": "web",
-    }
-    if message_id is not None:
-        body["message_id"] = message_id
-    if page_view:
-        body["events"] = [{"name": "page_view"}]
-    return json.dumps(body).encode()
+    events = {"events": [{"name": "page_view"}]} if page_view else {}
+    return identify_record(email, message_id, source="web", **events)
 
 
 def _worker(
@@ -182,7 +148,7 @@ def test_records_of_every_shape_are_resolved_and_their_offsets_committed(
         "anonymousId": "anon-7",
         "messageId": "seg-2",
     }
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
@@ -214,7 +180,7 @@ def test_the_idle_exit_waits_for_records_a_slow_fetch_has_not_returned_yet(
     than there are), as a loaded broker may be slow to answer: a quiet spell alone would make
     the run exit 0 with its backlog unread (what a 3 s idle exit could do in CI)."""
     topic, dlq = new_topic("slow-fetch"), new_topic("dlq")
-    _produce(kafka_bootstrap, topic, [_identify("fi@slow.example", "s-1")])
+    produce(kafka_bootstrap, topic, [_identify("fi@slow.example", "s-1")])
     worker, _ = _worker(
         container,
         kafka_bootstrap,
@@ -232,7 +198,7 @@ def test_a_poison_record_is_dead_lettered_by_reference_and_its_partition_keeps_f
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("ingest"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
@@ -264,7 +230,7 @@ def test_a_redelivered_batch_is_a_no_op(
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("ingest"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap, topic, [_identify(f"r{i}@redo.example", page_view=True) for i in range(5)]
     )
     first, _ = _worker(container, kafka_bootstrap, [topic], dlq)
@@ -318,7 +284,7 @@ def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_
     # must still be applied. (Waiting for the answer, the worker sat in the commit until the
     # broker came back: socket.timeout.ms is raised so that is longer than this test's net.)
     topic, dlq = new_topic("ingest"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap, topic, [_identify(f"f{i}@freeze.example", f"frz-{i}") for i in range(4)]
     )
     frozen: list[_FreezingIngest] = []
@@ -364,7 +330,7 @@ def test_an_erasure_is_published_once_after_it_completes(
         outbound.PERSON_SPLIT: erasure_topic,
         outbound.AUDIENCE_MEMBERSHIP: consent_topic,
     }
-    _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-1")])
+    produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-1")])
     worker, _metrics = _worker(container, kafka_bootstrap, [topic], dlq, publish=publish)
     worker.run(idle_exit_s=2)
     person = container.links.resolve(("email", "di@erase.example"))
@@ -380,7 +346,7 @@ def test_an_erasure_is_published_once_after_it_completes(
     assert [(doc["type"], doc["person_id"]) for _, doc, _ in erased] == [("person.erased", person)]
     assert container.store.read(lambda tx: tx.outbound_page(10)) == []
     # Re-ingesting the erased email does not bring the person back (suppression list).
-    _produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-2")])
+    produce(kafka_bootstrap, topic, [_identify("di@erase.example", "e-2")])
     again, _ = _worker(container, kafka_bootstrap, [topic], dlq, publish=publish)
     again.run(idle_exit_s=2)
     assert container.links.resolve(("email", "di@erase.example")) is None
@@ -403,16 +369,14 @@ def _consume_command(
 
 def _prepare_store(data_dir: Path) -> None:
     # Creates the data dir, its development hash key and the schema before the children start.
-    build_container(_settings(data_dir)).close()
+    with opened_container(data_dir, outbound_events=True):
+        pass
 
 
 def _stats(data_dir: Path) -> tuple[int, int]:
-    built = build_container(_settings(data_dir))
-    try:
+    with opened_container(data_dir, outbound_events=True) as built:
         stats = built.store.stats()
-        return stats.persons, stats.facts
-    finally:
-        built.close()
+    return stats.persons, stats.facts
 
 
 def _kill_mid_batch(
@@ -472,7 +436,7 @@ def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     data_dir = tmp_path / "data"
     _prepare_store(data_dir)
     # No message ids: the records' coordinates are what makes a redelivery harmless here.
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [_identify(f"k{i}@kill.example", page_view=True) for i in range(records)],
@@ -524,7 +488,7 @@ def test_two_consumers_share_the_partitions_through_a_rebalance(
         _identify(f"r{i}@rebalance.example", f"m-{i}", page_view=True) for i in range(records)
     ]
     keys = [f"k{i}".encode() for i in range(records)]
-    _produce(kafka_bootstrap, topic, values[:half], keys=keys[:half])
+    produce(kafka_bootstrap, topic, values[:half], keys=keys[:half])
     group = f"g-rebalance-{topic}"
     # No idle exit: the members run until the test stops them (SIGTERM: finish the batch,
     # commit, leave, print the summary). An idle exit raced with the second member's start-up:
@@ -546,7 +510,7 @@ def test_two_consumers_share_the_partitions_through_a_rebalance(
         _wait_for(
             lambda: _assigned_members(kafka_bootstrap, group) == 2, "shared assignment", children
         )
-        _produce(kafka_bootstrap, topic, values[half:], keys=keys[half:])
+        produce(kafka_bootstrap, topic, values[half:], keys=keys[half:])
         _wait_for(
             lambda: _committed(kafka_bootstrap, group, topic, 4) >= records, "full commit", children
         )

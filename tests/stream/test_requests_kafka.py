@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
+from bootstrap.container import Container
 from privacy.auditing.log import PERSON_REF_INFO, SqliteAuditLog
 from privacy.consent.recording import CONSENT_RECORDED
 from privacy.dsr.model import DsrCaller
@@ -26,34 +25,18 @@ from stream.metrics import StreamMetrics
 from stream.replay import DeadLetterReplay
 from stream.worker import StreamWorker, WorkerConfig, WorkerStoppedError
 from tests.conftest import POLICY_DIR
+from tests.support.containers import opened_container
 
 from .conftest import TopicFactory
-from .kafka_support import read_all
+from .kafka_support import identify_record, produce, read_all
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
-    built = build_container(
-        Settings(
-            env="test",
-            data_dir=tmp_path / "data",
-            policy_dir=POLICY_DIR,
-            default_region="GB",
-        )
-    )
-    yield built
-    built.close()
-
-
-def _produce(
-    bootstrap: str, topic: str, values: list[bytes], headers: list[Any] | None = None
-) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    for index, value in enumerate(values):
-        producer.produce(topic, value=value, headers=headers[index] if headers else None)
-    assert producer.flush(60) == 0
+    with opened_container(tmp_path / "data") as built:
+        yield built
 
 
 def _worker(
@@ -91,14 +74,7 @@ def _worker(
 
 
 def _consent(email: str, message_id: str, **signals: Any) -> bytes:
-    return json.dumps(
-        {
-            "identifiers": [{"type": "email", "value": email}],
-            "message_id": message_id,
-            "timestamp": "2026-03-01T10:00:00+00:00",
-            **signals,
-        }
-    ).encode()
+    return identify_record(email, message_id, timestamp="2026-03-01T10:00:00+00:00", **signals)
 
 
 def _granted(container: Container, email: str, purpose: str) -> list[bool]:
@@ -112,7 +88,7 @@ def test_consent_signals_are_recorded_audited_and_deduplicated_when_read_from_a_
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("consent"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
@@ -141,7 +117,7 @@ def test_a_consent_signal_the_api_would_refuse_is_dead_lettered_without_its_valu
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("consent"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
@@ -177,7 +153,7 @@ def test_dsr_requests_are_accepted_once_and_invalid_ones_dead_lettered(
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("dsr"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
@@ -206,22 +182,13 @@ def test_dead_letters_are_replayed_by_reference_after_a_policy_fix(
     shutil.copytree(POLICY_DIR, policies)
     topic, dlq = new_topic("ingest"), new_topic("dlq")
 
-    def identify(email: str, message_id: str, traits: dict[str, Any]) -> bytes:
-        return json.dumps(
-            {
-                "identifiers": [{"type": "email", "value": email}],
-                "message_id": message_id,
-                "traits": traits,
-            }
-        ).encode()
-
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
-            identify("hal@replay.example", "r-1", {"loyalty_tier": "gold"}),
-            identify("ida@replay.example", "r-2", {"shoe_size": "secret-44"}),
-            identify("jo@replay.example", "r-3", {"city": "Leeds"}),
+            identify_record("hal@replay.example", "r-1", traits={"loyalty_tier": "gold"}),
+            identify_record("ida@replay.example", "r-2", traits={"shoe_size": "secret-44"}),
+            identify_record("jo@replay.example", "r-3", traits={"city": "Leeds"}),
         ],
     )
 
@@ -230,17 +197,9 @@ def test_dead_letters_are_replayed_by_reference_after_a_policy_fix(
             container, kafka_bootstrap, dlq, ingest=(topic,), group="replay", source="sdk"
         )
 
-    def settings() -> Settings:
-        return Settings(
-            env="test", data_dir=tmp_path / "data", policy_dir=policies, default_region="GB"
-        )
-
-    before = build_container(settings())
-    try:
+    with opened_container(tmp_path / "data", policy_dir=policies) as before:
         summary = ingest_worker(before).run(idle_exit_s=3)
         assert (summary["applied"], summary["dead_letters"]) == (1, 2)
-    finally:
-        before.close()
     # The fix: the facts policy learns the attribute the first record carried.
     categories = policies / "categories.yaml"
     categories.write_text(
@@ -250,8 +209,7 @@ def test_dead_letters_are_replayed_by_reference_after_a_policy_fix(
             1,
         )
     )
-    after = build_container(settings())
-    try:
+    with opened_container(tmp_path / "data", policy_dir=policies) as after:
         report = DeadLetterReplay(ingest_worker(after)).run()
         assert (report.letters, report.applied, report.dead_letters, report.expired) == (2, 1, 1, 0)
         person = after.links.resolve(("email", "hal@replay.example"))
@@ -266,8 +224,6 @@ def test_dead_letters_are_replayed_by_reference_after_a_policy_fix(
         again = DeadLetterReplay(ingest_worker(after)).run()
         assert (again.letters, again.applied, again.dead_letters) == (1, 0, 1)
         assert after.store.stats().persons == 2
-    finally:
-        after.close()
 
 
 def _audit_blocked_worker(
@@ -323,7 +279,7 @@ def test_consent_audit_entries_missed_after_the_commit_are_written_before_the_of
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("consent"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [_consent("kim@audit.example", "a-1", decisions={"marketing_email": True})],
@@ -346,7 +302,7 @@ def test_a_worker_that_cannot_write_the_consent_audit_stops_without_committing(
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     topic, dlq = new_topic("consent"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [_consent("lu@audit.example", "a-2", decisions={"marketing_email": False})],
@@ -370,50 +326,39 @@ def test_a_worker_that_cannot_write_the_consent_audit_stops_without_committing(
 
 
 def test_a_dead_letter_written_twice_by_a_redelivery_is_replayed_once(
-    kafka_bootstrap: str, new_topic: TopicFactory, tmp_path: Path
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
     # A batch redelivered after a lost offset commit writes its dead letters again (at least
     # once). The replay must not apply or dead-letter the same record once per copy: the copies
     # would multiply with every replay.
     topic, dlq = new_topic("ingest"), new_topic("dlq")
-    _produce(
+    produce(
         kafka_bootstrap,
         topic,
         [
-            json.dumps(
-                {
-                    "identifiers": [{"type": "email", "value": "kim@twice.example"}],
-                    "message_id": "tw-1",
-                    "traits": {"shoe_size": "secret-44"},  # refused before and after the replay
-                }
-            ).encode()
+            # Refused before and after the replay.
+            identify_record("kim@twice.example", "tw-1", traits={"shoe_size": "secret-44"})
         ],
     )
 
-    def ingest_worker(container: Container) -> StreamWorker:
+    def ingest_worker() -> StreamWorker:
         return _worker(
             container, kafka_bootstrap, dlq, ingest=(topic,), group="twice", source="sdk"
         )
 
-    opened = build_container(
-        Settings(env="test", data_dir=tmp_path / "data", policy_dir=POLICY_DIR)
-    )
+    assert ingest_worker().run(idle_exit_s=3)["dead_letters"] == 1
+    # The offset commit "never reached the broker": the group starts over, as a
+    # redelivery after a crash does, and the batch writes its letter a second time.
+    rewind = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"twice-{dlq}"})
     try:
-        assert ingest_worker(opened).run(idle_exit_s=3)["dead_letters"] == 1
-        # The offset commit "never reached the broker": the group starts over, as a
-        # redelivery after a crash does, and the batch writes its letter a second time.
-        rewind = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"twice-{dlq}"})
-        try:
-            rewind.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
-        finally:
-            rewind.close()
-        assert ingest_worker(opened).run(idle_exit_s=3)["dead_letters"] == 1
-        copies = [doc for _, doc, _ in read_all(kafka_bootstrap, dlq, expect=2)]
-        assert [(d["source"]["offset"], d["attempt"]) for d in copies] == [(0, 1), (0, 1)]
-
-        report = DeadLetterReplay(ingest_worker(opened)).run()
-        assert (report.letters, report.repeated, report.dead_letters) == (2, 1, 1)
-        letters = [doc for _, doc, _ in read_all(kafka_bootstrap, dlq, expect=3)]
-        assert [d["attempt"] for d in letters] == [1, 1, 2]
+        rewind.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     finally:
-        opened.close()
+        rewind.close()
+    assert ingest_worker().run(idle_exit_s=3)["dead_letters"] == 1
+    copies = [doc for _, doc, _ in read_all(kafka_bootstrap, dlq, expect=2)]
+    assert [(d["source"]["offset"], d["attempt"]) for d in copies] == [(0, 1), (0, 1)]
+
+    report = DeadLetterReplay(ingest_worker()).run()
+    assert (report.letters, report.repeated, report.dead_letters) == (2, 1, 1)
+    letters = [doc for _, doc, _ in read_all(kafka_bootstrap, dlq, expect=3)]
+    assert [d["attempt"] for d in letters] == [1, 1, 2]

@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bootstrap.container import Container, build_container
-from bootstrap.settings import Settings
 from privacy.access.api_keys import Scope
-from tests.conftest import POLICY_DIR
+from tests.support.containers import service_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +36,8 @@ def served_ingest_app(
 ) -> Iterator[IngestApp]:
     """The real app (container on ``work``, no PII scan, region GB) and its keys; closed after."""
     container = build_container(
-        Settings(
-            env="test",
-            data_dir=work / "data",
-            policy_dir=POLICY_DIR,
-            default_region="GB",
+        service_settings(
+            work / "data",
             max_batch_events=max_batch_events,
             pii_scan=False,
             rate_limit_per_minute=rate_limit,
