@@ -313,9 +313,7 @@ def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
     """
     keys = SqliteVaultKeyStore(settings.vault_keys_path)
     try:
-        # Pool keys made ahead on a background thread: a server's requests do not wait for a
-        # refill's key-file commit (Vault.reserve_owners).
-        vault = Vault(keys, open_key_provider(settings), refill_ahead=True)
+        vault = Vault(keys, open_key_provider(settings))
         vault.check_keks()
     except BaseException:
         keys.close()

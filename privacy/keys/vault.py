@@ -440,7 +440,6 @@ class Vault:
         process: ProcessIdentity | None = None,
         subkey_cache_size: int | None = None,
         max_keys_ahead: int = MAX_KEYS_AHEAD,
-        refill_ahead: bool = False,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -483,16 +482,6 @@ class Vault:
         self._pool_size = pool_size
         self._refill_size = min(_FIRST_REFILL, pool_size)
         self._pool_closed = False  # discard_pool() ran: nothing is handed out or kept any more
-        # The key file's shred generation read before the pool's newest keys were made: a
-        # reservation caches its keys under it instead of reading the key file again (pool ids
-        # are fresh random ids, never nodes, so no shred can name them; a shred since then only
-        # keeps them out of the cache, and sealing reads them from the key file).
-        self._pool_generation = -1
-        # ``refill_ahead`` (a server: bootstrap.container): a reservation that leaves the pool
-        # below a quarter of its next refill starts that refill on a background thread, so the
-        # requests after it find keys made (see reserve_owners). ``_refilling``: that thread.
-        self._refill_ahead = refill_ahead
-        self._refilling: threading.Thread | None = None
         # This process as the key file records the pool's keys (sweep_unused), registered on
         # the first refill.
         self._process = process or process_identity()
@@ -760,19 +749,7 @@ class Vault:
             if len(self._pool) < count:
                 self._refill(make_owner, count)
             taken = [self._pool.popitem(last=False) for _ in range(count)]
-            generation = self._pool_generation
-            if (
-                self._refill_ahead
-                and self._refilling is None
-                and len(self._pool) < self._refill_size // 4
-            ):
-                self._refilling = threading.Thread(
-                    target=self._refill_in_background,
-                    args=(make_owner,),
-                    name="vault-key-pool-refill",
-                    daemon=True,
-                )
-                self._refilling.start()
+        generation = self._keys.shred_generation()
         self._cache.put_many(taken, generation=generation)  # sealing finds them without a read
         return [owner for owner, _ in taken]
 
@@ -805,14 +782,6 @@ class Vault:
                     continue
                 self._pool[owner] = cipher
 
-    def wait_for_refill(self) -> None:
-        """Return once no pool refill runs on a background thread (``refill_ahead``; a stop
-        waits in :meth:`discard_pool`)."""
-        with self._pool_lock:
-            refilling = self._refilling
-        if refilling is not None:
-            refilling.join()
-
     def discard_pool(self) -> int:
         """Delete the keys made ahead that were never handed out, and stop handing out any
         (a stopping process: ``bootstrap.container.Container.close``); returns how many.
@@ -827,9 +796,7 @@ class Vault:
         (:meth:`release_owners`). A crash still leaves its pool behind (at most one per crash).
         """
         with self._pool_lock:
-            self._pool_closed = True  # no refill starts from here on
-        self.wait_for_refill()  # one in flight pools its keys first: they are deleted with it
-        with self._pool_lock:
+            self._pool_closed = True
             owners = list(self._pool)
             self._pool.clear()
             with self._handed_lock:
@@ -989,68 +956,21 @@ class Vault:
         return rest
 
     def _refill(self, make_owner: Callable[[], str], count: int) -> None:
-        """Top the pool up on the caller's thread (pool lock held): at least ``count`` keys."""
         target = max(self._refill_size, count)  # count <= pool_size (reserve_owners)
         self._refill_size = min(self._pool_size, self._refill_size * 2)
-        self._pooled(self._made_ahead(make_owner, target - len(self._pool), self._pool_holder()))
-
-    def _refill_in_background(self, make_owner: Callable[[], str]) -> None:
-        """Top the pool up to its next refill size, off the request path (``refill_ahead``).
-
-        Why: on a server the refill ran inside a request, holding the pool lock through its
-        key-file commit (thousands of keys wrapped, inserted and fsync'd): every concurrent
-        request that needed keys waited behind it. Made here, before the pool runs dry, the
-        keys are wrapped and stored without the pool lock and only then pooled, so requests
-        keep taking the keys still pooled meanwhile. The crash and durability promises are the
-        pool's (reserve_owners): the keys are durably stored, under this process's holder
-        mark, before any of their ids is pooled, and a stop waits for this thread
-        (discard_pool). A failure here is left to the request path: a reservation that finds
-        the pool short refills on its own thread, as without refills ahead, and raises the
-        key file's error to its caller.
-        """
-        made = None
-        try:
-            with self._pool_lock:
-                holder = self._pool_holder()
-                wanted = self._refill_size - len(self._pool)
-                self._refill_size = min(self._pool_size, self._refill_size * 2)
-            if wanted > 0:
-                made = self._made_ahead(make_owner, wanted, holder)
-        except Exception:  # noqa: BLE001 - the request path refills and reports it (docstring)
-            made = None
-        finally:
-            with self._pool_lock:
-                if made is not None:
-                    self._pooled(made)
-                self._refilling = None
-
-    def _pool_holder(self) -> int:
-        """This process's holder id for its pool's keys, registered on first use (pool lock
-        held): its pool's keys name it, so a process that dies with ids in its pool can have
-        them removed after it is gone (sweep_unused), never before."""
-        if self._holder is None:
-            self._holder = self._keys.register_holder(self._process)
-        return self._holder
-
-    def _made_ahead(
-        self, make_owner: Callable[[], str], count: int, holder: int
-    ) -> tuple[int, dict[str, AESGCM]]:
-        """``count`` fresh owners with durably stored keys marked with ``holder``, and the
-        shred generation read before they were made (see ``_pool_generation``)."""
-        generation = self._keys.shred_generation()
-        wanted = {make_owner() for _ in range(count)}
+        wanted = {make_owner() for _ in range(target - len(self._pool))}
         for owner in wanted:
             _check_name("owner", owner)
-        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted), holder)
-        # Another process storing a key for a fresh random owner meanwhile would be an id
-        # collision: such an owner is simply not pooled.
-        return generation, {owner: AESGCM(mine[owner]) for owner in sorted(wanted) if owner in mine}
-
-    def _pooled(self, made: tuple[int, dict[str, AESGCM]]) -> None:
-        """Add keys :meth:`_made_ahead` made to the pool (pool lock held)."""
-        generation, ciphers = made
-        self._pool.update(ciphers)
-        self._pool_generation = max(self._pool_generation, generation)
+        if self._holder is None:
+            # Once per process: its pool's keys name it, so a process that dies with ids in its
+            # pool can have them removed after it is gone (sweep_unused), never before.
+            self._holder = self._keys.register_holder(self._process)
+        _, mine = self._insert_fresh(wanted, self._shred_refs(wanted), self._holder)
+        for owner in sorted(wanted):
+            # Another process storing a key for a fresh random owner meanwhile would be an id
+            # collision: such an owner is simply not pooled.
+            if owner in mine:
+                self._pool[owner] = AESGCM(mine[owner])
 
     # -- encryption ------------------------------------------------------------------------
 

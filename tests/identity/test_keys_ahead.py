@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from identity.resolution import ResolutionEngine
 from identity.store.sqlite import SqliteGraphStore
 from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey, create_kek_file
 from privacy.keys.process import ProcessIdentity, process_identity
-from privacy.keys.vault import REFS_OWNER, Vault, VaultUnavailableError
+from privacy.keys.vault import REFS_OWNER, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.conftest import T0, Ids
 
@@ -531,123 +530,3 @@ def test_keys_made_ahead_keep_no_mark_once_their_batches_committed_and_the_vault
     setup.vault.discard_pool()
     assert _marked(tmp_path) == 0  # nothing left for a sweep: every key is used or deleted
     assert len(_owners_in_key_file(tmp_path)) == 40
-
-
-class _HeldStore(_SizedStore):
-    """A sized store whose key-inserting transactions after the first ``free`` can be held
-    (``held``: entered, waiting; ``go``: let them run) or made to fail (``fail``)."""
-
-    def __init__(self, path: Path, free: int) -> None:
-        super().__init__(path)
-        self.free = free
-        self.held = threading.Event()
-        self.go = threading.Event()
-        self.go.set()
-        self.fail = False
-
-    def insert_new(
-        self,
-        rows: Sequence[tuple[str, WrappedKey]],
-        shred_refs: Mapping[str, str],
-        holder: int | None = None,
-    ) -> dict[str, WrappedKey]:
-        if len(self.sizes) >= self.free:
-            self.held.set()
-            self.go.wait()
-            if self.fail:
-                self.fail = False
-                raise VaultUnavailableError("the key file is unavailable (test)")
-        return super().insert_new(rows, shred_refs, holder)
-
-
-def _server_vault(tmp_path: Path, store: SqliteVaultKeyStore, kind: type[Vault] = Vault) -> Vault:
-    create_kek_file(tmp_path / "kek.json", origin="generated")
-    vault = kind(
-        store, LocalFileKeyProvider(tmp_path / "kek.json"), pool_size=64, refill_ahead=True
-    )
-    vault.reference_key(b"test")  # the reference root key: made once per key file, first
-    return vault
-
-
-def test_a_server_vault_refills_its_pool_in_the_background_before_requests_run_dry(
-    tmp_path: Path,
-) -> None:
-    # The refill ran inside the request that found the pool short, holding the pool lock
-    # through its key-file commit: every concurrent request needing keys waited behind it.
-    store = _SizedStore(tmp_path / "vault-keys.sqlite3")
-    try:
-        vault = _server_vault(tmp_path, store)
-        store.sizes.clear()
-        first = vault.reserve_owners(40, new_node_id)  # the first refill: on this thread
-        assert store.sizes == [64]
-        vault.wait_for_refill()
-        assert store.sizes == [64]  # 24 left: more than a quarter of the next refill (64)
-        second = vault.reserve_owners(10, new_node_id)  # 14 left: refilled ahead, to 64
-        vault.wait_for_refill()
-        assert store.sizes == [64, 50]
-        third = vault.reserve_owners(40, new_node_id)  # no key-file write of its own
-        assert store.sizes == [64, 50]
-        taken = [*first, *second, *third]
-        assert len(set(taken)) == 90  # never handed out twice
-        outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
-        try:  # durably stored before they were handed out, as from a refill on this thread
-            assert set(outside.get_many(taken)) == set(taken)
-        finally:
-            outside.close()
-        blob = vault.encrypt(third[-1], "email", b"ann@shop.de")
-        assert store.sizes == [64, 50]  # sealing under a reserved owner writes no key
-        assert vault.decrypt(third[-1], "email", blob) == b"ann@shop.de"
-    finally:
-        store.close()
-
-
-def test_a_stop_waits_for_a_refill_in_flight_and_deletes_its_keys(tmp_path: Path) -> None:
-    store = _HeldStore(tmp_path / "vault-keys.sqlite3", free=1)
-
-    class StoppingVault(Vault):
-        """Lets the held refill commit only once the stop waits for refills (if it does)."""
-
-        def wait_for_refill(self) -> None:
-            store.go.set()
-            super().wait_for_refill()
-
-    try:
-        vault = _server_vault(tmp_path, store, StoppingVault)
-        store.sizes.clear()
-        taken = vault.reserve_owners(40, new_node_id)  # the first refill: on this thread
-        store.go.clear()
-        taken += vault.reserve_owners(10, new_node_id)  # starts a refill ahead, held
-        assert store.held.wait(timeout=60)
-        assert vault.discard_pool() == 64  # 14 left and the 50 the refill made
-        store.go.set()  # a stop that did not wait: its refill commits now
-        vault.wait_for_refill()
-        # No key made ahead outlives the stop unless it was handed out.
-        assert _owners_in_key_file(tmp_path) == set(taken)
-        assert vault.reserve_owners(1, new_node_id) == []
-    finally:
-        store.close()
-
-
-def test_a_failed_refill_ahead_leaves_the_refill_to_the_request_that_needs_it(
-    tmp_path: Path,
-) -> None:
-    store = _HeldStore(tmp_path / "vault-keys.sqlite3", free=1)
-    try:
-        vault = _server_vault(tmp_path, store)
-        store.sizes.clear()
-        vault.reserve_owners(40, new_node_id)
-        store.fail = True
-        vault.reserve_owners(10, new_node_id)  # the refill ahead fails on its thread
-        vault.wait_for_refill()
-        assert store.sizes == [64]  # the failed one stored nothing
-        assert len(_owners_in_key_file(tmp_path)) == 64
-        taken = vault.reserve_owners(20, new_node_id)  # short: refilled on this thread
-        assert len(taken) == 20
-        assert store.sizes == [64, 50]
-        outside = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
-        try:
-            assert set(outside.get_many(taken)) == set(taken)
-        finally:
-            outside.close()
-    finally:
-        store.close()
