@@ -501,11 +501,13 @@ def settle_store(data_dir: Path | None) -> None:
     each ingest and bulk phase starts on the same store state: an empty WAL.
 
     Why: the phase before left its last commits in the WAL (up to the store's autocheckpoint
-    of 16,384 pages, 64 MiB), and whichever process wrote next paid for folding them in: in
-    bulk-first rounds the server's ingest phase checkpointed the bulk process's pages, in
-    ingest-first rounds the bulk process the server's (stop 36's full bench: bulk-first rounds
-    0.305 and 0.548, ingest-first 0.646-0.692). The server is idle between phases, so nothing
-    holds a read snapshot that would keep the checkpoint from completing."""
+    of 16,384 pages, 64 MiB), and whichever process wrote next paid for folding them in: the
+    bulk process for the server's in ingest-first rounds, the server for the bulk process's in
+    bulk-first rounds. Settled, each phase pays for the checkpoints its own commits trigger and
+    no other. That is at most ~64 MiB of a 400-batch phase's 0.5-1.1 GiB written: not what made
+    stop 36's bulk-first rounds low (0.305, 0.548), which stop 37 did not see as systematic
+    (bench/README.md). The server is idle between phases, so no read snapshot keeps the
+    checkpoint from completing."""
     if data_dir is None:
         return
     for path in sorted(data_dir.glob("*.sqlite3")):
