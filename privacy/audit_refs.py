@@ -81,11 +81,15 @@ class VaultPersonRefKeys:
         self._refs.drop(person_ids)
         return sorted({self._owner(p) for p in person_ids})
 
-    def refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
+    def refs(
+        self, person_ids: Sequence[str], *, create: bool = True, generation: int | None = None
+    ) -> dict[str, str]:
         """Each person's reference (made and stored on first use when ``create``); erased
         persons' references are never made again, and are absent (as are, without ``create``,
-        persons that have none yet)."""
-        generation = self._vault.shred_generation()
+        persons that have none yet). ``generation``: the key file's shred generation a caller
+        read just before (a profile read's, with its decrypt), else it is read here."""
+        if generation is None:
+            generation = self._vault.shred_generation()
         found = self._refs.get_many(person_ids, generation=generation)
         if len(found) == len(set(person_ids)):
             return found

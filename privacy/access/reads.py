@@ -421,6 +421,7 @@ class ReadService:
         details: Mapping[str, Any] | None = None,
         *,
         known: bool = True,
+        shred_generation: int | None = None,
     ) -> None:
         """Audit one decision. ``known``: the person was found in the store; only then may a
         per-person reference key be made (a read of an unknown or unchecked id must not grow
@@ -436,7 +437,9 @@ class ReadService:
             # The log makes the person's reference (person_ref, under the person's own key) in
             # the group commit's writer, for all the persons of a group at once; the entries
             # as recorded are not needed here, so the writer does not build them.
-            self._audit.record_about(person_id, [draft], create=known)
+            self._audit.record_about(
+                person_id, [draft], create=known, shred_generation=shred_generation
+            )
 
     # -- profiles -------------------------------------------------------------------------
 
@@ -481,8 +484,19 @@ class ReadService:
             # The same verdicts as deciding again with the fields (with_fields), in compact form.
             mask = self._policy.field_mask(gate, [(f.category, f.at) for f in facts], now)
             allowed = list(compress(facts, mask.allowed))
-            plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
+            # The shred generation the keys were checked against is the one the audit's
+            # reference lookup uses: one key-file query per read (Vault.decrypt_and_generation).
+            plain, generation = self._vault.decrypt_and_generation(
+                [(f.node_id, f.seal_field, f.sealed) for f in allowed]
+            )
             record = gate.consent_record_id
+            # The answer is built before the audit append, not after: the append waits for its
+            # group's commit (a sleep and a wake-up), and the work left after a wake-up ran on
+            # cold caches (its JSON decoding took about twice the CPU of the same work before
+            # the wait, py-spy at 16 connections). It is returned only once the entry is durable;
+            # if the append fails, the answer is dropped with the error.
+            attributes_out, events_out = profile_values(allowed, plain)
+            decided_at = next((r.at for r in context.consents if r.record_id == record), None)
             self._record(
                 caller,
                 ReadAction.PROFILE,
@@ -496,9 +510,8 @@ class ReadService:
                     # An opaque id: checked by its shape (one match), not as free text.
                     "consent_record": None if record is None else audit_ref_or_text(record),
                 },
+                shred_generation=generation,
             )
-        attributes_out, events_out = profile_values(allowed, plain)
-        decided_at = next((r.at for r in context.consents if r.record_id == record), None)
         summary = ConsentSummary(purpose_id, purpose.lawful_basis.value, gate.reason, decided_at)
         return Profile(person_id, purpose_id, attributes_out, events_out, summary)
 

@@ -564,6 +564,34 @@ def _now() -> datetime:
 _Row = tuple[object, ...]
 
 
+# The canonical encoding of an entry's hashed fields is written in three parts, each by one
+# function below, so that the writer of a group commit (SqliteAuditLog._chained), which encodes
+# the parts a group's entries share once, and verification (_prefix) cannot drift apart: both
+# are made of these functions alone (review finding D7 of stop 36: they were written twice).
+# Keys in sorted order, ``seq`` last: _head_text, then _middle_text, then _tail_text, then seq.
+
+
+def _head_text(action: object, actor: object, at: object, decision: object) -> str:
+    """The encoding up to the ``details`` value: ``{"action":…,"actor":…,"at":…,"decision":…,
+    "details":`` (what a group's entries with one head and one ``at`` share)."""
+    return (
+        f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
+        f'"decision":{_json(decision)},"details":'
+    )
+
+
+def _middle_text(details: object, person_id: object, prev: object) -> str:
+    """The ``details`` text (stored canonical JSON, hashed as stored), the person reference and
+    the previous digest: what differs from one entry to the next."""
+    return f'{details},"person_id":{_json(person_id)},"prev_digest":{_json(prev)}'
+
+
+def _tail_text(purpose: object, reason: object) -> str:
+    """The encoding after ``prev_digest`` up to the ``seq`` value (what entries with one purpose
+    and reason share)."""
+    return f',"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
+
+
 def _prefix(row: _Row) -> bytes | None:
     """The canonical encoding of ``row``'s hashed fields up to (not including) the seq value.
 
@@ -575,19 +603,18 @@ def _prefix(row: _Row) -> bytes | None:
     _, at, actor, action, purpose, person_id, decision, reason, details, prev = row[:10]
     try:
         text = (
-            f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
-            f'"decision":{_json(decision)},"details":{details},'
-            f'"person_id":{_json(person_id)},"prev_digest":{_json(prev)},'
-            f'"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
+            _head_text(action, actor, at, decision)
+            + _middle_text(details, person_id, prev)
+            + _tail_text(purpose, reason)
         )
     except (TypeError, ValueError):
         return None
-    # surrogateescape: bytes that are not UTF-8 (written by raw SQL) hash as the bytes they were.
-    return _DOMAIN + text.encode("utf-8", "surrogateescape")
+    return _DOMAIN + _utf8(text)
 
 
 def _utf8(text: str) -> bytes:
-    """``text`` as the digest hashes it (see :func:`_prefix`)."""
+    """``text`` as the digest hashes it: UTF-8, and bytes that are not UTF-8 (written by raw
+    SQL) as the bytes they were (surrogateescape)."""
     return text.encode("utf-8", "surrogateescape")
 
 
@@ -636,9 +663,17 @@ class AuditLog(Protocol):
         ...
 
     def record_about(
-        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool = True
+        self,
+        person_id: str,
+        entries: Sequence[AuditDraft],
+        *,
+        create: bool = True,
+        shred_generation: int | None = None,
     ) -> None:
-        """:meth:`append_about` without the entries back (the same durability and errors)."""
+        """:meth:`append_about` without the entries back (the same durability and errors).
+        ``shred_generation``: the vault key file's shred generation the caller read before it
+        read the person's data (:meth:`privacy.keys.vault.Vault.decrypt_and_generation`); the
+        person's reference is then looked up as of it, without reading it again."""
         ...
 
     def coming(self) -> AbstractContextManager[None]:
@@ -703,6 +738,9 @@ class _Pending(NamedTuple):
     # Whether the caller wants its entries back as recorded (record_about does not: a profile
     # read discards them, and building them was a tenth of the writer's work per entry).
     entries: bool = True
+    # The vault key file's shred generation the caller read (record_about), or None: the
+    # writer reads it for the subject's reference.
+    generation: int | None = None
 
 
 class SqliteAuditLog:
@@ -816,16 +854,37 @@ class SqliteAuditLog:
         return self._about(person_id, entries, create=create, recorded=True)
 
     def record_about(
-        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool = True
+        self,
+        person_id: str,
+        entries: Sequence[AuditDraft],
+        *,
+        create: bool = True,
+        shred_generation: int | None = None,
     ) -> None:
         """:meth:`append_about` for a caller that does not need the entries back: the same
         entries, references, durability (it returns once they are committed) and errors, but
         the writer does not build an :class:`AuditEntry` per entry (a profile read audits its
-        decision and discards what the append returned)."""
-        self._about(person_id, entries, create=create, recorded=False)
+        decision and discards what the append returned).
+
+        ``shred_generation``: the vault key file's shred generation the caller read before it
+        read the person's data (a profile read: :meth:`Vault.decrypt_and_generation
+        <privacy.keys.vault.Vault.decrypt_and_generation>`). The person's reference is then
+        looked up as of that generation instead of the key file being asked again: one key-file
+        query per read, not two (since stop 37). The same reference the read would have had at the
+        moment its data was decrypted; a person shredded before that generation has no
+        reference of its own any more (its entries use the shared-key one, as after any
+        erasure), and a shred after it does not undo a read that already happened.
+        """
+        self._about(person_id, entries, create=create, recorded=False, generation=shred_generation)
 
     def _about(
-        self, person_id: str, entries: Sequence[AuditDraft], *, create: bool, recorded: bool
+        self,
+        person_id: str,
+        entries: Sequence[AuditDraft],
+        *,
+        create: bool,
+        recorded: bool,
+        generation: int | None = None,
     ) -> list[AuditEntry]:
         """:meth:`append_about` (``recorded``: the entries are built and returned) or
         :meth:`record_about` (an empty list)."""
@@ -841,16 +900,21 @@ class SqliteAuditLog:
                 raise ValueError("the drafts of append_about name no person: the log adds it")
         if not drafts:
             return []
-        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded))
+        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded, generation))
 
     def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
         """The references of the persons the group's entries are about (:meth:`append_about`),
         keyed by (person id, create): at most two key lookups for the whole group."""
         refs: dict[tuple[str, bool], str] = {}
         for create in (True, False):
-            wanted = [p.subject for p in groups if p.subject is not None and p.create is create]
-            if wanted:
-                made = self.person_refs(wanted, create=create)
+            about = [p for p in groups if p.subject is not None and p.create is create]
+            if about:
+                # The newest generation the callers read, if every caller read one (a newer one
+                # is as fresh for the older callers' reads): no key-file query for it then.
+                seen = [p.generation for p in about]
+                generation = None if None in seen else max(g for g in seen if g is not None)
+                wanted = [p.subject for p in about if p.subject is not None]
+                made = self._person_refs(wanted, create=create, generation=generation)
                 # Plain strings: an entry's person column is a str everywhere (as read back).
                 refs.update({(person, create): str.__str__(ref) for person, ref in made.items()})
         return refs
@@ -934,10 +998,11 @@ class SqliteAuditLog:
         results: list[list[AuditEntry]] = []
         rows: list[_Row] = []
         # The digest input of an entry is _prefix(row) + seq (see _row_digest), built here from
-        # parts: what all entries of a group with the same head share (the fields before
-        # ``details`` and those after ``prev_digest``, ``at`` included) is encoded once per
-        # group, not eight _json calls per entry. The same bytes, property-tested against
-        # _row_digest (tests/privacy/auditing/test_audit_digest_parts.py).
+        # the same three parts _prefix joins (_head_text, _middle_text, _tail_text): what all
+        # entries of a group with the same head share (the fields before ``details`` and those
+        # after ``prev_digest``, ``at`` included) is encoded once per group, not eight _json
+        # calls per entry. The same bytes, property-tested against _row_digest
+        # (tests/privacy/auditing/test_audit_digest_parts.py).
         heads: dict[tuple[str, str, str | None], bytes] = {}
         tails: dict[tuple[str | None, str], bytes] = {}
         sha256 = hashlib.sha256
@@ -955,15 +1020,12 @@ class SqliteAuditLog:
                 head = heads.get((action, actor, decision))
                 if head is None:
                     head = heads[(action, actor, decision)] = _DOMAIN + _utf8(
-                        f'{{"action":{_json(action)},"actor":{_json(actor)},"at":{_json(at)},'
-                        f'"decision":{_json(decision)},"details":'
+                        _head_text(action, actor, at, decision)
                     )
                 tail_part = tails.get((purpose, reason))
                 if tail_part is None:
-                    tail_part = tails[(purpose, reason)] = _utf8(
-                        f',"purpose":{_json(purpose)},"reason":{_json(reason)},"seq":'
-                    )
-                middle = _utf8(f'{details},"person_id":{_json(person)},"prev_digest":{_json(prev)}')
+                    tail_part = tails[(purpose, reason)] = _utf8(_tail_text(purpose, reason))
+                middle = _utf8(_middle_text(details, person, prev))
                 digest = sha256(b"".join((head, middle, tail_part, b"%d}" % seq))).hexdigest()
                 rows.append(
                     (
@@ -1163,12 +1225,23 @@ class SqliteAuditLog:
         made: for ids a caller sent that are not known to exist (an unknown id must not grow the
         key file).
         """
+        return self._person_refs(person_ids, create=create)
+
+    def _person_refs(
+        self, person_ids: Sequence[str], *, create: bool, generation: int | None = None
+    ) -> dict[str, str]:
+        """:meth:`person_refs`; ``generation``: the key file's shred generation a caller read
+        (see :meth:`record_about`), else the source reads it."""
         if self._person_ref_key is None:
             raise ConfigurationError("this audit log was opened without the person-ref key")
         wanted = list(set(person_ids))
         # Per-person references (stored in the vault key file; the source remembers them for
         # the key file's shred generation, so an erased person's is never handed out again).
-        own = self._person_keys.refs(wanted, create=create) if self._person_keys and wanted else {}
+        own = (
+            self._person_keys.refs(wanted, create=create, generation=generation)
+            if self._person_keys and wanted
+            else {}
+        )
         typed = str.__new__  # _unchecked_ref inlined: one call per member of an audience page
         refs: dict[str, str] = {p: typed(AuditRef, r) for p, r in own.items()}
         if len(refs) == len(wanted):
@@ -1220,10 +1293,13 @@ PERSON_REF_INFO = b"idgraph-audit-person-ref/1"
 class PersonRefKeys(Protocol):
     """Per-person references (adapter: :class:`privacy.audit_refs.VaultPersonRefKeys`)."""
 
-    def refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
+    def refs(
+        self, person_ids: Sequence[str], *, create: bool = True, generation: int | None = None
+    ) -> dict[str, str]:
         """Each person's own reference, made on first use (with ``create``) and durable before
         it is returned; erased persons (and, without ``create``, persons that have none yet)
-        are absent."""
+        are absent. ``generation``: the vault key file's shred generation as a caller read it
+        (remembered references are valid for it), or ``None`` to read it."""
         ...
 
     def owners(self, person_ids: Sequence[str]) -> list[str]:

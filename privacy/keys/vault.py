@@ -1032,7 +1032,29 @@ class Vault:
         """
         if not items:
             return []
-        ciphers = self._ciphers(_check_items(items), create=False)
+        return self._decrypt(items, self._keys.shred_generation())
+
+    def decrypt_and_generation(
+        self, items: Sequence[tuple[str, str, bytes]]
+    ) -> tuple[list[bytes], int]:
+        """:meth:`decrypt_many`, and the key file's shred generation its keys were checked
+        against (read first, as there; read even when ``items`` is empty).
+
+        For a caller that needs the generation again right after (a profile read: the audit
+        log's reference lookup for the person, :meth:`privacy.auditing.log.AuditLog.record_about`,
+        checks its cache against it): one key-file query per read instead of two. Erasure is
+        not weakened: the plaintexts are checked against a generation read before them, as
+        always (a shred seen by then fails the call, :class:`DataKeyDestroyedError`), and a
+        reference looked up as of that generation is the person's reference at the time its
+        data was read.
+        """
+        generation = self._keys.shred_generation()
+        return (self._decrypt(items, generation) if items else []), generation
+
+    def _decrypt(self, items: Sequence[tuple[str, str, bytes]], generation: int) -> list[bytes]:
+        """:meth:`decrypt_many` of a non-empty batch, its keys checked against ``generation``
+        (the key file's shred generation, read just before)."""
+        ciphers = self._ciphers(_check_items(items), create=False, generation=generation)
         out: list[bytes] = []
         for index, (owner, field, blob) in enumerate(items):
             if len(blob) < _HEADER + TAG_BYTES:
@@ -1221,7 +1243,12 @@ class Vault:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _ciphers(
-        self, owners: set[str], *, create: bool, fresh: Collection[str] = ()
+        self,
+        owners: set[str],
+        *,
+        create: bool,
+        fresh: Collection[str] = (),
+        generation: int | None = None,
     ) -> dict[str, AESGCM]:
         """AES-GCM contexts for ``owners``: cached, else unwrapped from the key file, else (with
         ``create``) made. Raises :class:`DataKeyDestroyedError` for owners without a key.
@@ -1229,9 +1256,11 @@ class Vault:
         The shred generation is read first, with one single-row query: if any connection has
         shredded since the cache was validated, the cache is emptied, so a shred made by another
         process takes effect here on the next call. Keys read after that point are cached only
-        if no shred happened meanwhile.
+        if no shred happened meanwhile. ``generation``: that read, made by the caller just
+        before (:meth:`decrypt_and_generation`).
         """
-        generation = self._keys.shred_generation()
+        if generation is None:
+            generation = self._keys.shred_generation()
         # Only forward: a call that read the generation before a concurrent call saw a newer
         # one does not roll the cache's validity back (BoundedMap.get_many).
         ciphers = self._cache.get_many(owners, generation=generation)

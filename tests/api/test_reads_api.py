@@ -20,11 +20,21 @@ from api.read_schemas import ProfileOut
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
-from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
+from identity.model import (
+    ConsentInput,
+    ConsentSignal,
+    FactInput,
+    FactKind,
+    FactStatus,
+    IdentityEvent,
+)
 from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
+from privacy.keys.keyprovider import LocalFileKeyProvider
+from privacy.keys.vault import Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.conftest import POLICY_DIR, Api
 
 NOW = datetime.now(UTC)
@@ -47,6 +57,20 @@ class World:
             "reader", frozenset({Scope.READ}), purposes=frozenset(purposes), consumer=consumer
         )
         return {"Authorization": f"Bearer {token}"}
+
+    def profile(
+        self,
+        person: str | None = None,
+        purpose: str = "ad_targeting",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """``GET /v1/profiles/{person}`` (A by default) for ``purpose``, with ``headers`` or a
+        fresh key for that purpose alone."""
+        return self.api.client.get(
+            f"/v1/profiles/{self.a if person is None else person}",
+            params={"purpose": purpose},
+            headers=self.key(purpose) if headers is None else headers,
+        )
 
 
 def _attr(name: str, category: str, value: Any, at: datetime = NOW) -> FactInput:
@@ -131,11 +155,7 @@ def _problem_shape(response: Any) -> dict[str, Any]:
 def test_profile_returns_only_categories_and_retention_of_the_purpose_when_consented(
     world: World,
 ) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "ad_targeting"},
-        headers=world.key("ad_targeting"),
-    )
+    response = world.profile()
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -151,11 +171,7 @@ def test_profile_returns_only_categories_and_retention_of_the_purpose_when_conse
 
 
 def test_profile_for_another_purpose_returns_that_purposes_categories(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "model_training"},
-        headers=world.key("model_training"),
-    )
+    response = world.profile(purpose="model_training")
 
     assert response.status_code == 200, response.text
     assert set(response.json()["attributes"]) == {
@@ -170,12 +186,8 @@ def test_denied_profile_is_indistinguishable_from_an_unknown_person_when_not_con
     world: World,
 ) -> None:
     headers = world.key("ad_targeting")
-    denied = world.api.client.get(
-        f"/v1/profiles/{world.b}", params={"purpose": "ad_targeting"}, headers=headers
-    )
-    withdrawn = world.api.client.get(
-        f"/v1/profiles/{world.c}", params={"purpose": "ad_targeting"}, headers=headers
-    )
+    denied = world.profile(world.b, headers=headers)
+    withdrawn = world.profile(world.c, headers=headers)
     unknown = world.api.client.get(
         "/v1/profiles/p_000000000000000000000000",
         params={"purpose": "ad_targeting"},
@@ -189,11 +201,7 @@ def test_denied_profile_is_indistinguishable_from_an_unknown_person_when_not_con
 
 
 def test_profile_is_403_before_any_lookup_when_the_key_lacks_the_purpose(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "ad_targeting"},
-        headers=world.key("analytics"),
-    )
+    response = world.profile(headers=world.key("analytics"))
 
     assert response.status_code == 403
     assert response.json()["type"].endswith("purpose-forbidden")
@@ -203,17 +211,13 @@ def test_profile_is_403_before_any_lookup_when_the_key_lacks_the_purpose(world: 
 
 
 def test_profile_is_403_when_the_key_lacks_the_read_scope(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=world.api.ingest
-    )
+    response = world.profile(headers=world.api.ingest)
 
     assert response.status_code == 403
 
 
 def test_unknown_purpose_is_422_listing_the_valid_purposes(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "spying"}, headers=world.key("*")
-    )
+    response = world.profile(purpose="spying", headers=world.key("*"))
 
     assert response.status_code == 422
     (error,) = response.json()["errors"]
@@ -223,9 +227,7 @@ def test_unknown_purpose_is_422_listing_the_valid_purposes(world: World) -> None
 
 
 def test_wildcard_key_reads_for_any_purpose(world: World) -> None:
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=world.key("*")
-    )
+    response = world.profile(headers=world.key("*"))
 
     assert response.status_code == 200
 
@@ -588,9 +590,7 @@ def _data_keys(world: World) -> int:
 def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: World) -> None:
     in_scope, out_of_scope = world.key("ad_targeting"), world.key("model_training")
     # A known person's first audited read makes its reference key (once).
-    world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=in_scope
-    )
+    world.profile(headers=in_scope)
     before = _data_keys(world)
     for n in range(5):
         for headers in (in_scope, out_of_scope):
@@ -598,9 +598,7 @@ def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: Worl
                 f"/v1/profiles/p_{n:024d}", params={"purpose": "ad_targeting"}, headers=headers
             )
             assert unknown.status_code in (403, 404)
-    again = world.api.client.get(
-        f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=in_scope
-    )
+    again = world.profile(headers=in_scope)
 
     assert again.status_code == 200
     assert _data_keys(world) == before  # no key for any unknown id, none again for A
@@ -617,9 +615,7 @@ def test_a_consented_profile_read_takes_one_graph_statement_when_served(world: W
     conn = store._conn
     conn.set_trace_callback(statements.append)
     try:
-        read = world.api.client.get(
-            f"/v1/profiles/{world.a}", params={"purpose": "ad_targeting"}, headers=headers
-        )
+        read = world.profile(headers=headers)
     finally:
         conn.set_trace_callback(None)
 
@@ -631,17 +627,94 @@ def test_a_consented_profile_read_takes_one_graph_statement_when_served(world: W
     assert not [s for s in statements if s.lstrip().upper().startswith(("BEGIN", "COMMIT"))]
 
 
+def _shred_generation_reads(world: World, read: Any) -> tuple[Any, int]:
+    """``read()``'s answer and how many times the vault key file was asked for its shred
+    generation meanwhile (the vault's cache check and the audit reference lookup's)."""
+    statements: list[str] = []
+    conn = world.api.container.vault_keys._conn
+    conn.set_trace_callback(statements.append)
+    try:
+        answer = read()
+    finally:
+        conn.set_trace_callback(None)
+    return answer, sum("shred_generation" in s for s in statements)
+
+
+def test_a_consented_profile_read_asks_the_key_file_for_its_shred_generation_once_when_served(
+    world: World,
+) -> None:
+    # The vault's decrypt checks its key cache against the key file's shred generation, and the
+    # audit log's reference lookup for the person checks its cache against it too: the read
+    # hands the first reading to the second (stop 36 found two queries per read).
+    headers = world.key("ad_targeting")
+    assert world.profile(headers=headers).status_code == 200  # the person's reference is made
+
+    read, generation_reads = _shred_generation_reads(world, lambda: world.profile(headers=headers))
+
+    assert read.status_code == 200
+    assert generation_reads == 1
+    (entry,) = [e for e in world.api.container.audit.entries()[-1:] if e.action == "read.profile"]
+    assert entry.person_id == world.api.container.audit.person_ref(world.a)
+    assert world.api.container.audit.verify().ok
+
+
+def test_a_profile_read_fails_closed_when_another_process_shredded_the_persons_keys(
+    world: World, settings: Settings
+) -> None:
+    # The read asks the key file once (above): that one reading must still be the one the
+    # vault's key cache is checked against before any value is decrypted. Keys cached by an
+    # earlier read, shredded by another process (its own vault on the same files), are not
+    # used: the read fails and returns no value.
+    headers = world.key("ad_targeting")
+    first = world.profile(headers=headers)
+    assert first.status_code == 200
+    assert first.json()["attributes"]["city"]["value"] == "Lisbon"
+    rows = world.api.container.store.person_read(
+        world.a, (), (FactKind.ATTRIBUTE, FactKind.EVENT), FactStatus.ACTIVE
+    )
+    assert rows is not None
+    owners = {f.node_id for f in rows.facts}
+    keys = SqliteVaultKeyStore(settings.vault_keys_path)
+    try:
+        other = Vault(keys, LocalFileKeyProvider(settings.resolved_kek_file))
+        assert other.shred(owners) == len(owners)
+    finally:
+        keys.close()
+
+    again, generation_reads = _shred_generation_reads(world, lambda: world.profile(headers=headers))
+
+    # Keys gone while the graph still names the person (not a state an erasure leaves: it
+    # deletes the graph first): an internal error, no value in the answer.
+    assert again.status_code == 500
+    assert again.json()["type"].endswith("data-key-destroyed")
+    assert "Lisbon" not in again.text
+    assert generation_reads == 1  # the decrypt's: it failed before the audit was asked
+
+
+def test_a_profile_read_answers_no_value_when_its_audit_entry_cannot_be_written(
+    world: World,
+) -> None:
+    # The answer is built before the read's audit entry is appended (the append waits for its
+    # group's commit; the work after that wait ran on cold caches): it must still be returned
+    # only once the entry is durable, and not at all when the append fails.
+    headers = world.key("ad_targeting")
+    assert world.profile(headers=headers).json()["attributes"]["city"]["value"] == "Lisbon"
+    world.api.container.audit.close()  # every append fails from now on
+
+    response = world.profile(headers=headers)
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "Lisbon" not in response.text
+
+
 def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served(
     world: World,
 ) -> None:
     # The route renders ProfileOut itself (one model_dump) instead of FastAPI's dump, second
     # validation and serialization on a worker thread: the answer must stay what FastAPI made
     # of the returned model, byte for byte, and the OpenAPI schema must still name the model.
-    response = world.api.client.get(
-        f"/v1/profiles/{world.a}",
-        params={"purpose": "ad_targeting"},
-        headers=world.key("ad_targeting"),
-    )
+    response = world.profile()
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"

@@ -21,10 +21,12 @@ class CountingRefKeys:
         self._keys = VaultPersonRefKeys(vault)
         self.calls: list[tuple[tuple[str, ...], bool]] = []
 
-    def refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
+    def refs(
+        self, person_ids: Sequence[str], *, create: bool = True, generation: int | None = None
+    ) -> dict[str, str]:
         """The real references; the call is counted."""
         self.calls.append((tuple(person_ids), create))
-        return self._keys.refs(person_ids, create=create)
+        return self._keys.refs(person_ids, create=create, generation=generation)
 
     def owners(self, person_ids: Sequence[str]) -> list[str]:
         """The real owners (not counted)."""

@@ -117,3 +117,40 @@ def test_record_about_records_what_append_about_records_when_no_entries_are_want
     )
     assert recorded.prev_digest == appended.digest
     assert log.verify().ok
+
+
+def test_a_group_commit_writes_the_bytes_single_appends_write_when_entries_are_grouped(
+    tmp_path: Path,
+) -> None:
+    # Review finding D7 (stop 36): the group's writer encodes the parts its entries share once,
+    # verification encodes each row whole; both are built from the same part functions. The
+    # same drafts written as one group and as one append each (same clock, same tail) must be
+    # the same rows, byte for byte, and both chains must verify.
+    drafts = [
+        AuditDraft("key_ops1", "read.profile", "ad_targeting", "r_0123456789abcdef01234567",
+                   "allow", "consent_granted", {"fields_returned": 3, "note": "café ☕"}),
+        AuditDraft("key_ops1", "read.profile", "ad_targeting", "r_0123456789abcdef01234567",
+                   "allow", "consent_granted", {"fields_returned": 4}),
+        AuditDraft("cli", "consent.recorded", None, None, None, 'a "quoted" reason\t\\', {}),
+        AuditDraft("key_ops2", "read.audience", "analytics", None, "deny", "no_consent",
+                   {"refs": [AuditRef("r_0123456789abcdef01234567")], "n": None}),
+    ]  # fmt: skip
+    grouped = SqliteAuditLog(tmp_path / "grouped.sqlite3", clock=lambda: T0)
+    single = SqliteAuditLog(tmp_path / "single.sqlite3", clock=lambda: T0)
+    try:
+        grouped._append_groups(
+            [_Pending(drafts[:2], None, False), _Pending(drafts[2:], None, False)]
+        )
+        for draft in drafts:
+            single.append([draft])
+        assert grouped._group.groups == 0  # written as one group, not through the committer
+        assert single._group.groups == len(drafts)
+        rows = [grouped._batch(0, 10), single._batch(0, 10)]
+        assert grouped.verify().ok
+        assert single.verify().ok
+    finally:
+        grouped.close()
+        single.close()
+    assert len(rows[0]) == len(drafts)
+    assert rows[0] == rows[1]
+    assert [row[10] for row in rows[0]] == [_row_digest(row[:10], row[0]) for row in rows[0]]  # type: ignore[arg-type]

@@ -96,6 +96,27 @@ def test_many_owners_round_trip_in_one_call_when_their_keys_are_new(vault: Vault
     assert sum(vault.count_by_kek().values()) == 60
 
 
+def test_decrypt_names_the_shred_generation_it_checked_when_the_caller_asks_for_it(
+    vault: Vault, key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    owners = [new_node_id() for _ in range(3)]
+    blobs = vault.encrypt_many([(o, "email", o.encode()) for o in owners])
+    items = [(o, "email", b) for o, b in zip(owners, blobs, strict=True)]
+    before = vault.shred_generation()
+
+    plain, generation = vault.decrypt_and_generation(items)
+    nothing, unchanged = vault.decrypt_and_generation([])  # read even with nothing to decrypt
+    other = Vault(key_store, LocalFileKeyProvider(kek_path))  # another process's view
+    other.shred(owners[:1])
+
+    assert plain == [o.encode() for o in owners]
+    assert (nothing, generation, unchanged) == ([], before, before)
+    # The shred is seen by the next call (its keys were cached by the first): fails closed.
+    with pytest.raises(DataKeyDestroyedError):
+        vault.decrypt_and_generation(items)
+    assert vault.decrypt_and_generation(items[1:]) == (plain[1:], before + 1)
+
+
 def test_keys_are_stored_before_values_return_when_owners_are_declared_new(
     vault: Vault, tmp_path: Path
 ) -> None:
