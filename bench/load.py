@@ -49,6 +49,7 @@ import os
 import random
 import re
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -495,9 +496,32 @@ def identify_from(first: int, seed: int) -> Request:
     return lambda c, i: c.post("/v1/identify", json=person(first + i, seed))
 
 
+def settle_store(data_dir: Path | None) -> None:
+    """Fold the WAL of every SQLite file of the server's data dir into the file (untimed), so
+    each ingest and bulk phase starts on the same store state: an empty WAL.
+
+    Why: the phase before left its last commits in the WAL (up to the store's autocheckpoint
+    of 16,384 pages, 64 MiB), and whichever process wrote next paid for folding them in: the
+    bulk process for the server's in ingest-first rounds, the server for the bulk process's in
+    bulk-first rounds. Settled, each phase pays for the checkpoints its own commits trigger and
+    no other. That is at most ~64 MiB of a 400-batch phase's 0.5-1.1 GiB written: not what made
+    stop 36's bulk-first rounds low (0.305, 0.548), which stop 37 did not see as systematic
+    (bench/README.md). The server is idle between phases, so no read snapshot keeps the
+    checkpoint from completing."""
+    if data_dir is None:
+        return
+    for path in sorted(data_dir.glob("*.sqlite3")):
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+
+
 def bulk_phase(first: int, events: int, args: argparse.Namespace) -> Phase:
     """The bulk path on ``events`` persons from ``first`` on (the ingest phase's shape)."""
     rows = [person(first + k, args.seed) for k in range(events)]
+    settle_store(args.data_dir)
     return run_bulk(rows, args.bulk_work, args.bulk_env)
 
 
@@ -514,6 +538,7 @@ async def ingest_phase(
     # before it is timed: the client's making of 50 events per request (and their JSON
     # encoding) is not the server's work, and on 2 cores it took CPU from it.
     bodies = ingest_bodies(first, requests, args.batch, args.seed)
+    settle_store(args.data_dir)
 
     def batch(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
         return c.post("/v1/ingest", content=bodies[i], headers=JSON_CONTENT)
@@ -929,6 +954,7 @@ def main(argv: list[str] | None = None) -> int:
             load_before = load_average()
             args.bulk_env = None if args.no_bulk else env
             args.bulk_work = Path(tmp)
+            args.data_dir = data_dir
             result = asyncio.run(drive(args, base, ceiling, token, (server.pid, hello.pid)))
             result["load"] = {"before": load_before, "after": load_average()}
         finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
+from pathlib import Path
 
 import httpx
 
@@ -135,3 +137,24 @@ def test_report_keeps_single_round_ratios_without_a_spread_when_one_round_ran() 
     assert ratios["ingest_events_per_second_over_bulk"] == 0.5
     assert "ingest_events_per_second_over_bulk_min" not in ratios
     assert "rounds" not in ratios
+
+
+def test_phases_start_on_an_empty_wal_when_the_server_left_commits_in_it(tmp_path: Path) -> None:
+    # The phase before an ingest or bulk phase left its last commits in the WAL, and whichever
+    # process wrote next paid for folding them in (bulk-first rounds: the server's ingest).
+    server = sqlite3.connect(tmp_path / "graph.sqlite3")  # the server keeps its connection
+    try:
+        server.execute("PRAGMA journal_mode=WAL")
+        server.execute("PRAGMA wal_autocheckpoint=0")
+        server.execute("CREATE TABLE t (x BLOB)")
+        with server:
+            server.executemany("INSERT INTO t VALUES (?)", [(b"x" * 1000,) for _ in range(500)])
+        wal = tmp_path / "graph.sqlite3-wal"
+        assert wal.stat().st_size > 500_000
+
+        load.settle_store(tmp_path)
+
+        assert wal.stat().st_size == 0
+        assert server.execute("SELECT count(*) FROM t").fetchone() == (500,)
+    finally:
+        server.close()
