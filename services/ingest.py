@@ -310,7 +310,11 @@ class IngestService:
         return [r for r in results if r is not None]
 
     def identify(
-        self, request: IdentifyRequest, *, actor: str, gpc_proof: bytes | None = None
+        self,
+        request: IdentifyRequest | IdentifyInput,
+        *,
+        actor: str,
+        gpc_proof: bytes | None = None,
     ) -> EventOutcome:
         """Link the identifiers of one event, with its traits and events.
 
