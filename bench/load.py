@@ -34,7 +34,8 @@ seconds of the client and servers together and of the server alone (``server_cpu
 share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
 ``hello`` (``bulk`` comes with ``ingest``). The ingest phase also reports the server's graph
 transactions (``commits``, from its own ``/metrics``: one per group commit), to compare with
-``bench/ingest_paths.py``'s, and beside the bulk phase (whose process reports its own bytes
+``bench/ingest_paths.py``'s (the ``identify_closed`` phase reports its own the same way: how
+many identify calls share one), and beside the bulk phase (whose process reports its own bytes
 written) ``ingest_bytes_over_bulk``, ``ingest_server_cpu_over_wall`` and ``bulk_cpu_over_wall``:
 both are bound to one core by the GIL, so a server below the bulk process's CPU over wall is
 waiting (for its commits' fsyncs, for requests in transit) rather than working.
@@ -454,6 +455,7 @@ async def drive(
             # Throughput of identify: closed loop at the hello phase's concurrency (group commit
             # coalesces the concurrent calls into shared engine batches).
             if "identify_closed" in wanted:
+                commits_before = await ingest_commits(api)
                 done.append(
                     await run_closed(
                         "identify_closed",
@@ -466,6 +468,8 @@ async def drive(
                         retry_transport=True,
                     )
                 )
+                # Graph transactions of the phase (one per identify group commit).
+                done[-1].commits = await ingest_commits(api) - commits_before
             offset += args.requests
             if "ingest" in wanted:
                 events = ingest_requests * args.batch
