@@ -324,23 +324,49 @@ class IngestService:
         *,
         actor: str,
         gpc_proof: bytes | None = None,
+        arrival: Arrival | None = None,
     ) -> EventOutcome:
         """Link the identifiers of one event, with its traits and events.
 
         With ``gpc_proof`` (the bytes of a request that carried ``Sec-GPC: 1``), GPC opt-outs
         are recorded for the person in the same transaction and audited as ``actor``.
+        ``arrival``: the call's :meth:`announce_identify` handle, if the caller took one (it is
+        ended here, whatever the outcome).
         """
+        if arrival is not None:
+            try:
+                return self._identify(request, actor, gpc_proof, arrival)
+            finally:
+                arrival.withdraw()  # a no-op once submitted; a refused call leaves the queue
         # Announced from here until submitted (or refused): a writer that takes its group
         # meanwhile waits for this call (briefly), so concurrent calls share transactions.
         with self._identify_group.coming():
-            event = self.event(request)
-            if gpc_proof is not None:
-                event = self._with_gpc(event, gpc_proof)
-            # Group commit: resolved in one engine batch with the identify calls that arrive
-            # while the previous batch commits (in arrival order, each seeing the ones before
-            # it, as if committed one after another). Returns once its batch committed.
-            part = _Part(self._engine.prepare([event]), self._metrics)
-            outcome = self._identify_group.submit(part)
+            return self._identify(request, actor, gpc_proof, None)
+
+    def announce_identify(self) -> Arrival:
+        """Announce an identify call that :meth:`identify` will be given (pass it as
+        ``arrival``), from where the caller first knows of it: a server, once the request is
+        authenticated, before it hands the call to a worker thread. An identify writer waits for
+        announced calls (up to ``_IDENTIFY_LINGER_S``), so concurrent calls share transactions.
+        ``identify`` ends the announcement; a caller that does not call it ends it with
+        ``withdraw()``."""
+        return self._identify_group.announce()
+
+    def _identify(
+        self,
+        request: IdentifyRequest | IdentifyInput,
+        actor: str,
+        gpc_proof: bytes | None,
+        arrival: Arrival | None,
+    ) -> EventOutcome:
+        event = self.event(request)
+        if gpc_proof is not None:
+            event = self._with_gpc(event, gpc_proof)
+        # Group commit: resolved in one engine batch with the identify calls that arrive while
+        # the previous batch commits (in arrival order, each seeing the ones before it, as if
+        # committed one after another). Returns once the batch holding this event committed.
+        part = _Part(self._engine.prepare([event]), self._metrics)
+        outcome = self._identify_group.submit(part, arrival)
         self._metrics.record_ingest([outcome])
         self._audit_consents(actor, [event], [outcome])
         return outcome

@@ -83,10 +83,13 @@ def _identify(
     raw: bytes,
     key_id: str,
     sec_gpc: str | None,
+    arrival: Arrival | None = None,
 ) -> ModelResponse:
     """The endpoint's work, on a worker thread: one call of the use case, then the response."""
     gpc = gpc_requested(sec_gpc)
-    outcome = service.identify(body, actor=api_key_actor(key_id), gpc_proof=raw if gpc else None)
+    outcome = service.identify(
+        body, actor=api_key_actor(key_id), gpc_proof=raw if gpc else None, arrival=arrival
+    )
     response = IdentifyResponse(
         outcome=outcome.outcome.value,
         new_identifiers=outcome.new_identifiers,
@@ -125,9 +128,16 @@ async def _certified_identify_answer(
     dependencies; the endpoint's work on a worker thread (it waits for a durable commit)."""
     key: ApiKey = values["key"]
     sec_gpc = request.headers.get(GPC_HEADER)
-    return await run_in_threadpool(
-        _identify, values["service"], event, values["raw"], key.key_id, sec_gpc
-    )
+    service: IngestService = values["service"]
+    # Announced on the event loop, before the hand-over to a worker thread: a writer that takes
+    # its group meanwhile waits for this call (briefly), as for an ingest batch's arrival.
+    arrival = service.announce_identify()
+    try:
+        return await run_in_threadpool(
+            _identify, service, event, values["raw"], key.key_id, sec_gpc, arrival
+        )
+    finally:
+        arrival.withdraw()  # idempotent: a no-op once submitted
 
 
 @router.post(
