@@ -35,40 +35,26 @@ every error is RFC 9457 `application/problem+json`. Authenticate with
 """
 
 
-# The young generation's threshold in a serving process (CPython's default: 700).
-SERVING_YOUNG_THRESHOLD = 20_000
-
-
 def serve_app() -> FastAPI:
     """The app ``idgraph serve`` runs (its ASGI factory): the store connects in the background,
     so ``/livez`` answers at once and ``/readyz`` says 503 (with the reason) until it is
-    connected. The process's garbage collector is tuned for serving
-    (:func:`tune_collector_for_serving`)."""
+    connected. What is alive once the app is built is frozen (:func:`freeze_built_app`)."""
     app = create_app(container=build_container(Settings(), store_in_background=True), owned=True)
-    tune_collector_for_serving()
+    freeze_built_app()
     return app
 
 
-def tune_collector_for_serving() -> None:
-    """Freeze what is alive once the app is built, and collect the young generation every
-    :data:`SERVING_YOUNG_THRESHOLD` net container allocations instead of every 700.
+def freeze_built_app() -> None:
+    """Move what is alive now out of the cyclic collector's reach (``gc.freeze``).
 
-    Why: a ``/v1/ingest`` batch of 50 events allocates some 10^4 containers (the decoded body,
-    the certified events, the engine's and store's rows) that reference counting frees when
-    the batch is done. At 700 the collector ran many times per batch, each time walking the
-    batches still in flight and promoting them, so the older generations walked them again, and
-    every full collection walked the app's own long-lived objects (routes, models, schemas):
-    7.4 % of the server's GIL samples were the collector (py-spy, `bench/load.py` ingest phase),
-    and the bulk path (``services/bulk.py``) pays none of it (it collects between batches).
-    At 20,000 most of those objects are freed before a collection sees them; the few cycles
-    (tracebacks) wait a little longer (bounded by the threshold). The process and its
-    lifetime are the server's, so this is process-wide on purpose; the app built in tests is not
-    touched (they call :func:`create_app`).
+    The container froze the start-up objects once its PII scanner was built
+    (``bootstrap.container.build_scanner``); the app built after it (routes, models, schemas,
+    the OpenAPI document's) would otherwise be walked again by every full collection while the
+    server runs. They live as long as the process. (The young threshold is raised only while
+    ``/v1/ingest`` batches are handled: :mod:`api.collector`.)
     """
     gc.collect()  # what is garbage now is collected, not frozen
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(SERVING_YOUNG_THRESHOLD, middle, old)
 
 
 def create_app(
