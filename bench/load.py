@@ -438,7 +438,11 @@ async def drive(
             # A bulk-first round's bulk phase (on a pre-grown store: before the server starts).
             bulk_first: list[Phase] = []
             if store is not None:
-                bulk_first = store.start_round(number, bulk_too, offset, events, args)
+                # From the round's ingest persons on: after identify_closed's (bulk-first rounds
+                # are even, so round 1's open-loop identify does not come before them).
+                bulk_first = store.start_round(
+                    number, bulk_too, offset + args.requests, events, args
+                )
                 server = (store.server.pid,)
                 await api.aclose()
                 api = client()  # no kept-alive connection to the stopped server
