@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from api.collector import BATCHES
 from api.consent import GPC_HEADER, GpcHeader, gpc_requested
 from api.deps import (
     BatchArrival,
@@ -169,7 +170,20 @@ def _ingest(
     arrival: Arrival,
     sec_gpc: str | None,
 ) -> ModelResponse:
-    """The endpoint's work, on a worker thread: one call of the use case, then the response."""
+    """The endpoint's work, on a worker thread: one call of the use case, then the response
+    (the cyclic collector's young threshold raised meanwhile: :mod:`api.collector`)."""
+    with BATCHES.handling():
+        return _ingest_batch(service, events, raw, key_id, arrival, sec_gpc)
+
+
+def _ingest_batch(
+    service: IngestService,
+    events: Sequence[IdentifyInput],
+    raw: bytes,
+    key_id: str,
+    arrival: Arrival,
+    sec_gpc: str | None,
+) -> ModelResponse:
     gpc = gpc_requested(sec_gpc)
     outcomes = service.ingest(
         events,
