@@ -389,6 +389,26 @@ def person(index: int, rng_seed: int) -> dict[str, Any]:
     }
 
 
+async def identify_closed(
+    api: httpx.AsyncClient, args: argparse.Namespace, offset: int, server: tuple[int, ...]
+) -> Phase:
+    """The closed-loop identify phase on persons from ``offset`` on, with the graph
+    transactions it took (one per identify group commit) as its ``commits``."""
+    commits_before = await ingest_commits(api)
+    phase = await run_closed(
+        "identify_closed",
+        api,
+        identify_from(offset, args.seed),
+        args.requests,
+        args.concurrency,
+        args.cap,
+        pids=server,
+        retry_transport=True,
+    )
+    phase.commits = await ingest_commits(api) - commits_before
+    return phase
+
+
 async def drive(
     args: argparse.Namespace,
     base: str,
@@ -479,21 +499,7 @@ async def drive(
             # Throughput of identify: closed loop at the hello phase's concurrency (group commit
             # coalesces the concurrent calls into shared engine batches).
             if "identify_closed" in wanted:
-                commits_before = await ingest_commits(api)
-                done.append(
-                    await run_closed(
-                        "identify_closed",
-                        api,
-                        identify_from(offset, seed),
-                        args.requests,
-                        args.concurrency,
-                        args.cap,
-                        pids=server,
-                        retry_transport=True,
-                    )
-                )
-                # Graph transactions of the phase (one per identify group commit).
-                done[-1].commits = await ingest_commits(api) - commits_before
+                done.append(await identify_closed(api, args, offset, server))
             offset += args.requests
             if "ingest" in wanted:
                 done += bulk_first  # after hello: the round's ratios take the first as ceiling
