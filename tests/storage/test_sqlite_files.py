@@ -212,8 +212,8 @@ def test_bytes_parameters_are_bound_unchanged_through_a_registered_adapter_when_
 ) -> None:
     # CPython's sqlite3 sends every bytes parameter through its adaptation protocol; without a
     # registered adapter each one costs a formatted, discarded AttributeError (~3,000
-    # instructions; ~17 per bulk event). storage.sqlite registers bytes itself: the table hits
-    # and the very same object is bound.
+    # instructions). storage.sqlite registers bytes itself: the table hits and the very same
+    # object is bound.
     assert sqlite3.adapters.get((bytes, sqlite3.PrepareProtocol)) is bytes
     digest = bytes(range(256)) * 3
     conn = connect_private(tmp_path / "blobs.sqlite3", 1_000, StoreUnavailableError, "test file")
