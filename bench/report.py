@@ -1144,7 +1144,12 @@ def load_section(report: Report) -> list[str]:
                     f"HTTP identify at {report.preset.load_concurrency} connections ≥ "
                     f"{GOAL_IDENTIFY_OVER_HELLO} x hello-world",
                     f"{_rounds_figure(ratios, 'identify_closed_throughput_over_hello')}, "
-                    f"p99 {closed['p99_ms']:.1f} ms",
+                    f"p99 {closed['p99_ms']:.1f} ms"
+                    + (
+                        f", {closed['requests'] / closed['commits']:.2f} calls per transaction"
+                        if closed.get("commits")
+                        else ""
+                    ),
                     _rounds_status(
                         {"identify_closed_throughput_over_hello": over_hello, **ratios},
                         "identify_closed_throughput_over_hello",
@@ -1194,6 +1199,14 @@ def load_section(report: Report) -> list[str]:
             "identify_closed, ingest and bulk (ingest and bulk in alternating order, on fresh "
             "persons); the rows pool the rounds, the goals take the median round. "
             "Closed-loop phases are bounded by the client on the same machine."
+            + (
+                f" Every round's ingest and bulk phases start from the same pre-grown store "
+                f"({outcome.data['pregrow_persons']:,} persons put in through the bulk path "
+                "before round 1, the snapshot put back before each phase) and send the same "
+                "events."
+                if outcome.data and outcome.data.get("pregrow_persons")
+                else ""
+            )
         ),
         "",
         *_table(FIGURE_HEADERS, rows),
