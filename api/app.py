@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -37,8 +38,23 @@ every error is RFC 9457 `application/problem+json`. Authenticate with
 def serve_app() -> FastAPI:
     """The app ``idgraph serve`` runs (its ASGI factory): the store connects in the background,
     so ``/livez`` answers at once and ``/readyz`` says 503 (with the reason) until it is
-    connected."""
-    return create_app(container=build_container(Settings(), store_in_background=True), owned=True)
+    connected. What is alive once the app is built is frozen (:func:`freeze_built_app`)."""
+    app = create_app(container=build_container(Settings(), store_in_background=True), owned=True)
+    freeze_built_app()
+    return app
+
+
+def freeze_built_app() -> None:
+    """Move what is alive now out of the cyclic collector's reach (``gc.freeze``).
+
+    The container froze the start-up objects once its PII scanner was built
+    (``bootstrap.container.build_scanner``); the app built after it (routes, models, schemas,
+    the OpenAPI document's) would otherwise be walked again by every full collection while the
+    server runs. They live as long as the process. (The young threshold is raised only while
+    ``/v1/ingest`` batches are handled: :mod:`api.collector`.)
+    """
+    gc.collect()  # what is garbage now is collected, not frozen
+    gc.freeze()
 
 
 def create_app(

@@ -47,7 +47,9 @@ import json
 import os
 import random
 import resource
+import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1142,16 +1144,56 @@ def _count_values(data: Path) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class Figures:
-    """Everything the run measured, for the table and ``--json``."""
+    """Everything the run measured, for the table and ``--json``.
+
+    With ``--rounds N`` every mode ran N times, in alternating rounds (:func:`round_order`);
+    ``runs`` holds each round's results. The figures of record are then medians: each ratio is
+    the median of the per-round ratios (a round's modes ran back to back, so they saw about the
+    same load), each mode's seconds, CPU seconds and bytes the median over its rounds, and its
+    peak RSS the largest of its rounds (a peak). One round is exactly the one run.
+    """
 
     summary: DataSummary
     batch_size: int
     synchronous: str
-    modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    orders: list[tuple[str, ...]] = field(default_factory=list)
     store: str = "sqlite"
     load_before: float = 0.0
     load_after: float = 0.0
     ner: bool = False  # the real mode scanned with the NER model (--ner)
+
+    def add_round(self, order: tuple[str, ...], results: dict[str, dict[str, Any]]) -> None:
+        """Record one round: the modes in the order they ran and each one's result."""
+        self.orders.append(order)
+        self.runs.append(results)
+
+    @property
+    def rounds(self) -> int:
+        """How many rounds ran."""
+        return len(self.runs)
+
+    @property
+    def modes(self) -> dict[str, dict[str, Any]]:
+        """Each mode's figures: its one run, or with several rounds its medians (the last
+        round's result with the median seconds, CPU seconds and bytes written and the largest
+        peak RSS; the counts are the same in every round)."""
+        if len(self.runs) == 1:
+            return self.runs[0]
+        merged: dict[str, dict[str, Any]] = {}
+        for name in self.runs[0]:  # the first round's order: the modes' own
+            each = [run[name] for run in self.runs]
+            merged[name] = {
+                **each[-1],
+                **{
+                    key: statistics.median(float(m.get(key, 0)) for m in each)
+                    for key in ("seconds", "cpu_seconds", "bytes_written")
+                },
+                "peak_rss_kib": max(int(m["peak_rss_kib"]) for m in each),
+                "load_before": min(float(m.get("load_before", 0.0)) for m in each),
+                "load_after": max(float(m.get("load_after", 0.0)) for m in each),
+            }
+        return merged
 
     @property
     def with_attributes(self) -> bool:
@@ -1161,25 +1203,29 @@ class Figures:
     @property
     def real_modes(self) -> tuple[str, ...]:
         """The real modes that ran, in the order they ran."""
-        return tuple(m for m in ("real-noscan", "real") if m in self.modes)
+        return tuple(m for m in ("real-noscan", "real") if m in self.runs[-1])
+
+    def ratios_of(self, mode: str, floor: str = "floor", *, cpu: bool = False) -> list[float]:
+        """``mode``'s throughput over ``floor``'s in each round (by CPU seconds with ``cpu``):
+        every mode processes the same file, so this is the floor's seconds over ``mode``'s."""
+        if cpu:
+            return [_cpu(run[floor]) / max(_cpu(run[mode]), 1e-9) for run in self.runs]
+        return [_rate(run[mode]) / _rate(run[floor]) for run in self.runs]
 
     def ratio_of(self, mode: str, floor: str = "floor") -> float:
-        """``mode``'s throughput over ``floor``'s (higher is better; 1.0 = as fast as the floor).
-
-        Every mode processes the same file, so this is the floor's seconds over ``mode``'s, for
-        identifiers/s and attribute values/s alike.
-        """
-        return _rate(self.modes[mode]) / _rate(self.modes[floor])
+        """``mode``'s throughput over ``floor``'s (higher is better; 1.0 = as fast as the floor),
+        the median of the rounds."""
+        return statistics.median(self.ratios_of(mode, floor))
 
     def cpu_ratio_of(self, mode: str, floor: str = "floor") -> float:
         """``floor``'s CPU seconds over ``mode``'s: the same ratio in CPU instead of wall time
-        (less sensitive to the machine's load than wall time)."""
-        return _cpu(self.modes[floor]) / max(_cpu(self.modes[mode]), 1e-9)
+        (less sensitive to the machine's load than wall time), the median of the rounds."""
+        return statistics.median(self.ratios_of(mode, floor, cpu=True))
 
     @property
     def has_same_work(self) -> bool:
         """Whether the same-work floor ran (SQLite only)."""
-        return "same-work" in self.modes
+        return "same-work" in self.runs[-1]
 
     @property
     def ratio(self) -> float:
@@ -1188,34 +1234,99 @@ class Figures:
 
     @property
     def scan_on_over_off(self) -> float:
-        """Throughput with the PII scan over throughput without it (t_noscan / t_real)."""
-        return float(self.modes["real-noscan"]["seconds"]) / float(self.modes["real"]["seconds"])
+        """Throughput with the PII scan over throughput without it (t_noscan / t_real), the
+        median of the rounds."""
+        return statistics.median(
+            float(run["real-noscan"]["seconds"]) / float(run["real"]["seconds"])
+            for run in self.runs
+        )
 
     @property
     def scan_seconds(self) -> float | None:
-        """t_real - t_noscan: what the PII scan (and redaction) added, if both real modes ran."""
-        if "real-noscan" not in self.modes:
+        """t_real - t_noscan: what the PII scan (and redaction) added, if both real modes ran
+        (the median of the rounds)."""
+        if "real-noscan" not in self.runs[-1]:
             return None
-        return float(self.modes["real"]["seconds"]) - float(self.modes["real-noscan"]["seconds"])
+        return statistics.median(
+            float(run["real"]["seconds"]) - float(run["real-noscan"]["seconds"])
+            for run in self.runs
+        )
+
+    def ratio_figures(self) -> dict[str, float]:
+        """The judged ratios (``ratio_real_over_floor``, ``cpu_ratio_real_over_floor`` and,
+        with the same-work floor, ``ratio_real_over_same_work_floor`` and its CPU twin): each
+        the median of the rounds, also as ``<key>_median``, with ``<key>_min`` / ``<key>_max``
+        (the spread, as ``bench/load.py`` and ``bench/audience.py`` report theirs)."""
+        floors = [("floor", "floor")]
+        if self.has_same_work:
+            floors.append(("same_work_floor", "same-work"))
+        figures: dict[str, float] = {}
+        for label, floor in floors:
+            for prefix, cpu in (("ratio", False), ("cpu_ratio", True)):
+                each = self.ratios_of("real", floor, cpu=cpu)
+                key = f"{prefix}_real_over_{label}"
+                figures[key] = figures[f"{key}_median"] = round(statistics.median(each), 4)
+                figures[f"{key}_min"] = round(min(each), 4)
+                figures[f"{key}_max"] = round(max(each), 4)
+        return figures
+
+    def round_figures(self) -> list[dict[str, Any]]:
+        """Each round for ``--json``: its order, each mode's figures and its ratios."""
+        out = []
+        for number, (order, run) in enumerate(zip(self.orders, self.runs, strict=True), 1):
+            ratios: dict[str, float] = {}
+            for name in self.real_modes:
+                for label, floor in (("floor", "floor"), ("same_work_floor", "same-work")):
+                    if floor not in run:
+                        continue
+                    ratios[f"ratio_{name}_over_{label}".replace("-", "_")] = round(
+                        _rate(run[name]) / _rate(run[floor]), 4
+                    )
+                    ratios[f"cpu_ratio_{name}_over_{label}".replace("-", "_")] = round(
+                        _cpu(run[floor]) / max(_cpu(run[name]), 1e-9), 4
+                    )
+            out.append(
+                {
+                    "round": number,
+                    "order": list(order),
+                    "modes": {
+                        name: {
+                            "seconds": round(float(m["seconds"]), 4),
+                            "cpu_seconds": round(_cpu(m), 4),
+                            "bytes_written": int(m.get("bytes_written", 0)),
+                            "peak_rss_mib": round(_mib(m), 1),
+                            "load_before": m.get("load_before", 0.0),
+                            "load_after": m.get("load_after", 0.0),
+                        }
+                        for name, m in run.items()
+                    },
+                    "ratios": ratios,
+                }
+            )
+        return out
 
     def failures(self) -> list[str]:
         """Why the run should exit 1: rejected rows, or traits not stored as active facts."""
         problems = []
         expected = self.summary.expected_facts()
-        for name in self.real_modes:
-            m = self.modes[name]
-            if m["rejected_rows"]:
-                problems.append(f"{name} rejected {m['rejected_rows']:,} rows")
-            facts = {"stored": m["facts_stored"], "quarantined": m["facts_quarantined"]}
-            if facts != expected:
-                problems.append(f"{name} facts {facts} != expected {expected}")
+        for number, run in enumerate(self.runs, 1):
+            where = f" (round {number})" if len(self.runs) > 1 else ""
+            for name in self.real_modes:
+                m = run[name]
+                if m["rejected_rows"]:
+                    problems.append(f"{name}{where} rejected {m['rejected_rows']:,} rows")
+                facts = {"stored": m["facts_stored"], "quarantined": m["facts_quarantined"]}
+                if facts != expected:
+                    problems.append(f"{name}{where} facts {facts} != expected {expected}")
         return problems
 
     def as_json(self) -> dict[str, Any]:
-        """The figures as a JSON document."""
-        s, real = self.summary, self.modes["real"]
+        """The figures as a JSON document (with several rounds: the medians, their spread
+        and every round)."""
+        merged = self.modes
+        s, real = self.summary, merged["real"]
         modes = {}
-        for name, m in self.modes.items():
+        for name, m in merged.items():
             modes[name] = {
                 "identifiers": m["identifiers"],
                 "seconds": round(m["seconds"], 4),
@@ -1248,8 +1359,9 @@ class Figures:
             "batch_size": self.batch_size,
             "synchronous": self.synchronous,
             "modes": modes,
-            "ratio_real_over_floor": round(self.ratio, 4),
-            "cpu_ratio_real_over_floor": round(self.cpu_ratio_of("real"), 4),
+            "rounds": self.rounds,
+            **self.ratio_figures(),
+            "round_figures": self.round_figures(),
             "load_before": self.load_before,
             "load_after": self.load_after,
             "goals": {
@@ -1267,11 +1379,7 @@ class Figures:
         }
         if self.has_same_work:
             same = self.ratio_of("real", "same-work")
-            doc["ratio_real_over_same_work_floor"] = round(same, 4)
-            doc["cpu_ratio_real_over_same_work_floor"] = round(
-                self.cpu_ratio_of("real", "same-work"), 4
-            )
-            doc["same_work_store"] = self.modes["same-work"]["stored"]
+            doc["same_work_store"] = merged["same-work"]["stored"]
             doc["goals"]["same_work_ratio_min"] = GOAL_SAME_WORK_RATIO
             doc["goals"]["same_work_ratio_met"] = same >= GOAL_SAME_WORK_RATIO
         if not self.with_attributes:
@@ -1286,14 +1394,14 @@ class Figures:
         }
         doc["facts"] = {
             name: {
-                "stored": self.modes[name]["facts_stored"],
-                "quarantined": self.modes[name]["facts_quarantined"],
+                "stored": merged[name]["facts_stored"],
+                "quarantined": merged[name]["facts_quarantined"],
             }
             for name in self.real_modes
         }
         doc["expected_facts"] = s.expected_facts()
-        if "real-noscan" in self.modes:
-            noscan = self.modes["real-noscan"]
+        if "real-noscan" in merged:
+            noscan = merged["real-noscan"]
             doc["ratio_real_noscan_over_floor"] = round(self.ratio_of("real-noscan"), 4)
             doc["goals"]["ratio_real_noscan_met"] = self.ratio_of("real-noscan") >= GOAL_RATIO
             doc["goals"]["real_noscan_peak_rss_met"] = _mib(noscan) < GOAL_REAL_RSS_MIB
@@ -1364,15 +1472,47 @@ def _wide_row(cells: tuple[str, str, str, str, str, str, str]) -> str:
     )
 
 
+def _spread(figures: Figures, mode: str, floor: str, *, cpu: bool = False) -> str:
+    """``0.712`` for one round; ``median 0.712 (0.650-0.790 over 3 rounds)`` for several."""
+    each = figures.ratios_of(mode, floor, cpu=cpu)
+    median = statistics.median(each)
+    if len(each) == 1:
+        return f"{median:.3f}"
+    return f"median {median:.3f} ({min(each):.3f}-{max(each):.3f} over {len(each)} rounds)"
+
+
+def _round_lines(figures: Figures) -> list[str]:
+    """One line per round (several rounds only): its order, each mode's wall and CPU seconds,
+    and real's ratios over the floors in that round."""
+    if figures.rounds < 2:
+        return []
+    lines = ["", "rounds (mode wall s / CPU s, in the order they ran; real's ratios in the round):"]
+    for number, (order, run) in enumerate(zip(figures.orders, figures.runs, strict=True), 1):
+        cells = [f"{name} {run[name]['seconds']:.2f} / {_cpu(run[name]):.2f}" for name in order]
+        ratios = [
+            f"real/{floor} {_rate(run['real']) / _rate(run[floor]):.3f} wall, "
+            f"{_cpu(run[floor]) / max(_cpu(run['real']), 1e-9):.3f} CPU"
+            for floor in ("floor", "same-work")
+            if floor in run and "real" in run
+        ]
+        lines.append(f"round {number}: " + ", ".join(cells) + "; " + "; ".join(ratios))
+    return lines
+
+
 def render(figures: Figures) -> str:
-    """The printed report."""
-    s = figures.summary
+    """The printed report (with several rounds: the medians, their spread and every round)."""
+    s, modes = figures.summary, figures.modes
     lines = [
         (
             f"idgraph bulk-ingest benchmark: {s.persons:,} persons, {s.distinct_identifiers:,} "
             f"distinct identifiers, {s.events:,} events, {s.identifier_values:,} identifier "
             f"values; batch {figures.batch_size} events/transaction; "
             f"synchronous={figures.synchronous}; store={figures.store}"
+            + (
+                f"; {figures.rounds} alternating rounds, figures are medians"
+                if figures.rounds > 1
+                else ""
+            )
         ),
     ]
     if figures.with_attributes:
@@ -1395,8 +1535,8 @@ def render(figures: Figures) -> str:
                 )
             ),
         ]
-        for name in figures.modes:
-            m = figures.modes[name]
+        for name in modes:
+            m = modes[name]
             lines.append(
                 _wide_row(
                     (
@@ -1412,8 +1552,8 @@ def render(figures: Figures) -> str:
             )
     else:
         lines += ["", _row("mode", "identifiers", "seconds", "identifiers/s", "peak RSS MiB")]
-        for name in figures.modes:
-            m = figures.modes[name]
+        for name in modes:
+            m = modes[name]
             lines.append(
                 _row(
                     name,
@@ -1430,29 +1570,30 @@ def render(figures: Figures) -> str:
             f"{'load before':>12} {'load after':>11}"
         ),
     ]
-    for name, m in figures.modes.items():
+    for name, m in modes.items():
         lines.append(
             f"{name:<11} {_cpu(m):>9.3f} {m.get('bytes_written', 0) / 2**20:>12.1f} "
             f"{_written(m):>17,.0f} {m.get('load_before', 0.0):>12.2f} "
             f"{m.get('load_after', 0.0):>11.2f}"
         )
+    lines += _round_lines(figures)
     lines.append("")
     for name in figures.real_modes:
         ratio = figures.ratio_of(name)
         lines.append(
-            f"ratio {name}/floor throughput: {ratio:.3f} "
+            f"ratio {name}/floor throughput: {_spread(figures, name, 'floor')} "
             f"(goal >= {GOAL_RATIO:.2f}: {_met(ratio >= GOAL_RATIO)}); "
-            f"CPU {figures.cpu_ratio_of(name):.3f}"
+            f"CPU {_spread(figures, name, 'floor', cpu=True)}"
         )
         if figures.has_same_work:
             same = figures.ratio_of(name, "same-work")
             lines.append(
-                f"ratio {name}/same-work floor throughput: {same:.3f} "
+                f"ratio {name}/same-work floor throughput: {_spread(figures, name, 'same-work')} "
                 f"(goal >= {GOAL_SAME_WORK_RATIO:.2f}: {_met(same >= GOAL_SAME_WORK_RATIO)}); "
-                f"CPU {figures.cpu_ratio_of(name, 'same-work'):.3f}"
+                f"CPU {_spread(figures, name, 'same-work', cpu=True)}"
             )
     for name in figures.real_modes:
-        rss = _mib(figures.modes[name])
+        rss = _mib(modes[name])
         lines.append(
             f"{name} peak RSS: {rss:.1f} MiB "
             f"(goal < {GOAL_REAL_RSS_MIB} MiB: {_met(rss < GOAL_REAL_RSS_MIB)})"
@@ -1471,7 +1612,7 @@ def render(figures: Figures) -> str:
         )
         on_off = figures.scan_on_over_off
         how = "with NER" if figures.ner else "patterns only"
-        cpu = [figures.modes[m]["cpu_seconds"] for m in ("real-noscan", "real")]
+        cpu = [modes[m]["cpu_seconds"] for m in ("real-noscan", "real")]
         lines.append(
             f"ratio real/real-noscan throughput (scan {how}): {on_off:.3f} "
             f"(goal >= {GOAL_SCAN_RATIO:.2f}: {_met(on_off >= GOAL_SCAN_RATIO)}); by CPU "
@@ -1480,7 +1621,7 @@ def render(figures: Figures) -> str:
         )
     expected = s.expected_stats()
     for name in figures.real_modes:
-        m = figures.modes[name]
+        m = modes[name]
         store, outcomes = m["store"], m["outcomes"]
         lines += [
             f"store after {name} run: "
@@ -1542,11 +1683,21 @@ def _run_mode(mode: str, data: Path, work: Path, args: argparse.Namespace) -> di
     return result
 
 
+def round_order(modes: tuple[str, ...], number: int) -> tuple[str, ...]:
+    """The order of the modes in round ``number`` (0-based): rotated by one mode a round, so
+    that over as many rounds as modes each mode runs first once (a mode that always ran first,
+    or always after the heaviest, would carry the machine's drift into every ratio)."""
+    shift = number % len(modes)
+    return modes[shift:] + modes[:shift]
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     """Generate the data once, run the modes in subprocesses, print the figures.
 
-    The modes run one after another: floor and real, or with ``--attributes`` floor,
-    real-noscan and real.
+    The modes run one after another: floor, same-work and real, or with ``--attributes``
+    floor, same-work, real-noscan and real; with ``--rounds N`` N times, in the order of
+    :func:`round_order`, each run on a fresh store (the previous round's is deleted first,
+    untimed).
     """
     identifiers = args.identifiers or SCALES[args.scale]
     persons = max(1, identifiers // IDENTIFIERS_PER_PERSON)
@@ -1571,8 +1722,17 @@ def orchestrate(args: argparse.Namespace) -> int:
             summary, args.batch_size, args.synchronous, store=args.store, ner=args.ner
         )
         figures.load_before = load_average()
-        for mode in modes:
-            figures.modes[mode] = _run_mode(mode, data, work, args)
+        for number in range(args.rounds):
+            order = round_order(modes, number)
+            results: dict[str, dict[str, Any]] = {}
+            for mode in order:
+                # Each run starts from an empty store: the floors would otherwise find their
+                # rows (INSERT OR IGNORE) and the real path its identifiers from the last round.
+                shutil.rmtree(work / mode, ignore_errors=True)
+                results[mode] = _run_mode(mode, data, work, args)
+            figures.add_round(order, results)
+            if args.rounds > 1:
+                print(f"round {number + 1}/{args.rounds} done", file=sys.stderr)
         figures.load_after = load_average()
     print(render(figures))
     if args.json:
@@ -1626,6 +1786,14 @@ def main(argv: list[str] | None = None) -> int:
         default="sqlite",
         help="where floor and real write (neo4j: the server of NEO4J_URI, wiped first)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every mode N times in alternating rounds (default 1; the mode that runs "
+        "first rotates); the ratios are the medians of the rounds, with their spread",
+    )
     parser.add_argument("--seed", type=int, default=20261123, help="generator seed")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON here")
     parser.add_argument("--tmp-dir", help="parent directory of the temporary work directory")
@@ -1643,8 +1811,12 @@ def main(argv: list[str] | None = None) -> int:
         "in location, behavioural, interests and contact)",
     )
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or (args.identifiers is not None and args.identifiers < 1):
-        parser.error("--batch-size and --identifiers must be positive")
+    if (
+        args.batch_size < 1
+        or args.rounds < 1
+        or (args.identifiers is not None and args.identifiers < 1)
+    ):
+        parser.error("--batch-size, --rounds and --identifiers must be positive")
     if not 0 <= args.attributes <= len(ATTRIBUTE_ORDER):
         parser.error(f"--attributes must be between 0 and {len(ATTRIBUTE_ORDER)}")
     if args.mode is None:

@@ -34,7 +34,8 @@ seconds of the client and servers together and of the server alone (``server_cpu
 share the machine. ``--phases identify_closed,ingest`` runs only the named phases after
 ``hello`` (``bulk`` comes with ``ingest``). The ingest phase also reports the server's graph
 transactions (``commits``, from its own ``/metrics``: one per group commit), to compare with
-``bench/ingest_paths.py``'s, and beside the bulk phase (whose process reports its own bytes
+``bench/ingest_paths.py``'s (the ``identify_closed`` phase reports its own the same way: how
+many identify calls share one), and beside the bulk phase (whose process reports its own bytes
 written) ``ingest_bytes_over_bulk``, ``ingest_server_cpu_over_wall`` and ``bulk_cpu_over_wall``:
 both are bound to one core by the GIL, so a server below the bulk process's CPU over wall is
 waiting (for its commits' fsyncs, for requests in transit) rather than working.
@@ -48,6 +49,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -387,15 +389,38 @@ def person(index: int, rng_seed: int) -> dict[str, Any]:
     }
 
 
+async def identify_closed(
+    api: httpx.AsyncClient, args: argparse.Namespace, offset: int, server: tuple[int, ...]
+) -> Phase:
+    """The closed-loop identify phase on persons from ``offset`` on, with the graph
+    transactions it took (one per identify group commit) as its ``commits``."""
+    commits_before = await ingest_commits(api)
+    phase = await run_closed(
+        "identify_closed",
+        api,
+        identify_from(offset, args.seed),
+        args.requests,
+        args.concurrency,
+        args.cap,
+        pids=server,
+        retry_transport=True,
+    )
+    phase.commits = await ingest_commits(api) - commits_before
+    return phase
+
+
 async def drive(
     args: argparse.Namespace,
     base: str,
     hello: str,
     token: str,
     pids: tuple[int, int] = (0, 0),
+    store: PregrownStore | None = None,
 ) -> dict[str, Any]:
     """Run every phase the server supports; returns the figures. ``pids`` are the idgraph and
-    hello-world servers' process ids (their CPU and writes count with the client's)."""
+    hello-world servers' process ids (their CPU and writes count with the client's). With a
+    pre-grown ``store``, each round starts the server on the snapshot, and its ingest and bulk
+    phases each start from the snapshot with the same events."""
     server = (pids[0],) if pids[0] else ()
     ceiling_pids = (pids[1],) if pids[1] else ()
     headers = {"Authorization": f"Bearer {token}"}
@@ -412,16 +437,36 @@ async def drive(
         skipped["identify"] = "not in --phases"
     # Each round: hello (the ceiling), identify_closed, then ingest and bulk on fresh persons.
     # The order of ingest and bulk alternates (ingest first in odd rounds, bulk first in even
-    # ones): the store grows by each phase's persons, so neither path always meets the bigger
-    # store. One 20k-event bulk phase swung 5.3-9.2 s on a quiet machine and decided the ratio
-    # alone; the figures of record are the medians of the per-round ratios, with their spread.
+    # ones). On a pre-grown store (``--pregrow``, the default with --rounds) both start from the
+    # same snapshot with the same events; without one the store grows by each phase's persons,
+    # so neither path always meets the bigger store. One 20k-event bulk phase swung 5.3-9.2 s on
+    # a quiet machine and decided the ratio alone; the figures of record are the medians of the
+    # per-round ratios, with their spread.
     per_round: list[list[Phase]] = []
     singles: list[Phase] = []
     offset = 0
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as api:
+
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60)
+
+    events = ingest_requests * args.batch
+    bulk_too = "ingest" in wanted and args.bulk_env is not None
+    api = client()
+    try:
         paths = (await api.get("/openapi.json")).json()["paths"]
         for number in range(1, rounds + 1):
             done: list[Phase] = []
+            # A bulk-first round's bulk phase (on a pre-grown store: before the server starts).
+            bulk_first: list[Phase] = []
+            if store is not None:
+                # From the round's ingest persons on: after identify_closed's (bulk-first rounds
+                # are even, so round 1's open-loop identify does not come before them).
+                bulk_first = store.start_round(
+                    number, bulk_too, offset + args.requests, events, args
+                )
+                server = (store.server.pid,)
+                await api.aclose()
+                api = client()  # no kept-alive connection to the stopped server
             async with httpx.AsyncClient(base_url=hello, limits=limits, timeout=60) as ceiling:
                 done.append(
                     await run_closed(
@@ -454,41 +499,76 @@ async def drive(
             # Throughput of identify: closed loop at the hello phase's concurrency (group commit
             # coalesces the concurrent calls into shared engine batches).
             if "identify_closed" in wanted:
-                done.append(
-                    await run_closed(
-                        "identify_closed",
-                        api,
-                        identify_from(offset, seed),
-                        args.requests,
-                        args.concurrency,
-                        args.cap,
-                        pids=server,
-                        retry_transport=True,
-                    )
-                )
+                done.append(await identify_closed(api, args, offset, server))
             offset += args.requests
             if "ingest" in wanted:
-                events = ingest_requests * args.batch
-                ingest_at, bulk_at = offset, offset + events
-                if number % 2 == 0 and args.bulk_env is not None:
-                    ingest_at, bulk_at = bulk_at, ingest_at
-                    done.append(bulk_phase(bulk_at, events, args))
-                done.append(await ingest_phase(api, args, ingest_at, ingest_requests, server))
-                if number % 2 == 1 and args.bulk_env is not None:
-                    done.append(bulk_phase(bulk_at, done[-1].requests * args.batch, args))
-                offset += 2 * events
+                done += bulk_first  # after hello: the round's ratios take the first as ceiling
+                done += await ingest_and_bulk(api, args, number, offset, server, store)
+                offset += events if store is not None else 2 * events
             per_round.append(done)
-        for name, run_phase in (("profile", profile_phase), ("audience_export", export_phase)):
-            if name not in wanted:
-                skipped[name] = "not in --phases"
-                continue
-            outcome = await run_phase(api, args, paths, server)
-            if isinstance(outcome, Phase):
-                singles.append(outcome)
-            else:
-                skipped[name] = outcome
+        if store is not None and not store.server.pid:
+            store.server.start()  # stopped for the last bulk phase: the reads need it
+            server = (store.server.pid,)
+            await api.aclose()
+            api = client()
+        singles += await read_phases(api, args, paths, server, skipped)
+    finally:
+        await api.aclose()
     phases = pooled(per_round, singles)
     return {"phases": phases, "skipped": skipped, "rounds": per_round if rounds > 1 else []}
+
+
+async def read_phases(
+    api: httpx.AsyncClient,
+    args: argparse.Namespace,
+    paths: dict[str, Any],
+    server: tuple[int, ...],
+    skipped: dict[str, str],
+) -> list[Phase]:
+    """The profile and audience export phases asked for (once each, after the rounds); why
+    one did not run goes in ``skipped``."""
+    done: list[Phase] = []
+    for name, run_phase in (("profile", profile_phase), ("audience_export", export_phase)):
+        if name not in args.phases:
+            skipped[name] = "not in --phases"
+            continue
+        outcome = await run_phase(api, args, paths, server)
+        if isinstance(outcome, Phase):
+            done.append(outcome)
+        else:
+            skipped[name] = outcome
+    return done
+
+
+async def ingest_and_bulk(
+    api: httpx.AsyncClient,
+    args: argparse.Namespace,
+    number: int,
+    first: int,
+    server: tuple[int, ...],
+    store: PregrownStore | None,
+) -> list[Phase]:
+    """Round ``number``'s ingest phase and bulk phase (unless --no-bulk) on the persons from
+    ``first`` on: ingest first in odd rounds. On a pre-grown ``store`` both take the same
+    persons, each from the snapshot (bulk-first rounds ran their bulk phase before the server
+    started: see :func:`drive`); otherwise the bulk phase takes the persons after them."""
+    requests = args.ingest_requests or max(1, args.requests // args.batch)
+    events = requests * args.batch
+    done: list[Phase] = []
+    if store is not None:
+        done.append(await ingest_phase(api, args, first, requests, server))
+        if number % 2 == 1 and args.bulk_env is not None:
+            store.restore(start=False)
+            done.append(bulk_phase(first, done[-1].requests * args.batch, args))
+        return done
+    ingest_at, bulk_at = first, first + events
+    if number % 2 == 0 and args.bulk_env is not None:
+        ingest_at, bulk_at = bulk_at, ingest_at
+        done.append(bulk_phase(bulk_at, events, args))
+    done.append(await ingest_phase(api, args, ingest_at, requests, server))
+    if number % 2 == 1 and args.bulk_env is not None:
+        done.append(bulk_phase(bulk_at, done[-1].requests * args.batch, args))
+    return done
 
 
 def identify_from(first: int, seed: int) -> Request:
@@ -516,6 +596,126 @@ def settle_store(data_dir: Path | None) -> None:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.close()
+
+
+# ``idgraph serve`` as the load test starts it (the port is added).
+SERVE = (sys.executable, "-c", "from cli.main import main; main()", "serve")
+# Persons of the pre-grown store (``--pregrow``) are numbered from here: no round's persons.
+PREGROW_FIRST = 50_000_000
+
+
+class IdgraphServer:
+    """``idgraph serve`` on the run's data dir, as a subprocess that can be stopped, its store
+    put back to the pre-grown snapshot (``--pregrow``), and started again on the same port."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env, self.port = env, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The running server's process id (0 when stopped)."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else 0
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        self.proc = subprocess.Popen(
+            [*SERVE, "--port", str(self.port)],
+            cwd=REPO,
+            env=self.env,
+        )
+        wait_ready(self.base + "/readyz", self.proc)  # the store connected too
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM: a graceful shutdown; SIGKILL after 15 s)."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class PregrownStore:
+    """The data dir's pre-grown state, copied aside once (untimed): every ingest and bulk phase
+    starts from it, so each round measures the same store state and the same events.
+
+    Why: on one growing store the ingest phase wrote ~0.5 GiB in round 1 and ~1 GiB in later
+    rounds (stop 37: random keys land on more distinct index pages as the B-trees grow), so the
+    rounds mixed two regimes. The snapshot holds one round's worth of persons (``--pregrow``),
+    made by the bulk path before the first round: round 1 no longer meets a near-empty store."""
+
+    data_dir: Path
+    snapshot: Path
+    server: IdgraphServer
+    # The data dir still is the snapshot (nothing ran on it since it was copied).
+    fresh: bool = True
+
+    def restore(self, start: bool) -> None:
+        """Stop the server, put the snapshot back in place of the data dir (untimed), and start
+        the server again if ``start``."""
+        if self.fresh and start and self.server.pid:
+            self.fresh = False  # the server just started on the snapshot: nothing to put back
+            return
+        self.fresh = False
+        self.server.stop()
+        shutil.rmtree(self.data_dir)
+        shutil.copytree(self.snapshot, self.data_dir)
+        if start:
+            self.server.start()
+
+    def start_round(
+        self, number: int, bulk: bool, first: int, events: int, args: argparse.Namespace
+    ) -> list[Phase]:
+        """Start round ``number``'s server on the snapshot; in bulk-first (even) rounds with a
+        ``bulk`` phase, that phase runs on the snapshot first (``events`` persons from
+        ``first``: the ones the round's ingest phase sends) and is returned."""
+        done = []
+        if number % 2 == 0 and bulk:
+            self.restore(start=False)
+            done.append(bulk_phase(first, events, args))
+        self.restore(start=True)
+        return done
+
+
+def pregrow_persons(args: argparse.Namespace) -> int:
+    """How many persons ``--pregrow`` puts in the store: as asked, or by default (-1) one
+    round's (identify_closed's requests, the ingest phase's events and the bulk phase's) when
+    there are several rounds with an ingest and a bulk phase; 0 otherwise."""
+    if args.pregrow >= 0:
+        return int(args.pregrow)  # argparse's int
+    if args.rounds <= 1 or "ingest" not in args.phases or args.no_bulk:
+        return 0
+    events = (args.ingest_requests or max(1, args.requests // args.batch)) * args.batch
+    closed = args.requests if "identify_closed" in args.phases else 0
+    return int(closed + 2 * events)
+
+
+def pregrow(persons: int, args: argparse.Namespace, server: IdgraphServer) -> PregrownStore:
+    """Grow the (stopped) server's store by ``persons`` through the bulk path, fold its WAL in,
+    and copy the data dir aside as the snapshot every phase starts from."""
+    rows = [person(PREGROW_FIRST + k, args.seed) for k in range(persons)]
+    grown = run_bulk(rows, args.bulk_work, server.env)
+    if grown.errors:
+        raise SystemExit(f"pre-growing the store failed: {grown.error_statuses}")
+    settle_store(args.data_dir)
+    snapshot = args.bulk_work / "pregrown"
+    shutil.copytree(args.data_dir, snapshot)
+    print(
+        f"pre-grown store: {persons:,} persons by the bulk path in {grown.seconds:.1f} s "
+        f"({sum(f.stat().st_size for f in snapshot.iterdir() if f.is_file()) / 2**20:.0f} MiB)",
+        file=sys.stderr,
+    )
+    return PregrownStore(args.data_dir, snapshot, server)
 
 
 def bulk_phase(first: int, events: int, args: argparse.Namespace) -> Phase:
@@ -849,11 +1049,13 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
         "ratios": ratios,
         "rounds": rounds,
         "load": result.get("load", {}),
+        # Persons in the snapshot every ingest and bulk phase started from (0: a growing store).
+        "pregrow_persons": result.get("pregrow_persons", 0),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the load test; exit 1 if a phase's error rate is above ``--max-error-rate``."""
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's options (exit 2 with the reason on a bad one)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2_000, help="requests per phase")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -872,6 +1074,14 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="rounds of hello, identify_closed, ingest and bulk (ingest and bulk in alternating "
         "order); the goal ratios are then their medians, with the spread as <key>_min/_max",
+    )
+    parser.add_argument(
+        "--pregrow",
+        type=int,
+        default=-1,
+        help="persons put in the store by the bulk path before the first round (untimed); every "
+        "ingest and bulk phase then starts from that snapshot, with the same events (default: "
+        "one round's persons with --rounds > 1, else 0 = none: the store grows over the run)",
     )
     parser.add_argument("--exports", type=int, default=3, help="audience exports")
     parser.add_argument("--cap", type=float, default=120.0, help="seconds per phase at most")
@@ -902,6 +1112,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.phases <= PHASES:
         parser.error(f"unknown phase(s): {', '.join(sorted(args.phases - PHASES))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the load test; exit 1 if a phase's error rate is above ``--max-error-rate``."""
+    args = parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="idgraph-load-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -919,18 +1135,14 @@ def main(argv: list[str] | None = None) -> int:
         _, token = keys.create("load", frozenset(Scope), purposes=frozenset({"*"}))
         keys.close()
         port, hello_port = free_port(), free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from cli.main import main; main()",
-                "serve",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO,
-            env=env,
-        )
+        server = IdgraphServer(env, port)
+        args.bulk_env = None if args.no_bulk else env
+        args.bulk_work = Path(tmp)
+        args.data_dir = data_dir
+        store = None
+        persons = pregrow_persons(args)
+        if persons:
+            store = pregrow(persons, args, server)
         hello = subprocess.Popen(
             [
                 sys.executable,
@@ -948,22 +1160,22 @@ def main(argv: list[str] | None = None) -> int:
             cwd=REPO,
         )
         try:
-            base, ceiling = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{hello_port}"
-            wait_ready(base + "/healthz", server)
+            server.start()
+            ceiling = f"http://127.0.0.1:{hello_port}"
             wait_ready(ceiling + "/hello", hello)
             load_before = load_average()
-            args.bulk_env = None if args.no_bulk else env
-            args.bulk_work = Path(tmp)
-            args.data_dir = data_dir
-            result = asyncio.run(drive(args, base, ceiling, token, (server.pid, hello.pid)))
+            result = asyncio.run(
+                drive(args, server.base, ceiling, token, (server.pid, hello.pid), store)
+            )
             result["load"] = {"before": load_before, "after": load_average()}
+            result["pregrow_persons"] = persons
         finally:
-            for proc in (server, hello):
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            server.stop()
+            hello.terminate()
+            try:
+                hello.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                hello.kill()
     doc = report(result)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")

@@ -16,6 +16,8 @@ REASONS: Final[dict[str, str]] = {
     "unknown_purpose": "No such purpose in policies/purposes.yaml.",
     "purpose_not_in_scope": "The reader's scope does not list this purpose.",
     "no_such_person": "No such person (erased, or never ingested).",
+    "data_keys_destroyed": "The person's data keys were destroyed (crypto-shredded): "
+    "nothing of theirs is readable.",
     "allowed": "Allowed.",
     "category_not_allowed": "The purpose does not read this data category.",
     "past_retention": "Older than the category's retention for this purpose.",

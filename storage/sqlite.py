@@ -23,6 +23,17 @@ T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNCHRONOUS: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
+# Why: CPython's sqlite3 (3.11) binds int, float, str and bytearray parameters directly, but sends
+# every ``bytes`` parameter (each digest, sealed value, wrapped key, audit hash) through its
+# adaptation protocol first: an adapter-table miss, then a lookup of ``PrepareProtocol.__adapt__``
+# whose AttributeError is formatted and thrown away, about 3,000 instructions per value (stop 38:
+# 2.3 % of a bulk event's instructions, cachegrind at 20k). With ``bytes`` registered as adapter of
+# ``bytes`` the table hits, and ``bytes(value)`` returns the same object: what is bound is the
+# identical value, as before. Registering ``bytes`` (unlike int, float, str or bytearray) does
+# not switch the module to adapting every parameter. The table is process-wide, which is what is
+# wanted: every SQLite file of the service binds bytes.
+sqlite3.register_adapter(bytes, bytes)
+
 
 def rollback(conn: sqlite3.Connection) -> None:
     """Roll back if a transaction is open.

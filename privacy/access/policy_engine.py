@@ -46,11 +46,16 @@ IDENTIFIER_CATEGORY = "identifier"
 
 
 class ReadDenied(StrEnum):
-    """Why a whole read is denied before consent is looked at."""
+    """Why a whole read is denied other than by the person's consent (before it is looked at,
+    or, ``data_keys_destroyed``, after it allowed the read)."""
 
     UNKNOWN_PURPOSE = "unknown_purpose"
     PURPOSE_NOT_IN_SCOPE = "purpose_not_in_scope"
     NO_SUCH_PERSON = "no_such_person"
+    # The graph names the person but the vault holds no data key for some of the values the
+    # read may return (crypto-shredded): nothing of theirs is readable, so the read is denied
+    # as for an unknown person. Not a state an erasure leaves (it deletes the graph first).
+    DATA_KEYS_DESTROYED = "data_keys_destroyed"
 
 
 class FieldReason(StrEnum):

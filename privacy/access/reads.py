@@ -27,7 +27,8 @@ identifiers.
 
 * ``read.profile``: one entry per read, allow or deny, with the reason (``consent_granted``,
   ``no_consent``, ``no_such_person``, ...) and the number of fields returned and withheld by
-  reason.
+  reason. A person the graph names whose vault data keys were shredded is denied
+  (``data_keys_destroyed``) and answered as unknown: a read never fails open, nor with a 500.
 * ``read.audience`` / ``read.export`` / ``read.features``: pages cover many persons. Each page
   (each export chunk) writes one summary entry (persons scanned, members, persons denied by
   reason, a SHA-256 digest of the sorted member refs) and then the member refs themselves, 100
@@ -95,7 +96,7 @@ from privacy.auditing.log import (
     api_key_actor,
     audit_ref_or_text,
 )
-from privacy.keys.vault import Vault
+from privacy.keys.vault import DataKeyDestroyedError, Vault
 from privacy.scanning.facts import FactIntake
 
 MAX_PAGE = 1_000
@@ -487,9 +488,26 @@ class ReadService:
             allowed = list(compress(facts, mask.allowed))
             # The shred generation the keys were checked against is the one the audit's
             # reference lookup uses: one key-file query per read (Vault.decrypt_and_generation).
-            plain, generation = self._vault.decrypt_and_generation(
-                [(f.node_id, f.seal_field, f.sealed) for f in allowed]
-            )
+            try:
+                plain, generation = self._vault.decrypt_and_generation(
+                    [(f.node_id, f.seal_field, f.sealed) for f in allowed]
+                )
+            except DataKeyDestroyedError:
+                # The graph still names the person, but the vault has shredded keys of values
+                # this read would return (an inconsistency made outside the service: an erasure
+                # deletes the graph first). The person's data is gone: fail closed exactly as
+                # for an unknown person (the same 404, so the answer reveals nothing more), and
+                # audit the attempt as the denial it is, like every other read decision.
+                self._record(
+                    caller,
+                    ReadAction.PROFILE,
+                    purpose_id,
+                    person_id,
+                    "deny",
+                    ReadDenied.DATA_KEYS_DESTROYED.value,
+                    {"fields_requested": len(found)},
+                )
+                raise NotReadableError from None
             record = gate.consent_record_id
             # The answer is built before the audit append, not after: the append waits for its
             # group's commit (a sleep and a wake-up), and the work left after a wake-up ran on

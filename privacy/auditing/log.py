@@ -109,8 +109,7 @@ MAX_ENTRIES_LIMIT: Final = 10_000
 # three profile reads cost in CPU. Only while announced callers are busy: never when idle.
 DEFAULT_GROUP_LINGER_S: Final = 0.002
 # How many persons' references a log remembers (SqliteAuditLog.person_refs): a 1M audience has
-# about 25k members, re-read page by page; ~300 B an entry, so ~30 MiB at most, the size of the
-# vault's owner-subkey cache it mirrors.
+# about 25k members, re-read page by page; ~300 B an entry, so ~30 MiB at most.
 DEFAULT_REF_CACHE_SIZE: Final = 100_000
 
 # Limits that keep "a small JSON dict of counts/ids" small.

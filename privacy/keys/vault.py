@@ -109,7 +109,6 @@ SHRED_REF_INFO = b"idgraph-vault-shred-ref/1"
 STORED_REF_TAG_INFO = b"idgraph-vault-stored-ref-tag/1"
 _WRAP_ATTEMPTS = 3  # a refused wrap reloads the provider; more than twice means no rotation
 _FIRST_REFILL = 256  # keys made by a vault's first pool refill (then doubling to pool_size)
-_SUBKEY_CACHE_PER_DEK = 10  # owner subkeys cached per cached DEK (see Vault.__init__)
 # Keys made for one reservation above the pool size (a bulk batch: ~2 per 10k-event row batch,
 # ~20,000), at most; a larger request gets none (keys are then made at seal time, as before).
 # Bounds the AES-GCM contexts held for reservations in flight (see Vault.reserve_owners).
@@ -439,13 +438,10 @@ class Vault:
         cache_size: int = 10_000,
         pool_size: int = 4096,
         process: ProcessIdentity | None = None,
-        subkey_cache_size: int | None = None,
         max_keys_ahead: int = MAX_KEYS_AHEAD,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
-        if subkey_cache_size is not None and subkey_cache_size < 0:
-            raise ValueError("subkey_cache_size must be >= 0")
         if pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         self._keys = keys
@@ -460,18 +456,6 @@ class Vault:
         self._shred_mac: HmacSha256 | None = None
         self._tag_mac: HmacSha256 | None = None
         self._root_lock = threading.Lock()
-        # (owner, info) -> owner subkey (owner_subkeys), valid for a shred generation like _cache.
-        # Bounded on its own: an audience page derives a subkey per member (the audit log's
-        # person references), and one audience at 1M persons has ~25,000 members. Bounded by
-        # the DEK cache's 10,000 (the old shared bound), every warm scan of such an audience
-        # evicted its own subkeys before reusing them and re-read, unwrapped and re-derived
-        # each one. A subkey is 32 bytes (~310 bytes with its entry, measured), so the default
-        # (_SUBKEY_CACHE_PER_DEK x cache_size, 100,000 subkeys) holds ~30 MiB at most. Same
-        # validity rules as the DEK cache: dropped on any shred (this process's or, via the
-        # shred generation, another's).
-        self._subkeys: BoundedMap[tuple[str, bytes], bytes] = BoundedMap(
-            cache_size * _SUBKEY_CACHE_PER_DEK if subkey_cache_size is None else subkey_cache_size
-        )
         # Owners whose data keys are already durably stored, not yet handed out (see
         # reserve_owners), with their AES-GCM contexts. A refill makes ``_refill_size`` keys (at
         # least the request's count), starting at 256 and doubling per refill up to
@@ -559,40 +543,6 @@ class Vault:
         mac = self._shred_ref_mac()
         return _LazyRefs(owners, lambda owner: mac.digest(owner.encode()).hex())
 
-    def owner_subkeys(
-        self, owners: Collection[str], info: bytes, *, create: bool
-    ) -> dict[str, bytes]:
-        """A 32-byte subkey per owner: HKDF-SHA256 of the owner's own data key, named ``info``.
-
-        For keyed references that must become unlinkable when the owner is shredded (the audit
-        log's per-person references): the subkey exists only as long as the owner's data key.
-        With ``create``, owners without a key get one; shredded owners never do, and are absent
-        from the answer (as are, without ``create``, owners that have no key).
-        """
-        if not info:
-            raise ValueError("owner_subkeys needs a non-empty info (the subkey's purpose)")
-        wanted = set(owners)
-        for owner in wanted:
-            _check_name("owner", owner)
-        generation = self._keys.shred_generation()
-        self._cache.observe(generation)  # a shred seen here drops the cached data keys too
-        cached = self._subkeys.get_many(((owner, info) for owner in wanted), generation=generation)
-        found = {owner: key for (owner, _), key in cached.items()}
-        rest = wanted - found.keys()
-        if not rest:
-            return found
-        rows = self._keys.get_many(rest)
-        raw = {owner: self._unwrap(owner, wrapped) for owner, wrapped in rows.items()}
-        missing = rest - rows.keys()
-        if missing and create:
-            raw.update(self._fresh_keys(missing))
-        made = {owner: _hkdf(key, info) for owner, key in raw.items()}
-        # Kept only if no shred happened since the generation was read (see BoundedMap).
-        self._subkeys.put_many(
-            (((owner, info), key) for owner, key in made.items()), generation=generation
-        )
-        return {**found, **made}
-
     def shred_generation(self) -> int:
         """The key file's shred generation (one single-row read): a cache of anything derived
         from owners' keys is valid while it has not moved (see :class:`BoundedMap`)."""
@@ -610,14 +560,14 @@ class Vault:
         (one stored reference per owner: owners name their use, like the audit log's ``aref:``;
         the tag binds ``info``, so a reference stored for another use is refused).
 
-        A stored reference is read back (its tag checked); an owner without one but with a data
-        key (a reference made before references were stored) gets ``make(owner, subkey)``, the
-        subkey being :meth:`owner_subkeys`' (HKDF of its data key), so it is the reference made
-        before; with ``create``, an owner with neither gets ``make(owner, None)`` (a reference
-        that needs no data key). What was made is stored, durably (``synchronous=FULL``), before
-        it is returned. Shredded owners are absent from the answer and never get one again (a
-        shred deletes the stored reference with the key), as are, without ``create``, owners
-        that have neither.
+        A stored reference is read back (its tag checked); an owner without one but with a data key
+        (a reference made before references were stored) gets ``make(owner, subkey)``, the subkey
+        being HKDF-SHA256 of its data key named ``info`` (as references were derived before stop
+        33), so it is the reference made before; with ``create``, an owner with neither gets
+        ``make(owner, None)`` (a reference that needs no data key). What was made is stored, durably
+        (``synchronous=FULL``), before it is returned. Shredded owners are absent from the answer
+        and never get one again (a shred deletes the stored reference with the key), as are, without
+        ``create``, owners that have neither.
 
         Why stored: deriving a reference from the owner's data key costs a key-file lookup, an
         unwrap, an HKDF and the caller's HMAC per owner (~16 us); reading a stored one is one
@@ -704,17 +654,6 @@ class Vault:
         binds the reference to its owner and use: a row edited, or copied onto another owner,
         in the key file is refused (only a holder of the KEK can make a tag)."""
         return f"\x00{name}\x00"
-
-    def _fresh_keys(self, missing: set[str]) -> dict[str, bytes]:
-        """Data keys for ``missing``, made now (or another process's); shredded owners left out."""
-        try:
-            stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
-        except DataKeyDestroyedError as exc:
-            missing = missing - set(exc.owners)
-            if not missing:
-                return {}
-            stored, mine = self._insert_fresh(missing, self._shred_refs(missing))
-        return {owner: mine.get(owner) or self._unwrap(owner, stored[owner]) for owner in missing}
 
     # -- keys made ahead (one durable commit per request) ---------------------------------
 
@@ -1031,9 +970,8 @@ class Vault:
         without a key) or :class:`TamperedCiphertextError` (the first value that fails
         authentication) and returns no plaintext at all.
         """
-        if not items:
-            return []
-        return self._decrypt(items, self._keys.shred_generation())
+        # One code path with decrypt_and_generation; an empty batch reads nothing at all.
+        return self.decrypt_and_generation(items)[0] if items else []
 
     def decrypt_and_generation(
         self, items: Sequence[tuple[str, str, bytes]]
@@ -1092,8 +1030,6 @@ class Vault:
         for owner in wanted:
             _check_name("owner", owner)
         destroyed, generation = self._keys.delete_many(wanted, self._shred_refs(wanted))
-        # Subkeys: all of them (rare, erasures: simpler than finding each owner's entries).
-        self._subkeys.clear(generation=generation)
         # Data keys: with no other shred since the cache was last validated, dropping ours is
         # enough; otherwise the cache empties (BoundedMap.advance).
         self._cache.advance(generation, wanted)

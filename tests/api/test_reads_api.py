@@ -658,13 +658,13 @@ def test_a_consented_profile_read_asks_the_key_file_for_its_shred_generation_onc
     assert world.api.container.audit.verify().ok
 
 
-def test_a_profile_read_fails_closed_when_another_process_shredded_the_persons_keys(
+def test_a_profile_read_answers_404_and_is_audited_when_another_process_shredded_the_keys(
     world: World, settings: Settings
 ) -> None:
     # The read asks the key file once (above): that one reading must still be the one the
     # vault's key cache is checked against before any value is decrypted. Keys cached by an
     # earlier read, shredded by another process (its own vault on the same files), are not
-    # used: the read fails and returns no value.
+    # used: the read fails closed, returns no value, and is audited like any other denial.
     headers = world.key("ad_targeting")
     first = world.profile(headers=headers)
     assert first.status_code == 200
@@ -681,14 +681,30 @@ def test_a_profile_read_fails_closed_when_another_process_shredded_the_persons_k
     finally:
         keys.close()
 
+    audit = world.api.container.audit
+    before = len(audit.entries())
+
     again, generation_reads = _shred_generation_reads(world, lambda: world.profile(headers=headers))
 
     # Keys gone while the graph still names the person (not a state an erasure leaves: it
-    # deletes the graph first): an internal error, no value in the answer.
-    assert again.status_code == 500
-    assert again.json()["type"].endswith("data-key-destroyed")
+    # deletes the graph first): the person's data is gone, so the answer is exactly an unknown
+    # person's (a 404 problem+json, no value), never a 500.
+    unknown = world.profile("p_" + "0" * 26, headers=headers)
+    assert again.status_code == 404
+    assert again.headers["content-type"].startswith("application/problem+json")
+    same = {k: v for k, v in again.json().items() if k != "instance"}  # instance: request id
+    assert same == {k: v for k, v in unknown.json().items() if k != "instance"}
     assert "Lisbon" not in again.text
-    assert generation_reads == 1  # the decrypt's: it failed before the audit was asked
+    assert generation_reads >= 1  # the decrypt checked its keys against the key file
+    # The attempt is audited as a denial about the person, with its own reason.
+    (entry,) = [e for e in audit.entries()[before:] if e.person_id == audit.person_ref(world.a)]
+    assert (entry.action, entry.decision, entry.reason) == (
+        "read.profile",
+        "deny",
+        "data_keys_destroyed",
+    )
+    assert entry.details["fields_requested"] == 4 + 3  # the facts loaded and withheld whole
+    assert audit.verify().ok
 
 
 def test_a_profile_read_answers_no_value_when_its_audit_entry_cannot_be_written(

@@ -78,7 +78,9 @@ def test_tiny_scale_report_has_every_section_goal_and_plot(tmp_path: Path) -> No
     assert "failed:" not in text
     assert "not run" not in text
     for figure in (
-        "real ingest, 820 identifier values: identifiers/s",
+        # The tiny preset runs the bulk modes in 2 alternating rounds: medians with their spread.
+        "real ingest, 820 identifier values (median of 2 rounds): identifiers/s",
+        "over 2 rounds) |",
         "real ingest (5 traits/person, PII scan): identifiers/s",
         "PII scan cost per string value",
         "`member_page+policy-rule`",
@@ -364,3 +366,86 @@ def test_cold_audience_goal_is_judged_on_the_median_round_and_its_spread_when_ro
     # Under the ratio but not under a second (median round): not met.
     goal, _ = _cold_goal(_cold_data([1.2] * 5, [1.1] * 5, 1.0))
     assert goal.status == "**NOT met**", goal
+
+
+def _ingest_data(rounds: int, same_work: tuple[float, float, float]) -> dict[str, Any]:
+    """bench/ingest.py's JSON at 1M: the median real/same-work ratio and its min and max."""
+    mode = {
+        "identifiers_per_second": 10_000.0,
+        "peak_rss_mib": 420.0,
+        "cpu_seconds": 60.0,
+        "bytes_written_per_identifier": 3_500.0,
+    }
+    median, low, high = same_work
+    doc: dict[str, Any] = {
+        "identifier_values": 1_025_000,
+        "modes": {"floor": mode, "same-work": mode, "real": mode},
+        "ratio_real_over_floor": 0.16,
+        "cpu_ratio_real_over_floor": 0.15,
+        "ratio_real_over_same_work_floor": median,
+        "cpu_ratio_real_over_same_work_floor": 0.78,
+        "load_before": 0.3,
+        "load_after": 1.0,
+    }
+    if rounds > 1:
+        doc |= {
+            "rounds": rounds,
+            "ratio_real_over_floor_min": 0.15,
+            "ratio_real_over_floor_max": 0.17,
+            "cpu_ratio_real_over_floor_min": 0.14,
+            "cpu_ratio_real_over_floor_max": 0.16,
+            "ratio_real_over_same_work_floor_min": low,
+            "ratio_real_over_same_work_floor_max": high,
+            "cpu_ratio_real_over_same_work_floor_min": 0.74,
+            "cpu_ratio_real_over_same_work_floor_max": 0.83,
+        }
+    return doc
+
+
+def _ingest_report(data: dict[str, Any]) -> tuple[Any, str]:
+    bench_report = _report_module()
+    report = bench_report.Report("1m", bench_report.PRESETS["1m"])
+    report.outcomes["ingest-100000"] = bench_report.Outcome("ingest-100000", [], skipped=True)
+    report.outcomes["ingest-1000000"] = bench_report.Outcome("ingest-1000000", [], data=data)
+    report.outcomes["ingest-1000000-attributes"] = bench_report.Outcome(
+        "ingest-1000000-attributes", [], skipped=True
+    )
+    return report, "\n".join(bench_report.ingest_section(report))
+
+
+def test_ingest_goals_show_the_median_round_and_its_spread_when_rounds_ran() -> None:
+    # Stop 37's full bench ran each bulk mode once at 1M: real took 87.6 s CPU there and 58 s
+    # in two alternating pairs after it. The 1m preset now runs alternating rounds, and the
+    # report judges the median round and shows the rounds' min-max beside it.
+    bench_report = _report_module()
+    runs = {key: args for key, _, args in bench_report.plan(bench_report.PRESETS["1m"])}
+    for key in ("ingest-100000", "ingest-1000000"):
+        assert runs[key][runs[key].index("--rounds") + 1] == "3"
+    report, text = _ingest_report(_ingest_data(3, (0.82, 0.76, 0.9)))
+
+    same_work, floor, rss = report.goals
+    assert same_work.source == "issue 14"
+    assert same_work.figure == (
+        "0.820 (0.760-0.900 over 3 rounds) wall, 0.780 (0.740-0.830 over 3 rounds) CPU, "
+        "load 0.3->1.0"
+    )
+    # Above the goal by 0.02, less than the rounds' spread (0.14).
+    assert same_work.status == "met (inside the goal by less than the spread)"
+    assert (
+        floor.figure == "0.160 (0.150-0.170 over 3 rounds) at 1,025,000 values (median of 3 rounds)"
+    )
+    assert floor.status == "**NOT met**"
+    assert rss.figure == "420.0 MiB (largest of 3 rounds)"
+    assert "real ingest, 1,025,000 identifier values (median of 3 rounds): identifiers/s" in text
+    assert "| 0.82 (0.76-0.90 over 3 rounds) |" in text
+    assert "in 3 alternating rounds (the mode that runs first rotates" in text
+
+
+def test_ingest_goal_is_judged_on_the_one_run_when_the_json_has_no_rounds() -> None:
+    # One round (make bench-ingest's default, and every report before stop 38): no spread.
+    report, text = _ingest_report(_ingest_data(1, (0.81, 0.81, 0.81)))
+
+    same_work = report.goals[0]
+    assert same_work.figure == "0.810 wall, 0.780 CPU, load 0.3->1.0"
+    assert same_work.status == "met"
+    assert "(median of" not in text

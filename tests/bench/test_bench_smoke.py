@@ -8,12 +8,16 @@ from pathlib import Path
 from tests.support.bench_support import run_bench
 
 
-def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path) -> None:
+def test_bench_prints_every_mode_and_the_median_ratios_of_alternating_rounds(
+    tmp_path: Path,
+) -> None:
     figures = tmp_path / "bench.json"
     done = run_bench(
         "ingest.py",
         "--identifiers",
         "400",
+        "--rounds",
+        "3",
         "--tmp-dir",
         str(tmp_path),
         "--json",
@@ -55,6 +59,36 @@ def test_bench_prints_both_modes_and_ratio_when_run_at_tiny_scale(tmp_path: Path
     assert doc["same_work_store"]["facts"] == 200  # email and phone of 100 persons
     # Every row's message id recorded, as the bulk path records it.
     assert doc["same_work_store"]["seen_messages"] == doc["events"]
+    # Three alternating rounds: each mode runs first once, on a fresh store every time (the
+    # store counts above are the last round's; its real run found none of round 2's rows).
+    assert doc["rounds"] == 3
+    rounds = doc["round_figures"]
+    assert [r["order"] for r in rounds] == [
+        ["floor", "same-work", "real"],
+        ["same-work", "real", "floor"],
+        ["real", "floor", "same-work"],
+    ]
+    assert [
+        line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("round ")
+    ] == [
+        "round 1",
+        "round 2",
+        "round 3",
+    ]
+    for key in (
+        "ratio_real_over_floor",
+        "cpu_ratio_real_over_floor",
+        "ratio_real_over_same_work_floor",
+        "cpu_ratio_real_over_same_work_floor",
+    ):
+        each = sorted(r["ratios"][key] for r in rounds)
+        # The figure of record is the median round, its spread the rounds' min and max.
+        assert doc[key] == doc[f"{key}_median"] == each[1]
+        assert (doc[f"{key}_min"], doc[f"{key}_max"]) == (each[0], each[2])
+    for name, mode in doc["modes"].items():  # each mode's seconds: the median of its rounds
+        assert mode["seconds"] == sorted(r["modes"][name]["seconds"] for r in rounds)[1]
+    assert "ratio real/same-work floor throughput: median " in done.stdout
+    assert "over 3 rounds)" in done.stdout
 
 
 def test_bench_with_attributes_runs_three_modes_and_prints_the_scan_cost(tmp_path: Path) -> None:

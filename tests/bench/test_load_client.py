@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -158,3 +159,38 @@ def test_phases_start_on_an_empty_wal_when_the_server_left_commits_in_it(tmp_pat
         assert server.execute("SELECT count(*) FROM t").fetchone() == (500,)
     finally:
         server.close()
+
+
+def test_pregrow_defaults_to_one_rounds_persons_when_there_are_rounds() -> None:
+    def persons(*argv: str) -> int:
+        return load.pregrow_persons(load.parse_args(list(argv)))
+
+    sizes = ("--requests", "200", "--batch", "50", "--ingest-requests", "10")
+    assert persons(*sizes, "--rounds", "3") == 200 + 2 * 500  # identify_closed, ingest, bulk
+    phases = ("--phases", "ingest")
+    assert persons(*sizes, *phases, "--rounds", "3") == 2 * 500
+    assert persons(*sizes, "--rounds", "1") == 0  # one run: the store as it grows
+    assert persons(*sizes, "--rounds", "3", "--no-bulk") == 0
+    assert persons(*sizes, "--rounds", "1", "--pregrow", "70") == 70
+
+
+def test_phase_starts_from_the_snapshot_when_the_store_is_pregrown(tmp_path: Path) -> None:
+    data, snapshot = tmp_path / "data", tmp_path / "pregrown"
+    data.mkdir()
+    with sqlite3.connect(data / "graph.sqlite3") as conn:
+        conn.execute("CREATE TABLE persons (id INTEGER)")
+        conn.executemany("INSERT INTO persons VALUES (?)", [(n,) for n in range(3)])
+    conn.close()
+    shutil.copytree(data, snapshot)
+    with sqlite3.connect(data / "graph.sqlite3") as conn:  # a phase grew the store
+        conn.executemany("INSERT INTO persons VALUES (?)", [(n,) for n in range(3, 9)])
+    conn.close()
+    (data / "bulk-left-over.jsonl").write_text("{}\n", encoding="utf-8")
+    server = load.IdgraphServer({}, port=0)  # not started: nothing to stop
+
+    load.PregrownStore(data, snapshot, server, fresh=False).restore(start=False)
+
+    assert sorted(p.name for p in data.iterdir()) == ["graph.sqlite3"]
+    with sqlite3.connect(data / "graph.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM persons").fetchone() == (3,)
+    conn.close()

@@ -645,6 +645,108 @@ def test_an_invalid_ingest_batch_withdraws_its_announcement_and_writes_nothing(
     assert service._batch_group.groups == 0
 
 
+def test_an_identify_writer_waits_for_a_call_still_being_validated_and_writes_both_at_once(
+    sqlite_container: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Identify calls are announced while they are validated and prepared, as ingest batches
+    # are: a writer that takes its group meanwhile waits for them (fewer transactions, less
+    # CPU per call). Held deterministically as above.
+    service = sqlite_container.ingest
+    assert service._identify_group._linger_s > 0  # the service's own committer lingers
+    service._identify_group = GroupCommitter(
+        service._ingest_group, max_group=50, linger_s=LONG_LINGER
+    )
+    validating, go = threading.Event(), threading.Event()
+    validate = service.events
+    slow_thread: list[int] = []
+
+    def held_validation(*args: Any, **kwargs: Any) -> Any:
+        if slow_thread and threading.get_ident() == slow_thread[0]:
+            validating.set()
+            go.wait(30)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(service, "events", held_validation)
+
+    def call(name: str) -> IdentifyRequest:
+        return IdentifyRequest.model_validate(
+            {"identifiers": [{"type": "cookie_id", "value": f"ck-linger-{name}"}], "source": "web"}
+        )
+
+    def slow() -> Any:
+        slow_thread.append(threading.get_ident())
+        return service.identify(call("slow"), actor="test")
+
+    with ThreadPoolExecutor(2) as pool:
+        second = pool.submit(slow)
+        assert validating.wait(30)
+        first = pool.submit(service.identify, call("first"), actor="test")
+        _wait_until(lambda: _lingering(service._identify_group))  # waits for the slow call
+        go.set()
+        results = [first.result(30), second.result(30)]
+
+    assert service._identify_group.groups == 1  # both calls in one transaction
+    assert [r.outcome.value for r in results] == ["created"] * 2
+
+
+def test_an_invalid_identify_call_withdraws_its_announcement_and_writes_nothing(
+    sqlite_container: Any,
+) -> None:
+    service = sqlite_container.ingest
+    bad = IdentifyRequest.model_validate(
+        {"identifiers": [{"type": "email", "value": "not-an-email"}], "source": "web"}
+    )
+    with pytest.raises(BatchValidationError):
+        service.identify(bad, actor="test")
+    with service._identify_group._cond:
+        assert service._identify_group._coming == 0
+    assert service._identify_group.groups == 0
+
+
+def test_an_identify_writer_waits_for_a_call_announced_on_arrival_and_writes_both_at_once(
+    sqlite_container: Any,
+) -> None:
+    # The identify route announces a call on the event loop (announce_identify) before it
+    # hands it to a worker thread: a writer that takes its group meanwhile waits for it.
+    service = sqlite_container.ingest
+    service._identify_group = GroupCommitter(
+        service._ingest_group, max_group=50, linger_s=LONG_LINGER
+    )
+
+    def call(name: str) -> IdentifyRequest:
+        return IdentifyRequest.model_validate(
+            {"identifiers": [{"type": "cookie_id", "value": f"ck-arrive-{name}"}], "source": "web"}
+        )
+
+    arrival = service.announce_identify()  # this (test) thread announces; a worker submits
+    go = threading.Event()
+
+    def announced() -> Any:
+        go.wait(30)
+        return service.identify(call("announced"), actor="test", arrival=arrival)
+
+    with ThreadPoolExecutor(2) as pool:
+        second = pool.submit(announced)
+        first = pool.submit(service.identify, call("first"), actor="test")
+        _wait_until(lambda: _lingering(service._identify_group))  # waits for the arrival
+        go.set()
+        results = [first.result(30), second.result(30)]
+
+    assert service._identify_group.groups == 1  # both calls in one transaction
+    assert [r.outcome.value for r in results] == ["created"] * 2
+    bad = service.announce_identify()
+    with pytest.raises(BatchValidationError):  # refused: its announcement ends with it
+        service.identify(
+            IdentifyRequest.model_validate(
+                {"identifiers": [{"type": "email", "value": "not-an-email"}], "source": "web"}
+            ),
+            actor="test",
+            arrival=bad,
+        )
+    with service._identify_group._cond:
+        assert service._identify_group._coming == 0
+
+
 # -- arrivals: announced on one thread, submitted from another ------------------------------
 
 

@@ -13,20 +13,31 @@ from hypothesis import strategies as st
 from identity import strict_json
 from identity.strict_json import MalformedJsonError, loads_strict
 
-KEYS = st.sampled_from(["a", "b", "{", "[", "ann@x.de", "k"])
+KEYS = st.sampled_from(["a", "b", "{", "[", "ann@x.de", "k", "t:", '" :', " "])
+# Whitespace (JSON's four characters) around a key's colon and after a value: the reader
+# bounds an object's members by counting colons and quotes in the text.
+SPACES = st.sampled_from(["", " ", "\n", "\t", "\r", " \n  "])
 
 
-def _render(node: Any) -> str:
+def _render(node: Any, before: str = "", after: str = "", between: str = "") -> str:
     """JSON text of a node; objects are lists of pairs, so keys can repeat."""
     if isinstance(node, tuple):
-        return "{" + ",".join(f"{json.dumps(k)}:{_render(v)}" for k, v in node) + "}"
+        members = (
+            f"{json.dumps(k)}{before}:{after}{_render(v, before, after, between)}{between}"
+            for k, v in node
+        )
+        return "{" + ",".join(members) + "}"
     if isinstance(node, list):
-        return "[" + ",".join(_render(v) for v in node) + "]"
+        return "[" + ",".join(_render(v, before, after, between) for v in node) + "]"
     return json.dumps(node)
 
 
 NODES = st.recursive(
-    st.one_of(st.integers(), st.text(st.sampled_from('ab{[]}"\\é'), max_size=6), st.none()),
+    st.one_of(
+        st.integers(),
+        st.text(st.sampled_from('ab{[]}"\\é: \t'), max_size=6),
+        st.none(),
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.lists(st.tuples(KEYS, inner), max_size=3).map(tuple),
@@ -64,10 +75,10 @@ def _outcome(read: Any, raw: str | bytes, max_depth: int) -> tuple[str, Any]:
         return exc.reason, exc.pointer
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(
     text=st.one_of(
-        NODES.map(_render),
+        st.builds(_render, NODES, SPACES, SPACES, SPACES),
         st.builds(_deep, st.integers(0, 40), st.none() | st.integers(0, 40)),
     ),
     max_depth=st.sampled_from([1, 2, 3, 5, 32]),
@@ -167,3 +178,48 @@ def test_level_walk_finds_what_the_located_walk_finds_when_no_duplicate_key(
         return  # such documents take the locating path
     if isinstance(document, dict | list):
         assert strict_json._nests_deeper(document, max_depth) == _check_refuses(document, max_depth)
+
+
+def _body(events: int, repeat_in: int | None = None, timestamps: bool = False) -> bytes:
+    """A ``/v1/ingest``-like body; event ``repeat_in`` names its ``source`` twice."""
+    rows = []
+    for index in range(events):
+        extra = ', "timestamp": "2026-12-05T12:00:00Z"' if timestamps else ""
+        again = ', "source": "web"' if index == repeat_in else ""
+        rows.append(
+            f'{{"identifiers": [{{"type": "email", "value": "a{index}@x.de"}}], '
+            f'"source": "api"{extra}{again}, "traits": {{"city": "Lyon"}}, '
+            '"events": [{"name": "v", "properties": {"n": 1}}]}'
+        )
+    return ('{"events": [' + ", ".join(rows) + "]}").encode()
+
+
+class _CountingDecoder:
+    """Counts the documents handed to the per-object hook's decoder."""
+
+    def __init__(self, decoder: json.JSONDecoder) -> None:
+        self.decoder, self.calls = decoder, 0
+
+    def decode(self, text: str) -> Any:
+        self.calls += 1
+        return self.decoder.decode(text)
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_big_body_is_decoded_without_the_per_object_hook_when_no_key_repeats(
+    monkeypatch: pytest.MonkeyPatch, timestamps: bool
+) -> None:
+    counting = _CountingDecoder(strict_json._PLAIN_DECODER)
+    monkeypatch.setattr(strict_json, "_PLAIN_DECODER", counting)
+    body = _body(50, timestamps=timestamps)
+    assert loads_strict(body) == json.loads(body)
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_repeated_key_deep_in_a_big_body_is_found_when_the_text_counts_cannot_rule_it_out(
+    timestamps: bool,
+) -> None:
+    with pytest.raises(MalformedJsonError) as caught:
+        loads_strict(_body(50, repeat_in=37, timestamps=timestamps))
+    assert (caught.value.reason, caught.value.pointer) == ("duplicate_key", "#/events/37/source")

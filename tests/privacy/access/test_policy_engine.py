@@ -519,6 +519,7 @@ def test_decision_and_field_reasons_keep_their_wire_values() -> None:
         "unknown_purpose",
         "purpose_not_in_scope",
         "no_such_person",
+        "data_keys_destroyed",
     ]
     assert ALL_PURPOSES == "*"
     assert ENGINE.purposes is SHIPPED

@@ -27,6 +27,7 @@ from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog, pe
 from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey
 from privacy.keys.vault import InvalidVaultItemError, TamperedDataKeyError, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+from tests.support.legacy_refs import legacy_subkeys
 
 PERSONS = [f"p_{i:04d}f00d{i:04d}" for i in range(25)]
 
@@ -91,11 +92,11 @@ def test_a_new_persons_reference_is_stored_without_a_data_key_when_first_asked_f
 def test_an_old_reference_is_kept_and_stored_so_old_entries_are_found_when_first_read_after(
     tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
 ) -> None:
-    # Written by the code before stop 33: a data key per person (Vault.owner_subkeys, made on
-    # first use), the reference derived from it, the entry recorded under that reference.
+    # Written by the code before stop 33: a data key per person (made on first use), the
+    # reference derived from it, the entry recorded under that reference.
     source = VaultPersonRefKeys(vault)
     owners = {p: source.owners([p])[0] for p in PERSONS}
-    subkeys = vault.owner_subkeys(owners.values(), KEY_INFO, create=True)
+    subkeys = legacy_subkeys(vault, tmp_path, owners.values(), KEY_INFO)
     old = {p: person_ref(p, subkeys[owners[p]]) for p in PERSONS}
     before = SqliteAuditLog(tmp_path / "audit.sqlite3", person_ref_key=b"s" * 32)
     before.append(
@@ -129,7 +130,7 @@ def test_an_erased_persons_reference_is_in_no_file_and_never_made_again_when_shr
     person = PERSONS[0]
     if version == "derived before":
         owner = VaultPersonRefKeys(vault).owners([person])[0]
-        vault.owner_subkeys([owner], KEY_INFO, create=True)
+        legacy_subkeys(vault, tmp_path, [owner], KEY_INFO)
     ref = log.person_ref(person)
     log.append_about(
         person, [AuditDraft("key_ops1", "read.profile", "ad_targeting", None, "allow", "ok")]
@@ -328,7 +329,7 @@ def test_data_keys_are_looked_up_only_when_one_lies_in_the_owners_range_when_ref
 
         # A version-1 data key among the next owners: they are looked up, its reference kept.
         (legacy,) = source.owners([PERSONS[12]])
-        subkey = vault.owner_subkeys([legacy], KEY_INFO, create=True)[legacy]
+        subkey = legacy_subkeys(vault, tmp_path, [legacy], KEY_INFO)[legacy]
         got = source.refs(PERSONS[10:20])
         assert counting.looked_up == [10]
         assert got[PERSONS[12]] == person_ref(PERSONS[12], subkey)

@@ -1,9 +1,9 @@
-"""The vault's subkeys (``Vault.reference_key``, ``Vault.owner_subkeys``) are HKDF-SHA256 without
-a salt, 32 bytes (RFC 5869). Since stop 32 they are computed with two HMACs instead of
-cryptography's ``HKDF`` object (less than half the CPU, for the ~25k per-person audit reference
-keys of a cold 1M audience): the bytes must be exactly what cryptography's HKDF derives, or
-every audit reference made before would change and an access request would no longer find the
-person's old entries.
+"""The vault's subkeys (``Vault.reference_key``, and the per-owner ones of audit references made
+before stop 33) are HKDF-SHA256 without a salt, 32 bytes (RFC 5869). Since stop 32 they are computed
+with two HMACs instead of cryptography's ``HKDF`` object (less than half the CPU, for the ~25k
+per-person audit reference keys of a cold 1M audience): the bytes must be exactly what
+cryptography's HKDF derives, or every audit reference made before would change and an access request
+would no longer find the person's old entries.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from privacy.auditing.log import PERSON_REF_INFO, SqliteAuditLog, person_ref
 from privacy.keys.keyprovider import LocalFileKeyProvider
 from privacy.keys.vault import Vault, _dek_aad, _hkdf
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
+from tests.support.legacy_refs import legacy_subkeys
 
 
 def _reference_hkdf(root: bytes, info: bytes) -> bytes:
@@ -50,14 +51,14 @@ def test_old_audit_references_are_still_made_when_the_persons_keys_exist(
     tmp_path: Path, vault: Vault
 ) -> None:
     # Before stop 33 a person's reference was HMAC(HKDF(its data key, KEY_INFO), id), the data
-    # key made on first use (Vault.owner_subkeys). Recomputed here from the key file with
+    # key made on first use (tests.support.legacy_refs). Recomputed here from the key file with
     # cryptography's HKDF (as the code before stop 32 made it), it must equal the reference a
     # freshly opened log and vault hand out now (and store, see tests/privacy/auditing/
     # test_stored_refs.py).
     persons = [f"p_{i:04d}beef{i:04d}" for i in range(30)]
     refs = VaultPersonRefKeys(vault)
     owners = {p: refs.owners([p])[0] for p in persons}
-    vault.owner_subkeys(owners.values(), KEY_INFO, create=True)  # the keys the old code made
+    legacy_subkeys(vault, tmp_path, owners.values(), KEY_INFO)  # the keys the old code made
     keys = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
     provider = LocalFileKeyProvider(tmp_path / "kek.json")
     fresh = Vault(keys, provider)

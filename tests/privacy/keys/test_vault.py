@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 import stat
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -728,49 +728,3 @@ def test_no_new_key_is_made_when_another_connection_shredded_the_first_owner_eve
     with pytest.raises(DataKeyDestroyedError) as caught:
         vault.encrypt_many([(new_node_id(), "email", SECRET), (owners[-1], "email", SECRET)])
     assert caught.value.owners == (owners[-1],)
-
-
-class _CountingKeyStore(SqliteVaultKeyStore):
-    """The real key file, counting the reads of wrapped keys."""
-
-    reads = 0
-
-    def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
-        self.reads += 1
-        return super().get_many(owners)
-
-
-def test_owner_subkeys_are_served_from_memory_when_more_owners_than_the_dek_cache_holds(
-    tmp_path: Path, kek_path: Path
-) -> None:
-    # An audience page derives one subkey per member: more members than cached DEKs must not
-    # make every later scan re-read and re-derive them (the subkey cache has its own bound).
-    store = _CountingKeyStore(tmp_path / "counted-keys.sqlite3")
-    try:
-        vault = Vault(store, LocalFileKeyProvider(kek_path), cache_size=3)
-        owners = {f"aref:{index:032x}" for index in range(20)}
-        made = vault.owner_subkeys(owners, b"test-info", create=True)
-        store.reads = 0
-
-        again = vault.owner_subkeys(owners, b"test-info", create=True)
-
-        assert again == made
-        assert store.reads == 0
-        bounded = Vault(store, LocalFileKeyProvider(kek_path), cache_size=3, subkey_cache_size=5)
-        assert bounded.owner_subkeys(owners, b"test-info", create=False) == made
-        store.reads = 0
-        assert bounded.owner_subkeys(owners, b"test-info", create=False) == made
-        assert store.reads == 1  # 15 of the 20 were evicted: read again, in one query
-        victim = sorted(owners)[0]
-        vault.shred([victim])
-        assert victim not in vault.owner_subkeys(owners, b"test-info", create=True)
-        assert victim not in bounded.owner_subkeys(owners, b"test-info", create=True)
-    finally:
-        store.close()
-
-
-def test_subkey_cache_size_is_refused_when_negative(
-    key_store: SqliteVaultKeyStore, kek_path: Path
-) -> None:
-    with pytest.raises(ValueError, match="subkey_cache_size"):
-        Vault(key_store, LocalFileKeyProvider(kek_path), subkey_cache_size=-1)
