@@ -89,6 +89,7 @@ from identity.model import (
     RefusedAnchor,
     StoreStats,
     consent_exclusion,
+    consent_grant,
 )
 from identity.store import cypher
 from identity.store.copy import RefusalKey
@@ -109,6 +110,40 @@ _SCHEMA_VERSION_KEY = "schema_version"
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _kept_rows(
+    scan: MemberScan,
+    persons: Sequence[Mapping[str, Any]],
+    excluded: Mapping[str, ConsentExclusion],
+    consents: Mapping[str, list[ConsentRecord]],
+    attributes: Mapping[str, list[Fact]],
+) -> tuple[MemberRow, ...]:
+    """The rows of a member page's kept persons: the records of the purposes asked (and
+    restriction records), or, for a scan filtered on the one purpose it asks for, the grant
+    they reduce to where they do (the port's ``MemberRow.grant``; :func:`consent_grant`)."""
+    asked = {*scan.consent_purposes, RESTRICTION_PURPOSE}
+    granting = scan.consent_filter
+    if granting is not None and asked != {granting, RESTRICTION_PURPOSE}:
+        granting = None
+    rows: list[MemberRow] = []
+    for r in persons:
+        person_id = r["person_id"]
+        if person_id in excluded:
+            continue
+        records = tuple(c for c in consents.get(person_id, ()) if c.purpose in asked)
+        grant = None if granting is None else consent_grant(records, granting)
+        rows.append(
+            MemberRow(
+                person_id,
+                _dt(r["created_at"]) if scan.person_times else None,
+                _dt(r["last_seen"]) if scan.person_times else None,
+                () if grant is not None else records,
+                tuple(attributes.get(person_id, ())),
+                grant,
+            )
+        )
+    return tuple(rows)
 
 
 def _dt(ms: int) -> datetime:
@@ -673,18 +708,7 @@ class Neo4jTransaction:
                     names=sorted(set(scan.attribute_names)),
                 ):
                     attributes.setdefault(r["person_id"], []).append(_fact(r))
-        asked = {*scan.consent_purposes, RESTRICTION_PURPOSE}
-        rows = tuple(
-            MemberRow(
-                r["person_id"],
-                _dt(r["created_at"]) if scan.person_times else None,
-                _dt(r["last_seen"]) if scan.person_times else None,
-                tuple(c for c in consents.get(r["person_id"], ()) if c.purpose in asked),
-                tuple(attributes.get(r["person_id"], ())),
-            )
-            for r in persons
-            if r["person_id"] not in excluded
-        )
+        rows = _kept_rows(scan, persons, excluded, consents, attributes)
         return MemberScanPage(rows, len(persons), ids[-1], dict(Counter(excluded.values())))
 
     # -- erasure and suppression --------------------------------------------------------

@@ -31,6 +31,7 @@ from identity.model import (
     ChangeSet,
     Cluster,
     ConsentExclusion,
+    ConsentGrant,
     ConsentRecord,
     ConsentSignal,
     DoNotLinkEntry,
@@ -622,12 +623,16 @@ _SCAN_JSON: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 
 
 def _member_rows(
-    persons: Sequence[sqlite_audience.PageRow], attributes: Mapping[str, list[Fact]]
+    persons: Sequence[sqlite_audience.PageRow],
+    attributes: Mapping[str, list[Fact]],
+    purpose: str | None = None,
 ) -> MemberScanPage:
     """A page's rows as a :class:`MemberScanPage`: the kept persons as :class:`MemberRow`
     objects (the consent records decoded from the page statement's JSON, the attributes of
     :meth:`_SqliteTransaction._member_attributes`), the persons the consent filter left out
-    counted by reason (no object each: most persons of a filtered audience scan).
+    counted by reason (no object each: most persons of a filtered audience scan). A kept
+    person whose statement row names a grant's deciding record gets a :class:`ConsentGrant` for
+    ``purpose`` (the scan's consent filter) and no records.
 
     The hot loop of a member scan (tens of thousands of objects per scan of a million persons),
     so it is written for CPython: rows are unpacked in the ``for``, JSON is parsed by the C
@@ -645,11 +650,16 @@ def _member_rows(
     rows: list[MemberRow] = []
     # Exclusion reasons as the page statement spells them, counted, named once at the end.
     excluded: dict[str, int] = {}
-    for person_id, created_at, seen, reason, records in persons:
+    for person_id, created_at, seen, reason, records, grant_id, grant_at, grant_signal in persons:
         if reason is not None:
             excluded[reason] = excluded.get(reason, 0) + 1
             continue
         consents = no_consents
+        grant = None
+        if grant_at is not None and grant_id and grant_signal and purpose:
+            grant = ConsentGrant(
+                purpose, grant_id, stamp(grant_at / 1000, utc), signals[grant_signal]
+            )
         if records is not None and records != "[]":
             parsed = scan(records, 0)[0]
             if len(parsed) > 1:
@@ -690,6 +700,7 @@ def _member_rows(
                 None if seen is None else stamp(seen / 1000, utc),
                 consents,
                 tuple(facts) if facts else no_attributes,
+                grant,
             )
         )
     return MemberScanPage(
@@ -1273,7 +1284,7 @@ class _SqliteTransaction:
                 )
             elif kept:
                 attributes = self._member_attributes(scan, _PAGE_LIST, (json.dumps(kept),))
-        return _member_rows(persons, attributes)
+        return _member_rows(persons, attributes, scan.consent_filter)
 
     def _member_attributes(
         self, scan: MemberScan, where: str, page: tuple[str, ...]

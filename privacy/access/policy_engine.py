@@ -36,9 +36,9 @@ from datetime import datetime
 from enum import StrEnum
 
 from identity.frozen import quick_init
-from identity.model import RESTRICTION_PURPOSE, ConsentRecord
+from identity.model import RESTRICTION_PURPOSE, ConsentGrant, ConsentRecord
 from privacy.access.purposes import Default, Purpose, PurposesPolicy
-from privacy.consent.state import ConsentReason, consent_state, plain_timeline
+from privacy.consent.state import ConsentReason, consent_state, grant_state, plain_timeline
 
 ALL_PURPOSES = "*"  # in an API key's purposes: every purpose of the policy
 # The category the resolution engine gives kept raw identifiers (FactKind.RAW_IDENTIFIER).
@@ -245,12 +245,17 @@ class PolicyEngine:
     def decide_many(
         self,
         caller: Caller,
-        persons: Sequence[tuple[str, Sequence[ConsentRecord], Sequence[FieldRef]]],
+        persons: Sequence[tuple[str, Sequence[ConsentRecord] | ConsentGrant, Sequence[FieldRef]]],
         purpose: str,
         now: datetime,
     ) -> list[PolicyDecision]:
         """:meth:`decide` for each ``(person id, consent records, fields)`` of a page of
         persons, in order: the same decisions, property-tested against it.
+
+        In place of its records a person may come with the :class:`ConsentGrant` a member scan
+        reduced them to (for ``purpose``; :class:`ValueError` for another purpose or for a
+        purpose consent does not apply to): the decision is the one its records would give
+        (:func:`privacy.consent.state.grant_state`).
 
         Why a batch: an audience page decides for up to thousands of persons, and per person
         :meth:`decide` repeated what is the same for all of them (the purpose's lookup, the
@@ -272,14 +277,24 @@ class PolicyEngine:
         decisions: list[PolicyDecision] = []
         append = decisions.append
         for person_id, consents, fields in persons:
-            decided = (
-                plain_timeline(consents, purpose, exempt, default_grant, now, expiry, tcf_max_age)
-                if plain
-                else None
-            )
-            if decided is None:  # a history the general rules weigh (or a purpose without consent)
-                state = consent_state(purpose, policy, consents, now=now, tcf_max_age=tcf_max_age)
-                decided = (state.allowed, state.reason, state.record_id)
+            decided: tuple[bool, ConsentReason, str | None] | None
+            if isinstance(consents, ConsentGrant):
+                if not plain:
+                    raise ValueError(f"a consent grant cannot decide purpose {purpose!r}")
+                decided = grant_state(consents, purpose, now, expiry, tcf_max_age)
+            else:
+                decided = (
+                    plain_timeline(
+                        consents, purpose, exempt, default_grant, now, expiry, tcf_max_age
+                    )
+                    if plain
+                    else None
+                )
+                if decided is None:  # a history the general rules weigh (or no consent applies)
+                    state = consent_state(
+                        purpose, policy, consents, now=now, tcf_max_age=tcf_max_age
+                    )
+                    decided = (state.allowed, state.reason, state.record_id)
             allowed, reason_enum, record_id = decided
             reason = reason_text[reason_enum]
             if not fields:

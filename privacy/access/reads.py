@@ -62,6 +62,7 @@ from typing import Any
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
 from identity.model import (
+    ConsentGrant,
     ConsentRecord,
     EventCountRule,
     Fact,
@@ -678,18 +679,20 @@ class ReadService:
         no_facts: tuple[Fact, ...] = ()
         no_refs: tuple[FieldRef, ...] = ()
         decided: list[tuple[MemberRow, Sequence[Fact]]] = []
-        persons: list[tuple[str, Sequence[ConsentRecord], Sequence[FieldRef]]] = []
+        persons: list[tuple[str, Sequence[ConsentRecord] | ConsentGrant, Sequence[FieldRef]]] = []
         loaded = False  # any attribute of a kept person (to decide and decrypt)
         for row in rows:
+            # A kept person's consent as the store reduced it (a grant), else its records.
+            consents = row.consents if row.grant is None else row.grant
             # Most scans ask for no attribute (an event-only audience): no per-row lists then.
             if row.attributes:
                 loaded = True
                 latest = latest_by_name(row.attributes)
                 decided.append((row, latest))
-                persons.append((row.person_id, row.consents, _refs(latest)))
+                persons.append((row.person_id, consents, _refs(latest)))
             else:
                 decided.append((row, no_facts))
-                persons.append((row.person_id, row.consents, no_refs))
+                persons.append((row.person_id, consents, no_refs))
         # Every person of the page through the engine at once (the same decisions as decide).
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
         if rules is not None and not (rules.attributes or rules.any_of):
@@ -855,15 +858,27 @@ class ReadService:
             ]
 
         now = self._clock()
+        loaded = self._store.read(load)
+        # The same consent snapshot the member was admitted with (its records or the grant they
+        # reduce to), now for the identifiers: one engine pass for the chunk.
+        decisions = self._policy.decide_many(
+            caller,
+            [
+                (
+                    member.row.person_id,
+                    member.row.consents if member.row.grant is None else member.row.grant,
+                    [
+                        FieldRef(f.seal_field, IDENTIFIER_CATEGORY, f.at, identifier_type=f.name)
+                        for f in raws
+                    ],
+                )
+                for member, raws in zip(result.members, loaded, strict=True)
+            ],
+            purpose_id,
+            now,
+        )
         allowed: list[Fact] = []
-        for member, raws in zip(result.members, self._store.read(load), strict=True):
-            refs = [
-                FieldRef(f.seal_field, IDENTIFIER_CATEGORY, f.at, identifier_type=f.name)
-                for f in raws
-            ]
-            # The same consent snapshot the member was admitted with, now for the identifiers.
-            context = PersonContext(member.row.person_id, member.row.consents)
-            decision = self._policy.decide(caller, context, purpose_id, refs, now)
+        for raws, decision in zip(loaded, decisions, strict=True):
             allowed.extend(_allowed(raws, decision))
         plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
         # The vault holds the normalized value (lower-case email, E.164 phone): exactly what ad

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from identity.frozen import quick_init
-from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
+from identity.model import RESTRICTION_PURPOSE, ConsentGrant, ConsentRecord, ConsentSignal
 from privacy.access.purposes import Default, LawfulBasis, Purpose
 
 
@@ -196,9 +196,32 @@ def _latest_plain(
     if not granted:
         reason = ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED
         return False, reason, deciding.record_id
-    if now is not None and _expired(deciding, expiry, now, tcf_max_age):
+    if now is not None and _expired(deciding.at, deciding.signal, expiry, now, tcf_max_age):
         return False, ConsentReason.EXPIRED, deciding.record_id
     return True, ConsentReason.GRANTED, deciding.record_id
+
+
+def grant_state(
+    grant: ConsentGrant,
+    purpose_id: str,
+    now: datetime | None,
+    expiry: timedelta | None,
+    tcf_max_age: timedelta | None,
+) -> tuple[bool, ConsentReason, str | None]:
+    """:func:`plain_timeline`'s answer for a person whose records reduce to ``grant``
+    (:class:`identity.model.ConsentGrant`: no restriction, objection or compelling-grounds
+    record, the latest plain decision a grant): rule 6 (expiry) on the deciding record, else
+    granted. The same ``(allowed, reason, deciding record id)`` as from the records
+    (property-tested against :func:`consent_state`); the arguments are :func:`plain_timeline`'s.
+
+    A grant for another purpose than ``purpose_id`` says nothing about it: :class:`ValueError`
+    (a caller's mistake, never a decision).
+    """
+    if grant.purpose != purpose_id:
+        raise ValueError(f"a consent grant for {grant.purpose!r} cannot decide {purpose_id!r}")
+    if now is not None and _expired(grant.at, grant.signal, expiry, now, tcf_max_age):
+        return False, ConsentReason.EXPIRED, grant.record_id
+    return True, ConsentReason.GRANTED, grant.record_id
 
 
 def _any_state(  # noqa: PLR0911 - one return per rule of the module docstring
@@ -242,7 +265,9 @@ def _any_state(  # noqa: PLR0911 - one return per rule of the module docstring
     granted, record_id, tie = _latest(relevant)
     if granted:
         deciding = next(r for r in relevant if r.record_id == record_id)
-        if now is not None and _expired(deciding, purpose.consent_expiry, now, tcf_max_age):
+        if now is not None and _expired(
+            deciding.at, deciding.signal, purpose.consent_expiry, now, tcf_max_age
+        ):
             return ConsentState(False, ConsentReason.EXPIRED, record_id)
         return ConsentState(True, ConsentReason.GRANTED, record_id)
     return ConsentState(False, ConsentReason.TIE_DENIED if tie else ConsentReason.DENIED, record_id)
@@ -269,11 +294,15 @@ def _standing_objection(
 
 
 def _expired(
-    record: ConsentRecord, expiry: timedelta | None, now: datetime, tcf_max_age: timedelta | None
+    at: datetime,
+    signal: ConsentSignal,
+    expiry: timedelta | None,
+    now: datetime,
+    tcf_max_age: timedelta | None,
 ) -> bool:
-    """Rule 6 for the deciding grant ``record``: older than the purpose's ``expiry`` or, from a
-    TC string, than ``tcf_max_age``."""
-    age = now - record.at
+    """Rule 6 for the deciding grant (made at ``at``, from ``signal``): older than the purpose's
+    ``expiry`` or, from a TC string, than ``tcf_max_age``."""
+    age = now - at
     if expiry is not None and age > expiry:
         return True
-    return record.signal is ConsentSignal.TCF and tcf_max_age is not None and age > tcf_max_age
+    return signal is ConsentSignal.TCF and tcf_max_age is not None and age > tcf_max_age

@@ -32,6 +32,7 @@ from identity.model import (
     MemberRow,
     MemberScan,
     MemberScanPage,
+    consent_grant,
 )
 from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
@@ -461,9 +462,10 @@ def test_member_page_returns_person_times_only_when_asked_when_event_rules_selec
             (buyer, _minutes(5), _minutes(9))
         ]
         assert [(r.person_id, r.created_at, r.last_seen) for r in untimed] == [(buyer, None, None)]
-        assert [r.consents for r in untimed] == [r.consents for r in timed]
+        assert [(r.consents, r.grant) for r in untimed] == [(r.consents, r.grant) for r in timed]
         assert _exclusions(store, lean) == _exclusions(store, asked)
-        assert len(untimed[0].consents) == len(purposes)
+        # Filtered on the one purpose it asks for, the buyer's grant instead of its record.
+        assert len(untimed[0].consents) + (untimed[0].grant is not None) == len(purposes)
 
 
 def test_member_page_event_rules_count_active_events_since_a_time_on_any_node(
@@ -659,8 +661,19 @@ def test_member_page_consent_filter_leaves_out_persons_whose_consent_cannot_allo
     unfiltered = {
         r.person_id: r for r in _scan_all(store, MemberScan(consent_purposes=("ads",)), 3)
     }
+    # A person whose records reduce to a grant comes with it (the deciding record: for
+    # regranted, the later grant on the merged-in node), the others with their records.
     for person in (granted, objected, restricted, regranted):
-        assert rows[person].consents == unfiltered[person].consents
+        grant = consent_grant(unfiltered[person].consents, "ads")
+        assert rows[person].grant == grant
+        assert rows[person].consents == (() if grant is not None else unfiltered[person].consents)
+    assert {p for p in rows if rows[p].grant is not None} == {granted, regranted}
+    regrant = rows[regranted].grant
+    assert regrant is not None
+    assert (regrant.at, regrant.signal) == (later, ConsentSignal.DIRECT)
+    # Asked for records of another purpose too, the scan hands every kept person's records.
+    wider = MemberScan(consent_purposes=("ads", "other"), consent_filter="ads")
+    assert all(r.grant is None and r.consents for r in _scan_all(store, wider, 3))
     # With an event rule the same filter applies to the persons the rule selects.
     buyer = ingest(
         ("email", "h@shop.de"),

@@ -276,12 +276,15 @@ def dump(store: GraphStore) -> dict[str, Any]:
     def read(tx: GraphTransaction) -> dict[str, Any]:
         scan = MemberScan(attribute_names=ATTRIBUTES, consent_purposes=PURPOSES, person_times=True)
         members = tx.member_page(scan, "", 100_000).rows
+        # The fixture's dump predates MemberRow.grant, which a scan without a consent filter
+        # never sets: left out of the dump.
+        assert all(m.grant is None for m in members)
         persons = [m.person_id for m in members]
         hashes = [_hashed(p, s) for p in range(PERSONS) for s in (*range(4), 9, 20)]
         kinds = tuple(FactKind)
         ruled = MemberScan(event_rules=(EventCountRule("purchase", T0 - timedelta(days=5), 1),))
         return {
-            "members": members,
+            "members": [{k: v for k, v in _plain(m).items() if k != "grant"} for m in members],
             "ruled": [m.person_id for m in tx.member_page(ruled, "", 100_000).rows],
             "persons": [tx.person(p) for p in persons],
             "clusters": [tx.cluster(p) for p in persons],

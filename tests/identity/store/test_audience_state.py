@@ -44,6 +44,7 @@ from identity.model import (
     MemberScanPage,
     PersonRecord,
     consent_exclusion,
+    consent_grant,
     new_node_id,
 )
 from identity.store import sqlite_audience
@@ -63,9 +64,16 @@ SIGNALS = (
     ConsentSignal.OBJECTION,
     ConsentSignal.COMPELLING_GROUNDS,
     ConsentSignal.RESTRICTION,
+    ConsentSignal.GPC,
+    ConsentSignal.GPP,
+    ConsentSignal.WEBHOOK,
 )
 # Few distinct decision times, so that ties (a grant and a denial at once) are common.
-CONSENT_TIMES = tuple(NOW - timedelta(days=d) for d in (1, 1, 2, 40))
+# 400 days: a TCF grant that old has expired (13 months), any other has not.
+CONSENT_TIMES = tuple(NOW - timedelta(days=d) for d in (1, 1, 2, 40, 400))
+# When a record was stored (seconds after NOW): the order of the records decided at one time,
+# which names the deciding record (ConsentGrant).
+RECORDED = (0, 0, 5)
 RULE_SETS = (
     (EventCountRule("purchase", NOW - timedelta(days=7), 1),),
     (EventCountRule("purchase", NOW - timedelta(days=7, hours=5), 2),),
@@ -110,6 +118,7 @@ _consents = st.lists(
         st.booleans(),
         st.sampled_from(CONSENT_TIMES),
         st.sampled_from(SIGNALS),
+        st.sampled_from(RECORDED),
     ),
     max_size=4,
 )
@@ -141,7 +150,8 @@ class _Graph:
         self,
         nodes: list[str],
         events: list[tuple[int, str, int, bool]],
-        consents: list[tuple[int, str, bool, datetime, ConsentSignal]],
+        # (node, purpose, granted, at, signal[, seconds after NOW it was recorded])
+        consents: list[tuple[Any, ...]],
     ) -> tuple[tuple[Fact, ...], tuple[ConsentRecord, ...]]:
         facts = tuple(
             Fact(
@@ -164,13 +174,13 @@ class _Graph:
                 RESTRICTION_PURPOSE if signal is ConsentSignal.RESTRICTION else purpose,
                 granted,
                 at,
-                NOW,
+                NOW + timedelta(seconds=recorded[0] if recorded else 0),
                 "test",
                 signal,
                 "consent",
                 "ab" * 32,
             )
-            for k, purpose, granted, at, signal in consents
+            for k, purpose, granted, at, signal, *recorded in consents
         )
         return facts, records
 
@@ -318,11 +328,15 @@ def _actual(
     members: list[str] = []
     rows, excluded = _scan_counted(store, scan, limit)
     denied: Counter[str] = Counter({reason.value: n for reason, n in excluded.items()})
-    for row in rows:
-        # The records the page statement carries are the person's records, in the same order.
-        assert list(row.consents) == store.read(partial(_consents_of, row.person_id))
-        decision = engine.decide(
-            caller, PersonContext(row.person_id, row.consents), PURPOSE, (), NOW
+    page = [(row.person_id, row.consents if row.grant is None else row.grant, ()) for row in rows]
+    for row, decision in zip(rows, engine.decide_many(caller, page, PURPOSE, NOW), strict=True):
+        records = store.read(partial(_consents_of, row.person_id))
+        # The page carries the person's records, in the same order, or the grant they reduce to.
+        assert row.grant == consent_grant(records, PURPOSE)
+        assert list(row.consents) == ([] if row.grant is not None else records)
+        # Either way the engine decides as from every record (the deciding record included).
+        assert decision == engine.decide(
+            caller, PersonContext(row.person_id, tuple(records)), PURPOSE, (), NOW
         )
         if decision.allowed:
             members.append(row.person_id)
@@ -369,25 +383,35 @@ def _recomputed_consent_state(
     conn: sqlite3.Connection,
 ) -> dict[tuple[str, str], tuple[object, ...]]:
     """What ``consent_current`` must hold, computed in Python from every record."""
-    records: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
-    for person, purpose, granted, at, signal in conn.execute(
-        "SELECT p.person_id, c.purpose, c.granted, c.at, c.signal FROM consents c "
-        "JOIN identifiers i ON i.node_id = c.node_id JOIN persons p ON p.pk = i.person"
+    records: dict[tuple[str, str], list[tuple[int, int, str, int, str]]] = {}
+    for person, purpose, granted, at, signal, recorded_at, record_id in conn.execute(
+        "SELECT p.person_id, c.purpose, c.granted, c.at, c.signal, c.recorded_at, c.record_id "
+        "FROM consents c JOIN identifiers i ON i.node_id = c.node_id "
+        "JOIN persons p ON p.pk = i.person"
     ):
         if (purpose == RESTRICTION_PURPOSE) == (signal == "restriction"):
-            records.setdefault((person, purpose), []).append((at, granted, signal))
+            records.setdefault((person, purpose), []).append(
+                (at, granted, signal, recorded_at, record_id)
+            )
     state: dict[tuple[str, str], tuple[object, ...]] = {}
+    special_signals = ("objection", "compelling_grounds")
     for key, rows in records.items():
-        special = sum(1 for _, _, signal in rows if signal in ("objection", "compelling_grounds"))
-        plain = [
-            (at, granted)
-            for at, granted, signal in rows
-            if signal not in ("objection", "compelling_grounds")
-        ]
-        top = max((at for at, _ in plain), default=None)
-        at_top = {granted for at, granted in plain if at == top}
+        special = sum(1 for row in rows if row[2] in special_signals)
+        plain = [row for row in rows if row[2] not in special_signals]
+        top = max((row[0] for row in plain), default=None)
+        at_top = {row[1] for row in plain if row[0] == top}
         granted = min(at_top) if at_top else None
-        state[key] = (top, granted, int(len(at_top) > 1), special)
+        # The deciding record: the first by (recorded_at, record id) of those at the latest
+        # time that answer as the row does.
+        deciding = min(
+            (row for row in plain if row[0] == top and row[1] == granted),
+            key=lambda row: (row[3], row[4]),
+            default=None,
+        )
+        decided = (
+            (None, None, None) if deciding is None else (deciding[4], deciding[2], deciding[3])
+        )
+        state[key] = (top, granted, int(len(at_top) > 1), special, *decided)
     return state
 
 
@@ -461,7 +485,9 @@ def test_member_scans_over_materialized_state_give_the_same_members_and_denials(
         assert [row.person_id for row in kept] == [p for p, e in exclusions.items() if e is None]
         assert excluded == Counter(e for e in exclusions.values() if e is not None)
         for row in kept:
-            assert list(row.consents) == store.read(partial(_consents_of, row.person_id))
+            records = store.read(partial(_consents_of, row.person_id))
+            assert row.grant == consent_grant(records, PURPOSE)
+            assert list(row.consents) == ([] if row.grant is not None else records)
         for rules in RULE_SETS:
             assert _actual(store, engine, rules, limit) == _expected(store, engine, rules)
     finally:
@@ -875,7 +901,7 @@ def test_a_file_of_audience_state_3_gets_a_consent_records_row_per_record_when_o
         assert sqlite_audience.consent_state_of(conn) == live_consents
         assert {n for (n,) in conn.execute("SELECT n FROM event_days")} == {41}
         (state,) = conn.execute("SELECT value FROM meta WHERE key = 'audience_state'").fetchone()
-        assert state == "4"
+        assert state == str(sqlite_audience.STATE_VERSION)
         with conn:
             conn.execute("UPDATE event_days SET n = 1")  # back to the truth for the scans below
         rules = (EventCountRule("purchase", NOW - timedelta(days=1), 1),)
@@ -949,6 +975,55 @@ def test_a_file_of_audience_state_3_upgraded_holds_the_rows_the_same_data_writte
     reopened = SqliteGraphStore(path)
     try:
         assert _state_rows(reopened._conn) == written
+    finally:
+        reopened.close()
+
+
+# A file of audience state 4: ``consent_current`` without the deciding record's columns, and no
+# trigger writing them (the upgrade replaces every trigger; the state 4 bodies differ only there).
+_STATE_4_CURRENT = (
+    "DROP TRIGGER consent_current_on_insert",
+    "DROP TRIGGER consent_current_on_delete",
+    "DROP TRIGGER audience_state_on_move",
+    "ALTER TABLE consent_current DROP COLUMN record_id",
+    "ALTER TABLE consent_current DROP COLUMN signal",
+    "ALTER TABLE consent_current DROP COLUMN recorded_at",
+    "UPDATE meta SET value = '4' WHERE key = 'audience_state'",
+)
+
+
+def test_a_file_of_audience_state_4_gets_the_deciding_records_the_triggers_write_when_opened(
+    tmp_path: Path, engine: PolicyEngine
+) -> None:
+    """The upgrade from state 4 fills every ``consent_current`` row's deciding record with what
+    the triggers wrote for the same data at state 5 (row for row), keeps the other state as it
+    was, and brings back triggers that keep it exact: scans hand grants that decide as the
+    records do."""
+    path = tmp_path / "graph.sqlite3"
+    store = SqliteGraphStore(path)
+    graph = _Graph(store)
+    for step in _UPGRADE_STEPS:
+        graph.step(step)
+    written = _state_rows(store._conn)
+    assert any(row[6] is not None for row in written[1])  # deciding records were written
+    store.close()
+    _rewrite(path, _STATE_4_CURRENT)
+    old = sqlite3.connect(path)
+    columns = {c[1] for c in old.execute("PRAGMA table_info(consent_current)")}
+    old.close()
+    assert "record_id" not in columns
+    reopened = SqliteGraphStore(path)
+    try:
+        conn = reopened._conn
+        assert _state_rows(conn) == written
+        (state,) = conn.execute("SELECT value FROM meta WHERE key = 'audience_state'").fetchone()
+        assert state == str(sqlite_audience.STATE_VERSION)
+        graph.store = reopened
+        graph.step(("more", 1, [], [(0, PURPOSE, True, CONSENT_TIMES[0], ConsentSignal.GPC, 5)]))
+        graph.step(("merge", 2, 3))
+        assert sqlite_audience.consent_state_of(conn) == _recomputed_consent_state(conn)
+        for rules in RULE_SETS[:2]:
+            assert _actual(reopened, engine, rules, 3) == _expected(reopened, engine, rules)
     finally:
         reopened.close()
 
@@ -1139,12 +1214,12 @@ def test_consent_current_stays_exact_when_retention_prunes_superseded_records(
         )
         conn: sqlite3.Connection = store._conn
         (person,) = graph.persons
-        assert sqlite_audience.consent_state_of(conn)[(person, PURPOSE)][-1] == 2
+        assert sqlite_audience.consent_state_of(conn)[(person, PURPOSE)][3] == 2
         graph.step(("prune_consents", 2))  # the older objection and the older grant go
         assert conn.execute("SELECT count(*) FROM consents").fetchone() == (4,)
         state = sqlite_audience.consent_state_of(conn)
         assert state == _recomputed_consent_state(conn)
-        assert state[(person, PURPOSE)][1:] == (0, 1, 1)  # denied by the tie; one objection
+        assert state[(person, PURPOSE)][1:4] == (0, 1, 1)  # denied by the tie; one objection
         assert sqlite_audience.consent_records_of(conn) == _recomputed_consent_records(conn)
         # Deciding records deleted (no write path deletes one alone today; the triggers must
         # hold for any delete): the grant of the tie, then the denial left alone at that time.
@@ -1155,7 +1230,7 @@ def test_consent_current_stays_exact_when_retention_prunes_superseded_records(
                 )
             state = sqlite_audience.consent_state_of(conn)
             assert state == _recomputed_consent_state(conn)
-            assert state[(person, PURPOSE)][1:] == expected
+            assert state[(person, PURPOSE)][1:4] == expected
         graph.step(("erase", 0))
         assert sqlite_audience.consent_state_of(conn) == {}
         assert sqlite_audience.consent_records_of(conn) == {}

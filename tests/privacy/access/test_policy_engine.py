@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal
+from identity.model import RESTRICTION_PURPOSE, ConsentRecord, ConsentSignal, consent_grant
 from privacy.access.policy_engine import (
     ALL_PURPOSES,
     IDENTIFIER_CATEGORY,
@@ -35,6 +35,7 @@ from privacy.access.purposes import (
     PurposesPolicy,
     load_purposes_policy,
 )
+from privacy.consent.state import ConsentReason, consent_state
 from tests.conftest import POLICY_DIR
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -567,3 +568,107 @@ def test_decide_many_draws_the_expiry_line_where_decide_does_when_a_grant_is_exa
         engine.decide(caller, PersonContext(pid, records), "ad_targeting", (), NOW)
         for pid, records, _ in page
     ]
+
+
+@st.composite
+def stored_records(draw: st.DrawFn) -> ConsentRecord:
+    """A record as a store holds it (millisecond times): decided at, just under or just over
+    1-3 days ago (the expiry limits below) or 400 days ago (past TCF's 13 months), recorded at
+    one of a few times (the order of records decided at one time), any signal."""
+    signal = draw(st.sampled_from(ConsentSignal))
+    purpose = (
+        RESTRICTION_PURPOSE
+        if signal is ConsentSignal.RESTRICTION
+        else draw(st.sampled_from(PURPOSE_IDS))
+    )
+    at = NOW - timedelta(
+        days=draw(st.sampled_from((0, 1, 2, 3, 400))),
+        milliseconds=draw(st.sampled_from((-1, 0, 1))),
+    )
+    recorded_at = at + timedelta(milliseconds=draw(st.sampled_from((0, 0, 5))))
+    n = draw(st.integers(0, 10**9))
+    return ConsentRecord(
+        f"c_{n:012d}", "n_1", purpose, draw(st.booleans()), at, recorded_at, "api", signal, "c", "0"
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    policy=purposes_policies(),
+    expiry_days=st.dictionaries(st.sampled_from(PURPOSE_IDS), st.integers(1, 3)),
+    tcf_days=st.none() | st.sampled_from((1, 2, 395)),
+    purpose=st.sampled_from(PURPOSE_IDS),
+    persons=st.lists(st.lists(stored_records(), max_size=5), max_size=8),
+)
+def test_a_consent_grant_decides_as_the_records_it_reduces_when_a_page_carries_grants(
+    policy: PurposesPolicy,
+    expiry_days: dict[str, int],
+    tcf_days: int | None,
+    purpose: str,
+    persons: list[list[ConsentRecord]],
+) -> None:
+    # A member scan hands the engine a ConsentGrant instead of the records of a person whose
+    # records reduce to one (identity.model.consent_grant): withdrawals, ties, expiry by the
+    # purpose's age or TCF's, GPC / GPP / webhook signals, objections and restrictions (which
+    # never reduce). The decision must be the one the records give, deciding record included.
+    purposes = {
+        pid: p.model_copy(update={"consent_expiry_days": expiry_days.get(pid)})
+        for pid, p in policy.purposes.items()
+    }
+    tcf = policy.tcf.model_copy(update={"consent_max_age_days": tcf_days})
+    engine = PolicyEngine(policy.model_copy(update={"purposes": purposes, "tcf": tcf}))
+    caller = Caller("key1", frozenset({ALL_PURPOSES}), "key1")
+    # The records in the order a store returns them (at, recorded_at, record id).
+    histories = [
+        tuple(sorted(records, key=lambda r: (r.at, r.recorded_at, r.record_id)))
+        for records in persons
+    ]
+    consent_based = purposes[purpose].consent_applies
+    grants = [consent_grant(records, purpose) if consent_based else None for records in histories]
+    page = [
+        (f"p_{i}", records if grant is None else grant, ())
+        for i, (records, grant) in enumerate(zip(histories, grants, strict=True))
+    ]
+
+    decisions = engine.decide_many(caller, page, purpose, NOW)
+
+    assert decisions == [
+        engine.decide(caller, PersonContext(f"p_{i}", records), purpose, (), NOW)
+        for i, records in enumerate(histories)
+    ]
+    for records, grant in zip(histories, grants, strict=True):
+        if grant is not None:  # a grant is only ever what the records say: granted or expired
+            state = consent_state(purpose, purposes[purpose], records, now=NOW)
+            assert state.record_id == grant.record_id
+            assert state.reason in (ConsentReason.GRANTED, ConsentReason.EXPIRED)
+
+
+def test_a_consent_grant_for_another_purpose_or_a_purpose_without_consent_is_refused() -> None:
+    grant = consent_grant((_grant("ad_targeting"),), "ad_targeting")
+    assert grant is not None
+    caller = Caller("k", frozenset({ALL_PURPOSES}), "k")
+    for purpose in ("analytics", "fraud_prevention"):
+        try:
+            ENGINE.decide_many(caller, [("p_1", grant, ())], purpose, NOW)
+        except ValueError:
+            continue
+        raise AssertionError(f"a grant for ad_targeting decided {purpose}")
+
+
+def test_a_tcf_grant_past_thirteen_months_expires_from_the_grant_alone() -> None:
+    at = NOW - timedelta(days=400)
+    tcf = ConsentRecord(
+        "c_1", "n_1", "ad_targeting", True, at, at, "cmp:x", ConsentSignal.TCF, "", ""
+    )
+    direct = dataclasses.replace(tcf, record_id="c_2", signal=ConsentSignal.DIRECT)
+    caller = Caller("k", frozenset({ALL_PURPOSES}), "k")
+
+    # Both grants at one time: the first by (recorded_at, record id) decides, so its signal does.
+    for records, expected in (((tcf, direct), "consent_expired"), ((direct,), "consent_granted")):
+        grant = consent_grant(records, "ad_targeting")
+        assert grant is not None
+        [decision] = ENGINE.decide_many(caller, [("p_1", grant, ())], "ad_targeting", NOW)
+        assert decision.reason == expected
+        assert decision == ENGINE.decide(
+            caller, PersonContext("p_1", records), "ad_targeting", (), NOW
+        )
