@@ -681,8 +681,24 @@ def consent_exclusion(records: Collection[ConsentRecord], purpose: str) -> Conse
       grant, else the person is excluded with the reason the engine would give; no record at
       all is ``no_consent``.
     """
+    top = _latest_plain(records, purpose)
+    if top is None:
+        return None
+    if not top:
+        return ConsentExclusion.NO_CONSENT
+    at_top = {record.granted for record in top}
+    if at_top == {True}:
+        return None
+    return ConsentExclusion.TIE_DENIED if len(at_top) > 1 else ConsentExclusion.DENIED
+
+
+def _latest_plain(records: Collection[ConsentRecord], purpose: str) -> list[ConsentRecord] | None:
+    """The plain decisions for ``purpose`` at the latest time among ``records`` (``[]``: none),
+    or ``None`` when a restriction record or an objection/compelling-grounds record for the
+    purpose means the store does not judge the person (:func:`consent_exclusion`,
+    :func:`consent_grant`)."""
     latest: int | None = None
-    at_top: set[bool] = set()
+    top: list[ConsentRecord] = []
     for record in records:
         if record.purpose == RESTRICTION_PURPOSE and record.signal is ConsentSignal.RESTRICTION:
             return None
@@ -692,14 +708,10 @@ def consent_exclusion(records: Collection[ConsentRecord], purpose: str) -> Conse
             return None
         at = _epoch_ms(record.at)
         if latest is None or at > latest:
-            latest, at_top = at, {record.granted}
+            latest, top = at, [record]
         elif at == latest:
-            at_top.add(record.granted)
-    if latest is None:
-        return ConsentExclusion.NO_CONSENT
-    if at_top == {True}:
-        return None
-    return ConsentExclusion.TIE_DENIED if len(at_top) > 1 else ConsentExclusion.DENIED
+            top.append(record)
+    return top
 
 
 @quick_init
@@ -737,25 +749,10 @@ def consent_grant(records: Collection[ConsentRecord], purpose: str) -> ConsentGr
     The reference definition: the SQLite store keeps the deciding record in its current consent
     state at write time; the Neo4j adapter applies this function to the records it reads.
     """
-    latest: int | None = None
-    deciding: ConsentRecord | None = None
-    granted = True
-    for record in records:
-        if record.purpose == RESTRICTION_PURPOSE and record.signal is ConsentSignal.RESTRICTION:
-            return None
-        if record.purpose != purpose or record.signal is ConsentSignal.RESTRICTION:
-            continue
-        if record.signal.value in SPECIAL_CONSENT_SIGNALS:
-            return None
-        at = _epoch_ms(record.at)
-        if latest is None or at > latest:
-            latest, deciding, granted = at, record, record.granted
-        elif at == latest:
-            granted = granted and record.granted
-            if deciding is None or _record_order(record) < _record_order(deciding):
-                deciding = record
-    if deciding is None or not granted:
+    top = _latest_plain(records, purpose)
+    if not top or not all(record.granted for record in top):
         return None
+    deciding = min(top, key=_record_order)
     return ConsentGrant(purpose, deciding.record_id, deciding.at, deciding.signal)
 
 
