@@ -77,11 +77,6 @@ class BoundedMap(Generic[K, V]):
             self._generation = generation
         return generation == self._generation
 
-    def observe(self, generation: int) -> None:
-        """Adopt ``generation`` if it is newer than any seen (emptying the map)."""
-        with self._lock:
-            self._observe(generation)
-
     def get(self, key: K, *, generation: int | None = None) -> V | None:
         """The value of ``key`` (refreshed), or ``None``; see :meth:`get_many`."""
         return self.get_many((key,), generation=generation).get(key)

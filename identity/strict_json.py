@@ -106,14 +106,6 @@ def _check(document: Any, max_depth: int) -> None:
             )
 
 
-def _nests_deeper(document: dict[str, Any] | list[Any], max_depth: int) -> bool:
-    """Whether a container of ``document`` (decoded without a duplicate key: plain dicts and
-    lists) sits at depth ``max_depth`` or deeper (the root is at 0); what :func:`_check` finds
-    for such a document, without keeping locations (:func:`_check` locates the error only when
-    there is one)."""
-    return _members_within(document, max_depth) is None
-
-
 _values = dict.values
 
 
@@ -196,12 +188,6 @@ def _text(raw: bytes | str) -> str:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
         return raw
     return raw.decode(json.detect_encoding(raw), "surrogatepass")
-
-
-def _decode(decoder: json.JSONDecoder, raw: bytes | str) -> Any:
-    """``json.loads(raw, object_pairs_hook=...)`` with a decoder made once: the same input
-    handling (a BOM in text refused, bytes decoded in their detected UTF encoding)."""
-    return decoder.decode(_text(raw))
 
 
 def _decode_unless_refused(text: str, max_depth: int) -> Any:

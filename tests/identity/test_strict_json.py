@@ -150,7 +150,7 @@ def test_reused_decoder_reads_input_as_json_loads_does_when_encoding_or_bom_vari
     # The decoders are made once (not per call as json.loads with a hook does): the same input
     # handling, BOMs and UTF-16/32 bytes included, and the same errors.
     expected = _decoded(lambda: json.loads(raw, object_pairs_hook=strict_json._plain_object))
-    assert _decoded(lambda: strict_json._decode(strict_json._PLAIN_DECODER, raw)) == expected
+    assert _decoded(lambda: strict_json._PLAIN_DECODER.decode(strict_json._text(raw))) == expected
 
 
 def _check_refuses(document: Any, max_depth: int) -> bool:
@@ -177,7 +177,8 @@ def test_level_walk_finds_what_the_located_walk_finds_when_no_duplicate_key(
     except strict_json._DuplicateKeyError:
         return  # such documents take the locating path
     if isinstance(document, dict | list):
-        assert strict_json._nests_deeper(document, max_depth) == _check_refuses(document, max_depth)
+        too_deep = strict_json._members_within(document, max_depth) is None
+        assert too_deep == _check_refuses(document, max_depth)
 
 
 def _body(events: int, repeat_in: int | None = None, timestamps: bool = False) -> bytes:
