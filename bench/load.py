@@ -39,6 +39,16 @@ many identify calls share one), and beside the bulk phase (whose process reports
 written) ``ingest_bytes_over_bulk``, ``ingest_server_cpu_over_wall`` and ``bulk_cpu_over_wall``:
 both are bound to one core by the GIL, so a server below the bulk process's CPU over wall is
 waiting (for its commits' fsyncs, for requests in transit) rather than working.
+
+With a pre-grown store, each round also runs ``bulk_txn``: the bulk path on the same events in
+transactions no bigger than the ingest phase's can be (``--bulk-txn-events``, default its
+connections times ``--batch``: every batch in flight in one group commit). The bulk phase
+commits 10,000 events per transaction; an HTTP caller's batch is acknowledged only once it is
+durable, so the server's transactions hold what is in flight, at most that many events, and a
+small transaction rewrites nearly as many index pages as a large one (random keys: bytes per
+event fall only when a transaction touches most of an index's pages). ``ingest_*_over_bulk_txn``
+compare the two paths at the same transaction size: what the HTTP layer itself costs, apart
+from the transaction size the goal ratio includes.
 """
 
 from __future__ import annotations
@@ -302,12 +312,14 @@ from pathlib import Path
 from bench.measure import bytes_written
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
-from services.bulk import ingest_file
+from services.bulk import DEFAULT_BATCH_EVENTS, ingest_file
 container = build_container(Settings())
+batch_size = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_BATCH_EVENTS
 try:
     wall, cpu = time.perf_counter(), time.process_time()
     written = bytes_written()
-    report = ingest_file(container.ingest, Path(sys.argv[1]), actor="bench")
+    report = ingest_file(container.ingest, Path(sys.argv[1]), actor="bench",
+                         batch_size=batch_size)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     written = bytes_written() - written
 finally:
@@ -318,14 +330,22 @@ print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "bytes_written": written,
 """
 
 
-def run_bulk(events: list[dict[str, Any]], work: Path, env: dict[str, str]) -> Phase:
-    """The same events through the bulk path (``idgraph ingest FILE``'s use case)."""
-    phase = Phase("bulk", items_per_request=len(events))
+def run_bulk(
+    events: list[dict[str, Any]],
+    work: Path,
+    env: dict[str, str],
+    name: str = "bulk",
+    batch_size: int | None = None,
+) -> Phase:
+    """The same events through the bulk path (``idgraph ingest FILE``'s use case), in
+    transactions of ``batch_size`` events (default: the bulk path's own)."""
+    phase = Phase(name, items_per_request=len(events))
     path = work / "bulk-events.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     load_before = load_average()
+    size = () if batch_size is None else (str(batch_size),)
     done = subprocess.run(
-        [sys.executable, "-c", _BULK_SCRIPT, str(path)],
+        [sys.executable, "-c", _BULK_SCRIPT, str(path), *size],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -558,8 +578,12 @@ async def ingest_and_bulk(
     if store is not None:
         done.append(await ingest_phase(api, args, first, requests, server))
         if number % 2 == 1 and args.bulk_env is not None:
+            sent = done[-1].requests * args.batch
             store.restore(start=False)
-            done.append(bulk_phase(first, done[-1].requests * args.batch, args))
+            done.append(bulk_phase(first, sent, args))
+            if bulk_txn_events(args):
+                store.restore(start=False)
+                done.append(bulk_txn_phase(first, sent, args))
         return done
     ingest_at, bulk_at = first, first + events
     if number % 2 == 0 and args.bulk_env is not None:
@@ -678,9 +702,13 @@ class PregrownStore:
     ) -> list[Phase]:
         """Start round ``number``'s server on the snapshot; in bulk-first (even) rounds with a
         ``bulk`` phase, that phase runs on the snapshot first (``events`` persons from
-        ``first``: the ones the round's ingest phase sends) and is returned."""
+        ``first``: the ones the round's ingest phase sends), after the ``bulk_txn`` phase (on
+        the snapshot too), and they are returned."""
         done = []
         if number % 2 == 0 and bulk:
+            if bulk_txn_events(args):
+                self.restore(start=False)
+                done.append(bulk_txn_phase(first, events, args))
             self.restore(start=False)
             done.append(bulk_phase(first, events, args))
         self.restore(start=True)
@@ -723,6 +751,24 @@ def bulk_phase(first: int, events: int, args: argparse.Namespace) -> Phase:
     rows = [person(first + k, args.seed) for k in range(events)]
     settle_store(args.data_dir)
     return run_bulk(rows, args.bulk_work, args.bulk_env)
+
+
+def bulk_txn_events(args: argparse.Namespace) -> int:
+    """Events per transaction of the ``bulk_txn`` phase: as asked, or by default (-1) the most
+    one group commit of the ingest phase can hold (its connections' batches); 0 = no phase.
+    Only on a pre-grown store (``--pregrow``), where both start from the same snapshot."""
+    if args.bulk_txn_events >= 0:
+        return int(args.bulk_txn_events)  # argparse's int
+    return int(args.batch * max(1, args.concurrency // 4))
+
+
+def bulk_txn_phase(first: int, events: int, args: argparse.Namespace) -> Phase:
+    """:func:`bulk_phase` in transactions of :func:`bulk_txn_events` events."""
+    rows = [person(first + k, args.seed) for k in range(events)]
+    settle_store(args.data_dir)
+    return run_bulk(
+        rows, args.bulk_work, args.bulk_env, name="bulk_txn", batch_size=bulk_txn_events(args)
+    )
 
 
 async def ingest_phase(
@@ -856,6 +902,27 @@ async def export_phase(
     )
 
 
+def _ingest_over_bulk_txn(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
+    """The ingest phase's figures over the ``bulk_txn`` phase's (same events, transactions of
+    the size the ingest phase's can have): what the HTTP path costs apart from that size."""
+    ratios = {
+        "ingest_events_per_second_over_bulk_txn": round(
+            ingest["items_per_second"] / bulk["items_per_second"], 3
+        )
+    }
+    if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
+        per_server = ingest["server_cpu_seconds"] / max(
+            1, ingest["requests"] * ingest["items_per_request"]
+        )
+        per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
+        ratios["ingest_server_cpu_per_event_over_bulk_txn"] = round(per_server / per_bulk, 3)
+    if ingest["bytes_written"] and bulk["bytes_written"]:
+        ratios["ingest_bytes_over_bulk_txn"] = round(
+            ingest["bytes_written"] / bulk["bytes_written"], 2
+        )
+    return ratios
+
+
 def _ingest_over_bulk(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
     """The ingest phase's figures over the bulk phase's (same events): the ``ratios`` entries."""
     ratios: dict[str, float] = {}
@@ -911,7 +978,7 @@ def phase_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     by_name = {row["name"]: row for row in rows}
     ratios: dict[str, float] = {}
     for row in rows[1:]:
-        if row["name"] == "bulk":  # one file, not requests: compared with `ingest` below
+        if row["name"] in ("bulk", "bulk_txn"):  # files, not requests: compared with `ingest`
             continue
         ratios[f"{row['name']}_throughput_over_hello"] = row["throughput_ratio_to_hello"]
         ratios[f"{row['name']}_p50_over_hello"] = row["p50_ratio_to_hello"]
@@ -930,6 +997,8 @@ def phase_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
             )
     if "ingest" in by_name and by_name.get("bulk", {}).get("items_per_second"):
         ratios.update(_ingest_over_bulk(by_name["ingest"], by_name["bulk"]))
+    if "ingest" in by_name and by_name.get("bulk_txn", {}).get("items_per_second"):
+        ratios.update(_ingest_over_bulk_txn(by_name["ingest"], by_name["bulk_txn"]))
     return ratios
 
 
@@ -942,6 +1011,9 @@ ROUND_RATIOS = (
     "ingest_events_per_second_over_bulk",
     "ingest_server_cpu_per_event_over_bulk",
     "ingest_cpu_per_event_over_bulk",
+    "ingest_events_per_second_over_bulk_txn",
+    "ingest_server_cpu_per_event_over_bulk_txn",
+    "ingest_bytes_over_bulk_txn",
 )
 
 
@@ -1043,6 +1115,14 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             f"{ratios.get('bulk_cpu_over_wall', 0):.2f}; bytes written over bulk "
             f"{ratios.get('ingest_bytes_over_bulk', 0):.2f}"
         )
+    if "ingest_events_per_second_over_bulk_txn" in ratios:
+        print(
+            "/v1/ingest over the bulk path in transactions of the ingest phase's size "
+            f"(bulk_txn): events/s {ratios['ingest_events_per_second_over_bulk_txn']:.3f}, "
+            "server CPU per event "
+            f"{ratios.get('ingest_server_cpu_per_event_over_bulk_txn', 0):.2f}, bytes written "
+            f"{ratios.get('ingest_bytes_over_bulk_txn', 0):.2f}"
+        )
     return {
         "phases": rows,
         "skipped": result["skipped"],
@@ -1082,6 +1162,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="persons put in the store by the bulk path before the first round (untimed); every "
         "ingest and bulk phase then starts from that snapshot, with the same events (default: "
         "one round's persons with --rounds > 1, else 0 = none: the store grows over the run)",
+    )
+    parser.add_argument(
+        "--bulk-txn-events",
+        type=int,
+        default=-1,
+        help="events per transaction of the bulk_txn phase (the bulk path on the same events in "
+        "transactions of the ingest phase's size; pre-grown store only); default: --batch times "
+        "the ingest phase's connections; 0 = no such phase",
     )
     parser.add_argument("--exports", type=int, default=3, help="audience exports")
     parser.add_argument("--cap", type=float, default=120.0, help="seconds per phase at most")

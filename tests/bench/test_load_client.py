@@ -194,3 +194,35 @@ def test_phase_starts_from_the_snapshot_when_the_store_is_pregrown(tmp_path: Pat
     with sqlite3.connect(data / "graph.sqlite3") as conn:
         assert conn.execute("SELECT count(*) FROM persons").fetchone() == (3,)
     conn.close()
+
+
+def test_report_compares_ingest_with_the_bulk_path_at_its_own_transaction_size() -> None:
+    hello = _phase("hello", 100, 1.0, cpu=0.4, server_cpu=0.1)
+    ingest = _phase("ingest", 10, 1.0, cpu=1.0, server_cpu=0.8)  # 500 events in 1 s
+    ingest.items_per_request, ingest.bytes_written = 50, 3_000
+    bulk = _phase("bulk", 1, 0.5, cpu=0.5, server_cpu=0.0)  # 1,000 events/s
+    bulk.items_per_request, bulk.bytes_written = 500, 1_000
+    small = _phase("bulk_txn", 1, 0.8, cpu=0.64, server_cpu=0.0)  # 625 events/s
+    small.items_per_request, small.bytes_written = 500, 2_000
+
+    doc = load.report({"phases": [hello, ingest, bulk, small], "skipped": {}})
+    ratios = doc["ratios"]
+
+    assert ratios["ingest_events_per_second_over_bulk"] == 0.5  # the goal's ratio, unchanged
+    assert ratios["ingest_events_per_second_over_bulk_txn"] == 0.8
+    assert ratios["ingest_server_cpu_per_event_over_bulk_txn"] == 1.25  # 1.6 ms vs 1.28 ms
+    assert ratios["ingest_bytes_over_bulk_txn"] == 1.5
+    # A file, not requests: no ratio to hello of its own.
+    assert not any(key.startswith("bulk_txn_") for key in ratios)
+
+
+def test_bulk_txn_phase_defaults_to_the_events_one_group_commit_of_the_ingest_phase_holds() -> (
+    None
+):
+    def events(*argv: str) -> int:
+        return load.bulk_txn_events(load.parse_args(list(argv)))
+
+    assert events() == 50 * (16 // 4)  # --batch times the ingest phase's connections
+    assert events("--batch", "10", "--concurrency", "2") == 10  # at least one connection
+    assert events("--bulk-txn-events", "0") == 0  # no such phase
+    assert events("--bulk-txn-events", "333") == 333
