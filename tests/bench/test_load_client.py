@@ -216,9 +216,7 @@ def test_report_compares_ingest_with_the_bulk_path_at_its_own_transaction_size()
     assert not any(key.startswith("bulk_txn_") for key in ratios)
 
 
-def test_bulk_txn_phase_defaults_to_the_events_one_group_commit_of_the_ingest_phase_holds() -> (
-    None
-):
+def test_bulk_txn_phase_defaults_to_what_one_group_commit_of_the_ingest_phase_holds() -> None:
     def events(*argv: str) -> int:
         return load.bulk_txn_events(load.parse_args(list(argv)))
 
