@@ -1297,6 +1297,7 @@ class Figures:
                             "peak_rss_mib": round(_mib(m), 1),
                             "load_before": m.get("load_before", 0.0),
                             "load_after": m.get("load_after", 0.0),
+                            "settled": m.get("settled", {}),
                         }
                         for name, m in run.items()
                     },
@@ -1683,6 +1684,47 @@ def _run_mode(mode: str, data: Path, work: Path, args: argparse.Namespace) -> di
     return result
 
 
+def _unwritten_kib() -> int:
+    """Dirty + Writeback kB of ``/proc/meminfo``: page cache not yet on disk, machine-wide
+    (0 where ``/proc`` does not say)."""
+    total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            name, _, value = line.partition(":")
+            if name in ("Dirty", "Writeback"):
+                total += int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
+def settle_disk(work: Path, modes: tuple[str, ...]) -> dict[str, Any]:
+    """Before a mode runs (untimed): delete every mode's store and flush the page cache to disk
+    (``sync``), so that each mode starts on an empty store and a quiet disk.
+
+    Why: every mode commits with fsync (``synchronous``), and an fsync waits behind whatever
+    else the disk is writing back. Without this a mode paid for the dirty pages its predecessor
+    (or anything else on the machine) left behind: at 1M identifiers, under the same load, the
+    real mode took 176 s run right after the floor and the same-work floor and 106 s when a
+    ``sync`` came between (same CPU seconds), while a mode that ran first in its round found a
+    quiet disk. Every mode now starts alike, whatever its place in the round; what a mode
+    writes itself is still timed (its commits, checkpoints and final checkpoint).
+
+    Returns the figures of the settling: ``seconds`` it took and ``unwritten_kib_before`` /
+    ``unwritten_kib_after`` (Dirty + Writeback of ``/proc/meminfo``, machine-wide).
+    """
+    started = time.perf_counter()
+    before = _unwritten_kib()
+    for mode in modes:
+        shutil.rmtree(work / mode, ignore_errors=True)
+    os.sync()
+    return {
+        "seconds": round(time.perf_counter() - started, 3),
+        "unwritten_kib_before": before,
+        "unwritten_kib_after": _unwritten_kib(),
+    }
+
+
 def round_order(modes: tuple[str, ...], number: int) -> tuple[str, ...]:
     """The order of the modes in round ``number`` (0-based): rotated by one mode a round, so
     that over as many rounds as modes each mode runs first once (a mode that always ran first,
@@ -1696,8 +1738,8 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     The modes run one after another: floor, same-work and real, or with ``--attributes``
     floor, same-work, real-noscan and real; with ``--rounds N`` N times, in the order of
-    :func:`round_order`, each run on a fresh store (the previous round's is deleted first,
-    untimed).
+    :func:`round_order`, each run on a fresh store and a settled disk (every mode's store
+    deleted and the page cache flushed first, untimed: :func:`settle_disk`).
     """
     identifiers = args.identifiers or SCALES[args.scale]
     persons = max(1, identifiers // IDENTIFIERS_PER_PERSON)
@@ -1726,10 +1768,11 @@ def orchestrate(args: argparse.Namespace) -> int:
             order = round_order(modes, number)
             results: dict[str, dict[str, Any]] = {}
             for mode in order:
-                # Each run starts from an empty store: the floors would otherwise find their
-                # rows (INSERT OR IGNORE) and the real path its identifiers from the last round.
-                shutil.rmtree(work / mode, ignore_errors=True)
-                results[mode] = _run_mode(mode, data, work, args)
+                # Each run starts from an empty store (the floors would otherwise find their
+                # rows, INSERT OR IGNORE, and the real path its identifiers from the last round)
+                # and from a settled disk: see settle_disk.
+                settled = settle_disk(work, modes)
+                results[mode] = {**_run_mode(mode, data, work, args), "settled": settled}
             figures.add_round(order, results)
             if args.rounds > 1:
                 print(f"round {number + 1}/{args.rounds} done", file=sys.stderr)
