@@ -1298,6 +1298,7 @@ class Figures:
                             "load_before": m.get("load_before", 0.0),
                             "load_after": m.get("load_after", 0.0),
                             "settled": m.get("settled", {}),
+                            "process": m.get("process", {}),
                         }
                         for name, m in run.items()
                     },
@@ -1675,13 +1676,36 @@ def _run_mode(mode: str, data: Path, work: Path, args: argparse.Namespace) -> di
         args.store,
         *(["--ner"] if args.ner else []),
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         print(f"bench: {mode} mode failed with exit code {done.returncode}", file=sys.stderr)
         raise SystemExit(2)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process"] = process_figures(before, after)
     return result
+
+
+def process_figures(before: Any, after: Any) -> dict[str, Any]:
+    """The whole mode process (start-up included) from two ``getrusage(RUSAGE_CHILDREN)``
+    readings taken around it: user and system CPU seconds apart, and its voluntary and
+    involuntary context switches.
+
+    Why: the timed span gives CPU as one figure; these say where it went (a mode whose system
+    seconds grow is waiting in the kernel, not computing) and how often the process gave up a
+    core (``voluntary``: it blocked, e.g. a thread waiting for the GIL or an fsync;
+    ``involuntary``: the scheduler took the core away, which a loaded machine does). A mode with
+    many voluntary switches (the real path's two threads hand the GIL back and forth) loses a
+    scheduling delay at each one when the machine is loaded, so its wall time moves with the
+    load far more than a one-thread floor's."""
+    return {
+        "user_seconds": round(after.ru_utime - before.ru_utime, 3),
+        "system_seconds": round(after.ru_stime - before.ru_stime, 3),
+        "voluntary_switches": after.ru_nvcsw - before.ru_nvcsw,
+        "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw,
+    }
 
 
 def _unwritten_kib() -> int:

@@ -94,6 +94,9 @@ def test_bench_prints_every_mode_and_the_median_ratios_of_alternating_rounds(
                 "unwritten_kib_before",
                 "unwritten_kib_after",
             }
+            # The whole process's CPU split into user and system, and its context switches.
+            assert mode["process"]["user_seconds"] > 0
+            assert mode["process"]["voluntary_switches"] >= 0
     assert "ratio real/same-work floor throughput: median " in done.stdout
     assert "over 3 rounds)" in done.stdout
 

@@ -54,3 +54,31 @@ def test_unwritten_kib_reads_dirty_and_writeback_from_meminfo() -> None:
     )
     assert set(fields) == {"Dirty", "Writeback"}
     assert 0 <= ingest._unwritten_kib() <= total_kib
+
+
+def test_process_figures_split_a_childs_cpu_into_user_and_system_and_count_its_switches() -> None:
+    import resource
+    import subprocess
+    import sys
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # A child that computes (user CPU), then blocks once (a sleep always gives the core up: a
+    # voluntary switch; no outcome depends on how long it takes).
+    subprocess.run(
+        [sys.executable, "-c", "import time; sum(range(5_000_000)); time.sleep(0.001)"],
+        check=True,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    figures = ingest.process_figures(before, after)
+
+    assert set(figures) == {
+        "user_seconds",
+        "system_seconds",
+        "voluntary_switches",
+        "involuntary_switches",
+    }
+    assert figures["user_seconds"] > 0
+    assert figures["system_seconds"] >= 0
+    assert figures["voluntary_switches"] >= 1
+    assert figures["involuntary_switches"] >= 0
