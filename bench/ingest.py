@@ -1727,12 +1727,16 @@ def settle_disk(work: Path, modes: tuple[str, ...]) -> dict[str, Any]:
     (``sync``), so that each mode starts on an empty store and a quiet disk.
 
     Why: every mode commits with fsync (``synchronous``), and an fsync waits behind whatever
-    else the disk is writing back. Without this a mode paid for the dirty pages its predecessor
-    (or anything else on the machine) left behind: at 1M identifiers, under the same load, the
-    real mode took 176 s run right after the floor and the same-work floor and 106 s when a
-    ``sync`` came between (same CPU seconds), while a mode that ran first in its round found a
-    quiet disk. Every mode now starts alike, whatever its place in the round; what a mode
-    writes itself is still timed (its commits, checkpoints and final checkpoint).
+    else the disk is writing back; a mode run right after another could pay for pages its
+    predecessor (or anything else on the machine) left dirty, while the mode that ran first in
+    its round found a quiet disk. This takes that variable away; what a mode writes itself is
+    still timed (its commits, checkpoints and final checkpoint). Measured (stop 39, 1M
+    identifiers, load 5-7 from other jobs, floor and same-work before real): it is not what made
+    real slow when orchestrated. Real took 176 and 159 s without a sync before it (0.3 GB and
+    28 kB dirty), 101 and 137 s with one, at the same CPU seconds (58-64 s), while the
+    one-thread same-work floor took 88-92 s every time: the real path's wall time moves with
+    the machine's load (its two threads hand the GIL over ~40,000 times at 1M, see
+    :func:`process_figures`), not with the disk.
 
     Returns the figures of the settling: ``seconds`` it took and ``unwritten_kib_before`` /
     ``unwritten_kib_after`` (Dirty + Writeback of ``/proc/meminfo``, machine-wide).
