@@ -1297,6 +1297,8 @@ class Figures:
                             "peak_rss_mib": round(_mib(m), 1),
                             "load_before": m.get("load_before", 0.0),
                             "load_after": m.get("load_after", 0.0),
+                            "settled": m.get("settled", {}),
+                            "process": m.get("process", {}),
                         }
                         for name, m in run.items()
                     },
@@ -1674,13 +1676,81 @@ def _run_mode(mode: str, data: Path, work: Path, args: argparse.Namespace) -> di
         args.store,
         *(["--ner"] if args.ner else []),
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         print(f"bench: {mode} mode failed with exit code {done.returncode}", file=sys.stderr)
         raise SystemExit(2)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process"] = process_figures(before, after)
     return result
+
+
+def process_figures(before: Any, after: Any) -> dict[str, Any]:
+    """The whole mode process (start-up included) from two ``getrusage(RUSAGE_CHILDREN)``
+    readings taken around it: user and system CPU seconds apart, and its voluntary and
+    involuntary context switches.
+
+    Why: the timed span gives CPU as one figure; these say where it went (a mode whose system
+    seconds grow is waiting in the kernel, not computing) and how often the process gave up a
+    core (``voluntary``: it blocked, e.g. a thread waiting for the GIL or an fsync;
+    ``involuntary``: the scheduler took the core away, which a loaded machine does). A mode with
+    many voluntary switches (the real path's two threads hand the GIL back and forth) loses a
+    scheduling delay at each one when the machine is loaded, so its wall time moves with the
+    load far more than a one-thread floor's."""
+    return {
+        "user_seconds": round(after.ru_utime - before.ru_utime, 3),
+        "system_seconds": round(after.ru_stime - before.ru_stime, 3),
+        "voluntary_switches": after.ru_nvcsw - before.ru_nvcsw,
+        "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw,
+    }
+
+
+def _unwritten_kib() -> int:
+    """Dirty + Writeback kB of ``/proc/meminfo``: page cache not yet on disk, machine-wide
+    (0 where ``/proc`` does not say)."""
+    total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            name, _, value = line.partition(":")
+            if name in ("Dirty", "Writeback"):
+                total += int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
+def settle_disk(work: Path, modes: tuple[str, ...]) -> dict[str, Any]:
+    """Before a mode runs (untimed): delete every mode's store and flush the page cache to disk
+    (``sync``), so that each mode starts on an empty store and a quiet disk.
+
+    Why: every mode commits with fsync (``synchronous``), and an fsync waits behind whatever
+    else the disk is writing back; a mode run right after another could pay for pages its
+    predecessor (or anything else on the machine) left dirty, while the mode that ran first in
+    its round found a quiet disk. This takes that variable away; what a mode writes itself is
+    still timed (its commits, checkpoints and final checkpoint). Measured (stop 39, 1M
+    identifiers, load 5-7 from other jobs, floor and same-work before real): it is not what made
+    real slow when orchestrated. Real took 176 and 159 s without a sync before it (0.3 GB and
+    28 kB dirty), 101 and 137 s with one, at the same CPU seconds (58-64 s), while the
+    one-thread same-work floor took 88-92 s every time: the real path's wall time moves with
+    the machine's load (its two threads hand the GIL over ~40,000 times at 1M, see
+    :func:`process_figures`), not with the disk.
+
+    Returns the figures of the settling: ``seconds`` it took and ``unwritten_kib_before`` /
+    ``unwritten_kib_after`` (Dirty + Writeback of ``/proc/meminfo``, machine-wide).
+    """
+    started = time.perf_counter()
+    before = _unwritten_kib()
+    for mode in modes:
+        shutil.rmtree(work / mode, ignore_errors=True)
+    os.sync()
+    return {
+        "seconds": round(time.perf_counter() - started, 3),
+        "unwritten_kib_before": before,
+        "unwritten_kib_after": _unwritten_kib(),
+    }
 
 
 def round_order(modes: tuple[str, ...], number: int) -> tuple[str, ...]:
@@ -1696,8 +1766,8 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     The modes run one after another: floor, same-work and real, or with ``--attributes``
     floor, same-work, real-noscan and real; with ``--rounds N`` N times, in the order of
-    :func:`round_order`, each run on a fresh store (the previous round's is deleted first,
-    untimed).
+    :func:`round_order`, each run on a fresh store and a settled disk (every mode's store
+    deleted and the page cache flushed first, untimed: :func:`settle_disk`).
     """
     identifiers = args.identifiers or SCALES[args.scale]
     persons = max(1, identifiers // IDENTIFIERS_PER_PERSON)
@@ -1726,10 +1796,11 @@ def orchestrate(args: argparse.Namespace) -> int:
             order = round_order(modes, number)
             results: dict[str, dict[str, Any]] = {}
             for mode in order:
-                # Each run starts from an empty store: the floors would otherwise find their
-                # rows (INSERT OR IGNORE) and the real path its identifiers from the last round.
-                shutil.rmtree(work / mode, ignore_errors=True)
-                results[mode] = _run_mode(mode, data, work, args)
+                # Each run starts from an empty store (the floors would otherwise find their
+                # rows, INSERT OR IGNORE, and the real path its identifiers from the last round)
+                # and from a settled disk: see settle_disk.
+                settled = settle_disk(work, modes)
+                results[mode] = {**_run_mode(mode, data, work, args), "settled": settled}
             figures.add_round(order, results)
             if args.rounds > 1:
                 print(f"round {number + 1}/{args.rounds} done", file=sys.stderr)

@@ -87,6 +87,16 @@ def test_bench_prints_every_mode_and_the_median_ratios_of_alternating_rounds(
         assert (doc[f"{key}_min"], doc[f"{key}_max"]) == (each[0], each[2])
     for name, mode in doc["modes"].items():  # each mode's seconds: the median of its rounds
         assert mode["seconds"] == sorted(r["modes"][name]["seconds"] for r in rounds)[1]
+    for r in rounds:  # every run started on a settled disk (settle_disk, untimed)
+        for mode in r["modes"].values():
+            assert set(mode["settled"]) == {
+                "seconds",
+                "unwritten_kib_before",
+                "unwritten_kib_after",
+            }
+            # The whole process's CPU split into user and system, and its context switches.
+            assert mode["process"]["user_seconds"] > 0
+            assert mode["process"]["voluntary_switches"] >= 0
     assert "ratio real/same-work floor throughput: median " in done.stdout
     assert "over 3 rounds)" in done.stdout
 
