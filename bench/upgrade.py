@@ -13,7 +13,8 @@ one graph given four layouts (made with SQL on the copy, not timed):
 * ``state 5`` (the current layout): the open alone, the same-run baseline.
 * ``state 4``: ``consent_current`` without its rows' deciding records (``record_id``,
   ``signal``, ``recorded_at``), as up to stop 37. The open adds the columns and makes every row
-  again from the records (``_CONSENT_ROWS``, person by person).
+  again from the records (``_FILL_CURRENT``: one grouped pass over the consents; person by person
+  until stop 39).
 * ``state 3``: also ``consent_records`` holds a row of all records per (person, purpose), as up to
   stop 32. The open makes the table again, one row per record (``_FILL_RECORDS``: one pass over
   the consents, sorted once by the table's key), then does the state 4 -> 5 fill.

@@ -30,6 +30,7 @@ from privacy.access.policy_engine import (
     PersonContext,
     PolicyDecision,
     PolicyEngine,
+    ReadDenied,
 )
 from privacy.access.reads import UnknownPurposeError
 from privacy.auditing.log import AuditDraft, AuditLog
@@ -210,7 +211,9 @@ class PersonLookup:
         For each of the operator's purposes (in id order) the policy engine decides the kept
         identifiers as activation fields (consent, restriction, the purpose's ``activation``
         list); a value is decrypted only when a purpose allows it, and every purpose that
-        released something is audited (``console.kept_values``, allow, with the count).
+        released something is audited (``console.kept_values``, allow, with the count) before
+        anything is returned. A person whose data keys were shredded while the graph still
+        names them shows no kept value, audited as ``deny`` / ``data_keys_destroyed``.
         Nothing is decrypted for an operator without purposes.
         """
         purposes = [p for p in self._policy.purposes.ids if operator.may_read_for(p)]
@@ -231,6 +234,7 @@ class PersonLookup:
             return ()
         context = PersonContext(person_id, consents)
         chosen: dict[str, tuple[Fact, str]] = {}
+        released_by: list[tuple[str, str, int]] = []  # (purpose, reason, values it released)
         for purpose in purposes:
             refs = [
                 FieldRef(f.fact_id, IDENTIFIER_CATEGORY, f.at, identifier_type=f.name) for f in raws
@@ -241,26 +245,36 @@ class PersonLookup:
             for fact in released:
                 chosen[fact.fact_id] = (fact, purpose)
             if released:
-                self._audit.append(
-                    [
-                        AuditDraft(
-                            operator.actor or operator.key_id,
-                            "console.kept_values",
-                            purpose,
-                            self._audit.person_ref(person_id),
-                            "allow",
-                            decision.reason,
-                            {"identifiers": len(released)},
-                        )
-                    ]
-                )
+                released_by.append((purpose, decision.reason, len(released)))
         if not chosen:
             return ()
         facts = [fact for fact, _ in chosen.values()]
-        plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        # Per value: a person whose data keys were shredded while the graph still names them is
+        # shown no kept value at all (withheld whole, as the reads do) and the attempt is
+        # audited as the denial it is, never a 500 and never an "allow" for values not shown.
+        plain = self._vault.decrypt_readable([(f.node_id, f.seal_field, f.sealed) for f in facts])
+        destroyed = None in plain
+        ref = self._audit.person_ref(person_id)
+        self._audit.append(
+            [
+                AuditDraft(
+                    operator.actor or operator.key_id,
+                    "console.kept_values",
+                    purpose,
+                    ref,
+                    "deny" if destroyed else "allow",
+                    ReadDenied.DATA_KEYS_DESTROYED.value if destroyed else reason,
+                    {"identifiers": count},
+                )
+                for purpose, reason, count in released_by
+            ]
+        )
+        if destroyed:
+            return ()
         return tuple(
             KeptValue(fact.node_id, fact.name, text.decode(), purpose)
             for (fact, purpose), text in zip(chosen.values(), plain, strict=True)
+            if text is not None
         )
 
     def explain_read(self, operator: Caller, person_id: str, purpose: str) -> ReadExplanation:

@@ -59,8 +59,9 @@ state gets what it lacks on open, in the opening's write transaction, without a 
 version of its own (from 2 to 3: the two columns, the counters filled again with their bounds in
 one grouped pass over the events; from 3 to 4: ``consent_records`` made again, one row per
 record, in one pass over the consents; from 4 to 5: three columns, every ``consent_current`` row
-made again from the records, person by person: 59.6 s wall / 16.2 s CPU at load 9.5 on the 1M
-audience bench graph, once). Every upgrade replaces all the triggers: their bodies
+made again from the records in one grouped pass over the consents, ``_FILL_CURRENT``: person by
+person, as up to stop 38, it took 59.6 s wall / 16.2 s CPU at load 9.5 on the 1M audience bench
+graph, once). Every upgrade replaces all the triggers: their bodies
 are derived code, and CREATE TRIGGER IF NOT EXISTS would keep an old body. An older idgraph
 opening a file of a newer state keeps it current: the triggers live in the file (under the
 names it knows, so it does not add its own beside them) and fire on its writes too, and a
@@ -159,6 +160,55 @@ LEFT JOIN consents d ON d.record_id = (SELECT c2.record_id FROM identifiers i2
      WHERE i2.person = t.ppk AND c2.purpose = t.pur AND c2.at = t.top AND c2.granted = t.g
      AND {_PLAIN.format(c="c2")} ORDER BY c2.recorded_at, c2.record_id LIMIT 1)
 WHERE true
+"""
+
+
+# The fill of ``consent_current`` (a file upgraded or given the state on open): the rows
+# _CONSENT_ROWS makes, for every (person, purpose), set-based in one grouped pass. The consents
+# drive in their own order, joined to their node and person (one forward-walking seek each, as
+# _FILL_RECORDS does), and are grouped by (person, purpose) with one sort. Per group:
+#
+# * ``_DECIDING``, the least of the plain records' keys ``(latest time first, denial first,
+#   recorded time, record id)``, is the row's deciding record: its time is the decided time (the
+#   latest), its answer the row's (a tie denies: the minimum at that time) and, of the records
+#   at that time answering so, it is the first by recorded time and id. The key is text: the
+#   time turned around and the recorded time as fixed-width decimals (offset by 2**62: any time
+#   of +-146 million years sorts right), the answer, the record id, then the signal after a
+#   unit separator (char 31: below every character of a record id, ``c_`` + hex, so the ids
+#   still order as they do alone). Read back with substr/instr.
+# * ``2 * at + granted``, the greatest over the plain records, is twice the decided time plus
+#   the greatest answer at that time: ``tie`` is that answer minus the row's.
+# * ``special`` adds the objections and compelling grounds up.
+#
+# A group without a plain record has no decided time and no deciding record (NULL key). No
+# correlated lookup: _CONSENT_ROWS over every person (three lookups of each person's nodes and
+# records per row, at random places of both tables) took 59.6 s wall / 16.2 s CPU on the 1M
+# audience bench graph (load 9.5); see bench/upgrade.py for this one.
+_TIME_OFFSET = 2**62
+_DECIDING = (
+    "min(CASE WHEN {plain} THEN printf('%019d%d%019d', "
+    f"{_TIME_OFFSET - 1} - c.at, c.granted, c.recorded_at + {_TIME_OFFSET}) "
+    "|| c.record_id || char(31) || c.signal END)"
+)
+_FILL_CURRENT = f"""
+INSERT INTO consent_current
+    (person_id, purpose, decided_at, granted, tie, special, record_id, signal, recorded_at)
+SELECT person_id, purpose, {_TIME_OFFSET - 1} - CAST(substr(k, 1, 19) AS INTEGER),
+    CAST(substr(k, 20, 1) AS INTEGER),
+    coalesce(most - 2 * ({_TIME_OFFSET - 1} - CAST(substr(k, 1, 19) AS INTEGER))
+        - CAST(substr(k, 20, 1) AS INTEGER), 0),
+    special, substr(k, 40, instr(substr(k, 40), char(31)) - 1),
+    substr(k, 40 + instr(substr(k, 40), char(31))),
+    CAST(substr(k, 21, 19) AS INTEGER) - {_TIME_OFFSET}
+FROM (
+    SELECT p.person_id, c.purpose, {_DECIDING.format(plain=_PLAIN.format(c="c"))} AS k,
+        max(CASE WHEN {_PLAIN.format(c="c")} THEN 2 * c.at + c.granted END) AS most,
+        sum({_SPECIAL.format(c="c")}) AS special
+    FROM consents c CROSS JOIN identifiers i ON i.node_id = c.node_id
+    CROSS JOIN persons p ON p.pk = i.person
+    WHERE {_RELEVANT.format(c="c")}
+    GROUP BY p.person_id, c.purpose
+)
 """
 
 
@@ -517,7 +567,7 @@ def install(conn: sqlite3.Connection) -> None:
         conn.execute(_BACKFILL_EVENTS)
     if filled < 5:  # the current consent made again, with its deciding records
         conn.execute("DELETE FROM consent_current")
-        conn.execute(_CONSENT_ROWS.format(where="true"))
+        conn.execute(_FILL_CURRENT)
     if filled < 4:  # one row per record (one pass over the consents)
         conn.execute("DELETE FROM consent_records")
         conn.execute(_FILL_RECORDS)

@@ -35,6 +35,9 @@ identifiers.
   per entry (the audit's list limit), decision ``allow``. So every released person is findable in
   the log (an access request searches for its ref), and the digest ties the chunked entries to
   their page. Denied persons are counted by reason, not listed: nothing of theirs was released.
+  A person whose data keys were shredded while the graph still names them is one of those
+  (``denied_data_keys_destroyed``): withheld whole, never a 500 for the page, and the rest of
+  the page (export chunk) is served (``Vault.decrypt_readable``).
 
 Paging: a page scans persons in person-id order from the cursor and returns up to ``limit``
 members. The scan stops after :attr:`ReadService.max_scan` persons even if the page is not full,
@@ -706,9 +709,22 @@ class ReadService:
                 continue
             candidates.append((row, _allowed(facts, decision) if facts else no_facts))
         sealed = [(f.node_id, f.seal_field, f.sealed) for _, kept in candidates for f in kept]
-        plain = iter(self._vault.decrypt_many(sealed))
+        # Per value, not all or nothing: a person whose data keys were shredded while the graph
+        # still names them (see profile) is withheld whole and counted, the rest of the page is
+        # served (fail closed for that person only; never a 500 for the page).
+        plain = self._vault.decrypt_readable(sealed)
+        at = 0
         for row, kept in candidates:
-            values = {f.name: json.loads(next(plain)) for f in kept} if kept else {}
+            values: dict[str, Any] = {}
+            if kept:
+                texts = plain[at : at + len(kept)]
+                at += len(kept)
+                if None in texts:
+                    denied[ReadDenied.DATA_KEYS_DESTROYED.value] += 1
+                    continue
+                values = {
+                    f.name: json.loads(t) for f, t in zip(kept, texts, strict=True) if t is not None
+                }
             if rules is not None and not rules.matches(values):
                 result.denied["rules_not_met"] += 1
                 continue
@@ -847,6 +863,9 @@ class ReadService:
     def _activation_rows(
         self, caller: Caller, purpose_id: str, result: _ScanResult
     ) -> list[ActivationRow]:
+        """The activation rows of ``result``'s members; a member whose identifiers cannot be
+        decrypted (data keys shredded) is dropped from ``result.members`` and counted in
+        ``result.denied`` before the page is audited."""
         if not result.members:
             return []
         person_ids = [m.row.person_id for m in result.members]
@@ -877,16 +896,32 @@ class ReadService:
             purpose_id,
             now,
         )
-        allowed: list[Fact] = []
-        for raws, decision in zip(loaded, decisions, strict=True):
-            allowed.extend(_allowed(raws, decision))
-        plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in allowed])
+        per_member = [_allowed(raws, d) for raws, d in zip(loaded, decisions, strict=True)]
+        plain = self._vault.decrypt_readable(
+            [(f.node_id, f.seal_field, f.sealed) for allowed in per_member for f in allowed]
+        )
         # The vault holds the normalized value (lower-case email, E.164 phone): exactly what ad
         # platforms expect to be hashed. The raw value never leaves this function.
-        return [
-            ActivationRow(f.name, hashlib.sha256(text).hexdigest())
-            for f, text in zip(allowed, plain, strict=True)
-        ]
+        rows: list[ActivationRow] = []
+        kept: list[_Member] = []
+        at = 0
+        for member, allowed in zip(result.members, per_member, strict=True):
+            texts = plain[at : at + len(allowed)]
+            at += len(allowed)
+            if None in texts:
+                # Data keys shredded while the graph still names the person (see profile): the
+                # member is withheld whole, not exported, not listed as released in the audit,
+                # and counted by reason; the rest of the chunk is exported.
+                result.denied[ReadDenied.DATA_KEYS_DESTROYED.value] += 1
+                continue
+            kept.append(member)
+            rows.extend(
+                ActivationRow(f.name, hashlib.sha256(text).hexdigest())
+                for f, text in zip(allowed, texts, strict=True)
+                if text is not None
+            )
+        result.members = kept
+        return rows
 
     # -- feature tables -------------------------------------------------------------------
 

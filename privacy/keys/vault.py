@@ -68,7 +68,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -990,19 +990,63 @@ class Vault:
         generation = self._keys.shred_generation()
         return (self._decrypt(items, generation) if items else []), generation
 
-    def _decrypt(self, items: Sequence[tuple[str, str, bytes]], generation: int) -> list[bytes]:
+    def decrypt_readable(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes | None]:
+        """:meth:`decrypt_many`, except that an item whose owner has no data key (shredded, or
+        never created) gives ``None`` instead of failing the whole batch.
+
+        For reads over many persons (an audience page, an export chunk): one person whose keys
+        were shredded must not make the page of everyone else unreadable, and the caller must
+        learn *which* values are gone to withhold that person whole (fail closed for that person
+        only). Same single pass over the key file as :meth:`decrypt_many`, and the same checks:
+        the keys are checked against the shred generation read first, and a value or wrapped key
+        that fails authentication still raises :class:`TamperedCiphertextError` (tampering is
+        not the expected "no longer readable" state, and is never folded into it).
+        """
+        if not items:
+            return []
+        generation = self._keys.shred_generation()
+        return self._decrypt(items, generation, missing_ok=True)
+
+    @overload
+    def _decrypt(
+        self,
+        items: Sequence[tuple[str, str, bytes]],
+        generation: int,
+        *,
+        missing_ok: Literal[False] = False,
+    ) -> list[bytes]: ...
+
+    @overload
+    def _decrypt(
+        self, items: Sequence[tuple[str, str, bytes]], generation: int, *, missing_ok: bool
+    ) -> list[bytes | None]: ...
+
+    def _decrypt(
+        self,
+        items: Sequence[tuple[str, str, bytes]],
+        generation: int,
+        *,
+        missing_ok: bool = False,
+    ) -> list[bytes] | list[bytes | None]:
         """:meth:`decrypt_many` of a non-empty batch, its keys checked against ``generation``
-        (the key file's shred generation, read just before)."""
-        ciphers = self._ciphers(_check_items(items), create=False, generation=generation)
-        out: list[bytes] = []
+        (the key file's shred generation, read just before). ``missing_ok``: an item whose
+        owner has no key gives ``None`` (:meth:`decrypt_readable`) instead of raising."""
+        ciphers = self._ciphers(
+            _check_items(items), create=False, generation=generation, missing_ok=missing_ok
+        )
+        out: list[bytes | None] = []
         for index, (owner, field, blob) in enumerate(items):
+            cipher = ciphers.get(owner)
+            if cipher is None:  # only with missing_ok: _ciphers raised otherwise
+                out.append(None)
+                continue
             if len(blob) < _HEADER + TAG_BYTES:
                 raise TamperedCiphertextError(owner, field, index, "value is truncated")
             if blob[0] != VERSION:
                 raise TamperedCiphertextError(owner, field, index, "unknown format version")
             nonce, sealed = blob[1:_HEADER], blob[_HEADER:]
             try:
-                out.append(ciphers[owner].decrypt(nonce, sealed, _value_aad(owner, field)))
+                out.append(cipher.decrypt(nonce, sealed, _value_aad(owner, field)))
             except InvalidTag:
                 raise TamperedCiphertextError(
                     owner,
@@ -1189,9 +1233,11 @@ class Vault:
         create: bool,
         fresh: Collection[str] = (),
         generation: int | None = None,
+        missing_ok: bool = False,
     ) -> dict[str, AESGCM]:
         """AES-GCM contexts for ``owners``: cached, else unwrapped from the key file, else (with
-        ``create``) made. Raises :class:`DataKeyDestroyedError` for owners without a key.
+        ``create``) made. Raises :class:`DataKeyDestroyedError` for owners without a key, or,
+        with ``missing_ok`` (a read only), leaves them out of the answer.
 
         The shred generation is read first, with one single-row query: if any connection has
         shredded since the cache was validated, the cache is emptied, so a shred made by another
@@ -1205,22 +1251,32 @@ class Vault:
         # one does not roll the cache's validity back (BoundedMap.get_many).
         ciphers = self._cache.get_many(owners, generation=generation)
         if len(ciphers) < len(owners):
-            loaded = self._load(owners - ciphers.keys(), create=create, fresh=fresh)
+            loaded = self._load(
+                owners - ciphers.keys(), create=create, fresh=fresh, missing_ok=missing_ok
+            )
             ciphers.update(loaded)
             # Not cached if a shred happened while these were loaded.
             self._cache.put_many(loaded.items(), generation=generation)
         return ciphers
 
     def _load(
-        self, owners: set[str], *, create: bool, fresh: Collection[str] = ()
+        self,
+        owners: set[str],
+        *,
+        create: bool,
+        fresh: Collection[str] = (),
+        missing_ok: bool = False,
     ) -> dict[str, AESGCM]:
         # Fresh owners (just made by the caller) have no key to read: only the others are
-        # looked up. Only with ``create``: a read must find every key it needs.
+        # looked up. Only with ``create``: a read must find every key it needs (or, with
+        # ``missing_ok``, answers without the owners that have none).
         known = owners.difference(fresh) if create and fresh else owners
         rows = self._keys.get_many(known) if known else {}
         missing = owners - rows.keys()
         if missing and not create:
-            raise DataKeyDestroyedError(missing)
+            if not missing_ok:
+                raise DataKeyDestroyedError(missing)
+            missing = set()
         made: dict[str, AESGCM] = {}
         if missing:
             stored, mine = self._insert_fresh(missing, self._shred_refs(missing))

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,7 @@ from identity.model import (
 )
 from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
+from privacy.auditing.log import AuditEntry
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
 from privacy.keys.keyprovider import LocalFileKeyProvider
@@ -704,6 +706,149 @@ def test_a_profile_read_answers_404_and_is_audited_when_another_process_shredded
         "data_keys_destroyed",
     )
     assert entry.details["fields_requested"] == 4 + 3  # the facts loaded and withheld whole
+    assert audit.verify().ok
+
+
+# -- pages over a person whose data keys were shredded ------------------------------------------
+
+EMAIL_D = "dee.reads@shop.example.de"
+
+
+def _lisbon_buyer(world: World) -> str:
+    """D: like A a consenting Lisbon buyer (ad_targeting and model_training), email only."""
+    day = timedelta(days=1)
+    return _person(
+        world.api,
+        [("customer_id", "C-4"), ("email", EMAIL_D)],
+        [
+            _attr("city", "location", "Lisbon"),
+            _attr("lifetime_value", "financial", 99.0),
+            _event("purchase", NOW - 2 * day, order_id="o-7"),
+            _event("purchase", NOW - 4 * day, order_id="o-8"),
+        ],
+        [
+            _consent("ad_targeting", True, NOW - 10 * day),
+            _consent("model_training", True, NOW - 10 * day),
+        ],
+    )
+
+
+def _shred_nodes_of(
+    world: World, settings: Settings, person: str, kind: FactKind, name: str | None = None
+) -> None:
+    """Shred, from another process's vault on the same files, the data keys of the nodes that
+    anchor ``person``'s facts of ``kind`` (named ``name``, if given), while the graph still names
+    the person (not a state an erasure leaves: it deletes the graph first)."""
+    facts = world.api.container.store.read(
+        lambda tx: tx.person_facts(person, (kind,), FactStatus.ACTIVE)
+    )
+    owners = {f.node_id for f in facts if name is None or f.name == name}
+    assert owners
+    keys = SqliteVaultKeyStore(settings.vault_keys_path)
+    try:
+        other = Vault(keys, LocalFileKeyProvider(settings.resolved_kek_file))
+        assert other.shred(owners) == len(owners)
+    finally:
+        keys.close()
+
+
+def _page_entries(world: World, action: str, since: int) -> tuple[AuditEntry, list[str]]:
+    """The page summary entry of ``action`` written after entry ``since`` and its member refs."""
+    entries = [e for e in world.api.container.audit.entries()[since:] if e.action == action]
+    (summary,) = [e for e in entries if e.reason == "page"]
+    refs: list[str] = []
+    for entry in entries:
+        if entry.reason == "members":
+            listed = entry.details["refs"]
+            assert isinstance(listed, Sequence)
+            refs += [str(r) for r in listed]
+    return summary, refs
+
+
+def test_audience_members_withhold_only_the_person_whose_data_keys_were_shredded(
+    world: World, settings: Settings
+) -> None:
+    # The page decrypts the attributes its rules match on: one person's shredded keys used to
+    # fail the whole batch (an unaudited 500). Now that person is withheld and audited by
+    # reason, and the rest of the page is served.
+    d = _lisbon_buyer(world)
+    headers = world.key("ad_targeting")
+    audience = _define(world, BUYERS, headers)
+    url = f"/v1/audiences/{audience}/members"
+    assert world.api.client.get(url, headers=headers).json()["members"] == sorted([world.a, d])
+    _shred_nodes_of(world, settings, world.a, FactKind.ATTRIBUTE)
+    audit = world.api.container.audit
+    since = len(audit.entries())
+
+    response = world.api.client.get(url, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["members"] == [d]
+    assert response.json()["next_cursor"] is None
+    summary, refs = _page_entries(world, "read.audience", since)
+    assert (summary.decision, summary.details["members"]) == ("allow", 1)
+    assert summary.details["denied_data_keys_destroyed"] == 1
+    assert refs == [audit.person_ref(d)]
+    assert audit.verify().ok
+
+
+def test_audience_export_leaves_out_the_whole_person_whose_identifier_keys_were_shredded(
+    world: World, settings: Settings
+) -> None:
+    # An event-only audience decrypts nothing to admit its members; the export then decrypts
+    # their activation identifiers. A's phone key is shredded, its email key is not: A is
+    # withheld whole (no partial person leaves), D is exported, and the chunk is audited.
+    d = _lisbon_buyer(world)
+    headers = world.key("ad_targeting")
+    body = {
+        "name": "repeat buyers",
+        "purpose": "ad_targeting",
+        "rules": {"events": [{"event": "purchase", "within_days": 30, "min_count": 2}]},
+    }
+    audience = _define(world, body, headers)
+    _shred_nodes_of(world, settings, world.a, FactKind.RAW_IDENTIFIER, "phone")
+    audit = world.api.container.audit
+    since = len(audit.entries())
+
+    response = world.api.client.get(f"/v1/audiences/{audience}/export", headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert response.text.strip().splitlines() == [
+        "identifier_type,sha256",
+        f"email,{_sha(EMAIL_D)}",
+    ]
+    assert _sha(EMAIL_A) not in response.text
+    summary, refs = _page_entries(world, "read.export", since)
+    assert (summary.details["members"], summary.details["identifiers_email"]) == (1, 1)
+    assert summary.details["denied_data_keys_destroyed"] == 1
+    assert "identifiers_phone" not in summary.details
+    assert refs == [audit.person_ref(d)]
+    assert audit.verify().ok
+
+
+def test_features_page_withholds_only_the_person_whose_data_keys_were_shredded(
+    world: World, settings: Settings
+) -> None:
+    d = _lisbon_buyer(world)
+    headers = world.key("model_training", consumer="ds-team")
+    params = {"purpose": "model_training"}
+    assert (
+        len(world.api.client.get("/v1/features", params=params, headers=headers).json()["rows"])
+        == 2
+    )
+    _shred_nodes_of(world, settings, world.a, FactKind.ATTRIBUTE)
+    audit = world.api.container.audit
+    since = len(audit.entries())
+
+    response = world.api.client.get("/v1/features", params=params, headers=headers)
+
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["rows"]
+    assert row["pseudonym"] == world.api.container.pseudonyms.pseudonym("ds-team", d)
+    assert row["features"]["lifetime_value"] == 99.0
+    summary, refs = _page_entries(world, "read.features", since)
+    assert (summary.details["members"], summary.details["denied_data_keys_destroyed"]) == (1, 1)
+    assert refs == [audit.person_ref(d)]
     assert audit.verify().ok
 
 

@@ -20,10 +20,13 @@ from api.app import create_app
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from console.security import LOGIN_COOKIE, SESSION_COOKIE
-from identity.model import FactStatus
+from identity.model import FactKind, FactStatus
 from privacy.access.api_keys import Scope
 from privacy.access.operators import ROLE_SCOPES, AccessPolicy, ConsoleScope, Role
 from privacy.dsr.model import DsrCaller, DsrSubmission, DsrType
+from privacy.keys.keyprovider import LocalFileKeyProvider
+from privacy.keys.vault import Vault
+from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 
 # The CLI's view of the queue (every owner), for checks behind the console's back.
 ADMIN_DSR = DsrCaller("cli", "cli", sees_all=True)
@@ -544,6 +547,56 @@ def test_kept_raw_values_show_only_where_the_operators_purpose_allows(console: C
     assert "ck-console-1" not in shown  # cookie ids are no activation type of the purpose
     (entry,) = console.audit("console.kept_values")
     assert (entry.actor, entry.purpose, entry.decision) == ("op_mia", "marketing_email", "allow")
+
+
+def test_kept_raw_values_are_withheld_and_the_denial_audited_when_the_data_keys_were_shredded(
+    console: Console, console_settings: Settings
+) -> None:
+    # The graph still names the person but another process shredded the data key of the email
+    # node (not a state an erasure leaves: it deletes the graph first). The lookup used to fail
+    # with a 500 after auditing an "allow"; now it shows the person without kept values and
+    # audits the denial.
+    _ingest(console)
+    console.container.operators.create_operator("mia", PASSWORD, Role.ADMIN, ["marketing_email"])
+    _, token = console.container.api_keys.create("cmp", frozenset({Scope.CONSENT}))
+    granted = console.client.post(
+        "/v1/consent",
+        json={
+            "identifiers": [{"type": "email", "value": EMAIL}],
+            "decisions": {"marketing_email": True},
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert granted.status_code == 200, granted.text
+    container = console.container
+    person = container.engine.resolve(container.identity_policy.normalize("email", EMAIL, "GB"))
+    assert person is not None
+    raws = container.store.read(
+        lambda tx: tx.person_facts(person, (FactKind.RAW_IDENTIFIER,), FactStatus.ACTIVE)
+    )
+    keys = SqliteVaultKeyStore(console_settings.vault_keys_path)
+    try:
+        other = Vault(keys, LocalFileKeyProvider(console_settings.resolved_kek_file))
+        assert other.shred({f.node_id for f in raws if f.name == "email"}) == 1
+    finally:
+        keys.close()
+    assert console.sign_in("mia").status_code == 303
+
+    page = console.client.post(
+        "/console/people",
+        data={"csrf_token": console.csrf(), "identifier_type": "email", "value": EMAIL},
+    )
+
+    assert page.status_code == 200, page.text
+    assert EMAIL not in page.text
+    (entry,) = console.audit("console.kept_values")
+    assert (entry.purpose, entry.decision, entry.reason) == (
+        "marketing_email",
+        "deny",
+        "data_keys_destroyed",
+    )
+    assert entry.person_id == container.audit.person_ref(person)
+    assert container.audit.verify().ok
 
 
 def test_a_rectification_submitted_in_the_console_names_the_corrected_data(

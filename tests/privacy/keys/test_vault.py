@@ -364,6 +364,42 @@ def test_decrypt_raises_destroyed_when_the_owner_was_shredded(vault: Vault) -> N
     assert vault.shred([ann]) == 0  # nothing left to destroy
 
 
+def test_decrypt_readable_gives_none_only_for_shredded_owners_when_another_process_shreds(
+    vault: Vault, key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    # A page of many persons: one person's shredded keys must not fail the others' values, and
+    # keys this vault cached before another process's shred must not be used.
+    ann, bob = new_node_id(), new_node_id()
+    ann_email, ann_phone, bob_email = vault.encrypt_many(
+        [(ann, "email", b"ann@x.de"), (ann, "phone", b"+4915100"), (bob, "email", b"b@y.de")]
+    )
+    items = [(ann, "email", ann_email), (bob, "email", bob_email), (ann, "phone", ann_phone)]
+    assert vault.decrypt_readable(items) == [b"ann@x.de", b"b@y.de", b"+4915100"]  # cached
+    assert Vault(key_store, LocalFileKeyProvider(kek_path)).shred([ann]) == 1
+
+    assert vault.decrypt_readable(items) == [None, b"b@y.de", None]
+    assert vault.decrypt_readable([]) == []
+    with pytest.raises(DataKeyDestroyedError):  # decrypt_many stays all or nothing
+        vault.decrypt_many(items)
+    assert vault.count_by_kek() == {next(iter(vault.count_by_kek())): 1}  # no key made for ann
+
+
+def test_decrypt_readable_raises_when_a_value_of_a_readable_owner_is_tampered(
+    vault: Vault,
+) -> None:
+    # "No key" is an expected state; a value failing authentication is tampering and is never
+    # folded into it.
+    ann, bob = new_node_id(), new_node_id()
+    ann_blob, bob_blob = vault.encrypt_many([(ann, "email", b"ann@x.de"), (bob, "email", b"b")])
+    vault.shred([ann])
+    broken = bob_blob[:-1] + bytes([bob_blob[-1] ^ 0x01])
+
+    with pytest.raises(TamperedCiphertextError) as caught:
+        vault.decrypt_readable([(ann, "email", ann_blob), (bob, "email", broken)])
+
+    assert (caught.value.owner, caught.value.index) == (bob, 1)
+
+
 def test_no_new_key_is_made_when_encrypting_for_a_shredded_owner(vault: Vault) -> None:
     ann, bob = new_node_id(), new_node_id()
     vault.encrypt(ann, "email", b"ann@x.de")
