@@ -904,6 +904,16 @@ async def export_phase(
     )
 
 
+def _per_event(ingest: dict[str, Any], cpu: str) -> float:
+    """CPU seconds (``cpu``: the client's and server's, or the server's) per ingested event."""
+    return float(ingest[cpu]) / max(1, int(ingest["requests"]) * int(ingest["items_per_request"]))
+
+
+def _per_bulk_event(bulk: dict[str, Any]) -> float:
+    """The bulk process's CPU seconds per event (one request holds all its events)."""
+    return float(bulk["cpu_seconds"]) / max(1, int(bulk["items_per_request"]))
+
+
 def _ingest_over_bulk_txn(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
     """The ingest phase's figures over the ``bulk_txn`` phase's (same events, transactions of
     the size the ingest phase's can have): what the HTTP path costs apart from that size."""
@@ -913,11 +923,9 @@ def _ingest_over_bulk_txn(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[
         )
     }
     if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
-        per_server = ingest["server_cpu_seconds"] / max(
-            1, ingest["requests"] * ingest["items_per_request"]
+        ratios["ingest_server_cpu_per_event_over_bulk_txn"] = round(
+            _per_event(ingest, "server_cpu_seconds") / _per_bulk_event(bulk), 3
         )
-        per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
-        ratios["ingest_server_cpu_per_event_over_bulk_txn"] = round(per_server / per_bulk, 3)
     if ingest["bytes_written"] and bulk["bytes_written"]:
         ratios["ingest_bytes_over_bulk_txn"] = round(
             ingest["bytes_written"] / bulk["bytes_written"], 2
@@ -935,18 +943,14 @@ def _ingest_over_bulk(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str,
     # CPU: HTTP's client + server against the bulk process alone (an HTTP client's JSON
     # encoding is part of what the HTTP path costs; the file's writing is not timed).
     if ingest["cpu_seconds"] and bulk["cpu_seconds"]:
-        per_ingest = ingest["cpu_seconds"] / max(
-            1, ingest["requests"] * ingest["items_per_request"]
+        ratios["ingest_cpu_per_event_over_bulk"] = round(
+            _per_event(ingest, "cpu_seconds") / _per_bulk_event(bulk), 3
         )
-        per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
-        ratios["ingest_cpu_per_event_over_bulk"] = round(per_ingest / per_bulk, 3)
     if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
         # The server alone against the bulk process (no client in either).
-        per_server = ingest["server_cpu_seconds"] / max(
-            1, ingest["requests"] * ingest["items_per_request"]
+        ratios["ingest_server_cpu_per_event_over_bulk"] = round(
+            _per_event(ingest, "server_cpu_seconds") / _per_bulk_event(bulk), 3
         )
-        per_bulk = bulk["cpu_seconds"] / max(1, bulk["items_per_request"])
-        ratios["ingest_server_cpu_per_event_over_bulk"] = round(per_server / per_bulk, 3)
     if ingest["seconds"] and bulk["seconds"]:
         # How busy each process kept a core: the server (GIL-bound, like the bulk process)
         # waits for fsyncs and for requests in transit; wall over CPU is what that costs.

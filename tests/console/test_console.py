@@ -384,6 +384,20 @@ def test_queue_highlights_overdue_requests(console: Console) -> None:
     assert "dsr-old" in page.text
 
 
+def _grant_marketing_email(console: Console) -> None:
+    """The person of EMAIL consents to marketing_email, through the API as a CMP does."""
+    _, token = console.container.api_keys.create("cmp", frozenset({Scope.CONSENT}))
+    granted = console.client.post(
+        "/v1/consent",
+        json={
+            "identifiers": [{"type": "email", "value": EMAIL}],
+            "decisions": {"marketing_email": True},
+        },
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert granted.status_code == 200, granted.text
+
+
 def _ingest(console: Console, **extra: Any) -> None:
     body = {
         "identifiers": [
@@ -530,16 +544,7 @@ def test_kept_raw_values_show_only_where_the_operators_purpose_allows(console: C
         return str(page.text)
 
     assert EMAIL not in lookup("mia")  # marketing_email needs consent, and there is none
-    _, token = console.container.api_keys.create("cmp", frozenset({Scope.CONSENT}))
-    granted = console.client.post(
-        "/v1/consent",
-        json={
-            "identifiers": [{"type": "email", "value": EMAIL}],
-            "decisions": {"marketing_email": True},
-        },
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    assert granted.status_code == 200, granted.text
+    _grant_marketing_email(console)
     assert EMAIL not in lookup("nora")  # no purpose of hers activates anything
     assert console.audit("console.kept_values") == []
     shown = lookup("mia")
@@ -558,16 +563,7 @@ def test_kept_raw_values_are_withheld_and_the_denial_audited_when_the_data_keys_
     # audits the denial.
     _ingest(console)
     console.container.operators.create_operator("mia", PASSWORD, Role.ADMIN, ["marketing_email"])
-    _, token = console.container.api_keys.create("cmp", frozenset({Scope.CONSENT}))
-    granted = console.client.post(
-        "/v1/consent",
-        json={
-            "identifiers": [{"type": "email", "value": EMAIL}],
-            "decisions": {"marketing_email": True},
-        },
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    assert granted.status_code == 200, granted.text
+    _grant_marketing_email(console)
     container = console.container
     person = container.engine.resolve(container.identity_policy.normalize("email", EMAIL, "GB"))
     assert person is not None

@@ -1065,13 +1065,11 @@ def test_the_state_4_upgrade_makes_the_consent_rows_the_triggers_wrote_for_any_g
         reopened.close()
 
 
-def test_the_consent_rows_are_filled_from_the_consents_in_their_order_with_one_pass(
-    tmp_path: Path,
-) -> None:
-    """The upgrade from state 4 makes ``consent_current`` from the consents in their order,
-    each joined to its node and person once, with no lookup of a person's nodes or records per
-    row (the person-by-person fill took 59.6 s on the 1M bench graph). Checked on the plan of
-    the statement the upgrade runs."""
+def _upgrade_fill_plan(
+    tmp_path: Path, downgrade: Sequence[str], fill: str
+) -> tuple[sqlite3.Connection, list[str]]:
+    """A graph file taken back to an older state by ``downgrade``, upgraded again on open:
+    the open connection and the query plan of the upgrade's statement starting with ``fill``."""
     path = tmp_path / "graph.sqlite3"
     store = SqliteGraphStore(path)
     graph = _Graph(store)
@@ -1079,17 +1077,27 @@ def test_the_consent_rows_are_filled_from_the_consents_in_their_order_with_one_p
         graph.step(step)
     store.close()
     conn = sqlite3.connect(path, isolation_level=None)
+    for statement in downgrade:
+        conn.execute(statement)
+    run: list[str] = []
+    conn.set_trace_callback(run.append)
+    conn.execute("BEGIN IMMEDIATE")
+    sqlite_audience.install(conn)
+    conn.execute("COMMIT")
+    conn.set_trace_callback(None)
+    (statement,) = (s for s in run if s.lstrip().startswith(fill))
+    return conn, [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
+
+
+def test_the_consent_rows_are_filled_from_the_consents_in_their_order_with_one_pass(
+    tmp_path: Path,
+) -> None:
+    """The upgrade from state 4 makes ``consent_current`` from the consents in their order,
+    each joined to its node and person once, with no lookup of a person's nodes or records per
+    row (the person-by-person fill took 59.6 s on the 1M bench graph). Checked on the plan of
+    the statement the upgrade runs."""
+    conn, plan = _upgrade_fill_plan(tmp_path, _STATE_4_CURRENT, "INSERT INTO consent_current")
     try:
-        for statement in _STATE_4_CURRENT:
-            conn.execute(statement)
-        run: list[str] = []
-        conn.set_trace_callback(run.append)
-        conn.execute("BEGIN IMMEDIATE")
-        sqlite_audience.install(conn)
-        conn.execute("COMMIT")
-        conn.set_trace_callback(None)
-        (fill,) = (s for s in run if s.lstrip().startswith("INSERT INTO consent_current"))
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {fill}")]
         scans = [step for step in plan if step.startswith("SCAN")]
         assert any(step.startswith("SCAN c") for step in scans)  # the consents drive
         assert not any(
@@ -1109,24 +1117,8 @@ def test_the_records_are_filled_from_the_consents_in_their_order_not_person_by_p
     """The upgrade's fill reads the consents in node-id order and sorts the rows once: no seek
     per person into its nodes and their records (random pages at a million persons: 22 s of a
     26 s first open, docs/neo4j.md). Checked on the plan of the statement the upgrade runs."""
-    path = tmp_path / "graph.sqlite3"
-    store = SqliteGraphStore(path)
-    graph = _Graph(store)
-    for step in _UPGRADE_STEPS[:3]:
-        graph.step(step)
-    store.close()
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn, plan = _upgrade_fill_plan(tmp_path, _STATE_3_RECORDS, "INSERT INTO consent_records")
     try:
-        for statement in _STATE_3_RECORDS:
-            conn.execute(statement)
-        run: list[str] = []
-        conn.set_trace_callback(run.append)
-        conn.execute("BEGIN IMMEDIATE")
-        sqlite_audience.install(conn)
-        conn.execute("COMMIT")
-        conn.set_trace_callback(None)
-        (fill,) = (s for s in run if s.startswith("INSERT INTO consent_records"))
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {fill}")]
         assert plan[0].startswith("SCAN c ")  # the consents drive
         assert not any("identifiers_by_person" in step for step in plan)
         assert not any(step.startswith("SCAN") for step in plan[1:])
