@@ -26,7 +26,7 @@ from identity.errors import (
 )
 from privacy.access.reads import AudienceNotFoundError, PurposeNotInScopeError
 from privacy.dsr.model import DsrConflictError, DsrNotFoundError, DsrStateError, ExportExpiredError
-from services.quarantine import QuarantinedFactNotFoundError
+from services.quarantine import QuarantinedFactNotFoundError, QuarantinedValueUnreadableError
 
 # One table: which core error is which HTTP status on a console page.
 STATUS: tuple[tuple[type[IdGraphError], int], ...] = (
@@ -39,6 +39,7 @@ STATUS: tuple[tuple[type[IdGraphError], int], ...] = (
     (DsrConflictError, 409),
     (DsrStateError, 409),
     (ExportExpiredError, 410),
+    (QuarantinedValueUnreadableError, 410),
     (StoreUnavailableError, 503),
 )
 

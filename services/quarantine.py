@@ -18,6 +18,7 @@ from typing import Any
 from identity.errors import IdGraphError
 from identity.model import Fact, FactStatus
 from identity.store.port import GraphStore
+from privacy.access.policy_engine import ReadDenied
 from privacy.auditing.log import AuditDraft, AuditLog
 from privacy.keys.vault import Vault
 
@@ -32,6 +33,15 @@ class QuarantinedFactNotFoundError(IdGraphError):
 
     def __init__(self) -> None:
         super().__init__("no quarantined value with that id")
+
+
+class QuarantinedValueUnreadableError(IdGraphError):
+    """The quarantined value's data key was destroyed (shredded): it can never be shown."""
+
+    code = "quarantined-value-unreadable"
+
+    def __init__(self) -> None:
+        super().__init__("the value can no longer be read: its data key was destroyed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +77,27 @@ class QuarantineReview:
         return found[0]
 
     def reveal(self, actor: str, fact_id: str) -> RevealedValue:
-        """Decrypt one quarantined value for review; the reveal is audited first."""
+        """Decrypt one quarantined value for review; the reveal is audited before the value is
+        returned. A value whose data key was shredded while the graph still holds it is never
+        shown: the attempt is audited as a denial (``data_keys_destroyed``) and
+        :class:`QuarantinedValueUnreadableError` raised (a 410 in the console, not a 500)."""
         fact = self._find(fact_id)
+        (plain,) = self._vault.decrypt_readable([(fact.node_id, fact.seal_field, fact.sealed)])
         self._audit.append(
             [
                 AuditDraft(
                     actor,
                     "quarantine.revealed",
-                    decision="allow",
-                    reason="value revealed for review",
+                    decision="allow" if plain is not None else "deny",
+                    reason="value revealed for review"
+                    if plain is not None
+                    else ReadDenied.DATA_KEYS_DESTROYED.value,
                     details={"fact": fact_id, "field": fact.seal_field, "pii": list(fact.pii)},
                 )
             ]
         )
-        plain = self._vault.decrypt(fact.node_id, fact.seal_field, fact.sealed)
+        if plain is None:
+            raise QuarantinedValueUnreadableError
         return RevealedValue(fact, json.loads(plain))
 
     def release(self, actor: str, fact_ids: Sequence[str]) -> int:

@@ -488,6 +488,39 @@ def test_quarantine_reveal_is_audited_and_release_makes_the_value_readable(
     assert console.audit("quarantine.released")[0].actor == "op_alice"
 
 
+def test_a_quarantined_value_whose_data_key_was_shredded_is_never_shown_and_the_attempt_audited(
+    console: Console, console_settings: Settings
+) -> None:
+    # Another process shredded the key of the node holding the quarantined value while the
+    # graph still holds it. The reveal used to audit an "allow" and then fail with a 500.
+    _ingest(console, events=[{"name": "wishlist_add", "properties": {"sku": "s-1"}}])
+    (held,) = console.container.store.read(lambda tx: tx.facts_page(FactStatus.QUARANTINED, "", 10))
+    keys = SqliteVaultKeyStore(console_settings.vault_keys_path)
+    try:
+        other = Vault(keys, LocalFileKeyProvider(console_settings.resolved_kek_file))
+        assert other.shred({held.node_id}) == 1
+    finally:
+        keys.close()
+    console.sign_in("alice")
+    console.client.get("/console/quarantine")
+
+    revealed = console.client.post(
+        "/console/quarantine/reveal", data={"csrf_token": console.csrf(), "fact_id": held.fact_id}
+    )
+
+    assert revealed.status_code == 410, revealed.text
+    assert "s-1" not in revealed.text
+    assert "data key was destroyed" in revealed.text
+    (entry,) = console.audit("quarantine.revealed")
+    assert (entry.actor, entry.decision, entry.reason) == (
+        "op_alice",
+        "deny",
+        "data_keys_destroyed",
+    )
+    assert entry.details["fact"] == held.fact_id
+    assert console.container.audit.verify().ok
+
+
 def test_audit_page_verifies_the_chain(console: Console) -> None:
     console.sign_in("alice")
     page = console.client.post("/console/audit/verify", data={"csrf_token": console.csrf()})
