@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -12,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar, overload
 
+from identity.csprng import random_bytes
 from identity.frozen import quick_init
 from identity.hashing import HashedIdentifier
 from identity.identifiers import NormalizedIdentifier
@@ -21,9 +21,10 @@ def new_person_id() -> str:
     """A random, opaque person id (96 bits from the OS CSPRNG).
 
     Never derived from identifiers: a person id travels to downstream tools, and one computed
-    from an email would be a pseudonym anyone holding the email could recompute.
+    from an email would be a pseudonym anyone holding the email could recompute. (The bytes
+    come a block at a time, :mod:`identity.csprng` says why that is as good as a call each.)
     """
-    return "p_" + secrets.token_hex(12)
+    return "p_" + random_bytes(12).hex()
 
 
 _NODE_RANDOM_BYTES = 8  # 64 bits per id
@@ -39,9 +40,11 @@ def new_node_id() -> str:
     identifiers that is a third of the bulk-ingest time). The random part is drawn per id, not a
     per-process salt: the ids of neighbouring nodes (in a graph backup, a log) then say nothing
     about the 64 bits of an erased node's id, so no reference to it can be confirmed by guessing
-    (issue 22: with a shared salt one was found in 11 guesses). One ``getrandom`` call per id is
-    thread- and fork-safe and costs well under a microsecond. Person ids, which travel
-    downstream, stay fully random.
+    (issue 22: with a shared salt one was found in 11 guesses). The 64 bits are a slice of a
+    block drawn from the CSPRNG for many ids (:func:`identity.csprng.random_bytes`: each slice
+    handed out once, per thread, dropped at a fork; as independent as a ``getrandom`` call per
+    id, without releasing the GIL per id). Person ids, which travel downstream, stay fully
+    random.
     """
     millis = time.time_ns() // 1_000_000
     counter = next(_node_clock) & 0xFFFFFF
@@ -52,14 +55,16 @@ def new_node_id() -> str:
     return (
         "n_"
         + (
-            millis.to_bytes(6, "big") + counter.to_bytes(3, "big") + os.urandom(_NODE_RANDOM_BYTES)
+            millis.to_bytes(6, "big")
+            + counter.to_bytes(3, "big")
+            + random_bytes(_NODE_RANDOM_BYTES)
         ).hex()
     )
 
 
 def new_consent_id() -> str:
     """A random, opaque id for one consent record."""
-    return "c_" + secrets.token_hex(12)
+    return "c_" + random_bytes(12).hex()
 
 
 _fact_clock = itertools.count()
@@ -96,7 +101,7 @@ def new_fact_id() -> str:
     millis = time.time_ns() // 1_000_000
     counter = next(_fact_clock) & 0xFFFF
     # f"f_{millis:012x}{counter:04x}{random.hex()}", built as new_node_id builds its id.
-    return "f_" + (millis.to_bytes(6, "big") + counter.to_bytes(2, "big") + os.urandom(4)).hex()
+    return "f_" + (millis.to_bytes(6, "big") + counter.to_bytes(2, "big") + random_bytes(4)).hex()
 
 
 def new_rule_id() -> str:
