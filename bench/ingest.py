@@ -578,7 +578,7 @@ def run_floor(data: Path, work: Path, batch_size: int, synchronous: Synchronous)
 
 SAME_WORK_CHUNK = 500  # bound parameters per IN list of the key file, as the vault's statements
 # The graph's batch lookups (identifiers, suppression list, message ids) bind as many digests per
-# IN list as the store's own (identity.store.sqlite._WIDE_PARAMS).
+# IN list as the store's own (storage.sqlite.WIDE_PARAMS).
 SAME_WORK_LOOKUP = 16_384
 DEK_CACHE = 10_000  # the vault's default DEK cache (privacy.keys.vault.Vault cache_size)
 VALUE_AAD = b"idgraph-vault/1\x00"

@@ -372,7 +372,7 @@ def _short_gil_turns() -> Iterator[None]:
     after a full switch interval. At the default 5 ms each such wait cost the writer far more
     than the statement it ran, so the two threads took turns instead of overlapping (the
     writer's SQL could run beside the reader's Python on a second core). The store's bulk
-    statements are few and wide (``identity.store.sqlite._WIDE_PARAMS``), so the writer waits a
+    statements are few and wide (``storage.sqlite.WIDE_PARAMS``), so the writer waits a
     few dozen times per batch; 1 ms bounds each wait while adding few forced switches between
     the two threads' Python. Process-wide, like the collector setting (see
     :func:`_collections_between_batches`: bulk files are ingested by the ``idgraph ingest``

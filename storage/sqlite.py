@@ -9,12 +9,13 @@ between them again.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from identity.errors import ConfigurationError
 
@@ -344,6 +345,45 @@ def max_bound_values() -> int:
         return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     finally:
         probe.close()
+
+
+# Bulk writes and lookups bind up to this many parameters per statement: the widest power of
+# two this SQLite allows, at most 16,384 (SQLite 3.32+ allows 32,766; builds before 3.32 999).
+# Why statements this wide: the sqlite3 module releases the GIL for every step and reset of a
+# statement, and a thread that wants it back while another thread runs Python waits up to the
+# switch interval each time. Bulk ingest's writer thread runs beside the reader thread (and the
+# reader writes the vault key file's keys made ahead): with one statement per row (executemany)
+# or per 500 digests, their SQL crawled whenever the other thread was busy, so the two never
+# overlapped. A few wide statements per batch give the GIL back a few dozen times, and SQLite
+# does the rows of each without it (the same B-tree work: the per-row CPU is the same or lower).
+WIDE_PARAMS = 1 << (min(16_384, max_bound_values()).bit_length() - 1)
+
+
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """``conn.executemany(insert + " VALUES (?, ...) " + tail, rows)`` as a few multi-row
+    statements (``INSERT ... VALUES (...), (...), ...``: SQLite applies the rows one by one, in
+    order, as executemany does, an upsert ``tail`` included; ``total_changes`` counts the same).
+    See :data:`WIDE_PARAMS` for why. Row counts per statement are powers of two (the last rows
+    of a write in smaller ones), so the statement cache holds a handful of texts per table
+    instead of one per write."""
+    if not rows:
+        return
+    width = len(rows[0])
+    row_marks = "(" + ",".join("?" * width) + ")"
+    widest = 1 << ((WIDE_PARAMS // width).bit_length() - 1)
+    start, total = 0, len(rows)
+    while start < total:
+        count = widest
+        while count > total - start:
+            count >>= 1
+        chunk = rows[start : start + count]
+        conn.execute(
+            f"{insert} VALUES {','.join([row_marks] * count)} {tail}",
+            list(itertools.chain.from_iterable(chunk)),
+        )
+        start += count
 
 
 def map_graph_reads(conn: sqlite3.Connection) -> None:

@@ -13,7 +13,6 @@ identifier in Python loops that the batch size does not bound.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import operator
 import sqlite3
@@ -57,9 +56,10 @@ from identity.store import sqlite_audience
 from storage.sqlite import (
     GRAPH_CACHE_MIB,
     GRAPH_WAL_AUTOCHECKPOINT_PAGES,
+    WIDE_PARAMS,
     connect_private,
+    insert_rows,
     map_graph_reads,
-    max_bound_values,
     open_migrated,
     transaction,
 )
@@ -76,19 +76,6 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # _copy_old_tables). Files of older versions are migrated forward when opened (see _SCHEMA).
 SCHEMA_VERSION = 7
 _CHUNK = 500  # bound on bound parameters per statement; far below SQLite's limit
-# Bulk writes and lookups bind up to this many parameters per statement (SQLite 3.32+ allows
-# 32,766; builds often more). Why statements this wide: the sqlite3 module releases the GIL for
-# every step and reset of a statement, and a thread that wants it back while another thread
-# runs Python waits up to the switch interval (5 ms) each time. Bulk ingest's writer thread
-# runs beside the reader thread: with one statement per row (executemany) or per 500 digests,
-# its SQL crawled whenever the reader was busy, so the two never overlapped. A few wide
-# statements per batch give the GIL back a few dozen times, and SQLite does the rows of each
-# without it (the same B-tree work: the per-row CPU is the same or lower).
-
-
-# The widest power of two of bound values this SQLite allows, at most 16,384 (builds before 3.32
-# allow 999; lookups are padded to a power of two).
-_WIDE_PARAMS = 1 << (min(16_384, max_bound_values()).bit_length() - 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -495,11 +482,11 @@ def _marks(count: int) -> str:
 
 
 def _wide_chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    """``items`` in chunks of at most :data:`_WIDE_PARAMS` for ``IN (...)`` lookups, each padded
+    """``items`` in chunks of at most :data:`WIDE_PARAMS` for ``IN (...)`` lookups, each padded
     to a power of two by repeating its last item (harmless in an ``IN`` list), so that a few
     statement texts serve every lookup: a text per chunk length filled the statement cache with
     wide statements (megabytes each) that were never used again."""
-    for chunk in _chunks(items, _WIDE_PARAMS):
+    for chunk in _chunks(items, WIDE_PARAMS):
         padded = 1 << (len(chunk) - 1).bit_length()
         yield chunk if padded == len(chunk) else [*chunk, *[chunk[-1]] * (padded - len(chunk))]
 
@@ -525,32 +512,6 @@ def _fact_fields(f: Fact) -> tuple[Any, ...]:
         f.sealed,
         f.pii,
     )
-
-
-def _insert_rows(
-    conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
-) -> None:
-    """``conn.executemany(insert + " VALUES (?, ...) " + tail, rows)`` as a few multi-row
-    statements (``INSERT ... VALUES (...), (...), ...``: SQLite applies the rows one by one, in
-    order, as executemany does, an upsert ``tail`` included). See :data:`_WIDE_PARAMS` for why.
-    Row counts per statement are powers of two (the last rows of a write in smaller ones), so
-    the statement cache holds a handful of texts per table instead of one per write."""
-    if not rows:
-        return
-    width = len(rows[0])
-    row_marks = f"({_marks(width)})"
-    widest = 1 << ((_WIDE_PARAMS // width).bit_length() - 1)
-    start, total = 0, len(rows)
-    while start < total:
-        count = widest
-        while count > total - start:
-            count >>= 1
-        chunk = rows[start : start + count]
-        conn.execute(
-            f"{insert} VALUES {','.join([row_marks] * count)} {tail}",
-            list(itertools.chain.from_iterable(chunk)),
-        )
-        start += count
 
 
 # Facts are read joined to their node as ``i`` (the public node id).
@@ -945,7 +906,7 @@ class _SqliteTransaction:
                 (first + i, p.person_id, ms(p.created_at), ms(p.last_seen))
                 for i, p in enumerate(changes.new_persons)
             ]
-            _insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
+            insert_rows(conn, "INSERT INTO persons (pk, person_id, created_at, last_seen)", rows)
             persons = {person_id: pk for pk, person_id, _, _ in rows}
         if changes.new_nodes:
             # (node_id, hashed, person_id, first_seen, last_seen) per node.
@@ -967,7 +928,7 @@ class _SqliteTransaction:
                 )
                 for pk, (node_id, hashed, person, first_seen, last_seen) in enumerate(nodes, first)
             ]
-            _insert_rows(
+            insert_rows(
                 conn,
                 "INSERT INTO identifiers (pk, node_id, type, key_id, digest, person, first_seen, "
                 "last_seen)",
@@ -1015,7 +976,7 @@ class _SqliteTransaction:
                 {x[0] for x in links if x[0] not in known}
                 | {x[1] for x in links if x[1] not in known}
             )
-            _insert_rows(
+            insert_rows(
                 conn,
                 "INSERT INTO links (a, b, source, first_at, last_at)",
                 [
@@ -1113,7 +1074,7 @@ class _SqliteTransaction:
             else:
                 other.append(row)
         # The latest value of an attribute wins; an older one arriving late is ignored.
-        _insert_rows(
+        insert_rows(
             self._conn,
             insert,
             current,
@@ -1122,14 +1083,14 @@ class _SqliteTransaction:
             "source = excluded.source, sealed = excluded.sealed, pii = excluded.pii "
             "WHERE excluded.at >= facts.at",
         )
-        _insert_rows(
+        insert_rows(
             self._conn,
             insert,
             raw,
             "ON CONFLICT (node) WHERE kind = 'raw_identifier' DO UPDATE SET "
             "at = excluded.at, source = excluded.source, sealed = excluded.sealed",
         )
-        _insert_rows(self._conn, insert, other)
+        insert_rows(self._conn, insert, other)
 
     def person_facts(
         self, person_id: str, kinds: Collection[FactKind], status: FactStatus
@@ -1505,7 +1466,7 @@ class _SqliteTransaction:
     def _write_stream(self, changes: ChangeSet) -> None:
         if changes.messages:
             now = _ms(datetime.now(UTC))
-            _insert_rows(
+            insert_rows(
                 self._conn,
                 "INSERT INTO seen_messages (digest, seen_at)",
                 [(digest, now) for digest in changes.messages],
@@ -1606,7 +1567,7 @@ class SqliteGraphStore:
         )
         # Checkpoints every 64 MiB of WAL instead of 4 MiB: see GRAPH_WAL_AUTOCHECKPOINT_PAGES.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
-        # A multi-row write (see _insert_rows) keeps a statement journal, to undo its own rows if
+        # A multi-row write (see insert_rows) keeps a statement journal, to undo its own rows if
         # one of them fails, and SQLite spills it to a temporary file (created in /var/tmp,
         # unlinked at once) when it outgrows its memory share. Kept in memory instead: it lives
         # for one statement and holds pages the write connection changed. Set for every writer

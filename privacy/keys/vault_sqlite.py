@@ -28,7 +28,7 @@ from privacy.keys.vault import (
     KekRetiredError,
     VaultUnavailableError,
 )
-from storage.sqlite import open_migrated, statements, transaction
+from storage.sqlite import insert_rows, open_migrated, statements, transaction
 
 _SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
 _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
@@ -278,10 +278,15 @@ class SqliteVaultKeyStore:
             # it refuses the key; one committed after it sees the key in its re-wrap.
             self._refuse_retired(conn, {key.kek_id for _, key in rows})
             before = conn.total_changes
-            conn.executemany(
-                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner) DO NOTHING",
+            # Multi-row statements, not executemany: a bulk batch stores ~17,000 keys made
+            # ahead here, on the thread that reads the file while the batch before commits, and
+            # executemany's step per row gave the GIL to the committing thread ~17,000 times
+            # (storage.sqlite.WIDE_PARAMS says why each of those is costly).
+            insert_rows(
+                conn,
+                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder)",
                 [(owner, key.kek_id, key.blob, now, holder) for owner, key in rows],
+                "ON CONFLICT (owner) DO NOTHING",
             )
             if conn.total_changes - before == len(rows):
                 # Every row was inserted (the usual case): the stored keys are ours, no re-read.

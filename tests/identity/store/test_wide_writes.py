@@ -1,6 +1,6 @@
 """The SQLite store writes a bulk batch's rows as a few wide statements (multi-row ``VALUES``) and
 looks its digests up in wide ``IN`` lists, so the bulk writer thread gives the GIL back a few
-dozen times per batch, not twice per row (see ``identity.store.sqlite._WIDE_PARAMS``). What must
+dozen times per batch, not twice per row (see ``storage.sqlite.WIDE_PARAMS``). What must
 not change: the same rows, upserts applied row by row in order, lookups that find each node once,
 and stored times that never mix up the two instants of a DST fold.
 

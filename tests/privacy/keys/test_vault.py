@@ -764,3 +764,30 @@ def test_no_new_key_is_made_when_another_connection_shredded_the_first_owner_eve
     with pytest.raises(DataKeyDestroyedError) as caught:
         vault.encrypt_many([(new_node_id(), "email", SECRET), (owners[-1], "email", SECRET)])
     assert caught.value.owners == (owners[-1],)
+
+
+def test_many_new_keys_are_stored_in_few_statements_and_a_key_stored_before_wins(
+    key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    """A bulk batch stores ~17,000 keys made ahead at once (the file's reader thread): in a few
+    multi-row statements, not one per key (each one gave the GIL away, see
+    storage.sqlite.WIDE_PARAMS); an owner that got a key meanwhile keeps it, as before."""
+    provider = LocalFileKeyProvider(kek_path)
+    owners = [new_node_id() for _ in range(3_000)]
+    theirs = WrappedKey(provider.current_kek_id, b"\x01" * 60)
+    key_store.insert_new([(owners[1_500], theirs)], {})  # another process, a moment before
+    mine = [(owner, WrappedKey(provider.current_kek_id, owner.encode())) for owner in owners]
+    statements: list[str] = []
+    key_store._conn.set_trace_callback(statements.append)
+    try:
+        stored = key_store.insert_new(mine, {})
+    finally:
+        key_store._conn.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT INTO data_keys")]
+    # SQLite traces a multi-row statement once per row with the same text: counted once.
+    runs = [s for i, s in enumerate(inserts) if not i or s != inserts[i - 1]]
+    # 3,000 rows of 5 values: 2,048 + 512 + 256 + 128 + 32 + 16 + 8 (one statement per row: 3,000)
+    assert 0 < len(runs) <= 12
+    assert stored[owners[1_500]] == theirs
+    assert all(stored[o] == WrappedKey(provider.current_kek_id, o.encode()) for o in owners[:1_500])
+    assert key_store.get_many(owners) == stored
