@@ -35,6 +35,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 BLOCK_BYTES = 4096  # one getrandom call per 4 KiB of ids (e.g. 512 node ids)
 
@@ -43,7 +44,7 @@ class _Blocks(threading.local):
     """This thread's current block per draw size: an iterator over its unused slices."""
 
     def __init__(self) -> None:
-        self.by_size: dict[int, Iterator[tuple[bytes]]] = {}
+        self.by_size: dict[int, Iterator[tuple[Any, ...]]] = {}
 
 
 _blocks = _Blocks()
@@ -62,12 +63,14 @@ def random_bytes(size: int) -> bytes:
     """``size`` bytes from the OS CSPRNG, never handed out before in this process (see the
     module docstring for why a block per many calls is as good as a call each)."""
     by_size = _blocks.by_size
+    draw: bytes
     try:
-        return next(by_size[size])[0]
+        (draw,) = next(by_size[size])
     except (KeyError, StopIteration):
         if size < 1:
             raise ValueError("random_bytes needs a positive size") from None
         block = by_size[size] = struct.iter_unpack(
             f"{size}s", os.urandom(size * max(1, BLOCK_BYTES // size))
         )
-        return next(block)[0]
+        (draw,) = next(block)
+    return draw

@@ -365,8 +365,23 @@ def insert_rows(
     """``conn.executemany(insert + " VALUES (?, ...) " + tail, rows)`` as a few multi-row
     statements (``INSERT ... VALUES (...), (...), ...``: SQLite applies the rows one by one, in
     order, as executemany does, an upsert ``tail`` included; ``total_changes`` counts the same).
-    See :data:`WIDE_PARAMS` for why. Row counts per statement are powers of two (the last rows
-    of a write in smaller ones), so the statement cache holds a handful of texts per table
+    See :func:`run_with_rows`."""
+    run_with_rows(conn, f"{insert} VALUES {ROWS} {tail}", rows)
+
+
+# Where run_with_rows puts the rows' placeholders: "(?, ?), (?, ?), ...".
+ROWS = "{rows}"
+
+
+def run_with_rows(
+    conn: sqlite3.Connection, statement: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Run ``statement`` once per chunk of ``rows``, its :data:`ROWS` (the text ``{rows}``)
+    replaced by the chunk's placeholders (``(?, ?), (?, ?), ...``): a multi-row
+    ``INSERT ... VALUES``, or an ``UPDATE ... FROM (VALUES {rows}) AS v`` that applies many
+    rows' changes at once (``v.column1``, ``v.column2``, ... name a row's values). See
+    :data:`WIDE_PARAMS` for why. Row counts per statement are powers of two (the last rows of a
+    write in smaller ones), so the statement cache holds a handful of texts per statement
     instead of one per write."""
     if not rows:
         return
@@ -380,7 +395,7 @@ def insert_rows(
             count >>= 1
         chunk = rows[start : start + count]
         conn.execute(
-            f"{insert} VALUES {','.join([row_marks] * count)} {tail}",
+            statement.replace(ROWS, ",".join([row_marks] * count)),
             list(itertools.chain.from_iterable(chunk)),
         )
         start += count

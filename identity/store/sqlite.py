@@ -61,6 +61,7 @@ from storage.sqlite import (
     insert_rows,
     map_graph_reads,
     open_migrated,
+    run_with_rows,
     transaction,
 )
 
@@ -937,37 +938,7 @@ class _SqliteTransaction:
             self._new_nodes.update(
                 zip([f[0] for f in nodes], range(first, first + len(nodes)), strict=True)
             )
-        if changes.rehashed:
-            conn.executemany(
-                "UPDATE identifiers SET key_id = ?, digest = ? WHERE node_id = ?",
-                [(h.key_id, h.digest, node_id) for node_id, h in changes.rehashed.items()],
-            )
-        if changes.touched:
-            conn.executemany(
-                "UPDATE identifiers SET first_seen = min(first_seen, ?), "
-                "last_seen = max(last_seen, ?) WHERE node_id = ?",
-                [(ms(f), ms(last), node) for node, (f, last) in changes.touched.items()],
-            )
-        if changes.merged:
-            conn.executemany(
-                "UPDATE identifiers SET person = (SELECT pk FROM persons WHERE person_id = ?) "
-                "WHERE person = (SELECT pk FROM persons WHERE person_id = ?)",
-                [(survivor, absorbed) for absorbed, survivor in changes.merged.items()],
-            )
-            conn.executemany(
-                "DELETE FROM persons WHERE person_id = ?", [(p,) for p in changes.merged]
-            )
-        if changes.reassigned:
-            conn.executemany(
-                "UPDATE identifiers SET person = (SELECT pk FROM persons WHERE person_id = ?) "
-                "WHERE node_id = ?",
-                [(person, node) for node, person in changes.reassigned.items()],
-            )
-        if changes.persons_seen:
-            conn.executemany(
-                "UPDATE persons SET last_seen = max(last_seen, ?) WHERE person_id = ?",
-                [(ms(seen), person) for person, seen in changes.persons_seen.items()],
-            )
+        self._update_known(changes, ms)
         if changes.links:
             known = self._new_nodes
             # (a, b, source, first_at, last_at) per link.
@@ -993,9 +964,10 @@ class _SqliteTransaction:
             # Appended, never upserted: consent history is not rewritten (a repeated record id
             # is an integrity error). After nodes and merges, like facts: the foreign key needs
             # the anchor, and the record moves with it from then on.
-            conn.executemany(
+            insert_rows(
+                conn,
                 "INSERT INTO consents (record_id, node_id, purpose, granted, at, recorded_at, "
-                "source, signal, lawful_basis, proof) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "source, signal, lawful_basis, proof)",
                 [
                     (
                         c.record_id,
@@ -1014,9 +986,10 @@ class _SqliteTransaction:
             )
         self._write_stream(changes)  # a no-op without message ids and outbound events
         if changes.refusals:
-            conn.executemany(
+            insert_rows(
+                conn,
                 "INSERT INTO refusals (at, source, type, key_id, digest, reason, detail, "
-                "anchor_node) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "anchor_node)",
                 [
                     (
                         ms(r.at),
@@ -1030,6 +1003,58 @@ class _SqliteTransaction:
                     )
                     for r in changes.refusals
                 ],
+            )
+
+    def _update_known(self, changes: ChangeSet, ms: Callable[[datetime], int]) -> None:
+        """The updates of rows that existed before the write (re-hashed, touched, merged and
+        reassigned nodes, persons seen), after the new persons and nodes are inserted."""
+        conn = self._conn
+        if changes.rehashed:
+            conn.executemany(
+                "UPDATE identifiers SET key_id = ?, digest = ? WHERE node_id = ?",
+                [(h.key_id, h.digest, node_id) for node_id, h in changes.rehashed.items()],
+            )
+        # The updates of a batch are set-based: one statement per chunk of rows
+        # (``UPDATE ... FROM (VALUES ...)``, each row a seek of the unique index), not one per
+        # row: on the bulk writer thread every statement's step gave the GIL away (see
+        # storage.sqlite.WIDE_PARAMS). Each target row is matched by one VALUES row (their keys
+        # are a dict's), so the result is the executemany's.
+        if changes.touched:
+            run_with_rows(
+                conn,
+                "UPDATE identifiers SET first_seen = min(first_seen, v.column2), "
+                "last_seen = max(last_seen, v.column3) FROM (VALUES {rows}) AS v "
+                "WHERE identifiers.node_id = v.column1",
+                [(node, ms(f), ms(last)) for node, (f, last) in changes.touched.items()],
+            )
+        if changes.merged:
+            # Every survivor is a root (merged maps each absorbed person to its final
+            # survivor), so the moves do not depend on their order.
+            merged = list(changes.merged.items())
+            run_with_rows(
+                conn,
+                "UPDATE identifiers SET person = s.pk FROM (VALUES {rows}) AS v "
+                "JOIN persons a ON a.person_id = v.column1 "
+                "JOIN persons s ON s.person_id = v.column2 WHERE identifiers.person = a.pk",
+                merged,
+            )
+            for chunk in _chunks([absorbed for absorbed, _ in merged]):
+                conn.execute(
+                    f"DELETE FROM persons WHERE person_id IN ({_marks(len(chunk))})",  # noqa: S608 - placeholders only
+                    chunk,
+                )
+        if changes.reassigned:
+            conn.executemany(
+                "UPDATE identifiers SET person = (SELECT pk FROM persons WHERE person_id = ?) "
+                "WHERE node_id = ?",
+                [(person, node) for node, person in changes.reassigned.items()],
+            )
+        if changes.persons_seen:
+            run_with_rows(
+                conn,
+                "UPDATE persons SET last_seen = max(last_seen, v.column2) FROM (VALUES {rows}) "
+                "AS v WHERE persons.person_id = v.column1",
+                [(person, ms(seen)) for person, seen in changes.persons_seen.items()],
             )
 
     def _write_facts(self, facts: Sequence[Fact], ms: Callable[[datetime], int] = _ms) -> None:
