@@ -191,3 +191,85 @@ def test_rows_per_statement_are_powers_of_two_when_batches_differ_in_size(tmp_pa
     listed = [s.split("WHERE i.digest IN (", 1)[1].count(",") + 1 for s in lookups]
     assert sum(rows) == 2 * (1_237 + 977)
     assert all(n & (n - 1) == 0 for n in rows + listed)
+
+
+def test_a_batch_of_merges_and_touches_is_applied_set_based_with_the_rows_executemany_wrote(
+    tmp_path: Path,
+) -> None:
+    """Known rows are updated by a few ``UPDATE ... FROM (VALUES ...)`` statements, not one
+    statement per row (each gave the bulk writer's GIL away); the rows end as before: absorbed
+    persons' nodes moved to their survivor and the absorbed persons deleted, seen windows only
+    widened, persons' last_seen only raised."""
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    store.write(lambda tx: tx.apply(_batch(2_000)))
+    early, late = T0 - timedelta(days=1), T0 + timedelta(days=30)
+    merged = {f"p_{2 * i + 1:024x}": f"p_{2 * i:024x}" for i in range(1_000)}
+    # The first node of every even person seen earlier and later; of every odd person at the
+    # very time it was seen (its window stays).
+    touched = {
+        f"n_{2 * i:030x}": (early, late) if i % 2 == 0 else (T0 + timedelta(seconds=i),) * 2
+        for i in range(2_000)
+    }
+    seen = {f"p_{2 * i:024x}": late if i % 2 == 0 else early for i in range(1_000)}
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        store.write(
+            lambda tx: tx.apply(ChangeSet(touched=touched, merged=merged, persons_seen=seen))
+        )
+    finally:
+        store._conn.set_trace_callback(None)
+    stats = store.stats()
+    survivor = store.read(lambda tx: tx.cluster(f"p_{0:024x}"))
+    other = store.read(lambda tx: tx.cluster(f"p_{2:024x}"))
+    absorbed = store.read(lambda tx: tx.person(f"p_{1:024x}"))
+    kept = store.read(lambda tx: tx.person(f"p_{2:024x}"))
+    raised = store.read(lambda tx: tx.person(f"p_{0:024x}"))
+    store.close()
+    # One statement per row was 1,000 + 2,000 + 1,000 + 1,000 statements (and GIL releases).
+    runs = [s for i, s in enumerate(statements) if not i or s != statements[i - 1]]
+    assert len(runs) < 40
+    assert stats.persons == 1_000
+    assert stats.identifiers == 4_000
+    assert absorbed is None
+    assert sorted(n.node_id for n in survivor.nodes) == [f"n_{k:030x}" for k in range(4)]
+    windows = {n.node_id: (n.first_seen, n.last_seen) for n in survivor.nodes + other.nodes}
+    assert windows[f"n_{0:030x}"] == (early, late)  # person 0's first node: widened both ways
+    assert windows[f"n_{2:030x}"] == (T0 + timedelta(seconds=1),) * 2  # inside: unchanged
+    assert windows[f"n_{1:030x}"] == (T0, T0)  # not touched
+    assert raised is not None
+    assert raised.last_seen == late
+    assert kept is not None
+    assert kept.last_seen == T0 + timedelta(seconds=2)  # an earlier time does not lower it
+
+
+def test_set_based_updates_seek_each_row_by_its_unique_key_when_many_rows_are_updated(
+    tmp_path: Path,
+) -> None:
+    """The plan of each wide ``UPDATE ... FROM (VALUES ...)`` the store runs: the values
+    scanned, each target row found through an index (a scan of the table per statement would
+    read a million rows at scale)."""
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    store.write(lambda tx: tx.apply(_batch(4_000)))
+    later = T0 + timedelta(days=1)
+    changes = ChangeSet(
+        touched={f"n_{2 * i:030x}": (later, later) for i in range(2_048)},
+        merged={f"p_{2 * i + 1:024x}": f"p_{2 * i:024x}" for i in range(1_024)},
+        persons_seen={f"p_{2 * i:024x}": later for i in range(1_024)},
+    )
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)  # expanded: the bound values inlined
+    try:
+        store.write(lambda tx: tx.apply(changes))
+    finally:
+        store._conn.set_trace_callback(None)
+    updates = list(dict.fromkeys(s for s in statements if s.startswith("UPDATE ")))
+    plans = [
+        [row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {sql}")] for sql in updates
+    ]
+    store.close()
+    assert len(updates) == 3  # touched, merged, persons seen: one statement each
+    for details in plans:
+        assert "SCAN v" in details
+        assert any(d.startswith("SEARCH ") for d in details)
+        assert not any(d.startswith(("SCAN identifiers", "SCAN persons")) for d in details)
