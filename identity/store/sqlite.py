@@ -759,7 +759,11 @@ class _SqliteTransaction:
         )
 
     def find_identifiers(self, candidates: Sequence[HashedIdentifier]) -> list[IdentifierNode]:
-        digests = sorted({c.digest for c in candidates})
+        # Distinct, not sorted: SQLite puts an IN list into an ordered index of its own anyway,
+        # and sorting a bulk batch's ~40,000 random digests in Python (here and again in
+        # suppressed) was ~20-40 ms per batch on the writer thread. No caller relies on the
+        # order of the nodes found (the engine and every reader key them by hash).
+        digests = list({c.digest for c in candidates})
         found: list[IdentifierNode] = []
         for chunk in _wide_chunks(digests):
             rows = self._conn.execute(
@@ -1424,7 +1428,7 @@ class _SqliteTransaction:
 
     def suppressed(self, candidates: Sequence[HashedIdentifier]) -> set[HashedIdentifier]:
         found: set[HashedIdentifier] = set()
-        for chunk in _wide_chunks(sorted({c.digest for c in candidates})):
+        for chunk in _wide_chunks(list({c.digest for c in candidates})):  # see find_identifiers
             rows = self._conn.execute(
                 "SELECT type, key_id, digest FROM suppressed "  # noqa: S608 - placeholders only
                 f"WHERE digest IN ({_marks(len(chunk))})",
