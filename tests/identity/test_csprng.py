@@ -97,7 +97,7 @@ def test_the_blocks_come_from_the_os_csprng_in_blocks_when_drawn_in_bulk(
         calls.append(size)
         return real(size)
 
-    monkeypatch.setattr(csprng.os, "urandom", counted)
+    monkeypatch.setattr(os, "urandom", counted)
     monkeypatch.setattr(csprng, "_blocks", csprng._Blocks())
     draws = [random_bytes(8) for _ in range(1000)]
     assert len(set(draws)) == 1000
