@@ -45,10 +45,25 @@ process ~103). ``announce()`` returns an
 ends an arrival that will not submit. The same rules as ``coming()`` apply: a writer waits only
 while announced callers are on their way, never for one that withdrew, and at most
 ``linger_s``.
+
+**Callers on an event loop** (:class:`LoopWaiter`). A server's request is answered by its event
+loop; a blocking :meth:`GroupCommitter.submit` on a worker thread made every read put that
+thread to sleep until its group committed, and the writer wake each sleeper in turn (a futex
+wake and a GIL hand-over per read), before the worker handed the answer to the loop. A caller
+that passes a :class:`LoopWaiter` does not wait: ``submit`` queues its item and returns (its
+thread is free at once), and the writer, once the group committed, settles the futures of the
+group's loop callers with **one** ``loop.call_soon_threadsafe`` per loop and group, not one wake
+per caller. The caller awaits :meth:`LoopWaiter.wait` before it answers: the same durability
+(the future is settled only after the commit, with the item's result or error). A loop caller
+that arrives when no writer is running becomes the writer on its own thread, as a blocking
+caller does; once its own item is written it hands the role to the oldest blocking caller
+queued, if any, and otherwise keeps writing while loop callers' items are queued (nobody else
+would write them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +89,43 @@ class _Ticket(Generic[T, R]):
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
+    # Set for a caller on an event loop (LoopWaiter): settled there, nobody waits on ``wake``.
+    waiter: LoopWaiter[R] | None = None
+
+
+class LoopWaiter(Generic[R]):
+    """Where a caller on an asyncio event loop learns its item's outcome (module docstring):
+    made on the loop (it holds a future of that loop), handed to :meth:`GroupCommitter.submit`
+    on any thread, then awaited with :meth:`wait` on the loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # raises outside a running loop
+        self.future: asyncio.Future[R] = self.loop.create_future()
+
+    def settle(self, result: R) -> None:
+        """Settle with ``result`` from any thread (an item with nothing to write)."""
+        outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+            (self.future, result, None)
+        ]
+        self.loop.call_soon_threadsafe(_settle, outcome)
+
+    async def wait(self) -> R:
+        """The item's result once the transaction holding it committed (or its error)."""
+        return await self.future
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """On the loop: settle the futures of one group's loop callers (a caller that went away,
+    its future cancelled, is skipped)."""
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class _Announcement:
@@ -215,19 +267,42 @@ class GroupCommitter(Generic[T, R]):
         """Write ``item`` (in a group with whatever else is queued); return its result once the
         transaction that holds it committed, or raise its error. ``arrival``: this caller's
         :meth:`announce` handle, if it has one (its announcement ends here)."""
+        ticket = self._submit(item, arrival, None)
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]  # set for every ticket without error
+
+    def submit_later(self, item: T, waiter: LoopWaiter[R], arrival: Arrival | None = None) -> None:
+        """Queue ``item`` for a caller on an event loop and return without waiting for its
+        commit (unless this caller becomes the writer: then after writing): its result or
+        error settles ``waiter`` on the waiter's loop once the transaction holding it committed
+        (module docstring). The caller must await :meth:`LoopWaiter.wait` before it acts on
+        the item being durable."""
+        self._submit(item, arrival, waiter)
+
+    def _submit(
+        self, item: T, arrival: Arrival | None, waiter: LoopWaiter[R] | None
+    ) -> _Ticket[T, R]:
+        """Queue ``item``; write groups while this caller is the writer (see the module
+        docstring for who writes); a blocking caller (no ``waiter``) returns once its ticket is
+        done, a loop caller as soon as it is not the writer."""
         if arrival is not None and arrival._committer is not self:
             raise ValueError("the arrival was announced to another committer")
-        ticket: _Ticket[T, R] = _Ticket(item)
-        ticket.wake.acquire()  # released by whoever has news for this caller
+        ticket: _Ticket[T, R] = _Ticket(item, waiter=waiter)
+        if waiter is None:
+            ticket.wake.acquire()  # released by whoever has news for this caller
         with self._cond:
             self._queue.append(ticket)
             self._arrived(arrival)
             lead = not self._writing
             self._writing = True
         if not lead:
+            if waiter is not None:
+                return ticket  # the writer settles it on its loop
             # Woken once: either the item is written, or this caller is the next writer.
             ticket.wake.acquire()
-        while not ticket.done:
+        writing = not ticket.done
+        while writing:
             if self._linger_s:
                 self._linger()
             # Writer now: take the oldest queued items (ours among them unless more than
@@ -243,17 +318,34 @@ class GroupCommitter(Generic[T, R]):
                     for written in group:
                         written.done = True
                     if ticket.done:
-                        # Hand the writer's role to the oldest waiting caller, if any.
-                        successor = self._queue[0] if self._queue else None
-                        self._writing = successor is not None
-                for written in group:
-                    if written is not ticket:
-                        written.wake.release()
+                        # Hand the writer's role to the oldest blocking caller queued, if any;
+                        # if only loop callers are queued, nobody else would write them: go on.
+                        successor = next((t for t in self._queue if t.waiter is None), None)
+                        writing = successor is None and bool(self._queue)
+                        self._writing = successor is not None or writing
+                self._wake(group, ticket)
                 if successor is not None:
                     successor.wake.release()
-        if ticket.error is not None:
-            raise ticket.error
-        return ticket.result  # type: ignore[return-value]  # set for every ticket without error
+        return ticket
+
+    @staticmethod
+    def _wake(group: list[_Ticket[T, R]], writer: _Ticket[T, R]) -> None:
+        """Tell a written group's callers: each blocking one by its own wake (the writer's own
+        excepted), the loop callers with one ``call_soon_threadsafe`` per loop."""
+        outcomes: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+        for written in group:
+            waiter = written.waiter
+            if waiter is not None:
+                outcomes.setdefault(waiter.loop, []).append(
+                    (waiter.future, written.result, written.error)
+                )
+            elif written is not writer:
+                written.wake.release()
+        for loop, settled in outcomes.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop is closed: nobody awaits these futures any more
+                continue
 
     def _run(self, group: list[_Ticket[T, R]]) -> None:
         self.groups += 1
