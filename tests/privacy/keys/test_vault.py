@@ -364,6 +364,26 @@ def test_decrypt_raises_destroyed_when_the_owner_was_shredded(vault: Vault) -> N
     assert vault.shred([ann]) == 0  # nothing left to destroy
 
 
+def test_destroyed_error_message_counts_owners_without_naming_them_when_logged(
+    vault: Vault,
+) -> None:
+    # The message reaches log lines and error bodies: it counts the owners (node ids of
+    # persons whose data was shredded); the ids stay on the exception's attribute.
+    owners = [new_node_id() for _ in range(7)]
+    blobs = vault.encrypt_many([(owner, "email", b"x@y.de") for owner in owners])
+    vault.shred(owners)
+
+    with pytest.raises(DataKeyDestroyedError) as caught:
+        vault.decrypt_many(
+            [(owner, "email", blob) for owner, blob in zip(owners, blobs, strict=True)]
+        )
+
+    assert caught.value.owners == tuple(sorted(owners))
+    assert str(caught.value).startswith("7 owner(s) have no data key")
+    assert not any(owner in str(caught.value) for owner in owners)
+    assert "n_" not in str(caught.value)
+
+
 def test_decrypt_readable_gives_none_only_for_shredded_owners_when_another_process_shreds(
     vault: Vault, key_store: SqliteVaultKeyStore, kek_path: Path
 ) -> None:
