@@ -57,8 +57,10 @@ per caller. The caller awaits :meth:`LoopWaiter.wait` before it answers: the sam
 (the future is settled only after the commit, with the item's result or error). A loop caller
 that arrives when no writer is running becomes the writer on its own thread, as a blocking
 caller does; once its own item is written it hands the role to the oldest blocking caller
-queued, if any, and otherwise keeps writing while loop callers' items are queued (nobody else
-would write them).
+queued, if any, else, if loop callers' items are queued, to the committer's **relay thread**
+(started on first need, idle between turns; nobody else would write them, and a worker thread
+that kept writing would hold its own request's answer back meanwhile). Under steady load from
+loop callers the relay writes group after group and no caller's thread ever waits.
 """
 
 from __future__ import annotations
@@ -212,6 +214,10 @@ class GroupCommitter(Generic[T, R]):
         # Set while a writer lingers; released by the caller whose arrival ends the wait.
         self._lingering: threading.Lock | None = None
         self.groups = 0  # shared transactions written (for tests and metrics)
+        # The relay thread (see _hand_to_relay) and the lock that starts each of its turns.
+        self._relay: threading.Thread | None = None
+        self._relay_go = threading.Lock()
+        self._relay_go.acquire()
 
     def coming(self) -> _Announcement:
         """Announce that this thread will :meth:`submit` within the block (or perhaps not at
@@ -301,35 +307,65 @@ class GroupCommitter(Generic[T, R]):
                 return ticket  # the writer settles it on its loop
             # Woken once: either the item is written, or this caller is the next writer.
             ticket.wake.acquire()
-        writing = not ticket.done
-        while writing:
+        if not ticket.done:
+            self._write_groups(ticket)
+        return ticket
+
+    def _write_groups(self, own: _Ticket[T, R] | None) -> None:
+        """As the writer: write groups until ``own`` is written (``None``: the relay thread,
+        until nothing is queued), then hand the writer's role on: to the oldest blocking caller
+        queued, else, if only loop callers' items are queued, to the relay thread (nobody else
+        would write them), else to nobody."""
+        while True:
             if self._linger_s:
                 self._linger()
-            # Writer now: take the oldest queued items (ours among them unless more than
+            # Writer now: take the oldest queued items (``own`` among them unless more than
             # ``max_group`` were queued before it: then this loop writes again).
             with self._cond:
                 group = self._queue[: self._max_group]
                 del self._queue[: self._max_group]
             successor: _Ticket[T, R] | None = None
+            go_on = relay = False
             try:
                 self._run(group)
             finally:
                 with self._cond:
                     for written in group:
                         written.done = True
-                    if ticket.done:
-                        # Hand the writer's role to the oldest blocking caller queued, if any;
-                        # if only loop callers are queued, nobody else would write them: go on.
+                    if own is not None and not own.done:
+                        go_on = True
+                    else:
                         successor = next((t for t in self._queue if t.waiter is None), None)
-                        writing = successor is None and bool(self._queue)
-                        self._writing = successor is not None or writing
-                self._wake(group, ticket)
+                        if successor is None and self._queue:
+                            go_on, relay = own is None, own is not None
+                        self._writing = successor is not None or go_on or relay
+                self._wake(group, own)
                 if successor is not None:
                     successor.wake.release()
-        return ticket
+                if relay:
+                    self._hand_to_relay()
+            if not go_on:
+                return
+
+    def _hand_to_relay(self) -> None:
+        """Make the relay thread the writer (started on first need; one per committer, idle
+        between turns): a caller whose own item is written returns instead of writing the loop
+        callers' items queued behind it, whose answers would otherwise wait for its own."""
+        with self._cond:
+            if self._relay is None:
+                self._relay = threading.Thread(
+                    target=self._relay_turns, name="group-commit-relay", daemon=True
+                )
+                self._relay.start()
+        self._relay_go.release()
+
+    def _relay_turns(self) -> None:
+        while True:
+            self._relay_go.acquire()  # released once per turn, by the writer handing over
+            self._write_groups(None)
 
     @staticmethod
-    def _wake(group: list[_Ticket[T, R]], writer: _Ticket[T, R]) -> None:
+    def _wake(group: list[_Ticket[T, R]], writer: _Ticket[T, R] | None) -> None:
         """Tell a written group's callers: each blocking one by its own wake (the writer's own
         excepted), the loop callers with one ``call_soon_threadsafe`` per loop."""
         outcomes: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}

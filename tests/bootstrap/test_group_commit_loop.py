@@ -142,8 +142,9 @@ def test_a_loop_caller_gets_its_own_error_and_the_others_their_results() -> None
     asyncio.run(scenario())
 
 
-def test_a_loop_writer_keeps_writing_the_loop_callers_queued_while_it_wrote() -> None:
-    # Nobody else would write them: loop callers never wait on a thread.
+def test_a_loop_writer_hands_the_loop_callers_queued_while_it_wrote_to_the_relay_thread() -> None:
+    # Nobody else would write them (loop callers never wait on a thread), and the lead's own
+    # request must not wait for them: the committer's relay thread writes them.
     async def scenario() -> None:
         release = threading.Event()
         written: list[tuple[list[int], int]] = []
@@ -155,11 +156,35 @@ def test_a_loop_writer_keeps_writing_the_loop_callers_queued_while_it_wrote() ->
             await asyncio.to_thread(committer.submit_later, index, waiters[index])
         release.set()
         await lead
-        # The lead's thread wrote both groups before submit_later returned.
-        assert [items for items, _ in written] == [[0], list(range(1, CALLERS))]
-        assert written[0][1] == written[1][1]
         assert [await w.wait() for w in waiters] == [i * 10 for i in range(CALLERS)]
-        assert not committer._writing
+        assert [items for items, _ in written] == [[0], list(range(1, CALLERS))]
+        relay = committer._relay
+        assert relay is not None
+        assert written[1][1] == relay.ident != written[0][1]
+        await asyncio.to_thread(_wait_until, lambda: not committer._writing)
+
+        # The relay's next turn, after a later lead: the same thread, nothing left behind.
+        release.clear()
+        written.clear()
+        more: list[LoopWaiter[int]] = [LoopWaiter() for _ in range(3)]
+        held = threading.Event()
+
+        def write_held(items: Sequence[int]) -> list[int]:
+            if not written:
+                held.set()
+                release.wait(30)
+            written.append((list(items), threading.get_ident()))
+            return list(items)
+
+        committer._write = write_held
+        second = asyncio.create_task(asyncio.to_thread(committer.submit_later, 100, more[0]))
+        await asyncio.to_thread(held.wait, 30)
+        await asyncio.to_thread(committer.submit_later, 101, more[1])
+        await asyncio.to_thread(committer.submit_later, 102, more[2])
+        release.set()
+        await second
+        assert [await w.wait() for w in more] == [100, 101, 102]
+        assert written[1] == ([101, 102], relay.ident)
 
     asyncio.run(scenario())
 
