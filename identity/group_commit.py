@@ -45,27 +45,10 @@ process ~103). ``announce()`` returns an
 ends an arrival that will not submit. The same rules as ``coming()`` apply: a writer waits only
 while announced callers are on their way, never for one that withdrew, and at most
 ``linger_s``.
-
-**Callers on an event loop** (:class:`LoopWaiter`). A server's request is answered by its event
-loop; a blocking :meth:`GroupCommitter.submit` on a worker thread made every read put that
-thread to sleep until its group committed, and the writer wake each sleeper in turn (a futex
-wake and a GIL hand-over per read), before the worker handed the answer to the loop. A caller
-that passes a :class:`LoopWaiter` does not wait: ``submit`` queues its item and returns (its
-thread is free at once), and the writer, once the group committed, settles the futures of the
-group's loop callers with **one** ``loop.call_soon_threadsafe`` per loop and group, not one wake
-per caller. The caller awaits :meth:`LoopWaiter.wait` before it answers: the same durability
-(the future is settled only after the commit, with the item's result or error). A loop caller
-that arrives when no writer is running becomes the writer on its own thread, as a blocking
-caller does; once its own item is written it hands the role to the oldest blocking caller
-queued, if any, else, if loop callers' items are queued, to the committer's **relay thread**
-(started on first need, idle between turns; nobody else would write them, and a worker thread
-that kept writing would hold its own request's answer back meanwhile). Under steady load from
-loop callers the relay writes group after group and no caller's thread ever waits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,43 +74,6 @@ class _Ticket(Generic[T, R]):
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
-    # Set for a caller on an event loop (LoopWaiter): settled there, nobody waits on ``wake``.
-    waiter: LoopWaiter[R] | None = None
-
-
-class LoopWaiter(Generic[R]):
-    """Where a caller on an asyncio event loop learns its item's outcome (module docstring):
-    made on the loop (it holds a future of that loop), handed to :meth:`GroupCommitter.submit`
-    on any thread, then awaited with :meth:`wait` on the loop."""
-
-    __slots__ = ("future", "loop")
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()  # raises outside a running loop
-        self.future: asyncio.Future[R] = self.loop.create_future()
-
-    def settle(self, result: R) -> None:
-        """Settle with ``result`` from any thread (an item with nothing to write)."""
-        outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
-            (self.future, result, None)
-        ]
-        self.loop.call_soon_threadsafe(_settle, outcome)
-
-    async def wait(self) -> R:
-        """The item's result once the transaction holding it committed (or its error)."""
-        return await self.future
-
-
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    """On the loop: settle the futures of one group's loop callers (a caller that went away,
-    its future cancelled, is skipped)."""
-    for future, result, error in outcomes:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 class _Announcement:
@@ -214,10 +160,6 @@ class GroupCommitter(Generic[T, R]):
         # Set while a writer lingers; released by the caller whose arrival ends the wait.
         self._lingering: threading.Lock | None = None
         self.groups = 0  # shared transactions written (for tests and metrics)
-        # The relay thread (see _hand_to_relay) and the lock that starts each of its turns.
-        self._relay: threading.Thread | None = None
-        self._relay_go = threading.Lock()
-        self._relay_go.acquire()
 
     def coming(self) -> _Announcement:
         """Announce that this thread will :meth:`submit` within the block (or perhaps not at
@@ -273,115 +215,45 @@ class GroupCommitter(Generic[T, R]):
         """Write ``item`` (in a group with whatever else is queued); return its result once the
         transaction that holds it committed, or raise its error. ``arrival``: this caller's
         :meth:`announce` handle, if it has one (its announcement ends here)."""
-        ticket = self._submit(item, arrival, None)
-        if ticket.error is not None:
-            raise ticket.error
-        return ticket.result  # type: ignore[return-value]  # set for every ticket without error
-
-    def submit_later(self, item: T, waiter: LoopWaiter[R], arrival: Arrival | None = None) -> None:
-        """Queue ``item`` for a caller on an event loop and return without waiting for its
-        commit (unless this caller becomes the writer: then after writing): its result or
-        error settles ``waiter`` on the waiter's loop once the transaction holding it committed
-        (module docstring). The caller must await :meth:`LoopWaiter.wait` before it acts on
-        the item being durable."""
-        self._submit(item, arrival, waiter)
-
-    def _submit(
-        self, item: T, arrival: Arrival | None, waiter: LoopWaiter[R] | None
-    ) -> _Ticket[T, R]:
-        """Queue ``item``; write groups while this caller is the writer (see the module
-        docstring for who writes); a blocking caller (no ``waiter``) returns once its ticket is
-        done, a loop caller as soon as it is not the writer."""
         if arrival is not None and arrival._committer is not self:
             raise ValueError("the arrival was announced to another committer")
-        ticket: _Ticket[T, R] = _Ticket(item, waiter=waiter)
-        if waiter is None:
-            ticket.wake.acquire()  # released by whoever has news for this caller
+        ticket: _Ticket[T, R] = _Ticket(item)
+        ticket.wake.acquire()  # released by whoever has news for this caller
         with self._cond:
             self._queue.append(ticket)
             self._arrived(arrival)
             lead = not self._writing
             self._writing = True
         if not lead:
-            if waiter is not None:
-                return ticket  # the writer settles it on its loop
             # Woken once: either the item is written, or this caller is the next writer.
             ticket.wake.acquire()
-        if not ticket.done:
-            self._write_groups(ticket)
-        return ticket
-
-    def _write_groups(self, own: _Ticket[T, R] | None) -> None:
-        """As the writer: write groups until ``own`` is written (``None``: the relay thread,
-        until nothing is queued), then hand the writer's role on: to the oldest blocking caller
-        queued, else, if only loop callers' items are queued, to the relay thread (nobody else
-        would write them), else to nobody."""
-        while True:
+        while not ticket.done:
             if self._linger_s:
                 self._linger()
-            # Writer now: take the oldest queued items (``own`` among them unless more than
+            # Writer now: take the oldest queued items (ours among them unless more than
             # ``max_group`` were queued before it: then this loop writes again).
             with self._cond:
                 group = self._queue[: self._max_group]
                 del self._queue[: self._max_group]
             successor: _Ticket[T, R] | None = None
-            go_on = relay = False
             try:
                 self._run(group)
             finally:
                 with self._cond:
                     for written in group:
                         written.done = True
-                    if own is not None and not own.done:
-                        go_on = True
-                    else:
-                        successor = next((t for t in self._queue if t.waiter is None), None)
-                        if successor is None and self._queue:
-                            go_on, relay = own is None, own is not None
-                        self._writing = successor is not None or go_on or relay
-                self._wake(group, own)
+                    if ticket.done:
+                        # Hand the writer's role to the oldest waiting caller, if any.
+                        successor = self._queue[0] if self._queue else None
+                        self._writing = successor is not None
+                for written in group:
+                    if written is not ticket:
+                        written.wake.release()
                 if successor is not None:
                     successor.wake.release()
-                if relay:
-                    self._hand_to_relay()
-            if not go_on:
-                return
-
-    def _hand_to_relay(self) -> None:
-        """Make the relay thread the writer (started on first need; one per committer, idle
-        between turns): a caller whose own item is written returns instead of writing the loop
-        callers' items queued behind it, whose answers would otherwise wait for its own."""
-        with self._cond:
-            if self._relay is None:
-                self._relay = threading.Thread(
-                    target=self._relay_turns, name="group-commit-relay", daemon=True
-                )
-                self._relay.start()
-        self._relay_go.release()
-
-    def _relay_turns(self) -> None:
-        while True:
-            self._relay_go.acquire()  # released once per turn, by the writer handing over
-            self._write_groups(None)
-
-    @staticmethod
-    def _wake(group: list[_Ticket[T, R]], writer: _Ticket[T, R] | None) -> None:
-        """Tell a written group's callers: each blocking one by its own wake (the writer's own
-        excepted), the loop callers with one ``call_soon_threadsafe`` per loop."""
-        outcomes: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
-        for written in group:
-            waiter = written.waiter
-            if waiter is not None:
-                outcomes.setdefault(waiter.loop, []).append(
-                    (waiter.future, written.result, written.error)
-                )
-            elif written is not writer:
-                written.wake.release()
-        for loop, settled in outcomes.items():
-            try:
-                loop.call_soon_threadsafe(_settle, settled)
-            except RuntimeError:  # the loop is closed: nobody awaits these futures any more
-                continue
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]  # set for every ticket without error
 
     def _run(self, group: list[_Ticket[T, R]]) -> None:
         self.groups += 1

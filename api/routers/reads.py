@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
@@ -29,7 +28,6 @@ from api.read_schemas import (
     ProfileOut,
 )
 from bootstrap.container import Container
-from identity.group_commit import LoopWaiter
 from privacy.access.api_keys import ApiKey, Scope
 from privacy.access.policy_engine import Caller
 from privacy.access.reads import MAX_PAGE, ActivationRow, ReadService
@@ -78,31 +76,16 @@ def _caller(key: ApiKey) -> Caller:
     responses={**PROBLEMS, **NOT_FOUND},
     summary="What a purpose may see of one person",
 )
-async def get_profile(
-    person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads
-) -> JSONResponse:
+def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads) -> JSONResponse:
     """Attributes (latest value per name) and events the purpose may read, within retention,
     if the person's consent or lawful basis allows it. An unknown person and a denied read get
     the same 404."""
-    # The read runs on a worker thread (store, vault, policy: blocking work) and returns once
-    # its audit entry is queued; the group commit settles ``audited`` here on the loop when the
-    # entry is durable, one loop wake-up per group of reads instead of a sleeping worker thread
-    # per read (ReadService.profile). The answer is sent only after that.
-    audited: LoopWaiter[Any] = LoopWaiter()
-    body = await run_in_threadpool(_profile_body, reads, _caller(key), person_id, purpose, audited)
-    await audited.wait()
-    return JSONResponse(body)
-
-
-def _profile_body(
-    reads: ReadService, caller: Caller, person_id: str, purpose: str, audited: LoopWaiter[Any]
-) -> dict[str, Any]:
-    out = ProfileOut.of(reads.profile(caller, person_id, purpose, audited=audited))
+    out = ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
     # The same bytes FastAPI renders for a returned ProfileOut (response_model stays for the
-    # OpenAPI schema), without its round trip: it dumps the model, validates the dump again and
-    # serializes it (~0.27 ms a profile of 16 fields, measured; one model_dump here ~0.04 ms).
-    # Pinned by tests/api/test_reads_api.py.
-    return out.model_dump(mode="json")
+    # OpenAPI schema), without its round trip: for a sync route it dumps the model, validates
+    # the dump again and serializes it on another worker-thread hop (~0.27 ms a profile of 16
+    # fields, measured; one model_dump here ~0.04 ms). Pinned by tests/api/test_reads_api.py.
+    return JSONResponse(out.model_dump(mode="json"))
 
 
 @router.post(

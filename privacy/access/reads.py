@@ -64,7 +64,6 @@ from typing import Any
 
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
-from identity.group_commit import LoopWaiter
 from identity.model import (
     ConsentGrant,
     ConsentRecord,
@@ -428,7 +427,6 @@ class ReadService:
         *,
         known: bool = True,
         shred_generation: int | None = None,
-        waiter: LoopWaiter[Any] | None = None,
     ) -> None:
         """Audit one decision. ``known``: the person was found in the store; only then may a
         per-person reference key be made (a read of an unknown or unchecked id must not grow
@@ -445,31 +443,15 @@ class ReadService:
             # the group commit's writer, for all the persons of a group at once; the entries
             # as recorded are not needed here, so the writer does not build them.
             self._audit.record_about(
-                person_id, [draft], create=known, shred_generation=shred_generation, waiter=waiter
+                person_id, [draft], create=known, shred_generation=shred_generation
             )
 
     # -- profiles -------------------------------------------------------------------------
 
-    def profile(
-        self,
-        caller: Caller,
-        person_id: str,
-        purpose_id: str,
-        *,
-        audited: LoopWaiter[Any] | None = None,
-    ) -> Profile:
+    def profile(self, caller: Caller, person_id: str, purpose_id: str) -> Profile:
         """The person's attributes (latest value per name) and events the purpose may see.
 
         Raises :class:`NotReadableError` when the person is unknown or the read is denied.
-
-        ``audited``: the caller answers from an asyncio event loop (the HTTP route). An allowed
-        read then returns as soon as its audit entry is queued, and ``audited`` is settled on
-        the loop once the entry is durable (or with the append's error): the caller must await
-        :meth:`LoopWaiter.wait <identity.group_commit.LoopWaiter.wait>` before it releases the
-        profile, so an answered read's audit entry is as durable as without it. The group
-        commit settles the loop callers of a whole group with one wake-up of the loop, instead
-        of putting each read's worker thread to sleep and waking it. A denial is audited before
-        the error is raised, as without ``audited``.
         """
         purpose = self.admit(caller, purpose_id, ReadAction.PROFILE, person_id)
         now = self._clock()
@@ -551,7 +533,6 @@ class ReadService:
                     "consent_record": None if record is None else audit_ref_or_text(record),
                 },
                 shred_generation=generation,
-                waiter=audited,
             )
         summary = ConsentSummary(purpose_id, purpose.lawful_basis.value, gate.reason, decided_at)
         return Profile(person_id, purpose_id, attributes_out, events_out, summary)

@@ -88,12 +88,12 @@ from enum import Enum
 from json.encoder import encode_basestring
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, Protocol
 
 from identity.bounded import BoundedMap
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.frozen import quick_init
-from identity.group_commit import GroupCommitter, LoopWaiter
+from identity.group_commit import GroupCommitter
 from privacy.scanning.redaction import redact_text
 from storage.sqlite import open_migrated, transaction
 
@@ -668,14 +668,11 @@ class AuditLog(Protocol):
         *,
         create: bool = True,
         shred_generation: int | None = None,
-        waiter: LoopWaiter[Any] | None = None,
     ) -> None:
         """:meth:`append_about` without the entries back (the same durability and errors).
         ``shred_generation``: the vault key file's shred generation the caller read before it
         read the person's data (:meth:`privacy.keys.vault.Vault.decrypt_and_generation`); the
-        person's reference is then looked up as of it, without reading it again. ``waiter``:
-        a caller on an event loop: returns without waiting, and ``waiter`` is settled once
-        the entries are durable (or with the error); the caller awaits it before acting."""
+        person's reference is then looked up as of it, without reading it again."""
         ...
 
     def coming(self) -> AbstractContextManager[None]:
@@ -862,7 +859,6 @@ class SqliteAuditLog:
         *,
         create: bool = True,
         shred_generation: int | None = None,
-        waiter: LoopWaiter[Any] | None = None,
     ) -> None:
         """:meth:`append_about` for a caller that does not need the entries back: the same
         entries, references, durability (it returns once they are committed) and errors, but
@@ -877,22 +873,8 @@ class SqliteAuditLog:
         moment its data was decrypted; a person shredded before that generation has no
         reference of its own any more (its entries use the shared-key one, as after any
         erasure), and a shred after it does not undo a read that already happened.
-
-        ``waiter``: the caller runs for an event loop (an HTTP profile read): this returns once
-        the entries are queued (:meth:`GroupCommitter.submit_later
-        <identity.group_commit.GroupCommitter.submit_later>`), and the group commit's writer
-        settles ``waiter`` on its loop when they are durable, one wake-up of the loop for the
-        whole group instead of a sleeping worker thread woken per read. The caller must await
-        it before it answers: an acknowledged read's entry is as durable as without it.
         """
-        self._about(
-            person_id,
-            entries,
-            create=create,
-            recorded=False,
-            generation=shred_generation,
-            waiter=waiter,
-        )
+        self._about(person_id, entries, create=create, recorded=False, generation=shred_generation)
 
     def _about(
         self,
@@ -902,7 +884,6 @@ class SqliteAuditLog:
         create: bool,
         recorded: bool,
         generation: int | None = None,
-        waiter: LoopWaiter[Any] | None = None,
     ) -> list[AuditEntry]:
         """:meth:`append_about` (``recorded``: the entries are built and returned) or
         :meth:`record_about` (an empty list)."""
@@ -917,14 +898,8 @@ class SqliteAuditLog:
             if draft.person_id is not None:
                 raise ValueError("the drafts of append_about name no person: the log adds it")
         if not drafts:
-            if waiter is not None:  # nothing to make durable: settled at once
-                waiter.settle([])
             return []
-        pending = _Pending(drafts, person_id, bool(create), recorded, generation)
-        if waiter is not None:
-            self._group.submit_later(pending, waiter)
-            return []
-        return self._group.submit(pending)
+        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded, generation))
 
     def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
         """The references of the persons the group's entries are about (:meth:`append_about`),

@@ -60,9 +60,8 @@ for thread in threads:
     thread.join()
 """
 
-# The same over HTTP: the real app (GET /v1/profiles/{id}, whose read hands its audit entry to
-# the group commit with a loop waiter and awaits it on the event loop), 8 concurrent requests;
-# a line is printed only once the response arrived.
+# The same over HTTP: the real app (GET /v1/profiles/{id}), 8 concurrent requests on one event
+# loop; a line is printed only once the response arrived.
 CHILD_HTTP = """
 import asyncio, sys
 from pathlib import Path
