@@ -22,6 +22,7 @@ from api.routers import metrics as metrics_router
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
+from services.async_ingest import JournalApplier
 from services.lookup import PersonLookup
 from services.operations import IngestFigures, OperationsDashboard
 from services.quarantine import QuarantineReview
@@ -68,8 +69,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log_webhook_sources(built)
-        async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
-            yield
+        # The ingest journal's applier (Prefer: respond-async): drains what a previous process
+        # left queued, then what this one queues; stopped before the container closes.
+        jobs = built.async_ingest
+        applier = JournalApplier(jobs) if jobs is not None else None
+        if applier is not None:
+            applier.start()
+        try:
+            async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
+                yield
+        finally:
+            if applier is not None:
+                applier.stop()
         if owned:
             built.close()
 
