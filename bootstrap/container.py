@@ -192,6 +192,7 @@ class Container:
                 max_queued_events=settings.ingest_journal_max_events,
                 apply_max_events=settings.ingest_apply_max_events,
                 keep_results_s=int(settings.ingest_job_results_hours * 3600),
+                apply_linger_s=settings.ingest_apply_linger_ms / 1000,
             ),
         )
 

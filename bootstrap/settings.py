@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # events applied per transaction at most, and how long a finished job's result is kept.
     ingest_journal_max_events: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
     ingest_apply_max_events: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # How long the oldest queued batch waits for more to share its transaction.
+    ingest_apply_linger_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 100
     ingest_job_results_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600

@@ -202,16 +202,21 @@ class SqliteIngestJournal:
                 raise StoreUnavailableError(f"ingest journal unavailable: {exc}") from exc
         return out
 
-    def queued_events(self) -> int:
-        """How many events are queued (all batches)."""
+    def backlog(self) -> tuple[int, int | None]:
+        """How many events are queued (all batches), and when the oldest batch was queued
+        (ms since the epoch; ``None`` when nothing is)."""
         with self._lock:
             try:
-                (count,) = self._conn.execute(
-                    "SELECT coalesce(sum(events), 0) FROM ingest_journal"
+                count, oldest = self._conn.execute(
+                    "SELECT coalesce(sum(events), 0), min(queued_ms) FROM ingest_journal"
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise StoreUnavailableError(f"ingest journal unavailable: {exc}") from exc
-        return int(count)
+        return int(count), oldest
+
+    def queued_events(self) -> int:
+        """How many events are queued (all batches)."""
+        return self.backlog()[0]
 
     def job(self, job_id: str, now_ms: int) -> JobRecord | None:
         """The job's row, or ``None`` (unknown, or its result expired)."""

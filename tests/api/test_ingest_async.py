@@ -58,7 +58,7 @@ class Served:
             json={"identifier": {"type": type_, "value": value}},
             headers=self.resolve_key,
         )
-        return response.status_code
+        return int(response.status_code)
 
 
 def _served(settings: Settings) -> Iterator[Served]:
@@ -154,7 +154,9 @@ def test_another_keys_job_is_404_when_read(served: Served) -> None:
     location = accepted.headers["Location"]
 
     other = served.client.get(location, headers=served.keys[1])
-    unknown = served.client.get("/v1/ingest/jobs/job_000000000000000000000000", headers=served.keys[0])
+    unknown = served.client.get(
+        "/v1/ingest/jobs/job_000000000000000000000000", headers=served.keys[0]
+    )
 
     assert other.status_code == unknown.status_code == 404
     assert other.json()["type"] == "urn:idgraph:problem:ingest-job-not-found"
@@ -203,7 +205,10 @@ def test_no_raw_identifier_is_in_the_files_when_queued_and_when_applied(
     body = {
         "events": [
             {
-                "identifiers": [{"type": "email", "value": EMAIL}, {"type": "phone", "value": PHONE}],
+                "identifiers": [
+                    {"type": "email", "value": EMAIL},
+                    {"type": "phone", "value": PHONE},
+                ],
                 "source": "crm",
                 "traits": {"city": "Leeds"},
             }
