@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import openapi, problems
 from api.background import background_jobs
+from api.collector import BATCHES
 from api.edge import guarded_routes
 from api.metrics import Metrics
 from api.middleware import ApiMiddleware
@@ -72,7 +73,7 @@ def create_app(
         # The ingest journal's applier (Prefer: respond-async): drains what a previous process
         # left queued, then what this one queues; stopped before the container closes.
         jobs = built.async_ingest
-        applier = JournalApplier(jobs) if jobs is not None else None
+        applier = JournalApplier(jobs, around_apply=BATCHES.handling) if jobs else None
         if applier is not None:
             applier.start()
         try:

@@ -467,19 +467,22 @@ class IngestService:
 
         A failed audit append (:class:`ConsentAuditError`) is logged (``consent_audit_missing``
         holds the entries) and does not undo what was committed."""
-        parts = [self.prepare(events) for _, events in batches]
+        # Prepared as one part, as a bulk batch is: one key reservation for the whole
+        # transaction instead of one per queued batch (the events keep their order).
+        sizes = [len(events) for _, events in batches]
+        part = self.prepare([event for _, events in batches for event in events])
 
         def split(outcomes: list[EventOutcome]) -> list[list[EventOutcome]]:
             out: list[list[EventOutcome]] = []
             start = 0
-            for part in parts:
-                out.append(outcomes[start : start + len(part.events)])
-                start += len(part.events)
+            for size in sizes:
+                out.append(outcomes[start : start + size])
+                start += size
             return out
 
         with self._metrics.time_store(StoreOperation.INGEST):
             outcomes = self._engine.ingest_prepared(
-                parts, then=lambda tx, done: then(tx, split(done))
+                [part], then=lambda tx, done: then(tx, split(done))
             )
         per_batch = split(outcomes)
         for (actor, events), done in zip(batches, per_batch, strict=True):
