@@ -68,11 +68,11 @@ def create_app(
     built = container or build_container(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_webhook_sources(built)
         # The ingest journal's applier (Prefer: respond-async): drains what a previous process
         # left queued, then what this one queues; stopped before the container closes.
-        jobs = built.async_ingest
+        jobs = app.state.async_ingest
         applier = JournalApplier(jobs, around_apply=BATCHES.handling) if jobs else None
         if applier is not None:
             applier.start()
@@ -106,6 +106,9 @@ def create_app(
     metrics.declare_purposes(built.purposes.ids)
     built.reads.on_decision = metrics.record_policy_decision
     app.state.ingest = built.ingest.with_metrics(metrics)
+    # Asynchronous batches are applied through the app's ingest copy: its metrics count them.
+    jobs = built.async_ingest
+    app.state.async_ingest = jobs.with_ingest(app.state.ingest) if jobs is not None else None
     app.state.links = built.links.with_metrics(metrics)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     problems.install(app)

@@ -60,7 +60,7 @@ async def get_ingest(request: Request) -> IngestService:
 
 async def get_async_ingest(request: Request) -> AsyncIngest | None:
     """The app's asynchronous ingest (``Prefer: respond-async``), or ``None`` (Neo4j store)."""
-    service: AsyncIngest | None = request.app.state.container.async_ingest
+    service: AsyncIngest | None = request.app.state.async_ingest
     return service
 
 

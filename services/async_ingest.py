@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 import secrets
 import threading
@@ -292,6 +293,13 @@ class AsyncIngest:
         self._limits = limits
         self._clock = clock
         self._queued = threading.Event()  # set by submit: the applier wakes at once
+
+    def with_ingest(self, ingest: IngestService) -> AsyncIngest:
+        """The same journal applied through ``ingest`` (an app's copy, reporting to its
+        metrics: ``IngestService.with_metrics``)."""
+        clone = copy.copy(self)
+        clone._ingest = ingest
+        return clone
 
     @property
     def limits(self) -> AsyncIngestLimits:

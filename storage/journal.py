@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from identity.errors import IdGraphError, StoreUnavailableError
-from storage.sqlite import open_migrated, transaction
+from storage.sqlite import GRAPH_WAL_AUTOCHECKPOINT_PAGES, open_migrated, transaction
 
 JOURNAL_VERSION = 1
 
@@ -146,6 +146,11 @@ class SqliteIngestJournal:
             synchronous="FULL",
             tighten_mode=True,
         )
+        # Checkpoints as the graph store's connection does (every 64 MiB of WAL, not SQLite's
+        # default 4 MiB): both write the same file, and a journal append past 4 MiB of WAL
+        # copied the graph's latest transaction into the main file again after every append
+        # (stop 40, bench/load.py ingest_async: 11.6x the bulk path's bytes written).
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
         self._lock = threading.Lock()
 
     def append(
