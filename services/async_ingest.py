@@ -117,7 +117,7 @@ class AsyncIngestLimits:
     # How long the applier lets the oldest queued batch wait for more to join its transaction
     # (unless apply_max_events are queued already): a transaction's cost is mostly per page it
     # rewrites, so a few more batches per transaction cost little more than one.
-    apply_linger_s: float = 0.1
+    apply_linger_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
