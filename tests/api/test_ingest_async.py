@@ -8,7 +8,9 @@ journal is drained (``AsyncIngest.apply_once``): nothing is timed.
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from privacy.access.api_keys import Scope
 from privacy.dsr.erasure import ErasureService
-from services.async_ingest import AsyncIngest
+from services.async_ingest import AsyncIngest, AsyncIngestLimits, IngestJobNotFoundError
+from services.inputs import ingest_inputs
+from storage.journal import SqliteIngestJournal
 from tests.conftest import TEST_STORE
 
 pytestmark = pytest.mark.skipif(
@@ -262,3 +266,71 @@ def test_prefer_is_read_as_rfc_7240_preferences_when_parsed() -> None:
     assert not respond_async("return=minimal")
     assert not respond_async(None)
     assert not respond_async("respond-asynchronously")
+
+
+def test_prefer_respond_async_is_not_applied_when_the_store_has_no_journal(
+    served: Served,
+) -> None:
+    # What a Neo4j store gets (no journal: Container.async_ingest is None): written at once.
+    served.client.app.state.async_ingest = None  # type: ignore[attr-defined]
+    response = served.client.post("/v1/ingest", json=_batch("neo"), headers=served.keys[0] | ASYNC)
+
+    assert response.status_code == 200
+    assert "Preference-Applied" not in response.headers
+    assert response.json()["outcomes"] == {"created": 3}
+    job = served.client.get("/v1/ingest/jobs/job_000000000000000000000000", headers=served.keys[0])
+    assert job.status_code == 404
+
+
+def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: Served) -> None:
+    accepted = served.client.post("/v1/ingest", json=_batch("t"), headers=served.keys[0] | ASYNC)
+    good = served.client.post("/v1/ingest", json=_batch("u"), headers=served.keys[0] | ASYNC)
+    graph = served.container.settings.data_dir / "graph.sqlite3"
+    conn = sqlite3.connect(graph)
+    try:
+        job_id = accepted.json()["job_id"]
+        (sealed,) = conn.execute(
+            "SELECT sealed FROM ingest_journal WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        conn.execute("UPDATE ingest_journal SET sealed = ? WHERE job_id = ?", (tampered, job_id))
+        conn.commit()
+    finally:
+        conn.close()
+
+    assert served.jobs.apply_once() == 6
+
+    failed = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
+    assert failed["status"] == "failed"
+    assert failed["error"] == "TamperedCiphertextError"
+    assert "results" not in failed
+    applied = served.client.get(good.headers["Location"], headers=served.keys[0]).json()
+    assert applied["status"] == "applied"
+    assert served.jobs.queued_events() == 0
+    assert served.resolve("cookie_id", "ck-async-t-0") == 404
+    assert served.resolve("cookie_id", "ck-async-u-0") == 200
+
+
+def test_a_job_result_is_404_when_it_expired(served: Served) -> None:
+    container = served.container
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    jobs = AsyncIngest(
+        container.ingest,
+        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
+        container.vault,
+        AsyncIngestLimits(keep_results_s=3600),
+        clock=lambda: now[0],
+    )
+    try:
+        events = ingest_inputs(_batch("exp"))
+        assert events is not None
+        accepted = jobs.submit(events, key_id="k1")
+        assert jobs.apply_once() == 3
+        now[0] += timedelta(minutes=59)
+        assert jobs.job(accepted.job_id, key_id="k1").status == "applied"
+        now[0] += timedelta(minutes=1)
+        with pytest.raises(IngestJobNotFoundError):
+            jobs.job(accepted.job_id, key_id="k1")
+        assert jobs.expire() == 1
+    finally:
+        jobs.close()
