@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import openapi, problems
 from api.background import background_jobs
+from api.collector import BATCHES
 from api.edge import guarded_routes
 from api.metrics import Metrics
 from api.middleware import ApiMiddleware
@@ -22,6 +23,7 @@ from api.routers import metrics as metrics_router
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
+from services.async_ingest import JournalApplier
 from services.lookup import PersonLookup
 from services.operations import IngestFigures, OperationsDashboard
 from services.quarantine import QuarantineReview
@@ -66,10 +68,20 @@ def create_app(
     built = container or build_container(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_webhook_sources(built)
-        async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
-            yield
+        # The ingest journal's applier (Prefer: respond-async): drains what a previous process
+        # left queued, then what this one queues; stopped before the container closes.
+        jobs = app.state.async_ingest
+        applier = JournalApplier(jobs, around_apply=BATCHES.handling) if jobs else None
+        if applier is not None:
+            applier.start()
+        try:
+            async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
+                yield
+        finally:
+            if applier is not None:
+                applier.stop()
         if owned:
             built.close()
 
@@ -94,6 +106,9 @@ def create_app(
     metrics.declare_purposes(built.purposes.ids)
     built.reads.on_decision = metrics.record_policy_decision
     app.state.ingest = built.ingest.with_metrics(metrics)
+    # Asynchronous batches are applied through the app's ingest copy: its metrics count them.
+    jobs = built.async_ingest
+    app.state.async_ingest = jobs.with_ingest(app.state.ingest) if jobs is not None else None
     app.state.links = built.links.with_metrics(metrics)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     problems.install(app)

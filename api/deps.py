@@ -16,6 +16,7 @@ from identity.group_commit import Arrival
 from identity.resolution import ResolutionEngine
 from privacy.access.api_keys import ApiKey, AuthenticationError, ForbiddenError, Scope
 from privacy.scanning.facts import FactIntake
+from services.async_ingest import AsyncIngest
 from services.ingest import IngestService
 from services.links import LinkService
 
@@ -54,6 +55,12 @@ async def get_settings(container: Annotated[Container, Depends(get_container)]) 
 async def get_ingest(request: Request) -> IngestService:
     """The app's ingest use case (reporting to the app's metrics)."""
     service: IngestService = request.app.state.ingest
+    return service
+
+
+async def get_async_ingest(request: Request) -> AsyncIngest | None:
+    """The app's asynchronous ingest (``Prefer: respond-async``), or ``None`` (Neo4j store)."""
+    service: AsyncIngest | None = request.app.state.async_ingest
     return service
 
 
@@ -157,6 +164,7 @@ AdminKey = Annotated[ApiKey, Depends(require(Scope.ADMIN))]
 MetricsKey = Annotated[ApiKey, Depends(require(Scope.METRICS))]
 ConsentKey = Annotated[ApiKey, Depends(require(Scope.CONSENT))]
 Ingest = Annotated[IngestService, Depends(get_ingest)]
+AsyncIngestJobs = Annotated[AsyncIngest | None, Depends(get_async_ingest)]
 Links = Annotated[LinkService, Depends(get_links)]
 AppContainer = Annotated[Container, Depends(get_container)]
 RawBody = Annotated[bytes, Depends(get_raw_body)]

@@ -43,7 +43,9 @@ from privacy.dsr.model import (
     MultiplePersonsError,
 )
 from privacy.transport.webhooks import WebhookVerificationError
+from services.async_ingest import IngestJobNotFoundError
 from services.inputs import pointer_from_location, withheld_member
+from storage.journal import JournalFullError
 
 log = structlog.get_logger("idgraph.api")
 
@@ -84,6 +86,8 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (MultiplePersonsError, 409, "Identities resolve to several persons"),
     (ExportNotReadyError, 409, "Export not available"),
     (ExportExpiredError, 410, "Export expired"),
+    (IngestJobNotFoundError, 404, "Ingest job not found"),
+    (JournalFullError, 503, "Ingest journal full"),
     (ConsentAuditError, 503, "Consent recorded, audit entry not written"),
     (CommitOutcomeUnknownError, 503, "Commit outcome unknown"),
     (StoreUnavailableError, 503, "Store unavailable"),
@@ -137,6 +141,8 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
             "RateLimit-Reset": str(exc.retry_after),
             "RateLimit-Policy": f"{exc.limit};w={exc.window_s}",
         }
+    if isinstance(exc, JournalFullError):
+        headers = {"Retry-After": str(exc.retry_after_s)}  # RFC 9110: integer seconds
     extensions: dict[str, Any] = {}
     if isinstance(exc, WebhookVerificationError):
         # Webhooks authenticate by signature, not bearer key. The reason is safe to return: it

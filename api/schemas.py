@@ -106,6 +106,34 @@ class IngestResponse(StrictModel):
     results: list[IngestResult]
 
 
+class IngestAccepted(StrictModel):
+    """A batch accepted with `Prefer: respond-async`: durably queued, applied later."""
+
+    job_id: str = Field(description="Read the job at `Location` (`GET /v1/ingest/jobs/{job_id}`).")
+    status: str = Field(description="`queued`")
+    events: int
+
+
+class IngestJob(StrictModel):
+    """An asynchronous ingest job: `queued`, then `applied` (with per-event results, as the
+    synchronous answer gives them) or `failed` (with the error's class)."""
+
+    job_id: str
+    status: str = Field(description="queued | applied | failed")
+    events: int
+    queued_at: datetime
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None,
+        description="When the result is dropped (IDGRAPH_INGEST_JOB_RESULTS_HOURS after the "
+        "job finished, 24 h by default); the job is then 404.",
+    )
+    outcomes: dict[str, int] | None = None
+    refused_identifiers: int | None = None
+    results: list[IngestResult] | None = None
+    error: str | None = None
+
+
 class ResolveRequest(StrictModel):
     """One identifier to resolve."""
 

@@ -17,6 +17,11 @@ count (and a wall-clock cap, so the run always stops by itself):
                    ``--concurrency`` connections, ``--ingest-requests`` of them (default
                    ``--requests / --batch``); the bodies are encoded before the phase starts,
                    as the bulk phase's file is written before it is timed;
+* ``ingest_async`` the ingest phase's batches again (same persons, same snapshot) with
+                   ``Prefer: respond-async``, timed until every event is applied (the server's
+                   ingest journal is empty), not until the last 202; ``ingest_async_over_bulk``
+                   in ``ratios`` beside the synchronous ``ingest_events_per_second_over_bulk``
+                   (on a pre-grown store only, i.e. with ``--rounds`` > 1; ``--no-ingest-async``);
 * ``profile``      GET /v1/profiles/{id}?purpose=analytics for persons with analytics consent
                    (recorded first through POST /v1/consent), closed loop;
 * ``audience``     POST /v1/audiences once, then GET .../export?format=jsonl, a few times.
@@ -192,9 +197,12 @@ async def run_closed(
     items: int = 1,
     pids: tuple[int, ...] = (),
     retry_transport: bool = False,
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> Phase:
     """``count`` requests by ``concurrency`` workers, each sending the next as soon as it can
-    (``retry_transport``: resend once after a dropped connection; safe with message ids)."""
+    (``retry_transport``: resend once after a dropped connection; safe with message ids).
+    ``then`` is awaited after the last answer, inside the timed span (``ingest_async``: until
+    every accepted event is applied)."""
     phase = Phase(name, items)
     counter = iter(range(count))
     start = time.perf_counter()
@@ -207,6 +215,8 @@ async def run_closed(
 
     with measured_server(pids) as span:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if then is not None:
+            await then()
     _fill(phase, span)
     return phase
 
@@ -583,6 +593,15 @@ async def ingest_and_bulk(
     done: list[Phase] = []
     if store is not None:
         done.append(await ingest_phase(api, args, first, requests, server))
+        if args.ingest_async:
+            # The same events again, from the same snapshot, queued with Prefer: respond-async.
+            store.restore(start=True)
+            async with httpx.AsyncClient(
+                base_url=api.base_url, headers=api.headers, timeout=60
+            ) as fresh:  # no kept-alive connection to the stopped server
+                done.append(
+                    await ingest_async_phase(fresh, args, first, requests, (store.server.pid,))
+                )
         if number % 2 == 1 and args.bulk_env is not None:
             sent = done[-1].requests * args.batch
             store.restore(start=False)
@@ -809,6 +828,68 @@ async def ingest_phase(
     )
     ingesting.commits = await ingest_commits(api) - commits_before
     return ingesting
+
+
+ASYNC_PREFER = {"Prefer": "respond-async"}
+# How often the ingest_async phase looks at the journal once every batch was accepted.
+JOURNAL_POLL_S = 0.01
+
+
+async def journal_drained(graph: Path) -> None:
+    """Wait until the server's ingest journal is empty (every accepted batch applied): a
+    read-only look at the journal table of the graph file every ``JOURNAL_POLL_S``."""
+    while True:
+        conn = sqlite3.connect(f"file:{graph}?mode=ro", uri=True, timeout=30)
+        try:
+            (queued,) = conn.execute("SELECT count(*) FROM ingest_journal").fetchone()
+        finally:
+            conn.close()
+        if not queued:
+            return
+        await asyncio.sleep(JOURNAL_POLL_S)
+
+
+async def ingest_async_phase(
+    api: httpx.AsyncClient,
+    args: argparse.Namespace,
+    first: int,
+    requests: int,
+    server: tuple[int, ...],
+) -> Phase:
+    """The ingest phase's batches (the same persons) with ``Prefer: respond-async``, timed
+    **until every event is applied** (the journal is empty), not until the last 202. Each
+    job is then read (untimed): one that is not ``applied`` counts as an error."""
+    bodies = ingest_bodies(first, requests, args.batch, args.seed)
+    settle_store(args.data_dir)
+    headers = JSON_CONTENT | ASYNC_PREFER
+    locations: list[str] = []
+
+    async def batch(c: httpx.AsyncClient, i: int) -> httpx.Response:
+        response = await c.post("/v1/ingest", content=bodies[i], headers=headers)
+        if response.status_code == 202:
+            locations.append(response.headers["Location"])
+        return response
+
+    commits_before = await ingest_commits(api)
+    phase = await run_closed(
+        "ingest_async",
+        api,
+        batch,
+        requests,
+        max(1, args.concurrency // 4),
+        args.cap,
+        items=args.batch,
+        pids=server,
+        retry_transport=True,
+        then=lambda: journal_drained(args.data_dir / "graph.sqlite3"),
+    )
+    phase.commits = await ingest_commits(api) - commits_before
+    for location in locations:
+        status = (await api.get(location)).json().get("status", "missing")
+        if status != "applied":
+            phase.errors += 1
+            phase.error_statuses[f"job {status}"] = phase.error_statuses.get(f"job {status}", 0) + 1
+    return phase
 
 
 def pooled(per_round: list[list[Phase]], singles: list[Phase]) -> list[Phase]:
@@ -1040,6 +1121,24 @@ def phase_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
         ratios.update(_ingest_over_bulk(by_name["ingest"], by_name["bulk"]))
     if "ingest" in by_name and by_name.get("bulk_txn", {}).get("items_per_second"):
         ratios.update(_ingest_over_bulk_txn(by_name["ingest"], by_name["bulk_txn"]))
+    if "ingest_async" in by_name and by_name.get("bulk", {}).get("items_per_second"):
+        ratios.update(_ingest_async_over_bulk(by_name["ingest_async"], by_name["bulk"]))
+    return ratios
+
+
+def _ingest_async_over_bulk(queued: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
+    """The ``ingest_async`` phase over the bulk phase (same events; timed until applied)."""
+    ratios = {
+        "ingest_async_over_bulk": round(queued["items_per_second"] / bulk["items_per_second"], 3)
+    }
+    if queued["server_cpu_seconds"] and bulk["cpu_seconds"]:
+        ratios["ingest_async_server_cpu_per_event_over_bulk"] = round(
+            _per_event(queued, "server_cpu_seconds") / _per_bulk_event(bulk), 3
+        )
+    if queued["bytes_written"] and bulk["bytes_written"]:
+        ratios["ingest_async_bytes_over_bulk"] = round(
+            queued["bytes_written"] / bulk["bytes_written"], 2
+        )
     return ratios
 
 
@@ -1055,6 +1154,9 @@ ROUND_RATIOS = (
     "ingest_events_per_second_over_bulk_txn",
     "ingest_server_cpu_per_event_over_bulk_txn",
     "ingest_bytes_over_bulk_txn",
+    "ingest_async_over_bulk",
+    "ingest_async_server_cpu_per_event_over_bulk",
+    "ingest_async_bytes_over_bulk",
 )
 
 
@@ -1173,6 +1275,15 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             f"{ratios.get('ingest_server_cpu_per_event_over_bulk_txn', 0):.2f}, bytes written "
             f"{ratios.get('ingest_bytes_over_bulk_txn', 0):.2f}"
         )
+    if "ingest_async_over_bulk" in ratios:
+        print(
+            "/v1/ingest with Prefer: respond-async, timed until applied, over bulk: events/s "
+            f"{ratios['ingest_async_over_bulk']:.3f} (goal >= 0.8), server CPU per event "
+            f"{ratios.get('ingest_async_server_cpu_per_event_over_bulk', 0):.2f}, bytes written "
+            f"{ratios.get('ingest_async_bytes_over_bulk', 0):.2f}; "
+            f"{by_name['ingest_async']['commits']} server transactions for "
+            f"{by_name['ingest_async']['requests']} batches"
+        )
     return {
         "phases": rows,
         "skipped": result["skipped"],
@@ -1233,6 +1344,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-bulk", action="store_true", help="skip the bulk phase (same events, bulk path)"
+    )
+    parser.add_argument(
+        "--no-ingest-async",
+        dest="ingest_async",
+        action="store_false",
+        help="skip the ingest_async phase (the ingest phase's events with Prefer: "
+        "respond-async, timed until applied; runs on a pre-grown store only)",
     )
     parser.add_argument(
         "--phases",

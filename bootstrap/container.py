@@ -61,9 +61,11 @@ from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from privacy.scanning import MODEL_ENTITIES, PiiScanner, ScannerConfig
 from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.transport.webhooks import SqliteReplayGuard, refuse_published_secret
+from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
+from storage.journal import SqliteIngestJournal
 
 if TYPE_CHECKING:
     from identity.store.copy import CopySource
@@ -112,6 +114,8 @@ class Container:
             self.dsr.store.close()
         if "operators" in self.__dict__:
             self.operators.close()
+        if "async_ingest" in self.__dict__ and self.async_ingest is not None:
+            self.async_ingest.close()
 
     @cached_property
     def reads(self) -> ReadService:
@@ -168,6 +172,27 @@ class Container:
                 max_identifiers_per_event=self.settings.max_identifiers_per_event,
                 max_batch_events=self.settings.max_batch_events,
                 default_region=self.settings.default_region,
+            ),
+        )
+
+    @cached_property
+    def async_ingest(self) -> AsyncIngest | None:
+        """Asynchronous batch ingest (``Prefer: respond-async``): its journal lives in the SQLite
+        graph file, so the apply and the journal delete are one transaction. ``None`` on Neo4j
+        (the preference is then not applied: batches are written synchronously)."""
+        path = sqlite_store_path(self.settings)
+        if path is None:
+            return None
+        settings = self.settings
+        return AsyncIngest(
+            self.ingest,
+            SqliteIngestJournal(path),
+            self.vault,
+            AsyncIngestLimits(
+                max_queued_events=settings.ingest_journal_max_events,
+                apply_max_events=settings.ingest_apply_max_events,
+                keep_results_s=int(settings.ingest_job_results_hours * 3600),
+                apply_linger_s=settings.ingest_apply_linger_ms / 1000,
             ),
         )
 
@@ -403,15 +428,23 @@ def check_kek_apart_from_vault(kek: Path, vault_keys: Path, *, allow_same_volume
         )
 
 
+def sqlite_store_path(settings: Settings) -> Path | None:
+    """The graph file of an ``sqlite:`` store URL, or ``None`` for another store."""
+    url = settings.resolved_store_url
+    if not url.startswith("sqlite:"):
+        return None
+    raw = url.removeprefix("sqlite:")
+    # sqlite:///abs/path -> /abs/path ; sqlite:rel/path -> rel/path
+    return Path("/" + raw.removeprefix("///")) if raw.startswith("///") else Path(raw)
+
+
 def open_store(settings: Settings) -> GraphStore:
     """Open the graph store named by ``IDGRAPH_STORE_URL``."""
     url = settings.resolved_store_url
-    if url.startswith("sqlite:"):
+    path = sqlite_store_path(settings)
+    if path is not None:
         from identity.store.sqlite import SqliteGraphStore
 
-        raw = url.removeprefix("sqlite:")
-        # sqlite:///abs/path -> /abs/path ; sqlite:rel/path -> rel/path
-        path = Path("/" + raw.removeprefix("///")) if raw.startswith("///") else Path(raw)
         return SqliteGraphStore(path, synchronous=settings.sqlite_synchronous)
     if url.split("://", 1)[0] in NEO4J_SCHEMES:
         from identity.store.neo4j import Neo4jGraphStore

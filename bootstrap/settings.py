@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     # time a sender may retry (Segment retries for days; Kafka: above the topics' retention).
     message_id_window_days: Annotated[float, Field(ge=0.01, le=3650)] = 7.0
     max_identifiers_per_event: Annotated[int, Field(ge=1, le=200)] = 20
+    # Asynchronous ingest (`POST /v1/ingest` with `Prefer: respond-async`, SQLite store only):
+    # events queued in the durable journal at most (a batch past it gets 503 + Retry-After),
+    # events applied per transaction at most, and how long a finished job's result is kept.
+    ingest_journal_max_events: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    ingest_apply_max_events: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    # How long the oldest queued batch waits for more to share its transaction.
+    # 1000 ms, not 100: with 100 the applier kept pace with 4 callers and applied ~550 events per
+    # transaction (bench/load.py ingest_async 0.520x bulk, 5.6x its bytes); with 1000 ~2,300
+    # (0.625x, 2.6x its bytes; stop 40, 3 rounds of 20k events each, load 6-8).
+    ingest_apply_linger_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 1000
+    ingest_job_results_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600
     # Requests a key may make at once before the per-minute rate applies.

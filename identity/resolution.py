@@ -390,11 +390,19 @@ class ResolutionEngine:
             tuple(events), prepared, digests, self._reserve_keyed_ids(events, prepared)
         )
 
-    def ingest_prepared(self, parts: Sequence[PreparedEvents]) -> list[EventOutcome]:
+    def ingest_prepared(
+        self,
+        parts: Sequence[PreparedEvents],
+        then: Callable[[GraphTransaction, list[EventOutcome]], None] | None = None,
+    ) -> list[EventOutcome]:
         """Resolve prepared events (:meth:`prepare`; several calls' in the order given, each
         seeing the ones before it, as if committed one after another) in one transaction.
         Returns one outcome per event. A part's reserved ids are used once: prepare again to
-        write the same events after a committed write."""
+        write the same events after a committed write.
+
+        ``then(tx, outcomes)`` runs last in the same transaction (the ingest journal removes
+        the batches it applied: both commit or neither does); if it raises, nothing is written.
+        """
         if len(parts) == 1:
             part = parts[0]
             events, prepared, digests, keyed = part.events, part.prepared, part.digests, part.keyed
@@ -411,8 +419,12 @@ class ResolutionEngine:
             if keyed is not None:
                 keyed.restart()
             if not any(digests):
-                return self._resolve_batch(tx, events, prepared, keyed=keyed)
-            return self._resolve_deduplicated(tx, events, prepared, digests, keyed)
+                done = self._resolve_batch(tx, events, prepared, keyed=keyed)
+            else:
+                done = self._resolve_deduplicated(tx, events, prepared, digests, keyed)
+            if then is not None:
+                then(tx, done)
+            return done
 
         outcomes = self._store.write(resolve)
         # Ids of a write that failed are dropped, not given back: whether the commit happened

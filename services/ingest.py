@@ -37,6 +37,7 @@ from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
 from identity.model import EventOutcome, FactInput, IdentityEvent
 from identity.resolution import PreparedEvents, ResolutionEngine
+from identity.store.port import GraphTransaction
 from privacy.auditing.log import AuditDraft, AuditLog
 from privacy.consent.mappers import MappedIdentifier, MappedPayload
 from privacy.consent.recording import ConsentAuditError, consent_audit_drafts, webhook_actor
@@ -439,6 +440,62 @@ class IngestService:
         gpc_proof: bytes | None,
         arrival: Arrival | None,
     ) -> list[EventOutcome]:
+        events = self._validated(requests, gpc_proof)
+        return self._commit_batch(self.prepare(events), actor, arrival)
+
+    def validate_batch(
+        self, requests: Sequence[IdentifyRequest | IdentifyInput], *, gpc_proof: bytes | None
+    ) -> list[IdentityEvent]:
+        """The validation of :meth:`ingest`, alone: the batch's events validated, normalized,
+        PII-scanned (and with GPC opt-outs for ``gpc_proof``), or the same
+        :class:`InputLimitError` / :class:`BatchValidationError` (every error, located at
+        ``#/events/{index}/...``). Writes nothing: for a caller that applies them later
+        (asynchronous ingest, :mod:`services.async_ingest`)."""
+        self._check_batch_size(requests)
+        return self._validated(requests, gpc_proof)
+
+    def apply_validated(
+        self,
+        batches: Sequence[tuple[str, Sequence[IdentityEvent]]],
+        then: Callable[[GraphTransaction, list[list[EventOutcome]]], None],
+    ) -> list[list[EventOutcome]]:
+        """Write ``(actor, events)`` batches of :meth:`validate_batch` in **one** transaction
+        (in order, each seeing the ones before it), as :meth:`ingest` writes one: the same
+        resolution, message-id dedup, metrics and ``consent.recorded`` audit entries (after the
+        commit, per batch under its actor). ``then(tx, outcomes per batch)`` runs last inside the
+        transaction. Returns the outcomes per batch.
+
+        A failed audit append (:class:`ConsentAuditError`) is logged (``consent_audit_missing``
+        holds the entries) and does not undo what was committed."""
+        # Prepared as one part, as a bulk batch is: one key reservation for the whole
+        # transaction instead of one per queued batch (the events keep their order).
+        sizes = [len(events) for _, events in batches]
+        part = self.prepare([event for _, events in batches for event in events])
+
+        def split(outcomes: list[EventOutcome]) -> list[list[EventOutcome]]:
+            out: list[list[EventOutcome]] = []
+            start = 0
+            for size in sizes:
+                out.append(outcomes[start : start + size])
+                start += size
+            return out
+
+        with self._metrics.time_store(StoreOperation.INGEST):
+            outcomes = self._engine.ingest_prepared(
+                [part], then=lambda tx, done: then(tx, split(done))
+            )
+        per_batch = split(outcomes)
+        for (actor, events), done in zip(batches, per_batch, strict=True):
+            self._metrics.record_ingest(done)
+            try:
+                self._audit_consents(actor, events, done)
+            except ConsentAuditError:
+                continue  # logged by _audit_consents; the batch itself is committed
+        return per_batch
+
+    def _validated(
+        self, requests: Sequence[IdentifyRequest | IdentifyInput], gpc_proof: bytes | None
+    ) -> list[IdentityEvent]:
         events: list[IdentityEvent] = []
         errors: list[InvalidFieldError] = []
         pointers = [f"#/events/{index}" for index in range(len(requests))]
@@ -453,7 +510,7 @@ class IngestService:
             raise BatchValidationError(errors)
         if gpc_proof is not None:
             events = [self._with_gpc(event, gpc_proof) for event in events]
-        return self._commit_batch(self.prepare(events), actor, arrival)
+        return events
 
     def commit(self, events: Sequence[IdentityEvent], actor: str) -> list[EventOutcome]:
         """Ingest validated ``events`` in one transaction, then audit the consent records they

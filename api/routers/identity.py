@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from api.collector import BATCHES
 from api.consent import GPC_HEADER, GpcHeader, gpc_requested
 from api.deps import (
+    AsyncIngestJobs,
     BatchArrival,
     Ingest,
     IngestKey,
@@ -28,7 +29,9 @@ from api.schemas import (
     FactsOut,
     IdentifyRequest,
     IdentifyResponse,
+    IngestAccepted,
     IngestBatch,
+    IngestJob,
     IngestResponse,
     ResolveRequest,
     ResolveResponse,
@@ -40,6 +43,7 @@ from identity.model import EventOutcome, Outcome
 from privacy.access.api_keys import ApiKey
 from privacy.auditing.log import api_key_actor
 from services import inputs
+from services.async_ingest import AsyncIngest, IngestJobNotFoundError
 from services.ingest import IngestService
 from services.inputs import IdentifyInput
 
@@ -225,6 +229,50 @@ def _ingest_batch(
     return ModelResponse(response, exclude_none=True)
 
 
+PREFER_HEADER = "Prefer"
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias=PREFER_HEADER,
+        description="`respond-async` (RFC 7240): answer 202 once the batch is durably queued; "
+        "read its outcome at `Location` (SQLite store; ignored on Neo4j).",
+    ),
+]
+
+
+def respond_async(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header (RFC 7240) asks for ``respond-async``: preferences are
+    comma-separated, each a token (case-insensitive) with an optional value and parameters."""
+    if not prefer:
+        return False
+    for preference in prefer.split(","):
+        name = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+        if name == "respond-async":
+            return True
+    return False
+
+
+def _submit(
+    jobs: AsyncIngest,
+    events: Sequence[IdentifyInput],
+    raw: bytes,
+    key_id: str,
+    sec_gpc: str | None,
+) -> ModelResponse:
+    """Validate and queue the batch (on a worker thread: it waits for the journal's fsync)."""
+    gpc = gpc_requested(sec_gpc)
+    with BATCHES.handling():
+        accepted = jobs.submit(events, key_id=key_id, gpc_proof=raw if gpc else None)
+    return ModelResponse(
+        IngestAccepted(job_id=accepted.job_id, status="queued", events=accepted.events),
+        status_code=202,
+        headers={
+            "Preference-Applied": "respond-async",
+            "Location": f"/v1/ingest/jobs/{accepted.job_id}",
+        },
+    )
+
+
 def _certified_events(request: Request) -> Sequence[IdentifyInput] | None:
     """The events of a ``POST /v1/ingest`` body in the plain shape, certified without the
     model, or ``None``: FastAPI's handler then answers with the model's own errors and pointers.
@@ -251,13 +299,31 @@ async def _certified_ingest(
     reads header parameters after the dependencies; the endpoint's work on a worker thread."""
     key: ApiKey = values["key"]
     sec_gpc = request.headers.get(GPC_HEADER)
+    jobs: AsyncIngest | None = values["jobs"]
+    if jobs is not None and respond_async(request.headers.get(PREFER_HEADER)):
+        values["arrival"].withdraw()  # written by the applier: no sync writer waits for it
+        return await run_in_threadpool(_submit, jobs, events, values["raw"], key.key_id, sec_gpc)
     return await run_in_threadpool(
         _ingest, values["service"], events, values["raw"], key.key_id, values["arrival"], sec_gpc
     )
 
 
 @router.post(
-    "/ingest", response_model=IngestResponse, response_model_exclude_none=True, responses=PROBLEMS
+    "/ingest",
+    response_model=IngestResponse,
+    response_model_exclude_none=True,
+    responses=PROBLEMS
+    | {
+        202: {
+            "description": "With `Prefer: respond-async`: validated and durably queued; "
+            "`Location` names the job",
+            "model": IngestAccepted,
+        },
+        503: {
+            "description": "Store unavailable, or the ingest journal is full (`Retry-After`)",
+            "content": {PROBLEM_JSON: {}},
+        },
+    },
 )
 @fast_path(_certified_events, _certified_ingest)
 def ingest(
@@ -266,15 +332,60 @@ def ingest(
     raw: RawBody,
     key: IngestKey,
     arrival: BatchArrival,
+    jobs: AsyncIngestJobs,
     sec_gpc: GpcHeader = None,
+    prefer: PreferHeader = None,
 ) -> ModelResponse:
     """Resolve a batch of events in one transaction (scope `ingest`).
 
     If any event is invalid the whole batch is refused with every error located; nothing is
     written. Bulk files with per-row error reporting go through `idgraph ingest FILE`. With
     `Sec-GPC: 1`, GPC opt-outs are recorded for every event's person in the same transaction.
+
+    With `Prefer: respond-async` (SQLite store): validated the same way, then sealed into a
+    durable journal and answered **202** (`Preference-Applied: respond-async`, `Location:
+    /v1/ingest/jobs/{job_id}`); a background applier writes queued batches in large
+    transactions. A full journal answers 503 with `Retry-After`.
     """
+    if jobs is not None and respond_async(prefer):
+        arrival.withdraw()
+        return _submit(jobs, body.events, raw, key.key_id, sec_gpc)
     return _ingest(service, body.events, raw, key.key_id, arrival, sec_gpc)
+
+
+@router.get(
+    "/ingest/jobs/{job_id}",
+    response_model=IngestJob,
+    response_model_exclude_none=True,
+    responses={
+        401: {"description": "Missing or unknown API key", "content": {PROBLEM_JSON: {}}},
+        403: {"description": "API key lacks the scope", "content": {PROBLEM_JSON: {}}},
+        404: {
+            "description": "No such job for this key (unknown, another key's, or expired)",
+            "content": {PROBLEM_JSON: {}},
+        },
+    },
+)
+def ingest_job(job_id: str, jobs: AsyncIngestJobs, key: IngestKey) -> ModelResponse:
+    """An asynchronous ingest job (scope `ingest`, the key that submitted it): `queued`, then
+    `applied` with per-event results as the synchronous answer gives them, or `failed`."""
+    if jobs is None:
+        raise IngestJobNotFoundError(job_id)
+    job = jobs.job(job_id, key_id=key.key_id)
+    payload: dict[str, Any] = {
+        "job_id": job.job_id,
+        "status": job.status,
+        "events": job.events,
+        "queued_at": job.queued_at,
+        "finished_at": job.finished_at,
+        "expires_at": job.expires_at,
+        "error": job.error,
+    }
+    if job.results is not None:
+        payload["results"] = job.results
+        payload["outcomes"] = dict(Counter(r["outcome"] for r in job.results))
+        payload["refused_identifiers"] = job.refused_identifiers
+    return ModelResponse(IngestJob.model_validate(payload), exclude_none=True)
 
 
 @router.post(

@@ -733,6 +733,12 @@ class _SqliteTransaction:
         # nodes from here: after it, the maximum key may be handed out again.
         self._new_nodes: dict[str, int] = {}
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """This transaction's connection, for a write that must commit or roll back with it
+        (the ingest journal removing the batches this transaction applied, storage.journal)."""
+        return self._conn
+
     def get_meta(self, key: str) -> str | None:
         """The value of the ``meta`` entry ``key``, or ``None`` (the resume cursor of an
         ``idgraph store copy`` into this file, :mod:`identity.store.copy`)."""

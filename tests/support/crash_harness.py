@@ -263,6 +263,8 @@ class ServerProcess:
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.pii_scan = pii_scan
+        # Settings of the next start on top of service_env's (IDGRAPH_* names).
+        self.extra_env: dict[str, str] = {}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -286,7 +288,7 @@ class ServerProcess:
                 self.process = subprocess.Popen(
                     [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                     cwd=REPO,
-                    env=service_env(self.data_dir, pii_scan=self.pii_scan),
+                    env=service_env(self.data_dir, pii_scan=self.pii_scan) | self.extra_env,
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                 )

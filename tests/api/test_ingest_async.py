@@ -1,0 +1,336 @@
+"""``POST /v1/ingest`` with ``Prefer: respond-async``: validated, sealed into the durable journal,
+answered 202, applied by the journal's applier with the synchronous path's outcomes.
+
+The app is served without its lifespan here (no applier thread), so each test decides when the
+journal is drained (``AsyncIngest.apply_once``): nothing is timed.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.routers.identity import respond_async
+from bootstrap.container import Container, build_container
+from bootstrap.settings import Settings
+from privacy.access.api_keys import Scope
+from privacy.dsr.erasure import ErasureService
+from services.async_ingest import AsyncIngest, AsyncIngestLimits, IngestJobNotFoundError
+from services.inputs import ingest_inputs
+from storage.journal import SqliteIngestJournal
+from tests.conftest import TEST_STORE
+
+pytestmark = pytest.mark.skipif(
+    TEST_STORE == "neo4j", reason="the ingest journal lives in the SQLite graph file"
+)
+
+ASYNC = {"Prefer": "respond-async"}
+EMAIL = "Journal.Person@Mailbox-Journal.net"
+PHONE = "+44 20 7946 0958"
+
+
+class Served:
+    """The real app (no lifespan: no applier thread) and an ingest key of each of two callers."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.client = TestClient(create_app(container=container), raise_server_exceptions=False)
+        self.keys: list[dict[str, str]] = []
+        for name in ("a", "b"):
+            _, token = container.api_keys.create(f"ingest-{name}", frozenset({Scope.INGEST}))
+            self.keys.append({"Authorization": f"Bearer {token}"})
+        _, resolve = container.api_keys.create("resolve", frozenset({Scope.RESOLVE}))
+        self.resolve_key = {"Authorization": f"Bearer {resolve}"}
+
+    @property
+    def jobs(self) -> AsyncIngest:
+        jobs = self.container.async_ingest
+        assert jobs is not None
+        return jobs
+
+    def resolve(self, type_: str, value: str) -> int:
+        response = self.client.post(
+            "/v1/resolve",
+            json={"identifier": {"type": type_, "value": value}},
+            headers=self.resolve_key,
+        )
+        return int(response.status_code)
+
+
+def _served(settings: Settings) -> Iterator[Served]:
+    container = build_container(settings)
+    try:
+        yield Served(container)
+    finally:
+        container.close()
+
+
+@pytest.fixture
+def served(settings: Settings, log_stream: io.StringIO) -> Iterator[Served]:
+    yield from _served(settings)
+
+
+def _batch(tag: str, n: int = 3) -> dict[str, Any]:
+    return {
+        "events": [
+            {
+                "identifiers": [
+                    {"type": "email", "value": f"async-{tag}-{k}@example.org"},
+                    {"type": "cookie_id", "value": f"ck-async-{tag}-{k}"},
+                ],
+                "source": "web",
+                "traits": {"city": "Lisbon"},
+            }
+            for k in range(n)
+        ]
+    }
+
+
+def test_an_async_batch_is_answered_202_when_prefer_respond_async(served: Served) -> None:
+    response = served.client.post("/v1/ingest", json=_batch("a"), headers=served.keys[0] | ASYNC)
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["events"] == 3
+    assert response.headers["Preference-Applied"] == "respond-async"
+    assert response.headers["Location"] == f"/v1/ingest/jobs/{body['job_id']}"
+    job = served.client.get(response.headers["Location"], headers=served.keys[0])
+    assert job.status_code == 200
+    assert job.json()["status"] == "queued"
+    assert "results" not in job.json()
+    assert served.jobs.queued_events() == 3
+    # Queued, not applied: nobody resolves yet.
+    assert served.resolve("email", "async-a-0@example.org") == 404
+
+
+def test_an_applied_job_gives_the_outcomes_of_the_synchronous_answer_when_drained(
+    served: Served,
+) -> None:
+    # Two batches of the same shape on fresh identifiers, each sent twice: once queued and
+    # applied by the journal, once answered synchronously. Same outcomes, same pointers.
+    first = served.client.post("/v1/ingest", json=_batch("x"), headers=served.keys[0] | ASYNC)
+    second = served.client.post("/v1/ingest", json=_batch("x"), headers=served.keys[0] | ASYNC)
+    assert served.jobs.apply_once() == 6  # both batches, one transaction
+    expected = served.client.post("/v1/ingest", json=_batch("y"), headers=served.keys[0])
+    repeated = served.client.post("/v1/ingest", json=_batch("y"), headers=served.keys[0])
+    assert expected.json()["outcomes"] == {"created": 3}
+    assert repeated.json()["outcomes"] == {"unchanged": 3}
+
+    for accepted, sync_answer in ((first, expected), (second, repeated)):
+        job = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
+        assert job["status"] == "applied"
+        answer = sync_answer.json()
+        assert job["results"] == answer["results"]
+        assert job["outcomes"] == answer["outcomes"]
+        assert job["refused_identifiers"] == answer["refused_identifiers"]
+        assert job["expires_at"] > job["finished_at"]
+    assert served.resolve("cookie_id", "ck-async-x-2") == 200
+    assert served.jobs.queued_events() == 0
+
+
+def test_an_invalid_batch_is_refused_as_synchronously_and_nothing_is_queued(
+    served: Served,
+) -> None:
+    bad = _batch("bad")
+    bad["events"][1]["identifiers"][0]["value"] = "not-an-email"
+    sync = served.client.post("/v1/ingest", json=bad, headers=served.keys[0])
+    queued = served.client.post("/v1/ingest", json=bad, headers=served.keys[0] | ASYNC)
+
+    assert queued.status_code == sync.status_code == 422
+    assert queued.headers["content-type"] == "application/problem+json"
+    assert queued.json()["errors"] == sync.json()["errors"]
+    assert served.jobs.queued_events() == 0
+    assert served.jobs.apply_once() == 0
+    assert served.resolve("email", "async-bad-0@example.org") == 404
+
+
+def test_another_keys_job_is_404_when_read(served: Served) -> None:
+    accepted = served.client.post("/v1/ingest", json=_batch("own"), headers=served.keys[0] | ASYNC)
+    location = accepted.headers["Location"]
+
+    other = served.client.get(location, headers=served.keys[1])
+    unknown = served.client.get(
+        "/v1/ingest/jobs/job_000000000000000000000000", headers=served.keys[0]
+    )
+
+    assert other.status_code == unknown.status_code == 404
+    assert other.json()["type"] == "urn:idgraph:problem:ingest-job-not-found"
+    assert other.json() | {"instance": None} == unknown.json() | {"instance": None}
+    assert served.client.get(location, headers=served.keys[0]).status_code == 200
+
+
+def test_a_full_journal_answers_503_with_retry_after_when_past_its_bound(
+    settings: Settings, log_stream: io.StringIO
+) -> None:
+    for served in _served(settings.model_copy(update={"ingest_journal_max_events": 5})):
+        assert (
+            served.client.post(
+                "/v1/ingest", json=_batch("f1"), headers=served.keys[0] | ASYNC
+            ).status_code
+            == 202
+        )
+        full = served.client.post("/v1/ingest", json=_batch("f2"), headers=served.keys[0] | ASYNC)
+        assert full.status_code == 503
+        assert full.headers["content-type"] == "application/problem+json"
+        assert full.headers["Retry-After"] == "5"
+        assert full.json()["type"] == "urn:idgraph:problem:ingest-journal-full"
+        assert served.jobs.queued_events() == 3  # the refused batch left nothing
+        served.jobs.apply_once()
+        again = served.client.post("/v1/ingest", json=_batch("f2"), headers=served.keys[0] | ASYNC)
+        assert again.status_code == 202
+
+
+def _raw_values() -> list[bytes]:
+    values = [EMAIL, EMAIL.lower(), "Journal.Person", "2079460958", "442079460958"]
+    return [v.encode() for v in values]
+
+
+def _files_hold(data_dir: Path, needles: list[bytes]) -> list[str]:
+    found = []
+    for path in sorted(data_dir.rglob("*")):
+        if path.is_file():
+            content = path.read_bytes()
+            found += [f"{path.name}: {n!r}" for n in needles if n in content]
+    return found
+
+
+def test_no_raw_identifier_is_in_the_files_when_queued_and_when_applied(
+    served: Served, settings: Settings
+) -> None:
+    body = {
+        "events": [
+            {
+                "identifiers": [
+                    {"type": "email", "value": EMAIL},
+                    {"type": "phone", "value": PHONE},
+                ],
+                "source": "crm",
+                "traits": {"city": "Leeds"},
+            }
+        ]
+    }
+    accepted = served.client.post("/v1/ingest", json=body, headers=served.keys[0] | ASYNC)
+    assert accepted.status_code == 202, accepted.text
+    graph = settings.data_dir / "graph.sqlite3"
+    assert Path(str(graph) + "-wal").exists()  # the journal's commit is in the WAL
+    assert _files_hold(settings.data_dir, _raw_values()) == []
+    # The sealed batch is there (sealed): not readable as JSON of the events.
+    assert _files_hold(settings.data_dir, [b'"crm"', b"Leeds"]) == []
+
+    assert served.jobs.apply_once() == 1
+    assert served.resolve("email", EMAIL) == 200
+    assert _files_hold(settings.data_dir, _raw_values()) == []
+
+
+def test_a_batch_queued_before_an_erasure_does_not_bring_the_person_back_when_applied(
+    served: Served,
+) -> None:
+    person = {"identifiers": [{"type": "email", "value": EMAIL}], "source": "web"}
+    assert (
+        served.client.post("/v1/ingest", json={"events": [person]}, headers=served.keys[0])
+    ).status_code == 200
+    queued = served.client.post(
+        "/v1/ingest",
+        json={"events": [person | {"traits": {"city": "Lisbon"}}]},
+        headers=served.keys[0] | ASYNC,
+    )
+    assert queued.status_code == 202
+    container = served.container
+    ErasureService(container.store, container.vault, container.keyring, container.audit).erase(
+        [container.identity_policy.normalize("email", EMAIL, "GB")], "dsr-async-1", "cli"
+    )
+    assert served.resolve("email", EMAIL) == 404
+
+    assert served.jobs.apply_once() == 1
+
+    assert served.resolve("email", EMAIL) == 404
+    job = served.client.get(queued.headers["Location"], headers=served.keys[0]).json()
+    assert job["status"] == "applied"
+    assert job["outcomes"] == {"refused": 1}
+    assert [r["reason"] for r in job["results"][0]["refused"]] == ["suppressed"]
+
+
+def test_prefer_is_read_as_rfc_7240_preferences_when_parsed() -> None:
+    assert respond_async("respond-async")
+    assert respond_async("wait=10, Respond-Async")
+    assert respond_async("respond-async; foo=bar")
+    assert not respond_async("return=minimal")
+    assert not respond_async(None)
+    assert not respond_async("respond-asynchronously")
+
+
+def test_prefer_respond_async_is_not_applied_when_the_store_has_no_journal(
+    served: Served,
+) -> None:
+    # What a Neo4j store gets (no journal: Container.async_ingest is None): written at once.
+    served.client.app.state.async_ingest = None  # type: ignore[attr-defined]
+    response = served.client.post("/v1/ingest", json=_batch("neo"), headers=served.keys[0] | ASYNC)
+
+    assert response.status_code == 200
+    assert "Preference-Applied" not in response.headers
+    assert response.json()["outcomes"] == {"created": 3}
+    job = served.client.get("/v1/ingest/jobs/job_000000000000000000000000", headers=served.keys[0])
+    assert job.status_code == 404
+
+
+def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: Served) -> None:
+    accepted = served.client.post("/v1/ingest", json=_batch("t"), headers=served.keys[0] | ASYNC)
+    good = served.client.post("/v1/ingest", json=_batch("u"), headers=served.keys[0] | ASYNC)
+    graph = served.container.settings.data_dir / "graph.sqlite3"
+    conn = sqlite3.connect(graph)
+    try:
+        job_id = accepted.json()["job_id"]
+        (sealed,) = conn.execute(
+            "SELECT sealed FROM ingest_journal WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        conn.execute("UPDATE ingest_journal SET sealed = ? WHERE job_id = ?", (tampered, job_id))
+        conn.commit()
+    finally:
+        conn.close()
+
+    assert served.jobs.apply_once() == 6
+
+    failed = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
+    assert failed["status"] == "failed"
+    assert failed["error"] == "TamperedCiphertextError"
+    assert "results" not in failed
+    applied = served.client.get(good.headers["Location"], headers=served.keys[0]).json()
+    assert applied["status"] == "applied"
+    assert served.jobs.queued_events() == 0
+    assert served.resolve("cookie_id", "ck-async-t-0") == 404
+    assert served.resolve("cookie_id", "ck-async-u-0") == 200
+
+
+def test_a_job_result_is_404_when_it_expired(served: Served) -> None:
+    container = served.container
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    jobs = AsyncIngest(
+        container.ingest,
+        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
+        container.vault,
+        AsyncIngestLimits(keep_results_s=3600),
+        clock=lambda: now[0],
+    )
+    try:
+        events = ingest_inputs(_batch("exp"))
+        assert events is not None
+        accepted = jobs.submit(events, key_id="k1")
+        assert jobs.apply_once() == 3
+        now[0] += timedelta(minutes=59)
+        assert jobs.job(accepted.job_id, key_id="k1").status == "applied"
+        now[0] += timedelta(minutes=1)
+        with pytest.raises(IngestJobNotFoundError):
+            jobs.job(accepted.job_id, key_id="k1")
+        assert jobs.expire() == 1
+    finally:
+        jobs.close()
