@@ -244,3 +244,89 @@ def test_a_rectification_tells_every_recipient_what_was_corrected(
     assert status["rectified"] == ["city"]
     assert status["result"]["recipients_notified"] == 3
     assert app.profile(person, "ad_targeting") == 200  # a rectification restricts nothing
+
+
+def _shred_out_of_band(app: Dsr, person: str, identifier_type: str) -> None:
+    """Destroy the data key of ``person``'s ``identifier_type`` node, graph left as it is (an
+    operator's shred, a partly recovered erasure): its kept raw value is unreadable."""
+    nodes = app.container.store.read(lambda tx: tx.cluster(person).nodes)
+    owners = [n.node_id for n in nodes if n.hashed.type == identifier_type]
+    assert owners
+    assert app.container.vault.shred(owners) == len(owners)
+
+
+def test_a_restriction_tells_recipients_what_is_readable_when_a_data_key_was_shredded(
+    app: Dsr, receiver: Receiver
+) -> None:
+    # The phone's data key is gone while the person still exists: the notice keys that need
+    # its kept value (the SHA-256 adtech got in the export) cannot be made. The request still
+    # completes, each recipient gets the keys that are readable, the rest is counted in the
+    # result and the audit entry; it used to fail the whole request (data-key-destroyed).
+    receiver.fail_first = 0
+    person = _rich_person(app)
+    _reads(app, person)
+    _shred_out_of_band(app, person, "phone")
+
+    app.submit(
+        request_id="res-shred",
+        type="restriction",
+        subject_identities=[{"type": "email", "value": EMAIL}],
+    )
+    app.process()
+    app.process()
+
+    status = app.status("res-shred")
+    assert status["status"] == "completed", status
+    assert status["result"]["recipients_notified"] == 3
+    assert status["result"]["recipient_keys_unreadable"] == 1
+    got = _by_path(receiver)
+    assert set(got) == {"/adtech", "/ml"}
+    assert got["/adtech"]["data"]["subjects"] == [
+        {
+            "person_id": person,
+            "hashed_identifiers": [{"type": "email", "sha256": _sha(app, "email", EMAIL)}],
+        }
+    ]
+    entries = app.container.audit.entries()
+    (completed,) = [e for e in entries if e.action == "dsr.completed"]
+    assert completed.details["recipient_keys_unreadable"] == 1
+    assert [e for e in entries if e.action == "dsr.failed"] == []
+    assert app.container.audit.verify().ok
+
+
+def test_an_erasure_completes_and_tells_recipients_when_a_data_key_was_shredded(
+    app: Dsr, receiver: Receiver
+) -> None:
+    # Erasure makes its notices before its graph transaction, from the kept values: a shredded
+    # key there used to make every attempt of the erasure fail, so the person could never be
+    # erased. Now the person is erased and the recipients told with what is readable.
+    receiver.fail_first = 0
+    person = _rich_person(app)
+    _reads(app, person)
+    _shred_out_of_band(app, person, "email")
+
+    app.submit(
+        request_id="er-shred",
+        type="erasure",
+        subject_identities=[{"type": "phone", "value": PHONE}],
+    )
+    app.process()
+    app.process()
+
+    status = app.status("er-shred")
+    assert status["status"] == "completed", status
+    assert status["result"]["persons_erased"] == 1
+    assert status["result"]["recipients_notified"] == 3
+    assert status["result"]["recipient_keys_unreadable"] == 1
+    got = _by_path(receiver)
+    assert got["/adtech"]["data"]["subjects"] == [
+        {
+            "person_id": person,
+            "hashed_identifiers": [{"type": "phone", "sha256": _sha(app, "phone", PHONE)}],
+        }
+    ]
+    assert app.profile(person, "ad_targeting") == 404
+    entries = app.container.audit.entries()
+    (completed,) = [e for e in entries if e.action == "dsr.completed"]
+    assert completed.details["recipient_keys_unreadable"] == 1
+    assert app.container.audit.verify().ok
