@@ -1097,6 +1097,8 @@ class Neo4jGraphStore:
                         raise
                     # A racing writer outside the lock: re-read and decide again.
                 except IncompleteCommit as exc:
+                    if not done:  # pragma: no cover - COMMIT is only sent once fn returned
+                        raise
                     seq, result = done[0]
                     landed = self._commit_landed(token, seq)
                     if landed is None:
