@@ -74,7 +74,7 @@ def test_readme_error_table_gives_each_api_problem_type_the_status_the_api_answe
     for cls in set(_subclasses(IdGraphError)):
         if cls.code in not_http:
             continue
-        status, _ = _lookup(cls.__new__(cls))
-        if str(status) not in statuses.get(cls.code, set()):
-            wrong[cls.code] = (status, sorted(statuses.get(cls.code, set())))
+        answered, _ = _lookup(cls.__new__(cls))
+        if str(answered) not in statuses.get(cls.code, set()):
+            wrong[cls.code] = (answered, sorted(statuses.get(cls.code, set())))
     assert wrong == {}
