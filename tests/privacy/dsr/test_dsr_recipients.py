@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_dsr_api import EMAIL, PHONE, Dsr, dsr_settings, open_dsr
-from tests.privacy.dsr.test_dsr_rights import _norm, _rich_person
+from tests.privacy.dsr.test_dsr_rights import _norm, _rich_person, shred_out_of_band
 from tests.privacy.dsr.test_dsr_webhooks import Receiver, _secret
 
 
@@ -246,15 +246,6 @@ def test_a_rectification_tells_every_recipient_what_was_corrected(
     assert app.profile(person, "ad_targeting") == 200  # a rectification restricts nothing
 
 
-def _shred_out_of_band(app: Dsr, person: str, identifier_type: str) -> None:
-    """Destroy the data key of ``person``'s ``identifier_type`` node, graph left as it is (an
-    operator's shred, a partly recovered erasure): its kept raw value is unreadable."""
-    nodes = app.container.store.read(lambda tx: tx.cluster(person).nodes)
-    owners = [n.node_id for n in nodes if n.hashed.type == identifier_type]
-    assert owners
-    assert app.container.vault.shred(owners) == len(owners)
-
-
 def test_a_restriction_tells_recipients_what_is_readable_when_a_data_key_was_shredded(
     app: Dsr, receiver: Receiver
 ) -> None:
@@ -265,7 +256,7 @@ def test_a_restriction_tells_recipients_what_is_readable_when_a_data_key_was_shr
     receiver.fail_first = 0
     person = _rich_person(app)
     _reads(app, person)
-    _shred_out_of_band(app, person, "phone")
+    shred_out_of_band(app, person, "phone")
 
     app.submit(
         request_id="res-shred",
@@ -303,7 +294,7 @@ def test_an_erasure_completes_and_tells_recipients_when_a_data_key_was_shredded(
     receiver.fail_first = 0
     person = _rich_person(app)
     _reads(app, person)
-    _shred_out_of_band(app, person, "email")
+    shred_out_of_band(app, person, "email")
 
     app.submit(
         request_id="er-shred",
