@@ -235,6 +235,23 @@ def _group_through_cutter(container: Any, cutter: _CommitCutter) -> list[Any]:
         return list(pool.map(_outcome, calls, timeout=120))
 
 
+def _written_once_and_audited(container: Any, results: list[Any]) -> int:
+    """Each caller got its outcomes (new persons, consent records stored), the graph holds each
+    of the 4 events once, and every consent record has exactly one ``consent.recorded`` entry.
+    Returns how many consent records there are."""
+    for result in results:
+        assert not isinstance(result, Exception), result
+        assert [o.outcome for o in result] == [Outcome.CREATED, Outcome.CREATED]
+        assert all(o.consents_recorded for o in result)
+    assert _count("MATCH (:Identifier) RETURN count(*) AS n") == 4
+    assert _count("MATCH (:Person) RETURN count(*) AS n") == 4
+    assert _count("MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n") == 4
+    consents = _count("MATCH (c:Consent) RETURN count(c) AS n")
+    assert consents >= 4
+    assert _consent_entries(container) == consents
+    return consents
+
+
 def test_a_group_whose_commit_answer_is_lost_returns_what_landed_and_audits_it_once(
     tmp_path: Path,
 ) -> None:
@@ -242,19 +259,9 @@ def test_a_group_whose_commit_answer_is_lost_returns_what_landed_and_audits_it_o
         results = _group_through_cutter(container, cutter)
 
         assert cutter.cut.is_set()
-        # The commit landed: each caller gets its outcomes, as if the answer had arrived...
-        for result in results:
-            assert not isinstance(result, Exception), result
-            assert [o.outcome for o in result] == [Outcome.CREATED, Outcome.CREATED]
-            assert all(o.consents_recorded for o in result)
-        # ...nothing lost, nothing written twice: the shared transaction committed once...
-        assert _count("MATCH (:Identifier) RETURN count(*) AS n") == 4
-        assert _count("MATCH (:Person) RETURN count(*) AS n") == 4
-        assert _count("MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n") == 4
-        consents = _count("MATCH (c:Consent) RETURN count(c) AS n")
-        assert consents >= 4
-        # ...and every consent record it stored has its audit entry, once.
-        assert _consent_entries(container) == consents
+        # The commit landed: each caller gets its outcomes, as if the answer had arrived; the
+        # shared transaction committed once; each consent record it stored is audited once.
+        consents = _written_once_and_audited(container, results)
 
         # A client that resends anyway (message ids): recognised, nothing written or audited.
         again = container.ingest.ingest(_batch("ids", message_ids=True), actor="t", gpc_proof=GPC)
@@ -274,13 +281,5 @@ def test_a_group_whose_commit_never_reached_the_server_is_written_once_and_audit
 
         assert cutter.cut.is_set()
         # Rolled back on the server: written again (one transaction), nothing twice.
-        for result in results:
-            assert not isinstance(result, Exception), result
-            assert [o.outcome for o in result] == [Outcome.CREATED, Outcome.CREATED]
-        assert _count("MATCH (:Identifier) RETURN count(*) AS n") == 4
-        assert _count("MATCH (:Person) RETURN count(*) AS n") == 4
-        assert _count("MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n") == 4
-        consents = _count("MATCH (c:Consent) RETURN count(c) AS n")
-        assert consents >= 4
-        assert _consent_entries(container) == consents
+        _written_once_and_audited(container, results)
         assert container.ingest._batch_group.groups == 1  # settled inside the store's write
