@@ -120,6 +120,10 @@ class Phase:
     # Ingest: the server's graph transactions during the phase (its idgraph_store_seconds
     # count for operation="ingest": one per group commit), 0 when not measured.
     commits: int = 0
+    # Profile: the server's context switches during the phase, summed over its threads
+    # (``voluntary``: a thread went to sleep, e.g. on a lock or futex; ``involuntary``: it was
+    # preempted); empty when not measured. Threads that ended within the phase are not counted.
+    server_switches: dict[str, int] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -842,6 +846,27 @@ def pooled(per_round: list[list[Phase]], singles: list[Phase]) -> list[Phase]:
     return hello + opened + rest + [p for p in singles if p.name != "identify"]
 
 
+def thread_switches(pid: int) -> dict[str, int]:
+    """Voluntary and involuntary context switches of ``pid``'s live threads so far (Linux
+    ``/proc/<pid>/task/*/status``; empty elsewhere)."""
+    totals = {"voluntary": 0, "involuntary": 0}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in status.splitlines():
+            name, _, value = line.partition(":")
+            if name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                key = "voluntary" if name.startswith("voluntary") else "involuntary"
+                totals[key] += int(value)
+    return totals
+
+
 async def profile_phase(
     api: httpx.AsyncClient, args: argparse.Namespace, paths: dict[str, Any], server: tuple[int, ...]
 ) -> Phase | str:
@@ -862,7 +887,10 @@ async def profile_phase(
             person_ids.append(pid)
     if not person_ids:
         return "POST /v1/consent returned no person ids for this key"
-    return await run_closed(
+    # Context switches of the server: how its reads wait for their audit's group commit shows
+    # here (a sleeping worker thread per read, or one loop wake-up per group) beside its CPU.
+    before = [thread_switches(pid) for pid in server]
+    phase = await run_closed(
         "profile",
         api,
         lambda c, i: c.get(
@@ -873,6 +901,13 @@ async def profile_phase(
         args.cap,
         pids=server,
     )
+    after = [thread_switches(pid) for pid in server]
+    if all(before) and all(after):
+        phase.server_switches = {
+            key: sum(a[key] for a in after) - sum(b[key] for b in before)
+            for key in ("voluntary", "involuntary")
+        }
+    return phase
 
 
 async def export_phase(
@@ -1102,6 +1137,15 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             for r in rows
         )
     )
+    profile = by_name.get("profile", {})
+    if profile.get("server_switches") and profile.get("requests"):
+        reads = profile["requests"]
+        print(
+            f"profile: server CPU per read {1e6 * profile['server_cpu_seconds'] / reads:.0f} µs; "
+            "server context switches per read: "
+            f"{profile['server_switches']['voluntary'] / reads:.2f} voluntary, "
+            f"{profile['server_switches']['involuntary'] / reads:.2f} involuntary"
+        )
     if "identify_closed" in by_name:
         print(
             f"identify at {by_name['identify_closed'].get('requests', 0)} requests, closed loop: "

@@ -341,14 +341,23 @@ class SqliteVaultKeyStore:
         with self._read() as conn:
             return _stored_refs(conn, sorted(set(owners)))
 
-    def has_keys_between(self, low: str, high: str) -> bool:
-        """Whether any owner from ``low`` to ``high`` (both included) has a data key: one probe
-        of the owner index."""
+    def refs_and_keys(
+        self, owners: Collection[str]
+    ) -> tuple[dict[str, tuple[str, bytes]], dict[str, WrappedKey]]:
+        """The stored ``(reference, tag)`` of those ``owners`` that have one, and the wrapped
+        data keys of those of the others that have one, in one read transaction (one snapshot):
+        the keys are looked up only if one probe of the owner index finds any key in the
+        others' range (a first-ever audience page's owners have none)."""
+        wanted = sorted(set(owners))
         with self._read() as conn:
-            found = conn.execute(
-                "SELECT 1 FROM data_keys WHERE owner BETWEEN ? AND ? LIMIT 1", (low, high)
+            refs = _stored_refs(conn, wanted)
+            rest = [owner for owner in wanted if owner not in refs]
+            if not rest:
+                return refs, {}
+            probe = conn.execute(
+                "SELECT 1 FROM data_keys WHERE owner BETWEEN ? AND ? LIMIT 1", (rest[0], rest[-1])
             ).fetchone()
-        return found is not None
+            return refs, self._select(conn, rest) if probe is not None else {}
 
     def insert_refs(
         self, rows: Sequence[tuple[str, str, bytes]], shred_refs: Mapping[str, str]

@@ -6,7 +6,9 @@ import hashlib
 import io
 import json
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -867,6 +869,41 @@ def test_a_profile_read_answers_no_value_when_its_audit_entry_cannot_be_written(
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert "Lisbon" not in response.text
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    pause = threading.Event()
+    for _ in range(3000):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError("condition not reached in 30 s")
+
+
+def test_concurrent_profile_reads_share_one_audit_commit_and_answer_only_once_it_is_durable(
+    world: World,
+) -> None:
+    # While a commit is in progress, the reads behind it queue their audit entries; none of
+    # them is answered before the group holding its entry committed, and they share one commit.
+    audit: Any = world.api.container.audit
+    committer = audit._group
+    headers = world.key("ad_targeting")
+    entries_before, groups_before = audit.head().seq, committer.groups
+    readers = 6
+    with ThreadPoolExecutor(readers) as pool:
+        with audit._lock:  # the first read's writer blocks inside its commit
+            first = pool.submit(world.profile, headers=headers)
+            _until(lambda: committer.groups == groups_before + 1)
+            rest = [pool.submit(world.profile, headers=headers) for _ in range(readers - 1)]
+            _until(lambda: len(committer._queue) == readers - 1)
+            assert not any(f.done() for f in [first, *rest])  # nobody answered before durable
+        responses = [first.result(), *(f.result() for f in rest)]
+
+    assert [r.status_code for r in responses] == [200] * readers
+    assert all(r.json()["attributes"]["city"]["value"] == "Lisbon" for r in responses)
+    assert audit.head().seq == entries_before + readers
+    assert committer.groups == groups_before + 2  # the five queued reads shared one commit
+    assert audit.verify().ok
 
 
 def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served(

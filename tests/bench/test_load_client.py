@@ -224,3 +224,27 @@ def test_bulk_txn_phase_defaults_to_what_one_group_commit_of_the_ingest_phase_ho
     assert events("--batch", "10", "--concurrency", "2") == 10  # at least one connection
     assert events("--bulk-txn-events", "0") == 0  # no such phase
     assert events("--bulk-txn-events", "333") == 333
+
+
+def test_thread_switches_count_a_sleep_of_another_thread_of_the_process() -> None:
+    # The profile phase's server figure: context switches summed over the process's threads.
+    import os
+    import threading
+
+    asleep, release = threading.Event(), threading.Event()
+
+    def sleeper() -> None:
+        asleep.set()
+        release.wait(30)  # sleeps: a voluntary switch of this thread
+
+    before = load.thread_switches(os.getpid())
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    assert asleep.wait(30)
+    middle = load.thread_switches(os.getpid())
+    release.set()
+    thread.join()
+
+    assert set(before) == {"voluntary", "involuntary"}
+    assert middle["voluntary"] > before["voluntary"]
+    assert load.thread_switches(2**22 + 12345) == {}  # no such process

@@ -347,7 +347,8 @@ def test_a_sweep_removes_the_unused_keys_of_a_process_that_died_and_only_those(
     live = Vault(key_store, provider, pool_size=4)  # another vault of a running process
     live_taken = live.reserve_owners(1, new_node_id)
     live_keys = _owners_in_key_file(tmp_path) - used
-    live_keys = {o for o in live_keys if o in set(live_taken) or o in live._pool}
+    pooled = {owner for owner, _ in live._pool}
+    live_keys = {o for o in live_keys if o in set(live_taken) or o in pooled}
     assert len(live_keys) == 4
 
     def existing(owners: Sequence[str]) -> set[str]:

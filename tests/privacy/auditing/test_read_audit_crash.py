@@ -15,6 +15,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.model import ConsentInput, ConsentSignal, FactInput, FactKind, IdentityEvent
@@ -58,6 +60,55 @@ for thread in threads:
     thread.join()
 """
 
+# The same over HTTP: the real app (GET /v1/profiles/{id}), 8 concurrent requests on one event
+# loop; a line is printed only once the response arrived.
+CHILD_HTTP = """
+import asyncio, sys
+from pathlib import Path
+import httpx
+from api.app import create_app
+from bootstrap.container import build_container
+from bootstrap.settings import Settings
+from privacy.access.api_keys import Scope
+
+data_dir, policy_dir, *persons = sys.argv[1:]
+container = build_container(
+    Settings(
+        env="test",
+        data_dir=Path(data_dir),
+        policy_dir=Path(policy_dir),
+        store_url=None,
+        rate_limit_per_minute=0,  # off: the readers send as fast as answers come
+    )
+)
+_, token = container.api_keys.create(
+    "crash", frozenset({Scope.READ}), purposes=frozenset({"ad_targeting"})
+)
+app = create_app(container=container)
+headers = {"Authorization": f"Bearer {token}"}
+
+async def main():
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://crash") as client:
+        async def reader(offset):
+            i = offset
+            while True:
+                person = persons[i % len(persons)]
+                response = await client.get(
+                    f"/v1/profiles/{person}", params={"purpose": "ad_targeting"}, headers=headers
+                )
+                if response.status_code != 200:
+                    sys.stdout.write(f"failed {response.status_code}\\n")
+                else:
+                    sys.stdout.write(f"ok {person}\\n")
+                sys.stdout.flush()
+                i += 1
+
+        await asyncio.gather(*(reader(k) for k in range(8)))
+
+asyncio.run(main())
+"""
+
 
 def _settings(data_dir: Path) -> Settings:
     return Settings(env="test", data_dir=data_dir, policy_dir=POLICY_DIR, store_url=None)
@@ -92,14 +143,18 @@ def _persons(data_dir: Path) -> list[str]:
         container.close()
 
 
-def test_every_answered_profile_read_has_its_audit_entry_after_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("child", [CHILD, CHILD_HTTP], ids=["threads", "http-event-loop"])
+def test_every_answered_profile_read_has_its_audit_entry_after_sigkill(
+    tmp_path: Path, child: str
+) -> None:
     data_dir = tmp_path / "data"
     persons = _persons(data_dir)
     printed = lines_until_killed(
-        [sys.executable, "-c", CHILD, str(data_dir), str(POLICY_DIR), *persons],
+        [sys.executable, "-c", child, str(data_dir), str(POLICY_DIR), *persons],
         cwd=ROOT,
         enough=lambda lines: len(lines) >= ANSWERED,
     )
+    assert not [line for line in printed if not line.startswith("ok ")]
     answered = Counter(line.split()[1] for line in printed)
 
     container = build_container(_settings(data_dir))

@@ -193,8 +193,10 @@ class _InterleavedKeyStore(SqliteVaultKeyStore):
 
     between: Callable[[], None] | None = None
 
-    def get_refs(self, owners: Collection[str]) -> dict[str, tuple[str, bytes]]:
-        found = super().get_refs(owners)
+    def refs_and_keys(
+        self, owners: Collection[str]
+    ) -> tuple[dict[str, tuple[str, bytes]], dict[str, WrappedKey]]:
+        found = super().refs_and_keys(owners)
         act, self.between = self.between, None
         if act is not None:
             act()
@@ -304,34 +306,46 @@ def test_an_owner_holding_the_pass_separator_is_accepted_when_it_is_otherwise_va
 
 
 class _CountingLookups(SqliteVaultKeyStore):
-    """The real key file, counting the owners each data-key lookup (``get_many``) asks for."""
+    """The real key file, recording the statements its connection runs (SQLite's trace
+    callback): data-key lookups and read transactions."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.looked_up: list[int] = []
+        self.statements: list[str] = []
+        self._conn.set_trace_callback(self.statements.append)
 
-    def get_many(self, owners: Collection[str]) -> dict[str, WrappedKey]:
-        self.looked_up.append(len(owners))
-        return super().get_many(owners)
+    def key_lookups(self) -> int:
+        """Data-key ``SELECT``s run so far."""
+        return sum(
+            s.startswith("SELECT owner, kek_id, wrapped FROM data_keys") for s in self.statements
+        )
+
+    def read_transactions(self) -> int:
+        """Deferred (read) transactions begun so far."""
+        return sum(s == "BEGIN" for s in self.statements)
 
 
 def test_data_keys_are_looked_up_only_when_one_lies_in_the_owners_range_when_refs_are_made(
     tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
 ) -> None:
     # Since stop 35 a first-ever page (no version-1 data key among ~1,000 new owners) probes the
-    # owner range once instead of looking up every owner's data key.
+    # owner range once instead of looking up every owner's data key; since stop 40 the stored
+    # references, the probe and the lookup share one read transaction.
     counting = _CountingLookups(tmp_path / "vault-keys.sqlite3")
     try:
         source = VaultPersonRefKeys(Vault(counting, LocalFileKeyProvider(tmp_path / "kek.json")))
-        counting.looked_up.clear()  # the reference root's lookup, at start
+        counting.statements.clear()  # the reference root's lookup, at start
         source.refs(PERSONS[:10])
-        assert counting.looked_up == []
+        assert counting.key_lookups() == 0
+        assert counting.read_transactions() == 1
 
         # A version-1 data key among the next owners: they are looked up, its reference kept.
         (legacy,) = source.owners([PERSONS[12]])
         subkey = legacy_subkeys(vault, tmp_path, [legacy], KEY_INFO)[legacy]
+        counting.statements.clear()
         got = source.refs(PERSONS[10:20])
-        assert counting.looked_up == [10]
+        assert counting.key_lookups() == 1
+        assert counting.read_transactions() == 1
         assert got[PERSONS[12]] == person_ref(PERSONS[12], subkey)
     finally:
         counting.close()

@@ -364,6 +364,26 @@ def test_decrypt_raises_destroyed_when_the_owner_was_shredded(vault: Vault) -> N
     assert vault.shred([ann]) == 0  # nothing left to destroy
 
 
+def test_destroyed_error_message_counts_owners_without_naming_them_when_logged(
+    vault: Vault,
+) -> None:
+    # The message reaches log lines and error bodies: it counts the owners (node ids of
+    # persons whose data was shredded); the ids stay on the exception's attribute.
+    owners = [new_node_id() for _ in range(7)]
+    blobs = vault.encrypt_many([(owner, "email", b"x@y.de") for owner in owners])
+    vault.shred(owners)
+
+    with pytest.raises(DataKeyDestroyedError) as caught:
+        vault.decrypt_many(
+            [(owner, "email", blob) for owner, blob in zip(owners, blobs, strict=True)]
+        )
+
+    assert caught.value.owners == tuple(sorted(owners))
+    assert str(caught.value).startswith("7 owner(s) have no data key")
+    assert not any(owner in str(caught.value) for owner in owners)
+    assert "n_" not in str(caught.value)
+
+
 def test_decrypt_readable_gives_none_only_for_shredded_owners_when_another_process_shreds(
     vault: Vault, key_store: SqliteVaultKeyStore, kek_path: Path
 ) -> None:
@@ -764,3 +784,62 @@ def test_no_new_key_is_made_when_another_connection_shredded_the_first_owner_eve
     with pytest.raises(DataKeyDestroyedError) as caught:
         vault.encrypt_many([(new_node_id(), "email", SECRET), (owners[-1], "email", SECRET)])
     assert caught.value.owners == (owners[-1],)
+
+
+def _generation_reads(statements: list[str]) -> int:
+    return sum("key = 'shred_generation'" in s and s.startswith("SELECT") for s in statements)
+
+
+def test_reservations_read_the_shred_generation_once_not_per_call_when_no_shred_happens(
+    tmp_path: Path, key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    vault = Vault(key_store, LocalFileKeyProvider(kek_path), pool_size=64)
+    statements: list[str] = []
+    key_store._conn.set_trace_callback(statements.append)
+
+    reserved = [vault.reserve_owners(2, new_node_id) for _ in range(10)]
+
+    assert _generation_reads(statements) == 1  # was one per reservation
+    owners = [owner for pair in reserved for owner in pair]
+    assert len(set(owners)) == 20
+    statements.clear()
+    blobs = vault.encrypt_many([(o, "email", b"v@x.de") for o in owners], new_owners=owners)
+    # Sealing found every reserved key in the cache: no key-file lookup or insert.
+    assert not [s for s in statements if "data_keys" in s]
+    assert (
+        vault.decrypt_many([(o, "email", b) for o, b in zip(owners, blobs, strict=True)])
+        == [b"v@x.de"] * 20
+    )
+
+
+def test_reserved_keys_still_seal_and_a_shredded_owner_stays_unreadable_after_a_shred_elsewhere(
+    tmp_path: Path, key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    vault = Vault(key_store, LocalFileKeyProvider(kek_path), pool_size=64)
+    (victim,) = vault.reserve_owners(1, new_node_id)
+    (victim_blob,) = vault.encrypt_many([(victim, "email", b"a@x.de")], new_owners=[victim])
+    other_store = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")  # another process
+    try:
+        Vault(other_store, LocalFileKeyProvider(kek_path)).shred([victim])
+    finally:
+        other_store.close()
+
+    taken = vault.reserve_owners(3, new_node_id)  # under the generation read before the shred
+    blobs = vault.encrypt_many([(o, "email", b"n@x.de") for o in taken], new_owners=taken)
+    (local_victim,) = vault.reserve_owners(1, new_node_id)
+    vault.encrypt_many([(local_victim, "email", b"l@x.de")], new_owners=[local_victim])
+    vault.shred([local_victim])  # a shred here: the cache moves to a newer generation
+    after = vault.reserve_owners(2, new_node_id)
+    later = vault.encrypt_many([(o, "email", b"m@x.de") for o in after], new_owners=after)
+
+    assert (
+        vault.decrypt_many([(o, "email", b) for o, b in zip(taken, blobs, strict=True)])
+        == [b"n@x.de"] * 3
+    )
+    assert (
+        vault.decrypt_many([(o, "email", b) for o, b in zip(after, later, strict=True)])
+        == [b"m@x.de"] * 2
+    )
+    with pytest.raises(DataKeyDestroyedError):
+        vault.decrypt(victim, "email", victim_blob)
+    assert vault.decrypt_readable([(local_victim, "email", b"")]) == [None]
