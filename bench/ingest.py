@@ -1894,6 +1894,12 @@ def main(argv: list[str] | None = None) -> int:
         return orchestrate(args)
     if args.work_dir is None:
         parser.error("--mode needs --work-dir")
+    # A mode's stdout is its one JSON line and nothing else: log lines (a first run's
+    # kek_generated / hash_key_generated warnings) go to stderr, as the service's do, redacted.
+    # Unconfigured, structlog printed them to stdout ahead of the data line.
+    from bootstrap.logging import configure_logging
+
+    configure_logging("info", json_output=False)
     work = Path(args.work_dir)
     if args.mode == "generate":
         work.mkdir(parents=True, exist_ok=True)

@@ -1460,16 +1460,47 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
+# This run's own outputs (the report and the plots and figures written before the machine
+# section) are not changes to what was measured.
+OWN_OUTPUTS = ("bench/report/", "bench/REPORT.md")
+
+
+def changed_paths(root: Path, ignore: Sequence[str] = OWN_OUTPUTS) -> list[str]:
+    """Paths ``git status`` lists as changed or untracked under ``root``, except ``ignore``
+    (prefixes); ``[]`` outside a checkout.
+
+    Read with ``-z``: porcelain lines start with a two-letter status whose first letter is a
+    space for a file changed only in the working tree (`` M bench/REPORT.md``), so stripping the
+    output (as ``_git`` does) cut the first path's first letter and the report's own REPORT.md
+    was counted as a change ("+ uncommitted changes in 1 file(s)" on a clean tree).
+    """
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    paths: list[str] = []
+    entries = iter(done.stdout.decode("utf-8", "surrogateescape").split("\0"))
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        if entry[0] in "RC":
+            next(entries, None)  # a rename or copy: its original path follows, no status
+        paths.append(entry[3:])
+    return [p for p in paths if not p.startswith(tuple(ignore))]
+
+
 def machine_section(report: Report) -> list[str]:
     """CPU, memory, Python, SQLite, date, commit and load averages."""
     commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    # This run's own outputs (plots and figures written before this section) are not changes
-    # to what was measured.
-    dirty = [
-        line
-        for line in _git("status", "--porcelain").splitlines()
-        if line.strip() and not line[3:].startswith(("bench/report/", "bench/REPORT.md"))
-    ]
+    dirty = changed_paths(ROOT)
     if dirty:
         commit += f" + uncommitted changes in {len(dirty)} file(s) (the working tree was measured)"
     rows = [

@@ -21,7 +21,7 @@ from privacy.access.purposes import PurposesPolicy
 from privacy.auditing.log import AuditLog, api_key_actor
 from privacy.dsr.deadlines import parse_deadlines
 from privacy.dsr.delivery import parse_destinations
-from privacy.dsr.erasure import ErasureService
+from privacy.dsr.erasure import ErasureService, HeldNotices
 from privacy.dsr.retention import (
     DsrRecords,
     PersonEraser,
@@ -118,7 +118,7 @@ class DeferredNotifier:
         person_ids: Sequence[str],
         *,
         tx: GraphTransaction | None = None,
-    ) -> int:
+    ) -> HeldNotices:
         """:meth:`DsrService.hold`."""
         return self._service().hold(erasure_id, request_id, person_ids, tx=tx)
 

@@ -99,7 +99,7 @@ def register_key_commands(keys_app: typer.Typer) -> None:
         Resumable: each batch commits on its own.
         """
         container = build_container(_settings())
-        total = rehashed = without = 0
+        rehashed = without = unreadable = 0
         after = ""
         try:
             with _progress("re-hashing") as progress:
@@ -111,8 +111,8 @@ def register_key_commands(keys_app: typer.Typer) -> None:
                     after = page.last_node_id
                     rehashed += page.rehashed
                     without += page.without_raw_value
-                    total += page.rehashed + page.without_raw_value
-                    progress.update(task, completed=total)
+                    unreadable += page.unreadable_raw_value
+                    progress.update(task, completed=rehashed + without)
         except IdGraphError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
@@ -121,6 +121,11 @@ def register_key_commands(keys_app: typer.Typer) -> None:
         out.print(
             f"re-hashed {rehashed} identifier(s) under {container.keyring.primary_key_id}; "
             f"{without} without a kept value stay under their old key until seen again"
+            + (
+                f" ({unreadable} of them: the kept value's data key was shredded)"
+                if unreadable
+                else ""
+            )
         )
 
 

@@ -133,8 +133,9 @@ class StoreUnavailableError(IdGraphError):
 
 
 class CommitOutcomeUnknownError(StoreUnavailableError):
-    """The connection to the store was lost while it committed: the write may have been applied
-    or not, and nobody can tell from here.
+    """The connection to the store was lost while it committed, and whether the write was
+    applied could not be found out afterwards (the Neo4j store normally can, and then answers as
+    if the commit's answer had arrived: see :mod:`identity.store.neo4j`).
 
     Never retried by idgraph itself (a second write of what was committed would apply it twice);
     the caller retries, and events that carry a message id are then recognised as duplicates.

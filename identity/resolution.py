@@ -99,6 +99,10 @@ class FactSealer(Protocol):
         """Open each ``(owner, field, blob)`` sealed by :meth:`encrypt_many`."""
         ...
 
+    def decrypt_readable(self, items: Sequence[tuple[str, str, bytes]]) -> list[bytes | None]:
+        """:meth:`decrypt_many`, ``None`` for an item whose owner's data key is gone."""
+        ...
+
 
 class OwnerReservations(Protocol):
     """Node ids whose data keys already exist durably (the vault's key pool, see
@@ -144,8 +148,9 @@ class RehashPage:
     """One page of a bulk re-hash: how many nodes moved to the primary key, and the cursor."""
 
     rehashed: int
-    without_raw_value: int
+    without_raw_value: int  # no kept value, or one that is unreadable (counted in both)
     last_node_id: str | None  # None when there is nothing after this page
+    unreadable_raw_value: int = 0  # a kept value whose data key was shredded
 
 
 def _utcnow() -> datetime:
@@ -1120,8 +1125,13 @@ class ResolutionEngine:
             if not nodes:
                 return RehashPage(0, 0, None)
             raws = tx.node_facts([n.node_id for n in nodes], FactKind.RAW_IDENTIFIER)
-            opened = sealer.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in raws])
-            values = {f.node_id: v.decode() for f, v in zip(raws, opened, strict=True)}
+            # Per value: a node whose data key was shredded (the person's graph still there: an
+            # operator's shred, an interrupted erasure) stays under its old key like one without
+            # a kept value; all or nothing, it failed every run at this page, for good.
+            opened = sealer.decrypt_readable([(f.node_id, f.seal_field, f.sealed) for f in raws])
+            values = {
+                f.node_id: v.decode() for f, v in zip(raws, opened, strict=True) if v is not None
+            }
             rehashed = {
                 n.node_id: self._keyring.hash(
                     NormalizedIdentifier(n.hashed.type, values[n.node_id])
@@ -1130,7 +1140,9 @@ class ResolutionEngine:
                 if n.node_id in values
             }
             tx.apply(ChangeSet(rehashed=rehashed))
-            return RehashPage(len(rehashed), len(nodes) - len(rehashed), nodes[-1].node_id)
+            return RehashPage(
+                len(rehashed), len(nodes) - len(rehashed), nodes[-1].node_id, opened.count(None)
+            )
 
         return self._store.write(run)
 

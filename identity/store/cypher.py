@@ -34,7 +34,9 @@ The graph model::
     (:Refusal {at, source, type, key_id, digest, reason, detail, anchor_node})
     (:Meta {key, value})                            schema version, copy cursors
 
-    (:WriterLock {name, held_at})                   one node: every write transaction locks it first
+    (:WriterLock {name, held_at, seq, commits})     one node: every write transaction locks it first
+                                                    (seq: write transactions committed; commits:
+                                                    the tokens of the latest ones, newest first)
 
     (:Suppression {type, key_id, digest})           keyed hashes of erased identifiers
     (:ErasureOutbox {erasure_id, request_id, actor, created_at, node_ids, counts, done_at})
@@ -177,7 +179,7 @@ NODE_PROPERTIES: Final[Mapping[Label, tuple[str, ...]]] = MappingProxyType(
             "created_at",
             "erasure_id",
         ),
-        Label.WRITER_LOCK: ("name", "held_at"),
+        Label.WRITER_LOCK: ("name", "held_at", "seq", "commits"),
     }
 )
 RELATIONSHIP_PROPERTIES: Final[Mapping[Rel, tuple[str, ...]]] = MappingProxyType(
@@ -232,6 +234,8 @@ PARAMETERS: Final[Mapping[str, str]] = MappingProxyType(
         "rule_id": "one opaque do-not-link rule id (dnl_...)",
         "after_rule_id": "page cursor: only rules whose id sorts after it ('' for the first page)",
         "lock": "the name of the writer lock node every write transaction takes first ('graph')",
+        "token": "a random token naming one write() call, kept on the lock node once committed",
+        "keep": "how many of the latest commit tokens the writer lock node keeps",
         "after_at": "page cursor of refusals: time (epoch ms) of the last refusal copied",
         "after_element_id": "page cursor of refusals: element id of the last refusal copied",
         "after_digest": "page cursor of the suppression list: digest (hex) of the last entry",
@@ -399,9 +403,27 @@ SET m.value = $value
 # Neo4j holds until the transaction commits or rolls back. Writers therefore run one at a time,
 # each reading the graph as the previous one committed it (what SQLite's BEGIN IMMEDIATE gives);
 # reads take no locks and are never blocked by it.
+#
+# It also leaves the transaction's own mark, committed with it or not at all: the lock node counts
+# committed write transactions (``seq``) and keeps the tokens of the latest ``$keep`` of them,
+# newest first. A connection lost during COMMIT leaves the driver unable to say whether the
+# transaction committed; WRITER_COMMITS, which waits for this same lock, then can (see
+# Neo4jGraphStore.write). A few hundred bytes per write transaction, no extra round trip.
 LOCK_WRITERS: Final = """
 MERGE (w:WriterLock {name: $lock})
+SET w.held_at = timestamp(),
+    w.seq = coalesce(w.seq, 0) + 1,
+    w.commits = ([$token] + coalesce(w.commits, []))[0..$keep]
+RETURN w.seq AS seq
+"""
+
+# After a connection was lost during COMMIT: takes the writer lock (so it waits until the
+# transaction in doubt has committed or rolled back on the server, whichever it does) and reads
+# the lock node's count and latest tokens as they are then.
+WRITER_COMMITS: Final = """
+MERGE (w:WriterLock {name: $lock})
 SET w.held_at = timestamp()
+RETURN coalesce(w.seq, 0) AS seq, coalesce(w.commits, []) AS commits
 """
 
 # -- reads ----------------------------------------------------------------------------------------

@@ -23,7 +23,14 @@ retried a bounded number of times from a fresh read, then reported as
 Driver exceptions never leave this module: connection, session, transient and authentication
 failures become :class:`~identity.errors.StoreUnavailableError`, constraint violations
 :class:`~identity.errors.StoreIntegrityError`. A connection lost during COMMIT (the driver's
-``IncompleteCommit``: the server may have committed) becomes its subclass
+``IncompleteCommit``: the server may have committed) is settled before ``write`` returns: every
+write transaction leaves a random token on the writer lock node, committed with it or not at all,
+and a transaction that takes the same lock afterwards (so it waits until the one in doubt has
+committed or rolled back on the server) reads whether the token is there. Committed: ``write``
+returns what ``fn`` returned, as if the answer had arrived, so the caller goes on (writes its
+audit entries) exactly as after any commit. Rolled back: nothing was written, and the write is
+tried again like any transient failure. Only when that cannot be told (the check fails too, or
+more than :data:`COMMIT_TOKENS_KEPT` transactions committed in between) is it
 :class:`~identity.errors.CommitOutcomeUnknownError`, which nothing in idgraph retries on its own
 (``tests/identity/store/test_neo4j_ambiguous_commit.py`` cuts a real connection there).
 Messages carry the Neo4j status code but never the server's message text, which can echo stored
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -100,8 +108,14 @@ _log = logging.getLogger("idgraph.store.neo4j")
 
 DEFAULT_BATCH_SIZE = 1000
 WRITER_LOCK = "graph"
-# Attempts of a write transaction that failed a uniqueness constraint (see the module docstring).
+# Attempts of a write transaction that failed a uniqueness constraint, or whose COMMIT lost its
+# connection and is known to have rolled back (see the module docstring).
 CONSTRAINT_RETRIES = 3
+# Commit tokens the writer lock node keeps (cypher.LOCK_WRITERS): a COMMIT in doubt is settled
+# while fewer than this many other write transactions committed after it (the check runs at
+# once, so a handful at most), else it stays unknown. 64 tokens of 16 hex digits: ~1.2 KiB
+# rewritten per write transaction.
+COMMIT_TOKENS_KEPT = 64
 # Bolt and routing (cluster/Aura) schemes. The driver's HTTP schemes are a preview feature with
 # other dependencies and semantics, so they are refused rather than half-supported.
 URI_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
@@ -296,6 +310,22 @@ def _refusal_row(r: Refusal) -> dict[str, Any]:
         "detail": r.detail,
         "anchor_node": r.anchor_node,
     }
+
+
+def commit_landed(token: str, seq: int, current: int, commits: Sequence[str]) -> bool | None:
+    """Whether a write transaction committed, from the writer lock node as it is now.
+
+    ``token`` and ``seq``: what the transaction wrote on the lock node and the sequence number it
+    took; ``current`` and ``commits``: the lock node's sequence now and its latest tokens, newest
+    first (cypher.WRITER_COMMITS, read once the transaction in doubt has ended). Had it
+    committed, its token would be at index ``current - seq``: there, it committed; that index
+    still inside the kept tokens and the token absent, it rolled back (also when ``current <
+    seq``: nobody, it included, committed since); beyond them, it cannot be told (``None``)."""
+    if token in commits:
+        return True
+    if current - seq < len(commits):
+        return False
+    return None
 
 
 def _status(exc: Exception) -> str:
@@ -1045,19 +1075,68 @@ class Neo4jGraphStore:
         constraint violation (at most :data:`CONSTRAINT_RETRIES` attempts).
         """
 
+        # Names this call's transaction on the writer lock node (cypher.LOCK_WRITERS): random, so
+        # no other writer's commit can be mistaken for it; it carries nothing about the data.
+        token = secrets.token_hex(8)
+        done: list[tuple[int, T]] = []  # (lock sequence, fn's result) of the latest attempt
+
         def work(tx: ManagedTransaction) -> T:
-            tx.run(cypher.LOCK_WRITERS, {"lock": WRITER_LOCK}).consume()
-            return fn(Neo4jTransaction(tx, self._batch))
+            lock = {"lock": WRITER_LOCK, "token": token, "keep": COMMIT_TOKENS_KEPT}
+            seq = int(tx.run(cypher.LOCK_WRITERS, lock).single(strict=True)["seq"])
+            result = fn(Neo4jTransaction(tx, self._batch))
+            done[:] = [(seq, result)]  # the attempt that goes on to COMMIT is the last to get here
+            return result
 
         with _driver_errors("write"):
-            for _ in range(CONSTRAINT_RETRIES - 1):
+            for attempt in range(1, CONSTRAINT_RETRIES + 1):
                 try:
                     with self._session() as session:
                         return session.execute_write(work)
                 except ConstraintError:
-                    continue  # a racing writer outside the lock: re-read and decide again
+                    if attempt == CONSTRAINT_RETRIES:
+                        raise
+                    # A racing writer outside the lock: re-read and decide again.
+                except IncompleteCommit as exc:
+                    if not done:  # pragma: no cover - COMMIT is only sent once fn returned
+                        raise
+                    seq, result = done[0]
+                    landed = self._commit_landed(token, seq)
+                    if landed is None:
+                        raise  # CommitOutcomeUnknownError (_driver_errors)
+                    if landed:
+                        return result
+                    if attempt == CONSTRAINT_RETRIES:
+                        raise StoreUnavailableError(
+                            "Neo4j connection lost while committing; the write was rolled back "
+                            "(nothing written)"
+                        ) from exc
+                    # Rolled back on the server: nothing was written, so write it again.
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _commit_landed(self, token: str, seq: int) -> bool | None:
+        """Whether the write transaction that took lock sequence ``seq`` with ``token`` and then
+        lost its connection during COMMIT committed (``None``: cannot be told).
+
+        Run in a write transaction of its own that takes the writer lock, so it waits until the
+        transaction in doubt has committed or rolled back on the server (a read could see it
+        still in flight, answer "not committed", and the write would then be applied twice)."""
+
+        def check(tx: ManagedTransaction) -> tuple[int, list[str]]:
+            record = tx.run(cypher.WRITER_COMMITS, {"lock": WRITER_LOCK}).single(strict=True)
+            return int(record["seq"]), [str(t) for t in record["commits"]]
+
+        try:
             with self._session() as session:
-                return session.execute_write(work)
+                current, commits = session.execute_write(check)
+        except (Neo4jError, DriverError) as exc:
+            _log.warning("neo4j commit in doubt not settled (%s)", _status(exc))
+            return None
+        landed = commit_landed(token, seq, current, commits)
+        _log.warning(
+            "neo4j commit in doubt settled: %s",
+            {True: "committed", False: "rolled back", None: "unknown"}[landed],
+        )
+        return landed
 
     def read(self, fn: Callable[[Neo4jTransaction], T]) -> T:
         """Run ``fn`` in one managed read transaction."""

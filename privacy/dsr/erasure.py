@@ -95,6 +95,18 @@ class ErasureResult:
     refused_persons_for_review: int = 0
     # Recipient notices queued (Art. 17(2), 19), one per recipient of any erased person.
     recipients_notified: int = 0
+    # Keys those recipients hold that their notices could not list: hashes of kept values whose
+    # data key was already shredded (an operator's shred, an interrupted erasure).
+    recipient_keys_unreadable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldNotices:
+    """What :meth:`ErasureNotifier.hold` stored: how many notices, and how many keys their
+    recipients hold that could not be listed (unreadable kept values, counted, not fatal)."""
+
+    notices: int = 0
+    keys_unreadable: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +152,9 @@ class ErasureNotifier(Protocol):
         person_ids: Sequence[str],
         *,
         tx: GraphTransaction | None = None,
-    ) -> int:
-        """Make and store, held, one sealed notice per recipient of ``person_ids``; how many.
+    ) -> HeldNotices:
+        """Make and store, held, one sealed notice per recipient of ``person_ids``; how many
+        (and how many of the keys they hold could not be listed: :class:`HeldNotices`).
 
         ``tx``: read the persons through this open graph transaction (the erasure's own, whose
         write lock is held) instead of a transaction of the notifier's own."""
@@ -271,18 +284,18 @@ class ErasureService:
         """
         erasure_id = new_erasure_id()
         planned = self._store.read(plan)
-        notified = 0
+        notified = HeldNotices()
         for attempt in range(_PLAN_ATTEMPTS):
             locked = attempt + 1 == _PLAN_ATTEMPTS
             if not locked:
                 notified = self._hold(erasure_id, request_id, planned.erased)
-            made: list[int] = []
+            made: list[HeldNotices] = []
 
             def run(
                 tx: GraphTransaction,
                 expected: _Plan = planned,
                 locked: bool = locked,
-                made: list[int] = made,
+                made: list[HeldNotices] = made,
             ) -> ErasureOutboxEntry:
                 current = plan(tx)
                 if locked:
@@ -311,7 +324,11 @@ class ErasureService:
             break
         result = self._complete(entry)
         self._audit_review(entry, actor)
-        return replace(result, recipients_notified=notified)
+        return replace(
+            result,
+            recipients_notified=notified.notices,
+            recipient_keys_unreadable=notified.keys_unreadable,
+        )
 
     def _hold(
         self,
@@ -320,9 +337,9 @@ class ErasureService:
         persons: Sequence[str],
         *,
         tx: GraphTransaction | None = None,
-    ) -> int:
+    ) -> HeldNotices:
         if self._notifier is None or not persons:
-            return 0
+            return HeldNotices()
         return self._notifier.hold(erasure_id, request_id, persons, tx=tx)
 
     def _drop_held(self, erasure_id: str) -> None:
@@ -491,15 +508,23 @@ class ErasureService:
             if not raws:
                 continue
             try:
-                values = self._vault.decrypt_many(
+                # Per value, not all or nothing: one key already gone (an earlier, interrupted
+                # erasure; an operator's shred) must not keep the person's other, readable
+                # values from being suppressed under every key.
+                values = self._vault.decrypt_readable(
                     [(f.node_id, f.seal_field, f.sealed) for f in raws]
                 )
             except VaultError:
-                # A key already gone (an earlier, interrupted erasure) or a damaged blob: those
-                # identifiers are still suppressed under the key they were stored with.
+                # A damaged blob or wrapped key: those identifiers are still suppressed under
+                # the key they were stored with.
                 log.warning("erasure_kept_values_unreadable", nodes=len(raws))
                 continue
+            if None in values:
+                # Unreadable ones are still suppressed under the key they were stored with.
+                log.warning("erasure_kept_values_unreadable", nodes=values.count(None))
             for fact, value in zip(raws, values, strict=True):
+                if value is None:
+                    continue
                 identifier = NormalizedIdentifier(nodes[fact.node_id].hashed.type, value.decode())
                 hashes.update(self._keyring.candidates(identifier))
         return hashes

@@ -48,7 +48,7 @@ from identity.policy import IdentityPolicy
 from identity.store.port import GraphStore, GraphTransaction
 from privacy.access.purposes import PurposesPolicy
 from privacy.auditing.log import MAX_ENTRIES_LIMIT, AuditEntry, AuditLog
-from privacy.keys.vault import TamperedCiphertextError, Vault, VaultError
+from privacy.keys.vault import TamperedCiphertextError, Vault
 
 EXPORT_FORMAT = "idgraph-dsr-export/1"
 HELD_AS_TAMPERED = "encrypted value (failed its integrity check: altered at rest)"
@@ -102,22 +102,23 @@ def _open_all(vault: Vault, facts: Sequence[Fact]) -> tuple[list[bytes | None], 
     never folded into "no longer readable".
     """
     items = [(f.node_id, f.seal_field, f.sealed) for f in facts]
+    # decrypt_readable: a shredded key gives None in the same single pass (it used to fail the
+    # whole batch and send every value through the one-at-a-time loop below). A vault that
+    # cannot be read at all (VaultUnavailableError) is not "no longer readable": it raises, and
+    # the request is retried later rather than completed with every value reported gone.
     try:
-        return list(vault.decrypt_many(items)), [False] * len(items)
-    except VaultError:
+        return vault.decrypt_readable(items), [False] * len(items)
+    except TamperedCiphertextError:
         pass
     opened: list[bytes | None] = []
     tampered: list[bool] = []
-    for item in items:  # one at a time, so one unreadable value does not hide the others
+    for item in items:  # one at a time, so one altered value does not hide the others
         try:
-            opened.append(vault.decrypt_many([item])[0])
+            opened.append(vault.decrypt_readable([item])[0])
             tampered.append(False)
         except TamperedCiphertextError:  # includes TamperedDataKeyError
             opened.append(None)
             tampered.append(True)
-        except VaultError:
-            opened.append(None)
-            tampered.append(False)
     return opened, tampered
 
 

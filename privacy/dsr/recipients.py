@@ -111,6 +111,10 @@ class NoticeKeys:
     person_id: str | None = None
     pseudonym: tuple[str, str] | None = None  # (pseudonym key id, pseudonym)
     hashed_identifiers: tuple[Mapping[str, str], ...] = ()
+    # Keys the recipient holds that could not be listed: kept values whose data key was
+    # shredded while the person still exists. Counted for the request's result and audit
+    # entry; not part of the notice (a count tells the recipient nothing it can act on).
+    unreadable: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """The ``keys`` object of the notice (only the kinds it holds)."""

@@ -75,7 +75,7 @@ from privacy.dsr.delivery import (
     backoff,
 )
 from privacy.dsr.delivery import payload as webhook_payload
-from privacy.dsr.erasure import HELD_GRACE, ErasureNotifier
+from privacy.dsr.erasure import HELD_GRACE, ErasureNotifier, HeldNotices
 from privacy.dsr.model import (
     EXPORT_TYPES,
     REQUEST_ID,
@@ -171,6 +171,12 @@ class Eraser(Protocol):
     def attach_notifier(self, notifier: ErasureNotifier) -> None:
         """Have every erasure tell the recipients of the persons it erases."""
         ...
+
+
+def _unreadable_count(unreadable: int) -> dict[str, int]:
+    """``recipient_keys_unreadable`` for a request's result, only when some were: the result of
+    a request whose recipients got every key they hold keeps its usual shape."""
+    return {"recipient_keys_unreadable": unreadable} if unreadable else {}
 
 
 def result_counts(result: object) -> dict[str, int]:
@@ -913,17 +919,17 @@ class DsrService:
         if request.type is DsrType.RECTIFICATION:
             # Nothing to change here: the corrected values came through ingest. Record that
             # the recipients were told (Art. 19).
-            notices = self._notices(request, persons)
+            notices, unreadable = self._notices(request, persons)
             counts = {
                 "persons": len(persons),
                 "subjects_not_found": len(subjects) - len(nodes),
                 "recipients_notified": len(notices),
             }
-            return counts, None, [], notices
+            return counts | _unreadable_count(unreadable), None, [], notices
         counts = self._record_consents(request, subjects, nodes)
-        notices = self._notices(request, persons)
+        notices, unreadable = self._notices(request, persons)
         counts["recipients_notified"] = len(notices)
-        return counts, None, [], notices
+        return counts | _unreadable_count(unreadable), None, [], notices
 
     # -- recipients (Art. 17(2), 19) -------------------------------------------------------
 
@@ -947,20 +953,21 @@ class DsrService:
         person_ids: Sequence[str],
         *,
         tx: GraphTransaction | None = None,
-    ) -> int:
+    ) -> HeldNotices:
         """Store, held until the erasure completes, one sealed notice per recipient of any of
-        ``person_ids``; returns how many. Called by every erasure before its graph transaction,
-        or inside it (``tx``) on its last attempt (the recipients and their keys are readable
-        only while the persons exist): a request's own erasure, the persons it follows through
-        refusals, and retention."""
+        ``person_ids``; returns how many, and how many keys held by those recipients could not
+        be listed (their kept value's data key is shredded). Called by every erasure before its
+        graph transaction, or inside it (``tx``) on its last attempt (the recipients and their
+        keys are readable only while the persons exist): a request's own erasure, the persons it
+        follows through refusals, and retention."""
         request = self._erasing.get(request_id)
         if request is None:
             # Not a data-subject request: the retention sweep (storage limitation) erased them.
             request = _retention_request(request_id, self.config.default_regulation, self.clock())
-        notices = self._notices(request, person_ids, tx)
+        notices, unreadable = self._notices(request, person_ids, tx)
         if notices:
             self.store.hold(request_id, erasure_id, self.clock(), notices)
-        return len(notices)
+        return HeldNotices(len(notices), unreadable)
 
     def release(self, erasure_id: str) -> int:
         """Let the held notices of a completed erasure go out (idempotent), and audit that the
@@ -1008,11 +1015,13 @@ class DsrService:
         request: DsrRequest,
         person_ids: Sequence[str],
         tx: GraphTransaction | None = None,
-    ) -> list[Outgoing]:
+    ) -> tuple[list[Outgoing], int]:
         """One sealed notice per recipient of any of ``person_ids``, carrying, per person, only
-        the keys that recipient holds. Objections go to recipients of the objected purposes."""
+        the keys that recipient holds, and how many of those keys could not be listed (a kept
+        value whose data key is shredded: counted, logged, never a failed request).
+        Objections go to recipients of the objected purposes."""
         if request.type not in NOTIFIED_TYPES:
-            return []
+            return [], 0
         keys: dict[str, list[NoticeKeys]] = {}
         for person_id in person_ids:
             for consumer, got in self.recipients(person_id).items():
@@ -1022,7 +1031,12 @@ class DsrService:
                     continue
                 keys.setdefault(consumer, []).append(self._keys_held(person_id, got, tx))
         if not keys:
-            return []
+            return [], 0
+        unreadable = sum(k.unreadable for persons in keys.values() for k in persons)
+        if unreadable:
+            log.warning(
+                "dsr_notice_keys_unreadable", request_id=request.request_id, keys=unreadable
+            )
         now = self.clock()
         event = f"recipient.{request.type.value}"
         outgoing: list[Outgoing] = []
@@ -1045,7 +1059,7 @@ class DsrService:
             endpoint = self.config.recipients.get(consumer)
             url = endpoint.url if endpoint is not None else ""
             outgoing.append((RECIPIENT_PREFIX + consumer, url, webhook_id, event, sealed))
-        return outgoing
+        return outgoing, unreadable
 
     @staticmethod
     def _notified_draft(
@@ -1097,6 +1111,7 @@ class DsrService:
             purpose = self._purposes.get(purpose_id)
             types.update(purpose.activation if purpose is not None else ())
         hashed: list[dict[str, str]] = []
+        unreadable = 0
         if types:
 
             def raw(graph_tx: GraphTransaction) -> list[Fact]:
@@ -1106,14 +1121,25 @@ class DsrService:
 
             facts = raw(tx) if tx is not None else self._graph.read(raw)
             wanted = [f for f in facts if f.name in types]
-            plain = self._vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in wanted])
+            # decrypt_readable: a value whose data key was shredded while the person still
+            # exists (an operator's shred, an interrupted erasure) cannot give its hash. The
+            # notice still goes with every key that is readable and the rest is counted (the
+            # request's result and audit entry): one lost key must not stop the recipients
+            # from being told, nor an erasure from completing. Tampering still raises.
+            plain = self._vault.decrypt_readable(
+                [(f.node_id, f.seal_field, f.sealed) for f in wanted]
+            )
             hashed = [
-                hashed_identifier(f.name, text) for f, text in zip(wanted, plain, strict=True)
+                hashed_identifier(f.name, text)
+                for f, text in zip(wanted, plain, strict=True)
+                if text is not None
             ]
+            unreadable = len(wanted) - len(hashed)
         return NoticeKeys(
             person_id=person_id if got.person_id else None,
             pseudonym=pseudonym,
             hashed_identifiers=tuple(hashed),
+            unreadable=unreadable,
         )
 
     def destroy_person_exports(self, person_ids: Sequence[str]) -> int:

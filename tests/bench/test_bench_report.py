@@ -449,3 +449,41 @@ def test_ingest_goal_is_judged_on_the_one_run_when_the_json_has_no_rounds() -> N
     assert same_work.figure == "0.810 wall, 0.780 CPU, load 0.3->1.0"
     assert same_work.status == "met"
     assert "(median of" not in text
+
+
+def _git_in(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_the_git_line_counts_no_change_when_only_the_reports_own_outputs_changed(
+    tmp_path: Path,
+) -> None:
+    # The report rewrites bench/REPORT.md (tracked) and bench/report/ before its machine section.
+    # `git status --porcelain` lists the first as " M bench/REPORT.md"; stripped, its first path
+    # lost a letter ("ench/REPORT.md"), escaped the exclusion and the report said "+ uncommitted
+    # changes in 1 file(s)" for a clean tree (stops 38 and 39).
+    bench_report = _report_module()
+    repo = tmp_path / "repo"
+    (repo / "bench" / "report").mkdir(parents=True)
+    (repo / "bench" / "REPORT.md").write_text("old\n")
+    (repo / "bench" / "report" / "figures.json").write_text("{}\n")
+    (repo / "app.py").write_text("x = 1\n")
+    _git_in(repo, "init", "-q")
+    _git_in(repo, "add", ".")
+    _git_in(repo, "commit", "-qm", "initial")
+
+    (repo / "bench" / "REPORT.md").write_text("new\n")
+    (repo / "bench" / "report" / "figures.json").write_text('{"a": 1}\n')
+    (repo / "bench" / "report" / "new_plot.png").write_bytes(b"png")
+    assert bench_report.changed_paths(repo) == []
+
+    (repo / "app.py").write_text("x = 2\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    _git_in(repo, "mv", "bench/report/figures.json", "bench/figures.json")
+    assert sorted(bench_report.changed_paths(repo)) == ["app.py", "bench/figures.json", "notes.txt"]
+    assert bench_report.changed_paths(tmp_path / "not-a-checkout-at-all") == []

@@ -287,6 +287,44 @@ def test_rehash_moves_kept_identifiers_to_the_new_key_and_resumes(env: Path) -> 
     assert runner.invoke(app, ["resolve", "cookie_id=ck-3"]).output.strip() == before
 
 
+def test_rehash_moves_what_is_readable_when_one_kept_value_has_its_data_key_shredded(
+    env: Path,
+) -> None:
+    # One email's data key is gone while its node is still in the graph: its kept value cannot
+    # be re-hashed, and it stays under the old key like a value that was never kept. The run
+    # used to stop at that page with data-key-destroyed (exit 2, naming the node) every time.
+    _ingest_people(env, 4)
+    assert runner.invoke(app, ["keys", "rotate-hash-key"]).exit_code == 0
+    from bootstrap.container import build_container
+    from bootstrap.settings import Settings
+
+    container = build_container(Settings())
+    try:
+        person = container.engine.resolve(
+            container.identity_policy.normalize("email", "person2@shop.de", "GB")
+        )
+        assert person is not None
+        nodes = container.store.read(lambda tx: tx.cluster(person).nodes)
+        assert container.vault.shred([n.node_id for n in nodes if n.hashed.type == "email"]) == 1
+    finally:
+        container.close()
+
+    result = runner.invoke(app, ["keys", "rehash", "--batch-size", "3"])
+
+    assert result.exit_code == 0, result.output
+    assert "re-hashed 3 identifier(s)" in result.output
+    assert "5 without a kept value" in result.output
+    assert "1 of them: the kept value's data key was shredded" in result.output
+    keys = json.loads((env / "data" / "hash-keys.json").read_text())
+    container = build_container(Settings())
+    try:
+        # Still under the old key: the four cookies (never kept) and the unreadable email.
+        old = container.store.read(lambda tx: tx.identifiers_page(keys["primary"], "", 100))
+        assert sorted(n.hashed.type for n in old) == ["cookie_id"] * 4 + ["email"]
+    finally:
+        container.close()
+
+
 def test_rotate_kek_rewraps_every_data_key_and_data_stays_readable(env: Path) -> None:
     _ingest_people(env, 5)
     result = runner.invoke(app, ["keys", "rotate-kek", "--batch-size", "2", "--retire-old"])

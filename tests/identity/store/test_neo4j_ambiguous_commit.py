@@ -1,4 +1,5 @@
-"""A commit whose outcome the driver cannot know, on a live Neo4j: nothing lost, nothing twice.
+"""A commit whose outcome the driver cannot know, on a live Neo4j: nothing lost, nothing twice,
+and the audit says what landed.
 
 Group commit writes several callers' batches in one transaction; when that transaction fails it
 writes each batch again alone, which is right only if the failed transaction wrote nothing. A
@@ -6,7 +7,15 @@ lost connection *during* COMMIT breaks that premise: the server may have committ
 driver can only say so (``IncompleteCommit``). A TCP proxy between the service and the live
 Neo4j makes that happen for real: it passes one COMMIT to the server, waits for the server's
 answer (which carries the committed transaction's bookmark: the commit happened), and then cuts
-the connection instead of passing the answer on.
+the connection instead of passing the answer on; or it never passes the COMMIT on and cuts
+(the server rolls the transaction back).
+
+The store settles the doubt (the commit token on the writer lock node, read under the same
+lock once the transaction in doubt has ended): a commit that landed returns its outcomes, so the
+service appends the ``consent.recorded`` entries of the consent records it stored (it used to
+answer 503 ``commit-outcome-unknown``, and the client's resend, a message-id duplicate, stored
+nothing and audited nothing: consent records without their entries); one that rolled back is
+written again.
 
 Runs in `make test-neo4j` (a throwaway local Neo4j, NEO4J_URI set); skipped with the reason
 otherwise, like the other live Neo4j tests.
@@ -29,7 +38,6 @@ from neo4j import GraphDatabase
 
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
-from identity.errors import CommitOutcomeUnknownError
 from identity.group_commit import GroupCommitter
 from identity.model import Outcome
 from services.inputs import IdentifyRequest
@@ -51,6 +59,8 @@ class _CommitCutter:
 
     def __init__(self, host: str, port: int) -> None:
         self._upstream = (host, port)
+        # Never pass the armed COMMIT on: cut the connection instead (the server rolls back).
+        self.drop_commit = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._armed = threading.Event()
@@ -95,6 +105,14 @@ class _CommitCutter:
                     if self._armed.is_set():
                         self._armed.clear()
                         committing.set()
+                if committing.is_set() and self.drop_commit:
+                    # What came before the COMMIT goes on; the COMMIT never reaches the server.
+                    with suppress(OSError):
+                        upstream.sendall(data[: max(seen.find(_COMMIT) - len(tail), 0)])
+                    _close(client)
+                    _close(upstream)
+                    self.cut.set()
+                    return
             tail = seen[-(len(_COMMIT) - 1) :]
             try:
                 upstream.sendall(data)
@@ -189,40 +207,79 @@ def _outcome(call: Callable[[], Any]) -> Any:
         return exc
 
 
-def test_a_group_whose_commit_answer_is_lost_is_reported_unknown_and_written_once(
+GPC = b"Sec-GPC: 1 (the request that carried it)"
+
+
+def _consent_entries(container: Any) -> int:
+    return sum(e.action == "consent.recorded" for e in container.audit.entries())
+
+
+def _group_through_cutter(container: Any, cutter: _CommitCutter) -> list[Any]:
+    """Two batches (GPC opt-outs: consent records) written in one group transaction whose
+    COMMIT goes through the armed cutter; each caller's result or exception."""
+    service = container.ingest
+    # The service's own committer, with a linger no test outlasts: the first batch's writer
+    # waits for the second one, and both go in one transaction (one COMMIT).
+    service._batch_group = GroupCommitter(
+        service._ingest_batches, max_group=8, linger_s=LONG_LINGER
+    )
+    # One client sends message ids (a repeat is then recognised), one does not.
+    with_ids, without_ids = _batch("ids", message_ids=True), _batch("bare", message_ids=False)
+    arrivals = [service.announce_batch(), service.announce_batch()]
+    cutter.arm()
+    calls = [
+        partial(service.ingest, batch, actor="t", gpc_proof=GPC, arrival=arrival)
+        for batch, arrival in zip((with_ids, without_ids), arrivals, strict=True)
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(_outcome, calls, timeout=120))
+
+
+def _written_once_and_audited(container: Any, results: list[Any]) -> int:
+    """Each caller got its outcomes (new persons, consent records stored), the graph holds each
+    of the 4 events once, and every consent record has exactly one ``consent.recorded`` entry.
+    Returns how many consent records there are."""
+    for result in results:
+        assert not isinstance(result, Exception), result
+        assert [o.outcome for o in result] == [Outcome.CREATED, Outcome.CREATED]
+        assert all(o.consents_recorded for o in result)
+    assert _count("MATCH (:Identifier) RETURN count(*) AS n") == 4
+    assert _count("MATCH (:Person) RETURN count(*) AS n") == 4
+    assert _count("MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n") == 4
+    consents = _count("MATCH (c:Consent) RETURN count(c) AS n")
+    assert consents >= 4
+    assert _consent_entries(container) == consents
+    return consents
+
+
+def test_a_group_whose_commit_answer_is_lost_returns_what_landed_and_audits_it_once(
     tmp_path: Path,
 ) -> None:
     with _service_behind_cutter(tmp_path) as (container, cutter):
-        service = container.ingest
-        # The service's own committer, with a linger no test outlasts: the first batch's writer
-        # waits for the second one, and both go in one transaction (one COMMIT).
-        service._batch_group = GroupCommitter(
-            service._ingest_batches, max_group=8, linger_s=LONG_LINGER
-        )
-        # One client sends message ids (a repeat is then recognised), one does not.
-        with_ids, without_ids = _batch("ids", message_ids=True), _batch("bare", message_ids=False)
-        arrivals = [service.announce_batch(), service.announce_batch()]
-        cutter.arm()
-        calls = [
-            partial(service.ingest, batch, actor="t", arrival=arrival)
-            for batch, arrival in zip((with_ids, without_ids), arrivals, strict=True)
-        ]
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(_outcome, calls, timeout=120))
+        results = _group_through_cutter(container, cutter)
 
         assert cutter.cut.is_set()
-        # A clear error for each caller of the group, not a result of a blind second write...
-        for result in results:
-            assert isinstance(result, CommitOutcomeUnknownError), result
-            assert "may have been written" in str(result)
-            assert "message id" in str(result)
-        # ...and nothing lost, nothing written twice: the shared transaction committed once.
-        assert _count("MATCH (:Identifier) RETURN count(*) AS n") == 4
-        assert _count("MATCH (:Person) RETURN count(*) AS n") == 4
-        assert _count("MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n") == 4
+        # The commit landed: each caller gets its outcomes, as if the answer had arrived; the
+        # shared transaction committed once; each consent record it stored is audited once.
+        consents = _written_once_and_audited(container, results)
 
-        # The client that sent message ids sends the batch again: recognised, written once.
-        again = service.ingest(with_ids, actor="t")
+        # A client that resends anyway (message ids): recognised, nothing written or audited.
+        again = container.ingest.ingest(_batch("ids", message_ids=True), actor="t", gpc_proof=GPC)
         assert [o.outcome for o in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
         assert _count("MATCH (f:Fact {kind: 'event'}) RETURN count(f) AS n") == 4
-        assert service._batch_group.groups == 2  # the shared transaction and the retry, alone
+        assert _count("MATCH (c:Consent) RETURN count(c) AS n") == consents
+        assert _consent_entries(container) == consents
+        assert container.audit.verify().ok
+
+
+def test_a_group_whose_commit_never_reached_the_server_is_written_once_and_audited(
+    tmp_path: Path,
+) -> None:
+    with _service_behind_cutter(tmp_path) as (container, cutter):
+        cutter.drop_commit = True
+        results = _group_through_cutter(container, cutter)
+
+        assert cutter.cut.is_set()
+        # Rolled back on the server: written again (one transaction), nothing twice.
+        _written_once_and_audited(container, results)
+        assert container.ingest._batch_group.groups == 1  # settled inside the store's write

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_dsr_api import EMAIL, PHONE, Dsr, dsr_settings, open_dsr
-from tests.privacy.dsr.test_dsr_rights import _norm, _rich_person
+from tests.privacy.dsr.test_dsr_rights import _norm, _rich_person, shred_out_of_band
 from tests.privacy.dsr.test_dsr_webhooks import Receiver, _secret
 
 
@@ -244,3 +244,53 @@ def test_a_rectification_tells_every_recipient_what_was_corrected(
     assert status["rectified"] == ["city"]
     assert status["result"]["recipients_notified"] == 3
     assert app.profile(person, "ad_targeting") == 200  # a rectification restricts nothing
+
+
+@pytest.mark.parametrize(
+    ("kind", "shredded", "subject_type", "subject_value"),
+    [("restriction", "phone", "email", EMAIL), ("erasure", "email", "phone", PHONE)],
+)
+def test_recipients_are_told_what_is_readable_when_a_data_key_was_shredded(
+    app: Dsr, receiver: Receiver, kind: str, shredded: str, subject_type: str, subject_value: str
+) -> None:
+    # One identifier's data key is gone while the person still exists: the notice keys that
+    # need its kept value (the SHA-256 adtech got in the export) cannot be made. The request
+    # still completes, each recipient gets the keys that are readable, the rest is counted in
+    # the result and the audit entry. It used to fail the request (data-key-destroyed); for an
+    # erasure, which makes its notices before its graph transaction, every attempt failed, so
+    # the person could never be erased.
+    receiver.fail_first = 0
+    person = _rich_person(app)
+    _reads(app, person)
+    shred_out_of_band(app, person, shredded)
+
+    app.submit(
+        request_id=f"{kind}-shred",
+        type=kind,
+        subject_identities=[{"type": subject_type, "value": subject_value}],
+    )
+    app.process()
+    app.process()
+
+    status = app.status(f"{kind}-shred")
+    assert status["status"] == "completed", status
+    assert status["result"]["recipients_notified"] == 3
+    assert status["result"]["recipient_keys_unreadable"] == 1
+    got = _by_path(receiver)
+    assert set(got) == {"/adtech", "/ml"}
+    assert got["/adtech"]["data"]["subjects"] == [
+        {
+            "person_id": person,
+            "hashed_identifiers": [
+                {"type": subject_type, "sha256": _sha(app, subject_type, subject_value)}
+            ],
+        }
+    ]
+    if kind == "erasure":
+        assert status["result"]["persons_erased"] == 1
+        assert app.profile(person, "ad_targeting") == 404
+    entries = app.container.audit.entries()
+    (completed,) = [e for e in entries if e.action == "dsr.completed"]
+    assert completed.details["recipient_keys_unreadable"] == 1
+    assert [e for e in entries if e.action == "dsr.failed"] == []
+    assert app.container.audit.verify().ok

@@ -439,6 +439,37 @@ def test_access_export_lists_audience_export_and_feature_reads_with_basis_and_pr
     assert any(",category,behavioural,2,behavioural," in r for r in rows)
 
 
+def shred_out_of_band(app: Dsr, person: str, identifier_type: str) -> list[str]:
+    """Destroy the data keys of ``person``'s ``identifier_type`` nodes, graph left as it is (an
+    operator's shred, a partly recovered erasure): their kept values are unreadable."""
+    nodes = app.container.store.read(lambda tx: tx.cluster(person).nodes)
+    owners = [n.node_id for n in nodes if n.hashed.type == identifier_type]
+    assert owners
+    assert app.container.vault.shred(owners) == len(owners)
+    return owners
+
+
+def test_access_export_says_no_longer_readable_for_a_value_whose_data_key_was_shredded(
+    app: Dsr,
+) -> None:
+    person = _rich_person(app)
+    shred_out_of_band(app, person, "phone")
+
+    document, _ = _export(app, "acc-shred", "access")
+
+    (subject,) = document["persons"]
+    identifiers = {i["type"]: i for i in subject["identifiers"]}
+    assert identifiers["phone"]["value"] is None
+    assert identifiers["phone"]["held_as"] == "encrypted value (no longer readable)"
+    assert identifiers["email"]["value"] == _norm(app, "email", EMAIL).value  # type: ignore[attr-defined]
+    assert identifiers["email"]["held_as"] == "encrypted value"
+    # Unreadable is not tampered: nothing is reported as altered, the rest is all there.
+    assert subject["integrity"] == {"tampered_values": 0}
+    city = next(a for a in subject["attributes"] if a["name"] == "city")
+    assert city["value"] == "Lisbon"
+    assert not [e for e in app.container.audit.entries() if "tampering" in e.action]
+
+
 def test_portability_export_holds_provided_and_observed_data_only(app: Dsr) -> None:
     _rich_person(app)
     document, _ = _export(app, "port-1", "portability")

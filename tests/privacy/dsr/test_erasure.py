@@ -23,7 +23,7 @@ import pytest
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from identity.errors import StoreUnavailableError
-from identity.hashing import HashedIdentifier, Keyring
+from identity.hashing import HashedIdentifier, HashKey, Keyring
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
     ConsentInput,
@@ -682,6 +682,7 @@ def test_a_copy_taken_before_the_erasure_cannot_be_decrypted_afterwards(
     assert container.vault.decrypt_many([(f.node_id, f.seal_field, f.sealed) for f in bob_facts])
 
 
+@pytest.mark.parametrize("phone_key_shredded", [False, True])
 def test_erasure_finds_and_suppresses_under_every_key_when_the_hash_key_rotated(
     store: SqliteGraphStore,
     policy: IdentityPolicy,
@@ -689,24 +690,42 @@ def test_erasure_finds_and_suppresses_under_every_key_when_the_hash_key_rotated(
     keyring: Keyring,
     ids: Ids,
     tmp_path: Path,
+    phone_key_shredded: bool,
 ) -> None:
+    # With phone_key_shredded, the phone's data key is gone before the erasure (an operator's
+    # shred, an interrupted erasure). The email's kept value is still readable and must still be
+    # suppressed under every key: reading the person's values all or nothing used to drop the
+    # email too, so it stayed suppressed under the old key only (retire that key and re-ingest
+    # brought it back).
     old_engine = ResolutionEngine(store, keyring, policy, sealer=vault)
     customer, email = ids("customer_id", "C-ROT"), ids("email", "rot@x.de")
-    old_engine.ingest([IdentityEvent((customer, email), "web", T0)])
+    phone = ids("phone", "+44 20 7946 0555")
+    (first,) = old_engine.ingest([IdentityEvent((customer, email, phone), "web", T0)])
+    if phone_key_shredded:
+        nodes = store.read(lambda tx: tx.cluster(str(first.person_id)).nodes)
+        assert vault.shred([n.node_id for n in nodes if n.hashed.type == "phone"]) == 1
     rotated = keyring.with_keys({"k2": bytes(range(32, 64))}, "k2")
     audit = SqliteAuditLog(tmp_path / "audit.sqlite3")
     try:
-        # The request names only the customer id; the email's kept value is read from the vault.
+        # The request names only the customer id; the kept values are read from the vault.
         result = ErasureService(store, vault, rotated, audit).erase([customer], "rot-1", "cli")
     finally:
         audit.close()
 
     assert result.persons_erased == 1
-    assert result.identifiers_suppressed == 2
-    expected = {*rotated.candidates(customer), *rotated.candidates(email)}
+    assert result.identifiers_suppressed == 3
+    # An unreadable phone is still suppressed under the key it was stored with.
+    phones = {keyring.hash(phone)} if phone_key_shredded else set(rotated.candidates(phone))
+    expected = {*rotated.candidates(customer), *rotated.candidates(email), *phones}
     assert store.read(lambda tx: tx.suppressed(list(expected))) == expected
     new_engine = ResolutionEngine(store, rotated, policy, sealer=vault)
     (outcome,) = new_engine.ingest([IdentityEvent((email,), "web", T0)])
+    assert outcome.refusals[0].reason is RefusalReason.SUPPRESSED
+    # Retire the old key: the email is still suppressed under the new one.
+    retired = Keyring([HashKey("k2", bytes(range(32, 64)))], "k2")
+    (outcome,) = ResolutionEngine(store, retired, policy, sealer=vault).ingest(
+        [IdentityEvent((email,), "web", T0)]
+    )
     assert outcome.refusals[0].reason is RefusalReason.SUPPRESSED
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from identity import outbound
 from identity.model import IdentityEvent
-from privacy.dsr.erasure import ErasureIncompleteError
+from privacy.dsr.erasure import ErasureIncompleteError, HeldNotices
 from privacy.dsr.model import DsrStatus
 from privacy.dsr.service import NOTICE_FIELD, notice_owner
 from privacy.keys.vault import Vault, VaultError
@@ -231,7 +231,9 @@ def test_an_erasure_plans_again_when_a_person_joins_it_between_the_notices_and_t
     planned: list[list[str]] = []
     joined: list[str] = []
 
-    def racing_hold(erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any) -> int:
+    def racing_hold(
+        erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any
+    ) -> HeldNotices:
         planned.append(sorted(person_ids))
         if not joined:
             joined.append(_refused_event(app, NOW - timedelta(minutes=5)))
@@ -271,7 +273,9 @@ def test_every_person_an_erasure_erases_is_notified_when_ingest_races_every_plan
     real_hold = dsr.hold
     joined: list[str] = []
 
-    def racing_hold(erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any) -> int:
+    def racing_hold(
+        erasure_id: str, request_id: str, person_ids: Any, **kwargs: Any
+    ) -> HeldNotices:
         held = real_hold(erasure_id, request_id, person_ids, **kwargs)
         if kwargs.get("tx") is None:  # outside the write transaction: ingest can slip in
             at = NOW - timedelta(minutes=10 + len(joined))
