@@ -1169,6 +1169,16 @@ def load_section(report: Report) -> list[str]:
                     ),
                 )
             )
+        if ratios.get("ingest_async_over_bulk") is not None:
+            report.goals.append(
+                Goal(
+                    "issue 14",
+                    "HTTP /v1/ingest with `Prefer: respond-async`, timed until every event is "
+                    "applied, ≥ 0.8 x the bulk path on the same events",
+                    _rounds_figure(ratios, "ingest_async_over_bulk") + " events/s",
+                    _rounds_status(ratios, "ingest_async_over_bulk", GOAL_INGEST_OVER_BULK),
+                )
+            )
         for rounded in outcome.data.get("rounds", []):
             extra.append(
                 f"- round {rounded['round']} ({', '.join(rounded['order'])}): "

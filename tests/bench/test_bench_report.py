@@ -298,6 +298,43 @@ def test_load_goals_show_the_median_round_and_its_spread_when_rounds_ran() -> No
     assert "5 rounds of hello, identify_closed, ingest and bulk" in text
 
 
+def test_the_async_ingest_ratio_is_reported_as_a_goal_row_beside_the_sync_one() -> None:
+    bench_report = _report_module()
+    data = {
+        "phases": [
+            {
+                "name": "hello",
+                "requests": 10,
+                "errors": 0,
+                "items_per_second": 100.0,
+                "items_per_request": 1,
+                "p50_ms": 1.0,
+                "p95_ms": 2.0,
+                "p99_ms": 3.0,
+                "throughput_ratio_to_hello": 1.0,
+            }
+        ],
+        "skipped": {},
+        "ratios": {
+            "rounds": 3.0,
+            "ingest_events_per_second_over_bulk": 0.61,
+            "ingest_async_over_bulk": 0.66,
+            "ingest_async_over_bulk_min": 0.6,
+            "ingest_async_over_bulk_max": 0.7,
+        },
+    }
+    report = bench_report.Report("1m", bench_report.PRESETS["1m"])
+    report.outcomes["load"] = bench_report.Outcome("load", [], data=data)
+
+    bench_report.load_section(report)
+
+    sync, queued = (g for g in report.goals if "/v1/ingest" in g.goal)
+    assert sync.status == "**NOT met**"
+    assert "respond-async" in queued.goal
+    assert queued.figure == "median 0.660x over 3 rounds (0.600-0.700, spread 0.100) events/s"
+    assert queued.status == "**NOT met**"
+
+
 def _cold_data(first: list[float], reopen: list[float], floor: float) -> dict[str, Any]:
     """Audience figures with cold rounds (first-ever and after-reopen seconds per round over
     one floor), summed up as bench/audience.py's _cold_summary does."""
