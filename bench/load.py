@@ -805,18 +805,39 @@ async def ingest_phase(
 ) -> Phase:
     """``requests`` batches of ``args.batch`` persons from ``first`` on, closed loop on a
     quarter of ``--concurrency`` connections, with the server's graph transactions."""
+    return await _ingest_batches("ingest", api, args, first, requests, server)
+
+
+async def _ingest_batches(
+    name: str,
+    api: httpx.AsyncClient,
+    args: argparse.Namespace,
+    first: int,
+    requests: int,
+    server: tuple[int, ...],
+    *,
+    prefer: dict[str, str] | None = None,
+    accepted: list[str] | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> Phase:
+    """The ingest phases' closed loop: ``prefer`` headers on every batch, the ``Location`` of
+    each 202 collected in ``accepted``, ``then`` awaited inside the timed span."""
     # The bodies are made and encoded before the phase, as the bulk phase writes its file
     # before it is timed: the client's making of 50 events per request (and their JSON
     # encoding) is not the server's work, and on 2 cores it took CPU from it.
     bodies = ingest_bodies(first, requests, args.batch, args.seed)
     settle_store(args.data_dir)
+    headers = JSON_CONTENT | (prefer or {})
 
-    def batch(c: httpx.AsyncClient, i: int) -> Awaitable[httpx.Response]:
-        return c.post("/v1/ingest", content=bodies[i], headers=JSON_CONTENT)
+    async def batch(c: httpx.AsyncClient, i: int) -> httpx.Response:
+        response = await c.post("/v1/ingest", content=bodies[i], headers=headers)
+        if accepted is not None and response.status_code == 202:
+            accepted.append(response.headers["Location"])
+        return response
 
     commits_before = await ingest_commits(api)
-    ingesting = await run_closed(
-        "ingest",
+    phase = await run_closed(
+        name,
         api,
         batch,
         requests,
@@ -825,9 +846,10 @@ async def ingest_phase(
         items=args.batch,
         pids=server,
         retry_transport=True,
+        then=then,
     )
-    ingesting.commits = await ingest_commits(api) - commits_before
-    return ingesting
+    phase.commits = await ingest_commits(api) - commits_before
+    return phase
 
 
 ASYNC_PREFER = {"Prefer": "respond-async"}
@@ -859,31 +881,18 @@ async def ingest_async_phase(
     """The ingest phase's batches (the same persons) with ``Prefer: respond-async``, timed
     **until every event is applied** (the journal is empty), not until the last 202. Each
     job is then read (untimed): one that is not ``applied`` counts as an error."""
-    bodies = ingest_bodies(first, requests, args.batch, args.seed)
-    settle_store(args.data_dir)
-    headers = JSON_CONTENT | ASYNC_PREFER
     locations: list[str] = []
-
-    async def batch(c: httpx.AsyncClient, i: int) -> httpx.Response:
-        response = await c.post("/v1/ingest", content=bodies[i], headers=headers)
-        if response.status_code == 202:
-            locations.append(response.headers["Location"])
-        return response
-
-    commits_before = await ingest_commits(api)
-    phase = await run_closed(
+    phase = await _ingest_batches(
         "ingest_async",
         api,
-        batch,
+        args,
+        first,
         requests,
-        max(1, args.concurrency // 4),
-        args.cap,
-        items=args.batch,
-        pids=server,
-        retry_transport=True,
+        server,
+        prefer=ASYNC_PREFER,
+        accepted=locations,
         then=lambda: journal_drained(args.data_dir / "graph.sqlite3"),
     )
-    phase.commits = await ingest_commits(api) - commits_before
     for location in locations:
         status = (await api.get(location)).json().get("status", "missing")
         if status != "applied":
