@@ -1039,23 +1039,32 @@ def _per_bulk_event(bulk: dict[str, Any]) -> float:
     return float(bulk["cpu_seconds"]) / max(1, int(bulk["items_per_request"]))
 
 
+def _http_over_bulk(
+    http: dict[str, Any], bulk: dict[str, Any], names: tuple[str, str, str]
+) -> dict[str, float]:
+    """An HTTP ingest phase over a bulk phase on the same events: throughput, server CPU per
+    event and bytes written, under ``names`` (in that order)."""
+    throughput, cpu, written = names
+    ratios = {throughput: round(http["items_per_second"] / bulk["items_per_second"], 3)}
+    if http["server_cpu_seconds"] and bulk["cpu_seconds"]:
+        ratios[cpu] = round(_per_event(http, "server_cpu_seconds") / _per_bulk_event(bulk), 3)
+    if http["bytes_written"] and bulk["bytes_written"]:
+        ratios[written] = round(http["bytes_written"] / bulk["bytes_written"], 2)
+    return ratios
+
+
 def _ingest_over_bulk_txn(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
     """The ingest phase's figures over the ``bulk_txn`` phase's (same events, transactions of
     the size the ingest phase's can have): what the HTTP path costs apart from that size."""
-    ratios = {
-        "ingest_events_per_second_over_bulk_txn": round(
-            ingest["items_per_second"] / bulk["items_per_second"], 3
-        )
-    }
-    if ingest["server_cpu_seconds"] and bulk["cpu_seconds"]:
-        ratios["ingest_server_cpu_per_event_over_bulk_txn"] = round(
-            _per_event(ingest, "server_cpu_seconds") / _per_bulk_event(bulk), 3
-        )
-    if ingest["bytes_written"] and bulk["bytes_written"]:
-        ratios["ingest_bytes_over_bulk_txn"] = round(
-            ingest["bytes_written"] / bulk["bytes_written"], 2
-        )
-    return ratios
+    return _http_over_bulk(
+        ingest,
+        bulk,
+        (
+            "ingest_events_per_second_over_bulk_txn",
+            "ingest_server_cpu_per_event_over_bulk_txn",
+            "ingest_bytes_over_bulk_txn",
+        ),
+    )
 
 
 def _ingest_over_bulk(ingest: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
@@ -1137,18 +1146,15 @@ def phase_ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def _ingest_async_over_bulk(queued: dict[str, Any], bulk: dict[str, Any]) -> dict[str, float]:
     """The ``ingest_async`` phase over the bulk phase (same events; timed until applied)."""
-    ratios = {
-        "ingest_async_over_bulk": round(queued["items_per_second"] / bulk["items_per_second"], 3)
-    }
-    if queued["server_cpu_seconds"] and bulk["cpu_seconds"]:
-        ratios["ingest_async_server_cpu_per_event_over_bulk"] = round(
-            _per_event(queued, "server_cpu_seconds") / _per_bulk_event(bulk), 3
-        )
-    if queued["bytes_written"] and bulk["bytes_written"]:
-        ratios["ingest_async_bytes_over_bulk"] = round(
-            queued["bytes_written"] / bulk["bytes_written"], 2
-        )
-    return ratios
+    return _http_over_bulk(
+        queued,
+        bulk,
+        (
+            "ingest_async_over_bulk",
+            "ingest_async_server_cpu_per_event_over_bulk",
+            "ingest_async_bytes_over_bulk",
+        ),
+    )
 
 
 # The ratios judged against goals (and the CPU beside them): with --rounds, each is the median
