@@ -118,6 +118,11 @@ class AsyncIngestLimits:
     # (unless apply_max_events are queued already): a transaction's cost is mostly per page it
     # rewrites, so a few more batches per transaction cost little more than one.
     apply_linger_s: float = 1.0
+    # ...but no longer than until no batch arrived for this long: once callers stop sending,
+    # waiting out the linger only delays the jobs (nothing more will share the transaction).
+    # Callers sending steadily (a batch every few ms) keep the linger; a lone batch, or the
+    # last ones of a burst, is applied after apply_idle_s instead of up to apply_linger_s.
+    apply_idle_s: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +298,9 @@ class AsyncIngest:
         self._limits = limits
         self._clock = clock
         self._queued = threading.Event()  # set by submit: the applier wakes at once
+        # The queued event count the applier last saw, and since when (ms): the backlog has
+        # not grown since then (see due_in_s). Only the applier's thread uses it.
+        self._seen: tuple[int, int] | None = None
 
     def with_ingest(self, ingest: IngestService) -> AsyncIngest:
         """The same journal applied through ``ingest`` (an app's copy, reporting to its
@@ -391,14 +399,21 @@ class AsyncIngest:
 
     def due_in_s(self) -> float | None:
         """How long until the applier should apply: ``None`` with nothing queued, ``0`` when
-        ``apply_max_events`` are queued or the oldest batch has waited ``apply_linger_s``."""
+        ``apply_max_events`` are queued, the oldest batch has waited ``apply_linger_s``, or the
+        backlog has not grown for ``apply_idle_s`` (no batch arrived meanwhile)."""
         events, oldest_ms = self._journal.backlog()
         if oldest_ms is None:
+            self._seen = None
             return None
         if events >= self._limits.apply_max_events:
             return 0.0
-        waited_s = (_ms(self._clock()) - oldest_ms) / _MS
-        return max(0.0, self._limits.apply_linger_s - waited_s)
+        now_ms = _ms(self._clock())
+        if self._seen is None or self._seen[0] != events:
+            self._seen = (events, now_ms)  # grown (or drained) since the last look
+        waited_s = (now_ms - oldest_ms) / _MS
+        quiet_s = (now_ms - self._seen[1]) / _MS
+        limits = self._limits
+        return max(0.0, min(limits.apply_linger_s - waited_s, limits.apply_idle_s - quiet_s))
 
     def apply_once(self) -> int:
         """Apply the oldest queued batches (whole, up to ``apply_max_events`` events) in one

@@ -334,3 +334,60 @@ def test_a_job_result_is_404_when_it_expired(served: Served) -> None:
         assert jobs.expire() == 1
     finally:
         jobs.close()
+
+
+def test_the_applier_is_due_once_no_batch_arrived_for_the_idle_time_when_within_the_linger(
+    served: Served,
+) -> None:
+    # A fake clock, the real journal: the linger (an hour) no longer holds the last batches of a
+    # burst once nothing new arrived for apply_idle_s; a batch arriving restarts that wait.
+    container = served.container
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    jobs = AsyncIngest(
+        container.ingest,
+        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
+        container.vault,
+        AsyncIngestLimits(apply_linger_s=3600.0, apply_idle_s=0.1),
+        clock=lambda: now[0],
+    )
+    try:
+        assert jobs.due_in_s() is None
+        first = ingest_inputs(_batch("idle-a"))
+        assert first is not None
+        jobs.submit(first, key_id="k1")
+        assert jobs.due_in_s() == pytest.approx(0.1)
+        now[0] += timedelta(milliseconds=60)
+        assert jobs.due_in_s() == pytest.approx(0.04)
+        second = ingest_inputs(_batch("idle-b"))
+        assert second is not None
+        jobs.submit(second, key_id="k1")  # grew: the idle wait starts again
+        assert jobs.due_in_s() == pytest.approx(0.1)
+        now[0] += timedelta(milliseconds=100)
+        assert jobs.due_in_s() == 0.0
+        assert jobs.apply_once() == 6
+        assert jobs.due_in_s() is None
+    finally:
+        jobs.close()
+
+
+def test_the_applier_keeps_lingering_when_batches_keep_arriving(served: Served) -> None:
+    container = served.container
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    jobs = AsyncIngest(
+        container.ingest,
+        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
+        container.vault,
+        AsyncIngestLimits(apply_linger_s=1.0, apply_idle_s=0.1),
+        clock=lambda: now[0],
+    )
+    try:
+        for n in range(12):  # a batch every 90 ms: never idle, until the linger ends the wait
+            events = ingest_inputs(_batch(f"steady-{n}"))
+            assert events is not None
+            jobs.submit(events, key_id="k1")
+            due = jobs.due_in_s()
+            assert due is not None
+            assert due == pytest.approx(max(0.0, min(0.1, 1.0 - 0.09 * n)))
+            now[0] += timedelta(milliseconds=90)
+    finally:
+        jobs.close()

@@ -2,7 +2,7 @@
 restart; while it waits in the journal, and after, no raw value is in any file of the data dir.
 
 Real processes, a real kill: ``idgraph serve`` is started with an applier that lingers an hour
-(``IDGRAPH_INGEST_APPLY_LINGER_MS``), so the batches are still queued when the server is killed,
+(``IDGRAPH_INGEST_APPLY_LINGER_MS`` and ``_IDLE_MS``), so the batches are still queued when the server is killed,
 whatever the machine's speed; the restarted server lingers not at all and applies them.
 """
 
@@ -91,7 +91,10 @@ def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
     prepare_data_dir(data)
     key = _key(data)
     server = ServerProcess(data, tmp_path)
-    server.extra_env = {"IDGRAPH_INGEST_APPLY_LINGER_MS": HOUR_MS}
+    server.extra_env = {
+        "IDGRAPH_INGEST_APPLY_LINGER_MS": HOUR_MS,
+        "IDGRAPH_INGEST_APPLY_IDLE_MS": HOUR_MS,
+    }
     server.start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
