@@ -2,8 +2,9 @@
 restart; while it waits in the journal, and after, no raw value is in any file of the data dir.
 
 Real processes, a real kill: ``idgraph serve`` is started with an applier that lingers an hour
-(``IDGRAPH_INGEST_APPLY_LINGER_MS`` and ``_IDLE_MS``), so the batches are still queued when the server is killed,
-whatever the machine's speed; the restarted server lingers not at all and applies them.
+(``IDGRAPH_INGEST_APPLY_LINGER_MS`` and ``_IDLE_MS``), so the batches are still queued when the
+server is killed, whatever the machine's speed; the restarted server lingers not at all and
+applies them.
 """
 
 from __future__ import annotations
