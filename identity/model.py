@@ -129,6 +129,7 @@ class FactStatus(StrEnum):
     QUARANTINED = "quarantined"  # PII where the policy did not expect it; invisible to reads
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FactInput:
     """A fact about to be stored: its plaintext payload is sealed before it reaches a store."""

@@ -44,7 +44,7 @@ without ``Preference-Applied``.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import contextlib
 import copy
 import json
@@ -163,26 +163,50 @@ def _from_ms(ms: int | None) -> datetime | None:
 # -- codec: validated events <-> bytes (sealed before they are stored) -------------------------
 
 
-def _encode_event(event: IdentityEvent) -> list[Any]:
+class _Texts(dict[int, str]):
+    """ISO 8601 texts of the datetimes of one encoded batch, made once per datetime object (keyed
+    by ``id``: every one is alive in the batch being encoded, and an equal datetime with another
+    UTC offset keeps its own text). An event's facts mostly share the event's own datetime."""
+
+    def __init__(self, moments: list[datetime]) -> None:
+        super().__init__()
+        self._alive = moments  # the keyed objects, so no id is reused while this lives
+
+    def of(self, moment: datetime) -> str:
+        text = self.get(id(moment))
+        if text is None:
+            text = self[id(moment)] = moment.isoformat()
+            self._alive.append(moment)
+        return text
+
+
+# Enum values by member: a dict lookup, not the ``value`` property (a descriptor call each).
+_KIND_TEXT = {kind: kind.value for kind in FactKind}
+_STATUS_TEXT = {status: status.value for status in FactStatus}
+_SIGNAL_TEXT = {signal: signal.value for signal in ConsentSignal}
+
+
+def _encode_event(event: IdentityEvent, texts: _Texts) -> list[Any]:
     return [
         [[i.type, i.value] for i in event.identifiers],
         event.source,
-        event.occurred_at.isoformat(),
+        texts.of(event.occurred_at),
         event.message_id,
         [
             [
-                f.kind.value,
+                _KIND_TEXT[f.kind],
                 f.name,
                 f.category,
-                f.at.isoformat(),
-                base64.b64encode(f.payload).decode("ascii"),
-                f.status.value,
+                texts.of(f.at),
+                # binascii directly: the same text as base64.b64encode, without its wrapper.
+                binascii.b2a_base64(f.payload, newline=False).decode("ascii"),
+                _STATUS_TEXT[f.status],
                 list(f.pii),
             ]
             for f in event.facts
         ],
         [
-            [c.purpose, c.granted, c.at.isoformat(), c.signal.value, c.lawful_basis, c.proof]
+            [c.purpose, c.granted, texts.of(c.at), _SIGNAL_TEXT[c.signal], c.lawful_basis, c.proof]
             for c in event.consents
         ],
     ]
@@ -215,7 +239,7 @@ def _decode_event(item: list[Any], moments: _Moments) -> IdentityEvent:
                     name,
                     category,
                     moments[at],
-                    base64.b64decode(payload),
+                    binascii.a2b_base64(payload),
                     _STATUSES[status],
                     tuple(pii),
                 )
@@ -238,8 +262,9 @@ def _decode_event(item: list[Any], moments: _Moments) -> IdentityEvent:
 
 def encode_events(events: Sequence[IdentityEvent]) -> bytes:
     """The validated events as bytes (JSON, versioned): what is sealed into the journal."""
+    texts = _Texts([])
     return json.dumps(
-        [_CODEC_VERSION, [_encode_event(e) for e in events]], separators=(",", ":")
+        [_CODEC_VERSION, [_encode_event(e, texts) for e in events]], separators=(",", ":")
     ).encode()
 
 
