@@ -10,6 +10,8 @@ to the next accepted identifier or are dropped, and nothing is half-written. Nev
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.model import FactKind, FactStatus
 from privacy.access.api_keys import Scope
+from services import bulk
 from tests.conftest import TEST_STORE, Api
 
 ANN = [{"type": "customer_id", "value": "C-shred-1"}, {"type": "cookie_id", "value": "ck-shred-1"}]
@@ -160,3 +163,26 @@ def test_an_async_job_is_applied_with_the_shredded_refusal_when_drained(settings
         assert jobs.queued_events() == 0
     finally:
         container.close()
+
+
+def test_a_bulk_file_reports_the_shredded_refusal_and_applies_its_other_rows(
+    api: Api, tmp_path: Path
+) -> None:
+    assert _identify(api, traits={"city": "Lisbon"}).status_code == 200
+    _shred_anchor(api, ANN[0])
+    other = {"type": "email", "value": "bulk.shred@mailbox-shred.net"}
+    rows = [
+        {"identifiers": [ANN[0]], "source": "crm", "traits": {"city": "Porto"}},
+        {"identifiers": [other], "source": "crm", "traits": {"city": "Faro"}},
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    report = bulk.ingest_file(api.container.ingest, path, actor="test")
+
+    assert report.rows == 2
+    assert report.rejected_rows == 0
+    assert report.refusals[("customer_id", "shredded")] == 1
+    assert report.outcomes["refused"] == 1
+    assert report.outcomes["created"] == 1
+    assert _person(api, other) is not None
