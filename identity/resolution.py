@@ -555,8 +555,8 @@ class ResolutionEngine:
                 break
             except AnchorKeyDestroyedError as exc:
                 # An anchor of the batch is a node whose data key was shredded while the node
-                # stayed in the graph (an operator's shred, an interrupted erasure, a restored
-                # graph backup). The vault never makes it a new key (a shred is irreversible),
+                # stayed in the graph (an operator's shred, a graph backup restored after an
+                # erasure). The vault never makes it a new key (a shred is irreversible),
                 # so the batch is resolved again, in this transaction (nothing is written yet:
                 # sealing comes before apply), with those identifiers refused like suppressed
                 # ones ("shredded"): the event's facts go to its next accepted identifier or are
