@@ -837,9 +837,10 @@ class Vault:
         this process is gone. Each call registers a holder of its own, so the marks of a batch
         can be cleared as a whole once a committed write used all its keys (the write's caller
         says which it used: :meth:`release_owners`); that happens here, in the next call (in
-        the same key-file commit as the new holder and its keys), or at a stop, so the key file holds the marks of at most the batches in flight, the spares
-        and the ids of failed writes, and a sweep after a crash reads tens of thousands of
-        owners, not every key a bulk import ever made. A committed write's unused ids are kept
+        the same key-file commit as the new holder and its keys), or at a stop, so the key file
+        holds the marks of at most the batches in flight, the spares and the ids of failed
+        writes, and a sweep after a crash reads tens of thousands of owners, not every key a
+        bulk import ever made. A committed write's unused ids are kept
         as spares (still marked), deleted at a clean stop (:meth:`discard_pool`).
         """
         with self._pool_lock:
