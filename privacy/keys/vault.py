@@ -74,7 +74,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from identity.bounded import BoundedMap
-from identity.errors import ConfigurationError, IdGraphError, StoreUnavailableError
+from identity.errors import (
+    AnchorKeyDestroyedError,
+    ConfigurationError,
+    IdGraphError,
+    StoreUnavailableError,
+)
 from identity.hashing import HmacSha256
 from privacy.keys.keyprovider import (
     KekNotFoundError,
@@ -133,8 +138,11 @@ class InvalidVaultItemError(VaultError):
     code = "vault-item-invalid"
 
 
-class DataKeyDestroyedError(VaultError):
-    """Some owners have no data key (shredded, or never created): their data is unreadable."""
+class DataKeyDestroyedError(VaultError, AnchorKeyDestroyedError):
+    """Some owners have no data key (shredded, or never created): their data is unreadable.
+
+    It is the domain's :class:`~identity.errors.AnchorKeyDestroyedError` too (one error, not a
+    translation): ingest refuses an identifier whose anchor's key is gone instead of failing."""
 
     code = "data-key-destroyed"
 
@@ -143,10 +151,7 @@ class DataKeyDestroyedError(VaultError):
         # to withhold). The message counts them only: it ends up in log lines and error
         # bodies, and an owner is an identifier node's id (n_…) of a person whose data was
         # shredded, which those must not name.
-        self.owners = tuple(sorted(owners))
-        super().__init__(
-            f"{len(self.owners)} owner(s) have no data key (shredded or never created)"
-        )
+        AnchorKeyDestroyedError.__init__(self, owners)
 
 
 class TamperedCiphertextError(VaultError):
@@ -156,10 +161,15 @@ class TamperedCiphertextError(VaultError):
     code = "ciphertext-tampered"
 
     def __init__(self, owner: str, field: str, index: int, detail: str) -> None:
+        # Owner and field stay on the attributes, for the code that handles the error. The
+        # message names neither: it ends up in log lines (api.problems logs it) and error
+        # bodies, and the owner is an identifier node's id (n_...), a pseudonymous id of one
+        # person, and a field names a trait or event (``attribute:city``). What an operator needs
+        # to find the value is safe to say: its position in the batch and the field's kind.
         self.owner = owner
         self.field = field
         self.index = index
-        super().__init__(f"vault value #{index} (owner {owner}, field {field!r}): {detail}")
+        super().__init__(f"vault value #{index} ({field_kind(field)} field): {detail}")
 
 
 class TamperedDataKeyError(TamperedCiphertextError):
@@ -171,10 +181,11 @@ class TamperedDataKeyError(TamperedCiphertextError):
         self.owner = owner
         self.field = ""
         self.index = -1
+        # The owner is not named (see TamperedCiphertextError): it stays on the attribute.
         VaultError.__init__(
             self,
-            f"the wrapped data key of owner {owner} failed authentication (altered in the key "
-            "file, or copied from another owner's row)",
+            "a wrapped data key failed authentication (altered in the key file, or copied from "
+            "another owner's row)",
         )
 
 
@@ -238,6 +249,13 @@ class KekRetirementIncompleteError(VaultError):
         self.left = dict(left)
         listed = ", ".join(f"{k}: {n}" for k, n in sorted(left.items()))
         super().__init__(f"data keys are still under retired KEKs ({listed}); run it again")
+
+
+def field_kind(field: str) -> str:
+    """The kind of a vault field (``attribute`` of ``attribute:city``; fields are
+    ``<fact kind>:<name>``): what an error message may say of a field without naming it."""
+    kind = field.partition(":")[0]
+    return kind if kind.replace("_", "").isalnum() and len(kind) <= 32 else "other"
 
 
 def _check_name(kind: str, value: str) -> None:
