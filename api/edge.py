@@ -6,11 +6,11 @@ caller who sent no credentials depended on what they sent. Here, for the route a
 reach, the guard answers
 
 - 401 (the same problem as :class:`privacy.access.api_keys.AuthenticationError`) when the route
-needs
-  an API key and there is no ``Authorization: Bearer ...`` header. A present key is still checked
-  by the route's ``require(scope)`` dependency;
+  needs an API key and there is no ``Authorization: Bearer ...`` header. A present key is still
+  checked by the route's ``require(scope)`` dependency;
 - 415 when the route takes a JSON body (a model, or the raw bytes of a signed webhook) and the
-  ``Content-Type`` is not JSON.
+  ``Content-Type`` is not JSON; for a route that needs a key, only once the key is known to be
+  valid (a present but wrong key gets the 401 first: authentication before anything else).
 
 Which routes need a key and which take JSON is read from the routes themselves when the app is
 built: a route needs a key when ``require(scope)`` is in its dependency tree, exactly what
@@ -125,22 +125,40 @@ class EdgeGuard:
         if guarded is None:
             return None
         refusal: Response | None = None
-        if guarded.needs_key and not _has_bearer(headers.get(b"authorization", b"")):
+        authorization = headers.get(b"authorization", b"")
+        if guarded.needs_key and not _has_bearer(authorization):
             # The dependency's own handler renders it: body and headers are the same as its 401.
             refusal = await handle_idgraph_error(Request(scope), AuthenticationError(MISSING_KEY))
         elif guarded.json_body and _wrong_media_type(
             headers.get(b"content-type"), headers, guarded.body_required
         ):
-            refusal = problem(
-                Request(scope),
-                415,
-                "Unsupported media type",
-                f"the request body must be JSON: `Content-Type: {JSON_MEDIA_TYPE}`",
-                "unsupported-media-type",
-            )
+            # Authentication comes first: a present but wrong key gets the 401 the route would
+            # give, not a 415 that tells an unauthenticated caller what the route takes. Checked
+            # only here, on the way to a refusal; a request that passes is checked by the
+            # route's require(scope) as before (no second key lookup on the common path).
+            if guarded.needs_key:
+                refusal = await _unauthenticated(scope, authorization)
+            if refusal is None:
+                refusal = problem(
+                    Request(scope),
+                    415,
+                    "Unsupported media type",
+                    f"the request body must be JSON: `Content-Type: {JSON_MEDIA_TYPE}`",
+                    "unsupported-media-type",
+                )
         if refusal is not None:
             scope["route"] = getattr(guarded.route, "original_route", guarded.route)
         return refusal
+
+
+async def _unauthenticated(scope: Scope, authorization: bytes) -> Response | None:
+    """The 401 for a bearer key the key store does not know (or revoked), else ``None``."""
+    token = authorization.decode("latin-1").strip().partition(" ")[2].strip()
+    try:
+        scope["app"].state.container.api_keys.authenticate(token)
+    except AuthenticationError as exc:
+        return await handle_idgraph_error(Request(scope), exc)
+    return None
 
 
 def _has_bearer(authorization: bytes) -> bool:

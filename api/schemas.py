@@ -34,7 +34,8 @@ class RefusalOut(StrictModel):
     type: str
     reason: str = Field(
         description="blocked_value | blocked_pattern | limit_exceeded | suppressed (erased) | "
-        "restricted | do_not_link (an operator unlinked it from the person)"
+        "restricted | do_not_link (an operator unlinked it from the person) | shredded (its "
+        "node's data key was crypto-shredded: it takes no new data)"
     )
     detail: str
 

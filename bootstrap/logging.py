@@ -16,6 +16,8 @@ import structlog
 
 from privacy.scanning.redaction import redact_event, redact_text
 
+_DATA_LOGGERS = ("neo4j", "presidio-analyzer")
+
 
 class _RedactingFilter(logging.Filter):
     """Redact the rendered message of stdlib records before any handler sees them."""
@@ -69,3 +71,10 @@ def configure_logging(level: str = "info", json_output: bool = True) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Libraries whose DEBUG lines carry data, not events: the Neo4j driver logs every Bolt
+    # message with its parameters (node ids, keyed digests, person ids, sealed values) and
+    # presidio logs the text it scans. Redaction only catches what looks like an email or a
+    # phone number, so these loggers never go below INFO, whatever the service's level.
+    floor = max(root.level, logging.INFO)
+    for name in _DATA_LOGGERS:
+        logging.getLogger(name).setLevel(floor)

@@ -8,6 +8,8 @@ places where raw identifiers must never appear (privacy invariant 1).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 
 class IdGraphError(Exception):
     """Root of every error idgraph raises on purpose."""
@@ -142,6 +144,26 @@ class CommitOutcomeUnknownError(StoreUnavailableError):
     """
 
     code = "commit-outcome-unknown"
+
+
+class AnchorKeyDestroyedError(IdGraphError):
+    """Some anchors (identifier nodes) have no data key any more: it was crypto-shredded, and a
+    shred is irreversible, so nothing can be sealed under them again.
+
+    Raised by a :class:`~identity.resolution.FactSealer` (the vault's
+    :class:`~privacy.keys.vault.DataKeyDestroyedError` is this error), caught by the resolution
+    engine, which then refuses those identifiers (reason ``shredded``). ``owners`` is for that
+    code only: an owner is a node id (``n_...``) of a person whose data was shredded, which no
+    message, log line or error body may name (the message counts them).
+    """
+
+    code = "data-key-destroyed"
+
+    def __init__(self, owners: Collection[str]) -> None:
+        self.owners = tuple(sorted(owners))
+        super().__init__(
+            f"{len(self.owners)} owner(s) have no data key (shredded or never created)"
+        )
 
 
 class StoreIntegrityError(IdGraphError):

@@ -304,6 +304,10 @@ class RefusalReason(StrEnum):
     # An operator unlinked two identifiers of the persons being joined, and a do-not-link rule
     # keeps those two apart (issue 13: an unlink must survive the next event naming both).
     DO_NOT_LINK = "do_not_link"
+    # The identifier's node is still in the graph but its data key was crypto-shredded (an
+    # operator's shred, an interrupted erasure, a graph backup restored after an erasure): a
+    # shred is irreversible, so the node takes no new value, link or consent (never a new key).
+    SHREDDED = "shredded"
 
 
 @dataclass(frozen=True, slots=True)

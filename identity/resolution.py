@@ -42,6 +42,7 @@ from typing import Protocol
 
 from identity import clusters, outbound
 from identity.errors import (
+    AnchorKeyDestroyedError,
     ConfigurationError,
     IdentifierNotFoundError,
     NotLinkedError,
@@ -219,6 +220,8 @@ class _BatchState:
     facts: list[_PendingFact] = field(default_factory=list)
     consents: list[ConsentRecord] = field(default_factory=list)
     suppressed: set[_Key] = field(default_factory=set)  # erased identifiers: refused
+    # Nodes whose data key was shredded (learnt from the sealer, see _resolve_batch): refused.
+    shredded: frozenset[str] = frozenset()
     restricted: dict[str, bool] = field(default_factory=dict)  # person -> restricted (lazy)
     # Do-not-link rules touching the persons of the batch: (node a, node b), and the person
     # each rule end was in when loaded (``find`` follows it through merges of the batch).
@@ -538,14 +541,34 @@ class ResolutionEngine:
         *,
         keyed: _KeyedIds | None = None,
     ) -> list[EventOutcome]:
-        state = _BatchState(keyed_ids=keyed)
-        self._load(tx, prepared, state)
-        state.lookup_restricted = lambda person: _restricted(tx, person)
-        outcomes = [
-            self._resolve_event(event, items, state)
-            for event, items in zip(events, prepared, strict=True)
-        ]
-        changes, final = self._changes(state, outcomes)
+        shredded: frozenset[str] = frozenset()
+        while True:
+            state = _BatchState(keyed_ids=keyed, shredded=shredded)
+            self._load(tx, prepared, state)
+            state.lookup_restricted = lambda person: _restricted(tx, person)
+            outcomes = [
+                self._resolve_event(event, items, state)
+                for event, items in zip(events, prepared, strict=True)
+            ]
+            try:
+                changes, final = self._changes(state, outcomes)
+                break
+            except AnchorKeyDestroyedError as exc:
+                # An anchor of the batch is a node whose data key was shredded while the node
+                # stayed in the graph (an operator's shred, a graph backup restored after an
+                # erasure). The vault never makes it a new key (a shred is irreversible),
+                # so the batch is resolved again, in this transaction (nothing is written yet:
+                # sealing comes before apply), with those identifiers refused like suppressed
+                # ones ("shredded"): the event's facts go to its next accepted identifier or are
+                # dropped. Found only when a value is sealed under such a node, so the common
+                # path pays nothing; each round refuses at least one more node.
+                known = {node.node_id for node in state.nodes.values()}
+                gone = known.intersection(exc.owners) - shredded
+                if not gone:
+                    raise
+                shredded |= gone
+                if keyed is not None:
+                    keyed.restart()
         published = (*self._consent_events(state), *self._merge_events(changes.merged))
         tx.apply(replace(changes, messages=messages, outbound=published))
         # Only outcomes whose person was merged into another later in the batch change (rare):
@@ -845,6 +868,14 @@ class ResolutionEngine:
                 continue
             key = p.key
             node = state.nodes.get(key)
+            if node is not None and node.node_id in state.shredded:
+                selection.refuse(
+                    p,
+                    RefusalReason.SHREDDED,
+                    "the identifier's data was crypto-shredded (erased); it takes no new data",
+                    event,
+                )
+                continue
             node_id = node.node_id if node else state.new_nodes.get(key)
             if node_id is None:
                 tentative = Counter(selection.counts)

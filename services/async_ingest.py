@@ -18,6 +18,13 @@ in transactions of up to ``apply_max_events`` (the bulk path's 10,000).
    suppression of erased identifiers, metrics and audit entries as the synchronous path. The
    journal rows are deleted, and the jobs' outcomes stored, **in the same transaction**
    (``then`` of the engine): a crash leaves a batch queued or applied, never both.
+   The ``consent.recorded`` audit entries are appended after that commit, as on the
+   synchronous path. If that append fails, the job is ``applied`` (its records are stored) and
+   shows ``error: ConsentAuditError`` (the synchronous path's 503 ``consent-audit-failed``)
+   while the applier retries the entries (:meth:`AsyncIngest.retry_consent_audits`, each
+   loop); once they are written the error is gone. The retry is held in this process: after a
+   crash in between, the error log line ``consent_audit_missing`` holds what the entries would
+   have held (as for the synchronous path), for an operator to append.
 3. :meth:`AsyncIngest.job` answers ``GET /v1/ingest/jobs/{id}`` for the key that submitted it
    (another key: not found), until the result expires (``keep_results``, default 24 h after the
    job finished).
@@ -73,6 +80,7 @@ from identity.model import (
 )
 from identity.store.port import GraphTransaction
 from privacy.auditing.log import api_key_actor
+from privacy.consent.recording import ConsentAuditError
 from services.ingest import IngestService
 from services.inputs import IdentifyInput, IdentifyRequest
 from storage.journal import FinishedJob, QueuedBatch, SqliteIngestJournal
@@ -326,6 +334,11 @@ class AsyncIngest:
         # The queued event count the applier last saw, and since when (ms): the backlog has
         # not grown since then (see due_in_s). Only the applier's thread uses it.
         self._seen: tuple[int, int] | None = None
+        # Applied jobs whose consent audit entries could not be appended after the commit:
+        # job id -> the error (it carries the entries). Retried by the applier; the job shows
+        # the error until they are written. Shared with with_ingest's copies (one applier).
+        self._audit_pending: dict[str, ConsentAuditError] = {}
+        self._audit_lock = threading.Lock()
 
     def with_ingest(self, ingest: IngestService) -> AsyncIngest:
         """The same journal applied through ``ingest`` (an app's copy, reporting to its
@@ -389,6 +402,8 @@ class AsyncIngest:
             results = stored.get("results")
             refused = stored.get("refused_identifiers")
             error = stored.get("error")
+        if error is None and job_id in self._audit_pending:
+            error = ConsentAuditError.__name__  # applied; its audit entries not written yet
         queued_at = _from_ms(record.queued_ms)
         assert queued_at is not None  # noqa: S101 - a NOT NULL column
         return JobStatus(
@@ -406,6 +421,23 @@ class AsyncIngest:
     def queued_events(self) -> int:
         """Events in the journal not applied yet."""
         return self._journal.queued_events()
+
+    def pending_audits(self) -> int:
+        """Applied jobs whose consent audit entries are still to be written."""
+        return len(self._audit_pending)
+
+    def retry_consent_audits(self) -> int:
+        """Append the consent audit entries of applied jobs whose append failed after their
+        commit (oldest first); how many jobs are still pending. Raises
+        :class:`StoreUnavailableError` while the audit log stays unavailable (the applier
+        retries on its next loop). Not re-applied: a re-apply would be a message-id duplicate
+        and would write nothing."""
+        with self._audit_lock:
+            for job_id, error in list(self._audit_pending.items()):
+                self._ingest.retry_consent_audit(error)
+                del self._audit_pending[job_id]
+                log.info("consent_audit_appended", job_id=job_id, entries=len(error.drafts))
+            return len(self._audit_pending)
 
     # -- the applier's side ---------------------------------------------------------------------
 
@@ -517,8 +549,14 @@ class AsyncIngest:
                 raise StoreUnavailableError("the ingest journal needs the SQLite graph store")
             SqliteIngestJournal.finish(connection, jobs, now, keep)
 
+        def audit_failed(index: int, error: ConsentAuditError) -> None:
+            with self._audit_lock:
+                self._audit_pending[opened[index][0].job_id] = error
+
         self._ingest.apply_validated(
-            [(api_key_actor(batch.owner), events) for batch, _, events in opened], finish
+            [(api_key_actor(batch.owner), events) for batch, _, events in opened],
+            finish,
+            audit_failed,
         )
 
     def expire(self) -> int:
@@ -580,6 +618,11 @@ class JournalApplier:
         while not self._stop.is_set():
             service.clear_wake()  # before looking: a batch queued after this wakes the wait
             try:
+                if service.pending_audits():
+                    # Retried each loop; applying goes on meanwhile (its commits do not wait
+                    # for the audit log, as on the synchronous path).
+                    with contextlib.suppress(StoreUnavailableError):
+                        service.retry_consent_audits()
                 due = service.due_in_s()
                 if due is None or due > 0:
                     if due is None:

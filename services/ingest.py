@@ -458,6 +458,7 @@ class IngestService:
         self,
         batches: Sequence[tuple[str, Sequence[IdentityEvent]]],
         then: Callable[[GraphTransaction, list[list[EventOutcome]]], None],
+        on_audit_failure: Callable[[int, ConsentAuditError], None] | None = None,
     ) -> list[list[EventOutcome]]:
         """Write ``(actor, events)`` batches of :meth:`validate_batch` in **one** transaction
         (in order, each seeing the ones before it), as :meth:`ingest` writes one: the same
@@ -466,7 +467,9 @@ class IngestService:
         transaction. Returns the outcomes per batch.
 
         A failed audit append (:class:`ConsentAuditError`) is logged (``consent_audit_missing``
-        holds the entries) and does not undo what was committed."""
+        holds the entries) and does not undo what was committed; ``on_audit_failure(batch
+        index, error)`` is told (the error carries the entries, for
+        :meth:`retry_consent_audit`)."""
         # Prepared as one part, as a bulk batch is: one key reservation for the whole
         # transaction instead of one per queued batch (the events keep their order).
         sizes = [len(events) for _, events in batches]
@@ -485,12 +488,13 @@ class IngestService:
                 [part], then=lambda tx, done: then(tx, split(done))
             )
         per_batch = split(outcomes)
-        for (actor, events), done in zip(batches, per_batch, strict=True):
+        for index, ((actor, events), done) in enumerate(zip(batches, per_batch, strict=True)):
             self._metrics.record_ingest(done)
             try:
                 self._audit_consents(actor, events, done)
-            except ConsentAuditError:
-                continue  # logged by _audit_consents; the batch itself is committed
+            except ConsentAuditError as exc:  # logged; the batch itself is committed
+                if on_audit_failure is not None:
+                    on_audit_failure(index, exc)
         return per_batch
 
     def _validated(

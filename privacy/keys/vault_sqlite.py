@@ -177,6 +177,27 @@ def _delete_returning(
     return gone
 
 
+def _register(conn: sqlite3.Connection, process: ProcessIdentity) -> int:
+    """Insert a pool holder row for ``process`` (write transaction held); its id."""
+    (holder,) = conn.execute(
+        "INSERT INTO pool_holders (boot_id, pid_ns, pid, started, created_at) "
+        "VALUES (?, ?, ?, ?, ?) RETURNING holder",
+        (process.boot_id, process.pid_ns, process.pid, process.started, int(time.time())),
+    ).fetchone()
+    return int(holder)
+
+
+def _release(
+    conn: sqlite3.Connection, holder: int, unused: Collection[str], *, settled: bool
+) -> int:
+    """:meth:`SqliteVaultKeyStore.release_holder` inside a write transaction already held."""
+    deleted = _delete_owners(conn, sorted(set(unused)), holder)
+    if settled:
+        conn.execute("UPDATE data_keys SET holder = NULL WHERE holder = ?", (holder,))
+    conn.execute("DELETE FROM pool_holders WHERE holder = ?", (holder,))
+    return deleted
+
+
 def _legacy_shred_ref(owner: str) -> str:
     """Schema 2's unkeyed reference (SHA-256 over the owner id). Still checked, never written:
     the owners behind refs already in a file are unknown, so they cannot be re-keyed."""
@@ -271,32 +292,63 @@ class SqliteVaultKeyStore:
         (``shred_refs`` maps each owner to its keyed shred reference, see :meth:`Vault.shred`).
         ``holder``: keys made ahead by that pool holder (:meth:`register_holder`).
         """
+        with self._write() as conn:
+            return self._insert(conn, rows, shred_refs, holder)
+
+    def insert_ahead(
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        process: ProcessIdentity,
+        settled: Collection[int] = (),
+    ) -> tuple[int, dict[str, WrappedKey]]:
+        """Keys made ahead for one batch, in **one** transaction: the holders of ``settled``
+        release their marks (their keys are all used: :meth:`release_holder` with nothing
+        unused), a new holder for ``process`` is registered, and ``rows`` are stored under it
+        (as :meth:`insert_new`). Returns the new holder's id and the keys now stored.
+
+        Why one: a bulk batch made these three key-file commits (``synchronous=FULL``, an fsync
+        each) one after another; together they are one durable state change, and each is safe
+        to land later or never (a mark left behind is cleared by the next batch or swept), so
+        nothing orders them apart. A crash leaves all of it or none of it."""
+        with self._write() as conn:
+            for old in sorted(set(settled)):
+                _release(conn, old, (), settled=True)
+            holder = _register(conn, process)
+            return holder, self._insert(conn, rows, shred_refs, holder)
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        holder: int | None,
+    ) -> dict[str, WrappedKey]:
         owners = sorted(owner for owner, _ in rows)
         now = int(time.time())
-        with self._write() as conn:
-            # A key file that never shredded anything (every store until its first erasure)
-            # needs no per-owner probe: one row read, in this write transaction, so no shred
-            # can commit between this check and the insert.
-            if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is not None:
-                self._refuse_shredded(conn, owners, shred_refs)
-            # Checked in the same write transaction as the insert: a retirement committed before
-            # it refuses the key; one committed after it sees the key in its re-wrap.
-            self._refuse_retired(conn, {key.kek_id for _, key in rows})
-            before = conn.total_changes
-            # Multi-row statements, not executemany: a bulk batch stores ~17,000 keys made
-            # ahead here, on the thread that reads the file while the batch before commits, and
-            # executemany's step per row gave the GIL to the committing thread ~17,000 times
-            # (storage.sqlite.WIDE_PARAMS says why each of those is costly).
-            insert_rows(
-                conn,
-                "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder)",
-                [(owner, key.kek_id, key.blob, now, holder) for owner, key in rows],
-                "ON CONFLICT (owner) DO NOTHING",
-            )
-            if conn.total_changes - before == len(rows):
-                # Every row was inserted (the usual case): the stored keys are ours, no re-read.
-                return dict(rows)
-            return self._select(conn, owners)
+        # A key file that never shredded anything (every store until its first erasure)
+        # needs no per-owner probe: one row read, in this write transaction, so no shred
+        # can commit between this check and the insert.
+        if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is not None:
+            self._refuse_shredded(conn, owners, shred_refs)
+        # Checked in the same write transaction as the insert: a retirement committed before
+        # it refuses the key; one committed after it sees the key in its re-wrap.
+        self._refuse_retired(conn, {key.kek_id for _, key in rows})
+        before = conn.total_changes
+        # Multi-row statements, not executemany: a bulk batch stores ~17,000 keys made
+        # ahead here, on the thread that reads the file while the batch before commits, and
+        # executemany's step per row gave the GIL to the committing thread ~17,000 times
+        # (storage.sqlite.WIDE_PARAMS says why each of those is costly).
+        insert_rows(
+            conn,
+            "INSERT INTO data_keys (owner, kek_id, wrapped, created_at, holder)",
+            [(owner, key.kek_id, key.blob, now, holder) for owner, key in rows],
+            "ON CONFLICT (owner) DO NOTHING",
+        )
+        if conn.total_changes - before == len(rows):
+            # Every row was inserted (the usual case): the stored keys are ours, no re-read.
+            return dict(rows)
+        return self._select(conn, owners)
 
     @staticmethod
     def _refuse_shredded(
@@ -394,12 +446,7 @@ class SqliteVaultKeyStore:
     def register_holder(self, process: ProcessIdentity) -> int:
         """A new pool holder for ``process``; its id."""
         with self._write() as conn:
-            (holder,) = conn.execute(
-                "INSERT INTO pool_holders (boot_id, pid_ns, pid, started, created_at) "
-                "VALUES (?, ?, ?, ?, ?) RETURNING holder",
-                (process.boot_id, process.pid_ns, process.pid, process.started, int(time.time())),
-            ).fetchone()
-        return int(holder)
+            return _register(conn, process)
 
     def pool_holders(self) -> dict[int, ProcessIdentity | None]:
         """Every pool holder with the process it stands for (``None``: the process removed its
@@ -431,13 +478,8 @@ class SqliteVaultKeyStore:
         was ever sealed under them) and the holder's row; with ``settled`` its other keys are
         known to be used and become ordinary keys, else they keep their mark (a later sweep
         decides them). Returns how many keys were deleted."""
-        wanted = sorted(set(unused))
         with self._write() as conn:
-            deleted = _delete_owners(conn, wanted, holder)
-            if settled:
-                conn.execute("UPDATE data_keys SET holder = NULL WHERE holder = ?", (holder,))
-            conn.execute("DELETE FROM pool_holders WHERE holder = ?", (holder,))
-        return deleted
+            return _release(conn, holder, unused, settled=settled)
 
     def delete_unused(self, owners: Collection[str]) -> int:
         """Delete keys no value was ever sealed under (a pool's keys made ahead, never handed

@@ -662,6 +662,41 @@ def test_a_consented_profile_read_asks_the_key_file_for_its_shred_generation_onc
     assert world.api.container.audit.verify().ok
 
 
+@pytest.mark.sqlite_only
+def test_a_tampered_value_names_no_owner_or_field_in_the_log_or_body_when_read(
+    world: World, log_stream: io.StringIO
+) -> None:
+    # A value altered in the graph file fails authentication (a 500: tampering is not bad
+    # input). The log line keeps what an operator needs (the class, the value's position, the
+    # field's kind), never the anchor's node id (a pseudonymous id of one person) nor the field.
+    headers = world.key("ad_targeting")
+    assert world.profile(headers=headers).status_code == 200
+    rows = world.api.container.store.person_read(
+        world.a, (), (FactKind.ATTRIBUTE,), FactStatus.ACTIVE
+    )
+    assert rows is not None
+    city = next(f for f in rows.facts if f.name == "city")
+    store = world.api.container.store
+    assert isinstance(store, SqliteGraphStore)
+    with store._lock:
+        store._conn.execute(
+            "UPDATE facts SET sealed = ? WHERE fact_id = ?",
+            (city.sealed[:-1] + bytes([city.sealed[-1] ^ 1]), city.fact_id),
+        )
+        store._conn.commit()
+
+    read = world.profile(headers=headers)
+
+    assert read.status_code == 500
+    logged = log_stream.getvalue()
+    assert "ciphertext-tampered" in read.text
+    assert "TamperedCiphertextError" in logged
+    assert "attribute field" in logged  # the kind, for the operator
+    for secret in (city.node_id, city.seal_field):
+        assert secret not in logged
+        assert secret not in read.text
+
+
 def test_a_profile_read_answers_404_and_is_audited_when_another_process_shredded_the_keys(
     world: World, settings: Settings
 ) -> None:

@@ -199,6 +199,38 @@ def test_every_guarded_route_answers_401_without_a_key_to_an_unparseable_body(ap
     assert not failures, "\n".join(failures)
 
 
+def test_every_guarded_route_answers_401_to_a_wrong_key_when_the_content_type_is_wrong_too(
+    api: Api,
+) -> None:
+    # Authentication first: a present but wrong key (unknown, malformed, revoked) with a
+    # non-JSON body used to get the 415, which told an unauthenticated caller what the route
+    # takes. A valid key still gets the 415 (the next test).
+    key, revoked = api.container.api_keys.create("revoked", frozenset({Scope.ADMIN}))
+    assert api.container.api_keys.revoke(key.key_id)
+    failures = []
+    checked = 0
+    for route in _api_routes(_app(api)):
+        if route.body_field is None or not _needed_scopes(route.dependant):
+            continue
+        for method in sorted(route.methods):
+            for token in ("idg_unknown.secret", "not-a-key", revoked):
+                for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+                    response = api.client.request(
+                        method,
+                        _path(route),
+                        content=b"{}",
+                        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+                    )
+                    checked += 1
+                    if not _is_problem(response, 401) or (
+                        response.headers.get("www-authenticate") != "Bearer"
+                        or response.json()["type"] != "urn:idgraph:problem:unauthenticated"
+                    ):
+                        failures.append(f"{method} {route.path} {content_type}: {response.text}")
+    assert checked >= 30
+    assert not failures, "\n".join(failures)
+
+
 def test_every_json_body_route_answers_415_to_a_non_json_body_and_documents_it(api: Api) -> None:
     operations = api.client.get("/openapi.json").json()["paths"]
     checked = 0

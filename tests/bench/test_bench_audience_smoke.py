@@ -174,3 +174,43 @@ def test_audience_bench_refuses_a_db_built_for_other_sizes_and_keeps_it(tmp_path
         assert named in refused.stderr
         assert db.read_bytes() == b"not a graph this bench built"
         assert marker.read_text() == "600:5:5"
+
+
+def test_audience_bench_times_only_the_profile_modes_when_profile_only(tmp_path: Path) -> None:
+    figures = tmp_path / "bench.json"
+    done = run_bench(
+        "audience.py",
+        "--persons",
+        "300",
+        "--profiles",
+        "4",
+        "--concurrent-reads",
+        "32",
+        "--sequential-reads",
+        "4",
+        "--rounds",
+        "2",
+        "--profile-only",
+        "--json",
+        str(figures),
+        timeout=180,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audience+policy" not in done.stdout
+    assert "audience-raw" not in done.stdout
+    assert "verify ok=True" in done.stdout
+    data = json.loads(figures.read_text())
+    assert "audience" not in data
+    concurrent = data["profile"]["concurrent"]
+    assert concurrent["policy"]["fields"] == concurrent["raw"]["fields"] == 2 * 32 * 16
+    # Only the profile ratios, the goal's among them.
+    assert "profile_policy_over_raw_concurrent_median" in data["ratios"]
+    assert not any(key.startswith("audience") for key in data["ratios"])
+    # The collector's work per mode: collections per generation and their CPU per read.
+    for mode in ("policy", "raw"):
+        tally = concurrent["gc"][mode]
+        assert len(tally["collections"]) == len(tally["cpu_seconds"]) == 3
+        assert min(tally["collections"]) >= 0
+        assert tally["us_per_read"] >= 0
+    assert "garbage collections (policy)" in done.stdout

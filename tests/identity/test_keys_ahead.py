@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import PIPE
@@ -41,6 +42,16 @@ class CountingKeyStore(SqliteVaultKeyStore):
     ) -> dict[str, WrappedKey]:
         self.inserts += 1
         return super().insert_new(rows, shred_refs, holder)
+
+    def insert_ahead(
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        process: ProcessIdentity,
+        settled: Collection[int] = (),
+    ) -> tuple[int, dict[str, WrappedKey]]:
+        self.inserts += 1
+        return super().insert_ahead(rows, shred_refs, process, settled)
 
 
 class WatchedStore:
@@ -397,6 +408,16 @@ class _SizedStore(CountingKeyStore):
         self.sizes.append(len(rows))
         return super().insert_new(rows, shred_refs, holder)
 
+    def insert_ahead(
+        self,
+        rows: Sequence[tuple[str, WrappedKey]],
+        shred_refs: Mapping[str, str],
+        process: ProcessIdentity,
+        settled: Collection[int] = (),
+    ) -> tuple[int, dict[str, WrappedKey]]:
+        self.sizes.append(len(rows))
+        return super().insert_ahead(rows, shred_refs, process, settled)
+
 
 def test_refills_start_small_and_double_so_a_busy_writer_pays_few_key_commits(
     tmp_path: Path,
@@ -531,3 +552,45 @@ def test_keys_made_ahead_keep_no_mark_once_their_batches_committed_and_the_vault
     setup.vault.discard_pool()
     assert _marked(tmp_path) == 0  # nothing left for a sweep: every key is used or deleted
     assert len(_owners_in_key_file(tmp_path)) == 40
+
+
+class _TransactionCountingStore(CountingKeyStore):
+    """Also counts the key file's write transactions (each one an fsync'd commit)."""
+
+    writes = 0
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.writes += 1
+        with super()._write() as conn:
+            yield conn
+
+
+def test_each_batch_of_keys_made_ahead_is_one_key_file_commit_that_also_clears_used_marks(
+    tmp_path: Path, ids: Ids, keyring: Keyring, policy: IdentityPolicy
+) -> None:
+    store = _TransactionCountingStore(tmp_path / "vault-keys.sqlite3")
+    graph = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    try:
+        vault = _vault(tmp_path, store, pool_size=4)
+        engine = ResolutionEngine(graph, keyring, policy, sealer=vault, owner_reservations=vault)
+        engine.ingest([_event(ids, n) for n in range(10)])  # 20 anchors: keys made ahead
+        # All 20 used by the committed write; their holder's release is left to the next
+        # key-file commit (no commit of its own).
+        assert _marked(tmp_path) == 20
+        store.writes = 0
+        outcomes = engine.ingest([_event(ids, n) for n in range(10, 20)])
+        # The earlier batch's marks cleared, a holder registered and 20 keys stored: one
+        # transaction (three fsync'd commits before: release_holder, register_holder, insert).
+        assert store.writes == 1
+        for outcome in outcomes:
+            assert len(_sealed_owners(graph, outcome.person_id or "")) == 2
+        with sqlite3.connect(tmp_path / "vault-keys.sqlite3") as conn:
+            (holders,) = conn.execute("SELECT count(*) FROM pool_holders").fetchone()
+        # Only the latest batch's holder is left (the first one's was released in that commit).
+        assert holders == 1
+        vault.discard_pool()
+        assert _marked(tmp_path) == 0
+    finally:
+        graph.close()
+        store.close()

@@ -255,6 +255,10 @@ def test_every_flipped_byte_is_detected_when_decrypting(vault: Vault) -> None:
             vault.decrypt(owner, "email", bytes(tampered))
         assert SECRET.decode() not in str(caught.value)
         assert caught.value.owner == owner
+        # The owner (a node id, pseudonymous) stays on the attribute, out of the message,
+        # which reaches log lines; the message keeps the value's position.
+        assert owner not in str(caught.value)
+        assert str(caught.value).startswith("vault value #0 (email field)")
 
 
 def test_truncated_blob_is_detected_when_decrypting(vault: Vault) -> None:
@@ -276,6 +280,7 @@ def test_batch_returns_nothing_when_one_value_is_tampered(vault: Vault) -> None:
 
     assert caught.value.index == 1
     assert caught.value.field == "phone"
+    assert owner not in str(caught.value)
 
 
 def test_blob_is_refused_when_swapped_between_two_owners(vault: Vault) -> None:
@@ -323,6 +328,8 @@ def test_wrapped_key_is_refused_when_copied_to_another_owners_row(
     with pytest.raises(TamperedDataKeyError) as caught:
         reader.decrypt(bob, "email", ann_blob)  # the owner is bound into the wrap (AAD)
     assert caught.value.owner == bob
+    assert bob not in str(caught.value)
+    assert ann not in str(caught.value)
     with pytest.raises(TamperedDataKeyError):
         reader.decrypt(bob, "email", bob_blob)
     assert reader.decrypt(ann, "email", ann_blob) == b"ann@x.de"
