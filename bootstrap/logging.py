@@ -16,7 +16,7 @@ import structlog
 
 from privacy.scanning.redaction import redact_event, redact_text
 
-_DATA_LOGGERS = ("neo4j", "presidio-analyzer")
+_DATA_LOGGERS = ("neo4j",)
 
 
 class _RedactingFilter(logging.Filter):
@@ -72,9 +72,12 @@ def configure_logging(level: str = "info", json_output: bool = True) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     # Libraries whose DEBUG lines carry data, not events: the Neo4j driver logs every Bolt
-    # message with its parameters (node ids, keyed digests, person ids, sealed values) and
-    # presidio logs the text it scans. Redaction only catches what looks like an email or a
-    # phone number, so these loggers never go below INFO, whatever the service's level.
+    # message with its parameters (node ids, keyed digests, person ids, sealed values).
+    # Redaction only catches what looks like an email or a phone number, so these loggers never
+    # go below INFO, whatever the service's level; a level set higher elsewhere stays. (presidio
+    # is guarded inside its scanner package: privacy.scanning.presidio_scanner.)
     floor = max(root.level, logging.INFO)
     for name in _DATA_LOGGERS:
-        logging.getLogger(name).setLevel(floor)
+        data_logger = logging.getLogger(name)
+        if data_logger.level < floor:
+            data_logger.setLevel(floor)

@@ -21,7 +21,6 @@ def test_the_neo4j_drivers_bolt_records_never_reach_the_log_at_debug_level(
         logging.getLogger("neo4j.io").debug(
             "[#0000]  C: RUN 'MATCH (n {node_id: $n})' {'n': 'n_secretnode'}"
         )
-        logging.getLogger("presidio-analyzer").debug("scanning text: n_secretnode")
         logging.getLogger("idgraph.test").debug("service debug line")
         logging.getLogger("neo4j.pool").warning("pool warning")
     finally:
@@ -32,8 +31,14 @@ def test_the_neo4j_drivers_bolt_records_never_reach_the_log_at_debug_level(
     assert "pool warning" in out  # the driver's warnings still come through
 
 
-def test_the_data_loggers_follow_a_level_above_info() -> None:
-    configure_logging("warning", json_output=True)
-    assert logging.getLogger("neo4j").level == logging.WARNING
+def test_the_data_loggers_follow_a_level_above_info_and_keep_a_higher_one() -> None:
+    driver = logging.getLogger("neo4j")
+    driver.setLevel(logging.NOTSET)
     configure_logging("debug", json_output=True)
-    assert logging.getLogger("neo4j").level == logging.INFO
+    assert driver.level == logging.INFO
+    configure_logging("warning", json_output=True)
+    assert driver.level == logging.WARNING
+    configure_logging("debug", json_output=True)
+    assert driver.level == logging.WARNING  # never lowered below a level set higher
+    driver.setLevel(logging.NOTSET)
+    configure_logging("info", json_output=True)
