@@ -10,7 +10,11 @@ reach, the guard answers
   checked by the route's ``require(scope)`` dependency;
 - 415 when the route takes a JSON body (a model, or the raw bytes of a signed webhook) and the
   ``Content-Type`` is not JSON; for a route that needs a key, only once the key is known to be
-  valid (a present but wrong key gets the 401 first: authentication before anything else).
+  valid and to hold the route's scope: a present but wrong key gets the 401 first
+  (authentication before anything else), and a valid key without the scope gets the 403 the
+  route would give (authorization before input checks: the 415 would tell a caller who may not
+  use the route what it takes). These checks run only on the way to a 415; they consume no
+  rate-limit token (the request never reaches the route).
 
 Which routes need a key and which take JSON is read from the routes themselves when the app is
 built: a route needs a key when ``require(scope)`` is in its dependency tree, exactly what
@@ -35,7 +39,8 @@ from starlette.types import Scope
 
 from api.deps import MISSING_KEY, ScopeCheck, get_raw_body
 from api.problems import handle_idgraph_error, problem
-from privacy.access.api_keys import AuthenticationError
+from privacy.access.api_keys import AuthenticationError, ForbiddenError
+from privacy.access.api_keys import Scope as KeyScope
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -48,6 +53,8 @@ class GuardedRoute:
     needs_key: bool
     json_body: bool
     body_required: bool
+    # The scope of every require(scope) in the route's tree (a key needs all of them).
+    scopes: frozenset[KeyScope] = frozenset()
 
 
 def needs_api_key(dependant: Dependant) -> bool:
@@ -55,6 +62,16 @@ def needs_api_key(dependant: Dependant) -> bool:
     return any(
         isinstance(sub.call, ScopeCheck) or needs_api_key(sub) for sub in dependant.dependencies
     )
+
+
+def required_scopes(dependant: Dependant) -> frozenset[KeyScope]:
+    """The scope of every ``require(scope)`` anywhere in the dependency tree of a route."""
+    found: set[KeyScope] = set()
+    for sub in dependant.dependencies:
+        if isinstance(sub.call, ScopeCheck):
+            found.add(sub.call.scope)
+        found |= required_scopes(sub)
+    return frozenset(found)
 
 
 def reads_raw_body(dependant: Dependant) -> bool:
@@ -82,6 +99,7 @@ def guarded_routes(app: FastAPI) -> list[GuardedRoute]:
                 needs_key=needs_api_key(route.dependant),
                 json_body=model_body or raw_only,
                 body_required=raw_only or (model_body and body.field_info.is_required()),
+                scopes=required_scopes(route.dependant),
             )
         )
     return guarded
@@ -132,12 +150,13 @@ class EdgeGuard:
         elif guarded.json_body and _wrong_media_type(
             headers.get(b"content-type"), headers, guarded.body_required
         ):
-            # Authentication comes first: a present but wrong key gets the 401 the route would
-            # give, not a 415 that tells an unauthenticated caller what the route takes. Checked
-            # only here, on the way to a refusal; a request that passes is checked by the
-            # route's require(scope) as before (no second key lookup on the common path).
+            # Authentication and authorization come first: a present but wrong key gets the 401
+            # the route would give, a valid key without the route's scope its 403, not a 415
+            # that tells a caller who may not use the route what it takes. Checked only here,
+            # on the way to a refusal; a request that passes is checked by the route's
+            # require(scope) as before (no second key lookup on the common path).
             if guarded.needs_key:
-                refusal = await _unauthenticated(scope, authorization)
+                refusal = await _unauthorized(scope, authorization, guarded.scopes)
             if refusal is None:
                 refusal = problem(
                     Request(scope),
@@ -151,13 +170,21 @@ class EdgeGuard:
         return refusal
 
 
-async def _unauthenticated(scope: Scope, authorization: bytes) -> Response | None:
-    """The 401 for a bearer key the key store does not know (or revoked), else ``None``."""
+async def _unauthorized(
+    scope: Scope, authorization: bytes, needed: frozenset[KeyScope]
+) -> Response | None:
+    """The 401 for a bearer key the key store does not know (or revoked), the 403 for a valid
+    key that lacks one of the ``needed`` scopes (as :class:`api.deps.ScopeCheck` answers),
+    else ``None``."""
     token = authorization.decode("latin-1").strip().partition(" ")[2].strip()
     try:
-        scope["app"].state.container.api_keys.authenticate(token)
+        key = scope["app"].state.container.api_keys.authenticate(token)
     except AuthenticationError as exc:
         return await handle_idgraph_error(Request(scope), exc)
+    # Sorted: the same scope is named every time when a route needs more than one.
+    for needed_scope in sorted(needed, key=lambda s: s.value):
+        if not key.allows(needed_scope):
+            return await handle_idgraph_error(Request(scope), ForbiddenError(needed_scope))
     return None
 
 

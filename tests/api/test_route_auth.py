@@ -231,6 +231,35 @@ def test_every_guarded_route_answers_401_to_a_wrong_key_when_the_content_type_is
     assert not failures, "\n".join(failures)
 
 
+def test_every_guarded_route_answers_403_to_a_key_without_its_scope_when_the_content_type_is_wrong(
+    api: Api,
+) -> None:
+    # Authorization before input checks, as authentication is: a valid key without the route's
+    # scope and a non-JSON body used to get the 415 (which told a caller who may not use the
+    # route what it takes); it gets the 403 the route gives with a JSON body.
+    failures = []
+    checked = 0
+    for route in _api_routes(_app(api)):
+        needed = _needed_scopes(route.dependant)
+        if route.body_field is None or not needed:
+            continue
+        others = frozenset(Scope) - needed - {Scope.ADMIN}
+        _, token = api.container.api_keys.create("route-auth-415", others)
+        for method in sorted(route.methods):
+            for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+                headers = {"Authorization": f"Bearer {token}"}
+                if content_type is not None:
+                    headers["Content-Type"] = content_type
+                response = api.client.request(method, _path(route), content=b"{}", headers=headers)
+                checked += 1
+                if not _is_problem(response, 403) or (
+                    response.json()["type"] != "urn:idgraph:problem:forbidden"
+                ):
+                    failures.append(f"{method} {route.path} {content_type}: {response.text}")
+    assert checked >= 15
+    assert not failures, "\n".join(failures)
+
+
 def test_every_json_body_route_answers_415_to_a_non_json_body_and_documents_it(api: Api) -> None:
     operations = api.client.get("/openapi.json").json()["paths"]
     checked = 0
