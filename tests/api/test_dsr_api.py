@@ -791,3 +791,35 @@ def _facts_with(status: FactStatus, tx: GraphTransaction) -> list[Fact]:
 
 def _quarantine(action: str) -> bool:
     return action.startswith("quarantine.")
+
+
+def test_multiple_persons_409_names_a_count_and_no_person_id_or_identifier(dsr: Dsr) -> None:
+    # Any `dsr` key may get this answer, whatever its consumer: persons belong to no consumer
+    # (one graph), and a `dsr` key may already export everything about the identities it names
+    # (an access request). So the body may say how many persons, never which (no person id, no
+    # identifier, no keyed digest), and nothing is stored (docs/dsr.md).
+    first = _person(dsr)
+    policy = dsr.container.identity_policy
+    (other,) = dsr.container.engine.ingest(
+        [IdentityEvent((policy.normalize("email", OTHER_EMAIL, "GB"),), "shop", NOW, (), ())]
+    )
+    assert other.person_id is not None and other.person_id != first
+    subjects = [{"type": "email", "value": EMAIL}, {"type": "email", "value": OTHER_EMAIL}]
+    _, token = dsr.container.api_keys.create(
+        "other-consumer", frozenset({Scope.DSR}), consumer="another-team"
+    )
+    for headers in (dsr.dsr, {"Authorization": f"Bearer {token}"}):
+        response = dsr.client.post(
+            "/v1/dsr",
+            json={"request_id": "two", "type": "access", "subject_identities": subjects},
+            headers=headers,
+        )
+        assert response.status_code == 409, response.text
+        body = response.json()
+        assert body["type"] == "urn:idgraph:problem:dsr-multiple-persons"
+        assert body["persons"] == 2
+        for secret in (first, other.person_id, EMAIL, OTHER_EMAIL, "dsr.subject", "p_"):
+            assert secret not in response.text
+        digest = dsr.container.keyring.hash(policy.normalize("email", EMAIL, "GB")).digest
+        assert digest.hex() not in response.text
+    assert dsr.container.dsr.list_requests() == []
