@@ -107,9 +107,12 @@ def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
         # Killed with the batches acknowledged and queued: in the journal, sealed.
         with sqlite3.connect(f"file:{data / 'graph.sqlite3'}?mode=ro", uri=True) as conn:
             queued = conn.execute("SELECT count(*), sum(events) FROM ingest_journal").fetchone()
+            # The count the triggers keep (what a submit checks the bound against) survived too.
+            kept = conn.execute("SELECT events FROM ingest_journal_backlog").fetchall()
             persons = conn.execute("SELECT count(*) FROM persons").fetchone()[0]
         conn.close()
         assert tuple(queued) == (3, 12)
+        assert kept == [(12,)]
         assert persons == 0
         assert _found(data) == []
 
@@ -136,7 +139,9 @@ def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
         server.kill()
     with sqlite3.connect(f"file:{data / 'graph.sqlite3'}?mode=ro", uri=True) as conn:
         left = conn.execute("SELECT count(*) FROM ingest_journal").fetchone()[0]
+        kept = conn.execute("SELECT events FROM ingest_journal_backlog").fetchall()
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     assert left == 0
+    assert kept == [(0,)]
     assert _found(data) == []
