@@ -104,6 +104,10 @@ class FactSealer(Protocol):
         """:meth:`decrypt_many`, ``None`` for an item whose owner's data key is gone."""
         ...
 
+    def shredded_owners(self, owners: Collection[str]) -> set[str]:
+        """Those of ``owners`` whose data key was shredded (they can never take a new value)."""
+        ...
+
 
 class OwnerReservations(Protocol):
     """Node ids whose data keys already exist durably (the vault's key pool, see
@@ -541,10 +545,17 @@ class ResolutionEngine:
         *,
         keyed: _KeyedIds | None = None,
     ) -> list[EventOutcome]:
-        shredded: frozenset[str] = frozenset()
+        shredded: frozenset[str] | None = None
         while True:
-            state = _BatchState(keyed_ids=keyed, shredded=shredded)
+            state = _BatchState(keyed_ids=keyed, shredded=shredded or frozenset())
             self._load(tx, prepared, state)
+            if shredded is None:
+                # Nodes of the batch whose data key was shredded (an operator's shred, a graph
+                # backup restored after an erasure) are refused as anchors up front, fact-less
+                # events too: such a node is an erased identifier, and linking it or recording
+                # consents on it would bring part of an erased person back. One key-file read
+                # per batch that finds existing nodes (one row when nothing was ever shredded).
+                shredded = state.shredded = self._shredded_nodes(state)
             state.lookup_restricted = lambda person: _restricted(tx, person)
             outcomes = [
                 self._resolve_event(event, items, state)
@@ -554,14 +565,13 @@ class ResolutionEngine:
                 changes, final = self._changes(state, outcomes)
                 break
             except AnchorKeyDestroyedError as exc:
-                # An anchor of the batch is a node whose data key was shredded while the node
-                # stayed in the graph (an operator's shred, a graph backup restored after an
-                # erasure). The vault never makes it a new key (a shred is irreversible),
-                # so the batch is resolved again, in this transaction (nothing is written yet:
-                # sealing comes before apply), with those identifiers refused like suppressed
-                # ones ("shredded"): the event's facts go to its next accepted identifier or are
-                # dropped. Found only when a value is sealed under such a node, so the common
-                # path pays nothing; each round refuses at least one more node.
+                # An anchor of the batch was shredded after the check above (a shred committed
+                # meanwhile; the sealer checks again in the key file's write transaction). The
+                # vault never makes it a new key (a shred is irreversible), so the batch is
+                # resolved again, in this transaction (nothing is written yet: sealing comes
+                # before apply), with those identifiers refused like suppressed ones
+                # ("shredded"): the event's facts go to its next accepted identifier or are
+                # dropped. Each round refuses at least one more node.
                 known = {node.node_id for node in state.nodes.values()}
                 gone = known.intersection(exc.owners) - shredded
                 if not gone:
@@ -583,6 +593,14 @@ class ResolutionEngine:
             else replace(o, person_id=find(o.person_id))
             for o in final
         ]
+
+    def _shredded_nodes(self, state: _BatchState) -> frozenset[str]:
+        """The found nodes of the batch whose data key was shredded (none without a vault)."""
+        if self._sealer is None or not state.nodes:
+            return frozenset()
+        return frozenset(
+            self._sealer.shredded_owners([node.node_id for node in state.nodes.values()])
+        )
 
     def _load(
         self, tx: GraphTransaction, prepared: list[list[_Prepared]], state: _BatchState

@@ -426,6 +426,10 @@ class VaultKeyStore(Protocol):
         """A counter every shred (by any process) increments; one cheap read."""
         ...
 
+    def shredded(self, owners: Collection[str], shred_refs: Mapping[str, str]) -> set[str]:
+        """Those of ``owners`` that were shredded (``shred_refs`` read only if any owner was)."""
+        ...
+
     def delete_unused(self, owners: Collection[str]) -> int:
         """Delete the keys of ``owners`` that no value was ever sealed under (keys made ahead
         and never handed out): not a shred, so nothing is remembered and no cache is bumped.
@@ -588,6 +592,14 @@ class Vault:
         # be read from the key file, which must not happen inside the key file's transaction.
         mac = self._shred_ref_mac()
         return _LazyRefs(owners, lambda owner: mac.digest(owner.encode()).hex())
+
+    def shredded_owners(self, owners: Collection[str]) -> set[str]:
+        """Those of ``owners`` whose data key was shredded: they never get a key again, so
+        ingest refuses them as anchors (``identity.resolution``, reason ``shredded``). One read
+        of the key file; one row when it never shredded anything (no HMAC is computed)."""
+        if not owners:
+            return set()
+        return self._keys.shredded(owners, self._shred_refs(owners))
 
     def shred_generation(self) -> int:
         """The key file's shred generation (one single-row read): a cache of anything derived

@@ -350,12 +350,31 @@ class SqliteVaultKeyStore:
             return dict(rows)
         return self._select(conn, owners)
 
-    @staticmethod
+    def shredded(self, owners: Collection[str], shred_refs: Mapping[str, str]) -> set[str]:
+        """Those of ``owners`` that were shredded, in one read transaction: one row read when
+        the file never shredded anything (``shred_refs`` is then not read), else one indexed
+        probe per owner."""
+        wanted = sorted(set(owners))
+        with self._read() as conn:
+            if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is None:
+                return set()
+            return set(self._shredded_among(conn, wanted, shred_refs))
+
+    @classmethod
     def _refuse_shredded(
-        conn: sqlite3.Connection, owners: Sequence[str], shred_refs: Mapping[str, str]
+        cls, conn: sqlite3.Connection, owners: Sequence[str], shred_refs: Mapping[str, str]
     ) -> None:
         """Raise :class:`DataKeyDestroyedError` naming every owner of ``owners`` that was
         shredded (under its keyed ref, or schema 2's legacy ref)."""
+        gone = cls._shredded_among(conn, owners, shred_refs)
+        if gone:
+            raise DataKeyDestroyedError(gone)
+
+    @staticmethod
+    def _shredded_among(
+        conn: sqlite3.Connection, owners: Sequence[str], shred_refs: Mapping[str, str]
+    ) -> list[str]:
+        """The owners of ``owners`` that were shredded (keyed ref, or schema 2's legacy ref)."""
         refs = {shred_refs[owner]: owner for owner in owners}
         refs.update({_legacy_shred_ref(owner): owner for owner in owners})
         gone: list[str] = []
@@ -367,8 +386,7 @@ class SqliteVaultKeyStore:
                     chunk,
                 )
             )
-        if gone:
-            raise DataKeyDestroyedError(gone)
+        return gone
 
     def delete_many(
         self, owners: Collection[str], shred_refs: Mapping[str, str]

@@ -111,6 +111,37 @@ def test_identify_drops_the_facts_when_every_identifier_is_shredded(api: Api) ->
     assert len(_facts(api, person)) == len(before)
 
 
+def test_a_fact_less_event_naming_a_shredded_anchor_neither_links_it_nor_records_consent(
+    api: Api,
+) -> None:
+    # No value would be sealed under the node, so the sealer never saw it: the old code linked
+    # the new email to the shredded node's person and recorded the consent on that person.
+    assert _identify(api, traits={"city": "Lisbon"}).status_code == 200
+    _shred_anchor(api, ANN[0])
+    person = _person(api, ANN[0])
+    email = {"type": "email", "value": "fresh.shred@mailbox-shred.net"}
+
+    linked = _identify(api, identifiers=[ANN[0], email])
+
+    assert linked.status_code == 200, linked.text
+    refused = {r["pointer"]: r["reason"] for r in linked.json()["refused"]}
+    assert refused == {"#/identifiers/0": "shredded"}
+    assert _person(api, email) not in (None, person)
+
+    _, token = api.container.api_keys.create("cmp", frozenset({Scope.CONSENT}))
+    consents = api.container.store.stats().consents
+    consent = api.client.post(
+        "/v1/consent",
+        json={"identifiers": [ANN[0]], "decisions": {"analytics": True}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert consent.status_code == 200, consent.text
+    assert consent.json()["recorded"] == []
+    assert api.container.store.stats().consents == consents
+    # The cookie (not shredded) still takes what is sent to it.
+    assert _identify(api, identifiers=[ANN[1]]).json()["refused"] == []
+
+
 def test_a_batch_with_a_shredded_anchor_applies_its_other_events_when_ingested(api: Api) -> None:
     assert _identify(api, traits={"city": "Lisbon"}).status_code == 200
     _shred_anchor(api, ANN[0])
