@@ -57,13 +57,6 @@ class GuardedRoute:
     scopes: frozenset[KeyScope] = frozenset()
 
 
-def needs_api_key(dependant: Dependant) -> bool:
-    """Whether ``require(scope)`` is anywhere in the dependency tree of a route."""
-    return any(
-        isinstance(sub.call, ScopeCheck) or needs_api_key(sub) for sub in dependant.dependencies
-    )
-
-
 def required_scopes(dependant: Dependant) -> frozenset[KeyScope]:
     """The scope of every ``require(scope)`` anywhere in the dependency tree of a route."""
     found: set[KeyScope] = set()
@@ -93,13 +86,15 @@ def guarded_routes(app: FastAPI) -> list[GuardedRoute]:
         # A route that reads the raw bytes and no model (the signed consent webhook) takes a
         # JSON body too: its signature is over JSON, and a text/plain body is refused with 415.
         raw_only = body is None and reads_raw_body(route.dependant)
+        # A route needs a key when require(scope) is anywhere in its dependency tree.
+        scopes = required_scopes(route.dependant)
         guarded.append(
             GuardedRoute(
                 route=route,
-                needs_key=needs_api_key(route.dependant),
+                needs_key=bool(scopes),
                 json_body=model_body or raw_only,
                 body_required=raw_only or (model_body and body.field_info.is_required()),
-                scopes=required_scopes(route.dependant),
+                scopes=scopes,
             )
         )
     return guarded

@@ -803,7 +803,8 @@ def test_multiple_persons_409_names_a_count_and_no_person_id_or_identifier(dsr: 
     (other,) = dsr.container.engine.ingest(
         [IdentityEvent((policy.normalize("email", OTHER_EMAIL, "GB"),), "shop", NOW, (), ())]
     )
-    assert other.person_id is not None and other.person_id != first
+    assert other.person_id is not None
+    assert other.person_id != first
     subjects = [{"type": "email", "value": EMAIL}, {"type": "email", "value": OTHER_EMAIL}]
     _, token = dsr.container.api_keys.create(
         "other-consumer", frozenset({Scope.DSR}), consumer="another-team"

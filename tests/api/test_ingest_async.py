@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -311,29 +312,56 @@ def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: 
     assert served.resolve("cookie_id", "ck-async-u-0") == 200
 
 
-def test_a_job_result_is_404_when_it_expired(served: Served) -> None:
+class FakeClock:
+    """A clock the test moves by hand (the applier's waits and the results' expiry read it)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@contextmanager
+def fake_clock_jobs(
+    served: Served, limits: AsyncIngestLimits
+) -> Iterator[tuple[AsyncIngest, FakeClock]]:
+    """An AsyncIngest on the served store's real journal with ``limits`` and a fake clock."""
     container = served.container
-    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    clock = FakeClock()
     jobs = AsyncIngest(
         container.ingest,
         SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
         container.vault,
-        AsyncIngestLimits(keep_results_s=3600),
-        clock=lambda: now[0],
+        limits,
+        clock=clock,
     )
     try:
-        events = ingest_inputs(_batch("exp"))
-        assert events is not None
-        accepted = jobs.submit(events, key_id="k1")
-        assert jobs.apply_once() == 3
-        now[0] += timedelta(minutes=59)
-        assert jobs.job(accepted.job_id, key_id="k1").status == "applied"
-        now[0] += timedelta(minutes=1)
-        with pytest.raises(IngestJobNotFoundError):
-            jobs.job(accepted.job_id, key_id="k1")
-        assert jobs.expire() == 1
+        yield jobs, clock
     finally:
         jobs.close()
+
+
+def _submit(jobs: AsyncIngest, name: str) -> str:
+    """Submit ``_batch(name)`` as caller ``k1``; the job id."""
+    events = ingest_inputs(_batch(name))
+    assert events is not None
+    return jobs.submit(events, key_id="k1").job_id
+
+
+def test_a_job_result_is_404_when_it_expired(served: Served) -> None:
+    with fake_clock_jobs(served, AsyncIngestLimits(keep_results_s=3600)) as (jobs, clock):
+        job_id = _submit(jobs, "exp")
+        assert jobs.apply_once() == 3
+        clock.advance(minutes=59)
+        assert jobs.job(job_id, key_id="k1").status == "applied"
+        clock.advance(minutes=1)
+        with pytest.raises(IngestJobNotFoundError):
+            jobs.job(job_id, key_id="k1")
+        assert jobs.expire() == 1
 
 
 def test_the_applier_is_due_once_no_batch_arrived_for_the_idle_time_when_within_the_linger(
@@ -341,53 +369,27 @@ def test_the_applier_is_due_once_no_batch_arrived_for_the_idle_time_when_within_
 ) -> None:
     # A fake clock, the real journal: the linger (an hour) no longer holds the last batches of a
     # burst once nothing new arrived for apply_idle_s; a batch arriving restarts that wait.
-    container = served.container
-    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
-    jobs = AsyncIngest(
-        container.ingest,
-        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
-        container.vault,
-        AsyncIngestLimits(apply_linger_s=3600.0, apply_idle_s=0.1),
-        clock=lambda: now[0],
-    )
-    try:
+    limits = AsyncIngestLimits(apply_linger_s=3600.0, apply_idle_s=0.1)
+    with fake_clock_jobs(served, limits) as (jobs, clock):
         assert jobs.due_in_s() is None
-        first = ingest_inputs(_batch("idle-a"))
-        assert first is not None
-        jobs.submit(first, key_id="k1")
+        _submit(jobs, "idle-a")
         assert jobs.due_in_s() == pytest.approx(0.1)
-        now[0] += timedelta(milliseconds=60)
+        clock.advance(milliseconds=60)
         assert jobs.due_in_s() == pytest.approx(0.04)
-        second = ingest_inputs(_batch("idle-b"))
-        assert second is not None
-        jobs.submit(second, key_id="k1")  # grew: the idle wait starts again
+        _submit(jobs, "idle-b")  # grew: the idle wait starts again
         assert jobs.due_in_s() == pytest.approx(0.1)
-        now[0] += timedelta(milliseconds=100)
+        clock.advance(milliseconds=100)
         assert jobs.due_in_s() == 0.0
         assert jobs.apply_once() == 6
         assert jobs.due_in_s() is None
-    finally:
-        jobs.close()
 
 
 def test_the_applier_keeps_lingering_when_batches_keep_arriving(served: Served) -> None:
-    container = served.container
-    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
-    jobs = AsyncIngest(
-        container.ingest,
-        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
-        container.vault,
-        AsyncIngestLimits(apply_linger_s=1.0, apply_idle_s=0.1),
-        clock=lambda: now[0],
-    )
-    try:
+    limits = AsyncIngestLimits(apply_linger_s=1.0, apply_idle_s=0.1)
+    with fake_clock_jobs(served, limits) as (jobs, clock):
         for n in range(12):  # a batch every 90 ms: never idle, until the linger ends the wait
-            events = ingest_inputs(_batch(f"steady-{n}"))
-            assert events is not None
-            jobs.submit(events, key_id="k1")
+            _submit(jobs, f"steady-{n}")
             due = jobs.due_in_s()
             assert due is not None
             assert due == pytest.approx(max(0.0, min(0.1, 1.0 - 0.09 * n)))
-            now[0] += timedelta(milliseconds=90)
-    finally:
-        jobs.close()
+            clock.advance(milliseconds=90)
