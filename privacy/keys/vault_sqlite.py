@@ -354,11 +354,10 @@ class SqliteVaultKeyStore:
         """Those of ``owners`` that were shredded, in one read transaction: one row read when
         the file never shredded anything (``shred_refs`` is then not read), else one indexed
         probe per owner."""
-        wanted = sorted(set(owners))
         with self._read() as conn:
             if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is None:
                 return set()
-            return set(self._shredded_among(conn, wanted, shred_refs))
+            return set(self._shredded_among(conn, sorted(set(owners)), shred_refs))
 
     @classmethod
     def _refuse_shredded(
