@@ -264,6 +264,11 @@ class FactIntake:
             name: frozenset(category.allowed_pii) for name, category in policy.categories.items()
         }
         self._on_pii = {name: category.on_pii for name, category in policy.categories.items()}
+        self._refused_special = frozenset(
+            name
+            for name, category in policy.categories.items()
+            if category.special and not policy.accept_special_categories
+        )
 
     @property
     def policy(self) -> FactsPolicy:
@@ -443,7 +448,7 @@ class FactIntake:
         return drafts
 
     def _check_special(self, category: str, where: str) -> None:
-        if self._policy.categories[category].special and not self._policy.accept_special_categories:
+        if category in self._refused_special:
             raise InvalidFieldError(
                 "special_category",
                 f"{category} is a special category (GDPR Art. 9) and is not accepted",
