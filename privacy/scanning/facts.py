@@ -259,6 +259,16 @@ class FactIntake:
         self._policy = policy
         self._scanner = scanner
         self._cache = _ScanCache(cache_size)
+        # Looked up once per scanned value in _decide: read from the frozen policy once here.
+        self._allowed = {
+            name: frozenset(category.allowed_pii) for name, category in policy.categories.items()
+        }
+        self._on_pii = {name: category.on_pii for name, category in policy.categories.items()}
+        self._refused_special = frozenset(
+            name
+            for name, category in policy.categories.items()
+            if category.special and not policy.accept_special_categories
+        )
 
     @property
     def policy(self) -> FactsPolicy:
@@ -438,7 +448,7 @@ class FactIntake:
         return drafts
 
     def _check_special(self, category: str, where: str) -> None:
-        if self._policy.categories[category].special and not self._policy.accept_special_categories:
+        if category in self._refused_special:
             raise InvalidFieldError(
                 "special_category",
                 f"{category} is a special category (GDPR Art. 9) and is not accepted",
@@ -466,15 +476,37 @@ class FactIntake:
 
     def _decide(self, draft: _Draft, errors: list[InvalidFieldError]) -> FactInput:
         payload = draft.payload
-        quarantine = draft.quarantine
         values = list(payload.values()) if isinstance(payload, dict) else [payload]
+        quarantine = draft.quarantine
         found: set[str] = set()
+        if any(item.findings for item in values):
+            quarantine = self._settle_findings(values, found, errors) or quarantine
+        # A value without findings is as checked: _scan replaces a text by (text, findings)
+        # only where it found something, so there is nothing to strip from it.
+        if isinstance(payload, dict):
+            body: Any = {"properties": {k: v.value for k, v in payload.items()}}
+        else:
+            body = payload.value
+        return FactInput(
+            draft.kind,
+            draft.name,
+            draft.category,
+            draft.at,
+            _encode(body).encode(),
+            FactStatus.QUARANTINED if quarantine else FactStatus.ACTIVE,
+            tuple(sorted(found)),
+        )
+
+    def _settle_findings(
+        self, values: Sequence[_Value], found: set[str], errors: list[InvalidFieldError]
+    ) -> bool:
+        """Apply the categories' actions to the values that have findings: refuse (into
+        ``errors``), redact, or strip the findings and answer True (quarantine)."""
+        quarantine = False
         for item in values:
-            allowed = (
-                set(self._policy.categories[item.category].allowed_pii)
-                if item.category in self._policy.categories
-                else set()
-            )
+            if not item.findings:
+                continue
+            allowed = self._allowed.get(item.category, frozenset())
             unexpected = sorted({f.entity_type for f in item.findings} - allowed)
             if not unexpected:
                 item.value = _strip(item.value, None)
@@ -483,7 +515,7 @@ class FactIntake:
             action = (
                 PiiAction.QUARANTINE
                 if item.category == UNKNOWN_CATEGORY
-                else self._policy.categories[item.category].on_pii
+                else self._on_pii[item.category]
             )
             if action is PiiAction.REJECT:
                 item.value = _strip(item.value, None)  # refused below; keep the payload plain
@@ -500,19 +532,12 @@ class FactIntake:
                 item.value = _strip(item.value, None)
             else:
                 item.value = _strip(item.value, set(unexpected))
-        if isinstance(payload, dict):
-            body: Any = {"properties": {k: v.value for k, v in payload.items()}}
-        else:
-            body = payload.value
-        return FactInput(
-            kind=draft.kind,
-            name=draft.name,
-            category=draft.category,
-            at=draft.at,
-            payload=json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
-            status=FactStatus.QUARANTINED if quarantine else FactStatus.ACTIVE,
-            pii=tuple(sorted(found)),
-        )
+        return quarantine
+
+
+# One encoder for every payload: json.dumps with non-default options builds a new JSONEncoder on
+# each call. The output is the same (compact, keys sorted, ASCII-escaped).
+_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def _scan_targets(
