@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from identity.model import new_node_id
-from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey, create_kek_file
+from privacy.keys.keyprovider import LocalFileKeyProvider, WrappedKey
 from privacy.keys.process import ProcessIdentity
 from privacy.keys.vault import DataKeyDestroyedError, Vault
 from privacy.keys.vault_sqlite import SCHEMA_VERSION, SqliteVaultKeyStore
@@ -34,13 +34,6 @@ CREATE INDEX data_keys_by_kek ON data_keys (kek_id);
 CREATE INDEX data_keys_by_holder ON data_keys (holder) WHERE holder IS NOT NULL;
 UPDATE meta SET value = '4' WHERE key = 'schema_version';
 """
-
-
-@pytest.fixture
-def kek_path(tmp_path: Path) -> Path:
-    path = tmp_path / "secrets" / "kek.json"
-    create_kek_file(path, origin="operator")
-    return path
 
 
 def _random_owners(count: int) -> list[tuple[str, WrappedKey]]:

@@ -40,13 +40,6 @@ SECRET = b"ann.p0000123@bench-mail.de"
 
 
 @pytest.fixture
-def kek_path(tmp_path: Path) -> Path:
-    path = tmp_path / "secrets" / "kek.json"
-    create_kek_file(path, origin="operator")
-    return path
-
-
-@pytest.fixture
 def key_store(tmp_path: Path) -> Iterator[SqliteVaultKeyStore]:
     store = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
     yield store

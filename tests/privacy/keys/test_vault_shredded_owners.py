@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from identity.model import new_node_id
-from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file
+from privacy.keys.keyprovider import LocalFileKeyProvider
 from privacy.keys.vault import Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 
@@ -40,13 +40,6 @@ class ProbedKeyStore(SqliteVaultKeyStore):
         if hook is not None:
             hook()
         return found
-
-
-@pytest.fixture
-def kek_path(tmp_path: Path) -> Path:
-    path = tmp_path / "secrets" / "kek.json"
-    create_kek_file(path, origin="operator")
-    return path
 
 
 @pytest.fixture
