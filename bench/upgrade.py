@@ -8,16 +8,19 @@ Usage (from the repository root)::
 A file written by an older idgraph holds an older audience state
 (``identity/store/sqlite_audience.py``, meta ``audience_state``); the first open by this version
 fills what it lacks, inside the opening's write transaction. This times that open, on copies of
-one graph given four layouts (made with SQL on the copy, not timed):
+one graph given five layouts (made with SQL on the copy, not timed):
 
-* ``state 5`` (the current layout): the open alone, the same-run baseline.
+* ``state 6`` (the current layout): the open alone, the same-run baseline.
+* ``state 5``: no ``event_latest`` (the latest event times per name and person), as up to stop
+  42. The open fills it in one grouped pass over the events (``_FILL_LATEST``).
 * ``state 4``: ``consent_current`` without its rows' deciding records (``record_id``,
   ``signal``, ``recorded_at``), as up to stop 37. The open adds the columns and makes every row
   again from the records (``_FILL_CURRENT``: one grouped pass over the consents; person by person
   until stop 39).
 * ``state 3``: also ``consent_records`` holds a row of all records per (person, purpose), as up to
   stop 32. The open makes the table again, one row per record (``_FILL_RECORDS``: one pass over
-  the consents, sorted once by the table's key), then does the state 4 -> 5 fill.
+  the consents, sorted once by the table's key), then does the state 4 -> 5 fill (each older
+  layout also lacks ``event_latest``: every open but the baseline's fills it).
 * ``state 2``: also ``event_days`` without the time bounds ``lo``/``hi``, as up to stop 30. The
   open adds the columns, empties the counters and fills them again with their bounds
   (``_BACKFILL_EVENTS``: one grouped pass over the events), then does the state 3 -> 4 fill.
@@ -26,9 +29,10 @@ Each mode opens and closes the store (the close checkpoints the upgrade's WAL in
 part of its cost) in this process, first thing after the copy was made; every mode has a copy
 of its own, and the modes alternate in each of ``--rounds`` rounds (the order turned around
 every other round), so they see the same drift of the machine's load. Prints wall and CPU
-seconds and bytes written per mode and the upgrades over the baseline: ``4 -> 5`` is
-``state 4`` minus ``state 5``, ``3 -> 4`` is ``state 3`` minus ``state 4``, ``2 -> 3`` is
-``state 2`` minus ``state 3`` (the counters' refill alone). Figures only; nothing is asserted.
+seconds and bytes written per mode and the upgrades over the baseline: ``5 -> 6`` is
+``state 5`` minus ``state 6``, ``4 -> 5`` is ``state 4`` minus ``state 5``, ``3 -> 4`` is
+``state 3`` minus ``state 4``, ``2 -> 3`` is ``state 2`` minus ``state 3`` (the counters' refill
+alone). Figures only; nothing is asserted.
 
 ``--db`` names an existing graph (any idgraph SQLite graph file, e.g. one ``bench/audience.py
 --db`` built): it is only read (copied). Without it a graph of ``--persons`` persons is built in
@@ -55,12 +59,18 @@ from bench.member_scan import build  # noqa: E402
 from identity.store import sqlite_audience  # noqa: E402
 from identity.store.sqlite import SqliteGraphStore  # noqa: E402
 
-MODES = ("state 5", "state 4", "state 3", "state 2")
+MODES = ("state 6", "state 5", "state 4", "state 3", "state 2")
 
-# A state 4 file: consent_current without the deciding record's columns. The state's triggers go:
-# the open being timed replaces every one of them anyway (and they write those columns).
-_STATE_4 = (
+# A state 5 file: no event_latest. The state's triggers go: the open being timed replaces every
+# one of them anyway (and they write that table and the columns the older layouts lack).
+_STATE_5 = (
     *(f"DROP TRIGGER IF EXISTS {name}" for name in sqlite_audience.TRIGGERS),
+    "DROP TABLE event_latest",
+    "UPDATE meta SET value = '5' WHERE key = 'audience_state'",
+)
+# A state 4 file: also consent_current without the deciding record's columns.
+_STATE_4 = (
+    *_STATE_5,
     "ALTER TABLE consent_current DROP COLUMN record_id",
     "ALTER TABLE consent_current DROP COLUMN signal",
     "ALTER TABLE consent_current DROP COLUMN recorded_at",
@@ -92,7 +102,8 @@ _STATE_2 = (
     "UPDATE meta SET value = '2' WHERE key = 'audience_state'",
 )
 _LAYOUTS: dict[str, tuple[str, ...]] = {
-    "state 5": (),
+    "state 6": (),
+    "state 5": _STATE_5,
     "state 4": _STATE_4,
     "state 3": _STATE_3,
     "state 2": _STATE_2,
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, help="an existing graph file to copy (only read)")
     parser.add_argument("--persons", type=int, default=20_000, help="persons built without --db")
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of the three modes")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the modes")
     parser.add_argument("--tmp-dir", type=Path, help="where the work directory goes")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -199,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in MODES
     }
     upgrades = {
+        "5_to_6": ("state 5", "state 6", "event_latest filled"),
         "4_to_5": ("state 4", "state 5", "consent_current made again with deciding records"),
         "3_to_4": ("state 3", "state 4", "consent_records made again, a row per record"),
         "2_to_3": ("state 2", "state 3", "the counters filled again with their bounds"),

@@ -22,17 +22,21 @@ def test_upgrade_bench_times_both_upgrades_on_copies_and_leaves_the_given_graph_
     )
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(figures_file.read_text())
-    # Every mode ran once a round (the bench checks each open left state 5, a row per record).
+    # Every mode ran once a round (the bench checks each open left the current state, a row per
+    # record).
     runs = figures["runs"]
-    modes = ("state 5", "state 4", "state 3", "state 2")
-    assert [len(runs[mode]) for mode in modes] == [2, 2, 2, 2]
+    modes = ("state 6", "state 5", "state 4", "state 3", "state 2")
+    assert [len(runs[mode]) for mode in modes] == [2, 2, 2, 2, 2]
     assert figures["consent_records"] > 0
-    for name in ("4_to_5", "3_to_4", "2_to_3"):
+    for name in ("5_to_6", "4_to_5", "3_to_4", "2_to_3"):
         assert set(figures["upgrades"][name]) == {"seconds", "cpu_seconds", "bytes_written"}
     # An upgrade writes what it fills.
     assert all(
-        run["bytes_written"] > 0 for run in runs["state 4"] + runs["state 3"] + runs["state 2"]
+        run["bytes_written"] > 0
+        for mode in ("state 5", "state 4", "state 3", "state 2")
+        for run in runs[mode]
     )
+    assert "upgrade 5 -> 6" in done.stdout
     assert "upgrade 4 -> 5" in done.stdout
     assert "upgrade 3 -> 4" in done.stdout
     assert "upgrade 2 -> 3" in done.stdout
