@@ -1,6 +1,6 @@
 """Audience state of the SQLite graph store, materialized at write time (issue 14).
 
-Two tables, maintained by triggers on ``facts``, ``consents`` and ``identifiers``, so that every
+Tables maintained by triggers on ``facts``, ``consents`` and ``identifiers``, so that every
 write path keeps them current in the writing transaction without knowing about them: ingest,
 merges and splits (a node changing person), erasure (rows deleted dependants first), retention
 (event facts expired or deleted), consent proof retention, a store copy:
@@ -9,6 +9,12 @@ merges and splits (a node changing person), erasure (rows deleted dependants fir
   nodes hold. A member scan's event rule reads these counters in person-id order instead of
   grouping the events by person on every scan (the per-data-version rebuild it replaces cost
   about a second at a million persons, on every first page after any write).
+* ``event_latest`` (state 6): per event name and person, the times of the person's latest
+  active events (up to :data:`LATEST_SLOTS`). A rule "at least k events since s" with k up to
+  that many is one row and one comparison per person (``t<k> >= s``), where the counters are a
+  row per person and day of the person's whole history; a rule of more events reads the
+  counters. A row whose times an event taken off may have changed keeps them as upper bounds
+  (``exact`` = 0), and its person is counted from the counters (see :func:`_fold_latest`).
 * ``consent_current``: per person and purpose, the current plain consent decision derived from
   every record anchored to the person's nodes (the latest ``at`` of grants and denials, whether
   every record at that time grants, whether they disagree) and how many objection /
@@ -27,11 +33,11 @@ merges and splits (a node changing person), erasure (rows deleted dependants fir
   nodes to their records: those are clustered by node id, so a page of random person ids cost
   several random page reads per person, most of a cold scan's store time at a million persons.
 
-``event_days`` and ``consent_current`` hold person ids, names, days and counts only (no
-identifier, hash or value); ``consent_records`` holds copies of consent rows (record and node
-ids, times, source, signal, basis and proof digest: what the ``consents`` table holds, no raw
-value). An erasure deletes the person's facts and consents first, which empties its rows
-(deleted with ``secure_delete``, as everything in this file).
+``event_days``, ``event_latest`` and ``consent_current`` hold person ids, names, days, event
+times and counts only (no identifier, hash or value); ``consent_records`` holds copies of
+consent rows (record and node ids, times, source, signal, basis and proof digest: what the
+``consents`` table holds, no raw value). An erasure deletes the person's facts and consents
+first, which empties its rows (deleted with ``secure_delete``, as everything in this file).
 
 Days are ``at // 86_400_000`` (UTC days of the millisecond times the store keeps; times before
 1970 are not expected). An event rule's window starts inside a day (the boundary day). Each
@@ -54,17 +60,20 @@ The schema is idempotent (``IF NOT EXISTS``) and the tables are filled from the 
 once, when a file is first opened by a version that has them: ``meta`` key ``audience_state``
 holds the state version filled (:data:`STATE_VERSION`; 1: counters and current consent, 2: also
 the records, 3: the counters' time bounds, 4: a row per consent record, 5: the deciding record
-of every current consent row), so a file of an older
+of every current consent row, 6: the latest event times), so a file of an older
 state gets what it lacks on open, in the opening's write transaction, without a graph schema
 version of its own (from 2 to 3: the two columns, the counters filled again with their bounds in
 one grouped pass over the events; from 3 to 4: ``consent_records`` made again, one row per
 record, in one pass over the consents; from 4 to 5: three columns, every ``consent_current`` row
 made again from the records in one grouped pass over the consents, ``_FILL_CURRENT``: person by
 person, as up to stop 38, it took 59.6 s wall / 16.2 s CPU at load 9.5 on the 1M audience bench
-graph, once). Every upgrade replaces all the triggers: their bodies
-are derived code, and CREATE TRIGGER IF NOT EXISTS would keep an old body. An older idgraph
-opening a file of a newer state keeps it current: the triggers live in the file (under the
-names it knows, so it does not add its own beside them) and fire on its writes too, and a
+graph, once; from 5 to 6: ``event_latest`` filled in one grouped pass over the events,
+``_FILL_LATEST``: 10.7 s wall / 9.1 s CPU on that graph at load 3, once). An older idgraph's
+writes keep ``event_latest`` too: its statements are in the counters' triggers. Every upgrade
+replaces all the triggers: their bodies are derived code, and CREATE TRIGGER IF NOT EXISTS
+would keep an old body. An older idgraph opening a file of a newer state keeps it current: the
+triggers live in the file (under the names it knows, so it does not add its own beside them)
+and fire on its writes too, and a
 state 4 ``consent_records`` reads as before (the rows of a (person, purpose) joined by commas).
 The schema 7 migration rebuilds the graph tables (dropping any triggers on the old ones) and
 clears that key (:func:`forget`), so the state is filled again over the rebuilt tables.
