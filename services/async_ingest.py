@@ -490,18 +490,7 @@ class AsyncIngest:
         batches = self._journal.queued(self._limits.apply_max_events)
         if not batches:
             return 0
-        opened: list[tuple[QueuedBatch, bool, list[IdentityEvent]]] = []
-        failed: list[FinishedJob] = []
-        for batch in batches:
-            try:
-                plain = zlib.decompress(
-                    self._sealer.decrypt(batch.seal_key, batch.job_id, batch.sealed)
-                )
-                opened.append((batch, plain[:1] == b"1", decode_events(plain[1:])))
-            except (IdGraphError, ValueError, zlib.error) as exc:
-                if isinstance(exc, StoreUnavailableError):
-                    raise
-                failed.append(_failure(batch, exc))
+        opened, failed = self._open(batches)
         now_ms = _ms(self._clock())
         keep_ms = self._limits.keep_results_s * _MS
         if failed:
@@ -525,6 +514,25 @@ class AsyncIngest:
                     for item in opened:
                         self._apply_alone(item, now_ms, keep_ms)
         return sum(batch.events for batch in batches)
+
+    def _open(
+        self, batches: Sequence[QueuedBatch]
+    ) -> tuple[list[tuple[QueuedBatch, bool, list[IdentityEvent]]], list[FinishedJob]]:
+        """The batches unsealed and decoded (with their GPC flag), and those that could not be
+        (their key gone, their row tampered with) as failures."""
+        opened: list[tuple[QueuedBatch, bool, list[IdentityEvent]]] = []
+        failed: list[FinishedJob] = []
+        for batch in batches:
+            try:
+                plain = zlib.decompress(
+                    self._sealer.decrypt(batch.seal_key, batch.job_id, batch.sealed)
+                )
+                opened.append((batch, plain[:1] == b"1", decode_events(plain[1:])))
+            except (IdGraphError, ValueError, zlib.error) as exc:
+                if isinstance(exc, StoreUnavailableError):
+                    raise
+                failed.append(_failure(batch, exc))
+        return opened, failed
 
     def _apply_alone(
         self, item: tuple[QueuedBatch, bool, list[IdentityEvent]], now_ms: int, keep_ms: int

@@ -203,9 +203,7 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailableError:
     return StoreUnavailableError(f"ingest journal unavailable: {exc}")
 
 
-def _settle(
-    conn: sqlite3.Connection, rows: Sequence[tuple[int, str, str, str, int, int]]
-) -> None:
+def _settle(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, str, str, int, int]]) -> None:
     """In a journal-file transaction: delete the finished batches' rows (if still there) and
     record their jobs' results (if still queued). Idempotent: a job settled already (by
     :meth:`SqliteIngestJournal.reconcile` of another process) is left as it is."""
@@ -497,8 +495,7 @@ class SqliteIngestJournal:
         self._forget = [seq for seq in self._forget if seq not in done]
         self._forgetting = []
         rows = [
-            (job.seq, job.job_id, job.status, job.result, now_ms, now_ms + keep_ms)
-            for job in jobs
+            (job.seq, job.job_id, job.status, job.result, now_ms, now_ms + keep_ms) for job in jobs
         ]
         self.unsettled = True
         with (
