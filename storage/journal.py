@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ CREATE TABLE IF NOT EXISTS ingest_applied (
 """
 
 _WATERMARK = "ingest_journal_applied_seq"
+# What reconcile() records for a batch the graph applied whose result is gone (see there).
+_RESULT_UNAVAILABLE = '{"error":"ResultUnavailable"}'
+_LOST_KEEP_MS = 24 * 3600 * 1000
 _QUEUED_EVENTS = "SELECT events FROM ingest_journal_backlog WHERE id = 1"
 
 
@@ -508,36 +512,56 @@ class SqliteIngestJournal:
 
     def reconcile(self) -> int:
         """Settle every job the graph file holds an applied marker for (their rows leave the
-        queue, their results are stored), then delete those markers; how many there were.
-        Run on open and whenever an apply finds a batch applied already."""
+        queue, their results are stored), then delete those markers; how many jobs were
+        settled. Run on open and whenever an apply finds a batch applied already.
+
+        A queued batch at or below the graph's watermark without a marker (only a journal file
+        restored from an older copy has one: a marker is deleted only once its job is settled)
+        was applied, and its result is gone: it is settled ``applied`` with the error
+        ``ResultUnavailable`` instead of being applied again."""
         graph = self._graph
         try:
-            markers = graph.execute(
-                "SELECT seq, job_id, status, result, finished_ms, expires_ms "
-                "FROM ingest_applied ORDER BY seq"
-            ).fetchall()
+            # One snapshot: a marker missing from it was deleted before the watermark read.
+            graph.execute("BEGIN")
+            try:
+                row = graph.execute(
+                    "SELECT value FROM meta WHERE key = ?", (_WATERMARK,)
+                ).fetchone()
+                markers = graph.execute(
+                    "SELECT seq, job_id, status, result, finished_ms, expires_ms "
+                    "FROM ingest_applied ORDER BY seq"
+                ).fetchall()
+            finally:
+                graph.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _unavailable(exc) from exc
-        if not markers:
-            self.unsettled = False
-            return 0
+        applied = 0 if row is None else int(row[0])
         rows = [
             (seq, job, status, zlib.decompress(result).decode(), done, expires)
             for seq, job, status, result, done, expires in markers
         ]
+        marked = {row[0] for row in rows}
+        now_ms = int(time.time() * 1000)
         with (
             self._lock,
             transaction(self._conn, "BEGIN IMMEDIATE", StoreUnavailableError, "ingest journal"),
         ):
-            _settle(self._conn, rows)
-        with transaction(graph, "BEGIN IMMEDIATE", StoreUnavailableError, "ingest journal"):
-            graph.executemany(
-                "DELETE FROM ingest_applied WHERE seq = ?", [(row[0],) for row in rows]
-            )
-        settled = {row[0] for row in rows}
-        self._forget = [seq for seq in self._forget if seq not in settled]
+            lost = [
+                (seq, job, "applied", _RESULT_UNAVAILABLE, now_ms, now_ms + _LOST_KEEP_MS)
+                for seq, job in self._conn.execute(
+                    "SELECT seq, job_id FROM ingest_journal WHERE seq <= ?", (applied,)
+                )
+                if seq not in marked
+            ]
+            _settle(self._conn, rows + lost)
+        if rows:
+            with transaction(graph, "BEGIN IMMEDIATE", StoreUnavailableError, "ingest journal"):
+                graph.executemany(
+                    "DELETE FROM ingest_applied WHERE seq = ?", [(s,) for s in marked]
+                )
+        self._forget = [seq for seq in self._forget if seq not in marked]
         self.unsettled = False
-        return len(rows)
+        return len(rows) + len(lost)
 
     def fail(self, jobs: Sequence[FinishedJob], now_ms: int, keep_ms: int) -> None:
         """Record ``jobs`` as finished without applying them (a batch that cannot be opened or

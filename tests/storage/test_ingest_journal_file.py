@@ -286,3 +286,29 @@ def test_a_move_interrupted_after_the_journal_commit_adds_nothing_twice_when_reo
     finally:
         journal.close()
     assert _journal_objects(graph_file) == []
+
+
+def test_batches_the_graph_applied_are_not_queued_again_when_an_older_journal_is_restored(
+    graph_file: Path, journal: SqliteIngestJournal
+) -> None:
+    _append(journal, ["job-a", "job-b"])
+    journal.close()  # the last connection: checkpointed, the whole journal in its main file
+    older = journal_path(graph_file).read_bytes()
+    again = SqliteIngestJournal(journal_path(graph_file), graph_file)
+    batches = again.queued(LIMIT)
+    _commit_apply(again, graph_file, batches)
+    again.settle(_done(batches), 5_000, 60_000)
+    _append(again, ["job-c"])
+    _commit_apply(again, graph_file, again.queued(LIMIT))  # deletes the markers of a and b
+    again.close()
+    assert _graph(graph_file, "SELECT job_id FROM ingest_applied") == [("job-c",)]
+    journal_path(graph_file).write_bytes(older)  # a copy from before the apply, restored
+
+    restored = SqliteIngestJournal(journal_path(graph_file), graph_file)
+    try:
+        assert restored.backlog() == (0, None)  # a and b were applied: not queued again
+        assert _status(restored, "job-a") == ("applied", '{"error":"ResultUnavailable"}')
+        _append(restored, ["job-d"])
+        assert restored.queued(LIMIT)[0].seq == 4  # above the watermark (job-c's 3)
+    finally:
+        restored.close()
