@@ -59,7 +59,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from identity.errors import IdGraphError, StoreUnavailableError
-from storage.sqlite import connect_private, open_migrated, transaction
+from storage.sqlite import (
+    GRAPH_WAL_AUTOCHECKPOINT_PAGES,
+    connect_private,
+    open_migrated,
+    transaction,
+)
 
 JOURNAL_VERSION = 3
 
@@ -259,6 +264,8 @@ class SqliteIngestJournal:
             self._conn.close()
             raise
         try:
+            # Its rare commits (open, reconcile) checkpoint as the graph store's do.
+            self._graph.execute(f"PRAGMA wal_autocheckpoint={GRAPH_WAL_AUTOCHECKPOINT_PAGES}")
             self._open_graph()
             self.reconcile()
         except BaseException:
