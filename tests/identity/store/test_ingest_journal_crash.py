@@ -13,6 +13,7 @@ journal file's commit): deterministic, no timing.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import subprocess
 import sys
@@ -248,5 +249,77 @@ def test_each_202_batch_is_applied_once_after_restart_when_killed_between_the_tw
     assert facts[0] == applied_facts[0][0] * 4 // 3  # nothing applied twice
     assert _queue(data) == ((0, None), [(0,)])
     assert _graph(data, "SELECT count(*) FROM ingest_applied") == [(1,)]  # the last one's
+    assert _graph(data, "PRAGMA integrity_check") == [("ok",)]
+    assert _found(data) == []
+
+
+def _cookies(n: int) -> list[str]:
+    return [f"ck-crash-journal-{n}-{k}" for k in range(4)]
+
+
+def test_each_202_batch_is_applied_once_when_the_server_is_killed_at_random_points(
+    tmp_path: Path,
+) -> None:
+    """Batches posted one after another while the applier applies at once (no linger); the
+    server is SIGKILLed after a seeded random number of 202s (in an accept, an apply, a settle
+    or between them, wherever it lands), restarted, and so on. Then: every 202'd job is applied
+    with its first apply's outcomes, each batch's persons exist all or none (the one in flight
+    at a kill may be either), and no batch was applied twice (the facts per anchor)."""
+    rng = random.Random(1443)
+    data = tmp_path / "data"
+    prepare_data_dir(data)
+    key = _key(data)
+    server = ServerProcess(data, tmp_path)
+    server.extra_env = {"IDGRAPH_INGEST_APPLY_LINGER_MS": "0", "IDGRAPH_INGEST_APPLY_IDLE_MS": "0"}
+    accepted: dict[int, str] = {}
+    posted = 0
+    try:
+        for _ in range(3):
+            server.start()
+            acks = rng.randint(3, 12)
+            with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+                for _ in range(acks):
+                    response = client.post("/v1/ingest", json=_batch(posted), headers=key | ASYNC)
+                    assert response.status_code == 202, response.text
+                    accepted[posted] = response.headers["Location"]
+                    posted += 1
+                # One more in flight when the kill lands (answered or not).
+                killer = threading.Timer(rng.uniform(0.0, 0.05), server.kill)
+                killer.start()
+                try:
+                    late = client.post("/v1/ingest", json=_batch(posted), headers=key | ASYNC)
+                    if late.status_code == 202:
+                        accepted[posted] = late.headers["Location"]
+                except httpx.TransportError:
+                    pass  # killed before it answered: all or nothing
+                posted += 1
+            killer.join()
+            server.kill()
+        server.start()
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+            jobs = {n: _applied(client, location, key) for n, location in accepted.items()}
+            assert {n: job["outcomes"] for n, job in jobs.items()} == {
+                n: {"created": 4} for n in accepted
+            }
+            present: dict[int, bool] = {}
+            for n in range(posted):
+                found = [
+                    client.post(
+                        "/v1/resolve",
+                        json={"identifier": {"type": "cookie_id", "value": cookie}},
+                        headers=key,
+                    ).status_code
+                    for cookie in _cookies(n)
+                ]
+                assert set(found) in ({200}, {404}), (n, found)
+                present[n] = found[0] == 200
+            assert all(present[n] for n in accepted)
+    finally:
+        server.kill()
+    batches = sum(present.values())
+    assert _graph(data, "SELECT count(*) FROM persons") == [(4 * batches,)]
+    # The same facts on every anchor (a batch applied twice would double its anchors' facts).
+    assert len(set(_graph(data, "SELECT count(*) FROM facts GROUP BY node"))) == 1
+    assert _queue(data) == ((0, None), [(0,)])
     assert _graph(data, "PRAGMA integrity_check") == [("ok",)]
     assert _found(data) == []
