@@ -870,7 +870,8 @@ def audience_section(report: Report) -> list[str]:
         concurrent = prof.get("concurrent")
         if concurrent is not None:
             # Since stop 43 "concurrent" is driven as the API serves profile reads (tasks of one
-            # event loop, audit awaited: "driver": "loop"); the thread mode is kept beside it.
+            # event loop, each read on a worker thread of its pool: "driver": "loop"); the
+            # thread mode of stops 34-42 is kept beside it.
             served = " (as the API serves them)" if concurrent.get("driver") == "loop" else ""
             rows.append(
                 _fig(
@@ -886,8 +887,8 @@ def audience_section(report: Report) -> list[str]:
             if threads is not None:
                 rows.append(
                     _fig(
-                        f"the same at {threads['connections']} threads, each blocked until its "
-                        "entry is durable (not judged)",
+                        f"the same from {threads['connections']} threads of their own, no event "
+                        "loop (not judged)",
                         _s(threads["policy"]["seconds"]),
                         "the same reads without policy",
                         _s(threads["raw"]["seconds"]),

@@ -45,28 +45,13 @@ process ~103). ``announce()`` returns an
 ends an arrival that will not submit. The same rules as ``coming()`` apply: a writer waits only
 while announced callers are on their way, never for one that withdrew, and at most
 ``linger_s``.
-
-**Awaiting callers** (:meth:`GroupCommitter.submit_later`). A caller served by an event loop
-(an ``async`` HTTP route) need not keep a thread asleep until its item is durable: it queues the
-item and gets an :class:`asyncio.Future` of that loop, completed once the transaction holding the
-item committed. Blocked threads are woken one futex hand-over each (and each then fights for the
-GIL: at 16 concurrent profile reads that hand-off cost ~35-40 µs of CPU and +2.7 voluntary
-context switches a read); awaiting callers of one group are completed with **one**
-``loop.call_soon_threadsafe`` per event loop, which wakes the loop at most once. Their items are
-written by the committer's own writer thread (started on first use, stopped by :meth:`close`),
-never by the submitting thread, which returns at once: a worker thread that submitted is free
-for the next request. Durability and errors are the same as for :meth:`submit`: the future gets
-the item's result only after its commit, or the item's own error. Both kinds of callers can share
-one group; whichever holds the writer's role writes it and hands the role on (to the oldest
-blocked thread, or to the writer thread when the oldest caller awaits).
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -80,15 +65,12 @@ R = TypeVar("R")
 class _Ticket(Generic[T, R]):
     """One caller's item and, once written, its result or error.
 
-    A blocked caller's ``wake`` is held from creation: releasing it wakes the one caller waiting
-    on this ticket, either because its item was written (``done``) or because it is the next
-    writer. An awaiting caller (:meth:`GroupCommitter.submit_later`) has no ``wake`` but a
-    ``future`` of its event loop, completed on that loop once the item is written.
+    ``wake`` is held from creation: releasing it wakes the one caller waiting on this ticket,
+    either because its item was written (``done``) or because it is the next writer.
     """
 
     item: T
-    wake: threading.Lock | None = None
-    future: asyncio.Future[R] | None = None
+    wake: threading.Lock = field(default_factory=threading.Lock)
     done: bool = False
     result: R | None = None
     error: BaseException | None = None
@@ -178,12 +160,6 @@ class GroupCommitter(Generic[T, R]):
         # Set while a writer lingers; released by the caller whose arrival ends the wait.
         self._lingering: threading.Lock | None = None
         self.groups = 0  # shared transactions written (for tests and metrics)
-        # The writer thread of submit_later (started on first use), and the gate it waits on
-        # for the writer's role (released once per hand-over).
-        self._writer: threading.Thread | None = None
-        self._gate = threading.Lock()
-        self._gate.acquire()
-        self._stopped = False
 
     def coming(self) -> _Announcement:
         """Announce that this thread will :meth:`submit` within the block (or perhaps not at
@@ -239,10 +215,10 @@ class GroupCommitter(Generic[T, R]):
         """Write ``item`` (in a group with whatever else is queued); return its result once the
         transaction that holds it committed, or raise its error. ``arrival``: this caller's
         :meth:`announce` handle, if it has one (its announcement ends here)."""
-        self._check_arrival(arrival)
-        wake = threading.Lock()
-        wake.acquire()  # released by whoever has news for this caller
-        ticket: _Ticket[T, R] = _Ticket(item, wake)
+        if arrival is not None and arrival._committer is not self:
+            raise ValueError("the arrival was announced to another committer")
+        ticket: _Ticket[T, R] = _Ticket(item)
+        ticket.wake.acquire()  # released by whoever has news for this caller
         with self._cond:
             self._queue.append(ticket)
             self._arrived(arrival)
@@ -250,135 +226,34 @@ class GroupCommitter(Generic[T, R]):
             self._writing = True
         if not lead:
             # Woken once: either the item is written, or this caller is the next writer.
-            wake.acquire()
-        if not ticket.done:
-            self._write_until(ticket)
-        if ticket.error is not None:
-            raise ticket.error
-        return ticket.result  # type: ignore[return-value]  # set for every ticket without error
-
-    def submit_later(
-        self, item: T, loop: asyncio.AbstractEventLoop, arrival: Arrival | None = None
-    ) -> asyncio.Future[R]:
-        """Queue ``item`` and return at once with a future of ``loop`` that gets its result once
-        the transaction holding it committed, or its error (see the module docstring). Callable
-        from any thread; the future is completed on ``loop`` (one ``call_soon_threadsafe`` per
-        loop and group). Raises :class:`RuntimeError` after :meth:`close`."""
-        self._check_arrival(arrival)
-        future: asyncio.Future[R] = loop.create_future()
-        ticket: _Ticket[T, R] = _Ticket(item, None, future)
-        with self._cond:
-            if self._stopped:
-                raise RuntimeError("the group committer is closed")
-            self._queue.append(ticket)
-            self._arrived(arrival)
-            kick = not self._writing
-            self._writing = True
-        if kick:
-            # The writer's role goes to the writer thread: this thread returns at once.
-            self._kick()
-        return future
-
-    def close(self) -> None:
-        """Stop the writer thread of :meth:`submit_later`, once what is queued is written, and
-        refuse further ``submit_later`` calls (``submit`` keeps working: its callers write)."""
-        with self._cond:
-            self._stopped = True
-            writer = self._writer
-            # An idle writer thread is woken to stop; a busy role holder stops it when done.
-            claim = writer is not None and not self._writing
-            if claim:
-                self._writing = True
-        if writer is None:
-            return
-        if claim:
-            self._gate.release()
-        if writer is not threading.current_thread():
-            writer.join()
-
-    def _check_arrival(self, arrival: Arrival | None) -> None:
-        if arrival is not None and arrival._committer is not self:
-            raise ValueError("the arrival was announced to another committer")
-
-    def _kick(self) -> None:
-        """Hand the writer's role to the writer thread (started on first use). Only the holder
-        of the role calls this, so at most one hand-over is ever pending."""
-        if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._writer_main, name="group-commit-writer", daemon=True
-            )
-            self._writer.start()
-        self._gate.release()
-
-    def _writer_main(self) -> None:
-        """The writer thread: woken with the writer's role, writes until nothing is queued."""
-        while True:
-            self._gate.acquire()
-            with self._cond:
-                if not self._queue:  # woken by close() with nothing left: stop
-                    self._writing = False
-                    self._writer = None
-                    return
-            if self._write_until(None):
-                return
-
-    def _write_until(self, ticket: _Ticket[T, R] | None) -> bool:
-        """Write groups as the holder of the writer's role: a blocked caller (``ticket``) until
-        its own item is written, the writer thread (``None``) until nothing is queued; then
-        hand the role on (module docstring). Returns whether the writer thread is to stop."""
-        while True:
+            ticket.wake.acquire()
+        while not ticket.done:
             if self._linger_s:
                 self._linger()
-            # Writer now: take the oldest queued items (a blocked caller's among them unless
-            # more than ``max_group`` were queued before it: then this loop writes again).
+            # Writer now: take the oldest queued items (ours among them unless more than
+            # ``max_group`` were queued before it: then this loop writes again).
             with self._cond:
                 group = self._queue[: self._max_group]
                 del self._queue[: self._max_group]
             successor: _Ticket[T, R] | None = None
-            kick = stop = finished = False
             try:
                 self._run(group)
             finally:
                 with self._cond:
                     for written in group:
                         written.done = True
-                    finished = ticket.done if ticket is not None else not self._queue
-                    if finished:
-                        head = self._queue[0] if self._queue else None
-                        if head is not None and head.wake is not None:
-                            successor = head  # the oldest blocked caller writes next
-                        elif head is not None or (
-                            self._stopped and self._writer is not None and ticket is not None
-                        ):
-                            kick = True  # an awaiting caller's item, or a writer to stop
-                        else:
-                            self._writing = False
-                            if ticket is None and self._stopped:
-                                stop = True
-                                self._writer = None
-                self._settle(group, ticket)
-                if successor is not None and successor.wake is not None:
+                    if ticket.done:
+                        # Hand the writer's role to the oldest waiting caller, if any.
+                        successor = self._queue[0] if self._queue else None
+                        self._writing = successor is not None
+                for written in group:
+                    if written is not ticket:
+                        written.wake.release()
+                if successor is not None:
                     successor.wake.release()
-                if kick:
-                    self._kick()
-            if finished:
-                return stop
-
-    def _settle(self, group: list[_Ticket[T, R]], own: _Ticket[T, R] | None) -> None:
-        """Tell the group's callers (``own``: the writer's own, which needs no waking): wake
-        each blocked one, and complete the awaiting ones' futures with one
-        ``call_soon_threadsafe`` per event loop."""
-        loops: dict[asyncio.AbstractEventLoop, list[_Ticket[T, R]]] = {}
-        for written in group:
-            if written.future is not None:
-                loops.setdefault(written.future.get_loop(), []).append(written)
-            elif written is not own and written.wake is not None:
-                written.wake.release()
-        for loop, tickets in loops.items():
-            try:
-                loop.call_soon_threadsafe(_complete, tickets)
-            except RuntimeError:  # the loop is closed: nobody awaits these futures any more
-                continue
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]  # set for every ticket without error
 
     def _run(self, group: list[_Ticket[T, R]]) -> None:
         self.groups += 1
@@ -406,16 +281,3 @@ class GroupCommitter(Generic[T, R]):
             return
         for ticket, result in zip(group, results, strict=True):
             ticket.result = result
-
-
-def _complete(tickets: Sequence[_Ticket[Any, Any]]) -> None:
-    """On the tickets' event loop: give each awaiting caller its result or error (a future its
-    caller cancelled meanwhile is left as it is; the item was written all the same)."""
-    for ticket in tickets:
-        future = ticket.future
-        if future is None or future.done():
-            continue
-        if ticket.error is not None:
-            future.set_exception(ticket.error)
-        else:
-            future.set_result(ticket.result)

@@ -8,7 +8,6 @@ purpose the key lists (403 ``purpose-forbidden`` otherwise).
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -17,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_container, require
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
@@ -78,31 +76,11 @@ def _caller(key: ApiKey) -> Caller:
     responses={**PROBLEMS, **NOT_FOUND},
     summary="What a purpose may see of one person",
 )
-async def get_profile(
-    person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads
-) -> JSONResponse:
+def get_profile(person_id: str, purpose: PurposeQuery, key: ReadKey, reads: Reads) -> JSONResponse:
     """Attributes (latest value per name) and events the purpose may read, within retention,
     if the person's consent or lawful basis allows it. An unknown person and a denied read get
     the same 404."""
-    # The read (store, decision, decryption) runs on a worker thread, as a sync route's body
-    # would; its audit entry is then awaited here, on the event loop, instead of keeping that
-    # thread asleep until the group commit: a group's reads are told with one wake of the loop
-    # (ReadService.profile_later). The answer still leaves only once the entry is durable.
-    # Announced here, before the hand-over: an audit writer taking its group meanwhile waits
-    # for this read (briefly) instead of committing without it.
-    arrival = reads.announce_profile()
-    try:
-        pending = await run_in_threadpool(
-            reads.profile_later,
-            _caller(key),
-            person_id,
-            purpose,
-            asyncio.get_running_loop(),
-            arrival,
-        )
-    finally:
-        arrival.withdraw()  # idempotent: a no-op once submitted (profile_later ends it anyway)
-    out = ProfileOut.of(await pending)
+    out = ProfileOut.of(reads.profile(_caller(key), person_id, purpose))
     # The same bytes FastAPI renders for a returned ProfileOut (response_model stays for the
     # OpenAPI schema), without its round trip: for a sync route it dumps the model, validates
     # the dump again and serializes it on another worker-thread hop (~0.27 ms a profile of 16

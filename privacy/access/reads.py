@@ -50,13 +50,11 @@ cursor is refused (400).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -66,7 +64,6 @@ from typing import Any
 
 from identity.errors import IdGraphError, InvalidFieldError
 from identity.frozen import quick_init
-from identity.group_commit import Arrival
 from identity.model import (
     ConsentGrant,
     ConsentRecord,
@@ -220,23 +217,6 @@ class Profile:
     consent: ConsentSummary
 
 
-class PendingProfile:
-    """A profile read that was allowed and answered, whose audit entry is being committed
-    (:meth:`ReadService.profile_later`): awaiting it on the read's event loop gives the
-    :class:`Profile` once the entry is durable, or raises the append's error (the answer is then
-    dropped). The profile is not reachable any other way: nothing can return it early."""
-
-    __slots__ = ("__durable", "__profile")
-
-    def __init__(self, profile: Profile, durable: asyncio.Future[Any]) -> None:
-        self.__profile = profile
-        self.__durable = durable
-
-    def __await__(self) -> Generator[Any, None, Profile]:
-        yield from self.__durable.__await__()
-        return self.__profile
-
-
 @dataclass(frozen=True, slots=True)
 class MemberPage:
     """One page of an audience's members (person ids)."""
@@ -351,16 +331,6 @@ def _refs(facts: Sequence[Fact]) -> list[FieldRef]:
 
 def _allowed(facts: Sequence[Fact], decision: PolicyDecision) -> list[Fact]:
     return [f for f, verdict in zip(facts, decision.fields, strict=True) if verdict.allowed]
-
-
-@contextmanager
-def _withdrawn_on_error(arrival: Arrival) -> Iterator[None]:
-    """Withdraw ``arrival`` if the block raises (a refused read submits nothing later)."""
-    try:
-        yield
-    except BaseException:
-        arrival.withdraw()
-        raise
 
 
 def _refs_digest(refs: Sequence[str]) -> str:
@@ -482,69 +452,12 @@ class ReadService:
         """The person's attributes (latest value per name) and events the purpose may see.
 
         Raises :class:`NotReadableError` when the person is unknown or the read is denied.
-        Returns once the read's audit entry is durable (this thread waits for its commit).
         """
-        profile, _ = self._profile(caller, person_id, purpose_id, None)
-        return profile
-
-    def announce_profile(self) -> Arrival:
-        """Announce a :meth:`profile_later` read about to start (see
-        :meth:`identity.group_commit.GroupCommitter.announce`): an audit writer taking its group
-        meanwhile waits for this read's entry (briefly, ``group_linger_s`` at most) instead of
-        committing without it. Pass the handle to :meth:`profile_later`, which ends it."""
-        return self._audit.announce()
-
-    def profile_later(
-        self,
-        caller: Caller,
-        person_id: str,
-        purpose_id: str,
-        loop: asyncio.AbstractEventLoop,
-        arrival: Arrival | None = None,
-    ) -> PendingProfile:
-        """:meth:`profile` for a caller served by ``loop`` (an ``async`` HTTP route): the same
-        admission, decision, decryption and audit entry, but the allowed read's entry is only
-        queued for the audit's group commit; awaiting the returned :class:`PendingProfile` on
-        ``loop`` gives the profile once the entry is durable (or raises the append's error), so
-        the answer still never leaves before its audit entry is on disk.
-
-        Why: a thread that waits for its group's commit is woken one hand-over each and then
-        fights for the GIL; the futures of a group are completed with one wake of the loop
-        (:meth:`~identity.group_commit.GroupCommitter.submit_later`), and this thread is free
-        at once. A denied read is audited before this returns, as by :meth:`profile`, and raises
-        the same :class:`NotReadableError`.
-
-        ``arrival``: the read's :meth:`announce_profile` handle, taken where the request arrived
-        (on the event loop, before the hand-over to a worker thread); ended here in every case.
-        """
-        try:
-            profile, durable = self._profile(caller, person_id, purpose_id, loop, arrival)
-        finally:
-            if arrival is not None:
-                arrival.withdraw()  # a no-op once submitted
-        assert durable is not None  # noqa: S101 - _profile returns a future when given a loop
-        return PendingProfile(profile, durable)
-
-    def _profile(
-        self,
-        caller: Caller,
-        person_id: str,
-        purpose_id: str,
-        loop: asyncio.AbstractEventLoop | None,
-        arrival: Arrival | None = None,
-    ) -> tuple[Profile, asyncio.Future[Any] | None]:
-        """:meth:`profile` (``loop`` None: the allowed read's entry is committed before this
-        returns) or :meth:`profile_later` (a future of ``loop`` for the entry's commit)."""
-        if arrival is not None:
-            # A denial is audited by a blocking append: a writer must not wait for this read.
-            with _withdrawn_on_error(arrival):
-                purpose = self.admit(caller, purpose_id, ReadAction.PROFILE, person_id)
-        else:
-            purpose = self.admit(caller, purpose_id, ReadAction.PROFILE, person_id)
+        purpose = self.admit(caller, purpose_id, ReadAction.PROFILE, person_id)
         now = self._clock()
         # Announced: while this read decides and decrypts, a concurrent audit writer waits for
         # its entry (briefly) and commits it with the others', one transaction for many reads.
-        with self._audit.coming() if arrival is None else nullcontext():
+        with self._audit.coming():
             # One consistent read of the person, its consent records and its facts (still
             # sealed): one statement on SQLite, where it was a transaction of two queries with
             # the decision between them. The decision is made outside the store (its lock is not
@@ -558,8 +471,6 @@ class ReadService:
             context = None if rows is None else PersonContext(person_id, rows.consents)
             gate = self._policy.decide(caller, context, purpose_id, (), now)
             if not gate.allowed or rows is None or context is None:
-                if arrival is not None:
-                    arrival.withdraw()
                 self._record(
                     caller,
                     ReadAction.PROFILE,
@@ -590,8 +501,6 @@ class ReadService:
                 # deletes the graph first). The person's data is gone: fail closed exactly as
                 # for an unknown person (the same 404, so the answer reveals nothing more), and
                 # audit the attempt as the denial it is, like every other read decision.
-                if arrival is not None:
-                    arrival.withdraw()
                 self._record(
                     caller,
                     ReadAction.PROFILE,
@@ -610,41 +519,23 @@ class ReadService:
             # if the append fails, the answer is dropped with the error.
             attributes_out, events_out = profile_values(allowed, plain)
             decided_at = next((r.at for r in context.consents if r.record_id == record), None)
-            details = {
-                "fields_returned": len(allowed),
-                **{f"withheld_{r}": n for r, n in sorted(mask.withheld.items())},
-                # An opaque id: checked by its shape (one match), not as free text.
-                "consent_record": None if record is None else audit_ref_or_text(record),
-            }
-            durable: asyncio.Future[Any] | None = None
-            if loop is None:
-                self._record(
-                    caller,
-                    ReadAction.PROFILE,
-                    purpose_id,
-                    person_id,
-                    "allow",
-                    gate.reason,
-                    details,
-                    shred_generation=generation,
-                )
-            else:
-                if self.on_decision is not None:
-                    self.on_decision(purpose_id, True, 1)
-                draft = AuditDraft(
-                    _actor(caller),
-                    ReadAction.PROFILE.value,
-                    purpose_id,
-                    None,
-                    "allow",
-                    gate.reason,
-                    details,
-                )
-                durable = self._audit.record_about_later(
-                    person_id, [draft], loop, shred_generation=generation, arrival=arrival
-                )
+            self._record(
+                caller,
+                ReadAction.PROFILE,
+                purpose_id,
+                person_id,
+                "allow",
+                gate.reason,
+                {
+                    "fields_returned": len(allowed),
+                    **{f"withheld_{r}": n for r, n in sorted(mask.withheld.items())},
+                    # An opaque id: checked by its shape (one match), not as free text.
+                    "consent_record": None if record is None else audit_ref_or_text(record),
+                },
+                shred_generation=generation,
+            )
         summary = ConsentSummary(purpose_id, purpose.lawful_basis.value, gate.reason, decided_at)
-        return Profile(person_id, purpose_id, attributes_out, events_out, summary), durable
+        return Profile(person_id, purpose_id, attributes_out, events_out, summary)
 
     # -- audiences: definitions -----------------------------------------------------------
 

@@ -73,7 +73,6 @@ operator's ad-hoc SQL), not an attacker, who can drop them; the chain is what ca
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import hmac
@@ -94,7 +93,7 @@ from typing import Final, Literal, NamedTuple, Protocol
 from identity.bounded import BoundedMap
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.frozen import quick_init
-from identity.group_commit import Arrival, GroupCommitter
+from identity.group_commit import GroupCommitter
 from privacy.scanning.redaction import redact_text
 from storage.sqlite import open_migrated, transaction
 
@@ -676,28 +675,6 @@ class AuditLog(Protocol):
         person's reference is then looked up as of it, without reading it again."""
         ...
 
-    def record_about_later(
-        self,
-        person_id: str,
-        entries: Sequence[AuditDraft],
-        loop: asyncio.AbstractEventLoop,
-        *,
-        create: bool = True,
-        shred_generation: int | None = None,
-        arrival: Arrival | None = None,
-    ) -> asyncio.Future[list[AuditEntry]]:
-        """:meth:`record_about` for a caller served by ``loop``: returns at once with a future
-        of ``loop`` that completes once the entries are durable (or with their error), so no
-        thread sleeps until the commit. Callable from any thread. ``arrival``: the caller's
-        :meth:`announce` handle, ended here."""
-        ...
-
-    def announce(self) -> Arrival:
-        """Announce an append that will come later, perhaps from another thread (or perhaps
-        not): a concurrent group commit may wait a moment for it. Pass the handle to
-        :meth:`record_about_later`, or withdraw it."""
-        ...
-
     def coming(self) -> AbstractContextManager[None]:
         """Announce an :meth:`append` this thread will make within the block (or perhaps not):
         a concurrent group commit may wait a moment for it instead of committing without it."""
@@ -899,43 +876,6 @@ class SqliteAuditLog:
         """
         self._about(person_id, entries, create=create, recorded=False, generation=shred_generation)
 
-    def record_about_later(
-        self,
-        person_id: str,
-        entries: Sequence[AuditDraft],
-        loop: asyncio.AbstractEventLoop,
-        *,
-        create: bool = True,
-        shred_generation: int | None = None,
-        arrival: Arrival | None = None,
-    ) -> asyncio.Future[list[AuditEntry]]:
-        """:meth:`record_about` for a caller served by an event loop (an ``async`` HTTP route):
-        the entries are queued for the group commit and a future of ``loop`` is returned at
-        once; it completes once they are committed (``synchronous=FULL``), or with their error
-        (its result is an empty list: the entries as recorded are not built, as in
-        :meth:`record_about`).
-
-        Why: a blocked thread is woken one futex hand-over each after its group's commit, then
-        fights for the GIL (~35-40 µs of CPU and ~3 context switches a profile read at 16
-        connections); the futures of a group are completed with one ``call_soon_threadsafe``
-        per loop, and the submitting worker thread is free at once. The same entries,
-        references and durability: whoever awaits the future learns of the commit only after
-        it, and a caller must not answer before (the profile route awaits it). The group is
-        written by the committer's writer thread (:meth:`GroupCommitter.submit_later
-        <identity.group_commit.GroupCommitter.submit_later>`)."""
-        drafts = self._checked_about(person_id, entries)
-        if self._closed:
-            raise AuditLogUnavailableError("the audit log is closed")
-        pending = _Pending(drafts, person_id, bool(create), False, shred_generation)
-        return self._group.submit_later(pending, loop, arrival)
-
-    def announce(self) -> Arrival:
-        """Announce an append that will come later (:meth:`GroupCommitter.announce
-        <identity.group_commit.GroupCommitter.announce>`): a profile read announced where its
-        request arrived, on the event loop, before its hand-over to a worker thread, so a
-        writer taking its group meanwhile waits for it (at most ``group_linger_s``)."""
-        return self._group.announce()
-
     def _about(
         self,
         person_id: str,
@@ -947,13 +887,6 @@ class SqliteAuditLog:
     ) -> list[AuditEntry]:
         """:meth:`append_about` (``recorded``: the entries are built and returned) or
         :meth:`record_about` (an empty list)."""
-        drafts = self._checked_about(person_id, entries)
-        if not drafts:
-            return []
-        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded, generation))
-
-    def _checked_about(self, person_id: str, entries: Sequence[AuditDraft]) -> list[AuditDraft]:
-        """The drafts of an append about ``person_id``, checked (see :meth:`append_about`)."""
         if self._person_ref_key is None:
             raise ConfigurationError("this audit log was opened without the person-ref key")
         if not isinstance(person_id, str):
@@ -964,7 +897,9 @@ class SqliteAuditLog:
                 raise TypeError("append_about takes AuditDraft instances")
             if draft.person_id is not None:
                 raise ValueError("the drafts of append_about name no person: the log adds it")
-        return drafts
+        if not drafts:
+            return []
+        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded, generation))
 
     def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
         """The references of the persons the group's entries are about (:meth:`append_about`),
@@ -1334,9 +1269,7 @@ class SqliteAuditLog:
         return self._person_keys.owners(person_ids) if self._person_keys else []
 
     def close(self) -> None:
-        """Close the connection (once the group commit's writer thread, if it ever ran, has
-        written what was queued and stopped)."""
-        self._group.close()
+        """Close the connection."""
         with self._lock:
             if not self._closed:
                 self._closed = True

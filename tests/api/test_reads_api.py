@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
 import secrets
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-import httpx
 import pytest
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
@@ -37,9 +33,7 @@ from identity.model import (
 )
 from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
-from privacy.access.policy_engine import Caller
-from privacy.access.reads import NotReadableError
-from privacy.auditing.log import AuditEntry, SqliteAuditLog
+from privacy.auditing.log import AuditEntry
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
 from privacy.keys.keyprovider import LocalFileKeyProvider
@@ -965,140 +959,3 @@ def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served
     assert ok["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ProfileOut"
     }
-
-
-# -- profiles served on the event loop (issue 14, stop 43) ---------------------------------
-
-CONCURRENT_READS = 6
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(3000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 30 s")
-
-
-@pytest.mark.sqlite_only
-def test_profile_reads_waiting_for_their_audit_commit_hold_no_worker_thread_and_answer_after_it(
-    world: World,
-) -> None:
-    # Another connection holds the audit file's write lock, so no audit entry can commit: the
-    # reads must not answer meanwhile (the entry is durable before the answer), and, served on
-    # the event loop, none of them keeps a worker thread of the pool asleep until the commit
-    # (the sync route held one per read: a request pool of 40 threads ran out at 40 reads).
-    headers = world.key("ad_targeting")
-    assert world.profile(headers=headers).status_code == 200  # the person's reference is made
-    audit = world.api.container.audit
-    assert isinstance(audit, SqliteAuditLog)
-    committer = audit._group
-    before = audit.head().seq
-    blocker = sqlite3.connect(audit.path, isolation_level=None)
-
-    async def main() -> tuple[list[httpx.Response], int, int]:
-        transport = httpx.ASGITransport(app=world.api.client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://reads") as client:
-            blocker.execute("BEGIN IMMEDIATE")
-            reads = [
-                asyncio.create_task(
-                    client.get(
-                        f"/v1/profiles/{world.a}",
-                        params={"purpose": "ad_targeting"},
-                        headers=headers,
-                    )
-                )
-                for _ in range(CONCURRENT_READS)
-            ]
-            # Every read's entry is inside the (held) commit or queued behind it.
-            await _until(lambda: sum(taken) + len(committer._queue) == CONCURRENT_READS)
-            held = anyio.to_thread.current_default_thread_limiter().borrowed_tokens
-            answered = sum(read.done() for read in reads)
-            blocker.execute("ROLLBACK")
-            return list(await asyncio.gather(*reads)), held, answered
-
-    taken: list[int] = []  # items per group the writer took
-    write = committer._write
-
-    def counted(items: Sequence[Any]) -> Any:
-        taken.append(len(items))
-        return write(items)
-
-    committer._write = counted
-    try:
-        responses, held_threads, answered_early = asyncio.run(main())
-    finally:
-        committer._write = write
-        blocker.close()
-
-    assert answered_early == 0
-    assert held_threads == 0
-    assert [r.status_code for r in responses] == [200] * CONCURRENT_READS
-    assert len({r.content for r in responses}) == 1
-    entries = [e for e in audit.entries(after_seq=before) if e.action == "read.profile"]
-    assert len(entries) == CONCURRENT_READS
-    assert {e.person_id for e in entries} == {audit.person_ref(world.a)}
-    assert audit.verify().ok
-
-
-def test_a_profile_read_served_later_answers_as_a_blocking_read_and_audits_the_same(
-    world: World,
-) -> None:
-    # ReadService.profile_later (the route's) and ReadService.profile (console, CLI, DSR): the
-    # same profile, and the same entry (but its seq and digests) once awaited.
-    container = world.api.container
-    caller = Caller("k_later", frozenset({"ad_targeting"}), "k_later")
-    audit = container.audit
-
-    blocking = container.reads.profile(caller, world.a, "ad_targeting")
-    (first,) = audit.entries(after_seq=audit.head().seq - 1)
-
-    async def later() -> Any:
-        loop = asyncio.get_running_loop()
-        arrival = container.reads.announce_profile()
-        pending = await asyncio.to_thread(
-            container.reads.profile_later, caller, world.a, "ad_targeting", loop, arrival
-        )
-        return await pending
-
-    served = asyncio.run(later())
-    (second,) = audit.entries(after_seq=audit.head().seq - 1)
-
-    assert served == blocking
-    assert (second.actor, second.action, second.purpose, second.person_id) == (
-        first.actor,
-        first.action,
-        first.purpose,
-        first.person_id,
-    )
-    assert (second.decision, second.reason, second.details) == (
-        first.decision,
-        first.reason,
-        first.details,
-    )
-    assert audit._group._coming == 0  # the arrival ended with the submit
-    assert audit.verify().ok
-
-
-def test_a_denied_profile_read_served_later_is_audited_before_it_raises_and_ends_its_arrival(
-    world: World,
-) -> None:
-    container = world.api.container
-    caller = Caller("k_later", frozenset({"ad_targeting"}), "k_later")
-    audit = container.audit
-    before = audit.head().seq
-
-    async def later() -> Any:
-        loop = asyncio.get_running_loop()
-        arrival = container.reads.announce_profile()
-        return await asyncio.to_thread(
-            container.reads.profile_later, caller, world.b, "ad_targeting", loop, arrival
-        )
-
-    with pytest.raises(NotReadableError):
-        asyncio.run(later())
-
-    (entry,) = audit.entries(after_seq=before)
-    assert (entry.action, entry.decision, entry.reason) == ("read.profile", "deny", "no_consent")
-    assert entry.person_id == audit.person_ref(world.b)
-    assert audit._group._coming == 0
