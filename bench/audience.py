@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT))
 import anyio.to_thread  # noqa: E402
 
 from bench.measure import load_average, measured  # noqa: E402
+from identity.group_commit import Arrival  # noqa: E402
 from identity.hashing import HashedIdentifier, HashKey, Keyring  # noqa: E402
 from identity.identifiers import NormalizedIdentifier  # noqa: E402
 from identity.model import (  # noqa: E402
@@ -1027,6 +1028,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             profile = reads.profile(caller, pid, PURPOSE)
             return len(profile.attributes) + len(profile.events)
 
+        def profile_policy_arrived(index: int, arrival: Arrival) -> int:
+            pid = profile_ids[index % len(profile_ids)]
+            profile = reads.profile(caller, pid, PURPOSE, arrival)
+            return len(profile.attributes) + len(profile.events)
+
         # The same read without policy: the same statement for the person's facts (the one the
         # policy read makes, GraphStore.person_read, asked for no purpose's consent records: one
         # statement, no transaction around it on SQLite), the latest value per attribute, the
@@ -1180,17 +1186,22 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             }
             return figures, round_ratios, round_cpu_ratios
 
-        # As the API serves profile reads (GET /v1/profiles/{id}, a sync route: issue 14, stop
-        # 43): requests are tasks of one event loop, and each read runs on a worker thread of the
-        # pool FastAPI runs sync route bodies on (anyio's: starlette's run_in_threadpool is
-        # anyio.to_thread.run_sync of the call, the route's hop exactly), where the policy read
-        # waits for its durable audit entry. The raw read is driven the same way (a task, its
-        # read on a worker thread of that pool, as a sync route without policy would run): the
-        # same driver, pool and concurrency for both; only the policy and the audit differ.
+        # As the API serves profile reads (GET /v1/profiles/{id}: issue 14, stop 43): requests
+        # are tasks of one event loop; the route announces the read on the loop, then runs it on
+        # a worker thread of the pool FastAPI runs sync route bodies on (anyio's: starlette's
+        # run_in_threadpool is anyio.to_thread.run_sync of the call, the route's hop exactly),
+        # where the policy read waits for its durable audit entry. The raw read is driven the
+        # same way (a task, its read on a worker thread of that pool, as a sync route without
+        # policy would run): same driver, pool and concurrency; only policy and audit differ.
         loop = asyncio.new_event_loop()
 
         async def profile_policy_task(index: int) -> int:
-            return await anyio.to_thread.run_sync(profile_policy_one, index)
+            # Announced on the loop before the hop, as the route announces it.
+            arrival = reads.announce_profile()
+            try:
+                return await anyio.to_thread.run_sync(profile_policy_arrived, index, arrival)
+            finally:
+                arrival.withdraw()
 
         async def profile_raw_task(index: int) -> int:
             return await anyio.to_thread.run_sync(profile_raw_one, index)
