@@ -899,6 +899,11 @@ def audience_section(report: Report) -> list[str]:
             # Several alternating rounds: the goal is judged on the median round (one noisy
             # round no longer decides it), the spread printed beside it (older JSON: pooled).
             judged = concurrent["ratio"] if median is None else median
+            # Issue 14 asks for wall and CPU both: each must be within the goal.
+            cpu_judged = ratios.get(
+                "profile_cpu_policy_over_raw_concurrent_median",
+                ratios["profile_cpu_policy_over_raw_concurrent"],
+            )
             figure = (
                 f"{concurrent['ratio']:.2f}x wall, "
                 f"{ratios['profile_cpu_policy_over_raw_concurrent']:.2f}x CPU"
@@ -917,7 +922,7 @@ def audience_section(report: Report) -> list[str]:
                     f"profile read with durable audit at {concurrent['connections']} "
                     f"connections ≤ {GOAL_OVERHEAD}x without policy",
                     figure,
-                    _status(judged <= GOAL_OVERHEAD),
+                    _status(max(judged, cpu_judged) <= GOAL_OVERHEAD),
                 )
             )
         at_scale = persons >= ONE_MILLION
