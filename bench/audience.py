@@ -54,6 +54,7 @@ persons, policy overhead <= 1.5x). Figures only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -67,7 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from operator import methodcaller
@@ -77,7 +78,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import anyio.to_thread  # noqa: E402
+
 from bench.measure import load_average, measured  # noqa: E402
+from identity.group_commit import Arrival  # noqa: E402
 from identity.hashing import HashedIdentifier, HashKey, Keyring  # noqa: E402
 from identity.identifiers import NormalizedIdentifier  # noqa: E402
 from identity.model import (  # noqa: E402
@@ -256,6 +260,32 @@ def _concurrently(threads: int, total: int, one: Callable[[int], int]) -> Callab
             return sum(pool.map(one, range(total)))
 
     return run
+
+
+DRIVERS = {
+    "loop": "tasks of one event loop, each read on a worker thread of its pool: as the API",
+    "threads": "one thread of its own per connection, no event loop (until stop 42)",
+}
+
+
+def _on_one_loop(
+    loop: asyncio.AbstractEventLoop,
+    tasks: int,
+    total: int,
+    one: Callable[[int], Coroutine[Any, Any, int]],
+) -> Callable[[], int]:
+    """``total`` calls of ``one(i)`` by ``tasks`` concurrent tasks of ``loop`` (as many
+    connections to one server process): each task awaits its calls one after another."""
+
+    async def run() -> int:
+        indexes = iter(range(total))
+
+        async def connection() -> int:
+            return sum([await one(i) for i in indexes])
+
+        return sum(await asyncio.gather(*(connection() for _ in range(tasks))))
+
+    return lambda: loop.run_until_complete(run())
 
 
 def _round_ratios(
@@ -998,6 +1028,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             profile = reads.profile(caller, pid, PURPOSE)
             return len(profile.attributes) + len(profile.events)
 
+        def profile_policy_arrived(index: int, arrival: Arrival) -> int:
+            pid = profile_ids[index % len(profile_ids)]
+            profile = reads.profile(caller, pid, PURPOSE, arrival)
+            return len(profile.attributes) + len(profile.events)
+
         # The same read without policy: the same statement for the person's facts (the one the
         # policy read makes, GraphStore.person_read, asked for no purpose's consent records: one
         # statement, no transaction around it on SQLite), the latest value per attribute, the
@@ -1064,66 +1099,128 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
         )
         connections = args.connections
         per_round = args.concurrent_reads
-        print(
-            f"profile reads at {connections} connections: {args.rounds} round(s) of "
-            f"{per_round:,} reads per mode, policy and raw alternating"
-        )
-        c_rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        switches = {"policy": 0, "raw": 0}
-        system = {"policy": 0.0, "raw": 0.0}
-        # Collector work per mode (stop 41): the policy read makes more objects than the raw
-        # one, so it sets off more collections, and a full one walks the whole heap (at 1M the
-        # caches of the audience rounds): CPU that grows with the process, not with the read.
-        collections = {"policy": _GcTally(), "raw": _GcTally()}
-        groups_before = audit._group.groups  # shared audit transactions (group commits)
-        for _ in range(args.rounds):
-            pair: list[dict[str, Any]] = []
-            for mode, label, one in (
-                ("policy", "profile+policy", profile_policy_one),
-                ("raw", "profile-raw", profile_raw_one),
-            ):
-                before, system_before = _voluntary_switches(), _system_seconds()
-                collections[mode].start()
-                pair.append(
-                    _timed(
-                        f"{label} x{connections}",
-                        _concurrently(connections, per_round, one),
-                        "fields",
-                    )
-                )
-                collections[mode].stop()
-                switches[mode] += _voluntary_switches() - before
-                system[mode] += _system_seconds() - system_before
-            c_rounds.append((pair[0], pair[1]))
-        groups = audit._group.groups - groups_before
-        c_policy = _combined([p for p, _ in c_rounds])
-        c_raw = _combined([r for _, r in c_rounds])
-        c_ratio = c_policy["seconds"] / c_raw["seconds"]
-        c_cpu_ratio = c_policy["cpu_seconds"] / max(c_raw["cpu_seconds"], 1e-9)
-        # Per round (policy then raw, back to back): the median says met or not without one
-        # noisy round deciding it, the spread says how far to trust it (1.27-1.58x in one stop).
-        round_ratios, round_cpu_ratios = _round_ratios(c_rounds)
         total = per_round * args.rounds
-        per_group = total / max(groups, 1)
-        print(
-            f"  ratio policy/raw at {connections} connections: {c_ratio:.2f}x wall, "
-            f"{c_cpu_ratio:.2f}x cpu over {total:,} reads per mode (goal <= 1.5x; durable "
-            f"audit, group-committed: {per_group:.1f} reads per commit); per round: "
-            + ", ".join(f"{p['seconds'] / r['seconds']:.2f}x" for p, r in c_rounds)
-            + f" (median {statistics.median(round_ratios):.2f}x wall, spread "
-            f"{min(round_ratios):.2f}-{max(round_ratios):.2f}x; median "
-            f"{statistics.median(round_cpu_ratios):.2f}x cpu, spread "
-            f"{min(round_cpu_ratios):.2f}-{max(round_cpu_ratios):.2f}x)"
-            + "; voluntary context switches per read: policy "
-            f"{switches['policy'] / total:.1f}, raw {switches['raw'] / total:.1f}; system CPU "
-            f"per read: policy {1e6 * system['policy'] / total:.0f} µs, raw "
-            f"{1e6 * system['raw'] / total:.0f} µs"
-        )
-        for mode, tally in collections.items():
+
+        def concurrent_modes(
+            driver: str, policy_run: Callable[[], int], raw_run: Callable[[], int]
+        ) -> tuple[dict[str, Any], list[float], list[float]]:
+            """The policy and raw reads at ``connections`` concurrent callers driven as
+            ``driver`` says, ``args.rounds`` rounds alternating: the figures, and each round's
+            ratio, wall and CPU."""
             print(
-                f"  garbage collections ({mode}): {tally.count} per generation, "
-                f"{1e6 * sum(tally.seconds) / total:.1f} µs CPU per read"
+                f"profile reads at {connections} connections ({DRIVERS[driver]}): {args.rounds} "
+                f"round(s) of {per_round:,} reads per mode, policy and raw alternating"
             )
+            c_rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            switches = {"policy": 0, "raw": 0}
+            system = {"policy": 0.0, "raw": 0.0}
+            # Collector work per mode (stop 41): the policy read makes more objects than the raw
+            # one, so it sets off more collections, and a full one walks the whole heap (at 1M
+            # the caches of the audience rounds): CPU that grows with the process, not the read.
+            collections = {"policy": _GcTally(), "raw": _GcTally()}
+            groups_before = audit._group.groups  # shared audit transactions (group commits)
+            suffix = "" if driver == "threads" else f" {driver}"
+            for _ in range(args.rounds):
+                pair: list[dict[str, Any]] = []
+                for mode, label, run in (
+                    ("policy", "profile+policy", policy_run),
+                    ("raw", "profile-raw", raw_run),
+                ):
+                    before, system_before = _voluntary_switches(), _system_seconds()
+                    collections[mode].start()
+                    pair.append(_timed(f"{label} x{connections}{suffix}", run, "fields"))
+                    collections[mode].stop()
+                    switches[mode] += _voluntary_switches() - before
+                    system[mode] += _system_seconds() - system_before
+                c_rounds.append((pair[0], pair[1]))
+            groups = audit._group.groups - groups_before
+            c_policy = _combined([p for p, _ in c_rounds])
+            c_raw = _combined([r for _, r in c_rounds])
+            c_ratio = c_policy["seconds"] / c_raw["seconds"]
+            c_cpu_ratio = c_policy["cpu_seconds"] / max(c_raw["cpu_seconds"], 1e-9)
+            # Per round (policy then raw, back to back): the median says met or not without one
+            # noisy round deciding it, the spread says how far to trust it (1.27-1.58x once).
+            round_ratios, round_cpu_ratios = _round_ratios(c_rounds)
+            per_group = total / max(groups, 1)
+            print(
+                f"  ratio policy/raw at {connections} connections ({driver}): {c_ratio:.2f}x "
+                f"wall, {c_cpu_ratio:.2f}x cpu over {total:,} reads per mode (goal <= 1.5x; "
+                f"durable audit, group-committed: {per_group:.1f} reads per commit); per round: "
+                + ", ".join(f"{p['seconds'] / r['seconds']:.2f}x" for p, r in c_rounds)
+                + f" (median {statistics.median(round_ratios):.2f}x wall, spread "
+                f"{min(round_ratios):.2f}-{max(round_ratios):.2f}x; median "
+                f"{statistics.median(round_cpu_ratios):.2f}x cpu, spread "
+                f"{min(round_cpu_ratios):.2f}-{max(round_cpu_ratios):.2f}x)"
+                + "; voluntary context switches per read: policy "
+                f"{switches['policy'] / total:.1f}, raw {switches['raw'] / total:.1f}; system "
+                f"CPU per read: policy {1e6 * system['policy'] / total:.0f} µs, raw "
+                f"{1e6 * system['raw'] / total:.0f} µs"
+            )
+            for mode, tally in collections.items():
+                print(
+                    f"  garbage collections ({mode}): {tally.count} per generation, "
+                    f"{1e6 * sum(tally.seconds) / total:.1f} µs CPU per read"
+                )
+            figures = {
+                "driver": driver,
+                "connections": connections,
+                "reads": total,
+                "rounds": args.rounds,
+                "policy": c_policy,
+                "raw": c_raw,
+                "ratio": c_ratio,
+                "cpu_ratio": c_cpu_ratio,
+                "round_ratios": [round(x, 4) for x in round_ratios],
+                "round_cpu_ratios": [round(x, 4) for x in round_cpu_ratios],
+                "reads_per_audit_commit": round(per_group, 2),
+                "voluntary_switches_per_read": {
+                    "policy": round(switches["policy"] / total, 2),
+                    "raw": round(switches["raw"] / total, 2),
+                },
+                "gc": {mode: tally.as_json(total) for mode, tally in collections.items()},
+                # Kernel CPU per read (µs): where sleeps, wake-ups and the audit's fsync go.
+                "system_us_per_read": {
+                    "policy": round(1e6 * system["policy"] / total, 1),
+                    "raw": round(1e6 * system["raw"] / total, 1),
+                },
+            }
+            return figures, round_ratios, round_cpu_ratios
+
+        # As the API serves profile reads (GET /v1/profiles/{id}: issue 14, stop 43): requests
+        # are tasks of one event loop; the route announces the read on the loop, then runs it on
+        # a worker thread of the pool FastAPI runs sync route bodies on (anyio's: starlette's
+        # run_in_threadpool is anyio.to_thread.run_sync of the call, the route's hop exactly),
+        # where the policy read waits for its durable audit entry. The raw read is driven the
+        # same way (a task, its read on a worker thread of that pool, as a sync route without
+        # policy would run): same driver, pool and concurrency; only policy and audit differ.
+        loop = asyncio.new_event_loop()
+
+        async def profile_policy_task(index: int) -> int:
+            # Announced on the loop before the hop, as the route announces it.
+            arrival = reads.announce_profile()
+            try:
+                return await anyio.to_thread.run_sync(profile_policy_arrived, index, arrival)
+            finally:
+                arrival.withdraw()
+
+        async def profile_raw_task(index: int) -> int:
+            return await anyio.to_thread.run_sync(profile_raw_one, index)
+
+        try:
+            loop_figures, loop_ratios, loop_cpu_ratios = concurrent_modes(
+                "loop",
+                _on_one_loop(loop, connections, per_round, profile_policy_task),
+                _on_one_loop(loop, connections, per_round, profile_raw_task),
+            )
+        finally:
+            loop.close()
+        thread_figures, round_ratios, round_cpu_ratios = concurrent_modes(
+            "threads",
+            _concurrently(connections, per_round, profile_policy_one),
+            _concurrently(connections, per_round, profile_raw_one),
+        )
+        c_policy, c_raw = thread_figures["policy"], thread_figures["raw"]
+        c_ratio = thread_figures["ratio"]
         probe = SqliteAuditLog(work / "audit-probe.sqlite3")
 
         def audit_only() -> int:
@@ -1152,28 +1249,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
                 "round_ratios": [round(x, 4) for x in s_ratios],
                 "round_cpu_ratios": [round(x, 4) for x in s_cpu_ratios],
             },
-            "concurrent": {
-                "connections": connections,
-                "reads": total,
-                "rounds": args.rounds,
-                "policy": c_policy,
-                "raw": c_raw,
-                "ratio": c_ratio,
-                "cpu_ratio": c_cpu_ratio,
-                "round_ratios": [round(x, 4) for x in round_ratios],
-                "round_cpu_ratios": [round(x, 4) for x in round_cpu_ratios],
-                "reads_per_audit_commit": round(per_group, 2),
-                "voluntary_switches_per_read": {
-                    "policy": round(switches["policy"] / total, 2),
-                    "raw": round(switches["raw"] / total, 2),
-                },
-                # Kernel CPU per read (µs): where sleeps, wake-ups and the audit's fsync go.
-                "gc": {mode: tally.as_json(total) for mode, tally in collections.items()},
-                "system_us_per_read": {
-                    "policy": round(1e6 * system["policy"] / total, 1),
-                    "raw": round(1e6 * system["raw"] / total, 1),
-                },
-            },
+            # The goal's figure (bench/report.py judges "concurrent"): reads driven as the API
+            # serves them, tasks of one event loop each handing its read to the pool (see
+            # above). The same reads from as many threads of their own, as until stop 42.
+            "concurrent": loop_figures,
+            "concurrent_threads": thread_figures,
         }
         figures["ratios"] = {}
         if not args.profile_only:
@@ -1193,12 +1273,18 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             "profile_policy_over_raw": round(p_ratio, 4),
             "profile_cpu_policy_over_raw": round(cpu_ratio, 4),
             **_spread_figures("profile", "", s_ratios, s_cpu_ratios),
-            "profile_policy_over_raw_concurrent": round(c_ratio, 4),
-            "profile_cpu_policy_over_raw_concurrent": round(
+            # At 16 connections as the API serves them (the goal, judged on the median round):
+            # tasks of one event loop, each read on a worker thread of its pool (see above).
+            "profile_policy_over_raw_concurrent": round(loop_figures["ratio"], 4),
+            "profile_cpu_policy_over_raw_concurrent": round(loop_figures["cpu_ratio"], 4),
+            **_spread_figures("profile", "_concurrent", loop_ratios, loop_cpu_ratios),
+            # The same reads from 16 threads of their own, no event loop, no hand-over (until
+            # stop 42 the judged figure): kept beside, not judged.
+            "profile_policy_over_raw_threads": round(c_ratio, 4),
+            "profile_cpu_policy_over_raw_threads": round(
                 c_policy["cpu_seconds"] / max(c_raw["cpu_seconds"], 1e-9), 4
             ),
-            # The median round and the spread of the rounds (see the concurrent modes above).
-            **_spread_figures("profile", "_concurrent", round_ratios, round_cpu_ratios),
+            **_spread_figures("profile", "_threads", round_ratios, round_cpu_ratios),
         }
         figures["load_before"], figures["load_after"] = load_before, load_average()
         print(f"audit log: {audit.head().seq} entries, verify ok={audit.verify().ok}")

@@ -92,6 +92,7 @@ from bench.measure import (  # noqa: E402 - after the path set-up
     process_cpu_seconds,
 )
 from privacy.access.api_keys import ApiKeyStore, Scope  # noqa: E402 - after the path set-up above
+from storage.journal import journal_path  # noqa: E402 - after the path set-up above
 
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 PHASES = frozenset({"identify", "identify_closed", "ingest", "profile", "audience_export"})
@@ -858,10 +859,11 @@ JOURNAL_POLL_S = 0.01
 
 
 async def journal_drained(graph: Path) -> None:
-    """Wait until the server's ingest journal is empty (every accepted batch applied): a
-    read-only look at the journal table of the graph file every ``JOURNAL_POLL_S``."""
+    """Wait until the server's ingest journal is empty (every accepted batch applied and
+    settled): a read-only look at the journal file beside ``graph`` every ``JOURNAL_POLL_S``."""
+    journal = journal_path(graph)
     while True:
-        conn = sqlite3.connect(f"file:{graph}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=30)
         try:
             (queued,) = conn.execute("SELECT count(*) FROM ingest_journal").fetchone()
         finally:

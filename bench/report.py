@@ -869,20 +869,41 @@ def audience_section(report: Report) -> list[str]:
             report.goals.append(_cold_goal(aud, ratios, persons))
         concurrent = prof.get("concurrent")
         if concurrent is not None:
+            # Since stop 43 "concurrent" is driven as the API serves profile reads (tasks of one
+            # event loop, each read on a worker thread of its pool: "driver": "loop"); the
+            # thread mode of stops 34-42 is kept beside it.
+            served = " (as the API serves them)" if concurrent.get("driver") == "loop" else ""
             rows.append(
                 _fig(
                     f"profile reads + policy + durable audit at {concurrent['connections']} "
-                    "connections",
+                    f"connections{served}",
                     _s(concurrent["policy"]["seconds"]),
                     "the same reads without policy",
                     _s(concurrent["raw"]["seconds"]),
                     _ratio(concurrent["policy"]["seconds"], concurrent["raw"]["seconds"]),
                 )
             )
+            threads = prof.get("concurrent_threads")
+            if threads is not None:
+                rows.append(
+                    _fig(
+                        f"the same from {threads['connections']} threads of their own, no event "
+                        "loop (not judged)",
+                        _s(threads["policy"]["seconds"]),
+                        "the same reads without policy",
+                        _s(threads["raw"]["seconds"]),
+                        _ratio(threads["policy"]["seconds"], threads["raw"]["seconds"]),
+                    )
+                )
             median = ratios.get("profile_policy_over_raw_concurrent_median")
             # Several alternating rounds: the goal is judged on the median round (one noisy
             # round no longer decides it), the spread printed beside it (older JSON: pooled).
             judged = concurrent["ratio"] if median is None else median
+            # Issue 14 asks for wall and CPU both: each must be within the goal.
+            cpu_judged = ratios.get(
+                "profile_cpu_policy_over_raw_concurrent_median",
+                ratios["profile_cpu_policy_over_raw_concurrent"],
+            )
             figure = (
                 f"{concurrent['ratio']:.2f}x wall, "
                 f"{ratios['profile_cpu_policy_over_raw_concurrent']:.2f}x CPU"
@@ -901,7 +922,7 @@ def audience_section(report: Report) -> list[str]:
                     f"profile read with durable audit at {concurrent['connections']} "
                     f"connections ≤ {GOAL_OVERHEAD}x without policy",
                     figure,
-                    _status(judged <= GOAL_OVERHEAD),
+                    _status(max(judged, cpu_judged) <= GOAL_OVERHEAD),
                 )
             )
         at_scale = persons >= ONE_MILLION

@@ -65,7 +65,7 @@ from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
-from storage.journal import SqliteIngestJournal
+from storage.journal import SqliteIngestJournal, journal_path
 
 if TYPE_CHECKING:
     from identity.store.copy import CopySource
@@ -177,16 +177,17 @@ class Container:
 
     @cached_property
     def async_ingest(self) -> AsyncIngest | None:
-        """Asynchronous batch ingest (``Prefer: respond-async``): its journal lives in the SQLite
-        graph file, so the apply and the journal delete are one transaction. ``None`` on Neo4j
-        (the preference is then not applied: batches are written synchronously)."""
+        """Asynchronous batch ingest (``Prefer: respond-async``): its journal is a SQLite file
+        beside the graph file (``storage.journal.journal_path``); the graph file keeps the
+        applied markers. ``None`` on Neo4j (the preference is then not applied: batches are
+        written synchronously)."""
         path = sqlite_store_path(self.settings)
         if path is None:
             return None
         settings = self.settings
         return AsyncIngest(
             self.ingest,
-            SqliteIngestJournal(path),
+            SqliteIngestJournal(journal_path(path), path),
             self.vault,
             AsyncIngestLimits(
                 max_queued_events=settings.ingest_journal_max_events,

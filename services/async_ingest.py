@@ -16,8 +16,13 @@ in transactions of up to ``apply_max_events`` (the bulk path's 10,000).
 2. :class:`JournalApplier` (one thread per server process) takes the oldest batches, whole, and
    writes them with :meth:`IngestService.apply_validated`: the same resolution, message-id dedup,
    suppression of erased identifiers, metrics and audit entries as the synchronous path. The
-   journal rows are deleted, and the jobs' outcomes stored, **in the same transaction**
-   (``then`` of the engine): a crash leaves a batch queued or applied, never both.
+   journal is a file of its own (accepting never waits for the graph's write lock, so the
+   applier's transactions reach ``apply_max_events``): the apply transaction writes an
+   *applied marker* per job (its result) and the applied watermark into the graph file
+   (``then`` of the engine), and after that commit the journal file deletes the batches and
+   stores the results (:meth:`storage.journal.SqliteIngestJournal.settle`). A crash in
+   between leaves the markers: the next open settles those jobs from them. A batch is applied
+   at most once (the watermark), and a 202'd batch is either queued or marked applied.
    The ``consent.recorded`` audit entries are appended after that commit, as on the
    synchronous path. If that append fails, the job is ``applied`` (its records are stored) and
    shows ``error: ConsentAuditError`` (the synchronous path's 503 ``consent-audit-failed``)
@@ -43,10 +48,11 @@ Erasure: a batch queued before an erasure and applied after it cannot bring the 
 apply resolves against the suppression list the erasure wrote (keyed hashes of the erased
 identifiers), in the apply's own transaction, as a re-ingest would (tests prove it).
 
-Neo4j: the journal lives in the graph's SQLite file so that the apply and the delete are one
-transaction; on Neo4j no journal is configured and ``Prefer: respond-async`` is not applied (RFC
-7240 lets a server ignore a preference): the batch is applied synchronously and answered 200
-without ``Preference-Applied``.
+Neo4j: the applied markers and the watermark must commit with the events, in the graph's own
+transaction, and only the SQLite store writes them today (its ``then`` connection); on Neo4j no
+journal is configured and ``Prefer: respond-async`` is not applied (RFC 7240 lets a server ignore
+a preference): the batch is applied synchronously and answered 200 without
+``Preference-Applied``.
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ from privacy.auditing.log import api_key_actor
 from privacy.consent.recording import ConsentAuditError
 from services.ingest import IngestService
 from services.inputs import IdentifyInput, IdentifyRequest
-from storage.journal import FinishedJob, QueuedBatch, SqliteIngestJournal
+from storage.journal import FinishedJob, JournalRaceError, QueuedBatch, SqliteIngestJournal
 
 log = structlog.get_logger("idgraph.ingest.async")
 
@@ -479,9 +485,41 @@ class AsyncIngest:
         A batch that cannot be opened (its key gone, the row tampered with) or that fails alone
         is recorded ``failed`` and removed; a store that is unavailable leaves everything
         queued (raises :class:`StoreUnavailableError`; the caller retries)."""
+        if self._journal.unsettled:  # the last settlement failed: its markers first
+            self._journal.reconcile()
         batches = self._journal.queued(self._limits.apply_max_events)
         if not batches:
             return 0
+        opened, failed = self._open(batches)
+        now_ms = _ms(self._clock())
+        keep_ms = self._limits.keep_results_s * _MS
+        if failed:
+            self._journal.fail(failed, now_ms, keep_ms)
+        if opened:
+            try:
+                self._apply(opened, now_ms, keep_ms)
+            except JournalRaceError:
+                # Applied already (another process; or this one, its settlement not done):
+                # settle what the graph's markers say, then the applier looks again.
+                self._journal.reconcile()
+                return sum(batch.events for batch in batches)
+            except StoreUnavailableError:  # all stays queued, retried
+                raise
+            except IdGraphError:
+                if len(opened) == 1:
+                    (batch, _, _) = opened[0]
+                    log.exception("ingest_job_failed", job_id=batch.job_id)
+                    self._journal.fail([_failure(batch, None)], now_ms, keep_ms)
+                else:  # one batch spoiled the group: each alone, so the others are applied
+                    for item in opened:
+                        self._apply_alone(item, now_ms, keep_ms)
+        return sum(batch.events for batch in batches)
+
+    def _open(
+        self, batches: Sequence[QueuedBatch]
+    ) -> tuple[list[tuple[QueuedBatch, bool, list[IdentityEvent]]], list[FinishedJob]]:
+        """The batches unsealed and decoded (with their GPC flag), and those that could not be
+        (their key gone, their row tampered with) as failures."""
         opened: list[tuple[QueuedBatch, bool, list[IdentityEvent]]] = []
         failed: list[FinishedJob] = []
         for batch in batches:
@@ -494,30 +532,15 @@ class AsyncIngest:
                 if isinstance(exc, StoreUnavailableError):
                     raise
                 failed.append(_failure(batch, exc))
-        now_ms = _ms(self._clock())
-        keep_ms = self._limits.keep_results_s * _MS
-        if failed:
-            self._journal.fail(failed, now_ms, keep_ms)
-        if opened:
-            try:
-                self._apply(opened, now_ms, keep_ms)
-            except StoreUnavailableError:  # JournalRaceError too: all stays queued, retried
-                raise
-            except IdGraphError:
-                if len(opened) == 1:
-                    (batch, _, _) = opened[0]
-                    log.exception("ingest_job_failed", job_id=batch.job_id)
-                    self._journal.fail([_failure(batch, None)], now_ms, keep_ms)
-                else:  # one batch spoiled the group: each alone, so the others are applied
-                    for item in opened:
-                        self._apply_alone(item, now_ms, keep_ms)
-        return sum(batch.events for batch in batches)
+        return opened, failed
 
     def _apply_alone(
         self, item: tuple[QueuedBatch, bool, list[IdentityEvent]], now_ms: int, keep_ms: int
     ) -> None:
         try:
             self._apply([item], now_ms, keep_ms)
+        except JournalRaceError:
+            self._journal.reconcile()
         except StoreUnavailableError:
             raise
         except IdGraphError:
@@ -527,8 +550,10 @@ class AsyncIngest:
     def _apply(
         self, opened: Sequence[tuple[QueuedBatch, bool, list[IdentityEvent]]], now: int, keep: int
     ) -> None:
+        jobs: list[FinishedJob] = []
+
         def finish(tx: GraphTransaction, outcomes: list[list[EventOutcome]]) -> None:
-            jobs = [
+            jobs[:] = [
                 FinishedJob(
                     batch.seq,
                     batch.job_id,
@@ -547,7 +572,8 @@ class AsyncIngest:
             connection = getattr(tx, "connection", None)
             if connection is None:  # pragma: no cover - only SQLite stores get a journal
                 raise StoreUnavailableError("the ingest journal needs the SQLite graph store")
-            SqliteIngestJournal.finish(connection, jobs, now, keep)
+            # The applied markers (and the watermark) commit with the events they stand for.
+            self._journal.record_applied(connection, jobs, now, keep)
 
         def audit_failed(index: int, error: ConsentAuditError) -> None:
             with self._audit_lock:
@@ -558,6 +584,9 @@ class AsyncIngest:
             finish,
             audit_failed,
         )
+        # Committed: the journal file forgets the batches and keeps the results. A crash
+        # before this leaves the markers, which the next open settles (never applied twice).
+        self._journal.settle(jobs, now, keep)
 
     def expire(self) -> int:
         """Drop job results whose time is up (the applier calls it between drains)."""

@@ -93,7 +93,7 @@ from typing import Final, Literal, NamedTuple, Protocol
 from identity.bounded import BoundedMap
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.frozen import quick_init
-from identity.group_commit import GroupCommitter
+from identity.group_commit import Arrival, GroupCommitter
 from privacy.scanning.redaction import redact_text
 from storage.sqlite import open_migrated, transaction
 
@@ -668,11 +668,19 @@ class AuditLog(Protocol):
         *,
         create: bool = True,
         shred_generation: int | None = None,
+        arrival: Arrival | None = None,
     ) -> None:
         """:meth:`append_about` without the entries back (the same durability and errors).
         ``shred_generation``: the vault key file's shred generation the caller read before it
         read the person's data (:meth:`privacy.keys.vault.Vault.decrypt_and_generation`); the
-        person's reference is then looked up as of it, without reading it again."""
+        person's reference is then looked up as of it, without reading it again.
+        ``arrival``: the caller's :meth:`announce` handle, ended here."""
+        ...
+
+    def announce(self) -> Arrival:
+        """Announce an append that will come later, perhaps from another thread (or perhaps
+        not): a concurrent group commit may wait a moment for it. Pass the handle to
+        :meth:`record_about`, or withdraw it."""
         ...
 
     def coming(self) -> AbstractContextManager[None]:
@@ -859,11 +867,14 @@ class SqliteAuditLog:
         *,
         create: bool = True,
         shred_generation: int | None = None,
+        arrival: Arrival | None = None,
     ) -> None:
         """:meth:`append_about` for a caller that does not need the entries back: the same
         entries, references, durability (it returns once they are committed) and errors, but
         the writer does not build an :class:`AuditEntry` per entry (a profile read audits its
         decision and discards what the append returned).
+
+        ``arrival``: the caller's :meth:`announce` handle, if it has one (ended here).
 
         ``shred_generation``: the vault key file's shred generation the caller read before it
         read the person's data (a profile read: :meth:`Vault.decrypt_and_generation
@@ -874,7 +885,21 @@ class SqliteAuditLog:
         reference of its own any more (its entries use the shared-key one, as after any
         erasure), and a shred after it does not undo a read that already happened.
         """
-        self._about(person_id, entries, create=create, recorded=False, generation=shred_generation)
+        self._about(
+            person_id,
+            entries,
+            create=create,
+            recorded=False,
+            generation=shred_generation,
+            arrival=arrival,
+        )
+
+    def announce(self) -> Arrival:
+        """Announce an append that will come later (:meth:`GroupCommitter.announce
+        <identity.group_commit.GroupCommitter.announce>`): a profile read announced where its
+        request arrives, on the event loop, before the hand-over to a worker thread, so that a
+        writer taking its group meanwhile waits for it (at most ``group_linger_s``)."""
+        return self._group.announce()
 
     def _about(
         self,
@@ -884,6 +909,7 @@ class SqliteAuditLog:
         create: bool,
         recorded: bool,
         generation: int | None = None,
+        arrival: Arrival | None = None,
     ) -> list[AuditEntry]:
         """:meth:`append_about` (``recorded``: the entries are built and returned) or
         :meth:`record_about` (an empty list)."""
@@ -899,7 +925,9 @@ class SqliteAuditLog:
                 raise ValueError("the drafts of append_about name no person: the log adds it")
         if not drafts:
             return []
-        return self._group.submit(_Pending(drafts, person_id, bool(create), recorded, generation))
+        return self._group.submit(
+            _Pending(drafts, person_id, bool(create), recorded, generation), arrival
+        )
 
     def _subject_refs(self, groups: Sequence[_Pending]) -> dict[tuple[str, bool], str]:
         """The references of the persons the group's entries are about (:meth:`append_about`),

@@ -26,7 +26,7 @@ from privacy.access.api_keys import Scope
 from privacy.dsr.erasure import ErasureService
 from services.async_ingest import AsyncIngest, AsyncIngestLimits, IngestJobNotFoundError
 from services.inputs import ingest_inputs
-from storage.journal import SqliteIngestJournal
+from storage.journal import SqliteIngestJournal, journal_path
 from tests.conftest import TEST_STORE
 
 pytestmark = pytest.mark.skipif(
@@ -221,8 +221,8 @@ def test_no_raw_identifier_is_in_the_files_when_queued_and_when_applied(
     }
     accepted = served.client.post("/v1/ingest", json=body, headers=served.keys[0] | ASYNC)
     assert accepted.status_code == 202, accepted.text
-    graph = settings.data_dir / "graph.sqlite3"
-    assert Path(str(graph) + "-wal").exists()  # the journal's commit is in the WAL
+    journal = journal_path(settings.data_dir / "graph.sqlite3")
+    assert Path(str(journal) + "-wal").exists()  # the journal's commit is in its WAL
     assert _files_hold(settings.data_dir, _raw_values()) == []
     # The sealed batch is there (sealed): not readable as JSON of the events.
     assert _files_hold(settings.data_dir, [b'"crm"', b"Leeds"]) == []
@@ -286,8 +286,7 @@ def test_prefer_respond_async_is_not_applied_when_the_store_has_no_journal(
 def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: Served) -> None:
     accepted = served.client.post("/v1/ingest", json=_batch("t"), headers=served.keys[0] | ASYNC)
     good = served.client.post("/v1/ingest", json=_batch("u"), headers=served.keys[0] | ASYNC)
-    graph = served.container.settings.data_dir / "graph.sqlite3"
-    conn = sqlite3.connect(graph)
+    conn = sqlite3.connect(journal_path(served.container.settings.data_dir / "graph.sqlite3"))
     try:
         job_id = accepted.json()["job_id"]
         (sealed,) = conn.execute(
@@ -332,9 +331,10 @@ def fake_clock_jobs(
     """An AsyncIngest on the served store's real journal with ``limits`` and a fake clock."""
     container = served.container
     clock = FakeClock()
+    graph_file = container.settings.data_dir / "graph.sqlite3"
     jobs = AsyncIngest(
         container.ingest,
-        SqliteIngestJournal(container.settings.data_dir / "graph.sqlite3"),
+        SqliteIngestJournal(journal_path(graph_file), graph_file),
         container.vault,
         limits,
         clock=clock,

@@ -33,7 +33,9 @@ from identity.model import (
 )
 from identity.store.sqlite import SqliteGraphStore
 from privacy.access.api_keys import Scope
-from privacy.auditing.log import AuditEntry
+from privacy.access.policy_engine import Caller
+from privacy.access.reads import NotReadableError, PurposeNotInScopeError
+from privacy.auditing.log import AuditEntry, SqliteAuditLog
 from privacy.keys.hash_keys import HASH_KEY_FILE
 from privacy.keys.keyfile import KeyEntry, KeyFile
 from privacy.keys.keyprovider import LocalFileKeyProvider
@@ -959,3 +961,117 @@ def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served
     assert ok["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ProfileOut"
     }
+
+
+# -- profile reads announced on arrival (issue 14, stop 43) ---------------------------------
+
+
+def _lingering(log: SqliteAuditLog) -> bool:
+    with log._group._cond:
+        return log._group._lingering is not None
+
+
+def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commits_both_at_once(
+    world: World,
+) -> None:
+    # The profile route announces a read on the event loop (announce_profile) before it hands
+    # it to a worker thread: an audit writer that takes its group meanwhile waits for it (until
+    # stop 43 the read announced itself on the worker thread, after the hand-over).
+    container = world.api.container
+    caller = Caller("k_arrive", frozenset({"ad_targeting"}), "k_arrive")
+    audit = container.audit
+    assert isinstance(audit, SqliteAuditLog)
+    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
+    audit._group._linger_s = 30.0  # a writer waits for announced reads as long as they take
+    arrival = container.reads.announce_profile()  # this (test) thread announces; a worker reads
+    go = threading.Event()
+    before = audit.head().seq
+
+    def announced() -> Any:
+        go.wait(30)
+        return container.reads.profile(caller, world.a, "ad_targeting", arrival)
+
+    groups = audit._group.groups
+    with ThreadPoolExecutor(2) as pool:
+        second = pool.submit(announced)
+        first = pool.submit(container.reads.profile, caller, world.a, "ad_targeting")
+        _wait_until(lambda: _lingering(audit))  # the first read's writer waits for the arrival
+        go.set()
+        answers = [first.result(30), second.result(30)]
+
+    assert answers[0] == answers[1]
+    assert audit._group.groups - groups == 1  # both entries in one commit
+    assert [e.decision for e in audit.entries(after_seq=before)] == ["allow", "allow"]
+    with audit._group._cond:
+        assert audit._group._coming == 0
+    # A refused read ends its arrival (before its denial is audited: no writer waits for it).
+    refused = container.reads.announce_profile()
+    with pytest.raises(PurposeNotInScopeError):
+        container.reads.profile(caller, world.a, "model_training", refused)
+    with pytest.raises(NotReadableError):
+        container.reads.profile(caller, world.b, "ad_targeting", container.reads.announce_profile())
+    with audit._group._cond:
+        assert audit._group._coming == 0
+    assert audit.verify().ok
+
+
+def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writer_lingers(
+    world: World,
+) -> None:
+    container = world.api.container
+    caller = Caller("k_arrive", frozenset({"ad_targeting"}), "k_arrive")
+    audit = container.audit
+    assert isinstance(audit, SqliteAuditLog)
+    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
+    audit._group._linger_s = 30.0
+    arrivals = [container.reads.announce_profile() for _ in range(4)]
+    groups = audit._group.groups
+    with ThreadPoolExecutor(4) as pool:
+        reads = [
+            pool.submit(container.reads.profile, caller, world.a, "ad_targeting", arrival)
+            for arrival in arrivals
+        ]
+        answers = [read.result(30) for read in reads]
+
+    assert {answer.person_id for answer in answers} == {world.a}
+    # The first read to finish writes, and waits for the three still announced: one commit.
+    assert audit._group.groups - groups == 1
+    with audit._group._cond:
+        assert audit._group._coming == 0
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    pause = threading.Event()
+    for _ in range(3000):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError("condition not reached in 30 s")
+
+
+def test_the_profile_route_announces_its_read_before_the_hand_over_to_a_worker_thread(
+    world: World,
+) -> None:
+    # Observable: while the route's read runs on its worker thread, the audit counts it as
+    # announced (an arrival taken on the event loop), and the answer is the read's.
+    container = world.api.container
+    audit = container.audit
+    assert isinstance(audit, SqliteAuditLog)
+    headers = world.key("ad_targeting")
+    seen: list[int] = []
+    profile = container.reads.profile
+
+    def watched(*args: Any) -> Any:
+        with audit._group._cond:
+            seen.append(audit._group._coming)
+        return profile(*args)
+
+    container.reads.profile = watched  # type: ignore[method-assign,assignment]
+    try:
+        read = world.profile(headers=headers)
+    finally:
+        del container.reads.profile
+    assert read.status_code == 200
+    assert seen == [1]
+    with audit._group._cond:
+        assert audit._group._coming == 0

@@ -204,6 +204,24 @@ def test_audience_bench_times_only_the_profile_modes_when_profile_only(tmp_path:
     assert "audience" not in data
     concurrent = data["profile"]["concurrent"]
     assert concurrent["policy"]["fields"] == concurrent["raw"]["fields"] == 2 * 32 * 16
+    # The judged concurrent figure is driven as the API serves profile reads (tasks of one event
+    # loop, each read on a worker thread of its pool, since stop 43); the thread mode of stops
+    # 34-42 runs too, the same reads, with its own ratios (median and spread of its rounds).
+    assert concurrent["driver"] == "loop"
+    assert f"x{concurrent['connections']} loop" in done.stdout
+    threads = data["profile"]["concurrent_threads"]
+    assert threads["driver"] == "threads"
+    assert threads["policy"]["fields"] == threads["raw"]["fields"] == 2 * 32 * 16
+    ratios = data["ratios"]
+    assert ratios["profile_policy_over_raw_threads"] == round(threads["ratio"], 4)
+    for kind, rounds in (("", "round_ratios"), ("cpu_", "round_cpu_ratios")):
+        for suffix, modes in (("_concurrent", concurrent), ("_threads", threads)):
+            assert ratios[f"profile_{kind}policy_over_raw{suffix}_min"] == round(
+                min(modes[rounds]), 4
+            )
+            assert ratios[f"profile_{kind}policy_over_raw{suffix}_max"] == round(
+                max(modes[rounds]), 4
+            )
     # Only the profile ratios, the goal's among them.
     assert "profile_policy_over_raw_concurrent_median" in data["ratios"]
     assert not any(key.startswith("audience") for key in data["ratios"])
