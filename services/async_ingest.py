@@ -41,7 +41,7 @@ key of a journal owner, itself wrapped by the KEK (which has a key id, so it rot
 ``idgraph keys rewrap`` like every data key). One journal owner per UTC day (``ingestjournal-
 YYYYMMDD``): a key seals at most one day of batches, far below the 2**32 messages at which random
 GCM nonces start to risk a collision. The AAD names the job id, so a sealed batch cannot be moved
-to another job's row. The graph file has ``secure_delete`` on: the deleted row's bytes are zeroed,
+to another job's row. The journal file has ``secure_delete`` on: a settled row's bytes are zeroed,
 and a stale WAL frame holds only the ciphertext.
 
 Erasure: a batch queued before an erasure and applied after it cannot bring the person back: the
@@ -375,7 +375,7 @@ class AsyncIngest:
         # The GPC flag rides inside the sealed bytes: the job's answer shows consent counts
         # exactly when the synchronous answer would.
         # Compressed (zlib level 1, ~1 us per event) before sealing: the journal row is written
-        # at the append and zeroed at the apply (secure_delete), so its size is paid twice.
+        # at the append and zeroed at the settle (secure_delete), so its size is paid twice.
         # Compressing before encrypting leaks nothing here: the ciphertext's length is seen by
         # no one outside the data dir, and one batch holds one caller's data only.
         sealed = self._sealer.encrypt(
