@@ -73,7 +73,7 @@ def create_app(
         # The ingest journal's applier (Prefer: respond-async): drains what a previous process
         # left queued, then what this one queues; stopped before the container closes.
         jobs = app.state.async_ingest
-        applier = JournalApplier(jobs, around_apply=BATCHES.handling) if jobs else None
+        applier = JournalApplier(jobs, around_apply=BATCHES.applying) if jobs else None
         if applier is not None:
             applier.start()
         try:

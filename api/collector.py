@@ -15,6 +15,13 @@ Only while batches are handled, not for the whole process: stop 32 measured the 
 process-wide against cold 1M audience reads, which keep their objects alive, and reverted it
 (slower after reopen in each of 3 pairs). The thresholds are the process's, so the first batch
 in raises them and the last one out puts back what it found.
+
+The ingest journal's applier goes further while it applies (:meth:`BatchCollector.applying`):
+automatic collection is off, and the young generation is collected once the apply is done, as
+the bulk path does around its batches (``services/bulk.py``). Why: one apply transaction holds
+up to ``IDGRAPH_INGEST_APPLY_MAX_EVENTS`` (10,000) events' objects alive at once, some 10^6
+containers, so even at the raised threshold the collector walked them over and over as they
+were promoted, the full collections included, and freed nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ class BatchCollector:
         self._lock = threading.Lock()
         self._handling = 0
         self._found: tuple[int, int, int] | None = None
+        self._applying = 0
+        self._was_enabled = False
 
     @contextmanager
     def handling(self) -> Iterator[None]:
@@ -53,6 +62,31 @@ class BatchCollector:
                 if self._handling == 0 and self._found is not None:
                     gc.set_threshold(*self._found)
                     self._found = None
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """Around one apply of the ingest journal's applier: as :meth:`handling`, and automatic
+        collection off until the apply is done (process-wide: concurrent requests do not
+        collect meanwhile either; reference counting frees their objects as always). Then the
+        young generation is collected once: any cycle made during the apply is freed there, and
+        what the apply made is gone by then, so that collection walks only what is alive."""
+        with self.handling():
+            with self._lock:
+                self._applying += 1
+                if self._applying == 1:
+                    self._was_enabled = gc.isenabled()
+                    gc.disable()
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._applying -= 1
+                    last = self._applying == 0
+                    enable = last and self._was_enabled
+                    if enable:
+                        gc.enable()
+                if enable:
+                    gc.collect(0)
 
 
 # One per process: the thresholds it changes are the process's.

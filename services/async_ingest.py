@@ -13,7 +13,9 @@ in transactions of up to ``apply_max_events`` (the bulk path's 10,000).
    facts, GPC consents) and seals them, then appends them to the journal in one fsync'd
    transaction (:class:`storage.journal.SqliteIngestJournal`). Only then is the caller answered
    202. A full journal is refused (:class:`storage.journal.JournalFullError`, 503 + Retry-After).
-2. :class:`JournalApplier` (one thread per server process) takes the oldest batches, whole, and
+2. :class:`JournalApplier` (one thread per server process) takes the oldest batches, whole
+   (those this process accepted as it validated them, kept in memory since: no unsealing and
+   decoding; any other batch unsealed and decoded from its row), and
    writes them with :meth:`IngestService.apply_validated`: the same resolution, message-id dedup,
    suppression of erased identifiers, metrics and audit entries as the synchronous path. The
    journal is a file of its own (accepting never waits for the graph's write lock, so the
@@ -320,6 +322,56 @@ def _outcome_result(index: int, o: EventOutcome, gpc: bool) -> dict[str, Any]:
     return result
 
 
+class _KeptBatches:
+    """Batches this process accepted, as validated (job id -> seq, GPC flag, events), kept for
+    its own applier, up to ``max_events`` events (beyond that the applier decodes the journal
+    rows, as any other process's applier does)."""
+
+    def __init__(self, max_events: int) -> None:
+        self._max_events = max_events
+        self._events = 0
+        self._batches: dict[str, tuple[int | None, bool, list[IdentityEvent]]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, job_id: str, gpc: bool, events: list[IdentityEvent]) -> bool:
+        """Keep a batch before its journal row is appended (so its applier never finds the row
+        without it); whether it was kept (not when that would pass ``max_events``)."""
+        with self._lock:
+            if self._events + len(events) > self._max_events:
+                return False
+            self._batches[job_id] = (None, gpc, events)
+            self._events += len(events)
+            return True
+
+    def placed(self, job_id: str, seq: int) -> None:
+        """The batch's row was appended with ``seq``."""
+        with self._lock:
+            kept = self._batches.get(job_id)
+            if kept is not None:
+                self._batches[job_id] = (seq, kept[1], kept[2])
+
+    def take(self, job_id: str) -> tuple[bool, list[IdentityEvent]] | None:
+        """The batch's GPC flag and events, no longer kept; ``None`` if it was not kept."""
+        with self._lock:
+            kept = self._batches.pop(job_id, None)
+            if kept is None:
+                return None
+            self._events -= len(kept[2])
+            return kept[1], kept[2]
+
+    def forget_before(self, seq: int) -> None:
+        """Drop the batches whose rows are below ``seq`` (the oldest row queued): they left the
+        queue without this process's applier (another process's applier settled them)."""
+        with self._lock:
+            for job_id, (placed, _, events) in list(self._batches.items()):
+                if placed is not None and placed < seq:
+                    del self._batches[job_id]
+                    self._events -= len(events)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
 class AsyncIngest:
     """Submit batches to the journal, read jobs, apply queued batches (see the module doc)."""
 
@@ -345,6 +397,9 @@ class AsyncIngest:
         # the error until they are written. Shared with with_ingest's copies (one applier).
         self._audit_pending: dict[str, ConsentAuditError] = {}
         self._audit_lock = threading.Lock()
+        # Batches this process accepted, as validated, for its own applier (see _open).
+        # Shared with with_ingest's copies (one applier).
+        self._kept = _KeptBatches(2 * limits.apply_max_events)
 
     def with_ingest(self, ingest: IngestService) -> AsyncIngest:
         """The same journal applied through ``ingest`` (an app's copy, reporting to its
@@ -381,16 +436,27 @@ class AsyncIngest:
         sealed = self._sealer.encrypt(
             seal_key, job_id, zlib.compress(gpc_flag + encode_events(events), 1)
         )
-        self._journal.append(
-            job_id,
-            key_id,
-            len(events),
-            seal_key,
-            sealed,
-            _ms(now),
-            max_events=self._limits.max_queued_events,
-            retry_after_s=self._limits.retry_after_s,
-        )
+        # Kept for this process's applier before the row exists, so the applier never finds
+        # the row without it (the entry gets its seq once the append returned); dropped again
+        # if the append fails.
+        kept = self._kept.keep(job_id, gpc_proof is not None, events)
+        try:
+            seq = self._journal.append(
+                job_id,
+                key_id,
+                len(events),
+                seal_key,
+                sealed,
+                _ms(now),
+                max_events=self._limits.max_queued_events,
+                retry_after_s=self._limits.retry_after_s,
+            )
+        except BaseException:
+            if kept:
+                self._kept.take(job_id)
+            raise
+        if kept:
+            self._kept.placed(job_id, seq)
         self._queued.set()
         return AcceptedJob(job_id, len(events))
 
@@ -490,6 +556,7 @@ class AsyncIngest:
         batches = self._journal.queued(self._limits.apply_max_events)
         if not batches:
             return 0
+        self._kept.forget_before(batches[0].seq)
         opened, failed = self._open(batches)
         now_ms = _ms(self._clock())
         keep_ms = self._limits.keep_results_s * _MS
@@ -519,10 +586,20 @@ class AsyncIngest:
         self, batches: Sequence[QueuedBatch]
     ) -> tuple[list[tuple[QueuedBatch, bool, list[IdentityEvent]]], list[FinishedJob]]:
         """The batches unsealed and decoded (with their GPC flag), and those that could not be
-        (their key gone, their row tampered with) as failures."""
+        (their key gone, their row tampered with) as failures.
+
+        A batch this process accepted is taken as it was validated instead (kept by
+        :meth:`submit`): the very events whose encoding was sealed into the row, so unsealing
+        and decoding them again (~15 us per event) would only make equal copies. The row
+        stays the durable copy: any other process, or this one after a restart, decodes it."""
         opened: list[tuple[QueuedBatch, bool, list[IdentityEvent]]] = []
         failed: list[FinishedJob] = []
         for batch in batches:
+            kept = self._kept.take(batch.job_id)
+            if kept is not None:
+                gpc, events = kept
+                opened.append((batch, gpc, events))
+                continue
             try:
                 plain = zlib.decompress(
                     self._sealer.decrypt(batch.seal_key, batch.job_id, batch.sealed)
@@ -619,10 +696,10 @@ class JournalApplier:
         self._service = service
         self._poll_s = poll_s
         self._retry_s = retry_s
-        # Entered around each apply: the server raises the collector's young threshold there,
-        # as for a synchronous batch (api.collector): a 10,000-event apply keeps ~10^6 young
-        # containers alive at once, and the default threshold walked and promoted them over
-        # and over (decoding a 10k-event drain: 0.26 s CPU at the default, 0.12 s raised).
+        # Entered around each apply: the server turns automatic collection off there and
+        # collects the young generation after (api.collector.BatchCollector.applying): a
+        # 10,000-event apply keeps ~10^6 containers alive at once, and the collector walked
+        # and promoted them over and over, freeing nothing.
         self._around_apply = around_apply
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

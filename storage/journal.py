@@ -365,10 +365,10 @@ class SqliteIngestJournal:
         *,
         max_events: int,
         retry_after_s: int,
-    ) -> None:
+    ) -> int:
         """Queue one batch and its job row in one durable transaction of the journal file (the
         graph file is not touched), or raise :class:`JournalFullError` (nothing written) when it
-        would pass ``max_events``."""
+        would pass ``max_events``. Returns the batch's seq (its place in line)."""
         with (
             self._lock,
             transaction(self._conn, "BEGIN IMMEDIATE", StoreUnavailableError, "ingest journal"),
@@ -376,16 +376,18 @@ class SqliteIngestJournal:
             (queued,) = self._conn.execute(_QUEUED_EVENTS).fetchone()
             if queued + events > max_events:
                 raise JournalFullError(queued, max_events, retry_after_s)
-            self._conn.execute(
+            seq = self._conn.execute(
                 "INSERT INTO ingest_journal (job_id, owner, events, seal_key, sealed, queued_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (job_id, owner, events, seal_key, sealed, now_ms),
-            )
+            ).lastrowid
             self._conn.execute(
                 "INSERT INTO ingest_jobs (job_id, owner, status, events, queued_ms) "
                 "VALUES (?, ?, 'queued', ?, ?)",
                 (job_id, owner, events, now_ms),
             )
+        assert seq is not None  # noqa: S101 - an INSERT into a rowid table has one
+        return seq
 
     def queued(self, max_events: int) -> list[QueuedBatch]:
         """The oldest queued batches, whole, up to ``max_events`` events (at least one batch)."""

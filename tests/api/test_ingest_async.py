@@ -26,7 +26,7 @@ from privacy.access.api_keys import Scope
 from privacy.dsr.erasure import ErasureService
 from services.async_ingest import AsyncIngest, AsyncIngestLimits, IngestJobNotFoundError
 from services.inputs import ingest_inputs
-from storage.journal import SqliteIngestJournal, journal_path
+from storage.journal import JournalFullError, SqliteIngestJournal, journal_path
 from tests.conftest import TEST_STORE
 
 pytestmark = pytest.mark.skipif(
@@ -283,22 +283,32 @@ def test_prefer_respond_async_is_not_applied_when_the_store_has_no_journal(
     assert job.status_code == 404
 
 
-def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: Served) -> None:
-    accepted = served.client.post("/v1/ingest", json=_batch("t"), headers=served.keys[0] | ASYNC)
-    good = served.client.post("/v1/ingest", json=_batch("u"), headers=served.keys[0] | ASYNC)
-    conn = sqlite3.connect(journal_path(served.container.settings.data_dir / "graph.sqlite3"))
+def _tamper(data_dir: Path, *job_ids: str) -> None:
+    """Flip a bit of each job's sealed batch in the journal file."""
+    conn = sqlite3.connect(journal_path(data_dir / "graph.sqlite3"))
     try:
-        job_id = accepted.json()["job_id"]
-        (sealed,) = conn.execute(
-            "SELECT sealed FROM ingest_journal WHERE job_id = ?", (job_id,)
-        ).fetchone()
-        tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
-        conn.execute("UPDATE ingest_journal SET sealed = ? WHERE job_id = ?", (tampered, job_id))
+        for job_id in job_ids:
+            (sealed,) = conn.execute(
+                "SELECT sealed FROM ingest_journal WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+            conn.execute(
+                "UPDATE ingest_journal SET sealed = ? WHERE job_id = ?", (tampered, job_id)
+            )
         conn.commit()
     finally:
         conn.close()
 
-    assert served.jobs.apply_once() == 6
+
+def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: Served) -> None:
+    accepted = served.client.post("/v1/ingest", json=_batch("t"), headers=served.keys[0] | ASYNC)
+    good = served.client.post("/v1/ingest", json=_batch("u"), headers=served.keys[0] | ASYNC)
+    _tamper(served.container.settings.data_dir, accepted.json()["job_id"])
+
+    # Applied by another process's applier (an AsyncIngest of its own on the same files): it
+    # has only the journal rows (the accepting process applies the events it validated).
+    with fake_clock_jobs(served, AsyncIngestLimits()) as (other, _):
+        assert other.apply_once() == 6
 
     failed = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
     assert failed["status"] == "failed"
@@ -393,3 +403,68 @@ def test_the_applier_keeps_lingering_when_batches_keep_arriving(served: Served) 
             assert due is not None
             assert due == pytest.approx(max(0.0, min(0.1, 1.0 - 0.09 * n)))
             clock.advance(milliseconds=90)
+
+
+def test_the_accepting_process_applies_its_batches_as_validated_without_unsealing_the_rows(
+    served: Served,
+) -> None:
+    # The row of the first batch is made unreadable: the accepting process's applier applies
+    # the events it validated (kept by submit), so it never opens the row; the row stays the
+    # durable copy for any other applier (the test above).
+    first = served.client.post("/v1/ingest", json=_batch("k"), headers=served.keys[0] | ASYNC)
+    second = served.client.post("/v1/ingest", json=_batch("l"), headers=served.keys[0] | ASYNC)
+    _tamper(served.container.settings.data_dir, first.json()["job_id"])
+
+    assert served.jobs.apply_once() == 6
+
+    for accepted in (first, second):
+        job = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
+        assert job["status"] == "applied"
+        assert job["outcomes"] == {"created": 3}
+    assert served.resolve("cookie_id", "ck-async-k-2") == 200
+    assert served.resolve("cookie_id", "ck-async-l-2") == 200
+    assert len(served.jobs._kept) == 0
+
+
+def test_batches_past_the_kept_bound_are_decoded_from_their_rows_when_applied(
+    served: Served,
+) -> None:
+    # Kept: up to twice apply_max_events (6 here), so the third 3-event batch is not kept and
+    # its applier opens its (altered) row.
+    with fake_clock_jobs(served, AsyncIngestLimits(apply_max_events=3)) as (jobs, _):
+        job_ids = [_submit(jobs, f"bound-{n}") for n in range(3)]
+        assert len(jobs._kept) == 2
+        _tamper(served.container.settings.data_dir, *job_ids)
+
+        assert [jobs.apply_once() for _ in range(3)] == [3, 3, 3]
+
+        assert [jobs.job(j, key_id="k1").status for j in job_ids] == ["applied", "applied", "failed"]
+        assert jobs.job(job_ids[2], key_id="k1").error == "TamperedCiphertextError"
+
+
+def test_nothing_is_kept_for_a_batch_the_full_journal_refused(served: Served) -> None:
+    with fake_clock_jobs(served, AsyncIngestLimits(max_queued_events=5)) as (jobs, _):
+        _submit(jobs, "room")
+        with pytest.raises(JournalFullError):
+            _submit(jobs, "no-room")
+        assert len(jobs._kept) == 1
+        assert jobs.apply_once() == 3
+        assert len(jobs._kept) == 0
+
+
+def test_a_kept_batch_is_dropped_when_another_processs_applier_settled_it(
+    served: Served,
+) -> None:
+    first = served.client.post("/v1/ingest", json=_batch("p1"), headers=served.keys[0] | ASYNC)
+    second = served.client.post("/v1/ingest", json=_batch("p2"), headers=served.keys[0] | ASYNC)
+    # Another process's applier takes the first batch (3 events per transaction at most).
+    with fake_clock_jobs(served, AsyncIngestLimits(apply_max_events=3)) as (other, _):
+        assert other.apply_once() == 3
+    assert len(served.jobs._kept) == 2
+
+    assert served.jobs.apply_once() == 3  # the second; the first's kept events are dropped
+
+    assert len(served.jobs._kept) == 0
+    for accepted in (first, second):
+        job = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
+        assert job["status"] == "applied"

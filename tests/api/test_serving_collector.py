@@ -4,6 +4,7 @@ young threshold raised only while ``/v1/ingest`` batches are handled (api.collec
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -78,3 +79,57 @@ def test_cycles_are_still_collected_when_a_batch_is_handled(
         del a, b
         gc.collect()
         assert len([o for o in gc.get_objects() if isinstance(o, Node)]) == alive - 2
+
+
+def test_automatic_collection_is_off_while_the_applier_applies_and_back_on_after(
+    collector: tuple[int, int, int],
+) -> None:
+    assert gc.isenabled()
+    with BatchCollector().applying():
+        assert not gc.isenabled()
+        assert gc.get_threshold()[0] == INGEST_YOUNG_THRESHOLD  # handled as a batch, too
+    assert gc.isenabled()
+    assert gc.get_threshold() == collector
+
+
+def test_cycles_made_while_applying_are_collected_once_the_apply_is_done(
+    collector: tuple[int, int, int],
+) -> None:
+    class Node:
+        other: object = None
+
+    with BatchCollector().applying():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        # Enough containers kept alive to start several young collections, if any could run.
+        kept = [[] for _ in range(3 * INGEST_YOUNG_THRESHOLD)]
+        assert gone() is not None
+        del kept
+    assert gone() is None  # the young collection after the apply freed the cycle
+
+
+def test_the_collector_is_enabled_only_when_the_last_overlapping_apply_is_done(
+    collector: tuple[int, int, int],
+) -> None:
+    batches = BatchCollector()
+    first, second = batches.applying(), batches.applying()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_collector_that_was_off_stays_off_after_an_apply(
+    collector: tuple[int, int, int],
+) -> None:
+    gc.disable()
+    try:
+        with pytest.raises(RuntimeError), BatchCollector().applying():
+            raise RuntimeError
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
