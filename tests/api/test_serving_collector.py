@@ -104,7 +104,7 @@ def test_cycles_made_while_applying_are_collected_once_the_apply_is_done(
         gone = weakref.ref(a)
         del a, b
         # Enough containers kept alive to start several young collections, if any could run.
-        kept = [[] for _ in range(3 * INGEST_YOUNG_THRESHOLD)]
+        kept: list[list[int]] = [[] for _ in range(3 * INGEST_YOUNG_THRESHOLD)]
         assert gone() is not None
         del kept
     assert gone() is None  # the young collection after the apply freed the cycle
