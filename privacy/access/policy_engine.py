@@ -36,7 +36,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from identity.frozen import quick_init
-from identity.model import RESTRICTION_PURPOSE, ConsentGrant, ConsentRecord
+from identity.model import RESTRICTION_PURPOSE, ConsentGrant, ConsentRecord, ConsentSignal
 from privacy.access.purposes import Default, Purpose, PurposesPolicy
 from privacy.consent.state import ConsentReason, consent_state, grant_state, plain_timeline
 
@@ -307,10 +307,39 @@ class PolicyEngine:
         if isinstance(policy, ReadDenied):
             return [policy.value] * len(consents)
         reason_text = _REASON_TEXT
-        return [
-            None if allowed else reason_text[reason]
-            for allowed, reason, _ in self._outcomes(policy, purpose, consents, now)
-        ]
+        if not policy.consent_applies or purpose == RESTRICTION_PURPOSE:  # no grant decides it
+            return [
+                None if allowed else reason_text[reason]
+                for allowed, reason, _ in self._outcomes(policy, purpose, consents, now)
+            ]
+        # A grant (most kept persons of a filtered page) is decided here: grant_state's rule 6
+        # (privacy.consent.state._expired: older than the purpose's expiry, or a TC string older
+        # than the TCF age) as two instants worked out once for the page. An age over a limit
+        # is a time before now less the limit, exactly (datetime arithmetic is in whole
+        # microseconds); the property tests hold it to decide_many at the limits.
+        expiry, tcf_age = policy.consent_expiry, self._tcf_max_age
+        expiry_line = None if expiry is None else now - expiry
+        tcf_line = None if tcf_age is None else now - tcf_age
+        expired, tcf = reason_text[ConsentReason.EXPIRED], ConsentSignal.TCF
+        refused: list[str | None] = []
+        append = refused.append
+        for person in consents:
+            if isinstance(person, ConsentGrant):
+                if person.purpose != purpose:
+                    raise ValueError(
+                        f"a consent grant for {person.purpose!r} cannot decide {purpose!r}"
+                    )
+                at = person.at
+                if (expiry_line is not None and at < expiry_line) or (
+                    tcf_line is not None and person.signal is tcf and at < tcf_line
+                ):
+                    append(expired)
+                else:
+                    append(None)
+            else:
+                ((allowed, reason, _),) = self._outcomes(policy, purpose, (person,), now)
+                append(None if allowed else reason_text[reason])
+        return refused
 
     def _outcomes(
         self,

@@ -683,3 +683,6 @@ def test_a_tcf_grant_past_thirteen_months_expires_from_the_grant_alone() -> None
         assert decision == ENGINE.decide(
             caller, PersonContext("p_1", records), "ad_targeting", (), NOW
         )
+        # The page-wide refusals expire the TC string's grant alone, as decide does.
+        refused = None if decision.allowed else expected
+        assert ENGINE.refusals(caller, [grant, records], "ad_targeting", NOW) == [refused] * 2
