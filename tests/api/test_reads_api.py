@@ -984,6 +984,9 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
     container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
     audit._group._linger_s = 30.0  # a writer waits for announced reads as long as they take
     arrival = container.reads.announce_profile()  # this (test) thread announces; a worker reads
+    # Another read announced and still busy: a writer waits only while more reads are coming
+    # than are queued (stop 44), so with the arrival alone it would commit the first at once.
+    busy = container.reads.announce_profile()
     go = threading.Event()
     before = audit.head().seq
 
@@ -1002,6 +1005,7 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
     assert answers[0] == answers[1]
     assert audit._group.groups - groups == 1  # both entries in one commit
     assert [e.decision for e in audit.entries(after_seq=before)] == ["allow", "allow"]
+    busy.withdraw()
     with audit._group._cond:
         assert audit._group._coming == 0
     # A refused read ends its arrival (before its denial is audited: no writer waits for it).
@@ -1025,6 +1029,9 @@ def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writ
     container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
     audit._group._linger_s = 30.0
     arrivals = [container.reads.announce_profile() for _ in range(4)]
+    # Four more reads announced and still busy: a writer waits while more reads are coming
+    # than are queued (stop 44), so it waits until the four are queued (four still coming).
+    busy = [container.reads.announce_profile() for _ in range(4)]
     groups = audit._group.groups
     with ThreadPoolExecutor(4) as pool:
         reads = [
@@ -1036,6 +1043,8 @@ def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writ
     assert {answer.person_id for answer in answers} == {world.a}
     # The first read to finish writes, and waits for the three still announced: one commit.
     assert audit._group.groups - groups == 1
+    for arrival in busy:
+        arrival.withdraw()
     with audit._group._cond:
         assert audit._group._coming == 0
 
