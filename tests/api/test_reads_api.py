@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from identity.errors import ConfigurationError
 from identity.model import (
     ConsentInput,
     ConsentSignal,
+    Fact,
     FactInput,
     FactKind,
     FactStatus,
@@ -1047,6 +1049,42 @@ def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writ
         arrival.withdraw()
     with audit._group._cond:
         assert audit._group._coming == 0
+
+
+def test_a_profile_read_waiting_for_its_audit_commit_holds_none_of_the_facts_it_loaded(
+    world: World,
+) -> None:
+    # Stop 44: while a read waits for its audit commit, only its answer stays alive; the rows,
+    # facts and plaintexts the decision needed are freed before the wait (ReadService.
+    # _decided_profile). Held through the wait by 16 concurrent reads they outlived the
+    # collector's young generation and set it off every ~30 reads.
+    container = world.api.container
+    caller = Caller("k_wait", frozenset({"ad_targeting"}), "k_wait")
+    audit = container.audit
+    assert isinstance(audit, SqliteAuditLog)
+    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
+    audit._group._linger_s = 30.0
+    busy = [container.reads.announce_profile() for _ in range(2)]  # the writer waits for them
+    reader: list[int] = []
+
+    def read() -> Any:
+        reader.append(threading.get_ident())
+        return container.reads.profile(caller, world.a, "ad_targeting")
+
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(read)
+        _wait_until(lambda: _lingering(audit))  # the read is queued, its writer waiting
+        frame = sys._current_frames()[reader[0]]
+        held: list[object] = []
+        while frame is not None:
+            for value in frame.f_locals.values():
+                items = value if isinstance(value, (list, tuple)) else (value,)
+                held.extend(item for item in items if isinstance(item, Fact))
+            frame = frame.f_back
+        for arrival in busy:
+            arrival.withdraw()
+        assert answer.result(30).attributes
+    assert held == []
 
 
 def _wait_until(condition: Callable[[], bool]) -> None:
