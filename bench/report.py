@@ -589,6 +589,19 @@ def _ingest_goal_status(d: Mapping[str, Any], key: str, goal: float, n: int) -> 
     return status + ("" if n >= ONE_MILLION else " at this scale (the goal is for 1M)")
 
 
+def _same_work_status(d: Mapping[str, Any], n: int) -> str:
+    """Issue 14's same-work goal on the wall median *and* the CPU median ("wall and CPU both
+    shown"), as the profile-read goal is judged: a run that keeps up in wall time by using the
+    second core more is not at the floor's cost. Until stop 44 only the wall median was judged
+    (stop 44's full report: 0.842x wall, 0.770x CPU, read "met")."""
+    status = _ingest_goal_status(d, "ratio_real_over_same_work_floor", GOAL_SAME_WORK_RATIO, n)
+    cpu = d.get("cpu_ratio_real_over_same_work_floor")
+    if cpu is None or float(cpu) >= GOAL_SAME_WORK_RATIO:
+        return status
+    scale = "" if n >= ONE_MILLION else " at this scale (the goal is for 1M)"
+    return f"{_status(False)} in CPU ({float(cpu):.3f}x){scale}"
+
+
 def ingest_section(report: Report) -> list[str]:
     """Real ingest vs the floor at each size, and the run with traits (scan on and off)."""
     rows: list[list[str]] = []
@@ -663,9 +676,7 @@ def ingest_section(report: Report) -> list[str]:
                     f"real ingest ≥ {GOAL_SAME_WORK_RATIO:.2f} x same-work floor (1M identifiers)",
                     f"{_ingest_ratio(d, 'ratio_real_over_same_work_floor', 3)} wall, "
                     f"{_ingest_ratio(d, 'cpu_ratio_real_over_same_work_floor', 3)} CPU, {load}",
-                    _ingest_goal_status(
-                        d, "ratio_real_over_same_work_floor", GOAL_SAME_WORK_RATIO, n
-                    ),
+                    _same_work_status(d, n),
                 )
             )
         if n == largest:

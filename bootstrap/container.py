@@ -216,7 +216,16 @@ class Container:
         # Every erasure tells the recipients through the DSR service's outbox, also when the
         # DSR service is not built yet (start-up recovery, retention): built on first notice.
         service.attach_notifier(DeferredNotifier(lambda: self.dsr))
+        if sqlite_store_path(self.settings) is not None:
+            # The ingest journal's WAL is truncated with the graph's (privacy.dsr.erasure, step
+            # 3); the journal is opened on the first erasure if nothing opened it before.
+            service.attach_checkpoint(self._checkpoint_journal)
         return service
+
+    def _checkpoint_journal(self) -> None:
+        jobs = self.async_ingest
+        if jobs is not None:
+            jobs.checkpoint_journal()
 
     @cached_property
     def dsr(self) -> DsrService:

@@ -42,7 +42,11 @@ key of a journal owner, itself wrapped by the KEK (which has a key id, so it rot
 YYYYMMDD``): a key seals at most one day of batches, far below the 2**32 messages at which random
 GCM nonces start to risk a collision. The AAD names the job id, so a sealed batch cannot be moved
 to another job's row. The journal file has ``secure_delete`` on: a settled row's bytes are zeroed,
-and a stale WAL frame holds only the ciphertext.
+and a stale WAL frame holds only the ciphertext. That ciphertext does not outlive its purpose:
+the applier truncates the journal's WAL whenever nothing is queued (:meth:`AsyncIngest.housekeep`),
+an erasure truncates it with the graph's, and a day key is shredded once no queued batch is sealed
+under it and its day ended more than a day ago (:meth:`AsyncIngest.shred_spent_keys`): then no
+copy of that day's batches (old frames, backups) can be opened.
 
 Erasure: a batch queued before an erasure and applied after it cannot bring the person back: the
 apply resolves against the suppression list the erasure wrote (keyed hashes of the erased
@@ -64,10 +68,10 @@ import json
 import secrets
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -119,6 +123,14 @@ class JournalSealer(Protocol):
         """Open what :meth:`encrypt` sealed."""
         ...
 
+    def owners_starting(self, prefix: str, limit: int = 1000) -> list[str]:
+        """The owners holding a key whose id starts with ``prefix`` (the journal's day keys)."""
+        ...
+
+    def shred(self, owners: Collection[str]) -> int:
+        """Destroy the keys of ``owners``."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class AsyncIngestLimits:
@@ -164,6 +176,11 @@ class JobStatus:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _seal_key(day: date) -> str:
+    """The journal owner (vault data key) that seals the batches queued on ``day`` (UTC)."""
+    return _JOURNAL_OWNER_PREFIX + day.strftime("%Y%m%d")
 
 
 def _ms(moment: datetime) -> int:
@@ -345,6 +362,8 @@ class AsyncIngest:
         # the error until they are written. Shared with with_ingest's copies (one applier).
         self._audit_pending: dict[str, ConsentAuditError] = {}
         self._audit_lock = threading.Lock()
+        # The UTC day whose spent journal keys were last shredded (see housekeep).
+        self._keys_checked: date | None = None
 
     def with_ingest(self, ingest: IngestService) -> AsyncIngest:
         """The same journal applied through ``ingest`` (an app's copy, reporting to its
@@ -371,7 +390,7 @@ class AsyncIngest:
         gpc_flag = b"1" if gpc_proof is not None else b"0"
         now = self._clock()
         job_id = "job_" + secrets.token_hex(12)
-        seal_key = _JOURNAL_OWNER_PREFIX + now.strftime("%Y%m%d")
+        seal_key = _seal_key(now.date())
         # The GPC flag rides inside the sealed bytes: the job's answer shows consent counts
         # exactly when the synchronous answer would.
         # Compressed (zlib level 1, ~1 us per event) before sealing: the journal row is written
@@ -592,6 +611,50 @@ class AsyncIngest:
         """Drop job results whose time is up (the applier calls it between drains)."""
         return self._journal.expire(_ms(self._clock()))
 
+    def housekeep(self, *, idle: bool) -> None:
+        """The applier's upkeep, each loop: once per UTC day, :meth:`shred_spent_keys`; when
+        nothing is queued (``idle``), :meth:`expire` and, if the journal's WAL holds anything,
+        :meth:`checkpoint_journal`, so the sealed bytes of applied batches do not stay in old
+        WAL frames. Raises :class:`StoreUnavailableError` when a file is busy (the applier
+        tries again on its next loop)."""
+        today = self._clock().date()
+        if self._keys_checked != today:
+            self.shred_spent_keys()
+            self._keys_checked = today
+        if idle:
+            self.expire()
+            if self._journal.wal_bytes():
+                self._journal.checkpoint()
+
+    def checkpoint_journal(self) -> None:
+        """Fold the journal file's WAL back and truncate it (an erasure does, with the graph's);
+        :class:`StoreUnavailableError` when a reader blocked it."""
+        self._journal.checkpoint()
+
+    def shred_spent_keys(self) -> list[str]:
+        """Shred the journal's day keys that nothing needs any more; returns their owners.
+
+        Why: a day key seals one UTC day of batches. Once they are all applied (or failed) their
+        rows are zeroed, but the key would still open the copies of them that old WAL frames, a
+        backup or a copy of the journal file hold, for as long as it lives; shredding it makes
+        those copies unreadable (DEVELOPERS.md invariant 1: nothing outlives its purpose).
+        Shredded: keys of days before yesterday under which no queued batch is sealed.
+        Yesterday's is kept: a batch sealed just before midnight is appended just after, and a
+        process whose clock runs behind still seals under it. The keys are listed from the
+        vault (one range of its owner index), so a key made by another process, or before a
+        restart, is found too; the oldest 1,000 per call (one call a day)."""
+        cutoff = _seal_key(self._clock().date() - timedelta(days=1))
+        live = self._journal.seal_keys()
+        spent = [
+            owner
+            for owner in self._sealer.owners_starting(_JOURNAL_OWNER_PREFIX)
+            if owner < cutoff and owner not in live
+        ]
+        if spent:
+            self._sealer.shred(spent)
+            log.info("ingest_journal_keys_shredded", keys=len(spent))
+        return spent
+
     def close(self) -> None:
         """Close the journal's connection (the applier is stopped first)."""
         self._journal.close()
@@ -653,10 +716,9 @@ class JournalApplier:
                     with contextlib.suppress(StoreUnavailableError):
                         service.retry_consent_audits()
                 due = service.due_in_s()
+                with contextlib.suppress(StoreUnavailableError):  # retried next loop
+                    service.housekeep(idle=due is None)
                 if due is None or due > 0:
-                    if due is None:
-                        with contextlib.suppress(StoreUnavailableError):  # retried next time
-                            service.expire()
                     # Nothing queued (woken by a submission), or lingering for more batches.
                     service.wait_for_work(self._poll_s if due is None else min(due, self._poll_s))
                     continue

@@ -244,6 +244,7 @@ class SqliteIngestJournal:
             tighten_mode=True,
         )
         self._lock = threading.Lock()
+        self._wal = path.with_name(path.name + "-wal")
         # Markers this process settled in the journal file: the next apply transaction deletes
         # them from the graph file (see record_applied / settle). Only the applier's thread.
         self._forget: list[int] = []
@@ -590,6 +591,43 @@ class SqliteIngestJournal:
                     for job in jobs
                 ],
             )
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def seal_keys(self) -> set[str]:
+        """The seal keys (vault owners) of the batches still queued: those keys must live."""
+        with self._lock:
+            try:
+                return {
+                    str(row[0])
+                    for row in self._conn.execute("SELECT DISTINCT seal_key FROM ingest_journal")
+                }
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from exc
+
+    def wal_bytes(self) -> int:
+        """The size of the journal file's WAL (0: empty or absent)."""
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint(self) -> None:
+        """Fold the journal file's WAL into the file and truncate it.
+
+        Why: a settled batch's row is zeroed in its page (``secure_delete``), but the WAL frames
+        written when it was queued still hold its sealed bytes until the WAL is overwritten, and
+        its day key lives on (see :mod:`services.async_ingest`). An erasure, and the applier
+        when the journal is idle, call this so those frames do not outlive the batch. Raises
+        :class:`StoreUnavailableError` when a reader kept the checkpoint from completing (the
+        caller retries), as the graph store's ``checkpoint`` does."""
+        with self._lock:
+            try:
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from exc
+        if busy:
+            raise StoreUnavailableError("ingest journal WAL checkpoint blocked by a reader")
 
     def close(self) -> None:
         """Close both connections."""

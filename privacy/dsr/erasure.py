@@ -14,7 +14,10 @@ What one erasure does
    backup of the graph database, becomes unreadable.
 3. The graph database's WAL is **checkpointed and truncated** (SQLite), so no old page image of
    the deleted rows stays in the WAL; the store runs with ``secure_delete``, so the deleted cells
-   are zeroed in the main file.
+   are zeroed in the main file. So is the **ingest journal's** WAL (``Prefer: respond-async``
+   batches, :mod:`services.async_ingest`): an applied batch's row is zeroed, but the frames
+   written when it was queued hold its sealed bytes under a day key that this erasure does not
+   shred (the key is shredded once its day's batches are all applied, see there).
 4. One **audit entry** (``dsr.erasure``): actor, request id, erasure id and counts. No person id,
    no identifier, no hash: the audit log outlives everything and must not hold personal data.
 5. The outbox entry is **marked done** and its node ids cleared.
@@ -221,6 +224,9 @@ class ErasureService:
         self._checkpoint_wait_s = checkpoint_wait_s
         self._outbound = outbound_events
         self._notifier: ErasureNotifier | None = None
+        # Other files whose WAL can hold the person's data sealed under a key this erasure does
+        # not shred (the ingest journal's batches: a day key), truncated with the graph's.
+        self._also_checkpoint: list[Callable[[], None]] = []
         # Persons to review found by an erasure's graph transaction, by erasure id, until the
         # erasure's audit entries are written (the transaction function may run twice).
         self._review: dict[str, tuple[str, ...]] = {}
@@ -231,6 +237,13 @@ class ErasureService:
         """Tell the recipients of every person this service erases (Art. 17(2), 19): the DSR
         service attaches itself when it is built (``bootstrap.dsr``)."""
         self._notifier = notifier
+
+    def attach_checkpoint(self, checkpoint: Callable[[], None]) -> None:
+        """Also fold back and truncate another SQLite file's WAL at step 3 (the ingest journal:
+        the container attaches it). ``checkpoint`` raises :class:`StoreUnavailableError` when a
+        reader blocks it (retried as the graph's is; the erasure is incomplete if it keeps
+        failing, and :meth:`recover` tries again)."""
+        self._also_checkpoint.append(checkpoint)
 
     def erase(
         self, identifiers: Sequence[NormalizedIdentifier], request_id: str, actor: str
@@ -590,15 +603,21 @@ class ErasureService:
         return keys
 
     def _checkpoint(self, attempts: int | None = None) -> bool:
-        """Fold the graph's WAL into its file and truncate it (SQLite); ``False`` if readers
-        kept blocking it. Why: the WAL holds page images from before the delete, and the
-        erased rows would stay readable there until the WAL is overwritten."""
-        if not isinstance(self._store, _Checkpointing):
-            return True  # Neo4j: see the README ("How erasure works") for its logs
-        tries = attempts or self._checkpoint_attempts
+        """Fold the graph's WAL into its file and truncate it (SQLite), then the attached files'
+        (:meth:`attach_checkpoint`); ``False`` if readers kept blocking one. Why: the WAL holds
+        page images from before the delete, and the erased rows would stay readable there until
+        the WAL is overwritten; the ingest journal's WAL holds a batch's sealed bytes after it
+        was applied and zeroed, under a day key that outlives the erasure."""
+        steps = list(self._also_checkpoint)
+        if isinstance(self._store, _Checkpointing):
+            steps.insert(0, self._store.checkpoint)
+        # Neo4j has no WAL file here: see the README ("How erasure works") for its logs.
+        return all(self._retried(step, attempts or self._checkpoint_attempts) for step in steps)
+
+    def _retried(self, checkpoint: Callable[[], None], tries: int) -> bool:
         for attempt in range(tries):
             try:
-                self._store.checkpoint()
+                checkpoint()
             except StoreUnavailableError:
                 if attempt + 1 < tries:
                     time.sleep(self._checkpoint_wait_s)

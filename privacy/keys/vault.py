@@ -440,6 +440,10 @@ class VaultKeyStore(Protocol):
         """Up to ``limit`` keys not wrapped under ``kek_id``, with owner > ``after``, by owner."""
         ...
 
+    def owners_starting(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` owners with a data key whose id starts with ``prefix``, in order."""
+        ...
+
     def replace_wrapped(self, updates: Sequence[tuple[str, WrappedKey, WrappedKey]]) -> int:
         """Compare-and-set ``old`` to ``new`` per owner; returns rows changed."""
         ...
@@ -1174,6 +1178,14 @@ class Vault:
         return out
 
     # -- key lifecycle ---------------------------------------------------------------------
+
+    def owners_starting(self, prefix: str, limit: int = 1000) -> list[str]:
+        """Up to ``limit`` owners that hold a data key and whose id starts with ``prefix``, in
+        order: named owners (the ingest journal's day keys, ``ingestjournal-YYYYMMDD``) whose
+        keys are shredded once nothing sealed under them is needed. Random owners (``n_...``,
+        ``aref:...``) are never listed this way."""
+        _check_name("owner", prefix)
+        return self._keys.owners_starting(prefix, limit)
 
     def shred(self, owners: Collection[str]) -> int:
         """Destroy the data keys of ``owners`` (crypto-shredding); returns how many existed.

@@ -530,6 +530,21 @@ class SqliteVaultKeyStore:
             ).fetchall()
         return [(owner, WrappedKey(kid, bytes(blob))) for owner, kid, blob in rows]
 
+    def owners_starting(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` owners with a data key whose id starts with ``prefix``, in order: one
+        range of the owner index (``prefix`` <= owner < ``prefix`` with its last character
+        incremented), not a LIKE (which the index would not serve under NOCASE rules)."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        with self._read() as conn:
+            return [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT owner FROM data_keys WHERE owner >= ? AND owner < ? "
+                    "ORDER BY owner LIMIT ?",
+                    (prefix, upper, limit),
+                )
+            ]
+
     @staticmethod
     def _refuse_retired(conn: sqlite3.Connection, kek_ids: Collection[str]) -> None:
         wanted = sorted(kek_ids)
