@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -1074,7 +1075,7 @@ def test_a_profile_read_waiting_for_its_audit_commit_holds_none_of_the_facts_it_
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(read)
         _wait_until(lambda: _lingering(audit))  # the read is queued, its writer waiting
-        frame = sys._current_frames()[reader[0]]
+        frame: FrameType | None = sys._current_frames()[reader[0]]
         held: list[object] = []
         while frame is not None:
             for value in frame.f_locals.values():
