@@ -775,19 +775,28 @@ class ReadService:
         now: datetime,
         result: _ScanResult,
     ) -> list[_Member]:
-        candidates: list[tuple[MemberRow, Sequence[Fact]]] = []
         denied = result.denied
+        if rules is not None and not (rules.attributes or rules.any_of):
+            rules = None  # event rules only: the store applied them, nothing is left to match
+        if rules is None and not any(row.attributes for row in rows):
+            # Nothing loaded and nothing left to match (an event-only audience): of each
+            # person's decision only whether it allows, and a denial's reason, are used.
+            refusals = self._policy.refusals(
+                caller,
+                [row.consents if row.grant is None else row.grant for row in rows],
+                purpose_id,
+                now,
+            )
+            return _allowed_members(rows, refusals, denied)
+        candidates: list[tuple[MemberRow, Sequence[Fact]]] = []
         no_facts: tuple[Fact, ...] = ()
         no_refs: tuple[FieldRef, ...] = ()
         decided: list[tuple[MemberRow, Sequence[Fact]]] = []
         persons: list[tuple[str, Sequence[ConsentRecord] | ConsentGrant, Sequence[FieldRef]]] = []
-        loaded = False  # any attribute of a kept person (to decide and decrypt)
         for row in rows:
             # A kept person's consent as the store reduced it (a grant), else its records.
             consents = row.consents if row.grant is None else row.grant
-            # Most scans ask for no attribute (an event-only audience): no per-row lists then.
             if row.attributes:
-                loaded = True
                 latest = latest_by_name(row.attributes)
                 decided.append((row, latest))
                 persons.append((row.person_id, consents, _refs(latest)))
@@ -796,10 +805,6 @@ class ReadService:
                 persons.append((row.person_id, consents, no_refs))
         # Every person of the page through the engine at once (the same decisions as decide).
         decisions = self._policy.decide_many(caller, persons, purpose_id, now)
-        if rules is not None and not (rules.attributes or rules.any_of):
-            rules = None  # event rules only: the store applied them, nothing is left to match
-        if rules is None and not loaded:
-            return _allowed_members(decided, decisions, denied)
         members: list[_Member] = []
         for (row, facts), decision in zip(decided, decisions, strict=True):
             if not decision.allowed:
@@ -1092,20 +1097,18 @@ class ReadService:
 
 
 def _allowed_members(
-    decided: Sequence[tuple[MemberRow, Sequence[Fact]]],
-    decisions: Sequence[PolicyDecision],
-    denied: Counter[str],
+    rows: Sequence[MemberRow], refusals: Sequence[str | None], denied: Counter[str]
 ) -> list[_Member]:
     """The members of a page when nothing was loaded and nothing is left to match (an
-    event-only audience): the persons the engine allowed, the others counted by reason, without
-    the candidate list and the decrypt pass of the general path (~25k members a cold 1M
-    audience)."""
+    event-only audience): the persons the engine allowed (``refusals``: ``None``), the others
+    counted by reason, without the candidate list and the decrypt pass of the general path
+    (~25k members a cold 1M audience)."""
     members: list[_Member] = []
-    for (row, _), decision in zip(decided, decisions, strict=True):
-        if decision.allowed:
+    for row, refused in zip(rows, refusals, strict=True):
+        if refused is None:
             members.append(_Member(row, {}))
         else:
-            denied[decision.reason] += 1
+            denied[refused] += 1
     return members
 
 

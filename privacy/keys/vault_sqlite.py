@@ -450,10 +450,14 @@ class SqliteVaultKeyStore:
             if conn.execute("SELECT 1 FROM shredded_refs LIMIT 1").fetchone() is not None:
                 self._refuse_shredded(conn, owners, shred_refs)
             before = conn.total_changes
-            conn.executemany(
-                "INSERT INTO stored_refs (owner, ref, tag) VALUES (?, ?, ?) "
-                "ON CONFLICT (owner) DO NOTHING",
+            # Multi-row statements, not executemany (as data_keys' insert): a first-ever
+            # audience page stores ~1,000 references, and a step per row was an own statement
+            # execution each (bind, step, reset) for one B-tree insert.
+            insert_rows(
+                conn,
+                "INSERT INTO stored_refs (owner, ref, tag)",
                 rows,
+                "ON CONFLICT (owner) DO NOTHING",
             )
             if conn.total_changes - before == len(rows):
                 return {}  # every row stored (the usual case: no pair per row built for it)

@@ -230,6 +230,13 @@ def test_decide_many_equals_deciding_each_person_when_a_page_is_decided_at_once(
     assert decisions == expected
     # The reasons are the same plain strings (what the audit and the metrics are given).
     assert [type(d.reason) for d in decisions] == [type(d.reason) for d in expected]
+    # refusals: the same decisions without fields, as allowed (None) or the denial's reason.
+    refused = engine.refusals(caller, [records for _, records, _ in page], purpose, NOW)
+    assert refused == [
+        None if d.allowed else d.reason
+        for d in engine.decide_many(caller, [(p, r, ()) for p, r, _ in page], purpose, NOW)
+    ]
+    assert all(type(r) is str for r in refused if r is not None)
 
 
 @st.composite
@@ -636,6 +643,10 @@ def test_a_consent_grant_decides_as_the_records_it_reduces_when_a_page_carries_g
         engine.decide(caller, PersonContext(f"p_{i}", records), purpose, (), NOW)
         for i, records in enumerate(histories)
     ]
+    # refusals decides the same page (grants and records) as decide_many does.
+    assert engine.refusals(caller, [consents for _, consents, _ in page], purpose, NOW) == [
+        None if d.allowed else d.reason for d in decisions
+    ]
     for records, grant in zip(histories, grants, strict=True):
         if grant is not None:  # a grant is only ever what the records say: granted or expired
             state = consent_state(purpose, purposes[purpose], records, now=NOW)
@@ -672,3 +683,6 @@ def test_a_tcf_grant_past_thirteen_months_expires_from_the_grant_alone() -> None
         assert decision == ENGINE.decide(
             caller, PersonContext("p_1", records), "ad_targeting", (), NOW
         )
+        # The page-wide refusals expire the TC string's grant alone, as decide does.
+        refused = None if decision.allowed else expected
+        assert ENGINE.refusals(caller, [grant, records], "ad_targeting", NOW) == [refused] * 2

@@ -349,3 +349,28 @@ def test_data_keys_are_looked_up_only_when_one_lies_in_the_owners_range_when_ref
         assert got[PERSONS[12]] == person_ref(PERSONS[12], subkey)
     finally:
         counting.close()
+
+
+def test_a_pages_new_references_are_stored_by_a_few_statements_when_made_together(
+    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> None:
+    # A first-ever audience page stores ~1,000 references in one key-file transaction: as a few
+    # multi-row INSERTs (storage.sqlite.insert_rows), not one statement execution per row
+    # (executemany: the trace callback saw 1,000 here).
+    counting = _CountingLookups(tmp_path / "vault-keys.sqlite3")
+    try:
+        source = VaultPersonRefKeys(Vault(counting, LocalFileKeyProvider(tmp_path / "kek.json")))
+        persons = [f"p_{i:06d}cafe{i:06d}" for i in range(1_000)]
+        counting.statements.clear()
+        made = source.refs(persons)
+        inserts = [s for s in counting.statements if s.startswith("INSERT INTO stored_refs")]
+        assert len(inserts) <= 10
+        assert len(set(made.values())) == len(persons)
+        # Every one stored, each as made: a fresh process reads the same references back.
+        keys, fresh = _fresh_vault(tmp_path)
+        try:
+            assert VaultPersonRefKeys(fresh).refs(persons, create=False) == made
+        finally:
+            keys.close()
+    finally:
+        counting.close()
