@@ -105,9 +105,12 @@ _AT_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _MIN_SEQ: Final = -(2**63)
 DEFAULT_VERIFY_BATCH: Final = 5_000
 MAX_ENTRIES_LIMIT: Final = 10_000
-# How long a group-commit writer waits at most for appends announced with coming(): about what
-# three profile reads cost in CPU. Only while announced callers are busy: never when idle.
-DEFAULT_GROUP_LINGER_S: Final = 0.002
+# How long a group-commit writer waits at most for appends announced with coming() or
+# announce(): about what eight profile reads take to arrive at 16 connections on the 1M graph
+# (~1.3 ms apart on a quiet machine). Only while more announced callers are still busy than are
+# queued (GroupCommitter's linger_for="half"): never when idle, and never until the last one,
+# whose neighbours would then idle.
+DEFAULT_GROUP_LINGER_S: Final = 0.010
 # How many persons' references a log remembers (SqliteAuditLog.person_refs): a 1M audience has
 # about 25k members, re-read page by page; ~300 B an entry, so ~30 MiB at most.
 DEFAULT_REF_CACHE_SIZE: Final = 100_000
@@ -799,8 +802,13 @@ class SqliteAuditLog:
         # A writer waits up to group_linger_s for appends announced with coming() (reads that
         # are still deciding or decrypting): with fast commits, 16 concurrent reads otherwise
         # made groups of 1.4 entries, one ~95 µs transaction and ~12 KiB written per read.
+        # Half (stop 44): a writer waits only while more announced reads are still busy than
+        # are queued. Waiting for every announced read (up to 2 ms) made groups of 3.5 reads on
+        # a quiet machine at 16 connections (the reads behind it were always still coming), so
+        # each read paid a third of a commit; waiting until half are queued lets the other half
+        # keep the CPU busy meanwhile, and the groups grow to about half the reads in flight.
         self._group: GroupCommitter[_Pending, list[AuditEntry]] = GroupCommitter(
-            self._append_groups, linger_s=group_linger_s
+            self._append_groups, linger_s=group_linger_s, linger_for="half"
         )
 
     def coming(self) -> AbstractContextManager[None]:

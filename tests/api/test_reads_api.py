@@ -6,12 +6,14 @@ import hashlib
 import io
 import json
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from identity.errors import ConfigurationError
 from identity.model import (
     ConsentInput,
     ConsentSignal,
+    Fact,
     FactInput,
     FactKind,
     FactStatus,
@@ -984,6 +987,9 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
     container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
     audit._group._linger_s = 30.0  # a writer waits for announced reads as long as they take
     arrival = container.reads.announce_profile()  # this (test) thread announces; a worker reads
+    # Another read announced and still busy: a writer waits only while more reads are coming
+    # than are queued (stop 44), so with the arrival alone it would commit the first at once.
+    busy = container.reads.announce_profile()
     go = threading.Event()
     before = audit.head().seq
 
@@ -1002,6 +1008,7 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
     assert answers[0] == answers[1]
     assert audit._group.groups - groups == 1  # both entries in one commit
     assert [e.decision for e in audit.entries(after_seq=before)] == ["allow", "allow"]
+    busy.withdraw()
     with audit._group._cond:
         assert audit._group._coming == 0
     # A refused read ends its arrival (before its denial is audited: no writer waits for it).
@@ -1025,6 +1032,9 @@ def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writ
     container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
     audit._group._linger_s = 30.0
     arrivals = [container.reads.announce_profile() for _ in range(4)]
+    # Four more reads announced and still busy: a writer waits while more reads are coming
+    # than are queued (stop 44), so it waits until the four are queued (four still coming).
+    busy = [container.reads.announce_profile() for _ in range(4)]
     groups = audit._group.groups
     with ThreadPoolExecutor(4) as pool:
         reads = [
@@ -1036,8 +1046,46 @@ def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writ
     assert {answer.person_id for answer in answers} == {world.a}
     # The first read to finish writes, and waits for the three still announced: one commit.
     assert audit._group.groups - groups == 1
+    for arrival in busy:
+        arrival.withdraw()
     with audit._group._cond:
         assert audit._group._coming == 0
+
+
+def test_a_profile_read_waiting_for_its_audit_commit_holds_none_of_the_facts_it_loaded(
+    world: World,
+) -> None:
+    # Stop 44: while a read waits for its audit commit, only its answer stays alive; the rows,
+    # facts and plaintexts the decision needed are freed before the wait (ReadService.
+    # _decided_profile). Held through the wait by 16 concurrent reads they outlived the
+    # collector's young generation and set it off every ~30 reads.
+    container = world.api.container
+    caller = Caller("k_wait", frozenset({"ad_targeting"}), "k_wait")
+    audit = container.audit
+    assert isinstance(audit, SqliteAuditLog)
+    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
+    audit._group._linger_s = 30.0
+    busy = [container.reads.announce_profile() for _ in range(2)]  # the writer waits for them
+    reader: list[int] = []
+
+    def read() -> Any:
+        reader.append(threading.get_ident())
+        return container.reads.profile(caller, world.a, "ad_targeting")
+
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(read)
+        _wait_until(lambda: _lingering(audit))  # the read is queued, its writer waiting
+        frame: FrameType | None = sys._current_frames()[reader[0]]
+        held: list[object] = []
+        while frame is not None:
+            for value in frame.f_locals.values():
+                items = value if isinstance(value, (list, tuple)) else (value,)
+                held.extend(item for item in items if isinstance(item, Fact))
+            frame = frame.f_back
+        for arrival in busy:
+            arrival.withdraw()
+        assert answer.result(30).attributes
+    assert held == []
 
 
 def _wait_until(condition: Callable[[], bool]) -> None:

@@ -806,3 +806,54 @@ def test_an_arrival_of_another_committer_is_refused() -> None:
     with pytest.raises(ValueError, match="another committer"):
         committer.submit(1, foreign)
     assert committer.groups == 0
+
+
+def test_a_half_lingering_writer_stops_waiting_once_as_many_are_queued_as_still_coming() -> None:
+    # linger_for="half" (the audit log's): a writer waits for announced callers only while more
+    # of them are still on their way than are queued, so the callers still busy keep the CPU
+    # busy while the group commits. Three announced: the writer (queued) waits; once the
+    # second has queued, two are queued and one is coming, and the writer writes those two.
+    written: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        written.append(list(items))
+        return [item * 10 for item in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        write, linger_s=LONG_LINGER, linger_for="half"
+    )
+    second, third = committer.announce(), committer.announce()
+    go = threading.Event()
+
+    def worker() -> int:
+        go.wait(30)
+        return committer.submit(2, second)
+
+    with ThreadPoolExecutor(2) as pool:
+        late = pool.submit(worker)
+        first = pool.submit(committer.submit, 1)
+        _wait_until(lambda: _lingering(committer))  # 1 queued, 2 coming: it waits
+        go.set()
+        assert (first.result(30), late.result(30)) == (10, 20)
+    assert written == [[1, 2]]  # written without waiting for the third
+    with committer._cond:
+        assert committer._coming == 1
+    third.withdraw()
+    with committer._cond:
+        assert committer._coming == 0
+
+
+def test_a_half_lingering_writer_with_as_many_queued_as_coming_writes_at_once() -> None:
+    committer: GroupCommitter[int, int] = GroupCommitter(
+        lambda items: [i + 1 for i in items], linger_s=LONG_LINGER, linger_for="half"
+    )
+    other = committer.announce()  # one coming, and the writer's own item queued: no wait
+    with ThreadPoolExecutor(1) as pool:
+        writer = pool.submit(committer.submit, 1)
+        _wait_until(lambda: writer.done() or _lingering(committer))
+        lingered = _lingering(committer)
+        other.withdraw()  # ends the wait of a writer that lingered (the old rule's)
+        assert writer.result(30) == 2
+    assert not lingered
+    with pytest.raises(ValueError, match="linger_for"):
+        GroupCommitter(list, linger_for="most")  # type: ignore[arg-type]

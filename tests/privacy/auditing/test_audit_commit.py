@@ -5,7 +5,9 @@ when another appender overtook it, and no per-person index (schema 2, migrated f
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -133,5 +135,52 @@ def test_a_schema_1_log_is_migrated_when_opened(path: Path) -> None:
         assert log.append([_draft(5)])[0].seq == 6  # chained onto the migrated file's tail
         assert log.verify() == AuditVerification(True, 6, None, None)
         assert len(log.entries(person_id=_draft(0).person_id)) == 6
+    finally:
+        log.close()
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    pause = threading.Event()
+    for _ in range(3000):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError("condition not reached in 30 s")
+
+
+def _lingering(log: SqliteAuditLog) -> bool:
+    with log._group._cond:
+        return log._group._lingering is not None
+
+
+def test_an_append_waits_for_announced_reads_only_while_more_are_coming_than_queued(
+    path: Path,
+) -> None:
+    # Stop 44: a writer waited for every announced read (up to group_linger_s), so at 16
+    # connections it waited the whole time while the reads behind it kept coming. Now it waits
+    # only while more announced reads are busy than are queued: one queued (its own) and one
+    # coming, it commits at once; one queued and two coming, it waits for one more.
+    log = SqliteAuditLog(path, clock=lambda: T0, person_ref_key=b"k" * 32, group_linger_s=3600.0)
+    about = AuditDraft("key_ops1", "read.profile", "ad_targeting", None, "allow", "granted")
+    try:
+        other = log.announce()
+        with ThreadPoolExecutor(2) as pool:
+            alone = pool.submit(log.append, [_draft(1)])
+            _wait_until(lambda: alone.done() or _lingering(log))
+            lingered = _lingering(log)
+            other.withdraw()  # ends the wait the old rule made
+            alone.result(30)
+            assert not lingered
+
+            second, third = log.announce(), log.announce()
+            first = pool.submit(log.append, [_draft(2)])
+            _wait_until(lambda: _lingering(log))  # 1 queued, 2 coming: it waits
+            groups = log._group.groups
+            joined = pool.submit(log.record_about, "p_second", [about], arrival=second)
+            first.result(30)
+            joined.result(30)
+            assert log._group.groups == groups + 1  # both in one commit, not waiting for third
+            third.withdraw()
+        assert log.verify() == AuditVerification(True, 3, None, None)
     finally:
         log.close()
