@@ -459,6 +459,7 @@ class IngestService:
         batches: Sequence[tuple[str, Sequence[IdentityEvent]]],
         then: Callable[[GraphTransaction, list[list[EventOutcome]]], None],
         on_audit_failure: Callable[[int, ConsentAuditError], None] | None = None,
+        ahead: PreparedEvents | None = None,
     ) -> list[list[EventOutcome]]:
         """Write ``(actor, events)`` batches of :meth:`validate_batch` in **one** transaction
         (in order, each seeing the ones before it), as :meth:`ingest` writes one: the same
@@ -469,11 +470,23 @@ class IngestService:
         A failed audit append (:class:`ConsentAuditError`) is logged (``consent_audit_missing``
         holds the entries) and does not undo what was committed; ``on_audit_failure(batch
         index, error)`` is told (the error carries the entries, for
-        :meth:`retry_consent_audit`)."""
+        :meth:`retry_consent_audit`).
+
+        ``ahead``: the first events of ``batches`` (whole batches), prepared already by
+        :meth:`prepare` while an earlier write committed (used once; the rest are prepared
+        here)."""
         # Prepared as one part, as a bulk batch is: one key reservation for the whole
         # transaction instead of one per queued batch (the events keep their order).
         sizes = [len(events) for _, events in batches]
-        part = self.prepare([event for _, events in batches for event in events])
+        events_in_order = [event for _, events in batches for event in events]
+        parts = [] if ahead is None else [ahead]
+        if ahead is not None and any(
+            a is not b for a, b in zip(ahead.events, events_in_order, strict=False)
+        ):
+            raise ValueError("the events prepared ahead are not the first events of the batches")
+        rest = events_in_order[len(ahead.events) :] if ahead is not None else events_in_order
+        if rest or not parts:
+            parts.append(self.prepare(rest))
 
         def split(outcomes: list[EventOutcome]) -> list[list[EventOutcome]]:
             out: list[list[EventOutcome]] = []
@@ -485,7 +498,7 @@ class IngestService:
 
         with self._metrics.time_store(StoreOperation.INGEST):
             outcomes = self._engine.ingest_prepared(
-                [part], then=lambda tx, done: then(tx, split(done))
+                parts, then=lambda tx, done: then(tx, split(done))
             )
         per_batch = split(outcomes)
         for index, ((actor, events), done) in enumerate(zip(batches, per_batch, strict=True)):

@@ -390,15 +390,17 @@ class SqliteIngestJournal:
         assert seq is not None  # noqa: S101 - an INSERT into a rowid table has one
         return seq
 
-    def queued(self, max_events: int) -> list[QueuedBatch]:
-        """The oldest queued batches, whole, up to ``max_events`` events (at least one batch)."""
+    def queued(self, max_events: int, after_seq: int = 0) -> list[QueuedBatch]:
+        """The oldest queued batches (those after ``after_seq``), whole, up to ``max_events``
+        events (at least one batch)."""
         out: list[QueuedBatch] = []
         total = 0
         with self._lock:
             try:
                 cursor = self._conn.execute(
                     "SELECT seq, job_id, owner, events, seal_key, sealed, queued_ms "
-                    "FROM ingest_journal ORDER BY seq"
+                    "FROM ingest_journal WHERE seq > ? ORDER BY seq",
+                    (after_seq,),
                 )
                 for row in cursor:
                     if out and total + row[3] > max_events:

@@ -1,0 +1,104 @@
+"""The journal's applier prepares the batches queued after a group while that group is written
+(services.async_ingest ``AsyncIngest.apply_once``), and the next group uses that preparation
+only while those batches are still the oldest queued: each batch is applied once, with the
+outcomes it would have had.
+
+Real app, real journal, graph and vault files, real crypto. ``IngestService.prepare`` is
+wrapped to record which thread prepared how many events (the real method runs); no applier
+loop thread: each test drains the journal itself with ``apply_once``, nothing is timed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from identity.model import IdentityEvent
+from identity.resolution import PreparedEvents
+from services.async_ingest import AsyncIngest, AsyncIngestLimits
+from tests.api.test_ingest_async import Served, _submit, fake_clock_jobs, served
+from tests.conftest import TEST_STORE
+
+__all__ = ["served"]  # the fixture, used by name
+
+pytestmark = pytest.mark.skipif(
+    TEST_STORE == "neo4j", reason="the ingest journal lives in the SQLite graph file"
+)
+
+AHEAD = "idgraph-ingest-prepare-ahead"
+MAIN = threading.main_thread().name
+# One 3-event batch (tests.api.test_ingest_async._batch) per group.
+ONE_BATCH = AsyncIngestLimits(apply_max_events=3)
+
+
+def _record_prepares(served: Served, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record (thread name, events) of every ``IngestService.prepare`` call of the container's
+    ingest service (the one the appliers below write through)."""
+    ingest = served.container.ingest
+    real = ingest.prepare
+    calls: list[tuple[str, int]] = []
+
+    def prepare(events: Sequence[IdentityEvent]) -> PreparedEvents:
+        calls.append((threading.current_thread().name, len(events)))
+        return real(events)
+
+    monkeypatch.setattr(ingest, "prepare", prepare)
+    return calls
+
+
+def _applied_once(jobs: AsyncIngest, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        job = jobs.job(job_id, key_id="k1")
+        assert job.status == "applied", job
+        assert job.results is not None
+        # Created, not duplicate: each batch was written exactly once.
+        assert [r["outcome"] for r in job.results] == ["created"] * 3
+
+
+def test_the_applier_prepares_the_next_batches_while_a_group_is_written_when_more_are_queued(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_prepares(served, monkeypatch)
+    with fake_clock_jobs(served, ONE_BATCH) as (jobs, _):
+        job_ids = [_submit(jobs, f"ahead-{n}") for n in range(3)]
+
+        assert jobs.apply_once() == 3
+        # The first group prepared on the applier's thread; the batch after it meanwhile.
+        assert calls == [(MAIN, 3), (AHEAD, 3)]
+        assert jobs.apply_once() == 3
+        # The second group was the batch prepared ahead: not prepared again.
+        assert calls == [(MAIN, 3), (AHEAD, 3), (AHEAD, 3)]
+        assert jobs.apply_once() == 3
+        assert calls == [(MAIN, 3), (AHEAD, 3), (AHEAD, 3)]
+        assert jobs.apply_once() == 0
+
+        _applied_once(jobs, job_ids)
+    for n in range(3):
+        assert served.resolve("cookie_id", f"ck-async-ahead-{n}-2") == 200
+
+
+def test_a_batch_prepared_ahead_is_not_applied_again_when_another_applier_applied_it(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two appliers on the same files (two processes): the first prepares batch 1 while it
+    # writes batch 0, the second applies batch 1 meanwhile; the first's next group is then
+    # batch 2 alone, prepared afresh, and its preparation of batch 1 is dropped.
+    calls = _record_prepares(served, monkeypatch)
+    with (
+        fake_clock_jobs(served, ONE_BATCH) as (first, _),
+        fake_clock_jobs(served, ONE_BATCH) as (second, _),
+    ):
+        job_ids = [_submit(first, f"race-{n}") for n in range(3)]
+
+        assert first.apply_once() == 3  # batch 0; batch 1 prepared ahead
+        assert second.apply_once() == 3  # batch 1, from its row; batch 2 prepared ahead
+        assert first.apply_once() == 3  # batch 2: its head is not what it prepared
+        assert calls == [(MAIN, 3), (AHEAD, 3), (MAIN, 3), (AHEAD, 3), (MAIN, 3)]
+        assert first.apply_once() == 0
+        assert second.apply_once() == 0
+
+        _applied_once(first, job_ids)
+    for n in range(3):
+        assert served.resolve("cookie_id", f"ck-async-race-{n}-2") == 200
