@@ -16,7 +16,9 @@ in transactions of up to ``apply_max_events`` (the bulk path's 10,000).
 2. :class:`JournalApplier` (one thread per server process) takes the oldest batches, whole
    (those this process accepted as it validated them, kept in memory since: no unsealing and
    decoding; any other batch unsealed and decoded from its row), and
-   writes them with :meth:`IngestService.apply_validated`: the same resolution, message-id dedup,
+   writes them with :meth:`IngestService.apply_validated`, while a second thread prepares the
+   batches queued after them for the next transaction (see :meth:`AsyncIngest.apply_once`):
+   the same resolution, message-id dedup,
    suppression of erased identifiers, metrics and audit entries as the synchronous path. The
    journal is a file of its own (accepting never waits for the graph's write lock, so the
    applier's transactions reach ``apply_max_events``): the apply transaction writes an
@@ -395,25 +397,35 @@ _Opened = tuple[QueuedBatch, bool, list[IdentityEvent]]
 
 @dataclass(frozen=True, slots=True)
 class _Ahead:
-    """The batches queued after a group, opened and prepared (:meth:`IngestService.prepare`)
-    while that group's transaction ran; ``part`` is ``None`` when preparing failed."""
+    """The batches queued after a group, opened and prepared (:meth:`IngestService.prepare`,
+    one part per look at the queue, in order) while that group's transaction ran; ``parts``
+    is ``None`` when preparing failed (the opened events are still good)."""
 
     opened: list[_Opened]
-    part: PreparedEvents | None
+    parts: list[PreparedEvents] | None
 
 
 class _AheadPreparer(threading.Thread):
-    """Opens and prepares the batches queued after ``after_seq`` while the applier's thread
-    writes the group before them (see :meth:`AsyncIngest.apply_once`)."""
+    """Opens and prepares the batches queued after ``after_seq``, as they arrive, until
+    :meth:`finish` (the applier's thread writes the group before them meanwhile: see
+    :meth:`AsyncIngest.apply_once`)."""
 
     def __init__(self, service: AsyncIngest, after_seq: int) -> None:
         super().__init__(name="idgraph-ingest-prepare-ahead", daemon=True)
         self._service = service
         self._after_seq = after_seq
+        self.done = threading.Event()
         self.ahead: _Ahead | None = None
 
     def run(self) -> None:
-        self.ahead = self._service._prepare_ahead(self._after_seq)
+        self.ahead = self._service._prepare_ahead(self._after_seq, self.done)
+
+    def finish(self) -> _Ahead | None:
+        """Stop looking for more batches (the group's write returned); what was prepared."""
+        self.done.set()
+        self._service._arrived.set()  # wakes the preparer if it waits for arrivals
+        self.join()
+        return self.ahead
 
 
 class AsyncIngest:
@@ -433,6 +445,8 @@ class AsyncIngest:
         self._limits = limits
         self._clock = clock
         self._queued = threading.Event()  # set by submit: the applier wakes at once
+        # Also set by submit: wakes the prepare-ahead thread (see _prepare_ahead).
+        self._arrived = threading.Event()
         # The queued event count the applier last saw, and since when (ms): the backlog has
         # not grown since then (see due_in_s). Only the applier's thread uses it.
         self._seen: tuple[int, int] | None = None
@@ -507,6 +521,7 @@ class AsyncIngest:
         if kept:
             self._kept.placed(job_id, seq)
         self._queued.set()
+        self._arrived.set()
         return AcceptedJob(job_id, len(events))
 
     def job(self, job_id: str, *, key_id: str) -> JobStatus:
@@ -620,7 +635,7 @@ class AsyncIngest:
         if not batches:
             return 0
         self._kept.forget_before(batches[0].seq)
-        leading, part, spare = _leading(ahead, batches)
+        leading, parts, spare = _leading(ahead, batches)
         opened, failed = self._open(batches[len(leading) :], spare)
         opened = leading + opened
         now_ms = _ms(self._clock())
@@ -629,7 +644,7 @@ class AsyncIngest:
             self._journal.fail(failed, now_ms, keep_ms)
         if opened:
             try:
-                self._apply(opened, now_ms, keep_ms, ahead=part, pipelined=True)
+                self._apply(opened, now_ms, keep_ms, ahead=parts, pipelined=True)
             except JournalRaceError:
                 # Applied already (another process; or this one, its settlement not done):
                 # settle what the graph's markers say, then the applier looks again.
@@ -647,25 +662,46 @@ class AsyncIngest:
                         self._apply_alone(item, now_ms, keep_ms)
         return sum(batch.events for batch in batches)
 
-    def _prepare_ahead(self, after_seq: int) -> _Ahead | None:
-        """The batches queued after ``after_seq`` (up to ``apply_max_events`` events), opened
-        and prepared; ``None`` when there are none (or they could not be read). Runs on the
-        prepare-ahead thread; a failure here only means the next group is prepared later."""
-        try:
-            batches = self._journal.queued(self._limits.apply_max_events, after_seq=after_seq)
-            opened, failed = self._open(batches) if batches else ([], [])
-        except IdGraphError:
-            return None
-        if not opened:
-            return None
-        if failed:  # a batch in between cannot be opened: the next group's head decides
-            return _Ahead(opened, None)
-        try:
-            part = self._ingest.prepare([event for _, _, events in opened for event in events])
-        except IdGraphError:
-            log.warning("ingest_journal_prepare_ahead_failed", exc_info=True)
-            return _Ahead(opened, None)
-        return _Ahead(opened, part)
+    def _prepare_ahead(self, after_seq: int, done: threading.Event) -> _Ahead | None:
+        """The batches queued after ``after_seq``, opened and prepared as they arrive (up to
+        ``apply_max_events`` events: the next group at most) until ``done``; ``None`` when none
+        arrived. Runs on the prepare-ahead thread. A batch that cannot be opened, or a failed
+        preparation, ends it (the next group is then prepared by the applier, as before)."""
+        opened: list[_Opened] = []
+        parts: list[PreparedEvents] | None = []
+        room = self._limits.apply_max_events
+        while not done.is_set() and room > 0 and parts is not None:
+            self._arrived.clear()  # before looking: a batch appended after this wakes the wait
+            try:
+                batches = self._journal.queued(room, after_seq=after_seq)
+            except IdGraphError:
+                break
+            fitting: list[QueuedBatch] = []
+            for batch in batches:  # whole batches within the room (queued() gives one at least)
+                if batch.events > room - sum(b.events for b in fitting):
+                    break
+                fitting.append(batch)
+            if not fitting:
+                if batches:
+                    break  # the next batch does not fit in this group any more
+                if not done.is_set():  # checked after the clear: finish() sets both, then
+                    self._arrived.wait()  # this returns (set by submit, or by finish())
+                continue
+            try:
+                chunk, failed = self._open(fitting)
+            except IdGraphError:
+                break
+            opened += chunk
+            after_seq, room = fitting[-1].seq, room - sum(b.events for b in fitting)
+            try:
+                if failed:  # the next group's head decides (the applier fails that batch)
+                    parts = None
+                elif chunk:
+                    parts.append(self._ingest.prepare([e for _, _, es in chunk for e in es]))
+            except IdGraphError:
+                log.warning("ingest_journal_prepare_ahead_failed", exc_info=True)
+                parts = None
+        return _Ahead(opened, parts) if opened else None
 
     def _open(
         self,
@@ -719,7 +755,7 @@ class AsyncIngest:
         now: int,
         keep: int,
         *,
-        ahead: PreparedEvents | None = None,
+        ahead: Sequence[PreparedEvents] = (),
         pipelined: bool = False,
     ) -> None:
         """Apply ``opened`` in one transaction (``ahead``: its first batches' events prepared
@@ -765,8 +801,7 @@ class AsyncIngest:
             )
         finally:
             if preparer is not None:
-                preparer.join()
-                self._ahead = preparer.ahead
+                self._ahead = preparer.finish()
         # Committed: the journal file forgets the batches and keeps the results. A crash
         # before this leaves the markers, which the next open settles (never applied twice).
         self._journal.settle(jobs, now, keep)
@@ -826,16 +861,16 @@ class AsyncIngest:
 
 def _leading(
     ahead: _Ahead | None, batches: Sequence[QueuedBatch]
-) -> tuple[list[_Opened], PreparedEvents | None, dict[str, tuple[bool, list[IdentityEvent]]]]:
+) -> tuple[list[_Opened], list[PreparedEvents], dict[str, tuple[bool, list[IdentityEvent]]]]:
     """What of ``ahead`` the group ``batches`` can use: its opened batches and their
     preparation when they are the group's first batches, else (the queue's head is not what was
     prepared) nothing but their events, by job id, to reuse instead of decoding their rows."""
     if ahead is None:
-        return [], None, {}
+        return [], [], {}
     seqs = [batch.seq for batch, _, _ in ahead.opened]
     if [batch.seq for batch in batches[: len(seqs)]] == seqs:
-        return ahead.opened, ahead.part, {}
-    return [], None, {batch.job_id: (gpc, events) for batch, gpc, events in ahead.opened}
+        return ahead.opened, ahead.parts or [], {}
+    return [], [], {batch.job_id: (gpc, events) for batch, gpc, events in ahead.opened}
 
 
 def _failure(batch: QueuedBatch, exc: Exception | None) -> FinishedJob:

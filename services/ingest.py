@@ -459,7 +459,7 @@ class IngestService:
         batches: Sequence[tuple[str, Sequence[IdentityEvent]]],
         then: Callable[[GraphTransaction, list[list[EventOutcome]]], None],
         on_audit_failure: Callable[[int, ConsentAuditError], None] | None = None,
-        ahead: PreparedEvents | None = None,
+        ahead: Sequence[PreparedEvents] = (),
     ) -> list[list[EventOutcome]]:
         """Write ``(actor, events)`` batches of :meth:`validate_batch` in **one** transaction
         (in order, each seeing the ones before it), as :meth:`ingest` writes one: the same
@@ -472,19 +472,18 @@ class IngestService:
         index, error)`` is told (the error carries the entries, for
         :meth:`retry_consent_audit`).
 
-        ``ahead``: the first events of ``batches`` (whole batches), prepared already by
-        :meth:`prepare` while an earlier write committed (used once; the rest are prepared
-        here)."""
+        ``ahead``: parts holding the first events of ``batches`` in order, prepared already by
+        :meth:`prepare` while an earlier write committed (each used once; the rest are
+        prepared here)."""
         # Prepared as one part, as a bulk batch is: one key reservation for the whole
         # transaction instead of one per queued batch (the events keep their order).
         sizes = [len(events) for _, events in batches]
         events_in_order = [event for _, events in batches for event in events]
-        parts = [] if ahead is None else [ahead]
-        if ahead is not None and any(
-            a is not b for a, b in zip(ahead.events, events_in_order, strict=False)
-        ):
+        parts = list(ahead)
+        leading = [event for part in parts for event in part.events]
+        if any(a is not b for a, b in zip(leading, events_in_order, strict=False)):
             raise ValueError("the events prepared ahead are not the first events of the batches")
-        rest = events_in_order[len(ahead.events) :] if ahead is not None else events_in_order
+        rest = events_in_order[len(leading) :]
         if rest or not parts:
             parts.append(self.prepare(rest))
 

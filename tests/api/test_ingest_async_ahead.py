@@ -11,7 +11,9 @@ loop thread: each test drains the journal itself with ``apply_once``, nothing is
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -77,6 +79,38 @@ def test_the_applier_prepares_the_next_batches_while_a_group_is_written_when_mor
         _applied_once(jobs, job_ids)
     for n in range(3):
         assert served.resolve("cookie_id", f"ck-async-ahead-{n}-2") == 200
+
+
+def test_a_batch_that_arrives_while_a_group_is_written_is_prepared_for_the_next_group(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _record_prepares(served, monkeypatch)
+    with fake_clock_jobs(served, AsyncIngestLimits()) as (jobs, _):
+        job_ids = [_submit(jobs, "during-0")]
+        journal = jobs._journal
+        record_applied = journal.record_applied
+
+        def arrive_meanwhile(conn: Any, finished: Any, now_ms: int, keep_ms: int) -> None:
+            # In the group's transaction (its last statements): a batch is accepted now, and
+            # the transaction goes on once the prepare-ahead thread prepared it (waited for,
+            # not timed: the bound only keeps a broken build from hanging).
+            if len(job_ids) == 1:
+                job_ids.append(_submit(jobs, "during-1"))
+                deadline = time.monotonic() + 60
+                while (AHEAD, 3) not in calls and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            record_applied(conn, finished, now_ms, keep_ms)
+
+        monkeypatch.setattr(journal, "record_applied", arrive_meanwhile)
+
+        assert jobs.apply_once() == 3
+        assert calls == [(MAIN, 3), (AHEAD, 3)]
+        assert jobs.apply_once() == 3
+        assert calls == [(MAIN, 3), (AHEAD, 3)]  # the second group: not prepared again
+        assert jobs.apply_once() == 0
+
+        _applied_once(jobs, job_ids)
+    assert served.resolve("cookie_id", "ck-async-during-1-2") == 200
 
 
 def test_a_batch_prepared_ahead_is_not_applied_again_when_another_applier_applied_it(
