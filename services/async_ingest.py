@@ -418,7 +418,10 @@ class _AheadPreparer(threading.Thread):
         self.ahead: _Ahead | None = None
 
     def run(self) -> None:
-        self.ahead = self._service._prepare_ahead(self._after_seq, self.done)
+        try:
+            self.ahead = self._service._prepare_ahead(self._after_seq, self.done)
+        except Exception:  # a bug here must not pass silently; the applier prepares instead
+            log.exception("ingest_journal_prepare_ahead_error")
 
     def finish(self) -> _Ahead | None:
         """Stop looking for more batches (the group's write returned); what was prepared."""
@@ -698,7 +701,7 @@ class AsyncIngest:
                     parts = None
                 elif chunk:
                     parts.append(self._ingest.prepare([e for _, _, es in chunk for e in es]))
-            except IdGraphError:
+            except Exception:  # the applier prepares these batches itself, as before
                 log.warning("ingest_journal_prepare_ahead_failed", exc_info=True)
                 parts = None
         return _Ahead(opened, parts) if opened else None
