@@ -12,7 +12,6 @@ thread: each test drains the journal itself with ``apply_once``, nothing is time
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from identity.resolution import PreparedEvents
 from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from tests.api.test_ingest_async import Served, _submit, fake_clock_jobs, served
 from tests.conftest import TEST_STORE
+from tests.support.waits import wait_until
 
 __all__ = ["served"]  # the fixture, used by name
 
@@ -94,13 +94,11 @@ def test_a_batch_that_arrives_while_a_group_is_written_is_prepared_for_the_next_
 
         def arrive_meanwhile(conn: Any, finished: Any, now_ms: int, keep_ms: int) -> None:
             # In the group's transaction (its last statements): a batch is accepted now, and
-            # the transaction goes on once the prepare-ahead thread prepared it (waited for,
-            # not timed: the bound only keeps a broken build from hanging).
+            # the transaction goes on once the prepare-ahead thread took it (waited for, not
+            # timed).
             if len(job_ids) == 1:
                 job_ids.append(_submit(jobs, "during-1"))
-                deadline = time.monotonic() + 60
-                while (AHEAD, 3) not in calls and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                wait_until(lambda: (AHEAD, 3) in calls)
             record_applied(conn, finished, now_ms, keep_ms)
 
         monkeypatch.setattr(journal, "record_applied", arrive_meanwhile)
