@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -52,6 +52,22 @@ def _record_prepares(served: Served, monkeypatch: pytest.MonkeyPatch) -> list[tu
     return calls
 
 
+def _hold_writes(
+    jobs: AsyncIngest, monkeypatch: pytest.MonkeyPatch, ready: Callable[[], bool]
+) -> None:
+    """Each group ``jobs`` writes ends its transaction only once ``ready()`` (waited for, not
+    timed): the prepare-ahead thread then surely looked at the queue during the write, however
+    the two threads were scheduled."""
+    journal = jobs._journal
+    record_applied = journal.record_applied
+
+    def held(conn: Any, finished: Any, now_ms: int, keep_ms: int) -> None:
+        wait_until(ready)
+        record_applied(conn, finished, now_ms, keep_ms)
+
+    monkeypatch.setattr(journal, "record_applied", held)
+
+
 def _applied_once(jobs: AsyncIngest, job_ids: list[str]) -> None:
     for job_id in job_ids:
         job = jobs.job(job_id, key_id="k1")
@@ -67,10 +83,13 @@ def test_the_applier_prepares_the_next_batches_while_a_group_is_written_when_mor
     calls = _record_prepares(served, monkeypatch)
     with fake_clock_jobs(served, ONE_BATCH) as (jobs, _):
         job_ids = [_submit(jobs, f"ahead-{n}") for n in range(3)]
+        ahead = [1]  # batches prepared ahead by the end of the next write
+        _hold_writes(jobs, monkeypatch, lambda: calls.count((AHEAD, 3)) >= ahead[0])
 
         assert jobs.apply_once() == 3
         # The first group prepared on the applier's thread; the batch after it meanwhile.
         assert Counter(calls) == Counter([(MAIN, 3), (AHEAD, 3)])
+        ahead[0] = 2
         assert jobs.apply_once() == 3
         # The second group was the batch prepared ahead: not prepared again.
         assert Counter(calls) == Counter([(MAIN, 3), (AHEAD, 3), (AHEAD, 3)])
@@ -126,8 +145,12 @@ def test_a_batch_prepared_ahead_is_not_applied_again_when_another_applier_applie
         fake_clock_jobs(served, ONE_BATCH) as (second, _),
     ):
         job_ids = [_submit(first, f"race-{n}") for n in range(3)]
+        ahead = [1]  # batches prepared ahead (by either applier) by the end of the next write
+        for jobs in (first, second):
+            _hold_writes(jobs, monkeypatch, lambda: calls.count((AHEAD, 3)) >= ahead[0])
 
         assert first.apply_once() == 3  # batch 0; batch 1 prepared ahead
+        ahead[0] = 2
         assert second.apply_once() == 3  # batch 1, from its row; batch 2 prepared ahead
         assert first.apply_once() == 3  # batch 2: its head is not what it prepared
         assert Counter(calls) == Counter([(MAIN, 3), (AHEAD, 3), (MAIN, 3), (AHEAD, 3), (MAIN, 3)])
