@@ -11,7 +11,6 @@ the held request reaches the use case.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,17 +19,9 @@ import pytest
 from identity.group_commit import GroupCommitter
 from services.inputs import IdentifyRequest
 from tests.conftest import Api
+from tests.support.waits import lingering, wait_until
 
 LONG_LINGER = 3600.0
-
-
-def _wait_until(condition: Callable[[], bool]) -> None:
-    pause = threading.Event()
-    for _ in range(3000):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError("condition not reached in 30 s")
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -66,7 +57,7 @@ def test_an_http_batch_is_waited_for_before_its_worker_thread_reaches_the_use_ca
         assert reached.wait(30)
         writer = pool.submit(ingest, direct, actor="test")
         # The writer waits for the HTTP batch, announced when its request arrived.
-        _wait_until(lambda: service._batch_group._lingering is not None)
+        wait_until(lambda: lingering(service._batch_group))
         go.set()
         response, outcomes = http.result(30), writer.result(30)
 

@@ -8,7 +8,7 @@ import json
 import secrets
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.read_schemas import ProfileOut
-from bootstrap.container import build_container
+from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from identity.errors import ConfigurationError
 from identity.model import (
@@ -45,6 +45,7 @@ from privacy.keys.keyprovider import LocalFileKeyProvider
 from privacy.keys.vault import Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.conftest import POLICY_DIR, Api
+from tests.support.waits import lingering, wait_until
 
 NOW = datetime.now(UTC)
 EMAIL_A = "ann.reads@shop.example.de"
@@ -911,15 +912,6 @@ def test_a_profile_read_answers_no_value_when_its_audit_entry_cannot_be_written(
     assert "Lisbon" not in response.text
 
 
-def _until(condition: Callable[[], bool]) -> None:
-    pause = threading.Event()
-    for _ in range(3000):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError("condition not reached in 30 s")
-
-
 def test_concurrent_profile_reads_share_one_audit_commit_and_answer_only_once_it_is_durable(
     world: World,
 ) -> None:
@@ -933,9 +925,9 @@ def test_concurrent_profile_reads_share_one_audit_commit_and_answer_only_once_it
     with ThreadPoolExecutor(readers) as pool:
         with audit._lock:  # the first read's writer blocks inside its commit
             first = pool.submit(world.profile, headers=headers)
-            _until(lambda: committer.groups == groups_before + 1)
+            wait_until(lambda: committer.groups == groups_before + 1)
             rest = [pool.submit(world.profile, headers=headers) for _ in range(readers - 1)]
-            _until(lambda: len(committer._queue) == readers - 1)
+            wait_until(lambda: len(committer._queue) == readers - 1)
             assert not any(f.done() for f in [first, *rest])  # nobody answered before durable
         responses = [first.result(), *(f.result() for f in rest)]
 
@@ -969,9 +961,17 @@ def test_a_profile_is_rendered_as_fastapi_renders_its_response_model_when_served
 # -- profile reads announced on arrival (issue 14, stop 43) ---------------------------------
 
 
-def _lingering(log: SqliteAuditLog) -> bool:
-    with log._group._cond:
-        return log._group._lingering is not None
+def _lingering_reader(world: World, key: str) -> tuple[Container, Caller, SqliteAuditLog]:
+    """The container, a caller with ``key`` for ad targeting whose reference to ``world.a`` is
+    already made (one read), and the audit log, whose writer now waits up to 30 s for announced
+    reads (only a hung test waits that long)."""
+    container = world.api.container
+    caller = Caller(key, frozenset({"ad_targeting"}), key)
+    audit = container.audit
+    assert isinstance(audit, SqliteAuditLog)
+    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
+    audit._group._linger_s = 30.0
+    return container, caller, audit
 
 
 def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commits_both_at_once(
@@ -980,12 +980,7 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
     # The profile route announces a read on the event loop (announce_profile) before it hands
     # it to a worker thread: an audit writer that takes its group meanwhile waits for it (until
     # stop 43 the read announced itself on the worker thread, after the hand-over).
-    container = world.api.container
-    caller = Caller("k_arrive", frozenset({"ad_targeting"}), "k_arrive")
-    audit = container.audit
-    assert isinstance(audit, SqliteAuditLog)
-    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
-    audit._group._linger_s = 30.0  # a writer waits for announced reads as long as they take
+    container, caller, audit = _lingering_reader(world, "k_arrive")
     arrival = container.reads.announce_profile()  # this (test) thread announces; a worker reads
     # Another read announced and still busy: a writer waits only while more reads are coming
     # than are queued (stop 44), so with the arrival alone it would commit the first at once.
@@ -1001,7 +996,7 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
     with ThreadPoolExecutor(2) as pool:
         second = pool.submit(announced)
         first = pool.submit(container.reads.profile, caller, world.a, "ad_targeting")
-        _wait_until(lambda: _lingering(audit))  # the first read's writer waits for the arrival
+        wait_until(lambda: lingering(audit._group))  # the first read's writer waits for the arrival
         go.set()
         answers = [first.result(30), second.result(30)]
 
@@ -1025,12 +1020,7 @@ def test_an_audit_writer_waits_for_a_profile_read_announced_on_arrival_and_commi
 def test_profile_reads_announced_on_arrival_share_one_audit_commit_when_the_writer_lingers(
     world: World,
 ) -> None:
-    container = world.api.container
-    caller = Caller("k_arrive", frozenset({"ad_targeting"}), "k_arrive")
-    audit = container.audit
-    assert isinstance(audit, SqliteAuditLog)
-    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
-    audit._group._linger_s = 30.0
+    container, caller, audit = _lingering_reader(world, "k_arrive")
     arrivals = [container.reads.announce_profile() for _ in range(4)]
     # Four more reads announced and still busy: a writer waits while more reads are coming
     # than are queued (stop 44), so it waits until the four are queued (four still coming).
@@ -1059,12 +1049,7 @@ def test_a_profile_read_waiting_for_its_audit_commit_holds_none_of_the_facts_it_
     # facts and plaintexts the decision needed are freed before the wait (ReadService.
     # _decided_profile). Held through the wait by 16 concurrent reads they outlived the
     # collector's young generation and set it off every ~30 reads.
-    container = world.api.container
-    caller = Caller("k_wait", frozenset({"ad_targeting"}), "k_wait")
-    audit = container.audit
-    assert isinstance(audit, SqliteAuditLog)
-    container.reads.profile(caller, world.a, "ad_targeting")  # the reference is made
-    audit._group._linger_s = 30.0
+    container, caller, audit = _lingering_reader(world, "k_wait")
     busy = [container.reads.announce_profile() for _ in range(2)]  # the writer waits for them
     reader: list[int] = []
 
@@ -1074,7 +1059,7 @@ def test_a_profile_read_waiting_for_its_audit_commit_holds_none_of_the_facts_it_
 
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(read)
-        _wait_until(lambda: _lingering(audit))  # the read is queued, its writer waiting
+        wait_until(lambda: lingering(audit._group))  # the read is queued, its writer waiting
         frame: FrameType | None = sys._current_frames()[reader[0]]
         held: list[object] = []
         while frame is not None:
@@ -1086,15 +1071,6 @@ def test_a_profile_read_waiting_for_its_audit_commit_holds_none_of_the_facts_it_
             arrival.withdraw()
         assert answer.result(30).attributes
     assert held == []
-
-
-def _wait_until(condition: Callable[[], bool]) -> None:
-    pause = threading.Event()
-    for _ in range(3000):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError("condition not reached in 30 s")
 
 
 def test_the_profile_route_announces_its_read_before_the_hand_over_to_a_worker_thread(

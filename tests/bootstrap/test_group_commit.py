@@ -21,25 +21,17 @@ import pytest
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.errors import BatchValidationError, CommitOutcomeUnknownError
-from identity.group_commit import GroupCommitter
+from identity.group_commit import Arrival, GroupCommitter
 from identity.model import EventOutcome, Outcome
 from privacy.auditing.log import PERSON_REF_INFO, AuditDraft, SqliteAuditLog
 from privacy.keys.vault import Vault
 from services.inputs import IdentifyRequest
 from services.metrics import StoreOperation
 from tests.support.audit_support import CountingRefKeys
+from tests.support.waits import lingering, wait_until
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 CALLERS = 12
-
-
-def _wait_until(condition: Callable[[], bool]) -> None:
-    deadline = threading.Event()
-    for _ in range(3000):
-        if condition():
-            return
-        deadline.wait(0.01)
-    raise AssertionError("condition not reached in 30 s")
 
 
 def _queued(committer: GroupCommitter[Any, Any]) -> int:
@@ -79,9 +71,9 @@ def _run_behind_a_held_writer(
 
     with ThreadPoolExecutor(len(calls)) as pool:
         first = pool.submit(outcome, calls[0])
-        _wait_until(lambda: committer.groups == 1)  # the first writer is inside its write
+        wait_until(lambda: committer.groups == 1)  # the first writer is inside its write
         rest = [pool.submit(outcome, call) for call in calls[1:]]
-        _wait_until(lambda: _queued(committer) == len(calls) - 1)
+        wait_until(lambda: _queued(committer) == len(calls) - 1)
         release.set()
         return [first.result(), *(f.result() for f in rest)]
 
@@ -432,18 +424,36 @@ def test_every_item_is_written_once_by_one_writer_at_a_time_when_many_callers_ra
 LONG_LINGER = 3600.0
 
 
-def _lingering(committer: GroupCommitter[Any, Any]) -> bool:
-    with committer._cond:
-        return committer._lingering is not None
-
-
-def test_a_writer_waits_for_an_announced_caller_and_writes_both_in_one_group() -> None:
+def _recording() -> tuple[list[list[int]], Callable[[Sequence[int]], list[int]]]:
+    """A write function that records each group it writes and answers ten times each item."""
     written: list[list[int]] = []
 
     def write(items: Sequence[int]) -> list[int]:
         written.append(list(items))
         return [item * 10 for item in items]
 
+    return written, write
+
+
+def _first_then_announced(committer: GroupCommitter[int, int], arrival: Arrival) -> tuple[int, int]:
+    """Submit 1 at once and, once its writer lingers, 2 under ``arrival`` from another thread
+    (as a server announces on its event loop and submits from a worker); both answers."""
+    go = threading.Event()
+
+    def worker() -> int:
+        go.wait(30)
+        return committer.submit(2, arrival)
+
+    with ThreadPoolExecutor(2) as pool:
+        late = pool.submit(worker)
+        first = pool.submit(committer.submit, 1)
+        wait_until(lambda: lingering(committer))  # the writer waits for the arrival
+        go.set()
+        return first.result(30), late.result(30)
+
+
+def test_a_writer_waits_for_an_announced_caller_and_writes_both_in_one_group() -> None:
+    written, write = _recording()
     committer: GroupCommitter[int, int] = GroupCommitter(write, linger_s=LONG_LINGER)
     announced, go = threading.Event(), threading.Event()
 
@@ -457,7 +467,7 @@ def test_a_writer_waits_for_an_announced_caller_and_writes_both_in_one_group() -
         second = pool.submit(announced_caller)
         assert announced.wait(30)
         first = pool.submit(committer.submit, 1)
-        _wait_until(lambda: _lingering(committer))  # the writer waits for the announced one
+        wait_until(lambda: lingering(committer))  # the writer waits for the announced one
         go.set()
         assert (first.result(30), second.result(30)) == (10, 20)
 
@@ -495,7 +505,7 @@ def test_a_writer_stops_waiting_when_the_announced_caller_leaves_without_submitt
         reader = pool.submit(denied_reader)
         assert announced.wait(30)
         writer = pool.submit(committer.submit, 1)
-        _wait_until(lambda: _lingering(committer))
+        wait_until(lambda: lingering(committer))
         leave.set()
         assert writer.result(30) == 2
         reader.result(30)
@@ -561,9 +571,9 @@ def test_queued_batches_are_prepared_by_their_callers_while_the_writer_is_busy(
     holder = _hold_store(store, release)
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(call, 0)
-        _wait_until(lambda: service._batch_group.groups == 1)  # the writer is inside its write
+        wait_until(lambda: service._batch_group.groups == 1)  # the writer is inside its write
         rest = [pool.submit(call, i) for i in range(1, 4)]
-        _wait_until(lambda: _queued(service._batch_group) == 3)
+        wait_until(lambda: _queued(service._batch_group) == 3)
         with seen:
             before = list(reservations)
         release.set()
@@ -623,7 +633,7 @@ def test_an_ingest_batch_writer_waits_for_a_batch_still_being_validated_and_writ
         second = pool.submit(slow)
         assert validating.wait(30)
         first = pool.submit(service.ingest, batch("first"), actor="test")
-        _wait_until(lambda: _lingering(service._batch_group))  # waits for the validating batch
+        wait_until(lambda: lingering(service._batch_group))  # waits for the validating batch
         go.set()
         results = [first.result(30), second.result(30)]
 
@@ -681,7 +691,7 @@ def test_an_identify_writer_waits_for_a_call_still_being_validated_and_writes_bo
         second = pool.submit(slow)
         assert validating.wait(30)
         first = pool.submit(service.identify, call("first"), actor="test")
-        _wait_until(lambda: _lingering(service._identify_group))  # waits for the slow call
+        wait_until(lambda: lingering(service._identify_group))  # waits for the slow call
         go.set()
         results = [first.result(30), second.result(30)]
 
@@ -728,7 +738,7 @@ def test_an_identify_writer_waits_for_a_call_announced_on_arrival_and_writes_bot
     with ThreadPoolExecutor(2) as pool:
         second = pool.submit(announced)
         first = pool.submit(service.identify, call("first"), actor="test")
-        _wait_until(lambda: _lingering(service._identify_group))  # waits for the arrival
+        wait_until(lambda: lingering(service._identify_group))  # waits for the arrival
         go.set()
         results = [first.result(30), second.result(30)]
 
@@ -753,27 +763,10 @@ def test_an_identify_writer_waits_for_a_call_announced_on_arrival_and_writes_bot
 def test_a_writer_waits_for_an_arrival_announced_elsewhere_and_writes_both_in_one_group() -> None:
     # A server announces a batch where the request arrives (its event loop) and submits it
     # from a worker thread: the announcement is not tied to the submitting thread.
-    written: list[list[int]] = []
-
-    def write(items: Sequence[int]) -> list[int]:
-        written.append(list(items))
-        return [item * 10 for item in items]
-
+    written, write = _recording()
     committer: GroupCommitter[int, int] = GroupCommitter(write, linger_s=LONG_LINGER)
     arrival = committer.announce()  # this (test) thread announces; a worker submits
-    go = threading.Event()
-
-    def worker() -> int:
-        go.wait(30)
-        return committer.submit(2, arrival)
-
-    with ThreadPoolExecutor(2) as pool:
-        second = pool.submit(worker)
-        first = pool.submit(committer.submit, 1)
-        _wait_until(lambda: _lingering(committer))  # the writer waits for the arrival
-        go.set()
-        assert (first.result(30), second.result(30)) == (10, 20)
-
+    assert _first_then_announced(committer, arrival) == (10, 20)
     assert written == [[1, 2]]
     with committer._cond:
         assert committer._coming == 0
@@ -789,7 +782,7 @@ def test_a_withdrawn_arrival_ends_the_writers_wait_and_is_dropped_once() -> None
     arrival, other = committer.announce(), committer.announce()
     with ThreadPoolExecutor(1) as pool:
         writer = pool.submit(committer.submit, 1)
-        _wait_until(lambda: _lingering(committer))
+        wait_until(lambda: lingering(committer))
         arrival.withdraw()  # a request refused before it reached the use case
         arrival.withdraw()
         with committer._cond:
@@ -813,28 +806,12 @@ def test_a_half_lingering_writer_stops_waiting_once_as_many_are_queued_as_still_
     # of them are still on their way than are queued, so the callers still busy keep the CPU
     # busy while the group commits. Three announced: the writer (queued) waits; once the
     # second has queued, two are queued and one is coming, and the writer writes those two.
-    written: list[list[int]] = []
-
-    def write(items: Sequence[int]) -> list[int]:
-        written.append(list(items))
-        return [item * 10 for item in items]
-
+    written, write = _recording()
     committer: GroupCommitter[int, int] = GroupCommitter(
         write, linger_s=LONG_LINGER, linger_for="half"
     )
     second, third = committer.announce(), committer.announce()
-    go = threading.Event()
-
-    def worker() -> int:
-        go.wait(30)
-        return committer.submit(2, second)
-
-    with ThreadPoolExecutor(2) as pool:
-        late = pool.submit(worker)
-        first = pool.submit(committer.submit, 1)
-        _wait_until(lambda: _lingering(committer))  # 1 queued, 2 coming: it waits
-        go.set()
-        assert (first.result(30), late.result(30)) == (10, 20)
+    assert _first_then_announced(committer, second) == (10, 20)  # 1 queued, 2 coming: it waits
     assert written == [[1, 2]]  # written without waiting for the third
     with committer._cond:
         assert committer._coming == 1
@@ -850,8 +827,8 @@ def test_a_half_lingering_writer_with_as_many_queued_as_coming_writes_at_once() 
     other = committer.announce()  # one coming, and the writer's own item queued: no wait
     with ThreadPoolExecutor(1) as pool:
         writer = pool.submit(committer.submit, 1)
-        _wait_until(lambda: writer.done() or _lingering(committer))
-        lingered = _lingering(committer)
+        wait_until(lambda: writer.done() or lingering(committer))
+        lingered = lingering(committer)
         other.withdraw()  # ends the wait of a writer that lingered (the old rule's)
         assert writer.result(30) == 2
     assert not lingered

@@ -5,8 +5,7 @@ when another appender overtook it, and no per-person index (schema 2, migrated f
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from privacy.auditing.log import (
     AuditVerification,
     SqliteAuditLog,
 )
+from tests.support.waits import lingering, wait_until
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -139,20 +139,6 @@ def test_a_schema_1_log_is_migrated_when_opened(path: Path) -> None:
         log.close()
 
 
-def _wait_until(condition: Callable[[], bool]) -> None:
-    pause = threading.Event()
-    for _ in range(3000):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError("condition not reached in 30 s")
-
-
-def _lingering(log: SqliteAuditLog) -> bool:
-    with log._group._cond:
-        return log._group._lingering is not None
-
-
 def test_an_append_waits_for_announced_reads_only_while_more_are_coming_than_queued(
     path: Path,
 ) -> None:
@@ -166,15 +152,15 @@ def test_an_append_waits_for_announced_reads_only_while_more_are_coming_than_que
         other = log.announce()
         with ThreadPoolExecutor(2) as pool:
             alone = pool.submit(log.append, [_draft(1)])
-            _wait_until(lambda: alone.done() or _lingering(log))
-            lingered = _lingering(log)
+            wait_until(lambda: alone.done() or lingering(log._group))
+            lingered = lingering(log._group)
             other.withdraw()  # ends the wait the old rule made
             alone.result(30)
             assert not lingered
 
             second, third = log.announce(), log.announce()
             first = pool.submit(log.append, [_draft(2)])
-            _wait_until(lambda: _lingering(log))  # 1 queued, 2 coming: it waits
+            wait_until(lambda: lingering(log._group))  # 1 queued, 2 coming: it waits
             groups = log._group.groups
             joined = pool.submit(log.record_about, "p_second", [about], arrival=second)
             first.result(30)

@@ -325,52 +325,60 @@ class _CountingLookups(SqliteVaultKeyStore):
         return sum(s == "BEGIN" for s in self.statements)
 
 
-def test_data_keys_are_looked_up_only_when_one_lies_in_the_owners_range_when_refs_are_made(
+@pytest.fixture
+def counted(
     tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+) -> Iterator[tuple[_CountingLookups, VaultPersonRefKeys]]:
+    """A second connection to the test vault's key file that records its statements, and the
+    person-reference source that uses it."""
+    counting = _CountingLookups(tmp_path / "vault-keys.sqlite3")
+    try:
+        yield (
+            counting,
+            VaultPersonRefKeys(Vault(counting, LocalFileKeyProvider(tmp_path / "kek.json"))),
+        )
+    finally:
+        counting.close()
+
+
+def test_data_keys_are_looked_up_only_when_one_lies_in_the_owners_range_when_refs_are_made(
+    tmp_path: Path, vault: Vault, counted: tuple[_CountingLookups, VaultPersonRefKeys]
 ) -> None:
     # Since stop 35 a first-ever page (no version-1 data key among ~1,000 new owners) probes the
     # owner range once instead of looking up every owner's data key; since stop 40 the stored
     # references, the probe and the lookup share one read transaction.
-    counting = _CountingLookups(tmp_path / "vault-keys.sqlite3")
-    try:
-        source = VaultPersonRefKeys(Vault(counting, LocalFileKeyProvider(tmp_path / "kek.json")))
-        counting.statements.clear()  # the reference root's lookup, at start
-        source.refs(PERSONS[:10])
-        assert counting.key_lookups() == 0
-        assert counting.read_transactions() == 1
+    counting, source = counted
+    counting.statements.clear()  # the reference root's lookup, at start
+    source.refs(PERSONS[:10])
+    assert counting.key_lookups() == 0
+    assert counting.read_transactions() == 1
 
-        # A version-1 data key among the next owners: they are looked up, its reference kept.
-        (legacy,) = source.owners([PERSONS[12]])
-        subkey = legacy_subkeys(vault, tmp_path, [legacy], KEY_INFO)[legacy]
-        counting.statements.clear()
-        got = source.refs(PERSONS[10:20])
-        assert counting.key_lookups() == 1
-        assert counting.read_transactions() == 1
-        assert got[PERSONS[12]] == person_ref(PERSONS[12], subkey)
-    finally:
-        counting.close()
+    # A version-1 data key among the next owners: they are looked up, its reference kept.
+    (legacy,) = source.owners([PERSONS[12]])
+    subkey = legacy_subkeys(vault, tmp_path, [legacy], KEY_INFO)[legacy]
+    counting.statements.clear()
+    got = source.refs(PERSONS[10:20])
+    assert counting.key_lookups() == 1
+    assert counting.read_transactions() == 1
+    assert got[PERSONS[12]] == person_ref(PERSONS[12], subkey)
 
 
 def test_a_pages_new_references_are_stored_by_a_few_statements_when_made_together(
-    tmp_path: Path, vault: Vault, key_file: SqliteVaultKeyStore
+    tmp_path: Path, counted: tuple[_CountingLookups, VaultPersonRefKeys]
 ) -> None:
     # A first-ever audience page stores ~1,000 references in one key-file transaction: as a few
     # multi-row INSERTs (storage.sqlite.insert_rows), not one statement execution per row
     # (executemany: the trace callback saw 1,000 here).
-    counting = _CountingLookups(tmp_path / "vault-keys.sqlite3")
+    counting, source = counted
+    persons = [f"p_{i:06d}cafe{i:06d}" for i in range(1_000)]
+    counting.statements.clear()
+    made = source.refs(persons)
+    inserts = [s for s in counting.statements if s.startswith("INSERT INTO stored_refs")]
+    assert len(inserts) <= 10
+    assert len(set(made.values())) == len(persons)
+    # Every one stored, each as made: a fresh process reads the same references back.
+    keys, fresh = _fresh_vault(tmp_path)
     try:
-        source = VaultPersonRefKeys(Vault(counting, LocalFileKeyProvider(tmp_path / "kek.json")))
-        persons = [f"p_{i:06d}cafe{i:06d}" for i in range(1_000)]
-        counting.statements.clear()
-        made = source.refs(persons)
-        inserts = [s for s in counting.statements if s.startswith("INSERT INTO stored_refs")]
-        assert len(inserts) <= 10
-        assert len(set(made.values())) == len(persons)
-        # Every one stored, each as made: a fresh process reads the same references back.
-        keys, fresh = _fresh_vault(tmp_path)
-        try:
-            assert VaultPersonRefKeys(fresh).refs(persons, create=False) == made
-        finally:
-            keys.close()
+        assert VaultPersonRefKeys(fresh).refs(persons, create=False) == made
     finally:
-        counting.close()
+        keys.close()
