@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,9 @@ _OTHER_REFS = st.one_of(
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> SqliteAuditLog:
+def log(tmp_path: Path) -> Iterator[SqliteAuditLog]:
     opened = SqliteAuditLog(tmp_path / "audit.sqlite3", person_ref_key=b"k" * 32)
-    yield opened  # type: ignore[misc]
+    yield opened
     opened.close()
 
 
