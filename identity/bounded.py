@@ -27,13 +27,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-_MISSING: object = object()
-
 
 class BoundedMap(Generic[K, V]):
     """At most ``size`` entries; the least recently used go first. Safe to share between threads.
@@ -96,10 +93,11 @@ class BoundedMap(Generic[K, V]):
             items = self._items
             refresh = items.move_to_end
             for key in keys:
-                value = items.get(key, _MISSING)
-                if value is not _MISSING:
+                # `in` then `[]`: two C-level lookups are cheaper than one `get` with a sentinel
+                # and a `typing.cast` call per key (~25k keys per warm 1M audience read).
+                if key in items:
                     refresh(key)
-                    found[key] = cast("V", value)
+                    found[key] = items[key]
         return found
 
     def put_many(self, entries: Iterable[tuple[K, V]], *, generation: int | None = None) -> bool:

@@ -96,6 +96,7 @@ from privacy.auditing.log import (
     AuditDraft,
     AuditLog,
     AuditRef,
+    AuditRefs,
     Decision,
     api_key_actor,
     audit_ref_or_text,
@@ -875,7 +876,9 @@ class ReadService:
                     None,
                     "allow",
                     "members",
-                    {**extra, "refs": refs[start : start + MAX_DETAIL_LIST]},
+                    # One typed list per entry, checked by shape once (the references are
+                    # plain strings: no object of a Python class per member).
+                    {**extra, "refs": AuditRefs(refs[start : start + MAX_DETAIL_LIST])},
                 )
             )
         self._audit.append(drafts)

@@ -52,7 +52,8 @@ be put in ``details`` (or ``reason``).**
 
 Details are typed, so that an identifier cannot enter them by construction:
 
-* **ids and references** are :class:`AuditRef` (key ids, request ids, erasure ids, person refs):
+* **ids and references** are :class:`AuditRef` (key ids, request ids, erasure ids, person refs),
+  and a list of them (an audience page's person references) is one :class:`AuditRefs`:
   a token of ``A-Z a-z 0-9 _ . : -`` that contains a letter. That shape excludes every raw
   identifier the backstop below looks for (an email needs ``@``, a phone number is digits,
   spaces and ``+()``), so an id is checked by its shape and never by the phone heuristic, which
@@ -80,7 +81,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -224,6 +225,45 @@ class AuditRef(str):
         return super().__new__(cls, value)
 
 
+# A list of person references (person_ref: "r_" and 24 hex), joined by NUL: one match checks a
+# whole audience page's list (AuditRefs); any other list is checked reference by reference.
+_PERSON_REF_LIST = re.compile(r"r_[0-9a-f]{24}(?:\x00r_[0-9a-f]{24})*")
+
+
+class AuditRefs(tuple[str, ...]):
+    """A list of ids or references for audit details, checked by shape once, as a whole.
+
+    ``AuditRefs(values)`` holds ``values`` as plain strings and raises :class:`ValueError` unless
+    each has the :class:`AuditRef` shape (a person reference list, ``r_`` and 24 hex each, is
+    checked with one match over the whole list). Stored exactly as a list of
+    :class:`AuditRef`: a JSON array of strings (the stored format does not change).
+
+    Why a type of its own: an audience page names up to a thousand persons by their references.
+    Typed one by one (an :class:`AuditRef` each) they were ~25k objects of a Python class per
+    warm 1M audience read, each tracked by the cyclic collector, then checked and copied back to
+    ``str`` item by item for the entry; a list typed once is one object per list, and its items
+    stay the plain strings :meth:`SqliteAuditLog.person_refs` returns.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, values: Iterable[str] = ()) -> AuditRefs:
+        """Check the shape of ``values`` (see the class docstring); keep them as plain str."""
+        # str.__str__ raises TypeError for anything but a str, and gives a subclass's plain
+        # value (the very object for a plain str: no copy).
+        try:
+            items = tuple(map(str.__str__, values))
+        except TypeError:
+            raise ValueError("audit references must be strings") from None
+        shaped = not items or _PERSON_REF_LIST.fullmatch("\x00".join(items))
+        if not shaped and not all(map(_REF.fullmatch, items)):
+            raise ValueError(
+                "an audit reference must be 1-128 of A-Z a-z 0-9 _ . : - with at least one "
+                "letter, or a hex digest (a bare digit run could be a phone number)"
+            )
+        return super().__new__(cls, items)
+
+
 def is_audit_ref(value: str) -> bool:
     """Whether ``value`` has the shape of an :class:`AuditRef` (for checks at intake)."""
     return _REF.fullmatch(value) is not None
@@ -288,8 +328,8 @@ def _simple_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailV
     ``None`` to take the general path.
 
     Usual means: a plain dict of keys already checked (snake_case, in ``_DETAIL_KEYS_SEEN``)
-    whose values are ``None``, counts (``int``, not ``bool``), :class:`AuditRef` or lists of
-    :class:`AuditRef` (at most ``MAX_DETAIL_LIST``). Their
+    whose values are ``None``, counts (``int``, not ``bool``), :class:`AuditRef`, lists of
+    :class:`AuditRef` or :class:`AuditRefs` (at most ``MAX_DETAIL_LIST``). Their
     canonical JSON needs no encoder: a key or a reference has only characters JSON writes as
     themselves (the key and reference patterns admit no quote, backslash, control or non-ASCII
     character) and an ``int`` is written as its decimal form, so the text built here is
@@ -316,6 +356,12 @@ def _simple_details(details: Mapping[str, object]) -> tuple[Mapping[str, DetailV
             plain = str.__str__(value)
             frozen[key] = plain
             parts.append((key, f'"{key}":"{plain}"'))
+        elif kind is AuditRefs and len(value) <= MAX_DETAIL_LIST:
+            # Checked as a whole when it was made; its items are plain strings already.
+            plains = tuple(value)
+            frozen[key] = plains
+            listed = '","'.join(plains).join(('["', '"]')) if plains else "[]"
+            parts.append((key, f'"{key}":{listed}'))
         elif (kind is list or kind is tuple) and len(value) <= MAX_DETAIL_LIST:
             # A list of references (an audience page's person refs): each was shape-checked
             # when it was made, so it needs neither the PII backstop nor escaping. Checked and
@@ -363,14 +409,8 @@ def _checked_details(details: Mapping[str, object]) -> tuple[Mapping[str, Detail
         if isinstance(value, (list, tuple)):
             if len(value) > MAX_DETAIL_LIST:
                 raise ValueError(f"audit {where} may hold at most {MAX_DETAIL_LIST} items")
-            items: list[str | int] = []
-            for item in value:
-                plain = _plain(item)
-                if isinstance(plain, bool) or not isinstance(plain, (str, int)):
-                    raise ValueError(f"audit {where} items must be strings or integers")  # noqa: TRY004
-                _check_scalar(where, item)
-                items.append(plain)
-            frozen[key] = tuple(items)
+            # AuditRefs: references, checked by shape when the list was made.
+            frozen[key] = tuple(value) if type(value) is AuditRefs else _checked_list(where, value)
         else:
             _check_scalar(where, value)
             frozen[key] = _plain(value)  # type: ignore[assignment]  # checked by _check_scalar
@@ -378,6 +418,18 @@ def _checked_details(details: Mapping[str, object]) -> tuple[Mapping[str, Detail
     if len(text.encode("utf-8")) > MAX_DETAILS_BYTES:
         raise ValueError(f"audit details encode to more than {MAX_DETAILS_BYTES} bytes")
     return MappingProxyType(frozen), text
+
+
+def _checked_list(where: str, value: Sequence[object]) -> tuple[str | int, ...]:
+    """The stored items of a list detail: each a string or integer, checked as a scalar."""
+    items: list[str | int] = []
+    for item in value:
+        plain = _plain(item)
+        if isinstance(plain, bool) or not isinstance(plain, (str, int)):
+            raise ValueError(f"audit {where} items must be strings or integers")  # noqa: TRY004
+        _check_scalar(where, item)
+        items.append(plain)
+    return tuple(items)
 
 
 def _plain(value: object) -> object:
@@ -721,7 +773,8 @@ class AuditLog(Protocol):
         ...
 
     def person_refs(self, person_ids: Sequence[str], *, create: bool = True) -> dict[str, str]:
-        """:meth:`person_ref` of each of ``person_ids`` (one key lookup for all)."""
+        """:meth:`person_ref` of each of ``person_ids`` (one key lookup for all), as plain
+        strings (in details: :class:`AuditRefs` for a list of them)."""
         ...
 
     def person_ref_owners(self, person_ids: Sequence[str]) -> list[str]:
@@ -950,8 +1003,8 @@ class SqliteAuditLog:
                 generation = None if None in seen else max(g for g in seen if g is not None)
                 wanted = [p.subject for p in about if p.subject is not None]
                 made = self._person_refs(wanted, create=create, generation=generation)
-                # Plain strings: an entry's person column is a str everywhere (as read back).
-                refs.update({(person, create): str.__str__(ref) for person, ref in made.items()})
+                # Plain strings (as _person_refs gives them): an entry's person column is a str.
+                refs.update({(person, create): ref for person, ref in made.items()})
         return refs
 
     def _append_groups(self, groups: Sequence[_Pending]) -> list[list[AuditEntry]]:
@@ -1259,6 +1312,9 @@ class SqliteAuditLog:
         ``create`` a person that has none yet gets the shared-key reference too, and none is
         made: for ids a caller sent that are not known to exist (an unknown id must not grow the
         key file).
+
+        The references are plain strings: a list of them goes into details as one
+        :class:`AuditRefs` (checked as a whole), one alone as an :class:`AuditRef`.
         """
         return self._person_refs(person_ids, create=create)
 
@@ -1277,20 +1333,19 @@ class SqliteAuditLog:
             if self._person_keys and wanted
             else {}
         )
-        typed = str.__new__  # _unchecked_ref inlined: one call per member of an audience page
-        refs: dict[str, str] = {p: typed(AuditRef, r) for p, r in own.items()}
+        # Plain strings, not an AuditRef each (stop 45): an audience page puts its list of them
+        # in details as one AuditRefs, checked by shape once for the whole list (an AuditRef
+        # per member was ~25k objects the cyclic collector tracked per warm 1M audience read).
+        refs: dict[str, str] = dict(own)
         if len(refs) == len(wanted):
             return refs
         shared = self._person_ref_key
         rest = [p for p in wanted if p not in refs]
         remembered = self._refs.get_many(rest)
-        refs.update((p, _unchecked_ref(r)) for p, r in remembered.items())
+        refs.update(remembered)
         if len(remembered) < len(rest):
-            # Typed as references without the shape check (a reference is "r_" and 24 hex,
-            # which has it): an audience page's list of them then skips the free-text PII
-            # backstop.
             made = [(p, person_ref(p, shared)) for p in rest if p not in remembered]
-            refs.update((p, _unchecked_ref(r)) for p, r in made)
+            refs.update(made)
             self._refs.put_many(made)
         return refs
 
@@ -1310,12 +1365,6 @@ class SqliteAuditLog:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-
-def _unchecked_ref(value: str) -> AuditRef:
-    """``value`` typed as an :class:`AuditRef` without the shape check: for references this
-    module made (``r_`` and 24 hex always has the shape)."""
-    return str.__new__(AuditRef, value)
 
 
 def _decode_text(raw: bytes) -> str:
