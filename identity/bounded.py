@@ -32,6 +32,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+
 class BoundedMap(Generic[K, V]):
     """At most ``size`` entries; the least recently used go first. Safe to share between threads.
 
