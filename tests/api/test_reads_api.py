@@ -620,16 +620,20 @@ def test_reads_of_unknown_person_ids_make_no_vault_key_when_repeated(world: Worl
 def test_a_consented_profile_read_takes_one_graph_statement_when_served(world: World) -> None:
     headers = world.key("ad_targeting")
     statements: list[str] = []
+    written: list[str] = []
     store = world.api.container.store
     assert isinstance(store, SqliteGraphStore)
-    conn = store._conn
-    conn.set_trace_callback(statements.append)
+    store._reader.set_trace_callback(statements.append)
+    store._conn.set_trace_callback(written.append)
     try:
         read = world.profile(headers=headers)
     finally:
-        conn.set_trace_callback(None)
+        store._reader.set_trace_callback(None)
+        store._conn.set_trace_callback(None)
 
     assert read.status_code == 200
+    # On the read connection (stop 45: under its own lock, not waiting for writes).
+    assert written == []
     queries = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
     # The person, its consent records and its facts in one statement (GraphStore.person_read),
     # which is its own snapshot: no BEGIN and COMMIT around it either.
