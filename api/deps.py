@@ -99,11 +99,13 @@ class ScopeCheck:
     ) -> ApiKey:
         """Answer 401 without a valid key, 429 over its rate, 403 without the scope.
 
-        On the event loop, not in the thread pool: the check is one primary-key read of the
-        small control database (WAL: a reader never waits for a writer) and a SHA-256, about
-        30 us, while the hop to a worker thread and back cost more than that in wake-ups and
-        GIL hand-overs on every authenticated request (py-spy, 16 concurrent identify calls:
-        the pool's queue notify alone was 17 % of the server's CPU with three hops a request).
+        On the event loop, not in the thread pool: the check is a SHA-256 and a constant-time
+        compare with a key verified in the last second (``ApiKeyStore.authenticate``), else one
+        primary-key read of the small control database (WAL: a reader never waits for a
+        writer), about 30 us, while the hop to a worker thread and back cost more than that in
+        wake-ups and GIL hand-overs on every authenticated request (py-spy, 16 concurrent
+        identify calls: the pool's queue notify alone was 17 % of the server's CPU with three
+        hops a request).
         """
         if credentials is None:
             raise AuthenticationError(MISSING_KEY)

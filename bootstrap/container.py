@@ -632,7 +632,9 @@ def build_container(settings: Settings, *, store_in_background: bool = False) ->
         stack.callback(vault_keys.close)
         store = open_store_in_background(settings) if store_in_background else open_store(settings)
         stack.callback(store.close)
-        api_keys = ApiKeyStore(settings.control_db_path)
+        api_keys = ApiKeyStore(
+            settings.control_db_path, verified_ttl_s=settings.api_key_cache_seconds
+        )
         stack.callback(api_keys.close)
         audit = SqliteAuditLog(
             settings.audit_db_path,

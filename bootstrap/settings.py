@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600
     # Requests a key may make at once before the per-minute rate applies.
     rate_limit_burst: Annotated[int, Field(ge=1, le=100_000)] = 100
+    # How long a server process uses an API key it verified without reading the control database
+    # again: the bound on how long a key revoked by another process (`idgraph keys
+    # revoke-api-key`, another worker) keeps working there. 0: every request reads the database.
+    api_key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
 
     # Consent webhooks (POST /v1/webhooks/consent/{source}): per source, the payload format and
     # its options, as JSON: {"didomi": {"format": "didomi", "purposes": {"cmp_id": "analytics"}}}.

@@ -534,7 +534,8 @@ def list_api_keys(as_json: JsonOption = False) -> None:
 
 @keys_app.command("revoke-api-key")
 def revoke_api_key(key_id: str) -> None:
-    """Revoke an API key by id; takes effect on the next request."""
+    """Revoke an API key by id; a running server refuses it within IDGRAPH_API_KEY_CACHE_SECONDS
+    (1 s)."""
     store = ApiKeyStore(_settings().control_db_path)
     try:
         revoked = store.revoke(key_id)

@@ -6,6 +6,11 @@ Token format: ``idg_<key id>.<secret>``. The key id is public (it appears in log
 Why plain SHA-256 for the stored hash and not a password KDF: the secret is 256 bits from the OS
 CSPRNG, so there is nothing to brute-force and a slow KDF would only slow every request. A
 constant-time comparison keeps timing from leaking how much of a guess matched.
+
+A key that was verified against the database is remembered for a short time (``verified_ttl_s``,
+1 s by default): every request authenticates, and the locked read of the control database was
+the biggest single share of a small request's work on the event loop. What that changes and
+what it does not is said at :meth:`ApiKeyStore.authenticate`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -146,10 +153,10 @@ def _key_of(
     """The :class:`ApiKey` of a stored row's columns (the secret's digest is not one of them).
 
     Memoized on the column values: every request authenticates, and parsing the same two JSON
-    lists and timestamps again each time was a measurable share of a small request's CPU. The
-    row itself is still read on every authentication, so a revocation (a new ``revoked_at``)
-    or any other change is a different key here and takes effect at once; an ApiKey is frozen,
-    so sharing one between requests is safe."""
+    lists and timestamps again each time was a measurable share of a small request's CPU. A
+    row read again after a change (a new ``revoked_at``) is a different key here, so the change
+    is never hidden by this memo; an ApiKey is frozen, so sharing one between requests is
+    safe."""
     return ApiKey(
         key_id,
         name,
@@ -161,11 +168,47 @@ def _key_of(
     )
 
 
-class ApiKeyStore:
-    """API keys in the service's control database (an SQLite file beside the graph)."""
+# Remembered keys at most: only keys that were verified are remembered (a token that failed
+# never is), so this bounds memory against an operator's thousands of keys, not against guessing.
+_VERIFIED_MAX = 4096
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A key verified against the database: the stored digest its tokens must match, the key,
+    and the monotonic time until which it may be used without reading the database again."""
+
+    digest: str
+    key: ApiKey
+    fresh_until: float
+
+
+class ApiKeyStore:
+    """API keys in the service's control database (an SQLite file beside the graph).
+
+    ``verified_ttl_s``: how long a key verified against the database is used without reading it
+    again (0: read it on every authentication). It bounds how long a key revoked by another
+    process (``idgraph keys revoke-api-key``, another server worker) keeps working here; a key
+    revoked through this object stops at once. ``clock`` is monotonic seconds (tests step it).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout_ms: int = 10_000,
+        *,
+        verified_ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if verified_ttl_s < 0:
+            raise ValueError("verified_ttl_s must be >= 0")
         self._lock = threading.Lock()
+        self._verified_ttl_s = verified_ttl_s
+        self._clock = clock
+        # key id -> _Verified. Read without the lock (one dict lookup, atomic under the GIL);
+        # written and cleared only under it, in the same critical section as the database read
+        # or write it reflects (see authenticate and revoke).
+        self._verified: dict[str, _Verified] = {}
         # Owner-only (a looser mode is refused), WAL, synchronous=FULL, a busy timeout: the
         # same opener as every other service-state file (storage/sqlite.py).
         self._conn = open_migrated(
@@ -213,10 +256,34 @@ class ApiKeyStore:
         return key, f"{TOKEN_PREFIX}{key_id}.{secret}"
 
     def authenticate(self, token: str) -> ApiKey:
-        """The key a token belongs to; raises :class:`AuthenticationError` otherwise."""
+        """The key a token belongs to; raises :class:`AuthenticationError` otherwise.
+
+        A key whose token was verified against the database less than ``verified_ttl_s`` ago is
+        answered from memory, without the locked read (the server calls this on its event loop
+        for every request). What stays as it was:
+
+        - the token's secret is still hashed and compared, in constant time, with the stored
+          digest on every call: the memory holds the digest, never the token, and only a token
+          that matches it is answered from memory;
+        - a token that fails (malformed, unknown id, wrong secret, revoked key) is never
+          remembered, and one whose id is remembered but whose secret does not match goes to the
+          database as before: a guess gets the same answer, from the same work, as without the
+          memory, and cannot make a later guess cheaper or a valid key fail;
+        - a revocation through this object (:meth:`revoke`) takes effect at once. One by another
+          process takes effect here within ``verified_ttl_s`` of this process's last read of the
+          key (1 s by default), the price of not reading the database per request.
+        """
         if not token.startswith(TOKEN_PREFIX) or "." not in token or len(token) > 200:
             raise AuthenticationError("malformed API key")
         key_id, _, secret = token[len(TOKEN_PREFIX) :].partition(".")
+        digest = _digest(secret)
+        verified = self._verified.get(key_id)
+        if (
+            verified is not None
+            and hmac.compare_digest(verified.digest, digest)
+            and self._clock() < verified.fresh_until
+        ):
+            return verified.key
         with self._lock:
             try:
                 row = self._conn.execute(
@@ -226,13 +293,23 @@ class ApiKeyStore:
                 ).fetchone()
             except sqlite3.Error as exc:
                 raise StoreUnavailableError("API key store unavailable") from exc
-        # Compare against a dummy digest when the id is unknown so both paths take equal time.
-        stored = row[2] if row else _digest("unknown-key")
-        if not hmac.compare_digest(stored, _digest(secret)) or row is None:
-            raise AuthenticationError("unknown API key")
-        key = self._row(row)
-        if key.revoked_at is not None:
-            raise AuthenticationError("this API key has been revoked")
+            # Compare against a dummy digest when the id is unknown so both paths take equal time.
+            stored = row[2] if row else _digest("unknown-key")
+            if not hmac.compare_digest(stored, digest) or row is None:
+                raise AuthenticationError("unknown API key")
+            key = self._row(row)
+            if key.revoked_at is not None:
+                self._verified.pop(key_id, None)
+                raise AuthenticationError("this API key has been revoked")
+            # Remembered under the lock that covered the read, so a revoke() of this process
+            # (which forgets the key under the same lock, after its write) cannot be overtaken
+            # by a read that began before it.
+            if self._verified_ttl_s > 0:
+                if len(self._verified) >= _VERIFIED_MAX and key_id not in self._verified:
+                    self._verified.clear()
+                self._verified[key_id] = _Verified(
+                    stored, key, self._clock() + self._verified_ttl_s
+                )
         return key
 
     @staticmethod
@@ -256,9 +333,13 @@ class ApiKeyStore:
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
                 (datetime.now(UTC).isoformat(), key_id),
             )
+            # Forgotten after the write, under the lock an authentication's read and remember
+            # hold: no request of this process is answered from memory once this returns.
+            self._verified.pop(key_id, None)
         return cursor.rowcount == 1
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and forget every verified key)."""
         with self._lock:
+            self._verified.clear()
             self._conn.close()
