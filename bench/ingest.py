@@ -711,9 +711,14 @@ class _SameWork:
         missing = sorted((owners - ciphers.keys()) | (new_owners & owners))
         if missing:
             rows = []
-            for owner in missing:
-                dek = os.urandom(32)
-                nonce = os.urandom(NONCE_BYTES)
+            # The batch's data keys and wrap nonces in one draw each, as the vault draws them
+            # (stop 46: one getrandom per key and per nonce cost the floor ~4 s more kernel CPU
+            # than the real path at 1M, which flattered the real path's ratio).
+            pool = os.urandom(32 * len(missing))
+            nonces = os.urandom(NONCE_BYTES * len(missing))
+            for index, owner in enumerate(missing):
+                dek = pool[index * 32 : (index + 1) * 32]
+                nonce = nonces[index * NONCE_BYTES : (index + 1) * NONCE_BYTES]
                 wrapped = nonce + self.kek.encrypt(nonce, dek, DEK_AAD + owner.encode())
                 rows.append((owner, "kek-1", wrapped, now))
                 ciphers[owner] = self._aesgcm(dek)
