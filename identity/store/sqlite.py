@@ -18,7 +18,7 @@ import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -1649,16 +1649,12 @@ class SqliteGraphStore:
 
     @contextmanager
     def _transaction(self, begin: str, conn: sqlite3.Connection) -> Iterator[_SqliteTransaction]:
-        if conn is self._reader:
-            with self._read_lock, self._inside_read():
-                if self._closed:
-                    raise StoreUnavailableError("the store is closed")
-                with transaction(conn, begin, StoreUnavailableError, "SQLite store") as open_conn:
-                    yield _SqliteTransaction(open_conn)
-            return
-        if getattr(self._reading, "depth", 0):
+        reading = conn is self._reader
+        open_reads: int = getattr(self._reading, "depth", 0)
+        if not reading and open_reads:
             raise RuntimeError("a graph write inside a read() callback (it would deadlock)")
-        with self._lock:
+        lock = self._read_lock if reading else self._lock
+        with lock, self._inside_read() if reading else nullcontext():
             if self._closed:
                 raise StoreUnavailableError("the store is closed")
             with transaction(conn, begin, StoreUnavailableError, "SQLite store") as open_conn:
