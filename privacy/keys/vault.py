@@ -988,12 +988,12 @@ class Vault:
                     self._settleable.extend(holders[index:])
                 raise
 
-    def _handed_deks(self, owners: set[str]) -> dict[str, bytes]:
+    def _handed_deks(self, owners: set[str], generation: int) -> dict[str, bytes]:
         """Take the data keys of ``owners`` that :meth:`_keys_ahead` handed out (only while no
-        shred happened since: otherwise they are read from the key file like any key)."""
+        shred happened since ``generation``, the key file's shred generation read by the caller
+        just before: otherwise they are read from the key file like any key)."""
         if not self._handed:
             return {}
-        generation = self._keys.shred_generation()
         with self._handed_lock:
             if generation != self._handed_generation:
                 self._handed.clear()
@@ -1055,10 +1055,17 @@ class Vault:
         if not items:
             return []
         owners = _check_items(items)
-        handed = self._handed_deks(owners)  # keys made ahead for this write
+        # Read once, here, for both the keys made ahead and the DEK cache (each read its own:
+        # two single-row reads per seal, e.g. per journal row of an asynchronous ingest). Both
+        # are checked against a generation read just before they are used, as a decrypt's keys
+        # are (decrypt_and_generation): a shred committed before this read empties both.
+        generation = self._keys.shred_generation()
+        handed = self._handed_deks(owners, generation)  # keys made ahead for this write
         ciphers: dict[str, AESGCM] = {}
         if len(handed) < len(owners):
-            ciphers = self._ciphers(owners - handed.keys(), create=True, fresh=new_owners)
+            ciphers = self._ciphers(
+                owners - handed.keys(), create=True, fresh=new_owners, generation=generation
+            )
         # Random 96-bit nonces from the OS CSPRNG, drawn in one call. Each DEK encrypts the
         # values of one anchor only, orders of magnitude below the 2**32 messages per key at
         # which random GCM nonces start to risk a collision.

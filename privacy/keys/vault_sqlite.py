@@ -28,7 +28,13 @@ from privacy.keys.vault import (
     KekRetiredError,
     VaultUnavailableError,
 )
-from storage.sqlite import insert_rows, open_migrated, statements, transaction
+from storage.sqlite import (
+    connect_private,
+    insert_rows,
+    open_migrated,
+    statements,
+    transaction,
+)
 
 _SHRED_REF_PREFIX = b"idgraph-vault-shredded/1\x00"
 _CHUNK = 500  # bound parameters per statement; far below SQLite's limit
@@ -210,7 +216,8 @@ class SqliteVaultKeyStore:
     Like the graph store: one connection serialized by a lock, ``isolation_level=None`` with
     explicit ``BEGIN IMMEDIATE`` for writes, ``synchronous=FULL`` (a created key is on disk before
     any ciphertext under it is handed out: losing a key after its ciphertext is stored would be an
-    accidental shred). Adds ``secure_delete=ON`` (see the module docstring).
+    accidental shred). Adds ``secure_delete=ON`` (see the module docstring). The shred generation
+    alone is read on a second, read-only connection under its own lock (see ``__init__``).
     """
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
@@ -235,6 +242,25 @@ class SqliteVaultKeyStore:
         self._conn.execute("PRAGMA temp_store=MEMORY")
         self._lock = threading.RLock()
         self._closed = False
+        # The shred generation is read on a connection of its own, under a lock of its own.
+        # Why: every seal and every cache check reads it (Vault._ciphers), and under the one
+        # lock each such read waited for whatever transaction the key file had open, a commit
+        # of thousands of keys made ahead with its fsync included: the accepting threads of an
+        # asynchronous ingest sealed their journal rows behind the applier's key commits (5 %
+        # of their samples, stop 45). Under WAL a read on another connection sees every commit
+        # that completed before it began, so a shred committed before the read (by any
+        # connection of any process) is seen exactly as before; a shred still in progress is not
+        # waited for, as one in another process never was. Read only (query_only): nothing is
+        # ever written or deleted through it.
+        self._generation_lock = threading.Lock()
+        try:
+            self._generation_conn = connect_private(
+                path, busy_timeout_ms, VaultUnavailableError, "vault key file", secure_delete=True
+            )
+            self._generation_conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            self._conn.close()
+            raise
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -513,11 +539,11 @@ class SqliteVaultKeyStore:
     def shred_generation(self) -> int:
         """A counter every shred increments (by any connection): caches of unwrapped keys
         compare it to notice shreds made elsewhere with one single-row read."""
-        with self._lock:
+        with self._generation_lock:  # not the key file's lock: see __init__
             if self._closed:
                 raise VaultUnavailableError("the vault key store is closed")
             try:
-                row = self._conn.execute(
+                row = self._generation_conn.execute(
                     "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'shred_generation'"
                 ).fetchone()
             except sqlite3.Error as exc:
@@ -623,11 +649,12 @@ class SqliteVaultKeyStore:
             return bool(busy == 0)
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
+        """Close both connections."""
+        with self._lock, self._generation_lock:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                self._generation_conn.close()
 
 
 def _migrate_data(conn: sqlite3.Connection) -> None:

@@ -645,12 +645,17 @@ def _shred_generation_reads(world: World, read: Any) -> tuple[Any, int]:
     """``read()``'s answer and how many times the vault key file was asked for its shred
     generation meanwhile (the vault's cache check and the audit reference lookup's)."""
     statements: list[str] = []
-    conn = world.api.container.vault_keys._conn
-    conn.set_trace_callback(statements.append)
+    keys = world.api.container.vault_keys
+    # The generation is read on the key store's own connection for it (its other connection
+    # is traced too: a read moved back there is counted as well).
+    connections = (keys._conn, keys._generation_conn)
+    for conn in connections:
+        conn.set_trace_callback(statements.append)
     try:
         answer = read()
     finally:
-        conn.set_trace_callback(None)
+        for conn in connections:
+            conn.set_trace_callback(None)
     return answer, sum("shred_generation" in s for s in statements)
 
 

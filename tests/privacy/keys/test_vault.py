@@ -33,6 +33,7 @@ from privacy.keys.vault import (
     TamperedCiphertextError,
     TamperedDataKeyError,
     Vault,
+    VaultUnavailableError,
 )
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 
@@ -823,6 +824,7 @@ def test_reservations_read_the_shred_generation_once_not_per_call_when_no_shred_
     vault = Vault(key_store, LocalFileKeyProvider(kek_path), pool_size=64)
     statements: list[str] = []
     key_store._conn.set_trace_callback(statements.append)
+    key_store._generation_conn.set_trace_callback(statements.append)  # where it is read
 
     reserved = [vault.reserve_owners(2, new_node_id) for _ in range(10)]
 
@@ -870,3 +872,103 @@ def test_reserved_keys_still_seal_and_a_shredded_owner_stays_unreadable_after_a_
     with pytest.raises(DataKeyDestroyedError):
         vault.decrypt(victim, "email", victim_blob)
     assert vault.decrypt_readable([(local_victim, "email", b"")]) == [None]
+
+
+# -- the shred generation, read on its own connection (stop 46) -----------------------------
+# Every seal reads the key file's shred generation. Under the key store's one lock that read
+# waited for any key-file transaction in progress (a commit of thousands of keys made ahead,
+# its fsync included): an asynchronous ingest's journal seals waited for the applier's key
+# commits. Held deterministically: the write is parked inside its transaction on an event,
+# nothing is timed (each wait has a 30 s cap that only a hung test hits).
+
+
+def test_a_seal_under_a_cached_key_does_not_wait_for_an_open_key_file_write_transaction(
+    vault: Vault, key_store: SqliteVaultKeyStore
+) -> None:
+    owner = "ingestjournal-20260301"
+    first = vault.encrypt(owner, "job_a", b"batch a")  # its key is cached now
+    inside, release = threading.Event(), threading.Event()
+
+    def parked_write() -> None:
+        with key_store._write():  # holds the key store's lock and the file's write lock
+            inside.set()
+            assert release.wait(30)
+
+    with ThreadPoolExecutor(2) as pool:
+        writer = pool.submit(parked_write)
+        assert inside.wait(30)
+        # Under the one lock this waited until the write ended (here: the 30 s cap).
+        sealed = pool.submit(vault.encrypt, owner, "job_b", b"batch b").result(30)
+        generation = key_store.shred_generation()
+        assert not writer.done()
+        release.set()
+        writer.result(30)
+
+    assert generation == 0
+    assert vault.decrypt_many([(owner, "job_a", first), (owner, "job_b", sealed)]) == [
+        b"batch a",
+        b"batch b",
+    ]
+
+
+def test_a_seal_reads_the_shred_generation_once_when_keys_made_ahead_are_held(
+    key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    vault = Vault(key_store, LocalFileKeyProvider(kek_path), pool_size=16)
+    owner = "ingestjournal-20260301"
+    vault.encrypt(owner, "job_a", b"batch a")
+    ahead = vault.reserve_owners(40, new_node_id)  # above the pool size: keys made ahead, held
+    assert len(ahead) == 40
+    statements: list[str] = []
+    for conn in (key_store._conn, key_store._generation_conn):
+        conn.set_trace_callback(statements.append)
+    try:
+        blob = vault.encrypt(owner, "job_b", b"batch b")  # not one of the keys made ahead
+    finally:
+        for conn in (key_store._conn, key_store._generation_conn):
+            conn.set_trace_callback(None)
+
+    # One read for the keys made ahead and the cache both (it was one each).
+    assert _generation_reads(statements) == 1
+    assert vault.decrypt(owner, "job_b", blob) == b"batch b"
+
+
+def test_a_seal_refuses_a_cached_key_that_another_process_shredded_when_keys_ahead_are_held(
+    key_store: SqliteVaultKeyStore, kek_path: Path
+) -> None:
+    # The guarantee the generation read gives a seal: a key shredded elsewhere (another
+    # process, its own key store on the same file) is not sealed under any more, even though
+    # this vault still had it cached and holds keys made ahead.
+    vault = Vault(key_store, LocalFileKeyProvider(kek_path), pool_size=16)
+    owner = "ingestjournal-20260301"
+    vault.encrypt(owner, "job_a", b"batch a")  # cached
+    ahead = vault.reserve_owners(40, new_node_id)
+    other_store = SqliteVaultKeyStore(key_store.path)
+    try:
+        assert Vault(other_store, LocalFileKeyProvider(kek_path)).shred([owner]) == 1
+    finally:
+        other_store.close()
+
+    with pytest.raises(DataKeyDestroyedError):
+        vault.encrypt(owner, "job_b", b"batch b")
+    # Keys made ahead are for fresh ids no shred named: they still seal (read from the key file
+    # once the generation moved).
+    blobs = vault.encrypt_many([(o, "email", b"n@x.de") for o in ahead[:2]], new_owners=ahead[:2])
+    assert (
+        vault.decrypt_many([(o, "email", b) for o, b in zip(ahead[:2], blobs, strict=True)])
+        == [b"n@x.de"] * 2
+    )
+
+
+def test_the_shred_generation_connection_writes_nothing_and_closes_with_the_store(
+    tmp_path: Path,
+) -> None:
+    store = SqliteVaultKeyStore(tmp_path / "vault-keys.sqlite3")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store._generation_conn.execute("DELETE FROM data_keys")
+    store.close()
+
+    with pytest.raises(VaultUnavailableError):
+        store.shred_generation()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store._generation_conn.execute("SELECT 1")
