@@ -79,11 +79,10 @@ def test_batches_submitted_during_a_journal_commit_share_the_next_commit(served:
     assert jobs._appends.groups == 2
     assert [a.events for a in accepted] == [3] * 4
     assert jobs.queued_events() == 12
-    # Each batch is queued once, the first one first (the other three in the order their
-    # threads reached the journal), and applied with its outcomes.
-    queued = [b.job_id for b in jobs._journal.queued(100)]
-    assert queued[0] == accepted[0].job_id
-    assert sorted(queued[1:]) == sorted(a.job_id for a in accepted[1:])
+    # Each batch is queued once, in the order it was submitted, and applied with its outcomes.
+    queued = jobs._journal.queued(100)
+    assert [b.job_id for b in queued] == [a.job_id for a in accepted]
+    assert len({b.seq for b in queued}) == 4
     assert jobs.apply_once() == 12
     for job in accepted:
         status = jobs.job(job.job_id, key_id="k1")
@@ -97,7 +96,7 @@ def test_a_full_journal_refuses_only_the_batches_past_its_bound_when_they_came_t
 ) -> None:
     # Room for 7 events: "first" (3) is appended alone; "b" and "c" (3 each) arrive during its
     # commit and would pass the bound together (9): the group is refused as a whole, then
-    # appended batch by batch, so the one queued first fits (6) and only the other is refused.
+    # appended batch by batch, so "b" fits (6) and only "c" is refused.
     with (
         fake_clock_jobs(served, AsyncIngestLimits(max_queued_events=7)) as (jobs, _),
         ThreadPoolExecutor(3) as pool,
@@ -105,20 +104,17 @@ def test_a_full_journal_refuses_only_the_batches_past_its_bound_when_they_came_t
         submit = _submitter(jobs, pool)
         with jobs._journal._lock:
             first = _parked_first(jobs, submit)
-            pair = [submit("b"), submit("c")]
+            b, c = submit("b"), submit("c")
             wait_until(lambda: len(jobs._appends._queue) == 2)
-            # Which of the two threads reached the journal first decides which one fits.
-            in_line = [ticket.item.job_id for ticket in jobs._appends._queue]
         assert first.result(30).events == 3
-        outcomes = [f.exception(30) or f.result() for f in pair]
-        accepted = [o for o in outcomes if isinstance(o, AcceptedJob)]
-        refused = [o for o in outcomes if isinstance(o, JournalFullError)]
+        assert b.result(30).events == 3
+        with pytest.raises(JournalFullError) as refused:
+            c.result(30)
 
-        assert [a.job_id for a in accepted] == in_line[:1]
-        assert [(r.queued, r.limit) for r in refused] == [(6, 7)]
+        assert (refused.value.queued, refused.value.limit) == (6, 7)
         assert jobs.queued_events() == 6
         assert len(jobs._kept) == 2  # nothing is kept for the refused batch
         assert [q.job_id for q in jobs._journal.queued(100)] == [
             first.result().job_id,
-            in_line[0],
+            b.result().job_id,
         ]
