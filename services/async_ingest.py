@@ -11,9 +11,8 @@ in transactions of up to ``apply_max_events`` (the bulk path's 10,000).
    (:meth:`IngestService.validate_batch`: same 422s, same pointers, nothing queued if any event
    is invalid), encodes the *validated* events (normalized identifiers, scanned and redacted
    facts, GPC consents) and seals them, then appends them to the journal in one fsync'd
-   transaction (:class:`storage.journal.SqliteIngestJournal`), shared with the batches other
-   callers submit at the same moment (group commit). Only then is the caller answered 202. A
-   full journal is refused (:class:`storage.journal.JournalFullError`, 503 + Retry-After).
+   transaction (:class:`storage.journal.SqliteIngestJournal`). Only then is the caller answered
+   202. A full journal is refused (:class:`storage.journal.JournalFullError`, 503 + Retry-After).
 2. :class:`JournalApplier` (one thread per server process) takes the oldest batches, whole
    (those this process accepted as it validated them, kept in memory since: no unsealing and
    decoding; any other batch unsealed and decoded from its row), and
@@ -82,7 +81,6 @@ from typing import Any, Protocol
 import structlog
 
 from identity.errors import IdGraphError, StoreUnavailableError
-from identity.group_commit import GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.model import (
     ConsentInput,
@@ -100,22 +98,13 @@ from privacy.auditing.log import api_key_actor
 from privacy.consent.recording import ConsentAuditError
 from services.ingest import IngestService
 from services.inputs import IdentifyInput, IdentifyRequest
-from storage.journal import (
-    FinishedJob,
-    JournalRaceError,
-    NewBatch,
-    QueuedBatch,
-    SqliteIngestJournal,
-)
+from storage.journal import FinishedJob, JournalRaceError, QueuedBatch, SqliteIngestJournal
 
 log = structlog.get_logger("idgraph.ingest.async")
 
 _CODEC_VERSION = 1
 _JOURNAL_OWNER_PREFIX = "ingestjournal-"
 _MS = 1000
-# Batches accepted at the same moment share one journal commit, at most this many (each at most
-# IDGRAPH_MAX_BATCH_EVENTS events, sealed): see AsyncIngest.submit.
-_MAX_APPENDS_PER_COMMIT = 32
 
 
 class IngestJobNotFoundError(IdGraphError):
@@ -520,17 +509,6 @@ class AsyncIngest:
         # The batches after the last group applied, prepared while it was written (see
         # apply_once). Only the applier's thread reads and sets it.
         self._ahead: _Ahead | None = None
-        # Concurrent submits share journal commits (identity.group_commit): the first appends
-        # at once, those that arrive during its fsync'd commit are appended together by the
-        # next one. Why: each append was a transaction and an fsync of its own, under the
-        # journal's lock, so 4 callers queued for 4 fsyncs in a row, and each commit rewrote
-        # the same few pages (the backlog row, the sequence, the index leaves). Durability is
-        # unchanged: a submit returns only once the commit holding its row is on disk, and a
-        # group refused as a whole (a full journal) is appended again batch by batch, so each
-        # caller gets its own answer. Shared with with_ingest's copies.
-        self._appends: GroupCommitter[NewBatch, int] = GroupCommitter(
-            self._append_group, max_group=_MAX_APPENDS_PER_COMMIT
-        )
 
     def with_ingest(self, ingest: IngestService) -> AsyncIngest:
         """The same journal applied through ``ingest`` (an app's copy, reporting to its
@@ -572,8 +550,15 @@ class AsyncIngest:
         # if the append fails.
         kept = self._kept.keep(job_id, gpc_proof is not None, events)
         try:
-            seq = self._appends.submit(
-                NewBatch(job_id, key_id, len(events), seal_key, sealed, _ms(now))
+            seq = self._journal.append(
+                job_id,
+                key_id,
+                len(events),
+                seal_key,
+                sealed,
+                _ms(now),
+                max_events=self._limits.max_queued_events,
+                retry_after_s=self._limits.retry_after_s,
             )
         except BaseException:
             if kept:
@@ -584,14 +569,6 @@ class AsyncIngest:
         self._queued.set()
         self._arrived.set()
         return AcceptedJob(job_id, len(events))
-
-    def _append_group(self, batches: Sequence[NewBatch]) -> list[int]:
-        """The batches of concurrent submits, queued in one journal commit (their seqs)."""
-        return self._journal.append_many(
-            batches,
-            max_events=self._limits.max_queued_events,
-            retry_after_s=self._limits.retry_after_s,
-        )
 
     def job(self, job_id: str, *, key_id: str) -> JobStatus:
         """The job ``key_id`` submitted; :class:`IngestJobNotFoundError` for an unknown id,

@@ -199,19 +199,6 @@ class JobRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class NewBatch:
-    """One batch to queue: its job id, the API key id that submitted it (not a secret), its event
-    count, the vault owner whose data key sealed it, the sealed events, when it was queued (ms)."""
-
-    job_id: str
-    owner: str
-    events: int
-    seal_key: str
-    sealed: bytes
-    queued_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class FinishedJob:
     """What the apply records for one job: its status and result JSON."""
 
@@ -383,50 +370,25 @@ class SqliteIngestJournal:
         """Queue one batch and its job row in one durable transaction of the journal file (the
         graph file is not touched), or raise :class:`JournalFullError` (nothing written) when it
         would pass ``max_events``. Returns the batch's seq (its place in line)."""
-        (seq,) = self.append_many(
-            [NewBatch(job_id, owner, events, seal_key, sealed, now_ms)],
-            max_events=max_events,
-            retry_after_s=retry_after_s,
-        )
-        return seq
-
-    def append_many(
-        self, batches: Sequence[NewBatch], *, max_events: int, retry_after_s: int
-    ) -> list[int]:
-        """:meth:`append` of several batches in **one** durable transaction (one fsync'd commit
-        for all: the batches concurrent callers accepted at the same moment, see
-        :class:`services.async_ingest.AsyncIngest`), in order; their seqs, in order. Raises
-        :class:`JournalFullError` (nothing written) when together they would pass
-        ``max_events``."""
         with (
             self._lock,
             transaction(self._conn, "BEGIN IMMEDIATE", StoreUnavailableError, "ingest journal"),
         ):
             (queued,) = self._conn.execute(_QUEUED_EVENTS).fetchone()
-            if queued + sum(batch.events for batch in batches) > max_events:
+            if queued + events > max_events:
                 raise JournalFullError(queued, max_events, retry_after_s)
-            seqs: list[int] = []
-            for batch in batches:
-                seq = self._conn.execute(
-                    "INSERT INTO ingest_journal (job_id, owner, events, seal_key, sealed, "
-                    "queued_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        batch.job_id,
-                        batch.owner,
-                        batch.events,
-                        batch.seal_key,
-                        batch.sealed,
-                        batch.queued_ms,
-                    ),
-                ).lastrowid
-                assert seq is not None  # noqa: S101 - an INSERT into a rowid table has one
-                seqs.append(seq)
-            self._conn.executemany(
+            seq = self._conn.execute(
+                "INSERT INTO ingest_journal (job_id, owner, events, seal_key, sealed, queued_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, owner, events, seal_key, sealed, now_ms),
+            ).lastrowid
+            self._conn.execute(
                 "INSERT INTO ingest_jobs (job_id, owner, status, events, queued_ms) "
                 "VALUES (?, ?, 'queued', ?, ?)",
-                [(b.job_id, b.owner, b.events, b.queued_ms) for b in batches],
+                (job_id, owner, events, now_ms),
             )
-        return seqs
+        assert seq is not None  # noqa: S101 - an INSERT into a rowid table has one
+        return seq
 
     def queued(self, max_events: int, after_seq: int = 0) -> list[QueuedBatch]:
         """The oldest queued batches (those after ``after_seq``), whole, up to ``max_events``

@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -164,52 +163,6 @@ def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
     assert _queue(data) == ((0, None), [(0,)])
     assert _graph(data, "PRAGMA integrity_check") == [("ok",)]
     assert _found(data) == []
-
-
-def test_batches_answered_202_together_are_applied_after_sigkill_when_they_shared_commits(
-    tmp_path: Path,
-) -> None:
-    """Concurrent 202s share journal commits (one fsync'd commit for the batches accepted at the
-    same moment): every batch answered 202 is on disk when the server is killed, whichever
-    commit held it, and is applied once after the restart."""
-    data = tmp_path / "data"
-    prepare_data_dir(data)
-    key = _key(data)
-    server = ServerProcess(data, tmp_path)
-    server.extra_env = {
-        "IDGRAPH_INGEST_APPLY_LINGER_MS": HOUR_MS,
-        "IDGRAPH_INGEST_APPLY_IDLE_MS": HOUR_MS,
-    }
-    server.start()
-    try:
-
-        def post_all(numbers: range) -> list[httpx.Response]:
-            with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-                return [
-                    client.post("/v1/ingest", json=_batch(n), headers=key | ASYNC) for n in numbers
-                ]
-
-        with ThreadPoolExecutor(4) as pool:
-            answered = [
-                response
-                for done in pool.map(post_all, [range(k, 12, 4) for k in range(4)])
-                for response in done
-            ]
-        assert [a.status_code for a in answered] == [202] * 12
-        assert server.kill()
-        assert _queue(data) == ((12, 48), [(48,)])
-        assert _graph(data, "SELECT count(*) FROM persons") == [(0,)]
-
-        server.extra_env = {"IDGRAPH_INGEST_APPLY_LINGER_MS": "0"}
-        server.start()
-        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-            jobs = [_applied(client, a.headers["Location"], key) for a in answered]
-    finally:
-        server.kill()
-    assert [job["outcomes"] for job in jobs] == [{"created": 4}] * 12
-    assert _graph(data, "SELECT count(*) FROM persons") == [(48,)]
-    assert _queue(data) == ((0, None), [(0,)])
-    assert _graph(data, "PRAGMA integrity_check") == [("ok",)]
 
 
 # The child: the service's wiring (build_container on the same data dir), its AsyncIngest, and
