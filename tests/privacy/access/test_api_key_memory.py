@@ -52,6 +52,14 @@ def _wrong_secret(token: str) -> str:
     return f"{key_part}.{'B' if secret[0] == 'A' else 'A'}{secret[1:]}"
 
 
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An owner-only data directory, as the CLI of another process requires."""
+    folder = tmp_path / "data"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
 def _revoke_in_another_process(data_dir: Path, key_id: str) -> None:
     """``idgraph keys revoke-api-key`` run as its own process on ``data_dir``."""
     env = {
@@ -128,10 +136,8 @@ def test_a_key_revoked_through_the_same_store_is_refused_at_once(tmp_path: Path)
 
 
 def test_a_key_revoked_by_another_process_is_refused_once_the_verified_time_has_passed(
-    tmp_path: Path,
+    data_dir: Path,
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o700)
     clock = SteppedClock()
     store = ApiKeyStore(data_dir / "control.sqlite3", verified_ttl_s=1.0, clock=clock)
     try:
@@ -149,10 +155,8 @@ def test_a_key_revoked_by_another_process_is_refused_once_the_verified_time_has_
 
 
 def test_a_key_revoked_by_another_process_is_refused_at_once_when_the_verified_time_is_zero(
-    tmp_path: Path,
+    data_dir: Path,
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o700)
     store = ApiKeyStore(data_dir / "control.sqlite3", verified_ttl_s=0.0, clock=SteppedClock())
     try:
         key, token = store.create("web", frozenset({Scope.INGEST}))
