@@ -7,8 +7,10 @@ import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from bench import load
 
@@ -248,3 +250,59 @@ def test_thread_switches_count_a_sleep_of_another_thread_of_the_process() -> Non
     assert set(before) == {"voluntary", "involuntary"}
     assert middle["voluntary"] > before["voluntary"]
     assert load.thread_switches(2**22 + 12345) == {}  # no such process
+
+
+def _drive_against_a_stand_in(
+    monkeypatch: pytest.MonkeyPatch, phases: str
+) -> tuple[dict[str, Any], Counter[str]]:
+    """``load.drive`` with every client it opens answered by one in-process stand-in for both
+    servers (hello-world and idgraph, no read routes in its OpenAPI document); the paths asked."""
+    asked: Counter[str] = Counter()
+
+    def stand_in(request: httpx.Request) -> httpx.Response:
+        asked[request.url.path] += 1
+        if request.url.path == "/openapi.json":
+            return httpx.Response(200, json={"paths": {"/v1/identify": {}}})
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text='idgraph_store_seconds_count{operation="ingest"} 3\n')
+        return httpx.Response(200, json={})
+
+    real_client = httpx.AsyncClient
+
+    def client(**kwargs: Any) -> httpx.AsyncClient:
+        kwargs.pop("limits", None)
+        return real_client(transport=httpx.MockTransport(stand_in), **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", client)
+    args = load.parse_args(["--requests", "4", "--concurrency", "2", "--phases", phases])
+    args.bulk_env = None
+    result = asyncio.run(load.drive(args, "http://idgraph", "http://hello", "token"))
+    return result, asked
+
+
+def test_a_run_without_read_phases_never_asks_for_the_openapi_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result, asked = _drive_against_a_stand_in(monkeypatch, "identify_closed")
+
+    assert asked["/openapi.json"] == 0
+    assert asked["/v1/identify"] == 4
+    assert [phase.name for phase in result["phases"]] == ["hello", "identify_closed"]
+    assert result["skipped"] == {
+        "identify": "not in --phases",
+        "profile": "not in --phases",
+        "audience_export": "not in --phases",
+    }
+
+
+def test_read_phases_ask_for_the_openapi_document_once_and_skip_routes_it_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result, asked = _drive_against_a_stand_in(monkeypatch, "profile,audience_export")
+
+    assert asked["/openapi.json"] == 1
+    assert result["skipped"] == {
+        "identify": "not in --phases",
+        "profile": "the server has no /v1/consent or /v1/profiles/{person_id}",
+        "audience_export": "the server has no /v1/audiences export",
+    }
