@@ -52,7 +52,7 @@ def _succeed(answer: asyncio.Future[T], result: T) -> None:
         answer.set_result(result)
 
 
-def _fail(answer: asyncio.Future[object], error: BaseException) -> None:
+def _fail(answer: asyncio.Future[T], error: BaseException) -> None:
     if not answer.cancelled():
         answer.set_exception(error)
 
