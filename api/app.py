@@ -20,7 +20,6 @@ from api.middleware import ApiMiddleware
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
-from api.worker_threads import WorkerThreads
 from bootstrap.container import Container, build_container
 from bootstrap.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
@@ -81,9 +80,6 @@ def create_app(
             async with background_jobs(built, metrics):  # the DSR worker, the retention schedule
                 yield
         finally:
-            # After the last request: waits for calls a cancelled request left running, so none
-            # outlives the store it writes to (closed below).
-            worker_threads.shutdown()
             if applier is not None:
                 applier.stop()
         if owned:
@@ -115,9 +111,6 @@ def create_app(
     app.state.async_ingest = jobs.with_ingest(app.state.ingest) if jobs is not None else None
     app.state.links = built.links.with_metrics(metrics)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    # Where the identify route runs its blocking work (api.worker_threads); shut down above.
-    worker_threads = WorkerThreads()
-    app.state.worker_threads = worker_threads
     problems.install(app)
     app.include_router(health.router)
     app.include_router(identity.router)

@@ -10,7 +10,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.metrics import Metrics
 from api.ratelimit import RateLimitedError, RateLimiter
-from api.worker_threads import WorkerThreads
 from bootstrap.container import Container
 from bootstrap.settings import Settings
 from identity.group_commit import Arrival
@@ -81,12 +80,6 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     """The app's per-key rate limiter."""
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
-
-
-def get_worker_threads(request: Request) -> WorkerThreads:
-    """The app's worker threads for blocking route bodies (:mod:`api.worker_threads`)."""
-    threads: WorkerThreads = request.app.state.worker_threads
-    return threads
 
 
 class ScopeCheck:

@@ -20,7 +20,6 @@ from api.deps import (
     Links,
     RawBody,
     ResolveKey,
-    get_worker_threads,
 )
 from api.problems import JSON_BODY_PROBLEMS, PROBLEM_JSON
 from api.responses import ModelResponse
@@ -131,9 +130,7 @@ async def _certified_identify_answer(
     """What :func:`identify` answers, for a certified ``event``: ``values`` are the route's own
     dependencies (key checked, raw bytes read), run by :func:`api.routing.fast_path` in
     FastAPI's order; then the ``Sec-GPC`` header, as FastAPI reads header parameters after the
-    dependencies; the endpoint's work on one of the app's worker threads (it waits for a
-    durable commit; :mod:`api.worker_threads`: a cancelled request waits for it too, so the
-    arrival is withdrawn only once the use case has returned)."""
+    dependencies; the endpoint's work on a worker thread (it waits for a durable commit)."""
     key: ApiKey = values["key"]
     sec_gpc = request.headers.get(GPC_HEADER)
     service: IngestService = values["service"]
@@ -141,7 +138,7 @@ async def _certified_identify_answer(
     # its group meanwhile waits for this call (briefly), as for an ingest batch's arrival.
     arrival = service.announce_identify()
     try:
-        return await get_worker_threads(request).run(
+        return await run_in_threadpool(
             _identify, service, event, values["raw"], key.key_id, sec_gpc, arrival
         )
     finally:
