@@ -166,6 +166,18 @@ class Keyring:
             HashedIdentifier(kind, kid, mac.digest(message)) for kid, mac in self._lookup_hmacs
         )
 
+    @property
+    def single_key(self) -> tuple[str, HmacSha256] | None:
+        """The id and MAC of the only key, when the keyring holds one (no rotation under way:
+        every identifier has one candidate, the digest under it); ``None`` otherwise.
+
+        For callers that hash many identifiers in a loop of their own (the resolution engine's
+        batch preparation): ``HMAC(f"{type}:{value}")`` under it is :meth:`candidates`' one
+        digest, without a call per identifier."""
+        if len(self._lookup_hmacs) == 1:
+            return self._lookup_hmacs[0]
+        return None
+
     def with_keys(self, keys: Mapping[str, bytes], primary_key_id: str) -> Keyring:
         """A new keyring with ``keys`` added and ``primary_key_id`` as primary."""
         merged = {k.key_id: k for k in self._keys.values()}

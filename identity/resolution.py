@@ -333,6 +333,12 @@ class ResolutionEngine:
         )
         self._keyring = keyring
         self._policy = policy
+        # Per type, what preparing an identifier reads of the policy (priority, keep_raw, blocked
+        # values and patterns), in one tuple: _prepare runs once per identifier of every event.
+        self._screens = {
+            name: (rules.priority, rules.keep_raw, *policy.blocklist(name))
+            for name, rules in policy.types.items()
+        }
         self._limits = {name: rules.max_per_person for name, rules in policy.types.items()}
         self._clock = clock
         self._person_ids = person_ids
@@ -486,7 +492,7 @@ class ResolutionEngine:
         recorded: list[bytes] = []
         for index, candidates in enumerate(digests):
             if candidates is not None:
-                if seen.intersection(candidates):
+                if not seen.isdisjoint(candidates):
                     continue  # applied before, or earlier in this same batch
                 seen.add(candidates[0])
                 recorded.append(candidates[0])
@@ -509,26 +515,50 @@ class ResolutionEngine:
     def _prepare(self, event: IdentityEvent) -> list[_Prepared]:
         out: list[_Prepared] = []
         seen: dict[_Key, _Prepared] = {}
-        rules_of, candidates_of = self._policy.rules, self._keyring.candidates
-        blocked_reason = self._policy.blocked_reason
+        # The policy's rules and blocklist and the keyring's hashing, inlined: this runs once per
+        # identifier of every event (a bulk file's million), and a method call each for the
+        # rules, the candidates and the blocked check was a few % of the bulk reader's CPU. The
+        # results are those of IdentityPolicy.rules / blocked_reason and Keyring.candidates
+        # (tests/identity/test_prepare_inline.py compares them).
+        screens = self._screens
+        single = self._keyring.single_key
         for position, identifier in enumerate(event.identifiers):
-            rules = rules_of(identifier.type)
-            candidates = candidates_of(identifier)
-            primary = candidates[0]
-            key = (primary.type, primary.digest)
+            kind, value = identifier.type, identifier.value
+            screen = screens.get(kind)
+            if screen is None:
+                self._policy.rules(kind)  # raises UnknownIdentifierTypeError
+                raise AssertionError("unreachable")  # pragma: no cover - every type is screened
+            priority, keep_raw, blocked_values, blocked_patterns = screen
+            if single is not None:  # no key rotation under way: one candidate
+                primary = HashedIdentifier(
+                    kind, single[0], single[1].digest(f"{kind}:{value}".encode())
+                )
+                candidates: tuple[HashedIdentifier, ...] = (primary,)
+            else:
+                candidates = self._keyring.candidates(identifier)
+                primary = candidates[0]
+            key = (kind, primary.digest)
             first = seen.get(key)
             if first is not None:  # the same identifier twice in one event counts once
                 first.repeats = (*first.repeats, position)
                 continue
+            blocked: str | None = None
+            if blocked_values and value.casefold() in blocked_values:
+                blocked = "blocked_value"
+            else:
+                for pattern in blocked_patterns:
+                    if pattern.search(value):
+                        blocked = "blocked_pattern"
+                        break
             seen[key] = prepared = _Prepared(
                 position,
-                identifier.type,
-                rules.priority,
+                kind,
+                priority,
                 primary,
                 candidates,
-                blocked_reason(identifier),
+                blocked,
                 key,
-                identifier.value if rules.keep_raw else None,
+                value if keep_raw else None,
             )
             out.append(prepared)
         # Highest priority first; the order in the event breaks ties, so results are repeatable.
@@ -610,8 +640,11 @@ class ResolutionEngine:
         # themselves (a generated __hash__ per identifier) was a few % of a bulk batch. Older
         # keys' candidates exist only during a key rotation.
         primaries = {p.key: p.primary for items in prepared for p in items if not p.blocked}
-        older = {c for items in prepared for p in items if not p.blocked for c in p.candidates[1:]}
-        wanted = [*primaries.values(), *older]
+        wanted = list(primaries.values())
+        if self._keyring.single_key is None:  # a rotation: older keys' candidates too
+            wanted.extend(
+                {c for items in prepared for p in items if not p.blocked for c in p.candidates[1:]}
+            )
         # Erased identifiers stay erased (privacy invariant 4): one that is on the suppression
         # list under any key (rotation) is refused like a blocked value, before it can be found
         # or created. The event's other identifiers are resolved as usual.
@@ -732,15 +765,19 @@ class ResolutionEngine:
         if not items:
             return None
         known, created, suppressed = state.nodes, state.new_nodes, state.suppressed
+        # Counted in the same pass, with the dict's own get: Counter(iterable) checks whether
+        # its argument is a Mapping (an ABC check) on every event of a bulk file.
+        counts: Counter[str] = Counter()
+        count_of, limits = counts.get, self._limits
         for p in items:
             key = p.key
             if p.blocked or key in known or key in created or key in suppressed:
                 return None
-        counts = Counter([p.identifier_type for p in items])
-        limits = self._limits
-        for kind, count in counts.items():
+            kind = p.identifier_type
+            count = count_of(kind, 0) + 1
             if count > limits[kind]:
                 return None
+            counts[kind] = count
         return counts
 
     def _create(

@@ -253,6 +253,7 @@ class IngestService:
         # Bulk rows arrive as plain values (services.inputs.identify_input, no model per row).
         inputs = [IdentifyInput.of(r) if isinstance(r, IdentifyRequest) else r for r in requests]
         limit = self._limits.max_identifiers_per_event
+        policy, region = self._engine.policy, self._limits.default_region
         results: list[IdentityEvent | InputLimitError | BatchValidationError | None] = []
         checked: list[_Checked] = []
         for request, pointer in zip(inputs, wheres, strict=True):
@@ -265,7 +266,21 @@ class IngestService:
                     )
                 )
                 continue
-            item = _Checked(len(results), request, request.timestamp or self._clock())
+            at = request.timestamp or self._clock()
+            if not request.traits and not request.events:
+                # Identifiers only (most bulk rows): nothing to scan, so when every identifier
+                # normalizes the event is complete here, in one pass (no _Checked, no second
+                # loop, one policy call per event: a tenth of the bulk reader's CPU went to
+                # these layers). Otherwise the general path below locates every problem.
+                identifiers = policy.normalize_valid(request.identifiers, region)
+                if identifiers is not None:
+                    results.append(
+                        IdentityEvent(
+                            identifiers, request.source, at, message_id=request.message_id
+                        )
+                    )
+                    continue
+            item = _Checked(len(results), request, at)
             try:
                 item.identifiers = normalize_all(
                     request.identifiers,

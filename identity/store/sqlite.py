@@ -922,7 +922,9 @@ class _SqliteTransaction:
         if changes.new_nodes:
             # (node_id, hashed, person_id, first_seen, last_seen) per node.
             nodes = record_fields(changes.new_nodes, _node_fields)
-            owners = {person for _, _, person, _, _ in nodes} - persons.keys()
+            # Only the persons not inserted just now (a bulk batch's nodes are nearly all in
+            # new persons: no set of every node's person first).
+            owners = {person for _, _, person, _, _ in nodes if person not in persons}
             if owners:
                 persons.update(self._keys("persons", owners))
             first = self._next_key("identifiers")

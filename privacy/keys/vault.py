@@ -290,8 +290,7 @@ def _check_owners(owners: Collection[str]) -> None:
 def _check_items(items: Sequence[tuple[str, str, bytes]]) -> set[str]:
     """Check every distinct owner and field once; returns the owners."""
     owners = {owner for owner, _, _ in items}
-    for owner in owners:
-        _check_name("owner", owner)
+    _check_owners(owners)  # C-level passes: a bulk batch seals ~20,000 owners
     for field in {field for _, field, _ in items}:
         _check_name("field", field)
     return owners
@@ -914,8 +913,7 @@ class Vault:
                 owner, dek = self._spare.popitem(last=False)
                 taken[owner] = dek
         wanted = {make_owner() for _ in range(count - len(taken))} - taken.keys()
-        for owner in wanted:
-            _check_name("owner", owner)
+        _check_owners(wanted)
         if not wanted:
             self._settle()
         else:
@@ -944,7 +942,8 @@ class Vault:
             holder = holders[-1]
             # Another process storing a key for a fresh random id meanwhile would be an id
             # collision: such an owner is not handed out.
-            made = [owner for owner in sorted(wanted) if owner in mine]
+            # (mine is in sorted order already: _insert_fresh makes it from sorted owners.)
+            made = [owner for owner in mine if owner in wanted]
             taken.update((owner, mine[owner]) for owner in made)
             with self._handed_lock:
                 self._ahead_marks.update(dict.fromkeys(made, holder))
