@@ -52,7 +52,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from identity.model import EventOutcome, Outcome, RefusalReason
-from services.metrics import StoreOperation
+from services.metrics import JournalBatchSource, StoreOperation
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
@@ -106,6 +106,15 @@ class Metrics:
             buckets=STORE_BUCKETS,
             registry=registry,
         )
+        self.journal_batches_opened = Counter(
+            "idgraph_ingest_journal_batches_opened",
+            "Queued asynchronous ingest batches the journal's applier opened, by where their "
+            "events came from: memory (kept as validated by the accepting process) or journal "
+            "(unsealed and decoded from the row: another process's batch, or one past the kept "
+            "bound).",
+            ["source"],
+            registry=registry,
+        )
         self.rate_limited = Counter(
             "idgraph_rate_limited",
             "Requests refused with 429 because their API key was over its rate.",
@@ -140,6 +149,8 @@ class Metrics:
             self.refused_identifiers.labels(reason.value)
         for status in FACT_STATUSES:
             self.facts.labels(status)
+        for source in JournalBatchSource:
+            self.journal_batches_opened.labels(source.value)
 
     def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one HTTP request. ``route`` must be a route template or ``unmatched``."""
@@ -169,6 +180,11 @@ class Metrics:
         for status, count in zip(FACT_STATUSES, (stored, quarantined, dropped), strict=True):
             if count:
                 self.facts.labels(status).inc(count)
+
+    def record_opened_batches(self, source: JournalBatchSource, count: int) -> None:
+        """Count ``count`` queued batches the journal's applier opened from ``source``."""
+        if count > 0:
+            self.journal_batches_opened.labels(source.value).inc(count)
 
     @contextmanager
     def time_store(self, operation: StoreOperation) -> Iterator[None]:

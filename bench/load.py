@@ -126,6 +126,11 @@ class Phase:
     # Ingest: the server's graph transactions during the phase (its idgraph_store_seconds
     # count for operation="ingest": one per group commit), 0 when not measured.
     commits: int = 0
+    # Async ingest: the queued batches the server's journal applier opened during the phase,
+    # from memory (kept as validated by the accepting process) or from the journal (unsealed and
+    # decoded: past the kept bound); from its idgraph_ingest_journal_batches_opened counter.
+    batches_from_memory: int = 0
+    batches_from_journal: int = 0
     # Profile: the server's context switches during the phase, summed over its threads
     # (``voluntary``: a thread went to sleep, e.g. on a lock or futex; ``involuntary``: it was
     # preempted); empty when not measured. Threads that ended within the phase are not counted.
@@ -391,10 +396,25 @@ JSON_CONTENT = {"Content-Type": "application/json"}
 _INGEST_COMMITS = re.compile(r'^idgraph_store_seconds_count\{operation="ingest"\} (\S+)$', re.M)
 
 
+_OPENED_BATCHES = re.compile(
+    r'^idgraph_ingest_journal_batches_opened_total\{source="(\w+)"\} (\S+)$', re.M
+)
+
+
+async def server_counts(api: httpx.AsyncClient) -> tuple[int, int, int]:
+    """From the server's own ``/metrics``: its ingest transactions so far (one per group), and
+    the journal batches its applier opened from memory and from the journal (0 for a server
+    without that counter)."""
+    text = (await api.get("/metrics")).text
+    found = _INGEST_COMMITS.search(text)
+    opened = {m.group(1): int(float(m.group(2))) for m in _OPENED_BATCHES.finditer(text)}
+    commits = int(float(found.group(1))) if found else 0
+    return commits, opened.get("memory", 0), opened.get("journal", 0)
+
+
 async def ingest_commits(api: httpx.AsyncClient) -> int:
     """The server's ingest transactions so far (from its own ``/metrics``; one per group)."""
-    found = _INGEST_COMMITS.search((await api.get("/metrics")).text)
-    return int(float(found.group(1))) if found else 0
+    return (await server_counts(api))[0]
 
 
 def ingest_bodies(first: int, requests: int, batch: int, rng_seed: int) -> list[bytes]:
@@ -842,7 +862,7 @@ async def _ingest_batches(
             accepted.append(response.headers["Location"])
         return response
 
-    commits_before = await ingest_commits(api)
+    before = await server_counts(api)
     phase = await run_closed(
         name,
         api,
@@ -855,7 +875,10 @@ async def _ingest_batches(
         retry_transport=True,
         then=then,
     )
-    phase.commits = await ingest_commits(api) - commits_before
+    after = await server_counts(api)
+    phase.commits = after[0] - before[0]
+    phase.batches_from_memory = after[1] - before[1]
+    phase.batches_from_journal = after[2] - before[2]
     return phase
 
 
@@ -935,6 +958,8 @@ def pooled(per_round: list[list[Phase]], singles: list[Phase]) -> list[Phase]:
             total.server_cpu_seconds = round(total.server_cpu_seconds + run.server_cpu_seconds, 3)
             total.bytes_written += run.bytes_written
             total.commits += run.commits
+            total.batches_from_memory += run.batches_from_memory
+            total.batches_from_journal += run.batches_from_journal
         total.load_before, total.load_after = runs[0].load_before, runs[-1].load_after
         merged.append(total)
     hello = [p for p in merged if p.name == "hello"]
@@ -1305,7 +1330,9 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             f"{ratios.get('ingest_async_server_cpu_per_event_over_bulk', 0):.2f}, bytes written "
             f"{ratios.get('ingest_async_bytes_over_bulk', 0):.2f}; "
             f"{by_name['ingest_async']['commits']} server transactions for "
-            f"{by_name['ingest_async']['requests']} batches"
+            f"{by_name['ingest_async']['requests']} batches (opened from memory "
+            f"{by_name['ingest_async']['batches_from_memory']}, from the journal "
+            f"{by_name['ingest_async']['batches_from_journal']})"
         )
     return {
         "phases": rows,

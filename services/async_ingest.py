@@ -98,6 +98,7 @@ from privacy.auditing.log import api_key_actor
 from privacy.consent.recording import ConsentAuditError
 from services.ingest import IngestService
 from services.inputs import IdentifyInput, IdentifyRequest
+from services.metrics import JournalBatchSource
 from storage.journal import FinishedJob, JournalRaceError, QueuedBatch, SqliteIngestJournal
 
 log = structlog.get_logger("idgraph.ingest.async")
@@ -763,6 +764,7 @@ class AsyncIngest:
         stays the durable copy: any other process, or this one after a restart, decodes it."""
         opened: list[tuple[QueuedBatch, bool, list[IdentityEvent]]] = []
         failed: list[FinishedJob] = []
+        from_memory = 0
         for batch in batches:
             kept = self._kept.take(batch.job_id)
             if kept is None and spare:
@@ -770,6 +772,7 @@ class AsyncIngest:
             if kept is not None:
                 gpc, events = kept
                 opened.append((batch, gpc, events))
+                from_memory += 1
                 continue
             try:
                 plain = zlib.decompress(
@@ -780,6 +783,11 @@ class AsyncIngest:
                 if isinstance(exc, StoreUnavailableError):
                     raise
                 failed.append(_failure(batch, exc))
+        # Counted (idgraph_ingest_journal_batches_opened): decoding a row costs ~15 us per
+        # event more than taking the kept events, so the split explains an applier's CPU.
+        metrics = self._ingest.metrics
+        metrics.record_opened_batches(JournalBatchSource.MEMORY, from_memory)
+        metrics.record_opened_batches(JournalBatchSource.JOURNAL, len(batches) - from_memory)
         return opened, failed
 
     def _apply_alone(

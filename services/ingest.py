@@ -224,6 +224,11 @@ class IngestService:
         return clone
 
     @property
+    def metrics(self) -> UseCaseMetrics:
+        """Where this copy reports (:meth:`with_metrics`; nowhere by default)."""
+        return self._metrics
+
+    @property
     def identifier_types(self) -> tuple[str, ...]:
         """The identifier types the identity policy declares (bulk CSV columns)."""
         return tuple(self._engine.policy.types)

@@ -23,8 +23,17 @@ class StoreOperation(StrEnum):
     UNLINK = "unlink"
 
 
+class JournalBatchSource(StrEnum):
+    """Where the ingest journal's applier took a queued batch's events from
+    (``idgraph_ingest_journal_batches_opened``'s ``source`` label)."""
+
+    MEMORY = "memory"  # kept by the accepting process as it validated them
+    JOURNAL = "journal"  # unsealed, decompressed and decoded from the batch's journal row
+
+
 class UseCaseMetrics(Protocol):
-    """Store latency and ingest outcomes (label values from fixed sets only)."""
+    """Store latency, ingest outcomes and the ingest journal's applier (label values from fixed
+    sets only)."""
 
     def time_store(self, operation: StoreOperation) -> AbstractContextManager[None]:
         """Observe how long the enclosed engine call takes (failures included)."""
@@ -32,6 +41,10 @@ class UseCaseMetrics(Protocol):
 
     def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
         """Count the outcomes, refusals and facts of ingested events."""
+        ...
+
+    def record_opened_batches(self, source: JournalBatchSource, count: int) -> None:
+        """Count ``count`` queued batches the journal's applier opened from ``source``."""
         ...
 
 
@@ -43,4 +56,7 @@ class NoMetrics:
         return nullcontext()
 
     def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
+        """No counting."""
+
+    def record_opened_batches(self, source: JournalBatchSource, count: int) -> None:
         """No counting."""

@@ -99,6 +99,9 @@ class StreamMetrics:
         for outcome in outcomes:
             self.outcomes.labels(outcome.outcome.value).inc()
 
+    def record_opened_batches(self, source: object, count: int) -> None:
+        """Nothing: a stream consumer applies no ingest journal (its batches are synchronous)."""
+
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the lag series of a partition this consumer no longer owns."""
         with suppress(KeyError):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.routers.identity import respond_async
@@ -469,3 +470,37 @@ def test_a_kept_batch_is_dropped_when_another_processs_applier_settled_it(
     for accepted in (first, second):
         job = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
         assert job["status"] == "applied"
+
+
+def _opened_batches(served: Served) -> dict[str, float]:
+    """``idgraph_ingest_journal_batches_opened_total`` per source, from the app's /metrics."""
+    _, token = served.container.api_keys.create("scraper", frozenset({Scope.METRICS}))
+    response = served.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return {
+        sample.labels["source"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "idgraph_ingest_journal_batches_opened_total"
+    }
+
+
+def test_the_applier_counts_the_batches_it_opened_from_memory_and_from_the_journal(
+    served: Served,
+) -> None:
+    # The app's copy of the applier (app.state.async_ingest) reports to the app's registry.
+    app_jobs = served.client.app.state.async_ingest  # type: ignore[attr-defined]
+    assert _opened_batches(served) == {"memory": 0.0, "journal": 0.0}
+    for tag in ("m1", "m2"):  # accepted by this process: kept as validated
+        response = served.client.post(
+            "/v1/ingest", json=_batch(tag), headers=served.keys[0] | ASYNC
+        )
+        assert response.status_code == 202
+    # Accepted by another process (an AsyncIngest of its own): this applier decodes its row.
+    with fake_clock_jobs(served, AsyncIngestLimits()) as (other, _):
+        _submit(other, "j1")
+
+    assert app_jobs.apply_once() == 9
+
+    assert _opened_batches(served) == {"memory": 2.0, "journal": 1.0}
+    assert served.resolve("cookie_id", "ck-async-j1-2") == 200

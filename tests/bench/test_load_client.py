@@ -306,3 +306,22 @@ def test_read_phases_ask_for_the_openapi_document_once_and_skip_routes_it_lacks(
         "profile": "the server has no /v1/consent or /v1/profiles/{person_id}",
         "audience_export": "the server has no /v1/audiences export",
     }
+
+
+def test_server_counts_reads_transactions_and_the_applier_s_opened_batches_from_metrics() -> None:
+    scrape = (
+        "# HELP idgraph_store_seconds Latency\n"
+        'idgraph_store_seconds_count{operation="ingest"} 17.0\n'
+        'idgraph_store_seconds_count{operation="resolve"} 5.0\n'
+        'idgraph_ingest_journal_batches_opened_total{source="memory"} 398.0\n'
+        'idgraph_ingest_journal_batches_opened_total{source="journal"} 2.0\n'
+    )
+
+    async def counts(text: str) -> tuple[int, int, int]:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, text=text))
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            return await load.server_counts(client)
+
+    assert asyncio.run(counts(scrape)) == (17, 398, 2)
+    # A server without the applier's counter (an older idgraph): zeros, not an error.
+    assert asyncio.run(counts(scrape.split("idgraph_ingest_journal", maxsplit=1)[0])) == (17, 0, 0)
