@@ -73,7 +73,13 @@ def create_app(
         # The ingest journal's applier (Prefer: respond-async): drains what a previous process
         # left queued, then what this one queues; stopped before the container closes.
         jobs = app.state.async_ingest
-        applier = JournalApplier(jobs, around_apply=BATCHES.applying) if jobs else None
+        # With IDGRAPH_INGEST_APPLIER=process another process applies it (`idgraph serve`
+        # starts one): this one only accepts and answers job reads.
+        applier = (
+            JournalApplier(jobs, around_apply=BATCHES.applying)
+            if jobs is not None and settings.ingest_applier == "thread"
+            else None
+        )
         if applier is not None:
             applier.start()
         try:

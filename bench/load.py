@@ -627,7 +627,7 @@ async def ingest_and_bulk(
                 base_url=api.base_url, headers=api.headers, timeout=60
             ) as fresh:  # no kept-alive connection to the stopped server
                 done.append(
-                    await ingest_async_phase(fresh, args, first, requests, (store.server.pid,))
+                    await ingest_async_phase(fresh, args, first, requests, store.server.pids)
                 )
         if number % 2 == 1 and args.bulk_env is not None:
             sent = done[-1].requests * args.batch
@@ -674,6 +674,20 @@ def settle_store(data_dir: Path | None) -> None:
             conn.close()
 
 
+def children_of(pid: int) -> tuple[int, ...]:
+    """The running child processes of ``pid`` (from ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return tuple(found)
+
+
 # ``idgraph serve`` as the load test starts it (the port is added).
 SERVE = (sys.executable, "-c", "from cli.main import main; main()", "serve")
 # Persons of the pre-grown store (``--pregrow``) are numbered from here: no round's persons.
@@ -697,6 +711,14 @@ class IdgraphServer:
     def pid(self) -> int:
         """The running server's process id (0 when stopped)."""
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else 0
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The running server's process id and its children's: with
+        ``IDGRAPH_INGEST_APPLIER=process`` its ``idgraph ingest-applier`` applies the async
+        phase's batches, so its CPU and bytes written are the server's too."""
+        pid = self.pid
+        return (pid, *children_of(pid)) if pid else ()
 
     def start(self) -> None:
         """Start the server and wait until it answers."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from bootstrap.container import (
     load_keyring,
 )
 from bootstrap.settings import Environment, Settings
+from cli.applier import CANNOT_START, ApplierChild, run_applier
 from cli.audit import audit_app
 from cli.common import CLI_ACTOR
 from cli.console import console_app
@@ -157,7 +161,13 @@ def serve(
     # container the app builds (the presidio scanner is built once per process either way).
     # A Neo4j that is not up yet is not waited for here: the server answers /readyz 503 while
     # it connects in the background (docs/neo4j.md).
-    _container(settings, store_in_background=True).close()
+    probe = _container(settings, store_in_background=True)
+    try:
+        # IDGRAPH_INGEST_APPLIER=process: the journal's applier runs as this process's child
+        # (cli/applier.py), on the SQLite store only (the one with a journal).
+        own_applier = settings.ingest_applier == "process" and probe.async_ingest is not None
+    finally:
+        probe.close()
     if key_file is not None:
         console.print(
             f"idgraph on http://{host or settings.host}:{port or settings.port}  "
@@ -166,7 +176,18 @@ def serve(
     # The HTTP entrypoint is started by its ASGI factory's name, as any ASGI server would start
     # it: entrypoints never import each other (docs/ARCHITECTURE.md). uvicorn's default loop and
     # HTTP implementation ("auto") are uvloop and httptools, dependencies of the package.
-    server = uvicorn.Server(
+    child: ApplierChild | None = None
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            # The applier child stops after the server (no batch is accepted for an applier
+            # that is gone) and before uvicorn re-raises a SIGTERM it caught (which ends this
+            # process without running what follows server.run()).
+            if child is not None:
+                await asyncio.to_thread(child.stop)
+
+    server = Server(
         uvicorn.Config(
             HTTP_APP_FACTORY,
             factory=True,
@@ -182,9 +203,55 @@ def serve(
         server.should_exit = True  # a graceful shutdown, as on SIGTERM
 
     threading.Thread(target=stop_when_the_store_gives_up, daemon=True).start()
-    server.run()
+    applier_failed = threading.Event()
+
+    def applier_cannot_start() -> None:
+        applier_failed.set()
+        server.should_exit = True  # its reason is in its own output, as for the server's
+
+    child = ApplierChild(os.environ, applier_cannot_start) if own_applier else None
+    if child is not None:
+        child.start()
+    try:
+        server.run()
+    finally:
+        if child is not None:
+            child.stop()  # if the server never got to its shutdown
     if STORE_GAVE_UP.is_set():  # the store never came up within its start-up timeout
         raise typer.Exit(3)
+    if applier_failed.is_set():
+        raise typer.Exit(2)
+
+
+@app.command("ingest-applier")
+def ingest_applier(
+    parent_pid: Annotated[
+        Optional[int],  # noqa: UP045 - typer needs Optional
+        typer.Option(hidden=True, help="Stop when this process is gone (set by serve)."),
+    ] = None,
+) -> None:
+    """Apply the queued async ingest batches (POST /v1/ingest with Prefer: respond-async) in
+    this process until stopped (SIGTERM or Ctrl-C): run one beside servers started with
+    IDGRAPH_INGEST_APPLIER=process (`idgraph serve` starts one itself)."""
+    import structlog
+
+    from bootstrap.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    structlog.contextvars.bind_contextvars(process="ingest-applier")
+    container = _container(settings)
+    try:
+        jobs = container.async_ingest
+        if jobs is None:
+            console.print(
+                "[red]cannot start:[/red] no ingest journal: asynchronous ingest needs the "
+                "embedded SQLite store (IDGRAPH_STORE_URL is not sqlite)"
+            )
+            raise typer.Exit(CANNOT_START)
+        run_applier(jobs, parent_pid)
+    finally:
+        container.close()
 
 
 def _parse_identifier(text: str, name: str) -> tuple[str, str]:

@@ -68,12 +68,14 @@ from __future__ import annotations
 import binascii
 import contextlib
 import copy
+import gc
 import json
 import secrets
 import threading
+import time
 import zlib
-from collections.abc import Callable, Collection, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -106,6 +108,13 @@ log = structlog.get_logger("idgraph.ingest.async")
 _CODEC_VERSION = 1
 _JOURNAL_OWNER_PREFIX = "ingestjournal-"
 _MS = 1000
+# An applier in its own process runs the idle upkeep (expired results, the journal's
+# checkpoint: each takes the journal's write lock) at most this often (s), not on every poll.
+IDLE_UPKEEP_S = 1.0
+# How often an applier in its own process (``idgraph ingest-applier``) looks at the journal:
+# submits in the server process cannot wake it, so this bounds the time a batch waits before
+# the applier sees it (the backlog check is two primary-key reads).
+APPLIER_PROCESS_POLL_S = 0.05
 
 
 class IngestJobNotFoundError(IdGraphError):
@@ -155,6 +164,11 @@ class AsyncIngestLimits:
     # Callers sending steadily (a batch every few ms) keep the linger; a lone batch, or the
     # last ones of a burst, is applied after apply_idle_s instead of up to apply_linger_s.
     apply_idle_s: float = 0.1
+    # Whether this process keeps the batches it accepts in memory for its own applier (the
+    # applier then takes them as validated instead of decoding their rows). Off when another
+    # process applies the journal (``IDGRAPH_INGEST_APPLIER=process``): nothing here would
+    # take them.
+    keep_accepted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +518,7 @@ class AsyncIngest:
         self._audit_lock = threading.Lock()
         # Batches this process accepted, as validated, for its own applier (see _open).
         # Shared with with_ingest's copies (one applier).
-        self._kept = _KeptBatches(2 * limits.apply_max_events)
+        self._kept = _KeptBatches(2 * limits.apply_max_events if limits.keep_accepted else 0)
         # The UTC day whose spent journal keys were last shredded (see housekeep).
         self._keys_checked: date | None = None
         # The batches after the last group applied, prepared while it was written (see
@@ -933,10 +947,15 @@ class JournalApplier:
         poll_s: float = 1.0,
         retry_s: float = 0.5,
         around_apply: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+        idle_upkeep_s: float = 0.0,
     ) -> None:
         self._service = service
         self._poll_s = poll_s
         self._retry_s = retry_s
+        # The idle upkeep (AsyncIngest.housekeep(idle=True)) at most this often; 0: on every
+        # idle loop (the server's thread, woken by submits and polling once a second).
+        self._idle_upkeep_s = idle_upkeep_s
+        self._upkept_at: float | None = None
         # Entered around each apply: the server turns automatic collection off there and
         # collects the young generation after (api.collector.BatchCollector.applying): a
         # 10,000-event apply keeps ~10^6 containers alive at once, and the collector walked
@@ -960,6 +979,13 @@ class JournalApplier:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def _upkeep_due(self) -> bool:
+        now = time.monotonic()
+        if self._upkept_at is not None and now - self._upkept_at < self._idle_upkeep_s:
+            return False
+        self._upkept_at = now
+        return True
+
     def _run(self) -> None:
         service = self._service
         while not self._stop.is_set():
@@ -972,7 +998,7 @@ class JournalApplier:
                         service.retry_consent_audits()
                 due = service.due_in_s()
                 with contextlib.suppress(StoreUnavailableError):  # retried next loop
-                    service.housekeep(idle=due is None)
+                    service.housekeep(idle=due is None and self._upkeep_due())
                 if due is None or due > 0:
                     # Nothing queued (woken by a submission), or lingering for more batches.
                     service.wait_for_work(self._poll_s if due is None else min(due, self._poll_s))
@@ -989,3 +1015,20 @@ class JournalApplier:
                 continue
             if not applied:
                 service.wait_for_work(self._poll_s)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Automatic garbage collection off while a group is applied, the young generation
+    collected after: what the server's applier does (``api.collector``) for an applier in its
+    own process (``idgraph ingest-applier``). Why: one apply holds up to
+    ``apply_max_events`` events' objects alive at once (~10^6 containers), which form no
+    cycles; the collector walked them over and over as they were promoted, freeing nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+            gc.collect(0)

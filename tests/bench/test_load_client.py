@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -325,3 +328,17 @@ def test_server_counts_reads_transactions_and_the_applier_s_opened_batches_from_
     assert asyncio.run(counts(scrape)) == (17, 398, 2)
     # A server without the applier's counter (an older idgraph): zeros, not an error.
     assert asyncio.run(counts(scrape.split("idgraph_ingest_journal", maxsplit=1)[0])) == (17, 0, 0)
+
+
+def test_children_of_finds_a_running_child_and_not_a_finished_one() -> None:
+    # The async phase measures the server and its applier child (IDGRAPH_INGEST_APPLIER=process).
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        assert child.pid in load.children_of(os.getpid())
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(60)
+    assert child.pid not in load.children_of(os.getpid())

@@ -1,0 +1,188 @@
+"""``IDGRAPH_INGEST_APPLIER=process``: ``idgraph serve`` leaves the ingest journal to a child
+``idgraph ingest-applier`` process, restarts it when it dies and stops it with itself; the app
+starts no applier thread and keeps no accepted batch in memory; the applier process exits when
+its parent is gone, and a child that cannot start is not restarted.
+
+Real processes (``idgraph serve`` on a free port, a real SIGKILL), the real app and store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from bootstrap.settings import Settings
+from cli.applier import ApplierChild
+from privacy.access.api_keys import ApiKeyStore, Scope
+from tests.support.crash_harness import (
+    GRAPH,
+    SAFETY_TIMEOUT,
+    ServerProcess,
+    prepare_data_dir,
+    run_cli,
+)
+
+pytestmark = pytest.mark.skipif(
+    GRAPH.uri is not None, reason="the ingest journal lives in the SQLite graph file"
+)
+
+ASYNC = {"Prefer": "respond-async"}
+PROCESS = {"IDGRAPH_INGEST_APPLIER": "process"}
+
+
+def _key(data_dir: Path) -> dict[str, str]:
+    store = ApiKeyStore(data_dir / "control.sqlite3")
+    try:
+        _, token = store.create("applier-process", frozenset({Scope.INGEST, Scope.RESOLVE}))
+    finally:
+        store.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _batch(n: int) -> dict[str, Any]:
+    return {
+        "events": [
+            {
+                "identifiers": [
+                    {"type": "email", "value": f"Applier.Process.{n}.{k}@Mailbox-Applier.net"},
+                    {"type": "cookie_id", "value": f"ck-applier-process-{n}-{k}"},
+                ],
+                "source": "crm",
+            }
+            for k in range(3)
+        ]
+    }
+
+
+def _wait(condition: Any, what: str) -> None:
+    pause = threading.Event()
+    for _ in range(int(SAFETY_TIMEOUT * 20)):  # a safety net against hangs, not a timing check
+        if condition():
+            return
+        pause.wait(0.05)
+    raise AssertionError(f"{what} within {SAFETY_TIMEOUT:.0f} s")
+
+
+def _appliers_of(parent: int) -> list[int]:
+    """The running ``idgraph ingest-applier`` children of ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z" and b"ingest-applier" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _job(client: httpx.Client, location: str, key: dict[str, str]) -> dict[str, Any]:
+    answer: dict[str, Any] = {}
+
+    def done() -> bool:
+        answer.update(client.get(location, headers=key).json())
+        return bool(answer["status"] != "queued")
+
+    _wait(done, f"{location} applied")
+    return answer
+
+
+def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    prepare_data_dir(data)
+    key = _key(data)
+    server = ServerProcess(data, tmp_path)
+    server.extra_env = PROCESS
+    server.start()
+    try:
+        pid = server.pid()
+        assert pid is not None
+        _wait(lambda: len(_appliers_of(pid)) == 1, "one applier child")
+        (first,) = _appliers_of(pid)
+        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+            accepted = client.post("/v1/ingest", json=_batch(0), headers=key | ASYNC)
+            assert accepted.status_code == 202, accepted.text
+            job = _job(client, accepted.headers["Location"], key)
+            assert job["status"] == "applied"
+            assert job["outcomes"] == {"created": 3}
+
+            # A child that dies is started again, and the journal goes on being applied.
+            os.kill(first, 9)
+            _wait(lambda: _appliers_of(pid) not in ([], [first]), "a new applier child")
+            again = client.post("/v1/ingest", json=_batch(1), headers=key | ASYNC)
+            assert again.status_code == 202, again.text
+            assert _job(client, again.headers["Location"], key)["outcomes"] == {"created": 3}
+            resolved = client.post(
+                "/v1/resolve",
+                json={"identifier": {"type": "cookie_id", "value": "ck-applier-process-1-2"}},
+                headers=key,
+            )
+            assert resolved.status_code == 200, resolved.text
+        (second,) = _appliers_of(pid)
+
+        # Stopping the server stops its applier.
+        assert server.process is not None
+        server.process.terminate()
+        # uvicorn shuts down, then re-raises the SIGTERM it caught: -15, as without a child.
+        assert server.process.wait(SAFETY_TIMEOUT) in (0, -15)
+        assert not Path(f"/proc/{second}").exists() or b"Z" in _state(second)
+    finally:
+        server.kill()
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b"Z"
+
+
+def _applier_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "idgraph-ingest-applier"}
+
+
+def test_the_app_starts_no_applier_thread_and_keeps_no_batch_in_memory(
+    settings: Settings,
+) -> None:
+    before = _applier_threads()  # other tests' apps may still be closing theirs
+    process = settings.model_copy(update={"ingest_applier": "process"})
+    with TestClient(create_app(process)) as client:
+        assert _applier_threads() - before == set()
+        container = client.app.state.container  # type: ignore[attr-defined]
+        assert container.async_ingest.limits.keep_accepted is False
+    with TestClient(create_app(settings)) as client:
+        assert len(_applier_threads() - before) == 1
+        container = client.app.state.container  # type: ignore[attr-defined]
+        assert container.async_ingest.limits.keep_accepted is True
+
+
+def test_the_applier_process_stops_when_its_parent_is_gone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    prepare_data_dir(data)
+    # Its parent is this test, not process 1: it stops at its first look, as an orphan would.
+    done = run_cli(data, "ingest-applier", "--parent-pid", "1")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+
+def test_a_child_that_cannot_start_is_not_started_again() -> None:
+    gave_up = threading.Event()
+    child = ApplierChild(
+        dict(os.environ), gave_up.set, command=(sys.executable, "-c", "import sys; sys.exit(2)")
+    )
+    child.start()
+    try:
+        assert gave_up.wait(SAFETY_TIMEOUT)
+    finally:
+        child.stop()
