@@ -21,11 +21,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from bootstrap.settings import Settings
 from cli.applier import ApplierChild
-from privacy.access.api_keys import ApiKeyStore, Scope
+from privacy.access.api_keys import Scope
 from tests.support.crash_harness import (
     GRAPH,
     SAFETY_TIMEOUT,
     ServerProcess,
+    create_key,
     prepare_data_dir,
     run_cli,
 )
@@ -39,11 +40,7 @@ PROCESS = {"IDGRAPH_INGEST_APPLIER": "process"}
 
 
 def _key(data_dir: Path) -> dict[str, str]:
-    store = ApiKeyStore(data_dir / "control.sqlite3")
-    try:
-        _, token = store.create("applier-process", frozenset({Scope.INGEST, Scope.RESOLVE}))
-    finally:
-        store.close()
+    token = create_key(data_dir, "applier-process", frozenset({Scope.INGEST, Scope.RESOLVE}))
     return {"Authorization": f"Bearer {token}"}
 
 

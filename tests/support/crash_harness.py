@@ -236,14 +236,20 @@ def prepare_data_dir(data_dir: Path, keys_from: Path | None = None) -> None:
         create_kek_file(data_dir / "kek.json", origin="generated")
 
 
-def create_admin_key(data_dir: Path) -> str:
-    """An admin API key in the data dir's control database (the service reads the same file)."""
+def create_key(data_dir: Path, name: str, scopes: frozenset[Scope]) -> str:
+    """An API key with ``scopes`` in the data dir's control database (the service reads the
+    same file); its token."""
     store = ApiKeyStore(data_dir / "control.sqlite3")
     try:
-        _, token = store.create("crash-harness", frozenset({Scope.ADMIN}))
+        _, token = store.create(name, scopes)
     finally:
         store.close()
     return token
+
+
+def create_admin_key(data_dir: Path) -> str:
+    """An admin API key in the data dir's control database (the service reads the same file)."""
+    return create_key(data_dir, "crash-harness", frozenset({Scope.ADMIN}))
 
 
 def sigkill(process: subprocess.Popen[bytes]) -> bool:

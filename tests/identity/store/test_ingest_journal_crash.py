@@ -24,13 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
-from privacy.access.api_keys import ApiKeyStore, Scope
+from privacy.access.api_keys import Scope
 from storage.journal import journal_path
 from tests.support.crash_harness import (
     GRAPH,
     REPO,
     SAFETY_TIMEOUT,
     ServerProcess,
+    create_key,
     prepare_data_dir,
     service_env,
 )
@@ -44,11 +45,7 @@ HOUR_MS = "3600000"
 
 
 def _key(data_dir: Path) -> dict[str, str]:
-    store = ApiKeyStore(data_dir / "control.sqlite3")
-    try:
-        _, token = store.create("journal-crash", frozenset({Scope.INGEST, Scope.RESOLVE}))
-    finally:
-        store.close()
+    token = create_key(data_dir, "journal-crash", frozenset({Scope.INGEST, Scope.RESOLVE}))
     return {"Authorization": f"Bearer {token}"}
 
 
