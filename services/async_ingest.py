@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import contextvars
 import copy
 import gc
 import json
@@ -967,8 +968,13 @@ class JournalApplier:
     def start(self) -> None:
         """Start the thread (once)."""
         if self._thread is None:
+            # In a copy of the starter's context: fields it bound for its log lines (the
+            # applier process's ``process=ingest-applier``) are on the thread's lines too.
             self._thread = threading.Thread(
-                target=self._run, name="idgraph-ingest-applier", daemon=True
+                target=contextvars.copy_context().run,
+                args=(self._run,),
+                name="idgraph-ingest-applier",
+                daemon=True,
             )
             self._thread.start()
 

@@ -1,27 +1,34 @@
 """``IDGRAPH_INGEST_APPLIER=process``: ``idgraph serve`` leaves the ingest journal to a child
 ``idgraph ingest-applier`` process, restarts it when it dies and stops it with itself; the app
 starts no applier thread and keeps no accepted batch in memory; the applier process exits when
-its parent is gone, and a child that cannot start is not restarted.
+its parent is gone, a child that cannot start is not restarted, and the applier thread logs with
+the fields its starter bound (``process=ingest-applier``).
 
 Real processes (``idgraph serve`` on a free port, a real SIGKILL), the real app and store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from cli.applier import ApplierChild
 from privacy.access.api_keys import Scope
+from services.async_ingest import JournalApplier
+from services.inputs import ingest_inputs
 from tests.support.crash_harness import (
     GRAPH,
     SAFETY_TIMEOUT,
@@ -183,3 +190,30 @@ def test_a_child_that_cannot_start_is_not_started_again() -> None:
         assert gave_up.wait(SAFETY_TIMEOUT)
     finally:
         child.stop()
+
+
+def test_the_applier_thread_carries_the_log_fields_its_starter_bound(settings: Settings) -> None:
+    container = build_container(settings)
+    try:
+        jobs = container.async_ingest
+        assert jobs is not None
+        seen: list[object] = []
+
+        @contextlib.contextmanager
+        def around_apply() -> Iterator[None]:
+            seen.append(structlog.contextvars.get_contextvars().get("process"))
+            yield
+
+        applier = JournalApplier(jobs, poll_s=0.05, around_apply=around_apply)
+        with structlog.contextvars.bound_contextvars(process="ingest-applier"):
+            applier.start()  # as run_applier starts it, after the command bound the field
+        try:
+            events = ingest_inputs(_batch(9))
+            assert events is not None
+            jobs.submit(events, key_id="applier-context")
+            _wait(lambda: bool(seen), "one apply")
+        finally:
+            applier.stop()
+        assert seen[0] == "ingest-applier"
+    finally:
+        container.close()
