@@ -25,6 +25,7 @@ from bootstrap.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
 from services.async_ingest import JournalApplier
 from services.lookup import PersonLookup
+from services.metrics import TallyFile
 from services.operations import IngestFigures, OperationsDashboard
 from services.quarantine import QuarantineReview
 
@@ -77,7 +78,7 @@ def create_app(
         # starts one): this one only accepts and answers job reads.
         applier = (
             JournalApplier(jobs, around_apply=BATCHES.applying)
-            if jobs is not None and settings.ingest_applier == "thread"
+            if jobs is not None and settings.ingest_applier != "process"
             else None
         )
         if applier is not None:
@@ -107,7 +108,9 @@ def create_app(
     built.reads  # noqa: B018 - build the read service (and its audience store) at start-up
     built.dsr  # noqa: B018 - open the DSR store at start-up: bad DSR settings fail here
     # Per app, not per process: tests build many apps, and each counts and limits on its own.
-    metrics = Metrics()
+    # An applier process's counts (IDGRAPH_INGEST_APPLIER_TALLY_FILE) are added to this app's.
+    tally_file = settings.ingest_applier_tally_file
+    metrics = Metrics(TallyFile(tally_file).read if tally_file is not None else None)
     app.state.metrics = metrics
     metrics.declare_purposes(built.purposes.ids)
     built.reads.on_decision = metrics.record_policy_decision

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
+from services.async_ingest import collector_paused
+
 INGEST_YOUNG_THRESHOLD: Final = 20_000
 
 
@@ -43,8 +45,6 @@ class BatchCollector:
         self._lock = threading.Lock()
         self._handling = 0
         self._found: tuple[int, int, int] | None = None
-        self._applying = 0
-        self._was_enabled = False
 
     @contextmanager
     def handling(self) -> Iterator[None]:
@@ -66,27 +66,13 @@ class BatchCollector:
     @contextmanager
     def applying(self) -> Iterator[None]:
         """Around one apply of the ingest journal's applier: as :meth:`handling`, and automatic
-        collection off until the apply is done (process-wide: concurrent requests do not
-        collect meanwhile either; reference counting frees their objects as always). Then the
-        young generation is collected once: any cycle made during the apply is freed there, and
-        what the apply made is gone by then, so that collection walks only what is alive."""
-        with self.handling():
-            with self._lock:
-                self._applying += 1
-                if self._applying == 1:
-                    self._was_enabled = gc.isenabled()
-                    gc.disable()
-            try:
-                yield
-            finally:
-                with self._lock:
-                    self._applying -= 1
-                    last = self._applying == 0
-                    enable = last and self._was_enabled
-                    if enable:
-                        gc.enable()
-                if enable:
-                    gc.collect(0)
+        collection off until the apply is done, then the young generation collected once
+        (``services.async_ingest.collector_paused``, what an applier in its own process does
+        too). Process-wide: concurrent requests do not collect meanwhile either; reference
+        counting frees their objects as always. What the apply made is gone by then, so that
+        collection walks only what is alive, and any cycle made during the apply is freed."""
+        with self.handling(), collector_paused():
+            yield
 
 
 # One per process: the thresholds it changes are the process's.

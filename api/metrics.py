@@ -18,6 +18,10 @@ Fed here and by the routers:
 - ``idgraph_ingest_events_total{outcome}``, ``idgraph_ingest_refused_identifiers_total{reason}``
   and ``idgraph_ingest_facts_total{status}`` by :meth:`Metrics.record_ingest`.
 - ``idgraph_store_seconds{operation}`` by :meth:`Metrics.time_store` around engine calls.
+- These and ``idgraph_ingest_journal_batches_opened_total{source}`` also count what the
+  server's ingest applier process applied (``idgraph serve``'s child): it tallies them into a
+  file (``services.metrics.TalliedMetrics``), and :class:`Metrics` adds the file's counts at
+  each collection.
 - ``idgraph_rate_limited_total`` by the auth dependency when a key is over its rate.
 
 - ``idgraph_policy_decisions_total{purpose,decision}``: the read service reports every audited
@@ -33,9 +37,9 @@ Fed here and by the routers:
 
 from __future__ import annotations
 
-import collections
+import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,27 +52,43 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from starlette.routing import Match
 from starlette.types import Scope
 
 from identity.model import EventOutcome, Outcome, RefusalReason
-from services.metrics import JournalBatchSource, StoreOperation
+from services.metrics import (
+    FACT_STATUSES,
+    STORE_BUCKETS,
+    JournalBatchSource,
+    OutcomeCounts,
+    StoreOperation,
+    StoreTally,
+    Tallies,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
 UNDECLARED_PURPOSE = "undeclared"
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-FACT_STATUSES = ("stored", "quarantined", "dropped")
-# Store calls are fast (ms) and ingest batches slow (s): finer buckets at the low end.
-STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
-    """Every metric of one app, in the app's own registry."""
+    """Every metric of one app, in the app's own registry.
 
-    def __init__(self) -> None:
+    ``applier_tallies``: what an ingest applier in another process counted (``idgraph serve``
+    with its applier child: ``services.metrics.TalliedMetrics``), read at each collection and
+    added to this app's ingest and store series, so that one scrape counts every ingest
+    whichever process applied it."""
+
+    def __init__(self, applier_tallies: Callable[[], Tallies] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        # The series an applier process also counts are collected through _WithApplier, which
+        # adds its tallies: they are kept out of the registry themselves.
+        applied = None if applier_tallies is not None else registry
         self.requests = Counter(
             "idgraph_http_requests",
             "HTTP requests by method, route template and status.",
@@ -85,26 +105,26 @@ class Metrics:
             "idgraph_ingest_events",
             "Ingested events by outcome.",
             ["outcome"],
-            registry=registry,
+            registry=applied,
         )
         self.refused_identifiers = Counter(
             "idgraph_ingest_refused_identifiers",
             "Identifiers of ingested events that were not linked, by reason.",
             ["reason"],
-            registry=registry,
+            registry=applied,
         )
         self.facts = Counter(
             "idgraph_ingest_facts",
             "Facts (traits, events, kept identifiers) of ingested events by what became of them.",
             ["status"],
-            registry=registry,
+            registry=applied,
         )
         self.store_seconds = Histogram(
             "idgraph_store_seconds",
             "Latency of resolution-engine calls on the graph store, by operation.",
             ["operation"],
             buckets=STORE_BUCKETS,
-            registry=registry,
+            registry=applied,
         )
         self.journal_batches_opened = Counter(
             "idgraph_ingest_journal_batches_opened",
@@ -113,7 +133,7 @@ class Metrics:
             "(unsealed and decoded from the row: another process's batch, or one past the kept "
             "bound).",
             ["source"],
-            registry=registry,
+            registry=applied,
         )
         self.rate_limited = Counter(
             "idgraph_rate_limited",
@@ -151,6 +171,11 @@ class Metrics:
             self.facts.labels(status)
         for source in JournalBatchSource:
             self.journal_batches_opened.labels(source.value)
+        for operation in StoreOperation:
+            self.store_seconds.labels(operation.value)
+        self._applier = _WithApplier(self, applier_tallies) if applier_tallies is not None else None
+        if self._applier is not None:
+            registry.register(self._applier)
 
     def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one HTTP request. ``route`` must be a route template or ``unmatched``."""
@@ -163,21 +188,12 @@ class Metrics:
 
         Added up first, then one increment per label value: per event it was five label
         lookups and increments (each takes the series' lock), 250 for a 50-event batch."""
-        events: collections.Counter[str] = collections.Counter()
-        refused: collections.Counter[str] = collections.Counter()
-        stored = quarantined = dropped = 0
-        for outcome in outcomes:
-            events[outcome.outcome.value] += 1
-            for refusal in outcome.refused_identifiers:  # distinct identifiers, not positions
-                refused[refusal.reason.value] += 1
-            stored += outcome.facts_stored
-            quarantined += outcome.facts_quarantined
-            dropped += outcome.facts_dropped
-        for value, count in events.items():
+        counts = OutcomeCounts.of(outcomes)
+        for value, count in counts.events.items():
             self.ingest_events.labels(value).inc(count)
-        for reason, count in refused.items():
+        for reason, count in counts.refused.items():
             self.refused_identifiers.labels(reason).inc(count)
-        for status, count in zip(FACT_STATUSES, (stored, quarantined, dropped), strict=True):
+        for status, count in zip(FACT_STATUSES, counts.facts, strict=True):
             if count:
                 self.facts.labels(status).inc(count)
 
@@ -213,11 +229,12 @@ class Metrics:
         self.dsr_queue_oldest_age.set(oldest_age_seconds)
         self.dsr_overdue.set(overdue)
 
-    @staticmethod
-    def totals(counter: Counter, label: str) -> dict[str, float]:
-        """A labelled counter's current totals by ``label`` (for the console dashboard)."""
+    def totals(self, counter: Counter, label: str) -> dict[str, float]:
+        """A labelled counter's current totals by ``label`` (for the console dashboard), the
+        applier process's included."""
+        families = self._applier.collect_one(counter) if self._applier else counter.collect()
         totals: dict[str, float] = {}
-        for metric in counter.collect():
+        for metric in families:
             for sample in metric.samples:
                 if sample.name.endswith("_total") and sample.value:
                     key = sample.labels.get(label, "")
@@ -227,6 +244,75 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class _WithApplier(Collector):
+    """The series an ingest applier process also counts, with its tallies added: counters label
+    value by label value, the store histogram bucket by bucket (both use
+    ``services.metrics.STORE_BUCKETS``)."""
+
+    def __init__(self, metrics: Metrics, tallies: Callable[[], Tallies]) -> None:
+        self._tallies = tallies
+        self._families: dict[int, tuple[Counter | Histogram, Callable[[Tallies], Any], str]] = {
+            id(m): (m, pick, label)
+            for m, pick, label in (
+                (metrics.ingest_events, lambda t: t.events, "outcome"),
+                (metrics.refused_identifiers, lambda t: t.refused, "reason"),
+                (metrics.facts, lambda t: t.facts, "status"),
+                (metrics.journal_batches_opened, lambda t: t.opened, "source"),
+                (metrics.store_seconds, lambda t: t.store, "operation"),
+            )
+        }
+
+    def describe(self) -> Iterable[Metric]:
+        """The families, for the registry's duplicate check (no file read)."""
+        for family, _, _ in self._families.values():
+            yield from family.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        """Every family, the tallies read once for the whole collection."""
+        tallies = self._tallies()
+        for family, pick, label in self._families.values():
+            yield from _added(family, pick(tallies), label)
+
+    def collect_one(self, family: Counter | Histogram) -> Iterable[Metric]:
+        """One family with the tallies added."""
+        _, pick, label = self._families[id(family)]
+        return _added(family, pick(self._tallies()), label)
+
+
+def _added(
+    family: Counter | Histogram, extra: Mapping[str, int] | Mapping[str, StoreTally], label: str
+) -> Iterator[Metric]:
+    """``family``'s samples with ``extra`` (by ``label`` value) added. Both sides hold label
+    values of the same fixed sets, and the server declares them all at start (a series for every
+    value): each value the applier counted has its samples here."""
+    for metric in family.collect():
+        metric.samples = [
+            sample._replace(value=sample.value + _extra(sample, extra.get(sample.labels[label])))
+            if label in sample.labels
+            else sample
+            for sample in metric.samples
+        ]
+        yield metric
+
+
+def _extra(sample: Sample, tally: int | StoreTally | None) -> float:
+    """What the applier adds to one sample: a count, or a histogram's bucket, count or sum."""
+    if tally is None:
+        return 0
+    if isinstance(tally, int):
+        return tally if sample.name.endswith("_total") else 0
+    if sample.name.endswith("_bucket"):
+        bound = float(sample.labels["le"])
+        # Cumulative: every observation at or below this bucket's bound.
+        within = sum(1 for b in STORE_BUCKETS if b <= bound)
+        return sum(tally.buckets[:within]) if not math.isinf(bound) else tally.count
+    if sample.name.endswith("_count"):
+        return tally.count
+    if sample.name.endswith("_sum"):
+        return tally.seconds
+    return 0
 
 
 def _flat_routes(app: Any) -> list[Any]:

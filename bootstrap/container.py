@@ -195,7 +195,7 @@ class Container:
                 keep_results_s=int(settings.ingest_job_results_hours * 3600),
                 apply_linger_s=settings.ingest_apply_linger_ms / 1000,
                 apply_idle_s=settings.ingest_apply_idle_ms / 1000,
-                keep_accepted=settings.ingest_applier == "thread",
+                keep_accepted=settings.ingest_applier != "process",
             ),
         )
 

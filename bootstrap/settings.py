@@ -107,13 +107,20 @@ class Settings(BaseSettings):
     # applied after 100 ms, not after up to the whole linger (bench/load.py ingest_async is
     # timed until applied: the linger's remainder was its tail).
     ingest_apply_idle_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 100
-    # Who applies the journal: "thread", this server process (one applier thread), or
-    # "process", a separate `idgraph ingest-applier` process on the same data dir, which
-    # `idgraph serve` starts and stops with itself. Why a process: accepting batches and
-    # applying them in one process share one GIL, and side by side they took longer than one
-    # after the other (bench/README.md, stop 48: 0.68-0.75x of bulk against 0.79-0.88x with
-    # the applier in its own process).
-    ingest_applier: Literal["thread", "process"] = "thread"
+    # Who applies the journal: "process", a separate `idgraph ingest-applier` process on the
+    # same data dir; "thread", the server process itself (one applier thread); "auto" (the
+    # default): `idgraph serve` starts and stops an applier process with itself, and an app
+    # started any other way (`uvicorn --factory api.app:create_app`, tests) applies in a thread.
+    # With "process" set, the app applies nothing: run `idgraph ingest-applier` beside it.
+    # Why a process: accepting batches and applying them in one process share one GIL, and side
+    # by side they took longer than one after the other (bench/README.md, stop 48: 0.68-0.75x
+    # of bulk against 0.79-0.88x with the applier in its own process).
+    ingest_applier: Literal["auto", "thread", "process"] = "auto"
+    # Where an applier process keeps its counts (JSON, rewritten after each group) and the
+    # server reads them for its /metrics, so one scrape counts every ingest. `idgraph serve`
+    # sets it to a file of its own for its applier child; set it yourself, to the same path for
+    # both, for a server beside an applier you start.
+    ingest_applier_tally_file: Path | None = None
     ingest_job_results_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600

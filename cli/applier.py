@@ -14,9 +14,12 @@ and result are read from it by the server, crash safety is the journal's (a batc
 once, by whichever applier takes it; one that dies mid-group leaves it queued), and every write
 goes through the same engine, policy and vault as in the server.
 
-What moves with it: the apply side's metrics (``idgraph_store_seconds{operation="ingest"}``,
+The apply side's metrics (ingest outcomes, ``idgraph_store_seconds{operation="ingest"}``,
 ``idgraph_ingest_journal_batches_opened_total``) are counted in the applier process, which
-serves no ``/metrics``; its log lines carry ``process="ingest-applier"``.
+serves no ``/metrics``: it writes its counts to a file after each group
+(``IDGRAPH_INGEST_APPLIER_TALLY_FILE``; ``services.metrics.TalliedMetrics``), and the server
+adds them to its own series, so its ``/metrics`` counts every ingest. Its log lines carry
+``process="ingest-applier"``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from types import FrameType
 
 import structlog
@@ -55,11 +59,25 @@ PARENT_CHECK_S = 0.5
 CANNOT_START = 2
 
 
-def run_applier(jobs: AsyncIngest, parent_pid: int | None = None) -> None:
+def run_applier(
+    jobs: AsyncIngest,
+    parent_pid: int | None = None,
+    after_apply: Callable[[], None] = lambda: None,
+) -> None:
     """Apply ``jobs``' journal on a :class:`JournalApplier` thread until SIGTERM or SIGINT,
     or until the process ``parent_pid`` names is gone (this process was then re-parented).
-    The group being applied is finished first (one transaction either way)."""
+    The group being applied is finished first (one transaction either way). ``after_apply``
+    runs after each group and once at the end (the counts written for the server's
+    ``/metrics``: ``services.metrics.TalliedMetrics.flush``)."""
     stop = threading.Event()
+
+    @contextmanager
+    def around_apply() -> Iterator[None]:
+        try:
+            with collector_paused():
+                yield
+        finally:
+            after_apply()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -72,7 +90,7 @@ def run_applier(jobs: AsyncIngest, parent_pid: int | None = None) -> None:
     applier = JournalApplier(
         jobs,
         poll_s=APPLIER_PROCESS_POLL_S,
-        around_apply=collector_paused,
+        around_apply=around_apply,
         idle_upkeep_s=IDLE_UPKEEP_S,
     )
     applier.start()
@@ -84,6 +102,7 @@ def run_applier(jobs: AsyncIngest, parent_pid: int | None = None) -> None:
                 break
     finally:
         applier.stop(STOP_TIMEOUT_S)
+        after_apply()
         log.info("ingest_applier_stopped", pid=os.getpid())
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points, version
@@ -42,6 +44,7 @@ from privacy.keys.hash_keys import create_key_file, rotate_key_file
 from privacy.keys.secretfile import write_secret_file
 from services.bulk import DEFAULT_BATCH_EVENTS, BulkFileError, BulkReport, FileFormat, ingest_file
 from services.links import LinkService
+from services.metrics import TalliedMetrics, TallyFile
 
 app = typer.Typer(
     help="idgraph: privacy-first identity graph.",
@@ -163,9 +166,10 @@ def serve(
     # it connects in the background (docs/neo4j.md).
     probe = _container(settings, store_in_background=True)
     try:
-        # IDGRAPH_INGEST_APPLIER=process: the journal's applier runs as this process's child
-        # (cli/applier.py), on the SQLite store only (the one with a journal).
-        own_applier = settings.ingest_applier == "process" and probe.async_ingest is not None
+        # IDGRAPH_INGEST_APPLIER=process or auto (the default): the journal's applier runs as
+        # this process's child (cli/applier.py), on the SQLite store only (the one with a
+        # journal).
+        own_applier = settings.ingest_applier != "thread" and probe.async_ingest is not None
     finally:
         probe.close()
     if key_file is not None:
@@ -209,14 +213,18 @@ def serve(
         applier_failed.set()
         server.should_exit = True  # its reason is in its own output, as for the server's
 
-    child = ApplierChild(os.environ, applier_cannot_start) if own_applier else None
-    if child is not None:
-        child.start()
-    try:
+    with contextlib.ExitStack() as stack:
+        if own_applier:
+            # The app this process builds applies nothing, and reads the child's counts from a
+            # file of this server's own (unless one was set) for its /metrics.
+            os.environ["IDGRAPH_INGEST_APPLIER"] = "process"
+            if settings.ingest_applier_tally_file is None:
+                tallies = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idgraph-")))
+                os.environ["IDGRAPH_INGEST_APPLIER_TALLY_FILE"] = str(tallies / "applier.json")
+            child = ApplierChild(os.environ, applier_cannot_start)
+            child.start()
+            stack.callback(child.stop)  # if the server never got to its shutdown
         server.run()
-    finally:
-        if child is not None:
-            child.stop()  # if the server never got to its shutdown
     if STORE_GAVE_UP.is_set():  # the store never came up within its start-up timeout
         raise typer.Exit(3)
     if applier_failed.is_set():
@@ -231,8 +239,8 @@ def ingest_applier(
     ] = None,
 ) -> None:
     """Apply the queued async ingest batches (POST /v1/ingest with Prefer: respond-async) in
-    this process until stopped (SIGTERM or Ctrl-C): run one beside servers started with
-    IDGRAPH_INGEST_APPLIER=process (`idgraph serve` starts one itself)."""
+    this process until stopped (SIGTERM or Ctrl-C): run one beside apps started with
+    IDGRAPH_INGEST_APPLIER=process (`idgraph serve` starts one itself by default)."""
     import structlog
 
     from bootstrap.logging import configure_logging
@@ -249,7 +257,14 @@ def ingest_applier(
                 "embedded SQLite store (IDGRAPH_STORE_URL is not sqlite)"
             )
             raise typer.Exit(CANNOT_START)
-        run_applier(jobs, parent_pid)
+        tally_file = settings.ingest_applier_tally_file
+        if tally_file is None:
+            run_applier(jobs, parent_pid)
+        else:  # counted where the server's /metrics reads them (services.metrics.TallyFile)
+            counted = TalliedMetrics(TallyFile(tally_file))
+            run_applier(
+                jobs.with_ingest(container.ingest.with_metrics(counted)), parent_pid, counted.flush
+            )
     finally:
         container.close()
 

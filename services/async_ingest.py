@@ -112,9 +112,10 @@ _MS = 1000
 # An applier in its own process runs the idle upkeep (expired results, the journal's
 # checkpoint: each takes the journal's write lock) at most this often (s), not on every poll.
 IDLE_UPKEEP_S = 1.0
-# How often an applier in its own process (``idgraph ingest-applier``) looks at the journal:
-# submits in the server process cannot wake it, so this bounds the time a batch waits before
-# the applier sees it (the backlog check is two primary-key reads).
+# How often an applier in its own process (``idgraph ingest-applier``) looks at the journal,
+# and how often the prepare-ahead thread (any applier) looks for batches another process queued
+# while a group is written: submits in the server process cannot wake them, so this bounds the
+# time a batch waits before they see it (the backlog check is two primary-key reads).
 APPLIER_PROCESS_POLL_S = 0.05
 
 
@@ -727,8 +728,10 @@ class AsyncIngest:
     def _prepare_ahead(self, after_seq: int, done: threading.Event) -> _Ahead | None:
         """The batches queued after ``after_seq``, opened and prepared as they arrive (up to
         ``apply_max_events`` events: the next group at most) until ``done``; ``None`` when none
-        arrived. Runs on the prepare-ahead thread. A batch that cannot be opened, or a failed
-        preparation, ends it (the next group is then prepared by the applier, as before)."""
+        arrived. Arrivals from a submit in this process wake it; others' are seen within
+        :data:`APPLIER_PROCESS_POLL_S`. Runs on the prepare-ahead thread. A batch that cannot
+        be opened, or a failed preparation, ends it (the next group is then prepared by the
+        applier, as before)."""
         opened: list[_Opened] = []
         parts: list[PreparedEvents] | None = []
         room = self._limits.apply_max_events
@@ -747,7 +750,10 @@ class AsyncIngest:
                 if batches:
                     break  # the next batch does not fit in this group any more
                 if not done.is_set():  # checked after the clear: finish() sets both, then
-                    self._arrived.wait()  # this returns (set by submit, or by finish())
+                    # this returns (set by a submit in this process, or by finish()); a batch
+                    # another process queued (the server's, for `idgraph ingest-applier`) sets
+                    # nothing here, so the queue is looked at again after a poll's wait.
+                    self._arrived.wait(APPLIER_PROCESS_POLL_S)
                 continue
             try:
                 chunk, failed = self._open(fitting)
@@ -1023,18 +1029,44 @@ class JournalApplier:
                 service.wait_for_work(self._poll_s)
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
+class _CollectorPauses:
+    """Overlapping pauses of automatic collection (two appliers in one process: two apps in a
+    test): off from the first in, back on (if it was on) when the last is out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paused = 0
+        self._was_enabled = False
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            self._paused += 1
+            if self._paused == 1:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._paused -= 1
+                enable = self._paused == 0 and self._was_enabled
+                if enable:
+                    gc.enable()
+            if enable:
+                gc.collect(0)
+
+
+# One per process: automatic collection is the process's.
+_PAUSES = _CollectorPauses()
+
+
+def collector_paused() -> AbstractContextManager[None]:
     """Automatic garbage collection off while a group is applied, the young generation
-    collected after: what the server's applier does (``api.collector``) for an applier in its
-    own process (``idgraph ingest-applier``). Why: one apply holds up to
-    ``apply_max_events`` events' objects alive at once (~10^6 containers), which form no
-    cycles; the collector walked them over and over as they were promoted, freeing nothing."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-            gc.collect(0)
+    collected after: around each apply of any applier, the server's thread
+    (``api.collector.BatchCollector.applying``) and an applier process's
+    (``idgraph ingest-applier``). Why: one apply holds up to ``apply_max_events`` events'
+    objects alive at once (~10^6 containers), which form no cycles; the collector walked them
+    over and over as they were promoted, freeing nothing. Overlapping applies (two appliers in
+    one process) turn it back on when the last is done; one that was off stays off."""
+    return _PAUSES.paused()

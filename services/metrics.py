@@ -1,17 +1,39 @@
 """What the use cases report to monitoring: a port the entrypoints' metrics implement.
 
 The use cases time their store calls and count ingest outcomes; *where* that goes (an app's own
-Prometheus registry, nothing for a one-off CLI command) is the entrypoint's choice.
+Prometheus registry, nothing for a one-off CLI command, a tally file for the ingest applier
+process) is the entrypoint's choice.
+
+:class:`TalliedMetrics` is the applier process's (``idgraph ingest-applier``): it serves no
+``/metrics`` of its own, so it keeps its counts in a small file (:class:`TallyFile`) that the
+server which started it reads and adds to its own series (``api.metrics``). One scrape of the
+server then shows every ingest, whichever process applied it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+import bisect
+import collections
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
-from identity.model import EventOutcome
+from identity.model import EventOutcome, Outcome, RefusalReason
+
+# ``idgraph_ingest_facts``' ``status`` label values, in the order of :class:`OutcomeCounts`.
+FACT_STATUSES = ("stored", "quarantined", "dropped")
+# ``idgraph_store_seconds``' buckets. Store calls are fast (ms) and ingest batches slow (s):
+# finer buckets at the low end. Shared by the server's histogram and the applier's tally, whose
+# bucket counts are added to the server's bucket by bucket.
+STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class StoreOperation(StrEnum):
@@ -60,3 +82,216 @@ class NoMetrics:
 
     def record_opened_batches(self, source: JournalBatchSource, count: int) -> None:
         """No counting."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCounts:
+    """Ingest outcomes added up by label value: what one ``record_ingest`` adds to the
+    counters (one increment per label value, not five per event)."""
+
+    events: Mapping[str, int]  # Outcome value -> events
+    refused: Mapping[str, int]  # RefusalReason value -> distinct refused identifiers
+    facts: tuple[int, int, int]  # stored, quarantined, dropped (FACT_STATUSES)
+
+    @classmethod
+    def of(cls, outcomes: Iterable[EventOutcome]) -> OutcomeCounts:
+        """The counts of ``outcomes``."""
+        events: collections.Counter[str] = collections.Counter()
+        refused: collections.Counter[str] = collections.Counter()
+        stored = quarantined = dropped = 0
+        for outcome in outcomes:
+            events[outcome.outcome.value] += 1
+            for refusal in outcome.refused_identifiers:  # distinct identifiers, not positions
+                refused[refusal.reason.value] += 1
+            stored += outcome.facts_stored
+            quarantined += outcome.facts_quarantined
+            dropped += outcome.facts_dropped
+        return cls(events, refused, (stored, quarantined, dropped))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTally:
+    """One operation's ``idgraph_store_seconds`` observations: per-bucket counts (not
+    cumulative; one per :data:`STORE_BUCKETS` bound, then the ``+Inf`` bucket) and their sum."""
+
+    buckets: tuple[int, ...]
+    seconds: float
+
+    @property
+    def count(self) -> int:
+        """Observations in all."""
+        return sum(self.buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class Tallies:
+    """What an applier process counted, by family and label value (fixed sets only)."""
+
+    events: Mapping[str, int] = field(default_factory=dict)  # idgraph_ingest_events{outcome}
+    refused: Mapping[str, int] = field(default_factory=dict)  # ..._refused_identifiers{reason}
+    facts: Mapping[str, int] = field(default_factory=dict)  # idgraph_ingest_facts{status}
+    opened: Mapping[str, int] = field(default_factory=dict)  # ..._batches_opened{source}
+    store: Mapping[str, StoreTally] = field(default_factory=dict)  # store_seconds{operation}
+
+
+# The label values each counted family may hold: a tally file is read back through these, so a
+# value that is not one of them (a damaged or foreign file) never becomes a label.
+_LABELS: dict[str, frozenset[str]] = {
+    "events": frozenset(o.value for o in Outcome),
+    "refused": frozenset(r.value for r in RefusalReason),
+    "facts": frozenset(FACT_STATUSES),
+    "opened": frozenset(s.value for s in JournalBatchSource),
+}
+_OPERATIONS = frozenset(o.value for o in StoreOperation)
+_TALLY_FORMAT = 1
+
+
+class TallyFile:
+    """A :class:`Tallies` kept as JSON at ``path``: written whole (a temporary file renamed over
+    it, so a reader sees the last complete write), read leniently (a missing, partly foreign or
+    damaged file reads as what of it is valid: metrics never fail a process).
+
+    Not fsynced: the counts are monitoring, not data, and a crash loses at most the last write.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> Tallies:
+        """The tallies last written (empty if none could be read)."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return Tallies()
+        if not isinstance(raw, dict) or raw.get("format") != _TALLY_FORMAT:
+            return Tallies()
+        counted = {
+            family: {
+                label: int(value)
+                for label, value in _mapping(raw.get(family)).items()
+                if label in allowed and isinstance(value, int) and value >= 0
+            }
+            for family, allowed in _LABELS.items()
+        }
+        store: dict[str, StoreTally] = {}
+        for operation, raw_tally in _mapping(raw.get("store")).items():
+            buckets, seconds = (
+                _mapping(raw_tally).get("buckets"),
+                _mapping(raw_tally).get("seconds"),
+            )
+            if (
+                operation in _OPERATIONS
+                and isinstance(buckets, list)
+                and len(buckets) == len(STORE_BUCKETS) + 1
+                and all(isinstance(b, int) and b >= 0 for b in buckets)
+                and isinstance(seconds, int | float)
+                and seconds >= 0
+            ):
+                store[operation] = StoreTally(tuple(buckets), float(seconds))
+        return Tallies(**counted, store=store)
+
+    def write(self, tallies: Tallies) -> None:
+        """Replace the file with ``tallies``."""
+        body = {
+            "format": _TALLY_FORMAT,
+            "events": dict(tallies.events),
+            "refused": dict(tallies.refused),
+            "facts": dict(tallies.facts),
+            "opened": dict(tallies.opened),
+            "store": {
+                op: {"buckets": list(t.buckets), "seconds": t.seconds}
+                for op, t in tallies.store.items()
+            },
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tally-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(body, out, separators=(",", ":"))
+            Path(tmp).replace(self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+class TalliedMetrics:
+    """The use cases' metrics as tallies in memory, written to a :class:`TallyFile` by
+    :meth:`flush` (the applier process flushes after each group it applies).
+
+    It starts from what the file holds, so an applier that is started again after a crash goes
+    on counting where the one before it stopped: the server's counters only ever grow while it
+    runs. Thread-safe (the applier's thread counts, its main thread may flush)."""
+
+    def __init__(self, file: TallyFile) -> None:
+        self._file = file
+        start = file.read()
+        self._lock = threading.Lock()
+        self._counts: dict[str, collections.Counter[str]] = {
+            "events": collections.Counter(start.events),
+            "refused": collections.Counter(start.refused),
+            "facts": collections.Counter(start.facts),
+            "opened": collections.Counter(start.opened),
+        }
+        self._store: dict[str, tuple[list[int], float]] = {
+            op: (list(t.buckets), t.seconds) for op, t in start.store.items()
+        }
+        self._changed = False
+
+    def tallies(self) -> Tallies:
+        """What was counted so far."""
+        with self._lock:
+            return Tallies(
+                **{family: dict(counts) for family, counts in self._counts.items()},
+                store={op: StoreTally(tuple(b), s) for op, (b, s) in self._store.items()},
+            )
+
+    def flush(self) -> None:
+        """Write the tallies to the file if anything was counted since the last flush."""
+        with self._lock:
+            if not self._changed:
+                return
+            self._changed = False
+        self._file.write(self.tallies())
+
+    @contextmanager
+    def time_store(self, operation: StoreOperation) -> Iterator[None]:
+        """Observe how long the enclosed engine call takes (failures included)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe_store(operation, time.perf_counter() - started)
+
+    def observe_store(self, operation: StoreOperation, seconds: float) -> None:
+        """Count one store call of ``seconds``."""
+        with self._lock:
+            buckets, total = self._store.get(operation.value) or (
+                [0] * (len(STORE_BUCKETS) + 1),
+                0.0,
+            )
+            # Prometheus buckets are "less than or equal": bisect_left finds the first bound at
+            # or above the value (past the last one: the +Inf bucket).
+            buckets[bisect.bisect_left(STORE_BUCKETS, seconds)] += 1
+            self._store[operation.value] = (buckets, total + seconds)
+            self._changed = True
+
+    def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
+        """Count the outcomes, refusals and facts of ingested events."""
+        counts = OutcomeCounts.of(outcomes)
+        with self._lock:
+            self._counts["events"].update(counts.events)
+            self._counts["refused"].update(counts.refused)
+            self._counts["facts"].update(
+                {s: n for s, n in zip(FACT_STATUSES, counts.facts, strict=True) if n}
+            )
+            self._changed = True
+
+    def record_opened_batches(self, source: JournalBatchSource, count: int) -> None:
+        """Count ``count`` queued batches the journal's applier opened from ``source``."""
+        if count > 0:
+            with self._lock:
+                self._counts["opened"][source.value] += count
+                self._changed = True

@@ -133,6 +133,37 @@ def test_a_batch_that_arrives_while_a_group_is_written_is_prepared_for_the_next_
     assert served.resolve("cookie_id", "ck-async-during-1-2") == 200
 
 
+def test_a_batch_another_process_queues_while_a_group_is_written_is_prepared_for_the_next(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applier process's case (``idgraph ingest-applier``): the server accepts the batches,
+    so no submit in the applier's process wakes its prepare-ahead thread; it looks at the queue
+    again after a poll's wait instead of waiting for a wake-up that never comes."""
+    calls = _record_prepares(served, monkeypatch)
+    with (
+        fake_clock_jobs(served, AsyncIngestLimits()) as (applier, _),
+        fake_clock_jobs(served, AsyncIngestLimits()) as (server, _),
+    ):
+        job_ids = [_submit(server, "elsewhere-0")]
+        journal = applier._journal
+        record_applied = journal.record_applied
+
+        def arrive_meanwhile(conn: Any, finished: Any, now_ms: int, keep_ms: int) -> None:
+            if len(job_ids) == 1:  # accepted by the other AsyncIngest (another process's)
+                job_ids.append(_submit(server, "elsewhere-1"))
+                wait_until(lambda: (AHEAD, 3) in calls)
+            record_applied(conn, finished, now_ms, keep_ms)
+
+        monkeypatch.setattr(journal, "record_applied", arrive_meanwhile)
+
+        assert applier.apply_once() == 3
+        assert applier.apply_once() == 3
+        assert Counter(calls) == Counter([(MAIN, 3), (AHEAD, 3)])  # the second: prepared ahead
+        assert applier.apply_once() == 0
+        _applied_once(applier, job_ids)
+    assert served.resolve("cookie_id", "ck-async-elsewhere-1-2") == 200
+
+
 def test_a_batch_prepared_ahead_is_not_applied_again_when_another_applier_applied_it(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,6 +23,7 @@ import structlog
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from bench.load import children_of
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from cli.applier import ApplierChild
@@ -43,11 +44,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 ASYNC = {"Prefer": "respond-async"}
-PROCESS = {"IDGRAPH_INGEST_APPLIER": "process"}
 
 
 def _key(data_dir: Path) -> dict[str, str]:
-    token = create_key(data_dir, "applier-process", frozenset({Scope.INGEST, Scope.RESOLVE}))
+    token = create_key(
+        data_dir, "applier-process", frozenset({Scope.INGEST, Scope.RESOLVE, Scope.METRICS})
+    )
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -75,23 +77,6 @@ def _wait(condition: Any, what: str) -> None:
     raise AssertionError(f"{what} within {SAFETY_TIMEOUT:.0f} s")
 
 
-def _appliers_of(parent: int) -> list[int]:
-    """The running ``idgraph ingest-applier`` children of ``parent``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent and fields[0] != "Z" and b"ingest-applier" in command:
-            found.append(int(entry.name))
-    return found
-
-
 def _job(client: httpx.Client, location: str, key: dict[str, str]) -> dict[str, Any]:
     answer: dict[str, Any] = {}
 
@@ -103,18 +88,29 @@ def _job(client: httpx.Client, location: str, key: dict[str, str]) -> dict[str, 
     return answer
 
 
+def _scraped(client: httpx.Client, key: dict[str, str], series: str) -> float:
+    scrape = client.get("/metrics", headers=key)
+    assert scrape.status_code == 200, scrape.text
+    return _metric(scrape.text, series)
+
+
+def _metric(text: str, line_start: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(line_start + " ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
 def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     prepare_data_dir(data)
     key = _key(data)
-    server = ServerProcess(data, tmp_path)
-    server.extra_env = PROCESS
+    server = ServerProcess(data, tmp_path)  # the default IDGRAPH_INGEST_APPLIER (auto)
+    assert "IDGRAPH_INGEST_APPLIER" not in os.environ
     server.start()
     try:
         pid = server.pid()
         assert pid is not None
-        _wait(lambda: len(_appliers_of(pid)) == 1, "one applier child")
-        (first,) = _appliers_of(pid)
+        _wait(lambda: len(children_of(pid)) == 1, "one applier child")
+        (first,) = children_of(pid)
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
             accepted = client.post("/v1/ingest", json=_batch(0), headers=key | ASYNC)
             assert accepted.status_code == 202, accepted.text
@@ -122,9 +118,13 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
             assert job["status"] == "applied"
             assert job["outcomes"] == {"created": 3}
 
+            # Its counts reach the server's /metrics (written after each group).
+            created = 'idgraph_ingest_events_total{outcome="created"}'
+            _wait(lambda: _scraped(client, key, created) == 3, "the child's counts scraped")
+
             # A child that dies is started again, and the journal goes on being applied.
             os.kill(first, 9)
-            _wait(lambda: _appliers_of(pid) not in ([], [first]), "a new applier child")
+            _wait(lambda: children_of(pid) not in ((), (first,)), "a new applier child")
             again = client.post("/v1/ingest", json=_batch(1), headers=key | ASYNC)
             assert again.status_code == 202, again.text
             assert _job(client, again.headers["Location"], key)["outcomes"] == {"created": 3}
@@ -134,7 +134,16 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
                 headers=key,
             )
             assert resolved.status_code == 200, resolved.text
-        (second,) = _appliers_of(pid)
+
+            # The server's /metrics counts what its children applied, the first child's six
+            # events' worth included: the second went on counting from where the first stopped.
+            _wait(lambda: _scraped(client, key, created) == 6, "both children's counts")
+            scrape = client.get("/metrics", headers=key)
+            opened = 'idgraph_ingest_journal_batches_opened_total{source="journal"}'
+            assert _metric(scrape.text, opened) == 2
+            ingest = 'idgraph_store_seconds_count{operation="ingest"}'
+            assert _metric(scrape.text, ingest) >= 2
+        (second,) = children_of(pid)
 
         # Stopping the server stops its applier.
         assert server.process is not None
