@@ -180,16 +180,17 @@ def serve(
     # The HTTP entrypoint is started by its ASGI factory's name, as any ASGI server would start
     # it: entrypoints never import each other (docs/ARCHITECTURE.md). uvicorn's default loop and
     # HTTP implementation ("auto") are uvloop and httptools, dependencies of the package.
-    child: ApplierChild | None = None
+    # The applier child and its tally file's directory, if any: closed after the server's
+    # shutdown.
+    applier = contextlib.ExitStack()
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             await super().shutdown(sockets)
             # The applier child stops after the server (no batch is accepted for an applier
-            # that is gone) and before uvicorn re-raises a SIGTERM it caught (which ends this
-            # process without running what follows server.run()).
-            if child is not None:
-                await asyncio.to_thread(child.stop)
+            # that is gone), and its directory is removed, before uvicorn re-raises a SIGTERM it
+            # caught (which ends this process without running what follows server.run()).
+            await asyncio.to_thread(applier.close)
 
     server = Server(
         uvicorn.Config(
@@ -213,17 +214,17 @@ def serve(
         applier_failed.set()
         server.should_exit = True  # its reason is in its own output, as for the server's
 
-    with contextlib.ExitStack() as stack:
+    with applier:  # closed here too if the server never got to its shutdown
         if own_applier:
             # The app this process builds applies nothing, and reads the child's counts from a
             # file of this server's own (unless one was set) for its /metrics.
             os.environ["IDGRAPH_INGEST_APPLIER"] = "process"
             if settings.ingest_applier_tally_file is None:
-                tallies = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idgraph-")))
-                os.environ["IDGRAPH_INGEST_APPLIER_TALLY_FILE"] = str(tallies / "applier.json")
+                tallies = applier.enter_context(tempfile.TemporaryDirectory(prefix="idgraph-"))
+                os.environ["IDGRAPH_INGEST_APPLIER_TALLY_FILE"] = str(Path(tallies, "applier.json"))
             child = ApplierChild(os.environ, applier_cannot_start)
             child.start()
-            stack.callback(child.stop)  # if the server never got to its shutdown
+            applier.callback(child.stop)
         server.run()
     if STORE_GAVE_UP.is_set():  # the store never came up within its start-up timeout
         raise typer.Exit(3)

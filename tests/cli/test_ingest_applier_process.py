@@ -144,6 +144,13 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
             ingest = 'idgraph_store_seconds_count{operation="ingest"}'
             assert _metric(scrape.text, ingest) >= 2
         (second,) = children_of(pid)
+        environ = Path(f"/proc/{second}/environ").read_bytes().split(b"\0")
+        (tally,) = [
+            v.split(b"=", 1)[1]
+            for v in environ
+            if v.startswith(b"IDGRAPH_INGEST_APPLIER_TALLY_FILE=")
+        ]
+        assert Path(tally.decode()).is_file()
 
         # Stopping the server stops its applier.
         assert server.process is not None
@@ -151,6 +158,8 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
         # uvicorn shuts down, then re-raises the SIGTERM it caught: -15, as without a child.
         assert server.process.wait(SAFETY_TIMEOUT) in (0, -15)
         assert not Path(f"/proc/{second}").exists() or b"Z" in _state(second)
+        # The tally file's private directory went with it, though uvicorn re-raised the SIGTERM.
+        assert not Path(tally.decode()).parent.exists()
     finally:
         server.kill()
 
