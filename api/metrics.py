@@ -38,9 +38,8 @@ Fed here and by the routers:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import fastapi.routing
@@ -67,6 +66,7 @@ from services.metrics import (
     StoreOperation,
     StoreTally,
     Tallies,
+    timed,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -202,14 +202,9 @@ class Metrics:
         if count > 0:
             self.journal_batches_opened.labels(source.value).inc(count)
 
-    @contextmanager
-    def time_store(self, operation: StoreOperation) -> Iterator[None]:
+    def time_store(self, operation: StoreOperation) -> AbstractContextManager[None]:
         """Observe how long the enclosed engine call takes (failures included)."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.store_seconds.labels(operation.value).observe(time.perf_counter() - started)
+        return timed(self.store_seconds.labels(operation.value).observe)
 
     def declare_purposes(self, purposes: Iterable[str]) -> None:
         """Declare the purpose names (from the purposes policy) that may appear as labels."""

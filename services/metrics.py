@@ -19,14 +19,18 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+import structlog
+
 from identity.model import EventOutcome, Outcome, RefusalReason
+
+log = structlog.get_logger("idgraph.metrics")
 
 # ``idgraph_ingest_facts``' ``status`` label values, in the order of :class:`OutcomeCounts`.
 FACT_STATUSES = ("stored", "quarantined", "dropped")
@@ -82,6 +86,17 @@ class NoMetrics:
 
     def record_opened_batches(self, source: JournalBatchSource, count: int) -> None:
         """No counting."""
+
+
+@contextmanager
+def timed(observe: Callable[[float], None]) -> Iterator[None]:
+    """Pass the seconds the enclosed block took to ``observe`` (failures included): every
+    ``time_store`` of the metrics port's implementations."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        observe(time.perf_counter() - started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +190,8 @@ class TallyFile:
         }
         store: dict[str, StoreTally] = {}
         for operation, raw_tally in _mapping(raw.get("store")).items():
-            buckets, seconds = (
-                _mapping(raw_tally).get("buckets"),
-                _mapping(raw_tally).get("seconds"),
-            )
+            tally = _mapping(raw_tally)
+            buckets, seconds = tally.get("buckets"), tally.get("seconds")
             if (
                 operation in _OPERATIONS
                 and isinstance(buckets, list)
@@ -249,21 +262,26 @@ class TalliedMetrics:
             )
 
     def flush(self) -> None:
-        """Write the tallies to the file if anything was counted since the last flush."""
+        """Write the tallies to the file if anything was counted since the last flush. A write
+        that fails (the file's directory gone, a full disk) is logged and tried again at the
+        next flush: counting never stops the applier."""
         with self._lock:
             if not self._changed:
                 return
             self._changed = False
-        self._file.write(self.tallies())
-
-    @contextmanager
-    def time_store(self, operation: StoreOperation) -> Iterator[None]:
-        """Observe how long the enclosed engine call takes (failures included)."""
-        started = time.perf_counter()
         try:
-            yield
-        finally:
-            self.observe_store(operation, time.perf_counter() - started)
+            self._file.write(self.tallies())
+        except OSError as exc:
+            with self._lock:
+                self._changed = True
+            # The path is configuration (IDGRAPH_INGEST_APPLIER_TALLY_FILE), never personal data.
+            log.warning(
+                "ingest_applier_tally_not_written", path=str(self._file.path), error=str(exc)
+            )
+
+    def time_store(self, operation: StoreOperation) -> AbstractContextManager[None]:
+        """Observe how long the enclosed engine call takes (failures included)."""
+        return timed(lambda seconds: self.observe_store(operation, seconds))
 
     def observe_store(self, operation: StoreOperation, seconds: float) -> None:
         """Count one store call of ``seconds``."""

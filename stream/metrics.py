@@ -6,13 +6,13 @@ partitions): never from a record. No metric holds an identifier or a person id.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, suppress
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from identity.model import EventOutcome
+from services.metrics import timed
 
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -85,14 +85,9 @@ class StreamMetrics:
 
     # -- the use cases' metrics port (services.metrics.UseCaseMetrics) --------------------------
 
-    @contextmanager
-    def time_store(self, operation: object) -> Iterator[None]:
+    def time_store(self, operation: object) -> AbstractContextManager[None]:
         """Observe the graph commit of one batch."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.store_seconds.observe(time.perf_counter() - started)
+        return timed(self.store_seconds.observe)
 
     def record_ingest(self, outcomes: Iterable[EventOutcome]) -> None:
         """Count the outcomes of one batch."""

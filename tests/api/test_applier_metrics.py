@@ -156,3 +156,15 @@ def test_only_label_values_of_the_fixed_sets_are_read_back(tmp_path: Path) -> No
     scrape = generate_latest(Metrics(TallyFile(path).read).registry).decode()
     for text in ("ann@example.org", "p_123", "elsewhere", "customer-42"):
         assert text not in scrape
+
+
+def test_a_tally_that_cannot_be_written_is_written_at_the_next_flush(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    file = TallyFile(gone / "applier.json")
+    counted = TalliedMetrics(file)
+    counted.record_ingest(_outcomes())
+    counted.flush()  # the directory is missing: logged, not raised
+    assert not file.path.exists()
+    gone.mkdir()
+    counted.flush()  # nothing counted since, but the first write is still owed
+    assert file.read().events == {"created": 2, "refused": 1, "linked": 1, "duplicate": 1}
