@@ -15,8 +15,6 @@ from __future__ import annotations
 import bisect
 import collections
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,6 +27,7 @@ from typing import Protocol
 import structlog
 
 from identity.model import EventOutcome, Outcome, RefusalReason
+from privacy.keys.secretfile import replace_secret_file
 
 log = structlog.get_logger("idgraph.metrics")
 
@@ -163,10 +162,14 @@ _TALLY_FORMAT = 1
 
 class TallyFile:
     """A :class:`Tallies` kept as JSON at ``path``: written whole (a temporary file renamed over
-    it, so a reader sees the last complete write), read leniently (a missing, partly foreign or
-    damaged file reads as what of it is valid: metrics never fail a process).
+    it, so a reader sees the last complete write; owner-only, mode 0600: the one atomic replace,
+    ``privacy.keys.secretfile.replace_secret_file``), read leniently (a missing, partly foreign
+    or damaged file reads as what of it is valid: metrics never fail a process).
 
-    Not fsynced: the counts are monitoring, not data, and a crash loses at most the last write.
+    Not fsynced (``durable=False``): the counts are monitoring, not data, rewritten after every
+    group the applier applies, and a crash loses at most the last write. Its directory is never
+    created here: it is ``idgraph serve``'s (removed when the server stops) or the operator's,
+    and a write into a missing one fails (:meth:`TalliedMetrics.flush` logs it and tries again).
     """
 
     def __init__(self, path: Path) -> None:
@@ -216,14 +219,12 @@ class TallyFile:
                 for op, t in tallies.store.items()
             },
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tally-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(body, out, separators=(",", ":"))
-            Path(tmp).replace(self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_secret_file(
+            self.path,
+            json.dumps(body, separators=(",", ":")),
+            durable=False,
+            create_directory=False,
+        )
 
 
 def _mapping(value: object) -> dict[str, object]:

@@ -7,7 +7,9 @@ and decodes them. Shared by :mod:`privacy.keys.hash_keys` and :mod:`privacy.keys
   replaces a key the first process already used to hash or wrap, and that data is lost).
 * **Replace is atomic and durable.** :func:`replace_secret_file` renames a fsync'd temp file
   over the old one and then fsyncs the directory, so after a power cut the directory entry
-  names the new file, not a vanished temp file or the old key.
+  names the new file, not a vanished temp file or the old key. A file that is rewritten often
+  and may be lost in a crash (the ingest applier's tally file, ``services.metrics.TallyFile``)
+  uses the same replace with ``durable=False``: atomic and owner-only, never fsync'd.
 * **Read-modify-write holds a lock.** :func:`secret_file_lock` takes an exclusive ``flock`` on a
   ``<name>.lock`` file next to the key file, so two rotations (or a rotation and a removal)
   cannot both read the same old file and the second write drop the first's new key.
@@ -41,16 +43,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _private_temp(path: Path, text: str) -> Path:
-    """A fsync'd temp file (mode 0600 before any byte is written) next to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _private_temp(
+    path: Path, text: str, *, durable: bool = True, create_directory: bool = True
+) -> Path:
+    """A temp file (mode 0600 before any byte is written) next to ``path``, fsync'd if
+    ``durable``; ``path``'s directory is created (0700) first if ``create_directory``."""
+    if create_directory:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -72,16 +79,30 @@ def create_secret_file(path: Path, text: str, what: str) -> None:
     _fsync_dir(path.parent)
 
 
-def replace_secret_file(path: Path, text: str) -> None:
+def replace_secret_file(
+    path: Path, text: str, *, durable: bool = True, create_directory: bool = True
+) -> None:
     """Replace ``path`` atomically with mode 0600: a crash leaves the old file or the new one,
-    never half, and the directory is fsync'd so the rename itself survives a power cut."""
-    tmp = _private_temp(path, text)
+    never half, and the directory is fsync'd so the rename itself survives a power cut.
+
+    ``durable=False`` skips both fsyncs (the temp file's and the directory's): the replace is
+    still atomic and owner-only, but after a power cut the old file (or none) may be what is
+    there. For a file that is rewritten often and whose last write may be lost, never a key:
+    the ingest applier's counts (``services.metrics.TallyFile``), rewritten after every group
+    it applies, where two fsyncs per group would cost the applier disk flushes for monitoring
+    figures. ``create_directory=False`` leaves a missing directory missing (the replace then
+    raises ``FileNotFoundError``): for a file in a directory someone else owns and removes (the
+    tally file's, which ``idgraph serve`` deletes when it stops), so that a late write does not
+    create it again.
+    """
+    tmp = _private_temp(path, text, durable=durable, create_directory=create_directory)
     try:
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 # The name existing callers use; a replace is the only way to write an existing key file.

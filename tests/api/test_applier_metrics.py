@@ -96,6 +96,15 @@ def test_an_applier_started_again_goes_on_counting_from_the_file(tmp_path: Path)
     assert ingest.buckets[STORE_BUCKETS.index(0.5)] == 2
 
 
+def test_the_tally_file_is_readable_by_its_owner_only_when_written(tmp_path: Path) -> None:
+    file = TallyFile(tmp_path / "applier.json")
+    counted = TalliedMetrics(file)
+    counted.record_ingest(_outcomes())
+    counted.flush()
+    assert file.path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["applier.json"]  # no temp file left
+
+
 def test_nothing_is_written_when_nothing_was_counted(tmp_path: Path) -> None:
     file = TallyFile(tmp_path / "applier.json")
     TalliedMetrics(file).flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -24,7 +25,7 @@ from privacy.keys.keyprovider import (
     read_kek_file,
     rotate_kek_file,
 )
-from privacy.keys.secretfile import b64url_decode, secret_file_lock
+from privacy.keys.secretfile import b64url_decode, replace_secret_file, secret_file_lock
 from privacy.keys.vault import DataKeyDestroyedError, Vault
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from privacy.transport.webhooks import refuse_published_secret
@@ -105,6 +106,45 @@ def test_create_refuses_an_existing_file_and_leaves_no_temp_file(tmp_path: Path)
 
     assert read_key_file(path).primary == first.primary
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hash-keys.json"]
+
+
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counted(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    return calls
+
+
+def test_a_replace_fsyncs_the_file_and_its_directory_when_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs = _fsyncs(monkeypatch)
+    path = tmp_path / "keys" / "secret.json"
+    replace_secret_file(path, "one")
+    assert path.read_text() == "one"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(fsyncs) == 2  # the temp file, then the directory after the rename
+
+
+def test_a_replace_fsyncs_nothing_and_creates_no_directory_when_not_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs = _fsyncs(monkeypatch)
+    path = tmp_path / "tally.json"
+    replace_secret_file(path, "one", durable=False, create_directory=False)
+    replace_secret_file(path, "two", durable=False, create_directory=False)
+    assert path.read_text() == "two"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tally.json"]  # no temp file left
+    assert fsyncs == []
+    with pytest.raises(FileNotFoundError):
+        replace_secret_file(tmp_path / "gone" / "tally.json", "x", create_directory=False)
+    assert not (tmp_path / "gone").exists()
 
 
 def test_concurrent_rotations_keep_every_new_key(tmp_path: Path) -> None:
