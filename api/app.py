@@ -171,11 +171,11 @@ def console_services(container: Container, metrics: Metrics) -> ConsoleServices:
     started = datetime.now(UTC)
 
     def ingest() -> IngestFigures:
-        return IngestFigures(
-            started,
-            metrics.totals(metrics.ingest_events, "outcome"),
-            metrics.totals(metrics.refused_identifiers, "reason"),
+        # Both from one read of the applier's tally file (if any): one per dashboard render.
+        events, refusals = metrics.totals(
+            (metrics.ingest_events, "outcome"), (metrics.refused_identifiers, "reason")
         )
+        return IngestFigures(started, events, refusals)
 
     settings = container.settings
     return ConsoleServices(

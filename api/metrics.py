@@ -224,17 +224,26 @@ class Metrics:
         self.dsr_queue_oldest_age.set(oldest_age_seconds)
         self.dsr_overdue.set(overdue)
 
-    def totals(self, counter: Counter, label: str) -> dict[str, float]:
-        """A labelled counter's current totals by ``label`` (for the console dashboard), the
-        applier process's included."""
-        families = self._applier.collect_one(counter) if self._applier else counter.collect()
-        totals: dict[str, float] = {}
-        for metric in families:
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.value:
-                    key = sample.labels.get(label, "")
-                    totals[key] = totals.get(key, 0.0) + sample.value
-        return totals
+    def totals(self, *counted: tuple[Counter, str]) -> list[dict[str, float]]:
+        """Each ``(counter, label)``'s current totals by ``label`` value (for the console
+        dashboard), the applier process's included, in the order given.
+
+        The applier's tally file is read once for all of them: one dashboard render asks for
+        several counters, and each read is a file read and a JSON parse."""
+        if self._applier is not None:
+            collected = self._applier.collect_some([counter for counter, _ in counted])
+        else:
+            collected = [counter.collect() for counter, _ in counted]
+        found: list[dict[str, float]] = []
+        for families, (_, label) in zip(collected, counted, strict=True):
+            totals: dict[str, float] = {}
+            for metric in families:
+                for sample in metric.samples:
+                    if sample.name.endswith("_total") and sample.value:
+                        key = sample.labels.get(label, "")
+                        totals[key] = totals.get(key, 0.0) + sample.value
+            found.append(totals)
+        return found
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -270,10 +279,14 @@ class _WithApplier(Collector):
         for family, pick, label in self._families.values():
             yield from _added(family, pick(tallies), label)
 
-    def collect_one(self, family: Counter | Histogram) -> Iterable[Metric]:
-        """One family with the tallies added."""
-        _, pick, label = self._families[id(family)]
-        return _added(family, pick(self._tallies()), label)
+    def collect_some(self, families: Iterable[Counter | Histogram]) -> list[Iterable[Metric]]:
+        """Each of ``families`` with the tallies added, the tallies read once for all."""
+        tallies = self._tallies()
+        collected: list[Iterable[Metric]] = []
+        for family in families:
+            _, pick, label = self._families[id(family)]
+            collected.append(list(_added(family, pick(tallies), label)))
+        return collected
 
 
 def _added(

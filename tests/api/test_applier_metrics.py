@@ -70,9 +70,33 @@ def test_a_scrape_reads_as_one_process_counting_everything_when_an_applier_count
     bucket = ("idgraph_store_seconds_bucket", frozenset({("operation", "ingest"), ("le", "0.001")}))
     assert merged[bucket] == 2  # 0.0004 and 0.001 (buckets are "at or below")
     # The console's dashboard totals count the applier's events too.
-    assert server.totals(server.ingest_events, "outcome") == alone.totals(
-        alone.ingest_events, "outcome"
+    assert server.totals((server.ingest_events, "outcome")) == alone.totals(
+        (alone.ingest_events, "outcome")
     )
+
+
+def test_the_dashboard_totals_read_the_tally_file_once_when_several_are_asked_for(
+    tmp_path: Path,
+) -> None:
+    file = TallyFile(tmp_path / "applier.json")
+    applier = TalliedMetrics(file)
+    applier.record_ingest(_outcomes())
+    applier.flush()
+    reads: list[Tallies] = []
+
+    def read() -> Tallies:
+        reads.append(file.read())
+        return reads[-1]
+
+    server = Metrics(read)
+    server.record_ingest(_outcomes()[:1])
+    events, refused = server.totals(
+        (server.ingest_events, "outcome"), (server.refused_identifiers, "reason")
+    )
+    assert len(reads) == 1
+    assert events == {"created": 3.0, "refused": 1.0, "linked": 1.0, "duplicate": 1.0}
+    assert refused == {reason: float(n) for reason, n in file.read().refused.items()}
+    assert refused  # the applier counted refusals; the server none
 
 
 def test_an_applier_started_again_goes_on_counting_from_the_file(tmp_path: Path) -> None:
