@@ -22,7 +22,7 @@ from services.metrics import (
     Tallies,
     TallyFile,
 )
-from tests.api.test_metrics import _outcomes
+from tests.support.ingest_samples import sample_outcomes
 
 # Below the first bound, on a bound, between bounds, on the last bound, past it.
 DURATIONS = (0.0004, 0.001, 0.003, 0.7, 10.0, 42.0, 0.02)
@@ -42,7 +42,7 @@ def _series(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
 def test_a_scrape_reads_as_one_process_counting_everything_when_an_applier_counted_part(
     tmp_path: Path,
 ) -> None:
-    outcomes = _outcomes()
+    outcomes = sample_outcomes()
     file = TallyFile(tmp_path / "applier.json")
     applier = TalliedMetrics(file)
     applier.record_ingest(outcomes[:3])
@@ -80,7 +80,7 @@ def test_the_dashboard_totals_read_the_tally_file_once_when_several_are_asked_fo
 ) -> None:
     file = TallyFile(tmp_path / "applier.json")
     applier = TalliedMetrics(file)
-    applier.record_ingest(_outcomes())
+    applier.record_ingest(sample_outcomes())
     applier.flush()
     reads: list[Tallies] = []
 
@@ -89,7 +89,7 @@ def test_the_dashboard_totals_read_the_tally_file_once_when_several_are_asked_fo
         return reads[-1]
 
     server = Metrics(read)
-    server.record_ingest(_outcomes()[:1])
+    server.record_ingest(sample_outcomes()[:1])
     events, refused = server.totals(
         (server.ingest_events, "outcome"), (server.refused_identifiers, "reason")
     )
@@ -102,12 +102,12 @@ def test_the_dashboard_totals_read_the_tally_file_once_when_several_are_asked_fo
 def test_an_applier_started_again_goes_on_counting_from_the_file(tmp_path: Path) -> None:
     file = TallyFile(tmp_path / "applier.json")
     first = TalliedMetrics(file)
-    first.record_ingest(_outcomes())
+    first.record_ingest(sample_outcomes())
     first.observe_store(StoreOperation.INGEST, 0.3)
     first.flush()
 
     second = TalliedMetrics(file)  # after a crash: what the first wrote, nothing more
-    second.record_ingest(_outcomes()[:1])
+    second.record_ingest(sample_outcomes()[:1])
     second.observe_store(StoreOperation.INGEST, 0.3)
     second.flush()
 
@@ -123,7 +123,7 @@ def test_an_applier_started_again_goes_on_counting_from_the_file(tmp_path: Path)
 def test_the_tally_file_is_readable_by_its_owner_only_when_written(tmp_path: Path) -> None:
     file = TallyFile(tmp_path / "applier.json")
     counted = TalliedMetrics(file)
-    counted.record_ingest(_outcomes())
+    counted.record_ingest(sample_outcomes())
     counted.flush()
     assert file.path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["applier.json"]  # no temp file left
@@ -195,7 +195,7 @@ def test_a_tally_that_cannot_be_written_is_written_at_the_next_flush(tmp_path: P
     gone = tmp_path / "gone"
     file = TallyFile(gone / "applier.json")
     counted = TalliedMetrics(file)
-    counted.record_ingest(_outcomes())
+    counted.record_ingest(sample_outcomes())
     counted.flush()  # the directory is missing: logged, not raised
     assert not file.path.exists()
     gone.mkdir()

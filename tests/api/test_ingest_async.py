@@ -29,6 +29,7 @@ from services.async_ingest import AsyncIngest, AsyncIngestLimits, IngestJobNotFo
 from services.inputs import ingest_inputs
 from storage.journal import JournalFullError, SqliteIngestJournal, journal_path
 from tests.conftest import TEST_STORE
+from tests.support.ingest_samples import cookie_of, email_cookie_batch, email_of
 
 pytestmark = pytest.mark.skipif(
     TEST_STORE == "neo4j", reason="the ingest journal lives in the SQLite graph file"
@@ -81,19 +82,7 @@ def served(settings: Settings, log_stream: io.StringIO) -> Iterator[Served]:
 
 
 def _batch(tag: str, n: int = 3) -> dict[str, Any]:
-    return {
-        "events": [
-            {
-                "identifiers": [
-                    {"type": "email", "value": f"async-{tag}-{k}@example.org"},
-                    {"type": "cookie_id", "value": f"ck-async-{tag}-{k}"},
-                ],
-                "source": "web",
-                "traits": {"city": "Lisbon"},
-            }
-            for k in range(n)
-        ]
-    }
+    return email_cookie_batch(f"async-{tag}", n, source="web", traits={"city": "Lisbon"})
 
 
 def test_an_async_batch_is_answered_202_when_prefer_respond_async(served: Served) -> None:
@@ -111,7 +100,7 @@ def test_an_async_batch_is_answered_202_when_prefer_respond_async(served: Served
     assert "results" not in job.json()
     assert served.jobs.queued_events() == 3
     # Queued, not applied: nobody resolves yet.
-    assert served.resolve("email", "async-a-0@example.org") == 404
+    assert served.resolve("email", email_of("async-a", 0)) == 404
 
 
 def test_an_applied_job_gives_the_outcomes_of_the_synchronous_answer_when_drained(
@@ -135,7 +124,7 @@ def test_an_applied_job_gives_the_outcomes_of_the_synchronous_answer_when_draine
         assert job["outcomes"] == answer["outcomes"]
         assert job["refused_identifiers"] == answer["refused_identifiers"]
         assert job["expires_at"] > job["finished_at"]
-    assert served.resolve("cookie_id", "ck-async-x-2") == 200
+    assert served.resolve("cookie_id", cookie_of("async-x", 2)) == 200
     assert served.jobs.queued_events() == 0
 
 
@@ -152,7 +141,7 @@ def test_an_invalid_batch_is_refused_as_synchronously_and_nothing_is_queued(
     assert queued.json()["errors"] == sync.json()["errors"]
     assert served.jobs.queued_events() == 0
     assert served.jobs.apply_once() == 0
-    assert served.resolve("email", "async-bad-0@example.org") == 404
+    assert served.resolve("email", email_of("async-bad", 0)) == 404
 
 
 def test_another_keys_job_is_404_when_read(served: Served) -> None:
@@ -318,8 +307,8 @@ def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: 
     applied = served.client.get(good.headers["Location"], headers=served.keys[0]).json()
     assert applied["status"] == "applied"
     assert served.jobs.queued_events() == 0
-    assert served.resolve("cookie_id", "ck-async-t-0") == 404
-    assert served.resolve("cookie_id", "ck-async-u-0") == 200
+    assert served.resolve("cookie_id", cookie_of("async-t", 0)) == 404
+    assert served.resolve("cookie_id", cookie_of("async-u", 0)) == 200
 
 
 class FakeClock:
@@ -422,8 +411,8 @@ def test_the_accepting_process_applies_its_batches_as_validated_without_unsealin
         job = served.client.get(accepted.headers["Location"], headers=served.keys[0]).json()
         assert job["status"] == "applied"
         assert job["outcomes"] == {"created": 3}
-    assert served.resolve("cookie_id", "ck-async-k-2") == 200
-    assert served.resolve("cookie_id", "ck-async-l-2") == 200
+    assert served.resolve("cookie_id", cookie_of("async-k", 2)) == 200
+    assert served.resolve("cookie_id", cookie_of("async-l", 2)) == 200
     assert len(served.jobs._kept) == 0
 
 
@@ -503,4 +492,4 @@ def test_the_applier_counts_the_batches_it_opened_from_memory_and_from_the_journ
     assert app_jobs.apply_once() == 9
 
     assert _opened_batches(served) == {"memory": 2.0, "journal": 1.0}
-    assert served.resolve("cookie_id", "ck-async-j1-2") == 200
+    assert served.resolve("cookie_id", cookie_of("async-j1", 2)) == 200

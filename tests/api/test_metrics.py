@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,10 +13,9 @@ from api.app import create_app
 from api.metrics import Metrics
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
-from identity.hashing import HashedIdentifier
-from identity.model import EventOutcome, Outcome, Refusal, RefusalReason
 from privacy.access.api_keys import Scope
 from tests.conftest import Api
+from tests.support.ingest_samples import sample_outcomes
 
 ANN = [
     {"type": "email", "value": "Ann.Lee@Shop.example.de"},
@@ -238,30 +236,9 @@ def test_an_identifier_sent_twice_and_refused_counts_once_but_is_reported_at_bot
     )
 
 
-def _outcomes() -> list[EventOutcome]:
-    at = datetime(2026, 1, 5, tzinfo=UTC)
-
-    def refusal(digest: bytes, reason: RefusalReason, position: int) -> Refusal:
-        hashed = HashedIdentifier("email", "k1", digest)
-        return Refusal(hashed, reason, "detail", "web", at, position)
-
-    twice = (
-        refusal(b"a", RefusalReason.BLOCKED_VALUE, 0),
-        refusal(b"a", RefusalReason.BLOCKED_VALUE, 2),  # the same identifier again: counts once
-        refusal(b"b", RefusalReason.SUPPRESSED, 1),
-    )
-    return [
-        EventOutcome(Outcome.CREATED, "p1", (), 3, (), facts_stored=2),
-        EventOutcome(Outcome.CREATED, "p2", (), 1, (), facts_stored=1, facts_quarantined=1),
-        EventOutcome(Outcome.REFUSED, None, (), 0, twice, facts_dropped=4),
-        EventOutcome(Outcome.LINKED, "p1", (), 1, twice[2:]),
-        EventOutcome(Outcome.DUPLICATE, None, (), 0, ()),
-    ]
-
-
 def test_batch_counts_equal_the_events_counted_one_by_one_when_recorded_at_once() -> None:
     at_once, one_by_one = Metrics(), Metrics()
-    outcomes = _outcomes()
+    outcomes = sample_outcomes()
     at_once.record_ingest(outcomes)
     for outcome in outcomes:
         one_by_one.record_ingest([outcome])

@@ -34,10 +34,11 @@ from tests.support.crash_harness import (
     GRAPH,
     SAFETY_TIMEOUT,
     ServerProcess,
-    create_key,
+    bearer,
     prepare_data_dir,
     run_cli,
 )
+from tests.support.ingest_samples import cookie_of, email_cookie_batch
 
 pytestmark = pytest.mark.skipif(
     GRAPH.uri is not None, reason="the ingest journal lives in the SQLite graph file"
@@ -46,26 +47,12 @@ pytestmark = pytest.mark.skipif(
 ASYNC = {"Prefer": "respond-async"}
 
 
-def _key(data_dir: Path) -> dict[str, str]:
-    token = create_key(
-        data_dir, "applier-process", frozenset({Scope.INGEST, Scope.RESOLVE, Scope.METRICS})
-    )
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _batch(n: int) -> dict[str, Any]:
-    return {
-        "events": [
-            {
-                "identifiers": [
-                    {"type": "email", "value": f"Applier.Process.{n}.{k}@Mailbox-Applier.net"},
-                    {"type": "cookie_id", "value": f"ck-applier-process-{n}-{k}"},
-                ],
-                "source": "crm",
-            }
-            for k in range(3)
-        ]
-    }
+    return email_cookie_batch(f"applier-process-{n}")
+
+
+def _cookie(n: int, k: int) -> str:
+    return cookie_of(f"applier-process-{n}", k)
 
 
 def _wait(condition: Any, what: str) -> None:
@@ -102,7 +89,7 @@ def _metric(text: str, line_start: str) -> float:
 def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     prepare_data_dir(data)
-    key = _key(data)
+    key = bearer(data, "applier-process", frozenset({Scope.INGEST, Scope.RESOLVE, Scope.METRICS}))
     server = ServerProcess(data, tmp_path)  # the default IDGRAPH_INGEST_APPLIER (auto)
     assert "IDGRAPH_INGEST_APPLIER" not in os.environ
     server.start()
@@ -130,7 +117,7 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
             assert _job(client, again.headers["Location"], key)["outcomes"] == {"created": 3}
             resolved = client.post(
                 "/v1/resolve",
-                json={"identifier": {"type": "cookie_id", "value": "ck-applier-process-1-2"}},
+                json={"identifier": {"type": "cookie_id", "value": _cookie(1, 2)}},
                 headers=key,
             )
             assert resolved.status_code == 200, resolved.text

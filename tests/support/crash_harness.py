@@ -247,6 +247,12 @@ def create_key(data_dir: Path, name: str, scopes: frozenset[Scope]) -> str:
     return token
 
 
+def bearer(data_dir: Path, name: str, scopes: frozenset[Scope]) -> dict[str, str]:
+    """Request headers carrying a new API key (``name``, ``scopes``) of the data dir's control
+    database: ``{"Authorization": "Bearer <token>"}``."""
+    return {"Authorization": f"Bearer {create_key(data_dir, name, scopes)}"}
+
+
 def create_admin_key(data_dir: Path) -> str:
     """An admin API key in the data dir's control database (the service reads the same file)."""
     return create_key(data_dir, "crash-harness", frozenset({Scope.ADMIN}))

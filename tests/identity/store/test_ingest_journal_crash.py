@@ -31,10 +31,11 @@ from tests.support.crash_harness import (
     REPO,
     SAFETY_TIMEOUT,
     ServerProcess,
-    create_key,
+    bearer,
     prepare_data_dir,
     service_env,
 )
+from tests.support.ingest_samples import cookie_of, email_cookie_batch, email_of
 
 pytestmark = pytest.mark.skipif(
     GRAPH.uri is not None, reason="the ingest journal lives in the SQLite graph file"
@@ -42,32 +43,29 @@ pytestmark = pytest.mark.skipif(
 
 ASYNC = {"Prefer": "respond-async"}
 HOUR_MS = "3600000"
+TRAITS = {"city": "Harrogate"}
 
 
 def _key(data_dir: Path) -> dict[str, str]:
-    token = create_key(data_dir, "journal-crash", frozenset({Scope.INGEST, Scope.RESOLVE}))
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(data_dir, "journal-crash", frozenset({Scope.INGEST, Scope.RESOLVE}))
+
+
+def _tag(n: int) -> str:
+    return f"crash-journal-{n}"
 
 
 def _batch(n: int) -> dict[str, Any]:
-    return {
-        "events": [
-            {
-                "identifiers": [
-                    {"type": "email", "value": f"Crash.Journal.{n}.{k}@Mailbox-Journal.net"},
-                    {"type": "cookie_id", "value": f"ck-crash-journal-{n}-{k}"},
-                ],
-                "source": "crm",
-                "traits": {"city": "Harrogate"},
-            }
-            for k in range(4)
-        ]
-    }
+    return email_cookie_batch(_tag(n), 4, traits=TRAITS)
+
+
+def _cookies(n: int) -> list[str]:
+    return [cookie_of(_tag(n), k) for k in range(4)]
 
 
 def _needles() -> list[bytes]:
-    values = [f"Crash.Journal.{n}.{k}@Mailbox-Journal.net" for n in range(3) for k in range(4)]
-    values += [v.lower() for v in values] + ["Harrogate", "ck-crash-journal-"]
+    emails = [email_of(_tag(n), k) for n in range(3) for k in range(4)]
+    cookies = [cookie for n in range(3) for cookie in _cookies(n)]
+    values = [*emails, *(v.lower() for v in emails), TRAITS["city"], *cookies]
     return [v.encode() for v in values]
 
 
@@ -149,7 +147,7 @@ def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
                         json={
                             "identifier": {
                                 "type": "cookie_id",
-                                "value": f"ck-crash-journal-{n}-{k}",
+                                "value": _cookies(n)[k],
                             }
                         },
                         headers=key,
@@ -248,10 +246,6 @@ def test_each_202_batch_is_applied_once_after_restart_when_killed_between_the_tw
     assert _graph(data, "SELECT count(*) FROM ingest_applied") == [(1,)]  # the last one's
     assert _graph(data, "PRAGMA integrity_check") == [("ok",)]
     assert _found(data) == []
-
-
-def _cookies(n: int) -> list[str]:
-    return [f"ck-crash-journal-{n}-{k}" for k in range(4)]
 
 
 def test_each_202_batch_is_applied_once_when_the_server_is_killed_at_random_points(
