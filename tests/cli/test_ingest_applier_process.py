@@ -90,7 +90,9 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
     data = tmp_path / "data"
     prepare_data_dir(data)
     key = bearer(data, "applier-process", frozenset({Scope.INGEST, Scope.RESOLVE, Scope.METRICS}))
-    server = ServerProcess(data, tmp_path)  # the default IDGRAPH_INGEST_APPLIER (auto)
+    # The defaults: IDGRAPH_INGEST_APPLIER (auto) and IDGRAPH_INGEST_APPLIER_TALLY_FILE (unset:
+    # serve keeps the tallies in a temporary directory of its own).
+    server = ServerProcess(data, tmp_path, tally_file=False)
     assert "IDGRAPH_INGEST_APPLIER" not in os.environ
     server.start()
     try:
@@ -138,6 +140,7 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
             if v.startswith(b"IDGRAPH_INGEST_APPLIER_TALLY_FILE=")
         ]
         assert Path(tally.decode()).is_file()
+        assert Path(tally.decode()).parent.name.startswith("idgraph-")  # serve's own directory
 
         # Stopping the server stops its applier.
         assert server.process is not None

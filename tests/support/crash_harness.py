@@ -194,11 +194,22 @@ def idgraph_command() -> list[str]:
     return [sys.executable, "-c", "from cli.main import main; main()"]
 
 
-def service_env(data_dir: Path, *, pii_scan: bool = False) -> dict[str, str]:
+# The ingest applier's tally file (IDGRAPH_INGEST_APPLIER_TALLY_FILE) in a data dir.
+APPLIER_TALLY_FILE = "applier-tally.json"
+
+
+def service_env(
+    data_dir: Path, *, pii_scan: bool = False, tally_file: bool = True
+) -> dict[str, str]:
     """Environment for a service or CLI on ``data_dir`` (test env; keys made beforehand).
 
     The PII scanner is off by default: building presidio costs seconds per restart and the
     scanner only decides *what* is stored, not *how* it is committed.
+
+    The ingest applier's tally file is :data:`APPLIER_TALLY_FILE` in ``data_dir`` (the test's
+    own tmp dir): left unset, ``idgraph serve`` makes a ``/tmp/idgraph-*`` directory for it and
+    removes it when it shuts down, which a SIGKILLed server never does. ``tally_file=False``
+    leaves it unset, for a test of that default.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDGRAPH_")}
     env.update(
@@ -217,6 +228,8 @@ def service_env(data_dir: Path, *, pii_scan: bool = False) -> dict[str, str]:
             "IDGRAPH_RATE_LIMIT_PER_MINUTE": "0",
         }
     )
+    if tally_file:
+        env["IDGRAPH_INGEST_APPLIER_TALLY_FILE"] = str(data_dir / APPLIER_TALLY_FILE)
     env.update(GRAPH.service_env(data_dir))
     return env
 
@@ -271,10 +284,13 @@ def sigkill(process: subprocess.Popen[bytes]) -> bool:
 class ServerProcess:
     """``idgraph serve`` in a subprocess on 127.0.0.1 and a free port."""
 
-    def __init__(self, data_dir: Path, log_dir: Path, *, pii_scan: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, log_dir: Path, *, pii_scan: bool = False, tally_file: bool = True
+    ) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.pii_scan = pii_scan
+        self.tally_file = tally_file  # service_env's: False leaves serve its own tally directory
         # Settings of the next start on top of service_env's (IDGRAPH_* names).
         self.extra_env: dict[str, str] = {}
         self.port = 0
@@ -300,7 +316,10 @@ class ServerProcess:
                 self.process = subprocess.Popen(
                     [*idgraph_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                     cwd=REPO,
-                    env=service_env(self.data_dir, pii_scan=self.pii_scan) | self.extra_env,
+                    env=service_env(
+                        self.data_dir, pii_scan=self.pii_scan, tally_file=self.tally_file
+                    )
+                    | self.extra_env,
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                 )
