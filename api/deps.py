@@ -19,6 +19,7 @@ from privacy.scanning.facts import FactIntake
 from services.async_ingest import AsyncIngest
 from services.ingest import IngestService
 from services.links import LinkService
+from services.metrics import ApplierStart
 
 MISSING_KEY = "an API key is required: `Authorization: Bearer <key>`"
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer idg_...`")
@@ -68,6 +69,13 @@ async def get_links(request: Request) -> LinkService:
     """The app's resolve/explain/unlink use case (reporting to the app's metrics)."""
     service: LinkService = request.app.state.links
     return service
+
+
+async def get_applier_start(request: Request) -> ApplierStart | None:
+    """What ``/readyz`` waits for besides the store (:func:`api.app.applier_start`), if
+    anything."""
+    start: ApplierStart | None = request.app.state.applier_start
+    return start
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -169,5 +177,6 @@ Ingest = Annotated[IngestService, Depends(get_ingest)]
 AsyncIngestJobs = Annotated[AsyncIngest | None, Depends(get_async_ingest)]
 Links = Annotated[LinkService, Depends(get_links)]
 AppContainer = Annotated[Container, Depends(get_container)]
+AppApplierStart = Annotated[ApplierStart | None, Depends(get_applier_start)]
 RawBody = Annotated[bytes, Depends(get_raw_body)]
 BatchArrival = Annotated[Arrival, Depends(announce_batch)]

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     # sets it to a file of its own for its applier child; set it yourself, to the same path for
     # both, for a server beside an applier you start.
     ingest_applier_tally_file: Path | None = None
+    # Set by `idgraph serve` for itself and its applier child, new at each start (not for you to
+    # set): the child writes it into the tally file once it has looked at the journal, and the
+    # server's /readyz answers 503 until the file holds it (services.metrics.ApplierStart).
+    ingest_applier_run_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = (
+        None
+    )
     ingest_job_results_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
     # Requests per minute per API key (token bucket, in memory, per process); 0 turns it off.
     rate_limit_per_minute: Annotated[int, Field(ge=0, le=1_000_000)] = 600

@@ -20,6 +20,11 @@ serves no ``/metrics``: it writes its counts to a file after each group
 (``IDGRAPH_INGEST_APPLIER_TALLY_FILE``; ``services.metrics.TalliedMetrics``), and the server
 adds them to its own series, so its ``/metrics`` counts every ingest. Its log lines carry
 ``process="ingest-applier"``.
+
+The child also writes that file once it has first looked at the journal, marked with the run id
+``idgraph serve`` gave it (``IDGRAPH_INGEST_APPLIER_RUN_ID``): until then the server's
+``/readyz`` answers 503 (``services.metrics.ApplierStart``), because a batch accepted before the
+child is up would wait for it (building its container takes seconds).
 """
 
 from __future__ import annotations
@@ -63,12 +68,18 @@ def run_applier(
     jobs: AsyncIngest,
     parent_pid: int | None = None,
     after_apply: Callable[[], None] = lambda: None,
+    on_first_look: Callable[[], None] = lambda: None,
 ) -> None:
     """Apply ``jobs``' journal on a :class:`JournalApplier` thread until SIGTERM or SIGINT,
     or until the process ``parent_pid`` names is gone (this process was then re-parented).
     The group being applied is finished first (one transaction either way). ``after_apply``
-    runs after each group and once at the end (the counts written for the server's
-    ``/metrics``: ``services.metrics.TalliedMetrics.flush``)."""
+    runs after each group, every :data:`PARENT_CHECK_S` on this (main) thread, and once at the
+    end (the counts written for the server's ``/metrics``:
+    ``services.metrics.TalliedMetrics.flush``, which writes only what is owed: so a write that
+    failed, the first look's included, is made as soon as it can be, not only after the next
+    group). ``on_first_look`` runs once the applier thread has first looked at the journal,
+    before it applies anything (the server's ``/readyz`` waits for it:
+    ``services.metrics.TalliedMetrics.mark_started``)."""
     stop = threading.Event()
 
     @contextmanager
@@ -92,6 +103,7 @@ def run_applier(
         poll_s=APPLIER_PROCESS_POLL_S,
         around_apply=around_apply,
         idle_upkeep_s=IDLE_UPKEEP_S,
+        on_first_look=on_first_look,
     )
     applier.start()
     log.info("ingest_applier_started", pid=os.getpid())
@@ -100,6 +112,7 @@ def run_applier(
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("ingest_applier_parent_gone", parent=parent_pid)
                 break
+            after_apply()
     finally:
         applier.stop(STOP_TIMEOUT_S)
         after_apply()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -222,6 +223,10 @@ def serve(
             if settings.ingest_applier_tally_file is None:
                 tallies = applier.enter_context(tempfile.TemporaryDirectory(prefix="idgraph-"))
                 os.environ["IDGRAPH_INGEST_APPLIER_TALLY_FILE"] = str(Path(tallies, "applier.json"))
+            # New at each start: the child writes it into the tally file once it has looked at
+            # the journal, and this server's /readyz waits for it (services.metrics.ApplierStart);
+            # a file an earlier server's child left behind holds another.
+            os.environ["IDGRAPH_INGEST_APPLIER_RUN_ID"] = secrets.token_hex(16)
             child = ApplierChild(os.environ, applier_cannot_start)
             child.start()
             applier.callback(child.stop)
@@ -262,9 +267,12 @@ def ingest_applier(
         if tally_file is None:
             run_applier(jobs, parent_pid)
         else:  # counted where the server's /metrics reads them (services.metrics.TallyFile)
-            counted = TalliedMetrics(TallyFile(tally_file))
+            counted = TalliedMetrics(TallyFile(tally_file), settings.ingest_applier_run_id)
             run_applier(
-                jobs.with_ingest(container.ingest.with_metrics(counted)), parent_pid, counted.flush
+                jobs.with_ingest(container.ingest.with_metrics(counted)),
+                parent_pid,
+                counted.flush,
+                counted.mark_started,  # the server's /readyz waits for it
             )
     finally:
         container.close()

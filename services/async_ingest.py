@@ -946,7 +946,12 @@ def _failure(batch: QueuedBatch, exc: Exception | None) -> FinishedJob:
 
 class JournalApplier:
     """The thread that drains the journal: applies at once when a batch arrives, and every
-    ``poll_s`` in any case (a batch another process queued, or one left by a crash)."""
+    ``poll_s`` in any case (a batch another process queued, or one left by a crash).
+
+    ``on_first_look`` is called once, on the thread, when it has first read the journal's state
+    and before it applies anything: the applier process tells its server it has started there
+    (``services.metrics.TalliedMetrics.mark_started``). If it raises, it is logged and called
+    again at the next loop."""
 
     def __init__(
         self,
@@ -955,8 +960,10 @@ class JournalApplier:
         retry_s: float = 0.5,
         around_apply: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
         idle_upkeep_s: float = 0.0,
+        on_first_look: Callable[[], None] = lambda: None,
     ) -> None:
         self._service = service
+        self._on_first_look: Callable[[], None] | None = on_first_look
         self._poll_s = poll_s
         self._retry_s = retry_s
         # The idle upkeep (AsyncIngest.housekeep(idle=True)) at most this often; 0: on every
@@ -1009,6 +1016,9 @@ class JournalApplier:
                     with contextlib.suppress(StoreUnavailableError):
                         service.retry_consent_audits()
                 due = service.due_in_s()
+                if self._on_first_look is not None:
+                    self._on_first_look()
+                    self._on_first_look = None
                 with contextlib.suppress(StoreUnavailableError):  # retried next loop
                     service.housekeep(idle=due is None and self._upkeep_due())
                 if due is None or due > 0:

@@ -8,6 +8,10 @@ process) is the entrypoint's choice.
 ``/metrics`` of its own, so it keeps its counts in a small file (:class:`TallyFile`) that the
 server which started it reads and adds to its own series (``api.metrics``). One scrape of the
 server then shows every ingest, whichever process applied it.
+
+The same file tells the server when its applier has started (:class:`ApplierStart`,
+``/readyz``): the applier writes it once it has first looked at the journal, marked with the id
+``idgraph serve`` gave this start of the server and its child.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Protocol
 
 import structlog
 
+from identity.errors import IdGraphError
 from identity.model import EventOutcome, Outcome, RefusalReason
 from privacy.keys.secretfile import replace_secret_file
 
@@ -146,6 +151,9 @@ class Tallies:
     facts: Mapping[str, int] = field(default_factory=dict)  # idgraph_ingest_facts{status}
     opened: Mapping[str, int] = field(default_factory=dict)  # ..._batches_opened{source}
     store: Mapping[str, StoreTally] = field(default_factory=dict)  # store_seconds{operation}
+    # The run id (IDGRAPH_INGEST_APPLIER_RUN_ID) of the applier that wrote the file, once it has
+    # looked at the journal (TalliedMetrics.mark_started): never a label, only compared.
+    run_id: str | None = None
 
 
 # The label values each counted family may hold: a tally file is read back through these, so a
@@ -157,7 +165,8 @@ _LABELS: dict[str, frozenset[str]] = {
     "opened": frozenset(s.value for s in JournalBatchSource),
 }
 _OPERATIONS = frozenset(o.value for o in StoreOperation)
-_TALLY_FORMAT = 1
+_TALLY_FORMAT = 1  # run_id was added as an optional member: a reader that ignores it still reads
+_MAX_RUN_ID = 64
 
 
 class TallyFile:
@@ -204,11 +213,14 @@ class TallyFile:
                 and seconds >= 0
             ):
                 store[operation] = StoreTally(tuple(buckets), float(seconds))
-        return Tallies(**counted, store=store)
+        run_id = raw.get("run_id")
+        if not isinstance(run_id, str) or not 0 < len(run_id) <= _MAX_RUN_ID:
+            run_id = None
+        return Tallies(**counted, store=store, run_id=run_id)
 
     def write(self, tallies: Tallies) -> None:
         """Replace the file with ``tallies``."""
-        body = {
+        body: dict[str, object] = {
             "format": _TALLY_FORMAT,
             "events": dict(tallies.events),
             "refused": dict(tallies.refused),
@@ -219,6 +231,8 @@ class TallyFile:
                 for op, t in tallies.store.items()
             },
         }
+        if tallies.run_id is not None:
+            body["run_id"] = tallies.run_id
         replace_secret_file(
             self.path,
             json.dumps(body, separators=(",", ":")),
@@ -237,12 +251,22 @@ class TalliedMetrics:
 
     It starts from what the file holds, so an applier that is started again after a crash goes
     on counting where the one before it stopped: the server's counters only ever grow while it
-    runs. Thread-safe (the applier's thread counts, its main thread may flush)."""
+    runs. Thread-safe (the applier's thread counts, its main thread may flush).
 
-    def __init__(self, file: TallyFile) -> None:
+    ``run_id``: the id ``idgraph serve`` gave this start of the server and its applier child
+    (``IDGRAPH_INGEST_APPLIER_RUN_ID``), written into the file by :meth:`mark_started` once the
+    applier has looked at the journal (see :class:`ApplierStart`). The file's own run id is not
+    taken over: it may be an earlier server's."""
+
+    def __init__(self, file: TallyFile, run_id: str | None = None) -> None:
         self._file = file
+        self._run_id = run_id
+        self._started = False
         start = file.read()
         self._lock = threading.Lock()
+        # One write at a time, each of the tallies as they are when it starts: two flushes (the
+        # applier's thread, the main thread's retry) cannot put an older count over a newer one.
+        self._write_lock = threading.Lock()
         self._counts: dict[str, collections.Counter[str]] = {
             "events": collections.Counter(start.events),
             "refused": collections.Counter(start.refused),
@@ -255,30 +279,43 @@ class TalliedMetrics:
         self._changed = False
 
     def tallies(self) -> Tallies:
-        """What was counted so far."""
+        """What was counted so far (and the run id, once :meth:`mark_started`)."""
         with self._lock:
             return Tallies(
                 **{family: dict(counts) for family, counts in self._counts.items()},
                 store={op: StoreTally(tuple(b), s) for op, (b, s) in self._store.items()},
+                run_id=self._run_id if self._started else None,
             )
+
+    def mark_started(self) -> None:
+        """The applier has looked at the journal (before it applies anything): write the file
+        now, with the run id, whether or not anything was counted. The server's ``/readyz``
+        waits for it (:class:`ApplierStart`). A write that fails is owed like any other
+        (:meth:`flush`)."""
+        with self._lock:
+            self._started = True
+            self._changed = True
+        self.flush()
 
     def flush(self) -> None:
         """Write the tallies to the file if anything was counted since the last flush. A write
         that fails (the file's directory gone, a full disk) is logged and tried again at the
         next flush: counting never stops the applier."""
-        with self._lock:
-            if not self._changed:
-                return
-            self._changed = False
-        try:
-            self._file.write(self.tallies())
-        except OSError as exc:
+        with self._write_lock:
             with self._lock:
-                self._changed = True
-            # The path is configuration (IDGRAPH_INGEST_APPLIER_TALLY_FILE), never personal data.
-            log.warning(
-                "ingest_applier_tally_not_written", path=str(self._file.path), error=str(exc)
-            )
+                if not self._changed:
+                    return
+                self._changed = False
+            try:
+                self._file.write(self.tallies())
+            except OSError as exc:
+                with self._lock:
+                    self._changed = True
+                # The path is configuration (IDGRAPH_INGEST_APPLIER_TALLY_FILE), never personal
+                # data.
+                log.warning(
+                    "ingest_applier_tally_not_written", path=str(self._file.path), error=str(exc)
+                )
 
     def time_store(self, operation: StoreOperation) -> AbstractContextManager[None]:
         """Observe how long the enclosed engine call takes (failures included)."""
@@ -314,3 +351,47 @@ class TalliedMetrics:
             with self._lock:
                 self._counts["opened"][source.value] += count
                 self._changed = True
+
+
+class IngestApplierNotStartedError(IdGraphError):
+    """The ingest applier process this server started has not looked at the journal yet: an
+    asynchronous batch accepted now would wait until it has (``/readyz`` answers 503)."""
+
+    code = "ingest-applier-not-started"
+
+    def __init__(self) -> None:
+        super().__init__("not ready: the ingest applier has not started yet")
+
+
+class ApplierStart:
+    """Whether the ingest applier process ``idgraph serve`` started beside this server has begun
+    (for ``/readyz``): it has, once :class:`TallyFile` ``file`` holds ``run_id``.
+
+    Why this signal: the child builds its own container (seconds) after the server is already
+    answering, and until its first look at the journal an asynchronous batch accepted by the
+    server is not applied. The child writes the file right after that first look, before it
+    applies anything (:meth:`TalliedMetrics.mark_started`). The run id is new at each start of
+    ``idgraph serve`` (``IDGRAPH_INGEST_APPLIER_RUN_ID``, given to the child through its
+    environment), so a file an earlier server's child left at the same path (a configured one,
+    or one that outlived a SIGKILL) never counts. The file's age or the parent's process id
+    could not tell them apart as surely (clocks move; a restarted container's server often has
+    the same process id). A child started again after a crash writes the same id: the server
+    stays ready meanwhile (the journal keeps what it accepts).
+
+    Once started, always started: the file is not read again."""
+
+    def __init__(self, file: TallyFile, run_id: str) -> None:
+        self._file = file
+        self._run_id = run_id
+        self._started = False
+
+    def started(self) -> bool:
+        """Whether the applier of this run has looked at the journal."""
+        if not self._started:
+            self._started = self._file.read().run_id == self._run_id
+        return self._started
+
+    def check(self) -> None:
+        """Raise :class:`IngestApplierNotStartedError` unless :meth:`started`."""
+        if not self.started():
+            raise IngestApplierNotStartedError

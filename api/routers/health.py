@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-
-from api.deps import get_container
+from api.deps import AppApplierStart, AppContainer
 from api.schemas import HealthResponse
-from bootstrap.container import Container
 
 router = APIRouter(tags=["health"])
 
@@ -21,10 +18,19 @@ def healthz() -> HealthResponse:
 
 
 @router.get(
-    "/readyz", response_model=HealthResponse, responses={503: {"description": "Store unavailable"}}
+    "/readyz",
+    response_model=HealthResponse,
+    responses={
+        503: {"description": "Store unavailable, or the ingest applier process has not started yet"}
+    },
 )
-def readyz(container: Annotated[Container, Depends(get_container)]) -> HealthResponse:
-    """The store answers (503 problem+json otherwise, saying why: e.g. Neo4j not reachable yet
-    while ``idgraph serve`` keeps retrying it at start-up)."""
+def readyz(container: AppContainer, applier: AppApplierStart) -> HealthResponse:
+    """The store answers and, under ``idgraph serve`` with its applier process (the default on
+    the SQLite store), that process has looked at the ingest journal (503 problem+json
+    otherwise, saying why: e.g. Neo4j not reachable yet while ``idgraph serve`` keeps retrying
+    it at start-up, or ``the ingest applier has not started yet`` for the seconds the child
+    takes to start, during which an asynchronous batch would only wait)."""
     container.store.ping()
+    if applier is not None:
+        applier.check()
     return HealthResponse(status="ready")

@@ -14,8 +14,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import Metrics
+from identity.errors import IdGraphError
 from services.metrics import (
     STORE_BUCKETS,
+    ApplierStart,
+    IngestApplierNotStartedError,
     JournalBatchSource,
     StoreOperation,
     TalliedMetrics,
@@ -201,3 +204,75 @@ def test_a_tally_that_cannot_be_written_is_written_at_the_next_flush(tmp_path: P
     gone.mkdir()
     counted.flush()  # nothing counted since, but the first write is still owed
     assert file.read().events == {"created": 2, "refused": 1, "linked": 1, "duplicate": 1}
+
+
+def test_the_first_look_is_written_with_the_run_id_when_nothing_was_counted(
+    tmp_path: Path,
+) -> None:
+    file = TallyFile(tmp_path / "applier.json")
+    applier = TalliedMetrics(file, run_id="run-2")
+    assert file.read().run_id is None
+    applier.mark_started()
+    assert file.read() == Tallies(run_id="run-2")
+    applier.record_ingest(sample_outcomes())
+    applier.flush()
+    assert file.read().run_id == "run-2"  # kept by every later write
+    assert file.read().events["created"] == 2
+
+
+def test_an_applier_started_again_takes_the_counts_but_not_the_run_id_of_the_file(
+    tmp_path: Path,
+) -> None:
+    file = TallyFile(tmp_path / "applier.json")
+    earlier = TalliedMetrics(file, run_id="earlier-server")
+    earlier.mark_started()
+    earlier.record_ingest(sample_outcomes())
+    earlier.flush()
+
+    later = TalliedMetrics(file, run_id="this-server")
+    later.record_ingest(sample_outcomes()[:1])
+    later.flush()  # counted before its first look (not done by the applier, but possible)
+    assert file.read().run_id is None
+    assert file.read().events["created"] == 3
+    later.mark_started()
+    assert file.read().run_id == "this-server"
+
+
+def test_a_first_look_that_cannot_be_written_is_written_at_the_next_flush(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    file = TallyFile(gone / "applier.json")
+    applier = TalliedMetrics(file, run_id="run-3")
+    applier.mark_started()  # logged, not raised
+    assert not gone.exists()  # and the directory is not made again
+    gone.mkdir()
+    applier.flush()
+    assert file.read().run_id == "run-3"
+
+
+def test_the_applier_has_started_only_once_the_file_holds_this_servers_run_id(
+    tmp_path: Path,
+) -> None:
+    file = TallyFile(tmp_path / "applier.json")
+    start = ApplierStart(file, "this-server")
+    assert not start.started()  # no file yet
+    with pytest.raises(IngestApplierNotStartedError) as refused:
+        start.check()
+    assert isinstance(refused.value, IdGraphError)
+    assert str(refused.value) == "not ready: the ingest applier has not started yet"
+
+    earlier = TalliedMetrics(file, run_id="earlier-server")  # left by an earlier server's child
+    earlier.mark_started()
+    assert not start.started()
+
+    TalliedMetrics(file, run_id="this-server").mark_started()
+    assert start.started()
+    start.check()
+    file.path.unlink()  # once started, always started: the file is not read again
+    assert start.started()
+
+
+def test_a_run_id_that_is_not_a_short_string_reads_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "applier.json"
+    for run_id in (42, "", "x" * 65, ["run"]):
+        path.write_text(json.dumps({"format": 1, "run_id": run_id}), encoding="utf-8")
+        assert TallyFile(path).read().run_id is None

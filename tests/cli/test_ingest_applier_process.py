@@ -2,7 +2,8 @@
 ``idgraph ingest-applier`` process, restarts it when it dies and stops it with itself; the app
 starts no applier thread and keeps no accepted batch in memory; the applier process exits when
 its parent is gone, a child that cannot start is not restarted, and the applier thread logs with
-the fields its starter bound (``process=ingest-applier``).
+the fields its starter bound (``process=ingest-applier``); the server is ready (``/readyz``)
+only once its applier child has looked at the journal.
 
 Real processes (``idgraph serve`` on a free port, a real SIGKILL), the real app and store.
 """
@@ -30,7 +31,9 @@ from cli.applier import ApplierChild
 from privacy.access.api_keys import Scope
 from services.async_ingest import JournalApplier
 from services.inputs import ingest_inputs
+from services.metrics import TalliedMetrics, TallyFile
 from tests.support.crash_harness import (
+    APPLIER_TALLY_FILE,
     GRAPH,
     SAFETY_TIMEOUT,
     ServerProcess,
@@ -133,14 +136,9 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
             ingest = 'idgraph_store_seconds_count{operation="ingest"}'
             assert _metric(scrape.text, ingest) >= 2
         (second,) = children_of(pid)
-        environ = Path(f"/proc/{second}/environ").read_bytes().split(b"\0")
-        (tally,) = [
-            v.split(b"=", 1)[1]
-            for v in environ
-            if v.startswith(b"IDGRAPH_INGEST_APPLIER_TALLY_FILE=")
-        ]
-        assert Path(tally.decode()).is_file()
-        assert Path(tally.decode()).parent.name.startswith("idgraph-")  # serve's own directory
+        tally = Path(_environ(second, "IDGRAPH_INGEST_APPLIER_TALLY_FILE"))
+        assert tally.is_file()
+        assert tally.parent.name.startswith("idgraph-")  # serve's own directory
 
         # Stopping the server stops its applier.
         assert server.process is not None
@@ -149,9 +147,106 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
         assert server.process.wait(SAFETY_TIMEOUT) in (0, -15)
         assert not Path(f"/proc/{second}").exists() or b"Z" in _state(second)
         # The tally file's private directory went with it, though uvicorn re-raised the SIGTERM.
-        assert not Path(tally.decode()).parent.exists()
+        assert not tally.parent.exists()
     finally:
         server.kill()
+
+
+def _environ(pid: int, name: str) -> str:
+    """``name``'s value in the environment process ``pid`` was started with."""
+    prefix = name.encode() + b"="
+    (value,) = [
+        entry.removeprefix(prefix)
+        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if entry.startswith(prefix)
+    ]
+    return value.decode()
+
+
+def test_serve_is_ready_only_when_its_applier_has_looked_at_the_journal(tmp_path: Path) -> None:
+    """``/readyz`` says 200 once the child has looked at the journal (it takes seconds to
+    start, and a batch accepted before would wait for it), never on the strength of a tally
+    file an earlier server's child left at the same path (here one killed with SIGKILL)."""
+    data = tmp_path / "data"
+    prepare_data_dir(data)
+    key = bearer(data, "applier-ready", frozenset({Scope.INGEST}))
+    server = ServerProcess(data, tmp_path)  # the tally file in the data dir: it outlives servers
+    tally = TallyFile(data / APPLIER_TALLY_FILE)
+    runs: list[str] = []
+    for start in range(2):
+        server.start()  # returns at the first /readyz 200
+        pid = server.pid()
+        assert pid is not None
+        try:
+            written = tally.read().run_id  # at once: the child wrote it before the 200
+            (child,) = children_of(pid)
+            runs.append(_environ(child, "IDGRAPH_INGEST_APPLIER_RUN_ID"))
+            assert written == runs[-1]
+            with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+                accepted = client.post("/v1/ingest", json=_batch(10 + start), headers=key | ASYNC)
+                assert accepted.status_code == 202, accepted.text
+                assert _job(client, accepted.headers["Location"], key)["status"] == "applied"
+        finally:
+            server.kill()
+        _wait(lambda gone=child: _state(gone) == b"Z", "the killed server's child gone")
+    assert runs[0] != runs[1]  # the second server waited for its own child, not the file
+
+
+def test_readyz_is_503_until_the_applier_of_this_run_has_looked_at_the_journal(
+    settings: Settings, tmp_path: Path
+) -> None:
+    tally = TallyFile(tmp_path / "applier.json")
+    process = settings.model_copy(
+        update={
+            "ingest_applier": "process",
+            "ingest_applier_tally_file": tally.path,
+            "ingest_applier_run_id": "this-run",
+        }
+    )
+    TalliedMetrics(tally, run_id="an-earlier-run").mark_started()  # an earlier server's child
+    with TestClient(create_app(process), raise_server_exceptions=False) as client:
+        waiting = client.get("/readyz")
+        assert waiting.status_code == 503
+        assert waiting.headers["content-type"] == "application/problem+json"
+        problem = waiting.json()
+        assert problem["type"] == "urn:idgraph:problem:ingest-applier-not-started"
+        assert problem["detail"] == "not ready: the ingest applier has not started yet"
+        assert client.get("/livez").status_code == 200
+
+        TalliedMetrics(tally, run_id="this-run").mark_started()  # this run's child's first look
+        assert client.get("/readyz").json() == {"status": "ready"}
+
+    # An app that applies in its own thread waits for no other process, whatever the file says.
+    tally.path.unlink()
+    thread = process.model_copy(update={"ingest_applier": "thread"})
+    with TestClient(create_app(thread)) as client:
+        assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_the_applier_thread_looks_at_the_journal_before_it_applies_anything(
+    settings: Settings,
+) -> None:
+    container = build_container(settings)
+    try:
+        jobs = container.async_ingest
+        assert jobs is not None
+        events = ingest_inputs(_batch(8))
+        assert events is not None
+        jobs.submit(events, key_id="first-look")  # queued before the applier starts
+        queued_at_first_look: list[int] = []
+        applier = JournalApplier(
+            jobs,
+            poll_s=0.05,
+            on_first_look=lambda: queued_at_first_look.append(jobs.queued_events()),
+        )
+        applier.start()
+        try:
+            _wait(lambda: jobs.queued_events() == 0, "the batch applied")
+        finally:
+            applier.stop()
+        assert queued_at_first_look == [3]  # once, with the batch not applied yet
+    finally:
+        container.close()
 
 
 def _state(pid: int) -> bytes:
