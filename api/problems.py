@@ -164,7 +164,11 @@ async def handle_idgraph_error(request: Request, exc: Exception) -> JSONResponse
         extensions["errors"] = [{"pointer": exc.pointer, "reason": exc.reason}]
     elif isinstance(exc, InputLimitError):
         extensions["errors"] = [{"pointer": exc.field, "detail": exc.message}]
-    if status >= 500:
+    if isinstance(exc, IngestApplierNotStartedError):
+        # Not a fault: a server starting up says so to its readiness probe every poll, for the
+        # seconds its applier child takes to start. An error line per poll would only be noise.
+        log.info("request_not_ready", error=type(exc).__name__, message=str(exc))
+    elif status >= 500:
         # Server-side faults are logged with their class; the body stays generic.
         log.error("request_failed", error=type(exc).__name__, message=str(exc))
         if status == 500:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+import structlog.testing
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -205,8 +206,14 @@ def test_readyz_is_503_until_the_applier_of_this_run_has_looked_at_the_journal(
     )
     TalliedMetrics(tally, run_id="an-earlier-run").mark_started()  # an earlier server's child
     with TestClient(create_app(process), raise_server_exceptions=False) as client:
-        waiting = client.get("/readyz")
+        with structlog.testing.capture_logs() as logs:
+            waiting = client.get("/readyz")
         assert waiting.status_code == 503
+        # Expected while starting: an info line, not a request_failed error per probe.
+        assert [(e["event"], e["log_level"]) for e in logs if "not" in e["event"]] == [
+            ("request_not_ready", "info")
+        ]
+        assert not [e for e in logs if e["log_level"] == "error"]
         assert waiting.headers["content-type"] == "application/problem+json"
         problem = waiting.json()
         assert problem["type"] == "urn:idgraph:problem:ingest-applier-not-started"
