@@ -273,3 +273,41 @@ def test_set_based_updates_seek_each_row_by_its_unique_key_when_many_rows_are_up
         assert "SCAN v" in details
         assert any(d.startswith("SEARCH ") for d in details)
         assert not any(d.startswith(("SCAN identifiers", "SCAN persons")) for d in details)
+
+
+def test_a_wide_suppression_check_answers_alike_whether_the_list_is_read_whole_or_looked_up(
+    tmp_path: Path,
+) -> None:
+    """A batch of >= 256 digests reads a suppression list of at most an eighth of them whole
+    (one bounded read instead of a wide IN list); a longer list, or a narrow batch, is looked
+    up. Each way, exactly the suppressed candidates come back: a suppressed digest under another
+    type or key id suppresses nothing."""
+    store = SqliteGraphStore(tmp_path / "graph.sqlite3")
+    batch = [_hashed(i) for i in range(400)]  # 400 distinct digests: an eighth is 50
+    same_digest_other_type = HashedIdentifier("phone", "k1", _hashed(7).digest)
+    short = [_hashed(3), _hashed(250), same_digest_other_type, _hashed(10_000)]  # 4 rows
+    store.write(lambda tx: tx.suppress(short))
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    # In the writer's transaction, where ingest asks.
+    wide_short = store.write(lambda tx: tx.suppressed(batch))
+    narrow = store.write(lambda tx: tx.suppressed(batch[:5]))
+    store._conn.set_trace_callback(None)
+    assert wide_short == {_hashed(3), _hashed(250)}
+    assert narrow == {_hashed(3)}
+    reads = [s for s in statements if "FROM suppressed" in s]
+    assert len(reads) == 2
+    assert "LIMIT 51" in reads[0]  # the wide batch read the list whole
+    assert "WHERE digest IN" in reads[1]  # the narrow one looked it up
+
+    # A list longer than an eighth of the batch: looked up, same answer.
+    store.write(lambda tx: tx.suppress([_hashed(i) for i in range(1_000, 1_060)]))  # 64 rows
+    statements.clear()
+    store._conn.set_trace_callback(statements.append)
+    wide_long = store.write(lambda tx: tx.suppressed([*batch, _hashed(1_059)]))
+    store._conn.set_trace_callback(None)
+    store.close()
+    assert wide_long == {_hashed(3), _hashed(250), _hashed(1_059)}
+    reads = [s for s in statements if "FROM suppressed" in s]
+    assert "LIMIT 51" in reads[0]  # tried first, 51 rows came back: too many
+    assert all("WHERE digest IN" in s for s in reads[1:])
