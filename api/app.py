@@ -20,12 +20,12 @@ from api.middleware import ApiMiddleware
 from api.ratelimit import RateLimiter
 from api.routers import consent, dsr, health, identity, links, reads
 from api.routers import metrics as metrics_router
-from bootstrap.container import Container, build_container
+from bootstrap.container import Container, applier_start, build_container
 from bootstrap.settings import Settings
 from console import ConsoleConfig, ConsoleServices, create_console
 from services.async_ingest import JournalApplier
 from services.lookup import PersonLookup
-from services.metrics import ApplierStart, TallyFile
+from services.metrics import TallyFile
 from services.operations import IngestFigures, OperationsDashboard
 from services.quarantine import QuarantineReview
 
@@ -112,7 +112,7 @@ def create_app(
     tally_file = settings.ingest_applier_tally_file
     metrics = Metrics(TallyFile(tally_file).read if tally_file is not None else None)
     app.state.metrics = metrics
-    app.state.applier_start = applier_start(settings, built)
+    app.state.applier_start = applier_start(settings)  # what /readyz waits for
     metrics.declare_purposes(built.purposes.ids)
     built.reads.on_decision = metrics.record_policy_decision
     app.state.ingest = built.ingest.with_metrics(metrics)
@@ -145,23 +145,6 @@ def create_app(
         docs_paths=frozenset({"/docs", "/redoc"}),
     )
     return app
-
-
-def applier_start(settings: Settings, container: Container) -> ApplierStart | None:
-    """What ``/readyz`` waits for besides the store: the applier child ``idgraph serve``
-    started beside this app (``IDGRAPH_INGEST_APPLIER=process`` with the tally file and the run
-    id serve sets), until it has looked at the journal. ``None`` (nothing to wait for) when this
-    app applies in a thread, on a store without a journal (Neo4j), or beside an applier started
-    some other way (no run id: this app cannot tell which start of it the file speaks of)."""
-    tally_file, run_id = settings.ingest_applier_tally_file, settings.ingest_applier_run_id
-    if (
-        settings.ingest_applier != "process"
-        or container.async_ingest is None
-        or tally_file is None
-        or run_id is None
-    ):
-        return None
-    return ApplierStart(TallyFile(tally_file), run_id)
 
 
 def log_webhook_sources(container: Container) -> None:

@@ -72,8 +72,8 @@ async def get_links(request: Request) -> LinkService:
 
 
 async def get_applier_start(request: Request) -> ApplierStart | None:
-    """What ``/readyz`` waits for besides the store (:func:`api.app.applier_start`), if
-    anything."""
+    """What ``/readyz`` waits for besides the store, if anything (wired by
+    :func:`bootstrap.container.applier_start`)."""
     start: ApplierStart | None = request.app.state.applier_start
     return start
 

@@ -65,6 +65,7 @@ from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
+from services.metrics import ApplierStart, TallyFile
 from storage.journal import SqliteIngestJournal, journal_path
 
 if TYPE_CHECKING:
@@ -448,6 +449,27 @@ def sqlite_store_path(settings: Settings) -> Path | None:
     raw = url.removeprefix("sqlite:")
     # sqlite:///abs/path -> /abs/path ; sqlite:rel/path -> rel/path
     return Path("/" + raw.removeprefix("///")) if raw.startswith("///") else Path(raw)
+
+
+def applier_start(settings: Settings) -> ApplierStart | None:
+    """What a server's ``/readyz`` waits for besides the store: the applier child
+    ``idgraph serve`` started beside it (``IDGRAPH_INGEST_APPLIER=process`` with the tally file
+    and the run id serve sets), until that child has looked at the journal.
+
+    Here, not in the app: which applier a server has, and whether it can tell that applier's
+    start apart from an earlier one, follows from the settings alone, as the rest of the wiring
+    does. ``None`` (nothing to wait for) when the app applies in a thread, on a store without a
+    journal (Neo4j), or beside an applier started some other way (no run id: the app cannot
+    tell which start of it the tally file speaks of)."""
+    tally_file, run_id = settings.ingest_applier_tally_file, settings.ingest_applier_run_id
+    if (
+        settings.ingest_applier != "process"
+        or sqlite_store_path(settings) is None  # no journal (Container.async_ingest is None)
+        or tally_file is None
+        or run_id is None
+    ):
+        return None
+    return ApplierStart(TallyFile(tally_file), run_id)
 
 
 def open_store(settings: Settings) -> GraphStore:
