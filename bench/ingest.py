@@ -1122,7 +1122,9 @@ def run_real(
     gc.collect()
     gc.freeze()
     try:
-        with measured() as span:
+        # By thread too: the reader (MainThread) and the writer (bulk-commit_0) apart, so a run
+        # whose CPU moved says which thread's work moved (stop 50: 78-98 s for the same work).
+        with measured(threads=True) as span:
             report = ingest_file(container.ingest, data, actor="bench", batch_size=batch_size)
             if isinstance(container.store, SqliteGraphStore):
                 container.store.checkpoint()  # counted, as in the floors: see _final_checkpoint
@@ -1332,6 +1334,8 @@ class Figures:
                             "load_after": m.get("load_after", 0.0),
                             "settled": m.get("settled", {}),
                             "process": m.get("process", {}),
+                            "thread_cpu_seconds": m.get("thread_cpu_seconds", {}),
+                            "steal_seconds": m.get("steal_seconds", 0.0),
                         }
                         for name, m in run.items()
                     },
@@ -1531,7 +1535,20 @@ def _round_lines(figures: Figures) -> list[str]:
             if floor in run and "real" in run
         ]
         lines.append(f"round {number}: " + ", ".join(cells) + "; " + "; ".join(ratios))
+        lines += _thread_line(run)
     return lines
+
+
+def _thread_line(run: dict[str, Any]) -> list[str]:
+    """The round's CPU by thread of the real modes, and the host's steal while each mode ran:
+    which thread a round's extra CPU went to, and whether the host was contended meanwhile."""
+    cells = []
+    for name, m in run.items():
+        threads = m.get("thread_cpu_seconds") or {}
+        shown = ", ".join(f"{t} {cpu:.1f}" for t, cpu in threads.items() if cpu >= 0.05)
+        steal = f"steal {float(m.get('steal_seconds', 0.0)):.1f}"
+        cells.append(f"{name} {shown + '; ' if shown else ''}{steal}")
+    return ["    CPU s by thread: " + " | ".join(cells)]
 
 
 def render(figures: Figures) -> str:

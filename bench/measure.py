@@ -12,7 +12,12 @@ much about the neighbours as about idgraph. So every timed section records
   checkpoints included; dirtied pages of a file truncated or deleted before writeback, such as
   a temp file or a WAL reset, are cancelled by the kernel and not counted; ``0`` where
   ``/proc`` does not say);
-* ``load_before`` / ``load_after``: the 1-minute load average when the section started and ended.
+* ``load_before`` / ``load_after``: the 1-minute load average when the section started and ended;
+* ``steal_seconds``: CPU time the hypervisor gave to other guests while the section ran
+  (machine-wide, every CPU: ``steal`` of ``/proc/stat``); a section whose CPU seconds grew with
+  its steal ran on a contended host, not on slower code;
+* with ``threads=True``, ``thread_cpu_seconds``: this process's CPU seconds by thread name
+  (:class:`ThreadCpu`), so a section run on several threads says which one its CPU went to.
 
 A ratio of two sections of the same run is meaningful when both ran at a similar load; the
 report prints the load so a reader can judge. Stdlib only: the ingest floor imports this and
@@ -22,6 +27,7 @@ nothing of idgraph.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +78,82 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def steal_seconds() -> float:
+    """CPU seconds stolen from this (virtual) machine by the hypervisor so far, every CPU
+    together: the ``steal`` column of ``/proc/stat``'s first line (0.0 where it does not say)."""
+    try:
+        with Path("/proc/stat").open(encoding="ascii") as handle:
+            fields = handle.readline().split()
+        return int(fields[8]) / _CLOCK_TICKS  # cpu user nice system idle iowait irq softirq steal
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _task_cpu_seconds(native_id: int) -> float | None:
+    """User + system CPU seconds of one thread of this process (``/proc/self/task/<tid>/stat``),
+    or ``None`` once the thread has ended (or where ``/proc`` does not say)."""
+    try:
+        with Path(f"/proc/self/task/{native_id}/stat").open(encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class ThreadCpu:
+    """This process's CPU seconds by thread name over a section, sampled by a thread of its own.
+
+    Why: the real ingest path runs on two threads (the reader validates the next batch while a
+    writer thread commits the one before) and its CPU for the same work moved 78-98 s between
+    identical 1M runs (stop 50); the process's total cannot say which thread's work grew. The
+    threads are found with :func:`threading.enumerate` (their names: ``MainThread``,
+    ``bulk-commit_0``, ...) and read from ``/proc/self/task/<tid>/stat`` every ``interval_s``
+    (10 ms resolution: the kernel's clock ticks). A thread that ends during the section keeps
+    its last sample, so up to ``interval_s`` of its CPU before it ended is not counted; a thread
+    that runs before and after keeps only what it used in between. The sampler's own CPU
+    (~0.1 ms a sample) is left out. Threads of the same name are added up.
+    """
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self._interval_s = interval_s
+        self._begun: set[int] = set()  # the threads alive at start (their CPU so far is left out)
+        self._start: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._run, name="bench-thread-cpu", daemon=True)
+
+    def _sample(self) -> None:
+        me = threading.get_native_id()
+        for thread in threading.enumerate():
+            tid = thread.native_id
+            if tid is None or tid == me:
+                continue
+            cpu = _task_cpu_seconds(tid)
+            if cpu is not None:
+                self._start.setdefault(tid, cpu if tid in self._begun else 0.0)
+                self._last[tid] = (thread.name, cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._sample()
+
+    def start(self) -> None:
+        """Take the threads alive now as the baseline and start sampling."""
+        self._begun = {t.native_id for t in threading.enumerate() if t.native_id is not None}
+        self._sample()
+        self._sampler.start()
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; the CPU seconds each thread name used since :meth:`start`."""
+        self._stop.set()
+        self._sampler.join()
+        self._sample()
+        out: dict[str, float] = {}
+        for tid, (name, cpu) in self._last.items():
+            out[name] = round(out.get(name, 0.0) + cpu - self._start[tid], 3)
+        return dict(sorted(out.items()))
+
+
 @dataclass(slots=True)
 class Span:
     """One measured section (see the module docstring for each figure)."""
@@ -104,10 +186,15 @@ class Span:
 
 
 @contextmanager
-def measured(pids: Sequence[int] = ()) -> Iterator[Span]:
-    """Measure the body: the :class:`Span` is filled in when the block ends."""
+def measured(pids: Sequence[int] = (), *, threads: bool = False) -> Iterator[Span]:
+    """Measure the body: the :class:`Span` is filled in when the block ends. ``threads``: also
+    this process's CPU by thread name (:class:`ThreadCpu`), in ``extra``."""
     span = Span(load_before=load_average())
+    by_thread = ThreadCpu() if threads else None
     written = bytes_written() + sum(bytes_written(p) for p in pids)
+    stolen = steal_seconds()
+    if by_thread is not None:
+        by_thread.start()
     cpu = time.process_time() + sum(process_cpu_seconds(p) for p in pids)
     started = time.perf_counter()
     try:
@@ -115,6 +202,9 @@ def measured(pids: Sequence[int] = ()) -> Iterator[Span]:
     finally:
         span.seconds = time.perf_counter() - started
         span.cpu_seconds = time.process_time() + sum(process_cpu_seconds(p) for p in pids) - cpu
+        if by_thread is not None:
+            span.extra["thread_cpu_seconds"] = by_thread.stop()
+        span.extra["steal_seconds"] = round(steal_seconds() - stolen, 2)
         span.bytes_written = bytes_written() + sum(bytes_written(p) for p in pids) - written
         span.load_after = load_average()
 
