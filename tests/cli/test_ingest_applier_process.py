@@ -11,6 +11,7 @@ Real processes (``idgraph serve`` on a free port, a real SIGKILL), the real app 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import structlog
 import structlog.testing
 from fastapi.testclient import TestClient
@@ -35,7 +35,6 @@ from services.inputs import ingest_inputs
 from services.metrics import TalliedMetrics, TallyFile
 from tests.support.crash_harness import (
     APPLIER_TALLY_FILE,
-    GRAPH,
     SAFETY_TIMEOUT,
     ServerProcess,
     bearer,
@@ -43,12 +42,14 @@ from tests.support.crash_harness import (
     run_cli,
 )
 from tests.support.ingest_samples import cookie_of, email_cookie_batch
-
-pytestmark = pytest.mark.skipif(
-    GRAPH.uri is not None, reason="the ingest journal lives in the SQLite graph file"
+from tests.support.journal_processes import (
+    ASYNC,
+    SQLITE_JOURNAL_ONLY,
+    finished_job,
+    wait_for,
 )
 
-ASYNC = {"Prefer": "respond-async"}
+pytestmark = SQLITE_JOURNAL_ONLY
 
 
 def _batch(n: int) -> dict[str, Any]:
@@ -57,26 +58,6 @@ def _batch(n: int) -> dict[str, Any]:
 
 def _cookie(n: int, k: int) -> str:
     return cookie_of(f"applier-process-{n}", k)
-
-
-def _wait(condition: Any, what: str) -> None:
-    pause = threading.Event()
-    for _ in range(int(SAFETY_TIMEOUT * 20)):  # a safety net against hangs, not a timing check
-        if condition():
-            return
-        pause.wait(0.05)
-    raise AssertionError(f"{what} within {SAFETY_TIMEOUT:.0f} s")
-
-
-def _job(client: httpx.Client, location: str, key: dict[str, str]) -> dict[str, Any]:
-    answer: dict[str, Any] = {}
-
-    def done() -> bool:
-        answer.update(client.get(location, headers=key).json())
-        return bool(answer["status"] != "queued")
-
-    _wait(done, f"{location} applied")
-    return answer
 
 
 def _scraped(client: httpx.Client, key: dict[str, str], series: str) -> float:
@@ -102,25 +83,27 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
     try:
         pid = server.pid()
         assert pid is not None
-        _wait(lambda: len(children_of(pid)) == 1, "one applier child")
+        wait_for(lambda: len(children_of(pid)) == 1, "one applier child")
         (first,) = children_of(pid)
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
             accepted = client.post("/v1/ingest", json=_batch(0), headers=key | ASYNC)
             assert accepted.status_code == 202, accepted.text
-            job = _job(client, accepted.headers["Location"], key)
+            job = finished_job(client, accepted.headers["Location"], key)
             assert job["status"] == "applied"
             assert job["outcomes"] == {"created": 3}
 
             # Its counts reach the server's /metrics (written after each group).
             created = 'idgraph_ingest_events_total{outcome="created"}'
-            _wait(lambda: _scraped(client, key, created) == 3, "the child's counts scraped")
+            wait_for(lambda: _scraped(client, key, created) == 3, "the child's counts scraped")
 
             # A child that dies is started again, and the journal goes on being applied.
             os.kill(first, 9)
-            _wait(lambda: children_of(pid) not in ((), (first,)), "a new applier child")
+            wait_for(lambda: children_of(pid) not in ((), (first,)), "a new applier child")
             again = client.post("/v1/ingest", json=_batch(1), headers=key | ASYNC)
             assert again.status_code == 202, again.text
-            assert _job(client, again.headers["Location"], key)["outcomes"] == {"created": 3}
+            assert finished_job(client, again.headers["Location"], key)["outcomes"] == {
+                "created": 3
+            }
             resolved = client.post(
                 "/v1/resolve",
                 json={"identifier": {"type": "cookie_id", "value": _cookie(1, 2)}},
@@ -130,7 +113,7 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
 
             # The server's /metrics counts what its children applied, the first child's six
             # events' worth included: the second went on counting from where the first stopped.
-            _wait(lambda: _scraped(client, key, created) == 6, "both children's counts")
+            wait_for(lambda: _scraped(client, key, created) == 6, "both children's counts")
             scrape = client.get("/metrics", headers=key)
             opened = 'idgraph_ingest_journal_batches_opened_total{source="journal"}'
             assert _metric(scrape.text, opened) == 2
@@ -186,10 +169,12 @@ def test_serve_is_ready_only_when_its_applier_has_looked_at_the_journal(tmp_path
             with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
                 accepted = client.post("/v1/ingest", json=_batch(10 + start), headers=key | ASYNC)
                 assert accepted.status_code == 202, accepted.text
-                assert _job(client, accepted.headers["Location"], key)["status"] == "applied"
+                assert (
+                    finished_job(client, accepted.headers["Location"], key)["status"] == "applied"
+                )
         finally:
             server.kill()
-        _wait(lambda gone=child: _state(gone) == b"Z", "the killed server's child gone")
+        wait_for(functools.partial(_gone, child), "the killed server's child gone")
     assert runs[0] != runs[1]  # the second server waited for its own child, not the file
 
 
@@ -248,7 +233,7 @@ def test_the_applier_thread_looks_at_the_journal_before_it_applies_anything(
         )
         applier.start()
         try:
-            _wait(lambda: jobs.queued_events() == 0, "the batch applied")
+            wait_for(lambda: jobs.queued_events() == 0, "the batch applied")
         finally:
             applier.stop()
         assert queued_at_first_look == [3]  # once, with the batch not applied yet
@@ -261,6 +246,10 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b"Z"
+
+
+def _gone(pid: int) -> bool:
+    return _state(pid) == b"Z"
 
 
 def _applier_threads() -> set[threading.Thread]:
@@ -321,7 +310,7 @@ def test_the_applier_thread_carries_the_log_fields_its_starter_bound(settings: S
             events = ingest_inputs(_batch(9))
             assert events is not None
             jobs.submit(events, key_id="applier-context")
-            _wait(lambda: bool(seen), "one apply")
+            wait_for(lambda: bool(seen), "one apply")
         finally:
             applier.stop()
         assert seen[0] == "ingest-applier"

@@ -10,15 +10,23 @@ from typing import Any
 from identity.group_commit import GroupCommitter
 
 
-def wait_until(condition: Callable[[], bool]) -> None:
-    """Return once ``condition()`` is true; fail the test if it is not within 30 s (a cap that
-    only a hung test reaches, not a timing assertion)."""
+def wait_until(
+    condition: Callable[[], bool],
+    what: str = "condition",
+    *,
+    timeout_s: float = 30.0,
+    poll_s: float = 0.01,
+) -> None:
+    """Return once ``condition()`` is true, looking every ``poll_s``; fail the test, naming
+    ``what``, if it is not within ``timeout_s`` (a cap that only a hung test reaches, not a
+    timing assertion: tests of real processes pass the crash harness's longer one, and look less
+    often than a thread's state is looked at)."""
     pause = threading.Event()
-    for _ in range(3000):
+    for _ in range(round(timeout_s / poll_s)):
         if condition():
             return
-        pause.wait(0.01)
-    raise AssertionError("condition not reached in 30 s")
+        pause.wait(poll_s)
+    raise AssertionError(f"{what} not reached in {timeout_s:.0f} s")
 
 
 def lingering(committer: GroupCommitter[Any, Any]) -> bool:

@@ -27,7 +27,6 @@ import pytest
 from privacy.access.api_keys import Scope
 from storage.journal import journal_path
 from tests.support.crash_harness import (
-    GRAPH,
     REPO,
     SAFETY_TIMEOUT,
     ServerProcess,
@@ -36,18 +35,21 @@ from tests.support.crash_harness import (
     service_env,
 )
 from tests.support.ingest_samples import cookie_of, email_cookie_batch, email_of
+from tests.support.journal_processes import ASYNC, SQLITE_JOURNAL_ONLY, finished_job
 
-pytestmark = pytest.mark.skipif(
-    GRAPH.uri is not None, reason="the ingest journal lives in the SQLite graph file"
-)
+pytestmark = SQLITE_JOURNAL_ONLY
 
-ASYNC = {"Prefer": "respond-async"}
 HOUR_MS = "3600000"
 TRAITS = {"city": "Harrogate"}
 
 
-def _key(data_dir: Path) -> dict[str, str]:
-    return bearer(data_dir, "journal-crash", frozenset({Scope.INGEST, Scope.RESOLVE}))
+def _served(tmp_path: Path) -> tuple[Path, dict[str, str], ServerProcess]:
+    """A data dir with its keys, an ingest and resolve API key for it, and a server on it (not
+    started yet)."""
+    data = tmp_path / "data"
+    prepare_data_dir(data)
+    key = bearer(data, "journal-crash", frozenset({Scope.INGEST, Scope.RESOLVE}))
+    return data, key, ServerProcess(data, tmp_path)
 
 
 def _tag(n: int) -> str:
@@ -97,35 +99,29 @@ def _queue(data_dir: Path) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
     return tuple(queued), kept
 
 
-def _applied(client: httpx.Client, location: str, key: dict[str, str]) -> dict[str, Any]:
-    pause = threading.Event()
-    for _ in range(int(SAFETY_TIMEOUT * 10)):
-        job: dict[str, Any] = client.get(location, headers=key).json()
-        if job["status"] != "queued":
-            return job
-        pause.wait(0.1)
-    raise AssertionError(f"{location} still queued after {SAFETY_TIMEOUT:.0f} s")
-
-
-def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
-    tmp_path: Path,
-) -> None:
-    data = tmp_path / "data"
-    prepare_data_dir(data)
-    key = _key(data)
-    server = ServerProcess(data, tmp_path)
+def _three_queued_then_killed(server: ServerProcess, key: dict[str, str]) -> list[str]:
+    """Start ``server`` with an applier that lingers an hour, post three batches (answered 202),
+    SIGKILL it with them still queued: their job locations."""
     server.extra_env = {
         "IDGRAPH_INGEST_APPLY_LINGER_MS": HOUR_MS,
         "IDGRAPH_INGEST_APPLY_IDLE_MS": HOUR_MS,
     }
     server.start()
+    with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
+        accepted = [
+            client.post("/v1/ingest", json=_batch(n), headers=key | ASYNC) for n in range(3)
+        ]
+    assert [a.status_code for a in accepted] == [202, 202, 202]
+    assert server.kill()
+    return [a.headers["Location"] for a in accepted]
+
+
+def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
+    tmp_path: Path,
+) -> None:
+    data, key, server = _served(tmp_path)
     try:
-        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-            accepted = [
-                client.post("/v1/ingest", json=_batch(n), headers=key | ASYNC) for n in range(3)
-            ]
-        assert [a.status_code for a in accepted] == [202, 202, 202]
-        assert server.kill()
+        accepted = _three_queued_then_killed(server, key)
         # Killed with the batches acknowledged and queued: in the journal, sealed.
         queued, kept = _queue(data)
         # The count the triggers keep (what a submit checks the bound against) survived too.
@@ -137,7 +133,7 @@ def test_a_202_batch_is_applied_after_sigkill_and_restart_when_it_was_queued(
         server.extra_env = {"IDGRAPH_INGEST_APPLY_LINGER_MS": "0"}
         server.start()
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-            jobs = [_applied(client, a.headers["Location"], key) for a in accepted]
+            jobs = [finished_job(client, location, key) for location in accepted]
             assert [job["status"] for job in jobs] == ["applied"] * 3
             assert [job["outcomes"] for job in jobs] == [{"created": 4}] * 3
             for n in range(3):
@@ -191,22 +187,9 @@ sys.exit(3)  # not reached: the settle kills the process
 def test_each_202_batch_is_applied_once_after_restart_when_killed_between_the_two_commits(
     tmp_path: Path, where: str
 ) -> None:
-    data = tmp_path / "data"
-    prepare_data_dir(data)
-    key = _key(data)
-    server = ServerProcess(data, tmp_path)
-    server.extra_env = {
-        "IDGRAPH_INGEST_APPLY_LINGER_MS": HOUR_MS,
-        "IDGRAPH_INGEST_APPLY_IDLE_MS": HOUR_MS,
-    }
-    server.start()
+    data, key, server = _served(tmp_path)
     try:
-        with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-            accepted = [
-                client.post("/v1/ingest", json=_batch(n), headers=key | ASYNC) for n in range(3)
-            ]
-        assert [a.status_code for a in accepted] == [202, 202, 202]
-        assert server.kill()
+        accepted = _three_queued_then_killed(server, key)
 
         child = subprocess.run(
             [sys.executable, "-c", _APPLY_AND_DIE, where],
@@ -229,14 +212,16 @@ def test_each_202_batch_is_applied_once_after_restart_when_killed_between_the_tw
         server.extra_env = {"IDGRAPH_INGEST_APPLY_LINGER_MS": "0"}
         server.start()
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-            jobs = [_applied(client, a.headers["Location"], key) for a in accepted]
+            jobs = [finished_job(client, location, key) for location in accepted]
             # The first apply's results (a second apply would have found every person).
             assert [job["status"] for job in jobs] == ["applied"] * 3
             assert [job["outcomes"] for job in jobs] == [{"created": 4}] * 3
             # One more async batch: applied by the restarted applier, numbered past the others.
             later = client.post("/v1/ingest", json=_batch(3), headers=key | ASYNC)
             assert later.status_code == 202
-            assert _applied(client, later.headers["Location"], key)["outcomes"] == {"created": 4}
+            assert finished_job(client, later.headers["Location"], key)["outcomes"] == {
+                "created": 4
+            }
     finally:
         server.kill()
     assert _graph(data, "SELECT count(*) FROM persons") == [(16,)]
@@ -257,10 +242,7 @@ def test_each_202_batch_is_applied_once_when_the_server_is_killed_at_random_poin
     with its first apply's outcomes, each batch's persons exist all or none (the one in flight
     at a kill may be either), and no batch was applied twice (the facts per anchor)."""
     rng = random.Random(1443)
-    data = tmp_path / "data"
-    prepare_data_dir(data)
-    key = _key(data)
-    server = ServerProcess(data, tmp_path)
+    data, key, server = _served(tmp_path)
     server.extra_env = {"IDGRAPH_INGEST_APPLY_LINGER_MS": "0", "IDGRAPH_INGEST_APPLY_IDLE_MS": "0"}
     accepted: dict[int, str] = {}
     posted = 0
@@ -288,7 +270,7 @@ def test_each_202_batch_is_applied_once_when_the_server_is_killed_at_random_poin
             server.kill()
         server.start()
         with httpx.Client(base_url=server.base_url, timeout=30.0) as client:
-            jobs = {n: _applied(client, location, key) for n, location in accepted.items()}
+            jobs = {n: finished_job(client, location, key) for n, location in accepted.items()}
             assert {n: job["outcomes"] for n, job in jobs.items()} == {
                 n: {"created": 4} for n in accepted
             }
