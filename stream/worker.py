@@ -60,6 +60,7 @@ from identity.store.port import GraphStore
 from privacy.consent.recording import ConsentAuditError
 from privacy.dsr.model import DsrCaller, DsrSubmission
 from privacy.dsr.service import Submitted
+from services.async_ingest import collector_paused
 from services.dsr_views import DsrCreate
 from services.ingest import ConsentResult, ConsentSubmission
 from services.inputs import ConsentRequest, IdentifyRequest, pointer_from_location
@@ -367,8 +368,19 @@ class StreamWorker:
     # -- one batch -------------------------------------------------------------------------
 
     def process(self, messages: Sequence[Message]) -> BatchReport:
-        """Apply one polled batch and commit its offsets (steps 1-4 of the module docstring)."""
-        report, dead, last = self.apply(messages)
+        """Apply one polled batch and commit its offsets (steps 1-4 of the module docstring).
+
+        The batch is applied with automatic garbage collection off, and the young generation
+        is collected once it is done (``collector_paused``, as the bulk path and the ingest
+        appliers do). Why: a poll's records, requests, events and rows (some 10^5 containers at
+        500 records) are alive together until the commit and form no cycles, so every
+        collection during the batch walked them again and freed nothing. Stop 51, 27,250
+        records (100k identifiers) through ``process`` alone: 2,190 young, 199 middle and 18
+        full collections, 1.4-1.6 s; paused, 55 young ones, 0.05 s, and 0.7 s (6 %) less CPU in
+        both of two alternating pairs. Collection is on again between batches.
+        """
+        with collector_paused():
+            report, dead, last = self.apply(messages)
         self.dead_letter(dead, report)
         self._commit(last)
         return report
