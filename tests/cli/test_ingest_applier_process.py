@@ -11,7 +11,6 @@ Real processes (``idgraph serve`` on a free port, a real SIGKILL), the real app 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
 import threading
@@ -20,19 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import structlog
 import structlog.testing
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bench.load import children_of
+from bootstrap import container as container_module
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from cli.applier import ApplierChild
 from privacy.access.api_keys import Scope
 from services.async_ingest import JournalApplier
 from services.inputs import ingest_inputs
-from services.metrics import TalliedMetrics, TallyFile
+from services.metrics import ApplierExits, TalliedMetrics, TallyFile
 from tests.support.crash_harness import (
     APPLIER_TALLY_FILE,
     SAFETY_TIMEOUT,
@@ -40,6 +41,7 @@ from tests.support.crash_harness import (
     bearer,
     prepare_data_dir,
     run_cli,
+    running,
 )
 from tests.support.ingest_samples import cookie_of, email_cookie_batch
 from tests.support.journal_processes import (
@@ -129,7 +131,7 @@ def test_serve_applies_in_its_child_process_restarts_it_and_stops_it(tmp_path: P
         server.process.terminate()
         # uvicorn shuts down, then re-raises the SIGTERM it caught: -15, as without a child.
         assert server.process.wait(SAFETY_TIMEOUT) in (0, -15)
-        assert not Path(f"/proc/{second}").exists() or b"Z" in _state(second)
+        assert not running(second)
         # The tally file's private directory went with it, though uvicorn re-raised the SIGTERM.
         assert not tally.parent.exists()
     finally:
@@ -174,7 +176,7 @@ def test_serve_is_ready_only_when_its_applier_has_looked_at_the_journal(tmp_path
                 )
         finally:
             server.kill()
-        wait_for(functools.partial(_gone, child), "the killed server's child gone")
+        assert not running(child)  # kill() returns once the server's children are gone too
     assert runs[0] != runs[1]  # the second server waited for its own child, not the file
 
 
@@ -215,6 +217,57 @@ def test_readyz_is_503_until_the_applier_of_this_run_has_looked_at_the_journal(
         assert client.get("/readyz").json() == {"status": "ready"}
 
 
+def test_readyz_says_when_the_applier_keeps_exiting_before_it_starts(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that crashes at every start is reported as such (its exits and last status),
+    not as "not started yet" for ever; once it has started, earlier exits do not matter."""
+    exits = ApplierExits()  # this test's own: serve's supervisor records into the module's
+    monkeypatch.setattr(container_module, "APPLIER_EXITS", exits)
+    tally = TallyFile(tmp_path / "applier.json")
+    process = settings.model_copy(
+        update={
+            "ingest_applier": "process",
+            "ingest_applier_tally_file": tally.path,
+            "ingest_applier_run_id": "this-run",
+        }
+    )
+    with TestClient(create_app(process), raise_server_exceptions=False) as client:
+        starting = client.get("/readyz").json()
+        assert starting["type"] == "urn:idgraph:problem:ingest-applier-not-started"
+        exits.record(1)
+        exits.record(1)
+        with structlog.testing.capture_logs() as logs:
+            crashing = client.get("/readyz")
+        assert crashing.status_code == 503
+        assert crashing.headers["content-type"] == "application/problem+json"
+        problem = crashing.json()
+        assert problem["type"] == "urn:idgraph:problem:ingest-applier-restarting"
+        assert "exited 2 time(s) before it started (last exit status 1)" in problem["detail"]
+        assert "ingest_applier_process_exited" in problem["detail"]
+        assert [e["event"] for e in logs if e["log_level"] in ("info", "error")] == [
+            "request_not_ready"
+        ]
+        TalliedMetrics(tally, run_id="this-run").mark_started()
+        assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_the_supervisor_tells_every_exit_of_a_crashing_child_and_starts_it_again() -> None:
+    statuses: list[int] = []
+    child = ApplierChild(
+        dict(os.environ),
+        lambda: statuses.append(-1000),  # never: status 1 is not "cannot start"
+        command=(sys.executable, "-c", "import sys; sys.exit(1)"),
+        on_exit=statuses.append,
+    )
+    child.start()
+    try:
+        wait_for(lambda: len(statuses) >= 2, "two exits of the crashing child")
+    finally:
+        child.stop()
+    assert statuses[:2] == [1, 1]
+
+
 def test_the_applier_thread_looks_at_the_journal_before_it_applies_anything(
     settings: Settings,
 ) -> None:
@@ -239,17 +292,6 @@ def test_the_applier_thread_looks_at_the_journal_before_it_applies_anything(
         assert queued_at_first_look == [3]  # once, with the batch not applied yet
     finally:
         container.close()
-
-
-def _state(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return b"Z"
-
-
-def _gone(pid: int) -> bool:
-    return _state(pid) == b"Z"
 
 
 def _applier_threads() -> set[threading.Thread]:

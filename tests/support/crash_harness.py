@@ -62,6 +62,7 @@ from privacy.keys.keyprovider import LocalFileKeyProvider, create_kek_file
 from privacy.keys.vault import Vault, VaultError
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from tests.support.neo4j_env import live_neo4j_settings
+from tests.support.waits import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policies"
@@ -281,6 +282,24 @@ def sigkill(process: subprocess.Popen[bytes]) -> bool:
     return alive
 
 
+def child_pids(pid: int) -> list[int]:
+    """The child processes of ``pid`` now (``/proc/<pid>/task/*/children``; none elsewhere)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped by init does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class ServerProcess:
     """``idgraph serve`` in a subprocess on 127.0.0.1 and a free port."""
 
@@ -355,13 +374,26 @@ class ServerProcess:
         raise RuntimeError(f"the server did not get ready within {SAFETY_TIMEOUT:.0f} s")
 
     def kill(self) -> bool:
-        """SIGKILL the server (no shutdown, no checkpoint); ``True`` if it was running."""
+        """SIGKILL the server (no shutdown, no checkpoint); ``True`` if it was running.
+
+        Returns once the server's child processes (``idgraph serve``'s ingest applier) are gone
+        too: a child notices its server died within half a second and closes its stores, and
+        SQLite then deletes the ``-wal``/``-shm`` files a test may be reading (a check of the
+        data directory right after a kill failed with FileNotFoundError now and then). A real
+        restart is no different: the supervisor restarts the server with its children gone."""
         if self.process is None:
             return False
+        children = child_pids(self.process.pid)
         try:
             return sigkill(self.process)
         finally:
             self.process = None
+            wait_until(
+                lambda: not any(map(running, children)),
+                "the killed server's children exited",
+                timeout_s=SAFETY_TIMEOUT,
+                poll_s=0.02,
+            )
 
     def pid(self) -> int | None:
         """The server's process id while it runs."""
