@@ -45,7 +45,7 @@ from privacy.dsr.model import (
 from privacy.transport.webhooks import WebhookVerificationError
 from services.async_ingest import IngestJobNotFoundError
 from services.inputs import pointer_from_location, withheld_member
-from services.metrics import IngestApplierNotStartedError
+from services.metrics import IngestApplierNotStartedError, IngestApplierRestartingError
 from storage.journal import JournalFullError
 
 log = structlog.get_logger("idgraph.api")
@@ -92,6 +92,7 @@ STATUS_TABLE: list[tuple[type[IdGraphError], int, str]] = [
     (ConsentAuditError, 503, "Consent recorded, audit entry not written"),
     (CommitOutcomeUnknownError, 503, "Commit outcome unknown"),
     (StoreUnavailableError, 503, "Store unavailable"),
+    (IngestApplierRestartingError, 503, "Not ready"),
     (IngestApplierNotStartedError, 503, "Not ready"),
     (StoreIntegrityError, 500, "Store integrity error"),
     (PolicyFileError, 500, "Policy file invalid"),

@@ -65,7 +65,7 @@ from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
 from services.ingest import IngestLimits, IngestService
 from services.links import LinkService
-from services.metrics import ApplierStart, TallyFile
+from services.metrics import ApplierExits, ApplierStart, TallyFile
 from storage.journal import SqliteIngestJournal, journal_path
 
 if TYPE_CHECKING:
@@ -469,7 +469,7 @@ def applier_start(settings: Settings) -> ApplierStart | None:
         or run_id is None
     ):
         return None
-    return ApplierStart(TallyFile(tally_file), run_id)
+    return ApplierStart(TallyFile(tally_file), run_id, APPLIER_EXITS)
 
 
 def open_store(settings: Settings) -> GraphStore:
@@ -523,6 +523,10 @@ NEO4J_SCHEMES = frozenset({"neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "b
 # Set when a store connected in the background gave up: ``idgraph serve`` watches it, shuts the
 # HTTP server down gracefully and exits 3, so the orchestrator restarts the process.
 STORE_GAVE_UP = threading.Event()
+# The exits of the applier child ``idgraph serve`` supervises in this process (recorded by
+# cli.applier.ApplierChild): /readyz says a child that keeps exiting before it starts is being
+# started again (applier_start), instead of "not started yet" for ever.
+APPLIER_EXITS = ApplierExits()
 
 
 def _stop_serving(reason: str) -> None:

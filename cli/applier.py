@@ -123,17 +123,21 @@ class ApplierChild:
     """``idgraph serve``'s applier process: started before the server, started again
     (after :data:`RESTART_DELAY_S`) if it exits while the server runs, stopped with SIGTERM
     (SIGKILL after :data:`STOP_TIMEOUT_S`) when the server stops. A child that cannot start
-    (exit :data:`CANNOT_START`) is not restarted: ``on_give_up`` is called instead."""
+    (exit :data:`CANNOT_START`) is not restarted: ``on_give_up`` is called instead. ``on_exit``
+    is told every exit's status while the server runs (``/readyz`` reports a child that keeps
+    exiting before it starts: ``bootstrap.container.APPLIER_EXITS``)."""
 
     def __init__(
         self,
         env: Mapping[str, str],
         on_give_up: Callable[[], None],
         command: tuple[str, ...] = APPLIER_COMMAND,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
         self._command = (*command, "--parent-pid", str(os.getpid()))
         self._env = dict(env)
         self._on_give_up = on_give_up
+        self._on_exit = on_exit
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
@@ -175,6 +179,8 @@ class ApplierChild:
             if self._stopping.is_set():
                 return
             log.error("ingest_applier_process_exited", pid=process.pid, status=status)
+            if self._on_exit is not None:
+                self._on_exit(status)
             if status == CANNOT_START:
                 self._on_give_up()
                 return

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from bootstrap.container import (
+    APPLIER_EXITS,
     STORE_GAVE_UP,
     Container,
     build_container,
@@ -227,7 +228,7 @@ def serve(
             # the journal, and this server's /readyz waits for it (services.metrics.ApplierStart);
             # a file an earlier server's child left behind holds another.
             os.environ["IDGRAPH_INGEST_APPLIER_RUN_ID"] = secrets.token_hex(16)
-            child = ApplierChild(os.environ, applier_cannot_start)
+            child = ApplierChild(os.environ, applier_cannot_start, on_exit=APPLIER_EXITS.record)
             child.start()
             applier.callback(child.stop)
         server.run()

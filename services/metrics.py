@@ -363,6 +363,45 @@ class IngestApplierNotStartedError(IdGraphError):
         super().__init__("not ready: the ingest applier has not started yet")
 
 
+class IngestApplierRestartingError(IngestApplierNotStartedError):
+    """The ingest applier process this server started exited before it ever looked at the
+    journal, and is being started again (``/readyz`` answers 503 and says so: a child that
+    crashes at every start would otherwise look like one still starting, for ever)."""
+
+    code = "ingest-applier-restarting"
+
+    def __init__(self, exits: int, status: int | None) -> None:
+        IdGraphError.__init__(
+            self,
+            f"not ready: the ingest applier process exited {exits} time(s) before it started "
+            f"(last exit status {status}) and is being started again; asynchronous batches "
+            "stay queued in the journal until it runs; see the server log's "
+            "ingest_applier_process_exited lines",
+        )
+
+
+class ApplierExits:
+    """How often the applier child of this process's ``idgraph serve`` exited, and its last
+    exit status: recorded by the supervisor (``cli.applier.ApplierChild``), read by ``/readyz``
+    (:class:`ApplierStart`), both in the server's process. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._last: int | None = None
+
+    def record(self, status: int) -> None:
+        """One more exit, with its status."""
+        with self._lock:
+            self._count += 1
+            self._last = status
+
+    def seen(self) -> tuple[int, int | None]:
+        """(exits so far, the last one's status)."""
+        with self._lock:
+            return self._count, self._last
+
+
 class ApplierStart:
     """Whether the ingest applier process ``idgraph serve`` started beside this server has begun
     (for ``/readyz``): it has, once :class:`TallyFile` ``file`` holds ``run_id``.
@@ -378,11 +417,14 @@ class ApplierStart:
     the same process id). A child started again after a crash writes the same id: the server
     stays ready meanwhile (the journal keeps what it accepts).
 
-    Once started, always started: the file is not read again."""
+    Once started, always started: the file is not read again. ``exits``: the supervisor's
+    record of the child's exits; a child that exited before it started is reported as such
+    (:class:`IngestApplierRestartingError`), not as one still starting."""
 
-    def __init__(self, file: TallyFile, run_id: str) -> None:
+    def __init__(self, file: TallyFile, run_id: str, exits: ApplierExits | None = None) -> None:
         self._file = file
         self._run_id = run_id
+        self._exits = exits
         self._started = False
 
     def started(self) -> bool:
@@ -392,6 +434,10 @@ class ApplierStart:
         return self._started
 
     def check(self) -> None:
-        """Raise :class:`IngestApplierNotStartedError` unless :meth:`started`."""
+        """Raise :class:`IngestApplierNotStartedError` unless :meth:`started`
+        (:class:`IngestApplierRestartingError` once the child exited before it started)."""
         if not self.started():
+            exits, status = self._exits.seen() if self._exits is not None else (0, None)
+            if exits:
+                raise IngestApplierRestartingError(exits, status)
             raise IngestApplierNotStartedError
