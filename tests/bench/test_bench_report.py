@@ -7,7 +7,6 @@ and one section alone run in the default suite in seconds.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.bench_support import bench_script_module
 
 REPO = Path(__file__).resolve().parents[2]
 HEADINGS = (
@@ -134,27 +135,8 @@ def test_one_section_alone_renders_its_figures(tmp_path: Path) -> None:
     assert "failed:" not in text
 
 
-def _report_module() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_report", REPO / "bench" / "report.py")
-    assert spec is not None
-    assert spec.loader is not None
-    bench_report = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = bench_report  # dataclasses look their module up by name
-    spec.loader.exec_module(bench_report)
-    return bench_report
-
-
-def _audience_module() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_audience", REPO / "bench" / "audience.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_readme_link_resolves_from_where_the_report_is_written(tmp_path: Path) -> None:
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     for out in (REPO / "bench", REPO / "bench" / "1m", REPO / "docs" / "x"):
         link = bench_report._readme_link(out)
         target = link.split("](", 1)[1].rstrip(")")
@@ -214,7 +196,7 @@ def _profile_ratios(
 def _judged(data: dict[str, Any], source: str, goal: str) -> tuple[Any, str]:
     """The report's audience section on ``data``: the one goal row of ``source`` starting with
     ``goal``, and the section's text."""
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     report = bench_report.Report("1m", bench_report.PRESETS["1m"])
     report.outcomes["audience"] = bench_report.Outcome("audience", [], data=data)
     text = "\n".join(bench_report.audience_section(report))
@@ -310,7 +292,7 @@ def test_issue_14_profile_goal_needs_wall_and_cpu_within_it() -> None:
 def test_profile_read_overhead_goal_is_met_without_margin_when_the_spread_exceeds_it() -> None:
     # Stop 35's full bench: one run of rounds spread 1.42-1.67x around a median at the goal's
     # edge; whether the goal holds then is a coin toss, and the report says so.
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     ratios = {
         "profile_policy_over_raw_concurrent_median": 1.45,
         "profile_policy_over_raw_concurrent_min": 1.37,
@@ -328,7 +310,7 @@ def test_profile_read_overhead_goal_is_met_without_margin_when_the_spread_exceed
 def test_load_goals_show_the_median_round_and_its_spread_when_rounds_ran() -> None:
     # One 20k-event bulk phase swung 5.3-9.2 s and decided the single-round /v1/ingest ratio;
     # the report judges the median round and shows the spread beside it.
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     phase = {
         "requests": 100,
         "errors": 0,
@@ -381,7 +363,7 @@ def test_load_goals_show_the_median_round_and_its_spread_when_rounds_ran() -> No
 
 
 def test_the_async_ingest_ratio_is_reported_as_a_goal_row_beside_the_sync_one() -> None:
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     data = {
         "phases": [
             {
@@ -420,7 +402,7 @@ def test_the_async_ingest_ratio_is_reported_as_a_goal_row_beside_the_sync_one() 
 def _cold_data(first: list[float], reopen: list[float], floor: float) -> dict[str, Any]:
     """Audience figures with cold rounds (first-ever and after-reopen seconds per round over
     one floor), summed up as bench/audience.py's _cold_summary does."""
-    audience_bench = _audience_module()
+    audience_bench = bench_script_module("audience.py")
     rounds = [
         {"floor": _span(floor), "first_ever": _span(f), "reopen": _span(r)}
         for f, r in zip(first, reopen, strict=True)
@@ -453,7 +435,7 @@ def _cold_data(first: list[float], reopen: list[float], floor: float) -> dict[st
 
 
 def _cold_goal(data: dict[str, Any]) -> tuple[Any, str]:
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     report = bench_report.Report("1m", bench_report.PRESETS["1m"])
     report.outcomes["audience"] = bench_report.Outcome("audience", [], data=data)
     text = "\n".join(bench_report.audience_section(report))
@@ -525,7 +507,7 @@ def _ingest_data(
 
 
 def _ingest_report(data: dict[str, Any]) -> tuple[Any, str]:
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     report = bench_report.Report("1m", bench_report.PRESETS["1m"])
     report.outcomes["ingest-100000"] = bench_report.Outcome("ingest-100000", [], skipped=True)
     report.outcomes["ingest-1000000"] = bench_report.Outcome("ingest-1000000", [], data=data)
@@ -539,7 +521,7 @@ def test_ingest_goals_show_the_median_round_and_its_spread_when_rounds_ran() -> 
     # Stop 37's full bench ran each bulk mode once at 1M: real took 87.6 s CPU there and 58 s
     # in two alternating pairs after it. The 1m preset now runs alternating rounds, and the
     # report judges the median round and shows the rounds' min-max beside it.
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     runs = {key: args for key, _, args in bench_report.plan(bench_report.PRESETS["1m"])}
     for key in ("ingest-100000", "ingest-1000000"):
         assert runs[key][runs[key].index("--rounds") + 1] == "3"
@@ -603,7 +585,7 @@ def test_the_git_line_counts_no_change_when_only_the_reports_own_outputs_changed
     # `git status --porcelain` lists the first as " M bench/REPORT.md"; stripped, its first path
     # lost a letter ("ench/REPORT.md"), escaped the exclusion and the report said "+ uncommitted
     # changes in 1 file(s)" for a clean tree (stops 38 and 39).
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     repo = tmp_path / "repo"
     (repo / "bench" / "report").mkdir(parents=True)
     (repo / "bench" / "REPORT.md").write_text("old\n")

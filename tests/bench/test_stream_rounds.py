@@ -4,24 +4,10 @@ spread, and how bench/report.py shows them (the live run: tests/stream/test_stre
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 from bench import stream
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _report_module() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_report", REPO / "bench" / "report.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+from tests.support.bench_support import bench_script_module
 
 
 def _mode(mode: str, seconds: float, cpu: float, rss_mib: float) -> dict[str, Any]:
@@ -90,7 +76,7 @@ def test_the_figures_ratio_is_the_median_round_with_its_spread_and_the_largest_r
 
 
 def test_the_report_shows_the_median_round_and_its_spread_beside_the_goal() -> None:
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     report = bench_report.Report("1m", bench_report.PRESETS["1m"])
     report.outcomes["stream"] = bench_report.Outcome("stream", [], data=_figures())
 
@@ -106,7 +92,7 @@ def test_the_report_shows_the_median_round_and_its_spread_beside_the_goal() -> N
 
 
 def test_the_report_still_reads_a_one_run_json_without_rounds() -> None:
-    bench_report = _report_module()
+    bench_report = bench_script_module("report.py")
     data = _figures()
     for key in ("ratios", "rounds", "ratio_spread", "cpu_ratio", "cpu_ratio_spread"):
         del data[key]

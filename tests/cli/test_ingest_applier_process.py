@@ -180,17 +180,23 @@ def test_serve_is_ready_only_when_its_applier_has_looked_at_the_journal(tmp_path
     assert runs[0] != runs[1]  # the second server waited for its own child, not the file
 
 
-def test_readyz_is_503_until_the_applier_of_this_run_has_looked_at_the_journal(
-    settings: Settings, tmp_path: Path
-) -> None:
-    tally = TallyFile(tmp_path / "applier.json")
-    process = settings.model_copy(
+def _process_mode(settings: Settings, tally: TallyFile) -> Settings:
+    """``settings`` as a server under ``idgraph serve`` with its applier child has them: the
+    tally file and the run id ``this-run``."""
+    return settings.model_copy(
         update={
             "ingest_applier": "process",
             "ingest_applier_tally_file": tally.path,
             "ingest_applier_run_id": "this-run",
         }
     )
+
+
+def test_readyz_is_503_until_the_applier_of_this_run_has_looked_at_the_journal(
+    settings: Settings, tmp_path: Path
+) -> None:
+    tally = TallyFile(tmp_path / "applier.json")
+    process = _process_mode(settings, tally)
     TalliedMetrics(tally, run_id="an-earlier-run").mark_started()  # an earlier server's child
     with TestClient(create_app(process), raise_server_exceptions=False) as client:
         with structlog.testing.capture_logs() as logs:
@@ -225,13 +231,7 @@ def test_readyz_says_when_the_applier_keeps_exiting_before_it_starts(
     exits = ApplierExits()  # this test's own: serve's supervisor records into the module's
     monkeypatch.setattr(container_module, "APPLIER_EXITS", exits)
     tally = TallyFile(tmp_path / "applier.json")
-    process = settings.model_copy(
-        update={
-            "ingest_applier": "process",
-            "ingest_applier_tally_file": tally.path,
-            "ingest_applier_run_id": "this-run",
-        }
-    )
+    process = _process_mode(settings, tally)
     with TestClient(create_app(process), raise_server_exceptions=False) as client:
         starting = client.get("/readyz").json()
         assert starting["type"] == "urn:idgraph:problem:ingest-applier-not-started"

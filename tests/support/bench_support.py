@@ -1,12 +1,14 @@
-"""Running a bench/ script as a subprocess, for the benchmarks' smoke tests."""
+"""Running a bench/ script as a subprocess, for the benchmarks' smoke tests, or importing one."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,3 +34,16 @@ def run_bench(script: str, *args: str, timeout: float) -> subprocess.CompletedPr
         left = sorted(path.name for path in Path(scratch).iterdir())
     assert not left, f"bench/{script} left {left} in its temporary directory\n{done.stdout}"
     return done
+
+
+def bench_script_module(script: str) -> Any:
+    """``bench/<script>`` imported by its path, as module ``bench_<name>`` (registered in
+    ``sys.modules``: dataclasses look their module up by name)."""
+    name = f"bench_{Path(script).stem}"
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / script)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
