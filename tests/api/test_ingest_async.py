@@ -314,8 +314,11 @@ def test_a_batch_whose_sealed_bytes_were_altered_is_failed_when_applied(served: 
 class FakeClock:
     """A clock the test moves by hand (the applier's waits and the results' expiry read it)."""
 
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    def __init__(self, start: datetime | None = None) -> None:
+        # By default from the real time: the served app reads the same journal with the real
+        # clock, and a result this clock expires is 404 to it. A fixed date (2026-12-06 12:00,
+        # stop 47) made every result expire for the app 24 h later: two tests failed from then on.
+        self.now = start or datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -326,11 +329,12 @@ class FakeClock:
 
 @contextmanager
 def fake_clock_jobs(
-    served: Served, limits: AsyncIngestLimits
+    served: Served, limits: AsyncIngestLimits, start: datetime | None = None
 ) -> Iterator[tuple[AsyncIngest, FakeClock]]:
-    """An AsyncIngest on the served store's real journal with ``limits`` and a fake clock."""
+    """An AsyncIngest on the served store's real journal with ``limits`` and a fake clock (at
+    ``start``, by default the real time)."""
     container = served.container
-    clock = FakeClock()
+    clock = FakeClock(start)
     graph_file = container.settings.data_dir / "graph.sqlite3"
     jobs = AsyncIngest(
         container.ingest,

@@ -12,6 +12,7 @@ import io
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 PREFIX = "ingestjournal-"
+# The day-key test's fake clock starts here (its day keys are named by date).
+DAY_0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -134,7 +137,7 @@ def test_a_day_key_is_shredded_once_its_batches_are_applied_and_its_day_is_over(
     served: Served,
 ) -> None:
     vault = served.container.vault
-    with fake_clock_jobs(served, AsyncIngestLimits()) as (jobs, clock):  # 2026-12-06 12:00 UTC
+    with fake_clock_jobs(served, AsyncIngestLimits(), DAY_0) as (jobs, clock):
         _submit(jobs, "day-0")
         assert jobs.apply_once() == 3
         clock.advance(days=1)
