@@ -17,7 +17,12 @@ much about the neighbours as about idgraph. So every timed section records
   (machine-wide, every CPU: ``steal`` of ``/proc/stat``); a section whose CPU seconds grew with
   its steal ran on a contended host, not on slower code;
 * with ``threads=True``, ``thread_cpu_seconds``: this process's CPU seconds by thread name
-  (:class:`ThreadCpu`), so a section run on several threads says which one its CPU went to.
+  (:class:`ThreadCpu`), so a section run on several threads says which one its CPU went to;
+* with ``children=True``, the CPU of the child processes this process started and waited for
+  during the section (``RUSAGE_CHILDREN``: the bulk file's reader process) is in
+  ``cpu_seconds`` too, and on its own in ``children_cpu_seconds`` (and, with ``threads``,
+  under ``child processes`` in ``thread_cpu_seconds``). A child still running when the section
+  ends is not counted: the caller waits for its children first.
 
 A ratio of two sections of the same run is meaningful when both ran at a similar load; the
 report prints the load so a reader can judge. Stdlib only: the ingest floor imports this and
@@ -27,6 +32,7 @@ nothing of idgraph.
 from __future__ import annotations
 
 import os
+import resource
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -76,6 +82,12 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     # utime and stime are fields 14 and 15 of the stat line, i.e. 11 and 12 after the ")".
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of the child processes this process has waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def steal_seconds() -> float:
@@ -186,15 +198,19 @@ class Span:
 
 
 @contextmanager
-def measured(pids: Sequence[int] = (), *, threads: bool = False) -> Iterator[Span]:
+def measured(
+    pids: Sequence[int] = (), *, threads: bool = False, children: bool = False
+) -> Iterator[Span]:
     """Measure the body: the :class:`Span` is filled in when the block ends. ``threads``: also
-    this process's CPU by thread name (:class:`ThreadCpu`), in ``extra``."""
+    this process's CPU by thread name (:class:`ThreadCpu`), in ``extra``; ``children``: the CPU
+    of the child processes it waited for is counted too (see the module docstring)."""
     span = Span(load_before=load_average())
     by_thread = ThreadCpu() if threads else None
     written = bytes_written() + sum(bytes_written(p) for p in pids)
     stolen = steal_seconds()
     if by_thread is not None:
         by_thread.start()
+    waited = children_cpu_seconds()
     cpu = time.process_time() + sum(process_cpu_seconds(p) for p in pids)
     started = time.perf_counter()
     try:
@@ -204,6 +220,12 @@ def measured(pids: Sequence[int] = (), *, threads: bool = False) -> Iterator[Spa
         span.cpu_seconds = time.process_time() + sum(process_cpu_seconds(p) for p in pids) - cpu
         if by_thread is not None:
             span.extra["thread_cpu_seconds"] = by_thread.stop()
+        if children:
+            child_cpu = round(children_cpu_seconds() - waited, 3)
+            span.cpu_seconds += child_cpu
+            span.extra["children_cpu_seconds"] = child_cpu
+            if by_thread is not None and child_cpu:
+                span.extra["thread_cpu_seconds"]["child processes"] = child_cpu
         span.extra["steal_seconds"] = round(steal_seconds() - stolen, 2)
         span.bytes_written = bytes_written() + sum(bytes_written(p) for p in pids) - written
         span.load_after = load_average()

@@ -12,7 +12,7 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from bootstrap.dsr import (
     build_retention,
     load_record_retention,
 )
+from bootstrap.logging import configure_logging
 from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.hashing import Keyring
@@ -63,7 +64,8 @@ from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
 from privacy.transport.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
-from services.ingest import IngestLimits, IngestService
+from services.event_validation import EventValidation, IngestLimits
+from services.ingest import IngestService
 from services.links import LinkService
 from services.metrics import ApplierExits, ApplierStart, TallyFile
 from storage.journal import SqliteIngestJournal, journal_path
@@ -169,11 +171,10 @@ class Container:
             self.consent_signals,
             self.webhooks,
             self.audit,
-            IngestLimits(
-                max_identifiers_per_event=self.settings.max_identifiers_per_event,
-                max_batch_events=self.settings.max_batch_events,
-                default_region=self.settings.default_region,
-            ),
+            ingest_limits(self.settings),
+            # A large bulk file is read and validated in a process of its own, which builds
+            # the same validation from these settings (services.bulk_reader).
+            validation_builder=partial(reader_validation, self.settings),
         )
 
     @cached_property
@@ -635,6 +636,28 @@ def build_webhook_sources(
         sources[name] = WebhookSource(name, tuple(keys), build_mapper(config))
     build_verifiers(sources.values())  # a bad secret stops start-up, not every delivery
     return sources
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    """The per-request limits and default phone region of ``settings``."""
+    return IngestLimits(
+        max_identifiers_per_event=settings.max_identifiers_per_event,
+        max_batch_events=settings.max_batch_events,
+        default_region=settings.default_region,
+    )
+
+
+def reader_validation(settings: Settings) -> EventValidation:
+    """What a bulk file's reader process validates rows with (services.bulk_reader): the
+    policies, PII scanner and limits of ``settings``, and nothing else (no store, no keys:
+    the process never writes and holds no secret it does not need).
+
+    The process is started fresh (spawned), so its logging is configured here like the
+    ingesting process's (standard error, redacted): its stdout stays the caller's."""
+    configure_logging(settings.log_level, settings.log_json)
+    policy, facts_policy, _ = load_all_policies(settings)
+    scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
+    return EventValidation(policy, FactIntake(facts_policy, scanner), ingest_limits(settings))
 
 
 def build_container(settings: Settings, *, store_in_background: bool = False) -> Container:

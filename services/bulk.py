@@ -24,59 +24,49 @@ as new; give rows a ``message_id`` when that matters.
 from __future__ import annotations
 
 import contextvars
-import csv
 import gc
-import hashlib
 import itertools
-import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import ValidationError
-
-from identity.errors import BatchValidationError, IdGraphError, InputLimitError
 from identity.model import EventOutcome, IdentityEvent
-from identity.strict_json import MalformedJsonError, loads_strict
-from services.ingest import IngestService
-from services.inputs import (
-    IdentifyInput,
-    IdentifyRequest,
-    identify_input,
-    pointer_from_location,
+from services.bulk_reader import reader_process
+from services.bulk_rows import (
+    SCAN_CHUNK_ROWS,
+    BulkFileError,
+    FileFormat,
+    RowChunk,
+    RowError,
+    detect_format,
+    validated_chunks,
 )
+from services.ingest import IngestService
 
-FileFormat = Literal["jsonl", "csv"]
+__all__ = [
+    "BATCHES_PER_COLLECTION",
+    "DEFAULT_BATCH_EVENTS",
+    "READER_PROCESS_MIN_BYTES",
+    "BulkFileError",
+    "BulkReport",
+    "FileFormat",
+    "ReaderMode",
+    "RowError",
+    "detect_format",
+    "ingest_file",
+]
+
 MAX_REPORTED_ERRORS = 100
 # Events per transaction. 10,000: each commit (and its fsync, and the index pages it rewrites at
 # random positions) is shared by ten times more events than at 1,000, which roughly halves the
 # bytes written per identifier; a batch's working set stays a few MiB.
 DEFAULT_BATCH_EVENTS = 10_000
-# Rows validated (and PII-scanned) together. The NER model's cost per value falls steeply from
-# one value per call to a few hundred (nlp.pipe); beyond that little is gained, and the scanner
-# is held (its lock) for the whole chunk's new values.
-SCAN_CHUNK_ROWS = 500
-
-
-class BulkFileError(IdGraphError):
-    """The file as a whole cannot be read (unknown CSV column, unreadable file)."""
-
-    code = "bulk-file-invalid"
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    """A rejected row: its line number and what is wrong (pointers and messages, no values)."""
-
-    line: int
-    problems: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -103,93 +93,12 @@ class BulkReport:
             self.errors.append(error)
 
 
-def detect_format(path: Path) -> FileFormat:
-    """``csv`` for ``.csv`` files, ``jsonl`` otherwise."""
-    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
-
-
-def _validation_problems(exc: ValidationError) -> tuple[str, ...]:
-    # msg and loc only: pydantic's `input` would echo the raw value into the report.
-    # The pointer leaves out keys that could be values (see pointer_from_location).
-    return tuple(f"{pointer_from_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-
-
-def _jsonl_rows(
-    lines: Iterable[tuple[int, bytes]],
-) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    for line_no, raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            row = loads_strict(raw)
-        except MalformedJsonError as exc:
-            yield (
-                line_no,
-                RowError(
-                    line_no, (f"not valid JSON ({exc.reason} at {exc.pointer}: {exc.message})",)
-                ),
-            )
-            continue
-        if not isinstance(row, dict):
-            yield line_no, RowError(line_no, ("each line must be a JSON object",))
-            continue
-        yield line_no, row
-
-
-def _csv_rows(
-    lines: Iterable[tuple[int, bytes]], known_types: Iterable[str]
-) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    numbered = iter(lines)
-    current = [0]
-
-    def text() -> Iterator[str]:
-        for line_no, raw in numbered:
-            current[0] = line_no
-            yield raw.decode("utf-8", errors="replace")
-
-    reader = csv.reader(text())
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return
-    known = set(known_types)
-    columns: list[tuple[str, str | None]] = []  # (column kind, identifier type)
-    for name in header:
-        base = name.split(".", 1)[0]
-        if name in {"source", "timestamp", "message_id"}:
-            columns.append((name, None))
-        elif base in known:
-            columns.append(("identifier", base))
-        else:
-            raise BulkFileError(
-                f"unknown CSV column {name[:40]!r}; expected source, timestamp, message_id or an "
-                f"identifier "
-                f"type ({', '.join(sorted(known))}), optionally suffixed like email.2"
-            )
-    for cells in reader:
-        line_no = current[0]
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) != len(columns):
-            yield line_no, RowError(line_no, (f"expected {len(columns)} cells, got {len(cells)}",))
-            continue
-        row: dict[str, Any] = {"identifiers": []}
-        for (kind, identifier_type), cell in zip(columns, cells, strict=True):
-            if not cell.strip():
-                continue
-            if kind == "identifier":
-                row["identifiers"].append({"type": identifier_type, "value": cell})
-            else:
-                row[kind] = cell.strip()
-        yield line_no, row
-
-
-def _lines(path: Path, progress: Callable[[int], None] | None) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if progress is not None:
-                progress(len(raw))
-            yield line_no, raw
+# Where a file's rows are read and validated (see ingest_file).
+ReaderMode = Literal["auto", "process", "inline"]
+# Files from this size on are read by a process of their own in the "auto" mode: starting it
+# takes ~1 s (a fresh interpreter, the policies), which a file of 16 MiB (~230k identifier-only
+# rows) repays several times; a smaller file is read on this process's main thread.
+READER_PROCESS_MIN_BYTES = 16 * 2**20
 
 
 def ingest_file(
@@ -201,41 +110,74 @@ def ingest_file(
     default_source: str | None = None,
     batch_size: int = DEFAULT_BATCH_EVENTS,
     progress: Callable[[int], None] | None = None,
+    reader: ReaderMode = "auto",
 ) -> BulkReport:
     """Stream ``path`` into the graph through ``service``; returns the report.
 
     Each row is validated exactly as ``POST /v1/identify`` validates a body
     (:meth:`IngestService.event`); each batch is one transaction
     (:meth:`IngestService.prepare`, then :meth:`IngestService.commit_prepared`, pipelined: see
-    :class:`_CommitPipeline`).
+    :class:`_CommitPipeline`). ``progress`` is called with the bytes read, a chunk of rows at a
+    time.
+
+    ``reader``: where the rows are read and validated. ``process``: in a process of its own
+    (:mod:`services.bulk_reader`; the service must have a ``validation_builder``), on the
+    machine's other core while this process prepares and commits. ``inline``: on this process's
+    main thread. ``auto`` (the default): a process for files of :data:`READER_PROCESS_MIN_BYTES`
+    or more when the service can build one, else inline. The report and the graph are the same
+    either way.
     Raises :class:`BulkFileError`.
     """
     fmt = file_format or detect_format(path)
     if not path.is_file():
         raise BulkFileError(f"{path} is not a readable file")
-    lines = _lines(path, progress)
-    rows = _jsonl_rows(lines) if fmt == "jsonl" else _csv_rows(lines, service.identifier_types)
     report = BulkReport()
     batch: list[IdentityEvent] = []
-    # Rows are validated in chunks: the traits of a chunk's rows are PII-scanned as one batch
-    # (IngestService.events), so the NER model runs once per chunk, not once per row. A chunk
-    # is never longer than a batch, so a batch still commits as soon as its last row is read.
+    # A chunk is never longer than a batch, so a batch still commits as soon as its last row is
+    # read.
     chunk_rows = max(1, min(SCAN_CHUNK_ROWS, batch_size))
-    chunk: list[tuple[int, IdentifyInput | RowError]] = []
     with (
         _collections_between_batches() as between_batches,
         _short_gil_turns(),
         _CommitPipeline(service, report, actor, between_batches) as committer,
+        _row_chunks(service, path, fmt, default_source, chunk_rows, reader) as chunks,
     ):
-        for line_no, row in rows:
-            report.rows += 1
-            chunk.append((line_no, _request(row, line_no, default_source)))
-            if len(chunk) >= chunk_rows:
-                _validate_chunk(service, chunk, batch, report, batch_size, committer)
-        _validate_chunk(service, chunk, batch, report, batch_size, committer)
+        for chunk in chunks:
+            report.rows += len(chunk.items)
+            if progress is not None:
+                progress(chunk.bytes_read)
+            for item in chunk.items:
+                if isinstance(item, RowError):
+                    report.reject(item)
+                    continue
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    committer.submit(batch)
         committer.submit(batch)
         committer.drain()
     return report
+
+
+def _row_chunks(
+    service: IngestService,
+    path: Path,
+    file_format: FileFormat,
+    default_source: str | None,
+    chunk_rows: int,
+    reader: ReaderMode,
+) -> AbstractContextManager[Iterator[RowChunk]]:
+    """The file's rows, validated, from where ``reader`` says (see :func:`ingest_file`)."""
+    builder = service.validation_builder
+    if reader == "process" and builder is None:
+        raise ValueError("reader='process' needs an IngestService with a validation_builder")
+    if builder is not None and (
+        reader == "process"
+        or (reader == "auto" and path.stat().st_size >= READER_PROCESS_MIN_BYTES)
+    ):
+        return reader_process(builder, path, file_format, default_source, chunk_rows)
+    return nullcontext(
+        validated_chunks(service.validation, path, file_format, default_source, chunk_rows)
+    )
 
 
 class _CommitPipeline:
@@ -385,93 +327,6 @@ def _short_gil_turns() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(before)
-
-
-def _validate_chunk(
-    service: IngestService,
-    chunk: list[tuple[int, IdentifyInput | RowError]],
-    batch: list[IdentityEvent],
-    report: BulkReport,
-    batch_size: int,
-    committer: _CommitPipeline,
-) -> None:
-    """Turn a chunk of rows into events (rejecting bad rows, in line order), handing the
-    batch to the committer whenever it is full."""
-    requests = [item for _, item in chunk if isinstance(item, IdentifyInput)]
-    events = iter(service.events(requests))
-    for line_no, item in chunk:
-        result = next(events) if isinstance(item, IdentifyInput) else item
-        if isinstance(result, RowError):
-            report.reject(result)
-        elif isinstance(result, InputLimitError):
-            report.reject(RowError(line_no, (f"{result.field}: {result.message}",)))
-        elif isinstance(result, BatchValidationError):
-            report.reject(
-                RowError(line_no, tuple(f"{e.field}: {e.message}" for e in result.errors))
-            )
-        else:
-            batch.append(result)
-            if len(batch) >= batch_size:
-                committer.submit(batch)
-    chunk.clear()
-
-
-def _canonical_encoder() -> Callable[[Any], str]:
-    """``json.dumps(value, sort_keys=True, separators=(",", ":"))`` as a function made once.
-
-    Why: ``json.dumps`` with any non-default argument builds a ``JSONEncoder`` and then a new C
-    encoder on every call, about a third of its cost for a bulk row (one call per row without a
-    message id: 270,000 at 1M identifiers). The C encoder made here is the one ``dumps`` would
-    make (same separators, key order, ASCII escapes, float and NaN handling); it keeps no state
-    between calls. A row decoded from JSON cannot be circular, so it needs no circularity check
-    (``markers``). Without the C accelerator (never on CPython) ``dumps`` itself is used.
-    """
-    if c_make_encoder is None:  # pragma: no cover - CPython always has the accelerator
-        return lambda value: json.dumps(value, sort_keys=True, separators=(",", ":"))
-    template = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-    encode = c_make_encoder(
-        None,
-        template.default,
-        encode_basestring_ascii,
-        None,
-        template.key_separator,
-        template.item_separator,
-        template.sort_keys,
-        template.skipkeys,
-        template.allow_nan,
-    )
-    return lambda value: "".join(encode(value, 0))
-
-
-_canonical_json = _canonical_encoder()
-
-
-def _derived_message_id(row: dict[str, Any], line_no: int) -> str:
-    """The message id of a row without one: its line and a digest of its content, so a rerun
-    of the same file names every row the same way (and identical rows on two lines differ)."""
-    # ASCII escapes: stable, and a lone surrogate in a cell cannot break the encoding.
-    canonical = _canonical_json(row)
-    return f"bulk:{line_no}:{hashlib.sha256(canonical.encode()).hexdigest()}"
-
-
-def _request(
-    row: dict[str, Any] | RowError, line_no: int, default_source: str | None
-) -> IdentifyInput | RowError:
-    if isinstance(row, RowError):
-        return row
-    if default_source and "source" not in row:
-        row = {**row, "source": default_source}
-    if "message_id" not in row and "messageId" not in row:
-        row = {**row, "message_id": _derived_message_id(row, line_no)}
-    # Most rows are certified without a model (identify_input); the rest go through it, so a
-    # rejected row reads exactly as POST /v1/identify would answer it.
-    certified = identify_input(row)
-    if certified is not None:
-        return certified
-    try:
-        return IdentifyInput.of(IdentifyRequest.model_validate(row))
-    except ValidationError as exc:
-        return RowError(line_no, _validation_problems(exc))
 
 
 # One C-level pass per figure over a batch's outcomes (a bulk file has hundreds of thousands:

@@ -35,7 +35,7 @@ from identity.errors import (
 from identity.group_commit import Arrival, GroupCommitter
 from identity.identifiers import NormalizedIdentifier
 from identity.intake import normalize_all
-from identity.model import EventOutcome, FactInput, IdentityEvent
+from identity.model import EventOutcome, IdentityEvent
 from identity.resolution import PreparedEvents, ResolutionEngine
 from identity.store.port import GraphTransaction
 from privacy.auditing.log import AuditDraft, AuditLog
@@ -48,7 +48,8 @@ from privacy.consent.signals import (
     signal_digest,
 )
 from privacy.consent.webhook_intake import ConsentWebhooks
-from privacy.scanning.facts import EventInput, FactIntake, FactsOf
+from privacy.scanning.facts import FactIntake
+from services.event_validation import EventValidation, IngestLimits
 from services.inputs import ConsentRequest, IdentifyInput, IdentifyRequest
 from services.metrics import NoMetrics, StoreOperation, UseCaseMetrics
 
@@ -69,15 +70,6 @@ _IDENTIFY_LINGER_S = 0.004
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class IngestLimits:
-    """Per-request limits and the default phone region (from settings, via the bootstrap)."""
-
-    max_identifiers_per_event: int = 20
-    max_batch_events: int = 500
-    default_region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,17 +143,6 @@ class _Part:
     metrics: UseCaseMetrics
 
 
-@dataclass(slots=True)
-class _Checked:
-    """A request of :meth:`IngestService.events` whose identifiers were normalized."""
-
-    index: int
-    request: IdentifyInput
-    at: datetime
-    identifiers: tuple[NormalizedIdentifier, ...] = ()
-    errors: list[InvalidFieldError] = field(default_factory=list)
-
-
 class IngestService:
     """Validate, normalize, PII-scan, add consent, write in one transaction, audit."""
 
@@ -175,6 +156,7 @@ class IngestService:
         limits: IngestLimits,
         metrics: UseCaseMetrics | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        validation_builder: Callable[[], EventValidation] | None = None,
     ) -> None:
         self._engine = engine
         self._facts = facts
@@ -184,6 +166,11 @@ class IngestService:
         self._limits = limits
         self._metrics: UseCaseMetrics = metrics or NoMetrics()
         self._clock = clock
+        self._validation = EventValidation(engine.policy, facts, limits, clock)
+        # How another process builds the same validation from the settings (no store, no
+        # keys): a bulk file is then read and validated there (services.bulk_reader). A
+        # picklable callable (the bootstrap's), or None: files are read in this process.
+        self.validation_builder = validation_builder
         # Concurrent identify calls share one engine batch: one transaction, one vault key
         # commit and one graph commit for all of them (see identity.group_commit).
         # Each caller prepares its events (hashing, key reservation) before it queues, so the
@@ -231,7 +218,12 @@ class IngestService:
     @property
     def identifier_types(self) -> tuple[str, ...]:
         """The identifier types the identity policy declares (bulk CSV columns)."""
-        return tuple(self._engine.policy.types)
+        return self._validation.identifier_types
+
+    @property
+    def validation(self) -> EventValidation:
+        """What :meth:`events` runs: validation alone (no store)."""
+        return self._validation
 
     # -- identify / ingest ---------------------------------------------------------------------
 
@@ -248,96 +240,9 @@ class IngestService:
         requests: Sequence[IdentifyRequest | IdentifyInput],
         pointers: Sequence[str] | None = None,
     ) -> list[IdentityEvent | InputLimitError | BatchValidationError]:
-        """:meth:`event` for several requests: one result per request, in order, each the event
-        or the error :meth:`event` would raise for it (``pointers`` default to ``#``).
-
-        The traits and event properties of all of them are PII-scanned as one batch
-        (:meth:`FactIntake.prepare_many`): the NER model runs once over the values it has not
-        seen, instead of once per request. Writes nothing."""
-        wheres = list(pointers) if pointers is not None else ["#"] * len(requests)
-        # Bulk rows arrive as plain values (services.inputs.identify_input, no model per row).
-        inputs = [IdentifyInput.of(r) if isinstance(r, IdentifyRequest) else r for r in requests]
-        limit = self._limits.max_identifiers_per_event
-        policy, region = self._engine.policy, self._limits.default_region
-        results: list[IdentityEvent | InputLimitError | BatchValidationError | None] = []
-        checked: list[_Checked] = []
-        for request, pointer in zip(inputs, wheres, strict=True):
-            if len(request.identifiers) > limit:
-                results.append(
-                    InputLimitError(
-                        f"{pointer}/identifiers",
-                        f"at most {limit} identifiers per event "
-                        "(IDGRAPH_MAX_IDENTIFIERS_PER_EVENT)",
-                    )
-                )
-                continue
-            at = request.timestamp or self._clock()
-            if not request.traits and not request.events:
-                # Identifiers only (most bulk rows): nothing to scan, so when every identifier
-                # normalizes the event is complete here, in one pass (no _Checked, no second
-                # loop, one policy call per event: a tenth of the bulk reader's CPU went to
-                # these layers). Otherwise the general path below locates every problem.
-                identifiers = policy.normalize_valid(request.identifiers, region)
-                if identifiers is not None:
-                    results.append(
-                        IdentityEvent(
-                            identifiers, request.source, at, message_id=request.message_id
-                        )
-                    )
-                    continue
-            item = _Checked(len(results), request, at)
-            try:
-                item.identifiers = normalize_all(
-                    request.identifiers,
-                    self._engine.policy,
-                    self._limits.default_region,
-                    f"{pointer}/identifiers",
-                )
-            except BatchValidationError as exc:
-                item.errors.extend(exc.errors)
-            results.append(None)
-            checked.append(item)
-        # Only requests with traits or events have facts to check and scan; the others (most
-        # bulk rows: identifiers only) have none, which is what prepare_many answers for them,
-        # without a FactsOf and its drafts per row.
-        with_facts = [item for item in checked if item.request.traits or item.request.events]
-        prepared = iter(
-            self._facts.prepare_many(
-                [
-                    FactsOf(
-                        item.request.traits,
-                        [
-                            EventInput(e.name, e.timestamp or item.at, e.properties)
-                            for e in item.request.events
-                        ],
-                        item.at,
-                        wheres[item.index],
-                    )
-                    for item in with_facts
-                ]
-            )
-            if with_facts
-            else ()
-        )
-        no_facts: tuple[FactInput, ...] = ()
-        for item in checked:
-            facts = next(prepared) if item.request.traits or item.request.events else no_facts
-            if isinstance(facts, InputLimitError):
-                results[item.index] = facts
-                continue
-            if isinstance(facts, BatchValidationError):
-                item.errors.extend(facts.errors)
-            if item.errors or isinstance(facts, BatchValidationError):
-                results[item.index] = BatchValidationError(item.errors)
-                continue
-            results[item.index] = IdentityEvent(
-                item.identifiers,
-                item.request.source,
-                item.at,
-                facts,
-                message_id=item.request.message_id,
-            )
-        return [r for r in results if r is not None]
+        """:meth:`event` for several requests (:meth:`EventValidation.events`). Writes
+        nothing."""
+        return self._validation.events(requests, pointers)
 
     def identify(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -51,3 +53,17 @@ def test_without_threads_a_span_has_no_thread_figures() -> None:
     assert "thread_cpu_seconds" not in span.as_json()
     assert span.as_json()["steal_seconds"] >= 0.0
     assert steal_seconds() >= 0.0
+
+
+def test_with_children_a_section_counts_the_cpu_of_the_processes_it_waited_for() -> None:
+    spin = "import time\nuntil = time.process_time() + 0.4\nwhile time.process_time() < until: pass"
+    with measured(threads=True, children=True) as span:
+        subprocess.run([sys.executable, "-c", spin], check=True)
+    with measured() as without:
+        subprocess.run([sys.executable, "-c", spin], check=True)
+
+    assert span.extra["children_cpu_seconds"] >= 0.4
+    assert span.cpu_seconds >= span.extra["children_cpu_seconds"]
+    assert span.extra["thread_cpu_seconds"]["child processes"] >= 0.4
+    assert without.cpu_seconds < 0.4  # by default only this process's own CPU
+    assert "children_cpu_seconds" not in without.extra

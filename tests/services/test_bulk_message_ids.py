@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.bulk import _canonical_json, _derived_message_id
+from services.bulk_rows import _canonical_json, _derived_message_id
 
 _SCALARS = (
     st.none()

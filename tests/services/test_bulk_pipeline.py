@@ -80,7 +80,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     source = rows(4, "a")
-    events = service.events
+    events = service.validation.events
     second_batch_read = threading.Event()
     validated: list[int] = []
 
@@ -98,7 +98,7 @@ def test_the_next_batch_is_validated_while_the_previous_one_commits_when_a_file_
         return commit(batch, actor)
 
     monkeypatch.setattr(bulk, "SCAN_CHUNK_ROWS", 1)
-    monkeypatch.setattr(service, "events", watched_events)
+    monkeypatch.setattr(service.validation, "events", watched_events)
     around_commit(slow_first_commit)
     report = ingest_file(service, source, actor="cli", batch_size=2)
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from bootstrap.container import build_container
 from bootstrap.settings import Settings
 from identity.strict_json import loads_strict
-from services import bulk
+from services import bulk, bulk_rows
 from services.inputs import IdentifyInput, IdentifyRequest, identify_input
 
 TYPES = ["email", "phone", "customer_id", "cookie_id", "device_id", "x_type", "Email", "e-mail"]
@@ -395,7 +395,7 @@ def test_bulk_report_is_the_models_when_rows_are_checked_without_it(
         try:
             with monkeypatch.context() as patch:
                 if not fast:
-                    patch.setattr(bulk, "identify_input", lambda _row: None)
+                    patch.setattr(bulk_rows, "identify_input", lambda _row: None)
                 report = bulk.ingest_file(container.ingest, path, actor="test", batch_size=7)
         finally:
             container.close()

@@ -20,7 +20,8 @@ from bootstrap.container import Container
 from privacy.auditing.log import PERSON_REF_INFO, SqliteAuditLog
 from privacy.consent.recording import CONSENT_RECORDED
 from privacy.dsr.model import DsrCaller
-from services.ingest import IngestLimits, IngestService
+from services.event_validation import IngestLimits
+from services.ingest import IngestService
 from stream.metrics import StreamMetrics
 from stream.replay import DeadLetterReplay
 from stream.worker import StreamWorker, WorkerConfig, WorkerStoppedError

@@ -1,0 +1,201 @@
+"""A bulk file read, decoded and validated in a process of its own while this process writes.
+
+Why: ``idgraph ingest`` reads and validates the next batch on its main thread while a writer
+thread commits the batch before (:class:`services.bulk._CommitPipeline`). The writer's SQLite
+calls release the GIL, but they are many and short, and each time it wants the GIL back it
+waits for the reader's Python: measured at 1M identifiers (stop 51), the two threads hardly
+overlapped (wall = CPU + 2 s; the reader ~38 s, the writer ~71 s of ~111 s CPU). A process has
+a GIL of its own: the reading (JSON decoding, row certification, normalization, the PII scan)
+moves to the machine's other core.
+
+What stays in the ingesting process: preparing a batch (keyed hashes, message digests, data
+keys made ahead in the key file) and committing it. The reader process holds the policies, the
+PII scanner and the limits, built from the settings (``validation_builder``, the bootstrap's
+:func:`bootstrap.container.reader_validation`), and no store and no key: it never writes.
+
+How:
+
+* **spawned, not forked**: a fresh interpreter (imports and policies take ~1 s), because
+  forking a process that holds open databases and threads is unsafe, and a forked child's
+  memory would be counted twice by every RSS figure;
+* **one pipe**: the reader sends each chunk (:class:`services.bulk_rows.RowChunk`) as one
+  message. An event that carries only identifiers (most bulk rows) travels as a plain tuple and
+  is rebuilt here (3x cheaper than unpickling the dataclasses); any other event, and every
+  rejected row, is pickled as it is. The pipe is widened to :data:`PIPE_BYTES` where the system
+  allows, so the reader runs a few chunks ahead; beyond that its send blocks, which bounds
+  memory;
+* **errors**: a :class:`~services.bulk_rows.BulkFileError` raised there (an unknown CSV column)
+  is raised here with its message. Any other exception is reported by its type only (its
+  message could quote a value of the file); a reader that dies (killed, out of memory) raises a
+  :class:`~services.bulk_rows.BulkFileError` with its exit code. When this side stops early (a
+  failed commit, an interrupt), the reader is terminated, never left running.
+
+Privacy: normalized identifiers cross the pipe in memory, as they crossed between the two
+threads before; nothing is written to a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from identity.identifiers import NormalizedIdentifier
+from identity.model import IdentityEvent
+from services.bulk_rows import (
+    BulkFileError,
+    FileFormat,
+    RowChunk,
+    RowError,
+    validated_chunks,
+)
+from services.event_validation import EventValidation
+
+# The pipe's capacity asked for (Linux: F_SETPIPE_SZ; an unprivileged process may get up to
+# /proc/sys/fs/pipe-max-size, 1 MiB by default). A chunk of 500 identifier-only rows is
+# ~120 KiB, so the reader can be ~8 chunks ahead while this process prepares a batch.
+PIPE_BYTES = 1 << 20
+# Chunks sent between two young-generation collections in the reader (see _read).
+_CHUNKS_PER_COLLECTION = 40
+# How long a reader whose pipe closed may take to exit before its exit code is read.
+_EXIT_WAIT_S = 5.0
+
+_Message = tuple[Any, ...]
+
+
+def _widen(connection: Connection) -> None:
+    """Ask for a pipe of :data:`PIPE_BYTES` (where the platform allows; the default, 64 KiB,
+    works too, with the reader less far ahead)."""
+    try:
+        import fcntl  # POSIX only: imported where it is used
+
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _compact(item: IdentityEvent | RowError) -> object:
+    """What crosses the pipe for one row: an identifier-only event as a flat tuple."""
+    if type(item) is IdentityEvent and not item.facts and not item.consents:
+        flat: list[object] = [item.source, item.occurred_at, item.message_id]
+        for identifier in item.identifiers:
+            flat += (identifier.type, identifier.value)
+        return tuple(flat)
+    return item
+
+
+def _rebuilt(item: Any) -> IdentityEvent | RowError:
+    """The row :func:`_compact` sent."""
+    if type(item) is not tuple:
+        return item  # type: ignore[no-any-return]
+    return IdentityEvent(
+        tuple(map(NormalizedIdentifier, item[3::2], item[4::2])),
+        item[0],
+        item[1],
+        (),
+        (),
+        item[2],
+    )
+
+
+def _read(
+    connection: Connection,
+    builder: Callable[[], EventValidation],
+    path: str,
+    file_format: FileFormat,
+    default_source: str | None,
+    chunk_rows: int,
+) -> None:
+    """The reader process: validate the file's rows and send them, chunk by chunk, then
+    ``("done",)``; or ``("error", message)`` / ``("failed", type name)``."""
+    try:
+        validation = builder()
+        # What was built is alive for the whole file: out of the collector's reach. The rows'
+        # objects form no cycles and are freed by reference counting once sent (the same
+        # reasoning as services.bulk._collections_between_batches); the young generation is
+        # still collected now and then, so a cycle made by accident cannot pile up.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        chunks = validated_chunks(validation, Path(path), file_format, default_source, chunk_rows)
+        for sent, chunk in enumerate(chunks, start=1):
+            connection.send(("chunk", chunk.bytes_read, [_compact(i) for i in chunk.items]))
+            if sent % _CHUNKS_PER_COLLECTION == 0:
+                gc.collect(0)
+        message: _Message = ("done",)
+    except BulkFileError as exc:
+        message = ("error", str(exc))
+    except (BrokenPipeError, KeyboardInterrupt):
+        return  # the ingesting process is gone or stopping: nobody to tell
+    except Exception as exc:  # noqa: BLE001 - reported by type, without a message that may hold a value
+        message = ("failed", type(exc).__name__)
+    with contextlib.suppress(BrokenPipeError, OSError):
+        connection.send(message)
+    connection.close()
+
+
+def _received(connection: Connection, process: Any) -> Iterator[RowChunk]:
+    """The chunks the reader sends, rebuilt, until it says it is done; raises what it
+    reports, or :class:`BulkFileError` when it stops without a word."""
+    while True:
+        try:
+            message = connection.recv()
+        except EOFError:
+            process.join(_EXIT_WAIT_S)
+            raise BulkFileError(
+                "the bulk file's reader process stopped before the end of the file "
+                f"(exit code {process.exitcode}); the batches committed before it stopped "
+                "are kept, and a rerun of the file applies only the rest"
+            ) from None
+        kind = message[0]
+        if kind == "chunk":
+            yield RowChunk([_rebuilt(i) for i in message[2]], message[1])
+        elif kind == "done":
+            return
+        elif kind == "error":
+            raise BulkFileError(message[1])
+        else:
+            raise BulkFileError(
+                f"the bulk file's reader process failed ({message[1]}); the batches committed "
+                "before are kept, and a rerun of the file applies only the rest"
+            )
+
+
+@contextlib.contextmanager
+def reader_process(
+    builder: Callable[[], EventValidation],
+    path: Path,
+    file_format: FileFormat,
+    default_source: str | None,
+    chunk_rows: int,
+) -> Iterator[Iterator[RowChunk]]:
+    """:func:`services.bulk_rows.validated_chunks` of ``path``, computed in a process of its
+    own that validates with ``builder()`` (a picklable callable). The process is stopped when
+    the block ends, whether or not every chunk was read."""
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    _widen(sending)
+    process = context.Process(
+        target=_read,
+        args=(sending, builder, str(path), file_format, default_source, chunk_rows),
+        name="idgraph-bulk-reader",
+        daemon=True,
+    )
+    try:
+        try:
+            process.start()
+        finally:
+            sending.close()  # the reader's end: this process keeps only its own
+        yield _received(receiving, process)
+    finally:
+        receiving.close()
+        # A reader that is done exits by itself; one that is not (this side stopped early) is
+        # told to stop. Either way nothing is left running once the block ends.
+        if process.is_alive():
+            process.terminate()
+        if process.pid is not None:
+            process.join()
