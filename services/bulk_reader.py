@@ -15,9 +15,9 @@ PII scanner and the limits, built from the settings (``validation_builder``, the
 
 How:
 
-* **spawned, not forked**: a fresh interpreter (imports and policies take ~1 s), because
-  forking a process that holds open databases and threads is unsafe, and a forked child's
-  memory would be counted twice by every RSS figure;
+* **a fresh interpreter, not a fork** (its imports and policies take ~1 s): forking a process
+  that holds open databases and threads is unsafe, and a forked child's memory would be
+  counted twice by every RSS figure;
 * **one pipe**: the reader sends each chunk (:class:`services.bulk_rows.RowChunk`) as one
   message. An event that carries only identifiers (most bulk rows) travels as a plain tuple and
   is rebuilt here (3x cheaper than unpickling the dataclasses); any other event, and every
@@ -39,6 +39,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import pickle
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -138,17 +141,18 @@ def _read(
     connection.close()
 
 
-def _received(connection: Connection, process: Any) -> Iterator[RowChunk]:
+def _received(connection: Connection, process: subprocess.Popen[bytes]) -> Iterator[RowChunk]:
     """The chunks the reader sends, rebuilt, until it says it is done; raises what it
     reports, or :class:`BulkFileError` when it stops without a word."""
     while True:
         try:
             message = connection.recv()
         except EOFError:
-            process.join(_EXIT_WAIT_S)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(_EXIT_WAIT_S)
             raise BulkFileError(
                 "the bulk file's reader process stopped before the end of the file "
-                f"(exit code {process.exitcode}); the batches committed before it stopped "
+                f"(exit code {process.returncode}); the batches committed before it stopped "
                 "are kept, and a rerun of the file applies only the rest"
             ) from None
         kind = message[0]
@@ -165,6 +169,26 @@ def _received(connection: Connection, process: Any) -> Iterator[RowChunk]:
             )
 
 
+# What the reader process runs: the parent's import path first (a pickled list of strings,
+# which imports nothing), so that the pickled builder and this module import in the child as
+# they do here; then main().
+_BOOT = (
+    "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
+    "from services.bulk_reader import main; main()"
+)
+
+
+def main() -> None:
+    """The reader process's entry (see :data:`_BOOT`): ``argv[1]`` is the pipe's descriptor;
+    the rest of what :func:`_read` needs comes pickled on standard input."""
+    connection = Connection(int(sys.argv[1]), readable=False)
+    # Pickle from standard input: the bytes come from the parent process alone, through a pipe
+    # only it holds (the builder is a function, which JSON could not carry).
+    builder, path, file_format, default_source, chunk_rows = pickle.load(sys.stdin.buffer)  # noqa: S301
+    sys.stdin.close()
+    _read(connection, builder, path, file_format, default_source, chunk_rows)
+
+
 @contextlib.contextmanager
 def reader_process(
     builder: Callable[[], EventValidation],
@@ -175,27 +199,34 @@ def reader_process(
 ) -> Iterator[Iterator[RowChunk]]:
     """:func:`services.bulk_rows.validated_chunks` of ``path``, computed in a process of its
     own that validates with ``builder()`` (a picklable callable). The process is stopped when
-    the block ends, whether or not every chunk was read."""
-    context = multiprocessing.get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
+    the block ends, whether or not every chunk was read.
+
+    Started as a fresh interpreter (``sys.executable -c``), not with ``multiprocessing``'s
+    spawn, which imports the caller's main module again in the child: a script without an
+    ``if __name__ == "__main__"`` guard would then run twice."""
+    receiving, sending = multiprocessing.Pipe(duplex=False)
     _widen(sending)
-    process = context.Process(
-        target=_read,
-        args=(sending, builder, str(path), file_format, default_source, chunk_rows),
-        name="idgraph-bulk-reader",
-        daemon=True,
-    )
     try:
-        try:
-            process.start()
-        finally:
-            sending.close()  # the reader's end: this process keeps only its own
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            [sys.executable, "-c", _BOOT, str(sending.fileno())],
+            stdin=subprocess.PIPE,
+            pass_fds=(sending.fileno(),),
+        )
+    finally:
+        sending.close()  # the reader's end: this process keeps only its own
+    try:
+        assert process.stdin is not None  # noqa: S101 - stdin=PIPE above
+        with contextlib.suppress(BrokenPipeError):  # a reader that died says so by its EOF
+            pickle.dump(list(sys.path), process.stdin)
+            pickle.dump(
+                (builder, str(path), file_format, default_source, chunk_rows), process.stdin
+            )
+            process.stdin.close()
         yield _received(receiving, process)
     finally:
         receiving.close()
         # A reader that is done exits by itself; one that is not (this side stopped early) is
         # told to stop. Either way nothing is left running once the block ends.
-        if process.is_alive():
+        if process.poll() is None:
             process.terminate()
-        if process.pid is not None:
-            process.join()
+        process.wait()
