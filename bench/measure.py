@@ -72,16 +72,22 @@ def bytes_written(pid: int | str = "self") -> int:
     return fields.get("write_bytes", 0) - fields.get("cancelled_write_bytes", 0)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of another process (``/proc/<pid>/stat``; 0.0 if unreadable)."""
+def _stat_cpu_seconds(stat: Path) -> float | None:
+    """User + system CPU seconds of a ``/proc/.../stat`` file (a process's or a thread's), or
+    ``None`` if it cannot be read (the process or thread is gone, or no ``/proc``)."""
     try:
-        with Path(f"/proc/{pid}/stat").open(encoding="ascii") as handle:
+        with stat.open(encoding="ascii") as handle:
             # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
             fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    # utime and stime are fields 14 and 15 of the stat line, i.e. 11 and 12 after the ")".
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        # utime and stime are fields 14 and 15 of the stat line, i.e. 11 and 12 after the ")".
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process (``/proc/<pid>/stat``; 0.0 if unreadable)."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat")) or 0.0
 
 
 def children_cpu_seconds() -> float:
@@ -104,12 +110,7 @@ def steal_seconds() -> float:
 def _task_cpu_seconds(native_id: int) -> float | None:
     """User + system CPU seconds of one thread of this process (``/proc/self/task/<tid>/stat``),
     or ``None`` once the thread has ended (or where ``/proc`` does not say)."""
-    try:
-        with Path(f"/proc/self/task/{native_id}/stat").open(encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return None
+    return _stat_cpu_seconds(Path(f"/proc/self/task/{native_id}/stat"))
 
 
 class ThreadCpu:

@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest import KEY_FILE, create_key, write_data  # noqa: E402
+from bench.ingest import round_order as rotated  # noqa: E402
 
 GOAL_RATIO = 0.8
 GOAL_RSS_MIB = 512
@@ -235,8 +236,9 @@ def round_order(number: int) -> tuple[str, ...]:
     """The modes of round ``number`` (1-based) in the order they run: consume first in odd
     rounds, bulk first in even ones (a mode that always ran first would meet a machine in
     another state than the other, and carry that into every ratio: stop 50's single rounds, bulk
-    always first, read 0.81x and then 0.77x with no stream code changed)."""
-    return ("consume", "bulk") if number % 2 else ("bulk", "consume")
+    always first, read 0.81x and then 0.77x with no stream code changed): bench/ingest.py's
+    rotation of the modes, whose rounds count from 0."""
+    return rotated(("consume", "bulk"), number - 1)
 
 
 def round_ratios(bulk: dict[str, Any], consume: dict[str, Any]) -> dict[str, float]:
