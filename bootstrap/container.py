@@ -61,6 +61,7 @@ from privacy.keys.vault import Vault, VaultUnavailableError
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
 from privacy.scanning import MODEL_ENTITIES, PiiScanner, ScannerConfig
 from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
+from privacy.scanning.lazy import LazyScanner
 from privacy.transport.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
@@ -656,7 +657,11 @@ def reader_validation(settings: Settings) -> EventValidation:
     ingesting process's (standard error, redacted): its stdout stays the caller's."""
     configure_logging(settings.log_level, settings.log_json)
     policy, facts_policy, _ = load_all_policies(settings)
-    scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
+    # Built by the first row that has traits or events to scan: most bulk files carry
+    # identifiers only, and the scanner costs seconds and ~105 MiB (privacy.scanning.lazy).
+    scanner = (
+        LazyScanner(partial(build_scanner, facts_policy.scanner)) if settings.pii_scan else None
+    )
     return EventValidation(policy, FactIntake(facts_policy, scanner), ingest_limits(settings))
 
 
