@@ -63,7 +63,13 @@ from privacy.dsr.service import Submitted
 from services.async_ingest import collector_paused
 from services.dsr_views import DsrCreate
 from services.ingest import ConsentResult, ConsentSubmission
-from services.inputs import ConsentRequest, IdentifyRequest, pointer_from_location
+from services.inputs import (
+    ConsentRequest,
+    IdentifyInput,
+    IdentifyRequest,
+    identify_input,
+    pointer_from_location,
+)
 from stream.dead_letters import DeadLetter
 from stream.envelopes import EnvelopeError, load_object, message_id_of, parse
 from stream.metrics import StreamMetrics
@@ -89,7 +95,9 @@ class EventIngest(Protocol):
     """The part of the ingest use case the worker calls (``services.ingest.IngestService``)."""
 
     def events(
-        self, requests: Sequence[IdentifyRequest], pointers: Sequence[str] | None = None
+        self,
+        requests: Sequence[IdentifyRequest | IdentifyInput],
+        pointers: Sequence[str] | None = None,
     ) -> Sequence[IdentityEvent | InputLimitError | BatchValidationError]:
         """Validate, normalize and PII-scan requests (their values as one scanner batch): one
         event, or the error that request alone would raise, per request. Writes nothing."""
@@ -218,7 +226,7 @@ class _Pending:
 class _Decoded:
     """An ingest record's request and the message id it is applied under."""
 
-    request: IdentifyRequest
+    request: IdentifyRequest | IdentifyInput
     message_id: str
 
 
@@ -427,6 +435,12 @@ class StreamWorker:
         except EnvelopeError as exc:
             return self._letter(message, exc.reason, (f"{exc.pointer}: {exc}",), header_id)
         message_id = envelope.message_id or f"kafka:{topic}:{partition}:{offset}"
+        # Most records are certified without a model (services.inputs.identify_input, as bulk
+        # rows are); the rest go through it, so a rejected record's dead letter reads exactly as
+        # POST /v1/identify would answer it.
+        certified = identify_input(envelope.request)
+        if certified is not None:
+            return _Decoded(certified, message_id)
         try:
             request = IdentifyRequest.model_validate(envelope.request)
         except ValidationError as exc:
