@@ -4,6 +4,7 @@ whether a group-commit writer is lingering for announced callers."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +23,15 @@ def wait_until(
     timing assertion: tests of real processes pass the crash harness's longer one, and look less
     often than a thread's state is looked at)."""
     pause = threading.Event()
-    for _ in range(round(timeout_s / poll_s)):
+    # By the clock, not by counting polls: a condition that takes time to evaluate (a process
+    # table read, a database query) would otherwise stretch the cap by its own cost.
+    deadline = time.monotonic() + timeout_s
+    while True:
         if condition():
             return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not reached in {timeout_s:.0f} s")
         pause.wait(poll_s)
-    raise AssertionError(f"{what} not reached in {timeout_s:.0f} s")
 
 
 def lingering(committer: GroupCommitter[Any, Any]) -> bool:
