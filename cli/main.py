@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points, version
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, Optional, TypeVar, get_args
 
 import typer
 from pydantic import ValidationError
@@ -44,7 +44,14 @@ from identity.errors import BatchValidationError, IdGraphError
 from privacy.access.api_keys import ApiKeyStore, Scope
 from privacy.keys.hash_keys import create_key_file, rotate_key_file
 from privacy.keys.secretfile import write_secret_file
-from services.bulk import DEFAULT_BATCH_EVENTS, BulkFileError, BulkReport, FileFormat, ingest_file
+from services.bulk import (
+    DEFAULT_BATCH_EVENTS,
+    BulkFileError,
+    BulkReport,
+    FileFormat,
+    ReaderMode,
+    ingest_file,
+)
 from services.links import LinkService
 from services.metrics import TalliedMetrics, TallyFile
 
@@ -418,11 +425,21 @@ def ingest(
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="Events per transaction.")
     ] = DEFAULT_BATCH_EVENTS,
+    reader: Annotated[
+        str,
+        typer.Option(
+            help="Where rows are read and validated: process (a second process, on another "
+            "core), inline (this process), or auto (process for files of 16 MiB or more)."
+        ),
+    ] = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Stream a JSONL or CSV file into the graph, with progress and a summary."""
     if file_format not in (None, "jsonl", "csv"):
         console.print("[red]--format must be jsonl or csv[/red]")
+        raise typer.Exit(2)
+    if reader not in get_args(ReaderMode):
+        console.print("[red]--reader must be auto, process or inline[/red]")
         raise typer.Exit(2)
     fmt: FileFormat | None = file_format  # type: ignore[assignment]
     settings = _settings()
@@ -446,6 +463,7 @@ def ingest(
                 default_source=source,
                 batch_size=batch_size,
                 progress=lambda n: progress.advance(task, n),
+                reader=reader,  # type: ignore[arg-type]
             )
     except (BulkFileError, IdGraphError) as exc:
         console.print(f"[red]{exc}[/red]")
