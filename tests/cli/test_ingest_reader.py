@@ -3,7 +3,6 @@ inline; a bad choice is refused; and a killed ``idgraph ingest`` leaves no reade
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ from cli.main import app
 from tests.conftest import POLICY_DIR
 from tests.support.crash_harness import (
     SAFETY_TIMEOUT,
-    child_pids,
+    bulk_readers,
     prepare_data_dir,
     running,
     start_cli,
@@ -77,15 +76,6 @@ def test_an_unknown_reader_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "--reader must be auto, process or inline" in result.output
 
 
-def _readers(pid: int) -> list[int]:
-    found = []
-    for child in child_pids(pid):
-        with contextlib.suppress(OSError):
-            if b"services.bulk_reader" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="child processes read from /proc")
 def test_a_killed_ingest_leaves_no_reader_process_behind(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -105,7 +95,7 @@ def test_a_killed_ingest_leaves_no_reader_process_behind(tmp_path: Path) -> None
         found: list[int] = []
 
         def reader_started() -> bool:
-            found[:] = _readers(process.pid)
+            found[:] = bulk_readers(process.pid)
             return bool(found) or process.poll() is not None
 
         wait_until(reader_started, "the reader process", timeout_s=SAFETY_TIMEOUT)

@@ -5,7 +5,6 @@ no reader is ever left running when ingest_file returns or raises."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from identity.errors import IdGraphError, StoreUnavailableError
 from services import bulk
 from services.bulk import BulkFileError, BulkReport, ReaderMode, ingest_file
 from services.event_validation import EventValidation
-from tests.support.crash_harness import child_pids
+from tests.support.crash_harness import bulk_readers
 
 RAW = "reader.secret.person@gmail.com"
 
@@ -95,13 +94,7 @@ def _ingest(
 
 
 def _readers() -> list[int]:
-    """The bulk reader processes this process has running now."""
-    found = []
-    for pid in child_pids(os.getpid()):
-        with contextlib.suppress(OSError):
-            if b"services.bulk_reader" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-    return found
+    return bulk_readers(os.getpid())
 
 
 @pytest.mark.parametrize("batch_size", [7, 10_000])
@@ -172,39 +165,37 @@ def _dying_builder() -> EventValidation:
     os._exit(3)
 
 
+def _read_with(
+    container: Container, path: Path, builder: Callable[[], EventValidation]
+) -> BulkFileError:
+    """What ingesting ``path`` raises when its reader process validates with ``builder``."""
+    path.write_bytes(b"".join(_mixed_rows()))
+    container.ingest.validation_builder = builder
+    with pytest.raises(BulkFileError) as raised:
+        ingest_file(container.ingest, path, actor="test", reader="process")
+    assert container.store.stats().identifiers == 0
+    assert not _readers()
+    return raised.value
+
+
 def test_a_reader_that_fails_stops_the_file_naming_the_error_type_and_no_value(
     open_container: Callable[[str], Container],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    path = tmp_path / "rows.jsonl"
-    path.write_bytes(b"".join(_mixed_rows()))
-    container = open_container("failing")
-    monkeypatch.setattr(container.ingest, "validation_builder", _failing_builder)
+    error = _read_with(open_container("failing"), tmp_path / "rows.jsonl", _failing_builder)
 
-    with pytest.raises(BulkFileError, match=r"reader process failed \(ValueError\)") as raised:
-        ingest_file(container.ingest, path, actor="test", reader="process")
-
-    assert RAW not in str(raised.value)
+    assert "reader process failed (ValueError)" in str(error)
+    assert RAW not in str(error)
     assert RAW not in "".join(capfd.readouterr())
-    assert container.store.stats().identifiers == 0
-    assert not _readers()
 
 
 def test_a_reader_that_dies_stops_the_file_with_its_exit_code(
-    open_container: Callable[[str], Container],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    open_container: Callable[[str], Container], tmp_path: Path
 ) -> None:
-    path = tmp_path / "rows.jsonl"
-    path.write_bytes(b"".join(_mixed_rows()))
-    container = open_container("dying")
-    monkeypatch.setattr(container.ingest, "validation_builder", _dying_builder)
+    error = _read_with(open_container("dying"), tmp_path / "rows.jsonl", _dying_builder)
 
-    with pytest.raises(BulkFileError, match=r"stopped before the end of the file \(exit code 3\)"):
-        ingest_file(container.ingest, path, actor="test", reader="process")
-    assert not _readers()
+    assert "stopped before the end of the file (exit code 3)" in str(error)
 
 
 def test_a_failed_commit_stops_the_reader_process(

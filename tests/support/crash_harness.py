@@ -291,6 +291,16 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def bulk_readers(pid: int) -> list[int]:
+    """The bulk-file reader processes (``services.bulk_reader``) ``pid`` has running now."""
+    found = []
+    for child in child_pids(pid):
+        with contextlib.suppress(OSError):
+            if b"services.bulk_reader" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
+
 def running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting to be reaped by init does not)."""
     try:
