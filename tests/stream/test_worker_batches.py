@@ -24,7 +24,7 @@ from identity.errors import BatchValidationError, InputLimitError
 from identity.model import EventOutcome, IdentityEvent
 from privacy.consent.recording import ConsentAuditError
 from services.ingest import ConsentResult, ConsentSubmission
-from services.inputs import IdentifyRequest
+from services.inputs import IdentifyInput, IdentifyRequest
 from stream.metrics import StreamMetrics
 from stream.worker import BatchReport, StreamWorker, WorkerConfig
 from tests.conftest import POLICY_DIR
@@ -41,7 +41,9 @@ class _CountingIngest:
         self.calls: list[int] = []
 
     def events(
-        self, requests: Sequence[IdentifyRequest], pointers: Sequence[str] | None = None
+        self,
+        requests: Sequence[IdentifyRequest | IdentifyInput],
+        pointers: Sequence[str] | None = None,
     ) -> Sequence[IdentityEvent | InputLimitError | BatchValidationError]:
         self.calls.append(len(requests))
         return self._inner.events(requests, pointers)

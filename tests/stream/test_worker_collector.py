@@ -23,7 +23,7 @@ from identity.errors import BatchValidationError, InputLimitError
 from identity.model import EventOutcome, IdentityEvent
 from privacy.consent.recording import ConsentAuditError
 from services.ingest import ConsentResult, ConsentSubmission
-from services.inputs import IdentifyRequest
+from services.inputs import IdentifyInput, IdentifyRequest
 from stream.metrics import StreamMetrics
 from stream.worker import StreamWorker, WorkerConfig
 from tests.conftest import POLICY_DIR
@@ -37,7 +37,9 @@ class _CollectorWatchingIngest:
         self.collector_on: list[tuple[str, bool]] = []
 
     def events(
-        self, requests: Sequence[IdentifyRequest], pointers: Sequence[str] | None = None
+        self,
+        requests: Sequence[IdentifyRequest | IdentifyInput],
+        pointers: Sequence[str] | None = None,
     ) -> Sequence[IdentityEvent | InputLimitError | BatchValidationError]:
         self.collector_on.append(("events", gc.isenabled()))
         return self._inner.events(requests, pointers)
