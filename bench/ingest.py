@@ -418,13 +418,9 @@ def create_key(work: Path) -> Path:
 # -- the modes (each runs in its own process) -----------------------------------------------------
 
 
-def _peak_rss_kib(*, children: bool = False) -> int:
-    """This process's peak RSS; with ``children``, plus the largest peak of the child processes
-    it waited for (the bulk file's reader process: the two ran side by side, so their peaks are
-    added, an upper bound of what they held together)."""
+def _peak_rss_kib() -> int:
+    """This process's peak RSS in KiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if children:
-        peak += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
 
 
@@ -1130,7 +1126,7 @@ def run_real(
         # By thread too: the reader (MainThread) and the writer (bulk-commit_0) apart, so a run
         # whose CPU moved says which thread's work moved (stop 50: 78-98 s for the same work).
         # children: the file's reader process (services.bulk_reader) is part of the real path;
-        # its CPU and its peak RSS count with this process's.
+        # its CPU counts with this process's (its peak RSS: below).
         with measured(threads=True, children=True) as span:
             report = ingest_file(container.ingest, data, actor="bench", batch_size=batch_size)
             if isinstance(container.store, SqliteGraphStore):
@@ -1138,7 +1134,11 @@ def run_real(
         # The ingest's own peak, taken before the counts: the store reads them through its read
         # map (storage/sqlite.py, GRAPH_READ_MMAP_BYTES), and the mapped pages of a 1M graph
         # (~400 MiB of file cache, reclaimable) would otherwise count as the ingest's RSS.
-        peak_rss_kib = _peak_rss_kib(children=True)
+        # Plus the reader process's own peak (services.bulk_reader), which it reports: the two
+        # ran side by side, so their peaks are added, an upper bound of what they held together.
+        # Not getrusage(RUSAGE_CHILDREN): for a child started by fork+exec it counts this
+        # process's resident set at the fork too (~180 MiB here, stop 52).
+        peak_rss_kib = _peak_rss_kib() + (report.reader_peak_rss_kib or 0)
         stats = container.store.stats()
     finally:
         container.close()

@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ingest import KEY_FILE, create_key, write_data  # noqa: E402
 from bench.ingest import round_order as rotated  # noqa: E402
+from bench.measure import children_cpu_seconds  # noqa: E402
 
 GOAL_RATIO = 0.8
 GOAL_RSS_MIB = 512
@@ -86,16 +87,16 @@ def _settings(work: Path, store_dir: Path) -> Any:
     )
 
 
-def _usage() -> dict[str, float]:
-    # With the processes this one waited for: a large bulk file is read by a process of its own
-    # (services.bulk_reader), whose CPU and peak RSS are part of the bulk path's.
-    me, children = (
-        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    return {
-        "cpu": me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime,
-        "rss_kib": float(me.ru_maxrss + children.ru_maxrss),
-    }
+def _cpu() -> float:
+    """CPU seconds of this process and of the processes it waited for: a large bulk file is
+    read by a process of its own (services.bulk_reader), whose CPU is part of the bulk path's."""
+    return time.process_time() + children_cpu_seconds()
+
+
+def _rss_kib(reader_peak_rss_kib: int | None = None) -> float:
+    """This process's peak RSS in KiB, plus a bulk file's reader process's own peak (which
+    it reports: getrusage(RUSAGE_CHILDREN) would count this process's pages at the fork too)."""
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + (reader_peak_rss_kib or 0))
 
 
 def run_bulk(data: Path, work: Path, store_dir: Path, batch_size: int) -> dict[str, Any]:
@@ -105,9 +106,9 @@ def run_bulk(data: Path, work: Path, store_dir: Path, batch_size: int) -> dict[s
 
     container = build_container(_settings(work, store_dir))
     try:
-        cpu0, start = _usage()["cpu"], time.perf_counter()
+        cpu0, start = _cpu(), time.perf_counter()
         report = ingest_file(container.ingest, data, actor="cli", batch_size=batch_size)
-        seconds, cpu = time.perf_counter() - start, _usage()["cpu"] - cpu0
+        seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
         stats = container.store.stats()
     finally:
         container.close()
@@ -117,7 +118,7 @@ def run_bulk(data: Path, work: Path, store_dir: Path, batch_size: int) -> dict[s
         "rejected": report.rejected_rows,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "peak_rss_kib": _usage()["rss_kib"],
+        "peak_rss_kib": _rss_kib(report.reader_peak_rss_kib),
         "persons": stats.persons,
         "identifiers": stats.identifiers,
     }
@@ -142,9 +143,9 @@ def run_consume(
 
         def process(self, messages: Sequence[Message]) -> BatchReport:
             if self.cpu_first is None:
-                self.cpu_first = _usage()["cpu"]
+                self.cpu_first = _cpu()
             report = super().process(messages)
-            self.cpu_last = _usage()["cpu"]
+            self.cpu_last = _cpu()
             return report
 
     container = build_container(_settings(work, store_dir))
@@ -166,9 +167,9 @@ def run_consume(
             container.engine.message_digest,
             metrics,
         )
-        cpu0 = _usage()["cpu"]
+        cpu0 = _cpu()
         summary = worker.run(idle_exit_s=IDLE_EXIT_S)
-        run_cpu = _usage()["cpu"] - cpu0
+        run_cpu = _cpu() - cpu0
         stats = container.store.stats()
     finally:
         container.close()
@@ -187,7 +188,7 @@ def run_consume(
         "cpu_seconds": span_cpu,
         # The whole worker.run: joining the group, the idle wait at the end, leaving.
         "run_cpu_seconds": run_cpu,
-        "peak_rss_kib": _usage()["rss_kib"],
+        "peak_rss_kib": _rss_kib(),
         "persons": stats.persons,
         "identifiers": stats.identifiers,
         "batches": summary["batches"],

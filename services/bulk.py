@@ -28,7 +28,7 @@ import gc
 import itertools
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from identity.model import EventOutcome, IdentityEvent
-from services.bulk_reader import reader_process
+from services.bulk_reader import ReaderChunks, reader_process
 from services.bulk_rows import (
     SCAN_CHUNK_ROWS,
     BulkFileError,
@@ -85,6 +85,10 @@ class BulkReport:
     merged_persons: int = 0
     rejected_rows: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # The reader process's own peak resident set in KiB (services.bulk_reader), when the file
+    # was read by one and the system tells it; None when it was read inline. A process's
+    # getrusage(RUSAGE_CHILDREN) cannot give it: see bulk_reader._own_peak_rss_kib.
+    reader_peak_rss_kib: int | None = None
 
     def reject(self, error: RowError) -> None:
         """Count a rejected row and keep the first few for the report."""
@@ -155,6 +159,8 @@ def ingest_file(
                     committer.submit(batch)
         committer.submit(batch)
         committer.drain()
+    if isinstance(chunks, ReaderChunks):
+        report.reader_peak_rss_kib = chunks.peak_rss_kib
     return report
 
 
@@ -165,7 +171,7 @@ def _row_chunks(
     default_source: str | None,
     chunk_rows: int,
     reader: ReaderMode,
-) -> AbstractContextManager[Iterator[RowChunk]]:
+) -> AbstractContextManager[Iterable[RowChunk]]:
     """The file's rows, validated, from where ``reader`` says (see :func:`ingest_file`)."""
     builder = service.validation_builder
     if reader == "process" and builder is None:

@@ -114,7 +114,8 @@ def _read(
     chunk_rows: int,
 ) -> None:
     """The reader process: validate the file's rows and send them, chunk by chunk, then
-    ``("done",)``; or ``("error", message)`` / ``("failed", type name)``."""
+    ``("done", peak RSS in KiB or None)``; or ``("error", message)`` / ``("failed", type
+    name)``."""
     try:
         validation = builder()
         # What was built is alive for the whole file: out of the collector's reach. The rows'
@@ -129,7 +130,7 @@ def _read(
             connection.send(("chunk", chunk.bytes_read, [_compact(i) for i in chunk.items]))
             if sent % _CHUNKS_PER_COLLECTION == 0:
                 gc.collect(0)
-        message: _Message = ("done",)
+        message: _Message = ("done", _own_peak_rss_kib())
     except BulkFileError as exc:
         message = ("error", str(exc))
     except (BrokenPipeError, KeyboardInterrupt):
@@ -141,32 +142,63 @@ def _read(
     connection.close()
 
 
-def _received(connection: Connection, process: subprocess.Popen[bytes]) -> Iterator[RowChunk]:
-    """The chunks the reader sends, rebuilt, until it says it is done; raises what it
-    reports, or :class:`BulkFileError` when it stops without a word."""
-    while True:
-        try:
-            message = connection.recv()
-        except EOFError:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(_EXIT_WAIT_S)
-            raise BulkFileError(
-                "the bulk file's reader process stopped before the end of the file "
-                f"(exit code {process.returncode}); the batches committed before it stopped "
-                "are kept, and a rerun of the file applies only the rest"
-            ) from None
-        kind = message[0]
-        if kind == "chunk":
-            yield RowChunk([_rebuilt(i) for i in message[2]], message[1])
-        elif kind == "done":
-            return
-        elif kind == "error":
-            raise BulkFileError(message[1])
-        else:
-            raise BulkFileError(
-                f"the bulk file's reader process failed ({message[1]}); the batches committed "
-                "before are kept, and a rerun of the file applies only the rest"
-            )
+def _own_peak_rss_kib() -> int | None:
+    """This process's own peak resident set (``VmHWM``), in KiB; None where ``/proc`` has none.
+
+    Not ``getrusage``'s ``ru_maxrss``: at ``exec`` Linux folds the high-water mark of the
+    memory it replaces (the parent's, shared until then) into that figure, so a reader started
+    by a 400 MiB process would report at least 400 MiB whatever it holds itself."""
+    try:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class ReaderChunks:
+    """The chunks the reader process sends, rebuilt, in order (iterate once); once the reader
+    said it is done, :attr:`peak_rss_kib` is its own peak resident set (None until then, or
+    where the system does not tell it)."""
+
+    def __init__(self, connection: Connection, process: subprocess.Popen[bytes]) -> None:
+        self._connection = connection
+        self._process = process
+        self.peak_rss_kib: int | None = None
+
+    def __iter__(self) -> Iterator[RowChunk]:
+        return self._received()
+
+    def _received(self) -> Iterator[RowChunk]:
+        """Until the reader says it is done; raises what it reports, or
+        :class:`BulkFileError` when it stops without a word."""
+        connection, process = self._connection, self._process
+        while True:
+            try:
+                message = connection.recv()
+            except EOFError:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(_EXIT_WAIT_S)
+                raise BulkFileError(
+                    "the bulk file's reader process stopped before the end of the file "
+                    f"(exit code {process.returncode}); the batches committed before it stopped "
+                    "are kept, and a rerun of the file applies only the rest"
+                ) from None
+            kind = message[0]
+            if kind == "chunk":
+                yield RowChunk([_rebuilt(i) for i in message[2]], message[1])
+            elif kind == "done":
+                self.peak_rss_kib = message[1]
+                return
+            elif kind == "error":
+                raise BulkFileError(message[1])
+            else:
+                raise BulkFileError(
+                    f"the bulk file's reader process failed ({message[1]}); the batches committed "
+                    "before are kept, and a rerun of the file applies only the rest"
+                )
 
 
 # What the reader process runs: the parent's import path first (a pickled list of strings,
@@ -196,7 +228,7 @@ def reader_process(
     file_format: FileFormat,
     default_source: str | None,
     chunk_rows: int,
-) -> Iterator[Iterator[RowChunk]]:
+) -> Iterator[ReaderChunks]:
     """:func:`services.bulk_rows.validated_chunks` of ``path``, computed in a process of its
     own that validates with ``builder()`` (a picklable callable). The process is stopped when
     the block ends, whether or not every chunk was read.
@@ -222,7 +254,7 @@ def reader_process(
                 (builder, str(path), file_format, default_source, chunk_rows), process.stdin
             )
             process.stdin.close()
-        yield _received(receiving, process)
+        yield ReaderChunks(receiving, process)
     finally:
         receiving.close()
         # A reader that is done exits by itself; one that is not (this side stopped early) is
