@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from services.async_ingest import collector_paused
+from services.gc_policy import collector_paused
 
 INGEST_YOUNG_THRESHOLD: Final = 20_000
 
@@ -67,7 +67,7 @@ class BatchCollector:
     def applying(self) -> Iterator[None]:
         """Around one apply of the ingest journal's applier: as :meth:`handling`, and automatic
         collection off until the apply is done, then the young generation collected once
-        (``services.async_ingest.collector_paused``, what an applier in its own process does
+        (``services.gc_policy.collector_paused``, what an applier in its own process does
         too). Process-wide: concurrent requests do not collect meanwhile either; reference
         counting frees their objects as always. What the apply made is gone by then, so that
         collection walks only what is alive, and any cycle made during the apply is freed."""

@@ -46,8 +46,8 @@ from services.async_ingest import (
     IDLE_UPKEEP_S,
     AsyncIngest,
     JournalApplier,
-    collector_paused,
 )
+from services.gc_policy import collector_paused
 
 log = structlog.get_logger("idgraph.ingest.applier")
 

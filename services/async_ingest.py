@@ -69,14 +69,13 @@ import binascii
 import contextlib
 import contextvars
 import copy
-import gc
 import json
 import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -1037,46 +1036,3 @@ class JournalApplier:
                 continue
             if not applied:
                 service.wait_for_work(self._poll_s)
-
-
-class _CollectorPauses:
-    """Overlapping pauses of automatic collection (two appliers in one process: two apps in a
-    test): off from the first in, back on (if it was on) when the last is out."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._paused = 0
-        self._was_enabled = False
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        with self._lock:
-            self._paused += 1
-            if self._paused == 1:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._paused -= 1
-                enable = self._paused == 0 and self._was_enabled
-                if enable:
-                    gc.enable()
-            if enable:
-                gc.collect(0)
-
-
-# One per process: automatic collection is the process's.
-_PAUSES = _CollectorPauses()
-
-
-def collector_paused() -> AbstractContextManager[None]:
-    """Automatic garbage collection off while a group is applied, the young generation
-    collected after: around each apply of any applier, the server's thread
-    (``api.collector.BatchCollector.applying``) and an applier process's
-    (``idgraph ingest-applier``). Why: one apply holds up to ``apply_max_events`` events'
-    objects alive at once (~10^6 containers), which form no cycles; the collector walked them
-    over and over as they were promoted, freeing nothing. Overlapping applies (two appliers in
-    one process) turn it back on when the last is done; one that was off stays off."""
-    return _PAUSES.paused()

@@ -24,8 +24,6 @@ as new; give rows a ``message_id`` when that matters.
 from __future__ import annotations
 
 import contextvars
-import gc
-import itertools
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +45,7 @@ from services.bulk_rows import (
     detect_format,
     validated_chunks,
 )
+from services.gc_policy import collected_every
 from services.ingest import IngestService
 
 __all__ = [
@@ -266,8 +265,7 @@ class _CommitPipeline:
 BATCHES_PER_COLLECTION = 4
 
 
-@contextmanager
-def _collections_between_batches() -> Iterator[Callable[[], None]]:
+def _collections_between_batches() -> AbstractContextManager[Callable[[], None]]:
     """Run the cyclic garbage collector between batches only, while a file is ingested.
 
     Why: a batch keeps ~25 tracked objects per identifier alive until it commits (events,
@@ -292,19 +290,7 @@ def _collections_between_batches() -> Iterator[Callable[[], None]]:
     process-wide switch is restored when the file is done, also on failure, and touches no
     server. A collector that was off before stays off (and nothing is collected).
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    committed = itertools.count(1)
-
-    def between_batches() -> None:
-        if enabled and next(committed) % BATCHES_PER_COLLECTION == 0:
-            gc.collect(0)
-
-    try:
-        yield between_batches
-    finally:
-        if enabled:
-            gc.enable()
+    return collected_every(BATCHES_PER_COLLECTION)
 
 
 # The interpreter's switch interval while a file is ingested (the default is 5 ms).

@@ -57,6 +57,7 @@ from services.bulk_rows import (
     validated_chunks,
 )
 from services.event_validation import EventValidation
+from services.gc_policy import collected_every
 
 # The pipe's capacity asked for (Linux: F_SETPIPE_SZ; an unprivileged process may get up to
 # /proc/sys/fs/pipe-max-size, 1 MiB by default). A chunk of 500 identifier-only rows is
@@ -119,17 +120,16 @@ def _read(
     try:
         validation = builder()
         # What was built is alive for the whole file: out of the collector's reach. The rows'
-        # objects form no cycles and are freed by reference counting once sent (the same
-        # reasoning as services.bulk._collections_between_batches); the young generation is
-        # still collected now and then, so a cycle made by accident cannot pile up.
+        # objects form no cycles and are freed by reference counting once sent (see
+        # services.gc_policy); the young generation is still collected now and then, so a
+        # cycle made by accident cannot pile up.
         gc.collect()
         gc.freeze()
-        gc.disable()
         chunks = validated_chunks(validation, Path(path), file_format, default_source, chunk_rows)
-        for sent, chunk in enumerate(chunks, start=1):
-            connection.send(("chunk", chunk.bytes_read, [_compact(i) for i in chunk.items]))
-            if sent % _CHUNKS_PER_COLLECTION == 0:
-                gc.collect(0)
+        with collected_every(_CHUNKS_PER_COLLECTION) as sent:
+            for chunk in chunks:
+                connection.send(("chunk", chunk.bytes_read, [_compact(i) for i in chunk.items]))
+                sent()
         message: _Message = ("done", _own_peak_rss_kib())
     except BulkFileError as exc:
         message = ("error", str(exc))

@@ -60,8 +60,8 @@ from identity.store.port import GraphStore
 from privacy.consent.recording import ConsentAuditError
 from privacy.dsr.model import DsrCaller, DsrSubmission
 from privacy.dsr.service import Submitted
-from services.async_ingest import collector_paused
 from services.dsr_views import DsrCreate
+from services.gc_policy import collector_paused
 from services.ingest import ConsentResult, ConsentSubmission
 from services.inputs import (
     ConsentRequest,

@@ -26,7 +26,13 @@ A crash after step 1 leaves the graph fully erased and the outbox entry pending;
 :meth:`ErasureService.recover` (run at start-up by ``bootstrap.container.build_container``) runs
 steps 2-5 for every pending entry. Each step is idempotent (a second shred destroys nothing more, a
 second completion changes nothing); only the audit entry can be written twice if a crash falls
-between steps 4 and 5, and both copies carry the same ``erasure_id``.
+between steps 4 and 5, and both copies carry the same ``erasure_id``. Within one process, steps
+2-5 of an erasure run once: every :class:`ErasureService` on the same store finishes erasures
+under one lock (:func:`_finishing_lock`), and :meth:`ErasureService.recover` reads what is
+pending under it, so the DSR worker's periodic recovery never finishes an erasure that another
+thread is finishing. Two processes on one store (an API server and a separate worker) can still
+both finish one interrupted erasure: the steps stay idempotent, and the audit entry is then
+written twice under the same ``erasure_id``, as after a crash.
 
 What is kept, and why
 ---------------------
@@ -45,7 +51,9 @@ What is kept, and why
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -200,6 +208,18 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# One lock per store (see the module docstring): finishing an erasure (steps 2-5) and reading
+# what is pending for recovery. Weak keys: a closed, dropped store takes its lock with it.
+_FINISHING: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
+_FINISHING_GUARD = threading.Lock()
+
+
+def _finishing_lock(store: object) -> threading.Lock:
+    """The lock under which erasures on ``store`` are finished in this process."""
+    with _FINISHING_GUARD:
+        return _FINISHING.setdefault(store, threading.Lock())
+
+
 class ErasureService:
     """Erases the persons some identifiers resolve to; see the module docstring."""
 
@@ -298,6 +318,7 @@ class ErasureService:
         erasure_id = new_erasure_id()
         planned = self._store.read(plan)
         notified = HeldNotices()
+        finishing = _finishing_lock(self._store)
         for attempt in range(_PLAN_ATTEMPTS):
             locked = attempt + 1 == _PLAN_ATTEMPTS
             if not locked:
@@ -322,20 +343,28 @@ class ErasureService:
                     tx, current, requested, erasure_id, request_id, actor, suppress=suppress
                 )
 
+            # Held from the graph commit to the end of step 5: a recovery running meanwhile
+            # (the DSR worker's, every pass) must not see this erasure pending and finish it too.
+            finishing.acquire()
             try:
                 entry = self._store.write(run)
                 notified = made[0] if made else notified
             except _PlanChangedError as changed:
+                finishing.release()
                 # A person joined the erasure between the plan and the transaction (an ingest
                 # racing it): tell the recipients of the new set instead.
                 self._drop_held(erasure_id)
                 planned = changed.plan
                 continue
             except BaseException:
+                finishing.release()
                 self._drop_held(erasure_id)
                 raise
             break
-        result = self._complete(entry)
+        try:
+            result = self._complete(entry)
+        finally:
+            finishing.release()
         self._audit_review(entry, actor)
         return replace(
             result,
@@ -548,18 +577,20 @@ class ErasureService:
         """Finish erasures interrupted after their graph commit; returns how many.
 
         Run at start-up (``bootstrap.container.build_container``) and safe to run any time, also
-        concurrently with erasures (every step is idempotent). Tries every pending entry; if
+        concurrently with erasures: in this process it waits for erasures being finished, so
+        none is finished twice (see the module docstring). Tries every pending entry; if
         any fails, raises the first :class:`ErasureIncompleteError` after trying the others.
         """
-        pending = self._store.read(lambda tx: tx.pending_erasures())
         failed: ErasureIncompleteError | None = None
         done = 0
-        for entry in pending:
-            try:
-                self._finish(entry)
-                done += 1
-            except ErasureIncompleteError as exc:
-                failed = failed or exc
+        with _finishing_lock(self._store):  # nothing pending here is being finished elsewhere
+            pending = self._store.read(lambda tx: tx.pending_erasures())
+            for entry in pending:
+                try:
+                    self._finish(entry)
+                    done += 1
+                except ErasureIncompleteError as exc:
+                    failed = failed or exc
         if pending:
             log.info("erasure_recovery", pending=len(pending), completed=done)
         if failed is not None:

@@ -502,6 +502,58 @@ def test_erasure_completes_on_recover_when_a_step_after_the_graph_commit_failed(
     _assert_intact(container, bob)
 
 
+class _VaultShreddingSlowly:
+    """The real vault, whose shred waits (at most 30 s) until ``go`` is set, once it has said
+    it started."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self.started = threading.Event()
+        self.go = threading.Event()
+
+    def shred(self, owners: Collection[str]) -> int:
+        self.started.set()
+        self.go.wait(30)
+        return self._vault.shred(owners)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vault, name)
+
+
+def test_a_recovery_while_an_erasure_is_finishing_waits_and_finds_nothing_to_finish(
+    api: Api, two_persons: tuple[Subject, Subject]
+) -> None:
+    # The DSR worker recovers every pass, with an ErasureService of its own: it must not
+    # finish (and audit) an erasure that a request is finishing (a flaky double entry, stop 52).
+    container = api.container
+    slow = _VaultShreddingSlowly(container.vault)
+    erasing = _service(container, vault=slow)
+    recovering = _service(container)
+    results: dict[str, Any] = {}
+    erase = threading.Thread(
+        target=lambda: results.update(
+            erased=erasing.erase(_normalized(container, ANN)[:1], "dsr-req-7", "cli")
+        )
+    )
+    recover = threading.Thread(target=lambda: results.update(recovered=recovering.recover()))
+
+    erase.start()
+    assert slow.started.wait(30)  # the graph is committed, the entry pending, the shred held
+    recover.start()
+    recover.join(0.5)
+    waited = recover.is_alive()
+    slow.go.set()
+    erase.join(30)
+    recover.join(30)
+
+    assert waited  # without the lock it read the pending entry and finished it meanwhile
+    assert results["recovered"] == 0
+    assert results["erased"].persons_erased == 1
+    erasures = [e for e in container.audit.entries() if e.action == ERASURE_ACTION]
+    assert len(erasures) == 1
+    assert container.store.read(lambda tx: tx.pending_erasures()) == []
+
+
 _CRASH_SCRIPT = """
 import os, signal, sys
 from bootstrap.container import build_container
