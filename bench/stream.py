@@ -132,7 +132,7 @@ def run_consume(
 
     from bootstrap.container import build_container
     from stream.metrics import StreamMetrics
-    from stream.worker import BatchReport, StreamWorker, WorkerConfig
+    from stream.worker import StreamWorker, WorkerConfig
 
     class SpanWorker(StreamWorker):
         """The worker, with the process' CPU seconds at the start of its first batch and at
@@ -141,12 +141,16 @@ def run_consume(
         cpu_first: float | None = None
         cpu_last: float | None = None
 
-        def process(self, messages: Sequence[Message]) -> BatchReport:
+        def prepare(self, messages: Sequence[Message]) -> Any:
             if self.cpu_first is None:
                 self.cpu_first = _cpu()
-            report = super().process(messages)
-            self.cpu_last = _cpu()
-            return report
+            return super().prepare(messages)
+
+        def finish_in_flight(self) -> None:
+            in_flight = self._in_flight is not None
+            super().finish_in_flight()
+            if in_flight:
+                self.cpu_last = _cpu()
 
     container = build_container(_settings(work, store_dir))
     metrics = StreamMetrics()

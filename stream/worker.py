@@ -18,27 +18,41 @@ consent audit). The order of every batch is what makes it safe:
    anywhere before this step, or before its commit reached the broker, redelivers the batch and
    step 2 skips what was applied: nothing lost, nothing applied twice.
 
-**Backpressure**: the worker holds one batch at a time (``--batch-size``) and does not poll while
-it applies it; librdkafka's prefetch is bounded (``queued.max.messages.kbytes``). When the store
-is unavailable the batch is retried with exponential backoff up to ``--max-retry-seconds``, then
-the worker exits non-zero without committing (its supervisor restarts it; the batch is redelivered).
+**Pipelined** (:meth:`StreamWorker.run`): step 2 of a batch runs on a writer thread while the
+main thread polls and runs step 1 of the next one; steps 3-4 of a batch run on the main thread
+once its step 2 returned, before the next batch's step 2 starts. So batches are applied and
+their offsets committed strictly in order, one at a time, as before; what overlaps is the graph
+commit (SQLite's statements and fsync release the GIL) with the next poll's decoding,
+validation and PII scan, which before waited for it. A batch whose step 2 fails stops the
+worker as before: its offsets and the next batch's are not committed (both are redelivered).
 
-**Rebalances**: partitions are only reassigned inside ``consume()``, and every batch is committed
-before the next ``consume()``, so a revoked partition has nothing in flight. A commit refused
-because the group moved on (the batch took longer than ``max.poll.interval.ms``) only means the
-new owner reads those records again, and step 2 makes that harmless.
+**Backpressure**: the worker holds two batches at most (``--batch-size`` each: one being
+applied, the next being validated) and polls no more until the first is committed; librdkafka's
+prefetch is bounded (``queued.max.messages.kbytes``). When the store is unavailable the batch is
+retried with exponential backoff up to ``--max-retry-seconds``, then the worker exits non-zero
+without committing (its supervisor restarts it; the batch is redelivered).
 
-**SIGTERM / SIGINT**: the current batch is finished and committed, then the consumer leaves the
+**Rebalances**: partitions are only reassigned inside ``consume()``, where no batch is between
+its step 1 and its step 2 (step 1 follows the poll), and the revoke callback first finishes the
+batch in flight (its steps 2-4; its offsets committed and the answer waited for), so a revoked
+partition leaves with nothing in flight. A commit refused because the group moved on anyway (a
+batch that took longer than ``max.poll.interval.ms``) only means the new owner reads those
+records again, and step 2 makes that harmless.
+
+**SIGTERM / SIGINT**: the batch in hand is finished and committed, then the consumer leaves the
 group (``close()``), so its partitions move at once instead of after the session timeout.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -222,6 +236,23 @@ class _Pending:
     event: IdentityEvent
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A poll after step 1: its report so far, the events to apply, the dead letters found,
+    the consent and DSR records (applied in step 2, one use-case call each) and the last offset
+    per partition."""
+
+    report: BatchReport
+    pending: list[_Pending]
+    dead: list[DeadLetter]
+    requests: list[Message]
+    last: dict[tuple[str, int], int]
+
+
+# What a batch's step 2 returns: its report, its dead letters and the offsets to commit.
+_Applied = tuple[BatchReport, list[DeadLetter], dict[tuple[str, int], int]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Decoded:
     """An ingest record's request and the message id it is applied under."""
@@ -292,6 +323,13 @@ class StreamWorker:
         # coordinator answers one consumer's commits in order), and the last offsets sent.
         self._commits_in_flight: collections.deque[float] = collections.deque()
         self._last_offsets: list[TopicPartition] = []
+        # The pipeline (run): the batch whose step 2 runs on the writer thread, and the totals of
+        # the batches finished (steps 3-4 done) in this run, with when the last one finished.
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future[_Applied] | None = None
+        self._totals = BatchReport()
+        self._batches = 0
+        self._last_finished = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -315,28 +353,30 @@ class StreamWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        totals = BatchReport()
-        batches = 0
+        self._totals, self._batches = BatchReport(), 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-commit")
+        submitted = 0
         first: float | None = None
-        last = idle_since = time.monotonic()
+        self._last_finished = idle_since = time.monotonic()
+        finished = self._batches
         unknown_since: float | None = None  # since when the end offsets could not be read
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
                 if messages:
                     first = first or time.monotonic()
-                    report = self.process(messages)
-                    totals.records += report.records
-                    totals.applied += report.applied
-                    totals.duplicates += report.duplicates
-                    totals.dead_letters += report.dead_letters
-                    batches += 1
-                    last = idle_since = time.monotonic()
+                    idle_since = time.monotonic()
+                    self._submit(messages)
+                    submitted += 1
+                else:
+                    self.finish_in_flight()  # nothing to overlap it with
+                if self._batches != finished:
+                    finished, idle_since = self._batches, time.monotonic()
                 self._housekeeping()
                 if not self._assigned:
                     # Waiting for partitions (joining, or a rebalance) is not being idle.
                     idle_since = time.monotonic()
-                if max_batches is not None and batches >= max_batches:
+                if max_batches is not None and submitted >= max_batches:
                     break
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     caught_up = self._caught_up()
@@ -356,7 +396,13 @@ class StreamWorker:
                             )
                     else:
                         unknown_since = None
+            self.finish_in_flight()  # stopped, or done: the batch in hand is committed too
         finally:
+            # On an error: the batch in flight cannot be abandoned half-way (it is one
+            # transaction either way), so it is waited for; its offsets are not committed.
+            self._abandon_in_flight()
+            self._writer.shutdown(wait=True)
+            self._writer = None
             # The last batch's offsets may still be on their way: wait for them once, here,
             # instead of after every batch (a crash before this only redelivers that batch).
             self._confirm_commits()
@@ -364,14 +410,56 @@ class StreamWorker:
             consumer.close()
             self._producer.flush(10)
             self._consumer = None
+        totals = self._totals
         return {
             "records": totals.records,
             "applied": totals.applied,
             "duplicates": totals.duplicates,
             "dead_letters": totals.dead_letters,
-            "batches": batches,
-            "seconds": round(last - first, 3) if first is not None else 0.0,
+            "batches": self._batches,
+            "seconds": round(self._last_finished - first, 3) if first is not None else 0.0,
         }
+
+    def _submit(self, messages: Sequence[Message]) -> None:
+        """Step 1 of ``messages`` here, while the batch in flight (if any) is applied; then
+        that batch is finished (steps 3-4) and this one's step 2 handed to the writer."""
+        with collector_paused():
+            prepared = self.prepare(messages)
+        self.finish_in_flight()
+        if self._writer is None:  # pragma: no cover - only run() submits
+            raise WorkerStoppedError("the worker is not running")
+        context = contextvars.copy_context()  # the logger's bound fields travel with it
+        self._in_flight = self._writer.submit(context.run, self._applied_paused, prepared)
+
+    def _applied_paused(self, prepared: _Prepared) -> _Applied:
+        with collector_paused():
+            return self.applied(prepared)
+
+    def finish_in_flight(self) -> None:
+        """Wait for the batch in flight (if any), then steps 3-4 for it: its dead letters
+        acknowledged, its offsets committed, its counts added to the run's. Raises what its
+        step 2 raised (nothing of it is committed then)."""
+        future, self._in_flight = self._in_flight, None
+        if future is None:
+            return
+        report, dead, last = future.result()
+        self.dead_letter(dead, report)
+        self._commit(last)
+        totals = self._totals
+        totals.records += report.records
+        totals.applied += report.applied
+        totals.duplicates += report.duplicates
+        totals.dead_letters += report.dead_letters
+        self._batches += 1
+        self._last_finished = time.monotonic()
+
+    def _abandon_in_flight(self) -> None:
+        """Wait for the batch in flight without committing its offsets (the worker is stopping
+        on an error): it is redelivered, and its message ids make that a no-op."""
+        future, self._in_flight = self._in_flight, None
+        if future is not None:
+            with contextlib.suppress(Exception):  # its own error, if any, changes nothing now
+                future.result()
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -393,12 +481,14 @@ class StreamWorker:
         self._commit(last)
         return report
 
-    def apply(
-        self, messages: Sequence[Message]
-    ) -> tuple[BatchReport, list[DeadLetter], dict[tuple[str, int], int]]:
+    def apply(self, messages: Sequence[Message]) -> _Applied:
         """Steps 1-2 of the module docstring for ``messages``: apply what can be applied and
         return the dead letters (not yet produced) and the last offset per partition (not yet
         committed). :meth:`process` and the dead-letter replay build on it."""
+        return self.applied(self.prepare(messages))
+
+    def prepare(self, messages: Sequence[Message]) -> _Prepared:
+        """Step 1 for ``messages``: decode and validate them; writes nothing."""
         report = BatchReport(records=len(messages))
         self._metrics.batch_size.observe(len(messages))
         decoded: list[tuple[Message, _Decoded | DeadLetter]] = []
@@ -417,14 +507,20 @@ class StreamWorker:
                 continue
             decoded.append((message, self._decode(message)))
         pending, dead = self._events(decoded)
-        if pending:
-            dead += self._apply(pending, report)
-        for message in requests:
+        return _Prepared(report, pending, dead, requests, last)
+
+    def applied(self, prepared: _Prepared) -> _Applied:
+        """Step 2 for a prepared poll: its events in one transaction, then its consent and DSR
+        records; returns its report, every dead letter and the offsets to commit."""
+        report, dead = prepared.report, prepared.dead
+        if prepared.pending:
+            dead += self._apply(prepared.pending, report)
+        for message in prepared.requests:
             # Consent signals and DSR requests: one use-case call each, in partition order.
             letter = self._apply_request(message, report)
             if letter is not None:
                 dead.append(letter)
-        return report, dead, last
+        return report, dead, prepared.last
 
     def _decode(self, message: Message) -> _Decoded | DeadLetter:
         """The record's envelope and request, or the dead letter of a record that has none."""
@@ -709,7 +805,10 @@ class StreamWorker:
         log.info("stream_partitions_assigned", partitions=sorted(self._assigned))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Nothing is in flight here (see the module docstring): only the gauges change owner.
+        # Called inside consume(): the batch in flight is finished and its offsets confirmed
+        # while the partitions are still this member's (see the module docstring).
+        self.finish_in_flight()
+        self._confirm_commits()
         for p in partitions:
             self._metrics.forget_partition(p.topic, p.partition)
         self._assigned -= {(p.topic, p.partition) for p in partitions}
