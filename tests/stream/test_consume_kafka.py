@@ -318,6 +318,66 @@ def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_
     assert _committed(kafka_bootstrap, f"g-{topic}", topic, 1) == 4
 
 
+class _OverlapIngest:
+    """The real ingest use case, whose first graph commit waits (at most ``net_s``) until the
+    next poll's records are being validated, and says whether they were."""
+
+    def __init__(self, inner: Any, net_s: float) -> None:
+        self._inner = inner
+        self._net_s = net_s
+        self.validations = 0
+        self.next_validated = threading.Event()
+        self.overlapped: bool | None = None
+
+    def events(self, requests: Any, pointers: Any = None) -> Any:
+        self.validations += 1
+        if self.validations == 2:
+            self.next_validated.set()
+        return self._inner.events(requests, pointers)
+
+    def commit(self, events: Any, actor: str) -> Any:
+        if self.overlapped is None:
+            self.overlapped = self.next_validated.wait(self._net_s)
+        return self._inner.commit(events, actor)
+
+    def record_consent(self, submission: Any, *, actor: str) -> Any:
+        return self._inner.record_consent(submission, actor=actor)
+
+    def retry_consent_audit(self, error: Any) -> None:
+        self._inner.retry_consent_audit(error)
+
+
+def test_the_next_poll_is_validated_while_a_batch_commits_and_batches_commit_in_order(
+    kafka_bootstrap: str, new_topic: TopicFactory, container: Container
+) -> None:
+    # Pipelined: a batch's graph commit runs on a writer thread while the main thread polls and
+    # validates the next batch (without that, the second validation could only start once the
+    # first commit returned, and the first commit would wait out its net). Offsets are still
+    # committed after each graph commit, in order: every record applied, all offsets committed.
+    topic, dlq = new_topic("ingest"), new_topic("dlq")
+    produce(
+        kafka_bootstrap, topic, [_identify(f"p{i}@pipe.example", f"pipe-{i}") for i in range(6)]
+    )
+    wrapped: list[_OverlapIngest] = []
+
+    def overlapping(inner: Any) -> _OverlapIngest:
+        wrapped.append(_OverlapIngest(inner, FROZEN_NET_S))
+        return wrapped[0]
+
+    worker, _ = _worker(
+        container, kafka_bootstrap, [topic], dlq, batch_size=2, wrap_ingest=overlapping
+    )
+    summary = worker.run(idle_exit_s=3)
+
+    (ingest,) = wrapped
+    assert ingest.overlapped is True
+    assert (summary["records"], summary["applied"]) == (6, 6)
+    assert summary["batches"] >= 3  # of 2 records at most
+    assert _committed(kafka_bootstrap, f"g-{topic}", topic, 1) == 6
+    for i in range(6):
+        assert container.links.resolve(("email", f"p{i}@pipe.example")) is not None
+
+
 def test_an_erasure_is_published_once_after_it_completes(
     kafka_bootstrap: str, new_topic: TopicFactory, container: Container
 ) -> None:
