@@ -243,19 +243,35 @@ def test_a_redelivered_batch_is_a_no_op(
     assert container.store.stats().facts == 10  # per person: the kept email, one page view
 
 
-class _FreezingIngest:
+class _IngestDouble:
+    """The real ingest use case, every call passed through (subclasses hook some)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def events(self, requests: Any, pointers: Any = None) -> Any:
+        return self._inner.events(requests, pointers)
+
+    def commit(self, events: Any, actor: str) -> Any:
+        return self._inner.commit(events, actor)
+
+    def record_consent(self, submission: Any, *, actor: str) -> Any:
+        return self._inner.record_consent(submission, actor=actor)
+
+    def retry_consent_audit(self, error: Any) -> None:
+        self._inner.retry_consent_audit(error)
+
+
+class _FreezingIngest(_IngestDouble):
     """The real ingest use case; freezes the broker (SIGSTOP) once the first batch's graph commit
     returned, i.e. just before the worker commits that batch's offsets, and notes the second."""
 
     def __init__(self, inner: Any, broker_pid: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._pid = broker_pid
         self.commits = 0
         self.frozen = threading.Event()
         self.second_applied = threading.Event()
-
-    def events(self, requests: Any, pointers: Any = None) -> Any:
-        return self._inner.events(requests, pointers)
 
     def commit(self, events: Any, actor: str) -> Any:
         outcomes = self._inner.commit(events, actor)
@@ -266,12 +282,6 @@ class _FreezingIngest:
         elif self.commits == 2:
             self.second_applied.set()
         return outcomes
-
-    def record_consent(self, submission: Any, *, actor: str) -> Any:
-        return self._inner.record_consent(submission, actor=actor)
-
-    def retry_consent_audit(self, error: Any) -> None:
-        self._inner.retry_consent_audit(error)
 
 
 def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_commit(
@@ -318,12 +328,12 @@ def test_the_next_batch_is_applied_while_the_broker_has_not_answered_the_offset_
     assert _committed(kafka_bootstrap, f"g-{topic}", topic, 1) == 4
 
 
-class _OverlapIngest:
+class _OverlapIngest(_IngestDouble):
     """The real ingest use case, whose first graph commit waits (at most ``net_s``) until the
     next poll's records are being validated, and says whether they were."""
 
     def __init__(self, inner: Any, net_s: float) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._net_s = net_s
         self.validations = 0
         self.next_validated = threading.Event()
@@ -339,12 +349,6 @@ class _OverlapIngest:
         if self.overlapped is None:
             self.overlapped = self.next_validated.wait(self._net_s)
         return self._inner.commit(events, actor)
-
-    def record_consent(self, submission: Any, *, actor: str) -> Any:
-        return self._inner.record_consent(submission, actor=actor)
-
-    def retry_consent_audit(self, error: Any) -> None:
-        self._inner.retry_consent_audit(error)
 
 
 def test_the_next_poll_is_validated_while_a_batch_commits_and_batches_commit_in_order(

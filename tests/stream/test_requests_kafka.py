@@ -252,7 +252,8 @@ def _audit_blocked_worker(
         audit,
         IngestLimits(default_region="GB"),
     )
-    blocker = sqlite3.connect(settings.audit_db_path, isolation_level=None)
+    # Released from the worker's sleep, which its commit thread calls (the worker pipelines).
+    blocker = sqlite3.connect(settings.audit_db_path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
 
     def sleep(seconds: float) -> None:
