@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repository importable
     sys.path.insert(0, str(ROOT))
 
-from bench.measure import load_average, measured  # noqa: E402 - after the path set-up
+from bench.measure import load_average, measured, peak_rss_kib  # noqa: E402 - after the path set-up
 from storage.sqlite import (  # noqa: E402 - pragmas only: stdlib + errors
     GRAPH_CACHE_MIB,
     Synchronous,
@@ -418,12 +418,6 @@ def create_key(work: Path) -> Path:
 # -- the modes (each runs in its own process) -----------------------------------------------------
 
 
-def _peak_rss_kib() -> int:
-    """This process's peak RSS in KiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
-
-
 def _primary_key(key_file: Path) -> tuple[str, bytes]:
     # Parsed with the stdlib so the floor process does not import idgraph (its RSS stays a floor).
     doc = json.loads(key_file.read_text(encoding="utf-8"))
@@ -496,7 +490,7 @@ def run_neo4j_floor(data: Path, work: Path, batch_size: int) -> dict[str, Any]:
         "identifiers": identifiers,
         "attribute_values": 0,
         **span.as_json(),
-        "peak_rss_kib": _peak_rss_kib(),
+        "peak_rss_kib": peak_rss_kib(),
         "stored_identifiers": stored,
         "stored_facts": 0,
     }
@@ -573,7 +567,7 @@ def run_floor(data: Path, work: Path, batch_size: int, synchronous: Synchronous)
         "identifiers": identifiers,
         "attribute_values": attribute_values,
         **span.as_json(),
-        "peak_rss_kib": _peak_rss_kib(),
+        "peak_rss_kib": peak_rss_kib(),
         "stored_identifiers": stored,
         "stored_facts": stored_facts,
     }
@@ -973,9 +967,9 @@ class _SameWork:
 
 @contextmanager
 def _collector_between_batches() -> Iterator[Callable[[], None]]:
-    """The garbage-collection policy of ``idgraph ingest`` (``services.bulk``'s
-    ``_collections_between_batches``), for the floors: no automatic collection while the file
-    is read, the young generation collected after every ``BATCHES_PER_COLLECTION``-th
+    """The garbage-collection policy of ``idgraph ingest`` (``services.bulk`` runs
+    ``collected_every(BATCHES_PER_COLLECTION)``), for the floors: no automatic collection while
+    the file is read, the young generation collected after every ``BATCHES_PER_COLLECTION``-th
     committed batch (the yielded callable is called after each; the same 4 as
     ``services.bulk.BATCHES_PER_COLLECTION``, ``tests/bench`` checks they agree).
 
@@ -1033,7 +1027,7 @@ def run_same_work(
             pending = []
             between_batches()
         _final_checkpoint(floor.graph)
-    peak_rss_kib = _peak_rss_kib()  # the ingest's own peak, before the counts (as in run_real)
+    peak_kib = peak_rss_kib()  # the ingest's own peak, before the counts (as in run_real)
     stored = floor.counts()
     floor.close()
     return {
@@ -1042,7 +1036,7 @@ def run_same_work(
         "identifiers": identifiers,
         "attribute_values": attribute_values,
         **span.as_json(),
-        "peak_rss_kib": peak_rss_kib,
+        "peak_rss_kib": peak_kib,
         "stored": stored,
     }
 
@@ -1116,7 +1110,7 @@ def run_real(
         sqlite_synchronous=synchronous,
         pii_scan=scan,
     )
-    container = build_container(settings)
+    container = build_container(settings, scanner_on_demand=True)  # as `idgraph ingest`
     # What start-up built leaves the collector's reach in both modes: build_scanner freezes it
     # (gc.freeze) once the scanner is built, and without the same here the scan-on/off ratio
     # would credit the scan with the collector's savings on everything else.
@@ -1138,7 +1132,7 @@ def run_real(
         # ran side by side, so their peaks are added, an upper bound of what they held together.
         # Not getrusage(RUSAGE_CHILDREN): for a child started by fork+exec it counts this
         # process's resident set at the fork too (~180 MiB here, stop 52).
-        peak_rss_kib = _peak_rss_kib() + (report.reader_peak_rss_kib or 0)
+        peak_kib = peak_rss_kib(report.reader_peak_rss_kib)
         stats = container.store.stats()
     finally:
         container.close()
@@ -1149,7 +1143,7 @@ def run_real(
         "identifiers": identifiers,
         "attribute_values": attribute_values,
         **span.as_json(),
-        "peak_rss_kib": peak_rss_kib,
+        "peak_rss_kib": peak_kib,
         "rows": report.rows,
         "rejected_rows": report.rejected_rows,
         "row_errors": [{"line": e.line, "problems": list(e.problems)} for e in report.errors[:5]],

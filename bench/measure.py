@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,17 @@ def load_average() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:  # pragma: no cover - platforms without getloadavg
         return 0.0
+
+
+def peak_rss_kib(reader_kib: int | None = None) -> int:
+    """This process's peak RSS in KiB, plus a bulk file's reader process's own peak
+    (``BulkReport.reader_peak_rss_kib``, which that process reports from its ``VmHWM``).
+
+    Why not ``getrusage(RUSAGE_CHILDREN)``: a child's figure counts the parent's pages it
+    shared at the fork, so a large parent would be counted twice."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own = peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+    return own + (reader_kib or 0)
 
 
 def bytes_written(pid: int | str = "self") -> int:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -60,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ingest import KEY_FILE, create_key, write_data  # noqa: E402
 from bench.ingest import round_order as rotated  # noqa: E402
-from bench.measure import children_cpu_seconds  # noqa: E402
+from bench.measure import children_cpu_seconds, peak_rss_kib  # noqa: E402
 
 GOAL_RATIO = 0.8
 GOAL_RSS_MIB = 512
@@ -93,18 +92,12 @@ def _cpu() -> float:
     return time.process_time() + children_cpu_seconds()
 
 
-def _rss_kib(reader_peak_rss_kib: int | None = None) -> float:
-    """This process's peak RSS in KiB, plus a bulk file's reader process's own peak (which
-    it reports: getrusage(RUSAGE_CHILDREN) would count this process's pages at the fork too)."""
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + (reader_peak_rss_kib or 0))
-
-
 def run_bulk(data: Path, work: Path, store_dir: Path, batch_size: int) -> dict[str, Any]:
     """``idgraph ingest FILE``: the bulk-file use case."""
     from bootstrap.container import build_container
     from services.bulk import ingest_file
 
-    container = build_container(_settings(work, store_dir))
+    container = build_container(_settings(work, store_dir), scanner_on_demand=True)
     try:
         cpu0, start = _cpu(), time.perf_counter()
         report = ingest_file(container.ingest, data, actor="cli", batch_size=batch_size)
@@ -118,7 +111,7 @@ def run_bulk(data: Path, work: Path, store_dir: Path, batch_size: int) -> dict[s
         "rejected": report.rejected_rows,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "peak_rss_kib": _rss_kib(report.reader_peak_rss_kib),
+        "peak_rss_kib": float(peak_rss_kib(report.reader_peak_rss_kib)),
         "persons": stats.persons,
         "identifiers": stats.identifiers,
     }
@@ -132,7 +125,7 @@ def run_consume(
 
     from bootstrap.container import build_container
     from stream.metrics import StreamMetrics
-    from stream.worker import StreamWorker, WorkerConfig
+    from stream.worker import BatchReport, StreamWorker, WorkerConfig
 
     class SpanWorker(StreamWorker):
         """The worker, with the process' CPU seconds at the start of its first batch and at
@@ -146,11 +139,11 @@ def run_consume(
                 self.cpu_first = _cpu()
             return super().prepare(messages)
 
-        def finish_in_flight(self) -> None:
-            in_flight = self._in_flight is not None
-            super().finish_in_flight()
-            if in_flight:
+        def finish_in_flight(self) -> BatchReport | None:
+            report = super().finish_in_flight()
+            if report is not None:
                 self.cpu_last = _cpu()
+            return report
 
     container = build_container(_settings(work, store_dir))
     metrics = StreamMetrics()
@@ -192,7 +185,7 @@ def run_consume(
         "cpu_seconds": span_cpu,
         # The whole worker.run: joining the group, the idle wait at the end, leaving.
         "run_cpu_seconds": run_cpu,
-        "peak_rss_kib": _rss_kib(),
+        "peak_rss_kib": float(peak_rss_kib()),
         "persons": stats.persons,
         "identifiers": stats.identifiers,
         "batches": summary["batches"],

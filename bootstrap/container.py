@@ -344,6 +344,17 @@ def build_scanner(config: ScannerConfig) -> PiiScanner:
     return _scanners[key]
 
 
+def checked_scanner(settings: Settings, facts_policy: FactsPolicy) -> PiiScanner:
+    """:func:`build_scanner` for ``settings``, after checking that every PII entity the
+    categories allow (``categories.yaml``) is one the scanner or the model can report: a
+    misspelt entity name would otherwise never match and let that PII through."""
+    scanner = build_scanner(facts_policy.scanner)
+    facts_policy.check_entities(
+        scanner.entities | set(MODEL_ENTITIES), str(settings.policy_dir / "categories.yaml")
+    )
+    return scanner
+
+
 def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
     """The vault: wrapped data keys in their own SQLite file, KEKs from the local key file.
 
@@ -660,24 +671,34 @@ def reader_validation(settings: Settings) -> EventValidation:
     # Built by the first row that has traits or events to scan: most bulk files carry
     # identifiers only, and the scanner costs seconds and ~105 MiB (privacy.scanning.lazy).
     scanner = (
-        LazyScanner(partial(build_scanner, facts_policy.scanner)) if settings.pii_scan else None
+        LazyScanner(partial(checked_scanner, settings, facts_policy)) if settings.pii_scan else None
     )
     return EventValidation(policy, FactIntake(facts_policy, scanner), ingest_limits(settings))
 
 
-def build_container(settings: Settings, *, store_in_background: bool = False) -> Container:
+def build_container(
+    settings: Settings, *, store_in_background: bool = False, scanner_on_demand: bool = False
+) -> Container:
     """Wire every collaborator from ``settings``; fails fast on bad policy or keys.
 
     ``store_in_background`` (the HTTP server): a Neo4j store is connected by a background
     thread (:func:`open_store_in_background`) and interrupted erasures are finished on that
-    thread once connected, before the store serves anything else."""
+    thread once connected, before the store serves anything else.
+
+    ``scanner_on_demand`` (one-shot commands): the PII scanner is built by the first scan
+    rather than here (:class:`~privacy.scanning.lazy.LazyScanner`), and the categories' PII
+    entity names are checked then. Why: it costs seconds and ~105 MiB, and most commands
+    never scan; ``idgraph ingest`` of a large file scans in its reader process, so the
+    ingesting process would hold a second scanner for nothing (stop 54: 1M identifiers with 5
+    traits each peaked at 668.8 MiB across the two processes, ~105 MiB of it this one's
+    unused scanner). Servers (the API, the applier, the stream worker) build it here: their
+    first request must not wait for it, and a bad entity name must stop them at start-up."""
     policy, facts_policy, purposes = load_all_policies(settings)
     load_record_retention(settings)  # validated at start-up like every policy file
-    scanner = build_scanner(facts_policy.scanner) if settings.pii_scan else None
-    if scanner is not None:
-        facts_policy.check_entities(
-            scanner.entities | set(MODEL_ENTITIES), str(settings.policy_dir / "categories.yaml")
-        )
+    scanner: PiiScanner | None = None
+    if settings.pii_scan:
+        build = partial(checked_scanner, settings, facts_policy)
+        scanner = LazyScanner(build) if scanner_on_demand else build()
     keyring = load_keyring(settings)
     webhook_sources = build_webhook_sources(settings, purposes, policy)
     # Each resource opened is closed again if a later step fails; on success the stack lets go

@@ -26,7 +26,7 @@ def running_container() -> Iterator[Container]:
     block raises exits 1. Both print the error's message, which never holds a raw identifier.
     """
     try:
-        container = build_container(Settings())
+        container = build_container(Settings(), scanner_on_demand=True)
     except (IdGraphError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         _err.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -34,7 +34,7 @@ links_app = typer.Typer(
 
 def _on_links(action: Callable[[LinkService], T]) -> T:
     """Run ``action`` on the configured link service; an idgraph error exits 1."""
-    container = build_container(Settings())
+    container = build_container(Settings(), scanner_on_demand=True)
     try:
         return action(container.links)
     except IdGraphError as exc:

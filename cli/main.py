@@ -110,9 +110,17 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _container(settings: Settings, *, store_in_background: bool = False) -> Container:
+def _container(
+    settings: Settings, *, store_in_background: bool = False, scanner_on_demand: bool = True
+) -> Container:
+    """The container of a command; its PII scanner is built by the first scan unless
+    ``scanner_on_demand`` is false (servers: see :func:`bootstrap.container.build_container`)."""
     try:
-        return build_container(settings, store_in_background=store_in_background)
+        return build_container(
+            settings,
+            store_in_background=store_in_background,
+            scanner_on_demand=scanner_on_demand,
+        )
     except IdGraphError as exc:
         console.print(f"[red]cannot start:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -173,7 +181,7 @@ def serve(
     # container the app builds (the presidio scanner is built once per process either way).
     # A Neo4j that is not up yet is not waited for here: the server answers /readyz 503 while
     # it connects in the background (docs/neo4j.md).
-    probe = _container(settings, store_in_background=True)
+    probe = _container(settings, store_in_background=True, scanner_on_demand=False)
     try:
         # IDGRAPH_INGEST_APPLIER=process or auto (the default): the journal's applier runs as
         # this process's child (cli/applier.py), on the SQLite store only (the one with a
@@ -262,7 +270,7 @@ def ingest_applier(
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
     structlog.contextvars.bind_contextvars(process="ingest-applier")
-    container = _container(settings)
+    container = _container(settings, scanner_on_demand=False)
     try:
         jobs = container.async_ingest
         if jobs is None:
@@ -423,7 +431,12 @@ def ingest(
         Optional[str], typer.Option(help="Source for rows that name none.")  # noqa: UP045
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Events per transaction.")
+        int,
+        typer.Option(
+            min=1,
+            max=100_000,
+            help="Events per transaction (fewer once they carry 40,000 identifiers and traits).",
+        ),
     ] = DEFAULT_BATCH_EVENTS,
     reader: Annotated[
         str,

@@ -98,7 +98,7 @@ def register_key_commands(keys_app: typer.Typer) -> None:
         findable under their old key (keep it in the key file) and move on next sight.
         Resumable: each batch commits on its own.
         """
-        container = build_container(_settings())
+        container = build_container(_settings(), scanner_on_demand=True)
         rehashed = without = unreadable = 0
         after = ""
         try:
@@ -130,7 +130,7 @@ def register_key_commands(keys_app: typer.Typer) -> None:
 
 
 def _rewrap(settings: Settings, batch_size: int, retire_old: bool) -> None:
-    container = build_container(settings)
+    container = build_container(settings, scanner_on_demand=True)
     retired: tuple[str, ...] = ()
     try:
         counts = container.vault.count_by_kek()
@@ -182,7 +182,7 @@ def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """List quarantined values: ids, field, category and entity types found (never values)."""
-    container = build_container(_settings())
+    container = build_container(_settings(), scanner_on_demand=True)
     try:
         facts = _review(container).pending(limit)
     finally:

@@ -51,6 +51,7 @@ from services.ingest import IngestService
 __all__ = [
     "BATCHES_PER_COLLECTION",
     "DEFAULT_BATCH_EVENTS",
+    "MAX_BATCH_VALUES",
     "READER_PROCESS_MIN_BYTES",
     "BulkFileError",
     "BulkReport",
@@ -64,8 +65,17 @@ __all__ = [
 MAX_REPORTED_ERRORS = 100
 # Events per transaction. 10,000: each commit (and its fsync, and the index pages it rewrites at
 # random positions) is shared by ten times more events than at 1,000, which roughly halves the
-# bytes written per identifier; a batch's working set stays a few MiB.
+# bytes written per identifier.
 DEFAULT_BATCH_EVENTS = 10_000
+# ... unless the batch's identifiers and facts reach this many first. Why: a batch's working set
+# grows with what its rows carry, not with their number: two batches are alive at a time (one
+# committing, one prepared) plus the rows read for the next, and 10,000 events with 4
+# identifiers and 5 traits each held ~180 MiB of this process (stop 54: 1M identifiers with 5
+# traits peaked at 572 MiB across the two processes, 466 MiB at 250k identifiers with half
+# the batch). 40,000 leaves the usual identifier-only row (3-4 identifiers) at 10,000 events a
+# batch, cuts a batch of such trait rows at ~4,800, and bounds memory for rows of any width.
+# Throughput with traits did not move (the reader's PII scan sets the pace there).
+MAX_BATCH_VALUES = 40_000
 
 
 @dataclass(slots=True)
@@ -114,11 +124,13 @@ def ingest_file(
     batch_size: int = DEFAULT_BATCH_EVENTS,
     progress: Callable[[int], None] | None = None,
     reader: ReaderMode = "auto",
+    batch_values: int = MAX_BATCH_VALUES,
 ) -> BulkReport:
     """Stream ``path`` into the graph through ``service``; returns the report.
 
     Each row is validated exactly as ``POST /v1/identify`` validates a body
-    (:meth:`IngestService.event`); each batch is one transaction
+    (:meth:`IngestService.event`); each batch (``batch_size`` events, or fewer once they carry
+    ``batch_values`` identifiers and facts: see :data:`MAX_BATCH_VALUES`) is one transaction
     (:meth:`IngestService.prepare`, then :meth:`IngestService.commit_prepared`, pipelined: see
     :class:`_CommitPipeline`). ``progress`` is called with the bytes read, a chunk of rows at a
     time.
@@ -136,11 +148,12 @@ def ingest_file(
         raise BulkFileError(f"{path} is not a readable file")
     report = BulkReport()
     batch: list[IdentityEvent] = []
+    values = 0  # the batch's identifiers and facts
     # A chunk is never longer than a batch, so a batch still commits as soon as its last row is
     # read.
     chunk_rows = max(1, min(SCAN_CHUNK_ROWS, batch_size))
     with (
-        _collections_between_batches() as between_batches,
+        collected_every(BATCHES_PER_COLLECTION) as between_batches,
         _short_gil_turns(),
         _CommitPipeline(service, report, actor, between_batches) as committer,
         _row_chunks(service, path, fmt, default_source, chunk_rows, reader) as chunks,
@@ -154,8 +167,10 @@ def ingest_file(
                     report.reject(item)
                     continue
                 batch.append(item)
-                if len(batch) >= batch_size:
+                values += len(item.identifiers) + len(item.facts)
+                if len(batch) >= batch_size or values >= batch_values:
                     committer.submit(batch)
+                    values = 0
         committer.submit(batch)
         committer.drain()
     if isinstance(chunks, ReaderChunks):
@@ -203,7 +218,7 @@ class _CommitPipeline:
       reserved are dropped like those of any failed write);
     * **memory**: two batches at most (the one committing, the one being filled);
     * **garbage**: the young generation is collected after each committed batch, before the
-      next one is handed to the writer (see :func:`_collections_between_batches`).
+      next one is handed to the writer (see :data:`BATCHES_PER_COLLECTION`).
 
     The reader prepares each batch (:meth:`IngestService.prepare`: hashing and message digests,
     no graph access) while the batch before may still commit; the writer runs
@@ -260,37 +275,20 @@ class _CommitPipeline:
         self._between_batches()  # the batch's objects are freed by now
 
 
-# Committed batches per young-generation collection while a file is ingested (see
-# _collections_between_batches).
+# Committed batches per young-generation collection while a file is ingested: the cyclic
+# garbage collector runs between batches only (services.gc_policy.collected_every). Why: a batch
+# keeps ~25 tracked objects per identifier alive until it commits (events, hashed identifiers,
+# nodes, links, facts, outcomes), and every collection during the batch walks them again and
+# again; they form no cycles (a 100k-identifier run collected none), so those walks are pure
+# cost: 5 % of bulk CPU at 100k identifiers even with young collections every 100,000
+# allocations, 15 % of a lean implementation of the same work at the default setting. Why not
+# after every batch (as until stop 36): what is alive then is mostly the next batch, already
+# prepared by the reader (_CommitPipeline), and walking it cost ~48 ms per 10,000-event batch,
+# 1.9 % of bulk CPU at 200k identifiers; walked once per few batches, the same objects are
+# walked no more often (survivors leave the young generation) and the batches in between cost
+# nothing. Bulk files are ingested by the ``idgraph ingest`` process (the only caller), so the
+# process-wide switch touches no server; it is restored when the file is done, also on failure.
 BATCHES_PER_COLLECTION = 4
-
-
-def _collections_between_batches() -> AbstractContextManager[Callable[[], None]]:
-    """Run the cyclic garbage collector between batches only, while a file is ingested.
-
-    Why: a batch keeps ~25 tracked objects per identifier alive until it commits (events,
-    hashed identifiers, nodes, links, facts, outcomes), and every collection during the batch
-    walks them again and again; the objects of a bulk file form no cycles (a 100k-identifier
-    run collected none), so those walks are pure cost. Even with young collections every
-    100,000 allocations (the setting before) they were 5 % of bulk CPU at 100k identifiers, and
-    the default setting costs a lean implementation of the same work 15 %.
-
-    So automatic collection is off while the file is read, and the young generation is
-    collected after every :data:`BATCHES_PER_COLLECTION`-th committed batch (the yielded
-    callable, called after each): by then reference counting has freed those batches' objects,
-    so that collection walks only what is alive, and any cycle made during them (an exception's
-    traceback, say) is freed there: memory stays bounded by a few batches. Reference counting
-    frees everything else as always. Why not after every batch (as until stop 36): what is
-    alive at that moment is mostly the next batch, already prepared by the reader (the
-    pipeline, see :class:`_CommitPipeline`), and walking it cost ~48 ms per 10,000-event
-    batch, 1.9 % of bulk CPU at 200k identifiers; walked once per few batches, the same
-    objects are walked no more often (survivors leave the young generation) and the batches in
-    between cost nothing.
-    Bulk files are ingested by the ``idgraph ingest`` process (the only caller), so the
-    process-wide switch is restored when the file is done, also on failure, and touches no
-    server. A collector that was off before stays off (and nothing is collected).
-    """
-    return collected_every(BATCHES_PER_COLLECTION)
 
 
 # The interpreter's switch interval while a file is ingested (the default is 5 ms).
@@ -310,7 +308,7 @@ def _short_gil_turns() -> Iterator[None]:
     statements are few and wide (``storage.sqlite.WIDE_PARAMS``), so the writer waits a
     few dozen times per batch; 1 ms bounds each wait while adding few forced switches between
     the two threads' Python. Process-wide, like the collector setting (see
-    :func:`_collections_between_batches`: bulk files are ingested by the ``idgraph ingest``
+    :data:`BATCHES_PER_COLLECTION`: bulk files are ingested by the ``idgraph ingest``
     process), and restored when the file is done, also on failure.
     """
     before = sys.getswitchinterval()

@@ -25,9 +25,11 @@ How:
   allows, so the reader runs a few chunks ahead; beyond that its send blocks, which bounds
   memory;
 * **errors**: a :class:`~services.bulk_rows.BulkFileError` raised there (an unknown CSV column)
-  is raised here with its message. Any other exception is reported by its type only (its
-  message could quote a value of the file); a reader that dies (killed, out of memory) raises a
-  :class:`~services.bulk_rows.BulkFileError` with its exit code. When this side stops early (a
+  is raised here with its message, and so is a configuration error (a policy file or the PII
+  scanner refusing the settings, when the first row with traits builds it). Any other
+  exception is reported by its type only (its message could quote a value of the file); a
+  reader that dies (killed, out of memory) raises a :class:`~services.bulk_rows.BulkFileError`
+  with its exit code. When this side stops early (a
   failed commit, an interrupt), the reader is terminated, never left running.
 
 Privacy: normalized identifiers cross the pipe in memory, as they crossed between the two
@@ -47,6 +49,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from identity.errors import ConfigurationError, PolicyFileError
 from identity.identifiers import NormalizedIdentifier
 from identity.model import IdentityEvent
 from services.bulk_rows import (
@@ -131,7 +134,9 @@ def _read(
                 connection.send(("chunk", chunk.bytes_read, [_compact(i) for i in chunk.items]))
                 sent()
         message: _Message = ("done", _own_peak_rss_kib())
-    except BulkFileError as exc:
+    except (BulkFileError, PolicyFileError, ConfigurationError) as exc:
+        # A configuration error (the scanner, built by the first row with traits, refuses the
+        # categories' entity names or its model files) names settings and files, never a value.
         message = ("error", str(exc))
     except (BrokenPipeError, KeyboardInterrupt):
         return  # the ingesting process is gone or stopping: nobody to tell

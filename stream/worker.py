@@ -435,13 +435,14 @@ class StreamWorker:
         with collector_paused():
             return self.applied(prepared)
 
-    def finish_in_flight(self) -> None:
+    def finish_in_flight(self) -> BatchReport | None:
         """Wait for the batch in flight (if any), then steps 3-4 for it: its dead letters
-        acknowledged, its offsets committed, its counts added to the run's. Raises what its
-        step 2 raised (nothing of it is committed then)."""
+        acknowledged, its offsets committed, its counts added to the run's. Returns its report
+        (``None`` if no batch was in flight). Raises what its step 2 raised (nothing of it is
+        committed then)."""
         future, self._in_flight = self._in_flight, None
         if future is None:
-            return
+            return None
         report, dead, last = future.result()
         self.dead_letter(dead, report)
         self._commit(last)
@@ -452,6 +453,7 @@ class StreamWorker:
         totals.dead_letters += report.dead_letters
         self._batches += 1
         self._last_finished = time.monotonic()
+        return report
 
     def _abandon_in_flight(self) -> None:
         """Wait for the batch in flight without committing its offsets (the worker is stopping

@@ -318,53 +318,49 @@ class ErasureService:
         erasure_id = new_erasure_id()
         planned = self._store.read(plan)
         notified = HeldNotices()
-        finishing = _finishing_lock(self._store)
-        for attempt in range(_PLAN_ATTEMPTS):
-            locked = attempt + 1 == _PLAN_ATTEMPTS
-            if not locked:
-                notified = self._hold(erasure_id, request_id, planned.erased)
-            made: list[HeldNotices] = []
+        # Held until step 5 is done: a recovery running meanwhile (the DSR worker's, every
+        # pass) must not see this erasure pending and finish it too. Taken before the first
+        # attempt, so the notices are made under it too: erasures in one process take turns,
+        # as their graph transactions do anyway.
+        with _finishing_lock(self._store):
+            for attempt in range(_PLAN_ATTEMPTS):
+                locked = attempt + 1 == _PLAN_ATTEMPTS
+                if not locked:
+                    notified = self._hold(erasure_id, request_id, planned.erased)
+                made: list[HeldNotices] = []
 
-            def run(
-                tx: GraphTransaction,
-                expected: _Plan = planned,
-                locked: bool = locked,
-                made: list[HeldNotices] = made,
-            ) -> ErasureOutboxEntry:
-                current = plan(tx)
-                if locked:
-                    # Read through this transaction: no other read sees the persons as it does.
-                    # A retried transaction function (Neo4j) makes them again, once.
+                def run(
+                    tx: GraphTransaction,
+                    expected: _Plan = planned,
+                    locked: bool = locked,
+                    made: list[HeldNotices] = made,
+                ) -> ErasureOutboxEntry:
+                    current = plan(tx)
+                    if locked:
+                        # Read through this transaction: no other read sees the persons as it
+                        # does. A retried transaction function (Neo4j) makes them again, once.
+                        self._drop_held(erasure_id)
+                        made[:] = [self._hold(erasure_id, request_id, current.erased, tx=tx)]
+                    elif not set(current.erased) <= set(expected.erased):
+                        raise _PlanChangedError(current)
+                    return self._erase_in_graph(
+                        tx, current, requested, erasure_id, request_id, actor, suppress=suppress
+                    )
+
+                try:
+                    entry = self._store.write(run)
+                except _PlanChangedError as changed:
+                    # A person joined the erasure between the plan and the transaction (an
+                    # ingest racing it): tell the recipients of the new set instead.
                     self._drop_held(erasure_id)
-                    made[:] = [self._hold(erasure_id, request_id, current.erased, tx=tx)]
-                elif not set(current.erased) <= set(expected.erased):
-                    raise _PlanChangedError(current)
-                return self._erase_in_graph(
-                    tx, current, requested, erasure_id, request_id, actor, suppress=suppress
-                )
-
-            # Held from the graph commit to the end of step 5: a recovery running meanwhile
-            # (the DSR worker's, every pass) must not see this erasure pending and finish it too.
-            finishing.acquire()
-            try:
-                entry = self._store.write(run)
+                    planned = changed.plan
+                    continue
+                except BaseException:
+                    self._drop_held(erasure_id)
+                    raise
                 notified = made[0] if made else notified
-            except _PlanChangedError as changed:
-                finishing.release()
-                # A person joined the erasure between the plan and the transaction (an ingest
-                # racing it): tell the recipients of the new set instead.
-                self._drop_held(erasure_id)
-                planned = changed.plan
-                continue
-            except BaseException:
-                finishing.release()
-                self._drop_held(erasure_id)
-                raise
-            break
-        try:
+                break
             result = self._complete(entry)
-        finally:
-            finishing.release()
         self._audit_review(entry, actor)
         return replace(
             result,

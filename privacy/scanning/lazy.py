@@ -4,7 +4,9 @@ For a process that may never scan: a bulk file's reader process (``services.bulk
 validates identifier-only rows for most files, and building the presidio scanner there would
 cost seconds of start-up and ~105 MiB of memory for nothing (measured: 178 MiB with the scanner
 built, 73 MiB without). The first row with traits or events builds it, once; from then on it is
-the scanner itself.
+the scanner itself. The same for one-shot commands (``build_container(...,
+scanner_on_demand=True)``): ``idgraph ingest`` of a large file scans in its reader process, so
+the ingesting process would hold a second scanner it never uses.
 """
 
 from __future__ import annotations

@@ -173,3 +173,42 @@ def test_a_batch_commits_with_the_callers_context_variables_when_pipelined(
 
     assert report.events == 3
     assert seen == [("file-1", False)] * 3  # on the writer thread, in the caller's context
+
+
+def test_a_batch_ends_at_its_event_count_or_once_its_identifiers_and_facts_reach_the_cap(
+    service: IngestService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows 0-3: one identifier each; rows 4-7: two identifiers and two traits each (4 values).
+    # With at most 5 events or 8 values a batch: rows 0-4 (4 + 4 = 8 values), then 5-6 (8),
+    # then 7. Without the value cap: 5 and 3 events.
+    source = tmp_path / "rows.jsonl"
+    rows: list[dict[str, Any]] = [
+        {"identifiers": [{"type": "email", "value": f"narrow{i}@pipe.example"}]} for i in range(4)
+    ]
+    rows += [
+        {
+            "identifiers": [
+                {"type": "email", "value": f"wide{i}@pipe.example"},
+                {"type": "cookie_id", "value": f"cookie-wide-{i}"},
+            ],
+            "traits": {"favourite_category": "books", "city": "Lyon"},
+        }
+        for i in range(4)
+    ]
+    source.write_text("".join(json.dumps({**r, "source": "crm"}) + "\n" for r in rows))
+    prepare = service.prepare
+    batches: list[int] = []
+
+    def counted(events: Any) -> Any:
+        batches.append(len(events))
+        return prepare(events)
+
+    monkeypatch.setattr(service, "prepare", counted)
+    capped = ingest_file(service, source, actor="cli", batch_size=5, batch_values=8)
+    assert batches == [5, 2, 1]
+    assert capped.events == 8
+    assert capped.facts_stored == 8
+
+    batches.clear()
+    ingest_file(service, source, actor="cli", batch_size=5)  # the default cap: 40,000
+    assert batches == [5, 3]
