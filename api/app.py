@@ -51,7 +51,7 @@ def freeze_built_app() -> None:
     """Move what is alive now out of the cyclic collector's reach (``gc.freeze``).
 
     The container froze the start-up objects once its PII scanner was built
-    (``bootstrap.container.build_scanner``); the app built after it (routes, models, schemas,
+    (``bootstrap.validation.build_scanner``); the app built after it (routes, models, schemas,
     the OpenAPI document's) would otherwise be walked again by every full collection while the
     server runs. They live as long as the process. (The young threshold is raised only while
     ``/v1/ingest`` batches are handled: :mod:`api.collector`.)

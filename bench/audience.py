@@ -804,7 +804,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:  
             empty page cache and no cached event grouping (the OS file cache stays as it is)."""
             nonlocal store, counting
             # What a server's start-up leaves alive is out of the collector's reach: the server
-            # freezes it (bootstrap/container.py, build_scanner: gc.freeze once the PII scanner
+            # freezes it (bootstrap/validation.py, build_scanner: gc.freeze once the PII scanner
             # is built; a production server always builds one). Without the same here every
             # full collection of a timed read walked the bench's start-up objects too (~60 ms
             # CPU of a cold 1M audience, measured), which no server pays. The floor makes

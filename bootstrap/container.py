@@ -6,7 +6,6 @@ Routers and CLI commands get the collaborators from here (the role of cosmic pyt
 
 from __future__ import annotations
 
-import gc
 import json
 import threading
 from contextlib import ExitStack
@@ -24,11 +23,16 @@ from bootstrap.dsr import (
     build_retention,
     load_record_retention,
 )
-from bootstrap.logging import configure_logging
 from bootstrap.settings import PLACEHOLDER_SECRETS, Environment, Settings
+from bootstrap.validation import (
+    checked_scanner,
+    ingest_limits,
+    load_all_policies,
+    reader_validation,
+)
 from identity.errors import ConfigurationError, StoreUnavailableError
 from identity.hashing import Keyring
-from identity.policy import IdentityPolicy, load_identity_policy
+from identity.policy import IdentityPolicy
 from identity.resolution import ResolutionEngine
 from identity.store.deferred import DeferredGraphStore
 from identity.store.port import GraphStore
@@ -38,7 +42,7 @@ from privacy.access.cursors import CursorCodec
 from privacy.access.operators import OperatorAccess, SqliteOperatorStore
 from privacy.access.policy_engine import PolicyEngine
 from privacy.access.pseudonyms import FeaturePseudonymizer
-from privacy.access.purposes import PurposesPolicy, check_purposes, load_purposes_policy
+from privacy.access.purposes import PurposesPolicy
 from privacy.access.reads import ReadService
 from privacy.audit_refs import VaultPersonRefKeys
 from privacy.auditing.heads import HEAD_KEY_INFO, AuditHeadPublisher
@@ -59,13 +63,12 @@ from privacy.keys.keyprovider import (
 from privacy.keys.secretfile import read_secret_file
 from privacy.keys.vault import Vault, VaultUnavailableError
 from privacy.keys.vault_sqlite import SqliteVaultKeyStore
-from privacy.scanning import MODEL_ENTITIES, PiiScanner, ScannerConfig
-from privacy.scanning.facts import FactIntake, FactsPolicy, load_facts_policy
+from privacy.scanning import PiiScanner
+from privacy.scanning.facts import FactIntake, FactsPolicy
 from privacy.scanning.lazy import LazyScanner
 from privacy.transport.webhooks import SqliteReplayGuard, refuse_published_secret
 from services.async_ingest import AsyncIngest, AsyncIngestLimits
 from services.audience_changes import AudienceChangePublisher
-from services.event_validation import EventValidation, IngestLimits
 from services.ingest import IngestService
 from services.links import LinkService
 from services.metrics import ApplierExits, ApplierStart, TallyFile
@@ -302,57 +305,6 @@ def load_keyring(settings: Settings) -> Keyring:
             "Create an operator key with `idgraph keys rotate-hash-key` or set IDGRAPH_HASH_KEYS."
         )
     return keyring(keys)
-
-
-def load_policies(settings: Settings) -> IdentityPolicy:
-    """Load and validate the identity policy; an invalid file raises ``PolicyFileError``."""
-    return load_identity_policy(settings.policy_dir / "identity.yaml")
-
-
-def load_all_policies(settings: Settings) -> tuple[IdentityPolicy, FactsPolicy, PurposesPolicy]:
-    """Load and validate every policy file; the first invalid one raises ``PolicyFileError``."""
-    identity = load_policies(settings)
-    facts = load_facts_policy(settings.policy_dir / "categories.yaml")
-    purposes_file = settings.policy_dir / "purposes.yaml"
-    purposes = load_purposes_policy(purposes_file)
-    check_purposes(purposes, facts, identity, str(purposes_file))
-    return identity, facts, purposes
-
-
-_scanners: dict[str, PiiScanner] = {}
-
-
-def build_scanner(config: ScannerConfig) -> PiiScanner:
-    """The presidio scanner for ``config``, built once per process (building takes seconds).
-
-    Once built, the objects alive in the process are moved out of the garbage collector's
-    reach (``gc.freeze``): importing and building presidio, spaCy and the NER model leaves
-    about 90,000 long-lived objects the collector tracks, and without this every full
-    collection during ingest walks all of them again (``bench/ingest.py --attributes 5
-    --ner``: about half a CPU second of a 4 s ingest). They live as long as the process
-    anyway; frozen objects are still freed when their last reference goes, only reference
-    cycles among them are never collected (at most the first spaCy pipeline's, once the
-    scanner replaces it; see ``recycle_after``).
-    """
-    key = config.model_dump_json()
-    if key not in _scanners:
-        from privacy.scanning.presidio_scanner import PresidioPiiScanner
-
-        _scanners[key] = PresidioPiiScanner(config)
-        gc.collect()  # what is garbage now is collected, not frozen
-        gc.freeze()
-    return _scanners[key]
-
-
-def checked_scanner(settings: Settings, facts_policy: FactsPolicy) -> PiiScanner:
-    """:func:`build_scanner` for ``settings``, after checking that every PII entity the
-    categories allow (``categories.yaml``) is one the scanner or the model can report: a
-    misspelt entity name would otherwise never match and let that PII through."""
-    scanner = build_scanner(facts_policy.scanner)
-    facts_policy.check_entities(
-        scanner.entities | set(MODEL_ENTITIES), str(settings.policy_dir / "categories.yaml")
-    )
-    return scanner
 
 
 def open_vault(settings: Settings) -> tuple[Vault, SqliteVaultKeyStore]:
@@ -648,32 +600,6 @@ def build_webhook_sources(
         sources[name] = WebhookSource(name, tuple(keys), build_mapper(config))
     build_verifiers(sources.values())  # a bad secret stops start-up, not every delivery
     return sources
-
-
-def ingest_limits(settings: Settings) -> IngestLimits:
-    """The per-request limits and default phone region of ``settings``."""
-    return IngestLimits(
-        max_identifiers_per_event=settings.max_identifiers_per_event,
-        max_batch_events=settings.max_batch_events,
-        default_region=settings.default_region,
-    )
-
-
-def reader_validation(settings: Settings) -> EventValidation:
-    """What a bulk file's reader process validates rows with (services.bulk_reader): the
-    policies, PII scanner and limits of ``settings``, and nothing else (no store, no keys:
-    the process never writes and holds no secret it does not need).
-
-    The process is started fresh (spawned), so its logging is configured here like the
-    ingesting process's (standard error, redacted): its stdout stays the caller's."""
-    configure_logging(settings.log_level, settings.log_json)
-    policy, facts_policy, _ = load_all_policies(settings)
-    # Built by the first row that has traits or events to scan: most bulk files carry
-    # identifiers only, and the scanner costs seconds and ~105 MiB (privacy.scanning.lazy).
-    scanner = (
-        LazyScanner(partial(checked_scanner, settings, facts_policy)) if settings.pii_scan else None
-    )
-    return EventValidation(policy, FactIntake(facts_policy, scanner), ingest_limits(settings))
 
 
 def build_container(

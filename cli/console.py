@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from bootstrap.container import load_all_policies
 from bootstrap.settings import Settings
+from bootstrap.validation import load_all_policies
 from cli.output import err_console, out_console, print_json
 from identity.errors import BatchValidationError, IdGraphError
 from privacy.access.operators import OperatorAccess, Role, SqliteOperatorStore

@@ -25,10 +25,10 @@ from bootstrap.container import (
     STORE_GAVE_UP,
     Container,
     build_container,
-    load_all_policies,
     load_keyring,
 )
 from bootstrap.settings import Environment, Settings
+from bootstrap.validation import load_all_policies
 from cli.applier import CANNOT_START, ApplierChild, run_applier
 from cli.audit import audit_app
 from cli.common import CLI_ACTOR

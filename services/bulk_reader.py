@@ -11,7 +11,7 @@ moves to the machine's other core.
 What stays in the ingesting process: preparing a batch (keyed hashes, message digests, data
 keys made ahead in the key file) and committing it. The reader process holds the policies, the
 PII scanner and the limits, built from the settings (``validation_builder``, the bootstrap's
-:func:`bootstrap.container.reader_validation`), and no store and no key: it never writes.
+:func:`bootstrap.validation.reader_validation`), and no store and no key: it never writes.
 
 How:
 

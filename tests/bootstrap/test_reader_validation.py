@@ -1,21 +1,25 @@
-"""bootstrap.container.reader_validation: what a bulk file's reader process validates with. It
+"""bootstrap.validation.reader_validation: what a bulk file's reader process validates with. It
 holds no store and no key, validates exactly as the container's ingest service does, and builds
 the PII scanner only when a row has something to scan (privacy.scanning.lazy.LazyScanner)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from bootstrap.container import build_container, build_scanner, reader_validation
+from bootstrap.container import build_container
 from bootstrap.settings import Settings
+from bootstrap.validation import build_scanner, reader_validation
 from identity.model import IdentityEvent
 from privacy.scanning import PiiScanner
 from privacy.scanning.facts import load_facts_policy
 from privacy.scanning.lazy import LazyScanner
 from services.inputs import IdentifyInput, IdentifyRequest
 
+ROOT = Path(__file__).resolve().parents[2]
 RAW = "lazy.scanner.person@gmail.com"
 AT = "2026-11-30T10:00:00Z"
 
@@ -80,3 +84,28 @@ def test_a_lazy_scanner_is_built_once_whatever_the_threads(tmp_path: Path) -> No
     assert results == [1] * 8
     assert lazy.scan(f"write to {RAW}")
     assert "EMAIL_ADDRESS" in lazy.entities
+
+
+def test_the_reader_process_imports_no_store_vault_or_container() -> None:
+    # What the reader process imports (services.bulk_reader, then the pickled builder's module):
+    # run in a fresh interpreter, as the reader is. Why it matters: the reader's resident set
+    # counts towards the bulk path's peak, and the container's imports cost ~20 MiB there.
+    probe = (
+        "import sys, pickle\n"
+        "from functools import partial\n"
+        "import services.bulk_reader\n"
+        "from bootstrap.validation import reader_validation\n"
+        "pickle.loads(pickle.dumps(partial(reader_validation, None)))\n"
+        "heavy = ('bootstrap.container', 'identity.store.sqlite', 'privacy.keys.vault',\n"
+        "         'privacy.auditing.log', 'neo4j', 'fastapi')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == ""
