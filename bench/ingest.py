@@ -1144,6 +1144,8 @@ def run_real(
         "attribute_values": attribute_values,
         **span.as_json(),
         "peak_rss_kib": peak_kib,
+        # Of which the reader process's own (None: read inline), to tell the two apart.
+        "reader_peak_rss_kib": report.reader_peak_rss_kib,
         "rows": report.rows,
         "rejected_rows": report.rejected_rows,
         "row_errors": [{"line": e.line, "problems": list(e.problems)} for e in report.errors[:5]],
@@ -1213,19 +1215,21 @@ class Figures:
     def modes(self) -> dict[str, dict[str, Any]]:
         """Each mode's figures: its one run, or with several rounds its medians (the last
         round's result with the median seconds, CPU seconds and bytes written and the largest
-        peak RSS; the counts are the same in every round)."""
+        peak RSS, with that round's reader share; the counts are the same in every round)."""
         if len(self.runs) == 1:
             return self.runs[0]
         merged: dict[str, dict[str, Any]] = {}
         for name in self.runs[0]:  # the first round's order: the modes' own
             each = [run[name] for run in self.runs]
+            largest = max(each, key=lambda m: int(m["peak_rss_kib"]))
             merged[name] = {
                 **each[-1],
+                **{k: largest[k] for k in ("reader_peak_rss_kib",) if k in largest},
                 **{
                     key: statistics.median(float(m.get(key, 0)) for m in each)
                     for key in ("seconds", "cpu_seconds", "bytes_written")
                 },
-                "peak_rss_kib": max(int(m["peak_rss_kib"]) for m in each),
+                "peak_rss_kib": int(largest["peak_rss_kib"]),
                 "load_before": min(float(m.get("load_before", 0.0)) for m in each),
                 "load_after": max(float(m.get("load_after", 0.0)) for m in each),
             }

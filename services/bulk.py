@@ -216,9 +216,12 @@ class _CommitPipeline:
       ``submit`` or at ``drain``, and no later batch is committed (the batch validated and
       prepared meanwhile is dropped, as the rows after a failed batch always were; ids it
       reserved are dropped like those of any failed write);
-    * **memory**: two batches at most (the one committing, the one being filled);
-    * **garbage**: the young generation is collected after each committed batch, before the
-      next one is handed to the writer (see :data:`BATCHES_PER_COLLECTION`).
+    * **memory**: two batches at most (the one committing, the one being filled), each ending
+      at ``batch_size`` events or once it carries :data:`MAX_BATCH_VALUES` identifiers and
+      facts;
+    * **garbage**: the young generation is collected after every
+      :data:`BATCHES_PER_COLLECTION`-th committed batch, before the next one is handed to the
+      writer; automatic collection is off in between.
 
     The reader prepares each batch (:meth:`IngestService.prepare`: hashing and message digests,
     no graph access) while the batch before may still commit; the writer runs
